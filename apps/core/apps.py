@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    name = "apps.core"
+    label = "core"
+    verbose_name = "Darkroom core"
+
+    def ready(self) -> None:
+        from apps.core import signals  # noqa: F401

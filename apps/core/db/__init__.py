@@ -1,0 +1,1 @@
+"""Postgres backend that carries the tenant context into every transaction (see base.py)."""

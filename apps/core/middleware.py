@@ -1,0 +1,61 @@
+"""Request id and body-size middleware; both run before anything touches the database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from apps.core.problems import problem_response
+from apps.core.request_context import accept_or_generate, reset_request_id, set_request_id
+
+REQUEST_ID_HEADER = "X-Request-ID"
+logger = logging.getLogger("darkroom.request")
+
+
+class RequestIdMiddleware:
+    """Accept the caller's X-Request-ID (or make one), expose it to logs and tasks, echo it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_id = accept_or_generate(request.headers.get(REQUEST_ID_HEADER))
+        request.request_id = request_id  # type: ignore[attr-defined]
+        token = set_request_id(request_id)
+        try:
+            response = self.get_response(request)
+            response[REQUEST_ID_HEADER] = request_id
+            logger.info(
+                "request",
+                extra={"method": request.method, "path": request.path, "status": response.status_code},
+            )
+            return response
+        finally:
+            reset_request_id(token)
+
+
+class BodySizeLimitMiddleware:
+    """Refuse a declared oversize body with 413 before it is read, for every path."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.API_MAX_BODY_BYTES
+        declared = request.META.get("CONTENT_LENGTH")
+        if declared:
+            try:
+                length = int(declared)
+            except ValueError:
+                return problem_response(400, "Bad request", "Content-Length is not a number.", slug="bad-request")
+            if length > limit:
+                return problem_response(
+                    413,
+                    "Payload too large",
+                    f"The request body is {length} bytes; the limit is {limit}.",
+                    slug="payload-too-large",
+                )
+        return self.get_response(request)

@@ -1,0 +1,34 @@
+"""Operator endpoints: /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from apps.ops import health, metrics
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is alive and serving; touches nothing else."""
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Database, Redis and migrations; 503 naming what failed."""
+    checks = health.readiness()
+    failing = [c.name for c in checks if not c.ok]
+    body: dict[str, object] = {
+        "status": "ready" if not failing else "unavailable",
+        "checks": {c.name: {"ok": c.ok, **({"detail": c.detail} if c.detail else {})} for c in checks},
+    }
+    if failing:
+        body["failing"] = failing
+    return JsonResponse(body, status=503 if failing else 200)
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(metrics.render(), content_type=CONTENT_TYPE_LATEST)

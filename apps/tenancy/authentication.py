@@ -1,0 +1,47 @@
+"""API authentication: `Authorization: Bearer <api key>`. The key decides the tenant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from apps.tenancy.selectors import ResolvedApiKey, api_key_resolve
+
+
+class ApiKeyPrincipal(AnonymousUser):
+    """The caller when authenticated by API key: no person, one tenant."""
+
+    def __init__(self, key: ResolvedApiKey) -> None:
+        super().__init__()
+        self.api_key = key
+
+    @property
+    def is_authenticated(self) -> bool:  # type: ignore[override]
+        return True
+
+    def __str__(self) -> str:
+        return f"api-key:{self.api_key.api_key_id}"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        parts = header.split()
+        if parts[0] != self.keyword:
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <api key>'.")
+        resolved = api_key_resolve(raw_key=parts[1])
+        if resolved is None:
+            raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+        return ApiKeyPrincipal(resolved), resolved
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword

@@ -1,0 +1,102 @@
+"""Tenants, users, memberships, API keys and the append-only audit log.
+
+Every tenant-owned table derives from `TenantModel` (column `tenant_id`) and gets row-level
+security in its migration through `apps.tenancy.rls.EnableTenantRLS`;
+`tests/tenancy/test_rls_catalog.py` fails for any table that forgets.
+"""
+
+from __future__ import annotations
+
+import pgtrigger
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class Organization(models.Model):
+    """A studio: the tenant. Not itself tenant-scoped (it is the scope)."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class User(AbstractUser):
+    """A person. Global; what they may see is decided by their memberships."""
+
+    email = models.EmailField(unique=True)
+
+
+class TenantModel(models.Model):
+    """Base for tenant-owned rows: `tenant_id` is what the RLS policy filters on."""
+
+    tenant = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        abstract = True
+
+
+class Membership(TenantModel):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        PHOTOGRAPHER = "photographer", "Photographer"
+        STAFF = "staff", "Staff"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="membership_unique_tenant_user"),
+            models.CheckConstraint(
+                condition=models.Q(role__in=["owner", "photographer", "staff"]), name="membership_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.tenant_id}:{self.role}"
+
+
+class ApiKey(TenantModel):
+    """An integrator credential. Only a SHA-256 of the secret is stored; it is shown once."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class AuditLog(models.Model):
+    """Who did what to which target, under which request. Append-only.
+
+    UPDATE and DELETE are refused by a trigger and by revoked privileges of the runtime role.
+    `tenant` is null for platform-level events (e.g. a process entering system context).
+    """
+
+    APPEND_ONLY = True
+
+    tenant = models.ForeignKey(Organization, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    actor_user = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    actor_label = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=100)
+    target_type = models.CharField(max_length=100, blank=True)
+    target_id = models.CharField(max_length=100, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        triggers = [
+            pgtrigger.Protect(name="auditlog_append_only", operation=pgtrigger.Update | pgtrigger.Delete),
+        ]
+        indexes = [models.Index(fields=["tenant", "created_at"], name="auditlog_tenant_created")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_type}:{self.target_id}"

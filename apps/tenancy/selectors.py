@@ -1,0 +1,41 @@
+"""Reads that resolve a credential to a tenant. They must look across tenants, so they run
+in the (audited) system context; everything after them runs in the resolved tenant's context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from apps.tenancy.context import system_context
+from apps.tenancy.models import ApiKey, Membership, Organization, User
+from apps.tenancy.services import hash_api_key
+
+
+@dataclass(frozen=True)
+class ResolvedApiKey:
+    api_key_id: int
+    tenant_id: int
+    name: str
+
+
+def api_key_resolve(*, raw_key: str) -> ResolvedApiKey | None:
+    """The tenant an API key belongs to, or None if the key is unknown or revoked."""
+    with system_context("api key authentication"):
+        row = (
+            ApiKey.objects.filter(key_hash=hash_api_key(raw_key), revoked_at__isnull=True)
+            .values_list("pk", "tenant_id", "name")
+            .first()
+        )
+    if row is None:
+        return None
+    return ResolvedApiKey(api_key_id=row[0], tenant_id=row[1], name=row[2])
+
+
+def memberships_of_user(*, user: User) -> list[Membership]:
+    """All memberships of a user across tenants (for session auth's tenant choice)."""
+    with system_context("session tenant resolution"):
+        return list(Membership.objects.filter(user=user).select_related("tenant").order_by("tenant_id"))
+
+
+def organization_get(*, tenant_id: int) -> Organization:
+    return Organization.objects.get(pk=tenant_id)

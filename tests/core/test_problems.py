@@ -1,0 +1,90 @@
+"""Every API error is an RFC 7807 problem body, and bad input writes nothing."""
+
+import pytest
+
+from apps.tenancy.context import tenant_context
+from apps.tenancy.models import ApiKey
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/tenancy/api-keys"
+
+
+def _owner_client(tenant, client):
+    client.force_login(tenant.owner)
+    return client
+
+
+def _key_count(tenant) -> int:
+    with tenant_context(tenant.org.pk):
+        return ApiKey.objects.count()
+
+
+def _assert_problem(response, status):
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert {"type", "title", "status", "detail"} <= set(body)
+    assert body["status"] == status
+    return body
+
+
+def test_malformed_json_is_400_and_writes_nothing(tenant_a, client):
+    before = _key_count(tenant_a)
+    response = _owner_client(tenant_a, client).post(URL, data="{not json", content_type="application/json")
+    body = _assert_problem(response, 400)
+    assert body["type"] == "/problems/malformed-request"
+    assert _key_count(tenant_a) == before
+
+
+def test_unknown_field_is_400_with_field_errors(tenant_a, client):
+    before = _key_count(tenant_a)
+    response = _owner_client(tenant_a, client).post(
+        URL, data={"name": "ci", "admin": True}, content_type="application/json"
+    )
+    body = _assert_problem(response, 400)
+    assert body["errors"] == {"admin": ["Unknown field."]}
+    assert _key_count(tenant_a) == before
+
+
+def test_missing_field_is_400_naming_it(tenant_a, client):
+    response = _owner_client(tenant_a, client).post(URL, data={}, content_type="application/json")
+    body = _assert_problem(response, 400)
+    assert "name" in body["errors"]
+
+
+def test_oversize_body_is_413_and_writes_nothing(tenant_a, client, settings):
+    before = _key_count(tenant_a)
+    big = '{"name": "' + "x" * (settings.API_MAX_BODY_BYTES + 10) + '"}'
+    response = _owner_client(tenant_a, client).post(URL, data=big, content_type="application/json")
+    _assert_problem(response, 413)
+    assert _key_count(tenant_a) == before
+
+
+def test_unauthenticated_is_problem(client):
+    response = client.get("/api/v1/tenancy/whoami")
+    body = _assert_problem(response, response.status_code)
+    assert response.status_code in (401, 403)
+    assert body["type"] in ("/problems/not-authenticated", "/problems/permission-denied")
+
+
+def test_bad_api_key_is_401(client):
+    response = client.get("/api/v1/tenancy/whoami", HTTP_AUTHORIZATION="Bearer drk_nope_nope")
+    _assert_problem(response, 401)
+
+
+def test_wrong_role_is_403(tenant_a, client):
+    # an API key (integrator) may not issue further API keys
+    response = tenant_a.client().post(URL, {"name": "x"}, format="json")
+    _assert_problem(response, 403)
+
+
+def test_owner_issues_key_shown_once_and_it_works(tenant_a, client):
+    response = _owner_client(tenant_a, client).post(URL, data={"name": "ci"}, content_type="application/json")
+    assert response.status_code == 201
+    raw = response.json()["api_key"]
+    with tenant_context(tenant_a.org.pk):
+        stored = ApiKey.objects.get(pk=response.json()["id"])
+    assert raw not in (stored.key_hash, stored.prefix)
+    whoami = client.get("/api/v1/tenancy/whoami", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert whoami.json()["tenant_id"] == tenant_a.org.pk

@@ -1,0 +1,59 @@
+"""X-Request-ID round trip and logs; /healthz and /readyz."""
+
+import json
+import logging
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_request_id_is_echoed_when_given(client):
+    response = client.get("/healthz", HTTP_X_REQUEST_ID="abc-123")
+    assert response["X-Request-ID"] == "abc-123"
+
+
+def test_request_id_is_generated_when_missing_or_invalid(client):
+    generated = client.get("/healthz")["X-Request-ID"]
+    replaced = client.get("/healthz", HTTP_X_REQUEST_ID="bad id with spaces")["X-Request-ID"]
+    assert len(generated) == 32 and len(replaced) == 32 and generated != replaced
+
+
+def test_every_json_log_line_carries_the_request_id(client, caplog):
+    from django.conf import settings as dj_settings
+
+    formatter = logging.getLogger().handlers[0].formatter if logging.getLogger().handlers else None
+    with caplog.at_level(logging.INFO, logger="darkroom.request"):
+        client.get("/healthz", HTTP_X_REQUEST_ID="log-me-1")
+    records = [r for r in caplog.records if r.name == "darkroom.request"]
+    assert records and all(r.request_id == "log-me-1" for r in records)
+    if formatter is not None and dj_settings.LOGGING["formatters"]["json"]:
+        line = json.loads(formatter.format(records[0]))
+        assert line["request_id"] == "log-me-1"
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_ok(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": {"ok": True}, "redis": {"ok": True}, "migrations": {"ok": True}}
+
+
+def test_readyz_names_redis_when_it_is_down(client, settings):
+    # given: the cache points at a port where no Redis listens (Django resets cache handlers)
+    settings.CACHES = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": 0.5},
+        }
+    }
+    # when / then: not ready, and the failing part is named
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["redis"]
+    assert response.json()["checks"]["database"]["ok"] is True

@@ -1,0 +1,67 @@
+"""Shared fixtures: tenants with members and API keys, API clients, raw runtime connections."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection
+from rest_framework.test import APIClient
+
+from apps.tenancy.models import Organization, User
+from apps.tenancy.services import api_key_issue
+from tests.factories.tenancy import MembershipFactory, OrganizationFactory, UserFactory
+
+
+@dataclass
+class TenantBundle:
+    org: Organization
+    owner: User
+    api_key: str
+
+    def client(self) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {self.api_key}")
+        return client
+
+
+@pytest.fixture
+def make_tenant(db: None) -> Callable[..., TenantBundle]:
+    def make(slug: str | None = None) -> TenantBundle:
+        org = OrganizationFactory(**({"slug": slug} if slug else {}))
+        owner = UserFactory()
+        MembershipFactory(tenant=org, user=owner, role="owner")
+        issued = api_key_issue(tenant=org, name="test")
+        return TenantBundle(org=org, owner=owner, api_key=issued.raw_key)
+
+    return make
+
+
+@pytest.fixture
+def tenant_a(make_tenant: Callable[..., TenantBundle]) -> TenantBundle:
+    return make_tenant()
+
+
+@pytest.fixture
+def tenant_b(make_tenant: Callable[..., TenantBundle]) -> TenantBundle:
+    return make_tenant()
+
+
+@pytest.fixture
+def runtime_conn(db: None) -> Iterator[psycopg.Connection]:
+    """A raw psycopg connection as the runtime role to the test database (autocommit off)."""
+    params = connection.get_connection_params()
+    conn = psycopg.connect(
+        dbname=connection.settings_dict["NAME"],
+        user=settings.DATABASES["default"]["USER"],
+        password=settings.DATABASES["default"].get("PASSWORD") or None,
+        host=params.get("host"),
+        port=params.get("port"),
+    )
+    try:
+        yield conn
+    finally:
+        conn.close()
