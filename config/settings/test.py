@@ -1,13 +1,27 @@
-"""Tests: real Postgres and Redis, fast hashing, in-memory email, separate Redis databases."""
+"""Tests: real Postgres and Redis, fast hashing, in-memory email and storage.
+
+Each pytest-xdist worker (and each checkout, through DARKROOM_DB_NAME) gets its own test
+database and its own Redis key prefixes for cache, broker and results, so parallel runs never
+consume each other's tasks or locks.
+"""
+
+import os
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import CACHES, env
+from config.settings.base import CACHES, CELERY_BROKER_TRANSPORT_OPTIONS, DATABASE_NAME, MIDDLEWARE, env
+
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+TEST_NAMESPACE = f"{DATABASE_NAME}-{_WORKER}"
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CACHES["default"]["LOCATION"] = env("TEST_CACHE_URL", default="redis://127.0.0.1:6379/11")
+CACHES["default"]["KEY_PREFIX"] = f"test-{TEST_NAMESPACE}"
 CELERY_BROKER_URL = env("TEST_CELERY_BROKER_URL", default="redis://127.0.0.1:6379/12")
+CELERY_BROKER_TRANSPORT_OPTIONS = {**CELERY_BROKER_TRANSPORT_OPTIONS, "global_keyprefix": f"test-{TEST_NAMESPACE}-"}
+CELERY_RESULT_BACKEND = env("TEST_CELERY_RESULT_URL", default="redis://127.0.0.1:6379/13")
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": f"test-{TEST_NAMESPACE}-"}
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -14,11 +14,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def worker(settings):
-    celery_app.conf.result_backend = "redis://127.0.0.1:6379/13"
+def worker():
     with start_worker(celery_app, pool="solo", perform_ping_check=False, queues=["default"], loglevel="WARNING"):
         yield
-    celery_app.conf.result_backend = None
 
 
 def test_request_id_and_tenant_reach_the_worker_and_its_logs(worker, tenant_a, caplog):
