@@ -8,6 +8,9 @@ from apps.ops import views as ops_views
 
 api_v1 = [
     path("tenancy/", include("apps.tenancy.urls")),
+    path("ledger/", include("apps.ledger.urls")),
+    path("", include("apps.catalog.urls")),
+    path("", include("apps.commerce.urls")),
 ]
 
 urlpatterns = [
@@ -15,6 +18,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("webhooks/", include("apps.payments.urls")),
     path("healthz", ops_views.healthz, name="healthz"),
     path("readyz", ops_views.readyz, name="readyz"),
     path("metrics", ops_views.metrics_view, name="metrics"),

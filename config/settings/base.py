@@ -35,6 +35,12 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.tenancy",
     "apps.ops",
+    "apps.idempotency",
+    "apps.outbox",
+    "apps.ledger",
+    "apps.catalog",
+    "apps.commerce",
+    "apps.payments",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -182,7 +188,15 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_TASK_QUEUES = [Queue(name) for name in DARKROOM_QUEUES]
 # Task modules are included explicitly (no autodiscovery): each domain has one under tasks/.
-CELERY_IMPORTS = ("tasks.core",)
+CELERY_IMPORTS = (
+    "tasks.core",
+    "tasks.idempotency",
+    "tasks.outbox",
+    "tasks.ledger",
+    "tasks.catalog",
+    "tasks.payments",
+    "tasks.commerce",
+)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
@@ -212,3 +226,17 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# --- idempotency --------------------------------------------------------------------------
+
+# --- outbox -------------------------------------------------------------------------------
+
+# --- locks --------------------------------------------------------------------------------
+
+# --- ledger -------------------------------------------------------------------------------
+
+# --- catalog ------------------------------------------------------------------------------
+
+# --- payments -----------------------------------------------------------------------------
+
+# --- commerce -----------------------------------------------------------------------------
