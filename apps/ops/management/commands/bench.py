@@ -1,0 +1,112 @@
+"""`make bench`: run every benchmark in one go and write one report that names the machine.
+
+Each benchmark is its own management command that prints its figures, writes JSON under
+bench-results/ and ends with PASS/FAIL against its targets. This command runs them in
+sequence (never in parallel: they share the two cores), collects the JSON, and writes
+bench-results/report.json and bench-results/report.md. Exit status 1 if any target failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from django.conf import settings
+from django.core.management import call_command, get_commands
+from django.core.management.base import BaseCommand, CommandParser
+
+RESULTS = Path(settings.BASE_DIR) / "bench-results"
+
+# (title, command, full-profile args, smoke-profile args); the command writes --json-out.
+BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
+    ("outbox commit → task start", "outbox_bench", ["--rate", "1000", "--duration", "20"], ["--smoke"]),
+    (
+        "ledger projection lag, sustained 1,000 debits/s",
+        "ledger_slo",
+        ["--rate", "1000", "--duration", "60"],
+        ["--smoke"],
+    ),
+    (
+        "ledger projection lag, 10 s burst at 10,000 debits/s",
+        "ledger_slo",
+        ["--rate", "1000", "--duration", "40", "--burst-rate", "10000", "--burst-seconds", "10"],
+        ["--smoke", "--burst-rate", "5000", "--burst-seconds", "2"],
+    ),
+    ("hot SKU: batched vs row_lock", "inventory_bench", [], ["--smoke"]),
+]
+
+
+def machine_facts() -> dict[str, Any]:
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    with psycopg.connect(settings.DATABASE_ADMIN_URL) as conn:
+        pg_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    redis_version = redis.Redis.from_url(settings.REDIS_URL).info("server")["redis_version"]
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu_model,
+        "memory_gib": mem_gib,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": pg_version,
+        "redis": redis_version,
+    }
+
+
+class Command(BaseCommand):
+    help = "Run all benchmarks (or --only NAME) and write bench-results/report.{json,md}."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--smoke", action="store_true", help="short profiles (CI smoke), not for figures")
+        parser.add_argument("--only", action="append", default=[], help="command name(s) to run")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        RESULTS.mkdir(exist_ok=True)
+        available = get_commands()
+        machine = machine_facts()
+        self.stdout.write(f"machine: {json.dumps(machine)}")
+        report: dict[str, Any] = {"machine": machine, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ"), "runs": []}
+        failed = False
+        for index, (title, command, full_args, smoke_args) in enumerate(BENCHMARKS):
+            if options["only"] and command not in options["only"]:
+                continue
+            if command not in available:
+                self.stdout.write(self.style.WARNING(f"== {title}: `{command}` is not part of this build; skipped"))
+                report["runs"].append({"title": title, "command": command, "skipped": True})
+                continue
+            out = RESULTS / f"{index:02d}-{command}.json"
+            argv = [*(smoke_args if options["smoke"] else full_args), "--json-out", str(out)]
+            self.stdout.write(self.style.MIGRATE_HEADING(f"== {title}: manage.py {command} {' '.join(argv)}"))
+            ok = True
+            try:
+                call_command(command, *argv, stdout=self.stdout, stderr=self.stderr)
+            except SystemExit as exc:
+                ok = exc.code in (0, None)
+            result = json.loads(out.read_text()) if out.exists() else {}
+            passed = ok and bool(result.get("pass", ok))
+            failed |= not passed
+            report["runs"].append({"title": title, "command": command, "args": argv, "pass": passed, "result": result})
+        (RESULTS / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        lines = [f"# Benchmark report ({report['started']})", "", f"Machine: `{json.dumps(machine)}`", ""]
+        for run in report["runs"]:
+            status = "skipped" if run.get("skipped") else ("PASS" if run["pass"] else "FAIL")
+            lines.append(f"- **{run['title']}** (`{run['command']}`): {status}")
+            if run.get("result", {}).get("summary"):
+                lines.append(f"  - {run['result']['summary']}")
+        (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
+        self.stdout.write(f"report: {RESULTS / 'report.md'}")
+        if failed:
+            raise SystemExit(1)
