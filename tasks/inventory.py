@@ -1,0 +1,1 @@
+"""Celery tasks of the inventory domain: the per-SKU batched writer and reservation expiry."""
