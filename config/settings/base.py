@@ -243,5 +243,31 @@ LOGGING = {
 # --- catalog ------------------------------------------------------------------------------
 
 # --- payments -----------------------------------------------------------------------------
+# Provider credentials come from the environment; the defaults only let a laptop run (they are
+# public, so production.py must require real values). Webhook secrets are lists where the
+# provider signs with several during a rotation.
+DARKROOM_PUBLIC_BASE_URL = env("DARKROOM_PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+PAYMENTS_HTTP_TIMEOUT_SECONDS = env.float("PAYMENTS_HTTP_TIMEOUT_SECONDS", default=10.0)
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="sk_test_darkroom_local")
+STRIPE_WEBHOOK_SECRETS = env.list("STRIPE_WEBHOOK_SECRETS", default=["whsec_darkroom_local"])
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env.int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", default=300)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+FLUTTERWAVE_SECRET_KEY = env("FLUTTERWAVE_SECRET_KEY", default="FLWSECK_TEST-darkroom-local-X")
+FLUTTERWAVE_SECRET_HASH = env("FLUTTERWAVE_SECRET_HASH", default="darkroom-local-flutterwave-hash")
+FLUTTERWAVE_API_BASE = env("FLUTTERWAVE_API_BASE", default="https://api.flutterwave.com/v3")
+PAYPAL_CLIENT_ID = env("PAYPAL_CLIENT_ID", default="darkroom-local-client")
+PAYPAL_CLIENT_SECRET = env("PAYPAL_CLIENT_SECRET", default="darkroom-local-secret")
+PAYPAL_WEBHOOK_ID = env("PAYPAL_WEBHOOK_ID", default="darkroom-local-webhook")
+PAYPAL_API_BASE = env("PAYPAL_API_BASE", default="https://api-m.sandbox.paypal.com")
+# Certificates for webhook signatures are fetched only from these hosts, over https.
+PAYPAL_CERT_HOSTS = env.list("PAYPAL_CERT_HOSTS", default=["api.paypal.com", "api.sandbox.paypal.com"])
+PAYPAL_CERT_CACHE_SECONDS = env.int("PAYPAL_CERT_CACHE_SECONDS", default=24 * 3600)
+SANDBOX_WEBHOOK_SECRET = env("SANDBOX_WEBHOOK_SECRET", default="sandbox-darkroom-local")
+SANDBOX_WEBHOOK_TOLERANCE_SECONDS = env.int("SANDBOX_WEBHOOK_TOLERANCE_SECONDS", default=300)
+SANDBOX_WEBHOOK_URL = env("SANDBOX_WEBHOOK_URL", default=f"{DARKROOM_PUBLIC_BASE_URL}/webhooks/sandbox")
+# Misbehaviour on purpose: each event delivered N times, in shuffled order, this much later.
+SANDBOX_WEBHOOK_DUPLICATES = env.int("SANDBOX_WEBHOOK_DUPLICATES", default=1)
+SANDBOX_WEBHOOK_SHUFFLE = env.bool("SANDBOX_WEBHOOK_SHUFFLE", default=False)
+SANDBOX_WEBHOOK_DELAY_SECONDS = env.float("SANDBOX_WEBHOOK_DELAY_SECONDS", default=0.0)
 
 # --- commerce -----------------------------------------------------------------------------

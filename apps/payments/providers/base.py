@@ -1,0 +1,363 @@
+"""The one interface every payment provider adapter implements, and the values it speaks in.
+
+An adapter is the boundary between Darkroom and a provider's HTTP API: it formats requests
+(amounts, idempotency keys, return URLs), authenticates webhook deliveries with the provider's
+real signature scheme and translates provider payloads into `WebhookEnvelope`s whose `status`
+the commerce state machine understands. Adapters hold no database state and open no
+transaction; callers must never call `create_session`, `fetch_status`, `refund` (or PayPal's
+`capture`) inside a database transaction (STYLE.md: no provider calls in transactions).
+
+Money is integer minor units plus an ISO 4217 code everywhere in this interface; adapters
+convert to and from the provider's representation (Flutterwave and PayPal use decimal major
+units) exactly, never through floats.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from apps.core.problems import DomainError, NotFound
+
+
+class PaymentStatus(StrEnum):
+    """What a provider says about a payment, in the commerce state machine's vocabulary.
+
+    PENDING: not settled yet (session open, asynchronous payment method still processing).
+    APPROVED: the buyer approved but the merchant must still capture (PayPal orders only);
+        it is NOT money received: capture, then wait for the capture's own status.
+    PAID: money captured. FAILED: the attempt was declined or failed for good.
+    REFUNDED: a refund completed (also partial ones: compare the envelope's `amount_minor`).
+    EXPIRED: the session or order timed out or was voided unpaid.
+    UNKNOWN: an event type Darkroom does not act on; record it and ignore it.
+    """
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    PAID = "paid"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+
+class WebhookSignatureError(DomainError):
+    """A webhook delivery failed authentication; `detail` says why. Nothing may be recorded."""
+
+    status_code = 400
+    slug = "invalid-webhook-signature"
+    title = "Invalid webhook signature"
+
+
+class WebhookPayloadError(DomainError):
+    """An authenticated delivery whose body is not the JSON shape the provider documents."""
+
+    status_code = 400
+    slug = "malformed-webhook"
+    title = "Malformed webhook payload"
+
+
+class ProviderError(DomainError):
+    """A provider API call failed. `retryable` is True for timeouts, 409, 429 and 5xx."""
+
+    status_code = 502
+    slug = "payment-provider-error"
+    title = "Payment provider error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        provider: str,
+        retryable: bool,
+        http_status: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail, extra=extra)
+        self.provider = provider
+        self.retryable = retryable
+        self.http_status = http_status
+
+
+class UnknownProviderError(NotFound):
+    """`get_provider` was asked for a provider name Darkroom does not have."""
+
+    slug = "unknown-payment-provider"
+    title = "Unknown payment provider"
+
+
+@dataclass(frozen=True)
+class ProviderSession:
+    """A hosted payment page: where to send the shopper and the provider's reference for it.
+
+    `reference` is what the checkout stores (`stripe_checkout_session_id`, `flutterwave_tx_ref`,
+    `paypal_order_id`, or the sandbox reference) and what webhooks carry back.
+    """
+
+    reference: str
+    payment_url: str
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    """The provider's current view of one payment (`fetch_status`, `capture`).
+
+    Amount and currency are what the provider reports as charged; callers compare them with the
+    checkout before granting anything (Flutterwave's hosted page, for one, documents this check).
+    """
+
+    status: PaymentStatus
+    amount_minor: int | None = None
+    currency: str | None = None
+    payment_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """A refund the provider accepted: its id, PENDING or REFUNDED (or FAILED), and the amount."""
+
+    refund_id: str
+    status: PaymentStatus
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class WebhookEnvelope:
+    """One authenticated webhook delivery, translated.
+
+    `event_id` is the provider's id of the event (dedupe key with the provider name).
+    `reference` is the provider reference of the session/order the checkout stored, when the
+    event carries it (Stripe charge events and some PayPal refund events do not); `checkout_id`
+    is Darkroom's checkout id echoed back by the provider (Stripe metadata/client_reference_id,
+    Flutterwave tx_ref, PayPal custom_id). `payment_id` is the provider's id of the underlying payment (Stripe
+    PaymentIntent, Flutterwave transaction id, PayPal capture id). For REFUNDED, `amount_minor`
+    is the amount refunded (cumulative where the provider reports a total). `raw` is the parsed
+    JSON body (plain floats; store the raw bytes if exact figures are needed).
+
+    Every envelope whose status is not UNKNOWN names at least one of `reference`, `checkout_id`
+    and `payment_id`; a known event type that names none (a payment Darkroom did not create)
+    comes back UNKNOWN, to be recorded and ignored rather than refused (a 4xx would only make
+    the provider redeliver it for days).
+    """
+
+    provider: str
+    event_id: str
+    event_type: str
+    status: PaymentStatus
+    reference: str | None = None
+    checkout_id: str | None = None
+    payment_id: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    occurred_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+class PaymentProvider(ABC):
+    """A payment provider adapter. Implementations are stateless apart from caches of
+    credentials (OAuth tokens, certificates) and are safe to share between threads.
+    """
+
+    name: str
+
+    @abstractmethod
+    def create_session(
+        self,
+        *,
+        checkout_id: str,
+        amount_minor: int,
+        currency: str,
+        email: str,
+        description: str,
+        success_url: str,
+        cancel_url: str,
+    ) -> ProviderSession:
+        """Create (or, for a repeated checkout id, get back) the hosted payment session.
+
+        The checkout id is the provider's idempotency key, so retrying after a timeout returns
+        the same session instead of a second one. Must be called outside any transaction.
+        Raises ProviderError.
+        """
+
+    @abstractmethod
+    def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> None:
+        """Authenticate a delivery against the raw request bytes; never re-serialised JSON.
+
+        Raises WebhookSignatureError with the reason (missing or malformed header, mismatch,
+        stale timestamp, untrusted certificate, ...).
+        """
+
+    @abstractmethod
+    def parse_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:
+        """Translate an already verified delivery. Raises WebhookPayloadError."""
+
+    @abstractmethod
+    def fetch_status(self, *, reference: str) -> PaymentState:
+        """Ask the provider for the payment's current state (reconciliation, missed webhooks).
+
+        Raises ProviderError.
+        """
+
+    @abstractmethod
+    def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
+        """Refund `amount_minor` of the payment behind `reference`.
+
+        `idempotency_key` is sent as the provider's idempotency key: the same key never refunds
+        twice. Must be called outside any transaction. Raises ProviderError.
+        """
+
+    def authenticate(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:
+        """`verify_webhook` then `parse_webhook`: what a webhook endpoint calls."""
+        self.verify_webhook(body=body, headers=headers)
+        return self.parse_webhook(body=body, headers=headers)
+
+
+# --- helpers shared by the adapters --------------------------------------------------------
+
+
+def identified_or_unknown(envelope: WebhookEnvelope) -> WebhookEnvelope:
+    """Downgrade an envelope that cannot be matched to any payment to UNKNOWN."""
+    if envelope.reference or envelope.checkout_id or envelope.payment_id:
+        return envelope
+    return replace(envelope, status=PaymentStatus.UNKNOWN)
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup that works on plain dicts and on Django's HttpHeaders."""
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def require_bytes(body: object) -> bytes:
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise TypeError("webhook bodies are verified as the raw request bytes")
+    return bytes(body)
+
+
+def parse_json_object(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parse a webhook body twice: with Decimal numbers (for amounts) and plain (for `raw`).
+
+    Raises WebhookPayloadError unless the body is a UTF-8 JSON object.
+    """
+    try:
+        exact = json.loads(body, parse_float=Decimal)
+        plain = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WebhookPayloadError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(exact, dict):
+        raise WebhookPayloadError("body is not a JSON object")
+    return exact, plain
+
+
+def as_dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_str(value: object) -> str | None:
+    """A non-empty string, or None; ints (Flutterwave transaction ids) become strings."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value:
+        return value
+    return None
+
+
+def epoch_to_datetime(value: object) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        return None
+    return datetime.fromtimestamp(int(value), tz=UTC)
+
+
+def iso_to_datetime(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --- money ---------------------------------------------------------------------------------
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+# ISO 4217 minor-unit exponents that are not 2 (currencies in active use).
+_EXPONENTS: dict[str, int] = {
+    **dict.fromkeys(
+        (
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ),
+        0,
+    ),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+}
+
+
+def normalize_currency(currency: str) -> str:
+    code = currency.upper()
+    if not _CURRENCY.match(code):
+        raise ValueError(f"not an ISO 4217 currency code: {currency!r}")
+    return code
+
+
+def currency_exponent(currency: str) -> int:
+    return _EXPONENTS.get(normalize_currency(currency), 2)
+
+
+def minor_to_major(amount_minor: int, currency: str) -> str:
+    """12345, "USD" -> "123.45"; 500, "JPY" -> "500". Exact (no floats)."""
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+        raise TypeError("amounts are integers in minor units")
+    exponent = currency_exponent(currency)
+    value = Decimal(amount_minor).scaleb(-exponent)
+    return f"{value:.{exponent}f}"
+
+
+def major_to_minor(value: object, currency: str) -> int:
+    """ "123.45" or Decimal("123.45") or 123 -> 12345 for USD. Raises ValueError if inexact."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise ValueError(f"not an amount: {value!r}")
+    try:
+        amount = Decimal(value) if not isinstance(value, Decimal) else value
+    except InvalidOperation as exc:
+        raise ValueError(f"not an amount: {value!r}") from exc
+    if not amount.is_finite():
+        raise ValueError(f"not an amount: {value!r}")
+    minor = amount.scaleb(currency_exponent(currency))
+    if minor != minor.to_integral_value():
+        raise ValueError(f"{value!r} has more decimals than {currency} allows")
+    return int(minor)
+
+
+def check_amount(amount_minor: int) -> int:
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int) or amount_minor <= 0:
+        raise ValueError("amount_minor must be a positive integer")
+    return amount_minor

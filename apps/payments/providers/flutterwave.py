@@ -1,0 +1,272 @@
+"""Flutterwave adapter: v3 Standard (hosted payment link) over JSON/HTTPS, webhooks verified by
+`flutterwave-signature` (base64 HMAC-SHA256 of the raw body keyed with the secret hash) or, for
+accounts still on the legacy scheme, `verif-hash` (the secret hash itself, constant-time
+compared; it does not bind the body, which is why the HMAC header wins when both are present).
+
+Create: `POST /v3/payments` with `tx_ref` = checkout id (Flutterwave's uniqueness key for the
+payment) and `X-Idempotency-Key` = checkout id (honoured by Flutterwave's idempotency layer on
+POST endpoints). Amounts travel as decimal major-unit strings. Flutterwave has a single
+`redirect_url`; it appends `status=successful|cancelled` to it, so the success URL is sent and
+the return page must read `status`. Reference = tx_ref (the checkout id).
+
+Webhook mapping (v3 payloads carry `event`, v4 payloads `type`; both are read):
+    charge.completed, data.status successful/succeeded -> PAID, failed -> FAILED,
+                      pending -> PENDING
+    charge.failed                                      -> FAILED
+    refund.completed                                   -> REFUNDED
+    anything else                                      -> UNKNOWN
+v3 deliveries have no event id; the id used for deduplication is `<event>:<data.id>:<status>`
+(a redelivery repeats it; a later status change of the same charge is a new event).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from apps.payments.providers.base import (
+    PaymentProvider,
+    PaymentState,
+    PaymentStatus,
+    ProviderError,
+    ProviderSession,
+    RefundResult,
+    WebhookEnvelope,
+    WebhookPayloadError,
+    WebhookSignatureError,
+    as_dict,
+    as_str,
+    check_amount,
+    header_value,
+    identified_or_unknown,
+    iso_to_datetime,
+    major_to_minor,
+    minor_to_major,
+    normalize_currency,
+    parse_json_object,
+    require_bytes,
+)
+from apps.payments.providers.http import HttpTransport, JsonApi, UrllibTransport
+
+SIGNATURE_HEADER = "flutterwave-signature"
+LEGACY_HASH_HEADER = "verif-hash"
+DEFAULT_API_BASE = "https://api.flutterwave.com/v3"
+
+_CHARGE_STATUSES: dict[str, PaymentStatus] = {
+    "successful": PaymentStatus.PAID,
+    "succeeded": PaymentStatus.PAID,
+    "failed": PaymentStatus.FAILED,
+    "pending": PaymentStatus.PENDING,
+}
+_REFUND_STATUSES: dict[str, PaymentStatus] = {
+    "completed": PaymentStatus.REFUNDED,
+    "successful": PaymentStatus.REFUNDED,
+    "succeeded": PaymentStatus.REFUNDED,
+    "failed": PaymentStatus.FAILED,
+}
+
+
+def sign_body(body: bytes, secret_hash: str) -> str:
+    """The `flutterwave-signature` value for a body (what Flutterwave sends)."""
+    return base64.b64encode(hmac.new(secret_hash.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def _first(data: Mapping[str, Any], *keys: str) -> Any:
+    return next((data[key] for key in keys if data.get(key) not in (None, "")), None)
+
+
+def _amount(value: object, currency: str | None) -> int | None:
+    if value is None or currency is None:
+        return None
+    try:
+        return major_to_minor(value, currency)
+    except ValueError as exc:
+        raise WebhookPayloadError(f"Flutterwave amount {value!r} {currency}: {exc}") from exc
+
+
+class FlutterwaveProvider(PaymentProvider):
+    name = "flutterwave"
+
+    def __init__(
+        self,
+        *,
+        secret_key: str,
+        secret_hash: str,
+        api_base: str = DEFAULT_API_BASE,
+        transport: HttpTransport | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.secret_hash = secret_hash
+        self.api_base = api_base.rstrip("/")
+        self._secret_key = secret_key
+        self._api = JsonApi(provider=self.name, transport=transport or UrllibTransport(), timeout=timeout)
+
+    def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self._secret_key}"}
+        if idempotency_key:
+            headers["X-Idempotency-Key"] = idempotency_key
+        return headers
+
+    def _data(self, response: dict[str, Any], what: str) -> dict[str, Any]:
+        if response.get("status") != "success":
+            raise ProviderError(
+                f"flutterwave: {what}: {response.get('message')!r}", provider=self.name, retryable=False
+            )
+        return as_dict(response.get("data"))
+
+    # --- API calls ---------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        *,
+        checkout_id: str,
+        amount_minor: int,
+        currency: str,
+        email: str,
+        description: str,
+        success_url: str,
+        cancel_url: str,
+    ) -> ProviderSession:
+        code = normalize_currency(currency)
+        response = self._api.call(
+            "POST",
+            f"{self.api_base}/payments",
+            headers=self._headers(idempotency_key=checkout_id),
+            json_body={
+                "tx_ref": checkout_id,
+                "amount": minor_to_major(check_amount(amount_minor), code),
+                "currency": code,
+                "redirect_url": success_url,
+                "customer": {"email": email},
+                "customizations": {"title": "Darkroom", "description": description},
+                "meta": {"checkout_id": checkout_id},
+            },
+        )
+        link = as_str(self._data(response, "create payment").get("link"))
+        if link is None:
+            raise ProviderError("flutterwave: payment link missing", provider=self.name, retryable=False)
+        return ProviderSession(reference=checkout_id, payment_url=link)
+
+    def fetch_status(self, *, reference: str) -> PaymentState:
+        """Verify by tx_ref. A reference with no transaction yet (shopper has not paid) is PENDING."""
+        url = f"{self.api_base}/transactions/verify_by_reference?{urlencode({'tx_ref': reference})}"
+        try:
+            data = self._data(self._api.call("GET", url, headers=self._headers()), "verify")
+        except ProviderError as exc:
+            if exc.http_status in (400, 404) and "no transaction" in exc.detail.lower():
+                return PaymentState(status=PaymentStatus.PENDING)
+            raise
+        currency = as_str(data.get("currency"))
+        return PaymentState(
+            status=_CHARGE_STATUSES.get(str(data.get("status")).lower(), PaymentStatus.PENDING),
+            amount_minor=_amount(data.get("amount"), currency) if currency else None,
+            currency=currency,
+            payment_id=as_str(data.get("id")),
+        )
+
+    def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
+        state = self.fetch_status(reference=reference)
+        if state.payment_id is None or state.currency is None:
+            raise ProviderError(
+                f"flutterwave: no transaction for {reference} to refund", provider=self.name, retryable=False
+            )
+        response = self._api.call(
+            "POST",
+            f"{self.api_base}/transactions/{quote(state.payment_id, safe='')}/refund",
+            headers=self._headers(idempotency_key=idempotency_key),
+            json_body={"amount": minor_to_major(check_amount(amount_minor), state.currency)},
+        )
+        data = self._data(response, "refund")
+        refund_id = as_str(data.get("id"))
+        if refund_id is None:
+            raise ProviderError("flutterwave: refund without id", provider=self.name, retryable=False)
+        try:
+            refunded = major_to_minor(_first(data, "amount_refunded", "AmountRefunded", "amount"), state.currency)
+        except ValueError:
+            refunded = amount_minor
+        return RefundResult(
+            refund_id=refund_id,
+            status=_REFUND_STATUSES.get(str(data.get("status")).lower(), PaymentStatus.PENDING),
+            amount_minor=refunded,
+            currency=state.currency,
+        )
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> None:
+        raw = require_bytes(body)
+        if not self.secret_hash:
+            raise WebhookSignatureError("no Flutterwave secret hash is configured")
+        signature = header_value(headers, SIGNATURE_HEADER)
+        if signature is not None:
+            expected = sign_body(raw, self.secret_hash)
+            if not hmac.compare_digest(signature.strip().encode(), expected.encode()):
+                raise WebhookSignatureError(f"{SIGNATURE_HEADER} does not match the body and the secret hash")
+            return
+        legacy = header_value(headers, LEGACY_HASH_HEADER)
+        if legacy is None:
+            raise WebhookSignatureError(f"missing {SIGNATURE_HEADER} or {LEGACY_HASH_HEADER} header")
+        if not hmac.compare_digest(legacy.strip().encode(), self.secret_hash.encode()):
+            raise WebhookSignatureError(f"{LEGACY_HASH_HEADER} does not match the configured secret hash")
+
+    def parse_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:
+        raw_body = require_bytes(body)
+        payload, raw = parse_json_object(raw_body)
+        event_type = as_str(payload.get("event")) or as_str(payload.get("type"))
+        if event_type is None:
+            raise WebhookPayloadError("Flutterwave delivery without event or type")
+        data = as_dict(payload.get("data"))
+        data_status = str(data.get("status") or "").lower()
+        data_id = as_str(data.get("id"))
+        event_id = as_str(payload.get("id")) or as_str(payload.get("webhook_id"))
+        if event_id is None:
+            # Deterministic for a redelivery of the same body, distinct for a new status.
+            event_id = (
+                f"{event_type}:{data_id}:{data_status or '-'}"
+                if data_id
+                else f"{event_type}:sha256:{hashlib.sha256(raw_body).hexdigest()}"
+            )
+        common: dict[str, Any] = {
+            "provider": self.name,
+            "event_id": event_id,
+            "event_type": event_type,
+            "occurred_at": iso_to_datetime(_first(data, "created_at", "created_datetime", "createdAt"))
+            or iso_to_datetime(payload.get("timestamp")),
+            "raw": raw,
+        }
+        currency = as_str(data.get("currency"))
+        if event_type in ("charge.completed", "charge.failed"):
+            status = (
+                PaymentStatus.FAILED
+                if event_type == "charge.failed"
+                else _CHARGE_STATUSES.get(data_status, PaymentStatus.UNKNOWN)
+            )
+            tx_ref = as_str(_first(data, "tx_ref", "reference"))
+            envelope = WebhookEnvelope(
+                **common,
+                status=status,
+                reference=tx_ref,
+                checkout_id=tx_ref,
+                payment_id=data_id,
+                amount_minor=_amount(data.get("amount"), currency),
+                currency=currency,
+            )
+        elif event_type == "refund.completed":
+            tx_ref = as_str(_first(data, "tx_ref", "TxRef", "reference"))
+            envelope = WebhookEnvelope(
+                **common,
+                # A refund that failed leaves the payment as it was: nothing to act on.
+                status=PaymentStatus.UNKNOWN if data_status == "failed" else PaymentStatus.REFUNDED,
+                reference=tx_ref,
+                checkout_id=tx_ref,
+                payment_id=as_str(_first(data, "TransactionId", "transaction_id", "charge_id")),
+                amount_minor=_amount(_first(data, "AmountRefunded", "amount_refunded", "amount"), currency),
+                currency=currency,
+            )
+        else:
+            return WebhookEnvelope(**common, status=PaymentStatus.UNKNOWN)
+        return identified_or_unknown(envelope)

@@ -1,0 +1,481 @@
+"""PayPal adapter: Orders v2 over JSON/HTTPS, webhooks verified offline with PayPal's certificate.
+
+Create: `POST /v2/checkout/orders` (intent CAPTURE) with `PayPal-Request-Id` = checkout id (a
+retry returns the same order) and the checkout id in the purchase unit's `custom_id` and
+`reference_id`. Reference = the order id; the shopper goes to the `payer-action` link.
+
+Approval is not payment: after the buyer approves, the order must be captured
+(`PayPalProvider.capture`, idempotent through `PayPal-Request-Id`), and only the capture's
+outcome is money. So CHECKOUT.ORDER.APPROVED maps to APPROVED (the consumer captures), not PAID.
+
+Webhook mapping:
+    CHECKOUT.ORDER.APPROVED                       -> APPROVED (capture it)
+    CHECKOUT.ORDER.COMPLETED, PAYMENT.CAPTURE.COMPLETED -> PAID
+    PAYMENT.CAPTURE.PENDING                       -> PENDING
+    PAYMENT.CAPTURE.DENIED, PAYMENT.CAPTURE.DECLINED    -> FAILED
+    PAYMENT.CAPTURE.REFUNDED, PAYMENT.CAPTURE.REVERSED  -> REFUNDED (a reversal returns the
+                                                     money to the buyer too)
+    anything else                                 -> UNKNOWN
+
+Webhook signature (PayPal's documented offline verification): headers PAYPAL-TRANSMISSION-ID,
+-TIME, -SIG, -CERT-URL and PAYPAL-AUTH-ALGO (must be SHA256withRSA); the signed message is
+``f"{transmission_id}|{transmission_time}|{webhook_id}|{crc32(raw body) as unsigned decimal}"``
+and PAYPAL-TRANSMISSION-SIG is its base64 RSA PKCS#1 v1.5 SHA-256 signature, verified with the
+public key of the certificate at CERT-URL. The URL is trusted only if it is https, on the
+default port, without credentials, and its host is in `cert_hosts` (checked BEFORE anything is
+fetched, so a forged delivery cannot make Darkroom fetch an attacker's URL). The fetch refuses
+redirects. Fetched certificates are cached in the Django cache (key = hash of the URL) for
+`cert_cache_seconds`; their validity dates are checked on every verification.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from django.core.cache import cache as default_cache
+from django.core.cache.backends.base import BaseCache
+
+from apps.payments.providers.base import (
+    PaymentProvider,
+    PaymentState,
+    PaymentStatus,
+    ProviderError,
+    ProviderSession,
+    RefundResult,
+    WebhookEnvelope,
+    WebhookPayloadError,
+    WebhookSignatureError,
+    as_dict,
+    as_str,
+    check_amount,
+    header_value,
+    identified_or_unknown,
+    iso_to_datetime,
+    major_to_minor,
+    minor_to_major,
+    normalize_currency,
+    parse_json_object,
+    require_bytes,
+)
+from apps.payments.providers.http import HttpRequest, HttpTransport, JsonApi, TransportError, UrllibTransport
+
+DEFAULT_API_BASE = "https://api-m.sandbox.paypal.com"
+DEFAULT_CERT_HOSTS = ("api.paypal.com", "api.sandbox.paypal.com")
+AUTH_ALGO = "SHA256withRSA"
+TRANSMISSION_ID = "PAYPAL-TRANSMISSION-ID"
+TRANSMISSION_TIME = "PAYPAL-TRANSMISSION-TIME"
+TRANSMISSION_SIG = "PAYPAL-TRANSMISSION-SIG"
+CERT_URL = "PAYPAL-CERT-URL"
+AUTH_ALGO_HEADER = "PAYPAL-AUTH-ALGO"
+MAX_CERT_BYTES = 64 * 1024
+
+CertFetcher = Callable[[str], bytes]
+
+_EVENTS: dict[str, PaymentStatus] = {
+    "CHECKOUT.ORDER.APPROVED": PaymentStatus.APPROVED,
+    "CHECKOUT.ORDER.COMPLETED": PaymentStatus.PAID,
+    "PAYMENT.CAPTURE.COMPLETED": PaymentStatus.PAID,
+    "PAYMENT.CAPTURE.PENDING": PaymentStatus.PENDING,
+    "PAYMENT.CAPTURE.DENIED": PaymentStatus.FAILED,
+    "PAYMENT.CAPTURE.DECLINED": PaymentStatus.FAILED,
+    "PAYMENT.CAPTURE.REFUNDED": PaymentStatus.REFUNDED,
+    "PAYMENT.CAPTURE.REVERSED": PaymentStatus.REFUNDED,
+}
+_CAPTURE_STATUSES: dict[str, PaymentStatus] = {
+    "COMPLETED": PaymentStatus.PAID,
+    "PARTIALLY_REFUNDED": PaymentStatus.PAID,
+    "REFUNDED": PaymentStatus.REFUNDED,
+    "PENDING": PaymentStatus.PENDING,
+    "DECLINED": PaymentStatus.FAILED,
+    "FAILED": PaymentStatus.FAILED,
+}
+_REFUND_STATUSES: dict[str, PaymentStatus] = {
+    "COMPLETED": PaymentStatus.REFUNDED,
+    "PENDING": PaymentStatus.PENDING,
+    "FAILED": PaymentStatus.FAILED,
+    "CANCELLED": PaymentStatus.FAILED,
+}
+
+
+class CertificateFetchError(Exception):
+    pass
+
+
+class TransportCertFetcher:
+    """Fetch a certificate with GET over an `HttpTransport` (default: urllib, no redirects)."""
+
+    def __init__(self, transport: HttpTransport | None = None, *, timeout: float = 10.0) -> None:
+        self.transport = transport or UrllibTransport(max_response_bytes=MAX_CERT_BYTES)
+        self.timeout = timeout
+
+    def __call__(self, url: str) -> bytes:
+        try:
+            response = self.transport.send(HttpRequest("GET", url), timeout=self.timeout)
+        except TransportError as exc:
+            raise CertificateFetchError(str(exc)) from exc
+        if response.status != 200:
+            raise CertificateFetchError(f"GET {url} answered {response.status}")
+        return response.body
+
+
+def signed_message(*, transmission_id: str, transmission_time: str, webhook_id: str, body: bytes) -> bytes:
+    """What PayPal signs: `id|time|webhook_id|crc32(body)` (crc32 as an unsigned decimal)."""
+    return f"{transmission_id}|{transmission_time}|{webhook_id}|{zlib.crc32(body)}".encode()
+
+
+def _load_certificate(data: bytes) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        return x509.load_der_x509_certificate(data)
+
+
+def _money(amount: object) -> tuple[int | None, str | None]:
+    """A PayPal Money object {"currency_code", "value"} -> (minor units, currency)."""
+    money = as_dict(amount)
+    currency = as_str(money.get("currency_code"))
+    if currency is None or money.get("value") is None:
+        return None, currency
+    try:
+        return major_to_minor(money.get("value"), currency), currency
+    except ValueError as exc:
+        raise WebhookPayloadError(f"PayPal amount {money!r}: {exc}") from exc
+
+
+def _captures(order: Mapping[str, Any]) -> list[dict[str, Any]]:
+    units = order.get("purchase_units")
+    return [
+        as_dict(capture)
+        for unit in (units if isinstance(units, list) else [])
+        for capture in (as_dict(as_dict(unit).get("payments")).get("captures") or [])
+    ]
+
+
+def _first_unit(order: Mapping[str, Any]) -> dict[str, Any]:
+    units = order.get("purchase_units")
+    return as_dict(units[0]) if isinstance(units, list) and units else {}
+
+
+def _link(links: object, *rels: str) -> str | None:
+    for rel in rels:
+        for link in links if isinstance(links, list) else []:
+            if as_dict(link).get("rel") == rel:
+                return as_str(as_dict(link).get("href"))
+    return None
+
+
+class PayPalProvider(PaymentProvider):
+    name = "paypal"
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        webhook_id: str,
+        api_base: str = DEFAULT_API_BASE,
+        cert_hosts: Iterable[str] = DEFAULT_CERT_HOSTS,
+        cert_cache_seconds: int = 3600,
+        cert_fetcher: CertFetcher | None = None,
+        cache: BaseCache | None = None,
+        transport: HttpTransport | None = None,
+        timeout: float = 10.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.webhook_id = webhook_id
+        self.api_base = api_base.rstrip("/")
+        self.cert_hosts = frozenset(host.lower() for host in cert_hosts)
+        self.cert_cache_seconds = cert_cache_seconds
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._fetch_cert = cert_fetcher or TransportCertFetcher(timeout=timeout)
+        self._cache = cache if cache is not None else default_cache
+        self._api = JsonApi(provider=self.name, transport=transport or UrllibTransport(), timeout=timeout)
+        self._now = now
+        self._token_lock = threading.Lock()
+        self._token: tuple[str, float] | None = None
+
+    # --- API calls ---------------------------------------------------------------------------
+
+    def _access_token(self) -> str:
+        """OAuth2 client-credentials token, reused until a minute before it expires."""
+        with self._token_lock:
+            if self._token is not None and time.monotonic() < self._token[1]:
+                return self._token[0]
+            basic = base64.b64encode(f"{self._client_id}:{self._client_secret}".encode()).decode()
+            response = self._api.call(
+                "POST",
+                f"{self.api_base}/v1/oauth2/token",
+                headers={"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
+                form_body=b"grant_type=client_credentials",
+            )
+            token = as_str(response.get("access_token"))
+            if token is None:
+                raise ProviderError("paypal: token response without access_token", provider=self.name, retryable=False)
+            expires_in = response.get("expires_in")
+            lifetime = int(expires_in) if isinstance(expires_in, int) else 300
+            self._token = (token, time.monotonic() + max(lifetime - 60, 0))
+            return token
+
+    def _headers(self, request_id: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self._access_token()}", "Prefer": "return=representation"}
+        if request_id:
+            headers["PayPal-Request-Id"] = request_id
+        return headers
+
+    def create_session(
+        self,
+        *,
+        checkout_id: str,
+        amount_minor: int,
+        currency: str,
+        email: str,
+        description: str,
+        success_url: str,
+        cancel_url: str,
+    ) -> ProviderSession:
+        code = normalize_currency(currency)
+        order = self._api.call(
+            "POST",
+            f"{self.api_base}/v2/checkout/orders",
+            headers=self._headers(request_id=checkout_id),
+            json_body={
+                "intent": "CAPTURE",
+                "purchase_units": [
+                    {
+                        "reference_id": checkout_id,
+                        "custom_id": checkout_id,
+                        "description": description[:127],
+                        "amount": {"currency_code": code, "value": minor_to_major(check_amount(amount_minor), code)},
+                    }
+                ],
+                "payment_source": {
+                    "paypal": {
+                        "email_address": email,
+                        "experience_context": {
+                            "return_url": success_url,
+                            "cancel_url": cancel_url,
+                            "user_action": "PAY_NOW",
+                            "shipping_preference": "NO_SHIPPING",
+                        },
+                    }
+                },
+            },
+        )
+        order_id, url = as_str(order.get("id")), _link(order.get("links"), "payer-action", "approve")
+        if order_id is None or url is None:
+            raise ProviderError("paypal: order without id or approval link", provider=self.name, retryable=False)
+        return ProviderSession(reference=order_id, payment_url=url)
+
+    def _order_url(self, reference: str) -> str:
+        return f"{self.api_base}/v2/checkout/orders/{quote(reference, safe='')}"
+
+    def _state(self, order: Mapping[str, Any]) -> PaymentState:
+        captures = _captures(order)
+        capture = captures[-1] if captures else {}
+        order_status = str(order.get("status"))
+        if order_status == "COMPLETED" and capture:
+            status = _CAPTURE_STATUSES.get(str(capture.get("status")), PaymentStatus.PENDING)
+        elif order_status == "APPROVED":
+            status = PaymentStatus.APPROVED
+        elif order_status == "VOIDED":
+            status = PaymentStatus.EXPIRED
+        else:
+            status = PaymentStatus.PENDING
+        try:
+            amount, currency = _money(_first_unit(order).get("amount"))
+        except WebhookPayloadError as exc:
+            raise ProviderError(f"paypal: {exc.detail}", provider=self.name, retryable=False) from exc
+        return PaymentState(status=status, amount_minor=amount, currency=currency, payment_id=as_str(capture.get("id")))
+
+    def fetch_status(self, *, reference: str) -> PaymentState:
+        return self._state(self._api.call("GET", self._order_url(reference), headers=self._headers()))
+
+    def capture(self, *, reference: str, idempotency_key: str) -> PaymentState:
+        """Capture an APPROVED order. `idempotency_key` goes out as `PayPal-Request-Id`, so a
+        retried capture returns the first one's result. Call outside any transaction.
+        Raises ProviderError (e.g. 422 INSTRUMENT_DECLINED: the buyer must pay another way).
+        """
+        order = self._api.call(
+            "POST",
+            f"{self._order_url(reference)}/capture",
+            headers=self._headers(request_id=idempotency_key),
+            json_body={},
+        )
+        return self._state(order)
+
+    def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
+        state = self.fetch_status(reference=reference)
+        if state.payment_id is None or state.currency is None:
+            raise ProviderError(
+                f"paypal: order {reference} has no capture to refund", provider=self.name, retryable=False
+            )
+        refund = self._api.call(
+            "POST",
+            f"{self.api_base}/v2/payments/captures/{quote(state.payment_id, safe='')}/refund",
+            headers=self._headers(request_id=idempotency_key),
+            json_body={
+                "amount": {
+                    "currency_code": state.currency,
+                    "value": minor_to_major(check_amount(amount_minor), state.currency),
+                }
+            },
+        )
+        refund_id = as_str(refund.get("id"))
+        if refund_id is None:
+            raise ProviderError("paypal: refund without id", provider=self.name, retryable=False)
+        return RefundResult(
+            refund_id=refund_id,
+            status=_REFUND_STATUSES.get(str(refund.get("status")), PaymentStatus.PENDING),
+            amount_minor=amount_minor,
+            currency=state.currency,
+        )
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    def check_cert_url(self, url: str) -> None:
+        """Refuse any certificate URL that is not https on an allow-listed PayPal host."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise WebhookSignatureError(f"certificate URL {url!r} is malformed") from exc
+        if parts.scheme != "https":
+            raise WebhookSignatureError(f"certificate URL must use https, not {parts.scheme or 'nothing'!r}")
+        if parts.username is not None or parts.password is not None or port not in (None, 443):
+            raise WebhookSignatureError("certificate URL must not carry credentials or a port")
+        host = (parts.hostname or "").lower()
+        if host not in self.cert_hosts:
+            raise WebhookSignatureError(f"certificate host {host!r} is not an allow-listed PayPal host")
+
+    def certificate(self, url: str) -> x509.Certificate:
+        """The certificate at an allow-listed URL, from the cache or fetched once and cached.
+
+        Raises WebhookSignatureError if the URL is not trusted, the fetch fails or the bytes are
+        not a certificate (nothing is cached then).
+        """
+        self.check_cert_url(url)
+        key = f"payments:paypal-cert:{hashlib.sha256(url.encode()).hexdigest()}"
+        cached = self._cache.get(key)
+        if isinstance(cached, bytes):
+            return _load_certificate(cached)
+        try:
+            data = self._fetch_cert(url)
+        except CertificateFetchError as exc:
+            raise WebhookSignatureError(f"could not fetch the PayPal certificate: {exc}") from exc
+        if len(data) > MAX_CERT_BYTES:
+            raise WebhookSignatureError("PayPal certificate is implausibly large")
+        try:
+            cert = _load_certificate(data)
+        except ValueError as exc:
+            raise WebhookSignatureError("PayPal certificate URL did not return a certificate") from exc
+        self._cache.set(key, data, timeout=self.cert_cache_seconds)
+        return cert
+
+    def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> None:
+        raw = require_bytes(body)
+        if not self.webhook_id:
+            raise WebhookSignatureError("no PayPal webhook id is configured")
+        names = (TRANSMISSION_ID, TRANSMISSION_TIME, TRANSMISSION_SIG, CERT_URL, AUTH_ALGO_HEADER)
+        values = {name: (header_value(headers, name) or "").strip() for name in names}
+        missing = [name for name, value in values.items() if not value]
+        if missing:
+            raise WebhookSignatureError(f"missing {', '.join(missing)} header(s)")
+        if values[AUTH_ALGO_HEADER] != AUTH_ALGO:
+            raise WebhookSignatureError(f"unsupported {AUTH_ALGO_HEADER} {values[AUTH_ALGO_HEADER]!r}")
+        try:
+            signature = base64.b64decode(values[TRANSMISSION_SIG], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise WebhookSignatureError(f"{TRANSMISSION_SIG} is not base64") from exc
+        cert = self.certificate(values[CERT_URL])
+        now = self._now()
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise WebhookSignatureError(
+                f"PayPal certificate is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d} "
+                f"to {cert.not_valid_after_utc:%Y-%m-%d})"
+            )
+        public_key = cert.public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            raise WebhookSignatureError("PayPal certificate does not hold an RSA key")
+        message = signed_message(
+            transmission_id=values[TRANSMISSION_ID],
+            transmission_time=values[TRANSMISSION_TIME],
+            webhook_id=self.webhook_id,
+            body=raw,
+        )
+        try:
+            public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature as exc:
+            raise WebhookSignatureError(
+                "PAYPAL-TRANSMISSION-SIG does not verify for this body, transmission and webhook id"
+            ) from exc
+
+    def parse_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:
+        event, raw = parse_json_object(require_bytes(body))
+        event_id, event_type = as_str(event.get("id")), as_str(event.get("event_type"))
+        if event_id is None or event_type is None:
+            raise WebhookPayloadError("PayPal event without id or event_type")
+        resource = as_dict(event.get("resource"))
+        common: dict[str, Any] = {
+            "provider": self.name,
+            "event_id": event_id,
+            "event_type": event_type,
+            "occurred_at": iso_to_datetime(event.get("create_time")),
+            "raw": raw,
+        }
+        status = _EVENTS.get(event_type)
+        if status is None:
+            return WebhookEnvelope(**common, status=PaymentStatus.UNKNOWN)
+        if event_type.startswith("CHECKOUT.ORDER."):
+            unit = _first_unit(resource)
+            amount, currency = _money(unit.get("amount"))
+            captures = _captures(resource)
+            envelope = WebhookEnvelope(
+                **common,
+                status=status,
+                reference=as_str(resource.get("id")),
+                checkout_id=as_str(unit.get("custom_id")) or as_str(unit.get("reference_id")),
+                payment_id=as_str(captures[-1].get("id")) if captures else None,
+                amount_minor=amount,
+                currency=currency,
+            )
+        else:
+            refund_like = status is PaymentStatus.REFUNDED
+            if refund_like:
+                breakdown = as_dict(resource.get("seller_payable_breakdown"))
+                amount, currency = _money(breakdown.get("total_refunded_amount") or resource.get("amount"))
+                up = _link(resource.get("links"), "up")
+                payment_id = up.rstrip("/").rsplit("/", 1)[-1] if up and "/captures/" in up else None
+            else:
+                amount, currency = _money(resource.get("amount"))
+                payment_id = as_str(resource.get("id"))
+            related = as_dict(as_dict(resource.get("supplementary_data")).get("related_ids"))
+            envelope = WebhookEnvelope(
+                **common,
+                status=status,
+                reference=as_str(related.get("order_id")),
+                checkout_id=as_str(resource.get("custom_id")),
+                payment_id=payment_id,
+                amount_minor=amount,
+                currency=currency,
+            )
+        return identified_or_unknown(envelope)
+
+
+def cert_hosts_from(value: Sequence[str] | str) -> tuple[str, ...]:
+    """Settings may give the allow-list as a list or a comma-separated string."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(item.strip().lower() for item in items if item.strip())

@@ -1,0 +1,398 @@
+"""The sandbox provider: a payment provider that runs on this machine, so the whole path
+(checkout -> pay page -> signed webhook -> processing) works without any external account.
+
+`SandboxProvider` is the adapter. Its "provider side" state (session, outcome, refund) lives in
+the Django cache (Redis), written with atomic `add`s so a double-clicked pay button or a retried
+refund settles once. `create_session` points the shopper at Darkroom's own page
+`/sandbox/pay/<checkout_id>`; that page calls `settle` (paid or failed) and hands the returned
+event to a `SandboxWebhookSender`.
+
+Webhooks use Stripe's t/v1 HMAC-SHA256 scheme (`signing.py`) under the header
+`Sandbox-Signature`, keyed with SANDBOX_WEBHOOK_SECRET. Body::
+
+    {"id": "evt_sbx_...", "type": "payment.paid", "created": 1700000000,
+     "data": {"reference": "sbx_<checkout id>", "checkout_id": "...", "amount_minor": 1500, "currency": "EUR"}}
+
+Event ids are derived from (reference, outcome), like a real provider's event id: every
+delivery of "this payment was paid" carries the same id, however often it is sent.
+
+`SandboxWebhookSender` makes misbehaving deliveries on purpose (settings
+SANDBOX_WEBHOOK_DUPLICATES, SANDBOX_WEBHOOK_SHUFFLE, SANDBOX_WEBHOOK_DELAY_SECONDS): `plan`
+repeats each event N times, optionally shuffles the whole list (a refund may then arrive before
+the payment) and gives each delivery a delay; `send` (or a Celery task per planned delivery,
+using `delay_seconds` as its countdown) signs each delivery at send time and POSTs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from django.core.cache import cache as default_cache
+from django.core.cache.backends.base import BaseCache
+
+from apps.payments.providers.base import (
+    PaymentProvider,
+    PaymentState,
+    PaymentStatus,
+    ProviderError,
+    ProviderSession,
+    RefundResult,
+    WebhookEnvelope,
+    WebhookPayloadError,
+    as_dict,
+    as_str,
+    check_amount,
+    epoch_to_datetime,
+    header_value,
+    identified_or_unknown,
+    normalize_currency,
+    parse_json_object,
+    require_bytes,
+)
+from apps.payments.providers.http import HttpRequest, HttpTransport, UrllibTransport
+from apps.payments.providers.signing import sign_header, verify_header
+
+SIGNATURE_HEADER = "Sandbox-Signature"
+EVENT_TYPES: dict[PaymentStatus, str] = {
+    PaymentStatus.PAID: "payment.paid",
+    PaymentStatus.FAILED: "payment.failed",
+    PaymentStatus.REFUNDED: "payment.refunded",
+}
+_STATUS_BY_TYPE = {event_type: status for status, event_type in EVENT_TYPES.items()}
+_SETTLE_OUTCOMES = frozenset({PaymentStatus.PAID, PaymentStatus.FAILED})
+STATE_TTL_SECONDS = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class SandboxEvent:
+    """One webhook event: its id and type, and the exact bytes every delivery of it carries."""
+
+    event_id: str
+    event_type: str
+    body: bytes
+
+
+def event_id_for(*, reference: str, status: PaymentStatus) -> str:
+    return "evt_sbx_" + hashlib.sha256(f"{reference}:{status}".encode()).hexdigest()[:24]
+
+
+def build_event(
+    *,
+    status: PaymentStatus,
+    reference: str,
+    checkout_id: str,
+    amount_minor: int,
+    currency: str,
+    created: int | None = None,
+    event_id: str | None = None,
+) -> SandboxEvent:
+    """A paid/failed/refunded event for a sandbox payment (event id deterministic by default)."""
+    if status not in EVENT_TYPES:
+        raise ValueError(f"the sandbox sends paid, failed or refunded events, not {status}")
+    event_type = EVENT_TYPES[status]
+    identifier = event_id or event_id_for(reference=reference, status=status)
+    payload = {
+        "id": identifier,
+        "type": event_type,
+        "created": int(time.time()) if created is None else created,
+        "data": {
+            "reference": reference,
+            "checkout_id": checkout_id,
+            "amount_minor": amount_minor,
+            "currency": normalize_currency(currency),
+        },
+    }
+    return SandboxEvent(identifier, event_type, json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+
+
+class SandboxProvider(PaymentProvider):
+    name = "sandbox"
+
+    def __init__(
+        self,
+        *,
+        webhook_secrets: Sequence[str],
+        public_base_url: str,
+        tolerance_seconds: int = 300,
+        cache: BaseCache | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.webhook_secrets = tuple(webhook_secrets)
+        self.public_base_url = public_base_url.rstrip("/")
+        self.tolerance_seconds = tolerance_seconds
+        self._cache = cache if cache is not None else default_cache
+        self._now = now
+
+    # --- provider-side state ---------------------------------------------------------------
+
+    @staticmethod
+    def reference_for(checkout_id: str) -> str:
+        return f"sbx_{checkout_id}"
+
+    def _key(self, reference: str, part: str) -> str:
+        return f"payments:sandbox:{hashlib.sha256(reference.encode()).hexdigest()}:{part}"
+
+    def _session(self, reference: str) -> dict[str, Any]:
+        session = self._cache.get(self._key(reference, "session"))
+        if not isinstance(session, dict):
+            raise ProviderError(
+                f"sandbox: no session {reference}", provider=self.name, retryable=False, http_status=404
+            )
+        return session
+
+    def _event(self, reference: str, status: PaymentStatus) -> SandboxEvent:
+        session = self._session(reference)
+        return build_event(
+            status=status,
+            reference=reference,
+            checkout_id=session["checkout_id"],
+            amount_minor=session["amount_minor"],
+            currency=session["currency"],
+            created=int(self._now()),
+        )
+
+    def create_session(
+        self,
+        *,
+        checkout_id: str,
+        amount_minor: int,
+        currency: str,
+        email: str,
+        description: str,
+        success_url: str,
+        cancel_url: str,
+    ) -> ProviderSession:
+        reference = self.reference_for(checkout_id)
+        session = {
+            "checkout_id": checkout_id,
+            "amount_minor": check_amount(amount_minor),
+            "currency": normalize_currency(currency),
+            "email": email,
+            "description": description,
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+        }
+        # `add` keeps the first session for a checkout id: a retry is idempotent.
+        self._cache.add(self._key(reference, "session"), session, timeout=STATE_TTL_SECONDS)
+        return ProviderSession(
+            reference=reference, payment_url=f"{self.public_base_url}/sandbox/pay/{quote(checkout_id)}"
+        )
+
+    def session_details(self, *, reference: str) -> dict[str, Any]:
+        """What the pay page shows: checkout id, amount, currency, email, return URLs."""
+        return dict(self._session(reference))
+
+    def settle(self, *, reference: str, outcome: PaymentStatus) -> SandboxEvent:
+        """The shopper paid (PAID) or the payment failed (FAILED), once per session.
+
+        Repeating the same outcome returns the same event (a double click sends the same event
+        id again); a different outcome after settlement raises ProviderError (409).
+        """
+        if outcome not in _SETTLE_OUTCOMES:
+            raise ValueError("a sandbox payment settles as paid or failed")
+        self._session(reference)
+        key = self._key(reference, "outcome")
+        if not self._cache.add(key, str(outcome), timeout=STATE_TTL_SECONDS) and self._cache.get(key) != str(outcome):
+            raise ProviderError(
+                f"sandbox: {reference} is already {self._cache.get(key)}",
+                provider=self.name,
+                retryable=False,
+                http_status=409,
+            )
+        return self._event(reference, outcome)
+
+    def refunded_event(self, *, reference: str) -> SandboxEvent:
+        """The `payment.refunded` event for a refunded sandbox payment (what a provider sends)."""
+        if self._cache.get(self._key(reference, "refund")) is None:
+            raise ProviderError(
+                f"sandbox: {reference} is not refunded", provider=self.name, retryable=False, http_status=409
+            )
+        return self._event(reference, PaymentStatus.REFUNDED)
+
+    def fetch_status(self, *, reference: str) -> PaymentState:
+        session = self._session(reference)
+        outcome = self._cache.get(self._key(reference, "outcome"))
+        if self._cache.get(self._key(reference, "refund")) is not None:
+            status = PaymentStatus.REFUNDED
+        elif outcome in (PaymentStatus.PAID, PaymentStatus.FAILED):
+            status = PaymentStatus(outcome)
+        else:
+            status = PaymentStatus.PENDING
+        return PaymentState(
+            status=status, amount_minor=session["amount_minor"], currency=session["currency"], payment_id=reference
+        )
+
+    def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
+        """Refund a paid sandbox payment, once: a second refund with the same key returns the
+        first result, with another key it raises ProviderError (409). Sends no webhook; use
+        `refunded_event` and a sender for that.
+        """
+        session = self._session(reference)
+        if self._cache.get(self._key(reference, "outcome")) != PaymentStatus.PAID:
+            raise ProviderError(
+                f"sandbox: {reference} is not paid", provider=self.name, retryable=False, http_status=409
+            )
+        if check_amount(amount_minor) > session["amount_minor"]:
+            raise ProviderError(
+                "sandbox: refund exceeds the payment", provider=self.name, retryable=False, http_status=400
+            )
+        refund: dict[str, Any] = {
+            "refund_id": "re_sbx_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24],
+            "idempotency_key": idempotency_key,
+            "amount_minor": amount_minor,
+        }
+        key = self._key(reference, "refund")
+        if not self._cache.add(key, refund, timeout=STATE_TTL_SECONDS):
+            refund = self._cache.get(key)
+            if refund["idempotency_key"] != idempotency_key:
+                raise ProviderError(
+                    f"sandbox: {reference} is already refunded", provider=self.name, retryable=False, http_status=409
+                )
+        return RefundResult(
+            refund_id=refund["refund_id"],
+            status=PaymentStatus.REFUNDED,
+            amount_minor=refund["amount_minor"],
+            currency=session["currency"],
+        )
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> None:
+        verify_header(
+            body=require_bytes(body),
+            header=header_value(headers, SIGNATURE_HEADER),
+            secrets=self.webhook_secrets,
+            tolerance_seconds=self.tolerance_seconds,
+            header_name=SIGNATURE_HEADER,
+            now=self._now,
+        )
+
+    def parse_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:
+        event, raw = parse_json_object(require_bytes(body))
+        event_id, event_type = as_str(event.get("id")), as_str(event.get("type"))
+        if event_id is None or event_type is None:
+            raise WebhookPayloadError("sandbox event without id or type")
+        data = as_dict(event.get("data"))
+        amount = data.get("amount_minor")
+        currency = as_str(data.get("currency"))
+        envelope = WebhookEnvelope(
+            provider=self.name,
+            event_id=event_id,
+            event_type=event_type,
+            status=_STATUS_BY_TYPE.get(event_type, PaymentStatus.UNKNOWN),
+            reference=as_str(data.get("reference")),
+            checkout_id=as_str(data.get("checkout_id")),
+            payment_id=as_str(data.get("reference")),
+            amount_minor=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
+            currency=currency.upper() if currency else None,
+            occurred_at=epoch_to_datetime(event.get("created")),
+            raw=raw,
+        )
+        return identified_or_unknown(envelope)
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    """One POST of one event: which copy it is and how long after planning to send it."""
+
+    event: SandboxEvent
+    copy: int
+    delay_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form, e.g. for a Celery task argument."""
+        return {
+            "event_id": self.event.event_id,
+            "event_type": self.event.event_type,
+            "body": self.event.body.decode(),
+            "copy": self.copy,
+            "delay_seconds": self.delay_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlannedDelivery:
+        event = SandboxEvent(str(data["event_id"]), str(data["event_type"]), str(data["body"]).encode())
+        return cls(event=event, copy=int(data["copy"]), delay_seconds=float(data["delay_seconds"]))
+
+
+class SandboxWebhookSender:
+    """Signs and POSTs sandbox webhook deliveries, duplicated, shuffled and delayed on request."""
+
+    def __init__(
+        self,
+        *,
+        secret: str,
+        url: str,
+        transport: HttpTransport | None = None,
+        duplicates: int = 1,
+        shuffle: bool = False,
+        delay_seconds: float = 0.0,
+        rng: random.Random | None = None,
+        timeout: float = 10.0,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        if duplicates < 1:
+            raise ValueError("duplicates must be at least 1")
+        if delay_seconds < 0:
+            raise ValueError("delay_seconds must not be negative")
+        self.secret = secret
+        self.url = url
+        self.duplicates = duplicates
+        self.shuffle = shuffle
+        self.delay_seconds = delay_seconds
+        self.timeout = timeout
+        self._transport = transport or UrllibTransport()
+        self._rng = rng or random.SystemRandom()
+        self._now = now
+
+    def headers(self, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
+        ts = int(self._now()) if timestamp is None else timestamp
+        return {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign_header(body=body, secrets=[self.secret], timestamp=ts),
+        }
+
+    def plan(self, events: Sequence[SandboxEvent]) -> list[PlannedDelivery]:
+        """Every event `duplicates` times; the whole list shuffled if configured; each delivery
+        delayed by `delay_seconds`. Send in list order.
+        """
+        deliveries = [
+            PlannedDelivery(event=event, copy=copy, delay_seconds=self.delay_seconds)
+            for event in events
+            for copy in range(1, self.duplicates + 1)
+        ]
+        if self.shuffle:
+            self._rng.shuffle(deliveries)
+        return deliveries
+
+    def deliver(self, event: SandboxEvent) -> int:
+        """POST one delivery, signed now; return the HTTP status. Raises TransportError."""
+        request = HttpRequest("POST", self.url, self.headers(event.body), event.body)
+        return self._transport.send(request, timeout=self.timeout).status
+
+    def send(
+        self,
+        plan: Sequence[PlannedDelivery],
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> list[int]:
+        """Send a plan in order, each delivery no earlier than its delay after the call began.
+
+        Blocking: run it in a worker or a test, never in a request or inside a transaction.
+        """
+        started = clock()
+        statuses = []
+        for delivery in plan:
+            wait = started + delivery.delay_seconds - clock()
+            if wait > 0:
+                sleep(wait)
+            statuses.append(self.deliver(delivery.event))
+        return statuses

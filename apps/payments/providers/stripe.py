@@ -1,0 +1,302 @@
+"""Stripe adapter: Checkout Sessions through the official `stripe` package, webhooks verified with
+the `Stripe-Signature` t/v1 HMAC-SHA256 scheme (see `signing.py`).
+
+Create: one Checkout Session in payment mode per checkout, `Idempotency-Key` = checkout id (a
+retry returns the same session), checkout id in `client_reference_id` and in the metadata of
+both the session and its PaymentIntent (so `charge.*` events carry it too: Stripe does not copy
+session metadata to charges on its own). Reference = the session id (`cs_...`).
+
+Webhook mapping:
+    checkout.session.completed        -> PAID, or PENDING while payment_status is "unpaid"
+                                         (delayed methods: the money comes with the next event)
+    checkout.session.async_payment_succeeded -> PAID
+    checkout.session.async_payment_failed    -> FAILED
+    checkout.session.expired          -> EXPIRED
+    charge.refunded                   -> REFUNDED (amount_minor = cumulative amount_refunded;
+                                         no session id on a charge: match by checkout_id)
+    anything else                     -> UNKNOWN
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import stripe
+
+from apps.payments.providers.base import (
+    PaymentProvider,
+    PaymentState,
+    PaymentStatus,
+    ProviderError,
+    ProviderSession,
+    RefundResult,
+    WebhookEnvelope,
+    WebhookPayloadError,
+    as_dict,
+    as_str,
+    check_amount,
+    epoch_to_datetime,
+    header_value,
+    identified_or_unknown,
+    normalize_currency,
+    parse_json_object,
+    require_bytes,
+)
+from apps.payments.providers.http import HttpRequest, HttpTransport, TransportError, UrllibTransport
+from apps.payments.providers.signing import verify_header
+
+SIGNATURE_HEADER = "Stripe-Signature"
+
+_SESSION_EVENTS: dict[str, PaymentStatus] = {
+    "checkout.session.completed": PaymentStatus.PAID,
+    "checkout.session.async_payment_succeeded": PaymentStatus.PAID,
+    "checkout.session.async_payment_failed": PaymentStatus.FAILED,
+    "checkout.session.expired": PaymentStatus.EXPIRED,
+}
+_SETTLED_PAYMENT_STATUSES = frozenset({"paid", "no_payment_required"})
+_REFUND_STATUSES: dict[str, PaymentStatus] = {
+    "succeeded": PaymentStatus.REFUNDED,
+    "pending": PaymentStatus.PENDING,
+    "requires_action": PaymentStatus.PENDING,
+    "failed": PaymentStatus.FAILED,
+    "canceled": PaymentStatus.FAILED,
+}
+
+
+class TransportHttpClient(stripe.HTTPClient):
+    """Lets the stripe library send through Darkroom's `HttpTransport` (timeouts, tests)."""
+
+    name = "darkroom-transport"
+
+    def __init__(self, transport: HttpTransport, *, timeout: float) -> None:
+        super().__init__()
+        self._transport = transport
+        self._timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
+        body = post_data.encode() if isinstance(post_data, str) else post_data
+        request = HttpRequest(method.upper(), url, dict(headers or {}), body)
+        try:
+            response = self._transport.send(request, timeout=self._timeout)
+        except TransportError as exc:
+            raise stripe.APIConnectionError(f"Stripe unreachable: {exc}", should_retry=True) from exc
+        lowered = {key.lower(): value for key, value in response.headers.items()}
+        return response.body.decode("utf-8", "replace"), response.status, lowered
+
+    def close(self) -> None:
+        return None
+
+
+def _provider_error(exc: stripe.StripeError) -> ProviderError:
+    status = exc.http_status
+    retryable = isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or (
+        status is not None and (status >= 500 or status == 409)
+    )
+    return ProviderError(
+        f"stripe: {exc.user_message or exc}", provider="stripe", retryable=retryable, http_status=status
+    )
+
+
+def _id_of(value: object) -> str | None:
+    """An expandable Stripe field: either the id string or the expanded object."""
+    return as_str(as_dict(value).get("id")) if isinstance(value, dict) else as_str(value)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _currency(value: object) -> str | None:
+    return value.upper() if isinstance(value, str) and value else None
+
+
+class StripeProvider(PaymentProvider):
+    """Stripe Checkout. Thread-safe; one instance per process is enough."""
+
+    name = "stripe"
+
+    def __init__(
+        self,
+        *,
+        secret_key: str,
+        webhook_secrets: Sequence[str],
+        tolerance_seconds: int = 300,
+        transport: HttpTransport | None = None,
+        timeout: float = 10.0,
+        max_network_retries: int = 2,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.webhook_secrets = tuple(webhook_secrets)
+        self.tolerance_seconds = tolerance_seconds
+        self._now = now
+        self._client = stripe.StripeClient(
+            secret_key,
+            http_client=TransportHttpClient(transport or UrllibTransport(), timeout=timeout),
+            max_network_retries=max_network_retries,
+        )
+
+    # --- API calls ---------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        *,
+        checkout_id: str,
+        amount_minor: int,
+        currency: str,
+        email: str,
+        description: str,
+        success_url: str,
+        cancel_url: str,
+    ) -> ProviderSession:
+        code = normalize_currency(currency)
+        try:
+            session = self._client.v1.checkout.sessions.create(
+                params={
+                    "mode": "payment",
+                    "line_items": [
+                        {
+                            "quantity": 1,
+                            "price_data": {
+                                "currency": code.lower(),
+                                "unit_amount": check_amount(amount_minor),
+                                "product_data": {"name": description or "Darkroom order"},
+                            },
+                        }
+                    ],
+                    "customer_email": email,
+                    "client_reference_id": checkout_id,
+                    "metadata": {"checkout_id": checkout_id},
+                    "payment_intent_data": {"metadata": {"checkout_id": checkout_id}},
+                    "success_url": success_url,
+                    "cancel_url": cancel_url,
+                },
+                options={"idempotency_key": checkout_id},
+            )
+        except stripe.StripeError as exc:
+            raise _provider_error(exc) from exc
+        data = session.to_dict()
+        reference, url = as_str(data.get("id")), as_str(data.get("url"))
+        if not reference or not url:
+            raise ProviderError("stripe: session without id or url", provider=self.name, retryable=False)
+        return ProviderSession(reference=reference, payment_url=url)
+
+    def _session(self, reference: str, *, expand: list[str] | None = None) -> dict[str, Any]:
+        try:
+            session = self._client.v1.checkout.sessions.retrieve(reference, params={"expand": expand or []})
+        except stripe.StripeError as exc:
+            raise _provider_error(exc) from exc
+        return session.to_dict()
+
+    def fetch_status(self, *, reference: str) -> PaymentState:
+        session = self._session(reference, expand=["payment_intent.latest_charge"])
+        intent = as_dict(session.get("payment_intent"))
+        charge = as_dict(intent.get("latest_charge"))
+        if session.get("status") == "expired":
+            status = PaymentStatus.EXPIRED
+        elif session.get("status") == "complete" and session.get("payment_status") in _SETTLED_PAYMENT_STATUSES:
+            status = PaymentStatus.REFUNDED if charge.get("refunded") is True else PaymentStatus.PAID
+        elif intent.get("status") == "canceled" or (
+            session.get("status") == "complete" and intent.get("status") == "requires_payment_method"
+        ):
+            status = PaymentStatus.FAILED
+        else:
+            status = PaymentStatus.PENDING
+        return PaymentState(
+            status=status,
+            amount_minor=_int(session.get("amount_total")),
+            currency=_currency(session.get("currency")),
+            payment_id=_id_of(session.get("payment_intent")),
+        )
+
+    def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
+        payment_intent = _id_of(self._session(reference).get("payment_intent"))
+        if payment_intent is None:
+            raise ProviderError(
+                f"stripe: session {reference} has no payment to refund", provider=self.name, retryable=False
+            )
+        try:
+            refund = self._client.v1.refunds.create(
+                params={
+                    "payment_intent": payment_intent,
+                    "amount": check_amount(amount_minor),
+                    "metadata": {"session": reference},
+                },
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise _provider_error(exc) from exc
+        data = refund.to_dict()
+        refund_id, currency = as_str(data.get("id")), _currency(data.get("currency"))
+        if refund_id is None or currency is None:
+            raise ProviderError("stripe: refund without id or currency", provider=self.name, retryable=False)
+        return RefundResult(
+            refund_id=refund_id,
+            status=_REFUND_STATUSES.get(str(data.get("status")), PaymentStatus.PENDING),
+            amount_minor=_int(data.get("amount")) or amount_minor,
+            currency=currency,
+        )
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> None:
+        verify_header(
+            body=require_bytes(body),
+            header=header_value(headers, SIGNATURE_HEADER),
+            secrets=self.webhook_secrets,
+            tolerance_seconds=self.tolerance_seconds,
+            header_name=SIGNATURE_HEADER,
+            now=self._now,
+        )
+
+    def parse_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:
+        event, raw = parse_json_object(require_bytes(body))
+        event_id, event_type = as_str(event.get("id")), as_str(event.get("type"))
+        if event_id is None or event_type is None:
+            raise WebhookPayloadError("Stripe event without id or type")
+        obj = as_dict(as_dict(event.get("data")).get("object"))
+        common: dict[str, Any] = {
+            "provider": self.name,
+            "event_id": event_id,
+            "event_type": event_type,
+            "occurred_at": epoch_to_datetime(event.get("created")),
+            "raw": raw,
+        }
+        if event_type in _SESSION_EVENTS:
+            status = _SESSION_EVENTS[event_type]
+            if (
+                event_type == "checkout.session.completed"
+                and obj.get("payment_status") not in _SETTLED_PAYMENT_STATUSES
+            ):
+                status = PaymentStatus.PENDING
+            envelope = WebhookEnvelope(
+                **common,
+                status=status,
+                reference=as_str(obj.get("id")),
+                checkout_id=as_str(obj.get("client_reference_id"))
+                or as_str(as_dict(obj.get("metadata")).get("checkout_id")),
+                payment_id=_id_of(obj.get("payment_intent")),
+                amount_minor=_int(obj.get("amount_total")),
+                currency=_currency(obj.get("currency")),
+            )
+        elif event_type == "charge.refunded":
+            envelope = WebhookEnvelope(
+                **common,
+                status=PaymentStatus.REFUNDED,
+                checkout_id=as_str(as_dict(obj.get("metadata")).get("checkout_id")),
+                payment_id=_id_of(obj.get("payment_intent")),
+                amount_minor=_int(obj.get("amount_refunded")),
+                currency=_currency(obj.get("currency")),
+            )
+        else:
+            return WebhookEnvelope(**common, status=PaymentStatus.UNKNOWN)
+        return identified_or_unknown(envelope)

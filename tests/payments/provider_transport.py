@@ -1,0 +1,54 @@
+"""Test doubles for the adapters' HTTP boundary: a scripted transport that records requests.
+
+This replaces the network (providers' APIs), not Postgres or Redis: tests assert the exact
+request an adapter makes and answer the way the provider documents.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from apps.payments.providers.http import HttpRequest, HttpResponse
+
+
+def json_response(payload: Mapping[str, Any], status: int = 200) -> HttpResponse:
+    return HttpResponse(status, {"Content-Type": "application/json"}, json.dumps(payload).encode())
+
+
+class ScriptedTransport:
+    """Answers each request with the next scripted response (or raises a scripted exception)."""
+
+    def __init__(self, *responses: HttpResponse | Exception) -> None:
+        self.responses = list(responses)
+        self.requests: list[HttpRequest] = []
+
+    def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        self.requests.append(request)
+        if not self.responses:
+            raise AssertionError(f"unexpected request {request.method} {request.url}")
+        response = self.responses.pop(0)
+        if isinstance(response, Exception):
+            raise response
+        return response
+
+
+def json_body(request: HttpRequest) -> Any:
+    assert request.body is not None
+    return json.loads(request.body)
+
+
+def form_body(request: HttpRequest) -> dict[str, list[str]]:
+    assert request.body is not None
+    return parse_qs(request.body.decode(), keep_blank_values=True)
+
+
+def query(request: HttpRequest) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(request.url).query)
+
+
+def path(request: HttpRequest) -> str:
+    parts = urlsplit(request.url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"

@@ -1,0 +1,113 @@
+"""Provider registry (settings -> adapters) and the shared money/header helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from decimal import Decimal
+
+import pytest
+from django.test import override_settings
+
+from apps.payments.providers import PROVIDER_NAMES, get_provider, sandbox_webhook_sender
+from apps.payments.providers.base import (
+    UnknownProviderError,
+    WebhookSignatureError,
+    header_value,
+    major_to_minor,
+    minor_to_major,
+)
+from apps.payments.providers.flutterwave import FlutterwaveProvider
+from apps.payments.providers.paypal import PayPalProvider
+from apps.payments.providers.sandbox import SandboxProvider
+from apps.payments.providers.stripe import StripeProvider
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("stripe", StripeProvider),
+        ("flutterwave", FlutterwaveProvider),
+        ("paypal", PayPalProvider),
+        ("sandbox", SandboxProvider),
+    ],
+)
+def test_every_provider_name_resolves_to_its_adapter(name, cls):
+    provider = get_provider(name)
+    assert isinstance(provider, cls)
+    assert provider.name == name
+    assert get_provider(name) is provider
+    assert name in PROVIDER_NAMES
+
+
+def test_unknown_provider_is_a_clear_404_error():
+    with pytest.raises(UnknownProviderError, match="unknown payment provider 'square'; expected one of stripe"):
+        get_provider("square")
+    assert UnknownProviderError.status_code == 404
+
+
+def test_settings_feed_the_adapters_and_a_change_rebuilds_them():
+    body = b'{"id": "evt_1", "type": "checkout.session.completed", "data": {"object": {}}}'
+    now = int(time.time())
+    header = f"t={now},v1=" + hmac.new(b"whsec_rotated", f"{now}.".encode() + body, hashlib.sha256).hexdigest()
+    with pytest.raises(WebhookSignatureError):
+        get_provider("stripe").verify_webhook(body=body, headers={"Stripe-Signature": header})
+    with override_settings(STRIPE_WEBHOOK_SECRETS=["whsec_old", "whsec_rotated"]):
+        get_provider("stripe").verify_webhook(body=body, headers={"Stripe-Signature": header})
+    with override_settings(PAYPAL_CERT_HOSTS="certs.example.test, other.example.test"):
+        paypal = get_provider("paypal")
+        assert isinstance(paypal, PayPalProvider)
+        assert paypal.cert_hosts == {"certs.example.test", "other.example.test"}
+
+
+def test_default_paypal_cert_allow_list():
+    paypal = get_provider("paypal")
+    assert isinstance(paypal, PayPalProvider)
+    assert paypal.cert_hosts == {"api.paypal.com", "api.sandbox.paypal.com"}
+
+
+@override_settings(
+    SANDBOX_WEBHOOK_SECRET="s3cret",
+    SANDBOX_WEBHOOK_URL="http://127.0.0.1:8000/webhooks/sandbox",
+    SANDBOX_WEBHOOK_DUPLICATES=3,
+    SANDBOX_WEBHOOK_SHUFFLE=True,
+    SANDBOX_WEBHOOK_DELAY_SECONDS=1.5,
+)
+def test_sandbox_sender_is_configured_from_settings():
+    sender = sandbox_webhook_sender()
+    assert (sender.secret, sender.url, sender.duplicates, sender.shuffle, sender.delay_seconds) == (
+        "s3cret",
+        "http://127.0.0.1:8000/webhooks/sandbox",
+        3,
+        True,
+        1.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("minor", "currency", "major"),
+    [(12345, "USD", "123.45"), (5, "eur", "0.05"), (500, "JPY", "500"), (1234, "KWD", "1.234"), (0, "USD", "0.00")],
+)
+def test_minor_and_major_units_convert_exactly_both_ways(minor, currency, major):
+    assert minor_to_major(minor, currency) == major
+    assert major_to_minor(major, currency) == minor
+    assert major_to_minor(Decimal(major), currency) == minor
+
+
+@pytest.mark.parametrize(("value", "currency"), [("1.234", "USD"), ("1.5", "JPY"), ("NaN", "USD"), (1.5, "USD")])
+def test_inexact_or_float_amounts_are_refused(value, currency):
+    with pytest.raises(ValueError):
+        major_to_minor(value, currency)
+
+
+@pytest.mark.parametrize("currency", ["US", "usd1", "€€€", ""])
+def test_currency_codes_are_validated(currency):
+    with pytest.raises(ValueError):
+        minor_to_major(100, currency)
+
+
+def test_header_lookup_ignores_case():
+    assert header_value({"Stripe-Signature": "x"}, "stripe-signature") == "x"
+    assert header_value({"VERIF-HASH": "y"}, "verif-hash") == "y"
+    assert header_value({}, "verif-hash") is None
