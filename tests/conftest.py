@@ -61,4 +61,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if databases == "__all__" or (databases and "owner" in databases):
             continue
         kwargs = {**marker.kwargs, "databases": sorted({*(databases or ["default"]), "owner"})}
-        item.add_marker(pytest.mark.django_db(*marker.args, **kwargs))
+        item.add_marker(pytest.mark.django_db(*marker.args, **kwargs), append=False)

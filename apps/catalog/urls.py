@@ -1,5 +1,13 @@
 """API routes of the catalog app (mounted under /api/v1/ by config/urls.py)."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from apps.catalog import apis
+
+urlpatterns: list[URLPattern] = [
+    path("events", apis.EventsApi.as_view(), name="catalog-events"),
+    path("events/<int:event_id>", apis.EventDetailApi.as_view(), name="catalog-event-detail"),
+    path("events/<int:event_id>/photos", apis.EventPhotosApi.as_view(), name="catalog-event-photos"),
+    path("events/<int:event_id>/products", apis.EventProductsApi.as_view(), name="catalog-event-products"),
+    path("events/<int:event_id>/prices", apis.EventPricesApi.as_view(), name="catalog-event-prices"),
+]

@@ -241,6 +241,23 @@ LOGGING = {
 # --- ledger -------------------------------------------------------------------------------
 
 # --- catalog ------------------------------------------------------------------------------
+# Photos go through the `default` storage (STORAGES above): originals under the private prefix
+# (never given a URL; served later only through an entitlement's signed download), previews
+# and thumbnails under the public prefix (their storage URL is what the API returns).
+# Only MEDIA_ROOT/<public prefix> may ever be served as static media.
+# Production, S3-compatible (django-storages is not a dependency yet; add `django-storages[s3]`):
+#   STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+#       "bucket_name": env("DARKROOM_S3_BUCKET"), "endpoint_url": env("DARKROOM_S3_ENDPOINT_URL"),
+#       "default_acl": None, "querystring_auth": False, "file_overwrite": True}}
+#   with a bucket policy that allows public reads of `<public prefix>/*` only.
+CATALOG_PRIVATE_PREFIX = env("DARKROOM_CATALOG_PRIVATE_PREFIX", default="private")
+CATALOG_PUBLIC_PREFIX = env("DARKROOM_CATALOG_PUBLIC_PREFIX", default="public")
+CATALOG_PREVIEW_MAX_PX = env.int("DARKROOM_CATALOG_PREVIEW_MAX_PX", default=1600)
+CATALOG_THUMBNAIL_MAX_PX = env.int("DARKROOM_CATALOG_THUMBNAIL_MAX_PX", default=400)
+CATALOG_DERIVATIVE_JPEG_QUALITY = env.int("DARKROOM_CATALOG_DERIVATIVE_JPEG_QUALITY", default=85)
+CATALOG_UPLOAD_FORMATS = env.list("DARKROOM_CATALOG_UPLOAD_FORMATS", default=["JPEG", "PNG", "WEBP"])
+CATALOG_MAX_UPLOAD_BYTES = env.int("DARKROOM_CATALOG_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
+CATALOG_MAX_IMAGE_PIXELS = env.int("DARKROOM_CATALOG_MAX_IMAGE_PIXELS", default=100_000_000)
 
 # --- payments -----------------------------------------------------------------------------
 # Provider credentials come from the environment; the defaults only let a laptop run (they are

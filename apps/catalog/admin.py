@@ -1,0 +1,104 @@
+"""Catalog admin for platform superusers (runs in the audited system context).
+
+Originals are shown by storage name only, never as a link: an original is served only
+through an entitlement. Access codes appear only as "set"/"not set".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock
+from apps.catalog.storage import public_url
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ("slug", "title", "date", "tenant", "visibility", "created_at")
+    list_filter = ("visibility",)
+    search_fields = ("slug", "title")
+    exclude = ("access_code_hash",)
+    readonly_fields = ("access_code_set", "created_at")
+
+    @admin.display(description="access code", boolean=True)
+    def access_code_set(self, event: Event) -> bool:
+        return bool(event.access_code_hash)
+
+
+@admin.register(Photo)
+class PhotoAdmin(admin.ModelAdmin):
+    list_display = ("id", "event", "tenant", "photographer", "width", "height", "derivatives_status", "created_at")
+    list_filter = ("derivatives_status",)
+    exclude = ("original", "preview", "thumbnail")
+    readonly_fields = (
+        "public_token",
+        "original_name",
+        "preview_link",
+        "thumbnail_link",
+        "width",
+        "height",
+        "derivatives_status",
+        "derivatives_error",
+        "created_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # photos arrive through the upload API (probe, private storage, derivatives)
+
+    @admin.display(description="original (private)")
+    def original_name(self, photo: Photo) -> str:
+        return photo.original.name or ""
+
+    @admin.display(description="preview")
+    def preview_link(self, photo: Photo) -> Any:
+        url = public_url(photo.preview.name)
+        return format_html('<a href="{}">{}</a>', url, photo.preview.name) if url else "-"
+
+    @admin.display(description="thumbnail")
+    def thumbnail_link(self, photo: Photo) -> Any:
+        url = public_url(photo.thumbnail.name)
+        return format_html('<a href="{}">{}</a>', url, photo.thumbnail.name) if url else "-"
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ("sku", "kind", "event", "photo", "size", "tenant", "active")
+    list_filter = ("kind", "active")
+    search_fields = ("sku",)
+    raw_id_fields = ("event", "photo")
+
+
+class PriceInline(admin.TabularInline):
+    model = Price
+    extra = 0
+    fields = ("kind", "size", "amount_minor", "currency", "updated_at")
+    readonly_fields = ("updated_at",)
+
+
+@admin.register(PriceList)
+class PriceListAdmin(admin.ModelAdmin):
+    list_display = ("event", "tenant", "currency", "created_at")
+    inlines = [PriceInline]
+    raw_id_fields = ("event",)
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    list_display = ("event", "kind", "size", "amount_minor", "currency", "tenant", "updated_at")
+    list_filter = ("kind", "currency")
+    raw_id_fields = ("event", "price_list")
+
+
+@admin.register(Stock)
+class StockAdmin(admin.ModelAdmin):
+    list_display = ("product", "tenant", "quantity", "initial_quantity", "epoch", "updated_at")
+    raw_id_fields = ("product",)
+    # Quantity and epoch belong to the fenced inventory writer; the admin only shows them.
+    readonly_fields = ("quantity", "initial_quantity", "epoch", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a print product's stock row is created with the product

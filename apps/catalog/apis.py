@@ -1,0 +1,251 @@
+"""Catalog API for studios and integrators (mounted under /api/v1/).
+
+One view per URL; each HTTP method is one operation that parses input, calls one service or
+selector and renders output. Writes (POST) need the owner role or an API key (uploads: owner
+or photographer); reads need any member. No response carries an original's name or URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from rest_framework import serializers
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.catalog import selectors, services
+from apps.catalog.models import CURRENCY_PATTERN, Event, Photo, ProductKind
+from apps.catalog.storage import public_url
+from apps.core.serializers import StrictSerializer
+from apps.tenancy.apis import TenantApi
+from apps.tenancy.models import User
+from apps.tenancy.permissions import HasTenantRole
+
+
+class _CatalogApi(TenantApi):
+    """Reads for any member; POST restricted to `write_roles`."""
+
+    write_roles: tuple[str, ...] = ("owner", "api_key")
+
+    def get_permissions(self) -> Sequence[BasePermission]:
+        if self.request.method == "POST":
+            return [HasTenantRole.of(*self.write_roles)()]
+        return super().get_permissions()  # type: ignore[return-value]
+
+    def paginated(
+        self, request: Request, queryset: QuerySet[Any], serializer: type[serializers.Serializer]
+    ) -> Response:
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(serializer(page, many=True).data)
+
+    @property
+    def tenant_pk(self) -> int:
+        assert self.tenant_id is not None, "permission classes guarantee a tenant"
+        return self.tenant_id
+
+
+def _page_of(serializer: type[serializers.Serializer]) -> serializers.Serializer:
+    """OpenAPI shape of a LimitOffsetPagination page of `serializer`."""
+    return inline_serializer(
+        name=f"Paginated{serializer.__name__.removesuffix('Serializer')}",
+        fields={
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializer(many=True),
+        },
+    )
+
+
+class EventOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    date = serializers.DateField()
+    slug = serializers.SlugField()
+    visibility = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class PhotoOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    event_id = serializers.IntegerField()
+    photographer_id = serializers.IntegerField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    derivatives_status = serializers.CharField()
+    preview_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+
+    def get_preview_url(self, photo: Photo) -> str | None:
+        return public_url(photo.preview.name)
+
+    def get_thumbnail_url(self, photo: Photo) -> str | None:
+        return public_url(photo.thumbnail.name)
+
+
+class EventsApi(_CatalogApi):
+    """GET: the studio's events, newest first (paginated). POST: create an event."""
+
+    @extend_schema_serializer(component_name="EventCreateInput")
+    class InputSerializer(StrictSerializer):
+        title = serializers.CharField(max_length=200)
+        date = serializers.DateField()
+        slug = serializers.SlugField(max_length=80)
+        visibility = serializers.ChoiceField(choices=Event.Visibility.choices, default=Event.Visibility.PUBLIC)
+        access_code = serializers.CharField(max_length=128, required=False, allow_blank=True, trim_whitespace=False)
+
+    @extend_schema(responses=_page_of(EventOutputSerializer))
+    def get(self, request: Request) -> Response:
+        return self.paginated(request, selectors.events_list(tenant_id=self.tenant_pk), EventOutputSerializer)
+
+    @extend_schema(request=InputSerializer, responses={201: EventOutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        event = services.event_create(tenant_id=self.tenant_pk, **data.validated_data)
+        return Response(EventOutputSerializer(event).data, status=201)
+
+
+class EventDetailApi(_CatalogApi):
+    @extend_schema(responses=EventOutputSerializer)
+    def get(self, request: Request, event_id: int) -> Response:
+        event = selectors.event_get(tenant_id=self.tenant_pk, event_id=event_id)
+        return Response(EventOutputSerializer(event).data)
+
+
+class EventPhotosApi(_CatalogApi):
+    """GET: the event's photos (paginated; preview/thumbnail URLs once ready, never the
+    original). POST: multipart upload of one image (field `image`)."""
+
+    write_roles = ("owner", "photographer")
+    parser_classes = [MultiPartParser]
+
+    @extend_schema_serializer(component_name="PhotoUploadInput")
+    class InputSerializer(StrictSerializer):
+        image = serializers.FileField(allow_empty_file=False)
+        photographer_id = serializers.IntegerField(required=False, min_value=1)
+
+    @extend_schema(responses=_page_of(PhotoOutputSerializer))
+    def get(self, request: Request, event_id: int) -> Response:
+        selectors.event_get(tenant_id=self.tenant_pk, event_id=event_id)
+        photos = selectors.photos_of_event(tenant_id=self.tenant_pk, event_id=event_id)
+        return self.paginated(request, photos, PhotoOutputSerializer)
+
+    @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: PhotoOutputSerializer})
+    def post(self, request: Request, event_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        assert isinstance(request.user, User), "only member roles pass the permission check"
+        image = data.validated_data["image"]
+        photo = services.photo_upload(
+            tenant_id=self.tenant_pk,
+            event_id=event_id,
+            uploaded_by=request.user,
+            image=image,
+            image_size=image.size,
+            photographer_id=data.validated_data.get("photographer_id"),
+        )
+        return Response(PhotoOutputSerializer(photo).data, status=201)
+
+
+class ProductOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    event_id = serializers.IntegerField()
+    kind = serializers.CharField()
+    photo_id = serializers.IntegerField(allow_null=True)
+    size = serializers.CharField()
+    sku = serializers.CharField()
+    active = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    price = serializers.SerializerMethodField()
+    stock = serializers.SerializerMethodField()
+
+    def get_price(self, product: Any) -> dict[str, Any] | None:
+        amount = getattr(product, "price_amount_minor", None)
+        if amount is None:
+            return None
+        return {"amount_minor": amount, "currency": product.price_currency}
+
+    def get_stock(self, product: Any) -> dict[str, Any] | None:
+        quantity = getattr(product, "stock_quantity", None)
+        if quantity is None:
+            return None
+        return {"quantity": quantity, "initial_quantity": product.stock_initial_quantity}
+
+
+class EventProductsApi(_CatalogApi):
+    """GET: the event's products with price and stock (paginated). POST: create a product."""
+
+    @extend_schema_serializer(component_name="ProductCreateInput")
+    class InputSerializer(StrictSerializer):
+        kind = serializers.ChoiceField(choices=ProductKind.choices)
+        photo_id = serializers.IntegerField(required=False, min_value=1)
+        size = serializers.CharField(max_length=32, required=False, default="")
+        sku = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64, required=False)
+        stock_quantity = serializers.IntegerField(required=False, min_value=0, max_value=10_000_000)
+        active = serializers.BooleanField(required=False, default=True)
+
+    @extend_schema(responses=_page_of(ProductOutputSerializer))
+    def get(self, request: Request, event_id: int) -> Response:
+        selectors.event_get(tenant_id=self.tenant_pk, event_id=event_id)
+        products = selectors.products_of_event(tenant_id=self.tenant_pk, event_id=event_id)
+        return self.paginated(request, products, ProductOutputSerializer)
+
+    @extend_schema(request=InputSerializer, responses={201: ProductOutputSerializer})
+    def post(self, request: Request, event_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        product = services.product_create(tenant_id=self.tenant_pk, event_id=event_id, **data.validated_data)
+        listed = selectors.products_of_event(tenant_id=self.tenant_pk, event_id=event_id).get(pk=product.pk)
+        return Response(ProductOutputSerializer(listed).data, status=201)
+
+
+class PriceSerializer(StrictSerializer):
+    kind = serializers.ChoiceField(choices=ProductKind.choices)
+    size = serializers.CharField(max_length=32, required=False, default="")
+    amount_minor = serializers.IntegerField(min_value=1, max_value=10**12)
+
+
+class EventPricesApi(_CatalogApi):
+    """GET: the event's price list. POST: set prices (upsert per kind and size)."""
+
+    @extend_schema_serializer(component_name="PriceListSetInput")
+    class InputSerializer(StrictSerializer):
+        currency = serializers.RegexField(CURRENCY_PATTERN)
+        prices = PriceSerializer(many=True, allow_empty=False)
+
+    @extend_schema_serializer(component_name="PriceListOutput")
+    class OutputSerializer(serializers.Serializer):
+        event_id = serializers.IntegerField()
+        currency = serializers.CharField(allow_null=True)
+        prices = PriceSerializer(many=True)
+
+    def _render(self, event_id: int) -> Response:
+        prices = list(selectors.prices_of_event(tenant_id=self.tenant_pk, event_id=event_id))
+        body = {"event_id": event_id, "currency": prices[0].currency if prices else None, "prices": prices}
+        return Response(self.OutputSerializer(body).data)
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request: Request, event_id: int) -> Response:
+        selectors.event_get(tenant_id=self.tenant_pk, event_id=event_id)
+        return self._render(event_id)
+
+    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    def post(self, request: Request, event_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.price_list_set(
+            tenant_id=self.tenant_pk,
+            event_id=event_id,
+            currency=data.validated_data["currency"],
+            prices=[services.PriceIn(**price) for price in data.validated_data["prices"]],
+        )
+        return self._render(event_id)

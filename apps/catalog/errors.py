@@ -1,0 +1,62 @@
+"""Business refusals of the catalog, rendered as RFC 7807 problems by the API."""
+
+from __future__ import annotations
+
+from apps.core.problems import DomainError, InvalidInput, NotFound
+
+
+class EventNotFound(NotFound):
+    slug = "event-not-found"
+    title = "Event not found"
+
+
+class ProductNotFound(NotFound):
+    slug = "product-not-found"
+    title = "Product not found"
+
+
+class EventSlugTaken(DomainError):
+    status_code = 409
+    slug = "event-slug-taken"
+    title = "Event slug already used"
+
+
+class ProductConflict(DomainError):
+    status_code = 409
+    slug = "product-conflict"
+    title = "Product already exists"
+
+
+class PriceListCurrencyMismatch(DomainError):
+    status_code = 409
+    slug = "price-list-currency-mismatch"
+    title = "Price list currency is fixed"
+
+
+class PriceNotSet(DomainError):
+    status_code = 409
+    slug = "price-not-set"
+    title = "No price for this product"
+
+
+class AccessCodeRequired(DomainError):
+    status_code = 403
+    slug = "access-code-required"
+    title = "Access code required"
+
+
+class UploadRefused(InvalidInput):
+    slug = "upload-refused"
+    title = "Upload refused"
+
+
+class UploadTooLarge(DomainError):
+    status_code = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class NotAPhotographer(DomainError):
+    status_code = 403
+    slug = "permission-denied"
+    title = "Permission denied"

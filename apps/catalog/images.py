@@ -1,0 +1,164 @@
+"""Pillow work for photos: probing uploads and rendering watermarked derivatives.
+
+Pure functions over bytes: no database, no storage. Rendering is deterministic (same original,
+same studio name, same settings → byte-identical JPEGs), which keeps the derivatives task
+idempotent.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import IO
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+# EXIF orientations that swap width and height (rotations by 90 or 270 degrees).
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+_EXIF_ORIENTATION_TAG = 0x0112
+WATERMARK_ANGLE_DEGREES = 30
+WATERMARK_FILL = (255, 255, 255, 120)
+WATERMARK_STROKE = (0, 0, 0, 110)
+WATERMARK_FONT_CANDIDATES = ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf", "LiberationSans-Bold.ttf")
+
+
+class ImageRejected(Exception):
+    """The bytes are not an acceptable photo (unknown or disallowed format, too large, corrupt)."""
+
+
+@dataclass(frozen=True)
+class ProbedImage:
+    format: str
+    width: int  # as displayed, i.e. after EXIF orientation
+    height: int
+
+    @property
+    def extension(self) -> str:
+        return {"JPEG": "jpg"}.get(self.format, self.format.lower())
+
+
+@dataclass(frozen=True)
+class Derivatives:
+    preview: bytes
+    preview_size: tuple[int, int]
+    thumbnail: bytes
+    thumbnail_size: tuple[int, int]
+
+
+def probe_image(stream: IO[bytes], *, allowed_formats: Collection[str], max_pixels: int) -> ProbedImage:
+    """Identify an upload from its header and check its structure, without decoding all pixels.
+
+    Raises ImageRejected. Leaves the stream at position 0.
+    """
+    try:
+        stream.seek(0)
+        with Image.open(stream) as image:
+            image_format = image.format or ""
+            width, height = image.size
+            orientation = image.getexif().get(_EXIF_ORIENTATION_TAG)
+            if image_format not in allowed_formats:
+                raise ImageRejected(
+                    f"Unsupported image format {image_format or 'unknown'}; allowed: {', '.join(allowed_formats)}."
+                )
+            if width * height > max_pixels:
+                raise ImageRejected(f"The image has {width * height} pixels; the limit is {max_pixels}.")
+            image.verify()
+    except ImageRejected:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected(f"The image is too large to process: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # what Pillow raises for unreadable images
+        raise ImageRejected("The file is not a readable image.") from exc
+    finally:
+        stream.seek(0)
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    return ProbedImage(format=image_format, width=width, height=height)
+
+
+def render_derivatives(
+    original: bytes, *, watermark_text: str, preview_max_px: int, thumbnail_max_px: int, quality: int
+) -> Derivatives:
+    """Render the watermarked preview and the thumbnail (made from the preview, so also marked).
+
+    Upright (EXIF orientation applied), RGB (transparency flattened onto white), metadata
+    stripped (no GPS leaks through a preview), never upscaled. Raises ImageRejected.
+    """
+    try:
+        with Image.open(io.BytesIO(original)) as source:
+            # JPEG: let the decoder downscale by a power of two while staying >= the preview size.
+            source.draft("RGB", (preview_max_px, preview_max_px))
+            upright = ImageOps.exif_transpose(source)
+            rgb = _flatten_to_rgb(upright)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageRejected(f"The original could not be decoded: {exc}") from exc
+
+    preview = rgb.copy()
+    preview.thumbnail((preview_max_px, preview_max_px), Image.Resampling.LANCZOS)
+    preview = apply_watermark(preview, watermark_text)
+    thumbnail = preview.copy()
+    thumbnail.thumbnail((thumbnail_max_px, thumbnail_max_px), Image.Resampling.LANCZOS)
+    return Derivatives(
+        preview=_encode_jpeg(preview, quality=quality),
+        preview_size=preview.size,
+        thumbnail=_encode_jpeg(thumbnail, quality=quality),
+        thumbnail_size=thumbnail.size,
+    )
+
+
+def apply_watermark(image: Image.Image, text: str) -> Image.Image:
+    """Tile `text` diagonally over the whole image, light with a dark outline (visible on any tone).
+
+    The tiling covers every region, so cropping a preview does not remove the mark.
+    """
+    width, height = image.size
+    font_size = max(12, round(max(width, height) / 16))
+    font = watermark_font(font_size)
+    stroke = max(1, font_size // 14)
+    label = text.strip() or "Darkroom"
+
+    side = math.ceil(math.hypot(width, height)) + 2 * font_size
+    layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font, stroke_width=stroke)
+    step_x = math.ceil(right - left) + 2 * font_size
+    step_y = math.ceil(bottom - top) + 2 * font_size
+    for row, y in enumerate(range(0, side, step_y)):
+        shift = (row % 2) * step_x // 2
+        for x in range(-step_x + shift, side, step_x):
+            draw.text((x, y), label, font=font, fill=WATERMARK_FILL, stroke_width=stroke, stroke_fill=WATERMARK_STROKE)
+    layer = layer.rotate(WATERMARK_ANGLE_DEGREES, resample=Image.Resampling.BICUBIC)
+    offset_x, offset_y = (side - width) // 2, (side - height) // 2
+    layer = layer.crop((offset_x, offset_y, offset_x + width, offset_y + height))
+    return Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
+
+
+@functools.lru_cache(maxsize=32)
+def watermark_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """A system TrueType font with wide Latin coverage if installed (DejaVu ships with most
+    Linux images), else Pillow's built-in font (ASCII-centred: accents may render as boxes)."""
+    for candidate in WATERMARK_FONT_CANDIDATES:
+        try:
+            return ImageFont.truetype(candidate, size=size)
+        except OSError:
+            continue
+    return ImageFont.load_default(size=size)
+
+
+def _flatten_to_rgb(image: Image.Image) -> Image.Image:
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if not has_alpha:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
+
+
+def _encode_jpeg(image: Image.Image, *, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()

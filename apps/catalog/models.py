@@ -1,0 +1,236 @@
+"""Catalog: events, photos, products, price lists and print stock.
+
+Invariants held by Postgres (each has a test in tests/catalog/test_constraints.py):
+* every unique key starts with `tenant_id` (see DESIGN "Beyond one machine"), and every
+  reference between catalog rows is also a composite foreign key on (tenant_id, <id>), added in
+  the migration, so a row can never point at another tenant's event, photo, product or price list;
+* an access-code event stores a password hash of its code, a public one stores none;
+* product kinds are well formed: a download names a photo and no size, a print a photo and a
+  size, a bulk product neither;
+* money is a positive integer amount in minor units with a 3-letter uppercase ISO 4217 currency,
+  one currency per event price list, one price per (event, kind, size);
+* print stock never goes negative nor above its initial quantity; `epoch` fences the single
+  writer per SKU (inventory, a later step).
+
+Originals live under the private storage prefix and are never exposed by URL; previews and
+thumbnails (watermarked, generated) live under the public prefix.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from apps.tenancy.models import TenantModel
+
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+
+
+class ProductKind(models.TextChoices):
+    DOWNLOAD = "download", "Digital download (one photo)"
+    PRINT = "print", "Print (one photo in a size, limited stock)"
+    BULK = "bulk", "All my photos of this event"
+
+
+# A size is required for prints and forbidden for the other kinds (products and prices alike).
+SIZE_MATCHES_KIND = models.Q(kind=ProductKind.PRINT, size__gt="") | (
+    models.Q(kind__in=[ProductKind.DOWNLOAD, ProductKind.BULK]) & models.Q(size="")
+)
+
+
+class Event(TenantModel):
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Public"
+        ACCESS_CODE = "access_code", "Protected by an access code"
+
+    title = models.CharField(max_length=200)
+    date = models.DateField()
+    slug = models.SlugField(max_length=80)
+    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PUBLIC)
+    # make_password() of the access code; empty for public events. Never the code itself.
+    access_code_hash = models.CharField(max_length=256, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "slug"], name="catalog_event_unique_tenant_slug"),
+            models.UniqueConstraint(fields=["tenant", "id"], name="catalog_event_unique_tenant_id"),
+            models.CheckConstraint(condition=models.Q(slug__gt=""), name="catalog_event_slug_not_empty"),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(visibility="public", access_code_hash="")
+                    | models.Q(visibility="access_code", access_code_hash__gt="")
+                ),
+                name="catalog_event_access_code_matches_visibility",
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "-date"], name="catalog_event_tenant_date")]
+
+    def __str__(self) -> str:
+        return f"{self.slug} ({self.date})"
+
+
+class Photo(TenantModel):
+    class DerivativesStatus(models.TextChoices):
+        PENDING = "pending", "Pending"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="photos")
+    photographer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # Unguessable name part of the public derivatives, so previews of a protected event cannot
+    # be enumerated by photo id.
+    public_token = models.UUIDField(default=uuid.uuid4, editable=False)
+    # Storage names only; `original` is under the private prefix and never turned into a URL.
+    original = models.FileField(max_length=300)
+    preview = models.FileField(max_length=300, blank=True, default="")
+    thumbnail = models.FileField(max_length=300, blank=True, default="")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    derivatives_status = models.CharField(
+        max_length=10, choices=DerivativesStatus.choices, default=DerivativesStatus.PENDING
+    )
+    derivatives_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "id"], name="catalog_photo_unique_tenant_id"),
+            models.UniqueConstraint(fields=["tenant", "public_token"], name="catalog_photo_unique_tenant_token"),
+            models.CheckConstraint(
+                condition=models.Q(derivatives_status__in=["pending", "ready", "failed"]),
+                name="catalog_photo_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(width__gt=0, height__gt=0), name="catalog_photo_dimensions_positive"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(derivatives_status="ready") | models.Q(preview__gt="", thumbnail__gt=""),
+                name="catalog_photo_ready_has_derivatives",
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "event", "id"], name="catalog_photo_tenant_event")]
+
+    def __str__(self) -> str:
+        return f"photo {self.pk} of event {self.event_id}"
+
+
+class Product(TenantModel):
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="products")
+    kind = models.CharField(max_length=10, choices=ProductKind.choices)
+    photo = models.ForeignKey(Photo, on_delete=models.PROTECT, null=True, blank=True, related_name="products")
+    size = models.CharField(max_length=32, blank=True, default="")
+    sku = models.CharField(max_length=64)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "sku"], name="catalog_product_unique_tenant_sku"),
+            models.UniqueConstraint(fields=["tenant", "id"], name="catalog_product_unique_tenant_id"),
+            models.UniqueConstraint(
+                fields=["tenant", "photo", "kind", "size"],
+                condition=models.Q(photo__isnull=False),
+                name="catalog_product_unique_photo_kind_size",
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "event"],
+                condition=models.Q(kind="bulk"),
+                name="catalog_product_unique_bulk_per_event",
+            ),
+            models.CheckConstraint(condition=models.Q(sku__gt=""), name="catalog_product_sku_not_empty"),
+            models.CheckConstraint(condition=SIZE_MATCHES_KIND, name="catalog_product_size_matches_kind"),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(kind__in=["download", "print"], photo__isnull=False)
+                    | models.Q(kind="bulk", photo__isnull=True)
+                ),
+                name="catalog_product_photo_matches_kind",
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "event", "id"], name="catalog_product_tenant_event")]
+
+    def __str__(self) -> str:
+        return self.sku
+
+
+class PriceList(TenantModel):
+    """The prices of one event, all in one currency (fixed once the first price exists)."""
+
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="+")
+    currency = models.CharField(max_length=3)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "event"], name="catalog_pricelist_unique_tenant_event"),
+            # Target of the prices' composite foreign key (keeps event and currency consistent).
+            models.UniqueConstraint(
+                fields=["tenant", "id", "event", "currency"], name="catalog_pricelist_unique_tenant_id_event_cur"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(currency__regex=CURRENCY_PATTERN), name="catalog_pricelist_currency_iso4217"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"prices of event {self.event_id} in {self.currency}"
+
+
+class Price(TenantModel):
+    price_list = models.ForeignKey(PriceList, on_delete=models.CASCADE, related_name="prices")
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=10, choices=ProductKind.choices)
+    size = models.CharField(max_length=32, blank=True, default="")
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "event", "kind", "size"], name="catalog_price_unique_tenant_event_kind_size"
+            ),
+            models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="catalog_price_amount_positive"),
+            models.CheckConstraint(
+                condition=models.Q(currency__regex=CURRENCY_PATTERN), name="catalog_price_currency_iso4217"
+            ),
+            models.CheckConstraint(condition=SIZE_MATCHES_KIND, name="catalog_price_size_matches_kind"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.size} {self.amount_minor} {self.currency}"
+
+
+class Stock(TenantModel):
+    """Units of a print product left to sell.
+
+    `quantity` only ever changes through the inventory writer (a later step), whose
+    `UPDATE ... WHERE epoch = :mine` is fenced by `epoch`; the check constraints make an
+    oversell impossible whatever the writer does.
+    """
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="stock_rows")
+    quantity = models.BigIntegerField()
+    initial_quantity = models.BigIntegerField()
+    epoch = models.BigIntegerField(default=0, db_default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "product"], name="catalog_stock_unique_tenant_product"),
+            models.CheckConstraint(condition=models.Q(quantity__gte=0), name="catalog_stock_quantity_non_negative"),
+            models.CheckConstraint(
+                condition=models.Q(initial_quantity__gte=0), name="catalog_stock_initial_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(quantity__lte=models.F("initial_quantity")),
+                name="catalog_stock_quantity_within_initial",
+            ),
+            models.CheckConstraint(condition=models.Q(epoch__gte=0), name="catalog_stock_epoch_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"stock of product {self.product_id}: {self.quantity}/{self.initial_quantity}"

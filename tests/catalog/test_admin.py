@@ -1,0 +1,40 @@
+"""The catalog admin renders for platform superusers and never links an original."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from apps.catalog.services import photo_generate_derivatives
+from tests.factories.catalog import PhotoFactory, StockFactory
+from tests.factories.tenancy import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client() -> Client:
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def test_photo_admin_shows_the_original_as_text_only(tenant_a, admin_client):
+    # given: a photo with its derivatives
+    photo = PhotoFactory(event__tenant=tenant_a.org)
+    photo_generate_derivatives(tenant_id=tenant_a.org.pk, photo_id=photo.pk)
+    # when: a superuser opens the list and the photo's page
+    listing = admin_client.get("/admin/catalog/photo/")
+    page = admin_client.get(f"/admin/catalog/photo/{photo.pk}/change/")
+    # then: both render; the original's name appears, but never as a link, the previews do
+    assert (listing.status_code, page.status_code) == (200, 200)
+    html = page.content.decode()
+    assert photo.original.name in html
+    assert f'href="/media/{photo.original.name}"' not in html and "/media/private/" not in html
+    assert 'href="/media/public/previews/' in html
+
+
+@pytest.mark.parametrize("model", ["event", "product", "pricelist", "price", "stock"])
+def test_catalog_admin_pages_render(tenant_a, admin_client, model):
+    StockFactory(product__event__tenant=tenant_a.org)
+    assert admin_client.get(f"/admin/catalog/{model}/").status_code == 200
