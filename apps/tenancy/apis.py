@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import ExitStack
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 from django.http import HttpRequest
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.problems import problem_response
 from apps.core.serializers import StrictSerializer
+from apps.idempotency import protocol as idempotency
+from apps.tenancy.authentication import ApiKeyPrincipal
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization, User
 from apps.tenancy.permissions import HasTenantRole, request_tenant
 from apps.tenancy.services import api_key_issue
+
+logger = logging.getLogger("darkroom.api")
 
 
 class TenantApi(APIView):
@@ -23,20 +31,94 @@ class TenantApi(APIView):
 
     After authentication and permission checks, `request.tenant_id` is set and the rest of the
     view runs inside `tenant_context(tenant_id)`: RLS scopes every query to that tenant.
+
+    Mutating requests (POST/PUT/PATCH/DELETE) follow the Idempotency-Key protocol
+    (`apps.idempotency.protocol`): the header is validated right after authentication, then the
+    handler runs inside ONE `transaction.atomic()` opened here, holding the key's advisory lock;
+    a response < 400 commits together with its key row, anything else rolls back. Services
+    called from a view therefore join this transaction (plain `@transaction.atomic`, never
+    `durable=True`). `idempotency_exempt = True` is reserved for webhooks, which are not under
+    /api/ and dedupe on the provider's event id (tests/idempotency enumerates the URLs).
     """
 
     tenant_id: int | None = None
+    idempotency_exempt: bool = False
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        with ExitStack() as stack:
-            self._context_stack = stack
-            return super().dispatch(request, *args, **kwargs)
+        self._idempotency_key: str | None = None
+        self._idempotency_body = b""
+        self._idempotency_in_transaction = False
+        self._idempotency_state: idempotency.IdempotentRequest | None = None
+        try:
+            with ExitStack() as stack:
+                self._context_stack = stack
+                response = super().dispatch(request, *args, **kwargs)
+        except Exception:
+            if not self._idempotency_in_transaction:
+                raise
+            # Storing the key or the COMMIT itself failed (e.g. a deferred constraint): the
+            # transaction rolled back, so neither the effect nor the key is stored.
+            logger.exception("idempotent request failed to commit")
+            return problem_response(
+                500, "Internal server error", "The request was not applied; retry it.", slug="internal-error"
+            )
+        return response
+
+    def perform_authentication(self, request: Request) -> None:
+        super().perform_authentication(request)
+        method = (request.method or "").upper()
+        if not self.idempotency_exempt and method in idempotency.MUTATING_METHODS and hasattr(self, method.lower()):
+            self._idempotency_key = idempotency.key_from_request(request.headers)
+            # Read the raw bytes now, before anything parses the stream: the fingerprint covers them.
+            self._idempotency_body = request.body
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         self.tenant_id, self.tenant_role = request_tenant(request)
         request.tenant_id = self.tenant_id  # type: ignore[attr-defined]
         self._context_stack.enter_context(tenant_context(self.tenant_id))
+        if self._idempotency_key is not None:
+            self._idempotency_begin(request, self._idempotency_key)
+
+    def _idempotency_begin(self, request: Request, key: str) -> None:
+        if self.tenant_id is None:
+            raise ImproperlyConfigured(f"{type(self).__name__} mutates without a tenant; check its permissions.")
+        caller = self.idempotency_caller(request)
+        self._context_stack.enter_context(transaction.atomic())
+        self._idempotency_in_transaction = True
+        self._idempotency_state = idempotency.begin(
+            tenant_id=self.tenant_id,
+            caller=caller,
+            key=key,
+            method=(request.method or "").upper(),
+            path=request.get_full_path(),
+            body=self._idempotency_body,
+        )
+
+    def idempotency_caller(self, request: Request) -> str:
+        """Who owns the key space within the tenant: the API key, else the signed-in user."""
+        user = request.user
+        if isinstance(user, ApiKeyPrincipal):
+            return f"api_key:{user.api_key.api_key_id}"
+        if user is not None and user.is_authenticated and user.pk is not None:
+            return f"user:{user.pk}"
+        raise ImproperlyConfigured(f"{type(self).__name__} needs an authenticated caller to scope Idempotency-Key.")
+
+    # A replayed or protocol-made response is a plain HttpResponse, which DRF passes through
+    # unchanged; its stubs only admit `Response`, hence the ignores below.
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, idempotency.IdempotentReplay):
+            return exc.response  # type: ignore[return-value]
+        response = super().handle_exception(exc)
+        if isinstance(exc, idempotency.IdempotencyKeyInFlight):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if self._idempotency_in_transaction:
+            return idempotency.finish(self._idempotency_state, response)  # type: ignore[return-value]
+        return response
 
     @property
     def tenant(self) -> Organization:

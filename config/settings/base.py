@@ -233,6 +233,20 @@ LOGGING = {
 }
 
 # --- idempotency --------------------------------------------------------------------------
+# Completed keys are replayed for this long. Never below 24 h: a lower value refuses to start
+# (apps.idempotency.selectors.idempotency_retention).
+IDEMPOTENCY_RETENTION_HOURS = env.int("DARKROOM_IDEMPOTENCY_RETENTION_HOURS", default=72)
+# Day partitions kept ready ahead of today; a missing partition would fail every write closed.
+IDEMPOTENCY_PARTITIONS_AHEAD_DAYS = env.int("DARKROOM_IDEMPOTENCY_PARTITIONS_AHEAD_DAYS", default=7)
+IDEMPOTENCY_RETRY_AFTER_SECONDS = env.int("DARKROOM_IDEMPOTENCY_RETRY_AFTER_SECONDS", default=1)
+# Partition DDL gives up rather than queue API writes behind it; the next run retries.
+IDEMPOTENCY_DDL_LOCK_TIMEOUT_MS = env.int("DARKROOM_IDEMPOTENCY_DDL_LOCK_TIMEOUT_MS", default=5000)
+CELERY_TASK_ROUTES["idempotency.*"] = {"queue": "maintenance"}
+CELERY_BEAT_SCHEDULE["idempotency.maintain_partitions"] = {
+    "task": "idempotency.maintain_partitions",
+    "schedule": env.float("DARKROOM_IDEMPOTENCY_MAINTENANCE_INTERVAL_SECONDS", default=3600.0),
+    "options": {"queue": "maintenance"},
+}
 
 # --- outbox -------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """Every API error is an RFC 7807 problem body, and bad input writes nothing."""
 
+import uuid
+
 import pytest
 
 from apps.tenancy.context import tenant_context
@@ -13,6 +15,11 @@ URL = "/api/v1/tenancy/api-keys"
 def _owner_client(tenant, client):
     client.force_login(tenant.owner)
     return client
+
+
+def _key() -> dict[str, str]:
+    """Every mutating API request carries an Idempotency-Key (see tests/idempotency)."""
+    return {"HTTP_IDEMPOTENCY_KEY": str(uuid.uuid4())}
 
 
 def _key_count(tenant) -> int:
@@ -31,7 +38,7 @@ def _assert_problem(response, status):
 
 def test_malformed_json_is_400_and_writes_nothing(tenant_a, client):
     before = _key_count(tenant_a)
-    response = _owner_client(tenant_a, client).post(URL, data="{not json", content_type="application/json")
+    response = _owner_client(tenant_a, client).post(URL, data="{not json", content_type="application/json", **_key())
     body = _assert_problem(response, 400)
     assert body["type"] == "/problems/malformed-request"
     assert _key_count(tenant_a) == before
@@ -40,7 +47,7 @@ def test_malformed_json_is_400_and_writes_nothing(tenant_a, client):
 def test_unknown_field_is_400_with_field_errors(tenant_a, client):
     before = _key_count(tenant_a)
     response = _owner_client(tenant_a, client).post(
-        URL, data={"name": "ci", "admin": True}, content_type="application/json"
+        URL, data={"name": "ci", "admin": True}, content_type="application/json", **_key()
     )
     body = _assert_problem(response, 400)
     assert body["errors"] == {"admin": ["Unknown field."]}
@@ -48,7 +55,7 @@ def test_unknown_field_is_400_with_field_errors(tenant_a, client):
 
 
 def test_missing_field_is_400_naming_it(tenant_a, client):
-    response = _owner_client(tenant_a, client).post(URL, data={}, content_type="application/json")
+    response = _owner_client(tenant_a, client).post(URL, data={}, content_type="application/json", **_key())
     body = _assert_problem(response, 400)
     assert "name" in body["errors"]
 
@@ -56,7 +63,7 @@ def test_missing_field_is_400_naming_it(tenant_a, client):
 def test_oversize_body_is_413_and_writes_nothing(tenant_a, client, settings):
     before = _key_count(tenant_a)
     big = '{"name": "' + "x" * (settings.API_MAX_BODY_BYTES + 10) + '"}'
-    response = _owner_client(tenant_a, client).post(URL, data=big, content_type="application/json")
+    response = _owner_client(tenant_a, client).post(URL, data=big, content_type="application/json", **_key())
     _assert_problem(response, 413)
     assert _key_count(tenant_a) == before
 
@@ -75,12 +82,12 @@ def test_bad_api_key_is_401(client):
 
 def test_wrong_role_is_403(tenant_a, client):
     # an API key (integrator) may not issue further API keys
-    response = tenant_a.client().post(URL, {"name": "x"}, format="json")
+    response = tenant_a.client().post(URL, {"name": "x"}, format="json", **_key())
     _assert_problem(response, 403)
 
 
 def test_owner_issues_key_shown_once_and_it_works(tenant_a, client):
-    response = _owner_client(tenant_a, client).post(URL, data={"name": "ci"}, content_type="application/json")
+    response = _owner_client(tenant_a, client).post(URL, data={"name": "ci"}, content_type="application/json", **_key())
     assert response.status_code == 201
     raw = response.json()["api_key"]
     with tenant_context(tenant_a.org.pk):
