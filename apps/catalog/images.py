@@ -65,7 +65,10 @@ def probe_image(stream: IO[bytes], *, allowed_formats: Collection[str], max_pixe
                 )
             if width * height > max_pixels:
                 raise ImageRejected(f"The image has {width * height} pixels; the limit is {max_pixels}.")
-            image.verify()
+        # Pillow's verify() must come straight after open (reading EXIF first breaks it for PNG).
+        stream.seek(0)
+        with Image.open(stream) as fresh:
+            fresh.verify()
     except ImageRejected:
         raise
     except Image.DecompressionBombError as exc:

@@ -44,7 +44,10 @@ class BodySizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        limit = settings.API_MAX_BODY_BYTES
+        content_type = request.META.get("CONTENT_TYPE", "")
+        # Multipart uploads stream to temp files, so they may be larger than bodies held in memory.
+        is_upload = content_type.startswith("multipart/form-data")
+        limit = settings.API_MAX_UPLOAD_BYTES if is_upload else settings.API_MAX_BODY_BYTES
         declared = request.META.get("CONTENT_LENGTH")
         if declared:
             try:

@@ -113,6 +113,27 @@ def canonical_body(body: bytes) -> bytes:
     return json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def multipart_canonical_body(*, fields: Any, files: Any) -> bytes:
+    """A canonical stand-in for a multipart body: form fields plus a streamed sha256 per file.
+
+    Uploads can be far larger than what may be held in memory, so the raw body is never read;
+    files are hashed chunk by chunk from Django's upload handlers (memory or temp file).
+    """
+    canonical_fields = {name: fields.getlist(name) for name in sorted(fields.keys())}
+    canonical_files: dict[str, list[str]] = {}
+    for name in sorted(files.keys()):
+        hashes = []
+        for upload in files.getlist(name):
+            digest = hashlib.sha256()
+            for chunk in upload.chunks():
+                digest.update(chunk)
+            upload.seek(0)
+            hashes.append(f"{upload.name}:{upload.size}:{digest.hexdigest()}")
+        canonical_files[name] = hashes
+    payload = {"multipart": {"fields": canonical_fields, "files": canonical_files}}
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
 def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
     """sha256 over method, path (with query string) and canonical body, hex."""
     digest = hashlib.sha256()

@@ -69,8 +69,13 @@ class TenantApi(APIView):
         method = (request.method or "").upper()
         if not self.idempotency_exempt and method in idempotency.MUTATING_METHODS and hasattr(self, method.lower()):
             self._idempotency_key = idempotency.key_from_request(request.headers)
-            # Read the raw bytes now, before anything parses the stream: the fingerprint covers them.
-            self._idempotency_body = request.body
+            if (request.content_type or "").startswith("multipart/form-data"):
+                # Uploads are parsed (streamed to temp files) and fingerprinted per part, never
+                # read whole into memory.
+                self._idempotency_body = idempotency.multipart_canonical_body(fields=request.POST, files=request.FILES)
+            else:
+                # Read the raw bytes now, before anything parses the stream: the fingerprint covers them.
+                self._idempotency_body = request.body
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)

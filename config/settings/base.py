@@ -133,6 +133,8 @@ SESSION_ENGINE = "django.contrib.sessions.backends.db"
 # --- request limits -----------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DARKROOM_MAX_BODY_BYTES", default=1_048_576)
 API_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Multipart uploads (photo originals) stream to temp files; this caps the whole request.
+API_MAX_UPLOAD_BYTES = env.int("DARKROOM_MAX_UPLOAD_BYTES", default=60 * 1024 * 1024)
 
 # --- REST framework -----------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -201,6 +203,7 @@ CELERY_IMPORTS = (
     "tasks.catalog",
     "tasks.payments",
     "tasks.commerce",
+    "tasks.inventory",
 )
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
