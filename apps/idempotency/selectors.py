@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from apps.idempotency.models import IdempotencyKey
+from apps.idempotency.sealing import unseal
 
 RETENTION_FLOOR = dt.timedelta(hours=24)
 
@@ -62,4 +63,4 @@ def idempotency_key_find(*, tenant_id: int, caller: str, key: str) -> StoredOutc
     if row is None:
         return None
     fingerprint, status, body, content_type = row
-    return StoredOutcome(fingerprint=fingerprint, status=status, body=bytes(body), content_type=content_type)
+    return StoredOutcome(fingerprint=fingerprint, status=status, body=unseal(bytes(body)), content_type=content_type)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from apps.core.partitions import drop_partitions_before, ensure_partitions, list_partitions
 from apps.core.request_context import get_request_id
 from apps.idempotency.models import TABLE, IdempotencyKey
+from apps.idempotency.sealing import seal
 from apps.idempotency.selectors import idempotency_retention
 
 logger = logging.getLogger("darkroom.idempotency")
@@ -48,7 +49,7 @@ def idempotency_key_record(
         method=method,
         path=path,
         response_status=status,
-        response_body=body,
+        response_body=seal(body),
         response_content_type=content_type,
         request_id=get_request_id() or "",
         created_at=timezone.now(),

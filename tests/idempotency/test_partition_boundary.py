@@ -15,6 +15,7 @@ from django.db import connection
 
 from apps.idempotency.models import IdempotencyKey
 from apps.idempotency.protocol import request_fingerprint
+from apps.idempotency.sealing import seal
 from apps.tenancy.context import tenant_context
 from tests.idempotency.conftest import (
     URL,
@@ -65,7 +66,7 @@ def test_key_row_placed_in_yesterdays_partition_is_found_today(tenant_a, owner_c
             method="POST",
             path=URL,
             response_status=201,
-            response_body=b'{"stored":"yesterday"}',
+            response_body=seal(b'{"stored":"yesterday"}'),
             response_content_type="application/json",
             created_at=midnight - ONE_SECOND,
         )
