@@ -256,6 +256,32 @@ CELERY_BEAT_SCHEDULE["idempotency.maintain_partitions"] = {
 # --- locks --------------------------------------------------------------------------------
 
 # --- ledger -------------------------------------------------------------------------------
+# Logical partitions (projector units): crc32(tenant) % P; whale tenants (slugs or ids) spread
+# by crc32(tenant:client). Change either only as apps/ledger/partitioning.py describes.
+LEDGER_PARTITIONS = env.int("LEDGER_PARTITIONS", default=16)
+LEDGER_WHALE_TENANTS = env.list("LEDGER_WHALE_TENANTS", default=[])
+# off | on (debits go to the fallback buffer) | auto (buffer when the partition lock waits
+# longer than LEDGER_AUTO_DEGRADE_LOCK_TIMEOUT_MS); the drain moves them at LEDGER_DRAIN_RATE/s.
+LEDGER_DEGRADED_MODE = env("LEDGER_DEGRADED_MODE", default="off")
+LEDGER_AUTO_DEGRADE_LOCK_TIMEOUT_MS = env.int("LEDGER_AUTO_DEGRADE_LOCK_TIMEOUT_MS", default=250)
+LEDGER_DRAIN_RATE = env.float("LEDGER_DRAIN_RATE", default=2000.0)
+LEDGER_DRAIN_BATCH = env.int("LEDGER_DRAIN_BATCH", default=500)
+LEDGER_PROJECTOR_BATCH = env.int("LEDGER_PROJECTOR_BATCH", default=5000)
+LEDGER_PROJECTOR_POLL_SECONDS = env.float("LEDGER_PROJECTOR_POLL_SECONDS", default=0.05)
+LEDGER_PROJECTOR_REBALANCE_SECONDS = env.float("LEDGER_PROJECTOR_REBALANCE_SECONDS", default=1.0)
+# Physical monthly partitions of ledger events: created this many months ahead; months older
+# than LEDGER_RETENTION_MONTHS are archived (folded + optional CSV export) and dropped once
+# fully projected. 0 keeps every month.
+LEDGER_PARTITIONS_AHEAD = env.int("LEDGER_PARTITIONS_AHEAD", default=3)
+LEDGER_RETENTION_MONTHS = env.int("LEDGER_RETENTION_MONTHS", default=0)
+LEDGER_ARCHIVE_DIR = env("LEDGER_ARCHIVE_DIR", default="")
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "ledger.partitions_maintain": {"task": "ledger.partitions_maintain", "schedule": 3600.0},
+        "ledger.archive": {"task": "ledger.archive", "schedule": 86400.0},
+        "ledger.buffer_drain": {"task": "ledger.buffer_drain", "schedule": 5.0},
+    }
+)
 
 # --- catalog ------------------------------------------------------------------------------
 # Photos go through the `default` storage (STORAGES above): originals under the private prefix

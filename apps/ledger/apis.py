@@ -1,0 +1,193 @@
+"""Ledger API: accounts, projected balances, debit ingest (single and batch).
+
+Mutating endpoints run under the Idempotency-Key protocol of `TenantApi` (one transaction per
+request). A single debit uses the request's Idempotency-Key as the ledger event's key, so even
+a retry that bypasses the protocol (another caller, an expired key) never debits twice; batch
+items carry their own keys. Invalid input is a 4xx problem and writes nothing: the whole batch
+is refused when one item is invalid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from rest_framework import serializers
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.core.problems import InvalidInput, NotFound
+from apps.core.serializers import StrictSerializer
+from apps.ledger.models import LedgerAccount
+from apps.ledger.selectors import ledger_account_get, ledger_account_list
+from apps.ledger.services import (
+    MAX_AMOUNT_MINOR,
+    MAX_BATCH_ITEMS,
+    AppendResult,
+    EntryIn,
+    ledger_account_create,
+    ledger_debits_append,
+)
+from apps.tenancy.apis import TenantApi
+from apps.tenancy.permissions import HasTenantRole
+
+INGEST_ROLES = ("owner", "api_key")
+
+
+class _AccountOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    currency = serializers.CharField()
+    client_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class LedgerAccountsApi(TenantApi):
+    """`POST`: create a usage account (owner or API key; wallets and platform accounts are made
+    by the platform). `GET`: the caller's studio's accounts, oldest first, with projected
+    balances, paginated (`limit`, `offset`)."""
+
+    class InputSerializer(StrictSerializer):
+        kind = serializers.ChoiceField(choices=[LedgerAccount.Kind.USAGE.value], default=LedgerAccount.Kind.USAGE)
+        currency = serializers.RegexField(r"^[A-Z]{3}$", help_text="ISO 4217 code, e.g. EUR")
+        client_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+    class OutputSerializer(_AccountOut):
+        pass
+
+    class ListOutputSerializer(_AccountOut):
+        balance_minor = serializers.IntegerField(source="projected_balance")
+
+    def get_permissions(self) -> list[Any]:
+        if (self.request.method or "").upper() == "POST":
+            return [HasTenantRole.of(*INGEST_ROLES)()]
+        return list(super().get_permissions())
+
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        account = ledger_account_create(tenant=self.tenant, **data.validated_data)
+        return Response(self.OutputSerializer(account).data, status=201)
+
+    def get(self, request: Request) -> Response:
+        assert self.tenant_id is not None
+        paginator = LimitOffsetPagination()
+        queryset: QuerySet[LedgerAccount] = ledger_account_list(tenant_id=self.tenant_id)
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(self.ListOutputSerializer(page, many=True).data)
+
+
+class LedgerAccountDetailApi(TenantApi):
+    """One account: projected balance, the sequence(s) it reflects, and the current lag."""
+
+    class OutputSerializer(_AccountOut):
+        balance_minor = serializers.IntegerField()
+        credits_minor = serializers.IntegerField()
+        debits_minor = serializers.IntegerField()
+        event_count = serializers.IntegerField()
+        lag_seconds = serializers.FloatField()
+        projection = serializers.ListField(child=serializers.DictField())
+
+    def get(self, request: Request, account_id: int) -> Response:
+        try:
+            view = ledger_account_get(tenant=self.tenant, account_id=account_id)
+        except LedgerAccount.DoesNotExist:
+            raise NotFound("No such account in this studio.") from None
+        account = view.account
+        body: dict[str, Any] = {
+            "id": account.pk,
+            "kind": account.kind,
+            "currency": account.currency,
+            "client_id": account.client_id,
+            "created_at": account.created_at,
+            "balance_minor": view.balance_minor,
+            "credits_minor": view.credits_minor,
+            "debits_minor": view.debits_minor,
+            "event_count": view.event_count,
+            "lag_seconds": round(view.lag_seconds, 3),
+            "projection": [
+                {"partition": p.partition, "sequence": p.checkpoint_seq, "lag_seconds": round(p.lag_seconds, 3)}
+                for p in view.partitions
+            ],
+        }
+        return Response(self.OutputSerializer(body).data)
+
+
+class _DebitFields(StrictSerializer):
+    account_id = serializers.IntegerField(min_value=1)
+    amount_minor = serializers.IntegerField(min_value=1, max_value=MAX_AMOUNT_MINOR)
+    currency = serializers.RegexField(r"^[A-Z]{3}$")
+    client_id = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    reference = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class _ItemOut(serializers.Serializer):
+    index = serializers.IntegerField()
+    account_id = serializers.IntegerField()
+    idempotency_key = serializers.CharField()
+    status = serializers.CharField()
+    event_id = serializers.IntegerField(allow_null=True)
+    partition = serializers.IntegerField(allow_null=True)
+    sequence = serializers.IntegerField(allow_null=True)
+    buffer_id = serializers.IntegerField(allow_null=True)
+
+
+def _status_of(result: AppendResult) -> int:
+    if result.buffered:
+        return 202
+    return 201 if result.created else 200
+
+
+class LedgerDebitCreateApi(TenantApi):
+    """Post one debit. 201 created, 200 when this key already debited the account, 202 buffered."""
+
+    permission_classes = [HasTenantRole.of(*INGEST_ROLES)]
+
+    class InputSerializer(_DebitFields):
+        pass
+
+    class OutputSerializer(_ItemOut):
+        pass
+
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        key = getattr(self, "_idempotency_key", None) or request.headers.get("Idempotency-Key")
+        if not key:
+            raise InvalidInput("An Idempotency-Key header is required.")
+        result = ledger_debits_append(tenant=self.tenant, entries=[EntryIn(idempotency_key=key, **data.validated_data)])
+        return Response(self.OutputSerializer(result.items[0]).data, status=_status_of(result))
+
+
+class LedgerDebitBatchApi(TenantApi):
+    """Post up to 1,000 debits, each with its own idempotency_key; all or nothing on invalid input."""
+
+    permission_classes = [HasTenantRole.of(*INGEST_ROLES)]
+
+    class InputSerializer(StrictSerializer):
+        class ItemSerializer(_DebitFields):
+            idempotency_key = serializers.CharField(max_length=255)
+
+        items = serializers.ListField(
+            child=ItemSerializer(), min_length=1, max_length=MAX_BATCH_ITEMS, allow_empty=False
+        )
+
+    class OutputSerializer(serializers.Serializer):
+        created = serializers.IntegerField()
+        duplicates = serializers.IntegerField()
+        buffered = serializers.IntegerField()
+        items = _ItemOut(many=True)
+
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        entries = [EntryIn(**item) for item in data.validated_data["items"]]
+        result = ledger_debits_append(tenant=self.tenant, entries=entries)
+        body = {
+            "created": result.created,
+            "duplicates": result.duplicates,
+            "buffered": len(result.items) if result.buffered else 0,
+            "items": result.items,
+        }
+        return Response(self.OutputSerializer(body).data, status=_status_of(result))
