@@ -34,6 +34,10 @@ class Command(BaseCommand):
         with psycopg.connect(admin_url, autocommit=True) as conn:
             self._ensure_role(conn, owner, owner_password, "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
             self._ensure_role(conn, runtime, runtime_password, "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
+            # Row estimates over RLS-filtered partitioned tables are poor, and JIT then spends
+            # seconds compiling short OLTP queries (seen on the ledger lag query): keep it off.
+            for role in (owner, runtime):
+                conn.execute(sql.SQL("ALTER ROLE {} SET jit = off").format(sql.Identifier(role)))
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
             if not exists:
                 conn.execute(
