@@ -19,6 +19,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("webhooks/", include("apps.payments.urls")),
+    path("", include("apps.commerce.public_urls")),  # /downloads/<token>, /sandbox/ pages
+    path("ops/", include("apps.ops.inventory_views")),  # /ops/inventory: hot-stock operator page
     path("healthz", ops_views.healthz, name="healthz"),
     path("readyz", ops_views.readyz, name="readyz"),
     path("metrics", ops_views.metrics_view, name="metrics"),

@@ -1,1 +1,72 @@
-"""Celery tasks of the commerce domain (thin: load by id, call a service)."""
+"""Celery tasks of the commerce domain (thin: call a service).
+
+Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant context:
+* `checkout.created`, `checkout.payable`, `checkout.payment_session_requested` → create the
+  provider session after commit (`checkout_payment_session_ensure`; idempotent by the checkout's
+  status and the provider idempotency key, so no inbox row is needed: `once=False`). Retryable
+  provider errors are retried with backoff, at most CHECKOUT_SESSION_MAX_RETRIES times.
+* `checkout.paid` → the receipt email (`receipt_send`, claim/send/mark, notifications queue).
+Beat: `commerce.checkouts_expire` expires overdue unpaid checkouts and releases their stock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+
+from apps.commerce.services import (
+    ReceiptBusy,
+    checkout_payment_session_ensure,
+    checkouts_expire_due,
+    receipt_send,
+)
+from apps.outbox.routing import outbox_consumer
+from apps.payments.providers.base import ProviderError
+
+_SESSION_RETRY: dict[str, Any] = {
+    "autoretry_for": (ProviderError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": settings.CHECKOUT_SESSION_MAX_RETRIES,
+}
+
+
+@outbox_consumer("checkout.created", name="commerce.on_checkout_created", once=False, **_SESSION_RETRY)
+def on_checkout_created(*, message_id: str, payload: dict[str, Any]) -> str:
+    return checkout_payment_session_ensure(checkout_id=payload["checkout_id"]).status
+
+
+@outbox_consumer("checkout.payable", name="commerce.on_checkout_payable", once=False, **_SESSION_RETRY)
+def on_checkout_payable(*, message_id: str, payload: dict[str, Any]) -> str:
+    return checkout_payment_session_ensure(checkout_id=payload["checkout_id"]).status
+
+
+@outbox_consumer(
+    "checkout.payment_session_requested", name="commerce.on_payment_session_requested", once=False, **_SESSION_RETRY
+)
+def on_payment_session_requested(*, message_id: str, payload: dict[str, Any]) -> str:
+    return checkout_payment_session_ensure(checkout_id=payload["checkout_id"]).status
+
+
+@outbox_consumer(
+    "checkout.paid",
+    name="commerce.send_receipt",
+    queue="notifications",
+    once=False,
+    autoretry_for=(ReceiptBusy, OSError),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=10,
+)
+def send_receipt(*, message_id: str, payload: dict[str, Any]) -> bool:
+    return receipt_send(checkout_id=payload["checkout_id"])
+
+
+@shared_task(name="commerce.checkouts_expire", acks_late=True)
+def checkouts_expire() -> int:
+    """Idempotent: a checkout expires once, under its row lock."""
+    return checkouts_expire_due()

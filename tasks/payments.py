@@ -1,1 +1,82 @@
-"""Celery tasks of the payments domain (thin: load by id, call a service)."""
+"""Celery tasks of the payments domain (thin: call a service).
+
+Outbox consumers (see apps/outbox/routing.py):
+* `webhook.received` → `payments.process_webhook`: applies a recorded provider event once per
+  message (its own inbox row, in one transaction with the effects); failures are recorded on
+  the event and retried with backoff, at most WEBHOOK_PROCESS_MAX_RETRIES times.
+* `payment.refund_requested` → `payments.submit_refund`: the provider refund, outside any
+  transaction, with the refund's idempotency key.
+* `payment.capture_requested` → `payments.capture_payment`: capture an approved PayPal order.
+Plain task: `payments.sandbox_deliver`, one signed sandbox webhook delivery (the sandbox plays
+the provider; retried like a provider retries).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+
+from apps.commerce.services import checkout_capture, refund_submit
+from apps.outbox.routing import outbox_consumer
+from apps.payments import sandbox
+from apps.payments.providers.base import ProviderError
+from apps.payments.providers.http import TransportError
+from apps.payments.services import webhook_event_process
+
+
+@outbox_consumer(
+    "webhook.received",
+    name="payments.process_webhook",
+    once=False,  # the service holds its own inbox row, so a failure can be recorded after rollback
+    autoretry_for=(Exception,),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=settings.WEBHOOK_PROCESS_MAX_RETRIES,
+)
+def process_webhook(*, message_id: str, payload: dict[str, Any]) -> str:
+    return webhook_event_process(webhook_event_id=payload["webhook_event_id"], message_id=message_id)
+
+
+@outbox_consumer(
+    "payment.refund_requested",
+    name="payments.submit_refund",
+    once=False,
+    autoretry_for=(ProviderError,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=10,
+)
+def submit_refund(*, message_id: str, payload: dict[str, Any]) -> str:
+    return refund_submit(refund_id=int(payload["refund_id"])).status
+
+
+@outbox_consumer(
+    "payment.capture_requested",
+    name="payments.capture_payment",
+    once=False,
+    autoretry_for=(ProviderError,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=10,
+)
+def capture_payment(*, message_id: str, payload: dict[str, Any]) -> str:
+    outcome = checkout_capture(checkout_id=payload["checkout_id"])
+    return outcome.describe() if outcome else "nothing captured"
+
+
+@shared_task(
+    name="payments.sandbox_deliver",
+    acks_late=True,
+    autoretry_for=(sandbox.SandboxDeliveryFailed, TransportError),
+    retry_backoff=1,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=8,
+)
+def sandbox_deliver(*, delivery: dict[str, Any]) -> int:
+    return sandbox.sandbox_deliver(delivery=delivery)

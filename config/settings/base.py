@@ -252,6 +252,27 @@ CELERY_BEAT_SCHEDULE["idempotency.maintain_partitions"] = {
 }
 
 # --- outbox -------------------------------------------------------------------------------
+# Relay (`manage.py outbox_relay`): batch per claim transaction, poll fallback behind LISTEN.
+OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=200)
+OUTBOX_POLL_INTERVAL_SECONDS = env.float("OUTBOX_POLL_INTERVAL_SECONDS", default=1.0)
+# A message whose publish fails (no route, bad payload) is retried with exponential backoff and
+# jitter (base · 2^(n-1), capped), and dead-lettered after OUTBOX_MAX_ATTEMPTS failures.
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
+OUTBOX_RETRY_BASE_SECONDS = env.float("OUTBOX_RETRY_BASE_SECONDS", default=2.0)
+OUTBOX_RETRY_MAX_SECONDS = env.float("OUTBOX_RETRY_MAX_SECONDS", default=600.0)
+# Published messages are kept this long for inspection, then deleted in bounded batches; inbox
+# entries must outlive every redelivery (relay re-publish, visibility timeout, replay).
+OUTBOX_RETENTION_HOURS = env.int("OUTBOX_RETENTION_HOURS", default=24)
+OUTBOX_INBOX_RETENTION_HOURS = env.int("OUTBOX_INBOX_RETENTION_HOURS", default=7 * 24)
+OUTBOX_CLEANUP_BATCH_SIZE = env.int("OUTBOX_CLEANUP_BATCH_SIZE", default=5000)
+# Extra or overriding routes, {"topic": "task.name"} or {"topic": {"task": ..., "queue": ...}};
+# consumers normally register themselves with @outbox_consumer (apps/outbox/routing.py).
+OUTBOX_ROUTES: dict[str, str | dict[str, str]] = {}
+CELERY_BEAT_SCHEDULE["outbox.cleanup"] = {
+    "task": "outbox.cleanup",
+    "schedule": env.float("OUTBOX_CLEANUP_EVERY_SECONDS", default=600.0),
+    "options": {"queue": "maintenance", "expires": 600},
+}
 
 # --- locks --------------------------------------------------------------------------------
 
@@ -331,3 +352,65 @@ SANDBOX_WEBHOOK_SHUFFLE = env.bool("SANDBOX_WEBHOOK_SHUFFLE", default=False)
 SANDBOX_WEBHOOK_DELAY_SECONDS = env.float("SANDBOX_WEBHOOK_DELAY_SECONDS", default=0.0)
 
 # --- commerce -----------------------------------------------------------------------------
+# Stock for print lines: "row_lock" (SELECT ... FOR UPDATE in the checkout transaction, the
+# baseline) or any other name listed in INVENTORY_STRATEGY_CLASSES (e.g. "batched").
+INVENTORY_STRATEGY = env("DARKROOM_INVENTORY_STRATEGY", default="row_lock")
+INVENTORY_STRATEGY_CLASSES: dict[str, str] = {
+    "row_lock": "apps.commerce.inventory.RowLockStrategy",
+    "batched": "apps.commerce.batched.BatchedStrategy",
+}
+# An unpaid checkout (and its reservations) expires this long after creation; the sweep runs
+# every COMMERCE_EXPIRE_EVERY_SECONDS and releases stock in batches of COMMERCE_EXPIRE_BATCH_SIZE.
+INVENTORY_RESERVATION_TTL_SECONDS = env.int("DARKROOM_INVENTORY_RESERVATION_TTL_SECONDS", default=15 * 60)
+COMMERCE_EXPIRE_BATCH_SIZE = env.int("DARKROOM_COMMERCE_EXPIRE_BATCH_SIZE", default=200)
+CHECKOUT_MAX_LINES = env.int("DARKROOM_CHECKOUT_MAX_LINES", default=50)
+CHECKOUT_MAX_PRINT_QUANTITY = env.int("DARKROOM_CHECKOUT_MAX_PRINT_QUANTITY", default=20)
+# Where the provider sends the shopper back (`{checkout_id}` is filled in).
+CHECKOUT_RETURN_URL = env(
+    "DARKROOM_CHECKOUT_RETURN_URL", default=f"{DARKROOM_PUBLIC_BASE_URL}/sandbox/checkouts/{{checkout_id}}"
+)
+# Provider-session creation (outbox consumer) retries provider errors this often, with backoff.
+CHECKOUT_SESSION_MAX_RETRIES = env.int("DARKROOM_CHECKOUT_SESSION_MAX_RETRIES", default=5)
+# Platform fee in basis points, kept from each sale line before the photographer's wallet credit.
+PLATFORM_FEE_BPS = env.int("DARKROOM_PLATFORM_FEE_BPS", default=1000)
+# Signed download links of entitlements live this long.
+DOWNLOAD_URL_MAX_AGE_SECONDS = env.int("DARKROOM_DOWNLOAD_URL_MAX_AGE_SECONDS", default=24 * 3600)
+# Bulk entitlements list at most this many photo downloads inline.
+ENTITLEMENT_BULK_DOWNLOADS_LIMIT = env.int("DARKROOM_ENTITLEMENT_BULK_DOWNLOADS_LIMIT", default=500)
+RECEIPT_FROM_EMAIL = env("DARKROOM_RECEIPT_FROM_EMAIL", default="receipts@darkroom.localhost")
+# A receipt claimed by a sender that died is retried after this long.
+RECEIPT_CLAIM_SECONDS = env.int("DARKROOM_RECEIPT_CLAIM_SECONDS", default=120)
+# Webhook processing (outbox consumer) retries this often before leaving the event `failed`.
+WEBHOOK_PROCESS_MAX_RETRIES = env.int("DARKROOM_WEBHOOK_PROCESS_MAX_RETRIES", default=5)
+# The sandbox provider as a whole: checkouts with provider "sandbox", its pay page and
+# /webhooks/sandbox. Production must turn it off (its default webhook secret is public).
+SANDBOX_ENABLED = env.bool("DARKROOM_SANDBOX_ENABLED", default=True)
+# Transport of sandbox webhook deliveries (dotted path of an HttpTransport class); empty = HTTP.
+SANDBOX_WEBHOOK_TRANSPORT = env("DARKROOM_SANDBOX_WEBHOOK_TRANSPORT", default="")
+CELERY_BEAT_SCHEDULE["commerce.checkouts_expire"] = {
+    "task": "commerce.checkouts_expire",
+    "schedule": env.float("DARKROOM_COMMERCE_EXPIRE_EVERY_SECONDS", default=30.0),
+    "options": {"expires": 60},
+}
+
+# --- inventory ----------------------------------------------------------------------------
+# Hot stock (apps/commerce/batched/), selected with DARKROOM_INVENTORY_STRATEGY=batched (the
+# INVENTORY_STRATEGY setting above): a checkout inserts a pending reservation and one fenced
+# writer per SKU decides in batches; "row_lock" stays available as the baseline.
+# Reservations decided per writer transaction (one stock UPDATE each).
+INVENTORY_BATCH_SIZE = env.int("DARKROOM_INVENTORY_BATCH_SIZE", default=50)
+# The writer's Redis lock TTL (extended every third of it while it works), the time one drain
+# task may hold the SKU before handing over through a fresh wake-up (below the Celery soft time
+# limit), and how long it waits between looks while checkouts of the SKU are still committing.
+INVENTORY_WRITER_LOCK_TTL_SECONDS = env.float("DARKROOM_INVENTORY_WRITER_LOCK_TTL_SECONDS", default=30.0)
+INVENTORY_DRAIN_MAX_SECONDS = env.float("DARKROOM_INVENTORY_DRAIN_MAX_SECONDS", default=20.0)
+INVENTORY_WRITER_POLL_SECONDS = env.float("DARKROOM_INVENTORY_WRITER_POLL_SECONDS", default=0.005)
+# Last resort: wake the writer of any SKU whose pending reservations are older than this.
+INVENTORY_SWEEP_MIN_AGE_SECONDS = env.float("DARKROOM_INVENTORY_SWEEP_MIN_AGE_SECONDS", default=5.0)
+CELERY_BEAT_SCHEDULE["inventory.sweep"] = {
+    "task": "inventory.sweep",
+    "schedule": env.float("DARKROOM_INVENTORY_SWEEP_EVERY_SECONDS", default=10.0),
+    "options": {"queue": "inventory", "expires": 30},
+}
+# Operator page (/ops/inventory): drain rate over this window.
+INVENTORY_OPS_RATE_WINDOW_SECONDS = env.int("DARKROOM_INVENTORY_OPS_RATE_WINDOW_SECONDS", default=60)

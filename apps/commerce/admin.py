@@ -1,0 +1,96 @@
+"""Commerce in the Django admin: read-only views of checkouts, payments and what they granted
+(platform superusers act in the system context; changes go through services, not the admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Receipt, Refund, Transaction
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class CheckoutLineInline(admin.TabularInline):
+    model = CheckoutLine
+    extra = 0
+    fields = ("position", "kind", "size", "product", "photo", "quantity", "amount_minor", "currency", "state")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Checkout)
+class CheckoutAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant", "email", "provider", "status", "amount_minor", "currency", "created_at")
+    list_filter = ("status", "provider")
+    search_fields = ("=id", "email", "=stripe_checkout_session_id", "=flutterwave_tx_ref", "=paypal_order_id")
+    ordering = ("-created_at",)
+    list_select_related = ("tenant",)
+    show_full_result_count = False
+    inlines = [CheckoutLineInline]
+
+
+@admin.register(Transaction)
+class TransactionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "tenant",
+        "checkout",
+        "provider",
+        "status",
+        "amount_minor",
+        "currency",
+        "paid_at",
+        "refunded_at",
+    )
+    list_filter = ("status", "provider")
+    search_fields = ("=id", "=checkout__id", "=payment_id")
+    ordering = ("-created_at",)
+    show_full_result_count = False
+
+
+@admin.register(Entitlement)
+class EntitlementAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant", "email", "scope", "event", "photo", "granted_at", "revoked_at")
+    list_filter = ("scope",)
+    search_fields = ("email",)
+    ordering = ("-granted_at",)
+    show_full_result_count = False
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "tenant",
+        "transaction",
+        "reason",
+        "status",
+        "amount_minor",
+        "currency",
+        "attempts",
+        "created_at",
+    )
+    list_filter = ("status", "reason")
+    ordering = ("-created_at",)
+
+
+@admin.register(Receipt)
+class ReceiptAdmin(ReadOnlyAdmin):
+    list_display = ("checkout", "tenant", "email", "status", "attempts", "sent_at")
+    list_filter = ("status",)
+    ordering = ("-created_at",)

@@ -1,0 +1,178 @@
+"""Commerce API: checkouts and the shopper's entitlements (mounted under /api/v1/).
+
+Shoppers are not studio members: until the shopper UI exists these endpoints are called with
+the studio's API key (or by a signed-in owner or staff member) on the shopper's behalf.
+Mutating views run under the Idempotency-Key protocol (ONE transaction around the request,
+opened by TenantApi); the services they call join it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.commerce.models import Checkout, Entitlement, Provider
+from apps.commerce.selectors import checkout_get, download_token, entitlements_of_email, photos_covered
+from apps.commerce.services import LineIn, checkout_create, checkout_payment_session_request
+from apps.core.serializers import StrictSerializer
+from apps.tenancy.apis import TenantApi
+from apps.tenancy.permissions import HasTenantRole
+
+SHOP_ROLES = HasTenantRole.of("api_key", "owner", "staff")
+
+
+class CheckoutLineOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    position = serializers.IntegerField()
+    product = serializers.IntegerField(source="product_id")
+    photo = serializers.IntegerField(source="photo_id", allow_null=True)
+    event = serializers.IntegerField(source="event_id")
+    kind = serializers.CharField()
+    size = serializers.CharField()
+    quantity = serializers.IntegerField()
+    unit_amount_minor = serializers.IntegerField()
+    amount_minor = serializers.IntegerField()
+    currency = serializers.CharField()
+    state = serializers.CharField()
+
+
+class CheckoutOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    email = serializers.EmailField()
+    provider = serializers.CharField()
+    amount_minor = serializers.IntegerField()
+    currency = serializers.CharField()
+    payment_url = serializers.SerializerMethodField()
+    payment_session_error = serializers.SerializerMethodField()
+    transaction_status = serializers.SerializerMethodField()
+    expires_at = serializers.DateTimeField()
+    created_at = serializers.DateTimeField()
+    lines = CheckoutLineOutputSerializer(many=True)
+
+    def get_payment_url(self, checkout: Checkout) -> str | None:
+        return checkout.payment_url or None
+
+    def get_payment_session_error(self, checkout: Checkout) -> str | None:
+        return checkout.payment_session_error or None
+
+    def get_transaction_status(self, checkout: Checkout) -> str | None:
+        txn = getattr(checkout, "transaction", None)
+        return txn.status if txn is not None else None
+
+
+class CheckoutLineInputSerializer(StrictSerializer):
+    product = serializers.IntegerField(min_value=1)
+    photo = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    quantity = serializers.IntegerField(min_value=1, default=1)
+
+
+class CheckoutCreateApi(TenantApi):
+    """Create a checkout: 201 with its lines' states, `payment_url` null until the provider
+    session exists (created after commit; poll `GET /checkouts/{id}`). A sold-out line is marked
+    and not charged."""
+
+    permission_classes = [SHOP_ROLES]
+
+    class InputSerializer(StrictSerializer):
+        email = serializers.EmailField()
+        provider = serializers.ChoiceField(choices=Provider.values)
+        lines = CheckoutLineInputSerializer(  # type: ignore[call-arg]  # ListSerializer kwargs
+            many=True, allow_empty=False, max_length=settings.CHECKOUT_MAX_LINES
+        )
+
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        assert self.tenant_id is not None
+        checkout = checkout_create(
+            tenant_id=self.tenant_id,
+            email=data.validated_data["email"],
+            provider=data.validated_data["provider"],
+            lines=[
+                LineIn(product_id=line["product"], photo_id=line.get("photo"), quantity=line["quantity"])
+                for line in data.validated_data["lines"]
+            ],
+        )
+        checkout = checkout_get(tenant_id=self.tenant_id, checkout_id=checkout.pk)
+        return Response(CheckoutOutputSerializer(checkout).data, status=201)
+
+
+class CheckoutDetailApi(TenantApi):
+    permission_classes = [SHOP_ROLES]
+
+    def get(self, request: Request, checkout_id: str) -> Response:
+        assert self.tenant_id is not None
+        checkout = checkout_get(tenant_id=self.tenant_id, checkout_id=checkout_id)
+        return Response(CheckoutOutputSerializer(checkout).data)
+
+
+class CheckoutPaymentSessionApi(TenantApi):
+    """Ask again for the provider session of a checkout whose session creation failed: 202, the
+    session is created after commit (same provider idempotency key: never a second session)."""
+
+    permission_classes = [SHOP_ROLES]
+
+    def post(self, request: Request, checkout_id: str) -> Response:
+        assert self.tenant_id is not None
+        checkout_payment_session_request(tenant_id=self.tenant_id, checkout_id=checkout_id)
+        checkout = checkout_get(tenant_id=self.tenant_id, checkout_id=checkout_id)
+        return Response(CheckoutOutputSerializer(checkout).data, status=202)
+
+
+class EntitlementListApi(TenantApi):
+    """A shopper's downloads: live entitlements of an email, each with signed, expiring links."""
+
+    permission_classes = [SHOP_ROLES]
+
+    class FilterSerializer(StrictSerializer):
+        email = serializers.EmailField()
+
+    class DownloadSerializer(serializers.Serializer):
+        photo = serializers.IntegerField()
+        url = serializers.CharField()
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        scope = serializers.CharField()
+        event = serializers.IntegerField(source="event_id")
+        photo = serializers.IntegerField(source="photo_id", allow_null=True)
+        checkout = serializers.UUIDField(source="checkout_id")
+        granted_at = serializers.DateTimeField()
+        downloads = serializers.ListField(child=serializers.DictField())
+
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        assert self.tenant_id is not None
+        entitlements = list(entitlements_of_email(tenant_id=self.tenant_id, email=filters.validated_data["email"]))
+        body = [self._render(request, entitlement) for entitlement in entitlements]
+        return Response({"count": len(body), "results": self.OutputSerializer(body, many=True).data})
+
+    def _render(self, request: Request, entitlement: Entitlement) -> dict[str, Any]:
+        photo_ids = photos_covered(entitlement=entitlement, limit=settings.ENTITLEMENT_BULK_DOWNLOADS_LIMIT)
+        return {
+            "id": entitlement.pk,
+            "scope": entitlement.scope,
+            "event_id": entitlement.event_id,
+            "photo_id": entitlement.photo_id,
+            "checkout_id": entitlement.checkout_id,
+            "granted_at": entitlement.granted_at,
+            "downloads": [
+                {
+                    "photo": photo_id,
+                    "url": request.build_absolute_uri(
+                        reverse(
+                            "commerce-download",
+                            kwargs={"token": download_token(entitlement=entitlement, photo_id=photo_id)},
+                        )
+                    ),
+                }
+                for photo_id in photo_ids
+            ],
+        }

@@ -1,0 +1,49 @@
+"""Business refusals of commerce, rendered as RFC 7807 problems by the API."""
+
+from __future__ import annotations
+
+from apps.core.problems import DomainError, InvalidInput, NotFound
+
+
+class InvalidCheckoutLine(InvalidInput):
+    """A line names a product the studio does not sell, a photo the product is not of, or a
+    quantity the product does not allow."""
+
+    slug = "invalid-checkout-line"
+    title = "Invalid checkout line"
+
+
+class MixedCurrencies(InvalidInput):
+    slug = "mixed-currencies"
+    title = "One checkout, one currency"
+
+
+class ProviderUnavailable(InvalidInput):
+    slug = "payment-provider-unavailable"
+    title = "Payment provider unavailable"
+
+
+class CheckoutNotFound(NotFound):
+    slug = "checkout-not-found"
+    title = "Checkout not found"
+
+
+class CheckoutNotAwaitingSession(DomainError):
+    """The payment-session retry endpoint was called for a checkout that does not need one."""
+
+    status_code = 409
+    slug = "checkout-not-awaiting-payment-session"
+    title = "The checkout does not need a payment session"
+
+
+class PaymentForUnknownCheckout(DomainError):
+    """A provider event names a checkout (or reference) Darkroom does not have."""
+
+    status_code = 404
+    slug = "payment-for-unknown-checkout"
+    title = "Payment for an unknown checkout"
+
+
+class EntitlementNotFound(NotFound):
+    slug = "entitlement-not-found"
+    title = "No such download"

@@ -1,0 +1,470 @@
+"""Commerce: checkouts and their lines, stock reservations, payment transactions, entitlements,
+receipts and refunds.
+
+A checkout is what a shopper asked to buy; its `Transaction` is the money side, driven by
+provider webhooks through an explicit state machine; `Entitlement`s are what the shopper got.
+
+Invariants held by Postgres (tests in tests/commerce/test_constraints.py):
+* every row references rows of its own tenant only: composite foreign keys on
+  (tenant_id, <ref>_id) added in the migration, like the catalog's;
+* provider references (`stripe_checkout_session_id`, `flutterwave_tx_ref`, `paypal_order_id`,
+  `sandbox_reference`) are globally unique when set (a webhook names only the reference, before
+  anyone knows the tenant);
+* money is integers in minor units with an ISO 4217 code; a line's amount is unit x quantity;
+* one transaction per checkout; one entitlement per (transaction, photo) and one per
+  (transaction, event) for bulk; one reservation per line; one receipt per checkout; one
+  refund per (transaction, reason);
+* statuses are from their closed sets (check constraints).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from apps.tenancy.models import TenantModel
+
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+
+
+class Provider(models.TextChoices):
+    STRIPE = "stripe", "Stripe"
+    FLUTTERWAVE = "flutterwave", "Flutterwave"
+    PAYPAL = "paypal", "PayPal"
+    SANDBOX = "sandbox", "Sandbox (local)"
+
+
+# Where each provider's session reference is stored on the checkout.
+PROVIDERS = [p.value for p in Provider]
+CHECKOUT_STATUSES = [
+    "reserving",
+    "awaiting_payment_session",
+    "awaiting_payment",
+    "paid",
+    "failed",
+    "expired",
+    "sold_out",
+    "refunded",
+]
+
+PROVIDER_REFERENCE_FIELD: dict[str, str] = {
+    Provider.STRIPE: "stripe_checkout_session_id",
+    Provider.FLUTTERWAVE: "flutterwave_tx_ref",
+    Provider.PAYPAL: "paypal_order_id",
+    Provider.SANDBOX: "sandbox_reference",
+}
+
+
+class Checkout(TenantModel):
+    """A shopper's order, from creation to a final state.
+
+    Life cycle (`status`):
+    * `reserving`: some print lines wait for the inventory writer (batched strategy);
+    * `awaiting_payment_session`: payable; the provider session is being created after commit
+      (or creating it failed and will be retried: `payment_session_error`);
+    * `awaiting_payment`: `payment_url` is ready; the shopper pays at the provider;
+    * final: `paid`, `failed` (the provider declined), `expired` (the reservation ran out
+      unpaid), `sold_out` (no line could be reserved: nothing to charge), `refunded`.
+    The amount covers confirmed lines only: a sold-out line is never charged.
+    """
+
+    class Status(models.TextChoices):
+        RESERVING = "reserving", "Reserving stock"
+        AWAITING_PAYMENT_SESSION = "awaiting_payment_session", "Creating the payment session"
+        AWAITING_PAYMENT = "awaiting_payment", "Awaiting payment"
+        PAID = "paid", "Paid"
+        FAILED = "failed", "Payment failed"
+        EXPIRED = "expired", "Expired unpaid"
+        SOLD_OUT = "sold_out", "Sold out"
+        REFUNDED = "refunded", "Refunded"
+
+    OPEN_STATUSES = ("reserving", "awaiting_payment_session", "awaiting_payment")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    email = models.EmailField()
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    status = models.CharField(max_length=30, choices=Status.choices)
+    currency = models.CharField(max_length=3)
+    amount_minor = models.BigIntegerField()
+    payment_url = models.URLField(max_length=2000, blank=True, default="")
+    # NULL until a session exists: unique constraints ignore NULLs, not empty strings.
+    stripe_checkout_session_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    flutterwave_tx_ref = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    paypal_order_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    sandbox_reference = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    payment_session_attempts = models.PositiveIntegerField(default=0)
+    payment_session_error = models.TextField(blank=True, default="")
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "id"], name="commerce_checkout_unique_tenant_id"),
+            models.UniqueConstraint(fields=["stripe_checkout_session_id"], name="commerce_checkout_unique_stripe"),
+            models.UniqueConstraint(fields=["flutterwave_tx_ref"], name="commerce_checkout_unique_flutterwave"),
+            models.UniqueConstraint(fields=["paypal_order_id"], name="commerce_checkout_unique_paypal"),
+            models.UniqueConstraint(fields=["sandbox_reference"], name="commerce_checkout_unique_sandbox"),
+            models.CheckConstraint(
+                condition=models.Q(status__in=CHECKOUT_STATUSES), name="commerce_checkout_status_valid"
+            ),
+            models.CheckConstraint(condition=models.Q(provider__in=PROVIDERS), name="commerce_checkout_provider_valid"),
+            models.CheckConstraint(condition=models.Q(amount_minor__gte=0), name="commerce_checkout_amount_non_neg"),
+            models.CheckConstraint(
+                condition=models.Q(currency__regex=CURRENCY_PATTERN), name="commerce_checkout_currency_iso4217"
+            ),
+            # A checkout that is (or was) payable charges something; one that never became
+            # payable (sold out, or closed while still reserving) may have nothing to charge.
+            models.CheckConstraint(
+                condition=models.Q(amount_minor__gt=0)
+                | ~models.Q(status__in=["awaiting_payment_session", "awaiting_payment", "paid"]),
+                name="commerce_checkout_amount_positive_if_payable",
+            ),
+        ]
+        indexes = [
+            # The expiry sweep: open checkouts by deadline.
+            models.Index(
+                fields=["expires_at"],
+                name="commerce_checkout_open_expiry",
+                condition=models.Q(status__in=["reserving", "awaiting_payment_session", "awaiting_payment"]),
+            ),
+            models.Index(fields=["tenant", "email", "created_at"], name="commerce_checkout_tenant_email"),
+        ]
+
+    def __str__(self) -> str:
+        return f"checkout {self.pk} ({self.status})"
+
+    @property
+    def provider_reference(self) -> str | None:
+        value: str | None = getattr(self, PROVIDER_REFERENCE_FIELD[self.provider])
+        return value
+
+
+class CheckoutLine(TenantModel):
+    """One product in a checkout, priced when the checkout was created.
+
+    `state`: `confirmed` (deliverable: stock taken, or no stock needed), `reserved` (a print
+    waiting for the inventory writer), `sold_out` (never charged), `released` (its stock went
+    back when the checkout expired unpaid).
+    """
+
+    class State(models.TextChoices):
+        RESERVED = "reserved", "Reserved (waiting for stock)"
+        CONFIRMED = "confirmed", "Confirmed"
+        SOLD_OUT = "sold_out", "Sold out"
+        RELEASED = "released", "Released"
+
+    checkout = models.ForeignKey(Checkout, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveSmallIntegerField()
+    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="+")
+    event = models.ForeignKey("catalog.Event", on_delete=models.PROTECT, related_name="+")
+    photo = models.ForeignKey("catalog.Photo", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    # Who is credited for the sale (the photo's photographer); null for a bulk line.
+    photographer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    kind = models.CharField(max_length=10)
+    size = models.CharField(max_length=32, blank=True, default="")
+    quantity = models.PositiveIntegerField()
+    unit_amount_minor = models.BigIntegerField()
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    state = models.CharField(max_length=10, choices=State.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "id"], name="commerce_line_unique_tenant_id"),
+            models.UniqueConstraint(fields=["checkout", "position"], name="commerce_line_unique_position"),
+            models.CheckConstraint(
+                condition=models.Q(state__in=["reserved", "confirmed", "sold_out", "released"]),
+                name="commerce_line_state_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind__in=["download", "print", "bulk"]), name="commerce_line_kind_valid"
+            ),
+            models.CheckConstraint(condition=models.Q(quantity__gte=1), name="commerce_line_quantity_positive"),
+            models.CheckConstraint(
+                condition=models.Q(quantity=1) | models.Q(kind="print"), name="commerce_line_quantity_one_unless_print"
+            ),
+            models.CheckConstraint(condition=models.Q(unit_amount_minor__gt=0), name="commerce_line_unit_positive"),
+            models.CheckConstraint(
+                condition=models.Q(amount_minor=models.F("unit_amount_minor") * models.F("quantity")),
+                name="commerce_line_amount_is_unit_times_quantity",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind="bulk") | models.Q(photo__isnull=False), name="commerce_line_photo_unless_bulk"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(currency__regex=CURRENCY_PATTERN), name="commerce_line_currency_iso4217"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"line {self.position} of {self.checkout_id}: {self.kind} x {self.quantity} ({self.state})"
+
+
+class InventoryReservation(TenantModel):
+    """Units of a print held for a checkout line.
+
+    `pending` (batched strategy: waiting for the SKU's writer) → `confirmed` (stock taken) or
+    `rejected` (sold out, stock untouched); `confirmed` → `released` (the checkout expired
+    unpaid; stock given back exactly once). A paid checkout keeps its reservations confirmed.
+    `writer_epoch` is the fencing epoch of the writer that decided it (null for row_lock).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CONFIRMED = "confirmed", "Confirmed"
+        REJECTED = "rejected", "Rejected (sold out)"
+        RELEASED = "released", "Released"
+
+    checkout = models.ForeignKey(Checkout, on_delete=models.CASCADE, related_name="reservations")
+    line = models.OneToOneField(CheckoutLine, on_delete=models.CASCADE, related_name="reservation")
+    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="+")
+    quantity = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices)
+    expires_at = models.DateTimeField()
+    writer_epoch = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=["pending", "confirmed", "rejected", "released"]),
+                name="commerce_reservation_status_valid",
+            ),
+            models.CheckConstraint(condition=models.Q(quantity__gte=1), name="commerce_reservation_quantity_pos"),
+            models.CheckConstraint(
+                condition=models.Q(status="pending", decided_at__isnull=True)
+                | (~models.Q(status="pending") & models.Q(decided_at__isnull=False)),
+                name="commerce_reservation_decided_iff_not_pending",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status="released", released_at__isnull=False)
+                | (~models.Q(status="released") & models.Q(released_at__isnull=True)),
+                name="commerce_reservation_released_at_iff_released",
+            ),
+        ]
+        indexes = [
+            # The batched writer's drain: pending reservations of one SKU, first come first served.
+            models.Index(
+                fields=["tenant", "product", "id"],
+                name="commerce_reservation_pending",
+                condition=models.Q(status="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"reservation {self.pk}: {self.quantity} of product {self.product_id} ({self.status})"
+
+
+class Transaction(TenantModel):
+    """The payment of one checkout: an explicit state machine fed by provider facts.
+
+    Facts are timestamps recorded the first time a provider reports them (`paid_at`,
+    `failed_at`, `expired_at`, `refunded_at`); `status` is derived from them with a fixed
+    precedence, refunded > paid > failed > expired > pending, so duplicates are no-ops and the
+    order of arrival does not matter (a refund seen before the payment ends `refunded`).
+    Allowed paths: pending → paid → refunded; pending → failed | expired; a late payment of an
+    expired checkout is `paid` with `refund_requested_at` set until its refund lands.
+    `fulfilled_at` is set once, when entitlements and wallet credits were granted.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PAID = "paid", "Paid"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired"
+        REFUNDED = "refunded", "Refunded"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    checkout = models.OneToOneField(Checkout, on_delete=models.PROTECT, related_name="transaction")
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    payment_id = models.CharField(max_length=255, blank=True, default="")
+    paid_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+    refunded_at = models.DateTimeField(null=True, blank=True)
+    refund_requested_at = models.DateTimeField(null=True, blank=True)
+    fulfilled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "id"], name="commerce_transaction_unique_tenant_id"),
+            models.CheckConstraint(
+                condition=models.Q(status__in=["pending", "paid", "failed", "expired", "refunded"]),
+                name="commerce_transaction_status_valid",
+            ),
+            models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="commerce_transaction_amount_pos"),
+            models.CheckConstraint(
+                condition=models.Q(currency__regex=CURRENCY_PATTERN), name="commerce_transaction_currency_iso4217"
+            ),
+            # The derived status agrees with the facts (precedence refunded > paid > failed > expired).
+            models.CheckConstraint(
+                condition=(
+                    models.Q(status="refunded", refunded_at__isnull=False)
+                    | models.Q(status="paid", refunded_at__isnull=True, paid_at__isnull=False)
+                    | models.Q(status="failed", refunded_at__isnull=True, paid_at__isnull=True, failed_at__isnull=False)
+                    | models.Q(
+                        status="expired",
+                        refunded_at__isnull=True,
+                        paid_at__isnull=True,
+                        failed_at__isnull=True,
+                        expired_at__isnull=False,
+                    )
+                    | models.Q(
+                        status="pending",
+                        refunded_at__isnull=True,
+                        paid_at__isnull=True,
+                        failed_at__isnull=True,
+                        expired_at__isnull=True,
+                    )
+                ),
+                name="commerce_transaction_status_matches_facts",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(fulfilled_at__isnull=True) | models.Q(paid_at__isnull=False),
+                name="commerce_transaction_fulfilled_only_if_paid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"transaction {self.pk} ({self.status})"
+
+
+class Entitlement(TenantModel):
+    """The shopper's right to originals: one photo, or (bulk) the photos of one event.
+
+    Unique per (transaction, photo) and per (transaction, event) for bulk, so granting twice is
+    impossible. `revoked_at` is set when the payment is refunded; a revoked entitlement serves
+    nothing.
+    """
+
+    class Scope(models.TextChoices):
+        PHOTO = "photo", "One photo"
+        EVENT = "event", "All photos of an event"
+
+    transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entitlements")
+    checkout = models.ForeignKey(Checkout, on_delete=models.PROTECT, related_name="entitlements")
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    event = models.ForeignKey("catalog.Event", on_delete=models.PROTECT, related_name="+")
+    photo = models.ForeignKey("catalog.Photo", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    email = models.EmailField()
+    granted_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "id"], name="commerce_entitlement_unique_tenant_id"),
+            models.UniqueConstraint(
+                fields=["tenant", "transaction", "photo"],
+                condition=models.Q(scope="photo"),
+                name="commerce_entitlement_unique_transaction_photo",
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "transaction", "event"],
+                condition=models.Q(scope="event"),
+                name="commerce_entitlement_unique_transaction_event",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(scope="photo", photo__isnull=False) | models.Q(scope="event", photo__isnull=True),
+                name="commerce_entitlement_photo_matches_scope",
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "email", "granted_at"], name="commerce_entitlement_email")]
+
+    def __str__(self) -> str:
+        target = f"photo {self.photo_id}" if self.photo_id else f"event {self.event_id}"
+        return f"entitlement {self.pk}: {target} for {self.email}"
+
+
+class Receipt(TenantModel):
+    """The receipt email of a paid checkout: one per checkout, sent outside any transaction.
+
+    `pending` → `sending` (claimed until `claimed_until`, so a crashed sender's claim lapses and
+    another retries) → `sent`. A crash between the SMTP hand-off and recording `sent` can send a
+    second copy with the same Message-ID (`message_id`), which mail clients collapse.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+
+    checkout = models.OneToOneField(Checkout, on_delete=models.PROTECT, related_name="receipt")
+    email = models.EmailField()
+    message_id = models.CharField(max_length=255)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=["pending", "sending", "sent"]), name="commerce_receipt_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status="sent", sent_at__isnull=False)
+                | (~models.Q(status="sent") & models.Q(sent_at__isnull=True)),
+                name="commerce_receipt_sent_at_iff_sent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"receipt of {self.checkout_id} ({self.status})"
+
+
+class Refund(TenantModel):
+    """A refund Darkroom asked the provider for (e.g. a payment that arrived after expiry).
+
+    `requested` (written with the decision, in the processing transaction) → `submitted` (the
+    provider accepted it; `provider_refund_id`) or `failed` (retried by the consumer, then left
+    for an operator). `idempotency_key` goes to the provider, so retries never refund twice.
+    The money side lands when the provider's refund webhook arrives (transaction `refunded`).
+    """
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        SUBMITTED = "submitted", "Submitted to the provider"
+        FAILED = "failed", "Failed"
+
+    class Reason(models.TextChoices):
+        LATE_PAYMENT = "late_payment", "Paid after the reservation expired"
+        NOT_FULFILLABLE = "not_fulfillable", "Nothing left to deliver"
+        AMOUNT_MISMATCH = "amount_mismatch", "Charged amount differs from the checkout"
+
+    transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="refunds")
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
+    provider_refund_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "transaction", "reason"], name="commerce_refund_unique_reason"),
+            models.CheckConstraint(
+                condition=models.Q(status__in=["requested", "submitted", "failed"]), name="commerce_refund_status_valid"
+            ),
+            models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="commerce_refund_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"refund {self.pk} of {self.transaction_id} ({self.status})"

@@ -1,0 +1,42 @@
+"""Writes of commerce (a package: checkout, payment state machine, receipts)."""
+
+from apps.commerce.services.checkout import (
+    LineIn,
+    checkout_create,
+    checkout_expire,
+    checkout_payment_session_ensure,
+    checkout_payment_session_request,
+    checkout_reservations_settle,
+    checkouts_expire_due,
+)
+from apps.commerce.services.payment import (
+    FactOutcome,
+    PaymentFact,
+    checkout_capture,
+    derive_status,
+    platform_fee_minor,
+    refund_submit,
+    transaction_apply_fact,
+    wallet_for,
+)
+from apps.commerce.services.receipts import ReceiptBusy, receipt_send
+
+__all__ = [
+    "FactOutcome",
+    "LineIn",
+    "PaymentFact",
+    "ReceiptBusy",
+    "checkout_capture",
+    "checkout_create",
+    "checkout_expire",
+    "checkout_payment_session_ensure",
+    "checkout_payment_session_request",
+    "checkout_reservations_settle",
+    "checkouts_expire_due",
+    "derive_status",
+    "platform_fee_minor",
+    "receipt_send",
+    "refund_submit",
+    "transaction_apply_fact",
+    "wallet_for",
+]

@@ -1,0 +1,470 @@
+"""Checkout writes: create (lines, reservations, outbox), settle, provider session, expiry.
+
+Transaction boundaries. `checkout_create` joins the caller's transaction: the API's
+Idempotency-Key protocol holds ONE transaction around the request, so the checkout, its lines,
+its reservations, its `Transaction` row and the `checkout.created` outbox message commit (or
+roll back) together with the idempotency key. The provider is never called in there.
+
+Provider session (chosen design). The session is created AFTER that commit by the durable
+path only: the outbox relay hands `checkout.created` to a consumer
+(`tasks.commerce.on_checkout_created`) that calls `checkout_payment_session_ensure` outside any
+transaction, with the checkout id as the provider's idempotency key, and stores the reference
+and payment URL. So the 201 answers `status: awaiting_payment_session, payment_url: null`;
+`GET /api/v1/checkouts/{id}` shows `awaiting_payment` and the URL once it exists (for every
+provider alike, the sandbox included). No `on_commit` fast path: inside the idempotency
+protocol it would run before the response is sent anyway, and the replayed body would still say
+null. A provider failure leaves the checkout `awaiting_payment_session` with
+`payment_session_error`; the consumer retries with backoff, and the client may ask again with
+`POST /api/v1/checkouts/{id}/payment-session` (another outbox message). Every attempt sends the
+same idempotency key, so no attempt can make a second session, and the reference columns are
+unique.
+
+Lock order, everywhere: checkout row → transaction row → reservations → stock rows (pk order).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
+
+from apps.catalog.errors import PriceNotSet
+from apps.catalog.models import Photo, Price, Product, ProductKind
+from apps.commerce.errors import (
+    CheckoutNotAwaitingSession,
+    CheckoutNotFound,
+    InvalidCheckoutLine,
+    MixedCurrencies,
+    ProviderUnavailable,
+)
+from apps.commerce.inventory import get_strategy
+from apps.commerce.models import (
+    PROVIDER_REFERENCE_FIELD,
+    Checkout,
+    CheckoutLine,
+    InventoryReservation,
+    Provider,
+    Transaction,
+)
+from apps.outbox.services import outbox_publish
+from apps.payments.providers.base import ProviderError, ProviderSession, UnknownProviderError
+from apps.payments.providers.registry import get_provider
+from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import Membership
+
+logger = logging.getLogger("darkroom.commerce")
+
+TOPIC_CHECKOUT_CREATED = "checkout.created"
+TOPIC_CHECKOUT_PAYABLE = "checkout.payable"
+TOPIC_PAYMENT_SESSION_REQUESTED = "checkout.payment_session_requested"
+
+
+@dataclass(frozen=True)
+class LineIn:
+    """One requested line: a product, the photo it is of (optional: the product names it), and
+    a quantity (prints only may exceed 1)."""
+
+    product_id: int
+    quantity: int = 1
+    photo_id: int | None = None
+
+
+@dataclass(frozen=True)
+class _PricedLine:
+    product: Product
+    photo_id: int | None
+    photographer_id: int | None
+    quantity: int
+    unit_amount_minor: int
+    currency: str
+
+
+# --- create --------------------------------------------------------------------------------
+
+
+def _check_provider(provider: str) -> None:
+    if provider not in Provider.values:
+        raise ProviderUnavailable(f"Unknown payment provider {provider!r}.")
+    if provider == Provider.SANDBOX and not settings.SANDBOX_ENABLED:
+        raise ProviderUnavailable("The sandbox provider is turned off here.")
+    try:
+        get_provider(provider)
+    except (UnknownProviderError, ValueError) as exc:
+        raise ProviderUnavailable(f"Payment provider {provider!r} is not configured: {exc}") from exc
+
+
+def _studio_owner_id(tenant_id: int) -> int | None:
+    """Who is credited for bulk sales: the studio's first owner."""
+    return (
+        Membership.objects.filter(tenant_id=tenant_id, role=Membership.Role.OWNER)
+        .order_by("pk")
+        .values_list("user_id", flat=True)
+        .first()
+    )
+
+
+def _price_lines(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_PricedLine]:
+    """Validate and price every line (reads only). Raises InvalidCheckoutLine, PriceNotSet,
+    MixedCurrencies."""
+    if not lines:
+        raise InvalidCheckoutLine("A checkout needs at least one line.")
+    if len(lines) > settings.CHECKOUT_MAX_LINES:
+        raise InvalidCheckoutLine(f"A checkout has at most {settings.CHECKOUT_MAX_LINES} lines.")
+    products = {
+        p.pk: p
+        for p in Product.objects.filter(
+            tenant_id=tenant_id, pk__in={line.product_id for line in lines}, active=True
+        ).select_related("photo")
+    }
+    prices = {
+        (p.event_id, p.kind, p.size): p
+        for p in Price.objects.filter(tenant_id=tenant_id, event_id__in={p.event_id for p in products.values()}).only(
+            "event_id", "kind", "size", "amount_minor", "currency"
+        )
+    }
+    owner_id: int | None = None
+    priced: list[_PricedLine] = []
+    seen: set[tuple[str, int]] = set()
+    for index, line in enumerate(lines):
+        where = {"line": index}
+        product = products.get(line.product_id)
+        if product is None:
+            raise InvalidCheckoutLine(f"Product {line.product_id} is not for sale.", extra=where)
+        if line.quantity < 1:
+            raise InvalidCheckoutLine("Quantity must be at least 1.", extra=where)
+        if product.kind != ProductKind.PRINT and line.quantity != 1:
+            raise InvalidCheckoutLine(f"A {product.kind} is bought once per checkout (quantity 1).", extra=where)
+        if line.quantity > settings.CHECKOUT_MAX_PRINT_QUANTITY:
+            raise InvalidCheckoutLine(
+                f"At most {settings.CHECKOUT_MAX_PRINT_QUANTITY} prints of one product per line.", extra=where
+            )
+        if product.kind == ProductKind.BULK:
+            if line.photo_id is not None:
+                raise InvalidCheckoutLine("A bulk product covers a whole event; do not name a photo.", extra=where)
+            if owner_id is None:
+                owner_id = _studio_owner_id(tenant_id)
+            photographer_id = owner_id
+            photo_id = None
+        else:
+            if line.photo_id is not None and line.photo_id != product.photo_id:
+                raise InvalidCheckoutLine(
+                    f"Product {product.pk} is not a product of photo {line.photo_id}.", extra=where
+                )
+            photo: Photo | None = product.photo
+            assert photo is not None, "download and print products name a photo (check constraint)"
+            photographer_id = photo.photographer_id
+            photo_id = photo.pk
+        if photographer_id is None:
+            raise InvalidCheckoutLine("Nobody at this studio can be credited for the sale.", extra=where)
+        # One entitlement per photo (or event) per payment: buying it twice would charge twice.
+        identity = (product.kind, product.pk) if product.kind == ProductKind.PRINT else ("original", photo_id or 0)
+        if product.kind == ProductKind.BULK:
+            identity = ("bulk", product.event_id)
+        if identity in seen:
+            raise InvalidCheckoutLine("The same item appears twice; combine the lines.", extra=where)
+        seen.add(identity)
+        price = prices.get((product.event_id, product.kind, product.size))
+        if price is None:
+            raise PriceNotSet(f"Product {product.pk} has no price yet.", extra=where)
+        priced.append(
+            _PricedLine(
+                product=product,
+                photo_id=photo_id,
+                photographer_id=photographer_id,
+                quantity=line.quantity,
+                unit_amount_minor=price.amount_minor,
+                currency=price.currency,
+            )
+        )
+    currencies = {line.currency for line in priced}
+    if len(currencies) != 1:
+        raise MixedCurrencies(f"Lines are priced in {', '.join(sorted(currencies))}; one checkout, one currency.")
+    return priced
+
+
+@transaction.atomic
+def checkout_create(*, tenant_id: int, email: str, provider: str, lines: Sequence[LineIn]) -> Checkout:
+    """Create a checkout with its lines, stock reservations, transaction row and outbox message.
+
+    Joins the caller's transaction (the Idempotency-Key protocol's, around the API request):
+    everything commits together or not at all. The provider session is created after commit
+    by the `checkout.created` consumer (see the module docstring). Lines are priced from the
+    event's price list now; print lines get a reservation through the configured inventory
+    strategy (`row_lock`: stock rows locked FOR UPDATE until that commit). A sold-out line is
+    marked and left out of the amount; a checkout with nothing left to charge is `sold_out`.
+    Raises (before writing anything) ProviderUnavailable, InvalidCheckoutLine, PriceNotSet,
+    MixedCurrencies.
+    """
+    _check_provider(provider)
+    priced = _price_lines(tenant_id=tenant_id, lines=lines)
+    now = timezone.now()
+    checkout = Checkout.objects.create(
+        tenant_id=tenant_id,
+        email=email,
+        provider=provider,
+        status=Checkout.Status.RESERVING,
+        currency=priced[0].currency,
+        amount_minor=0,
+        expires_at=now + timedelta(seconds=settings.INVENTORY_RESERVATION_TTL_SECONDS),
+    )
+    rows = CheckoutLine.objects.bulk_create(
+        [
+            CheckoutLine(
+                tenant_id=tenant_id,
+                checkout=checkout,
+                position=position,
+                product=line.product,
+                event_id=line.product.event_id,
+                photo_id=line.photo_id,
+                photographer_id=line.photographer_id,
+                kind=line.product.kind,
+                size=line.product.size,
+                quantity=line.quantity,
+                unit_amount_minor=line.unit_amount_minor,
+                amount_minor=line.unit_amount_minor * line.quantity,
+                currency=line.currency,
+                state=CheckoutLine.State.RESERVED
+                if line.product.kind == ProductKind.PRINT
+                else CheckoutLine.State.CONFIRMED,
+            )
+            for position, line in enumerate(priced)
+        ]
+    )
+    get_strategy().reserve(checkout=checkout, lines=[r for r in rows if r.kind == ProductKind.PRINT], now=now)
+    _settle(checkout=checkout, lines=rows)
+    outbox_publish(
+        topic=TOPIC_CHECKOUT_CREATED,
+        tenant_id=tenant_id,
+        aggregate_type="checkout",
+        aggregate_id=checkout.pk,
+        payload={"checkout_id": str(checkout.pk)},
+    )
+    return checkout
+
+
+def _settle(*, checkout: Checkout, lines: Sequence[CheckoutLine]) -> bool:
+    """Decide what a checkout whose reservations are all decided will charge.
+
+    In the caller's transaction, checkout row new or locked. Leaves a checkout with undecided
+    lines `reserving`; else charges the confirmed lines only: `awaiting_payment_session` plus
+    its pending `Transaction`, or `sold_out` when nothing is left. Returns True once payable.
+    """
+    if any(line.state == CheckoutLine.State.RESERVED for line in lines):
+        return False
+    amount = sum(line.amount_minor for line in lines if line.state == CheckoutLine.State.CONFIRMED)
+    checkout.amount_minor = amount
+    if amount == 0:
+        checkout.status = Checkout.Status.SOLD_OUT
+        checkout.save(update_fields=["amount_minor", "status", "updated_at"])
+        return False
+    checkout.status = Checkout.Status.AWAITING_PAYMENT_SESSION
+    checkout.save(update_fields=["amount_minor", "status", "updated_at"])
+    Transaction.objects.create(
+        tenant_id=checkout.tenant_id,
+        checkout=checkout,
+        provider=checkout.provider,
+        amount_minor=amount,
+        currency=checkout.currency,
+    )
+    return True
+
+
+_LINE_STATE_OF_RESERVATION = {
+    InventoryReservation.Status.PENDING: CheckoutLine.State.RESERVED,
+    InventoryReservation.Status.CONFIRMED: CheckoutLine.State.CONFIRMED,
+    InventoryReservation.Status.REJECTED: CheckoutLine.State.SOLD_OUT,
+    InventoryReservation.Status.RELEASED: CheckoutLine.State.RELEASED,
+}
+
+
+@transaction.atomic
+def checkout_reservations_settle(*, tenant_id: int, checkout_id: uuid.UUID | str) -> Checkout:
+    """For deferred strategies: call after deciding reservations of a `reserving` checkout.
+
+    Joins the caller's transaction (the inventory writer's, which decided the reservations).
+    Locks the checkout row, copies each reservation's outcome to its line, and once none is
+    pending settles the checkout (see `_settle`) and publishes `checkout.payable` so the
+    provider session is created after commit. A no-op for a checkout no longer `reserving`.
+    """
+    checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
+    if checkout is None:
+        raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
+    if checkout.status != Checkout.Status.RESERVING:
+        return checkout
+    lines = list(checkout.lines.select_related("reservation").order_by("position"))
+    for line in lines:
+        reservation = getattr(line, "reservation", None)
+        if reservation is None:
+            continue
+        state = _LINE_STATE_OF_RESERVATION[InventoryReservation.Status(reservation.status)]
+        if line.state != state:
+            line.state = state
+            line.save(update_fields=["state"])
+    if _settle(checkout=checkout, lines=lines):
+        outbox_publish(
+            topic=TOPIC_CHECKOUT_PAYABLE,
+            tenant_id=tenant_id,
+            aggregate_type="checkout",
+            aggregate_id=checkout.pk,
+            payload={"checkout_id": str(checkout.pk)},
+        )
+    return checkout
+
+
+# --- provider session ----------------------------------------------------------------------
+
+
+def _description(checkout: Checkout) -> str:
+    count = checkout.lines.filter(state=CheckoutLine.State.CONFIRMED).count()
+    return f"Darkroom order {str(checkout.pk)[:8]} ({count} item{'s' if count != 1 else ''})"
+
+
+def checkout_payment_session_ensure(*, checkout_id: uuid.UUID | str) -> Checkout:
+    """Create the provider session of a checkout awaiting one, and store reference and URL.
+
+    Runs OUTSIDE any transaction (it calls the provider; TransactionManagementError otherwise),
+    in the checkout's tenant context. Idempotent: a checkout that is not
+    `awaiting_payment_session` is returned untouched, and the checkout id is the provider's
+    idempotency key, so a retry after a timeout gets the same session back. A non-retryable
+    provider error is recorded on the checkout (`payment_session_error`) and not raised; a
+    retryable one is recorded and re-raised (ProviderError) for the consumer's backoff.
+    Raises CheckoutNotFound.
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("the provider must not be called inside a transaction")
+    checkout = Checkout.objects.filter(pk=checkout_id).first()
+    if checkout is None:
+        raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
+    if checkout.status != Checkout.Status.AWAITING_PAYMENT_SESSION:
+        return checkout
+    return_url = settings.CHECKOUT_RETURN_URL.format(checkout_id=checkout.pk)
+    try:
+        session = get_provider(checkout.provider).create_session(
+            checkout_id=str(checkout.pk),
+            amount_minor=checkout.amount_minor,
+            currency=checkout.currency,
+            email=checkout.email,
+            description=_description(checkout),
+            success_url=return_url,
+            cancel_url=return_url,
+        )
+    except ProviderError as exc:
+        _session_failed(checkout_id=checkout.pk, error=exc)
+        if exc.retryable:
+            raise
+        logger.warning("payment session refused", extra={"checkout_id": str(checkout.pk), "error": str(exc)})
+        return Checkout.objects.get(pk=checkout.pk)
+    return _session_created(checkout_id=checkout.pk, session=session)
+
+
+@transaction.atomic(durable=True)
+def _session_created(*, checkout_id: uuid.UUID, session: ProviderSession) -> Checkout:
+    """Store the session (outermost transaction, checkout row locked). The reference is stored
+    even if the checkout expired meanwhile, so a late payment can still be matched and refunded."""
+    checkout = Checkout.objects.select_for_update().get(pk=checkout_id)
+    field = PROVIDER_REFERENCE_FIELD[checkout.provider]
+    update = ["payment_session_attempts", "payment_session_error", "updated_at"]
+    if getattr(checkout, field) is None:
+        setattr(checkout, field, session.reference)
+        update.append(field)
+    elif getattr(checkout, field) != session.reference:
+        logger.error(
+            "provider returned another session for the same idempotency key",
+            extra={"checkout_id": str(checkout_id), "stored": getattr(checkout, field), "new": session.reference},
+        )
+    if checkout.status == Checkout.Status.AWAITING_PAYMENT_SESSION:
+        checkout.status = Checkout.Status.AWAITING_PAYMENT
+        checkout.payment_url = session.payment_url
+        update += ["status", "payment_url"]
+    checkout.payment_session_attempts += 1
+    checkout.payment_session_error = ""
+    checkout.save(update_fields=update)
+    return checkout
+
+
+@transaction.atomic(durable=True)
+def _session_failed(*, checkout_id: uuid.UUID, error: ProviderError) -> None:
+    """Record a failed attempt (outermost transaction, checkout row locked)."""
+    checkout = Checkout.objects.select_for_update().get(pk=checkout_id)
+    checkout.payment_session_attempts += 1
+    checkout.payment_session_error = str(error)[:2000]
+    checkout.save(update_fields=["payment_session_attempts", "payment_session_error", "updated_at"])
+
+
+@transaction.atomic
+def checkout_payment_session_request(*, tenant_id: int, checkout_id: uuid.UUID | str) -> Checkout:
+    """Ask again for the provider session of a checkout whose session creation failed.
+
+    Joins the caller's transaction (the API's Idempotency-Key protocol): publishes a
+    `checkout.payment_session_requested` outbox message; its consumer calls
+    `checkout_payment_session_ensure` after commit. Raises CheckoutNotFound and
+    CheckoutNotAwaitingSession (the checkout has a session already, or cannot be paid).
+    """
+    checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
+    if checkout is None:
+        raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
+    if checkout.status != Checkout.Status.AWAITING_PAYMENT_SESSION:
+        raise CheckoutNotAwaitingSession(f"Checkout {checkout_id} is {checkout.status}.")
+    outbox_publish(
+        topic=TOPIC_PAYMENT_SESSION_REQUESTED,
+        tenant_id=tenant_id,
+        aggregate_type="checkout",
+        aggregate_id=checkout.pk,
+        payload={"checkout_id": str(checkout.pk)},
+    )
+    return checkout
+
+
+# --- expiry --------------------------------------------------------------------------------
+
+
+def checkouts_expire_due(*, now: datetime | None = None, batch_size: int | None = None) -> int:
+    """Expire open checkouts past their deadline, one short transaction each; returns how many.
+
+    Finds candidates across tenants in the audited system context, then expires each in its
+    own tenant context (`checkout_expire`). Safe to run concurrently with itself and with
+    payment processing: each checkout is decided under its row lock. Must run outside a
+    transaction.
+    """
+    moment = now or timezone.now()
+    limit = batch_size or settings.COMMERCE_EXPIRE_BATCH_SIZE
+    with system_context("checkout expiry sweep"):
+        due = list(
+            Checkout.objects.filter(status__in=Checkout.OPEN_STATUSES, expires_at__lte=moment)
+            .order_by("expires_at")
+            .values_list("tenant_id", "pk")[:limit]
+        )
+    expired = 0
+    for tenant_id, checkout_id in due:
+        with tenant_context(tenant_id):
+            expired += int(checkout_expire(tenant_id=tenant_id, checkout_id=checkout_id, now=moment))
+    return expired
+
+
+@transaction.atomic(durable=True)
+def checkout_expire(*, tenant_id: int, checkout_id: uuid.UUID | str, now: datetime | None = None) -> bool:
+    """Expire one open, overdue checkout: transaction `expired`, stock released exactly once.
+
+    Outermost transaction; locks the checkout row (skipping it if a payment is being
+    processed: the next sweep sees the outcome), then its transaction and reservations.
+    Returns False when there is nothing to do (paid, already closed, not yet due, locked).
+    """
+    from apps.commerce.services.payment import PaymentFact, apply_fact_locked
+
+    moment = now or timezone.now()
+    checkout = Checkout.objects.select_for_update(skip_locked=True).filter(tenant_id=tenant_id, pk=checkout_id).first()
+    if checkout is None or checkout.status not in Checkout.OPEN_STATUSES or checkout.expires_at > moment:
+        return False
+    apply_fact_locked(
+        checkout=checkout,
+        fact=PaymentFact(status="expired", source="reservation expiry"),
+        now=moment,
+    )
+    return True

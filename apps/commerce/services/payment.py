@@ -1,0 +1,461 @@
+"""The payment state machine and what follows from it: fulfilment (entitlements, wallet
+credits, receipt), refunds of payments Darkroom must not keep, revocation after a refund.
+
+Facts, not transitions. A provider event becomes a `PaymentFact` (paid, failed, expired,
+refunded). The first time a fact is seen its timestamp is recorded on the `Transaction`; the
+status is then DERIVED with a fixed precedence, refunded > paid > failed > expired > pending.
+Hence duplicates change nothing and arrival order does not matter: a refund seen before the
+payment ends `refunded`, and the later payment changes nothing. Effects run only on a change of
+the derived status, under the checkout's row lock, and every effect is also guarded by a
+database key, so each happens exactly once:
+
+* → paid, checkout still open and the amount right: checkout `paid`; one entitlement per
+  (transaction, photo) or (transaction, event) for bulk; one ledger credit per sale line to the
+  photographer's wallet, net of PLATFORM_FEE_BPS, idempotency key `sale:<checkout>:<line>`; one
+  `Receipt` plus a `checkout.paid` outbox message (the email goes out after commit).
+* → paid, but the checkout expired, failed or was refunded meanwhile, or the amount differs:
+  a `Refund` (unique per transaction and reason) plus a `payment.refund_requested` outbox
+  message; its consumer calls the provider's refund with the refund's idempotency key.
+* → failed / expired / refunded while open: the checkout closes and its stock is released
+  (once: reservations move confirmed → released under their row locks).
+* → refunded after fulfilment: entitlements revoked, and each wallet credit reversed by a debit
+  with key `refund:<checkout>:<line>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
+
+from apps.commerce.errors import PaymentForUnknownCheckout
+from apps.commerce.inventory import get_strategy
+from apps.commerce.models import (
+    PROVIDER_REFERENCE_FIELD,
+    Checkout,
+    CheckoutLine,
+    Entitlement,
+    InventoryReservation,
+    Receipt,
+    Refund,
+    Transaction,
+)
+from apps.ledger.models import LedgerAccount
+from apps.ledger.services import EntryIn, ledger_account_create, ledger_entries_append
+from apps.outbox.services import outbox_publish
+from apps.payments.providers.base import ProviderError
+from apps.payments.providers.registry import get_provider
+from apps.tenancy.models import Organization, User
+
+logger = logging.getLogger("darkroom.commerce.payment")
+
+TOPIC_CHECKOUT_PAID = "checkout.paid"
+TOPIC_REFUND_REQUESTED = "payment.refund_requested"
+
+FactStatus = Literal["paid", "failed", "expired", "refunded"]
+_FACT_FIELD: dict[str, str] = {
+    "paid": "paid_at",
+    "failed": "failed_at",
+    "expired": "expired_at",
+    "refunded": "refunded_at",
+}
+_CLOSED_BY: dict[str, str] = {
+    Transaction.Status.FAILED: Checkout.Status.FAILED,
+    Transaction.Status.EXPIRED: Checkout.Status.EXPIRED,
+    Transaction.Status.REFUNDED: Checkout.Status.REFUNDED,
+}
+
+
+@dataclass(frozen=True)
+class PaymentFact:
+    """What a provider (or Darkroom's own expiry) says about a checkout's payment.
+
+    `amount_minor`/`currency`: what was charged (paid) or refunded (refunded), when known.
+    `source` names where the fact came from (provider:event id), for logs and outcomes.
+    """
+
+    status: FactStatus
+    source: str
+    amount_minor: int | None = None
+    currency: str | None = None
+    payment_id: str | None = None
+    reference: str | None = None
+
+
+@dataclass
+class FactOutcome:
+    before: str | None
+    after: str | None
+    effects: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        change = f"{self.before} -> {self.after}" if self.before != self.after else f"{self.after} (no change)"
+        return f"{change}; {', '.join(self.effects) or 'no effect'}"
+
+
+def derive_status(txn: Transaction) -> str:
+    """The transaction's status from its recorded facts (precedence: see the module docstring)."""
+    if txn.refunded_at is not None:
+        return Transaction.Status.REFUNDED
+    if txn.paid_at is not None:
+        return Transaction.Status.PAID
+    if txn.failed_at is not None:
+        return Transaction.Status.FAILED
+    if txn.expired_at is not None:
+        return Transaction.Status.EXPIRED
+    return Transaction.Status.PENDING
+
+
+@transaction.atomic
+def transaction_apply_fact(*, tenant_id: int, checkout_id: uuid.UUID | str, fact: PaymentFact) -> FactOutcome:
+    """Record a payment fact for a checkout and run the effects of any status change.
+
+    Joins the caller's transaction (the webhook consumer's, which also holds its inbox row), in
+    the checkout's tenant context. Locks the checkout row, then its transaction row (FOR UPDATE),
+    so concurrent facts for one checkout apply one after the other. Idempotent.
+    Raises PaymentForUnknownCheckout.
+    """
+    checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
+    if checkout is None:
+        raise PaymentForUnknownCheckout(f"Checkout {checkout_id} does not exist.")
+    return apply_fact_locked(checkout=checkout, fact=fact, now=timezone.now())
+
+
+def apply_fact_locked(*, checkout: Checkout, fact: PaymentFact, now: datetime) -> FactOutcome:
+    """`transaction_apply_fact` for a checkout whose row the caller has locked (its transaction)."""
+    if fact.reference:
+        _remember_reference(checkout=checkout, reference=fact.reference)
+    txn = Transaction.objects.select_for_update().filter(checkout_id=checkout.pk).first()
+    if txn is None:
+        # Never payable (still reserving, or sold out): no session exists, nothing was charged.
+        outcome = FactOutcome(before=None, after=None)
+        if fact.status in ("expired", "failed") and checkout.status in Checkout.OPEN_STATUSES:
+            outcome.effects += _close(checkout=checkout, status=Checkout.Status.EXPIRED, now=now)
+        return outcome
+    before = txn.status
+    column = _FACT_FIELD[fact.status]
+    update = ["status", "updated_at"]
+    if getattr(txn, column) is None:
+        setattr(txn, column, now)
+        update.append(column)
+    if fact.payment_id and not txn.payment_id:
+        txn.payment_id = fact.payment_id
+        update.append("payment_id")
+    txn.status = derive_status(txn)
+    outcome = FactOutcome(before=before, after=txn.status)
+    if txn.status != before:
+        if txn.status == Transaction.Status.PAID:
+            outcome.effects += _on_paid(checkout=checkout, txn=txn, fact=fact, now=now)
+            update += ["fulfilled_at", "refund_requested_at"]
+        elif txn.status == Transaction.Status.REFUNDED:
+            outcome.effects += _on_refunded(checkout=checkout, txn=txn, now=now)
+        elif checkout.status in Checkout.OPEN_STATUSES:
+            outcome.effects += _close(checkout=checkout, status=_CLOSED_BY[txn.status], now=now)
+    txn.save(update_fields=update)
+    logger.info(
+        "payment fact applied",
+        extra={
+            "checkout_id": str(checkout.pk),
+            "fact": fact.status,
+            "source": fact.source,
+            "outcome": outcome.describe(),
+        },
+    )
+    return outcome
+
+
+def _remember_reference(*, checkout: Checkout, reference: str) -> None:
+    """Store the provider reference a webhook names if the session's reference was never stored
+    (e.g. the session was created but storing it failed): a refund needs it."""
+    column = PROVIDER_REFERENCE_FIELD[checkout.provider]
+    if getattr(checkout, column) is None:
+        setattr(checkout, column, reference)
+        checkout.save(update_fields=[column, "updated_at"])
+
+
+# --- effects -------------------------------------------------------------------------------
+
+
+def _close(*, checkout: Checkout, status: str, now: datetime) -> list[str]:
+    """Close an open checkout unpaid and give its stock back (once). Checkout row locked."""
+    checkout.status = status
+    checkout.save(update_fields=["status", "updated_at"])
+    reservations = list(InventoryReservation.objects.select_for_update().filter(checkout_id=checkout.pk).order_by("pk"))
+    released = get_strategy().release(reservations=reservations, now=now) if reservations else 0
+    CheckoutLine.objects.filter(
+        checkout_id=checkout.pk,
+        state__in=[CheckoutLine.State.CONFIRMED, CheckoutLine.State.RESERVED],
+        reservation__status=InventoryReservation.Status.RELEASED,
+    ).update(state=CheckoutLine.State.RELEASED)
+    return [f"checkout {status}", f"{released} reservation(s) released"]
+
+
+def _on_paid(*, checkout: Checkout, txn: Transaction, fact: PaymentFact, now: datetime) -> list[str]:
+    charged = fact.amount_minor if fact.amount_minor is not None else txn.amount_minor
+    currency = (fact.currency or txn.currency).upper()
+    if charged != txn.amount_minor or currency != txn.currency:
+        effects = [f"amount mismatch: charged {charged} {currency}, expected {txn.amount_minor} {txn.currency}"]
+        if checkout.status in Checkout.OPEN_STATUSES:
+            effects += _close(checkout=checkout, status=Checkout.Status.FAILED, now=now)
+        if charged > 0:
+            effects += _request_refund(
+                txn=txn, reason=Refund.Reason.AMOUNT_MISMATCH, amount_minor=charged, currency=currency, now=now
+            )
+        return effects
+    if checkout.status not in (Checkout.Status.AWAITING_PAYMENT, Checkout.Status.AWAITING_PAYMENT_SESSION):
+        # Expired (stock released), failed, or otherwise closed: the money goes back.
+        reason = (
+            Refund.Reason.LATE_PAYMENT if checkout.status == Checkout.Status.EXPIRED else Refund.Reason.NOT_FULFILLABLE
+        )
+        return [
+            f"checkout is {checkout.status}",
+            *_request_refund(txn=txn, reason=reason, amount_minor=charged, currency=currency, now=now),
+        ]
+    return _fulfil(checkout=checkout, txn=txn, now=now)
+
+
+def _fulfil(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]:
+    checkout.status = Checkout.Status.PAID
+    checkout.save(update_fields=["status", "updated_at"])
+    lines = list(checkout.lines.filter(state=CheckoutLine.State.CONFIRMED).order_by("position"))
+    Entitlement.objects.bulk_create(
+        [
+            Entitlement(
+                tenant_id=checkout.tenant_id,
+                transaction=txn,
+                checkout=checkout,
+                scope=Entitlement.Scope.PHOTO if line.photo_id else Entitlement.Scope.EVENT,
+                event_id=line.event_id,
+                photo_id=line.photo_id,
+                email=checkout.email,
+                granted_at=now,
+            )
+            for line in lines
+        ],
+        ignore_conflicts=True,  # a download and a print of one photo share one entitlement
+    )
+    credits = _wallet_entries(checkout=checkout, lines=lines, kind="credit", prefix="sale")
+    appended = ledger_entries_append(tenant=_organization(checkout.tenant_id), entries=credits) if credits else None
+    Receipt.objects.create(
+        tenant_id=checkout.tenant_id,
+        checkout=checkout,
+        email=checkout.email,
+        message_id=f"<receipt-{checkout.pk}@{urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or 'darkroom'}>",
+    )
+    outbox_publish(
+        topic=TOPIC_CHECKOUT_PAID,
+        tenant_id=checkout.tenant_id,
+        aggregate_type="checkout",
+        aggregate_id=checkout.pk,
+        payload={"checkout_id": str(checkout.pk)},
+    )
+    txn.fulfilled_at = now
+    return [
+        "checkout paid",
+        f"{Entitlement.objects.filter(transaction=txn).count()} entitlement(s)",
+        f"{appended.created if appended else 0} wallet credit(s)",
+        "receipt queued",
+    ]
+
+
+def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]:
+    effects: list[str] = []
+    if checkout.status in Checkout.OPEN_STATUSES:
+        effects += _close(checkout=checkout, status=Checkout.Status.REFUNDED, now=now)
+    elif checkout.status == Checkout.Status.PAID:
+        checkout.status = Checkout.Status.REFUNDED
+        checkout.save(update_fields=["status", "updated_at"])
+        effects.append("checkout refunded")
+    if txn.fulfilled_at is not None:
+        revoked = Entitlement.objects.filter(transaction=txn, revoked_at__isnull=True).update(revoked_at=now)
+        lines = list(checkout.lines.filter(state=CheckoutLine.State.CONFIRMED).order_by("position"))
+        debits = _wallet_entries(checkout=checkout, lines=lines, kind="debit", prefix="refund")
+        appended = ledger_entries_append(tenant=_organization(checkout.tenant_id), entries=debits) if debits else None
+        effects += [f"{revoked} entitlement(s) revoked", f"{appended.created if appended else 0} credit(s) reversed"]
+    return effects
+
+
+def _request_refund(*, txn: Transaction, reason: str, amount_minor: int, currency: str, now: datetime) -> list[str]:
+    """A refund row (unique per transaction and reason) and its outbox message, once."""
+    refund, created = Refund.objects.get_or_create(
+        tenant_id=txn.tenant_id,
+        transaction=txn,
+        reason=reason,
+        defaults={
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "idempotency_key": f"refund:{txn.checkout_id}:{reason}",
+        },
+    )
+    if created:
+        outbox_publish(
+            topic=TOPIC_REFUND_REQUESTED,
+            tenant_id=txn.tenant_id,
+            aggregate_type="refund",
+            aggregate_id=refund.pk,
+            payload={"refund_id": refund.pk},
+        )
+    if txn.refund_requested_at is None:
+        txn.refund_requested_at = now
+    return [f"refund requested ({reason})" if created else "refund already requested"]
+
+
+# --- wallets -------------------------------------------------------------------------------
+
+
+def platform_fee_minor(amount_minor: int) -> int:
+    """The platform's share of a sale line: PLATFORM_FEE_BPS of it, rounded half up."""
+    return (amount_minor * int(settings.PLATFORM_FEE_BPS) + 5_000) // 10_000
+
+
+def _organization(tenant_id: int) -> Organization:
+    return Organization.objects.get(pk=tenant_id)
+
+
+def wallet_for(*, tenant_id: int, owner_id: int, currency: str) -> LedgerAccount:
+    """The photographer's wallet in `currency`, created on first sale.
+
+    In the caller's transaction. A transaction-level advisory lock on (tenant, owner, currency)
+    makes concurrent first sales of one photographer create one wallet, not two.
+    """
+    key = int.from_bytes(
+        hashlib.sha256(f"wallet:{tenant_id}:{owner_id}:{currency}".encode()).digest()[:8], "big", signed=True
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    wallet = (
+        LedgerAccount.objects.filter(
+            tenant_id=tenant_id, kind=LedgerAccount.Kind.WALLET, owner_id=owner_id, currency=currency, client_id=""
+        )
+        .order_by("pk")
+        .first()
+    )
+    if wallet is None:
+        wallet = ledger_account_create(
+            tenant=_organization(tenant_id),
+            kind=LedgerAccount.Kind.WALLET,
+            currency=currency,
+            owner=User.objects.get(pk=owner_id),
+        )
+    return wallet
+
+
+def _wallet_entries(
+    *, checkout: Checkout, lines: list[CheckoutLine], kind: Literal["credit", "debit"], prefix: str
+) -> list[EntryIn]:
+    entries = []
+    for line in lines:
+        net = line.amount_minor - platform_fee_minor(line.amount_minor)
+        if net <= 0 or line.photographer_id is None:
+            continue
+        wallet = wallet_for(tenant_id=checkout.tenant_id, owner_id=line.photographer_id, currency=line.currency)
+        entries.append(
+            EntryIn(
+                account_id=wallet.pk,
+                amount_minor=net,
+                currency=line.currency,
+                idempotency_key=f"{prefix}:{checkout.pk}:{line.pk}",
+                kind=kind,
+                reference=f"checkout:{checkout.pk}",
+            )
+        )
+    return entries
+
+
+# --- refunds -------------------------------------------------------------------------------
+
+
+def refund_submit(*, refund_id: int) -> Refund:
+    """Ask the provider to refund (outside any transaction; in the refund's tenant context).
+
+    Idempotent: a submitted refund is returned untouched, and the refund's idempotency key goes
+    to the provider, so a retry after a timeout never refunds twice. A retryable provider error
+    is recorded and re-raised (ProviderError) for the consumer's backoff; a final one marks the
+    refund `failed` for an operator. The money side lands with the provider's refund webhook.
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("the provider must not be called inside a transaction")
+    refund = Refund.objects.select_related("transaction__checkout").get(pk=refund_id)
+    if refund.status == Refund.Status.SUBMITTED:
+        return refund
+    checkout = refund.transaction.checkout
+    reference = checkout.provider_reference or refund.transaction.payment_id
+    provider = get_provider(checkout.provider)
+    try:
+        result = provider.refund(
+            reference=reference, amount_minor=refund.amount_minor, idempotency_key=refund.idempotency_key
+        )
+    except ProviderError as exc:
+        with transaction.atomic(durable=True):
+            locked = Refund.objects.select_for_update().get(pk=refund_id)
+            locked.attempts += 1
+            locked.last_error = str(exc)[:2000]
+            if not exc.retryable:
+                locked.status = Refund.Status.FAILED
+            locked.save(update_fields=["attempts", "last_error", "status"])
+        if exc.retryable:
+            raise
+        logger.error("refund refused by the provider", extra={"refund_id": refund_id, "error": str(exc)})
+        return locked
+    with transaction.atomic(durable=True):
+        locked = Refund.objects.select_for_update().get(pk=refund_id)
+        if locked.status != Refund.Status.SUBMITTED:
+            locked.status = Refund.Status.SUBMITTED
+            locked.provider_refund_id = result.refund_id
+            locked.submitted_at = timezone.now()
+            locked.attempts += 1
+            locked.last_error = ""
+            locked.save(update_fields=["status", "provider_refund_id", "submitted_at", "attempts", "last_error"])
+    if checkout.provider == "sandbox":
+        # The sandbox plays the provider: it announces the refund by webhook, as Stripe would.
+        from apps.payments.sandbox import sandbox_announce_refund
+
+        sandbox_announce_refund(reference=reference)
+    return locked
+
+
+# --- capture (providers where approval is not payment) -------------------------------------
+
+
+def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
+    """Capture an approved payment (PayPal) and apply what the capture says.
+
+    Outside any transaction (provider call), in the checkout's tenant context. The capture's
+    idempotency key is `capture:<checkout id>`, so a retry returns the first capture. A PAID or
+    FAILED capture is applied as a fact in its own transaction; anything else waits for the
+    provider's webhook. Retryable ProviderErrors are raised, final ones logged.
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("the provider must not be called inside a transaction")
+    checkout = Checkout.objects.get(pk=checkout_id)
+    capture = getattr(get_provider(checkout.provider), "capture", None)
+    reference = checkout.provider_reference
+    if capture is None or not reference:
+        return None
+    try:
+        state = capture(reference=reference, idempotency_key=f"capture:{checkout.pk}")
+    except ProviderError as exc:
+        if exc.retryable:
+            raise
+        logger.warning("capture refused", extra={"checkout_id": str(checkout.pk), "error": str(exc)})
+        return None
+    if str(state.status) not in ("paid", "failed"):
+        return None
+    fact = PaymentFact(
+        status="paid" if str(state.status) == "paid" else "failed",
+        source=f"{checkout.provider}:capture",
+        amount_minor=state.amount_minor,
+        currency=state.currency,
+        payment_id=state.payment_id,
+    )
+    with transaction.atomic(durable=True):
+        return transaction_apply_fact(tenant_id=checkout.tenant_id, checkout_id=checkout.pk, fact=fact)

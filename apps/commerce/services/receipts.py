@@ -1,0 +1,112 @@
+"""The receipt email of a paid checkout, sent once, outside any transaction.
+
+The `Receipt` row is written with the payment's fulfilment (same transaction as the
+entitlements), and its `checkout.paid` outbox message wakes `receipt_send`, which:
+1. claims the receipt in a short transaction (`pending` → `sending` until `claimed_until`);
+2. sends through Django's email backend, outside any transaction;
+3. records `sent` in another short transaction.
+A redelivered message finds `sent` (or a live claim) and sends nothing. A sender that dies
+between 2 and 3 leaves a lapsing claim: the retry sends again, with the same Message-ID header,
+which mail clients treat as one message. That window is the only way to a second copy, and no
+email backend offers an idempotency key to close it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMessage
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
+
+from apps.commerce.models import Checkout, CheckoutLine, Receipt
+from apps.core.problems import DomainError
+from apps.payments.providers.base import minor_to_major
+
+logger = logging.getLogger("darkroom.commerce.receipts")
+
+
+class ReceiptBusy(DomainError):
+    """Another sender holds a live claim on this receipt; retry after it lapses."""
+
+    status_code = 409
+    slug = "receipt-busy"
+    title = "Receipt is being sent"
+
+
+def _claim(*, checkout_id: uuid.UUID | str) -> Receipt | None:
+    """Claim the receipt for sending, or None if it was sent. Raises ReceiptBusy."""
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        receipt = Receipt.objects.select_for_update().get(checkout_id=checkout_id)
+        if receipt.status == Receipt.Status.SENT:
+            return None
+        if receipt.status == Receipt.Status.SENDING and receipt.claimed_until and receipt.claimed_until > now:
+            raise ReceiptBusy(f"Receipt of {checkout_id} is claimed until {receipt.claimed_until.isoformat()}.")
+        receipt.status = Receipt.Status.SENDING
+        receipt.claimed_until = now + timedelta(seconds=settings.RECEIPT_CLAIM_SECONDS)
+        receipt.attempts += 1
+        receipt.save(update_fields=["status", "claimed_until", "attempts"])
+        return receipt
+
+
+def _body(checkout: Checkout) -> str:
+    lines = CheckoutLine.objects.filter(checkout=checkout, state=CheckoutLine.State.CONFIRMED).order_by("position")
+    rows = [
+        f"- {line.kind}{' ' + line.size if line.size else ''}"
+        f"{' of photo ' + str(line.photo_id) if line.photo_id else ' (all photos of the event)'}"
+        f" x {line.quantity}: {minor_to_major(line.amount_minor, line.currency)} {line.currency}"
+        for line in lines
+    ]
+    return "\n".join(
+        [
+            "Thank you for your order.",
+            "",
+            f"Order {checkout.pk}",
+            *rows,
+            "",
+            f"Total paid: {minor_to_major(checkout.amount_minor, checkout.currency)} {checkout.currency}",
+            "",
+            "Your downloads are available with this email address.",
+        ]
+    )
+
+
+def receipt_send(*, checkout_id: uuid.UUID | str) -> bool:
+    """Send the receipt of a paid checkout once. Returns True if this call sent it.
+
+    Runs outside any transaction (TransactionManagementError otherwise), in the checkout's
+    tenant context. Raises ReceiptBusy while another sender's claim is live, and whatever the
+    email backend raises (the claim is then given back, so a retry sends).
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("mail must not be sent inside a transaction")
+    receipt = _claim(checkout_id=checkout_id)
+    if receipt is None:
+        return False
+    checkout = Checkout.objects.get(pk=checkout_id)
+    message = EmailMessage(
+        subject=f"Your Darkroom receipt ({str(checkout.pk)[:8]})",
+        body=_body(checkout),
+        from_email=settings.RECEIPT_FROM_EMAIL,
+        to=[receipt.email],
+        headers={"Message-ID": receipt.message_id},
+    )
+    try:
+        message.send(fail_silently=False)
+    except Exception as exc:
+        with transaction.atomic(durable=True):
+            Receipt.objects.filter(pk=receipt.pk, status=Receipt.Status.SENDING).update(
+                status=Receipt.Status.PENDING, claimed_until=None, last_error=f"{type(exc).__name__}: {exc}"[:2000]
+            )
+        raise
+    with transaction.atomic(durable=True):
+        Receipt.objects.filter(pk=receipt.pk, status=Receipt.Status.SENDING).update(
+            status=Receipt.Status.SENT, sent_at=timezone.now(), claimed_until=None, last_error=""
+        )
+    logger.info("receipt sent", extra={"checkout_id": str(checkout_id)})
+    return True

@@ -1,0 +1,31 @@
+"""Shopper-facing plain views of commerce: the signed download of an original."""
+
+from __future__ import annotations
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpRequest
+from django.http.response import HttpResponseBase
+from django.views.decorators.http import require_GET
+
+from apps.commerce.selectors import download_resolve
+from apps.core.problems import DomainError, problem_response
+
+
+@require_GET
+def download(request: HttpRequest, token: str) -> HttpResponseBase:
+    """`GET /downloads/<token>`: stream the original a valid token grants, else a 403/404 problem.
+
+    No session or API key: the signed token is the credential (see `download_resolve`). The
+    file is streamed from the storage API (local disk or S3), never through a public URL.
+    """
+    try:
+        target = download_resolve(token=token)
+    except DomainError as exc:
+        return problem_response(exc.status_code, exc.title, exc.detail, slug=exc.slug)
+    try:
+        handle = default_storage.open(target.storage_name, "rb")
+    except FileNotFoundError:
+        return problem_response(404, "Not found", "The original is not available.", slug="not-found")
+    response = FileResponse(handle, as_attachment=True, filename=target.filename)
+    response["Cache-Control"] = "private, no-store"
+    return response

@@ -1,0 +1,73 @@
+"""Outbox messages and dead letters in the Django admin (platform superusers, system context).
+
+Messages are read-only; the only change is the audited "replay" action, which moves selected
+dead letters back to pending (see `outbox_replay`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from apps.outbox.models import OutboxMessage
+from apps.outbox.services import outbox_replay
+
+
+class DeadLetterFilter(admin.SimpleListFilter):
+    title = "dead letters"
+    parameter_name = "dead"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Dead letters only")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> QuerySet[OutboxMessage]:
+        if self.value() == "yes":
+            return queryset.filter(status=OutboxMessage.Status.DEAD)
+        return queryset
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin):
+    list_display = ("id", "topic", "tenant", "status", "attempts", "created_at", "next_attempt_at", "published_at")
+    list_filter = (DeadLetterFilter, "status", "topic")
+    search_fields = ("=id", "=aggregate_id", "topic")
+    ordering = ("-created_at",)
+    list_select_related = ("tenant",)
+    show_full_result_count = False
+    actions = ["replay_dead_letters"]
+    readonly_fields = [
+        "id",
+        "tenant",
+        "topic",
+        "aggregate_type",
+        "aggregate_id",
+        "payload",
+        "headers",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+        "published_at",
+        "last_error",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Replay selected dead letters (audited)", permissions=["change"])
+    def replay_dead_letters(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
+        selected = list(queryset.values_list("id", flat=True))
+        replayed = outbox_replay(
+            message_ids=selected,
+            actor=request.user if request.user.is_authenticated else None,  # type: ignore[arg-type]
+        )
+        skipped = len(selected) - len(replayed)
+        self.message_user(request, f"Replayed {len(replayed)} dead letter(s).", messages.SUCCESS)
+        if skipped > 0:
+            self.message_user(request, f"{skipped} selected message(s) were not dead letters.", messages.WARNING)

@@ -1,0 +1,276 @@
+"""Outbox benchmark: commit → consumer task start latency at a target message rate.
+
+The whole real path runs: producer processes commit one `outbox_publish` per transaction (tenant
+context, RLS, NOTIFY trigger) at a paced rate; a relay subprocess (`manage.py outbox_relay`)
+claims and publishes to Redis; a Celery worker subprocess (prefork) runs `outbox.bench_probe`,
+which records its start time in Redis first thing and then writes its inbox row like any
+consumer. Latency = task start minus the moment the producer's COMMIT returned, per message (one
+clock: everything runs on this machine). The probe topic has its own queue (`outbox.bench`),
+consumed only by the bench's worker.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, transaction
+from django_redis import get_redis_connection
+from kombu import Queue
+
+from apps.outbox.services import outbox_publish
+from apps.tenancy.context import tenant_context
+from apps.tenancy.models import Organization
+from apps.tenancy.services import organization_create
+
+TARGET_P99_MS = 250.0
+BENCH_TENANT_SLUG = "bench-outbox"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    rate: float
+    duration: float
+    producers: int
+    worker_concurrency: int
+    batch_size: int
+    profile: str
+    drain_timeout: float = 60.0
+    warmup_messages: int = 20
+
+
+def _percentile(sorted_values: list[float], pct: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+def _bench_tenant_id() -> int:
+    existing = Organization.objects.filter(slug=BENCH_TENANT_SLUG).first()
+    if existing is not None:
+        return existing.pk
+    return organization_create(slug=BENCH_TENANT_SLUG, name="Outbox benchmark").pk
+
+
+def _publish_one(tenant_id: int, key: str, seq: int) -> str:
+    with transaction.atomic():
+        message = outbox_publish(
+            topic="outbox.bench",
+            tenant_id=tenant_id,
+            aggregate_type="bench",
+            aggregate_id=seq,
+            payload={"key": key, "seq": seq},
+        )
+    return str(message.id)
+
+
+def _producer(
+    index: int, producers: int, rate: float, duration: float, tenant_id: int, key: str, start_at: float, out: Any
+) -> None:
+    """Child process: publish messages index, index+producers, ... on the shared schedule
+    (message n is due at start_at + n/rate); when behind, publish without sleeping."""
+    commits: list[tuple[str, float]] = []
+    errors = 0
+    total = int(rate * duration)
+    try:
+        with tenant_context(tenant_id):
+            for seq in range(index, total, producers):
+                due = start_at + seq / rate
+                delay = due - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                try:
+                    message_id = _publish_one(tenant_id, key, seq)
+                except Exception:  # noqa: BLE001 - counted and reported, the run goes on
+                    errors += 1
+                    continue
+                commits.append((message_id, time.time()))
+    finally:
+        connections.close_all()
+        out.put({"commits": commits, "errors": errors})
+
+
+def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start this interpreter with fixed arguments (no shell, no outside input)."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(  # noqa: S603 - argv is sys.executable plus literals
+            argv, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+        )
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _starts(key: str) -> dict[str, float]:
+    raw = get_redis_connection("default").lrange(key, 0, -1)
+    starts: dict[str, float] = {}
+    for item in raw:
+        message_id, ts = item.decode().split()
+        starts.setdefault(message_id, float(ts))  # a redelivery keeps the first start
+    return starts
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Run one benchmark and return its result dict (see the module docstring)."""
+    from config.celery_app import app as celery_app
+    from tasks.outbox import BENCH_QUEUE
+
+    run_id = uuid.uuid4().hex[:12]
+    redis = get_redis_connection("default")
+    key = f"{settings.CACHES['default'].get('KEY_PREFIX', 'darkroom')}:outbox:bench:{run_id}"
+    warm_key = f"{key}:warmup"
+    tenant_id = _bench_tenant_id()
+    with celery_app.connection_for_write() as conn:
+        Queue(BENCH_QUEUE).bind(conn.default_channel).purge()
+
+    logdir = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
+    python = sys.executable
+    worker: subprocess.Popen[bytes] | None = None
+    relay: subprocess.Popen[bytes] | None = None
+    load_before = os.getloadavg()
+    try:
+        worker = _spawn(
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "config.celery_app",
+                "worker",
+                "--pool=prefork",
+                f"--concurrency={config.worker_concurrency}",
+                f"--queues={BENCH_QUEUE}",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel=WARNING",
+                f"--hostname=outbox-bench-{run_id}@%h",
+            ],
+            logdir / "worker.log",
+        )
+        relay = _spawn(
+            [python, "manage.py", "outbox_relay", f"--batch-size={config.batch_size}", "--log-interval=5"],
+            logdir / "relay.log",
+        )
+        # Warm-up through the real path: proves relay and worker are up before measuring.
+        with tenant_context(tenant_id):
+            warm_ids = {_publish_one(tenant_id, warm_key, -i - 1) for i in range(config.warmup_messages)}
+        if not _wait_for(lambda: warm_ids <= set(_starts(warm_key)), timeout=90):
+            raise RuntimeError(f"relay/worker did not start; logs in {logdir}")
+        log(f"warm-up done; {config.rate:g} msg/s for {config.duration:g} s from {config.producers} producers")
+
+        # Producers are forked processes (one GIL each); the parent's connections must not be shared.
+        connections.close_all()
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        start_at = time.time() + 0.5
+        children = [
+            context.Process(
+                target=_producer,
+                args=(i, config.producers, config.rate, config.duration, tenant_id, key, start_at, queue),
+            )
+            for i in range(config.producers)
+        ]
+        for child in children:
+            child.start()
+        outcomes = [queue.get(timeout=config.duration + 600) for _ in children]
+        for child in children:
+            child.join(timeout=30)
+        produce_seconds = time.time() - start_at
+        commits = dict(pair for outcome in outcomes for pair in outcome["commits"])
+        errors = sum(outcome["errors"] for outcome in outcomes)
+        log(f"committed {len(commits)} messages in {produce_seconds:.1f} s ({errors} errors); draining")
+        _wait_for(lambda: len(set(commits) & set(_starts(key))) >= len(commits), timeout=config.drain_timeout)
+        starts = _starts(key)
+    finally:
+        _stop(relay)
+        _stop(worker)
+    load_after = os.getloadavg()
+
+    latencies = sorted((starts[m] - t) * 1000 for m, t in commits.items() if m in starts)
+    delivered = len(latencies)
+    missing = len(commits) - delivered
+    commit_times = sorted(commits.values())
+    start_times = sorted(starts[m] for m in commits if m in starts)
+    achieved = len(commits) / max(commit_times[-1] - commit_times[0], 1e-9) if len(commit_times) > 1 else 0.0
+    consumed = delivered / max(start_times[-1] - start_times[0], 1e-9) if len(start_times) > 1 else 0.0
+    p50, p90, p99 = (_percentile(latencies, p) for p in (50, 90, 99))
+    max_ms = latencies[-1] if latencies else float("nan")
+    rate_ok = achieved >= 0.95 * config.rate
+    passed = bool(latencies) and missing == 0 and errors == 0 and p99 <= TARGET_P99_MS and rate_ok
+    expected = int(config.rate * config.duration)
+    summary = (
+        f"commit→task start p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max_ms:.1f} ms at "
+        f"{achieved:.0f} msg/s achieved ({config.rate:g} offered); {delivered}/{expected} delivered; "
+        f"target p99 ≤ {TARGET_P99_MS:g} ms → {'PASS' if passed else 'FAIL'}"
+    )
+    redis.delete(key, warm_key)
+    return {
+        "benchmark": "outbox_commit_to_task_start",
+        "profile": config.profile,
+        "pass": passed,
+        "summary": summary,
+        "config": asdict(config),
+        "target": {"p99_ms": TARGET_P99_MS, "rate_per_s": config.rate, "min_achieved_fraction": 0.95},
+        "results": {
+            "messages_offered": expected,
+            "messages_committed": len(commits),
+            "messages_delivered": delivered,
+            "messages_missing": missing,
+            "producer_errors": errors,
+            "offered_rate_per_s": config.rate,
+            "achieved_commit_rate_per_s": round(achieved, 1),
+            "consumed_rate_per_s": round(consumed, 1),
+            "latency_ms": {
+                "min": round(latencies[0], 2) if latencies else None,
+                "p50": round(p50, 2),
+                "p90": round(p90, 2),
+                "p99": round(p99, 2),
+                "max": round(max_ms, 2),
+            },
+        },
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in load_after],
+        },
+        "logs": str(logdir),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_result(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))

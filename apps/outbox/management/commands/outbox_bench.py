@@ -1,0 +1,59 @@
+"""`manage.py outbox_bench [--rate 1000 --duration 20 | --smoke]`: commit → task start latency.
+
+Starts its own relay and Celery worker subprocesses against the configured database and Redis,
+prints p50/p99/max and offered vs achieved rate, writes JSON (default
+bench-results/outbox.json) and exits 1 when the target (p99 ≤ 250 ms, every message delivered,
+≥ 95 % of the offered rate achieved) is missed. See apps/outbox/bench.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from apps.outbox.bench import BenchConfig, run_bench, write_result
+
+
+class Command(BaseCommand):
+    help = "Benchmark the outbox: commit → Celery task start latency at a target message rate."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--rate", type=float, default=1000.0, help="messages per second offered")
+        parser.add_argument("--duration", type=float, default=20.0, help="seconds of production")
+        parser.add_argument("--producers", type=int, default=4, help="producer processes (one commit per message)")
+        parser.add_argument("--concurrency", type=int, default=4, help="worker child processes")
+        parser.add_argument("--batch-size", type=int, default=None, help="relay claim batch (OUTBOX_BATCH_SIZE)")
+        parser.add_argument("--smoke", action="store_true", help="short profile: 200 msg/s for 3 s")
+        parser.add_argument(
+            "--json-out",
+            default=str(Path(settings.BASE_DIR) / "bench-results" / "outbox.json"),
+            help="where to write the JSON result",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        smoke = options["smoke"]
+        config = BenchConfig(
+            rate=200.0 if smoke else options["rate"],
+            duration=3.0 if smoke else options["duration"],
+            producers=2 if smoke else options["producers"],
+            worker_concurrency=2 if smoke else options["concurrency"],
+            batch_size=options["batch_size"] or int(settings.OUTBOX_BATCH_SIZE),
+            profile="smoke" if smoke else "full",
+            drain_timeout=30.0 if smoke else 60.0,
+        )
+        result = run_bench(config, log=self.stdout.write)
+        write_result(result, Path(options["json_out"]))
+        latency = result["results"]["latency_ms"]
+        self.stdout.write(json.dumps(result["results"]))
+        self.stdout.write(
+            f"p50 {latency['p50']} ms  p99 {latency['p99']} ms  max {latency['max']} ms  "
+            f"offered {config.rate:g}/s  achieved {result['results']['achieved_commit_rate_per_s']}/s"
+        )
+        self.stdout.write(("PASS " if result["pass"] else "FAIL ") + result["summary"])
+        self.stdout.write(f"json: {options['json_out']}")
+        if not result["pass"]:
+            raise SystemExit(1)

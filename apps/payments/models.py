@@ -1,0 +1,67 @@
+"""The webhook event ledger: every authenticated provider delivery, recorded once.
+
+`WebhookEvent` is written by `POST /webhooks/<provider>` before anything is processed (record
+first, process after: a failing handler never loses the delivery, see DESIGN "Known traps").
+It is unique per (provider, event id), so a duplicate delivery finds the row and is answered
+200 without a second record or a second outbox message.
+
+Tenancy: the tenant is only known once the event is parsed and its checkout found, so
+`tenant_id` is null when the row is recorded (the `untenanted_insert` RLS policy allows exactly
+that) and set by the processor, which reads across tenants in the audited system context.
+A tenant context sees only its own (processed) events.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from apps.tenancy.models import Organization
+
+
+class WebhookEvent(models.Model):
+    """One provider event. Status: `received` → `processed` | `ignored` (unknown or
+    informational event type) | `failed` (`error`, `traceback`; retried, replayable)."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PROCESSED = "processed", "Processed"
+        IGNORED = "ignored", "Ignored"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Organization, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    provider = models.CharField(max_length=20)
+    event_id = models.CharField(max_length=255)
+    event_type = models.CharField(max_length=100)
+    # What the envelope said at receipt (the processor re-parses the raw body; these are for
+    # operators and lookups).
+    payment_status = models.CharField(max_length=20, blank=True, default="")
+    reference = models.CharField(max_length=255, blank=True, default="")
+    checkout_id = models.UUIDField(null=True, blank=True)
+    raw_body = models.BinaryField()
+    headers = models.JSONField(default=dict)
+    received_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    attempts = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=200, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "event_id"], name="payments_webhook_unique_provider_event"),
+            models.CheckConstraint(
+                condition=models.Q(status__in=["received", "processed", "ignored", "failed"]),
+                name="payments_webhook_status_valid",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "received_at"], name="payments_webhook_status_recv"),
+            models.Index(fields=["checkout_id"], name="payments_webhook_checkout"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.event_id} {self.event_type} ({self.status})"

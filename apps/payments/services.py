@@ -1,0 +1,314 @@
+"""Writes of the webhook event ledger: record a delivery, process it, replay it.
+
+Record first, process after (DESIGN "Known traps": ATOMIC_REQUESTS would roll the ledger row
+back with a failing handler and the provider would retry into the same failure):
+
+1. `webhook_event_record` (the endpoint, after the signature check on the raw bytes): ONE short
+   transaction, `INSERT ... ON CONFLICT DO NOTHING` (the (provider, event id) key) plus, only for a new
+   row, a `webhook.received` outbox message. 20 concurrent deliveries of one event id make one
+   row and one message: the losers wait on the unique index and then do nothing.
+2. `webhook_event_process` (the outbox consumer): in one transaction with its inbox row, re-parses
+   the raw body, finds the checkout across tenants (system context), stamps the event with that
+   tenant, then applies the payment fact in the tenant's context
+   (`apps.commerce.services.transaction_apply_fact`). A failure rolls all of it back and is then
+   recorded on the event (`failed`, error, traceback) in its own transaction; the consumer
+   retries with backoff, an operator can replay.
+3. `webhook_events_replay` (admin action, `manage.py webhooks_replay`): audited; publishes a
+   fresh `webhook.received` message per event. Processing is idempotent by construction
+   (derived state, unique keys), so replaying a processed event changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.commerce.errors import PaymentForUnknownCheckout
+from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout
+from apps.commerce.services import PaymentFact, transaction_apply_fact
+from apps.core.problems import DomainError
+from apps.outbox.services import consume_once, outbox_publish
+from apps.payments.models import WebhookEvent
+from apps.payments.providers.base import PaymentStatus, WebhookEnvelope, WebhookPayloadError
+from apps.payments.providers.registry import get_provider
+from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import User
+from apps.tenancy.services import audit_record
+
+logger = logging.getLogger("darkroom.payments.webhooks")
+
+TOPIC_WEBHOOK_RECEIVED = "webhook.received"
+TOPIC_CAPTURE_REQUESTED = "payment.capture_requested"
+CONSUMER = "payments.process_webhook"
+SYSTEM_REASON = "webhook processing"
+# Headers worth keeping with a delivery (signatures, ids, content type); never cookies or
+# credentials, which a provider does not send and an attacker's probe should not plant.
+_DROPPED_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization"})
+_FACT_OF_STATUS: dict[PaymentStatus, str] = {
+    PaymentStatus.PAID: "paid",
+    PaymentStatus.FAILED: "failed",
+    PaymentStatus.EXPIRED: "expired",
+    PaymentStatus.REFUNDED: "refunded",
+}
+
+
+class ProviderMismatch(DomainError):
+    """A provider's event names a checkout paid through another provider: never act on it."""
+
+    status_code = 409
+    slug = "webhook-provider-mismatch"
+    title = "Event from another provider"
+
+
+NON_RETRYABLE: tuple[type[Exception], ...] = (WebhookPayloadError, ProviderMismatch)
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    webhook_event_id: uuid.UUID
+    created: bool
+
+
+def storable_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in headers.items() if name.lower() not in _DROPPED_HEADERS}
+
+
+def _uuid_or_none(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None
+
+
+# No conflict target on purpose: naming one makes Postgres require SELECT on the new row, and the
+# tenant SELECT policy refuses an untenanted row. The only other unique key is the random id.
+_INSERT_SQL = f"""
+INSERT INTO {WebhookEvent._meta.db_table}
+    (id, tenant_id, provider, event_id, event_type, payment_status, reference, checkout_id, raw_body,
+     headers, received_at, status, attempts, outcome, error, traceback, processed_at)
+VALUES (%s, NULL, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'received', 0, '', '', '', NULL)
+ON CONFLICT DO NOTHING
+"""
+
+
+@transaction.atomic(durable=True)
+def webhook_event_record(
+    *, provider: str, envelope: WebhookEnvelope, body: bytes, headers: Mapping[str, str]
+) -> RecordResult:
+    """Record an authenticated delivery once per (provider, event id), with its outbox message.
+
+    Outermost transaction, short: one insert (no row is read, nothing else is locked) and, for
+    a new event, one outbox row; both commit together. Runs with no tenant context: the row is
+    untenanted until processing (RLS `untenanted_insert`), hence no RETURNING (the runtime role
+    may not read an untenanted row) and an id made here. `created` is False for a duplicate.
+    """
+    event_pk = uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_SQL,
+            [
+                event_pk,
+                provider,
+                envelope.event_id[:255],
+                envelope.event_type[:100],
+                str(envelope.status),
+                (envelope.reference or "")[:255],
+                _uuid_or_none(envelope.checkout_id),
+                body,
+                json.dumps(storable_headers(headers)),
+                timezone.now(),
+            ],
+        )
+        created = cursor.rowcount == 1
+    if created:
+        outbox_publish(
+            topic=TOPIC_WEBHOOK_RECEIVED,
+            tenant_id=None,
+            aggregate_type="webhook_event",
+            aggregate_id=event_pk,
+            payload={"webhook_event_id": str(event_pk)},
+        )
+    return RecordResult(webhook_event_id=event_pk, created=created)
+
+
+# --- processing ----------------------------------------------------------------------------
+
+
+def _resolve_checkout(*, envelope: WebhookEnvelope) -> tuple[int, uuid.UUID, str] | None:
+    """(tenant id, checkout id, provider) of the checkout an event is about, across tenants.
+
+    Caller is in the system context. By the checkout id the provider echoes back, else by the
+    provider reference stored on the checkout."""
+    checkout_id = _uuid_or_none(envelope.checkout_id)
+    row = None
+    if checkout_id is not None:
+        row = Checkout.objects.filter(pk=checkout_id).values_list("tenant_id", "pk", "provider").first()
+    if row is None and envelope.reference and envelope.provider in PROVIDER_REFERENCE_FIELD:
+        column = PROVIDER_REFERENCE_FIELD[envelope.provider]
+        row = Checkout.objects.filter(**{column: envelope.reference}).values_list("tenant_id", "pk", "provider").first()
+    return row
+
+
+def _finish(event: WebhookEvent, *, status: str, outcome: str) -> str:
+    event.status = status
+    event.outcome = outcome[:200]
+    event.error = ""
+    event.traceback = ""
+    event.processed_at = timezone.now()
+    with system_context(SYSTEM_REASON):
+        event.save(
+            update_fields=[
+                "tenant",
+                "checkout_id",
+                "status",
+                "attempts",
+                "outcome",
+                "error",
+                "traceback",
+                "processed_at",
+            ]
+        )
+    return outcome
+
+
+def _process(*, webhook_event_id: uuid.UUID | str) -> str:
+    """Apply one recorded event (in the caller's transaction; the event row is locked)."""
+    with system_context(SYSTEM_REASON):
+        event = WebhookEvent.objects.select_for_update().get(pk=webhook_event_id)
+    event.attempts += 1
+    envelope = get_provider(event.provider).parse_webhook(body=bytes(event.raw_body), headers=event.headers)
+    if envelope.status in (PaymentStatus.UNKNOWN, PaymentStatus.PENDING):
+        return _finish(event, status=WebhookEvent.Status.IGNORED, outcome=f"ignored: {envelope.status} event")
+    with system_context(SYSTEM_REASON):
+        resolved = _resolve_checkout(envelope=envelope)
+    if resolved is None:
+        raise PaymentForUnknownCheckout(
+            f"No checkout for {event.provider} event {event.event_id} "
+            f"(checkout {envelope.checkout_id!r}, reference {envelope.reference!r})."
+        )
+    tenant_id, checkout_id, checkout_provider = resolved
+    if checkout_provider != event.provider:
+        raise ProviderMismatch(f"Checkout {checkout_id} is paid through {checkout_provider}, not {event.provider}.")
+    event.tenant_id = tenant_id
+    event.checkout_id = checkout_id
+    with tenant_context(tenant_id):
+        if envelope.status == PaymentStatus.APPROVED:
+            outbox_publish(
+                topic=TOPIC_CAPTURE_REQUESTED,
+                tenant_id=tenant_id,
+                aggregate_type="checkout",
+                aggregate_id=checkout_id,
+                payload={"checkout_id": str(checkout_id), "reference": envelope.reference or ""},
+            )
+            return _finish(event, status=WebhookEvent.Status.PROCESSED, outcome="approved: capture requested")
+        fact = PaymentFact(
+            status=_FACT_OF_STATUS[envelope.status],  # type: ignore[arg-type]
+            source=f"{event.provider}:{event.event_id}",
+            amount_minor=envelope.amount_minor,
+            currency=envelope.currency,
+            payment_id=envelope.payment_id,
+            reference=envelope.reference,
+        )
+        if fact.status == "refunded" and envelope.amount_minor is not None:
+            total = Checkout.objects.filter(pk=checkout_id).values_list("amount_minor", flat=True).first() or 0
+            if envelope.amount_minor < total:
+                return _finish(
+                    event,
+                    status=WebhookEvent.Status.PROCESSED,
+                    outcome=f"partial refund {envelope.amount_minor} of {total}: no state change",
+                )
+        outcome = transaction_apply_fact(tenant_id=tenant_id, checkout_id=checkout_id, fact=fact)
+    return _finish(event, status=WebhookEvent.Status.PROCESSED, outcome=outcome.describe())
+
+
+def _record_failure(*, webhook_event_id: uuid.UUID | str, exc: BaseException) -> None:
+    """Note a failed attempt on the event, in its own transaction (processing rolled back)."""
+    with system_context(SYSTEM_REASON), transaction.atomic(durable=True):
+        event = WebhookEvent.objects.select_for_update().filter(pk=webhook_event_id).first()
+        if event is None:
+            return
+        event.status = WebhookEvent.Status.FAILED
+        event.attempts += 1
+        event.error = f"{type(exc).__name__}: {exc}"[:4000]
+        event.traceback = "".join(traceback.format_exception(exc))[-20_000:]
+        event.save(update_fields=["status", "attempts", "error", "traceback"])
+
+
+def webhook_event_process(*, webhook_event_id: uuid.UUID | str, message_id: uuid.UUID | str) -> str:
+    """Process a recorded event once per outbox message; returns the outcome.
+
+    Must run outside any transaction. Opens one (via `consume_once`) holding the inbox row of
+    (`payments.process_webhook`, message id), the event's row lock and every effect; a
+    redelivered message is a no-op. On failure everything rolls back, the failure is recorded
+    on the event, and the error is re-raised for the consumer's retry, except for errors no
+    retry can fix (malformed body, provider mismatch), which are recorded and returned.
+    """
+    with system_context(SYSTEM_REASON):
+        pass  # audit the reason outside the processing transaction, which may roll back
+    try:
+        with consume_once(consumer=CONSUMER, message_id=message_id) as first:
+            if not first:
+                return "duplicate message: skipped"
+            return _process(webhook_event_id=webhook_event_id)
+    except NON_RETRYABLE as exc:
+        _record_failure(webhook_event_id=webhook_event_id, exc=exc)
+        logger.error("webhook event failed for good", extra={"webhook_event_id": str(webhook_event_id)})
+        return f"failed: {exc}"
+    except Exception as exc:
+        _record_failure(webhook_event_id=webhook_event_id, exc=exc)
+        raise
+
+
+@transaction.atomic(durable=True)
+def webhook_events_replay(
+    *,
+    ids: Iterable[uuid.UUID | str] | None = None,
+    failed: bool = False,
+    actor: User | None = None,
+    actor_label: str = "",
+) -> list[uuid.UUID]:
+    """Queue events for processing again; one audit row per event. Returns the replayed ids.
+
+    Outermost transaction; the caller acts in the system context (admin, CLI). Replays the
+    events among `ids`, or every `failed` one with `failed=True`. Each gets a fresh
+    `webhook.received` outbox message (a new message id, so the consumer's inbox lets it
+    through); processing is idempotent, so a replay of a processed event changes nothing.
+    """
+    if ids is None and not failed:
+        raise ValueError("name the events to replay, or pass failed=True")
+    queryset = WebhookEvent.objects.all()
+    if ids is not None:
+        queryset = queryset.filter(pk__in=[uuid.UUID(str(i)) for i in ids])
+    if failed:
+        queryset = queryset.filter(status=WebhookEvent.Status.FAILED)
+    events = list(queryset.select_for_update().order_by("received_at", "pk"))
+    for event in events:
+        outbox_publish(
+            topic=TOPIC_WEBHOOK_RECEIVED,
+            tenant_id=None,
+            aggregate_type="webhook_event",
+            aggregate_id=event.pk,
+            payload={"webhook_event_id": str(event.pk), "replay": True},
+        )
+        audit_record(
+            action="webhook_event.replay",
+            tenant_id=event.tenant_id,
+            actor_user=actor,
+            actor_label=actor_label,
+            target_type="webhook_event",
+            target_id=str(event.pk),
+            data={
+                "provider": event.provider,
+                "event_id": event.event_id,
+                "status": event.status,
+                "error": event.error[:500],
+            },
+        )
+    return [event.pk for event in events]

@@ -1,0 +1,69 @@
+"""Fixtures shared by the commerce and payments (webhook, end-to-end) tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings
+from django.db import connection
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from config.celery_app import app as celery_app
+from tests.commerce.helpers import new_key
+from tests.factories.commerce import Shop, make_shop
+from tests.fixtures import TenantBundle
+
+WORKER_QUEUES = ["default", "payments", "notifications"]
+
+
+def purge_queues() -> None:
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in settings.DARKROOM_QUEUES:
+            channel.queue_purge(queue)
+
+
+@pytest.fixture
+def shop_a(tenant_a: TenantBundle) -> Shop:
+    return make_shop(org=tenant_a.org)
+
+
+@pytest.fixture
+def shop_b(tenant_b: TenantBundle) -> Shop:
+    return make_shop(org=tenant_b.org, currency="USD")
+
+
+@contextmanager
+def worker_running(*, purge_first: bool = True) -> Iterator[None]:
+    """A real Celery worker (solo pool, in a thread) on the queues commerce uses; sandbox webhook
+    deliveries go through Django's WSGI handler in-process (no server)."""
+    if purge_first:
+        purge_queues()
+    with (
+        override_settings(SANDBOX_WEBHOOK_TRANSPORT="tests.commerce.helpers.WsgiTransport"),
+        start_worker(celery_app, pool="solo", perform_ping_check=False, queues=WORKER_QUEUES, loglevel="WARNING"),
+    ):
+        yield
+    connection.close()
+    purge_queues()
+
+
+@pytest.fixture
+def celery_worker_thread() -> Iterator[None]:
+    with worker_running():
+        yield
+
+
+def post_checkout(client: APIClient, body: dict[str, Any], *, key: str | None = None) -> Any:
+    return client.post("/api/v1/checkouts", body, format="json", HTTP_IDEMPOTENCY_KEY=key or new_key())
+
+
+def checkout_body(
+    shop: Shop, *lines: dict[str, Any], provider: str = "sandbox", email: str = "ann@example.test"
+) -> dict[str, Any]:
+    return {"email": email, "provider": provider, "lines": list(lines)}

@@ -1,0 +1,126 @@
+"""The provider session is created after commit, with the checkout id as idempotency key; a
+provider failure leaves a checkout the client can retry, never a second session."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.db.transaction import TransactionManagementError
+from django.test import override_settings
+
+from apps.commerce.models import Checkout
+from apps.commerce.services import checkout_payment_session_ensure
+from apps.payments.providers.base import ProviderError
+from apps.tenancy.context import tenant_context
+from tests.commerce.fixtures import checkout_body, post_checkout
+from tests.commerce.helpers import drain_outbox, new_key, pending_topics
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class FakeFlutterwave:
+    """A local HTTP server answering `POST /v3/payments` like Flutterwave, from a script."""
+
+    def __init__(self) -> None:
+        self.script: list[int] = []
+        self.requests: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                status = fake.script.pop(0) if fake.script else 200
+                if status == 200:
+                    payload = {
+                        "status": "success",
+                        "data": {"link": f"https://checkout.flutterwave.test/pay/{body['tx_ref']}"},
+                    }
+                else:
+                    payload = {"status": "error", "message": f"scripted {status}"}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v3"
+
+
+@pytest.fixture
+def flutterwave() -> Iterator[FakeFlutterwave]:
+    fake = FakeFlutterwave()
+    fake.thread.start()
+    with override_settings(FLUTTERWAVE_API_BASE=fake.api_base):
+        yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def test_provider_outage_leaves_a_retryable_checkout_and_the_retry_reuses_the_idempotency_key(
+    tenant_a, shop_a, flutterwave
+):
+    # given: Flutterwave answers 503 to the first session request
+    flutterwave.script = [503]
+    created = post_checkout(
+        tenant_a.client(), checkout_body(shop_a, {"product": shop_a.download.pk}, provider="flutterwave")
+    ).json()
+    # when: the consumer tries to create the session
+    with pytest.raises(ProviderError) as failure:
+        drain_outbox()
+    assert failure.value.retryable
+    # then: the checkout is still there, awaiting its session, with the error shown
+    detail = tenant_a.client().get(f"/api/v1/checkouts/{created['id']}").json()
+    assert (detail["status"], detail["payment_url"]) == ("awaiting_payment_session", None)
+    assert "503" in detail["payment_session_error"]
+    # when: the client asks again through the retry endpoint, and the provider is back
+    retry = tenant_a.client().post(f"/api/v1/checkouts/{created['id']}/payment-session", HTTP_IDEMPOTENCY_KEY=new_key())
+    assert retry.status_code == 202
+    assert pending_topics() == ["checkout.payment_session_requested"]
+    drain_outbox()
+    # then: one session, stored once; both attempts carried the checkout id as idempotency key
+    detail = tenant_a.client().get(f"/api/v1/checkouts/{created['id']}").json()
+    assert detail["status"] == "awaiting_payment"
+    assert detail["payment_url"] == f"https://checkout.flutterwave.test/pay/{created['id']}"
+    assert detail["payment_session_error"] is None
+    assert [r["headers"]["X-Idempotency-Key"] for r in flutterwave.requests] == [created["id"], created["id"]]
+    assert [r["body"]["tx_ref"] for r in flutterwave.requests] == [created["id"], created["id"]]
+    assert flutterwave.requests[0]["body"]["amount"] == "9.00"
+    with tenant_context(tenant_a.org.pk):
+        checkout = Checkout.objects.get(pk=created["id"])
+    assert (checkout.flutterwave_tx_ref, checkout.payment_session_attempts) == (created["id"], 2)
+    # and: another ensure (e.g. a redelivered message) does not call the provider again
+    with tenant_context(tenant_a.org.pk):
+        checkout_payment_session_ensure(checkout_id=created["id"])
+    assert len(flutterwave.requests) == 2
+
+
+def test_final_provider_refusal_is_recorded_without_retry(tenant_a, shop_a, flutterwave):
+    flutterwave.script = [400]
+    created = post_checkout(
+        tenant_a.client(), checkout_body(shop_a, {"product": shop_a.download.pk}, provider="flutterwave")
+    ).json()
+    drain_outbox()  # not raised: a 400 cannot be fixed by retrying
+    detail = tenant_a.client().get(f"/api/v1/checkouts/{created['id']}").json()
+    assert detail["status"] == "awaiting_payment_session" and "400" in detail["payment_session_error"]
+
+
+def test_provider_is_never_called_inside_a_transaction(tenant_a, shop_a):
+    created = post_checkout(tenant_a.client(), checkout_body(shop_a, {"product": shop_a.download.pk})).json()
+    with tenant_context(tenant_a.org.pk), transaction.atomic(), pytest.raises(TransactionManagementError):
+        checkout_payment_session_ensure(checkout_id=created["id"])

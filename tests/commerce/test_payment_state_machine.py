@@ -1,0 +1,270 @@
+"""The transaction state machine through the real webhook endpoint and consumers: duplicates
+and out-of-order events change nothing twice; every effect exists exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from apps.commerce.models import Checkout, Entitlement, InventoryReservation, Receipt, Refund, Transaction
+from apps.commerce.services import checkouts_expire_due, platform_fee_minor
+from apps.ledger.models import LedgerAccount, LedgerEvent
+from apps.outbox.models import OutboxMessage
+from apps.payments.models import WebhookEvent
+from apps.payments.providers.base import PaymentStatus
+from apps.payments.providers.sandbox import build_event
+from apps.tenancy.context import system_context, tenant_context
+from tests.commerce.fixtures import checkout_body, post_checkout, purge_queues
+from tests.commerce.helpers import (
+    deliver,
+    drain_outbox,
+    sandbox_failed,
+    sandbox_paid,
+    sandbox_provider,
+    sandbox_refunded,
+    system_count,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _empty_broker() -> Iterator[None]:
+    purge_queues()
+    yield
+    purge_queues()
+
+
+def open_checkout(tenant, shop, *lines) -> Checkout:
+    """A committed checkout whose sandbox session exists (the consumer ran)."""
+    response = post_checkout(tenant.client(), checkout_body(shop, *lines))
+    assert response.status_code == 201, response.content
+    drain_outbox()
+    with tenant_context(tenant.org.pk):
+        return Checkout.objects.get(pk=response.json()["id"])
+
+
+def state(tenant, checkout_id) -> dict:
+    with tenant_context(tenant.org.pk):
+        checkout = Checkout.objects.get(pk=checkout_id)
+        txn = Transaction.objects.get(checkout_id=checkout_id)
+        return {
+            "checkout": checkout.status,
+            "transaction": txn.status,
+            "entitlements": Entitlement.objects.filter(checkout_id=checkout_id, revoked_at__isnull=True).count(),
+            "revoked": Entitlement.objects.filter(checkout_id=checkout_id, revoked_at__isnull=False).count(),
+            "credits": LedgerEvent.objects.filter(reference=f"checkout:{checkout_id}", kind="credit").count(),
+            "debits": LedgerEvent.objects.filter(reference=f"checkout:{checkout_id}", kind="debit").count(),
+            "receipts": Receipt.objects.filter(checkout_id=checkout_id).count(),
+            "refunds": Refund.objects.filter(transaction=txn).count(),
+            "reservations": sorted(
+                InventoryReservation.objects.filter(checkout_id=checkout_id).values_list("status", flat=True)
+            ),
+        }
+
+
+ALL_LINES = ({"product": "download"}, {"product": "print", "quantity": 2}, {"product": "bulk"})
+
+
+def lines_of(shop, *specs):
+    return [{**spec, "product": getattr(shop, spec["product"]).pk} for spec in specs]
+
+
+def test_paid_event_delivered_three_times_grants_everything_once(tenant_a, shop_a):
+    # given: a checkout with a download and two prints of one photo, and the event's bulk product
+    checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, *ALL_LINES))
+    # when: the shopper pays and the provider delivers the event three times
+    statuses = deliver([sandbox_paid(str(checkout.pk))], duplicates=3)
+    handled = drain_outbox()
+    # then: every delivery answered 200, one event recorded and processed once
+    assert statuses == [200, 200, 200]
+    assert handled.count("webhook.received") == 1
+    assert system_count(lambda: WebhookEvent.objects.filter(status="processed")) == 1
+    # and: paid; one entitlement per photo plus one for the event; one credit per line; one receipt
+    assert state(tenant_a, checkout.pk) == {
+        "checkout": "paid",
+        "transaction": "paid",
+        "entitlements": 2,
+        "revoked": 0,
+        "credits": 3,
+        "debits": 0,
+        "receipts": 1,
+        "refunds": 0,
+        "reservations": ["confirmed"],
+    }
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].to == ["ann@example.test"]
+    assert mail.outbox[0].extra_headers["Message-ID"].startswith(f"<receipt-{checkout.pk}@")
+    # and: the photographer is credited net of the platform fee; the bulk line goes to the owner
+    with tenant_context(tenant_a.org.pk):
+        credits = dict(
+            LedgerEvent.objects.filter(reference=f"checkout:{checkout.pk}").values_list(
+                "idempotency_key", "amount_minor"
+            )
+        )
+        wallet = LedgerAccount.objects.get(owner=shop_a.photographer, kind="wallet")
+        owner_wallet = LedgerAccount.objects.get(owner=tenant_a.owner, kind="wallet")
+    with tenant_context(tenant_a.org.pk):
+        by_kind = {line.kind: line for line in Checkout.objects.get(pk=checkout.pk).lines.all()}
+    assert credits == {
+        f"sale:{checkout.pk}:{line.pk}": line.amount_minor - platform_fee_minor(line.amount_minor)
+        for line in by_kind.values()
+    }
+    with tenant_context(tenant_a.org.pk):
+        accounts = set(
+            LedgerEvent.objects.filter(reference=f"checkout:{checkout.pk}").values_list("account_id", flat=True)
+        )
+    assert accounts == {wallet.pk, owner_wallet.pk}
+    # and: processing the same event again (a replayed message) changes nothing
+    from apps.payments.services import webhook_events_replay
+
+    with system_context("test replay"):
+        webhook_events_replay(failed=False, ids=list(WebhookEvent.objects.values_list("pk", flat=True)))
+    drain_outbox()
+    assert state(tenant_a, checkout.pk)["credits"] == 3
+    assert len(mail.outbox) == 1
+
+
+def test_refund_arriving_before_the_payment_ends_refunded_and_grants_nothing(tenant_a, shop_a):
+    # given: a checkout paid and refunded at the provider
+    checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "download"}, {"product": "print"}))
+    paid = sandbox_paid(str(checkout.pk))
+    refunded = sandbox_refunded(str(checkout.pk), checkout.amount_minor)
+    # when: the refund is delivered and processed first, the payment after it
+    deliver([refunded])
+    drain_outbox()
+    deliver([paid])
+    drain_outbox()
+    # then: refunded, nothing granted, the stock back, no receipt
+    assert state(tenant_a, checkout.pk) == {
+        "checkout": "refunded",
+        "transaction": "refunded",
+        "entitlements": 0,
+        "revoked": 0,
+        "credits": 0,
+        "debits": 0,
+        "receipts": 0,
+        "refunds": 0,
+        "reservations": ["released"],
+    }
+    assert shop_a.stock_quantity() == 10
+    assert mail.outbox == []
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_paid_and_refunded_shuffled_three_times_each_end_refunded_with_effects_balanced(tenant_a, shop_a, seed):
+    # given: paid and refunded events of one checkout
+    checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "download"}))
+    events = [sandbox_paid(str(checkout.pk)), sandbox_refunded(str(checkout.pk), checkout.amount_minor)]
+    # when: each is delivered three times, all shuffled, processed in delivery order
+    assert deliver(events, duplicates=3, shuffle=True, seed=seed) == [200] * 6
+    drain_outbox()
+    # then: refunded whatever the order; two events recorded; anything granted was taken back once
+    result = state(tenant_a, checkout.pk)
+    assert (result["checkout"], result["transaction"]) == ("refunded", "refunded")
+    assert system_count(lambda: WebhookEvent.objects.all()) == 2
+    assert result["entitlements"] == 0
+    assert result["credits"] == result["debits"] <= 1
+    assert result["revoked"] == result["credits"]
+
+
+def test_refund_after_fulfilment_revokes_entitlements_and_reverses_credits(tenant_a, shop_a):
+    checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "download"}, {"product": "bulk"}))
+    deliver([sandbox_paid(str(checkout.pk))])
+    drain_outbox()
+    deliver([sandbox_refunded(str(checkout.pk), checkout.amount_minor)], duplicates=2)
+    drain_outbox()
+    result = state(tenant_a, checkout.pk)
+    assert (result["checkout"], result["transaction"]) == ("refunded", "refunded")
+    assert (result["entitlements"], result["revoked"], result["credits"], result["debits"]) == (0, 2, 2, 2)
+
+
+def test_failed_payment_closes_the_checkout_and_releases_stock_once(tenant_a, shop_a):
+    checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "print", "quantity": 3}))
+    assert shop_a.stock_quantity() == 7
+    deliver([sandbox_failed(str(checkout.pk))], duplicates=3)
+    drain_outbox()
+    result = state(tenant_a, checkout.pk)
+    assert (result["checkout"], result["transaction"], result["reservations"]) == ("failed", "failed", ["released"])
+    assert shop_a.stock_quantity() == 10
+    # and: a payment event arriving afterwards is not kept: a refund is requested
+    late = build_event(
+        status=PaymentStatus.PAID,
+        reference=f"sbx_{checkout.pk}",
+        checkout_id=str(checkout.pk),
+        amount_minor=checkout.amount_minor,
+        currency="EUR",
+    )
+    deliver([late])
+    drain_outbox(topics={"webhook.received"})
+    result = state(tenant_a, checkout.pk)
+    assert (result["transaction"], result["entitlements"], result["refunds"]) == ("paid", 0, 1)
+    assert shop_a.stock_quantity() == 10
+
+
+def test_late_payment_after_expiry_is_refunded_through_the_adapter(tenant_a, shop_a):
+    # given: a checkout whose reservation expired unpaid (stock released)
+    checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "print", "quantity": 2}))
+    assert checkouts_expire_due(now=timezone.now() + timedelta(hours=1)) == 1
+    assert state(tenant_a, checkout.pk)["reservations"] == ["released"]
+    assert shop_a.stock_quantity() == 10
+    # when: the shopper pays anyway at the provider, and the event is processed
+    deliver([sandbox_paid(str(checkout.pk))])
+    handled = drain_outbox()
+    # then: nothing granted; a refund was requested and submitted to the provider, once
+    assert handled.count("payment.refund_requested") == 1
+    result = state(tenant_a, checkout.pk)
+    assert (result["checkout"], result["transaction"], result["entitlements"], result["credits"]) == (
+        "expired",
+        "paid",
+        0,
+        0,
+    )
+    with tenant_context(tenant_a.org.pk):
+        refund = Refund.objects.get()
+    assert (refund.reason, refund.status, refund.amount_minor) == ("late_payment", "submitted", checkout.amount_minor)
+    provider_view = sandbox_provider().fetch_status(reference=f"sbx_{checkout.pk}")
+    assert provider_view.status == PaymentStatus.REFUNDED
+    assert refund.provider_refund_id.startswith("re_sbx_")
+    # and: the provider's refund webhook then ends the transaction refunded; stock stays released
+    deliver([sandbox_provider().refunded_event(reference=f"sbx_{checkout.pk}")])
+    drain_outbox()
+    assert state(tenant_a, checkout.pk)["transaction"] == "refunded"
+    assert shop_a.stock_quantity() == 10
+
+
+def test_charged_amount_differing_from_the_checkout_is_refunded_not_fulfilled(tenant_a, shop_a):
+    checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "download"}))
+    wrong = build_event(
+        status=PaymentStatus.PAID,
+        reference=f"sbx_{checkout.pk}",
+        checkout_id=str(checkout.pk),
+        amount_minor=1,
+        currency="EUR",
+        event_id="evt_sbx_wrong_amount",
+    )
+    deliver([wrong])
+    drain_outbox(topics={"webhook.received"})
+    result = state(tenant_a, checkout.pk)
+    assert (result["checkout"], result["entitlements"], result["refunds"]) == ("failed", 0, 1)
+    with tenant_context(tenant_a.org.pk):
+        assert Refund.objects.get().reason == "amount_mismatch"
+
+
+def test_expiry_releases_stock_exactly_once_and_skips_paid_checkouts(tenant_a, shop_a):
+    unpaid = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "print", "quantity": 2}))
+    paid = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "print", "quantity": 3}))
+    deliver([sandbox_paid(str(paid.pk))])
+    drain_outbox()
+    later = timezone.now() + timedelta(hours=1)
+    assert checkouts_expire_due(now=later) == 1
+    assert checkouts_expire_due(now=later) == 0
+    assert shop_a.stock_quantity() == 7
+    assert state(tenant_a, unpaid.pk)["checkout"] == "expired"
+    assert state(tenant_a, paid.pk)["checkout"] == "paid"
+    with system_context("test"):
+        assert not OutboxMessage.objects.filter(status="pending").exists()

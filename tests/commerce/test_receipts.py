@@ -1,0 +1,102 @@
+"""The receipt email: written with the payment, sent once, outside any transaction."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from django.core import mail
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.test import override_settings
+
+from apps.commerce.models import Receipt
+from apps.commerce.services import ReceiptBusy, receipt_send
+from apps.tenancy.context import tenant_context
+from tests.commerce.fixtures import checkout_body, post_checkout, purge_queues
+from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class ExplodingBackend:
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def send_messages(self, messages) -> int:
+        raise ConnectionRefusedError("smtp down")
+
+
+@pytest.fixture(autouse=True)
+def _empty_broker() -> Iterator[None]:
+    purge_queues()
+    yield
+    purge_queues()
+
+
+def paid_checkout(tenant, shop, *, drain_receipt: bool = True) -> str:
+    checkout_id = post_checkout(tenant.client(), checkout_body(shop, {"product": shop.download.pk})).json()["id"]
+    drain_outbox()
+    deliver([sandbox_paid(checkout_id)])
+    drain_outbox(topics={"webhook.received"})
+    if drain_receipt:
+        drain_outbox()
+    return checkout_id
+
+
+def test_receipt_is_sent_once_whatever_the_redeliveries(tenant_a, shop_a):
+    checkout_id = paid_checkout(tenant_a, shop_a)
+    assert len(mail.outbox) == 1
+    message = mail.outbox[0]
+    assert "Total paid: 9.00 EUR" in message.body and str(checkout_id) in message.body
+    # when: the checkout.paid message is delivered again, twice
+    with tenant_context(tenant_a.org.pk):
+        assert receipt_send(checkout_id=checkout_id) is False
+        assert receipt_send(checkout_id=checkout_id) is False
+        receipt = Receipt.objects.get(checkout_id=checkout_id)
+    # then: still one email; the receipt is recorded sent
+    assert len(mail.outbox) == 1
+    assert (receipt.status, receipt.attempts) == ("sent", 1)
+
+
+def test_concurrent_senders_send_one_email(tenant_a, shop_a):
+    checkout_id = paid_checkout(tenant_a, shop_a, drain_receipt=False)
+    results: list[object] = []
+
+    def send() -> None:
+        try:
+            with tenant_context(tenant_a.org.pk):
+                results.append(receipt_send(checkout_id=checkout_id))
+        except ReceiptBusy as exc:
+            results.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(mail.outbox) == 1
+    assert results.count(True) == 1
+
+
+def test_backend_failure_gives_the_claim_back_and_a_retry_sends(tenant_a, shop_a):
+    checkout_id = paid_checkout(tenant_a, shop_a, drain_receipt=False)
+    with override_settings(EMAIL_BACKEND="tests.commerce.test_receipts.ExplodingBackend"):
+        with tenant_context(tenant_a.org.pk), pytest.raises(ConnectionRefusedError):
+            receipt_send(checkout_id=checkout_id)
+    with tenant_context(tenant_a.org.pk):
+        receipt = Receipt.objects.get(checkout_id=checkout_id)
+        assert (receipt.status, receipt.claimed_until) == ("pending", None)
+        assert "smtp down" in receipt.last_error
+        assert receipt_send(checkout_id=checkout_id) is True
+    assert len(mail.outbox) == 1
+
+
+def test_mail_is_never_sent_inside_a_transaction(tenant_a, shop_a):
+    checkout_id = paid_checkout(tenant_a, shop_a, drain_receipt=False)
+    with tenant_context(tenant_a.org.pk), transaction.atomic(), pytest.raises(TransactionManagementError):
+        receipt_send(checkout_id=checkout_id)
+    assert mail.outbox == []

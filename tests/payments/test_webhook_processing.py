@@ -1,0 +1,155 @@
+"""Processing of recorded webhook events: failures are recorded (error, traceback) and leave no
+partial effect; replays (admin action, management command) are audited and change nothing twice."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from apps.commerce.errors import PaymentForUnknownCheckout
+from apps.commerce.models import Checkout, Entitlement
+from apps.ledger.models import LedgerEvent
+from apps.outbox.models import OutboxMessage
+from apps.payments.models import WebhookEvent
+from apps.payments.providers.base import PaymentStatus
+from apps.payments.providers.sandbox import build_event
+from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import AuditLog
+from tests.commerce.fixtures import checkout_body, post_checkout, purge_queues
+from tests.commerce.helpers import deliver, drain_outbox, pending_topics, sandbox_paid, system_count
+from tests.factories.commerce import Shop, make_shop
+from tests.factories.tenancy import UserFactory
+from tests.payments.signing_helpers import stripe_headers, stripe_session_completed
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def shop(tenant_a) -> Shop:
+    return make_shop(org=tenant_a.org)
+
+
+@pytest.fixture(autouse=True)
+def _empty_broker() -> Iterator[None]:
+    purge_queues()
+    yield
+    purge_queues()
+
+
+def the_event() -> WebhookEvent:
+    with system_context("test"):
+        return WebhookEvent.objects.get()
+
+
+def orphan_paid_event():
+    checkout_id = str(uuid.uuid4())
+    return build_event(
+        status=PaymentStatus.PAID,
+        reference=f"sbx_{checkout_id}",
+        checkout_id=checkout_id,
+        amount_minor=900,
+        currency="EUR",
+    )
+
+
+def test_event_for_an_unknown_checkout_fails_with_error_and_traceback_and_can_be_replayed():
+    # given: an authentic event naming a checkout Darkroom does not have
+    deliver([orphan_paid_event()])
+    # when: the consumer processes it
+    with pytest.raises(PaymentForUnknownCheckout):
+        drain_outbox()
+    # then: the event is failed, with the reason and the traceback, attempt counted
+    event = the_event()
+    assert (event.status, event.attempts, event.tenant_id) == ("failed", 1, None)
+    assert "PaymentForUnknownCheckout" in event.error
+    assert "Traceback" in event.traceback and "transaction_apply_fact" not in event.traceback
+    # when: an operator replays the failed events from the command line
+    out = StringIO()
+    call_command("webhooks_replay", "--failed", "--actor", "ops:alice", stdout=out)
+    # then: one fresh message is queued and the replay is audited
+    assert json.loads(out.getvalue())["replayed"] == [str(event.pk)]
+    assert pending_topics() == ["webhook.received"]
+    with system_context("test"):
+        audit = AuditLog.objects.get(action="webhook_event.replay")
+    assert (audit.actor_label, audit.target_id) == ("ops:alice", str(event.pk))
+    with pytest.raises(PaymentForUnknownCheckout):
+        drain_outbox()
+    assert the_event().attempts == 2
+    # and: replaying by id names the ids it does not know
+    unknown = str(uuid.uuid4())
+    out = StringIO()
+    call_command("webhooks_replay", "--ids", str(event.pk), unknown, stdout=out)
+    assert json.loads(out.getvalue()) == {"replayed": [str(event.pk)], "unknown": [unknown]}
+
+
+def test_event_from_another_provider_than_the_checkouts_fails_for_good_and_touches_nothing(tenant_a, shop):
+    # given: a Stripe-signed event naming a sandbox checkout
+    checkout_id = post_checkout(tenant_a.client(), checkout_body(shop, {"product": shop.download.pk})).json()["id"]
+    drain_outbox()
+    body = stripe_session_completed(checkout_id=checkout_id, amount_minor=900)
+    headers = stripe_headers(body)
+    headers.pop("Content-Type")
+    assert (
+        Client().post("/webhooks/stripe", data=body, content_type="application/json", headers=headers).status_code
+        == 200
+    )
+    # when: it is processed (no retry would help, so nothing is raised)
+    drain_outbox()
+    # then: recorded as failed; the checkout is still waiting for its own provider
+    event = the_event()
+    assert event.status == "failed" and "ProviderMismatch" in event.error
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status == "awaiting_payment"
+        assert Entitlement.objects.count() == 0
+
+
+def test_admin_lists_events_and_its_replay_action_is_audited_and_safe(tenant_a, shop):
+    # given: a processed paid event
+    checkout_id = post_checkout(tenant_a.client(), checkout_body(shop, {"product": shop.download.pk})).json()["id"]
+    drain_outbox()
+    deliver([sandbox_paid(checkout_id)])
+    drain_outbox()
+    event = the_event()
+    assert (event.status, event.tenant_id) == ("processed", tenant_a.org.pk)
+    admin_user = UserFactory(is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(admin_user)
+    # when: a platform admin opens the ledger and replays the event
+    listing = client.get("/admin/payments/webhookevent/")
+    assert listing.status_code == 200 and b"processed" in listing.content
+    detail = client.get(f"/admin/payments/webhookevent/{event.pk}/change/")
+    assert detail.status_code == 200 and b"payment.paid" in detail.content
+    response = client.post("/admin/payments/webhookevent/", {"action": "replay", "_selected_action": [str(event.pk)]})
+    assert response.status_code == 302
+    # then: audited with the admin as actor, re-processed, and no effect doubled
+    with system_context("test"):
+        audit = AuditLog.objects.get(action="webhook_event.replay")
+    assert (audit.actor_user_id, audit.tenant_id) == (admin_user.pk, tenant_a.org.pk)
+    assert drain_outbox() == ["webhook.received"]
+    assert the_event().status == "processed"
+    with tenant_context(tenant_a.org.pk):
+        assert Entitlement.objects.count() == 1
+        assert LedgerEvent.objects.filter(reference=f"checkout:{checkout_id}").count() == 1
+
+
+def test_tenant_context_sees_only_its_own_processed_events_and_none_unprocessed(tenant_a, tenant_b, shop):
+    checkout_id = post_checkout(tenant_a.client(), checkout_body(shop, {"product": shop.download.pk})).json()["id"]
+    drain_outbox()
+    deliver([sandbox_paid(checkout_id), orphan_paid_event()])
+    with tenant_context(tenant_a.org.pk):
+        assert WebhookEvent.objects.count() == 0  # recorded, untenanted until processed
+    with pytest.raises(PaymentForUnknownCheckout):
+        drain_outbox()
+    with tenant_context(tenant_a.org.pk):
+        assert WebhookEvent.objects.count() == 1
+    with tenant_context(tenant_b.org.pk):
+        assert WebhookEvent.objects.count() == 0
+    assert system_count(lambda: WebhookEvent.objects.all()) == 2
+    with system_context("test"):
+        assert OutboxMessage.objects.filter(topic="webhook.received").count() == 2
