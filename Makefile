@@ -11,6 +11,7 @@ REQS := requirements/base.txt requirements/dev.txt
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help run test lint bench setup db services demo requirements clean
 
@@ -63,7 +64,8 @@ lint: setup
 	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/mypy apps tasks config
 
 bench: db
-	@$(PY) manage.py bench
+	@echo "==> benchmarks (sequential; figures go to bench-results/report.md). Smoke: make bench BENCH_ARGS=--smoke"
+	@$(PY) manage.py bench $(BENCH_ARGS)
 
 requirements:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
