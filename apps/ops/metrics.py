@@ -18,6 +18,11 @@ class _FunctionCollector(Collector):
     def __init__(self, fn: Callable[[], Iterable[Metric]]) -> None:
         self.fn = fn
 
+    def describe(self) -> Iterable[Metric]:
+        # Describing nothing stops the registry from calling collect() at registration time
+        # (app start, possibly before migrations ran).
+        return []
+
     def collect(self) -> Iterable[Metric]:
         return self.fn()
 

@@ -39,7 +39,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
-from kombu.exceptions import BatchPublishError
+from kombu.exceptions import BatchPublishError  # type: ignore[attr-defined]  # kombu >= 5.7; stubs lag
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from apps.outbox.models import NOTIFY_CHANNEL, OutboxMessage
