@@ -12,14 +12,16 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+LOADTEST_ARGS ?=
 
-.PHONY: help run test lint bench setup db services demo requirements clean
+.PHONY: help run test lint bench loadtest setup db services demo requirements clean
 
 help:
 	@echo "make run    set up and start web, worker, beat, relay, projector and Flower (honcho)"
 	@echo "make test   set up and run the whole test suite against real Postgres and Redis"
 	@echo "make lint   ruff (lint + format check) and mypy"
 	@echo "make bench  run the benchmarks and print the report"
+	@echo "make loadtest  Locust checkout + webhook-storm scenarios with result checks"
 
 $(STAMP): $(REQS)
 	@echo "==> virtualenv $(VENV): installing pinned requirements"
@@ -66,6 +68,10 @@ lint: setup
 bench: db
 	@echo "==> benchmarks (sequential; figures go to bench-results/report.md). Smoke: make bench BENCH_ARGS=--smoke"
 	@$(PY) manage.py bench $(BENCH_ARGS)
+
+loadtest: db
+	@echo "==> Locust: checkout and webhook storm (20% duplicates) against a local gunicorn, relay and worker"
+	@$(PY) manage.py loadtest all $(LOADTEST_ARGS)
 
 requirements:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
