@@ -30,15 +30,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
-import gevent
 from locust import FastHttpUser, between, constant_throughput, events, task
 from locust.env import Environment
 from locust.exception import StopUser
+from locust_support import RunRecorder
 
 API_KEY = os.environ.get("CHECKOUT_LOCUST_API_KEY", "")
 PRODUCTS = [int(p) for p in os.environ.get("CHECKOUT_LOCUST_PRODUCTS", "").split(",") if p.strip()]
@@ -48,15 +46,13 @@ RATE = float(os.environ.get("CHECKOUT_LOCUST_RATE", "0") or 0)
 USERS = max(1, int(os.environ.get("CHECKOUT_LOCUST_USERS", "1") or 1))
 MAX_SECONDS = float(os.environ.get("CHECKOUT_LOCUST_MAX_SECONDS", "120") or 120)
 OUT = os.environ.get("CHECKOUT_LOCUST_OUT", "")
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-_refused: list[str] = []  # set by the guard before any user starts: no request goes out
 
 CREATE = "POST /api/v1/checkouts"
 RETRY = "POST /api/v1/checkouts (retry, same key)"
 READ = "GET /api/v1/checkouts/{id}"
 
-_times_ms: dict[str, list[float]] = {}
-_window: dict[str, float] = {}
+_recorder = RunRecorder()
+_refused = _recorder.refused  # set by the guard before any user starts: no request goes out
 _created: list[str] = []
 _replayed: list[str] = []
 _statuses: dict[str, int] = {}
@@ -128,71 +124,20 @@ class Shopper(FastHttpUser):
                 r.success()
 
 
-@events.request.add_listener
-def _record(name: str, response_time: float, **_: Any) -> None:
-    now = time.time()
-    _window.setdefault("first", now - response_time / 1000)
-    _window["last"] = now
-    _times_ms.setdefault(name, []).append(response_time)
+def _precheck() -> str:
+    if not API_KEY or not PRODUCTS:
+        return "set CHECKOUT_LOCUST_API_KEY and CHECKOUT_LOCUST_PRODUCTS (manage.py loadtest checkout does)"
+    return ""
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-@events.test_start.add_listener
-def _guard(environment: Environment, **_: Any) -> None:
-    host = urlsplit(environment.host or "").hostname or ""
-    problem = ""
-    if host not in LOOPBACK:
-        problem = f"refusing to load {environment.host!r}: only loopback targets (127.0.0.1, localhost, ::1)"
-    elif not API_KEY or not PRODUCTS:
-        problem = "set CHECKOUT_LOCUST_API_KEY and CHECKOUT_LOCUST_PRODUCTS (manage.py loadtest checkout does)"
-    if problem:
-        _refused.append(problem)
-        print(problem)
-        environment.process_exit_code = 2
-        if environment.runner is not None:
-            gevent.spawn_later(0, environment.runner.quit)
-        return
-    if environment.runner is not None and not getattr(environment.parsed_options, "run_time", None):
-        gevent.spawn_later(MAX_SECONDS, environment.runner.quit)
+_recorder.install(precheck=_precheck, max_seconds=MAX_SECONDS)
 
 
 @events.quitting.add_listener
 def _report(environment: Environment, **_: Any) -> None:
-    stats = environment.stats
-    elapsed = max(_window.get("last", 0.0) - _window.get("first", 0.0), 1e-9)
-    endpoints: dict[str, Any] = {}
-    for (name, _method), entry in stats.entries.items():
-        times = _times_ms.get(name, [])
-        endpoints[name] = {
-            "requests": entry.num_requests,
-            "failures": entry.num_failures,
-            "rps": round(entry.num_requests / elapsed, 1),
-            "p50_ms": round(_percentile(times, 0.50), 1),
-            "p99_ms": round(_percentile(times, 0.99), 1),
-            "max_ms": round(max(times, default=0.0), 1),
-        }
-    every = [t for times in _times_ms.values() for t in times]
-    failures = stats.total.num_failures
-    summary: dict[str, Any] = {
-        "endpoints": endpoints,
-        "total": {
-            "requests": stats.total.num_requests,
-            "failures": failures,
-            "rps": round(stats.total.num_requests / elapsed, 1),
-            "p50_ms": round(_percentile(every, 0.50), 1),
-            "p99_ms": round(_percentile(every, 0.99), 1),
-        },
-        "elapsed_seconds": round(elapsed, 2),
-        "failures": failures,
-        "failure_samples": [
-            f"{error.name}: {error.error} x{error.occurrences}" for error in list(stats.errors.values())[:5]
-        ],
+    summary: dict[str, Any] = _recorder.endpoint_summary(environment)
+    endpoints, failures = summary["endpoints"], summary["failures"]
+    summary |= {
         "statuses": _statuses,
         "users": USERS,
         "offered_rate": RATE or None,

@@ -38,12 +38,12 @@ import os
 import random
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import gevent
 from locust import FastHttpUser, constant, constant_throughput, events, task
 from locust.env import Environment
 from locust.exception import StopUser
+from locust_support import RunRecorder
 
 EVENTS_PATH = os.environ.get("WEBHOOK_STORM_EVENTS", "")
 SECRET = os.environ.get("WEBHOOK_STORM_SECRET", "")
@@ -53,8 +53,6 @@ USERS = max(1, int(os.environ.get("WEBHOOK_STORM_USERS", "1") or 1))
 MAX_SECONDS = float(os.environ.get("WEBHOOK_STORM_MAX_SECONDS", "120") or 120)
 OUT = os.environ.get("WEBHOOK_STORM_OUT", "")
 PATH = "/webhooks/sandbox"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-_refused: list[str] = []  # set by the guard before any user starts: no request goes out
 
 FIRST = "POST /webhooks/sandbox (first delivery)"
 DUPLICATE = "POST /webhooks/sandbox (duplicate)"
@@ -63,8 +61,8 @@ _events: list[dict[str, str]] = []
 _state = {"next_fresh": 0, "slot": 0, "owed": 0}
 _answered: list[int] = []  # indexes of events whose first delivery was answered 200
 _deliveries: dict[str, int] = {}
-_times_ms: dict[str, list[float]] = {}
-_window: dict[str, float] = {}
+_recorder = RunRecorder()
+_refused = _recorder.refused  # set by the guard before any user starts: no request goes out
 _statuses: dict[str, int] = {}
 
 
@@ -146,76 +144,22 @@ def _load(environment: Environment, **_: Any) -> None:
             _events.extend(json.load(handle))
 
 
-@events.request.add_listener
-def _record(name: str, response_time: float, **_: Any) -> None:
-    now = time.time()
-    _window.setdefault("first", now - response_time / 1000)
-    _window["last"] = now
-    _times_ms.setdefault(name, []).append(response_time)
+def _precheck() -> str:
+    if not SECRET or not _events:
+        return "set WEBHOOK_STORM_SECRET and WEBHOOK_STORM_EVENTS (a non-empty JSON list; manage.py loadtest webhooks)"
+    return ""
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-@events.test_start.add_listener
-def _guard(environment: Environment, **_: Any) -> None:
-    host = urlsplit(environment.host or "").hostname or ""
-    problem = ""
-    if host not in LOOPBACK:
-        problem = f"refusing to load {environment.host!r}: only loopback targets (127.0.0.1, localhost, ::1)"
-    elif not SECRET or not _events:
-        problem = (
-            "set WEBHOOK_STORM_SECRET and WEBHOOK_STORM_EVENTS (a non-empty JSON list; manage.py loadtest webhooks)"
-        )
-    if problem:
-        _refused.append(problem)
-        print(problem)
-        environment.process_exit_code = 2
-        if environment.runner is not None:
-            gevent.spawn_later(0, environment.runner.quit)
-        return
-    if environment.runner is not None and not getattr(environment.parsed_options, "run_time", None):
-        gevent.spawn_later(MAX_SECONDS, environment.runner.quit)
+_recorder.install(precheck=_precheck, max_seconds=MAX_SECONDS)
 
 
 @events.quitting.add_listener
 def _report(environment: Environment, **_: Any) -> None:
-    stats = environment.stats
-    elapsed = max(_window.get("last", 0.0) - _window.get("first", 0.0), 1e-9)
-    endpoints: dict[str, Any] = {}
-    for (name, _method), entry in stats.entries.items():
-        times = _times_ms.get(name, [])
-        endpoints[name] = {
-            "requests": entry.num_requests,
-            "failures": entry.num_failures,
-            "rps": round(entry.num_requests / elapsed, 1),
-            "p50_ms": round(_percentile(times, 0.50), 1),
-            "p99_ms": round(_percentile(times, 0.99), 1),
-            "max_ms": round(max(times, default=0.0), 1),
-        }
-    every = [t for times in _times_ms.values() for t in times]
-    failures = stats.total.num_failures
-    total = stats.total.num_requests
+    summary: dict[str, Any] = _recorder.endpoint_summary(environment)
+    endpoints, failures = summary["endpoints"], summary["failures"]
+    total = summary["total"]["requests"]
     duplicates = endpoints.get(DUPLICATE, {}).get("requests", 0)
-    summary: dict[str, Any] = {
-        "endpoints": endpoints,
-        "total": {
-            "requests": total,
-            "failures": failures,
-            "rps": round(total / elapsed, 1),
-            "p50_ms": round(_percentile(every, 0.50), 1),
-            "p99_ms": round(_percentile(every, 0.99), 1),
-            "max_ms": round(max(every, default=0.0), 1),
-        },
-        "elapsed_seconds": round(elapsed, 2),
-        "failures": failures,
-        "failure_samples": [
-            f"{error.name}: {error.error} x{error.occurrences}" for error in list(stats.errors.values())[:5]
-        ],
+    summary |= {
         "statuses": _statuses,
         "users": USERS,
         "offered_rate": RATE or None,
