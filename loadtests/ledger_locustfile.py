@@ -25,17 +25,17 @@ import json
 import os
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
-import gevent
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
+from locust.exception import StopUser
+from locust_support import RunRecorder
 
 API_KEY = os.environ.get("LEDGER_LOCUST_API_KEY", "")
 BATCH = max(1, min(1000, int(os.environ.get("LEDGER_LOCUST_BATCH", "50") or 50)))
 MAX_SECONDS = float(os.environ.get("LEDGER_LOCUST_MAX_SECONDS", "120") or 120)
 OUT = os.environ.get("LEDGER_LOCUST_OUT", "")
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_recorder = RunRecorder()
 
 SINGLE = "POST /api/v1/ledger/debits"
 BATCHED = "POST /api/v1/ledger/debits/batch"
@@ -52,6 +52,8 @@ class Integrator(FastHttpUser):
     account_id: int = 0
 
     def on_start(self) -> None:
+        if _recorder.refused:  # the guard refused the run: no request may go out
+            raise StopUser()
         body = {"currency": "EUR", "client_id": f"locust-{uuid.uuid4().hex[:12]}"}
         with self.client.post(
             "/api/v1/ledger/accounts", json=body, headers=_headers(), name=CREATE, catch_response=True
@@ -101,42 +103,16 @@ class Integrator(FastHttpUser):
             self._expect_2xx(response)
 
 
-@events.test_start.add_listener
-def _guard(environment: Environment, **_: Any) -> None:
-    host = urlsplit(environment.host or "").hostname or ""
-    problem = ""
-    if host not in LOOPBACK:
-        problem = f"refusing to load {environment.host!r}: only loopback targets (127.0.0.1, localhost, ::1)"
-    elif not API_KEY:
-        problem = "set LEDGER_LOCUST_API_KEY (manage.py tenant_create prints one)"
-    if problem:
-        print(problem)
-        environment.process_exit_code = 2
-        if environment.runner is not None:
-            gevent.spawn_later(0, environment.runner.quit)
-        return
-    options = environment.parsed_options
-    if environment.runner is not None and not getattr(options, "run_time", None):
-        gevent.spawn_later(MAX_SECONDS, environment.runner.quit)
+def _precheck() -> str:
+    return "" if API_KEY else "set LEDGER_LOCUST_API_KEY (manage.py tenant_create prints one)"
+
+
+_recorder.install(precheck=_precheck, max_seconds=MAX_SECONDS)
 
 
 @events.quitting.add_listener
 def _report(environment: Environment, **_: Any) -> None:
-    stats = environment.stats
-    summary: dict[str, Any] = {"endpoints": {}, "failures": stats.total.num_failures}
-    for (name, _method), entry in stats.entries.items():
-        summary["endpoints"][name] = {
-            "requests": entry.num_requests,
-            "failures": entry.num_failures,
-            "p50_ms": entry.get_response_time_percentile(0.50),
-            "p99_ms": entry.get_response_time_percentile(0.99),
-            "rps": round(entry.total_rps, 1),
-        }
-    summary["total"] = {
-        "requests": stats.total.num_requests,
-        "p99_ms": stats.total.get_response_time_percentile(0.99),
-        "rps": round(stats.total.total_rps, 1),
-    }
+    summary: dict[str, Any] = _recorder.endpoint_summary(environment)
     for name, figures in summary["endpoints"].items():
         print(f"{name:<40} n={figures['requests']:<7} fail={figures['failures']:<4} p99={figures['p99_ms']} ms")
     print(f"non-2xx responses: {summary['failures']}")
