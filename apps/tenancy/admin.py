@@ -7,6 +7,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
 from apps.tenancy.models import ApiKey, AuditLog, Membership, Organization, User
+from apps.tenancy.services import api_key_forget
 
 
 @admin.register(Organization)
@@ -30,6 +31,10 @@ class MembershipAdmin(admin.ModelAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ("name", "tenant", "prefix", "created_at", "revoked_at")
     readonly_fields = ("prefix", "key_hash", "created_at")
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        api_key_forget(key_hash=obj.key_hash)
 
 
 @admin.register(AuditLog)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.core.cache import cache
+
 from apps.tenancy.context import system_context
 from apps.tenancy.models import ApiKey, Membership, Organization, User
 from apps.tenancy.services import hash_api_key
@@ -18,16 +20,34 @@ class ResolvedApiKey:
     name: str
 
 
+API_KEY_CACHE_SECONDS = 30
+
+
+def api_key_cache_key(key_hash: str) -> str:
+    return f"apikey:v1:{key_hash}"
+
+
 def api_key_resolve(*, raw_key: str) -> ResolvedApiKey | None:
-    """The tenant an API key belongs to, or None if the key is unknown or revoked."""
+    """The tenant an API key belongs to, or None if the key is unknown or revoked.
+
+    Hits are cached in Redis for API_KEY_CACHE_SECONDS (keyed by the key's hash, never the
+    secret), which spares every API request a database transaction. `api_key_revoke` and the
+    admin drop the entry at once; any other way of revoking takes effect within the TTL.
+    Unknown keys are not cached, so a new key works immediately.
+    """
+    key_hash = hash_api_key(raw_key)
+    cached = cache.get(api_key_cache_key(key_hash))
+    if cached is not None:
+        return ResolvedApiKey(api_key_id=cached[0], tenant_id=cached[1], name=cached[2])
     with system_context("api key authentication"):
         row = (
-            ApiKey.objects.filter(key_hash=hash_api_key(raw_key), revoked_at__isnull=True)
+            ApiKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True)
             .values_list("pk", "tenant_id", "name")
             .first()
         )
     if row is None:
         return None
+    cache.set(api_key_cache_key(key_hash), list(row), timeout=API_KEY_CACHE_SECONDS)
     return ResolvedApiKey(api_key_id=row[0], tenant_id=row[1], name=row[2])
 
 

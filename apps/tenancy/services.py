@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -78,10 +79,21 @@ def api_key_issue(*, tenant: Organization, name: str, actor: User | None = None)
 
 
 def api_key_revoke(*, tenant: Organization, api_key_id: int, actor: User | None = None) -> None:
+    """Revoke a key; it stops authenticating as soon as this commits (its cache entry goes too)."""
     with tenant_context(tenant.pk), transaction.atomic():
+        key_hash = ApiKey.objects.filter(pk=api_key_id).values_list("key_hash", flat=True).first()
         updated = ApiKey.objects.filter(pk=api_key_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
         if updated:
             audit_record(action="api_key.revoke", actor_user=actor, target_type="api_key", target_id=str(api_key_id))
+    if key_hash:
+        api_key_forget(key_hash=key_hash)
+
+
+def api_key_forget(*, key_hash: str) -> None:
+    """Drop a key's cached resolution (after a revocation or an admin edit)."""
+    from apps.tenancy.selectors import api_key_cache_key
+
+    cache.delete(api_key_cache_key(key_hash))
 
 
 @transaction.atomic(durable=True)
