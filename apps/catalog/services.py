@@ -32,6 +32,7 @@ from apps.catalog.errors import (
 from apps.catalog.models import Event, Photo, Price, PriceList, ProductKind, Stock
 from apps.catalog.models import Product as ProductModel
 from apps.core.problems import InvalidInput
+from apps.outbox.services import outbox_publish
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Membership, Organization, User
 
@@ -170,18 +171,21 @@ def photo_upload(
         return photo
 
 
+PHOTO_UPLOADED_TOPIC = "catalog.photo_uploaded"
+
+
 def request_derivatives(photo: Photo) -> None:
-    """Ask for the photo's preview and thumbnail once the upload commits.
-
-    NOT DURABLE yet: `transaction.on_commit(task.delay)` loses the request if the process dies
-    or the broker is down right after COMMIT (the photo then stays `pending`; re-running
-    `catalog.generate_derivatives` for it repairs that). The outbox will carry this request
-    in the upload's own transaction; this function is the one place to switch over.
+    """Ask for the photo's preview and thumbnail, durably: an outbox row in the upload's own
+    transaction, relayed to `catalog.generate_derivatives` after commit (at least once; the
+    consumer is idempotent). Assumes the caller's transaction.
     """
-    from tasks.catalog import generate_derivatives
-
-    tenant_id, photo_id = photo.tenant_id, photo.pk
-    transaction.on_commit(lambda: generate_derivatives.delay(tenant_id, photo_id))
+    outbox_publish(
+        topic=PHOTO_UPLOADED_TOPIC,
+        tenant_id=photo.tenant_id,
+        aggregate_type="photo",
+        aggregate_id=photo.pk,
+        payload={"tenant_id": photo.tenant_id, "photo_id": photo.pk},
+    )
 
 
 def photo_generate_derivatives(*, tenant_id: int, photo_id: int) -> str:

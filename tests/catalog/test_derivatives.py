@@ -13,7 +13,8 @@ from PIL import Image, ImageChops, ImageOps
 
 from apps.catalog.models import Photo
 from apps.catalog.services import photo_generate_derivatives
-from apps.tenancy.context import tenant_context
+from apps.outbox.relay import relay_batch
+from apps.tenancy.context import system_context, tenant_context
 from config.celery_app import app as celery_app
 from tasks.catalog import generate_derivatives
 from tests.catalog.conftest import post
@@ -96,14 +97,15 @@ def test_derivatives_keep_aspect_and_never_upscale(tenant_a, size, preview, thum
 def test_derivatives_task_is_idempotent(tenant_a):
     # given: a photo whose derivatives were generated once through the task
     photo = PhotoFactory(event__tenant=tenant_a.org)
-    assert generate_derivatives.apply(args=(tenant_a.org.pk, photo.pk)).get() == "ready"
+    message = {"message_id": "m-1", "payload": {"tenant_id": tenant_a.org.pk, "photo_id": photo.pk}}
+    assert generate_derivatives.apply(kwargs=message).get() == "ready"
     with tenant_context(tenant_a.org.pk):
         photo.refresh_from_db()
     first_names = (photo.preview.name, photo.thumbnail.name)
     first_bytes = [default_storage.open(name).read() for name in first_names]
     # when: the task runs again (a redelivery) twice more
     for _ in range(2):
-        assert generate_derivatives.apply(args=(tenant_a.org.pk, photo.pk)).get() == "ready"
+        assert generate_derivatives.apply(kwargs=message).get() == "ready"
     # then: same names, byte-identical files, and exactly one preview and one thumbnail stored
     with tenant_context(tenant_a.org.pk):
         photo.refresh_from_db()
@@ -153,9 +155,11 @@ def test_upload_through_the_api_gets_derivatives_from_a_real_worker(worker, tena
     client, _ = member_client(tenant_a.org, "photographer")
     upload = io.BytesIO(image_bytes(1800, 1200))
     upload.name = "finish-line.jpg"
-    # when: the photo is uploaded (the task is published after the upload commits)
+    # when: the photo is uploaded (its outbox row commits with it) and the relay publishes it
     response = post(client, f"/api/v1/events/{event.pk}/photos", {"image": upload}, multipart=True)
     assert response.status_code == 201, response.content
+    with system_context("test: relay"):
+        assert relay_batch(batch_size=10).published == 1
     # then: the worker makes it ready and the photo list shows its public derivative URLs
     deadline = time.monotonic() + 30
     status = "pending"
