@@ -65,13 +65,14 @@ lint: setup
 	@$(BIN)/ruff format --check .
 	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/mypy apps tasks config
 
+# Figures are taken with DEBUG off (DEBUG records every query and slows every process).
 bench: db
 	@echo "==> benchmarks (sequential; figures go to bench-results/report.md). Smoke: make bench BENCH_ARGS=--smoke"
-	@$(PY) manage.py bench $(BENCH_ARGS)
+	@DJANGO_DEBUG=false $(PY) manage.py bench $(BENCH_ARGS)
 
 loadtest: db
 	@echo "==> Locust: checkout and webhook storm (20% duplicates) against a local gunicorn, relay and worker"
-	@$(PY) manage.py loadtest all $(LOADTEST_ARGS)
+	@DJANGO_DEBUG=false $(PY) manage.py loadtest all $(LOADTEST_ARGS)
 
 requirements:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

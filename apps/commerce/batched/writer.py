@@ -169,7 +169,7 @@ _DECIDE_SQL = f"""
            SET status = d.status, writer_epoch = %(epoch)s, decided_at = %(now)s,
                released_at = CASE WHEN d.status = '{RELEASED}' THEN %(now)s::timestamptz END
           FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(message_ids)s::uuid[]) AS d(id, status, message_id)
-         WHERE r.id = d.id AND r.status = '{PENDING}'
+         WHERE r.id = ANY(%(ids)s::bigint[]) AND r.id = d.id AND r.status = '{PENDING}'
      RETURNING r.id, r.checkout_id, r.quantity, r.status, d.message_id
     )
     INSERT INTO {OutboxMessage._meta.db_table}

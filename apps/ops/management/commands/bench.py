@@ -76,6 +76,7 @@ def machine_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "postgresql": pg_version,
         "redis": redis_version,
+        "django_debug": bool(settings.DEBUG),
     }
 
 
@@ -91,6 +92,13 @@ class Command(BaseCommand):
         available = get_commands()
         machine = machine_facts()
         self.stdout.write(f"machine: {json.dumps(machine)}")
+        if settings.DEBUG:
+            self.stdout.write(
+                self.style.WARNING(
+                    "DEBUG is on: every query is recorded, so figures are not representative"
+                    " (`make bench` turns it off)"
+                )
+            )
         report: dict[str, Any] = {"machine": machine, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ"), "runs": []}
         failed = False
         for index, (title, command, full_args, smoke_args) in enumerate(BENCHMARKS):
