@@ -48,6 +48,9 @@ class BenchConfig:
     worker_concurrency: int
     batch_size: int
     profile: str
+    prefetch_multiplier: int = 1
+    pool: str = "prefork"
+    workers: int = 1
     drain_timeout: float = 60.0
     warmup_messages: int = 20
 
@@ -156,29 +159,33 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
 
     logdir = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
     python = sys.executable
-    worker: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = []
     relay: subprocess.Popen[bytes] | None = None
     load_before = os.getloadavg()
     try:
-        worker = _spawn(
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "config.celery_app",
-                "worker",
-                "--pool=prefork",
-                f"--concurrency={config.worker_concurrency}",
-                f"--queues={BENCH_QUEUE}",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel=WARNING",
-                f"--hostname=outbox-bench-{run_id}@%h",
-            ],
-            logdir / "worker.log",
-        )
+        workers = [
+            _spawn(
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config.celery_app",
+                    "worker",
+                    f"--pool={config.pool}",
+                    f"--concurrency={config.worker_concurrency}",
+                    f"--prefetch-multiplier={config.prefetch_multiplier}",
+                    f"--queues={BENCH_QUEUE}",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "--loglevel=WARNING",
+                    f"--hostname=outbox-bench-{run_id}-{n}@%h",
+                ],
+                logdir / f"worker-{n}.log",
+            )
+            for n in range(config.workers)
+        ]
         relay = _spawn(
             [python, "manage.py", "outbox_relay", f"--batch-size={config.batch_size}", "--log-interval=5"],
             logdir / "relay.log",
@@ -215,7 +222,8 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         starts = _starts(key)
     finally:
         _stop(relay)
-        _stop(worker)
+        for worker in workers:
+            _stop(worker)
     load_after = os.getloadavg()
 
     latencies = sorted((starts[m] - t) * 1000 for m, t in commits.items() if m in starts)

@@ -212,8 +212,12 @@ CELERY_IMPORTS = (
     "tasks.inventory",
 )
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=True)
-CELERY_TASK_SEND_SENT_EVENT = env.bool("CELERY_TASK_SEND_SENT_EVENT", default=True)
+# Task events cost the worker's main process a Redis publish per task state (about 40 % of its
+# CPU at a few hundred tasks/s). Off by default: Flower switches them on in every worker while it
+# runs (its `enable_events` control broadcast). The task-sent event would double the relay's
+# Redis writes; Flower then shows tasks from "received" on.
+CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=False)
+CELERY_TASK_SEND_SENT_EVENT = env.bool("CELERY_TASK_SEND_SENT_EVENT", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", default="admin:darkroom-flower")
@@ -261,6 +265,9 @@ CELERY_BEAT_SCHEDULE["idempotency.maintain_partitions"] = {
 # Relay (`manage.py outbox_relay`): batch per claim transaction, poll fallback behind LISTEN.
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=200)
 OUTBOX_POLL_INTERVAL_SECONDS = env.float("OUTBOX_POLL_INTERVAL_SECONDS", default=1.0)
+# After a NOTIFY the relay waits this long before claiming, so one batch carries the messages of
+# many commits (a burst of single-message commits otherwise costs one claim transaction each).
+OUTBOX_RELAY_COALESCE_SECONDS = env.float("OUTBOX_RELAY_COALESCE_SECONDS", default=0.01)
 # A message whose publish fails (no route, bad payload) is retried with exponential backoff and
 # jitter (base · 2^(n-1), capped), and dead-lettered after OUTBOX_MAX_ATTEMPTS failures.
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)

@@ -26,6 +26,11 @@ class Command(BaseCommand):
         parser.add_argument("--duration", type=float, default=20.0, help="seconds of production")
         parser.add_argument("--producers", type=int, default=4, help="producer processes (one commit per message)")
         parser.add_argument("--concurrency", type=int, default=4, help="worker child processes")
+        parser.add_argument(
+            "--prefetch-multiplier", type=int, default=None, help="worker prefetch multiplier (default: settings)"
+        )
+        parser.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"], help="worker pool")
+        parser.add_argument("--workers", type=int, default=1, help="worker processes")
         parser.add_argument("--batch-size", type=int, default=None, help="relay claim batch (OUTBOX_BATCH_SIZE)")
         parser.add_argument(
             "--smoke",
@@ -46,6 +51,9 @@ class Command(BaseCommand):
             producers=2 if smoke else options["producers"],
             worker_concurrency=2 if smoke else options["concurrency"],
             batch_size=options["batch_size"] or int(settings.OUTBOX_BATCH_SIZE),
+            prefetch_multiplier=options["prefetch_multiplier"] or int(settings.CELERY_WORKER_PREFETCH_MULTIPLIER),
+            pool=options["pool"],
+            workers=options["workers"],
             profile="smoke" if smoke else "full",
             drain_timeout=30.0 if smoke else 60.0,
         )
