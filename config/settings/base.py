@@ -365,9 +365,10 @@ SANDBOX_WEBHOOK_SHUFFLE = env.bool("SANDBOX_WEBHOOK_SHUFFLE", default=False)
 SANDBOX_WEBHOOK_DELAY_SECONDS = env.float("SANDBOX_WEBHOOK_DELAY_SECONDS", default=0.0)
 
 # --- commerce -----------------------------------------------------------------------------
-# Stock for print lines: "row_lock" (SELECT ... FOR UPDATE in the checkout transaction, the
-# baseline) or any other name listed in INVENTORY_STRATEGY_CLASSES (e.g. "batched").
-INVENTORY_STRATEGY = env("DARKROOM_INVENTORY_STRATEGY", default="row_lock")
+# Stock for print lines: "batched" (default: the checkout inserts a pending reservation, one
+# fenced writer per SKU decides; see "inventory" below), "row_lock" (SELECT ... FOR UPDATE in the
+# checkout transaction, the baseline) or any other name listed in INVENTORY_STRATEGY_CLASSES.
+INVENTORY_STRATEGY = env("DARKROOM_INVENTORY_STRATEGY", default="batched")
 INVENTORY_STRATEGY_CLASSES: dict[str, str] = {
     "row_lock": "apps.commerce.inventory.RowLockStrategy",
     "batched": "apps.commerce.batched.BatchedStrategy",
@@ -407,9 +408,9 @@ CELERY_BEAT_SCHEDULE["commerce.checkouts_expire"] = {
 }
 
 # --- inventory ----------------------------------------------------------------------------
-# Hot stock (apps/commerce/batched/), selected with DARKROOM_INVENTORY_STRATEGY=batched (the
-# INVENTORY_STRATEGY setting above): a checkout inserts a pending reservation and one fenced
-# writer per SKU decides in batches; "row_lock" stays available as the baseline.
+# Hot stock (apps/commerce/batched/), the default INVENTORY_STRATEGY ("batched"): a checkout
+# inserts a pending reservation and one fenced writer per SKU decides in batches;
+# DARKROOM_INVENTORY_STRATEGY=row_lock selects the per-request row-lock baseline.
 # Reservations decided per writer transaction (one stock UPDATE each).
 INVENTORY_BATCH_SIZE = env.int("DARKROOM_INVENTORY_BATCH_SIZE", default=50)
 # The writer's Redis lock TTL (extended every third of it while it works), the time one drain

@@ -1,1 +1,1 @@
-from tests.commerce.fixtures import celery_worker_thread, shop_a, shop_b  # noqa: F401
+from tests.commerce.fixtures import celery_worker_thread, row_lock_strategy, shop_a, shop_b  # noqa: F401

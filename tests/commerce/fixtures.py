@@ -18,7 +18,7 @@ from tests.commerce.helpers import new_key
 from tests.factories.commerce import Shop, make_shop
 from tests.fixtures import TenantBundle
 
-WORKER_QUEUES = ["default", "payments", "notifications"]
+WORKER_QUEUES = ["default", "payments", "inventory", "notifications"]
 
 
 def purge_queues() -> None:
@@ -51,6 +51,13 @@ def worker_running(*, purge_first: bool = True) -> Iterator[None]:
         yield
     connection.close()
     purge_queues()
+
+
+@pytest.fixture
+def row_lock_strategy(settings: Any) -> None:
+    """Decide print lines inside the checkout transaction (the `row_lock` strategy), for tests of
+    the checkout's own bookkeeping; the default `batched` flow is tested in test_inventory_*."""
+    settings.INVENTORY_STRATEGY = "row_lock"
 
 
 @pytest.fixture

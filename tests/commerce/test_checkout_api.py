@@ -13,7 +13,7 @@ from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import drain_outbox, new_key, pending_topics, system_count
 from tests.factories.catalog import EventFactory, PriceFactory, PriceListFactory, ProductFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("row_lock_strategy")]
 
 
 def _counts() -> dict[str, int]:

@@ -13,7 +13,7 @@ from apps.commerce.services import LineIn, checkout_create
 from apps.payments.models import WebhookEvent
 from apps.tenancy.context import system_context, tenant_context
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("row_lock_strategy")]
 
 
 @pytest.fixture

@@ -169,3 +169,36 @@ def test_a_wake_up_dropped_as_busy_is_covered_by_the_holders_recheck(
     assert (report.status, report.tenures, report.confirmed) == ("drained", 2, 2)
     with tenant_context(shop_a.org.pk):
         assert InventoryReservation.objects.get(checkout=competitor["checkout"]).status == "confirmed"
+
+
+def test_the_api_shows_reserved_then_the_writers_decision_per_line(tenant_a: Any, shop_a: Shop, worker: None) -> None:
+    from tests.commerce.fixtures import checkout_body, post_checkout
+
+    api = tenant_a.client()
+    # given: 10 prints in stock; a shopper takes all 10, a second wants 1 more (default strategy)
+    first = post_checkout(api, checkout_body(shop_a, {"product": shop_a.print.pk, "quantity": 10}))
+    second = post_checkout(api, checkout_body(shop_a, {"product": shop_a.print.pk, "quantity": 1}))
+    # then: the POST answers at once, undecided: the checkout is reserving and its line reserved
+    for created in (first, second):
+        assert created.status_code == 201, created.content
+        assert created.json()["status"] == "reserving"
+        assert [line["state"] for line in created.json()["lines"]] == ["reserved"]
+        assert created.json()["payment_url"] is None
+    assert shop_a.stock_quantity() == 10  # the checkout never touched the stock row
+
+    # when: the relay and the worker run the SKU's writer and settle the checkouts
+    def decided() -> bool:
+        return all(
+            api.get(f"/api/v1/checkouts/{c.json()['id']}").json()["status"] != "reserving" for c in (first, second)
+        )
+
+    relay_until(decided)
+
+    # then: GET shows the decision per line; the sold-out checkout is never charged
+    got_first = api.get(f"/api/v1/checkouts/{first.json()['id']}").json()
+    got_second = api.get(f"/api/v1/checkouts/{second.json()['id']}").json()
+    assert [line["state"] for line in got_first["lines"]] == ["confirmed"]
+    assert got_first["amount_minor"] == 10 * shop_a.prices["print"]
+    assert [line["state"] for line in got_second["lines"]] == ["sold_out"]
+    assert (got_second["status"], got_second["amount_minor"], got_second["payment_url"]) == ("sold_out", 0, None)
+    assert shop_a.stock_quantity() == 0
