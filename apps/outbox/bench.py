@@ -240,7 +240,8 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
     expected = int(config.rate * config.duration)
     summary = (
         f"commit→task start p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max_ms:.1f} ms at "
-        f"{achieved:.0f} msg/s achieved ({config.rate:g} offered); {delivered}/{expected} delivered; "
+        f"{achieved:.0f} msg/s committed ({config.rate:g} offered), tasks started at {consumed:.0f}/s; "
+        f"{delivered}/{expected} delivered; "
         f"target p99 ≤ {TARGET_P99_MS:g} ms → {'PASS' if passed else 'FAIL'}"
     )
     redis.delete(key, warm_key)
