@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -14,6 +15,28 @@ from rest_framework.test import APIClient
 from apps.tenancy.models import Organization, User
 from apps.tenancy.services import api_key_issue
 from tests.factories.tenancy import MembershipFactory, OrganizationFactory, UserFactory
+
+
+def database_url(*, user: str, password: str | None) -> str:
+    """A URL for this test run's database (the per-worker test database) as `user`."""
+    default = connection.settings_dict
+    secret = f":{password}" if password else ""
+    host, port = default.get("HOST") or "127.0.0.1", default.get("PORT") or 5432
+    return f"postgres://{user}{secret}@{host}:{port}/{default['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a `manage.py` child process that must share this test's database and Redis
+    namespace (test settings, the per-worker database URLs, the xdist worker id)."""
+    runtime, owner = settings.DATABASES["default"], settings.DATABASES["owner"]
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": database_url(user=runtime["USER"], password=runtime.get("PASSWORD")),
+        "DATABASE_OWNER_URL": database_url(user=owner["USER"], password=owner.get("PASSWORD")),
+        "PYTEST_XDIST_WORKER": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        **extra,
+    }
 
 
 @dataclass

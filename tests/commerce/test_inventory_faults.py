@@ -3,7 +3,6 @@ late payments, and the reconciliation that must balance after all of it (and cat
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.helpers import drain_outbox
 from tests.factories.commerce import Shop
+from tests.fixtures import subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,16 +95,7 @@ batched_writer.inventory_sku_drain(tenant_id=int(sys.argv[1]), product_id=int(sy
 
 
 def _subprocess_env(lock_ttl: float) -> dict[str, str]:
-    db = django_settings.DATABASES["default"]
-    name = connection.settings_dict["NAME"]
-    url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{name}"
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": url,
-        "DARKROOM_INVENTORY_WRITER_LOCK_TTL_SECONDS": str(lock_ttl),
-        "PYTEST_XDIST_WORKER": os.environ.get("PYTEST_XDIST_WORKER", "main"),
-    }
+    return subprocess_env(DARKROOM_INVENTORY_WRITER_LOCK_TTL_SECONDS=str(lock_ttl))
 
 
 def test_a_writer_killed_mid_batch_loses_and_doubles_nothing(shop_a: Shop) -> None:

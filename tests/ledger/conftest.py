@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from apps.ledger.services import AppendResult, EntryIn, ledger_debits_append, le
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import Organization
 from tests.factories.ledger import LedgerAccountFactory
+from tests.fixtures import subprocess_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,25 +133,9 @@ def make_projector() -> Iterator[Callable[..., Projector]]:
         projector.close()
 
 
-def _url(alias_settings: dict, user: str, password: str | None) -> str:
-    host = alias_settings.get("HOST") or "127.0.0.1"
-    port = alias_settings.get("PORT") or 5432
-    secret = f":{password}" if password else ""
-    return f"postgres://{user}{secret}@{host}:{port}/{alias_settings['NAME']}"
-
-
 def projector_subprocess(*extra: str, batch_size: int = 100) -> subprocess.Popen[bytes]:
     """A real `manage.py run_projector` process against the test database."""
-    default = connection.settings_dict
-    owner = settings.DATABASES["owner"]
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": _url(default, default["USER"], default.get("PASSWORD")),
-        "DATABASE_OWNER_URL": _url(default, owner["USER"], owner.get("PASSWORD")),
-        "LEDGER_PARTITIONS": str(settings.LEDGER_PARTITIONS),
-        "DARKROOM_LOG_LEVEL": "WARNING",
-    }
+    env = subprocess_env(LEDGER_PARTITIONS=str(settings.LEDGER_PARTITIONS), DARKROOM_LOG_LEVEL="WARNING")
     return subprocess.Popen(
         [
             sys.executable,

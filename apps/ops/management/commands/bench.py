@@ -86,9 +86,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--smoke", action="store_true", help="short profiles (CI smoke), not for figures")
         parser.add_argument("--only", action="append", default=[], help="command name(s) to run")
+        parser.add_argument("--results-dir", default=str(RESULTS), help="where the JSON and the report go")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        RESULTS.mkdir(exist_ok=True)
+        results = Path(options["results_dir"])
+        results.mkdir(parents=True, exist_ok=True)
         available = get_commands()
         machine = machine_facts()
         self.stdout.write(f"machine: {json.dumps(machine)}")
@@ -108,7 +110,7 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.WARNING(f"== {title}: `{command}` is not part of this build; skipped"))
                 report["runs"].append({"title": title, "command": command, "skipped": True})
                 continue
-            out = RESULTS / f"{index:02d}-{command}.json"
+            out = results / f"{index:02d}-{command}.json"
             argv = [*(smoke_args if options["smoke"] else full_args), "--json-out", str(out)]
             self.stdout.write(self.style.MIGRATE_HEADING(f"== {title}: manage.py {command} {' '.join(argv)}"))
             ok = True
@@ -124,14 +126,14 @@ class Command(BaseCommand):
             report["runs"].append(
                 {"title": title, "command": command, "args": argv, "pass": passed, "summary": summary, "result": result}
             )
-        (RESULTS / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        (results / "report.json").write_text(json.dumps(report, indent=2, default=str))
         lines = [f"# Benchmark report ({report['started']})", "", f"Machine: `{json.dumps(machine)}`", ""]
         for run in report["runs"]:
             status = "skipped" if run.get("skipped") else ("PASS" if run["pass"] else "FAIL")
             lines.append(f"- **{run['title']}** (`{run['command']}`): {status}")
             if run.get("summary"):
                 lines.append(f"  - {run['summary']}")
-        (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
-        self.stdout.write(f"report: {RESULTS / 'report.md'}")
+        (results / "report.md").write_text("\n".join(lines) + "\n")
+        self.stdout.write(f"report: {results / 'report.md'}")
         if failed:
             raise SystemExit(1)

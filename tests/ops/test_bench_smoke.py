@@ -1,0 +1,61 @@
+"""`manage.py bench --smoke` end to end against this run's database and Redis: the benchmark
+tooling (relay and worker subprocesses, projectors, gunicorn and Locust) works and the runs are
+correct. Speed targets are NOT asserted here (they live in `make bench`); correctness is:
+every outbox message delivered, the ledger projection equal to the ledger, no oversell and no
+drift for either inventory strategy, no failed request."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.fixtures import subprocess_env
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
+
+
+def test_bench_smoke_runs_every_benchmark_and_every_run_is_correct(tmp_path: Path) -> None:
+    # when: the smoke profile of every benchmark runs (exit status 1 when a speed target is
+    # missed, which the smoke profile does not judge)
+    run = subprocess.run(
+        [sys.executable, "manage.py", "bench", "--smoke", "--results-dir", str(tmp_path)],
+        cwd=Path(settings.BASE_DIR),
+        env=subprocess_env(DJANGO_DEBUG="false", DARKROOM_LOG_LEVEL="WARNING"),
+        capture_output=True,
+        timeout=840,
+    )
+    output = (run.stdout + run.stderr).decode()[-4000:]
+    assert run.returncode in (0, 1), output
+    report = json.loads((tmp_path / "report.json").read_text())
+    runs = {r["command"]: r for r in report["runs"]}
+    assert set(runs) == {"outbox_bench", "ledger_slo", "inventory_bench"}, output
+    assert not any(r.get("skipped") for r in runs.values())
+
+    # then: the outbox delivered every committed message, from producers that never failed
+    outbox = runs["outbox_bench"]["result"]["results"]
+    assert outbox["messages_committed"] == outbox["messages_offered"] > 0
+    assert outbox["messages_delivered"] == outbox["messages_committed"]
+    assert (outbox["messages_missing"], outbox["producer_errors"]) == (0, 0)
+
+    # and: every appended debit was projected, to the minor unit
+    consistency = runs["ledger_slo"]["result"]["consistency"]
+    assert consistency["equal"] is True
+    assert consistency["events"] == consistency["projected_events"] > 0
+    assert consistency["debited_minor"] == consistency["projected_debits_minor"]
+
+    # and: both strategies sold exactly the stock, nothing pending, no error, no failed request
+    inventory = runs["inventory_bench"]["result"]
+    for name, db_run in inventory["db"].items():
+        books = db_run["books"]
+        assert db_run["errors"] == 0, (name, db_run["error_samples"])
+        assert (books["oversell"], books["drift"], books["pending"], books["stock"]) == (0, 0, 0, 0), (name, books)
+        assert books["confirmed_units"] == books["initial"], (name, books)
+        assert books["confirmed"] + books["rejected"] == db_run["orders"], (name, books)
+    for name, http_run in inventory["http"].items():
+        assert http_run["requests"] > 0 and http_run["failures"] == 0, (name, http_run)
+        assert http_run["books"]["oversell"] == 0 and http_run["books"]["drift"] == 0, (name, http_run["books"])
