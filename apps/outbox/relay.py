@@ -22,8 +22,8 @@ off as a whole, so a long broker outage cannot dead-letter the backlog.
 `darkroom_outbox` (sent by the outbox triggers at COMMIT) or the poll interval, whichever is
 first; the poll also picks up retries whose backoff has expired. After a NOTIFY it waits
 OUTBOX_RELAY_COALESCE_SECONDS (default 10 ms) so that one claim carries the messages of many
-commits: latency for batching, which keeps the relay's cost per message low at high rates. SIGTERM/SIGINT (via `stop()`)
-finish the current batch and exit.
+commits: a little latency for batching, which keeps the relay's cost per message low at high
+rates. SIGTERM/SIGINT (via `stop()`) finish the current batch and exit.
 """
 
 from __future__ import annotations
