@@ -31,8 +31,9 @@ from django.db import connections, transaction
 from django_redis import get_redis_connection
 from kombu import Queue
 
+from apps.outbox.models import OutboxMessage
 from apps.outbox.services import outbox_publish
-from apps.tenancy.context import tenant_context
+from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import Organization
 from apps.tenancy.services import organization_create
 
@@ -156,6 +157,13 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
     tenant_id = _bench_tenant_id()
     with celery_app.connection_for_write() as conn:
         Queue(BENCH_QUEUE).bind(conn.default_channel).purge()
+    with system_context("outbox bench: backlog before the run"):
+        backlog_before = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).count()
+    if backlog_before:
+        log(
+            f"warning: {backlog_before} outbox messages were pending before the run; the bench's relay "
+            "publishes them too, which skews the figures"
+        )
 
     logdir = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
     python = sys.executable
@@ -253,6 +261,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         "config": asdict(config),
         "target": {"p99_ms": TARGET_P99_MS, "rate_per_s": config.rate, "min_achieved_fraction": 0.95},
         "results": {
+            "backlog_before": backlog_before,
             "messages_offered": expected,
             "messages_committed": len(commits),
             "messages_delivered": delivered,
