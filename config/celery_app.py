@@ -3,13 +3,24 @@
 Wiring for at-least-once work lives in settings (CELERY_*): JSON only, acks_late with
 reject_on_worker_lost, prefetch 1, visibility timeout above every countdown, time limits,
 one queue per domain, task modules listed explicitly in CELERY_IMPORTS.
+
+Pool children leave the worker's process group as they start. A signal sent to the group
+(honcho on Ctrl-C, a terminal's Ctrl-C) then reaches only the main process, which shuts down
+warmly: running tasks finish, then the children exit. This is what systemd's `KillMode=mixed`
+does for Celery. A child whose main process dies still exits: its pipe to the parent closes.
 """
 
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 app = Celery("darkroom")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+@worker_process_init.connect
+def _leave_the_workers_process_group(**_: object) -> None:
+    os.setpgid(0, 0)
