@@ -31,6 +31,8 @@ from django.db import connections, transaction
 from django_redis import get_redis_connection
 from kombu import Queue
 
+from apps.ops.cpu import CpuWindow, per_unit_ms
+from apps.ops.vacuum import vacuum_analyze
 from apps.outbox.models import OutboxMessage
 from apps.outbox.services import outbox_publish
 from apps.tenancy.context import system_context, tenant_context
@@ -157,6 +159,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
     tenant_id = _bench_tenant_id()
     with celery_app.connection_for_write() as conn:
         Queue(BENCH_QUEUE).bind(conn.default_channel).purge()
+    vacuum_analyze(["outbox_outboxmessage", "outbox_inboxentry"], log=log)
     with system_context("outbox bench: backlog before the run"):
         backlog_before = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).count()
     if backlog_before:
@@ -219,7 +222,20 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         ]
         for child in children:
             child.start()
+        # Where the CPU goes while the producers run (the middle of the production window).
+        margin = min(1.0, config.duration / 4)
+        cpu = CpuWindow(
+            roots={
+                os.getpid(): "bench",
+                relay.pid: "relay",
+                **{w.pid: "worker" for w in workers},
+                **{c.pid: "producers" for c in children if c.pid is not None},
+            }
+        )
+        cpu_window = (start_at + margin, start_at + config.duration - margin)
+        cpu_thread = cpu.during(*cpu_window)
         outcomes = [queue.get(timeout=config.duration + 600) for _ in children]
+        cpu_thread.join(timeout=5)
         for child in children:
             child.join(timeout=30)
         produce_seconds = time.time() - start_at
@@ -252,6 +268,17 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         f"{delivered}/{expected} delivered; "
         f"target p99 ≤ {TARGET_P99_MS:g} ms → {'PASS' if passed else 'FAIL'}"
     )
+    in_window = sum(1 for t in commit_times if cpu_window[0] <= t <= cpu_window[1])
+    started_in_window = sum(1 for t in start_times if cpu_window[0] <= t <= cpu_window[1])
+    cpu_result = {
+        **cpu.result,
+        "messages_committed_in_window": in_window,
+        "tasks_started_in_window": started_in_window,
+        "ms_per_committed_message": per_unit_ms(cpu.result, in_window),
+    }
+    if "cpu_seconds" in cpu.result:
+        shares = ", ".join(f"{k} {v:.2f}" for k, v in cpu_result["ms_per_committed_message"].items())
+        log(f"CPU while producing: {cpu.result['busy_cores']} of {os.cpu_count()} cores busy; ms per message: {shares}")
     redis.delete(key, warm_key)
     return {
         "benchmark": "outbox_commit_to_task_start",
@@ -270,6 +297,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
             "offered_rate_per_s": config.rate,
             "achieved_commit_rate_per_s": round(achieved, 1),
             "consumed_rate_per_s": round(consumed, 1),
+            "cpu": cpu_result,
             "latency_ms": {
                 "min": round(latencies[0], 2) if latencies else None,
                 "p50": round(p50, 2),

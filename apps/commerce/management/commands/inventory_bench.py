@@ -71,6 +71,8 @@ from apps.catalog.services import PriceIn, event_create, price_list_set, product
 from apps.commerce.batched import inventory_sku_drain
 from apps.commerce.models import InventoryReservation
 from apps.commerce.services import LineIn, checkout_create
+from apps.ops.cpu import CpuWindow, per_unit_ms
+from apps.ops.vacuum import vacuum_analyze
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import User
@@ -85,6 +87,14 @@ PROFILES: dict[str, dict[str, int]] = {
 DB_RATIO_TARGET = 50.0
 HTTP_RATIO_TARGET = 2.0
 HTTP_P99_TARGET_MS = 100.0
+# Tables every run churns; VACUUM (ANALYZE) before each run (see apps/ops/vacuum.py).
+CHURNED_TABLES = (
+    "commerce_inventoryreservation",
+    "commerce_checkout",
+    "commerce_checkoutline",
+    "catalog_stock",
+    "outbox_outboxmessage",
+)
 WEB_WORKERS = 2
 WEB_THREADS = 8
 # How often the bench's writer looks for pending rows when idle (a worker is woken instead).
@@ -280,6 +290,7 @@ def run_db(
 ) -> dict[str, Any]:
     """One DB-layer run. `writer_start_after`: None (no writer: row_lock), 0 (writer alongside
     the buyers), k (writer starts after k orders), or `orders + 1` (after the buyers finished)."""
+    vacuum_analyze(CHURNED_TABLES)  # every run starts from the same table state
     ctx = mp.get_context("fork")
     product_id = shop.new_print(stock=orders * 3 // 4, label=f"db-{strategy}")
     counter = ctx.Value("i", 0)
@@ -399,6 +410,7 @@ def run_http(
     threads: int = WEB_THREADS,
 ) -> dict[str, Any]:
     """One Locust run against a fresh gunicorn: closed loop (`rate` None) or paced at `rate`/s."""
+    vacuum_analyze(CHURNED_TABLES)  # every run starts from the same table state
     base = Path(settings.BASE_DIR)
     bin_dir = Path(sys.executable).parent
     product_id = shop.new_print(stock=stock, label=f"http-{strategy}")
@@ -427,10 +439,12 @@ def run_http(
     try:
         _wait_ready(f"http://127.0.0.1:{port}/healthz", gunicorn)
         with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+            roots = {gunicorn.pid: "web", os.getpid(): "bench"}
             if strategy == "batched":
-                stack.enter_context(
+                writers = stack.enter_context(
                     _processes(ctx, [(_writer_process, (shop.tenant_id, product_id, 0, counter, stop, writer_results))])
                 )
+                roots.update({proc.pid: "writer" for proc in writers})
             out = Path(tmp) / "locust.json"
             locust_argv = [
                 str(bin_dir / "locust"),
@@ -440,7 +454,7 @@ def run_http(
                 *f"-u {users} -r {users} -t {seconds}s --stop-timeout 5".split(),
                 *f"--host http://127.0.0.1:{port} --only-summary --loglevel WARNING".split(),
             ]
-            locust = subprocess.run(  # noqa: S603 - our own virtualenv's locust, loopback only
+            locust = subprocess.Popen(  # noqa: S603 - our own virtualenv's locust, loopback only
                 locust_argv,
                 cwd=base,
                 env={
@@ -451,14 +465,28 @@ def run_http(
                     "INVENTORY_BENCH_RATE": str(rate or 0),
                     "INVENTORY_BENCH_USERS": str(users),
                 },
-                capture_output=True,
-                timeout=seconds + 120,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )
+            # Where the CPU goes in the steady middle of the run (after ramp-up, before the end).
+            cpu = CpuWindow(roots={**roots, locust.pid: "locust"})
+            now = time.time()
+            margin = min(2.0, seconds / 4)
+            cpu_thread = cpu.during(now + margin, now + seconds - margin / 2)
+            try:
+                _, locust_err = locust.communicate(timeout=seconds + 120)
+            except subprocess.TimeoutExpired:
+                locust.kill()
+                raise
+            cpu_thread.join(timeout=10)
             if not out.exists():
-                raise RuntimeError(
-                    f"locust wrote no summary (exit {locust.returncode}): {locust.stderr.decode()[-2000:]}"
-                )
+                raise RuntimeError(f"locust wrote no summary (exit {locust.returncode}): {locust_err.decode()[-2000:]}")
             summary = json.loads(out.read_text())
+            window = cpu.result.get("window_seconds") or 0.0
+            summary["cpu"] = {
+                **cpu.result,
+                "ms_per_request": per_unit_ms(cpu.result, summary["requests_per_second"] * window),
+            }
             stop.set()
             if strategy == "batched":
                 writer = writer_results.get(timeout=300)
@@ -672,6 +700,11 @@ class Command(BaseCommand):
                     f"{name:<18} {run['requests']:>9} {run['requests_per_second']:>8.0f} {run['p50_ms']:>8.1f} "
                     f"{run['p99_ms']:>8.1f} {run['failures']:>5} {run['books']['oversell']:>9}"
                 )
+            w("CPU ms per request in each run's steady window (cores busy):")
+            for name, run in result["http"].items():
+                cpu = run.get("cpu", {})
+                shares = ", ".join(f"{k} {v:.1f}" for k, v in cpu.get("ms_per_request", {}).items())
+                w(f"  {name:<16} {shares or cpu.get('unavailable', 'n/a')} ({cpu.get('busy_cores', '?')})")
         w("")
         for name, target in result["targets"].items():
             value = target["value"]

@@ -21,6 +21,8 @@ from django.conf import settings
 from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand, CommandParser
 
+from apps.ops.vacuum import autovacuum_enabled
+
 RESULTS = Path(settings.BASE_DIR) / "bench-results"
 
 # (title, command, full-profile args, smoke-profile args); the command writes --json-out.
@@ -77,6 +79,7 @@ def machine_facts() -> dict[str, Any]:
         "postgresql": pg_version,
         "redis": redis_version,
         "django_debug": bool(settings.DEBUG),
+        "autovacuum": autovacuum_enabled(),
     }
 
 
