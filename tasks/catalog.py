@@ -1,10 +1,15 @@
 """Celery tasks of the catalog domain (thin: load by id, call a service)."""
 
+import dataclasses
+from datetime import timedelta
 from typing import Any
 
+from celery import shared_task
+from django.conf import settings
 from django.db import OperationalError
+from django.utils import timezone
 
-from apps.catalog.services import PHOTO_UPLOADED_TOPIC, photo_generate_derivatives
+from apps.catalog.services import PHOTO_UPLOADED_TOPIC, originals_sweep_orphans, photo_generate_derivatives
 from apps.outbox.routing import outbox_consumer
 
 
@@ -28,3 +33,11 @@ def generate_derivatives(*, message_id: str, payload: dict[str, Any]) -> str:
     errors retry with bounded, jittered backoff.
     """
     return photo_generate_derivatives(tenant_id=int(payload["tenant_id"]), photo_id=int(payload["photo_id"]))
+
+
+@shared_task(name="catalog.sweep_orphan_originals", acks_late=True)
+def sweep_orphan_originals() -> dict[str, int]:
+    """Beat (maintenance queue): delete originals of uploads that never committed, once older than
+    CATALOG_ORPHAN_GRACE_HOURS. Idempotent: a repeat finds nothing more to delete."""
+    cutoff = timezone.now() - timedelta(hours=settings.CATALOG_ORPHAN_GRACE_HOURS)
+    return dataclasses.asdict(originals_sweep_orphans(older_than=cutoff))

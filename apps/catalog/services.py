@@ -9,13 +9,15 @@ every statement to that tenant whoever calls it (API, task, command, test).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import IO
 
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
@@ -372,3 +374,62 @@ def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequ
             update_fields=["amount_minor", "updated_at"],
         )
         return price_list
+
+
+@dataclass(frozen=True)
+class OrphanSweepReport:
+    events: int = 0
+    files: int = 0
+    deleted: int = 0
+    kept_recent: int = 0
+
+
+_TENANT_DIR = re.compile(r"^t(\d+)$")
+_EVENT_DIR = re.compile(r"^e(\d+)$")
+
+
+def originals_sweep_orphans(*, older_than: datetime) -> OrphanSweepReport:
+    """Delete stored originals that no Photo names and that were last written before `older_than`.
+
+    An upload stores its original before its transaction commits the Photo row, so a rolled-back
+    upload (a refused idempotent retry, a database error, a crash) leaves a file nobody refers
+    to. The grace period (`older_than`, CATALOG_ORPHAN_GRACE_HOURS ago in the beat task) keeps
+    the files of uploads still in flight. Walks `<private prefix>/originals/t<tenant>/e<event>/`
+    and reads each event's photos in that tenant's context (RLS). Outside any transaction;
+    safe to repeat and to run while uploads go on (a file is deleted only if it is old and
+    unreferenced when looked at). Storage errors propagate (the task retries next time).
+    """
+    root = f"{settings.CATALOG_PRIVATE_PREFIX}/originals"
+    if not default_storage.exists(root):
+        return OrphanSweepReport()
+    events = files = deleted = kept_recent = 0
+    tenant_dirs, _ = default_storage.listdir(root)
+    for tenant_dir in sorted(tenant_dirs):
+        tenant_match = _TENANT_DIR.match(tenant_dir)
+        if tenant_match is None:
+            continue
+        tenant_id = int(tenant_match.group(1))
+        event_dirs, _ = default_storage.listdir(f"{root}/{tenant_dir}")
+        for event_dir in sorted(event_dirs):
+            event_match = _EVENT_DIR.match(event_dir)
+            if event_match is None:
+                continue
+            folder = f"{root}/{tenant_dir}/{event_dir}"
+            _, names = default_storage.listdir(folder)
+            stored = {f"{folder}/{name}" for name in names}
+            events += 1
+            files += len(stored)
+            with tenant_context(tenant_id):
+                referenced = set(
+                    Photo.objects.filter(
+                        tenant_id=tenant_id, event_id=int(event_match.group(1)), original__in=stored
+                    ).values_list("original", flat=True)
+                )
+            for name in sorted(stored - referenced):
+                if default_storage.get_modified_time(name) >= older_than:
+                    kept_recent += 1
+                    continue
+                default_storage.delete(name)
+                deleted += 1
+                logger.info("orphaned original deleted", extra={"tenant_id": tenant_id, "file": name})
+    return OrphanSweepReport(events=events, files=files, deleted=deleted, kept_recent=kept_recent)
