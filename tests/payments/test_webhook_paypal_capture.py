@@ -30,9 +30,36 @@ class FakePayPal:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.orders: dict[str, dict[str, Any]] = {}
+        # A capture refusal to answer with (422 and PayPal's issue code), and what GET of the
+        # order then says ("COMPLETED": captured elsewhere; "APPROVED": the buyer must pay again).
+        self.capture_refusal: str | None = None
+        self.status_after_refusal = "APPROVED"
         fake = self
 
+        def order_body(order_id: str, status: str) -> dict[str, Any]:
+            unit = fake.orders[order_id]
+            if status != "COMPLETED":
+                return {"id": order_id, "status": status, "purchase_units": [unit]}
+            capture = {"id": f"CAP-{order_id}", "status": "COMPLETED", "amount": unit["amount"]}
+            return {
+                "id": order_id,
+                "status": "COMPLETED",
+                "purchase_units": [{**unit, "payments": {"captures": [capture]}}],
+            }
+
         class Handler(BaseHTTPRequestHandler):
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # /v2/checkout/orders/<id>
+                fake.requests.append({"path": self.path, "method": "GET", "headers": {}})
+                self._send(200, order_body(self.path.split("/")[4], fake.status_after_refusal))
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}})
@@ -47,15 +74,18 @@ class FakePayPal:
                         "status": "PAYER_ACTION_REQUIRED",
                         "links": [{"rel": "payer-action", "href": f"https://paypal.test/checkoutnow?token={order_id}"}],
                     }
+                elif fake.capture_refusal is not None:  # /v2/checkout/orders/<id>/capture, refused
+                    self._send(
+                        422,
+                        {
+                            "name": "UNPROCESSABLE_ENTITY",
+                            "message": "The requested action could not be performed.",
+                            "details": [{"issue": fake.capture_refusal}],
+                        },
+                    )
+                    return
                 else:  # /v2/checkout/orders/<id>/capture
-                    order_id = self.path.split("/")[4]
-                    unit = fake.orders[order_id]
-                    capture = {"id": f"CAP-{order_id}", "status": "COMPLETED", "amount": unit["amount"]}
-                    payload = {
-                        "id": order_id,
-                        "status": "COMPLETED",
-                        "purchase_units": [{**unit, "payments": {"captures": [capture]}}],
-                    }
+                    payload = order_body(self.path.split("/")[4], "COMPLETED")
                 data = json.dumps(payload).encode()
                 self.send_response(201 if "orders" in self.path else 200)
                 self.send_header("Content-Type", "application/json")
@@ -141,3 +171,57 @@ def test_approved_order_is_captured_once_and_the_capture_pays_the_checkout(tenan
         assert Entitlement.objects.count() == 1
     with system_context("test"):
         assert WebhookEvent.objects.get().outcome == "approved: capture requested"
+
+
+def _approve(tenant_a, shop) -> tuple[str, str]:
+    """A PayPal checkout whose order the buyer approved; returns (checkout id, order id)."""
+    checkout_id = post_checkout(
+        tenant_a.client(), checkout_body(shop, {"product": shop.download.pk}, provider="paypal")
+    ).json()["id"]
+    drain_outbox()
+    with tenant_context(tenant_a.org.pk):
+        order_id = Checkout.objects.get(pk=checkout_id).paypal_order_id
+    key = sign.paypal_key()
+    sign.paypal_trust(key)
+    body = approved_event(order_id=order_id, checkout_id=checkout_id)
+    headers = sign.paypal_headers(body, key)
+    headers.pop("Content-Type")
+    response = Client().post("/webhooks/paypal", data=body, content_type="application/json", headers=headers)
+    assert response.status_code == 200
+    return checkout_id, order_id
+
+
+def test_a_capture_refused_as_already_captured_applies_the_orders_own_status(tenant_a, shop, paypal):
+    # given: an approved order whose capture PayPal refuses (422) because it was captured already
+    paypal.capture_refusal = "ORDER_ALREADY_CAPTURED"
+    paypal.status_after_refusal = "COMPLETED"
+    checkout_id, order_id = _approve(tenant_a, shop)
+
+    # when: the capture consumer runs
+    drain_outbox()
+
+    # then: the order's own status (GET) was asked and applied: the shopper paid and is served
+    assert [r["path"] for r in paypal.requests if r.get("method") == "GET"] == [f"/v2/checkout/orders/{order_id}"]
+    with tenant_context(tenant_a.org.pk):
+        checkout = Checkout.objects.get(pk=checkout_id)
+        assert (checkout.status, checkout.transaction.status) == ("paid", "paid")
+        assert checkout.transaction.payment_id == f"CAP-{order_id}"
+        assert Entitlement.objects.count() == 1
+
+
+def test_a_declined_capture_of_a_still_approved_order_grants_nothing(tenant_a, shop, paypal):
+    # given: an approved order whose capture is declined (the buyer must choose another funding source)
+    paypal.capture_refusal = "INSTRUMENT_DECLINED"
+    paypal.status_after_refusal = "APPROVED"
+    checkout_id, _ = _approve(tenant_a, shop)
+
+    # when: the capture consumer runs (once: a final refusal is not retried)
+    drain_outbox()
+
+    # then: nothing is paid or granted; the checkout still awaits payment (webhook or expiry next)
+    assert len([r for r in paypal.requests if r["path"].endswith("/capture")]) == 1
+    with tenant_context(tenant_a.org.pk):
+        checkout = Checkout.objects.get(pk=checkout_id)
+        assert checkout.status == "awaiting_payment"
+        assert checkout.transaction.status != "paid"
+        assert Entitlement.objects.count() == 0

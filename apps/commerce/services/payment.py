@@ -432,27 +432,43 @@ def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
     Outside any transaction (provider call), in the checkout's tenant context. The capture's
     idempotency key is `capture:<checkout id>`, so a retry returns the first capture. A PAID or
     FAILED capture is applied as a fact in its own transaction; anything else waits for the
-    provider's webhook. Retryable ProviderErrors are raised, final ones logged.
+    provider's webhook. Retryable ProviderErrors are raised. A capture refused for good (e.g.
+    PayPal's 422 ORDER_ALREADY_CAPTURED or INSTRUMENT_DECLINED) is not taken at its word: the
+    order's own status is fetched and applied when it is PAID or FAILED (already captured
+    elsewhere: the shopper paid); otherwise the refusal is logged and the order waits for the
+    buyer, the provider's webhook or the reservation's expiry.
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("the provider must not be called inside a transaction")
     checkout = Checkout.objects.get(pk=checkout_id)
-    capture = getattr(get_provider(checkout.provider), "capture", None)
+    provider = get_provider(checkout.provider)
+    capture = getattr(provider, "capture", None)
     reference = checkout.provider_reference
     if capture is None or not reference:
         return None
+    source = f"{checkout.provider}:capture"
     try:
         state = capture(reference=reference, idempotency_key=f"capture:{checkout.pk}")
     except ProviderError as exc:
         if exc.retryable:
             raise
         logger.warning("capture refused", extra={"checkout_id": str(checkout.pk), "error": str(exc)})
-        return None
+        try:
+            state = provider.fetch_status(reference=reference)
+        except ProviderError as status_exc:
+            if status_exc.retryable:
+                raise
+            logger.warning(
+                "order status unavailable after a refused capture",
+                extra={"checkout_id": str(checkout.pk), "error": str(status_exc)},
+            )
+            return None
+        source = f"{checkout.provider}:order-status"
     if str(state.status) not in ("paid", "failed"):
         return None
     fact = PaymentFact(
         status="paid" if str(state.status) == "paid" else "failed",
-        source=f"{checkout.provider}:capture",
+        source=source,
         amount_minor=state.amount_minor,
         currency=state.currency,
         payment_id=state.payment_id,
