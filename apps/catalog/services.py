@@ -400,10 +400,12 @@ def originals_sweep_orphans(*, older_than: datetime) -> OrphanSweepReport:
     unreferenced when looked at). Storage errors propagate (the task retries next time).
     """
     root = f"{settings.CATALOG_PRIVATE_PREFIX}/originals"
-    if not default_storage.exists(root):
-        return OrphanSweepReport()
     events = files = deleted = kept_recent = 0
-    tenant_dirs, _ = default_storage.listdir(root)
+    try:
+        # Not `exists(root)`: on object stores a prefix is no object, so it would say False.
+        tenant_dirs, _ = default_storage.listdir(root)
+    except FileNotFoundError:
+        return OrphanSweepReport()
     for tenant_dir in sorted(tenant_dirs):
         tenant_match = _TENANT_DIR.match(tenant_dir)
         if tenant_match is None:

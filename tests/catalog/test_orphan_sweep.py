@@ -100,3 +100,10 @@ def test_the_beat_task_keeps_orphans_younger_than_the_grace_period(tenant_a, set
     # then: the orphan may still belong to an upload in flight: kept
     assert default_storage.exists(orphan)
     assert result["deleted"] == 0 and result["kept_recent"] >= 1
+
+
+def test_a_storage_without_any_original_yet_sweeps_nothing(tenant_a):
+    # given: nothing was ever uploaded under this test's prefix
+    # when / then: the sweep reports an empty walk instead of failing
+    report = originals_sweep_orphans(older_than=timezone.now())
+    assert (report.events, report.files, report.deleted) == (0, 0, 0)
