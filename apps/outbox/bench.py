@@ -33,7 +33,7 @@ from kombu import Queue
 
 from apps.ops.cpu import CpuWindow, per_unit_ms
 from apps.ops.vacuum import vacuum_analyze
-from apps.outbox.models import OutboxMessage
+from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.services import outbox_publish
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import Organization
@@ -145,6 +145,18 @@ def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return predicate()
+
+
+def _remove_bench_rows() -> dict[str, int]:
+    """Delete this and earlier runs' probe rows: the published `outbox.bench` messages and the
+    probe's inbox entries. Left in place, every run would start with bigger tables than the one
+    before (the retention cleanups keep them for a day and a week)."""
+    from tasks.outbox import BENCH_TASK, BENCH_TOPIC
+
+    with system_context("outbox bench: remove probe rows"), transaction.atomic():
+        messages, _ = OutboxMessage.objects.filter(topic=BENCH_TOPIC, status=OutboxMessage.Status.PUBLISHED).delete()
+        inbox, _ = InboxEntry.objects.filter(consumer=BENCH_TASK).delete()
+    return {"outbox_messages": messages, "inbox_entries": inbox}
 
 
 def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, Any]:
@@ -280,6 +292,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         shares = ", ".join(f"{k} {v:.2f}" for k, v in cpu_result["ms_per_committed_message"].items())
         log(f"CPU while producing: {cpu.result['busy_cores']} of {os.cpu_count()} cores busy; ms per message: {shares}")
     redis.delete(key, warm_key)
+    removed = _remove_bench_rows()
     return {
         "benchmark": "outbox_commit_to_task_start",
         "profile": config.profile,
@@ -289,6 +302,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         "target": {"p99_ms": TARGET_P99_MS, "rate_per_s": config.rate, "min_achieved_fraction": 0.95},
         "results": {
             "backlog_before": backlog_before,
+            "bench_rows_removed": removed,
             "messages_offered": expected,
             "messages_committed": len(commits),
             "messages_delivered": delivered,
