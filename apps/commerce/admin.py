@@ -9,17 +9,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Receipt, Refund, Transaction
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from apps.core.admin_base import ReadOnlyAdmin
 
 
 class CheckoutLineInline(admin.TabularInline):

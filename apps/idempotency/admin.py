@@ -1,15 +1,13 @@
 """Read-only list of stored idempotency keys (platform superusers, audited system context)."""
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from apps.core.admin_base import ReadOnlyAdmin
 from apps.idempotency.models import IdempotencyKey
 
 
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(admin.ModelAdmin):
+class IdempotencyKeyAdmin(ReadOnlyAdmin):
     """Response bodies are not shown: they may carry secrets shown once to the caller."""
 
     list_display = ("created_at", "tenant", "caller", "key", "method", "path", "response_status", "request_id")
@@ -31,12 +29,3 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):
         "request_id",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -4,11 +4,9 @@ Events, keys and the buffer are append-only, balances and checkpoints are writte
 projector only: nothing can be added, changed or deleted from the admin.
 """
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from apps.core.admin_base import ReadOnlyAdmin
 from apps.ledger.models import (
     AccountBalance,
     LedgerAccount,
@@ -18,17 +16,6 @@ from apps.ledger.models import (
     LedgerEvent,
     LedgerPartitionHead,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(LedgerAccount)

@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
+from apps.core.admin_base import ReadOnlyAdmin
 from apps.tenancy.models import ApiKey, AuditLog, Membership, Organization, User
 from apps.tenancy.services import api_key_forget
 
@@ -38,16 +39,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "tenant", "actor_label", "action", "target_type", "target_id", "request_id")
     list_filter = ("action",)
     search_fields = ("request_id", "target_id", "actor_label")
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
