@@ -37,6 +37,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, connections
 
+from apps.core.polling import wait_until
 from apps.ledger.models import LedgerAccount
 from apps.ledger.partitioning import partition_count
 from apps.ledger.projection import LEADER_LOCK_NAMESPACE, _session_connection
@@ -211,15 +212,6 @@ def _led_and_caught_up() -> bool:
     return led and lag == 0
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 # --- load -----------------------------------------------------------------------------------
 
 
@@ -304,7 +296,7 @@ def run(profile: Profile, *, json_out: Path, log: Callable[[str], None]) -> Repo
     account_ids = [a for t in tenants for a in t.account_ids]
     projectors = start_projectors(profile.projectors, json_out.with_name("ledger_slo_projectors.log"))
     try:
-        if not wait_until(_led_and_caught_up, profile.catch_up_timeout):
+        if not wait_until(_led_and_caught_up, timeout=profile.catch_up_timeout):
             raise RuntimeError("projectors did not lead every partition and catch up before the run")
         phases = profile.phases()
         samples = _drive_load(profile, phases, tenants, run_id, report, log)

@@ -31,6 +31,7 @@ from django.db import connections, transaction
 from django_redis import get_redis_connection
 from kombu import Queue
 
+from apps.core.polling import wait_until
 from apps.ops.cpu import CpuWindow, per_unit_ms
 from apps.ops.vacuum import vacuum_analyze
 from apps.outbox.models import InboxEntry, OutboxMessage
@@ -138,15 +139,6 @@ def _starts(key: str) -> dict[str, float]:
     return starts
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def _remove_bench_rows() -> dict[str, int]:
     """Delete this and earlier runs' probe rows: the published `outbox.bench` messages and the
     probe's inbox entries. Left in place, every run would start with bigger tables than the one
@@ -216,7 +208,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         # Warm-up through the real path: proves relay and worker are up before measuring.
         with tenant_context(tenant_id):
             warm_ids = {_publish_one(tenant_id, warm_key, -i - 1) for i in range(config.warmup_messages)}
-        if not _wait_for(lambda: warm_ids <= set(_starts(warm_key)), timeout=90):
+        if not wait_until(lambda: warm_ids <= set(_starts(warm_key)), timeout=90):
             raise RuntimeError(f"relay/worker did not start; logs in {logdir}")
         log(f"warm-up done; {config.rate:g} msg/s for {config.duration:g} s from {config.producers} producers")
 
@@ -254,7 +246,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         commits = dict(pair for outcome in outcomes for pair in outcome["commits"])
         errors = sum(outcome["errors"] for outcome in outcomes)
         log(f"committed {len(commits)} messages in {produce_seconds:.1f} s ({errors} errors); draining")
-        _wait_for(lambda: len(set(commits) & set(_starts(key))) >= len(commits), timeout=config.drain_timeout)
+        wait_until(lambda: len(set(commits) & set(_starts(key))) >= len(commits), timeout=config.drain_timeout)
         starts = _starts(key)
     finally:
         _stop(relay)

@@ -16,6 +16,7 @@ from celery.signals import before_task_publish
 from django.conf import settings
 from django.db import connection
 
+from apps.core import polling
 from apps.core.request_context import reset_request_id, set_request_id
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.relay import OutboxRelay, relay_batch
@@ -28,12 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
+    return polling.wait_until(predicate, timeout=timeout)
 
 
 def queue_length(queue: str) -> int:

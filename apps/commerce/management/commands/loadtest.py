@@ -68,6 +68,7 @@ from apps.catalog.models import ProductKind
 from apps.catalog.services import PriceIn, event_create, photo_upload, price_list_set, product_create
 from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Provider, Receipt
 from apps.commerce.services import LineIn, checkout_create, platform_fee_minor
+from apps.core.polling import wait_until
 from apps.ledger.models import LedgerEvent
 from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import PaymentStatus
@@ -218,15 +219,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def _wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
 @contextmanager
 def running_stack(*, web_workers: int, web_threads: int, worker_concurrency: int) -> Iterator[Stack]:
     """gunicorn (127.0.0.1, free port), the outbox relay and a Celery worker on every queue."""
@@ -269,7 +261,7 @@ def running_stack(*, web_workers: int, web_threads: int, worker_concurrency: int
             except OSError:
                 return False
 
-        if not _wait_until(healthy, timeout=60):
+        if not wait_until(healthy, timeout=60):
             raise RuntimeError(f"gunicorn did not answer /healthz within 60 s; logs in {log_dir}")
         yield stack
     finally:
@@ -408,7 +400,7 @@ def scenario_checkout(*, options: dict[str, Any], log: Callable[[str], None]) ->
     ) as stack:
         # Warm-up through the durable path: proves relay and worker are consuming.
         warm = create_checkouts(shop, count=1, rng=random.Random(1))  # noqa: S311 - a load shape, not a secret
-        if not _wait_until(stack.alive_and(lambda: _all_have_sessions(shop.tenant_id)), timeout=90):
+        if not wait_until(stack.alive_and(lambda: _all_have_sessions(shop.tenant_id)), timeout=90):
             raise RuntimeError(f"relay/worker did not create the warm-up session; logs in {stack.log_dir}")
         warm_http = warm_up_http(stack=stack, shop=shop, scenario="checkout")
         log(f"stack up at {stack.base_url}; Locust {options['users']} users for {options['seconds']} s")
@@ -428,7 +420,7 @@ def scenario_checkout(*, options: dict[str, Any], log: Callable[[str], None]) ->
         )
         log(f"Locust done (exit {exit_code}); waiting up to {options['drain_timeout']} s for payment sessions")
         drain_started = time.monotonic()
-        drained = _wait_until(lambda: _all_have_sessions(shop.tenant_id), timeout=options["drain_timeout"])
+        drained = wait_until(lambda: _all_have_sessions(shop.tenant_id), timeout=options["drain_timeout"])
         drain_seconds = time.monotonic() - drain_started
         stack.check_alive()
     created = http.pop("created_ids")
@@ -581,7 +573,7 @@ def scenario_webhooks(*, options: dict[str, Any], log: Callable[[str], None]) ->
         checkout_ids = create_checkouts(shop, count=options["checkouts"], rng=rng)
         log(f"studio {shop.tenant_id}: {len(checkout_ids)} checkouts in {time.monotonic() - started:.1f} s")
         started = time.monotonic()
-        if not _wait_until(
+        if not wait_until(
             stack.alive_and(lambda: _all_have_sessions(shop.tenant_id)), timeout=options["drain_timeout"]
         ):
             raise RuntimeError(
@@ -620,7 +612,7 @@ def scenario_webhooks(*, options: dict[str, Any], log: Callable[[str], None]) ->
             )
         log(f"Locust done (exit {exit_code}); waiting up to {options['drain_timeout']} s for processing")
         drain_started = time.monotonic()
-        drained = _wait_until(
+        drained = wait_until(
             lambda: _webhook_status_counts(sent_ids).get(WebhookEvent.Status.PROCESSED, 0) == len(sent_ids),
             timeout=options["drain_timeout"],
             interval=0.5,
