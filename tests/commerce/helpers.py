@@ -171,3 +171,16 @@ def deliver(events: list[Any], *, duplicates: int = 1, shuffle: bool = False, se
         rng=random.Random(seed),
     )
     return sender.send(sender.plan(events))
+
+
+def buy_print(shop: Any, n: int, quantity: int = 1) -> Any:
+    """Shopper n checks out `quantity` of the shop's print through the service (its tenant context)."""
+    from apps.commerce.services import LineIn, checkout_create
+
+    with tenant_context(shop.org.pk):
+        return checkout_create(
+            tenant_id=shop.org.pk,
+            email=f"buyer{n}@example.test",
+            provider="sandbox",
+            lines=[LineIn(product_id=shop.print.pk, quantity=quantity)],
+        )

@@ -27,10 +27,9 @@ from apps.commerce.batched import (
 from apps.commerce.batched import writer as batched_writer
 from apps.commerce.inventory import get_strategy
 from apps.commerce.models import Checkout, CheckoutLine, InventoryReservation
-from apps.commerce.services import LineIn, checkout_create
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
-from tests.commerce.helpers import drain_outbox
+from tests.commerce.helpers import buy_print, drain_outbox
 from tests.factories.commerce import Shop, make_shop
 from tests.fixtures import TenantBundle
 
@@ -39,16 +38,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 BUYERS = 500
 STOCK = 100
 THREADS = 16
-
-
-def buy(shop: Shop, n: int) -> Checkout:
-    with tenant_context(shop.org.pk):
-        return checkout_create(
-            tenant_id=shop.org.pk,
-            email=f"buyer{n}@example.test",
-            provider="sandbox",
-            lines=[LineIn(product_id=shop.print.pk, quantity=1)],
-        )
 
 
 def run_in_threads(jobs: list[Callable[[], Any]], *, threads: int = THREADS) -> list[BaseException]:
@@ -120,7 +109,7 @@ def test_500_concurrent_checkouts_for_100_prints_confirm_exactly_100(
         writer_thread.start()
 
     # when: 500 shoppers check out one print each, 16 at a time
-    errors = run_in_threads([lambda n=n: buy(shop, n) for n in range(BUYERS)])
+    errors = run_in_threads([lambda n=n: buy_print(shop, n) for n in range(BUYERS)])
     buyers_done.set()
     if writer_thread is not None:
         writer_thread.join(timeout=120)
@@ -170,7 +159,7 @@ def test_batched_checkout_never_touches_the_stock_row(shop_a: Shop, settings: An
         with tenant_context(shop_a.org.pk), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL lock_timeout = '2s'")
-            checkout = buy(shop_a, 1)
+            checkout = buy_print(shop_a, 1)
     finally:
         release.set()
         holder.join()
@@ -196,14 +185,14 @@ def test_many_reservations_publish_one_wake_up_until_the_writer_drained(shop_a: 
 
     # when: eight shoppers check out one after the other
     for n in range(8):
-        buy(shop_a, n)
+        buy_print(shop_a, n)
 
     # then: one wake-up for the SKU (the first reservation's); the rest found it pending
     assert wake_ups(shop_a) == 1
 
     # when: the writer drains, and a ninth shopper arrives afterwards
     report = inventory_sku_drain(tenant_id=shop_a.org.pk, product_id=shop_a.print.pk)
-    buy(shop_a, 9)
+    buy_print(shop_a, 9)
 
     # then: the writer decided all eight in one batch and stepped down; the newcomer woke it again
     assert (report.status, report.batches, report.confirmed, report.rejected) == ("drained", 1, 8, 0)
@@ -217,7 +206,7 @@ def test_a_checkout_committing_during_the_writers_final_check_is_not_stranded(
     # that has inserted its reservation, saw the first one pending (so published nothing) and
     # has not committed yet
     settings.INVENTORY_STRATEGY = "batched"
-    first = buy(shop_a, 1)
+    first = buy_print(shop_a, 1)
     inserted = threading.Event()
     commit = threading.Event()
     late: dict[str, Any] = {}
@@ -225,7 +214,7 @@ def test_a_checkout_committing_during_the_writers_final_check_is_not_stranded(
     def slow_checkout() -> None:
         try:
             with tenant_context(shop_a.org.pk), transaction.atomic():
-                late["checkout"] = buy(shop_a, 2)
+                late["checkout"] = buy_print(shop_a, 2)
                 inserted.set()
                 commit.wait(30)
         finally:

@@ -30,12 +30,12 @@ from apps.commerce.batched import (
 )
 from apps.commerce.batched import writer as batched_writer
 from apps.commerce.models import Checkout, CheckoutLine, InventoryReservation, Refund, Transaction
-from apps.commerce.services import LineIn, PaymentFact, checkout_create, checkouts_expire_due, transaction_apply_fact
+from apps.commerce.services import PaymentFact, checkouts_expire_due, transaction_apply_fact
 from apps.core.locks import StaleLeaseError, redis_key, try_fenced_lock
 from apps.core.models import Lease
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
-from tests.commerce.helpers import drain_outbox
+from tests.commerce.helpers import buy_print, drain_outbox
 from tests.factories.commerce import Shop
 from tests.fixtures import subprocess_env
 
@@ -45,16 +45,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def _batched(settings: Any) -> None:
     settings.INVENTORY_STRATEGY = "batched"
-
-
-def buy(shop: Shop, n: int, quantity: int = 1) -> Checkout:
-    with tenant_context(shop.org.pk):
-        return checkout_create(
-            tenant_id=shop.org.pk,
-            email=f"buyer{n}@example.test",
-            provider="sandbox",
-            lines=[LineIn(product_id=shop.print.pk, quantity=quantity)],
-        )
 
 
 def reservation_statuses(shop: Shop) -> dict[str, int]:
@@ -101,7 +91,7 @@ def _subprocess_env(lock_ttl: float) -> dict[str, str]:
 def test_a_writer_killed_mid_batch_loses_and_doubles_nothing(shop_a: Shop) -> None:
     # given: 4 pending reservations of 3 units each for a print with 10 left
     for n in range(4):
-        buy(shop_a, n, quantity=3)
+        buy_print(shop_a, n, quantity=3)
 
     # when: a writer process dies after its stock UPDATE, before COMMIT
     crashed = subprocess.run(
@@ -143,8 +133,8 @@ def test_a_writer_that_fails_mid_batch_rolls_back_and_hands_the_sku_back(
     shop_a: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: 2 pending reservations, and an error raised after the stock UPDATE
-    buy(shop_a, 1)
-    buy(shop_a, 2)
+    buy_print(shop_a, 1)
+    buy_print(shop_a, 2)
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("outbox insert failed")
@@ -170,8 +160,8 @@ def test_a_writer_that_fails_mid_batch_rolls_back_and_hands_the_sku_back(
 
 def test_a_stale_writer_is_refused_by_its_epoch_and_writes_nothing(shop_a: Shop) -> None:
     # given: writer A holds the SKU, its Redis key is lost, and writer B takes over
-    buy(shop_a, 1)
-    buy(shop_a, 2)
+    buy_print(shop_a, 1)
+    buy_print(shop_a, 2)
     name = writer_lock_name(shop_a.print.pk)
     with try_fenced_lock(name, ttl=30) as stale:
         assert stale is not None
@@ -197,7 +187,7 @@ def test_a_stale_writer_is_refused_by_its_epoch_and_writes_nothing(shop_a: Shop)
 
 def test_the_stock_rows_epoch_refuses_a_writer_older_than_its_last_writer(shop_a: Shop) -> None:
     # given: a current lease, but the stock row was last written under a newer epoch
-    buy(shop_a, 1)
+    buy_print(shop_a, 1)
     with try_fenced_lock(writer_lock_name(shop_a.print.pk), ttl=30) as lease:
         assert lease is not None
         with tenant_context(shop_a.org.pk):
@@ -216,7 +206,7 @@ def test_the_stock_rows_epoch_refuses_a_writer_older_than_its_last_writer(shop_a
 
 
 def _sell(shop: Shop, buyers: int) -> list[Checkout]:
-    checkouts = [buy(shop, n) for n in range(buyers)]
+    checkouts = [buy_print(shop, n) for n in range(buyers)]
     inventory_sku_drain(tenant_id=shop.org.pk, product_id=shop.print.pk)
     drain_outbox(topics={TOPIC_RESERVATION_DECIDED})
     return checkouts
@@ -292,7 +282,7 @@ def test_racing_releases_of_the_same_reservations_give_the_stock_back_once(shop_
 
 def test_a_checkout_expiring_before_its_writer_ran_releases_its_pending_reservation_unused(shop_a: Shop) -> None:
     # given: a checkout whose reservation is still pending (the writer is down)
-    checkout = buy(shop_a, 1)
+    checkout = buy_print(shop_a, 1)
     later = timezone.now() + timedelta(seconds=django_settings.INVENTORY_RESERVATION_TTL_SECONDS + 1)
 
     # when: it expires, and the writer runs afterwards
@@ -339,9 +329,9 @@ def test_a_payment_after_expiry_is_refunded_and_the_released_stock_stays_release
 def test_reconciliation_balances_after_sales_and_expiry_and_reports_corrupted_stock(shop_a: Shop) -> None:
     # given: sales, a sold-out rejection, an expiry, and a pending reservation
     _sell(shop_a, 4)
-    buy(shop_a, 10, quantity=7)  # 6 left: rejected
+    buy_print(shop_a, 10, quantity=7)  # 6 left: rejected
     inventory_sku_drain(tenant_id=shop_a.org.pk, product_id=shop_a.print.pk)
-    buy(shop_a, 11)  # pending: holds no stock
+    buy_print(shop_a, 11)  # pending: holds no stock
     assert reconcile()[0] == 0
 
     # when: someone changes the stock behind the writer's back (the owner role)
@@ -359,7 +349,7 @@ def test_reconciliation_balances_after_sales_and_expiry_and_reports_corrupted_st
 
 def test_wake_ups_are_published_through_the_outbox(shop_a: Shop) -> None:
     # given / when: a checkout of a print under the batched strategy
-    buy(shop_a, 1)
+    buy_print(shop_a, 1)
     # then: the SKU's writer is asked for through the outbox (durably, with the checkout)
     with system_context("test outbox read"):
         message = OutboxMessage.objects.get(topic=TOPIC_RESERVATIONS_PENDING)

@@ -8,23 +8,12 @@ import pytest
 from django.test import Client
 
 from apps.commerce.batched import inventory_sku_drain
-from apps.commerce.services import LineIn, checkout_create
-from apps.tenancy.context import tenant_context
+from tests.commerce.helpers import buy_print
 from tests.factories.commerce import Shop
 from tests.factories.tenancy import UserFactory
 from tests.fixtures import TenantBundle
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def buy(shop: Shop, n: int) -> None:
-    with tenant_context(shop.org.pk):
-        checkout_create(
-            tenant_id=shop.org.pk,
-            email=f"buyer{n}@example.test",
-            provider="sandbox",
-            lines=[LineIn(product_id=shop.print.pk, quantity=1)],
-        )
 
 
 def staff_client() -> Client:
@@ -48,7 +37,7 @@ def test_the_page_shows_pending_depth_then_the_drain_rate(shop_a: Shop, settings
     settings.INVENTORY_STRATEGY = "batched"
     settings.INVENTORY_OPS_RATE_WINDOW_SECONDS = 60
     for n in range(3):
-        buy(shop_a, n)
+        buy_print(shop_a, n)
     client = staff_client()
 
     # when: an operator looks

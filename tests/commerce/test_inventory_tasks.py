@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from django.conf import settings as django_settings
 from django.db import connection
 
 from apps.commerce.batched import TOPIC_RESERVATIONS_PENDING, inventory_sku_drain
 from apps.commerce.batched import writer as batched_writer
 from apps.commerce.models import Checkout, InventoryReservation
-from apps.commerce.services import LineIn, checkout_create
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.relay import relay_batch
 from apps.tenancy.context import system_context, tenant_context
 from config.celery_app import app as celery_app
 from tasks.inventory import sweep
+from tests.commerce.fixtures import purge_queues
+from tests.commerce.helpers import buy_print
 from tests.factories.commerce import Shop
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,12 +30,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def _batched(settings: Any) -> None:
     settings.INVENTORY_STRATEGY = "batched"
-
-
-def purge_queues() -> None:
-    with celery_app.connection_for_write() as conn:
-        for queue in django_settings.DARKROOM_QUEUES:
-            conn.default_channel.queue_purge(queue)
 
 
 @pytest.fixture
@@ -49,16 +43,6 @@ def worker() -> Iterator[None]:
         yield
     connection.close()
     purge_queues()
-
-
-def buy(shop: Shop, n: int) -> Checkout:
-    with tenant_context(shop.org.pk):
-        return checkout_create(
-            tenant_id=shop.org.pk,
-            email=f"buyer{n}@example.test",
-            provider="sandbox",
-            lines=[LineIn(product_id=shop.print.pk, quantity=1)],
-        )
 
 
 def statuses(shop: Shop) -> dict[str, int]:
@@ -85,7 +69,7 @@ def relay_until(done: Any, *, timeout: float = 60.0) -> None:
 def test_checkouts_are_decided_and_settled_through_the_outbox_and_a_real_worker(shop_a: Shop, worker: None) -> None:
     # given: 10 prints and 12 shoppers (the writer is not running)
     for n in range(12):
-        buy(shop_a, n)
+        buy_print(shop_a, n)
     assert statuses(shop_a) == {"reserving": 12}
 
     # when: the relay publishes the outbox and the worker consumes it
@@ -113,7 +97,7 @@ def test_checkouts_are_decided_and_settled_through_the_outbox_and_a_real_worker(
 
 def test_the_sweep_wakes_the_writer_when_a_wake_up_was_lost(shop_a: Shop, worker: None, settings: Any) -> None:
     # given: a pending reservation whose wake-up message was dead-lettered
-    checkout = buy(shop_a, 1)
+    checkout = buy_print(shop_a, 1)
     with system_context("test"):
         OutboxMessage.objects.filter(topic=TOPIC_RESERVATIONS_PENDING).update(status=OutboxMessage.Status.DEAD)
     settings.INVENTORY_SWEEP_MIN_AGE_SECONDS = 0
@@ -138,7 +122,7 @@ def test_a_wake_up_dropped_as_busy_is_covered_by_the_holders_recheck(
 ) -> None:
     # given: a writer draining the SKU; right after its final check found nothing (and before it
     # releases the lock) a checkout commits and that checkout's wake-up finds the lock busy
-    buy(shop_a, 1)
+    buy_print(shop_a, 1)
     real_final_check = batched_writer._final_check
     competitor: dict[str, Any] = {}
 
@@ -148,7 +132,7 @@ def test_a_wake_up_dropped_as_busy_is_covered_by_the_holders_recheck(
 
             def late_shopper() -> None:
                 try:
-                    competitor["checkout"] = buy(shop_a, 2)
+                    competitor["checkout"] = buy_print(shop_a, 2)
                     competitor["drain"] = inventory_sku_drain(tenant_id=shop_a.org.pk, product_id=shop_a.print.pk)
                 finally:
                     connection.close()
