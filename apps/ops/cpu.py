@@ -3,8 +3,8 @@
 `CpuWindow` takes two snapshots of every process's user+system CPU time (psutil, a dev
 requirement) and attributes the difference to named groups: the roots a benchmark started (with
 their descendants), then PostgreSQL backends, Redis, and everything else. A process that starts
-or ends inside the window counts only the part the snapshots saw, so take the window while the
-measured processes run. Best effort: without psutil the report says so instead of failing the run.
+inside the window counts in full; one that ends inside it is missed, so take the window while
+the measured processes run. Best effort: without psutil the report says so instead of failing the run.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class CpuWindow:
         seconds = max(time.monotonic() - self._started, 1e-9)
         groups: dict[str, float] = {}
         for pid, (cpu, _, _) in after.items():
-            spent = cpu - self._before.get(pid, (0.0, "", 0))[0] if pid in self._before else 0.0
+            spent = cpu - self._before.get(pid, (0.0, "", 0))[0]  # new in the window: all of it
             if spent <= 0:
                 continue
             group = _group_of(pid, after, self.roots)
