@@ -40,15 +40,22 @@ def process_webhook(*, message_id: str, payload: dict[str, Any]) -> str:
     return webhook_event_process(webhook_event_id=payload["webhook_event_id"], message_id=message_id)
 
 
+# Consumers that call a provider (outside any transaction, with the provider's idempotency key):
+# a ProviderError retries with jittered backoff; a final refusal is settled inside the service.
+PROVIDER_CALL_RETRY: dict[str, Any] = {
+    "once": False,
+    "autoretry_for": (ProviderError,),
+    "retry_backoff": 5,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
+
+
 @outbox_consumer(
     "payment.refund_requested",
     name="payments.submit_refund",
-    once=False,
-    autoretry_for=(ProviderError,),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=10,
+    **PROVIDER_CALL_RETRY,
 )
 def submit_refund(*, message_id: str, payload: dict[str, Any]) -> str:
     return refund_submit(refund_id=int(payload["refund_id"])).status
@@ -57,12 +64,7 @@ def submit_refund(*, message_id: str, payload: dict[str, Any]) -> str:
 @outbox_consumer(
     "payment.capture_requested",
     name="payments.capture_payment",
-    once=False,
-    autoretry_for=(ProviderError,),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=10,
+    **PROVIDER_CALL_RETRY,
 )
 def capture_payment(*, message_id: str, payload: dict[str, Any]) -> str:
     outcome = checkout_capture(checkout_id=payload["checkout_id"])
