@@ -1,1 +1,7 @@
-from tests.commerce.fixtures import celery_worker_thread, row_lock_strategy, shop_a, shop_b  # noqa: F401
+from tests.commerce.fixtures import (  # noqa: F401 - fixtures, used by name
+    celery_worker_thread,
+    empty_broker,
+    row_lock_strategy,
+    shop_a,
+    shop_b,
+)

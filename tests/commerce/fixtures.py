@@ -29,6 +29,14 @@ def purge_queues() -> None:
 
 
 @pytest.fixture
+def empty_broker() -> Iterator[None]:
+    """Purge every Darkroom queue before and after the test, so no task leaks between tests."""
+    purge_queues()
+    yield
+    purge_queues()
+
+
+@pytest.fixture
 def shop_a(tenant_a: TenantBundle) -> Shop:
     return make_shop(org=tenant_a.org)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.core import signing
 from django.core.files.storage import default_storage
@@ -12,17 +10,10 @@ from django.test import Client
 from apps.commerce.models import Entitlement
 from apps.commerce.selectors import DOWNLOAD_SALT, download_token
 from apps.tenancy.context import tenant_context
-from tests.commerce.fixtures import checkout_body, post_checkout, purge_queues
+from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid, sandbox_refunded
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _empty_broker() -> Iterator[None]:
-    purge_queues()
-    yield
-    purge_queues()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
 
 def buy(tenant, shop, *lines, email="ann@example.test") -> str:

@@ -3,7 +3,6 @@ and out-of-order events change nothing twice; every effect exists exactly once."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -18,7 +17,7 @@ from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import PaymentStatus
 from apps.payments.providers.sandbox import build_event
 from apps.tenancy.context import system_context, tenant_context
-from tests.commerce.fixtures import checkout_body, post_checkout, purge_queues
+from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import (
     deliver,
     drain_outbox,
@@ -29,14 +28,7 @@ from tests.commerce.helpers import (
     system_count,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _empty_broker() -> Iterator[None]:
-    purge_queues()
-    yield
-    purge_queues()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
 
 def open_checkout(tenant, shop, *lines) -> Checkout:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from django.core import mail
@@ -14,10 +13,10 @@ from django.test import override_settings
 from apps.commerce.models import Receipt
 from apps.commerce.services import ReceiptBusy, receipt_send
 from apps.tenancy.context import tenant_context
-from tests.commerce.fixtures import checkout_body, post_checkout, purge_queues
+from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
 
 class ExplodingBackend:
@@ -26,13 +25,6 @@ class ExplodingBackend:
 
     def send_messages(self, messages) -> int:
         raise ConnectionRefusedError("smtp down")
-
-
-@pytest.fixture(autouse=True)
-def _empty_broker() -> Iterator[None]:
-    purge_queues()
-    yield
-    purge_queues()
 
 
 def paid_checkout(tenant, shop, *, drain_receipt: bool = True) -> str:

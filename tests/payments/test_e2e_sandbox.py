@@ -27,14 +27,8 @@ from apps.payments.models import WebhookEvent
 from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout, worker_running
 from tests.commerce.helpers import system_count
-from tests.factories.commerce import Shop, make_shop
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture
-def shop(tenant_a) -> Shop:
-    return make_shop(org=tenant_a.org)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ the one message to the consumer: one inbox row, effects once."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from django.db import connection
@@ -17,24 +16,11 @@ from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.payments.models import WebhookEvent
 from apps.tenancy.context import system_context, tenant_context
 from tasks.payments import process_webhook
-from tests.commerce.fixtures import checkout_body, post_checkout, purge_queues
+from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import drain_outbox, sandbox_paid, system_count
-from tests.factories.commerce import Shop, make_shop
 from tests.payments.signing_helpers import sandbox_headers
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture
-def shop(tenant_a) -> Shop:
-    return make_shop(org=tenant_a.org)
-
-
-@pytest.fixture(autouse=True)
-def _empty_broker() -> Iterator[None]:
-    purge_queues()
-    yield
-    purge_queues()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("empty_broker")]
 
 
 def run_threads(count: int, target) -> list:

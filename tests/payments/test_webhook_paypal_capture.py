@@ -18,7 +18,6 @@ from apps.payments.models import WebhookEvent
 from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout, purge_queues
 from tests.commerce.helpers import drain_outbox
-from tests.factories.commerce import Shop, make_shop
 from tests.payments import signing_helpers as sign
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -110,11 +109,6 @@ def paypal() -> Iterator[FakePayPal]:
     fake.server.shutdown()
     fake.server.server_close()
     purge_queues()
-
-
-@pytest.fixture
-def shop(tenant_a) -> Shop:
-    return make_shop(org=tenant_a.org)
 
 
 def approved_event(*, order_id: str, checkout_id: str) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from io import StringIO
 
 import pytest
@@ -21,25 +20,12 @@ from apps.payments.providers.base import PaymentStatus
 from apps.payments.providers.sandbox import build_event
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
-from tests.commerce.fixtures import checkout_body, post_checkout, purge_queues
+from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import deliver, drain_outbox, pending_topics, sandbox_paid, system_count
-from tests.factories.commerce import Shop, make_shop
 from tests.factories.tenancy import UserFactory
 from tests.payments.signing_helpers import stripe_headers, stripe_session_completed
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def shop(tenant_a) -> Shop:
-    return make_shop(org=tenant_a.org)
-
-
-@pytest.fixture(autouse=True)
-def _empty_broker() -> Iterator[None]:
-    purge_queues()
-    yield
-    purge_queues()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
 
 def the_event() -> WebhookEvent:
