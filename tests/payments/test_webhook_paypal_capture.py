@@ -133,26 +133,35 @@ def approved_event(*, order_id: str, checkout_id: str) -> bytes:
     ).encode()
 
 
-def test_approved_order_is_captured_once_and_the_capture_pays_the_checkout(tenant_a, shop, paypal):
-    # given: a PayPal checkout whose order exists (session created after commit)
+def paypal_checkout(tenant_a, shop) -> tuple[str, str]:
+    """A PayPal checkout whose order exists (session created after commit): (checkout id, order id)."""
     checkout_id = post_checkout(
         tenant_a.client(), checkout_body(shop, {"product": shop.download.pk}, provider="paypal")
     ).json()["id"]
     drain_outbox()
     with tenant_context(tenant_a.org.pk):
         order_id = Checkout.objects.get(pk=checkout_id).paypal_order_id
-    assert order_id and order_id.startswith("ORDER-")
-    # when: PayPal's signed CHECKOUT.ORDER.APPROVED arrives twice and is processed
+    return checkout_id, order_id
+
+
+def deliver(body: bytes) -> None:
+    """One signed PayPal delivery of `body`, accepted by the webhook endpoint."""
     key = sign.paypal_key()
     sign.paypal_trust(key)
+    headers = sign.paypal_headers(body, key)
+    headers.pop("Content-Type")
+    response = Client().post("/webhooks/paypal", data=body, content_type="application/json", headers=headers)
+    assert response.status_code == 200
+
+
+def test_approved_order_is_captured_once_and_the_capture_pays_the_checkout(tenant_a, shop, paypal):
+    # given: a PayPal checkout whose order exists (session created after commit)
+    checkout_id, order_id = paypal_checkout(tenant_a, shop)
+    assert order_id and order_id.startswith("ORDER-")
+    # when: PayPal's signed CHECKOUT.ORDER.APPROVED arrives twice and is processed
     body = approved_event(order_id=order_id, checkout_id=checkout_id)
     for _ in range(2):
-        headers = sign.paypal_headers(body, key)
-        headers.pop("Content-Type")
-        assert (
-            Client().post("/webhooks/paypal", data=body, content_type="application/json", headers=headers).status_code
-            == 200
-        )
+        deliver(body)
     handled = drain_outbox()
     # then: one capture request went out, keyed by the checkout; the capture paid the checkout
     assert handled.count("payment.capture_requested") == 1
@@ -167,29 +176,12 @@ def test_approved_order_is_captured_once_and_the_capture_pays_the_checkout(tenan
         assert WebhookEvent.objects.get().outcome == "approved: capture requested"
 
 
-def _approve(tenant_a, shop) -> tuple[str, str]:
-    """A PayPal checkout whose order the buyer approved; returns (checkout id, order id)."""
-    checkout_id = post_checkout(
-        tenant_a.client(), checkout_body(shop, {"product": shop.download.pk}, provider="paypal")
-    ).json()["id"]
-    drain_outbox()
-    with tenant_context(tenant_a.org.pk):
-        order_id = Checkout.objects.get(pk=checkout_id).paypal_order_id
-    key = sign.paypal_key()
-    sign.paypal_trust(key)
-    body = approved_event(order_id=order_id, checkout_id=checkout_id)
-    headers = sign.paypal_headers(body, key)
-    headers.pop("Content-Type")
-    response = Client().post("/webhooks/paypal", data=body, content_type="application/json", headers=headers)
-    assert response.status_code == 200
-    return checkout_id, order_id
-
-
 def test_a_capture_refused_as_already_captured_applies_the_orders_own_status(tenant_a, shop, paypal):
     # given: an approved order whose capture PayPal refuses (422) because it was captured already
     paypal.capture_refusal = "ORDER_ALREADY_CAPTURED"
     paypal.status_after_refusal = "COMPLETED"
-    checkout_id, order_id = _approve(tenant_a, shop)
+    checkout_id, order_id = paypal_checkout(tenant_a, shop)
+    deliver(approved_event(order_id=order_id, checkout_id=checkout_id))
 
     # when: the capture consumer runs
     drain_outbox()
@@ -207,7 +199,8 @@ def test_a_declined_capture_of_a_still_approved_order_grants_nothing(tenant_a, s
     # given: an approved order whose capture is declined (the buyer must choose another funding source)
     paypal.capture_refusal = "INSTRUMENT_DECLINED"
     paypal.status_after_refusal = "APPROVED"
-    checkout_id, _ = _approve(tenant_a, shop)
+    checkout_id, order_id = paypal_checkout(tenant_a, shop)
+    deliver(approved_event(order_id=order_id, checkout_id=checkout_id))
 
     # when: the capture consumer runs (once: a final refusal is not retried)
     drain_outbox()
