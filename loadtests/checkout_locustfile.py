@@ -27,7 +27,6 @@ CHECKOUT_LOCUST_MAX_SECONDS (default 120), CHECKOUT_LOCUST_OUT (JSON summary pat
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import uuid
@@ -136,7 +135,7 @@ _recorder.install(precheck=_precheck, max_seconds=MAX_SECONDS)
 @events.quitting.add_listener
 def _report(environment: Environment, **_: Any) -> None:
     summary: dict[str, Any] = _recorder.endpoint_summary(environment)
-    endpoints, failures = summary["endpoints"], summary["failures"]
+    failures = summary["failures"]
     summary |= {
         "statuses": _statuses,
         "users": USERS,
@@ -147,14 +146,5 @@ def _report(environment: Environment, **_: Any) -> None:
         "replays": len(_replayed),
         "created_ids": _created,
     }
-    for name, figures in endpoints.items():
-        print(
-            f"{name:<42} n={figures['requests']:<7} fail={figures['failures']:<4} "
-            f"{figures['rps']:>7} req/s p50={figures['p50_ms']} ms p99={figures['p99_ms']} ms"
-        )
-    print(f"checkouts {len(_created)}, replays {len(_replayed)}, failures {failures}")
-    if OUT:
-        with open(OUT, "w") as out:
-            json.dump(summary, out, indent=2)
-    if failures:
-        environment.process_exit_code = 1
+    headline = f"checkouts {len(_created)}, replays {len(_replayed)}, failures {failures}"
+    _recorder.finish(environment, summary, out=OUT, headline=headline)

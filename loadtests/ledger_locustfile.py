@@ -21,7 +21,6 @@ Environment: LEDGER_LOCUST_API_KEY (required), LEDGER_LOCUST_BATCH (default 50, 
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from typing import Any
@@ -113,11 +112,4 @@ _recorder.install(precheck=_precheck, max_seconds=MAX_SECONDS)
 @events.quitting.add_listener
 def _report(environment: Environment, **_: Any) -> None:
     summary: dict[str, Any] = _recorder.endpoint_summary(environment)
-    for name, figures in summary["endpoints"].items():
-        print(f"{name:<40} n={figures['requests']:<7} fail={figures['failures']:<4} p99={figures['p99_ms']} ms")
-    print(f"non-2xx responses: {summary['failures']}")
-    if OUT:
-        with open(OUT, "w") as out:
-            json.dump(summary, out, indent=2)
-    if summary["failures"]:
-        environment.process_exit_code = 1
+    _recorder.finish(environment, summary, out=OUT, headline=f"non-2xx responses: {summary['failures']}")

@@ -1,5 +1,5 @@
 """Plumbing shared by the Locust files: response-time recording, percentiles, the loopback
-guard (no request ever leaves this machine) and the per-endpoint summary.
+guard (no request ever leaves this machine), the per-endpoint summary and the end-of-run report.
 
 Locust puts a locustfile's folder on sys.path, so `from locust_support import ...` works for
 `locust -f loadtests/<file>.py`.
@@ -7,6 +7,7 @@ Locust puts a locustfile's folder on sys.path, so `from locust_support import ..
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,3 +97,19 @@ class RunRecorder:
                 f"{error.name}: {error.error} x{error.occurrences}" for error in list(stats.errors.values())[:5]
             ],
         }
+
+    @staticmethod
+    def finish(environment: Environment, summary: dict[str, Any], *, out: str | None, headline: str) -> None:
+        """Print one line per endpoint and `headline`, write `summary` as JSON to `out` (if set),
+        and make Locust exit 1 when any request failed."""
+        for name, figures in summary["endpoints"].items():
+            print(
+                f"{name:<42} n={figures['requests']:<7} fail={figures['failures']:<4} "
+                f"{figures['rps']:>7} req/s p50={figures['p50_ms']} ms p99={figures['p99_ms']} ms"
+            )
+        print(headline)
+        if out:
+            with open(out, "w") as handle:
+                json.dump(summary, handle, indent=2)
+        if summary["failures"]:
+            environment.process_exit_code = 1

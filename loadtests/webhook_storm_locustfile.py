@@ -169,15 +169,6 @@ def _report(environment: Environment, **_: Any) -> None:
         "events_sent": len(_deliveries),
         "deliveries_per_event": _deliveries,
     }
-    for name, figures in endpoints.items():
-        print(
-            f"{name:<42} n={figures['requests']:<7} fail={figures['failures']:<4} "
-            f"{figures['rps']:>7} req/s p50={figures['p50_ms']} ms p99={figures['p99_ms']} ms"
-        )
     share = summary["duplicate_share"]
-    print(f"events sent {len(_deliveries)}/{len(_events)}, duplicate share {share}, failures {failures}")
-    if OUT:
-        with open(OUT, "w") as out:
-            json.dump(summary, out, indent=2)
-    if failures:
-        environment.process_exit_code = 1
+    headline = f"events sent {len(_deliveries)}/{len(_events)}, duplicate share {share}, failures {failures}"
+    _recorder.finish(environment, summary, out=OUT, headline=headline)
