@@ -8,10 +8,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from apps.payments.providers.http import HttpRequest, HttpResponse
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Base for fake provider servers on 127.0.0.1: JSON answers, no access log on stderr."""
+
+    def send_json(self, status: int, payload: Mapping[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 def json_response(payload: Mapping[str, Any], status: int = 200) -> HttpResponse:

@@ -7,7 +7,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout, purge_queues
 from tests.commerce.helpers import drain_outbox
 from tests.payments import signing_helpers as sign
+from tests.payments.provider_transport import JsonHandler
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,18 +47,10 @@ class FakePayPal:
                 "purchase_units": [{**unit, "payments": {"captures": [capture]}}],
             }
 
-        class Handler(BaseHTTPRequestHandler):
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:  # /v2/checkout/orders/<id>
                 fake.requests.append({"path": self.path, "method": "GET", "headers": {}})
-                self._send(200, order_body(self.path.split("/")[4], fake.status_after_refusal))
+                self.send_json(200, order_body(self.path.split("/")[4], fake.status_after_refusal))
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -74,7 +67,7 @@ class FakePayPal:
                         "links": [{"rel": "payer-action", "href": f"https://paypal.test/checkoutnow?token={order_id}"}],
                     }
                 elif fake.capture_refusal is not None:  # /v2/checkout/orders/<id>/capture, refused
-                    self._send(
+                    self.send_json(
                         422,
                         {
                             "name": "UNPROCESSABLE_ENTITY",
@@ -85,15 +78,7 @@ class FakePayPal:
                     return
                 else:  # /v2/checkout/orders/<id>/capture
                     payload = order_body(self.path.split("/")[4], "COMPLETED")
-                data = json.dumps(payload).encode()
-                self.send_response(201 if "orders" in self.path else 200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
+                self.send_json(201 if "orders" in self.path else 200, payload)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
