@@ -53,7 +53,7 @@ class CheckoutOutputSerializer(serializers.Serializer):
     transaction_status = serializers.SerializerMethodField()
     expires_at = serializers.DateTimeField()
     created_at = serializers.DateTimeField()
-    lines = CheckoutLineOutputSerializer(many=True)
+    lines = CheckoutLineOutputSerializer(source="lines_by_position", many=True)
 
     def get_payment_url(self, checkout: Checkout) -> str | None:
         return checkout.payment_url or None
@@ -62,6 +62,8 @@ class CheckoutOutputSerializer(serializers.Serializer):
         return checkout.payment_session_error or None
 
     def get_transaction_status(self, checkout: Checkout) -> str | None:
+        if checkout.status in Checkout.NO_TRANSACTION_STATUSES:
+            return None  # known without asking the database
         txn = getattr(checkout, "transaction", None)
         return txn.status if txn is not None else None
 
@@ -99,7 +101,7 @@ class CheckoutCreateApi(TenantApi):
                 for line in data.validated_data["lines"]
             ],
         )
-        checkout = checkout_get(tenant_id=self.tenant_id, checkout_id=checkout.pk)
+        # Rendered from what this transaction wrote (lines included): no read-back.
         return Response(CheckoutOutputSerializer(checkout).data, status=201)
 
 

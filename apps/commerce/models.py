@@ -81,6 +81,11 @@ class Checkout(TenantModel):
         REFUNDED = "refunded", "Refunded"
 
     OPEN_STATUSES = ("reserving", "awaiting_payment_session", "awaiting_payment")
+    # Before it is payable a checkout has no `Transaction` (`_settle` creates it on leaving these).
+    NO_TRANSACTION_STATUSES = ("reserving", "sold_out")
+
+    # Not a column: the lines ordered by position, set by `checkout_get` and `checkout_create`.
+    lines_by_position: list[CheckoutLine]
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     email = models.EmailField()

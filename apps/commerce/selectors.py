@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core import signing
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 
 from apps.catalog.models import Photo
 from apps.commerce.errors import CheckoutNotFound, EntitlementNotFound
@@ -35,16 +35,14 @@ class DownloadLinkInvalid(DomainError):
 
 
 def checkout_get(*, tenant_id: int, checkout_id: uuid.UUID | str) -> Checkout:
-    """A checkout with its lines (by position) and transaction. Raises CheckoutNotFound (also for
-    another tenant's checkout: RLS hides it)."""
-    checkout = (
-        Checkout.objects.filter(tenant_id=tenant_id, pk=checkout_id)
-        .select_related("transaction")
-        .prefetch_related(Prefetch("lines", queryset=CheckoutLine.objects.order_by("position")))
-        .first()
-    )
+    """A checkout with its transaction and, in `lines_by_position`, its lines. Raises
+    CheckoutNotFound (also for another tenant's checkout: RLS hides it)."""
+    checkout = Checkout.objects.filter(tenant_id=tenant_id, pk=checkout_id).select_related("transaction").first()
     if checkout is None:
         raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
+    checkout.lines_by_position = list(
+        CheckoutLine.objects.filter(tenant_id=tenant_id, checkout=checkout).order_by("position")
+    )
     return checkout
 
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.utils import timezone
 
-from apps.idempotency.models import IdempotencyKey
+from apps.idempotency.models import TABLE
 from apps.idempotency.sealing import unseal
 
 RETENTION_FLOOR = dt.timedelta(hours=24)
@@ -32,6 +33,14 @@ def idempotency_retention() -> dt.timedelta:
     return retention
 
 
+# Plain SQL: this lookup runs at the start of every mutating API request.
+_FIND_SQL = f"""
+    SELECT fingerprint, response_status, response_body, response_content_type FROM {TABLE}
+     WHERE tenant_id = %s AND caller = %s AND key = %s AND created_at >= %s AND created_at < %s
+     ORDER BY created_at DESC LIMIT 1
+"""
+
+
 @dataclass(frozen=True)
 class StoredOutcome:
     fingerprint: str
@@ -52,14 +61,9 @@ def idempotency_key_find(*, tenant_id: int, caller: str, key: str) -> StoredOutc
     since = now - idempotency_retention()
     # The upper bound only prunes the empty partitions created ahead (a day covers clock skew).
     until = now + dt.timedelta(days=1)
-    row = (
-        IdempotencyKey.objects.filter(
-            tenant_id=tenant_id, caller=caller, key=key, created_at__gte=since, created_at__lt=until
-        )
-        .order_by("-created_at")
-        .values_list("fingerprint", "response_status", "response_body", "response_content_type")
-        .first()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_FIND_SQL, [tenant_id, caller, key, since, until])
+        row = cursor.fetchone()
     if row is None:
         return None
     fingerprint, status, body, content_type = row

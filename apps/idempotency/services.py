@@ -12,11 +12,16 @@ from django.utils import timezone
 
 from apps.core.partitions import drop_partitions_before, ensure_partitions, list_partitions
 from apps.core.request_context import get_request_id
-from apps.idempotency.models import TABLE, IdempotencyKey
+from apps.idempotency.models import TABLE
 from apps.idempotency.sealing import seal
 from apps.idempotency.selectors import idempotency_retention
 
 logger = logging.getLogger("darkroom.idempotency")
+
+_RECORD_SQL = (
+    f"INSERT INTO {TABLE} (tenant_id, caller, key, fingerprint, method, path, response_status, response_body,"
+    " response_content_type, request_id, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
 
 
 def idempotency_key_record(
@@ -30,7 +35,7 @@ def idempotency_key_record(
     status: int,
     body: bytes,
     content_type: str,
-) -> IdempotencyKey:
+) -> None:
     """Store the outcome of a completed request (status < 400) under (tenant, caller, key).
 
     Joins the caller's transaction (the one that carries the request's effect) and must run
@@ -39,21 +44,18 @@ def idempotency_key_record(
     Raises IntegrityError if the partition's unique (tenant, caller, key) index already holds
     the key (only possible if the lock was bypassed).
     """
-    if not transaction.get_connection().in_atomic_block:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
         raise transaction.TransactionManagementError("idempotency_key_record must run in the effect's transaction")
-    return IdempotencyKey.objects.create(
-        tenant_id=tenant_id,
-        caller=caller,
-        key=key,
-        fingerprint=fingerprint,
-        method=method,
-        path=path,
-        response_status=status,
-        response_body=seal(body),
-        response_content_type=content_type,
-        request_id=get_request_id() or "",
-        created_at=timezone.now(),
-    )
+    # Plain SQL: this insert ends every mutating API request.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD_SQL,
+            [
+                tenant_id, caller, key, fingerprint, method, path, status, seal(body), content_type,
+                get_request_id() or "", timezone.now(),
+            ],
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -78,7 +79,10 @@ class LineIn:
 
 @dataclass(frozen=True)
 class _PricedLine:
-    product: Product
+    product_id: int
+    event_id: int
+    kind: str
+    size: str
     photo_id: int | None
     photographer_id: int | None
     quantity: int
@@ -110,6 +114,36 @@ def _studio_owner_id(tenant_id: int) -> int | None:
     )
 
 
+class _ProductForSale(NamedTuple):
+    product_id: int
+    event_id: int
+    kind: str
+    size: str
+    photo_id: int | None
+    photographer_id: int | None
+    amount_minor: int | None
+    currency: str | None
+
+
+_PRODUCTS_FOR_SALE_SQL = f"""
+    SELECT p.id, p.event_id, p.kind, p.size, p.photo_id, ph.photographer_id, pr.amount_minor, pr.currency
+      FROM {Product._meta.db_table} p
+      LEFT JOIN {Photo._meta.db_table} ph ON ph.tenant_id = p.tenant_id AND ph.id = p.photo_id
+      LEFT JOIN {Price._meta.db_table} pr
+             ON pr.tenant_id = p.tenant_id AND pr.event_id = p.event_id AND pr.kind = p.kind AND pr.size = p.size
+     WHERE p.tenant_id = %s AND p.id = ANY(%s::bigint[]) AND p.active
+"""
+
+
+def _products_for_sale(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_ProductForSale]:
+    """The active products the `lines` name, each with its photo's photographer
+    and its event's price for (kind, size) (None when unpriced): one statement, on the hot
+    path of every checkout."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PRODUCTS_FOR_SALE_SQL, [tenant_id, sorted({line.product_id for line in lines})])
+        return [_ProductForSale(*row) for row in cursor.fetchall()]
+
+
 def _price_lines(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_PricedLine]:
     """Validate and price every line (reads only). Raises InvalidCheckoutLine, PriceNotSet,
     MixedCurrencies."""
@@ -117,18 +151,7 @@ def _price_lines(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_PricedLine
         raise InvalidCheckoutLine("A checkout needs at least one line.")
     if len(lines) > settings.CHECKOUT_MAX_LINES:
         raise InvalidCheckoutLine(f"A checkout has at most {settings.CHECKOUT_MAX_LINES} lines.")
-    products = {
-        p.pk: p
-        for p in Product.objects.filter(
-            tenant_id=tenant_id, pk__in={line.product_id for line in lines}, active=True
-        ).select_related("photo")
-    }
-    prices = {
-        (p.event_id, p.kind, p.size): p
-        for p in Price.objects.filter(tenant_id=tenant_id, event_id__in={p.event_id for p in products.values()}).only(
-            "event_id", "kind", "size", "amount_minor", "currency"
-        )
-    }
+    products = {row.product_id: row for row in _products_for_sale(tenant_id=tenant_id, lines=lines)}
     owner_id: int | None = None
     priced: list[_PricedLine] = []
     seen: set[tuple[str, int]] = set()
@@ -155,32 +178,35 @@ def _price_lines(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_PricedLine
         else:
             if line.photo_id is not None and line.photo_id != product.photo_id:
                 raise InvalidCheckoutLine(
-                    f"Product {product.pk} is not a product of photo {line.photo_id}.", extra=where
+                    f"Product {product.product_id} is not a product of photo {line.photo_id}.", extra=where
                 )
-            photo: Photo | None = product.photo
-            assert photo is not None, "download and print products name a photo (check constraint)"
-            photographer_id = photo.photographer_id
-            photo_id = photo.pk
+            assert product.photo_id is not None, "download and print products name a photo (check constraint)"
+            photographer_id = product.photographer_id
+            photo_id = product.photo_id
         if photographer_id is None:
             raise InvalidCheckoutLine("Nobody at this studio can be credited for the sale.", extra=where)
         # One entitlement per photo (or event) per payment: buying it twice would charge twice.
-        identity = (product.kind, product.pk) if product.kind == ProductKind.PRINT else ("original", photo_id or 0)
+        identity = (
+            (product.kind, product.product_id) if product.kind == ProductKind.PRINT else ("original", photo_id or 0)
+        )
         if product.kind == ProductKind.BULK:
             identity = ("bulk", product.event_id)
         if identity in seen:
             raise InvalidCheckoutLine("The same item appears twice; combine the lines.", extra=where)
         seen.add(identity)
-        price = prices.get((product.event_id, product.kind, product.size))
-        if price is None:
-            raise PriceNotSet(f"Product {product.pk} has no price yet.", extra=where)
+        if product.amount_minor is None or product.currency is None:
+            raise PriceNotSet(f"Product {product.product_id} has no price yet.", extra=where)
         priced.append(
             _PricedLine(
-                product=product,
+                product_id=product.product_id,
+                event_id=product.event_id,
+                kind=product.kind,
+                size=product.size,
                 photo_id=photo_id,
                 photographer_id=photographer_id,
                 quantity=line.quantity,
-                unit_amount_minor=price.amount_minor,
-                currency=price.currency,
+                unit_amount_minor=product.amount_minor,
+                currency=product.currency,
             )
         )
     currencies = {line.currency for line in priced}
@@ -189,7 +215,9 @@ def _price_lines(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_PricedLine
     return priced
 
 
-@transaction.atomic
+# savepoint=False: inside the API's transaction a savepoint would cost two round trips per
+# checkout for nothing; an error here rolls the whole request back anyway.
+@transaction.atomic(savepoint=False)
 def checkout_create(*, tenant_id: int, email: str, provider: str, lines: Sequence[LineIn]) -> Checkout:
     """Create a checkout with its lines, stock reservations, transaction row and outbox message.
 
@@ -200,7 +228,8 @@ def checkout_create(*, tenant_id: int, email: str, provider: str, lines: Sequenc
     strategy (`row_lock`: stock rows locked FOR UPDATE until that commit). A sold-out line is
     marked and left out of the amount; a checkout with nothing left to charge is `sold_out`.
     Raises (before writing anything) ProviderUnavailable, InvalidCheckoutLine, PriceNotSet,
-    MixedCurrencies.
+    MixedCurrencies. The returned checkout carries its new lines in `lines_by_position` (as
+    `checkout_get` does), so the caller can render it without reading it back.
     """
     _check_provider(provider)
     priced = _price_lines(tenant_id=tenant_id, lines=lines)
@@ -220,19 +249,17 @@ def checkout_create(*, tenant_id: int, email: str, provider: str, lines: Sequenc
                 tenant_id=tenant_id,
                 checkout=checkout,
                 position=position,
-                product=line.product,
-                event_id=line.product.event_id,
+                product_id=line.product_id,
+                event_id=line.event_id,
                 photo_id=line.photo_id,
                 photographer_id=line.photographer_id,
-                kind=line.product.kind,
-                size=line.product.size,
+                kind=line.kind,
+                size=line.size,
                 quantity=line.quantity,
                 unit_amount_minor=line.unit_amount_minor,
                 amount_minor=line.unit_amount_minor * line.quantity,
                 currency=line.currency,
-                state=CheckoutLine.State.RESERVED
-                if line.product.kind == ProductKind.PRINT
-                else CheckoutLine.State.CONFIRMED,
+                state=CheckoutLine.State.RESERVED if line.kind == ProductKind.PRINT else CheckoutLine.State.CONFIRMED,
             )
             for position, line in enumerate(priced)
         ]
@@ -246,6 +273,7 @@ def checkout_create(*, tenant_id: int, email: str, provider: str, lines: Sequenc
         aggregate_id=checkout.pk,
         payload={"checkout_id": str(checkout.pk)},
     )
+    checkout.lines_by_position = rows
     return checkout
 
 
