@@ -98,15 +98,27 @@ LOGIN_URL = "/admin/login/"
 # `owner` owns the tables; it runs migrations, partition maintenance and test flushes only.
 # The admin URL (superuser) is used by `manage.py db_bootstrap` to create roles and database.
 DATABASE_NAME = env("DARKROOM_DB_NAME", default="darkroom")
+
+
+def _prepare_threshold(value: str) -> int | None:
+    return None if value.strip().lower() in ("", "none", "off") else int(value)
+
+
+
 DATABASES = {
     "default": {
         **env.db("DATABASE_URL", default=f"postgres://darkroom_app:darkroom_app@127.0.0.1:5432/{DATABASE_NAME}"),
         "ENGINE": "apps.core.db",
         "CONN_MAX_AGE": env.int("DATABASE_CONN_MAX_AGE", default=60),
         "CONN_HEALTH_CHECKS": True,
-        # Server-side parameter binding: psycopg prepares a statement once it ran 5 times on a
-        # connection, so hot paths skip parsing and planning (checkout: 20.4 -> 16.3 ms in-process).
-        "OPTIONS": {"server_side_binding": env.bool("DATABASE_SERVER_SIDE_BINDING", default=True)},
+        # Server-side parameter binding, and prepared statements: psycopg prepares a statement
+        # once it ran `prepare_threshold` times on a connection (Django turns this off unless it
+        # is set), so hot statements are parsed once per connection, not once per request.
+        # Set DATABASE_PREPARE_THRESHOLD=none behind a transaction-mode pooler (PgBouncer < 1.21).
+        "OPTIONS": {
+            "server_side_binding": env.bool("DATABASE_SERVER_SIDE_BINDING", default=True),
+            "prepare_threshold": _prepare_threshold(env.str("DATABASE_PREPARE_THRESHOLD", default="5")),
+        },
     },
     "owner": {
         **env.db(
