@@ -19,14 +19,14 @@ from rest_framework.response import Response
 from apps.commerce.models import Checkout, Entitlement, Provider
 from apps.commerce.selectors import checkout_get, download_token, entitlements_of_email, photos_covered
 from apps.commerce.services import LineIn, checkout_create, checkout_payment_session_request
-from apps.core.serializers import StrictSerializer
+from apps.core.serializers import DirectOutputSerializer, StrictSerializer
 from apps.tenancy.apis import TenantApi
 from apps.tenancy.permissions import HasTenantRole
 
 SHOP_ROLES = HasTenantRole.of("api_key", "owner", "staff")
 
 
-class CheckoutLineOutputSerializer(serializers.Serializer):
+class CheckoutLineOutputSerializer(DirectOutputSerializer):
     id = serializers.IntegerField()
     position = serializers.IntegerField()
     product = serializers.IntegerField(source="product_id")
@@ -41,7 +41,10 @@ class CheckoutLineOutputSerializer(serializers.Serializer):
     state = serializers.CharField()
 
 
-class CheckoutOutputSerializer(serializers.Serializer):
+class CheckoutOutputSerializer(DirectOutputSerializer):
+    """The checkout as every checkout endpoint returns it (rendered directly: these are the
+    hottest responses of the shop)."""
+
     id = serializers.UUIDField()
     status = serializers.CharField()
     email = serializers.EmailField()
