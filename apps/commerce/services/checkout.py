@@ -77,12 +77,24 @@ class LineIn:
     photo_id: int | None = None
 
 
-@dataclass(frozen=True)
-class _PricedLine:
+class _ProductForSale(NamedTuple):
+    """An active product with its photo's photographer and its event's price (None: unpriced)."""
+
     product_id: int
     event_id: int
     kind: str
     size: str
+    photo_id: int | None
+    photographer_id: int | None
+    amount_minor: int | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class _PricedLine:
+    """A validated line: bulk lines carry no photo and credit the studio's owner."""
+
+    product: _ProductForSale
     photo_id: int | None
     photographer_id: int | None
     quantity: int
@@ -112,17 +124,6 @@ def _studio_owner_id(tenant_id: int) -> int | None:
         .values_list("user_id", flat=True)
         .first()
     )
-
-
-class _ProductForSale(NamedTuple):
-    product_id: int
-    event_id: int
-    kind: str
-    size: str
-    photo_id: int | None
-    photographer_id: int | None
-    amount_minor: int | None
-    currency: str | None
 
 
 _PRODUCTS_FOR_SALE_SQL = f"""
@@ -198,10 +199,7 @@ def _price_lines(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_PricedLine
             raise PriceNotSet(f"Product {product.product_id} has no price yet.", extra=where)
         priced.append(
             _PricedLine(
-                product_id=product.product_id,
-                event_id=product.event_id,
-                kind=product.kind,
-                size=product.size,
+                product=product,
                 photo_id=photo_id,
                 photographer_id=photographer_id,
                 quantity=line.quantity,
@@ -249,17 +247,19 @@ def checkout_create(*, tenant_id: int, email: str, provider: str, lines: Sequenc
                 tenant_id=tenant_id,
                 checkout=checkout,
                 position=position,
-                product_id=line.product_id,
-                event_id=line.event_id,
+                product_id=line.product.product_id,
+                event_id=line.product.event_id,
                 photo_id=line.photo_id,
                 photographer_id=line.photographer_id,
-                kind=line.kind,
-                size=line.size,
+                kind=line.product.kind,
+                size=line.product.size,
                 quantity=line.quantity,
                 unit_amount_minor=line.unit_amount_minor,
                 amount_minor=line.unit_amount_minor * line.quantity,
                 currency=line.currency,
-                state=CheckoutLine.State.RESERVED if line.kind == ProductKind.PRINT else CheckoutLine.State.CONFIRMED,
+                state=CheckoutLine.State.RESERVED
+                if line.product.kind == ProductKind.PRINT
+                else CheckoutLine.State.CONFIRMED,
             )
             for position, line in enumerate(priced)
         ]
