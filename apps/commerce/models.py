@@ -267,7 +267,7 @@ class InventoryReservation(TenantModel):
                 name="commerce_reservation_pending",
                 condition=models.Q(status="pending"),
             ),
-            # Balances and reconciliation per studio and SKU; the foreign keys' lookups.
+            # Balances and reconciliation per studio and SKU; a studio's reservations.
             models.Index(fields=["tenant", "product"], name="commerce_reservation_sku"),
         ]
 

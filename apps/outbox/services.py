@@ -22,11 +22,10 @@ from apps.tenancy.context import current
 from apps.tenancy.models import User
 from apps.tenancy.services import audit_record
 
-# Every column of OutboxMessage, in field order (what `Model.from_db` expects).
-_OUTBOX_COLUMNS = (
-    "id", "tenant_id", "topic", "aggregate_type", "aggregate_id", "payload", "headers", "status", "attempts",
-    "next_attempt_at", "created_at", "published_at", "last_error",
-)  # fmt: skip
+# Every column of OutboxMessage, in field order (what `Model.from_db` expects). A field added to
+# the model makes `outbox_publish` fail loudly (KeyError) until it gives the column a value.
+_OUTBOX_COLUMNS = tuple(field.attname for field in OutboxMessage._meta.concrete_fields)
+_OUTBOX_JSON_COLUMNS = frozenset({"payload", "headers"})
 _OUTBOX_INSERT_SQL = (
     f"INSERT INTO {OutboxMessage._meta.db_table} ({', '.join(_OUTBOX_COLUMNS)}) "
     f"VALUES ({', '.join(['%s'] * len(_OUTBOX_COLUMNS))})"
@@ -70,14 +69,25 @@ def outbox_publish(
     merged_headers = dict(headers or {})
     merged_headers.setdefault("request_id", get_request_id())
     now = timezone.now()
-    # In `_OUTBOX_COLUMNS` order.
-    row = (
-        uuid7(), tenant_id, topic, aggregate_type, str(aggregate_id), payload, merged_headers,
-        OutboxMessage.Status.PENDING.value, 0, now, now, None, "",
-    )  # fmt: skip
+    values: dict[str, Any] = {
+        "id": uuid7(),
+        "tenant_id": tenant_id,
+        "topic": topic,
+        "aggregate_type": aggregate_type,
+        "aggregate_id": str(aggregate_id),
+        "payload": payload,
+        "headers": merged_headers,
+        "status": OutboxMessage.Status.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "published_at": None,
+        "last_error": "",
+    }
+    row = [values[column] for column in _OUTBOX_COLUMNS]
+    params: list[Any] = [Jsonb(values[c]) if c in _OUTBOX_JSON_COLUMNS else values[c] for c in _OUTBOX_COLUMNS]
     # One plain INSERT: this runs in every business transaction (every checkout, every webhook),
     # and the ORM's save machinery costs several times the statement itself.
-    params: list[Any] = [Jsonb(v) if isinstance(v, dict) else v for v in row]
     with connection.cursor() as cursor:
         cursor.execute(_OUTBOX_INSERT_SQL, params)
     return OutboxMessage.from_db(connection.alias, _OUTBOX_COLUMNS, row)
