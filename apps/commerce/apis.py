@@ -53,6 +53,7 @@ class CheckoutOutputSerializer(DirectOutputSerializer):
     currency = serializers.CharField()
     payment_url = serializers.SerializerMethodField()
     payment_session_error = serializers.SerializerMethodField()
+    payment_error = serializers.SerializerMethodField()
     transaction_status = serializers.SerializerMethodField()
     expires_at = serializers.DateTimeField()
     created_at = serializers.DateTimeField()
@@ -63,6 +64,12 @@ class CheckoutOutputSerializer(DirectOutputSerializer):
 
     def get_payment_session_error(self, checkout: Checkout) -> str | None:
         return checkout.payment_session_error or None
+
+    def get_payment_error(self, checkout: Checkout) -> str | None:
+        """A refused payment the buyer can still put right (approve again); gone once settled."""
+        if checkout.status != Checkout.Status.AWAITING_PAYMENT:
+            return None
+        return checkout.payment_error or None
 
     def get_transaction_status(self, checkout: Checkout) -> str | None:
         if checkout.status in Checkout.NO_TRANSACTION_STATUSES:

@@ -101,6 +101,9 @@ class Checkout(TenantModel):
     sandbox_reference = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     payment_session_attempts = models.PositiveIntegerField(default=0)
     payment_session_error = models.TextField(blank=True, default="")
+    # Why the provider refused to take a payment the buyer approved (e.g. PayPal declined the
+    # capture), while the checkout stays open for another approval; shown while awaiting payment.
+    payment_error = models.TextField(blank=True, default="")
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -180,7 +180,7 @@ def test_a_capture_refused_as_already_captured_applies_the_orders_own_status(ten
         assert Entitlement.objects.count() == 1
 
 
-def test_a_declined_capture_of_a_still_approved_order_grants_nothing(tenant_a, shop, paypal):
+def test_a_declined_capture_of_a_still_approved_order_grants_nothing_and_says_why(tenant_a, shop, paypal):
     # given: an approved order whose capture is declined (the buyer must choose another funding source)
     paypal.capture_refusal = "INSTRUMENT_DECLINED"
     paypal.status_after_refusal = "APPROVED"
@@ -197,3 +197,10 @@ def test_a_declined_capture_of_a_still_approved_order_grants_nothing(tenant_a, s
         assert checkout.status == "awaiting_payment"
         assert checkout.transaction.status != "paid"
         assert Entitlement.objects.count() == 0
+    # and the shopper is told why on the checkout, in words and PayPal's code, without internals
+    shown = tenant_a.client().get(f"/api/v1/checkouts/{checkout_id}")
+    assert shown.status_code == 200
+    assert shown.json()["payment_error"] == (
+        "PayPal refused the capture: INSTRUMENT_DECLINED. The payment was not taken: approve it again,"
+        " with another funding source if needed."
+    )

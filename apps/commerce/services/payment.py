@@ -426,6 +426,16 @@ def refund_submit(*, refund_id: int) -> Refund:
 # --- capture (providers where approval is not payment) -------------------------------------
 
 
+def _record_payment_error(*, checkout: Checkout, error: str) -> None:
+    """Tell the shopper why the approved payment was not taken (its own short transaction; only
+    while the checkout still awaits payment)."""
+    message = f"{error}. The payment was not taken: approve it again, with another funding source if needed."
+    with transaction.atomic(durable=True):
+        Checkout.objects.filter(pk=checkout.pk, status=Checkout.Status.AWAITING_PAYMENT).update(
+            payment_error=message[:2000], updated_at=timezone.now()
+        )
+
+
 def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
     """Capture an approved payment (PayPal) and apply what the capture says.
 
@@ -435,8 +445,9 @@ def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
     provider's webhook. Retryable ProviderErrors are raised. A capture refused for good (e.g.
     PayPal's 422 ORDER_ALREADY_CAPTURED or INSTRUMENT_DECLINED) is not taken at its word: the
     order's own status is fetched and applied when it is PAID or FAILED (already captured
-    elsewhere: the shopper paid); otherwise the refusal is logged and the order waits for the
-    buyer, the provider's webhook or the reservation's expiry.
+    elsewhere: the shopper paid); otherwise the refusal is logged and stored in the checkout's
+    `payment_error` (the API shows it while the checkout awaits payment), and the order waits
+    for the buyer, the provider's webhook or the reservation's expiry.
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("the provider must not be called inside a transaction")
@@ -447,12 +458,14 @@ def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
     if capture is None or not reference:
         return None
     source = f"{checkout.provider}:capture"
+    refusal: str | None = None
     try:
         state = capture(reference=reference, idempotency_key=f"capture:{checkout.pk}")
     except ProviderError as exc:
         if exc.retryable:
             raise
         logger.warning("capture refused", extra={"checkout_id": str(checkout.pk), "error": str(exc)})
+        refusal = str(exc)
         try:
             state = provider.fetch_status(reference=reference)
         except ProviderError as status_exc:
@@ -465,6 +478,8 @@ def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
             return None
         source = f"{checkout.provider}:order-status"
     if str(state.status) not in ("paid", "failed"):
+        if refusal is not None:
+            _record_payment_error(checkout=checkout, error=refusal)
         return None
     fact = PaymentFact(
         status="paid" if str(state.status) == "paid" else "failed",

@@ -65,7 +65,9 @@ class WebhookPayloadError(DomainError):
 
 
 class ProviderError(DomainError):
-    """A provider API call failed. `retryable` is True for timeouts, 409, 429 and 5xx."""
+    """A provider API call failed. `retryable` is True for timeouts, 409, 429 and 5xx.
+    `response_body` holds the start of the provider's error answer, for adapters that read the
+    provider's error codes out of it (never shown as it is)."""
 
     status_code = 502
     slug = "payment-provider-error"
@@ -79,11 +81,13 @@ class ProviderError(DomainError):
         retryable: bool,
         http_status: int | None = None,
         extra: dict[str, Any] | None = None,
+        response_body: bytes = b"",
     ) -> None:
         super().__init__(detail, extra=extra)
         self.provider = provider
         self.retryable = retryable
         self.http_status = http_status
+        self.response_body = response_body
 
 
 class UnknownProviderError(NotFound):

@@ -122,6 +122,7 @@ class JsonApi:
                 provider=self.provider,
                 retryable=response.status in RETRYABLE_STATUSES or response.status >= 500,
                 http_status=response.status,
+                response_body=response.body[:4000],
             )
         try:
             decoded = json.loads(response.body or b"{}", parse_float=Decimal)

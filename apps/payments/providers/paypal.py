@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import threading
 import time
 import zlib
@@ -153,6 +154,18 @@ def _money(amount: object) -> tuple[int | None, str | None]:
         return major_to_minor(money.get("value"), currency), currency
     except ValueError as exc:
         raise WebhookPayloadError(f"PayPal amount {money!r}: {exc}") from exc
+
+
+def _error_issues(body: bytes) -> list[str]:
+    """The `details[].issue` codes of a PayPal error answer (e.g. INSTRUMENT_DECLINED), else []."""
+    try:
+        error = json.loads(body or b"{}")
+    except ValueError:
+        return []
+    details = as_dict(error).get("details")
+    if not isinstance(details, list):
+        return []
+    return [issue for issue in (as_str(as_dict(detail).get("issue")) for detail in details) if issue]
 
 
 def _captures(order: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -307,14 +320,27 @@ class PayPalProvider(PaymentProvider):
     def capture(self, *, reference: str, idempotency_key: str) -> PaymentState:
         """Capture an APPROVED order. `idempotency_key` goes out as `PayPal-Request-Id`, so a
         retried capture returns the first one's result. Call outside any transaction.
-        Raises ProviderError (e.g. 422 INSTRUMENT_DECLINED: the buyer must pay another way).
+        Raises ProviderError; a 422 refusal says PayPal's issue codes in its detail, e.g. "PayPal
+        refused the capture: INSTRUMENT_DECLINED" (the buyer must pay another way).
         """
-        order = self._api.call(
-            "POST",
-            f"{self._order_url(reference)}/capture",
-            headers=self._headers(request_id=idempotency_key),
-            json_body={},
-        )
+        try:
+            order = self._api.call(
+                "POST",
+                f"{self._order_url(reference)}/capture",
+                headers=self._headers(request_id=idempotency_key),
+                json_body={},
+            )
+        except ProviderError as exc:
+            issues = _error_issues(exc.response_body) if exc.http_status == 422 else []
+            if not issues:
+                raise
+            raise ProviderError(
+                f"PayPal refused the capture: {', '.join(issues)}",
+                provider=self.name,
+                retryable=False,
+                http_status=exc.http_status,
+                response_body=exc.response_body,
+            ) from exc
         return self._state(order)
 
     def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
