@@ -164,11 +164,18 @@ class CheckoutLine(TenantModel):
         SOLD_OUT = "sold_out", "Sold out"
         RELEASED = "released", "Released"
 
-    checkout = models.ForeignKey(Checkout, on_delete=models.CASCADE, related_name="lines")
+    # The composite same-tenant foreign keys (tenant_id, <ref>_id) of migration 0001 enforce these
+    # references (and, through the checkout, the tenant), so the single-column constraints would
+    # be checked twice: every check locks the hot parent row (the product everyone is buying)
+    # FOR KEY SHARE. Lines and reservations are written by every checkout.
+    tenant = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    checkout = models.ForeignKey(Checkout, on_delete=models.CASCADE, related_name="lines", db_constraint=False)
     position = models.PositiveSmallIntegerField()
-    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="+")
-    event = models.ForeignKey("catalog.Event", on_delete=models.PROTECT, related_name="+")
-    photo = models.ForeignKey("catalog.Photo", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    event = models.ForeignKey("catalog.Event", on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    photo = models.ForeignKey(
+        "catalog.Photo", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_constraint=False
+    )
     # Who is credited for the sale (the photo's photographer); null for a bulk line.
     photographer = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -233,10 +240,15 @@ class InventoryReservation(TenantModel):
     # studio's first sale, before ANALYZE, looked like "few rows for this tenant": every batch
     # then scanned and sorted all of the studio's reservations). Fewer indexes, cheaper writes;
     # deleting a product (PROTECT: refused while reserved) scans instead.
-    tenant = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+", db_index=False)
-    checkout = models.ForeignKey(Checkout, on_delete=models.CASCADE, related_name="reservations")
-    line = models.OneToOneField(CheckoutLine, on_delete=models.CASCADE, related_name="reservation")
-    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="+", db_index=False)
+    # Referential integrity: the composite same-tenant foreign keys (see CheckoutLine).
+    tenant = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
+    checkout = models.ForeignKey(Checkout, on_delete=models.CASCADE, related_name="reservations", db_constraint=False)
+    line = models.OneToOneField(CheckoutLine, on_delete=models.CASCADE, related_name="reservation", db_constraint=False)
+    product = models.ForeignKey(
+        "catalog.Product", on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     quantity = models.PositiveIntegerField()
     status = models.CharField(max_length=10, choices=Status.choices)
     expires_at = models.DateTimeField()
