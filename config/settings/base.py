@@ -104,7 +104,6 @@ def _prepare_threshold(value: str) -> int | None:
     return None if value.strip().lower() in ("", "none", "off") else int(value)
 
 
-
 DATABASES = {
     "default": {
         **env.db("DATABASE_URL", default=f"postgres://darkroom_app:darkroom_app@127.0.0.1:5432/{DATABASE_NAME}"),
