@@ -85,7 +85,9 @@ def outbox_publish(
         "last_error": "",
     }
     row = [values[column] for column in _OUTBOX_COLUMNS]
-    params: list[Any] = [Jsonb(values[c]) if c in _OUTBOX_JSON_COLUMNS else values[c] for c in _OUTBOX_COLUMNS]
+    params: list[Any] = [
+        Jsonb(v) if c in _OUTBOX_JSON_COLUMNS else v for c, v in zip(_OUTBOX_COLUMNS, row, strict=True)
+    ]
     # One plain INSERT: this runs in every business transaction (every checkout, every webhook),
     # and the ORM's save machinery costs several times the statement itself.
     with connection.cursor() as cursor:

@@ -161,12 +161,21 @@ def test_approved_order_is_captured_once_and_the_capture_pays_the_checkout(tenan
         assert WebhookEvent.objects.get().outcome == "approved: capture requested"
 
 
+def approved_with_refused_capture(tenant, shop, paypal, *, refusal: str, order_status: str) -> tuple[str, str]:
+    """A PayPal checkout whose approval webhook was delivered; PayPal will refuse its capture with
+    `refusal` (422) and then report the order as `order_status`."""
+    paypal.capture_refusal = refusal
+    paypal.status_after_refusal = order_status
+    checkout_id, order_id = paypal_checkout(tenant, shop)
+    deliver(approved_event(order_id=order_id, checkout_id=checkout_id))
+    return checkout_id, order_id
+
+
 def test_a_capture_refused_as_already_captured_applies_the_orders_own_status(tenant_a, shop, paypal):
     # given: an approved order whose capture PayPal refuses (422) because it was captured already
-    paypal.capture_refusal = "ORDER_ALREADY_CAPTURED"
-    paypal.status_after_refusal = "COMPLETED"
-    checkout_id, order_id = paypal_checkout(tenant_a, shop)
-    deliver(approved_event(order_id=order_id, checkout_id=checkout_id))
+    checkout_id, order_id = approved_with_refused_capture(
+        tenant_a, shop, paypal, refusal="ORDER_ALREADY_CAPTURED", order_status="COMPLETED"
+    )
 
     # when: the capture consumer runs
     drain_outbox()
@@ -182,10 +191,9 @@ def test_a_capture_refused_as_already_captured_applies_the_orders_own_status(ten
 
 def test_a_declined_capture_of_a_still_approved_order_grants_nothing_and_says_why(tenant_a, shop, paypal):
     # given: an approved order whose capture is declined (the buyer must choose another funding source)
-    paypal.capture_refusal = "INSTRUMENT_DECLINED"
-    paypal.status_after_refusal = "APPROVED"
-    checkout_id, order_id = paypal_checkout(tenant_a, shop)
-    deliver(approved_event(order_id=order_id, checkout_id=checkout_id))
+    checkout_id, _ = approved_with_refused_capture(
+        tenant_a, shop, paypal, refusal="INSTRUMENT_DECLINED", order_status="APPROVED"
+    )
 
     # when: the capture consumer runs (once: a final refusal is not retried)
     drain_outbox()
