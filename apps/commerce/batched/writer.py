@@ -185,7 +185,7 @@ _DECIDE_SQL = f"""
                               'product_id', %(product_id)s, 'quantity', quantity, 'status', status,
                               'writer_epoch', %(epoch)s),
            %(headers)s::jsonb, 'pending', 0, %(now)s, %(now)s, NULL, ''
-      FROM decided ORDER BY id
+      FROM decided ORDER BY decided.id
 """
 
 

@@ -63,6 +63,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection, connections
+from django_redis import get_redis_connection
 from PIL import Image
 
 from apps.catalog import storage
@@ -171,6 +172,7 @@ def _buyer_process(
     def buyer() -> None:
         done: list[tuple[str, float, float]] = []
         try:
+            connection.ensure_connection()  # warm, like the writer's (see _writer_process)
             go.wait()
             while True:
                 with counter.get_lock():
@@ -218,6 +220,10 @@ def _writer_process(
     batches: list[tuple[float, list[str], int]] = []
     errors: list[str] = []
     try:
+        # A worker's writer runs on warm connections (CONN_MAX_AGE, the Redis pool): open both
+        # before the clock starts, so the capacity window measures decisions, not handshakes.
+        connection.ensure_connection()
+        get_redis_connection("default").ping()
         while counter.value < start_after and not stop.is_set():
             time.sleep(0.001)
         started = time.time()
