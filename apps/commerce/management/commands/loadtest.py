@@ -70,6 +70,8 @@ from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Provider, 
 from apps.commerce.services import LineIn, checkout_create, platform_fee_minor
 from apps.core.polling import wait_until
 from apps.ledger.models import LedgerEvent
+from apps.ops.broker import broker_queue_depths
+from apps.outbox.selectors import outbox_stats
 from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import PaymentStatus
 from apps.payments.providers.registry import get_provider
@@ -704,6 +706,27 @@ def scenario_webhooks(*, options: dict[str, Any], log: Callable[[str], None]) ->
 # --- the command -------------------------------------------------------------------------------
 
 
+def check_backlog(*, limit: int, log: Callable[[str], None]) -> None:
+    """Refuse to start behind a backlog: the scenarios' checks wait for relay and worker, which
+    would first work through whatever earlier runs left in the broker queues and the outbox (and
+    time out). Raises CommandError naming the counts and how to clear them."""
+    depths = broker_queue_depths()
+    with system_context("loadtest: backlog check"):
+        pending = outbox_stats().pending
+    waiting = sum(depths.values())
+    log(f"before the run: {waiting} message(s) in the broker queues, {pending} pending in the outbox")
+    if waiting + pending <= limit:
+        return
+    queues = ", ".join(f"{name} {depth}" for name, depth in depths.items() if depth)
+    raise CommandError(
+        f"{waiting + pending} messages already wait (broker queues: {queues or 'none'}; outbox pending: {pending}), "
+        f"more than --max-backlog {limit}. The load test's relay and worker would work through them first and "
+        "its checks would time out. Let a worker drain them, or on a development box clear the queues with "
+        f"`celery -A config.celery_app purge -f -Q {','.join(settings.DARKROOM_QUEUES)}`; "
+        "or raise --max-backlog."
+    )
+
+
 class Command(BaseCommand):
     help = "Locust load tests: checkout (with idempotent retries) and a webhook storm (20% duplicates)."
 
@@ -726,6 +749,12 @@ class Command(BaseCommand):
         parser.add_argument("--web-threads", type=int, default=8, help="gunicorn threads per worker")
         parser.add_argument("--worker-concurrency", type=int, default=2, help="Celery worker processes")
         parser.add_argument("--out-dir", default=str(Path(settings.BASE_DIR) / "bench-results"))
+        parser.add_argument(
+            "--max-backlog",
+            type=int,
+            default=100,
+            help="refuse to start when more messages than this already wait in the broker queues and the outbox",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not 1 <= options["seconds"] <= 300:
@@ -734,6 +763,7 @@ class Command(BaseCommand):
             raise CommandError(f"--photos must be at least {MAX_LINES}")
         if not 0 <= options["duplicate_rate"] < 1 or not 0 <= options["retry_rate"] <= 1:
             raise CommandError("--duplicate-rate must be in [0, 1) and --retry-rate in [0, 1]")
+        check_backlog(limit=options["max_backlog"], log=self.stdout.write)
         scenarios = SCENARIOS if options["scenario"] == "all" else (options["scenario"],)
         runners = {"checkout": scenario_checkout, "webhooks": scenario_webhooks}
         failed = False

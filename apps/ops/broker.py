@@ -1,0 +1,67 @@
+"""What waits in the Celery broker: messages per Darkroom queue, and its Prometheus gauge.
+
+`broker_queue_depths()` asks the broker itself: a queue declare with Celery's own queue settings,
+which Redis answers with the list's length (creating nothing) and RabbitMQ with its message
+count. A passive declare would not do: kombu's Redis transport reports a queue under a
+`global_keyprefix` as missing. Messages a worker holds unacknowledged (`acks_late`) are not in
+the count.
+
+* darkroom_broker_queue_depth{queue="..."}: messages waiting in each of DARKROOM_QUEUES
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+from django.conf import settings
+from kombu import Queue
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+logger = logging.getLogger("darkroom.ops.broker")
+
+# Scrapes must not hang on a broker that does not answer.
+_CONNECT_TIMEOUT_SECONDS = 2
+
+# See apps/outbox/metrics.py: nothing is reported until app registration is over.
+_registered = False
+
+
+def mark_registered() -> None:
+    global _registered
+    _registered = True
+
+
+def broker_queue_depths(queues: Sequence[str] | None = None) -> dict[str, int]:
+    """Messages waiting in each queue (default: DARKROOM_QUEUES); an empty or unused queue counts
+    0. Raises kombu's OperationalError when the broker is unreachable."""
+    from config.celery_app import app
+
+    names = list(queues if queues is not None else settings.DARKROOM_QUEUES)
+    depths: dict[str, int] = {}
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=_CONNECT_TIMEOUT_SECONDS)
+        for name in names:
+            declared = Queue(name).bind(conn.default_channel).queue_declare()
+            # kombu's annotation says str | None; it returns the broker's queue_declare_ok_t.
+            depths[name] = int(cast(Any, declared).message_count)
+    return depths
+
+
+def collect_broker_metrics() -> Iterable[Metric]:
+    if not _registered:
+        return
+    try:
+        depths = broker_queue_depths()
+    except Exception:
+        logger.warning("broker queue depths unavailable", exc_info=True)
+        return
+    gauge = GaugeMetricFamily(
+        "darkroom_broker_queue_depth",
+        "Messages waiting in a Celery queue (not yet taken by a worker).",
+        labels=["queue"],
+    )
+    for name, depth in depths.items():
+        gauge.add_metric([name], depth)
+    yield gauge
