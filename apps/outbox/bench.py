@@ -57,6 +57,11 @@ class BenchConfig:
     workers: int = 1
     drain_timeout: float = 60.0
     warmup_messages: int = 20
+    max_backlog: int = 1000
+
+
+class BacklogError(RuntimeError):
+    """Too many outbox messages were pending before the run for its figures to mean anything."""
 
 
 def _percentile(sorted_values: list[float], pct: float) -> float:
@@ -156,6 +161,20 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
     from config.celery_app import app as celery_app
     from tasks.outbox import BENCH_QUEUE
 
+    with system_context("outbox bench: backlog before the run"):
+        backlog_before = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).count()
+    if backlog_before > config.max_backlog:
+        raise BacklogError(
+            f"{backlog_before} outbox messages are pending, more than --max-backlog {config.max_backlog}: the "
+            "bench's relay would publish them too and the figures would measure that backlog. Start a relay and "
+            "a worker to drain it (make run), or raise --max-backlog."
+        )
+    if backlog_before:
+        log(
+            f"warning: {backlog_before} outbox messages were pending before the run; the bench's relay "
+            "publishes them too, which skews the figures"
+        )
+
     run_id = uuid.uuid4().hex[:12]
     redis = get_redis_connection("default")
     key = f"{settings.CACHES['default'].get('KEY_PREFIX', 'darkroom')}:outbox:bench:{run_id}"
@@ -164,13 +183,6 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
     with celery_app.connection_for_write() as conn:
         Queue(BENCH_QUEUE).bind(conn.default_channel).purge()
     vacuum_analyze(["outbox_outboxmessage", "outbox_inboxentry"], log=log)
-    with system_context("outbox bench: backlog before the run"):
-        backlog_before = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).count()
-    if backlog_before:
-        log(
-            f"warning: {backlog_before} outbox messages were pending before the run; the bench's relay "
-            "publishes them too, which skews the figures"
-        )
 
     logdir = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
     python = sys.executable

@@ -3,7 +3,9 @@
 Starts its own relay and Celery worker subprocesses against the configured database and Redis,
 prints p50/p99/max and offered vs achieved rate, writes JSON (default
 bench-results/outbox.json) and exits 1 when the target (p99 ≤ 250 ms, every message delivered,
-≥ 95 % of the offered rate achieved) is missed. See apps/outbox/bench.py.
+≥ 95 % of the offered rate achieved) is missed. Refuses to run (exit 1, nothing started) when
+more than --max-backlog outbox messages are already pending: its relay would publish those too.
+See apps/outbox/bench.py.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from apps.outbox.bench import BenchConfig, run_bench, write_result
+from apps.outbox.bench import BacklogError, BenchConfig, run_bench, write_result
 
 
 class Command(BaseCommand):
@@ -32,6 +34,12 @@ class Command(BaseCommand):
         parser.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"], help="worker pool")
         parser.add_argument("--workers", type=int, default=1, help="worker processes")
         parser.add_argument("--batch-size", type=int, default=None, help="relay claim batch (OUTBOX_BATCH_SIZE)")
+        parser.add_argument(
+            "--max-backlog",
+            type=int,
+            default=1000,
+            help="refuse to run when more outbox messages than this are already pending",
+        )
         parser.add_argument(
             "--smoke",
             action="store_true",
@@ -56,8 +64,16 @@ class Command(BaseCommand):
             workers=options["workers"],
             profile="smoke" if smoke else "full",
             drain_timeout=30.0 if smoke else 60.0,
+            max_backlog=options["max_backlog"],
         )
-        result = run_bench(config, log=self.stdout.write)
+        try:
+            result = run_bench(config, log=self.stdout.write)
+        except BacklogError as exc:
+            # A refused run is a failed target, reported like one (`manage.py bench` goes on).
+            summary = f"refused: {exc}"
+            write_result({"pass": False, "summary": summary}, Path(options["json_out"]))
+            self.stdout.write(self.style.ERROR(f"FAIL {summary}"))
+            raise SystemExit(1) from exc
         write_result(result, Path(options["json_out"]))
         latency = result["results"]["latency_ms"]
         self.stdout.write(json.dumps(result["results"]))
