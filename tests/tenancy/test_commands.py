@@ -1,6 +1,7 @@
 """tenant_create and seed_demo."""
 
 import json
+import uuid
 from io import StringIO
 
 import pytest
@@ -28,11 +29,49 @@ def test_tenant_create_refuses_duplicate_slug_clearly():
 
 
 def test_seed_demo_is_repeatable_and_logins_work(client):
+    payloads = []
     for _ in range(2):
         out = StringIO()
         call_command("seed_demo", "--json", stdout=out)
-    payload = json.loads(out.getvalue())
+        payloads.append(json.loads(out.getvalue()))
+    first, payload = payloads
+    # the demo catalog is made once: the second run finds the same event and products
+    assert first["catalog"]["created"] is True and payload["catalog"]["created"] is False
+    assert {k: v for k, v in first["catalog"].items() if k != "created"} == {
+        k: v for k, v in payload["catalog"].items() if k != "created"
+    }
+    assert len(payload["catalog"]["download_product_ids"]) == 6
     assert {login["username"] for login in payload["logins"]} == {"admin", "owner", "photographer", "shopper"}
     assert client.login(username="owner", password="darkroom-demo")
     whoami = client.get("/api/v1/tenancy/whoami")
     assert whoami.status_code == 200 and whoami.json()["role"] == "owner"
+
+
+def test_seed_demo_catalog_can_be_bought_through_the_api(client):
+    # given: the demo studio, its storefront key and its catalog
+    out = StringIO()
+    call_command("seed_demo", "--json", stdout=out)
+    demo = json.loads(out.getvalue())
+    catalog = demo["catalog"]
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {demo['api_key']}"}
+    # when: the storefront lists the event's products and buys the print and a download
+    products = client.get(f"/api/v1/events/{catalog['event_id']}/products", **auth)
+    created = client.post(
+        "/api/v1/checkouts",
+        data=json.dumps(
+            {
+                "email": "shopper@demo.darkroom.test",
+                "provider": "sandbox",
+                "lines": [{"product": catalog["print_product_id"]}, {"product": catalog["download_product_ids"][0]}],
+            }
+        ),
+        content_type="application/json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+        **auth,
+    )
+    # then: every product is listed with its price, and the checkout is taken
+    assert products.status_code == 200, products.content
+    listed = {p["id"] for p in products.json()["results"]}
+    assert listed == {*catalog["download_product_ids"], catalog["print_product_id"], catalog["bulk_product_id"]}
+    assert created.status_code == 201, created.content
+    assert [line["kind"] for line in created.json()["lines"]] == ["print", "download"]

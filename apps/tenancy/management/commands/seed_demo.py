@@ -1,13 +1,25 @@
-"""Create (or refresh) the demo studio and its logins; safe to run repeatedly."""
+"""Create (or refresh) the demo studio, its logins and its catalog; safe to run repeatedly.
+
+The catalog is one public event with photos the demo photographer uploaded (through
+`photo_upload`, so a running worker renders their previews), prices in EUR and something of each
+kind to buy: a download per photo, a limited A4 print and the bulk "all my photos" product. It is
+made once; a later run finds the event and leaves it (and whatever was sold) as it is.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+from dataclasses import asdict, dataclass
+from datetime import date
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
+from PIL import Image, ImageDraw
 
+from apps.catalog.models import Event, Product, ProductKind
+from apps.catalog.services import PriceIn, event_create, photo_upload, price_list_set, product_create
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import ApiKey, Membership, Organization, User
 from apps.tenancy.services import api_key_issue, api_key_revoke, membership_add, organization_create
@@ -21,10 +33,97 @@ DEMO_USERS = [
     ("photographer", "photographer@demo.darkroom.test", Membership.Role.PHOTOGRAPHER, False),
     ("shopper", "shopper@demo.darkroom.test", None, False),
 ]
+DEMO_EVENT_SLUG = "city-marathon"
+DEMO_PHOTOS = 6
+DEMO_PRINT_STOCK = 25
+DEMO_CURRENCY = "EUR"
+DEMO_PRICES = [
+    PriceIn(kind=ProductKind.DOWNLOAD, amount_minor=900),
+    PriceIn(kind=ProductKind.PRINT, size="A4", amount_minor=2500),
+    PriceIn(kind=ProductKind.BULK, amount_minor=4900),
+]
+
+
+@dataclass(frozen=True)
+class DemoCatalog:
+    event_id: int
+    download_product_ids: list[int]
+    print_product_id: int
+    bulk_product_id: int
+    created: bool
+
+
+def _demo_jpeg(number: int) -> bytes:
+    """A 640x427 placeholder photo: a colour gradient with the photo's number on it."""
+    width, height = 640, 427
+    image = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(image)
+    base = (number * 53 % 200, number * 97 % 200, number * 31 % 200)
+    for y in range(height):
+        shade = y * 55 // height
+        draw.line([(0, y), (width, y)], fill=(base[0] + shade, base[1] + shade, base[2] + shade))
+    draw.text((24, 24), f"Demo City Marathon - photo {number}", fill=(255, 255, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def demo_catalog(*, organization: Organization, photographer: User) -> DemoCatalog:
+    """The demo event and its products, created on the first call (one transaction)."""
+    with tenant_context(organization.pk):
+        event = Event.objects.filter(tenant=organization, slug=DEMO_EVENT_SLUG).first()
+        if event is not None:
+            products = list(Product.objects.filter(tenant=organization, event=event).order_by("pk"))
+            return DemoCatalog(
+                event_id=event.pk,
+                download_product_ids=[p.pk for p in products if p.kind == ProductKind.DOWNLOAD],
+                print_product_id=next(p.pk for p in products if p.kind == ProductKind.PRINT),
+                bulk_product_id=next(p.pk for p in products if p.kind == ProductKind.BULK),
+                created=False,
+            )
+        with transaction.atomic():
+            event = event_create(
+                tenant_id=organization.pk, title="Demo City Marathon", date=date.today(), slug=DEMO_EVENT_SLUG
+            )
+            price_list_set(tenant_id=organization.pk, event_id=event.pk, currency=DEMO_CURRENCY, prices=DEMO_PRICES)
+            photo_ids = []
+            for number in range(1, DEMO_PHOTOS + 1):
+                jpeg = _demo_jpeg(number)
+                photo = photo_upload(
+                    tenant_id=organization.pk,
+                    event_id=event.pk,
+                    uploaded_by=photographer,
+                    image=io.BytesIO(jpeg),
+                    image_size=len(jpeg),
+                )
+                photo_ids.append(photo.pk)
+            downloads = [
+                product_create(
+                    tenant_id=organization.pk, event_id=event.pk, kind=ProductKind.DOWNLOAD, photo_id=photo_id
+                ).pk
+                for photo_id in photo_ids
+            ]
+            print_product = product_create(
+                tenant_id=organization.pk,
+                event_id=event.pk,
+                kind=ProductKind.PRINT,
+                photo_id=photo_ids[0],
+                size="A4",
+                sku="DEMO-MARATHON-A4-1",
+                stock_quantity=DEMO_PRINT_STOCK,
+            )
+            bulk = product_create(tenant_id=organization.pk, event_id=event.pk, kind=ProductKind.BULK)
+    return DemoCatalog(
+        event_id=event.pk,
+        download_product_ids=downloads,
+        print_product_id=print_product.pk,
+        bulk_product_id=bulk.pk,
+        created=True,
+    )
 
 
 class Command(BaseCommand):
-    help = "Create the demo studio with admin, owner, photographer and shopper logins."
+    help = "Create the demo studio: admin, owner, photographer and shopper logins, and a demo event to buy from."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print the logins as JSON")
@@ -48,15 +147,42 @@ class Command(BaseCommand):
         for key_id in stale:
             api_key_revoke(tenant=organization, api_key_id=key_id)
         issued = api_key_issue(tenant=organization, name="demo")
+        catalog = demo_catalog(organization=organization, photographer=User.objects.get(username="photographer"))
         logins = [
             {"username": u, "password": DEMO_PASSWORD, "role": r or ("platform admin" if s else "shopper")}
             for u, _, r, s in DEMO_USERS
         ]
         if options["json"]:
-            payload = {"tenant_id": organization.pk, "slug": DEMO_SLUG, "logins": logins, "api_key": issued.raw_key}
+            payload = {
+                "tenant_id": organization.pk,
+                "slug": DEMO_SLUG,
+                "logins": logins,
+                "api_key": issued.raw_key,
+                "catalog": asdict(catalog),
+            }
             self.stdout.write(json.dumps(payload))
             return
         self.stdout.write(f"Demo studio '{DEMO_SLUG}' (tenant {organization.pk}) is ready. Logins:")
         for login in logins:
             self.stdout.write(f"  {login['username']:<13} / {login['password']}   ({login['role']})")
         self.stdout.write(f"  API key (shown once): {issued.raw_key}")
+        self.stdout.write(
+            f"Demo event {catalog.event_id} ({'created' if catalog.created else 'already there'}): "
+            f"downloads {', '.join(map(str, catalog.download_product_ids))} (EUR 9.00), "
+            f"A4 print {catalog.print_product_id} (EUR 25.00, {DEMO_PRINT_STOCK} made), "
+            f"all my photos {catalog.bulk_product_id} (EUR 49.00). Buy one in the sandbox:"
+        )
+        body = json.dumps(
+            {
+                "email": "shopper@demo.darkroom.test",
+                "provider": "sandbox",
+                "lines": [{"product": catalog.print_product_id}],
+            }
+        )
+        self.stdout.write(
+            "  curl -s http://127.0.0.1:8000/api/v1/checkouts "
+            f"-H 'Authorization: Bearer {issued.raw_key}' "
+            "-H \"Idempotency-Key: $(python3 -c 'import uuid; print(uuid.uuid4())')\" "
+            f"-H 'Content-Type: application/json' -d '{body}'"
+        )
+        self.stdout.write("  then open the checkout's payment_url (GET /api/v1/checkouts/<id>) to pay in the sandbox.")
