@@ -1,4 +1,4 @@
-"""Request id and body-size middleware; both run before anything touches the database."""
+"""Request id, body-size and API-404 middleware; none of them touches the database."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, resolve
 
-from apps.core.problems import problem_response
+from apps.core.problems import PROBLEM_CONTENT_TYPE, problem_response
 from apps.core.request_context import accept_or_generate, reset_request_id, set_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -62,3 +63,31 @@ class BodySizeLimitMiddleware:
                     slug="payload-too-large",
                 )
         return self.get_response(request)
+
+
+class ApiNotFoundMiddleware:
+    """A 404 for a path under /api/ or /webhooks/ that no view answered (Django's HTML page, or
+    the technical page under DEBUG) becomes an RFC 7807 problem, naming the path and, when only
+    a trailing slash is in the way, the path that exists. Views' own JSON 404s pass unchanged."""
+
+    PREFIXES = ("/api/", "/webhooks/")
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code != 404 or not request.path.startswith(self.PREFIXES):
+            return response
+        content_type = response.get("Content-Type", "")
+        if content_type.startswith((PROBLEM_CONTENT_TYPE, "application/json")):
+            return response
+        detail = f"No endpoint at {request.path}."
+        if request.path.endswith("/"):
+            try:
+                resolve(request.path.rstrip("/"))
+            except Resolver404:
+                pass
+            else:
+                detail += f" Did you mean {request.path.rstrip('/')} (no trailing slash)?"
+        return problem_response(404, "Not found", detail, slug="not-found")

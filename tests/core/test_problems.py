@@ -95,3 +95,25 @@ def test_owner_issues_key_shown_once_and_it_works(tenant_a, client):
     assert raw not in (stored.key_hash, stored.prefix)
     whoami = client.get("/api/v1/tenancy/whoami", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert whoami.json()["tenant_id"] == tenant_a.org.pk
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_unknown_api_path_is_a_404_problem_with_a_trailing_slash_hint(client, settings, debug):
+    # given: Django's own 404 page would be HTML (the technical page under DEBUG)
+    settings.DEBUG = debug
+    # when: a client asks for a path no API view serves, and a known one with a trailing slash
+    missing = client.get("/api/v1/no-such-thing")
+    slashed = client.post("/api/v1/checkouts/", data="{}", content_type="application/json")
+    # then: both are problems; the second names the path that exists
+    assert _assert_problem(missing, 404)["detail"] == "No endpoint at /api/v1/no-such-thing."
+    assert "Did you mean /api/v1/checkouts (no trailing slash)?" in _assert_problem(slashed, 404)["detail"]
+
+
+def test_a_views_own_404_problem_and_pages_outside_the_api_pass_unchanged(tenant_a, client):
+    # given: an owner asking for a checkout that does not exist, and a page path outside the API
+    _owner_client(tenant_a, client)
+    unknown_checkout = client.get(f"/api/v1/checkouts/{uuid.uuid4()}")
+    page = client.get("/no-such-page")
+    # then: the view's problem keeps its own detail; the page 404 stays Django's HTML
+    assert _assert_problem(unknown_checkout, 404)["detail"] != f"No endpoint at {unknown_checkout.wsgi_request.path}."
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
