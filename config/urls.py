@@ -21,6 +21,7 @@ urlpatterns = [
     path("webhooks/", include("apps.payments.urls")),
     path("", include("apps.commerce.public_urls")),  # /downloads/<token>, /sandbox/ pages
     path("ops/", include("apps.ops.inventory_views")),  # /ops/inventory: hot-stock operator page
+    path("", ops_views.home, name="home"),
     path("healthz", ops_views.healthz, name="healthz"),
     path("readyz", ops_views.readyz, name="readyz"),
     path("metrics", ops_views.metrics_view, name="metrics"),

@@ -1,12 +1,19 @@
-"""Operator endpoints: /healthz, /readyz, /metrics."""
+"""The service's home page and its operator endpoints: /healthz, /readyz, /metrics."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from apps.ops import health, metrics
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """`/`: what this service is and where its API docs, admin and operator pages are."""
+    return render(request, "home.html")
 
 
 @require_GET

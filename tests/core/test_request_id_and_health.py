@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 import pytest
 
@@ -60,3 +61,14 @@ def test_readyz_names_redis_when_it_is_down(client, settings):
     assert response.status_code == 503
     assert response.json()["failing"] == ["redis"]
     assert response.json()["checks"]["database"]["ok"] is True
+
+
+def test_home_page_links_to_docs_admin_and_operator_pages_that_exist(client):
+    # when
+    response = client.get("/")
+    # then: a page, and every link on it answers (the admin redirects to its login)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    links = set(re.findall(r'href="([^"]+)"', response.content.decode()))
+    assert {"/api/docs/", "/admin/", "/ops/inventory", "/healthz", "/readyz", "/metrics"} <= links
+    for link in links:
+        assert client.get(link).status_code in (200, 302), link
