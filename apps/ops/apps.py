@@ -7,8 +7,7 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        from apps.ops.broker import collect_broker_metrics, mark_registered
+        from apps.ops.broker import collect_broker_metrics
         from apps.ops.metrics import register_collector
 
         register_collector(collect_broker_metrics)
-        mark_registered()

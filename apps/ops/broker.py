@@ -24,14 +24,6 @@ logger = logging.getLogger("darkroom.ops.broker")
 # Scrapes must not hang on a broker that does not answer.
 _CONNECT_TIMEOUT_SECONDS = 2
 
-# See apps/outbox/metrics.py: nothing is reported until app registration is over.
-_registered = False
-
-
-def mark_registered() -> None:
-    global _registered
-    _registered = True
-
 
 def broker_queue_depths(queues: Sequence[str] | None = None) -> dict[str, int]:
     """Messages waiting in each queue (default: DARKROOM_QUEUES); an empty or unused queue counts
@@ -50,8 +42,7 @@ def broker_queue_depths(queues: Sequence[str] | None = None) -> dict[str, int]:
 
 
 def collect_broker_metrics() -> Iterable[Metric]:
-    if not _registered:
-        return
+    """Called at scrape time only (`register_collector` describes nothing at registration)."""
     try:
         depths = broker_queue_depths()
     except Exception:

@@ -42,6 +42,8 @@ def test_receipt_is_sent_once_whatever_the_redeliveries(tenant_a, shop_a):
     assert len(mail.outbox) == 1
     message = mail.outbox[0]
     assert "Total paid: 9.00 EUR" in message.body and str(checkout_id) in message.body
+    assert f"Thank you for your order from {tenant_a.org.name}." in message.body
+    assert f"available from {tenant_a.org.name} with this email address" in message.body
     # when: the checkout.paid message is delivered again, twice
     with tenant_context(tenant_a.org.pk):
         assert receipt_send(checkout_id=checkout_id) is False

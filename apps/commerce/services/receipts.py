@@ -26,6 +26,7 @@ from django.utils import timezone
 from apps.commerce.models import Checkout, CheckoutLine, Receipt
 from apps.core.problems import DomainError
 from apps.payments.providers.base import minor_to_major
+from apps.tenancy.models import Organization
 
 logger = logging.getLogger("darkroom.commerce.receipts")
 
@@ -62,16 +63,19 @@ def _body(checkout: Checkout) -> str:
         f" x {line.quantity}: {minor_to_major(line.amount_minor, line.currency)} {line.currency}"
         for line in lines
     ]
+    studio = Organization.objects.get(pk=checkout.tenant_id).name
+    link_hours = max(1, settings.DOWNLOAD_URL_MAX_AGE_SECONDS // 3600)
     return "\n".join(
         [
-            "Thank you for your order.",
+            f"Thank you for your order from {studio}.",
             "",
             f"Order {checkout.pk}",
             *rows,
             "",
             f"Total paid: {minor_to_major(checkout.amount_minor, checkout.currency)} {checkout.currency}",
             "",
-            "Your downloads are available with this email address.",
+            f"Your downloads are available from {studio} with this email address ({checkout.email}).",
+            f"Each download link you get there works for {link_hours} hours; ask there again for a fresh one.",
         ]
     )
 
