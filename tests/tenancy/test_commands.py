@@ -7,6 +7,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from apps.catalog.models import Product, ProductKind
+from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -75,3 +77,17 @@ def test_seed_demo_catalog_can_be_bought_through_the_api(client):
     assert listed == {*catalog["download_product_ids"], catalog["print_product_id"], catalog["bulk_product_id"]}
     assert created.status_code == 201, created.content
     assert [line["kind"] for line in created.json()["lines"]] == ["print", "download"]
+
+
+def test_seed_demo_reports_what_is_left_when_an_operator_removed_a_demo_product():
+    # given: the demo catalog, then its bulk product removed by an operator
+    call_command("seed_demo", "--json", stdout=StringIO())
+    organization = Organization.objects.get(slug="demo-studio")
+    with tenant_context(organization.pk):
+        Product.objects.filter(tenant=organization, kind=ProductKind.BULK).delete()
+    # when: the demo is seeded again
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    # then: no crash; the print is still offered, the bulk product is not mentioned
+    text = out.getvalue()
+    assert "already there" in text and "A4 print" in text and "all my photos" not in text

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from apps.catalog.models import Event, Product, ProductKind
 from apps.catalog.services import PriceIn, event_create, photo_upload, price_list_set, product_create
+from apps.payments.providers.base import minor_to_major
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import ApiKey, Membership, Organization, User
 from apps.tenancy.services import api_key_issue, api_key_revoke, membership_add, organization_create
@@ -48,8 +49,8 @@ DEMO_PRICES = [
 class DemoCatalog:
     event_id: int
     download_product_ids: list[int]
-    print_product_id: int
-    bulk_product_id: int
+    print_product_id: int | None  # None when an operator removed it from an existing demo event
+    bulk_product_id: int | None
     created: bool
 
 
@@ -77,8 +78,8 @@ def demo_catalog(*, organization: Organization, photographer: User) -> DemoCatal
             return DemoCatalog(
                 event_id=event.pk,
                 download_product_ids=[p.pk for p in products if p.kind == ProductKind.DOWNLOAD],
-                print_product_id=next(p.pk for p in products if p.kind == ProductKind.PRINT),
-                bulk_product_id=next(p.pk for p in products if p.kind == ProductKind.BULK),
+                print_product_id=next((p.pk for p in products if p.kind == ProductKind.PRINT), None),
+                bulk_product_id=next((p.pk for p in products if p.kind == ProductKind.BULK), None),
                 created=False,
             )
         with transaction.atomic():
@@ -166,22 +167,33 @@ class Command(BaseCommand):
         for login in logins:
             self.stdout.write(f"  {login['username']:<13} / {login['password']}   ({login['role']})")
         self.stdout.write(f"  API key (shown once): {issued.raw_key}")
+        self._print_catalog(catalog, api_key=issued.raw_key)
+
+    def _print_catalog(self, catalog: DemoCatalog, *, api_key: str) -> None:
+        price = {
+            (p.kind, p.size): f"{DEMO_CURRENCY} {minor_to_major(p.amount_minor, DEMO_CURRENCY)}" for p in DEMO_PRICES
+        }
+        state = "created" if catalog.created else "already there"
+        self.stdout.write(f"Demo event {catalog.event_id} ({state}):")
         self.stdout.write(
-            f"Demo event {catalog.event_id} ({'created' if catalog.created else 'already there'}): "
-            f"downloads {', '.join(map(str, catalog.download_product_ids))} (EUR 9.00), "
-            f"A4 print {catalog.print_product_id} (EUR 25.00, {DEMO_PRINT_STOCK} made), "
-            f"all my photos {catalog.bulk_product_id} (EUR 49.00). Buy one in the sandbox:"
+            f"  downloads {', '.join(map(str, catalog.download_product_ids))} ({price[(ProductKind.DOWNLOAD, '')]})"
         )
+        if catalog.print_product_id is not None:
+            self.stdout.write(
+                f"  A4 print {catalog.print_product_id} ({price[(ProductKind.PRINT, 'A4')]}, {DEMO_PRINT_STOCK} made)"
+            )
+        if catalog.bulk_product_id is not None:
+            self.stdout.write(f"  all my photos {catalog.bulk_product_id} ({price[(ProductKind.BULK, '')]})")
+        product = catalog.print_product_id or next(iter(catalog.download_product_ids), None)
+        if product is None:
+            return
         body = json.dumps(
-            {
-                "email": "shopper@demo.darkroom.test",
-                "provider": "sandbox",
-                "lines": [{"product": catalog.print_product_id}],
-            }
+            {"email": "shopper@demo.darkroom.test", "provider": "sandbox", "lines": [{"product": product}]}
         )
+        self.stdout.write("Buy one in the sandbox:")
         self.stdout.write(
             "  curl -s http://127.0.0.1:8000/api/v1/checkouts "
-            f"-H 'Authorization: Bearer {issued.raw_key}' "
+            f"-H 'Authorization: Bearer {api_key}' "
             "-H \"Idempotency-Key: $(python3 -c 'import uuid; print(uuid.uuid4())')\" "
             f"-H 'Content-Type: application/json' -d '{body}'"
         )
