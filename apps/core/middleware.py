@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -17,12 +18,17 @@ logger = logging.getLogger("darkroom.request")
 
 
 class RequestIdMiddleware:
-    """Accept the caller's X-Request-ID (or make one), expose it to logs and tasks, echo it."""
+    """Accept the caller's X-Request-ID (or make one), expose it to logs and tasks, echo it.
+
+    Logs one `request` line per request (method, path, status, duration_ms, client): the access
+    log, structured like every other line (the Procfile's gunicorn writes none of its own).
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
         request_id = accept_or_generate(request.headers.get(REQUEST_ID_HEADER))
         request.request_id = request_id  # type: ignore[attr-defined]
         token = set_request_id(request_id)
@@ -31,7 +37,13 @@ class RequestIdMiddleware:
             response[REQUEST_ID_HEADER] = request_id
             logger.info(
                 "request",
-                extra={"method": request.method, "path": request.path, "status": response.status_code},
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "client": request.META.get("REMOTE_ADDR", ""),
+                },
             )
             return response
         finally:

@@ -34,6 +34,10 @@ def test_every_json_log_line_carries_the_request_id(client, caplog, settings):
     assert records and all(r.request_id == "log-me-1" for r in records)
     line = json.loads(formatter.format(records[0]))
     assert line["request_id"] == "log-me-1" and line["level"] == "INFO"
+    # and the line is the access log: what was asked, the answer, how long it took, from where
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/healthz", 200)
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    assert line["client"] == "127.0.0.1"
 
 
 def test_healthz(client):
