@@ -23,6 +23,10 @@ Batch transaction (`inventory_batch_decide`), all or nothing:
    runs after this commit in other workers, so the per-SKU serial section stays short and
    never takes checkout row locks (whose lock order is checkout -> reservations -> stock).
 
+Batching under load: a backlog drains in full batches back to back. Once a batch comes back
+partial, the writer has caught up, and it waits INVENTORY_WRITER_LINGER_SECONDS (10 ms) before
+the next: reservations arriving meanwhile share one transaction instead of taking one each.
+
 Fencing: two fences, both inside the batch transaction. The primary one is `lease.check()`:
 a writer whose epoch was superseded gets StaleLeaseError before it reads anything, and a newer
 acquisition cannot commit its epoch bump while this transaction is open (so two writers' batches

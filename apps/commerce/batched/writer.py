@@ -243,6 +243,7 @@ def inventory_sku_drain(
     budget = float(max_seconds if max_seconds is not None else settings.INVENTORY_DRAIN_MAX_SECONDS)
     ttl = float(settings.INVENTORY_WRITER_LOCK_TTL_SECONDS)
     poll = float(settings.INVENTORY_WRITER_POLL_SECONDS)
+    linger = float(settings.INVENTORY_WRITER_LINGER_SECONDS)
     deadline = time.monotonic() + budget
     report = DrainReport(product_id=product_id)
     if connection.in_atomic_block:
@@ -261,6 +262,7 @@ def inventory_sku_drain(
                     batch_size=batch_size,
                     deadline=deadline,
                     poll=poll,
+                    linger=linger,
                     report=report,
                     on_batch=on_batch,
                 )
@@ -284,9 +286,15 @@ def _hold_writer_role(
     batch_size: int | None,
     deadline: float,
     poll: float,
+    linger: float,
     report: DrainReport,
     on_batch: Callable[[BatchOutcome], None] | None,
 ) -> DrainStatus:
+    """Decide batch after batch while the lease holds. A full batch is followed by the next at
+    once (a backlog drains at full speed); after a partial one the writer has caught up and
+    waits `linger` seconds, so that what arrives meanwhile goes into one batch rather than one
+    transaction per reservation."""
+    size = int(batch_size or settings.INVENTORY_BATCH_SIZE)
     extended_at = time.monotonic()
     try:
         while True:
@@ -305,6 +313,8 @@ def _hold_writer_role(
                     on_batch(outcome)
                 if time.monotonic() >= deadline:
                     return "budget"
+                if outcome.decided < size and linger > 0:
+                    time.sleep(linger)
                 continue
             final = _final_check(tenant_id=tenant_id, product_id=product_id)
             if final == "empty":
