@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -23,6 +23,17 @@ def database_url(*, user: str, password: str | None) -> str:
     secret = f":{password}" if password else ""
     host, port = default.get("HOST") or "127.0.0.1", default.get("PORT") or 5432
     return f"postgres://{user}{secret}@{host}:{port}/{default['NAME']}"
+
+
+def purge_queues(queues: Sequence[str] | None = None) -> None:
+    """Empty the given broker queues (default: every Darkroom queue) in this test worker's
+    broker namespace."""
+    from config.celery_app import app as celery_app
+
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in queues if queues is not None else settings.DARKROOM_QUEUES:
+            channel.queue_purge(queue)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from django.conf import settings
 from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
@@ -16,16 +15,9 @@ from rest_framework.test import APIClient
 from config.celery_app import app as celery_app
 from tests.commerce.helpers import new_key
 from tests.factories.commerce import Shop, make_shop
-from tests.fixtures import TenantBundle
+from tests.fixtures import TenantBundle, purge_queues
 
 WORKER_QUEUES = ["default", "payments", "inventory", "notifications"]
-
-
-def purge_queues() -> None:
-    with celery_app.connection_for_write() as conn:
-        channel = conn.default_channel
-        for queue in settings.DARKROOM_QUEUES:
-            channel.queue_purge(queue)
 
 
 @pytest.fixture

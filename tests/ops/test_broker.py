@@ -9,19 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 from django.core.management import CommandError, call_command
-from kombu import Queue
 
 from apps.ops.broker import broker_queue_depths
 from apps.tenancy.models import Organization
 from config.celery_app import app
+from tests.fixtures import purge_queues
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _purge(*names: str) -> None:
-    with app.connection_for_write() as conn:
-        for name in names:
-            Queue(name).bind(conn.default_channel).purge()
 
 
 def _put(queue: str, count: int) -> None:
@@ -33,9 +27,9 @@ def _put(queue: str, count: int) -> None:
 @pytest.fixture
 def clean_queues(settings) -> Iterator[list[str]]:
     names = list(settings.DARKROOM_QUEUES)
-    _purge(*names)
+    purge_queues(names)
     yield names
-    _purge(*names)
+    purge_queues(names)
 
 
 def test_depths_count_the_messages_waiting_in_each_queue() -> None:
@@ -46,7 +40,7 @@ def test_depths_count_the_messages_waiting_in_each_queue() -> None:
         # when / then: the broker answers 3 and 0
         assert broker_queue_depths([used, unused]) == {used: 3, unused: 0}
     finally:
-        _purge(used)
+        purge_queues([used])
     assert broker_queue_depths([used]) == {used: 0}
 
 

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from kombu import Queue
 
-from config.celery_app import app
-from tests.fixtures import subprocess_env
+from tests.fixtures import purge_queues, subprocess_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
@@ -24,9 +22,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 def test_loadtest_smoke_checkout_retries_and_webhook_storm_have_every_effect_once(tmp_path: Path) -> None:
     # given: this test worker's broker queues hold nothing earlier tests left (the command
     # refuses to start behind a backlog)
-    with app.connection_for_write() as conn:
-        for name in settings.DARKROOM_QUEUES:
-            Queue(name).bind(conn.default_channel).purge()
+    purge_queues()
     # when: both scenarios run briefly (8 users, 6 s each, 120 paid checkouts for the storm)
     run = subprocess.run(
         [

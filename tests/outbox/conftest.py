@@ -14,23 +14,16 @@ from django_redis import get_redis_connection
 from apps.outbox.models import OutboxMessage
 from apps.outbox.services import outbox_publish
 from apps.tenancy.context import tenant_context
-from config.celery_app import app as celery_app
+from tests.fixtures import purge_queues
 from tests.outbox.consumers import EFFECT_TABLE, EFFECT_TOPIC, rkey
 
 QUEUES = [*settings.DARKROOM_QUEUES, "outbox.bench"]
 
 
-def purge_queues() -> None:
-    with celery_app.connection_for_write() as conn:
-        channel = conn.default_channel
-        for queue in QUEUES:
-            channel.queue_purge(queue)
-
-
 @pytest.fixture(autouse=True)
 def _clean_broker_and_redis() -> Iterator[None]:
     def clean() -> None:
-        purge_queues()
+        purge_queues(QUEUES)
         client = get_redis_connection("default")
         for key in client.scan_iter(match=rkey("*")):
             client.delete(key)

@@ -26,7 +26,6 @@ from django.utils import timezone
 from apps.commerce.models import Checkout, CheckoutLine, Receipt
 from apps.core.problems import DomainError
 from apps.payments.providers.base import minor_to_major
-from apps.tenancy.models import Organization
 
 logger = logging.getLogger("darkroom.commerce.receipts")
 
@@ -63,7 +62,7 @@ def _body(checkout: Checkout) -> str:
         f" x {line.quantity}: {minor_to_major(line.amount_minor, line.currency)} {line.currency}"
         for line in lines
     ]
-    studio = Organization.objects.get(pk=checkout.tenant_id).name
+    studio = checkout.tenant.name
     link_hours = max(1, settings.DOWNLOAD_URL_MAX_AGE_SECONDS // 3600)
     return "\n".join(
         [
@@ -92,7 +91,7 @@ def receipt_send(*, checkout_id: uuid.UUID | str) -> bool:
     receipt = _claim(checkout_id=checkout_id)
     if receipt is None:
         return False
-    checkout = Checkout.objects.get(pk=checkout_id)
+    checkout = Checkout.objects.select_related("tenant").get(pk=checkout_id)  # the studio's name
     message = EmailMessage(
         subject=f"Your Darkroom receipt ({str(checkout.pk)[:8]})",
         body=_body(checkout),
