@@ -46,6 +46,7 @@ class BatchOutcome:
 
     product_id: int
     epoch: int
+    batch_size: int  # the most reservations this batch could take
     confirmed: list[int] = field(default_factory=list)
     rejected: list[int] = field(default_factory=list)
     released: list[int] = field(default_factory=list)
@@ -56,6 +57,11 @@ class BatchOutcome:
     @property
     def decided(self) -> int:
         return len(self.confirmed) + len(self.rejected) + len(self.released)
+
+    @property
+    def full(self) -> bool:
+        """The batch took all it could: more may be waiting right now."""
+        return self.decided >= self.batch_size
 
 
 DrainStatus = Literal["drained", "busy", "lost", "budget"]
@@ -96,7 +102,7 @@ def inventory_batch_decide(
     """
     size = int(batch_size or settings.INVENTORY_BATCH_SIZE)
     moment = now or timezone.now()
-    outcome = BatchOutcome(product_id=product_id, epoch=lease.epoch)
+    outcome = BatchOutcome(product_id=product_id, epoch=lease.epoch, batch_size=size)
     with tenant_context(tenant_id), transaction.atomic(durable=True):
         lease.check()
         with connection.cursor() as cursor:
@@ -294,7 +300,6 @@ def _hold_writer_role(
     once (a backlog drains at full speed); after a partial one the writer has caught up and
     waits `linger` seconds, so that what arrives meanwhile goes into one batch rather than one
     transaction per reservation."""
-    size = int(batch_size or settings.INVENTORY_BATCH_SIZE)
     extended_at = time.monotonic()
     try:
         while True:
@@ -313,7 +318,7 @@ def _hold_writer_role(
                     on_batch(outcome)
                 if time.monotonic() >= deadline:
                     return "budget"
-                if outcome.decided < size and linger > 0:
+                if not outcome.full and linger > 0:
                     time.sleep(linger)
                 continue
             final = _final_check(tenant_id=tenant_id, product_id=product_id)
