@@ -27,17 +27,17 @@ class Channel(kombu_redis.Channel):
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
             # The polling (BRPOP / LISTEN) client: kombu builds it once per channel already.
-            return super()._create_client(asynchronous=True)
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]  # private, not in the stubs
         pool = self.pool
         shared = self._shared_client
         if shared is None or shared[0] is not pool:
-            shared = (pool, super()._create_client())
+            shared = (pool, super()._create_client())  # type: ignore[misc]
             self._shared_client = shared
         return shared[1]
 
     def _disconnect_pools(self) -> None:
         self._shared_client = None
-        super()._disconnect_pools()
+        super()._disconnect_pools()  # type: ignore[misc]
 
 
 class Transport(kombu_redis.Transport):

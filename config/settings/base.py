@@ -188,10 +188,10 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/2")
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
 # Kombu's Redis transport, reusing one redis-py client per channel (apps/core/broker_transport.py).
 # Another broker URL scheme (amqp://...) keeps kombu's own transport for that scheme.
-CELERY_BROKER_TRANSPORT = env(
-    "CELERY_BROKER_TRANSPORT",
-    default="apps.core.broker_transport:Transport" if CELERY_BROKER_URL.split("://", 1)[0] in {"redis", "rediss"} else "",
-) or None
+_BROKER_IS_REDIS = CELERY_BROKER_URL.split("://", 1)[0] in {"redis", "rediss"}
+CELERY_BROKER_TRANSPORT = (
+    env("CELERY_BROKER_TRANSPORT", default="apps.core.broker_transport:Transport" if _BROKER_IS_REDIS else "") or None
+)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * CELERY_MAX_COUNTDOWN_SECONDS),
 }
