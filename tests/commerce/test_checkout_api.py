@@ -57,6 +57,36 @@ def test_create_commits_checkout_lines_reservation_transaction_and_outbox(tenant
     assert (txn.status, txn.amount_minor, txn.currency) == ("pending", 5900, "EUR")
 
 
+def test_the_created_checkout_and_lines_are_the_rows_read_back(tenant_a, shop_a):
+    """`checkout_create` writes checkout and lines in one hand-written statement and renders the
+    201 from its own instances: every column of them must be what the database holds."""
+    from apps.commerce.services import LineIn, checkout_create
+
+    # given / when: a checkout of a download and two prints, through the service
+    with tenant_context(tenant_a.org.pk):
+        created = checkout_create(
+            tenant_id=tenant_a.org.pk,
+            email="buyer@example.test",
+            provider="sandbox",
+            lines=[
+                LineIn(product_id=shop_a.download.pk, photo_id=shop_a.photo.pk),
+                LineIn(product_id=shop_a.print.pk, quantity=2),
+            ],
+        )
+        stored = Checkout.objects.get(pk=created.pk)
+        stored_lines = list(CheckoutLine.objects.filter(checkout=stored).order_by("position"))
+
+    # then: same values column by column, the lines carry their database ids, and the instances
+    # count as saved (a later save() updates instead of inserting)
+    def columns(instance):
+        return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
+
+    assert columns(created) == columns(stored)
+    assert [columns(line) for line in created.lines_by_position] == [columns(line) for line in stored_lines]
+    assert all(not instance._state.adding for instance in (created, *created.lines_by_position))
+    assert [line.position for line in stored_lines] == [0, 1]
+
+
 def test_payment_session_is_created_after_commit_and_get_shows_it(tenant_a, shop_a):
     # given: a committed checkout
     created = post_checkout(tenant_a.client(), checkout_body(shop_a, {"product": shop_a.download.pk})).json()

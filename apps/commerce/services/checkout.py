@@ -24,6 +24,7 @@ Lock order, everywhere: checkout row → transaction row → reservations → st
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Field
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
@@ -213,6 +215,52 @@ def _price_lines(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_PricedLine
     return priced
 
 
+@functools.cache
+def _checkout_insert_sql(line_count: int) -> str:
+    """INSERT a checkout and `line_count` lines in one statement: the checkout in a data-modifying
+    CTE, the lines in the main statement (their same-tenant foreign key to the checkout is checked
+    at the end of the statement, when both rows exist). Every concrete column is written, as the
+    ORM would."""
+    qn = connection.ops.quote_name
+    checkout_columns = [qn(f.column) for f in Checkout._meta.concrete_fields if f.column]
+    line_columns = [qn(f.column) for f in _line_fields() if f.column]
+    line_row = "(" + ", ".join(["%s"] * len(line_columns)) + ")"
+    return (
+        f"WITH new_checkout AS (INSERT INTO {qn(Checkout._meta.db_table)} "
+        f"({', '.join(checkout_columns)}) VALUES ({', '.join(['%s'] * len(checkout_columns))})) "
+        f"INSERT INTO {qn(CheckoutLine._meta.db_table)} ({', '.join(line_columns)}) "
+        f"VALUES {', '.join([line_row] * line_count)} RETURNING id, position"
+    )
+
+
+def _line_fields() -> list[Field]:
+    return [field for field in CheckoutLine._meta.concrete_fields if not field.primary_key]
+
+
+def _insert_checkout_with_lines(checkout: Checkout, lines: list[CheckoutLine]) -> list[CheckoutLine]:
+    """Write a new checkout and its lines in one round trip; returns the lines with their ids.
+
+    The hottest write of the shop: one statement instead of the ORM's two, and no per-request
+    insert compilation. Values go through each field's `get_db_prep_save`, as the ORM's would;
+    afterwards every instance is marked saved, so later `save(update_fields=...)` calls update.
+    """
+    params = [
+        field.get_db_prep_save(getattr(checkout, field.attname), connection) for field in checkout._meta.concrete_fields
+    ]
+    line_fields = _line_fields()
+    for line in lines:
+        params.extend(field.get_db_prep_save(getattr(line, field.attname), connection) for field in line_fields)
+    with connection.cursor() as cursor:
+        cursor.execute(_checkout_insert_sql(len(lines)), params)
+        line_ids = {position: line_id for line_id, position in cursor.fetchall()}
+    for instance in (checkout, *lines):
+        instance._state.adding = False
+        instance._state.db = connection.alias
+    for line in lines:
+        line.pk = line_ids[line.position]
+    return lines
+
+
 # savepoint=False: inside the API's transaction a savepoint would cost two round trips per
 # checkout for nothing; an error here rolls the whole request back anyway.
 @transaction.atomic(savepoint=False)
@@ -232,7 +280,7 @@ def checkout_create(*, tenant_id: int, email: str, provider: str, lines: Sequenc
     _check_provider(provider)
     priced = _price_lines(tenant_id=tenant_id, lines=lines)
     now = timezone.now()
-    checkout = Checkout.objects.create(
+    checkout = Checkout(
         tenant_id=tenant_id,
         email=email,
         provider=provider,
@@ -240,8 +288,11 @@ def checkout_create(*, tenant_id: int, email: str, provider: str, lines: Sequenc
         currency=priced[0].currency,
         amount_minor=0,
         expires_at=now + timedelta(seconds=settings.INVENTORY_RESERVATION_TTL_SECONDS),
+        created_at=now,
+        updated_at=now,
     )
-    rows = CheckoutLine.objects.bulk_create(
+    rows = _insert_checkout_with_lines(
+        checkout,
         [
             CheckoutLine(
                 tenant_id=tenant_id,
@@ -262,7 +313,7 @@ def checkout_create(*, tenant_id: int, email: str, provider: str, lines: Sequenc
                 else CheckoutLine.State.CONFIRMED,
             )
             for position, line in enumerate(priced)
-        ]
+        ],
     )
     get_strategy().reserve(checkout=checkout, lines=[r for r in rows if r.kind == ProductKind.PRINT], now=now)
     _settle(checkout=checkout, lines=rows)
