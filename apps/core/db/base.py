@@ -12,6 +12,7 @@ Invariant: before any statement runs, the transaction it runs in carries
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 from django.db import transaction
@@ -29,6 +30,25 @@ class DatabaseWrapper(pg_base.DatabaseWrapper):
         # Settings applied in the current transaction; None when no transaction is open.
         self._applied_settings: tuple[str, str] | None = None
         self.execute_wrappers.append(self._apply_context)
+
+    def is_usable(self) -> bool:
+        """Django's health check (CONN_HEALTH_CHECKS, at a request's first query), without its
+        `SELECT 1` round trip while the socket shows the connection is alive.
+
+        A server that ends a connection (shutdown, restart, `pg_terminate_backend`, an idle
+        timeout) sends an error message and closes the socket, and both make it readable. So an
+        idle connection with nothing to read is still open on the server's side; anything to read,
+        or a connection psycopg already knows is broken, gets the full check. A peer that vanished
+        without a word (a cut cable) is found by neither check before the next query's timeout.
+        """
+        conn = self.connection
+        if conn is None or conn.closed or conn.broken:
+            return False
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        if not poller.poll(0):
+            return True
+        return bool(super().is_usable())
 
     # Every way a transaction ends or a savepoint unwinds forgets what was applied.
     def _set_autocommit(self, autocommit: bool) -> None:
