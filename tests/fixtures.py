@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,18 @@ def database_url(*, user: str, password: str | None) -> str:
     secret = f":{password}" if password else ""
     host, port = default.get("HOST") or "127.0.0.1", default.get("PORT") or 5432
     return f"postgres://{user}{secret}@{host}:{port}/{default['NAME']}"
+
+
+def terminate_backend(pid: int, *, timeout: float = 10.0) -> None:
+    """End a PostgreSQL backend as a server restart would (pg_terminate_backend, as the superuser)
+    and return once it is gone: the function only signals the backend, which exits a moment later."""
+    with psycopg.connect(database_url(user="postgres", password=None), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + timeout
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backend {pid} still runs {timeout} s after pg_terminate_backend")
+            time.sleep(0.01)
 
 
 def purge_queues(queues: Sequence[str] | None = None) -> None:

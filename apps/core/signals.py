@@ -1,4 +1,5 @@
-"""Carry request id and tenant across the Celery boundary; grant runtime privileges after migrate.
+"""Carry request id and tenant across the Celery boundary; keep a worker's database connections
+healthy between tasks; grant runtime privileges after migrate.
 
 Publish side: every task message gets `request_id` and `tenant_id` headers from the current
 context. Worker side: the task runs inside that request id and tenant context, and the
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import signals as celery_signals
+from django.db import connections
 from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
@@ -47,6 +49,21 @@ def _leave_task_context(task_id: str | None = None, **_: Any) -> None:
     rid_token, tenant_cm = tokens
     tenant_cm.__exit__(None, None, None)
     reset_request_id(rid_token)
+
+
+@celery_signals.task_prerun.connect
+@celery_signals.task_postrun.connect
+def _close_old_db_connections(task: Any = None, **_: Any) -> None:
+    """Around every task, what Django does around every request: close a connection that failed
+    (the server restarted, a fatal error) or outlived CONN_MAX_AGE, and arm the health check of
+    the next first query. Celery's Django fixup alone keeps a connection for CELERY_DB_REUSE_MAX
+    tasks without looking at it, so a connection the server had ended failed every task until
+    then. Eager tasks run inside their caller's transaction and are left alone."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
 
 
 @receiver(post_migrate)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import time
 
-import psycopg
 import pytest
 from django.db import connection
 from django.db.backends.postgresql import base as pg_base
 
-from tests.fixtures import database_url
+from tests.fixtures import terminate_backend
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,11 +29,6 @@ def full_checks(monkeypatch) -> list[int]:
     return calls
 
 
-def _terminate(pid: int) -> None:
-    with psycopg.connect(database_url(user="postgres", password=None), autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-
-
 def test_a_live_idle_connection_passes_without_a_round_trip(full_checks) -> None:
     connection.ensure_connection()
     assert connection.is_usable()
@@ -45,7 +39,7 @@ def test_a_connection_the_server_ended_fails_the_check_and_is_replaced(full_chec
     # given: an open connection whose backend the server then terminates
     connection.ensure_connection()
     old_pid = connection.connection.info.backend_pid
-    _terminate(old_pid)
+    terminate_backend(old_pid)
     deadline = time.monotonic() + 5
     while connection.is_usable() and time.monotonic() < deadline:
         time.sleep(0.01)
