@@ -18,6 +18,9 @@ Declare a consumer next to the domain's tasks (tasks/<domain>.py)::
   around its database effect.
 * Tasks are `acks_late` with `reject_on_worker_lost` (also the project default): a worker that
   dies mid-task gets the message redelivered, and the inbox makes that harmless.
+* Tasks retry transient database errors (`TRANSIENT_DATABASE_ERRORS`: a restart, a failover, a
+  dropped connection) with backoff, besides the `autoretry_for` a consumer declares: the
+  message is already marked published, so a task that gave up would lose its effect.
 * The queue comes from CELERY_TASK_ROUTES (task-name prefix) unless `queue=` is given.
 * `settings.OUTBOX_ROUTES` (`{"topic": "task.name"}` or `{"topic": {"task": ..., "queue": ...}}`)
   overrides or adds routes without code, e.g. to point a topic at another task during a migration.
@@ -37,8 +40,23 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 logger = logging.getLogger("darkroom.outbox")
+
+# A consumer's message is already marked published when the task runs: a task that fails for
+# good loses its effect. So a consumer retries what a database restart, failover or dropped
+# connection raises, with backoff (1, 2, 4 ... 60 s, jittered; about five minutes in all), on
+# top of whatever `autoretry_for` it declares. The inbox makes every retry harmless.
+TRANSIENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+CONSUMER_RETRY_OPTIONS: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "retry_backoff": 1,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
 
 
 @dataclass(frozen=True)
@@ -112,7 +130,8 @@ def outbox_consumer(
                     return None
                 return fn(message_id=message_id, payload=payload)
 
-        options: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True, **task_options}
+        options: dict[str, Any] = {**CONSUMER_RETRY_OPTIONS, **task_options}
+        options["autoretry_for"] = (*TRANSIENT_DATABASE_ERRORS, *task_options.get("autoretry_for", ()))
         task = shared_task(name=name, **options)(run)
         register_route(topic, name, queue=queue)
         return task

@@ -14,7 +14,7 @@ from typing import Any
 
 from celery.signals import task_prerun
 from django.core.cache import cache
-from django.db import connection
+from django.db import OperationalError, connection
 from django_redis import get_redis_connection
 
 from apps.core.request_context import get_request_id
@@ -48,6 +48,9 @@ def _count_delivery(task_id: str | None = None, task: Any = None, **_: Any) -> N
 
 @outbox_consumer(EFFECT_TOPIC, name=EFFECT_TASK)
 def apply_effect(*, message_id: str, payload: dict[str, Any]) -> None:
+    if payload.get("fail_once") and redis().set(rkey(f"failed:{message_id}"), os.getpid(), nx=True):
+        # What a database restart raises mid-task: the consumer must retry, not lose the effect.
+        raise OperationalError("server closed the connection unexpectedly (simulated)")
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {EFFECT_TABLE} (message_id, tenant_ref, request_id, pid) VALUES (%s, %s, %s, %s)",

@@ -82,6 +82,19 @@ def test_relay_delivers_to_the_consumer_in_the_messages_tenant_and_request(
     assert statuses() == {str(message.id): "published"}
 
 
+def test_a_consumer_retries_a_transient_database_error_and_applies_the_effect_once(
+    effect_table, tenant_a, publish, worker
+):
+    # given: a message whose first delivery meets a database error (a restart, a failover)
+    [message] = publish(tenant_id=tenant_a.org.pk, payload={"fail_once": True})
+    # when: the relay publishes it and a real worker consumes
+    assert OutboxRelay(batch_size=10).run(once=True).published == 1
+    # then: the task ran again after a backoff, and the effect happened exactly once
+    assert wait_until(lambda: len(effects()) == 1, timeout=30)
+    assert deliveries(str(message.id)) == 2
+    assert [row[0] for row in effects()] == [str(message.id)]
+
+
 KILL_AFTER_PUBLISH = """
 import os, signal, django
 django.setup()
