@@ -9,6 +9,8 @@ Outbox consumers (see apps/outbox/routing.py):
 * `payment.capture_requested` → `payments.capture_payment`: capture an approved PayPal order.
 Plain task: `payments.sandbox_deliver`, one signed sandbox webhook delivery (the sandbox plays
 the provider; retried like a provider retries).
+Beat task: `payments.webhooks_requeue_stale` queues again the events whose message the broker
+lost (still `received` WEBHOOK_REQUEUE_AFTER_SECONDS after it was queued).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from apps.outbox.routing import outbox_consumer
 from apps.payments import sandbox
 from apps.payments.providers.base import ProviderError
 from apps.payments.providers.http import TransportError
-from apps.payments.services import webhook_event_process
+from apps.payments.services import webhook_event_process, webhook_events_requeue_stale
+from apps.tenancy.context import system_context
 
 
 @outbox_consumer(
@@ -82,3 +85,10 @@ def capture_payment(*, message_id: str, payload: dict[str, Any]) -> str:
 )
 def sandbox_deliver(*, delivery: dict[str, Any]) -> int:
     return sandbox.sandbox_deliver(delivery=delivery)
+
+
+@shared_task(name="payments.webhooks_requeue_stale", acks_late=True)
+def webhooks_requeue_stale() -> int:
+    """Idempotent: an event requeued once is left alone for another WEBHOOK_REQUEUE_AFTER_SECONDS."""
+    with system_context("stale webhook sweep"):
+        return len(webhook_events_requeue_stale(older_than_seconds=settings.WEBHOOK_REQUEUE_AFTER_SECONDS))

@@ -43,6 +43,10 @@ class WebhookEvent(models.Model):
     raw_body = models.BinaryField()
     headers = models.JSONField(default=dict)
     received_at = models.DateTimeField()
+    # When a `webhook.received` message for this event was last written to the outbox (at
+    # receipt, replay or requeue). A `received` event queued long ago lost its message (the
+    # broker forgot it): `webhook_events_requeue_stale` queues it again.
+    queued_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
     attempts = models.PositiveIntegerField(default=0)
     outcome = models.CharField(max_length=200, blank=True, default="")

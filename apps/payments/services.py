@@ -26,8 +26,10 @@ import traceback
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.commerce.errors import PaymentForUnknownCheckout
@@ -92,8 +94,8 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
 _INSERT_SQL = f"""
 INSERT INTO {WebhookEvent._meta.db_table}
     (id, tenant_id, provider, event_id, event_type, payment_status, reference, checkout_id, raw_body,
-     headers, received_at, status, attempts, outcome, error, traceback, processed_at)
-VALUES (%s, NULL, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'received', 0, '', '', '', NULL)
+     headers, received_at, queued_at, status, attempts, outcome, error, traceback, processed_at)
+VALUES (%s, NULL, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'received', 0, '', '', '', NULL)
 ON CONFLICT DO NOTHING
 """
 
@@ -110,6 +112,7 @@ def webhook_event_record(
     may not read an untenanted row) and an id made here. `created` is False for a duplicate.
     """
     event_pk = uuid.uuid4()
+    now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             _INSERT_SQL,
@@ -123,7 +126,8 @@ def webhook_event_record(
                 _uuid_or_none(envelope.checkout_id),
                 body,
                 json.dumps(storable_headers(headers)),
-                timezone.now(),
+                now,
+                now,
             ],
         )
         created = cursor.rowcount == 1
@@ -290,13 +294,7 @@ def webhook_events_replay(
         queryset = queryset.filter(status=WebhookEvent.Status.FAILED)
     events = list(queryset.select_for_update().order_by("received_at", "pk"))
     for event in events:
-        outbox_publish(
-            topic=TOPIC_WEBHOOK_RECEIVED,
-            tenant_id=None,
-            aggregate_type="webhook_event",
-            aggregate_id=event.pk,
-            payload={"webhook_event_id": str(event.pk), "replay": True},
-        )
+        _queue_again(event, payload={"replay": True})
         audit_record(
             action="webhook_event.replay",
             tenant_id=event.tenant_id,
@@ -310,5 +308,59 @@ def webhook_events_replay(
                 "status": event.status,
                 "error": event.error[:500],
             },
+        )
+    return [event.pk for event in events]
+
+
+def _queue_again(event: WebhookEvent, *, payload: dict[str, object]) -> None:
+    """A fresh `webhook.received` message for a locked event (a new message id, so the consumer's
+    inbox lets it through), and its `queued_at`; in the caller's transaction."""
+    outbox_publish(
+        topic=TOPIC_WEBHOOK_RECEIVED,
+        tenant_id=None,
+        aggregate_type="webhook_event",
+        aggregate_id=event.pk,
+        payload={"webhook_event_id": str(event.pk), **payload},
+    )
+    event.queued_at = timezone.now()
+    event.save(update_fields=["queued_at"])
+
+
+@transaction.atomic(durable=True)
+def webhook_events_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> list[uuid.UUID]:
+    """Queue again the events still `received` whose message was queued more than
+    `older_than_seconds` ago: the broker lost it (Redis keeps nothing across a restart here), since
+    a delivered message leaves the event processed, ignored or failed within seconds. One audit
+    row per event; returns their ids.
+
+    Outermost transaction, in the system context (the beat task's). Events another transaction
+    holds are skipped; `limit` bounds one pass. Requeueing is harmless when the message was only
+    slow: processing is idempotent, and `queued_at` moves on, so the next pass leaves the event
+    alone for another `older_than_seconds`.
+    """
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    events = list(
+        WebhookEvent.objects.select_for_update(skip_locked=True)
+        .filter(
+            Q(queued_at__lt=cutoff)
+            | Q(queued_at__isnull=True, received_at__lt=cutoff),  # null: recorded before the column
+            status=WebhookEvent.Status.RECEIVED,
+        )
+        .order_by("received_at", "pk")[:limit]
+    )
+    for event in events:
+        _queue_again(event, payload={"requeued": True})
+        audit_record(
+            action="webhook_event.requeue",
+            tenant_id=event.tenant_id,
+            actor_label="stale webhook sweep",
+            target_type="webhook_event",
+            target_id=str(event.pk),
+            data={"provider": event.provider, "event_id": event.event_id, "received_at": event.received_at.isoformat()},
+        )
+    if events:
+        logger.warning(
+            "webhook events requeued: their messages were lost",
+            extra={"count": len(events), "older_than_seconds": older_than_seconds},
         )
     return [event.pk for event in events]

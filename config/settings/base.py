@@ -423,6 +423,15 @@ RECEIPT_FROM_EMAIL = env("DARKROOM_RECEIPT_FROM_EMAIL", default="receipts@darkro
 RECEIPT_CLAIM_SECONDS = env.int("DARKROOM_RECEIPT_CLAIM_SECONDS", default=120)
 # Webhook processing (outbox consumer) retries this often before leaving the event `failed`.
 WEBHOOK_PROCESS_MAX_RETRIES = env.int("DARKROOM_WEBHOOK_PROCESS_MAX_RETRIES", default=5)
+# A webhook event still `received` this long after its message was queued lost that message (the
+# broker forgot it, e.g. a Redis restart): the beat task `payments.webhooks_requeue_stale` queues
+# it again, every WEBHOOK_REQUEUE_SWEEP_SECONDS.
+WEBHOOK_REQUEUE_AFTER_SECONDS = env.int("DARKROOM_WEBHOOK_REQUEUE_AFTER_SECONDS", default=600)
+WEBHOOK_REQUEUE_SWEEP_SECONDS = env.int("DARKROOM_WEBHOOK_REQUEUE_SWEEP_SECONDS", default=60)
+CELERY_BEAT_SCHEDULE["payments.webhooks_requeue_stale"] = {
+    "task": "payments.webhooks_requeue_stale",
+    "schedule": float(WEBHOOK_REQUEUE_SWEEP_SECONDS),
+}
 # The sandbox provider as a whole: checkouts with provider "sandbox", its pay page and
 # /webhooks/sandbox. Production must turn it off (its default webhook secret is public).
 SANDBOX_ENABLED = env.bool("DARKROOM_SANDBOX_ENABLED", default=True)

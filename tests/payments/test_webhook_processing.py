@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from apps.commerce.errors import PaymentForUnknownCheckout
 from apps.commerce.models import Checkout, Entitlement
@@ -139,3 +141,55 @@ def test_tenant_context_sees_only_its_own_processed_events_and_none_unprocessed(
     assert system_count(lambda: WebhookEvent.objects.all()) == 2
     with system_context("test"):
         assert OutboxMessage.objects.filter(topic="webhook.received").count() == 2
+
+
+def _lose_pending_webhook_messages(*, minutes_ago: float) -> None:
+    """What a Redis restart does: the relay had published the messages, the broker forgot them.
+    The events' messages are marked published (never run) and were queued `minutes_ago`."""
+    with system_context("test"):
+        OutboxMessage.objects.filter(topic="webhook.received", status=OutboxMessage.Status.PENDING).update(
+            status=OutboxMessage.Status.PUBLISHED, published_at=timezone.now()
+        )
+        WebhookEvent.objects.update(queued_at=timezone.now() - timedelta(minutes=minutes_ago))
+
+
+def test_an_event_whose_message_the_broker_lost_is_queued_again_and_applied_once(tenant_a, shop):
+    from tasks.payments import webhooks_requeue_stale
+
+    # given: a paid event recorded (200 to the provider) whose message the broker then lost
+    checkout_id = post_checkout(tenant_a.client(), checkout_body(shop, {"product": shop.download.pk})).json()["id"]
+    drain_outbox()
+    deliver([sandbox_paid(checkout_id)])
+    _lose_pending_webhook_messages(minutes_ago=11)
+    assert pending_topics() == [] and the_event().status == "received"
+    # when: the beat sweep runs (twice: the second pass finds the event freshly queued)
+    assert webhooks_requeue_stale() == 1
+    assert webhooks_requeue_stale() == 0
+    # then: one fresh message, audited; processing it pays the checkout once
+    assert pending_topics() == ["webhook.received"]
+    with system_context("test"):
+        audit = AuditLog.objects.get(action="webhook_event.requeue")
+    assert (audit.target_id, audit.actor_label) == (str(the_event().pk), "stale webhook sweep")
+    assert drain_outbox()[0] == "webhook.received"
+    assert the_event().status == "processed"
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status == "paid"
+        assert Entitlement.objects.count() == 1
+
+
+def test_the_sweep_leaves_recent_processed_and_failed_events_alone(tenant_a, shop):
+    from tasks.payments import webhooks_requeue_stale
+
+    # given: a received event queued 5 minutes ago (under the 10-minute default) ...
+    deliver([orphan_paid_event()])
+    _lose_pending_webhook_messages(minutes_ago=5)
+    # then: it is left alone
+    assert webhooks_requeue_stale() == 0
+    # given: failed or processed events, even ones queued an hour ago: left alone
+    with system_context("test"):
+        WebhookEvent.objects.update(status=WebhookEvent.Status.FAILED, queued_at=timezone.now() - timedelta(hours=1))
+    assert webhooks_requeue_stale() == 0
+    with system_context("test"):
+        WebhookEvent.objects.update(status=WebhookEvent.Status.PROCESSED)
+    assert webhooks_requeue_stale() == 0
+    assert pending_topics() == []
