@@ -159,13 +159,17 @@ def outbox_replay(
     *,
     message_ids: Iterable[uuid.UUID | str] | None = None,
     all_dead: bool = False,
+    include_published: bool = False,
     actor: User | None = None,
     actor_label: str = "",
 ) -> list[uuid.UUID]:
     """Move dead-lettered messages back to pending (attempts reset, due now); audited.
 
     Outermost transaction. Replays the dead letters among `message_ids`, or every dead letter
-    with `all_dead=True`; other statuses are left alone. Rows are locked FOR UPDATE in id order.
+    with `all_dead=True`. With `include_published=True`, the named `message_ids` that were
+    already published are sent again too: for a message the broker lost (a Redis restart), under
+    the same message id, so a consumer that had applied it skips it. Other statuses are left
+    alone. Rows are locked FOR UPDATE in id order.
     One AuditLog row `outbox.replay` per message (in the message's tenant), in the same
     transaction. The caller acts in the system context (admin, CLI) or in the tenant context of
     the messages: rows RLS hides are not replayed. A trigger NOTIFYs relays at commit.
@@ -173,17 +177,28 @@ def outbox_replay(
     """
     if message_ids is None and not all_dead:
         raise ValueError("name the messages to replay, or pass all_dead=True")
-    queryset = OutboxMessage.objects.filter(status=OutboxMessage.Status.DEAD)
+    if include_published and message_ids is None:
+        raise ValueError("published messages are sent again only by id")
+    statuses = [OutboxMessage.Status.DEAD]
+    if include_published:
+        statuses.append(OutboxMessage.Status.PUBLISHED)
+    queryset = OutboxMessage.objects.filter(status__in=statuses)
     if message_ids is not None:
         queryset = queryset.filter(pk__in=[uuid.UUID(str(m)) for m in message_ids])
     messages = list(queryset.select_for_update().order_by("id"))
     now = timezone.now()
     for message in messages:
-        previous = {"attempts": message.attempts, "last_error": message.last_error}
+        previous = {
+            "status": message.status,
+            "attempts": message.attempts,
+            "last_error": message.last_error,
+            "published_at": message.published_at.isoformat() if message.published_at else None,
+        }
         message.status = OutboxMessage.Status.PENDING
         message.attempts = 0
         message.next_attempt_at = now
-        message.save(update_fields=["status", "attempts", "next_attempt_at"])
+        message.published_at = None
+        message.save(update_fields=["status", "attempts", "next_attempt_at", "published_at"])
         audit_record(
             action="outbox.replay",
             tenant_id=message.tenant_id,

@@ -7,7 +7,7 @@ import json
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from apps.outbox.models import OutboxMessage
@@ -15,6 +15,7 @@ from apps.outbox.relay import relay_batch
 from apps.outbox.services import retry_delay_seconds
 from apps.tenancy.context import system_context
 from apps.tenancy.models import AuditLog, User
+from tests.fixtures import purge_queues
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -156,3 +157,28 @@ def test_replayed_message_is_published_once_a_consumer_exists(dead_letters, sett
     # then: it is published
     assert (result.claimed, result.published) == (1, 1)
     assert {m.id: m.status for m in _rows()}[dead_letters[0].id] == "published"
+
+
+def test_a_published_message_the_broker_lost_is_sent_again_only_when_named_with_the_flag(
+    effect_table, tenant_a, publish
+):
+    # given: a message the relay published, whose broker message was then lost (never consumed)
+    [message] = publish(tenant_id=tenant_a.org.pk)
+    with system_context("outbox relay"):
+        assert relay_batch(batch_size=50).published == 1
+    purge_queues()
+    # when: it is named without the flag, then the flag without naming it
+    out = StringIO()
+    call_command("outbox_replay", "--ids", str(message.id), stdout=out)
+    assert json.loads(out.getvalue()) == {"replayed": [], "skipped": [str(message.id)]}
+    with pytest.raises(CommandError, match="needs --ids"):
+        call_command("outbox_replay", "--dead", "--include-published")
+    # when: it is named with the flag
+    out = StringIO()
+    call_command("outbox_replay", "--ids", str(message.id), "--include-published", stdout=out)
+    # then: pending again under the same id, audited with its previous status
+    assert json.loads(out.getvalue()) == {"replayed": [str(message.id)], "skipped": []}
+    assert {m.id: m.status for m in _rows()}[message.id] == "pending"
+    with system_context("test"):
+        audit = AuditLog.objects.get(action="outbox.replay", target_id=str(message.id))
+    assert audit.data["status"] == "published"
