@@ -46,7 +46,7 @@ logger = logging.getLogger("darkroom.outbox")
 
 # A consumer's message is already marked published when the task runs: a task that fails for
 # good loses its effect. So a consumer retries what a database restart, failover or dropped
-# connection raises, with backoff (1, 2, 4 ... 60 s, jittered; about five minutes in all), on
+# connection raises, with backoff (up to 1, 2, 4 ... 60 s, jittered; five minutes at most), on
 # top of whatever `autoretry_for` it declares. The inbox makes every retry harmless.
 TRANSIENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 CONSUMER_RETRY_OPTIONS: dict[str, Any] = {
