@@ -9,8 +9,14 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from apps.catalog.services import PHOTO_UPLOADED_TOPIC, originals_sweep_orphans, photo_generate_derivatives
+from apps.catalog.services import (
+    PHOTO_UPLOADED_TOPIC,
+    originals_sweep_orphans,
+    photo_derivatives_requeue_stale,
+    photo_generate_derivatives,
+)
 from apps.outbox.routing import outbox_consumer
+from apps.tenancy.context import system_context
 
 
 # once=False: rendering is idempotent (deterministic names, rewritten in place), and it writes
@@ -41,3 +47,13 @@ def sweep_orphan_originals() -> dict[str, int]:
     CATALOG_ORPHAN_GRACE_HOURS. Idempotent: a repeat finds nothing more to delete."""
     cutoff = timezone.now() - timedelta(hours=settings.CATALOG_ORPHAN_GRACE_HOURS)
     return dataclasses.asdict(originals_sweep_orphans(older_than=cutoff))
+
+
+@shared_task(name="catalog.derivatives_requeue_stale", acks_late=True)
+def derivatives_requeue_stale() -> int:
+    """Beat: ask again for the derivatives whose message the broker lost. Idempotent: a photo
+    asked for again is left alone for another CATALOG_DERIVATIVES_REQUEUE_AFTER_SECONDS."""
+    with system_context("stale derivatives sweep"):
+        return len(
+            photo_derivatives_requeue_stale(older_than_seconds=settings.CATALOG_DERIVATIVES_REQUEUE_AFTER_SECONDS)
+        )

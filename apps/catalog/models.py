@@ -93,6 +93,10 @@ class Photo(TenantModel):
         max_length=10, choices=DerivativesStatus.choices, default=DerivativesStatus.PENDING
     )
     derivatives_error = models.TextField(blank=True, default="")
+    # When the render was last asked for (an outbox message written). A photo still `pending` long
+    # after that lost its message (the broker forgot it): `photo_derivatives_requeue_stale` asks
+    # again.
+    derivatives_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -111,7 +115,15 @@ class Photo(TenantModel):
                 name="catalog_photo_ready_has_derivatives",
             ),
         ]
-        indexes = [models.Index(fields=["tenant", "event", "id"], name="catalog_photo_tenant_event")]
+        indexes = [
+            models.Index(fields=["tenant", "event", "id"], name="catalog_photo_tenant_event"),
+            # The requeue sweep's scan: only photos still waiting for their derivatives.
+            models.Index(
+                fields=["derivatives_requested_at"],
+                name="catalog_photo_pending_render",
+                condition=models.Q(derivatives_status="pending"),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"photo {self.pk} of event {self.event_id}"

@@ -357,6 +357,14 @@ CATALOG_MAX_IMAGE_PIXELS = env.int("DARKROOM_CATALOG_MAX_IMAGE_PIXELS", default=
 # leaves the file behind. The hourly sweep deletes such files once they are this old (never
 # below 1 h: an upload still in flight must keep its file).
 CATALOG_ORPHAN_GRACE_HOURS = max(1, env.int("DARKROOM_CATALOG_ORPHAN_GRACE_HOURS", default=24))
+# A photo still waiting for its preview this long after the render was asked for lost that
+# message (the broker forgot it, e.g. a Redis restart); the beat task asks again.
+CATALOG_DERIVATIVES_REQUEUE_AFTER_SECONDS = env.int("DARKROOM_CATALOG_DERIVATIVES_REQUEUE_AFTER_SECONDS", default=600)
+CELERY_BEAT_SCHEDULE["catalog.derivatives_requeue_stale"] = {
+    "task": "catalog.derivatives_requeue_stale",
+    "schedule": 60.0,
+    "options": {"queue": "maintenance", "expires": 60},
+}
 CELERY_BEAT_SCHEDULE["catalog.sweep_orphan_originals"] = {
     "task": "catalog.sweep_orphan_originals",
     "schedule": env.float("DARKROOM_CATALOG_ORPHAN_SWEEP_EVERY_SECONDS", default=3600.0),
@@ -431,6 +439,7 @@ WEBHOOK_REQUEUE_SWEEP_SECONDS = env.int("DARKROOM_WEBHOOK_REQUEUE_SWEEP_SECONDS"
 CELERY_BEAT_SCHEDULE["payments.webhooks_requeue_stale"] = {
     "task": "payments.webhooks_requeue_stale",
     "schedule": float(WEBHOOK_REQUEUE_SWEEP_SECONDS),
+    "options": {"expires": float(WEBHOOK_REQUEUE_SWEEP_SECONDS)},  # runs missed while workers were down do not pile up
 }
 # The sandbox provider as a whole: checkouts with provider "sandbox", its pay page and
 # /webhooks/sandbox. Production must turn it off (its default webhook secret is public).

@@ -180,3 +180,48 @@ def _jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85, optimize=True)
     return buffer.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_render_whose_message_the_broker_lost_is_asked_for_again_and_made(tenant_a):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.catalog.services import PHOTO_UPLOADED_TOPIC
+    from apps.outbox.models import OutboxMessage
+    from tasks.catalog import derivatives_requeue_stale
+
+    # given: three pending photos: asked for 11 minutes ago (its message lost), asked for
+    # 5 minutes ago, and one asked for long ago that is already ready
+    lost, recent, done = (PhotoFactory(event__tenant=tenant_a.org) for _ in range(3))
+    now = timezone.now()
+    with system_context("test"):
+        Photo.objects.filter(pk=lost.pk).update(derivatives_requested_at=now - timedelta(minutes=11))
+        Photo.objects.filter(pk=recent.pk).update(derivatives_requested_at=now - timedelta(minutes=5))
+        Photo.objects.filter(pk=done.pk).update(derivatives_requested_at=now - timedelta(hours=1))
+    assert (
+        generate_derivatives.apply(
+            kwargs={"message_id": "m", "payload": {"tenant_id": tenant_a.org.pk, "photo_id": done.pk}}
+        ).get()
+        == "ready"
+    )
+
+    def requests() -> list[OutboxMessage]:
+        with system_context("test"):
+            return list(OutboxMessage.objects.filter(topic=PHOTO_UPLOADED_TOPIC, status=OutboxMessage.Status.PENDING))
+
+    before = {m.id for m in requests()}
+    # when: the beat sweep runs twice
+    assert derivatives_requeue_stale() == 1
+    assert derivatives_requeue_stale() == 0
+    # then: one new render request, for the lost photo only, in its studio
+    [message] = [m for m in requests() if m.id not in before]
+    assert (message.tenant_id, message.payload["photo_id"]) == (tenant_a.org.pk, lost.pk)
+    # and: the consumer makes it ready
+    assert (
+        generate_derivatives.apply(kwargs={"message_id": str(message.id), "payload": message.payload}).get() == "ready"
+    )
+    with tenant_context(tenant_a.org.pk):
+        assert Photo.objects.get(pk=lost.pk).derivatives_status == "ready"
+        assert Photo.objects.get(pk=recent.pk).derivatives_status == "pending"
