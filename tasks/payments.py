@@ -9,8 +9,9 @@ Outbox consumers (see apps/outbox/routing.py):
 * `payment.capture_requested` → `payments.capture_payment`: capture an approved PayPal order.
 Plain task: `payments.sandbox_deliver`, one signed sandbox webhook delivery (the sandbox plays
 the provider; retried like a provider retries).
-Beat task: `payments.webhooks_requeue_stale` queues again the events whose message the broker
-lost (still `received` WEBHOOK_REQUEUE_AFTER_SECONDS after it was queued).
+Beat tasks: `payments.webhooks_requeue_stale` and `payments.refunds_requeue_stale` queue again
+the webhook events and refunds whose message the broker lost (still `received` / `requested`
+WEBHOOK_REQUEUE_AFTER_SECONDS after it was queued).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
-from apps.commerce.services import checkout_capture, refund_submit
+from apps.commerce.services import checkout_capture, refund_submit, refunds_requeue_stale
 from apps.outbox.routing import outbox_consumer
 from apps.payments import sandbox
 from apps.payments.providers.base import ProviderError
@@ -92,3 +93,10 @@ def webhooks_requeue_stale() -> int:
     """Idempotent: an event requeued once is left alone for another WEBHOOK_REQUEUE_AFTER_SECONDS."""
     with system_context("stale webhook sweep"):
         return len(webhook_events_requeue_stale(older_than_seconds=settings.WEBHOOK_REQUEUE_AFTER_SECONDS))
+
+
+@shared_task(name="payments.refunds_requeue_stale", acks_late=True)
+def refunds_requeue_stale_task() -> int:
+    """Idempotent: a refund requeued once is left alone for another WEBHOOK_REQUEUE_AFTER_SECONDS."""
+    with system_context("stale refund sweep"):
+        return len(refunds_requeue_stale(older_than_seconds=settings.WEBHOOK_REQUEUE_AFTER_SECONDS))

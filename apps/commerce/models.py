@@ -484,6 +484,10 @@ class Refund(TenantModel):
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
+    # When a `payment.refund_requested` message was last written for it. A refund still
+    # `requested` long after that lost its message (the broker forgot it):
+    # `refunds_requeue_stale` queues it again.
+    queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

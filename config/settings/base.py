@@ -431,11 +431,17 @@ RECEIPT_FROM_EMAIL = env("DARKROOM_RECEIPT_FROM_EMAIL", default="receipts@darkro
 RECEIPT_CLAIM_SECONDS = env.int("DARKROOM_RECEIPT_CLAIM_SECONDS", default=120)
 # Webhook processing (outbox consumer) retries this often before leaving the event `failed`.
 WEBHOOK_PROCESS_MAX_RETRIES = env.int("DARKROOM_WEBHOOK_PROCESS_MAX_RETRIES", default=5)
-# A webhook event still `received` this long after its message was queued lost that message (the
-# broker forgot it, e.g. a Redis restart): the beat task `payments.webhooks_requeue_stale` queues
-# it again, every WEBHOOK_REQUEUE_SWEEP_SECONDS.
+# A webhook event still `received` (or a refund still `requested`) this long after its message was
+# queued lost that message (the broker forgot it, e.g. a Redis restart): the beat tasks
+# `payments.webhooks_requeue_stale` / `payments.refunds_requeue_stale` queue it again, every
+# WEBHOOK_REQUEUE_SWEEP_SECONDS.
 WEBHOOK_REQUEUE_AFTER_SECONDS = env.int("DARKROOM_WEBHOOK_REQUEUE_AFTER_SECONDS", default=600)
 WEBHOOK_REQUEUE_SWEEP_SECONDS = env.int("DARKROOM_WEBHOOK_REQUEUE_SWEEP_SECONDS", default=60)
+CELERY_BEAT_SCHEDULE["payments.refunds_requeue_stale"] = {
+    "task": "payments.refunds_requeue_stale",
+    "schedule": float(WEBHOOK_REQUEUE_SWEEP_SECONDS),
+    "options": {"expires": float(WEBHOOK_REQUEUE_SWEEP_SECONDS)},
+}
 CELERY_BEAT_SCHEDULE["payments.webhooks_requeue_stale"] = {
     "task": "payments.webhooks_requeue_stale",
     "schedule": float(WEBHOOK_REQUEUE_SWEEP_SECONDS),

@@ -17,6 +17,7 @@ from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import PaymentStatus
 from apps.payments.providers.sandbox import build_event
 from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import AuditLog
 from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import (
     deliver,
@@ -260,3 +261,31 @@ def test_expiry_releases_stock_exactly_once_and_skips_paid_checkouts(tenant_a, s
     assert state(tenant_a, paid.pk)["checkout"] == "paid"
     with system_context("test"):
         assert not OutboxMessage.objects.filter(status="pending").exists()
+
+
+def test_a_refund_whose_message_the_broker_lost_is_queued_again_and_submitted_once(tenant_a, shop_a):
+    from tasks.payments import refunds_requeue_stale_task
+
+    # given: a late payment whose refund was requested, and whose message the broker then lost
+    checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "print", "quantity": 1}))
+    assert checkouts_expire_due(now=timezone.now() + timedelta(hours=1)) == 1
+    deliver([sandbox_paid(str(checkout.pk))])
+    drain_outbox(topics={"webhook.received"})
+    with system_context("test: the broker forgets the message"):
+        OutboxMessage.objects.filter(topic="payment.refund_requested").update(
+            status=OutboxMessage.Status.PUBLISHED, published_at=timezone.now()
+        )
+        Refund.objects.update(queued_at=timezone.now() - timedelta(minutes=11))
+    with tenant_context(tenant_a.org.pk):
+        assert Refund.objects.get().status == "requested"
+    # when: the beat sweep runs twice (the second pass finds it freshly queued)
+    assert refunds_requeue_stale_task() == 1
+    assert refunds_requeue_stale_task() == 0
+    # then: the new message submits the refund to the provider, once
+    assert drain_outbox() == ["payment.refund_requested"]
+    with tenant_context(tenant_a.org.pk):
+        refund = Refund.objects.get()
+    assert refund.status == "submitted" and refund.provider_refund_id.startswith("re_sbx_")
+    assert sandbox_provider().fetch_status(reference=f"sbx_{checkout.pk}").status == PaymentStatus.REFUNDED
+    with system_context("test"):
+        assert AuditLog.objects.filter(action="refund.requeue", target_id=str(refund.pk)).count() == 1

@@ -16,6 +16,7 @@ from apps.commerce.services.payment import (
     derive_status,
     platform_fee_minor,
     refund_submit,
+    refunds_requeue_stale,
     transaction_apply_fact,
     wallet_for,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "platform_fee_minor",
     "receipt_send",
     "refund_submit",
+    "refunds_requeue_stale",
     "transaction_apply_fact",
     "wallet_for",
 ]

@@ -28,12 +28,13 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
@@ -55,6 +56,7 @@ from apps.outbox.services import outbox_publish
 from apps.payments.providers.base import ProviderError
 from apps.payments.providers.registry import get_provider
 from apps.tenancy.models import Organization, User
+from apps.tenancy.services import audit_record
 
 logger = logging.getLogger("darkroom.commerce.payment")
 
@@ -294,19 +296,64 @@ def _request_refund(*, txn: Transaction, reason: str, amount_minor: int, currenc
             "amount_minor": amount_minor,
             "currency": currency,
             "idempotency_key": f"refund:{txn.checkout_id}:{reason}",
+            "queued_at": now,
         },
     )
     if created:
-        outbox_publish(
-            topic=TOPIC_REFUND_REQUESTED,
-            tenant_id=txn.tenant_id,
-            aggregate_type="refund",
-            aggregate_id=refund.pk,
-            payload={"refund_id": refund.pk},
-        )
+        _publish_refund_requested(refund)
     if txn.refund_requested_at is None:
         txn.refund_requested_at = now
     return [f"refund requested ({reason})" if created else "refund already requested"]
+
+
+def _publish_refund_requested(refund: Refund) -> None:
+    outbox_publish(
+        topic=TOPIC_REFUND_REQUESTED,
+        tenant_id=refund.tenant_id,
+        aggregate_type="refund",
+        aggregate_id=refund.pk,
+        payload={"refund_id": refund.pk},
+    )
+
+
+@transaction.atomic(durable=True)
+def refunds_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> list[int]:
+    """Queue again the refunds still `requested` more than `older_than_seconds` after their
+    message was queued: the broker lost it (Redis keeps nothing across a restart here), since a
+    delivered one leaves the refund submitted or failed. One audit row per refund; returns ids.
+
+    Outermost transaction, in the system context (the beat task's): refunds of every studio.
+    Locked refunds are skipped; `limit` bounds one pass. Harmless when the message was only slow:
+    the provider call carries the refund's idempotency key, and `queued_at` moves on.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_seconds)
+    refunds = list(
+        Refund.objects.select_for_update(skip_locked=True)
+        .filter(
+            Q(queued_at__lt=cutoff) | Q(queued_at__isnull=True, created_at__lt=cutoff),  # null: made before the column
+            status=Refund.Status.REQUESTED,
+        )
+        .order_by("created_at", "pk")[:limit]
+    )
+    for refund in refunds:
+        _publish_refund_requested(refund)
+        refund.queued_at = now
+        refund.save(update_fields=["queued_at"])
+        audit_record(
+            action="refund.requeue",
+            tenant_id=refund.tenant_id,
+            actor_label="stale refund sweep",
+            target_type="refund",
+            target_id=str(refund.pk),
+            data={"reason": refund.reason, "amount_minor": refund.amount_minor, "currency": refund.currency},
+        )
+    if refunds:
+        logger.warning(
+            "refunds requeued: their messages were lost",
+            extra={"count": len(refunds), "older_than_seconds": older_than_seconds},
+        )
+    return [refund.pk for refund in refunds]
 
 
 # --- wallets -------------------------------------------------------------------------------
