@@ -12,14 +12,13 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import IO
 
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -36,6 +35,7 @@ from apps.catalog.errors import (
 from apps.catalog.models import Event, Photo, Price, PriceList, ProductKind, Stock
 from apps.catalog.models import Product as ProductModel
 from apps.core.problems import InvalidInput
+from apps.outbox.requeue import requeue_stale
 from apps.outbox.services import outbox_publish
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Membership, Organization, User
@@ -196,35 +196,21 @@ def request_derivatives(photo: Photo) -> None:
 @transaction.atomic(durable=True)
 def photo_derivatives_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> list[int]:
     """Ask again for the derivatives of photos still `pending` more than `older_than_seconds`
-    after they were last asked for: the broker lost that message (Redis keeps nothing across a
-    restart here), since a delivered one leaves the photo ready or failed within seconds. Returns
-    the photo ids.
+    after they were last asked for (`apps.outbox.requeue`: the broker lost that message).
+    Returns the photo ids.
 
     Outermost transaction, in the system context (the beat task's): photos of every studio.
-    Photos another transaction holds are skipped; `limit` bounds one pass. Asking again is
-    harmless when the render was only slow (it is idempotent), and `derivatives_requested_at`
-    moves on, so the next pass leaves the photo alone for another `older_than_seconds`.
+    Harmless when the render was only slow: it is idempotent.
     """
-    now = timezone.now()
-    cutoff = now - timedelta(seconds=older_than_seconds)
-    photos = list(
-        Photo.objects.select_for_update(skip_locked=True)
-        .filter(
-            Q(derivatives_requested_at__lt=cutoff)
-            | Q(derivatives_requested_at__isnull=True, created_at__lt=cutoff),  # null: uploaded before the column
-            derivatives_status=Photo.DerivativesStatus.PENDING,
-        )
-        .order_by("created_at", "pk")[:limit]
+    photos = requeue_stale(
+        Photo.objects.filter(derivatives_status=Photo.DerivativesStatus.PENDING),
+        queued_field="derivatives_requested_at",
+        fallback_field="created_at",
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=request_derivatives,
+        what="photo renders",
     )
-    for photo in photos:
-        request_derivatives(photo)
-        photo.derivatives_requested_at = now
-        photo.save(update_fields=["derivatives_requested_at"])
-    if photos:
-        logger.warning(
-            "photo derivatives asked for again: their messages were lost",
-            extra={"count": len(photos), "older_than_seconds": older_than_seconds},
-        )
     return [photo.pk for photo in photos]
 
 

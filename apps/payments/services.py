@@ -26,16 +26,15 @@ import traceback
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from apps.commerce.errors import PaymentForUnknownCheckout
 from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout
 from apps.commerce.services import PaymentFact, transaction_apply_fact
 from apps.core.problems import DomainError
+from apps.outbox.requeue import requeue_stale
 from apps.outbox.services import consume_once, outbox_publish
 from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import PaymentStatus, WebhookEnvelope, WebhookPayloadError
@@ -312,9 +311,9 @@ def webhook_events_replay(
     return [event.pk for event in events]
 
 
-def _queue_again(event: WebhookEvent, *, payload: dict[str, object]) -> None:
+def _publish_received(event: WebhookEvent, *, payload: dict[str, object]) -> None:
     """A fresh `webhook.received` message for a locked event (a new message id, so the consumer's
-    inbox lets it through), and its `queued_at`; in the caller's transaction."""
+    inbox lets it through); in the caller's transaction."""
     outbox_publish(
         topic=TOPIC_WEBHOOK_RECEIVED,
         tenant_id=None,
@@ -322,34 +321,27 @@ def _queue_again(event: WebhookEvent, *, payload: dict[str, object]) -> None:
         aggregate_id=event.pk,
         payload={"webhook_event_id": str(event.pk), **payload},
     )
+
+
+def _queue_again(event: WebhookEvent, *, payload: dict[str, object]) -> None:
+    """`_publish_received`, and the event's `queued_at`."""
+    _publish_received(event, payload=payload)
     event.queued_at = timezone.now()
     event.save(update_fields=["queued_at"])
 
 
 @transaction.atomic(durable=True)
 def webhook_events_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> list[uuid.UUID]:
-    """Queue again the events still `received` whose message was queued more than
-    `older_than_seconds` ago: the broker lost it (Redis keeps nothing across a restart here), since
-    a delivered message leaves the event processed, ignored or failed within seconds. One audit
-    row per event; returns their ids.
+    """Queue again the events still `received` more than `older_than_seconds` after their message
+    was queued (`apps.outbox.requeue`: the broker lost it). One audit row per event; returns
+    their ids.
 
-    Outermost transaction, in the system context (the beat task's). Events another transaction
-    holds are skipped; `limit` bounds one pass. Requeueing is harmless when the message was only
-    slow: processing is idempotent, and `queued_at` moves on, so the next pass leaves the event
-    alone for another `older_than_seconds`.
+    Outermost transaction, in the system context (the beat task's). Harmless when the message
+    was only slow: processing is idempotent.
     """
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    events = list(
-        WebhookEvent.objects.select_for_update(skip_locked=True)
-        .filter(
-            Q(queued_at__lt=cutoff)
-            | Q(queued_at__isnull=True, received_at__lt=cutoff),  # null: recorded before the column
-            status=WebhookEvent.Status.RECEIVED,
-        )
-        .order_by("received_at", "pk")[:limit]
-    )
-    for event in events:
-        _queue_again(event, payload={"requeued": True})
+
+    def requeue(event: WebhookEvent) -> None:
+        _publish_received(event, payload={"requeued": True})
         audit_record(
             action="webhook_event.requeue",
             tenant_id=event.tenant_id,
@@ -358,9 +350,14 @@ def webhook_events_requeue_stale(*, older_than_seconds: float, limit: int = 500)
             target_id=str(event.pk),
             data={"provider": event.provider, "event_id": event.event_id, "received_at": event.received_at.isoformat()},
         )
-    if events:
-        logger.warning(
-            "webhook events requeued: their messages were lost",
-            extra={"count": len(events), "older_than_seconds": older_than_seconds},
-        )
+
+    events = requeue_stale(
+        WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED),
+        queued_field="queued_at",
+        fallback_field="received_at",
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=requeue,
+        what="webhook events",
+    )
     return [event.pk for event in events]

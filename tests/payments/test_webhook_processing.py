@@ -193,3 +193,31 @@ def test_the_sweep_leaves_recent_processed_and_failed_events_alone(tenant_a, sho
         WebhookEvent.objects.update(status=WebhookEvent.Status.PROCESSED)
     assert webhooks_requeue_stale() == 0
     assert pending_topics() == []
+
+
+def test_an_event_recorded_before_queued_at_existed_is_judged_by_its_receipt_time(tenant_a, shop):
+    from django.db import transaction
+
+    from apps.outbox.requeue import requeue_stale
+    from tasks.payments import webhooks_requeue_stale
+
+    # given: a received event with no queued_at (recorded before the column), received 11 min ago
+    deliver([orphan_paid_event()])
+    _lose_pending_webhook_messages(minutes_ago=0)
+    with system_context("test"):
+        WebhookEvent.objects.update(queued_at=None, received_at=timezone.now() - timedelta(minutes=11))
+    # then: the helper refuses to run outside a transaction ...
+    with pytest.raises(transaction.TransactionManagementError):
+        requeue_stale(
+            WebhookEvent.objects.all(),
+            queued_field="queued_at",
+            fallback_field="received_at",
+            older_than_seconds=600,
+            limit=1,
+            requeue=lambda event: None,
+            what="test",
+        )
+    # ... and the sweep queues the event again, stamping queued_at
+    assert webhooks_requeue_stale() == 1
+    assert the_event().queued_at is not None
+    assert pending_topics() == ["webhook.received"]

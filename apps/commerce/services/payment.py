@@ -28,13 +28,12 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
@@ -52,6 +51,7 @@ from apps.commerce.models import (
 )
 from apps.ledger.models import LedgerAccount
 from apps.ledger.services import EntryIn, ledger_account_create, ledger_entries_append
+from apps.outbox.requeue import requeue_stale
 from apps.outbox.services import outbox_publish
 from apps.payments.providers.base import ProviderError
 from apps.payments.providers.registry import get_provider
@@ -319,27 +319,16 @@ def _publish_refund_requested(refund: Refund) -> None:
 @transaction.atomic(durable=True)
 def refunds_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> list[int]:
     """Queue again the refunds still `requested` more than `older_than_seconds` after their
-    message was queued: the broker lost it (Redis keeps nothing across a restart here), since a
-    delivered one leaves the refund submitted or failed. One audit row per refund; returns ids.
+    message was queued (`apps.outbox.requeue`: the broker lost it). One audit row per refund;
+    returns their ids.
 
     Outermost transaction, in the system context (the beat task's): refunds of every studio.
-    Locked refunds are skipped; `limit` bounds one pass. Harmless when the message was only slow:
-    the provider call carries the refund's idempotency key, and `queued_at` moves on.
+    Harmless when the message was only slow: the provider call carries the refund's
+    idempotency key.
     """
-    now = timezone.now()
-    cutoff = now - timedelta(seconds=older_than_seconds)
-    refunds = list(
-        Refund.objects.select_for_update(skip_locked=True)
-        .filter(
-            Q(queued_at__lt=cutoff) | Q(queued_at__isnull=True, created_at__lt=cutoff),  # null: made before the column
-            status=Refund.Status.REQUESTED,
-        )
-        .order_by("created_at", "pk")[:limit]
-    )
-    for refund in refunds:
+
+    def requeue(refund: Refund) -> None:
         _publish_refund_requested(refund)
-        refund.queued_at = now
-        refund.save(update_fields=["queued_at"])
         audit_record(
             action="refund.requeue",
             tenant_id=refund.tenant_id,
@@ -348,11 +337,16 @@ def refunds_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> lis
             target_id=str(refund.pk),
             data={"reason": refund.reason, "amount_minor": refund.amount_minor, "currency": refund.currency},
         )
-    if refunds:
-        logger.warning(
-            "refunds requeued: their messages were lost",
-            extra={"count": len(refunds), "older_than_seconds": older_than_seconds},
-        )
+
+    refunds = requeue_stale(
+        Refund.objects.filter(status=Refund.Status.REQUESTED),
+        queued_field="queued_at",
+        fallback_field="created_at",
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=requeue,
+        what="refunds",
+    )
     return [refund.pk for refund in refunds]
 
 

@@ -1,0 +1,64 @@
+"""Find the work whose outbox message the broker lost, and hand it back to the caller to queue again.
+
+The relay marks a message published once Redis has it; Redis here keeps nothing across a
+restart, so a message can be gone with its outbox row saying `published`. A flow whose rows
+carry a "waiting" status and a "last queued" timestamp (webhook events, photo renders, refunds)
+finds its lost messages by age: a delivered message moves the row out of the waiting status
+within seconds, so a row still waiting `older_than_seconds` after it was queued lost its message
+(or sits behind a backlog that long, when queueing it again is harmless: every consumer is
+idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+logger = logging.getLogger("darkroom.outbox")
+
+M = TypeVar("M", bound=models.Model)
+
+
+def requeue_stale(
+    waiting: models.QuerySet[M],
+    *,
+    queued_field: str,
+    fallback_field: str,
+    older_than_seconds: float,
+    limit: int,
+    requeue: Callable[[M], None],
+    what: str,
+) -> list[M]:
+    """Lock up to `limit` rows of `waiting` (skipping rows another transaction holds) whose
+    `queued_field` is older than `older_than_seconds` (rows written before that column existed:
+    `fallback_field`), oldest first; call `requeue(row)` on each, then set its `queued_field` to
+    now, so the next pass leaves it alone for another `older_than_seconds`.
+
+    Must run inside the caller's transaction: `requeue` writes the new outbox message there, and
+    it commits with the new timestamps. Returns the rows requeued, and logs a warning naming
+    `what` when there were any.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise transaction.TransactionManagementError("requeue_stale runs inside the caller's transaction")
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_seconds)
+    stale = Q(**{f"{queued_field}__lt": cutoff}) | Q(
+        **{f"{queued_field}__isnull": True, f"{fallback_field}__lt": cutoff}
+    )
+    rows = list(waiting.select_for_update(skip_locked=True).filter(stale).order_by(fallback_field, "pk")[:limit])
+    for row in rows:
+        requeue(row)
+        setattr(row, queued_field, now)
+        row.save(update_fields=[queued_field])
+    if rows:
+        logger.warning(
+            f"{what} queued again: their messages were lost",
+            extra={"count": len(rows), "older_than_seconds": older_than_seconds},
+        )
+    return rows
