@@ -52,8 +52,6 @@ def sweep_orphan_originals() -> dict[str, int]:
 @shared_task(name="catalog.derivatives_requeue_stale", acks_late=True)
 def derivatives_requeue_stale() -> int:
     """Beat: ask again for the derivatives whose message the broker lost. Idempotent: a photo
-    asked for again is left alone for another CATALOG_DERIVATIVES_REQUEUE_AFTER_SECONDS."""
+    asked for again is left alone for another REQUEUE_STALE_AFTER_SECONDS."""
     with system_context("stale derivatives sweep"):
-        return len(
-            photo_derivatives_requeue_stale(older_than_seconds=settings.CATALOG_DERIVATIVES_REQUEUE_AFTER_SECONDS)
-        )
+        return len(photo_derivatives_requeue_stale(older_than_seconds=settings.REQUEUE_STALE_AFTER_SECONDS))

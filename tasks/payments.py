@@ -11,7 +11,7 @@ Plain task: `payments.sandbox_deliver`, one signed sandbox webhook delivery (the
 the provider; retried like a provider retries).
 Beat tasks: `payments.webhooks_requeue_stale` and `payments.refunds_requeue_stale` queue again
 the webhook events and refunds whose message the broker lost (still `received` / `requested`
-WEBHOOK_REQUEUE_AFTER_SECONDS after it was queued).
+REQUEUE_STALE_AFTER_SECONDS after it was queued).
 """
 
 from __future__ import annotations
@@ -90,13 +90,13 @@ def sandbox_deliver(*, delivery: dict[str, Any]) -> int:
 
 @shared_task(name="payments.webhooks_requeue_stale", acks_late=True)
 def webhooks_requeue_stale() -> int:
-    """Idempotent: an event requeued once is left alone for another WEBHOOK_REQUEUE_AFTER_SECONDS."""
+    """Idempotent: an event requeued once is left alone for another REQUEUE_STALE_AFTER_SECONDS."""
     with system_context("stale webhook sweep"):
-        return len(webhook_events_requeue_stale(older_than_seconds=settings.WEBHOOK_REQUEUE_AFTER_SECONDS))
+        return len(webhook_events_requeue_stale(older_than_seconds=settings.REQUEUE_STALE_AFTER_SECONDS))
 
 
 @shared_task(name="payments.refunds_requeue_stale", acks_late=True)
 def refunds_requeue_stale_task() -> int:
-    """Idempotent: a refund requeued once is left alone for another WEBHOOK_REQUEUE_AFTER_SECONDS."""
+    """Idempotent: a refund requeued once is left alone for another REQUEUE_STALE_AFTER_SECONDS."""
     with system_context("stale refund sweep"):
-        return len(refunds_requeue_stale(older_than_seconds=settings.WEBHOOK_REQUEUE_AFTER_SECONDS))
+        return len(refunds_requeue_stale(older_than_seconds=settings.REQUEUE_STALE_AFTER_SECONDS))

@@ -35,6 +35,7 @@ from apps.core.polling import wait_until
 from apps.ops.cpu import CpuWindow, per_unit_ms
 from apps.ops.vacuum import vacuum_analyze
 from apps.outbox.models import InboxEntry, OutboxMessage
+from apps.outbox.selectors import outbox_stats
 from apps.outbox.services import outbox_publish
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import Organization
@@ -162,7 +163,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
     from tasks.outbox import BENCH_QUEUE
 
     with system_context("outbox bench: backlog before the run"):
-        backlog_before = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).count()
+        backlog_before = outbox_stats().pending
     if backlog_before > config.max_backlog:
         raise BacklogError(
             f"{backlog_before} outbox messages are pending, more than --max-backlog {config.max_backlog}: the "

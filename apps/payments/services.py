@@ -131,13 +131,7 @@ def webhook_event_record(
         )
         created = cursor.rowcount == 1
     if created:
-        outbox_publish(
-            topic=TOPIC_WEBHOOK_RECEIVED,
-            tenant_id=None,
-            aggregate_type="webhook_event",
-            aggregate_id=event_pk,
-            payload={"webhook_event_id": str(event_pk)},
-        )
+        _publish_received(event_pk)
     return RecordResult(webhook_event_id=event_pk, created=created)
 
 
@@ -311,21 +305,21 @@ def webhook_events_replay(
     return [event.pk for event in events]
 
 
-def _publish_received(event: WebhookEvent, *, payload: dict[str, object]) -> None:
-    """A fresh `webhook.received` message for a locked event (a new message id, so the consumer's
-    inbox lets it through); in the caller's transaction."""
+def _publish_received(event_id: uuid.UUID, *, payload: dict[str, object] | None = None) -> None:
+    """A `webhook.received` message for an event, in the caller's transaction (each one a new
+    message id, so the consumer's inbox lets a replay or requeue through)."""
     outbox_publish(
         topic=TOPIC_WEBHOOK_RECEIVED,
         tenant_id=None,
         aggregate_type="webhook_event",
-        aggregate_id=event.pk,
-        payload={"webhook_event_id": str(event.pk), **payload},
+        aggregate_id=event_id,
+        payload={"webhook_event_id": str(event_id), **(payload or {})},
     )
 
 
 def _queue_again(event: WebhookEvent, *, payload: dict[str, object]) -> None:
     """`_publish_received`, and the event's `queued_at`."""
-    _publish_received(event, payload=payload)
+    _publish_received(event.pk, payload=payload)
     event.queued_at = timezone.now()
     event.save(update_fields=["queued_at"])
 
@@ -341,7 +335,7 @@ def webhook_events_requeue_stale(*, older_than_seconds: float, limit: int = 500)
     """
 
     def requeue(event: WebhookEvent) -> None:
-        _publish_received(event, payload={"requeued": True})
+        _publish_received(event.pk, payload={"requeued": True})
         audit_record(
             action="webhook_event.requeue",
             tenant_id=event.tenant_id,

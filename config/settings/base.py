@@ -299,6 +299,22 @@ OUTBOX_CLEANUP_BATCH_SIZE = env.int("OUTBOX_CLEANUP_BATCH_SIZE", default=5000)
 # Extra or overriding routes, {"topic": "task.name"} or {"topic": {"task": ..., "queue": ...}};
 # consumers normally register themselves with @outbox_consumer (apps/outbox/routing.py).
 OUTBOX_ROUTES: dict[str, str | dict[str, str]] = {}
+# Lost messages (apps/outbox/requeue.py): a webhook event still `received`, a refund still
+# `requested` or a photo still waiting for its render this long after its message was queued lost
+# that message (the broker forgot it, e.g. a Redis restart); a beat task per flow queues it again,
+# every REQUEUE_STALE_SWEEP_SECONDS (a run missed while workers were down expires, not piles up).
+REQUEUE_STALE_AFTER_SECONDS = env.int("DARKROOM_REQUEUE_STALE_AFTER_SECONDS", default=600)
+REQUEUE_STALE_SWEEP_SECONDS = env.float("DARKROOM_REQUEUE_STALE_SWEEP_SECONDS", default=60.0)
+for _sweep, _queue in (
+    ("payments.webhooks_requeue_stale", "payments"),
+    ("payments.refunds_requeue_stale", "payments"),
+    ("catalog.derivatives_requeue_stale", "maintenance"),
+):
+    CELERY_BEAT_SCHEDULE[_sweep] = {
+        "task": _sweep,
+        "schedule": REQUEUE_STALE_SWEEP_SECONDS,
+        "options": {"queue": _queue, "expires": REQUEUE_STALE_SWEEP_SECONDS},
+    }
 CELERY_BEAT_SCHEDULE["outbox.cleanup"] = {
     "task": "outbox.cleanup",
     "schedule": env.float("OUTBOX_CLEANUP_EVERY_SECONDS", default=600.0),
@@ -357,14 +373,6 @@ CATALOG_MAX_IMAGE_PIXELS = env.int("DARKROOM_CATALOG_MAX_IMAGE_PIXELS", default=
 # leaves the file behind. The hourly sweep deletes such files once they are this old (never
 # below 1 h: an upload still in flight must keep its file).
 CATALOG_ORPHAN_GRACE_HOURS = max(1, env.int("DARKROOM_CATALOG_ORPHAN_GRACE_HOURS", default=24))
-# A photo still waiting for its preview this long after the render was asked for lost that
-# message (the broker forgot it, e.g. a Redis restart); the beat task asks again.
-CATALOG_DERIVATIVES_REQUEUE_AFTER_SECONDS = env.int("DARKROOM_CATALOG_DERIVATIVES_REQUEUE_AFTER_SECONDS", default=600)
-CELERY_BEAT_SCHEDULE["catalog.derivatives_requeue_stale"] = {
-    "task": "catalog.derivatives_requeue_stale",
-    "schedule": 60.0,
-    "options": {"queue": "maintenance", "expires": 60},
-}
 CELERY_BEAT_SCHEDULE["catalog.sweep_orphan_originals"] = {
     "task": "catalog.sweep_orphan_originals",
     "schedule": env.float("DARKROOM_CATALOG_ORPHAN_SWEEP_EVERY_SECONDS", default=3600.0),
@@ -431,22 +439,6 @@ RECEIPT_FROM_EMAIL = env("DARKROOM_RECEIPT_FROM_EMAIL", default="receipts@darkro
 RECEIPT_CLAIM_SECONDS = env.int("DARKROOM_RECEIPT_CLAIM_SECONDS", default=120)
 # Webhook processing (outbox consumer) retries this often before leaving the event `failed`.
 WEBHOOK_PROCESS_MAX_RETRIES = env.int("DARKROOM_WEBHOOK_PROCESS_MAX_RETRIES", default=5)
-# A webhook event still `received` (or a refund still `requested`) this long after its message was
-# queued lost that message (the broker forgot it, e.g. a Redis restart): the beat tasks
-# `payments.webhooks_requeue_stale` / `payments.refunds_requeue_stale` queue it again, every
-# WEBHOOK_REQUEUE_SWEEP_SECONDS.
-WEBHOOK_REQUEUE_AFTER_SECONDS = env.int("DARKROOM_WEBHOOK_REQUEUE_AFTER_SECONDS", default=600)
-WEBHOOK_REQUEUE_SWEEP_SECONDS = env.int("DARKROOM_WEBHOOK_REQUEUE_SWEEP_SECONDS", default=60)
-CELERY_BEAT_SCHEDULE["payments.refunds_requeue_stale"] = {
-    "task": "payments.refunds_requeue_stale",
-    "schedule": float(WEBHOOK_REQUEUE_SWEEP_SECONDS),
-    "options": {"expires": float(WEBHOOK_REQUEUE_SWEEP_SECONDS)},
-}
-CELERY_BEAT_SCHEDULE["payments.webhooks_requeue_stale"] = {
-    "task": "payments.webhooks_requeue_stale",
-    "schedule": float(WEBHOOK_REQUEUE_SWEEP_SECONDS),
-    "options": {"expires": float(WEBHOOK_REQUEUE_SWEEP_SECONDS)},  # runs missed while workers were down do not pile up
-}
 # The sandbox provider as a whole: checkouts with provider "sandbox", its pay page and
 # /webhooks/sandbox. Production must turn it off (its default webhook secret is public).
 SANDBOX_ENABLED = env.bool("DARKROOM_SANDBOX_ENABLED", default=True)

@@ -222,8 +222,8 @@ def _checkout_insert_sql(line_count: int) -> str:
     at the end of the statement, when both rows exist). Every concrete column is written, as the
     ORM would."""
     qn = connection.ops.quote_name
-    checkout_columns = [qn(f.column) for f in Checkout._meta.concrete_fields if f.column]
-    line_columns = [qn(f.column) for f in _line_fields() if f.column]
+    checkout_columns = [qn(str(f.column)) for f in _checkout_fields()]
+    line_columns = [qn(str(f.column)) for f in _line_fields()]
     line_row = "(" + ", ".join(["%s"] * len(line_columns)) + ")"
     return (
         f"WITH new_checkout AS (INSERT INTO {qn(Checkout._meta.db_table)} "
@@ -231,6 +231,10 @@ def _checkout_insert_sql(line_count: int) -> str:
         f"INSERT INTO {qn(CheckoutLine._meta.db_table)} ({', '.join(line_columns)}) "
         f"VALUES {', '.join([line_row] * line_count)} RETURNING id, position"
     )
+
+
+def _checkout_fields() -> list[Field]:
+    return list(Checkout._meta.concrete_fields)
 
 
 def _line_fields() -> list[Field]:
@@ -244,9 +248,7 @@ def _insert_checkout_with_lines(checkout: Checkout, lines: list[CheckoutLine]) -
     insert compilation. Values go through each field's `get_db_prep_save`, as the ORM's would;
     afterwards every instance is marked saved, so later `save(update_fields=...)` calls update.
     """
-    params = [
-        field.get_db_prep_save(getattr(checkout, field.attname), connection) for field in checkout._meta.concrete_fields
-    ]
+    params = [field.get_db_prep_save(getattr(checkout, field.attname), connection) for field in _checkout_fields()]
     line_fields = _line_fields()
     for line in lines:
         params.extend(field.get_db_prep_save(getattr(line, field.attname), connection) for field in line_fields)
