@@ -6,7 +6,9 @@ Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant
   status and the provider idempotency key, so no inbox row is needed: `once=False`). Retryable
   provider errors are retried with backoff, at most CHECKOUT_SESSION_MAX_RETRIES times.
 * `checkout.paid` → the receipt email (`receipt_send`, claim/send/mark, notifications queue).
-Beat: `commerce.checkouts_expire` expires overdue unpaid checkouts and releases their stock.
+Beat: `commerce.checkouts_expire` expires overdue unpaid checkouts and releases their stock;
+`commerce.checkouts_requeue_stale` and `commerce.receipts_requeue_stale` move on the checkouts
+and receipts whose message the broker lost (REQUEUE_STALE_AFTER_SECONDS after their last step).
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from apps.commerce.services import (
     ReceiptBusy,
     checkout_payment_session_ensure,
     checkouts_expire_due,
+    checkouts_requeue_stale,
     receipt_send,
+    receipts_requeue_stale,
 )
 from apps.outbox.routing import outbox_consumer
 from apps.payments.providers.base import ProviderError
+from apps.tenancy.context import system_context
 
 _SESSION_RETRY: dict[str, Any] = {
     "autoretry_for": (ProviderError,),
@@ -70,3 +75,17 @@ def send_receipt(*, message_id: str, payload: dict[str, Any]) -> bool:
 def checkouts_expire() -> int:
     """Idempotent: a checkout expires once, under its row lock."""
     return checkouts_expire_due()
+
+
+@shared_task(name="commerce.checkouts_requeue_stale", acks_late=True)
+def checkouts_requeue_stale_task() -> dict[str, int]:
+    """Idempotent: a checkout moved on once is left alone for another REQUEUE_STALE_AFTER_SECONDS."""
+    with system_context("stale checkout sweep"):
+        return checkouts_requeue_stale(older_than_seconds=settings.REQUEUE_STALE_AFTER_SECONDS)
+
+
+@shared_task(name="commerce.receipts_requeue_stale", acks_late=True)
+def receipts_requeue_stale_task() -> int:
+    """Idempotent: a receipt requeued once is left alone for another REQUEUE_STALE_AFTER_SECONDS."""
+    with system_context("stale receipt sweep"):
+        return len(receipts_requeue_stale(older_than_seconds=settings.REQUEUE_STALE_AFTER_SECONDS))

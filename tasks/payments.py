@@ -9,8 +9,9 @@ Outbox consumers (see apps/outbox/routing.py):
 * `payment.capture_requested` → `payments.capture_payment`: capture an approved PayPal order.
 Plain task: `payments.sandbox_deliver`, one signed sandbox webhook delivery (the sandbox plays
 the provider; retried like a provider retries).
-Beat tasks: `payments.webhooks_requeue_stale` and `payments.refunds_requeue_stale` queue again
-the webhook events and refunds whose message the broker lost (still `received` / `requested`
+Beat tasks: `payments.webhooks_requeue_stale`, `payments.refunds_requeue_stale` and
+`payments.captures_requeue_stale` queue again the webhook events, refunds and captures whose
+message the broker lost (still `received` / `requested` / not captured
 REQUEUE_STALE_AFTER_SECONDS after it was queued).
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
-from apps.commerce.services import checkout_capture, refund_submit, refunds_requeue_stale
+from apps.commerce.services import captures_requeue_stale, checkout_capture, refund_submit, refunds_requeue_stale
 from apps.outbox.routing import outbox_consumer
 from apps.payments import sandbox
 from apps.payments.providers.base import ProviderError
@@ -100,3 +101,10 @@ def refunds_requeue_stale_task() -> int:
     """Idempotent: a refund requeued once is left alone for another REQUEUE_STALE_AFTER_SECONDS."""
     with system_context("stale refund sweep"):
         return len(refunds_requeue_stale(older_than_seconds=settings.REQUEUE_STALE_AFTER_SECONDS))
+
+
+@shared_task(name="payments.captures_requeue_stale", acks_late=True)
+def captures_requeue_stale_task() -> int:
+    """Idempotent: a capture asked for again is left alone for another REQUEUE_STALE_AFTER_SECONDS."""
+    with system_context("stale capture sweep"):
+        return len(captures_requeue_stale(older_than_seconds=settings.REQUEUE_STALE_AFTER_SECONDS))

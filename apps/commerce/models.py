@@ -104,6 +104,10 @@ class Checkout(TenantModel):
     # Why the provider refused to take a payment the buyer approved (e.g. PayPal declined the
     # capture), while the checkout stays open for another approval; shown while awaiting payment.
     payment_error = models.TextField(blank=True, default="")
+    # Set when the provider's approval asks for a capture (PayPal), cleared when a capture attempt
+    # concludes; a checkout still awaiting payment long after it lost its capture message (the
+    # broker forgot it): `captures_requeue_stale` asks again.
+    capture_requested_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -437,8 +441,16 @@ class Receipt(TenantModel):
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # When its `checkout.paid` message was last queued (NULL: written before this column; then
+    # `created_at` counts). A receipt still unsent long after lost its message (the broker forgot
+    # it) or ran out of retries: `receipts_requeue_stale` queues it again.
+    queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        indexes = [
+            # The stale-receipt sweep: the few receipts not sent yet, oldest first.
+            models.Index(fields=["created_at"], name="commerce_receipt_unsent", condition=~models.Q(status="sent"))
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(status__in=["pending", "sending", "sent"]), name="commerce_receipt_status_valid"

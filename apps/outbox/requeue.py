@@ -32,7 +32,7 @@ def requeue_stale(
     fallback_field: str,
     older_than_seconds: float,
     limit: int,
-    requeue: Callable[[M], None],
+    requeue: Callable[[M], object],
     what: str,
 ) -> list[M]:
     """Lock up to `limit` rows of `waiting` (skipping rows another transaction holds) whose
@@ -58,7 +58,7 @@ def requeue_stale(
         row.save(update_fields=[queued_field])
     if rows:
         logger.warning(
-            f"{what} queued again: their messages were lost",
+            f"{what}: their messages were lost; asked again",
             extra={"count": len(rows), "older_than_seconds": older_than_seconds},
         )
     return rows

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from apps.commerce.errors import PaymentForUnknownCheckout
 from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout
-from apps.commerce.services import PaymentFact, transaction_apply_fact
+from apps.commerce.services import PaymentFact, checkout_capture_request, transaction_apply_fact
 from apps.core.problems import DomainError
 from apps.outbox.requeue import requeue_stale
 from apps.outbox.services import consume_once, outbox_publish
@@ -46,7 +46,6 @@ from apps.tenancy.services import audit_record
 logger = logging.getLogger("darkroom.payments.webhooks")
 
 TOPIC_WEBHOOK_RECEIVED = "webhook.received"
-TOPIC_CAPTURE_REQUESTED = "payment.capture_requested"
 CONSUMER = "payments.process_webhook"
 SYSTEM_REASON = "webhook processing"
 # Headers worth keeping with a delivery (signatures, ids, content type); never cookies or
@@ -197,13 +196,7 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
     event.checkout_id = checkout_id
     with tenant_context(tenant_id):
         if envelope.status == PaymentStatus.APPROVED:
-            outbox_publish(
-                topic=TOPIC_CAPTURE_REQUESTED,
-                tenant_id=tenant_id,
-                aggregate_type="checkout",
-                aggregate_id=checkout_id,
-                payload={"checkout_id": str(checkout_id), "reference": envelope.reference or ""},
-            )
+            checkout_capture_request(tenant_id=tenant_id, checkout_id=checkout_id, reference=envelope.reference or "")
             return _finish(event, status=WebhookEvent.Status.PROCESSED, outcome="approved: capture requested")
         fact = PaymentFact(
             status=_FACT_OF_STATUS[envelope.status],  # type: ignore[arg-type]

@@ -300,14 +300,19 @@ OUTBOX_CLEANUP_BATCH_SIZE = env.int("OUTBOX_CLEANUP_BATCH_SIZE", default=5000)
 # consumers normally register themselves with @outbox_consumer (apps/outbox/routing.py).
 OUTBOX_ROUTES: dict[str, str | dict[str, str]] = {}
 # Lost messages (apps/outbox/requeue.py): a webhook event still `received`, a refund still
-# `requested` or a photo still waiting for its render this long after its message was queued lost
-# that message (the broker forgot it, e.g. a Redis restart); a beat task per flow queues it again,
+# `requested`, a photo still waiting for its render, a receipt still unsent, a capture not done,
+# a checkout still reserving with its stock decided or still waiting for its payment session this
+# long after its message was queued lost that message (the broker forgot it, e.g. a Redis
+# restart); a beat task per flow queues it again,
 # every REQUEUE_STALE_SWEEP_SECONDS (a run missed while workers were down expires, not piles up).
 REQUEUE_STALE_AFTER_SECONDS = env.int("DARKROOM_REQUEUE_STALE_AFTER_SECONDS", default=600)
 REQUEUE_STALE_SWEEP_SECONDS = env.float("DARKROOM_REQUEUE_STALE_SWEEP_SECONDS", default=60.0)
 for _sweep, _queue in (
     ("payments.webhooks_requeue_stale", "payments"),
     ("payments.refunds_requeue_stale", "payments"),
+    ("payments.captures_requeue_stale", "payments"),
+    ("commerce.checkouts_requeue_stale", "default"),
+    ("commerce.receipts_requeue_stale", "notifications"),
     ("catalog.derivatives_requeue_stale", "maintenance"),
 ):
     CELERY_BEAT_SCHEDULE[_sweep] = {

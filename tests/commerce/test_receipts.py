@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.core import mail
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.test import override_settings
+from django.utils import timezone
 
 from apps.commerce.models import Receipt
 from apps.commerce.services import ReceiptBusy, receipt_send
-from apps.tenancy.context import tenant_context
+from apps.outbox.models import OutboxMessage
+from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid
 
@@ -94,3 +97,48 @@ def test_mail_is_never_sent_inside_a_transaction(tenant_a, shop_a):
     with tenant_context(tenant_a.org.pk), transaction.atomic(), pytest.raises(TransactionManagementError):
         receipt_send(checkout_id=checkout_id)
     assert mail.outbox == []
+
+
+def lose_messages(topic: str) -> None:
+    """What a Redis restart does: the relay had marked the messages published, the broker forgot them."""
+    with system_context("test: the broker forgets the messages"):
+        OutboxMessage.objects.filter(topic=topic, status=OutboxMessage.Status.PENDING).update(
+            status=OutboxMessage.Status.PUBLISHED, published_at=timezone.now()
+        )
+
+
+def paid_checkout_whose_receipt_message_was_lost(tenant, shop) -> str:
+    checkout_id = paid_checkout(tenant, shop, drain_receipt=False)
+    lose_messages("checkout.paid")
+    return checkout_id
+
+
+def age_receipt(checkout_id: str, *, minutes: int, **fields: object) -> None:
+    with system_context("test: the receipt waited"):
+        Receipt.objects.filter(checkout_id=checkout_id).update(
+            queued_at=timezone.now() - timedelta(minutes=minutes), **fields
+        )
+
+
+def test_receipts_whose_message_was_lost_are_queued_again_and_sent_once(tenant_a, shop_a):
+    from tasks.commerce import receipts_requeue_stale_task
+
+    # given: four paid checkouts whose receipt messages the broker lost: one 11 minutes ago, one
+    # whose sender died mid-send (claim lapsed), one claimed by a live sender, one lost a minute ago
+    lost, died, busy, recent = (paid_checkout_whose_receipt_message_was_lost(tenant_a, shop_a) for _ in range(4))
+    age_receipt(lost, minutes=11)
+    age_receipt(died, minutes=11, status="sending", attempts=1, claimed_until=timezone.now() - timedelta(minutes=1))
+    age_receipt(busy, minutes=11, status="sending", attempts=1, claimed_until=timezone.now() + timedelta(minutes=1))
+    age_receipt(recent, minutes=1)
+
+    # when: the beat sweep runs twice (the second pass finds them freshly queued)
+    assert receipts_requeue_stale_task() == 2
+    assert receipts_requeue_stale_task() == 0
+
+    # then: the new messages send the two receipts, once each; the others wait
+    assert drain_outbox() == ["checkout.paid", "checkout.paid"]
+    with system_context("test"):
+        expected = set(Receipt.objects.filter(checkout_id__in=[lost, died]).values_list("message_id", flat=True))
+        statuses = dict(Receipt.objects.values_list("checkout_id", "status"))
+    assert sorted(m.extra_headers["Message-ID"] for m in mail.outbox) == sorted(expected)
+    assert {str(k): v for k, v in statuses.items()} == {lost: "sent", died: "sent", busy: "sending", recent: "pending"}

@@ -7,15 +7,19 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from apps.commerce.models import Checkout, Entitlement
+from apps.outbox.models import OutboxMessage
 from apps.payments.models import WebhookEvent
 from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import AuditLog
 from tests.commerce.fixtures import checkout_body, post_checkout, purge_queues
 from tests.commerce.helpers import drain_outbox
 from tests.payments import signing_helpers as sign
@@ -205,6 +209,7 @@ def test_a_declined_capture_of_a_still_approved_order_grants_nothing_and_says_wh
         assert checkout.status == "awaiting_payment"
         assert checkout.transaction.status != "paid"
         assert Entitlement.objects.count() == 0
+        assert checkout.capture_requested_at is None  # the attempt concluded: no sweep asks again
     # and the shopper is told why on the checkout, in words and PayPal's code, without internals
     shown = tenant_a.client().get(f"/api/v1/checkouts/{checkout_id}")
     assert shown.status_code == 200
@@ -212,3 +217,34 @@ def test_a_declined_capture_of_a_still_approved_order_grants_nothing_and_says_wh
         "PayPal refused the capture: INSTRUMENT_DECLINED. The payment was not taken: approve it again,"
         " with another funding source if needed."
     )
+
+
+def test_a_capture_whose_message_was_lost_is_asked_for_again_and_captured_once(tenant_a, shop, paypal):
+    from tasks.payments import captures_requeue_stale_task
+
+    # given: an approved order whose capture message the broker lost (the relay had published it)
+    checkout_id, order_id = paypal_checkout(tenant_a, shop)
+    deliver(approved_event(order_id=order_id, checkout_id=checkout_id))
+    assert drain_outbox(topics={"webhook.received"}) == ["webhook.received"]
+    with system_context("test: the broker forgets the message; 11 minutes pass"):
+        OutboxMessage.objects.filter(topic="payment.capture_requested").update(
+            status=OutboxMessage.Status.PUBLISHED, published_at=timezone.now()
+        )
+        asked = Checkout.objects.get(pk=checkout_id).capture_requested_at
+        assert asked is not None
+        Checkout.objects.filter(pk=checkout_id).update(capture_requested_at=asked - timedelta(minutes=11))
+
+    # when: the beat sweep runs twice (the second pass finds it freshly asked for)
+    assert captures_requeue_stale_task() == 1
+    assert captures_requeue_stale_task() == 0
+
+    # then: the new message captures the order once, with the checkout's key; the checkout is paid
+    assert drain_outbox() == ["payment.capture_requested", "checkout.paid"]  # then the receipt
+    captures = [r for r in paypal.requests if r["path"].endswith("/capture")]
+    assert [r["headers"]["paypal-request-id"] for r in captures] == [f"capture:{checkout_id}"]
+    with tenant_context(tenant_a.org.pk):
+        checkout = Checkout.objects.get(pk=checkout_id)
+        assert (checkout.status, checkout.capture_requested_at) == ("paid", None)
+        assert Entitlement.objects.count() == 1
+    with system_context("test"):
+        assert AuditLog.objects.filter(action="checkout.capture_requeue", target_id=checkout_id).count() == 1

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Field
+from django.db.models import Exists, Field, OuterRef
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
@@ -56,6 +56,7 @@ from apps.commerce.models import (
     Provider,
     Transaction,
 )
+from apps.outbox.requeue import requeue_stale
 from apps.outbox.services import outbox_publish
 from apps.payments.providers.base import ProviderError, ProviderSession, UnknownProviderError
 from apps.payments.providers.registry import get_provider
@@ -493,14 +494,59 @@ def checkout_payment_session_request(*, tenant_id: int, checkout_id: uuid.UUID |
         raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
     if checkout.status != Checkout.Status.AWAITING_PAYMENT_SESSION:
         raise CheckoutNotAwaitingSession(f"Checkout {checkout_id} is {checkout.status}.")
+    _publish_payment_session_requested(checkout)
+    return checkout
+
+
+@transaction.atomic(durable=True)
+def checkouts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> dict[str, int]:
+    """Move on the open checkouts whose next step's message the broker lost (`apps.outbox.requeue`),
+    `older_than_seconds` after their last change; returns how many of each kind:
+
+    * `settled`: `reserving` checkouts none of whose reservations is pending any more (the
+      writer's `inventory.reservation_decided` messages were lost) are settled here and now,
+      as their consumer would (`checkout_reservations_settle`: lines copied, session asked for);
+    * `sessions_requested`: `awaiting_payment_session` checkouts get a fresh
+      `checkout.payment_session_requested` message, as `POST .../payment-session` would send
+      (the `checkout.created`/`checkout.payable` message, or a retry, was lost; a session the
+      provider refused is asked for again too, at most once per `older_than_seconds`).
+
+    Outermost transaction, in the system context (the beat task's). Harmless when a message was
+    only slow: settling is a no-op for a checkout no longer reserving, and the provider session
+    is created with the checkout id as idempotency key.
+    """
+    pending = InventoryReservation.objects.filter(
+        checkout_id=OuterRef("pk"), status=InventoryReservation.Status.PENDING
+    )
+    settled = requeue_stale(
+        Checkout.objects.filter(status=Checkout.Status.RESERVING).exclude(Exists(pending)),
+        queued_field="updated_at",
+        fallback_field="created_at",
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=lambda checkout: checkout_reservations_settle(tenant_id=checkout.tenant_id, checkout_id=checkout.pk),
+        what="checkouts with decided stock",
+    )
+    sessions = requeue_stale(
+        Checkout.objects.filter(status=Checkout.Status.AWAITING_PAYMENT_SESSION),
+        queued_field="updated_at",
+        fallback_field="created_at",
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=lambda checkout: _publish_payment_session_requested(checkout),
+        what="payment sessions",
+    )
+    return {"settled": len(settled), "sessions_requested": len(sessions)}
+
+
+def _publish_payment_session_requested(checkout: Checkout) -> None:
     outbox_publish(
         topic=TOPIC_PAYMENT_SESSION_REQUESTED,
-        tenant_id=tenant_id,
+        tenant_id=checkout.tenant_id,
         aggregate_type="checkout",
         aggregate_id=checkout.pk,
         payload={"checkout_id": str(checkout.pk)},
     )
-    return checkout
 
 
 # --- expiry --------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
@@ -62,6 +63,7 @@ logger = logging.getLogger("darkroom.commerce.payment")
 
 TOPIC_CHECKOUT_PAID = "checkout.paid"
 TOPIC_REFUND_REQUESTED = "payment.refund_requested"
+TOPIC_CAPTURE_REQUESTED = "payment.capture_requested"
 
 FactStatus = Literal["paid", "failed", "expired", "refunded"]
 _FACT_FIELD: dict[str, str] = {
@@ -252,14 +254,9 @@ def _fulfil(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]
         checkout=checkout,
         email=checkout.email,
         message_id=f"<receipt-{checkout.pk}@{urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or 'darkroom'}>",
+        queued_at=now,
     )
-    outbox_publish(
-        topic=TOPIC_CHECKOUT_PAID,
-        tenant_id=checkout.tenant_id,
-        aggregate_type="checkout",
-        aggregate_id=checkout.pk,
-        payload={"checkout_id": str(checkout.pk)},
-    )
+    _publish_checkout_paid(tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
     txn.fulfilled_at = now
     return [
         "checkout paid",
@@ -267,6 +264,17 @@ def _fulfil(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]
         f"{appended.created if appended else 0} wallet credit(s)",
         "receipt queued",
     ]
+
+
+def _publish_checkout_paid(*, tenant_id: int, checkout_id: uuid.UUID) -> None:
+    """The message that sends the receipt (`receipt_send` is its consumer)."""
+    outbox_publish(
+        topic=TOPIC_CHECKOUT_PAID,
+        tenant_id=tenant_id,
+        aggregate_type="checkout",
+        aggregate_id=checkout_id,
+        payload={"checkout_id": str(checkout_id)},
+    )
 
 
 def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]:
@@ -348,6 +356,68 @@ def refunds_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> lis
         what="refunds",
     )
     return [refund.pk for refund in refunds]
+
+
+@transaction.atomic(durable=True)
+def receipts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> list[int]:
+    """Queue again the receipts still unsent more than `older_than_seconds` after their
+    `checkout.paid` message was queued: `pending` ones (the broker lost the message, or the
+    sender ran out of retries) and `sending` ones whose claim lapsed (the sender died). Returns
+    their ids.
+
+    Outermost transaction, in the system context (the beat task's): receipts of every studio.
+    Harmless when the message was only slow: `receipt_send` sends a receipt once.
+    """
+    unsent = Receipt.objects.filter(
+        Q(status=Receipt.Status.PENDING) | Q(status=Receipt.Status.SENDING, claimed_until__lt=timezone.now())
+    )
+    receipts = requeue_stale(
+        unsent,
+        queued_field="queued_at",
+        fallback_field="created_at",
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=lambda receipt: _publish_checkout_paid(tenant_id=receipt.tenant_id, checkout_id=receipt.checkout_id),
+        what="receipts",
+    )
+    return [receipt.pk for receipt in receipts]
+
+
+@transaction.atomic(durable=True)
+def captures_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> list[uuid.UUID]:
+    """Ask again for the capture of approved payments (PayPal) whose checkout still awaits payment
+    more than `older_than_seconds` after the capture was asked for and no attempt concluded (the
+    broker lost the message, or the consumer ran out of retries). One audit row per checkout;
+    returns their ids.
+
+    Outermost transaction, in the system context (the beat task's): checkouts of every studio.
+    Harmless when the message was only slow: the capture carries the key `capture:<checkout>`,
+    so the provider answers a second request with the first capture.
+    """
+
+    def requeue(checkout: Checkout) -> None:
+        _publish_capture_requested(
+            tenant_id=checkout.tenant_id, checkout_id=checkout.pk, reference=checkout.provider_reference or ""
+        )
+        audit_record(
+            action="checkout.capture_requeue",
+            tenant_id=checkout.tenant_id,
+            actor_label="stale capture sweep",
+            target_type="checkout",
+            target_id=str(checkout.pk),
+            data={"provider": checkout.provider, "amount_minor": checkout.amount_minor, "currency": checkout.currency},
+        )
+
+    checkouts = requeue_stale(
+        Checkout.objects.filter(status=Checkout.Status.AWAITING_PAYMENT, capture_requested_at__isnull=False),
+        queued_field="capture_requested_at",
+        fallback_field="created_at",
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=requeue,
+        what="payment captures",
+    )
+    return [checkout.pk for checkout in checkouts]
 
 
 # --- wallets -------------------------------------------------------------------------------
@@ -477,6 +547,32 @@ def _record_payment_error(*, checkout: Checkout, error: str) -> None:
         )
 
 
+def _publish_capture_requested(*, tenant_id: int, checkout_id: uuid.UUID, reference: str) -> None:
+    outbox_publish(
+        topic=TOPIC_CAPTURE_REQUESTED,
+        tenant_id=tenant_id,
+        aggregate_type="checkout",
+        aggregate_id=checkout_id,
+        payload={"checkout_id": str(checkout_id), "reference": reference},
+    )
+
+
+def checkout_capture_request(*, tenant_id: int, checkout_id: uuid.UUID, reference: str) -> None:
+    """The provider says the buyer approved the payment (PayPal): ask for its capture after commit.
+
+    Joins the caller's transaction (the webhook event's processing). Stamps the checkout's
+    `capture_requested_at`, which `checkout_capture` clears when its attempt concludes, so that
+    `captures_requeue_stale` can find a capture whose message the broker lost.
+    """
+    Checkout.objects.filter(tenant_id=tenant_id, pk=checkout_id).update(capture_requested_at=timezone.now())
+    _publish_capture_requested(tenant_id=tenant_id, checkout_id=checkout_id, reference=reference)
+
+
+def _capture_concluded(*, checkout_id: uuid.UUID, started_at: datetime) -> None:
+    """Clear the capture marker, unless a newer approval stamped it while this attempt ran."""
+    Checkout.objects.filter(pk=checkout_id, capture_requested_at__lte=started_at).update(capture_requested_at=None)
+
+
 def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
     """Capture an approved payment (PayPal) and apply what the capture says.
 
@@ -488,11 +584,19 @@ def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
     order's own status is fetched and applied when it is PAID or FAILED (already captured
     elsewhere: the shopper paid); otherwise the refusal is logged and stored in the checkout's
     `payment_error` (the API shows it while the checkout awaits payment), and the order waits
-    for the buyer, the provider's webhook or the reservation's expiry.
+    for the buyer, the provider's webhook or the reservation's expiry. Every outcome but a raised
+    error clears the checkout's `capture_requested_at` (the attempt concluded).
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("the provider must not be called inside a transaction")
+    started_at = timezone.now()
     checkout = Checkout.objects.get(pk=checkout_id)
+    outcome = _capture(checkout=checkout)
+    _capture_concluded(checkout_id=checkout.pk, started_at=started_at)
+    return outcome
+
+
+def _capture(*, checkout: Checkout) -> FactOutcome | None:
     provider = get_provider(checkout.provider)
     capture = getattr(provider, "capture", None)
     reference = checkout.provider_reference
