@@ -209,7 +209,7 @@ def photo_derivatives_requeue_stale(*, older_than_seconds: float, limit: int = 5
         older_than_seconds=older_than_seconds,
         limit=limit,
         requeue=request_derivatives,
-        what="photo renders",
+        flow="photo_renders",
     )
     return [photo.pk for photo in photos]
 

@@ -5,6 +5,8 @@
 * darkroom_outbox_dead_letters: dead-lettered messages awaiting an operator
 * darkroom_outbox_published_total / darkroom_outbox_publish_failures_total: counters the relays
   increment in Redis; the publish rate is `rate(darkroom_outbox_published_total[1m])`.
+* darkroom_outbox_requeued_total{flow}: work whose message the broker lost, queued again by the
+  lost-message sweeps (apps/outbox/requeue.py); alert on any increase.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from apps.outbox.relay import FAILED_COUNTER_KEY, PUBLISHED_COUNTER_KEY
-from apps.outbox.selectors import outbox_stats, relay_counter
+from apps.outbox.selectors import outbox_stats, relay_counter, requeued_counters
 from apps.tenancy.context import system_context
 
 logger = logging.getLogger("darkroom.outbox.metrics")
@@ -58,3 +60,16 @@ def collect_outbox_metrics() -> Iterable[Metric]:
         yield CounterMetricFamily(
             "darkroom_outbox_publish_failures", "Publish attempts that failed for a message.", value=failed
         )
+    try:
+        requeued = requeued_counters()
+    except Exception:
+        logger.warning("outbox requeue counters unavailable (redis)", exc_info=True)
+    else:
+        family = CounterMetricFamily(
+            "darkroom_outbox_requeued",
+            "Work whose message the broker lost, queued again by the lost-message sweeps.",
+            labels=["flow"],
+        )
+        for flow, count in sorted(requeued.items()):
+            family.add_metric([flow], count)
+        yield family

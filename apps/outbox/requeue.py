@@ -7,6 +7,10 @@ finds its lost messages by age: a delivered message moves the row out of the wai
 within seconds, so a row still waiting `older_than_seconds` after it was queued lost its message
 (or sits behind a backlog that long, when queueing it again is harmless: every consumer is
 idempotent).
+
+Each flow counts what it queued again in Redis (after commit), exported on /metrics as
+`darkroom_outbox_requeued_total{flow="..."}`: a rise means the broker lost messages (a Redis
+restart) or consumers fall far behind, and is worth an alert.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
 
 from django.db import models, transaction
@@ -21,6 +26,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 logger = logging.getLogger("darkroom.outbox")
+
+REQUEUED_COUNTER_KEY = "outbox:requeued_total"  # a Redis hash: flow -> messages queued again
 
 M = TypeVar("M", bound=models.Model)
 
@@ -33,7 +40,7 @@ def requeue_stale(
     older_than_seconds: float,
     limit: int,
     requeue: Callable[[M], object],
-    what: str,
+    flow: str,
 ) -> list[M]:
     """Lock up to `limit` rows of `waiting` (skipping rows another transaction holds) whose
     `queued_field` is older than `older_than_seconds` (rows written before that column existed:
@@ -41,8 +48,8 @@ def requeue_stale(
     now, so the next pass leaves it alone for another `older_than_seconds`.
 
     Must run inside the caller's transaction: `requeue` writes the new outbox message there, and
-    it commits with the new timestamps. Returns the rows requeued, and logs a warning naming
-    `what` when there were any.
+    it commits with the new timestamps. Returns the rows requeued; when there were any, logs a
+    warning naming `flow` and, once the transaction commits, adds them to the flow's counter.
     """
     if not transaction.get_connection().in_atomic_block:
         raise transaction.TransactionManagementError("requeue_stale runs inside the caller's transaction")
@@ -58,7 +65,19 @@ def requeue_stale(
         row.save(update_fields=[queued_field])
     if rows:
         logger.warning(
-            f"{what}: their messages were lost; asked again",
-            extra={"count": len(rows), "older_than_seconds": older_than_seconds},
+            "lost messages asked for again",
+            extra={"flow": flow, "count": len(rows), "older_than_seconds": older_than_seconds},
         )
+        transaction.on_commit(partial(_count_requeued, flow, len(rows)))
     return rows
+
+
+def _count_requeued(flow: str, count: int) -> None:
+    try:
+        from django_redis import get_redis_connection
+
+        from apps.outbox.selectors import counter_key
+
+        get_redis_connection("default").hincrby(counter_key(REQUEUED_COUNTER_KEY), flow, count)
+    except Exception:
+        logger.warning("could not count requeued messages", extra={"flow": flow, "count": count}, exc_info=True)

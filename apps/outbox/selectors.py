@@ -1,4 +1,4 @@
-"""Reads for the outbox: backlog statistics (metrics, bench, operators) and relay counters."""
+"""Reads for the outbox: backlog statistics (metrics, bench, operators), relay and requeue counters."""
 
 from __future__ import annotations
 
@@ -48,3 +48,14 @@ def relay_counter(name: str) -> int:
 
     value = get_redis_connection("default").get(counter_key(name))
     return int(value) if value is not None else 0
+
+
+def requeued_counters() -> dict[str, int]:
+    """Messages the lost-message sweeps queued again, per flow (`apps.outbox.requeue`), kept in
+    Redis ({} if Redis forgot them)."""
+    from django_redis import get_redis_connection
+
+    from apps.outbox.requeue import REQUEUED_COUNTER_KEY
+
+    raw = get_redis_connection("default").hgetall(counter_key(REQUEUED_COUNTER_KEY))
+    return {flow.decode(): int(value) for flow, value in raw.items()}

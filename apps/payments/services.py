@@ -345,6 +345,6 @@ def webhook_events_requeue_stale(*, older_than_seconds: float, limit: int = 500)
         older_than_seconds=older_than_seconds,
         limit=limit,
         requeue=requeue,
-        what="webhook events",
+        flow="webhook_events",
     )
     return [event.pk for event in events]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import timedelta
 
@@ -9,7 +10,7 @@ import pytest
 from django.core import mail
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from apps.commerce.models import Receipt
@@ -107,6 +108,12 @@ def lose_messages(topic: str) -> None:
         )
 
 
+def requeued_metric() -> float:
+    body = Client().get("/metrics").content.decode()
+    match = re.search(r'^darkroom_outbox_requeued_total\{flow="receipts"\} (\S+)$', body, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
 def paid_checkout_whose_receipt_message_was_lost(tenant, shop) -> str:
     checkout_id = paid_checkout(tenant, shop, drain_receipt=False)
     lose_messages("checkout.paid")
@@ -132,8 +139,10 @@ def test_receipts_whose_message_was_lost_are_queued_again_and_sent_once(tenant_a
     age_receipt(recent, minutes=1)
 
     # when: the beat sweep runs twice (the second pass finds them freshly queued)
+    before = requeued_metric()
     assert receipts_requeue_stale_task() == 2
     assert receipts_requeue_stale_task() == 0
+    assert requeued_metric() == before + 2  # what operators alert on
 
     # then: the new messages send the two receipts, once each; the others wait
     assert drain_outbox() == ["checkout.paid", "checkout.paid"]

@@ -7,7 +7,7 @@ import re
 import uuid
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.outbox.models import InboxEntry, OutboxMessage
@@ -105,3 +105,25 @@ def test_metrics_report_zero_age_without_backlog(client):
     body = client.get("/metrics").content.decode()
     assert _metric(body, "darkroom_outbox_backlog") == 0
     assert _metric(body, "darkroom_outbox_oldest_pending_age_seconds") == 0
+
+
+def test_a_requeue_sweep_counts_only_what_it_committed():
+    from apps.outbox.requeue import requeue_stale
+    from apps.outbox.selectors import requeued_counters
+
+    # given: an old dead letter, which a sweep over dead letters would pick
+    _message("dead", dt.timedelta(hours=1))
+    before = requeued_counters().get("test_flow", 0)
+    sweep = dict(queued_field="next_attempt_at", fallback_field="created_at", older_than_seconds=60, limit=10)
+    # when: a sweep picks it but its transaction rolls back
+    with system_context("test sweep"), pytest.raises(RuntimeError), transaction.atomic():
+        rows = requeue_stale(
+            OutboxMessage.objects.filter(status="dead"), requeue=lambda m: None, flow="test_flow", **sweep
+        )
+        assert len(rows) == 1
+        raise RuntimeError("rolled back")
+    # then: nothing was counted; a sweep that commits is counted
+    assert requeued_counters().get("test_flow", 0) == before
+    with system_context("test sweep"), transaction.atomic():
+        requeue_stale(OutboxMessage.objects.filter(status="dead"), requeue=lambda m: None, flow="test_flow", **sweep)
+    assert requeued_counters()["test_flow"] == before + 1

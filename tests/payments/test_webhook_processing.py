@@ -215,7 +215,7 @@ def test_an_event_recorded_before_queued_at_existed_is_judged_by_its_receipt_tim
             older_than_seconds=600,
             limit=1,
             requeue=lambda event: None,
-            what="test",
+            flow="test",
         )
     # ... and the sweep queues the event again, stamping queued_at
     assert webhooks_requeue_stale() == 1

@@ -525,7 +525,7 @@ def checkouts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> d
         older_than_seconds=older_than_seconds,
         limit=limit,
         requeue=lambda checkout: checkout_reservations_settle(tenant_id=checkout.tenant_id, checkout_id=checkout.pk),
-        what="checkouts with decided stock",
+        flow="checkout_settlements",
     )
     sessions = requeue_stale(
         Checkout.objects.filter(status=Checkout.Status.AWAITING_PAYMENT_SESSION),
@@ -534,7 +534,7 @@ def checkouts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> d
         older_than_seconds=older_than_seconds,
         limit=limit,
         requeue=lambda checkout: _publish_payment_session_requested(checkout),
-        what="payment sessions",
+        flow="payment_sessions",
     )
     return {"settled": len(settled), "sessions_requested": len(sessions)}
 

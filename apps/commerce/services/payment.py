@@ -353,7 +353,7 @@ def refunds_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> lis
         older_than_seconds=older_than_seconds,
         limit=limit,
         requeue=requeue,
-        what="refunds",
+        flow="refunds",
     )
     return [refund.pk for refund in refunds]
 
@@ -378,7 +378,7 @@ def receipts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> li
         older_than_seconds=older_than_seconds,
         limit=limit,
         requeue=lambda receipt: _publish_checkout_paid(tenant_id=receipt.tenant_id, checkout_id=receipt.checkout_id),
-        what="receipts",
+        flow="receipts",
     )
     return [receipt.pk for receipt in receipts]
 
@@ -415,7 +415,7 @@ def captures_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> li
         older_than_seconds=older_than_seconds,
         limit=limit,
         requeue=requeue,
-        what="payment captures",
+        flow="payment_captures",
     )
     return [checkout.pk for checkout in checkouts]
 
