@@ -20,7 +20,7 @@ def run_one_task(loglevel: str) -> str:
     """A real worker at `loglevel` runs one task; returns what it wrote."""
     queue = f"loglevel-{uuid.uuid4().hex[:8]}"
     result = celery_app.send_task("core.echo_context", queue=queue)
-    worker = subprocess.Popen(  # noqa: S603 - this interpreter with fixed arguments
+    worker = subprocess.Popen(
         [
             sys.executable,
             "-m",
