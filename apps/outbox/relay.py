@@ -111,6 +111,10 @@ def publish_message(*, app: Celery, producer: Any, message: OutboxMessage) -> No
             "outbox_message_id": str(message.id),
         },
         producer=producer,
+        # No per-message queue declaration: the relay publishes to the default exchange (a push
+        # onto the queue's list on Redis), and workers declare their queues when they start.
+        # Celery would otherwise copy and bind the queue object for every message.
+        declare=[],
         ignore_result=True,
         # What Flower and worker logs show: the ids, not the payload (cheaper than saferepr, and
         # payloads may carry personal data).
