@@ -43,24 +43,30 @@ def status_of(shop: Shop, checkout_id: Any) -> str:
 
 def test_a_reserving_checkout_whose_decision_message_was_lost_is_settled_once(shop_a: Shop, settings: Any) -> None:
     settings.INVENTORY_STRATEGY = "batched"
-    # given: two checkouts whose stock the writer decided, but whose decision messages were lost
-    # (one 11 minutes ago, one just now), and one still waiting for the writer for 11 minutes
-    decided_long_ago, decided_now = buy_print(shop_a, 1), buy_print(shop_a, 2)
+    # given: three checkouts whose stock the writer decided, but whose decision messages were lost
+    # (one 11 minutes ago, one just now, one 11 minutes ago but past its expiry), and one still
+    # waiting for the writer for 11 minutes
+    decided_long_ago, decided_now, overdue = buy_print(shop_a, 1), buy_print(shop_a, 2), buy_print(shop_a, 4)
     with tenant_context(shop_a.org.pk):
         report = inventory_sku_drain(tenant_id=shop_a.org.pk, product_id=shop_a.print.pk)
-    assert report.confirmed == 2
+    assert report.confirmed == 3
     waiting = buy_print(shop_a, 3)
     lose_pending_messages()
     last_changed(decided_long_ago.pk, minutes_ago=11)
     last_changed(waiting.pk, minutes_ago=11)
+    last_changed(overdue.pk, minutes_ago=11)
+    with system_context("test: its reservation ran out"):
+        Checkout.objects.filter(pk=overdue.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
 
     # when: the beat sweep runs twice (the second pass finds nothing due)
     assert checkouts_requeue_stale_task() == {"settled": 1, "sessions_requested": 0}
     assert checkouts_requeue_stale_task() == {"settled": 0, "sessions_requested": 0}
 
-    # then: only the old decided checkout was settled; its payment session follows as usual
-    assert [status_of(shop_a, c.pk) for c in (decided_long_ago, decided_now, waiting)] == [
+    # then: only the old decided checkout was settled (the overdue one is the expiry sweep's);
+    # its payment session follows as usual
+    assert [status_of(shop_a, c.pk) for c in (decided_long_ago, decided_now, waiting, overdue)] == [
         "awaiting_payment_session",
+        "reserving",
         "reserving",
         "reserving",
     ]

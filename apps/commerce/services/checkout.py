@@ -511,15 +511,17 @@ def checkouts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> d
       (the `checkout.created`/`checkout.payable` message, or a retry, was lost; a session the
       provider refused is asked for again too, at most once per `older_than_seconds`).
 
-    Outermost transaction, in the system context (the beat task's). Harmless when a message was
-    only slow: settling is a no-op for a checkout no longer reserving, and the provider session
-    is created with the checkout id as idempotency key.
+    Checkouts past their `expires_at` are left to the expiry sweep. Outermost transaction, in the
+    system context (the beat task's). Harmless when a message was only slow: settling is a no-op
+    for a checkout no longer reserving, and the provider session is created with the checkout
+    id as idempotency key.
     """
     pending = InventoryReservation.objects.filter(
         checkout_id=OuterRef("pk"), status=InventoryReservation.Status.PENDING
     )
+    open_checkouts = Checkout.objects.filter(expires_at__gt=timezone.now())  # the overdue ones expire instead
     settled = requeue_stale(
-        Checkout.objects.filter(status=Checkout.Status.RESERVING).exclude(Exists(pending)),
+        open_checkouts.filter(status=Checkout.Status.RESERVING).exclude(Exists(pending)),
         queued_field="updated_at",
         fallback_field="created_at",
         older_than_seconds=older_than_seconds,
@@ -528,7 +530,7 @@ def checkouts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> d
         flow="checkout_settlements",
     )
     sessions = requeue_stale(
-        Checkout.objects.filter(status=Checkout.Status.AWAITING_PAYMENT_SESSION),
+        open_checkouts.filter(status=Checkout.Status.AWAITING_PAYMENT_SESSION),
         queued_field="updated_at",
         fallback_field="created_at",
         older_than_seconds=older_than_seconds,
