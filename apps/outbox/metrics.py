@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from apps.outbox.relay import FAILED_COUNTER_KEY, PUBLISHED_COUNTER_KEY
+from apps.outbox.requeue import REQUEUE_FLOWS
 from apps.outbox.selectors import outbox_stats, relay_counter, requeued_counters
 from apps.tenancy.context import system_context
 
@@ -70,6 +71,6 @@ def collect_outbox_metrics() -> Iterable[Metric]:
             "Work whose message the broker lost, queued again by the lost-message sweeps.",
             labels=["flow"],
         )
-        for flow, count in sorted(requeued.items()):
-            family.add_metric([flow], count)
+        for flow in sorted({*REQUEUE_FLOWS, *requeued}):
+            family.add_metric([flow], requeued.get(flow, 0))
         yield family

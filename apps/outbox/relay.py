@@ -111,10 +111,11 @@ def publish_message(*, app: Celery, producer: Any, message: OutboxMessage) -> No
             "outbox_message_id": str(message.id),
         },
         producer=producer,
-        # No per-message queue declaration: the relay publishes to the default exchange (a push
-        # onto the queue's list on Redis), and workers declare their queues when they start.
-        # Celery would otherwise copy and bind the queue object for every message.
-        declare=[],
+        # On Redis, no per-message queue declaration: publishing to the default exchange pushes
+        # onto the queue's list whether or not it was declared, and Celery would otherwise copy
+        # and bind the queue object for every message. An AMQP broker drops a message sent to an
+        # undeclared queue, so there Celery declares it (once per connection).
+        declare=[] if producer.connection.transport.driver_type == "redis" else None,
         ignore_result=True,
         # What Flower and worker logs show: the ids, not the payload (cheaper than saferepr, and
         # payloads may carry personal data).

@@ -28,6 +28,17 @@ from django.utils import timezone
 logger = logging.getLogger("darkroom.outbox")
 
 REQUEUED_COUNTER_KEY = "outbox:requeued_total"  # a Redis hash: flow -> messages queued again
+# The flows whose sweeps exist: /metrics reports each, at 0 until it counts (and again after Redis
+# forgot the counters), so that an alert on `increase()` sees the first loss too.
+REQUEUE_FLOWS = (
+    "webhook_events",
+    "refunds",
+    "payment_captures",
+    "photo_renders",
+    "receipts",
+    "checkout_settlements",
+    "payment_sessions",
+)
 
 M = TypeVar("M", bound=models.Model)
 
@@ -45,7 +56,9 @@ def requeue_stale(
     """Lock up to `limit` rows of `waiting` (skipping rows another transaction holds) whose
     `queued_field` is older than `older_than_seconds` (rows written before that column existed:
     `fallback_field`), oldest first; call `requeue(row)` on each, then set its `queued_field` to
-    now, so the next pass leaves it alone for another `older_than_seconds`.
+    now, so the next pass leaves it alone for another `older_than_seconds`. Each row has its own
+    savepoint: a row whose requeue raises is rolled back alone, logged and left for the next
+    pass, and does not hold up the others.
 
     Must run inside the caller's transaction: `requeue` writes the new outbox message there, and
     it commits with the new timestamps. Returns the rows requeued; when there were any, logs a
@@ -58,11 +71,18 @@ def requeue_stale(
     stale = Q(**{f"{queued_field}__lt": cutoff}) | Q(
         **{f"{queued_field}__isnull": True, f"{fallback_field}__lt": cutoff}
     )
-    rows = list(waiting.select_for_update(skip_locked=True).filter(stale).order_by(fallback_field, "pk")[:limit])
-    for row in rows:
-        requeue(row)
-        setattr(row, queued_field, now)
-        row.save(update_fields=[queued_field])
+    candidates = waiting.select_for_update(skip_locked=True).filter(stale).order_by(fallback_field, "pk")[:limit]
+    rows: list[M] = []
+    for row in candidates:
+        try:
+            with transaction.atomic():
+                requeue(row)
+                setattr(row, queued_field, now)
+                row.save(update_fields=[queued_field])
+        except Exception:
+            logger.exception("lost message could not be asked for again", extra={"flow": flow, "pk": str(row.pk)})
+        else:
+            rows.append(row)
     if rows:
         logger.warning(
             "lost messages asked for again",

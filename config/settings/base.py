@@ -442,6 +442,9 @@ ENTITLEMENT_BULK_DOWNLOADS_LIMIT = env.int("DARKROOM_ENTITLEMENT_BULK_DOWNLOADS_
 RECEIPT_FROM_EMAIL = env("DARKROOM_RECEIPT_FROM_EMAIL", default="receipts@darkroom.localhost")
 # A receipt claimed by a sender that died is retried after this long.
 RECEIPT_CLAIM_SECONDS = env.int("DARKROOM_RECEIPT_CLAIM_SECONDS", default=120)
+# The stale-receipt sweep gives up on a receipt after this many send attempts (three retry
+# chains of the consumer); it then stays `pending` with its `last_error` for an operator.
+RECEIPT_MAX_ATTEMPTS = env.int("DARKROOM_RECEIPT_MAX_ATTEMPTS", default=30)
 # Webhook processing (outbox consumer) retries this often before leaving the event `failed`.
 WEBHOOK_PROCESS_MAX_RETRIES = env.int("DARKROOM_WEBHOOK_PROCESS_MAX_RETRIES", default=5)
 # The sandbox provider as a whole: checkouts with provider "sandbox", its pay page and

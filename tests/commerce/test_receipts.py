@@ -13,7 +13,7 @@ from django.db.transaction import TransactionManagementError
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from apps.commerce.models import Receipt
+from apps.commerce.models import Checkout, Receipt
 from apps.commerce.services import ReceiptBusy, receipt_send
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
@@ -130,13 +130,20 @@ def age_receipt(checkout_id: str, *, minutes: int, **fields: object) -> None:
 def test_receipts_whose_message_was_lost_are_queued_again_and_sent_once(tenant_a, shop_a):
     from tasks.commerce import receipts_requeue_stale_task
 
-    # given: four paid checkouts whose receipt messages the broker lost: one 11 minutes ago, one
-    # whose sender died mid-send (claim lapsed), one claimed by a live sender, one lost a minute ago
-    lost, died, busy, recent = (paid_checkout_whose_receipt_message_was_lost(tenant_a, shop_a) for _ in range(4))
+    # given: paid checkouts whose receipt messages the broker lost: one 11 minutes ago, one whose
+    # sender died mid-send (claim lapsed), one claimed by a live sender, one lost a minute ago, one
+    # refunded since, one that failed RECEIPT_MAX_ATTEMPTS times already
+    lost, died, busy, recent, refunded, given_up = (
+        paid_checkout_whose_receipt_message_was_lost(tenant_a, shop_a) for _ in range(6)
+    )
     age_receipt(lost, minutes=11)
     age_receipt(died, minutes=11, status="sending", attempts=1, claimed_until=timezone.now() - timedelta(minutes=1))
     age_receipt(busy, minutes=11, status="sending", attempts=1, claimed_until=timezone.now() + timedelta(minutes=1))
     age_receipt(recent, minutes=1)
+    age_receipt(refunded, minutes=11)
+    age_receipt(given_up, minutes=11, attempts=30, last_error="SMTPRecipientsRefused")
+    with system_context("test: refunded since"):
+        Checkout.objects.filter(pk=refunded).update(status="refunded")
 
     # when: the beat sweep runs twice (the second pass finds them freshly queued)
     before = requeued_metric()
@@ -150,4 +157,11 @@ def test_receipts_whose_message_was_lost_are_queued_again_and_sent_once(tenant_a
         expected = set(Receipt.objects.filter(checkout_id__in=[lost, died]).values_list("message_id", flat=True))
         statuses = dict(Receipt.objects.values_list("checkout_id", "status"))
     assert sorted(m.extra_headers["Message-ID"] for m in mail.outbox) == sorted(expected)
-    assert {str(k): v for k, v in statuses.items()} == {lost: "sent", died: "sent", busy: "sending", recent: "pending"}
+    assert {str(k): v for k, v in statuses.items()} == {
+        lost: "sent",
+        died: "sent",
+        busy: "sending",
+        recent: "pending",
+        refunded: "pending",
+        given_up: "pending",
+    }

@@ -127,3 +127,41 @@ def test_a_requeue_sweep_counts_only_what_it_committed():
     with system_context("test sweep"), transaction.atomic():
         requeue_stale(OutboxMessage.objects.filter(status="dead"), requeue=lambda m: None, flow="test_flow", **sweep)
     assert requeued_counters()["test_flow"] == before + 1
+
+
+def test_a_requeue_that_fails_for_one_row_still_requeues_the_others(caplog):
+    from apps.outbox.requeue import requeue_stale
+
+    # given: two old dead letters; queueing the first one again fails
+    first, second = _message("dead", dt.timedelta(hours=2)), _message("dead", dt.timedelta(hours=1))
+
+    def requeue(message: OutboxMessage) -> None:
+        OutboxMessage.objects.filter(pk=message.pk).update(last_error="touched")
+        if message.pk == first.pk:
+            raise RuntimeError("cannot queue this one")
+
+    # when: the sweep runs
+    with system_context("test sweep"), transaction.atomic():
+        rows = requeue_stale(
+            OutboxMessage.objects.filter(status="dead"),
+            queued_field="next_attempt_at",
+            fallback_field="created_at",
+            older_than_seconds=60,
+            limit=10,
+            requeue=requeue,
+            flow="test_flow",
+        )
+    # then: the second is requeued and stamped; the first's partial work is rolled back, it is
+    # left for the next pass, and the failure is logged
+    assert [row.pk for row in rows] == [second.pk]
+    with system_context("test"):
+        after = {m.pk: m for m in OutboxMessage.objects.filter(pk__in=[first.pk, second.pk])}
+    assert (after[first.pk].last_error, after[first.pk].next_attempt_at) == ("", first.next_attempt_at)
+    assert after[second.pk].last_error == "touched" and after[second.pk].next_attempt_at > second.next_attempt_at
+    assert "lost message could not be asked for again" in caplog.text
+
+
+def test_metrics_report_every_requeue_flow_even_before_it_counted(client):
+    body = client.get("/metrics").content.decode()
+    for flow in ("webhook_events", "refunds", "payment_captures", "photo_renders", "receipts"):
+        assert re.search(rf'^darkroom_outbox_requeued_total\{{flow="{flow}"\}} \d', body, re.MULTILINE), flow

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -38,6 +38,8 @@ class FakePayPal:
         # order then says ("COMPLETED": captured elsewhere; "APPROVED": the buyer must pay again).
         self.capture_refusal: str | None = None
         self.status_after_refusal = "APPROVED"
+        # Called while a capture request is being answered (e.g. a newer approval arrives).
+        self.during_capture: Callable[[], None] | None = None
         fake = self
 
         def order_body(order_id: str, status: str) -> dict[str, Any]:
@@ -59,6 +61,9 @@ class FakePayPal:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}})
+                if self.path.endswith("/capture") and fake.during_capture is not None:
+                    hook, fake.during_capture = fake.during_capture, None
+                    hook()
                 if self.path == "/v1/oauth2/token":
                     payload: dict[str, Any] = {"access_token": "token-1", "expires_in": 3600}
                 elif self.path == "/v2/checkout/orders":
@@ -248,3 +253,28 @@ def test_a_capture_whose_message_was_lost_is_asked_for_again_and_captured_once(t
         assert Entitlement.objects.count() == 1
     with system_context("test"):
         assert AuditLog.objects.filter(action="checkout.capture_requeue", target_id=checkout_id).count() == 1
+
+
+def test_an_approval_that_arrives_during_a_capture_attempt_keeps_the_capture_asked_for(tenant_a, shop, paypal):
+    from django.db import connection
+
+    # given: an approved order whose capture PayPal declines (the buyer must approve again), and
+    # a newer approval recorded while that capture request is in flight
+    checkout_id, _ = approved_with_refused_capture(
+        tenant_a, shop, paypal, refusal="INSTRUMENT_DECLINED", order_status="APPROVED"
+    )
+    newer = timezone.now() + timedelta(seconds=5)
+
+    def newer_approval() -> None:  # runs in the fake provider's thread, on its own connection
+        with tenant_context(tenant_a.org.pk):
+            Checkout.objects.filter(pk=checkout_id).update(capture_requested_at=newer)
+        connection.close()
+
+    paypal.during_capture = newer_approval
+    # when: the declined attempt concludes
+    assert drain_outbox(topics={"webhook.received"}) == ["webhook.received"]
+    assert drain_outbox() == ["payment.capture_requested"]
+    # then: the newer approval's marker stays, so the stale-capture sweep will ask again
+    with tenant_context(tenant_a.org.pk):
+        checkout = Checkout.objects.get(pk=checkout_id)
+    assert (checkout.status, checkout.capture_requested_at) == ("awaiting_payment", newer)

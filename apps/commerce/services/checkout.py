@@ -526,7 +526,7 @@ def checkouts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> d
         fallback_field="created_at",
         older_than_seconds=older_than_seconds,
         limit=limit,
-        requeue=lambda checkout: checkout_reservations_settle(tenant_id=checkout.tenant_id, checkout_id=checkout.pk),
+        requeue=_settle_in_its_tenant,
         flow="checkout_settlements",
     )
     sessions = requeue_stale(
@@ -539,6 +539,11 @@ def checkouts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> d
         flow="payment_sessions",
     )
     return {"settled": len(settled), "sessions_requested": len(sessions)}
+
+
+def _settle_in_its_tenant(checkout: Checkout) -> None:
+    with tenant_context(checkout.tenant_id):
+        checkout_reservations_settle(tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
 
 
 def _publish_payment_session_requested(checkout: Checkout) -> None:

@@ -363,13 +363,16 @@ def receipts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> li
     """Queue again the receipts still unsent more than `older_than_seconds` after their
     `checkout.paid` message was queued: `pending` ones (the broker lost the message, or the
     sender ran out of retries) and `sending` ones whose claim lapsed (the sender died). Returns
-    their ids.
+    their ids. Only receipts of checkouts still paid (not refunded since), and fewer than
+    RECEIPT_MAX_ATTEMPTS send attempts: past that a receipt waits for an operator.
 
     Outermost transaction, in the system context (the beat task's): receipts of every studio.
     Harmless when the message was only slow: `receipt_send` sends a receipt once.
     """
     unsent = Receipt.objects.filter(
-        Q(status=Receipt.Status.PENDING) | Q(status=Receipt.Status.SENDING, claimed_until__lt=timezone.now())
+        Q(status=Receipt.Status.PENDING) | Q(status=Receipt.Status.SENDING, claimed_until__lt=timezone.now()),
+        checkout__status=Checkout.Status.PAID,
+        attempts__lt=settings.RECEIPT_MAX_ATTEMPTS,
     )
     receipts = requeue_stale(
         unsent,
@@ -409,7 +412,11 @@ def captures_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> li
         )
 
     checkouts = requeue_stale(
-        Checkout.objects.filter(status=Checkout.Status.AWAITING_PAYMENT, capture_requested_at__isnull=False),
+        Checkout.objects.filter(
+            status=Checkout.Status.AWAITING_PAYMENT,
+            capture_requested_at__isnull=False,
+            expires_at__gt=timezone.now(),  # the overdue ones expire instead
+        ),
         queued_field="capture_requested_at",
         fallback_field="created_at",
         older_than_seconds=older_than_seconds,
@@ -568,9 +575,13 @@ def checkout_capture_request(*, tenant_id: int, checkout_id: uuid.UUID, referenc
     _publish_capture_requested(tenant_id=tenant_id, checkout_id=checkout_id, reference=reference)
 
 
-def _capture_concluded(*, checkout_id: uuid.UUID, started_at: datetime) -> None:
-    """Clear the capture marker, unless a newer approval stamped it while this attempt ran."""
-    Checkout.objects.filter(pk=checkout_id, capture_requested_at__lte=started_at).update(capture_requested_at=None)
+def _capture_concluded(*, checkout: Checkout) -> None:
+    """Clear the capture marker this attempt started with, unless a newer approval stamped it
+    while the attempt ran (compared as stored, so no two processes' clocks are compared)."""
+    if checkout.capture_requested_at is not None:
+        Checkout.objects.filter(pk=checkout.pk, capture_requested_at=checkout.capture_requested_at).update(
+            capture_requested_at=None
+        )
 
 
 def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
@@ -589,10 +600,9 @@ def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("the provider must not be called inside a transaction")
-    started_at = timezone.now()
     checkout = Checkout.objects.get(pk=checkout_id)
     outcome = _capture(checkout=checkout)
-    _capture_concluded(checkout_id=checkout.pk, started_at=started_at)
+    _capture_concluded(checkout=checkout)
     return outcome
 
 
