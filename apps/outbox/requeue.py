@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import models, transaction
 from django.db.models import Q
@@ -43,6 +44,16 @@ REQUEUE_FLOWS = (
 M = TypeVar("M", bound=models.Model)
 
 
+@dataclass(frozen=True)
+class RequeueAudit:
+    """One audit row per row queued again (the flows that move money): `action` on
+    `target_type` <pk>, in the row's tenant, recording `data(row)`."""
+
+    action: str
+    target_type: str
+    data: Callable[[Any], dict[str, Any]]
+
+
 def requeue_stale(
     waiting: models.QuerySet[M],
     *,
@@ -52,13 +63,15 @@ def requeue_stale(
     limit: int,
     requeue: Callable[[M], object],
     flow: str,
+    audit: RequeueAudit | None = None,
 ) -> list[M]:
     """Lock up to `limit` rows of `waiting` (skipping rows another transaction holds) whose
     `queued_field` is older than `older_than_seconds` (rows written before that column existed:
     `fallback_field`), oldest first; call `requeue(row)` on each, then set its `queued_field` to
-    now, so the next pass leaves it alone for another `older_than_seconds`. Each row has its own
-    savepoint: a row whose requeue raises is rolled back alone, logged and left for the next
-    pass, and does not hold up the others.
+    now, so the next pass leaves it alone for another `older_than_seconds`; with `audit`, write
+    its audit row (actor "lost-message sweep: <flow>"). Each row has its own savepoint: a row
+    whose requeue raises is rolled back alone, logged and left for the next pass, and does not
+    hold up the others.
 
     Must run inside the caller's transaction: `requeue` writes the new outbox message there, and
     it commits with the new timestamps. Returns the rows requeued; when there were any, logs a
@@ -77,6 +90,8 @@ def requeue_stale(
         try:
             with transaction.atomic():
                 requeue(row)
+                if audit is not None:
+                    _audit(row, audit, flow)
                 setattr(row, queued_field, now)
                 row.save(update_fields=[queued_field])
         except Exception:
@@ -90,6 +105,19 @@ def requeue_stale(
         )
         transaction.on_commit(partial(_count_requeued, flow, len(rows)))
     return rows
+
+
+def _audit(row: models.Model, audit: RequeueAudit, flow: str) -> None:
+    from apps.tenancy.services import audit_record
+
+    audit_record(
+        action=audit.action,
+        tenant_id=getattr(row, "tenant_id", None),
+        actor_label=f"lost-message sweep: {flow}",
+        target_type=audit.target_type,
+        target_id=str(row.pk),
+        data=audit.data(row),
+    )
 
 
 def _count_requeued(flow: str, count: int) -> None:

@@ -34,7 +34,7 @@ from apps.commerce.errors import PaymentForUnknownCheckout
 from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout
 from apps.commerce.services import PaymentFact, checkout_capture_request, transaction_apply_fact
 from apps.core.problems import DomainError
-from apps.outbox.requeue import requeue_stale
+from apps.outbox.requeue import RequeueAudit, requeue_stale
 from apps.outbox.services import consume_once, outbox_publish
 from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import PaymentStatus, WebhookEnvelope, WebhookPayloadError
@@ -327,24 +327,22 @@ def webhook_events_requeue_stale(*, older_than_seconds: float, limit: int = 500)
     was only slow: processing is idempotent.
     """
 
-    def requeue(event: WebhookEvent) -> None:
-        _publish_received(event.pk, payload={"requeued": True})
-        audit_record(
-            action="webhook_event.requeue",
-            tenant_id=event.tenant_id,
-            actor_label="stale webhook sweep",
-            target_type="webhook_event",
-            target_id=str(event.pk),
-            data={"provider": event.provider, "event_id": event.event_id, "received_at": event.received_at.isoformat()},
-        )
-
     events = requeue_stale(
         WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED),
         queued_field="queued_at",
         fallback_field="received_at",
         older_than_seconds=older_than_seconds,
         limit=limit,
-        requeue=requeue,
+        requeue=lambda event: _publish_received(event.pk, payload={"requeued": True}),
         flow="webhook_events",
+        audit=RequeueAudit(
+            action="webhook_event.requeue",
+            target_type="webhook_event",
+            data=lambda event: {
+                "provider": event.provider,
+                "event_id": event.event_id,
+                "received_at": event.received_at.isoformat(),
+            },
+        ),
     )
     return [event.pk for event in events]

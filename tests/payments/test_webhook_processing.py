@@ -169,7 +169,7 @@ def test_an_event_whose_message_the_broker_lost_is_queued_again_and_applied_once
     assert pending_topics() == ["webhook.received"]
     with system_context("test"):
         audit = AuditLog.objects.get(action="webhook_event.requeue")
-    assert (audit.target_id, audit.actor_label) == (str(the_event().pk), "stale webhook sweep")
+    assert (audit.target_id, audit.actor_label) == (str(the_event().pk), "lost-message sweep: webhook_events")
     assert drain_outbox()[0] == "webhook.received"
     assert the_event().status == "processed"
     with tenant_context(tenant_a.org.pk):

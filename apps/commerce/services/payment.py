@@ -52,12 +52,11 @@ from apps.commerce.models import (
 )
 from apps.ledger.models import LedgerAccount
 from apps.ledger.services import EntryIn, ledger_account_create, ledger_entries_append
-from apps.outbox.requeue import requeue_stale
+from apps.outbox.requeue import RequeueAudit, requeue_stale
 from apps.outbox.services import outbox_publish
 from apps.payments.providers.base import ProviderError
 from apps.payments.providers.registry import get_provider
 from apps.tenancy.models import Organization, User
-from apps.tenancy.services import audit_record
 
 logger = logging.getLogger("darkroom.commerce.payment")
 
@@ -335,25 +334,23 @@ def refunds_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> lis
     idempotency key.
     """
 
-    def requeue(refund: Refund) -> None:
-        _publish_refund_requested(refund)
-        audit_record(
-            action="refund.requeue",
-            tenant_id=refund.tenant_id,
-            actor_label="stale refund sweep",
-            target_type="refund",
-            target_id=str(refund.pk),
-            data={"reason": refund.reason, "amount_minor": refund.amount_minor, "currency": refund.currency},
-        )
-
     refunds = requeue_stale(
         Refund.objects.filter(status=Refund.Status.REQUESTED),
         queued_field="queued_at",
         fallback_field="created_at",
         older_than_seconds=older_than_seconds,
         limit=limit,
-        requeue=requeue,
+        requeue=_publish_refund_requested,
         flow="refunds",
+        audit=RequeueAudit(
+            action="refund.requeue",
+            target_type="refund",
+            data=lambda refund: {
+                "reason": refund.reason,
+                "amount_minor": refund.amount_minor,
+                "currency": refund.currency,
+            },
+        ),
     )
     return [refund.pk for refund in refunds]
 
@@ -398,19 +395,6 @@ def captures_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> li
     so the provider answers a second request with the first capture.
     """
 
-    def requeue(checkout: Checkout) -> None:
-        _publish_capture_requested(
-            tenant_id=checkout.tenant_id, checkout_id=checkout.pk, reference=checkout.provider_reference or ""
-        )
-        audit_record(
-            action="checkout.capture_requeue",
-            tenant_id=checkout.tenant_id,
-            actor_label="stale capture sweep",
-            target_type="checkout",
-            target_id=str(checkout.pk),
-            data={"provider": checkout.provider, "amount_minor": checkout.amount_minor, "currency": checkout.currency},
-        )
-
     checkouts = requeue_stale(
         Checkout.objects.filter(
             status=Checkout.Status.AWAITING_PAYMENT,
@@ -421,8 +405,19 @@ def captures_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> li
         fallback_field="created_at",
         older_than_seconds=older_than_seconds,
         limit=limit,
-        requeue=requeue,
+        requeue=lambda checkout: _publish_capture_requested(
+            tenant_id=checkout.tenant_id, checkout_id=checkout.pk, reference=checkout.provider_reference or ""
+        ),
         flow="payment_captures",
+        audit=RequeueAudit(
+            action="checkout.capture_requeue",
+            target_type="checkout",
+            data=lambda checkout: {
+                "provider": checkout.provider,
+                "amount_minor": checkout.amount_minor,
+                "currency": checkout.currency,
+            },
+        ),
     )
     return [checkout.pk for checkout in checkouts]
 
