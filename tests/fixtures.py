@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,27 @@ def purge_queues(queues: Sequence[str] | None = None) -> None:
         channel = conn.default_channel
         for queue in queues if queues is not None else settings.DARKROOM_QUEUES:
             channel.queue_purge(queue)
+
+
+def celery_worker_argv(*, pool: str, queues: str, hostname: str, loglevel: str, extra: Sequence[str] = ()) -> list[str]:
+    """The command line of a real `celery worker` child for a test: one process, no gossip,
+    mingle or heartbeat (nothing else to talk to), on `queues`."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config.celery_app",
+        "worker",
+        f"--pool={pool}",
+        f"--queues={queues}",
+        *extra,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        f"--loglevel={loglevel}",
+        f"--hostname={hostname}@%h",
+    ]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

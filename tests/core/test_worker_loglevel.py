@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 
 import pytest
 from django.conf import settings
 
 from config.celery_app import app as celery_app
-from tests.fixtures import subprocess_env
+from tests.fixtures import celery_worker_argv, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,21 +20,7 @@ def run_one_task(loglevel: str) -> str:
     queue = f"loglevel-{uuid.uuid4().hex[:8]}"
     result = celery_app.send_task("core.echo_context", queue=queue)
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config.celery_app",
-            "worker",
-            "--pool=solo",
-            f"--queues={queue}",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            f"--loglevel={loglevel}",
-            f"--hostname={queue}@%h",
-        ],
+        celery_worker_argv(pool="solo", queues=queue, hostname=queue, loglevel=loglevel),
         env=subprocess_env(DARKROOM_LOG_LEVEL="INFO"),
         cwd=settings.BASE_DIR,
         stdout=subprocess.PIPE,

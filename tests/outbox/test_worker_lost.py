@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 
 import pytest
 from django.conf import settings
@@ -18,6 +17,7 @@ from django.conf import settings
 from apps.outbox.models import InboxEntry
 from apps.outbox.relay import OutboxRelay
 from apps.tenancy.context import system_context
+from tests.fixtures import celery_worker_argv
 from tests.outbox.conftest import effects, subprocess_env
 from tests.outbox.consumers import EFFECT_TASK, deliveries, redis, rkey
 from tests.outbox.test_relay import wait_until
@@ -32,23 +32,13 @@ def test_worker_killed_mid_task_redelivers_and_the_effect_happens_once(effect_ta
         assert OutboxRelay(batch_size=10).run(once=True).published == 1
     # when: a real prefork worker consumes it
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config.celery_app",
-            "worker",
-            "--pool=prefork",
-            "--concurrency=1",
-            "--queues=default",
-            "--include=tests.outbox.consumers",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel=INFO",
-            f"--hostname=outboxtest-{message.id}@%h",
-        ],
+        celery_worker_argv(
+            pool="prefork",
+            queues="default",
+            hostname=f"outboxtest-{message.id}",
+            loglevel="INFO",
+            extra=["--concurrency=1", "--include=tests.outbox.consumers"],
+        ),
         env=subprocess_env(),
         cwd=settings.BASE_DIR,
         stdout=subprocess.DEVNULL,
