@@ -11,8 +11,9 @@ does for Celery. A child whose main process dies still exits: its pipe to the pa
 
 `--loglevel` sets the level of Celery's own loggers too: settings.LOGGING names the `celery`
 logger (DARKROOM_LOG_LEVEL), which would otherwise keep logging every task received and
-succeeded whatever the command line says. At INFO those two lines cost about a tenth of a
-worker's CPU per task.
+succeeded whatever the command line says. At INFO those two lines cost about a fifth of a
+solo worker's CPU per small task (1.04-1.13 ms per outbox probe task at WARNING, 1.30-1.41 at
+INFO).
 """
 
 import logging

@@ -326,7 +326,6 @@ def webhook_events_requeue_stale(*, older_than_seconds: float, limit: int = 500)
     Outermost transaction, in the system context (the beat task's). Harmless when the message
     was only slow: processing is idempotent.
     """
-
     events = requeue_stale(
         WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED),
         queued_field="queued_at",

@@ -535,7 +535,7 @@ def checkouts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> d
         fallback_field="created_at",
         older_than_seconds=older_than_seconds,
         limit=limit,
-        requeue=lambda checkout: _publish_payment_session_requested(checkout),
+        requeue=_publish_payment_session_requested,
         flow="payment_sessions",
     )
     return {"settled": len(settled), "sessions_requested": len(sessions)}

@@ -333,7 +333,6 @@ def refunds_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> lis
     Harmless when the message was only slow: the provider call carries the refund's
     idempotency key.
     """
-
     refunds = requeue_stale(
         Refund.objects.filter(status=Refund.Status.REQUESTED),
         queued_field="queued_at",
@@ -394,7 +393,6 @@ def captures_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> li
     Harmless when the message was only slow: the capture carries the key `capture:<checkout>`,
     so the provider answers a second request with the first capture.
     """
-
     checkouts = requeue_stale(
         Checkout.objects.filter(
             status=Checkout.Status.AWAITING_PAYMENT,
