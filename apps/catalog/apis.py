@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -22,7 +21,9 @@ from rest_framework.response import Response
 from apps.catalog import selectors, services
 from apps.catalog.models import CURRENCY_PATTERN, Event, Photo, ProductKind
 from apps.catalog.storage import public_url
-from apps.core.serializers import StrictSerializer
+from apps.core.openapi import PAGINATION_PARAMETERS, page_of
+from apps.core.pagination import StrictLimitOffsetPagination
+from apps.core.serializers import IdField, StrictSerializer
 from apps.tenancy.apis import TenantApi
 from apps.tenancy.models import User
 from apps.tenancy.permissions import HasTenantRole
@@ -41,7 +42,7 @@ class _CatalogApi(TenantApi):
     def paginated(
         self, request: Request, queryset: QuerySet[Any], serializer: type[serializers.Serializer]
     ) -> Response:
-        paginator = LimitOffsetPagination()
+        paginator = StrictLimitOffsetPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(serializer(page, many=True).data)
 
@@ -49,19 +50,6 @@ class _CatalogApi(TenantApi):
     def tenant_pk(self) -> int:
         assert self.tenant_id is not None, "permission classes guarantee a tenant"
         return self.tenant_id
-
-
-def _page_of(serializer: type[serializers.Serializer]) -> serializers.Serializer:
-    """OpenAPI shape of a LimitOffsetPagination page of `serializer`."""
-    return inline_serializer(
-        name=f"Paginated{serializer.__name__.removesuffix('Serializer')}",
-        fields={
-            "count": serializers.IntegerField(),
-            "next": serializers.URLField(allow_null=True),
-            "previous": serializers.URLField(allow_null=True),
-            "results": serializer(many=True),
-        },
-    )
 
 
 class EventOutputSerializer(serializers.Serializer):
@@ -102,7 +90,9 @@ class EventsApi(_CatalogApi):
         visibility = serializers.ChoiceField(choices=Event.Visibility.choices, default=Event.Visibility.PUBLIC)
         access_code = serializers.CharField(max_length=128, required=False, allow_blank=True, trim_whitespace=False)
 
-    @extend_schema(responses=_page_of(EventOutputSerializer))
+    @extend_schema(
+        operation_id="v1_events_list", parameters=PAGINATION_PARAMETERS, responses=page_of(EventOutputSerializer)
+    )
     def get(self, request: Request) -> Response:
         return self.paginated(request, selectors.events_list(tenant_id=self.tenant_pk), EventOutputSerializer)
 
@@ -131,9 +121,11 @@ class EventPhotosApi(_CatalogApi):
     @extend_schema_serializer(component_name="PhotoUploadInput")
     class InputSerializer(StrictSerializer):
         image = serializers.FileField(allow_empty_file=False)
-        photographer_id = serializers.IntegerField(required=False, min_value=1)
+        photographer_id = IdField(required=False)
 
-    @extend_schema(responses=_page_of(PhotoOutputSerializer))
+    @extend_schema(
+        operation_id="v1_events_photos_list", parameters=PAGINATION_PARAMETERS, responses=page_of(PhotoOutputSerializer)
+    )
     def get(self, request: Request, event_id: int) -> Response:
         selectors.event_get(tenant_id=self.tenant_pk, event_id=event_id)
         photos = selectors.photos_of_event(tenant_id=self.tenant_pk, event_id=event_id)
@@ -187,13 +179,17 @@ class EventProductsApi(_CatalogApi):
     @extend_schema_serializer(component_name="ProductCreateInput")
     class InputSerializer(StrictSerializer):
         kind = serializers.ChoiceField(choices=ProductKind.choices)
-        photo_id = serializers.IntegerField(required=False, min_value=1)
+        photo_id = IdField(required=False)
         size = serializers.CharField(max_length=32, required=False, default="")
         sku = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64, required=False)
         stock_quantity = serializers.IntegerField(required=False, min_value=0, max_value=10_000_000)
         active = serializers.BooleanField(required=False, default=True)
 
-    @extend_schema(responses=_page_of(ProductOutputSerializer))
+    @extend_schema(
+        operation_id="v1_events_products_list",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_of(ProductOutputSerializer),
+    )
     def get(self, request: Request, event_id: int) -> Response:
         selectors.event_get(tenant_id=self.tenant_pk, event_id=event_id)
         products = selectors.products_of_event(tenant_id=self.tenant_pk, event_id=event_id)

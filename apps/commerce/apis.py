@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,7 +20,7 @@ from rest_framework.response import Response
 from apps.commerce.models import Checkout, Entitlement, Provider
 from apps.commerce.selectors import checkout_get, download_token, entitlements_of_email, photos_covered
 from apps.commerce.services import LineIn, checkout_create, checkout_payment_session_request
-from apps.core.serializers import DirectOutputSerializer, StrictSerializer
+from apps.core.serializers import DirectOutputSerializer, IdField, StrictSerializer
 from apps.tenancy.apis import TenantApi
 from apps.tenancy.permissions import HasTenantRole
 
@@ -79,8 +80,8 @@ class CheckoutOutputSerializer(DirectOutputSerializer):
 
 
 class CheckoutLineInputSerializer(StrictSerializer):
-    product = serializers.IntegerField(min_value=1)
-    photo = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    product = IdField()
+    photo = IdField(required=False, allow_null=True)
     quantity = serializers.IntegerField(min_value=1, default=1)
 
 
@@ -98,6 +99,7 @@ class CheckoutCreateApi(TenantApi):
             many=True, allow_empty=False, max_length=settings.CHECKOUT_MAX_LINES
         )
 
+    @extend_schema(request=InputSerializer, responses={201: CheckoutOutputSerializer})
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -118,6 +120,7 @@ class CheckoutCreateApi(TenantApi):
 class CheckoutDetailApi(TenantApi):
     permission_classes = [SHOP_ROLES]
 
+    @extend_schema(responses=CheckoutOutputSerializer)
     def get(self, request: Request, checkout_id: str) -> Response:
         assert self.tenant_id is not None
         checkout = checkout_get(tenant_id=self.tenant_id, checkout_id=checkout_id)
@@ -130,11 +133,33 @@ class CheckoutPaymentSessionApi(TenantApi):
 
     permission_classes = [SHOP_ROLES]
 
+    @extend_schema(request=None, responses={202: CheckoutOutputSerializer})
     def post(self, request: Request, checkout_id: str) -> Response:
         assert self.tenant_id is not None
         checkout_payment_session_request(tenant_id=self.tenant_id, checkout_id=checkout_id)
         checkout = checkout_get(tenant_id=self.tenant_id, checkout_id=checkout_id)
         return Response(CheckoutOutputSerializer(checkout).data, status=202)
+
+
+class EntitlementDownloadSerializer(serializers.Serializer):
+    photo = serializers.IntegerField()
+    url = serializers.CharField()
+
+
+class EntitlementOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    scope = serializers.CharField()
+    event = serializers.IntegerField(source="event_id")
+    photo = serializers.IntegerField(source="photo_id", allow_null=True)
+    checkout = serializers.UUIDField(source="checkout_id")
+    granted_at = serializers.DateTimeField()
+    downloads = EntitlementDownloadSerializer(many=True)
+
+
+@extend_schema_serializer(component_name="EntitlementList")
+class EntitlementListOutputSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = EntitlementOutputSerializer(many=True)
 
 
 class EntitlementListApi(TenantApi):
@@ -145,26 +170,14 @@ class EntitlementListApi(TenantApi):
     class FilterSerializer(StrictSerializer):
         email = serializers.EmailField()
 
-    class DownloadSerializer(serializers.Serializer):
-        photo = serializers.IntegerField()
-        url = serializers.CharField()
-
-    class OutputSerializer(serializers.Serializer):
-        id = serializers.IntegerField()
-        scope = serializers.CharField()
-        event = serializers.IntegerField(source="event_id")
-        photo = serializers.IntegerField(source="photo_id", allow_null=True)
-        checkout = serializers.UUIDField(source="checkout_id")
-        granted_at = serializers.DateTimeField()
-        downloads = serializers.ListField(child=serializers.DictField())
-
+    @extend_schema(parameters=[FilterSerializer], responses=EntitlementListOutputSerializer)
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         assert self.tenant_id is not None
         entitlements = list(entitlements_of_email(tenant_id=self.tenant_id, email=filters.validated_data["email"]))
         body = [self._render(request, entitlement) for entitlement in entitlements]
-        return Response({"count": len(body), "results": self.OutputSerializer(body, many=True).data})
+        return Response({"count": len(body), "results": EntitlementOutputSerializer(body, many=True).data})
 
     def _render(self, request: Request, entitlement: Entitlement) -> dict[str, Any]:
         photo_ids = photos_covered(entitlement=entitlement, limit=settings.ENTITLEMENT_BULK_DOWNLOADS_LIMIT)

@@ -5,14 +5,48 @@ from typing import Any
 from rest_framework import serializers
 
 
+def _json_type_error(field: serializers.Field, value: Any) -> str | None:
+    """The message for a JSON value of the wrong type for `field`, or None when it fits.
+
+    DRF converts what it can (`"title": 0` becomes "0", `"quantity": "2"` becomes 2, `12.0` 12):
+    a client that sends the wrong type never hears of it. JSON has the types, so use them.
+    """
+    if value is None:
+        return None  # allow_null decides
+    if isinstance(field, serializers.BooleanField):
+        return None if isinstance(value, bool) else "Expected true or false."
+    if isinstance(field, serializers.IntegerField):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "Expected an integer."
+    if isinstance(field, serializers.FloatField | serializers.DecimalField):
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else "Expected a number."
+    if isinstance(field, serializers.CharField | serializers.DateField | serializers.DateTimeField):
+        return None if isinstance(value, str) else "Expected a string."
+    if isinstance(field, serializers.ChoiceField) and all(isinstance(c, str) for c in field.choices):
+        return None if isinstance(value, str) else "Expected a string."
+    return None
+
+
 class StrictSerializer(serializers.Serializer):
-    """Rejects fields it does not declare, so a typo is a 400 rather than silently ignored."""
+    """Rejects fields it does not declare, so a typo is a 400 rather than silently ignored, and,
+    in a JSON body, values of the wrong JSON type (a number for a string, a string for a number).
+
+    Form and query data (a QueryDict: multipart uploads, query filters) carry only strings, so
+    there DRF's conversions apply as usual.
+    """
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        if type(data) is dict:  # a parsed JSON object, not a QueryDict
+            mistyped = {
+                name: [message]
+                for name, field in self.fields.items()
+                if name in data and (message := _json_type_error(field, data[name])) is not None
+            }
+            if mistyped:
+                raise serializers.ValidationError(mistyped)
         return super().to_internal_value(data)
 
 
@@ -46,3 +80,16 @@ class DirectOutputSerializer(serializers.Serializer):
             else:
                 rendered[name] = None if value is None else field.to_representation(value)
         return rendered
+
+
+MAX_ID = 2**63 - 1  # the largest bigint, which every primary key here is (DEFAULT_AUTO_FIELD)
+
+
+class IdField(serializers.IntegerField):
+    """A reference to a row by its id: 1 .. MAX_ID. A larger number is a 400 here, not a
+    `bigint out of range` from PostgreSQL (a 500) in the query that would look it up."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(**kwargs)

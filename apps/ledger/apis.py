@@ -12,13 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.core.openapi import PAGINATION_PARAMETERS, page_of
+from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.problems import InvalidInput, NotFound
-from apps.core.serializers import StrictSerializer
+from apps.core.serializers import IdField, StrictSerializer
 from apps.ledger.models import LedgerAccount
 from apps.ledger.selectors import ledger_account_get, ledger_account_list
 from apps.ledger.services import (
@@ -64,15 +66,21 @@ class LedgerAccountsApi(TenantApi):
             return [HasTenantRole.of(*INGEST_ROLES)()]
         return list(super().get_permissions())
 
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         account = ledger_account_create(tenant=self.tenant, **data.validated_data)
         return Response(self.OutputSerializer(account).data, status=201)
 
+    @extend_schema(
+        operation_id="v1_ledger_accounts_list",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_of(ListOutputSerializer),
+    )
     def get(self, request: Request) -> Response:
         assert self.tenant_id is not None
-        paginator = LimitOffsetPagination()
+        paginator = StrictLimitOffsetPagination()
         queryset: QuerySet[LedgerAccount] = ledger_account_list(tenant_id=self.tenant_id)
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(self.ListOutputSerializer(page, many=True).data)
@@ -89,6 +97,7 @@ class LedgerAccountDetailApi(TenantApi):
         lag_seconds = serializers.FloatField()
         projection = serializers.ListField(child=serializers.DictField())
 
+    @extend_schema(responses=OutputSerializer)
     def get(self, request: Request, account_id: int) -> Response:
         try:
             view = ledger_account_get(tenant=self.tenant, account_id=account_id)
@@ -115,7 +124,7 @@ class LedgerAccountDetailApi(TenantApi):
 
 
 class _DebitFields(StrictSerializer):
-    account_id = serializers.IntegerField(min_value=1)
+    account_id = IdField()
     amount_minor = serializers.IntegerField(min_value=1, max_value=MAX_AMOUNT_MINOR)
     currency = serializers.RegexField(r"^[A-Z]{3}$")
     client_id = serializers.CharField(max_length=100, required=False, allow_blank=True)
@@ -150,6 +159,14 @@ class LedgerDebitCreateApi(TenantApi):
     class OutputSerializer(_ItemOut):
         pass
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: OpenApiResponse(OutputSerializer, description="Debited."),
+            200: OpenApiResponse(OutputSerializer, description="This key had already debited the account."),
+            202: OpenApiResponse(OutputSerializer, description="Buffered; applied within the ledger's SLO."),
+        },
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -179,6 +196,14 @@ class LedgerDebitBatchApi(TenantApi):
         buffered = serializers.IntegerField()
         items = _ItemOut(many=True)
 
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: OpenApiResponse(OutputSerializer, description="At least one debit was new."),
+            200: OpenApiResponse(OutputSerializer, description="Every item's key had already debited."),
+            202: OpenApiResponse(OutputSerializer, description="Buffered; applied within the ledger's SLO."),
+        },
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.http import HttpRequest
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -145,6 +146,7 @@ class ApiKeyCreateApi(TenantApi):
         prefix = serializers.CharField()
         api_key = serializers.CharField()
 
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -167,6 +169,7 @@ class WhoAmIApi(TenantApi):
         tenant_slug = serializers.CharField()
         role = serializers.CharField()
 
+    @extend_schema(responses=OutputSerializer)
     def get(self, request: Request) -> Response:
         tenant = self.tenant
         body = {"tenant_id": tenant.pk, "tenant_slug": tenant.slug, "role": self.tenant_role}

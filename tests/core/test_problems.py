@@ -117,3 +117,55 @@ def test_a_views_own_404_problem_and_pages_outside_the_api_pass_unchanged(tenant
     # then: the view's problem keeps its own detail; the page 404 stays Django's HTML
     assert _assert_problem(unknown_checkout, 404)["detail"] != f"No endpoint at {unknown_checkout.wsgi_request.path}."
     assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("name", 7, "Expected a string."), ("name", True, "Expected a string."), ("name", ["x"], "Expected a string.")],
+)
+def test_a_json_value_of_the_wrong_type_is_400_and_writes_nothing(tenant_a, client, field, value, message):
+    before = _key_count(tenant_a)
+    response = _owner_client(tenant_a, client).post(URL, data={field: value}, content_type="application/json", **_key())
+    body = _assert_problem(response, 400)
+    assert body["errors"] == {field: [message]}
+    assert _key_count(tenant_a) == before
+
+
+def test_json_numbers_are_not_taken_from_strings(tenant_a):
+    client = tenant_a.client()
+    response = client.post(
+        "/api/v1/ledger/debits",
+        data={"account_id": "1", "amount_minor": 1.0, "currency": "EUR"},
+        format="json",
+        **_key(),
+    )
+    body = _assert_problem(response, 400)
+    assert body["errors"] == {"account_id": ["Expected an integer."], "amount_minor": ["Expected an integer."]}
+
+
+def test_an_id_beyond_bigint_is_400_not_a_database_error(tenant_a):
+    """Found by tests/core/test_openapi.py: the product id reached PostgreSQL as a 500."""
+    response = tenant_a.client().post(
+        "/api/v1/checkouts",
+        data={"email": "a@example.test", "provider": "sandbox", "lines": [{"product": 2**63}]},
+        format="json",
+        **_key(),
+    )
+    body = _assert_problem(response, 400)
+    assert list(body["errors"]) == ["lines.0.product"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=abc", "limit=0", "limit=201", "offset=-1", "offset=x", "limit=5&limit=6"],
+)
+def test_a_bad_pagination_parameter_is_400_naming_it(tenant_a, query):
+    response = tenant_a.client().get(f"/api/v1/events?{query}")
+    body = _assert_problem(response, 400)
+    assert list(body["errors"]) == [query.split("=")[0]]
+
+
+def test_pagination_in_range_pages(tenant_a):
+    response = tenant_a.client().get("/api/v1/events?limit=200&offset=0")
+    assert response.status_code == 200
+    assert response.json()["count"] == 0
