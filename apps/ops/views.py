@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from apps.core.problems import problem_response
 from apps.ops import health, metrics
 
 
@@ -36,6 +40,23 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=503 if failing else 200)
 
 
+def _metrics_caller_allowed(request: HttpRequest) -> bool:
+    token = settings.METRICS_BEARER_TOKEN
+    if not token:
+        return True  # local development: no token configured (production requires one)
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), token.encode())
+
+
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text. With METRICS_BEARER_TOKEN set (required in production), only a scraper
+    sending `Authorization: Bearer <token>` gets it: the page shows how the business runs, and
+    rendering it asks the broker and the database."""
+    if not _metrics_caller_allowed(request):
+        response = problem_response(
+            401, "Authentication required", "Send the metrics bearer token.", slug="not-authenticated"
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     return HttpResponse(metrics.render(), content_type=CONTENT_TYPE_LATEST)

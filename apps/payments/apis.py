@@ -41,6 +41,16 @@ def _too_large() -> HttpResponse:
 class WebhookReceiveApi(View):
     http_method_names = ["post"]
 
+    def http_method_not_allowed(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        response = problem_response(
+            405,
+            "Method not allowed",
+            f"{request.method} is not allowed; providers POST here.",
+            slug="method-not-allowed",
+        )
+        response["Allow"] = "POST"
+        return response
+
     def post(self, request: HttpRequest, provider: str) -> HttpResponse:
         try:
             if provider == "sandbox" and not settings.SANDBOX_ENABLED:

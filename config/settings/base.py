@@ -243,6 +243,8 @@ CELERY_TASK_SEND_SENT_EVENT = env.bool("CELERY_TASK_SEND_SENT_EVENT", default=Fa
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", default="admin:darkroom-flower")
+# `/metrics` wants `Authorization: Bearer <this>` when set; empty (local default) leaves it open.
+METRICS_BEARER_TOKEN = env("DARKROOM_METRICS_TOKEN", default="")
 
 # --- logging ------------------------------------------------------------------------------
 LOG_LEVEL = env("DARKROOM_LOG_LEVEL", default="INFO")

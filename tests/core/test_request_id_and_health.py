@@ -76,3 +76,25 @@ def test_home_page_links_to_docs_admin_and_operator_pages_that_exist(client):
     assert {"/api/docs/", "/admin/", "/ops/inventory", "/healthz", "/readyz", "/metrics"} <= links
     for link in links:
         assert client.get(link).status_code in (200, 302), link
+
+
+def test_metrics_are_open_without_a_configured_token(client, settings):
+    settings.METRICS_BEARER_TOKEN = ""
+    assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", "Basic c2NyYXBlOnMzY3JldA==", "s3cret-token"])
+def test_metrics_refuse_a_scraper_without_the_token(client, settings, authorization):
+    settings.METRICS_BEARER_TOKEN = "s3cret-token"
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    response = client.get("/metrics", **headers)
+    assert (response.status_code, response["Content-Type"]) == (401, "application/problem+json")
+    assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert "darkroom_" not in response.content.decode()
+
+
+def test_metrics_answer_the_scraper_with_the_token(client, settings):
+    settings.METRICS_BEARER_TOKEN = "s3cret-token"
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token")
+    assert response.status_code == 200
+    assert "darkroom_outbox_backlog" in response.content.decode()

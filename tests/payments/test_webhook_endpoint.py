@@ -184,7 +184,9 @@ def test_oversize_body_is_413_and_records_nothing():
 def test_unknown_provider_is_404_and_get_is_not_allowed():
     body = sandbox_body()
     assert post("bitpay", body, sign.sandbox_headers(body)).status_code == 404
-    assert Client().get("/webhooks/sandbox").status_code == 405
+    refused = Client().get("/webhooks/sandbox")
+    assert (refused.status_code, refused["Content-Type"], refused["Allow"]) == (405, "application/problem+json", "POST")
+    assert refused.json()["type"] == "/problems/method-not-allowed"
     assert recorded() == (0, 0)
 
 
