@@ -103,14 +103,15 @@ def key_from_request(headers: Any) -> str:
 
 
 def canonical_body(body: bytes) -> bytes:
-    """JSON bodies re-serialised with sorted keys and compact separators; other bodies as sent."""
+    """JSON bodies re-serialised with sorted keys and compact separators; other bodies as sent
+    (also JSON whose strings are not Unicode text: the parser refuses it with a 400 later)."""
     if not body:
         return b""
     try:
         parsed = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+        return json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    except (UnicodeDecodeError, UnicodeEncodeError, ValueError):
         return body
-    return json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def multipart_canonical_body(*, fields: Any, files: Any) -> bytes:

@@ -169,3 +169,25 @@ def test_pagination_in_range_pages(tenant_a):
     response = tenant_a.client().get("/api/v1/events?limit=200&offset=0")
     assert response.status_code == 200
     assert response.json()["count"] == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": "a\\ud800"}',  # a lone surrogate in a value
+        b'{"name": "ok", "\\udfff": 1}',  # ... in a key
+    ],
+)
+def test_a_string_that_is_not_unicode_text_is_400_and_writes_nothing(tenant_a, client, body):
+    """Found by hand after the webhook fuzzer: PostgreSQL cannot store it, which was a 500."""
+    before = _key_count(tenant_a)
+    response = _owner_client(tenant_a, client).post(URL, data=body, content_type="application/json", **_key())
+    assert _assert_problem(response, 400)["type"] == "/problems/malformed-request"
+    assert _key_count(tenant_a) == before
+
+
+def test_a_nul_character_is_a_field_error(tenant_a, client):
+    response = _owner_client(tenant_a, client).post(
+        URL, data=b'{"name": "a\\u0000b"}', content_type="application/json", **_key()
+    )
+    assert list(_assert_problem(response, 400)["errors"]) == ["name"]

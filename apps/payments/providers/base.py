@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from apps.core.problems import DomainError, NotFound
+from apps.core.text import is_unicode_text, strings_of
 
 
 class PaymentStatus(StrEnum):
@@ -252,7 +253,9 @@ def require_bytes(body: object) -> bytes:
 def parse_json_object(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parse a webhook body twice: with Decimal numbers (for amounts) and plain (for `raw`).
 
-    Raises WebhookPayloadError unless the body is a UTF-8 JSON object.
+    Raises WebhookPayloadError unless the body is a UTF-8 JSON object whose strings PostgreSQL
+    can store (no NUL, no lone surrogate: recording it would fail with a 500, and the provider
+    would retry it for days).
     """
     try:
         exact = json.loads(body, parse_float=Decimal)
@@ -261,6 +264,8 @@ def parse_json_object(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         raise WebhookPayloadError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(exact, dict):
         raise WebhookPayloadError("body is not a JSON object")
+    if not all("\x00" not in value and is_unicode_text(value) for value in strings_of(plain)):
+        raise WebhookPayloadError("body has a string with a NUL character or a lone surrogate")
     return exact, plain
 
 
@@ -280,9 +285,14 @@ def as_str(value: object) -> str | None:
 
 
 def epoch_to_datetime(value: object) -> datetime | None:
+    """Unix seconds as an aware datetime; None for anything else, also for seconds outside what
+    a datetime can hold (a provider's timestamp is informational, never worth a 500)."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         return None
-    return datetime.fromtimestamp(int(value), tz=UTC)
+    try:
+        return datetime.fromtimestamp(int(value), tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def iso_to_datetime(value: object) -> datetime | None:

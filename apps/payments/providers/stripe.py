@@ -203,7 +203,7 @@ class StripeProvider(PaymentProvider):
         charge = as_dict(intent.get("latest_charge"))
         if session.get("status") == "expired":
             status = PaymentStatus.EXPIRED
-        elif session.get("status") == "complete" and session.get("payment_status") in _SETTLED_PAYMENT_STATUSES:
+        elif session.get("status") == "complete" and as_str(session.get("payment_status")) in _SETTLED_PAYMENT_STATUSES:
             status = PaymentStatus.REFUNDED if charge.get("refunded") is True else PaymentStatus.PAID
         elif intent.get("status") == "canceled" or (
             session.get("status") == "complete" and intent.get("status") == "requires_payment_method"
@@ -275,7 +275,7 @@ class StripeProvider(PaymentProvider):
             status = _SESSION_EVENTS[event_type]
             if (
                 event_type == "checkout.session.completed"
-                and obj.get("payment_status") not in _SETTLED_PAYMENT_STATUSES
+                and as_str(obj.get("payment_status")) not in _SETTLED_PAYMENT_STATUSES
             ):
                 status = PaymentStatus.PENDING
             envelope = WebhookEnvelope(

@@ -1,0 +1,34 @@
+"""Strings a JSON document may hold but PostgreSQL cannot store.
+
+JSON's `\\uXXXX` escapes can spell NUL (`\\u0000`) and lone UTF-16 surrogates (`\\ud800`).
+Python parses both into `str`; PostgreSQL text and jsonb refuse NUL, and a lone surrogate cannot
+even be encoded to UTF-8 on its way there. Either would surface as a 500 in the statement that
+stores it, so the parsers refuse such documents up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+def strings_of(document: object) -> Iterator[str]:
+    """Every string of a parsed JSON document: object keys, values, list items, at any depth."""
+    pending: list[object] = [document]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def is_unicode_text(value: str) -> bool:
+    """False for a string holding a lone surrogate (not Unicode text: no UTF-8 encoding exists)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
