@@ -172,7 +172,7 @@ class EntitlementListApi(TenantApi):
 
     @extend_schema(parameters=[FilterSerializer], responses=EntitlementListOutputSerializer)
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params.dict())
+        filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         assert self.tenant_id is not None
         entitlements = list(entitlements_of_email(tenant_id=self.tenant_id, email=filters.validated_data["email"]))

@@ -3,9 +3,9 @@
 `DarkroomAutoSchema` (settings `DEFAULT_SCHEMA_CLASS`) adds to every tenant API operation what
 the views enforce outside their serializers:
 
-* the `Idempotency-Key` request header, required on every mutating operation that is not
-  `idempotency_exempt` (`apps.idempotency.protocol`), and the `Idempotent-Replayed` header of a
-  replayed response;
+* the `Idempotency-Key` request header (`apps.idempotency.protocol`), required on every
+  mutating operation of a `TenantApi` that is not `idempotency_exempt`, and the
+  `Idempotent-Replayed` header of a replayed response;
 * the RFC 7807 problem responses (`application/problem+json`, component `Problem`) the operation
   can give: 401 and 403 always; 404 when the path names an object; 400 for input (a body, a
   required header, query parameters); 409, 413 and 422 for mutating operations (a key in flight,
@@ -17,7 +17,9 @@ the views enforce outside their serializers:
 `page_of` and `PAGINATION_PARAMETERS` describe a StrictLimitOffsetPagination page for plain APIViews.
 
 `tests/core/test_openapi.py` checks that the schema generates without warnings and, with
-schemathesis, that what the API answers to generated requests matches it.
+schemathesis, that what the API answers to generated requests matches it. `DarkroomAutoSchema`
+overrides a few private drf-spectacular methods (`_map_basic_serializer`,
+`_get_response_bodies`); those tests are what an upgrade of the pinned version must pass.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Here a value that is not an integer in range is a 400 problem naming the paramet
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -15,6 +16,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 
 MAX_LIMIT = 200
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,18}")
 
 
 def _query_int(request: Request, name: str, *, minimum: int, maximum: int | None = None) -> int | None:
@@ -23,10 +25,9 @@ def _query_int(request: Request, name: str, *, minimum: int, maximum: int | None
         return None
     if len(values) > 1:
         raise ValidationError({name: ["Give this parameter once."]})
-    try:
-        value = int(values[0])
-    except ValueError:
-        raise ValidationError({name: ["A whole number is required."]}) from None
+    if not _WHOLE_NUMBER.fullmatch(values[0]):  # int() would also take "1_0", " 5", "+5" and non-ASCII digits
+        raise ValidationError({name: ["A whole number is required."]})
+    value = int(values[0])
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise ValidationError({name: [f"Must be {bound}."]})

@@ -82,7 +82,7 @@ class DirectOutputSerializer(serializers.Serializer):
         return rendered
 
 
-MAX_ID = 2**63 - 1  # the largest bigint, which every primary key here is (DEFAULT_AUTO_FIELD)
+MAX_ID = 2**63 - 1  # the largest bigint: integer primary keys here are bigints (DEFAULT_AUTO_FIELD)
 
 
 class IdField(serializers.IntegerField):

@@ -3,7 +3,8 @@
 JSON's `\\uXXXX` escapes can spell NUL (`\\u0000`) and lone UTF-16 surrogates (`\\ud800`).
 Python parses both into `str`; PostgreSQL text and jsonb refuse NUL, and a lone surrogate cannot
 even be encoded to UTF-8 on its way there. Either would surface as a 500 in the statement that
-stores it, so the parsers refuse such documents up front.
+stores it. The API's JSON parser refuses lone surrogates anywhere (DRF's CharField refuses NUL
+itself); the webhook endpoint refuses either in the identifiers it stores as text.
 """
 
 from __future__ import annotations
@@ -32,3 +33,8 @@ def is_unicode_text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def is_storable_text(value: str) -> bool:
+    """True when PostgreSQL text can hold `value`: Unicode text without NUL."""
+    return "\x00" not in value and is_unicode_text(value)

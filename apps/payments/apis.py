@@ -7,7 +7,8 @@ ATOMIC_REQUESTS-style transaction around the handler (record first, process afte
 1. reads the raw body (oversize: 413; `BodySizeLimitMiddleware` refuses a declared oversize
    body before it is read, and the read itself is bounded by DATA_UPLOAD_MAX_MEMORY_SIZE);
 2. verifies the signature on those exact bytes and parses the event (invalid or missing
-   signature, malformed body: 400 problem, and nothing is recorded);
+   signature, malformed body, identifiers PostgreSQL text cannot hold: 400 problem, and nothing
+   is recorded);
 3. records the event and its outbox message in one short transaction and answers 200 at once,
    for duplicates too (`"duplicate": true`), so the provider stops retrying.
 Processing happens later, in the `webhook.received` consumer.
@@ -67,6 +68,9 @@ class WebhookReceiveApi(View):
         headers = dict(request.headers.items())
         try:
             envelope = adapter.authenticate(body=body, headers=headers)
+            unstorable = envelope.unstorable_fields()
+            if unstorable:
+                raise WebhookPayloadError(f"{', '.join(unstorable)} holds a NUL character or a lone surrogate")
         except (WebhookSignatureError, WebhookPayloadError) as exc:
             logger.warning("webhook refused", extra={"provider": provider, "reason": exc.detail, "slug": exc.slug})
             return problem_response(exc.status_code, exc.title, exc.detail, slug=exc.slug)

@@ -1,5 +1,7 @@
 """Production: only hardening. Required secrets have no default."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.settings.base import *  # noqa: F403
 from config.settings.base import env
 
@@ -8,6 +10,10 @@ SECRET_KEY = env("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH")
 METRICS_BEARER_TOKEN = env("DARKROOM_METRICS_TOKEN")  # Prometheus: `authorization: {credentials: ...}`
+# Set but empty (as `.env.example` ships them) would leave Flower or /metrics open: refuse to start.
+for _name, _value in (("FLOWER_BASIC_AUTH", FLOWER_BASIC_AUTH), ("DARKROOM_METRICS_TOKEN", METRICS_BEARER_TOKEN)):
+    if len(_value) < 16:
+        raise ImproperlyConfigured(f"{_name} must be set to a secret of at least 16 characters in production")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 SESSION_COOKIE_SECURE = True

@@ -31,3 +31,4 @@ DATABASE_FLUSH_ALIAS = "owner"
 LOG_LEVEL = "WARNING"
 # Static files are not served in tests.
 MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMiddleware"]
+METRICS_BEARER_TOKEN = ""  # a developer's .env may set one; tests that need it set it

@@ -73,6 +73,7 @@ def _first(model: type[Model]) -> Model | None:
 
 @pytest.mark.parametrize(("model", "model_admin"), MODEL_ADMINS, ids=[m._meta.label for m, _ in MODEL_ADMINS])
 def test_admin_pages_render(populated: None, admin_client: Client, model: type[Model], model_admin: Any) -> None:
+    # given: rows of every kind (`populated`); the model's list, search, add, change and history
     base = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
     pages = [base]
     if model_admin.search_fields:
@@ -82,6 +83,7 @@ def test_admin_pages_render(populated: None, admin_client: Client, model: type[M
     row = _first(model)
     if row is not None:
         pages += [f"{base}{row.pk}/change/", f"{base}{row.pk}/history/"]
+    # when: a platform superuser opens each; then: every one renders
     statuses = {page: admin_client.get(page).status_code for page in pages}
     assert statuses == dict.fromkeys(pages, 200)
 

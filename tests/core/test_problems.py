@@ -6,6 +6,7 @@ import pytest
 
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import ApiKey
+from tests.factories.catalog import EventFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -124,8 +125,10 @@ def test_a_views_own_404_problem_and_pages_outside_the_api_pass_unchanged(tenant
     [("name", 7, "Expected a string."), ("name", True, "Expected a string."), ("name", ["x"], "Expected a string.")],
 )
 def test_a_json_value_of_the_wrong_type_is_400_and_writes_nothing(tenant_a, client, field, value, message):
+    # given: the studio's key count; when: the owner sends a value of another JSON type
     before = _key_count(tenant_a)
     response = _owner_client(tenant_a, client).post(URL, data={field: value}, content_type="application/json", **_key())
+    # then: a 400 naming the field, and no key was issued
     body = _assert_problem(response, 400)
     assert body["errors"] == {field: [message]}
     assert _key_count(tenant_a) == before
@@ -157,18 +160,26 @@ def test_an_id_beyond_bigint_is_400_not_a_database_error(tenant_a):
 
 @pytest.mark.parametrize(
     "query",
-    ["limit=abc", "limit=0", "limit=201", "offset=-1", "offset=x", "limit=5&limit=6"],
+    ["limit=abc", "limit=0", "limit=201", "offset=-1", "offset=x", "limit=5&limit=6", "limit=1_0", "offset=+5"],
 )
 def test_a_bad_pagination_parameter_is_400_naming_it(tenant_a, query):
+    # DRF's paginator would quietly serve its default page for each of these
     response = tenant_a.client().get(f"/api/v1/events?{query}")
     body = _assert_problem(response, 400)
     assert list(body["errors"]) == [query.split("=")[0]]
 
 
-def test_pagination_in_range_pages(tenant_a):
-    response = tenant_a.client().get("/api/v1/events?limit=200&offset=0")
-    assert response.status_code == 200
-    assert response.json()["count"] == 0
+def test_pagination_gives_the_page_asked_for_up_to_200(tenant_a):
+    # given: 203 events
+    EventFactory.create_batch(203, tenant=tenant_a.org)
+    # when: the client asks for the largest page, then for what is left after 200
+    first = tenant_a.client().get("/api/v1/events?limit=200")
+    rest = tenant_a.client().get("/api/v1/events?limit=200&offset=200")
+    default = tenant_a.client().get("/api/v1/events")
+    # then: 200 rows, then 3, and the default page is 50
+    assert (first.status_code, len(first.json()["results"]), first.json()["count"]) == (200, 200, 203)
+    assert len(rest.json()["results"]) == 3
+    assert len(default.json()["results"]) == 50
 
 
 @pytest.mark.parametrize(

@@ -85,16 +85,20 @@ def test_metrics_are_open_without_a_configured_token(client, settings):
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong", "Basic c2NyYXBlOnMzY3JldA==", "s3cret-token"])
 def test_metrics_refuse_a_scraper_without_the_token(client, settings, authorization):
+    # given: a metrics token; when: a scraper sends none, another, or another scheme
     settings.METRICS_BEARER_TOKEN = "s3cret-token"
     headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
     response = client.get("/metrics", **headers)
+    # then: a 401 problem that shows no figure
     assert (response.status_code, response["Content-Type"]) == (401, "application/problem+json")
     assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
     assert "darkroom_" not in response.content.decode()
 
 
 def test_metrics_answer_the_scraper_with_the_token(client, settings):
+    # given: a metrics token; when: the scraper sends it
     settings.METRICS_BEARER_TOKEN = "s3cret-token"
     response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token")
+    # then: the figures
     assert response.status_code == 200
     assert "darkroom_outbox_backlog" in response.content.decode()

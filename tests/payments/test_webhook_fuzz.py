@@ -1,7 +1,7 @@
 """Signed but strange deliveries never crash the webhook endpoint.
 
 A provider retries a delivery that got a 5xx for days, so a body the adapter does not expect must
-get a 400 problem (nothing recorded) or, when it is well formed enough to record, a 200. Here
+get a 400 problem (and nothing recorded) or, when it is well formed enough to record, a 200. Here
 hypothesis builds such bodies from each provider's real event shape, with any member replaced by
 another JSON value (a list for an object, a number for a string, null, a missing key, a huge
 integer...), signs them with the provider's real scheme and POSTs them through the endpoint.
@@ -20,6 +20,8 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from apps.payments.models import WebhookEvent
+from tests.commerce.helpers import system_count
 from tests.payments import signing_helpers as sign
 from tests.payments.test_webhook_endpoint import sandbox_body
 
@@ -83,6 +85,15 @@ def _paypal() -> bytes:
     return sign.paypal_capture_completed(checkout_id=str(uuid.uuid4()))
 
 
+def _recorded() -> int:
+    return system_count(lambda: WebhookEvent.objects.all())
+
+
+def _post(provider: str, body: bytes, headers: dict[str, str]) -> Any:
+    content_type = headers.pop("Content-Type")
+    return Client().post(f"/webhooks/{provider}", data=body, content_type=content_type, headers=headers)
+
+
 PAYPAL_KEY = sign.paypal_key()
 PROVIDERS: dict[str, tuple[Callable[[], bytes], Callable[[bytes], dict[str, str]]]] = {
     "sandbox": (sandbox_body, sign.sandbox_headers),
@@ -98,6 +109,8 @@ def test_signed_strange_bodies_get_200_or_a_400_problem_never_a_5xx(provider: st
     if provider == "paypal":
         sign.paypal_trust(PAYPAL_KEY)
 
+    recorded = _recorded()
+
     @settings(
         max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")),
         derandomize=True,
@@ -106,23 +119,40 @@ def test_signed_strange_bodies_get_200_or_a_400_problem_never_a_5xx(provider: st
     )
     @given(body=mutated(valid_body))
     def deliver(body: bytes) -> None:
-        headers = headers_for(body)
-        content_type = headers.pop("Content-Type")
-        response = Client().post(f"/webhooks/{provider}", data=body, content_type=content_type, headers=headers)
+        response = _post(provider, body, headers_for(body))
         assert response.status_code in (200, 400), (response.status_code, body, response.content[:300])
+        nonlocal recorded
         if response.status_code == 400:
             assert response["Content-Type"] == "application/problem+json"
+            assert _recorded() == recorded  # a refused delivery records nothing
+        recorded = _recorded()
 
     deliver()
 
 
 @pytest.mark.parametrize("bad", ['"\\u0000"', '"evt\\u0000x"', '"\\ud800"'])
-def test_a_signed_body_postgresql_cannot_store_is_a_400(bad: str) -> None:
-    """Found by the fuzzer above: NUL or a lone surrogate in any string was a 500 at recording."""
-    body = sign.stripe_session_completed(checkout_id=str(uuid.uuid4()), amount_minor=900)
-    body = body.replace(b'"id": "evt_', b'"note": ' + bad.encode() + b', "id": "evt_', 1)
-    headers = sign.stripe_headers(body)
-    content_type = headers.pop("Content-Type")
-    response = Client().post("/webhooks/stripe", data=body, content_type=content_type, headers=headers)
+def test_an_event_id_postgresql_cannot_store_is_a_400_and_records_nothing(bad: str) -> None:
+    """Found by the fuzzer above: a NUL in the event id was a 500 at recording."""
+    # given: a signed Stripe event whose id holds a NUL or a lone surrogate
+    document = json.loads(_stripe())
+    body = json.dumps(document).replace(json.dumps(document["id"]), bad, 1).encode()
+    # when: it is delivered
+    response = _post("stripe", body, sign.stripe_headers(body))
+    # then: a 400 problem, and nothing is recorded
     assert (response.status_code, response["Content-Type"]) == (400, "application/problem+json")
     assert response.json()["type"] == "/problems/malformed-webhook"
+    assert _recorded() == 0
+
+
+def test_a_nul_elsewhere_in_a_signed_event_is_recorded() -> None:
+    """Only the identifiers reach text columns; the body is kept as bytes, so a NUL in, say,
+    metadata must not cost the studio its payment (a 4xx is redelivered for days, then dropped)."""
+    # given: a signed Stripe event with a NUL and a lone surrogate in its metadata
+    document = json.loads(_stripe())
+    document["data"]["object"]["metadata"]["note"] = "a\u0000b"
+    body = json.dumps(document).replace('"a\\u0000b"', '"a\\u0000b\\ud800"').encode()
+    # when: it is delivered
+    response = _post("stripe", body, sign.stripe_headers(body))
+    # then: recorded once
+    assert response.status_code == 200
+    assert _recorded() == 1

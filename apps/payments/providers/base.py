@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from apps.core.problems import DomainError, NotFound
-from apps.core.text import is_unicode_text, strings_of
+from apps.core.text import is_storable_text
 
 
 class PaymentStatus(StrEnum):
@@ -165,6 +165,12 @@ class WebhookEnvelope:
     occurred_at: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    def unstorable_fields(self) -> list[str]:
+        """The identifiers PostgreSQL text cannot hold (a NUL, a lone surrogate). No provider
+        sends such ids; the rest of the body is kept as bytes, whatever its strings hold."""
+        names = ("event_id", "event_type", "reference", "checkout_id", "payment_id", "currency")
+        return [name for name in names if (value := getattr(self, name)) is not None and not is_storable_text(value)]
+
 
 class PaymentProvider(ABC):
     """A payment provider adapter. Implementations are stateless apart from caches of
@@ -253,9 +259,7 @@ def require_bytes(body: object) -> bytes:
 def parse_json_object(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parse a webhook body twice: with Decimal numbers (for amounts) and plain (for `raw`).
 
-    Raises WebhookPayloadError unless the body is a UTF-8 JSON object whose strings PostgreSQL
-    can store (no NUL, no lone surrogate: recording it would fail with a 500, and the provider
-    would retry it for days).
+    Raises WebhookPayloadError unless the body is a UTF-8 JSON object.
     """
     try:
         exact = json.loads(body, parse_float=Decimal)
@@ -264,8 +268,6 @@ def parse_json_object(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         raise WebhookPayloadError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(exact, dict):
         raise WebhookPayloadError("body is not a JSON object")
-    if not all("\x00" not in value and is_unicode_text(value) for value in strings_of(plain)):
-        raise WebhookPayloadError("body has a string with a NUL character or a lone surrogate")
     return exact, plain
 
 
@@ -284,15 +286,18 @@ def as_str(value: object) -> str | None:
     return None
 
 
+_EPOCH_MIN = int(datetime(1, 1, 2, tzinfo=UTC).timestamp())
+_EPOCH_MAX = int(datetime(9999, 12, 30, tzinfo=UTC).timestamp())
+
+
 def epoch_to_datetime(value: object) -> datetime | None:
     """Unix seconds as an aware datetime; None for anything else, also for seconds outside what
     a datetime can hold (a provider's timestamp is informational, never worth a 500)."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         return None
-    try:
-        return datetime.fromtimestamp(int(value), tz=UTC)
-    except (OverflowError, OSError, ValueError):
+    if not _EPOCH_MIN <= value <= _EPOCH_MAX:  # before int(): 1e999999999 is a Decimal too
         return None
+    return datetime.fromtimestamp(int(value), tz=UTC)
 
 
 def iso_to_datetime(value: object) -> datetime | None:
