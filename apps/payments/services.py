@@ -67,7 +67,17 @@ class ProviderMismatch(DomainError):
     title = "Event from another provider"
 
 
-NON_RETRYABLE: tuple[type[Exception], ...] = (WebhookPayloadError, ProviderMismatch)
+class PaidWithoutAmount(DomainError):
+    """A paid event that does not say what was charged (amount and currency). Every provider's
+    paid event carries both; without them the charge cannot be checked against the checkout,
+    so nothing is granted: the event fails for good and stays in the admin for an operator."""
+
+    status_code = 422
+    slug = "webhook-paid-without-amount"
+    title = "Paid event without an amount"
+
+
+NON_RETRYABLE: tuple[type[Exception], ...] = (WebhookPayloadError, ProviderMismatch, PaidWithoutAmount)
 
 
 @dataclass(frozen=True)
@@ -194,6 +204,11 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
         raise ProviderMismatch(f"Checkout {checkout_id} is paid through {checkout_provider}, not {event.provider}.")
     event.tenant_id = tenant_id
     event.checkout_id = checkout_id
+    if envelope.status == PaymentStatus.PAID and (envelope.amount_minor is None or envelope.currency is None):
+        raise PaidWithoutAmount(
+            f"{event.provider} event {event.event_id} says paid without an amount and currency "
+            f"({envelope.amount_minor!r} {envelope.currency!r}): checkout {checkout_id} is left as it is."
+        )
     with tenant_context(tenant_id):
         if envelope.status == PaymentStatus.APPROVED:
             checkout_capture_request(tenant_id=tenant_id, checkout_id=checkout_id, reference=envelope.reference or "")

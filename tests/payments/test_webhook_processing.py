@@ -25,7 +25,7 @@ from apps.tenancy.models import AuditLog
 from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import deliver, drain_outbox, pending_topics, sandbox_paid, system_count
 from tests.factories.tenancy import UserFactory
-from tests.payments.signing_helpers import stripe_headers, stripe_session_completed
+from tests.payments.signing_helpers import sandbox_headers, stripe_headers, stripe_session_completed
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
@@ -221,3 +221,23 @@ def test_an_event_recorded_before_queued_at_existed_is_judged_by_its_receipt_tim
     assert webhooks_requeue_stale() == 1
     assert the_event().queued_at is not None
     assert pending_topics() == ["webhook.received"]
+
+
+def test_a_paid_event_without_an_amount_fails_for_good_and_grants_nothing(tenant_a, shop):
+    # given: a checkout waiting for its sandbox payment, and a signed paid event without amount
+    checkout_id = post_checkout(tenant_a.client(), checkout_body(shop, {"product": shop.download.pk})).json()["id"]
+    drain_outbox()
+    document = json.loads(sandbox_paid(checkout_id).body)
+    del document["data"]["amount_minor"]
+    body = json.dumps(document).encode()
+    # when: it is delivered and processed
+    headers = sandbox_headers(body)
+    content_type = headers.pop("Content-Type")
+    assert Client().post("/webhooks/sandbox", data=body, content_type=content_type, headers=headers).status_code == 200
+    drain_outbox()
+    # then: the event failed for good (visible in the admin), and the checkout still waits, unpaid
+    event = the_event()
+    assert event.status == "failed" and "PaidWithoutAmount" in event.error
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status == "awaiting_payment"
+        assert Entitlement.objects.count() == 0

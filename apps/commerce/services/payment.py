@@ -629,6 +629,13 @@ def _capture(*, checkout: Checkout) -> FactOutcome | None:
         if refusal is not None:
             _record_payment_error(checkout=checkout, error=refusal)
         return None
+    if str(state.status) == "paid" and (state.amount_minor is None or state.currency is None):
+        # Not checkable against the checkout: grant nothing; the provider's capture webhook,
+        # which carries the amount, settles it.
+        logger.error(
+            "provider reports paid without an amount", extra={"checkout_id": str(checkout.pk), "source": source}
+        )
+        return None
     fact = PaymentFact(
         status="paid" if str(state.status) == "paid" else "failed",
         source=source,
