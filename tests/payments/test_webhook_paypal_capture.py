@@ -40,6 +40,8 @@ class FakePayPal:
         self.status_after_refusal = "APPROVED"
         # Called while a capture request is being answered (e.g. a newer approval arrives).
         self.during_capture: Callable[[], None] | None = None
+        # False: the capture answer leaves out what was charged.
+        self.capture_states_amount = True
         fake = self
 
         def order_body(order_id: str, status: str) -> dict[str, Any]:
@@ -47,11 +49,11 @@ class FakePayPal:
             if status != "COMPLETED":
                 return {"id": order_id, "status": status, "purchase_units": [unit]}
             capture = {"id": f"CAP-{order_id}", "status": "COMPLETED", "amount": unit["amount"]}
-            return {
-                "id": order_id,
-                "status": "COMPLETED",
-                "purchase_units": [{**unit, "payments": {"captures": [capture]}}],
-            }
+            completed_unit = {**unit, "payments": {"captures": [capture]}}
+            if not fake.capture_states_amount:  # the adapter reads the order's amount
+                completed_unit.pop("amount")
+                capture.pop("amount")
+            return {"id": order_id, "status": "COMPLETED", "purchase_units": [completed_unit]}
 
         class Handler(JsonHandler):
             def do_GET(self) -> None:  # /v2/checkout/orders/<id>
@@ -278,3 +280,17 @@ def test_an_approval_that_arrives_during_a_capture_attempt_keeps_the_capture_ask
     with tenant_context(tenant_a.org.pk):
         checkout = Checkout.objects.get(pk=checkout_id)
     assert (checkout.status, checkout.capture_requested_at) == ("awaiting_payment", newer)
+
+
+def test_a_capture_that_does_not_say_what_was_charged_grants_nothing(tenant_a, shop, paypal):
+    # given: a PayPal checkout whose capture answer will leave out the amount
+    paypal.capture_states_amount = False
+    checkout_id, order_id = paypal_checkout(tenant_a, shop)
+    # when: the approval arrives and the capture is made
+    deliver(approved_event(order_id=order_id, checkout_id=checkout_id))
+    drain_outbox()
+    # then: captured once, but nothing is granted until an event that states the charge
+    assert len([r for r in paypal.requests if r["path"].endswith("/capture")]) == 1
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status == "awaiting_payment"
+        assert Entitlement.objects.count() == 0
