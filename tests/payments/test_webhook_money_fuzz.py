@@ -27,11 +27,9 @@ from hypothesis import strategies as st
 
 from apps.commerce.models import Checkout, Entitlement
 from apps.ledger.models import LedgerEvent
-from apps.payments.providers.base import PaymentStatus
-from apps.payments.providers.sandbox import build_event
 from apps.tenancy.context import tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout
-from tests.commerce.helpers import drain_outbox, system_count
+from tests.commerce.helpers import drain_outbox, sandbox_paid, system_count
 from tests.payments import signing_helpers as sign
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
@@ -69,7 +67,7 @@ SINGLE_CHANGES = [
 ]
 
 
-def _mutate(body: bytes, mutations: dict[str, Any], checkout_id: str) -> bytes:
+def _mutate(body: bytes, mutations: dict[str, Any]) -> bytes:
     document = json.loads(body)
     for name, value in mutations.items():
         holder = document if name == "type" else document["data"]
@@ -107,14 +105,7 @@ def test_strange_paid_events_never_pay_for_the_wrong_money(tenant_a, shop) -> No
         created = post_checkout(client, checkout_body(shop, {"product": shop.download.pk}))
         checkout_id = created.json()["id"]
         drain_outbox()  # its payment session
-        paid = build_event(
-            status=PaymentStatus.PAID,
-            reference=f"sbx_{checkout_id}",
-            checkout_id=checkout_id,
-            amount_minor=900,
-            currency="EUR",
-        )
-        body = _mutate(paid.body, mutations, checkout_id)
+        body = _mutate(sandbox_paid(checkout_id).body, mutations)
         # when: the strange event is delivered and processed (a failure is recorded, not raised)
         headers = sign.sandbox_headers(body)
         content_type = headers.pop("Content-Type")
