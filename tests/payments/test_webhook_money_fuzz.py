@@ -1,13 +1,15 @@
 """Strange paid events never pay a checkout for the wrong money.
 
-For each example a fresh sandbox checkout of one download (EUR 9.00) waits for its payment; the
-sandbox's real `payment.paid` event for it has its amount, currency, type, checkout id and
-reference replaced by hypothesis (a cent more or less, a string, a float, null, another
-currency, another checkout, missing...), is signed, delivered through the endpoint and processed
-by the real consumer. Whatever the processing decides, the books must agree:
+For each example a fresh checkout of one download (EUR 9.00) waits for its payment, through the
+sandbox or through Flutterwave (its API answered by a local fake). The provider's real paid event
+for it has its amount, currency, status, checkout id and reference replaced (a cent more or less,
+a string, a float, null, another currency, another checkout, missing...): every single change on
+its own, then combinations drawn by hypothesis. It is signed with the provider's real scheme,
+delivered through the endpoint and processed by the real consumer. Whatever the processing
+decides, the books must agree:
 
-* the checkout is paid only by a `payment.paid` event whose amount is the checkout's total and
-  whose currency is the checkout's (found: a paid event whose amount did not parse, `[900]` or
+* the checkout is paid only by a paid event whose amount is the checkout's total and whose
+  currency is the checkout's (found: a sandbox paid event whose amount did not parse, `[900]` or
   `9.0`, paid the checkout, its amount taken as "not said");
 * entitlements exist exactly when the checkout is paid, and the photographer's wallet is
   credited exactly then, once.
@@ -16,12 +18,16 @@ by the real consumer. Whatever the processing decides, the books must agree:
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -31,8 +37,11 @@ from apps.tenancy.context import tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import drain_outbox, sandbox_paid, system_count
 from tests.payments import signing_helpers as sign
+from tests.payments.provider_transport import JsonHandler
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
+
+TOTAL_MINOR = 900  # the shop's download price, EUR
 
 
 class _Marker:
@@ -43,90 +52,185 @@ class _Marker:
         return self.name
 
 
-KEEP = _Marker("KEEP")  # leave the member as the sandbox wrote it
+KEEP = _Marker("KEEP")  # leave the member as the provider wrote it
 DROP = _Marker("DROP")  # remove the member
+OTHER_CHECKOUT = _Marker("OTHER_CHECKOUT")  # a checkout id that exists nowhere
 
 
-def _variants(*values: Any) -> st.SearchStrategy[Any]:
-    return st.sampled_from([KEEP, KEEP, DROP, None, *values])
+@dataclass(frozen=True)
+class Provider:
+    """How one provider's paid event looks: where its members are and what they mean."""
+
+    name: str
+    paid_body: Callable[[str], bytes]  # checkout id -> the provider's paid event for it
+    headers: Callable[[bytes], dict[str, str]]
+    members: dict[str, tuple[str, ...]]  # member -> path in the document
+    variants: dict[str, list[Any]]
+    paid: Callable[[dict[str, Any]], bool]  # does the document still say "paid"?
+    minor_units: Callable[[Any], Decimal]  # the amount member in minor units (raises if unreadable)
 
 
-VARIANTS: dict[str, list[Any]] = {
-    "amount_minor": [899, 901, 0, -900, "900", 900.0, 900.5, 9.0, 10**30, [900], {"value": 900}],
-    "currency": ["eur", "USD", "EU", "", 978, ["EUR"]],
-    "type": ["payment.failed", "payment.refunded", "payment.paid ", "PAYMENT.PAID", 1],
-    "checkout_id": ["other", "", 5, "not-a-uuid"],
-    "reference": ["sbx_other", "", 7],
-}
-MUTATIONS = st.fixed_dictionaries({name: _variants(*values) for name, values in VARIANTS.items()})
-# Every single-member change on its own (the others as the sandbox wrote them), then combinations.
-SINGLE_CHANGES = [
-    {**dict.fromkeys(VARIANTS, KEEP), name: value}
-    for name, values in VARIANTS.items()
-    for value in [DROP, None, *values]
-]
+def _get(document: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for step in path:
+        document = document.get(step) if isinstance(document, dict) else None
+    return document
 
 
-def _mutate(body: bytes, mutations: dict[str, Any]) -> bytes:
+SANDBOX = Provider(
+    name="sandbox",
+    paid_body=lambda checkout_id: sandbox_paid(checkout_id).body,
+    headers=sign.sandbox_headers,
+    members={
+        "amount": ("data", "amount_minor"),
+        "currency": ("data", "currency"),
+        "status": ("type",),
+        "checkout": ("data", "checkout_id"),
+        "reference": ("data", "reference"),
+    },
+    variants={
+        "amount": [899, 901, 0, -900, "900", 900.0, 900.5, 9.0, 10**30, [900], {"value": 900}],
+        "currency": ["eur", "USD", "EU", "", 978, ["EUR"]],
+        "status": ["payment.failed", "payment.refunded", "payment.paid ", "PAYMENT.PAID", 1],
+        "checkout": [OTHER_CHECKOUT, "", 5, "not-a-uuid"],
+        "reference": ["sbx_other", "", 7],
+    },
+    paid=lambda document: document.get("type") == "payment.paid",
+    minor_units=lambda amount: Decimal(str(amount)),
+)
+FLUTTERWAVE = Provider(
+    name="flutterwave",
+    paid_body=lambda checkout_id: sign.flutterwave_charge_completed(checkout_id=checkout_id, amount="9.00"),
+    headers=sign.flutterwave_headers,
+    members={
+        "amount": ("data", "amount"),
+        "currency": ("data", "currency"),
+        "status": ("data", "status"),
+        "checkout": ("data", "tx_ref"),
+        "event": ("event",),
+    },
+    variants={
+        "amount": ["9.01", "8.99", "900", 9, 9.0, "9.001", "9.00 ", "0", "-9.00", "1e400", [9], {"amount": "9.00"}],
+        "currency": ["eur", "USD", "EU", "", 978, ["EUR"]],
+        "status": ["failed", "pending", "SUCCESSFUL", "succeeded", "", 1],
+        "checkout": [OTHER_CHECKOUT, "", 5, "not-a-uuid"],
+        "event": ["charge.failed", "transfer.completed", "", 1],
+    },
+    paid=lambda document: (
+        document.get("event") == "charge.completed"
+        and str(_get(document, ("data", "status"))).lower() in ("successful", "succeeded")
+    ),
+    minor_units=lambda amount: Decimal(str(amount).strip()) * 100 if isinstance(amount, str | int | float) else None,  # type: ignore[return-value]
+)
+PROVIDERS = {provider.name: provider for provider in (SANDBOX, FLUTTERWAVE)}
+
+
+def _mutate(body: bytes, provider: Provider, mutations: dict[str, Any]) -> bytes:
     document = json.loads(body)
-    for name, value in mutations.items():
-        holder = document if name == "type" else document["data"]
+    for member, value in mutations.items():
+        *parents, last = provider.members[member]
+        holder = document
+        for step in parents:
+            holder = holder[step]
         if value is KEEP:
             continue
         if value is DROP:
-            holder.pop(name, None)
-        elif name == "checkout_id" and value == "other":
-            holder[name] = str(uuid.uuid4())
+            holder.pop(last, None)
         else:
-            holder[name] = value
-    document["id"] = f"evt_{uuid.uuid4().hex}"  # every delivery is a new event
+            holder[last] = str(uuid.uuid4()) if value is OTHER_CHECKOUT else value
+    if "id" in document:
+        document["id"] = f"evt_{uuid.uuid4().hex}"  # every delivery is a new event
+    if isinstance(document.get("data"), dict) and "id" in document["data"] and provider is FLUTTERWAVE:
+        document["data"]["id"] = uuid.uuid4().int % 10**9  # Flutterwave's event id derives from it
     return json.dumps(document).encode()
 
 
-def _same_money(document: dict[str, Any], *, amount_minor: int, currency: str) -> bool:
-    data = document.get("data", {})
-    amount, code = data.get("amount_minor"), data.get("currency")
+def _same_money(provider: Provider, document: dict[str, Any], *, amount_minor: int, currency: str) -> bool:
+    amount = _get(document, provider.members["amount"])
+    code = _get(document, provider.members["currency"])
     if isinstance(amount, bool) or not isinstance(amount, int | float | str):
         return False
     try:
-        same_amount = Decimal(str(amount)) == amount_minor
+        same_amount = provider.minor_units(amount) == amount_minor
     except ArithmeticError:
         return False
     return same_amount and isinstance(code, str) and code.upper() == currency
 
 
-def test_strange_paid_events_never_pay_for_the_wrong_money(tenant_a, shop) -> None:
-    client = tenant_a.client()
+class _FlutterwaveApi(JsonHandler):
+    """Flutterwave's v3 API as far as these checkouts need it: the hosted payment link, the
+    transaction by reference (charged as the event said) and refunds."""
 
-    @settings(max_examples=30, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(mutations=MUTATIONS)
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.endswith("/payments"):
+            self.send_json(200, {"status": "success", "data": {"link": "https://checkout.flutterwave.test/pay/x"}})
+        else:  # /transactions/<id>/refund
+            refund = {"id": uuid.uuid4().int % 10**9, "status": "completed"}
+            self.send_json(200, {"status": "success", "data": refund})
+
+    def do_GET(self) -> None:  # /transactions/verify_by_reference?tx_ref=...
+        data = {"id": 7, "status": "successful", "amount": "9.00", "currency": "EUR"}
+        self.send_json(200, {"status": "success", "data": data})
+
+
+@pytest.fixture
+def flutterwave_api() -> Iterator[None]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FlutterwaveApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with override_settings(FLUTTERWAVE_API_BASE=f"http://127.0.0.1:{server.server_address[1]}/v3"):
+        yield
+    server.shutdown()
+    server.server_close()
+
+
+def _single_changes(provider: Provider) -> list[dict[str, Any]]:
+    """Every single-member change on its own, the others as the provider wrote them."""
+    return [
+        {**dict.fromkeys(provider.members, KEEP), member: value}
+        for member, values in provider.variants.items()
+        for value in [DROP, None, *values]
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(PROVIDERS))
+def test_strange_paid_events_never_pay_for_the_wrong_money(name: str, tenant_a, shop, flutterwave_api) -> None:
+    provider = PROVIDERS[name]
+    client = tenant_a.client()
+    mutations_of = st.fixed_dictionaries(
+        {member: st.sampled_from([KEEP, KEEP, DROP, None, *values]) for member, values in provider.variants.items()}
+    )
+
+    @settings(max_examples=25, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(mutations=mutations_of)
     def deliver_and_process(mutations: dict[str, Any]) -> None:
-        # given: a checkout waiting for its sandbox payment
-        created = post_checkout(client, checkout_body(shop, {"product": shop.download.pk}))
-        checkout_id = created.json()["id"]
-        drain_outbox()  # its payment session
-        body = _mutate(sandbox_paid(checkout_id).body, mutations)
-        # when: the strange event is delivered and processed (a failure is recorded, not raised)
-        headers = sign.sandbox_headers(body)
+        # given: a checkout waiting for its payment, and the provider's paid event for it, changed
+        body = checkout_body(shop, {"product": shop.download.pk}, provider=provider.name)
+        checkout_id = post_checkout(client, body).json()["id"]
+        drain_outbox()  # its payment session (and any refund an earlier example asked for)
+        event = _mutate(provider.paid_body(checkout_id), provider, mutations)
+        # when: it is delivered and processed (a failure is recorded on the event, not raised)
+        headers = provider.headers(event)
         content_type = headers.pop("Content-Type")
-        response = Client().post("/webhooks/sandbox", data=body, content_type=content_type, headers=headers)
+        response = Client().post(f"/webhooks/{provider.name}", data=event, content_type=content_type, headers=headers)
         assert response.status_code in (200, 400), response.content[:300]
         try:
             drain_outbox(topics={"webhook.received"})
         except Exception:  # noqa: BLE001 - a retryable failure: recorded on the event, retried by Celery
             pass
-        # then: paid only for the right money, and entitlements and credit exactly when paid
+        # then: paid only for the right money; entitlements and one wallet credit exactly when paid
         with tenant_context(tenant_a.org.pk):
             checkout = Checkout.objects.get(pk=checkout_id)
             entitlements = Entitlement.objects.filter(checkout_id=checkout_id).count()
-        document = json.loads(body)
-        if checkout.status == Checkout.Status.PAID:
-            assert document.get("type") == "payment.paid", mutations
-            assert _same_money(document, amount_minor=checkout.amount_minor, currency=checkout.currency), mutations
-        assert (entitlements > 0) == (checkout.status == Checkout.Status.PAID), (checkout.status, mutations)
-        credits = system_count(lambda: LedgerEvent.objects.filter(reference__contains=str(checkout_id)))
-        assert credits in ((1,) if checkout.status == Checkout.Status.PAID else (0,)), (credits, mutations)
+        document = json.loads(event)
+        is_paid = checkout.status == Checkout.Status.PAID
+        if is_paid:
+            assert provider.paid(document), mutations
+            assert _same_money(provider, document, amount_minor=TOTAL_MINOR, currency="EUR"), mutations
+        assert (entitlements > 0) == is_paid, (checkout.status, mutations)
+        credits = system_count(lambda: LedgerEvent.objects.filter(reference=f"checkout:{checkout_id}"))
+        assert credits == (1 if is_paid else 0), (credits, mutations)
 
-    for change in SINGLE_CHANGES:
+    for change in _single_changes(provider):
         deliver_and_process = example(mutations=change)(deliver_and_process)
     deliver_and_process()
