@@ -39,18 +39,26 @@ _SESSION_RETRY: dict[str, Any] = {
 }
 
 
-@outbox_consumer("checkout.created", name="commerce.on_checkout_created", once=False, **_SESSION_RETRY)
+@outbox_consumer(
+    "checkout.created", name="commerce.on_checkout_created", queue=settings.PROVIDER_QUEUE, once=False, **_SESSION_RETRY
+)
 def on_checkout_created(*, message_id: str, payload: dict[str, Any]) -> str:
     return checkout_payment_session_ensure(checkout_id=payload["checkout_id"]).status
 
 
-@outbox_consumer("checkout.payable", name="commerce.on_checkout_payable", once=False, **_SESSION_RETRY)
+@outbox_consumer(
+    "checkout.payable", name="commerce.on_checkout_payable", queue=settings.PROVIDER_QUEUE, once=False, **_SESSION_RETRY
+)
 def on_checkout_payable(*, message_id: str, payload: dict[str, Any]) -> str:
     return checkout_payment_session_ensure(checkout_id=payload["checkout_id"]).status
 
 
 @outbox_consumer(
-    "checkout.payment_session_requested", name="commerce.on_payment_session_requested", once=False, **_SESSION_RETRY
+    "checkout.payment_session_requested",
+    name="commerce.on_payment_session_requested",
+    queue=settings.PROVIDER_QUEUE,
+    once=False,
+    **_SESSION_RETRY,
 )
 def on_payment_session_requested(*, message_id: str, payload: dict[str, Any]) -> str:
     return checkout_payment_session_ensure(checkout_id=payload["checkout_id"]).status

@@ -45,9 +45,11 @@ def process_webhook(*, message_id: str, payload: dict[str, Any]) -> str:
     return webhook_event_process(webhook_event_id=payload["webhook_event_id"], message_id=message_id)
 
 
-# Consumers that call a provider (outside any transaction, with the provider's idempotency key):
-# a ProviderError retries with jittered backoff; a final refusal is settled inside the service.
+# Consumers that call a provider (outside any transaction, with the provider's idempotency key),
+# on the providers' own queue: a ProviderError retries with jittered backoff; a final refusal is
+# settled inside the service.
 PROVIDER_CALL_RETRY: dict[str, Any] = {
+    "queue": settings.PROVIDER_QUEUE,
     "once": False,
     "autoretry_for": (ProviderError,),
     "retry_backoff": 5,

@@ -211,7 +211,20 @@ CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 CELERY_TASK_DEFAULT_QUEUE = "default"
-DARKROOM_QUEUES = ["default", "outbox", "ledger", "payments", "inventory", "notifications", "maintenance"]
+# `providers`: every task that calls a payment provider's API (sessions, captures, refunds). Its
+# own worker (Procfile `providers`) keeps a slow or unreachable provider from occupying the
+# worker that decides stock, applies webhooks and sends receipts (a bulkhead).
+PROVIDER_QUEUE = "providers"
+DARKROOM_QUEUES = [
+    "default",
+    "outbox",
+    "ledger",
+    "payments",
+    PROVIDER_QUEUE,
+    "inventory",
+    "notifications",
+    "maintenance",
+]
 CELERY_TASK_ROUTES = {
     "core.*": {"queue": "default"},
     "outbox.*": {"queue": "outbox"},

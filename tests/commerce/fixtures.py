@@ -17,7 +17,7 @@ from tests.commerce.helpers import new_key
 from tests.factories.commerce import Shop, make_shop
 from tests.fixtures import TenantBundle, purge_queues
 
-WORKER_QUEUES = ["default", "payments", "inventory", "notifications"]
+WORKER_QUEUES = ["default", "payments", "providers", "inventory", "notifications"]
 
 
 @pytest.fixture
