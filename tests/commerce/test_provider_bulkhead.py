@@ -11,7 +11,6 @@ import re
 import subprocess
 import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from django.test import override_settings
 from config.celery_app import app as celery_app
 from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.fixtures import celery_worker_argv, subprocess_env
-from tests.payments.provider_transport import JsonHandler
+from tests.payments.provider_transport import JsonHandler, serving
 from tests.payments.test_e2e_sandbox import running_relay, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("empty_broker")]
@@ -32,12 +31,13 @@ HANG_SECONDS = 120  # longer than the test waits for anything (60 s)
 
 
 class _HangingApi:
-    """An HTTP server that holds every request until `release`, then refuses it for good (a 400
-    no retry would change), so the worker holding it finishes at once."""
+    """Holds every request until `release`, then refuses it for good (a 400 no retry would
+    change), so the worker holding it finishes at once."""
 
     def __init__(self) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.url = ""
         api = self
 
         class Handler(JsonHandler):
@@ -47,24 +47,22 @@ class _HangingApi:
                 api.release.wait(timeout=HANG_SECONDS)
                 self.send_json(400, {"name": "INVALID_REQUEST", "message": "test: refused after hanging"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.handler = Handler
 
 
 @pytest.fixture
 def hanging_paypal() -> Iterator[_HangingApi]:
     api = _HangingApi()
-    api.thread.start()
     # The client waits longer than the test does: a timeout must not be what frees a worker.
-    with override_settings(PAYPAL_API_BASE=api.url, PAYMENTS_HTTP_TIMEOUT_SECONDS=HANG_SECONDS):
-        yield api
-    api.release.set()
-    api.server.shutdown()
-    api.server.server_close()
+    with (
+        serving(api.handler) as url,
+        override_settings(PAYPAL_API_BASE=url, PAYMENTS_HTTP_TIMEOUT_SECONDS=HANG_SECONDS),
+    ):
+        api.url = url
+        try:
+            yield api
+        finally:
+            api.release.set()
 
 
 def _procfile_queues() -> dict[str, set[str]]:

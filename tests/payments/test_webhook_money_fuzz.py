@@ -18,12 +18,10 @@ decides, the books must agree:
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -37,7 +35,7 @@ from apps.tenancy.context import tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import drain_outbox, sandbox_paid, system_count
 from tests.payments import signing_helpers as sign
-from tests.payments.provider_transport import JsonHandler
+from tests.payments.provider_transport import JsonHandler, serving
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
@@ -175,13 +173,8 @@ class _FlutterwaveApi(JsonHandler):
 
 @pytest.fixture
 def flutterwave_api() -> Iterator[None]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FlutterwaveApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    with override_settings(FLUTTERWAVE_API_BASE=f"http://127.0.0.1:{server.server_address[1]}/v3"):
+    with serving(_FlutterwaveApi) as url, override_settings(FLUTTERWAVE_API_BASE=f"{url}/v3"):
         yield
-    server.shutdown()
-    server.server_close()
 
 
 def _single_changes(provider: Provider) -> list[dict[str, Any]]:
