@@ -36,6 +36,17 @@ class CheckoutNotAwaitingSession(DomainError):
     title = "The checkout does not need a payment session"
 
 
+class PaidWithoutAmount(DomainError):
+    """A paid fact that does not say what was charged (amount and currency). Every provider's
+    paid event and capture answer carries both; without them the charge cannot be checked
+    against the checkout, so nothing is granted (a webhook event fails for good and stays in the
+    admin for an operator)."""
+
+    status_code = 422
+    slug = "paid-without-amount"
+    title = "Paid without an amount"
+
+
 class PaymentForUnknownCheckout(DomainError):
     """A provider event names a checkout (or reference) Darkroom does not have."""
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.commerce.errors import PaymentForUnknownCheckout
+from apps.commerce.errors import PaidWithoutAmount, PaymentForUnknownCheckout
 from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout
 from apps.commerce.services import PaymentFact, checkout_capture_request, transaction_apply_fact
 from apps.core.problems import DomainError
@@ -65,16 +65,6 @@ class ProviderMismatch(DomainError):
     status_code = 409
     slug = "webhook-provider-mismatch"
     title = "Event from another provider"
-
-
-class PaidWithoutAmount(DomainError):
-    """A paid event that does not say what was charged (amount and currency). Every provider's
-    paid event carries both; without them the charge cannot be checked against the checkout,
-    so nothing is granted: the event fails for good and stays in the admin for an operator."""
-
-    status_code = 422
-    slug = "webhook-paid-without-amount"
-    title = "Paid event without an amount"
 
 
 NON_RETRYABLE: tuple[type[Exception], ...] = (WebhookPayloadError, ProviderMismatch, PaidWithoutAmount)
@@ -204,11 +194,6 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
         raise ProviderMismatch(f"Checkout {checkout_id} is paid through {checkout_provider}, not {event.provider}.")
     event.tenant_id = tenant_id
     event.checkout_id = checkout_id
-    if envelope.status == PaymentStatus.PAID and (envelope.amount_minor is None or envelope.currency is None):
-        raise PaidWithoutAmount(
-            f"{event.provider} event {event.event_id} says paid without an amount and currency "
-            f"({envelope.amount_minor!r} {envelope.currency!r}): checkout {checkout_id} is left as it is."
-        )
     with tenant_context(tenant_id):
         if envelope.status == PaymentStatus.APPROVED:
             checkout_capture_request(tenant_id=tenant_id, checkout_id=checkout_id, reference=envelope.reference or "")

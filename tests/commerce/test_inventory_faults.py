@@ -311,7 +311,9 @@ def test_a_payment_after_expiry_is_refunded_and_the_released_stock_stays_release
         transaction_apply_fact(
             tenant_id=shop_a.org.pk,
             checkout_id=checkout.pk,
-            fact=PaymentFact(status="paid", source="test:late", amount_minor=shop_a.prices["print"]),
+            fact=PaymentFact(
+                status="paid", source="test:late", amount_minor=shop_a.prices["print"], currency=shop_a.currency
+            ),
         )
 
     # then: a late-payment refund is requested, and no stock is taken again

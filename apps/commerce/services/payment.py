@@ -38,7 +38,7 @@ from django.db.models import Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from apps.commerce.errors import PaymentForUnknownCheckout
+from apps.commerce.errors import PaidWithoutAmount, PaymentForUnknownCheckout
 from apps.commerce.inventory import get_strategy
 from apps.commerce.models import (
     PROVIDER_REFERENCE_FIELD,
@@ -134,7 +134,15 @@ def transaction_apply_fact(*, tenant_id: int, checkout_id: uuid.UUID | str, fact
 
 
 def apply_fact_locked(*, checkout: Checkout, fact: PaymentFact, now: datetime) -> FactOutcome:
-    """`transaction_apply_fact` for a checkout whose row the caller has locked (its transaction)."""
+    """`transaction_apply_fact` for a checkout whose row the caller has locked (its transaction).
+
+    Raises PaidWithoutAmount for a paid fact without amount and currency (nothing is written).
+    """
+    if fact.status == "paid" and (fact.amount_minor is None or fact.currency is None):
+        raise PaidWithoutAmount(
+            f"{fact.source} says paid without an amount and currency ({fact.amount_minor!r} {fact.currency!r}): "
+            f"checkout {checkout.pk} is left as it is."
+        )
     if fact.reference:
         _remember_reference(checkout=checkout, reference=fact.reference)
     txn = Transaction.objects.select_for_update().filter(checkout_id=checkout.pk).first()
@@ -203,8 +211,8 @@ def _close(*, checkout: Checkout, status: str, now: datetime) -> list[str]:
 
 
 def _on_paid(*, checkout: Checkout, txn: Transaction, fact: PaymentFact, now: datetime) -> list[str]:
-    charged = fact.amount_minor if fact.amount_minor is not None else txn.amount_minor
-    currency = (fact.currency or txn.currency).upper()
+    assert fact.amount_minor is not None and fact.currency is not None, "apply_fact_locked refuses them"
+    charged, currency = fact.amount_minor, fact.currency.upper()
     if charged != txn.amount_minor or currency != txn.currency:
         effects = [f"amount mismatch: charged {charged} {currency}, expected {txn.amount_minor} {txn.currency}"]
         if checkout.status in Checkout.OPEN_STATUSES:
@@ -629,13 +637,6 @@ def _capture(*, checkout: Checkout) -> FactOutcome | None:
         if refusal is not None:
             _record_payment_error(checkout=checkout, error=refusal)
         return None
-    if str(state.status) == "paid" and (state.amount_minor is None or state.currency is None):
-        # Not checkable against the checkout: grant nothing; the provider's capture webhook,
-        # which carries the amount, settles it.
-        logger.error(
-            "provider reports paid without an amount", extra={"checkout_id": str(checkout.pk), "source": source}
-        )
-        return None
     fact = PaymentFact(
         status="paid" if str(state.status) == "paid" else "failed",
         source=source,
@@ -643,5 +644,10 @@ def _capture(*, checkout: Checkout) -> FactOutcome | None:
         currency=state.currency,
         payment_id=state.payment_id,
     )
-    with transaction.atomic(durable=True):
-        return transaction_apply_fact(tenant_id=checkout.tenant_id, checkout_id=checkout.pk, fact=fact)
+    try:
+        with transaction.atomic(durable=True):
+            return transaction_apply_fact(tenant_id=checkout.tenant_id, checkout_id=checkout.pk, fact=fact)
+    except PaidWithoutAmount:
+        # Grant nothing; the provider's capture webhook, which carries the amount, settles it.
+        logger.exception("provider reports paid without an amount", extra={"checkout_id": str(checkout.pk)})
+        return None
