@@ -4,8 +4,8 @@ An adapter is the boundary between Darkroom and a provider's HTTP API: it format
 (amounts, idempotency keys, return URLs), authenticates webhook deliveries with the provider's
 real signature scheme and translates provider payloads into `WebhookEnvelope`s whose `status`
 the commerce state machine understands. Adapters hold no database state and open no
-transaction; callers must never call `create_session`, `fetch_status`, `refund` (or PayPal's
-`capture`) inside a database transaction (STYLE.md: no provider calls in transactions).
+transaction; callers must never call `create_session`, `fetch_status`, `refund`, `payout` (or
+PayPal's `capture`) inside a database transaction (STYLE.md: no provider calls in transactions).
 
 Money is integer minor units plus an ISO 4217 code everywhere in this interface; adapters
 convert to and from the provider's representation (Flutterwave and PayPal use decimal major
@@ -91,6 +91,15 @@ class ProviderError(DomainError):
         self.response_body = response_body
 
 
+class PayoutDestinationError(DomainError):
+    """A payout destination the provider cannot pay to (malformed account id, e-mail or bank
+    account); `detail` says what is expected. Raised before anything is sent."""
+
+    status_code = 400
+    slug = "invalid-payout-destination"
+    title = "Invalid payout destination"
+
+
 class UnknownProviderError(NotFound):
     """`get_provider` was asked for a provider name Darkroom does not have."""
 
@@ -130,6 +139,30 @@ class RefundResult:
 
     refund_id: str
     status: PaymentStatus
+    amount_minor: int
+    currency: str
+
+
+class PayoutStatus(StrEnum):
+    """What a provider says about a payout it answered.
+
+    PAID: the provider has moved the money (a Stripe transfer, the sandbox).
+    PENDING: accepted; the final state comes later (PayPal batch, Flutterwave transfer).
+    FAILED: the provider answered, and says this payout failed or was denied: nothing was paid.
+    """
+
+    PAID = "paid"
+    PENDING = "pending"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class PayoutResult:
+    """A payout the provider answered: its id for the payout, the status, and the amount and
+    currency the provider reports (the caller compares them with what it asked for)."""
+
+    provider_payout_id: str
+    status: PayoutStatus
     amount_minor: int
     currency: str
 
@@ -223,6 +256,33 @@ class PaymentProvider(ABC):
 
         `idempotency_key` is sent as the provider's idempotency key: the same key never refunds
         twice. Must be called outside any transaction. Raises ProviderError.
+        """
+
+    @abstractmethod
+    def normalize_payout_destination(self, destination: str) -> str:
+        """Validate where this provider pays money to and return its canonical form (what a
+        PayoutDestination stores). No network call. Raises PayoutDestinationError.
+        """
+
+    @abstractmethod
+    def payout(
+        self,
+        *,
+        payout_id: str,
+        amount_minor: int,
+        currency: str,
+        destination: str,
+        description: str,
+    ) -> PayoutResult:
+        """Send `amount_minor` of `currency` to `destination` (as `normalize_payout_destination`
+        accepts it).
+
+        `payout_id` is the provider's idempotency key: a retry after a timeout returns the first
+        attempt's payout, never a second one. Must be called outside any transaction.
+        Raises ProviderError: `retryable` for timeouts, 409, 429 and 5xx and whenever the outcome
+        is unknown (money may have moved); not retryable only when the provider refused this
+        payout, so nothing was paid. Raises PayoutDestinationError (nothing sent) for a
+        destination the adapter does not accept, ValueError for a bad amount or currency.
         """
 
     def authenticate(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:
@@ -380,3 +440,30 @@ def check_amount(amount_minor: int) -> int:
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int) or amount_minor <= 0:
         raise ValueError("amount_minor must be a positive integer")
     return amount_minor
+
+
+# --- payouts -------------------------------------------------------------------------------
+
+MAX_PAYOUT_DESTINATION_LENGTH = 200  # what payouts.PayoutDestination.destination holds
+
+
+def destination_text(destination: object) -> str:
+    """The destination without surrounding whitespace; PayoutDestinationError unless it is a
+    non-empty string of at most MAX_PAYOUT_DESTINATION_LENGTH characters."""
+    if not isinstance(destination, str):
+        raise PayoutDestinationError("the payout destination must be a string")
+    text = destination.strip()
+    if not text:
+        raise PayoutDestinationError("the payout destination is empty")
+    if len(text) > MAX_PAYOUT_DESTINATION_LENGTH:
+        raise PayoutDestinationError(
+            f"the payout destination is longer than {MAX_PAYOUT_DESTINATION_LENGTH} characters"
+        )
+    return text
+
+
+def check_payout_id(payout_id: str) -> str:
+    """The payout id is every provider's idempotency key: an empty one would dedupe nothing."""
+    if not isinstance(payout_id, str) or not payout_id.strip() or payout_id != payout_id.strip():
+        raise ValueError("payout_id must be a non-empty string without surrounding whitespace")
+    return payout_id

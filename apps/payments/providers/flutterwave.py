@@ -17,6 +17,13 @@ Webhook mapping (v3 payloads carry `event`, v4 payloads `type`; both are read):
     anything else                                      -> UNKNOWN
 v3 deliveries have no event id; the id used for deduplication is `<event>:<data.id>:<status>`
 (a redelivery repeats it; a later status change of the same charge is a new event).
+
+Payouts: a bank transfer, `POST /v3/transfers` to `"<bank code>:<account number>"`, with
+`reference` = `X-Idempotency-Key` = payout id and the amount as a JSON number in major units.
+Flutterwave refuses a reference it has seen; whenever a transfer is refused, the transfer with
+this reference is looked up (`GET /v3/transfers?reference=`) and, if it exists, returned: the
+payout id pays at most once, and a refusal is only reported when no such transfer exists.
+Transfer status: NEW, PENDING (and anything else) -> PENDING, SUCCESSFUL -> PAID, FAILED -> FAILED.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -32,6 +41,9 @@ from apps.payments.providers.base import (
     PaymentProvider,
     PaymentState,
     PaymentStatus,
+    PayoutDestinationError,
+    PayoutResult,
+    PayoutStatus,
     ProviderError,
     ProviderSession,
     RefundResult,
@@ -41,6 +53,8 @@ from apps.payments.providers.base import (
     as_dict,
     as_str,
     check_amount,
+    check_payout_id,
+    destination_text,
     header_value,
     identified_or_unknown,
     iso_to_datetime,
@@ -68,6 +82,27 @@ _REFUND_STATUSES: dict[str, PaymentStatus] = {
     "succeeded": PaymentStatus.REFUNDED,
     "failed": PaymentStatus.FAILED,
 }
+_TRANSFER_STATUSES: dict[str, PayoutStatus] = {
+    "NEW": PayoutStatus.PENDING,
+    "PENDING": PayoutStatus.PENDING,
+    "SUCCESSFUL": PayoutStatus.PAID,
+    "FAILED": PayoutStatus.FAILED,
+}
+# Bank codes are 3 (NUBAN, e.g. 044) to 6 digits; account numbers are 10-digit NUBANs in
+# Nigeria, other lengths elsewhere.
+_BANK_ACCOUNT = re.compile(r"^(?P<bank>[0-9]{3,6}):(?P<account>[0-9]{6,20})$")
+
+
+def _json_number(value: str) -> int | float:
+    """A decimal major-unit amount as the JSON number Flutterwave expects, exactly: an int when
+    whole, else the float whose shortest repr is the same decimal (json.dumps writes repr)."""
+    exact = Decimal(value)
+    if exact == exact.to_integral_value():
+        return int(exact)
+    number = float(exact)
+    if Decimal(repr(number)) != exact:
+        raise ValueError(f"{value} cannot travel as an exact JSON number")
+    return number
 
 
 def sign_body(body: bytes, secret_hash: str) -> str:
@@ -193,6 +228,101 @@ class FlutterwaveProvider(PaymentProvider):
             status=_REFUND_STATUSES.get(str(data.get("status")).lower(), PaymentStatus.PENDING),
             amount_minor=refunded,
             currency=state.currency,
+        )
+
+    # --- payouts -----------------------------------------------------------------------------
+
+    def normalize_payout_destination(self, destination: str) -> str:
+        """`"<bank code>:<account number>"`, digits only, e.g. "044:0690000031"."""
+        text = destination_text(destination)
+        bank, _, account = text.partition(":")
+        normalized = f"{bank.strip()}:{account.strip()}"
+        if not _BANK_ACCOUNT.match(normalized):
+            raise PayoutDestinationError(
+                "a Flutterwave payout goes to a bank account written <bank code>:<account number>, "
+                f"3-6 and 6-20 digits, e.g. 044:0690000031, not {text!r}"
+            )
+        return normalized
+
+    def payout(
+        self,
+        *,
+        payout_id: str,
+        amount_minor: int,
+        currency: str,
+        destination: str,
+        description: str,
+    ) -> PayoutResult:
+        """Create a bank transfer with reference = payout id; a refused duplicate reference
+        returns the existing transfer. Call outside any transaction. Raises ProviderError,
+        PayoutDestinationError, ValueError (see `PaymentProvider.payout`).
+        """
+        code = normalize_currency(currency)
+        amount = _json_number(minor_to_major(check_amount(amount_minor), code))
+        bank, _, account = self.normalize_payout_destination(destination).partition(":")
+        body: dict[str, Any] = {
+            "account_bank": bank,
+            "account_number": account,
+            "amount": amount,
+            "currency": code,
+            "debit_currency": code,
+            "reference": check_payout_id(payout_id),
+            "narration": description,
+        }
+        try:
+            response = self._api.call(
+                "POST", f"{self.api_base}/transfers", headers=self._headers(idempotency_key=payout_id), json_body=body
+            )
+            transfer = self._data(response, f"transfer {payout_id}")
+        except ProviderError as exc:
+            if exc.retryable:
+                raise
+            existing = self._transfer_by_reference(payout_id)
+            if existing is None:
+                raise
+            transfer = existing
+        return self._payout_result(transfer, payout_id=payout_id, amount_minor=amount_minor, currency=code)
+
+    def _transfer_by_reference(self, reference: str) -> dict[str, Any] | None:
+        """The transfer created with `reference`, or None when Flutterwave has none.
+
+        Raises a retryable ProviderError when the lookup fails: a refusal must not be reported
+        while an earlier attempt's transfer may exist.
+        """
+        url = f"{self.api_base}/transfers?{urlencode({'reference': reference})}"
+        try:
+            response = self._api.call("GET", url, headers=self._headers())
+        except ProviderError as exc:
+            raise ProviderError(
+                f"flutterwave: transfer {reference} was refused and could not be looked up: {exc.detail}",
+                provider=self.name,
+                retryable=True,
+                http_status=exc.http_status,
+            ) from exc
+        data = response.get("data") if response.get("status") == "success" else None
+        transfers = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+        # Only a transfer that carries our reference counts, should the filter be ignored.
+        return next((t for t in map(as_dict, transfers) if as_str(t.get("reference")) == reference), None)
+
+    def _payout_result(
+        self, transfer: Mapping[str, Any], *, payout_id: str, amount_minor: int, currency: str
+    ) -> PayoutResult:
+        transfer_id = as_str(transfer.get("id"))
+        if transfer_id is None:
+            # Flutterwave accepted the transfer, so it may exist: never report a refusal.
+            raise ProviderError(
+                f"flutterwave: transfer {payout_id} answered without an id", provider=self.name, retryable=True
+            )
+        reported_currency = as_str(transfer.get("currency"))
+        try:
+            reported = _amount(transfer.get("amount"), reported_currency)
+        except WebhookPayloadError:
+            reported = None
+        return PayoutResult(
+            provider_payout_id=transfer_id,
+            status=_TRANSFER_STATUSES.get(str(transfer.get("status")).upper(), PayoutStatus.PENDING),
+            amount_minor=amount_minor if reported is None else reported,
+            currency=currency if reported is None or reported_currency is None else reported_currency.upper(),
         )
 
     # --- webhooks ----------------------------------------------------------------------------

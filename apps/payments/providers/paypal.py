@@ -26,6 +26,14 @@ default port, without credentials, and its host is in `cert_hosts` (checked BEFO
 fetched, so a forged delivery cannot make Darkroom fetch an attacker's URL). The fetch refuses
 redirects. Fetched certificates are cached in the Django cache (key = hash of the URL) for
 `cert_cache_seconds`; their validity dates are checked on every verification.
+
+Payouts: Payouts API `POST /v1/payments/payouts`, one EMAIL item per batch, `PayPal-Request-Id`
+= `sender_batch_id` = `sender_item_id` = payout id. A retry with the same request id gets the
+first answer back; once that is forgotten, PayPal still refuses a `sender_batch_id` used in the
+last 30 days with an error that links the original batch, which is then read
+(`GET /v1/payments/payouts/<batch id>`) and returned, so a payout id pays at most once. Batch
+status: SUCCESS -> PAID; DENIED, CANCELED -> FAILED; PENDING, PROCESSING, NEW (and anything
+else) -> PENDING: the batch's final state comes later.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import threading
 import time
 import zlib
@@ -48,11 +57,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from django.core.cache import cache as default_cache
 from django.core.cache.backends.base import BaseCache
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
 
 from apps.payments.providers.base import (
     PaymentProvider,
     PaymentState,
     PaymentStatus,
+    PayoutDestinationError,
+    PayoutResult,
+    PayoutStatus,
     ProviderError,
     ProviderSession,
     RefundResult,
@@ -62,6 +76,8 @@ from apps.payments.providers.base import (
     as_dict,
     as_str,
     check_amount,
+    check_payout_id,
+    destination_text,
     header_value,
     identified_or_unknown,
     iso_to_datetime,
@@ -109,6 +125,17 @@ _REFUND_STATUSES: dict[str, PaymentStatus] = {
     "FAILED": PaymentStatus.FAILED,
     "CANCELLED": PaymentStatus.FAILED,
 }
+_BATCH_STATUSES: dict[str, PayoutStatus] = {
+    "SUCCESS": PayoutStatus.PAID,
+    "DENIED": PayoutStatus.FAILED,
+    "CANCELED": PayoutStatus.FAILED,
+    "PENDING": PayoutStatus.PENDING,
+    "PROCESSING": PayoutStatus.PENDING,
+    "NEW": PayoutStatus.PENDING,
+}
+_PAYOUT_EMAIL_SUBJECT = "You have a payout from Darkroom"
+_BATCH_LINK = re.compile(r"/v1/payments/payouts/([A-Za-z0-9]+)/?$")
+_validate_email = EmailValidator()
 
 
 class CertificateFetchError(Exception):
@@ -180,6 +207,22 @@ def _captures(order: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _first_unit(order: Mapping[str, Any]) -> dict[str, Any]:
     units = order.get("purchase_units")
     return as_dict(units[0]) if isinstance(units, list) and units else {}
+
+
+def _batch_link(body: bytes) -> str | None:
+    """The payout batch id an error answer links to (PayPal's answer to a reused sender_batch_id
+    carries a HATEOAS link to the original batch), else None."""
+    try:
+        error = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    links = as_dict(error).get("links")
+    for link in links if isinstance(links, list) else []:
+        href = as_str(as_dict(link).get("href"))
+        match = _BATCH_LINK.search(urlsplit(href).path) if href else None
+        if match:
+            return match.group(1)
+    return None
 
 
 def _link(links: object, *rels: str) -> str | None:
@@ -368,6 +411,116 @@ class PayPalProvider(PaymentProvider):
             status=_REFUND_STATUSES.get(str(refund.get("status")), PaymentStatus.PENDING),
             amount_minor=amount_minor,
             currency=state.currency,
+        )
+
+    # --- payouts -----------------------------------------------------------------------------
+
+    def normalize_payout_destination(self, destination: str) -> str:
+        """The receiver's PayPal e-mail address, its domain lower-cased (the local part is kept:
+        it may be case-sensitive)."""
+        email = destination_text(destination)
+        try:
+            _validate_email(email)
+        except ValidationError as exc:
+            raise PayoutDestinationError(
+                f"a PayPal payout goes to the receiver's e-mail address, not {email!r}"
+            ) from exc
+        local, _, domain = email.rpartition("@")
+        return f"{local}@{domain.lower()}"
+
+    def payout(
+        self,
+        *,
+        payout_id: str,
+        amount_minor: int,
+        currency: str,
+        destination: str,
+        description: str,
+    ) -> PayoutResult:
+        """Create a one-item payout batch. Idempotent by `payout_id` (request id and
+        sender_batch_id). Call outside any transaction. Raises ProviderError,
+        PayoutDestinationError, ValueError (see `PaymentProvider.payout`).
+        """
+        code = normalize_currency(currency)
+        value = minor_to_major(check_amount(amount_minor), code)
+        receiver = self.normalize_payout_destination(destination)
+        item: dict[str, Any] = {
+            "recipient_type": "EMAIL",
+            "amount": {"value": value, "currency": code},
+            "receiver": receiver,
+            "sender_item_id": check_payout_id(payout_id),
+        }
+        header: dict[str, Any] = {"sender_batch_id": payout_id, "email_subject": _PAYOUT_EMAIL_SUBJECT}
+        if description:
+            # PayPal allows 1000 characters of notes in all (batch and item notes together).
+            item["note"] = description[:1000]
+            header["email_message"] = description[:1000]
+        try:
+            batch = self._api.call(
+                "POST",
+                f"{self.api_base}/v1/payments/payouts",
+                headers=self._headers(request_id=payout_id),
+                json_body={"sender_batch_header": header, "items": [item]},
+            )
+        except ProviderError as exc:
+            batch_id = _batch_link(exc.response_body) if not exc.retryable else None
+            if batch_id is None:
+                raise
+            batch = self._linked_batch(batch_id, payout_id=payout_id, refusal=exc)
+        return self._payout_result(batch, payout_id=payout_id, amount_minor=amount_minor, currency=code)
+
+    def _linked_batch(self, batch_id: str, *, payout_id: str, refusal: ProviderError) -> dict[str, Any]:
+        """The batch a refusal links to, if it is this payout's (a reused sender_batch_id).
+
+        Raises the refusal again if the batch belongs to another sender_batch_id, and a retryable
+        ProviderError if the batch cannot be read: PayPal said it exists, so money may have moved.
+        """
+        try:
+            batch = self._api.call(
+                "GET", f"{self.api_base}/v1/payments/payouts/{quote(batch_id, safe='')}", headers=self._headers()
+            )
+        except ProviderError as exc:
+            raise ProviderError(
+                f"paypal: payout {payout_id} was refused as a duplicate of batch {batch_id}, "
+                f"which could not be read: {exc.detail}",
+                provider=self.name,
+                retryable=True,
+                http_status=exc.http_status,
+            ) from exc
+        header = as_dict(batch.get("batch_header"))
+        sent_as = as_str(as_dict(header.get("sender_batch_header")).get("sender_batch_id"))
+        if sent_as is None:
+            raise ProviderError(
+                f"paypal: batch {batch_id} linked to payout {payout_id} names no sender_batch_id",
+                provider=self.name,
+                retryable=True,
+            ) from refusal
+        if sent_as != payout_id:
+            raise refusal
+        return batch
+
+    def _payout_result(
+        self, batch: Mapping[str, Any], *, payout_id: str, amount_minor: int, currency: str
+    ) -> PayoutResult:
+        header = as_dict(batch.get("batch_header"))
+        batch_id = as_str(header.get("payout_batch_id"))
+        if batch_id is None:
+            # PayPal accepted the request, so the batch may exist: never report a refusal.
+            raise ProviderError(
+                f"paypal: payout {payout_id} answered without payout_batch_id", provider=self.name, retryable=True
+            )
+        # The create answer may omit the batch amount; a batch read back reports it.
+        amount = as_dict(header.get("amount"))
+        reported_currency = as_str(amount.get("currency"))
+        try:
+            reported = major_to_minor(amount.get("value"), reported_currency) if reported_currency else None
+        except ValueError:
+            reported = None
+        return PayoutResult(
+            provider_payout_id=batch_id,
+            status=_BATCH_STATUSES.get(str(header.get("batch_status")).upper(), PayoutStatus.PENDING),
+            amount_minor=amount_minor if reported is None else reported,
+            currency=currency if reported is None or reported_currency is None else reported_currency.upper(),
         )
 
     # --- webhooks ----------------------------------------------------------------------------

@@ -21,6 +21,10 @@ SANDBOX_WEBHOOK_DUPLICATES, SANDBOX_WEBHOOK_SHUFFLE, SANDBOX_WEBHOOK_DELAY_SECON
 repeats each event N times, optionally shuffles the whole list (a refund may then arrive before
 the payment) and gives each delivery a delay; `send` (or a Celery task per planned delivery,
 using `delay_seconds` as its countdown) signs each delivery at send time and POSTs it.
+
+Payouts are paid at once: `payout` records the payout under its id (an atomic `add`, like a
+refund) and returns PAID with the id `sbx_po_<payout id hex>`. The same payout id returns the
+recorded result again; the same id with another amount, currency or destination is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import hashlib
 import json
 import random
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +46,9 @@ from apps.payments.providers.base import (
     PaymentProvider,
     PaymentState,
     PaymentStatus,
+    PayoutDestinationError,
+    PayoutResult,
+    PayoutStatus,
     ProviderError,
     ProviderSession,
     RefundResult,
@@ -49,6 +57,8 @@ from apps.payments.providers.base import (
     as_dict,
     as_str,
     check_amount,
+    check_payout_id,
+    destination_text,
     epoch_to_datetime,
     header_value,
     identified_or_unknown,
@@ -260,6 +270,65 @@ class SandboxProvider(PaymentProvider):
             status=PaymentStatus.REFUNDED,
             amount_minor=refund["amount_minor"],
             currency=session["currency"],
+        )
+
+    # --- payouts -----------------------------------------------------------------------------
+
+    def normalize_payout_destination(self, destination: str) -> str:
+        """Any printable text of at most 200 characters (surrounding whitespace dropped)."""
+        text = destination_text(destination)
+        if not text.isprintable():
+            raise PayoutDestinationError("a sandbox payout destination must be printable text")
+        return text
+
+    @staticmethod
+    def payout_reference_for(payout_id: str) -> str:
+        try:
+            suffix = uuid.UUID(payout_id).hex
+        except ValueError:
+            suffix = hashlib.sha256(payout_id.encode()).hexdigest()[:32]
+        return f"sbx_po_{suffix}"
+
+    def payout(
+        self,
+        *,
+        payout_id: str,
+        amount_minor: int,
+        currency: str,
+        destination: str,
+        description: str,
+    ) -> PayoutResult:
+        """Pay at once and remember it under the payout id (30 days). A repeated payout id
+        returns the first result; with another amount, currency or destination it raises
+        ProviderError (409, not retryable). No network call.
+        """
+        payout: dict[str, Any] = {
+            "provider_payout_id": self.payout_reference_for(check_payout_id(payout_id)),
+            "amount_minor": check_amount(amount_minor),
+            "currency": normalize_currency(currency),
+            "destination": self.normalize_payout_destination(destination),
+            "description": description,
+        }
+        key = self._key(f"payout:{payout_id}", "payout")
+        recorded = payout if self._cache.add(key, payout, timeout=STATE_TTL_SECONDS) else self._cache.get(key)
+        if not isinstance(recorded, dict):
+            # Expired between `add` and `get`: nothing is recorded any more, record this one.
+            self._cache.add(key, payout, timeout=STATE_TTL_SECONDS)
+            recorded = self._cache.get(key) or payout
+        fields = ("amount_minor", "currency", "destination")
+        if any(recorded[name] != payout[name] for name in fields):
+            raise ProviderError(
+                f"sandbox: payout {payout_id} was already made as {recorded['amount_minor']} "
+                f"{recorded['currency']} to {recorded['destination']!r}",
+                provider=self.name,
+                retryable=False,
+                http_status=409,
+            )
+        return PayoutResult(
+            provider_payout_id=recorded["provider_payout_id"],
+            status=PayoutStatus.PAID,
+            amount_minor=recorded["amount_minor"],
+            currency=recorded["currency"],
         )
 
     # --- webhooks ----------------------------------------------------------------------------

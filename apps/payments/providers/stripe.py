@@ -15,20 +15,30 @@ Webhook mapping:
     charge.refunded                   -> REFUNDED (amount_minor = cumulative amount_refunded;
                                          no session id on a charge: match by checkout_id)
     anything else                     -> UNKNOWN
+
+Payouts: a Connect transfer (`POST /v1/transfers`) to the photographer's connected account
+(`acct_...`), `Idempotency-Key` = payout id (Stripe replays the first answer for 24 hours), the
+payout id also in `transfer_group` and `metadata[payout_id]`. A transfer moves the money when it
+is created, so the result is PAID, or FAILED when the returned transfer is already reversed.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import stripe
+from stripe.params import TransferCreateParams
 
 from apps.payments.providers.base import (
     PaymentProvider,
     PaymentState,
     PaymentStatus,
+    PayoutDestinationError,
+    PayoutResult,
+    PayoutStatus,
     ProviderError,
     ProviderSession,
     RefundResult,
@@ -37,6 +47,8 @@ from apps.payments.providers.base import (
     as_dict,
     as_str,
     check_amount,
+    check_payout_id,
+    destination_text,
     epoch_to_datetime,
     header_value,
     identified_or_unknown,
@@ -63,6 +75,7 @@ _REFUND_STATUSES: dict[str, PaymentStatus] = {
     "failed": PaymentStatus.FAILED,
     "canceled": PaymentStatus.FAILED,
 }
+_CONNECTED_ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]+$")
 
 
 class TransportHttpClient(stripe.HTTPClient):
@@ -244,6 +257,89 @@ class StripeProvider(PaymentProvider):
             status=_REFUND_STATUSES.get(str(data.get("status")), PaymentStatus.PENDING),
             amount_minor=_int(data.get("amount")) or amount_minor,
             currency=currency,
+        )
+
+    # --- payouts -----------------------------------------------------------------------------
+
+    def normalize_payout_destination(self, destination: str) -> str:
+        """A connected account id, `acct_` and letters or digits (Stripe ids are case-sensitive)."""
+        account = destination_text(destination)
+        if not _CONNECTED_ACCOUNT.match(account):
+            raise PayoutDestinationError(
+                f"a Stripe payout goes to a connected account id like acct_1MTfjCQ9PRzxEwkZ, not {account!r}"
+            )
+        return account
+
+    def payout(
+        self,
+        *,
+        payout_id: str,
+        amount_minor: int,
+        currency: str,
+        destination: str,
+        description: str,
+    ) -> PayoutResult:
+        """Transfer to the connected account. Idempotent by `payout_id`: Stripe keeps idempotency
+        keys for 24 hours only, and a retry can come later (the lost-message sweep), so the
+        transfer group (= payout id) is looked up first and an existing transfer is returned.
+        Call outside any transaction. Raises ProviderError, PayoutDestinationError, ValueError
+        (see `PaymentProvider.payout`).
+        """
+        code = normalize_currency(currency)
+        params: TransferCreateParams = {
+            "amount": check_amount(amount_minor),
+            "currency": code.lower(),
+            "destination": self.normalize_payout_destination(destination),
+            "transfer_group": check_payout_id(payout_id),
+            "metadata": {"payout_id": payout_id},
+        }
+        if description:
+            params["description"] = description
+        existing = self._transfer_of(payout_id=payout_id)
+        if existing is not None:
+            if (existing.get("amount"), existing.get("currency"), existing.get("destination")) != (
+                params["amount"],
+                params["currency"],
+                params["destination"],
+            ):
+                raise ProviderError(
+                    f"stripe: payout {payout_id} already transferred with other parameters",
+                    provider=self.name,
+                    retryable=False,
+                )
+            return self._payout_result(existing, payout_id=payout_id)
+        try:
+            transfer = self._client.v1.transfers.create(params=params, options={"idempotency_key": payout_id})
+        except stripe.StripeError as exc:
+            raise _provider_error(exc) from exc
+        return self._payout_result(transfer.to_dict(), payout_id=payout_id)
+
+    def _transfer_of(self, *, payout_id: str) -> dict[str, Any] | None:
+        """The transfer an earlier attempt made for `payout_id`, if any (its transfer group)."""
+        try:
+            page = self._client.v1.transfers.list(params={"transfer_group": payout_id, "limit": 10})
+        except stripe.StripeError as exc:
+            raise _provider_error(exc) from exc
+        for transfer in page.to_dict().get("data") or []:
+            if as_dict(transfer.get("metadata")).get("payout_id") == payout_id:
+                return dict(transfer)
+        return None
+
+    def _payout_result(self, data: dict[str, Any], *, payout_id: str) -> PayoutResult:
+        transfer_id = as_str(data.get("id"))
+        amount, returned_currency = _int(data.get("amount")), _currency(data.get("currency"))
+        if transfer_id is None or amount is None or returned_currency is None:
+            # Stripe answered 2xx, so the transfer may exist: never report this as a refusal.
+            raise ProviderError(
+                f"stripe: transfer answer for payout {payout_id} without id, amount or currency",
+                provider=self.name,
+                retryable=True,
+            )
+        return PayoutResult(
+            provider_payout_id=transfer_id,
+            status=PayoutStatus.FAILED if data.get("reversed") is True else PayoutStatus.PAID,
+            amount_minor=amount,
+            currency=returned_currency,
         )
 
     # --- webhooks ----------------------------------------------------------------------------
