@@ -39,6 +39,7 @@ REQUEUE_FLOWS = (
     "receipts",
     "checkout_settlements",
     "payment_sessions",
+    "payouts",
 )
 
 M = TypeVar("M", bound=models.Model)

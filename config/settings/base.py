@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "apps.catalog",
     "apps.commerce",
     "apps.payments",
+    "apps.payouts",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -230,6 +231,7 @@ CELERY_TASK_ROUTES = {
     "outbox.*": {"queue": "outbox"},
     "ledger.*": {"queue": "ledger"},
     "payments.*": {"queue": "payments"},
+    "payouts.*": {"queue": "payments"},
     "inventory.*": {"queue": "inventory"},
     "notifications.*": {"queue": "notifications"},
     "maintenance.*": {"queue": "maintenance"},
@@ -245,6 +247,7 @@ CELERY_IMPORTS = (
     "tasks.payments",
     "tasks.commerce",
     "tasks.inventory",
+    "tasks.payouts",
 )
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Task events cost the worker's main process a Redis publish per task state (about 40 % of its
@@ -330,6 +333,7 @@ for _sweep, _queue in (
     ("payments.webhooks_requeue_stale", "payments"),
     ("payments.refunds_requeue_stale", "payments"),
     ("payments.captures_requeue_stale", "payments"),
+    ("payouts.requeue_stale", "payments"),
     ("commerce.checkouts_requeue_stale", "default"),
     ("commerce.receipts_requeue_stale", "notifications"),
     ("catalog.derivatives_requeue_stale", "maintenance"),
@@ -339,6 +343,17 @@ for _sweep, _queue in (
         "schedule": REQUEUE_STALE_SWEEP_SECONDS,
         "options": {"queue": _queue, "expires": REQUEUE_STALE_SWEEP_SECONDS},
     }
+# --- payouts --------------------------------------------------------------------------------
+# A wallet is paid out once its projected balance reaches this many minor units (and it has a
+# destination); it is paid its exact balance. One batch runs at a time (lease `payouts:batch`).
+PAYOUT_MINIMUM_MINOR = env.int("DARKROOM_PAYOUT_MINIMUM_MINOR", default=1000)
+PAYOUT_LEASE_TTL_SECONDS = env.float("DARKROOM_PAYOUT_LEASE_TTL_SECONDS", default=60.0)
+PAYOUT_BATCH_EVERY_SECONDS = env.float("DARKROOM_PAYOUT_BATCH_EVERY_SECONDS", default=86400.0)
+CELERY_BEAT_SCHEDULE["payouts.batch_run"] = {
+    "task": "payouts.batch_run",
+    "schedule": PAYOUT_BATCH_EVERY_SECONDS,
+    "options": {"queue": "payments", "expires": PAYOUT_BATCH_EVERY_SECONDS},
+}
 CELERY_BEAT_SCHEDULE["outbox.cleanup"] = {
     "task": "outbox.cleanup",
     "schedule": env.float("OUTBOX_CLEANUP_EVERY_SECONDS", default=600.0),

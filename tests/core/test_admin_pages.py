@@ -3,8 +3,8 @@
 Operators live in the admin: a changelist, search, add or change page that raises is found here
 rather than by the person who needed it. Rows come from the demo seed plus one checkout, one
 checkout paid and partly refunded through the sandbox webhooks, ledger accounts with a debit
-and a buffered one, the projections rebuilt, and what all that writes (outbox, inbox,
-idempotency keys, audit, entitlements, receipt, webhook events).
+and a buffered one, the projections rebuilt, a payout batch, and what all that writes (outbox,
+inbox, idempotency keys, audit, entitlements, receipt, webhook events, payouts).
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from django.db.models import Model
 from django.test import Client, RequestFactory
 
 from apps.ledger.projection import projection_rebuild
+from apps.payouts.services import payout_batch_run
 from apps.tenancy.context import system_context
 from tests.commerce.fixtures import empty_broker  # noqa: F401 - a fixture, used by name
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid, sandbox_refunded
 from tests.factories.tenancy import UserFactory
+from tests.payouts.helpers import make_wallet
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
@@ -55,8 +57,10 @@ def populated(make_tenant: Any, settings: Any) -> None:
     post("/api/v1/ledger/debits", {"account_id": account["id"], "amount_minor": 5, "currency": "EUR"})
     settings.LEDGER_DEGRADED_MODE = "on"
     post("/api/v1/ledger/debits", {"account_id": account["id"], "amount_minor": 7, "currency": "EUR"})
+    make_wallet(shop.org, credited=2500)  # a photographer due for a payout
     with system_context("test: admin pages"):
         projection_rebuild()
+    assert payout_batch_run(trigger="admin pages").payout_ids
 
 
 @pytest.fixture

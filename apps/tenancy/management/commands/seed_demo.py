@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from apps.catalog.models import Event, Product, ProductKind
 from apps.catalog.services import PriceIn, event_create, photo_upload, price_list_set, product_create
 from apps.payments.providers.base import minor_to_major
+from apps.payouts.services import payout_destination_set
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import ApiKey, Membership, Organization, User
 from apps.tenancy.services import api_key_issue, api_key_revoke, membership_add, organization_create
@@ -148,7 +149,13 @@ class Command(BaseCommand):
         for key_id in stale:
             api_key_revoke(tenant=organization, api_key_id=key_id)
         issued = api_key_issue(tenant=organization, name="demo")
-        catalog = demo_catalog(organization=organization, photographer=User.objects.get(username="photographer"))
+        photographer = User.objects.get(username="photographer")
+        catalog = demo_catalog(organization=organization, photographer=photographer)
+        with tenant_context(organization.pk):
+            # The demo photographer is paid out through the sandbox (admin: Payout batches, "Pay out now").
+            payout_destination_set(
+                tenant=organization, owner=photographer, provider="sandbox", destination="demo-photographer-bank"
+            )
         logins = [
             {"username": u, "password": DEMO_PASSWORD, "role": r or ("platform admin" if s else "shopper")}
             for u, _, r, s in DEMO_USERS

@@ -1,0 +1,108 @@
+"""Payouts in the Django admin (platform superusers, system context).
+
+Batches and payouts are written by the services only (read-only here). Destinations are set
+through `payout_destination_set` (validated by the provider's adapter, audited). The batch list
+has a "Pay out now" button: an audited request that the batch task picks up through the outbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+
+from apps.core.admin_base import ReadOnlyAdmin
+from apps.payments.providers.base import PayoutDestinationError
+from apps.payments.providers.registry import get_provider
+from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
+from apps.payouts.services import payout_batch_request, payout_destination_set
+
+
+@admin.register(PayoutBatch)
+class PayoutBatchAdmin(ReadOnlyAdmin):
+    list_display = ("id", "status", "trigger", "epoch", "runs", "payouts_created", "started_at", "completed_at")
+    list_filter = ("status",)
+    ordering = ("-id",)
+
+    def get_urls(self) -> list[Any]:
+        run = self.admin_site.admin_view(self.pay_out_now)
+        return [path("pay-out-now/", run, name="payouts_payoutbatch_pay_out_now"), *super().get_urls()]
+
+    def pay_out_now(self, request: HttpRequest) -> HttpResponse:
+        """POST only (CSRF-checked by the admin): ask for a batch now; superusers only."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.is_superuser:
+            messages.error(request, "Only a platform superuser may start a payout batch.")
+        else:
+            payout_batch_request(actor=request.user, actor_label=f"admin:{request.user.get_username()}")
+            messages.success(request, "Payout batch requested; it runs as soon as a worker takes it.")
+        return HttpResponseRedirect(reverse("admin:payouts_payoutbatch_changelist"))
+
+
+@admin.register(Payout)
+class PayoutAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "id",
+        "tenant",
+        "owner",
+        "amount_minor",
+        "currency",
+        "provider",
+        "status",
+        "provider_payout_id",
+        "attempts",
+        "batch",
+    )
+    list_filter = ("status", "provider", "currency")
+    search_fields = ("=id", "=provider_payout_id", "destination")
+    ordering = ("-created_at",)
+    list_select_related = ("tenant", "owner")
+    show_full_result_count = False
+
+
+class PayoutDestinationForm(forms.ModelForm):
+    class Meta:
+        model = PayoutDestination
+        fields = ("tenant", "owner", "provider", "destination")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        provider, destination = data.get("provider"), data.get("destination")
+        if provider and destination:
+            try:
+                data["destination"] = get_provider(provider).normalize_payout_destination(destination)
+            except PayoutDestinationError as exc:
+                raise ValidationError({"destination": str(exc)}) from exc
+        return data
+
+    def validate_unique(self) -> None:
+        """The service updates an existing destination instead of refusing a second one."""
+
+
+@admin.register(PayoutDestination)
+class PayoutDestinationAdmin(admin.ModelAdmin):
+    form = PayoutDestinationForm
+    list_display = ("tenant", "owner", "provider", "destination", "updated_at")
+    list_filter = ("provider",)
+    search_fields = ("destination", "owner__username", "owner__email")
+    list_select_related = ("tenant", "owner")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # payouts name their destination; change it instead
+
+    def save_model(self, request: HttpRequest, obj: PayoutDestination, form: Any, change: bool) -> None:
+        saved = payout_destination_set(
+            tenant=obj.tenant,
+            owner=obj.owner,
+            provider=obj.provider,
+            destination=obj.destination,
+            actor=request.user if request.user.is_authenticated else None,  # type: ignore[arg-type]
+            actor_label=f"admin:{request.user.get_username()}",
+        )
+        obj.pk = saved.pk

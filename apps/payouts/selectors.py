@@ -1,0 +1,36 @@
+"""Reads for payouts (operators' view: metrics, admin)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import connection
+
+
+@dataclass(frozen=True)
+class PayoutStats:
+    by_status: dict[str, int]
+    oldest_pending_age_seconds: float
+    running_batch_age_seconds: float | None
+
+
+def payout_stats() -> PayoutStats:
+    """Payouts per status, the age of the oldest pending one, and how long the running batch has
+    been running (None when no batch runs). Across studios: call it in the system context."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status, count(*) FROM payouts_payout GROUP BY status")
+        by_status = {str(status): int(count) for status, count in cursor.fetchall()}
+        cursor.execute(
+            "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)"
+            " FROM payouts_payout WHERE status = 'pending'"
+        )
+        oldest = float(cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT EXTRACT(EPOCH FROM now() - started_at) FROM payouts_payoutbatch WHERE status = 'running'"
+        )
+        running = cursor.fetchone()
+    return PayoutStats(
+        by_status=by_status,
+        oldest_pending_age_seconds=oldest,
+        running_batch_age_seconds=float(running[0]) if running else None,
+    )

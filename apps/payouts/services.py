@@ -1,0 +1,436 @@
+"""Writes for payouts: destinations, the batch run (fenced) and the provider submission.
+
+The batch run holds the lease `payouts:batch` (Redis lock + database epoch, `apps.core.locks`)
+and writes each wallet's payout in its own transaction whose first statement checks that epoch:
+a runner that lost its lease (TTL lapsed, Redis forgot it, the process paused) cannot commit a
+payout after a newer runner took over. The newer runner finishes the same batch; the unique
+(batch, wallet) constraint and the wallet's exact balance (already debited) mean nobody is paid
+twice. The provider is called afterwards, by `payout_submit`, with the payout id as its
+idempotency key.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
+
+from apps.core.locks import FencedLease, StaleLeaseError, try_fenced_lock
+from apps.ledger.models import LedgerAccount
+from apps.ledger.partitioning import logical_partition
+from apps.ledger.services import EntryIn, ledger_entries_append
+from apps.outbox.models import uuid7
+from apps.outbox.requeue import RequeueAudit, requeue_stale
+from apps.outbox.services import outbox_publish
+from apps.payments.providers.base import PayoutDestinationError, PayoutStatus, ProviderError
+from apps.payments.providers.registry import get_provider
+from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
+from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import Membership, Organization, User
+from apps.tenancy.services import audit_record
+
+logger = logging.getLogger("darkroom.payouts")
+
+BATCH_LOCK = "payouts:batch"
+TOPIC_PAYOUT_CREATED = "payout.created"
+TOPIC_BATCH_REQUESTED = "payout.batch_requested"
+
+
+class NotAMember(ValueError):
+    """A payout destination was set for a user who is not a member of the studio."""
+
+
+# --- destinations ---------------------------------------------------------------------------
+
+
+@transaction.atomic
+def payout_destination_set(
+    *,
+    tenant: Organization,
+    owner: User,
+    provider: str,
+    destination: str,
+    actor: User | None = None,
+    actor_label: str = "",
+) -> PayoutDestination:
+    """Set where `owner` (a member of `tenant`) is paid; audited. Joins the caller's transaction
+    (the admin's form save) or opens one.
+
+    The destination is validated and normalised by the provider's adapter. Raises NotAMember,
+    UnknownProviderError, PayoutDestinationError.
+    """
+    if not Membership.objects.filter(tenant=tenant, user=owner).exists():
+        raise NotAMember(f"user {owner.pk} is not a member of studio {tenant.slug}")
+    normalized = get_provider(provider).normalize_payout_destination(destination)
+    now = timezone.now()
+    row, created = PayoutDestination.objects.select_for_update().get_or_create(
+        tenant=tenant,
+        owner=owner,
+        defaults={"provider": provider, "destination": normalized, "created_at": now, "updated_at": now},
+    )
+    previous = None if created else {"provider": row.provider, "destination": row.destination}
+    if not created:
+        row.provider, row.destination, row.updated_at = provider, normalized, now
+        row.save(update_fields=["provider", "destination", "updated_at"])
+    audit_record(
+        action="payout_destination.set",
+        tenant_id=tenant.pk,
+        actor_user=actor,
+        actor_label=actor_label,
+        target_type="user",
+        target_id=str(owner.pk),
+        data={"provider": provider, "destination": normalized, "previous": previous},
+    )
+    return row
+
+
+# --- the batch ------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchRunResult:
+    batch_id: int | None
+    epoch: int | None
+    resumed: bool = False
+    busy: bool = False
+    payout_ids: list[uuid.UUID] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.busy:
+            return "another runner holds the payout lease"
+        verb = "resumed" if self.resumed else "ran"
+        return f"{verb} batch {self.batch_id} (epoch {self.epoch}): {len(self.payout_ids)} payout(s)"
+
+
+@dataclass(frozen=True)
+class DueWallet:
+    account_id: int
+    tenant_id: int
+    owner_id: int
+    currency: str
+    client_id: str
+    provider: str
+    destination: str
+
+
+def payout_batch_run(*, trigger: str, batch_size: int | None = None) -> BatchRunResult:
+    """Pay every due wallet once: open (or resume) the running batch, write one payout per due
+    wallet, complete the batch. Returns what it did; `busy` when another runner holds the lease.
+
+    Must be called outside any transaction (each wallet is its own transaction, fenced by the
+    lease epoch). A wallet is due when it has a payout destination and its projected balance is
+    at least PAYOUT_MINIMUM_MINOR; it is paid its exact balance at the moment of the debit.
+    Raises StaleLeaseError / LockLost if the lease is lost midway: what was written stays, and
+    the next runner finishes the batch.
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("payout_batch_run writes one transaction per wallet; call it outside one")
+    with try_fenced_lock(BATCH_LOCK, ttl=float(settings.PAYOUT_LEASE_TTL_SECONDS)) as lease:
+        if lease is None:
+            logger.info("payout batch skipped: lease busy", extra={"trigger": trigger})
+            return BatchRunResult(batch_id=None, epoch=None, busy=True)
+        with system_context("payout batch"):
+            batch, resumed = _batch_open(lease=lease, trigger=trigger)
+            result = BatchRunResult(batch_id=batch.pk, epoch=lease.epoch, resumed=resumed)
+            for wallet in _due_wallets(batch_id=batch.pk, chunk=batch_size or 500):
+                lease.extend()
+                payout = _payout_wallet(lease=lease, batch=batch, wallet=wallet)
+                if payout is not None:
+                    result.payout_ids.append(payout.id)
+            _batch_complete(lease=lease, batch=batch, created=len(result.payout_ids))
+    logger.info("payout batch done", extra={"trigger": trigger, "summary": result.describe()})
+    return result
+
+
+def _batch_open(*, lease: FencedLease, trigger: str) -> tuple[PayoutBatch, bool]:
+    """The running batch (a crashed runner's), now under our epoch, or a new one."""
+    with transaction.atomic(durable=True):
+        lease.check()
+        batch = PayoutBatch.objects.select_for_update().filter(status=PayoutBatch.Status.RUNNING).first()
+        if batch is not None:
+            batch.epoch = lease.epoch
+            batch.runs += 1
+            batch.save(update_fields=["epoch", "runs"])
+            logger.warning("resuming an unfinished payout batch", extra={"batch_id": batch.pk, "epoch": lease.epoch})
+            return batch, True
+        return PayoutBatch.objects.create(trigger=trigger[:200], epoch=lease.epoch), False
+
+
+def _batch_complete(*, lease: FencedLease, batch: PayoutBatch, created: int) -> None:
+    with transaction.atomic(durable=True):
+        lease.check()
+        updated = PayoutBatch.objects.filter(pk=batch.pk, status=PayoutBatch.Status.RUNNING, epoch=lease.epoch).update(
+            status=PayoutBatch.Status.COMPLETED,
+            completed_at=timezone.now(),
+            payouts_created=Payout.objects.filter(batch_id=batch.pk).count(),
+        )
+        if updated != 1:
+            raise StaleLeaseError(f"payout batch {batch.pk} is no longer ours (epoch {lease.epoch})")
+    logger.info("payout batch completed", extra={"batch_id": batch.pk, "created_by_this_run": created})
+
+
+_DUE_WALLETS_SQL = """
+SELECT a.id, a.tenant_id, a.owner_id, a.currency, a.client_id, d.provider, d.destination
+  FROM ledger_ledgeraccount a
+  JOIN payouts_payoutdestination d ON d.tenant_id = a.tenant_id AND d.owner_id = a.owner_id
+ WHERE a.kind = 'wallet' AND a.id > %(after)s
+   AND (SELECT COALESCE(sum(b.balance_minor), 0) FROM ledger_accountbalance b WHERE b.account_id = a.id) >= %(minimum)s
+   AND NOT EXISTS (SELECT 1 FROM payouts_payout p WHERE p.batch_id = %(batch)s AND p.account_id = a.id)
+ ORDER BY a.id
+ LIMIT %(chunk)s
+"""
+
+
+def _due_wallets(*, batch_id: int, chunk: int) -> Iterator[DueWallet]:
+    """Wallets with a destination whose projected balance reaches the minimum and that this batch
+    has not paid, in id order, read `chunk` at a time (system context). The projection may lag:
+    a wallet whose recent credits are not projected yet is paid by the next batch."""
+    after = 0
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _DUE_WALLETS_SQL,
+                {"after": after, "minimum": int(settings.PAYOUT_MINIMUM_MINOR), "batch": batch_id, "chunk": chunk},
+            )
+            rows = cursor.fetchall()
+        for row in rows:
+            yield DueWallet(*row)
+        if len(rows) < chunk:
+            return
+        after = rows[-1][0]
+
+
+# Lock the heads of every logical partition the wallet's events live in, in partition order (as
+# the ledger's appenders do): no event of the wallet can commit until this transaction ends.
+_LOCK_HEADS_SQL = """
+SELECT partition FROM ledger_ledgerpartitionhead WHERE partition = ANY(%s) ORDER BY partition FOR UPDATE
+"""
+_EVENT_PARTITIONS_SQL = """
+SELECT DISTINCT partition FROM ledger_accountbalance WHERE account_id = %(account)s
+UNION
+SELECT DISTINCT e.partition FROM ledger_ledgerevent e
+  LEFT JOIN ledger_ledgercheckpoint c ON c.partition = e.partition
+ WHERE e.account_id = %(account)s AND e.seq > COALESCE(c.seq, 0)
+"""
+# The exact balance in ONE statement, so one snapshot: the projection (written with its
+# checkpoint in one transaction) plus the events past each partition's checkpoint.
+_EXACT_BALANCE_SQL = """
+SELECT COALESCE((SELECT sum(balance_minor) FROM ledger_accountbalance WHERE account_id = %(account)s), 0)
+     + COALESCE((SELECT sum(CASE WHEN e.kind = 'credit' THEN e.amount_minor ELSE -e.amount_minor END)
+                   FROM ledger_ledgerevent e
+                   LEFT JOIN ledger_ledgercheckpoint c ON c.partition = e.partition
+                  WHERE e.account_id = %(account)s AND e.seq > COALESCE(c.seq, 0)), 0)
+"""
+
+
+def wallet_exact_balance(*, account: LedgerAccount, tenant: Organization) -> int:
+    """The wallet's balance including events the projector has not applied yet.
+
+    Must run inside the caller's transaction: locks the partition heads of the wallet's events
+    (until that transaction ends), so no credit or debit of the wallet commits in between and
+    the figure stays true until the caller's debit commits.
+    """
+    if not connection.in_atomic_block:
+        raise TransactionManagementError("wallet_exact_balance locks until the caller's transaction ends")
+    home = logical_partition(tenant_id=tenant.pk, tenant_slug=tenant.slug, client_id=account.client_id)
+    with connection.cursor() as cursor:
+        cursor.execute(_EVENT_PARTITIONS_SQL, {"account": account.pk})
+        partitions = sorted({home, *(row[0] for row in cursor.fetchall())})
+        cursor.execute(_LOCK_HEADS_SQL, [partitions])
+        cursor.execute(_EXACT_BALANCE_SQL, {"account": account.pk})
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _payout_wallet(*, lease: FencedLease, batch: PayoutBatch, wallet: DueWallet) -> Payout | None:
+    """One wallet's payout: the Payout row, its ledger debit and its outbox message, in ONE
+    transaction fenced by the lease epoch. None when the exact balance is below the minimum.
+    Raises StaleLeaseError (nothing written) when a newer runner took over."""
+    with tenant_context(wallet.tenant_id), transaction.atomic(durable=True):
+        lease.check()
+        tenant = Organization.objects.get(pk=wallet.tenant_id)
+        account = LedgerAccount.objects.get(pk=wallet.account_id)
+        amount = wallet_exact_balance(account=account, tenant=tenant)
+        if amount < int(settings.PAYOUT_MINIMUM_MINOR):
+            return None
+        payout_id = uuid7()
+        appended = ledger_entries_append(
+            tenant=tenant,
+            entries=[
+                EntryIn(
+                    account_id=account.pk,
+                    amount_minor=amount,
+                    currency=account.currency,
+                    idempotency_key=f"payout:{payout_id}",
+                    kind="debit",
+                    reference=f"payout {payout_id}",
+                )
+            ],
+        )
+        debit = appended.items[0]
+        assert debit.status == "created" and debit.event_id is not None, debit
+        payout = Payout.objects.create(
+            id=payout_id,
+            tenant_id=wallet.tenant_id,
+            batch=batch,
+            account_id=account.pk,
+            owner_id=wallet.owner_id,
+            amount_minor=amount,
+            currency=account.currency,
+            provider=wallet.provider,
+            destination=wallet.destination,
+            debit_event_id=debit.event_id,
+        )
+        _publish_payout_created(payout)
+    return payout
+
+
+def _publish_payout_created(payout: Payout) -> None:
+    outbox_publish(
+        topic=TOPIC_PAYOUT_CREATED,
+        tenant_id=payout.tenant_id,
+        aggregate_type="payout",
+        aggregate_id=payout.id,
+        payload={"payout_id": str(payout.id)},
+    )
+
+
+@transaction.atomic(durable=True)
+def payout_batch_request(*, actor: User | None, actor_label: str) -> None:
+    """Ask for a payout batch now (operator): an outbox message the batch task consumes; audited.
+    Outermost transaction, in the system context."""
+    with system_context("payout batch request"):
+        outbox_publish(
+            topic=TOPIC_BATCH_REQUESTED,
+            tenant_id=None,
+            aggregate_type="payout_batch",
+            aggregate_id="requested",
+            payload={"trigger": f"operator: {actor_label}"[:200]},
+        )
+        audit_record(
+            action="payout_batch.request",
+            tenant_id=None,
+            actor_user=actor,
+            actor_label=actor_label,
+            target_type="payout_batch",
+            target_id="next",
+            data={},
+        )
+
+
+# --- the provider call ----------------------------------------------------------------------
+
+
+def payout_submit(*, payout_id: uuid.UUID | str) -> Payout:
+    """Send a pending payout to its provider (outside any transaction; the payout's tenant context).
+
+    Idempotent: a payout that is no longer pending is returned untouched, and the payout id is
+    the provider's idempotency key, so a retry after a timeout never pays twice. A retryable
+    ProviderError is recorded and re-raised (the consumer backs off); a final refusal (a
+    non-retryable ProviderError, or a destination, amount or currency the adapter refuses before
+    sending), or a provider answer that the payout failed, marks it `failed` and credits the
+    debit back to the wallet, in one transaction.
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("the provider must not be called inside a transaction")
+    payout = Payout.objects.get(pk=payout_id)
+    if payout.status != Payout.Status.PENDING:
+        return payout
+    provider = get_provider(payout.provider)
+    try:
+        result = provider.payout(
+            payout_id=str(payout.id),
+            amount_minor=payout.amount_minor,
+            currency=payout.currency,
+            destination=payout.destination,
+            description=f"Darkroom payout {payout.id}",
+        )
+    except (ProviderError, PayoutDestinationError, ValueError) as exc:
+        # The adapter refuses a destination, amount or currency before sending anything.
+        retryable = isinstance(exc, ProviderError) and exc.retryable
+        with transaction.atomic(durable=True):
+            locked = Payout.objects.select_for_update().get(pk=payout.pk)
+            if locked.status != Payout.Status.PENDING:
+                return locked
+            locked.attempts += 1
+            locked.last_error = str(exc)[:2000]
+            locked.save(update_fields=["attempts", "last_error"])
+            if not retryable:
+                _fail(locked, reason=f"refused by {payout.provider}: {exc}")
+        if retryable:
+            raise
+        logger.error("payout refused", extra={"payout_id": str(payout.id), "error": str(exc)})
+        return locked
+    with transaction.atomic(durable=True):
+        locked = Payout.objects.select_for_update().get(pk=payout.pk)
+        if locked.status != Payout.Status.PENDING:
+            return locked
+        locked.attempts += 1
+        locked.provider_payout_id = result.provider_payout_id
+        if (result.amount_minor, result.currency) != (locked.amount_minor, locked.currency):
+            locked.last_error = (
+                f"{payout.provider} reports {result.amount_minor} {result.currency}, "
+                f"not {locked.amount_minor} {locked.currency}: check with the provider"
+            )
+            logger.error("payout amount differs at the provider", extra={"payout_id": str(payout.id)})
+        if result.status == PayoutStatus.FAILED:
+            locked.save(update_fields=["attempts", "provider_payout_id", "last_error"])
+            _fail(locked, reason=f"{payout.provider} reports the payout failed")
+            return locked
+        locked.status = Payout.Status.PAID if result.status == PayoutStatus.PAID else Payout.Status.SUBMITTED
+        locked.completed_at = timezone.now() if locked.status == Payout.Status.PAID else None
+        locked.save(update_fields=["attempts", "provider_payout_id", "last_error", "status", "completed_at"])
+    return locked
+
+
+def _fail(payout: Payout, *, reason: str) -> None:
+    """Mark a locked payout failed and credit its amount back to the wallet (once: the credit's
+    idempotency key is `payout-reversal:<id>`). In the caller's transaction."""
+    appended = ledger_entries_append(
+        tenant=Organization.objects.get(pk=payout.tenant_id),
+        entries=[
+            EntryIn(
+                account_id=payout.account_id,
+                amount_minor=payout.amount_minor,
+                currency=payout.currency,
+                idempotency_key=f"payout-reversal:{payout.id}",
+                kind="credit",
+                reference=f"payout {payout.id} failed",
+            )
+        ],
+    )
+    payout.status = Payout.Status.FAILED
+    payout.reversal_event_id = appended.items[0].event_id
+    payout.completed_at = timezone.now()
+    payout.last_error = reason[:2000]
+    payout.save(update_fields=["status", "reversal_event_id", "completed_at", "last_error"])
+
+
+@transaction.atomic(durable=True)
+def payouts_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> list[uuid.UUID]:
+    """Queue again the payouts still `pending` more than `older_than_seconds` after their message
+    was queued (`apps.outbox.requeue`: the broker lost it, or the consumer gave up retrying).
+    One audit row per payout. Outermost transaction, in the system context (the beat task's).
+    Harmless when the message was only slow: the provider call carries the payout id.
+    """
+    payouts = requeue_stale(
+        Payout.objects.filter(status=Payout.Status.PENDING),
+        queued_field="queued_at",
+        fallback_field="created_at",
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=_publish_payout_created,
+        flow="payouts",
+        audit=RequeueAudit(
+            action="payout.requeue",
+            target_type="payout",
+            data=lambda payout: {"amount_minor": payout.amount_minor, "currency": payout.currency},
+        ),
+    )
+    return [payout.id for payout in payouts]

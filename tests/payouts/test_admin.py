@@ -1,0 +1,72 @@
+"""The operator's payout controls in the Django admin: "Pay out now" and destinations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from apps.outbox.models import OutboxMessage
+from apps.payouts.models import PayoutDestination
+from apps.tenancy.context import system_context
+from apps.tenancy.models import AuditLog
+from tests.factories.tenancy import MembershipFactory, UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PAY_OUT_NOW = "/admin/payouts/payoutbatch/pay-out-now/"
+
+
+def logged_in(**flags: bool) -> Client:
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, **flags))
+    return client
+
+
+def batch_requests() -> int:
+    with system_context("test: outbox"):
+        return OutboxMessage.objects.filter(topic="payout.batch_requested").count()
+
+
+def test_a_superuser_asks_for_a_batch_now_through_the_outbox() -> None:
+    client = logged_in(is_superuser=True)
+    # given: the batch list shows the button
+    assert b"Pay out now" in client.get("/admin/payouts/payoutbatch/").content
+    # when: it is pressed
+    response = client.post(PAY_OUT_NOW)
+    # then: back to the list, one batch request queued and audited
+    assert response.status_code == 302 and response["Location"].endswith("/admin/payouts/payoutbatch/")
+    assert batch_requests() == 1
+    with system_context("test: audit"):
+        assert AuditLog.objects.filter(action="payout_batch.request").count() == 1
+
+
+def test_pay_out_now_wants_a_post_from_a_superuser() -> None:
+    assert logged_in(is_superuser=True).get(PAY_OUT_NOW).status_code == 405
+    assert Client().post(PAY_OUT_NOW).status_code == 302  # to the admin login
+    staff = logged_in(is_superuser=False)
+    staff.post(PAY_OUT_NOW)
+    assert batch_requests() == 0
+
+
+def test_the_destination_form_validates_through_the_provider(tenant_a: Any) -> None:
+    client = logged_in(is_superuser=True)
+    member = UserFactory()
+    MembershipFactory(tenant=tenant_a.org, user=member, role="photographer")
+    form = {"tenant": tenant_a.org.pk, "owner": member.pk, "provider": "stripe"}
+    # when: a destination that is not a Stripe connected account
+    refused = client.post("/admin/payouts/payoutdestination/add/", {**form, "destination": "IBAN DE00"})
+    # then: the form says why and nothing is stored
+    assert refused.status_code == 200 and b"destination" in refused.content
+    with system_context("test"):
+        assert not PayoutDestination.objects.exists()
+    # when: a good one
+    saved = client.post("/admin/payouts/payoutdestination/add/", {**form, "destination": "acct_1Nv0FGQ9RKHgCVdK"})
+    # then: stored through the service, audited with the admin as actor
+    assert saved.status_code == 302
+    with system_context("test"):
+        row = PayoutDestination.objects.get()
+        audit = AuditLog.objects.get(action="payout_destination.set")
+    assert (row.owner_id, row.provider, row.destination) == (member.pk, "stripe", "acct_1Nv0FGQ9RKHgCVdK")
+    assert audit.actor_label.startswith("admin:")

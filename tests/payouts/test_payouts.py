@@ -1,0 +1,485 @@
+"""Payouts: each due wallet is paid its exact balance once per batch, whatever crashes, races or
+redeliveries happen; the provider is called with the payout id as its idempotency key.
+
+Real PostgreSQL and Redis throughout; the sandbox adapter plays the provider, and a stand-in
+adapter is used only where a provider must refuse or fail.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.test import Client, override_settings
+
+from apps.core.locks import StaleLeaseError, fenced_lock
+from apps.ledger.models import LedgerEvent
+from apps.ledger.projection import projection_rebuild
+from apps.outbox.models import OutboxMessage
+from apps.outbox.routing import Route, resolve_route
+from apps.payments.providers.base import PayoutDestinationError, PayoutResult, PayoutStatus, ProviderError
+from apps.payouts import services
+from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
+from apps.payouts.services import (
+    BATCH_LOCK,
+    NotAMember,
+    payout_batch_run,
+    payout_destination_set,
+    payout_submit,
+    payouts_requeue_stale,
+    wallet_exact_balance,
+)
+from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import AuditLog, Organization
+from tests.factories.tenancy import MembershipFactory, UserFactory
+from tests.payouts.helpers import Wallet, make_wallet, post
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def exact_balance(wallet: Wallet) -> int:
+    with tenant_context(wallet.tenant.pk), transaction.atomic():
+        return wallet_exact_balance(account=wallet.account, tenant=wallet.tenant)
+
+
+def payouts_of(wallet: Wallet) -> list[Payout]:
+    with system_context("test: payouts"):
+        return list(Payout.objects.filter(account=wallet.account).order_by("created_at"))
+
+
+def all_payouts() -> list[Payout]:
+    with system_context("test: payouts"):
+        return list(Payout.objects.order_by("created_at"))
+
+
+def submit_all() -> None:
+    for payout in all_payouts():
+        with tenant_context(payout.tenant_id):
+            payout_submit(payout_id=payout.id)
+
+
+@pytest.fixture
+def studio(tenant_a: Any) -> Organization:
+    return tenant_a.org
+
+
+def test_a_batch_pays_each_due_wallet_its_exact_balance_once(studio: Organization) -> None:
+    # given: a wallet due (5,000), one below the minimum (500), one without a destination
+    due = make_wallet(studio, credited=5000)
+    small = make_wallet(studio, credited=500)
+    nowhere = make_wallet(studio, credited=9000, destination=None)
+    projection_rebuild()
+
+    # when: a batch runs, and its payouts are submitted
+    result = payout_batch_run(trigger="test")
+    submit_all()
+
+    # then: one payout of 5,000 for the due wallet, debited in the ledger, paid by the provider
+    [payout] = payouts_of(due)
+    assert result.payout_ids == [payout.id] and not result.resumed
+    assert (payout.amount_minor, payout.currency, payout.status) == (5000, "EUR", Payout.Status.PAID)
+    assert payout.provider_payout_id and payout.completed_at is not None
+    with system_context("test"):
+        debit = LedgerEvent.objects.get(pk=payout.debit_event_id)
+        batch = PayoutBatch.objects.get(pk=result.batch_id)
+        assert OutboxMessage.objects.filter(topic="payout.created", aggregate_id=str(payout.id)).count() == 1
+    assert (debit.kind, debit.amount_minor, debit.idempotency_key) == ("debit", 5000, f"payout:{payout.id}")
+    assert batch.status == PayoutBatch.Status.COMPLETED and batch.payouts_created == 1
+    assert exact_balance(due) == 0
+    assert payouts_of(small) == [] and payouts_of(nowhere) == []
+
+    # when: another batch runs after the projection caught up
+    projection_rebuild()
+    again = payout_batch_run(trigger="test")
+
+    # then: nobody is paid twice
+    assert again.payout_ids == [] and again.batch_id != result.batch_id
+    assert len(payouts_of(due)) == 1
+
+
+def test_the_payout_is_the_exact_balance_including_debits_not_yet_projected(studio: Organization) -> None:
+    # given: a projected credit of 5,000, then a refund debit of 1,200 the projector has not applied
+    wallet = make_wallet(studio, credited=5000)
+    projection_rebuild()
+    post(studio, wallet.account, 1200, kind="debit")
+
+    # when
+    payout_batch_run(trigger="test")
+
+    # then: 3,800 is paid out, not the projected 5,000
+    [payout] = payouts_of(wallet)
+    assert payout.amount_minor == 3800
+    assert exact_balance(wallet) == 0
+
+
+def test_a_runner_that_lost_its_lease_is_refused_and_the_next_runner_finishes_the_batch(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: three due wallets, and a first runner that pays one, then stalls past its lease TTL
+    wallets = [make_wallet(studio, credited=2000 + i) for i in range(3)]
+    projection_rebuild()
+    with system_context("test: due wallets"):
+        due = list(services._due_wallets(batch_id=0, chunk=10))
+    assert len(due) == 3
+    with fenced_lock(BATCH_LOCK, ttl=0.5) as stale, system_context("test: first runner"):
+        batch, _ = services._batch_open(lease=stale, trigger="first")
+        services._payout_wallet(lease=stale, batch=batch, wallet=due[0])
+        time.sleep(0.7)  # the Redis key expires: the first runner is paused, not dead
+
+        # when: a second runner takes the lease and runs
+        result = payout_batch_run(trigger="second")
+
+        # then: the stale runner's next write is refused by its epoch, and writes nothing
+        with pytest.raises(StaleLeaseError):
+            services._payout_wallet(lease=stale, batch=batch, wallet=due[1])
+
+    # then: the second runner resumed the same batch and paid the two others; each wallet once
+    assert result.resumed and result.batch_id == batch.pk and len(result.payout_ids) == 2
+    assert [len(payouts_of(w)) for w in wallets] == [1, 1, 1]
+    with system_context("test"):
+        finished = PayoutBatch.objects.get(pk=batch.pk)
+    assert (finished.status, finished.runs, finished.payouts_created) == (PayoutBatch.Status.COMPLETED, 2, 3)
+    assert finished.epoch == result.epoch > stale.epoch
+    assert [exact_balance(w) for w in wallets] == [0, 0, 0]
+
+
+def test_a_runner_that_crashed_midway_leaves_a_batch_the_next_run_finishes(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: three due wallets and a runner that dies after the first payout
+    wallets = [make_wallet(studio, credited=3000) for _ in range(3)]
+    projection_rebuild()
+    real = services._payout_wallet
+    calls = {"n": 0}
+
+    def dies_after_one(**kwargs: Any) -> Payout | None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker killed")
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "_payout_wallet", dies_after_one)
+    with pytest.raises(RuntimeError):
+        payout_batch_run(trigger="crashes")
+    monkeypatch.setattr(services, "_payout_wallet", real)
+
+    # when: the next run
+    result = payout_batch_run(trigger="next")
+
+    # then: it resumed the batch and each wallet has exactly one payout
+    assert result.resumed and len(result.payout_ids) == 2
+    assert sorted(len(payouts_of(w)) for w in wallets) == [1, 1, 1]
+    with system_context("test"):
+        assert PayoutBatch.objects.filter(status=PayoutBatch.Status.RUNNING).count() == 0
+
+
+def test_concurrent_runs_pay_each_wallet_once(studio: Organization) -> None:
+    # given: five due wallets
+    wallets = [make_wallet(studio, credited=1500) for _ in range(5)]
+    projection_rebuild()
+    barrier = threading.Barrier(3)
+    results: list[Any] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            results.append(payout_batch_run(trigger="race"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            results.append(exc)
+        finally:
+            connection.close()
+
+    # when: three runners start at once
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    # then: every wallet is paid exactly once, whoever ran
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert sum(len(r.payout_ids) for r in results) == 5
+    assert [len(payouts_of(w)) for w in wallets] == [1] * 5
+
+
+def test_submit_twice_or_at_once_pays_once(studio: Organization) -> None:
+    # given: one pending payout
+    make_wallet(studio, credited=4000)
+    projection_rebuild()
+    [payout_id] = payout_batch_run(trigger="test").payout_ids
+    answers: list[Any] = []
+
+    def submit() -> None:
+        try:
+            with tenant_context(studio.pk):
+                answers.append(payout_submit(payout_id=payout_id))
+        finally:
+            connection.close()
+
+    # when: two workers submit it at once (a redelivery), then once more
+    threads = [threading.Thread(target=submit) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    submit()
+
+    # then: one provider payout id, paid, one attempt recorded
+    assert {a.provider_payout_id for a in answers} == {answers[0].provider_payout_id}
+    [payout] = all_payouts()
+    assert payout.status == Payout.Status.PAID and payout.attempts == 1
+
+
+class StandInProvider:
+    """Plays a provider that answers with `outcome` (a PayoutResult or a ProviderError)."""
+
+    name = "sandbox"
+
+    def __init__(self, outcome: PayoutResult | ProviderError) -> None:
+        self.outcome = outcome
+        self.calls: list[dict[str, Any]] = []
+
+    def payout(self, **kwargs: Any) -> PayoutResult:
+        self.calls.append(kwargs)
+        if isinstance(self.outcome, ProviderError):
+            raise self.outcome
+        return self.outcome
+
+
+def pending_payout(studio: Organization, monkeypatch: pytest.MonkeyPatch, outcome: Any) -> tuple[Payout, Wallet, Any]:
+    wallet = make_wallet(studio, credited=2500)
+    projection_rebuild()
+    payout_batch_run(trigger="test")
+    provider = StandInProvider(outcome)
+    monkeypatch.setattr(services, "get_provider", lambda name: provider)
+    return all_payouts()[0], wallet, provider
+
+
+def test_a_final_refusal_fails_the_payout_and_credits_the_wallet_back(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a provider that refuses for good (e.g. a closed account)
+    refusal = ProviderError("account closed", provider="sandbox", retryable=False, http_status=400)
+    payout, wallet, provider = pending_payout(studio, monkeypatch, refusal)
+
+    # when: submitted twice
+    with tenant_context(studio.pk):
+        payout_submit(payout_id=payout.id)
+        payout_submit(payout_id=payout.id)
+
+    # then: failed once, the debit reversed once, the money back in the wallet
+    [failed] = payouts_of(wallet)
+    assert failed.status == Payout.Status.FAILED and "account closed" in failed.last_error
+    assert len(provider.calls) == 1 and provider.calls[0]["payout_id"] == str(payout.id)
+    with system_context("test"):
+        reversal = LedgerEvent.objects.get(pk=failed.reversal_event_id)
+    assert (reversal.kind, reversal.amount_minor) == ("credit", 2500)
+    assert exact_balance(wallet) == 2500
+
+
+def test_a_destination_the_adapter_refuses_fails_the_payout_before_anything_is_sent(studio: Organization) -> None:
+    # given: a wallet whose (sandbox) destination was changed to a Stripe one that is not valid
+    wallet = make_wallet(studio, credited=2200)
+    with system_context("test"):
+        PayoutDestination.objects.filter(owner=wallet.owner).update(provider="stripe", destination="cus_123")
+    projection_rebuild()
+    [payout_id] = payout_batch_run(trigger="test").payout_ids
+    # when
+    with tenant_context(studio.pk):
+        payout_submit(payout_id=payout_id)
+    # then: failed with the adapter's reason, the money back in the wallet
+    [failed] = payouts_of(wallet)
+    assert failed.status == Payout.Status.FAILED and "connected account" in failed.last_error
+    assert exact_balance(wallet) == 2200
+
+
+def test_a_provider_answer_of_failed_also_reverses(studio: Organization, monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = PayoutResult(provider_payout_id="po_1", status=PayoutStatus.FAILED, amount_minor=2500, currency="EUR")
+    payout, wallet, _ = pending_payout(studio, monkeypatch, answer)
+    with tenant_context(studio.pk):
+        payout_submit(payout_id=payout.id)
+    [failed] = payouts_of(wallet)
+    assert (failed.status, failed.provider_payout_id) == (Payout.Status.FAILED, "po_1")
+    assert exact_balance(wallet) == 2500
+
+
+def test_a_provider_that_settles_later_leaves_the_payout_submitted(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = PayoutResult(provider_payout_id="batch_9", status=PayoutStatus.PENDING, amount_minor=2500, currency="EUR")
+    payout, wallet, _ = pending_payout(studio, monkeypatch, answer)
+    with tenant_context(studio.pk):
+        payout_submit(payout_id=payout.id)
+    [submitted] = payouts_of(wallet)
+    assert (submitted.status, submitted.completed_at) == (Payout.Status.SUBMITTED, None)
+    assert exact_balance(wallet) == 0
+
+
+def test_a_retryable_error_keeps_the_payout_pending_and_raises(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outage = ProviderError("503 from provider", provider="sandbox", retryable=True, http_status=503)
+    payout, wallet, _ = pending_payout(studio, monkeypatch, outage)
+    with tenant_context(studio.pk), pytest.raises(ProviderError):
+        payout_submit(payout_id=payout.id)
+    [pending] = payouts_of(wallet)
+    assert (pending.status, pending.attempts, pending.reversal_event_id) == (Payout.Status.PENDING, 1, None)
+    assert exact_balance(wallet) == 0
+
+
+def test_submit_refuses_to_run_inside_a_transaction(studio: Organization) -> None:
+    with transaction.atomic(), pytest.raises(transaction.TransactionManagementError):
+        payout_submit(payout_id=uuid.uuid4())
+
+
+def test_the_batch_refuses_to_run_inside_a_transaction() -> None:
+    with transaction.atomic(), pytest.raises(transaction.TransactionManagementError):
+        payout_batch_run(trigger="test")
+
+
+def test_a_lost_payout_message_is_queued_again(studio: Organization) -> None:
+    # given: a payout whose message the broker lost, ten minutes ago
+    make_wallet(studio, credited=2000)
+    projection_rebuild()
+    [payout_id] = payout_batch_run(trigger="test").payout_ids
+    with system_context("test"):
+        Payout.objects.filter(pk=payout_id).update(
+            queued_at=Payout.objects.get(pk=payout_id).queued_at.replace(year=2020)
+        )
+
+    # when: the sweep runs (twice)
+    with system_context("test: sweep"):
+        first = payouts_requeue_stale(older_than_seconds=600)
+        second = payouts_requeue_stale(older_than_seconds=600)
+
+    # then: queued again once, audited
+    assert first == [payout_id] and second == []
+    with system_context("test"):
+        assert OutboxMessage.objects.filter(topic="payout.created", aggregate_id=str(payout_id)).count() == 2
+        assert AuditLog.objects.filter(action="payout.requeue", target_id=str(payout_id)).count() == 1
+
+
+def test_payout_messages_go_to_the_providers_worker() -> None:
+    import tasks.payouts  # noqa: F401 - registers the consumers
+
+    assert resolve_route("payout.created") == Route("payout.created", "payouts.submit", "providers")
+    assert resolve_route("payout.batch_requested").task_name == "payouts.batch_run_requested"
+
+
+# --- destinations ---------------------------------------------------------------------------
+
+
+def test_a_destination_is_for_members_only_and_validated_by_the_provider(studio: Organization) -> None:
+    outsider = UserFactory()
+    with tenant_context(studio.pk):
+        with pytest.raises(NotAMember):
+            payout_destination_set(tenant=studio, owner=outsider, provider="sandbox", destination="x")
+        member = UserFactory()
+        MembershipFactory(tenant=studio, user=member, role="photographer")
+        with pytest.raises(PayoutDestinationError):
+            payout_destination_set(tenant=studio, owner=member, provider="stripe", destination="not-an-account")
+        payout_destination_set(tenant=studio, owner=member, provider="stripe", destination="acct_1Nv0FGQ9RKHgCVdK")
+        payout_destination_set(tenant=studio, owner=member, provider="sandbox", destination="bank-2")
+        rows = list(PayoutDestination.objects.filter(owner=member))
+        audits = AuditLog.objects.filter(action="payout_destination.set", target_id=str(member.pk)).count()
+    assert [(r.provider, r.destination) for r in rows] == [("sandbox", "bank-2")]
+    assert audits == 2
+
+
+# --- constraints ----------------------------------------------------------------------------
+
+
+def _payout_row(wallet: Wallet, batch: PayoutBatch, **overrides: Any) -> Payout:
+    values: dict[str, Any] = {
+        "tenant": wallet.tenant,
+        "batch": batch,
+        "account": wallet.account,
+        "owner": wallet.owner,
+        "amount_minor": 100,
+        "currency": "EUR",
+        "provider": "sandbox",
+        "destination": "x",
+        "debit_event_id": 1,
+        **overrides,
+    }
+    with tenant_context(wallet.tenant.pk), transaction.atomic():
+        return Payout.objects.create(**values)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"amount_minor": 0},
+        {"status": "paid"},  # paid without the provider's id
+        {"status": "failed"},  # failed without a reversal
+        {"status": "lost"},
+    ],
+)
+def test_payout_constraints_refuse_bad_rows(studio: Organization, overrides: dict[str, Any]) -> None:
+    wallet = make_wallet(studio, credited=0)
+    with system_context("test"):
+        batch = PayoutBatch.objects.create(trigger="t", epoch=1)
+    with pytest.raises(IntegrityError):
+        _payout_row(wallet, batch, **overrides)
+
+
+def test_one_payout_per_batch_and_wallet_and_one_running_batch(studio: Organization) -> None:
+    wallet = make_wallet(studio, credited=0)
+    with system_context("test"):
+        batch = PayoutBatch.objects.create(trigger="t", epoch=1)
+        with pytest.raises(IntegrityError), transaction.atomic():
+            PayoutBatch.objects.create(trigger="t2", epoch=2)
+    _payout_row(wallet, batch)
+    with pytest.raises(IntegrityError):
+        _payout_row(wallet, batch)
+    with pytest.raises(IntegrityError):
+        _payout_row(wallet, batch, provider_payout_id="dup")  # same batch and wallet again
+
+
+def test_provider_payout_ids_are_unique_per_provider(studio: Organization) -> None:
+    first, second = make_wallet(studio, credited=0), make_wallet(studio, credited=0)
+    with system_context("test"):
+        batch = PayoutBatch.objects.create(trigger="t", epoch=1)
+    _payout_row(first, batch, provider_payout_id="po_same", status="submitted")
+    with pytest.raises(IntegrityError):
+        _payout_row(second, batch, provider_payout_id="po_same", status="submitted")
+
+
+def test_another_studio_sees_no_payouts(studio: Organization, tenant_b: Any) -> None:
+    make_wallet(studio, credited=2000)
+    projection_rebuild()
+    payout_batch_run(trigger="test")
+    with tenant_context(tenant_b.org.pk):
+        assert Payout.objects.count() == 0 and PayoutDestination.objects.count() == 0
+    with tenant_context(studio.pk):
+        assert Payout.objects.count() == 1 and PayoutDestination.objects.count() == 1
+
+
+@override_settings(PAYOUT_MINIMUM_MINOR=10_000)
+def test_the_minimum_is_a_setting(studio: Organization) -> None:
+    make_wallet(studio, credited=9_999)
+    projection_rebuild()
+    assert payout_batch_run(trigger="test").payout_ids == []
+
+
+def test_metrics_show_payouts_per_status_and_the_oldest_pending(studio: Organization, tenant_b: Any) -> None:
+    # given: a pending payout in each of two studios, one of them paid
+    make_wallet(studio, credited=2000)
+    make_wallet(tenant_b.org, credited=3000)
+    projection_rebuild()
+    first, _ = payout_batch_run(trigger="test").payout_ids
+    with tenant_context(studio.pk):
+        payout_submit(payout_id=first)
+    # when: Prometheus scrapes
+    body = Client().get("/metrics").content.decode()
+    # then: figures across studios; no batch running
+    assert 'darkroom_payouts{status="paid"} 1.0' in body
+    assert 'darkroom_payouts{status="pending"} 1.0' in body
+    assert 'darkroom_payouts{status="failed"} 0.0' in body
+    assert re.search(r"^darkroom_payouts_oldest_pending_age_seconds (\S+)$", body, re.MULTILINE)
+    assert "darkroom_payout_batch_running_seconds 0.0" in body
