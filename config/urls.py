@@ -11,6 +11,7 @@ api_v1 = [
     path("ledger/", include("apps.ledger.urls")),
     path("", include("apps.catalog.urls")),
     path("", include("apps.commerce.urls")),
+    path("", include("apps.payouts.urls")),
 ]
 
 urlpatterns = [

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import connection
+from django.db.models import QuerySet
+
+from apps.payouts.models import Payout, PayoutDestination
 
 
 @dataclass(frozen=True)
@@ -34,3 +37,14 @@ def payout_stats() -> PayoutStats:
         oldest_pending_age_seconds=oldest,
         running_batch_age_seconds=float(running[0]) if running else None,
     )
+
+
+def payout_destinations() -> QuerySet[PayoutDestination]:
+    """The current tenant's destinations (RLS scopes them), by photographer."""
+    return PayoutDestination.objects.order_by("owner_id")
+
+
+def payouts_of_tenant(*, status: str | None = None) -> QuerySet[Payout]:
+    """The current tenant's payouts (RLS scopes them), newest first."""
+    payouts = Payout.objects.order_by("-created_at", "-id")
+    return payouts.filter(status=status) if status else payouts
