@@ -63,6 +63,15 @@ class CurrencyMismatch(DomainError):
     title = "Currency does not match the account"
 
 
+class WalletNotDebitable(DomainError):
+    """Wallets move only with sales, refunds and payouts (the platform's own appends): a debit
+    posted through the ledger API would race the payout that reads the wallet's balance."""
+
+    status_code = 422
+    slug = "ledger-wallet-not-debitable"
+    title = "A photographer's wallet cannot be debited through the ledger API"
+
+
 class InvalidAmount(DomainError):
     status_code = 400
     slug = "ledger-invalid-amount"
@@ -158,12 +167,13 @@ def _degraded_mode() -> DegradedMode:
     return mode if mode in ("off", "on", "auto") else "off"  # type: ignore[return-value]
 
 
-def _validate(*, tenant: Organization, entries: Sequence[EntryIn]) -> list[_Row]:
+def _validate(*, tenant: Organization, entries: Sequence[EntryIn], wallets: bool = True) -> list[_Row]:
     """Resolve entries to rows, or raise before anything is written.
 
     Accounts are read under the caller's tenant context, so another tenant's account is
-    invisible (RLS) and reported exactly like a missing one. Raises BatchTooLarge,
-    InvalidAmount, UnknownAccount, CurrencyMismatch.
+    invisible (RLS) and reported exactly like a missing one. With `wallets=False` an entry on a
+    wallet is refused. Raises BatchTooLarge, InvalidAmount, UnknownAccount, CurrencyMismatch,
+    WalletNotDebitable.
     """
     if len(entries) > MAX_BATCH_ITEMS:
         raise BatchTooLarge(f"A batch holds at most {MAX_BATCH_ITEMS} items; got {len(entries)}.")
@@ -171,14 +181,19 @@ def _validate(*, tenant: Organization, entries: Sequence[EntryIn]) -> list[_Row]
     if bad_amounts:
         raise InvalidAmount(f"amount_minor must be between 1 and {MAX_AMOUNT_MINOR}.", extra={"items": bad_amounts})
     accounts = {
-        pk: (currency, client_id)
-        for pk, currency, client_id in LedgerAccount.objects.filter(
+        pk: (currency, client_id, kind)
+        for pk, currency, client_id, kind in LedgerAccount.objects.filter(
             pk__in={e.account_id for e in entries}, tenant_id=tenant.pk
-        ).values_list("pk", "currency", "client_id")
+        ).values_list("pk", "currency", "client_id", "kind")
     }
     unknown = [i for i, e in enumerate(entries) if e.account_id not in accounts]
     if unknown:
         raise UnknownAccount("No such account in this studio.", extra={"items": unknown})
+    on_wallets = [i for i, e in enumerate(entries) if accounts[e.account_id][2] == LedgerAccount.Kind.WALLET]
+    if on_wallets and not wallets:
+        raise WalletNotDebitable(
+            "Wallets move only with sales, refunds and payouts; debit a usage account.", extra={"items": on_wallets}
+        )
     mismatched = [i for i, e in enumerate(entries) if accounts[e.account_id][0] != e.currency.upper()]
     if mismatched:
         raise CurrencyMismatch("The currency differs from the account's currency.", extra={"items": mismatched})
@@ -396,9 +411,10 @@ def ledger_debits_append(*, tenant: Organization, entries: Sequence[EntryIn]) ->
     result says `duplicate` and names the original event. In degraded mode the debits are
     buffered instead (`buffered`), to be drained later. Locks: the idempotency keys, then the
     touched partition heads (until the caller's COMMIT). Raises BatchTooLarge, InvalidAmount,
-    UnknownAccount, CurrencyMismatch.
+    UnknownAccount, CurrencyMismatch, WalletNotDebitable (wallets move only with sales, refunds and
+    payouts, which `apps.payouts` relies on when it reads a wallet's exact balance).
     """
-    rows = _validate(tenant=tenant, entries=[replace(e, kind="debit") for e in entries])
+    rows = _validate(tenant=tenant, entries=[replace(e, kind="debit") for e in entries], wallets=False)
     return _append_or_buffer(rows)
 
 

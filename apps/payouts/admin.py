@@ -1,6 +1,8 @@
 """Payouts in the Django admin (platform superusers, system context).
 
-Batches and payouts are written by the services only (read-only here). Destinations are set
+Batches and payouts are written by the services only (read-only here); the two payout actions
+settle, audited, a payout the platform could not settle itself (`needs_review`, or `submitted`
+and not yet confirmed) after the operator checked it with the provider. Destinations are set
 through `payout_destination_set` (validated by the provider's adapter, audited). The batch list
 has a "Pay out now" button: an audited request that the batch task picks up through the outbox.
 """
@@ -12,6 +14,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 
@@ -19,7 +22,8 @@ from apps.core.admin_base import ReadOnlyAdmin
 from apps.payments.providers.base import PayoutDestinationError
 from apps.payments.providers.registry import get_provider
 from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
-from apps.payouts.services import payout_batch_request, payout_destination_set
+from apps.payouts.services import payout_batch_request, payout_destination_set, payout_resolve
+from apps.tenancy.models import Membership
 
 
 @admin.register(PayoutBatch)
@@ -64,6 +68,36 @@ class PayoutAdmin(ReadOnlyAdmin):
     ordering = ("-created_at",)
     list_select_related = ("tenant", "owner")
     show_full_result_count = False
+    actions = ["mark_paid", "mark_failed"]
+
+    @admin.action(description="Checked with the provider: paid")
+    def mark_paid(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
+        self._resolve(request, queryset, paid=True)
+
+    @admin.action(description="Checked with the provider: not paid (credit the wallet back)")
+    def mark_failed(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
+        self._resolve(request, queryset, paid=False)
+
+    def _resolve(self, request: HttpRequest, queryset: QuerySet[Payout], *, paid: bool) -> None:
+        if not request.user.is_superuser:
+            messages.error(request, "Only a platform superuser may settle payouts.")
+            return
+        settled, skipped = 0, []
+        for payout_id in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                payout_resolve(
+                    payout_id=payout_id,
+                    paid=paid,
+                    actor=request.user,  # type: ignore[arg-type]
+                    actor_label=f"admin:{request.user.get_username()}",
+                )
+            except ValueError:
+                skipped.append(str(payout_id))
+            else:
+                settled += 1
+        messages.success(request, f"{settled} payout(s) marked {'paid' if paid else 'failed and credited back'}.")
+        if skipped:
+            messages.warning(request, f"Left alone (not needing review or submitted): {', '.join(skipped)}")
 
 
 class PayoutDestinationForm(forms.ModelForm):
@@ -73,6 +107,9 @@ class PayoutDestinationForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        tenant, owner = data.get("tenant"), data.get("owner")
+        if tenant and owner and not Membership.objects.filter(tenant=tenant, user=owner).exists():
+            raise ValidationError({"owner": "This user is not a member of the studio."})
         provider, destination = data.get("provider"), data.get("destination")
         if provider and destination:
             try:
@@ -95,6 +132,9 @@ class PayoutDestinationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # payouts name their destination; change it instead
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("tenant", "owner") if obj is not None else ()
 
     def save_model(self, request: HttpRequest, obj: PayoutDestination, form: Any, change: bool) -> None:
         saved = payout_destination_set(

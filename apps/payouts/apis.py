@@ -1,8 +1,9 @@
 """Payouts API for studios: where each photographer is paid, and the payouts made.
 
 `PUT /api/v1/payouts/destinations/{user_id}` runs under the Idempotency-Key protocol of
-`TenantApi`; an owner or the studio's API key may set it. Payouts themselves are made by the
-platform's batch (never through the API) and are read-only here.
+`TenantApi`. Every endpoint is for the studio's owner or its API key: destinations and amounts
+are the photographers' private data. Payouts themselves are made by the platform's batch
+(never through the API) and are read-only here.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ class PayoutOutputSerializer(serializers.Serializer):
 
 
 class PayoutDestinationListApi(TenantApi):
-    """The studio's payout destinations, one per photographer, by user id."""
+    """The studio's payout destinations, one per photographer, by user id (owner or API key)."""
+
+    permission_classes = [HasTenantRole.of(*MANAGE_ROLES)]
 
     @extend_schema(
         operation_id="v1_payouts_destinations_list",
@@ -93,7 +96,9 @@ class PayoutDestinationSetApi(TenantApi):
 
 
 class PayoutListApi(TenantApi):
-    """The studio's payouts, newest first, optionally of one status."""
+    """The studio's payouts, newest first, optionally of one status (owner or API key)."""
+
+    permission_classes = [HasTenantRole.of(*MANAGE_ROLES)]
 
     class FilterSerializer(StrictSerializer):
         status = serializers.ChoiceField(choices=Payout.Status.choices, required=False)
@@ -112,7 +117,9 @@ class PayoutListApi(TenantApi):
 
 
 class PayoutDetailApi(TenantApi):
-    """One payout of the studio."""
+    """One payout of the studio (owner or API key)."""
+
+    permission_classes = [HasTenantRole.of(*MANAGE_ROLES)]
 
     @extend_schema(responses=PayoutOutputSerializer)
     def get(self, request: Request, payout_id: Any) -> Response:

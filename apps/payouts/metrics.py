@@ -1,7 +1,8 @@
 """Prometheus collectors for payouts, evaluated at scrape time (see apps/ops/metrics.py).
 
 * darkroom_payouts{status}: payouts per status; a rise of `failed` is money that went back to
-  wallets, a growing `submitted` is money the provider has not settled yet.
+  wallets, a growing `submitted` is money the provider has not settled yet, and any
+  `needs_review` waits for an operator to check it with the provider (alert on it).
 * darkroom_payouts_oldest_pending_age_seconds: a pending payout not sent for long means the
   providers' worker is down or the provider keeps failing (alert past a few minutes).
 * darkroom_payout_batch_running_seconds: how long the running batch has run (0 when none); a

@@ -10,7 +10,11 @@
   (idempotency key `payout:<id>`) and its outbox message. The provider is called afterwards,
   outside any transaction, with the payout id as its idempotency key; a payout the provider
   refuses for good gets its debit reversed by a ledger credit (`payout-reversal:<id>`).
-  Life cycle: pending → paid | submitted (the provider settles later) | failed.
+  Life cycle: pending → paid | submitted (the provider settles later) | failed (refused for
+  certain: credited back) | needs_review (the provider's answer leaves it unknown whether money
+  moved, or it could not be sent within PAYOUT_RETRY_WINDOW_HOURS: an operator settles it with
+  the provider, then marks it paid or failed). An attempt claims the payout (`claimed_until`)
+  before calling the provider, so two workers never call it for one payout at once.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class Payout(TenantModel):
         SUBMITTED = "submitted", "Submitted"
         PAID = "paid", "Paid"
         FAILED = "failed", "Failed"
+        NEEDS_REVIEW = "needs_review", "Needs review"
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     batch = models.ForeignKey(PayoutBatch, on_delete=models.PROTECT, related_name="payouts")
@@ -95,12 +100,14 @@ class Payout(TenantModel):
     currency = models.CharField(max_length=3)
     provider = models.CharField(max_length=20, choices=PROVIDER_CHOICES)
     destination = models.CharField(max_length=200)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     # NULL until the provider answers: the unique constraint then holds among the ids it gave.
     provider_payout_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     debit_event_id = models.BigIntegerField()
     reversal_event_id = models.BigIntegerField(null=True, blank=True)
-    attempts = models.IntegerField(default=0)
+    attempts = models.IntegerField(default=0)  # provider calls started (claims)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=200, blank=True, default="")
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     queued_at = models.DateTimeField(default=timezone.now)
@@ -114,10 +121,14 @@ class Payout(TenantModel):
             ),
             models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="payouts_amount_positive"),
             models.CheckConstraint(
-                condition=models.Q(status__in=["pending", "submitted", "paid", "failed"]), name="payouts_status"
+                condition=models.Q(status__in=["pending", "submitted", "paid", "failed", "needs_review"]),
+                name="payouts_status",
             ),
+            # Paid or submitted as the provider said, with its id; or marked paid by an operator.
             models.CheckConstraint(
-                condition=~models.Q(status__in=["submitted", "paid"]) | models.Q(provider_payout_id__isnull=False),
+                condition=~models.Q(status__in=["submitted", "paid"])
+                | models.Q(provider_payout_id__isnull=False)
+                | (models.Q(status="paid") & ~models.Q(resolved_by="")),
                 name="payouts_sent_has_provider_id",
             ),
             models.CheckConstraint(

@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -206,44 +207,44 @@ def _due_wallets(*, batch_id: int, chunk: int) -> Iterator[DueWallet]:
         after = rows[-1][0]
 
 
-# Lock the heads of every logical partition the wallet's events live in, in partition order (as
-# the ledger's appenders do): no event of the wallet can commit until this transaction ends.
+# The partitions a wallet's events live in: its home partition (every wallet entry is a platform
+# append with the wallet's own client id: sales, refunds, payouts; the ledger API refuses to
+# debit wallets) and any partition its projection has rows for (a home that moved when the
+# partition count or the whale list changed, after the projection caught up as the runbook says).
+_BALANCE_PARTITIONS_SQL = "SELECT DISTINCT partition FROM ledger_accountbalance WHERE account_id = %s"
+# Lock those partitions' heads in partition order (as the ledger's appenders do): no event of the
+# wallet can commit until this transaction ends.
 _LOCK_HEADS_SQL = """
 SELECT partition FROM ledger_ledgerpartitionhead WHERE partition = ANY(%s) ORDER BY partition FOR UPDATE
 """
-_EVENT_PARTITIONS_SQL = """
-SELECT DISTINCT partition FROM ledger_accountbalance WHERE account_id = %(account)s
-UNION
-SELECT DISTINCT e.partition FROM ledger_ledgerevent e
-  LEFT JOIN ledger_ledgercheckpoint c ON c.partition = e.partition
- WHERE e.account_id = %(account)s AND e.seq > COALESCE(c.seq, 0)
-"""
 # The exact balance in ONE statement, so one snapshot: the projection (written with its
-# checkpoint in one transaction) plus the events past each partition's checkpoint.
+# checkpoint in one transaction) plus the events past each partition's checkpoint, found through
+# the (partition, seq) index: only the unprojected tail is read, never the wallet's history.
 _EXACT_BALANCE_SQL = """
 SELECT COALESCE((SELECT sum(balance_minor) FROM ledger_accountbalance WHERE account_id = %(account)s), 0)
      + COALESCE((SELECT sum(CASE WHEN e.kind = 'credit' THEN e.amount_minor ELSE -e.amount_minor END)
-                   FROM ledger_ledgerevent e
-                   LEFT JOIN ledger_ledgercheckpoint c ON c.partition = e.partition
-                  WHERE e.account_id = %(account)s AND e.seq > COALESCE(c.seq, 0)), 0)
+                   FROM unnest(%(partitions)s::int[]) AS p(partition)
+                   LEFT JOIN ledger_ledgercheckpoint c ON c.partition = p.partition
+                   JOIN ledger_ledgerevent e ON e.partition = p.partition AND e.seq > COALESCE(c.seq, 0)
+                  WHERE e.account_id = %(account)s), 0)
 """
 
 
 def wallet_exact_balance(*, account: LedgerAccount, tenant: Organization) -> int:
     """The wallet's balance including events the projector has not applied yet.
 
-    Must run inside the caller's transaction: locks the partition heads of the wallet's events
-    (until that transaction ends), so no credit or debit of the wallet commits in between and
-    the figure stays true until the caller's debit commits.
+    Must run inside the caller's transaction: locks the heads of the wallet's partitions (until
+    that transaction ends), so no credit or debit of the wallet commits in between and the
+    figure stays true until the caller's debit commits.
     """
     if not connection.in_atomic_block:
         raise TransactionManagementError("wallet_exact_balance locks until the caller's transaction ends")
     home = logical_partition(tenant_id=tenant.pk, tenant_slug=tenant.slug, client_id=account.client_id)
     with connection.cursor() as cursor:
-        cursor.execute(_EVENT_PARTITIONS_SQL, {"account": account.pk})
+        cursor.execute(_BALANCE_PARTITIONS_SQL, [account.pk])
         partitions = sorted({home, *(row[0] for row in cursor.fetchall())})
         cursor.execute(_LOCK_HEADS_SQL, [partitions])
-        cursor.execute(_EXACT_BALANCE_SQL, {"account": account.pk})
+        cursor.execute(_EXACT_BALANCE_SQL, {"account": account.pk, "partitions": partitions})
         row = cursor.fetchone()
     return int(row[0]) if row else 0
 
@@ -330,49 +331,50 @@ def payout_batch_request(*, actor: User | None, actor_label: str) -> None:
 def payout_submit(*, payout_id: uuid.UUID | str) -> Payout:
     """Send a pending payout to its provider (outside any transaction; the payout's tenant context).
 
-    Idempotent: a payout that is no longer pending is returned untouched, and the payout id is
-    the provider's idempotency key, so a retry after a timeout never pays twice. A retryable
-    ProviderError is recorded and re-raised (the consumer backs off); a final refusal (a
-    non-retryable ProviderError, or a destination, amount or currency the adapter refuses before
-    sending), or a provider answer that the payout failed, marks it `failed` and credits the
-    debit back to the wallet, in one transaction.
+    Never pays twice and never credits back money that may have moved:
+    * The payout id is the provider's idempotency key, and an attempt first claims the payout
+      (`claimed_until`, one short transaction): an attempt that finds it claimed, or no longer
+      pending, returns it untouched.
+    * A payout still unsent PAYOUT_RETRY_WINDOW_HOURS after it was made goes to `needs_review`
+      instead of being sent (providers forget idempotency keys after a day to a month).
+    * Retryable ProviderError: recorded, the claim released, re-raised (the consumer backs off).
+    * Refused for certain: the adapter refused the destination, amount or currency before
+      sending, or the provider refused the FIRST attempt with a 4xx (other than 409). The payout
+      becomes `failed` and its debit is credited back to the wallet, in one transaction.
+    * Any other final error (an answer that could not be read, a refusal after an earlier attempt
+      whose outcome is unknown, "already paid with other parameters"): `needs_review`, the
+      wallet stays debited until an operator settles it (`payout_resolve`).
+    * A provider answer: paid, submitted (settled later), or failed (credited back).
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("the provider must not be called inside a transaction")
-    payout = Payout.objects.get(pk=payout_id)
-    if payout.status != Payout.Status.PENDING:
-        return payout
-    provider = get_provider(payout.provider)
+    payout = _claim(payout_id)
+    if payout is None:
+        return Payout.objects.get(pk=payout_id)
     try:
-        result = provider.payout(
+        result = get_provider(payout.provider).payout(
             payout_id=str(payout.id),
             amount_minor=payout.amount_minor,
             currency=payout.currency,
             destination=payout.destination,
             description=f"Darkroom payout {payout.id}",
         )
-    except (ProviderError, PayoutDestinationError, ValueError) as exc:
-        # The adapter refuses a destination, amount or currency before sending anything.
-        retryable = isinstance(exc, ProviderError) and exc.retryable
-        with transaction.atomic(durable=True):
-            locked = Payout.objects.select_for_update().get(pk=payout.pk)
-            if locked.status != Payout.Status.PENDING:
-                return locked
-            locked.attempts += 1
-            locked.last_error = str(exc)[:2000]
-            locked.save(update_fields=["attempts", "last_error"])
-            if not retryable:
-                _fail(locked, reason=f"refused by {payout.provider}: {exc}")
-        if retryable:
+    except (PayoutDestinationError, ValueError) as exc:
+        return _conclude_refused(payout, error=exc, certain=True)
+    except ProviderError as exc:
+        if exc.retryable:
+            _release(payout, error=exc)
             raise
-        logger.error("payout refused", extra={"payout_id": str(payout.id), "error": str(exc)})
-        return locked
+        first_attempt = payout.attempts == 1
+        refused = exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 409
+        return _conclude_refused(payout, error=exc, certain=first_attempt and refused)
     with transaction.atomic(durable=True):
         locked = Payout.objects.select_for_update().get(pk=payout.pk)
         if locked.status != Payout.Status.PENDING:
             return locked
-        locked.attempts += 1
         locked.provider_payout_id = result.provider_payout_id
+        locked.claimed_until = None
+        locked.last_error = ""
         if (result.amount_minor, result.currency) != (locked.amount_minor, locked.currency):
             locked.last_error = (
                 f"{payout.provider} reports {result.amount_minor} {result.currency}, "
@@ -380,13 +382,105 @@ def payout_submit(*, payout_id: uuid.UUID | str) -> Payout:
             )
             logger.error("payout amount differs at the provider", extra={"payout_id": str(payout.id)})
         if result.status == PayoutStatus.FAILED:
-            locked.save(update_fields=["attempts", "provider_payout_id", "last_error"])
+            locked.save(update_fields=["provider_payout_id", "claimed_until", "last_error"])
             _fail(locked, reason=f"{payout.provider} reports the payout failed")
             return locked
         locked.status = Payout.Status.PAID if result.status == PayoutStatus.PAID else Payout.Status.SUBMITTED
         locked.completed_at = timezone.now() if locked.status == Payout.Status.PAID else None
-        locked.save(update_fields=["attempts", "provider_payout_id", "last_error", "status", "completed_at"])
+        locked.save(update_fields=["provider_payout_id", "claimed_until", "last_error", "status", "completed_at"])
     return locked
+
+
+def _claim(payout_id: uuid.UUID | str) -> Payout | None:
+    """Claim a pending payout for one provider call (attempts + 1, `claimed_until`, `queued_at`
+    so the lost-message sweep leaves it alone meanwhile). None when it is not pending, another
+    attempt holds it, or it is past the retry window (then it goes to `needs_review`)."""
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        payout = Payout.objects.select_for_update().get(pk=payout_id)
+        if payout.status != Payout.Status.PENDING:
+            return None
+        if payout.claimed_until is not None and payout.claimed_until > now:
+            logger.info("payout attempt already in flight", extra={"payout_id": str(payout.id)})
+            return None
+        if payout.created_at < now - timedelta(hours=float(settings.PAYOUT_RETRY_WINDOW_HOURS)):
+            payout.status = Payout.Status.NEEDS_REVIEW
+            payout.claimed_until = None
+            payout.last_error = (
+                f"not sent within {settings.PAYOUT_RETRY_WINDOW_HOURS} h (last error: {payout.last_error or 'none'}); "
+                "the provider may have forgotten its idempotency key: check with it before paying again"
+            )[:2000]
+            payout.save(update_fields=["status", "claimed_until", "last_error"])
+            logger.error("payout needs review: retry window passed", extra={"payout_id": str(payout.id)})
+            return None
+        payout.attempts += 1
+        payout.claimed_until = now + timedelta(seconds=float(settings.PAYOUT_SUBMIT_CLAIM_SECONDS))
+        payout.queued_at = now
+        payout.save(update_fields=["attempts", "claimed_until", "queued_at"])
+    return payout
+
+
+def _release(payout: Payout, *, error: BaseException) -> None:
+    """A retryable failure: record it and release the claim (the consumer retries later)."""
+    with transaction.atomic(durable=True):
+        Payout.objects.filter(pk=payout.pk, status=Payout.Status.PENDING).update(
+            claimed_until=None, last_error=str(error)[:2000]
+        )
+
+
+def _conclude_refused(payout: Payout, *, error: BaseException, certain: bool) -> Payout:
+    """A final error: `failed` and credited back when nothing can have been paid (`certain`),
+    else `needs_review` with the wallet still debited."""
+    with transaction.atomic(durable=True):
+        locked = Payout.objects.select_for_update().get(pk=payout.pk)
+        if locked.status != Payout.Status.PENDING:
+            return locked
+        locked.claimed_until = None
+        locked.last_error = str(error)[:2000]
+        if certain:
+            locked.save(update_fields=["claimed_until", "last_error"])
+            _fail(locked, reason=f"refused by {payout.provider}: {error}")
+            logger.error("payout refused", extra={"payout_id": str(payout.id), "error": str(error)})
+        else:
+            locked.status = Payout.Status.NEEDS_REVIEW
+            locked.save(update_fields=["claimed_until", "last_error", "status"])
+            logger.error(
+                "payout needs review: the provider's answer leaves it unknown whether money moved",
+                extra={"payout_id": str(payout.id), "error": str(error)},
+            )
+    return locked
+
+
+@transaction.atomic
+def payout_resolve(*, payout_id: uuid.UUID | str, paid: bool, actor: User | None, actor_label: str) -> Payout:
+    """An operator settles a payout the platform could not settle itself (`needs_review`, or
+    `submitted` and not yet confirmed by the provider), after checking with the provider:
+    `paid=True` marks it paid; `paid=False` marks it failed and credits the wallet back. Audited.
+    Joins the caller's transaction (the admin action's) or opens one. Raises ValueError for a
+    payout in any other status.
+    """
+    payout = Payout.objects.select_for_update().get(pk=payout_id)
+    if payout.status not in (Payout.Status.NEEDS_REVIEW, Payout.Status.SUBMITTED):
+        raise ValueError(f"payout {payout.pk} is {payout.status}; only payouts needing review or submitted settle")
+    previous = payout.status
+    payout.resolved_by = actor_label[:200] or "operator"
+    if paid:
+        payout.status = Payout.Status.PAID
+        payout.completed_at = timezone.now()
+        payout.save(update_fields=["resolved_by", "status", "completed_at"])
+    else:
+        payout.save(update_fields=["resolved_by"])
+        _fail(payout, reason=f"marked failed by {payout.resolved_by} after checking with {payout.provider}")
+    audit_record(
+        action="payout.resolve",
+        tenant_id=payout.tenant_id,
+        actor_user=actor,
+        actor_label=actor_label,
+        target_type="payout",
+        target_id=str(payout.pk),
+        data={"from": previous, "to": payout.status, "amount_minor": payout.amount_minor, "currency": payout.currency},
+    )
+    return payout
 
 
 def _fail(payout: Payout, *, reason: str) -> None:

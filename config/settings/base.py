@@ -349,6 +349,11 @@ for _sweep, _queue in (
 PAYOUT_MINIMUM_MINOR = env.int("DARKROOM_PAYOUT_MINIMUM_MINOR", default=1000)
 PAYOUT_LEASE_TTL_SECONDS = env.float("DARKROOM_PAYOUT_LEASE_TTL_SECONDS", default=60.0)
 PAYOUT_BATCH_EVERY_SECONDS = env.float("DARKROOM_PAYOUT_BATCH_EVERY_SECONDS", default=86400.0)
+# One provider call per claim; longer than a call may take (its HTTP timeouts and the task's limit).
+PAYOUT_SUBMIT_CLAIM_SECONDS = env.float("DARKROOM_PAYOUT_SUBMIT_CLAIM_SECONDS", default=120.0)
+# A payout still unsent this long after it was made goes to an operator instead of the provider:
+# Stripe keeps idempotency keys a day, PayPal a sender_batch_id 30 days.
+PAYOUT_RETRY_WINDOW_HOURS = env.float("DARKROOM_PAYOUT_RETRY_WINDOW_HOURS", default=20.0)
 CELERY_BEAT_SCHEDULE["payouts.batch_run"] = {
     "task": "payouts.batch_run",
     "schedule": PAYOUT_BATCH_EVERY_SECONDS,

@@ -398,16 +398,27 @@ def test_stripe_refuses_anything_but_a_connected_account_id(stripe_fake, destina
 PAYPAL_CLIENT = ("client-local", "secret-local")
 RECEIVER = "photographer@example.com"
 PAYPAL_LINK_BASE = "https://api.sandbox.paypal.com/v1/payments/payouts"  # PayPal links its own host, not ours
+DUPLICATE_ISSUE = "Batch with given sender_batch_id already exists"
 
 
 class FakePayPal(FakeApi):
-    """PayPal's OAuth token endpoint and Payouts API: `PayPal-Request-Id` replays the first
-    answer; a sender_batch_id used before is refused with a link to the original batch."""
+    """PayPal's OAuth token endpoint and Payouts API. `PayPal-Request-Id` replays the first
+    answer. The create answer (201) carries only `batch_header`; a batch read back (GET) carries
+    its item with `transaction_status`, and `settle()` plays PayPal processing the batch.
+
+    A sender_batch_id used before is refused with a 400 USER_BUSINESS_ERROR. `duplicate_link`
+    says where that answer links the original batch: "details" (`details[].link`, a list, as
+    PayPal answers today), "details-object", "top" (the top-level `links`) or None (no link at
+    all, as PayPal answered in 2015, PayPal-Ruby-SDK#120). `link_duplicates_to` makes it link
+    another batch instead."""
 
     def reset(self) -> None:
         super().reset()
         self.token = f"A21AAF-{secrets.token_hex(8)}"
         self.batch_status = "PENDING"
+        self.duplicate_link: str | None = "details"
+        self.duplicate_issue = DUPLICATE_ISSUE
+        self.link_duplicates_to: str | None = None
         self.batches: dict[str, dict[str, Any]] = {}
         self._by_request_id: dict[str, Answer] = {}
         self._by_sender_batch_id: dict[str, str] = {}
@@ -415,6 +426,37 @@ class FakePayPal(FakeApi):
     def forget_request_ids(self) -> None:
         """PayPal keeps request ids for a while only; sender_batch_ids for 30 days."""
         self._by_request_id.clear()
+
+    def settle(self, batch_id: str, *, batch_status: str, item_status: str) -> None:
+        """PayPal processed the batch: its status and its item's transaction_status change."""
+        batch = self.batches[batch_id]
+        batch["batch_header"]["batch_status"] = batch_status
+        batch["items"][0]["transaction_status"] = item_status
+
+    def duplicate(self, batch_id: str) -> Answer:
+        link = [{"href": f"{PAYPAL_LINK_BASE}/{batch_id}", "rel": "self", "method": "GET"}]
+        if self.duplicate_link is None:
+            detail = {"field": "SENDER_BATCH_ID", "issue": self.duplicate_issue}
+            return 400, {
+                "name": "USER_BUSINESS_ERROR",
+                "message": "User business error.",
+                "debug_id": secrets.token_hex(6),
+                "information_link": "https://developer.paypal.com/webapps/developer/docs/api/#USER_BUSINESS_ERROR",
+                "details": [detail],
+            }
+        detail = {"field": "SENDER_BATCH_ID", "location": "body", "issue": self.duplicate_issue}
+        if self.duplicate_link == "details":
+            detail["link"] = link
+        elif self.duplicate_link == "details-object":
+            detail["link"] = link[0]
+        return 400, {
+            "name": "USER_BUSINESS_ERROR",
+            "message": "User business error.",
+            "debug_id": secrets.token_hex(6),
+            "information_link": "https://developer.paypal.com/docs/api/payments.payouts-batch/#errors",
+            "details": [detail],
+            "links": link if self.duplicate_link == "top" else [],
+        }
 
     def answer(self, seen: Seen) -> Answer:
         if seen.path == "/v1/oauth2/token":
@@ -440,14 +482,7 @@ class FakePayPal(FakeApi):
         assert item["recipient_type"] == "EMAIL"
         existing = self._by_sender_batch_id.get(header["sender_batch_id"])
         if existing is not None:
-            issue = "Batch with given sender_batch_id already exists"
-            return 400, {
-                "name": "USER_BUSINESS_ERROR",
-                "message": "User business error.",
-                "debug_id": secrets.token_hex(6),
-                "details": [{"field": "SENDER_BATCH_ID", "location": "body", "issue": issue}],
-                "links": [{"href": f"{PAYPAL_LINK_BASE}/{existing}", "rel": "self", "method": "GET"}],
-            }
+            return self.duplicate(self.link_duplicates_to or existing)
         batch_id = secrets.token_hex(7).upper()[:13]
         self._by_sender_batch_id[header["sender_batch_id"]] = batch_id
         links = [{"href": f"{PAYPAL_LINK_BASE}/{batch_id}", "rel": "self", "method": "GET"}]
@@ -463,7 +498,7 @@ class FakePayPal(FakeApi):
                 {
                     "payout_item_id": secrets.token_hex(7).upper(),
                     "payout_batch_id": batch_id,
-                    "transaction_status": "UNCLAIMED",
+                    "transaction_status": "PENDING",
                     "payout_item": item,
                 }
             ],
@@ -494,6 +529,10 @@ def paypal_fake(paypal_server) -> Iterator[tuple[FakePayPal, PayPalProvider]]:
     )
     yield fake, adapter
     assert fake.violations == []
+
+
+def paypal_payouts_calls(fake: FakePayPal) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in fake.seen if r.path.startswith("/v1/payments/payouts")]
 
 
 def test_paypal_payout_creates_a_one_item_batch_keyed_by_the_payout_id(paypal_fake):
@@ -532,18 +571,65 @@ def test_paypal_zero_decimal_currency_is_sent_without_decimals(paypal_fake):
 @pytest.mark.parametrize(
     ("batch_status", "status"),
     [
-        ("SUCCESS", PayoutStatus.PAID),
-        ("DENIED", PayoutStatus.FAILED),
-        ("CANCELED", PayoutStatus.FAILED),
+        ("SUCCESS", PayoutStatus.PENDING),  # says nothing about the item: it may be UNCLAIMED
+        ("DENIED", PayoutStatus.FAILED),  # PayPal: denied, so not processed
+        ("CANCELED", PayoutStatus.PENDING),  # PayPal does not say that no money moved
         ("PENDING", PayoutStatus.PENDING),
         ("PROCESSING", PayoutStatus.PENDING),
         ("NEW", PayoutStatus.PENDING),
     ],
 )
-def test_paypal_batch_status_maps_to_the_payout_status(paypal_fake, batch_status, status):
+def test_paypal_create_answer_without_items_is_never_paid(paypal_fake, batch_status, status):
+    # given: PayPal answers the create with a batch_header only, in this batch status
     fake, adapter = paypal_fake
     fake.batch_status = batch_status
-    assert pay(adapter, payout_id(), amount_minor=2500, currency="USD", destination=RECEIVER).status == status
+    # when
+    result = pay(adapter, payout_id(), amount_minor=2500, currency="USD", destination=RECEIVER)
+    # then: the batch status alone decides, and only DENIED is final
+    assert result.status == status
+    assert paypal_payouts_calls(fake) == [("POST", "/v1/payments/payouts")]
+
+
+def test_paypal_successful_batch_with_an_unclaimed_item_is_pending_not_paid(paypal_fake):
+    # given: a batch PayPal completed, whose receiver has no PayPal account yet
+    fake, adapter = paypal_fake
+    pid = payout_id()
+    first = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    fake.settle(first.provider_payout_id, batch_status="SUCCESS", item_status="UNCLAIMED")
+    fake.forget_request_ids()
+    # when: the payout is sent again and the batch read back
+    again = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    # then: still pending: PayPal returns unclaimed money after 30 days
+    assert again == replace(first, status=PayoutStatus.PENDING)
+    assert paypal_payouts_calls(fake)[-1] == ("GET", f"/v1/payments/payouts/{first.provider_payout_id}")
+
+
+@pytest.mark.parametrize(
+    ("batch_status", "item_status", "status"),
+    [
+        ("SUCCESS", "SUCCESS", PayoutStatus.PAID),
+        ("SUCCESS", "RETURNED", PayoutStatus.FAILED),
+        ("SUCCESS", "REFUNDED", PayoutStatus.FAILED),
+        ("DENIED", "FAILED", PayoutStatus.FAILED),
+        ("SUCCESS", "UNCLAIMED", PayoutStatus.PENDING),
+        ("SUCCESS", "ONHOLD", PayoutStatus.PENDING),
+        ("SUCCESS", "BLOCKED", PayoutStatus.PENDING),  # PayPal does not say where the money is
+        ("SUCCESS", "REVERSED", PayoutStatus.PENDING),  # nor here
+        ("PROCESSING", "PENDING", PayoutStatus.PENDING),
+        ("SUCCESS", "SOMETHING_NEW", PayoutStatus.PENDING),
+    ],
+)
+def test_paypal_item_status_of_the_batch_read_back_is_the_payout_status(paypal_fake, batch_status, item_status, status):
+    # given: a batch PayPal processed, read back after a duplicate refusal
+    fake, adapter = paypal_fake
+    pid = payout_id()
+    first = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    fake.settle(first.provider_payout_id, batch_status=batch_status, item_status=item_status)
+    fake.forget_request_ids()
+    # when
+    again = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    # then: the item decides
+    assert again == replace(first, status=status)
 
 
 def test_paypal_retry_after_a_timeout_gets_the_same_batch(paypal_fake):
@@ -565,20 +651,60 @@ def test_paypal_retry_after_a_timeout_gets_the_same_batch(paypal_fake):
     assert [r.headers["paypal-request-id"] for r in attempts] == [pid] * 3
 
 
-def test_paypal_reused_sender_batch_id_returns_the_original_batch(paypal_fake):
+@pytest.mark.parametrize("duplicate_link", ["details", "details-object", "top"])
+def test_paypal_reused_sender_batch_id_returns_the_original_batch(paypal_fake, duplicate_link):
     # given: a paid-out batch, and PayPal no longer remembers the request id
     fake, adapter = paypal_fake
+    fake.duplicate_link = duplicate_link
     pid = payout_id()
-    fake.batch_status = "SUCCESS"
     first = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    fake.settle(first.provider_payout_id, batch_status="SUCCESS", item_status="SUCCESS")
     fake.forget_request_ids()
     # when: the payout is sent again
     again = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
-    # then: PayPal refused the duplicate, the adapter read the linked batch: still one batch
-    assert again == first
+    # then: PayPal refused the duplicate, the adapter read the linked batch (from our API base,
+    # not the host in the link): still one batch, now paid
+    assert again == replace(first, status=PayoutStatus.PAID)
     assert len(fake.batches) == 1
-    assert [r.method for r in fake.seen if r.path.startswith("/v1/payments/payouts")] == ["POST", "POST", "GET"]
-    assert fake.seen[-1].path == f"/v1/payments/payouts/{first.provider_payout_id}"
+    assert paypal_payouts_calls(fake) == [
+        ("POST", "/v1/payments/payouts"),
+        ("POST", "/v1/payments/payouts"),
+        ("GET", f"/v1/payments/payouts/{first.provider_payout_id}"),
+    ]
+
+
+@pytest.mark.parametrize("issue", [DUPLICATE_ISSUE, "Duplicate batch request"])
+def test_paypal_duplicate_without_a_link_is_retryable_never_a_refusal(paypal_fake, issue):
+    # given: a batch made, and PayPal's duplicate answer links no batch
+    fake, adapter = paypal_fake
+    fake.duplicate_link, fake.duplicate_issue = None, issue
+    pid = payout_id()
+    pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    fake.forget_request_ids()
+    # when
+    with pytest.raises(ProviderError) as caught:
+        pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    # then: the outcome is unknown, so the caller may retry but must not credit the money back
+    assert (caught.value.retryable, caught.value.http_status) == (True, 400)
+    assert "duplicate" in caught.value.detail
+    assert len(fake.batches) == 1
+    assert [method for method, _ in paypal_payouts_calls(fake)] == ["POST", "POST"]
+
+
+def test_paypal_duplicate_linking_another_payouts_batch_is_retryable_never_a_refusal(paypal_fake):
+    # given: two payouts' batches, and a duplicate answer for the first that links the second's
+    fake, adapter = paypal_fake
+    pid = payout_id()
+    pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    other = pay(adapter, payout_id(), amount_minor=9900, currency="EUR", destination=RECEIVER)
+    fake.forget_request_ids()
+    fake.link_duplicates_to = other.provider_payout_id
+    # when
+    with pytest.raises(ProviderError) as caught:
+        pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    # then: the other batch is not taken for this payout's, and this one's is unknown
+    assert caught.value.retryable is True
+    assert paypal_payouts_calls(fake)[-1] == ("GET", f"/v1/payments/payouts/{other.provider_payout_id}")
 
 
 def test_paypal_duplicate_whose_batch_cannot_be_read_is_retryable_never_a_refusal(paypal_fake):

@@ -7,11 +7,14 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from apps.ledger.projection import projection_rebuild
 from apps.outbox.models import OutboxMessage
-from apps.payouts.models import PayoutDestination
+from apps.payouts.models import Payout, PayoutDestination
+from apps.payouts.services import payout_batch_run
 from apps.tenancy.context import system_context
 from apps.tenancy.models import AuditLog
 from tests.factories.tenancy import MembershipFactory, UserFactory
+from tests.payouts.helpers import make_wallet
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,3 +73,34 @@ def test_the_destination_form_validates_through_the_provider(tenant_a: Any) -> N
         audit = AuditLog.objects.get(action="payout_destination.set")
     assert (row.owner_id, row.provider, row.destination) == (member.pk, "stripe", "acct_1Nv0FGQ9RKHgCVdK")
     assert audit.actor_label.startswith("admin:")
+
+
+def test_a_destination_for_a_non_member_is_a_form_error_not_a_500(tenant_a: Any) -> None:
+    client = logged_in(is_superuser=True)
+    outsider = UserFactory()
+    response = client.post(
+        "/admin/payouts/payoutdestination/add/",
+        {"tenant": tenant_a.org.pk, "owner": outsider.pk, "provider": "sandbox", "destination": "x"},
+    )
+    assert response.status_code == 200 and b"not a member of the studio" in response.content
+    with system_context("test"):
+        assert not PayoutDestination.objects.exists()
+
+
+def test_the_operator_settles_a_payout_needing_review_from_the_list(tenant_a: Any) -> None:
+    # given: a payout in review
+    make_wallet(tenant_a.org, credited=2600)
+    projection_rebuild()
+    [payout_id] = payout_batch_run(trigger="test").payout_ids
+    with system_context("test"):
+        Payout.objects.filter(pk=payout_id).update(status="needs_review")
+    client = logged_in(is_superuser=True)
+    # when: "Checked with the provider: not paid"
+    response = client.post("/admin/payouts/payout/", {"action": "mark_failed", "_selected_action": [str(payout_id)]})
+    # then: failed, credited back, audited with the admin
+    assert response.status_code == 302
+    with system_context("test"):
+        payout = Payout.objects.get(pk=payout_id)
+        audit = AuditLog.objects.get(action="payout.resolve")
+    assert payout.status == "failed" and payout.reversal_event_id is not None
+    assert payout.resolved_by.startswith("admin:") and audit.actor_label == payout.resolved_by

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+from rest_framework.test import APIClient
 
 from apps.ledger.projection import projection_rebuild
 from apps.payouts.models import PayoutDestination
@@ -90,3 +91,15 @@ def test_payouts_are_listed_per_studio_newest_first_and_filtered_by_status(tenan
     other = tenant_b.client()
     assert other.get("/api/v1/payouts").json()["count"] == 1
     assert other.get(f"/api/v1/payouts/{first}").status_code == 404
+
+
+def test_a_photographer_cannot_read_colleagues_payouts_or_destinations(tenant_a: Any) -> None:
+    # given: a photographer of the studio, signed in
+    user = UserFactory()
+    MembershipFactory(tenant=tenant_a.org, user=user, role="photographer")
+    client = APIClient()
+    client.force_login(user)
+    # then: destinations and payouts are the owner's (or the studio key's) to see
+    assert client.get("/api/v1/payouts").status_code == 403
+    assert client.get("/api/v1/payouts/destinations").status_code == 403
+    assert client.get(f"/api/v1/payouts/{uuid.uuid4()}").status_code == 403

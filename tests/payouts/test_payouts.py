@@ -7,6 +7,7 @@ adapter is used only where a provider must refuse or fail.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import threading
 import time
@@ -14,12 +15,14 @@ import uuid
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from apps.core.locks import StaleLeaseError, fenced_lock
 from apps.ledger.models import LedgerEvent
 from apps.ledger.projection import projection_rebuild
+from apps.ledger.services import EntryIn, ledger_entries_append
 from apps.outbox.models import OutboxMessage
 from apps.outbox.routing import Route, resolve_route
 from apps.payments.providers.base import PayoutDestinationError, PayoutResult, PayoutStatus, ProviderError
@@ -30,6 +33,7 @@ from apps.payouts.services import (
     NotAMember,
     payout_batch_run,
     payout_destination_set,
+    payout_resolve,
     payout_submit,
     payouts_requeue_stale,
     wallet_exact_balance,
@@ -229,33 +233,36 @@ def test_submit_twice_or_at_once_pays_once(studio: Organization) -> None:
         thread.join(timeout=30)
     submit()
 
-    # then: one provider payout id, paid, one attempt recorded
-    assert {a.provider_payout_id for a in answers} == {answers[0].provider_payout_id}
+    # then: one attempt called the provider (the other found it claimed or paid), paid once
     [payout] = all_payouts()
     assert payout.status == Payout.Status.PAID and payout.attempts == 1
+    assert {a.provider_payout_id for a in answers} <= {payout.provider_payout_id, None}
+    assert answers[-1].provider_payout_id == payout.provider_payout_id
 
 
 class StandInProvider:
-    """Plays a provider that answers with `outcome` (a PayoutResult or a ProviderError)."""
+    """Plays a provider that answers each call with the next of `outcomes` (a PayoutResult or a
+    ProviderError; the last one repeats)."""
 
     name = "sandbox"
 
-    def __init__(self, outcome: PayoutResult | ProviderError) -> None:
-        self.outcome = outcome
+    def __init__(self, *outcomes: PayoutResult | ProviderError) -> None:
+        self.outcomes = list(outcomes)
         self.calls: list[dict[str, Any]] = []
 
     def payout(self, **kwargs: Any) -> PayoutResult:
         self.calls.append(kwargs)
-        if isinstance(self.outcome, ProviderError):
-            raise self.outcome
-        return self.outcome
+        outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(outcome, ProviderError):
+            raise outcome
+        return outcome
 
 
-def pending_payout(studio: Organization, monkeypatch: pytest.MonkeyPatch, outcome: Any) -> tuple[Payout, Wallet, Any]:
+def pending_payout(studio: Organization, monkeypatch: pytest.MonkeyPatch, *outcomes: Any) -> tuple[Payout, Wallet, Any]:
     wallet = make_wallet(studio, credited=2500)
     projection_rebuild()
     payout_batch_run(trigger="test")
-    provider = StandInProvider(outcome)
+    provider = StandInProvider(*outcomes)
     monkeypatch.setattr(services, "get_provider", lambda name: provider)
     return all_payouts()[0], wallet, provider
 
@@ -329,7 +336,145 @@ def test_a_retryable_error_keeps_the_payout_pending_and_raises(
         payout_submit(payout_id=payout.id)
     [pending] = payouts_of(wallet)
     assert (pending.status, pending.attempts, pending.reversal_event_id) == (Payout.Status.PENDING, 1, None)
+    assert pending.claimed_until is None and "503" in pending.last_error  # released for the retry
     assert exact_balance(wallet) == 0
+
+
+TIMEOUT = ProviderError("read timed out", provider="sandbox", retryable=True)
+CLOSED = ProviderError("account closed", provider="sandbox", retryable=False, http_status=400)
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "why"),
+    [
+        # the first attempt may have paid before it timed out; the retry is refused (e.g. PayPal
+        # INSUFFICIENT_FUNDS because the first payout used the balance)
+        ((TIMEOUT, CLOSED), "refusal after an attempt whose outcome is unknown"),
+        ((ProviderError("unreadable 200 answer", provider="sandbox", retryable=False, http_status=200),), "unread"),
+        (
+            (ProviderError("already paid, other parameters", provider="sandbox", retryable=False, http_status=409),),
+            "409",
+        ),
+        ((ProviderError("already transferred", provider="sandbox", retryable=False),), "no status"),
+    ],
+)
+def test_a_final_error_that_leaves_the_outcome_unknown_needs_review_and_credits_nothing_back(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch, outcomes: Any, why: str
+) -> None:
+    payout, wallet, provider = pending_payout(studio, monkeypatch, *outcomes)
+    with tenant_context(studio.pk):
+        for _ in outcomes:
+            try:
+                payout_submit(payout_id=payout.id)
+            except ProviderError:
+                pass  # the retryable one: the consumer would retry
+        payout_submit(payout_id=payout.id)  # a redelivery after the conclusion calls nothing
+    [review] = payouts_of(wallet)
+    assert review.status == Payout.Status.NEEDS_REVIEW, why
+    assert review.reversal_event_id is None and exact_balance(wallet) == 0
+    assert len(provider.calls) == len(outcomes)
+
+
+def test_a_payout_another_attempt_holds_is_left_alone(studio: Organization, monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = PayoutResult(provider_payout_id="po_2", status=PayoutStatus.PAID, amount_minor=2500, currency="EUR")
+    payout, _, provider = pending_payout(studio, monkeypatch, answer)
+    with system_context("test"):
+        Payout.objects.filter(pk=payout.id).update(claimed_until=timezone.now() + dt.timedelta(seconds=60))
+    with tenant_context(studio.pk):
+        assert payout_submit(payout_id=payout.id).status == Payout.Status.PENDING
+    assert provider.calls == []
+    with system_context("test"):  # the claim lapsed: the holder died mid-call
+        Payout.objects.filter(pk=payout.id).update(claimed_until=timezone.now() - dt.timedelta(seconds=1))
+    with tenant_context(studio.pk):
+        assert payout_submit(payout_id=payout.id).status == Payout.Status.PAID
+    assert len(provider.calls) == 1
+
+
+def test_a_payout_unsent_past_the_retry_window_goes_to_review_without_calling_the_provider(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payout, wallet, provider = pending_payout(studio, monkeypatch, TIMEOUT)
+    with system_context("test"):
+        Payout.objects.filter(pk=payout.id).update(created_at=timezone.now() - dt.timedelta(hours=21))
+    with tenant_context(studio.pk):
+        assert payout_submit(payout_id=payout.id).status == Payout.Status.NEEDS_REVIEW
+    assert provider.calls == []
+    assert "not sent within" in payouts_of(wallet)[0].last_error
+
+
+def test_an_operator_settles_payouts_needing_review(studio: Organization, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given: two payouts in review (a refusal after a timeout)
+    first, second = make_wallet(studio, credited=2100), make_wallet(studio, credited=2200)
+    projection_rebuild()
+    payout_batch_run(trigger="test")
+    ids = [payouts_of(w)[0].id for w in (first, second)]
+    with tenant_context(studio.pk):
+        for payout_id in ids:
+            provider = StandInProvider(TIMEOUT, CLOSED)
+            monkeypatch.setattr(services, "get_provider", lambda name, provider=provider: provider)
+            with pytest.raises(ProviderError):
+                payout_submit(payout_id=payout_id)
+            payout_submit(payout_id=payout_id)
+    # when: the operator checked with the provider: the first was paid, the second not
+    with system_context("test: operator"):
+        paid = payout_resolve(payout_id=ids[0], paid=True, actor=None, actor_label="admin:ops")
+        failed = payout_resolve(payout_id=ids[1], paid=False, actor=None, actor_label="admin:ops")
+        with pytest.raises(ValueError):
+            payout_resolve(payout_id=ids[0], paid=False, actor=None, actor_label="admin:ops")
+        audits = AuditLog.objects.filter(action="payout.resolve").count()
+    # then: paid stays debited; failed is credited back once; both audited
+    assert (paid.status, paid.resolved_by, paid.provider_payout_id) == (Payout.Status.PAID, "admin:ops", None)
+    assert failed.status == Payout.Status.FAILED and failed.reversal_event_id is not None
+    assert (exact_balance(first), exact_balance(second)) == (0, 2200)
+    assert audits == 2
+
+
+def test_a_wallet_debit_cannot_commit_while_a_payout_reads_its_balance(studio: Organization) -> None:
+    # given: a payout transaction that has read the wallet's exact balance and not committed yet
+    wallet = make_wallet(studio, credited=3000)
+    projection_rebuild()
+    outcome: list[BaseException | None] = []
+
+    def refund_meanwhile() -> None:
+        try:
+            with tenant_context(studio.pk), transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = '300ms'")
+                refund = EntryIn(
+                    account_id=wallet.account.pk,
+                    amount_minor=500,
+                    currency="EUR",
+                    idempotency_key="refund-meanwhile",
+                    kind="debit",
+                )
+                ledger_entries_append(tenant=studio, entries=[refund])
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    with tenant_context(studio.pk), transaction.atomic():
+        assert wallet_exact_balance(account=wallet.account, tenant=studio) == 3000
+        # when: a refund debit of the wallet tries to commit meanwhile
+        competitor = threading.Thread(target=refund_meanwhile)
+        competitor.start()
+        competitor.join(timeout=10)
+    # then: it had to wait for the payout's transaction (here: gave up after its lock timeout)
+    assert len(outcome) == 1 and isinstance(outcome[0], OperationalError), outcome
+    assert "lock timeout" in str(outcome[0])
+
+
+def test_the_ledger_api_refuses_to_debit_a_wallet(studio: Organization, tenant_a: Any) -> None:
+    wallet = make_wallet(studio, credited=3000)
+    response = tenant_a.client().post(
+        "/api/v1/ledger/debits",
+        {"account_id": wallet.account.pk, "amount_minor": 100, "currency": "EUR"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+    assert response.status_code == 422 and response.json()["type"].endswith("ledger-wallet-not-debitable")
+    assert exact_balance(wallet) == 3000
 
 
 def test_submit_refuses_to_run_inside_a_transaction(studio: Organization) -> None:

@@ -279,10 +279,13 @@ class PaymentProvider(ABC):
 
         `payout_id` is the provider's idempotency key: a retry after a timeout returns the first
         attempt's payout, never a second one. Must be called outside any transaction.
-        Raises ProviderError: `retryable` for timeouts, 409, 429 and 5xx and whenever the outcome
-        is unknown (money may have moved); not retryable only when the provider refused this
-        payout, so nothing was paid. Raises PayoutDestinationError (nothing sent) for a
-        destination the adapter does not accept, ValueError for a bad amount or currency.
+        Raises ProviderError: `retryable` for timeouts, 409, 429 and 5xx and where the adapter
+        knows the outcome is unknown (money may have moved); otherwise not retryable. A
+        non-retryable error does NOT prove nothing was paid (a refusal of a retry whose first
+        attempt timed out, an unreadable 2xx answer): `apps.payouts.services.payout_submit`
+        credits a payout back only for the first attempt's 4xx. Raises PayoutDestinationError
+        (nothing sent) for a destination the adapter does not accept, ValueError for a bad amount
+        or currency.
         """
 
     def authenticate(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:

@@ -30,10 +30,25 @@ redirects. Fetched certificates are cached in the Django cache (key = hash of th
 Payouts: Payouts API `POST /v1/payments/payouts`, one EMAIL item per batch, `PayPal-Request-Id`
 = `sender_batch_id` = `sender_item_id` = payout id. A retry with the same request id gets the
 first answer back; once that is forgotten, PayPal still refuses a `sender_batch_id` used in the
-last 30 days with an error that links the original batch, which is then read
-(`GET /v1/payments/payouts/<batch id>`) and returned, so a payout id pays at most once. Batch
-status: SUCCESS -> PAID; DENIED, CANCELED -> FAILED; PENDING, PROCESSING, NEW (and anything
-else) -> PENDING: the batch's final state comes later.
+last 30 days with a 4xx that links the original batch (in `details[].link`, a list or an
+object, or in the top-level `links`). That batch is read (`GET /v1/payments/payouts/<batch id>`
+on our own API base, whatever host the link names) and returned if its sender_batch_id is ours,
+so a payout id pays at most once. An answer that says "duplicate" but whose batch cannot be read
+(no link, a link to someone else's batch, a failed read) is a retryable ProviderError: the
+money's fate is unknown, so it must never look like a refusal.
+
+PAID and FAILED are final for the caller (FAILED credits the money back), so they are returned
+only when PayPal's answer settles where the money is. The outcome is the item's
+`transaction_status` (a batch read back carries items; a batch can be SUCCESS while its item is
+UNCLAIMED and the money comes back 30 days later):
+    SUCCESS                                  -> PAID (credited to the receiver)
+    FAILED, RETURNED, REFUNDED, DENIED       -> FAILED (never deducted, or back in our account)
+    UNCLAIMED, PENDING, ONHOLD, NEW, BLOCKED,
+    REVERSED, anything else                  -> PENDING (an operator or a webhook settles it)
+BLOCKED and REVERSED stay PENDING because PayPal does not document where their money is.
+Without items (the create answer has only `batch_header`) the batch status decides, and is
+never PAID: DENIED (PayPal: "denied, so they were not processed") -> FAILED, anything else,
+CANCELED included -> PENDING.
 """
 
 from __future__ import annotations
@@ -125,16 +140,17 @@ _REFUND_STATUSES: dict[str, PaymentStatus] = {
     "FAILED": PaymentStatus.FAILED,
     "CANCELLED": PaymentStatus.FAILED,
 }
-_BATCH_STATUSES: dict[str, PayoutStatus] = {
+# Payout item `transaction_status` values that settle the money; any other is PENDING.
+_ITEM_STATUSES: dict[str, PayoutStatus] = {
     "SUCCESS": PayoutStatus.PAID,
+    "FAILED": PayoutStatus.FAILED,
+    "RETURNED": PayoutStatus.FAILED,
+    "REFUNDED": PayoutStatus.FAILED,
     "DENIED": PayoutStatus.FAILED,
-    "CANCELED": PayoutStatus.FAILED,
-    "PENDING": PayoutStatus.PENDING,
-    "PROCESSING": PayoutStatus.PENDING,
-    "NEW": PayoutStatus.PENDING,
 }
 _PAYOUT_EMAIL_SUBJECT = "You have a payout from Darkroom"
 _BATCH_LINK = re.compile(r"/v1/payments/payouts/([A-Za-z0-9]+)/?$")
+_DUPLICATE = re.compile(r"sender_batch_id|duplicate|already exists", re.IGNORECASE)
 _validate_email = EmailValidator()
 
 
@@ -209,20 +225,64 @@ def _first_unit(order: Mapping[str, Any]) -> dict[str, Any]:
     return as_dict(units[0]) if isinstance(units, list) and units else {}
 
 
-def _batch_link(body: bytes) -> str | None:
-    """The payout batch id an error answer links to (PayPal's answer to a reused sender_batch_id
-    carries a HATEOAS link to the original batch), else None."""
+def _error_object(body: bytes) -> dict[str, Any]:
     try:
-        error = json.loads(body or b"{}")
+        return as_dict(json.loads(body or b"{}"))
     except ValueError:
-        return None
-    links = as_dict(error).get("links")
-    for link in links if isinstance(links, list) else []:
+        return {}
+
+
+def _error_details(error: Mapping[str, Any]) -> list[dict[str, Any]]:
+    details = error.get("details")
+    return [as_dict(detail) for detail in (details if isinstance(details, list) else [])]
+
+
+def _batch_link(error: Mapping[str, Any]) -> str | None:
+    """The payout batch id an error answer links to, else None. PayPal's answer to a reused
+    sender_batch_id links the original batch in `details[].link` (seen as a list of links; an
+    object is accepted too) or, in older answers, in the top-level `links`."""
+    candidates: list[object] = []
+    for detail in _error_details(error):
+        for key in ("link", "links"):
+            found = detail.get(key)
+            candidates.extend(found if isinstance(found, list) else [found])
+    top = error.get("links")
+    candidates.extend(top if isinstance(top, list) else [])
+    for link in candidates:
         href = as_str(as_dict(link).get("href"))
         match = _BATCH_LINK.search(urlsplit(href).path) if href else None
         if match:
             return match.group(1)
     return None
+
+
+def _says_duplicate(error: Mapping[str, Any]) -> bool:
+    """True if the error answer says the batch already exists ("Batch with given sender_batch_id
+    already exists", "Duplicate batch request", DUPLICATE_REQUEST_ID...)."""
+    texts = [error.get("name"), error.get("message")]
+    for detail in _error_details(error):
+        texts += [detail.get("issue"), detail.get("description")]
+    return any(isinstance(text, str) and _DUPLICATE.search(text) for text in texts)
+
+
+def _payout_item(batch: Mapping[str, Any], *, payout_id: str) -> dict[str, Any]:
+    """This payout's item in a batch answer (its sender_item_id is the payout id; a batch we
+    sent has that one item), else {}."""
+    found = batch.get("items")
+    items = [as_dict(item) for item in (found if isinstance(found, list) else [])]
+    for item in items:
+        if as_dict(item.get("payout_item")).get("sender_item_id") == payout_id:
+            return item
+    return items[0] if len(items) == 1 else {}
+
+
+def _payout_status(batch: Mapping[str, Any], *, payout_id: str) -> PayoutStatus:
+    item_status = as_str(_payout_item(batch, payout_id=payout_id).get("transaction_status"))
+    if item_status is not None:
+        return _ITEM_STATUSES.get(item_status.upper(), PayoutStatus.PENDING)
+    # No item to go by: a batch SUCCESS says nothing about where the item's money is.
+    batch_status = str(as_dict(batch.get("batch_header")).get("batch_status")).upper()
+    return PayoutStatus.FAILED if batch_status == "DENIED" else PayoutStatus.PENDING
 
 
 def _link(links: object, *rels: str) -> str | None:
@@ -463,17 +523,41 @@ class PayPalProvider(PaymentProvider):
                 json_body={"sender_batch_header": header, "items": [item]},
             )
         except ProviderError as exc:
-            batch_id = _batch_link(exc.response_body) if not exc.retryable else None
-            if batch_id is None:
+            if exc.retryable:
                 raise
-            batch = self._linked_batch(batch_id, payout_id=payout_id, refusal=exc)
+            batch = self._batch_behind_refusal(exc, payout_id=payout_id)
         return self._payout_result(batch, payout_id=payout_id, amount_minor=amount_minor, currency=code)
 
-    def _linked_batch(self, batch_id: str, *, payout_id: str, refusal: ProviderError) -> dict[str, Any]:
-        """The batch a refusal links to, if it is this payout's (a reused sender_batch_id).
+    def _batch_behind_refusal(self, refusal: ProviderError, *, payout_id: str) -> dict[str, Any]:
+        """This payout's batch, if the non-retryable `refusal` says it exists already.
 
-        Raises the refusal again if the batch belongs to another sender_batch_id, and a retryable
-        ProviderError if the batch cannot be read: PayPal said it exists, so money may have moved.
+        Raises the refusal again if it is a real refusal (it neither says "duplicate" nor links
+        our batch), and a retryable ProviderError if it says "duplicate" but our batch cannot be
+        read back: the batch exists and may have paid, so the caller must not see a refusal.
+        """
+        error = _error_object(refusal.response_body)
+        batch_id = _batch_link(error)
+        batch = self._linked_batch(batch_id, payout_id=payout_id, refusal=refusal) if batch_id else None
+        if batch is not None:
+            return batch
+        if not _says_duplicate(error):
+            raise refusal
+        why = f"links batch {batch_id} of another sender_batch_id" if batch_id else "links no batch"
+        raise ProviderError(
+            f"paypal: payout {payout_id} was refused as a duplicate, but the answer {why}: "
+            "the original batch cannot be read, so its outcome is unknown",
+            provider=self.name,
+            retryable=True,
+            http_status=refusal.http_status,
+            response_body=refusal.response_body,
+        ) from refusal
+
+    def _linked_batch(self, batch_id: str, *, payout_id: str, refusal: ProviderError) -> dict[str, Any] | None:
+        """The batch a refusal links to, read from our own API base (only the id is taken from
+        the link), if its sender_batch_id is this payout's; None if it is another one's.
+
+        Raises a retryable ProviderError if the batch cannot be read or names no sender_batch_id:
+        PayPal says it exists, so money may have moved.
         """
         try:
             batch = self._api.call(
@@ -481,7 +565,7 @@ class PayPalProvider(PaymentProvider):
             )
         except ProviderError as exc:
             raise ProviderError(
-                f"paypal: payout {payout_id} was refused as a duplicate of batch {batch_id}, "
+                f"paypal: payout {payout_id} was refused with a link to batch {batch_id}, "
                 f"which could not be read: {exc.detail}",
                 provider=self.name,
                 retryable=True,
@@ -495,13 +579,15 @@ class PayPalProvider(PaymentProvider):
                 provider=self.name,
                 retryable=True,
             ) from refusal
-        if sent_as != payout_id:
-            raise refusal
-        return batch
+        return batch if sent_as == payout_id else None
 
     def _payout_result(
         self, batch: Mapping[str, Any], *, payout_id: str, amount_minor: int, currency: str
     ) -> PayoutResult:
+        """The payout's outcome from a batch answer (the create answer or a batch read back).
+
+        PAID only on the item's SUCCESS; see the module docstring for the whole mapping.
+        """
         header = as_dict(batch.get("batch_header"))
         batch_id = as_str(header.get("payout_batch_id"))
         if batch_id is None:
@@ -518,7 +604,7 @@ class PayPalProvider(PaymentProvider):
             reported = None
         return PayoutResult(
             provider_payout_id=batch_id,
-            status=_BATCH_STATUSES.get(str(header.get("batch_status")).upper(), PayoutStatus.PENDING),
+            status=_payout_status(batch, payout_id=payout_id),
             amount_minor=amount_minor if reported is None else reported,
             currency=currency if reported is None or reported_currency is None else reported_currency.upper(),
         )
