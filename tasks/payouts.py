@@ -5,6 +5,7 @@
   fenced batch over the due wallets; a run that finds the lease busy does nothing.
 * `payouts.submit` (`payout.created`, providers queue): the provider call, outside any
   transaction, with the payout id as the provider's idempotency key.
+* `payouts.settle_submitted` (beat, providers queue): ask the providers about submitted payouts.
 * `payouts.requeue_stale` (beat): queue again pending payouts whose message was lost.
 """
 
@@ -22,6 +23,7 @@ from apps.payouts.services import (
     payout_batch_run,
     payout_submit,
     payouts_requeue_stale,
+    payouts_settle_submitted,
 )
 from apps.tenancy.context import system_context
 from tasks.payments import PROVIDER_CALL_RETRY
@@ -41,6 +43,12 @@ def batch_run_requested(*, message_id: str, payload: dict[str, Any]) -> str:
 @outbox_consumer(TOPIC_PAYOUT_CREATED, name="payouts.submit", **PROVIDER_CALL_RETRY)
 def submit(*, message_id: str, payload: dict[str, Any]) -> str:
     return payout_submit(payout_id=payload["payout_id"]).status
+
+
+@shared_task(name="payouts.settle_submitted", acks_late=True)
+def settle_submitted() -> dict[str, int]:
+    """Idempotent: a settled payout is no longer submitted; a still-pending one is asked again later."""
+    return payouts_settle_submitted()
 
 
 @shared_task(name="payouts.requeue_stale", acks_late=True)

@@ -9,6 +9,7 @@ class PayoutsConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.ops.metrics import register_collector
+        from apps.payouts import checks  # noqa: F401 - registers the system checks
         from apps.payouts.metrics import collect_payout_metrics, mark_registered
 
         register_collector(collect_payout_metrics)

@@ -5,6 +5,8 @@
   `needs_review` waits for an operator to check it with the provider (alert on it).
 * darkroom_payouts_oldest_pending_age_seconds: a pending payout not sent for long means the
   providers' worker is down or the provider keeps failing (alert past a few minutes).
+* darkroom_payouts_oldest_submitted_age_seconds: a payout the provider has not settled for days
+  (a PayPal item unclaimed by its receiver, or the settle task failing): look at it.
 * darkroom_payout_batch_running_seconds: how long the running batch has run (0 when none); a
   batch running for much longer than the lease TTL was left by a crashed runner, and the next
   scheduled or requested run finishes it.
@@ -49,6 +51,11 @@ def collect_payout_metrics() -> Iterable[Metric]:
         "darkroom_payouts_oldest_pending_age_seconds",
         "Age of the oldest payout not yet sent to its provider (0 when none).",
         value=stats.oldest_pending_age_seconds,
+    )
+    yield GaugeMetricFamily(
+        "darkroom_payouts_oldest_submitted_age_seconds",
+        "Age of the oldest payout the provider has not settled yet (0 when none).",
+        value=stats.oldest_submitted_age_seconds,
     )
     yield GaugeMetricFamily(
         "darkroom_payout_batch_running_seconds",

@@ -111,6 +111,7 @@ class Payout(TenantModel):
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     queued_at = models.DateTimeField(default=timezone.now)
+    checked_at = models.DateTimeField(null=True, blank=True)  # last asked of the provider (submitted)
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -139,6 +140,12 @@ class Payout(TenantModel):
         indexes = [
             # The lost-message sweep: pending payouts by when they were last queued.
             models.Index(fields=["queued_at"], name="payouts_pending_queued", condition=models.Q(status="pending")),
+            # The settle task: submitted payouts by when they were last asked about.
+            models.Index(
+                fields=["checked_at", "created_at"],
+                name="payouts_submitted_checked",
+                condition=models.Q(status="submitted"),
+            ),
         ]
 
     def __str__(self) -> str:

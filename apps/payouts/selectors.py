@@ -14,11 +14,12 @@ from apps.payouts.models import Payout, PayoutDestination
 class PayoutStats:
     by_status: dict[str, int]
     oldest_pending_age_seconds: float
+    oldest_submitted_age_seconds: float
     running_batch_age_seconds: float | None
 
 
 def payout_stats() -> PayoutStats:
-    """Payouts per status, the age of the oldest pending one, and how long the running batch has
+    """Payouts per status, the ages of the oldest pending and submitted ones, and how long the running batch has
     been running (None when no batch runs). Across studios: call it in the system context."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT status, count(*) FROM payouts_payout GROUP BY status")
@@ -29,12 +30,18 @@ def payout_stats() -> PayoutStats:
         )
         oldest = float(cursor.fetchone()[0])
         cursor.execute(
+            "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)"
+            " FROM payouts_payout WHERE status = 'submitted'"
+        )
+        oldest_submitted = float(cursor.fetchone()[0])
+        cursor.execute(
             "SELECT EXTRACT(EPOCH FROM now() - started_at) FROM payouts_payoutbatch WHERE status = 'running'"
         )
         running = cursor.fetchone()
     return PayoutStats(
         by_status=by_status,
         oldest_pending_age_seconds=oldest,
+        oldest_submitted_age_seconds=oldest_submitted,
         running_batch_age_seconds=float(running[0]) if running else None,
     )
 

@@ -19,6 +19,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F, Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
@@ -29,7 +30,7 @@ from apps.ledger.services import EntryIn, ledger_entries_append
 from apps.outbox.models import uuid7
 from apps.outbox.requeue import RequeueAudit, requeue_stale
 from apps.outbox.services import outbox_publish
-from apps.payments.providers.base import PayoutDestinationError, PayoutStatus, ProviderError
+from apps.payments.providers.base import PayoutDestinationError, PayoutResult, PayoutStatus, ProviderError
 from apps.payments.providers.registry import get_provider
 from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
 from apps.tenancy.context import system_context, tenant_context
@@ -344,7 +345,8 @@ def payout_submit(*, payout_id: uuid.UUID | str) -> Payout:
     * Any other final error (an answer that could not be read, a refusal after an earlier attempt
       whose outcome is unknown, "already paid with other parameters"): `needs_review`, the
       wallet stays debited until an operator settles it (`payout_resolve`).
-    * A provider answer: paid, submitted (settled later), or failed (credited back).
+    * A provider answer: paid, submitted (settled later by `payouts_settle_submitted`), or
+      failed (credited back); one for another amount or currency: `needs_review`.
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("the provider must not be called inside a transaction")
@@ -368,26 +370,43 @@ def payout_submit(*, payout_id: uuid.UUID | str) -> Payout:
         first_attempt = payout.attempts == 1
         refused = exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 409
         return _conclude_refused(payout, error=exc, certain=first_attempt and refused)
+    return _apply_answer(payout, result=result, expected=Payout.Status.PENDING)
+
+
+def _apply_answer(payout: Payout, *, result: PayoutResult, expected: str) -> Payout:
+    """Record what the provider says of a payout still in status `expected` (pending after a
+    submit, submitted when settling): paid, submitted (settled later) or failed (credited back).
+    An answer for another amount or currency goes to `needs_review`. An answer for a payout that
+    has moved on meanwhile changes nothing (logged when it contradicts a failed payout)."""
     with transaction.atomic(durable=True):
         locked = Payout.objects.select_for_update().get(pk=payout.pk)
-        if locked.status != Payout.Status.PENDING:
+        if locked.status != expected:
+            if locked.status == Payout.Status.FAILED and result.status != PayoutStatus.FAILED:
+                logger.error(
+                    "provider reports a payout concluded as failed as sent: check it",
+                    extra={"payout_id": str(payout.id), "provider_status": str(result.status)},
+                )
             return locked
         locked.provider_payout_id = result.provider_payout_id
         locked.claimed_until = None
         locked.last_error = ""
+        fields = ["provider_payout_id", "claimed_until", "last_error", "status", "completed_at"]
         if (result.amount_minor, result.currency) != (locked.amount_minor, locked.currency):
+            locked.status = Payout.Status.NEEDS_REVIEW
             locked.last_error = (
-                f"{payout.provider} reports {result.amount_minor} {result.currency}, "
+                f"{payout.provider} reports {result.amount_minor} {result.currency} ({result.status}), "
                 f"not {locked.amount_minor} {locked.currency}: check with the provider"
             )
+            locked.save(update_fields=fields)
             logger.error("payout amount differs at the provider", extra={"payout_id": str(payout.id)})
+            return locked
         if result.status == PayoutStatus.FAILED:
             locked.save(update_fields=["provider_payout_id", "claimed_until", "last_error"])
             _fail(locked, reason=f"{payout.provider} reports the payout failed")
             return locked
         locked.status = Payout.Status.PAID if result.status == PayoutStatus.PAID else Payout.Status.SUBMITTED
         locked.completed_at = timezone.now() if locked.status == Payout.Status.PAID else None
-        locked.save(update_fields=["provider_payout_id", "claimed_until", "last_error", "status", "completed_at"])
+        locked.save(update_fields=fields)
     return locked
 
 
@@ -423,18 +442,20 @@ def _claim(payout_id: uuid.UUID | str) -> Payout | None:
 def _release(payout: Payout, *, error: BaseException) -> None:
     """A retryable failure: record it and release the claim (the consumer retries later)."""
     with transaction.atomic(durable=True):
-        Payout.objects.filter(pk=payout.pk, status=Payout.Status.PENDING).update(
+        Payout.objects.filter(pk=payout.pk, status=Payout.Status.PENDING, attempts=payout.attempts).update(
             claimed_until=None, last_error=str(error)[:2000]
         )
 
 
 def _conclude_refused(payout: Payout, *, error: BaseException, certain: bool) -> Payout:
-    """A final error: `failed` and credited back when nothing can have been paid (`certain`),
-    else `needs_review` with the wallet still debited."""
+    """A final error: `failed` and credited back when nothing can have been paid (`certain`, and
+    no later attempt claimed the payout after ours lapsed: the claim is fenced by the attempt
+    number), else `needs_review` with the wallet still debited."""
     with transaction.atomic(durable=True):
         locked = Payout.objects.select_for_update().get(pk=payout.pk)
         if locked.status != Payout.Status.PENDING:
             return locked
+        certain = certain and locked.attempts == payout.attempts
         locked.claimed_until = None
         locked.last_error = str(error)[:2000]
         if certain:
@@ -453,15 +474,21 @@ def _conclude_refused(payout: Payout, *, error: BaseException, certain: bool) ->
 
 @transaction.atomic
 def payout_resolve(*, payout_id: uuid.UUID | str, paid: bool, actor: User | None, actor_label: str) -> Payout:
-    """An operator settles a payout the platform could not settle itself (`needs_review`, or
-    `submitted` and not yet confirmed by the provider), after checking with the provider:
-    `paid=True` marks it paid; `paid=False` marks it failed and credits the wallet back. Audited.
+    """An operator settles a payout the platform could not settle itself, after checking with the
+    provider: `paid=True` marks a `needs_review` or `submitted` payout paid; `paid=False` marks a
+    `needs_review` one failed and credits the wallet back (a `submitted` one is still with the
+    provider and settles when it reports failure). Audited.
     Joins the caller's transaction (the admin action's) or opens one. Raises ValueError for a
     payout in any other status.
     """
     payout = Payout.objects.select_for_update().get(pk=payout_id)
     if payout.status not in (Payout.Status.NEEDS_REVIEW, Payout.Status.SUBMITTED):
         raise ValueError(f"payout {payout.pk} is {payout.status}; only payouts needing review or submitted settle")
+    if not paid and payout.status == Payout.Status.SUBMITTED:
+        # The provider still holds it (e.g. a PayPal item unclaimed for up to 30 days): crediting
+        # it back now could pay twice. `payouts_settle_submitted` credits it back once the
+        # provider reports it failed or returned.
+        raise ValueError(f"payout {payout.pk} is still with {payout.provider}; it settles when the provider says so")
     previous = payout.status
     payout.resolved_by = actor_label[:200] or "operator"
     if paid:
@@ -504,6 +531,55 @@ def _fail(payout: Payout, *, reason: str) -> None:
     payout.completed_at = timezone.now()
     payout.last_error = reason[:2000]
     payout.save(update_fields=["status", "reversal_event_id", "completed_at", "last_error"])
+
+
+def payouts_settle_submitted(*, limit: int = 200) -> dict[str, int]:
+    """Ask the providers about `submitted` payouts (PayPal and Flutterwave settle after the call)
+    not asked about for PAYOUT_SETTLE_EVERY_SECONDS, oldest first, at most `limit`: paid, failed
+    (credited back), still submitted, or `needs_review` when the provider does not know the
+    payout. Outside any transaction (provider calls); reads across studios in the system
+    context, each payout in its studio's context. Returns counts by outcome.
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("the provider must not be called inside a transaction")
+    cutoff = timezone.now() - timedelta(seconds=float(settings.PAYOUT_SETTLE_EVERY_SECONDS))
+    with system_context("payout settle"):
+        due = list(
+            Payout.objects.filter(status=Payout.Status.SUBMITTED)
+            .filter(Q(checked_at__isnull=True) | Q(checked_at__lt=cutoff))
+            .order_by(F("checked_at").asc(nulls_first=True), "created_at")
+            .values_list("pk", "tenant_id")[:limit]
+        )
+    outcomes: dict[str, int] = {}
+    for payout_id, tenant_id in due:
+        with tenant_context(tenant_id):
+            outcome = _settle_one(payout_id)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    if outcomes:
+        logger.info("submitted payouts checked", extra={"outcomes": outcomes})
+    return outcomes
+
+
+def _settle_one(payout_id: uuid.UUID) -> str:
+    payout = Payout.objects.get(pk=payout_id)
+    if payout.status != Payout.Status.SUBMITTED or not payout.provider_payout_id:
+        return str(payout.status)
+    Payout.objects.filter(pk=payout_id).update(checked_at=timezone.now())
+    try:
+        result = get_provider(payout.provider).payout_status(
+            payout_id=str(payout.id), provider_payout_id=payout.provider_payout_id
+        )
+    except ProviderError as exc:
+        if exc.retryable:
+            logger.warning("payout status unavailable", extra={"payout_id": str(payout.id), "error": str(exc)})
+            return "unavailable"
+        with transaction.atomic(durable=True):
+            moved = Payout.objects.filter(pk=payout_id, status=Payout.Status.SUBMITTED).update(
+                status=Payout.Status.NEEDS_REVIEW, last_error=f"{payout.provider} status: {exc}"[:2000]
+            )
+        logger.error("payout unknown to its provider: needs review", extra={"payout_id": str(payout.id)})
+        return str(Payout.Status.NEEDS_REVIEW) if moved else "moved on"
+    return str(_apply_answer(payout, result=result, expected=Payout.Status.SUBMITTED).status)
 
 
 @transaction.atomic(durable=True)

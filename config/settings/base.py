@@ -354,6 +354,14 @@ PAYOUT_SUBMIT_CLAIM_SECONDS = env.float("DARKROOM_PAYOUT_SUBMIT_CLAIM_SECONDS", 
 # A payout still unsent this long after it was made goes to an operator instead of the provider:
 # Stripe keeps idempotency keys a day, PayPal a sender_batch_id 30 days.
 PAYOUT_RETRY_WINDOW_HOURS = env.float("DARKROOM_PAYOUT_RETRY_WINDOW_HOURS", default=20.0)
+# PayPal and Flutterwave settle a payout after the call: `payouts.settle_submitted` asks them
+# about each submitted payout at most this often.
+PAYOUT_SETTLE_EVERY_SECONDS = env.float("DARKROOM_PAYOUT_SETTLE_EVERY_SECONDS", default=900.0)
+CELERY_BEAT_SCHEDULE["payouts.settle_submitted"] = {
+    "task": "payouts.settle_submitted",
+    "schedule": min(PAYOUT_SETTLE_EVERY_SECONDS, 300.0),
+    "options": {"queue": PROVIDER_QUEUE, "expires": 300.0},
+}
 CELERY_BEAT_SCHEDULE["payouts.batch_run"] = {
     "task": "payouts.batch_run",
     "schedule": PAYOUT_BATCH_EVERY_SECONDS,

@@ -154,10 +154,25 @@ class FakeStripe(FakeApi):
         self.transfers: list[dict[str, Any]] = []
         self._keys: dict[str, tuple[dict[str, str], Answer]] = {}
 
+    def reverse(self, transfer_id: str, amount: int) -> None:
+        """The platform reverses (part of) a transfer: the money goes back to its balance, and
+        `reversed` turns true only once the whole amount is reversed."""
+        transfer = next(t for t in self.transfers if t["id"] == transfer_id)
+        transfer["amount_reversed"] += amount
+        transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
+        self.balance += amount
+
     def answer(self, seen: Seen) -> Answer:
-        assert seen.path == "/v1/transfers"
         if seen.headers.get("authorization") != f"Bearer {STRIPE_KEY}":
             return 401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}
+        if seen.method == "GET" and (match := re.fullmatch(r"/v1/transfers/([^/]+)", seen.path)):
+            found = [t for t in self.transfers if t["id"] == match.group(1)]
+            if not found:
+                message = f"No such transfer: '{match.group(1)}'"
+                error = {"type": "invalid_request_error", "code": "resource_missing", "param": "id", "message": message}
+                return 404, {"error": error}
+            return 200, found[0]
+        assert seen.path == "/v1/transfers"
         if seen.method == "GET":  # list transfers, filtered by transfer group
             group = seen.query.get("transfer_group", [None])[0]
             found = [t for t in self.transfers if group is None or t["transfer_group"] == group]
@@ -354,6 +369,80 @@ def test_stripe_insufficient_balance_is_a_final_refusal(stripe_fake):
         pay(adapter, payout_id(), amount_minor=2500, currency="EUR", destination=ACCOUNT)
     assert (caught.value.retryable, caught.value.http_status) == (False, 400)
     assert fake.transfers == []
+
+
+def status_of(adapter: Any, pid: str, result: PayoutResult) -> PayoutResult:
+    return adapter.payout_status(payout_id=pid, provider_payout_id=result.provider_payout_id)
+
+
+def test_stripe_payout_status_reads_the_transfer_back_as_paid(stripe_fake):
+    # given: a transfer made for a payout
+    fake, adapter = stripe_fake
+    pid = payout_id()
+    made = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=ACCOUNT)
+    # when
+    status = status_of(adapter, pid, made)
+    # then: the transfer read back by its id, paid
+    assert status == made == PayoutResult(fake.transfers[0]["id"], PayoutStatus.PAID, amount_minor=2500, currency="EUR")
+    [read] = fake.requests_to("GET", f"/v1/transfers/{made.provider_payout_id}")
+    assert read.query == {}
+
+
+@pytest.mark.parametrize(
+    ("reversed_minor", "status"),
+    [
+        (1000, PayoutStatus.PENDING),  # part of the money came back: an operator settles it
+        (2500, PayoutStatus.FAILED),  # all of it is back in the platform balance
+    ],
+)
+def test_stripe_payout_status_of_a_reversed_transfer(stripe_fake, reversed_minor, status):
+    # given: a transfer the platform then reversed, in part or in full
+    fake, adapter = stripe_fake
+    pid = payout_id()
+    made = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=ACCOUNT)
+    fake.reverse(made.provider_payout_id, reversed_minor)
+    # when / then
+    assert status_of(adapter, pid, made) == replace(made, status=status)
+
+
+def test_stripe_payout_status_of_another_payouts_transfer_is_refused(stripe_fake):
+    # given: two payouts' transfers
+    fake, adapter = stripe_fake
+    pid = payout_id()
+    pay(adapter, pid, amount_minor=2500, currency="EUR", destination=ACCOUNT)
+    other = pay(adapter, payout_id(), amount_minor=2500, currency="EUR", destination=ACCOUNT)
+    # when: asked about this payout with the other one's transfer id
+    with pytest.raises(ProviderError) as caught:
+        status_of(adapter, pid, other)
+    # then: its metadata names another payout: not an answer for this one, and not worth a retry
+    assert caught.value.retryable is False
+    assert pid in caught.value.detail
+    assert len(fake.requests_to("GET", f"/v1/transfers/{other.provider_payout_id}")) == 1
+
+
+@pytest.mark.parametrize(
+    ("outage", "retryable"),
+    [
+        ((500, {"error": {"type": "api_error", "message": "An unknown error occurred"}}), True),
+        ((429, {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many"}}), True),
+    ],
+)
+def test_stripe_payout_status_outage_is_retryable(stripe_fake, outage, retryable):
+    fake, adapter = stripe_fake
+    pid = payout_id()
+    made = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=ACCOUNT)
+    fake.outages["GET", f"/v1/transfers/{made.provider_payout_id}"] = [outage]
+    with pytest.raises(ProviderError) as caught:
+        status_of(adapter, pid, made)
+    assert (caught.value.retryable, caught.value.http_status) == (retryable, outage[0])
+
+
+def test_stripe_payout_status_of_an_unknown_transfer_is_a_final_404(stripe_fake):
+    fake, adapter = stripe_fake
+    with pytest.raises(ProviderError) as caught:
+        adapter.payout_status(payout_id=payout_id(), provider_payout_id="tr_1NoSuchTransfer")
+    assert (caught.value.provider, caught.value.retryable, caught.value.http_status) == ("stripe", False, 404)
+    assert [(r.method, r.path) for r in fake.seen] == [("GET", "/v1/transfers/tr_1NoSuchTransfer")]
 
 
 def test_stripe_unreachable_is_retryable():
@@ -766,6 +855,95 @@ def test_paypal_refuses_anything_but_an_email_address(paypal_fake, destination):
     assert fake.seen == []
 
 
+def test_paypal_payout_status_follows_the_item_from_pending_to_paid(paypal_fake):
+    # given: a payout PayPal accepted (submitted: the create answer is never PAID)
+    fake, adapter = paypal_fake
+    pid = payout_id()
+    made = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    # when: read back before PayPal processed it, then after
+    before = status_of(adapter, pid, made)
+    fake.settle(made.provider_payout_id, batch_status="SUCCESS", item_status="SUCCESS")
+    after = status_of(adapter, pid, made)
+    # then: pending, then paid, each from the batch read back on our API base
+    assert before == PayoutResult(made.provider_payout_id, PayoutStatus.PENDING, amount_minor=2500, currency="EUR")
+    assert after == replace(before, status=PayoutStatus.PAID)
+    assert paypal_payouts_calls(fake)[1:] == [("GET", f"/v1/payments/payouts/{made.provider_payout_id}")] * 2
+
+
+@pytest.mark.parametrize(
+    ("item_status", "status"),
+    [
+        ("RETURNED", PayoutStatus.FAILED),  # unclaimed for 30 days: the money is back with us
+        ("REFUNDED", PayoutStatus.FAILED),
+        ("FAILED", PayoutStatus.FAILED),
+        ("UNCLAIMED", PayoutStatus.PENDING),
+        ("ONHOLD", PayoutStatus.PENDING),
+        ("BLOCKED", PayoutStatus.PENDING),
+        ("REVERSED", PayoutStatus.PENDING),
+    ],
+)
+def test_paypal_payout_status_maps_the_item_like_payout_does(paypal_fake, item_status, status):
+    fake, adapter = paypal_fake
+    pid = payout_id()
+    made = pay(adapter, pid, amount_minor=1999, currency="USD", destination=RECEIVER)
+    fake.settle(made.provider_payout_id, batch_status="SUCCESS", item_status=item_status)
+    assert status_of(adapter, pid, made) == replace(made, status=status)
+
+
+def test_paypal_payout_status_of_another_payouts_batch_is_refused(paypal_fake):
+    # given: two payouts' batches, the other one paid
+    fake, adapter = paypal_fake
+    pid = payout_id()
+    pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    other = pay(adapter, payout_id(), amount_minor=2500, currency="EUR", destination=RECEIVER)
+    fake.settle(other.provider_payout_id, batch_status="SUCCESS", item_status="RETURNED")
+    # when: asked about this payout with the other one's batch id
+    with pytest.raises(ProviderError) as caught:
+        status_of(adapter, pid, other)
+    # then: its sender_batch_id is not ours: refused, never read as this payout's failure
+    assert caught.value.retryable is False
+    assert pid in caught.value.detail
+
+
+def test_paypal_payout_status_of_a_batch_without_our_item_is_refused(paypal_fake):
+    # given: our batch, whose only item carries another sender_item_id
+    fake, adapter = paypal_fake
+    pid = payout_id()
+    made = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    fake.settle(made.provider_payout_id, batch_status="SUCCESS", item_status="RETURNED")
+    fake.batches[made.provider_payout_id]["items"][0]["payout_item"]["sender_item_id"] = "someone-else"
+    # when / then
+    with pytest.raises(ProviderError) as caught:
+        status_of(adapter, pid, made)
+    assert caught.value.retryable is False
+
+
+@pytest.mark.parametrize(
+    ("outage", "retryable"),
+    [
+        ((500, {"name": "INTERNAL_SERVER_ERROR", "message": "An internal server error occurred."}), True),
+        ((503, {"name": "SERVICE_UNAVAILABLE"}), True),
+        ((429, {"name": "RATE_LIMIT_REACHED", "message": "Too many requests."}), True),
+    ],
+)
+def test_paypal_payout_status_outage_is_retryable(paypal_fake, outage, retryable):
+    fake, adapter = paypal_fake
+    pid = payout_id()
+    made = pay(adapter, pid, amount_minor=2500, currency="EUR", destination=RECEIVER)
+    fake.outages["GET", f"/v1/payments/payouts/{made.provider_payout_id}"] = [outage]
+    with pytest.raises(ProviderError) as caught:
+        status_of(adapter, pid, made)
+    assert (caught.value.retryable, caught.value.http_status) == (retryable, outage[0])
+
+
+def test_paypal_payout_status_of_an_unknown_batch_is_a_final_404(paypal_fake):
+    fake, adapter = paypal_fake
+    with pytest.raises(ProviderError) as caught:
+        adapter.payout_status(payout_id=payout_id(), provider_payout_id="NOSUCHBATCH42")
+    assert (caught.value.provider, caught.value.retryable, caught.value.http_status) == ("paypal", False, 404)
+    assert paypal_payouts_calls(fake) == [("GET", "/v1/payments/payouts/NOSUCHBATCH42")]
+
+
 # --- Flutterwave: POST /v3/transfers ---------------------------------------------------------
 
 FLW_KEY = "FLWSECK_TEST-" + "b" * 32 + "-X"
@@ -782,9 +960,19 @@ class FakeFlutterwave(FakeApi):
         self.new_status = "NEW"
         self.transfers: list[dict[str, Any]] = []
 
+    def settle(self, transfer_id: int | str, *, status: str, complete_message: str) -> None:
+        """Flutterwave processed the transfer: its status and complete_message change."""
+        transfer = next(t for t in self.transfers if str(t["id"]) == str(transfer_id))
+        transfer["status"], transfer["complete_message"] = status, complete_message
+
     def answer(self, seen: Seen) -> Answer:
         if seen.headers.get("authorization") != f"Bearer {FLW_KEY}":
             return 401, {"status": "error", "message": "Invalid authorization key", "data": None}
+        if seen.method == "GET" and (match := re.fullmatch(r"/v3/transfers/([^/]+)", seen.path)):
+            found = [t for t in self.transfers if str(t["id"]) == match.group(1)]
+            if not found:
+                return 404, {"status": "error", "message": "Transfer not found", "data": None}
+            return 200, {"status": "success", "message": "Transfer fetched", "data": found[0]}
         if seen.method == "GET":
             assert seen.path == "/v3/transfers"
             [reference] = seen.query["reference"]
@@ -998,6 +1186,72 @@ def test_flutterwave_refuses_anything_but_bank_code_colon_account_number(flutter
     assert fake.seen == []
 
 
+def test_flutterwave_payout_status_follows_the_transfer_from_new_to_successful(flutterwave_fake):
+    # given: a queued transfer (submitted)
+    fake, adapter = flutterwave_fake
+    pid = payout_id()
+    made = pay(adapter, pid, amount_minor=1550, currency="NGN", destination=BANK_ACCOUNT)
+    # when: read back while queued, then after Flutterwave paid it out
+    before = status_of(adapter, pid, made)
+    fake.settle(made.provider_payout_id, status="SUCCESSFUL", complete_message="Transaction was successful")
+    after = status_of(adapter, pid, made)
+    # then
+    assert before == PayoutResult(made.provider_payout_id, PayoutStatus.PENDING, amount_minor=1550, currency="NGN")
+    assert after == replace(before, status=PayoutStatus.PAID)
+    assert len(fake.requests_to("GET", f"/v3/transfers/{made.provider_payout_id}")) == 2
+
+
+def test_flutterwave_payout_status_of_a_failed_transfer_stays_pending(flutterwave_fake):
+    # given: a queued transfer that Flutterwave then reports FAILED
+    fake, adapter = flutterwave_fake
+    pid = payout_id()
+    made = pay(adapter, pid, amount_minor=1550, currency="NGN", destination=BANK_ACCOUNT)
+    fake.settle(made.provider_payout_id, status="FAILED", complete_message="DISBURSE FAILED: Account not found")
+    # when
+    status = status_of(adapter, pid, made)
+    # then: not FAILED (which credits the money back): Flutterwave does not document that a failed
+    # transfer's money is back in the balance, so an operator settles it
+    assert status.status == PayoutStatus.PENDING
+
+
+def test_flutterwave_payout_status_of_another_payouts_transfer_is_refused(flutterwave_fake):
+    fake, adapter = flutterwave_fake
+    pid = payout_id()
+    pay(adapter, pid, amount_minor=1550, currency="NGN", destination=BANK_ACCOUNT)
+    other = pay(adapter, payout_id(), amount_minor=1550, currency="NGN", destination=BANK_ACCOUNT)
+    fake.settle(other.provider_payout_id, status="SUCCESSFUL", complete_message="Transaction was successful")
+    with pytest.raises(ProviderError) as caught:
+        status_of(adapter, pid, other)
+    assert caught.value.retryable is False
+    assert pid in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("outage", "retryable"),
+    [
+        ((500, {"status": "error", "message": "Internal server error", "data": None}), True),
+        ((503, {"status": "error", "message": "Service unavailable", "data": None}), True),
+        ((429, {"status": "error", "message": "Too many requests", "data": None}), True),
+    ],
+)
+def test_flutterwave_payout_status_outage_is_retryable(flutterwave_fake, outage, retryable):
+    fake, adapter = flutterwave_fake
+    pid = payout_id()
+    made = pay(adapter, pid, amount_minor=1550, currency="NGN", destination=BANK_ACCOUNT)
+    fake.outages["GET", f"/v3/transfers/{made.provider_payout_id}"] = [outage]
+    with pytest.raises(ProviderError) as caught:
+        status_of(adapter, pid, made)
+    assert (caught.value.retryable, caught.value.http_status) == (retryable, outage[0])
+
+
+def test_flutterwave_payout_status_of_an_unknown_transfer_is_a_final_404(flutterwave_fake):
+    fake, adapter = flutterwave_fake
+    with pytest.raises(ProviderError) as caught:
+        adapter.payout_status(payout_id=payout_id(), provider_payout_id="99999999")
+    assert (caught.value.provider, caught.value.retryable, caught.value.http_status) == ("flutterwave", False, 404)
+    assert [(r.method, r.path) for r in fake.seen] == [("GET", "/v3/transfers/99999999")]
+
+
 # --- sandbox: recorded in Redis --------------------------------------------------------------
 
 
@@ -1078,3 +1332,39 @@ def test_sandbox_refuses_empty_long_or_unprintable_destinations(sandbox, destina
         sandbox.normalize_payout_destination(destination)
     with pytest.raises(PayoutDestinationError):
         pay(sandbox, payout_id(), amount_minor=2500, currency="EUR", destination=destination)
+
+
+def test_sandbox_payout_status_is_the_recorded_payout(sandbox):
+    # given: a payout made by one adapter instance
+    pid = payout_id()
+    made = pay(sandbox, pid, amount_minor=2500, currency="EUR", destination="studio-ana")
+    # when: another instance (another worker) asks about it
+    other = SandboxProvider(webhook_secrets=["unused"], public_base_url="http://127.0.0.1:8000", cache=cache)
+    # then: paid, as recorded in Redis
+    assert status_of(other, pid, made) == made == replace(made, status=PayoutStatus.PAID)
+
+
+def test_sandbox_payout_status_of_an_unknown_payout_is_a_final_404(sandbox):
+    with pytest.raises(ProviderError) as caught:
+        sandbox.payout_status(payout_id=payout_id(), provider_payout_id=f"sbx_po_{uuid.uuid4().hex}")
+    assert (caught.value.provider, caught.value.retryable, caught.value.http_status) == ("sandbox", False, 404)
+
+
+def test_sandbox_payout_status_with_another_payouts_id_is_refused(sandbox):
+    pid = payout_id()
+    pay(sandbox, pid, amount_minor=2500, currency="EUR", destination="studio-ana")
+    other = pay(sandbox, payout_id(), amount_minor=2500, currency="EUR", destination="studio-ana")
+    with pytest.raises(ProviderError) as caught:
+        status_of(sandbox, pid, other)
+    assert (caught.value.retryable, caught.value.http_status) == (False, 409)
+
+
+@pytest.mark.parametrize("provider_payout_id", ["", "   "])
+def test_payout_status_refuses_an_empty_provider_id_before_asking(
+    stripe_fake, paypal_fake, flutterwave_fake, sandbox, provider_payout_id
+):
+    # an empty id would address the provider's list of payouts instead of one payout
+    for fake, adapter in (stripe_fake, paypal_fake, flutterwave_fake, (None, sandbox)):
+        with pytest.raises(ValueError):
+            adapter.payout_status(payout_id=payout_id(), provider_payout_id=provider_payout_id)
+        assert fake is None or fake.seen == []

@@ -36,6 +36,7 @@ from apps.payouts.services import (
     payout_resolve,
     payout_submit,
     payouts_requeue_stale,
+    payouts_settle_submitted,
     wallet_exact_balance,
 )
 from apps.tenancy.context import system_context, tenant_context
@@ -256,6 +257,9 @@ class StandInProvider:
         if isinstance(outcome, ProviderError):
             raise outcome
         return outcome
+
+    def payout_status(self, **kwargs: Any) -> PayoutResult:
+        return self.payout(**kwargs)
 
 
 def pending_payout(studio: Organization, monkeypatch: pytest.MonkeyPatch, *outcomes: Any) -> tuple[Payout, Wallet, Any]:
@@ -563,6 +567,7 @@ def _payout_row(wallet: Wallet, batch: PayoutBatch, **overrides: Any) -> Payout:
         {"status": "paid"},  # paid without the provider's id
         {"status": "failed"},  # failed without a reversal
         {"status": "lost"},
+        {"status": "submitted", "resolved_by": "admin:ops"},  # only an operator's "paid" goes without an id
     ],
 )
 def test_payout_constraints_refuse_bad_rows(studio: Organization, overrides: dict[str, Any]) -> None:
@@ -627,4 +632,100 @@ def test_metrics_show_payouts_per_status_and_the_oldest_pending(studio: Organiza
     assert 'darkroom_payouts{status="pending"} 1.0' in body
     assert 'darkroom_payouts{status="failed"} 0.0' in body
     assert re.search(r"^darkroom_payouts_oldest_pending_age_seconds (\S+)$", body, re.MULTILINE)
+    assert "darkroom_payouts_oldest_submitted_age_seconds 0.0" in body
     assert "darkroom_payout_batch_running_seconds 0.0" in body
+
+
+def submitted_payout(studio: Organization, monkeypatch: pytest.MonkeyPatch, *later: Any) -> tuple[Payout, Wallet, Any]:
+    """A payout the provider accepted to settle later; its status answers are `later`."""
+    answer = PayoutResult(provider_payout_id="batch_7", status=PayoutStatus.PENDING, amount_minor=2500, currency="EUR")
+    payout, wallet, provider = pending_payout(studio, monkeypatch, answer, *later)
+    with tenant_context(studio.pk):
+        assert payout_submit(payout_id=payout.id).status == Payout.Status.SUBMITTED
+    return payout, wallet, provider
+
+
+def settle() -> dict[str, int]:
+    with override_settings(PAYOUT_SETTLE_EVERY_SECONDS=0):
+        return payouts_settle_submitted()
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome", "balance"),
+    [(PayoutStatus.PAID, Payout.Status.PAID, 0), (PayoutStatus.FAILED, Payout.Status.FAILED, 2500)],
+)
+def test_the_settle_task_records_what_the_provider_says_of_submitted_payouts(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch, status: PayoutStatus, outcome: str, balance: int
+) -> None:
+    # given: a submitted payout, still pending at the provider on the first check
+    pending = PayoutResult(provider_payout_id="batch_7", status=PayoutStatus.PENDING, amount_minor=2500, currency="EUR")
+    final = PayoutResult(provider_payout_id="batch_7", status=status, amount_minor=2500, currency="EUR")
+    payout, wallet, provider = submitted_payout(studio, monkeypatch, pending, final)
+    # when: checked twice
+    first = settle()
+    with system_context("test"):
+        assert Payout.objects.get(pk=payout.id).checked_at is not None
+    assert payouts_settle_submitted() == {}  # asked recently: left alone at the default interval
+    second = settle()
+    # then: still submitted after the first, settled after the second (failed: credited back)
+    assert first == {"submitted": 1} and second == {outcome: 1}
+    [settled] = payouts_of(wallet)
+    assert settled.status == outcome and exact_balance(wallet) == balance
+    assert [c["provider_payout_id"] for c in provider.calls[1:]] == ["batch_7", "batch_7"]
+
+
+def test_a_payout_its_provider_does_not_know_goes_to_review(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unknown = ProviderError("no such batch", provider="sandbox", retryable=False, http_status=404)
+    _, wallet, _ = submitted_payout(studio, monkeypatch, TIMEOUT, unknown)
+    assert settle() == {"unavailable": 1}
+    assert settle() == {"needs_review": 1}
+    [review] = payouts_of(wallet)
+    assert review.status == Payout.Status.NEEDS_REVIEW and exact_balance(wallet) == 0
+
+
+def test_an_answer_for_another_amount_goes_to_review(studio: Organization, monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = PayoutResult(provider_payout_id="po_9", status=PayoutStatus.PAID, amount_minor=25000, currency="EUR")
+    payout, wallet, _ = pending_payout(studio, monkeypatch, answer)
+    with tenant_context(studio.pk):
+        payout_submit(payout_id=payout.id)
+    [review] = payouts_of(wallet)
+    assert review.status == Payout.Status.NEEDS_REVIEW and "25000" in review.last_error
+
+
+def test_a_submitted_payout_is_not_credited_back_by_hand(studio: Organization, monkeypatch: pytest.MonkeyPatch) -> None:
+    payout, wallet, _ = submitted_payout(studio, monkeypatch)
+    with system_context("test: operator"), pytest.raises(ValueError, match="still with"):
+        payout_resolve(payout_id=payout.id, paid=False, actor=None, actor_label="admin:ops")
+    with system_context("test: operator"):
+        assert payout_resolve(payout_id=payout.id, paid=True, actor=None, actor_label="admin:ops").status == "paid"
+    assert exact_balance(wallet) == 0
+
+
+def test_a_refusal_answering_an_attempt_whose_claim_lapsed_is_not_taken_as_certain(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: attempt A claimed the payout and hung past its claim; attempt B claimed it after
+    payout, wallet, _ = pending_payout(studio, monkeypatch, CLOSED)
+    with tenant_context(studio.pk):
+        attempt_a = services._claim(payout.id)
+        with system_context("test"):
+            Payout.objects.filter(pk=payout.id).update(claimed_until=timezone.now() - dt.timedelta(seconds=1))
+        attempt_b = services._claim(payout.id)
+        assert attempt_a is not None and attempt_b is not None
+        assert (attempt_a.attempts, attempt_b.attempts) == (1, 2)
+        # when: A's first-attempt call comes back refused with a 400
+        services._conclude_refused(attempt_a, error=CLOSED, certain=True)
+    # then: B may have sent it: review, not a credit back
+    [review] = payouts_of(wallet)
+    assert review.status == Payout.Status.NEEDS_REVIEW and exact_balance(wallet) == 0
+
+
+def test_the_payout_claim_must_outlive_the_task_time_limit() -> None:
+    from apps.payouts.checks import payout_claim_outlives_the_task
+
+    assert payout_claim_outlives_the_task() == []
+    with override_settings(PAYOUT_SUBMIT_CLAIM_SECONDS=60, CELERY_TASK_TIME_LIMIT=90):
+        [error] = payout_claim_outlives_the_task()
+    assert error.id == "payouts.E001"

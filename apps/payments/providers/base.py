@@ -288,6 +288,21 @@ class PaymentProvider(ABC):
         or currency.
         """
 
+    @abstractmethod
+    def payout_status(self, *, payout_id: str, provider_payout_id: str) -> PayoutResult:
+        """The provider's current view of a payout this adapter made: `payout_id` is ours,
+        `provider_payout_id` the id `payout` returned. Read-only; call outside any transaction.
+
+        Statuses follow the adapter's `payout` mapping: FAILED only where the provider says the
+        money never left or came back (the caller credits it back), PAID only where it says the
+        receiver has it, anything in between or unclear PENDING. Amount and currency are what the
+        provider reports for this payout (the caller compares them with the payout).
+        Raises ProviderError: retryable for timeouts, 409, 429 and 5xx; non-retryable with
+        `http_status` 404 for a payout the provider does not know; non-retryable for an answer
+        that belongs to another payout (its reference is not `payout_id`) or that lacks the
+        amount or currency. ValueError for an empty id.
+        """
+
     def authenticate(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:
         """`verify_webhook` then `parse_webhook`: what a webhook endpoint calls."""
         self.verify_webhook(body=body, headers=headers)
@@ -470,3 +485,10 @@ def check_payout_id(payout_id: str) -> str:
     if not isinstance(payout_id, str) or not payout_id.strip() or payout_id != payout_id.strip():
         raise ValueError("payout_id must be a non-empty string without surrounding whitespace")
     return payout_id
+
+
+def check_provider_payout_id(provider_payout_id: str) -> str:
+    """The provider's payout id goes into a URL path: an empty one would address a list."""
+    if not isinstance(provider_payout_id, str) or not provider_payout_id.strip():
+        raise ValueError("provider_payout_id must be a non-empty string")
+    return provider_payout_id

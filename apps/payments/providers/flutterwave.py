@@ -24,6 +24,13 @@ Flutterwave refuses a reference it has seen; whenever a transfer is refused, the
 this reference is looked up (`GET /v3/transfers?reference=`) and, if it exists, returned: the
 payout id pays at most once, and a refusal is only reported when no such transfer exists.
 Transfer status: NEW, PENDING (and anything else) -> PENDING, SUCCESSFUL -> PAID, FAILED -> FAILED.
+
+`payout_status` reads the transfer back (`GET /v3/transfers/<id>`), checks its `reference` is
+the payout id, and maps SUCCESSFUL -> PAID, anything else -> PENDING, FAILED included: the
+caller credits a FAILED payout back, and Flutterwave's documentation does not say that a
+transfer which failed after it was queued left the balance untouched or refunded it (its v4
+transfers even carry a `reversal` whose initial status was SUCCESSFUL), so an operator settles a
+failed transfer after checking the balance history.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from apps.payments.providers.base import (
     as_str,
     check_amount,
     check_payout_id,
+    check_provider_payout_id,
     destination_text,
     header_value,
     identified_or_unknown,
@@ -87,6 +95,11 @@ _TRANSFER_STATUSES: dict[str, PayoutStatus] = {
     "PENDING": PayoutStatus.PENDING,
     "SUCCESSFUL": PayoutStatus.PAID,
     "FAILED": PayoutStatus.FAILED,
+}
+# What a transfer read back means for the payout: only SUCCESSFUL is final (see the docstring).
+_READ_TRANSFER_STATUSES: dict[str, PayoutStatus] = {
+    **_TRANSFER_STATUSES,
+    "FAILED": PayoutStatus.PENDING,
 }
 # Bank codes are 3 (NUBAN, e.g. 044) to 6 digits; account numbers are 10-digit NUBANs in
 # Nigeria, other lengths elsewhere.
@@ -282,6 +295,38 @@ class FlutterwaveProvider(PaymentProvider):
                 raise
             transfer = existing
         return self._payout_result(transfer, payout_id=payout_id, amount_minor=amount_minor, currency=code)
+
+    def payout_status(self, *, payout_id: str, provider_payout_id: str) -> PayoutResult:
+        """Read the transfer back. Raises ProviderError (Flutterwave's 404 for an unknown
+        transfer; non-retryable for a transfer whose reference is not `payout_id` or without an
+        amount), ValueError (see `PaymentProvider.payout_status`)."""
+        check_payout_id(payout_id)
+        url = f"{self.api_base}/transfers/{quote(check_provider_payout_id(provider_payout_id), safe='')}"
+        transfer = self._data(self._api.call("GET", url, headers=self._headers()), f"transfer {provider_payout_id}")
+        reference = as_str(transfer.get("reference"))
+        if reference != payout_id or as_str(transfer.get("id")) != provider_payout_id:
+            raise ProviderError(
+                f"flutterwave: transfer {provider_payout_id} has reference {reference!r}, not payout {payout_id}",
+                provider=self.name,
+                retryable=False,
+            )
+        currency = as_str(transfer.get("currency"))
+        try:
+            amount = _amount(transfer.get("amount"), currency)
+        except WebhookPayloadError:
+            amount = None
+        if amount is None or currency is None:
+            raise ProviderError(
+                f"flutterwave: transfer {provider_payout_id} read back without amount or currency",
+                provider=self.name,
+                retryable=False,
+            )
+        return PayoutResult(
+            provider_payout_id=provider_payout_id,
+            status=_READ_TRANSFER_STATUSES.get(str(transfer.get("status")).upper(), PayoutStatus.PENDING),
+            amount_minor=amount,
+            currency=currency.upper(),
+        )
 
     def _transfer_by_reference(self, reference: str) -> dict[str, Any] | None:
         """The transfer created with `reference`, or None when Flutterwave has none.

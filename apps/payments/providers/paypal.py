@@ -48,7 +48,9 @@ UNCLAIMED and the money comes back 30 days later):
 BLOCKED and REVERSED stay PENDING because PayPal does not document where their money is.
 Without items (the create answer has only `batch_header`) the batch status decides, and is
 never PAID: DENIED (PayPal: "denied, so they were not processed") -> FAILED, anything else,
-CANCELED included -> PENDING.
+CANCELED included -> PENDING. `payout_status` reads the batch back (`GET /v1/payments/payouts/
+<batch id>`), checks it is ours (sender_batch_id and our item's sender_item_id = payout id) and
+maps our item the same way.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ from apps.payments.providers.base import (
     as_str,
     check_amount,
     check_payout_id,
+    check_provider_payout_id,
     destination_text,
     header_value,
     identified_or_unknown,
@@ -263,6 +266,11 @@ def _says_duplicate(error: Mapping[str, Any]) -> bool:
     for detail in _error_details(error):
         texts += [detail.get("issue"), detail.get("description")]
     return any(isinstance(text, str) and _DUPLICATE.search(text) for text in texts)
+
+
+def _sender_batch_id(batch: Mapping[str, Any]) -> str | None:
+    header = as_dict(batch.get("batch_header"))
+    return as_str(as_dict(header.get("sender_batch_header")).get("sender_batch_id"))
 
 
 def _payout_item(batch: Mapping[str, Any], *, payout_id: str) -> dict[str, Any]:
@@ -560,9 +568,7 @@ class PayPalProvider(PaymentProvider):
         PayPal says it exists, so money may have moved.
         """
         try:
-            batch = self._api.call(
-                "GET", f"{self.api_base}/v1/payments/payouts/{quote(batch_id, safe='')}", headers=self._headers()
-            )
+            batch = self._read_batch(batch_id)
         except ProviderError as exc:
             raise ProviderError(
                 f"paypal: payout {payout_id} was refused with a link to batch {batch_id}, "
@@ -571,8 +577,7 @@ class PayPalProvider(PaymentProvider):
                 retryable=True,
                 http_status=exc.http_status,
             ) from exc
-        header = as_dict(batch.get("batch_header"))
-        sent_as = as_str(as_dict(header.get("sender_batch_header")).get("sender_batch_id"))
+        sent_as = _sender_batch_id(batch)
         if sent_as is None:
             raise ProviderError(
                 f"paypal: batch {batch_id} linked to payout {payout_id} names no sender_batch_id",
@@ -580,6 +585,49 @@ class PayPalProvider(PaymentProvider):
                 retryable=True,
             ) from refusal
         return batch if sent_as == payout_id else None
+
+    def _read_batch(self, batch_id: str) -> dict[str, Any]:
+        """`GET /v1/payments/payouts/<batch id>` on our API base. Raises ProviderError."""
+        return self._api.call(
+            "GET", f"{self.api_base}/v1/payments/payouts/{quote(batch_id, safe='')}", headers=self._headers()
+        )
+
+    def payout_status(self, *, payout_id: str, provider_payout_id: str) -> PayoutResult:
+        """Read the batch back; our item decides (see the module docstring). Raises ProviderError
+        (404 from PayPal for an unknown batch; non-retryable for a batch or item that is not this
+        payout's, or without an amount), ValueError (see `PaymentProvider.payout_status`)."""
+        check_payout_id(payout_id)
+        batch = self._read_batch(check_provider_payout_id(provider_payout_id))
+        header = as_dict(batch.get("batch_header"))
+        sent_as, batch_id = _sender_batch_id(batch), as_str(header.get("payout_batch_id"))
+        found = batch.get("items")
+        items = [as_dict(item) for item in (found if isinstance(found, list) else [])]
+        ours = [item for item in items if as_dict(item.get("payout_item")).get("sender_item_id") == payout_id]
+        if sent_as != payout_id or batch_id != provider_payout_id or (items and not ours):
+            raise ProviderError(
+                f"paypal: batch {provider_payout_id} (sender_batch_id {sent_as!r}) is not payout {payout_id}'s",
+                provider=self.name,
+                retryable=False,
+            )
+        # Our item's amount; a batch read back without items reports the batch total (one item).
+        money = as_dict(as_dict(ours[0].get("payout_item")).get("amount")) if ours else as_dict(header.get("amount"))
+        currency = as_str(money.get("currency"))
+        try:
+            amount = major_to_minor(money.get("value"), currency) if currency else None
+        except ValueError:
+            amount = None
+        if amount is None or currency is None:
+            raise ProviderError(
+                f"paypal: batch {provider_payout_id} read back without the payout's amount",
+                provider=self.name,
+                retryable=False,
+            )
+        return PayoutResult(
+            provider_payout_id=provider_payout_id,
+            status=_payout_status(batch, payout_id=payout_id),
+            amount_minor=amount,
+            currency=currency.upper(),
+        )
 
     def _payout_result(
         self, batch: Mapping[str, Any], *, payout_id: str, amount_minor: int, currency: str

@@ -25,6 +25,7 @@ using `delay_seconds` as its countdown) signs each delivery at send time and POS
 Payouts are paid at once: `payout` records the payout under its id (an atomic `add`, like a
 refund) and returns PAID with the id `sbx_po_<payout id hex>`. The same payout id returns the
 recorded result again; the same id with another amount, currency or destination is refused.
+`payout_status` returns the recorded payout (PAID), or a 404 ProviderError for an unknown one.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from apps.payments.providers.base import (
     as_str,
     check_amount,
     check_payout_id,
+    check_provider_payout_id,
     destination_text,
     epoch_to_datetime,
     header_value,
@@ -320,6 +322,29 @@ class SandboxProvider(PaymentProvider):
             raise ProviderError(
                 f"sandbox: payout {payout_id} was already made as {recorded['amount_minor']} "
                 f"{recorded['currency']} to {recorded['destination']!r}",
+                provider=self.name,
+                retryable=False,
+                http_status=409,
+            )
+        return PayoutResult(
+            provider_payout_id=recorded["provider_payout_id"],
+            status=PayoutStatus.PAID,
+            amount_minor=recorded["amount_minor"],
+            currency=recorded["currency"],
+        )
+
+    def payout_status(self, *, payout_id: str, provider_payout_id: str) -> PayoutResult:
+        """The recorded payout: PAID (a sandbox payout is paid when made). Raises ProviderError:
+        404 for a payout id with nothing recorded (never made, or older than 30 days), not
+        retryable; 409 if the recorded payout has another provider id. No network call."""
+        check_payout_id(payout_id)
+        check_provider_payout_id(provider_payout_id)
+        recorded = self._cache.get(self._key(f"payout:{payout_id}", "payout"))
+        if not isinstance(recorded, dict):
+            raise ProviderError(f"sandbox: no payout {payout_id}", provider=self.name, retryable=False, http_status=404)
+        if recorded["provider_payout_id"] != provider_payout_id:
+            raise ProviderError(
+                f"sandbox: payout {payout_id} is {recorded['provider_payout_id']}, not {provider_payout_id}",
                 provider=self.name,
                 retryable=False,
                 http_status=409,

@@ -19,7 +19,11 @@ Webhook mapping:
 Payouts: a Connect transfer (`POST /v1/transfers`) to the photographer's connected account
 (`acct_...`), `Idempotency-Key` = payout id (Stripe replays the first answer for 24 hours), the
 payout id also in `transfer_group` and `metadata[payout_id]`. A transfer moves the money when it
-is created, so the result is PAID, or FAILED when the returned transfer is already reversed.
+is created, so the result is PAID; FAILED when the transfer is fully reversed (`reversed` is
+true: Stripe sets it only once the whole amount is reversed, and a reversal adds the money back to
+the platform balance); PENDING when it is partly reversed (`amount_reversed` above 0: part of the
+money came back, which a payout has no state for, so an operator settles it).
+`payout_status` reads the transfer back (`GET /v1/transfers/<id>`) with the same mapping.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from apps.payments.providers.base import (
     as_str,
     check_amount,
     check_payout_id,
+    check_provider_payout_id,
     destination_text,
     epoch_to_datetime,
     header_value,
@@ -314,6 +319,35 @@ class StripeProvider(PaymentProvider):
             raise _provider_error(exc) from exc
         return self._payout_result(transfer.to_dict(), payout_id=payout_id)
 
+    def payout_status(self, *, payout_id: str, provider_payout_id: str) -> PayoutResult:
+        """Read the transfer back. Raises ProviderError (404 from Stripe for an unknown transfer;
+        non-retryable if its `metadata[payout_id]` names another payout), ValueError (see
+        `PaymentProvider.payout_status`)."""
+        check_payout_id(payout_id)
+        try:
+            transfer = self._client.v1.transfers.retrieve(check_provider_payout_id(provider_payout_id))
+        except stripe.StripeError as exc:
+            raise _provider_error(exc) from exc
+        data = transfer.to_dict()
+        sent_for = as_dict(data.get("metadata")).get("payout_id")
+        if sent_for not in (None, payout_id):
+            raise ProviderError(
+                f"stripe: transfer {provider_payout_id} belongs to payout {sent_for!r}, not {payout_id}",
+                provider=self.name,
+                retryable=False,
+            )
+        if (
+            as_str(data.get("id")) != provider_payout_id
+            or _int(data.get("amount")) is None
+            or _currency(data.get("currency")) is None
+        ):
+            raise ProviderError(
+                f"stripe: transfer {provider_payout_id} read back without its id, amount or currency",
+                provider=self.name,
+                retryable=False,
+            )
+        return self._payout_result(data, payout_id=payout_id)
+
     def _transfer_of(self, *, payout_id: str) -> dict[str, Any] | None:
         """The transfer an earlier attempt made for `payout_id`, if any (its transfer group)."""
         try:
@@ -335,11 +369,14 @@ class StripeProvider(PaymentProvider):
                 provider=self.name,
                 retryable=True,
             )
+        if data.get("reversed") is True:
+            status = PayoutStatus.FAILED  # fully reversed: the whole amount is back with the platform
+        elif (_int(data.get("amount_reversed")) or 0) > 0:
+            status = PayoutStatus.PENDING  # partly reversed: neither paid nor failed as a whole
+        else:
+            status = PayoutStatus.PAID
         return PayoutResult(
-            provider_payout_id=transfer_id,
-            status=PayoutStatus.FAILED if data.get("reversed") is True else PayoutStatus.PAID,
-            amount_minor=amount,
-            currency=returned_currency,
+            provider_payout_id=transfer_id, status=status, amount_minor=amount, currency=returned_currency
         )
 
     # --- webhooks ----------------------------------------------------------------------------
