@@ -84,14 +84,11 @@ class PayoutDestinationSetApi(TenantApi):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         owner = User.objects.filter(pk=user_id).first()
-        try:
-            if owner is None:
-                raise NotAMember(f"user {user_id} does not exist")
-            row: PayoutDestination = payout_destination_set(
-                tenant=self.tenant, owner=owner, actor_label=self.idempotency_caller(request), **data.validated_data
-            )
-        except NotAMember:
-            raise NotFound("No such member in this studio.") from None
+        if owner is None:
+            raise NotAMember(f"User {user_id} is not a member of this studio.")
+        row: PayoutDestination = payout_destination_set(
+            tenant=self.tenant, owner=owner, actor_label=self.idempotency_caller(request), **data.validated_data
+        )
         return Response(DestinationOutputSerializer(row).data)
 
 

@@ -24,6 +24,7 @@ from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from apps.core.locks import FencedLease, StaleLeaseError, try_fenced_lock
+from apps.core.problems import NotFound
 from apps.ledger.models import LedgerAccount
 from apps.ledger.partitioning import logical_partition
 from apps.ledger.services import EntryIn, ledger_entries_append
@@ -44,8 +45,12 @@ TOPIC_PAYOUT_CREATED = "payout.created"
 TOPIC_BATCH_REQUESTED = "payout.batch_requested"
 
 
-class NotAMember(ValueError):
-    """A payout destination was set for a user who is not a member of the studio."""
+class NotAMember(NotFound):
+    """A payout destination was set for a user who is not a member of the studio (a 404 problem
+    at the API: another studio's users are as invisible as missing ones)."""
+
+    slug = "not-a-member"
+    title = "No such member in this studio"
 
 
 # --- destinations ---------------------------------------------------------------------------
@@ -68,7 +73,7 @@ def payout_destination_set(
     UnknownProviderError, PayoutDestinationError.
     """
     if not Membership.objects.filter(tenant=tenant, user=owner).exists():
-        raise NotAMember(f"user {owner.pk} is not a member of studio {tenant.slug}")
+        raise NotAMember(f"User {owner.pk} is not a member of this studio.")
     normalized = get_provider(provider).normalize_payout_destination(destination)
     now = timezone.now()
     row, created = PayoutDestination.objects.select_for_update().get_or_create(
