@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("apps.catalog.urls")),
     path("", include("apps.commerce.urls")),
     path("", include("apps.payouts.urls")),
+    path("", include("apps.notifications.urls")),
 ]
 
 urlpatterns = [
@@ -21,6 +22,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("webhooks/", include("apps.payments.urls")),
     path("", include("apps.commerce.public_urls")),  # /downloads/<token>, /sandbox/ pages
+    path("", include("apps.notifications.public_urls")),  # /attendee/<token>/: inbox, unsubscribe
     path("ops/", include("apps.ops.inventory_views")),  # /ops/inventory: hot-stock operator page
     path("", ops_views.home, name="home"),
     path("healthz", ops_views.healthz, name="healthz"),

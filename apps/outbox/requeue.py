@@ -40,6 +40,8 @@ REQUEUE_FLOWS = (
     "checkout_settlements",
     "payment_sessions",
     "payouts",
+    "announcement_emails",
+    "announcement_fanouts",
 )
 
 M = TypeVar("M", bound=models.Model)
@@ -104,7 +106,7 @@ def requeue_stale(
             "lost messages asked for again",
             extra={"flow": flow, "count": len(rows), "older_than_seconds": older_than_seconds},
         )
-        transaction.on_commit(partial(_count_requeued, flow, len(rows)))
+        transaction.on_commit(partial(count_requeued, flow, len(rows)))
     return rows
 
 
@@ -121,7 +123,8 @@ def _audit(row: models.Model, audit: RequeueAudit, flow: str) -> None:
     )
 
 
-def _count_requeued(flow: str, count: int) -> None:
+def count_requeued(flow: str, count: int) -> None:
+    """Add `count` to the flow's requeue counter (best effort: Redis may be away). Call after commit."""
     try:
         from django_redis import get_redis_connection
 

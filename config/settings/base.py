@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "apps.commerce",
     "apps.payments",
     "apps.payouts",
+    "apps.notifications",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -248,6 +249,7 @@ CELERY_IMPORTS = (
     "tasks.commerce",
     "tasks.inventory",
     "tasks.payouts",
+    "tasks.notifications",
 )
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Task events cost the worker's main process a Redis publish per task state (about 40 % of its
@@ -336,6 +338,7 @@ for _sweep, _queue in (
     ("payouts.requeue_stale", "payments"),
     ("commerce.checkouts_requeue_stale", "default"),
     ("commerce.receipts_requeue_stale", "notifications"),
+    ("notifications.deliveries_requeue_stale", "notifications"),
     ("catalog.derivatives_requeue_stale", "maintenance"),
 ):
     CELERY_BEAT_SCHEDULE[_sweep] = {
@@ -372,6 +375,24 @@ CELERY_BEAT_SCHEDULE["outbox.cleanup"] = {
     "schedule": env.float("OUTBOX_CLEANUP_EVERY_SECONDS", default=600.0),
     "options": {"queue": "maintenance", "expires": 600},
 }
+
+# --- announcements ------------------------------------------------------------------------
+# The fan-out writes this many deliveries (and their notifications) per transaction, and one
+# e-mail message per chunk; each e-mail chunk is one sender task over one mail connection.
+ANNOUNCEMENT_FANOUT_CHUNK = env.int("DARKROOM_ANNOUNCEMENT_FANOUT_CHUNK", default=1000)
+ANNOUNCEMENT_LEASE_TTL_SECONDS = env.float("DARKROOM_ANNOUNCEMENT_LEASE_TTL_SECONDS", default=60.0)
+# The mail server of Django's SMTP backend (production's default; local uses the console).
+EMAIL_HOST = env("EMAIL_HOST", default="127.0.0.1")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+ANNOUNCEMENT_FROM_EMAIL = env("DARKROOM_ANNOUNCEMENT_FROM_EMAIL", default="news@darkroom.localhost")
+# A sender's claim on a chunk of e-mails; longer than sending a chunk may take.
+ANNOUNCEMENT_EMAIL_CLAIM_SECONDS = env.float("DARKROOM_ANNOUNCEMENT_EMAIL_CLAIM_SECONDS", default=300.0)
+# An e-mail the mail server keeps refusing for a passing reason fails after this many attempts.
+ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS = env.int("DARKROOM_ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS", default=5)
 
 # --- locks --------------------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ TEST_NAMESPACE = f"{DATABASE_NAME}-{_WORKER}"
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# pytest-django's test processes use locmem whatever this says; the bench's worker subprocesses
+# (announcement_bench) set EMAIL_BACKEND to reach their local SMTP server.
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.locmem.EmailBackend")
 CACHES["default"]["LOCATION"] = env("TEST_CACHE_URL", default="redis://127.0.0.1:6379/11")
 CACHES["default"]["KEY_PREFIX"] = f"test-{TEST_NAMESPACE}"
 CELERY_BROKER_URL = env("TEST_CELERY_BROKER_URL", default="redis://127.0.0.1:6379/12")

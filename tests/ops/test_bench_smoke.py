@@ -2,7 +2,8 @@
 tooling (relay and worker subprocesses, projectors, gunicorn and Locust) works and the runs are
 correct. Speed targets are NOT asserted here (they live in `make bench`); correctness is:
 every outbox message delivered, the ledger projection equal to the ledger, no oversell and no
-drift for either inventory strategy, no failed request."""
+drift for either inventory strategy, no failed request, every announcement e-mail accepted once
+by the SMTP server."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_bench_smoke_runs_every_benchmark_and_every_run_is_correct(tmp_path: Pat
     assert run.returncode in (0, 1), output
     report = json.loads((tmp_path / "report.json").read_text())
     runs = {r["command"]: r for r in report["runs"]}
-    assert set(runs) == {"outbox_bench", "ledger_slo", "inventory_bench"}, output
+    assert set(runs) == {"outbox_bench", "ledger_slo", "inventory_bench", "announcement_bench"}, output
     assert not any(r.get("skipped") for r in runs.values())
 
     # then: the outbox delivered every committed message, from producers that never failed
@@ -59,3 +60,9 @@ def test_bench_smoke_runs_every_benchmark_and_every_run_is_correct(tmp_path: Pat
     for name, http_run in inventory["http"].items():
         assert http_run["requests"] > 0 and http_run["failures"] == 0, (name, http_run)
         assert http_run["books"]["oversell"] == 0 and http_run["books"]["drift"] == 0, (name, http_run["books"])
+
+    # and: the announcement reached every attendee once, through the SMTP server
+    announcements = runs["announcement_bench"]["result"]["results"]
+    assert announcements["status"] == "sent", announcements
+    assert announcements["delivered"] == announcements["smtp_accepted"] == announcements["recipients"] > 0
+    assert announcements["send_attempts"] == announcements["recipients"]

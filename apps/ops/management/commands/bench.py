@@ -35,6 +35,7 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
         ["--smoke"],
     ),
     ("hot SKU: batched writer vs per-request row lock", "inventory_bench", [], ["--smoke"]),
+    ("announcement fan-out: 100,000 recipients by e-mail", "announcement_bench", [], ["--smoke"]),
 ]
 
 

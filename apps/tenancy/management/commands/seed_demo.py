@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from apps.catalog.models import Event, Product, ProductKind
 from apps.catalog.services import PriceIn, event_create, photo_upload, price_list_set, product_create
+from apps.notifications.services import AttendeeIn, attendees_register
 from apps.payments.providers.base import minor_to_major
 from apps.payouts.services import payout_destination_set
 from apps.tenancy.context import tenant_context
@@ -38,6 +39,7 @@ DEMO_USERS = [
 DEMO_EVENT_SLUG = "city-marathon"
 DEMO_PHOTOS = 6
 DEMO_PRINT_STOCK = 25
+DEMO_ATTENDEES = [("shopper@demo.darkroom.test", True), ("runner@example.com", True), ("walker@example.com", False)]
 DEMO_CURRENCY = "EUR"
 DEMO_PRICES = [
     PriceIn(kind=ProductKind.DOWNLOAD, amount_minor=900),
@@ -156,6 +158,13 @@ class Command(BaseCommand):
             payout_destination_set(
                 tenant=organization, owner=photographer, provider="sandbox", destination="demo-photographer-bank"
             )
+            # Attendees to announce to (POST /api/v1/announcements; the e-mails print in the worker's log).
+            attendees_register(
+                tenant=organization,
+                event_id=catalog.event_id,
+                attendees=[AttendeeIn(email=email, email_consent=consent) for email, consent in DEMO_ATTENDEES],
+                actor_label="seed_demo",
+            )
         logins = [
             {"username": u, "password": DEMO_PASSWORD, "role": r or ("platform admin" if s else "shopper")}
             for u, _, r, s in DEMO_USERS
@@ -205,3 +214,8 @@ class Command(BaseCommand):
             f"-H 'Content-Type: application/json' -d '{body}'"
         )
         self.stdout.write("  then open the checkout's payment_url (GET /api/v1/checkouts/<id>) to pay in the sandbox.")
+        self.stdout.write(
+            f"Announce to the event's {len(DEMO_ATTENDEES)} demo attendees: POST /api/v1/announcements "
+            f'{{"event_id": {catalog.event_id}, "title": ..., "body": ...}}, then POST /api/v1/announcements/<id>/send '
+            "(the e-mails, with each attendee's inbox link, print in the worker's log)."
+        )

@@ -1,0 +1,61 @@
+"""Attendees and announcements in the Django admin (platform superusers, system context).
+
+Everything here is written by the services (read-only): announcements are created and sent by
+studios through the API, deliveries by the fan-out and the e-mail senders. The announcement
+list shows each one's derived status and delivery counts.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from apps.core.admin_base import ReadOnlyAdmin
+from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
+from apps.notifications.selectors import announcement_status
+
+
+@admin.register(Attendee)
+class AttendeeAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant", "event", "email", "name", "email_consent", "unsubscribed_at", "created_at")
+    list_filter = ("email_consent",)
+    search_fields = ("=email",)
+    ordering = ("-id",)
+    list_select_related = ("tenant", "event")
+    show_full_result_count = False
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant", "attendee", "kind", "title", "created_at", "read_at")
+    list_filter = ("kind",)
+    search_fields = ("=dedupe_key", "=attendee__email")
+    ordering = ("-id",)
+    list_select_related = ("tenant", "attendee")
+    show_full_result_count = False
+
+
+@admin.register(Announcement)
+class AnnouncementAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant", "event", "title", "status", "counts", "send_requested_at", "fanout_completed_at")
+    search_fields = ("title",)
+    ordering = ("-id",)
+    list_select_related = ("tenant", "event")
+
+    @admin.display(description="status")
+    def status(self, obj: Announcement) -> str:
+        return announcement_status(obj).status
+
+    @admin.display(description="delivered / failed / pending")
+    def counts(self, obj: Announcement) -> str:
+        status = announcement_status(obj)
+        return f"{status.delivered} / {status.failed} / {status.pending}"
+
+
+@admin.register(AnnouncementDelivery)
+class AnnouncementDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant", "announcement", "attendee", "channel", "status", "attempts", "delivered_at")
+    list_filter = ("status", "channel")
+    search_fields = ("=announcement__id", "=attendee__email")
+    ordering = ("-id",)
+    list_select_related = ("tenant", "attendee")
+    show_full_result_count = False

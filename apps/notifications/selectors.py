@@ -1,0 +1,134 @@
+"""Reads for attendees, notifications and announcements, and the attendee's signed link.
+
+The attendee's link (`/attendee/<token>/...`) is their credential: a `Signer` (SECRET_KEY, salt
+below) over {tenant, attendee}. It does not expire, because an unsubscribe link in an old e-mail
+must still work; it grants reading one's own notifications and unsubscribing, nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core import signing
+from django.db.models import Count, Min, QuerySet
+from django.urls import reverse
+from django.utils import timezone
+
+from apps.core.problems import DomainError
+from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
+from apps.tenancy.context import tenant_context
+
+ATTENDEE_SALT = "darkroom.notifications.attendee"
+
+
+class AttendeeLinkInvalid(DomainError):
+    status_code = 404
+    slug = "attendee-link-invalid"
+    title = "This link is not valid"
+
+
+def attendee_token(*, tenant_id: int, attendee_id: int) -> str:
+    return signing.Signer(salt=ATTENDEE_SALT).sign_object({"t": tenant_id, "a": attendee_id})
+
+
+def attendee_link(*, tenant_id: int, attendee_id: int, page: str = "inbox") -> str:
+    """Absolute URL of the attendee's inbox (`page="inbox"`) or unsubscribe page."""
+    token = attendee_token(tenant_id=tenant_id, attendee_id=attendee_id)
+    path = reverse(f"attendee-{page}", kwargs={"token": token})
+    return f"{settings.DARKROOM_PUBLIC_BASE_URL.rstrip('/')}{path}"
+
+
+def attendee_from_token(*, token: str) -> Attendee:
+    """The attendee a valid link names. Raises AttendeeLinkInvalid (tampered, malformed, or the
+    attendee is gone)."""
+    try:
+        data = signing.Signer(salt=ATTENDEE_SALT).unsign_object(token)
+        tenant_id, attendee_id = int(data["t"]), int(data["a"])
+    except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
+        raise AttendeeLinkInvalid("This link is not valid.") from exc
+    with tenant_context(tenant_id):
+        attendee = Attendee.objects.select_related("event", "tenant").filter(pk=attendee_id).first()
+    if attendee is None:
+        raise AttendeeLinkInvalid("This link is not valid.")
+    return attendee
+
+
+def attendees_of_event(*, event_id: int) -> QuerySet[Attendee]:
+    """An event's attendees in registration order (the caller's tenant context scopes them)."""
+    return Attendee.objects.filter(event_id=event_id).order_by("id")
+
+
+def notifications_of_attendee(*, tenant_id: int, attendee_id: int) -> QuerySet[Notification]:
+    return Notification.objects.filter(tenant_id=tenant_id, attendee_id=attendee_id).order_by("-created_at", "-id")
+
+
+@dataclass(frozen=True)
+class AnnouncementStatus:
+    """What an announcement's deliveries say (DESIGN: derived, never set optimistically).
+
+    * draft: nobody asked to send it;
+    * sending: the fan-out is not done or some e-mails are pending;
+    * sent: every delivery delivered (also when the audience was empty);
+    * partially_failed: done, some delivered and some failed;
+    * failed: done, and every delivery failed.
+    """
+
+    status: str
+    recipients: int
+    delivered: int
+    failed: int
+    pending: int
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("sent", "partially_failed", "failed")
+
+
+def announcement_status(announcement: Announcement) -> AnnouncementStatus:
+    counts = dict(
+        AnnouncementDelivery.objects.filter(announcement=announcement)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    delivered = counts.get(AnnouncementDelivery.Status.DELIVERED, 0)
+    failed = counts.get(AnnouncementDelivery.Status.FAILED, 0)
+    pending = counts.get(AnnouncementDelivery.Status.PENDING, 0)
+    if announcement.send_requested_at is None:
+        status = "draft"
+    elif announcement.fanout_completed_at is None or pending:
+        status = "sending"
+    elif not failed:
+        status = "sent"
+    elif delivered:
+        status = "partially_failed"
+    else:
+        status = "failed"
+    return AnnouncementStatus(
+        status=status, recipients=delivered + failed + pending, delivered=delivered, failed=failed, pending=pending
+    )
+
+
+def announcements_of_tenant() -> QuerySet[Announcement]:
+    """The caller's tenant's announcements, newest first (RLS scopes them)."""
+    return Announcement.objects.order_by("-created_at", "-id")
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    pending_emails: int
+    oldest_pending_age_seconds: float
+    unfinished_fanouts: int
+
+
+def delivery_stats() -> DeliveryStats:
+    """Pending e-mails, the oldest one's age, unfinished fan-outs (for /metrics; the caller picks
+    the tenant or system context). Reads only pending rows (a partial index), never the history."""
+    pending = AnnouncementDelivery.objects.filter(status=AnnouncementDelivery.Status.PENDING).aggregate(
+        n=Count("id"), oldest=Min("created_at")
+    )
+    oldest = pending["oldest"]
+    age = max(0.0, (timezone.now() - oldest).total_seconds()) if oldest is not None else 0.0
+    unfinished = Announcement.objects.filter(send_requested_at__isnull=False, fanout_completed_at__isnull=True).count()
+    return DeliveryStats(pending_emails=pending["n"], oldest_pending_age_seconds=age, unfinished_fanouts=unfinished)

@@ -1,0 +1,592 @@
+"""Writes for attendees, notifications and announcements.
+
+Announcement flow (DESIGN.md "Announcements and notifications"):
+1. `announcement_send` marks the announcement requested and writes `announcement.send_requested`
+   to the outbox, in one transaction (a second call changes nothing).
+2. `announcement_fanout` (its consumer) holds the fenced lease `announcements:fanout:<id>` and
+   walks the audience in attendee-id order. Each chunk is ONE transaction, fenced by the lease
+   epoch: its notifications, its deliveries, the advanced `fanout_cursor` and, when it holds
+   e-mail deliveries, one `announcement.emails` outbox message naming the chunk's id range. A
+   fan-out that dies resumes at the cursor; a stale one cannot commit a chunk, so no chunk is
+   written twice (the unique constraints would refuse it anyway).
+3. `announcement_emails_send` (its consumer) claims the chunk's pending e-mails with a token,
+   sends them over one mail connection outside any transaction, and records each as delivered
+   or failed. A refused recipient fails at once; a passing error (the server went away) leaves
+   the rest pending for the task's retry, failing an e-mail after ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS.
+   A sender that dies after sending and before recording leaves its claim to lapse: the retry
+   sends again with the same Message-ID, which mail clients show once.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.mail import EmailMessage, get_connection
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
+
+from apps.catalog.models import Event
+from apps.core.locks import try_fenced_lock
+from apps.core.problems import DomainError, InvalidInput, NotFound
+from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
+from apps.notifications.selectors import attendee_link
+from apps.outbox.requeue import count_requeued, requeue_stale
+from apps.outbox.services import outbox_publish
+from apps.tenancy.models import Organization, User
+from apps.tenancy.services import audit_record
+
+logger = logging.getLogger("darkroom.notifications")
+
+TOPIC_SEND_REQUESTED = "announcement.send_requested"
+TOPIC_EMAILS = "announcement.emails"
+
+
+class EventNotFound(NotFound):
+    slug = "event-not-found"
+    title = "No such event in this studio"
+
+
+class UnknownEvent(InvalidInput):
+    """A request body names an event the studio does not have (400: the input is wrong)."""
+
+    slug = "unknown-event"
+    title = "No such event in this studio"
+
+
+class AnnouncementNotFound(NotFound):
+    slug = "announcement-not-found"
+    title = "No such announcement in this studio"
+
+
+class DeliveryInterrupted(DomainError):
+    """The mail server failed for a passing reason mid-chunk; the unsent e-mails stay pending."""
+
+    status_code = 503
+    slug = "delivery-interrupted"
+    title = "E-mail delivery was interrupted"
+
+
+def lease_name(announcement_id: int) -> str:
+    return f"announcements:fanout:{announcement_id}"
+
+
+# --- attendees ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttendeeIn:
+    email: str
+    name: str = ""
+    email_consent: bool = False
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    created: int
+    updated: int
+
+
+_REGISTER_SQL = """
+INSERT INTO notifications_attendee AS a
+       (tenant_id, event_id, email, name, email_consent, consent_recorded_at, unsubscribed_at, created_at)
+SELECT %(tenant)s, %(event)s, r.email, r.name, r.consent, CASE WHEN r.consent THEN %(now)s END, NULL, %(now)s
+  FROM unnest(%(emails)s::text[], %(names)s::text[], %(consents)s::boolean[]) AS r(email, name, consent)
+ON CONFLICT (tenant_id, event_id, email) DO UPDATE
+   SET name = CASE WHEN EXCLUDED.name <> '' THEN EXCLUDED.name ELSE a.name END,
+       email_consent = EXCLUDED.email_consent,
+       consent_recorded_at = CASE
+           WHEN EXCLUDED.email_consent AND NOT a.email_consent THEN %(now)s
+           WHEN EXCLUDED.email_consent THEN a.consent_recorded_at
+       END
+RETURNING (xmax = 0) AS inserted
+"""
+
+
+@transaction.atomic
+def attendees_register(
+    *, tenant: Organization, event_id: int, attendees: list[AttendeeIn], actor_label: str
+) -> RegisterResult:
+    """Register (or update) an event's attendees by e-mail, with their e-mail consent as the
+    studio recorded it; audited. Joins the caller's transaction or opens one.
+
+    An attendee who unsubscribed stays unsubscribed: only they can undo that. E-mails are
+    lower-cased; the caller passes each e-mail once. Raises EventNotFound.
+    """
+    if not Event.objects.filter(tenant=tenant, pk=event_id).exists():
+        raise EventNotFound(f"Event {event_id} does not exist in this studio.")
+    now = timezone.now()
+    params: dict[str, Any] = {
+        "tenant": tenant.pk,
+        "event": event_id,
+        "now": now,
+        "emails": [a.email.strip().lower() for a in attendees],
+        "names": [a.name.strip() for a in attendees],
+        "consents": [a.email_consent for a in attendees],
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_REGISTER_SQL, params)
+        inserted = [row[0] for row in cursor.fetchall()]
+    result = RegisterResult(created=sum(inserted), updated=len(inserted) - sum(inserted))
+    audit_record(
+        action="attendees.register",
+        tenant_id=tenant.pk,
+        actor_label=actor_label,
+        target_type="event",
+        target_id=str(event_id),
+        data={"created": result.created, "updated": result.updated},
+    )
+    return result
+
+
+@transaction.atomic(durable=True)
+def attendee_unsubscribe(*, tenant_id: int, attendee_id: int) -> bool:
+    """The attendee stops all announcements (their own request; a second call changes nothing).
+
+    E-mails to them not yet claimed by a sender are not sent: those deliveries become in-app
+    ones. Returns True if this call unsubscribed them. Raises Attendee.DoesNotExist.
+    """
+    now = timezone.now()
+    attendee = Attendee.objects.select_for_update().get(tenant_id=tenant_id, pk=attendee_id)
+    if attendee.unsubscribed_at is not None:
+        return False
+    attendee.unsubscribed_at = now
+    attendee.save(update_fields=["unsubscribed_at"])
+    AnnouncementDelivery.objects.filter(attendee=attendee, status=AnnouncementDelivery.Status.PENDING).exclude(
+        claimed_until__gt=now
+    ).update(
+        channel=AnnouncementDelivery.Channel.IN_APP,
+        status=AnnouncementDelivery.Status.DELIVERED,
+        delivered_at=now,
+        claim_token=None,
+        claimed_until=None,
+        last_error="unsubscribed before the e-mail was sent",
+    )
+    audit_record(
+        action="attendee.unsubscribe",
+        tenant_id=tenant_id,
+        actor_label="attendee (signed link)",
+        target_type="attendee",
+        target_id=str(attendee_id),
+        data={},
+    )
+    return True
+
+
+# --- notifications --------------------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def notifications_mark_read(*, tenant_id: int, attendee_id: int, notification_ids: list[int] | None = None) -> int:
+    """Mark the attendee's notifications read (the given ones, or all): `read_at` is set once and
+    never moves. Returns how many this call marked."""
+    unread = Notification.objects.filter(tenant_id=tenant_id, attendee_id=attendee_id, read_at__isnull=True)
+    if notification_ids is not None:
+        unread = unread.filter(pk__in=notification_ids)
+    return unread.update(read_at=timezone.now())
+
+
+# --- announcements --------------------------------------------------------------------------
+
+
+@transaction.atomic
+def announcement_create(
+    *, tenant: Organization, event_id: int, title: str, body: str, actor: User | None, actor_label: str
+) -> Announcement:
+    """A draft announcement to the attendees of one of the studio's events. Raises UnknownEvent."""
+    if not Event.objects.filter(tenant=tenant, pk=event_id).exists():
+        raise UnknownEvent(f"Event {event_id} does not exist in this studio.")
+    return Announcement.objects.create(
+        tenant=tenant,
+        event_id=event_id,
+        title=title,
+        body=body,
+        created_by=actor,
+        created_by_label=actor_label[:200],
+    )
+
+
+@transaction.atomic
+def announcement_send(*, tenant_id: int, announcement_id: int, actor_label: str) -> Announcement:
+    """Ask for the announcement to be sent: the first call stamps `send_requested_at` and writes
+    the fan-out's outbox message with it; later calls change nothing. Audited once.
+    Raises AnnouncementNotFound.
+    """
+    announcement = Announcement.objects.select_for_update().filter(tenant_id=tenant_id, pk=announcement_id).first()
+    if announcement is None:
+        raise AnnouncementNotFound(f"Announcement {announcement_id} does not exist in this studio.")
+    if announcement.send_requested_at is not None:
+        return announcement
+    announcement.send_requested_at = announcement.fanout_queued_at = timezone.now()
+    announcement.save(update_fields=["send_requested_at", "fanout_queued_at"])
+    _publish_send_requested(announcement)
+    audit_record(
+        action="announcement.send",
+        tenant_id=tenant_id,
+        actor_label=actor_label,
+        target_type="announcement",
+        target_id=str(announcement.pk),
+        data={"event_id": announcement.event_id},
+    )
+    return announcement
+
+
+def _publish_send_requested(announcement: Announcement) -> None:
+    outbox_publish(
+        topic=TOPIC_SEND_REQUESTED,
+        tenant_id=announcement.tenant_id,
+        aggregate_type="announcement",
+        aggregate_id=announcement.pk,
+        payload={"announcement_id": announcement.pk},
+    )
+
+
+@dataclass
+class FanoutResult:
+    announcement_id: int
+    busy: bool = False
+    chunks: int = 0
+    deliveries: int = 0
+    completed: bool = False
+
+
+_AUDIENCE_SQL = """
+SELECT id FROM notifications_attendee
+ WHERE tenant_id = %(tenant)s AND event_id = %(event)s AND id > %(after)s AND unsubscribed_at IS NULL
+ ORDER BY id LIMIT %(chunk)s
+"""
+_NOTIFY_SQL = """
+INSERT INTO notifications_notification (tenant_id, attendee_id, kind, dedupe_key, title, body, link, created_at)
+SELECT %(tenant)s, id, 'announcement', %(dedupe)s, %(title)s, %(body)s, '', %(now)s
+  FROM unnest(%(ids)s::bigint[]) AS id
+ON CONFLICT (tenant_id, attendee_id, dedupe_key) DO NOTHING
+"""
+_DELIVER_SQL = """
+INSERT INTO notifications_announcementdelivery
+       (tenant_id, announcement_id, attendee_id, notification_id, channel, status, attempts,
+        last_error, created_at, queued_at, delivered_at)
+SELECT %(tenant)s, %(announcement)s, a.id, n.id,
+       CASE WHEN a.email_consent THEN 'email' ELSE 'in_app' END,
+       CASE WHEN a.email_consent THEN 'pending' ELSE 'delivered' END,
+       0, '', %(now)s, %(now)s, CASE WHEN a.email_consent THEN NULL ELSE %(now)s::timestamptz END
+  FROM notifications_attendee a
+  JOIN notifications_notification n
+    ON n.tenant_id = a.tenant_id AND n.attendee_id = a.id AND n.dedupe_key = %(dedupe)s
+ WHERE a.tenant_id = %(tenant)s AND a.id = ANY(%(ids)s::bigint[])
+ON CONFLICT (announcement_id, attendee_id) DO NOTHING
+RETURNING channel
+"""
+
+
+def announcement_fanout(*, announcement_id: int, chunk: int | None = None) -> FanoutResult:
+    """Fan the announcement out to its event's subscribed attendees, chunk by chunk, to the end
+    of the audience; resumes at `fanout_cursor`. Returns what this call did (`busy` when another
+    fan-out holds the lease).
+
+    Must run outside any transaction, in the announcement's tenant context (the consumer task's).
+    Attendees who register after the fan-out passed them are not included. Raises
+    StaleLeaseError / LockLost if the lease is lost midway (what committed stays; the next run
+    goes on from the cursor), Announcement.DoesNotExist.
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("announcement_fanout commits one transaction per chunk; call it outside one")
+    size = chunk or settings.ANNOUNCEMENT_FANOUT_CHUNK
+    result = FanoutResult(announcement_id=announcement_id)
+    with try_fenced_lock(lease_name(announcement_id), ttl=settings.ANNOUNCEMENT_LEASE_TTL_SECONDS) as lease:
+        if lease is None:
+            result.busy = True
+            return result
+        while True:
+            lease.extend()
+            with transaction.atomic(durable=True):
+                lease.check()
+                announcement = Announcement.objects.select_for_update().get(pk=announcement_id)
+                if announcement.fanout_completed_at is not None:
+                    result.completed = True
+                    break
+                if announcement.send_requested_at is None:
+                    break  # a draft: nothing asked for it (a stray or replayed message)
+                written = _fanout_chunk(announcement=announcement, size=size)
+                if written is None:
+                    announcement.fanout_completed_at = timezone.now()
+                    announcement.save(update_fields=["fanout_completed_at"])
+                    result.completed = True
+                    break
+                result.chunks += 1
+                result.deliveries += written
+    logger.info(
+        "announcement fan-out",
+        extra={
+            "announcement_id": announcement_id,
+            "chunks": result.chunks,
+            "deliveries": result.deliveries,
+            "completed": result.completed,
+            "busy": result.busy,
+        },
+    )
+    return result
+
+
+def _fanout_chunk(*, announcement: Announcement, size: int) -> int | None:
+    """Write the next chunk of the audience after the cursor: notifications, deliveries, the new
+    cursor and, for e-mail deliveries, their outbox message. None when the audience is done.
+
+    Runs inside the fenced transaction that locked `announcement`.
+    """
+    now = timezone.now()
+    params: dict[str, Any] = {
+        "tenant": announcement.tenant_id,
+        "event": announcement.event_id,
+        "announcement": announcement.pk,
+        "after": announcement.fanout_cursor,
+        "chunk": size,
+        "dedupe": f"announcement:{announcement.pk}",
+        "title": announcement.title,
+        "body": announcement.body,
+        "now": now,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_AUDIENCE_SQL, params)
+        ids = [row[0] for row in cursor.fetchall()]
+        if not ids:
+            return None
+        params["ids"] = ids
+        cursor.execute(_NOTIFY_SQL, params)
+        cursor.execute(_DELIVER_SQL, params)
+        channels = [row[0] for row in cursor.fetchall()]
+    emails = channels.count(AnnouncementDelivery.Channel.EMAIL)
+    after, upto = announcement.fanout_cursor, ids[-1]
+    announcement.fanout_cursor = upto
+    announcement.recipients += len(channels)
+    announcement.save(update_fields=["fanout_cursor", "recipients"])
+    if emails:
+        _publish_emails(announcement=announcement, after=after, upto=upto)
+    return len(channels)
+
+
+def _publish_emails(*, announcement: Announcement, after: int, upto: int) -> None:
+    outbox_publish(
+        topic=TOPIC_EMAILS,
+        tenant_id=announcement.tenant_id,
+        aggregate_type="announcement",
+        aggregate_id=announcement.pk,
+        payload={"announcement_id": announcement.pk, "after": after, "upto": upto},
+    )
+
+
+# --- e-mail ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SendResult:
+    claimed: int = 0
+    delivered: int = 0
+    failed: int = 0
+    left_pending: int = 0
+
+
+_CLAIM_SQL = """
+UPDATE notifications_announcementdelivery d
+   SET claim_token = %(token)s, claimed_until = %(until)s, attempts = d.attempts + 1
+ WHERE d.announcement_id = %(announcement)s AND d.attendee_id > %(after)s AND d.attendee_id <= %(upto)s
+   AND d.status = 'pending' AND (d.claimed_until IS NULL OR d.claimed_until < %(now)s)
+RETURNING d.id, d.attendee_id, d.attempts
+"""
+
+
+# A refusal of one recipient (or an address Django cannot encode) fails that e-mail alone; the
+# others go on. Anything else (the server went away, refused our sender, timed out) is treated as
+# passing: stop, leave the rest pending, retry later.
+def _is_permanent(exc: Exception) -> bool:
+    return isinstance(exc, smtplib.SMTPRecipientsRefused | ValueError)
+
+
+def announcement_emails_send(*, announcement_id: int, after: int, upto: int) -> SendResult:
+    """Send the pending e-mails of one fan-out chunk (attendee ids in (after, upto]) once.
+
+    Runs outside any transaction, in the announcement's tenant context. Claims with a fresh
+    token (another sender's live claim is left alone), sends over one mail connection, then
+    records every outcome in one transaction. Raises DeliveryInterrupted after recording what
+    was sent when the mail server failed for a passing reason: the task retries the rest.
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("mail must not be sent inside a transaction")
+    token, now = uuid.uuid4(), timezone.now()
+    with transaction.atomic(durable=True):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _CLAIM_SQL,
+                {
+                    "token": token,
+                    "until": now + timedelta(seconds=settings.ANNOUNCEMENT_EMAIL_CLAIM_SECONDS),
+                    "announcement": announcement_id,
+                    "after": after,
+                    "upto": upto,
+                    "now": now,
+                },
+            )
+            claimed = cursor.fetchall()
+        announcement = Announcement.objects.select_related("tenant", "event").get(pk=announcement_id)
+        emails = dict(Attendee.objects.filter(pk__in=[row[1] for row in claimed]).values_list("pk", "email"))
+    result = SendResult(claimed=len(claimed))
+    if not claimed:
+        return result
+    delivered: list[int] = []
+    refused: dict[int, str] = {}
+    interrupted: Exception | None = None
+    mail = get_connection(fail_silently=False)
+    try:
+        mail.open()
+        for delivery_id, attendee_id, _attempts in claimed:
+            try:
+                _email(announcement, attendee_id=attendee_id, to=emails[attendee_id], mail=mail).send()
+            except (OSError, ValueError) as exc:  # SMTPException is an OSError; ValueError: a bad address
+                if not _is_permanent(exc):
+                    interrupted = exc
+                    break
+                refused[delivery_id] = f"{type(exc).__name__}: {exc}"[:2000]
+            else:
+                delivered.append(delivery_id)
+    except OSError as exc:  # opening the connection failed: nothing was sent
+        interrupted = exc
+    finally:
+        try:
+            mail.close()
+        except OSError:
+            logger.warning("mail connection did not close cleanly", exc_info=True)
+    unsent = [row for row in claimed if row[0] not in delivered and row[0] not in refused]
+    _record(token=token, delivered=delivered, refused=refused, unsent=unsent, error=interrupted, result=result)
+    logger.info(
+        "announcement e-mails sent",
+        extra={"announcement_id": announcement_id, "after": after, "upto": upto, **result.__dict__},
+    )
+    if interrupted is not None and result.left_pending:
+        raise DeliveryInterrupted(f"{result.left_pending} e-mail(s) left for a retry: {interrupted}") from interrupted
+    return result
+
+
+def _message_id_domain() -> str:
+    return urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or "darkroom"
+
+
+def _email(announcement: Announcement, *, attendee_id: int, to: str, mail: Any) -> EmailMessage:
+    unsubscribe = attendee_link(tenant_id=announcement.tenant_id, attendee_id=attendee_id, page="unsubscribe")
+    footer = (
+        f"\n\n--\nYou receive this because you registered for {announcement.event.title} with "
+        f"{announcement.tenant.name}.\nStop these messages: {unsubscribe}\n"
+    )
+    return EmailMessage(
+        subject=announcement.title,
+        body=announcement.body + footer,
+        from_email=settings.ANNOUNCEMENT_FROM_EMAIL,
+        to=[to],
+        connection=mail,
+        headers={
+            "Message-ID": f"<announcement.{announcement.pk}.{attendee_id}@{_message_id_domain()}>",
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
+        },
+    )
+
+
+def _record(
+    *,
+    token: uuid.UUID,
+    delivered: list[int],
+    refused: dict[int, str],
+    unsent: list[tuple[int, int, int]],
+    error: Exception | None,
+    result: SendResult,
+) -> None:
+    """Record a chunk's outcomes under the sender's claim token (one transaction)."""
+    now = timezone.now()
+    mine = AnnouncementDelivery.objects.filter(claim_token=token, status=AnnouncementDelivery.Status.PENDING)
+    with transaction.atomic(durable=True):
+        result.delivered = mine.filter(pk__in=delivered).update(
+            status=AnnouncementDelivery.Status.DELIVERED,
+            delivered_at=now,
+            claim_token=None,
+            claimed_until=None,
+            last_error="",
+        )
+        for delivery_id, message in refused.items():
+            result.failed += mine.filter(pk=delivery_id).update(
+                status=AnnouncementDelivery.Status.FAILED, claim_token=None, claimed_until=None, last_error=message
+            )
+        reason = f"{type(error).__name__}: {error}"[:2000] if error is not None else "not sent"
+        exhausted = [row[0] for row in unsent if row[2] >= settings.ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS]
+        result.failed += mine.filter(pk__in=exhausted).update(
+            status=AnnouncementDelivery.Status.FAILED, claim_token=None, claimed_until=None, last_error=reason
+        )
+        result.left_pending = (
+            mine.filter(pk__in=[row[0] for row in unsent])
+            .exclude(pk__in=exhausted)
+            .update(claim_token=None, claimed_until=None, last_error=reason)
+        )
+
+
+# --- lost messages --------------------------------------------------------------------------
+
+_STALE_SQL = """
+SELECT d.tenant_id, d.announcement_id, min(d.attendee_id) - 1, max(d.attendee_id), array_agg(d.id)
+  FROM (SELECT id, tenant_id, announcement_id, attendee_id
+          FROM notifications_announcementdelivery
+         WHERE status = 'pending' AND queued_at < %(cutoff)s AND (claimed_until IS NULL OR claimed_until < %(now)s)
+         ORDER BY announcement_id, attendee_id
+         LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED) d
+ GROUP BY d.tenant_id, d.announcement_id
+"""
+
+
+@transaction.atomic(durable=True)
+def fanouts_requeue_stale(*, older_than_seconds: float, limit: int = 100) -> int:
+    """Ask again for the fan-outs still unfinished `older_than_seconds` after their message was
+    queued (`apps.outbox.requeue`). Harmless when one is only slow or running: the new message
+    finds the lease busy or goes on from the cursor. Outermost transaction, system context."""
+    rows = requeue_stale(
+        Announcement.objects.filter(send_requested_at__isnull=False, fanout_completed_at__isnull=True),
+        queued_field="fanout_queued_at",
+        fallback_field="send_requested_at",
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=_publish_send_requested,
+        flow="announcement_fanouts",
+    )
+    return len(rows)
+
+
+@transaction.atomic(durable=True)
+def deliveries_requeue_stale(*, older_than_seconds: float, limit: int = 10_000) -> int:
+    """Ask again for the pending e-mails whose message the broker lost (or whose sender gave up
+    retrying) `older_than_seconds` after they were queued: one `announcement.emails` message per
+    announcement, over the id range of its stale e-mails. Returns how many e-mails were asked for
+    again. Outermost transaction, system context (the beat task's). Harmless when the first
+    message was only slow: a sender claims before it sends.
+    """
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_STALE_SQL, {"cutoff": now - timedelta(seconds=older_than_seconds), "now": now, "limit": limit})
+        groups = cursor.fetchall()
+    requeued = 0
+    for tenant_id, announcement_id, after, upto, ids in groups:
+        outbox_publish(
+            topic=TOPIC_EMAILS,
+            tenant_id=tenant_id,
+            aggregate_type="announcement",
+            aggregate_id=announcement_id,
+            payload={"announcement_id": announcement_id, "after": after, "upto": upto},
+        )
+        AnnouncementDelivery.objects.filter(pk__in=ids).update(queued_at=now)
+        requeued += len(ids)
+    if requeued:
+        logger.warning("lost announcement e-mails asked for again", extra={"count": requeued})
+        transaction.on_commit(lambda: count_requeued("announcement_emails", requeued))
+    return requeued

@@ -1,0 +1,82 @@
+"""Attendee-facing pages (no account: the signed link in their e-mails is the credential).
+
+* `GET /attendee/<token>/`: their notifications, newest first, unread ones marked.
+* `POST /attendee/<token>/read`: mark one (`notification` field) or all read.
+* `GET /attendee/<token>/unsubscribe`: a confirmation form; `POST` unsubscribes. The POST also
+  takes RFC 8058 one-click requests (`List-Unsubscribe=One-Click`) that mail clients send.
+
+The POSTs are exempt from CSRF: the token in the path is the only credential, and a page that
+could forge the request already holds it.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from apps.core.problems import DomainError, problem_response
+from apps.notifications.models import Attendee
+from apps.notifications.selectors import attendee_from_token, notifications_of_attendee
+from apps.notifications.services import attendee_unsubscribe, notifications_mark_read
+from apps.tenancy.context import tenant_context
+
+INBOX_PAGE_SIZE = 50
+
+
+def _attendee_or_problem(token: str) -> Attendee | HttpResponse:
+    try:
+        return attendee_from_token(token=token)
+    except DomainError as exc:
+        return problem_response(exc.status_code, exc.title, exc.detail, slug=exc.slug)
+
+
+@require_GET
+def inbox(request: HttpRequest, token: str) -> HttpResponse:
+    attendee = _attendee_or_problem(token)
+    if isinstance(attendee, HttpResponse):
+        return attendee
+    with tenant_context(attendee.tenant_id):
+        notifications = list(
+            notifications_of_attendee(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)[:INBOX_PAGE_SIZE]
+        )
+    unread = sum(1 for n in notifications if n.read_at is None)
+    response = render(
+        request,
+        "attendee/inbox.html",
+        {"attendee": attendee, "notifications": notifications, "unread": unread, "token": token},
+    )
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@csrf_exempt
+@require_POST
+def mark_read(request: HttpRequest, token: str) -> HttpResponse:
+    attendee = _attendee_or_problem(token)
+    if isinstance(attendee, HttpResponse):
+        return attendee
+    raw = request.POST.get("notification", "")
+    if raw and not raw.isdigit():
+        return problem_response(400, "Bad request", "`notification` must be a notification id.", slug="bad-request")
+    with tenant_context(attendee.tenant_id):
+        notifications_mark_read(
+            tenant_id=attendee.tenant_id, attendee_id=attendee.pk, notification_ids=[int(raw)] if raw else None
+        )
+    return HttpResponseRedirect(reverse("attendee-inbox", kwargs={"token": token}), status=303)
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    attendee = _attendee_or_problem(token)
+    if isinstance(attendee, HttpResponse):
+        return attendee
+    done = attendee.unsubscribed_at is not None
+    if request.method == "POST":
+        with tenant_context(attendee.tenant_id):
+            attendee_unsubscribe(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)
+        done = True
+    return render(request, "attendee/unsubscribe.html", {"attendee": attendee, "done": done, "token": token})

@@ -1,0 +1,68 @@
+"""Celery tasks of announcements (thin: call a service), on the notifications queue.
+
+* `notifications.fanout` (`announcement.send_requested`): the fenced fan-out, chunk by chunk. A
+  lost lease (StaleLeaseError, LockLost) or a busy one (LockBusy: a dead holder's transaction is
+  still open) is retried; the next run goes on from the cursor.
+* `notifications.send_emails` (`announcement.emails`): one chunk's e-mails over one mail
+  connection; a passing mail failure (DeliveryInterrupted, OSError) is retried with backoff.
+* `notifications.deliveries_requeue_stale` (beat): fan-outs and e-mails whose message was lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+
+from apps.core.locks import LockBusy, LockLost, StaleLeaseError
+from apps.notifications.services import (
+    TOPIC_EMAILS,
+    TOPIC_SEND_REQUESTED,
+    DeliveryInterrupted,
+    announcement_emails_send,
+    announcement_fanout,
+    deliveries_requeue_stale,
+    fanouts_requeue_stale,
+)
+from apps.outbox.routing import outbox_consumer
+from apps.tenancy.context import system_context
+
+_RETRY: dict[str, Any] = {"retry_backoff": 2, "retry_backoff_max": 300, "retry_jitter": True, "max_retries": 10}
+
+
+@outbox_consumer(
+    TOPIC_SEND_REQUESTED,
+    name="notifications.fanout",
+    once=False,
+    autoretry_for=(LockBusy, LockLost, StaleLeaseError),
+    **_RETRY,
+)
+def fanout(*, message_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    result = announcement_fanout(announcement_id=int(payload["announcement_id"]))
+    return result.__dict__
+
+
+@outbox_consumer(
+    TOPIC_EMAILS,
+    name="notifications.send_emails",
+    once=False,
+    autoretry_for=(DeliveryInterrupted, OSError),
+    **_RETRY,
+)
+def send_emails(*, message_id: str, payload: dict[str, Any]) -> dict[str, int]:
+    result = announcement_emails_send(
+        announcement_id=int(payload["announcement_id"]), after=int(payload["after"]), upto=int(payload["upto"])
+    )
+    return result.__dict__
+
+
+@shared_task(name="notifications.deliveries_requeue_stale", acks_late=True)
+def deliveries_requeue_stale_task() -> dict[str, int]:
+    """Idempotent: what is asked for again is left alone for another REQUEUE_STALE_AFTER_SECONDS."""
+    with system_context("stale announcement sweep"):
+        older = settings.REQUEUE_STALE_AFTER_SECONDS
+        return {
+            "fanouts": fanouts_requeue_stale(older_than_seconds=older),
+            "emails": deliveries_requeue_stale(older_than_seconds=older),
+        }
