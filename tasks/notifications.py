@@ -1,8 +1,9 @@
 """Celery tasks of announcements (thin: call a service), on the notifications queue.
 
-* `notifications.fanout` (`announcement.send_requested`): the fenced fan-out, chunk by chunk. A
-  lost lease (StaleLeaseError, LockLost) or a busy one (LockBusy: a dead holder's transaction is
-  still open) is retried; the next run goes on from the cursor.
+* `notifications.fanout` (`announcement.send_requested`): the fenced fan-out, chunk by chunk, one
+  time slice per task (a longer one queues its continuation). A lost lease (StaleLeaseError,
+  LockLost) or a busy one (LockBusy: another fan-out runs, or a dead holder's key has not lapsed
+  yet) is retried with backoff; the next run goes on from the cursor.
 * `notifications.send_emails` (`announcement.emails`): one chunk's e-mails over one mail
   connection; a passing mail failure (DeliveryInterrupted, OSError) is retried with backoff.
 * `notifications.deliveries_requeue_stale` (beat): fan-outs and e-mails whose message was lost.

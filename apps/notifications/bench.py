@@ -4,10 +4,13 @@ server (DESIGN target: 100,000 recipients delivered within 60 s on the 2-core bo
 The whole real path runs: `announcement_send` commits the request and its outbox row; a relay
 subprocess (`manage.py outbox_relay`) publishes it; a Celery worker subprocess on the
 `notifications` queue runs the fenced fan-out (chunks of ANNOUNCEMENT_FANOUT_CHUNK deliveries and
-notifications per transaction, one e-mail message per chunk) and the e-mail senders, which send
-through Django's SMTP backend to a local SMTP server (aiosmtpd, in this process) that accepts
-every message. "Delivered" = every delivery row says so and the server counted that many
-messages. Nothing else may consume the notifications queue during the run (stop `make run`).
+notifications per transaction, one e-mail message per chunk) and the e-mail senders, through
+the mailer chosen by `--mailer`: `postmark` (the batch API, 500 messages per request, to a local
+stand-in of Postmark's endpoint in this process) or `smtp` (Django's SMTP backend, one message
+at a time, to a local aiosmtpd server in this process). "Delivered" = every delivery row says
+so and the stand-in counted that many messages. The stand-in shares the two cores with the
+rest, so its CPU is reported apart. Nothing else may consume the notifications queue during the
+run (stop `make run`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +32,10 @@ from django.utils import timezone
 
 from apps.catalog.models import Event
 from apps.core.polling import wait_until
+from apps.notifications.mail_sinks import POSTMARK_TEST_TOKEN, SinkState, postmark_sink, smtp_sink
 from apps.notifications.models import Announcement, AnnouncementDelivery
 from apps.notifications.selectors import announcement_status
 from apps.notifications.services import announcement_create, announcement_send
-from apps.notifications.smtp_sink import smtp_sink
 from apps.ops.cpu import CpuWindow, per_unit_ms
 from apps.ops.vacuum import vacuum_analyze
 from apps.outbox.bench import _stop
@@ -90,8 +94,34 @@ def _spawn(argv: list[str], log_path: Path, **env: str) -> subprocess.Popen[byte
         )
 
 
+@contextmanager
+def _mail_service(mailer: str) -> Iterator[tuple[SinkState, dict[str, str]]]:
+    """The local stand-in for `mailer`, and the environment that points the worker at it."""
+    if mailer == "smtp":
+        with smtp_sink(keep_headers=False) as (state, port):
+            yield (
+                state,
+                {
+                    "DARKROOM_ANNOUNCEMENT_MAILER": "django",
+                    "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                    "EMAIL_HOST": "127.0.0.1",
+                    "EMAIL_PORT": str(port),
+                },
+            )
+    else:
+        with postmark_sink() as (state, url):
+            yield (
+                state,
+                {
+                    "DARKROOM_ANNOUNCEMENT_MAILER": "postmark",
+                    "POSTMARK_API_URL": url,
+                    "POSTMARK_SERVER_TOKEN": POSTMARK_TEST_TOKEN,
+                },
+            )
+
+
 def run_bench(
-    *, recipients: int, concurrency: int, max_backlog: int, timeout: float, log: Callable[[str], None]
+    *, recipients: int, mailer: str, concurrency: int, max_backlog: int, timeout: float, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Run one benchmark and return its result dict (see the module docstring)."""
     with system_context("announcement bench: backlog"):
@@ -106,12 +136,7 @@ def run_bench(
     logdir = Path(tempfile.mkdtemp(prefix="announcement-bench-"))
     python = sys.executable
     worker = relay = None
-    with smtp_sink(keep_headers=False) as (sink, port):
-        mail_env = {
-            "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-            "EMAIL_HOST": "127.0.0.1",
-            "EMAIL_PORT": str(port),
-        }
+    with _mail_service(mailer) as (sink, mail_env):
         try:
             worker = _spawn(
                 [
@@ -133,7 +158,7 @@ def run_bench(
             )
             relay = _spawn([python, "manage.py", "outbox_relay", "--log-interval=5"], logdir / "relay.log")
             time.sleep(3.0)  # let both connect before the clock starts
-            cpu = CpuWindow(roots={os.getpid(): "bench+smtp", worker.pid: "worker", relay.pid: "relay"})
+            cpu = CpuWindow(roots={os.getpid(): f"bench+{mailer}", worker.pid: "worker", relay.pid: "relay"})
             cpu.start()
             with tenant_context(tenant_id):
                 draft = announcement_create(
@@ -157,7 +182,7 @@ def run_bench(
                     last_log[0] = time.monotonic()
                     log(
                         f"  {last_log[0] - started:5.1f} s: {announcement.recipients:,} fanned out, "
-                        f"{status.delivered:,} delivered, {status.failed:,} failed, smtp {sink.count:,}"
+                        f"{status.delivered:,} delivered, {status.failed:,} failed, {mailer} accepted {sink.count:,}"
                     )
                 return status.done
 
@@ -186,7 +211,7 @@ def run_bench(
     passed = ok and elapsed <= TARGET_SECONDS
     summary = (
         f"{recipients:,} recipients: fan-out done in {fanout_seconds or float('nan'):.1f} s, "
-        f"all delivered in {elapsed:.1f} s ({recipients / elapsed:,.0f}/s); smtp accepted {accepted:,}, "
+        f"all delivered in {elapsed:.1f} s ({recipients / elapsed:,.0f}/s) by {mailer}; accepted {accepted:,}, "
         f"failed {status.failed}, status {status.status} (target ≤ {TARGET_SECONDS:g} s)"
     )
     return {
@@ -198,7 +223,8 @@ def run_bench(
             "delivered_seconds": round(elapsed, 2),
             "delivered": status.delivered,
             "failed": status.failed,
-            "smtp_accepted": accepted,
+            "mailer": mailer,
+            "accepted": accepted,
             "send_attempts": attempts,
             "status": status.status,
             "chunk": settings.ANNOUNCEMENT_FANOUT_CHUNK,

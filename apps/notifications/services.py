@@ -20,7 +20,7 @@ Announcement flow (DESIGN.md "Announcements and notifications"):
 from __future__ import annotations
 
 import logging
-import smtplib
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,14 +28,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
 from django.db import connection, transaction
+from django.db.models import F
+from django.db.models.functions import Greatest, Now
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from apps.catalog.models import Event
-from apps.core.locks import try_fenced_lock
+from apps.core.locks import LockBusy, try_fenced_lock
 from apps.core.problems import DomainError, InvalidInput, NotFound
+from apps.notifications.mailers import MailReport, OutgoingEmail, get_mailer
 from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
 from apps.notifications.selectors import attendee_link
 from apps.outbox.requeue import count_requeued, requeue_stale
@@ -190,7 +192,8 @@ def notifications_mark_read(*, tenant_id: int, attendee_id: int, notification_id
     unread = Notification.objects.filter(tenant_id=tenant_id, attendee_id=attendee_id, read_at__isnull=True)
     if notification_ids is not None:
         unread = unread.filter(pk__in=notification_ids)
-    return unread.update(read_at=timezone.now())
+    # Greatest: a web host whose clock lags the worker's never writes a read time before creation.
+    return unread.update(read_at=Greatest(Now(), F("created_at")))
 
 
 # --- announcements --------------------------------------------------------------------------
@@ -251,58 +254,66 @@ def _publish_send_requested(announcement: Announcement) -> None:
 @dataclass
 class FanoutResult:
     announcement_id: int
-    busy: bool = False
     chunks: int = 0
     deliveries: int = 0
     completed: bool = False
+    continued: bool = False  # the slice ended; a continuation message goes on from the cursor
 
 
 _AUDIENCE_SQL = """
-SELECT id FROM notifications_attendee
+SELECT id, email_consent FROM notifications_attendee
  WHERE tenant_id = %(tenant)s AND event_id = %(event)s AND id > %(after)s AND unsubscribed_at IS NULL
  ORDER BY id LIMIT %(chunk)s
 """
-_NOTIFY_SQL = """
-INSERT INTO notifications_notification (tenant_id, attendee_id, kind, dedupe_key, title, body, link, created_at)
-SELECT %(tenant)s, id, 'announcement', %(dedupe)s, %(title)s, %(body)s, '', %(now)s
-  FROM unnest(%(ids)s::bigint[]) AS id
-ON CONFLICT (tenant_id, attendee_id, dedupe_key) DO NOTHING
-"""
-_DELIVER_SQL = """
+# One statement writes the chunk's notifications and their deliveries: each delivery is joined to
+# the notification row its insert returned (no lookup the planner could get wrong as the table
+# grows). A notification that already exists (same attendee and key) returns nothing and gets no
+# second delivery; both are written in one transaction, so that cannot leave one without the other.
+_WRITE_CHUNK_SQL = """
+WITH audience AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(consents)s::boolean[]) AS t(attendee_id, consent)
+), notes AS (
+    INSERT INTO notifications_notification (tenant_id, attendee_id, kind, dedupe_key, title, body, link, created_at)
+    SELECT %(tenant)s, attendee_id, 'announcement', %(dedupe)s, %(title)s, %(body)s, '', %(now)s FROM audience
+    ON CONFLICT (tenant_id, attendee_id, dedupe_key) DO NOTHING
+    RETURNING id, attendee_id
+)
 INSERT INTO notifications_announcementdelivery
        (tenant_id, announcement_id, attendee_id, notification_id, channel, status, attempts,
         last_error, created_at, queued_at, delivered_at)
-SELECT %(tenant)s, %(announcement)s, a.id, n.id,
-       CASE WHEN a.email_consent THEN 'email' ELSE 'in_app' END,
-       CASE WHEN a.email_consent THEN 'pending' ELSE 'delivered' END,
-       0, '', %(now)s, %(now)s, CASE WHEN a.email_consent THEN NULL ELSE %(now)s::timestamptz END
-  FROM notifications_attendee a
-  JOIN notifications_notification n
-    ON n.tenant_id = a.tenant_id AND n.attendee_id = a.id AND n.dedupe_key = %(dedupe)s
- WHERE a.tenant_id = %(tenant)s AND a.id = ANY(%(ids)s::bigint[])
+SELECT %(tenant)s, %(announcement)s, n.attendee_id, n.id,
+       CASE WHEN a.consent THEN 'email' ELSE 'in_app' END,
+       CASE WHEN a.consent THEN 'pending' ELSE 'delivered' END,
+       0, '', %(now)s, %(now)s, CASE WHEN a.consent THEN NULL ELSE %(now)s::timestamptz END
+  FROM notes n JOIN audience a ON a.attendee_id = n.attendee_id
 ON CONFLICT (announcement_id, attendee_id) DO NOTHING
 RETURNING channel
 """
 
 
-def announcement_fanout(*, announcement_id: int, chunk: int | None = None) -> FanoutResult:
-    """Fan the announcement out to its event's subscribed attendees, chunk by chunk, to the end
-    of the audience; resumes at `fanout_cursor`. Returns what this call did (`busy` when another
-    fan-out holds the lease).
+def announcement_fanout(
+    *, announcement_id: int, chunk: int | None = None, slice_seconds: float | None = None
+) -> FanoutResult:
+    """Fan the announcement out to its event's subscribed attendees, chunk by chunk from
+    `fanout_cursor`, for at most `slice_seconds` (ANNOUNCEMENT_FANOUT_SLICE_SECONDS): a longer
+    fan-out ends its slice by writing a continuation message (fenced, in its own transaction),
+    so no task outlives the Celery time limit however large the audience. Returns what this
+    call did.
 
     Must run outside any transaction, in the announcement's tenant context (the consumer task's).
-    Attendees who register after the fan-out passed them are not included. Raises
-    StaleLeaseError / LockLost if the lease is lost midway (what committed stays; the next run
-    goes on from the cursor), Announcement.DoesNotExist.
+    Attendees who register after the fan-out passed them are not included. Raises LockBusy when
+    another fan-out holds the lease (the task retries: a dead holder's key lapses), StaleLeaseError
+    / LockLost if the lease is lost midway (what committed stays; the next run goes on from the
+    cursor), Announcement.DoesNotExist.
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("announcement_fanout commits one transaction per chunk; call it outside one")
     size = chunk or settings.ANNOUNCEMENT_FANOUT_CHUNK
+    deadline = time.monotonic() + (slice_seconds or settings.ANNOUNCEMENT_FANOUT_SLICE_SECONDS)
     result = FanoutResult(announcement_id=announcement_id)
     with try_fenced_lock(lease_name(announcement_id), ttl=settings.ANNOUNCEMENT_LEASE_TTL_SECONDS) as lease:
         if lease is None:
-            result.busy = True
-            return result
+            raise LockBusy(f"another fan-out of announcement {announcement_id} holds its lease")
         while True:
             lease.extend()
             with transaction.atomic(durable=True):
@@ -313,6 +324,12 @@ def announcement_fanout(*, announcement_id: int, chunk: int | None = None) -> Fa
                     break
                 if announcement.send_requested_at is None:
                     break  # a draft: nothing asked for it (a stray or replayed message)
+                if result.chunks and time.monotonic() >= deadline:  # each slice moves the cursor
+                    announcement.fanout_queued_at = timezone.now()
+                    announcement.save(update_fields=["fanout_queued_at"])
+                    _publish_send_requested(announcement)
+                    result.continued = True
+                    break
                 written = _fanout_chunk(announcement=announcement, size=size)
                 if written is None:
                     announcement.fanout_completed_at = timezone.now()
@@ -321,16 +338,7 @@ def announcement_fanout(*, announcement_id: int, chunk: int | None = None) -> Fa
                     break
                 result.chunks += 1
                 result.deliveries += written
-    logger.info(
-        "announcement fan-out",
-        extra={
-            "announcement_id": announcement_id,
-            "chunks": result.chunks,
-            "deliveries": result.deliveries,
-            "completed": result.completed,
-            "busy": result.busy,
-        },
-    )
+    logger.info("announcement fan-out", extra=result.__dict__)
     return result
 
 
@@ -354,12 +362,12 @@ def _fanout_chunk(*, announcement: Announcement, size: int) -> int | None:
     }
     with connection.cursor() as cursor:
         cursor.execute(_AUDIENCE_SQL, params)
-        ids = [row[0] for row in cursor.fetchall()]
-        if not ids:
+        audience = cursor.fetchall()
+        if not audience:
             return None
-        params["ids"] = ids
-        cursor.execute(_NOTIFY_SQL, params)
-        cursor.execute(_DELIVER_SQL, params)
+        ids = [row[0] for row in audience]
+        params["ids"], params["consents"] = ids, [row[1] for row in audience]
+        cursor.execute(_WRITE_CHUNK_SQL, params)
         channels = [row[0] for row in cursor.fetchall()]
     emails = channels.count(AnnouncementDelivery.Channel.EMAIL)
     after, upto = announcement.fanout_cursor, ids[-1]
@@ -392,83 +400,74 @@ class SendResult:
     left_pending: int = 0
 
 
+# E-mails whose attendee unsubscribed or withdrew consent after the fan-out wrote them (their
+# change could not see the chunk's uncommitted rows) become in-app deliveries before a claim.
+_WITHDRAWN_SQL = """
+UPDATE notifications_announcementdelivery d
+   SET channel = 'in_app', status = 'delivered', delivered_at = %(now)s, claim_token = NULL,
+       claimed_until = NULL, last_error = 'unsubscribed or withdrew consent before the e-mail was sent'
+  FROM notifications_attendee a
+ WHERE a.id = d.attendee_id AND (a.unsubscribed_at IS NOT NULL OR NOT a.email_consent)
+   AND d.announcement_id = %(announcement)s AND d.attendee_id > %(after)s AND d.attendee_id <= %(upto)s
+   AND d.status = 'pending' AND (d.claimed_until IS NULL OR d.claimed_until < %(now)s)
+"""
+# A claim takes at most `limit` unclaimed pending e-mails of the range (SKIP LOCKED: two senders
+# never wait on each other), so a claim always outlives the sending of what it holds.
 _CLAIM_SQL = """
 UPDATE notifications_announcementdelivery d
-   SET claim_token = %(token)s, claimed_until = %(until)s, attempts = d.attempts + 1
- WHERE d.announcement_id = %(announcement)s AND d.attendee_id > %(after)s AND d.attendee_id <= %(upto)s
-   AND d.status = 'pending' AND (d.claimed_until IS NULL OR d.claimed_until < %(now)s)
-RETURNING d.id, d.attendee_id, d.attempts
+   SET claim_token = %(token)s, claimed_until = %(until)s
+  FROM notifications_attendee a
+ WHERE a.id = d.attendee_id
+   AND d.id IN (SELECT id FROM notifications_announcementdelivery
+                 WHERE announcement_id = %(announcement)s AND attendee_id > %(after)s AND attendee_id <= %(upto)s
+                   AND status = 'pending' AND (claimed_until IS NULL OR claimed_until < %(now)s)
+                 ORDER BY attendee_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING d.id, d.attendee_id, d.attempts, a.email
 """
-
-
-# A refusal of one recipient (or an address Django cannot encode) fails that e-mail alone; the
-# others go on. Anything else (the server went away, refused our sender, timed out) is treated as
-# passing: stop, leave the rest pending, retry later.
-def _is_permanent(exc: Exception) -> bool:
-    return isinstance(exc, smtplib.SMTPRecipientsRefused | ValueError)
 
 
 def announcement_emails_send(*, announcement_id: int, after: int, upto: int) -> SendResult:
     """Send the pending e-mails of one fan-out chunk (attendee ids in (after, upto]) once.
 
-    Runs outside any transaction, in the announcement's tenant context. Claims with a fresh
-    token (another sender's live claim is left alone), sends over one mail connection, then
-    records every outcome in one transaction. Raises DeliveryInterrupted after recording what
-    was sent when the mail server failed for a passing reason: the task retries the rest.
+    Runs outside any transaction, in the announcement's tenant context. Works in batches of
+    ANNOUNCEMENT_EMAIL_BATCH: claim with a fresh token (another sender's live claim is left
+    alone), send outside any transaction, record every outcome in one transaction. An attempt
+    counts only for an e-mail handed to the mail service without a final answer. Raises
+    DeliveryInterrupted, after recording what was sent, when the mail service failed for a
+    passing reason: the task retries the rest.
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("mail must not be sent inside a transaction")
-    token, now = uuid.uuid4(), timezone.now()
-    with transaction.atomic(durable=True):
-        with connection.cursor() as cursor:
+    announcement = Announcement.objects.select_related("tenant", "event").get(pk=announcement_id)
+    mailer = get_mailer()
+    result = SendResult()
+    span = {"announcement": announcement_id, "after": after, "upto": upto}
+    while True:
+        token, now = uuid.uuid4(), timezone.now()
+        with transaction.atomic(durable=True), connection.cursor() as cursor:
+            cursor.execute(_WITHDRAWN_SQL, {**span, "now": now})
             cursor.execute(
                 _CLAIM_SQL,
                 {
+                    **span,
                     "token": token,
                     "until": now + timedelta(seconds=settings.ANNOUNCEMENT_EMAIL_CLAIM_SECONDS),
-                    "announcement": announcement_id,
-                    "after": after,
-                    "upto": upto,
                     "now": now,
+                    "limit": settings.ANNOUNCEMENT_EMAIL_BATCH,
                 },
             )
             claimed = cursor.fetchall()
-        announcement = Announcement.objects.select_related("tenant", "event").get(pk=announcement_id)
-        emails = dict(Attendee.objects.filter(pk__in=[row[1] for row in claimed]).values_list("pk", "email"))
-    result = SendResult(claimed=len(claimed))
-    if not claimed:
-        return result
-    delivered: list[int] = []
-    refused: dict[int, str] = {}
-    interrupted: Exception | None = None
-    mail = get_connection(fail_silently=False)
-    try:
-        mail.open()
-        for delivery_id, attendee_id, _attempts in claimed:
-            try:
-                _email(announcement, attendee_id=attendee_id, to=emails[attendee_id], mail=mail).send()
-            except (OSError, ValueError) as exc:  # SMTPException is an OSError; ValueError: a bad address
-                if not _is_permanent(exc):
-                    interrupted = exc
-                    break
-                refused[delivery_id] = f"{type(exc).__name__}: {exc}"[:2000]
-            else:
-                delivered.append(delivery_id)
-    except OSError as exc:  # opening the connection failed: nothing was sent
-        interrupted = exc
-    finally:
-        try:
-            mail.close()
-        except OSError:
-            logger.warning("mail connection did not close cleanly", exc_info=True)
-    unsent = [row for row in claimed if row[0] not in delivered and row[0] not in refused]
-    _record(token=token, delivered=delivered, refused=refused, unsent=unsent, error=interrupted, result=result)
-    logger.info(
-        "announcement e-mails sent",
-        extra={"announcement_id": announcement_id, "after": after, "upto": upto, **result.__dict__},
-    )
-    if interrupted is not None and result.left_pending:
-        raise DeliveryInterrupted(f"{result.left_pending} e-mail(s) left for a retry: {interrupted}") from interrupted
+        if not claimed:
+            break
+        result.claimed += len(claimed)
+        outgoing = [_email(announcement, key=row[0], attendee_id=row[1], to=row[3]) for row in claimed]
+        report = mailer.send(outgoing, from_email=settings.ANNOUNCEMENT_FROM_EMAIL)
+        _record(token=token, report=report, claimed=claimed, result=result)
+        if report.interrupted:
+            break
+    logger.info("announcement e-mails sent", extra={**span, **result.__dict__})
+    if result.left_pending:
+        raise DeliveryInterrupted(f"{result.left_pending} e-mail(s) left for a retry")
     return result
 
 
@@ -476,18 +475,17 @@ def _message_id_domain() -> str:
     return urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or "darkroom"
 
 
-def _email(announcement: Announcement, *, attendee_id: int, to: str, mail: Any) -> EmailMessage:
+def _email(announcement: Announcement, *, key: int, attendee_id: int, to: str) -> OutgoingEmail:
     unsubscribe = attendee_link(tenant_id=announcement.tenant_id, attendee_id=attendee_id, page="unsubscribe")
     footer = (
         f"\n\n--\nYou receive this because you registered for {announcement.event.title} with "
         f"{announcement.tenant.name}.\nStop these messages: {unsubscribe}\n"
     )
-    return EmailMessage(
+    return OutgoingEmail(
+        key=key,
+        to=to,
         subject=announcement.title,
         body=announcement.body + footer,
-        from_email=settings.ANNOUNCEMENT_FROM_EMAIL,
-        to=[to],
-        connection=mail,
         headers={
             "Message-ID": f"<announcement.{announcement.pk}.{attendee_id}@{_message_id_domain()}>",
             "List-Unsubscribe": f"<{unsubscribe}>",
@@ -496,40 +494,41 @@ def _email(announcement: Announcement, *, attendee_id: int, to: str, mail: Any) 
     )
 
 
-def _record(
-    *,
-    token: uuid.UUID,
-    delivered: list[int],
-    refused: dict[int, str],
-    unsent: list[tuple[int, int, int]],
-    error: Exception | None,
-    result: SendResult,
-) -> None:
-    """Record a chunk's outcomes under the sender's claim token (one transaction)."""
+def _record(*, token: uuid.UUID, report: MailReport, claimed: list[tuple[Any, ...]], result: SendResult) -> None:
+    """Record a batch's outcomes under the sender's claim token (one transaction). `attempts`
+    counts the times an e-mail was handed to the mail service: sent and refused ones are final;
+    one tried without a final answer fails at ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS; an untried one is
+    only released."""
     now = timezone.now()
     mine = AnnouncementDelivery.objects.filter(claim_token=token, status=AnnouncementDelivery.Status.PENDING)
+    released = {"claim_token": None, "claimed_until": None}
+    reason = report.interrupted or "not sent"
+    done = set(report.sent) | set(report.refused)
+    tried = set(report.tried) - done
+    exhausted = [
+        row[0] for row in claimed if row[0] in tried and row[2] + 1 >= settings.ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS
+    ]
+    retried = [row[0] for row in claimed if row[0] in tried and row[0] not in exhausted]
+    untried = [row[0] for row in claimed if row[0] not in done and row[0] not in tried]
     with transaction.atomic(durable=True):
-        result.delivered = mine.filter(pk__in=delivered).update(
+        result.delivered += mine.filter(pk__in=report.sent).update(
             status=AnnouncementDelivery.Status.DELIVERED,
             delivered_at=now,
-            claim_token=None,
-            claimed_until=None,
             last_error="",
+            attempts=F("attempts") + 1,
+            **released,
         )
-        for delivery_id, message in refused.items():
+        for delivery_id, refusal in report.refused.items():
             result.failed += mine.filter(pk=delivery_id).update(
-                status=AnnouncementDelivery.Status.FAILED, claim_token=None, claimed_until=None, last_error=message
+                status=AnnouncementDelivery.Status.FAILED, last_error=refusal, attempts=F("attempts") + 1, **released
             )
-        reason = f"{type(error).__name__}: {error}"[:2000] if error is not None else "not sent"
-        exhausted = [row[0] for row in unsent if row[2] >= settings.ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS]
         result.failed += mine.filter(pk__in=exhausted).update(
-            status=AnnouncementDelivery.Status.FAILED, claim_token=None, claimed_until=None, last_error=reason
+            status=AnnouncementDelivery.Status.FAILED, last_error=reason, attempts=F("attempts") + 1, **released
         )
-        result.left_pending = (
-            mine.filter(pk__in=[row[0] for row in unsent])
-            .exclude(pk__in=exhausted)
-            .update(claim_token=None, claimed_until=None, last_error=reason)
+        result.left_pending += mine.filter(pk__in=retried).update(
+            last_error=reason, attempts=F("attempts") + 1, **released
         )
+        result.left_pending += mine.filter(pk__in=untried).update(last_error=reason, **released)
 
 
 # --- lost messages --------------------------------------------------------------------------

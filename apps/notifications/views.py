@@ -11,6 +11,8 @@ could forge the request already holds it.
 
 from __future__ import annotations
 
+import re
+
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -59,7 +61,7 @@ def mark_read(request: HttpRequest, token: str) -> HttpResponse:
     if isinstance(attendee, HttpResponse):
         return attendee
     raw = request.POST.get("notification", "")
-    if raw and not raw.isdigit():
+    if raw and not re.fullmatch(r"[0-9]{1,18}", raw):
         return problem_response(400, "Bad request", "`notification` must be a notification id.", slug="bad-request")
     with tenant_context(attendee.tenant_id):
         notifications_mark_read(

@@ -380,6 +380,9 @@ CELERY_BEAT_SCHEDULE["outbox.cleanup"] = {
 # The fan-out writes this many deliveries (and their notifications) per transaction, and one
 # e-mail message per chunk; each e-mail chunk is one sender task over one mail connection.
 ANNOUNCEMENT_FANOUT_CHUNK = env.int("DARKROOM_ANNOUNCEMENT_FANOUT_CHUNK", default=1000)
+# One fan-out task writes chunks for at most this long, then queues its continuation (well
+# inside CELERY_TASK_SOFT_TIME_LIMIT).
+ANNOUNCEMENT_FANOUT_SLICE_SECONDS = env.float("DARKROOM_ANNOUNCEMENT_FANOUT_SLICE_SECONDS", default=20.0)
 ANNOUNCEMENT_LEASE_TTL_SECONDS = env.float("DARKROOM_ANNOUNCEMENT_LEASE_TTL_SECONDS", default=60.0)
 # The mail server of Django's SMTP backend (production's default; local uses the console).
 EMAIL_HOST = env("EMAIL_HOST", default="127.0.0.1")
@@ -388,8 +391,17 @@ EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
 EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+# How announcement e-mails leave (apps/notifications/mailers.py): "django" (the mail backend
+# above, one message at a time) or "postmark" (its batch API, 500 per request; production needs
+# the server token; the message stream must be a broadcast stream).
+ANNOUNCEMENT_MAILER = env("DARKROOM_ANNOUNCEMENT_MAILER", default="django")
+POSTMARK_API_URL = env("POSTMARK_API_URL", default="https://api.postmarkapp.com")
+POSTMARK_SERVER_TOKEN = env("POSTMARK_SERVER_TOKEN", default="")
+POSTMARK_MESSAGE_STREAM = env("POSTMARK_MESSAGE_STREAM", default="broadcast")
 ANNOUNCEMENT_FROM_EMAIL = env("DARKROOM_ANNOUNCEMENT_FROM_EMAIL", default="news@darkroom.localhost")
-# A sender's claim on a chunk of e-mails; longer than sending a chunk may take.
+# A sender claims, sends and records this many e-mails at a time (Postmark takes 500 a request).
+ANNOUNCEMENT_EMAIL_BATCH = env.int("DARKROOM_ANNOUNCEMENT_EMAIL_BATCH", default=250)
+# A sender's claim on a batch of e-mails; longer than sending a batch may take.
 ANNOUNCEMENT_EMAIL_CLAIM_SECONDS = env.float("DARKROOM_ANNOUNCEMENT_EMAIL_CLAIM_SECONDS", default=300.0)
 # An e-mail the mail server keeps refusing for a passing reason fails after this many attempts.
 ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS = env.int("DARKROOM_ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS", default=5)

@@ -10,6 +10,7 @@ from typing import Any
 from django.test import override_settings
 
 from apps.catalog.models import Event
+from apps.notifications.mail_sinks import SinkState, smtp_sink
 from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
 from apps.notifications.services import (
     TOPIC_EMAILS,
@@ -20,7 +21,6 @@ from apps.notifications.services import (
     announcement_send,
     attendees_register,
 )
-from apps.notifications.smtp_sink import SinkState, smtp_sink
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import Organization

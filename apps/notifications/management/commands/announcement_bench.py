@@ -1,5 +1,6 @@
-"""`manage.py announcement_bench [--recipients 100000 | --smoke]`: one announcement to N
-attendees, from "send" to every e-mail accepted by a local SMTP server. Prints progress and the
+"""`manage.py announcement_bench [--recipients 100000 | --smoke] [--mailer postmark|smtp]`: one
+announcement to N attendees, from "send" to every e-mail accepted by a local stand-in of the mail
+service. Prints progress and the
 figures, writes JSON (default bench-results/announcements.json), exits 1 when the target
 (all delivered, once, within 60 s) is missed. Stop other workers first (`make run`)."""
 
@@ -21,6 +22,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--recipients", type=int, default=100_000, help="attendees who get the announcement")
+        parser.add_argument(
+            "--mailer", choices=["postmark", "smtp"], default="postmark", help="batch API or one SMTP message at a time"
+        )
         parser.add_argument("--concurrency", type=int, default=2, help="worker child processes")
         parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
         parser.add_argument("--max-backlog", type=int, default=1000, help="refuse to run behind more pending messages")
@@ -31,6 +35,7 @@ class Command(BaseCommand):
         try:
             result = run_bench(
                 recipients=2000 if options["smoke"] else options["recipients"],
+                mailer=options["mailer"],
                 concurrency=options["concurrency"],
                 max_backlog=options["max_backlog"],
                 timeout=60.0 if options["smoke"] else options["timeout"],

@@ -35,7 +35,18 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
         ["--smoke"],
     ),
     ("hot SKU: batched writer vs per-request row lock", "inventory_bench", [], ["--smoke"]),
-    ("announcement fan-out: 100,000 recipients by e-mail", "announcement_bench", [], ["--smoke"]),
+    (
+        "announcement fan-out: 100,000 recipients, Postmark batch API",
+        "announcement_bench",
+        ["--mailer", "postmark"],
+        ["--smoke", "--mailer", "postmark"],
+    ),
+    (
+        "announcement fan-out: 100,000 recipients, one SMTP message at a time",
+        "announcement_bench",
+        ["--mailer", "smtp"],
+        ["--smoke", "--mailer", "smtp"],
+    ),
 ]
 
 
