@@ -20,6 +20,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event
 from apps.core.openapi import PAGINATION_PARAMETERS, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
@@ -29,7 +30,6 @@ from apps.notifications.selectors import announcement_status, announcements_of_t
 from apps.notifications.services import (
     AnnouncementNotFound,
     AttendeeIn,
-    EventNotFound,
     announcement_create,
     announcement_send,
     attendees_register,

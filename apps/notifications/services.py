@@ -34,6 +34,7 @@ from django.db.models.functions import Greatest, Now
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
+from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event
 from apps.core.locks import LockBusy, try_fenced_lock
 from apps.core.problems import DomainError, InvalidInput, NotFound
@@ -49,11 +50,6 @@ logger = logging.getLogger("darkroom.notifications")
 
 TOPIC_SEND_REQUESTED = "announcement.send_requested"
 TOPIC_EMAILS = "announcement.emails"
-
-
-class EventNotFound(NotFound):
-    slug = "event-not-found"
-    title = "No such event in this studio"
 
 
 class UnknownEvent(InvalidInput):
