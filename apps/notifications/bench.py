@@ -16,7 +16,6 @@ run (stop `make run`).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from apps.notifications.selectors import announcement_status
 from apps.notifications.services import announcement_create, announcement_send
 from apps.ops.cpu import CpuWindow, per_unit_ms
 from apps.ops.vacuum import vacuum_analyze
-from apps.outbox.bench import _stop
+from apps.outbox.bench import spawn, stop
 from apps.outbox.selectors import outbox_stats
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import Organization
@@ -86,14 +85,6 @@ def _bench_event(recipients: int, log: Callable[[str], None]) -> tuple[int, int]
     return org.pk, event.pk
 
 
-def _spawn(argv: list[str], log_path: Path, **env: str) -> subprocess.Popen[bytes]:
-    """Start this interpreter with fixed arguments (no shell, no outside input)."""
-    with log_path.open("wb") as out:
-        return subprocess.Popen(  # noqa: S603 - argv is sys.executable plus literals
-            argv, cwd=settings.BASE_DIR, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
-        )
-
-
 @contextmanager
 def _mail_service(mailer: str) -> Iterator[tuple[SinkState, dict[str, str]]]:
     """The local stand-in for `mailer`, and the environment that points the worker at it."""
@@ -138,7 +129,7 @@ def run_bench(
     worker = relay = None
     with _mail_service(mailer) as (sink, mail_env):
         try:
-            worker = _spawn(
+            worker = spawn(
                 [
                     python,
                     "-m",
@@ -156,7 +147,7 @@ def run_bench(
                 logdir / "worker.log",
                 **mail_env,
             )
-            relay = _spawn([python, "manage.py", "outbox_relay", "--log-interval=5"], logdir / "relay.log")
+            relay = spawn([python, "manage.py", "outbox_relay", "--log-interval=5"], logdir / "relay.log")
             time.sleep(3.0)  # let both connect before the clock starts
             cpu = CpuWindow(roots={os.getpid(): f"bench+{mailer}", worker.pid: "worker", relay.pid: "relay"})
             cpu.start()
@@ -189,8 +180,8 @@ def run_bench(
             finished = wait_until(delivered, timeout=timeout, interval=0.5)
             cpu.stop()
         finally:
-            _stop(relay)
-            _stop(worker)
+            stop(relay)
+            stop(worker)
         accepted = sink.count
     with tenant_context(tenant_id):
         announcement = Announcement.objects.get(pk=draft.pk)

@@ -117,15 +117,16 @@ def _producer(
         out.put({"commits": commits, "errors": errors})
 
 
-def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start this interpreter with fixed arguments (no shell, no outside input)."""
+def spawn(argv: list[str], log_path: Path, **env: str) -> subprocess.Popen[bytes]:
+    """Start this interpreter with fixed arguments (no shell, no outside input), with `env` added
+    to this process's environment; output to `log_path`."""
     with log_path.open("wb") as log:
         return subprocess.Popen(  # noqa: S603 - argv is sys.executable plus literals
-            argv, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+            argv, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}
         )
 
 
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
+def stop(process: subprocess.Popen[bytes] | None) -> None:
     if process is None or process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -192,7 +193,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
     load_before = os.getloadavg()
     try:
         workers = [
-            _spawn(
+            spawn(
                 [
                     python,
                     "-m",
@@ -214,7 +215,7 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
             )
             for n in range(config.workers)
         ]
-        relay = _spawn(
+        relay = spawn(
             [python, "manage.py", "outbox_relay", f"--batch-size={config.batch_size}", "--log-interval=5"],
             logdir / "relay.log",
         )
@@ -262,9 +263,9 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         wait_until(lambda: len(set(commits) & set(_starts(key))) >= len(commits), timeout=config.drain_timeout)
         starts = _starts(key)
     finally:
-        _stop(relay)
+        stop(relay)
         for worker in workers:
-            _stop(worker)
+            stop(worker)
     load_after = os.getloadavg()
 
     latencies = sorted((starts[m] - t) * 1000 for m, t in commits.items() if m in starts)
