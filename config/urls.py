@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("apps.commerce.urls")),
     path("", include("apps.payouts.urls")),
     path("", include("apps.notifications.urls")),
+    path("", include("apps.dropin.urls")),
 ]
 
 urlpatterns = [
@@ -23,6 +24,7 @@ urlpatterns = [
     path("webhooks/", include("apps.payments.urls")),
     path("", include("apps.commerce.public_urls")),  # /downloads/<token>, /sandbox/ pages
     path("", include("apps.notifications.public_urls")),  # /attendee/<token>/: inbox, unsubscribe
+    path("", include("apps.dropin.public_urls")),  # /attendee/<token>/drop-in: selfie for face matching
     path("ops/", include("apps.ops.inventory_views")),  # /ops/inventory: hot-stock operator page
     path("", ops_views.home, name="home"),
     path("healthz", ops_views.healthz, name="healthz"),

@@ -26,6 +26,7 @@ from apps.notifications.services import (
     deliveries_requeue_stale,
     fanouts_requeue_stale,
 )
+from apps.ops.killswitch import CapabilityDisabled
 from apps.outbox.routing import outbox_consumer
 from apps.tenancy.context import system_context
 
@@ -36,7 +37,7 @@ _RETRY: dict[str, Any] = {"retry_backoff": 2, "retry_backoff_max": 300, "retry_j
     TOPIC_SEND_REQUESTED,
     name="notifications.fanout",
     once=False,
-    autoretry_for=(LockBusy, LockLost, StaleLeaseError),
+    autoretry_for=(LockBusy, LockLost, StaleLeaseError, CapabilityDisabled),
     **_RETRY,
 )
 def fanout(*, message_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +49,7 @@ def fanout(*, message_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     TOPIC_EMAILS,
     name="notifications.send_emails",
     once=False,
-    autoretry_for=(DeliveryInterrupted, OSError),
+    autoretry_for=(DeliveryInterrupted, OSError, CapabilityDisabled),
     **_RETRY,
 )
 def send_emails(*, message_id: str, payload: dict[str, Any]) -> dict[str, int]:

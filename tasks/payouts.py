@@ -16,6 +16,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
+from apps.ops.killswitch import CapabilityDisabled
 from apps.outbox.routing import outbox_consumer
 from apps.payouts.services import (
     TOPIC_BATCH_REQUESTED,
@@ -40,7 +41,11 @@ def batch_run_requested(*, message_id: str, payload: dict[str, Any]) -> str:
     return payout_batch_run(trigger=str(payload.get("trigger") or "operator")).describe()
 
 
-@outbox_consumer(TOPIC_PAYOUT_CREATED, name="payouts.submit", **PROVIDER_CALL_RETRY)
+@outbox_consumer(
+    TOPIC_PAYOUT_CREATED,
+    name="payouts.submit",
+    **{**PROVIDER_CALL_RETRY, "autoretry_for": (*PROVIDER_CALL_RETRY["autoretry_for"], CapabilityDisabled)},
+)
 def submit(*, message_id: str, payload: dict[str, Any]) -> str:
     return payout_submit(payout_id=payload["payout_id"]).status
 

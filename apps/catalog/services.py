@@ -35,6 +35,7 @@ from apps.catalog.errors import (
 from apps.catalog.models import Event, Photo, Price, PriceList, ProductKind, Stock
 from apps.catalog.models import Product as ProductModel
 from apps.core.problems import InvalidInput
+from apps.dropin.services import dropin_job_enqueue
 from apps.outbox.requeue import requeue_stale
 from apps.outbox.services import outbox_publish
 from apps.tenancy.context import tenant_context
@@ -173,6 +174,7 @@ def photo_upload(
             derivatives_requested_at=timezone.now(),
         )
         request_derivatives(photo)
+        dropin_job_enqueue(photo=photo)
         return photo
 
 

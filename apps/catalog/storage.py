@@ -44,6 +44,14 @@ def read_bytes(name: str) -> bytes:
     return data if isinstance(data, bytes) else data.encode()
 
 
+def delete_if_exists(name: str) -> bool:
+    """Delete a stored file if it is there (idempotent); True if this call deleted it."""
+    if not name or not default_storage.exists(name):
+        return False
+    default_storage.delete(name)
+    return True
+
+
 def write_exact(*, name: str, data: bytes) -> None:
     """Write `data` under exactly `name`, replacing what is there.
 

@@ -21,6 +21,8 @@ from apps.commerce.models import Checkout, Entitlement, Provider
 from apps.commerce.selectors import checkout_get, download_token, entitlements_of_email, photos_covered
 from apps.commerce.services import LineIn, checkout_create, checkout_payment_session_request
 from apps.core.serializers import DirectOutputSerializer, IdField, StrictSerializer
+from apps.ops.killswitch import ensure_enabled
+from apps.ops.models import Capability
 from apps.tenancy.apis import TenantApi
 from apps.tenancy.permissions import HasTenantRole
 
@@ -101,6 +103,7 @@ class CheckoutCreateApi(TenantApi):
 
     @extend_schema(request=InputSerializer, responses={201: CheckoutOutputSerializer})
     def post(self, request: Request) -> Response:
+        ensure_enabled(Capability.CHECKOUT)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         assert self.tenant_id is not None

@@ -7,10 +7,10 @@ the views enforce outside their serializers:
   mutating operation of a `TenantApi` that is not `idempotency_exempt`, and the
   `Idempotent-Replayed` header of a replayed response;
 * the RFC 7807 problem responses (`application/problem+json`, component `Problem`) the operation
-  can give: 401 and 403 always; 404 when the path names an object; 400 for input (a body, a
-  required header, query parameters); 409, 413 and 422 for mutating operations (a key in flight,
-  a business conflict, an oversize body, a reused key or an unusable reference); 415 when a body
-  is parsed. 409 carries `Retry-After`;
+  can give: 401, 403 and 429 (the rate limit, with `Retry-After`) always; 404 when the path
+  names an object; 400 for input (a body, a required header, query parameters); 409, 413 and
+  422 for mutating operations (a key in flight, a business conflict, an oversize body, a reused
+  key or an unusable reference); 415 when a body is parsed. 409 carries `Retry-After`;
 * `additionalProperties: false` on StrictSerializer bodies, which refuse undeclared fields.
 
 `ApiKeyScheme` documents `Authorization: Bearer <api key>` (`ApiKeyAuthentication`).
@@ -81,6 +81,13 @@ _RETRY_AFTER = OpenApiParameter(
     response=[409],
     description="Seconds to wait before retrying, when a request with this Idempotency-Key is still in flight.",
 )
+_RATE_LIMITED_RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    {"type": "string"},
+    OpenApiParameter.HEADER,
+    response=[429],
+    description="Seconds until the rate limit admits another request from this caller to this endpoint.",
+)
 
 _PROBLEM_DESCRIPTIONS = {
     400: "Invalid input: a malformed body, invalid fields (`errors`), a missing or invalid Idempotency-Key.",
@@ -90,6 +97,7 @@ _PROBLEM_DESCRIPTIONS = {
     409: "A request with this Idempotency-Key is in flight (`Retry-After`), or a business rule refused it.",
     413: "The request body is too large.",
     415: "The body is not in a supported media type.",
+    429: "Too many requests from this caller to this endpoint; retry after `Retry-After` seconds.",
     422: (
         "The Idempotency-Key was used with a different request, or the request names something that cannot "
         "take it (an unknown ledger account, another currency)."
@@ -172,6 +180,8 @@ class DarkroomAutoSchema(AutoSchema):
 
     def get_override_parameters(self) -> list[Any]:
         parameters = list(super().get_override_parameters())
+        if self._is_tenant_api():
+            parameters.append(_RATE_LIMITED_RETRY_AFTER)
         if self._needs_idempotency_key():
             parameters += [_IDEMPOTENCY_KEY, _REPLAYED, _RETRY_AFTER]
         return parameters
@@ -202,7 +212,7 @@ class DarkroomAutoSchema(AutoSchema):
             for p in self.get_override_parameters()
             if not isinstance(p, OpenApiParameter) or p.location == OpenApiParameter.QUERY
         ]
-        codes = {401, 403}
+        codes = {401, 403, 429}
         if "{" in self.path:
             codes.add(404)
         if mutating or query:

@@ -26,6 +26,7 @@ from apps.ledger.selectors import ledger_account_get, ledger_account_list
 from apps.ledger.services import (
     MAX_AMOUNT_MINOR,
     MAX_BATCH_ITEMS,
+    RESERVED_CLIENT_PREFIX,
     AppendResult,
     EntryIn,
     ledger_account_create,
@@ -54,6 +55,11 @@ class LedgerAccountsApi(TenantApi):
         kind = serializers.ChoiceField(choices=[LedgerAccount.Kind.USAGE.value], default=LedgerAccount.Kind.USAGE)
         currency = serializers.RegexField(r"^[A-Z]{3}$", help_text="ISO 4217 code, e.g. EUR")
         client_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+        def validate_client_id(self, value: str) -> str:
+            if value.startswith(RESERVED_CLIENT_PREFIX):
+                raise serializers.ValidationError(f"Client ids starting with {RESERVED_CLIENT_PREFIX!r} are reserved.")
+            return value
 
     class OutputSerializer(_AccountOut):
         pass

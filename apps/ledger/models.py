@@ -64,6 +64,12 @@ class LedgerAccount(TenantModel):
             models.CheckConstraint(condition=models.Q(currency__regex=CURRENCY_RE), name="ledger_account_currency"),
             # Target of the composite (tenant_id, account_id) foreign keys of events, keys and buffer.
             models.UniqueConstraint(fields=["tenant", "id"], name="ledger_account_tenant_id_uniq"),
+            # One account per platform charge and currency (RESERVED_CLIENT_PREFIX in services).
+            models.UniqueConstraint(
+                fields=["tenant", "client_id", "currency"],
+                condition=models.Q(client_id__startswith="darkroom:"),
+                name="ledger_account_one_reserved_per_currency",
+            ),
         ]
 
     def __str__(self) -> str:

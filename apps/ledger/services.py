@@ -72,6 +72,20 @@ class WalletNotDebitable(DomainError):
     title = "A photographer's wallet cannot be debited through the ledger API"
 
 
+class AccountReserved(DomainError):
+    """The account is one the platform keeps for its own charges (client id `darkroom:...`, e.g.
+    drop-in's face searches): only the platform appends to it."""
+
+    status_code = 422
+    slug = "ledger-account-reserved"
+    title = "This account is kept for the platform's own charges"
+
+
+# Client ids of the accounts the platform bills into (drop-in usage): the API neither creates
+# nor debits them, so a studio can neither duplicate them nor pre-empt a charge's idempotency key.
+RESERVED_CLIENT_PREFIX = "darkroom:"
+
+
 class InvalidAmount(DomainError):
     status_code = 400
     slug = "ledger-invalid-amount"
@@ -167,13 +181,16 @@ def _degraded_mode() -> DegradedMode:
     return mode if mode in ("off", "on", "auto") else "off"  # type: ignore[return-value]
 
 
-def _validate(*, tenant: Organization, entries: Sequence[EntryIn], wallets: bool = True) -> list[_Row]:
+def _validate(
+    *, tenant: Organization, entries: Sequence[EntryIn], wallets: bool = True, reserved: bool = True
+) -> list[_Row]:
     """Resolve entries to rows, or raise before anything is written.
 
     Accounts are read under the caller's tenant context, so another tenant's account is
     invisible (RLS) and reported exactly like a missing one. With `wallets=False` an entry on a
-    wallet is refused. Raises BatchTooLarge, InvalidAmount, UnknownAccount, CurrencyMismatch,
-    WalletNotDebitable.
+    wallet is refused, with `reserved=False` one on a platform-reserved account. Raises
+    BatchTooLarge, InvalidAmount, UnknownAccount, CurrencyMismatch, WalletNotDebitable,
+    AccountReserved.
     """
     if len(entries) > MAX_BATCH_ITEMS:
         raise BatchTooLarge(f"A batch holds at most {MAX_BATCH_ITEMS} items; got {len(entries)}.")
@@ -194,6 +211,9 @@ def _validate(*, tenant: Organization, entries: Sequence[EntryIn], wallets: bool
         raise WalletNotDebitable(
             "Wallets move only with sales, refunds and payouts; debit a usage account.", extra={"items": on_wallets}
         )
+    on_reserved = [i for i, e in enumerate(entries) if accounts[e.account_id][1].startswith(RESERVED_CLIENT_PREFIX)]
+    if on_reserved and not reserved:
+        raise AccountReserved("Only the platform appends to this account.", extra={"items": on_reserved})
     mismatched = [i for i, e in enumerate(entries) if accounts[e.account_id][0] != e.currency.upper()]
     if mismatched:
         raise CurrencyMismatch("The currency differs from the account's currency.", extra={"items": mismatched})
@@ -411,10 +431,10 @@ def ledger_debits_append(*, tenant: Organization, entries: Sequence[EntryIn]) ->
     result says `duplicate` and names the original event. In degraded mode the debits are
     buffered instead (`buffered`), to be drained later. Locks: the idempotency keys, then the
     touched partition heads (until the caller's COMMIT). Raises BatchTooLarge, InvalidAmount,
-    UnknownAccount, CurrencyMismatch, WalletNotDebitable (wallets move only with sales, refunds and
+    UnknownAccount, CurrencyMismatch, AccountReserved, WalletNotDebitable (wallets move only with sales, refunds and
     payouts, which `apps.payouts` relies on when it reads a wallet's exact balance).
     """
-    rows = _validate(tenant=tenant, entries=[replace(e, kind="debit") for e in entries], wallets=False)
+    rows = _validate(tenant=tenant, entries=[replace(e, kind="debit") for e in entries], wallets=False, reserved=False)
     return _append_or_buffer(rows)
 
 

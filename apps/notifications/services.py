@@ -41,6 +41,8 @@ from apps.core.problems import DomainError, InvalidInput, NotFound
 from apps.notifications.mailers import MailReport, OutgoingEmail, get_mailer
 from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
 from apps.notifications.selectors import attendee_link
+from apps.ops.killswitch import ensure_enabled
+from apps.ops.models import Capability
 from apps.outbox.requeue import count_requeued, requeue_stale
 from apps.outbox.services import outbox_publish
 from apps.tenancy.models import Organization, User
@@ -304,6 +306,7 @@ def announcement_fanout(
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("announcement_fanout commits one transaction per chunk; call it outside one")
+    ensure_enabled(Capability.FANOUT)
     size = chunk or settings.ANNOUNCEMENT_FANOUT_CHUNK
     deadline = time.monotonic() + (slice_seconds or settings.ANNOUNCEMENT_FANOUT_SLICE_SECONDS)
     result = FanoutResult(announcement_id=announcement_id)
@@ -430,10 +433,12 @@ def announcement_emails_send(*, announcement_id: int, after: int, upto: int) -> 
     alone), send outside any transaction, record every outcome in one transaction. An attempt
     counts only for an e-mail handed to the mail service without a final answer. Raises
     DeliveryInterrupted, after recording what was sent, when the mail service failed for a
-    passing reason: the task retries the rest.
+    passing reason: the task retries the rest; CapabilityDisabled while the fan-out kill switch is
+    engaged (nothing is sent).
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("mail must not be sent inside a transaction")
+    ensure_enabled(Capability.FANOUT)
     announcement = Announcement.objects.select_related("tenant", "event").get(pk=announcement_id)
     mailer = get_mailer()
     result = SendResult()

@@ -42,6 +42,8 @@ REQUEUE_FLOWS = (
     "payouts",
     "announcement_emails",
     "announcement_fanouts",
+    "dropin_faces",
+    "dropin_jobs",
 )
 
 M = TypeVar("M", bound=models.Model)

@@ -28,6 +28,8 @@ from apps.core.problems import NotFound
 from apps.ledger.models import LedgerAccount
 from apps.ledger.partitioning import logical_partition
 from apps.ledger.services import EntryIn, ledger_entries_append
+from apps.ops.killswitch import capability_enabled, ensure_enabled
+from apps.ops.models import Capability
 from apps.outbox.models import uuid7
 from apps.outbox.requeue import RequeueAudit, requeue_stale
 from apps.outbox.services import outbox_publish
@@ -106,9 +108,12 @@ class BatchRunResult:
     epoch: int | None
     resumed: bool = False
     busy: bool = False
+    paused: bool = False  # the payouts kill switch is engaged
     payout_ids: list[uuid.UUID] = field(default_factory=list)
 
     def describe(self) -> str:
+        if self.paused:
+            return "payouts are switched off (kill switch)"
         if self.busy:
             return "another runner holds the payout lease"
         verb = "resumed" if self.resumed else "ran"
@@ -138,6 +143,9 @@ def payout_batch_run(*, trigger: str, batch_size: int | None = None) -> BatchRun
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("payout_batch_run writes one transaction per wallet; call it outside one")
+    if not capability_enabled(Capability.PAYOUTS):
+        logger.warning("payout batch skipped: the payouts kill switch is engaged", extra={"trigger": trigger})
+        return BatchRunResult(batch_id=None, epoch=None, paused=True)
     with try_fenced_lock(BATCH_LOCK, ttl=float(settings.PAYOUT_LEASE_TTL_SECONDS)) as lease:
         if lease is None:
             logger.info("payout batch skipped: lease busy", extra={"trigger": trigger})
@@ -311,7 +319,8 @@ def _publish_payout_created(payout: Payout) -> None:
 @transaction.atomic(durable=True)
 def payout_batch_request(*, actor: User | None, actor_label: str) -> None:
     """Ask for a payout batch now (operator): an outbox message the batch task consumes; audited.
-    Outermost transaction, in the system context."""
+    Outermost transaction, in the system context. Raises CapabilityDisabled (payouts switched off)."""
+    ensure_enabled(Capability.PAYOUTS)
     with system_context("payout batch request"):
         outbox_publish(
             topic=TOPIC_BATCH_REQUESTED,
@@ -352,9 +361,11 @@ def payout_submit(*, payout_id: uuid.UUID | str) -> Payout:
       wallet stays debited until an operator settles it (`payout_resolve`).
     * A provider answer: paid, submitted (settled later by `payouts_settle_submitted`), or
       failed (credited back); one for another amount or currency: `needs_review`.
+    * The payouts kill switch engaged: CapabilityDisabled before anything (the task retries).
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("the provider must not be called inside a transaction")
+    ensure_enabled(Capability.PAYOUTS)
     payout = _claim(payout_id)
     if payout is None:
         return Payout.objects.get(pk=payout_id)

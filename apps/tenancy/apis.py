@@ -18,6 +18,8 @@ from rest_framework.views import APIView
 from apps.core.problems import problem_response
 from apps.core.serializers import StrictSerializer
 from apps.idempotency import protocol as idempotency
+from apps.ops.killswitch import CapabilityDisabled
+from apps.ops.ratelimit import TenantRateThrottle
 from apps.tenancy.authentication import ApiKeyPrincipal
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization, User
@@ -44,6 +46,8 @@ class TenantApi(APIView):
 
     tenant_id: int | None = None
     idempotency_exempt: bool = False
+    # Checked after authentication and permissions, before the idempotency transaction opens.
+    throttle_classes = [TenantRateThrottle]
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         self._idempotency_key: str | None = None
@@ -116,7 +120,7 @@ class TenantApi(APIView):
         if isinstance(exc, idempotency.IdempotentReplay):
             return exc.response  # type: ignore[return-value]
         response = super().handle_exception(exc)
-        if isinstance(exc, idempotency.IdempotencyKeyInFlight):
+        if isinstance(exc, idempotency.IdempotencyKeyInFlight | CapabilityDisabled):
             response["Retry-After"] = str(exc.retry_after)
         return response
 

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "apps.payments",
     "apps.payouts",
     "apps.notifications",
+    "apps.dropin",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -225,6 +226,7 @@ DARKROOM_QUEUES = [
     PROVIDER_QUEUE,
     "inventory",
     "notifications",
+    "dropin",
     "maintenance",
 ]
 CELERY_TASK_ROUTES = {
@@ -235,6 +237,7 @@ CELERY_TASK_ROUTES = {
     "payouts.*": {"queue": "payments"},
     "inventory.*": {"queue": "inventory"},
     "notifications.*": {"queue": "notifications"},
+    "dropin.*": {"queue": "dropin"},
     "maintenance.*": {"queue": "maintenance"},
 }
 CELERY_TASK_QUEUES = [Queue(name) for name in DARKROOM_QUEUES]
@@ -250,6 +253,7 @@ CELERY_IMPORTS = (
     "tasks.inventory",
     "tasks.payouts",
     "tasks.notifications",
+    "tasks.dropin",
 )
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Task events cost the worker's main process a Redis publish per task state (about 40 % of its
@@ -340,6 +344,8 @@ for _sweep, _queue in (
     ("commerce.receipts_requeue_stale", "notifications"),
     ("notifications.deliveries_requeue_stale", "notifications"),
     ("catalog.derivatives_requeue_stale", "maintenance"),
+    ("dropin.jobs_requeue_stale", "dropin"),
+    ("dropin.faces_requeue_stale", "dropin"),
 ):
     CELERY_BEAT_SCHEDULE[_sweep] = {
         "task": _sweep,
@@ -405,6 +411,49 @@ ANNOUNCEMENT_EMAIL_BATCH = env.int("DARKROOM_ANNOUNCEMENT_EMAIL_BATCH", default=
 ANNOUNCEMENT_EMAIL_CLAIM_SECONDS = env.float("DARKROOM_ANNOUNCEMENT_EMAIL_CLAIM_SECONDS", default=300.0)
 # An e-mail the mail server keeps refusing for a passing reason fails after this many attempts.
 ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS = env.int("DARKROOM_ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS", default=5)
+
+# --- edge protection ----------------------------------------------------------------------
+# Per (tenant, caller, endpoint) sliding-window limit on every API view (apps/ops/ratelimit.py):
+# "<n>/<s|min|hour>", e.g. "600/min" or "1000/10s"; DARKROOM_RATE_LIMITS overrides per URL name
+# ("checkout-list=120/min,event-selfies=30/min"). Over it: 429 with Retry-After.
+RATE_LIMIT_ENABLED = env.bool("DARKROOM_RATE_LIMIT_ENABLED", default=True)
+RATE_LIMIT_DEFAULT = env("DARKROOM_RATE_LIMIT_DEFAULT", default="6000/min")
+RATE_LIMITS: dict[str, str] = env.dict("DARKROOM_RATE_LIMITS", default={})
+# Kill switches (apps/ops/killswitch.py): an engaged switch stays engaged this long unless
+# released with force; every process sees a change within the cache time; a refused checkout
+# says to retry after this many seconds.
+KILL_SWITCH_COOLDOWN_SECONDS = env.float("DARKROOM_KILL_SWITCH_COOLDOWN_SECONDS", default=300.0)
+KILL_SWITCH_CACHE_SECONDS = env.float("DARKROOM_KILL_SWITCH_CACHE_SECONDS", default=1.0)
+KILL_SWITCH_RETRY_AFTER_SECONDS = env.int("DARKROOM_KILL_SWITCH_RETRY_AFTER_SECONDS", default=60)
+
+# --- drop-in ------------------------------------------------------------------------------
+# Every new photo gets a drop-in job (DROPIN_ENABLED); a worker on the `dropin` queue (its own
+# process in the Procfile: face detection is CPU-heavy and must not hold up payments) finds the
+# faces and matches them against the event's registered selfies.
+DROPIN_ENABLED = env.bool("DARKROOM_DROPIN_ENABLED", default=True)
+# "local" (dlib, offline; the default), "rekognition" (AWS; credentials from the usual AWS
+# environment or instance role) or "fake" (tests: faces read from image metadata).
+DROPIN_FACE_BACKEND = env("DARKROOM_DROPIN_FACE_BACKEND", default="local")
+# Similarity (0..1) a face must reach to match a selfie; unset: each backend's calibrated value
+# (local 0.4, i.e. dlib's 0.6 distance; rekognition 0.9; fake 0.5). The scales differ: set it
+# only together with the backend.
+DROPIN_MATCH_THRESHOLD = env.float("DARKROOM_DROPIN_MATCH_THRESHOLD", default=None)
+# Only the largest faces of a photo are searched (each one is a billable search).
+DROPIN_MAX_FACES_PER_PHOTO = env.int("DARKROOM_DROPIN_MAX_FACES_PER_PHOTO", default=50)
+# The local backend detects faces on a copy downscaled to this many pixels on its longer side
+# (about 0.6 s of CPU per 2,000 px photo here); boxes are reported in the original's pixels.
+DROPIN_LOCAL_MAX_IMAGE_SIDE = env.int("DARKROOM_DROPIN_LOCAL_MAX_IMAGE_SIDE", default=2000)
+AWS_REGION = env("AWS_REGION", default="eu-west-1")
+DROPIN_REKOGNITION_FACE_MATCH_THRESHOLD = env.float("DARKROOM_DROPIN_REKOGNITION_FACE_MATCH_THRESHOLD", default=90.0)
+DROPIN_REKOGNITION_COLLECTION_PREFIX = env("DARKROOM_DROPIN_REKOGNITION_COLLECTION_PREFIX", default="darkroom")
+DROPIN_MAX_SELFIE_BYTES = env.int("DARKROOM_DROPIN_MAX_SELFIE_BYTES", default=10 * 1024 * 1024)
+# A job whose runs raised this many times fails for good (an operator can queue it again).
+DROPIN_MAX_ATTEMPTS = env.int("DARKROOM_DROPIN_MAX_ATTEMPTS", default=5)
+DROPIN_LEASE_TTL_SECONDS = env.float("DARKROOM_DROPIN_LEASE_TTL_SECONDS", default=120.0)
+# Each face search is billed to the studio: a debit of searches x this price (minor units) on
+# its usage account in this currency, once per job.
+DROPIN_SEARCH_PRICE_MINOR = env.int("DARKROOM_DROPIN_SEARCH_PRICE_MINOR", default=1)
+DROPIN_USAGE_CURRENCY = env("DARKROOM_DROPIN_USAGE_CURRENCY", default="EUR")
 
 # --- locks --------------------------------------------------------------------------------
 

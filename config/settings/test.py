@@ -34,3 +34,8 @@ LOG_LEVEL = "WARNING"
 # Static files are not served in tests.
 MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMiddleware"]
 METRICS_BEARER_TOKEN = ""  # a developer's .env may set one; tests that need it set it
+# Drop-in tests read faces from image metadata (apps/dropin/faces/fake.py); the local dlib
+# backend has its own tests (tests/dropin/test_face_backends.py).
+# Kill switches: every read goes to the database (a test engages and checks at once).
+KILL_SWITCH_CACHE_SECONDS = 0.0
+DROPIN_FACE_BACKEND = env("DARKROOM_DROPIN_FACE_BACKEND", default="fake")

@@ -155,11 +155,12 @@ def test_upload_through_the_api_gets_derivatives_from_a_real_worker(worker, tena
     client, _ = member_client(tenant_a.org, "photographer")
     upload = io.BytesIO(image_bytes(1800, 1200))
     upload.name = "finish-line.jpg"
-    # when: the photo is uploaded (its outbox row commits with it) and the relay publishes it
+    # when: the photo is uploaded (its outbox rows, the render and the drop-in job, commit with it)
+    # and the relay publishes them
     response = post(client, f"/api/v1/events/{event.pk}/photos", {"image": upload}, multipart=True)
     assert response.status_code == 201, response.content
     with system_context("test: relay"):
-        assert relay_batch(batch_size=10).published == 1
+        assert relay_batch(batch_size=10).published == 2
     # then: the worker makes it ready and the photo list shows its public derivative URLs
     deadline = time.monotonic() + 30
     status = "pending"

@@ -73,6 +73,7 @@ from apps.commerce.batched import inventory_sku_drain
 from apps.commerce.models import InventoryReservation
 from apps.commerce.services import LineIn, checkout_create
 from apps.ops.cpu import CpuWindow, per_unit_ms
+from apps.ops.ratelimit import disable_for_benchmark
 from apps.ops.vacuum import vacuum_analyze
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import tenant_context
@@ -540,6 +541,7 @@ class Command(BaseCommand):
         parser.add_argument("--web-threads", type=int, default=WEB_THREADS, help="gunicorn threads per worker")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        disable_for_benchmark()
         profile = dict(PROFILES["smoke" if options["smoke"] else "full"])
         for name in ("orders", "procs", "threads", "http_users", "http_seconds"):
             if options.get(name):

@@ -1,0 +1,72 @@
+"""Drop-in in the Django admin (platform superusers, system context).
+
+Read-only: faces are registered by studios and attendees, jobs and matches written by the
+workers. Failed jobs can be queued again (audited, as the studio's own request would be). The
+face list never shows an embedding or a backend reference.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from apps.core.admin_base import ReadOnlyAdmin
+from apps.dropin.models import AttendeeFace, DropInJob, FaceMatch
+from apps.dropin.services import dropin_job_request
+
+
+@admin.register(AttendeeFace)
+class AttendeeFaceAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant", "event", "attendee", "status", "backend", "consent_recorded_at", "enrolled_at")
+    list_filter = ("status", "backend")
+    search_fields = ("=attendee__email",)
+    ordering = ("-id",)
+    list_select_related = ("tenant", "event", "attendee")
+    fields = (*list_display, "rejected_reason", "created_at")
+    show_full_result_count = False
+
+
+@admin.register(DropInJob)
+class DropInJobAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "tenant",
+        "event",
+        "photo",
+        "status",
+        "attempts",
+        "faces",
+        "matches",
+        "searches",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status",)
+    ordering = ("-id",)
+    list_select_related = ("tenant", "event", "photo")
+    show_full_result_count = False
+    actions = ["queue_again"]
+
+    @admin.action(description="Queue failed jobs again")
+    def queue_again(self, request: HttpRequest, queryset: QuerySet[DropInJob]) -> None:
+        if not getattr(request.user, "is_superuser", False):
+            self.message_user(request, "Only platform superusers queue jobs again.", messages.ERROR)
+            return
+        queued = 0
+        for job in queryset.filter(status=DropInJob.Status.FAILED).order_by("pk"):
+            with transaction.atomic():
+                _, again = dropin_job_request(
+                    tenant_id=job.tenant_id, photo_id=job.photo_id, actor_label=f"admin:{request.user}"
+                )
+            queued += again
+        self.message_user(request, f"{queued} job(s) queued again.", messages.SUCCESS)
+
+
+@admin.register(FaceMatch)
+class FaceMatchAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant", "photo", "attendee", "face_key", "similarity", "created_at")
+    ordering = ("-id",)
+    list_select_related = ("tenant", "photo", "attendee")
+    show_full_result_count = False

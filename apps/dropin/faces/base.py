@@ -1,0 +1,309 @@
+"""Face backend contract shared by the drop-in services and every backend.
+
+A backend detects faces in image bytes, enrols one selfie face per call and searches a photo's
+faces against the caller's stored enrolments. Backends are stateless towards the database: the
+caller stores what `enroll()` returns and passes it back to `search()` as `Enrolled` rows, so a
+backend never decides who is enrolled. A search only ever matches subjects in `enrolled`.
+
+Invariants every backend keeps:
+- Boxes are pixels of the image as displayed, i.e. after its EXIF orientation is applied.
+- `face_key` is unique within one `SearchResult` and stable: the same bytes give the same keys.
+- `matches` holds at most one entry per (face_key, subject), only at/above the match threshold.
+- Client errors (`FaceRejected` and subclasses) mean "this image will never work"; transient
+  errors are `FaceBackendUnavailable` and the caller retries. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from django.conf import settings
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+BACKEND_NAMES: tuple[str, ...] = ("local", "rekognition", "fake")
+DEFAULT_MAX_FACES_PER_PHOTO = 50
+# A selfie may show bystanders far behind the attendee: a second face makes it ambiguous
+# (SeveralFaces) only if it is at least this fraction of the main face's width.
+COMPETING_FACE_RATIO = 0.5
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face's rectangle in pixels of the image as displayed (after EXIF orientation)."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class EnrolledFace:
+    """What `enroll()` returns; the caller stores both fields.
+
+    `ref`: Rekognition FaceId; fake: the identity; local: "".
+    `embedding`: local: the 128-d dlib descriptor; others: ().
+    """
+
+    ref: str
+    embedding: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """A stored enrolment passed back into `search()`; `subject` is the caller's id ("face-17")."""
+
+    subject: str
+    ref: str
+    embedding: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class PhotoFace:
+    """One face found in a photo; `face_key` is stable for the same image bytes."""
+
+    face_key: str
+    box: Box
+
+
+@dataclass(frozen=True)
+class FaceMatch:
+    """A photo face that resembles an enrolled subject; `similarity` is in 0..1, higher is closer."""
+
+    face_key: str
+    subject: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Faces of a photo and their matches.
+
+    `matches` has at most one entry per (face_key, subject), all at/above the threshold.
+    `searches` counts billable face searches (Rekognition: SearchFacesByImage calls made;
+    local and fake: faces compared against a non-empty enrolment list).
+    """
+
+    faces: list[PhotoFace]
+    matches: list[FaceMatch]
+    searches: int
+
+
+class FaceRejected(Exception):
+    """The image is unusable as a selfie (or, for search, as a photo): a 4xx for the caller."""
+
+
+class NoFaceFound(FaceRejected):
+    """No usable face in the selfie."""
+
+
+class SeveralFaces(FaceRejected):
+    """More than one face in the selfie: we cannot tell which one is the attendee."""
+
+
+class UnreadableImage(FaceRejected):
+    """The bytes are not an image we can decode (also raised by `search()`)."""
+
+
+class FaceBackendUnavailable(Exception):
+    """Transient failure (network, throttling, 5xx): the caller retries later."""
+
+
+class FaceBackend(Protocol):
+    """What the drop-in services call. Implementations must be safe to share between threads."""
+
+    name: str
+
+    def enroll(self, *, collection: str, subject: str, image: bytes) -> EnrolledFace:
+        """Enrol the single face of a selfie.
+
+        Raises NoFaceFound, SeveralFaces, UnreadableImage or FaceBackendUnavailable.
+        """
+        ...
+
+    def forget(self, *, collection: str, refs: Sequence[str], subjects: Sequence[str] = ()) -> None:
+        """Delete the enrolled faces `refs` and every face enrolled under one of `subjects`.
+
+        Forgetting by subject also reaches faces whose ref the caller never stored (an enrolment
+        whose answer was lost). Backends that store nothing (local, fake) have nothing to do.
+        Idempotent: unknown refs, subjects or collection are fine. Raises FaceBackendUnavailable.
+        """
+        ...
+
+    def search(self, *, collection: str, image: bytes, enrolled: Sequence[Enrolled]) -> SearchResult:
+        """Find the photo's faces and match them against `enrolled` only.
+
+        Raises UnreadableImage or FaceBackendUnavailable.
+        """
+        ...
+
+
+_backends: dict[str, FaceBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def get_backend(name: str | None = None) -> FaceBackend:
+    """Return the process-wide backend instance for `name` (default: settings.DROPIN_FACE_BACKEND).
+
+    Instances are cached per name because the local backend holds loaded dlib models.
+    Raises ValueError for an unknown name. Importing a backend's heavy dependencies (dlib, boto3)
+    happens here, on first use, not when this module is imported.
+    """
+    resolved = name if name is not None else getattr(settings, "DROPIN_FACE_BACKEND", "local")
+    if resolved not in BACKEND_NAMES:
+        raise ValueError(f"unknown face backend {resolved!r}; expected one of {', '.join(BACKEND_NAMES)}")
+    backend = _backends.get(resolved)
+    if backend is not None:
+        return backend
+    with _backends_lock:
+        backend = _backends.get(resolved)
+        if backend is None:
+            backend = _build_backend(resolved)
+            _backends[resolved] = backend
+    return backend
+
+
+def _build_backend(name: str) -> FaceBackend:
+    if name == "fake":
+        from apps.dropin.faces.fake import FakeFaceBackend
+
+        return FakeFaceBackend()
+    if name == "local":
+        from apps.dropin.faces.local import LocalFaceBackend
+
+        return LocalFaceBackend()
+    from apps.dropin.faces.rekognition import RekognitionFaceBackend
+
+    return RekognitionFaceBackend()
+
+
+# --- helpers shared by the backends -------------------------------------------------------------
+
+
+def max_faces_per_photo() -> int:
+    """DROPIN_MAX_FACES_PER_PHOTO: only this many faces of a photo, the largest, are searched."""
+    return int(getattr(settings, "DROPIN_MAX_FACES_PER_PHOTO", DEFAULT_MAX_FACES_PER_PHOTO))
+
+
+def match_threshold(default: float) -> float:
+    """DROPIN_MATCH_THRESHOLD (0..1) if set, else the backend's own calibrated `default`."""
+    value = getattr(settings, "DROPIN_MATCH_THRESHOLD", None)
+    return default if value is None else float(value)
+
+
+def box_key(box: Box) -> str:
+    """A face key derived from its box, e.g. "x12y40w80h80"."""
+    return f"x{box.left}y{box.top}w{box.width}h{box.height}"
+
+
+def reading_order(box: Box) -> tuple[int, int, int, int]:
+    """Sort key putting boxes top-to-bottom, then left-to-right."""
+    return (box.top, box.left, box.width, box.height)
+
+
+def photo_faces(boxes: Iterable[Box]) -> list[PhotoFace]:
+    """Faces keyed by their boxes, in the given order; a repeated box gets a "-<n>" suffix.
+
+    Deterministic for the same boxes in the same order, so the same bytes give the same keys.
+    """
+    faces: list[PhotoFace] = []
+    seen: dict[str, int] = {}
+    for box in boxes:
+        key = box_key(box)
+        count = seen.get(key, 0)
+        seen[key] = count + 1
+        faces.append(PhotoFace(face_key=key if count == 0 else f"{key}-{count}", box=box))
+    return faces
+
+
+def largest(items: Sequence[T], limit: int, box_of: Callable[[T], Box]) -> list[T]:
+    """The `limit` items with the largest boxes by area (ties broken by position: stable choice)."""
+    ranked = sorted(items, key=lambda item: (-box_of(item).width * box_of(item).height, reading_order(box_of(item))))
+    return ranked[: max(limit, 0)]
+
+
+def best_per_subject(candidates: Iterable[FaceMatch]) -> list[FaceMatch]:
+    """Keep the highest similarity per (face_key, subject), ordered by face_key then subject."""
+    best: dict[tuple[str, str], FaceMatch] = {}
+    for match in candidates:
+        key = (match.face_key, match.subject)
+        current = best.get(key)
+        if current is None or match.similarity > current.similarity:
+            best[key] = match
+    return [best[key] for key in sorted(best)]
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A decoded image as displayed (EXIF orientation applied, RGB), possibly downscaled.
+
+    `full_size` is the displayed size before downscaling; boxes are reported in that space.
+    `source_format` is Pillow's name for the encoded format ("JPEG", "PNG", ...) and
+    `reoriented` says whether an EXIF orientation other than "normal" was applied.
+    """
+
+    image: Image.Image
+    full_size: tuple[int, int]
+    source_format: str | None
+    reoriented: bool
+
+    def to_full(self, left: float, top: float, right: float, bottom: float) -> Box:
+        """Map a rectangle in `image` pixels to a Box in full-size pixels, clipped to the image."""
+        full_w, full_h = self.full_size
+        sx, sy = full_w / self.image.width, full_h / self.image.height
+        x0, y0 = max(0, round(left * sx)), max(0, round(top * sy))
+        x1, y1 = min(full_w, round(right * sx)), min(full_h, round(bottom * sy))
+        return Box(left=x0, top=y0, width=max(x1 - x0, 0), height=max(y1 - y0, 0))
+
+
+def load_picture(image: bytes, *, max_side: int | None = None) -> Picture:
+    """Decode `image` as displayed, downscaled so its longer side is at most `max_side`.
+
+    JPEGs are decoded at a reduced DCT scale when that is enough (much cheaper for 24 MP
+    photos). Raises UnreadableImage for bytes that are not a decodable image, truncated files,
+    malformed EXIF and decompression bombs (Pillow's hard limit, 2 x MAX_IMAGE_PIXELS, ~179 MP,
+    so 100 MP medium-format photos still pass).
+    """
+    try:
+        img = Image.open(io.BytesIO(image))
+        source_format, stored_size = img.format, img.size
+        if max_side is not None and source_format == "JPEG":
+            img.draft("RGB", (max_side, max_side))
+        img.load()
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+        reoriented = orientation in range(2, 9)
+        oriented = ImageOps.exif_transpose(img) if reoriented else img
+        rgb = oriented if oriented.mode == "RGB" else oriented.convert("RGB")
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(str(exc)) from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data inside a known format
+        raise UnreadableImage(f"corrupt image: {exc}") from exc
+    # Orientations 5-8 swap the axes; a square image looks the same either way.
+    swapped = oriented.size != img.size
+    full_size = (stored_size[1], stored_size[0]) if swapped else stored_size
+    if max_side is not None and max(rgb.size) > max_side:
+        scale = max_side / max(rgb.size)
+        target = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return Picture(image=rgb, full_size=full_size, source_format=source_format, reoriented=reoriented)
+
+
+def open_image(image: bytes) -> Image.Image:
+    """Decode bytes fully with Pillow, without applying orientation; for metadata reads.
+
+    Raises UnreadableImage like `load_picture()`.
+    """
+    try:
+        img = Image.open(io.BytesIO(image))
+        img.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(str(exc)) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UnreadableImage(f"corrupt image: {exc}") from exc
+    return img

@@ -1,0 +1,119 @@
+"""Deterministic face backend for tests and ML-free demos.
+
+An image's "faces" are the identities listed in its EXIF ImageDescription (tag 0x010E) as a JSON
+array, written by `fake_face_image()`. EXIF is used because Pillow writes and reads it the same
+way for PNG (eXIf chunk) and JPEG (APP1), so one code path serves both formats. Any real image
+without that tag has no faces.
+
+Semantics mirror the real backends: enrol needs exactly one identity (ref = the identity);
+search yields one face per listed identity, in order, keyed "fake-<index>-<identity>", and
+matches enrolled entries whose ref equals the identity with similarity 1.0. The identity
+UNAVAILABLE ("!unavailable") makes enroll() and search() raise FaceBackendUnavailable, to
+rehearse outages.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from typing import Literal
+
+from PIL import Image
+
+from apps.dropin.faces.base import (
+    Box,
+    Enrolled,
+    EnrolledFace,
+    FaceBackendUnavailable,
+    FaceMatch,
+    NoFaceFound,
+    PhotoFace,
+    SearchResult,
+    SeveralFaces,
+    best_per_subject,
+    match_threshold,
+    max_faces_per_photo,
+    open_image,
+)
+
+UNAVAILABLE = "!unavailable"
+_DESCRIPTION_TAG = 0x010E  # EXIF ImageDescription
+_PREFIX = "darkroom-fake-faces:"
+# Fake matches are exact (1.0), so any threshold up to 1.0 keeps them.
+DEFAULT_THRESHOLD = 0.5
+
+
+def fake_face_image(
+    identities: Sequence[str],
+    *,
+    size: tuple[int, int] = (64, 48),
+    fmt: Literal["PNG", "JPEG"] = "PNG",
+) -> bytes:
+    """Encode a plain image whose fake faces are `identities` (may be empty: a photo of nobody)."""
+    exif = Image.Exif()
+    exif[_DESCRIPTION_TAG] = _PREFIX + json.dumps(list(identities))
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (210, 190, 170)).save(buffer, format=fmt, exif=exif)
+    return buffer.getvalue()
+
+
+def read_identities(image: bytes) -> tuple[list[str], tuple[int, int]]:
+    """Identities written by `fake_face_image()` and the image size; ([], size) for other images.
+
+    Raises UnreadableImage for bytes that are not an image.
+    """
+    img = open_image(image)
+    description = img.getexif().get(_DESCRIPTION_TAG)
+    if not isinstance(description, str) or not description.startswith(_PREFIX):
+        return [], img.size
+    try:
+        identities = json.loads(description[len(_PREFIX) :])
+    except ValueError:
+        return [], img.size
+    if not isinstance(identities, list):
+        return [], img.size
+    return [str(identity) for identity in identities], img.size
+
+
+class FakeFaceBackend:
+    """Stateless and deterministic; `forget()` has nothing to delete."""
+
+    name = "fake"
+
+    def enroll(self, *, collection: str, subject: str, image: bytes) -> EnrolledFace:
+        identities, _ = read_identities(image)
+        if UNAVAILABLE in identities:
+            raise FaceBackendUnavailable("fake outage")
+        if not identities:
+            raise NoFaceFound("No face found in the selfie.")
+        if len(identities) > 1:
+            raise SeveralFaces(f"{len(identities)} faces in the selfie; it must show one person.")
+        return EnrolledFace(ref=identities[0], embedding=())
+
+    def forget(self, *, collection: str, refs: Sequence[str], subjects: Sequence[str] = ()) -> None:
+        return None
+
+    def search(self, *, collection: str, image: bytes, enrolled: Sequence[Enrolled]) -> SearchResult:
+        identities, (width, height) = read_identities(image)
+        if UNAVAILABLE in identities:
+            raise FaceBackendUnavailable("fake outage")
+        identities = identities[: max_faces_per_photo()]
+        column = max(width // max(len(identities), 1), 1)
+        faces = [
+            PhotoFace(
+                face_key=f"fake-{index}-{identity}",
+                box=Box(left=index * column, top=0, width=column, height=height),
+            )
+            for index, identity in enumerate(identities)
+        ]
+        if not enrolled:
+            return SearchResult(faces=faces, matches=[], searches=0)
+        threshold = match_threshold(DEFAULT_THRESHOLD)
+        candidates = [
+            FaceMatch(face_key=face.face_key, subject=entry.subject, similarity=1.0)
+            for face, identity in zip(faces, identities, strict=True)
+            for entry in enrolled
+            if entry.ref == identity and 1.0 >= threshold
+        ]
+        return SearchResult(faces=faces, matches=best_per_subject(candidates), searches=len(faces))

@@ -1,0 +1,587 @@
+"""Writes for drop-in (DESIGN.md "Drop-in").
+
+Selfies:
+1. `selfie_register` (API or the attendee's own page) records the attendee (by e-mail, in the
+   event; their row locked, so registrations of one attendee queue up), their consent to face
+   matching, and a `pending` face holding the selfie's bytes, with its `dropin.face_enrol`
+   outbox message, in one transaction. Registering again replaces the previous face (and
+   deletes its matches).
+2. `face_enrol` (its consumer) counts an attempt, calls the face backend outside any
+   transaction, then records `enrolled` or `rejected` (dropping the bytes) only if the face is
+   still pending (a conditional UPDATE is the arbiter between duplicate deliveries, a deletion
+   and a replacement); what it enrolled for a face that is gone meanwhile is forgotten again.
+   After DROPIN_MAX_ATTEMPTS runs that raised, the face is rejected.
+3. `face_delete` deletes the face and its matches and writes `dropin.face_forget`, which makes
+   the backend forget the face by its ref and by its subject (an enrolment whose answer was lost
+   has no stored ref).
+
+Photos:
+1. Every new photo gets one `DropInJob` in its upload transaction (`dropin_job_enqueue`, unique
+   per photo) with its `dropin.job_queued` message; the studio can ask for a photo by hand
+   (`dropin_job_request`, deduplicated: an existing job is returned, a terminally failed one
+   queued again).
+2. `dropin_job_process` (its consumer) holds the fenced lease `dropin:job:<id>`; it marks the run
+   started (fenced), searches the photo's faces against the event's enrolled faces outside any
+   transaction, then commits in ONE fenced transaction: the matches (unique per photo, attendee
+   and face), one `new_photos` notification per matched attendee and photo, the studio's usage
+   debit for the searches (ledger idempotency key `dropin:photo:<id>`: billed once), and the
+   job's success. A stale worker cannot commit; a redelivered job finds it succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
+
+from apps.catalog import images, storage
+from apps.catalog.errors import EventNotFound
+from apps.catalog.models import Event, Photo
+from apps.core.locks import LockBusy, LockLost, StaleLeaseError, try_fenced_lock
+from apps.core.problems import InvalidInput, NotFound
+from apps.dropin.faces import FaceRejected, SearchResult, UnreadableImage, get_backend
+from apps.dropin.models import AttendeeFace, DropInJob, FaceMatch
+from apps.dropin.selectors import enrolled_faces, face_subject
+from apps.ledger.models import LedgerAccount
+from apps.ledger.services import RESERVED_CLIENT_PREFIX, EntryIn, ledger_entries_append
+from apps.notifications.models import Attendee, Notification
+from apps.ops.killswitch import ensure_enabled
+from apps.ops.models import Capability
+from apps.outbox.requeue import requeue_stale
+from apps.outbox.services import outbox_publish
+from apps.tenancy.models import Organization
+from apps.tenancy.services import audit_record
+
+logger = logging.getLogger("darkroom.dropin")
+
+TOPIC_FACE_ENROL = "dropin.face_enrol"
+TOPIC_FACE_FORGET = "dropin.face_forget"
+TOPIC_JOB_QUEUED = "dropin.job_queued"
+SELFIE_FORMATS = ("JPEG", "PNG", "WEBP")
+SELFIE_MAX_PIXELS = 40_000_000
+USAGE_CLIENT_ID = f"{RESERVED_CLIENT_PREFIX}dropin"  # the API can neither create nor debit it
+
+
+class ConsentRequired(InvalidInput):
+    slug = "consent-required"
+    title = "Consent to face matching is required"
+
+
+class SelfieRefused(InvalidInput):
+    slug = "selfie-refused"
+    title = "The selfie cannot be used"
+
+
+class FaceNotFound(NotFound):
+    slug = "face-not-found"
+    title = "No registered face for this attendee"
+
+
+class AttendeeNotFound(NotFound):
+    slug = "attendee-not-found"
+    title = "No such attendee in this event"
+
+
+class PhotoNotFound(NotFound):
+    slug = "photo-not-found"
+    title = "No such photo in this studio"
+
+
+def collection_name(*, tenant_id: int, event_id: int) -> str:
+    """The backend collection of an event's faces (Rekognition: `[a-zA-Z0-9_.-]+`)."""
+    return f"{settings.DROPIN_REKOGNITION_COLLECTION_PREFIX}-t{tenant_id}-e{event_id}"
+
+
+def lease_name(job_id: int) -> str:
+    return f"dropin:job:{job_id}"
+
+
+# --- selfies --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def selfie_register(
+    *,
+    tenant_id: int,
+    event_id: int,
+    email: str,
+    name: str = "",
+    consent: bool,
+    image: IO[bytes],
+    image_size: int,
+    actor_label: str,
+) -> AttendeeFace:
+    """Register the attendee's selfie for drop-in: the attendee (added to the event if new; their
+    e-mail consent is left as it is), a pending face holding the selfie's bytes, and its enrol
+    message. Replaces a face the attendee registered before. Audited. Joins the caller's
+    transaction. Raises ConsentRequired, EventNotFound, SelfieRefused.
+    """
+    if not consent:
+        raise ConsentRequired(
+            "Face matching needs the attendee's consent.", extra={"errors": {"consent": ["Must be true."]}}
+        )
+    if not Event.objects.filter(tenant_id=tenant_id, pk=event_id).exists():
+        raise EventNotFound(f"Event {event_id} does not exist in this studio.")
+    if image_size > settings.DROPIN_MAX_SELFIE_BYTES:
+        raise SelfieRefused(
+            f"The selfie is {image_size} bytes; the limit is {settings.DROPIN_MAX_SELFIE_BYTES}.",
+            extra={"errors": {"image": ["Too large."]}},
+        )
+    try:
+        probed = images.probe_image(image, allowed_formats=SELFIE_FORMATS, max_pixels=SELFIE_MAX_PIXELS)
+    except images.ImageRejected as exc:
+        raise SelfieRefused(str(exc), extra={"errors": {"image": [str(exc)]}}) from exc
+    email = email.strip().lower()
+    Attendee.objects.bulk_create(
+        [Attendee(tenant_id=tenant_id, event_id=event_id, email=email, name=name.strip())], ignore_conflicts=True
+    )
+    # Locked: a second registration of this attendee waits here, then replaces this one's face.
+    attendee = Attendee.objects.select_for_update().get(tenant_id=tenant_id, event_id=event_id, email=email)
+    previous = AttendeeFace.objects.select_for_update().filter(tenant_id=tenant_id, attendee=attendee).first()
+    if previous is not None:
+        _face_remove(previous)
+    now = timezone.now()
+    image.seek(0)
+    face = AttendeeFace.objects.create(
+        tenant_id=tenant_id,
+        attendee=attendee,
+        event_id=event_id,
+        backend=settings.DROPIN_FACE_BACKEND,
+        selfie_image=image.read(settings.DROPIN_MAX_SELFIE_BYTES + 1),
+        consent_recorded_at=now,
+        queued_at=now,
+    )
+    _publish_enrol(face)
+    audit_record(
+        action="dropin.selfie_register",
+        tenant_id=tenant_id,
+        actor_label=actor_label,
+        target_type="attendee",
+        target_id=str(attendee.pk),
+        data={"event_id": event_id, "face_id": face.pk, "replaced": previous is not None, "format": probed.format},
+    )
+    return face
+
+
+def _publish_enrol(face: AttendeeFace) -> None:
+    outbox_publish(
+        topic=TOPIC_FACE_ENROL,
+        tenant_id=face.tenant_id,
+        aggregate_type="attendee_face",
+        aggregate_id=face.pk,
+        payload={"face_id": face.pk},
+    )
+
+
+def _publish_forget(*, face: AttendeeFace, refs: list[str]) -> None:
+    """Make the face's backend forget it, by `refs` and by its subject, durably (assumes the
+    caller's transaction)."""
+    outbox_publish(
+        topic=TOPIC_FACE_FORGET,
+        tenant_id=face.tenant_id,
+        aggregate_type="attendee_face",
+        aggregate_id=face.pk,
+        payload={
+            "backend": face.backend,
+            "collection": collection_name(tenant_id=face.tenant_id, event_id=face.event_id),
+            "refs": refs,
+            "subjects": [face_subject(face.pk)],
+        },
+    )
+
+
+def _face_remove(face: AttendeeFace) -> None:
+    """Delete a (locked) face with its matches and forget it. Assumes the caller's transaction."""
+    FaceMatch.objects.filter(tenant_id=face.tenant_id, attendee_id=face.attendee_id).delete()
+    _publish_forget(face=face, refs=[face.ref] if face.ref else [])
+    face.delete()
+
+
+@transaction.atomic
+def face_delete(*, tenant_id: int, attendee_id: int, actor_label: str) -> None:
+    """Delete the attendee's face (a pending one's selfie with it) and their matches; the backend
+    forgets it (through the outbox). Audited. Joins the caller's transaction.
+    Raises FaceNotFound.
+    """
+    face = AttendeeFace.objects.select_for_update().filter(tenant_id=tenant_id, attendee_id=attendee_id).first()
+    if face is None:
+        raise FaceNotFound(f"Attendee {attendee_id} has no registered face.")
+    _face_remove(face)
+    audit_record(
+        action="dropin.face_delete",
+        tenant_id=tenant_id,
+        actor_label=actor_label,
+        target_type="attendee",
+        target_id=str(attendee_id),
+        data={"event_id": face.event_id},
+    )
+
+
+def face_enrol(*, face_id: int) -> str:
+    """Enrol a pending face at its backend and record the outcome; returns "enrolled",
+    "rejected" or "skipped" (gone, already decided, or replaced meanwhile).
+
+    Runs outside any transaction (the backend call), in the face's tenant context (the consumer
+    task's). Each run counts an attempt first; a face whose runs raised DROPIN_MAX_ATTEMPTS times
+    is rejected, its selfie dropped. Raises FaceBackendUnavailable (passing: the task retries; the
+    face stays pending), CapabilityDisabled (the drop-in kill switch is engaged).
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("face_enrol calls the face backend; call it outside a transaction")
+    ensure_enabled(Capability.DROPIN)
+    with transaction.atomic(durable=True):
+        face = _pending_locked(face_id)
+        if face is None:
+            return "skipped"
+        if face.attempts >= settings.DROPIN_MAX_ATTEMPTS:
+            _face_decide(face, status=AttendeeFace.Status.REJECTED, rejected_reason=_GAVE_UP)
+            _publish_forget(face=face, refs=[])  # a lost answer may have enrolled it
+            return str(AttendeeFace.Status.REJECTED)
+        face.attempts += 1
+        face.save(update_fields=["attempts"])
+    image = bytes(face.selfie_image or b"")
+    collection = collection_name(tenant_id=face.tenant_id, event_id=face.event_id)
+    update: dict[str, Any]
+    try:
+        enrolled = get_backend(face.backend).enroll(collection=collection, subject=face_subject(face.pk), image=image)
+    except FaceRejected as exc:
+        update = {"status": AttendeeFace.Status.REJECTED, "rejected_reason": str(exc)[:300] or type(exc).__name__}
+    else:
+        update = {
+            "status": AttendeeFace.Status.ENROLLED,
+            "ref": enrolled.ref,
+            "embedding": list(enrolled.embedding),
+            "enrolled_at": timezone.now(),
+        }
+    with transaction.atomic(durable=True):
+        current = _pending_locked(face.pk)
+        if current is not None:
+            _face_decide(current, **update)
+        elif update.get("ref"):  # deleted, replaced or decided by another delivery meanwhile: undo ours
+            _publish_forget(face=face, refs=[update["ref"]])
+    if current is None:
+        return "skipped"
+    logger.info("drop-in face decided", extra={"face_id": face.pk, "status": update["status"]})
+    return str(update["status"])
+
+
+_GAVE_UP = "The selfie could not be processed; please send another."
+
+
+def _pending_locked(face_id: int) -> AttendeeFace | None:
+    return AttendeeFace.objects.select_for_update().filter(pk=face_id, status=AttendeeFace.Status.PENDING).first()
+
+
+def _face_decide(face: AttendeeFace, **values: Any) -> None:
+    """Record a locked pending face's outcome and drop its selfie bytes (inside a transaction)."""
+    for name, value in values.items():
+        setattr(face, name, value)
+    face.selfie_image = None
+    face.save(update_fields=[*values, "selfie_image"])
+
+
+def face_forget(*, backend: str, collection: str, refs: list[str], subjects: list[str]) -> None:
+    """Make a backend forget faces by ref and by subject; idempotent. Outside any transaction.
+    Raises FaceBackendUnavailable (the task retries)."""
+    get_backend(backend).forget(collection=collection, refs=refs, subjects=subjects)
+
+
+@transaction.atomic(durable=True)
+def faces_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> int:
+    """Ask again to enrol faces still pending `older_than_seconds` after their message was
+    queued (`apps.outbox.requeue`). Outermost transaction, system context."""
+    rows = requeue_stale(
+        AttendeeFace.objects.filter(status=AttendeeFace.Status.PENDING),
+        queued_field="queued_at",
+        fallback_field="created_at",
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=_publish_enrol,
+        flow="dropin_faces",
+    )
+    return len(rows)
+
+
+# --- photo jobs -----------------------------------------------------------------------------
+
+_ENQUEUE_SQL = """
+INSERT INTO dropin_dropinjob AS j
+       (tenant_id, photo_id, event_id, status, attempts, faces, matches, searches, backend, last_error,
+        requested_by_label, created_at, queued_at)
+VALUES (%(tenant)s, %(photo)s, %(event)s, 'queued', 0, 0, 0, 0, '', '', %(label)s, %(now)s, %(now)s)
+ON CONFLICT (tenant_id, photo_id) DO NOTHING
+RETURNING id
+"""
+
+
+def dropin_job_enqueue(*, photo: Photo, requested_by_label: str = "photo upload") -> int | None:
+    """Create the photo's drop-in job with its message, once (a photo has at most one job).
+    Returns the new job's id, or None when it had one or drop-in is off (DROPIN_ENABLED).
+    Assumes the caller's transaction (the upload's).
+    """
+    if not settings.DROPIN_ENABLED:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ENQUEUE_SQL,
+            {
+                "tenant": photo.tenant_id,
+                "photo": photo.pk,
+                "event": photo.event_id,
+                "label": requested_by_label[:200],
+                "now": timezone.now(),
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    _publish_job(tenant_id=photo.tenant_id, job_id=row[0])
+    return int(row[0])
+
+
+def _publish_job(*, tenant_id: int, job_id: int) -> None:
+    outbox_publish(
+        topic=TOPIC_JOB_QUEUED,
+        tenant_id=tenant_id,
+        aggregate_type="dropin_job",
+        aggregate_id=job_id,
+        payload={"job_id": job_id},
+    )
+
+
+@transaction.atomic
+def dropin_job_request(*, tenant_id: int, photo_id: int, actor_label: str) -> tuple[DropInJob, bool]:
+    """The studio asks for drop-in on a photo. Deduplicated: a photo without a job gets one, a
+    terminally failed job is queued again (attempts reset), any other job is returned as it is.
+    Returns (job, queued by this call). Audited when it queues. Raises PhotoNotFound.
+    """
+    photo = Photo.objects.filter(tenant_id=tenant_id, pk=photo_id).first()
+    if photo is None:
+        raise PhotoNotFound(f"Photo {photo_id} does not exist in this studio.")
+    job = DropInJob.objects.select_for_update().filter(tenant_id=tenant_id, photo_id=photo_id).first()
+    if job is not None and job.status != DropInJob.Status.FAILED:
+        return job, False
+    if job is None:
+        now = timezone.now()
+        job = DropInJob.objects.create(
+            tenant_id=tenant_id,
+            photo=photo,
+            event_id=photo.event_id,
+            requested_by_label=actor_label[:200],
+            created_at=now,
+            queued_at=now,
+        )
+    else:
+        job.status, job.attempts, job.finished_at, job.queued_at = DropInJob.Status.QUEUED, 0, None, timezone.now()
+        job.requested_by_label = actor_label[:200]
+        job.save(update_fields=["status", "attempts", "finished_at", "queued_at", "requested_by_label"])
+    _publish_job(tenant_id=tenant_id, job_id=job.pk)
+    audit_record(
+        action="dropin.job_request",
+        tenant_id=tenant_id,
+        actor_label=actor_label,
+        target_type="photo",
+        target_id=str(photo_id),
+        data={"job_id": job.pk},
+    )
+    return job, True
+
+
+@dataclass
+class JobRunResult:
+    job_id: int
+    outcome: str  # succeeded, failed, skipped
+    faces: int = 0
+    matches: int = 0
+    notified: int = 0
+    searches: int = 0
+
+
+def dropin_job_process(*, job_id: int) -> JobRunResult:
+    """Run one drop-in job: find the photo's faces, match them against the event's enrolled
+    faces, and commit matches, notifications, the usage debit and the job's success together.
+
+    Runs outside any transaction, in the job's tenant context (the consumer task's). A job that
+    already finished is skipped; a run that raises counts as an attempt, and the job fails for
+    good at the start of the run after DROPIN_MAX_ATTEMPTS (an unreadable photo fails at once).
+    Raises CapabilityDisabled (the drop-in kill switch is engaged: nothing is done, the task
+    retries), LockBusy (another worker runs it), StaleLeaseError / LockLost (the lease was lost:
+    nothing of this run committed), FaceBackendUnavailable (passing; the task retries).
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("dropin_job_process calls the face backend; call it outside a transaction")
+    ensure_enabled(Capability.DROPIN)
+    with try_fenced_lock(lease_name(job_id), ttl=settings.DROPIN_LEASE_TTL_SECONDS) as lease:
+        if lease is None:
+            raise LockBusy(f"another worker runs drop-in job {job_id}")
+        with transaction.atomic(durable=True):
+            lease.check()
+            job = DropInJob.objects.select_for_update().select_related("photo", "event").get(pk=job_id)
+            if job.status in (DropInJob.Status.SUCCEEDED, DropInJob.Status.FAILED):
+                return JobRunResult(job_id=job_id, outcome="skipped")
+            if job.attempts >= settings.DROPIN_MAX_ATTEMPTS:
+                _job_fail(job, f"gave up after {job.attempts} attempts; last error: {job.last_error}")
+                return JobRunResult(job_id=job_id, outcome="failed")
+            job.status, job.attempts, job.started_at = DropInJob.Status.RUNNING, job.attempts + 1, timezone.now()
+            job.backend = settings.DROPIN_FACE_BACKEND
+            job.save(update_fields=["status", "attempts", "started_at", "backend"])
+        try:
+            result, faces = _search(job)
+            lease.extend()
+            with transaction.atomic(durable=True):
+                lease.check()
+                run = _record(job=job, result=result, faces=faces)
+        except UnreadableImage as exc:
+            with transaction.atomic(durable=True):
+                lease.check()
+                _job_fail(DropInJob.objects.select_for_update().get(pk=job_id), f"unreadable photo: {exc}")
+            return JobRunResult(job_id=job_id, outcome="failed")
+        except (StaleLeaseError, LockLost):
+            raise  # not ours to record: a newer holder owns the job
+        except Exception as exc:  # the search or the recording: the attempt is spent, say why
+            with transaction.atomic(durable=True):
+                lease.check()
+                DropInJob.objects.filter(pk=job_id).update(last_error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+    logger.info("drop-in job done", extra=run.__dict__)
+    return run
+
+
+def _search(job: DropInJob) -> tuple[SearchResult, dict[str, AttendeeFace]]:
+    """Search the photo against the event's enrolled faces (no enrolled face: no search, and
+    nothing to bill). Outside any transaction."""
+    faces = enrolled_faces(tenant_id=job.tenant_id, event_id=job.event_id, backend=job.backend)
+    by_subject = {enrolled.subject: face for face, enrolled in faces}
+    if not faces:
+        return SearchResult(faces=[], matches=[], searches=0), by_subject
+    try:
+        image = storage.read_bytes(job.photo.original.name or "")
+    except FileNotFoundError as exc:
+        raise UnreadableImage("the original is missing from storage") from exc
+    result = get_backend(job.backend).search(
+        collection=collection_name(tenant_id=job.tenant_id, event_id=job.event_id),
+        image=image,
+        enrolled=[enrolled for _, enrolled in faces],
+    )
+    return result, by_subject
+
+
+def _record(*, job: DropInJob, result: SearchResult, faces: dict[str, AttendeeFace]) -> JobRunResult:
+    """Write a run's matches, notifications, usage debit and success. Runs inside the fenced
+    transaction. Matches of a face deleted since the search are dropped (its row is gone)."""
+    job = DropInJob.objects.select_for_update().select_related("event").get(pk=job.pk)
+    now = timezone.now()
+    # Locked: a face_delete waits for this transaction, or has already removed the face.
+    live = set(
+        AttendeeFace.objects.select_for_update()
+        .filter(pk__in=[f.pk for f in faces.values()])
+        .values_list("attendee_id", flat=True)
+    )
+    matches = [
+        FaceMatch(
+            tenant_id=job.tenant_id,
+            photo_id=job.photo_id,
+            attendee_id=faces[m.subject].attendee_id,
+            job=job,
+            face_key=m.face_key[:100],
+            similarity=min(1.0, max(0.0, m.similarity)),
+            created_at=now,
+        )
+        for m in result.matches
+        if m.subject in faces and faces[m.subject].attendee_id in live
+    ]
+    FaceMatch.objects.bulk_create(matches, ignore_conflicts=True)
+    attendees = sorted({m.attendee_id for m in matches})
+    Notification.objects.bulk_create(
+        [
+            Notification(
+                tenant_id=job.tenant_id,
+                attendee_id=attendee_id,
+                kind=Notification.Kind.NEW_PHOTOS,
+                dedupe_key=f"photo:{job.photo_id}",
+                title="New photos of you",
+                body=f"A new photo of you from {job.event.title} is in the gallery.",
+                created_at=now,
+            )
+            for attendee_id in attendees
+        ],
+        ignore_conflicts=True,
+    )
+    if result.searches:
+        _usage_debit(job=job, searches=result.searches)
+    job.status, job.finished_at, job.last_error = DropInJob.Status.SUCCEEDED, now, ""
+    job.faces, job.searches = len(result.faces), result.searches
+    job.matches = FaceMatch.objects.filter(tenant_id=job.tenant_id, photo_id=job.photo_id).count()
+    job.save(update_fields=["status", "finished_at", "last_error", "faces", "searches", "matches"])
+    return JobRunResult(
+        job_id=job.pk,
+        outcome="succeeded",
+        faces=job.faces,
+        matches=job.matches,
+        notified=len(attendees),
+        searches=result.searches,
+    )
+
+
+def _usage_debit(*, job: DropInJob, searches: int) -> None:
+    """Bill the studio for the job's face searches, once per photo (ledger idempotency key).
+    Inside the fenced transaction."""
+    if settings.DROPIN_SEARCH_PRICE_MINOR <= 0:
+        return
+    tenant = Organization.objects.get(pk=job.tenant_id)
+    ledger_entries_append(
+        tenant=tenant,
+        entries=[
+            EntryIn(
+                account_id=usage_account(tenant=tenant).pk,
+                amount_minor=searches * settings.DROPIN_SEARCH_PRICE_MINOR,
+                currency=settings.DROPIN_USAGE_CURRENCY,
+                idempotency_key=f"dropin:photo:{job.photo_id}",
+                reference=f"drop-in face search: photo {job.photo_id}, {searches} searches",
+            )
+        ],
+    )
+
+
+def usage_account(*, tenant: Organization) -> LedgerAccount:
+    """The studio's drop-in usage account, created on first use. One per studio and currency
+    (a partial unique constraint; concurrent first uses serialise on a transaction-level advisory
+    lock). Its reserved client id keeps it out of the ledger API's reach. Assumes a transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext('dropin-usage-account'), %s)", [tenant.pk])
+    account, _ = LedgerAccount.objects.get_or_create(
+        tenant=tenant,
+        kind=LedgerAccount.Kind.USAGE,
+        client_id=USAGE_CLIENT_ID,
+        currency=settings.DROPIN_USAGE_CURRENCY,
+    )
+    return account
+
+
+def _job_fail(job: DropInJob, error: str) -> None:
+    job.status, job.finished_at, job.last_error = DropInJob.Status.FAILED, timezone.now(), error[:2000]
+    job.save(update_fields=["status", "finished_at", "last_error"])
+    logger.warning("drop-in job failed for good", extra={"job_id": job.pk, "error": error[:500]})
+
+
+@transaction.atomic(durable=True)
+def jobs_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> int:
+    """Ask again for jobs still queued or running `older_than_seconds` after their message was
+    queued (`apps.outbox.requeue`: the broker lost it, or a worker died and its retries ran
+    out). Harmless for a job that is only slow: the new message finds the lease busy or the job
+    finished. Outermost transaction, system context."""
+    rows = requeue_stale(
+        DropInJob.objects.filter(status__in=[DropInJob.Status.QUEUED, DropInJob.Status.RUNNING]),
+        queued_field="queued_at",
+        fallback_field="created_at",
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=lambda job: _publish_job(tenant_id=job.tenant_id, job_id=job.pk),
+        flow="dropin_jobs",
+    )
+    return len(rows)

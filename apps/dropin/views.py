@@ -1,0 +1,94 @@
+"""The attendee's drop-in page (no account: the signed link of their notifications is the
+credential, as for `apps.notifications.views`).
+
+* `GET /attendee/<token>/drop-in`: their registered face's status, a form to register a selfie
+  (with the consent checkbox) and a button to delete it.
+* `POST /attendee/<token>/drop-in`: register the selfie (multipart `image`, `consent`); it is
+  enrolled in the background. Errors re-render the form with the reason (400), writing nothing.
+* `POST /attendee/<token>/drop-in/delete`: delete the face and its matches.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
+
+from apps.core.problems import DomainError, problem_response
+from apps.dropin.selectors import face_of_attendee
+from apps.dropin.services import FaceNotFound, face_delete, selfie_register
+from apps.notifications.models import Attendee
+from apps.notifications.selectors import attendee_from_token
+from apps.tenancy.context import tenant_context
+
+
+def _attendee_or_problem(token: str) -> Attendee | HttpResponse:
+    try:
+        return attendee_from_token(token=token)
+    except DomainError as exc:
+        return problem_response(exc.status_code, exc.title, exc.detail, slug=exc.slug)
+
+
+def _actor(attendee: Attendee) -> str:
+    return f"attendee {attendee.pk} (signed link)"
+
+
+def _page(request: HttpRequest, attendee: Attendee, token: str, *, error: str = "", status: int = 200) -> HttpResponse:
+    with tenant_context(attendee.tenant_id):
+        face = face_of_attendee(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)
+    response = render(
+        request,
+        "attendee/dropin.html",
+        {"attendee": attendee, "face": face, "token": token, "error": error},
+        status=status,
+    )
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
+    attendee = _attendee_or_problem(token)
+    if isinstance(attendee, HttpResponse):
+        return attendee
+    if request.method == "GET":
+        return _page(request, attendee, token)
+    image = request.FILES.get("image")
+    if image is None:
+        return _page(request, attendee, token, error="Choose a photo of your face.", status=400)
+    try:
+        with tenant_context(attendee.tenant_id), transaction.atomic(durable=True):
+            selfie_register(
+                tenant_id=attendee.tenant_id,
+                event_id=attendee.event_id,
+                email=attendee.email,
+                consent=request.POST.get("consent") == "yes",
+                image=image,
+                image_size=image.size or 0,
+                actor_label=_actor(attendee),
+            )
+    except DomainError as exc:
+        return _page(request, attendee, token, error=exc.detail or exc.title, status=exc.status_code)
+    return HttpResponseRedirect(reverse("attendee-dropin", kwargs={"token": token}), status=303)
+
+
+@csrf_exempt
+@require_POST
+def dropin_delete(request: HttpRequest, token: str) -> HttpResponse:
+    attendee = _attendee_or_problem(token)
+    if isinstance(attendee, HttpResponse):
+        return attendee
+    try:
+        with tenant_context(attendee.tenant_id), transaction.atomic(durable=True):
+            face_delete(
+                tenant_id=attendee.tenant_id,
+                attendee_id=attendee.pk,
+                actor_label=_actor(attendee),
+            )
+    except FaceNotFound:
+        pass  # already deleted: the page shows that
+    return HttpResponseRedirect(reverse("attendee-dropin", kwargs={"token": token}), status=303)

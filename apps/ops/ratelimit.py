@@ -1,0 +1,167 @@
+"""A distributed rate limiter in Redis: a sliding-window counter, one Lua call per request.
+
+Each (tenant, caller, endpoint) has a counter per fixed window of `window` seconds; a request is
+admitted when `previous window's count x the share of it still inside the sliding window +
+this window's count + 1 <= limit` (Cloudflare's approximation of a true sliding log: O(1)
+memory, within a few percent of exact). The script reads the clock from Redis (`TIME`), so web
+hosts with skewed clocks share one window, checks and counts atomically, and answers how long
+to wait. Its keys share a hash tag, so it runs unchanged on a Redis Cluster.
+
+`TenantRateThrottle` applies it to every `TenantApi` view, before the Idempotency-Key protocol
+opens its transaction: a refused request is a 429 problem with `Retry-After` and writes nothing.
+Limits: `RATE_LIMIT_DEFAULT` for every endpoint, `RATE_LIMITS` per URL name. If Redis is
+unreachable the limiter lets requests through (logged, counted in
+`darkroom_rate_limiter_errors_total`): it protects capacity, it does not decide correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, register
+from django_redis import get_redis_connection
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+logger = logging.getLogger("darkroom.ratelimit")
+
+REFUSED = Counter("darkroom_rate_limited_total", "API requests refused by the rate limiter (429).")
+ERRORS = Counter("darkroom_rate_limiter_errors_total", "Rate-limiter checks that failed open (Redis unreachable).")
+
+# KEYS[1]: the limit's base key (with a hash tag). ARGV: limit, window in ms.
+# Returns {admitted (0/1), wait in ms until a request would be admitted, remaining}.
+SLIDING_WINDOW_LUA = """
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local start = now - (now % window)
+local elapsed = now - start
+local current_key = KEYS[1] .. ':' .. start
+local current = tonumber(redis.call('GET', current_key) or '0')
+local previous = tonumber(redis.call('GET', KEYS[1] .. ':' .. (start - window)) or '0')
+local weighted = previous * (window - elapsed) / window + current
+if weighted + 1 <= limit then
+  redis.call('INCR', current_key)
+  redis.call('PEXPIRE', current_key, window * 2)
+  return {1, 0, math.floor(limit - weighted - 1)}
+end
+local wait
+if current + 1 <= limit and previous > 0 then
+  -- this window's count fits once enough of the previous window has slid out
+  wait = math.ceil((window - elapsed) - (limit - current - 1) * window / previous)
+else
+  -- only the next window can admit it, once enough of this one has slid out
+  local into_next = 0
+  if current > 0 then into_next = math.ceil(window * (1 - (limit - 1) / current)) end
+  wait = (window - elapsed) + math.max(0, into_next)
+end
+return {0, math.max(1, wait), 0}
+"""
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_UNIT_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+@dataclass(frozen=True)
+class Rate:
+    limit: int
+    window_seconds: int
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """ "600/min", "20/s", "1000/10s", "5000/hour". Raises ValueError."""
+        match = _RATE.match(text)
+        if not match or int(match.group(1)) < 1:
+            raise ValueError(f"not a rate: {text!r} (expected e.g. '600/min' or '20/s')")
+        count = int(match.group(2) or 1)
+        return cls(limit=int(match.group(1)), window_seconds=count * _UNIT_SECONDS[match.group(3)])
+
+
+@dataclass(frozen=True)
+class Decision:
+    admitted: bool
+    retry_after_seconds: int  # 0 when admitted
+    remaining: int
+
+
+def rate_limit_check(*, key: str, rate: Rate) -> Decision:
+    """Count one request against `key` under `rate`, atomically. Raises RedisError."""
+    client = get_redis_connection("default")
+    script = client.register_script(SLIDING_WINDOW_LUA)
+    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+    admitted, wait_ms, remaining = script(
+        keys=[f"{prefix}:ratelimit:{{{key}}}"], args=[rate.limit, rate.window_seconds * 1000]
+    )
+    return Decision(
+        admitted=bool(admitted),
+        retry_after_seconds=0 if admitted else max(1, math.ceil(int(wait_ms) / 1000)),
+        remaining=int(remaining),
+    )
+
+
+def rate_for(url_name: str | None) -> Rate:
+    return Rate.parse(settings.RATE_LIMITS.get(url_name or "", settings.RATE_LIMIT_DEFAULT))
+
+
+def disable_for_benchmark() -> None:
+    """Benchmarks and load tests drive all their load through one API key, which the per-caller
+    limit exists to stop: the servers they spawn run without it (this process's own settings
+    are left alone; its benchmarks call services, not the API)."""
+    os.environ["DARKROOM_RATE_LIMIT_ENABLED"] = "false"
+
+
+class TenantRateThrottle(BaseThrottle):
+    """DRF throttle keyed by tenant + caller + endpoint (the URL pattern; its methods share it)."""
+
+    def __init__(self) -> None:
+        self._wait: float | None = None
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if not settings.RATE_LIMIT_ENABLED:
+            return True
+        from apps.tenancy.permissions import request_tenant
+
+        tenant_id, _ = request_tenant(request)
+        user = request.user
+        api_key = getattr(user, "api_key", None)
+        caller = f"k{api_key.api_key_id}" if api_key is not None else f"u{getattr(user, 'pk', None) or 'anon'}"
+        match = request.resolver_match
+        endpoint = match.route if match else request.path
+        key = f"t{tenant_id}:{caller}:{endpoint}"
+        try:
+            decision = rate_limit_check(key=key, rate=rate_for(match.url_name if match else None))
+        except RedisError:
+            ERRORS.inc()
+            logger.warning("rate limiter unavailable; request let through", extra={"key": key}, exc_info=True)
+            return True
+        if decision.admitted:
+            return True
+        REFUSED.inc()
+        self._wait = decision.retry_after_seconds
+        return False
+
+    def wait(self) -> float | None:
+        return self._wait
+
+
+@register()
+def rate_limits_parse(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Every configured rate must parse (a typo would otherwise be a 500 on the first request)."""
+    configured = {"DARKROOM_RATE_LIMIT_DEFAULT": settings.RATE_LIMIT_DEFAULT}
+    configured.update({f"DARKROOM_RATE_LIMITS[{name}]": rate for name, rate in settings.RATE_LIMITS.items()})
+    errors = []
+    for where, text in configured.items():
+        try:
+            Rate.parse(str(text))
+        except ValueError as exc:
+            errors.append(Error(f"{where}: {exc}", id="ops.E001"))
+    return errors

@@ -1,0 +1,129 @@
+"""The Redis sliding-window rate limiter and its 429 problem on the API (real Redis)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django_redis import get_redis_connection
+from prometheus_client import REGISTRY
+
+from apps.idempotency.models import IdempotencyKey
+from apps.notifications.models import Attendee
+from apps.ops import ratelimit
+from apps.ops.ratelimit import Rate, rate_limit_check
+from apps.tenancy.context import system_context, tenant_context
+from tests.factories.catalog import EventFactory
+
+
+@pytest.fixture(autouse=True)
+def clean_counters() -> Iterator[None]:
+    client = get_redis_connection("default")
+    pattern = f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:ratelimit:*"
+
+    def clean() -> None:
+        for key in client.scan_iter(pattern):
+            client.delete(key)
+
+    clean()
+    yield
+    clean()
+
+
+def test_rates_parse_and_typos_are_refused() -> None:
+    assert Rate.parse("600/min") == Rate(limit=600, window_seconds=60)
+    assert Rate.parse("20/s") == Rate(limit=20, window_seconds=1)
+    assert Rate.parse("1000/10s") == Rate(limit=1000, window_seconds=10)
+    for bad in ("", "0/min", "ten/min", "5/fortnight", "5"):
+        with pytest.raises(ValueError):
+            Rate.parse(bad)
+
+
+def test_the_limit_admits_exactly_its_count_then_says_how_long_to_wait() -> None:
+    rate = Rate(limit=5, window_seconds=3600)
+    key = f"test:{uuid.uuid4().hex}"
+    decisions = [rate_limit_check(key=key, rate=rate) for _ in range(7)]
+    assert [d.admitted for d in decisions] == [True] * 5 + [False] * 2
+    assert [d.remaining for d in decisions[:5]] == [4, 3, 2, 1, 0]
+    assert all(1 <= d.retry_after_seconds <= 2 * 3600 for d in decisions[5:])
+    # another key has its own budget
+    assert rate_limit_check(key=f"{key}:other", rate=rate).admitted
+
+
+def test_the_previous_window_still_counts_for_the_part_that_slides_over() -> None:
+    # given: a previous window that was full, and where we are in the current window (Redis clock)
+    client = get_redis_connection("default")
+    rate = Rate(limit=100, window_seconds=3600)
+    window_ms = rate.window_seconds * 1000
+    seconds, micros = client.time()
+    now = seconds * 1000 + micros // 1000
+    start = now - now % window_ms
+    share_left = (window_ms - (now - start)) / window_ms
+    key = f"test:{uuid.uuid4().hex}"
+    base = f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:ratelimit:{{{key}}}"
+    client.set(f"{base}:{start - window_ms}", 100, px=window_ms * 2)
+    # when: requests come in
+    admitted = 0
+    while rate_limit_check(key=key, rate=rate).admitted:
+        admitted += 1
+    # then: only what the previous window's sliding share leaves is admitted
+    expected = math.floor(100 - 100 * share_left)
+    assert abs(admitted - expected) <= 1, (admitted, expected, share_left)
+
+
+def errors_counted() -> float:
+    return REGISTRY.get_sample_value("darkroom_rate_limiter_errors_total") or 0.0
+
+
+def test_a_redis_outage_lets_requests_through(monkeypatch: Any, rf: Any) -> None:
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    monkeypatch.setattr(ratelimit, "get_redis_connection", lambda alias: unreachable)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        rate_limit_check(key="x", rate=Rate(limit=1, window_seconds=1))
+    before = errors_counted()
+    throttle = ratelimit.TenantRateThrottle()
+    request = type("R", (), {"user": None, "resolver_match": None, "method": "GET", "path": "/api/v1/x"})()
+    monkeypatch.setattr("apps.tenancy.permissions.request_tenant", lambda request: (1, "owner"))
+    assert throttle.allow_request(request, view=None)
+    assert errors_counted() == before + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_api_caller_over_its_limit_gets_a_429_problem_and_writes_nothing(
+    tenant_a: Any, tenant_b: Any, settings: Any
+) -> None:
+    # given: a limit of 3 a minute on the attendees endpoint
+    settings.RATE_LIMIT_ENABLED = True
+    settings.RATE_LIMITS = {"event-attendees": "3/min"}
+    with tenant_context(tenant_a.org.pk):
+        event = EventFactory(tenant=tenant_a.org)
+    path = f"/api/v1/events/{event.pk}/attendees"
+    api = tenant_a.client()
+    assert [api.get(path).status_code for _ in range(3)] == [200, 200, 200]
+    # when: the fourth request is a write
+    refused = api.post(
+        path, {"attendees": [{"email": "a@example.com"}]}, format="json", HTTP_IDEMPOTENCY_KEY="over-the-limit"
+    )
+    # then: 429 problem with Retry-After; no attendee, no stored key
+    assert refused.status_code == 429
+    assert refused["Content-Type"] == "application/problem+json"
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert refused.json()["status"] == 429
+    with system_context("test"):
+        assert not Attendee.objects.exists()
+        assert not IdempotencyKey.objects.filter(key="over-the-limit").exists()
+    # and another studio's caller has its own budget
+    with tenant_context(tenant_b.org.pk):
+        other_event = EventFactory(tenant=tenant_b.org)
+    assert tenant_b.client().get(f"/api/v1/events/{other_event.pk}/attendees").status_code == 200
+
+
+def test_a_typo_in_a_configured_rate_is_a_system_check_error(settings: Any) -> None:
+    settings.RATE_LIMITS = {"event-attendees": "3 per minute"}
+    errors = ratelimit.rate_limits_parse()
+    assert [e.id for e in errors] == ["ops.E001"]
