@@ -25,6 +25,7 @@ urlpatterns = [
     path("", include("apps.commerce.public_urls")),  # /downloads/<token>, /sandbox/ pages
     path("", include("apps.notifications.public_urls")),  # /attendee/<token>/: inbox, unsubscribe
     path("", include("apps.dropin.public_urls")),  # /attendee/<token>/drop-in: selfie for face matching
+    path("", include("apps.web.urls")),  # /s/<studio>/: shoppers; /studio/: photographers and owners
     path("ops/", include("apps.ops.inventory_views")),  # /ops/inventory: hot-stock operator page
     path("", ops_views.home, name="home"),
     path("healthz", ops_views.healthz, name="healthz"),

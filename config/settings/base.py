@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "apps.payouts",
     "apps.notifications",
     "apps.dropin",
+    "apps.web",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -1,0 +1,6 @@
+"""Placeholder: filled by the shop UI."""
+
+from django.urls import URLPattern
+
+app_name = "shop"
+urlpatterns: list[URLPattern] = []

@@ -1,0 +1,106 @@
+"""One effect per form submission: the Idempotency-Key protocol for server-rendered forms.
+
+A page that renders a form embeds a fresh nonce (`form_nonce()`, a hidden `nonce` field). The
+view handling the POST calls `submit_once(...)`, which runs the effect in one transaction with the
+key row, exactly like a mutating API request (`apps.idempotency.protocol`): the key is scoped to
+tenant + caller (`web-session:<key>` or `user:<pk>`), and the fingerprint covers the path and the
+form fields (not the CSRF token, whose masked value may change between two renders). So:
+
+* a double click, a browser retry or a resubmitted POST after a timeout lands on the page the
+  first submission chose (303), and nothing is written twice;
+* a submission while the first is still in its transaction gets `SubmissionInFlight`;
+* the same nonce with different fields (a tampered or stale form) gets `SubmissionConflict`;
+* an effect that raises (validation, a domain error) rolls back and stores nothing, so the
+  shopper can correct the form and submit again with the same nonce.
+
+What is stored is the URL to go to, not the redirect itself: the key store keeps status, body and
+content type, and the replay rebuilds the 303 from the body.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from apps.core.problems import DomainError
+from apps.idempotency import protocol as idempotency
+from apps.tenancy.context import tenant_context
+
+NONCE_FIELD = "nonce"
+_NONCE_BYTES = 18
+_STORED_CONTENT_TYPE = "text/uri-list"
+_NOT_FINGERPRINTED = frozenset({"csrfmiddlewaretoken"})
+
+
+class SubmissionMissingNonce(DomainError):
+    status_code = 400
+    slug = "form-nonce-missing"
+    title = "Form nonce missing"
+
+
+class SubmissionInFlight(DomainError):
+    status_code = 409
+    slug = "form-in-flight"
+    title = "Form still being processed"
+
+
+class SubmissionConflict(DomainError):
+    status_code = 422
+    slug = "form-nonce-reused"
+    title = "Form already submitted with other values"
+
+
+def form_nonce() -> str:
+    """A fresh nonce for one rendered form (URL-safe, 24 characters)."""
+    return secrets.token_urlsafe(_NONCE_BYTES)
+
+
+def session_caller(request: HttpRequest) -> str:
+    """The key-space owner for an anonymous shopper: the session (created if it has none yet)."""
+    if not request.session.session_key:
+        request.session.save()
+    return f"web-session:{request.session.session_key}"
+
+
+def _fingerprint_body(request: HttpRequest) -> bytes:
+    fields = request.POST.copy()
+    for name in _NOT_FINGERPRINTED:
+        fields.pop(name, None)
+    return idempotency.multipart_canonical_body(fields=fields, files=request.FILES)
+
+
+def submit_once(request: HttpRequest, *, tenant_id: int, caller: str, effect: Callable[[], str]) -> HttpResponse:
+    """Run `effect` once per (tenant, caller, form nonce) and redirect (303) to the URL it returns.
+
+    `effect` runs in the tenant's context, inside the transaction that stores the key; it must write only to the
+    database (and the outbox) and return a local URL. Raises SubmissionMissingNonce,
+    SubmissionInFlight, SubmissionConflict, or whatever `effect` raises (nothing is stored then).
+    """
+    nonce = request.POST.get(NONCE_FIELD, "")
+    if not nonce or len(nonce) > idempotency.MAX_KEY_LENGTH - 5:
+        raise SubmissionMissingNonce("This form has no valid nonce; reload the page and submit it again.")
+    try:
+        with tenant_context(tenant_id), transaction.atomic():
+            state = idempotency.begin(
+                tenant_id=tenant_id,
+                caller=caller,
+                key=f"form:{nonce}",
+                method="POST",
+                path=request.get_full_path(),
+                body=_fingerprint_body(request),
+            )
+            url = effect()
+            if not url_has_allowed_host_and_scheme(url, allowed_hosts=None):
+                raise ValueError(f"submit_once effects must return a local URL, not {url!r}")
+            idempotency.finish(state, HttpResponse(url.encode(), status=200, content_type=_STORED_CONTENT_TYPE))
+    except idempotency.IdempotentReplay as replay:
+        url = bytes(replay.response.content).decode()
+    except idempotency.IdempotencyKeyInFlight as exc:
+        raise SubmissionInFlight("This form is still being processed; reload the page in a moment.") from exc
+    except idempotency.IdempotencyKeyReused as exc:
+        raise SubmissionConflict("This form was already submitted with other values; reload it and try again.") from exc
+    return HttpResponseRedirect(url, status=303)
