@@ -49,6 +49,8 @@ run: db
 	@echo ""
 	@echo "Darkroom is starting (Ctrl-C stops every process):"
 	@echo "  web            http://127.0.0.1:8000/   (readiness: /readyz, liveness: /healthz, metrics: /metrics)"
+	@echo "  shop           http://127.0.0.1:8000/s/demo-studio/   (shoppers: gallery, find me by selfie, cart, sandbox payment)"
+	@echo "  studio         http://127.0.0.1:8000/studio/   (owner / darkroom-demo, photographer / darkroom-demo)"
 	@echo "  admin          http://127.0.0.1:8000/admin/   (admin / darkroom-demo)"
 	@echo "  API docs       http://127.0.0.1:8000/api/docs/   (schema: /api/schema/)"
 	@echo "  Flower         http://127.0.0.1:5555/   (basic auth: $${FLOWER_BASIC_AUTH:-admin:darkroom-flower})"

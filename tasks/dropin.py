@@ -1,7 +1,8 @@
 """Celery tasks of drop-in (thin: call a service), on the `dropin` queue (its own worker: face
 detection is CPU-heavy and must not hold up payments or announcements).
 
-* `dropin.process_job` (`dropin.job_queued`): one photo's face search and its matches. A busy or
+* `dropin.process_job` (`dropin.job_queued`): one photo's face search and its matches, and the
+  indexing of its faces for "find me" (`apps/dropin/findme.py`), committed together. A busy or
   lost lease (another worker runs it, or a dead holder's key has not lapsed yet) and a passing
   backend failure are retried with backoff; each run that raises counts toward
   DROPIN_MAX_ATTEMPTS, after which the job fails for good.

@@ -4,6 +4,7 @@ Invariants held by Postgres (each has a test in tests/catalog/test_constraints.p
 * every unique key starts with `tenant_id` (see DESIGN "Beyond one machine"), and every
   reference between catalog rows is also a composite foreign key on (tenant_id, <id>), added in
   the migration, so a row can never point at another tenant's event, photo, product or price list;
+* an event's slug is not one of the shop's own page names (RESERVED_EVENT_SLUGS);
 * an access-code event stores a password hash of its code, a public one stores none;
 * product kinds are well formed: a download names a photo and no size, a print a photo and a
   size, a bulk product neither;
@@ -26,6 +27,9 @@ from django.db import models
 from apps.tenancy.models import TenantModel
 
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
+# The shop's own pages under /s/<studio>/ (apps/web/shop/urls.py): an event with one of these
+# slugs would be hidden behind them.
+RESERVED_EVENT_SLUGS = ("cart", "checkouts")
 
 
 class ProductKind(models.TextChoices):
@@ -58,6 +62,9 @@ class Event(TenantModel):
             models.UniqueConstraint(fields=["tenant", "slug"], name="catalog_event_unique_tenant_slug"),
             models.UniqueConstraint(fields=["tenant", "id"], name="catalog_event_unique_tenant_id"),
             models.CheckConstraint(condition=models.Q(slug__gt=""), name="catalog_event_slug_not_empty"),
+            models.CheckConstraint(
+                condition=~models.Q(slug__in=RESERVED_EVENT_SLUGS), name="catalog_event_slug_not_reserved"
+            ),
             models.CheckConstraint(
                 condition=(
                     models.Q(visibility="public", access_code_hash="")

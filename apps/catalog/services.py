@@ -32,7 +32,7 @@ from apps.catalog.errors import (
     UploadRefused,
     UploadTooLarge,
 )
-from apps.catalog.models import Event, Photo, Price, PriceList, ProductKind, Stock
+from apps.catalog.models import RESERVED_EVENT_SLUGS, Event, Photo, Price, PriceList, ProductKind, Stock
 from apps.catalog.models import Product as ProductModel
 from apps.core.problems import InvalidInput
 from apps.dropin.services import dropin_job_enqueue
@@ -76,9 +76,14 @@ def event_create(
     """Create an event; an access-code event stores only a password hash of its code.
 
     Joins the caller's transaction (a savepoint guards the insert). Raises InvalidInput when
-    the access code does not match the visibility, EventSlugTaken when the tenant already has
-    an event with this slug.
+    the access code does not match the visibility or the slug is reserved (RESERVED_EVENT_SLUGS),
+    EventSlugTaken when the tenant already has an event with this slug.
     """
+    if slug in RESERVED_EVENT_SLUGS:
+        raise InvalidInput(
+            f"The slug {slug!r} is reserved for the shop's own pages.",
+            extra={"errors": {"slug": [f"Not one of: {', '.join(RESERVED_EVENT_SLUGS)}."]}},
+        )
     with tenant_context(tenant_id):
         if visibility == Event.Visibility.ACCESS_CODE:
             if not access_code or len(access_code) < ACCESS_CODE_MIN_LENGTH:

@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import URLValidator
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.commerce.models import Checkout, Entitlement, Provider
+from apps.commerce.models import RETURN_URL_MAX_LENGTH, Checkout, Entitlement, Provider
 from apps.commerce.selectors import checkout_get, download_token, entitlements_of_email, photos_covered
 from apps.commerce.services import LineIn, checkout_create, checkout_payment_session_request
 from apps.core.serializers import DirectOutputSerializer, IdField, StrictSerializer
@@ -55,6 +56,7 @@ class CheckoutOutputSerializer(DirectOutputSerializer):
     amount_minor = serializers.IntegerField()
     currency = serializers.CharField()
     payment_url = serializers.SerializerMethodField()
+    return_url = serializers.SerializerMethodField()
     payment_session_error = serializers.SerializerMethodField()
     payment_error = serializers.SerializerMethodField()
     transaction_status = serializers.SerializerMethodField()
@@ -64,6 +66,10 @@ class CheckoutOutputSerializer(DirectOutputSerializer):
 
     def get_payment_url(self, checkout: Checkout) -> str | None:
         return checkout.payment_url or None
+
+    def get_return_url(self, checkout: Checkout) -> str | None:
+        """Where the provider sends the shopper back; null: the deployment's default page."""
+        return checkout.return_url or None
 
     def get_payment_session_error(self, checkout: Checkout) -> str | None:
         return checkout.payment_session_error or None
@@ -100,6 +106,14 @@ class CheckoutCreateApi(TenantApi):
         lines = CheckoutLineInputSerializer(  # type: ignore[call-arg]  # ListSerializer kwargs
             many=True, allow_empty=False, max_length=settings.CHECKOUT_MAX_LINES
         )
+        return_url = serializers.URLField(
+            required=False,
+            allow_blank=True,
+            max_length=RETURN_URL_MAX_LENGTH,
+            validators=[URLValidator(schemes=["http", "https"])],
+            help_text="Absolute http(s) URL the payment provider sends the shopper back to, paid or "
+            "not (your storefront's order page). Omitted or empty: Darkroom's default status page.",
+        )
 
     @extend_schema(request=InputSerializer, responses={201: CheckoutOutputSerializer})
     def post(self, request: Request) -> Response:
@@ -111,6 +125,7 @@ class CheckoutCreateApi(TenantApi):
             tenant_id=self.tenant_id,
             email=data.validated_data["email"],
             provider=data.validated_data["provider"],
+            return_url=data.validated_data.get("return_url", ""),
             lines=[
                 LineIn(product_id=line["product"], photo_id=line.get("photo"), quantity=line["quantity"])
                 for line in data.validated_data["lines"]

@@ -23,6 +23,14 @@ class ProviderUnavailable(InvalidInput):
     title = "Payment provider unavailable"
 
 
+class InvalidReturnUrl(InvalidInput):
+    """A checkout's return URL that is not an absolute http(s) URL a provider can send the
+    shopper back to."""
+
+    slug = "invalid-return-url"
+    title = "Invalid return URL"
+
+
 class CheckoutNotFound(NotFound):
     slug = "checkout-not-found"
     title = "Checkout not found"

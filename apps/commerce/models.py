@@ -27,6 +27,7 @@ from django.db import models
 from apps.tenancy.models import Organization, TenantModel
 
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
+RETURN_URL_MAX_LENGTH = 2000
 
 
 class Provider(models.TextChoices):
@@ -94,6 +95,10 @@ class Checkout(TenantModel):
     currency = models.CharField(max_length=3)
     amount_minor = models.BigIntegerField()
     payment_url = models.URLField(max_length=2000, blank=True, default="")
+    # Where the provider sends the shopper back after paying or giving up, as the caller chose it
+    # at creation (the web shop: its own checkout page; an API client: its storefront). Blank:
+    # the deployment's CHECKOUT_RETURN_URL.
+    return_url = models.URLField(max_length=RETURN_URL_MAX_LENGTH, blank=True, default="")
     # NULL until a session exists: unique constraints ignore NULLs, not empty strings.
     stripe_checkout_session_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     flutterwave_tx_ref = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001

@@ -13,6 +13,13 @@
   job (fenced lease `dropin:job:<id>`); its results commit in one fenced transaction.
 * `FaceMatch`: one per (photo, attendee, face in the photo). The attendee's `new_photos`
   notification is one per (attendee, photo) (`Notification.dedupe_key` "photo:<id>").
+* `PhotoIndex` and `PhotoFace` ("find me", `apps/dropin/findme.py`): a photo's faces, stored so a
+  shopper's selfie can be searched against the photos of an event. `PhotoIndex` is one per
+  (photo, backend) and says "this photo's faces are indexed by that backend" (also when it has
+  none), `PhotoFace` one per (photo, backend, face): the backend's `ref` (Rekognition FaceId in
+  the event's photo collection; fake: the identity) and, for the local backend, the 128-d
+  descriptor as 512 bytes of little-endian float32. Written by the drop-in job in its fenced
+  success transaction, or by `manage.py dropin_index_photos` for photos processed before.
 
 Every table is tenant-scoped with RLS forced (migration 0001); every unique key starts with
 `tenant_id`.
@@ -22,8 +29,11 @@ from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models.functions import Length
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
+from apps.dropin.faces.base import DESCRIPTOR_BYTES
 from apps.tenancy.models import TenantModel
 
 
@@ -153,3 +163,57 @@ class FaceMatch(TenantModel):
 
     def __str__(self) -> str:
         return f"attendee {self.attendee_id} in photo {self.photo_id} ({self.face_key})"
+
+
+class PhotoIndex(TenantModel):
+    photo = models.ForeignKey("catalog.Photo", on_delete=models.PROTECT, related_name="+")
+    event = models.ForeignKey("catalog.Event", on_delete=models.PROTECT, related_name="+")
+    backend = models.CharField(max_length=20)
+    faces = models.IntegerField(default=0)
+    indexed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "photo indexes"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "photo", "backend"], name="dropin_photoindex_once"),
+            # The target of PhotoFace's same-tenant foreign key.
+            models.UniqueConstraint(
+                fields=["tenant", "id", "photo", "event", "backend"], name="dropin_photoindex_tenant_id"
+            ),
+            models.CheckConstraint(condition=~models.Q(backend=""), name="dropin_photoindex_backend_named"),
+            models.CheckConstraint(condition=models.Q(faces__gte=0), name="dropin_photoindex_faces"),
+        ]
+        indexes = [models.Index(fields=["tenant", "event", "backend"], name="dropin_photoindex_event")]
+
+    def __str__(self) -> str:
+        return f"faces of photo {self.photo_id} ({self.backend}: {self.faces})"
+
+
+class PhotoFace(TenantModel):
+    index = models.ForeignKey(PhotoIndex, on_delete=models.CASCADE, related_name="+")
+    photo = models.ForeignKey("catalog.Photo", on_delete=models.PROTECT, related_name="+")
+    event = models.ForeignKey("catalog.Event", on_delete=models.PROTECT, related_name="+")
+    backend = models.CharField(max_length=20)
+    face_key = models.CharField(max_length=100)  # which face of the photo (the backend's stable key)
+    ref = models.CharField(max_length=100, blank=True, default="")
+    descriptor = models.BinaryField(default=bytes, blank=True, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "photo", "backend", "face_key"], name="dropin_photoface_once"),
+            models.CheckConstraint(condition=~models.Q(backend=""), name="dropin_photoface_backend_named"),
+            models.CheckConstraint(
+                condition=models.Q(Exact(Length("descriptor"), 0))
+                | models.Q(Exact(Length("descriptor"), DESCRIPTOR_BYTES)),
+                name="dropin_photoface_descriptor_size",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(backend="local") | models.Q(Exact(Length("descriptor"), DESCRIPTOR_BYTES)),
+                name="dropin_photoface_local_has_descriptor",
+            ),
+        ]
+        # The search's read: an event's faces indexed by the configured backend, in id order.
+        indexes = [models.Index(fields=["tenant", "event", "backend", "id"], name="dropin_photoface_event")]
+
+    def __str__(self) -> str:
+        return f"face {self.face_key} of photo {self.photo_id} ({self.backend})"

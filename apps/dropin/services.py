@@ -26,6 +26,11 @@ Photos:
    and face), one `new_photos` notification per matched attendee and photo, the studio's usage
    debit for the searches (ledger idempotency key `dropin:photo:<id>`: billed once), and the
    job's success. A stale worker cannot commit; a redelivered job finds it succeeded.
+3. The same run indexes the photo's faces for "find me" (`apps/dropin/findme.py`): the backend's
+   `index_photo()` outside any transaction, then its `PhotoIndex` and `PhotoFace` rows in the
+   same fenced transaction, so a redelivered or stale run stores nothing twice. A photo indexed
+   already (by `photo_faces_index`, the backfill of `manage.py dropin_index_photos`) is not
+   indexed again; `PhotoIndex` (unique per photo and backend) is the arbiter between the two.
 """
 
 from __future__ import annotations
@@ -44,9 +49,9 @@ from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event, Photo
 from apps.core.locks import LockBusy, LockLost, StaleLeaseError, try_fenced_lock
 from apps.core.problems import InvalidInput, NotFound
-from apps.dropin.faces import FaceRejected, SearchResult, UnreadableImage, get_backend
-from apps.dropin.models import AttendeeFace, DropInJob, FaceMatch
-from apps.dropin.selectors import enrolled_faces, face_subject
+from apps.dropin.faces import FaceRejected, IndexedFace, SearchResult, UnreadableImage, get_backend
+from apps.dropin.models import AttendeeFace, DropInJob, FaceMatch, PhotoFace
+from apps.dropin.selectors import enrolled_faces, face_subject, photo_indexed, photo_subject
 from apps.ledger.models import LedgerAccount
 from apps.ledger.services import RESERVED_CLIENT_PREFIX, EntryIn, ledger_entries_append
 from apps.notifications.models import Attendee, Notification
@@ -95,6 +100,11 @@ class PhotoNotFound(NotFound):
 def collection_name(*, tenant_id: int, event_id: int) -> str:
     """The backend collection of an event's faces (Rekognition: `[a-zA-Z0-9_.-]+`)."""
     return f"{settings.DROPIN_REKOGNITION_COLLECTION_PREFIX}-t{tenant_id}-e{event_id}"
+
+
+def photo_collection_name(*, tenant_id: int, event_id: int) -> str:
+    """The backend collection of an event's photo faces, for "find me" (apart from its selfies)."""
+    return f"{collection_name(tenant_id=tenant_id, event_id=event_id)}-photos"
 
 
 def lease_name(job_id: int) -> str:
@@ -431,11 +441,11 @@ def dropin_job_process(*, job_id: int) -> JobRunResult:
             job.backend = settings.DROPIN_FACE_BACKEND
             job.save(update_fields=["status", "attempts", "started_at", "backend"])
         try:
-            result, faces = _search(job)
+            result, faces, indexed = _search(job)
             lease.extend()
             with transaction.atomic(durable=True):
                 lease.check()
-                run = _record(job=job, result=result, faces=faces)
+                run = _record(job=job, result=result, faces=faces, indexed=indexed)
         except UnreadableImage as exc:
             with transaction.atomic(durable=True):
                 lease.check()
@@ -452,28 +462,50 @@ def dropin_job_process(*, job_id: int) -> JobRunResult:
     return run
 
 
-def _search(job: DropInJob) -> tuple[SearchResult, dict[str, AttendeeFace]]:
+def _search(job: DropInJob) -> tuple[SearchResult, dict[str, AttendeeFace], list[IndexedFace] | None]:
     """Search the photo against the event's enrolled faces (no enrolled face: no search, and
-    nothing to bill). Outside any transaction."""
+    nothing to bill) and index its faces for find me (None: indexed already). The original is
+    read only if there is something to do. Outside any transaction."""
     faces = enrolled_faces(tenant_id=job.tenant_id, event_id=job.event_id, backend=job.backend)
     by_subject = {enrolled.subject: face for face, enrolled in faces}
-    if not faces:
-        return SearchResult(faces=[], matches=[], searches=0), by_subject
+    to_index = not photo_indexed(tenant_id=job.tenant_id, photo_id=job.photo_id, backend=job.backend)
+    result = SearchResult(faces=[], matches=[], searches=0)
+    if not faces and not to_index:
+        return result, by_subject, None
+    image = _original_bytes(job.photo)
+    backend = get_backend(job.backend)
+    if faces:
+        result = backend.search(
+            collection=collection_name(tenant_id=job.tenant_id, event_id=job.event_id),
+            image=image,
+            enrolled=[enrolled for _, enrolled in faces],
+        )
+    indexed = (
+        backend.index_photo(
+            collection=photo_collection_name(tenant_id=job.tenant_id, event_id=job.event_id),
+            subject=photo_subject(job.photo_id),
+            image=image,
+        )
+        if to_index
+        else None
+    )
+    return result, by_subject, indexed
+
+
+def _original_bytes(photo: Photo) -> bytes:
+    """The photo's original. Raises UnreadableImage when it is missing from storage."""
     try:
-        image = storage.read_bytes(job.photo.original.name or "")
+        return storage.read_bytes(photo.original.name or "")
     except FileNotFoundError as exc:
         raise UnreadableImage("the original is missing from storage") from exc
-    result = get_backend(job.backend).search(
-        collection=collection_name(tenant_id=job.tenant_id, event_id=job.event_id),
-        image=image,
-        enrolled=[enrolled for _, enrolled in faces],
-    )
-    return result, by_subject
 
 
-def _record(*, job: DropInJob, result: SearchResult, faces: dict[str, AttendeeFace]) -> JobRunResult:
-    """Write a run's matches, notifications, usage debit and success. Runs inside the fenced
-    transaction. Matches of a face deleted since the search are dropped (its row is gone)."""
+def _record(
+    *, job: DropInJob, result: SearchResult, faces: dict[str, AttendeeFace], indexed: list[IndexedFace] | None
+) -> JobRunResult:
+    """Write a run's matches, notifications, usage debit, photo index and success. Runs inside
+    the fenced transaction. Matches of a face deleted since the search are dropped (its row is
+    gone)."""
     job = DropInJob.objects.select_for_update().select_related("event").get(pk=job.pk)
     now = timezone.now()
     # Locked: a face_delete waits for this transaction, or has already removed the face.
@@ -514,6 +546,8 @@ def _record(*, job: DropInJob, result: SearchResult, faces: dict[str, AttendeeFa
     )
     if result.searches:
         _usage_debit(job=job, searches=result.searches)
+    if indexed is not None:
+        _index_store(photo=job.photo, backend=job.backend, faces=indexed)
     job.status, job.finished_at, job.last_error = DropInJob.Status.SUCCEEDED, now, ""
     job.faces, job.searches = len(result.faces), result.searches
     job.matches = FaceMatch.objects.filter(tenant_id=job.tenant_id, photo_id=job.photo_id).count()
@@ -526,6 +560,80 @@ def _record(*, job: DropInJob, result: SearchResult, faces: dict[str, AttendeeFa
         notified=len(attendees),
         searches=result.searches,
     )
+
+
+_INDEX_SQL = """
+INSERT INTO dropin_photoindex AS i (tenant_id, photo_id, event_id, backend, faces, indexed_at)
+VALUES (%(tenant)s, %(photo)s, %(event)s, %(backend)s, %(faces)s, %(now)s)
+ON CONFLICT (tenant_id, photo_id, backend) DO NOTHING
+RETURNING id
+"""
+
+
+def _index_store(*, photo: Photo, backend: str, faces: list[IndexedFace]) -> bool:
+    """Store a photo's indexed faces, unless it is indexed by `backend` already (then nothing is
+    written: the first writer's faces stand). Returns whether this call stored them. Assumes the
+    caller's transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INDEX_SQL,
+            {
+                "tenant": photo.tenant_id,
+                "photo": photo.pk,
+                "event": photo.event_id,
+                "backend": backend,
+                "faces": len(faces),
+                "now": timezone.now(),
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    PhotoFace.objects.bulk_create(
+        [
+            PhotoFace(
+                tenant_id=photo.tenant_id,
+                index_id=row[0],
+                photo_id=photo.pk,
+                event_id=photo.event_id,
+                backend=backend,
+                face_key=face.face_key[:100],
+                ref=face.ref[:100],
+                descriptor=face.descriptor,
+            )
+            for face in faces
+        ]
+    )
+    return True
+
+
+def photo_faces_index(*, tenant_id: int, photo_id: int) -> int | None:
+    """Index a photo's faces for find me with the configured backend, unless it is indexed by
+    it already (the backfill of photos processed before find me existed, and photos without a
+    drop-in job). Returns the number of faces stored, or None when it was indexed already
+    (before or meanwhile: a concurrent job's index stands).
+
+    Runs outside any transaction (the backend call), in the photo's tenant context. Raises
+    PhotoNotFound, UnreadableImage (the original is missing or not an image),
+    FaceBackendUnavailable, CapabilityDisabled (the drop-in kill switch is engaged).
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("photo_faces_index calls the face backend; call it outside a transaction")
+    ensure_enabled(Capability.DROPIN)
+    backend = get_backend()
+    photo = Photo.objects.filter(tenant_id=tenant_id, pk=photo_id).first()
+    if photo is None:
+        raise PhotoNotFound(f"Photo {photo_id} does not exist in this studio.")
+    if photo_indexed(tenant_id=tenant_id, photo_id=photo_id, backend=backend.name):
+        return None
+    faces = backend.index_photo(
+        collection=photo_collection_name(tenant_id=tenant_id, event_id=photo.event_id),
+        subject=photo_subject(photo_id),
+        image=_original_bytes(photo),
+    )
+    with transaction.atomic(durable=True):
+        stored = _index_store(photo=photo, backend=backend.name, faces=faces)
+    return len(faces) if stored else None
 
 
 def _usage_debit(*, job: DropInJob, searches: int) -> None:

@@ -12,12 +12,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from apps.core.problems import problem_response
 from apps.ops import health, metrics
+from apps.tenancy.management.commands.seed_demo import DEMO_SLUG
+from apps.tenancy.models import Organization
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    """`/`: what this service is and where its API docs, admin and operator pages are."""
-    return render(request, "home.html")
+    """`/`: what this service is and where its shop (the demo studio's, when `seed_demo` made
+    it), dashboard, API docs, admin and operator pages are."""
+    demo_shop = Organization.objects.filter(slug=DEMO_SLUG).exists()
+    return render(request, "home.html", {"demo_shop": DEMO_SLUG if demo_shop else None})
 
 
 @require_GET

@@ -58,7 +58,8 @@ def _context(found: SandboxCheckout, **extra: Any) -> dict[str, Any]:
 def pay_page(request: HttpRequest, checkout_id: uuid.UUID) -> HttpResponse:
     """GET: the amount, the lines and Pay / Fail buttons. POST (action=pay|fail): the sandbox
     settles the payment once and sends its signed webhook(s) to Darkroom asynchronously, then
-    the shopper is sent to the status page."""
+    the shopper is sent back as a provider would: to the checkout's own return URL (the shop's
+    checkout page, or the integrator's), else to the sandbox status page."""
     found = _found(checkout_id)
     if request.method == "POST":
         outcome = _ACTIONS.get(request.POST.get("action", ""))
@@ -68,6 +69,8 @@ def pay_page(request: HttpRequest, checkout_id: uuid.UUID) -> HttpResponse:
             sandbox_settle(checkout=found.checkout, outcome=outcome)
         except ProviderError as exc:
             return render(request, "sandbox/pay.html", _context(found, error=exc.detail), status=409)
+        if found.checkout.return_url:
+            return redirect(found.checkout.return_url)
         return redirect("sandbox-status", checkout_id=checkout_id)
     return render(request, "sandbox/pay.html", _context(found))
 

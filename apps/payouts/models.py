@@ -5,7 +5,10 @@
 * `PayoutBatch`: one run over the due wallets (platform row, no tenant). At most one batch is
   `running` (a partial unique index); its `epoch` is the fencing epoch of the lease
   (`apps.core.locks`, name `payouts:batch`) of the runner that last wrote to it. A runner that
-  crashed leaves the batch `running`; the next holder of the lease finishes it.
+  crashed leaves the batch `running`; the next batch run finishes it. A photographer's request
+  is a batch of one wallet (`trigger` names the request), created `completed` in the same
+  transaction as its payout, under the same lease: it is never left running and leaves a
+  crashed batch to the next batch run.
 * `Payout`: one per (batch, wallet), written in ONE transaction with the wallet's ledger debit
   (idempotency key `payout:<id>`) and its outbox message. The provider is called afterwards,
   outside any transaction, with the payout id as its idempotency key; a payout the provider

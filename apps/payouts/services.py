@@ -7,6 +7,13 @@ payout after a newer runner took over. The newer runner finishes the same batch;
 (batch, wallet) constraint and the wallet's exact balance (already debited) mean nobody is paid
 twice. The provider is called afterwards, by `payout_submit`, with the payout id as its
 idempotency key.
+
+A photographer's "pay me now" (`payout_wallet_request`, in the studio form's transaction)
+publishes `payout.wallet_requested`; its consumer (`payout_wallet_run`) holds the same lease and
+pays that one wallet, in a batch of its own that is opened, paid and completed in ONE
+transaction together with the consumer's inbox row. A busy lease makes the consumer retry later
+rather than drop the request; a batch and a request that race pay the wallet once, since each
+pays the exact balance, which the first payout's debit already took.
 """
 
 from __future__ import annotations
@@ -19,21 +26,28 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import BigIntegerField, F, Q, Sum, Value
+from django.db.models.functions import Coalesce
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from apps.core.locks import FencedLease, StaleLeaseError, try_fenced_lock
-from apps.core.problems import NotFound
-from apps.ledger.models import LedgerAccount
+from apps.core.locks import FencedLease, StaleLeaseError, fenced_lock, try_fenced_lock
+from apps.core.problems import DomainError, NotFound
+from apps.ledger.models import AccountBalance, LedgerAccount
 from apps.ledger.partitioning import logical_partition
 from apps.ledger.services import EntryIn, ledger_entries_append
 from apps.ops.killswitch import capability_enabled, ensure_enabled
 from apps.ops.models import Capability
-from apps.outbox.models import uuid7
+from apps.outbox.models import InboxEntry, uuid7
 from apps.outbox.requeue import RequeueAudit, requeue_stale
-from apps.outbox.services import outbox_publish
-from apps.payments.providers.base import PayoutDestinationError, PayoutResult, PayoutStatus, ProviderError
+from apps.outbox.services import consume_once, outbox_publish
+from apps.payments.providers.base import (
+    PayoutDestinationError,
+    PayoutResult,
+    PayoutStatus,
+    ProviderError,
+    minor_to_major,
+)
 from apps.payments.providers.registry import get_provider
 from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
 from apps.tenancy.context import system_context, tenant_context
@@ -45,6 +59,9 @@ logger = logging.getLogger("darkroom.payouts")
 BATCH_LOCK = "payouts:batch"
 TOPIC_PAYOUT_CREATED = "payout.created"
 TOPIC_BATCH_REQUESTED = "payout.batch_requested"
+TOPIC_WALLET_REQUESTED = "payout.wallet_requested"
+# The consumer of TOPIC_WALLET_REQUESTED (its Celery task name and its inbox name).
+WALLET_REQUEST_CONSUMER = "payouts.wallet_run_requested"
 
 
 class NotAMember(NotFound):
@@ -53,6 +70,31 @@ class NotAMember(NotFound):
 
     slug = "not-a-member"
     title = "No such member in this studio"
+
+
+class WalletNotFound(NotFound):
+    """The wallet asked to be paid is not the caller's (or not a wallet of this studio)."""
+
+    slug = "wallet-not-found"
+    title = "No such wallet"
+
+
+class NoPayoutDestination(DomainError):
+    status_code = 409
+    slug = "no-payout-destination"
+    title = "No payout destination"
+
+
+class BelowPayoutMinimum(DomainError):
+    status_code = 409
+    slug = "below-payout-minimum"
+    title = "Balance below the payout minimum"
+
+
+class PayoutInProgress(DomainError):
+    status_code = 409
+    slug = "payout-in-progress"
+    title = "A payout is already on its way"
 
 
 # --- destinations ---------------------------------------------------------------------------
@@ -269,40 +311,56 @@ def _payout_wallet(*, lease: FencedLease, batch: PayoutBatch, wallet: DueWallet)
     Raises StaleLeaseError (nothing written) when a newer runner took over."""
     with tenant_context(wallet.tenant_id), transaction.atomic(durable=True):
         lease.check()
-        tenant = Organization.objects.get(pk=wallet.tenant_id)
-        account = LedgerAccount.objects.get(pk=wallet.account_id)
-        amount = wallet_exact_balance(account=account, tenant=tenant)
+        tenant, account, amount = _wallet_locked_balance(wallet)
         if amount < int(settings.PAYOUT_MINIMUM_MINOR):
             return None
-        payout_id = uuid7()
-        appended = ledger_entries_append(
-            tenant=tenant,
-            entries=[
-                EntryIn(
-                    account_id=account.pk,
-                    amount_minor=amount,
-                    currency=account.currency,
-                    idempotency_key=f"payout:{payout_id}",
-                    kind="debit",
-                    reference=f"payout {payout_id}",
-                )
-            ],
-        )
-        debit = appended.items[0]
-        assert debit.status == "created" and debit.event_id is not None, debit
-        payout = Payout.objects.create(
-            id=payout_id,
-            tenant_id=wallet.tenant_id,
-            batch=batch,
-            account_id=account.pk,
-            owner_id=wallet.owner_id,
-            amount_minor=amount,
-            currency=account.currency,
-            provider=wallet.provider,
-            destination=wallet.destination,
-            debit_event_id=debit.event_id,
-        )
-        _publish_payout_created(payout)
+        payout = _payout_write(batch=batch, wallet=wallet, tenant=tenant, account=account, amount=amount)
+    return payout
+
+
+def _wallet_locked_balance(wallet: DueWallet) -> tuple[Organization, LedgerAccount, int]:
+    """The wallet's tenant, account and exact balance. In the caller's (fenced) transaction,
+    whose end releases the partition heads locked here: no event of the wallet commits before."""
+    tenant = Organization.objects.get(pk=wallet.tenant_id)
+    account = LedgerAccount.objects.get(pk=wallet.account_id)
+    return tenant, account, wallet_exact_balance(account=account, tenant=tenant)
+
+
+def _payout_write(
+    *, batch: PayoutBatch, wallet: DueWallet, tenant: Organization, account: LedgerAccount, amount: int
+) -> Payout:
+    """The payout of `amount` (the exact balance read by `_wallet_locked_balance`), its ledger
+    debit and its `payout.created` message. In the caller's fenced transaction, in the wallet's
+    tenant context."""
+    payout_id = uuid7()
+    appended = ledger_entries_append(
+        tenant=tenant,
+        entries=[
+            EntryIn(
+                account_id=account.pk,
+                amount_minor=amount,
+                currency=account.currency,
+                idempotency_key=f"payout:{payout_id}",
+                kind="debit",
+                reference=f"payout {payout_id}",
+            )
+        ],
+    )
+    debit = appended.items[0]
+    assert debit.status == "created" and debit.event_id is not None, debit
+    payout = Payout.objects.create(
+        id=payout_id,
+        tenant_id=wallet.tenant_id,
+        batch=batch,
+        account_id=account.pk,
+        owner_id=wallet.owner_id,
+        amount_minor=amount,
+        currency=account.currency,
+        provider=wallet.provider,
+        destination=wallet.destination,
+        debit_event_id=debit.event_id,
+    )
+    _publish_payout_created(payout)
     return payout
 
 
@@ -338,6 +396,155 @@ def payout_batch_request(*, actor: User | None, actor_label: str) -> None:
             target_id="next",
             data={},
         )
+
+
+# --- one wallet, on request ----------------------------------------------------------------
+
+
+@transaction.atomic
+def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> int:
+    """`actor` asks to be paid the balance of their wallet `account_id` now rather than at the
+    next scheduled batch: a `payout.wallet_requested` message (paid by `payout_wallet_run`) and
+    an audit row. Returns the projected balance that qualified (minor units).
+
+    Joins the caller's transaction (the studio form's, so the form's key row, the message and
+    the audit row commit together) or opens one; in the tenant's context.
+    The wallet must be the actor's, have a payout destination, reach PAYOUT_MINIMUM_MINOR in its
+    projected balance (what the batch reads) and have no payout still pending. Raises
+    CapabilityDisabled (the payouts kill switch), WalletNotFound, NoPayoutDestination,
+    BelowPayoutMinimum, PayoutInProgress; nothing is written then.
+    """
+    ensure_enabled(Capability.PAYOUTS)
+    account = LedgerAccount.objects.filter(
+        tenant_id=tenant_id, pk=account_id, kind=LedgerAccount.Kind.WALLET, owner_id=actor.pk
+    ).first()
+    if account is None:
+        raise WalletNotFound("You have no such wallet in this studio.")
+    if not PayoutDestination.objects.filter(tenant_id=tenant_id, owner_id=actor.pk).exists():
+        raise NoPayoutDestination(
+            "The studio has not said where to pay you yet: ask an owner to set your payout destination."
+        )
+    balance = int(
+        AccountBalance.objects.filter(tenant_id=tenant_id, account_id=account.pk).aggregate(
+            total=Coalesce(Sum("balance_minor"), Value(0), output_field=BigIntegerField())
+        )["total"]
+    )
+    minimum = int(settings.PAYOUT_MINIMUM_MINOR)
+    if balance < minimum:
+        raise BelowPayoutMinimum(
+            f"Your balance is {_money(balance, account.currency)}; payouts start at "
+            f"{_money(minimum, account.currency)}. Sales that just happened may take a few seconds to count."
+        )
+    if Payout.objects.filter(tenant_id=tenant_id, account_id=account.pk, status=Payout.Status.PENDING).exists():
+        raise PayoutInProgress("A payout of this wallet is already being sent; it is listed below.")
+    outbox_publish(
+        topic=TOPIC_WALLET_REQUESTED,
+        tenant_id=tenant_id,
+        aggregate_type="ledger_account",
+        aggregate_id=account.pk,
+        payload={"tenant_id": tenant_id, "account_id": account.pk, "requested_by": actor.pk},
+    )
+    audit_record(
+        action="payout.request",
+        tenant_id=tenant_id,
+        actor_user=actor,
+        actor_label=f"user:{actor.pk}",
+        target_type="ledger_account",
+        target_id=str(account.pk),
+        data={"balance_minor": balance, "currency": account.currency},
+    )
+    return balance
+
+
+def _money(amount_minor: int, currency: str) -> str:
+    return f"{minor_to_major(amount_minor, currency)} {currency}"
+
+
+@dataclass
+class WalletRunResult:
+    outcome: str  # "paid", "duplicate", "below_minimum", "no_destination"
+    batch_id: int | None = None
+    payout_id: uuid.UUID | None = None
+    amount_minor: int | None = None
+
+    def describe(self) -> str:
+        if self.outcome == "paid":
+            return f"paid {self.amount_minor} in payout {self.payout_id} (batch {self.batch_id})"
+        return {
+            "duplicate": "request already handled: skipped",
+            "below_minimum": "wallet below the payout minimum: nothing paid",
+            "no_destination": "wallet without a payout destination: nothing paid",
+        }[self.outcome]
+
+
+def payout_wallet_run(*, tenant_id: int, account_id: int, message_id: str | uuid.UUID, trigger: str) -> WalletRunResult:
+    """Pay one requested wallet its exact balance, once per request message (`message_id`).
+
+    Must be called outside any transaction: takes the lease `payouts:batch`, so it never runs
+    beside a batch, then writes in ONE transaction, fenced by the lease epoch: the consumer's
+    inbox row, a batch of its own (`trigger` names the request; created completed, so it never
+    stays running and never resumes or blocks a crashed batch), the payout, its ledger debit and
+    its `payout.created` message. No payout (logged) when the wallet's exact balance is below
+    PAYOUT_MINIMUM_MINOR (a batch or an earlier request paid it meanwhile, or a refund took it
+    down) or it has no destination any more. A redelivered message changes nothing.
+    Raises CapabilityDisabled (kill switch), LockBusy (a batch or another request holds the
+    lease), StaleLeaseError / LockLost (lost it midway: nothing written): the caller retries.
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("payout_wallet_run takes the batch lease; call it outside a transaction")
+    # A redelivery of a request already applied need not wait for the lease (e.g. behind a batch).
+    if InboxEntry.objects.filter(consumer=WALLET_REQUEST_CONSUMER, message_id=message_id).exists():
+        return WalletRunResult(outcome="duplicate")
+    ensure_enabled(Capability.PAYOUTS)
+    log = {"tenant_id": tenant_id, "account_id": account_id, "message_id": str(message_id)}
+    with (
+        fenced_lock(BATCH_LOCK, ttl=float(settings.PAYOUT_LEASE_TTL_SECONDS)) as lease,
+        tenant_context(tenant_id),
+        transaction.atomic(durable=True),
+    ):
+        lease.check()
+        with consume_once(consumer=WALLET_REQUEST_CONSUMER, message_id=message_id) as first:
+            if not first:
+                return WalletRunResult(outcome="duplicate")
+            wallet = _requested_wallet(tenant_id=tenant_id, account_id=account_id)
+            if wallet is None:
+                logger.warning("payout request: the wallet has no payout destination; nothing paid", extra=log)
+                return WalletRunResult(outcome="no_destination")
+            tenant, account, amount = _wallet_locked_balance(wallet)
+            if amount < int(settings.PAYOUT_MINIMUM_MINOR):
+                logger.info(
+                    "payout request: the wallet is below the payout minimum; nothing paid",
+                    extra={**log, "balance_minor": amount},
+                )
+                return WalletRunResult(outcome="below_minimum", amount_minor=amount)
+            batch = PayoutBatch.objects.create(
+                status=PayoutBatch.Status.COMPLETED,
+                trigger=trigger[:200],
+                epoch=lease.epoch,
+                completed_at=timezone.now(),
+                payouts_created=1,
+            )
+            payout = _payout_write(batch=batch, wallet=wallet, tenant=tenant, account=account, amount=amount)
+    logger.info("payout request paid", extra={**log, "payout_id": str(payout.id), "batch_id": batch.pk})
+    return WalletRunResult(outcome="paid", batch_id=batch.pk, payout_id=payout.id, amount_minor=amount)
+
+
+def _requested_wallet(*, tenant_id: int, account_id: int) -> DueWallet | None:
+    """The wallet with its current destination; None when it has none (a missing wallet raises
+    LedgerAccount.DoesNotExist: the request named it, so it existed). In the tenant's context."""
+    account = LedgerAccount.objects.get(tenant_id=tenant_id, pk=account_id, kind=LedgerAccount.Kind.WALLET)
+    destination = PayoutDestination.objects.filter(tenant_id=tenant_id, owner_id=account.owner_id).first()
+    if destination is None or account.owner_id is None:
+        return None
+    return DueWallet(
+        account_id=account.pk,
+        tenant_id=tenant_id,
+        owner_id=account.owner_id,
+        currency=account.currency,
+        client_id=account.client_id,
+        provider=destination.provider,
+        destination=destination.destination,
+    )
 
 
 # --- the provider call ----------------------------------------------------------------------

@@ -455,6 +455,13 @@ DROPIN_LEASE_TTL_SECONDS = env.float("DARKROOM_DROPIN_LEASE_TTL_SECONDS", defaul
 # its usage account in this currency, once per job.
 DROPIN_SEARCH_PRICE_MINOR = env.int("DARKROOM_DROPIN_SEARCH_PRICE_MINOR", default=1)
 DROPIN_USAGE_CURRENCY = env("DARKROOM_DROPIN_USAGE_CURRENCY", default="EUR")
+# "Find me" (apps/dropin/findme.py): a shopper's selfie is compared with at most this many
+# indexed faces of the event (the oldest first; the local backend reads their descriptors from
+# Postgres: about 50 MB and 1.1 s per search at 100,000 faces on the 2-core dev box), read this
+# many per query.
+# Matching uses the drop-in threshold (DROPIN_MATCH_THRESHOLD or the backend's own).
+FINDME_MAX_FACES = env.int("DARKROOM_FINDME_MAX_FACES", default=100_000)
+FINDME_BATCH_SIZE = env.int("DARKROOM_FINDME_BATCH_SIZE", default=5_000)
 
 # --- locks --------------------------------------------------------------------------------
 
@@ -614,3 +621,14 @@ CELERY_BEAT_SCHEDULE["inventory.sweep"] = {
 }
 # Operator page (/ops/inventory): drain rate over this window.
 INVENTORY_OPS_RATE_WINDOW_SECONDS = env.int("DARKROOM_INVENTORY_OPS_RATE_WINDOW_SECONDS", default=60)
+
+# --- shop pages (apps/web/shop) -------------------------------------------------------------
+# Payment providers the checkout form offers; empty: the sandbox alone where SANDBOX_ENABLED,
+# else Stripe, Flutterwave and PayPal.
+SHOP_PAYMENT_PROVIDERS = env.list("DARKROOM_SHOP_PAYMENT_PROVIDERS", default=[]) or None
+# Access-code attempts per event and client address; selfie searches per event and session,
+# and per event and client address. Rate syntax as RATE_LIMITS ("N/min", "N/5min", ...).
+SHOP_ACCESS_CODE_RATE = env("DARKROOM_SHOP_ACCESS_CODE_RATE", default="10/5min")
+SHOP_FINDME_SESSION_RATE = env("DARKROOM_SHOP_FINDME_SESSION_RATE", default="6/min")
+SHOP_FINDME_ADDRESS_RATE = env("DARKROOM_SHOP_FINDME_ADDRESS_RATE", default="30/min")
+SHOP_FINDME_MAX_BYTES = env.int("DARKROOM_SHOP_FINDME_MAX_BYTES", default=DROPIN_MAX_SELFIE_BYTES)

@@ -71,6 +71,8 @@ def test_access_code_event_stores_only_a_hash_and_never_returns_it(tenant_a):
         ({**EVENT, "visibility": "access_code", "access_code": "abc"}, "access_code"),
         ({**EVENT, "access_code": "secret-code"}, "access_code"),
         ({**EVENT, "visibility": "secret"}, "visibility"),
+        ({**EVENT, "slug": "cart"}, "slug"),
+        ({**EVENT, "slug": "checkouts"}, "slug"),
     ],
 )
 def test_invalid_event_is_a_400_problem_and_writes_nothing(tenant_a, body, field):

@@ -72,6 +72,7 @@ def test_the_created_checkout_and_lines_are_the_rows_read_back(tenant_a, shop_a)
                 LineIn(product_id=shop_a.download.pk, photo_id=shop_a.photo.pk),
                 LineIn(product_id=shop_a.print.pk, quantity=2),
             ],
+            return_url="https://shop.example.test/orders/42?from=darkroom",
         )
         stored = Checkout.objects.get(pk=created.pk)
         stored_lines = list(CheckoutLine.objects.filter(checkout=stored).order_by("position"))
@@ -82,6 +83,7 @@ def test_the_created_checkout_and_lines_are_the_rows_read_back(tenant_a, shop_a)
         return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
 
     assert columns(created) == columns(stored)
+    assert stored.return_url == "https://shop.example.test/orders/42?from=darkroom"
     assert [columns(line) for line in created.lines_by_position] == [columns(line) for line in stored_lines]
     assert all(not instance._state.adding for instance in (created, *created.lines_by_position))
     assert [line.position for line in stored_lines] == [0, 1]
@@ -160,6 +162,112 @@ def test_checkout_with_nothing_left_is_sold_out_and_gets_no_session(tenant_a, sh
     detail = tenant_a.client().get(f"/api/v1/checkouts/{data['id']}").json()
     assert (detail["status"], detail["payment_url"], detail["transaction_status"]) == ("sold_out", None, None)
     assert _counts()["transactions"] == 0
+
+
+def test_return_url_is_stored_and_shown_by_create_and_get(tenant_a, shop_a):
+    # given: an integrator's storefront page for this order
+    return_url = "https://shop.example.test/orders/A-1001?lang=en"
+    # when: the checkout is created with it
+    response = post_checkout(
+        tenant_a.client(), {**checkout_body(shop_a, {"product": shop_a.download.pk}), "return_url": return_url}
+    )
+    # then: the 201 and the GET show it, and the row holds it
+    assert response.status_code == 201, response.content
+    assert response.json()["return_url"] == return_url
+    detail = tenant_a.client().get(f"/api/v1/checkouts/{response.json()['id']}").json()
+    assert detail["return_url"] == return_url
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=response.json()["id"]).return_url == return_url
+
+
+@pytest.mark.parametrize("body_extra", [{}, {"return_url": ""}])
+def test_without_return_url_the_checkout_shows_null(tenant_a, shop_a, body_extra):
+    response = post_checkout(
+        tenant_a.client(), {**checkout_body(shop_a, {"product": shop_a.download.pk}), **body_extra}
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["return_url"] is None
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=response.json()["id"]).return_url == ""
+
+
+@pytest.mark.parametrize(
+    ("return_url", "problem"),
+    [
+        # refused by the serializer's URL validation
+        ("/orders/1", "validation-error"),
+        ("shop.example.test/orders/1", "validation-error"),
+        ("ftp://shop.example.test/orders/1", "validation-error"),
+        ("javascript:alert(1)", "validation-error"),
+        ("https://shop.example.test/" + "a" * 2000, "validation-error"),
+        (42, "validation-error"),
+        # accepted as a URL by Django, refused by checkout_create
+        ("https://bücher.example/orders/1", "invalid-return-url"),
+        ("https://user:secret@shop.example.test/orders/1", "invalid-return-url"),
+    ],
+)
+def test_an_invalid_return_url_is_refused_and_writes_nothing(tenant_a, shop_a, return_url, problem):
+    # given: a valid checkout body but for its return URL
+    body = {**checkout_body(shop_a, {"product": shop_a.print.pk}), "return_url": return_url}
+    # when: it is posted
+    response = post_checkout(tenant_a.client(), body)
+    # then: a 400 problem naming what is wrong, no row, stock untouched
+    assert response.status_code == 400, response.content
+    assert response.json()["type"] == f"/problems/{problem}"
+    assert _counts() == {"checkouts": 0, "lines": 0, "reservations": 0, "transactions": 0, "outbox": 0}
+    assert shop_a.stock_quantity() == 10
+
+
+@pytest.mark.parametrize(
+    "return_url",
+    [
+        "ftp://shop.example.test/orders/1",
+        "shop.example.test/orders/1",
+        "https:///orders/1",
+        "https://shop.example.test:0/orders/1",
+        "https://shop.example.test:99999/orders/1",
+        "https://[::1/orders/1",
+        "https://shop.example.test/orders/1\x00",
+        "https://shop.example.test/my orders",
+        "https://shop.example.test/" + "a" * 1975,  # 2001 characters
+    ],
+)
+def test_checkout_create_refuses_a_return_url_no_provider_could_send_a_browser_to(tenant_a, shop_a, return_url):
+    from apps.commerce.errors import InvalidReturnUrl
+    from apps.commerce.services import LineIn, checkout_create
+
+    # given / when: the service is called directly (as the web shop does) with a bad return URL
+    with tenant_context(tenant_a.org.pk), pytest.raises(InvalidReturnUrl):
+        checkout_create(
+            tenant_id=tenant_a.org.pk,
+            email="buyer@example.test",
+            provider="sandbox",
+            lines=[LineIn(product_id=shop_a.download.pk)],
+            return_url=return_url,
+        )
+    # then: nothing written
+    assert _counts() == {"checkouts": 0, "lines": 0, "reservations": 0, "transactions": 0, "outbox": 0}
+
+
+def test_checkout_create_takes_a_dotless_host_and_the_longest_return_url(tenant_a, shop_a):
+    from apps.commerce.services import LineIn, checkout_create
+
+    # given: a deployment reached as http://web:8000 (a compose service name), and a URL of
+    # exactly 2000 characters
+    longest = "https://shop.example.test/" + "a" * 1974
+    assert len(longest) == 2000
+    with tenant_context(tenant_a.org.pk):
+        for return_url in ["http://web:8000/s/studio/checkouts/1/", longest]:
+            # when
+            created = checkout_create(
+                tenant_id=tenant_a.org.pk,
+                email="buyer@example.test",
+                provider="sandbox",
+                lines=[LineIn(product_id=shop_a.download.pk)],
+                return_url=return_url,
+            )
+            # then
+            assert Checkout.objects.get(pk=created.pk).return_url == return_url
 
 
 def _refusals(shop, other_shop):

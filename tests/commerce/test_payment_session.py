@@ -16,11 +16,13 @@ from django.test import override_settings
 
 from apps.commerce.models import Checkout
 from apps.commerce.services import checkout_payment_session_ensure
+from apps.payments.providers import registry
 from apps.payments.providers.base import ProviderError
+from apps.payments.providers.stripe import StripeProvider
 from apps.tenancy.context import tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout
-from tests.commerce.helpers import drain_outbox, new_key, pending_topics
-from tests.payments.provider_transport import JsonHandler
+from tests.commerce.helpers import drain_outbox, new_key, pending_topics, sandbox_provider
+from tests.payments.provider_transport import JsonHandler, ScriptedTransport, form_body, json_response
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -117,3 +119,60 @@ def test_provider_is_never_called_inside_a_transaction(tenant_a, shop_a):
     created = post_checkout(tenant_a.client(), checkout_body(shop_a, {"product": shop_a.download.pk})).json()
     with tenant_context(tenant_a.org.pk), transaction.atomic(), pytest.raises(TransactionManagementError):
         checkout_payment_session_ensure(checkout_id=created["id"])
+
+
+# --- where the provider sends the shopper back -------------------------------------------------
+
+RETURN_URL = "https://shop.example.test/orders/A-1001?lang=en"
+
+
+def _post_with_return_url(tenant: Any, shop: Any, provider: str, **extra: Any) -> dict[str, Any]:
+    body = {**checkout_body(shop, {"product": shop.download.pk}, provider=provider), **extra}
+    response = post_checkout(tenant.client(), body)
+    assert response.status_code == 201, response.content
+    return dict(response.json())
+
+
+def test_stripe_session_sends_the_shopper_back_to_the_checkouts_return_url(tenant_a, shop_a, monkeypatch):
+    # given: the Stripe adapter, its HTTP answered as Stripe's Checkout Sessions API answers
+    transport = ScriptedTransport(
+        json_response({"id": "cs_test_r1", "object": "checkout.session", "url": "https://checkout.stripe.com/c/pay/r1"})
+    )
+    adapter = StripeProvider(
+        secret_key="sk_test_local_xxxxxxxx", webhook_secrets=["whsec_local"], transport=transport, max_network_retries=0
+    )
+    monkeypatch.setitem(registry._instances, "stripe", adapter)
+    created = _post_with_return_url(tenant_a, shop_a, "stripe", return_url=RETURN_URL)
+    # when: the consumer creates the session
+    drain_outbox()
+    # then: Stripe was asked to send the shopper back there, paid or cancelled
+    [request] = transport.requests
+    form = form_body(request)
+    assert (form["success_url"], form["cancel_url"]) == ([RETURN_URL], [RETURN_URL])
+    assert form["client_reference_id"] == [created["id"]]
+
+
+def test_flutterwave_session_redirects_to_the_return_url_or_else_to_the_configured_page(
+    tenant_a, shop_a, flutterwave, settings
+):
+    # given: one checkout with a return URL and one without
+    with_url = _post_with_return_url(tenant_a, shop_a, "flutterwave", return_url=RETURN_URL)
+    without = _post_with_return_url(tenant_a, shop_a, "flutterwave")
+    # when: their sessions are created
+    drain_outbox()
+    # then: Flutterwave's redirect_url is the checkout's own, else CHECKOUT_RETURN_URL's
+    redirects = {r["body"]["tx_ref"]: r["body"]["redirect_url"] for r in flutterwave.requests}
+    assert redirects == {
+        with_url["id"]: RETURN_URL,
+        without["id"]: settings.CHECKOUT_RETURN_URL.format(checkout_id=without["id"]),
+    }
+    assert redirects[without["id"]].endswith(f"/sandbox/checkouts/{without['id']}")
+
+
+def test_sandbox_session_keeps_the_return_url_as_its_success_and_cancel_url(tenant_a, shop_a):
+    # given / when: a sandbox checkout with a return URL gets its session
+    created = _post_with_return_url(tenant_a, shop_a, "sandbox", return_url=RETURN_URL)
+    drain_outbox()
+    # then: the sandbox's provider-side session sends the shopper back there
+    details = sandbox_provider().session_details(reference=f"sbx_{created['id']}")
+    assert (details["success_url"], details["cancel_url"]) == (RETURN_URL, RETURN_URL)

@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from apps.tenancy.services import organization_create
+
 pytestmark = pytest.mark.django_db
 
 
@@ -73,9 +75,17 @@ def test_home_page_links_to_docs_admin_and_operator_pages_that_exist(client):
     # then: a page, and every link on it answers (the admin redirects to its login)
     assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
     links = set(re.findall(r'href="([^"]+)"', response.content.decode()))
-    assert {"/api/docs/", "/admin/", "/ops/inventory", "/healthz", "/readyz", "/metrics"} <= links
+    assert {"/api/docs/", "/admin/", "/studio/", "/ops/inventory", "/healthz", "/readyz", "/metrics"} <= links
     for link in links:
         assert client.get(link).status_code in (200, 302), link
+
+
+def test_home_page_links_to_the_demo_shop_once_the_demo_studio_exists(client):
+    assert "/s/demo-studio/" not in client.get("/").content.decode()
+    organization_create(slug="demo-studio", name="Demo Studio")
+    body = client.get("/").content.decode()
+    assert 'href="/s/demo-studio/"' in body
+    assert client.get("/s/demo-studio/").status_code == 200
 
 
 def test_metrics_are_open_without_a_configured_token(client, settings):

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -44,12 +45,14 @@ from apps.commerce.errors import (
     CheckoutNotAwaitingSession,
     CheckoutNotFound,
     InvalidCheckoutLine,
+    InvalidReturnUrl,
     MixedCurrencies,
     ProviderUnavailable,
 )
 from apps.commerce.inventory import get_strategy
 from apps.commerce.models import (
     PROVIDER_REFERENCE_FIELD,
+    RETURN_URL_MAX_LENGTH,
     Checkout,
     CheckoutLine,
     InventoryReservation,
@@ -117,6 +120,30 @@ def _check_provider(provider: str) -> None:
         get_provider(provider)
     except (UnknownProviderError, ValueError) as exc:
         raise ProviderUnavailable(f"Payment provider {provider!r} is not configured: {exc}") from exc
+
+
+def _check_return_url(return_url: str) -> None:
+    """Refuse what a provider could not send a browser back to: the URL goes into every
+    provider's session as it is, only once the checkout is committed, and a refusal then would
+    leave the shopper a checkout without a way to pay. Host names need no dot (a deployment's
+    DARKROOM_PUBLIC_BASE_URL may be `http://web:8000`)."""
+    if not return_url:
+        return
+    if len(return_url) > RETURN_URL_MAX_LENGTH:
+        raise InvalidReturnUrl(f"A return URL has at most {RETURN_URL_MAX_LENGTH} characters.")
+    # RFC 3986: a URI is ASCII; whitespace and control characters are never part of one.
+    if not return_url.isascii() or any(ch.isspace() or not ch.isprintable() for ch in return_url):
+        raise InvalidReturnUrl("A return URL is ASCII without spaces or control characters (percent-encode the rest).")
+    absolute = "A return URL is an absolute http or https URL."
+    try:
+        parts = urlsplit(return_url)
+        port = parts.port  # ValueError: not a number, or out of range
+    except ValueError as exc:
+        raise InvalidReturnUrl(absolute) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise InvalidReturnUrl(absolute)
+    if parts.username is not None or parts.password is not None:
+        raise InvalidReturnUrl("A return URL carries no user name or password.")
 
 
 def _studio_owner_id(tenant_id: int) -> int | None:
@@ -267,7 +294,15 @@ def _insert_checkout_with_lines(checkout: Checkout, lines: list[CheckoutLine]) -
 # savepoint=False: inside the API's transaction a savepoint would cost two round trips per
 # checkout for nothing; an error here rolls the whole request back anyway.
 @transaction.atomic(savepoint=False)
-def checkout_create(*, tenant_id: int, email: str, provider: str, lines: Sequence[LineIn]) -> Checkout:
+def checkout_create(
+    *,
+    tenant_id: int,
+    email: str,
+    provider: str,
+    lines: Sequence[LineIn],
+    return_url: str = "",
+    checkout_id: uuid.UUID | None = None,
+) -> Checkout:
     """Create a checkout with its lines, stock reservations, transaction row and outbox message.
 
     Joins the caller's transaction (the Idempotency-Key protocol's, around the API request):
@@ -276,17 +311,24 @@ def checkout_create(*, tenant_id: int, email: str, provider: str, lines: Sequenc
     event's price list now; print lines get a reservation through the configured inventory
     strategy (`row_lock`: stock rows locked FOR UPDATE until that commit). A sold-out line is
     marked and left out of the amount; a checkout with nothing left to charge is `sold_out`.
-    Raises (before writing anything) ProviderUnavailable, InvalidCheckoutLine, PriceNotSet,
-    MixedCurrencies. The returned checkout carries its new lines in `lines_by_position` (as
-    `checkout_get` does), so the caller can render it without reading it back.
+    `return_url` is where the provider sends the shopper back (blank: CHECKOUT_RETURN_URL).
+    `checkout_id` lets a caller name the checkout before it exists (the web shop's return URL is
+    the checkout's own page): a fresh `uuid.uuid4()`, never one that may exist already (its
+    primary key would collide). Raises (before writing anything) InvalidReturnUrl,
+    ProviderUnavailable, InvalidCheckoutLine, PriceNotSet, MixedCurrencies. The returned
+    checkout carries its new lines in `lines_by_position` (as `checkout_get` does), so the
+    caller can render it without reading it back.
     """
+    _check_return_url(return_url)
     _check_provider(provider)
     priced = _price_lines(tenant_id=tenant_id, lines=lines)
     now = timezone.now()
     checkout = Checkout(
+        id=checkout_id or uuid.uuid4(),
         tenant_id=tenant_id,
         email=email,
         provider=provider,
+        return_url=return_url,
         status=Checkout.Status.RESERVING,
         currency=priced[0].currency,
         amount_minor=0,
@@ -414,7 +456,8 @@ def checkout_payment_session_ensure(*, checkout_id: uuid.UUID | str) -> Checkout
     Runs OUTSIDE any transaction (it calls the provider; TransactionManagementError otherwise),
     in the checkout's tenant context. Idempotent: a checkout that is not
     `awaiting_payment_session` is returned untouched, and the checkout id is the provider's
-    idempotency key, so a retry after a timeout gets the same session back. A non-retryable
+    idempotency key, so a retry after a timeout gets the same session back. The shopper comes
+    back (paid or not) to the checkout's `return_url`, else to CHECKOUT_RETURN_URL. A non-retryable
     provider error is recorded on the checkout (`payment_session_error`) and not raised; a
     retryable one is recorded and re-raised (ProviderError) for the consumer's backoff.
     Raises CheckoutNotFound.
@@ -426,7 +469,7 @@ def checkout_payment_session_ensure(*, checkout_id: uuid.UUID | str) -> Checkout
         raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
     if checkout.status != Checkout.Status.AWAITING_PAYMENT_SESSION:
         return checkout
-    return_url = settings.CHECKOUT_RETURN_URL.format(checkout_id=checkout.pk)
+    return_url = checkout.return_url or settings.CHECKOUT_RETURN_URL.format(checkout_id=checkout.pk)
     try:
         session = get_provider(checkout.provider).create_session(
             checkout_id=str(checkout.pk),

@@ -5,10 +5,16 @@ faces against the caller's stored enrolments. Backends are stateless towards the
 caller stores what `enroll()` returns and passes it back to `search()` as `Enrolled` rows, so a
 backend never decides who is enrolled. A search only ever matches subjects in `enrolled`.
 
+"Find me" runs the other way, with the same rule: `index_photo()` makes a photo's faces
+searchable (the caller stores the `IndexedFace`s), and `search_selfie()` matches a shopper's
+selfie against the stored photo faces the caller passes back (`IndexedBatch`), storing nothing
+of the selfie anywhere.
+
 Invariants every backend keeps:
 - Boxes are pixels of the image as displayed, i.e. after its EXIF orientation is applied.
 - `face_key` is unique within one `SearchResult` and stable: the same bytes give the same keys.
 - `matches` holds at most one entry per (face_key, subject), only at/above the match threshold.
+- `search_selfie()` returns at most one entry per subject, only at/above the same threshold.
 - Client errors (`FaceRejected` and subclasses) mean "this image will never work"; transient
   errors are `FaceBackendUnavailable` and the caller retries. Anything else is a bug.
 """
@@ -25,6 +31,8 @@ from django.conf import settings
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 BACKEND_NAMES: tuple[str, ...] = ("local", "rekognition", "fake")
+DESCRIPTOR_SIZE = 128  # the local backend's dlib descriptor
+DESCRIPTOR_BYTES = DESCRIPTOR_SIZE * 4  # stored as little-endian float32
 DEFAULT_MAX_FACES_PER_PHOTO = 50
 # A selfie may show bystanders far behind the attendee: a second face makes it ambiguous
 # (SeveralFaces) only if it is at least this fraction of the main face's width.
@@ -95,6 +103,41 @@ class SearchResult:
     searches: int
 
 
+@dataclass(frozen=True)
+class IndexedFace:
+    """A photo face `index_photo()` made searchable; the caller stores all three fields.
+
+    `ref`: Rekognition FaceId (in the photo collection); fake: the identity; local: "".
+    `descriptor`: local: the 128-d dlib descriptor as DESCRIPTOR_BYTES of little-endian float32;
+    others: b"".
+    """
+
+    face_key: str
+    ref: str
+    descriptor: bytes
+
+
+@dataclass(frozen=True)
+class IndexedBatch:
+    """Stored photo faces passed back into `search_selfie()`, in batches (bounded memory).
+
+    Face i belongs to `subjects[i]` (the caller's id, "photo-12"), has `refs[i]` and, for the local
+    backend, the i-th DESCRIPTOR_BYTES slice of `descriptors` (b"" for the other backends).
+    """
+
+    subjects: Sequence[str]
+    refs: Sequence[str]
+    descriptors: bytes
+
+
+@dataclass(frozen=True)
+class SubjectMatch:
+    """A subject with a face resembling the selfie; `similarity` is its best face's, 0..1."""
+
+    subject: str
+    similarity: float
+
+
 class FaceRejected(Exception):
     """The image is unusable as a selfie (or, for search, as a photo): a 4xx for the caller."""
 
@@ -140,6 +183,27 @@ class FaceBackend(Protocol):
         """Find the photo's faces and match them against `enrolled` only.
 
         Raises UnreadableImage or FaceBackendUnavailable.
+        """
+        ...
+
+    def index_photo(self, *, collection: str, subject: str, image: bytes) -> list[IndexedFace]:
+        """Make the photo's faces (the largest DROPIN_MAX_FACES_PER_PHOTO) searchable by selfie.
+
+        `collection` is the event's photo collection, `subject` the photo ("photo-12"). Returns
+        the faces in reading order with distinct keys ([] for a photo of nobody). Not idempotent
+        at Rekognition: a repeated call indexes the faces again under new FaceIds, which never
+        match because `search_selfie()` only accepts refs the caller stored.
+        Raises UnreadableImage or FaceBackendUnavailable.
+        """
+        ...
+
+    def search_selfie(self, *, collection: str, image: bytes, indexed: Iterable[IndexedBatch]) -> list[SubjectMatch]:
+        """Subjects of `indexed` with a face resembling the selfie's single face, best first.
+
+        One entry per subject (its best face), only at/above the match threshold. The selfie is
+        checked (and, at Rekognition, searched) before `indexed` is consumed; nothing of it is
+        stored or logged. Raises NoFaceFound, SeveralFaces, UnreadableImage or
+        FaceBackendUnavailable.
         """
         ...
 
@@ -237,6 +301,16 @@ def best_per_subject(candidates: Iterable[FaceMatch]) -> list[FaceMatch]:
         if current is None or match.similarity > current.similarity:
             best[key] = match
     return [best[key] for key in sorted(best)]
+
+
+def best_subjects(candidates: Iterable[SubjectMatch]) -> list[SubjectMatch]:
+    """Keep the highest similarity per subject, best first (ties by subject: a stable order)."""
+    best: dict[str, SubjectMatch] = {}
+    for match in candidates:
+        current = best.get(match.subject)
+        if current is None or match.similarity > current.similarity:
+            best[match.subject] = match
+    return sorted(best.values(), key=lambda match: (-match.similarity, match.subject))
 
 
 @dataclass(frozen=True)

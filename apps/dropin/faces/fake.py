@@ -7,8 +7,10 @@ without that tag has no faces.
 
 Semantics mirror the real backends: enrol needs exactly one identity (ref = the identity);
 search yields one face per listed identity, in order, keyed "fake-<index>-<identity>", and
-matches enrolled entries whose ref equals the identity with similarity 1.0. The identity
-UNAVAILABLE ("!unavailable") makes enroll() and search() raise FaceBackendUnavailable, to
+matches enrolled entries whose ref equals the identity with similarity 1.0. `index_photo()`
+gives the same faces with ref = identity; `search_selfie()` takes a selfie like `enroll()` and
+matches indexed faces whose ref equals its identity, with similarity 1.0. The identity
+UNAVAILABLE ("!unavailable") makes every operation but forget() raise FaceBackendUnavailable, to
 rehearse outages.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from PIL import Image
@@ -27,11 +29,15 @@ from apps.dropin.faces.base import (
     EnrolledFace,
     FaceBackendUnavailable,
     FaceMatch,
+    IndexedBatch,
+    IndexedFace,
     NoFaceFound,
     PhotoFace,
     SearchResult,
     SeveralFaces,
+    SubjectMatch,
     best_per_subject,
+    best_subjects,
     match_threshold,
     max_faces_per_photo,
     open_image,
@@ -82,31 +88,13 @@ class FakeFaceBackend:
     name = "fake"
 
     def enroll(self, *, collection: str, subject: str, image: bytes) -> EnrolledFace:
-        identities, _ = read_identities(image)
-        if UNAVAILABLE in identities:
-            raise FaceBackendUnavailable("fake outage")
-        if not identities:
-            raise NoFaceFound("No face found in the selfie.")
-        if len(identities) > 1:
-            raise SeveralFaces(f"{len(identities)} faces in the selfie; it must show one person.")
-        return EnrolledFace(ref=identities[0], embedding=())
+        return EnrolledFace(ref=_selfie_identity(image), embedding=())
 
     def forget(self, *, collection: str, refs: Sequence[str], subjects: Sequence[str] = ()) -> None:
         return None
 
     def search(self, *, collection: str, image: bytes, enrolled: Sequence[Enrolled]) -> SearchResult:
-        identities, (width, height) = read_identities(image)
-        if UNAVAILABLE in identities:
-            raise FaceBackendUnavailable("fake outage")
-        identities = identities[: max_faces_per_photo()]
-        column = max(width // max(len(identities), 1), 1)
-        faces = [
-            PhotoFace(
-                face_key=f"fake-{index}-{identity}",
-                box=Box(left=index * column, top=0, width=column, height=height),
-            )
-            for index, identity in enumerate(identities)
-        ]
+        identities, faces = _photo_faces(image)
         if not enrolled:
             return SearchResult(faces=faces, matches=[], searches=0)
         threshold = match_threshold(DEFAULT_THRESHOLD)
@@ -117,3 +105,52 @@ class FakeFaceBackend:
             if entry.ref == identity and 1.0 >= threshold
         ]
         return SearchResult(faces=faces, matches=best_per_subject(candidates), searches=len(faces))
+
+    def index_photo(self, *, collection: str, subject: str, image: bytes) -> list[IndexedFace]:
+        identities, faces = _photo_faces(image)
+        return [
+            IndexedFace(face_key=face.face_key, ref=identity, descriptor=b"")
+            for face, identity in zip(faces, identities, strict=True)
+        ]
+
+    def search_selfie(self, *, collection: str, image: bytes, indexed: Iterable[IndexedBatch]) -> list[SubjectMatch]:
+        identity = _selfie_identity(image)
+        if 1.0 < match_threshold(DEFAULT_THRESHOLD):
+            return []
+        return best_subjects(
+            SubjectMatch(subject=subject, similarity=1.0)
+            for batch in indexed
+            for subject, ref in zip(batch.subjects, batch.refs, strict=True)
+            if ref == identity
+        )
+
+
+def _selfie_identity(image: bytes) -> str:
+    """The single identity of a selfie. Raises NoFaceFound, SeveralFaces, UnreadableImage or
+    FaceBackendUnavailable (the outage identity)."""
+    identities, _ = read_identities(image)
+    if UNAVAILABLE in identities:
+        raise FaceBackendUnavailable("fake outage")
+    if not identities:
+        raise NoFaceFound("No face found in the selfie.")
+    if len(identities) > 1:
+        raise SeveralFaces(f"{len(identities)} faces in the selfie; it must show one person.")
+    return identities[0]
+
+
+def _photo_faces(image: bytes) -> tuple[list[str], list[PhotoFace]]:
+    """A photo's identities (the first DROPIN_MAX_FACES_PER_PHOTO) and their faces, one column
+    each. Raises UnreadableImage or FaceBackendUnavailable (the outage identity)."""
+    identities, (width, height) = read_identities(image)
+    if UNAVAILABLE in identities:
+        raise FaceBackendUnavailable("fake outage")
+    identities = identities[: max_faces_per_photo()]
+    column = max(width // max(len(identities), 1), 1)
+    faces = [
+        PhotoFace(
+            face_key=f"fake-{index}-{identity}",
+            box=Box(left=index * column, top=0, width=column, height=height),
+        )
+        for index, identity in enumerate(identities)
+    ]
+    return identities, faces

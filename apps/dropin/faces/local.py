@@ -15,15 +15,25 @@ LFW). Similarity is `1 - distance` clipped to 0..1, so the default threshold 0.4
 dlib's 0.6 cut; raise DROPIN_MATCH_THRESHOLD (e.g. 0.45-0.5) to trade recall for fewer false
 matches. Enrolments without a 128-d embedding (made by another backend) are skipped.
 
+Find me: `index_photo()` returns each kept face's descriptor as 512 bytes of float32 (the
+caller stores them in Postgres); `search_selfie()` describes the selfie's single face (the rules
+of `enroll()`) and compares it with the stored descriptors batch by batch in numpy (one
+vectorised distance per batch, tens of ms per 100,000 faces; reading them from Postgres
+dominates, about 1 s for 100,000; the caller bounds how many it passes, FINDME_MAX_FACES). A
+drop-in job searches and indexes the same photo bytes back to back, so the last photo analysed
+(its face boxes and descriptors, never pixels and never a selfie) is kept per thread, and
+detection runs once per photo.
+
 Models load lazily once per backend instance (i.e. per process, via `get_backend`), under a
 lock; dlib objects are not documented as thread-safe, so inference is serialised per process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,15 +45,22 @@ from django.core.exceptions import ImproperlyConfigured
 
 from apps.dropin.faces.base import (
     COMPETING_FACE_RATIO,
+    DESCRIPTOR_BYTES,
+    DESCRIPTOR_SIZE,
     Box,
     Enrolled,
     EnrolledFace,
     FaceMatch,
+    IndexedBatch,
+    IndexedFace,
     NoFaceFound,
+    PhotoFace,
     Picture,
     SearchResult,
     SeveralFaces,
+    SubjectMatch,
     best_per_subject,
+    best_subjects,
     largest,
     load_picture,
     match_threshold,
@@ -54,7 +71,7 @@ from apps.dropin.faces.base import (
 
 DEFAULT_THRESHOLD = 0.4  # similarity = 1 - distance; dlib's same-person cut is distance 0.6
 DEFAULT_MAX_IMAGE_SIDE = 2000
-DESCRIPTOR_SIZE = 128
+STORED_DTYPE = np.dtype("<f4")  # descriptors as stored by the caller (DESCRIPTOR_BYTES each)
 UPSAMPLE = 1  # one pyramid doubling: finds faces down to ~40 px
 
 _SHAPE_PREDICTOR = "shape_predictor_5_face_landmarks.dat"
@@ -85,6 +102,14 @@ class _Face:
     rect: Any  # dlib.rectangle in the working (downscaled) image
 
 
+@dataclass(frozen=True)
+class _Analysis:
+    """A photo's kept faces in reading order and their descriptors (one row per face)."""
+
+    faces: list[PhotoFace]
+    descriptors: np.ndarray
+
+
 class LocalFaceBackend:
     """dlib on the local CPU; nothing is stored backend-side, so `forget()` is a no-op."""
 
@@ -94,6 +119,7 @@ class LocalFaceBackend:
         self._models: _Models | None = None
         self._load_lock = threading.Lock()
         self._infer_lock = threading.Lock()
+        self._last = threading.local()  # the last photo's _Analysis, per thread
 
     def enroll(self, *, collection: str, subject: str, image: bytes) -> EnrolledFace:
         """Descriptor of the selfie's single face.
@@ -101,6 +127,71 @@ class LocalFaceBackend:
         Raises NoFaceFound, SeveralFaces (a second face at least COMPETING_FACE_RATIO of the
         largest one's width) or UnreadableImage.
         """
+        descriptor = self._selfie_descriptor(image)
+        return EnrolledFace(ref="", embedding=tuple(float(value) for value in descriptor))
+
+    def forget(self, *, collection: str, refs: Sequence[str], subjects: Sequence[str] = ()) -> None:
+        return None
+
+    def search(self, *, collection: str, image: bytes, enrolled: Sequence[Enrolled]) -> SearchResult:
+        """Detect up to DROPIN_MAX_FACES_PER_PHOTO faces (the largest) and match each one.
+
+        `searches` is the number of faces compared (0 without a usable enrolment). Raises
+        UnreadableImage.
+        """
+        usable = [entry for entry in enrolled if len(entry.embedding) == DESCRIPTOR_SIZE]
+        analysis = self._analyse(image)
+        faces = analysis.faces
+        if not usable or not faces:
+            return SearchResult(faces=faces, matches=[], searches=0)
+        known = np.array([entry.embedding for entry in usable], dtype=np.float64)
+        # distances[i, j]: photo face i to enrolment j
+        distances = np.linalg.norm(analysis.descriptors[:, None, :] - known[None, :, :], axis=2)
+        similarities = np.clip(1.0 - distances, 0.0, 1.0)
+        threshold = match_threshold(DEFAULT_THRESHOLD)
+        candidates = [
+            FaceMatch(face_key=face.face_key, subject=entry.subject, similarity=float(similarities[i, j]))
+            for i, face in enumerate(faces)
+            for j, entry in enumerate(usable)
+            if similarities[i, j] >= threshold
+        ]
+        return SearchResult(faces=faces, matches=best_per_subject(candidates), searches=len(faces))
+
+    def index_photo(self, *, collection: str, subject: str, image: bytes) -> list[IndexedFace]:
+        """The faces `search()` finds, each with its descriptor as DESCRIPTOR_BYTES of float32.
+        Raises UnreadableImage."""
+        analysis = self._analyse(image)
+        stored = analysis.descriptors.astype(STORED_DTYPE)
+        return [
+            IndexedFace(face_key=face.face_key, ref="", descriptor=stored[i].tobytes())
+            for i, face in enumerate(analysis.faces)
+        ]
+
+    def search_selfie(self, *, collection: str, image: bytes, indexed: Iterable[IndexedBatch]) -> list[SubjectMatch]:
+        """Compare the selfie's single face with every stored descriptor, one batch at a time.
+
+        Similarity is 1 - Euclidean distance, as for drop-in matches. Raises NoFaceFound,
+        SeveralFaces, UnreadableImage; ValueError for a batch whose descriptors do not fit it.
+        """
+        selfie = self._selfie_descriptor(image)
+        threshold = match_threshold(DEFAULT_THRESHOLD)
+        candidates: list[SubjectMatch] = []
+        for batch in indexed:
+            if len(batch.descriptors) != len(batch.subjects) * DESCRIPTOR_BYTES:
+                raise ValueError(f"{len(batch.subjects)} subjects but {len(batch.descriptors)} descriptor bytes")
+            if not batch.subjects:
+                continue
+            stored = np.frombuffer(batch.descriptors, dtype=STORED_DTYPE).reshape(-1, DESCRIPTOR_SIZE)
+            similarities = np.clip(1.0 - np.linalg.norm(stored - selfie[None, :], axis=1), 0.0, 1.0)
+            for i in np.flatnonzero(similarities >= threshold).tolist():
+                candidates.append(SubjectMatch(subject=batch.subjects[i], similarity=float(similarities[i])))
+        return best_subjects(candidates)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _selfie_descriptor(self, image: bytes) -> np.ndarray:
+        """Descriptor of a selfie's single face (never cached). Raises NoFaceFound, SeveralFaces
+        or UnreadableImage."""
         picture = self._picture(image)
         models = self._loaded()
         pixels = np.asarray(picture.image)
@@ -112,44 +203,29 @@ class LocalFaceBackend:
             competitors = [face for face in others if face.box.width >= COMPETING_FACE_RATIO * main.box.width]
             if competitors:
                 raise SeveralFaces(f"{len(competitors) + 1} faces in the selfie; it must show one person.")
-            descriptor = self._describe(models, pixels, main.rect)
-        return EnrolledFace(ref="", embedding=tuple(float(value) for value in descriptor))
+            return self._describe(models, pixels, main.rect)
 
-    def forget(self, *, collection: str, refs: Sequence[str], subjects: Sequence[str] = ()) -> None:
-        return None
-
-    def search(self, *, collection: str, image: bytes, enrolled: Sequence[Enrolled]) -> SearchResult:
-        """Detect up to DROPIN_MAX_FACES_PER_PHOTO faces (the largest) and match each one.
-
-        Descriptors are computed only when there is someone to compare with; `searches` is the
-        number of faces compared. Raises UnreadableImage.
-        """
+    def _analyse(self, image: bytes) -> _Analysis:
+        """A photo's kept faces (the largest DROPIN_MAX_FACES_PER_PHOTO, in reading order) and
+        their descriptors; the last photo analysed on this thread is answered from memory."""
+        limit = max_faces_per_photo()
+        max_side = int(getattr(settings, "DROPIN_LOCAL_MAX_IMAGE_SIDE", DEFAULT_MAX_IMAGE_SIDE))
+        key = (hashlib.sha256(image).digest(), limit, max_side)
+        cached = getattr(self._last, "analysis", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]  # type: ignore[no-any-return]
         picture = self._picture(image)
         models = self._loaded()
         pixels = np.asarray(picture.image)
-        usable = [entry for entry in enrolled if len(entry.embedding) == DESCRIPTOR_SIZE]
         with self._infer_lock:
             detected = self._detect(models, picture, pixels)
-            kept = largest(detected, max_faces_per_photo(), lambda face: face.box)
-            chosen = sorted(kept, key=lambda face: reading_order(face.box))
-            faces = photo_faces(face.box for face in chosen)
-            if not usable or not faces:
-                return SearchResult(faces=faces, matches=[], searches=0)
-            descriptors = np.array([self._describe(models, pixels, face.rect) for face in chosen])
-        known = np.array([entry.embedding for entry in usable], dtype=np.float64)
-        # distances[i, j]: photo face i to enrolment j
-        distances = np.linalg.norm(descriptors[:, None, :] - known[None, :, :], axis=2)
-        similarities = np.clip(1.0 - distances, 0.0, 1.0)
-        threshold = match_threshold(DEFAULT_THRESHOLD)
-        candidates = [
-            FaceMatch(face_key=face.face_key, subject=entry.subject, similarity=float(similarities[i, j]))
-            for i, face in enumerate(faces)
-            for j, entry in enumerate(usable)
-            if similarities[i, j] >= threshold
-        ]
-        return SearchResult(faces=faces, matches=best_per_subject(candidates), searches=len(faces))
-
-    # --- internals --------------------------------------------------------------------------------
+            chosen = sorted(largest(detected, limit, lambda face: face.box), key=lambda face: reading_order(face.box))
+            descriptors = np.array(
+                [self._describe(models, pixels, face.rect) for face in chosen], dtype=np.float64
+            ).reshape(-1, DESCRIPTOR_SIZE)
+        analysis = _Analysis(faces=photo_faces(face.box for face in chosen), descriptors=descriptors)
+        self._last.analysis = (key, analysis)
+        return analysis
 
     def _picture(self, image: bytes) -> Picture:
         max_side = int(getattr(settings, "DROPIN_LOCAL_MAX_IMAGE_SIDE", DEFAULT_MAX_IMAGE_SIDE))

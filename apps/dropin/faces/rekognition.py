@@ -39,6 +39,15 @@ so a face whose forget() has not gone through yet never produces a match. Simila
 Rekognition's percent / 100; the API is asked for matches at or above
 DROPIN_REKOGNITION_FACE_MATCH_THRESHOLD (default 90.0 %), and DROPIN_MATCH_THRESHOLD
 (default: that value / 100) filters the result, so the stricter of the two applies.
+
+Find me: the event's photos live in their own collection (the caller names it), each photo's
+faces indexed by one IndexFaces call (ExternalImageId = the photo's subject, MaxFaces =
+DROPIN_MAX_FACES_PER_PHOTO up to Rekognition's 100, QualityFilter=AUTO; the collection is
+created on first use). A selfie is one DetectFaces (exactly one face, the enrolment's rule) and
+one SearchFacesByImage of the whole selfie (Rekognition searches its largest face) for up to
+4096 faces at the drop-in thresholds. Only FaceIds the caller stored count, so faces indexed
+again by a retried job (new FaceIds, never stored) cannot produce hits. The selfie is sent to
+these two calls and kept nowhere.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ import io
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,12 +74,16 @@ from apps.dropin.faces.base import (
     EnrolledFace,
     FaceBackendUnavailable,
     FaceMatch,
+    IndexedBatch,
+    IndexedFace,
     NoFaceFound,
     Picture,
     SearchResult,
     SeveralFaces,
+    SubjectMatch,
     UnreadableImage,
     best_per_subject,
+    best_subjects,
     largest,
     load_picture,
     match_threshold,
@@ -92,6 +105,8 @@ WORKING_MAX_SIDE = 4096
 SEARCH_MAX_MATCHES = 100  # stale faces of the same person must not crowd out an enrolled one
 DELETE_BATCH = 4096  # DeleteFaces accepts at most this many FaceIds
 LIST_PAGE = 4096  # ListFaces' largest MaxResults
+INDEX_MAX_FACES = 100  # IndexFaces indexes at most this many faces of an image
+SELFIE_MAX_MATCHES = 4096  # SearchFacesByImage's largest MaxFaces
 _EXTERNAL_IMAGE_ID = re.compile(r"[a-zA-Z0-9_.\-:]{1,255}")
 _TRANSIENT_CODES = frozenset(
     {
@@ -226,16 +241,7 @@ class RekognitionFaceBackend:
                 "dropin.rekognition.earlier_faces_deleted",
                 extra={"collection": collection, "subject": subject, "count": len(earlier)},
             )
-        try:
-            with _translated_errors("IndexFaces"):
-                response = self.client.index_faces(**params)
-        except ClientError as exc:
-            if _error_code(exc) != "ResourceNotFoundException":
-                raise
-            self._create_collection(collection)  # deleted since ListFaces
-            with _translated_errors("IndexFaces"):
-                response = self.client.index_faces(**params)
-
+        response = self._index_faces(collection, params)  # created again if deleted since ListFaces
         records = response.get("FaceRecords", [])
         unindexed = response.get("UnindexedFaces", [])
         if not records:
@@ -319,7 +325,106 @@ class RekognitionFaceBackend:
                     candidates.append(FaceMatch(face_key=face.face_key, subject=entry.subject, similarity=similarity))
         return SearchResult(faces=faces, matches=best_per_subject(candidates), searches=searches)
 
+    def index_photo(self, *, collection: str, subject: str, image: bytes) -> list[IndexedFace]:
+        """IndexFaces the photo's largest faces under ExternalImageId=subject; see the module
+        docstring. Faces are keyed by their pixel boxes, in reading order.
+
+        Raises ValueError for a subject Rekognition cannot store, UnreadableImage or
+        FaceBackendUnavailable.
+        """
+        if not _EXTERNAL_IMAGE_ID.fullmatch(subject):
+            raise ValueError(f"subject {subject!r} is not a valid Rekognition ExternalImageId")
+        picture = load_picture(image, max_side=WORKING_MAX_SIDE)
+        response = self._index_faces(
+            collection,
+            {
+                "CollectionId": collection,
+                "Image": {"Bytes": rekognition_payload(image, picture)},
+                "ExternalImageId": subject,
+                "MaxFaces": max(1, min(max_faces_per_photo(), INDEX_MAX_FACES)),
+                "QualityFilter": "AUTO",
+                "DetectionAttributes": [],
+            },
+        )
+        indexed = [
+            (_ratio_box(picture, record["Face"].get("BoundingBox", {})), record["Face"]["FaceId"])
+            for record in response.get("FaceRecords", [])
+            if record.get("Face", {}).get("FaceId")
+        ]
+        indexed = sorted(
+            [(box, face_id) for box, face_id in indexed if box.width > 0 and box.height > 0],
+            key=lambda item: reading_order(item[0]),
+        )
+        faces = photo_faces(box for box, _ in indexed)
+        return [
+            IndexedFace(face_key=face.face_key, ref=face_id, descriptor=b"")
+            for face, (_, face_id) in zip(faces, indexed, strict=True)
+        ]
+
+    def search_selfie(self, *, collection: str, image: bytes, indexed: Iterable[IndexedBatch]) -> list[SubjectMatch]:
+        """DetectFaces (exactly one face), then SearchFacesByImage in the photo collection; see
+        the module docstring. Raises NoFaceFound, SeveralFaces, UnreadableImage or
+        FaceBackendUnavailable.
+        """
+        picture = load_picture(image, max_side=WORKING_MAX_SIDE)
+        payload = rekognition_payload(image, picture)
+        with _translated_errors("DetectFaces"):
+            details = self.client.detect_faces(Image={"Bytes": payload}, Attributes=["DEFAULT"]).get("FaceDetails", [])
+        boxes = [_ratio_box(picture, detail.get("BoundingBox", {})) for detail in details]
+        boxes = [box for box in boxes if box.width > 0 and box.height > 0]
+        if not boxes:
+            raise NoFaceFound("No face found in the selfie.")
+        main, *others = largest(boxes, len(boxes), lambda box: box)
+        competitors = [box for box in others if box.width >= COMPETING_FACE_RATIO * main.width]
+        if competitors:
+            raise SeveralFaces(f"{len(competitors) + 1} faces in the selfie; it must show one person.")
+        api_threshold = float(
+            getattr(settings, "DROPIN_REKOGNITION_FACE_MATCH_THRESHOLD", DEFAULT_FACE_MATCH_THRESHOLD)
+        )
+        threshold = match_threshold(api_threshold / 100)
+        try:
+            with _translated_errors("SearchFacesByImage"):
+                response = self.client.search_faces_by_image(
+                    CollectionId=collection,
+                    Image={"Bytes": payload},
+                    FaceMatchThreshold=api_threshold,
+                    MaxFaces=SELFIE_MAX_MATCHES,
+                )
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code == "InvalidParameterException":  # DetectFaces saw a face, the search did not
+                raise NoFaceFound("No usable face found in the selfie.") from exc
+            if code == "ResourceNotFoundException":
+                return []  # no photo of the event indexed yet
+            raise
+        found: dict[str, float] = {}
+        for match in response.get("FaceMatches", []):
+            face_id = match.get("Face", {}).get("FaceId", "")
+            similarity = float(match.get("Similarity", 0.0)) / 100
+            if face_id and similarity >= threshold:
+                found[face_id] = max(similarity, found.get(face_id, 0.0))
+        if not found:
+            return []
+        return best_subjects(
+            SubjectMatch(subject=subject, similarity=found[ref])
+            for batch in indexed
+            for subject, ref in zip(batch.subjects, batch.refs, strict=True)
+            if ref in found
+        )
+
     # --- internals --------------------------------------------------------------------------------
+
+    def _index_faces(self, collection: str, params: dict[str, Any]) -> Any:
+        """IndexFaces; a missing collection is created and the call made once more."""
+        try:
+            with _translated_errors("IndexFaces"):
+                return self.client.index_faces(**params)
+        except ClientError as exc:
+            if _error_code(exc) != "ResourceNotFoundException":
+                raise
+        self._create_collection(collection)
+        with _translated_errors("IndexFaces"):
+            return self.client.index_faces(**params)
 
     def _create_collection(self, collection: str) -> None:
         """Create the collection; another worker creating it first is fine."""

@@ -1,6 +1,23 @@
-"""Placeholder: filled by the shop UI."""
+"""The shoppers' pages (mounted at /s/ by apps/web/urls.py).
 
-from django.urls import URLPattern
+The studio's own pages (cart, checkouts) come before the event routes; no event may have one of
+their names as its slug (`catalog.models.RESERVED_EVENT_SLUGS`, a check constraint).
+"""
+
+from django.urls import URLPattern, path
+
+from apps.web.shop.views import browse, cart, checkout, findme
 
 app_name = "shop"
-urlpatterns: list[URLPattern] = []
+urlpatterns: list[URLPattern] = [
+    path("<slug:studio_slug>/", browse.studio_home, name="studio"),
+    path("<slug:studio_slug>/cart/", cart.cart_show, name="cart"),
+    path("<slug:studio_slug>/cart/update", cart.cart_update, name="cart-update"),
+    path("<slug:studio_slug>/cart/remove", cart.cart_remove, name="cart-remove"),
+    path("<slug:studio_slug>/cart/checkout", cart.checkout_submit, name="checkout-create"),
+    path("<slug:studio_slug>/checkouts/<uuid:checkout_id>/", checkout.checkout_page, name="checkout"),
+    path("<slug:studio_slug>/checkouts/<uuid:checkout_id>/status", checkout.checkout_status, name="checkout-status"),
+    path("<slug:studio_slug>/<slug:event_slug>/", browse.event_gallery, name="event"),
+    path("<slug:studio_slug>/<slug:event_slug>/photos/<int:photo_id>/", browse.photo_detail, name="photo"),
+    path("<slug:studio_slug>/<slug:event_slug>/find-me", findme.find_me, name="find-me"),
+]

@@ -1,6 +1,42 @@
-"""Placeholder: filled by the studio UI."""
+"""The studio dashboard for photographers and owners, under /studio/."""
 
-from django.urls import URLPattern
+from django.urls import path, register_converter
+
+from apps.web.studio.views import announcements, auth, events, money, overview
+
+
+class IdConverter:
+    """A row id that fits PostgreSQL's bigint (a longer number is a 404, never a database error)."""
+
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(IdConverter, "studio_id")
 
 app_name = "studio"
-urlpatterns: list[URLPattern] = []
+urlpatterns = [
+    path("login/", auth.LoginView.as_view(), name="login"),
+    path("logout/", auth.LogoutView.as_view(), name="logout"),
+    path("choose/", auth.choose, name="choose"),
+    path("", overview.overview, name="overview"),
+    path("events/", events.events, name="events"),
+    path("events/<studio_id:event_id>/", events.event_detail, name="event"),
+    path("events/<studio_id:event_id>/photos", events.event_upload, name="event-upload"),
+    path("events/<studio_id:event_id>/products", events.event_products, name="event-products"),
+    path("events/<studio_id:event_id>/prices", events.event_prices, name="event-prices"),
+    path("sales/", money.sales, name="sales"),
+    path("wallet/", money.wallet, name="wallet"),
+    path("wallet/payout-request", money.wallet_payout_request, name="payout-request"),
+    path("wallet/destinations", money.wallet_destination, name="destination"),
+    path("announcements/", announcements.announcements, name="announcements"),
+    path("announcements/<studio_id:announcement_id>/", announcements.announcement_detail, name="announcement"),
+    path(
+        "announcements/<studio_id:announcement_id>/send", announcements.announcement_send_view, name="announcement-send"
+    ),
+]

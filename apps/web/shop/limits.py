@@ -1,0 +1,60 @@
+"""Rate limits of the shop pages: access-code attempts and find-me searches.
+
+The same sliding-window limiter as the API (`apps.ops.rate_limit_check`, one Lua call in Redis),
+keyed by what a shopper cannot shed cheaply: the client address (and, for searches, also the
+session). Rates are the settings `SHOP_ACCESS_CODE_RATE`, `SHOP_FINDME_SESSION_RATE` and
+`SHOP_FINDME_ADDRESS_RATE`; they follow `RATE_LIMIT_ENABLED`. As for the API, an unreachable Redis lets requests through
+(logged and counted): the limiter protects capacity and slows guessing; the access code is
+still checked with the slow password hasher either way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest
+from redis.exceptions import RedisError
+
+from apps.ops.ratelimit import ERRORS, REFUSED, Rate, rate_limit_check
+
+logger = logging.getLogger("darkroom.shop")
+
+
+def client_address(request: HttpRequest) -> str:
+    return str(request.META.get("REMOTE_ADDR") or "unknown")
+
+
+def _rate(name: str) -> Rate:
+    return Rate.parse(str(getattr(settings, name)))
+
+
+def wait_seconds(*checks: tuple[str, str]) -> int:
+    """Count one attempt against each (key, name of the rate's setting); 0 if every limit admits
+    it, else the seconds to wait before the longest-refusing one would."""
+    if not settings.RATE_LIMIT_ENABLED:
+        return 0
+    wait = 0
+    for key, setting in checks:
+        try:
+            decision = rate_limit_check(key=f"shop:{key}", rate=_rate(setting))
+        except RedisError:
+            ERRORS.inc()
+            logger.warning("shop rate limiter unavailable; request let through", extra={"key": key}, exc_info=True)
+            continue
+        if not decision.admitted:
+            wait = max(wait, decision.retry_after_seconds)
+    if wait:
+        REFUSED.inc()
+    return wait
+
+
+def access_code_wait(request: HttpRequest, *, tenant_id: int, event_id: int) -> int:
+    return wait_seconds((f"code:t{tenant_id}:e{event_id}:a{client_address(request)}", "SHOP_ACCESS_CODE_RATE"))
+
+
+def findme_wait(request: HttpRequest, *, tenant_id: int, event_id: int, session_key: str) -> int:
+    return wait_seconds(
+        (f"findme:t{tenant_id}:e{event_id}:s{session_key}", "SHOP_FINDME_SESSION_RATE"),
+        (f"findme:t{tenant_id}:e{event_id}:a{client_address(request)}", "SHOP_FINDME_ADDRESS_RATE"),
+    )

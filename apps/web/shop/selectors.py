@@ -1,0 +1,362 @@
+"""Reads of the shop pages (`/s/<studio>/...`).
+
+Every selector here enters the tenant's context itself (the shopper has no membership, so the
+request runs in nobody's context and RLS would show nothing) and returns evaluated values, like
+the catalog's `public_*` selectors. None of them checks an event's access code: the views decide
+who may see a protected event (a code unlocked in the session) before calling them. No selector
+ever exposes an original's storage name or URL; downloads are signed tokens of a live
+entitlement (`apps.commerce.selectors.download_token`).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from django.conf import settings
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+
+from apps.catalog.errors import EventNotFound
+from apps.catalog.models import Event, Photo, Price, Product, ProductKind, Stock
+from apps.catalog.selectors import PublicPhoto
+from apps.catalog.storage import public_url
+from apps.commerce.models import Checkout, CheckoutLine, Entitlement
+from apps.commerce.selectors import checkout_get, download_token, photos_covered
+from apps.core.problems import NotFound
+from apps.tenancy.context import tenant_context
+from apps.tenancy.models import Organization
+
+# PostgreSQL bigint: an id in a URL or a form beyond it is simply unknown (never a query error).
+MAX_ID = 2**63 - 1
+
+
+class StudioNotFound(NotFound):
+    slug = "studio-not-found"
+    title = "Studio not found"
+
+
+class PhotoNotFound(NotFound):
+    slug = "photo-not-found"
+    title = "Photo not found"
+
+
+@dataclass(frozen=True)
+class Studio:
+    id: int
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ShopEvent:
+    tenant_id: int
+    id: int
+    slug: str
+    title: str
+    date: date
+    protected: bool
+
+
+@dataclass(frozen=True)
+class PhotoPage:
+    """One page of an event's gallery (1-based `number`, clamped into 1..`num_pages`)."""
+
+    photos: list[PublicPhoto]
+    number: int
+    num_pages: int
+    total: int
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.num_pages
+
+
+@dataclass(frozen=True)
+class ShopProduct:
+    """An active product as a shopper sees it: its price (None: not for sale yet), its stock (prints
+    only: units left, 0 when sold out or never stocked) and where it belongs."""
+
+    id: int
+    kind: str
+    size: str
+    photo_id: int | None
+    event_id: int
+    event_slug: str
+    event_title: str
+    event_protected: bool
+    amount_minor: int | None
+    currency: str | None
+    stock_left: int | None
+    thumbnail_url: str | None
+
+    @property
+    def priced(self) -> bool:
+        return self.amount_minor is not None and self.currency is not None
+
+    @property
+    def sold_out(self) -> bool:
+        return self.kind == ProductKind.PRINT and not self.stock_left
+
+
+@dataclass(frozen=True)
+class ShopCheckoutLine:
+    position: int
+    kind: str
+    size: str
+    quantity: int
+    photo_id: int | None
+    event_slug: str
+    thumbnail_url: str | None
+    unit_amount_minor: int
+    amount_minor: int
+    currency: str
+    state: str
+
+
+@dataclass(frozen=True)
+class DownloadLink:
+    photo_id: int
+    token: str
+
+
+@dataclass(frozen=True)
+class ShopCheckout:
+    """A checkout as its page shows it; `downloads` only once paid (live entitlements)."""
+
+    checkout: Checkout
+    lines: list[ShopCheckoutLine]
+    downloads: list[DownloadLink]
+
+    @property
+    def charged_minor(self) -> int:
+        """What is (or will be) charged: the confirmed lines only (a sold-out line never is)."""
+        return sum(line.amount_minor for line in self.lines if line.state == CheckoutLine.State.CONFIRMED)
+
+
+# --- studio and events ----------------------------------------------------------------------
+
+
+def studio_by_slug(*, slug: str) -> Studio:
+    """Raises StudioNotFound. Organizations are not tenant rows: no context needed."""
+    row = Organization.objects.filter(slug=slug).values_list("pk", "slug", "name").first()
+    if row is None:
+        raise StudioNotFound(f"No studio {slug!r}.")
+    return Studio(id=row[0], slug=row[1], name=row[2])
+
+
+def _shop_event(event: Event) -> ShopEvent:
+    return ShopEvent(
+        tenant_id=event.tenant_id,
+        id=event.pk,
+        slug=event.slug,
+        title=event.title,
+        date=event.date,
+        protected=event.visibility == Event.Visibility.ACCESS_CODE,
+    )
+
+
+def shop_events(*, tenant_id: int) -> list[ShopEvent]:
+    """The studio's public events, newest first (protected events are never listed)."""
+    with tenant_context(tenant_id):
+        events = list(
+            Event.objects.filter(tenant_id=tenant_id, visibility=Event.Visibility.PUBLIC).order_by("-date", "-id")
+        )
+    return [_shop_event(event) for event in events]
+
+
+def shop_event(*, tenant_id: int, event_slug: str) -> ShopEvent:
+    """An event by slug, public or protected (the caller checks the unlock). Raises EventNotFound."""
+    with tenant_context(tenant_id):
+        event = Event.objects.filter(tenant_id=tenant_id, slug=event_slug).first()
+    if event is None:
+        raise EventNotFound(f"No event {event_slug!r}.")
+    return _shop_event(event)
+
+
+# --- photos ---------------------------------------------------------------------------------
+
+
+def _ready_photos(*, tenant_id: int, event_id: int) -> QuerySet[Photo]:
+    return Photo.objects.filter(
+        tenant_id=tenant_id, event_id=event_id, derivatives_status=Photo.DerivativesStatus.READY
+    ).only("id", "width", "height", "preview", "thumbnail", "created_at")
+
+
+def _public_photo(photo: Photo) -> PublicPhoto:
+    return PublicPhoto(
+        id=photo.pk,
+        width=photo.width,
+        height=photo.height,
+        preview_url=public_url(photo.preview.name),
+        thumbnail_url=public_url(photo.thumbnail.name),
+        created_at=photo.created_at,
+    )
+
+
+def event_photos_page(*, tenant_id: int, event_id: int, page: int, per_page: int) -> PhotoPage:
+    """Page `page` (clamped) of the event's photos whose watermarked derivatives are ready."""
+    with tenant_context(tenant_id):
+        photos = _ready_photos(tenant_id=tenant_id, event_id=event_id).order_by("id")
+        total = photos.count()
+        num_pages = max(1, math.ceil(total / per_page))
+        number = min(max(1, page), num_pages)
+        start = (number - 1) * per_page
+        rows = list(photos[start : start + per_page])
+    return PhotoPage(photos=[_public_photo(p) for p in rows], number=number, num_pages=num_pages, total=total)
+
+
+def event_photo(*, tenant_id: int, event_id: int, photo_id: int) -> PublicPhoto:
+    """One ready photo of the event. Raises PhotoNotFound (unknown, other event, not ready)."""
+    if not 0 < photo_id <= MAX_ID:
+        raise PhotoNotFound(f"No photo {photo_id}.")
+    with tenant_context(tenant_id):
+        photo = _ready_photos(tenant_id=tenant_id, event_id=event_id).filter(pk=photo_id).first()
+    if photo is None:
+        raise PhotoNotFound(f"No photo {photo_id}.")
+    return _public_photo(photo)
+
+
+def event_photos_by_ids(*, tenant_id: int, event_id: int, photo_ids: Sequence[int]) -> list[PublicPhoto]:
+    """The ready photos of the event among `photo_ids`, in the order given (others left out)."""
+    wanted = [pid for pid in dict.fromkeys(photo_ids) if 0 < pid <= MAX_ID]
+    if not wanted:
+        return []
+    with tenant_context(tenant_id):
+        found = {p.pk: p for p in _ready_photos(tenant_id=tenant_id, event_id=event_id).filter(pk__in=wanted)}
+    return [_public_photo(found[pid]) for pid in wanted if pid in found]
+
+
+# --- products -------------------------------------------------------------------------------
+
+
+def _products(*, tenant_id: int) -> QuerySet[Product]:
+    """Active products with their event, photo, price and stock (one statement)."""
+    price = Price.objects.filter(
+        tenant_id=OuterRef("tenant_id"), event_id=OuterRef("event_id"), kind=OuterRef("kind"), size=OuterRef("size")
+    )
+    stock = Stock.objects.filter(tenant_id=OuterRef("tenant_id"), product_id=OuterRef("pk"))
+    return (
+        Product.objects.filter(tenant_id=tenant_id, active=True)
+        .select_related("event", "photo")
+        .annotate(
+            price_amount_minor=Subquery(price.values("amount_minor")[:1]),
+            price_currency=Subquery(price.values("currency")[:1]),
+            stock_quantity=Subquery(stock.values("quantity")[:1]),
+        )
+    )
+
+
+def _shop_product(product: Product) -> ShopProduct:
+    photo = product.photo
+    thumbnail = None
+    if photo is not None and photo.derivatives_status == Photo.DerivativesStatus.READY:
+        thumbnail = public_url(photo.thumbnail.name)
+    is_print = product.kind == ProductKind.PRINT
+    return ShopProduct(
+        id=product.pk,
+        kind=product.kind,
+        size=product.size,
+        photo_id=product.photo_id,
+        event_id=product.event_id,
+        event_slug=product.event.slug,
+        event_title=product.event.title,
+        event_protected=product.event.visibility == Event.Visibility.ACCESS_CODE,
+        amount_minor=product.price_amount_minor,  # type: ignore[attr-defined]
+        currency=product.price_currency,  # type: ignore[attr-defined]
+        stock_left=(product.stock_quantity or 0) if is_print else None,  # type: ignore[attr-defined]
+        thumbnail_url=thumbnail,
+    )
+
+
+_KIND_ORDER = {ProductKind.DOWNLOAD: 0, ProductKind.PRINT: 1, ProductKind.BULK: 2}
+
+
+def photo_products(*, tenant_id: int, event_id: int, photo_id: int) -> list[ShopProduct]:
+    """What a shopper can buy on a photo's page: its download, its prints (by size) and the
+    event's bulk product; priced products only, download first, then prints, then bulk."""
+    with tenant_context(tenant_id):
+        rows = list(
+            _products(tenant_id=tenant_id).filter(Q(photo_id=photo_id) | Q(kind=ProductKind.BULK), event_id=event_id)
+        )
+    products = [_shop_product(row) for row in rows]
+    return sorted(
+        (p for p in products if p.priced), key=lambda p: (_KIND_ORDER.get(ProductKind(p.kind), 9), p.size, p.id)
+    )
+
+
+def products_by_ids(*, tenant_id: int, product_ids: Iterable[int]) -> dict[int, ShopProduct]:
+    """Active products among `product_ids` (unknown, inactive or out-of-range ids are missing)."""
+    wanted = sorted({pid for pid in product_ids if 0 < pid <= MAX_ID})
+    if not wanted:
+        return {}
+    with tenant_context(tenant_id):
+        rows = list(_products(tenant_id=tenant_id).filter(pk__in=wanted))
+    return {row.pk: _shop_product(row) for row in rows}
+
+
+# --- checkouts ------------------------------------------------------------------------------
+
+
+def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str) -> ShopCheckout:
+    """A checkout with its lines (event slug and thumbnail for each photo) and, once paid, a signed
+    download link per photo its live entitlements cover. Raises CheckoutNotFound."""
+    with tenant_context(tenant_id):
+        checkout = checkout_get(tenant_id=tenant_id, checkout_id=checkout_id)
+        lines = checkout.lines_by_position
+        slugs = dict(
+            Event.objects.filter(tenant_id=tenant_id, pk__in={line.event_id for line in lines}).values_list(
+                "pk", "slug"
+            )
+        )
+        photo_ids = {line.photo_id for line in lines if line.photo_id is not None}
+        thumbnails = {
+            photo.pk: public_url(photo.thumbnail.name)
+            for photo in Photo.objects.filter(
+                tenant_id=tenant_id, pk__in=photo_ids, derivatives_status=Photo.DerivativesStatus.READY
+            ).only("id", "thumbnail")
+        }
+        downloads: list[DownloadLink] = []
+        seen: set[int] = set()  # a photo bought alone and within a bulk product is listed once
+        if checkout.status == Checkout.Status.PAID:
+            entitlements = Entitlement.objects.filter(
+                tenant_id=tenant_id, checkout_id=checkout.pk, revoked_at__isnull=True
+            ).order_by("id")
+            for entitlement in entitlements:
+                for photo_id in photos_covered(
+                    entitlement=entitlement, limit=settings.ENTITLEMENT_BULK_DOWNLOADS_LIMIT
+                ):
+                    if photo_id in seen:
+                        continue
+                    seen.add(photo_id)
+                    downloads.append(
+                        DownloadLink(
+                            photo_id=photo_id, token=download_token(entitlement=entitlement, photo_id=photo_id)
+                        )
+                    )
+    return ShopCheckout(
+        checkout=checkout,
+        lines=[
+            ShopCheckoutLine(
+                position=line.position,
+                kind=line.kind,
+                size=line.size,
+                quantity=line.quantity,
+                photo_id=line.photo_id,
+                event_slug=slugs.get(line.event_id, ""),
+                thumbnail_url=thumbnails.get(line.photo_id) if line.photo_id is not None else None,
+                unit_amount_minor=line.unit_amount_minor,
+                amount_minor=line.amount_minor,
+                currency=line.currency,
+                state=line.state,
+            )
+            for line in lines
+        ],
+        downloads=downloads,
+    )

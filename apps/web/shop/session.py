@@ -1,0 +1,111 @@
+"""What the shop keeps in the shopper's session: the cart per studio, the protected events whose
+code was entered, and the checkouts this session created (the only ones it may look at).
+
+Everything is JSON-serialisable (Django's session serializer) and bounded, so a session cannot
+grow without limit. Keys are per studio (tenant id) where the data is: one browser can shop at
+two studios without their carts mixing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+
+from django.contrib.sessions.backends.base import SessionBase
+from django.http import HttpRequest
+
+CART_KEY = "shop_carts"
+UNLOCKED_KEY = "shop_unlocked_events"
+CHECKOUTS_KEY = "shop_checkouts"
+MAX_UNLOCKED_EVENTS = 100
+MAX_CHECKOUTS_PER_STUDIO = 50
+
+
+@dataclass(frozen=True)
+class CartLine:
+    product_id: int
+    quantity: int
+
+
+class Cart:
+    """The session cart of one studio: product id -> quantity, in the order first added.
+
+    Adding sets the quantity (it does not add to it), so a resubmitted "add to cart" form changes
+    nothing. The session is marked modified only when something changes.
+    """
+
+    def __init__(self, session: SessionBase, tenant_id: int) -> None:
+        self._session = session
+        self._key = str(tenant_id)
+
+    def _items(self) -> dict[str, int]:
+        carts = self._session.get(CART_KEY) or {}
+        items = carts.get(self._key) or {}
+        return {str(k): int(v) for k, v in items.items()}
+
+    def _store(self, items: dict[str, int]) -> None:
+        carts = dict(self._session.get(CART_KEY) or {})
+        if items:
+            carts[self._key] = items
+        else:
+            carts.pop(self._key, None)
+        self._session[CART_KEY] = carts
+
+    def lines(self) -> list[CartLine]:
+        return [CartLine(product_id=int(k), quantity=v) for k, v in self._items().items()]
+
+    def quantity_of(self, product_id: int) -> int:
+        return self._items().get(str(product_id), 0)
+
+    def set(self, product_id: int, quantity: int) -> None:
+        items = self._items()
+        if items.get(str(product_id)) != quantity:
+            items[str(product_id)] = quantity
+            self._store(items)
+
+    def remove(self, product_id: int) -> None:
+        items = self._items()
+        if items.pop(str(product_id), None) is not None:
+            self._store(items)
+
+    def clear(self) -> None:
+        if self._items():
+            self._store({})
+
+    def item_count(self) -> int:
+        return sum(self._items().values())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def digest(self) -> str:
+        """A short fingerprint of the cart's contents: the checkout form carries it, so a form
+        rendered for another cart (changed in another tab) is refused instead of buying what the
+        shopper did not review."""
+        canonical = json.dumps(sorted(self._items().items()), separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def unlocked(request: HttpRequest, event_id: int) -> bool:
+    return event_id in (request.session.get(UNLOCKED_KEY) or [])
+
+
+def unlock(request: HttpRequest, event_id: int) -> None:
+    events = [e for e in (request.session.get(UNLOCKED_KEY) or []) if e != event_id]
+    events.append(event_id)
+    request.session[UNLOCKED_KEY] = events[-MAX_UNLOCKED_EVENTS:]
+
+
+def remember_checkout(request: HttpRequest, tenant_id: int, checkout_id: uuid.UUID | str) -> None:
+    mine = dict(request.session.get(CHECKOUTS_KEY) or {})
+    ids = [c for c in mine.get(str(tenant_id), []) if c != str(checkout_id)]
+    ids.append(str(checkout_id))
+    mine[str(tenant_id)] = ids[-MAX_CHECKOUTS_PER_STUDIO:]
+    request.session[CHECKOUTS_KEY] = mine
+
+
+def owns_checkout(request: HttpRequest, tenant_id: int, checkout_id: uuid.UUID | str) -> bool:
+    mine = request.session.get(CHECKOUTS_KEY) or {}
+    return str(checkout_id) in mine.get(str(tenant_id), [])

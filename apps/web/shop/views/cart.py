@@ -1,0 +1,205 @@
+"""The session cart of one studio, and checking it out.
+
+* `GET /s/<studio>/cart/`: lines, quantities, totals per currency, and the checkout form
+  (e-mail, provider, a fresh form nonce and the cart's digest).
+* `POST /s/<studio>/cart/update` (`product`, `quantity`; 0 removes) and
+  `POST /s/<studio>/cart/remove` (`product`): change the cart, then 303 to it.
+* `POST /s/<studio>/cart/checkout`: `submit_once` around `checkout_create` (the form nonce is the
+  Idempotency-Key: a double submit creates one checkout and both land on it), 303 to the
+  checkout page, which this session may then see; the cart is emptied. The same page (absolute,
+  on DARKROOM_PUBLIC_BASE_URL) is the checkout's return URL: the provider sends the shopper back
+  to it after paying. Refusals (bad e-mail,
+  empty or changed cart, an item no longer on sale, mixed currencies, whatever
+  `checkout_create` refuses) show the cart again with the reason and a 4xx, having written
+  nothing; the checkout kill switch gives a 503 page with Retry-After.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import Resolver404, resolve, reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.catalog.models import ProductKind
+from apps.commerce.services import LineIn, checkout_create
+from apps.core.problems import DomainError, InvalidInput
+from apps.ops.killswitch import CapabilityDisabled, capability_enabled, ensure_enabled
+from apps.ops.models import Capability
+from apps.web.shop.forms import CartRemoveForm, CartUpdateForm, CheckoutForm, offered_providers
+from apps.web.shop.presenters import cart_view
+from apps.web.shop.selectors import Studio, products_by_ids
+from apps.web.shop.session import Cart, remember_checkout
+from apps.web.shop.views.common import message_page, render_page, shop_view
+from apps.web.submit_once import SubmissionInFlight, form_nonce, session_caller, submit_once
+
+
+class EmptyCart(InvalidInput):
+    slug = "cart-empty"
+    title = "Your cart is empty"
+
+
+class CartChanged(DomainError):
+    status_code = 409
+    slug = "cart-changed"
+    title = "Your cart changed"
+
+
+def _cart_url(studio: Studio) -> str:
+    return reverse("shop:cart", kwargs={"studio_slug": studio.slug})
+
+
+def cart_page(
+    request: HttpRequest,
+    studio: Studio,
+    *,
+    error: str = "",
+    field_errors: dict[str, Any] | None = None,
+    email: str = "",
+    provider: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    cart = Cart(request.session, studio.id)
+    lines = cart.lines()
+    view = cart_view(lines, products_by_ids(tenant_id=studio.id, product_ids=[line.product_id for line in lines]))
+    providers = offered_providers()
+    return render_page(
+        request,
+        "shop/cart.html",
+        studio=studio,
+        context={
+            "cart": view,
+            "error": error,
+            "field_errors": field_errors or {},
+            "email": email,
+            "providers": providers,
+            "provider": provider or (providers[0][0] if providers else ""),
+            "nonce": form_nonce(),
+            "digest": cart.digest(),
+            "checkout_paused": not capability_enabled(Capability.CHECKOUT),
+        },
+        status=status,
+    )
+
+
+@require_GET
+@shop_view
+def cart_show(request: HttpRequest, studio: Studio) -> HttpResponse:
+    return cart_page(request, studio)
+
+
+@require_POST
+@shop_view
+def cart_update(request: HttpRequest, studio: Studio) -> HttpResponse:
+    cart = Cart(request.session, studio.id)
+    form = CartUpdateForm(request.POST)
+    if not form.is_valid():
+        return cart_page(request, studio, error="Choose a quantity.", status=400)
+    product_id, quantity = form.cleaned_data["product"], form.cleaned_data["quantity"]
+    if cart.quantity_of(product_id) == 0:
+        return cart_page(request, studio, error="That item is not in your cart.", status=400)
+    if quantity == 0:
+        cart.remove(product_id)
+        return HttpResponseRedirect(_cart_url(studio), status=303)
+    product = products_by_ids(tenant_id=studio.id, product_ids=[product_id]).get(product_id)
+    if product is None or product.kind != ProductKind.PRINT:
+        return cart_page(request, studio, error="Only prints can be ordered more than once.", status=400)
+    if quantity > settings.CHECKOUT_MAX_PRINT_QUANTITY:
+        return cart_page(
+            request,
+            studio,
+            error=f"At most {settings.CHECKOUT_MAX_PRINT_QUANTITY} of one print per order.",
+            status=400,
+        )
+    cart.set(product_id, quantity)
+    return HttpResponseRedirect(_cart_url(studio), status=303)
+
+
+@require_POST
+@shop_view
+def cart_remove(request: HttpRequest, studio: Studio) -> HttpResponse:
+    form = CartRemoveForm(request.POST)
+    if not form.is_valid():
+        return cart_page(request, studio, error="Choose an item to remove.", status=400)
+    Cart(request.session, studio.id).remove(form.cleaned_data["product"])
+    return HttpResponseRedirect(_cart_url(studio), status=303)
+
+
+def _checkout_id_of(url: str, studio: Studio) -> uuid.UUID | None:
+    """The checkout a (replayed) redirect of this studio's checkout form points at."""
+    try:
+        match = resolve(url)
+    except Resolver404:
+        return None
+    if match.view_name != "shop:checkout" or match.kwargs.get("studio_slug") != studio.slug:
+        return None
+    checkout_id = match.kwargs.get("checkout_id")
+    return checkout_id if isinstance(checkout_id, uuid.UUID) else None
+
+
+@require_POST
+@shop_view
+def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
+    form = CheckoutForm(request.POST)
+    email, provider = str(request.POST.get("email", "")), str(request.POST.get("provider", ""))
+    if not form.is_valid():
+        return cart_page(request, studio, field_errors=form.errors, email=email, provider=provider, status=400)
+    cart = Cart(request.session, studio.id)
+    posted_digest = form.cleaned_data["cart"]
+
+    def effect() -> str:
+        ensure_enabled(Capability.CHECKOUT)
+        lines = cart.lines()
+        if not lines:
+            raise EmptyCart("Your cart is empty: add a photo before checking out.")
+        if posted_digest != cart.digest():
+            raise CartChanged("Your cart changed since this page was shown; review it and check out again.")
+        # Named up front so the provider can send the shopper back to this checkout's page.
+        checkout_id = uuid.uuid4()
+        page = reverse("shop:checkout", kwargs={"studio_slug": studio.slug, "checkout_id": checkout_id})
+        checkout_create(
+            tenant_id=studio.id,
+            email=form.cleaned_data["email"],
+            provider=form.cleaned_data["provider"],
+            lines=[LineIn(product_id=line.product_id, quantity=line.quantity) for line in lines],
+            return_url=settings.DARKROOM_PUBLIC_BASE_URL.rstrip("/") + page,
+            checkout_id=checkout_id,
+        )
+        return page
+
+    try:
+        response = submit_once(request, tenant_id=studio.id, caller=session_caller(request), effect=effect)
+    except CapabilityDisabled as exc:
+        return message_page(
+            request,
+            studio=studio,
+            title="Checkout is paused",
+            message="We are not taking new orders for a few minutes. Your cart is kept; please try again shortly.",
+            status=503,
+            retry_after=exc.retry_after,
+            back_url=_cart_url(studio),
+        )
+    except SubmissionInFlight:
+        return message_page(
+            request,
+            studio=studio,
+            title="Your order is being placed",
+            message="This form is still being processed. Reload this page in a moment.",
+            status=409,
+            retry_after=1,
+            back_url=_cart_url(studio),
+        )
+    except DomainError as exc:
+        return cart_page(request, studio, error=exc.detail, email=email, provider=provider, status=exc.status_code)
+    # First submission or a replay of it: this session created the checkout the redirect names
+    # (the key is scoped to the session), so it may see it, and the cart it bought is emptied;
+    # a replay after the shopper filled the cart again leaves the new cart alone.
+    checkout_id = _checkout_id_of(response["Location"], studio)
+    if checkout_id is not None:
+        remember_checkout(request, studio.id, checkout_id)
+        if cart.digest() == posted_digest:
+            cart.clear()
+    return response

@@ -1,0 +1,123 @@
+"""A checkout's page, for the session that created it (any other gets the 404 page).
+
+* `GET /s/<studio>/checkouts/<id>/`: lines (reserved, confirmed, sold out), the total charged
+  (confirmed lines only), the provider's "Pay" link once its session exists, the final state,
+  and once paid a signed download link per photo bought.
+* `GET /s/<studio>/checkouts/<id>/status?since=<version>`: the same status block alone. While
+  the checkout is open the block asks for itself every few seconds (htmx) and is swapped into a
+  stable `aria-live` container; the answer is an empty 204 (htmx swaps nothing) while nothing
+  the block shows has changed since `version`, so a screen reader hears of real changes only. A
+  final block stops asking. Without JavaScript the page offers a refresh link (and refreshes
+  itself through a `<noscript>` meta refresh).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from apps.commerce.models import Checkout
+from apps.web.shop.presenters import line_state_text, money, product_label, status_text
+from apps.web.shop.selectors import ShopCheckout, Studio, shop_checkout
+from apps.web.shop.session import owns_checkout
+from apps.web.shop.views.common import not_found, render_page, shop_view
+
+POLL_SECONDS = 2
+
+
+def _version(view: ShopCheckout) -> str:
+    """A fingerprint of what the status block shows (download tokens aside: a paid block is final)."""
+    checkout = view.checkout
+    shown = [
+        checkout.status,
+        checkout.payment_url,
+        checkout.payment_error,
+        checkout.payment_session_error,
+        *(f"{line.position}:{line.state}" for line in view.lines),
+    ]
+    return hashlib.sha256("\n".join(shown).encode()).hexdigest()[:16]
+
+
+def _total_label(status: str) -> str:
+    if status in (Checkout.Status.PAID, Checkout.Status.REFUNDED):
+        return "Total charged"
+    if status == Checkout.Status.RESERVING:
+        return "Total so far (prints still being reserved)"
+    if status in Checkout.OPEN_STATUSES:
+        return "Total to pay"
+    return "Total (not charged)"
+
+
+def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
+    checkout = view.checkout
+    kwargs = {"studio_slug": studio.slug, "checkout_id": checkout.pk}
+    is_open = checkout.status in Checkout.OPEN_STATUSES
+    return {
+        "checkout": checkout,
+        "status_text": status_text(checkout.status),
+        "is_open": is_open,
+        "lines": [
+            {
+                "line": line,
+                "label": product_label(line.kind, line.size),
+                "state_text": line_state_text(line.state),
+                "amount": money(line.amount_minor, line.currency),
+                "photo_url": reverse(
+                    "shop:photo",
+                    kwargs={"studio_slug": studio.slug, "event_slug": line.event_slug, "photo_id": line.photo_id},
+                )
+                if line.photo_id is not None and line.event_slug
+                else "",
+            }
+            for line in view.lines
+        ],
+        "charged": money(view.charged_minor, checkout.currency),
+        "total_label": _total_label(checkout.status),
+        "version": _version(view),
+        "pay_url": checkout.payment_url
+        if checkout.status == Checkout.Status.AWAITING_PAYMENT and checkout.payment_url
+        else "",
+        "payment_error": checkout.payment_error if checkout.status == Checkout.Status.AWAITING_PAYMENT else "",
+        "session_error": checkout.payment_session_error
+        if checkout.status == Checkout.Status.AWAITING_PAYMENT_SESSION
+        else "",
+        "downloads": [
+            {"photo_id": d.photo_id, "url": reverse("commerce-download", kwargs={"token": d.token})}
+            for d in view.downloads
+        ],
+        "page_url": reverse("shop:checkout", kwargs=kwargs),
+        "status_url": reverse("shop:checkout-status", kwargs=kwargs),
+        "poll_seconds": POLL_SECONDS,
+    }
+
+
+def _mine(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> ShopCheckout | None:
+    if not owns_checkout(request, studio.id, checkout_id):
+        return None
+    return shop_checkout(tenant_id=studio.id, checkout_id=checkout_id)
+
+
+@require_GET
+@shop_view
+def checkout_page(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> HttpResponse:
+    view = _mine(request, studio, checkout_id)
+    if view is None:
+        return not_found(request, studio)
+    return render_page(request, "shop/checkout.html", studio=studio, context=_context(studio, view))
+
+
+@require_GET
+@shop_view
+def checkout_status(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> HttpResponse:
+    view = _mine(request, studio, checkout_id)
+    if view is None:
+        return not_found(request, studio)
+    context = _context(studio, view)
+    if request.GET.get("since") == context["version"]:
+        return HttpResponse(status=204)
+    return render_page(request, "shop/_checkout_status.html", studio=studio, context=context)

@@ -1,0 +1,125 @@
+""" "Find me": a shopper searches an event's photos with one selfie.
+
+* `GET /s/<studio>/<event>/find-me`: the upload form (the selfie is used for this one search and
+  not stored).
+* `POST` (multipart `image`): `photos_find_by_selfie`, then the matching photos as a gallery
+  linking to their pages (200). Refusals re-render the form: no file 400, a file over the limit
+  413 (refused from its declared length before the body is read, when it declares one), a
+  selfie the face backend rejects 422 with what to do instead, the face backend or the search
+  unavailable 503 with Retry-After, too many searches 429 with Retry-After (limited per
+  session and per client address, `apps.web.shop.limits`). A protected event whose code the
+  session has not entered gets the code form (403), never a search.
+
+The selfie's bytes live only in this request: read from the upload, handed to the search,
+dropped with the request (Django deletes an upload's temporary file when the request ends).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.template.defaultfilters import filesizeformat
+from django.views.decorators.http import require_http_methods
+
+from apps.catalog.selectors import PublicPhoto
+from apps.dropin.faces.base import FaceBackendUnavailable, FaceRejected, NoFaceFound, SeveralFaces, UnreadableImage
+from apps.dropin.findme import FindMeUnavailable, photos_find_by_selfie
+from apps.web.shop.limits import findme_wait
+from apps.web.shop.selectors import ShopEvent, Studio, event_photos_by_ids, shop_event
+from apps.web.shop.views.common import is_locked, locked_page, render_page, shop_view
+from apps.web.submit_once import session_caller
+
+RESULT_LIMIT = 200
+# Multipart framing around the file (boundaries, part headers, the CSRF field).
+_ENVELOPE_BYTES = 64 * 1024
+RETRY_AFTER_SECONDS = 30
+
+_REJECTIONS: list[tuple[type[FaceRejected], str]] = [
+    (NoFaceFound, "We could not find a face in that photo. Use a clear, well-lit selfie looking at the camera."),
+    (SeveralFaces, "That photo shows more than one face. Use a selfie with only you in it."),
+    (UnreadableImage, "We could not read that file as a photo. Upload a JPEG, PNG or WebP image."),
+]
+
+
+def max_selfie_bytes() -> int:
+    return int(settings.SHOP_FINDME_MAX_BYTES)
+
+
+def _rejection_text(exc: FaceRejected) -> str:
+    for kind, text in _REJECTIONS:
+        if isinstance(exc, kind):
+            return text
+    return "That photo cannot be used for a search. Try another selfie."
+
+
+def _page(
+    request: HttpRequest,
+    studio: Studio,
+    event: ShopEvent,
+    *,
+    results: list[PublicPhoto] | None = None,
+    error: str = "",
+    status: int = 200,
+    retry_after: int | None = None,
+) -> HttpResponse:
+    response = render_page(
+        request,
+        "shop/findme.html",
+        studio=studio,
+        context={
+            "event": event,
+            "results": results,
+            "searched": results is not None,
+            "error": error,
+            "max_size": filesizeformat(max_selfie_bytes()),
+        },
+        status=status,
+    )
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+@shop_view
+def find_me(request: HttpRequest, studio: Studio, event_slug: str) -> HttpResponse:
+    event = shop_event(tenant_id=studio.id, event_slug=event_slug)
+    if is_locked(request, event):
+        return locked_page(request, studio, event, status=403, next_url=request.path)
+    if request.method == "GET":
+        return _page(request, studio, event)
+    limit = max_selfie_bytes()
+    too_large = f"That file is too large; the limit is {filesizeformat(limit)}. A phone selfie is usually far smaller."
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if declared.isdigit() and int(declared) > limit + _ENVELOPE_BYTES:
+        return _page(request, studio, event, error=too_large, status=413)
+    wait = findme_wait(request, tenant_id=studio.id, event_id=event.id, session_key=session_caller(request))
+    if wait:
+        return _page(
+            request,
+            studio,
+            event,
+            error=f"Too many searches. Please wait {wait} seconds before trying again.",
+            status=429,
+            retry_after=wait,
+        )
+    upload = request.FILES.get("image")
+    if upload is None:
+        return _page(request, studio, event, error="Choose a selfie to search with.", status=400)
+    if (upload.size or 0) > limit:
+        return _page(request, studio, event, error=too_large, status=413)
+    try:
+        hits = photos_find_by_selfie(tenant_id=studio.id, event_id=event.id, image=upload.read(), limit=RESULT_LIMIT)
+    except FaceRejected as exc:
+        return _page(request, studio, event, error=_rejection_text(exc), status=422)
+    except (FaceBackendUnavailable, FindMeUnavailable):
+        return _page(
+            request,
+            studio,
+            event,
+            error="Face search is not available right now. Please try again shortly.",
+            status=503,
+            retry_after=RETRY_AFTER_SECONDS,
+        )
+    photos = event_photos_by_ids(tenant_id=studio.id, event_id=event.id, photo_ids=[hit.photo_id for hit in hits])
+    return _page(request, studio, event, results=photos)

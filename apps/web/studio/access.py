@@ -1,0 +1,136 @@
+"""Who may open a studio page: a signed-in member of the studio chosen in the session, with a role
+the page allows.
+
+The roles mirror the API's permission classes (apps/*/apis.py): any member reads the catalog;
+owners write it; owners and photographers upload; owners and staff see sales and manage
+announcements; payout destinations and the studio's payouts are the owner's; every member sees
+their own wallet. The chosen studio lives in the session under the key the tenancy middleware
+reads (`SESSION_TENANT_KEY`), so the middleware and these pages always agree on the tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import urlencode
+
+from apps.tenancy.context import tenant_context
+from apps.tenancy.middleware import SESSION_TENANT_KEY
+from apps.tenancy.models import Membership, Organization, User
+from apps.tenancy.selectors import memberships_of_user
+
+OWNER = Membership.Role.OWNER.value
+PHOTOGRAPHER = Membership.Role.PHOTOGRAPHER.value
+STAFF = Membership.Role.STAFF.value
+
+CATALOG_WRITE_ROLES = (OWNER,)
+UPLOAD_ROLES = (OWNER, PHOTOGRAPHER)
+SALES_ROLES = (OWNER, STAFF)
+ANNOUNCE_ROLES = (OWNER, STAFF)
+PAYOUT_MANAGE_ROLES = (OWNER,)
+
+P = ParamSpec("P")
+
+
+@dataclass(frozen=True)
+class Studio:
+    """The studio a page acts for, and who is acting."""
+
+    tenant_id: int
+    org: Organization
+    role: str
+    user: User
+    memberships: tuple[Membership, ...]
+
+    def can(self, roles: tuple[str, ...]) -> bool:
+        return self.role in roles
+
+    @property
+    def can_write_catalog(self) -> bool:
+        return self.can(CATALOG_WRITE_ROLES)
+
+    @property
+    def can_upload(self) -> bool:
+        return self.can(UPLOAD_ROLES)
+
+    @property
+    def can_see_sales(self) -> bool:
+        return self.can(SALES_ROLES)
+
+    @property
+    def can_announce(self) -> bool:
+        return self.can(ANNOUNCE_ROLES)
+
+    @property
+    def can_manage_payouts(self) -> bool:
+        return self.can(PAYOUT_MANAGE_ROLES)
+
+    @property
+    def caller(self) -> str:
+        """The key space of this user's form submissions (`submit_once`)."""
+        return f"user:{self.user.pk}"
+
+
+def problem_page(request: HttpRequest, studio: Studio | None, *, status: int, title: str, message: str) -> HttpResponse:
+    """A page explaining why the request was refused, with its status."""
+    context = {"studio": studio, "title": title, "message": message}
+    return render(request, "studio/problem.html", context, status=status)
+
+
+def forbidden(request: HttpRequest, studio: Studio | None, message: str) -> HttpResponse:
+    return problem_page(request, studio, status=403, title="Not allowed", message=message)
+
+
+def choose_url(next_url: str) -> str:
+    return f"{reverse('studio:choose')}?{urlencode({'next': next_url})}"
+
+
+def studio_page(
+    *roles: str,
+) -> Callable[[Callable[Concatenate[HttpRequest, Studio, P], HttpResponse]], Callable[..., HttpResponse]]:
+    """Decorate a view `(request, studio, ...)`: signed in (else to the login page), a member of a
+    studio (else 403), a studio chosen when there are several (else to the picker), and one of
+    `roles` when given (else 403). The view runs in the chosen studio's tenant context."""
+
+    def decorate(view: Callable[Concatenate[HttpRequest, Studio, P], HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            user = request.user
+            if not user.is_authenticated:
+                return redirect_to_login(request.get_full_path(), login_url=reverse("studio:login"))
+            assert isinstance(user, User)
+            memberships = tuple(memberships_of_user(user=user))
+            if not memberships:
+                return forbidden(
+                    request,
+                    None,
+                    "Your account is not a member of any studio. Ask a studio owner to add you, "
+                    "or sign in with another account.",
+                )
+            wanted = request.session.get(SESSION_TENANT_KEY)
+            chosen = next((m for m in memberships if m.tenant_id == wanted), None)
+            if chosen is None:
+                if len(memberships) > 1:
+                    return HttpResponseRedirect(choose_url(request.get_full_path()))
+                chosen = memberships[0]
+            studio = Studio(
+                tenant_id=chosen.tenant_id, org=chosen.tenant, role=chosen.role, user=user, memberships=memberships
+            )
+            if roles and chosen.role not in roles:
+                allowed = " or ".join(roles)
+                return forbidden(
+                    request, studio, f"This page is for the studio's {allowed} role; you are {chosen.role} here."
+                )
+            with tenant_context(chosen.tenant_id):
+                return view(request, studio, *args, **kwargs)
+
+        return wrapped
+
+    return decorate

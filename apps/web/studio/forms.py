@@ -1,0 +1,251 @@
+"""HTML forms of the studio dashboard: they parse and check input only; services decide.
+
+Every state-changing form renders a fresh `nonce` (`{{ form.nonce }}`) for `submit_once`, so a
+double submit of one rendered form has one effect. A re-rendered form (after an error) gets a new
+nonce, since the refused submission stored nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.files.uploadedfile import UploadedFile
+from django.utils.text import slugify
+
+from apps.catalog.models import Event, ProductKind
+from apps.catalog.services import PriceIn
+from apps.payments.providers.base import major_to_minor, minor_to_major
+from apps.payouts.models import PROVIDER_CHOICES
+from apps.web.submit_once import form_nonce
+
+MAX_FILES_PER_UPLOAD = 50
+MAX_PRICE_MINOR = 10**12
+PRINT_PRICE_ROWS_EMPTY = 2
+
+
+class StudioForm(forms.Form):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Several forms share a page: element ids carry the form's name.
+        kwargs.setdefault("auto_id", f"{type(self).__name__.lower().removesuffix('form')}_%s")
+        super().__init__(*args, **kwargs)
+
+    @property
+    def nonce(self) -> str:
+        """A fresh nonce each time the form is rendered."""
+        return form_nonce()
+
+    def _choices(self, name: str, choices: list[tuple[Any, str]]) -> None:
+        field = self.fields[name]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = choices
+
+
+class EventForm(StudioForm):
+    title = forms.CharField(max_length=200)
+    date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    slug = forms.SlugField(
+        max_length=80, required=False, help_text="Part of the event's address; made from the title when left empty."
+    )
+    visibility = forms.ChoiceField(choices=Event.Visibility.choices, initial=Event.Visibility.PUBLIC)
+    access_code = forms.CharField(
+        max_length=128,
+        required=False,
+        strip=False,
+        help_text="Only for events protected by an access code (at least 4 characters).",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not data.get("slug") and data.get("title"):
+            data["slug"] = slugify(data["title"])[:80].strip("-")
+            if not data["slug"]:
+                self.add_error("slug", "Give the event an address made of letters, digits and hyphens.")
+        return data
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImagesField(forms.Field):
+    """One or more files; each empty or nameless file is an error naming that file."""
+
+    widget = MultipleFileInput
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"}))
+        super().__init__(**kwargs)
+
+    def to_python(self, data: Any) -> list[UploadedFile]:
+        if not data:
+            return []
+        files = list(data) if isinstance(data, list | tuple) else [data]
+        return [f for f in files if f is not None]
+
+    def validate(self, value: list[UploadedFile]) -> None:
+        if not value:
+            raise forms.ValidationError("Choose at least one photo.", code="required")
+        if len(value) > MAX_FILES_PER_UPLOAD:
+            raise forms.ValidationError(f"Send at most {MAX_FILES_PER_UPLOAD} photos at a time.", code="too_many")
+        errors = [
+            forms.ValidationError(f"{f.name or 'a file'}: the file is empty.", code="empty")
+            for f in value
+            if not f.size
+        ]
+        if errors:
+            raise forms.ValidationError(errors)
+
+
+class UploadForm(StudioForm):
+    images = MultipleImagesField(label="Photos", help_text="JPEG, PNG or WebP; several at once.")
+    photographer = forms.TypedChoiceField(
+        coerce=int, required=False, empty_value=None, label="Photographer", help_text="Owners may upload for others."
+    )
+
+    def __init__(self, *args: Any, photographers: list[tuple[int, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if photographers:
+            self._choices("photographer", [("", "Me"), *photographers])
+        else:
+            del self.fields["photographer"]
+
+
+class ProductForm(StudioForm):
+    kind = forms.ChoiceField(choices=ProductKind.choices)
+    photo = forms.IntegerField(
+        min_value=1, max_value=2**63 - 1, required=False, label="Photo number", help_text="For downloads and prints."
+    )
+    size = forms.CharField(max_length=32, required=False, help_text="Prints only, e.g. A4.")
+    stock_quantity = forms.IntegerField(
+        min_value=0, max_value=10_000_000, required=False, label="Stock", help_text="Prints only: units for sale."
+    )
+    sku = forms.RegexField(
+        regex=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=64,
+        required=False,
+        label="SKU",
+        help_text="Made up when left empty.",
+    )
+
+
+class PriceListForm(StudioForm):
+    """The event's prices in one currency: downloads, the bulk product and print sizes. An empty
+    amount leaves that price as it is (prices are upserted per kind and size)."""
+
+    currency = forms.RegexField(regex=r"^[A-Za-z]{3}$", max_length=3, help_text="ISO 4217, e.g. EUR.")
+    download = forms.CharField(required=False, max_length=20, label="Download (one photo)")
+    bulk = forms.CharField(required=False, max_length=20, label="All my photos of the event")
+
+    def __init__(self, *args: Any, print_rows: int = PRINT_PRICE_ROWS_EMPTY, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.print_rows = print_rows
+        for i in range(print_rows):
+            self.fields[f"print_size_{i}"] = forms.CharField(required=False, max_length=32, label="Print size")
+            self.fields[f"print_amount_{i}"] = forms.CharField(required=False, max_length=20, label="Print price")
+
+    @classmethod
+    def for_prices(cls, prices: list[Any]) -> PriceListForm:
+        """An unbound editor showing the current prices, with empty rows for new print sizes."""
+        prints = [p for p in prices if p.kind == ProductKind.PRINT]
+        form = cls(print_rows=len(prints) + PRINT_PRICE_ROWS_EMPTY)
+        initial: dict[str, Any] = {"currency": prices[0].currency if prices else ""}
+        for price in prices:
+            if price.kind in (ProductKind.DOWNLOAD, ProductKind.BULK):
+                initial[price.kind] = minor_to_major(price.amount_minor, price.currency)
+        for i, price in enumerate(prints):
+            initial[f"print_size_{i}"] = price.size
+            initial[f"print_amount_{i}"] = minor_to_major(price.amount_minor, price.currency)
+        form.initial = initial
+        return form
+
+    def print_row_fields(self) -> list[tuple[forms.BoundField, forms.BoundField]]:
+        return [(self[f"print_size_{i}"], self[f"print_amount_{i}"]) for i in range(self.print_rows)]
+
+    def _amount(self, field: str, currency: str) -> int | None:
+        raw = (self.cleaned_data.get(field) or "").strip()
+        if not raw:
+            return None
+        try:
+            minor = major_to_minor(raw.replace(",", "."), currency)
+        except (ValueError, ArithmeticError):
+            self.add_error(field, f"Not an amount in {currency} (e.g. 9.00).")
+            return None
+        if not 0 < minor <= MAX_PRICE_MINOR:
+            self.add_error(field, "A price is more than zero.")
+            return None
+        return minor
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        currency = (data.get("currency") or "").upper()
+        if not currency:
+            return data
+        data["currency"] = currency
+        prices: list[PriceIn] = []
+        for kind in (ProductKind.DOWNLOAD, ProductKind.BULK):
+            amount = self._amount(kind.value, currency)
+            if amount is not None:
+                prices.append(PriceIn(kind=kind.value, amount_minor=amount))
+        sizes: set[str] = set()
+        for i in range(self.print_rows):
+            size = (data.get(f"print_size_{i}") or "").strip()
+            amount = self._amount(f"print_amount_{i}", currency)
+            if size and amount is None and f"print_amount_{i}" not in self.errors:
+                self.add_error(f"print_amount_{i}", f"Give the price of the {size} print.")
+            elif amount is not None and not size:
+                self.add_error(f"print_size_{i}", "Give the print size this price is for.")
+            elif size and amount is not None:
+                if size in sizes:
+                    self.add_error(f"print_size_{i}", f"The size {size} is listed twice.")
+                sizes.add(size)
+                prices.append(PriceIn(kind=ProductKind.PRINT.value, size=size, amount_minor=amount))
+        if not prices and not self.errors:
+            raise forms.ValidationError("Give at least one price.")
+        data["prices"] = prices
+        return data
+
+
+class PayoutRequestForm(StudioForm):
+    account = forms.TypedChoiceField(coerce=int, label="Wallet")
+
+    def __init__(self, *args: Any, wallets: list[tuple[int, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._choices("account", wallets)
+
+
+class DestinationForm(StudioForm):
+    member = forms.TypedChoiceField(coerce=int, label="Member")
+    provider = forms.ChoiceField(choices=PROVIDER_CHOICES)
+    destination = forms.CharField(
+        max_length=200,
+        help_text="Stripe: acct_…; PayPal: receiver e-mail; Flutterwave: bank code:account number; sandbox: any label.",
+    )
+
+    def __init__(self, *args: Any, members: list[tuple[int, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._choices("member", members)
+
+
+class AnnouncementForm(StudioForm):
+    event = forms.TypedChoiceField(coerce=int, label="Event", help_text="Sent to this event's subscribed attendees.")
+    title = forms.CharField(max_length=200)
+    body = forms.CharField(max_length=20_000, widget=forms.Textarea(attrs={"rows": 6}))
+    send_now = forms.BooleanField(required=False, label="Send it now (otherwise it stays a draft)")
+
+    def __init__(self, *args: Any, events: list[tuple[int, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._choices("event", events)
+
+
+class SendForm(StudioForm):
+    """A button: the announcement is in the URL."""
+
+
+class StudioChoiceForm(StudioForm):
+    studio = forms.TypedChoiceField(coerce=int)
+
+    def __init__(self, *args: Any, studios: list[tuple[int, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._choices("studio", studios)

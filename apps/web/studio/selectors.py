@@ -1,0 +1,244 @@
+"""Reads of the studio dashboard that the domain apps do not offer (yet).
+
+Every function runs in the caller's tenant context (the page decorator opens it) and also
+filters by `tenant_id` explicitly, as the domain selectors do. Money leaves here as integers in
+minor units; pages format it with `money()`.
+
+Candidates to move into their domain apps' selectors: `sales_of_tenant` (commerce),
+`wallets_of_user` / `wallet_entries` (ledger), `payouts_of_owner` (payouts),
+`dropin_status_of_photos` (dropin), `uploaders_of_tenant` (tenancy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection
+from django.db.models import BigIntegerField, Count, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
+
+from apps.catalog.models import Event, Photo
+from apps.catalog.storage import public_url
+from apps.commerce.models import Checkout
+from apps.dropin.models import DropInJob
+from apps.ledger.models import LedgerAccount, LedgerEvent
+from apps.ledger.partitioning import logical_partition
+from apps.notifications.models import Announcement, Attendee
+from apps.notifications.selectors import AnnouncementStatus, announcement_status
+from apps.payments.providers.base import minor_to_major
+from apps.payouts.models import Payout, PayoutDestination
+from apps.tenancy.models import Membership, Organization
+
+SOLD_STATUSES = (Checkout.Status.PAID, Checkout.Status.REFUNDED)
+OPEN_PAYOUT_STATUSES = (Payout.Status.PENDING, Payout.Status.SUBMITTED, Payout.Status.NEEDS_REVIEW)
+
+
+def money(amount_minor: int, currency: str) -> str:
+    """12345, "EUR" -> "123.45 EUR" (exact, the currency's own number of decimals)."""
+    return f"{minor_to_major(int(amount_minor), currency)} {currency}"
+
+
+# --- catalog ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhotoRow:
+    id: int
+    width: int
+    height: int
+    photographer_id: int
+    derivatives_status: str
+    derivatives_error: str
+    thumbnail_url: str | None
+    dropin_status: str | None
+    created_at: datetime
+
+
+def photo_rows(*, tenant_id: int, photos: Iterable[Photo]) -> list[PhotoRow]:
+    """Photos with their thumbnail URL (once rendered) and drop-in job status (one query)."""
+    photos = list(photos)
+    jobs = dict(
+        DropInJob.objects.filter(tenant_id=tenant_id, photo_id__in=[p.pk for p in photos]).values_list(
+            "photo_id", "status"
+        )
+    )
+    return [
+        PhotoRow(
+            id=photo.pk,
+            width=photo.width,
+            height=photo.height,
+            photographer_id=photo.photographer_id,
+            derivatives_status=photo.derivatives_status,
+            derivatives_error=photo.derivatives_error,
+            thumbnail_url=public_url(photo.thumbnail.name) if photo.derivatives_status == "ready" else None,
+            dropin_status=jobs.get(photo.pk),
+            created_at=photo.created_at,
+        )
+        for photo in photos
+    ]
+
+
+def photo_counts_of_events(*, tenant_id: int, event_ids: list[int]) -> dict[int, int]:
+    rows = (
+        Photo.objects.filter(tenant_id=tenant_id, event_id__in=event_ids)
+        .values("event_id")
+        .annotate(n=Count("id"))
+        .values_list("event_id", "n")
+    )
+    return {int(event_id): int(n) for event_id, n in rows}
+
+
+def uploaders_of_tenant(*, tenant_id: int) -> list[tuple[int, str]]:
+    """(user id, label) of the members who may be named as a photo's photographer."""
+    rows = (
+        Membership.objects.filter(tenant_id=tenant_id, role__in=[Membership.Role.OWNER, Membership.Role.PHOTOGRAPHER])
+        .select_related("user")
+        .order_by("user__username")
+    )
+    return [(m.user_id, f"{m.user.get_full_name() or m.user.username} ({m.role})") for m in rows]
+
+
+def members_of_tenant(*, tenant_id: int) -> list[tuple[int, str]]:
+    rows = Membership.objects.filter(tenant_id=tenant_id).select_related("user").order_by("user__username")
+    return [(m.user_id, f"{m.user.get_full_name() or m.user.username} ({m.role})") for m in rows]
+
+
+def event_choices(*, tenant_id: int) -> list[tuple[int, str]]:
+    return [
+        (event.pk, f"{event.title} ({event.date:%Y-%m-%d})")
+        for event in Event.objects.filter(tenant_id=tenant_id).order_by("-date", "-id").only("id", "title", "date")
+    ]
+
+
+# --- sales --------------------------------------------------------------------------------
+
+
+def sales_of_tenant(*, tenant_id: int) -> QuerySet[Checkout]:
+    """Checkouts that were paid (including those refunded since), newest first, with their
+    transaction and the number of lines (`line_count`)."""
+    return (
+        Checkout.objects.filter(tenant_id=tenant_id, status__in=SOLD_STATUSES)
+        .select_related("transaction")
+        .annotate(line_count=Count("lines"))
+        .order_by("-created_at", "-id")
+    )
+
+
+# --- wallets and payouts ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WalletView:
+    account_id: int
+    currency: str
+    balance_minor: int  # projected (what the API shows)
+    unprojected_minor: int  # recorded, not yet folded into the balance by the projector
+
+    @property
+    def balance(self) -> str:
+        return money(self.balance_minor, self.currency)
+
+    @property
+    def unprojected(self) -> str:
+        return money(self.unprojected_minor, self.currency)
+
+    @property
+    def label(self) -> str:
+        return f"{self.currency} wallet ({self.balance})"
+
+
+# The events of the given accounts that the projector has not applied yet (past their
+# partition's checkpoint), as signed sums per account. Read-only: nothing is locked.
+_UNPROJECTED_SQL = """
+SELECT e.account_id, COALESCE(sum(CASE WHEN e.kind = 'credit' THEN e.amount_minor ELSE -e.amount_minor END), 0)
+  FROM (SELECT DISTINCT b.partition FROM ledger_accountbalance b WHERE b.account_id = ANY(%(accounts)s)
+        UNION SELECT unnest(%(homes)s::int[])) AS p(partition)
+  LEFT JOIN ledger_ledgercheckpoint c ON c.partition = p.partition
+  JOIN ledger_ledgerevent e ON e.partition = p.partition AND e.seq > COALESCE(c.seq, 0)
+ WHERE e.account_id = ANY(%(accounts)s)
+ GROUP BY e.account_id
+"""
+
+
+def wallets_of_user(*, tenant: Organization, user_id: int) -> list[WalletView]:
+    """The user's wallets in this studio (one per currency), with the projected balance and what
+    is recorded but not projected yet (the payout batch's exact-balance read, without its locks)."""
+    accounts = list(
+        LedgerAccount.objects.filter(tenant_id=tenant.pk, kind=LedgerAccount.Kind.WALLET, owner_id=user_id)
+        .annotate(projected=Coalesce(Sum("balances__balance_minor"), Value(0), output_field=BigIntegerField()))
+        .order_by("currency", "id")
+    )
+    if not accounts:
+        return []
+    homes = sorted(
+        {logical_partition(tenant_id=tenant.pk, tenant_slug=tenant.slug, client_id=a.client_id) for a in accounts}
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_UNPROJECTED_SQL, {"accounts": [a.pk for a in accounts], "homes": homes})
+        pending = {int(account): int(total) for account, total in cursor.fetchall()}
+    return [
+        WalletView(
+            account_id=a.pk,
+            currency=a.currency,
+            balance_minor=int(a.projected),  # type: ignore[attr-defined]
+            unprojected_minor=pending.get(a.pk, 0),
+        )
+        for a in accounts
+    ]
+
+
+def wallet_entries(*, tenant_id: int, account_ids: list[int], limit: int = 25) -> list[LedgerEvent]:
+    """The latest ledger entries of the given accounts, newest first."""
+    if not account_ids:
+        return []
+    return list(
+        LedgerEvent.objects.filter(tenant_id=tenant_id, account_id__in=account_ids).order_by("-created_at", "-id")[
+            :limit
+        ]
+    )
+
+
+def payouts_of_owner(*, tenant_id: int, user_id: int) -> QuerySet[Payout]:
+    return Payout.objects.filter(tenant_id=tenant_id, owner_id=user_id).order_by("-created_at", "-id")
+
+
+def payouts_of_studio(*, tenant_id: int) -> QuerySet[Payout]:
+    return Payout.objects.filter(tenant_id=tenant_id).select_related("owner").order_by("-created_at", "-id")
+
+
+def open_payouts(*, tenant_id: int, user_id: int | None = None) -> QuerySet[Payout]:
+    payouts = Payout.objects.filter(tenant_id=tenant_id, status__in=OPEN_PAYOUT_STATUSES)
+    return payouts.filter(owner_id=user_id) if user_id is not None else payouts
+
+
+def destination_of(*, tenant_id: int, user_id: int) -> PayoutDestination | None:
+    return PayoutDestination.objects.filter(tenant_id=tenant_id, owner_id=user_id).first()
+
+
+def destinations_of_studio(*, tenant_id: int) -> QuerySet[PayoutDestination]:
+    return PayoutDestination.objects.filter(tenant_id=tenant_id).select_related("owner").order_by("owner__username")
+
+
+# --- announcements ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnnouncementRow:
+    announcement: Announcement
+    status: AnnouncementStatus
+
+
+def announcement_rows(announcements: Iterable[Announcement]) -> list[AnnouncementRow]:
+    """Announcements with the status and counts their deliveries say (as the API reports them)."""
+    return [AnnouncementRow(announcement=a, status=announcement_status(a)) for a in announcements]
+
+
+def announcements_of_studio(*, tenant_id: int) -> QuerySet[Announcement]:
+    return Announcement.objects.filter(tenant_id=tenant_id).select_related("event").order_by("-created_at", "-id")
+
+
+def audience_size(*, tenant_id: int, event_id: int) -> int:
+    """Attendees of the event who have not unsubscribed (who a send would reach)."""
+    return Attendee.objects.filter(tenant_id=tenant_id, event_id=event_id, unsubscribed_at__isnull=True).count()

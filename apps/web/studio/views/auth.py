@@ -1,0 +1,61 @@
+"""Signing in and out (Django's auth views with the studio's templates) and picking a studio."""
+
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods
+
+from apps.tenancy.middleware import SESSION_TENANT_KEY
+from apps.tenancy.models import User
+from apps.tenancy.selectors import memberships_of_user
+from apps.web.studio.access import forbidden
+from apps.web.studio.forms import StudioChoiceForm
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "studio/login.html"
+    redirect_authenticated_user = True
+    next_page = "studio:overview"
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = "studio:login"
+
+
+def _safe_next(request: HttpRequest, value: str | None) -> str:
+    if value and url_has_allowed_host_and_scheme(value, allowed_hosts={request.get_host()}):
+        return value
+    return reverse("studio:overview")
+
+
+@require_http_methods(["GET", "POST"])
+def choose(request: HttpRequest) -> HttpResponse:
+    """Which studio to work in (for people in several); kept in the session."""
+    user = request.user
+    if not user.is_authenticated:
+        return HttpResponseRedirect(f"{reverse('studio:login')}?next={reverse('studio:choose')}")
+    assert isinstance(user, User)
+    memberships = memberships_of_user(user=user)
+    if not memberships:
+        return forbidden(request, None, "Your account is not a member of any studio.")
+    studios = [(m.tenant_id, f"{m.tenant.name} ({m.role})") for m in memberships]
+    next_url = _safe_next(request, request.POST.get("next") or request.GET.get("next"))
+    status = 200
+    if request.method == "POST":
+        form = StudioChoiceForm(request.POST, studios=studios)
+        if form.is_valid():
+            request.session[SESSION_TENANT_KEY] = form.cleaned_data["studio"]
+            return HttpResponseRedirect(next_url, status=303)
+        status = 400
+    else:
+        form = StudioChoiceForm(initial={"studio": request.session.get(SESSION_TENANT_KEY)}, studios=studios)
+    return render(
+        request,
+        "studio/choose.html",
+        {"form": form, "memberships": memberships, "next": next_url, "studio": None},
+        status=status,
+    )

@@ -1,0 +1,269 @@
+"""Events: the list and the create form; one event's photos, uploads, products with stock, and
+its price list."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from apps.catalog import selectors as catalog
+from apps.catalog import services
+from apps.catalog.errors import EventNotFound, EventSlugTaken, PriceListCurrencyMismatch
+from apps.catalog.models import Event
+from apps.core.problems import DomainError
+from apps.web.studio import selectors
+from apps.web.studio.access import CATALOG_WRITE_ROLES, UPLOAD_ROLES, Studio, problem_page, studio_page
+from apps.web.studio.forms import (
+    MAX_FILES_PER_UPLOAD,
+    PRINT_PRICE_ROWS_EMPTY,
+    EventForm,
+    PriceListForm,
+    ProductForm,
+    UploadForm,
+)
+from apps.web.studio.views.common import page_of, submit
+
+PHOTOS_PER_PAGE = 60
+_PRINT_ROW = re.compile(r"^print_size_(\d{1,2})$")
+
+
+class UploadsRefused(DomainError):
+    """Some files of one upload form were refused: the whole form is, so it can be sent again as
+    one submission (its nonce stored nothing)."""
+
+    slug = "upload-refused"
+    title = "Upload refused"
+
+    def __init__(self, refused: list[tuple[str, DomainError]], accepted: list[str]) -> None:
+        statuses = {exc.status_code for _, exc in refused}
+        self.status_code = statuses.pop() if len(statuses) == 1 else 400
+        total = len(refused) + len(accepted)
+        detail = (
+            f"Nothing was uploaded: {len(refused)} of {total} photo(s) were refused. "
+            "Remove or fix them and send the photos again."
+        )
+        errors = {NON_FIELD_ERRORS: [detail], "images": [f"{name}: {exc.detail}" for name, exc in refused]}
+        super().__init__(detail, extra={"errors": errors})
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@studio_page()
+def events(request: HttpRequest, studio: Studio) -> HttpResponse:
+    if request.method == "POST":
+        if not studio.can_write_catalog:
+            return problem_page(
+                request, studio, status=403, title="Not allowed", message="Only the studio's owners create events."
+            )
+        form = EventForm(request.POST)
+
+        def effect() -> str:
+            data = form.cleaned_data
+            event = services.event_create(
+                tenant_id=studio.tenant_id,
+                title=data["title"],
+                date=data["date"],
+                slug=data["slug"],
+                visibility=data["visibility"],
+                access_code=data["access_code"] or None,
+            )
+            messages.success(request, f"Event “{event.title}” created.")
+            return reverse("studio:event", args=[event.pk])
+
+        return submit(
+            request,
+            studio,
+            form=form,
+            effect=effect,
+            rerender=lambda status: _render_events(request, studio, form, status),
+            error_fields={EventSlugTaken: "slug"},
+        )
+    return _render_events(request, studio, EventForm() if studio.can_write_catalog else None, 200)
+
+
+def _render_events(request: HttpRequest, studio: Studio, form: EventForm | None, status: int) -> HttpResponse:
+    page = page_of(request, catalog.events_list(tenant_id=studio.tenant_id))
+    counts = selectors.photo_counts_of_events(tenant_id=studio.tenant_id, event_ids=[e.pk for e in page])
+    context = {"studio": studio, "page": page, "rows": [(e, counts.get(e.pk, 0)) for e in page], "form": form}
+    return render(request, "studio/events.html", context, status=status)
+
+
+# --- one event ----------------------------------------------------------------------------
+
+
+def _event_or_404(request: HttpRequest, studio: Studio, event_id: int) -> Event | HttpResponse:
+    try:
+        return catalog.event_get(tenant_id=studio.tenant_id, event_id=event_id)
+    except EventNotFound:
+        return problem_page(
+            request, studio, status=404, title="Event not found", message="This studio has no such event."
+        )
+
+
+def _render_event(
+    request: HttpRequest,
+    studio: Studio,
+    event: Event,
+    *,
+    status: int = 200,
+    upload_form: UploadForm | None = None,
+    product_form: ProductForm | None = None,
+    price_form: PriceListForm | None = None,
+) -> HttpResponse:
+    tenant_id = studio.tenant_id
+    photos = page_of(request, catalog.photos_of_event(tenant_id=tenant_id, event_id=event.pk), per_page=PHOTOS_PER_PAGE)
+    products = list(catalog.products_of_event(tenant_id=tenant_id, event_id=event.pk))
+    prices = list(catalog.prices_of_event(tenant_id=tenant_id, event_id=event.pk))
+    if studio.can_upload and upload_form is None:
+        upload_form = UploadForm(photographers=_photographers(studio))
+    if studio.can_write_catalog:
+        product_form = product_form or ProductForm()
+        price_form = price_form or PriceListForm.for_prices(prices)
+    context: dict[str, Any] = {
+        "studio": studio,
+        "event": event,
+        "photos": photos,
+        "photo_rows": selectors.photo_rows(tenant_id=tenant_id, photos=photos.object_list),
+        "products": [(product, _price_of(product)) for product in products],
+        "prices": [(price, selectors.money(price.amount_minor, price.currency)) for price in prices],
+        "upload_form": upload_form,
+        "product_form": product_form,
+        "price_form": price_form,
+        "max_files": MAX_FILES_PER_UPLOAD,
+    }
+    return render(request, "studio/event_detail.html", context, status=status)
+
+
+def _price_of(product: Any) -> str | None:
+    """The annotated price of a product (`products_of_event`), formatted; None when unpriced."""
+    amount = getattr(product, "price_amount_minor", None)
+    return None if amount is None else selectors.money(amount, product.price_currency)
+
+
+def _photographers(studio: Studio) -> list[tuple[int, str]] | None:
+    """Owners may name the photographer of an upload; others upload as themselves."""
+    if not studio.can_write_catalog:
+        return None
+    return selectors.uploaders_of_tenant(tenant_id=studio.tenant_id)
+
+
+@require_http_methods(["GET"])
+@studio_page()
+def event_detail(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
+    event = _event_or_404(request, studio, event_id)
+    if isinstance(event, HttpResponse):
+        return event
+    return _render_event(request, studio, event)
+
+
+@require_POST
+@studio_page(*UPLOAD_ROLES)
+def event_upload(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
+    """Several photos in one form: each goes through `photo_upload` (one upload per file). If any
+    is refused, none is kept and every refused file is named."""
+    event = _event_or_404(request, studio, event_id)
+    if isinstance(event, HttpResponse):
+        return event
+    form = UploadForm(request.POST, request.FILES, photographers=_photographers(studio))
+
+    def effect() -> str:
+        accepted: list[str] = []
+        refused: list[tuple[str, DomainError]] = []
+        for image in form.cleaned_data["images"]:
+            try:
+                services.photo_upload(
+                    tenant_id=studio.tenant_id,
+                    event_id=event.pk,
+                    uploaded_by=studio.user,
+                    image=image,
+                    image_size=image.size or 0,
+                    photographer_id=form.cleaned_data.get("photographer"),
+                )
+            except DomainError as exc:  # photo_upload's savepoint rolled this file back
+                refused.append((image.name or "a file", exc))
+            else:
+                accepted.append(image.name or "a file")
+        if refused:
+            raise UploadsRefused(refused, accepted)
+        messages.success(request, f"{len(accepted)} photo(s) uploaded; their previews are being made.")
+        return reverse("studio:event", args=[event.pk])
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_event(request, studio, event, status=status, upload_form=form),
+        field_map={"image": "images", "photographer_id": "photographer"},
+        error_fields={DomainError: "images"},
+    )
+
+
+@require_POST
+@studio_page(*CATALOG_WRITE_ROLES)
+def event_products(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
+    event = _event_or_404(request, studio, event_id)
+    if isinstance(event, HttpResponse):
+        return event
+    form = ProductForm(request.POST)
+
+    def effect() -> str:
+        data = form.cleaned_data
+        product = services.product_create(
+            tenant_id=studio.tenant_id,
+            event_id=event.pk,
+            kind=data["kind"],
+            photo_id=data["photo"],
+            size=data["size"].strip(),
+            sku=data["sku"] or None,
+            stock_quantity=data["stock_quantity"],
+        )
+        messages.success(request, f"Product {product.sku} added.")
+        return reverse("studio:event", args=[event.pk]) + "#products"
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_event(request, studio, event, status=status, product_form=form),
+        field_map={"photo_id": "photo"},
+    )
+
+
+@require_POST
+@studio_page(*CATALOG_WRITE_ROLES)
+def event_prices(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
+    event = _event_or_404(request, studio, event_id)
+    if isinstance(event, HttpResponse):
+        return event
+    rows = [int(m.group(1)) for key in request.POST if (m := _PRINT_ROW.match(key))]
+    form = PriceListForm(request.POST, print_rows=max(rows, default=PRINT_PRICE_ROWS_EMPTY - 1) + 1)
+
+    def effect() -> str:
+        services.price_list_set(
+            tenant_id=studio.tenant_id,
+            event_id=event.pk,
+            currency=form.cleaned_data["currency"],
+            prices=form.cleaned_data["prices"],
+        )
+        messages.success(request, "Prices saved.")
+        return reverse("studio:event", args=[event.pk]) + "#prices"
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_event(request, studio, event, status=status, price_form=form),
+        error_fields={PriceListCurrencyMismatch: "currency"},
+    )

@@ -1,0 +1,39 @@
+"""The studio's front page: recent events, recent sales, the signed-in member's wallets and the
+payouts on their way."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from apps.catalog.selectors import events_list
+from apps.ops.killswitch import capability_enabled
+from apps.ops.models import Capability
+from apps.web.studio import selectors
+from apps.web.studio.access import Studio, studio_page
+
+RECENT = 5
+
+
+@require_GET
+@studio_page()
+def overview(request: HttpRequest, studio: Studio) -> HttpResponse:
+    events = list(events_list(tenant_id=studio.tenant_id)[:RECENT])
+    photo_counts = selectors.photo_counts_of_events(tenant_id=studio.tenant_id, event_ids=[e.pk for e in events])
+    sales = list(selectors.sales_of_tenant(tenant_id=studio.tenant_id)[:RECENT]) if studio.can_see_sales else []
+    scope_user = None if studio.can_manage_payouts else studio.user.pk
+    context = {
+        "studio": studio,
+        "events": [(event, photo_counts.get(event.pk, 0)) for event in events],
+        "sales": [(checkout, selectors.money(checkout.amount_minor, checkout.currency)) for checkout in sales],
+        "wallets": selectors.wallets_of_user(tenant=studio.org, user_id=studio.user.pk),
+        "open_payouts": [
+            (payout, selectors.money(payout.amount_minor, payout.currency))
+            for payout in selectors.open_payouts(tenant_id=studio.tenant_id, user_id=scope_user)
+            .select_related("owner")
+            .order_by("-created_at")[:RECENT]
+        ],
+        "payouts_enabled": capability_enabled(Capability.PAYOUTS),
+    }
+    return render(request, "studio/overview.html", context)

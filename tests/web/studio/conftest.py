@@ -1,0 +1,85 @@
+"""Studio dashboard fixtures: one studio with an owner, a photographer and a staff member, a
+second studio, and helpers to sign in and to submit a page's forms as a browser would."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pytest
+from django.test import Client
+
+from apps.catalog.models import Event, Photo
+from apps.tenancy.models import Membership, Organization, User
+from tests.factories.catalog import EventFactory, PhotoFactory
+from tests.factories.tenancy import MembershipFactory, UserFactory
+from tests.fixtures import TenantBundle
+
+# Typed fronts for the factories (factory_boy's classes are not typed as their models).
+
+
+def new_user() -> User:
+    return cast(User, UserFactory())
+
+
+def new_member(org: Organization, role: str, user: User | None = None) -> User:
+    membership = cast(Membership, MembershipFactory(tenant=org, user=user or new_user(), role=role))
+    return membership.user
+
+
+def new_event(org: Organization, **fields: Any) -> Event:
+    return cast(Event, EventFactory(tenant=org, **fields))
+
+
+def new_photo(event: Event, **fields: Any) -> Photo:
+    return cast(Photo, PhotoFactory(event=event, **fields))
+
+
+@dataclass
+class StudioPeople:
+    org: Organization
+    owner: User
+    photographer: User
+    staff: User
+    bundle: TenantBundle
+
+
+def people_of(bundle: TenantBundle) -> StudioPeople:
+    photographer, staff = new_member(bundle.org, "photographer"), new_member(bundle.org, "staff")
+    return StudioPeople(org=bundle.org, owner=bundle.owner, photographer=photographer, staff=staff, bundle=bundle)
+
+
+@pytest.fixture
+def studio(tenant_a: TenantBundle) -> StudioPeople:
+    return people_of(tenant_a)
+
+
+@pytest.fixture
+def other_studio(tenant_b: TenantBundle) -> StudioPeople:
+    return people_of(tenant_b)
+
+
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+_FORM = re.compile(r'<form\b[^>]*\baction="(?P<action>[^"]*)"[^>]*>(?P<body>.*?)</form>', re.S)
+_NONCE = re.compile(r'name="nonce" value="([^"]+)"')
+
+
+def form_nonce_on(page: Any, action: str) -> str:
+    """The nonce the page rendered into its form posting to `action` (fails if there is none)."""
+    html = page.content.decode()
+    for match in _FORM.finditer(html):
+        if match.group("action") == action:
+            found = _NONCE.search(match.group("body"))
+            assert found, f"the form posting to {action} has no nonce"
+            return found.group(1)
+    raise AssertionError(f"no form posts to {action}")
+
+
+def text(response: Any) -> str:
+    return response.content.decode()

@@ -1,0 +1,274 @@
+"""Events, uploads, products and prices through the dashboard's forms."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock
+from apps.outbox.models import OutboxMessage
+from apps.tenancy.context import system_context, tenant_context
+from tests.factories.catalog import PriceFactory, PriceListFactory, image_bytes
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_event, new_photo, signed_in, text
+
+pytestmark = pytest.mark.django_db
+
+
+def count(org, model, **filters) -> int:
+    with tenant_context(org.pk):
+        return model.objects.filter(tenant_id=org.pk, **filters).count()
+
+
+def jpeg(name: str) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, image_bytes(640, 480), content_type="image/jpeg")
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def test_owner_creates_an_event_and_a_double_submit_creates_it_once(studio: StudioPeople) -> None:
+    # given: the events page's create form
+    client = signed_in(studio.owner)
+    page = client.get("/studio/events/")
+    nonce = form_nonce_on(page, "/studio/events/")
+    form = {"nonce": nonce, "title": "City Marathon", "date": "2026-05-17", "slug": "", "visibility": "public"}
+    # when: it is submitted twice (a double click)
+    first = client.post("/studio/events/", form)
+    second = client.post("/studio/events/", form)
+    # then: one event, and both land on its page
+    assert first.status_code == second.status_code == 303
+    assert first["Location"] == second["Location"]
+    with tenant_context(studio.org.pk):
+        event = Event.objects.get(tenant=studio.org)
+    assert (event.title, event.slug) == ("City Marathon", "city-marathon")
+    assert first["Location"] == f"/studio/events/{event.pk}/"
+    detail = client.get(first["Location"])
+    assert detail.status_code == 200 and "City Marathon" in text(detail)
+
+
+def test_bad_event_input_re_renders_with_errors_and_writes_nothing(studio: StudioPeople) -> None:
+    client = signed_in(studio.owner)
+    response = client.post(
+        "/studio/events/", {"nonce": "n" * 24, "title": "", "date": "17 May", "visibility": "public"}
+    )
+    assert response.status_code == 400
+    assert "This field is required." in text(response) and "Enter a valid date." in text(response)
+    assert count(studio.org, Event) == 0
+
+
+def test_service_refusals_show_in_the_form_with_their_status(studio: StudioPeople) -> None:
+    new_event(studio.org, slug="gala")
+    client = signed_in(studio.owner)
+    # a slug already used: the service's 409
+    taken = client.post(
+        "/studio/events/", {"nonce": "a" * 24, "title": "Gala", "date": "2026-06-01", "visibility": "public"}
+    )
+    assert taken.status_code == 409
+    assert "already used" in text(taken)
+    # an access-code event without its code: the service's 400, on the access code field
+    no_code = client.post(
+        "/studio/events/",
+        {"nonce": "b" * 24, "title": "Private", "date": "2026-06-01", "visibility": "access_code"},
+    )
+    assert no_code.status_code == 400
+    assert "At least 4 characters." in text(no_code)
+    assert count(studio.org, Event) == 1
+
+
+def test_a_photographer_cannot_create_events(studio: StudioPeople) -> None:
+    client = signed_in(studio.photographer)
+    assert "Create an event" not in text(client.get("/studio/events/"))
+    response = client.post(
+        "/studio/events/", {"nonce": "n" * 24, "title": "Mine", "date": "2026-06-01", "visibility": "public"}
+    )
+    assert response.status_code == 403
+    assert count(studio.org, Event) == 0
+
+
+# --- uploads ------------------------------------------------------------------------------
+
+
+def test_a_photographer_uploads_several_photos_one_upload_each(studio: StudioPeople) -> None:
+    # given: an event and the upload form on its page
+    event = new_event(studio.org)
+    client = signed_in(studio.photographer)
+    action = f"/studio/events/{event.pk}/photos"
+    nonce = form_nonce_on(client.get(f"/studio/events/{event.pk}/"), action)
+    # when: three photos are sent in one form, twice (a resubmitted POST)
+    for _ in range(2):
+        response = client.post(action, {"nonce": nonce, "images": [jpeg("a.jpg"), jpeg("b.jpg"), jpeg("c.jpg")]})
+        assert response.status_code == 303 and response["Location"] == f"/studio/events/{event.pk}/"
+    # then: three photos by the photographer, each with its render requested once
+    with tenant_context(studio.org.pk):
+        photos = list(Photo.objects.filter(event=event))
+    assert len(photos) == 3
+    assert {p.photographer_id for p in photos} == {studio.photographer.pk}
+    assert {(p.width, p.height, p.derivatives_status) for p in photos} == {(640, 480, "pending")}
+    with system_context("test"):
+        renders = OutboxMessage.objects.filter(topic="catalog.photo_uploaded", tenant_id=studio.org.pk).count()
+    assert renders == 3
+    # and: the event page shows them with their preview status
+    page = text(client.get(f"/studio/events/{event.pk}/"))
+    assert "Photos (3)" in page and page.count('Preview: <span class="status-pending">pending') == 3
+
+
+def test_one_refused_file_refuses_the_upload_and_names_that_file(studio: StudioPeople) -> None:
+    event = new_event(studio.org)
+    client = signed_in(studio.owner)
+    not_an_image = SimpleUploadedFile("notes.jpg", b"this is not a picture", content_type="image/jpeg")
+    response = client.post(
+        f"/studio/events/{event.pk}/photos", {"nonce": "n" * 24, "images": [jpeg("good.jpg"), not_an_image]}
+    )
+    assert response.status_code == 400
+    body = text(response)
+    assert "notes.jpg:" in body and "Nothing was uploaded: 1 of 2 photo(s) were refused" in body
+    assert "good.jpg:" not in body
+    assert count(studio.org, Photo) == 0
+
+
+def test_an_empty_file_is_named_and_nothing_is_written(studio: StudioPeople) -> None:
+    event = new_event(studio.org)
+    client = signed_in(studio.owner)
+    empty = SimpleUploadedFile("empty.png", b"", content_type="image/png")
+    response = client.post(f"/studio/events/{event.pk}/photos", {"nonce": "n" * 24, "images": [empty]})
+    assert response.status_code == 400
+    assert "empty.png: the file is empty." in text(response)
+    assert count(studio.org, Photo) == 0
+
+
+def test_an_owner_uploads_on_behalf_of_a_photographer(studio: StudioPeople) -> None:
+    event = new_event(studio.org)
+    client = signed_in(studio.owner)
+    response = client.post(
+        f"/studio/events/{event.pk}/photos",
+        {"nonce": "n" * 24, "images": [jpeg("x.jpg")], "photographer": str(studio.photographer.pk)},
+    )
+    assert response.status_code == 303
+    with tenant_context(studio.org.pk):
+        assert Photo.objects.get(event=event).photographer_id == studio.photographer.pk
+
+
+def test_staff_cannot_upload(studio: StudioPeople) -> None:
+    event = new_event(studio.org)
+    client = signed_in(studio.staff)
+    assert f'action="/studio/events/{event.pk}/photos"' not in text(client.get(f"/studio/events/{event.pk}/"))
+    response = client.post(f"/studio/events/{event.pk}/photos", {"nonce": "n" * 24, "images": [jpeg("x.jpg")]})
+    assert response.status_code == 403
+    assert count(studio.org, Photo) == 0
+
+
+def test_the_event_page_shows_thumbnails_of_rendered_photos(studio: StudioPeople) -> None:
+    from apps.catalog.services import photo_generate_derivatives
+
+    photo = new_photo(new_event(studio.org), photographer=studio.photographer)
+    assert photo_generate_derivatives(tenant_id=studio.org.pk, photo_id=photo.pk) == "ready"
+    page = text(signed_in(studio.photographer).get(f"/studio/events/{photo.event_id}/"))
+    assert f'alt="Photo #{photo.pk}"' in page and "/thumbnails/" in page
+
+
+# --- products and prices ------------------------------------------------------------------
+
+
+def test_owner_adds_a_print_with_stock_once(studio: StudioPeople) -> None:
+    photo = new_photo(new_event(studio.org))
+    client = signed_in(studio.owner)
+    action = f"/studio/events/{photo.event_id}/products"
+    nonce = form_nonce_on(client.get(f"/studio/events/{photo.event_id}/"), action)
+    form = {"nonce": nonce, "kind": "print", "photo": str(photo.pk), "size": "A4", "stock_quantity": "25"}
+    assert client.post(action, form).status_code == 303
+    assert client.post(action, form).status_code == 303
+    with tenant_context(studio.org.pk):
+        product = Product.objects.get(event_id=photo.event_id)
+        stock = Stock.objects.get(product=product)
+    assert (product.kind, product.size, stock.quantity, stock.initial_quantity) == ("print", "A4", 25, 25)
+    page = text(client.get(f"/studio/events/{photo.event_id}/"))
+    assert product.sku in page and "25 / 25" in page
+
+
+def test_a_malformed_product_shows_the_services_field_errors(studio: StudioPeople) -> None:
+    event = new_event(studio.org)
+    other = new_photo(new_event(studio.org))
+    client = signed_in(studio.owner)
+    response = client.post(
+        f"/studio/events/{event.pk}/products", {"nonce": "n" * 24, "kind": "print", "photo": str(other.pk)}
+    )
+    assert response.status_code == 400
+    body = text(response)
+    assert "No such photo in this event." in body and "Required for prints." in body
+    assert count(studio.org, Product) == 0
+
+
+def test_owner_sets_prices_in_major_units(studio: StudioPeople) -> None:
+    event = new_event(studio.org)
+    client = signed_in(studio.owner)
+    action = f"/studio/events/{event.pk}/prices"
+    nonce = form_nonce_on(client.get(f"/studio/events/{event.pk}/"), action)
+    form = {
+        "nonce": nonce,
+        "currency": "eur",
+        "download": "9.00",
+        "bulk": "49",
+        "print_size_0": "A4",
+        "print_amount_0": "25,50",
+        "print_size_1": "",
+        "print_amount_1": "",
+    }
+    response = client.post(action, form)
+    assert response.status_code == 303 and response["Location"] == f"/studio/events/{event.pk}/#prices"
+    with tenant_context(studio.org.pk):
+        prices = {(p.kind, p.size): (p.amount_minor, p.currency) for p in Price.objects.filter(event=event)}
+    assert prices == {("download", ""): (900, "EUR"), ("bulk", ""): (4900, "EUR"), ("print", "A4"): (2550, "EUR")}
+    page = text(client.get(f"/studio/events/{event.pk}/"))
+    assert "25.50 EUR" in page and 'value="A4"' in page  # the editor shows the current prices
+
+
+def test_bad_prices_are_refused_with_errors_and_write_nothing(studio: StudioPeople) -> None:
+    event = new_event(studio.org)
+    client = signed_in(studio.owner)
+    response = client.post(
+        f"/studio/events/{event.pk}/prices",
+        {"nonce": "n" * 24, "currency": "EUR", "download": "9.001", "print_size_0": "A4", "print_amount_0": ""},
+    )
+    assert response.status_code == 400
+    body = text(response)
+    assert "Not an amount in EUR" in body and "Give the price of the A4 print." in body
+    assert count(studio.org, Price) == 0
+
+
+def test_a_second_currency_is_refused_with_the_services_409(studio: StudioPeople) -> None:
+    price_list = cast(PriceList, PriceListFactory(event=new_event(studio.org), currency="EUR"))
+    PriceFactory(price_list=price_list, amount_minor=900)
+    client = signed_in(studio.owner)
+    response = client.post(
+        f"/studio/events/{price_list.event_id}/prices", {"nonce": "n" * 24, "currency": "USD", "download": "10"}
+    )
+    assert response.status_code == 409
+    assert "This event is priced in EUR" in text(response)
+    with tenant_context(studio.org.pk):
+        assert list(Price.objects.values_list("amount_minor", "currency")) == [(900, "EUR")]
+
+
+@pytest.mark.parametrize("role", ["photographer", "staff"])
+def test_only_owners_edit_prices_and_products(studio: StudioPeople, role: str) -> None:
+    photo = new_photo(new_event(studio.org))
+    client = signed_in(getattr(studio, role))
+    page = text(client.get(f"/studio/events/{photo.event_id}/"))
+    assert "Edit prices" not in page and "Add a product" not in page
+    prices = client.post(
+        f"/studio/events/{photo.event_id}/prices", {"nonce": "n" * 24, "currency": "EUR", "download": "9"}
+    )
+    products = client.post(
+        f"/studio/events/{photo.event_id}/products", {"nonce": "m" * 24, "kind": "download", "photo": str(photo.pk)}
+    )
+    assert prices.status_code == products.status_code == 403
+    assert count(studio.org, Price) == count(studio.org, Product) == 0
+
+
+def test_a_form_without_its_nonce_is_refused(studio: StudioPeople) -> None:
+    client = signed_in(studio.owner)
+    response = client.post("/studio/events/", {"title": "X", "date": "2026-06-01", "visibility": "public"})
+    assert response.status_code == 400
+    assert "reload the page" in text(response)
+    assert count(studio.org, Event) == 0
