@@ -14,16 +14,18 @@ SearchFacesByImage; local: dlib in this process). Metrics count outcomes only.
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 
 from django.conf import settings
 
+from apps.catalog import images
 from apps.core.problems import DomainError
 from apps.dropin.faces import FaceBackendUnavailable, FaceRejected, UnreadableImage, get_backend
 from apps.dropin.metrics import findme_search_counted
 from apps.dropin.selectors import indexed_face_batches, photo_of_subject
-from apps.dropin.services import photo_collection_name
+from apps.dropin.services import SELFIE_FORMATS, SELFIE_MAX_PIXELS, photo_collection_name
 from apps.ops.killswitch import capability_enabled
 from apps.ops.models import Capability
 from apps.tenancy.context import tenant_context
@@ -53,7 +55,8 @@ def photos_find_by_selfie(*, tenant_id: int, event_id: int, image: bytes, limit:
     (Rekognition, or dlib for ~0.5 s) would hold the transaction open.
     Raises FindMeUnavailable (drop-in off or its kill switch engaged), NoFaceFound, SeveralFaces,
     UnreadableImage (all FaceRejected: the selfie is unusable; also a selfie over
-    DROPIN_MAX_SELFIE_BYTES), FaceBackendUnavailable (passing: the shopper may retry).
+    DROPIN_MAX_SELFIE_BYTES or SELFIE_MAX_PIXELS, or not JPEG/PNG/WebP), FaceBackendUnavailable
+    (passing: the shopper may retry).
     """
     if not settings.DROPIN_ENABLED or not capability_enabled(Capability.DROPIN):
         findme_search_counted("disabled")
@@ -74,6 +77,11 @@ def photos_find_by_selfie(*, tenant_id: int, event_id: int, image: bytes, limit:
 def _search(*, tenant_id: int, event_id: int, image: bytes, limit: int) -> list[PhotoHit]:
     if len(image) > settings.DROPIN_MAX_SELFIE_BYTES:
         raise UnreadableImage(f"The selfie is larger than {settings.DROPIN_MAX_SELFIE_BYTES} bytes.")
+    try:
+        # The header only: a few hundred bytes may claim a decompression bomb's pixel count.
+        images.probe_image(io.BytesIO(image), allowed_formats=SELFIE_FORMATS, max_pixels=SELFIE_MAX_PIXELS)
+    except images.ImageRejected as exc:
+        raise UnreadableImage(str(exc)) from exc
     backend = get_backend()
     max_faces = settings.FINDME_MAX_FACES
     with tenant_context(tenant_id):

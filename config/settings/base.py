@@ -632,3 +632,8 @@ SHOP_ACCESS_CODE_RATE = env("DARKROOM_SHOP_ACCESS_CODE_RATE", default="10/5min")
 SHOP_FINDME_SESSION_RATE = env("DARKROOM_SHOP_FINDME_SESSION_RATE", default="6/min")
 SHOP_FINDME_ADDRESS_RATE = env("DARKROOM_SHOP_FINDME_ADDRESS_RATE", default="30/min")
 SHOP_FINDME_MAX_BYTES = env.int("DARKROOM_SHOP_FINDME_MAX_BYTES", default=DROPIN_MAX_SELFIE_BYTES)
+
+# --- studio dashboard (apps/web/studio) -----------------------------------------------------
+# Sign-in attempts per username and per client address (each attempt counts).
+STUDIO_LOGIN_RATE = env("DARKROOM_STUDIO_LOGIN_RATE", default="10/5min")
+STUDIO_LOGIN_ADDRESS_RATE = env("DARKROOM_STUDIO_LOGIN_ADDRESS_RATE", default="30/5min")

@@ -5,6 +5,8 @@ RLS as the runtime role, real Redis)."""
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -208,10 +210,18 @@ def test_an_unusable_selfie_or_a_failing_backend_raises_and_is_counted(tenant_a:
         photos_find_by_selfie(tenant_id=tenant_a.org.pk, event_id=event.pk, image=b"not an image")
     with override_settings(DROPIN_MAX_SELFIE_BYTES=100), pytest.raises(UnreadableImage):
         find(tenant_a.org, event, "ann")
+    # a few hundred bytes whose header claims 49 megapixels: refused from the header, never decoded
+    bomb = io.BytesIO()
+    Image.new("L", (1, 1)).save(bomb, format="PNG")
+    claimed = bytearray(bomb.getvalue())
+    claimed[16:24] = struct.pack(">II", 7000, 7000)
+    claimed[29:33] = struct.pack(">I", zlib.crc32(bytes(claimed[12:29])) & 0xFFFFFFFF)
+    with pytest.raises(UnreadableImage):
+        photos_find_by_selfie(tenant_id=tenant_a.org.pk, event_id=event.pk, image=bytes(claimed))
     with pytest.raises(FaceBackendUnavailable):
         find(tenant_a.org, event, "!unavailable")
     after = findme_search_counts()
-    assert (after["rejected"] - before["rejected"], after["unavailable"] - before["unavailable"]) == (4, 1)
+    assert (after["rejected"] - before["rejected"], after["unavailable"] - before["unavailable"]) == (5, 1)
 
 
 def test_find_me_is_unavailable_while_drop_in_is_off_or_its_kill_switch_engaged(tenant_a: Any) -> None:

@@ -1,10 +1,12 @@
-"""Rate limits of the shop pages: access-code attempts and find-me searches.
+"""Rate limits of the web pages: the shop's access-code attempts and find-me searches, and the
+studio dashboard's sign-in attempts (`apps/web/studio/views/auth.py`).
 
 The same sliding-window limiter as the API (`apps.ops.rate_limit_check`, one Lua call in Redis),
 keyed by what a shopper cannot shed cheaply: the client address (and, for searches, also the
 session). Rates are the settings `SHOP_ACCESS_CODE_RATE`, `SHOP_FINDME_SESSION_RATE` and
-`SHOP_FINDME_ADDRESS_RATE`; they follow `RATE_LIMIT_ENABLED`. As for the API, an unreachable Redis lets requests through
-(logged and counted): the limiter protects capacity and slows guessing; the access code is
+`SHOP_FINDME_ADDRESS_RATE` (sign-in: `STUDIO_LOGIN_RATE`, `STUDIO_LOGIN_ADDRESS_RATE`); they
+follow `RATE_LIMIT_ENABLED`. As for the API, an unreachable Redis lets requests through (logged
+and counted): the limiter protects capacity and slows guessing; the access code is
 still checked with the slow password hasher either way.
 """
 
@@ -37,7 +39,7 @@ def wait_seconds(*checks: tuple[str, str]) -> int:
     wait = 0
     for key, setting in checks:
         try:
-            decision = rate_limit_check(key=f"shop:{key}", rate=_rate(setting))
+            decision = rate_limit_check(key=f"web:{key}", rate=_rate(setting))
         except RedisError:
             ERRORS.inc()
             logger.warning("shop rate limiter unavailable; request let through", extra={"key": key}, exc_info=True)

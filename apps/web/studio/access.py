@@ -19,6 +19,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.utils.http import urlencode
 
 from apps.tenancy.context import tenant_context
@@ -102,6 +103,13 @@ def studio_page(
     def decorate(view: Callable[Concatenate[HttpRequest, Studio, P], HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            # Balances, buyers' e-mails, payout destinations: no cache (shared or the browser's,
+            # after signing out) may keep a copy.
+            response = checked(request, *args, **kwargs)
+            add_never_cache_headers(response)
+            return response
+
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             user = request.user
             if not user.is_authenticated:
                 return redirect_to_login(request.get_full_path(), login_url=reverse("studio:login"))

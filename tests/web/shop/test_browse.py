@@ -150,3 +150,14 @@ def test_access_code_attempts_are_rate_limited(browser: Client, tenant_a: Any, p
         tenant_a.org, visibility=Event.Visibility.ACCESS_CODE, access_code_hash=protected_event.access_code_hash
     )
     assert browser.post(url(tenant_a.org.slug, other.slug), {"code": ACCESS_CODE}).status_code == 303
+
+
+@pytest.mark.parametrize("suffix", ["../../../studio/wallet/", "photos/../../../../admin/", "%2e%2e/%2e%2e/other/"])
+def test_next_climbing_out_of_the_event_is_ignored(browser: Client, tenant_a: Any, protected_event: Event,
+                                                   suffix: str) -> None:  # fmt: skip
+    # given: a `next` that starts with the gallery's path but climbs out of it
+    gallery = url(tenant_a.org.slug, protected_event.slug)
+    # when: the right code is entered with it
+    response = browser.post(gallery, {"code": ACCESS_CODE, "next": gallery + suffix})
+    # then: the shopper lands on the gallery, not wherever the dots lead
+    assert (response.status_code, response["Location"]) == (303, gallery)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from django.test import Client
@@ -59,6 +59,24 @@ def test_a_wrong_password_re_renders_the_login_form() -> None:
     response = Client().post("/studio/login/", {"username": user.username, "password": "nope"})
     assert response.status_code == 200
     assert "did not match" in text(response)
+
+
+def test_sign_in_attempts_are_limited_per_username(studio: StudioPeople, settings: Any) -> None:
+    # given: 3 attempts a minute per username
+    settings.STUDIO_LOGIN_RATE = "3/min"
+    client = Client()
+    username = studio.owner.username
+    # when: three wrong passwords, then the right one
+    wrong = [client.post("/studio/login/", {"username": username, "password": f"guess-{n}"}) for n in range(3)]
+    limited = client.post("/studio/login/", {"username": username, "password": "pw"})
+    # then: the fourth attempt is refused unchecked (429 with Retry-After), and nobody is signed in
+    assert [r.status_code for r in wrong] == [200, 200, 200]
+    assert limited.status_code == 429 and int(limited["Retry-After"]) >= 1
+    assert "Too many sign-in attempts" in text(limited)
+    assert client.get("/studio/").status_code == 302
+    # and: another username from the same address still signs in
+    other = Client().post("/studio/login/", {"username": studio.photographer.username, "password": "pw"})
+    assert (other.status_code, other["Location"]) == (302, "/studio/")
 
 
 def test_logout_signs_out(studio: StudioPeople) -> None:

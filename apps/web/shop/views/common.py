@@ -6,10 +6,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.core.problems import NotFound
@@ -90,13 +91,26 @@ def is_locked(request: HttpRequest, event: ShopEvent) -> bool:
     return event.protected and not unlocked(request, event.id)
 
 
+_EVENT_PAGES = frozenset({"shop:event", "shop:photo", "shop:find-me"})
+
+
 def safe_next(request: HttpRequest, studio: Studio, event: ShopEvent, candidate: str) -> str:
-    """Where to go after unlocking: a page of this event (a local path), else its gallery."""
+    """Where to go after unlocking: a page of this event (a local path that resolves to one, so
+    `/s/<studio>/<event>/../..` cannot lead elsewhere), else its gallery."""
     gallery = event_url(studio, event)
+    if not candidate or not url_has_allowed_host_and_scheme(candidate, allowed_hosts={request.get_host()}):
+        return gallery
+    parts = urlsplit(candidate)
+    if parts.scheme or parts.netloc:
+        return gallery
+    try:
+        match = resolve(parts.path)
+    except Resolver404:
+        return gallery
     if (
-        candidate
-        and candidate.startswith(gallery)
-        and url_has_allowed_host_and_scheme(candidate, allowed_hosts={request.get_host()})
+        match.view_name in _EVENT_PAGES
+        and match.kwargs.get("studio_slug") == studio.slug
+        and match.kwargs.get("event_slug") == event.slug
     ):
         return candidate
     return gallery

@@ -4,11 +4,14 @@
   not stored).
 * `POST` (multipart `image`): `photos_find_by_selfie`, then the matching photos as a gallery
   linking to their pages (200). Refusals re-render the form: no file 400, a file over the limit
-  413 (refused from its declared length before the body is read, when it declares one), a
-  selfie the face backend rejects 422 with what to do instead, the face backend or the search
-  unavailable 503 with Retry-After, too many searches 429 with Retry-After (limited per
-  session and per client address, `apps.web.shop.limits`). A protected event whose code the
-  session has not entered gets the code form (403), never a search.
+  413 (refused from its declared length before the body is read, when it declares one: the
+  view is exempt from CsrfViewMiddleware, which would parse and spool the whole body, and checks
+  the CSRF token itself once the size is known to be acceptable), a selfie of more pixels than
+  the drop-in selfie limit 422 before anything decodes it, a selfie the face backend rejects
+  422 with what to do instead, the face backend or the search unavailable 503 with Retry-After,
+  too many searches 429 with Retry-After (limited per session and per client address,
+  `apps.web.shop.limits`). A protected event whose code the session has not entered gets the
+  code form (403), never a search.
 
 The selfie's bytes live only in this request: read from the upload, handed to the search,
 dropped with the request (Django deletes an upload's temporary file when the request ends).
@@ -19,11 +22,14 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
+from apps.catalog import images
 from apps.catalog.selectors import PublicPhoto
 from apps.dropin.faces.base import FaceBackendUnavailable, FaceRejected, NoFaceFound, SeveralFaces, UnreadableImage
 from apps.dropin.findme import FindMeUnavailable, photos_find_by_selfie
+from apps.dropin.services import SELFIE_FORMATS, SELFIE_MAX_PIXELS
 from apps.web.shop.limits import findme_wait
 from apps.web.shop.selectors import ShopEvent, Studio, event_photos_by_ids, shop_event
 from apps.web.shop.views.common import is_locked, locked_page, render_page, shop_view
@@ -39,6 +45,12 @@ _REJECTIONS: list[tuple[type[FaceRejected], str]] = [
     (SeveralFaces, "That photo shows more than one face. Use a selfie with only you in it."),
     (UnreadableImage, "We could not read that file as a photo. Upload a JPEG, PNG or WebP image."),
 ]
+
+
+_PROBE_REFUSED = (
+    "We could not read that file as a photo. Upload a JPEG, PNG or WebP image of at most "
+    f"{SELFIE_MAX_PIXELS // 1_000_000} megapixels; a selfie straight from your phone's camera is fine."
+)
 
 
 def max_selfie_bytes() -> int:
@@ -80,6 +92,10 @@ def _page(
     return response
 
 
+# Exempt from the middleware's CSRF check, which reads request.POST and so parses (and spools to
+# disk) the whole multipart body before the view could refuse it by size; `_search` checks the
+# token itself (csrf_protect) after the declared size has been accepted.
+@csrf_exempt
 @require_http_methods(["GET", "POST"])
 @shop_view
 def find_me(request: HttpRequest, studio: Studio, event_slug: str) -> HttpResponse:
@@ -88,11 +104,19 @@ def find_me(request: HttpRequest, studio: Studio, event_slug: str) -> HttpRespon
         return locked_page(request, studio, event, status=403, next_url=request.path)
     if request.method == "GET":
         return _page(request, studio, event)
-    limit = max_selfie_bytes()
-    too_large = f"That file is too large; the limit is {filesizeformat(limit)}. A phone selfie is usually far smaller."
     declared = request.META.get("CONTENT_LENGTH") or ""
-    if declared.isdigit() and int(declared) > limit + _ENVELOPE_BYTES:
-        return _page(request, studio, event, error=too_large, status=413)
+    if declared.isdigit() and int(declared) > max_selfie_bytes() + _ENVELOPE_BYTES:
+        return _page(request, studio, event, error=_too_large(), status=413)
+    return _search(request, studio, event)
+
+
+def _too_large() -> str:
+    limit = filesizeformat(max_selfie_bytes())
+    return f"That file is too large; the limit is {limit}. A phone selfie is usually far smaller."
+
+
+@csrf_protect
+def _search(request: HttpRequest, studio: Studio, event: ShopEvent) -> HttpResponse:
     wait = findme_wait(request, tenant_id=studio.id, event_id=event.id, session_key=session_caller(request))
     if wait:
         return _page(
@@ -106,8 +130,13 @@ def find_me(request: HttpRequest, studio: Studio, event_slug: str) -> HttpRespon
     upload = request.FILES.get("image")
     if upload is None:
         return _page(request, studio, event, error="Choose a selfie to search with.", status=400)
-    if (upload.size or 0) > limit:
-        return _page(request, studio, event, error=too_large, status=413)
+    if (upload.size or 0) > max_selfie_bytes():
+        return _page(request, studio, event, error=_too_large(), status=413)
+    try:
+        # Header only: a small file may claim enough pixels to take gigabytes once decoded.
+        images.probe_image(upload, allowed_formats=SELFIE_FORMATS, max_pixels=SELFIE_MAX_PIXELS)
+    except images.ImageRejected:
+        return _page(request, studio, event, error=_PROBE_REFUSED, status=422)
     try:
         hits = photos_find_by_selfie(tenant_id=studio.id, event_id=event.id, image=upload.read(), limit=RESULT_LIMIT)
     except FaceRejected as exc:

@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from apps.tenancy.middleware import SESSION_TENANT_KEY
 from apps.tenancy.models import User
 from apps.tenancy.selectors import memberships_of_user
+from apps.web.shop.limits import client_address, wait_seconds
 from apps.web.studio.access import forbidden
 from apps.web.studio.forms import StudioChoiceForm
 
 
 class LoginView(auth_views.LoginView):
+    """Django's sign-in, with attempts limited per username and per client address
+    (`STUDIO_LOGIN_RATE`, `STUDIO_LOGIN_ADDRESS_RATE`): over either, a 429 page with
+    Retry-After and no password check. An unreachable Redis lets attempts through (logged and
+    counted), as for every limiter here."""
+
     template_name = "studio/login.html"
     redirect_authenticated_user = True
     next_page = "studio:overview"
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        username = str(request.POST.get("username", "")).strip().lower()[:150]
+        wait = wait_seconds(
+            (f"login:u:{username}", "STUDIO_LOGIN_RATE"),
+            (f"login:a:{client_address(request)}", "STUDIO_LOGIN_ADDRESS_RATE"),
+        )
+        if wait:
+            response = render(
+                request,
+                self.template_name,
+                {"form": self.get_form(), "throttled": True, "next": self.get_redirect_url(), "studio": None},
+                status=429,
+            )
+            response["Retry-After"] = str(wait)
+            return response
+        return super().post(request, *args, **kwargs)
 
 
 class LogoutView(auth_views.LogoutView):
@@ -32,12 +59,13 @@ def _safe_next(request: HttpRequest, value: str | None) -> str:
     return reverse("studio:overview")
 
 
+@never_cache
 @require_http_methods(["GET", "POST"])
 def choose(request: HttpRequest) -> HttpResponse:
     """Which studio to work in (for people in several); kept in the session."""
     user = request.user
     if not user.is_authenticated:
-        return HttpResponseRedirect(f"{reverse('studio:login')}?next={reverse('studio:choose')}")
+        return redirect_to_login(request.get_full_path(), login_url=reverse("studio:login"))
     assert isinstance(user, User)
     memberships = memberships_of_user(user=user)
     if not memberships:
