@@ -7,6 +7,7 @@ must still work; it grants reading one's own notifications and unsubscribing, no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -86,12 +87,24 @@ class AnnouncementStatus:
 
 
 def announcement_status(announcement: Announcement) -> AnnouncementStatus:
-    counts = dict(
-        AnnouncementDelivery.objects.filter(announcement=announcement)
-        .values_list("status")
+    return announcement_statuses([announcement])[announcement.pk]
+
+
+def announcement_statuses(announcements: Sequence[Announcement]) -> dict[int, AnnouncementStatus]:
+    """Each announcement's derived status by id, from one grouped count of its deliveries."""
+    counts: dict[int, dict[str, int]] = {}
+    rows = (
+        AnnouncementDelivery.objects.filter(announcement_id__in=[a.pk for a in announcements])
+        .values("announcement_id", "status")
         .annotate(n=Count("id"))
-        .values_list("status", "n")
+        .values_list("announcement_id", "status", "n")
     )
+    for announcement_id, status, n in rows:
+        counts.setdefault(int(announcement_id), {})[str(status)] = int(n)
+    return {a.pk: _derived_status(a, counts.get(a.pk, {})) for a in announcements}
+
+
+def _derived_status(announcement: Announcement, counts: dict[str, int]) -> AnnouncementStatus:
     delivered = counts.get(AnnouncementDelivery.Status.DELIVERED, 0)
     failed = counts.get(AnnouncementDelivery.Status.FAILED, 0)
     pending = counts.get(AnnouncementDelivery.Status.PENDING, 0)

@@ -25,8 +25,8 @@ from apps.commerce.models import Checkout
 from apps.dropin.models import DropInJob
 from apps.ledger.models import LedgerAccount, LedgerEvent
 from apps.ledger.partitioning import logical_partition
-from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee
-from apps.notifications.selectors import AnnouncementStatus
+from apps.notifications.models import Announcement, Attendee
+from apps.notifications.selectors import AnnouncementStatus, announcement_statuses
 from apps.payments.providers.base import minor_to_major
 from apps.payouts.models import Payout, PayoutDestination
 from apps.tenancy.models import Membership, Organization
@@ -232,43 +232,10 @@ class AnnouncementRow:
 
 def announcement_rows(announcements: Iterable[Announcement]) -> list[AnnouncementRow]:
     """Announcements with the status and counts their deliveries say (as the API reports them),
-    counted in one query for the whole page.
-
-    The status rule mirrors `notifications.selectors.announcement_status` (one query per
-    announcement); a batch form of it belongs in that app.
-    """
+    counted in one query for the whole page (`notifications.selectors.announcement_statuses`)."""
     announcements = list(announcements)
-    counts: dict[int, dict[str, int]] = {}
-    rows = (
-        AnnouncementDelivery.objects.filter(announcement_id__in=[a.pk for a in announcements])
-        .values("announcement_id", "status")
-        .annotate(n=Count("id"))
-        .values_list("announcement_id", "status", "n")
-    )
-    for announcement_id, status, n in rows:
-        counts.setdefault(int(announcement_id), {})[str(status)] = int(n)
-    return [
-        AnnouncementRow(announcement=a, status=_announcement_status(a, counts.get(a.pk, {}))) for a in announcements
-    ]
-
-
-def _announcement_status(announcement: Announcement, counts: dict[str, int]) -> AnnouncementStatus:
-    delivered = counts.get(AnnouncementDelivery.Status.DELIVERED, 0)
-    failed = counts.get(AnnouncementDelivery.Status.FAILED, 0)
-    pending = counts.get(AnnouncementDelivery.Status.PENDING, 0)
-    if announcement.send_requested_at is None:
-        status = "draft"
-    elif announcement.fanout_completed_at is None or pending:
-        status = "sending"
-    elif not failed:
-        status = "sent"
-    elif delivered:
-        status = "partially_failed"
-    else:
-        status = "failed"
-    return AnnouncementStatus(
-        status=status, recipients=delivered + failed + pending, delivered=delivered, failed=failed, pending=pending
-    )
+    statuses = announcement_statuses(announcements)
+    return [AnnouncementRow(announcement=a, status=statuses[a.pk]) for a in announcements]
 
 
 def announcements_of_studio(*, tenant_id: int) -> QuerySet[Announcement]:
