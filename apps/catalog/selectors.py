@@ -106,7 +106,8 @@ class PublicPhoto:
     created_at: datetime
 
 
-def _public_event(event: Event) -> PublicEvent:
+def public_event(event: Event) -> PublicEvent:
+    """What a shopper may see of an event (no access-code hash)."""
     return PublicEvent(
         tenant_id=event.tenant_id,
         id=event.pk,
@@ -131,7 +132,7 @@ def public_events_of_tenant(*, tenant_slug: str) -> list[PublicEvent]:
         events = list(
             Event.objects.filter(tenant_id=tenant_id, visibility=Event.Visibility.PUBLIC).order_by("-date", "-id")
         )
-    return [_public_event(event) for event in events]
+    return [public_event(event) for event in events]
 
 
 def public_event_by_slug(*, tenant_slug: str, event_slug: str, access_code: str | None = None) -> PublicEvent:
@@ -152,7 +153,7 @@ def public_event_by_slug(*, tenant_slug: str, event_slug: str, access_code: str 
             raise AccessCodeRequired("This event needs its access code.")
         if not check_password(access_code, event.access_code_hash):
             raise AccessCodeRequired("The access code is not correct.", extra={"reason": "invalid-code"})
-    return _public_event(event)
+    return public_event(event)
 
 
 def public_event_photos(*, tenant_slug: str, event_slug: str, access_code: str | None = None) -> list[PublicPhoto]:

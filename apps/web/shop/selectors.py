@@ -14,14 +14,13 @@ import math
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
 
 from django.conf import settings
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 
 from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event, Photo, Price, Product, ProductKind, Stock
-from apps.catalog.selectors import PublicPhoto
+from apps.catalog.selectors import PublicEvent, PublicPhoto, public_event
 from apps.catalog.storage import public_url
 from apps.commerce.models import Checkout, CheckoutLine, Entitlement
 from apps.commerce.selectors import checkout_get, download_token, photos_covered
@@ -50,14 +49,8 @@ class Studio:
     name: str
 
 
-@dataclass(frozen=True)
-class ShopEvent:
-    tenant_id: int
-    id: int
-    slug: str
-    title: str
-    date: date
-    protected: bool
+# An event as the shop shows it: the catalog's shopper-side view.
+ShopEvent = PublicEvent
 
 
 @dataclass(frozen=True)
@@ -151,24 +144,13 @@ def studio_by_slug(*, slug: str) -> Studio:
     return Studio(id=row[0], slug=row[1], name=row[2])
 
 
-def _shop_event(event: Event) -> ShopEvent:
-    return ShopEvent(
-        tenant_id=event.tenant_id,
-        id=event.pk,
-        slug=event.slug,
-        title=event.title,
-        date=event.date,
-        protected=event.visibility == Event.Visibility.ACCESS_CODE,
-    )
-
-
 def shop_events(*, tenant_id: int) -> list[ShopEvent]:
     """The studio's public events, newest first (protected events are never listed)."""
     with tenant_context(tenant_id):
         events = list(
             Event.objects.filter(tenant_id=tenant_id, visibility=Event.Visibility.PUBLIC).order_by("-date", "-id")
         )
-    return [_shop_event(event) for event in events]
+    return [public_event(event) for event in events]
 
 
 def shop_event(*, tenant_id: int, event_slug: str) -> ShopEvent:
@@ -177,7 +159,7 @@ def shop_event(*, tenant_id: int, event_slug: str) -> ShopEvent:
         event = Event.objects.filter(tenant_id=tenant_id, slug=event_slug).first()
     if event is None:
         raise EventNotFound(f"No event {event_slug!r}.")
-    return _shop_event(event)
+    return public_event(event)
 
 
 # --- photos ---------------------------------------------------------------------------------
