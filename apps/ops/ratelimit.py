@@ -108,6 +108,22 @@ def rate_limit_check(*, key: str, rate: Rate) -> Decision:
     )
 
 
+def rate_limit_wait(*, key: str, rate: Rate) -> int:
+    """Count one request against `key`: 0 when admitted, else the seconds to wait. Fails open:
+    an unreachable Redis admits the request (logged, `darkroom_rate_limiter_errors_total`); a
+    refusal is counted in `darkroom_rate_limited_total`."""
+    try:
+        decision = rate_limit_check(key=key, rate=rate)
+    except RedisError:
+        ERRORS.inc()
+        logger.warning("rate limiter unavailable; request let through", extra={"key": key}, exc_info=True)
+        return 0
+    if decision.admitted:
+        return 0
+    REFUSED.inc()
+    return decision.retry_after_seconds
+
+
 def rate_for(url_name: str | None) -> Rate:
     return Rate.parse(settings.RATE_LIMITS.get(url_name or "", settings.RATE_LIMIT_DEFAULT))
 
@@ -137,16 +153,10 @@ class TenantRateThrottle(BaseThrottle):
         match = request.resolver_match
         endpoint = match.route if match else request.path
         key = f"t{tenant_id}:{caller}:{endpoint}"
-        try:
-            decision = rate_limit_check(key=key, rate=rate_for(match.url_name if match else None))
-        except RedisError:
-            ERRORS.inc()
-            logger.warning("rate limiter unavailable; request let through", extra={"key": key}, exc_info=True)
+        wait = rate_limit_wait(key=key, rate=rate_for(match.url_name if match else None))
+        if not wait:
             return True
-        if decision.admitted:
-            return True
-        REFUSED.inc()
-        self._wait = decision.retry_after_seconds
+        self._wait = wait
         return False
 
     def wait(self) -> float | None:

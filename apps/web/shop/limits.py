@@ -12,15 +12,10 @@ still checked with the slow password hasher either way.
 
 from __future__ import annotations
 
-import logging
-
 from django.conf import settings
 from django.http import HttpRequest
-from redis.exceptions import RedisError
 
-from apps.ops.ratelimit import ERRORS, REFUSED, Rate, rate_limit_check
-
-logger = logging.getLogger("darkroom.shop")
+from apps.ops.ratelimit import Rate, rate_limit_wait
 
 
 def client_address(request: HttpRequest) -> str:
@@ -36,19 +31,7 @@ def wait_seconds(*checks: tuple[str, str]) -> int:
     it, else the seconds to wait before the longest-refusing one would."""
     if not settings.RATE_LIMIT_ENABLED:
         return 0
-    wait = 0
-    for key, setting in checks:
-        try:
-            decision = rate_limit_check(key=f"web:{key}", rate=_rate(setting))
-        except RedisError:
-            ERRORS.inc()
-            logger.warning("shop rate limiter unavailable; request let through", extra={"key": key}, exc_info=True)
-            continue
-        if not decision.admitted:
-            wait = max(wait, decision.retry_after_seconds)
-    if wait:
-        REFUSED.inc()
-    return wait
+    return max(rate_limit_wait(key=f"web:{key}", rate=_rate(setting)) for key, setting in checks)
 
 
 def access_code_wait(request: HttpRequest, *, tenant_id: int, event_id: int) -> int:
