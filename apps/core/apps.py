@@ -7,4 +7,4 @@ class CoreConfig(AppConfig):
     verbose_name = "Darkroom core"
 
     def ready(self) -> None:
-        from apps.core import openapi, signals  # noqa: F401  (openapi registers the API-key scheme)
+        from apps.core import checks, openapi, signals  # noqa: F401  (checks and openapi register themselves)

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 
+from apps.core.client_address import client_address
 from apps.core.problems import PROBLEM_CONTENT_TYPE, problem_response
 from apps.core.request_context import accept_or_generate, reset_request_id, set_request_id
 
@@ -42,7 +43,7 @@ class RequestIdMiddleware:
                     "path": request.path,
                     "status": response.status_code,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "client": request.META.get("REMOTE_ADDR", ""),
+                    "client": client_address(request),
                 },
             )
             return response

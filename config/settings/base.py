@@ -417,6 +417,9 @@ ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS = env.int("DARKROOM_ANNOUNCEMENT_EMAIL_MAX_ATTEM
 # Per (tenant, caller, endpoint) sliding-window limit on every API view (apps/ops/ratelimit.py):
 # "<n>/<s|min|hour>", e.g. "600/min" or "1000/10s"; DARKROOM_RATE_LIMITS overrides per URL name
 # ("checkout-list=120/min,event-selfies=30/min"). Over it: 429 with Retry-After.
+# The reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the client for
+# rate limits and logs (apps/core/client_address.py); empty: the socket's peer is the client.
+TRUSTED_PROXIES = env.list("DARKROOM_TRUSTED_PROXIES", default=[])
 RATE_LIMIT_ENABLED = env.bool("DARKROOM_RATE_LIMIT_ENABLED", default=True)
 RATE_LIMIT_DEFAULT = env("DARKROOM_RATE_LIMIT_DEFAULT", default="6000/min")
 RATE_LIMITS: dict[str, str] = env.dict("DARKROOM_RATE_LIMITS", default={})

@@ -2,8 +2,9 @@
 studio dashboard's sign-in attempts (`apps/web/studio/views/auth.py`).
 
 The same sliding-window limiter as the API (`apps.ops.rate_limit_check`, one Lua call in Redis),
-keyed by what a shopper cannot shed cheaply: the client address (and, for searches, also the
-session). Rates are the settings `SHOP_ACCESS_CODE_RATE`, `SHOP_FINDME_SESSION_RATE` and
+keyed by what a shopper cannot shed cheaply: the client address (`apps.core.client_address`,
+which believes `X-Forwarded-For` only from `TRUSTED_PROXIES`) and, for searches, also the
+session. Rates are the settings `SHOP_ACCESS_CODE_RATE`, `SHOP_FINDME_SESSION_RATE` and
 `SHOP_FINDME_ADDRESS_RATE` (sign-in: `STUDIO_LOGIN_RATE`, `STUDIO_LOGIN_ADDRESS_RATE`); they
 follow `RATE_LIMIT_ENABLED`. As for the API, an unreachable Redis lets requests through (logged
 and counted): the limiter protects capacity and slows guessing; the access code is
@@ -15,11 +16,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest
 
+from apps.core.client_address import client_address
 from apps.ops.ratelimit import Rate, rate_limit_wait
-
-
-def client_address(request: HttpRequest) -> str:
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
 
 
 def _rate(name: str) -> Rate:

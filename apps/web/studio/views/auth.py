@@ -13,10 +13,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
+from apps.core.client_address import client_address
 from apps.tenancy.middleware import SESSION_TENANT_KEY
 from apps.tenancy.models import User
 from apps.tenancy.selectors import memberships_of_user
-from apps.web.shop.limits import client_address, wait_seconds
+from apps.web.shop.limits import wait_seconds
 from apps.web.studio.access import forbidden
 from apps.web.studio.forms import StudioChoiceForm
 
