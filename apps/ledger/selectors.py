@@ -1,4 +1,5 @@
-"""Reads of the ledger: accounts with projected balances, and projection state per partition.
+"""Reads of the ledger: accounts with projected balances, account statements (entries newest first
+in keyset pages, or all of them oldest first for an export), and projection state per partition.
 
 Lag of a partition = age of its oldest unapplied event (the event right after the checkpoint;
 sequence order is commit order), 0 when the checkpoint has reached the committed head.
@@ -6,15 +7,15 @@ sequence order is commit order), 0 when the checkpoint has reached the committed
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, QuerySet, Sum, Value
+from django.db.models import BigIntegerField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
-from apps.ledger.models import AccountBalance, LedgerAccount
+from apps.ledger.models import AccountBalance, LedgerAccount, LedgerEvent
 from apps.ledger.partitioning import is_whale, logical_partition, partition_count
 from apps.ledger.projection import LEADER_LOCK_NAMESPACE
 from apps.tenancy.context import system_context
@@ -149,3 +150,56 @@ def ledger_account_get(*, tenant: Organization, account_id: int) -> AccountProje
         event_count=sum(r.event_count for r in rows),
         partitions=states,
     )
+
+
+# --- account statements ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntriesPage:
+    """One page of a statement, newest first; `older_than` is the cursor of the next (older) page,
+    None on the last one."""
+
+    entries: list[LedgerEvent]
+    older_than: int | None
+
+
+def _entries_of(*, tenant_id: int, account_ids: Sequence[int]) -> QuerySet[LedgerEvent]:
+    return LedgerEvent.objects.filter(tenant_id=tenant_id, account_id__in=list(account_ids))
+
+
+def account_entries_page(
+    *, tenant_id: int, account_ids: Sequence[int], older_than: int | None = None, limit: int = 25
+) -> EntriesPage:
+    """The entries of `account_ids` newest first (created_at, then id), `limit` at a time.
+
+    Keyset, not OFFSET: `older_than` is the id of the last entry of the previous page, and the
+    page continues below its (created_at, id) along the (account, created_at) index, so page
+    1,000 costs what page 1 does and an entry appended meanwhile never shifts a page. A cursor
+    that names no entry of these accounts starts from the newest.
+    """
+    if not account_ids:
+        return EntriesPage(entries=[], older_than=None)
+    entries = _entries_of(tenant_id=tenant_id, account_ids=account_ids)
+    if older_than is not None:
+        anchor = entries.filter(id=older_than).values_list("created_at", flat=True).first()
+        if anchor is not None:
+            entries = entries.filter(Q(created_at__lt=anchor) | Q(created_at=anchor, id__lt=older_than))
+    rows = list(entries.order_by("-created_at", "-id")[: limit + 1])
+    more = len(rows) > limit
+    return EntriesPage(entries=rows[:limit], older_than=rows[limit - 1].id if more else None)
+
+
+def account_entries_oldest_first(
+    *, tenant_id: int, account_ids: Sequence[int], chunk_size: int = 2000
+) -> Iterator[LedgerEvent]:
+    """Every entry of `account_ids`, oldest first, read through a server-side cursor.
+
+    Expects a transaction (and the tenant's context) open around the whole iteration: the cursor
+    lives in it, and its one snapshot makes the statement consistent however long it takes to
+    send.
+    """
+    if not account_ids:
+        return iter(())
+    entries = _entries_of(tenant_id=tenant_id, account_ids=account_ids).order_by("created_at", "id")
+    return entries.iterator(chunk_size=chunk_size)

@@ -16,7 +16,7 @@ from functools import wraps
 from typing import Any, Concatenate, ParamSpec
 
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
@@ -95,21 +95,23 @@ def choose_url(next_url: str) -> str:
 
 def studio_page(
     *roles: str,
-) -> Callable[[Callable[Concatenate[HttpRequest, Studio, P], HttpResponse]], Callable[..., HttpResponse]]:
+) -> Callable[[Callable[Concatenate[HttpRequest, Studio, P], HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Decorate a view `(request, studio, ...)`: signed in (else to the login page), a member of a
     studio (else 403), a studio chosen when there are several (else to the picker), and one of
     `roles` when given (else 403). The view runs in the chosen studio's tenant context."""
 
-    def decorate(view: Callable[Concatenate[HttpRequest, Studio, P], HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorate(
+        view: Callable[Concatenate[HttpRequest, Studio, P], HttpResponseBase],
+    ) -> Callable[..., HttpResponseBase]:
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             # Balances, buyers' e-mails, payout destinations: no cache (shared or the browser's,
             # after signing out) may keep a copy.
             response = checked(request, *args, **kwargs)
             add_never_cache_headers(response)
             return response
 
-        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             user = request.user
             if not user.is_authenticated:
                 return redirect_to_login(request.get_full_path(), login_url=reverse("studio:login"))

@@ -5,7 +5,7 @@ filters by `tenant_id` explicitly, as the domain selectors do. Money leaves here
 minor units; pages format it with `money()`.
 
 Candidates to move into their domain apps' selectors: `sales_of_tenant` (commerce),
-`wallets_of_user` / `wallet_entries` (ledger), `payouts_of_owner` (payouts),
+`wallets_of_user` (ledger), `payouts_of_owner` (payouts),
 `dropin_status_of_photos` (dropin), `uploaders_of_tenant` (tenancy).
 """
 
@@ -23,7 +23,7 @@ from apps.catalog.models import Event, Photo
 from apps.catalog.storage import public_url
 from apps.commerce.models import Checkout
 from apps.dropin.models import DropInJob
-from apps.ledger.models import LedgerAccount, LedgerEvent
+from apps.ledger.models import LedgerAccount
 from apps.ledger.partitioning import logical_partition
 from apps.notifications.models import Announcement, Attendee
 from apps.notifications.selectors import AnnouncementStatus, announcement_statuses
@@ -187,17 +187,6 @@ def wallets_of_user(*, tenant: Organization, user_id: int) -> list[WalletView]:
         )
         for a in accounts
     ]
-
-
-def wallet_entries(*, tenant_id: int, account_ids: list[int], limit: int = 25) -> list[LedgerEvent]:
-    """The latest ledger entries of the given accounts, newest first."""
-    if not account_ids:
-        return []
-    return list(
-        LedgerEvent.objects.filter(tenant_id=tenant_id, account_id__in=account_ids).order_by("-created_at", "-id")[
-            :limit
-        ]
-    )
 
 
 def payouts_of_owner(*, tenant_id: int, user_id: int) -> QuerySet[Payout]:

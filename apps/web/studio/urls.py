@@ -32,6 +32,7 @@ urlpatterns = [
     path("events/<studio_id:event_id>/prices", events.event_prices, name="event-prices"),
     path("sales/", money.sales, name="sales"),
     path("wallet/", money.wallet, name="wallet"),
+    path("wallet/statement.csv", money.wallet_statement, name="wallet-statement"),
     path("wallet/payout-request", money.wallet_payout_request, name="payout-request"),
     path("wallet/destinations", money.wallet_destination, name="destination"),
     path("announcements/", announcements.announcements, name="announcements"),

@@ -1,21 +1,31 @@
-"""Money pages: the studio's sales, the signed-in member's wallet and payouts, payout requests,
-and (owners) where each photographer is paid."""
+"""Money pages: the studio's sales, the signed-in member's wallet (entries in keyset pages, and the
+whole statement as CSV) and payouts, payout requests, and (owners) where each photographer is
+paid."""
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.ledger.models import LedgerEvent
+from apps.ledger.selectors import account_entries_oldest_first, account_entries_page
 from apps.ops.killswitch import capability_enabled
 from apps.ops.models import Capability
-from apps.payments.providers.base import PayoutDestinationError
+from apps.payments.providers.base import PayoutDestinationError, minor_to_major
 from apps.payouts.services import NotAMember, payout_destination_set, payout_wallet_request
+from apps.tenancy.context import tenant_context
 from apps.tenancy.models import User
 from apps.web.studio import selectors
 from apps.web.studio.access import PAYOUT_MANAGE_ROLES, SALES_ROLES, Studio, studio_page
@@ -35,6 +45,11 @@ def _wallet_choices(wallets: list[selectors.WalletView]) -> list[tuple[int, str]
     return [(w.account_id, w.label) for w in wallets]
 
 
+def _cursor(value: str | None) -> int | None:
+    """An entries cursor from the query string; anything but a positive id starts from the newest."""
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 18 else None
+
+
 def _render_wallet(
     request: HttpRequest,
     studio: Studio,
@@ -46,12 +61,16 @@ def _render_wallet(
     tenant_id = studio.tenant_id
     wallets = selectors.wallets_of_user(tenant=studio.org, user_id=studio.user.pk)
     currency_of = {w.account_id: w.currency for w in wallets}
-    entries = selectors.wallet_entries(tenant_id=tenant_id, account_ids=list(currency_of))
+    entries = account_entries_page(
+        tenant_id=tenant_id, account_ids=list(currency_of), older_than=_cursor(request.GET.get("entries_older_than"))
+    )
     own_payouts = page_of(request, selectors.payouts_of_owner(tenant_id=tenant_id, user_id=studio.user.pk))
     context: dict[str, Any] = {
         "studio": studio,
         "wallets": wallets,
-        "entries": [(e, selectors.money(e.amount_minor, e.currency)) for e in entries],
+        "entries": [(e, selectors.money(e.amount_minor, e.currency)) for e in entries.entries],
+        "entries_older_than": entries.older_than,
+        "entries_paged": "entries_older_than" in request.GET,
         "payouts": [(p, selectors.money(p.amount_minor, p.currency)) for p in own_payouts],
         "payouts_page": own_payouts,
         "destination": selectors.destination_of(tenant_id=tenant_id, user_id=studio.user.pk),
@@ -133,3 +152,61 @@ def wallet_destination(request: HttpRequest, studio: Studio) -> HttpResponse:
         rerender=lambda status: _render_wallet(request, studio, status=status, destination_form=form),
         error_fields={PayoutDestinationError: "destination", NotAMember: "member"},
     )
+
+
+STATEMENT_HEADER = ("entry_id", "created_at_utc", "kind", "amount", "currency", "reference")
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text_cell(value: str) -> str:
+    return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
+
+
+def statement_row(entry: LedgerEvent) -> tuple[str, ...]:
+    """One entry as a CSV row: debits negative, in major units of their currency (exact)."""
+    amount = minor_to_major(entry.amount_minor, entry.currency)
+    return (
+        str(entry.id),
+        entry.created_at.astimezone(UTC).isoformat(),
+        entry.kind,
+        f"-{amount}" if entry.kind == LedgerEvent.Kind.DEBIT else amount,
+        entry.currency,
+        _text_cell(entry.reference),
+    )
+
+
+def _statement_lines(*, tenant_id: int, account_ids: list[int]) -> Iterator[str]:
+    """The CSV, a line at a time, from one transaction (one snapshot) in the tenant's context.
+
+    The response streams after the view has returned, so the context and the transaction are
+    opened here, around the iteration; a client that goes away closes the generator, which ends
+    the transaction."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+
+    def line(row: tuple[str, ...]) -> str:
+        writer.writerow(row)
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    yield line(STATEMENT_HEADER)
+    with tenant_context(tenant_id), transaction.atomic():
+        for entry in account_entries_oldest_first(tenant_id=tenant_id, account_ids=account_ids):
+            yield line(statement_row(entry))
+
+
+@require_GET
+@studio_page()
+def wallet_statement(request: HttpRequest, studio: Studio) -> StreamingHttpResponse:
+    """Every entry of the signed-in member's own wallets in this studio, oldest first, as CSV."""
+    wallets = selectors.wallets_of_user(tenant=studio.org, user_id=studio.user.pk)
+    filename = f"darkroom-{studio.org.slug}-wallet-{timezone.now():%Y-%m-%d}.csv"
+    response = StreamingHttpResponse(
+        _statement_lines(tenant_id=studio.tenant_id, account_ids=[w.account_id for w in wallets]),
+        content_type="text/csv; charset=utf-8",
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
