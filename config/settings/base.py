@@ -71,7 +71,27 @@ MIDDLEWARE = [
     "apps.tenancy.middleware.TenantContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
+
+# Content-Security-Policy on every response (django-csp). Scripts only from this origin (htmx and
+# the Swagger UI are served locally; no page has an inline script), no plugins, no framing, no
+# <base> rewrites. Styles may be inline (the pages carry their own small stylesheets). Photo
+# previews may come from the storage's host when it is not this origin: list it (or a CDN) in
+# DARKROOM_CSP_IMG_HOSTS. Forms post only here; a checkout's redirect to the provider's page is
+# a navigation, which `form-action` would also police in some browsers, so it is left unset.
+CSP_IMG_HOSTS: list[str] = env.list("DARKROOM_CSP_IMG_HOSTS", default=[])
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", *CSP_IMG_HOSTS],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 TEMPLATES = [
     {
