@@ -54,10 +54,9 @@ ShopEvent = PublicEvent
 
 
 @dataclass(frozen=True)
-class PhotoPage:
-    """One page of an event's gallery (1-based `number`, clamped into 1..`num_pages`)."""
+class NumberedPage:
+    """Where a page sits: 1-based `number`, clamped into 1..`num_pages`, of `total` items."""
 
-    photos: list[PublicPhoto]
     number: int
     num_pages: int
     total: int
@@ -69,6 +68,28 @@ class PhotoPage:
     @property
     def has_next(self) -> bool:
         return self.number < self.num_pages
+
+
+def _page_bounds(*, total: int, page: int, per_page: int) -> tuple[int, int, int]:
+    """(number, num_pages, offset of the first item) for `page` clamped into range."""
+    num_pages = max(1, math.ceil(total / per_page))
+    number = min(max(1, page), num_pages)
+    return number, num_pages, (number - 1) * per_page
+
+
+@dataclass(frozen=True)
+class PhotoPage(NumberedPage):
+    """One page of an event's gallery."""
+
+    photos: list[PublicPhoto]
+
+
+@dataclass(frozen=True)
+class EventPage(NumberedPage):
+    """One page of a studio's public events, found by `query` (empty: all of them)."""
+
+    events: list[ShopEvent]
+    query: str
 
 
 @dataclass(frozen=True)
@@ -144,13 +165,24 @@ def studio_by_slug(*, slug: str) -> Studio:
     return Studio(id=row[0], slug=row[1], name=row[2])
 
 
-def shop_events(*, tenant_id: int) -> list[ShopEvent]:
-    """The studio's public events, newest first (protected events are never listed)."""
+EVENT_QUERY_MAX_LENGTH = 100
+
+
+def shop_events_page(*, tenant_id: int, query: str = "", page: int = 1, per_page: int = 24) -> EventPage:
+    """Page `page` (clamped) of the studio's public events, newest first, whose title contains
+    `query` (case-insensitive, whitespace trimmed, at most EVENT_QUERY_MAX_LENGTH characters).
+    Protected events are never listed, whatever the query."""
+    query = " ".join(query.split())[:EVENT_QUERY_MAX_LENGTH]
     with tenant_context(tenant_id):
-        events = list(
-            Event.objects.filter(tenant_id=tenant_id, visibility=Event.Visibility.PUBLIC).order_by("-date", "-id")
-        )
-    return [public_event(event) for event in events]
+        events = Event.objects.filter(tenant_id=tenant_id, visibility=Event.Visibility.PUBLIC)
+        if query:
+            events = events.filter(title__icontains=query)
+        total = events.count()
+        number, num_pages, start = _page_bounds(total=total, page=page, per_page=per_page)
+        rows = list(events.order_by("-date", "-id")[start : start + per_page])
+    return EventPage(
+        events=[public_event(e) for e in rows], query=query, number=number, num_pages=num_pages, total=total
+    )
 
 
 def shop_event(*, tenant_id: int, event_slug: str) -> ShopEvent:
@@ -187,9 +219,7 @@ def event_photos_page(*, tenant_id: int, event_id: int, page: int, per_page: int
     with tenant_context(tenant_id):
         photos = _ready_photos(tenant_id=tenant_id, event_id=event_id).order_by("id")
         total = photos.count()
-        num_pages = max(1, math.ceil(total / per_page))
-        number = min(max(1, page), num_pages)
-        start = (number - 1) * per_page
+        number, num_pages, start = _page_bounds(total=total, page=page, per_page=per_page)
         rows = list(photos[start : start + per_page])
     return PhotoPage(photos=[_public_photo(p) for p in rows], number=number, num_pages=num_pages, total=total)
 

@@ -1,17 +1,14 @@
 """Shop page tests: a priced shop (tests.factories.commerce.make_shop) whose photos have their
-watermarked derivatives, browsed through the Django test client (session cookies kept), with the
-shop's rate-limit counters reset for each test."""
+watermarked derivatives, browsed through the Django test client (session cookies kept); the web
+pages' rate-limit counters are reset for each test (tests/web/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.test import Client
-from django_redis import get_redis_connection
 
 from apps.catalog.models import Event, Photo, Product, ProductKind
 from apps.commerce.models import Checkout, CheckoutLine, InventoryReservation
@@ -26,22 +23,6 @@ from tests.factories.commerce import Shop, make_shop
 from tests.fixtures import TenantBundle
 
 ACCESS_CODE = "open-sesame"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_shop_rate_limits() -> Iterator[None]:
-    """The limiter's windows live in Redis and outlast a test (and a dropped test database, whose
-    ids start again at 1): forget the shop's counters around each test."""
-
-    def forget() -> None:
-        client = get_redis_connection("default")
-        prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
-        for key in client.scan_iter(match=f"{prefix}:ratelimit:{{shop:*"):
-            client.delete(key)
-
-    forget()
-    yield
-    forget()
 
 
 def make_ready(photo: Photo) -> Photo:

@@ -1,7 +1,7 @@
 """Browsing: the studio's events, an event's gallery (and its access-code form), a photo's page
 with what can be bought of it.
 
-* `GET /s/<studio>/`: the public events, newest first.
+* `GET /s/<studio>/?q=...&page=N`: the public events, newest first, found by title, paginated.
 * `GET /s/<studio>/<event>/?page=N`: thumbnails, paginated; a protected event whose code this
   session has not entered shows the code form instead (never a photo).
 * `POST /s/<studio>/<event>/` (`code`, `next`): check the code (rate-limited per event and client
@@ -36,18 +36,22 @@ from apps.web.shop.selectors import (
     event_photos_page,
     photo_products,
     shop_event,
-    shop_events,
+    shop_events_page,
 )
 from apps.web.shop.session import Cart, unlock
 from apps.web.shop.views.common import is_locked, locked_page, render_page, safe_next, shop_view
 
 GALLERY_PAGE_SIZE = 48
+EVENTS_PAGE_SIZE = 24
 
 
 @require_GET
 @shop_view
 def studio_home(request: HttpRequest, studio: Studio) -> HttpResponse:
-    return render_page(request, "shop/studio.html", studio=studio, context={"events": shop_events(tenant_id=studio.id)})
+    page = shop_events_page(
+        tenant_id=studio.id, query=str(request.GET.get("q", "")), page=_page_number(request), per_page=EVENTS_PAGE_SIZE
+    )
+    return render_page(request, "shop/studio.html", studio=studio, context={"page": page})
 
 
 def _page_number(request: HttpRequest) -> int:
