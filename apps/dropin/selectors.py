@@ -88,7 +88,7 @@ def photos_to_index(
 
 def enrolled_faces(*, tenant_id: int, event_id: int, backend: str) -> list[tuple[AttendeeFace, Enrolled]]:
     """The event's registered faces that `backend` enrolled (a face enrolled by another backend
-    cannot be compared), each with what the backend's search takes."""
+    cannot be compared), each with what the backend's `match_photo()` takes."""
     faces = (
         AttendeeFace.objects.filter(
             tenant_id=tenant_id, event_id=event_id, backend=backend, status=AttendeeFace.Status.ENROLLED

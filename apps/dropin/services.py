@@ -21,16 +21,19 @@ Photos:
    (`dropin_job_request`, deduplicated: an existing job is returned, a terminally failed one
    queued again).
 2. `dropin_job_process` (its consumer) holds the fenced lease `dropin:job:<id>`; it marks the run
-   started (fenced), searches the photo's faces against the event's enrolled faces outside any
-   transaction, then commits in ONE fenced transaction: the matches (unique per photo, attendee
-   and face), one `new_photos` notification per matched attendee and photo, the studio's usage
-   debit for the searches (ledger idempotency key `dropin:photo:<id>`: billed once), and the
-   job's success. A stale worker cannot commit; a redelivered job finds it succeeded.
-3. The same run indexes the photo's faces for "find me" (`apps/dropin/findme.py`): the backend's
-   `index_photo()` outside any transaction, then its `PhotoIndex` and `PhotoFace` rows in the
-   same fenced transaction, so a redelivered or stale run stores nothing twice. A photo indexed
-   already (by `photo_faces_index`, the backfill of `manage.py dropin_index_photos`) is not
-   indexed again; `PhotoIndex` (unique per photo and backend) is the arbiter between the two.
+   started (fenced), has the backend analyse the photo once (`analyse_photo()`: one detection)
+   and match the analysed faces against the event's enrolled faces, outside any transaction,
+   then commits in ONE fenced transaction: the matches (unique per photo, attendee and face), one
+   `new_photos` notification per matched attendee and photo, the studio's usage debit for the
+   searches (ledger idempotency key `dropin:photo:<id>`: billed once), and the job's success. A
+   stale worker cannot commit; a redelivered job finds it succeeded.
+3. The same run indexes the photo's faces for "find me" (`apps/dropin/findme.py`) from the same
+   analysis (`index_photo()`; Rekognition indexes them in the analysing call itself), storing its
+   `PhotoIndex` and `PhotoFace` rows in the same fenced transaction, so a redelivered or stale
+   run stores nothing twice. A photo indexed already (by `photo_faces_index`, the backfill of
+   `manage.py dropin_index_photos`) is not indexed again; `PhotoIndex` (unique per photo and
+   backend) is the arbiter. Faces a backend indexed for a run whose index was not stored (it
+   failed, or the backfill stored its own first) are forgotten through `dropin.face_forget`.
 """
 
 from __future__ import annotations
@@ -49,7 +52,17 @@ from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event, Photo
 from apps.core.locks import LockBusy, LockLost, StaleLeaseError, try_fenced_lock
 from apps.core.problems import InvalidInput, NotFound
-from apps.dropin.faces import FaceRejected, IndexedFace, SearchResult, UnreadableImage, get_backend
+from apps.dropin.faces import (
+    Enrolled,
+    FaceBackend,
+    FaceRejected,
+    IndexedFace,
+    IndexTarget,
+    PhotoAnalysis,
+    SearchResult,
+    UnreadableImage,
+    get_backend,
+)
 from apps.dropin.models import AttendeeFace, DropInJob, FaceMatch, PhotoFace
 from apps.dropin.selectors import enrolled_faces, face_subject, photo_indexed, photo_subject
 from apps.ledger.models import LedgerAccount
@@ -440,16 +453,21 @@ def dropin_job_process(*, job_id: int) -> JobRunResult:
             job.status, job.attempts, job.started_at = DropInJob.Status.RUNNING, job.attempts + 1, timezone.now()
             job.backend = settings.DROPIN_FACE_BACKEND
             job.save(update_fields=["status", "attempts", "started_at", "backend"])
+        analysis: PhotoAnalysis | None = None
         try:
-            result, faces, indexed = _search(job)
+            backend = get_backend(job.backend)
+            plan = _plan(job)
+            analysis = _analyse(job, plan, backend)
+            result, indexed = _match_and_index(job, plan, backend, analysis)
             lease.extend()
             with transaction.atomic(durable=True):
                 lease.check()
-                run = _record(job=job, result=result, faces=faces, indexed=indexed)
+                run = _record(job=job, result=result, faces=plan.faces, indexed=indexed, analysis=analysis)
         except UnreadableImage as exc:
             with transaction.atomic(durable=True):
                 lease.check()
                 _job_fail(DropInJob.objects.select_for_update().get(pk=job_id), f"unreadable photo: {exc}")
+                _forget_unstored(job=job, analysis=analysis)
             return JobRunResult(job_id=job_id, outcome="failed")
         except (StaleLeaseError, LockLost):
             raise  # not ours to record: a newer holder owns the job
@@ -457,39 +475,65 @@ def dropin_job_process(*, job_id: int) -> JobRunResult:
             with transaction.atomic(durable=True):
                 lease.check()
                 DropInJob.objects.filter(pk=job_id).update(last_error=f"{type(exc).__name__}: {exc}"[:2000])
+                _forget_unstored(job=job, analysis=analysis)
             raise
     logger.info("drop-in job done", extra=run.__dict__)
     return run
 
 
-def _search(job: DropInJob) -> tuple[SearchResult, dict[str, AttendeeFace], list[IndexedFace] | None]:
-    """Search the photo against the event's enrolled faces (no enrolled face: no search, and
-    nothing to bill) and index its faces for find me (None: indexed already). The original is
-    read only if there is something to do. Outside any transaction."""
+@dataclass(frozen=True)
+class _Plan:
+    """What a run has to do: match against `enrolled` (the event's enrolled faces; `faces` maps
+    their subjects to the rows; none: no match and nothing to bill) and/or index the photo for
+    find me (`to_index`)."""
+
+    faces: dict[str, AttendeeFace]
+    enrolled: list[Enrolled]
+    to_index: bool
+
+
+def _plan(job: DropInJob) -> _Plan:
     faces = enrolled_faces(tenant_id=job.tenant_id, event_id=job.event_id, backend=job.backend)
-    by_subject = {enrolled.subject: face for face, enrolled in faces}
-    to_index = not photo_indexed(tenant_id=job.tenant_id, photo_id=job.photo_id, backend=job.backend)
-    result = SearchResult(faces=[], matches=[], searches=0)
-    if not faces and not to_index:
-        return result, by_subject, None
-    image = _original_bytes(job.photo)
-    backend = get_backend(job.backend)
-    if faces:
-        result = backend.search(
-            collection=collection_name(tenant_id=job.tenant_id, event_id=job.event_id),
-            image=image,
-            enrolled=[enrolled for _, enrolled in faces],
-        )
-    indexed = (
-        backend.index_photo(
-            collection=photo_collection_name(tenant_id=job.tenant_id, event_id=job.event_id),
-            subject=photo_subject(job.photo_id),
-            image=image,
-        )
-        if to_index
-        else None
+    return _Plan(
+        faces={enrolled.subject: face for face, enrolled in faces},
+        enrolled=[enrolled for _, enrolled in faces],
+        to_index=not photo_indexed(tenant_id=job.tenant_id, photo_id=job.photo_id, backend=job.backend),
     )
-    return result, by_subject, indexed
+
+
+def _analyse(job: DropInJob, plan: _Plan, backend: FaceBackend) -> PhotoAnalysis | None:
+    """The photo analysed once, for the match and (if it is to be indexed) for find me; None
+    when there is nothing to do (the original is not even read). Outside any transaction.
+    Raises UnreadableImage, FaceBackendUnavailable."""
+    if not plan.enrolled and not plan.to_index:
+        return None
+    target = _index_target(tenant_id=job.tenant_id, event_id=job.event_id, photo_id=job.photo_id)
+    return backend.analyse_photo(image=_original_bytes(job.photo), index=target if plan.to_index else None)
+
+
+def _match_and_index(
+    job: DropInJob, plan: _Plan, backend: FaceBackend, analysis: PhotoAnalysis | None
+) -> tuple[SearchResult, list[IndexedFace] | None]:
+    """Match the analysed faces against the enrolled ones (none enrolled: no search, nothing to
+    bill) and take the faces to index (None: indexed already). Neither detects again. Outside
+    any transaction. Raises FaceBackendUnavailable."""
+    result = SearchResult(faces=[], matches=[], searches=0)
+    if analysis is None:
+        return result, None
+    indexed = backend.index_photo(analysis=analysis) if plan.to_index else None
+    if plan.enrolled:
+        result = backend.match_photo(
+            analysis=analysis,
+            collection=collection_name(tenant_id=job.tenant_id, event_id=job.event_id),
+            enrolled=plan.enrolled,
+        )
+    return result, indexed
+
+
+def _index_target(*, tenant_id: int, event_id: int, photo_id: int) -> IndexTarget:
+    return IndexTarget(
+        collection=photo_collection_name(tenant_id=tenant_id, event_id=event_id), subject=photo_subject(photo_id)
+    )
 
 
 def _original_bytes(photo: Photo) -> bytes:
@@ -501,11 +545,16 @@ def _original_bytes(photo: Photo) -> bytes:
 
 
 def _record(
-    *, job: DropInJob, result: SearchResult, faces: dict[str, AttendeeFace], indexed: list[IndexedFace] | None
+    *,
+    job: DropInJob,
+    result: SearchResult,
+    faces: dict[str, AttendeeFace],
+    indexed: list[IndexedFace] | None,
+    analysis: PhotoAnalysis | None,
 ) -> JobRunResult:
     """Write a run's matches, notifications, usage debit, photo index and success. Runs inside
     the fenced transaction. Matches of a face deleted since the search are dropped (its row is
-    gone)."""
+    gone); what the backend indexed for a photo the backfill indexed meanwhile is forgotten."""
     job = DropInJob.objects.select_for_update().select_related("event").get(pk=job.pk)
     now = timezone.now()
     # Locked: a face_delete waits for this transaction, or has already removed the face.
@@ -546,8 +595,8 @@ def _record(
     )
     if result.searches:
         _usage_debit(job=job, searches=result.searches)
-    if indexed is not None:
-        _index_store(photo=job.photo, backend=job.backend, faces=indexed)
+    if indexed is not None and not _index_store(photo=job.photo, backend=job.backend, faces=indexed):
+        _forget_unstored(job=job, analysis=analysis)
     job.status, job.finished_at, job.last_error = DropInJob.Status.SUCCEEDED, now, ""
     job.faces, job.searches = len(result.faces), result.searches
     job.matches = FaceMatch.objects.filter(tenant_id=job.tenant_id, photo_id=job.photo_id).count()
@@ -626,14 +675,47 @@ def photo_faces_index(*, tenant_id: int, photo_id: int) -> int | None:
         raise PhotoNotFound(f"Photo {photo_id} does not exist in this studio.")
     if photo_indexed(tenant_id=tenant_id, photo_id=photo_id, backend=backend.name):
         return None
-    faces = backend.index_photo(
-        collection=photo_collection_name(tenant_id=tenant_id, event_id=photo.event_id),
-        subject=photo_subject(photo_id),
+    analysis = backend.analyse_photo(
         image=_original_bytes(photo),
+        index=_index_target(tenant_id=tenant_id, event_id=photo.event_id, photo_id=photo_id),
     )
+    faces = backend.index_photo(analysis=analysis)
     with transaction.atomic(durable=True):
         stored = _index_store(photo=photo, backend=backend.name, faces=faces)
+        if not stored:
+            _forget_photo_faces(photo=photo, backend=backend.name, analysis=analysis)
     return len(faces) if stored else None
+
+
+def _forget_unstored(*, job: DropInJob, analysis: PhotoAnalysis | None) -> None:
+    """Have the backend forget what it indexed while analysing for this run, unless stored: the
+    run failed before its index committed, or the backfill's index stands. A retried run
+    indexes the photo again, so without this the photo collection would keep faces that no
+    stored row names. Assumes the caller's (fenced) transaction."""
+    if analysis is not None:
+        _forget_photo_faces(photo=job.photo, backend=job.backend, analysis=analysis)
+
+
+def _forget_photo_faces(*, photo: Photo, backend: str, analysis: PhotoAnalysis) -> None:
+    """Publish `dropin.face_forget` for the refs the backend stored while analysing the photo that
+    no `PhotoFace` row names (nothing for backends that store nothing). Assumes a transaction."""
+    refs = analysis.stored_refs()
+    if not refs or analysis.index is None:
+        return
+    kept = set(
+        PhotoFace.objects.filter(
+            tenant_id=photo.tenant_id, photo_id=photo.pk, backend=backend, ref__in=refs
+        ).values_list("ref", flat=True)
+    )
+    unstored = [ref for ref in refs if ref not in kept]
+    if unstored:
+        outbox_publish(
+            topic=TOPIC_FACE_FORGET,
+            tenant_id=photo.tenant_id,
+            aggregate_type="photo",
+            aggregate_id=photo.pk,
+            payload={"backend": backend, "collection": analysis.index.collection, "refs": unstored, "subjects": []},
+        )
 
 
 def _usage_debit(*, job: DropInJob, searches: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from PIL import Image
 from apps.dropin.faces import (
     Box,
     Enrolled,
+    FaceBackend,
     FaceBackendUnavailable,
     NoFaceFound,
     SearchResult,
@@ -71,6 +72,11 @@ def near(a: tuple[float, float], b: tuple[float, float], tolerance: float) -> bo
     return abs(a[0] - b[0]) <= tolerance and abs(a[1] - b[1]) <= tolerance
 
 
+def search(backend: FaceBackend, *, collection: str, image: bytes, enrolled: Sequence[Enrolled]) -> SearchResult:
+    """A photo analysed (not for indexing: no provider call stores anything) and matched."""
+    return backend.match_photo(analysis=backend.analyse_photo(image=image), collection=collection, enrolled=enrolled)
+
+
 def matched(result: SearchResult) -> set[tuple[str, str]]:
     return {(m.face_key, m.subject) for m in result.matches}
 
@@ -119,8 +125,8 @@ def test_fake_search_finds_every_identity_and_matches_only_enrolled_refs(fmt: Li
     ]
     photo = fake_face_image(["alice", "bob"], size=(96, 64), fmt=fmt)
     # when: the photo is searched twice
-    result = backend.search(collection="ev-1", image=photo, enrolled=enrolled)
-    again = backend.search(collection="ev-1", image=photo, enrolled=enrolled)
+    result = search(backend, collection="ev-1", image=photo, enrolled=enrolled)
+    again = search(backend, collection="ev-1", image=photo, enrolled=enrolled)
     # then: two faces with stable distinct keys, alice matched once at 1.0, both faces billed
     assert [f.face_key for f in result.faces] == ["fake-0-alice", "fake-1-bob"]
     assert [f.box for f in result.faces] == [Box(0, 0, 48, 64), Box(48, 0, 48, 64)]
@@ -134,7 +140,7 @@ def test_fake_sees_no_face_in_real_photos_and_rejects_bytes_that_are_not_images(
     backend = FakeFaceBackend()
     photo = (FIXTURES / "astronaut.png").read_bytes()
     # when / then: no faces, nothing searched; garbage is unreadable for enrol and search
-    assert backend.search(collection="c", image=photo, enrolled=[Enrolled("face-1", "alice", ())]) == SearchResult(
+    assert search(backend, collection="c", image=photo, enrolled=[Enrolled("face-1", "alice", ())]) == SearchResult(
         faces=[], matches=[], searches=0
     )
     with pytest.raises(NoFaceFound):
@@ -142,7 +148,7 @@ def test_fake_sees_no_face_in_real_photos_and_rejects_bytes_that_are_not_images(
     with pytest.raises(UnreadableImage):
         backend.enroll(collection="c", subject="face-1", image=GARBAGE)
     with pytest.raises(UnreadableImage):
-        backend.search(collection="c", image=GARBAGE, enrolled=[])
+        search(backend, collection="c", image=GARBAGE, enrolled=[])
 
 
 def test_fake_outage_hook_and_face_cap(settings: Any) -> None:
@@ -151,12 +157,12 @@ def test_fake_outage_hook_and_face_cap(settings: Any) -> None:
     settings.DROPIN_MAX_FACES_PER_PHOTO = 2
     # when / then: the outage identity raises the transient error on both operations
     with pytest.raises(FaceBackendUnavailable):
-        backend.search(collection="c", image=fake_face_image(["alice", "!unavailable"]), enrolled=[])
+        search(backend, collection="c", image=fake_face_image(["alice", "!unavailable"]), enrolled=[])
     with pytest.raises(FaceBackendUnavailable):
         backend.enroll(collection="c", subject="face-1", image=fake_face_image(["!unavailable"]))
     # and: a photo of three is searched for two faces only
-    result = backend.search(
-        collection="c", image=fake_face_image(["a", "b", "c"]), enrolled=[Enrolled("face-3", "c", ())]
+    result = search(
+        backend, collection="c", image=fake_face_image(["a", "b", "c"]), enrolled=[Enrolled("face-3", "c", ())]
     )
     assert ([f.face_key for f in result.faces], result.matches, result.searches) == (["fake-0-a", "fake-1-b"], [], 2)
     # and: forgetting is a harmless no-op
@@ -167,8 +173,8 @@ def test_fake_honours_a_threshold_above_exact_matches(settings: Any) -> None:
     # given: a threshold no similarity can reach
     settings.DROPIN_MATCH_THRESHOLD = 1.01
     # when: an enrolled identity is searched
-    result = FakeFaceBackend().search(
-        collection="c", image=fake_face_image(["alice"]), enrolled=[Enrolled("face-1", "alice", ())]
+    result = search(
+        FakeFaceBackend(), collection="c", image=fake_face_image(["alice"]), enrolled=[Enrolled("face-1", "alice", ())]
     )
     # then: the face is found but not matched
     assert (len(result.faces), result.matches) == (1, [])
@@ -215,10 +221,10 @@ def test_local_finds_the_same_face_resized_in_a_larger_photo(
     local: LocalFaceBackend, astronaut: Enrolled, hopper: Enrolled, astronaut_selfie: bytes
 ) -> None:
     # given: where the face sits in the selfie, and that selfie enlarged 1.5x into a 1200x800 photo
-    (in_selfie,) = local.search(collection="ev-1", image=astronaut_selfie, enrolled=[]).faces
+    (in_selfie,) = search(local, collection="ev-1", image=astronaut_selfie, enrolled=[]).faces
     photo = encode(canvas((1200, 800), (head("astronaut.png", ASTRONAUT_HEAD, 1.5), (600, 300))))
     # when: the photo is searched against the astronaut and Grace Hopper
-    result = local.search(collection="ev-1", image=photo, enrolled=[astronaut, hopper])
+    result = search(local, collection="ev-1", image=photo, enrolled=[astronaut, hopper])
     # then: one face where it was pasted, matched to the astronaut only
     (face,) = result.faces
     x, y = centre(in_selfie.box)
@@ -235,10 +241,10 @@ def test_local_downscales_large_photos_but_reports_boxes_in_original_pixels(
 ) -> None:
     # given: the 1200x800 photo searched at full size, and again with a working size of 600 px
     photo = encode(canvas((1200, 800), (head("astronaut.png", ASTRONAUT_HEAD, 1.5), (600, 300))))
-    full = local.search(collection="ev-1", image=photo, enrolled=[astronaut])
+    full = search(local, collection="ev-1", image=photo, enrolled=[astronaut])
     settings.DROPIN_LOCAL_MAX_IMAGE_SIDE = 600
     # when: the same photo is searched downscaled by half
-    half = local.search(collection="ev-1", image=photo, enrolled=[astronaut])
+    half = search(local, collection="ev-1", image=photo, enrolled=[astronaut])
     # then: the face is at the same place in original pixels, and still matched
     (a,), (b,) = full.faces, half.faces
     assert near(centre(a.box), centre(b.box), tolerance=8) and abs(a.box.width - b.box.width) <= 12
@@ -255,7 +261,7 @@ def test_local_tells_two_real_people_apart(local: LocalFaceBackend, astronaut: E
         )
     )
     # when: searched against both enrolments
-    result = local.search(collection="ev-1", image=photo, enrolled=[astronaut, hopper])
+    result = search(local, collection="ev-1", image=photo, enrolled=[astronaut, hopper])
     # then: two faces, each matched to its own subject and not to the other
     left, right = sorted(result.faces, key=lambda f: f.box.left)
     assert matched(result) == {(left.face_key, "face-17"), (right.face_key, "face-42")}
@@ -270,7 +276,7 @@ def test_local_rejects_a_selfie_without_a_face_and_finds_none_in_such_a_photo(
     # when / then: enrolment refuses it and a search finds nothing and bills nothing
     with pytest.raises(NoFaceFound):
         local.enroll(collection="ev-1", subject="face-1", image=no_face)
-    assert local.search(collection="ev-1", image=no_face, enrolled=[astronaut]) == SearchResult(
+    assert search(local, collection="ev-1", image=no_face, enrolled=[astronaut]) == SearchResult(
         faces=[], matches=[], searches=0
     )
 
@@ -285,12 +291,12 @@ def test_local_two_faces_side_by_side_are_several_on_enrol_and_two_matches_on_se
     with pytest.raises(SeveralFaces):
         local.enroll(collection="ev-1", subject="face-1", image=photo)
     # and: a search finds two faces with distinct keys, both matched, stable for the same bytes
-    result = local.search(collection="ev-1", image=photo, enrolled=[astronaut])
+    result = search(local, collection="ev-1", image=photo, enrolled=[astronaut])
     keys = [f.face_key for f in result.faces]
     assert len(set(keys)) == 2
     assert matched(result) == {(keys[0], "face-17"), (keys[1], "face-17")}
     assert result.searches == 2
-    assert [f.face_key for f in local.search(collection="ev-1", image=photo, enrolled=[astronaut]).faces] == keys
+    assert [f.face_key for f in search(local, collection="ev-1", image=photo, enrolled=[astronaut]).faces] == keys
 
 
 def test_local_enrols_a_selfie_with_a_small_bystander_behind(local: LocalFaceBackend) -> None:
@@ -302,12 +308,12 @@ def test_local_enrols_a_selfie_with_a_small_bystander_behind(local: LocalFaceBac
             (head("astronaut.png", ASTRONAUT_HEAD, 0.7), (650, 40)),
         )
     )
-    assert len(local.search(collection="ev-1", image=photo, enrolled=[]).faces) == 2  # both are detected
+    assert len(search(local, collection="ev-1", image=photo, enrolled=[]).faces) == 2  # both are detected
     # when: it is enrolled
     enrolled = local.enroll(collection="ev-1", subject="face-5", image=photo)
     # then: the large face is the one enrolled: the same photo matches it exactly there, less on the small face
-    result = local.search(
-        collection="ev-1", image=photo, enrolled=[Enrolled("face-5", enrolled.ref, enrolled.embedding)]
+    result = search(
+        local, collection="ev-1", image=photo, enrolled=[Enrolled("face-5", enrolled.ref, enrolled.embedding)]
     )
     by_key = {m.face_key: m.similarity for m in result.matches}
     large, small = sorted(result.faces, key=lambda f: -f.box.width)
@@ -324,8 +330,8 @@ def test_local_reports_boxes_of_the_displayed_image_for_exif_rotated_photos(
     exif[0x0112] = 6
     stored_rotated = encode(displayed.transpose(Image.Transpose.ROTATE_90), exif=exif)
     # when: both are searched
-    upright = local.search(collection="ev-1", image=encode(displayed), enrolled=[astronaut])
-    rotated = local.search(collection="ev-1", image=stored_rotated, enrolled=[astronaut])
+    upright = search(local, collection="ev-1", image=encode(displayed), enrolled=[astronaut])
+    rotated = search(local, collection="ev-1", image=stored_rotated, enrolled=[astronaut])
     # then: the same face at the same place of the displayed image, matched in both
     (a,), (b,) = upright.faces, rotated.faces
     assert near(centre(a.box), centre(b.box), tolerance=6) and abs(a.box.width - b.box.width) <= 6
@@ -347,14 +353,14 @@ def test_local_threshold_cap_and_foreign_enrolments(
     foreign = Enrolled(subject="face-9", ref="4e5c2c7e-rekognition-face-id", embedding=())
     # when: the cap is one face per photo
     settings.DROPIN_MAX_FACES_PER_PHOTO = 1
-    capped = local.search(collection="ev-1", image=photo, enrolled=[astronaut, foreign])
+    capped = search(local, collection="ev-1", image=photo, enrolled=[astronaut, foreign])
     # then: only the largest face is searched, and the enrolment without a descriptor is ignored
     (face,) = capped.faces
     assert face.box.left < 300 and capped.searches == 1
     assert {m.subject for m in capped.matches} == {"face-17"}
     # when: the threshold is raised above any real similarity
     settings.DROPIN_MATCH_THRESHOLD = 0.99
-    strict = local.search(collection="ev-1", image=photo, enrolled=[astronaut])
+    strict = search(local, collection="ev-1", image=photo, enrolled=[astronaut])
     # then: faces are still found but nothing matches
     assert (len(strict.faces), strict.matches) == (1, [])
 
@@ -367,7 +373,7 @@ def test_local_rejects_bytes_that_are_not_an_image(local: LocalFaceBackend, astr
         with pytest.raises(UnreadableImage):
             local.enroll(collection="ev-1", subject="face-1", image=image)
         with pytest.raises(UnreadableImage):
-            local.search(collection="ev-1", image=image, enrolled=[])
+            search(local, collection="ev-1", image=image, enrolled=[])
 
 
 # --- rekognition (real boto3 client, Stubber) -------------------------------------------------------
@@ -554,7 +560,7 @@ def test_rekognition_refuses_unreadable_bytes_and_invalid_subjects_without_calli
     with pytest.raises(UnreadableImage):
         backend.enroll(collection="ev-1", subject="face-17", image=GARBAGE)
     with pytest.raises(UnreadableImage):
-        backend.search(collection="ev-1", image=GARBAGE, enrolled=[])
+        search(backend, collection="ev-1", image=GARBAGE, enrolled=[])
     with pytest.raises(ValueError):
         backend.enroll(collection="ev-1", subject="face 17/x", image=SELFIE)
     assert sent == []
@@ -572,8 +578,8 @@ def test_rekognition_re_encodes_rotated_and_oversized_images(stubbed: Any) -> No
     for _ in range(2):
         stubber.add_response("detect_faces", {"FaceDetails": []}, {"Image": {"Bytes": ANY}, "Attributes": ["DEFAULT"]})
     # when: both are searched
-    backend.search(collection="ev-1", image=big, enrolled=[])
-    backend.search(collection="ev-1", image=sideways, enrolled=[])
+    search(backend, collection="ev-1", image=big, enrolled=[])
+    search(backend, collection="ev-1", image=sideways, enrolled=[])
     # then: Rekognition got JPEGs within its limit, the second one upright (300x400) without EXIF
     (_, first), (_, second) = sent
     for params in (first, second):
@@ -630,7 +636,7 @@ def test_rekognition_search_crops_each_face_and_maps_face_ids_to_enrolled_subjec
         search_params,
     )
     # when: the photo is searched
-    result = backend.search(collection="ev-1", image=photo, enrolled=enrolled)
+    result = search(backend, collection="ev-1", image=photo, enrolled=enrolled)
     # then: two faces in reading order, keyed by their pixel boxes
     assert [f.face_key for f in result.faces] == ["x100y150w120h120", "x600y180w100h120"]
     # and: one match for face-17 at its best similarity; the forgotten face and the empty crop give nothing
@@ -653,7 +659,7 @@ def test_rekognition_boxes_of_a_large_photo_are_in_original_pixels(stubbed: Any)
     )
     stubber.add_response("search_faces_by_image", {"FaceMatches": []})
     # when: it is searched
-    result = backend.search(collection="ev-1", image=photo, enrolled=[Enrolled("face-17", FACE_ID, ())])
+    result = search(backend, collection="ev-1", image=photo, enrolled=[Enrolled("face-17", FACE_ID, ())])
     # then: the box is in the original's pixels; the crop comes from the working image, padded
     assert [f.face_key for f in result.faces] == ["x3000y1000w600h600"]
     (crop,) = [Image.open(io.BytesIO(p["Image"]["Bytes"])) for name, p in sent if name == "SearchFacesByImage"]
@@ -670,8 +676,8 @@ def test_rekognition_search_without_enrolled_faces_or_collection_spends_no_searc
     stubber.add_response("detect_faces", details, detect)
     stubber.add_client_error("search_faces_by_image", "ResourceNotFoundException", "no collection", 400)
     # when: searched with nobody enrolled, then with an enrolment whose collection is gone
-    nobody = backend.search(collection="ev-1", image=photo, enrolled=[])
-    gone = backend.search(collection="ev-1", image=photo, enrolled=[Enrolled("face-17", FACE_ID, ())])
+    nobody = search(backend, collection="ev-1", image=photo, enrolled=[])
+    gone = search(backend, collection="ev-1", image=photo, enrolled=[Enrolled("face-17", FACE_ID, ())])
     # then: the face is reported both times; no search the first time, one (unmatched) the second
     assert (len(nobody.faces), nobody.matches, nobody.searches) == (1, [], 0)
     assert (len(gone.faces), gone.matches, gone.searches) == (1, [], 1)
@@ -699,7 +705,7 @@ def test_rekognition_throttling_and_server_errors_are_transient(
         stubber.add_client_error("search_faces_by_image", code, "slow down", status)
     # when / then: the caller sees FaceBackendUnavailable and will retry
     with pytest.raises(FaceBackendUnavailable):
-        backend.search(collection="ev-1", image=photo, enrolled=[Enrolled("face-17", FACE_ID, ())])
+        search(backend, collection="ev-1", image=photo, enrolled=[Enrolled("face-17", FACE_ID, ())])
 
 
 def test_rekognition_unreachable_endpoint_is_transient() -> None:

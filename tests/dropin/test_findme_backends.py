@@ -1,4 +1,4 @@
-"""Find me at the face backends: `index_photo()` and `search_selfie()` of fake (metadata), local
+"""Find me at the face backends: `index_photo()` (of an analysis) and `search_selfie()` of fake (metadata), local
 (real dlib on the fixture photos) and rekognition (real boto3 client with botocore's Stubber,
 which validates every request and response against the service model). No database."""
 
@@ -12,9 +12,11 @@ from botocore.stub import Stubber
 from PIL import Image
 
 from apps.dropin.faces import (
+    FaceBackend,
     FaceBackendUnavailable,
     IndexedBatch,
     IndexedFace,
+    IndexTarget,
     NoFaceFound,
     SeveralFaces,
     SubjectMatch,
@@ -36,7 +38,13 @@ from tests.dropin.test_face_backends import (
     canvas,
     encode,
     head,
+    search,
 )
+
+
+def index(backend: FaceBackend, *, collection: str, subject: str, image: bytes) -> list[IndexedFace]:
+    """A photo analysed for indexing and its faces as the caller stores them."""
+    return backend.index_photo(analysis=backend.analyse_photo(image=image, index=IndexTarget(collection, subject)))
 
 
 def batches(indexed: dict[str, list[IndexedFace]], size: int = 2) -> Iterator[IndexedBatch]:
@@ -59,7 +67,7 @@ def test_fake_indexes_every_identity_and_finds_the_selfie_in_photos_showing_it()
     backend = FakeFaceBackend()
     photos = {"photo-1": ["ann"], "photo-2": ["bob", "ann"], "photo-3": ["bob"]}
     indexed = {
-        subject: backend.index_photo(collection="c", subject=subject, image=fake_face_image(ids, size=(96, 64)))
+        subject: index(backend, collection="c", subject=subject, image=fake_face_image(ids, size=(96, 64)))
         for subject, ids in photos.items()
     }
     assert indexed["photo-2"] == [
@@ -83,7 +91,7 @@ def test_fake_selfie_rules_and_outage() -> None:
         with pytest.raises(error):
             backend.search_selfie(collection="c", image=image, indexed=[])
     with pytest.raises(FaceBackendUnavailable):
-        backend.index_photo(collection="c", subject="photo-1", image=fake_face_image(["!unavailable"]))
+        index(backend, collection="c", subject="photo-1", image=fake_face_image(["!unavailable"]))
 
 
 # --- local (real dlib) ---------------------------------------------------------------------------
@@ -110,8 +118,7 @@ def test_local_indexes_descriptors_and_finds_each_person_in_their_photos(
 ) -> None:
     # given: the photos indexed (each face with its float32 descriptor)
     indexed = {
-        subject: local.index_photo(collection="c", subject=subject, image=image)
-        for subject, image in event_photos.items()
+        subject: index(local, collection="c", subject=subject, image=image) for subject, image in event_photos.items()
     }
     assert [len(indexed[s]) for s in ("photo-1", "photo-2", "photo-3")] == [1, 1, 2]
     assert all(
@@ -132,12 +139,15 @@ def test_local_indexes_descriptors_and_finds_each_person_in_their_photos(
 def test_local_index_gives_the_keys_search_gives_and_a_strict_threshold_finds_nothing(
     local: LocalFaceBackend, event_photos: dict[str, bytes], settings: Any
 ) -> None:
-    # given: a photo searched (as a drop-in job does) then indexed
+    # given: a photo analysed once, then matched and indexed from that analysis (as a drop-in job does)
     photo = event_photos["photo-3"]
-    searched = local.search(collection="c", image=photo, enrolled=[])
-    indexed = local.index_photo(collection="c", subject="photo-3", image=photo)
-    # then: the same faces under the same keys
+    analysis = local.analyse_photo(image=photo, index=IndexTarget("c", "photo-3"))
+    searched = local.match_photo(analysis=analysis, collection="c", enrolled=[])
+    indexed = local.index_photo(analysis=analysis)
+    # then: the same faces under the same keys, as a separate analysis of the same bytes gives
     assert [f.face_key for f in searched.faces] == [f.face_key for f in indexed]
+    alone = search(local, collection="c", image=photo, enrolled=[])
+    assert [f.face_key for f in alone.faces] == [f.face_key for f in indexed]
     # when: the threshold is above any real similarity
     settings.DROPIN_MATCH_THRESHOLD = 0.99
     selfie = encode(head("astronaut.png", (60, 0, 400, 330)))
@@ -255,7 +265,7 @@ def test_rekognition_indexes_a_photo_into_the_photo_collection_creating_it_first
         params,
     )
     # when: the photo is indexed
-    faces = backend.index_photo(collection="ev-1-photos", subject="photo-12", image=PHOTO)
+    faces = index(backend, collection="ev-1-photos", subject="photo-12", image=PHOTO)
     # then: the collection was created, and both faces come back in reading order with their FaceIds
     assert sent == ["IndexFaces", "CreateCollection", "IndexFaces"]
     assert faces == [
@@ -339,7 +349,7 @@ def test_rekognition_index_throttled_is_transient_and_a_bad_subject_is_refused(s
     backend, stubber, sent = stubbed
     stubber.add_client_error("index_faces", "ProvisionedThroughputExceededException", "slow down", 400)
     with pytest.raises(FaceBackendUnavailable):
-        backend.index_photo(collection="ev-1-photos", subject="photo-12", image=PHOTO)
+        index(backend, collection="ev-1-photos", subject="photo-12", image=PHOTO)
     with pytest.raises(ValueError):
-        backend.index_photo(collection="ev-1-photos", subject="photo 12/x", image=PHOTO)
+        index(backend, collection="ev-1-photos", subject="photo 12/x", image=PHOTO)
     assert sent == ["IndexFaces"]

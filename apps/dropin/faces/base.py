@@ -1,14 +1,21 @@
 """Face backend contract shared by the drop-in services and every backend.
 
-A backend detects faces in image bytes, enrols one selfie face per call and searches a photo's
+A backend detects faces in image bytes, enrols one selfie face per call and matches a photo's
 faces against the caller's stored enrolments. Backends are stateless towards the database: the
-caller stores what `enroll()` returns and passes it back to `search()` as `Enrolled` rows, so a
-backend never decides who is enrolled. A search only ever matches subjects in `enrolled`.
+caller stores what `enroll()` returns and passes it back to `match_photo()` as `Enrolled` rows,
+so a backend never decides who is enrolled. A match only ever names subjects in `enrolled`.
 
-"Find me" runs the other way, with the same rule: `index_photo()` makes a photo's faces
-searchable (the caller stores the `IndexedFace`s), and `search_selfie()` matches a shopper's
-selfie against the stored photo faces the caller passes back (`IndexedBatch`), storing nothing
-of the selfie anywhere.
+A photo is analysed once: `analyse_photo()` is the only operation that decodes a photo and
+detects its faces (local: dlib detection and descriptors; Rekognition: one IndexFaces into the
+photo collection when the photo is to be indexed, else one DetectFaces; fake: its EXIF). The
+drop-in match (`match_photo()`) and the find-me index (`index_photo()`) both take the returned
+`PhotoAnalysis`, never the image, so neither detects again. The analysis lives in the caller's
+hands for one job; backends keep no state between calls (no cache of photos or faces).
+
+"Find me" runs the other way, with the same rule: `index_photo()` gives a photo's faces in the
+form the caller stores (`IndexedFace`), and `search_selfie()` matches a shopper's selfie
+against the stored photo faces the caller passes back (`IndexedBatch`), storing nothing of the
+selfie anywhere.
 
 Invariants every backend keeps:
 - Boxes are pixels of the image as displayed, i.e. after its EXIF orientation is applied.
@@ -39,6 +46,7 @@ DEFAULT_MAX_FACES_PER_PHOTO = 50
 COMPETING_FACE_RATIO = 0.5
 
 T = TypeVar("T")
+A = TypeVar("A", bound="PhotoAnalysis")
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class EnrolledFace:
 
 @dataclass(frozen=True)
 class Enrolled:
-    """A stored enrolment passed back into `search()`; `subject` is the caller's id ("face-17")."""
+    """A stored enrolment passed back into `match_photo()`; `subject` is the caller's id ("face-17")."""
 
     subject: str
     ref: str
@@ -131,6 +139,37 @@ class IndexedBatch:
 
 
 @dataclass(frozen=True)
+class IndexTarget:
+    """Where a photo's faces go for find me: the event's photo collection and the photo's
+    subject ("photo-12")."""
+
+    collection: str
+    subject: str
+
+
+@dataclass(frozen=True, eq=False)
+class PhotoAnalysis:
+    """A photo analysed once by `analyse_photo()`: what `match_photo()` and `index_photo()` take.
+
+    `faces`: the faces kept for matching (the largest DROPIN_MAX_FACES_PER_PHOTO, in reading
+    order, keys stable for the same bytes). `index`: the target it was analysed for, or None
+    (the photo is indexed already; `index_photo()` refuses such an analysis). Each backend
+    subclasses it with what its match and index need (descriptors, identities, the decoded
+    picture and FaceIds) and accepts only its own. Held in memory for one job, never stored.
+    """
+
+    backend: str
+    faces: list[PhotoFace]
+    index: IndexTarget | None
+
+    def stored_refs(self) -> list[str]:
+        """Refs the backend stored while analysing (Rekognition: the FaceIds IndexFaces added to
+        the photo collection). The caller stores them (through `index_photo()`) or has them
+        forgotten; [] for backends that store nothing."""
+        return []
+
+
+@dataclass(frozen=True)
 class SubjectMatch:
     """A subject with a face resembling the selfie; `similarity` is its best face's, 0..1."""
 
@@ -151,7 +190,7 @@ class SeveralFaces(FaceRejected):
 
 
 class UnreadableImage(FaceRejected):
-    """The bytes are not an image we can decode (also raised by `search()`)."""
+    """The bytes are not an image we can decode (also raised by `analyse_photo()`)."""
 
 
 class FaceBackendUnavailable(Exception):
@@ -179,21 +218,34 @@ class FaceBackend(Protocol):
         """
         ...
 
-    def search(self, *, collection: str, image: bytes, enrolled: Sequence[Enrolled]) -> SearchResult:
-        """Find the photo's faces and match them against `enrolled` only.
+    def analyse_photo(self, *, image: bytes, index: IndexTarget | None = None) -> PhotoAnalysis:
+        """Decode the photo and detect its faces, once; `match_photo()` and `index_photo()` use
+        the result and never look at the image again.
 
-        Raises UnreadableImage or FaceBackendUnavailable.
+        `index`: the caller will index the photo for find me. A backend that stores faces
+        (Rekognition) indexes them into `index.collection` now, in the same provider call that
+        detects them; not idempotent there: a repeated call indexes the faces again under new
+        refs, which never match because `search_selfie()` only accepts refs the caller stored
+        (see `PhotoAnalysis.stored_refs()`). None: the photo is indexed already; nothing is
+        stored. Raises ValueError (a subject the backend cannot store), UnreadableImage or
+        FaceBackendUnavailable.
         """
         ...
 
-    def index_photo(self, *, collection: str, subject: str, image: bytes) -> list[IndexedFace]:
-        """Make the photo's faces (the largest DROPIN_MAX_FACES_PER_PHOTO) searchable by selfie.
+    def match_photo(self, *, analysis: PhotoAnalysis, collection: str, enrolled: Sequence[Enrolled]) -> SearchResult:
+        """Match the analysed faces against `enrolled` only; `faces` is `analysis.faces`.
 
-        `collection` is the event's photo collection, `subject` the photo ("photo-12"). Returns
-        the faces in reading order with distinct keys ([] for a photo of nobody). Not idempotent
-        at Rekognition: a repeated call indexes the faces again under new FaceIds, which never
-        match because `search_selfie()` only accepts refs the caller stored.
-        Raises UnreadableImage or FaceBackendUnavailable.
+        Detects nothing (Rekognition searches each face's crop in `collection`, the event's
+        selfie collection). Raises TypeError for another backend's analysis,
+        FaceBackendUnavailable.
+        """
+        ...
+
+    def index_photo(self, *, analysis: PhotoAnalysis) -> list[IndexedFace]:
+        """The analysed photo's faces as the caller stores them for find me, in reading order with
+        distinct keys ([] for a photo of nobody); at most DROPIN_MAX_FACES_PER_PHOTO. No provider
+        call. Raises ValueError for an analysis made without `index`, TypeError for another
+        backend's.
         """
         ...
 
@@ -248,6 +300,20 @@ def _build_backend(name: str) -> FaceBackend:
 
 
 # --- helpers shared by the backends -------------------------------------------------------------
+
+
+def own_analysis(analysis: PhotoAnalysis, kind: type[A]) -> A:
+    """`analysis` as the calling backend's own kind. Raises TypeError for another backend's."""
+    if not isinstance(analysis, kind):
+        raise TypeError(f"a {analysis.backend!r} analysis cannot be used by {kind.__name__}")
+    return analysis
+
+
+def index_target(analysis: PhotoAnalysis) -> IndexTarget:
+    """The target `analysis` was made for. Raises ValueError if it was made without `index`."""
+    if analysis.index is None:
+        raise ValueError("the photo was analysed without an index target: it is not to be indexed")
+    return analysis.index
 
 
 def max_faces_per_photo() -> int:

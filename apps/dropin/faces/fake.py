@@ -6,12 +6,12 @@ way for PNG (eXIf chunk) and JPEG (APP1), so one code path serves both formats. 
 without that tag has no faces.
 
 Semantics mirror the real backends: enrol needs exactly one identity (ref = the identity);
-search yields one face per listed identity, in order, keyed "fake-<index>-<identity>", and
-matches enrolled entries whose ref equals the identity with similarity 1.0. `index_photo()`
-gives the same faces with ref = identity; `search_selfie()` takes a selfie like `enroll()` and
-matches indexed faces whose ref equals its identity, with similarity 1.0. The identity
-UNAVAILABLE ("!unavailable") makes every operation but forget() raise FaceBackendUnavailable, to
-rehearse outages.
+`analyse_photo()` reads a photo's identities once and yields one face per listed identity, in
+order, keyed "fake-<index>-<identity>"; `match_photo()` matches enrolled entries whose ref equals
+the identity with similarity 1.0, and `index_photo()` gives the same faces with ref = identity.
+`search_selfie()` takes a selfie like `enroll()` and matches indexed faces whose ref equals its
+identity, with similarity 1.0. The identity UNAVAILABLE ("!unavailable") makes enrol, analyse
+and selfie search raise FaceBackendUnavailable, to rehearse outages.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from PIL import Image
@@ -31,16 +32,20 @@ from apps.dropin.faces.base import (
     FaceMatch,
     IndexedBatch,
     IndexedFace,
+    IndexTarget,
     NoFaceFound,
+    PhotoAnalysis,
     PhotoFace,
     SearchResult,
     SeveralFaces,
     SubjectMatch,
     best_per_subject,
     best_subjects,
+    index_target,
     match_threshold,
     max_faces_per_photo,
     open_image,
+    own_analysis,
 )
 
 UNAVAILABLE = "!unavailable"
@@ -82,6 +87,13 @@ def read_identities(image: bytes) -> tuple[list[str], tuple[int, int]]:
     return [str(identity) for identity in identities], img.size
 
 
+@dataclass(frozen=True, eq=False)
+class FakeAnalysis(PhotoAnalysis):
+    """A photo's faces and the identity of each (`identities[i]` is face i's)."""
+
+    identities: list[str]
+
+
 class FakeFaceBackend:
     """Stateless and deterministic; `forget()` has nothing to delete."""
 
@@ -93,24 +105,31 @@ class FakeFaceBackend:
     def forget(self, *, collection: str, refs: Sequence[str], subjects: Sequence[str] = ()) -> None:
         return None
 
-    def search(self, *, collection: str, image: bytes, enrolled: Sequence[Enrolled]) -> SearchResult:
+    def analyse_photo(self, *, image: bytes, index: IndexTarget | None = None) -> FakeAnalysis:
+        """Raises UnreadableImage or FaceBackendUnavailable (the outage identity)."""
         identities, faces = _photo_faces(image)
+        return FakeAnalysis(backend=self.name, faces=faces, index=index, identities=identities)
+
+    def match_photo(self, *, analysis: PhotoAnalysis, collection: str, enrolled: Sequence[Enrolled]) -> SearchResult:
+        own = own_analysis(analysis, FakeAnalysis)
+        faces = list(own.faces)
         if not enrolled:
             return SearchResult(faces=faces, matches=[], searches=0)
         threshold = match_threshold(DEFAULT_THRESHOLD)
         candidates = [
             FaceMatch(face_key=face.face_key, subject=entry.subject, similarity=1.0)
-            for face, identity in zip(faces, identities, strict=True)
+            for face, identity in zip(faces, own.identities, strict=True)
             for entry in enrolled
             if entry.ref == identity and 1.0 >= threshold
         ]
         return SearchResult(faces=faces, matches=best_per_subject(candidates), searches=len(faces))
 
-    def index_photo(self, *, collection: str, subject: str, image: bytes) -> list[IndexedFace]:
-        identities, faces = _photo_faces(image)
+    def index_photo(self, *, analysis: PhotoAnalysis) -> list[IndexedFace]:
+        own = own_analysis(analysis, FakeAnalysis)
+        index_target(own)
         return [
             IndexedFace(face_key=face.face_key, ref=identity, descriptor=b"")
-            for face, identity in zip(faces, identities, strict=True)
+            for face, identity in zip(own.faces, own.identities, strict=True)
         ]
 
     def search_selfie(self, *, collection: str, image: bytes, indexed: Iterable[IndexedBatch]) -> list[SubjectMatch]:

@@ -19,10 +19,12 @@ Find me: `index_photo()` returns each kept face's descriptor as 512 bytes of flo
 caller stores them in Postgres); `search_selfie()` describes the selfie's single face (the rules
 of `enroll()`) and compares it with the stored descriptors batch by batch in numpy (one
 vectorised distance per batch, tens of ms per 100,000 faces; reading them from Postgres
-dominates, about 1 s for 100,000; the caller bounds how many it passes, FINDME_MAX_FACES). A
-drop-in job searches and indexes the same photo bytes back to back, so the last photo analysed
-(its face boxes and descriptors, never pixels and never a selfie) is kept per thread, and
-detection runs once per photo.
+dominates, about 1 s for 100,000; the caller bounds how many it passes, FINDME_MAX_FACES).
+
+A photo is detected and described once, by `analyse_photo()`; `match_photo()` compares the
+analysis's descriptors with the enrolments and `index_photo()` hands the same descriptors out for
+storage, so a drop-in job that matches and indexes a photo runs dlib on it once. Nothing of a
+photo or selfie is kept by the backend between calls.
 
 Models load lazily once per backend instance (i.e. per process, via `get_backend`), under a
 lock; dlib objects are not documented as thread-safe, so inference is serialised per process.
@@ -30,7 +32,6 @@ lock; dlib objects are not documented as thread-safe, so inference is serialised
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
 from collections.abc import Iterable, Sequence
@@ -53,18 +54,21 @@ from apps.dropin.faces.base import (
     FaceMatch,
     IndexedBatch,
     IndexedFace,
+    IndexTarget,
     NoFaceFound,
-    PhotoFace,
+    PhotoAnalysis,
     Picture,
     SearchResult,
     SeveralFaces,
     SubjectMatch,
     best_per_subject,
     best_subjects,
+    index_target,
     largest,
     load_picture,
     match_threshold,
     max_faces_per_photo,
+    own_analysis,
     photo_faces,
     reading_order,
 )
@@ -102,11 +106,10 @@ class _Face:
     rect: Any  # dlib.rectangle in the working (downscaled) image
 
 
-@dataclass(frozen=True)
-class _Analysis:
-    """A photo's kept faces in reading order and their descriptors (one row per face)."""
+@dataclass(frozen=True, eq=False)
+class LocalAnalysis(PhotoAnalysis):
+    """A photo's kept faces in reading order and their 128-d descriptors (row i: face i)."""
 
-    faces: list[PhotoFace]
     descriptors: np.ndarray
 
 
@@ -119,7 +122,6 @@ class LocalFaceBackend:
         self._models: _Models | None = None
         self._load_lock = threading.Lock()
         self._infer_lock = threading.Lock()
-        self._last = threading.local()  # the last photo's _Analysis, per thread
 
     def enroll(self, *, collection: str, subject: str, image: bytes) -> EnrolledFace:
         """Descriptor of the selfie's single face.
@@ -133,20 +135,42 @@ class LocalFaceBackend:
     def forget(self, *, collection: str, refs: Sequence[str], subjects: Sequence[str] = ()) -> None:
         return None
 
-    def search(self, *, collection: str, image: bytes, enrolled: Sequence[Enrolled]) -> SearchResult:
-        """Detect up to DROPIN_MAX_FACES_PER_PHOTO faces (the largest) and match each one.
+    def analyse_photo(self, *, image: bytes, index: IndexTarget | None = None) -> LocalAnalysis:
+        """Detect the photo's faces, keep up to DROPIN_MAX_FACES_PER_PHOTO (the largest) and
+        describe each one: the only dlib pass over a photo. `index` is only recorded (nothing is
+        stored backend-side). Raises UnreadableImage.
+        """
+        limit = max_faces_per_photo()
+        picture = self._picture(image)
+        models = self._loaded()
+        pixels = np.asarray(picture.image)
+        with self._infer_lock:
+            detected = self._detect(models, picture, pixels)
+            chosen = sorted(largest(detected, limit, lambda face: face.box), key=lambda face: reading_order(face.box))
+            descriptors = np.array(
+                [self._describe(models, pixels, face.rect) for face in chosen], dtype=np.float64
+            ).reshape(-1, DESCRIPTOR_SIZE)
+        return LocalAnalysis(
+            backend=self.name,
+            faces=photo_faces(face.box for face in chosen),
+            index=index,
+            descriptors=descriptors,
+        )
+
+    def match_photo(self, *, analysis: PhotoAnalysis, collection: str, enrolled: Sequence[Enrolled]) -> SearchResult:
+        """Compare each analysed face with each enrolment that has a 128-d embedding.
 
         `searches` is the number of faces compared (0 without a usable enrolment). Raises
-        UnreadableImage.
+        TypeError for another backend's analysis.
         """
+        own = own_analysis(analysis, LocalAnalysis)
         usable = [entry for entry in enrolled if len(entry.embedding) == DESCRIPTOR_SIZE]
-        analysis = self._analyse(image)
-        faces = analysis.faces
+        faces = list(own.faces)
         if not usable or not faces:
             return SearchResult(faces=faces, matches=[], searches=0)
         known = np.array([entry.embedding for entry in usable], dtype=np.float64)
         # distances[i, j]: photo face i to enrolment j
-        distances = np.linalg.norm(analysis.descriptors[:, None, :] - known[None, :, :], axis=2)
+        distances = np.linalg.norm(own.descriptors[:, None, :] - known[None, :, :], axis=2)
         similarities = np.clip(1.0 - distances, 0.0, 1.0)
         threshold = match_threshold(DEFAULT_THRESHOLD)
         candidates = [
@@ -157,14 +181,17 @@ class LocalFaceBackend:
         ]
         return SearchResult(faces=faces, matches=best_per_subject(candidates), searches=len(faces))
 
-    def index_photo(self, *, collection: str, subject: str, image: bytes) -> list[IndexedFace]:
-        """The faces `search()` finds, each with its descriptor as DESCRIPTOR_BYTES of float32.
-        Raises UnreadableImage."""
-        analysis = self._analyse(image)
-        stored = analysis.descriptors.astype(STORED_DTYPE)
+    def index_photo(self, *, analysis: PhotoAnalysis) -> list[IndexedFace]:
+        """The analysed faces, each with its descriptor as DESCRIPTOR_BYTES of float32.
+
+        Raises ValueError (analysed without `index`), TypeError (another backend's analysis).
+        """
+        own = own_analysis(analysis, LocalAnalysis)
+        index_target(own)
+        stored = own.descriptors.astype(STORED_DTYPE)
         return [
             IndexedFace(face_key=face.face_key, ref="", descriptor=stored[i].tobytes())
-            for i, face in enumerate(analysis.faces)
+            for i, face in enumerate(own.faces)
         ]
 
     def search_selfie(self, *, collection: str, image: bytes, indexed: Iterable[IndexedBatch]) -> list[SubjectMatch]:
@@ -204,28 +231,6 @@ class LocalFaceBackend:
             if competitors:
                 raise SeveralFaces(f"{len(competitors) + 1} faces in the selfie; it must show one person.")
             return self._describe(models, pixels, main.rect)
-
-    def _analyse(self, image: bytes) -> _Analysis:
-        """A photo's kept faces (the largest DROPIN_MAX_FACES_PER_PHOTO, in reading order) and
-        their descriptors; the last photo analysed on this thread is answered from memory."""
-        limit = max_faces_per_photo()
-        max_side = int(getattr(settings, "DROPIN_LOCAL_MAX_IMAGE_SIDE", DEFAULT_MAX_IMAGE_SIDE))
-        key = (hashlib.sha256(image).digest(), limit, max_side)
-        cached = getattr(self._last, "analysis", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]  # type: ignore[no-any-return]
-        picture = self._picture(image)
-        models = self._loaded()
-        pixels = np.asarray(picture.image)
-        with self._infer_lock:
-            detected = self._detect(models, picture, pixels)
-            chosen = sorted(largest(detected, limit, lambda face: face.box), key=lambda face: reading_order(face.box))
-            descriptors = np.array(
-                [self._describe(models, pixels, face.rect) for face in chosen], dtype=np.float64
-            ).reshape(-1, DESCRIPTOR_SIZE)
-        analysis = _Analysis(faces=photo_faces(face.box for face in chosen), descriptors=descriptors)
-        self._last.analysis = (key, analysis)
-        return analysis
 
     def _picture(self, image: bytes) -> Picture:
         max_side = int(getattr(settings, "DROPIN_LOCAL_MAX_IMAGE_SIDE", DEFAULT_MAX_IMAGE_SIDE))

@@ -33,21 +33,30 @@ subject's faces pages through the whole collection, MaxResults=4096: one ListFac
 4096 faces in the event's collection, per enrolment and per forget that names subjects (an
 event of 10 000 enrolled faces: 3 pages each). forget with refs only does no scan.
 
-search: DetectFaces on the photo, then one SearchFacesByImage per face (the largest
-DROPIN_MAX_FACES_PER_PHOTO) on a padded crop. Only FaceIds present in `enrolled` can match,
-so a face whose forget() has not gone through yet never produces a match. Similarity is
-Rekognition's percent / 100; the API is asked for matches at or above
-DROPIN_REKOGNITION_FACE_MATCH_THRESHOLD (default 90.0 %), and DROPIN_MATCH_THRESHOLD
-(default: that value / 100) filters the result, so the stricter of the two applies.
+A photo (drop-in job, backfill) is analysed by one provider call: when it is to be indexed for
+find me, IndexFaces into the event's photo collection (ExternalImageId = the photo's subject,
+MaxFaces = DROPIN_MAX_FACES_PER_PHOTO up to Rekognition's 100, QualityFilter=AUTO; the
+collection is created on first use). Its FaceRecords are the faces indexed (their FaceIds are
+what `index_photo()` returns) and FaceRecords plus UnindexedFaces are every face it detected
+(IndexFaces reports the faces it did not index, with their boxes), which is what DetectFaces
+would have returned: those are the faces matched. A photo indexed already is analysed by one
+DetectFaces. Either way the photo is decoded once here and detected once at AWS.
 
-Find me: the event's photos live in their own collection (the caller names it), each photo's
-faces indexed by one IndexFaces call (ExternalImageId = the photo's subject, MaxFaces =
-DROPIN_MAX_FACES_PER_PHOTO up to Rekognition's 100, QualityFilter=AUTO; the collection is
-created on first use). A selfie is one DetectFaces (exactly one face, the enrolment's rule) and
-one SearchFacesByImage of the whole selfie (Rekognition searches its largest face) for up to
-4096 faces at the drop-in thresholds. Only FaceIds the caller stored count, so faces indexed
-again by a retried job (new FaceIds, never stored) cannot produce hits. The selfie is sent to
-these two calls and kept nowhere.
+match: one SearchFacesByImage per analysed face (the largest DROPIN_MAX_FACES_PER_PHOTO) on a
+padded crop, in the event's selfie collection. SearchFaces by FaceId cannot replace it: it
+searches only the collection the FaceId belongs to, and the photo's faces live in the photo
+collection, apart from the selfies (which keeps find me's selfie searches free of enrolments and
+drop-in's searches free of a popular guest's hundreds of photo faces). Only FaceIds present in
+`enrolled` can match, so a face whose forget() has not gone through yet never produces a match.
+Similarity is Rekognition's percent / 100; the API is asked for matches at or above
+DROPIN_REKOGNITION_FACE_MATCH_THRESHOLD (default 90.0 %), and DROPIN_MATCH_THRESHOLD (default:
+that value / 100) filters the result, so the stricter of the two applies.
+
+Find me: a selfie is one DetectFaces (exactly one face, the enrolment's rule) and one
+SearchFacesByImage of the whole selfie (Rekognition searches its largest face) in the photo
+collection for up to 4096 faces at the drop-in thresholds. Only FaceIds the caller stored count,
+so faces indexed again by a retried job (new FaceIds, never stored; the caller asks for them to
+be forgotten) cannot produce hits. The selfie is sent to these two calls and kept nowhere.
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -76,7 +86,9 @@ from apps.dropin.faces.base import (
     FaceMatch,
     IndexedBatch,
     IndexedFace,
+    IndexTarget,
     NoFaceFound,
+    PhotoAnalysis,
     Picture,
     SearchResult,
     SeveralFaces,
@@ -84,10 +96,12 @@ from apps.dropin.faces.base import (
     UnreadableImage,
     best_per_subject,
     best_subjects,
+    index_target,
     largest,
     load_picture,
     match_threshold,
     max_faces_per_photo,
+    own_analysis,
     photo_faces,
     reading_order,
 )
@@ -174,6 +188,24 @@ def _ratio_box(picture: Picture, bounding_box: Mapping[str, float]) -> Box:
     return picture.to_full(left, top, right, bottom)
 
 
+def _indexed_faces(picture: Picture, records: Sequence[Mapping[str, Any]]) -> list[IndexedFace]:
+    """IndexFaces' FaceRecords as IndexedFaces keyed by their pixel boxes, in reading order."""
+    indexed = [
+        (_ratio_box(picture, record["Face"].get("BoundingBox", {})), record["Face"]["FaceId"])
+        for record in records
+        if record.get("Face", {}).get("FaceId")
+    ]
+    indexed = sorted(
+        [(box, face_id) for box, face_id in indexed if box.width > 0 and box.height > 0],
+        key=lambda item: reading_order(item[0]),
+    )
+    faces = photo_faces(box for box, _ in indexed)
+    return [
+        IndexedFace(face_key=face.face_key, ref=face_id, descriptor=b"")
+        for face, (_, face_id) in zip(faces, indexed, strict=True)
+    ]
+
+
 def face_crop(picture: Picture, box: Box) -> bytes:
     """JPEG of `box` padded by CROP_PADDING on each side, clipped to the image, longer side <= CROP_MAX_SIDE."""
     full_w, full_h = picture.full_size
@@ -189,6 +221,18 @@ def face_crop(picture: Picture, box: Box) -> bytes:
     if max(crop.size) > CROP_MAX_SIDE:
         crop.thumbnail((CROP_MAX_SIDE, CROP_MAX_SIDE), Image.Resampling.LANCZOS)
     return _jpeg(crop)
+
+
+@dataclass(frozen=True, eq=False)
+class RekognitionAnalysis(PhotoAnalysis):
+    """The decoded photo (for the face crops) and, when analysed for indexing, the faces IndexFaces
+    indexed with their FaceIds (None otherwise)."""
+
+    picture: Picture
+    indexed: list[IndexedFace] | None
+
+    def stored_refs(self) -> list[str]:
+        return [face.ref for face in self.indexed or []]
 
 
 class RekognitionFaceBackend:
@@ -275,22 +319,59 @@ class RekognitionFaceBackend:
             face_ids |= found
         self._delete_faces(collection, sorted(face_ids))
 
-    def search(self, *, collection: str, image: bytes, enrolled: Sequence[Enrolled]) -> SearchResult:
-        """DetectFaces, then SearchFacesByImage per face crop; see the module docstring.
+    def analyse_photo(self, *, image: bytes, index: IndexTarget | None = None) -> RekognitionAnalysis:
+        """IndexFaces into `index.collection` (or, without `index`, DetectFaces): one call that
+        detects every face; see the module docstring. Faces are keyed by their pixel boxes, in
+        reading order.
 
-        Faces are always detected; crops are searched only if some enrolment has a FaceId.
-        `searches` counts SearchFacesByImage calls made. Raises UnreadableImage or
+        Raises ValueError for a subject Rekognition cannot store, UnreadableImage or
         FaceBackendUnavailable.
         """
+        if index is not None and not _EXTERNAL_IMAGE_ID.fullmatch(index.subject):
+            raise ValueError(f"subject {index.subject!r} is not a valid Rekognition ExternalImageId")
         picture = load_picture(image, max_side=WORKING_MAX_SIDE)
-        with _translated_errors("DetectFaces"):
-            details = self.client.detect_faces(
-                Image={"Bytes": rekognition_payload(image, picture)}, Attributes=["DEFAULT"]
-            ).get("FaceDetails", [])
-        boxes = [_ratio_box(picture, detail.get("BoundingBox", {})) for detail in details]
-        boxes = [box for box in boxes if box.width > 0 and box.height > 0]
+        payload = rekognition_payload(image, picture)
+        indexed: list[IndexedFace] | None = None
+        if index is None:
+            with _translated_errors("DetectFaces"):
+                details = self.client.detect_faces(Image={"Bytes": payload}, Attributes=["DEFAULT"]).get(
+                    "FaceDetails", []
+                )
+            detected = [_ratio_box(picture, detail.get("BoundingBox", {})) for detail in details]
+        else:
+            response = self._index_faces(
+                index.collection,
+                {
+                    "CollectionId": index.collection,
+                    "Image": {"Bytes": payload},
+                    "ExternalImageId": index.subject,
+                    "MaxFaces": max(1, min(max_faces_per_photo(), INDEX_MAX_FACES)),
+                    "QualityFilter": "AUTO",
+                    "DetectionAttributes": [],
+                },
+            )
+            records = response.get("FaceRecords", [])
+            indexed = _indexed_faces(picture, records)
+            detected = [_ratio_box(picture, record.get("Face", {}).get("BoundingBox", {})) for record in records]
+            detected += [
+                _ratio_box(picture, face.get("FaceDetail", {}).get("BoundingBox", {}))
+                for face in response.get("UnindexedFaces", [])
+            ]
+        boxes = [box for box in detected if box.width > 0 and box.height > 0]
         chosen = sorted(largest(boxes, max_faces_per_photo(), lambda box: box), key=reading_order)
-        faces = photo_faces(chosen)
+        return RekognitionAnalysis(
+            backend=self.name, faces=photo_faces(chosen), index=index, picture=picture, indexed=indexed
+        )
+
+    def match_photo(self, *, analysis: PhotoAnalysis, collection: str, enrolled: Sequence[Enrolled]) -> SearchResult:
+        """SearchFacesByImage per analysed face crop in `collection`; see the module docstring.
+
+        Crops are searched only if some enrolment has a FaceId. `searches` counts
+        SearchFacesByImage calls made. Raises TypeError for another backend's analysis,
+        FaceBackendUnavailable.
+        """
+        own = own_analysis(analysis, RekognitionAnalysis)
+        faces = list(own.faces)
         by_ref = {entry.ref: entry for entry in enrolled if entry.ref}
         if not by_ref:
             return SearchResult(faces=faces, matches=[], searches=0)
@@ -307,7 +388,7 @@ class RekognitionFaceBackend:
                 with _translated_errors("SearchFacesByImage"):
                     response = self.client.search_faces_by_image(
                         CollectionId=collection,
-                        Image={"Bytes": face_crop(picture, face.box)},
+                        Image={"Bytes": face_crop(own.picture, face.box)},
                         FaceMatchThreshold=api_threshold,
                         MaxFaces=SEARCH_MAX_MATCHES,
                     )
@@ -325,41 +406,14 @@ class RekognitionFaceBackend:
                     candidates.append(FaceMatch(face_key=face.face_key, subject=entry.subject, similarity=similarity))
         return SearchResult(faces=faces, matches=best_per_subject(candidates), searches=searches)
 
-    def index_photo(self, *, collection: str, subject: str, image: bytes) -> list[IndexedFace]:
-        """IndexFaces the photo's largest faces under ExternalImageId=subject; see the module
-        docstring. Faces are keyed by their pixel boxes, in reading order.
+    def index_photo(self, *, analysis: PhotoAnalysis) -> list[IndexedFace]:
+        """The faces IndexFaces indexed while analysing, with their FaceIds (no call).
 
-        Raises ValueError for a subject Rekognition cannot store, UnreadableImage or
-        FaceBackendUnavailable.
+        Raises ValueError (analysed without `index`), TypeError (another backend's analysis).
         """
-        if not _EXTERNAL_IMAGE_ID.fullmatch(subject):
-            raise ValueError(f"subject {subject!r} is not a valid Rekognition ExternalImageId")
-        picture = load_picture(image, max_side=WORKING_MAX_SIDE)
-        response = self._index_faces(
-            collection,
-            {
-                "CollectionId": collection,
-                "Image": {"Bytes": rekognition_payload(image, picture)},
-                "ExternalImageId": subject,
-                "MaxFaces": max(1, min(max_faces_per_photo(), INDEX_MAX_FACES)),
-                "QualityFilter": "AUTO",
-                "DetectionAttributes": [],
-            },
-        )
-        indexed = [
-            (_ratio_box(picture, record["Face"].get("BoundingBox", {})), record["Face"]["FaceId"])
-            for record in response.get("FaceRecords", [])
-            if record.get("Face", {}).get("FaceId")
-        ]
-        indexed = sorted(
-            [(box, face_id) for box, face_id in indexed if box.width > 0 and box.height > 0],
-            key=lambda item: reading_order(item[0]),
-        )
-        faces = photo_faces(box for box, _ in indexed)
-        return [
-            IndexedFace(face_key=face.face_key, ref=face_id, descriptor=b"")
-            for face, (_, face_id) in zip(faces, indexed, strict=True)
-        ]
+        own = own_analysis(analysis, RekognitionAnalysis)
+        index_target(own)
+        return list(own.indexed or [])
 
     def search_selfie(self, *, collection: str, image: bytes, indexed: Iterable[IndexedBatch]) -> list[SubjectMatch]:
         """DetectFaces (exactly one face), then SearchFacesByImage in the photo collection; see
@@ -478,7 +532,7 @@ class RekognitionFaceBackend:
         """Delete a face indexed from a rejected selfie.
 
         If that fails the face stays in the collection unreferenced; it can never match because
-        search() only accepts FaceIds the caller passes in `enrolled`. Logged so ops can purge it.
+        match_photo() only accepts FaceIds the caller passes in `enrolled`. Logged so ops can purge it.
         """
         try:
             self._delete_faces(collection, [face_id])
