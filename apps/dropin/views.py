@@ -5,11 +5,14 @@ credential, as for `apps.notifications.views`).
   (with the consent checkbox) and a button to delete it.
 * `POST /attendee/<token>/drop-in`: register the selfie (multipart `image`, `consent`); it is
   enrolled in the background. Errors re-render the form with the reason (400), writing nothing.
+  Each selfie costs an enrolment, so a link may send `DROPIN_SELFIE_PAGE_RATE` of them (10 an
+  hour); over that, 429 with `Retry-After`, checked before the upload is even parsed.
 * `POST /attendee/<token>/drop-in/delete`: delete the face and its matches.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -22,6 +25,7 @@ from apps.dropin.selectors import face_of_attendee
 from apps.dropin.services import FaceNotFound, face_delete, selfie_register
 from apps.notifications.models import Attendee
 from apps.notifications.selectors import attendee_from_token
+from apps.ops.ratelimit import Rate, rate_limit_wait
 from apps.tenancy.context import tenant_context
 
 
@@ -49,6 +53,15 @@ def _page(request: HttpRequest, attendee: Attendee, token: str, *, error: str = 
     return response
 
 
+def _selfie_wait(attendee: Attendee) -> int:
+    """Count one selfie against the attendee's link: 0 if admitted, else seconds to wait."""
+    if not settings.RATE_LIMIT_ENABLED:
+        return 0
+    return rate_limit_wait(
+        key=f"attendee:dropin:t{attendee.tenant_id}:a{attendee.pk}", rate=Rate.parse(settings.DROPIN_SELFIE_PAGE_RATE)
+    )
+
+
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
@@ -57,6 +70,17 @@ def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
         return attendee
     if request.method == "GET":
         return _page(request, attendee, token)
+    wait = _selfie_wait(attendee)
+    if wait:
+        response = _page(
+            request,
+            attendee,
+            token,
+            error=f"Too many selfies sent from this link. Try again in {wait} seconds.",
+            status=429,
+        )
+        response["Retry-After"] = str(wait)
+        return response
     image = request.FILES.get("image")
     if image is None:
         return _page(request, attendee, token, error="Choose a photo of your face.", status=400)

@@ -471,6 +471,9 @@ AWS_REGION = env("AWS_REGION", default="eu-west-1")
 DROPIN_REKOGNITION_FACE_MATCH_THRESHOLD = env.float("DARKROOM_DROPIN_REKOGNITION_FACE_MATCH_THRESHOLD", default=90.0)
 DROPIN_REKOGNITION_COLLECTION_PREFIX = env("DARKROOM_DROPIN_REKOGNITION_COLLECTION_PREFIX", default="darkroom")
 DROPIN_MAX_SELFIE_BYTES = env.int("DARKROOM_DROPIN_MAX_SELFIE_BYTES", default=10 * 1024 * 1024)
+# Selfies an attendee may send from their drop-in page (each is an enrolment at the face
+# backend, paid with Rekognition), per signed link; over it the page answers 429.
+DROPIN_SELFIE_PAGE_RATE = env("DARKROOM_DROPIN_SELFIE_PAGE_RATE", default="10/hour")
 # A job whose runs raised this many times fails for good (an operator can queue it again).
 DROPIN_MAX_ATTEMPTS = env.int("DARKROOM_DROPIN_MAX_ATTEMPTS", default=5)
 DROPIN_LEASE_TTL_SECONDS = env.float("DARKROOM_DROPIN_LEASE_TTL_SECONDS", default=120.0)
