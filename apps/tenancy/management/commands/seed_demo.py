@@ -12,6 +12,7 @@ import io
 import json
 from dataclasses import asdict, dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -39,6 +40,9 @@ DEMO_USERS = [
 DEMO_EVENT_SLUG = "city-marathon"
 DEMO_PHOTOS = 6
 DEMO_PRINT_STOCK = 25
+DEMO_ASSETS = Path(__file__).resolve().parents[2] / "demo_assets"
+# Photo number -> (height in pixels, left edge) of the demo runner pasted into it.
+DEMO_RUNNER_AT = {2: (300, 60), 5: (360, 300)}
 DEMO_ATTENDEES = [("shopper@demo.darkroom.test", True), ("runner@example.com", True), ("walker@example.com", False)]
 DEMO_CURRENCY = "EUR"
 DEMO_PRICES = [
@@ -58,7 +62,9 @@ class DemoCatalog:
 
 
 def _demo_jpeg(number: int) -> bytes:
-    """A 640x427 placeholder photo: a colour gradient with the photo's number on it."""
+    """A 640x427 placeholder photo: a colour gradient with the photo's number on it, and in the
+    photos of DEMO_RUNNER_AT the demo runner (demo_assets/runner.jpg), whose face `selfie.jpg`
+    finds on the event's "Find me" page."""
     width, height = 640, 427
     image = Image.new("RGB", (width, height))
     draw = ImageDraw.Draw(image)
@@ -66,6 +72,12 @@ def _demo_jpeg(number: int) -> bytes:
     for y in range(height):
         shade = y * 55 // height
         draw.line([(0, y), (width, y)], fill=(base[0] + shade, base[1] + shade, base[2] + shade))
+    if number in DEMO_RUNNER_AT:
+        runner_height, left = DEMO_RUNNER_AT[number]
+        with Image.open(DEMO_ASSETS / "runner.jpg") as source:
+            runner = source.convert("RGB")
+        runner = runner.resize((runner.width * runner_height // runner.height, runner_height))
+        image.paste(runner, (left, height - runner_height))
     draw.text((24, 24), f"Demo City Marathon - photo {number}", fill=(255, 255, 255))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
