@@ -29,8 +29,9 @@ class WebhookEventAdmin(admin.ModelAdmin):
         "short_error",
         "tenant",
         "checkout_id",
+        "payout_id",
     )
-    list_filter = ("status", "provider", "event_type")
+    list_filter = ("status", "provider", "event_type", "payout_outcome")
     search_fields = ("=event_id", "=reference", "event_type")
     ordering = ("-received_at",)
     list_select_related = ("tenant",)
@@ -46,6 +47,8 @@ class WebhookEventAdmin(admin.ModelAdmin):
         "payment_status",
         "reference",
         "checkout_id",
+        "payout_id",
+        "payout_outcome",
         "body",
         "headers",
         "received_at",

@@ -8,7 +8,8 @@ It is unique per (provider, event id), so a duplicate delivery finds the row and
 Tenancy: the tenant is only known once the event is parsed and its checkout found, so
 `tenant_id` is null when the row is recorded (the `untenanted_insert` RLS policy allows exactly
 that) and set by the processor, which reads across tenants in the audited system context.
-A tenant context sees only its own (processed) events.
+A tenant context sees only its own (processed) events. A payout event takes its payout's tenant;
+one for a payout Darkroom does not know stays untenanted (ignored, and counted).
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ class WebhookEvent(models.Model):
     payment_status = models.CharField(max_length=20, blank=True, default="")
     reference = models.CharField(max_length=255, blank=True, default="")
     checkout_id = models.UUIDField(null=True, blank=True)
+    # Payout events (transfers, payout items): the payout the event settled, and what it did to it
+    # (`apps.payouts.services.PayoutEventOutcome`: paid, submitted, failed, needs_review,
+    # unchanged, unknown_payout); blank for payment events. Counted by provider and outcome in
+    # the metric darkroom_payout_webhooks_total. A database default as well, so a process still
+    # running the previous release (whose insert does not name the column) keeps recording.
+    payout_id = models.UUIDField(null=True, blank=True)
+    payout_outcome = models.CharField(max_length=20, blank=True, default="", db_default="")
     raw_body = models.BinaryField()
     headers = models.JSONField(default=dict)
     received_at = models.DateTimeField()
@@ -65,6 +73,14 @@ class WebhookEvent(models.Model):
         indexes = [
             models.Index(fields=["status", "received_at"], name="payments_webhook_status_recv"),
             models.Index(fields=["checkout_id"], name="payments_webhook_checkout"),
+            models.Index(
+                fields=["payout_id"], name="payments_webhook_payout", condition=models.Q(payout_id__isnull=False)
+            ),
+            models.Index(
+                fields=["provider", "payout_outcome"],
+                name="payments_webhook_payout_out",
+                condition=~models.Q(payout_outcome=""),
+            ),
         ]
 
     def __str__(self) -> str:

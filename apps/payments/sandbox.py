@@ -107,6 +107,19 @@ def sandbox_announce_refund(*, reference: str) -> list[PlannedDelivery]:
     return sandbox_dispatch([_provider().refunded_event(reference=reference)])
 
 
+def sandbox_announce_payout(*, payout_id: str) -> list[PlannedDelivery]:
+    """Send the webhook a provider sends about a sandbox payout: `payout.paid`, or
+    `payout.returned` once `sandbox_return_payout` sent it back. Raises ProviderError (404) for a
+    payout the sandbox never made."""
+    return sandbox_dispatch([_provider().payout_event(payout_id=payout_id)])
+
+
+def sandbox_return_payout(*, payout_id: str) -> list[PlannedDelivery]:
+    """The receiver's bank sends a sandbox payout back, and the sandbox says so by webhook
+    (`payout.returned`), as a provider does. Raises ProviderError (404) for an unknown payout."""
+    return sandbox_dispatch([_provider().payout_return(payout_id=payout_id)])
+
+
 def sandbox_deliver(*, delivery: dict[str, Any]) -> int:
     """POST one planned delivery, signed now. Returns the HTTP status.
 

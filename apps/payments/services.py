@@ -10,7 +10,9 @@ back with a failing handler and the provider would retry into the same failure):
 2. `webhook_event_process` (the outbox consumer): in one transaction with its inbox row, re-parses
    the raw body, finds the checkout across tenants (system context), stamps the event with that
    tenant, then applies the payment fact in the tenant's context
-   (`apps.commerce.services.transaction_apply_fact`). A failure rolls all of it back and is then
+   (`apps.commerce.services.transaction_apply_fact`); a payout event (a transfer or payout item)
+   settles its payout instead (`apps.payouts.services.payout_apply_provider_event`, the code path
+   the settle task uses). A failure rolls all of it back and is then
    recorded on the event (`failed`, error, traceback) in its own transaction; the consumer
    retries with backoff, an operator can replay.
 3. `webhook_events_replay` (admin action, `manage.py webhooks_replay`): audited; publishes a
@@ -37,8 +39,9 @@ from apps.core.problems import DomainError
 from apps.outbox.requeue import RequeueAudit, requeue_stale
 from apps.outbox.services import consume_once, outbox_publish
 from apps.payments.models import WebhookEvent
-from apps.payments.providers.base import PaymentStatus, WebhookEnvelope, WebhookPayloadError
+from apps.payments.providers.base import PaymentStatus, PayoutEvent, WebhookEnvelope, WebhookPayloadError
 from apps.payments.providers.registry import get_provider
+from apps.payouts.services import payout_apply_provider_event
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import User
 from apps.tenancy.services import audit_record
@@ -92,8 +95,9 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
 _INSERT_SQL = f"""
 INSERT INTO {WebhookEvent._meta.db_table}
     (id, tenant_id, provider, event_id, event_type, payment_status, reference, checkout_id, raw_body,
-     headers, received_at, queued_at, status, attempts, outcome, error, traceback, processed_at)
-VALUES (%s, NULL, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'received', 0, '', '', '', NULL)
+     headers, received_at, queued_at, status, attempts, outcome, error, traceback, processed_at,
+     payout_id, payout_outcome)
+VALUES (%s, NULL, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'received', 0, '', '', '', NULL, NULL, '')
 ON CONFLICT DO NOTHING
 """
 
@@ -119,7 +123,7 @@ def webhook_event_record(
                 provider,
                 envelope.event_id[:255],
                 envelope.event_type[:100],
-                str(envelope.status),
+                f"payout:{envelope.payout.result.status}" if envelope.payout else str(envelope.status),
                 (envelope.reference or "")[:255],
                 _uuid_or_none(envelope.checkout_id),
                 body,
@@ -163,6 +167,8 @@ def _finish(event: WebhookEvent, *, status: str, outcome: str) -> str:
             update_fields=[
                 "tenant",
                 "checkout_id",
+                "payout_id",
+                "payout_outcome",
                 "status",
                 "attempts",
                 "outcome",
@@ -180,6 +186,8 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
         event = WebhookEvent.objects.select_for_update().get(pk=webhook_event_id)
     event.attempts += 1
     envelope = get_provider(event.provider).parse_webhook(body=bytes(event.raw_body), headers=event.headers)
+    if envelope.payout is not None:
+        return _process_payout(event, payout_event=envelope.payout)
     if envelope.status in (PaymentStatus.UNKNOWN, PaymentStatus.PENDING):
         return _finish(event, status=WebhookEvent.Status.IGNORED, outcome=f"ignored: {envelope.status} event")
     with system_context(SYSTEM_REASON):
@@ -216,6 +224,22 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
                 )
         outcome = transaction_apply_fact(tenant_id=tenant_id, checkout_id=checkout_id, fact=fact)
     return _finish(event, status=WebhookEvent.Status.PROCESSED, outcome=outcome.describe())
+
+
+def _process_payout(event: WebhookEvent, *, payout_event: PayoutEvent) -> str:
+    """A payout event: settle the payout it names through the payouts app (in the caller's
+    transaction, with the inbox row). One for a payout Darkroom does not know is recorded as
+    `ignored` (logged and counted by the payouts app), never retried into a failure."""
+    applied = payout_apply_provider_event(
+        provider=event.provider, event=payout_event, source=f"{event.provider} webhook {event.event_id}"
+    )
+    event.tenant_id = applied.tenant_id
+    event.payout_id = applied.payout_id
+    # The first processing's outcome stays (a replay finds the payout moved already): the metric
+    # counting events by outcome never goes down.
+    event.payout_outcome = event.payout_outcome or applied.outcome
+    status = WebhookEvent.Status.IGNORED if applied.payout_id is None else WebhookEvent.Status.PROCESSED
+    return _finish(event, status=status, outcome=applied.describe())
 
 
 def _record_failure(*, webhook_event_id: uuid.UUID | str, exc: BaseException) -> None:

@@ -7,6 +7,11 @@
   providers' worker is down or the provider keeps failing (alert past a few minutes).
 * darkroom_payouts_oldest_submitted_age_seconds: a payout the provider has not settled for days
   (a PayPal item unclaimed by its receiver, or the settle task failing): look at it.
+* darkroom_payout_webhooks_total{provider, outcome}: the providers' payout webhooks processed, by
+  what they did to the payout (paid, submitted, failed, needs_review, unchanged, unknown_payout).
+  `unknown_payout` names no payout of ours (a transfer made outside Darkroom on the same account,
+  or a payout id lost): a rise is worth a look in the admin's webhook events (ignored);
+  `needs_review` is a provider contradicting or doubting a payout (alert, like the gauge above).
 * darkroom_payout_batch_running_seconds: how long the running batch has run (0 when none); a
   batch running for much longer than the lease TTL was left by a crashed runner, and the next
   scheduled or requested run finishes it.
@@ -17,10 +22,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from apps.payouts.models import Payout
-from apps.payouts.selectors import payout_stats
+from apps.payouts.selectors import payout_stats, payout_webhook_counts
 from apps.tenancy.context import system_context
 
 logger = logging.getLogger("darkroom.payouts.metrics")
@@ -40,6 +45,7 @@ def collect_payout_metrics() -> Iterable[Metric]:
     try:
         with system_context("payout metrics"):
             stats = payout_stats()
+            webhooks = payout_webhook_counts()
     except Exception:
         logger.warning("payout metrics unavailable (database)", exc_info=True)
         return
@@ -57,6 +63,14 @@ def collect_payout_metrics() -> Iterable[Metric]:
         "Age of the oldest payout the provider has not settled yet (0 when none).",
         value=stats.oldest_submitted_age_seconds,
     )
+    counter = CounterMetricFamily(
+        "darkroom_payout_webhooks",
+        "Payout webhooks processed, by provider and what they did to the payout.",
+        labels=["provider", "outcome"],
+    )
+    for (provider, outcome), count in sorted(webhooks.items()):
+        counter.add_metric([provider, outcome], count)
+    yield counter
     yield GaugeMetricFamily(
         "darkroom_payout_batch_running_seconds",
         "How long the running payout batch has been running (0 when none).",

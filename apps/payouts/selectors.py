@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.db import connection
 from django.db.models import QuerySet
 
+from apps.payments.models import WebhookEvent
 from apps.payouts.models import Payout, PayoutDestination
 
 
@@ -55,3 +56,16 @@ def payouts_of_tenant(*, status: str | None = None) -> QuerySet[Payout]:
     """The current tenant's payouts (RLS scopes them), newest first."""
     payouts = Payout.objects.order_by("-created_at", "-id")
     return payouts.filter(status=status) if status else payouts
+
+
+def payout_webhook_counts() -> dict[tuple[str, str], int]:
+    """Processed payout webhook events by (provider, outcome) (`WebhookEvent.payout_outcome`:
+    paid, submitted, failed, needs_review, unchanged, unknown_payout), through the partial index
+    that holds payout events only. Across studios: call it in the system context."""
+    table = WebhookEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT provider, payout_outcome, count(*) FROM {table}"
+            " WHERE payout_outcome <> '' GROUP BY provider, payout_outcome"
+        )
+        return {(str(provider), str(outcome)): int(count) for provider, outcome, count in cursor.fetchall()}

@@ -43,6 +43,7 @@ from apps.outbox.requeue import RequeueAudit, requeue_stale
 from apps.outbox.services import consume_once, outbox_publish
 from apps.payments.providers.base import (
     PayoutDestinationError,
+    PayoutEvent,
     PayoutResult,
     PayoutStatus,
     ProviderError,
@@ -598,39 +599,171 @@ def payout_submit(*, payout_id: uuid.UUID | str) -> Payout:
 
 def _apply_answer(payout: Payout, *, result: PayoutResult, expected: str) -> Payout:
     """Record what the provider says of a payout still in status `expected` (pending after a
-    submit, submitted when settling): paid, submitted (settled later) or failed (credited back).
-    An answer for another amount or currency goes to `needs_review`. An answer for a payout that
-    has moved on meanwhile changes nothing (logged when it contradicts a failed payout)."""
+    submit, submitted when settling): `_record_answer` in its own transaction, the payout locked.
+    Returns the payout as it is now."""
+    source = "submit answer" if expected == Payout.Status.PENDING else "status check"
     with transaction.atomic(durable=True):
         locked = Payout.objects.select_for_update().get(pk=payout.pk)
-        if locked.status != expected:
-            if locked.status == Payout.Status.FAILED and result.status != PayoutStatus.FAILED:
-                logger.error(
-                    "provider reports a payout concluded as failed as sent: check it",
-                    extra={"payout_id": str(payout.id), "provider_status": str(result.status)},
-                )
-            return locked
-        locked.provider_payout_id = result.provider_payout_id
-        locked.claimed_until = None
-        locked.last_error = ""
-        fields = ["provider_payout_id", "claimed_until", "last_error", "status", "completed_at"]
-        if (result.amount_minor, result.currency) != (locked.amount_minor, locked.currency):
+        _record_answer(locked, result=result, expected=(expected,), source=source)
+    return locked
+
+
+def _record_answer(
+    locked: Payout, *, result: PayoutResult, expected: tuple[str, ...], source: str, review: str = ""
+) -> None:
+    """Record what the provider says of a payout: the ONE rule set of the submit answer, the
+    settle task and the providers' webhooks, so they cannot disagree.
+
+    In the caller's transaction, the payout row locked (`select_for_update`), which is the fence:
+    whoever locks second sees the first one's status. For a payout still in one of the `expected`
+    statuses: paid, submitted (settled later) or failed (credited back, once: `_fail`); an answer
+    for another amount or currency, or one with a `review` note (the provider reports what only
+    an operator can settle), goes to `needs_review`. For a payout that has moved on, nothing
+    changes, except that a `paid` payout the provider now reports failed, reversed or otherwise
+    in doubt goes to `needs_review`: the money may have come back, but it is never credited back
+    without an operator. A `failed` payout the provider reports sent is logged (it was credited
+    back already: an operator must check).
+    """
+    log = {"payout_id": str(locked.id), "provider_status": str(result.status), "source": source}
+    if locked.status not in expected:
+        if locked.status == Payout.Status.PAID and (result.status == PayoutStatus.FAILED or review):
             locked.status = Payout.Status.NEEDS_REVIEW
             locked.last_error = (
-                f"{payout.provider} reports {result.amount_minor} {result.currency} ({result.status}), "
-                f"not {locked.amount_minor} {locked.currency}: check with the provider"
-            )
-            locked.save(update_fields=fields)
-            logger.error("payout amount differs at the provider", extra={"payout_id": str(payout.id)})
-            return locked
-        if result.status == PayoutStatus.FAILED:
-            locked.save(update_fields=["provider_payout_id", "claimed_until", "last_error"])
-            _fail(locked, reason=f"{payout.provider} reports the payout failed")
-            return locked
-        locked.status = Payout.Status.PAID if result.status == PayoutStatus.PAID else Payout.Status.SUBMITTED
-        locked.completed_at = timezone.now() if locked.status == Payout.Status.PAID else None
+                f"{locked.provider} reports the paid payout {result.status} ({source}): "
+                f"{review or 'the money may have come back'}; check with the provider, then mark it "
+                "paid or not paid (credit the wallet back)"
+            )[:2000]
+            locked.save(update_fields=["status", "last_error"])
+            logger.error("provider contradicts a paid payout: needs review", extra=log)
+        elif locked.status == Payout.Status.FAILED and result.status != PayoutStatus.FAILED:
+            logger.error("provider reports a payout concluded as failed as sent: check it", extra=log)
+        return
+    locked.provider_payout_id = result.provider_payout_id
+    locked.claimed_until = None
+    locked.last_error = ""
+    fields = ["provider_payout_id", "claimed_until", "last_error", "status", "completed_at"]
+    if (result.amount_minor, result.currency) != (locked.amount_minor, locked.currency):
+        locked.status = Payout.Status.NEEDS_REVIEW
+        locked.last_error = (
+            f"{locked.provider} reports {result.amount_minor} {result.currency} ({result.status}), "
+            f"not {locked.amount_minor} {locked.currency}: check with the provider"
+        )
         locked.save(update_fields=fields)
-    return locked
+        logger.error("payout amount differs at the provider", extra=log)
+        return
+    if review:
+        locked.status = Payout.Status.NEEDS_REVIEW
+        locked.last_error = f"{review} ({source})"[:2000]
+        locked.save(update_fields=fields)
+        logger.error("provider reports a payout only an operator can settle: needs review", extra=log)
+        return
+    if result.status == PayoutStatus.FAILED:
+        locked.save(update_fields=["provider_payout_id", "claimed_until", "last_error"])
+        _fail(locked, reason=f"{locked.provider} reports the payout failed ({source})")
+        return
+    locked.status = Payout.Status.PAID if result.status == PayoutStatus.PAID else Payout.Status.SUBMITTED
+    locked.completed_at = timezone.now() if locked.status == Payout.Status.PAID else None
+    locked.save(update_fields=fields)
+
+
+# --- the providers' payout webhooks ---------------------------------------------------------
+
+# What a payout event did (the `payout_outcome` of its WebhookEvent, a metric label).
+PAYOUT_EVENT_OUTCOMES = ("paid", "submitted", "failed", "needs_review", "unchanged", "unknown_payout")
+
+
+@dataclass(frozen=True)
+class PayoutEventOutcome:
+    """What a provider's payout event did: the payout's new status (paid, submitted, failed,
+    needs_review) when it moved it, `unchanged` when it did not (final, awaiting an operator, or
+    nothing new), `unknown_payout` when no payout of ours matches the event."""
+
+    outcome: str
+    payout_id: uuid.UUID | None = None
+    tenant_id: int | None = None
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.payout_id is None:
+            return f"unknown payout: {self.detail}"
+        return f"payout {self.payout_id}: {self.outcome}" + (f" ({self.detail})" if self.detail else "")
+
+
+def payout_apply_provider_event(*, provider: str, event: PayoutEvent, source: str) -> PayoutEventOutcome:
+    """Settle the payout a provider's webhook names (`source` says which event, for the record),
+    by the settle task's own rules (`_record_answer`): a payout still pending (the webhook came
+    before our submit recorded the provider's answer) or submitted takes the event's outcome; a
+    final or needs_review payout stays as it is, except a paid one the event contradicts (failed,
+    reversed, in doubt), which goes to needs_review, never credited back by a webhook alone.
+
+    In the caller's transaction (the webhook consumer's, which holds its inbox row and the event
+    row): the payout row is locked here, so a redelivery, a second event about the same change or
+    the settle task racing it finds the payout moved and changes nothing; a credit back is keyed
+    `payout-reversal:<id>` besides. The payout is found across studios (system context) by
+    (provider, provider payout id), else by the payout id the provider echoes (when its provider
+    payout id is not recorded yet, or is this one); it is then read and written in its studio's
+    context. No matching payout: `unknown_payout`, logged, nothing written.
+    """
+    if not connection.in_atomic_block:
+        raise TransactionManagementError("payout_apply_provider_event locks the payout in the caller's transaction")
+    result = event.result
+    with system_context("payout webhook"):
+        found = _payout_of_event(provider=provider, event=event)
+    if found is None:
+        detail = f"{provider} payout {result.provider_payout_id!r} (payout id {event.payout_id!r}) is not ours"
+        logger.warning(
+            "payout webhook for a payout Darkroom does not know",
+            extra={"provider": provider, "provider_payout_id": result.provider_payout_id, "source": source},
+        )
+        return PayoutEventOutcome(outcome="unknown_payout", detail=detail[:150])
+    payout_pk, tenant_id = found
+    with tenant_context(tenant_id):
+        locked = Payout.objects.select_for_update().get(pk=payout_pk)
+        before = locked.status
+        _record_answer(
+            locked,
+            result=result,
+            expected=(Payout.Status.PENDING, Payout.Status.SUBMITTED),
+            source=source,
+            review=event.review,
+        )
+    moved = locked.status != before
+    logger.info(
+        "payout webhook applied",
+        extra={"payout_id": str(payout_pk), "from": before, "to": locked.status, "source": source},
+    )
+    return PayoutEventOutcome(
+        outcome=str(locked.status) if moved else "unchanged",
+        payout_id=payout_pk,
+        tenant_id=tenant_id,
+        detail=f"{provider} says {result.status}" + ("" if moved else f", payout stays {before}"),
+    )
+
+
+def _payout_of_event(*, provider: str, event: PayoutEvent) -> tuple[uuid.UUID, int] | None:
+    """(payout id, tenant id) of the payout an event is about, across studios (system context)."""
+    provider_payout_id = event.result.provider_payout_id
+    payouts = Payout.objects.filter(provider=provider)
+    if len(provider_payout_id) <= Payout._meta.get_field("provider_payout_id").max_length:  # type: ignore[operator]
+        row = payouts.filter(provider_payout_id=provider_payout_id).values_list("pk", "tenant_id").first()
+        if row is not None:
+            return row
+    try:
+        ours = uuid.UUID(event.payout_id) if event.payout_id else None
+    except ValueError:
+        return None
+    if ours is None:
+        return None
+    echoed = payouts.filter(pk=ours).values_list("pk", "tenant_id", "provider_payout_id").first()
+    if echoed is None:
+        return None
+    if echoed[2] is not None and echoed[2] != provider_payout_id:
+        logger.error(
+            "payout webhook names our payout with another provider payout id: not applied",
+            extra={"payout_id": str(ours), "recorded": echoed[2], "event": provider_payout_id},
+        )
+        return None
+    return echoed[0], echoed[1]
 
 
 def _claim(payout_id: uuid.UUID | str) -> Payout | None:

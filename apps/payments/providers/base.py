@@ -168,6 +168,24 @@ class PayoutResult:
 
 
 @dataclass(frozen=True)
+class PayoutEvent:
+    """What a provider's payout webhook says about one payout, in the settle task's vocabulary.
+
+    `result` maps the provider's payload the way the adapter's `payout_status` maps the object
+    read back (same statuses, same caution), so a webhook and the settle task cannot disagree.
+    `payout_id` is Darkroom's payout id when the provider echoes it (Stripe `metadata[payout_id]`,
+    Flutterwave `reference`, PayPal `sender_item_id`): it finds a payout whose provider answer is
+    not recorded yet. `review` is non-empty when the provider reports what only an operator can
+    settle (a partly reversed Stripe transfer, a failed Flutterwave transfer, a blocked PayPal
+    item): it says why, and the payout goes to `needs_review` instead of settling.
+    """
+
+    result: PayoutResult
+    payout_id: str | None = None
+    review: str = ""
+
+
+@dataclass(frozen=True)
 class WebhookEnvelope:
     """One authenticated webhook delivery, translated.
 
@@ -184,6 +202,10 @@ class WebhookEnvelope:
     and `payment_id`; a known event type that names none (a payment Darkroom did not create)
     comes back UNKNOWN, to be recorded and ignored rather than refused (a 4xx would only make
     the provider redeliver it for days).
+
+    `payout` is set for a provider's payout events (transfers, payout items), whose `status` is
+    UNKNOWN: the payment state machine never acts on them; the payouts app settles the payout.
+    Their `reference` is the provider's payout id (what operators search the webhook ledger by).
     """
 
     provider: str
@@ -196,13 +218,20 @@ class WebhookEnvelope:
     amount_minor: int | None = None
     currency: str | None = None
     occurred_at: datetime | None = None
+    payout: PayoutEvent | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def unstorable_fields(self) -> list[str]:
         """The identifiers PostgreSQL text cannot hold (a NUL, a lone surrogate). No provider
         sends such ids; the rest of the body is kept as bytes, whatever its strings hold."""
         names = ("event_id", "event_type", "reference", "checkout_id", "payment_id", "currency")
-        return [name for name in names if (value := getattr(self, name)) is not None and not is_storable_text(value)]
+        values: dict[str, str | None] = {name: getattr(self, name) for name in names}
+        if self.payout is not None:
+            values["payout.provider_payout_id"] = self.payout.result.provider_payout_id
+            values["payout.payout_id"] = self.payout.payout_id
+            values["payout.currency"] = self.payout.result.currency
+            values["payout.review"] = self.payout.review
+        return [name for name, value in values.items() if value is not None and not is_storable_text(value)]
 
 
 class PaymentProvider(ABC):

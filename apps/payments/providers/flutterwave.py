@@ -31,6 +31,12 @@ caller credits a FAILED payout back, and Flutterwave's documentation does not sa
 transfer which failed after it was queued left the balance untouched or refunded it (its v4
 transfers even carry a `reversal` whose initial status was SUCCESSFUL), so an operator settles a
 failed transfer after checking the balance history.
+Payout webhook: `transfer.completed` (header `verif-hash` or `flutterwave-signature`, as above;
+no event id, so `transfer.completed:<data.id>:<status>`) carries the transfer: `id`, `reference`
+(the payout id), `amount`, `currency`, `status` and `complete_message`. It is mapped like
+`payout_status`: SUCCESSFUL -> PAID, anything else PENDING; FAILED with a review note (the
+message and the advice to check the balance history), so the payout goes to an operator rather
+than being credited back or left submitted.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from apps.payments.providers.base import (
     PaymentState,
     PaymentStatus,
     PayoutDestinationError,
+    PayoutEvent,
     PayoutResult,
     PayoutStatus,
     ProviderError,
@@ -101,6 +108,7 @@ _READ_TRANSFER_STATUSES: dict[str, PayoutStatus] = {
     **_TRANSFER_STATUSES,
     "FAILED": PayoutStatus.PENDING,
 }
+TRANSFER_EVENT = "transfer.completed"
 # Bank codes are 3 (NUBAN, e.g. 044) to 6 digits; account numbers are 10-digit NUBANs in
 # Nigeria, other lengths elsewhere.
 _BANK_ACCOUNT = re.compile(r"^(?P<bank>[0-9]{3,6}):(?P<account>[0-9]{6,20})$")
@@ -134,6 +142,34 @@ def _amount(value: object, currency: str | None) -> int | None:
         return major_to_minor(value, currency)
     except ValueError as exc:
         raise WebhookPayloadError(f"Flutterwave amount {value!r} {currency}: {exc}") from exc
+
+
+def _transfer_event(transfer: Mapping[str, Any]) -> PayoutEvent | None:
+    """A `transfer.completed` payload as a payout event, mapped as `payout_status` maps a transfer
+    read back; None without an id, amount or currency. Raises WebhookPayloadError for an amount
+    the currency cannot hold exactly."""
+    transfer_id, currency = as_str(transfer.get("id")), as_str(transfer.get("currency"))
+    amount = _amount(transfer.get("amount"), currency)
+    if transfer_id is None or amount is None or currency is None:
+        return None
+    provider_status = str(transfer.get("status") or "").upper()
+    review = ""
+    if provider_status == "FAILED":
+        message = as_str(transfer.get("complete_message")) or "no message"
+        review = (
+            f"flutterwave: transfer {transfer_id} FAILED ({message}); Flutterwave does not say whether the money "
+            "left the balance: check the balance history, then mark the payout paid or not paid"
+        )
+    return PayoutEvent(
+        result=PayoutResult(
+            provider_payout_id=transfer_id,
+            status=_READ_TRANSFER_STATUSES.get(provider_status, PayoutStatus.PENDING),
+            amount_minor=amount,
+            currency=currency.upper(),
+        ),
+        payout_id=as_str(transfer.get("reference")),
+        review=review[:2000],
+    )
 
 
 class FlutterwaveProvider(PaymentProvider):
@@ -442,6 +478,10 @@ class FlutterwaveProvider(PaymentProvider):
                 amount_minor=_amount(_first(data, "AmountRefunded", "amount_refunded", "amount"), currency),
                 currency=currency,
             )
+        elif event_type == TRANSFER_EVENT:
+            payout = _transfer_event(data)
+            reference = payout.result.provider_payout_id if payout else None
+            return WebhookEnvelope(**common, status=PaymentStatus.UNKNOWN, reference=reference, payout=payout)
         else:
             return WebhookEnvelope(**common, status=PaymentStatus.UNKNOWN)
         return identified_or_unknown(envelope)

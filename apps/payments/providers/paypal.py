@@ -51,6 +51,15 @@ never PAID: DENIED (PayPal: "denied, so they were not processed") -> FAILED, any
 CANCELED included -> PENDING. `payout_status` reads the batch back (`GET /v1/payments/payouts/
 <batch id>`), checks it is ours (sender_batch_id and our item's sender_item_id = payout id) and
 maps our item the same way.
+
+Payout webhooks (verified like every PayPal delivery): `PAYMENT.PAYOUTS-ITEM.*` (SUCCEEDED,
+FAILED, RETURNED, REFUNDED, DENIED, BLOCKED, UNCLAIMED, HELD, CANCELED) carry the item
+(`payout_batch_id` = our provider payout id, `payout_item.sender_item_id` = the payout id,
+`payout_item.amount`, `transaction_status`), mapped through the item table above; the event type
+stands in for a missing `transaction_status`. `PAYMENT.PAYOUTSBATCH.*` carry the batch header
+only, mapped as a batch without items (DENIED -> FAILED, else PENDING). BLOCKED and REVERSED
+items come with a review note: PayPal does not say where their money is, so an operator settles
+them (a webhook is the moment we learn of it; the payout would otherwise wait submitted).
 """
 
 from __future__ import annotations
@@ -82,6 +91,7 @@ from apps.payments.providers.base import (
     PaymentState,
     PaymentStatus,
     PayoutDestinationError,
+    PayoutEvent,
     PayoutResult,
     PayoutStatus,
     ProviderError,
@@ -151,6 +161,23 @@ _ITEM_STATUSES: dict[str, PayoutStatus] = {
     "REFUNDED": PayoutStatus.FAILED,
     "DENIED": PayoutStatus.FAILED,
 }
+# The item status a PAYMENT.PAYOUTS-ITEM.* event implies when its resource names none.
+_ITEM_EVENT_STATUSES: dict[str, str] = {
+    "PAYMENT.PAYOUTS-ITEM.SUCCEEDED": "SUCCESS",
+    "PAYMENT.PAYOUTS-ITEM.FAILED": "FAILED",
+    "PAYMENT.PAYOUTS-ITEM.RETURNED": "RETURNED",
+    "PAYMENT.PAYOUTS-ITEM.REFUNDED": "REFUNDED",
+    "PAYMENT.PAYOUTS-ITEM.DENIED": "DENIED",
+    "PAYMENT.PAYOUTS-ITEM.BLOCKED": "BLOCKED",
+    "PAYMENT.PAYOUTS-ITEM.UNCLAIMED": "UNCLAIMED",
+    "PAYMENT.PAYOUTS-ITEM.HELD": "ONHOLD",
+    "PAYMENT.PAYOUTS-ITEM.CANCELED": "RETURNED",  # PayPal: a canceled item's status is RETURNED
+}
+_BATCH_EVENTS = frozenset(
+    {"PAYMENT.PAYOUTSBATCH.DENIED", "PAYMENT.PAYOUTSBATCH.PROCESSING", "PAYMENT.PAYOUTSBATCH.SUCCESS"}
+)
+# Item statuses that leave the money's whereabouts undocumented: an operator settles them.
+_REVIEW_ITEM_STATUSES = frozenset({"BLOCKED", "REVERSED"})
 _PAYOUT_EMAIL_SUBJECT = "You have a payout from Darkroom"
 _BATCH_LINK = re.compile(r"/v1/payments/payouts/([A-Za-z0-9]+)/?$")
 _DUPLICATE = re.compile(r"sender_batch_id|duplicate|already exists", re.IGNORECASE)
@@ -299,6 +326,65 @@ def _link(links: object, *rels: str) -> str | None:
             if as_dict(link).get("rel") == rel:
                 return as_str(as_dict(link).get("href"))
     return None
+
+
+def _payout_money(money: object) -> tuple[int, str] | None:
+    """A Payouts Money object {"currency", "value"} -> (minor units, currency), None if absent.
+    Raises WebhookPayloadError for a value the currency cannot hold exactly."""
+    found = as_dict(money)
+    currency = as_str(found.get("currency"))
+    if currency is None or found.get("value") is None:
+        return None
+    try:
+        return major_to_minor(found.get("value"), currency), currency.upper()
+    except ValueError as exc:
+        raise WebhookPayloadError(f"PayPal payout amount {found!r}: {exc}") from exc
+
+
+def _item_event(event_type: str, item: Mapping[str, Any]) -> PayoutEvent | None:
+    """A PAYMENT.PAYOUTS-ITEM.* resource as a payout event; None without the batch id or amount."""
+    batch_id = as_str(item.get("payout_batch_id"))
+    sent = as_dict(item.get("payout_item"))
+    money = _payout_money(sent.get("amount"))
+    if batch_id is None or money is None:
+        return None
+    item_status = (as_str(item.get("transaction_status")) or _ITEM_EVENT_STATUSES[event_type]).upper()
+    review = ""
+    if item_status in _REVIEW_ITEM_STATUSES:
+        review = (
+            f"paypal: payout item {as_str(item.get('payout_item_id'))} of batch {batch_id} is {item_status}; "
+            "PayPal does not say where its money is: check the item in PayPal, then mark the payout paid or not paid"
+        )
+    return PayoutEvent(
+        result=PayoutResult(
+            provider_payout_id=batch_id,
+            status=_ITEM_STATUSES.get(item_status, PayoutStatus.PENDING),
+            amount_minor=money[0],
+            currency=money[1],
+        ),
+        payout_id=as_str(sent.get("sender_item_id")) or as_str(item.get("sender_batch_id")),
+        review=review,
+    )
+
+
+def _batch_event(batch: Mapping[str, Any]) -> PayoutEvent | None:
+    """A PAYMENT.PAYOUTSBATCH.* resource (the batch header, no items) as a payout event; None
+    without the batch id or amount."""
+    header = as_dict(batch.get("batch_header"))
+    batch_id = as_str(header.get("payout_batch_id"))
+    money = _payout_money(header.get("amount"))
+    if batch_id is None or money is None:
+        return None
+    payout_id = _sender_batch_id(batch)
+    return PayoutEvent(
+        result=PayoutResult(
+            provider_payout_id=batch_id,
+            status=_payout_status({"batch_header": header}, payout_id=payout_id or ""),
+            amount_minor=money[0],
+            currency=money[1],
+        ),
+        payout_id=payout_id,
+    )
 
 
 class PayPalProvider(PaymentProvider):
@@ -749,6 +835,10 @@ class PayPalProvider(PaymentProvider):
             "occurred_at": iso_to_datetime(event.get("create_time")),
             "raw": raw,
         }
+        if event_type in _ITEM_EVENT_STATUSES or event_type in _BATCH_EVENTS:
+            payout = _item_event(event_type, resource) if event_type in _ITEM_EVENT_STATUSES else _batch_event(resource)
+            reference = payout.result.provider_payout_id if payout else None
+            return WebhookEnvelope(**common, status=PaymentStatus.UNKNOWN, reference=reference, payout=payout)
         status = _EVENTS.get(event_type)
         if status is None:
             return WebhookEnvelope(**common, status=PaymentStatus.UNKNOWN)

@@ -25,7 +25,19 @@ using `delay_seconds` as its countdown) signs each delivery at send time and POS
 Payouts are paid at once: `payout` records the payout under its id (an atomic `add`, like a
 refund) and returns PAID with the id `sbx_po_<payout id hex>`. The same payout id returns the
 recorded result again; the same id with another amount, currency or destination is refused.
-`payout_status` returns the recorded payout (PAID), or a 404 ProviderError for an unknown one.
+`payout_status` returns the recorded payout (PAID, or FAILED once returned), or a 404
+ProviderError for an unknown one.
+
+Payout webhooks, like a provider's: `payout_return` plays the receiving bank sending a paid
+payout back (the recorded payout becomes returned), and `payout_event` builds the event a
+provider sends about a recorded payout's current state, `payout.paid` or `payout.returned`::
+
+    {"id": "evt_sbx_po_...", "type": "payout.returned", "created": 1700000000,
+     "data": {"payout_id": "...", "provider_payout_id": "sbx_po_...", "amount_minor": 5000,
+              "currency": "EUR"}}
+
+They travel through the same `SandboxWebhookSender` (duplicates, shuffle, delay) to
+`POST /webhooks/sandbox` (`apps.payments.sandbox.sandbox_announce_payout`).
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ from apps.payments.providers.base import (
     PaymentState,
     PaymentStatus,
     PayoutDestinationError,
+    PayoutEvent,
     PayoutResult,
     PayoutStatus,
     ProviderError,
@@ -79,6 +92,11 @@ EVENT_TYPES: dict[PaymentStatus, str] = {
 }
 _STATUS_BY_TYPE = {event_type: status for status, event_type in EVENT_TYPES.items()}
 _SETTLE_OUTCOMES = frozenset({PaymentStatus.PAID, PaymentStatus.FAILED})
+PAYOUT_EVENT_TYPES: dict[PayoutStatus, str] = {
+    PayoutStatus.PAID: "payout.paid",
+    PayoutStatus.FAILED: "payout.returned",
+}
+_PAYOUT_STATUS_BY_TYPE = {event_type: status for status, event_type in PAYOUT_EVENT_TYPES.items()}
 STATE_TTL_SECONDS = 30 * 24 * 3600
 
 
@@ -117,6 +135,36 @@ def build_event(
         "data": {
             "reference": reference,
             "checkout_id": checkout_id,
+            "amount_minor": amount_minor,
+            "currency": normalize_currency(currency),
+        },
+    }
+    return SandboxEvent(identifier, event_type, json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+
+
+def build_payout_event(
+    *,
+    status: PayoutStatus,
+    payout_id: str,
+    provider_payout_id: str,
+    amount_minor: int,
+    currency: str,
+    created: int | None = None,
+    event_id: str | None = None,
+) -> SandboxEvent:
+    """A `payout.paid` or `payout.returned` event (event id deterministic by default: every
+    delivery of "this payout was returned" carries the same id)."""
+    if status not in PAYOUT_EVENT_TYPES:
+        raise ValueError(f"the sandbox sends paid or returned payout events, not {status}")
+    event_type = PAYOUT_EVENT_TYPES[status]
+    identifier = event_id or "evt_sbx_po_" + hashlib.sha256(f"{provider_payout_id}:{status}".encode()).hexdigest()[:24]
+    payload = {
+        "id": identifier,
+        "type": event_type,
+        "created": int(time.time()) if created is None else created,
+        "data": {
+            "payout_id": payout_id,
+            "provider_payout_id": provider_payout_id,
             "amount_minor": amount_minor,
             "currency": normalize_currency(currency),
         },
@@ -328,7 +376,7 @@ class SandboxProvider(PaymentProvider):
             )
         return PayoutResult(
             provider_payout_id=recorded["provider_payout_id"],
-            status=PayoutStatus.PAID,
+            status=PayoutStatus.FAILED if recorded.get("returned") else PayoutStatus.PAID,
             amount_minor=recorded["amount_minor"],
             currency=recorded["currency"],
         )
@@ -351,9 +399,38 @@ class SandboxProvider(PaymentProvider):
             )
         return PayoutResult(
             provider_payout_id=recorded["provider_payout_id"],
-            status=PayoutStatus.PAID,
+            status=PayoutStatus.FAILED if recorded.get("returned") else PayoutStatus.PAID,
             amount_minor=recorded["amount_minor"],
             currency=recorded["currency"],
+        )
+
+    def _recorded_payout(self, payout_id: str) -> dict[str, Any]:
+        recorded = self._cache.get(self._key(f"payout:{check_payout_id(payout_id)}", "payout"))
+        if not isinstance(recorded, dict):
+            raise ProviderError(f"sandbox: no payout {payout_id}", provider=self.name, retryable=False, http_status=404)
+        return recorded
+
+    def payout_return(self, *, payout_id: str) -> SandboxEvent:
+        """The receiver's bank sends a paid payout back: the recorded payout becomes returned
+        (`payout_status` then says FAILED) and its `payout.returned` event is returned. Once:
+        returning it again gives the same event. Raises ProviderError (404) for an unknown payout."""
+        recorded = self._recorded_payout(payout_id)
+        if not recorded.get("returned"):
+            recorded = {**recorded, "returned": True}
+            self._cache.set(self._key(f"payout:{payout_id}", "payout"), recorded, timeout=STATE_TTL_SECONDS)
+        return self.payout_event(payout_id=payout_id)
+
+    def payout_event(self, *, payout_id: str) -> SandboxEvent:
+        """The event a provider sends about a recorded payout now: `payout.paid`, or
+        `payout.returned` once returned. Raises ProviderError (404) for an unknown payout."""
+        recorded = self._recorded_payout(payout_id)
+        return build_payout_event(
+            status=PayoutStatus.FAILED if recorded.get("returned") else PayoutStatus.PAID,
+            payout_id=payout_id,
+            provider_payout_id=recorded["provider_payout_id"],
+            amount_minor=recorded["amount_minor"],
+            currency=recorded["currency"],
+            created=int(self._now()),
         )
 
     # --- webhooks ----------------------------------------------------------------------------
@@ -376,6 +453,8 @@ class SandboxProvider(PaymentProvider):
         data = as_dict(event.get("data"))
         amount = data.get("amount_minor")
         currency = as_str(data.get("currency"))
+        if event_type in _PAYOUT_STATUS_BY_TYPE:
+            return self._payout_envelope(event, raw, event_id=event_id, event_type=event_type)
         envelope = WebhookEnvelope(
             provider=self.name,
             event_id=event_id,
@@ -390,6 +469,32 @@ class SandboxProvider(PaymentProvider):
             raw=raw,
         )
         return identified_or_unknown(envelope)
+
+    def _payout_envelope(
+        self, event: Mapping[str, Any], raw: Mapping[str, Any], *, event_id: str, event_type: str
+    ) -> WebhookEnvelope:
+        data = as_dict(event.get("data"))
+        amount, currency = data.get("amount_minor"), as_str(data.get("currency"))
+        provider_payout_id = as_str(data.get("provider_payout_id"))
+        payout = None
+        if provider_payout_id and currency and isinstance(amount, int) and not isinstance(amount, bool):
+            result = PayoutResult(
+                provider_payout_id=provider_payout_id,
+                status=_PAYOUT_STATUS_BY_TYPE[event_type],
+                amount_minor=amount,
+                currency=currency.upper(),
+            )
+            payout = PayoutEvent(result=result, payout_id=as_str(data.get("payout_id")))
+        return WebhookEnvelope(
+            provider=self.name,
+            event_id=event_id,
+            event_type=event_type,
+            status=PaymentStatus.UNKNOWN,
+            reference=provider_payout_id,
+            occurred_at=epoch_to_datetime(event.get("created")),
+            payout=payout,
+            raw=raw,
+        )
 
 
 @dataclass(frozen=True)

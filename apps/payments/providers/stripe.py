@@ -24,6 +24,13 @@ true: Stripe sets it only once the whole amount is reversed, and a reversal adds
 the platform balance); PENDING when it is partly reversed (`amount_reversed` above 0: part of the
 money came back, which a payout has no state for, so an operator settles it).
 `payout_status` reads the transfer back (`GET /v1/transfers/<id>`) with the same mapping.
+
+Payout webhooks (`transfer.created`, `transfer.updated`, `transfer.reversed`; `data.object` is
+the transfer, so the same mapping applies): PAID, FAILED once fully reversed, and a partial
+reversal PENDING with a review note, so the payout goes to an operator (see
+`apps.payouts.services.payout_apply_provider_event`). Only the platform can reverse a transfer
+(the API or the dashboard): a reversal of a paid payout is someone's decision, which is why it
+is never credited back to the wallet without an operator.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from apps.payments.providers.base import (
     PaymentState,
     PaymentStatus,
     PayoutDestinationError,
+    PayoutEvent,
     PayoutResult,
     PayoutStatus,
     ProviderError,
@@ -81,6 +89,39 @@ _REFUND_STATUSES: dict[str, PaymentStatus] = {
     "canceled": PaymentStatus.FAILED,
 }
 _CONNECTED_ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]+$")
+TRANSFER_EVENTS = frozenset({"transfer.created", "transfer.updated", "transfer.reversed"})
+
+
+def _transfer_status(transfer: Mapping[str, Any]) -> PayoutStatus:
+    """What a transfer says of its payout (the create answer, a read back, a webhook)."""
+    if transfer.get("reversed") is True:
+        return PayoutStatus.FAILED  # fully reversed: the whole amount is back with the platform
+    if (_int(transfer.get("amount_reversed")) or 0) > 0:
+        return PayoutStatus.PENDING  # partly reversed: neither paid nor failed as a whole
+    return PayoutStatus.PAID
+
+
+def _transfer_event(transfer: Mapping[str, Any]) -> PayoutEvent | None:
+    """A transfer event's payload as a payout event; None without an id, amount or currency."""
+    transfer_id, amount, currency = (
+        as_str(transfer.get("id")),
+        _int(transfer.get("amount")),
+        _currency(transfer.get("currency")),
+    )
+    if transfer_id is None or amount is None or currency is None:
+        return None
+    status = _transfer_status(transfer)
+    review = ""
+    if status is PayoutStatus.PENDING:
+        review = (
+            f"stripe: transfer {transfer_id} is partly reversed ({_int(transfer.get('amount_reversed'))} of "
+            f"{amount} {currency} came back): settle it in the Stripe dashboard"
+        )
+    return PayoutEvent(
+        result=PayoutResult(provider_payout_id=transfer_id, status=status, amount_minor=amount, currency=currency),
+        payout_id=as_str(as_dict(transfer.get("metadata")).get("payout_id")) or as_str(transfer.get("transfer_group")),
+        review=review,
+    )
 
 
 class TransportHttpClient(stripe.HTTPClient):
@@ -369,14 +410,11 @@ class StripeProvider(PaymentProvider):
                 provider=self.name,
                 retryable=True,
             )
-        if data.get("reversed") is True:
-            status = PayoutStatus.FAILED  # fully reversed: the whole amount is back with the platform
-        elif (_int(data.get("amount_reversed")) or 0) > 0:
-            status = PayoutStatus.PENDING  # partly reversed: neither paid nor failed as a whole
-        else:
-            status = PayoutStatus.PAID
         return PayoutResult(
-            provider_payout_id=transfer_id, status=status, amount_minor=amount, currency=returned_currency
+            provider_payout_id=transfer_id,
+            status=_transfer_status(data),
+            amount_minor=amount,
+            currency=returned_currency,
         )
 
     # --- webhooks ----------------------------------------------------------------------------
@@ -430,6 +468,10 @@ class StripeProvider(PaymentProvider):
                 amount_minor=_int(obj.get("amount_refunded")),
                 currency=_currency(obj.get("currency")),
             )
+        elif event_type in TRANSFER_EVENTS:
+            payout = _transfer_event(obj)
+            reference = payout.result.provider_payout_id if payout else None
+            return WebhookEnvelope(**common, status=PaymentStatus.UNKNOWN, reference=reference, payout=payout)
         else:
             return WebhookEnvelope(**common, status=PaymentStatus.UNKNOWN)
         return identified_or_unknown(envelope)
