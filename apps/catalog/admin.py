@@ -12,8 +12,9 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock
+from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock, StockRestock
 from apps.catalog.storage import public_url
+from apps.core.admin_base import ReadOnlyAdmin
 
 
 @admin.register(Event)
@@ -97,8 +98,30 @@ class PriceAdmin(admin.ModelAdmin):
 class StockAdmin(admin.ModelAdmin):
     list_display = ("product", "tenant", "quantity", "initial_quantity", "epoch", "updated_at")
     raw_id_fields = ("product",)
-    # Quantity and epoch belong to the fenced inventory writer; the admin only shows them.
+    # Quantity and epoch belong to the fenced inventory writer (and restocks, through
+    # `stock_restock`, audited as StockRestock rows); the admin only shows them.
     readonly_fields = ("quantity", "initial_quantity", "epoch", "updated_at")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a print product's stock row is created with the product
+
+
+@admin.register(StockRestock)
+class StockRestockAdmin(ReadOnlyAdmin):
+    """Who restocked which print, when, by how many units (append-only: read only here too)."""
+
+    list_display = (
+        "created_at",
+        "tenant",
+        "product",
+        "added_quantity",
+        "quantity_after",
+        "initial_quantity_after",
+        "actor_label",
+        "request_id",
+    )
+    list_select_related = ("tenant", "product")
+    search_fields = ("=product__sku", "actor_label", "=request_id")
+    ordering = ("-created_at", "-id")
+    raw_id_fields = ("product", "actor_user")
+    show_full_result_count = False

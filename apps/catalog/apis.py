@@ -1,8 +1,8 @@
 """Catalog API for studios and integrators (mounted under /api/v1/).
 
 One view per URL; each HTTP method is one operation that parses input, calls one service or
-selector and renders output. Writes (POST) need the owner role or an API key (uploads: owner
-or photographer); reads need any member. No response carries an original's name or URL.
+selector and renders output. Writes (POST, PATCH) need the owner role or an API key (uploads:
+owner or photographer); reads need any member. No response carries an original's name or URL.
 """
 
 from __future__ import annotations
@@ -14,30 +14,40 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.catalog import selectors, services
 from apps.catalog.models import CURRENCY_PATTERN, Event, Photo, ProductKind
+from apps.catalog.products import RESTOCK_MAX_UNITS
 from apps.catalog.storage import public_url
 from apps.core.openapi import PAGINATION_PARAMETERS, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.serializers import IdField, StrictSerializer
 from apps.tenancy.apis import TenantApi
+from apps.tenancy.authentication import ApiKeyPrincipal
 from apps.tenancy.models import User
 from apps.tenancy.permissions import HasTenantRole
 
 
 class _CatalogApi(TenantApi):
-    """Reads for any member; POST restricted to `write_roles`."""
+    """Reads for any member; writes (any unsafe method) restricted to `write_roles`."""
 
     write_roles: tuple[str, ...] = ("owner", "api_key")
 
     def get_permissions(self) -> Sequence[BasePermission]:
-        if self.request.method == "POST":
+        if self.request.method not in SAFE_METHODS:
             return [HasTenantRole.of(*self.write_roles)()]
         return super().get_permissions()  # type: ignore[return-value]
+
+    def actor(self, request: Request) -> services.Actor:
+        """Who acts, for audit rows: the signed-in member, or the API key (label only)."""
+        user = request.user
+        if isinstance(user, ApiKeyPrincipal):
+            return services.Actor(label=self.idempotency_caller(request))
+        assert isinstance(user, User), "only member roles and API keys pass the permission check"
+        return services.Actor.member(user)
 
     def paginated(
         self, request: Request, queryset: QuerySet[Any], serializer: type[serializers.Serializer]
@@ -245,3 +255,68 @@ class EventPricesApi(_CatalogApi):
             prices=[services.PriceIn(**price) for price in data.validated_data["prices"]],
         )
         return self._render(event_id)
+
+
+class ProductDetailApi(_CatalogApi):
+    """GET: one product with price and stock. PATCH: stop or resume selling it (`active`).
+
+    A deactivated product is refused by new checkouts (400 `invalid-checkout-line`) and hidden
+    from the shop; existing checkouts and entitlements are not affected.
+    """
+
+    @extend_schema_serializer(component_name="ProductUpdateInput")
+    class InputSerializer(StrictSerializer):
+        active = serializers.BooleanField()
+
+    @extend_schema(responses=ProductOutputSerializer)
+    def get(self, request: Request, product_id: int) -> Response:
+        product = selectors.product_get(tenant_id=self.tenant_pk, product_id=product_id)
+        return Response(ProductOutputSerializer(product).data)
+
+    @extend_schema(request=InputSerializer, responses=ProductOutputSerializer)
+    def patch(self, request: Request, product_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.product_set_active(
+            tenant_id=self.tenant_pk,
+            product_id=product_id,
+            active=data.validated_data["active"],
+            actor=self.actor(request),
+        )
+        product = selectors.product_get(tenant_id=self.tenant_pk, product_id=product_id)
+        return Response(ProductOutputSerializer(product).data)
+
+
+class ProductRestockApi(_CatalogApi):
+    """POST: add units to a print's stock (its quantity and initial quantity), audited.
+
+    422 `product-not-restockable` for a download or bulk product; 422 `stock-limit-exceeded`
+    past the per-print ceiling. Pending reservations are decided against the new stock; lines
+    already sold out stay sold out.
+    """
+
+    @extend_schema_serializer(component_name="ProductRestockInput")
+    class InputSerializer(StrictSerializer):
+        add_quantity = serializers.IntegerField(min_value=1, max_value=RESTOCK_MAX_UNITS)
+
+    @extend_schema_serializer(component_name="ProductRestockOutput")
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        product_id = serializers.IntegerField()
+        added_quantity = serializers.IntegerField()
+        quantity = serializers.IntegerField(source="quantity_after")
+        initial_quantity = serializers.IntegerField(source="initial_quantity_after")
+        actor = serializers.CharField(source="actor_label")
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request: Request, product_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        restock = services.stock_restock(
+            tenant_id=self.tenant_pk,
+            product_id=product_id,
+            add_quantity=data.validated_data["add_quantity"],
+            actor=self.actor(request),
+        )
+        return Response(self.OutputSerializer(restock).data, status=201)

@@ -60,3 +60,19 @@ class NotAPhotographer(DomainError):
     status_code = 403
     slug = "permission-denied"
     title = "Permission denied"
+
+
+class ProductNotRestockable(DomainError):
+    """A restock names a product without limited stock (a download or bulk product)."""
+
+    status_code = 422
+    slug = "product-not-restockable"
+    title = "Only prints have stock"
+
+
+class StockLimitExceeded(DomainError):
+    """A restock would take a print's initial quantity past STOCK_MAX_UNITS."""
+
+    status_code = 422
+    slug = "stock-limit-exceeded"
+    title = "Stock limit exceeded"

@@ -11,7 +11,9 @@ Invariants held by Postgres (each has a test in tests/catalog/test_constraints.p
 * money is a positive integer amount in minor units with a 3-letter uppercase ISO 4217 currency,
   one currency per event price list, one price per (event, kind, size);
 * print stock never goes negative nor above its initial quantity; `epoch` fences the single
-  writer per SKU (inventory, a later step).
+  writer per SKU (apps/commerce/batched);
+* a restock (`StockRestock`) adds a positive number of units and is append-only (trigger plus
+  revoked UPDATE/DELETE for the runtime role), like the audit log.
 
 Originals live under the private storage prefix and are never exposed by URL; previews and
 thumbnails (watermarked, generated) live under the public prefix.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import uuid
 
+import pgtrigger
 from django.conf import settings
 from django.db import models
 
@@ -226,9 +229,11 @@ class Price(TenantModel):
 class Stock(TenantModel):
     """Units of a print product left to sell.
 
-    `quantity` only ever changes through the inventory writer (a later step), whose
-    `UPDATE ... WHERE epoch = :mine` is fenced by `epoch`; the check constraints make an
-    oversell impossible whatever the writer does.
+    `quantity` is decremented only by the inventory strategy deciding reservations (the batched
+    writer's `UPDATE ... WHERE epoch <= :mine`, fenced by `epoch`, or `row_lock` under its row
+    lock); releases and restocks (`apps.catalog.products.stock_restock`) only ever add units, as
+    relative updates under the row lock, and leave `epoch` alone. The check constraints make an
+    oversell impossible whatever any writer does.
     """
 
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="stock_rows")
@@ -253,3 +258,46 @@ class Stock(TenantModel):
 
     def __str__(self) -> str:
         return f"stock of product {self.product_id}: {self.quantity}/{self.initial_quantity}"
+
+
+class StockRestock(TenantModel):
+    """One restock of a print: who added how many units, when, and the stock it left. Append-only.
+
+    Written in the same transaction as the stock UPDATE it records (`stock_restock`), so the sum
+    of `added_quantity` over a product's restocks is exactly what restocks added to its
+    `initial_quantity`. UPDATE and DELETE are refused by a trigger and by revoked privileges of
+    the runtime role (`APPEND_ONLY`).
+    """
+
+    APPEND_ONLY = True
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="restocks")
+    added_quantity = models.BigIntegerField()
+    quantity_after = models.BigIntegerField()
+    initial_quantity_after = models.BigIntegerField()
+    # The signed-in member who asked (None for an API key); `actor_label` names either.
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200)
+    request_id = models.CharField(max_length=128, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(added_quantity__gt=0), name="catalog_stockrestock_added_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(quantity_after__gte=0, quantity_after__lte=models.F("initial_quantity_after")),
+                name="catalog_stockrestock_after_within_initial",
+            ),
+            models.CheckConstraint(condition=models.Q(actor_label__gt=""), name="catalog_stockrestock_actor_not_empty"),
+        ]
+        indexes = [models.Index(fields=["tenant", "product", "-created_at"], name="catalog_restock_tenant_product")]
+        triggers = [
+            pgtrigger.Protect(name="catalog_stockrestock_append_only", operation=pgtrigger.Update | pgtrigger.Delete),
+        ]
+
+    def __str__(self) -> str:
+        return f"+{self.added_quantity} to product {self.product_id} by {self.actor_label}"

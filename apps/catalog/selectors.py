@@ -16,7 +16,7 @@ from django.contrib.auth.hashers import check_password
 from django.db.models import OuterRef, QuerySet, Subquery
 
 from apps.catalog.errors import AccessCodeRequired, EventNotFound, PriceNotSet, ProductNotFound
-from apps.catalog.models import Event, Photo, Price, Product, Stock
+from apps.catalog.models import Event, Photo, Price, Product, Stock, StockRestock
 from apps.catalog.storage import public_url
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization
@@ -40,23 +40,37 @@ def photos_of_event(*, tenant_id: int, event_id: int) -> QuerySet[Photo]:
     return Photo.objects.filter(tenant_id=tenant_id, event_id=event_id).order_by("id")
 
 
-def products_of_event(*, tenant_id: int, event_id: int) -> QuerySet[Product]:
-    """Products annotated with their price (`price_amount_minor`, `price_currency`, None when
-    unpriced) and stock (`stock_quantity`, `stock_initial_quantity`, None unless a print)."""
+def _products_with_price_and_stock(*, tenant_id: int) -> QuerySet[Product]:
     price = Price.objects.filter(
         tenant_id=OuterRef("tenant_id"), event_id=OuterRef("event_id"), kind=OuterRef("kind"), size=OuterRef("size")
     )
     stock = Stock.objects.filter(tenant_id=OuterRef("tenant_id"), product_id=OuterRef("pk"))
-    return (
-        Product.objects.filter(tenant_id=tenant_id, event_id=event_id)
-        .annotate(
-            price_amount_minor=Subquery(price.values("amount_minor")[:1]),
-            price_currency=Subquery(price.values("currency")[:1]),
-            stock_quantity=Subquery(stock.values("quantity")[:1]),
-            stock_initial_quantity=Subquery(stock.values("initial_quantity")[:1]),
-        )
-        .order_by("id")
+    return Product.objects.filter(tenant_id=tenant_id).annotate(
+        price_amount_minor=Subquery(price.values("amount_minor")[:1]),
+        price_currency=Subquery(price.values("currency")[:1]),
+        stock_quantity=Subquery(stock.values("quantity")[:1]),
+        stock_initial_quantity=Subquery(stock.values("initial_quantity")[:1]),
     )
+
+
+def products_of_event(*, tenant_id: int, event_id: int) -> QuerySet[Product]:
+    """Products annotated with their price (`price_amount_minor`, `price_currency`, None when
+    unpriced) and stock (`stock_quantity`, `stock_initial_quantity`, None unless a print)."""
+    return _products_with_price_and_stock(tenant_id=tenant_id).filter(event_id=event_id).order_by("id")
+
+
+def product_get(*, tenant_id: int, product_id: int) -> Product:
+    """One product of the studio, active or not, annotated as in `products_of_event`.
+    Raises ProductNotFound (also for another tenant's product: RLS hides it)."""
+    product = _products_with_price_and_stock(tenant_id=tenant_id).filter(pk=product_id).first()
+    if product is None:
+        raise ProductNotFound(f"Product {product_id} does not exist.")
+    return product
+
+
+def stock_restocks_of_product(*, tenant_id: int, product_id: int) -> QuerySet[StockRestock]:
+    """A product's restocks, newest first."""
+    return StockRestock.objects.filter(tenant_id=tenant_id, product_id=product_id).order_by("-created_at", "-id")
 
 
 def prices_of_event(*, tenant_id: int, event_id: int) -> QuerySet[Price]:

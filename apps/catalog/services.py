@@ -3,7 +3,8 @@
 Services called from API views use plain `@transaction.atomic`: they join the one transaction
 the Idempotency-Key protocol opens around the request (their rows commit with the key row), or
 open their own when called elsewhere. Each runs in `tenant_context(tenant_id)`, so RLS scopes
-every statement to that tenant whoever calls it (API, task, command, test).
+every statement to that tenant whoever calls it (API, task, command, test). Changing a product
+later (deactivate, restock) lives in `apps.catalog.products`, re-exported here.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from apps.catalog.errors import (
 )
 from apps.catalog.models import RESERVED_EVENT_SLUGS, Event, Photo, Price, PriceList, ProductKind, Stock
 from apps.catalog.models import Product as ProductModel
+from apps.catalog.products import Actor as Actor
+from apps.catalog.products import product_set_active as product_set_active
+from apps.catalog.products import stock_restock as stock_restock
 from apps.core.problems import InvalidInput
 from apps.dropin.services import dropin_job_enqueue
 from apps.outbox.requeue import requeue_stale

@@ -10,4 +10,6 @@ urlpatterns: list[URLPattern] = [
     path("events/<int:event_id>/photos", apis.EventPhotosApi.as_view(), name="catalog-event-photos"),
     path("events/<int:event_id>/products", apis.EventProductsApi.as_view(), name="catalog-event-products"),
     path("events/<int:event_id>/prices", apis.EventPricesApi.as_view(), name="catalog-event-prices"),
+    path("products/<int:product_id>", apis.ProductDetailApi.as_view(), name="catalog-product-detail"),
+    path("products/<int:product_id>/restock", apis.ProductRestockApi.as_view(), name="catalog-product-restock"),
 ]

@@ -14,6 +14,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.utils.text import slugify
 
 from apps.catalog.models import Event, ProductKind
+from apps.catalog.products import RESTOCK_MAX_UNITS
 from apps.catalog.services import PriceIn
 from apps.payments.providers.base import major_to_minor, minor_to_major
 from apps.payouts.models import PROVIDER_CHOICES
@@ -127,6 +128,22 @@ class ProductForm(StudioForm):
         required=False,
         label="SKU",
         help_text="Made up when left empty.",
+    )
+
+
+class ProductActiveForm(StudioForm):
+    """Stop or resume selling one product (a button per row of the products table)."""
+
+    active = forms.TypedChoiceField(
+        choices=[("1", "Reactivate"), ("0", "Deactivate")], coerce=lambda value: value == "1", widget=forms.HiddenInput
+    )
+
+
+class RestockForm(StudioForm):
+    """Add units to one print's stock (a small form per print row of the products table)."""
+
+    add_quantity = forms.IntegerField(
+        min_value=1, max_value=RESTOCK_MAX_UNITS, label="Add units", help_text="Units to add to this print's stock."
     )
 
 

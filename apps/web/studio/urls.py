@@ -30,6 +30,16 @@ urlpatterns = [
     path("events/<studio_id:event_id>/photos", events.event_upload, name="event-upload"),
     path("events/<studio_id:event_id>/products", events.event_products, name="event-products"),
     path("events/<studio_id:event_id>/prices", events.event_prices, name="event-prices"),
+    path(
+        "events/<studio_id:event_id>/products/<studio_id:product_id>/active",
+        events.product_active,
+        name="product-active",
+    ),
+    path(
+        "events/<studio_id:event_id>/products/<studio_id:product_id>/restock",
+        events.product_restock,
+        name="product-restock",
+    ),
     path("sales/", money.sales, name="sales"),
     path("wallet/", money.wallet, name="wallet"),
     path("wallet/statement.csv", money.wallet_statement, name="wallet-statement"),

@@ -64,6 +64,7 @@ def submit(
         return rerender(exc.status_code)
 
 
-def page_of(request: HttpRequest, items: Any, *, per_page: int = PAGE_SIZE) -> Page:
-    """One page of `items` (`?page=`, clamped to the valid range)."""
-    return Paginator(items, per_page).get_page(request.GET.get("page"))
+def page_of(request: HttpRequest, items: Any, *, per_page: int = PAGE_SIZE, param: str = "page") -> Page:
+    """One page of `items` (`?page=`, or `?<param>=` when a page has two lists; clamped to the
+    valid range)."""
+    return Paginator(items, per_page).get_page(request.GET.get(param))

@@ -1,9 +1,10 @@
-"""Events: the list and the create form; one event's photos, uploads, products with stock, and
-its price list."""
+"""Events: the list and the create form; one event's photos, uploads, products with stock (each
+deactivated or reactivated, prints restocked, from its row), and its price list."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
@@ -15,8 +16,16 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.catalog import selectors as catalog
 from apps.catalog import services
-from apps.catalog.errors import EventNotFound, EventSlugTaken, PriceListCurrencyMismatch
-from apps.catalog.models import Event
+from apps.catalog.errors import (
+    EventNotFound,
+    EventSlugTaken,
+    PriceListCurrencyMismatch,
+    ProductNotFound,
+    ProductNotRestockable,
+    StockLimitExceeded,
+)
+from apps.catalog.models import Event, Product, ProductKind
+from apps.catalog.products import Actor
 from apps.core.problems import DomainError
 from apps.web.studio import selectors
 from apps.web.studio.access import CATALOG_WRITE_ROLES, UPLOAD_ROLES, Studio, problem_page, studio_page
@@ -25,12 +34,18 @@ from apps.web.studio.forms import (
     PRINT_PRICE_ROWS_EMPTY,
     EventForm,
     PriceListForm,
+    ProductActiveForm,
     ProductForm,
+    RestockForm,
     UploadForm,
 )
 from apps.web.studio.views.common import page_of, submit
 
 PHOTOS_PER_PAGE = 60
+PRODUCTS_PER_PAGE = 25
+# The products table pages with its own parameter: the photos above it use `?page=`.
+PRODUCTS_PAGE = "products_page"
+_PAGE_NUMBER = re.compile(r"^[1-9][0-9]{0,5}$")
 _PRINT_ROW = re.compile(r"^print_size_(\d{1,2})$")
 
 
@@ -109,6 +124,41 @@ def _event_or_404(request: HttpRequest, studio: Studio, event_id: int) -> Event 
         )
 
 
+@dataclass(frozen=True)
+class ProductRow:
+    """One row of the products table: the product (annotated by `products_of_event`), its price,
+    and for owners its deactivate/reactivate form and, for prints, its restock form."""
+
+    product: Product
+    price: str | None
+    active_form: ProductActiveForm | None
+    restock_form: RestockForm | None
+
+
+def _row_prefix(product_id: int) -> str:
+    """Every row has its own forms: the prefix keeps their field names and element ids apart."""
+    return f"product-{product_id}"
+
+
+def _product_rows(
+    studio: Studio, products: Any, bound: dict[int, ProductActiveForm | RestockForm] | None
+) -> list[ProductRow]:
+    rows = []
+    bound = bound or {}
+    for product in products:
+        active_form = restock_form = None
+        if studio.can_write_catalog:
+            prefix = _row_prefix(product.pk)
+            kept = bound.get(product.pk)
+            active_form = kept if isinstance(kept, ProductActiveForm) else ProductActiveForm(prefix=prefix)
+            if isinstance(kept, RestockForm):  # a refused restock shows its errors, whatever the kind
+                restock_form = kept
+            elif product.kind == ProductKind.PRINT:
+                restock_form = RestockForm(prefix=prefix)
+        rows.append(ProductRow(product, _price_of(product), active_form, restock_form))
+    return rows
+
+
 def _render_event(
     request: HttpRequest,
     studio: Studio,
@@ -118,10 +168,16 @@ def _render_event(
     upload_form: UploadForm | None = None,
     product_form: ProductForm | None = None,
     price_form: PriceListForm | None = None,
+    row_form: tuple[int, ProductActiveForm | RestockForm] | None = None,
 ) -> HttpResponse:
     tenant_id = studio.tenant_id
     photos = page_of(request, catalog.photos_of_event(tenant_id=tenant_id, event_id=event.pk), per_page=PHOTOS_PER_PAGE)
-    products = list(catalog.products_of_event(tenant_id=tenant_id, event_id=event.pk))
+    products = page_of(
+        request,
+        catalog.products_of_event(tenant_id=tenant_id, event_id=event.pk),
+        per_page=PRODUCTS_PER_PAGE,
+        param=PRODUCTS_PAGE,
+    )
     prices = list(catalog.prices_of_event(tenant_id=tenant_id, event_id=event.pk))
     if studio.can_upload and upload_form is None:
         upload_form = UploadForm(photographers=_photographers(studio))
@@ -133,7 +189,8 @@ def _render_event(
         "event": event,
         "photos": photos,
         "photo_rows": selectors.photo_rows(tenant_id=tenant_id, photos=photos.object_list),
-        "products": [(product, _price_of(product)) for product in products],
+        "products_page": products,
+        "product_rows": _product_rows(studio, products, dict([row_form]) if row_form else None),
         "prices": [(price, selectors.money(price.amount_minor, price.currency)) for price in prices],
         "upload_form": upload_form,
         "product_form": product_form,
@@ -266,4 +323,101 @@ def event_prices(request: HttpRequest, studio: Studio, event_id: int) -> HttpRes
         effect=effect,
         rerender=lambda status: _render_event(request, studio, event, status=status, price_form=form),
         error_fields={PriceListCurrencyMismatch: "currency"},
+    )
+
+
+# --- one product: stop or resume selling it, restock a print ------------------------------
+
+
+def _product_or_404(request: HttpRequest, studio: Studio, event: Event, product_id: int) -> Product | HttpResponse:
+    """The event's product (active or not); another event's or studio's is a 404 page."""
+    try:
+        product = catalog.product_get(tenant_id=studio.tenant_id, product_id=product_id)
+    except ProductNotFound:
+        product = None
+    if product is None or product.event_id != event.pk:
+        return problem_page(
+            request, studio, status=404, title="Product not found", message="This event has no such product."
+        )
+    return product
+
+
+def _products_url(request: HttpRequest, event: Event) -> str:
+    """Back to the products table, on the page the form was sent from."""
+    url = reverse("studio:event", args=[event.pk])
+    number = request.GET.get(PRODUCTS_PAGE, "")
+    if _PAGE_NUMBER.match(number) and number != "1":
+        url += f"?{PRODUCTS_PAGE}={number}"
+    return url + "#products"
+
+
+@require_POST
+@studio_page(*CATALOG_WRITE_ROLES)
+def product_active(request: HttpRequest, studio: Studio, event_id: int, product_id: int) -> HttpResponse:
+    """Deactivate (no longer offered, new checkouts refused) or reactivate a product."""
+    event = _event_or_404(request, studio, event_id)
+    if isinstance(event, HttpResponse):
+        return event
+    product = _product_or_404(request, studio, event, product_id)
+    if isinstance(product, HttpResponse):
+        return product
+    form = ProductActiveForm(request.POST, prefix=_row_prefix(product.pk))
+
+    def effect() -> str:
+        active = bool(form.cleaned_data["active"])
+        services.product_set_active(
+            tenant_id=studio.tenant_id, product_id=product.pk, active=active, actor=Actor.member(studio.user)
+        )
+        if active:
+            messages.success(request, f"Product {product.sku} reactivated: shoppers can buy it again.")
+        else:
+            messages.success(
+                request,
+                f"Product {product.sku} deactivated: the shop no longer offers it and new checkouts refuse it. "
+                "Orders already placed are not affected.",
+            )
+        return _products_url(request, event)
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_event(request, studio, event, status=status, row_form=(product.pk, form)),
+    )
+
+
+@require_POST
+@studio_page(*CATALOG_WRITE_ROLES)
+def product_restock(request: HttpRequest, studio: Studio, event_id: int, product_id: int) -> HttpResponse:
+    """Add units to a print's stock (audited; see `apps.catalog.products.stock_restock`)."""
+    event = _event_or_404(request, studio, event_id)
+    if isinstance(event, HttpResponse):
+        return event
+    product = _product_or_404(request, studio, event, product_id)
+    if isinstance(product, HttpResponse):
+        return product
+    form = RestockForm(request.POST, prefix=_row_prefix(product.pk))
+
+    def effect() -> str:
+        restock = services.stock_restock(
+            tenant_id=studio.tenant_id,
+            product_id=product.pk,
+            add_quantity=form.cleaned_data["add_quantity"],
+            actor=Actor.member(studio.user),
+        )
+        messages.success(
+            request,
+            f"Added {restock.added_quantity} unit(s) to {product.sku}: "
+            f"stock now {restock.quantity_after} / {restock.initial_quantity_after}.",
+        )
+        return _products_url(request, event)
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_event(request, studio, event, status=status, row_form=(product.pk, form)),
+        error_fields={ProductNotRestockable: "add_quantity", StockLimitExceeded: "add_quantity"},
     )
