@@ -47,7 +47,7 @@ from apps.payments.providers.base import (
     PayoutResult,
     PayoutStatus,
     ProviderError,
-    minor_to_major,
+    money_text,
 )
 from apps.payments.providers.registry import get_provider
 from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
@@ -433,8 +433,8 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
     minimum = int(settings.PAYOUT_MINIMUM_MINOR)
     if balance < minimum:
         raise BelowPayoutMinimum(
-            f"Your balance is {_money(balance, account.currency)}; payouts start at "
-            f"{_money(minimum, account.currency)}. Sales that just happened may take a few seconds to count."
+            f"Your balance is {money_text(balance, account.currency)}; payouts start at "
+            f"{money_text(minimum, account.currency)}. Sales that just happened may take a few seconds to count."
         )
     if Payout.objects.filter(tenant_id=tenant_id, account_id=account.pk, status=Payout.Status.PENDING).exists():
         raise PayoutInProgress("A payout of this wallet is already being sent; it is listed below.")
@@ -455,10 +455,6 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
         data={"balance_minor": balance, "currency": account.currency},
     )
     return balance
-
-
-def _money(amount_minor: int, currency: str) -> str:
-    return f"{minor_to_major(amount_minor, currency)} {currency}"
 
 
 @dataclass

@@ -467,6 +467,12 @@ def minor_to_major(amount_minor: int, currency: str) -> str:
     return f"{value:.{exponent}f}"
 
 
+def money_text(amount_minor: int, currency: str) -> str:
+    """12345, "EUR" -> "123.45 EUR": an amount as people read it (exact, the currency's own
+    number of decimals); what pages and messages show."""
+    return f"{minor_to_major(int(amount_minor), currency)} {currency}"
+
+
 def major_to_minor(value: object, currency: str) -> int:
     """ "123.45" or Decimal("123.45") or 123 -> 12345 for USD. Raises ValueError if inexact."""
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):

@@ -10,14 +10,9 @@ from django.conf import settings
 
 from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout, CheckoutLine
-from apps.payments.providers.base import minor_to_major
+from apps.payments.providers.base import money_text
 from apps.web.shop.selectors import ShopProduct
 from apps.web.shop.session import CartLine
-
-
-def money(amount_minor: int, currency: str) -> str:
-    """12345, "EUR" -> "123.45 EUR" (exact, the currency's own number of decimals)."""
-    return f"{minor_to_major(amount_minor, currency)} {currency}"
 
 
 def product_label(kind: str, size: str) -> str:
@@ -53,7 +48,7 @@ def offer_rows(products: Sequence[ShopProduct], in_cart: Mapping[int, int]) -> l
             OfferRow(
                 product=product,
                 label=product_label(product.kind, product.size),
-                price=money(product.amount_minor, product.currency),
+                price=money_text(product.amount_minor, product.currency),
                 in_cart=in_cart.get(product.id, 0),
                 quantities=list(range(1, max_print_quantity(product) + 1)) if is_print else [1],
             )
@@ -117,8 +112,8 @@ def cart_view(lines: Sequence[CartLine], products: Mapping[int, ShopProduct]) ->
                 quantity=line.quantity,
                 product=product,
                 label=product_label(product.kind, product.size),
-                unit_price=money(product.amount_minor, product.currency),
-                amount=money(amount, product.currency),
+                unit_price=money_text(product.amount_minor, product.currency),
+                amount=money_text(amount, product.currency),
                 problem=problem,
                 quantities=list(range(1, settings.CHECKOUT_MAX_PRINT_QUANTITY + 1)),
             )
@@ -128,7 +123,7 @@ def cart_view(lines: Sequence[CartLine], products: Mapping[int, ShopProduct]) ->
             "Your cart holds items priced in different currencies; one order is paid in one currency, "
             "so check out the items of each currency separately."
         )
-    return CartView(rows=rows, totals=[money(v, c) for c, v in sorted(totals.items())], problems=problems)
+    return CartView(rows=rows, totals=[money_text(v, c) for c, v in sorted(totals.items())], problems=problems)
 
 
 # --- checkout page --------------------------------------------------------------------------

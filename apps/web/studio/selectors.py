@@ -2,7 +2,7 @@
 
 Every function runs in the caller's tenant context (the page decorator opens it) and also
 filters by `tenant_id` explicitly, as the domain selectors do. Money leaves here as integers in
-minor units; pages format it with `money()`.
+minor units; pages format it with `money_text()`.
 
 Candidates to move into their domain apps' selectors: `sales_of_tenant` (commerce),
 `wallets_of_user` (ledger), `payouts_of_owner` (payouts),
@@ -27,17 +27,12 @@ from apps.ledger.models import LedgerAccount
 from apps.ledger.partitioning import logical_partition
 from apps.notifications.models import Announcement, Attendee
 from apps.notifications.selectors import AnnouncementStatus, announcement_statuses
-from apps.payments.providers.base import minor_to_major
+from apps.payments.providers.base import money_text
 from apps.payouts.models import Payout, PayoutDestination
 from apps.tenancy.models import Membership, Organization
 
 SOLD_STATUSES = (Checkout.Status.PAID, Checkout.Status.REFUNDED)
 OPEN_PAYOUT_STATUSES = (Payout.Status.PENDING, Payout.Status.SUBMITTED, Payout.Status.NEEDS_REVIEW)
-
-
-def money(amount_minor: int, currency: str) -> str:
-    """12345, "EUR" -> "123.45 EUR" (exact, the currency's own number of decimals)."""
-    return f"{minor_to_major(int(amount_minor), currency)} {currency}"
 
 
 # --- catalog ------------------------------------------------------------------------------
@@ -138,11 +133,11 @@ class WalletView:
 
     @property
     def balance(self) -> str:
-        return money(self.balance_minor, self.currency)
+        return money_text(self.balance_minor, self.currency)
 
     @property
     def unprojected(self) -> str:
-        return money(self.unprojected_minor, self.currency)
+        return money_text(self.unprojected_minor, self.currency)
 
     @property
     def label(self) -> str:

@@ -22,7 +22,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from apps.commerce.models import Checkout
-from apps.web.shop.presenters import line_state_text, money, product_label, status_text
+from apps.payments.providers.base import money_text
+from apps.web.shop.presenters import line_state_text, product_label, status_text
 from apps.web.shop.selectors import ShopCheckout, Studio, shop_checkout
 from apps.web.shop.session import owns_checkout
 from apps.web.shop.views.common import not_found, render_page, shop_view
@@ -66,7 +67,7 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
                 "line": line,
                 "label": product_label(line.kind, line.size),
                 "state_text": line_state_text(line.state),
-                "amount": money(line.amount_minor, line.currency),
+                "amount": money_text(line.amount_minor, line.currency),
                 "photo_url": reverse(
                     "shop:photo",
                     kwargs={"studio_slug": studio.slug, "event_slug": line.event_slug, "photo_id": line.photo_id},
@@ -76,7 +77,7 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
             }
             for line in view.lines
         ],
-        "charged": money(view.charged_minor, checkout.currency),
+        "charged": money_text(view.charged_minor, checkout.currency),
         "total_label": _total_label(checkout.status),
         "version": _version(view),
         "pay_url": checkout.payment_url

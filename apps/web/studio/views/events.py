@@ -27,6 +27,7 @@ from apps.catalog.errors import (
 from apps.catalog.models import Event, Product, ProductKind
 from apps.catalog.products import Actor
 from apps.core.problems import DomainError
+from apps.payments.providers.base import money_text
 from apps.web.studio import selectors
 from apps.web.studio.access import CATALOG_WRITE_ROLES, UPLOAD_ROLES, Studio, problem_page, studio_page
 from apps.web.studio.forms import (
@@ -191,7 +192,7 @@ def _render_event(
         "photo_rows": selectors.photo_rows(tenant_id=tenant_id, photos=photos.object_list),
         "products_page": products,
         "product_rows": _product_rows(studio, products, dict([row_form]) if row_form else None),
-        "prices": [(price, selectors.money(price.amount_minor, price.currency)) for price in prices],
+        "prices": [(price, money_text(price.amount_minor, price.currency)) for price in prices],
         "upload_form": upload_form,
         "product_form": product_form,
         "price_form": price_form,
@@ -203,7 +204,7 @@ def _render_event(
 def _price_of(product: Any) -> str | None:
     """The annotated price of a product (`products_of_event`), formatted; None when unpriced."""
     amount = getattr(product, "price_amount_minor", None)
-    return None if amount is None else selectors.money(amount, product.price_currency)
+    return None if amount is None else money_text(amount, product.price_currency)
 
 
 def _photographers(studio: Studio) -> list[tuple[int, str]] | None:

@@ -23,7 +23,7 @@ from apps.ledger.models import LedgerEvent
 from apps.ledger.selectors import account_entries_oldest_first, account_entries_page
 from apps.ops.killswitch import capability_enabled
 from apps.ops.models import Capability
-from apps.payments.providers.base import PayoutDestinationError, minor_to_major
+from apps.payments.providers.base import PayoutDestinationError, minor_to_major, money_text
 from apps.payouts.services import NotAMember, payout_destination_set, payout_wallet_request
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import User
@@ -37,7 +37,7 @@ from apps.web.studio.views.common import page_of, submit
 @studio_page(*SALES_ROLES)
 def sales(request: HttpRequest, studio: Studio) -> HttpResponse:
     page = page_of(request, selectors.sales_of_tenant(tenant_id=studio.tenant_id))
-    rows = [(checkout, selectors.money(checkout.amount_minor, checkout.currency)) for checkout in page]
+    rows = [(checkout, money_text(checkout.amount_minor, checkout.currency)) for checkout in page]
     return render(request, "studio/sales.html", {"studio": studio, "page": page, "rows": rows})
 
 
@@ -68,14 +68,14 @@ def _render_wallet(
     context: dict[str, Any] = {
         "studio": studio,
         "wallets": wallets,
-        "entries": [(e, selectors.money(e.amount_minor, e.currency)) for e in entries.entries],
+        "entries": [(e, money_text(e.amount_minor, e.currency)) for e in entries.entries],
         "entries_older_than": entries.older_than,
         "entries_paged": "entries_older_than" in request.GET,
-        "payouts": [(p, selectors.money(p.amount_minor, p.currency)) for p in own_payouts],
+        "payouts": [(p, money_text(p.amount_minor, p.currency)) for p in own_payouts],
         "payouts_page": own_payouts,
         "destination": selectors.destination_of(tenant_id=tenant_id, user_id=studio.user.pk),
         "payouts_enabled": capability_enabled(Capability.PAYOUTS),
-        "minimum": " / ".join(selectors.money(int(settings.PAYOUT_MINIMUM_MINOR), w.currency) for w in wallets)
+        "minimum": " / ".join(money_text(int(settings.PAYOUT_MINIMUM_MINOR), w.currency) for w in wallets)
         or f"{int(settings.PAYOUT_MINIMUM_MINOR)} minor units",
         "request_form": request_form or (PayoutRequestForm(wallets=_wallet_choices(wallets)) if wallets else None),
     }
@@ -84,8 +84,7 @@ def _render_wallet(
         context["destination_form"] = destination_form or DestinationForm(members=members)
         context["destinations"] = list(selectors.destinations_of_studio(tenant_id=tenant_id))
         context["studio_payouts"] = [
-            (p, selectors.money(p.amount_minor, p.currency))
-            for p in selectors.payouts_of_studio(tenant_id=tenant_id)[:50]
+            (p, money_text(p.amount_minor, p.currency)) for p in selectors.payouts_of_studio(tenant_id=tenant_id)[:50]
         ]
     return render(request, "studio/wallet.html", context, status=status)
 
@@ -110,7 +109,7 @@ def wallet_payout_request(request: HttpRequest, studio: Studio) -> HttpResponse:
         currency = next(w.currency for w in wallets if w.account_id == account_id)
         messages.success(
             request,
-            f"Payout requested: your balance ({selectors.money(balance, currency)}) is sent to your payout "
+            f"Payout requested: your balance ({money_text(balance, currency)}) is sent to your payout "
             "destination shortly, after any payout run in progress. It appears below once made.",
         )
         return reverse("studio:wallet")

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET
 from apps.catalog.selectors import events_list
 from apps.ops.killswitch import capability_enabled
 from apps.ops.models import Capability
+from apps.payments.providers.base import money_text
 from apps.web.studio import selectors
 from apps.web.studio.access import Studio, studio_page
 
@@ -26,10 +27,10 @@ def overview(request: HttpRequest, studio: Studio) -> HttpResponse:
     context = {
         "studio": studio,
         "events": [(event, photo_counts.get(event.pk, 0)) for event in events],
-        "sales": [(checkout, selectors.money(checkout.amount_minor, checkout.currency)) for checkout in sales],
+        "sales": [(checkout, money_text(checkout.amount_minor, checkout.currency)) for checkout in sales],
         "wallets": selectors.wallets_of_user(tenant=studio.org, user_id=studio.user.pk),
         "open_payouts": [
-            (payout, selectors.money(payout.amount_minor, payout.currency))
+            (payout, money_text(payout.amount_minor, payout.currency))
             for payout in selectors.open_payouts(tenant_id=studio.tenant_id, user_id=scope_user)
             .select_related("owner")
             .order_by("-created_at")[:RECENT]
