@@ -57,10 +57,21 @@ run: db
 	@echo ""
 	@PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile
 
-test: services
+test: services browser
 	@$(PY) manage.py db_bootstrap
 	@echo "==> pytest ($(PYTEST_WORKERS) workers) against real PostgreSQL and Redis"
 	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# Debian's Chromium, which the browser tests (tests/browser) drive through Playwright; installed
+# with apt-get only when missing (never `playwright install`: its browser download is not used).
+.PHONY: browser
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "==> chromium: installing Debian's package for the browser tests (apt-get)"; \
+	  as_root=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	fi
 
 lint: setup
 	@$(BIN)/ruff check .
