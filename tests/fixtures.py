@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
+from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
 from apps.tenancy.models import Organization, User
@@ -48,6 +49,15 @@ def purge_queues(queues: Sequence[str] | None = None) -> None:
         channel = conn.default_channel
         for queue in queues if queues is not None else settings.DARKROOM_QUEUES:
             channel.queue_purge(queue)
+
+
+def forget_rate_limit_windows(key_start: str) -> None:
+    """Delete this run's rate-limiter windows whose key starts with `key_start` (e.g. "web:").
+    They live in Redis and outlast a test, and a dropped test database's ids start again."""
+    client = get_redis_connection("default")
+    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+    for key in client.scan_iter(match=f"{prefix}:ratelimit:{{{key_start}*"):
+        client.delete(key)
 
 
 def celery_worker_argv(*, pool: str, queues: str, hostname: str, loglevel: str, extra: Sequence[str] = ()) -> list[str]:

@@ -7,10 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
-from django_redis import get_redis_connection
 
 from apps.dropin.faces.fake import fake_face_image
 from apps.dropin.models import AttendeeFace
@@ -18,23 +16,16 @@ from apps.notifications.models import Attendee
 from apps.notifications.selectors import attendee_token
 from apps.tenancy.context import system_context, tenant_context
 from tests.dropin.helpers import an_event
+from tests.fixtures import forget_rate_limit_windows
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def _fresh_counters() -> Iterator[None]:
-    """The limiter's windows outlive a test database, whose ids start again."""
-
-    def forget() -> None:
-        client = get_redis_connection("default")
-        prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
-        for key in client.scan_iter(match=f"{prefix}:ratelimit:{{attendee:dropin:*"):
-            client.delete(key)
-
-    forget()
+    forget_rate_limit_windows("attendee:dropin:")
     yield
-    forget()
+    forget_rate_limit_windows("attendee:dropin:")
 
 
 def page_of(tenant: Any, email: str) -> str:

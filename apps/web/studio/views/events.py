@@ -330,8 +330,14 @@ def event_prices(request: HttpRequest, studio: Studio, event_id: int) -> HttpRes
 # --- one product: stop or resume selling it, restock a print ------------------------------
 
 
-def _product_or_404(request: HttpRequest, studio: Studio, event: Event, product_id: int) -> Product | HttpResponse:
-    """The event's product (active or not); another event's or studio's is a 404 page."""
+def _event_product_or_404(
+    request: HttpRequest, studio: Studio, event_id: int, product_id: int
+) -> tuple[Event, Product] | HttpResponse:
+    """The event and its product (active or not); an unknown event, or another event's or
+    studio's product, is a 404 page."""
+    event = _event_or_404(request, studio, event_id)
+    if isinstance(event, HttpResponse):
+        return event
     try:
         product = catalog.product_get(tenant_id=studio.tenant_id, product_id=product_id)
     except ProductNotFound:
@@ -340,7 +346,7 @@ def _product_or_404(request: HttpRequest, studio: Studio, event: Event, product_
         return problem_page(
             request, studio, status=404, title="Product not found", message="This event has no such product."
         )
-    return product
+    return event, product
 
 
 def _products_url(request: HttpRequest, event: Event) -> str:
@@ -356,12 +362,10 @@ def _products_url(request: HttpRequest, event: Event) -> str:
 @studio_page(*CATALOG_WRITE_ROLES)
 def product_active(request: HttpRequest, studio: Studio, event_id: int, product_id: int) -> HttpResponse:
     """Deactivate (no longer offered, new checkouts refused) or reactivate a product."""
-    event = _event_or_404(request, studio, event_id)
-    if isinstance(event, HttpResponse):
-        return event
-    product = _product_or_404(request, studio, event, product_id)
-    if isinstance(product, HttpResponse):
-        return product
+    found = _event_product_or_404(request, studio, event_id, product_id)
+    if isinstance(found, HttpResponse):
+        return found
+    event, product = found
     form = ProductActiveForm(request.POST, prefix=_row_prefix(product.pk))
 
     def effect() -> str:
@@ -392,12 +396,10 @@ def product_active(request: HttpRequest, studio: Studio, event_id: int, product_
 @studio_page(*CATALOG_WRITE_ROLES)
 def product_restock(request: HttpRequest, studio: Studio, event_id: int, product_id: int) -> HttpResponse:
     """Add units to a print's stock (audited; see `apps.catalog.products.stock_restock`)."""
-    event = _event_or_404(request, studio, event_id)
-    if isinstance(event, HttpResponse):
-        return event
-    product = _product_or_404(request, studio, event, product_id)
-    if isinstance(product, HttpResponse):
-        return product
+    found = _event_product_or_404(request, studio, event_id, product_id)
+    if isinstance(found, HttpResponse):
+        return found
+    event, product = found
     form = RestockForm(request.POST, prefix=_row_prefix(product.pk))
 
     def effect() -> str:
