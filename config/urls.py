@@ -1,9 +1,11 @@
 """URL map: pages, API v1, schema and docs, webhooks, operator endpoints."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from apps.catalog import views as catalog_views
 from apps.ops import views as ops_views
 
 api_v1 = [
@@ -33,3 +35,13 @@ urlpatterns = [
     path("readyz", ops_views.readyz, name="readyz"),
     path("metrics", ops_views.metrics_view, name="metrics"),
 ]
+
+if settings.SERVE_PUBLIC_MEDIA:
+    # Public derivatives from a storage without a web server of its own (apps/catalog/views.py).
+    urlpatterns.append(
+        path(
+            f"{settings.MEDIA_URL.lstrip('/')}{settings.CATALOG_PUBLIC_PREFIX}/<path:path>",
+            catalog_views.public_media,
+            name="public-media",
+        )
+    )

@@ -531,6 +531,10 @@ CELERY_BEAT_SCHEDULE.update(
 #   with a bucket policy that allows public reads of `<public prefix>/*` only.
 CATALOG_PRIVATE_PREFIX = env("DARKROOM_CATALOG_PRIVATE_PREFIX", default="private")
 CATALOG_PUBLIC_PREFIX = env("DARKROOM_CATALOG_PUBLIC_PREFIX", default="public")
+# Serve the public derivatives at MEDIA_URL/<public prefix>/ from the app (apps/catalog/views.py),
+# for a storage with no web server of its own (the filesystem of `make run`); turn it off when the
+# storage's URLs point elsewhere (S3, a CDN).
+SERVE_PUBLIC_MEDIA = env.bool("DARKROOM_SERVE_PUBLIC_MEDIA", default=True)
 CATALOG_PREVIEW_MAX_PX = env.int("DARKROOM_CATALOG_PREVIEW_MAX_PX", default=1600)
 CATALOG_THUMBNAIL_MAX_PX = env.int("DARKROOM_CATALOG_THUMBNAIL_MAX_PX", default=400)
 CATALOG_DERIVATIVE_JPEG_QUALITY = env.int("DARKROOM_CATALOG_DERIVATIVE_JPEG_QUALITY", default=85)
