@@ -1,5 +1,9 @@
-"""Reads that resolve a credential to a tenant. They must look across tenants, so they run
-in the (audited) system context; everything after them runs in the resolved tenant's context.
+"""Reads of tenancy.
+
+Those that resolve a credential to a tenant must look across tenants, so they run in the
+(audited) system context; everything after them runs in the resolved tenant's context. The
+studio-side reads of one tenant's API keys filter by `tenant_id` explicitly (defence in depth on
+top of RLS); evaluate them inside that tenant's context.
 """
 
 from __future__ import annotations
@@ -7,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.core.cache import cache
+from django.db.models import QuerySet
 
 from apps.tenancy.context import system_context
 from apps.tenancy.models import ApiKey, Membership, Organization, User
@@ -59,3 +64,13 @@ def memberships_of_user(*, user: User) -> list[Membership]:
 
 def organization_get(*, tenant_id: int) -> Organization:
     return Organization.objects.get(pk=tenant_id)
+
+
+def api_keys_of_tenant(*, tenant_id: int) -> QuerySet[ApiKey]:
+    """The tenant's API keys, revoked ones included, newest first (without their hashes)."""
+    return ApiKey.objects.filter(tenant_id=tenant_id).defer("key_hash").order_by("-created_at", "-id")
+
+
+def api_key_get(*, tenant_id: int, api_key_id: int) -> ApiKey | None:
+    """One of the tenant's API keys, or None (also for another tenant's key: RLS hides it)."""
+    return ApiKey.objects.filter(tenant_id=tenant_id, pk=api_key_id).first()

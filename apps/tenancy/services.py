@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.core.cache import cache
@@ -79,14 +80,19 @@ def api_key_issue(*, tenant: Organization, name: str, actor: User | None = None)
 
 
 def api_key_revoke(*, tenant: Organization, api_key_id: int, actor: User | None = None) -> None:
-    """Revoke a key; it stops authenticating as soon as this commits (its cache entry goes too)."""
+    """Revoke a key; it stops authenticating as soon as this commits (its cache entry goes too).
+
+    Joins the caller's transaction if there is one. The cached resolution is dropped when the
+    revocation commits (`on_commit`), not before: a request resolving the key in between would
+    otherwise cache it again as active until the cache entry expired.
+    """
     with tenant_context(tenant.pk), transaction.atomic():
         key_hash = ApiKey.objects.filter(pk=api_key_id).values_list("key_hash", flat=True).first()
         updated = ApiKey.objects.filter(pk=api_key_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
         if updated:
             audit_record(action="api_key.revoke", actor_user=actor, target_type="api_key", target_id=str(api_key_id))
-    if key_hash:
-        api_key_forget(key_hash=key_hash)
+        if key_hash:
+            transaction.on_commit(partial(api_key_forget, key_hash=key_hash))
 
 
 def api_key_forget(*, key_hash: str) -> None:

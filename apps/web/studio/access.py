@@ -3,9 +3,10 @@ the page allows.
 
 The roles mirror the API's permission classes (apps/*/apis.py): any member reads the catalog;
 owners write it; owners and photographers upload; owners and staff see sales and manage
-announcements; payout destinations and the studio's payouts are the owner's; every member sees
-their own wallet. The chosen studio lives in the session under the key the tenancy middleware
-reads (`SESSION_TENANT_KEY`), so the middleware and these pages always agree on the tenant.
+announcements; payout destinations, the studio's payouts and its API keys are the owner's; every
+member sees their own wallet. The chosen studio lives in the session under the key the tenancy
+middleware reads (`SESSION_TENANT_KEY`), so the middleware and these pages always agree on the
+tenant.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ UPLOAD_ROLES = (OWNER, PHOTOGRAPHER)
 SALES_ROLES = (OWNER, STAFF)
 ANNOUNCE_ROLES = (OWNER, STAFF)
 PAYOUT_MANAGE_ROLES = (OWNER,)
+API_KEY_MANAGE_ROLES = (OWNER,)
 
 P = ParamSpec("P")
 
@@ -72,6 +74,10 @@ class Studio:
     @property
     def can_manage_payouts(self) -> bool:
         return self.can(PAYOUT_MANAGE_ROLES)
+
+    @property
+    def can_manage_api_keys(self) -> bool:
+        return self.can(API_KEY_MANAGE_ROLES)
 
     @property
     def caller(self) -> str:

@@ -260,6 +260,18 @@ class SendForm(StudioForm):
     """A button: the announcement is in the URL."""
 
 
+class ApiKeyForm(StudioForm):
+    name = forms.CharField(
+        max_length=100,
+        help_text="What will use it, e.g. “Website storefront” (up to 100 characters).",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+
+
+class ApiKeyRevokeForm(StudioForm):
+    """A button: the key is in the URL."""
+
+
 class StudioChoiceForm(StudioForm):
     studio = forms.TypedChoiceField(coerce=int)
 

@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from apps.web.studio.views import announcements, auth, events, money, overview
+from apps.web.studio.views import announcements, api_keys, auth, events, money, overview
 
 
 class IdConverter:
@@ -50,4 +50,6 @@ urlpatterns = [
     path(
         "announcements/<studio_id:announcement_id>/send", announcements.announcement_send_view, name="announcement-send"
     ),
+    path("api-keys/", api_keys.api_keys, name="api-keys"),
+    path("api-keys/<studio_id:api_key_id>/revoke", api_keys.api_key_revoke_view, name="api-key-revoke"),
 ]
