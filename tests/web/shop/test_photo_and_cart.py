@@ -64,7 +64,7 @@ def test_photo_page_shows_the_preview_prices_and_stock(browser: Client, tenant_a
     assert "25.00 EUR" in offer_row(body, "Print A4") and "10 left" in offer_row(body, "Print A4")
     assert "40.00 EUR" in offer_row(body, "Print A3") and "2 left" in offer_row(body, "Print A3")
     assert "49.00 EUR" in offer_row(body, "All photos of this event (downloads)")
-    assert body.count("Add to cart") == 4
+    assert body.count(">Add to cart</button>") == 4
 
 
 def test_a_sold_out_print_is_shown_sold_out_and_cannot_be_added(browser: Client, tenant_a: Any, shop: Shop) -> None:
