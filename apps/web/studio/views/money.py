@@ -76,7 +76,8 @@ def _render_wallet(
         "destination": selectors.destination_of(tenant_id=tenant_id, user_id=studio.user.pk),
         "payouts_enabled": capability_enabled(Capability.PAYOUTS),
         "minimum": " / ".join(money_text(int(settings.PAYOUT_MINIMUM_MINOR), w.currency) for w in wallets)
-        or f"{int(settings.PAYOUT_MINIMUM_MINOR)} minor units",
+        or f"{int(settings.PAYOUT_MINIMUM_MINOR)} in your currency's smallest unit "
+        f"({money_text(int(settings.PAYOUT_MINIMUM_MINOR), 'EUR')} for a euro wallet)",
         "request_form": request_form or (PayoutRequestForm(wallets=_wallet_choices(wallets)) if wallets else None),
     }
     if studio.can_manage_payouts:
