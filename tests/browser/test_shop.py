@@ -20,11 +20,10 @@ from apps.catalog.models import Event
 from apps.commerce.models import Checkout
 from apps.payments.models import WebhookEvent
 from apps.tenancy.context import tenant_context
-from tests.commerce.fixtures import worker_running
+from tests.commerce.fixtures import running_relay, worker_running
 from tests.commerce.helpers import system_count
 from tests.factories.commerce import Shop
 from tests.fixtures import TenantBundle
-from tests.payments.test_e2e_sandbox import running_relay
 from tests.web.shop.conftest import ACCESS_CODE, checkouts_of
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.browser]

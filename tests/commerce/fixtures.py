@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -12,6 +14,9 @@ from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from apps.outbox.models import OutboxMessage
+from apps.outbox.relay import OutboxRelay
+from apps.tenancy.context import system_context
 from config.celery_app import app as celery_app
 from tests.commerce.helpers import new_key
 from tests.factories.commerce import Shop, make_shop
@@ -74,3 +79,40 @@ def checkout_body(
     shop: Shop, *lines: dict[str, Any], provider: str = "sandbox", email: str = "ann@example.test"
 ) -> dict[str, Any]:
     return {"email": email, "provider": provider, "lines": list(lines)}
+
+
+# --- end-to-end helpers: a relay thread and waiting for the pipeline -------------------------
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    assert predicate(), "condition not reached in time"
+
+
+@contextmanager
+def running_relay() -> Iterator[None]:
+    """The outbox relay loop in a thread (LISTEN/NOTIFY, short poll), as `manage.py outbox_relay`."""
+    relay = OutboxRelay(batch_size=50, poll_interval=0.1)
+
+    def run() -> None:
+        try:
+            relay.run()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, name="test-relay", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        relay.stop()
+        thread.join(timeout=10)
+
+
+def outbox_idle() -> bool:
+    with system_context("test"):
+        return not OutboxMessage.objects.filter(status="pending").exists()

@@ -20,10 +20,9 @@ from django.db import connection
 from django.test import override_settings
 
 from config.celery_app import app as celery_app
-from tests.commerce.fixtures import checkout_body, post_checkout
+from tests.commerce.fixtures import checkout_body, post_checkout, running_relay, wait_until
 from tests.fixtures import celery_worker_argv, subprocess_env
 from tests.payments.provider_transport import JsonHandler, serving
-from tests.payments.test_e2e_sandbox import running_relay, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("empty_broker")]
 

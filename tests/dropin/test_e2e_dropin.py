@@ -24,9 +24,9 @@ from apps.ledger.models import LedgerEvent
 from apps.notifications.models import Notification
 from apps.tenancy.context import system_context
 from config.celery_app import app as celery_app
+from tests.commerce.fixtures import outbox_idle, running_relay, wait_until
 from tests.factories.tenancy import MembershipFactory, UserFactory
 from tests.fixtures import purge_queues
-from tests.payments.test_e2e_sandbox import outbox_idle, running_relay, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

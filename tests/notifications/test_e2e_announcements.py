@@ -13,9 +13,8 @@ from django.test import override_settings
 from apps.notifications.models import Announcement
 from apps.notifications.selectors import announcement_status
 from apps.tenancy.context import system_context
-from tests.commerce.fixtures import worker_running
+from tests.commerce.fixtures import outbox_idle, running_relay, wait_until, worker_running
 from tests.notifications.helpers import deliveries, event_with_attendees, smtp_server
-from tests.payments.test_e2e_sandbox import outbox_idle, running_relay, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

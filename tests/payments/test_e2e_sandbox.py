@@ -6,26 +6,21 @@ ledger projector → entitlements API → signed download of the original."""
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 
 import pytest
 from django.core import mail
 from django.core.files.storage import default_storage
-from django.db import connection
 from django.test import Client, override_settings
 
 from apps.commerce.models import Checkout, Entitlement, Receipt
 from apps.commerce.services import platform_fee_minor
 from apps.ledger.models import AccountBalance, LedgerAccount, LedgerEvent
 from apps.ledger.projection import Projector
-from apps.outbox.models import InboxEntry, OutboxMessage
-from apps.outbox.relay import OutboxRelay
+from apps.outbox.models import InboxEntry
 from apps.payments.models import WebhookEvent
-from apps.tenancy.context import system_context, tenant_context
-from tests.commerce.fixtures import checkout_body, post_checkout, worker_running
+from apps.tenancy.context import tenant_context
+from tests.commerce.fixtures import checkout_body, outbox_idle, post_checkout, running_relay, wait_until, worker_running
 from tests.commerce.helpers import system_count
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -37,35 +32,6 @@ def worker() -> Iterator[None]:
         yield
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    assert predicate(), "condition not reached in time"
-
-
-@contextmanager
-def running_relay() -> Iterator[None]:
-    """The outbox relay loop in a thread (LISTEN/NOTIFY, short poll), as `manage.py outbox_relay`."""
-    relay = OutboxRelay(batch_size=50, poll_interval=0.1)
-
-    def run() -> None:
-        try:
-            relay.run()
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run, name="test-relay", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        relay.stop()
-        thread.join(timeout=10)
-
-
 def checkout_status(client, checkout_id: str) -> str:
     return client.get(f"/api/v1/checkouts/{checkout_id}").json()["status"]
 
@@ -73,11 +39,6 @@ def checkout_status(client, checkout_id: str) -> str:
 def receipt_sent(tenant_id: int, checkout_id: str) -> bool:
     with tenant_context(tenant_id):
         return Receipt.objects.filter(checkout_id=checkout_id, status="sent").exists()
-
-
-def outbox_idle() -> bool:
-    with system_context("test"):
-        return not OutboxMessage.objects.filter(status="pending").exists()
 
 
 @override_settings(SANDBOX_WEBHOOK_DUPLICATES=3, SANDBOX_WEBHOOK_SHUFFLE=True)
