@@ -96,7 +96,12 @@ def submit_once(request: HttpRequest, *, tenant_id: int, caller: str, effect: Ca
             url = effect()
             if not url_has_allowed_host_and_scheme(url, allowed_hosts=None):
                 raise ValueError(f"submit_once effects must return a local URL, not {url!r}")
-            idempotency.finish(state, HttpResponse(url.encode(), status=200, content_type=_STORED_CONTENT_TYPE))
+            stored = idempotency.finish(
+                state, HttpResponse(url.encode(), status=200, content_type=_STORED_CONTENT_TYPE)
+            )
+            if stored.status_code >= 400:
+                # The key could not be stored (finish rolled the effect back): nothing happened.
+                raise idempotency.IdempotencyKeyInFlight("A concurrent submission of this form completed; retry.")
     except idempotency.IdempotentReplay as replay:
         url = bytes(replay.response.content).decode()
     except idempotency.IdempotencyKeyInFlight as exc:

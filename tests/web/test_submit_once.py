@@ -131,3 +131,26 @@ def test_a_second_submission_while_the_first_is_in_its_transaction_is_told_to_wa
         thread.join(10)
     assert outcome[0].status_code == 303
     assert _events(tenant_id) == 1
+
+
+@pytest.mark.django_db
+def test_a_form_whose_key_cannot_be_stored_keeps_no_effect_and_is_not_redirected(
+    tenant_a: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: storing the form's key fails with a unique violation (another request stored it
+    # although this one held its lock: the protocol's "cannot happen" branch)
+    from django.db import IntegrityError
+
+    from apps.idempotency import protocol
+
+    def collide(**kwargs: Any) -> None:
+        raise IntegrityError("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(protocol, "idempotency_key_record", collide)
+    request = _post({"nonce": form_nonce(), "slug": "twin"})
+    # when: the form is submitted
+    with pytest.raises(SubmissionInFlight):
+        submit_once(request, tenant_id=tenant_a.org.pk, caller=session_caller(request),
+                    effect=_create_event(tenant_a.org.pk, "twin"))  # fmt: skip
+    # then: the effect rolled back with the key, and the browser is not sent on as if it worked
+    assert _events(tenant_a.org.pk) == 0
