@@ -43,7 +43,8 @@ def generate_derivatives(*, message_id: str, payload: dict[str, Any]) -> str:
 
 @shared_task(name="catalog.sweep_orphan_originals", acks_late=True)
 def sweep_orphan_originals() -> dict[str, int]:
-    """Beat (maintenance queue): delete originals of uploads that never committed, once older than
+    """Beat (maintenance queue): delete stored originals that no photo names (an upload that
+    crashed between storing and committing, or whose own delete failed), once older than
     CATALOG_ORPHAN_GRACE_HOURS. Idempotent: a repeat finds nothing more to delete."""
     cutoff = timezone.now() - timedelta(hours=settings.CATALOG_ORPHAN_GRACE_HOURS)
     return dataclasses.asdict(originals_sweep_orphans(older_than=cutoff))

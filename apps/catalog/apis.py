@@ -1,8 +1,10 @@
 """Catalog API for studios and integrators (mounted under /api/v1/).
 
 One view per URL; each HTTP method is one operation that parses input, calls one service or
-selector and renders output. Writes (POST, PATCH) need the owner role or an API key (uploads:
-owner or photographer); reads need any member. No response carries an original's name or URL.
+selector and renders output (an upload calls two: its original is stored before the
+Idempotency-Key protocol's transaction opens, its rows are written inside it). Writes (POST,
+PATCH) need the owner role or an API key (uploads: owner or photographer); reads need any
+member. No response carries an original's name or URL.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import QuerySet
+from django.http import HttpRequest
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.parsers import MultiPartParser
@@ -25,6 +28,8 @@ from apps.catalog.storage import public_url
 from apps.core.openapi import PAGINATION_PARAMETERS, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.serializers import IdField, StrictSerializer
+from apps.idempotency.protocol import IdempotencyKeyInFlight
+from apps.idempotency.selectors import idempotency_key_find
 from apps.tenancy.apis import TenantApi
 from apps.tenancy.authentication import ApiKeyPrincipal
 from apps.tenancy.models import User
@@ -123,7 +128,18 @@ class EventDetailApi(_CatalogApi):
 
 class EventPhotosApi(_CatalogApi):
     """GET: the event's photos (paginated; preview/thumbnail URLs once ready, never the
-    original). POST: multipart upload of one image (field `image`)."""
+    original). POST: multipart upload of one image (field `image`).
+
+    An upload is two services around the Idempotency-Key protocol's transaction: the original is
+    checked and stored first, outside any transaction (`photo_original_store`, a network upload
+    in production that must not hold the key's lock), then `post` creates the photo's rows in the
+    protocol's transaction (`photo_create`), so they commit with the key row or not at all.
+    Storing before the protocol decides costs an original whenever it then does not run the
+    effect, so: a key that already has an outcome (a replay, or a 422 for another body) stores
+    nothing; a request that stored and still did not commit its photo (the key completed or went
+    in flight meanwhile: replay or 409, a refusal, a rollback) deletes its original as soon as its
+    transaction ended; the orphan sweep catches what a crash leaves.
+    """
 
     write_roles = ("owner", "photographer")
     parser_classes = [MultiPartParser]
@@ -132,6 +148,52 @@ class EventPhotosApi(_CatalogApi):
     class InputSerializer(StrictSerializer):
         image = serializers.FileField(allow_empty_file=False)
         photographer_id = IdField(required=False)
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        self._stored: services.StoredOriginal | None = None
+        self._created: Photo | None = None
+        response = None
+        try:
+            response = super().dispatch(request, *args, **kwargs)
+            return response
+        finally:
+            # The request's transaction has ended here, whichever way it went.
+            committed = self._created is not None and response is not None and response.status_code < 400
+            if self._stored is not None and not committed:
+                services.photo_originals_discard(stored=[self._stored])
+
+    def before_idempotent_transaction(self, request: Request, key: str) -> None:
+        """Store the upload's original before the protocol opens the transaction.
+
+        A request refused by authentication, permissions or rate limits stores nothing; so does
+        invalid input (a 4xx problem from here, before any transaction) and a key that already
+        has an outcome.
+        """
+        if (request.method or "").upper() == "POST" and not self._key_has_outcome(request, key):
+            self._stored = self._store_original(request)
+
+    def _key_has_outcome(self, request: Request, key: str) -> bool:
+        """Whether the protocol will answer from the key store without running the effect.
+
+        A plain read outside the protocol's lock: it can miss an outcome that commits right
+        after it (then `dispatch` deletes the original again), never invent one.
+        """
+        caller = self.idempotency_caller(request)
+        return idempotency_key_find(tenant_id=self.tenant_pk, caller=caller, key=key) is not None
+
+    def _store_original(self, request: Request) -> services.StoredOriginal:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        assert isinstance(request.user, User), "only member roles pass the permission check"
+        image = data.validated_data["image"]
+        return services.photo_original_store(
+            tenant_id=self.tenant_pk,
+            event_id=int(self.kwargs["event_id"]),
+            uploaded_by=request.user,
+            image=image,
+            image_size=image.size,
+            photographer_id=data.validated_data.get("photographer_id"),
+        )
 
     @extend_schema(
         operation_id="v1_events_photos_list", parameters=PAGINATION_PARAMETERS, responses=page_of(PhotoOutputSerializer)
@@ -143,18 +205,13 @@ class EventPhotosApi(_CatalogApi):
 
     @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: PhotoOutputSerializer})
     def post(self, request: Request, event_id: int) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
         assert isinstance(request.user, User), "only member roles pass the permission check"
-        image = data.validated_data["image"]
-        photo = services.photo_upload(
-            tenant_id=self.tenant_pk,
-            event_id=event_id,
-            uploaded_by=request.user,
-            image=image,
-            image_size=image.size,
-            photographer_id=data.validated_data.get("photographer_id"),
-        )
+        if self._stored is None:
+            # The key's outcome expired between the look-up above and the protocol's own: nothing
+            # was stored for this request, so it cannot run now; a retry stores and runs.
+            raise IdempotencyKeyInFlight("This request's Idempotency-Key changed state while it was read; retry.")
+        photo = services.photo_create(tenant_id=self.tenant_pk, uploaded_by=request.user, stored=self._stored)
+        self._created = photo
         return Response(PhotoOutputSerializer(photo).data, status=201)
 
 

@@ -4,51 +4,53 @@ Services called from API views use plain `@transaction.atomic`: they join the on
 the Idempotency-Key protocol opens around the request (their rows commit with the key row), or
 open their own when called elsewhere. Each runs in `tenant_context(tenant_id)`, so RLS scopes
 every statement to that tenant whoever calls it (API, task, command, test). Changing a product
-later (deactivate, restock) lives in `apps.catalog.products`, re-exported here.
+later (deactivate, restock) lives in `apps.catalog.products`, uploads (the original stored
+outside any transaction, then the rows; the orphan sweep) in `apps.catalog.uploads`, both
+re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import IO
+from datetime import date
 
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.catalog import images, storage
 from apps.catalog.errors import (
     EventNotFound,
     EventSlugTaken,
-    NotAPhotographer,
     PriceListCurrencyMismatch,
     ProductConflict,
-    UploadRefused,
-    UploadTooLarge,
 )
 from apps.catalog.models import RESERVED_EVENT_SLUGS, Event, Photo, Price, PriceList, ProductKind, Stock
 from apps.catalog.models import Product as ProductModel
 from apps.catalog.products import Actor as Actor
 from apps.catalog.products import product_set_active as product_set_active
 from apps.catalog.products import stock_restock as stock_restock
+from apps.catalog.uploads import PHOTO_UPLOADED_TOPIC as PHOTO_UPLOADED_TOPIC
+from apps.catalog.uploads import OrphanSweepReport as OrphanSweepReport
+from apps.catalog.uploads import StoredOriginal as StoredOriginal
+from apps.catalog.uploads import originals_sweep_orphans as originals_sweep_orphans
+from apps.catalog.uploads import photo_create as photo_create
+from apps.catalog.uploads import photo_original_check as photo_original_check
+from apps.catalog.uploads import photo_original_store as photo_original_store
+from apps.catalog.uploads import photo_originals_discard as photo_originals_discard
+from apps.catalog.uploads import photo_upload as photo_upload
+from apps.catalog.uploads import request_derivatives
 from apps.core.problems import InvalidInput
-from apps.dropin.services import dropin_job_enqueue
 from apps.outbox.requeue import requeue_stale
-from apps.outbox.services import outbox_publish
 from apps.tenancy.context import tenant_context
-from apps.tenancy.models import Membership, Organization, User
+from apps.tenancy.models import Organization
 
 logger = logging.getLogger("darkroom.catalog")
 
 ACCESS_CODE_MIN_LENGTH = 4
-UPLOADER_ROLES = (Membership.Role.OWNER, Membership.Role.PHOTOGRAPHER)
 
 
 def _constraint_name(exc: IntegrityError) -> str:
@@ -119,89 +121,7 @@ def event_create(
             raise
 
 
-# --- photos -------------------------------------------------------------------------------
-
-
-@transaction.atomic
-def photo_upload(
-    *,
-    tenant_id: int,
-    event_id: int,
-    uploaded_by: User,
-    image: IO[bytes],
-    image_size: int,
-    photographer_id: int | None = None,
-) -> Photo:
-    """Store an original privately, create its Photo (derivatives pending) and request them.
-
-    The photographer is the uploader unless an owner names another member with the owner or
-    photographer role. The file is probed with Pillow before anything is written. Joins the
-    caller's transaction; the original is stored before the row, so a row never points at a
-    missing file (a rolled-back transaction can leave an unreferenced private original).
-    Raises EventNotFound, NotAPhotographer, UploadTooLarge, UploadRefused.
-    """
-    with tenant_context(tenant_id):
-        event = _event_for_write(tenant_id=tenant_id, event_id=event_id)
-        roles = dict(
-            Membership.objects.filter(
-                tenant_id=tenant_id, user_id__in={uploaded_by.pk, photographer_id or uploaded_by.pk}
-            ).values_list("user_id", "role")
-        )
-        if roles.get(uploaded_by.pk) not in UPLOADER_ROLES:
-            raise NotAPhotographer("Only owners and photographers of this studio upload photos.")
-        photographer = photographer_id or uploaded_by.pk
-        if photographer != uploaded_by.pk:
-            if roles[uploaded_by.pk] != Membership.Role.OWNER:
-                raise NotAPhotographer("Only an owner may upload on behalf of another photographer.")
-            if roles.get(photographer) not in UPLOADER_ROLES:
-                raise InvalidInput(
-                    "The photographer is not an owner or photographer of this studio.",
-                    extra={"errors": {"photographer_id": ["Not a photographer of this studio."]}},
-                )
-        if image_size > settings.CATALOG_MAX_UPLOAD_BYTES:
-            raise UploadTooLarge(f"The image is {image_size} bytes; the limit is {settings.CATALOG_MAX_UPLOAD_BYTES}.")
-        try:
-            probed = images.probe_image(
-                image,
-                allowed_formats=settings.CATALOG_UPLOAD_FORMATS,
-                max_pixels=settings.CATALOG_MAX_IMAGE_PIXELS,
-            )
-        except images.ImageRejected as exc:
-            raise UploadRefused(str(exc), extra={"errors": {"image": [str(exc)]}}) from exc
-
-        name = storage.save_original(
-            name=storage.original_name(tenant_id=tenant_id, event_id=event.pk, extension=probed.extension),
-            content=image,
-        )
-        photo = Photo.objects.create(
-            tenant_id=tenant_id,
-            event=event,
-            photographer_id=photographer,
-            original=name,
-            width=probed.width,
-            height=probed.height,
-            derivatives_requested_at=timezone.now(),
-        )
-        request_derivatives(photo)
-        dropin_job_enqueue(photo=photo)
-        return photo
-
-
-PHOTO_UPLOADED_TOPIC = "catalog.photo_uploaded"
-
-
-def request_derivatives(photo: Photo) -> None:
-    """Ask for the photo's preview and thumbnail, durably: an outbox row in the upload's own
-    transaction, relayed to `catalog.generate_derivatives` after commit (at least once; the
-    consumer is idempotent). Assumes the caller's transaction.
-    """
-    outbox_publish(
-        topic=PHOTO_UPLOADED_TOPIC,
-        tenant_id=photo.tenant_id,
-        aggregate_type="photo",
-        aggregate_id=photo.pk,
-        payload={"tenant_id": photo.tenant_id, "photo_id": photo.pk},
-    )
+# --- photo derivatives --------------------------------------------------------------------
 
 
 @transaction.atomic(durable=True)
@@ -409,64 +329,3 @@ def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequ
             update_fields=["amount_minor", "updated_at"],
         )
         return price_list
-
-
-@dataclass(frozen=True)
-class OrphanSweepReport:
-    events: int = 0
-    files: int = 0
-    deleted: int = 0
-    kept_recent: int = 0
-
-
-_TENANT_DIR = re.compile(r"^t(\d+)$")
-_EVENT_DIR = re.compile(r"^e(\d+)$")
-
-
-def originals_sweep_orphans(*, older_than: datetime) -> OrphanSweepReport:
-    """Delete stored originals that no Photo names and that were last written before `older_than`.
-
-    An upload stores its original before its transaction commits the Photo row, so a rolled-back
-    upload (a refused idempotent retry, a database error, a crash) leaves a file nobody refers
-    to. The grace period (`older_than`, CATALOG_ORPHAN_GRACE_HOURS ago in the beat task) keeps
-    the files of uploads still in flight. Walks `<private prefix>/originals/t<tenant>/e<event>/`
-    and reads each event's photos in that tenant's context (RLS). Outside any transaction;
-    safe to repeat and to run while uploads go on (a file is deleted only if it is old and
-    unreferenced when looked at). Storage errors propagate (the task retries next time).
-    """
-    root = f"{settings.CATALOG_PRIVATE_PREFIX}/originals"
-    events = files = deleted = kept_recent = 0
-    try:
-        # Not `exists(root)`: on object stores a prefix is no object, so it would say False.
-        tenant_dirs, _ = default_storage.listdir(root)
-    except FileNotFoundError:
-        return OrphanSweepReport()
-    for tenant_dir in sorted(tenant_dirs):
-        tenant_match = _TENANT_DIR.match(tenant_dir)
-        if tenant_match is None:
-            continue
-        tenant_id = int(tenant_match.group(1))
-        event_dirs, _ = default_storage.listdir(f"{root}/{tenant_dir}")
-        for event_dir in sorted(event_dirs):
-            event_match = _EVENT_DIR.match(event_dir)
-            if event_match is None:
-                continue
-            folder = f"{root}/{tenant_dir}/{event_dir}"
-            _, names = default_storage.listdir(folder)
-            stored = {f"{folder}/{name}" for name in names}
-            events += 1
-            files += len(stored)
-            with tenant_context(tenant_id):
-                referenced = set(
-                    Photo.objects.filter(
-                        tenant_id=tenant_id, event_id=int(event_match.group(1)), original__in=stored
-                    ).values_list("original", flat=True)
-                )
-            for name in sorted(stored - referenced):
-                if default_storage.get_modified_time(name) >= older_than:
-                    kept_recent += 1
-                    continue
-                default_storage.delete(name)
-                deleted += 1
-                logger.info("orphaned original deleted", extra={"tenant_id": tenant_id, "file": name})
-    return OrphanSweepReport(events=events, files=files, deleted=deleted, kept_recent=kept_recent)

@@ -88,7 +88,14 @@ class TenantApi(APIView):
         request.tenant_id = self.tenant_id  # type: ignore[attr-defined]
         self._context_stack.enter_context(tenant_context(self.tenant_id))
         if self._idempotency_key is not None:
+            self.before_idempotent_transaction(request, self._idempotency_key)
             self._idempotency_begin(request, self._idempotency_key)
+
+    def before_idempotent_transaction(self, request: Request, key: str) -> None:
+        """A hook for work a mutating request must do before the Idempotency-Key protocol opens
+        its transaction (a slow storage write, say): it runs after authentication, permissions,
+        rate limits and the tenant context, outside any transaction. What it raises is answered
+        like any error of the view; it writes no key. Does nothing by default."""
 
     def _idempotency_begin(self, request: Request, key: str) -> None:
         if self.tenant_id is None:

@@ -541,8 +541,8 @@ CATALOG_DERIVATIVE_JPEG_QUALITY = env.int("DARKROOM_CATALOG_DERIVATIVE_JPEG_QUAL
 CATALOG_UPLOAD_FORMATS = env.list("DARKROOM_CATALOG_UPLOAD_FORMATS", default=["JPEG", "PNG", "WEBP"])
 CATALOG_MAX_UPLOAD_BYTES = env.int("DARKROOM_CATALOG_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
 CATALOG_MAX_IMAGE_PIXELS = env.int("DARKROOM_CATALOG_MAX_IMAGE_PIXELS", default=100_000_000)
-# An upload stores its original before its transaction commits the Photo; a rolled-back upload
-# leaves the file behind. The hourly sweep deletes such files once they are this old (never
+# An upload stores its original before any transaction opens and deletes it when its photo does
+# not commit; what a crash leaves behind, the hourly sweep deletes once it is this old (never
 # below 1 h: an upload still in flight must keep its file).
 CATALOG_ORPHAN_GRACE_HOURS = max(1, env.int("DARKROOM_CATALOG_ORPHAN_GRACE_HOURS", default=24))
 CELERY_BEAT_SCHEDULE["catalog.sweep_orphan_originals"] = {

@@ -15,6 +15,9 @@ from tests.catalog.conftest import post
 from tests.factories.catalog import EventFactory, PhotoFactory, image_bytes
 
 pytestmark = pytest.mark.django_db
+# An upload stores its original outside any transaction (and refuses inside one), so tests that
+# upload run outside the test-case transaction.
+uploads = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
 
 EVENT = {"title": "City Marathon", "date": "2026-05-17", "slug": "city-marathon"}
 
@@ -131,6 +134,7 @@ def test_another_tenant_sees_and_touches_nothing_through_the_api(tenant_a, tenan
 # --- photos -------------------------------------------------------------------------------
 
 
+@uploads
 def test_photographer_uploads_a_photo_stored_privately_with_derivatives_pending(tenant_a, member_client):
     # given: an event and a signed-in photographer
     event = EventFactory(tenant=tenant_a.org)
@@ -151,6 +155,7 @@ def test_photographer_uploads_a_photo_stored_privately_with_derivatives_pending(
     assert "original" not in body and photo.original.name not in response.content.decode()
 
 
+@uploads
 def test_upload_honours_exif_orientation_for_dimensions(tenant_a, member_client):
     event = EventFactory(tenant=tenant_a.org)
     client, _ = member_client(tenant_a.org, "photographer")
@@ -159,6 +164,7 @@ def test_upload_honours_exif_orientation_for_dimensions(tenant_a, member_client)
     assert (response.json()["width"], response.json()["height"]) == (400, 600)
 
 
+@uploads
 def test_owner_uploads_on_behalf_of_a_photographer_but_a_photographer_cannot(tenant_a, member_client):
     event = EventFactory(tenant=tenant_a.org)
     owner_client, _ = member_client(tenant_a.org, "owner")
@@ -175,6 +181,7 @@ def test_owner_uploads_on_behalf_of_a_photographer_but_a_photographer_cannot(ten
         assert Photo.objects.count() == 1
 
 
+@uploads
 @pytest.mark.parametrize(
     ("upload", "status"),
     [
@@ -315,6 +322,7 @@ def test_duplicate_sku_or_product_is_a_409_problem(tenant_a):
 # --- originals never leak -----------------------------------------------------------------
 
 
+@uploads
 def test_no_api_response_contains_an_originals_name_or_url(tenant_a, member_client):
     # given: an uploaded photo with derivatives ready, products and prices
     client = tenant_a.client()

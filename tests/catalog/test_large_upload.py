@@ -12,7 +12,7 @@ from apps.catalog.models import Photo
 from apps.tenancy.context import tenant_context
 from tests.factories.catalog import EventFactory, image_bytes
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _camera_jpeg() -> bytes:

@@ -1,5 +1,6 @@
-"""Originals of uploads that never committed are swept once past the grace period; originals a
-Photo names, and recent files of uploads that may still commit, are kept."""
+"""Originals of uploads that never committed and were not discarded (the uploader crashed) are
+swept once past the grace period; originals a Photo names, and recent files of uploads that may
+still commit, are kept."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from apps.catalog import storage
 from apps.catalog.models import Photo
-from apps.catalog.services import originals_sweep_orphans, photo_upload
+from apps.catalog.services import originals_sweep_orphans, photo_create, photo_original_store
 from apps.tenancy.context import tenant_context
 from tasks.catalog import sweep_orphan_originals
 from tests.factories.catalog import EventFactory, PhotoFactory, image_bytes
@@ -41,20 +42,22 @@ def _orphan(event) -> str:
     )
 
 
-def test_a_rolled_back_upload_leaves_an_original_that_the_sweep_deletes(tenant_a):
-    # given: an upload whose transaction rolls back after the original was stored
+def test_an_upload_that_died_before_discarding_leaves_an_original_that_the_sweep_deletes(tenant_a):
+    # given: an original stored, its photo's transaction rolled back, and the uploader gone
+    # before it could discard the original (a crashed process)
     event = EventFactory(tenant=tenant_a.org)
     data = image_bytes(320, 240)
-    with tenant_context(tenant_a.org.pk), pytest.raises(UploadRolledBack), transaction.atomic():
-        photo = photo_upload(
-            tenant_id=tenant_a.org.pk,
-            event_id=event.pk,
-            uploaded_by=tenant_a.owner,
-            image=io.BytesIO(data),
-            image_size=len(data),
-        )
-        left_behind = photo.original.name
+    stored = photo_original_store(
+        tenant_id=tenant_a.org.pk,
+        event_id=event.pk,
+        uploaded_by=tenant_a.owner,
+        image=io.BytesIO(data),
+        image_size=len(data),
+    )
+    with pytest.raises(UploadRolledBack), transaction.atomic():
+        photo_create(tenant_id=tenant_a.org.pk, uploaded_by=tenant_a.owner, stored=stored)
         raise UploadRolledBack
+    left_behind = stored.name
     with tenant_context(tenant_a.org.pk):
         assert not Photo.objects.filter(original=left_behind).exists()
     assert default_storage.exists(left_behind)

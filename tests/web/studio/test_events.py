@@ -14,6 +14,9 @@ from tests.factories.catalog import PriceFactory, PriceListFactory, image_bytes
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_event, new_photo, signed_in, text
 
 pytestmark = pytest.mark.django_db
+# An upload stores its originals outside any transaction (and refuses inside one), so tests that
+# upload run outside the test-case transaction.
+uploads = pytest.mark.django_db(transaction=True, databases=["default", "owner"])
 
 
 def count(org, model, **filters) -> int:
@@ -90,6 +93,7 @@ def test_a_photographer_cannot_create_events(studio: StudioPeople) -> None:
 # --- uploads ------------------------------------------------------------------------------
 
 
+@uploads
 def test_a_photographer_uploads_several_photos_one_upload_each(studio: StudioPeople) -> None:
     # given: an event and the upload form on its page
     event = new_event(studio.org)
@@ -114,6 +118,7 @@ def test_a_photographer_uploads_several_photos_one_upload_each(studio: StudioPeo
     assert "Photos (3)" in page and page.count('Preview: <span class="status-pending">pending') == 3
 
 
+@uploads
 def test_one_refused_file_refuses_the_upload_and_names_that_file(studio: StudioPeople) -> None:
     event = new_event(studio.org)
     client = signed_in(studio.owner)
@@ -138,6 +143,7 @@ def test_an_empty_file_is_named_and_nothing_is_written(studio: StudioPeople) -> 
     assert count(studio.org, Photo) == 0
 
 
+@uploads
 def test_an_owner_uploads_on_behalf_of_a_photographer(studio: StudioPeople) -> None:
     event = new_event(studio.org)
     client = signed_in(studio.owner)

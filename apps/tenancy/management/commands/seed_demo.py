@@ -1,9 +1,9 @@
 """Create (or refresh) the demo studio, its logins and its catalog; safe to run repeatedly.
 
-The catalog is one public event with photos the demo photographer uploaded (through
-`photo_upload`, so a running worker renders their previews), prices in EUR and something of each
+The catalog is one public event with photos the demo photographer uploaded (through the
+upload services, so a running worker renders their previews), prices in EUR and something of each
 kind to buy: a download per photo, a limited A4 print and the bulk "all my photos" product. It is
-made once; a later run finds the event and leaves it (and whatever was sold) as it is.
+made once; a later run finds the event with its photos and leaves it (and whatever was sold) as it is.
 """
 
 from __future__ import annotations
@@ -19,8 +19,17 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from PIL import Image, ImageDraw
 
-from apps.catalog.models import Event, Product, ProductKind
-from apps.catalog.services import PriceIn, event_create, photo_upload, price_list_set, product_create
+from apps.catalog.models import Event, Photo, Product, ProductKind
+from apps.catalog.services import (
+    PriceIn,
+    StoredOriginal,
+    event_create,
+    photo_create,
+    photo_original_store,
+    photo_originals_discard,
+    price_list_set,
+    product_create,
+)
 from apps.notifications.services import AttendeeIn, attendees_register
 from apps.payments.providers.base import minor_to_major
 from apps.payouts.services import payout_destination_set
@@ -85,10 +94,15 @@ def _demo_jpeg(number: int) -> bytes:
 
 
 def demo_catalog(*, organization: Organization, photographer: User) -> DemoCatalog:
-    """The demo event and its products, created on the first call (one transaction)."""
+    """The demo event and its products, created on the first call.
+
+    The event and its prices commit first; then the photos' originals are stored, outside any
+    transaction, and the photos and products commit together (else the originals are discarded
+    again). A run stopped in between finds the event without photos and completes it.
+    """
     with tenant_context(organization.pk):
         event = Event.objects.filter(tenant=organization, slug=DEMO_EVENT_SLUG).first()
-        if event is not None:
+        if event is not None and Photo.objects.filter(tenant=organization, event=event).exists():
             products = list(Product.objects.filter(tenant=organization, event=event).order_by("pk"))
             return DemoCatalog(
                 event_id=event.pk,
@@ -97,38 +111,49 @@ def demo_catalog(*, organization: Organization, photographer: User) -> DemoCatal
                 bulk_product_id=next((p.pk for p in products if p.kind == ProductKind.BULK), None),
                 created=False,
             )
-        with transaction.atomic():
-            event = event_create(
-                tenant_id=organization.pk, title="Demo City Marathon", date=date.today(), slug=DEMO_EVENT_SLUG
-            )
-            price_list_set(tenant_id=organization.pk, event_id=event.pk, currency=DEMO_CURRENCY, prices=DEMO_PRICES)
-            photo_ids = []
+        if event is None:
+            with transaction.atomic():
+                event = event_create(
+                    tenant_id=organization.pk, title="Demo City Marathon", date=date.today(), slug=DEMO_EVENT_SLUG
+                )
+                price_list_set(tenant_id=organization.pk, event_id=event.pk, currency=DEMO_CURRENCY, prices=DEMO_PRICES)
+        stored: list[StoredOriginal] = []
+        try:
             for number in range(1, DEMO_PHOTOS + 1):
                 jpeg = _demo_jpeg(number)
-                photo = photo_upload(
+                stored.append(
+                    photo_original_store(
+                        tenant_id=organization.pk,
+                        event_id=event.pk,
+                        uploaded_by=photographer,
+                        image=io.BytesIO(jpeg),
+                        image_size=len(jpeg),
+                    )
+                )
+            with transaction.atomic():
+                photo_ids = [
+                    photo_create(tenant_id=organization.pk, uploaded_by=photographer, stored=original).pk
+                    for original in stored
+                ]
+                downloads = [
+                    product_create(
+                        tenant_id=organization.pk, event_id=event.pk, kind=ProductKind.DOWNLOAD, photo_id=photo_id
+                    ).pk
+                    for photo_id in photo_ids
+                ]
+                print_product = product_create(
                     tenant_id=organization.pk,
                     event_id=event.pk,
-                    uploaded_by=photographer,
-                    image=io.BytesIO(jpeg),
-                    image_size=len(jpeg),
+                    kind=ProductKind.PRINT,
+                    photo_id=photo_ids[0],
+                    size="A4",
+                    sku="DEMO-MARATHON-A4-1",
+                    stock_quantity=DEMO_PRINT_STOCK,
                 )
-                photo_ids.append(photo.pk)
-            downloads = [
-                product_create(
-                    tenant_id=organization.pk, event_id=event.pk, kind=ProductKind.DOWNLOAD, photo_id=photo_id
-                ).pk
-                for photo_id in photo_ids
-            ]
-            print_product = product_create(
-                tenant_id=organization.pk,
-                event_id=event.pk,
-                kind=ProductKind.PRINT,
-                photo_id=photo_ids[0],
-                size="A4",
-                sku="DEMO-MARATHON-A4-1",
-                stock_quantity=DEMO_PRINT_STOCK,
-            )
-            bulk = product_create(tenant_id=organization.pk, event_id=event.pk, kind=ProductKind.BULK)
+                bulk = product_create(tenant_id=organization.pk, event_id=event.pk, kind=ProductKind.BULK)
+        except BaseException:
+            photo_originals_discard(stored=stored)
+            raise
     return DemoCatalog(
         event_id=event.pk,
         download_product_ids=downloads,

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -40,7 +41,7 @@ from apps.web.studio.forms import (
     RestockForm,
     UploadForm,
 )
-from apps.web.studio.views.common import page_of, submit
+from apps.web.studio.views.common import page_of, show_refusal, submit
 
 PHOTOS_PER_PAGE = 60
 PRODUCTS_PER_PAGE = 25
@@ -226,44 +227,95 @@ def event_detail(request: HttpRequest, studio: Studio, event_id: int) -> HttpRes
 @require_POST
 @studio_page(*UPLOAD_ROLES)
 def event_upload(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
-    """Several photos in one form: each goes through `photo_upload` (one upload per file). If any
-    is refused, none is kept and every refused file is named."""
+    """Several photos in one form, all or none.
+
+    Every file is checked, then every original stored, before any transaction opens (storage is
+    a network upload in production); a refused file refuses the form, naming each refused file,
+    and stores nothing (an original stored before a late refusal is deleted at once). Then one
+    `submit_once` transaction creates every photo's rows. Originals that no committed photo names
+    afterwards (the transaction failed, or the form was a replay that never ran it) are deleted
+    right away; the orphan sweep is the backstop for a crash in between.
+    """
     event = _event_or_404(request, studio, event_id)
     if isinstance(event, HttpResponse):
         return event
     form = UploadForm(request.POST, request.FILES, photographers=_photographers(studio))
+    field_map = {"image": "images", "photographer_id": "photographer"}
+
+    def rerender(status: int) -> HttpResponse:
+        return _render_event(request, studio, event, status=status, upload_form=form)
+
+    if not form.is_valid():
+        return rerender(400)
+    try:
+        stored = _store_originals(studio, event, form.cleaned_data["images"], form.cleaned_data.get("photographer"))
+    except DomainError as exc:
+        show_refusal(form, exc, field_map=field_map, field="images")
+        return rerender(exc.status_code)
+    created: list[int] = []
 
     def effect() -> str:
-        accepted: list[str] = []
-        refused: list[tuple[str, DomainError]] = []
-        for image in form.cleaned_data["images"]:
-            try:
-                services.photo_upload(
+        for original in stored:
+            photo = services.photo_create(tenant_id=studio.tenant_id, uploaded_by=studio.user, stored=original)
+            created.append(photo.pk)
+        messages.success(request, f"{len(created)} photo(s) uploaded; their previews are being made.")
+        return reverse("studio:event", args=[event.pk])
+
+    response: HttpResponse | None = None
+    try:
+        response = submit(
+            request,
+            studio,
+            form=form,
+            effect=effect,
+            rerender=rerender,
+            field_map=field_map,
+            error_fields={DomainError: "images"},
+        )
+        return response
+    finally:
+        # submit_once's transaction has ended here. A replay never ran the effect; a refusal or
+        # an error rolled it back: then no photo names these originals (discarding checks).
+        if response is None or response.status_code != 303 or len(created) != len(stored):
+            services.photo_originals_discard(stored=stored)
+
+
+def _store_originals(
+    studio: Studio, event: Event, images: list[UploadedFile], photographer_id: int | None
+) -> list[services.StoredOriginal]:
+    """Check every file (all refusals named), then store each original, outside any transaction.
+
+    Raises UploadsRefused for bad files (nothing stored), or the refusal of a store (the event
+    or the uploader's role changed meanwhile) after deleting what it had stored.
+    """
+    refused: list[tuple[str, DomainError]] = []
+    accepted: list[str] = []
+    for image in images:
+        try:
+            services.photo_original_check(image=image, image_size=image.size or 0)
+        except DomainError as exc:
+            refused.append((image.name or "a file", exc))
+        else:
+            accepted.append(image.name or "a file")
+    if refused:
+        raise UploadsRefused(refused, accepted)
+    stored: list[services.StoredOriginal] = []
+    try:
+        for image in images:
+            stored.append(
+                services.photo_original_store(
                     tenant_id=studio.tenant_id,
                     event_id=event.pk,
                     uploaded_by=studio.user,
                     image=image,
                     image_size=image.size or 0,
-                    photographer_id=form.cleaned_data.get("photographer"),
+                    photographer_id=photographer_id,
                 )
-            except DomainError as exc:  # photo_upload's savepoint rolled this file back
-                refused.append((image.name or "a file", exc))
-            else:
-                accepted.append(image.name or "a file")
-        if refused:
-            raise UploadsRefused(refused, accepted)
-        messages.success(request, f"{len(accepted)} photo(s) uploaded; their previews are being made.")
-        return reverse("studio:event", args=[event.pk])
-
-    return submit(
-        request,
-        studio,
-        form=form,
-        effect=effect,
-        rerender=lambda status: _render_event(request, studio, event, status=status, upload_form=form),
-        field_map={"image": "images", "photographer_id": "photographer"},
-        error_fields={DomainError: "images"},
-    )
+            )
+    except BaseException:
+        services.photo_originals_discard(stored=stored)
+        raise
+    return stored
 
 
 @require_POST
