@@ -36,7 +36,8 @@ logger = logging.getLogger("darkroom.ratelimit")
 REFUSED = Counter("darkroom_rate_limited_total", "API requests refused by the rate limiter (429).")
 ERRORS = Counter("darkroom_rate_limiter_errors_total", "Rate-limiter checks that failed open (Redis unreachable).")
 
-# KEYS[1]: the limit's base key (with a hash tag). ARGV: limit, window in ms.
+# KEYS[1]: the limit's base key (with a hash tag). ARGV: limit, window in ms, and "0" to only
+# look (admit or refuse without counting) or "1" to count an admitted request.
 # Returns {admitted (0/1), wait in ms until a request would be admitted, remaining}.
 SLIDING_WINDOW_LUA = """
 local limit = tonumber(ARGV[1])
@@ -50,8 +51,10 @@ local current = tonumber(redis.call('GET', current_key) or '0')
 local previous = tonumber(redis.call('GET', KEYS[1] .. ':' .. (start - window)) or '0')
 local weighted = previous * (window - elapsed) / window + current
 if weighted + 1 <= limit then
-  redis.call('INCR', current_key)
-  redis.call('PEXPIRE', current_key, window * 2)
+  if ARGV[3] ~= '0' then
+    redis.call('INCR', current_key)
+    redis.call('PEXPIRE', current_key, window * 2)
+  end
   return {1, 0, math.floor(limit - weighted - 1)}
 end
 local wait
@@ -93,13 +96,14 @@ class Decision:
     remaining: int
 
 
-def rate_limit_check(*, key: str, rate: Rate) -> Decision:
-    """Count one request against `key` under `rate`, atomically. Raises RedisError."""
+def rate_limit_check(*, key: str, rate: Rate, count: bool = True) -> Decision:
+    """Count one request against `key` under `rate`, atomically (with `count=False`, only say
+    whether one more would be admitted). Raises RedisError."""
     client = get_redis_connection("default")
     script = client.register_script(SLIDING_WINDOW_LUA)
     prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
     admitted, wait_ms, remaining = script(
-        keys=[f"{prefix}:ratelimit:{{{key}}}"], args=[rate.limit, rate.window_seconds * 1000]
+        keys=[f"{prefix}:ratelimit:{{{key}}}"], args=[rate.limit, rate.window_seconds * 1000, "1" if count else "0"]
     )
     return Decision(
         admitted=bool(admitted),
@@ -108,12 +112,13 @@ def rate_limit_check(*, key: str, rate: Rate) -> Decision:
     )
 
 
-def rate_limit_wait(*, key: str, rate: Rate) -> int:
-    """Count one request against `key`: 0 when admitted, else the seconds to wait. Fails open:
-    an unreachable Redis admits the request (logged, `darkroom_rate_limiter_errors_total`); a
-    refusal is counted in `darkroom_rate_limited_total`."""
+def rate_limit_wait(*, key: str, rate: Rate, count: bool = True) -> int:
+    """Count one request against `key`: 0 when admitted, else the seconds to wait (with
+    `count=False`, only look: for limits that count failures, checked before the work). Fails
+    open: an unreachable Redis admits the request (logged, `darkroom_rate_limiter_errors_total`);
+    a refusal is counted in `darkroom_rate_limited_total`."""
     try:
-        decision = rate_limit_check(key=key, rate=rate)
+        decision = rate_limit_check(key=key, rate=rate, count=count)
     except RedisError:
         ERRORS.inc()
         logger.warning("rate limiter unavailable; request let through", extra={"key": key}, exc_info=True)

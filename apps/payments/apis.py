@@ -12,6 +12,11 @@ ATOMIC_REQUESTS-style transaction around the handler (record first, process afte
 3. records the event and its outbox message in one short transaction and answers 200 at once,
    for duplicates too (`"duplicate": true`), so the provider stops retrying.
 Processing happens later, in the `webhook.received` consumer.
+
+Refusals are budgeted per provider and client address (`WEBHOOK_REFUSAL_RATE`, 60 a minute):
+an address whose deliveries keep failing verification gets 429 with `Retry-After` before any
+verification work (PayPal's may fetch a certificate from PayPal), while a provider's genuine
+deliveries, which verify, never count against it.
 """
 
 from __future__ import annotations
@@ -25,12 +30,23 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
+from apps.core.client_address import client_address
 from apps.core.problems import problem_response
+from apps.ops.ratelimit import Rate, rate_limit_wait
 from apps.payments.providers.base import UnknownProviderError, WebhookPayloadError, WebhookSignatureError
 from apps.payments.providers.registry import get_provider
 from apps.payments.services import webhook_event_record
 
 logger = logging.getLogger("darkroom.payments.webhooks")
+
+
+def _refusals(request: HttpRequest, provider: str, *, count: bool) -> int:
+    """Look at (count=False) or count one refusal in the address's budget for this provider:
+    0 while within it, else the seconds to wait."""
+    if not settings.RATE_LIMIT_ENABLED:
+        return 0
+    key = f"webhook-refusals:{provider}:{client_address(request)}"
+    return rate_limit_wait(key=key, rate=Rate.parse(settings.WEBHOOK_REFUSAL_RATE), count=count)
 
 
 def _too_large() -> HttpResponse:
@@ -59,6 +75,16 @@ class WebhookReceiveApi(View):
             adapter = get_provider(provider)
         except UnknownProviderError as exc:
             return problem_response(exc.status_code, exc.title, exc.detail, slug=exc.slug)
+        wait = _refusals(request, provider, count=False)
+        if wait:
+            response = problem_response(
+                429,
+                "Too many refused webhooks",
+                f"Deliveries from this address keep failing verification; retry in {wait} seconds.",
+                slug="rate-limited",
+            )
+            response["Retry-After"] = str(wait)
+            return response
         try:
             body = request.body
         except RequestDataTooBig:
@@ -73,6 +99,7 @@ class WebhookReceiveApi(View):
                 raise WebhookPayloadError(f"{', '.join(unstorable)} holds a NUL character or a lone surrogate")
         except (WebhookSignatureError, WebhookPayloadError) as exc:
             logger.warning("webhook refused", extra={"provider": provider, "reason": exc.detail, "slug": exc.slug})
+            _refusals(request, provider, count=True)
             return problem_response(exc.status_code, exc.title, exc.detail, slug=exc.slug)
         result = webhook_event_record(provider=provider, envelope=envelope, body=body, headers=headers)
         return JsonResponse(

@@ -39,3 +39,6 @@ METRICS_BEARER_TOKEN = ""  # a developer's .env may set one; tests that need it 
 # Kill switches: every read goes to the database (a test engages and checks at once).
 KILL_SWITCH_CACHE_SECONDS = 0.0
 DROPIN_FACE_BACKEND = env("DARKROOM_DROPIN_FACE_BACKEND", default="fake")
+# The webhook tests (fuzzing among them) send thousands of refused deliveries from one address;
+# the refusal budget has its own tests, which set a small one.
+WEBHOOK_REFUSAL_RATE = "1000000/min"
