@@ -120,9 +120,44 @@ class EventsApi(_CatalogApi):
 
 
 class EventDetailApi(_CatalogApi):
+    """GET: one event. PATCH: change its title, date, visibility or access code (never its slug).
+
+    Every field is optional, at least one is required. Switching to `access_code` needs an
+    `access_code` unless the event already has one; switching to `public` drops the code; a new
+    code replaces the old one, and shop sessions that unlocked the old code must enter the new one.
+    """
+
+    @extend_schema_serializer(component_name="EventUpdateInput")
+    class InputSerializer(StrictSerializer):
+        title = serializers.CharField(max_length=200, required=False)
+        date = serializers.DateField(required=False)
+        visibility = serializers.ChoiceField(choices=Event.Visibility.choices, required=False)
+        access_code = serializers.CharField(max_length=128, required=False, allow_blank=True, trim_whitespace=False)
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if not attrs:
+                raise serializers.ValidationError("Give at least one of title, date, visibility, access_code.")
+            return attrs
+
     @extend_schema(responses=EventOutputSerializer)
     def get(self, request: Request, event_id: int) -> Response:
         event = selectors.event_get(tenant_id=self.tenant_pk, event_id=event_id)
+        return Response(EventOutputSerializer(event).data)
+
+    @extend_schema(request=InputSerializer, responses=EventOutputSerializer)
+    def patch(self, request: Request, event_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        event = services.event_update(
+            tenant_id=self.tenant_pk,
+            event_id=event_id,
+            title=fields.get("title"),
+            date=fields.get("date"),
+            visibility=fields.get("visibility"),
+            access_code=fields.get("access_code") or None,
+            actor=self.actor(request),
+        )
         return Response(EventOutputSerializer(event).data)
 
 

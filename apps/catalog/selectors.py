@@ -14,6 +14,7 @@ from datetime import date, datetime
 
 from django.contrib.auth.hashers import check_password
 from django.db.models import OuterRef, QuerySet, Subquery
+from django.utils.crypto import salted_hmac
 
 from apps.catalog.errors import AccessCodeRequired, EventNotFound, PriceNotSet, ProductNotFound
 from apps.catalog.models import Event, Photo, Price, Product, Stock, StockRestock
@@ -108,6 +109,9 @@ class PublicEvent:
     title: str
     date: date
     protected: bool
+    # Changes whenever the event's access code does ("" for a public event): what the shop keeps
+    # in a session that unlocked the event, so a new code locks that session out again.
+    access_fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,17 @@ class PublicPhoto:
     created_at: datetime
 
 
+def access_code_fingerprint(access_code_hash: str) -> str:
+    """A short keyed fingerprint of an access-code hash ("" for none). Every new code gets a new
+    hash (make_password salts it), hence a new fingerprint; being an HMAC under SECRET_KEY it
+    tells nothing about the hash or the code to whoever reads it."""
+    if not access_code_hash:
+        return ""
+    return salted_hmac("darkroom.catalog.event-access-code", access_code_hash, algorithm="sha256").hexdigest()[:32]
+
+
 def public_event(event: Event) -> PublicEvent:
-    """What a shopper may see of an event (no access-code hash)."""
+    """What a shopper may see of an event (no access-code hash; only its keyed fingerprint)."""
     return PublicEvent(
         tenant_id=event.tenant_id,
         id=event.pk,
@@ -129,6 +142,7 @@ def public_event(event: Event) -> PublicEvent:
         title=event.title,
         date=event.date,
         protected=event.visibility == Event.Visibility.ACCESS_CODE,
+        access_fingerprint=access_code_fingerprint(event.access_code_hash),
     )
 
 

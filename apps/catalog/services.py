@@ -4,8 +4,9 @@ Services called from API views use plain `@transaction.atomic`: they join the on
 the Idempotency-Key protocol opens around the request (their rows commit with the key row), or
 open their own when called elsewhere. Each runs in `tenant_context(tenant_id)`, so RLS scopes
 every statement to that tenant whoever calls it (API, task, command, test). Changing a product
-later (deactivate, restock) lives in `apps.catalog.products`, uploads (the original stored
-outside any transaction, then the rows; the orphan sweep) in `apps.catalog.uploads`, both
+later (deactivate, restock) lives in `apps.catalog.products`, changing an event (title, date,
+visibility, access code) in `apps.catalog.events`, uploads (the original stored
+outside any transaction, then the rows; the orphan sweep) in `apps.catalog.uploads`, all
 re-exported here.
 """
 
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from datetime import date
 
 from django.conf import settings
-from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
@@ -28,6 +28,10 @@ from apps.catalog.errors import (
     PriceListCurrencyMismatch,
     ProductConflict,
 )
+from apps.catalog.events import ACCESS_CODE_MIN_LENGTH as ACCESS_CODE_MIN_LENGTH
+from apps.catalog.events import EVENT_UPDATED as EVENT_UPDATED
+from apps.catalog.events import access_code_hash
+from apps.catalog.events import event_update as event_update
 from apps.catalog.models import RESERVED_EVENT_SLUGS, Event, Photo, Price, PriceList, ProductKind, Stock
 from apps.catalog.models import Product as ProductModel
 from apps.catalog.products import Actor as Actor
@@ -49,8 +53,6 @@ from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization
 
 logger = logging.getLogger("darkroom.catalog")
-
-ACCESS_CODE_MIN_LENGTH = 4
 
 
 def _constraint_name(exc: IntegrityError) -> str:
@@ -91,20 +93,7 @@ def event_create(
             extra={"errors": {"slug": [f"Not one of: {', '.join(RESERVED_EVENT_SLUGS)}."]}},
         )
     with tenant_context(tenant_id):
-        if visibility == Event.Visibility.ACCESS_CODE:
-            if not access_code or len(access_code) < ACCESS_CODE_MIN_LENGTH:
-                raise InvalidInput(
-                    "An access-code event needs an access code.",
-                    extra={"errors": {"access_code": [f"At least {ACCESS_CODE_MIN_LENGTH} characters."]}},
-                )
-            code_hash = make_password(access_code)
-        else:
-            if access_code:
-                raise InvalidInput(
-                    "A public event has no access code.",
-                    extra={"errors": {"access_code": ["Only for visibility 'access_code'."]}},
-                )
-            code_hash = ""
+        code_hash = access_code_hash(visibility=visibility, access_code=access_code)
         try:
             with transaction.atomic():
                 return Event.objects.create(

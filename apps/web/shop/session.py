@@ -17,7 +17,10 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest
 
 CART_KEY = "shop_carts"
-UNLOCKED_KEY = "shop_unlocked_events"
+# event id -> the access-code fingerprint it was unlocked with (PublicEvent.access_fingerprint).
+UNLOCKED_KEY = "shop_unlocked_codes"
+# Before the fingerprint: a list of event ids, which a changed code could not revoke. Ignored.
+LEGACY_UNLOCKED_KEY = "shop_unlocked_events"
 CHECKOUTS_KEY = "shop_checkouts"
 MAX_UNLOCKED_EVENTS = 100
 MAX_CHECKOUTS_PER_STUDIO = 50
@@ -88,14 +91,25 @@ class Cart:
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def unlocked(request: HttpRequest, event_id: int) -> bool:
-    return event_id in (request.session.get(UNLOCKED_KEY) or [])
+def _unlocked_codes(request: HttpRequest) -> dict[str, str]:
+    codes = request.session.get(UNLOCKED_KEY)
+    return {str(k): str(v) for k, v in codes.items()} if isinstance(codes, dict) else {}
 
 
-def unlock(request: HttpRequest, event_id: int) -> None:
-    events = [e for e in (request.session.get(UNLOCKED_KEY) or []) if e != event_id]
-    events.append(event_id)
-    request.session[UNLOCKED_KEY] = events[-MAX_UNLOCKED_EVENTS:]
+def unlocked(request: HttpRequest, event_id: int, fingerprint: str) -> bool:
+    """Whether this session entered the event's current code: the fingerprint it kept is the
+    event's fingerprint now (a new code changes it, so sessions that knew the old one relock)."""
+    return bool(fingerprint) and _unlocked_codes(request).get(str(event_id)) == fingerprint
+
+
+def unlock(request: HttpRequest, event_id: int, fingerprint: str) -> None:
+    """Remember the event as unlocked with the code whose fingerprint is given (the most recent
+    MAX_UNLOCKED_EVENTS events are kept)."""
+    codes = _unlocked_codes(request)
+    codes.pop(str(event_id), None)
+    codes[str(event_id)] = fingerprint
+    request.session[UNLOCKED_KEY] = dict(list(codes.items())[-MAX_UNLOCKED_EVENTS:])
+    request.session.pop(LEGACY_UNLOCKED_KEY, None)
 
 
 def remember_checkout(request: HttpRequest, tenant_id: int, checkout_id: uuid.UUID | str) -> None:

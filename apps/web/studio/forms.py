@@ -66,6 +66,31 @@ class EventForm(StudioForm):
         return data
 
 
+class EventEditForm(StudioForm):
+    """Change an event's title, date, visibility or access code; its address (slug) stays. An
+    empty access code keeps the event's current code."""
+
+    title = forms.CharField(max_length=200)
+    date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    visibility = forms.ChoiceField(choices=Event.Visibility.choices)
+    access_code = forms.CharField(
+        max_length=128,
+        required=False,
+        strip=False,
+        label="New access code",
+        help_text=(
+            "Leave empty to keep the current code. A new code (at least 4 characters) replaces it: "
+            "shoppers who entered the old one must enter the new one."
+        ),
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+
+    @classmethod
+    def for_event(cls, event: Event) -> EventEditForm:
+        """An unbound form showing the event as it is (never its code: only a hash is stored)."""
+        return cls(initial={"title": event.title, "date": event.date, "visibility": event.visibility})
+
+
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
 

@@ -27,6 +27,7 @@ urlpatterns = [
     path("", overview.overview, name="overview"),
     path("events/", events.events, name="events"),
     path("events/<studio_id:event_id>/", events.event_detail, name="event"),
+    path("events/<studio_id:event_id>/edit", events.event_edit, name="event-edit"),
     path("events/<studio_id:event_id>/photos", events.event_upload, name="event-upload"),
     path("events/<studio_id:event_id>/products", events.event_products, name="event-products"),
     path("events/<studio_id:event_id>/prices", events.event_prices, name="event-prices"),

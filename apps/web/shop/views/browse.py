@@ -94,12 +94,15 @@ def _unlock(request: HttpRequest, studio: Studio, event: ShopEvent) -> HttpRespo
             request, studio, event, status=400, error="Enter the event's access code.", next_url=next_url
         )
     try:
-        public_event_by_slug(tenant_slug=studio.slug, event_slug=event.slug, access_code=form.cleaned_data["code"])
+        checked = public_event_by_slug(
+            tenant_slug=studio.slug, event_slug=event.slug, access_code=form.cleaned_data["code"]
+        )
     except AccessCodeRequired:
         return locked_page(
             request, studio, event, status=403, error="That access code is not correct.", next_url=next_url
         )
-    unlock(request, event.id)
+    # The fingerprint of the code just checked (it may have changed since `event` was read).
+    unlock(request, checked.id, checked.access_fingerprint)
     return HttpResponseRedirect(next_url, status=303)
 
 

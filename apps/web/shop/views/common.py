@@ -88,7 +88,7 @@ def event_url(studio: Studio, event: ShopEvent) -> str:
 
 def is_locked(request: HttpRequest, event: ShopEvent) -> bool:
     """A protected event whose code this session has not entered: its photos stay hidden."""
-    return event.protected and not unlocked(request, event.id)
+    return event.protected and not unlocked(request, event.id, event.access_fingerprint)
 
 
 _EVENT_PAGES = frozenset({"shop:event", "shop:photo", "shop:find-me"})

@@ -1,5 +1,6 @@
-"""Events: the list and the create form; one event's photos, uploads, products with stock (each
-deactivated or reactivated, prints restocked, from its row), and its price list."""
+"""Events: the list and the create form; one event's edit form (title, date, visibility, access
+code), its photos, uploads, products with stock (each deactivated or reactivated, prints restocked,
+from its row), and its price list."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from apps.web.studio.access import CATALOG_WRITE_ROLES, UPLOAD_ROLES, Studio, pr
 from apps.web.studio.forms import (
     MAX_FILES_PER_UPLOAD,
     PRINT_PRICE_ROWS_EMPTY,
+    EventEditForm,
     EventForm,
     PriceListForm,
     ProductActiveForm,
@@ -171,6 +173,7 @@ def _render_event(
     product_form: ProductForm | None = None,
     price_form: PriceListForm | None = None,
     row_form: tuple[int, ProductActiveForm | RestockForm] | None = None,
+    edit_form: EventEditForm | None = None,
 ) -> HttpResponse:
     tenant_id = studio.tenant_id
     photos = page_of(request, catalog.photos_of_event(tenant_id=tenant_id, event_id=event.pk), per_page=PHOTOS_PER_PAGE)
@@ -186,6 +189,7 @@ def _render_event(
     if studio.can_write_catalog:
         product_form = product_form or ProductForm()
         price_form = price_form or PriceListForm.for_prices(prices)
+        edit_form = edit_form or EventEditForm.for_event(event)
     context: dict[str, Any] = {
         "studio": studio,
         "event": event,
@@ -197,6 +201,7 @@ def _render_event(
         "upload_form": upload_form,
         "product_form": product_form,
         "price_form": price_form,
+        "edit_form": edit_form,
         "max_files": MAX_FILES_PER_UPLOAD,
     }
     return render(request, "studio/event_detail.html", context, status=status)
@@ -222,6 +227,39 @@ def event_detail(request: HttpRequest, studio: Studio, event_id: int) -> HttpRes
     if isinstance(event, HttpResponse):
         return event
     return _render_event(request, studio, event)
+
+
+@require_POST
+@studio_page(*CATALOG_WRITE_ROLES)
+def event_edit(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
+    """Change the event's title, date, visibility or access code (an empty code keeps the current
+    one; see `apps.catalog.events.event_update`), once per rendered form."""
+    event = _event_or_404(request, studio, event_id)
+    if isinstance(event, HttpResponse):
+        return event
+    form = EventEditForm(request.POST)
+
+    def effect() -> str:
+        data = form.cleaned_data
+        updated = services.event_update(
+            tenant_id=studio.tenant_id,
+            event_id=event.pk,
+            title=data["title"],
+            date=data["date"],
+            visibility=data["visibility"],
+            access_code=data["access_code"] or None,
+            actor=Actor.member(studio.user),
+        )
+        messages.success(request, f"Event “{updated.title}” saved.")
+        return reverse("studio:event", args=[event.pk])
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_event(request, studio, event, status=status, edit_form=form),
+    )
 
 
 @require_POST
