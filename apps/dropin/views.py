@@ -8,6 +8,9 @@ credential, as for `apps.notifications.views`).
   Each selfie costs an enrolment, so a link may send `DROPIN_SELFIE_PAGE_RATE` of them (10 an
   hour); over that, 429 with `Retry-After`, checked before the upload is even parsed.
 * `POST /attendee/<token>/drop-in/delete`: delete the face and its matches.
+
+Both also count against the client address's `ATTENDEE_PAGE_RATE`, shared with the other
+attendee pages (`apps.notifications.limits`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.core.problems import DomainError, problem_response
 from apps.dropin.selectors import face_of_attendee
 from apps.dropin.services import FaceNotFound, face_delete, selfie_register
+from apps.notifications.limits import attendee_page_limited
 from apps.notifications.models import Attendee
 from apps.notifications.selectors import attendee_from_token
 from apps.ops.ratelimit import Rate, rate_limit_wait
@@ -64,6 +68,7 @@ def _selfie_wait(attendee: Attendee) -> int:
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@attendee_page_limited
 def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
     attendee = _attendee_or_problem(token)
     if isinstance(attendee, HttpResponse):
@@ -102,6 +107,7 @@ def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
 
 @csrf_exempt
 @require_POST
+@attendee_page_limited
 def dropin_delete(request: HttpRequest, token: str) -> HttpResponse:
     attendee = _attendee_or_problem(token)
     if isinstance(attendee, HttpResponse):

@@ -6,7 +6,8 @@
   takes RFC 8058 one-click requests (`List-Unsubscribe=One-Click`) that mail clients send.
 
 The POSTs are exempt from CSRF: the token in the path is the only credential, and a page that
-could forge the request already holds it.
+could forge the request already holds it. Every page counts against the client address's
+`ATTENDEE_PAGE_RATE` (`apps.notifications.limits`): over it, a 429 problem that writes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.core.problems import DomainError, problem_response
+from apps.notifications.limits import attendee_page_limited
 from apps.notifications.models import Attendee
 from apps.notifications.selectors import attendee_from_token, notifications_of_attendee
 from apps.notifications.services import attendee_unsubscribe, notifications_mark_read
@@ -36,6 +38,7 @@ def _attendee_or_problem(token: str) -> Attendee | HttpResponse:
 
 
 @require_GET
+@attendee_page_limited
 def inbox(request: HttpRequest, token: str) -> HttpResponse:
     attendee = _attendee_or_problem(token)
     if isinstance(attendee, HttpResponse):
@@ -56,6 +59,7 @@ def inbox(request: HttpRequest, token: str) -> HttpResponse:
 
 @csrf_exempt
 @require_POST
+@attendee_page_limited
 def mark_read(request: HttpRequest, token: str) -> HttpResponse:
     attendee = _attendee_or_problem(token)
     if isinstance(attendee, HttpResponse):
@@ -72,6 +76,7 @@ def mark_read(request: HttpRequest, token: str) -> HttpResponse:
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@attendee_page_limited
 def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     attendee = _attendee_or_problem(token)
     if isinstance(attendee, HttpResponse):

@@ -168,11 +168,25 @@ class TenantRateThrottle(BaseThrottle):
         return self._wait
 
 
+# The web pages' and webhooks' own rates (settings names; env variables add `DARKROOM_`).
+PAGE_RATE_SETTINGS = (
+    "WEBHOOK_REFUSAL_RATE",
+    "DROPIN_SELFIE_PAGE_RATE",
+    "ATTENDEE_PAGE_RATE",
+    "SHOP_ACCESS_CODE_RATE",
+    "SHOP_FINDME_SESSION_RATE",
+    "SHOP_FINDME_ADDRESS_RATE",
+    "STUDIO_LOGIN_RATE",
+    "STUDIO_LOGIN_ADDRESS_RATE",
+)
+
+
 @register()
 def rate_limits_parse(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """Every configured rate must parse (a typo would otherwise be a 500 on the first request)."""
     configured = {"DARKROOM_RATE_LIMIT_DEFAULT": settings.RATE_LIMIT_DEFAULT}
     configured.update({f"DARKROOM_RATE_LIMITS[{name}]": rate for name, rate in settings.RATE_LIMITS.items()})
+    configured.update({f"DARKROOM_{name}": getattr(settings, name) for name in PAGE_RATE_SETTINGS})
     errors = []
     for where, text in configured.items():
         try:

@@ -477,6 +477,9 @@ DROPIN_MAX_SELFIE_BYTES = env.int("DARKROOM_DROPIN_MAX_SELFIE_BYTES", default=10
 # Selfies an attendee may send from their drop-in page (each is an enrolment at the face
 # backend, paid with Rekognition), per signed link; over it the page answers 429.
 DROPIN_SELFIE_PAGE_RATE = env("DARKROOM_DROPIN_SELFIE_PAGE_RATE", default="10/hour")
+# Requests per client address across the attendee's signed-link pages (inbox, mark read,
+# unsubscribe, drop-in); over it they answer 429 (apps/notifications/limits.py).
+ATTENDEE_PAGE_RATE = env("DARKROOM_ATTENDEE_PAGE_RATE", default="120/min")
 # A job whose runs raised this many times fails for good (an operator can queue it again).
 DROPIN_MAX_ATTEMPTS = env.int("DARKROOM_DROPIN_MAX_ATTEMPTS", default=5)
 DROPIN_LEASE_TTL_SECONDS = env.float("DARKROOM_DROPIN_LEASE_TTL_SECONDS", default=120.0)

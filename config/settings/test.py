@@ -42,3 +42,5 @@ DROPIN_FACE_BACKEND = env("DARKROOM_DROPIN_FACE_BACKEND", default="fake")
 # The webhook tests (fuzzing among them) send thousands of refused deliveries from one address;
 # the refusal budget has its own tests, which set a small one.
 WEBHOOK_REFUSAL_RATE = "1000000/min"
+# Likewise the attendee pages, which the notification and drop-in tests visit from one address.
+ATTENDEE_PAGE_RATE = "1000000/min"

@@ -1,0 +1,56 @@
+"""The request budget of the attendee's signed-link pages (inbox, mark read, unsubscribe, drop-in).
+
+Their token is checked by HMAC, which costs little, but every page also reads the attendee and
+their notifications, and a guessed or leaked link could be hammered. `attendee_page_limited`
+counts each request against the client's address (`apps.core.client_address`, which believes
+`X-Forwarded-For` only from `TRUSTED_PROXIES`) in the API's sliding-window limiter
+(`apps.ops.ratelimit`): `ATTENDEE_PAGE_RATE` (120 a minute) across all these pages. Over it the
+request gets a 429 problem with `Retry-After` before the token is even read, so it writes
+nothing. It follows `RATE_LIMIT_ENABLED` and, like every limiter here, lets requests through
+when Redis is unreachable (logged and counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from apps.core.client_address import client_address
+from apps.core.problems import problem_response
+from apps.ops.ratelimit import Rate, rate_limit_wait
+
+ATTENDEE_PAGE_KEY = "attendee:page:"
+
+
+def attendee_page_wait(request: HttpRequest) -> int:
+    """Count one attendee-page request from this client: 0 if admitted, else seconds to wait."""
+    if not settings.RATE_LIMIT_ENABLED:
+        return 0
+    return rate_limit_wait(
+        key=f"{ATTENDEE_PAGE_KEY}a{client_address(request)}", rate=Rate.parse(str(settings.ATTENDEE_PAGE_RATE))
+    )
+
+
+def attendee_page_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Refuse the request with a 429 problem (and `Retry-After`) when its client is over
+    `ATTENDEE_PAGE_RATE`; otherwise run the view."""
+
+    @wraps(view)
+    def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        wait = attendee_page_wait(request)
+        if wait:
+            response = problem_response(
+                429,
+                "Too many requests",
+                f"Too many requests for attendee pages from this address. Try again in {wait} seconds.",
+                slug="rate-limited",
+            )
+            response["Retry-After"] = str(wait)
+            return response
+        return view(request, *args, **kwargs)
+
+    return limited
