@@ -262,8 +262,12 @@ def test_a_request_and_a_batch_at_once_pay_the_wallet_once(studios: tuple[Any, A
     for thread in threads:
         thread.join(timeout=60)
 
-    # then: whoever won the lease, every wallet was paid once, the requested one its balance
-    assert errors == [] and batch_ids != [None], (errors, batch_ids)
+    # then: whoever won the lease, nothing failed; a scheduled run that found the lease busy
+    # (the request's consumer won the race) runs again at the next beat
+    assert errors == [] and len(batch_ids) == 1, (errors, batch_ids)
+    if batch_ids == [None]:
+        assert payout_batch_run(trigger="schedule").batch_id is not None
+    # and: every wallet was paid once, the requested one its whole balance
     assert [p.amount_minor for p in payouts_of(wallet)] == [5000]
     assert [len(payouts_of(w)) for w in others] == [1] * 6
 
