@@ -7,6 +7,7 @@ nonce, since the refused submission stored nothing.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
@@ -16,12 +17,38 @@ from django.utils.text import slugify
 from apps.catalog.models import Event, ProductKind
 from apps.catalog.products import RESTOCK_MAX_UNITS
 from apps.catalog.services import PriceIn
-from apps.payments.providers.base import major_to_minor, minor_to_major
+from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major
 from apps.payouts.models import PROVIDER_CHOICES
 from apps.web.submit_once import form_nonce
 
 MAX_FILES_PER_UPLOAD = 50
 MAX_PRICE_MINOR = 10**12
+
+_AMOUNT_TEXT = re.compile(r"(?P<units>[0-9]{1,15})(?:[.,](?P<fraction>[0-9]+))?")
+
+
+def amount_text_to_minor(raw: str, currency: str) -> int:
+    """An amount typed in major units ("9", "9.5", "25,50") -> minor units of `currency`.
+
+    One decimal separator, "." or ",", and at most as many decimals as the currency has; no
+    thousands separators, no signs or exponents. "1,000" is refused rather than guessed (a
+    thousand, or one with a decimal comma?), and so is "1.000": a price is never read as
+    something other than what the owner meant. Raises ValueError with a message for the form."""
+    example = minor_to_major(900 * 10 ** currency_exponent(currency), currency)
+    match = _AMOUNT_TEXT.fullmatch(raw)
+    if match is None:
+        raise ValueError(f"Not an amount in {currency}: write digits, e.g. {example}, without thousands separators.")
+    fraction = match["fraction"]
+    if fraction is not None and len(fraction) > currency_exponent(currency):
+        if currency_exponent(currency) == 0:
+            raise ValueError(f"{currency} has no decimals; write whole units without separators, e.g. {example}.")
+        raise ValueError(
+            f"Not an amount in {currency}: at most {currency_exponent(currency)} decimals and no thousands"
+            f" separators, e.g. {example}."
+        )
+    return major_to_minor(f"{match['units']}.{fraction}" if fraction else match["units"], currency)
+
+
 PRINT_PRICE_ROWS_EMPTY = 2
 
 
@@ -210,9 +237,9 @@ class PriceListForm(StudioForm):
         if not raw:
             return None
         try:
-            minor = major_to_minor(raw.replace(",", "."), currency)
-        except (ValueError, ArithmeticError):
-            self.add_error(field, f"Not an amount in {currency} (e.g. 9.00).")
+            minor = amount_text_to_minor(raw, currency)
+        except ValueError as exc:
+            self.add_error(field, str(exc))
             return None
         if not 0 < minor <= MAX_PRICE_MINOR:
             self.add_error(field, "A price is more than zero.")

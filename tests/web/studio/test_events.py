@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
+from apps.web.studio.forms import amount_text_to_minor
 from tests.factories.catalog import PriceFactory, PriceListFactory, image_bytes
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_event, new_photo, signed_in, text
 
@@ -240,6 +241,43 @@ def test_bad_prices_are_refused_with_errors_and_write_nothing(studio: StudioPeop
     assert response.status_code == 400
     body = text(response)
     assert "Not an amount in EUR" in body and "Give the price of the A4 print." in body
+    assert count(studio.org, Price) == 0
+
+
+@pytest.mark.parametrize(
+    ("currency", "typed", "minor"),
+    [("EUR", "9", 900), ("EUR", "9.5", 950), ("EUR", "25,50", 2550), ("USD", "1000", 100000), ("JPY", "1000", 1000)],
+)
+def test_amounts_in_major_units_with_a_decimal_point_or_comma(currency: str, typed: str, minor: int) -> None:
+    assert amount_text_to_minor(typed, currency) == minor
+
+
+@pytest.mark.parametrize(
+    ("currency", "typed"),
+    [
+        ("JPY", "1,000"),  # a thousand yen, or one? refused, never read as 1
+        ("EUR", "1,000"),  # never 1.00 EUR
+        ("USD", "1.500"),
+        ("USD", "1,500.00"),
+        ("EUR", "1 000"),
+        ("EUR", "1e3"),
+        ("EUR", "-5"),
+        ("EUR", "9.001"),
+        ("JPY", "9.5"),
+    ],
+)
+def test_ambiguous_or_malformed_amounts_are_refused_not_guessed(
+    studio: StudioPeople, currency: str, typed: str
+) -> None:
+    with pytest.raises(ValueError, match=f"{currency}"):
+        amount_text_to_minor(typed, currency)
+    # and the price form shows the reason and writes nothing
+    event = new_event(studio.org)
+    response = signed_in(studio.owner).post(
+        f"/studio/events/{event.pk}/prices", {"nonce": "n" * 24, "currency": currency, "download": typed}
+    )
+    assert response.status_code == 400
+    assert "thousands separators" in text(response) or "no decimals" in text(response)
     assert count(studio.org, Price) == 0
 
 
