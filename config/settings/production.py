@@ -1,5 +1,8 @@
 """Production: only hardening. Required secrets have no default."""
 
+import ipaddress
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
@@ -34,3 +37,33 @@ PAYPAL_API_BASE = env("PAYPAL_API_BASE", default="https://api-m.paypal.com")
 # The sandbox provider (local pay page, public webhook secret) is off unless asked for.
 SANDBOX_ENABLED = env.bool("DARKROOM_SANDBOX_ENABLED", default=False)
 SANDBOX_WEBHOOK_SECRET = env("SANDBOX_WEBHOOK_SECRET", default="") if SANDBOX_ENABLED else ""
+
+# The address shoppers and attendees reach us at: payment return links, unsubscribe links and
+# List-Unsubscribe headers are built from it, so a loopback or plain-http default would send
+# them nowhere. Required, https, a real host.
+DARKROOM_PUBLIC_BASE_URL = env("DARKROOM_PUBLIC_BASE_URL").rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost" or host.endswith(".localhost")
+
+
+_public = urlsplit(DARKROOM_PUBLIC_BASE_URL)
+if _public.scheme != "https" or not _public.hostname or _loopback(_public.hostname):
+    raise ImproperlyConfigured(
+        f"DARKROOM_PUBLIC_BASE_URL must be the https address shoppers reach (got {DARKROOM_PUBLIC_BASE_URL!r})"
+    )
+# Where a provider sends the shopper of an API checkout that gave no `return_url`; the local
+# default is the sandbox's page, which production does not serve unless the sandbox is on.
+CHECKOUT_RETURN_URL = env(
+    "DARKROOM_CHECKOUT_RETURN_URL",
+    default=f"{DARKROOM_PUBLIC_BASE_URL}/sandbox/checkouts/{{checkout_id}}" if SANDBOX_ENABLED else "",
+)
+if "{checkout_id}" not in CHECKOUT_RETURN_URL or not CHECKOUT_RETURN_URL.startswith("https://"):
+    raise ImproperlyConfigured(
+        "DARKROOM_CHECKOUT_RETURN_URL must be an https URL containing {checkout_id}: where payment"
+        " providers send shoppers of API checkouts that give no return_url"
+    )

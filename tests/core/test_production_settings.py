@@ -20,6 +20,8 @@ SECRETS = {
     "PAYPAL_CLIENT_ID": "id",
     "PAYPAL_CLIENT_SECRET": "secret",
     "PAYPAL_WEBHOOK_ID": "WH-1",
+    "DARKROOM_PUBLIC_BASE_URL": "https://photos.example.com",
+    "DARKROOM_CHECKOUT_RETURN_URL": "https://studio.example.com/orders/{checkout_id}",
 }
 
 
@@ -50,3 +52,35 @@ def test_an_empty_or_short_guard_secret_stops_production_from_starting(name: str
         # then: they refuse, naming the variable, rather than leave Flower or /metrics open
         assert loaded.returncode != 0
         assert f"{name} must be set to a secret" in loaded.stderr
+
+
+@pytest.mark.parametrize(
+    "base_url", ["", "http://photos.example.com", "https://127.0.0.1:8000", "https://localhost", "https://[::1]"]
+)
+def test_a_missing_or_unreachable_public_base_url_stops_production_from_starting(base_url: str) -> None:
+    # when: production settings load with no public address, a plain-http one or a loopback one
+    loaded = _load_production(DARKROOM_PUBLIC_BASE_URL=base_url)
+    # then: they refuse rather than send shoppers' payment returns and unsubscribe links nowhere
+    assert loaded.returncode != 0
+    assert "DARKROOM_PUBLIC_BASE_URL" in loaded.stderr
+
+
+@pytest.mark.parametrize("return_url", ["", "https://studio.example.com/orders", "http://x.example/{checkout_id}"])
+def test_a_checkout_return_url_without_the_checkout_or_https_stops_production(return_url: str) -> None:
+    loaded = _load_production(DARKROOM_CHECKOUT_RETURN_URL=return_url)
+    assert loaded.returncode != 0
+    assert "DARKROOM_CHECKOUT_RETURN_URL must be an https URL" in loaded.stderr
+
+
+def test_with_the_sandbox_on_the_return_url_defaults_to_its_page() -> None:
+    env = {k: v for k, v in SECRETS.items() if k != "DARKROOM_CHECKOUT_RETURN_URL"}
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import config.settings.production as p; print(p.CHECKOUT_RETURN_URL)"],
+        cwd=settings.BASE_DIR,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", **env, "DARKROOM_SANDBOX_ENABLED": "true"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert loaded.stdout.strip() == "https://photos.example.com/sandbox/checkouts/{checkout_id}", loaded.stderr[-2000:]
