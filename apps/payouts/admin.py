@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.urls import path, reverse
 
 from apps.core.admin_base import ReadOnlyAdmin
+from apps.core.problems import DomainError
 from apps.payments.providers.base import PayoutDestinationError
 from apps.payments.providers.registry import get_provider
 from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
@@ -43,8 +44,12 @@ class PayoutBatchAdmin(ReadOnlyAdmin):
         if not request.user.is_superuser:
             messages.error(request, "Only a platform superuser may start a payout batch.")
         else:
-            payout_batch_request(actor=request.user, actor_label=f"admin:{request.user.get_username()}")
-            messages.success(request, "Payout batch requested; it runs as soon as a worker takes it.")
+            try:
+                payout_batch_request(actor=request.user, actor_label=f"admin:{request.user.get_username()}")
+            except DomainError as exc:  # the payouts kill switch: nothing requested, say why
+                messages.error(request, f"No payout batch requested: {exc.detail}")
+            else:
+                messages.success(request, "Payout batch requested; it runs as soon as a worker takes it.")
         return HttpResponseRedirect(reverse("admin:payouts_payoutbatch_changelist"))
 
 

@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from apps.ledger.projection import projection_rebuild
+from apps.ops.killswitch import kill_switch_engage
 from apps.outbox.models import OutboxMessage
 from apps.payouts.models import Payout, PayoutDestination
 from apps.payouts.services import payout_batch_run
@@ -50,6 +51,19 @@ def test_pay_out_now_wants_a_post_from_a_superuser() -> None:
     assert Client().post(PAY_OUT_NOW).status_code == 302  # to the admin login
     staff = logged_in(is_superuser=False)
     staff.post(PAY_OUT_NOW)
+    assert batch_requests() == 0
+
+
+def test_pay_out_now_with_the_payouts_kill_switch_engaged_says_so_and_requests_nothing() -> None:
+    # given: an operator has engaged the payouts kill switch
+    with system_context("test: kill switch"):
+        kill_switch_engage(capability="payouts", reason="provider incident", actor_label="test")
+    client = logged_in(is_superuser=True)
+    # when: "Pay out now" is pressed
+    response = client.post(PAY_OUT_NOW, follow=True)
+    # then: back on the list with the reason, and nothing queued
+    assert response.status_code == 200
+    assert b"No payout batch requested" in response.content
     assert batch_requests() == 0
 
 
