@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 
 from apps.core.client_address import client_address
-from apps.core.problems import PROBLEM_CONTENT_TYPE, problem_response
+from apps.core.problems import PROBLEM_CONTENT_TYPE, problem_page_or_json, problem_response, wants_html
 from apps.core.request_context import accept_or_generate, reset_request_id, set_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -52,7 +52,8 @@ class RequestIdMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse a declared oversize body with 413 before it is read, for every path."""
+    """Refuse a declared oversize body with 413 before it is read, for every path: a problem, or
+    for a browser's multipart form (studio uploads, selfies) an HTML page in megabytes."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -69,6 +70,15 @@ class BodySizeLimitMiddleware:
             except ValueError:
                 return problem_response(400, "Bad request", "Content-Length is not a number.", slug="bad-request")
             if length > limit:
+                if is_upload and wants_html(request):  # a browser's form upload: say it in its units
+                    return problem_page_or_json(
+                        request,
+                        413,
+                        "Upload too large",
+                        f"This upload is {length / 2**20:.1f} MB; at most {limit / 2**20:.0f} MB can be sent"
+                        " at once. Nothing was kept: send fewer or smaller files at a time.",
+                        slug="payload-too-large",
+                    )
                 return problem_response(
                     413,
                     "Payload too large",

@@ -11,7 +11,9 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_default_handler
@@ -68,6 +70,47 @@ def problem_response(status_code: int, title: str, detail: str, *, slug: str, **
         status=status_code,
         content_type=PROBLEM_CONTENT_TYPE,
     )
+
+
+def wants_html(request: HttpRequest) -> bool:
+    """A browser asking for a page: its Accept header names text/html. API clients, mail
+    clients' one-click POSTs and `curl` (no Accept, or */*) get the problem JSON."""
+    return "text/html" in request.META.get("HTTP_ACCEPT", "")
+
+
+def problem_page_or_json(
+    request: HttpRequest,
+    status_code: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str,
+    retry_after: int | None = None,
+) -> HttpResponse:
+    """The refusal of a page people open from a browser (attendee links, studio uploads): an
+    HTML page with the same status, title and detail for a browser, else the RFC 7807 problem.
+    `retry_after` (seconds) becomes the `Retry-After` header of either."""
+    response: HttpResponse
+    if wants_html(request):
+        referer = request.META.get("HTTP_REFERER", "")
+        same_site = url_has_allowed_host_and_scheme(
+            referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        context = {
+            "status": status_code,
+            "title": title,
+            "detail": detail,
+            "retry_after": retry_after,
+            "back_url": referer if referer and same_site else "",
+            "request_id": get_request_id(),
+        }
+        response = render(request, "problem.html", context, status=status_code)
+        response["Cache-Control"] = "no-store"
+    else:
+        response = problem_response(status_code, title, detail, slug=slug)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 _DRF_SLUGS: dict[type[exceptions.APIException], tuple[str, str]] = {

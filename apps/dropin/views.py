@@ -10,7 +10,7 @@ credential, as for `apps.notifications.views`).
 * `POST /attendee/<token>/drop-in/delete`: delete the face and its matches.
 
 Both also count against the client address's `ATTENDEE_PAGE_RATE`, shared with the other
-attendee pages (`apps.notifications.limits`).
+attendee pages (`apps.notifications.pages`).
 """
 
 from __future__ import annotations
@@ -23,21 +23,13 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.core.problems import DomainError, problem_response
+from apps.core.problems import DomainError
 from apps.dropin.selectors import face_of_attendee
 from apps.dropin.services import FaceNotFound, face_delete, selfie_register
-from apps.notifications.limits import attendee_page_limited
 from apps.notifications.models import Attendee
-from apps.notifications.selectors import attendee_from_token
+from apps.notifications.pages import attendee_or_problem, attendee_page_limited
 from apps.ops.ratelimit import Rate, rate_limit_wait
 from apps.tenancy.context import tenant_context
-
-
-def _attendee_or_problem(token: str) -> Attendee | HttpResponse:
-    try:
-        return attendee_from_token(token=token)
-    except DomainError as exc:
-        return problem_response(exc.status_code, exc.title, exc.detail, slug=exc.slug)
 
 
 def _actor(attendee: Attendee) -> str:
@@ -70,7 +62,7 @@ def _selfie_wait(attendee: Attendee) -> int:
 @require_http_methods(["GET", "POST"])
 @attendee_page_limited
 def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
-    attendee = _attendee_or_problem(token)
+    attendee = attendee_or_problem(request, token)
     if isinstance(attendee, HttpResponse):
         return attendee
     if request.method == "GET":
@@ -109,7 +101,7 @@ def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
 @require_POST
 @attendee_page_limited
 def dropin_delete(request: HttpRequest, token: str) -> HttpResponse:
-    attendee = _attendee_or_problem(token)
+    attendee = attendee_or_problem(request, token)
     if isinstance(attendee, HttpResponse):
         return attendee
     try:

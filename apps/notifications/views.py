@@ -7,7 +7,7 @@
 
 The POSTs are exempt from CSRF: the token in the path is the only credential, and a page that
 could forge the request already holds it. Every page counts against the client address's
-`ATTENDEE_PAGE_RATE` (`apps.notifications.limits`): over it, a 429 problem that writes nothing.
+`ATTENDEE_PAGE_RATE` (`apps.notifications.pages`): over it, a 429 problem that writes nothing.
 """
 
 from __future__ import annotations
@@ -20,27 +20,19 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from apps.core.problems import DomainError, problem_response
-from apps.notifications.limits import attendee_page_limited
-from apps.notifications.models import Attendee
-from apps.notifications.selectors import attendee_from_token, notifications_of_attendee
+from apps.core.problems import problem_page_or_json
+from apps.notifications.pages import attendee_or_problem, attendee_page_limited
+from apps.notifications.selectors import notifications_of_attendee
 from apps.notifications.services import attendee_unsubscribe, notifications_mark_read
 from apps.tenancy.context import tenant_context
 
 INBOX_PAGE_SIZE = 50
 
 
-def _attendee_or_problem(token: str) -> Attendee | HttpResponse:
-    try:
-        return attendee_from_token(token=token)
-    except DomainError as exc:
-        return problem_response(exc.status_code, exc.title, exc.detail, slug=exc.slug)
-
-
 @require_GET
 @attendee_page_limited
 def inbox(request: HttpRequest, token: str) -> HttpResponse:
-    attendee = _attendee_or_problem(token)
+    attendee = attendee_or_problem(request, token)
     if isinstance(attendee, HttpResponse):
         return attendee
     with tenant_context(attendee.tenant_id):
@@ -61,12 +53,14 @@ def inbox(request: HttpRequest, token: str) -> HttpResponse:
 @require_POST
 @attendee_page_limited
 def mark_read(request: HttpRequest, token: str) -> HttpResponse:
-    attendee = _attendee_or_problem(token)
+    attendee = attendee_or_problem(request, token)
     if isinstance(attendee, HttpResponse):
         return attendee
     raw = request.POST.get("notification", "")
     if raw and not re.fullmatch(r"[0-9]{1,18}", raw):
-        return problem_response(400, "Bad request", "`notification` must be a notification id.", slug="bad-request")
+        return problem_page_or_json(
+            request, 400, "Bad request", "`notification` must be a notification id.", slug="bad-request"
+        )
     with tenant_context(attendee.tenant_id):
         notifications_mark_read(
             tenant_id=attendee.tenant_id, attendee_id=attendee.pk, notification_ids=[int(raw)] if raw else None
@@ -78,7 +72,7 @@ def mark_read(request: HttpRequest, token: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @attendee_page_limited
 def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
-    attendee = _attendee_or_problem(token)
+    attendee = attendee_or_problem(request, token)
     if isinstance(attendee, HttpResponse):
         return attendee
     done = attendee.unsubscribed_at is not None

@@ -55,7 +55,7 @@ def test_over_the_budget_the_pages_answer_429_and_a_one_click_unsubscribe_writes
     assert refused.status_code == 429
     assert refused["Content-Type"] == "application/problem+json"
     assert refused.json()["type"].endswith("rate-limited")
-    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert 1 <= int(refused["Retry-After"]) <= 120  # a sliding window of one minute may ask for up to two
     assert unsubscribed_at(attendee) is None
     # and: bad tokens from that address are refused by the budget too (no token work at all)
     assert browser.get("/attendee/garbage/").status_code == 429

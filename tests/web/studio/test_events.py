@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -316,3 +316,27 @@ def test_a_form_without_its_nonce_is_refused(studio: StudioPeople) -> None:
     assert response.status_code == 400
     assert "reload the page" in text(response)
     assert count(studio.org, Event) == 0
+
+
+def test_a_studio_upload_over_the_request_cap_is_a_413_page_in_megabytes(studio: StudioPeople, settings: Any) -> None:
+    # given: a request cap smaller than the photos chosen
+    settings.API_MAX_UPLOAD_BYTES = 2 * 2**20
+    event = new_event(studio.org)
+    client = signed_in(studio.photographer)
+    action = f"/studio/events/{event.pk}/photos"
+    nonce = form_nonce_on(client.get(f"/studio/events/{event.pk}/"), action)
+    files = [SimpleUploadedFile(f"p{i}.png", image_bytes(900, 900) + b"\0" * 2**20) for i in range(2)]
+    # when: the browser sends them
+    page = client.post(
+        action,
+        {"nonce": nonce, "photos": files},
+        HTTP_ACCEPT="text/html,*/*;q=0.8",
+        HTTP_REFERER=f"http://testserver/studio/events/{event.pk}/",
+    )
+    # then: a page in the photographer's units, with the way back, and nothing kept
+    body = page.content.decode()
+    assert page.status_code == 413 and page["Content-Type"].startswith("text/html")
+    assert "at most 2 MB can be sent at once" in body and "Nothing was kept" in body
+    assert f'href="http://testserver/studio/events/{event.pk}/"' in body
+    with tenant_context(studio.org.pk):
+        assert not event.photos.exists()

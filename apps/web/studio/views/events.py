@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.files.uploadedfile import UploadedFile
@@ -203,6 +204,7 @@ def _render_event(
         "price_form": price_form,
         "edit_form": edit_form,
         "max_files": MAX_FILES_PER_UPLOAD,
+        "max_upload_mb": settings.API_MAX_UPLOAD_BYTES // 2**20,
     }
     return render(request, "studio/event_detail.html", context, status=status)
 

@@ -1,4 +1,8 @@
-"""The request budget of the attendee's signed-link pages (inbox, mark read, unsubscribe, drop-in).
+"""What the attendee's signed-link pages (inbox, mark read, unsubscribe, drop-in) share: their
+request budget and the check of their token. Refusals are an HTML page for a browser and an
+RFC 7807 problem otherwise (`apps.core.problems.problem_page_or_json`).
+
+The budget.
 
 Their token is checked by HMAC, which costs little, but every page also reads the attendee and
 their notifications, and a guessed or leaked link could be hammered. `attendee_page_limited`
@@ -20,7 +24,9 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from apps.core.client_address import client_address
-from apps.core.problems import problem_response
+from apps.core.problems import DomainError, problem_page_or_json
+from apps.notifications.models import Attendee
+from apps.notifications.selectors import attendee_from_token
 from apps.ops.ratelimit import Rate, rate_limit_wait
 
 ATTENDEE_PAGE_KEY = "attendee:page:"
@@ -43,14 +49,23 @@ def attendee_page_limited(view: Callable[..., HttpResponse]) -> Callable[..., Ht
     def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         wait = attendee_page_wait(request)
         if wait:
-            response = problem_response(
+            return problem_page_or_json(
+                request,
                 429,
                 "Too many requests",
-                f"Too many requests for attendee pages from this address. Try again in {wait} seconds.",
+                "Too many requests for attendee pages from this address.",
                 slug="rate-limited",
+                retry_after=wait,
             )
-            response["Retry-After"] = str(wait)
-            return response
         return view(request, *args, **kwargs)
 
     return limited
+
+
+def attendee_or_problem(request: HttpRequest, token: str) -> Attendee | HttpResponse:
+    """The attendee the signed token names, or the refusal to answer with (404 for a tampered,
+    foreign or unknown link)."""
+    try:
+        return attendee_from_token(token=token)
+    except DomainError as exc:
+        return problem_page_or_json(request, exc.status_code, exc.title, exc.detail, slug=exc.slug)
