@@ -57,7 +57,7 @@ run: db
 	@echo ""
 	@PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile
 
-test: services browser
+test: services browser wrk
 	@$(PY) manage.py db_bootstrap
 	@echo "==> pytest ($(PYTEST_WORKERS) workers) against real PostgreSQL and Redis"
 	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
@@ -73,13 +73,24 @@ browser:
 	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	fi
 
+# Debian's wrk, which the HTTP write benchmark (`manage.py http_write_bench`, part of `make bench`
+# and of the bench smoke test) drives; installed with apt-get only when missing.
+.PHONY: wrk
+wrk:
+	@if [ ! -x /usr/bin/wrk ]; then \
+	  echo "==> wrk: installing Debian's package for the HTTP write benchmark (apt-get)"; \
+	  as_root=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; \
+	fi
+
 lint: setup
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/mypy apps tasks config
 
 # Figures are taken with DEBUG off (DEBUG records every query and slows every process).
-bench: db
+bench: db wrk
 	@echo "==> benchmarks (sequential; figures go to bench-results/report.md). Smoke: make bench BENCH_ARGS=--smoke"
 	@DJANGO_DEBUG=false $(PY) manage.py bench $(BENCH_ARGS)
 

@@ -3,7 +3,8 @@ tooling (relay and worker subprocesses, projectors, gunicorn and Locust) works a
 correct. Speed targets are NOT asserted here (they live in `make bench`); correctness is:
 every outbox message delivered, the ledger projection equal to the ledger, no oversell and no
 drift for either inventory strategy, no failed request, every announcement e-mail accepted once
-by the mail service (Postmark's batch API and SMTP stand-ins)."""
+by the mail service (Postmark's batch API and SMTP stand-ins), and every 2xx answer of the
+idempotent-write bench (wrk against `POST /api/v1/ledger/debits`) one debit with its key rows."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def test_bench_smoke_runs_every_benchmark_and_every_run_is_correct(tmp_path: Pat
     assert run.returncode in (0, 1), output
     report = json.loads((tmp_path / "report.json").read_text())
     runs = {r["command"]: r for r in report["runs"]}
-    assert set(runs) == {"outbox_bench", "ledger_slo", "inventory_bench", "announcement_bench"}, output
+    assert set(runs) == {"outbox_bench", "ledger_slo", "inventory_bench", "http_write_bench", "announcement_bench"}, (
+        output
+    )
     assert not any(r.get("skipped") for r in runs.values())
 
     # then: the outbox delivered every committed message, from producers that never failed
@@ -60,6 +63,22 @@ def test_bench_smoke_runs_every_benchmark_and_every_run_is_correct(tmp_path: Pat
     for name, http_run in inventory["http"].items():
         assert http_run["requests"] > 0 and http_run["failures"] == 0, (name, http_run)
         assert http_run["books"]["oversell"] == 0 and http_run["books"]["drift"] == 0, (name, http_run["books"])
+
+    # and: under wrk, every 2xx answer was one debit with its Idempotency-Key and ledger key rows,
+    # the only other debits being requests wrk left in flight when its clock ran out; no
+    # non-2xx answer, no socket error, no key debited twice, no debit outside the runs
+    write_books = runs["http_write_bench"]["result"]["correctness"]
+    for name in ("warmup", "measured"):
+        run_books = write_books[name]
+        assert run_books["ok"] is True, (name, run_books)
+        assert (run_books["non_2xx"], run_books["socket_errors"]) == (0, 0), (name, run_books)
+        assert run_books["responses_2xx"] > 0, (name, run_books)
+        assert run_books["responses_2xx"] <= run_books["debits"] <= run_books["requests_sent"], (name, run_books)
+        assert run_books["debits"] == run_books["idempotency_keys"] == run_books["ledger_event_keys"], (name, run_books)
+        assert run_books["idempotency_key_statuses"] == {"201": run_books["debits"]}, (name, run_books)
+        assert (run_books["duplicate_debits"], run_books["debits_without_key_rows"]) == (0, 0), (name, run_books)
+        assert run_books["unexpected_keys"] == 0, (name, run_books)
+    assert write_books["debits_outside_runs"] == 0 and write_books["ok"] is True, write_books
 
     # and: each mailer's announcement reached every attendee once, through its mail service
     announcements = [r["result"]["results"] for r in report["runs"] if r["command"] == "announcement_bench"]

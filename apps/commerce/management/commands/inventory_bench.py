@@ -44,14 +44,11 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +72,7 @@ from apps.commerce.services import LineIn, checkout_create
 from apps.ops.cpu import CpuWindow, per_unit_ms
 from apps.ops.ratelimit import disable_for_benchmark
 from apps.ops.vacuum import vacuum_analyze
+from apps.ops.webserver import WEB_THREADS, WEB_WORKERS, gunicorn, web_env
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import User
@@ -97,8 +95,6 @@ CHURNED_TABLES = (
     "catalog_stock",
     "outbox_outboxmessage",
 )
-WEB_WORKERS = 2
-WEB_THREADS = 8
 # How often the bench's writer looks for pending rows when idle (a worker is woken instead).
 WRITER_IDLE_POLL_SECONDS = 0.005
 
@@ -385,26 +381,6 @@ def run_db(
 # --- HTTP -----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"gunicorn did not answer {url} within {timeout:.0f} s")
-
-
 def run_http(
     *,
     shop: BenchShop,
@@ -421,95 +397,69 @@ def run_http(
     base = Path(settings.BASE_DIR)
     bin_dir = Path(sys.executable).parent
     product_id = shop.new_print(stock=stock, label=f"http-{strategy}")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.local"),
-        "DJANGO_DEBUG": "0",
-        "DARKROOM_LOG_LEVEL": "WARNING",
-        "DARKROOM_INVENTORY_STRATEGY": strategy,
-    }
-    gunicorn_argv = [
-        str(bin_dir / "gunicorn"),
-        "config.wsgi:application",
-        *f"--bind 127.0.0.1:{port} --workers {workers} --threads {threads}".split(),
-        *"--worker-class gthread --log-level warning --timeout 60".split(),
-    ]
-    gunicorn_log = tempfile.TemporaryFile()
-    gunicorn = subprocess.Popen(  # noqa: S603 - our own virtualenv's gunicorn, loopback only
-        gunicorn_argv, cwd=base, env=env, stdout=subprocess.DEVNULL, stderr=gunicorn_log
-    )
+    env = web_env(DARKROOM_INVENTORY_STRATEGY=strategy)
     ctx = mp.get_context("fork")
     stop = ctx.Event()
     writer_results = ctx.Queue()
     counter = ctx.Value("i", 0)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}/healthz", gunicorn)
-        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-            roots = {gunicorn.pid: "web", os.getpid(): "bench"}
-            if strategy == "batched":
-                writers = stack.enter_context(
-                    _processes(ctx, [(_writer_process, (shop.tenant_id, product_id, 0, counter, stop, writer_results))])
-                )
-                roots.update({proc.pid: "writer" for proc in writers})
-            out = Path(tmp) / "locust.json"
-            locust_argv = [
-                str(bin_dir / "locust"),
-                "-f",
-                str(base / "loadtests" / "inventory_locustfile.py"),
-                "--headless",
-                *f"-u {users} -r {users} -t {seconds}s --stop-timeout 5".split(),
-                *f"--host http://127.0.0.1:{port} --only-summary --loglevel WARNING".split(),
-            ]
-            locust = subprocess.Popen(  # noqa: S603 - our own virtualenv's locust, loopback only
-                locust_argv,
-                cwd=base,
-                env={
-                    **env,
-                    "INVENTORY_BENCH_API_KEY": shop.api_key,
-                    "INVENTORY_BENCH_PRODUCT_ID": str(product_id),
-                    "INVENTORY_BENCH_OUT": str(out),
-                    "INVENTORY_BENCH_RATE": str(rate or 0),
-                    "INVENTORY_BENCH_USERS": str(users),
-                },
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+    with (
+        gunicorn(env=env, workers=workers, threads=threads, log=logger) as web,
+        tempfile.TemporaryDirectory() as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        roots = {web.process.pid: "web", os.getpid(): "bench"}
+        if strategy == "batched":
+            writers = stack.enter_context(
+                _processes(ctx, [(_writer_process, (shop.tenant_id, product_id, 0, counter, stop, writer_results))])
             )
-            # Where the CPU goes in the steady middle of the run (after ramp-up, before the end).
-            cpu = CpuWindow(roots={**roots, locust.pid: "locust"})
-            now = time.time()
-            margin = min(2.0, seconds / 4)
-            cpu_thread = cpu.during(now + margin, now + seconds - margin / 2)
-            try:
-                _, locust_err = locust.communicate(timeout=seconds + 120)
-            except subprocess.TimeoutExpired:
-                locust.kill()
-                raise
-            cpu_thread.join(timeout=10)
-            if not out.exists():
-                raise RuntimeError(f"locust wrote no summary (exit {locust.returncode}): {locust_err.decode()[-2000:]}")
-            summary = json.loads(out.read_text())
-            window = cpu.result.get("window_seconds") or 0.0
-            summary["cpu"] = {
-                **cpu.result,
-                "ms_per_request": per_unit_ms(cpu.result, summary["requests_per_second"] * window),
-            }
-            stop.set()
-            if strategy == "batched":
-                writer = writer_results.get(timeout=300)
-                summary["writer_batches"] = len(writer["batches"])
-                summary["writer_errors"] = writer["errors"][:5]
-    except Exception:
-        gunicorn_log.seek(0)
-        logger.error("gunicorn output: %s", gunicorn_log.read()[-3000:].decode(errors="replace"))
-        raise
-    finally:
-        gunicorn.send_signal(signal.SIGTERM)
+            roots.update({proc.pid: "writer" for proc in writers})
+        out = Path(tmp) / "locust.json"
+        locust_argv = [
+            str(bin_dir / "locust"),
+            "-f",
+            str(base / "loadtests" / "inventory_locustfile.py"),
+            "--headless",
+            *f"-u {users} -r {users} -t {seconds}s --stop-timeout 5".split(),
+            *f"--host {web.url} --only-summary --loglevel WARNING".split(),
+        ]
+        locust = subprocess.Popen(  # noqa: S603 - our own virtualenv's locust, loopback only
+            locust_argv,
+            cwd=base,
+            env={
+                **env,
+                "INVENTORY_BENCH_API_KEY": shop.api_key,
+                "INVENTORY_BENCH_PRODUCT_ID": str(product_id),
+                "INVENTORY_BENCH_OUT": str(out),
+                "INVENTORY_BENCH_RATE": str(rate or 0),
+                "INVENTORY_BENCH_USERS": str(users),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        # Where the CPU goes in the steady middle of the run (after ramp-up, before the end).
+        cpu = CpuWindow(roots={**roots, locust.pid: "locust"})
+        now = time.time()
+        margin = min(2.0, seconds / 4)
+        cpu_thread = cpu.during(now + margin, now + seconds - margin / 2)
         try:
-            gunicorn.wait(timeout=30)
+            _, locust_err = locust.communicate(timeout=seconds + 120)
         except subprocess.TimeoutExpired:
-            gunicorn.kill()
-        gunicorn_log.close()
+            locust.kill()
+            raise
+        cpu_thread.join(timeout=10)
+        if not out.exists():
+            raise RuntimeError(f"locust wrote no summary (exit {locust.returncode}): {locust_err.decode()[-2000:]}")
+        summary = json.loads(out.read_text())
+        window = cpu.result.get("window_seconds") or 0.0
+        summary["cpu"] = {
+            **cpu.result,
+            "ms_per_request": per_unit_ms(cpu.result, summary["requests_per_second"] * window),
+        }
+        stop.set()
+        if strategy == "batched":
+            writer = writer_results.get(timeout=300)
+            summary["writer_batches"] = len(writer["batches"])
+            summary["writer_errors"] = writer["errors"][:5]
     summary.update(strategy=strategy, books=stock_books(shop.tenant_id, product_id), product_id=product_id)
     return summary
 

@@ -37,6 +37,12 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
     ),
     ("hot SKU: batched writer vs per-request row lock", "inventory_bench", [], ["--smoke"]),
     (
+        "idempotent single write over HTTP: POST /api/v1/ledger/debits, wrk 32 connections",
+        "http_write_bench",
+        [],
+        ["--smoke"],
+    ),
+    (
         "announcement fan-out: 100,000 recipients, Postmark batch API",
         "announcement_bench",
         ["--mailer", "postmark"],

@@ -1,0 +1,108 @@
+"""A gunicorn for the HTTP benchmarks: the project's WSGI app on a free loopback port, DEBUG off.
+
+`inventory_bench` (Locust) and `http_write_bench` (wrk) drive their load at it. The shape is
+theirs to pick; both default to 2 gthread workers x 8 threads. The environment comes from this
+process (so `disable_for_benchmark()`, called first, switches the rate limiter off for it too),
+with DEBUG off (DEBUG records every query) and warnings-only logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+logger = logging.getLogger("darkroom.ops.webserver")
+
+WEB_WORKERS = 2
+WEB_THREADS = 8
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Return once `url` answers 200; raise RuntimeError if `proc` exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"gunicorn did not answer {url} within {timeout:.0f} s")
+
+
+def web_env(**extra: str) -> dict[str, str]:
+    """This process's environment for the server (and its load generator), DEBUG off, plus `extra`."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.local"),
+        "DJANGO_DEBUG": "0",
+        "DARKROOM_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class WebServer:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def gunicorn(
+    *, env: dict[str, str], workers: int = WEB_WORKERS, threads: int = WEB_THREADS, log: logging.Logger = logger
+) -> Iterator[WebServer]:
+    """Start gunicorn (gthread, `workers` x `threads`) on 127.0.0.1, wait until /healthz answers,
+    and stop it when the block ends: SIGTERM (gunicorn finishes the requests it is serving), then
+    SIGKILL after 30 s. If the block (or the start) raises, gunicorn's last output goes to `log`
+    before the exception propagates."""
+    base = Path(settings.BASE_DIR)
+    port = free_port()
+    argv = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "config.wsgi:application",
+        *f"--bind 127.0.0.1:{port} --workers {workers} --threads {threads}".split(),
+        *"--worker-class gthread --log-level warning --timeout 60".split(),
+    ]
+    output = tempfile.TemporaryFile()
+    process = subprocess.Popen(  # noqa: S603 - our own virtualenv's gunicorn, loopback only
+        argv, cwd=base, env=env, stdout=subprocess.DEVNULL, stderr=output
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz", process)
+        yield WebServer(process=process, port=port)
+    except Exception:
+        output.seek(0)
+        log.error("gunicorn output: %s", output.read()[-3000:].decode(errors="replace"))
+        raise
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        output.close()
