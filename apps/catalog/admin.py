@@ -1,18 +1,23 @@
 """Catalog admin for platform superusers (runs in the audited system context).
 
 Originals are shown by storage name only, never as a link: an original is served only
-through an entitlement. Access codes appear only as "set"/"not set".
+through an entitlement. Access codes appear only as "set"/"not set". What decides money is
+read-only here: prices and price lists (studios set them, `price_list_set`), products (the
+Deactivate/Reactivate actions go through the audited `product_set_active`), a photo's
+photographer (checkout lines copy it, so it decides whose wallet a sale credits) and stock.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
 from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock, StockRestock
+from apps.catalog.products import Actor, product_set_active
 from apps.catalog.storage import public_url
 from apps.core.admin_base import ReadOnlyAdmin
 
@@ -36,6 +41,9 @@ class PhotoAdmin(admin.ModelAdmin):
     list_filter = ("derivatives_status",)
     exclude = ("original", "preview", "thumbnail")
     readonly_fields = (
+        "tenant",
+        "event",
+        "photographer",
         "public_token",
         "original_name",
         "preview_link",
@@ -66,32 +74,49 @@ class PhotoAdmin(admin.ModelAdmin):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(ReadOnlyAdmin):
     list_display = ("sku", "kind", "event", "photo", "size", "tenant", "active")
     list_filter = ("kind", "active")
     search_fields = ("sku",)
-    raw_id_fields = ("event", "photo")
+    actions = ("deactivate", "reactivate")
+
+    def _set_active(self, request: HttpRequest, queryset: QuerySet[Product], *, active: bool) -> None:
+        actor = Actor(label=f"admin:{request.user.get_username()}", user=request.user)  # type: ignore[arg-type]
+        for product in queryset:
+            product_set_active(tenant_id=product.tenant_id, product_id=product.pk, active=active, actor=actor)
+        verb = "Reactivated" if active else "Deactivated"
+        messages.success(request, f"{verb} {queryset.count()} product(s); each change is audited.")
+
+    @admin.action(description="Stop selling the selected products (audited)")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        self._set_active(request, queryset, active=False)
+
+    @admin.action(description="Resume selling the selected products (audited)")
+    def reactivate(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        self._set_active(request, queryset, active=True)
 
 
 class PriceInline(admin.TabularInline):
     model = Price
     extra = 0
     fields = ("kind", "size", "amount_minor", "currency", "updated_at")
-    readonly_fields = ("updated_at",)
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(PriceList)
-class PriceListAdmin(admin.ModelAdmin):
+class PriceListAdmin(ReadOnlyAdmin):
     list_display = ("event", "tenant", "currency", "created_at")
     inlines = [PriceInline]
-    raw_id_fields = ("event",)
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(ReadOnlyAdmin):
     list_display = ("event", "kind", "size", "amount_minor", "currency", "tenant", "updated_at")
     list_filter = ("kind", "currency")
-    raw_id_fields = ("event", "price_list")
 
 
 @admin.register(Stock)
