@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Receipt, Refund, Transaction
+from apps.commerce.services.refunds import refund_retry
 from apps.core.admin_base import ReadOnlyAdmin
 
 
@@ -77,6 +79,15 @@ class RefundAdmin(ReadOnlyAdmin):
     )
     list_filter = ("status", "reason")
     ordering = ("-created_at",)
+    actions = ("retry",)
+
+    @admin.action(description="Retry the selected failed refunds (after fixing the cause; audited)")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Refund]) -> None:
+        label = f"admin:{request.user.get_username()}"
+        user = request.user if request.user.is_authenticated else None
+        retried = [r.pk for r in queryset if refund_retry(refund_id=r.pk, actor_label=label, actor_user=user)]  # type: ignore[arg-type]
+        skipped = queryset.count() - len(retried)
+        messages.success(request, f"Queued {len(retried)} refund(s) again; {skipped} skipped (not failed).")
 
 
 @admin.register(Receipt)

@@ -1,0 +1,98 @@
+"""Prometheus collectors for money taken but not yet delivered or given back, evaluated at scrape
+time (see apps/ops/metrics.py). Each reads an index, never a whole table.
+
+* darkroom_refunds{status}: refunds per status. `failed` is money a provider refused to give
+  back: the shopper is still charged (alert on any; runbook "Refund failed" in the README).
+  `requested` should drain within seconds.
+* darkroom_refunds_oldest_requested_age_seconds: a refund not submitted for long means the
+  providers' worker is down or the provider keeps failing (alert past a few minutes).
+* darkroom_webhook_events_open{provider, status}: payment and payout webhook events `received`
+  but not processed yet, and `failed` ones (a paid checkout whose webhook failed delivers
+  nothing until it is replayed: alert on `failed`).
+* darkroom_receipts_unsent{state}: receipts of paid checkouts not sent yet, `retrying` within
+  RECEIPT_MAX_ATTEMPTS and `exhausted` past it (they wait for an operator: alert on any).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import connection
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from apps.commerce.models import Refund
+from apps.payments.models import WebhookEvent
+from apps.tenancy.context import system_context
+
+logger = logging.getLogger("darkroom.commerce.metrics")
+
+OPEN_WEBHOOK_STATUSES = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.FAILED)
+
+# Report nothing while the ops registry describes collectors at app start (maybe before migrate).
+_registered = False
+
+
+def mark_registered() -> None:
+    global _registered
+    _registered = True
+
+
+def _figures() -> tuple[dict[str, int], float, dict[tuple[str, str], int], dict[str, int]]:
+    with system_context("commerce metrics"), connection.cursor() as cursor:
+        cursor.execute("SELECT status, count(*) FROM commerce_refund GROUP BY status")
+        refunds = {str(status): int(count) for status, count in cursor.fetchall()}
+        cursor.execute(
+            "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM commerce_refund"
+            " WHERE status = 'requested'"
+        )
+        oldest_requested = float(cursor.fetchone()[0])  # type: ignore[index]
+        cursor.execute(
+            "SELECT provider, status, count(*) FROM payments_webhookevent WHERE status = ANY(%s)"
+            " GROUP BY provider, status",
+            [list(OPEN_WEBHOOK_STATUSES)],
+        )
+        webhooks = {(str(p), str(s)): int(n) for p, s, n in cursor.fetchall()}
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE attempts < %s), count(*) FILTER (WHERE attempts >= %s)"
+            " FROM commerce_receipt WHERE status <> 'sent'",
+            [settings.RECEIPT_MAX_ATTEMPTS, settings.RECEIPT_MAX_ATTEMPTS],
+        )
+        retrying, exhausted = cursor.fetchone()  # type: ignore[misc]
+    return refunds, oldest_requested, webhooks, {"retrying": int(retrying), "exhausted": int(exhausted)}
+
+
+def collect_commerce_metrics() -> Iterable[Metric]:
+    if not _registered:
+        return
+    try:
+        refunds, oldest_requested, webhooks, receipts = _figures()
+    except Exception:
+        logger.warning("commerce metrics unavailable (database)", exc_info=True)
+        return
+    family = GaugeMetricFamily("darkroom_refunds", "Refunds per status.", labels=["status"])
+    for status in Refund.Status.values:
+        family.add_metric([status], refunds.get(status, 0))
+    yield family
+    yield GaugeMetricFamily(
+        "darkroom_refunds_oldest_requested_age_seconds",
+        "Age of the oldest refund not yet submitted to its provider (0 when none).",
+        value=oldest_requested,
+    )
+    open_events = GaugeMetricFamily(
+        "darkroom_webhook_events_open",
+        "Webhook events received but not processed yet, and failed ones, per provider.",
+        labels=["provider", "status"],
+    )
+    for (provider, status), count in sorted(webhooks.items()):
+        open_events.add_metric([provider, status], count)
+    yield open_events
+    unsent = GaugeMetricFamily(
+        "darkroom_receipts_unsent",
+        "Receipts of paid checkouts not sent yet: retrying, or past RECEIPT_MAX_ATTEMPTS (exhausted).",
+        labels=["state"],
+    )
+    for state, count in receipts.items():
+        unsent.add_metric([state], count)
+    yield unsent
