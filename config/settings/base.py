@@ -673,3 +673,9 @@ SHOP_FINDME_MAX_BYTES = env.int("DARKROOM_SHOP_FINDME_MAX_BYTES", default=DROPIN
 # Sign-in attempts per username and per client address (each attempt counts).
 STUDIO_LOGIN_RATE = env("DARKROOM_STUDIO_LOGIN_RATE", default="10/5min")
 STUDIO_LOGIN_ADDRESS_RATE = env("DARKROOM_STUDIO_LOGIN_ADDRESS_RATE", default="30/5min")
+# Password-reset requests per e-mail address and per client address (each request counts), the
+# address its e-mails come from, and how long a reset link works.
+STUDIO_PASSWORD_RESET_EMAIL_RATE = env("DARKROOM_STUDIO_PASSWORD_RESET_EMAIL_RATE", default="3/hour")
+STUDIO_PASSWORD_RESET_ADDRESS_RATE = env("DARKROOM_STUDIO_PASSWORD_RESET_ADDRESS_RATE", default="10/hour")
+STUDIO_PASSWORD_RESET_FROM_EMAIL = env("DARKROOM_STUDIO_PASSWORD_RESET_FROM_EMAIL", default="studio@darkroom.localhost")
+PASSWORD_RESET_TIMEOUT = env.int("DARKROOM_PASSWORD_RESET_TIMEOUT_SECONDS", default=2 * 60 * 60)

@@ -1,14 +1,16 @@
-"""Signing in and out (Django's auth views with the studio's templates) and picking a studio."""
+"""Signing in and out, resetting a forgotten password (Django's auth views with the studio's
+templates) and picking a studio."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
@@ -52,6 +54,59 @@ class LoginView(auth_views.LoginView):
 
 class LogoutView(auth_views.LogoutView):
     next_page = "studio:login"
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Ask for a reset link by e-mail address. The answer is the same page whether or not the
+    address has an account (no way to learn who has one); Django e-mails a link only to active
+    users with a usable password, signed over the password hash and last login, so it stops
+    working once used or when the password changes, and after PASSWORD_RESET_TIMEOUT.
+
+    Requests are limited per e-mail address and per client address
+    (`STUDIO_PASSWORD_RESET_EMAIL_RATE`, `STUDIO_PASSWORD_RESET_ADDRESS_RATE`): over either, a
+    429 page with Retry-After and no e-mail. The e-mail is sent in the request, outside any
+    transaction (ATOMIC_REQUESTS is off), so the link never sits in a database row or queue."""
+
+    template_name = "studio/password_reset.html"
+    email_template_name = "studio/password_reset_email.txt"
+    subject_template_name = "studio/password_reset_subject.txt"
+    success_url = reverse_lazy("studio:password-reset-sent")
+
+    @property
+    def from_email(self) -> str:  # type: ignore[override]
+        return str(settings.STUDIO_PASSWORD_RESET_FROM_EMAIL)
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        email = str(form.cleaned_data["email"]).strip().lower()[:254]
+        wait = wait_seconds(
+            (f"reset:e:{email}", "STUDIO_PASSWORD_RESET_EMAIL_RATE"),
+            (f"reset:a:{client_address(self.request)}", "STUDIO_PASSWORD_RESET_ADDRESS_RATE"),
+        )
+        if wait:
+            response = render(
+                self.request, self.template_name, {"form": form, "throttled": True, "studio": None}, status=429
+            )
+            response["Retry-After"] = str(wait)
+            return response
+        return super().form_valid(form)
+
+
+class PasswordResetSentView(auth_views.PasswordResetDoneView):
+    template_name = "studio/password_reset_sent.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {**super().get_context_data(**kwargs), "timeout_hours": settings.PASSWORD_RESET_TIMEOUT // 3600}
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """The link's page: a new password (Django's validators), then the link is spent."""
+
+    template_name = "studio/password_reset_confirm.html"
+    success_url = reverse_lazy("studio:password-reset-done")
+
+
+class PasswordResetDoneView(auth_views.PasswordResetCompleteView):
+    template_name = "studio/password_reset_done.html"
 
 
 def _safe_next(request: HttpRequest, value: str | None) -> str:
