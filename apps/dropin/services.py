@@ -45,6 +45,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.catalog import images, storage
@@ -555,7 +556,7 @@ def _record(
     """Write a run's matches, notifications, usage debit, photo index and success. Runs inside
     the fenced transaction. Matches of a face deleted since the search are dropped (its row is
     gone); what the backend indexed for a photo the backfill indexed meanwhile is forgotten."""
-    job = DropInJob.objects.select_for_update().select_related("event").get(pk=job.pk)
+    job = DropInJob.objects.select_for_update().select_related("event__tenant").get(pk=job.pk)
     now = timezone.now()
     # Locked: a face_delete waits for this transaction, or has already removed the face.
     live = set(
@@ -578,6 +579,11 @@ def _record(
     ]
     FaceMatch.objects.bulk_create(matches, ignore_conflicts=True)
     attendees = sorted({m.attendee_id for m in matches})
+    # The notification opens the photo's page in the shop (it asks for the code of a protected event).
+    photo_link = reverse(
+        "shop:photo",
+        kwargs={"studio_slug": job.event.tenant.slug, "event_slug": job.event.slug, "photo_id": job.photo_id},
+    )
     Notification.objects.bulk_create(
         [
             Notification(
@@ -587,6 +593,7 @@ def _record(
                 dedupe_key=f"photo:{job.photo_id}",
                 title="New photos of you",
                 body=f"A new photo of you from {job.event.title} is in the gallery.",
+                link=photo_link,
                 created_at=now,
             )
             for attendee_id in attendees

@@ -34,7 +34,7 @@ from apps.dropin.services import (
     selfie_register,
 )
 from apps.ledger.models import LedgerAccount, LedgerEvent
-from apps.notifications.models import Attendee
+from apps.notifications.models import Attendee, Notification
 from apps.tenancy.context import system_context, tenant_context
 from tests.dropin.helpers import (
     an_event,
@@ -210,6 +210,9 @@ def test_matches_notify_each_attendee_once_and_bill_the_searches_once(tenant_a: 
         (ann.attendee_id, "fake-2-ann"),
     ]
     assert new_photo_notifications(tenant_a.org) == [(ann.attendee_id, f"photo:{photo.pk}")]
+    with system_context("test: notification link"):
+        [link] = Notification.objects.filter(tenant=tenant_a.org, kind="new_photos").values_list("link", flat=True)
+    assert link == f"/s/{tenant_a.org.slug}/{event.slug}/photos/{photo.pk}/"  # the photo's page in the shop
     assert usage_debits(tenant_a.org) == [(9, "EUR", f"dropin:photo:{photo.pk}")]
     finished = job(job_id)
     assert (finished.status, finished.attempts, finished.faces, finished.matches) == ("succeeded", 1, 3, 2)
