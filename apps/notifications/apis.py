@@ -26,7 +26,12 @@ from apps.core.openapi import PAGINATION_PARAMETERS, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.serializers import IdField, StrictSerializer
 from apps.notifications.models import Announcement
-from apps.notifications.selectors import announcement_status, announcements_of_tenant, attendees_of_event
+from apps.notifications.selectors import (
+    announcement_status,
+    announcements_of_tenant,
+    attendee_link,
+    attendees_of_event,
+)
 from apps.notifications.services import (
     AnnouncementNotFound,
     AttendeeIn,
@@ -50,6 +55,17 @@ class AttendeeSerializer(serializers.Serializer):
     consent_recorded_at = serializers.DateTimeField(allow_null=True)
     unsubscribed_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
+    inbox_url = serializers.SerializerMethodField(
+        help_text="The attendee's own page (notifications, drop-in selfie, unsubscribe): a signed link to"
+        " hand to them; it is their only credential, so send it to their e-mail address only."
+    )
+    dropin_url = serializers.SerializerMethodField(help_text="Their drop-in page (register a selfie), signed.")
+
+    def get_inbox_url(self, attendee: Any) -> str:
+        return attendee_link(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)
+
+    def get_dropin_url(self, attendee: Any) -> str:
+        return attendee_link(tenant_id=attendee.tenant_id, attendee_id=attendee.pk, page="dropin")
 
 
 class AnnouncementOutputSerializer(serializers.Serializer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
@@ -63,6 +64,11 @@ def test_a_studio_registers_attendees_then_updates_them(tenant_a: Any) -> None:
         "bob@example.com",
         "cy@x.org",
     ]
+    # and: each carries its signed links, which open that attendee's pages
+    ann = listed["results"][0]
+    inbox = Client().get(urlsplit(ann["inbox_url"]).path)
+    assert inbox.status_code == 200 and "ann@example.com" in inbox.content.decode()
+    assert Client().get(urlsplit(ann["dropin_url"]).path).status_code == 200
 
 
 def test_an_unsubscribed_attendee_stays_unsubscribed_after_a_reimport(tenant_a: Any) -> None:
