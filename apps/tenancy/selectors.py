@@ -2,7 +2,7 @@
 
 Those that resolve a credential to a tenant must look across tenants, so they run in the
 (audited) system context; everything after them runs in the resolved tenant's context. The
-studio-side reads of one tenant's API keys filter by `tenant_id` explicitly (defence in depth on
+studio-side reads of one tenant's API keys and members filter by `tenant_id` explicitly (defence in depth on
 top of RLS); evaluate them inside that tenant's context.
 """
 
@@ -14,8 +14,8 @@ from django.core.cache import cache
 from django.db.models import QuerySet
 
 from apps.tenancy.context import system_context
+from apps.tenancy.keys import hash_api_key
 from apps.tenancy.models import ApiKey, Membership, Organization, User
-from apps.tenancy.services import hash_api_key
 
 
 @dataclass(frozen=True)
@@ -74,3 +74,13 @@ def api_keys_of_tenant(*, tenant_id: int) -> QuerySet[ApiKey]:
 def api_key_get(*, tenant_id: int, api_key_id: int) -> ApiKey | None:
     """One of the tenant's API keys, or None (also for another tenant's key: RLS hides it)."""
     return ApiKey.objects.filter(tenant_id=tenant_id, pk=api_key_id).first()
+
+
+def members_of_tenant(*, tenant_id: int) -> QuerySet[Membership]:
+    """The tenant's memberships with their users, longest-standing first."""
+    return Membership.objects.filter(tenant_id=tenant_id).select_related("user").order_by("created_at", "id")
+
+
+def member_get(*, tenant_id: int, user_id: int) -> Membership | None:
+    """One member of the tenant by user id, or None (also for another tenant's member: RLS hides it)."""
+    return Membership.objects.filter(tenant_id=tenant_id, user_id=user_id).select_related("user").first()

@@ -1,19 +1,28 @@
-"""Writes for tenancy: organizations, memberships, API keys, audit records."""
+"""Writes for tenancy: organizations, memberships, API keys, audit records.
+
+`hash_api_key` lives in `apps.tenancy.keys` (re-exported here): the API's authentication imports
+the selectors, which must not import this module, since it imports the problem types and with
+them DRF's views, which load the authentication classes.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from django.core.cache import cache
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from apps.core.problems import DomainError, InvalidInput, NotFound
 from apps.core.request_context import get_request_id
 from apps.tenancy.context import current_tenant_id, tenant_context
+from apps.tenancy.keys import hash_api_key
 from apps.tenancy.models import ApiKey, AuditLog, Membership, Organization, User
 
 API_KEY_PREFIX = "drk"
@@ -45,11 +54,6 @@ def audit_record(
         data=data or {},
         request_id=get_request_id() or "",
     )
-
-
-def hash_api_key(raw_key: str) -> str:
-    """API keys are 256-bit random secrets, so a plain SHA-256 is a safe, fast lookup hash."""
-    return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -127,5 +131,201 @@ def membership_add(*, tenant: Organization, user: User, role: str) -> Membership
             target_type="user",
             target_id=str(user.pk),
             data={"role": role},
+        )
+    return membership
+
+
+# --- studio members (managed by the studio's owners) ----------------------------------------
+
+
+class LastOwnerRequired(DomainError):
+    """The change would leave the studio without an owner (nobody could manage it any more)."""
+
+    status_code = 409
+    slug = "last-owner"
+    title = "A studio needs an owner"
+
+
+class NotAnOwner(DomainError):
+    """The acting user is no longer an owner of the studio (demoted or removed meanwhile)."""
+
+    status_code = 403
+    slug = "not-an-owner"
+    title = "Not an owner"
+
+
+class MemberNotFound(NotFound):
+    slug = "member-not-found"
+    title = "Member not found"
+
+
+OWNER_ROLE = Membership.Role.OWNER.value
+_USERNAME_ILLEGAL = re.compile(r"[^\w.@+-]")
+_USERNAME_MAX = 150
+_USER_CREATE_ATTEMPTS = 5
+
+
+def _owners_lock(*, tenant_id: int, actor: User | None) -> list[Membership]:
+    """Lock the studio's owner memberships (SELECT ... FOR UPDATE, ordered by pk) and return them.
+
+    Assumes a transaction in the tenant's context. Every membership change takes this lock
+    before it counts owners, so two changes that could each remove an owner serialise: the
+    second waits for the first to commit and then counts the owners it left (PostgreSQL
+    re-checks `role = 'owner'` on rows changed meanwhile). Raises NotAnOwner when `actor` is
+    given and is not among them (the role the page was opened with may be stale by now).
+    """
+    owners = list(Membership.objects.select_for_update().filter(tenant_id=tenant_id, role=OWNER_ROLE).order_by("pk"))
+    if actor is not None and all(owner.user_id != actor.pk for owner in owners):
+        raise NotAnOwner("Only the studio's owners manage its members, and you are not an owner of it (any more).")
+    return owners
+
+
+def _keeps_an_owner(*, owners: list[Membership], user_id: int, studio: str) -> None:
+    """Raises LastOwnerRequired unless an owner other than `user_id` remains."""
+    if all(owner.user_id == user_id for owner in owners):
+        raise LastOwnerRequired(
+            f"{studio} would be left without an owner. Make another member an owner first, then change or "
+            "remove this one."
+        )
+
+
+def _check_role(role: str) -> None:
+    if role not in Membership.Role.values:
+        allowed = ", ".join(Membership.Role.values)
+        raise InvalidInput(
+            f"Unknown role {role!r}; one of {allowed}.", extra={"errors": {"role": [f"One of {allowed}."]}}
+        )
+
+
+def _username_candidates(email: str) -> list[str]:
+    base = _USERNAME_ILLEGAL.sub("", email.split("@", 1)[0].lower())[: _USERNAME_MAX - 8] or "member"
+    similar = User.objects.filter(username__istartswith=base).values_list("username", flat=True)
+    taken = {name.lower() for name in similar}
+    first = next(
+        (candidate for candidate in (base, *(f"{base}{n}" for n in range(2, 100))) if candidate not in taken),
+        f"{base}-{secrets.token_hex(3)}",
+    )
+    return [first, *(f"{base}-{secrets.token_hex(3)}" for _ in range(_USER_CREATE_ATTEMPTS - 1))]
+
+
+def _user_for_email(email: str) -> tuple[User, bool]:
+    """The user with this e-mail address (case-insensitive), or a new one without a usable
+    password and a free username made from the address. Assumes a transaction.
+
+    A concurrent creation of the same address or username surfaces as an IntegrityError in a
+    savepoint: the address is then looked up again (the other transaction committed), or the
+    next username tried.
+    """
+    for username in _username_candidates(email):
+        existing = User.objects.filter(email__iexact=email).order_by("pk").first()
+        if existing is not None:
+            return existing, False
+        try:
+            with transaction.atomic():
+                user = User(username=username, email=email)
+                user.set_unusable_password()
+                user.save()
+            return user, True
+        except IntegrityError:
+            continue
+    raise IntegrityError(f"no free username for {email!r} after {_USER_CREATE_ATTEMPTS} attempts")
+
+
+def member_invite(*, tenant: Organization, email: str, role: str, actor: User | None) -> tuple[Membership, bool]:
+    """Make the person with `email` a member of `tenant` with `role`; create their user (without a
+    usable password) if the address has none. Returns (membership, created_user).
+
+    An existing member gets the role (as `membership_add` does), unless that would leave the
+    studio without an owner. Joins the caller's transaction; takes the owners' lock
+    (`_owners_lock`). Sends nothing: the caller e-mails the invitation after the commit.
+    Raises InvalidInput (address, role), NotAnOwner, LastOwnerRequired.
+    """
+    email = User.objects.normalize_email(email.strip())
+    try:
+        validate_email(email)
+    except ValidationError as exc:
+        raise InvalidInput(f"Not an e-mail address: {email!r}.", extra={"errors": {"email": exc.messages}}) from exc
+    _check_role(role)
+    with tenant_context(tenant.pk), transaction.atomic():
+        owners = _owners_lock(tenant_id=tenant.pk, actor=actor)
+        user, created_user = _user_for_email(email)
+        membership = Membership.objects.select_for_update().filter(tenant=tenant, user=user).first()
+        previous_role = membership.role if membership is not None else None
+        if membership is None:
+            membership = Membership.objects.create(tenant=tenant, user=user, role=role)
+        elif membership.role != role:
+            if membership.role == OWNER_ROLE:
+                _keeps_an_owner(owners=owners, user_id=user.pk, studio=tenant.name)
+            membership.role = role
+            membership.save(update_fields=["role"])
+        audit_record(
+            action="membership.invite",
+            actor_user=actor,
+            target_type="user",
+            target_id=str(user.pk),
+            data={"email": email, "role": role, "previous_role": previous_role, "user_created": created_user},
+        )
+    return membership, created_user
+
+
+def _member_lock(*, tenant_id: int, user_id: int) -> Membership:
+    """Lock one member's row (after the owners' lock). Raises MemberNotFound."""
+    membership = (
+        Membership.objects.select_for_update(of=("self",))
+        .select_related("user")
+        .filter(tenant_id=tenant_id, user_id=user_id)
+        .first()
+    )
+    if membership is None:
+        raise MemberNotFound("This studio has no such member.")
+    return membership
+
+
+def member_role_set(*, tenant: Organization, user_id: int, role: str, actor: User | None) -> Membership:
+    """Give a member another role; the same role changes (and audits) nothing.
+
+    Joins the caller's transaction; takes the owners' lock before counting them, so the last
+    owner can never be demoted, even by two owners demoting each other at once.
+    Raises InvalidInput (role), NotAnOwner, MemberNotFound, LastOwnerRequired.
+    """
+    _check_role(role)
+    with tenant_context(tenant.pk), transaction.atomic():
+        owners = _owners_lock(tenant_id=tenant.pk, actor=actor)
+        membership = _member_lock(tenant_id=tenant.pk, user_id=user_id)
+        previous_role = membership.role
+        if previous_role == role:
+            return membership
+        if previous_role == OWNER_ROLE:
+            _keeps_an_owner(owners=owners, user_id=user_id, studio=tenant.name)
+        membership.role = role
+        membership.save(update_fields=["role"])
+        audit_record(
+            action="membership.set",
+            actor_user=actor,
+            target_type="user",
+            target_id=str(user_id),
+            data={"role": role, "previous_role": previous_role},
+        )
+    return membership
+
+
+def member_remove(*, tenant: Organization, user_id: int, actor: User | None) -> Membership:
+    """Remove a member from the studio (their user stays); returns the removed membership.
+
+    Joins the caller's transaction; takes the owners' lock before counting them, so the last
+    owner can never be removed. Raises NotAnOwner, MemberNotFound, LastOwnerRequired.
+    """
+    with tenant_context(tenant.pk), transaction.atomic():
+        owners = _owners_lock(tenant_id=tenant.pk, actor=actor)
+        membership = _member_lock(tenant_id=tenant.pk, user_id=user_id)
+        if membership.role == OWNER_ROLE:
+            _keeps_an_owner(owners=owners, user_id=user_id, studio=tenant.name)
+        Membership.objects.filter(pk=membership.pk).delete()
+        audit_record(
+            action="membership.remove",
+            actor_user=actor,
+            target_type="user",
+            target_id=str(user_id),
+            data={"role": membership.role},
         )
     return membership

@@ -3,10 +3,10 @@ the page allows.
 
 The roles mirror the API's permission classes (apps/*/apis.py): any member reads the catalog;
 owners write it; owners and photographers upload; owners and staff see sales and manage
-announcements; payout destinations, the studio's payouts and its API keys are the owner's; every
-member sees their own wallet. The chosen studio lives in the session under the key the tenancy
-middleware reads (`SESSION_TENANT_KEY`), so the middleware and these pages always agree on the
-tenant.
+announcements; payout destinations, the studio's payouts, its API keys and its members are the
+owner's; every member sees their own wallet. The chosen studio lives in the session under the key
+the tenancy middleware reads (`SESSION_TENANT_KEY`), so the middleware and these pages always
+agree on the tenant.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ SALES_ROLES = (OWNER, STAFF)
 ANNOUNCE_ROLES = (OWNER, STAFF)
 PAYOUT_MANAGE_ROLES = (OWNER,)
 API_KEY_MANAGE_ROLES = (OWNER,)
+MEMBER_MANAGE_ROLES = (OWNER,)
 
 P = ParamSpec("P")
 
@@ -78,6 +79,10 @@ class Studio:
     @property
     def can_manage_api_keys(self) -> bool:
         return self.can(API_KEY_MANAGE_ROLES)
+
+    @property
+    def can_manage_members(self) -> bool:
+        return self.can(MEMBER_MANAGE_ROLES)
 
     @property
     def caller(self) -> str:

@@ -19,6 +19,7 @@ from apps.catalog.products import RESTOCK_MAX_UNITS
 from apps.catalog.services import PriceIn
 from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major
 from apps.payouts.models import PROVIDER_CHOICES
+from apps.tenancy.models import Membership
 from apps.web.submit_once import form_nonce
 
 MAX_FILES_PER_UPLOAD = 50
@@ -322,6 +323,30 @@ class ApiKeyForm(StudioForm):
 
 class ApiKeyRevokeForm(StudioForm):
     """A button: the key is in the URL."""
+
+
+class MemberInviteForm(StudioForm):
+    email = forms.EmailField(
+        max_length=254,
+        label="E-mail address",
+        help_text="They get an e-mail: a link to choose their password if they have no Darkroom account yet.",
+        widget=forms.EmailInput(attrs={"autocomplete": "off"}),
+    )
+    role = forms.ChoiceField(
+        choices=Membership.Role.choices,
+        initial=Membership.Role.PHOTOGRAPHER,
+        help_text="Owners manage everything, members included; photographers upload; staff see sales and announce.",
+    )
+
+
+class MemberRoleForm(StudioForm):
+    """One member's role (a small form per row of the members table; the member is in the URL)."""
+
+    role = forms.ChoiceField(choices=Membership.Role.choices)
+
+
+class MemberRemoveForm(StudioForm):
+    """A button: the member is in the URL."""
 
 
 class StudioChoiceForm(StudioForm):

@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from apps.web.studio.views import announcements, api_keys, auth, events, money, overview
+from apps.web.studio.views import announcements, api_keys, auth, events, members, money, overview
 
 
 class IdConverter:
@@ -57,4 +57,7 @@ urlpatterns = [
     ),
     path("api-keys/", api_keys.api_keys, name="api-keys"),
     path("api-keys/<studio_id:api_key_id>/revoke", api_keys.api_key_revoke_view, name="api-key-revoke"),
+    path("members/", members.members, name="members"),
+    path("members/<studio_id:user_id>/role", members.member_role, name="member-role"),
+    path("members/<studio_id:user_id>/remove", members.member_remove_view, name="member-remove"),
 ]
