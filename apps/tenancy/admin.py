@@ -1,21 +1,24 @@
 """Admin for platform superusers (runs in the audited system context, see middleware).
 
 Memberships decide who may see a studio's sales and wallet and who is paid: they are added
-(or their role set) through `membership_add` and removed with an audit row, never edited in
-place. API keys are issued by studios; here they can only be revoked, through the audited
+through `membership_add`, a role set by adding the member again (`member_role_set`) and
+removed through `member_remove`, all audited, never edited in place, and a studio always
+keeps an owner. API keys are issued by studios; here they can only be revoked, through the audited
 `api_key_revoke` (a revoked key never comes back).
 """
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.core.admin_base import ReadOnlyAdmin
+from apps.core.problems import DomainError
 from apps.tenancy.models import ApiKey, AuditLog, Membership, Organization, User
-from apps.tenancy.services import api_key_revoke, audit_record, membership_add
+from apps.tenancy.services import OWNER_ROLE, api_key_revoke, member_remove, member_role_set, membership_add
 
 
 @admin.register(Organization)
@@ -29,40 +32,71 @@ class DarkroomUserAdmin(UserAdmin):
     pass
 
 
+class MembershipAdminForm(forms.ModelForm):
+    class Meta:
+        model = Membership
+        fields = ("user", "tenant", "role")
+
+    def clean(self) -> dict[str, Any]:
+        """Refuse, in the form, to demote a studio's last owner (the service refuses it too,
+        under the owners' lock, should two changes race)."""
+        data = super().clean() or {}
+        tenant, user, role = data.get("tenant"), data.get("user"), data.get("role")
+        if tenant is not None and user is not None and role != OWNER_ROLE and _is_last_owner(tenant.pk, user.pk):
+            raise forms.ValidationError(f"{user} is the last owner of {tenant}: make another member an owner first.")
+        return data
+
+    def _get_validation_exclusions(self) -> set[str]:
+        # Adding an existing member sets their role (member_role_set): the (tenant, user)
+        # constraint must not refuse it as a duplicate. The form still validates both fields.
+        return {*super()._get_validation_exclusions(), "tenant", "user"}  # type: ignore[misc]
+
+
+def _label(request: HttpRequest) -> str:
+    return f"admin:{request.user.get_username()}"
+
+
+def _is_last_owner(tenant_id: int, user_id: int) -> bool:
+    owners = set(Membership.objects.filter(tenant_id=tenant_id, role=OWNER_ROLE).values_list("user_id", flat=True))
+    return owners == {user_id}
+
+
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
+    form = MembershipAdminForm
     list_display = ("user", "tenant", "role", "created_at")
     list_filter = ("role",)
     search_fields = ("user__username", "user__email", "tenant__slug")
     raw_id_fields = ("user", "tenant")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # add the membership again with the new role: `membership_add` sets it, audited
+        return False  # add the membership again with the new role: the audited services set it
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Never offer to remove a studio's last owner (member_remove refuses it in any case).
+        return obj is None or not (obj.role == OWNER_ROLE and _is_last_owner(obj.tenant_id, obj.user_id))
 
     def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
-        saved = membership_add(tenant=obj.tenant, user=obj.user, role=obj.role)
+        existing = Membership.objects.filter(tenant=obj.tenant, user=obj.user).first()
+        if existing is None:
+            saved = membership_add(tenant=obj.tenant, user=obj.user, role=obj.role)
+        else:
+            saved = member_role_set(
+                tenant=obj.tenant, user_id=obj.user.pk, role=obj.role, actor=None, actor_label=_label(request)
+            )
         obj.pk = saved.pk
 
     def delete_model(self, request: HttpRequest, obj: Membership) -> None:
-        self._audit_removal(request, obj)
-        super().delete_model(request, obj)
+        member_remove(tenant=obj.tenant, user_id=obj.user_id, actor=None, actor_label=_label(request))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
-        for membership in queryset:
-            self._audit_removal(request, membership)
-        super().delete_queryset(request, queryset)
-
-    @staticmethod
-    def _audit_removal(request: HttpRequest, membership: Membership) -> None:
-        audit_record(
-            action="membership.remove",
-            tenant_id=membership.tenant_id,
-            actor_user=request.user,  # type: ignore[arg-type]
-            actor_label=f"admin:{request.user.get_username()}",
-            target_type="user",
-            target_id=str(membership.user_id),
-            data={"role": membership.role},
-        )
+        for membership in queryset.select_related("tenant"):
+            try:
+                member_remove(
+                    tenant=membership.tenant, user_id=membership.user_id, actor=None, actor_label=_label(request)
+                )
+            except DomainError as exc:
+                messages.error(request, f"{membership}: {exc.detail}")
 
 
 @admin.register(ApiKey)

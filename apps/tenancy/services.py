@@ -281,12 +281,15 @@ def _member_lock(*, tenant_id: int, user_id: int) -> Membership:
     return membership
 
 
-def member_role_set(*, tenant: Organization, user_id: int, role: str, actor: User | None) -> Membership:
+def member_role_set(
+    *, tenant: Organization, user_id: int, role: str, actor: User | None, actor_label: str = ""
+) -> Membership:
     """Give a member another role; the same role changes (and audits) nothing.
 
     Joins the caller's transaction; takes the owners' lock before counting them, so the last
     owner can never be demoted, even by two owners demoting each other at once.
-    Raises InvalidInput (role), NotAnOwner, MemberNotFound, LastOwnerRequired.
+    Raises InvalidInput (role), NotAnOwner, MemberNotFound, LastOwnerRequired. `actor` None: a
+    platform operator (no owner check; `actor_label` names them in the audit row).
     """
     _check_role(role)
     with tenant_context(tenant.pk), transaction.atomic():
@@ -302,6 +305,7 @@ def member_role_set(*, tenant: Organization, user_id: int, role: str, actor: Use
         audit_record(
             action="membership.set",
             actor_user=actor,
+            actor_label=actor_label,
             target_type="user",
             target_id=str(user_id),
             data={"role": role, "previous_role": previous_role},
@@ -309,7 +313,7 @@ def member_role_set(*, tenant: Organization, user_id: int, role: str, actor: Use
     return membership
 
 
-def member_remove(*, tenant: Organization, user_id: int, actor: User | None) -> Membership:
+def member_remove(*, tenant: Organization, user_id: int, actor: User | None, actor_label: str = "") -> Membership:
     """Remove a member from the studio (their user stays); returns the removed membership.
 
     Joins the caller's transaction; takes the owners' lock before counting them, so the last
@@ -324,6 +328,7 @@ def member_remove(*, tenant: Organization, user_id: int, actor: User | None) -> 
         audit_record(
             action="membership.remove",
             actor_user=actor,
+            actor_label=actor_label,
             target_type="user",
             target_id=str(user_id),
             data={"role": membership.role},

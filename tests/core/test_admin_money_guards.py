@@ -4,6 +4,7 @@ the audited services."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -102,3 +103,27 @@ def test_api_keys_are_only_revoked_through_the_audited_service(tenant_a: Any, ad
     with system_context("test"):
         assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
     assert len(audits("api_key.revoke")) == 1
+
+
+def test_the_admin_never_demotes_or_removes_a_studios_last_owner(tenant_a: Any, admin_client: Client) -> None:
+    with system_context("test"):
+        [owner] = Membership.objects.filter(tenant=tenant_a.org, role="owner")
+    # when: the operator adds the last owner again as staff
+    refused = admin_client.post(
+        "/admin/tenancy/membership/add/", {"user": owner.user_id, "tenant": tenant_a.org.pk, "role": "staff"}
+    )
+    # then: the form says why, and no delete page is offered for them
+    assert refused.status_code == 200 and b"the last owner" in refused.content
+    assert admin_client.get(f"/admin/tenancy/membership/{owner.pk}/delete/").status_code == 403
+    with system_context("test"):
+        assert Membership.objects.get(pk=owner.pk).role == "owner"
+    # and: a second owner may then be demoted through the service, audited with the operator
+    second = UserFactory()
+    admin_client.post("/admin/tenancy/membership/add/", {"user": second.pk, "tenant": tenant_a.org.pk, "role": "owner"})
+    demoted = admin_client.post(
+        "/admin/tenancy/membership/add/", {"user": owner.user_id, "tenant": tenant_a.org.pk, "role": "staff"}
+    )
+    assert demoted.status_code == 302, re.findall(r"errorlist[^<]*<li>([^<]*)", demoted.content.decode())
+    with system_context("test"):
+        assert Membership.objects.get(pk=owner.pk).role == "staff"
+    assert audits("membership.set")[-1].actor_label == "admin:operator"
