@@ -6,6 +6,8 @@ Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant
   status and the provider idempotency key, so no inbox row is needed: `once=False`). Retryable
   provider errors are retried with backoff, at most CHECKOUT_SESSION_MAX_RETRIES times.
 * `checkout.paid` → the receipt email (`receipt_send`, claim/send/mark, notifications queue).
+* `orders.links_requested` → the "find my orders" e-mail (`order_links_send`, claim/send/mark
+  on inbox rows, notifications queue).
 Beat: `commerce.checkouts_expire` expires overdue unpaid checkouts and releases their stock;
 `commerce.checkouts_requeue_stale` and `commerce.receipts_requeue_stale` move on the checkouts
 and receipts whose message the broker lost (REQUEUE_STALE_AFTER_SECONDS after their last step).
@@ -25,6 +27,12 @@ from apps.commerce.services import (
     checkouts_requeue_stale,
     receipt_send,
     receipts_requeue_stale,
+)
+from apps.commerce.services.order_links import (
+    ORDER_LINKS_CONSUMER,
+    TOPIC_ORDER_LINKS_REQUESTED,
+    OrderLinksBusy,
+    order_links_send,
 )
 from apps.outbox.routing import outbox_consumer
 from apps.payments.providers.base import ProviderError
@@ -77,6 +85,26 @@ def on_payment_session_requested(*, message_id: str, payload: dict[str, Any]) ->
 )
 def send_receipt(*, message_id: str, payload: dict[str, Any]) -> bool:
     return receipt_send(checkout_id=payload["checkout_id"])
+
+
+@outbox_consumer(
+    TOPIC_ORDER_LINKS_REQUESTED,
+    name=ORDER_LINKS_CONSUMER,
+    queue="notifications",
+    once=False,
+    autoretry_for=(OrderLinksBusy, OSError),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=10,
+)
+def send_order_links(*, message_id: str, payload: dict[str, Any]) -> bool:
+    return order_links_send(
+        message_id=message_id,
+        tenant_id=int(payload["tenant_id"]),
+        to=payload["to"],
+        checkout_ids=list(payload["checkout_ids"]),
+    )
 
 
 @shared_task(name="commerce.checkouts_expire", acks_late=True)

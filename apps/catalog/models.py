@@ -32,7 +32,7 @@ from apps.tenancy.models import TenantModel
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 # The shop's own pages under /s/<studio>/ (apps/web/shop/urls.py): an event with one of these
 # slugs would be hidden behind them.
-RESERVED_EVENT_SLUGS = ("cart", "checkouts")
+RESERVED_EVENT_SLUGS = ("cart", "checkouts", "orders")
 
 
 class ProductKind(models.TextChoices):

@@ -668,6 +668,10 @@ SHOP_ACCESS_CODE_RATE = env("DARKROOM_SHOP_ACCESS_CODE_RATE", default="10/5min")
 SHOP_FINDME_SESSION_RATE = env("DARKROOM_SHOP_FINDME_SESSION_RATE", default="6/min")
 SHOP_FINDME_ADDRESS_RATE = env("DARKROOM_SHOP_FINDME_ADDRESS_RATE", default="30/min")
 SHOP_FINDME_MAX_BYTES = env.int("DARKROOM_SHOP_FINDME_MAX_BYTES", default=DROPIN_MAX_SELFIE_BYTES)
+# "Find my orders" requests per studio and client address, and per studio and e-mail address
+# asked about (each request may send that address an e-mail).
+SHOP_ORDER_LOOKUP_ADDRESS_RATE = env("DARKROOM_SHOP_ORDER_LOOKUP_ADDRESS_RATE", default="10/hour")
+SHOP_ORDER_LOOKUP_EMAIL_RATE = env("DARKROOM_SHOP_ORDER_LOOKUP_EMAIL_RATE", default="3/hour")
 
 # --- studio dashboard (apps/web/studio) -----------------------------------------------------
 # Sign-in attempts per username and per client address (each attempt counts).

@@ -117,10 +117,11 @@ def test_duplicate_event_slug_is_refused_per_tenant_only(tenant_a, tenant_b):
         EventFactory(tenant=tenant_a.org, slug="finals")
 
 
-def test_event_slug_must_not_name_a_shop_page(tenant_a):
-    # the shop's /s/<studio>/cart/ and /checkouts/ would hide such an event's gallery
+@pytest.mark.parametrize("slug", ["cart", "checkouts", "orders"])
+def test_event_slug_must_not_name_a_shop_page(tenant_a, slug):
+    # the shop's /s/<studio>/cart/, /checkouts/ and /orders/ would hide such an event's gallery
     with refused(tenant_a.org.pk, "catalog_event_slug_not_reserved"):
-        EventFactory(tenant=tenant_a.org, slug="checkouts")
+        EventFactory(tenant=tenant_a.org, slug=slug)
 
 
 def test_access_code_hash_must_match_visibility(tenant_a):

@@ -14,6 +14,7 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from apps.commerce.models import Checkout, Receipt
+from apps.commerce.order_links import OrderLinkInvalid, order_link, order_token_checkout_id
 from apps.commerce.services import ReceiptBusy, receipt_send
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
@@ -47,7 +48,7 @@ def test_receipt_is_sent_once_whatever_the_redeliveries(tenant_a, shop_a):
     message = mail.outbox[0]
     assert "Total paid: 9.00 EUR" in message.body and str(checkout_id) in message.body
     assert f"Thank you for your order from {tenant_a.org.name}." in message.body
-    assert f"available from {tenant_a.org.name} with this email address" in message.body
+    assert "ask there again" not in message.body
     # when: the checkout.paid message is delivered again, twice
     with tenant_context(tenant_a.org.pk):
         assert receipt_send(checkout_id=checkout_id) is False
@@ -56,6 +57,24 @@ def test_receipt_is_sent_once_whatever_the_redeliveries(tenant_a, shop_a):
     # then: still one email; the receipt is recorded sent
     assert len(mail.outbox) == 1
     assert (receipt.status, receipt.attempts) == ("sent", 1)
+
+
+def test_receipt_carries_the_orders_signed_link_on_the_public_address(tenant_a, shop_a, settings):
+    # given: the shop served at its public address
+    settings.DARKROOM_PUBLIC_BASE_URL = "https://photos.example.test/"
+    # when: a checkout is paid and its receipt sent
+    checkout_id = paid_checkout(tenant_a, shop_a)
+    # then: the receipt holds the order's link, absolute, under the studio's shop
+    [message] = mail.outbox
+    link = order_link(studio_slug=tenant_a.org.slug, tenant_id=tenant_a.org.pk, checkout_id=checkout_id)
+    assert link.startswith(f"https://photos.example.test/s/{tenant_a.org.slug}/orders/")
+    assert re.findall(r"https://\S+", message.body) == [link]
+    assert "Each download link on that page works for 24 hours" in message.body
+    # and: the link names this checkout for this studio only
+    token = link.rsplit("/", 1)[-1]
+    assert str(order_token_checkout_id(tenant_id=tenant_a.org.pk, token=token)) == checkout_id
+    with pytest.raises(OrderLinkInvalid):
+        order_token_checkout_id(tenant_id=tenant_a.org.pk + 1, token=token)
 
 
 def test_concurrent_senders_send_one_email(tenant_a, shop_a):

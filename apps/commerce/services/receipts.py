@@ -1,5 +1,8 @@
 """The receipt email of a paid checkout, sent once, outside any transaction.
 
+The receipt carries the checkout's signed order link (apps/commerce/order_links.py), which opens
+the order's page, with its status and fresh download links, from any browser.
+
 The `Receipt` row is written with the payment's fulfilment (same transaction as the
 entitlements), and its `checkout.paid` outbox message wakes `receipt_send`, which:
 1. claims the receipt in a short transaction (`pending` → `sending` until `claimed_until`);
@@ -24,6 +27,7 @@ from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from apps.commerce.models import Checkout, CheckoutLine, Receipt
+from apps.commerce.order_links import order_link
 from apps.core.problems import DomainError
 from apps.payments.providers.base import minor_to_major
 
@@ -54,6 +58,15 @@ def _claim(*, checkout_id: uuid.UUID | str) -> Receipt | None:
         return receipt
 
 
+def shopper_mail_send(*, to: str, subject: str, body: str, message_id: str) -> None:
+    """Send one plain-text e-mail to a shopper through Django's mail backend, from
+    RECEIPT_FROM_EMAIL, with a fixed Message-ID (a second copy of one message is then collapsed
+    by mail clients). Call it outside any transaction; raises whatever the backend raises."""
+    EmailMessage(
+        subject=subject, body=body, from_email=settings.RECEIPT_FROM_EMAIL, to=[to], headers={"Message-ID": message_id}
+    ).send(fail_silently=False)
+
+
 def _body(checkout: Checkout) -> str:
     lines = CheckoutLine.objects.filter(checkout=checkout, state=CheckoutLine.State.CONFIRMED).order_by("position")
     rows = [
@@ -63,6 +76,7 @@ def _body(checkout: Checkout) -> str:
         for line in lines
     ]
     studio = checkout.tenant.name
+    link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
     link_hours = max(1, settings.DOWNLOAD_URL_MAX_AGE_SECONDS // 3600)
     return "\n".join(
         [
@@ -73,8 +87,10 @@ def _body(checkout: Checkout) -> str:
             "",
             f"Total paid: {minor_to_major(checkout.amount_minor, checkout.currency)} {checkout.currency}",
             "",
-            f"Your downloads are available from {studio} with this email address ({checkout.email}).",
-            f"Each download link you get there works for {link_hours} hours; ask there again for a fresh one.",
+            "Your order and its downloads, from any device:",
+            link,
+            "",
+            f"Each download link on that page works for {link_hours} hours; open the page again for fresh ones.",
         ]
     )
 
@@ -91,16 +107,14 @@ def receipt_send(*, checkout_id: uuid.UUID | str) -> bool:
     receipt = _claim(checkout_id=checkout_id)
     if receipt is None:
         return False
-    checkout = Checkout.objects.select_related("tenant").get(pk=checkout_id)  # the studio's name
-    message = EmailMessage(
-        subject=f"Your Darkroom receipt ({str(checkout.pk)[:8]})",
-        body=_body(checkout),
-        from_email=settings.RECEIPT_FROM_EMAIL,
-        to=[receipt.email],
-        headers={"Message-ID": receipt.message_id},
-    )
+    checkout = Checkout.objects.select_related("tenant").get(pk=checkout_id)  # the studio's name and slug
     try:
-        message.send(fail_silently=False)
+        shopper_mail_send(
+            to=receipt.email,
+            subject=f"Your Darkroom receipt ({str(checkout.pk)[:8]})",
+            body=_body(checkout),
+            message_id=receipt.message_id,
+        )
     except Exception as exc:
         with transaction.atomic(durable=True):
             Receipt.objects.filter(pk=receipt.pk, status=Receipt.Status.SENDING).update(

@@ -60,3 +60,7 @@ class CheckoutForm(forms.Form):
         provider.choices = choices
         if choices and not self.is_bound:
             self.initial.setdefault("provider", choices[0][0])
+
+
+class OrderLookupForm(forms.Form):
+    email = forms.EmailField(max_length=254, label="E-mail address")

@@ -316,6 +316,11 @@ def products_by_ids(*, tenant_id: int, product_ids: Iterable[int]) -> dict[int, 
 # --- checkouts ------------------------------------------------------------------------------
 
 
+def checkout_exists(*, tenant_id: int, checkout_id: uuid.UUID) -> bool:
+    with tenant_context(tenant_id):
+        return Checkout.objects.filter(tenant_id=tenant_id, pk=checkout_id).exists()
+
+
 def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str) -> ShopCheckout:
     """A checkout with its lines (event slug and thumbnail for each photo) and, once paid, a signed
     download link per photo its live entitlements cover. Raises CheckoutNotFound."""

@@ -1,5 +1,6 @@
 """What the shop keeps in the shopper's session: the cart per studio, the protected events whose
-code was entered, and the checkouts this session created (the only ones it may look at).
+code was entered, and the checkouts this session created or opened by their signed order link
+(the only ones it may look at).
 
 Everything is JSON-serialisable (Django's session serializer) and bounded, so a session cannot
 grow without limit. Keys are per studio (tenant id) where the data is: one browser can shop at

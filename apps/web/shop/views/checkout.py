@@ -1,4 +1,5 @@
-"""A checkout's page, for the session that created it (any other gets the 404 page).
+"""A checkout's page, for a session that created it or opened its signed order link
+(apps/web/shop/views/orders.py); any other gets the 404 page.
 
 * `GET /s/<studio>/checkouts/<id>/`: lines (reserved, confirmed, sold out), the total charged
   (confirmed lines only), the provider's "Pay" link once its session exists, the final state,
