@@ -5,6 +5,10 @@ Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant
   provider session after commit (`checkout_payment_session_ensure`; idempotent by the checkout's
   status and the provider idempotency key, so no inbox row is needed: `once=False`). Retryable
   provider errors are retried with backoff, at most CHECKOUT_SESSION_MAX_RETRIES times.
+* `checkout.payment_session_close_requested` → close an expired checkout's provider session
+  (`checkout_payment_session_close`, providers queue): outside any transaction, once per message
+  (its inbox row is written after the provider's answer, so a redelivery calls nothing);
+  retryable provider errors are retried with backoff like session creation.
 * `checkout.paid` → the receipt email (`receipt_send`, claim/send/mark, notifications queue).
 * `orders.links_requested` → the "find my orders" e-mail (`order_links_send`, claim/send/mark
   on inbox rows, notifications queue).
@@ -22,12 +26,14 @@ from django.conf import settings
 
 from apps.commerce.services import (
     ReceiptBusy,
+    checkout_payment_session_close,
     checkout_payment_session_ensure,
     checkouts_expire_due,
     checkouts_requeue_stale,
     receipt_send,
     receipts_requeue_stale,
 )
+from apps.commerce.services.checkout import SESSION_CLOSE_CONSUMER, TOPIC_PAYMENT_SESSION_CLOSE_REQUESTED
 from apps.commerce.services.order_links import (
     ORDER_LINKS_CONSUMER,
     TOPIC_ORDER_LINKS_REQUESTED,
@@ -70,6 +76,17 @@ def on_checkout_payable(*, message_id: str, payload: dict[str, Any]) -> str:
 )
 def on_payment_session_requested(*, message_id: str, payload: dict[str, Any]) -> str:
     return checkout_payment_session_ensure(checkout_id=payload["checkout_id"]).status
+
+
+@outbox_consumer(
+    TOPIC_PAYMENT_SESSION_CLOSE_REQUESTED,
+    name=SESSION_CLOSE_CONSUMER,
+    queue=settings.PROVIDER_QUEUE,
+    once=False,  # the provider is called outside any transaction; the service keeps the inbox row
+    **_SESSION_RETRY,
+)
+def close_payment_session(*, message_id: str, payload: dict[str, Any]) -> str:
+    return checkout_payment_session_close(checkout_id=payload["checkout_id"], message_id=message_id)
 
 
 @outbox_consumer(

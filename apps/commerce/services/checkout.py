@@ -17,7 +17,22 @@ null. A provider failure leaves the checkout `awaiting_payment_session` with
 `payment_session_error`; the consumer retries with backoff, and the client may ask again with
 `POST /api/v1/checkouts/{id}/payment-session` (another outbox message). Every attempt sends the
 same idempotency key, so no attempt can make a second session, and the reference columns are
-unique.
+unique. The provider is told when the checkout expires (`expires_at`), so a provider that can
+time a session out ends it then, or as soon after as it allows (Stripe: 35 minutes later;
+Flutterwave: `session_duration`; the sandbox: then). A checkout already past its expiry gets no
+session: the expiry sweep closes it instead.
+
+Closing the session (chosen design). A checkout that expires unpaid releases its stock, so the
+provider's session must stop taking the shopper's money. The expiry transaction
+(`checkout_expire`) writes a `checkout.payment_session_close_requested` outbox message when the
+checkout has a provider reference; if the session was still being created, `_session_created`
+writes it when it stores the reference of a checkout that expired meanwhile. Both decide under
+the checkout's row lock, so each expired checkout gets exactly one such message. Its consumer
+(`tasks.commerce.close_payment_session`, providers queue) calls
+`checkout_payment_session_close` outside any transaction: the adapter's `close_payment_session`
+(Stripe expires the session; PayPal and Flutterwave have no such call, see their adapters), then
+an inbox row records that the close concluded, so a redelivered message calls nothing. A payment
+that still races the close is refunded as a late payment (`payment.py`).
 
 Lock order, everywhere: checkout row → transaction row → reservations → stock rows (pk order).
 """
@@ -59,9 +74,10 @@ from apps.commerce.models import (
     Provider,
     Transaction,
 )
+from apps.outbox.models import InboxEntry
 from apps.outbox.requeue import requeue_stale
-from apps.outbox.services import outbox_publish
-from apps.payments.providers.base import ProviderError, ProviderSession, UnknownProviderError
+from apps.outbox.services import consume_once, outbox_publish
+from apps.payments.providers.base import ProviderError, ProviderSession, SessionCloseOutcome, UnknownProviderError
 from apps.payments.providers.registry import get_provider
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import Membership
@@ -71,6 +87,9 @@ logger = logging.getLogger("darkroom.commerce")
 TOPIC_CHECKOUT_CREATED = "checkout.created"
 TOPIC_CHECKOUT_PAYABLE = "checkout.payable"
 TOPIC_PAYMENT_SESSION_REQUESTED = "checkout.payment_session_requested"
+TOPIC_PAYMENT_SESSION_CLOSE_REQUESTED = "checkout.payment_session_close_requested"
+# The consumer of TOPIC_PAYMENT_SESSION_CLOSE_REQUESTED: also the name of its inbox rows.
+SESSION_CLOSE_CONSUMER = "commerce.close_payment_session"
 
 
 @dataclass(frozen=True)
@@ -457,9 +476,11 @@ def checkout_payment_session_ensure(*, checkout_id: uuid.UUID | str) -> Checkout
     in the checkout's tenant context. Idempotent: a checkout that is not
     `awaiting_payment_session` is returned untouched, and the checkout id is the provider's
     idempotency key, so a retry after a timeout gets the same session back. The shopper comes
-    back (paid or not) to the checkout's `return_url`, else to CHECKOUT_RETURN_URL. A non-retryable
-    provider error is recorded on the checkout (`payment_session_error`) and not raised; a
-    retryable one is recorded and re-raised (ProviderError) for the consumer's backoff.
+    back (paid or not) to the checkout's `return_url`, else to CHECKOUT_RETURN_URL. The session
+    is asked to end when the checkout expires (`expires_at`); a checkout already past its expiry
+    is returned untouched (the expiry sweep closes it; a session now would only be closed again).
+    A non-retryable provider error is recorded on the checkout (`payment_session_error`) and not
+    raised; a retryable one is recorded and re-raised (ProviderError) for the consumer's backoff.
     Raises CheckoutNotFound.
     """
     if connection.in_atomic_block:
@@ -467,7 +488,7 @@ def checkout_payment_session_ensure(*, checkout_id: uuid.UUID | str) -> Checkout
     checkout = Checkout.objects.filter(pk=checkout_id).first()
     if checkout is None:
         raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
-    if checkout.status != Checkout.Status.AWAITING_PAYMENT_SESSION:
+    if checkout.status != Checkout.Status.AWAITING_PAYMENT_SESSION or checkout.expires_at <= timezone.now():
         return checkout
     return_url = checkout.return_url or settings.CHECKOUT_RETURN_URL.format(checkout_id=checkout.pk)
     try:
@@ -479,6 +500,7 @@ def checkout_payment_session_ensure(*, checkout_id: uuid.UUID | str) -> Checkout
             description=_description(checkout),
             success_url=return_url,
             cancel_url=return_url,
+            expires_at=checkout.expires_at,
         )
     except ProviderError as exc:
         _session_failed(checkout_id=checkout.pk, error=exc)
@@ -492,13 +514,17 @@ def checkout_payment_session_ensure(*, checkout_id: uuid.UUID | str) -> Checkout
 @transaction.atomic(durable=True)
 def _session_created(*, checkout_id: uuid.UUID, session: ProviderSession) -> Checkout:
     """Store the session (outermost transaction, checkout row locked). The reference is stored
-    even if the checkout expired meanwhile, so a late payment can still be matched and refunded."""
+    even if the checkout expired meanwhile, so a late payment can still be matched and refunded,
+    and the session is then closed: the expiry found no reference to close, so the
+    `checkout.payment_session_close_requested` message is written here instead."""
     checkout = Checkout.objects.select_for_update().get(pk=checkout_id)
     field = PROVIDER_REFERENCE_FIELD[checkout.provider]
     update = ["payment_session_attempts", "payment_session_error", "updated_at"]
     if getattr(checkout, field) is None:
         setattr(checkout, field, session.reference)
         update.append(field)
+        if checkout.status == Checkout.Status.EXPIRED:
+            _publish_session_close_requested(checkout)
     elif getattr(checkout, field) != session.reference:
         logger.error(
             "provider returned another session for the same idempotency key",
@@ -627,7 +653,9 @@ def checkouts_expire_due(*, now: datetime | None = None, batch_size: int | None 
 
 @transaction.atomic(durable=True)
 def checkout_expire(*, tenant_id: int, checkout_id: uuid.UUID | str, now: datetime | None = None) -> bool:
-    """Expire one open, overdue checkout: transaction `expired`, stock released exactly once.
+    """Expire one open, overdue checkout: transaction `expired`, stock released exactly once,
+    and, if it has a provider session, a `checkout.payment_session_close_requested` message
+    (its consumer closes the session after commit, so the shopper cannot pay any more).
 
     Outermost transaction; locks the checkout row (skipping it if a payment is being
     processed: the next sweep sees the outcome), then its transaction and reservations.
@@ -644,4 +672,63 @@ def checkout_expire(*, tenant_id: int, checkout_id: uuid.UUID | str, now: dateti
         fact=PaymentFact(status="expired", source="reservation expiry"),
         now=moment,
     )
+    if checkout.status == Checkout.Status.EXPIRED and checkout.provider_reference:
+        # Without a reference no session exists yet: `_session_created` asks for the close if
+        # one is being created (it takes this row's lock, so it sees the checkout expired).
+        _publish_session_close_requested(checkout)
     return True
+
+
+def _publish_session_close_requested(checkout: Checkout) -> None:
+    """The message that closes an expired checkout's provider session (in the caller's
+    transaction, checkout row locked: one message per checkout, see the module docstring)."""
+    outbox_publish(
+        topic=TOPIC_PAYMENT_SESSION_CLOSE_REQUESTED,
+        tenant_id=checkout.tenant_id,
+        aggregate_type="checkout",
+        aggregate_id=checkout.pk,
+        payload={"checkout_id": str(checkout.pk)},
+    )
+
+
+def checkout_payment_session_close(*, checkout_id: uuid.UUID | str, message_id: uuid.UUID | str) -> str:
+    """Close the provider session of an expired checkout, for the close message `message_id`;
+    returns what happened (for the task result and logs).
+
+    Runs OUTSIDE any transaction (it calls the provider; TransactionManagementError otherwise),
+    in the checkout's tenant context. Once per message: an inbox row
+    (SESSION_CLOSE_CONSUMER, message_id) is written after the adapter's answer, and a message
+    that has one (a redelivery) calls nothing. Two copies running at the same moment may both
+    call the provider, which is harmless: closing is idempotent at every provider (a second
+    close answers "already closed"). Does nothing for a checkout that is not expired or has no
+    provider reference. A final provider refusal is logged and concludes the attempt (the
+    session's own expiry still bounds it; a late payment is refunded); a retryable one is
+    raised (ProviderError) for the consumer's backoff, with no inbox row.
+    Raises CheckoutNotFound.
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("the provider must not be called inside a transaction")
+    if InboxEntry.objects.filter(consumer=SESSION_CLOSE_CONSUMER, message_id=message_id).exists():
+        return "already done"
+    checkout = Checkout.objects.filter(pk=checkout_id).first()
+    if checkout is None:
+        raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
+    reference = checkout.provider_reference
+    if checkout.status != Checkout.Status.EXPIRED or not reference:
+        return f"nothing to close (checkout {checkout.status}, reference {reference!r})"
+    log = {"checkout_id": str(checkout.pk), "provider": checkout.provider, "reference": reference}
+    try:
+        outcome: str = get_provider(checkout.provider).close_payment_session(reference=reference)
+    except ProviderError as exc:
+        if exc.retryable:
+            raise
+        logger.warning("payment session close refused", extra={**log, "error": str(exc)})
+        outcome = f"refused: {exc.detail}"[:200]
+    else:
+        if outcome == SessionCloseOutcome.COMPLETED:
+            logger.warning("payment session completed before it could be closed", extra=log)
+        else:
+            logger.info("payment session close concluded", extra={**log, "outcome": outcome})
+    with consume_once(consumer=SESSION_CLOSE_CONSUMER, message_id=message_id):
+        pass  # the inbox row alone: the effect happened at the provider
+    return str(outcome)

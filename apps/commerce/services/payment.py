@@ -591,7 +591,9 @@ def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
     Outside any transaction (provider call), in the checkout's tenant context. The capture's
     idempotency key is `capture:<checkout id>`, so a retry returns the first capture. A PAID or
     FAILED capture is applied as a fact in its own transaction; anything else waits for the
-    provider's webhook. Retryable ProviderErrors are raised. A capture refused for good (e.g.
+    provider's webhook. A checkout that no longer awaits payment, or is past its expiry, is not
+    captured at all (returns None): an expired checkout's order is never charged. Retryable
+    ProviderErrors are raised. A capture refused for good (e.g.
     PayPal's 422 ORDER_ALREADY_CAPTURED or INSTRUMENT_DECLINED) is not taken at its word: the
     order's own status is fetched and applied when it is PAID or FAILED (already captured
     elsewhere: the shopper paid); otherwise the refusal is logged and stored in the checkout's
@@ -602,9 +604,29 @@ def checkout_capture(*, checkout_id: uuid.UUID | str) -> FactOutcome | None:
     if connection.in_atomic_block:
         raise TransactionManagementError("the provider must not be called inside a transaction")
     checkout = Checkout.objects.get(pk=checkout_id)
-    outcome = _capture(checkout=checkout)
+    if not _capturable(checkout):
+        # Never charge an order whose checkout expired (its stock is released) or closed: an
+        # approval moves no money, so leaving the order uncaptured means no charge at all.
+        logger.warning(
+            "approved order not captured: the checkout is closed or overdue",
+            extra={"checkout_id": str(checkout.pk), "status": checkout.status},
+        )
+        outcome = None
+    else:
+        outcome = _capture(checkout=checkout)
     _capture_concluded(checkout=checkout)
     return outcome
+
+
+def _capturable(checkout: Checkout) -> bool:
+    """A capture may charge the buyer only while the checkout still awaits payment and is not
+    past its expiry (an overdue checkout is about to expire and release its stock). Read just
+    before the capture; a capture in flight while the checkout expires can still succeed, and
+    that payment is refunded as a late one (`_on_paid`)."""
+    return (
+        checkout.status in (Checkout.Status.AWAITING_PAYMENT, Checkout.Status.AWAITING_PAYMENT_SESSION)
+        and checkout.expires_at > timezone.now()
+    )
 
 
 def _capture(*, checkout: Checkout) -> FactOutcome | None:

@@ -4,8 +4,9 @@ An adapter is the boundary between Darkroom and a provider's HTTP API: it format
 (amounts, idempotency keys, return URLs), authenticates webhook deliveries with the provider's
 real signature scheme and translates provider payloads into `WebhookEnvelope`s whose `status`
 the commerce state machine understands. Adapters hold no database state and open no
-transaction; callers must never call `create_session`, `fetch_status`, `refund`, `payout` (or
-PayPal's `capture`) inside a database transaction (STYLE.md: no provider calls in transactions).
+transaction; callers must never call `create_session`, `close_payment_session`, `fetch_status`,
+`refund`, `payout` (or PayPal's `capture`) inside a database transaction (STYLE.md: no provider
+calls in transactions).
 
 Money is integer minor units plus an ISO 4217 code everywhere in this interface; adapters
 convert to and from the provider's representation (Flutterwave and PayPal use decimal major
@@ -105,6 +106,24 @@ class UnknownProviderError(NotFound):
 
     slug = "unknown-payment-provider"
     title = "Unknown payment provider"
+
+
+class SessionCloseOutcome(StrEnum):
+    """What `close_payment_session` found, all of them final (nothing left to do):
+
+    CLOSED: the provider closed the open session now; the shopper can no longer pay in it.
+    ALREADY_CLOSED: it was closed before (expired at the provider, or closed by an earlier call).
+    COMPLETED: the shopper got there first: the session was paid (or failed) before it could be
+        closed. The provider's webhook reports that payment, and the state machine refunds it as
+        a late payment.
+    NOT_SUPPORTED: the provider's API has no call that closes the session; the adapter's
+        docstring says what bounds the shopper's window instead. Nothing was sent.
+    """
+
+    CLOSED = "closed"
+    ALREADY_CLOSED = "already_closed"
+    COMPLETED = "completed"
+    NOT_SUPPORTED = "not_supported"
 
 
 @dataclass(frozen=True)
@@ -252,12 +271,26 @@ class PaymentProvider(ABC):
         description: str,
         success_url: str,
         cancel_url: str,
+        expires_at: datetime | None = None,
     ) -> ProviderSession:
         """Create (or, for a repeated checkout id, get back) the hosted payment session.
 
         The checkout id is the provider's idempotency key, so retrying after a timeout returns
-        the same session instead of a second one. Must be called outside any transaction.
-        Raises ProviderError.
+        the same session instead of a second one. `expires_at` is when the checkout expires
+        unpaid: adapters whose provider lets a session time out make it end then, or as soon
+        after as the provider allows (None: the provider's default lifetime). Must be called
+        outside any transaction. Raises ProviderError.
+        """
+
+    @abstractmethod
+    def close_payment_session(self, *, reference: str) -> SessionCloseOutcome:
+        """Close the session behind `reference` (what `create_session` returned) so the shopper can
+        no longer pay in it: called once its checkout expired unpaid.
+
+        Idempotent: closing a closed session again answers ALREADY_CLOSED, and a session that
+        was paid first answers COMPLETED; neither is an error. A provider without such a call
+        answers NOT_SUPPORTED without sending anything. Must be called outside any transaction.
+        Raises ProviderError (retryable for timeouts, 409, 429 and 5xx).
         """
 
     @abstractmethod

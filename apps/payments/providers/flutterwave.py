@@ -9,6 +9,14 @@ POST endpoints). Amounts travel as decimal major-unit strings. Flutterwave has a
 `redirect_url`; it appends `status=successful|cancelled` to it, so the success URL is sent and
 the return page must read `status`. Reference = tx_ref (the checkout id).
 
+Session lifetime: `session_duration` (minutes, at most 1440; Flutterwave Standard's documented
+parameter) is the checkout's remaining lifetime, rounded up to a whole minute, so the hosted page
+stops taking payments when the checkout expires (at most a minute later). Flutterwave answers a
+repeated `X-Idempotency-Key` with the first response, so a retry computing another duration gets
+the first session back. Close: the v3 API has no call that cancels a hosted payment link, so
+`close_payment_session` sends nothing and answers NOT_SUPPORTED; `session_duration` is what ends
+the page, and a payment that still arrives after the checkout expired is refunded.
+
 Webhook mapping (v3 payloads carry `event`, v4 payloads `type`; both are read):
     charge.completed, data.status successful/succeeded -> PAID, failed -> FAILED,
                       pending -> PENDING
@@ -44,8 +52,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -61,6 +72,7 @@ from apps.payments.providers.base import (
     ProviderError,
     ProviderSession,
     RefundResult,
+    SessionCloseOutcome,
     WebhookEnvelope,
     WebhookPayloadError,
     WebhookSignatureError,
@@ -84,6 +96,15 @@ from apps.payments.providers.http import HttpTransport, JsonApi, UrllibTransport
 SIGNATURE_HEADER = "flutterwave-signature"
 LEGACY_HASH_HEADER = "verif-hash"
 DEFAULT_API_BASE = "https://api.flutterwave.com/v3"
+MAX_SESSION_MINUTES = 1440
+
+
+def session_minutes(expires_at: datetime, *, now: float) -> int:
+    """`session_duration` for a checkout expiring at `expires_at`: its remaining lifetime in whole
+    minutes, rounded up, within Flutterwave's 1 to 1440."""
+    remaining = math.ceil((expires_at.timestamp() - now) / 60)
+    return max(1, min(MAX_SESSION_MINUTES, remaining))
+
 
 _CHARGE_STATUSES: dict[str, PaymentStatus] = {
     "successful": PaymentStatus.PAID,
@@ -183,10 +204,12 @@ class FlutterwaveProvider(PaymentProvider):
         api_base: str = DEFAULT_API_BASE,
         transport: HttpTransport | None = None,
         timeout: float = 10.0,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.secret_hash = secret_hash
         self.api_base = api_base.rstrip("/")
         self._secret_key = secret_key
+        self._now = now
         self._api = JsonApi(provider=self.name, transport=transport or UrllibTransport(), timeout=timeout)
 
     def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
@@ -214,26 +237,36 @@ class FlutterwaveProvider(PaymentProvider):
         description: str,
         success_url: str,
         cancel_url: str,
+        expires_at: datetime | None = None,
     ) -> ProviderSession:
         code = normalize_currency(currency)
+        body: dict[str, Any] = {
+            "tx_ref": checkout_id,
+            "amount": minor_to_major(check_amount(amount_minor), code),
+            "currency": code,
+            "redirect_url": success_url,
+            "customer": {"email": email},
+            "customizations": {"title": "Darkroom", "description": description},
+            "meta": {"checkout_id": checkout_id},
+        }
+        if expires_at is not None:
+            body["session_duration"] = session_minutes(expires_at, now=self._now())
         response = self._api.call(
             "POST",
             f"{self.api_base}/payments",
             headers=self._headers(idempotency_key=checkout_id),
-            json_body={
-                "tx_ref": checkout_id,
-                "amount": minor_to_major(check_amount(amount_minor), code),
-                "currency": code,
-                "redirect_url": success_url,
-                "customer": {"email": email},
-                "customizations": {"title": "Darkroom", "description": description},
-                "meta": {"checkout_id": checkout_id},
-            },
+            json_body=body,
         )
         link = as_str(self._data(response, "create payment").get("link"))
         if link is None:
             raise ProviderError("flutterwave: payment link missing", provider=self.name, retryable=False)
         return ProviderSession(reference=checkout_id, payment_url=link)
+
+    def close_payment_session(self, *, reference: str) -> SessionCloseOutcome:
+        """Nothing to call: Flutterwave's v3 API cannot cancel a hosted payment link. The page's
+        `session_duration` (the checkout's lifetime) ends it; a payment made before that but
+        after the checkout expired is refunded by the state machine. Sends nothing."""
+        return SessionCloseOutcome.NOT_SUPPORTED
 
     def fetch_status(self, *, reference: str) -> PaymentState:
         """Verify by tx_ref. A reference with no transaction yet (shopper has not paid) is PENDING."""

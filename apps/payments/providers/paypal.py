@@ -8,6 +8,15 @@ Approval is not payment: after the buyer approves, the order must be captured
 (`PayPalProvider.capture`, idempotent through `PayPal-Request-Id`), and only the capture's
 outcome is money. So CHECKOUT.ORDER.APPROVED maps to APPROVED (the consumer captures), not PAID.
 
+Closing an expired checkout's order: there is nothing to call. Orders v2 has no request that
+cancels or voids a CAPTURE-intent order (void exists only for authorizations, which Darkroom never
+creates), and an order takes no expiry. None is needed: approving an order moves no money, only
+the merchant's capture does, and Darkroom captures only while the checkout is still open and not
+overdue (`apps.commerce.services.payment.checkout_capture`). An expired checkout's order is
+never captured, so the buyer is never charged; the uncaptured order lapses at PayPal.
+`close_payment_session` sends nothing and answers NOT_SUPPORTED. (A capture already in flight when
+the checkout expires can still succeed; that payment is refunded as a late payment.)
+
 Webhook mapping:
     CHECKOUT.ORDER.APPROVED                       -> APPROVED (capture it)
     CHECKOUT.ORDER.COMPLETED, PAYMENT.CAPTURE.COMPLETED -> PAID
@@ -97,6 +106,7 @@ from apps.payments.providers.base import (
     ProviderError,
     ProviderSession,
     RefundResult,
+    SessionCloseOutcome,
     WebhookEnvelope,
     WebhookPayloadError,
     WebhookSignatureError,
@@ -456,7 +466,10 @@ class PayPalProvider(PaymentProvider):
         description: str,
         success_url: str,
         cancel_url: str,
+        expires_at: datetime | None = None,
     ) -> ProviderSession:
+        """Create the order (PayPal orders take no expiry: `expires_at` is not sent; see the
+        module docstring for why an expired checkout's order is never charged)."""
         code = normalize_currency(currency)
         order = self._api.call(
             "POST",
@@ -489,6 +502,12 @@ class PayPalProvider(PaymentProvider):
         if order_id is None or url is None:
             raise ProviderError("paypal: order without id or approval link", provider=self.name, retryable=False)
         return ProviderSession(reference=order_id, payment_url=url)
+
+    def close_payment_session(self, *, reference: str) -> SessionCloseOutcome:
+        """Nothing to call: Orders v2 cannot cancel a CAPTURE-intent order, and an approved order
+        costs the buyer nothing until Darkroom captures it, which it never does for an expired
+        checkout (see the module docstring). Sends nothing."""
+        return SessionCloseOutcome.NOT_SUPPORTED
 
     def _order_url(self, reference: str) -> str:
         return f"{self.api_base}/v2/checkout/orders/{quote(reference, safe='')}"

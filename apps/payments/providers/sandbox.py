@@ -7,6 +7,12 @@ refund settles once. `create_session` points the shopper at Darkroom's own page
 `/sandbox/pay/<checkout_id>`; that page calls `settle` (paid or failed) and hands the returned
 event to a `SandboxWebhookSender`.
 
+Like a real provider's session, a sandbox session stops taking payments once it is closed:
+`close_payment_session` (called when the checkout expires unpaid) records the outcome `expired`
+with the same atomic `add` the pay button uses, so exactly one of "paid", "failed" and "expired"
+wins; and a session created with `expires_at` (the checkout's expiry) closes itself then, even
+if the close call never comes. The pay page then refuses Pay and Fail (409, nothing charged).
+
 Webhooks use Stripe's t/v1 HMAC-SHA256 scheme (`signing.py`) under the header
 `Sandbox-Signature`, keyed with SANDBOX_WEBHOOK_SECRET. Body::
 
@@ -49,6 +55,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -66,6 +73,7 @@ from apps.payments.providers.base import (
     ProviderError,
     ProviderSession,
     RefundResult,
+    SessionCloseOutcome,
     WebhookEnvelope,
     WebhookPayloadError,
     as_dict,
@@ -92,6 +100,7 @@ EVENT_TYPES: dict[PaymentStatus, str] = {
 }
 _STATUS_BY_TYPE = {event_type: status for status, event_type in EVENT_TYPES.items()}
 _SETTLE_OUTCOMES = frozenset({PaymentStatus.PAID, PaymentStatus.FAILED})
+_CLOSED = str(PaymentStatus.EXPIRED)  # the outcome of a session closed unpaid
 PAYOUT_EVENT_TYPES: dict[PayoutStatus, str] = {
     PayoutStatus.PAID: "payout.paid",
     PayoutStatus.FAILED: "payout.returned",
@@ -228,7 +237,9 @@ class SandboxProvider(PaymentProvider):
         description: str,
         success_url: str,
         cancel_url: str,
+        expires_at: datetime | None = None,
     ) -> ProviderSession:
+        """The session (kept in the cache, first one wins) closes itself at `expires_at`."""
         reference = self.reference_for(checkout_id)
         session = {
             "checkout_id": checkout_id,
@@ -238,6 +249,7 @@ class SandboxProvider(PaymentProvider):
             "description": description,
             "success_url": success_url,
             "cancel_url": cancel_url,
+            "expires_at": expires_at.timestamp() if expires_at is not None else None,
         }
         # `add` keeps the first session for a checkout id: a retry is idempotent.
         self._cache.add(self._key(reference, "session"), session, timeout=STATE_TTL_SECONDS)
@@ -253,20 +265,38 @@ class SandboxProvider(PaymentProvider):
         """The shopper paid (PAID) or the payment failed (FAILED), once per session.
 
         Repeating the same outcome returns the same event (a double click sends the same event
-        id again); a different outcome after settlement raises ProviderError (409).
+        id again); a different outcome after settlement raises ProviderError (409), and so does
+        any outcome of a session that was closed or whose `expires_at` passed (nothing is
+        charged: a real provider's expired session takes no payment either).
         """
         if outcome not in _SETTLE_OUTCOMES:
             raise ValueError("a sandbox payment settles as paid or failed")
+        session = self._session(reference)
+        key = self._key(reference, "outcome")
+        deadline = session.get("expires_at")
+        if isinstance(deadline, int | float) and self._now() >= deadline:
+            self._cache.add(key, _CLOSED, timeout=STATE_TTL_SECONDS)  # unless it was settled in time
+        if not self._cache.add(key, str(outcome), timeout=STATE_TTL_SECONDS) and self._cache.get(key) != str(outcome):
+            settled = self._cache.get(key)
+            detail = (
+                f"sandbox: the payment session {reference} has expired; nothing was charged"
+                if settled == _CLOSED
+                else f"sandbox: {reference} is already {settled}"
+            )
+            raise ProviderError(detail, provider=self.name, retryable=False, http_status=409)
+        return self._event(reference, outcome)
+
+    def close_payment_session(self, *, reference: str) -> SessionCloseOutcome:
+        """Close the session unpaid (its checkout expired): records the outcome `expired` unless
+        the shopper paid or failed first (COMPLETED); closing again is ALREADY_CLOSED. Raises
+        ProviderError (404) for a session the sandbox does not have. No network call."""
         self._session(reference)
         key = self._key(reference, "outcome")
-        if not self._cache.add(key, str(outcome), timeout=STATE_TTL_SECONDS) and self._cache.get(key) != str(outcome):
-            raise ProviderError(
-                f"sandbox: {reference} is already {self._cache.get(key)}",
-                provider=self.name,
-                retryable=False,
-                http_status=409,
-            )
-        return self._event(reference, outcome)
+        if self._cache.add(key, _CLOSED, timeout=STATE_TTL_SECONDS):
+            return SessionCloseOutcome.CLOSED
+        if self._cache.get(key) == _CLOSED:
+            return SessionCloseOutcome.ALREADY_CLOSED
+        return SessionCloseOutcome.COMPLETED
 
     def refunded_event(self, *, reference: str) -> SandboxEvent:
         """The `payment.refunded` event for a refunded sandbox payment (what a provider sends)."""
@@ -281,7 +311,7 @@ class SandboxProvider(PaymentProvider):
         outcome = self._cache.get(self._key(reference, "outcome"))
         if self._cache.get(self._key(reference, "refund")) is not None:
             status = PaymentStatus.REFUNDED
-        elif outcome in (PaymentStatus.PAID, PaymentStatus.FAILED):
+        elif outcome in (PaymentStatus.PAID, PaymentStatus.FAILED, PaymentStatus.EXPIRED):
             status = PaymentStatus(outcome)
         else:
             status = PaymentStatus.PENDING

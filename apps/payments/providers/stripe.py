@@ -6,6 +6,24 @@ retry returns the same session), checkout id in `client_reference_id` and in the
 both the session and its PaymentIntent (so `charge.*` events carry it too: Stripe does not copy
 session metadata to charges on its own). Reference = the session id (`cs_...`).
 
+Session lifetime: without `expires_at` Stripe keeps a session open for 24 hours, far past the
+checkout's own expiry (INVENTORY_RESERVATION_TTL_SECONDS, 15 minutes). Stripe accepts an
+`expires_at` between 30 minutes and 24 hours after the request, so a session cannot end with its
+checkout; it ends `SESSION_EXPIRY_AFTER_CHECKOUT` (35 minutes) after the checkout's expiry. The
+value is derived from the checkout's expiry alone, never from the clock: a retried create reuses
+the checkout id as its idempotency key, and Stripe refuses a key sent again with other
+parameters (`idempotency_error`), so every attempt must send the same value. 35 minutes (30 plus
+a 5-minute margin for clock skew and the expiry sweep's lag) keeps an attempt made up to five
+minutes after the checkout's expiry within Stripe's minimum; past that the checkout has expired
+and no attempt is made. A checkout living longer than about 23 hours sends no `expires_at`
+(Stripe's 24-hour cap applies). This bounds the shopper's window even if the close below is lost.
+
+Close: when the checkout expires unpaid, `close_payment_session` expires the session at once
+(`POST /v1/checkout/sessions/<id>/expire`, `Idempotency-Key: expire:<id>`). Stripe expires only
+`open` sessions and answers anything else with an error; the session is then read back: already
+`expired` is ALREADY_CLOSED, `complete` (the shopper paid first) is COMPLETED, and a session
+still `open` re-raises the refusal.
+
 Webhook mapping:
     checkout.session.completed        -> PAID, or PENDING while payment_status is "unpaid"
                                          (delayed methods: the money comes with the next event)
@@ -38,10 +56,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import stripe
 from stripe.params import TransferCreateParams
+from stripe.params.checkout import SessionCreateParams
 
 from apps.payments.providers.base import (
     PaymentProvider,
@@ -54,6 +74,7 @@ from apps.payments.providers.base import (
     ProviderError,
     ProviderSession,
     RefundResult,
+    SessionCloseOutcome,
     WebhookEnvelope,
     WebhookPayloadError,
     as_dict,
@@ -90,6 +111,22 @@ _REFUND_STATUSES: dict[str, PaymentStatus] = {
 }
 _CONNECTED_ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]+$")
 TRANSFER_EVENTS = frozenset({"transfer.created", "transfer.updated", "transfer.reversed"})
+# Stripe's bounds for a Checkout Session's `expires_at`, counted from the create request.
+SESSION_MIN_LIFETIME_SECONDS = 30 * 60
+SESSION_MAX_LIFETIME_SECONDS = 24 * 3600
+SESSION_EXPIRY_MARGIN_SECONDS = 5 * 60
+SESSION_EXPIRY_AFTER_CHECKOUT = SESSION_MIN_LIFETIME_SECONDS + SESSION_EXPIRY_MARGIN_SECONDS
+
+
+def session_expires_at(checkout_expires_at: datetime, *, now: float) -> int | None:
+    """The `expires_at` (Unix seconds) of the Stripe session of a checkout that expires at
+    `checkout_expires_at`: SESSION_EXPIRY_AFTER_CHECKOUT later, the same on every attempt (see the
+    module docstring). None when that is beyond Stripe's 24-hour cap from `now` (a checkout that
+    lives almost a day): Stripe's default lifetime then applies."""
+    deadline = int(checkout_expires_at.timestamp()) + SESSION_EXPIRY_AFTER_CHECKOUT
+    if deadline > now + SESSION_MAX_LIFETIME_SECONDS - SESSION_EXPIRY_MARGIN_SECONDS:
+        return None
+    return deadline
 
 
 def _transfer_status(transfer: Mapping[str, Any]) -> PayoutStatus:
@@ -216,31 +253,33 @@ class StripeProvider(PaymentProvider):
         description: str,
         success_url: str,
         cancel_url: str,
+        expires_at: datetime | None = None,
     ) -> ProviderSession:
         code = normalize_currency(currency)
+        params: SessionCreateParams = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": code.lower(),
+                        "unit_amount": check_amount(amount_minor),
+                        "product_data": {"name": description or "Darkroom order"},
+                    },
+                }
+            ],
+            "customer_email": email,
+            "client_reference_id": checkout_id,
+            "metadata": {"checkout_id": checkout_id},
+            "payment_intent_data": {"metadata": {"checkout_id": checkout_id}},
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+        }
+        session_end = session_expires_at(expires_at, now=self._now()) if expires_at is not None else None
+        if session_end is not None:
+            params["expires_at"] = session_end
         try:
-            session = self._client.v1.checkout.sessions.create(
-                params={
-                    "mode": "payment",
-                    "line_items": [
-                        {
-                            "quantity": 1,
-                            "price_data": {
-                                "currency": code.lower(),
-                                "unit_amount": check_amount(amount_minor),
-                                "product_data": {"name": description or "Darkroom order"},
-                            },
-                        }
-                    ],
-                    "customer_email": email,
-                    "client_reference_id": checkout_id,
-                    "metadata": {"checkout_id": checkout_id},
-                    "payment_intent_data": {"metadata": {"checkout_id": checkout_id}},
-                    "success_url": success_url,
-                    "cancel_url": cancel_url,
-                },
-                options={"idempotency_key": checkout_id},
-            )
+            session = self._client.v1.checkout.sessions.create(params=params, options={"idempotency_key": checkout_id})
         except stripe.StripeError as exc:
             raise _provider_error(exc) from exc
         data = session.to_dict()
@@ -248,6 +287,27 @@ class StripeProvider(PaymentProvider):
         if not reference or not url:
             raise ProviderError("stripe: session without id or url", provider=self.name, retryable=False)
         return ProviderSession(reference=reference, payment_url=url)
+
+    def close_payment_session(self, *, reference: str) -> SessionCloseOutcome:
+        """Expire the session now (`POST /v1/checkout/sessions/<id>/expire`). A refusal (Stripe
+        expires only `open` sessions) is checked against the session read back: `expired` is
+        ALREADY_CLOSED, `complete` COMPLETED; a session still open re-raises it. Raises
+        ProviderError."""
+        if not reference:
+            raise ValueError("reference must name a Checkout Session")
+        try:
+            self._client.v1.checkout.sessions.expire(reference, options={"idempotency_key": f"expire:{reference}"})
+        except stripe.StripeError as exc:
+            refusal = _provider_error(exc)
+            if refusal.retryable or exc.http_status != 400:
+                raise refusal from exc
+            status = self._session(reference).get("status")
+            if status == "expired":
+                return SessionCloseOutcome.ALREADY_CLOSED
+            if status == "complete":
+                return SessionCloseOutcome.COMPLETED
+            raise refusal from exc
+        return SessionCloseOutcome.CLOSED
 
     def _session(self, reference: str, *, expand: list[str] | None = None) -> dict[str, Any]:
         try:
