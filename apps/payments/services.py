@@ -204,8 +204,12 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
     event.checkout_id = checkout_id
     with tenant_context(tenant_id):
         if envelope.status == PaymentStatus.APPROVED:
-            checkout_capture_request(tenant_id=tenant_id, checkout_id=checkout_id, reference=envelope.reference or "")
-            return _finish(event, status=WebhookEvent.Status.PROCESSED, outcome="approved: capture requested")
+            reference = envelope.reference or ""
+            if checkout_capture_request(tenant_id=tenant_id, checkout_id=checkout_id, reference=reference):
+                return _finish(event, status=WebhookEvent.Status.PROCESSED, outcome="approved: capture requested")
+            return _finish(
+                event, status=WebhookEvent.Status.PROCESSED, outcome="approved after its checkout closed: not captured"
+            )
         fact = PaymentFact(
             status=_FACT_OF_STATUS[envelope.status],  # type: ignore[arg-type]
             source=f"{event.provider}:{event.event_id}",

@@ -220,6 +220,9 @@ def test_the_sandbox_pay_page_refuses_to_charge_an_expired_checkout(tenant_a, sh
     # then: refused; nothing settles, no webhook, no refund: nothing was charged
     assert response.status_code == 409
     assert "has expired; nothing was charged" in response.content.decode()
+    # and: the page no longer offers to pay
+    page = Client().get(reverse("sandbox-pay", args=[checkout_id])).content.decode()
+    assert 'value="pay"' not in page and "nothing can be charged any more" in page
     assert sandbox_provider().fetch_status(reference=f"sbx_{checkout_id}").status == PaymentStatus.EXPIRED
     assert pending_topics() == []
     with tenant_context(tenant_a.org.pk):

@@ -11,7 +11,8 @@ from django.utils import timezone
 from apps.commerce.models import Checkout, Entitlement, Refund
 from apps.commerce.services import checkouts_expire_due
 from apps.commerce.services.checkout import TOPIC_PAYMENT_SESSION_CLOSE_REQUESTED
-from apps.tenancy.context import tenant_context
+from apps.payments.models import WebhookEvent
+from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.helpers import drain_outbox
 from tests.payments.test_webhook_paypal_capture import (  # noqa: F401 - `paypal` is a fixture
     approved_event,
@@ -34,6 +35,9 @@ def test_an_expired_checkouts_approved_order_is_never_captured(tenant_a, shop, p
     drain_outbox()
     # then: PayPal was not called at all: no capture, so no charge, and no refund is needed
     assert paypal.requests[requests_before:] == []
+    with system_context("test: webhook ledger"):
+        [approval] = WebhookEvent.objects.filter(provider="paypal", event_type="CHECKOUT.ORDER.APPROVED")
+    assert approval.outcome == "approved after its checkout closed: not captured"
     with tenant_context(tenant_a.org.pk):
         checkout = Checkout.objects.select_related("transaction").get(pk=checkout_id)
         assert (checkout.status, checkout.transaction.status) == ("expired", "expired")

@@ -565,15 +565,23 @@ def _publish_capture_requested(*, tenant_id: int, checkout_id: uuid.UUID, refere
     )
 
 
-def checkout_capture_request(*, tenant_id: int, checkout_id: uuid.UUID, reference: str) -> None:
-    """The provider says the buyer approved the payment (PayPal): ask for its capture after commit.
+def checkout_capture_request(*, tenant_id: int, checkout_id: uuid.UUID, reference: str) -> bool:
+    """The provider says the buyer approved the payment (PayPal): ask for its capture after commit,
+    if the checkout still awaits payment and is not overdue. Returns whether it asked: an order
+    approved after its checkout closed is never captured (`checkout_capture` checks again), so the
+    buyer is never charged for it.
 
     Joins the caller's transaction (the webhook event's processing). Stamps the checkout's
     `capture_requested_at`, which `checkout_capture` clears when its attempt concludes, so that
     `captures_requeue_stale` can find a capture whose message the broker lost.
     """
-    Checkout.objects.filter(tenant_id=tenant_id, pk=checkout_id).update(capture_requested_at=timezone.now())
-    _publish_capture_requested(tenant_id=tenant_id, checkout_id=checkout_id, reference=reference)
+    now = timezone.now()
+    stamped = Checkout.objects.filter(
+        tenant_id=tenant_id, pk=checkout_id, status=Checkout.Status.AWAITING_PAYMENT, expires_at__gt=now
+    ).update(capture_requested_at=now)
+    if stamped:
+        _publish_capture_requested(tenant_id=tenant_id, checkout_id=checkout_id, reference=reference)
+    return bool(stamped)
 
 
 def _capture_concluded(*, checkout: Checkout) -> None:

@@ -43,6 +43,7 @@ def test_a_payment_that_arrived_after_expiry_is_shown_being_refunded_then_refund
     assert checkouts_expire_due(now=timezone.now() + timedelta(hours=1)) == 1
     page = status_block(browser, location)
     assert page.startswith("Expired unpaid\n") and EXPIRED_UNPAID in page and LATE not in page
+    assert "Total (not charged)" in page
     # when: the shopper had paid at the provider just before the session was closed
     deliver([sandbox_paid(str(checkout.pk))])
     drain_outbox()
@@ -52,6 +53,7 @@ def test_a_payment_that_arrived_after_expiry_is_shown_being_refunded_then_refund
     assert f"{LATE}; it is being refunded." in page
     assert EXPIRED_UNPAID not in page
     assert "hx-get" not in page  # a final block: reloading shows the refund's progress
+    assert "Total paid late (being refunded)" in page and "Total (not charged)" not in page
     # when: the provider's refund webhook arrives
     deliver([sandbox_provider().refunded_event(reference=f"sbx_{checkout.pk}")])
     drain_outbox()
@@ -60,3 +62,4 @@ def test_a_payment_that_arrived_after_expiry_is_shown_being_refunded_then_refund
     assert page.startswith("Expired, payment refunded\n")
     assert f"{LATE}; it has been refunded." in page
     assert "it is being refunded" not in page and EXPIRED_UNPAID not in page
+    assert "Total paid late (refunded)" in page

@@ -45,7 +45,23 @@ def _version(view: ShopCheckout) -> str:
     return hashlib.sha256("\n".join(shown).encode()).hexdigest()[:16]
 
 
-def _total_label(status: str) -> str:
+def _late_payment(checkout: Checkout) -> str:
+    """For an expired checkout whose payment arrived after its expiry: "refunded" once the
+    provider's refund webhook landed, "refunding" while the refund is asked for; else "".
+    (`checkout.transaction` is loaded with the checkout by `checkout_get`: no query here.)"""
+    txn = getattr(checkout, "transaction", None)
+    if checkout.status != Checkout.Status.EXPIRED or txn is None:
+        return ""
+    if txn.refunded_at:
+        return "refunded"
+    return "refunding" if txn.refund_requested_at else ""
+
+
+def _total_label(status: str, late_payment: str = "") -> str:
+    if late_payment == "refunded":
+        return "Total paid late (refunded)"
+    if late_payment == "refunding":
+        return "Total paid late (being refunded)"
     if status in (Checkout.Status.PAID, Checkout.Status.REFUNDED):
         return "Total charged"
     if status == Checkout.Status.RESERVING:
@@ -59,9 +75,11 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
     checkout = view.checkout
     kwargs = {"studio_slug": studio.slug, "checkout_id": checkout.pk}
     is_open = checkout.status in Checkout.OPEN_STATUSES
+    late_payment = _late_payment(checkout)
     return {
         "checkout": checkout,
         "status_text": status_text(checkout.status),
+        "late_payment": late_payment,
         "is_open": is_open,
         "lines": [
             {
@@ -79,7 +97,7 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
             for line in view.lines
         ],
         "charged": money_text(view.charged_minor, checkout.currency),
-        "total_label": _total_label(checkout.status),
+        "total_label": _total_label(checkout.status, late_payment),
         "version": _version(view),
         "pay_url": checkout.payment_url
         if checkout.status == Checkout.Status.AWAITING_PAYMENT and checkout.payment_url
