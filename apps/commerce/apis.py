@@ -19,7 +19,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.commerce.models import RETURN_URL_MAX_LENGTH, Checkout, Entitlement, Provider
-from apps.commerce.selectors import checkout_get, download_token, entitlements_of_email, photos_covered
+from apps.commerce.selectors import (
+    checkout_get,
+    download_token,
+    entitlements_of_email,
+    photos_covered,
+    photos_covered_count,
+)
 from apps.commerce.services import LineIn, checkout_create, checkout_payment_session_request
 from apps.core.serializers import DirectOutputSerializer, IdField, StrictSerializer
 from apps.ops.killswitch import ensure_enabled
@@ -171,6 +177,9 @@ class EntitlementOutputSerializer(serializers.Serializer):
     photo = serializers.IntegerField(source="photo_id", allow_null=True)
     checkout = serializers.UUIDField(source="checkout_id")
     granted_at = serializers.DateTimeField()
+    downloads_count = serializers.IntegerField(
+        help_text="How many photos the entitlement covers; `downloads` holds the page asked for."
+    )
     downloads = EntitlementDownloadSerializer(many=True)
 
 
@@ -181,12 +190,20 @@ class EntitlementListOutputSerializer(serializers.Serializer):
 
 
 class EntitlementListApi(TenantApi):
-    """A shopper's downloads: live entitlements of an email, each with signed, expiring links."""
+    """A shopper's downloads: live entitlements of an email, each with signed, expiring links.
+
+    A bulk entitlement covers every photo of its event: `downloads_count` says how many, and
+    `downloads_offset` / `downloads_limit` (at most ENTITLEMENT_BULK_DOWNLOADS_LIMIT, 500) page
+    through their links, in photo id order."""
 
     permission_classes = [SHOP_ROLES]
 
     class FilterSerializer(StrictSerializer):
         email = serializers.EmailField()
+        downloads_offset = serializers.IntegerField(min_value=0, max_value=10_000_000, default=0, required=False)
+        downloads_limit = serializers.IntegerField(
+            min_value=1, max_value=settings.ENTITLEMENT_BULK_DOWNLOADS_LIMIT, required=False
+        )
 
     @extend_schema(parameters=[FilterSerializer], responses=EntitlementListOutputSerializer)
     def get(self, request: Request) -> Response:
@@ -194,12 +211,15 @@ class EntitlementListApi(TenantApi):
         filters.is_valid(raise_exception=True)
         assert self.tenant_id is not None
         entitlements = list(entitlements_of_email(tenant_id=self.tenant_id, email=filters.validated_data["email"]))
-        body = [self._render(request, entitlement) for entitlement in entitlements]
+        offset = filters.validated_data.get("downloads_offset", 0)
+        limit = filters.validated_data.get("downloads_limit", settings.ENTITLEMENT_BULK_DOWNLOADS_LIMIT)
+        body = [self._render(request, entitlement, offset=offset, limit=limit) for entitlement in entitlements]
         return Response({"count": len(body), "results": EntitlementOutputSerializer(body, many=True).data})
 
-    def _render(self, request: Request, entitlement: Entitlement) -> dict[str, Any]:
-        photo_ids = photos_covered(entitlement=entitlement, limit=settings.ENTITLEMENT_BULK_DOWNLOADS_LIMIT)
+    def _render(self, request: Request, entitlement: Entitlement, *, offset: int, limit: int) -> dict[str, Any]:
+        photo_ids = photos_covered(entitlement=entitlement, limit=limit, offset=offset)
         return {
+            "downloads_count": photos_covered_count(entitlement=entitlement),
             "id": entitlement.pk,
             "scope": entitlement.scope,
             "event_id": entitlement.event_id,

@@ -55,15 +55,24 @@ def entitlements_of_email(*, tenant_id: int, email: str) -> QuerySet[Entitlement
     )
 
 
-def photos_covered(*, entitlement: Entitlement, limit: int) -> list[int]:
-    """Ids of the photos an entitlement covers (one photo, or the event's, capped at `limit`)."""
+def photos_covered(*, entitlement: Entitlement, limit: int | None = None, offset: int = 0) -> list[int]:
+    """Ids of the photos an entitlement covers, in id order: its one photo, or the event's
+    (`offset` and `limit` page through them; None: all of them, ids only)."""
     if entitlement.photo_id is not None:
-        return [entitlement.photo_id]
-    return list(
+        return [entitlement.photo_id][offset : None if limit is None else offset + limit]
+    ids = (
         Photo.objects.filter(tenant_id=entitlement.tenant_id, event_id=entitlement.event_id)
         .order_by("id")
-        .values_list("id", flat=True)[:limit]
+        .values_list("id", flat=True)
     )
+    return list(ids[offset:] if limit is None else ids[offset : offset + limit])
+
+
+def photos_covered_count(*, entitlement: Entitlement) -> int:
+    """How many photos an entitlement covers."""
+    if entitlement.photo_id is not None:
+        return 1
+    return Photo.objects.filter(tenant_id=entitlement.tenant_id, event_id=entitlement.event_id).count()
 
 
 def download_token(*, entitlement: Entitlement, photo_id: int) -> str:

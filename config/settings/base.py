@@ -610,8 +610,10 @@ CHECKOUT_SESSION_MAX_RETRIES = env.int("DARKROOM_CHECKOUT_SESSION_MAX_RETRIES", 
 PLATFORM_FEE_BPS = env.int("DARKROOM_PLATFORM_FEE_BPS", default=1000)
 # Signed download links of entitlements live this long.
 DOWNLOAD_URL_MAX_AGE_SECONDS = env.int("DARKROOM_DOWNLOAD_URL_MAX_AGE_SECONDS", default=24 * 3600)
-# Bulk entitlements list at most this many photo downloads inline.
+# Download links per page: the entitlements API's `downloads_limit` (its default and maximum)
+# and the shop's order page (`?downloads_page=`); an event's every photo is reachable by paging.
 ENTITLEMENT_BULK_DOWNLOADS_LIMIT = env.int("DARKROOM_ENTITLEMENT_BULK_DOWNLOADS_LIMIT", default=500)
+SHOP_DOWNLOADS_PER_PAGE = env.int("DARKROOM_SHOP_DOWNLOADS_PER_PAGE", default=100)
 RECEIPT_FROM_EMAIL = env("DARKROOM_RECEIPT_FROM_EMAIL", default="receipts@darkroom.localhost")
 # A receipt claimed by a sender that died is retried after this long.
 RECEIPT_CLAIM_SECONDS = env.int("DARKROOM_RECEIPT_CLAIM_SECONDS", default=120)

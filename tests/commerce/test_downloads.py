@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core import signing
 from django.core.files.storage import default_storage
 from django.test import Client
 
 from apps.commerce.models import Entitlement
+from apps.commerce.order_links import order_token
 from apps.commerce.selectors import DOWNLOAD_SALT, download_token
 from apps.tenancy.context import tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout
@@ -58,6 +61,35 @@ def test_bulk_entitlement_covers_every_photo_of_its_event(tenant_a, shop_a):
     assert sorted(d["photo"] for d in entitlement["downloads"]) == sorted([shop_a.photo.pk, other_photo.pk])
     for download in entitlement["downloads"]:
         assert Client().get(path_of(download["url"])).status_code == 200
+
+
+def test_a_bulk_entitlements_downloads_page_through_every_photo_beyond_one_page(tenant_a, shop_a, settings):
+    # given: an event of 5 photos bought whole, and pages of 2 links
+    settings.SHOP_DOWNLOADS_PER_PAGE = 2
+    photos = sorted([shop_a.photo.pk, *(shop_a.add_photo()[0].pk for _ in range(4))])
+    checkout_id = buy(tenant_a, shop_a, {"product": shop_a.bulk.pk})
+    api = tenant_a.client()
+    # when: the API pages through them two at a time
+    seen: list[int] = []
+    for offset in range(0, 6, 2):
+        query = {"email": "ann@example.test", "downloads_offset": offset, "downloads_limit": 2}
+        [entitlement] = api.get("/api/v1/entitlements", query).json()["results"]
+        assert entitlement["downloads_count"] == 5
+        seen += [d["photo"] for d in entitlement["downloads"]]
+    # then: every photo once, in id order; a limit over the maximum is refused
+    assert seen == photos
+    too_many = {"email": "ann@example.test", "downloads_limit": settings.ENTITLEMENT_BULK_DOWNLOADS_LIMIT + 1}
+    assert api.get("/api/v1/entitlements", too_many).status_code == 400
+    # and: the shop's order page pages through them too
+    browser = Client()
+    token = order_token(tenant_id=tenant_a.org.pk, checkout_id=checkout_id)
+    base = browser.get(f"/s/{tenant_a.org.slug}/orders/{token}")["Location"]  # the receipt's order link
+    shown: list[int] = []
+    for page in (1, 2, 3, 4):  # 4 is past the end: the last page again
+        body = browser.get(base, {"downloads_page": page}).content.decode()
+        assert "Your downloads (5 photos)" in body
+        shown += [int(n) for n in re.findall(r"Download photo (\d+) \(original\)", body)]
+    assert shown == [*photos, photos[-1]]
 
 
 def test_no_entitlement_no_original(tenant_a, tenant_b, shop_a):

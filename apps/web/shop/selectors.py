@@ -147,6 +147,10 @@ class ShopCheckout:
     checkout: Checkout
     lines: list[ShopCheckoutLine]
     downloads: list[DownloadLink]
+    # Every photo the live entitlements cover (a bulk product covers the whole event); `downloads`
+    # holds the links of one page of them.
+    downloads_total: int = 0
+    downloads_page: int = 1
 
     @property
     def charged_minor(self) -> int:
@@ -321,9 +325,10 @@ def checkout_exists(*, tenant_id: int, checkout_id: uuid.UUID) -> bool:
         return Checkout.objects.filter(tenant_id=tenant_id, pk=checkout_id).exists()
 
 
-def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str) -> ShopCheckout:
+def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_page: int = 1) -> ShopCheckout:
     """A checkout with its lines (event slug and thumbnail for each photo) and, once paid, a signed
-    download link per photo its live entitlements cover. Raises CheckoutNotFound."""
+    download link per photo its live entitlements cover, SHOP_DOWNLOADS_PER_PAGE at a time
+    (`downloads_page`, clamped to the pages there are). Raises CheckoutNotFound."""
     with tenant_context(tenant_id):
         checkout = checkout_get(tenant_id=tenant_id, checkout_id=checkout_id)
         lines = checkout.lines_by_position
@@ -340,23 +345,22 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str) -> ShopChecko
             ).only("id", "thumbnail")
         }
         downloads: list[DownloadLink] = []
-        seen: set[int] = set()  # a photo bought alone and within a bulk product is listed once
+        covered: dict[int, Entitlement] = {}  # photo -> the first entitlement covering it (listed once)
         if checkout.status == Checkout.Status.PAID:
             entitlements = Entitlement.objects.filter(
                 tenant_id=tenant_id, checkout_id=checkout.pk, revoked_at__isnull=True
             ).order_by("id")
             for entitlement in entitlements:
-                for photo_id in photos_covered(
-                    entitlement=entitlement, limit=settings.ENTITLEMENT_BULK_DOWNLOADS_LIMIT
-                ):
-                    if photo_id in seen:
-                        continue
-                    seen.add(photo_id)
-                    downloads.append(
-                        DownloadLink(
-                            photo_id=photo_id, token=download_token(entitlement=entitlement, photo_id=photo_id)
-                        )
-                    )
+                for photo_id in photos_covered(entitlement=entitlement):  # ids only; tokens for one page
+                    covered.setdefault(photo_id, entitlement)
+            per_page = settings.SHOP_DOWNLOADS_PER_PAGE
+            pages = max(1, -(-len(covered) // per_page))
+            downloads_page = min(max(1, downloads_page), pages)
+            start = (downloads_page - 1) * per_page
+            for photo_id, entitlement in list(covered.items())[start : start + per_page]:
+                downloads.append(
+                    DownloadLink(photo_id=photo_id, token=download_token(entitlement=entitlement, photo_id=photo_id))
+                )
     return ShopCheckout(
         checkout=checkout,
         lines=[
@@ -376,4 +380,6 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str) -> ShopChecko
             for line in lines
         ],
         downloads=downloads,
+        downloads_total=len(covered),
+        downloads_page=downloads_page,
     )

@@ -18,6 +18,7 @@ import hashlib
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET
@@ -110,16 +111,37 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
             {"photo_id": d.photo_id, "url": reverse("commerce-download", kwargs={"token": d.token})}
             for d in view.downloads
         ],
+        "downloads_total": view.downloads_total,
+        "downloads_pager": _downloads_pager(view),
         "page_url": reverse("shop:checkout", kwargs=kwargs),
         "status_url": reverse("shop:checkout-status", kwargs=kwargs),
         "poll_seconds": POLL_SECONDS,
     }
 
 
+def _downloads_pager(view: ShopCheckout) -> dict[str, int] | None:
+    """Page numbers of the download links, when there is more than one page."""
+    pages = -(-view.downloads_total // settings.SHOP_DOWNLOADS_PER_PAGE)
+    if pages <= 1:
+        return None
+    page = view.downloads_page
+    return {
+        "page": page,
+        "pages": pages,
+        "previous": page - 1 if page > 1 else 0,
+        "next": page + 1 if page < pages else 0,
+    }
+
+
+def _downloads_page(request: HttpRequest) -> int:
+    raw = request.GET.get("downloads_page", "")
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else 1
+
+
 def _mine(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> ShopCheckout | None:
     if not owns_checkout(request, studio.id, checkout_id):
         return None
-    return shop_checkout(tenant_id=studio.id, checkout_id=checkout_id)
+    return shop_checkout(tenant_id=studio.id, checkout_id=checkout_id, downloads_page=_downloads_page(request))
 
 
 @require_GET
