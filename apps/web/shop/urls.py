@@ -17,6 +17,9 @@ urlpatterns: list[URLPattern] = [
     path("<slug:studio_slug>/cart/checkout", cart.checkout_submit, name="checkout-create"),
     path("<slug:studio_slug>/checkouts/<uuid:checkout_id>/", checkout.checkout_page, name="checkout"),
     path("<slug:studio_slug>/checkouts/<uuid:checkout_id>/status", checkout.checkout_status, name="checkout-status"),
+    path(
+        "<slug:studio_slug>/checkouts/<uuid:checkout_id>/refill", checkout.checkout_refill_cart, name="checkout-refill"
+    ),
     path("<slug:studio_slug>/orders/", orders.order_lookup, name="orders"),
     # Before the token route: a token always holds a ":" (apps/commerce/order_links.py), so it is never "sent".
     path("<slug:studio_slug>/orders/sent", orders.order_lookup_sent, name="orders-sent"),

@@ -10,6 +10,8 @@
   the block shows has changed since `version`, so a screen reader hears of real changes only. A
   final block stops asking. Without JavaScript the page offers a refresh link (and refreshes
   itself through a `<noscript>` meta refresh).
+* `POST /s/<studio>/checkouts/<id>/refill`: a failed, expired or sold-out order's items back in
+  the cart.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
+from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout
 from apps.payments.providers.base import money_text
 from apps.web.shop.presenters import line_state_text, product_label, status_text
-from apps.web.shop.selectors import ShopCheckout, Studio, shop_checkout
-from apps.web.shop.session import owns_checkout
+from apps.web.shop.selectors import ShopCheckout, Studio, products_by_ids, shop_checkout
+from apps.web.shop.session import Cart, owns_checkout
 from apps.web.shop.views.common import not_found, render_page, shop_view
 
 POLL_SECONDS = 2
@@ -163,3 +166,27 @@ def checkout_status(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID
     if request.GET.get("since") == context["version"]:
         return HttpResponse(status=204)
     return render_page(request, "shop/_checkout_status.html", studio=studio, context=context)
+
+
+REFILLABLE_STATUSES = frozenset({Checkout.Status.FAILED, Checkout.Status.EXPIRED, Checkout.Status.SOLD_OUT})
+
+
+@require_POST
+@shop_view
+def checkout_refill_cart(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> HttpResponse:
+    """Put a failed, expired or sold-out order's items back in the cart (the checkout form had
+    emptied it), then show the cart. Quantities are set, not added, so pressing it twice changes
+    nothing; products no longer on sale are left out. Any other order: back to its page."""
+    view = _mine(request, studio, checkout_id)
+    if view is None:
+        return not_found(request, studio)
+    if view.checkout.status not in REFILLABLE_STATUSES:
+        page = reverse("shop:checkout", kwargs={"studio_slug": studio.slug, "checkout_id": checkout_id})
+        return HttpResponseRedirect(page, status=303)
+    wanted = {line.product_id: line.quantity for line in view.checkout.lines_by_position}
+    on_sale = products_by_ids(tenant_id=studio.id, product_ids=wanted)
+    cart = Cart(request.session, studio.id)
+    for product_id, product in on_sale.items():
+        is_print = product.kind == ProductKind.PRINT
+        cart.set(product_id, min(wanted[product_id], settings.CHECKOUT_MAX_PRINT_QUANTITY) if is_print else 1)
+    return HttpResponseRedirect(reverse("shop:cart", kwargs={"studio_slug": studio.slug}), status=303)

@@ -1,0 +1,65 @@
+"""An order that failed, expired or sold out puts its items back in the cart (the checkout form
+had emptied it): once, whatever the number of presses, leaving out what is no longer on sale."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from apps.catalog.models import Product
+from apps.commerce.services import checkouts_expire_due
+from apps.tenancy.context import tenant_context
+from tests.commerce.helpers import drain_outbox
+from tests.factories.commerce import Shop
+from tests.web.shop.test_checkout import add, cart_of, checkout_form, submit
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
+
+BUTTON = "Put these items back in my cart"
+
+
+def expired_order(browser: Client, tenant: Any, shop: Shop) -> str:
+    """A download and the bulk product checked out, then left unpaid until the order expired."""
+    add(browser, tenant, shop, shop.download)
+    add(browser, tenant, shop, shop.bulk)
+    location = submit(browser, tenant, checkout_form(browser, tenant))["Location"]
+    drain_outbox()
+    assert cart_of(browser, tenant) == {}
+    assert checkouts_expire_due(now=timezone.now() + timedelta(hours=1)) == 1
+    return location
+
+
+def test_an_expired_orders_items_go_back_in_the_cart_once(browser: Client, tenant_a: Any, shop: Shop) -> None:
+    location = expired_order(browser, tenant_a, shop)
+    page = browser.get(location).content.decode()
+    assert BUTTON in page
+    # when: the shopper presses the button twice
+    for _ in range(2):
+        response = browser.post(f"{location}refill")
+        assert response.status_code == 303 and response["Location"] == f"/s/{tenant_a.org.slug}/cart/"
+    # then: the cart holds the order's items once each
+    assert cart_of(browser, tenant_a) == {str(shop.download.pk): 1, str(shop.bulk.pk): 1}
+
+
+def test_items_no_longer_on_sale_stay_out(browser: Client, tenant_a: Any, shop: Shop) -> None:
+    location = expired_order(browser, tenant_a, shop)
+    with tenant_context(tenant_a.org.pk):
+        Product.objects.filter(pk=shop.bulk.pk).update(active=False)
+    browser.post(f"{location}refill")
+    assert cart_of(browser, tenant_a) == {str(shop.download.pk): 1}
+
+
+def test_an_open_order_is_not_refilled_and_another_session_gets_a_404(browser: Client, tenant_a: Any,
+                                                                      shop: Shop) -> None:  # fmt: skip
+    add(browser, tenant_a, shop, shop.download)
+    location = submit(browser, tenant_a, checkout_form(browser, tenant_a))["Location"]
+    drain_outbox()
+    assert BUTTON not in browser.get(location).content.decode()
+    response = browser.post(f"{location}refill")
+    assert response.status_code == 303 and response["Location"] == location
+    assert cart_of(browser, tenant_a) == {}
+    assert Client().post(f"{location}refill").status_code == 404
