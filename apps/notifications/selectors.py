@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core import signing
-from django.db.models import Count, Min, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
@@ -62,6 +62,25 @@ def attendees_of_event(*, event_id: int) -> QuerySet[Attendee]:
 
 def notifications_of_attendee(*, tenant_id: int, attendee_id: int) -> QuerySet[Notification]:
     return Notification.objects.filter(tenant_id=tenant_id, attendee_id=attendee_id).order_by("-created_at", "-id")
+
+
+def notifications_page(
+    *, tenant_id: int, attendee_id: int, older_than: int | None, size: int
+) -> tuple[list[Notification], bool]:
+    """One page of the attendee's notifications, newest first, and whether older ones follow.
+    `older_than` is the id of the last one shown (a keyset on (created_at, id), the inbox index's
+    order: no OFFSET scan); an id that is not this attendee's starts from the newest."""
+    rows = notifications_of_attendee(tenant_id=tenant_id, attendee_id=attendee_id)
+    if older_than is not None:
+        last = rows.filter(pk=older_than).values_list("created_at", flat=True).first()
+        if last is not None:
+            rows = rows.filter(Q(created_at__lt=last) | Q(created_at=last, id__lt=older_than))
+    page = list(rows[: size + 1])
+    return page[:size], len(page) > size
+
+
+def unread_count(*, tenant_id: int, attendee_id: int) -> int:
+    return Notification.objects.filter(tenant_id=tenant_id, attendee_id=attendee_id, read_at__isnull=True).count()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Attendee-facing pages (no account: the signed link in their e-mails is the credential).
 
-* `GET /attendee/<token>/`: their notifications, newest first, unread ones marked.
+* `GET /attendee/<token>/`: their notifications, newest first, unread ones marked, 50 a page
+  (`?older_than=<id>`).
 * `POST /attendee/<token>/read`: mark one (`notification` field) or all read.
 * `GET /attendee/<token>/unsubscribe`: a confirmation form; `POST` unsubscribes. The POST also
   takes RFC 8058 one-click requests (`List-Unsubscribe=One-Click`) that mail clients send.
@@ -22,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.core.problems import problem_page_or_json
 from apps.notifications.pages import attendee_or_problem, attendee_page_limited
-from apps.notifications.selectors import notifications_of_attendee
+from apps.notifications.selectors import notifications_page, unread_count
 from apps.notifications.services import attendee_unsubscribe, notifications_mark_read
 from apps.tenancy.context import tenant_context
 
@@ -35,16 +36,22 @@ def inbox(request: HttpRequest, token: str) -> HttpResponse:
     attendee = attendee_or_problem(request, token)
     if isinstance(attendee, HttpResponse):
         return attendee
+    raw = request.GET.get("older_than", "")
+    older_than = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
     with tenant_context(attendee.tenant_id):
-        notifications = list(
-            notifications_of_attendee(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)[:INBOX_PAGE_SIZE]
+        notifications, more = notifications_page(
+            tenant_id=attendee.tenant_id, attendee_id=attendee.pk, older_than=older_than, size=INBOX_PAGE_SIZE
         )
-    unread = sum(1 for n in notifications if n.read_at is None)
-    response = render(
-        request,
-        "attendee/inbox.html",
-        {"attendee": attendee, "notifications": notifications, "unread": unread, "token": token},
-    )
+        unread = unread_count(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)
+    context = {
+        "attendee": attendee,
+        "notifications": notifications,
+        "unread": unread,
+        "token": token,
+        "older_url": f"?older_than={notifications[-1].pk}" if more else "",
+        "is_first_page": older_than is None,
+    }
+    response = render(request, "attendee/inbox.html", context)
     response["Cache-Control"] = "private, no-store"
     return response
 
