@@ -306,6 +306,23 @@ class EventProductsApi(_CatalogApi):
         return Response(ProductOutputSerializer(listed).data, status=201)
 
 
+class EventDownloadsOfferApi(_CatalogApi):
+    """POST: offer every photo of the event as a download: the download product of each photo
+    that has none is created (a deactivated one stays deactivated). 200 with how many were
+    created; repeating it creates nothing. Each download sells at the event's download price."""
+
+    @extend_schema_serializer(component_name="DownloadsOfferOutput")
+    class OutputSerializer(serializers.Serializer):
+        created = serializers.IntegerField()
+
+    @extend_schema(request=None, responses={200: OutputSerializer})
+    def post(self, request: Request, event_id: int) -> Response:
+        created = services.download_products_ensure(
+            tenant_id=self.tenant_pk, event_id=event_id, actor=self.actor(request)
+        )
+        return Response(self.OutputSerializer({"created": created}).data)
+
+
 class PriceSerializer(StrictSerializer):
     kind = serializers.ChoiceField(choices=ProductKind.choices)
     size = serializers.CharField(max_length=32, required=False, default="")

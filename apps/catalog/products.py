@@ -1,4 +1,5 @@
-"""Changing products after they exist: stop or resume selling one, and restock a print.
+"""Changing products after they exist: stop or resume selling one, restock a print, and offer
+every photo of an event as a download in one go.
 
 Both services use plain `@transaction.atomic`: they join the transaction of the Idempotency-Key
 protocol (API) or of `submit_once` (studio forms), so their rows commit with the key row and a
@@ -174,3 +175,51 @@ def stock_restock(*, tenant_id: int, product_id: int, add_quantity: int, actor: 
             actor_label=actor.label[:200],
             request_id=(get_request_id() or "")[:128],
         )
+
+
+DOWNLOADS_OFFERED = "catalog.downloads_offered"
+
+
+@transaction.atomic
+def download_products_ensure(*, tenant_id: int, event_id: int, actor: Actor) -> int:
+    """Offer every photo of the event as a download: create the download product of each photo
+    that has none (SKU `E<event>-DOWNLOAD-P<photo>`, as `product_create` names it); returns how
+    many were created. A photo whose download product exists, active or not, keeps it as it is
+    (a deactivated one stays deactivated). Repeating it creates nothing; concurrent calls create
+    each product once (the photo/kind/size unique constraint, `ON CONFLICT DO NOTHING`). One
+    audit row when it created any. Joins the caller's transaction; raises EventNotFound.
+    """
+    from apps.catalog.errors import EventNotFound
+    from apps.catalog.models import Event
+
+    with tenant_context(tenant_id):
+        if not Event.objects.filter(tenant_id=tenant_id, pk=event_id).exists():
+            raise EventNotFound(f"Event {event_id} does not exist.")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                INSERT INTO catalog_product (tenant_id, event_id, photo_id, kind, size, sku, active, created_at)
+                SELECT ph.tenant_id, ph.event_id, ph.id, %(kind)s::varchar, '',
+                       'E' || ph.event_id || '-DOWNLOAD-P' || ph.id, true, now()
+                  FROM catalog_photo ph
+                 WHERE ph.tenant_id = %(tenant)s AND ph.event_id = %(event)s
+                   AND NOT EXISTS (
+                       SELECT 1 FROM catalog_product pr
+                        WHERE pr.tenant_id = ph.tenant_id AND pr.photo_id = ph.id AND pr.kind = %(kind)s::varchar)
+                 ORDER BY ph.id
+                ON CONFLICT DO NOTHING
+                """,
+                {"tenant": tenant_id, "event": event_id, "kind": ProductKind.DOWNLOAD.value},
+            )
+            created = cursor.rowcount
+        if created:
+            audit_record(
+                action=DOWNLOADS_OFFERED,
+                tenant_id=tenant_id,
+                actor_user=actor.user,
+                actor_label=actor.label,
+                target_type="event",
+                target_id=str(event_id),
+                data={"created": created},
+            )
+        return created

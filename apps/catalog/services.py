@@ -35,6 +35,7 @@ from apps.catalog.events import event_update as event_update
 from apps.catalog.models import RESERVED_EVENT_SLUGS, Event, Photo, Price, PriceList, ProductKind, Stock
 from apps.catalog.models import Product as ProductModel
 from apps.catalog.products import Actor as Actor
+from apps.catalog.products import download_products_ensure as download_products_ensure
 from apps.catalog.products import product_set_active as product_set_active
 from apps.catalog.products import stock_restock as stock_restock
 from apps.catalog.uploads import PHOTO_UPLOADED_TOPIC as PHOTO_UPLOADED_TOPIC

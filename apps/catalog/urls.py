@@ -9,6 +9,11 @@ urlpatterns: list[URLPattern] = [
     path("events/<int:event_id>", apis.EventDetailApi.as_view(), name="catalog-event-detail"),
     path("events/<int:event_id>/photos", apis.EventPhotosApi.as_view(), name="catalog-event-photos"),
     path("events/<int:event_id>/products", apis.EventProductsApi.as_view(), name="catalog-event-products"),
+    path(
+        "events/<int:event_id>/products/downloads",
+        apis.EventDownloadsOfferApi.as_view(),
+        name="catalog-event-downloads-offer",
+    ),
     path("events/<int:event_id>/prices", apis.EventPricesApi.as_view(), name="catalog-event-prices"),
     path("products/<int:product_id>", apis.ProductDetailApi.as_view(), name="catalog-product-detail"),
     path("products/<int:product_id>/restock", apis.ProductRestockApi.as_view(), name="catalog-product-restock"),

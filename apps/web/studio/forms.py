@@ -184,6 +184,10 @@ class ProductForm(StudioForm):
     )
 
 
+class DownloadsOfferForm(StudioForm):
+    """Offer every photo of the event as a download (one button; no fields but the nonce)."""
+
+
 class ProductActiveForm(StudioForm):
     """Stop or resume selling one product (a button per row of the products table)."""
 

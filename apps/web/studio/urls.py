@@ -34,6 +34,9 @@ urlpatterns = [
     path("events/<studio_id:event_id>/edit", events.event_edit, name="event-edit"),
     path("events/<studio_id:event_id>/photos", events.event_upload, name="event-upload"),
     path("events/<studio_id:event_id>/products", events.event_products, name="event-products"),
+    path(
+        "events/<studio_id:event_id>/products/downloads", events.event_downloads_offer, name="event-downloads-offer"
+    ),
     path("events/<studio_id:event_id>/prices", events.event_prices, name="event-prices"),
     path(
         "events/<studio_id:event_id>/products/<studio_id:product_id>/active",

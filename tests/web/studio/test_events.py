@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import AuditLog
 from apps.web.studio.forms import amount_text_to_minor
 from tests.factories.catalog import PriceFactory, PriceListFactory, image_bytes
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_event, new_photo, signed_in, text
@@ -340,3 +341,23 @@ def test_a_studio_upload_over_the_request_cap_is_a_413_page_in_megabytes(studio:
     assert f'href="http://testserver/studio/events/{event.pk}/"' in body
     with tenant_context(studio.org.pk):
         assert not event.photos.exists()
+
+
+def test_the_studio_button_offers_them_once_per_form(studio: StudioPeople) -> None:
+    with tenant_context(studio.org.pk):
+        event = new_event(studio.org)
+        for _ in range(2):
+            new_photo(event)
+    client = signed_in(studio.owner)
+    action = f"/studio/events/{event.pk}/products/downloads"
+    page = client.get(f"/studio/events/{event.pk}/")
+    assert "Sell every photo as a download" in page.content.decode()
+    nonce = form_nonce_on(page, action)
+    first = client.post(action, {"nonce": nonce})
+    again = client.post(action, {"nonce": nonce})  # a double click
+    assert first.status_code == again.status_code == 303
+    assert first["Location"] == f"/studio/events/{event.pk}/#products"
+    with tenant_context(studio.org.pk):
+        assert Product.objects.filter(event=event, kind="download").count() == 2
+        assert AuditLog.objects.filter(action="catalog.downloads_offered", target_id=str(event.pk)).count() == 1
+    assert signed_in(studio.photographer).post(action, {"nonce": "n" * 24}).status_code == 403

@@ -36,6 +36,7 @@ from apps.web.studio.access import CATALOG_WRITE_ROLES, UPLOAD_ROLES, Studio, pr
 from apps.web.studio.forms import (
     MAX_FILES_PER_UPLOAD,
     PRINT_PRICE_ROWS_EMPTY,
+    DownloadsOfferForm,
     EventEditForm,
     EventForm,
     PriceListForm,
@@ -203,6 +204,7 @@ def _render_event(
         "product_form": product_form,
         "price_form": price_form,
         "edit_form": edit_form,
+        "downloads_offer_form": DownloadsOfferForm() if studio.can_write_catalog else None,
         "max_files": MAX_FILES_PER_UPLOAD,
         "max_upload_mb": settings.API_MAX_UPLOAD_BYTES // 2**20,
     }
@@ -448,6 +450,35 @@ def _products_url(request: HttpRequest, event: Event) -> str:
     if _PAGE_NUMBER.match(number) and number != "1":
         url += f"?{PRODUCTS_PAGE}={number}"
     return url + "#products"
+
+
+@require_POST
+@studio_page(*CATALOG_WRITE_ROLES)
+def event_downloads_offer(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
+    """Offer every photo of the event as a download (see `download_products_ensure`), once per
+    rendered form; press it again after new uploads."""
+    event = _event_or_404(request, studio, event_id)
+    if isinstance(event, HttpResponse):
+        return event
+    form = DownloadsOfferForm(request.POST)
+
+    def effect() -> str:
+        created = services.download_products_ensure(
+            tenant_id=studio.tenant_id, event_id=event.pk, actor=Actor.member(studio.user)
+        )
+        if created:
+            messages.success(request, f"{created} photo(s) are now for sale as downloads.")
+        else:
+            messages.success(request, "Every photo of this event is already offered as a download.")
+        return f"{reverse('studio:event', args=[event.pk])}#products"
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_event(request, studio, event, status=status),
+    )
 
 
 @require_POST
