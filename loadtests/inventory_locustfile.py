@@ -51,6 +51,14 @@ class Shopper(FastHttpUser):
             "email": f"shopper-{uuid.uuid4().hex[:16]}@example.test",
             "provider": "sandbox",
             "lines": [{"product": PRODUCT_ID, "quantity": 1}],
+            # Prints are shipped: a checkout with a print carries the address.
+            "shipping": {
+                "name": "Load Test",
+                "line1": "1 Bench Road",
+                "city": "Berlin",
+                "postal_code": "10115",
+                "country": "DE",
+            },
         }
         headers = {"Authorization": f"Bearer {API_KEY}", "Idempotency-Key": str(uuid.uuid4())}
         with self.client.post(

@@ -10,6 +10,8 @@ Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant
   (its inbox row is written after the provider's answer, so a redelivery calls nothing);
   retryable provider errors are retried with backoff like session creation.
 * `checkout.paid` → the receipt email (`receipt_send`, claim/send/mark, notifications queue).
+* `checkout.shipped` → the "your prints are on their way" e-mail (`shipped_mail_send`, claim/
+  send/mark on inbox rows, notifications queue; apps/commerce/services/fulfilment.py).
 * `orders.links_requested` → the "find my orders" e-mail (`order_links_send`, claim/send/mark
   on inbox rows, notifications queue).
 Beat: `commerce.checkouts_expire` expires overdue unpaid checkouts and releases their stock;
@@ -34,6 +36,12 @@ from apps.commerce.services import (
     receipts_requeue_stale,
 )
 from apps.commerce.services.checkout import SESSION_CLOSE_CONSUMER, TOPIC_PAYMENT_SESSION_CLOSE_REQUESTED
+from apps.commerce.services.fulfilment import (
+    SHIPPED_MAIL_CONSUMER,
+    TOPIC_CHECKOUT_SHIPPED,
+    ShippedMailBusy,
+    shipped_mail_send,
+)
 from apps.commerce.services.order_links import (
     ORDER_LINKS_CONSUMER,
     TOPIC_ORDER_LINKS_REQUESTED,
@@ -122,6 +130,21 @@ def send_order_links(*, message_id: str, payload: dict[str, Any]) -> bool:
         to=payload["to"],
         checkout_ids=list(payload["checkout_ids"]),
     )
+
+
+@outbox_consumer(
+    TOPIC_CHECKOUT_SHIPPED,
+    name=SHIPPED_MAIL_CONSUMER,
+    queue="notifications",
+    once=False,  # mail goes out outside any transaction; the service keeps its own inbox rows
+    autoretry_for=(ShippedMailBusy, OSError),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=10,
+)
+def send_shipped_email(*, message_id: str, payload: dict[str, Any]) -> bool:
+    return shipped_mail_send(message_id=message_id, checkout_id=payload["checkout_id"])
 
 
 @shared_task(name="commerce.checkouts_expire", acks_late=True)

@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Receipt, Refund, Transaction
+from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Entitlement, Receipt, Refund, Transaction
 from apps.commerce.services.refunds import refund_retry
 from apps.core.admin_base import ReadOnlyAdmin
 
@@ -25,6 +25,30 @@ class CheckoutLineInline(admin.TabularInline):
         return False
 
 
+class CheckoutShippingInline(admin.StackedInline):
+    model = CheckoutShipping
+    extra = 0
+    fields = (
+        "name",
+        "line1",
+        "line2",
+        "city",
+        "postal_code",
+        "region",
+        "country",
+        "phone",
+        "fulfilment_status",
+        "shipped_at",
+        "carrier",
+        "tracking_reference",
+    )
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Checkout)
 class CheckoutAdmin(ReadOnlyAdmin):
     list_display = ("id", "tenant", "email", "provider", "status", "amount_minor", "currency", "created_at")
@@ -33,7 +57,7 @@ class CheckoutAdmin(ReadOnlyAdmin):
     ordering = ("-created_at",)
     list_select_related = ("tenant",)
     show_full_result_count = False
-    inlines = [CheckoutLineInline]
+    inlines = [CheckoutLineInline, CheckoutShippingInline]
 
 
 @admin.register(Transaction)

@@ -13,12 +13,26 @@ from typing import Any
 from django.conf import settings
 from django.core.validators import URLValidator
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.commerce.models import RETURN_URL_MAX_LENGTH, Checkout, Entitlement, Provider
+from apps.commerce.models import (
+    CARRIER_MAX_LENGTH,
+    RETURN_URL_MAX_LENGTH,
+    SHIPPING_CITY_MAX_LENGTH,
+    SHIPPING_LINE_MAX_LENGTH,
+    SHIPPING_NAME_MAX_LENGTH,
+    SHIPPING_PHONE_MAX_LENGTH,
+    SHIPPING_POSTAL_CODE_MAX_LENGTH,
+    SHIPPING_REGION_MAX_LENGTH,
+    TRACKING_REFERENCE_MAX_LENGTH,
+    Checkout,
+    CheckoutShipping,
+    Entitlement,
+    Provider,
+)
 from apps.commerce.selectors import (
     checkout_get,
     download_token,
@@ -26,7 +40,7 @@ from apps.commerce.selectors import (
     photos_covered,
     photos_covered_count,
 )
-from apps.commerce.services import LineIn, checkout_create, checkout_payment_session_request
+from apps.commerce.services import LineIn, ShippingIn, checkout_create, checkout_payment_session_request
 from apps.core.serializers import DirectOutputSerializer, IdField, StrictSerializer
 from apps.ops.killswitch import ensure_enabled
 from apps.ops.models import Capability
@@ -51,6 +65,23 @@ class CheckoutLineOutputSerializer(DirectOutputSerializer):
     state = serializers.CharField()
 
 
+class CheckoutShippingOutputSerializer(DirectOutputSerializer):
+    """Where the prints go and whether the studio has sent them (`shipped`: carrier, tracking)."""
+
+    name = serializers.CharField()
+    line1 = serializers.CharField()
+    line2 = serializers.CharField()
+    city = serializers.CharField()
+    postal_code = serializers.CharField()
+    region = serializers.CharField()
+    country = serializers.CharField(help_text="ISO 3166-1 alpha-2 code.")
+    phone = serializers.CharField()
+    fulfilment_status = serializers.ChoiceField(choices=CheckoutShipping.FulfilmentStatus.choices)
+    shipped_at = serializers.DateTimeField(allow_null=True)
+    carrier = serializers.CharField(max_length=CARRIER_MAX_LENGTH)
+    tracking_reference = serializers.CharField(max_length=TRACKING_REFERENCE_MAX_LENGTH)
+
+
 class CheckoutOutputSerializer(DirectOutputSerializer):
     """The checkout as every checkout endpoint returns it (rendered directly: these are the
     hottest responses of the shop)."""
@@ -69,6 +100,14 @@ class CheckoutOutputSerializer(DirectOutputSerializer):
     expires_at = serializers.DateTimeField()
     created_at = serializers.DateTimeField()
     lines = CheckoutLineOutputSerializer(source="lines_by_position", many=True)
+    shipping = serializers.SerializerMethodField()
+
+    @extend_schema_field(CheckoutShippingOutputSerializer(allow_null=True))
+    def get_shipping(self, checkout: Checkout) -> dict[str, Any] | None:
+        """The shipping address and fulfilment of a checkout with prints; null without prints.
+        (`checkout_create` and `checkout_get` load it with the checkout: no query here.)"""
+        shipping = getattr(checkout, "shipping", None)
+        return None if shipping is None else CheckoutShippingOutputSerializer().to_representation(shipping)
 
     def get_payment_url(self, checkout: Checkout) -> str | None:
         return checkout.payment_url or None
@@ -99,10 +138,28 @@ class CheckoutLineInputSerializer(StrictSerializer):
     quantity = serializers.IntegerField(min_value=1, default=1)
 
 
+class ShippingInputSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=SHIPPING_NAME_MAX_LENGTH, help_text="The recipient's name.")
+    line1 = serializers.CharField(max_length=SHIPPING_LINE_MAX_LENGTH)
+    line2 = serializers.CharField(max_length=SHIPPING_LINE_MAX_LENGTH, required=False, allow_blank=True)
+    city = serializers.CharField(max_length=SHIPPING_CITY_MAX_LENGTH)
+    postal_code = serializers.CharField(max_length=SHIPPING_POSTAL_CODE_MAX_LENGTH)
+    region = serializers.CharField(
+        max_length=SHIPPING_REGION_MAX_LENGTH, required=False, allow_blank=True, help_text="State, province, county."
+    )
+    country = serializers.CharField(
+        min_length=2, max_length=2, help_text="ISO 3166-1 alpha-2 code (an assigned one, e.g. DE, GB, US)."
+    )
+    phone = serializers.CharField(
+        max_length=SHIPPING_PHONE_MAX_LENGTH, required=False, allow_blank=True, help_text="For the carrier."
+    )
+
+
 class CheckoutCreateApi(TenantApi):
     """Create a checkout: 201 with its lines' states, `payment_url` null until the provider
     session exists (created after commit; poll `GET /checkouts/{id}`). A sold-out line is marked
-    and not charged."""
+    and not charged. A checkout with print lines needs `shipping` (the address the studio ships
+    them to); one without prints must leave it out (400 either way, nothing written)."""
 
     permission_classes = [SHOP_ROLES]
 
@@ -120,6 +177,11 @@ class CheckoutCreateApi(TenantApi):
             help_text="Absolute http(s) URL the payment provider sends the shopper back to, paid or "
             "not (your storefront's order page). Omitted or empty: Darkroom's default status page.",
         )
+        shipping = ShippingInputSerializer(
+            required=False,
+            allow_null=True,
+            help_text="Where the prints go: required when a line is a print, refused otherwise.",
+        )
 
     @extend_schema(request=InputSerializer, responses={201: CheckoutOutputSerializer})
     def post(self, request: Request) -> Response:
@@ -127,6 +189,7 @@ class CheckoutCreateApi(TenantApi):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         assert self.tenant_id is not None
+        shipping = data.validated_data.get("shipping")
         checkout = checkout_create(
             tenant_id=self.tenant_id,
             email=data.validated_data["email"],
@@ -136,6 +199,7 @@ class CheckoutCreateApi(TenantApi):
                 LineIn(product_id=line["product"], photo_id=line.get("photo"), quantity=line["quantity"])
                 for line in data.validated_data["lines"]
             ],
+            shipping=ShippingIn(**shipping) if shipping is not None else None,
         )
         # Rendered from what this transaction wrote (lines included): no read-back.
         return Response(CheckoutOutputSerializer(checkout).data, status=201)

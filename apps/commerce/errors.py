@@ -31,6 +31,14 @@ class InvalidReturnUrl(InvalidInput):
     title = "Invalid return URL"
 
 
+class InvalidShippingAddress(InvalidInput):
+    """A checkout with prints without a complete, valid shipping address, or a download-only
+    checkout with one; `errors` names the fields (`shipping.<field>`)."""
+
+    slug = "invalid-shipping-address"
+    title = "Invalid shipping address"
+
+
 class CheckoutNotFound(NotFound):
     slug = "checkout-not-found"
     title = "Checkout not found"
@@ -66,3 +74,17 @@ class PaymentForUnknownCheckout(DomainError):
 class EntitlementNotFound(NotFound):
     slug = "entitlement-not-found"
     title = "No such download"
+
+
+class CheckoutNotShippable(DomainError):
+    """A checkout that cannot be marked shipped: not paid, nothing to ship (no confirmed print),
+    or already shipped (`AlreadyShipped`)."""
+
+    status_code = 409
+    slug = "checkout-not-shippable"
+    title = "The checkout cannot be shipped"
+
+
+class AlreadyShipped(CheckoutNotShippable):
+    slug = "checkout-already-shipped"
+    title = "Already shipped"

@@ -7,6 +7,8 @@ provider webhooks through an explicit state machine; `Entitlement`s are what the
 Invariants held by Postgres (tests in tests/commerce/test_constraints.py):
 * every row references rows of its own tenant only: composite foreign keys on
   (tenant_id, <ref>_id) added in the migration, like the catalog's;
+* a checkout's shipping address (`CheckoutShipping`) is complete, its country an ISO 3166-1
+  alpha-2 code, and it is `shipped` exactly when `shipped_at` (and a carrier) is set;
 * provider references (`stripe_checkout_session_id`, `flutterwave_tx_ref`, `paypal_order_id`,
   `sandbox_reference`) are globally unique when set (a webhook names only the reference, before
   anyone knows the tenant);
@@ -227,6 +229,87 @@ class CheckoutLine(TenantModel):
 
     def __str__(self) -> str:
         return f"line {self.position} of {self.checkout_id}: {self.kind} x {self.quantity} ({self.state})"
+
+
+SHIPPING_NAME_MAX_LENGTH = 200
+SHIPPING_LINE_MAX_LENGTH = 200
+SHIPPING_CITY_MAX_LENGTH = 100
+SHIPPING_POSTAL_CODE_MAX_LENGTH = 20
+SHIPPING_REGION_MAX_LENGTH = 100
+SHIPPING_PHONE_MAX_LENGTH = 32
+CARRIER_MAX_LENGTH = 100
+TRACKING_REFERENCE_MAX_LENGTH = 200
+
+
+class CheckoutShipping(TenantModel):
+    """Where the prints of a checkout go, and whether the studio has sent them.
+
+    One row per checkout that has print lines, written with the checkout (in the same
+    statement), never for a download-only checkout. The address is what the shopper typed,
+    trimmed; `country` is an ISO 3166-1 alpha-2 code from `apps.commerce.countries` (the service
+    checks the list; the database checks the shape). Fulfilment: `unfulfilled` → `shipped`
+    (`checkout_mark_shipped`, once, for a paid checkout), with `shipped_at` and `carrier` set
+    exactly when shipped; `tracking_reference` is optional.
+    """
+
+    class FulfilmentStatus(models.TextChoices):
+        UNFULFILLED = "unfulfilled", "Not shipped yet"
+        SHIPPED = "shipped", "Shipped"
+
+    # Referential integrity: the composite same-tenant foreign key (tenant_id, checkout_id) of the
+    # migration, as for lines (written in the checkout's own statement, on the hot path).
+    tenant = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
+    checkout = models.OneToOneField(
+        Checkout, on_delete=models.CASCADE, primary_key=True, related_name="shipping", db_constraint=False
+    )
+    name = models.CharField(max_length=SHIPPING_NAME_MAX_LENGTH)
+    line1 = models.CharField(max_length=SHIPPING_LINE_MAX_LENGTH)
+    line2 = models.CharField(max_length=SHIPPING_LINE_MAX_LENGTH, blank=True, default="")
+    city = models.CharField(max_length=SHIPPING_CITY_MAX_LENGTH)
+    postal_code = models.CharField(max_length=SHIPPING_POSTAL_CODE_MAX_LENGTH)
+    region = models.CharField(max_length=SHIPPING_REGION_MAX_LENGTH, blank=True, default="")
+    country = models.CharField(max_length=2)
+    phone = models.CharField(max_length=SHIPPING_PHONE_MAX_LENGTH, blank=True, default="")
+    fulfilment_status = models.CharField(
+        max_length=12, choices=FulfilmentStatus.choices, default=FulfilmentStatus.UNFULFILLED
+    )
+    shipped_at = models.DateTimeField(null=True, blank=True)
+    carrier = models.CharField(max_length=CARRIER_MAX_LENGTH, blank=True, default="")
+    tracking_reference = models.CharField(max_length=TRACKING_REFERENCE_MAX_LENGTH, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "checkout"], name="commerce_shipping_unique_tenant_checkout"),
+            models.CheckConstraint(
+                condition=models.Q(fulfilment_status__in=["unfulfilled", "shipped"]),
+                name="commerce_shipping_fulfilment_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(fulfilment_status="shipped", shipped_at__isnull=False) & ~models.Q(carrier="")
+                | models.Q(fulfilment_status="unfulfilled", shipped_at__isnull=True),
+                name="commerce_shipping_shipped_iff_shipped_at",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(country__regex=r"^[A-Z]{2}$"), name="commerce_shipping_country_iso"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(name="") & ~models.Q(line1="") & ~models.Q(city="") & ~models.Q(postal_code=""),
+                name="commerce_shipping_address_complete",
+            ),
+        ]
+        indexes = [
+            # The studio's "prints to ship" list: the few unfulfilled rows of a tenant.
+            models.Index(
+                fields=["tenant"],
+                name="commerce_shipping_unfulfilled",
+                condition=models.Q(fulfilment_status="unfulfilled"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"shipping of {self.checkout_id} ({self.fulfilment_status})"
 
 
 class InventoryReservation(TenantModel):

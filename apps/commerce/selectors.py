@@ -35,9 +35,12 @@ class DownloadLinkInvalid(DomainError):
 
 
 def checkout_get(*, tenant_id: int, checkout_id: uuid.UUID | str) -> Checkout:
-    """A checkout with its transaction and, in `lines_by_position`, its lines. Raises
-    CheckoutNotFound (also for another tenant's checkout: RLS hides it)."""
-    checkout = Checkout.objects.filter(tenant_id=tenant_id, pk=checkout_id).select_related("transaction").first()
+    """A checkout with its transaction, its shipping row (`shipping`, if it has prints) and, in
+    `lines_by_position`, its lines. Raises CheckoutNotFound (also for another tenant's checkout:
+    RLS hides it)."""
+    checkout = (
+        Checkout.objects.filter(tenant_id=tenant_id, pk=checkout_id).select_related("transaction", "shipping").first()
+    )
     if checkout is None:
         raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
     checkout.lines_by_position = list(

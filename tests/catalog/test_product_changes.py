@@ -29,7 +29,7 @@ from apps.commerce.services import LineIn, checkout_create
 from apps.core.problems import InvalidInput
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
-from tests.factories.commerce import Shop, make_shop
+from tests.factories.commerce import Shop, make_shop, shipping_in
 from tests.fixtures import TenantBundle
 
 pytestmark = pytest.mark.django_db
@@ -72,6 +72,7 @@ def buy(shop: Shop, product: Product, quantity: int = 1) -> Any:
             email="ann@example.test",
             provider="sandbox",
             lines=[LineIn(product_id=product.pk, quantity=quantity)],
+            shipping=shipping_in() if product.kind == "print" else None,
         )
 
 

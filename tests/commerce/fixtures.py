@@ -19,7 +19,7 @@ from apps.outbox.relay import OutboxRelay
 from apps.tenancy.context import system_context
 from config.celery_app import app as celery_app
 from tests.commerce.helpers import new_key
-from tests.factories.commerce import Shop, make_shop
+from tests.factories.commerce import SHIPPING_JSON, Shop, make_shop
 from tests.fixtures import TenantBundle, purge_queues
 
 WORKER_QUEUES = ["default", "payments", "providers", "inventory", "notifications"]
@@ -76,9 +76,18 @@ def post_checkout(client: APIClient, body: dict[str, Any], *, key: str | None = 
 
 
 def checkout_body(
-    shop: Shop, *lines: dict[str, Any], provider: str = "sandbox", email: str = "ann@example.test"
+    shop: Shop,
+    *lines: dict[str, Any],
+    provider: str = "sandbox",
+    email: str = "ann@example.test",
+    shipping: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {"email": email, "provider": provider, "lines": list(lines)}
+    """A checkout's JSON body; with the shop's print in a line it carries a shipping address
+    (`shipping`, else SHIPPING_JSON), as the API requires."""
+    body: dict[str, Any] = {"email": email, "provider": provider, "lines": list(lines)}
+    if shipping is not None or any(line.get("product") == shop.print.pk for line in lines):
+        body["shipping"] = shipping if shipping is not None else SHIPPING_JSON
+    return body
 
 
 # --- end-to-end helpers: a relay thread and waiting for the pipeline -------------------------

@@ -176,6 +176,7 @@ def deliver(events: list[Any], *, duplicates: int = 1, shuffle: bool = False, se
 def buy_print(shop: Any, n: int, quantity: int = 1) -> Any:
     """Shopper n checks out `quantity` of the shop's print through the service (its tenant context)."""
     from apps.commerce.services import LineIn, checkout_create
+    from tests.factories.commerce import shipping_in
 
     with tenant_context(shop.org.pk):
         return checkout_create(
@@ -183,4 +184,5 @@ def buy_print(shop: Any, n: int, quantity: int = 1) -> Any:
             email=f"buyer{n}@example.test",
             provider="sandbox",
             lines=[LineIn(product_id=shop.print.pk, quantity=quantity)],
+            shipping=shipping_in(),
         )

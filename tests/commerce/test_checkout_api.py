@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 
 from apps.catalog.models import ProductKind
-from apps.commerce.models import Checkout, CheckoutLine, InventoryReservation, Transaction
+from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, InventoryReservation, Transaction
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import drain_outbox, new_key, pending_topics, system_count
 from tests.factories.catalog import EventFactory, PriceFactory, PriceListFactory, ProductFactory
+from tests.factories.commerce import shipping_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("row_lock_strategy")]
 
@@ -73,9 +74,11 @@ def test_the_created_checkout_and_lines_are_the_rows_read_back(tenant_a, shop_a)
                 LineIn(product_id=shop_a.print.pk, quantity=2),
             ],
             return_url="https://shop.example.test/orders/42?from=darkroom",
+            shipping=shipping_in(line2="  Hinterhaus  ", country="de"),
         )
         stored = Checkout.objects.get(pk=created.pk)
         stored_lines = list(CheckoutLine.objects.filter(checkout=stored).order_by("position"))
+        stored_shipping = CheckoutShipping.objects.get(checkout=stored)
 
     # then: same values column by column, the lines carry their database ids, and the instances
     # count as saved (a later save() updates instead of inserting)
@@ -87,6 +90,10 @@ def test_the_created_checkout_and_lines_are_the_rows_read_back(tenant_a, shop_a)
     assert [columns(line) for line in created.lines_by_position] == [columns(line) for line in stored_lines]
     assert all(not instance._state.adding for instance in (created, *created.lines_by_position))
     assert [line.position for line in stored_lines] == [0, 1]
+    # and: the shipping row, written in the same statement, trimmed, its country upper-cased
+    assert columns(created.shipping) == columns(stored_shipping)
+    assert (stored_shipping.line2, stored_shipping.country) == ("Hinterhaus", "DE")
+    assert stored_shipping.fulfilment_status == "unfulfilled" and stored_shipping.shipped_at is None
 
 
 def test_payment_session_is_created_after_commit_and_get_shows_it(tenant_a, shop_a):

@@ -12,6 +12,7 @@ from apps.commerce.models import Checkout, CheckoutLine, Entitlement, InventoryR
 from apps.commerce.services import LineIn, checkout_create
 from apps.payments.models import WebhookEvent
 from apps.tenancy.context import system_context, tenant_context
+from tests.factories.commerce import shipping_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("row_lock_strategy")]
 
@@ -25,6 +26,7 @@ def made(tenant_a, shop_a):
             email="ann@example.test",
             provider="sandbox",
             lines=[LineIn(product_id=shop_a.download.pk), LineIn(product_id=shop_a.print.pk, quantity=2)],
+            shipping=shipping_in(),
         )
         return {
             "checkout": checkout,

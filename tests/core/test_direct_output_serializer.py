@@ -10,7 +10,7 @@ import pytest
 from rest_framework import serializers
 
 from apps.commerce.apis import CheckoutOutputSerializer
-from apps.commerce.models import Checkout, CheckoutLine, Transaction
+from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Transaction
 from apps.core.serializers import DirectOutputSerializer
 
 
@@ -50,6 +50,21 @@ def _checkout(status: str) -> Checkout:
     ]
     if status not in Checkout.NO_TRANSACTION_STATUSES:
         Transaction(checkout=checkout, tenant_id=7, provider="sandbox", amount_minor=5000, currency="EUR")
+    # Its prints' address (setting the forward side caches the reverse `checkout.shipping`);
+    # shipped once paid, so both a null and a set `shipped_at` are rendered.
+    shipped = status == "paid"
+    CheckoutShipping(
+        checkout=checkout,
+        tenant_id=7,
+        name="Ann Example",
+        line1="Hauptstrasse 1",
+        city="Berlin",
+        postal_code="10115",
+        country="DE",
+        fulfilment_status="shipped" if shipped else "unfulfilled",
+        shipped_at=dt.datetime(2026, 11, 24, 9, 30, 0, 500, tzinfo=dt.UTC) if shipped else None,
+        carrier="DHL" if shipped else "",
+    )
     return checkout
 
 
@@ -71,6 +86,8 @@ def test_checkout_output_is_what_drf_renders(status, monkeypatch):
     assert direct["expires_at"] == "2026-11-23T21:59:59.123456Z"
     assert [line["photo"] for line in direct["lines"]] == [40, 41, None]
     assert direct["transaction_status"] == (None if status in Checkout.NO_TRANSACTION_STATUSES else "pending")
+    assert direct["shipping"]["country"] == "DE"
+    assert direct["shipping"]["shipped_at"] == ("2026-11-24T09:30:00.000500Z" if status == "paid" else None)
 
 
 def test_a_nested_serializer_must_be_direct_and_many():

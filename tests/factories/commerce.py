@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from apps.catalog.models import Event, Photo, Product, ProductKind, Stock
+from apps.commerce.services.checkout import ShippingIn
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization, User
 from tests.factories.catalog import (
@@ -75,3 +76,18 @@ def make_shop(
         currency=currency,
         prices={"download": download_price, "print": print_price, "bulk": bulk_price},
     )
+
+
+# A complete shipping address, for checkouts with prints (the API's `shipping` object and the
+# service's `ShippingIn`).
+SHIPPING_JSON: dict[str, str] = {
+    "name": "Ann Example",
+    "line1": "Hauptstrasse 1",
+    "city": "Berlin",
+    "postal_code": "10115",
+    "country": "DE",
+}
+
+
+def shipping_in(**overrides: str) -> ShippingIn:
+    return ShippingIn(**{**SHIPPING_JSON, **overrides})

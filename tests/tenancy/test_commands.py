@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 from apps.catalog.models import Product, ProductKind
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization
+from tests.factories.commerce import SHIPPING_JSON
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,6 +66,7 @@ def test_seed_demo_catalog_can_be_bought_through_the_api(client):
                 "email": "shopper@demo.darkroom.test",
                 "provider": "sandbox",
                 "lines": [{"product": catalog["print_product_id"]}, {"product": catalog["download_product_ids"][0]}],
+                "shipping": SHIPPING_JSON,  # prints are shipped
             }
         ),
         content_type="application/json",

@@ -2,6 +2,7 @@
 
 from apps.commerce.services.checkout import (
     LineIn,
+    ShippingIn,
     checkout_create,
     checkout_expire,
     checkout_payment_session_close,
@@ -32,6 +33,7 @@ __all__ = [
     "LineIn",
     "PaymentFact",
     "ReceiptBusy",
+    "ShippingIn",
     "captures_requeue_stale",
     "checkout_capture",
     "checkout_capture_request",

@@ -34,6 +34,14 @@ the checkout's row lock, so each expired checkout gets exactly one such message.
 an inbox row records that the close concluded, so a redelivered message calls nothing. A payment
 that still races the close is refunded as a late payment (`payment.py`).
 
+Shipping (prints are physical). A checkout with print lines carries the shopper's shipping
+address (`ShippingIn`, stored as its `CheckoutShipping` row); one without print lines carries
+none. Both are refused before anything is written (InvalidShippingAddress, field errors under
+`shipping.<field>`). The row is written in the checkout's own INSERT statement (one more
+data-modifying CTE), so shipping costs no extra round trip, and download-only checkouts run
+exactly the statement they ran before. Fulfilment (`unfulfilled` → `shipped`) lives in
+`apps/commerce/services/fulfilment.py`.
+
 Lock order, everywhere: checkout row → transaction row → reservations → stock rows (pk order).
 """
 
@@ -56,11 +64,13 @@ from django.utils import timezone
 
 from apps.catalog.errors import PriceNotSet
 from apps.catalog.models import Photo, Price, Product, ProductKind
+from apps.commerce.countries import COUNTRY_CODES
 from apps.commerce.errors import (
     CheckoutNotAwaitingSession,
     CheckoutNotFound,
     InvalidCheckoutLine,
     InvalidReturnUrl,
+    InvalidShippingAddress,
     MixedCurrencies,
     ProviderUnavailable,
 )
@@ -68,8 +78,15 @@ from apps.commerce.inventory import get_strategy
 from apps.commerce.models import (
     PROVIDER_REFERENCE_FIELD,
     RETURN_URL_MAX_LENGTH,
+    SHIPPING_CITY_MAX_LENGTH,
+    SHIPPING_LINE_MAX_LENGTH,
+    SHIPPING_NAME_MAX_LENGTH,
+    SHIPPING_PHONE_MAX_LENGTH,
+    SHIPPING_POSTAL_CODE_MAX_LENGTH,
+    SHIPPING_REGION_MAX_LENGTH,
     Checkout,
     CheckoutLine,
+    CheckoutShipping,
     InventoryReservation,
     Provider,
     Transaction,
@@ -100,6 +117,35 @@ class LineIn:
     product_id: int
     quantity: int = 1
     photo_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ShippingIn:
+    """Where a checkout's prints go, as the shopper typed it (the service trims and checks it).
+    `country` is an ISO 3166-1 alpha-2 code (any case); `line2`, `region`, `phone` are optional."""
+
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+    line2: str = ""
+    region: str = ""
+    phone: str = ""
+
+
+# (field, required, max length): what `_check_shipping` enforces, in the order errors are listed.
+SHIPPING_FIELDS: tuple[tuple[str, bool, int], ...] = (
+    ("name", True, SHIPPING_NAME_MAX_LENGTH),
+    ("line1", True, SHIPPING_LINE_MAX_LENGTH),
+    ("line2", False, SHIPPING_LINE_MAX_LENGTH),
+    ("city", True, SHIPPING_CITY_MAX_LENGTH),
+    ("postal_code", True, SHIPPING_POSTAL_CODE_MAX_LENGTH),
+    ("region", False, SHIPPING_REGION_MAX_LENGTH),
+    ("country", True, 2),
+    ("phone", False, SHIPPING_PHONE_MAX_LENGTH),
+)
+_PHONE_CHARACTERS = frozenset("0123456789+-(). /")
 
 
 class _ProductForSale(NamedTuple):
@@ -163,6 +209,56 @@ def _check_return_url(return_url: str) -> None:
         raise InvalidReturnUrl(absolute)
     if parts.username is not None or parts.password is not None:
         raise InvalidReturnUrl("A return URL carries no user name or password.")
+
+
+def _check_shipping(*, shipping: ShippingIn | None, has_prints: bool) -> dict[str, str] | None:
+    """The cleaned address columns of `shipping` (None for a checkout without prints).
+
+    A checkout with print lines needs a complete address; one without must not carry one.
+    Values are trimmed (whitespace runs inside kept as typed); control characters are refused;
+    the country is upper-cased and must be an assigned ISO 3166-1 alpha-2 code. Raises
+    InvalidShippingAddress with every problem at once in `errors` (`shipping.<field>`).
+    """
+    if not has_prints:
+        if shipping is not None:
+            raise InvalidShippingAddress(
+                "Only a checkout with prints takes a shipping address; this one has none.",
+                extra={"errors": {"shipping": ["Leave the shipping address out: nothing in this order is shipped."]}},
+            )
+        return None
+    if shipping is None:
+        raise InvalidShippingAddress(
+            "Prints are shipped: a checkout with prints needs a shipping address.",
+            extra={"errors": {"shipping": ["A shipping address is required for prints."]}},
+        )
+    cleaned: dict[str, str] = {}
+    errors: dict[str, list[str]] = {}
+    for field, required, max_length in SHIPPING_FIELDS:
+        raw = getattr(shipping, field)
+        value = raw.strip() if isinstance(raw, str) else ""
+        problem = ""
+        if not isinstance(raw, str):
+            problem = "Must be text."
+        elif required and not value:
+            problem = "This field is required."
+        elif len(value) > max_length:
+            problem = f"At most {max_length} characters."
+        elif any(not ch.isprintable() for ch in value):
+            problem = "Control characters are not allowed."
+        elif field == "country":
+            value = value.upper()
+            if value not in COUNTRY_CODES:
+                problem = "Not an ISO 3166-1 alpha-2 country code."
+        elif field == "phone" and value and (set(value) - _PHONE_CHARACTERS or not any(c.isdigit() for c in value)):
+            problem = "A phone number has digits, spaces and + - ( ) . / only."
+        if problem:
+            errors[f"shipping.{field}"] = [problem]
+        cleaned[field] = value
+    if errors:
+        raise InvalidShippingAddress(
+            "The shipping address is incomplete or invalid; see `errors`.", extra={"errors": errors}
+        )
+    return cleaned
 
 
 def _studio_owner_id(tenant_id: int) -> int | None:
@@ -263,21 +359,32 @@ def _price_lines(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_PricedLine
 
 
 @functools.cache
-def _checkout_insert_sql(line_count: int) -> str:
+def _checkout_insert_sql(line_count: int, with_shipping: bool = False) -> str:
     """INSERT a checkout and `line_count` lines in one statement: the checkout in a data-modifying
-    CTE, the lines in the main statement (their same-tenant foreign key to the checkout is checked
-    at the end of the statement, when both rows exist). Every concrete column is written, as the
-    ORM would."""
+    CTE, its shipping row (`with_shipping`) in a second one, the lines in the main statement
+    (their same-tenant foreign keys to the checkout are checked at the end of the statement, when
+    all rows exist). Every concrete column is written, as the ORM would."""
     qn = connection.ops.quote_name
     checkout_columns = [qn(str(f.column)) for f in _checkout_fields()]
     line_columns = [qn(str(f.column)) for f in _line_fields()]
     line_row = "(" + ", ".join(["%s"] * len(line_columns)) + ")"
+    shipping = ""
+    if with_shipping:
+        shipping_columns = [qn(str(f.column)) for f in _shipping_fields()]
+        shipping = (
+            f", new_shipping AS (INSERT INTO {qn(CheckoutShipping._meta.db_table)} "
+            f"({', '.join(shipping_columns)}) VALUES ({', '.join(['%s'] * len(shipping_columns))}))"
+        )
     return (
         f"WITH new_checkout AS (INSERT INTO {qn(Checkout._meta.db_table)} "
-        f"({', '.join(checkout_columns)}) VALUES ({', '.join(['%s'] * len(checkout_columns))})) "
+        f"({', '.join(checkout_columns)}) VALUES ({', '.join(['%s'] * len(checkout_columns))})){shipping} "
         f"INSERT INTO {qn(CheckoutLine._meta.db_table)} ({', '.join(line_columns)}) "
         f"VALUES {', '.join([line_row] * line_count)} RETURNING id, position"
     )
+
+
+def _shipping_fields() -> list[Field]:
+    return list(CheckoutShipping._meta.concrete_fields)
 
 
 def _checkout_fields() -> list[Field]:
@@ -288,25 +395,34 @@ def _line_fields() -> list[Field]:
     return [field for field in CheckoutLine._meta.concrete_fields if not field.primary_key]
 
 
-def _insert_checkout_with_lines(checkout: Checkout, lines: list[CheckoutLine]) -> list[CheckoutLine]:
-    """Write a new checkout and its lines in one round trip; returns the lines with their ids.
+def _insert_checkout_with_lines(
+    checkout: Checkout, lines: list[CheckoutLine], shipping: CheckoutShipping | None = None
+) -> list[CheckoutLine]:
+    """Write a new checkout, its lines and its shipping row (if any) in one round trip; returns
+    the lines with their ids.
 
     The hottest write of the shop: one statement instead of the ORM's two, and no per-request
     insert compilation. Values go through each field's `get_db_prep_save`, as the ORM's would;
     afterwards every instance is marked saved, so later `save(update_fields=...)` calls update.
     """
     params = [field.get_db_prep_save(getattr(checkout, field.attname), connection) for field in _checkout_fields()]
+    if shipping is not None:
+        params.extend(
+            field.get_db_prep_save(getattr(shipping, field.attname), connection) for field in _shipping_fields()
+        )
     line_fields = _line_fields()
     for line in lines:
         params.extend(field.get_db_prep_save(getattr(line, field.attname), connection) for field in line_fields)
     with connection.cursor() as cursor:
-        cursor.execute(_checkout_insert_sql(len(lines)), params)
+        cursor.execute(_checkout_insert_sql(len(lines), shipping is not None), params)
         line_ids = {position: line_id for line_id, position in cursor.fetchall()}
-    for instance in (checkout, *lines):
+    for instance in (checkout, *lines, *([shipping] if shipping is not None else [])):
         instance._state.adding = False
         instance._state.db = connection.alias
     for line in lines:
         line.pk = line_ids[line.position]
+    # The reverse one-to-one, cached (None: none), so rendering `checkout.shipping` reads nothing.
+    Checkout.shipping.related.set_cached_value(checkout, shipping)
     return lines
 
 
@@ -321,6 +437,7 @@ def checkout_create(
     lines: Sequence[LineIn],
     return_url: str = "",
     checkout_id: uuid.UUID | None = None,
+    shipping: ShippingIn | None = None,
 ) -> Checkout:
     """Create a checkout with its lines, stock reservations, transaction row and outbox message.
 
@@ -333,14 +450,19 @@ def checkout_create(
     `return_url` is where the provider sends the shopper back (blank: CHECKOUT_RETURN_URL).
     `checkout_id` lets a caller name the checkout before it exists (the web shop's return URL is
     the checkout's own page): a fresh `uuid.uuid4()`, never one that may exist already (its
-    primary key would collide). Raises (before writing anything) InvalidReturnUrl,
-    ProviderUnavailable, InvalidCheckoutLine, PriceNotSet, MixedCurrencies. The returned
+    primary key would collide). `shipping` is required when a line is a print and refused
+    otherwise (see the module docstring); it is stored as the checkout's `CheckoutShipping`
+    row, `unfulfilled`. Raises (before writing anything) InvalidReturnUrl, ProviderUnavailable,
+    InvalidCheckoutLine, PriceNotSet, MixedCurrencies, InvalidShippingAddress. The returned
     checkout carries its new lines in `lines_by_position` (as `checkout_get` does), so the
     caller can render it without reading it back.
     """
     _check_return_url(return_url)
     _check_provider(provider)
     priced = _price_lines(tenant_id=tenant_id, lines=lines)
+    address = _check_shipping(
+        shipping=shipping, has_prints=any(line.product.kind == ProductKind.PRINT for line in priced)
+    )
     now = timezone.now()
     checkout = Checkout(
         id=checkout_id or uuid.uuid4(),
@@ -378,6 +500,7 @@ def checkout_create(
             )
             for position, line in enumerate(priced)
         ],
+        CheckoutShipping(tenant_id=tenant_id, checkout=checkout, **address) if address is not None else None,
     )
     get_strategy().reserve(checkout=checkout, lines=[r for r in rows if r.kind == ProductKind.PRINT], now=now)
     _settle(checkout=checkout, lines=rows)

@@ -4,6 +4,13 @@ Create: `POST /v2/checkout/orders` (intent CAPTURE) with `PayPal-Request-Id` = c
 retry returns the same order) and the checkout id in the purchase unit's `custom_id` and
 `reference_id`. Reference = the order id; the shopper goes to the `payer-action` link.
 
+Shipping: the order is created with `shipping_preference: NO_SHIPPING` on purpose, also for
+checkouts with prints. Darkroom collects the shipping address itself, at checkout, for every
+provider alike (`CheckoutShipping`, required exactly when a checkout has prints; see
+apps/commerce/services/checkout.py), and the studio ships to that address. Letting PayPal ask for
+(or let the buyer change) an address would give a second address that Darkroom never reads, and
+which could differ from the one the studio sees, so PayPal is told there is nothing to ship.
+
 Approval is not payment: after the buyer approves, the order must be captured
 (`PayPalProvider.capture`, idempotent through `PayPal-Request-Id`), and only the capture's
 outcome is money. So CHECKOUT.ORDER.APPROVED maps to APPROVED (the consumer captures), not PAID.

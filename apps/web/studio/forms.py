@@ -17,6 +17,7 @@ from django.utils.text import slugify
 from apps.catalog.models import Event, ProductKind
 from apps.catalog.products import RESTOCK_MAX_UNITS
 from apps.catalog.services import PriceIn
+from apps.commerce.models import CARRIER_MAX_LENGTH, TRACKING_REFERENCE_MAX_LENGTH
 from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major
 from apps.payouts.models import PROVIDER_CHOICES
 from apps.tenancy.models import Membership
@@ -359,3 +360,15 @@ class StudioChoiceForm(StudioForm):
     def __init__(self, *args: Any, studios: list[tuple[int, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._choices("studio", studios)
+
+
+class ShipForm(StudioForm):
+    """Mark a sale's prints shipped (`checkout_mark_shipped`)."""
+
+    carrier = forms.CharField(max_length=CARRIER_MAX_LENGTH, help_text="Who carries the parcel, e.g. DHL, La Poste.")
+    tracking_reference = forms.CharField(
+        max_length=TRACKING_REFERENCE_MAX_LENGTH,
+        required=False,
+        label="Tracking reference (optional)",
+        help_text="Sent to the shopper with the shipping e-mail.",
+    )

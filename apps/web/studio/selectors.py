@@ -11,6 +11,7 @@ Candidates to move into their domain apps' selectors: `sales_of_tenant` (commerc
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from django.db.models.functions import Coalesce
 
 from apps.catalog.models import Event, Photo
 from apps.catalog.storage import public_url
-from apps.commerce.models import Checkout
+from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping
 from apps.dropin.models import DropInJob
 from apps.ledger.models import LedgerAccount
 from apps.ledger.partitioning import logical_partition
@@ -110,15 +111,46 @@ def event_choices(*, tenant_id: int) -> list[tuple[int, str]]:
 # --- sales --------------------------------------------------------------------------------
 
 
-def sales_of_tenant(*, tenant_id: int) -> QuerySet[Checkout]:
+def sales_of_tenant(*, tenant_id: int, to_ship: bool = False) -> QuerySet[Checkout]:
     """Checkouts that were paid (including those refunded since), newest first, with their
-    transaction and the number of lines (`line_count`)."""
+    transaction, shipping row (prints only) and the number of lines (`line_count`).
+
+    `to_ship`: only the prints to ship, i.e. paid checkouts whose shipping row is still
+    `unfulfilled` (the partial index `commerce_shipping_unfulfilled` finds them)."""
+    sales = Checkout.objects.filter(tenant_id=tenant_id, status__in=SOLD_STATUSES)
+    if to_ship:
+        sales = sales.filter(
+            status=Checkout.Status.PAID,
+            shipping__tenant_id=tenant_id,
+            shipping__fulfilment_status=CheckoutShipping.FulfilmentStatus.UNFULFILLED,
+        )
     return (
-        Checkout.objects.filter(tenant_id=tenant_id, status__in=SOLD_STATUSES)
-        .select_related("transaction")
+        sales.select_related("transaction", "shipping")
         .annotate(line_count=Count("lines"))
         .order_by("-created_at", "-id")
     )
+
+
+def prints_to_ship_count(*, tenant_id: int) -> int:
+    """How many paid checkouts wait for their prints to be shipped."""
+    return sales_of_tenant(tenant_id=tenant_id, to_ship=True).count()
+
+
+def sale_of_tenant(*, tenant_id: int, checkout_id: uuid.UUID) -> Checkout | None:
+    """One sold checkout (paid or refunded) with its transaction, shipping row and, in
+    `lines_by_position`, its lines; None if the studio has no such sale (RLS hides other
+    studios' checkouts as well)."""
+    checkout = (
+        Checkout.objects.filter(tenant_id=tenant_id, pk=checkout_id, status__in=SOLD_STATUSES)
+        .select_related("transaction", "shipping")
+        .first()
+    )
+    if checkout is None:
+        return None
+    checkout.lines_by_position = list(
+        CheckoutLine.objects.filter(tenant_id=tenant_id, checkout=checkout).order_by("position")
+    )
+    return checkout
 
 
 # --- wallets and payouts ------------------------------------------------------------------

@@ -34,9 +34,7 @@ urlpatterns = [
     path("events/<studio_id:event_id>/edit", events.event_edit, name="event-edit"),
     path("events/<studio_id:event_id>/photos", events.event_upload, name="event-upload"),
     path("events/<studio_id:event_id>/products", events.event_products, name="event-products"),
-    path(
-        "events/<studio_id:event_id>/products/downloads", events.event_downloads_offer, name="event-downloads-offer"
-    ),
+    path("events/<studio_id:event_id>/products/downloads", events.event_downloads_offer, name="event-downloads-offer"),
     path("events/<studio_id:event_id>/prices", events.event_prices, name="event-prices"),
     path(
         "events/<studio_id:event_id>/products/<studio_id:product_id>/active",
@@ -49,6 +47,8 @@ urlpatterns = [
         name="product-restock",
     ),
     path("sales/", money.sales, name="sales"),
+    path("sales/<uuid:checkout_id>/", money.sale_detail, name="sale"),
+    path("sales/<uuid:checkout_id>/ship", money.sale_ship, name="sale-ship"),
     path("wallet/", money.wallet, name="wallet"),
     path("wallet/statement.csv", money.wallet_statement, name="wallet-statement"),
     path("wallet/payout-request", money.wallet_payout_request, name="payout-request"),

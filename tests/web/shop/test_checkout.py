@@ -22,6 +22,14 @@ from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid, sandbox_
 from tests.factories.commerce import Shop
 from tests.web.shop.conftest import a_photo, a_priced_download, an_event, checkouts_of, url, written
 
+SHIPPING_FORM = {
+    "shipping_name": "Ann Example",
+    "shipping_line1": "Hauptstrasse 1",
+    "shipping_city": "Berlin",
+    "shipping_postal_code": "10115",
+    "shipping_country": "DE",
+}
+
 
 def photo_path(tenant: Any, shop: Shop) -> str:
     return url(tenant.org.slug, shop.event.slug, "photos", shop.photo.pk)
@@ -38,8 +46,10 @@ def checkout_form(browser: Client, tenant: Any, **fields: str) -> dict[str, str]
     nonce = re.search(r'name="nonce" value="([^"]+)"', body)
     digest = re.search(r'name="cart" value="([^"]+)"', body)
     assert nonce and digest, "no checkout form on the cart page"
+    # A cart with prints asks for the shipping address: fill it in as a shopper would.
+    address = SHIPPING_FORM if 'name="shipping_name"' in body else {}
     return {"nonce": nonce.group(1), "cart": digest.group(1), "email": "ann@example.test", "provider": "sandbox",
-            **fields}  # fmt: skip
+            **address, **fields}  # fmt: skip
 
 
 def submit(browser: Client, tenant: Any, form: dict[str, str]) -> Any:

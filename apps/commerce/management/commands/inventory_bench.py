@@ -68,7 +68,7 @@ from apps.catalog.models import Photo, ProductKind, Stock
 from apps.catalog.services import PriceIn, event_create, price_list_set, product_create
 from apps.commerce.batched import inventory_sku_drain
 from apps.commerce.models import InventoryReservation
-from apps.commerce.services import LineIn, checkout_create
+from apps.commerce.services import LineIn, ShippingIn, checkout_create
 from apps.ops.cpu import CpuWindow, per_unit_ms
 from apps.ops.ratelimit import disable_for_benchmark
 from apps.ops.vacuum import vacuum_analyze
@@ -77,6 +77,10 @@ from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import User
 from apps.tenancy.services import api_key_issue, membership_add, organization_create
+
+# Prints are shipped: every bench checkout carries the same address (written in the checkout's
+# own statement, so the measured write path is the real one).
+BENCH_SHIPPING = ShippingIn(name="Bench Buyer", line1="1 Bench Road", city="Berlin", postal_code="10115", country="DE")
 
 logger = logging.getLogger("darkroom.inventory.bench")
 
@@ -185,6 +189,7 @@ def _buyer_process(
                             email=f"buyer{n}@example.test",
                             provider="sandbox",
                             lines=[LineIn(product_id=product_id, quantity=1)],
+                            shipping=BENCH_SHIPPING,
                         )
                 except Exception as exc:  # noqa: BLE001 - counted and reported
                     errors.append(f"{type(exc).__name__}: {exc}"[:300])

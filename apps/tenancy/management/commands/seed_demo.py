@@ -240,9 +240,20 @@ class Command(BaseCommand):
         product = catalog.print_product_id or next(iter(catalog.download_product_ids), None)
         if product is None:
             return
-        body = json.dumps(
-            {"email": "shopper@demo.darkroom.test", "provider": "sandbox", "lines": [{"product": product}]}
-        )
+        order: dict[str, object] = {
+            "email": "shopper@demo.darkroom.test",
+            "provider": "sandbox",
+            "lines": [{"product": product}],
+        }
+        if product == catalog.print_product_id:  # prints are shipped: the address comes with them
+            order["shipping"] = {
+                "name": "Demo Shopper",
+                "line1": "1 Demo Street",
+                "city": "Berlin",
+                "postal_code": "10115",
+                "country": "DE",
+            }
+        body = json.dumps(order)
         self.stdout.write("Buy one in the sandbox:")
         self.stdout.write(
             "  curl -s http://127.0.0.1:8000/api/v1/checkouts "

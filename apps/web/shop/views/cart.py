@@ -8,10 +8,13 @@
   Idempotency-Key: a double submit creates one checkout and both land on it), 303 to the
   checkout page, which this session may then see; the cart is emptied. The same page (absolute,
   on DARKROOM_PUBLIC_BASE_URL) is the checkout's return URL: the provider sends the shopper back
-  to it after paying. Refusals (bad e-mail,
+  to it after paying. A cart with prints also asks for the shipping address (the fields are
+  rendered only then; the service requires it exactly then). Refusals (bad e-mail, incomplete
+  address,
   empty or changed cart, an item no longer on sale, mixed currencies, whatever
   `checkout_create` refuses) show the cart again with the reason and a 4xx, having written
-  nothing; the checkout kill switch gives a 503 page with Retry-After.
+  nothing, and keep what the shopper typed; the checkout kill switch gives a 503 page with
+  Retry-After.
 """
 
 from __future__ import annotations
@@ -25,11 +28,19 @@ from django.urls import Resolver404, resolve, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.catalog.models import ProductKind
-from apps.commerce.services import LineIn, checkout_create
+from apps.commerce.countries import COUNTRIES
+from apps.commerce.errors import InvalidShippingAddress
+from apps.commerce.services import LineIn, ShippingIn, checkout_create
 from apps.core.problems import DomainError, InvalidInput
 from apps.ops.killswitch import CapabilityDisabled, capability_enabled, ensure_enabled
 from apps.ops.models import Capability
-from apps.web.shop.forms import CartRemoveForm, CartUpdateForm, CheckoutForm, offered_providers
+from apps.web.shop.forms import (
+    SHIPPING_FORM_FIELDS,
+    CartRemoveForm,
+    CartUpdateForm,
+    CheckoutForm,
+    offered_providers,
+)
 from apps.web.shop.presenters import cart_view
 from apps.web.shop.selectors import Studio, products_by_ids
 from apps.web.shop.session import Cart, remember_checkout
@@ -52,6 +63,60 @@ def _cart_url(studio: Studio) -> str:
     return reverse("shop:cart", kwargs={"studio_slug": studio.slug})
 
 
+def _cart_has_prints(studio: Studio, cart: Cart) -> bool:
+    """Whether the cart holds a print (on sale or not: the service decides what is for sale)."""
+    lines = cart.lines()
+    products = products_by_ids(tenant_id=studio.id, product_ids=[line.product_id for line in lines])
+    return any(product.kind == ProductKind.PRINT for product in products.values())
+
+
+def _typed_shipping(request: HttpRequest) -> dict[str, str]:
+    """The address fields as the shopper typed them (re-shown after a refusal)."""
+    return {name: str(request.POST.get(name, ""))[:300] for name in SHIPPING_FORM_FIELDS}
+
+
+def _shipping_field_errors(exc: InvalidShippingAddress) -> dict[str, list[str]]:
+    """The service's `shipping.<field>` errors under the form's `shipping_<field>` names."""
+    errors = exc.extra.get("errors")
+    if not isinstance(errors, dict):
+        return {}
+    return {
+        str(key).replace("shipping.", "shipping_", 1): [str(m) for m in (value if isinstance(value, list) else [value])]
+        for key, value in errors.items()
+        if str(key).replace("shipping.", "shipping_", 1) in SHIPPING_FORM_FIELDS
+    }
+
+
+def _shipping_fields(form: CheckoutForm, typed: dict[str, str], field_errors: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the template renders for each address field: id, label, value typed, errors."""
+    autocomplete = {
+        "shipping_name": "shipping name",
+        "shipping_line1": "shipping address-line1",
+        "shipping_line2": "shipping address-line2",
+        "shipping_city": "shipping address-level2",
+        "shipping_postal_code": "shipping postal-code",
+        "shipping_region": "shipping address-level1",
+        "shipping_country": "shipping country",
+        "shipping_phone": "shipping tel",
+    }
+    rows: list[dict[str, Any]] = []
+    for name in SHIPPING_FORM_FIELDS:
+        field = form.fields[name]
+        rows.append(
+            {
+                "name": name,
+                "label": field.label or "Country",
+                "value": typed.get(name, ""),
+                "errors": list(field_errors.get(name) or []),
+                "required": field.required,
+                "max_length": getattr(field, "max_length", None),
+                "autocomplete": autocomplete[name],
+                "is_country": name == "shipping_country",
+            }
+        )
+    return rows
+
+
 def cart_page(
     request: HttpRequest,
     studio: Studio,
@@ -60,11 +125,13 @@ def cart_page(
     field_errors: dict[str, Any] | None = None,
     email: str = "",
     provider: str = "",
+    shipping: dict[str, str] | None = None,
     status: int = 200,
 ) -> HttpResponse:
     cart = Cart(request.session, studio.id)
     lines = cart.lines()
     view = cart_view(lines, products_by_ids(tenant_id=studio.id, product_ids=[line.product_id for line in lines]))
+    needs_shipping = any(row.is_print for row in view.rows)
     providers = offered_providers()
     return render_page(
         request,
@@ -80,6 +147,12 @@ def cart_page(
             "nonce": form_nonce(),
             "digest": cart.digest(),
             "checkout_paused": not capability_enabled(Capability.CHECKOUT),
+            # The address fields: rendered only for a cart with prints (server-side, no script).
+            "needs_shipping": needs_shipping,
+            "shipping_fields": _shipping_fields(CheckoutForm(needs_shipping=True), shipping or {}, field_errors or {})
+            if needs_shipping
+            else [],
+            "countries": COUNTRIES,
         },
         status=status,
     )
@@ -143,12 +216,16 @@ def _checkout_id_of(url: str, studio: Studio) -> uuid.UUID | None:
 @require_POST
 @shop_view
 def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
-    form = CheckoutForm(request.POST)
-    email, provider = str(request.POST.get("email", "")), str(request.POST.get("provider", ""))
-    if not form.is_valid():
-        return cart_page(request, studio, field_errors=form.errors, email=email, provider=provider, status=400)
     cart = Cart(request.session, studio.id)
+    form = CheckoutForm(request.POST, needs_shipping=_cart_has_prints(studio, cart))
+    email, provider = str(request.POST.get("email", "")), str(request.POST.get("provider", ""))
+    typed = _typed_shipping(request)
+    if not form.is_valid():
+        return cart_page(
+            request, studio, field_errors=form.errors, email=email, provider=provider, shipping=typed, status=400
+        )
     posted_digest = form.cleaned_data["cart"]
+    address = form.shipping_values()
 
     def effect() -> str:
         ensure_enabled(Capability.CHECKOUT)
@@ -167,6 +244,7 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
             lines=[LineIn(product_id=line.product_id, quantity=line.quantity) for line in lines],
             return_url=settings.DARKROOM_PUBLIC_BASE_URL.rstrip("/") + page,
             checkout_id=checkout_id,
+            shipping=ShippingIn(**address) if address is not None else None,
         )
         return page
 
@@ -192,8 +270,21 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
             retry_after=1,
             back_url=_cart_url(studio),
         )
+    except InvalidShippingAddress as exc:
+        return cart_page(
+            request,
+            studio,
+            error=exc.detail,
+            field_errors=_shipping_field_errors(exc),
+            email=email,
+            provider=provider,
+            shipping=typed,
+            status=exc.status_code,
+        )
     except DomainError as exc:
-        return cart_page(request, studio, error=exc.detail, email=email, provider=provider, status=exc.status_code)
+        return cart_page(
+            request, studio, error=exc.detail, email=email, provider=provider, shipping=typed, status=exc.status_code
+        )
     # First submission or a replay of it: this session created the checkout the redirect names
     # (the key is scoped to the session), so it may see it, and the cart it bought is emptied;
     # a replay after the shopper filled the cart again leaves the new cart alone.

@@ -31,6 +31,7 @@ from apps.payments.providers.base import money_text
 from apps.web.shop.presenters import line_state_text, product_label, status_text
 from apps.web.shop.selectors import ShopCheckout, Studio, products_by_ids, shop_checkout
 from apps.web.shop.session import Cart, owns_checkout
+from apps.web.shop.shipping import shipping_context
 from apps.web.shop.views.common import not_found, render_page, shop_view
 
 POLL_SECONDS = 2
@@ -153,7 +154,12 @@ def checkout_page(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) 
     view = _mine(request, studio, checkout_id)
     if view is None:
         return not_found(request, studio)
-    return render_page(request, "shop/checkout.html", studio=studio, context=_context(studio, view))
+    context = _context(studio, view)
+    # Shipping (orders with prints): the address and, once shipped, carrier and tracking, shown by
+    # templates/shop/_checkout_shipping.html on the full page only (the polled status block is
+    # about payment).
+    context["shipping"] = shipping_context(view.checkout)
+    return render_page(request, "shop/checkout.html", studio=studio, context=context)
 
 
 @require_GET

@@ -1,4 +1,5 @@
-"""Money pages: the studio's sales, the signed-in member's wallet (entries in keyset pages, and the
+"""Money pages: the studio's sales (all, or the prints still to ship) and each sale's detail with its
+"Mark as shipped" form, the signed-in member's wallet (entries in keyset pages, and the
 whole statement as CSV) and payouts, payout requests, and (owners) where each photographer is
 paid."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
@@ -19,6 +21,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.catalog.models import ProductKind
+from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping
+from apps.commerce.services.fulfilment import address_lines, checkout_mark_shipped
 from apps.ledger.models import LedgerEvent
 from apps.ledger.selectors import account_entries_oldest_first, account_entries_page
 from apps.ops.killswitch import capability_enabled
@@ -28,17 +33,120 @@ from apps.payouts.services import NotAMember, payout_destination_set, payout_wal
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import User
 from apps.web.studio import selectors
-from apps.web.studio.access import PAYOUT_MANAGE_ROLES, SALES_ROLES, Studio, studio_page
-from apps.web.studio.forms import DestinationForm, PayoutRequestForm
+from apps.web.studio.access import PAYOUT_MANAGE_ROLES, SALES_ROLES, Studio, problem_page, studio_page
+from apps.web.studio.forms import DestinationForm, PayoutRequestForm, ShipForm
 from apps.web.studio.views.common import page_of, submit
 
 
 @require_GET
 @studio_page(*SALES_ROLES)
 def sales(request: HttpRequest, studio: Studio) -> HttpResponse:
-    page = page_of(request, selectors.sales_of_tenant(tenant_id=studio.tenant_id))
+    """Every sale, or with `?to_ship=1` only the paid ones whose prints wait to be shipped."""
+    to_ship = request.GET.get("to_ship") == "1"
+    page = page_of(request, selectors.sales_of_tenant(tenant_id=studio.tenant_id, to_ship=to_ship))
     rows = [(checkout, money_text(checkout.amount_minor, checkout.currency)) for checkout in page]
-    return render(request, "studio/sales.html", {"studio": studio, "page": page, "rows": rows})
+    context = {
+        "studio": studio,
+        "page": page,
+        "rows": rows,
+        "to_ship": to_ship,
+        "to_ship_count": page.paginator.count
+        if to_ship
+        else selectors.prints_to_ship_count(tenant_id=studio.tenant_id),
+    }
+    return render(request, "studio/sales.html", context)
+
+
+def _sale_or_404(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> Checkout | HttpResponse:
+    sale = selectors.sale_of_tenant(tenant_id=studio.tenant_id, checkout_id=checkout_id)
+    if sale is None:
+        return problem_page(
+            request, studio, status=404, title="Sale not found", message="This studio has no such sale."
+        )
+    return sale
+
+
+def _shippable(sale: Checkout) -> bool:
+    """Whether the "Mark as shipped" form applies (the service decides for good)."""
+    shipping = getattr(sale, "shipping", None)
+    return (
+        shipping is not None
+        and sale.status == Checkout.Status.PAID
+        and shipping.fulfilment_status == CheckoutShipping.FulfilmentStatus.UNFULFILLED
+        and any(
+            line.kind == ProductKind.PRINT and line.state == CheckoutLine.State.CONFIRMED
+            for line in sale.lines_by_position
+        )
+    )
+
+
+_KIND_LABELS = {"download": "Download", "print": "Print", "bulk": "All photos of the event"}
+
+
+def _render_sale(
+    request: HttpRequest, studio: Studio, sale: Checkout, *, status: int = 200, ship_form: ShipForm | None = None
+) -> HttpResponse:
+    shipping = getattr(sale, "shipping", None)
+    context: dict[str, Any] = {
+        "studio": studio,
+        "sale": sale,
+        "amount": money_text(sale.amount_minor, sale.currency),
+        "lines": [
+            {
+                "line": line,
+                "label": _KIND_LABELS.get(line.kind, line.kind),
+                "unit": money_text(line.unit_amount_minor, line.currency),
+                "amount": money_text(line.amount_minor, line.currency),
+            }
+            for line in sale.lines_by_position
+        ],
+        "shipping": shipping,
+        "address_lines": address_lines(shipping) if shipping is not None else [],
+        "ship_form": (ship_form or ShipForm()) if ship_form is not None or _shippable(sale) else None,
+    }
+    return render(request, "studio/sale_detail.html", context, status=status)
+
+
+@require_GET
+@studio_page(*SALES_ROLES)
+def sale_detail(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> HttpResponse:
+    """One sale: lines with sizes and quantities, amounts, the shopper's e-mail, the shipping
+    address and fulfilment, and (prints to ship) the "Mark as shipped" form."""
+    sale = _sale_or_404(request, studio, checkout_id)
+    if isinstance(sale, HttpResponse):
+        return sale
+    return _render_sale(request, studio, sale)
+
+
+@require_POST
+@studio_page(*SALES_ROLES)
+def sale_ship(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> HttpResponse:
+    """Mark a paid sale's prints shipped, once per rendered form (`submit_once`): the service
+    refuses a sale that is not paid, has nothing to ship or was shipped already (409), and the
+    shopper gets the tracking e-mail after commit."""
+    sale = _sale_or_404(request, studio, checkout_id)
+    if isinstance(sale, HttpResponse):
+        return sale
+    form = ShipForm(request.POST)
+
+    def effect() -> str:
+        shipping = checkout_mark_shipped(
+            tenant_id=studio.tenant_id,
+            checkout_id=sale.pk,
+            carrier=form.cleaned_data["carrier"],
+            tracking_reference=form.cleaned_data["tracking_reference"],
+            actor=studio.user,
+        )
+        messages.success(request, f"Marked shipped with {shipping.carrier}; the shopper is told by e-mail.")
+        return reverse("studio:sale", kwargs={"checkout_id": sale.pk})
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_sale(request, studio, sale, status=status, ship_form=form),
+    )
 
 
 def _wallet_choices(wallets: list[selectors.WalletView]) -> list[tuple[int, str]]:

@@ -1,0 +1,278 @@
+"""Fulfilment of prints: the studio marks a paid checkout shipped; the shopper hears of it once.
+
+`checkout_mark_shipped` runs in the caller's transaction (the studio form's `submit_once`): under
+the checkout's row lock (lock order: checkout row, then its shipping row) it moves the checkout's
+`CheckoutShipping` from `unfulfilled` to `shipped` with the carrier and tracking reference,
+appends an audit row `checkout.shipped`, and writes a `checkout.shipped` outbox message, all in
+that one transaction. Only a paid checkout with at least one confirmed print line ships, and only
+once (409 otherwise).
+
+The message's consumer (`commerce.send_shipped_email`, tasks/commerce.py) calls
+`shipped_mail_send`, which e-mails the shopper the carrier and tracking reference outside any
+transaction, once per message, exactly like the "find my orders" e-mail
+(`apps/commerce/services/order_links.py`): the sender claims the message with an inbox row
+(`<consumer>:claim`, lapsing after RECEIPT_CLAIM_SECONDS), sends through the receipts' mail path
+with a Message-ID fixed by the message, then records the consumer's own inbox row (sent). A
+redelivery finds it sent, or a live claim (ShippedMailBusy, retried). A sender that dies between
+sending and recording can send a second copy with the same Message-ID, which mail clients
+collapse. One checkout ships once, so it has one such message.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
+
+from apps.catalog.models import ProductKind
+from apps.commerce.countries import COUNTRY_NAMES
+from apps.commerce.errors import AlreadyShipped, CheckoutNotFound, CheckoutNotShippable
+from apps.commerce.models import (
+    CARRIER_MAX_LENGTH,
+    TRACKING_REFERENCE_MAX_LENGTH,
+    Checkout,
+    CheckoutLine,
+    CheckoutShipping,
+)
+from apps.commerce.order_links import order_link
+from apps.commerce.services.receipts import shopper_mail_send
+from apps.core.problems import DomainError, InvalidInput
+from apps.outbox.models import InboxEntry
+from apps.outbox.services import outbox_publish
+from apps.tenancy.models import User
+from apps.tenancy.services import audit_record
+
+logger = logging.getLogger("darkroom.commerce.fulfilment")
+
+TOPIC_CHECKOUT_SHIPPED = "checkout.shipped"
+SHIPPED_MAIL_CONSUMER = "commerce.send_shipped_email"
+_CLAIM_CONSUMER = f"{SHIPPED_MAIL_CONSUMER}:claim"
+
+
+class InvalidShipment(InvalidInput):
+    """A carrier or tracking reference that cannot be recorded; `errors` names the field."""
+
+    slug = "invalid-shipment"
+    title = "Invalid shipment details"
+
+
+class ShippedMailBusy(DomainError):
+    """Another sender holds a live claim on this message's e-mail; retry after it lapses."""
+
+    status_code = 409
+    slug = "shipped-mail-busy"
+    title = "The shipping e-mail is being sent"
+
+
+def _clean(value: str, *, field: str, max_length: int, required: bool) -> str:
+    value = value.strip()
+    problem = ""
+    if required and not value:
+        problem = "This field is required."
+    elif len(value) > max_length:
+        problem = f"At most {max_length} characters."
+    elif any(not ch.isprintable() for ch in value):
+        problem = "Control characters are not allowed."
+    if problem:
+        raise InvalidShipment(f"{field}: {problem}", extra={"errors": {field: [problem]}})
+    return value
+
+
+@transaction.atomic
+def checkout_mark_shipped(
+    *,
+    tenant_id: int,
+    checkout_id: uuid.UUID | str,
+    carrier: str,
+    tracking_reference: str = "",
+    actor: User | None,
+) -> CheckoutShipping:
+    """Record that the prints of a paid checkout were sent: `shipped`, `shipped_at` now, the
+    carrier (required) and tracking reference (optional), trimmed.
+
+    Joins the caller's transaction (the studio form's `submit_once`), in the tenant's context.
+    Locks the checkout row, then its shipping row. Writes the audit row `checkout.shipped`
+    (actor `actor`) and the `checkout.shipped` outbox message (the shopper's e-mail, sent after
+    commit by its consumer) in that transaction. Raises InvalidShipment (nothing read),
+    CheckoutNotFound (also another tenant's checkout), AlreadyShipped, and CheckoutNotShippable
+    (not paid, no shipping row: no prints, or every print sold out).
+    """
+    carrier = _clean(carrier, field="carrier", max_length=CARRIER_MAX_LENGTH, required=True)
+    tracking_reference = _clean(
+        tracking_reference, field="tracking_reference", max_length=TRACKING_REFERENCE_MAX_LENGTH, required=False
+    )
+    checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
+    if checkout is None:
+        raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
+    shipping = CheckoutShipping.objects.select_for_update().filter(tenant_id=tenant_id, checkout_id=checkout.pk).first()
+    if shipping is None:
+        raise CheckoutNotShippable("This order has no prints: there is nothing to ship.")
+    if shipping.fulfilment_status == CheckoutShipping.FulfilmentStatus.SHIPPED:
+        assert shipping.shipped_at is not None  # check constraint
+        raise AlreadyShipped(
+            f"This order was marked shipped on {shipping.shipped_at:%Y-%m-%d %H:%M} UTC ({shipping.carrier})."
+        )
+    if checkout.status != Checkout.Status.PAID:
+        raise CheckoutNotShippable(f"Only a paid order ships; this one is {checkout.get_status_display().lower()}.")
+    has_prints = CheckoutLine.objects.filter(
+        tenant_id=tenant_id, checkout_id=checkout.pk, kind=ProductKind.PRINT, state=CheckoutLine.State.CONFIRMED
+    ).exists()
+    if not has_prints:
+        raise CheckoutNotShippable("Every print of this order sold out: there is nothing to ship.")
+    shipping.fulfilment_status = CheckoutShipping.FulfilmentStatus.SHIPPED
+    shipping.shipped_at = timezone.now()
+    shipping.carrier = carrier
+    shipping.tracking_reference = tracking_reference
+    shipping.save(update_fields=["fulfilment_status", "shipped_at", "carrier", "tracking_reference"])
+    audit_record(
+        action="checkout.shipped",
+        tenant_id=tenant_id,
+        actor_user=actor,
+        target_type="checkout",
+        target_id=str(checkout.pk),
+        data={"carrier": carrier, "tracking_reference": tracking_reference},
+    )
+    outbox_publish(
+        topic=TOPIC_CHECKOUT_SHIPPED,
+        tenant_id=tenant_id,
+        aggregate_type="checkout",
+        aggregate_id=checkout.pk,
+        payload={"checkout_id": str(checkout.pk)},
+    )
+    return shipping
+
+
+# --- the shopper's e-mail ----------------------------------------------------------------------
+
+
+def _inbox_table() -> str:
+    return InboxEntry._meta.db_table
+
+
+def _claim(*, message_id: uuid.UUID, now: datetime) -> bool:
+    """Claim the message's e-mail for sending (True), or False if it was sent. Raises
+    ShippedMailBusy while another sender's claim is live. Its own short transaction."""
+    table = _inbox_table()
+    lapsed_before = now - timedelta(seconds=settings.RECEIPT_CLAIM_SECONDS)
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE consumer = %s AND message_id = %s", [SHIPPED_MAIL_CONSUMER, message_id]
+        )
+        if cursor.fetchone() is not None:
+            return False
+        # A concurrent claimer's uncommitted row makes this wait for it, then see it as live.
+        cursor.execute(
+            f"INSERT INTO {table} AS inbox (consumer, message_id, processed_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT (consumer, message_id) DO UPDATE SET processed_at = EXCLUDED.processed_at "
+            "WHERE inbox.processed_at < %s RETURNING id",
+            [_CLAIM_CONSUMER, message_id, now, lapsed_before],
+        )
+        if cursor.fetchone() is None:
+            raise ShippedMailBusy(f"The shipping e-mail of message {message_id} is being sent.")
+    return True
+
+
+def _release(*, message_id: uuid.UUID, claimed_at: datetime) -> None:
+    """Give a failed send's claim back (unless another sender took it over since)."""
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {_inbox_table()} WHERE consumer = %s AND message_id = %s AND processed_at = %s",
+            [_CLAIM_CONSUMER, message_id, claimed_at],
+        )
+
+
+def _mark_sent(*, message_id: uuid.UUID) -> None:
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_inbox_table()} (consumer, message_id, processed_at) VALUES (%s, %s, now()) "
+            "ON CONFLICT (consumer, message_id) DO NOTHING",
+            [SHIPPED_MAIL_CONSUMER, message_id],
+        )
+
+
+def address_lines(shipping: CheckoutShipping) -> list[str]:
+    """The address as it goes on a parcel, one line each (empty optional parts left out)."""
+    city = " ".join(part for part in (shipping.postal_code, shipping.city) if part)
+    return [
+        line
+        for line in (
+            shipping.name,
+            shipping.line1,
+            shipping.line2,
+            city,
+            shipping.region,
+            COUNTRY_NAMES.get(shipping.country, shipping.country),
+        )
+        if line
+    ]
+
+
+def _body(*, checkout: Checkout, shipping: CheckoutShipping) -> str:
+    prints = CheckoutLine.objects.filter(
+        checkout=checkout, kind=ProductKind.PRINT, state=CheckoutLine.State.CONFIRMED
+    ).order_by("position")
+    rows = [f"- print {line.size} of photo {line.photo_id} x {line.quantity}" for line in prints]
+    link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
+    tracking = (
+        [f"Tracking reference: {shipping.tracking_reference}"]
+        if shipping.tracking_reference
+        else ["The carrier gave no tracking reference for this parcel."]
+    )
+    return "\n".join(
+        [
+            f"Your prints from {checkout.tenant.name} are on their way.",
+            "",
+            f"Order {checkout.pk}",
+            *rows,
+            "",
+            f"Carrier: {shipping.carrier}",
+            *tracking,
+            "",
+            "Shipped to:",
+            *(f"  {line}" for line in address_lines(shipping)),
+            "",
+            "Your order, from any device:",
+            link,
+        ]
+    )
+
+
+def shipped_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | str) -> bool:
+    """Send the "your prints are on their way" e-mail a `checkout.shipped` message asks for, once.
+    Returns True if this call sent it.
+
+    Runs outside any transaction (TransactionManagementError otherwise), in the checkout's tenant
+    context. Raises ShippedMailBusy while another sender's claim is live, CheckoutNotFound, and
+    whatever the mail backend raises (the claim is then given back, so a retry sends).
+    """
+    if connection.in_atomic_block:
+        raise TransactionManagementError("mail must not be sent inside a transaction")
+    message_uuid = uuid.UUID(str(message_id))
+    claimed_at = timezone.now()
+    if not _claim(message_id=message_uuid, now=claimed_at):
+        return False
+    checkout = Checkout.objects.select_related("tenant", "shipping").filter(pk=checkout_id).first()
+    shipping = getattr(checkout, "shipping", None) if checkout is not None else None
+    if checkout is None or shipping is None:
+        _release(message_id=message_uuid, claimed_at=claimed_at)
+        raise CheckoutNotFound(f"Checkout {checkout_id} (with shipping) does not exist.")
+    domain = urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or "darkroom"
+    try:
+        shopper_mail_send(
+            to=checkout.email,
+            subject=f"Your prints from {checkout.tenant.name} have shipped ({str(checkout.pk)[:8]})",
+            body=_body(checkout=checkout, shipping=shipping),
+            message_id=f"<shipped-{message_uuid}@{domain}>",
+        )
+    except Exception:
+        _release(message_id=message_uuid, claimed_at=claimed_at)
+        raise
+    _mark_sent(message_id=message_uuid)
+    logger.info("shipped e-mail sent", extra={"message_id": str(message_uuid), "checkout_id": str(checkout.pk)})
+    return True
