@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.transaction import TransactionManagementError
+from django.db import transaction
 from django.utils import timezone
 
 from apps.catalog.models import ProductKind
@@ -41,9 +39,9 @@ from apps.commerce.models import (
     CheckoutShipping,
 )
 from apps.commerce.order_links import order_link
+from apps.commerce.services.mail_once import send_once
 from apps.commerce.services.receipts import shopper_mail_send
 from apps.core.problems import DomainError, InvalidInput
-from apps.outbox.models import InboxEntry
 from apps.outbox.services import outbox_publish
 from apps.tenancy.models import User
 from apps.tenancy.services import audit_record
@@ -52,7 +50,6 @@ logger = logging.getLogger("darkroom.commerce.fulfilment")
 
 TOPIC_CHECKOUT_SHIPPED = "checkout.shipped"
 SHIPPED_MAIL_CONSUMER = "commerce.send_shipped_email"
-_CLAIM_CONSUMER = f"{SHIPPED_MAIL_CONSUMER}:claim"
 
 
 class InvalidShipment(InvalidInput):
@@ -151,51 +148,6 @@ def checkout_mark_shipped(
 # --- the shopper's e-mail ----------------------------------------------------------------------
 
 
-def _inbox_table() -> str:
-    return InboxEntry._meta.db_table
-
-
-def _claim(*, message_id: uuid.UUID, now: datetime) -> bool:
-    """Claim the message's e-mail for sending (True), or False if it was sent. Raises
-    ShippedMailBusy while another sender's claim is live. Its own short transaction."""
-    table = _inbox_table()
-    lapsed_before = now - timedelta(seconds=settings.RECEIPT_CLAIM_SECONDS)
-    with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT 1 FROM {table} WHERE consumer = %s AND message_id = %s", [SHIPPED_MAIL_CONSUMER, message_id]
-        )
-        if cursor.fetchone() is not None:
-            return False
-        # A concurrent claimer's uncommitted row makes this wait for it, then see it as live.
-        cursor.execute(
-            f"INSERT INTO {table} AS inbox (consumer, message_id, processed_at) VALUES (%s, %s, %s) "
-            "ON CONFLICT (consumer, message_id) DO UPDATE SET processed_at = EXCLUDED.processed_at "
-            "WHERE inbox.processed_at < %s RETURNING id",
-            [_CLAIM_CONSUMER, message_id, now, lapsed_before],
-        )
-        if cursor.fetchone() is None:
-            raise ShippedMailBusy(f"The shipping e-mail of message {message_id} is being sent.")
-    return True
-
-
-def _release(*, message_id: uuid.UUID, claimed_at: datetime) -> None:
-    """Give a failed send's claim back (unless another sender took it over since)."""
-    with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {_inbox_table()} WHERE consumer = %s AND message_id = %s AND processed_at = %s",
-            [_CLAIM_CONSUMER, message_id, claimed_at],
-        )
-
-
-def _mark_sent(*, message_id: uuid.UUID) -> None:
-    with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {_inbox_table()} (consumer, message_id, processed_at) VALUES (%s, %s, now()) "
-            "ON CONFLICT (consumer, message_id) DO NOTHING",
-            [SHIPPED_MAIL_CONSUMER, message_id],
-        )
-
-
 def address_lines(shipping: CheckoutShipping) -> list[str]:
     """The address as it goes on a parcel, one line each (empty optional parts left out)."""
     city = " ".join(part for part in (shipping.postal_code, shipping.city) if part)
@@ -251,28 +203,23 @@ def shipped_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | s
     context. Raises ShippedMailBusy while another sender's claim is live, CheckoutNotFound, and
     whatever the mail backend raises (the claim is then given back, so a retry sends).
     """
-    if connection.in_atomic_block:
-        raise TransactionManagementError("mail must not be sent inside a transaction")
     message_uuid = uuid.UUID(str(message_id))
-    claimed_at = timezone.now()
-    if not _claim(message_id=message_uuid, now=claimed_at):
-        return False
     checkout = Checkout.objects.select_related("tenant", "shipping").filter(pk=checkout_id).first()
     shipping = getattr(checkout, "shipping", None) if checkout is not None else None
     if checkout is None or shipping is None:
-        _release(message_id=message_uuid, claimed_at=claimed_at)
         raise CheckoutNotFound(f"Checkout {checkout_id} (with shipping) does not exist.")
     domain = urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or "darkroom"
-    try:
+
+    def send() -> None:
         shopper_mail_send(
             to=checkout.email,
             subject=f"Your prints from {checkout.tenant.name} have shipped ({str(checkout.pk)[:8]})",
             body=_body(checkout=checkout, shipping=shipping),
             message_id=f"<shipped-{message_uuid}@{domain}>",
         )
-    except Exception:
-        _release(message_id=message_uuid, claimed_at=claimed_at)
-        raise
-    _mark_sent(message_id=message_uuid)
+
+    busy = ShippedMailBusy(f"The shipping e-mail of message {message_uuid} is being sent.")
+    if not send_once(consumer=SHIPPED_MAIL_CONSUMER, message_id=message_uuid, busy=busy, send=send):
+        return False
     logger.info("shipped e-mail sent", extra={"message_id": str(message_uuid), "checkout_id": str(checkout.pk)})
     return True

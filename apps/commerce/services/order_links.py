@@ -20,19 +20,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.transaction import TransactionManagementError
-from django.utils import timezone
 
 from apps.commerce.models import Checkout
 from apps.commerce.order_links import order_link
+from apps.commerce.services.mail_once import send_once
 from apps.commerce.services.receipts import shopper_mail_send
 from apps.core.problems import DomainError
-from apps.outbox.models import InboxEntry
 from apps.outbox.services import outbox_publish
 from apps.payments.providers.base import minor_to_major
 from apps.tenancy.models import Organization
@@ -41,7 +37,6 @@ logger = logging.getLogger("darkroom.commerce.order_links")
 
 TOPIC_ORDER_LINKS_REQUESTED = "orders.links_requested"
 ORDER_LINKS_CONSUMER = "commerce.send_order_links"
-_CLAIM_CONSUMER = f"{ORDER_LINKS_CONSUMER}:claim"
 # The e-mail lists the newest orders only: a long list is no more useful, and stays bounded.
 MAX_ORDER_LINKS = 20
 
@@ -79,51 +74,6 @@ def order_links_request(*, tenant_id: int, email: str) -> int:
     return len(rows)
 
 
-def _inbox_table() -> str:
-    return InboxEntry._meta.db_table
-
-
-def _claim(*, message_id: uuid.UUID, now: datetime) -> bool:
-    """Claim the message's e-mail for sending (True), or False if it was sent. Raises
-    OrderLinksBusy while another sender's claim is live. Its own short transaction."""
-    table = _inbox_table()
-    lapsed_before = now - timedelta(seconds=settings.RECEIPT_CLAIM_SECONDS)
-    with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT 1 FROM {table} WHERE consumer = %s AND message_id = %s", [ORDER_LINKS_CONSUMER, message_id]
-        )
-        if cursor.fetchone() is not None:
-            return False
-        # A concurrent claimer's uncommitted row makes this wait for it, then see it as live.
-        cursor.execute(
-            f"INSERT INTO {table} AS inbox (consumer, message_id, processed_at) VALUES (%s, %s, %s) "
-            "ON CONFLICT (consumer, message_id) DO UPDATE SET processed_at = EXCLUDED.processed_at "
-            "WHERE inbox.processed_at < %s RETURNING id",
-            [_CLAIM_CONSUMER, message_id, now, lapsed_before],
-        )
-        if cursor.fetchone() is None:
-            raise OrderLinksBusy(f"The order links of message {message_id} are being sent.")
-    return True
-
-
-def _release(*, message_id: uuid.UUID, claimed_at: datetime) -> None:
-    """Give a failed send's claim back (unless another sender took it over since)."""
-    with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {_inbox_table()} WHERE consumer = %s AND message_id = %s AND processed_at = %s",
-            [_CLAIM_CONSUMER, message_id, claimed_at],
-        )
-
-
-def _mark_sent(*, message_id: uuid.UUID) -> None:
-    with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {_inbox_table()} (consumer, message_id, processed_at) VALUES (%s, %s, now()) "
-            "ON CONFLICT (consumer, message_id) DO NOTHING",
-            [ORDER_LINKS_CONSUMER, message_id],
-        )
-
-
 def _body(*, studio: Organization, to: str, checkouts: list[Checkout]) -> str:
     rows: list[str] = []
     for checkout in checkouts:
@@ -149,25 +99,25 @@ def order_links_send(*, message_id: uuid.UUID | str, tenant_id: int, to: str, ch
     Raises OrderLinksBusy while another sender's claim is live, and whatever the mail backend
     raises (the claim is then given back, so a retry sends).
     """
-    if connection.in_atomic_block:
-        raise TransactionManagementError("mail must not be sent inside a transaction")
     message_uuid = uuid.UUID(str(message_id))
-    claimed_at = timezone.now()
-    if not _claim(message_id=message_uuid, now=claimed_at):
-        return False
-    studio = Organization.objects.get(pk=tenant_id)
-    checkouts = list(Checkout.objects.filter(tenant_id=tenant_id, pk__in=checkout_ids).order_by("-created_at", "-id"))
-    domain = urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or "darkroom"
-    try:
+    sent: list[int] = []
+
+    def send() -> None:
+        studio = Organization.objects.get(pk=tenant_id)
+        checkouts = list(
+            Checkout.objects.filter(tenant_id=tenant_id, pk__in=checkout_ids).order_by("-created_at", "-id")
+        )
+        domain = urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or "darkroom"
         shopper_mail_send(
             to=to,
             subject=f"Your orders at {studio.name}",
             body=_body(studio=studio, to=to, checkouts=checkouts),
             message_id=f"<order-links-{message_uuid}@{domain}>",
         )
-    except Exception:
-        _release(message_id=message_uuid, claimed_at=claimed_at)
-        raise
-    _mark_sent(message_id=message_uuid)
-    logger.info("order links sent", extra={"message_id": str(message_uuid), "orders": len(checkouts)})
+        sent.append(len(checkouts))
+
+    busy = OrderLinksBusy(f"The order links of message {message_uuid} are being sent.")
+    if not send_once(consumer=ORDER_LINKS_CONSUMER, message_id=message_uuid, busy=busy, send=send):
+        return False
+    logger.info("order links sent", extra={"message_id": str(message_uuid), "orders": sent[0]})
     return True
