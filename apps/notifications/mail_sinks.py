@@ -13,6 +13,7 @@ inactive recipient) and can stop accepting after the first `accept_at_most` mess
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -76,12 +77,18 @@ def smtp_sink(*, keep_headers: bool = True) -> Iterator[tuple[SinkState, int]]:
 
     state = SinkState()
     port = free_port()
+    # aiosmtpd logs every SMTP command of every conversation at INFO ("mail.log"): for a stand-in
+    # that is noise, and at 100,000 messages it is most of the sink's own CPU. Warnings still show.
+    chatter = logging.getLogger("mail.log")
+    level = chatter.level
+    chatter.setLevel(logging.WARNING)
     controller = Controller(_Handler(state, keep=keep_headers), hostname="127.0.0.1", port=port)
     controller.start()
     try:
         yield state, port
     finally:
         controller.stop()
+        chatter.setLevel(level)
 
 
 POSTMARK_TEST_TOKEN = "postmark-sink-token"  # noqa: S105 - the local stand-in's token
