@@ -15,7 +15,6 @@ attendee pages (`apps.notifications.pages`).
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -28,7 +27,7 @@ from apps.dropin.selectors import face_of_attendee
 from apps.dropin.services import FaceNotFound, face_delete, selfie_register
 from apps.notifications.models import Attendee
 from apps.notifications.pages import attendee_or_problem, attendee_page_limited
-from apps.ops.ratelimit import Rate, rate_limit_wait
+from apps.ops.ratelimit import setting_rate_wait
 from apps.tenancy.context import tenant_context
 
 
@@ -51,11 +50,7 @@ def _page(request: HttpRequest, attendee: Attendee, token: str, *, error: str = 
 
 def _selfie_wait(attendee: Attendee) -> int:
     """Count one selfie against the attendee's link: 0 if admitted, else seconds to wait."""
-    if not settings.RATE_LIMIT_ENABLED:
-        return 0
-    return rate_limit_wait(
-        key=f"attendee:dropin:t{attendee.tenant_id}:a{attendee.pk}", rate=Rate.parse(settings.DROPIN_SELFIE_PAGE_RATE)
-    )
+    return setting_rate_wait((f"attendee:dropin:t{attendee.tenant_id}:a{attendee.pk}", "DROPIN_SELFIE_PAGE_RATE"))
 
 
 @csrf_exempt

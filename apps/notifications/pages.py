@@ -20,25 +20,20 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from apps.core.client_address import client_address
 from apps.core.problems import DomainError, problem_page_or_json
 from apps.notifications.models import Attendee
 from apps.notifications.selectors import attendee_from_token
-from apps.ops.ratelimit import Rate, rate_limit_wait
+from apps.ops.ratelimit import setting_rate_wait
 
 ATTENDEE_PAGE_KEY = "attendee:page:"
 
 
 def attendee_page_wait(request: HttpRequest) -> int:
     """Count one attendee-page request from this client: 0 if admitted, else seconds to wait."""
-    if not settings.RATE_LIMIT_ENABLED:
-        return 0
-    return rate_limit_wait(
-        key=f"{ATTENDEE_PAGE_KEY}a{client_address(request)}", rate=Rate.parse(str(settings.ATTENDEE_PAGE_RATE))
-    )
+    return setting_rate_wait((f"{ATTENDEE_PAGE_KEY}a{client_address(request)}", "ATTENDEE_PAGE_RATE"))
 
 
 def attendee_page_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

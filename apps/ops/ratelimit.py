@@ -129,6 +129,15 @@ def rate_limit_wait(*, key: str, rate: Rate, count: bool = True) -> int:
     return decision.retry_after_seconds
 
 
+def setting_rate_wait(*checks: tuple[str, str]) -> int:
+    """Count one request against each (key, name of a rate setting, e.g. "ATTENDEE_PAGE_RATE"):
+    0 when every limit admits it (or RATE_LIMIT_ENABLED is off), else the seconds to wait before
+    the longest-refusing one would. For the web pages' own limits."""
+    if not settings.RATE_LIMIT_ENABLED:
+        return 0
+    return max(rate_limit_wait(key=key, rate=Rate.parse(str(getattr(settings, name)))) for key, name in checks)
+
+
 def rate_for(url_name: str | None) -> Rate:
     return Rate.parse(settings.RATE_LIMITS.get(url_name or "", settings.RATE_LIMIT_DEFAULT))
 

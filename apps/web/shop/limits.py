@@ -17,23 +17,16 @@ from __future__ import annotations
 
 import hashlib
 
-from django.conf import settings
 from django.http import HttpRequest
 
 from apps.core.client_address import client_address
-from apps.ops.ratelimit import Rate, rate_limit_wait
-
-
-def _rate(name: str) -> Rate:
-    return Rate.parse(str(getattr(settings, name)))
+from apps.ops.ratelimit import setting_rate_wait
 
 
 def wait_seconds(*checks: tuple[str, str]) -> int:
-    """Count one attempt against each (key, name of the rate's setting); 0 if every limit admits
-    it, else the seconds to wait before the longest-refusing one would."""
-    if not settings.RATE_LIMIT_ENABLED:
-        return 0
-    return max(rate_limit_wait(key=f"web:{key}", rate=_rate(setting)) for key, setting in checks)
+    """Count one attempt against each (key, name of the rate's setting), keys under "web:"; 0 if
+    every limit admits it, else the seconds to wait before the longest-refusing one would."""
+    return setting_rate_wait(*((f"web:{key}", setting) for key, setting in checks))
 
 
 def access_code_wait(request: HttpRequest, *, tenant_id: int, event_id: int) -> int:
