@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Entitlement, Receipt, Refund, Transaction
-from apps.commerce.services.refunds import refund_retry
+from apps.commerce.services.payment import refund_retry
 from apps.core.admin_base import ReadOnlyAdmin
 
 
