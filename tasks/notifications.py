@@ -7,6 +7,8 @@
 * `notifications.send_emails` (`announcement.emails`): one chunk's e-mails over one mail
   connection; a passing mail failure (DeliveryInterrupted, OSError) is retried with backoff.
 * `notifications.deliveries_requeue_stale` (beat): fan-outs and e-mails whose message was lost.
+* `notifications.photo_alerts_send` (beat): the owed e-mail alerts of new photos (drop-in); their
+  rows are the durable intent, so there is no message to lose. Paused by the drop-in kill switch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from celery import shared_task
 from django.conf import settings
 
 from apps.core.locks import LockBusy, LockLost, StaleLeaseError
+from apps.notifications.photo_alerts import photo_alerts_send_due
 from apps.notifications.services import (
     TOPIC_EMAILS,
     TOPIC_SEND_REQUESTED,
@@ -68,3 +71,13 @@ def deliveries_requeue_stale_task() -> dict[str, int]:
             "fanouts": fanouts_requeue_stale(older_than_seconds=older),
             "emails": deliveries_requeue_stale(older_than_seconds=older),
         }
+
+
+@shared_task(name="notifications.photo_alerts_send", acks_late=True)
+def photo_alerts_send() -> dict[str, Any]:
+    """Idempotent: each alert is claimed before it is sent. Runs for at most one sweep interval."""
+    try:
+        result = photo_alerts_send_due(max_seconds=settings.DROPIN_ALERT_SWEEP_SECONDS)
+    except CapabilityDisabled:
+        return {"paused": "the drop-in kill switch is engaged"}
+    return result.__dict__

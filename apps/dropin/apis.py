@@ -65,7 +65,8 @@ class JobOutputSerializer(serializers.Serializer):
 class EventSelfiesApi(TenantApi):
     """Register an attendee's selfie for drop-in (the attendee is added to the event by e-mail
     if new). `consent` must be true: it records the attendee's consent to face matching. A new
-    selfie replaces the attendee's previous one."""
+    selfie replaces the attendee's previous one. `photo_alerts` true records that the attendee
+    asked to be e-mailed when new photos of them appear."""
 
     permission_classes = [MANAGE_ROLES]
     parser_classes = [MultiPartParser]
@@ -76,6 +77,9 @@ class EventSelfiesApi(TenantApi):
         name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
         consent = serializers.BooleanField()
         image = serializers.FileField(allow_empty_file=False)
+        photo_alerts = serializers.BooleanField(
+            required=False, default=False, help_text="The attendee asks to be e-mailed about new photos of them."
+        )
 
     @extend_schema(request={"multipart/form-data": InputSerializer}, responses={202: FaceOutputSerializer})
     def post(self, request: Request, event_id: int) -> Response:
@@ -91,6 +95,7 @@ class EventSelfiesApi(TenantApi):
             image=image,
             image_size=image.size,
             actor_label=self.idempotency_caller(request),
+            photo_alerts=data.validated_data["photo_alerts"],
         )
         return Response(FaceOutputSerializer(face).data, status=202)
 

@@ -69,6 +69,7 @@ from apps.dropin.selectors import enrolled_faces, face_subject, photo_indexed, p
 from apps.ledger.models import LedgerAccount
 from apps.ledger.services import RESERVED_CLIENT_PREFIX, EntryIn, ledger_entries_append
 from apps.notifications.models import Attendee, Notification
+from apps.notifications.photo_alerts import attendee_photo_alerts_set, photo_alerts_arm
 from apps.ops.killswitch import ensure_enabled
 from apps.ops.models import Capability
 from apps.outbox.requeue import requeue_stale
@@ -139,11 +140,13 @@ def selfie_register(
     image: IO[bytes],
     image_size: int,
     actor_label: str,
+    photo_alerts: bool = False,
 ) -> AttendeeFace:
     """Register the attendee's selfie for drop-in: the attendee (added to the event if new; their
     e-mail consent is left as it is), a pending face holding the selfie's bytes, and its enrol
-    message. Replaces a face the attendee registered before. Audited. Joins the caller's
-    transaction. Raises ConsentRequired, EventNotFound, SelfieRefused.
+    message. Replaces a face the attendee registered before. With `photo_alerts`, the attendee
+    also asks to be e-mailed about new photos of them (without, a choice made before stays).
+    Audited. Joins the caller's transaction. Raises ConsentRequired, EventNotFound, SelfieRefused.
     """
     if not consent:
         raise ConsentRequired(
@@ -181,6 +184,8 @@ def selfie_register(
         queued_at=now,
     )
     _publish_enrol(face)
+    if photo_alerts:
+        attendee_photo_alerts_set(tenant_id=tenant_id, attendee_id=attendee.pk, enabled=True, actor_label=actor_label)
     audit_record(
         action="dropin.selfie_register",
         tenant_id=tenant_id,
@@ -553,9 +558,10 @@ def _record(
     indexed: list[IndexedFace] | None,
     analysis: PhotoAnalysis | None,
 ) -> JobRunResult:
-    """Write a run's matches, notifications, usage debit, photo index and success. Runs inside
-    the fenced transaction. Matches of a face deleted since the search are dropped (its row is
-    gone); what the backend indexed for a photo the backfill indexed meanwhile is forgotten."""
+    """Write a run's matches, notifications (and the e-mail alerts they arm), usage debit, photo
+    index and success. Runs inside the fenced transaction. Matches of a face deleted since the
+    search are dropped (its row is gone); what the backend indexed for a photo the backfill
+    indexed meanwhile is forgotten."""
     job = DropInJob.objects.select_for_update().select_related("event__tenant").get(pk=job.pk)
     now = timezone.now()
     # Locked: a face_delete waits for this transaction, or has already removed the face.
@@ -600,6 +606,7 @@ def _record(
         ],
         ignore_conflicts=True,
     )
+    photo_alerts_arm(tenant_id=job.tenant_id, attendee_ids=attendees, now=now)
     if result.searches:
         _usage_debit(job=job, searches=result.searches)
     if indexed is not None and not _index_store(photo=job.photo, backend=job.backend, faces=indexed):

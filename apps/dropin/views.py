@@ -8,13 +8,17 @@ credential, as for `apps.notifications.views`).
   Each selfie costs an enrolment, so a link may send `DROPIN_SELFIE_PAGE_RATE` of them (10 an
   hour); over that, 429 with `Retry-After`, checked before the upload is even parsed.
 * `POST /attendee/<token>/drop-in/delete`: delete the face and its matches.
+* `POST /attendee/<token>/drop-in/alerts`: `alerts=on` or `off`, the attendee's e-mail alerts of
+  new photos of them (`apps.notifications.photo_alerts`); the selfie form's `alerts=yes` turns
+  them on too.
 
-Both also count against the client address's `ATTENDEE_PAGE_RATE`, shared with the other
+All three also count against the client address's `ATTENDEE_PAGE_RATE`, shared with the other
 attendee pages (`apps.notifications.pages`).
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -27,6 +31,7 @@ from apps.dropin.selectors import face_of_attendee
 from apps.dropin.services import FaceNotFound, face_delete, selfie_register
 from apps.notifications.models import Attendee
 from apps.notifications.pages import attendee_or_problem, attendee_page_limited
+from apps.notifications.photo_alerts import attendee_photo_alerts_set
 from apps.ops.ratelimit import setting_rate_wait
 from apps.tenancy.context import tenant_context
 
@@ -35,13 +40,27 @@ def _actor(attendee: Attendee) -> str:
     return f"attendee {attendee.pk} (signed link)"
 
 
+def _interval_text(seconds: float) -> str:
+    """'an hour', 'every 2 hours', 'every 30 minutes': how often alerts may come, for the page."""
+    if seconds >= 3600:
+        hours = seconds / 3600
+        return "an hour" if hours == 1 else f"every {hours:g} hours"
+    return f"every {max(1, round(seconds / 60))} minutes"
+
+
 def _page(request: HttpRequest, attendee: Attendee, token: str, *, error: str = "", status: int = 200) -> HttpResponse:
     with tenant_context(attendee.tenant_id):
         face = face_of_attendee(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)
     response = render(
         request,
         "attendee/dropin.html",
-        {"attendee": attendee, "face": face, "token": token, "error": error},
+        {
+            "attendee": attendee,
+            "face": face,
+            "token": token,
+            "error": error,
+            "alert_interval": _interval_text(settings.DROPIN_ALERT_MIN_INTERVAL_SECONDS),
+        },
         status=status,
     )
     response["Cache-Control"] = "private, no-store"
@@ -86,6 +105,7 @@ def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
                 image=image,
                 image_size=image.size or 0,
                 actor_label=_actor(attendee),
+                photo_alerts=request.POST.get("alerts") == "yes",
             )
     except DomainError as exc:
         return _page(request, attendee, token, error=exc.detail or exc.title, status=exc.status_code)
@@ -108,4 +128,21 @@ def dropin_delete(request: HttpRequest, token: str) -> HttpResponse:
             )
     except FaceNotFound:
         pass  # already deleted: the page shows that
+    return HttpResponseRedirect(reverse("attendee-dropin", kwargs={"token": token}), status=303)
+
+
+@csrf_exempt
+@require_POST
+@attendee_page_limited
+def dropin_alerts(request: HttpRequest, token: str) -> HttpResponse:
+    attendee = attendee_or_problem(request, token)
+    if isinstance(attendee, HttpResponse):
+        return attendee
+    choice = request.POST.get("alerts")
+    if choice not in ("on", "off"):
+        return _page(request, attendee, token, error="Choose whether to get e-mail alerts.", status=400)
+    with tenant_context(attendee.tenant_id), transaction.atomic(durable=True):
+        attendee_photo_alerts_set(
+            tenant_id=attendee.tenant_id, attendee_id=attendee.pk, enabled=choice == "on", actor_label=_actor(attendee)
+        )
     return HttpResponseRedirect(reverse("attendee-dropin", kwargs={"token": token}), status=303)

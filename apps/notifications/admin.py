@@ -1,8 +1,9 @@
 """Attendees and announcements in the Django admin (platform superusers, system context).
 
 Everything here is written by the services (read-only): announcements are created and sent by
-studios through the API, deliveries by the fan-out and the e-mail senders. The announcement
-list shows each one's derived status and delivery counts.
+studios through the API, deliveries by the fan-out and the e-mail senders, photo alerts by the
+drop-in jobs and their sender. The announcement list shows each one's derived status and
+delivery counts.
 """
 
 from __future__ import annotations
@@ -10,13 +11,23 @@ from __future__ import annotations
 from django.contrib import admin
 
 from apps.core.admin_base import ReadOnlyAdmin
-from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
+from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification, PhotoAlert
 from apps.notifications.selectors import announcement_status
 
 
 @admin.register(Attendee)
 class AttendeeAdmin(ReadOnlyAdmin):
-    list_display = ("id", "tenant", "event", "email", "name", "email_consent", "unsubscribed_at", "created_at")
+    list_display = (
+        "id",
+        "tenant",
+        "event",
+        "email",
+        "name",
+        "email_consent",
+        "photo_alerts_at",
+        "unsubscribed_at",
+        "created_at",
+    )
     list_filter = ("email_consent",)
     search_fields = ("=email",)
     ordering = ("-id",)
@@ -29,6 +40,15 @@ class NotificationAdmin(ReadOnlyAdmin):
     list_display = ("id", "tenant", "attendee", "kind", "title", "created_at", "read_at")
     list_filter = ("kind",)
     search_fields = ("=dedupe_key", "=attendee__email")
+    ordering = ("-id",)
+    list_select_related = ("tenant", "attendee")
+    show_full_result_count = False
+
+
+@admin.register(PhotoAlert)
+class PhotoAlertAdmin(ReadOnlyAdmin):
+    list_display = ("id", "tenant", "attendee", "due_at", "sent_count", "last_sent_at", "attempts", "last_error")
+    search_fields = ("=attendee__email",)
     ordering = ("-id",)
     list_select_related = ("tenant", "attendee")
     show_full_result_count = False

@@ -6,6 +6,10 @@
   notifications worker is down or the mail server keeps failing (alert past a few minutes).
 * darkroom_announcement_fanouts_unfinished: announcements asked to be sent whose fan-out has
   not reached the end of the audience yet.
+* darkroom_photo_alerts_overdue / darkroom_photo_alerts_oldest_overdue_seconds: e-mail alerts of
+  new photos past their due time; the beat task sends them within a sweep interval, so an
+  oldest one minutes overdue means beat or the notifications worker is down, the drop-in kill
+  switch is engaged, or the mail service keeps failing.
 """
 
 from __future__ import annotations
@@ -50,4 +54,14 @@ def collect_notification_metrics() -> Iterable[Metric]:
         "darkroom_announcement_fanouts_unfinished",
         "Announcements asked to be sent whose fan-out has not finished.",
         value=stats.unfinished_fanouts,
+    )
+    yield GaugeMetricFamily(
+        "darkroom_photo_alerts_overdue",
+        "E-mail alerts of new photos past their due time, not sent yet.",
+        value=stats.photo_alerts_overdue,
+    )
+    yield GaugeMetricFamily(
+        "darkroom_photo_alerts_oldest_overdue_seconds",
+        "How long the most overdue e-mail alert of new photos has been owed (0 when none).",
+        value=stats.oldest_overdue_photo_alert_seconds,
     )

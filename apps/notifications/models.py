@@ -15,6 +15,10 @@
   deliveries (no e-mail consent) are delivered when written; `email` ones are pending until a
   sender claims them (`claim_token`, `claimed_until`), sends outside any transaction, and records
   delivered or failed.
+* `PhotoAlert`: the e-mail telling an attendee who asked for it (`Attendee.photo_alerts_at`) that
+  new photos of them arrived; one row per attendee, re-armed by every drop-in match
+  (`apps.notifications.photo_alerts`). `due_at` is when the next e-mail is owed (NULL: none);
+  `generation` counts the arming, so a sender can tell whether photos arrived while it sent.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Attendee(TenantModel):
     email_consent = models.BooleanField(default=False)
     consent_recorded_at = models.DateTimeField(null=True, blank=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    # When the attendee asked to be e-mailed about new photos of them (drop-in); NULL: not asked.
+    photo_alerts_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -174,3 +180,36 @@ class AnnouncementDelivery(TenantModel):
 
     def __str__(self) -> str:
         return f"delivery of announcement {self.announcement_id} to attendee {self.attendee_id} ({self.status})"
+
+
+class PhotoAlert(TenantModel):
+    attendee = models.ForeignKey(Attendee, on_delete=models.CASCADE, related_name="+", db_index=False)
+    due_at = models.DateTimeField(null=True, blank=True)  # the next e-mail is owed from then
+    generation = models.BigIntegerField(default=1)  # +1 each time a match arms it
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.IntegerField(default=0)  # sends of the owed e-mail without a final answer
+    sent_count = models.IntegerField(default=0)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "attendee"], name="notifications_photoalert_one_per_attendee"),
+            models.CheckConstraint(
+                condition=models.Q(generation__gte=1, attempts__gte=0, sent_count__gte=0),
+                name="notifications_photoalert_counts",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(claim_token__isnull=True) | models.Q(claimed_until__isnull=False),
+                name="notifications_photoalert_claim_has_deadline",
+            ),
+        ]
+        # The sender's scan: owed e-mails, oldest first.
+        indexes = [
+            models.Index(fields=["due_at"], name="notif_photoalert_due", condition=models.Q(due_at__isnull=False))
+        ]
+
+    def __str__(self) -> str:
+        return f"photo alert of attendee {self.attendee_id} (due {self.due_at})"

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.core.problems import DomainError
-from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
+from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification, PhotoAlert
 from apps.tenancy.context import tenant_context
 
 ATTENDEE_SALT = "darkroom.notifications.attendee"
@@ -152,15 +152,26 @@ class DeliveryStats:
     pending_emails: int
     oldest_pending_age_seconds: float
     unfinished_fanouts: int
+    photo_alerts_overdue: int
+    oldest_overdue_photo_alert_seconds: float
 
 
 def delivery_stats() -> DeliveryStats:
-    """Pending e-mails, the oldest one's age, unfinished fan-outs (for /metrics; the caller picks
-    the tenant or system context). Reads only pending rows (a partial index), never the history."""
+    """Pending e-mails, the oldest one's age, unfinished fan-outs, and the photo alerts past their
+    due time (for /metrics; the caller picks the tenant or system context). Reads only pending
+    and owed rows (partial indexes), never the history."""
     pending = AnnouncementDelivery.objects.filter(status=AnnouncementDelivery.Status.PENDING).aggregate(
         n=Count("id"), oldest=Min("created_at")
     )
     oldest = pending["oldest"]
     age = max(0.0, (timezone.now() - oldest).total_seconds()) if oldest is not None else 0.0
     unfinished = Announcement.objects.filter(send_requested_at__isnull=False, fanout_completed_at__isnull=True).count()
-    return DeliveryStats(pending_emails=pending["n"], oldest_pending_age_seconds=age, unfinished_fanouts=unfinished)
+    now = timezone.now()
+    overdue = PhotoAlert.objects.filter(due_at__lte=now).aggregate(n=Count("id"), oldest=Min("due_at"))
+    return DeliveryStats(
+        pending_emails=pending["n"],
+        oldest_pending_age_seconds=age,
+        unfinished_fanouts=unfinished,
+        photo_alerts_overdue=overdue["n"],
+        oldest_overdue_photo_alert_seconds=(now - overdue["oldest"]).total_seconds() if overdue["oldest"] else 0.0,
+    )

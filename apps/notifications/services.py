@@ -472,7 +472,8 @@ def announcement_emails_send(*, announcement_id: int, after: int, upto: int) -> 
     return result
 
 
-def _message_id_domain() -> str:
+def message_id_domain() -> str:
+    """The right-hand side of the Message-IDs of attendee e-mails: the public site's host."""
     return urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or "darkroom"
 
 
@@ -488,7 +489,7 @@ def _email(announcement: Announcement, *, key: int, attendee_id: int, to: str) -
         subject=announcement.title,
         body=announcement.body + footer,
         headers={
-            "Message-ID": f"<announcement.{announcement.pk}.{attendee_id}@{_message_id_domain()}>",
+            "Message-ID": f"<announcement.{announcement.pk}.{attendee_id}@{message_id_domain()}>",
             "List-Unsubscribe": f"<{unsubscribe}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
         },

@@ -494,6 +494,23 @@ DROPIN_USAGE_CURRENCY = env("DARKROOM_DROPIN_USAGE_CURRENCY", default="EUR")
 # Matching uses the drop-in threshold (DROPIN_MATCH_THRESHOLD or the backend's own).
 FINDME_MAX_FACES = env.int("DARKROOM_FINDME_MAX_FACES", default=100_000)
 FINDME_BATCH_SIZE = env.int("DARKROOM_FINDME_BATCH_SIZE", default=5_000)
+# E-mail alerts of new photos, for attendees who asked for them (apps/notifications/photo_alerts.py):
+# the first match makes one owed this long later (one burst of uploads, one e-mail), and never
+# sooner than the minimum interval after the last one. The beat task sends what is owed every
+# sweep interval, this many per claim; a claim lapses after its seconds (its sender died); an
+# e-mail the mail server keeps failing for a passing reason is given up after the attempts.
+DROPIN_ALERT_DELAY_SECONDS = env.float("DARKROOM_DROPIN_ALERT_DELAY_SECONDS", default=300.0)
+DROPIN_ALERT_MIN_INTERVAL_SECONDS = env.float("DARKROOM_DROPIN_ALERT_MIN_INTERVAL_SECONDS", default=3600.0)
+DROPIN_ALERT_SWEEP_SECONDS = env.float("DARKROOM_DROPIN_ALERT_SWEEP_SECONDS", default=30.0)
+DROPIN_ALERT_BATCH = env.int("DARKROOM_DROPIN_ALERT_BATCH", default=250)
+DROPIN_ALERT_CLAIM_SECONDS = env.float("DARKROOM_DROPIN_ALERT_CLAIM_SECONDS", default=300.0)
+DROPIN_ALERT_MAX_ATTEMPTS = env.int("DARKROOM_DROPIN_ALERT_MAX_ATTEMPTS", default=5)
+DROPIN_ALERT_FROM_EMAIL = env("DARKROOM_DROPIN_ALERT_FROM_EMAIL", default=ANNOUNCEMENT_FROM_EMAIL)
+CELERY_BEAT_SCHEDULE["notifications.photo_alerts_send"] = {
+    "task": "notifications.photo_alerts_send",
+    "schedule": DROPIN_ALERT_SWEEP_SECONDS,
+    "options": {"expires": DROPIN_ALERT_SWEEP_SECONDS},
+}
 
 # --- locks --------------------------------------------------------------------------------
 
