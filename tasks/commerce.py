@@ -7,8 +7,9 @@ Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant
   provider errors are retried with backoff, at most CHECKOUT_SESSION_MAX_RETRIES times.
 * `checkout.payment_session_close_requested` → close an expired checkout's provider session
   (`checkout_payment_session_close`, providers queue): outside any transaction, once per message
-  (its inbox row is written after the provider's answer, so a redelivery calls nothing);
-  retryable provider errors are retried with backoff like session creation.
+  (its inbox row and the checkout's `payment_session_close_concluded_at` are written after the
+  provider's answer, so neither a redelivery nor a later copy calls anything); retryable provider
+  errors are retried with backoff like session creation.
 * `checkout.paid` → the receipt email (`receipt_send`, claim/send/mark, notifications queue).
 * `checkout.shipped` → the "your prints are on their way" e-mail (`shipped_mail_send`, claim/
   send/mark on inbox rows, notifications queue; apps/commerce/services/fulfilment.py).
@@ -16,7 +17,8 @@ Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant
   on inbox rows, notifications queue).
 Beat: `commerce.checkouts_expire` expires overdue unpaid checkouts and releases their stock;
 `commerce.checkouts_requeue_stale` and `commerce.receipts_requeue_stale` move on the checkouts
-and receipts whose message the broker lost (REQUEUE_STALE_AFTER_SECONDS after their last step).
+and receipts whose message the broker lost (REQUEUE_STALE_AFTER_SECONDS after their last step);
+the first also queues again the session closes still owed by expired checkouts.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from apps.commerce.services import (
     checkout_payment_session_ensure,
     checkouts_expire_due,
     checkouts_requeue_stale,
+    payment_session_closes_requeue_stale,
     receipt_send,
     receipts_requeue_stale,
 )
@@ -155,9 +158,14 @@ def checkouts_expire() -> int:
 
 @shared_task(name="commerce.checkouts_requeue_stale", acks_late=True)
 def checkouts_requeue_stale_task() -> dict[str, int]:
-    """Idempotent: a checkout moved on once is left alone for another REQUEUE_STALE_AFTER_SECONDS."""
+    """Idempotent: a checkout moved on once (settled, session or session close asked for again) is
+    left alone for another REQUEUE_STALE_AFTER_SECONDS. Two transactions: open checkouts, then
+    expired checkouts whose session close is still owed (`session_closes_requested`)."""
+    older_than_seconds = settings.REQUEUE_STALE_AFTER_SECONDS
     with system_context("stale checkout sweep"):
-        return checkouts_requeue_stale(older_than_seconds=settings.REQUEUE_STALE_AFTER_SECONDS)
+        counts = checkouts_requeue_stale(older_than_seconds=older_than_seconds)
+        closes = payment_session_closes_requeue_stale(older_than_seconds=older_than_seconds)
+    return {**counts, "session_closes_requested": len(closes)}
 
 
 @shared_task(name="commerce.receipts_requeue_stale", acks_late=True)

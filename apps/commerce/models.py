@@ -115,6 +115,13 @@ class Checkout(TenantModel):
     # concludes; a checkout still awaiting payment long after it lost its capture message (the
     # broker forgot it): `captures_requeue_stale` asks again.
     capture_requested_at = models.DateTimeField(null=True, blank=True)
+    # The provider session's close (an expired checkout's `checkout.payment_session_close_requested`
+    # message): `..._queued_at` is when its message was last queued (by the expiry, by the session
+    # stored after it, or by `payment_session_closes_requeue_stale`), `..._concluded_at` when the
+    # consumer had the provider's final answer (closed, already closed, paid first, no close
+    # call, or refused for good). Queued and not concluded: the close is still owed.
+    payment_session_close_queued_at = models.DateTimeField(null=True, blank=True)
+    payment_session_close_concluded_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -150,6 +157,14 @@ class Checkout(TenantModel):
                 condition=models.Q(status__in=["reserving", "awaiting_payment_session", "awaiting_payment"]),
             ),
             models.Index(fields=["tenant", "email", "created_at"], name="commerce_checkout_tenant_email"),
+            # The lost-message sweep of session closes: the few closes still owed, by expiry.
+            models.Index(
+                fields=["expires_at"],
+                name="commerce_checkout_close_owed",
+                condition=models.Q(
+                    payment_session_close_queued_at__isnull=False, payment_session_close_concluded_at__isnull=True
+                ),
+            ),
         ]
 
     def __str__(self) -> str:

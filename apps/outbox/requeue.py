@@ -39,6 +39,7 @@ REQUEUE_FLOWS = (
     "receipts",
     "checkout_settlements",
     "payment_sessions",
+    "payment_session_closes",
     "payouts",
     "announcement_emails",
     "announcement_fanouts",

@@ -350,7 +350,8 @@ OUTBOX_CLEANUP_BATCH_SIZE = env.int("OUTBOX_CLEANUP_BATCH_SIZE", default=5000)
 OUTBOX_ROUTES: dict[str, str | dict[str, str]] = {}
 # Lost messages (apps/outbox/requeue.py): a webhook event still `received`, a refund still
 # `requested`, a photo still waiting for its render, a receipt still unsent, a capture not done,
-# a checkout still reserving with its stock decided or still waiting for its payment session this
+# a checkout still reserving with its stock decided or still waiting for its payment session, an
+# expired checkout's payment session close not yet concluded this
 # long after its message was queued lost that message (the broker forgot it, e.g. a Redis
 # restart); a beat task per flow queues it again,
 # every REQUEUE_STALE_SWEEP_SECONDS (a run missed while workers were down expires, not piles up).

@@ -59,8 +59,8 @@ def test_a_reserving_checkout_whose_decision_message_was_lost_is_settled_once(sh
         Checkout.objects.filter(pk=overdue.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
 
     # when: the beat sweep runs twice (the second pass finds nothing due)
-    assert checkouts_requeue_stale_task() == {"settled": 1, "sessions_requested": 0}
-    assert checkouts_requeue_stale_task() == {"settled": 0, "sessions_requested": 0}
+    assert checkouts_requeue_stale_task() == {"settled": 1, "sessions_requested": 0, "session_closes_requested": 0}
+    assert checkouts_requeue_stale_task() == {"settled": 0, "sessions_requested": 0, "session_closes_requested": 0}
 
     # then: only the old decided checkout was settled (the overdue one is the expiry sweep's);
     # its payment session follows as usual
@@ -85,8 +85,8 @@ def test_a_checkout_whose_payment_session_message_was_lost_is_asked_again(tenant
     last_changed(recent, minutes_ago=1)
 
     # when: the beat sweep runs twice
-    assert checkouts_requeue_stale_task() == {"settled": 0, "sessions_requested": 1}
-    assert checkouts_requeue_stale_task() == {"settled": 0, "sessions_requested": 0}
+    assert checkouts_requeue_stale_task() == {"settled": 0, "sessions_requested": 1, "session_closes_requested": 0}
+    assert checkouts_requeue_stale_task() == {"settled": 0, "sessions_requested": 0, "session_closes_requested": 0}
 
     # then: the old checkout gets its session from the new message; the recent one still waits
     assert drain_outbox() == ["checkout.payment_session_requested"]

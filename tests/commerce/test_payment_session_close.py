@@ -188,11 +188,15 @@ def test_a_session_created_while_its_checkout_expired_is_closed(tenant_a, shop_a
     checkout = checkout_of(tenant_a, checkout_id)
     assert (checkout.status, checkout.stripe_checkout_session_id) == ("expired", SESSION_ID)
     assert pending_topics() == [CLOSE]
+    # and: the close is owed (queued, not concluded) until its consumer hears from Stripe
+    assert checkout.payment_session_close_queued_at is not None
+    assert checkout.payment_session_close_concluded_at is None
     stripe.responses.append(stripe_session(status="expired"))
     assert drain_outbox() == [CLOSE]
     assert [path(r) for r in stripe.requests if path(r).endswith("/expire")] == [
         f"https://api.stripe.com/v1/checkout/sessions/{SESSION_ID}/expire"
     ]
+    assert checkout_of(tenant_a, checkout_id).payment_session_close_concluded_at is not None
 
 
 def test_an_overdue_checkout_gets_no_session(tenant_a, shop_a, stripe):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.relay import OutboxRelay
+from apps.outbox.requeue import REQUEUE_FLOWS
 from apps.tenancy.context import system_context
 from tasks.outbox import cleanup
 
@@ -163,5 +164,5 @@ def test_a_requeue_that_fails_for_one_row_still_requeues_the_others(caplog):
 
 def test_metrics_report_every_requeue_flow_even_before_it_counted(client):
     body = client.get("/metrics").content.decode()
-    for flow in ("webhook_events", "refunds", "payment_captures", "photo_renders", "receipts"):
+    for flow in REQUEUE_FLOWS:
         assert re.search(rf'^darkroom_outbox_requeued_total\{{flow="{flow}"\}} \d', body, re.MULTILINE), flow

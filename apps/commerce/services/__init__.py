@@ -11,6 +11,7 @@ from apps.commerce.services.checkout import (
     checkout_reservations_settle,
     checkouts_expire_due,
     checkouts_requeue_stale,
+    payment_session_closes_requeue_stale,
 )
 from apps.commerce.services.payment import (
     FactOutcome,
@@ -46,6 +47,7 @@ __all__ = [
     "checkouts_expire_due",
     "checkouts_requeue_stale",
     "derive_status",
+    "payment_session_closes_requeue_stale",
     "platform_fee_minor",
     "receipt_send",
     "receipts_requeue_stale",

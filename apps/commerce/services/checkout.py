@@ -31,8 +31,13 @@ the checkout's row lock, so each expired checkout gets exactly one such message.
 (`tasks.commerce.close_payment_session`, providers queue) calls
 `checkout_payment_session_close` outside any transaction: the adapter's `close_payment_session`
 (Stripe expires the session; PayPal and Flutterwave have no such call, see their adapters), then
-an inbox row records that the close concluded, so a redelivered message calls nothing. A payment
-that still races the close is refunded as a late payment (`payment.py`).
+one short transaction writes the message's inbox row and the checkout's
+`payment_session_close_concluded_at`, so neither a redelivered message nor a later one calls the
+provider again. A payment that still races the close is refunded as a late payment (`payment.py`).
+Whoever writes the message stamps `payment_session_close_queued_at`; a close queued and not
+concluded is still owed, and `payment_session_closes_requeue_stale` queues it again once its
+message is REQUEUE_STALE_AFTER_SECONDS old (the broker lost it, or the consumer ran out of
+retries), for as long as a provider session can outlive its checkout (SESSION_CLOSE_OWED_FOR).
 
 Shipping (prints are physical). A checkout with print lines carries the shopper's shipping
 address (`ShippingIn`, stored as its `CheckoutShipping` row); one without print lines carries
@@ -107,6 +112,12 @@ TOPIC_PAYMENT_SESSION_REQUESTED = "checkout.payment_session_requested"
 TOPIC_PAYMENT_SESSION_CLOSE_REQUESTED = "checkout.payment_session_close_requested"
 # The consumer of TOPIC_PAYMENT_SESSION_CLOSE_REQUESTED: also the name of its inbox rows.
 SESSION_CLOSE_CONSUMER = "commerce.close_payment_session"
+# How long after its checkout's expiry a session's close is still owed: the longest a provider
+# session can outlive its checkout. A Stripe session ends at most 24 hours after its create
+# request (Stripe's cap), which is made before the checkout's expiry; the sandbox's ends at the
+# expiry; Flutterwave and PayPal have no close call. Past this a close that never concluded (a
+# provider down for a day, a provider no longer configured) is not asked for again.
+SESSION_CLOSE_OWED_FOR = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -639,7 +650,8 @@ def _session_created(*, checkout_id: uuid.UUID, session: ProviderSession) -> Che
     """Store the session (outermost transaction, checkout row locked). The reference is stored
     even if the checkout expired meanwhile, so a late payment can still be matched and refunded,
     and the session is then closed: the expiry found no reference to close, so the
-    `checkout.payment_session_close_requested` message is written here instead."""
+    `checkout.payment_session_close_requested` message is written (and its queued time stamped)
+    here instead."""
     checkout = Checkout.objects.select_for_update().get(pk=checkout_id)
     field = PROVIDER_REFERENCE_FIELD[checkout.provider]
     update = ["payment_session_attempts", "payment_session_error", "updated_at"]
@@ -648,6 +660,7 @@ def _session_created(*, checkout_id: uuid.UUID, session: ProviderSession) -> Che
         update.append(field)
         if checkout.status == Checkout.Status.EXPIRED:
             _publish_session_close_requested(checkout)
+            update.append("payment_session_close_queued_at")
     elif getattr(checkout, field) != session.reference:
         logger.error(
             "provider returned another session for the same idempotency key",
@@ -778,7 +791,8 @@ def checkouts_expire_due(*, now: datetime | None = None, batch_size: int | None 
 def checkout_expire(*, tenant_id: int, checkout_id: uuid.UUID | str, now: datetime | None = None) -> bool:
     """Expire one open, overdue checkout: transaction `expired`, stock released exactly once,
     and, if it has a provider session, a `checkout.payment_session_close_requested` message
-    (its consumer closes the session after commit, so the shopper cannot pay any more).
+    (its consumer closes the session after commit, so the shopper cannot pay any more) with the
+    checkout's `payment_session_close_queued_at` stamped (the close is owed until it concludes).
 
     Outermost transaction; locks the checkout row (skipping it if a payment is being
     processed: the next sweep sees the outcome), then its transaction and reservations.
@@ -799,12 +813,16 @@ def checkout_expire(*, tenant_id: int, checkout_id: uuid.UUID | str, now: dateti
         # Without a reference no session exists yet: `_session_created` asks for the close if
         # one is being created (it takes this row's lock, so it sees the checkout expired).
         _publish_session_close_requested(checkout)
+        checkout.save(update_fields=["payment_session_close_queued_at"])
     return True
 
 
 def _publish_session_close_requested(checkout: Checkout) -> None:
-    """The message that closes an expired checkout's provider session (in the caller's
-    transaction, checkout row locked: one message per checkout, see the module docstring)."""
+    """The message that closes an expired checkout's provider session, and the checkout's
+    `payment_session_close_queued_at` set to now (the caller saves it). In the caller's
+    transaction, checkout row locked: one message per checkout, and one more per lost-message
+    sweep that finds the close still owed (see the module docstring)."""
+    checkout.payment_session_close_queued_at = timezone.now()
     outbox_publish(
         topic=TOPIC_PAYMENT_SESSION_CLOSE_REQUESTED,
         tenant_id=checkout.tenant_id,
@@ -819,14 +837,22 @@ def checkout_payment_session_close(*, checkout_id: uuid.UUID | str, message_id: 
     returns what happened (for the task result and logs).
 
     Runs OUTSIDE any transaction (it calls the provider; TransactionManagementError otherwise),
-    in the checkout's tenant context. Once per message: an inbox row
-    (SESSION_CLOSE_CONSUMER, message_id) is written after the adapter's answer, and a message
-    that has one (a redelivery) calls nothing. Two copies running at the same moment may both
-    call the provider, which is harmless: closing is idempotent at every provider (a second
-    close answers "already closed"). Does nothing for a checkout that is not expired or has no
-    provider reference. A final provider refusal is logged and concludes the attempt (the
-    session's own expiry still bounds it; a late payment is refunded); a retryable one is
-    raised (ProviderError) for the consumer's backoff, with no inbox row.
+    in the checkout's tenant context. Calls the provider at most once per message and not at all
+    once the close concluded: after the adapter's final answer one short transaction writes the
+    inbox row (SESSION_CLOSE_CONSUMER, message_id) and the checkout's
+    `payment_session_close_concluded_at`; a message that has its inbox row (a redelivery), or
+    arrives for a checkout whose close concluded (a copy the lost-message sweep queued while the
+    first was slow), calls nothing. Two copies running at the same moment may both call the
+    provider, which is harmless: closing is idempotent at every provider (a second close answers
+    "already closed").
+
+    Final answers, each concluding the close: every SessionCloseOutcome (closed, already closed,
+    completed: paid first, not supported), a provider refusal that is not retryable (logged; the
+    session's own expiry still bounds it and a late payment is refunded; a session the provider
+    does not know is such a refusal, 404), and a checkout that is not expired or has no provider
+    reference (nothing to close). A retryable refusal (timeout, 409, 429, 5xx) is raised
+    (ProviderError) for the consumer's backoff with nothing written: the close stays owed, and
+    once the consumer runs out of retries `payment_session_closes_requeue_stale` asks again.
     Raises CheckoutNotFound.
     """
     if connection.in_atomic_block:
@@ -836,22 +862,69 @@ def checkout_payment_session_close(*, checkout_id: uuid.UUID | str, message_id: 
     checkout = Checkout.objects.filter(pk=checkout_id).first()
     if checkout is None:
         raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
+    if checkout.payment_session_close_concluded_at is not None:
+        return "already concluded"
     reference = checkout.provider_reference
     if checkout.status != Checkout.Status.EXPIRED or not reference:
-        return f"nothing to close (checkout {checkout.status}, reference {reference!r})"
+        outcome = f"nothing to close (checkout {checkout.status}, reference {reference!r})"
+    else:
+        outcome = _close_at_provider(checkout=checkout, reference=reference)
+    _session_close_concluded(checkout_id=checkout.pk, message_id=message_id)
+    return outcome
+
+
+def _close_at_provider(*, checkout: Checkout, reference: str) -> str:
+    """The adapter's close, its final answer as a string; raises a retryable ProviderError."""
     log = {"checkout_id": str(checkout.pk), "provider": checkout.provider, "reference": reference}
     try:
-        outcome: str = get_provider(checkout.provider).close_payment_session(reference=reference)
+        outcome = get_provider(checkout.provider).close_payment_session(reference=reference)
     except ProviderError as exc:
         if exc.retryable:
             raise
         logger.warning("payment session close refused", extra={**log, "error": str(exc)})
-        outcome = f"refused: {exc.detail}"[:200]
+        return f"refused: {exc.detail}"[:200]
+    if outcome == SessionCloseOutcome.COMPLETED:
+        logger.warning("payment session completed before it could be closed", extra=log)
     else:
-        if outcome == SessionCloseOutcome.COMPLETED:
-            logger.warning("payment session completed before it could be closed", extra=log)
-        else:
-            logger.info("payment session close concluded", extra={**log, "outcome": outcome})
-    with consume_once(consumer=SESSION_CLOSE_CONSUMER, message_id=message_id):
-        pass  # the inbox row alone: the effect happened at the provider
+        logger.info("payment session close concluded", extra={**log, "outcome": str(outcome)})
     return str(outcome)
+
+
+@transaction.atomic(durable=True)
+def _session_close_concluded(*, checkout_id: uuid.UUID, message_id: uuid.UUID | str) -> None:
+    """Record that the close concluded (outermost transaction, after the provider's answer): the
+    message's inbox row, and the checkout's `payment_session_close_concluded_at` unless an earlier
+    copy set it (the first answer's time is kept)."""
+    with consume_once(consumer=SESSION_CLOSE_CONSUMER, message_id=message_id):
+        Checkout.objects.filter(pk=checkout_id, payment_session_close_concluded_at__isnull=True).update(
+            payment_session_close_concluded_at=timezone.now()
+        )
+
+
+@transaction.atomic(durable=True)
+def payment_session_closes_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> list[uuid.UUID]:
+    """Queue again the close of expired checkouts' provider sessions still owed (queued, not
+    concluded) more than `older_than_seconds` after their message was queued
+    (`apps.outbox.requeue`: the broker lost it, or the consumer ran out of retries on a provider
+    outage); returns the checkouts' ids. A checkout that expired more than SESSION_CLOSE_OWED_FOR
+    ago is left alone: its session has ended at the provider by itself.
+
+    Outermost transaction, in the system context (the beat task's): checkouts of every studio.
+    Harmless when the message was only slow: the consumer calls nothing once the close concluded,
+    and closing is idempotent at every provider (Stripe: the key `expire:<session id>`).
+    """
+    checkouts = requeue_stale(
+        Checkout.objects.filter(
+            status=Checkout.Status.EXPIRED,
+            payment_session_close_queued_at__isnull=False,
+            payment_session_close_concluded_at__isnull=True,
+            expires_at__gt=timezone.now() - SESSION_CLOSE_OWED_FOR,
+        ),
+        queued_field="payment_session_close_queued_at",
+        fallback_field="expires_at",  # never used (the queued time is set); the oldest go first
+        older_than_seconds=older_than_seconds,
+        limit=limit,
+        requeue=_publish_session_close_requested,
+        flow="payment_session_closes",
+    )
+    return [checkout.pk for checkout in checkouts]
