@@ -32,6 +32,7 @@ from apps.commerce.models import (
     CheckoutShipping,
     Entitlement,
     Provider,
+    Refund,
 )
 from apps.commerce.selectors import (
     checkout_get,
@@ -40,7 +41,13 @@ from apps.commerce.selectors import (
     photos_covered,
     photos_covered_count,
 )
-from apps.commerce.services import LineIn, ShippingIn, checkout_create, checkout_payment_session_request
+from apps.commerce.services import (
+    LineIn,
+    ShippingIn,
+    checkout_create,
+    checkout_payment_session_request,
+    checkout_refund_request,
+)
 from apps.core.serializers import DirectOutputSerializer, IdField, StrictSerializer
 from apps.ops.killswitch import ensure_enabled
 from apps.ops.models import Capability
@@ -227,6 +234,38 @@ class CheckoutPaymentSessionApi(TenantApi):
         checkout_payment_session_request(tenant_id=self.tenant_id, checkout_id=checkout_id)
         checkout = checkout_get(tenant_id=self.tenant_id, checkout_id=checkout_id)
         return Response(CheckoutOutputSerializer(checkout).data, status=202)
+
+
+REFUND_ROLES = HasTenantRole.of("api_key", "owner")
+
+
+class RefundOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    checkout_id = serializers.UUIDField(source="transaction.checkout_id")
+    reason = serializers.ChoiceField(choices=Refund.Reason.values)
+    status = serializers.ChoiceField(choices=Refund.Status.values)
+    amount_minor = serializers.IntegerField()
+    currency = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+
+
+class CheckoutRefundApi(TenantApi):
+    """Refund a paid checkout in full (owner or API key): 202, the refund is asked of the provider
+    after commit with the refund's own idempotency key. The checkout turns `refunded`, its
+    downloads stop and the wallet credits are reversed when the provider confirms (its refund
+    webhook). 409 `checkout-not-refundable` for a checkout that is not paid, 409
+    `refund-already-requested` while a refund of it is under way."""
+
+    permission_classes = [REFUND_ROLES]
+
+    @extend_schema(request=None, responses={202: RefundOutputSerializer})
+    def post(self, request: Request, checkout_id: str) -> Response:
+        assert self.tenant_id is not None
+        refund = checkout_refund_request(
+            tenant_id=self.tenant_id, checkout_id=checkout_id, actor_label=self.idempotency_caller(request)
+        )
+        return Response(RefundOutputSerializer(refund).data, status=202)
 
 
 class EntitlementDownloadSerializer(serializers.Serializer):

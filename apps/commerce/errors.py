@@ -88,3 +88,17 @@ class CheckoutNotShippable(DomainError):
 class AlreadyShipped(CheckoutNotShippable):
     slug = "checkout-already-shipped"
     title = "Already shipped"
+
+
+class CheckoutNotRefundable(DomainError):
+    """A refund the studio cannot ask for: the checkout is not paid (never paid, refunded
+    already), or a refund of it is under way (`RefundAlreadyRequested`)."""
+
+    status_code = 409
+    slug = "checkout-not-refundable"
+    title = "The checkout cannot be refunded"
+
+
+class RefundAlreadyRequested(CheckoutNotRefundable):
+    slug = "refund-already-requested"
+    title = "Refund already requested"

@@ -570,7 +570,8 @@ class Receipt(TenantModel):
 
 
 class Refund(TenantModel):
-    """A refund Darkroom asked the provider for (e.g. a payment that arrived after expiry).
+    """A refund Darkroom asked the provider for: a payment it must not keep (e.g. one that arrived
+    after expiry), or a paid order the studio refunds (`studio`, whole amount).
 
     `requested` (written with the decision, in the processing transaction) → `submitted` (the
     provider accepted it; `provider_refund_id`) or `failed` (retried by the consumer, then left
@@ -587,6 +588,7 @@ class Refund(TenantModel):
         LATE_PAYMENT = "late_payment", "Paid after the reservation expired"
         NOT_FULFILLABLE = "not_fulfillable", "Nothing left to deliver"
         AMOUNT_MISMATCH = "amount_mismatch", "Charged amount differs from the checkout"
+        STUDIO = "studio", "Refunded by the studio"
 
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="refunds")
     reason = models.CharField(max_length=20, choices=Reason.choices)

@@ -12,5 +12,6 @@ urlpatterns: list[URLPattern] = [
         apis.CheckoutPaymentSessionApi.as_view(),
         name="checkout-payment-session",
     ),
+    path("checkouts/<uuid:checkout_id>/refund", apis.CheckoutRefundApi.as_view(), name="checkout-refund"),
     path("entitlements", apis.EntitlementListApi.as_view(), name="entitlement-list"),
 ]

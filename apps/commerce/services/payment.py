@@ -20,6 +20,10 @@ database key, so each happens exactly once:
   (once: reservations move confirmed → released under their row locks).
 * → refunded after fulfilment: entitlements revoked, and each wallet credit reversed by a debit
   with key `refund:<checkout>:<line>`.
+
+A studio refunds a paid order (`checkout_refund_request`) through the same path: a `studio`
+refund of the whole amount and its message; the money side lands with the provider's refund
+webhook, as above.
 """
 
 from __future__ import annotations
@@ -38,7 +42,13 @@ from django.db.models import Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from apps.commerce.errors import PaidWithoutAmount, PaymentForUnknownCheckout
+from apps.commerce.errors import (
+    CheckoutNotFound,
+    CheckoutNotRefundable,
+    PaidWithoutAmount,
+    PaymentForUnknownCheckout,
+    RefundAlreadyRequested,
+)
 from apps.commerce.inventory import get_strategy
 from apps.commerce.models import (
     PROVIDER_REFERENCE_FIELD,
@@ -345,6 +355,55 @@ def _publish_refund_requested(refund: Refund) -> None:
 # providers refuse to refund more than was charged.
 
 RETRY_KEY_MARK = ":retry-"
+
+
+@transaction.atomic
+def checkout_refund_request(
+    *, tenant_id: int, checkout_id: uuid.UUID | str, actor_label: str, actor_user: User | None = None
+) -> Refund:
+    """Refund a paid order in full, as the studio decided: a `studio` refund of the charged amount
+    and its `payment.refund_requested` message (its consumer asks the provider, with the refund's
+    idempotency key), and one `checkout.refund_request` audit row. The checkout stays `paid`
+    until the provider's refund webhook arrives; then its entitlements are revoked and the wallet
+    credits reversed (`_on_refunded`). Stock of refunded prints is not put back (a print may
+    have been made); the studio restocks by hand.
+
+    Joins the caller's transaction (the API's Idempotency-Key protocol or the studio form's
+    `submit_once`), in the tenant's context; locks the checkout row, then its transaction.
+    A studio refund the provider refused (`failed`) is asked for again (`refund_retry`).
+    Raises CheckoutNotFound (also another studio's checkout), CheckoutNotRefundable (not paid)
+    and RefundAlreadyRequested (a refund of this payment is under way).
+    """
+    checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
+    if checkout is None:
+        raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
+    txn = Transaction.objects.select_for_update().filter(checkout_id=checkout.pk).first()
+    if checkout.status != Checkout.Status.PAID or txn is None or txn.status != Transaction.Status.PAID:
+        raise CheckoutNotRefundable(
+            f"Only a paid order can be refunded; this one is {checkout.get_status_display().lower()}."
+        )
+    if Refund.objects.filter(transaction=txn).exclude(status=Refund.Status.FAILED).exists():
+        raise RefundAlreadyRequested("A refund of this order is already under way.")
+    failed = Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO).first()
+    if failed is not None:  # the provider refused it before: ask again, with a new key
+        refund_retry(refund_id=failed.pk, actor_label=actor_label, actor_user=actor_user)
+    else:
+        now = timezone.now()
+        _request_refund(
+            txn=txn, reason=Refund.Reason.STUDIO, amount_minor=txn.amount_minor, currency=txn.currency, now=now
+        )
+        txn.save(update_fields=["refund_requested_at", "updated_at"])
+    refund = Refund.objects.get(transaction=txn, reason=Refund.Reason.STUDIO)
+    audit_record(
+        action="checkout.refund_request",
+        tenant_id=tenant_id,
+        actor_user=actor_user,
+        actor_label=actor_label,
+        target_type="checkout",
+        target_id=str(checkout.pk),
+        data={"refund_id": refund.pk, "amount_minor": refund.amount_minor, "currency": refund.currency},
+    )
+    return refund
 
 
 def _retry_key(idempotency_key: str, attempt: int) -> str:

@@ -39,6 +39,7 @@ ANNOUNCE_ROLES = (OWNER, STAFF)
 PAYOUT_MANAGE_ROLES = (OWNER,)
 API_KEY_MANAGE_ROLES = (OWNER,)
 MEMBER_MANAGE_ROLES = (OWNER,)
+REFUND_ROLES = (OWNER,)
 
 P = ParamSpec("P")
 
@@ -83,6 +84,10 @@ class Studio:
     @property
     def can_manage_members(self) -> bool:
         return self.can(MEMBER_MANAGE_ROLES)
+
+    @property
+    def can_refund(self) -> bool:
+        return self.can(REFUND_ROLES)
 
     @property
     def caller(self) -> str:

@@ -362,6 +362,16 @@ class StudioChoiceForm(StudioForm):
         self._choices("studio", studios)
 
 
+class RefundForm(StudioForm):
+    """Refund a paid sale in full (`checkout_refund_request`)."""
+
+    confirm = forms.BooleanField(
+        label="Give the buyer their money back",
+        help_text="The whole amount goes back to the buyer; their downloads stop working and the "
+        "photographers' earnings from this sale are taken back from their wallets.",
+    )
+
+
 class ShipForm(StudioForm):
     """Mark a sale's prints shipped (`checkout_mark_shipped`)."""
 

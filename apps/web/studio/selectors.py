@@ -22,7 +22,7 @@ from django.db.models.functions import Coalesce
 
 from apps.catalog.models import Event, Photo
 from apps.catalog.storage import public_url
-from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping
+from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Refund
 from apps.dropin.models import DropInJob
 from apps.ledger.models import LedgerAccount
 from apps.ledger.partitioning import logical_partition
@@ -151,6 +151,11 @@ def sale_of_tenant(*, tenant_id: int, checkout_id: uuid.UUID) -> Checkout | None
         CheckoutLine.objects.filter(tenant_id=tenant_id, checkout=checkout).order_by("position")
     )
     return checkout
+
+
+def refunds_of_sale(*, tenant_id: int, checkout_id: uuid.UUID) -> list[Refund]:
+    """The refunds asked of the provider for a sale, oldest first."""
+    return list(Refund.objects.filter(tenant_id=tenant_id, transaction__checkout_id=checkout_id).order_by("pk"))
 
 
 # --- wallets and payouts ------------------------------------------------------------------

@@ -49,6 +49,7 @@ urlpatterns = [
     path("sales/", money.sales, name="sales"),
     path("sales/<uuid:checkout_id>/", money.sale_detail, name="sale"),
     path("sales/<uuid:checkout_id>/ship", money.sale_ship, name="sale-ship"),
+    path("sales/<uuid:checkout_id>/refund", money.sale_refund, name="sale-refund"),
     path("wallet/", money.wallet, name="wallet"),
     path("wallet/statement.csv", money.wallet_statement, name="wallet-statement"),
     path("wallet/payout-request", money.wallet_payout_request, name="payout-request"),

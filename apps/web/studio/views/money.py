@@ -1,5 +1,5 @@
 """Money pages: the studio's sales (all, or the prints still to ship) and each sale's detail with its
-"Mark as shipped" form, the signed-in member's wallet (entries in keyset pages, and the
+"Mark as shipped" and (owners) "Refund" forms, the signed-in member's wallet (entries in keyset pages, and the
 whole statement as CSV) and payouts, payout requests, and (owners) where each photographer is
 paid."""
 
@@ -22,7 +22,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.catalog.models import ProductKind
-from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping
+from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Refund
+from apps.commerce.services import checkout_refund_request
 from apps.commerce.services.fulfilment import address_lines, checkout_mark_shipped
 from apps.ledger.models import LedgerEvent
 from apps.ledger.selectors import account_entries_oldest_first, account_entries_page
@@ -33,8 +34,15 @@ from apps.payouts.services import NotAMember, payout_destination_set, payout_wal
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import User
 from apps.web.studio import selectors
-from apps.web.studio.access import PAYOUT_MANAGE_ROLES, SALES_ROLES, Studio, problem_page, studio_page
-from apps.web.studio.forms import DestinationForm, PayoutRequestForm, ShipForm
+from apps.web.studio.access import (
+    PAYOUT_MANAGE_ROLES,
+    REFUND_ROLES,
+    SALES_ROLES,
+    Studio,
+    problem_page,
+    studio_page,
+)
+from apps.web.studio.forms import DestinationForm, PayoutRequestForm, RefundForm, ShipForm
 from apps.web.studio.views.common import page_of, submit
 
 
@@ -83,10 +91,24 @@ def _shippable(sale: Checkout) -> bool:
 _KIND_LABELS = {"download": "Download", "print": "Print", "bulk": "All photos of the event"}
 
 
+def _refundable(sale: Checkout, refunds: list[Refund]) -> bool:
+    """Whether the "Refund" form applies (the service decides for good): paid, and no refund
+    under way (a failed studio refund may be asked for again)."""
+    return sale.status == Checkout.Status.PAID and all(r.status == Refund.Status.FAILED for r in refunds)
+
+
 def _render_sale(
-    request: HttpRequest, studio: Studio, sale: Checkout, *, status: int = 200, ship_form: ShipForm | None = None
+    request: HttpRequest,
+    studio: Studio,
+    sale: Checkout,
+    *,
+    status: int = 200,
+    ship_form: ShipForm | None = None,
+    refund_form: RefundForm | None = None,
 ) -> HttpResponse:
     shipping = getattr(sale, "shipping", None)
+    refunds = selectors.refunds_of_sale(tenant_id=studio.tenant_id, checkout_id=sale.pk)
+    offer_refund = studio.can_refund and (refund_form is not None or _refundable(sale, refunds))
     context: dict[str, Any] = {
         "studio": studio,
         "sale": sale,
@@ -103,6 +125,10 @@ def _render_sale(
         "shipping": shipping,
         "address_lines": address_lines(shipping) if shipping is not None else [],
         "ship_form": (ship_form or ShipForm()) if ship_form is not None or _shippable(sale) else None,
+        "refunds": [
+            {"refund": refund, "amount": money_text(refund.amount_minor, refund.currency)} for refund in refunds
+        ],
+        "refund_form": (refund_form or RefundForm()) if offer_refund else None,
     }
     return render(request, "studio/sale_detail.html", context, status=status)
 
@@ -146,6 +172,34 @@ def sale_ship(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> H
         form=form,
         effect=effect,
         rerender=lambda status: _render_sale(request, studio, sale, status=status, ship_form=form),
+    )
+
+
+@require_POST
+@studio_page(*REFUND_ROLES)
+def sale_refund(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> HttpResponse:
+    """Refund a paid sale in full, once per rendered form (`submit_once`): the service refuses a
+    sale that is not paid or whose refund is under way (409); the provider is asked after commit,
+    and the sale turns refunded when it confirms."""
+    sale = _sale_or_404(request, studio, checkout_id)
+    if isinstance(sale, HttpResponse):
+        return sale
+    form = RefundForm(request.POST)
+
+    def effect() -> str:
+        refund = checkout_refund_request(
+            tenant_id=studio.tenant_id, checkout_id=sale.pk, actor_label=studio.caller, actor_user=studio.user
+        )
+        amount = money_text(refund.amount_minor, refund.currency)
+        messages.success(request, f"Refund of {amount} asked of {sale.get_provider_display()}.")
+        return reverse("studio:sale", kwargs={"checkout_id": sale.pk})
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_sale(request, studio, sale, status=status, refund_form=form),
     )
 
 

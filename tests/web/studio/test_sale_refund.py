@@ -1,0 +1,129 @@
+"""A studio refunds a paid sale in full, from its sale page (owners) or the API: one `studio`
+refund through the provider adapter, audited; when the provider's refund webhook arrives the sale
+is refunded, its downloads stop and the photographers' credits are reversed (sandbox provider,
+real Postgres)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core import mail
+
+from apps.commerce.models import Checkout, Entitlement, Refund
+from apps.commerce.services.payment import TOPIC_REFUND_REQUESTED
+from apps.ledger.models import LedgerEvent
+from apps.outbox.models import OutboxMessage
+from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import AuditLog
+from tests.commerce.fixtures import checkout_body, empty_broker, post_checkout  # noqa: F401 - fixture by name
+from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_paid, sandbox_provider
+from tests.factories.commerce import Shop, make_shop
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, text
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
+
+
+@pytest.fixture(autouse=True)
+def _row_lock(settings: Any) -> None:
+    settings.INVENTORY_STRATEGY = "row_lock"
+
+
+def sold(studio: StudioPeople, shop: Shop, *, pay: bool = True) -> str:
+    created = post_checkout(studio.bundle.client(), checkout_body(shop, {"product": shop.download.pk}))
+    assert created.status_code == 201, created.content
+    checkout_id = str(created.json()["id"])
+    drain_outbox()
+    if pay:
+        assert deliver([sandbox_paid(checkout_id)]) == [200]
+        drain_outbox()
+    mail.outbox.clear()
+    return checkout_id
+
+
+def refund_messages() -> int:
+    with system_context("test"):
+        return OutboxMessage.objects.filter(topic=TOPIC_REFUND_REQUESTED).count()
+
+
+def ledger_keys(org_id: int) -> list[str]:
+    with system_context("test"):
+        return sorted(LedgerEvent.objects.filter(tenant_id=org_id).values_list("idempotency_key", flat=True))
+
+
+def test_the_owner_refunds_a_sale_once_and_the_provider_confirms_it(studio: StudioPeople) -> None:
+    # given: a paid sale with its download and the photographer's credit
+    shop = make_shop(org=studio.org)
+    checkout_id = sold(studio, shop)
+    assert [key for key in ledger_keys(studio.org.pk) if key.startswith("sale:")]
+    owner = signed_in(studio.owner)
+    page = owner.get(f"/studio/sales/{checkout_id}/")
+    assert "Refund this sale" in text(page) and "No refunds." in text(page)
+    # when: the refund form is submitted twice (a double click)
+    action = f"/studio/sales/{checkout_id}/refund"
+    form = {"nonce": form_nonce_on(page, action), "confirm": "on"}
+    first, second = owner.post(action, form), owner.post(action, form)
+    # then: one refund of the whole amount, one message, one audit row naming the owner
+    assert (first.status_code, second.status_code) == (303, 303)
+    with tenant_context(studio.org.pk):
+        [refund] = Refund.objects.filter(transaction__checkout_id=checkout_id)
+        [audit] = AuditLog.objects.filter(action="checkout.refund_request", target_id=checkout_id)
+        amount = Checkout.objects.get(pk=checkout_id).amount_minor
+    assert (refund.reason, refund.status, refund.amount_minor) == ("studio", "requested", amount)
+    assert refund_messages() == 1 and audit.actor_user_id == studio.owner.pk
+    pending = text(owner.get(f"/studio/sales/{checkout_id}/"))
+    assert "Refunded by the studio" in pending and "Refund this sale" not in pending
+    # when: the refund's consumer asks the provider, which confirms by its refund webhook
+    drain_outbox()
+    assert deliver([sandbox_provider().refunded_event(reference=f"sbx_{checkout_id}")]) == [200]
+    drain_outbox()
+    # then: the sale is refunded, its downloads revoked and the credit reversed
+    with tenant_context(studio.org.pk):
+        refund.refresh_from_db()
+        checkout = Checkout.objects.get(pk=checkout_id)
+        revoked = list(Entitlement.objects.filter(checkout_id=checkout_id).values_list("revoked_at", flat=True))
+    assert refund.status == "submitted" and refund.provider_refund_id
+    assert checkout.status == "refunded" and revoked and all(revoked)
+    assert [key for key in ledger_keys(studio.org.pk) if key.startswith("refund:")]
+    # and: a fresh form for the refunded sale is refused, nothing more is asked
+    again = owner.post(action, {"nonce": "another-nonce", "confirm": "on"})
+    assert again.status_code == 409 and "Only a paid order can be refunded" in text(again)
+    assert refund_messages() == 1
+
+
+def test_the_refund_needs_its_confirmation_and_an_owner(studio: StudioPeople) -> None:
+    shop = make_shop(org=studio.org)
+    checkout_id = sold(studio, shop)
+    action = f"/studio/sales/{checkout_id}/refund"
+    # given: staff see the sale but no refund form, and cannot post one
+    staff = signed_in(studio.staff)
+    assert "Refund this sale" not in text(staff.get(f"/studio/sales/{checkout_id}/"))
+    assert staff.post(action, {"nonce": "n1", "confirm": "on"}).status_code == 403
+    # and: the owner's form without the confirmation is re-rendered with 400
+    owner = signed_in(studio.owner)
+    assert owner.post(action, {"nonce": "n2"}).status_code == 400
+    assert refund_messages() == 0
+
+
+def test_the_api_refunds_once_and_refuses_unpaid_and_other_studios_checkouts(
+    studio: StudioPeople, other_studio: StudioPeople
+) -> None:
+    shop = make_shop(org=studio.org)
+    paid, unpaid = sold(studio, shop), sold(studio, shop, pay=False)
+    client = studio.bundle.client()
+
+    def refund(checkout_id: str, client: Any = client) -> Any:
+        return client.post(f"/api/v1/checkouts/{checkout_id}/refund", HTTP_IDEMPOTENCY_KEY=new_key())
+
+    # when: the API refunds the paid checkout
+    accepted = refund(paid)
+    # then: 202 with the refund; a second request (a new key) finds it under way
+    assert accepted.status_code == 202, accepted.content
+    body = accepted.json()
+    assert (body["checkout_id"], body["reason"], body["status"]) == (paid, "studio", "requested")
+    again = refund(paid)
+    assert again.status_code == 409 and again.json()["type"].endswith("/refund-already-requested")
+    # and: an unpaid checkout and another studio's are refused, writing nothing
+    assert refund(unpaid).json()["type"].endswith("/checkout-not-refundable")
+    assert refund(paid, other_studio.bundle.client()).status_code == 404
+    assert refund_messages() == 1
