@@ -4,6 +4,7 @@ offered again. Restocking a sold-out print puts it back on its photo's page."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -33,14 +34,15 @@ def set_active(tenant: Any, shop: Shop, active: bool) -> None:
 
 
 def test_a_deactivated_print_is_not_offered_and_cannot_be_added(browser: Client, tenant_a: Any, shop: Shop) -> None:
-    # given: the photo page offers the print
-    assert offers_print(photo_page(browser, tenant_a, shop), shop)
+    # given: the photo page offers the print, in a row naming its size
+    before = photo_page(browser, tenant_a, shop)
+    assert offers_print(before, shop) and re.search(r'<th scope="row">[^<]*A4', before)
     # when: the studio deactivates it
     set_active(tenant_a, shop, False)
     # then: the page no longer offers it, and posting it anyway is refused
     body = photo_page(browser, tenant_a, shop)
     assert not offers_print(body, shop)
-    assert "A4" not in body
+    assert re.search(r'<th scope="row">[^<]*A4', body) is None  # no offer row names the size
     photo_path = url(tenant_a.org.slug, shop.event.slug, "photos", shop.photo.pk)
     refused = browser.post(photo_path, {"product": shop.print.pk, "quantity": 1})
     assert refused.status_code == 400
