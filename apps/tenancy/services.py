@@ -231,14 +231,18 @@ def _user_for_email(email: str) -> tuple[User, bool]:
     raise IntegrityError(f"no free username for {email!r} after {_USER_CREATE_ATTEMPTS} attempts")
 
 
-def member_invite(*, tenant: Organization, email: str, role: str, actor: User | None) -> tuple[Membership, bool]:
+def member_invite(
+    *, tenant: Organization, email: str, role: str, actor: User | None, actor_label: str = ""
+) -> tuple[Membership, bool]:
     """Make the person with `email` a member of `tenant` with `role`; create their user (without a
     usable password) if the address has none. Returns (membership, created_user).
 
     An existing member gets the role (as `membership_add` does), unless that would leave the
     studio without an owner. Joins the caller's transaction; takes the owners' lock
-    (`_owners_lock`). Sends nothing: the caller e-mails the invitation after the commit.
-    Raises InvalidInput (address, role), NotAnOwner, LastOwnerRequired.
+    (`_owners_lock`). Sends nothing: the caller e-mails the invitation after the commit, or
+    queues it with `apps.tenancy.invitations.member_invitation_create`.
+    Raises InvalidInput (address, role), NotAnOwner, LastOwnerRequired. `actor` None: an API key
+    or a platform operator (no owner check; `actor_label` names them in the audit row).
     """
     email = User.objects.normalize_email(email.strip())
     try:
@@ -261,6 +265,7 @@ def member_invite(*, tenant: Organization, email: str, role: str, actor: User | 
         audit_record(
             action="membership.invite",
             actor_user=actor,
+            actor_label=actor_label,
             target_type="user",
             target_id=str(user.pk),
             data={"email": email, "role": role, "previous_role": previous_role, "user_created": created_user},

@@ -1,8 +1,12 @@
-from django.urls import path
+"""API routes of the tenancy app (mounted under /api/v1/tenancy/ by config/urls.py)."""
 
-from apps.tenancy import apis
+from django.urls import URLPattern, path
 
-urlpatterns = [
+from apps.tenancy import apis, member_apis
+
+urlpatterns: list[URLPattern] = [
     path("whoami", apis.WhoAmIApi.as_view(), name="tenancy-whoami"),
     path("api-keys", apis.ApiKeyCreateApi.as_view(), name="tenancy-api-key-create"),
+    path("members", member_apis.MembersApi.as_view(), name="tenancy-members"),
+    path("members/<int:user_id>", member_apis.MemberDetailApi.as_view(), name="tenancy-member-detail"),
 ]

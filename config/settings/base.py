@@ -275,6 +275,7 @@ CELERY_IMPORTS = (
     "tasks.payouts",
     "tasks.notifications",
     "tasks.dropin",
+    "tasks.tenancy",
 )
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Task events cost the worker's main process a Redis publish per task state (about 40 % of its

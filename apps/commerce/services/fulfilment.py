@@ -39,9 +39,9 @@ from apps.commerce.models import (
     CheckoutShipping,
 )
 from apps.commerce.order_links import order_link
-from apps.commerce.services.mail_once import send_once
 from apps.commerce.services.receipts import shopper_mail_send
 from apps.core.problems import DomainError, InvalidInput
+from apps.outbox.mail_once import send_once
 from apps.outbox.services import outbox_publish
 from apps.tenancy.models import User
 from apps.tenancy.services import audit_record

@@ -26,9 +26,9 @@ from django.conf import settings
 
 from apps.commerce.models import Checkout
 from apps.commerce.order_links import order_link
-from apps.commerce.services.mail_once import send_once
 from apps.commerce.services.receipts import shopper_mail_send
 from apps.core.problems import DomainError
+from apps.outbox.mail_once import send_once
 from apps.outbox.services import outbox_publish
 from apps.payments.providers.base import minor_to_major
 from apps.tenancy.models import Organization

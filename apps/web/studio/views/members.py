@@ -23,11 +23,11 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.tenancy import selectors
+from apps.tenancy.invitations import invitation_send
 from apps.tenancy.models import Membership, User
 from apps.tenancy.services import member_invite, member_remove, member_role_set
 from apps.web.studio.access import MEMBER_MANAGE_ROLES, OWNER, Studio, problem_page, studio_page
 from apps.web.studio.forms import MemberInviteForm, MemberRemoveForm, MemberRoleForm
-from apps.web.studio.invitations import invitation_send
 from apps.web.studio.views.common import page_of, submit
 
 logger = logging.getLogger("darkroom.web.studio.members")

@@ -1,6 +1,6 @@
 """Send the e-mail an outbox message asks for once, outside any transaction, with rows of the
 outbox's inbox table (no table of its own): the shopper e-mails "find my orders" and "your prints
-have shipped" use it (receipts keep their own `Receipt` row).
+have shipped" and the studio member invitations use it (receipts keep their own `Receipt` row).
 
 `send_once` claims the message under `<consumer>:claim` in its own short transaction (a claim
 older than RECEIPT_CLAIM_SECONDS is taken over: its sender died), sends, then records

@@ -1,0 +1,167 @@
+"""The e-mail telling someone they were made a member of a studio, and its durable path.
+
+Someone without a password (a user the invitation created, or one created by an earlier
+invitation who never chose one) gets a link to choose it: Django's password-reset token
+(`default_token_generator`) for the studio's `password-reset-confirm` page, absolute on
+DARKROOM_PUBLIC_BASE_URL. It works once (it is signed over the password hash, which choosing a
+password changes) and for PASSWORD_RESET_TIMEOUT; inviting the person again sends a fresh one.
+Django's "Forgot your password?" mails only users with a usable password, so this is their way in.
+Anyone else gets a note with the sign-in address.
+
+Two ways out, both after the membership committed and outside any transaction:
+
+* The studio's members page calls `invitation_send` itself once its form's effect committed (a
+  failure is shown on the page; adding the person again sends again).
+* The API calls `member_invitation_create`: the membership and one outbox message
+  (`tenancy.member_invited`) commit together in the request's transaction. The message's
+  consumer (`tenancy.send_member_invitation`, tasks/tenancy.py) calls `member_invitation_deliver`,
+  which sends the e-mail once per message (`send_once`: a claim in the outbox's inbox table,
+  then the send, then the done mark). The message carries ids only: the password link is made
+  when the e-mail is built, so it never sits in a row or a queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth.tokens import default_token_generator
+from django.core.mail import EmailMessage
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+
+from apps.core.problems import DomainError
+from apps.outbox.mail_once import send_once
+from apps.outbox.services import outbox_publish
+from apps.tenancy.context import tenant_context
+from apps.tenancy.models import Membership, Organization, User
+from apps.tenancy.services import member_invite
+
+logger = logging.getLogger("darkroom.tenancy.invitations")
+
+TOPIC_MEMBER_INVITED = "tenancy.member_invited"
+MEMBER_INVITATION_CONSUMER = "tenancy.send_member_invitation"
+
+
+class InvitationBusy(DomainError):
+    """Another sender holds a live claim on this message's e-mail; retry after it lapses."""
+
+    status_code = 409
+    slug = "invitation-busy"
+    title = "The invitation is being sent"
+
+
+def public_url(path: str) -> str:
+    return f"{str(settings.DARKROOM_PUBLIC_BASE_URL).rstrip('/')}{path}"
+
+
+def set_password_url(user: User) -> str:
+    """A one-time link for `user` to choose a password (the studio's password-reset page)."""
+    uidb64 = urlsafe_base64_encode(force_bytes(user.pk))
+    token = default_token_generator.make_token(user)
+    return public_url(reverse("studio:password-reset-confirm", kwargs={"uidb64": uidb64, "token": token}))
+
+
+def inviter_name(user: User) -> str:
+    """How an invitation names a person who sent it."""
+    return user.get_full_name() or user.get_username()
+
+
+def invitation_send(
+    *, studio: Organization, user: User, role: str, invited_by: User | str, message_id: str | None = None
+) -> bool:
+    """E-mail `user` that they are now a `role` of `studio`; returns whether it carried a link to
+    choose a password. `invited_by` is the inviting person, or a name to show for them (an API
+    key); `message_id` sets the Message-ID header (a resent duplicate then collapses in mail
+    clients). Call it outside any transaction; raises whatever the mail backend raises."""
+    needs_password = not user.has_usable_password()
+    context = {
+        "studio_name": studio.name,
+        "role": Membership.Role(role).label.lower(),
+        "invited_by": invited_by if isinstance(invited_by, str) else inviter_name(invited_by),
+        "username": user.get_username(),
+        "set_password_url": set_password_url(user) if needs_password else None,
+        "login_url": public_url(reverse("studio:login")),
+        "timeout_hours": max(1, settings.PASSWORD_RESET_TIMEOUT // 3600),
+    }
+    subject = " ".join(render_to_string("studio/member_invitation_subject.txt", context).split())
+    body = render_to_string("studio/member_invitation_email.txt", context)
+    EmailMessage(
+        subject=subject,
+        body=body,
+        from_email=str(settings.STUDIO_PASSWORD_RESET_FROM_EMAIL),
+        to=[user.email],
+        headers={"Message-ID": message_id} if message_id else None,
+    ).send(fail_silently=False)
+    return needs_password
+
+
+def member_invitation_create(
+    *, tenant: Organization, email: str, role: str, actor: User | None, actor_label: str = "", invited_by: str
+) -> tuple[Membership, bool]:
+    """`member_invite`, plus the outbox message that e-mails the invitation (`invited_by` is the
+    name the e-mail gives for whoever invited). Returns (membership, created_user).
+
+    Joins the caller's transaction (the membership, its audit row and the message commit or roll
+    back together); takes the owners' lock through `member_invite`. Every call queues one e-mail,
+    as the page sends one per submission: inviting someone again sends a fresh link.
+    Raises what `member_invite` raises (InvalidInput, NotAnOwner, LastOwnerRequired).
+    """
+    with tenant_context(tenant.pk), transaction.atomic():
+        membership, created_user = member_invite(
+            tenant=tenant, email=email, role=role, actor=actor, actor_label=actor_label
+        )
+        outbox_publish(
+            topic=TOPIC_MEMBER_INVITED,
+            tenant_id=tenant.pk,
+            aggregate_type="membership",
+            aggregate_id=membership.pk,
+            payload={"tenant_id": tenant.pk, "user_id": membership.user_id, "invited_by": invited_by},
+        )
+    return membership, created_user
+
+
+def member_invitation_deliver(*, message_id: uuid.UUID | str, tenant_id: int, user_id: int, invited_by: str) -> bool:
+    """Send the e-mail a `tenancy.member_invited` message asks for, once. Returns True if this
+    call sent it.
+
+    The e-mail states the member's role when it is built; someone who is no longer a member by
+    then gets nothing (the message counts as handled). Runs outside any transaction
+    (TransactionManagementError otherwise). Raises InvitationBusy while another sender's claim
+    is live, and whatever the mail backend raises (the claim is then given back, so a retry sends).
+    """
+    message_uuid = uuid.UUID(str(message_id))
+    sent: list[bool] = []
+
+    def send() -> None:
+        with tenant_context(tenant_id):
+            membership = (
+                Membership.objects.filter(tenant_id=tenant_id, user_id=user_id).select_related("user", "tenant").first()
+            )
+        if membership is None:
+            logger.info(
+                "member invitation skipped: no longer a member",
+                extra={"message_id": str(message_uuid), "tenant_id": tenant_id, "user_id": user_id},
+            )
+            return
+        domain = urlsplit(str(settings.DARKROOM_PUBLIC_BASE_URL)).hostname or "darkroom"
+        invitation_send(
+            studio=membership.tenant,
+            user=membership.user,
+            role=membership.role,
+            invited_by=invited_by,
+            message_id=f"<member-invitation-{message_uuid}@{domain}>",
+        )
+        sent.append(True)
+
+    busy = InvitationBusy(f"The invitation of message {message_uuid} is being sent.")
+    if not send_once(consumer=MEMBER_INVITATION_CONSUMER, message_id=message_uuid, busy=busy, send=send):
+        return False
+    if sent:
+        logger.info("member invitation sent", extra={"message_id": str(message_uuid), "user_id": user_id})
+    return bool(sent)

@@ -1,0 +1,168 @@
+"""Members API for studios: list the members, invite by e-mail, change a role, remove.
+
+The same operations and refusals as the studio's members page (`apps/web/studio/views/members.py`),
+for the same callers: the studio's owners, and its API keys (which act with an owner's reach).
+Every mutating call runs under the Idempotency-Key protocol of `TenantApi`; the services join its
+transaction and take the owners' lock, so the studio always keeps an owner (409 `last-owner`).
+The invitation e-mail is an outbox message committed with the membership and sent once by its
+consumer (`apps.tenancy.invitations`), never inside the request.
+
+Kept apart from `apps.tenancy.apis`, which every app imports for `TenantApi`: the invitation path
+imports the outbox and the mail helpers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.core.openapi import PAGINATION_PARAMETERS, page_of
+from apps.core.pagination import StrictLimitOffsetPagination
+from apps.core.serializers import StrictSerializer
+from apps.tenancy.apis import TenantApi
+from apps.tenancy.authentication import ApiKeyPrincipal
+from apps.tenancy.invitations import inviter_name, member_invitation_create
+from apps.tenancy.models import Membership, User
+from apps.tenancy.permissions import HasTenantRole
+from apps.tenancy.selectors import members_of_tenant
+from apps.tenancy.services import member_remove, member_role_set
+
+# The members page is the owner's (apps/web/studio/access.py MEMBER_MANAGE_ROLES); API keys act
+# with the owner's reach.
+MEMBER_MANAGE_ROLES = ("owner", "api_key")
+
+
+class MemberOutputSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    username = serializers.CharField()
+    email = serializers.EmailField()
+    name = serializers.CharField(help_text="The member's full name; empty when they have not given one.")
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+    joined_at = serializers.DateTimeField(help_text="When they became a member of this studio.")
+
+
+def member_out(membership: Membership) -> dict[str, Any]:
+    user = membership.user
+    return {
+        "user_id": membership.user_id,
+        "username": user.get_username(),
+        "email": user.email,
+        "name": user.get_full_name(),
+        "role": membership.role,
+        "joined_at": membership.created_at,
+    }
+
+
+@dataclass(frozen=True)
+class MemberActor:
+    """Who acts: the person (None for an API key, which skips the owner check as an operator
+    does), their audit label ("" names a person by username) and the name an invitation gives."""
+
+    user: User | None
+    label: str
+    name: str
+
+
+class _MembersApi(TenantApi):
+    permission_classes = [HasTenantRole.of(*MEMBER_MANAGE_ROLES)]
+
+    def actor(self, request: Request) -> MemberActor:
+        """A signed-in owner (checked again under the owners' lock), or the API key by its label."""
+        user = request.user
+        if isinstance(user, ApiKeyPrincipal):
+            studio = self.tenant.name
+            return MemberActor(
+                user=None, label=self.idempotency_caller(request), name=f'{studio}\'s integration "{user.api_key.name}"'
+            )
+        assert isinstance(user, User), "only owners and API keys pass the permission check"
+        return MemberActor(user=user, label="", name=inviter_name(user))
+
+    @property
+    def tenant_pk(self) -> int:
+        assert self.tenant_id is not None, "permission classes guarantee a tenant"
+        return self.tenant_id
+
+
+class MembersApi(_MembersApi):
+    """The studio's members (GET) and inviting someone by e-mail (POST); owner or API key."""
+
+    class InviteInputSerializer(StrictSerializer):
+        email = serializers.EmailField(max_length=254)
+        role = serializers.ChoiceField(choices=Membership.Role.choices)
+
+    class InviteOutputSerializer(MemberOutputSerializer):
+        user_created = serializers.BooleanField(
+            help_text="Whether the address had no account: one was made, and the e-mail links to choosing a password."
+        )
+
+    @extend_schema(
+        operation_id="v1_members_list",
+        parameters=PAGINATION_PARAMETERS,
+        description="The studio's members with their roles, longest-standing first.",
+        responses=page_of(MemberOutputSerializer),
+    )
+    def get(self, request: Request) -> Response:
+        paginator = StrictLimitOffsetPagination()
+        page = paginator.paginate_queryset(members_of_tenant(tenant_id=self.tenant_pk), request, view=self)
+        return paginator.get_paginated_response(
+            MemberOutputSerializer([member_out(m) for m in page or []], many=True).data
+        )
+
+    @extend_schema(
+        operation_id="v1_members_invite",
+        request=InviteInputSerializer,
+        responses={201: InviteOutputSerializer},
+        description=(
+            "Make the person with this e-mail address a member with this role (an account without a password "
+            "is made for an unknown address), and e-mail them: a link to choose their password, or the sign-in "
+            "address. A member already gets the new role. Refused with 409 `last-owner` if it would leave the "
+            "studio without an owner."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InviteInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        actor = self.actor(request)
+        membership, created_user = member_invitation_create(
+            tenant=self.tenant, actor=actor.user, actor_label=actor.label, invited_by=actor.name, **data.validated_data
+        )
+        body = {**member_out(membership), "user_created": created_user}
+        return Response(self.InviteOutputSerializer(body).data, status=201)
+
+
+class MemberDetailApi(_MembersApi):
+    """One member: change their role (PATCH) or remove them (DELETE); owner or API key."""
+
+    class RoleInputSerializer(StrictSerializer):
+        role = serializers.ChoiceField(choices=Membership.Role.choices)
+
+    @extend_schema(
+        operation_id="v1_members_role_set",
+        request=RoleInputSerializer,
+        responses={200: MemberOutputSerializer},
+        description="Give a member another role (the same role changes nothing). The last owner keeps theirs (409).",
+    )
+    def patch(self, request: Request, user_id: int) -> Response:
+        data = self.RoleInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        actor = self.actor(request)
+        membership = member_role_set(
+            tenant=self.tenant, user_id=user_id, actor=actor.user, actor_label=actor.label, **data.validated_data
+        )
+        return Response(MemberOutputSerializer(member_out(membership)).data)
+
+    @extend_schema(
+        operation_id="v1_members_remove",
+        request=None,
+        responses={204: None},
+        description="Remove a member from the studio (their account stays). The last owner cannot be removed (409).",
+    )
+    def delete(self, request: Request, user_id: int) -> Response:
+        actor = self.actor(request)
+        member_remove(tenant=self.tenant, user_id=user_id, actor=actor.user, actor_label=actor.label)
+        return Response(status=204)

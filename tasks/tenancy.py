@@ -1,0 +1,40 @@
+"""Celery tasks of the tenancy domain (thin: call a service).
+
+Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant context:
+* `tenancy.member_invited` → the invitation e-mail of a member invited through the API
+  (`member_invitation_deliver`: claim/send/mark on inbox rows, outside any transaction, so a
+  redelivery sends nothing more; notifications queue). A live claim of another sender and mail
+  server errors are retried with backoff.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apps.outbox.routing import outbox_consumer
+from apps.tenancy.invitations import (
+    MEMBER_INVITATION_CONSUMER,
+    TOPIC_MEMBER_INVITED,
+    InvitationBusy,
+    member_invitation_deliver,
+)
+
+
+@outbox_consumer(
+    TOPIC_MEMBER_INVITED,
+    name=MEMBER_INVITATION_CONSUMER,
+    queue="notifications",
+    once=False,  # mail goes out outside any transaction; the service keeps its own inbox rows
+    autoretry_for=(InvitationBusy, OSError),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=10,
+)
+def send_member_invitation(*, message_id: str, payload: dict[str, Any]) -> bool:
+    return member_invitation_deliver(
+        message_id=message_id,
+        tenant_id=int(payload["tenant_id"]),
+        user_id=int(payload["user_id"]),
+        invited_by=str(payload["invited_by"]),
+    )

@@ -1,0 +1,357 @@
+"""The members API: a studio's owner or API key lists the members, invites by e-mail (the e-mail
+goes out once, through the outbox), changes a role and removes a member; the studio keeps an
+owner; nobody else manages members, and another studio's members are not there."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, cast
+
+import pytest
+from django.conf import settings
+from django.core import mail
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+import tasks.tenancy  # noqa: F401 - registers the consumer of tenancy.member_invited
+from apps.outbox.models import OutboxMessage
+from apps.outbox.routing import resolve_route
+from apps.tenancy.context import tenant_context
+from apps.tenancy.invitations import MEMBER_INVITATION_CONSUMER, TOPIC_MEMBER_INVITED
+from apps.tenancy.models import ApiKey, AuditLog, Membership, Organization, User
+from config.celery_app import app as celery_app
+from tests.commerce.helpers import drain_outbox
+from tests.factories.tenancy import MembershipFactory, UserFactory
+from tests.fixtures import TenantBundle
+
+# Commits matter here: the Idempotency-Key row commits with the effect, and the consumer sends
+# mail outside any transaction (it refuses to inside one).
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LIST = reverse("tenancy-members")
+PROBLEM = "application/problem+json"
+
+
+def detail(user: User | int) -> str:
+    return reverse("tenancy-member-detail", kwargs={"user_id": user if isinstance(user, int) else user.pk})
+
+
+def a_member(org: Organization, role: str, **user_fields: Any) -> User:
+    return cast(Membership, MembershipFactory(tenant=org, user=UserFactory(**user_fields), role=role)).user
+
+
+def signed_in(user: User) -> APIClient:
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+def send(client: APIClient, method: str, path: str, body: Any = None, *, key: str | None = None) -> Any:
+    return getattr(client, method)(path, body, format="json", HTTP_IDEMPOTENCY_KEY=key or str(uuid.uuid4()))
+
+
+def roles_of(org: Organization) -> dict[int, str]:
+    with tenant_context(org.pk):
+        return dict(Membership.objects.filter(tenant=org).values_list("user_id", "role"))
+
+
+def member_audits(org: Organization) -> list[AuditLog]:
+    with tenant_context(org.pk):
+        return list(AuditLog.objects.filter(tenant=org, action__startswith="membership.").order_by("id"))
+
+
+def invitations(org: Organization) -> list[OutboxMessage]:
+    with tenant_context(org.pk):
+        return list(OutboxMessage.objects.filter(topic=TOPIC_MEMBER_INVITED).order_by("created_at", "id"))
+
+
+def api_key_label(org: Organization) -> str:
+    with tenant_context(org.pk):
+        return f"api_key:{ApiKey.objects.get(tenant=org).pk}"
+
+
+def state(org: Organization) -> tuple[dict[int, str], int, int, int, int]:
+    """What a refused request must leave as it was: roles, users, audits, messages, e-mails."""
+    return roles_of(org), User.objects.count(), len(member_audits(org)), len(invitations(org)), len(mail.outbox)
+
+
+def assert_problem(response: Any, status: int, slug: str) -> None:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["type"] == f"/problems/{slug}", response.json()
+
+
+def set_password_path(body: str) -> str | None:
+    base = re.escape(settings.DARKROOM_PUBLIC_BASE_URL.rstrip("/"))
+    match = re.search(rf"{base}(/studio/reset/[^/\s]+/[^/\s]+/)", body)
+    return match[1] if match else None
+
+
+def consume(message: OutboxMessage) -> bool:
+    """Run the message's consumer task as a worker would (again, for a redelivery)."""
+    task = celery_app.tasks[resolve_route(message.topic).task_name]
+    with tenant_context(message.tenant_id):
+        return bool(task(message_id=str(message.pk), payload=message.payload))
+
+
+# --- listing --------------------------------------------------------------------------------
+
+
+def test_the_list_shows_this_studios_members_page_by_page(tenant_a: TenantBundle, tenant_b: TenantBundle) -> None:
+    # given: studio A with an owner, a photographer with a name and a staff member; studio B's members
+    photographer = a_member(tenant_a.org, "photographer", first_name="Ann", last_name="Lee")
+    staff = a_member(tenant_a.org, "staff")
+    theirs = a_member(tenant_b.org, "staff")
+    api = tenant_a.client()
+    # when: the studio's key lists them, two at a time
+    first = api.get(LIST, {"limit": 2})
+    rest = api.get(LIST, {"limit": 2, "offset": 2})
+    # then: A's three members, longest-standing first, with user, name, role and joining time
+    assert first.status_code == rest.status_code == 200, first.content
+    page = first.json()
+    assert page["count"] == 3 and page["previous"] is None and "offset=2" in page["next"]
+    members = page["results"] + rest.json()["results"]
+    assert [(m["user_id"], m["role"]) for m in members] == [
+        (tenant_a.owner.pk, "owner"),
+        (photographer.pk, "photographer"),
+        (staff.pk, "staff"),
+    ]
+    ann = members[1]
+    assert (ann["username"], ann["email"], ann["name"]) == (photographer.username, photographer.email, "Ann Lee")
+    assert members[2]["name"] == "" and ann["joined_at"]
+    # and: nobody of studio B
+    assert theirs.pk not in {m["user_id"] for m in members}
+    assert tenant_b.owner.pk not in {m["user_id"] for m in members}
+    # and: a bad page parameter is a problem, not a guess
+    assert_problem(api.get(LIST, {"limit": 0}), 400, "validation-error")
+
+
+# --- inviting -------------------------------------------------------------------------------
+
+
+def test_an_invitation_adds_the_member_and_its_message_sends_one_email(tenant_a: TenantBundle) -> None:
+    api = tenant_a.client()
+    # when: the studio's key invites an address nobody uses, as photographer
+    response = send(api, "post", LIST, {"email": "Nora.Quinn@Example.com", "role": "photographer"})
+    # then: 201 with the new member, whose account has no password yet
+    assert response.status_code == 201, response.content
+    user = User.objects.get(email="Nora.Quinn@example.com")
+    body = response.json()
+    assert body["user_id"] == user.pk and body["role"] == "photographer" and body["user_created"] is True
+    assert (body["username"], body["email"]) == ("nora.quinn", "Nora.Quinn@example.com")
+    assert not user.has_usable_password() and roles_of(tenant_a.org)[user.pk] == "photographer"
+    # and: audited under the API key's label (no person acted)
+    [audit] = member_audits(tenant_a.org)
+    assert (audit.action, audit.actor_user_id, audit.actor_label) == (
+        "membership.invite",
+        None,
+        api_key_label(tenant_a.org),
+    )
+    # and: no e-mail yet, one outbox message committed with the membership (ids, no link)
+    assert mail.outbox == []
+    [message] = invitations(tenant_a.org)
+    assert message.tenant_id == tenant_a.org.pk
+    assert message.payload == {
+        "tenant_id": tenant_a.org.pk,
+        "user_id": user.pk,
+        "invited_by": f'{tenant_a.org.name}\'s integration "test"',
+    }
+    assert resolve_route(TOPIC_MEMBER_INVITED).task_name == MEMBER_INVITATION_CONSUMER
+    # when: the relay hands it to its consumer
+    assert drain_outbox(topics={TOPIC_MEMBER_INVITED}) == [TOPIC_MEMBER_INVITED]
+    # then: one e-mail from the studio address, with the role, the username and a password link
+    [email] = mail.outbox
+    assert email.to == ["Nora.Quinn@example.com"]
+    assert email.from_email == settings.STUDIO_PASSWORD_RESET_FROM_EMAIL
+    assert tenant_a.org.name in email.subject
+    assert "photographer" in email.body and "nora.quinn" in email.body and "integration" in email.body
+    assert set_password_path(email.body)
+    assert email.extra_headers["Message-ID"].startswith(f"<member-invitation-{message.pk}@")
+    # when: the broker delivers the message again, twice
+    # then: nothing more is sent
+    assert [consume(message), consume(message)] == [False, False]
+    assert len(mail.outbox) == 1
+
+
+def test_an_existing_account_is_invited_without_a_password_link(tenant_a: TenantBundle, tenant_b: TenantBundle) -> None:
+    users_before = User.objects.count()
+    response = send(tenant_a.client(), "post", LIST, {"email": tenant_b.owner.email.upper(), "role": "staff"})
+    assert response.status_code == 201, response.content
+    assert response.json()["user_id"] == tenant_b.owner.pk and response.json()["user_created"] is False
+    assert User.objects.count() == users_before
+    assert roles_of(tenant_a.org)[tenant_b.owner.pk] == "staff" and roles_of(tenant_b.org)[tenant_b.owner.pk] == "owner"
+    drain_outbox(topics={TOPIC_MEMBER_INVITED})
+    [email] = mail.outbox
+    assert email.to == [tenant_b.owner.email] and set_password_path(email.body) is None
+    assert f"{settings.DARKROOM_PUBLIC_BASE_URL.rstrip('/')}/studio/login/" in email.body
+
+
+def test_a_replayed_invitation_answers_the_same_and_queues_no_second_email(tenant_a: TenantBundle) -> None:
+    api = tenant_a.client()
+    body = {"email": "twice@example.com", "role": "staff"}
+    # when: the same request is sent twice with one key
+    first = send(api, "post", LIST, body, key="invite-1")
+    again = send(api, "post", LIST, body, key="invite-1")
+    # then: the second is the first's stored answer
+    assert first.status_code == again.status_code == 201, again.content
+    assert again["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    # and: one user, one membership audit, one message, so one e-mail
+    assert User.objects.filter(email="twice@example.com").count() == 1
+    assert len(member_audits(tenant_a.org)) == 1 and len(invitations(tenant_a.org)) == 1
+    drain_outbox(topics={TOPIC_MEMBER_INVITED})
+    assert len(mail.outbox) == 1
+    # and: the key with another body is refused, writing nothing
+    before = state(tenant_a.org)
+    assert_problem(send(api, "post", LIST, {**body, "role": "owner"}, key="invite-1"), 422, "idempotency-key-reused")
+    assert state(tenant_a.org) == before
+
+
+def test_the_email_is_not_sent_to_someone_removed_before_it_went_out(tenant_a: TenantBundle) -> None:
+    api = tenant_a.client()
+    invited = send(api, "post", LIST, {"email": "brief@example.com", "role": "staff"})
+    assert invited.status_code == 201, invited.content
+    assert send(api, "delete", detail(invited.json()["user_id"])).status_code == 204
+    assert drain_outbox(topics={TOPIC_MEMBER_INVITED}) == [TOPIC_MEMBER_INVITED]
+    assert mail.outbox == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "ann@example.com", "role": "admin"}, "role"),
+        ({"email": "not-an-address", "role": "staff"}, "email"),
+        ({"email": "", "role": "staff"}, "email"),
+        ({"role": "staff"}, "email"),
+        ({"email": "ann@example.com", "role": "staff", "welcome": "hi"}, "welcome"),
+        ({"email": 7, "role": "staff"}, "email"),
+    ],
+    ids=["unknown-role", "bad-address", "empty-address", "no-address", "unknown-field", "wrong-type"],
+)
+def test_a_bad_invitation_is_a_problem_and_writes_nothing(tenant_a: TenantBundle, body: Any, field: str) -> None:
+    before = state(tenant_a.org)
+    response = send(tenant_a.client(), "post", LIST, body)
+    assert_problem(response, 400, "validation-error")
+    assert field in response.json()["errors"]
+    assert state(tenant_a.org) == before
+
+
+# --- roles and removal ----------------------------------------------------------------------
+
+
+def test_the_key_changes_a_role_and_the_same_role_changes_nothing(tenant_a: TenantBundle) -> None:
+    staff = a_member(tenant_a.org, "staff")
+    api = tenant_a.client()
+    changed = send(api, "patch", detail(staff), {"role": "photographer"})
+    assert changed.status_code == 200, changed.content
+    assert (changed.json()["user_id"], changed.json()["role"]) == (staff.pk, "photographer")
+    assert roles_of(tenant_a.org)[staff.pk] == "photographer"
+    same = send(api, "patch", detail(staff), {"role": "photographer"})
+    assert same.status_code == 200 and same.json()["role"] == "photographer"
+    [audit] = member_audits(tenant_a.org)
+    assert (audit.action, audit.data, audit.actor_label) == (
+        "membership.set",
+        {"role": "photographer", "previous_role": "staff"},
+        api_key_label(tenant_a.org),
+    )
+
+
+@pytest.mark.parametrize("body", [{"role": "superuser"}, {}, {"role": "staff", "user_id": 1}, {"role": 1}], ids=str)
+def test_a_bad_role_change_is_a_problem_and_writes_nothing(tenant_a: TenantBundle, body: Any) -> None:
+    staff = a_member(tenant_a.org, "staff")
+    before = state(tenant_a.org)
+    assert_problem(send(tenant_a.client(), "patch", detail(staff), body), 400, "validation-error")
+    assert state(tenant_a.org) == before
+
+
+def test_the_key_removes_a_member_whose_account_stays(tenant_a: TenantBundle) -> None:
+    staff = a_member(tenant_a.org, "staff")
+    api = tenant_a.client()
+    removed = send(api, "delete", detail(staff), key="remove-1")
+    assert removed.status_code == 204 and removed.content == b""
+    assert staff.pk not in roles_of(tenant_a.org) and User.objects.filter(pk=staff.pk).exists()
+    [audit] = member_audits(tenant_a.org)
+    assert (audit.action, audit.target_id, audit.data) == ("membership.remove", str(staff.pk), {"role": "staff"})
+    # and: a retry with the key is a replay; a new request finds nobody
+    replay = send(api, "delete", detail(staff), key="remove-1")
+    assert replay.status_code == 204 and replay["Idempotent-Replayed"] == "true"
+    assert_problem(send(api, "delete", detail(staff)), 404, "member-not-found")
+    assert len(member_audits(tenant_a.org)) == 1
+
+
+# --- the last owner -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [("patch", {"role": "staff"}), ("delete", None), ("post", "invite-as-staff")],
+    ids=["demote", "remove", "re-invite-as-staff"],
+)
+def test_the_last_owner_is_neither_demoted_nor_removed(tenant_a: TenantBundle, method: str, body: Any) -> None:
+    a_member(tenant_a.org, "staff")
+    before = state(tenant_a.org)
+    if method == "post":
+        response = send(tenant_a.client(), "post", LIST, {"email": tenant_a.owner.email, "role": "staff"})
+    else:
+        response = send(tenant_a.client(), method, detail(tenant_a.owner), body)
+    assert_problem(response, 409, "last-owner")
+    assert "without an owner" in response.json()["detail"]
+    assert state(tenant_a.org) == before
+
+
+def test_one_of_two_owners_steps_down_through_the_api(tenant_a: TenantBundle) -> None:
+    second = a_member(tenant_a.org, "owner")
+    owner = signed_in(tenant_a.owner)
+    response = send(owner, "patch", detail(tenant_a.owner), {"role": "staff"})
+    assert response.status_code == 200, response.content
+    assert roles_of(tenant_a.org) == {tenant_a.owner.pk: "staff", second.pk: "owner"}
+    # and: as staff now, they manage nobody any more
+    assert_problem(send(owner, "delete", detail(second)), 403, "permission-denied")
+
+
+# --- who may --------------------------------------------------------------------------------
+
+
+def test_a_signed_in_owner_acts_as_themselves(tenant_a: TenantBundle) -> None:
+    tenant_a.owner.first_name, tenant_a.owner.last_name = "Olga", "Owner"
+    tenant_a.owner.save(update_fields=["first_name", "last_name"])
+    response = send(signed_in(tenant_a.owner), "post", LIST, {"email": "new@example.com", "role": "staff"})
+    assert response.status_code == 201, response.content
+    [audit] = member_audits(tenant_a.org)
+    assert (audit.actor_user_id, audit.actor_label) == (tenant_a.owner.pk, tenant_a.owner.username)
+    drain_outbox(topics={TOPIC_MEMBER_INVITED})
+    [email] = mail.outbox
+    assert "Olga Owner added you" in email.body
+
+
+@pytest.mark.parametrize("role", ["photographer", "staff"])
+def test_members_who_are_not_owners_may_not_manage_members(tenant_a: TenantBundle, role: str) -> None:
+    # given: a signed-in member of the studio who is not an owner
+    client = signed_in(a_member(tenant_a.org, role))
+    before = state(tenant_a.org)
+    # when / then: every members endpoint refuses them with a 403 problem, writing nothing
+    assert_problem(client.get(LIST), 403, "permission-denied")
+    assert_problem(send(client, "post", LIST, {"email": "x@example.com", "role": "owner"}), 403, "permission-denied")
+    assert_problem(send(client, "patch", detail(tenant_a.owner), {"role": "staff"}), 403, "permission-denied")
+    assert_problem(send(client, "delete", detail(tenant_a.owner)), 403, "permission-denied")
+    assert state(tenant_a.org) == before
+
+
+def test_without_credentials_nothing_is_listed_or_written(tenant_a: TenantBundle) -> None:
+    before = state(tenant_a.org)
+    assert_problem(APIClient().get(LIST), 401, "not-authenticated")
+    assert_problem(send(APIClient(), "delete", detail(tenant_a.owner)), 401, "not-authenticated")
+    assert state(tenant_a.org) == before
+
+
+def test_another_studios_member_is_a_404(tenant_a: TenantBundle, tenant_b: TenantBundle) -> None:
+    # given: a staff member of studio B, and studio A's key
+    theirs = a_member(tenant_b.org, "staff")
+    api = tenant_a.client()
+    before = state(tenant_b.org)
+    # when / then: changing or removing them (or someone nobody knows) is a 404 problem
+    for user_id in (theirs.pk, tenant_b.owner.pk, 999_999_999):
+        assert_problem(send(api, "patch", detail(user_id), {"role": "owner"}), 404, "member-not-found")
+        assert_problem(send(api, "delete", detail(user_id)), 404, "member-not-found")
+    # and: studio B is as it was
+    assert state(tenant_b.org) == before
