@@ -23,15 +23,20 @@ from apps.commerce.services import (
 )
 from apps.commerce.services.checkout import SESSION_CLOSE_CONSUMER, TOPIC_PAYMENT_SESSION_CLOSE_REQUESTED
 from apps.outbox.models import InboxEntry, OutboxMessage
-from apps.payments.providers import registry
 from apps.payments.providers.base import PaymentStatus, ProviderError
 from apps.payments.providers.http import HttpRequest, HttpResponse
-from apps.payments.providers.stripe import StripeProvider
 from apps.tenancy.context import system_context, tenant_context
 from config.celery_app import app as celery_app
 from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import deliver, drain_outbox, pending_topics, sandbox_paid, sandbox_provider
-from tests.payments.provider_transport import ScriptedTransport, form_body, json_response, path
+from tests.payments.provider_transport import (
+    ScriptedTransport,
+    form_body,
+    json_response,
+    path,
+    stripe_session_response,
+    use_stripe,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
@@ -74,18 +79,11 @@ class StripeTransport(ScriptedTransport):
 
 @pytest.fixture
 def stripe(monkeypatch: pytest.MonkeyPatch) -> StripeTransport:
-    transport = StripeTransport()
-    adapter = StripeProvider(
-        secret_key="sk_test_local_xxxxxxxx", webhook_secrets=["whsec_local"], transport=transport, max_network_retries=0
-    )
-    monkeypatch.setitem(registry._instances, "stripe", adapter)
-    return transport
+    return use_stripe(monkeypatch, StripeTransport())
 
 
 def stripe_session(status: str = "open") -> HttpResponse:
-    return json_response(
-        {"id": SESSION_ID, "object": "checkout.session", "url": "https://checkout.stripe.com/c/pay/x", "status": status}
-    )
+    return stripe_session_response(SESSION_ID, status)
 
 
 def run_close_consumer(message: OutboxMessage) -> Any:

@@ -21,16 +21,20 @@ from apps.commerce.services.checkout import SESSION_CLOSE_CONSUMER, TOPIC_PAYMEN
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.requeue import REQUEUED_COUNTER_KEY
 from apps.outbox.selectors import counter_key
-from apps.payments.providers import registry
 from apps.payments.providers.base import PaymentStatus, ProviderError
 from apps.payments.providers.http import HttpResponse
-from apps.payments.providers.stripe import StripeProvider
 from apps.tenancy.context import system_context, tenant_context
 from config.celery_app import app as celery_app
 from tasks.commerce import checkouts_requeue_stale_task
 from tests.commerce.fixtures import checkout_body, post_checkout
 from tests.commerce.helpers import drain_outbox, pending_topics, sandbox_provider
-from tests.payments.provider_transport import ScriptedTransport, json_response, path
+from tests.payments.provider_transport import (
+    ScriptedTransport,
+    json_response,
+    path,
+    stripe_session_response,
+    use_stripe,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
@@ -45,18 +49,11 @@ ONE_CLOSE_REQUEUED = {**NOTHING_REQUEUED, "session_closes_requested": 1}
 @pytest.fixture
 def stripe(monkeypatch: pytest.MonkeyPatch) -> ScriptedTransport:
     """Stripe's API answered from a script; any request beyond it fails the test."""
-    transport = ScriptedTransport()
-    adapter = StripeProvider(
-        secret_key="sk_test_local_xxxxxxxx", webhook_secrets=["whsec_local"], transport=transport, max_network_retries=0
-    )
-    monkeypatch.setitem(registry._instances, "stripe", adapter)
-    return transport
+    return use_stripe(monkeypatch, ScriptedTransport())
 
 
 def stripe_session(status: str = "open") -> HttpResponse:
-    return json_response(
-        {"id": SESSION_ID, "object": "checkout.session", "url": "https://checkout.stripe.com/c/pay/x", "status": status}
-    )
+    return stripe_session_response(SESSION_ID, status)
 
 
 def expire_requests(stripe: ScriptedTransport) -> list[str]:

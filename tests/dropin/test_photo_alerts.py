@@ -281,28 +281,24 @@ def test_the_selfie_registration_can_ask_for_alerts_and_choices_are_audited(tena
     # given: an event; when: Ann registers her selfie asking for alerts
     event = an_event(tenant_a.org)
     image = fake_face_image(["ann"])
-    with tenant_context(tenant_a.org.pk), transaction.atomic():
-        face = selfie_register(
-            tenant_id=tenant_a.org.pk,
-            event_id=event.pk,
-            email="ann@example.com",
-            consent=True,
-            image=io.BytesIO(image),
-            image_size=len(image),
-            actor_label="test",
-            photo_alerts=True,
-        )
+
+    def register(**extra: Any) -> Any:
+        with tenant_context(tenant_a.org.pk), transaction.atomic():
+            return selfie_register(
+                tenant_id=tenant_a.org.pk,
+                event_id=event.pk,
+                email="ann@example.com",
+                consent=True,
+                image=io.BytesIO(image),
+                image_size=len(image),
+                actor_label="test",
+                **extra,
+            )
+
+    face = register(photo_alerts=True)
     # then: she is signed up; registering again without asking keeps her choice
-    with tenant_context(tenant_a.org.pk), transaction.atomic():
-        selfie_register(
-            tenant_id=tenant_a.org.pk,
-            event_id=event.pk,
-            email="ann@example.com",
-            consent=True,
-            image=io.BytesIO(image),
-            image_size=len(image),
-            actor_label="test",
-        )
+    register()
+    with tenant_context(tenant_a.org.pk):
         assert Attendee.objects.get(pk=face.attendee_id).photo_alerts_at is not None
     with system_context("test: audit"):
         actions = list(AuditLog.objects.filter(target_type="attendee").values_list("action", flat=True))

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from apps.payments.providers.http import HttpRequest, HttpResponse
@@ -83,3 +83,26 @@ def query(request: HttpRequest) -> dict[str, list[str]]:
 def path(request: HttpRequest) -> str:
     parts = urlsplit(request.url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+T = TypeVar("T", bound=ScriptedTransport)
+
+
+def use_stripe(monkeypatch: Any, transport: T) -> T:
+    """Make the registry's Stripe adapter (test keys, no network retries) talk through `transport`
+    for this test; returns it."""
+    from apps.payments.providers import registry
+    from apps.payments.providers.stripe import StripeProvider
+
+    adapter = StripeProvider(
+        secret_key="sk_test_local_xxxxxxxx", webhook_secrets=["whsec_local"], transport=transport, max_network_retries=0
+    )
+    monkeypatch.setitem(registry._instances, "stripe", adapter)
+    return transport
+
+
+def stripe_session_response(session_id: str, status: str = "open") -> HttpResponse:
+    """Stripe's answer naming a Checkout Session in `status`."""
+    return json_response(
+        {"id": session_id, "object": "checkout.session", "url": "https://checkout.stripe.com/c/pay/x", "status": status}
+    )

@@ -1,5 +1,6 @@
 """Studio dashboard fixtures: one studio with an owner, a photographer and a staff member, a
-second studio, and helpers to sign in and to submit a page's forms as a browser would."""
+second studio, and helpers to sign in, to submit a page's forms as a browser would, and to make a
+sale."""
 
 from __future__ import annotations
 
@@ -83,3 +84,23 @@ def form_nonce_on(page: Any, action: str) -> str:
 
 def text(response: Any) -> str:
     return response.content.decode()
+
+
+def sold(studio: StudioPeople, shop: Any, *lines: dict[str, Any], pay: bool = True) -> str:
+    """A checkout of `lines` through the studio's API key, paid with the sandbox unless `pay` is
+    False, its messages consumed and the mail outbox emptied; returns its id. Needs the
+    `empty_broker` fixture."""
+    from django.core import mail
+
+    from tests.commerce.fixtures import checkout_body, post_checkout
+    from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid
+
+    created = post_checkout(studio.bundle.client(), checkout_body(shop, *lines))
+    assert created.status_code == 201, created.content
+    checkout_id = str(created.json()["id"])
+    drain_outbox()
+    if pay:
+        assert deliver([sandbox_paid(checkout_id)]) == [200]
+        drain_outbox()
+    mail.outbox.clear()
+    return checkout_id

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.core import mail
 
 from apps.commerce.models import Checkout, Entitlement, Refund
 from apps.commerce.services.payment import TOPIC_REFUND_REQUESTED
@@ -16,10 +15,10 @@ from apps.ledger.models import LedgerEvent
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
-from tests.commerce.fixtures import checkout_body, empty_broker, post_checkout  # noqa: F401 - fixture by name
-from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_paid, sandbox_provider
-from tests.factories.commerce import Shop, make_shop
-from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, text
+from tests.commerce.fixtures import empty_broker  # noqa: F401 - fixture by name
+from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_provider
+from tests.factories.commerce import make_shop
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, sold, text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
@@ -27,18 +26,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 @pytest.fixture(autouse=True)
 def _row_lock(settings: Any) -> None:
     settings.INVENTORY_STRATEGY = "row_lock"
-
-
-def sold(studio: StudioPeople, shop: Shop, *, pay: bool = True) -> str:
-    created = post_checkout(studio.bundle.client(), checkout_body(shop, {"product": shop.download.pk}))
-    assert created.status_code == 201, created.content
-    checkout_id = str(created.json()["id"])
-    drain_outbox()
-    if pay:
-        assert deliver([sandbox_paid(checkout_id)]) == [200]
-        drain_outbox()
-    mail.outbox.clear()
-    return checkout_id
 
 
 def refund_messages() -> int:
@@ -54,7 +41,7 @@ def ledger_keys(org_id: int) -> list[str]:
 def test_the_owner_refunds_a_sale_once_and_the_provider_confirms_it(studio: StudioPeople) -> None:
     # given: a paid sale with its download and the photographer's credit
     shop = make_shop(org=studio.org)
-    checkout_id = sold(studio, shop)
+    checkout_id = sold(studio, shop, {"product": shop.download.pk})
     assert [key for key in ledger_keys(studio.org.pk) if key.startswith("sale:")]
     owner = signed_in(studio.owner)
     page = owner.get(f"/studio/sales/{checkout_id}/")
@@ -93,7 +80,7 @@ def test_the_owner_refunds_a_sale_once_and_the_provider_confirms_it(studio: Stud
 
 def test_the_refund_needs_its_confirmation_and_an_owner(studio: StudioPeople) -> None:
     shop = make_shop(org=studio.org)
-    checkout_id = sold(studio, shop)
+    checkout_id = sold(studio, shop, {"product": shop.download.pk})
     action = f"/studio/sales/{checkout_id}/refund"
     # given: staff see the sale but no refund form, and cannot post one
     staff = signed_in(studio.staff)
@@ -109,7 +96,10 @@ def test_the_api_refunds_once_and_refuses_unpaid_and_other_studios_checkouts(
     studio: StudioPeople, other_studio: StudioPeople
 ) -> None:
     shop = make_shop(org=studio.org)
-    paid, unpaid = sold(studio, shop), sold(studio, shop, pay=False)
+    paid, unpaid = (
+        sold(studio, shop, {"product": shop.download.pk}),
+        sold(studio, shop, {"product": shop.download.pk}, pay=False),
+    )
     client = studio.bundle.client()
 
     def refund(checkout_id: str, client: Any = client) -> Any:

@@ -13,10 +13,10 @@ from apps.commerce.services.fulfilment import TOPIC_CHECKOUT_SHIPPED
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
-from tests.commerce.fixtures import checkout_body, empty_broker, post_checkout  # noqa: F401 - fixture by name
-from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid
-from tests.factories.commerce import Shop, make_shop
-from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, text
+from tests.commerce.fixtures import empty_broker  # noqa: F401 - fixture by name
+from tests.commerce.helpers import drain_outbox
+from tests.factories.commerce import make_shop
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, sold, text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
@@ -24,18 +24,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 @pytest.fixture(autouse=True)
 def _row_lock(settings: Any) -> None:
     settings.INVENTORY_STRATEGY = "row_lock"
-
-
-def sold(studio: StudioPeople, shop: Shop, *lines: dict[str, Any], pay: bool = True) -> str:
-    created = post_checkout(studio.bundle.client(), checkout_body(shop, *lines))
-    assert created.status_code == 201, created.content
-    checkout_id = str(created.json()["id"])
-    drain_outbox()
-    if pay:
-        assert deliver([sandbox_paid(checkout_id)]) == [200]
-        drain_outbox()
-    mail.outbox.clear()
-    return checkout_id
 
 
 def test_the_sale_page_shows_lines_address_and_ships_once(studio: StudioPeople) -> None:
