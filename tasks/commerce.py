@@ -13,6 +13,8 @@ Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant
 * `checkout.paid` → the receipt email (`receipt_send`, claim/send/mark, notifications queue).
 * `checkout.shipped` → the "your prints are on their way" e-mail (`shipped_mail_send`, claim/
   send/mark on inbox rows, notifications queue; apps/commerce/services/fulfilment.py).
+* `checkout.refunded` → the "your payment was refunded" e-mail (`refunded_mail_send`, claim/send/
+  mark on inbox rows, notifications queue; apps/commerce/services/refund_mail.py).
 * `orders.links_requested` → the "find my orders" e-mail (`order_links_send`, claim/send/mark
   on inbox rows, notifications queue).
 Beat: `commerce.checkouts_expire` expires overdue unpaid checkouts and releases their stock;
@@ -50,6 +52,12 @@ from apps.commerce.services.order_links import (
     TOPIC_ORDER_LINKS_REQUESTED,
     OrderLinksBusy,
     order_links_send,
+)
+from apps.commerce.services.refund_mail import (
+    REFUNDED_MAIL_CONSUMER,
+    TOPIC_CHECKOUT_REFUNDED,
+    RefundedMailBusy,
+    refunded_mail_send,
 )
 from apps.outbox.routing import outbox_consumer
 from apps.payments.providers.base import ProviderError
@@ -148,6 +156,21 @@ def send_order_links(*, message_id: str, payload: dict[str, Any]) -> bool:
 )
 def send_shipped_email(*, message_id: str, payload: dict[str, Any]) -> bool:
     return shipped_mail_send(message_id=message_id, checkout_id=payload["checkout_id"])
+
+
+@outbox_consumer(
+    TOPIC_CHECKOUT_REFUNDED,
+    name=REFUNDED_MAIL_CONSUMER,
+    queue="notifications",
+    once=False,  # mail goes out outside any transaction; the service keeps its own inbox rows
+    autoretry_for=(RefundedMailBusy, OSError),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=10,
+)
+def send_refunded_email(*, message_id: str, payload: dict[str, Any]) -> bool:
+    return refunded_mail_send(message_id=message_id, checkout_id=payload["checkout_id"])
 
 
 @shared_task(name="commerce.checkouts_expire", acks_late=True)

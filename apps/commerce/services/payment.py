@@ -20,6 +20,8 @@ database key, so each happens exactly once:
   (once: reservations move confirmed → released under their row locks).
 * → refunded after fulfilment: entitlements revoked, and each wallet credit reversed by a debit
   with key `refund:<checkout>:<line>`.
+* → refunded, whatever came before: a `checkout.refunded` message, whose consumer e-mails the
+  shopper (`refund_mail.py`).
 
 A studio refunds a paid order (`checkout_refund_request`) through the same path: a `studio`
 refund of the whole amount and its message; the money side lands with the provider's refund
@@ -60,6 +62,7 @@ from apps.commerce.models import (
     Refund,
     Transaction,
 )
+from apps.commerce.services.refund_mail import TOPIC_CHECKOUT_REFUNDED
 from apps.ledger.models import LedgerAccount
 from apps.ledger.services import EntryIn, ledger_account_create, ledger_entries_append
 from apps.outbox.requeue import RequeueAudit, requeue_stale
@@ -296,7 +299,14 @@ def _publish_checkout_paid(*, tenant_id: int, checkout_id: uuid.UUID) -> None:
 
 
 def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]:
-    effects: list[str] = []
+    effects: list[str] = ["shopper told (checkout.refunded)"]
+    outbox_publish(
+        topic=TOPIC_CHECKOUT_REFUNDED,
+        tenant_id=checkout.tenant_id,
+        aggregate_type="checkout",
+        aggregate_id=checkout.pk,
+        payload={"checkout_id": str(checkout.pk)},
+    )
     if checkout.status in Checkout.OPEN_STATUSES:
         effects += _close(checkout=checkout, status=Checkout.Status.REFUNDED, now=now)
     elif checkout.status == Checkout.Status.PAID:

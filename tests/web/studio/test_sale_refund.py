@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core import mail
 
 from apps.commerce.models import Checkout, Entitlement, Refund
 from apps.commerce.services.payment import TOPIC_REFUND_REQUESTED
+from apps.commerce.services.refund_mail import TOPIC_CHECKOUT_REFUNDED, refunded_mail_send
 from apps.ledger.models import LedgerEvent
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
@@ -72,6 +74,16 @@ def test_the_owner_refunds_a_sale_once_and_the_provider_confirms_it(studio: Stud
     assert refund.status == "submitted" and refund.provider_refund_id
     assert checkout.status == "refunded" and revoked and all(revoked)
     assert [key for key in ledger_keys(studio.org.pk) if key.startswith("refund:")]
+    # and: the buyer is told once, with how much went back, why, and the link to the order
+    drain_outbox()
+    [told] = mail.outbox
+    assert told.to == [checkout.email] and told.subject.startswith(f"Your payment to {studio.org.name} was refunded")
+    assert f"{studio.org.name} refunded your order." in told.body and f"/s/{studio.org.slug}/orders/" in told.body
+    with system_context("test"):
+        [message] = OutboxMessage.objects.filter(topic=TOPIC_CHECKOUT_REFUNDED)
+    with tenant_context(studio.org.pk):
+        assert refunded_mail_send(message_id=message.pk, checkout_id=checkout_id) is False  # a redelivery
+    assert len(mail.outbox) == 1
     # and: a fresh form for the refunded sale is refused, nothing more is asked
     again = owner.post(action, {"nonce": "another-nonce", "confirm": "on"})
     assert again.status_code == 409 and "Only a paid order can be refunded" in text(again)
