@@ -29,7 +29,7 @@ logger = logging.getLogger("darkroom.commerce.refund_mail")
 TOPIC_CHECKOUT_REFUNDED = "checkout.refunded"
 REFUNDED_MAIL_CONSUMER = "commerce.send_refunded_email"
 
-_WHY = {
+_WHY: dict[str, str] = {
     Refund.Reason.STUDIO: "{studio} refunded your order.",
     Refund.Reason.LATE_PAYMENT: "Your payment arrived after the order had expired, so it was given back.",
     Refund.Reason.NOT_FULFILLABLE: "There was nothing left to deliver for your order, so the payment was given back.",
