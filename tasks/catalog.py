@@ -15,6 +15,7 @@ from apps.catalog.services import (
     photo_derivatives_requeue_stale,
     photo_generate_derivatives,
 )
+from apps.catalog.withdrawal import PHOTO_WITHDRAWN_TOPIC, photo_withdrawn_cleanup
 from apps.outbox.routing import outbox_consumer
 from apps.tenancy.context import system_context
 
@@ -39,6 +40,23 @@ def generate_derivatives(*, message_id: str, payload: dict[str, Any]) -> str:
     errors retry with bounded, jittered backoff.
     """
     return photo_generate_derivatives(tenant_id=int(payload["tenant_id"]), photo_id=int(payload["photo_id"]))
+
+
+# once=False: every step is idempotent (deletes), and it deletes files outside any transaction.
+@outbox_consumer(
+    PHOTO_WITHDRAWN_TOPIC,
+    name="catalog.photo_withdrawn",
+    queue="default",
+    once=False,
+    autoretry_for=(OSError, OperationalError),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=10,
+)
+def photo_withdrawn(*, message_id: str, payload: dict[str, Any]) -> dict[str, int]:
+    """Remove a withdrawn photo's matches, notifications, face index and public files."""
+    return photo_withdrawn_cleanup(tenant_id=int(payload["tenant_id"]), photo_id=int(payload["photo_id"]))
 
 
 @shared_task(name="catalog.sweep_orphan_originals", acks_late=True)

@@ -25,6 +25,7 @@ from apps.catalog import selectors, services
 from apps.catalog.models import CURRENCY_PATTERN, Event, Photo, ProductKind
 from apps.catalog.products import RESTOCK_MAX_UNITS
 from apps.catalog.storage import public_url
+from apps.catalog.withdrawal import WITHDRAWN_REASON_MAX_LENGTH, photo_withdraw
 from apps.core.openapi import PAGINATION_PARAMETERS, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.serializers import IdField, StrictSerializer
@@ -85,13 +86,15 @@ class PhotoOutputSerializer(serializers.Serializer):
     derivatives_status = serializers.CharField()
     preview_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
+    withdrawn_at = serializers.DateTimeField(allow_null=True, help_text="When the studio withdrew it; null: published.")
+    withdrawn_reason = serializers.CharField(help_text="Why it was withdrawn; empty while published.")
     created_at = serializers.DateTimeField()
 
     def get_preview_url(self, photo: Photo) -> str | None:
-        return public_url(photo.preview.name)
+        return None if photo.withdrawn_at else public_url(photo.preview.name)
 
     def get_thumbnail_url(self, photo: Photo) -> str | None:
-        return public_url(photo.thumbnail.name)
+        return None if photo.withdrawn_at else public_url(photo.thumbnail.name)
 
 
 class EventsApi(_CatalogApi):
@@ -394,6 +397,26 @@ class ProductDetailApi(_CatalogApi):
         )
         product = selectors.product_get(tenant_id=self.tenant_pk, product_id=product_id)
         return Response(ProductOutputSerializer(product).data)
+
+
+class PhotoWithdrawApi(_CatalogApi):
+    """POST: withdraw a photo (owner or API key): from the commit on it is not shown, sold,
+    searched by find me, matched by drop-in or covered by bulk purchases; a worker then deletes its
+    previews, face index and matches. A photo bought alone stays downloadable for its buyers.
+    Audited with the reason; cannot be undone. 409 `photo-already-withdrawn`."""
+
+    @extend_schema_serializer(component_name="PhotoWithdrawInput")
+    class InputSerializer(StrictSerializer):
+        reason = serializers.CharField(max_length=WITHDRAWN_REASON_MAX_LENGTH)
+
+    @extend_schema(request=InputSerializer, responses=PhotoOutputSerializer)
+    def post(self, request: Request, photo_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        photo = photo_withdraw(
+            tenant_id=self.tenant_pk, photo_id=photo_id, reason=data.validated_data["reason"], actor=self.actor(request)
+        )
+        return Response(PhotoOutputSerializer(photo).data)
 
 
 class ProductRestockApi(_CatalogApi):

@@ -76,3 +76,21 @@ class StockLimitExceeded(DomainError):
     status_code = 422
     slug = "stock-limit-exceeded"
     title = "Stock limit exceeded"
+
+
+class PhotoNotFound(NotFound):
+    slug = "photo-not-found"
+    title = "No such photo in this studio"
+
+
+class PhotoAlreadyWithdrawn(DomainError):
+    status_code = 409
+    slug = "photo-already-withdrawn"
+    title = "Photo already withdrawn"
+
+
+class InvalidWithdrawal(InvalidInput):
+    """A withdrawal without a reason, or with one too long; `errors` names the field."""
+
+    slug = "invalid-withdrawal"
+    title = "Invalid withdrawal"

@@ -82,7 +82,15 @@ class Event(TenantModel):
         return f"{self.slug} ({self.date})"
 
 
+class PhotoQuerySet(models.QuerySet["Photo"]):
+    def published(self) -> PhotoQuerySet:
+        """What shoppers, find me and bulk downloads see: derivatives ready, not withdrawn."""
+        return self.filter(derivatives_status="ready", withdrawn_at__isnull=True)
+
+
 class Photo(TenantModel):
+    objects = PhotoQuerySet.as_manager()
+
     class DerivativesStatus(models.TextChoices):
         PENDING = "pending", "Pending"
         READY = "ready", "Ready"
@@ -107,6 +115,10 @@ class Photo(TenantModel):
     # after that lost its message (the broker forgot it): `photo_derivatives_requeue_stale` asks
     # again.
     derivatives_requested_at = models.DateTimeField(null=True, blank=True)
+    # Withdrawn by the studio (a wrong upload, someone asked to be taken down): no longer shown,
+    # sold, searched or matched, its previews and face index deleted (apps/catalog/withdrawal.py).
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_reason = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -123,6 +135,11 @@ class Photo(TenantModel):
             models.CheckConstraint(
                 condition=~models.Q(derivatives_status="ready") | models.Q(preview__gt="", thumbnail__gt=""),
                 name="catalog_photo_ready_has_derivatives",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(withdrawn_at__isnull=True, withdrawn_reason="")
+                | models.Q(withdrawn_at__isnull=False) & ~models.Q(withdrawn_reason=""),
+                name="catalog_photo_withdrawn_with_reason",
             ),
         ]
         indexes = [

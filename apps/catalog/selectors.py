@@ -185,14 +185,13 @@ def public_event_by_slug(*, tenant_slug: str, event_slug: str, access_code: str 
 
 
 def public_event_photos(*, tenant_slug: str, event_slug: str, access_code: str | None = None) -> list[PublicPhoto]:
-    """The event's photos whose watermarked derivatives are ready: preview and thumbnail URLs
-    only. Same access rules and errors as `public_event_by_slug`."""
+    """The event's published photos (watermarked derivatives ready, not withdrawn): preview and
+    thumbnail URLs only. Same access rules and errors as `public_event_by_slug`."""
     event = public_event_by_slug(tenant_slug=tenant_slug, event_slug=event_slug, access_code=access_code)
     with tenant_context(event.tenant_id):
         photos = list(
-            Photo.objects.filter(
-                tenant_id=event.tenant_id, event_id=event.id, derivatives_status=Photo.DerivativesStatus.READY
-            )
+            Photo.objects.published()
+            .filter(tenant_id=event.tenant_id, event_id=event.id)
             .order_by("id")
             .only("id", "width", "height", "preview", "thumbnail", "created_at")
         )

@@ -144,7 +144,8 @@ def photo_generate_derivatives(*, tenant_id: int, photo_id: int) -> str:
     under the photo's row lock in one short transaction of its own (outermost, durable), so
     concurrent runs for one photo serialise. An original Pillow cannot decode marks the photo
     `failed` (no retry helps); storage and database errors propagate for the task to retry.
-    Returns the resulting status ("ready", "failed", or "missing" for a deleted photo).
+    Returns the resulting status ("ready", "failed", "missing" for a deleted photo, or
+    "withdrawn": nothing is written for a withdrawn photo, checked under the row lock).
     """
     with tenant_context(tenant_id):
         photo = Photo.objects.filter(tenant_id=tenant_id, pk=photo_id).first()
@@ -179,6 +180,8 @@ def photo_generate_derivatives(*, tenant_id: int, photo_id: int) -> str:
             locked = Photo.objects.select_for_update().filter(tenant_id=tenant_id, pk=photo_id).first()
             if locked is None:
                 return "missing"
+            if locked.withdrawn_at is not None:  # its files are being deleted: write none back
+                return "withdrawn"
             storage.write_exact(name=names["previews"], data=rendered.preview)
             storage.write_exact(name=names["thumbnails"], data=rendered.thumbnail)
             locked.preview.name = names["previews"]

@@ -59,12 +59,12 @@ def entitlements_of_email(*, tenant_id: int, email: str) -> QuerySet[Entitlement
 
 
 def photos_covered(*, entitlement: Entitlement, limit: int | None = None, offset: int = 0) -> list[int]:
-    """Ids of the photos an entitlement covers, in id order: its one photo, or the event's
-    (`offset` and `limit` page through them; None: all of them, ids only)."""
+    """Ids of the photos an entitlement covers, in id order: its one photo, or the event's not
+    withdrawn (`offset` and `limit` page through them; None: all of them, ids only)."""
     if entitlement.photo_id is not None:
         return [entitlement.photo_id][offset : None if limit is None else offset + limit]
     ids = (
-        Photo.objects.filter(tenant_id=entitlement.tenant_id, event_id=entitlement.event_id)
+        Photo.objects.filter(tenant_id=entitlement.tenant_id, event_id=entitlement.event_id, withdrawn_at__isnull=True)
         .order_by("id")
         .values_list("id", flat=True)
     )
@@ -75,7 +75,16 @@ def photos_covered_count(*, entitlement: Entitlement) -> int:
     """How many photos an entitlement covers."""
     if entitlement.photo_id is not None:
         return 1
-    return Photo.objects.filter(tenant_id=entitlement.tenant_id, event_id=entitlement.event_id).count()
+    return Photo.objects.filter(
+        tenant_id=entitlement.tenant_id, event_id=entitlement.event_id, withdrawn_at__isnull=True
+    ).count()
+
+
+def photo_buyers_count(*, tenant_id: int, photo_id: int) -> int:
+    """How many live purchases cover this photo alone (its download or a print of it)."""
+    return Entitlement.objects.filter(
+        tenant_id=tenant_id, photo_id=photo_id, scope=Entitlement.Scope.PHOTO, revoked_at__isnull=True
+    ).count()
 
 
 def download_token(*, entitlement: Entitlement, photo_id: int) -> str:
@@ -112,11 +121,17 @@ def download_resolve(*, token: str) -> DownloadTarget:
         ).first()
         if entitlement is None:
             raise EntitlementNotFound("No such download.")
-        photo = Photo.objects.filter(tenant_id=tenant_id, pk=photo_id).only("id", "event_id", "original").first()
+        photo = (
+            Photo.objects.filter(tenant_id=tenant_id, pk=photo_id)
+            .only("id", "event_id", "original", "withdrawn_at")
+            .first()
+        )
+    # A photo bought alone stays downloadable after it is withdrawn; a bulk purchase covers the
+    # event's photos still published.
     covered = photo is not None and (
         entitlement.photo_id == photo.pk
         if entitlement.scope == Entitlement.Scope.PHOTO
-        else photo.event_id == entitlement.event_id
+        else photo.event_id == entitlement.event_id and photo.withdrawn_at is None
     )
     if not covered or photo is None or not photo.original.name:
         raise EntitlementNotFound("No such download.")

@@ -53,6 +53,7 @@ def indexed_face_batches(
                 pk__gt=last_id,
                 photo__event_id=event_id,
                 photo__derivatives_status=Photo.DerivativesStatus.READY,
+                photo__withdrawn_at__isnull=True,
             )
             .order_by("pk")
             .values_list("pk", "photo_id", "ref", "descriptor")[: min(batch_size, remaining)]
@@ -76,7 +77,7 @@ def photos_to_index(
 ) -> list[tuple[int, int]]:
     """(photo id, tenant id) of photos not indexed by `backend` yet, by id after `after_id`
     (the backfill's keyset). Visible rows only: call it in the system context for every tenant."""
-    photos = Photo.objects.filter(pk__gt=after_id).exclude(
+    photos = Photo.objects.filter(pk__gt=after_id, withdrawn_at__isnull=True).exclude(
         Exists(PhotoIndex.objects.filter(tenant_id=OuterRef("tenant_id"), photo_id=OuterRef("pk"), backend=backend))
     )
     if tenant_id is not None:

@@ -50,6 +50,7 @@ from django.utils import timezone
 
 from apps.catalog import images, storage
 from apps.catalog.errors import EventNotFound
+from apps.catalog.errors import PhotoNotFound as PhotoNotFound
 from apps.catalog.models import Event, Photo
 from apps.core.locks import LockBusy, LockLost, StaleLeaseError, try_fenced_lock
 from apps.core.problems import InvalidInput, NotFound
@@ -64,7 +65,7 @@ from apps.dropin.faces import (
     UnreadableImage,
     get_backend,
 )
-from apps.dropin.models import AttendeeFace, DropInJob, FaceMatch, PhotoFace
+from apps.dropin.models import AttendeeFace, DropInJob, FaceMatch, PhotoFace, PhotoIndex
 from apps.dropin.selectors import enrolled_faces, face_subject, photo_indexed, photo_subject
 from apps.ledger.models import LedgerAccount
 from apps.ledger.services import RESERVED_CLIENT_PREFIX, EntryIn, ledger_entries_append
@@ -105,11 +106,6 @@ class FaceNotFound(NotFound):
 class AttendeeNotFound(NotFound):
     slug = "attendee-not-found"
     title = "No such attendee in this event"
-
-
-class PhotoNotFound(NotFound):
-    slug = "photo-not-found"
-    title = "No such photo in this studio"
 
 
 def collection_name(*, tenant_id: int, event_id: int) -> str:
@@ -436,8 +432,9 @@ def dropin_job_process(*, job_id: int) -> JobRunResult:
     faces, and commit matches, notifications, the usage debit and the job's success together.
 
     Runs outside any transaction, in the job's tenant context (the consumer task's). A job that
-    already finished is skipped; a run that raises counts as an attempt, and the job fails for
-    good at the start of the run after DROPIN_MAX_ATTEMPTS (an unreadable photo fails at once).
+    already finished, or whose photo was withdrawn, is skipped; a run that raises counts as an
+    attempt, and the job fails for good at the start of the run after DROPIN_MAX_ATTEMPTS (an
+    unreadable photo fails at once).
     Raises CapabilityDisabled (the drop-in kill switch is engaged: nothing is done, the task
     retries), LockBusy (another worker runs it), StaleLeaseError / LockLost (the lease was lost:
     nothing of this run committed), FaceBackendUnavailable (passing; the task retries).
@@ -456,6 +453,10 @@ def dropin_job_process(*, job_id: int) -> JobRunResult:
             if job.attempts >= settings.DROPIN_MAX_ATTEMPTS:
                 _job_fail(job, f"gave up after {job.attempts} attempts; last error: {job.last_error}")
                 return JobRunResult(job_id=job_id, outcome="failed")
+            if job.photo.withdrawn_at is not None:  # taken down: nothing to find, nothing to bill
+                job.status, job.finished_at, job.last_error = DropInJob.Status.SUCCEEDED, timezone.now(), ""
+                job.save(update_fields=["status", "finished_at", "last_error"])
+                return JobRunResult(job_id=job_id, outcome="skipped")
             job.status, job.attempts, job.started_at = DropInJob.Status.RUNNING, job.attempts + 1, timezone.now()
             job.backend = settings.DROPIN_FACE_BACKEND
             job.save(update_fields=["status", "attempts", "started_at", "backend"])
@@ -561,9 +562,15 @@ def _record(
     """Write a run's matches, notifications (and the e-mail alerts they arm), usage debit, photo
     index and success. Runs inside the fenced transaction. Matches of a face deleted since the
     search are dropped (its row is gone); what the backend indexed for a photo the backfill
-    indexed meanwhile is forgotten."""
+    indexed meanwhile is forgotten; of a photo withdrawn meanwhile only the searches are billed."""
     job = DropInJob.objects.select_for_update().select_related("event__tenant").get(pk=job.pk)
     now = timezone.now()
+    # Locked: a withdrawal waits for this transaction (its cleanup then removes what it wrote), or
+    # committed first, and then nothing of the photo is recorded and the backend forgets it.
+    if Photo.objects.select_for_update().filter(pk=job.photo_id, withdrawn_at__isnull=False).exists():
+        _forget_unstored(job=job, analysis=analysis)
+        result = SearchResult(faces=[], matches=[], searches=result.searches)
+        indexed, faces = None, {}
     # Locked: a face_delete waits for this transaction, or has already removed the face.
     live = set(
         AttendeeFace.objects.select_for_update()
@@ -676,8 +683,8 @@ def photo_faces_index(*, tenant_id: int, photo_id: int) -> int | None:
     drop-in job). Returns the number of faces stored, or None when it was indexed already
     (before or meanwhile: a concurrent job's index stands).
 
-    Runs outside any transaction (the backend call), in the photo's tenant context. Raises
-    PhotoNotFound, UnreadableImage (the original is missing or not an image),
+    A withdrawn photo is not indexed (None). Runs outside any transaction (the backend call), in
+    the photo's tenant context. Raises PhotoNotFound, UnreadableImage (the original is missing or not an image),
     FaceBackendUnavailable, CapabilityDisabled (the drop-in kill switch is engaged).
     """
     if connection.in_atomic_block:
@@ -687,7 +694,7 @@ def photo_faces_index(*, tenant_id: int, photo_id: int) -> int | None:
     photo = Photo.objects.filter(tenant_id=tenant_id, pk=photo_id).first()
     if photo is None:
         raise PhotoNotFound(f"Photo {photo_id} does not exist in this studio.")
-    if photo_indexed(tenant_id=tenant_id, photo_id=photo_id, backend=backend.name):
+    if photo.withdrawn_at is not None or photo_indexed(tenant_id=tenant_id, photo_id=photo_id, backend=backend.name):
         return None
     analysis = backend.analyse_photo(
         image=_original_bytes(photo),
@@ -695,10 +702,44 @@ def photo_faces_index(*, tenant_id: int, photo_id: int) -> int | None:
     )
     faces = backend.index_photo(analysis=analysis)
     with transaction.atomic(durable=True):
-        stored = _index_store(photo=photo, backend=backend.name, faces=faces)
+        withdrawn = Photo.objects.select_for_update().filter(pk=photo_id, withdrawn_at__isnull=False).exists()
+        stored = not withdrawn and _index_store(photo=photo, backend=backend.name, faces=faces)
         if not stored:
             _forget_photo_faces(photo=photo, backend=backend.name, analysis=analysis)
     return len(faces) if stored else None
+
+
+@transaction.atomic(durable=True)
+def photo_faces_unindex(*, tenant_id: int, photo_id: int) -> dict[str, int]:
+    """Remove a withdrawn photo from drop-in and find me (`apps.catalog.withdrawal`): its matches,
+    the attendees' `new_photos` notifications about it, its `PhotoFace` and `PhotoIndex` rows,
+    and, for each backend that holds its faces, a `dropin.face_forget` message naming their refs
+    in the event's photo collection. Outermost transaction, in the photo's tenant context;
+    idempotent (a second call finds nothing). Returns how many rows of each kind it deleted."""
+    photo = Photo.objects.filter(tenant_id=tenant_id, pk=photo_id).first()
+    if photo is None:
+        raise PhotoNotFound(f"Photo {photo_id} does not exist in this studio.")
+    refs_by_backend: dict[str, list[str]] = {}
+    for backend, ref in PhotoFace.objects.filter(tenant_id=tenant_id, photo_id=photo_id).values_list("backend", "ref"):
+        if ref:
+            refs_by_backend.setdefault(backend, []).append(ref)
+    collection = photo_collection_name(tenant_id=tenant_id, event_id=photo.event_id)
+    for backend, refs in sorted(refs_by_backend.items()):
+        outbox_publish(
+            topic=TOPIC_FACE_FORGET,
+            tenant_id=tenant_id,
+            aggregate_type="photo",
+            aggregate_id=photo_id,
+            payload={"backend": backend, "collection": collection, "refs": refs, "subjects": []},
+        )
+    return {
+        "matches": FaceMatch.objects.filter(tenant_id=tenant_id, photo_id=photo_id).delete()[0],
+        "notifications": Notification.objects.filter(
+            tenant_id=tenant_id, kind=Notification.Kind.NEW_PHOTOS, dedupe_key=f"photo:{photo_id}"
+        ).delete()[0],
+        "faces": PhotoFace.objects.filter(tenant_id=tenant_id, photo_id=photo_id).delete()[0],
+        "indexes": PhotoIndex.objects.filter(tenant_id=tenant_id, photo_id=photo_id).delete()[0],
+    }
 
 
 def _forget_unstored(*, job: DropInJob, analysis: PhotoAnalysis | None) -> None:

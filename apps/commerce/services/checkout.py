@@ -288,12 +288,13 @@ _PRODUCTS_FOR_SALE_SQL = f"""
       LEFT JOIN {Photo._meta.db_table} ph ON ph.tenant_id = p.tenant_id AND ph.id = p.photo_id
       LEFT JOIN {Price._meta.db_table} pr
              ON pr.tenant_id = p.tenant_id AND pr.event_id = p.event_id AND pr.kind = p.kind AND pr.size = p.size
-     WHERE p.tenant_id = %s AND p.id = ANY(%s::bigint[]) AND p.active
+     WHERE p.tenant_id = %s AND p.id = ANY(%s::bigint[]) AND p.active AND ph.withdrawn_at IS NULL
 """
 
 
 def _products_for_sale(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_ProductForSale]:
-    """The active products the `lines` name, each with its photo's photographer
+    """The active products the `lines` name (not those of a withdrawn photo; a bulk product has no
+    photo, and the LEFT JOIN's NULL passes), each with its photo's photographer
     and its event's price for (kind, size) (None when unpriced): one statement, on the hot
     path of every checkout."""
     with connection.cursor() as cursor:

@@ -202,9 +202,11 @@ def shop_event(*, tenant_id: int, event_slug: str) -> ShopEvent:
 
 
 def _ready_photos(*, tenant_id: int, event_id: int) -> QuerySet[Photo]:
-    return Photo.objects.filter(
-        tenant_id=tenant_id, event_id=event_id, derivatives_status=Photo.DerivativesStatus.READY
-    ).only("id", "width", "height", "preview", "thumbnail", "created_at")
+    return (
+        Photo.objects.published()
+        .filter(tenant_id=tenant_id, event_id=event_id)
+        .only("id", "width", "height", "preview", "thumbnail", "created_at")
+    )
 
 
 def _public_photo(photo: Photo) -> PublicPhoto:
@@ -253,13 +255,15 @@ def event_photos_by_ids(*, tenant_id: int, event_id: int, photo_ids: Sequence[in
 
 
 def _products(*, tenant_id: int) -> QuerySet[Product]:
-    """Active products with their event, photo, price and stock (one statement)."""
+    """Active products with their event, photo, price and stock (one statement); a withdrawn
+    photo's products are not on sale."""
     price = Price.objects.filter(
         tenant_id=OuterRef("tenant_id"), event_id=OuterRef("event_id"), kind=OuterRef("kind"), size=OuterRef("size")
     )
     stock = Stock.objects.filter(tenant_id=OuterRef("tenant_id"), product_id=OuterRef("pk"))
     return (
         Product.objects.filter(tenant_id=tenant_id, active=True)
+        .filter(Q(photo__isnull=True) | Q(photo__withdrawn_at__isnull=True))
         .select_related("event", "photo")
         .annotate(
             price_amount_minor=Subquery(price.values("amount_minor")[:1]),

@@ -17,6 +17,7 @@ from django.utils.text import slugify
 from apps.catalog.models import Event, ProductKind
 from apps.catalog.products import RESTOCK_MAX_UNITS
 from apps.catalog.services import PriceIn
+from apps.catalog.withdrawal import WITHDRAWN_REASON_MAX_LENGTH
 from apps.commerce.models import CARRIER_MAX_LENGTH, TRACKING_REFERENCE_MAX_LENGTH
 from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major
 from apps.payouts.models import PROVIDER_CHOICES
@@ -360,6 +361,15 @@ class StudioChoiceForm(StudioForm):
     def __init__(self, *args: Any, studios: list[tuple[int, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._choices("studio", studios)
+
+
+class PhotoWithdrawForm(StudioForm):
+    """Withdraw a photo (`photo_withdraw`); the reason goes to the audit log."""
+
+    reason = forms.CharField(
+        max_length=WITHDRAWN_REASON_MAX_LENGTH,
+        help_text='Why it is taken down, e.g. "the runner asked us to remove it" (kept in the audit log).',
+    )
 
 
 class RefundForm(StudioForm):

@@ -50,6 +50,8 @@ class PhotoRow:
     thumbnail_url: str | None
     dropin_status: str | None
     created_at: datetime
+    withdrawn_at: datetime | None
+    withdrawn_reason: str
 
 
 def photo_rows(*, tenant_id: int, photos: Iterable[Photo]) -> list[PhotoRow]:
@@ -68,12 +70,23 @@ def photo_rows(*, tenant_id: int, photos: Iterable[Photo]) -> list[PhotoRow]:
             photographer_id=photo.photographer_id,
             derivatives_status=photo.derivatives_status,
             derivatives_error=photo.derivatives_error,
-            thumbnail_url=public_url(photo.thumbnail.name) if photo.derivatives_status == "ready" else None,
+            thumbnail_url=(
+                public_url(photo.thumbnail.name)
+                if photo.derivatives_status == "ready" and photo.withdrawn_at is None
+                else None
+            ),
             dropin_status=jobs.get(photo.pk),
             created_at=photo.created_at,
+            withdrawn_at=photo.withdrawn_at,
+            withdrawn_reason=photo.withdrawn_reason,
         )
         for photo in photos
     ]
+
+
+def photo_of_event(*, tenant_id: int, event_id: int, photo_id: int) -> Photo | None:
+    """One photo of the event, with its event; None if the studio's event has no such photo."""
+    return Photo.objects.select_related("event").filter(tenant_id=tenant_id, event_id=event_id, pk=photo_id).first()
 
 
 def photo_counts_of_events(*, tenant_id: int, event_ids: list[int]) -> dict[int, int]:

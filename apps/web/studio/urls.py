@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from apps.web.studio.views import announcements, api_keys, auth, events, members, money, overview
+from apps.web.studio.views import announcements, api_keys, auth, events, members, money, overview, photos
 
 
 class IdConverter:
@@ -33,6 +33,11 @@ urlpatterns = [
     path("events/<studio_id:event_id>/", events.event_detail, name="event"),
     path("events/<studio_id:event_id>/edit", events.event_edit, name="event-edit"),
     path("events/<studio_id:event_id>/photos", events.event_upload, name="event-upload"),
+    path(
+        "events/<studio_id:event_id>/photos/<studio_id:photo_id>/withdraw",
+        photos.photo_withdraw_view,
+        name="photo-withdraw",
+    ),
     path("events/<studio_id:event_id>/products", events.event_products, name="event-products"),
     path("events/<studio_id:event_id>/products/downloads", events.event_downloads_offer, name="event-downloads-offer"),
     path("events/<studio_id:event_id>/prices", events.event_prices, name="event-prices"),
