@@ -37,8 +37,18 @@ class EventAdmin(admin.ModelAdmin):
 
 @admin.register(Photo)
 class PhotoAdmin(admin.ModelAdmin):
-    list_display = ("id", "event", "tenant", "photographer", "width", "height", "derivatives_status", "created_at")
-    list_filter = ("derivatives_status",)
+    list_display = (
+        "id",
+        "event",
+        "tenant",
+        "photographer",
+        "width",
+        "height",
+        "derivatives_status",
+        "withdrawn_at",
+        "created_at",
+    )
+    list_filter = ("derivatives_status", ("withdrawn_at", admin.EmptyFieldListFilter))
     exclude = ("original", "preview", "thumbnail")
     readonly_fields = (
         "tenant",
@@ -52,6 +62,11 @@ class PhotoAdmin(admin.ModelAdmin):
         "height",
         "derivatives_status",
         "derivatives_error",
+        "derivatives_requested_at",
+        # Withdrawn only through `photo_withdraw` (API or the studio's event page), which also
+        # queues the cleanup.
+        "withdrawn_at",
+        "withdrawn_reason",
         "created_at",
     )
 

@@ -38,3 +38,21 @@ def test_photo_admin_shows_the_original_as_text_only(tenant_a, admin_client):
 def test_catalog_admin_pages_render(tenant_a, admin_client, model):
     StockFactory(product__event__tenant=tenant_a.org)
     assert admin_client.get(f"/admin/catalog/{model}/").status_code == 200
+
+
+def test_the_photo_admin_cannot_withdraw_a_photo_behind_the_service(tenant_a, admin_client):
+    # given: a published photo
+    from apps.catalog.models import Photo
+    from apps.tenancy.context import tenant_context
+
+    photo = PhotoFactory(event__tenant=tenant_a.org)
+    # when: a superuser posts its change form with a withdrawal in it
+    admin_client.post(
+        f"/admin/catalog/photo/{photo.pk}/change/",
+        {"withdrawn_at_0": "2026-01-01", "withdrawn_at_1": "00:00:00", "withdrawn_reason": "admin edit"},
+    )
+    # then: the photo is untouched (withdrawals go through photo_withdraw, which queues the cleanup)
+    with tenant_context(tenant_a.org.pk):
+        assert Photo.objects.filter(pk=photo.pk, withdrawn_at__isnull=True, withdrawn_reason="").exists()
+    page = admin_client.get(f"/admin/catalog/photo/{photo.pk}/change/").content.decode()
+    assert 'name="withdrawn_reason"' not in page
