@@ -33,6 +33,7 @@ from apps.notifications.selectors import (
     attendees_of_event,
 )
 from apps.notifications.services import (
+    MAX_ATTENDEES_PER_REGISTRATION,
     AnnouncementNotFound,
     AttendeeIn,
     announcement_create,
@@ -44,7 +45,6 @@ from apps.tenancy.models import User
 from apps.tenancy.permissions import HasTenantRole
 
 MANAGE_ROLES = HasTenantRole.of("owner", "staff", "api_key")
-MAX_ATTENDEES_PER_REQUEST = 1000
 
 
 class AttendeeSerializer(serializers.Serializer):
@@ -115,7 +115,7 @@ class EventAttendeesApi(TenantApi):
         email_consent = serializers.BooleanField(required=False, default=False)
 
     class InputSerializer(StrictSerializer):
-        attendees = serializers.ListField(min_length=1, max_length=MAX_ATTENDEES_PER_REQUEST)
+        attendees = serializers.ListField(min_length=1, max_length=MAX_ATTENDEES_PER_REGISTRATION)
 
         def validate_attendees(self, value: list[Any]) -> list[dict[str, Any]]:
             rows = EventAttendeesApi.AttendeeInSerializer(data=value, many=True)

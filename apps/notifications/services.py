@@ -81,6 +81,10 @@ def lease_name(announcement_id: int) -> str:
 # --- attendees ------------------------------------------------------------------------------
 
 
+# At most this many attendees per registration call (one statement; the API and the studio page).
+MAX_ATTENDEES_PER_REGISTRATION = 1000
+
+
 @dataclass(frozen=True)
 class AttendeeIn:
     email: str

@@ -11,7 +11,9 @@ import re
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
+from django.core.validators import validate_email
 from django.utils.text import slugify
 
 from apps.catalog.models import Event, ProductKind
@@ -19,6 +21,7 @@ from apps.catalog.products import RESTOCK_MAX_UNITS
 from apps.catalog.services import PriceIn
 from apps.catalog.withdrawal import WITHDRAWN_REASON_MAX_LENGTH
 from apps.commerce.models import CARRIER_MAX_LENGTH, TRACKING_REFERENCE_MAX_LENGTH
+from apps.notifications.services import MAX_ATTENDEES_PER_REGISTRATION, AttendeeIn
 from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major
 from apps.payouts.models import PROVIDER_CHOICES
 from apps.tenancy.models import Membership
@@ -302,6 +305,52 @@ class DestinationForm(StudioForm):
     def __init__(self, *args: Any, members: list[tuple[int, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._choices("member", members)
+
+
+class AttendeesForm(StudioForm):
+    """Register an event's attendees (`attendees_register`): one per line, `e-mail` or
+    `e-mail, name` (a comma, semicolon or tab between, as pasted from a spreadsheet)."""
+
+    lines = forms.CharField(
+        label="Attendees",
+        widget=forms.Textarea(attrs={"rows": 8, "placeholder": "ann@example.com, Ann Example"}),
+        help_text=f"One per line: an e-mail address, then optionally a name. At most "
+        f"{MAX_ATTENDEES_PER_REGISTRATION:,} at a time; someone already registered is updated.",
+    )
+    email_consent = forms.BooleanField(
+        required=False,
+        label="They agreed to receive this event's announcements by e-mail",
+        help_text="Without it they see announcements on their attendee page only.",
+    )
+
+    def clean_lines(self) -> list[AttendeeIn]:
+        attendees: list[AttendeeIn] = []
+        problems: list[str] = []
+        seen: set[str] = set()
+        for number, raw in enumerate(str(self.cleaned_data["lines"]).splitlines(), start=1):
+            if not raw.strip():
+                continue
+            parts = re.split(r"[,;\t]", raw, maxsplit=1)
+            email, name = parts[0].strip().lower(), (parts[1].strip() if len(parts) > 1 else "")
+            try:
+                validate_email(email)
+            except ValidationError:
+                problems.append(f"Line {number}: “{email[:80]}” is not an e-mail address.")
+                continue
+            if len(email) > 254 or len(name) > 200:
+                problems.append(f"Line {number}: too long (e-mail 254, name 200 characters at most).")
+            elif email in seen:
+                problems.append(f"Line {number}: {email} is listed twice.")
+            else:
+                seen.add(email)
+                attendees.append(AttendeeIn(email=email, name=name))
+        if len(attendees) > MAX_ATTENDEES_PER_REGISTRATION:
+            problems.append(f"{len(attendees):,} attendees: at most {MAX_ATTENDEES_PER_REGISTRATION:,} at a time.")
+        if problems:
+            raise ValidationError(problems[:20] + ([f"… and {len(problems) - 20} more."] if len(problems) > 20 else []))
+        if not attendees:
+            raise ValidationError("List at least one e-mail address.")
+        return attendees
 
 
 class AnnouncementForm(StudioForm):

@@ -23,11 +23,11 @@ from django.db.models.functions import Coalesce
 from apps.catalog.models import Event, Photo
 from apps.catalog.storage import public_url
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Refund
-from apps.dropin.models import DropInJob
+from apps.dropin.models import AttendeeFace, DropInJob
 from apps.ledger.models import LedgerAccount
 from apps.ledger.partitioning import logical_partition
 from apps.notifications.models import Announcement, Attendee
-from apps.notifications.selectors import AnnouncementStatus, announcement_statuses
+from apps.notifications.selectors import AnnouncementStatus, announcement_statuses, attendee_link
 from apps.payments.providers.base import money_text
 from apps.payouts.models import Payout, PayoutDestination
 from apps.tenancy.models import Membership, Organization
@@ -81,6 +81,36 @@ def photo_rows(*, tenant_id: int, photos: Iterable[Photo]) -> list[PhotoRow]:
             withdrawn_reason=photo.withdrawn_reason,
         )
         for photo in photos
+    ]
+
+
+@dataclass(frozen=True)
+class AttendeeRow:
+    attendee: Attendee
+    face_status: str | None  # their drop-in face: pending, enrolled, rejected; None: none
+    page_url: str  # their signed attendee page (their credential)
+
+
+def attendees_of_event(*, tenant_id: int, event_id: int) -> QuerySet[Attendee]:
+    """The event's attendees, newest first."""
+    return Attendee.objects.filter(tenant_id=tenant_id, event_id=event_id).order_by("-id")
+
+
+def attendee_rows(*, tenant_id: int, attendees: Iterable[Attendee]) -> list[AttendeeRow]:
+    """Attendees with their drop-in face status (one query) and their page's signed link."""
+    attendees = list(attendees)
+    faces = dict(
+        AttendeeFace.objects.filter(tenant_id=tenant_id, attendee_id__in=[a.pk for a in attendees]).values_list(
+            "attendee_id", "status"
+        )
+    )
+    return [
+        AttendeeRow(
+            attendee=attendee,
+            face_status=faces.get(attendee.pk),
+            page_url=attendee_link(tenant_id=tenant_id, attendee_id=attendee.pk),
+        )
+        for attendee in attendees
     ]
 
 

@@ -2,7 +2,17 @@
 
 from django.urls import path, register_converter
 
-from apps.web.studio.views import announcements, api_keys, auth, events, members, money, overview, photos
+from apps.web.studio.views import (
+    announcements,
+    api_keys,
+    attendees,
+    auth,
+    events,
+    members,
+    money,
+    overview,
+    photos,
+)
 
 
 class IdConverter:
@@ -33,6 +43,7 @@ urlpatterns = [
     path("events/<studio_id:event_id>/", events.event_detail, name="event"),
     path("events/<studio_id:event_id>/edit", events.event_edit, name="event-edit"),
     path("events/<studio_id:event_id>/photos", events.event_upload, name="event-upload"),
+    path("events/<studio_id:event_id>/attendees", attendees.event_attendees, name="event-attendees"),
     path(
         "events/<studio_id:event_id>/photos/<studio_id:photo_id>/withdraw",
         photos.photo_withdraw_view,

@@ -1,0 +1,79 @@
+"""An event's attendees on the studio dashboard: owners and staff list them with their e-mail
+choices, drop-in face and signed page link, and register pasted ones once; bad lines are
+refused with their line numbers and nothing is written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from apps.notifications.models import Attendee
+from apps.notifications.selectors import attendee_token
+from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import AuditLog
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_event, signed_in, text
+
+pytestmark = pytest.mark.django_db
+
+
+def attendees(org: Any) -> list[tuple[str, str, bool]]:
+    with tenant_context(org.pk):
+        return list(Attendee.objects.order_by("email").values_list("email", "name", "email_consent"))
+
+
+def test_staff_register_pasted_attendees_once_and_see_their_links(studio: StudioPeople) -> None:
+    # given: an event and its (empty) attendees page, linked from the event page
+    event = new_event(studio.org)
+    action = f"/studio/events/{event.pk}/attendees"
+    staff = signed_in(studio.staff)
+    assert f'href="{action}"' in text(staff.get(f"/studio/events/{event.pk}/"))
+    page = staff.get(action)
+    assert page.status_code == 200 and "Nobody registered yet." in text(page)
+    # when: three lines are pasted (comma, tab, bare e-mail) with consent, and the form resent
+    form = {
+        "nonce": form_nonce_on(page, action),
+        "lines": "Ann@Example.com, Ann Example\nbob@example.com\tBob\n\ncarl@example.com\n",
+        "email_consent": "on",
+    }
+    first, second = staff.post(action, form), staff.post(action, form)
+    # then: registered once, lower-cased, with consent, audited once
+    assert (first.status_code, second.status_code) == (303, 303)
+    assert attendees(studio.org) == [
+        ("ann@example.com", "Ann Example", True),
+        ("bob@example.com", "Bob", True),
+        ("carl@example.com", "", True),
+    ]
+    with system_context("test"):
+        assert AuditLog.objects.filter(action="attendees.register").count() == 1
+    # and: the list shows each with the signed link to their page
+    listing = text(staff.get(action))
+    with tenant_context(studio.org.pk):
+        ann = Attendee.objects.get(email="ann@example.com")
+    assert "Attendees of" in listing and "(3)" in listing
+    assert f"/attendee/{attendee_token(tenant_id=studio.org.pk, attendee_id=ann.pk)}/" in listing
+
+
+def test_bad_lines_are_named_and_nothing_is_written(studio: StudioPeople) -> None:
+    event = new_event(studio.org)
+    action = f"/studio/events/{event.pk}/attendees"
+    owner = signed_in(studio.owner)
+    page = owner.get(action)
+    refused = owner.post(
+        action,
+        {"nonce": form_nonce_on(page, action), "lines": "ann@example.com\nnot an address\nANN@example.com"},
+    )
+    body = text(refused)
+    assert refused.status_code == 400
+    assert "Line 2: “not an address” is not an e-mail address." in body
+    assert "Line 3: ann@example.com is listed twice." in body
+    assert attendees(studio.org) == []
+
+
+def test_photographers_and_other_studios_cannot_reach_the_attendees(
+    studio: StudioPeople, other_studio: StudioPeople
+) -> None:
+    event = new_event(studio.org)
+    action = f"/studio/events/{event.pk}/attendees"
+    assert signed_in(studio.photographer).get(action).status_code == 403
+    assert signed_in(other_studio.owner).get(action).status_code == 404
