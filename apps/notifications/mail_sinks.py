@@ -57,7 +57,13 @@ class _Handler:
                 return "554 5.6.0 Message content rejected"
             if self.keep:
                 parsed = message_from_bytes(envelope.content)
-                entry = {"to": list(envelope.rcpt_tos), "message_id": parsed["Message-ID"], "headers": dict(parsed)}
+                payload = parsed.get_payload(decode=True)
+                entry = {
+                    "to": list(envelope.rcpt_tos),
+                    "message_id": parsed["Message-ID"],
+                    "headers": dict(parsed),
+                    "body": payload.decode("utf-8", "replace") if isinstance(payload, bytes) else "",
+                }
             else:
                 entry = {"to": list(envelope.rcpt_tos)}
             self.state.messages.append(entry)

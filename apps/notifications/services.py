@@ -483,8 +483,11 @@ def message_id_domain() -> str:
 
 def _email(announcement: Announcement, *, key: int, attendee_id: int, to: str) -> OutgoingEmail:
     unsubscribe = attendee_link(tenant_id=announcement.tenant_id, attendee_id=attendee_id, page="unsubscribe")
+    page = attendee_link(tenant_id=announcement.tenant_id, attendee_id=attendee_id)
     footer = (
-        f"\n\n--\nYou receive this because you registered for {announcement.event.title} with "
+        f"\n\n--\nYour page for {announcement.event.title} (every announcement, and new photos of you once "
+        f"you register a selfie there): {page}\n"
+        f"You receive this because you registered for {announcement.event.title} with "
         f"{announcement.tenant.name}.\nStop these messages: {unsubscribe}\n"
     )
     return OutgoingEmail(

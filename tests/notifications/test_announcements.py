@@ -16,7 +16,7 @@ from django.utils import timezone
 from apps.core.locks import LockBusy, StaleLeaseError, fenced_lock
 from apps.notifications import services
 from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
-from apps.notifications.selectors import announcement_status, delivery_stats
+from apps.notifications.selectors import announcement_status, attendee_token, delivery_stats
 from apps.notifications.services import (
     TOPIC_SEND_REQUESTED,
     DeliveryInterrupted,
@@ -72,6 +72,11 @@ def test_an_announcement_reaches_each_attendee_once_by_email_or_in_app(tenant_a:
         assert sum(r.delivered for r in results) == 5
         assert sorted(m["to"][0] for m in smtp.messages) == [f"fan{i}@example.com" for i in range(5)]
     first = smtp.messages[0]["headers"]
+    # and: each e-mail links its attendee's own page (where drop-in is registered)
+    with tenant_context(tenant_a.org.pk):
+        first_to = Attendee.objects.get(email=smtp.messages[0]["to"][0])
+    page = f"/attendee/{attendee_token(tenant_id=tenant_a.org.pk, attendee_id=first_to.pk)}/\r\n"
+    assert page in smtp.messages[0]["body"]
     assert first["Subject"] == "Photos are online"
     assert first["Message-ID"].startswith(f"<announcement.{announcement.pk}.")
     assert "/attendee/" in first["List-Unsubscribe"] and first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
