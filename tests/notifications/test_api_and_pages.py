@@ -195,7 +195,7 @@ def test_one_click_unsubscribe_and_bad_links(tenant_a: Any) -> None:
     assert attendees()[0].unsubscribed_at is None  # a GET changes nothing
     # when: a mail client's RFC 8058 one-click POST
     response = browser.post(f"/attendee/{token}/unsubscribe", {"List-Unsubscribe": "One-Click"})
-    assert response.status_code == 200 and "no more announcements" in response.content.decode()
+    assert response.status_code == 200 and "no more e-mails about this event" in response.content.decode()
     assert attendees()[0].unsubscribed_at is not None
     # and: a tampered or foreign token is a 404 problem
     for bad in (token[:-2] + "xx", "garbage", attendee_token(tenant_id=tenant_a.org.pk, attendee_id=999999)):
