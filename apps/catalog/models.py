@@ -84,7 +84,8 @@ class Event(TenantModel):
 
 class PhotoQuerySet(models.QuerySet["Photo"]):
     def published(self) -> PhotoQuerySet:
-        """What shoppers, find me and bulk downloads see: derivatives ready, not withdrawn."""
+        """What shoppers and find me see: derivatives ready, not withdrawn (bulk downloads need no
+        previews: they cover every photo of the event not withdrawn)."""
         return self.filter(derivatives_status="ready", withdrawn_at__isnull=True)
 
 

@@ -124,7 +124,7 @@ def photo_derivatives_requeue_stale(*, older_than_seconds: float, limit: int = 5
     Harmless when the render was only slow: it is idempotent.
     """
     photos = requeue_stale(
-        Photo.objects.filter(derivatives_status=Photo.DerivativesStatus.PENDING),
+        Photo.objects.filter(derivatives_status=Photo.DerivativesStatus.PENDING, withdrawn_at__isnull=True),
         queued_field="derivatives_requested_at",
         fallback_field="created_at",
         older_than_seconds=older_than_seconds,
@@ -145,13 +145,16 @@ def photo_generate_derivatives(*, tenant_id: int, photo_id: int) -> str:
     concurrent runs for one photo serialise. An original Pillow cannot decode marks the photo
     `failed` (no retry helps); storage and database errors propagate for the task to retry.
     Returns the resulting status ("ready", "failed", "missing" for a deleted photo, or
-    "withdrawn": nothing is written for a withdrawn photo, checked under the row lock).
+    "withdrawn": a withdrawn photo is neither read nor written, checked again under the row lock;
+    the stale-render sweep leaves withdrawn photos alone).
     """
     with tenant_context(tenant_id):
         photo = Photo.objects.filter(tenant_id=tenant_id, pk=photo_id).first()
         if photo is None:
             logger.warning("derivatives requested for a missing photo", extra={"photo_id": photo_id})
             return "missing"
+        if photo.withdrawn_at is not None:
+            return "withdrawn"
         organization = Organization.objects.get(pk=tenant_id)
         try:
             original = storage.read_bytes(photo.original.name or "")

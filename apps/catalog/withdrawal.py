@@ -2,10 +2,11 @@
 
 `photo_withdraw` marks the photo withdrawn with its reason under its row lock, audited, and writes
 a `catalog.photo_withdrawn` outbox message in the same transaction. From that commit on the photo
-is not shown (gallery, photo page, public API), sold (its products are refused by checkouts and
-vanish from carts), searched by find me, matched by drop-in, or covered by bulk purchases
-(`Photo.objects.published()`). A per-photo purchase made before keeps its download: the buyer paid
-for that photo (the studio can refund the sale).
+is not shown (gallery, photo page, order pages, public API; `Photo.objects.published()`), sold
+(new checkouts refuse its products, which vanish from carts), searched by find me, matched by
+drop-in, or covered by bulk purchases. A checkout opened before the withdrawal may still be paid
+and then grants the photo, like a purchase made before: a buyer of the photo alone keeps its
+download (the studio can refund the sale).
 
 The message's consumer (`catalog.photo_withdrawn`, `photo_withdrawn_cleanup`) then removes what is
 left of it, idempotently: the drop-in matches, the attendees' notifications about it and its

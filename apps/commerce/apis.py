@@ -52,6 +52,7 @@ from apps.core.serializers import DirectOutputSerializer, IdField, StrictSeriali
 from apps.ops.killswitch import ensure_enabled
 from apps.ops.models import Capability
 from apps.tenancy.apis import TenantApi
+from apps.tenancy.models import User
 from apps.tenancy.permissions import HasTenantRole
 
 SHOP_ROLES = HasTenantRole.of("api_key", "owner", "staff")
@@ -259,11 +260,19 @@ class CheckoutRefundApi(TenantApi):
 
     permission_classes = [REFUND_ROLES]
 
-    @extend_schema(request=None, responses={202: RefundOutputSerializer})
+    @extend_schema_serializer(component_name="CheckoutRefundInput")
+    class InputSerializer(StrictSerializer):
+        """No fields: the whole charged amount is refunded (an unknown field is refused)."""
+
+    @extend_schema(request=InputSerializer, responses={202: RefundOutputSerializer})
     def post(self, request: Request, checkout_id: str) -> Response:
         assert self.tenant_id is not None
+        self.InputSerializer(data=request.data).is_valid(raise_exception=True)
         refund = checkout_refund_request(
-            tenant_id=self.tenant_id, checkout_id=checkout_id, actor_label=self.idempotency_caller(request)
+            tenant_id=self.tenant_id,
+            checkout_id=checkout_id,
+            actor_label=self.idempotency_caller(request),
+            actor_user=request.user if isinstance(request.user, User) else None,
         )
         return Response(RefundOutputSerializer(refund).data, status=202)
 

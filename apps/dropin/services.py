@@ -447,7 +447,7 @@ def dropin_job_process(*, job_id: int) -> JobRunResult:
             raise LockBusy(f"another worker runs drop-in job {job_id}")
         with transaction.atomic(durable=True):
             lease.check()
-            job = DropInJob.objects.select_for_update().select_related("photo", "event").get(pk=job_id)
+            job = DropInJob.objects.select_for_update(of=("self",)).select_related("photo", "event").get(pk=job_id)
             if job.status in (DropInJob.Status.SUCCEEDED, DropInJob.Status.FAILED):
                 return JobRunResult(job_id=job_id, outcome="skipped")
             if job.attempts >= settings.DROPIN_MAX_ATTEMPTS:
@@ -563,11 +563,14 @@ def _record(
     index and success. Runs inside the fenced transaction. Matches of a face deleted since the
     search are dropped (its row is gone); what the backend indexed for a photo the backfill
     indexed meanwhile is forgotten; of a photo withdrawn meanwhile only the searches are billed."""
-    job = DropInJob.objects.select_for_update().select_related("event__tenant").get(pk=job.pk)
+    # Only the job's row: locking the joined event and studio rows too would make any transaction
+    # that writes a row of this studio (an audit row, an outbox row) wait on this one.
+    job = DropInJob.objects.select_for_update(of=("self",)).select_related("event__tenant").get(pk=job.pk)
     now = timezone.now()
-    # Locked: a withdrawal waits for this transaction (its cleanup then removes what it wrote), or
-    # committed first, and then nothing of the photo is recorded and the backend forgets it.
-    if Photo.objects.select_for_update().filter(pk=job.photo_id, withdrawn_at__isnull=False).exists():
+    # The photo's row, locked before anything referencing it is written: a withdrawal waits for
+    # this transaction (its cleanup then removes what it wrote), or committed first, and then
+    # nothing of the photo is recorded and the backend forgets what it indexed.
+    if _photo_withdrawn_locked(job.photo_id):
         _forget_unstored(job=job, analysis=analysis)
         result = SearchResult(faces=[], matches=[], searches=result.searches)
         indexed, faces = None, {}
@@ -702,11 +705,19 @@ def photo_faces_index(*, tenant_id: int, photo_id: int) -> int | None:
     )
     faces = backend.index_photo(analysis=analysis)
     with transaction.atomic(durable=True):
-        withdrawn = Photo.objects.select_for_update().filter(pk=photo_id, withdrawn_at__isnull=False).exists()
-        stored = not withdrawn and _index_store(photo=photo, backend=backend.name, faces=faces)
+        stored = not _photo_withdrawn_locked(photo_id) and _index_store(photo=photo, backend=backend.name, faces=faces)
         if not stored:
             _forget_photo_faces(photo=photo, backend=backend.name, analysis=analysis)
     return len(faces) if stored else None
+
+
+def _photo_withdrawn_locked(photo_id: int) -> bool:
+    """Lock the photo's row (FOR NO KEY UPDATE: a withdrawal's FOR UPDATE waits for it, inserts
+    that reference the photo do not) and say whether it is withdrawn. Assumes a transaction."""
+    withdrawn_at = (
+        Photo.objects.select_for_update(no_key=True).filter(pk=photo_id).values_list("withdrawn_at", flat=True).get()
+    )
+    return withdrawn_at is not None
 
 
 @transaction.atomic(durable=True)

@@ -63,11 +63,13 @@ class AttendeeNotFound(NotFound):
 @transaction.atomic
 def attendee_photo_alerts_set(*, tenant_id: int, attendee_id: int, enabled: bool, actor_label: str) -> bool:
     """Turn the attendee's e-mail alerts of new photos on or off; audited when it changes
-    anything. Returns True if this call changed it. Joins the caller's transaction (or opens one).
+    anything. Returns True if this call changed it. Joins the caller's transaction (or opens one);
+    locks the attendee's row FOR NO KEY UPDATE (a drop-in run inserting a match for them is not
+    held up).
     Turning them off drops an owed alert not yet claimed (a sender already sending it may still
     deliver that one e-mail). An unsubscribed attendee gets no alerts whatever this says.
     Raises AttendeeNotFound."""
-    attendee = Attendee.objects.select_for_update().filter(tenant_id=tenant_id, pk=attendee_id).first()
+    attendee = Attendee.objects.select_for_update(no_key=True).filter(tenant_id=tenant_id, pk=attendee_id).first()
     if attendee is None:
         raise AttendeeNotFound(f"Attendee {attendee_id} does not exist.")
     if (attendee.photo_alerts_at is not None) == enabled:

@@ -105,10 +105,10 @@ SELECT %(tenant)s, %(event)s, r.email, r.name, r.consent, CASE WHEN r.consent TH
   FROM unnest(%(emails)s::text[], %(names)s::text[], %(consents)s::boolean[]) AS r(email, name, consent)
 ON CONFLICT (tenant_id, event_id, email) DO UPDATE
    SET name = CASE WHEN EXCLUDED.name <> '' THEN EXCLUDED.name ELSE a.name END,
-       email_consent = EXCLUDED.email_consent,
+       email_consent = EXCLUDED.email_consent OR (%(keep_consent)s AND a.email_consent),
        consent_recorded_at = CASE
            WHEN EXCLUDED.email_consent AND NOT a.email_consent THEN %(now)s
-           WHEN EXCLUDED.email_consent THEN a.consent_recorded_at
+           WHEN EXCLUDED.email_consent OR %(keep_consent)s THEN a.consent_recorded_at
        END
 RETURNING (xmax = 0) AS inserted
 """
@@ -116,10 +116,17 @@ RETURNING (xmax = 0) AS inserted
 
 @transaction.atomic
 def attendees_register(
-    *, tenant: Organization, event_id: int, attendees: list[AttendeeIn], actor_label: str
+    *,
+    tenant: Organization,
+    event_id: int,
+    attendees: list[AttendeeIn],
+    actor_label: str,
+    keep_consent: bool = False,
 ) -> RegisterResult:
     """Register (or update) an event's attendees by e-mail, with their e-mail consent as the
-    studio recorded it; audited. Joins the caller's transaction or opens one.
+    studio recorded it; audited. Joins the caller's transaction or opens one. With
+    `keep_consent`, a known attendee's recorded consent is never withdrawn (an `email_consent`
+    of False only registers new attendees without it).
 
     An attendee who unsubscribed stays unsubscribed: only they can undo that. E-mails are
     lower-cased; the caller passes each e-mail once. Raises EventNotFound.
@@ -134,6 +141,7 @@ def attendees_register(
         "emails": [a.email.strip().lower() for a in attendees],
         "names": [a.name.strip() for a in attendees],
         "consents": [a.email_consent for a in attendees],
+        "keep_consent": keep_consent,
     }
     with connection.cursor() as cursor:
         cursor.execute(_REGISTER_SQL, params)

@@ -224,3 +224,70 @@ def test_a_photo_withdrawn_while_its_drop_in_run_searches_gets_nothing_recorded(
     # then: the job is done, but no match, notification or index of the photo was written
     assert (run.outcome, run.matches, run.notified) == ("succeeded", 0, 0)
     assert counts(tenant_a.org.pk, photo.pk) == {"matches": 0, "notifications": 0, "faces": 0, "indexes": 0}
+
+
+def test_a_withdrawal_while_a_drop_in_run_records_waits_for_it_and_then_cleans_up(
+    tenant_a: Any, monkeypatch: Any
+) -> None:
+    # given: a photo of Ann whose drop-in run is inside its recording transaction when the studio
+    # withdraws the photo from another connection
+    import threading
+    import time
+
+    from django.db import DatabaseError, connection
+
+    from apps.dropin import services as dropin
+
+    event = an_event(tenant_a.org)
+    enrolled_face(tenant_a.org, event, "ann")
+    photo, job_id = photo_of(tenant_a.org, event, ["ann"])
+    outcome: dict[str, Any] = {}
+
+    def withdraw() -> None:
+        try:
+            with tenant_context(tenant_a.org.pk):
+                photo_withdraw(tenant_id=tenant_a.org.pk, photo_id=photo.pk, reason="taken down", actor=Actor("t"))
+            outcome["withdrawn"] = True
+        except DatabaseError as exc:  # a deadlock would land here (or in the run)
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    competitor = threading.Thread(target=withdraw)
+    recording = dropin._index_store
+
+    def index_store_with_a_competitor(**kwargs: Any) -> Any:
+        competitor.start()
+        time.sleep(0.5)  # the withdrawal now waits on the photo's row lock (or deadlocks, before the fix)
+        return recording(**kwargs)
+
+    monkeypatch.setattr(dropin, "_index_store", index_store_with_a_competitor)
+    # when: the run records, then the withdrawal goes through
+    with tenant_context(tenant_a.org.pk):
+        run = dropin_job_process(job_id=job_id)
+    competitor.join(timeout=30)
+    # then: neither failed; the run recorded its match, the withdrawal came after it
+    assert outcome == {"withdrawn": True} and run.outcome == "succeeded" and run.matches == 1
+    # and: the cleanup removes what the run wrote
+    drain_outbox()
+    assert counts(tenant_a.org.pk, photo.pk) == {"matches": 0, "notifications": 0, "faces": 0, "indexes": 0}
+
+
+def test_a_withdrawn_photo_is_never_rendered_or_asked_to_render_again(tenant_a: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.catalog.services import photo_derivatives_requeue_stale
+
+    # given: a photo still waiting for its previews, withdrawn, its render message long lost
+    shop = make_shop(org=tenant_a.org)
+    with tenant_context(tenant_a.org.pk):
+        photo_withdraw(tenant_id=tenant_a.org.pk, photo_id=shop.photo.pk, reason="wrong event", actor=Actor("t"))
+        Photo.objects.filter(pk=shop.photo.pk).update(derivatives_requested_at=timezone.now() - timedelta(hours=1))
+    # when: the stale-render sweep and a late render run
+    with system_context("test"):
+        requeued = photo_derivatives_requeue_stale(older_than_seconds=60)
+    # then: it is not asked for again, and the render reads and writes nothing
+    assert requeued == []
+    assert photo_generate_derivatives(tenant_id=tenant_a.org.pk, photo_id=shop.photo.pk) == "withdrawn"

@@ -344,9 +344,7 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
         photo_ids = {line.photo_id for line in lines if line.photo_id is not None}
         thumbnails = {
             photo.pk: public_url(photo.thumbnail.name)
-            for photo in Photo.objects.filter(
-                tenant_id=tenant_id, pk__in=photo_ids, derivatives_status=Photo.DerivativesStatus.READY
-            ).only("id", "thumbnail")
+            for photo in Photo.objects.published().filter(tenant_id=tenant_id, pk__in=photo_ids).only("id", "thumbnail")
         }
         downloads: list[DownloadLink] = []
         covered: dict[int, Entitlement] = {}  # photo -> the first entitlement covering it (listed once)

@@ -320,7 +320,8 @@ class AttendeesForm(StudioForm):
     email_consent = forms.BooleanField(
         required=False,
         label="They agreed to receive this event's announcements by e-mail",
-        help_text="Without it they see announcements on their attendee page only.",
+        help_text="Unticked, new attendees see announcements on their attendee page only; anyone already "
+        "registered keeps the choice recorded before.",
     )
 
     def clean_lines(self) -> list[AttendeeIn]:

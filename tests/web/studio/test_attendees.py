@@ -77,3 +77,18 @@ def test_photographers_and_other_studios_cannot_reach_the_attendees(
     action = f"/studio/events/{event.pk}/attendees"
     assert signed_in(studio.photographer).get(action).status_code == 403
     assert signed_in(other_studio.owner).get(action).status_code == 404
+
+
+def test_pasting_known_attendees_without_the_consent_box_keeps_their_consent(studio: StudioPeople) -> None:
+    # given: Ann registered with e-mail consent
+    event = new_event(studio.org)
+    action = f"/studio/events/{event.pk}/attendees"
+    owner = signed_in(studio.owner)
+    page = owner.get(action)
+    owner.post(action, {"nonce": form_nonce_on(page, action), "lines": "ann@example.com", "email_consent": "on"})
+    # when: Ann and Bob are pasted with the box unticked
+    page = owner.get(action)
+    response = owner.post(action, {"nonce": form_nonce_on(page, action), "lines": "ann@example.com\nbob@example.com"})
+    # then: Ann keeps her consent; Bob is registered without one
+    assert response.status_code == 303
+    assert attendees(studio.org) == [("ann@example.com", "", True), ("bob@example.com", "", False)]

@@ -125,7 +125,13 @@ def test_the_api_refunds_once_and_refuses_unpaid_and_other_studios_checkouts(
     assert (body["checkout_id"], body["reason"], body["status"]) == (paid, "studio", "requested")
     again = refund(paid)
     assert again.status_code == 409 and again.json()["type"].endswith("/refund-already-requested")
+    # and: a body with any field is refused (the whole amount is refunded), writing nothing
+    odd = client.post(
+        f"/api/v1/checkouts/{unpaid}/refund", {"amount_minor": 1}, format="json", HTTP_IDEMPOTENCY_KEY=new_key()
+    )
+    assert odd.status_code == 400
     # and: an unpaid checkout and another studio's are refused, writing nothing
+
     assert refund(unpaid).json()["type"].endswith("/checkout-not-refundable")
     assert refund(paid, other_studio.bundle.client()).status_code == 404
     assert refund_messages() == 1

@@ -58,6 +58,7 @@ def event_attendees(request: HttpRequest, studio: Studio, event_id: int) -> Http
                 for attendee in form.cleaned_data["lines"]
             ],
             actor_label=studio.caller,
+            keep_consent=True,
         )
         messages.success(request, f"{result.created} attendee(s) added, {result.updated} updated.")
         return reverse("studio:event-attendees", kwargs={"event_id": event.pk})
