@@ -59,6 +59,7 @@ from apps.commerce.services.refund_mail import (
     RefundedMailBusy,
     refunded_mail_send,
 )
+from apps.outbox.mail_once import MAIL_CONSUMER_OPTIONS
 from apps.outbox.routing import outbox_consumer
 from apps.payments.providers.base import ProviderError
 from apps.tenancy.context import system_context
@@ -111,13 +112,8 @@ def close_payment_session(*, message_id: str, payload: dict[str, Any]) -> str:
 @outbox_consumer(
     "checkout.paid",
     name="commerce.send_receipt",
-    queue="notifications",
-    once=False,
     autoretry_for=(ReceiptBusy, OSError),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=10,
+    **MAIL_CONSUMER_OPTIONS,
 )
 def send_receipt(*, message_id: str, payload: dict[str, Any]) -> bool:
     return receipt_send(checkout_id=payload["checkout_id"])
@@ -126,13 +122,8 @@ def send_receipt(*, message_id: str, payload: dict[str, Any]) -> bool:
 @outbox_consumer(
     TOPIC_ORDER_LINKS_REQUESTED,
     name=ORDER_LINKS_CONSUMER,
-    queue="notifications",
-    once=False,
     autoretry_for=(OrderLinksBusy, OSError),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=10,
+    **MAIL_CONSUMER_OPTIONS,
 )
 def send_order_links(*, message_id: str, payload: dict[str, Any]) -> bool:
     return order_links_send(
@@ -146,13 +137,8 @@ def send_order_links(*, message_id: str, payload: dict[str, Any]) -> bool:
 @outbox_consumer(
     TOPIC_CHECKOUT_SHIPPED,
     name=SHIPPED_MAIL_CONSUMER,
-    queue="notifications",
-    once=False,  # mail goes out outside any transaction; the service keeps its own inbox rows
     autoretry_for=(ShippedMailBusy, OSError),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=10,
+    **MAIL_CONSUMER_OPTIONS,
 )
 def send_shipped_email(*, message_id: str, payload: dict[str, Any]) -> bool:
     return shipped_mail_send(message_id=message_id, checkout_id=payload["checkout_id"])
@@ -161,13 +147,8 @@ def send_shipped_email(*, message_id: str, payload: dict[str, Any]) -> bool:
 @outbox_consumer(
     TOPIC_CHECKOUT_REFUNDED,
     name=REFUNDED_MAIL_CONSUMER,
-    queue="notifications",
-    once=False,  # mail goes out outside any transaction; the service keeps its own inbox rows
     autoretry_for=(RefundedMailBusy, OSError),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=10,
+    **MAIL_CONSUMER_OPTIONS,
 )
 def send_refunded_email(*, message_id: str, payload: dict[str, Any]) -> bool:
     return refunded_mail_send(message_id=message_id, checkout_id=payload["checkout_id"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from apps.outbox.mail_once import MAIL_CONSUMER_OPTIONS
 from apps.outbox.routing import outbox_consumer
 from apps.tenancy.invitations import (
     MEMBER_INVITATION_CONSUMER,
@@ -23,13 +24,8 @@ from apps.tenancy.invitations import (
 @outbox_consumer(
     TOPIC_MEMBER_INVITED,
     name=MEMBER_INVITATION_CONSUMER,
-    queue="notifications",
-    once=False,  # mail goes out outside any transaction; the service keeps its own inbox rows
     autoretry_for=(InvitationBusy, OSError),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=10,
+    **MAIL_CONSUMER_OPTIONS,
 )
 def send_member_invitation(*, message_id: str, payload: dict[str, Any]) -> bool:
     return member_invitation_deliver(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -22,6 +23,19 @@ from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from apps.outbox.models import InboxEntry
+
+# The outbox-consumer options of every task that sends one e-mail per message (claim, send, mark:
+# `send_once`, or the receipt's own row): the notifications queue; not `once` (mail goes out
+# outside any transaction, and the claim keeps its own rows); retried with backoff, 10 tries.
+# Add `autoretry_for=(<the claim's busy error>, OSError)`.
+MAIL_CONSUMER_OPTIONS: dict[str, Any] = {
+    "queue": "notifications",
+    "once": False,
+    "retry_backoff": 5,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
 
 
 def _claim(*, consumer: str, message_id: uuid.UUID, now: datetime, busy: Exception) -> bool:
