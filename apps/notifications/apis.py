@@ -54,6 +54,9 @@ class AttendeeSerializer(serializers.Serializer):
     email_consent = serializers.BooleanField()
     consent_recorded_at = serializers.DateTimeField(allow_null=True)
     unsubscribed_at = serializers.DateTimeField(allow_null=True)
+    photo_alerts_at = serializers.DateTimeField(
+        allow_null=True, help_text="When they asked to be e-mailed about new photos of them; null: they did not."
+    )
     created_at = serializers.DateTimeField()
     inbox_url = serializers.SerializerMethodField(
         help_text="The attendee's own page (notifications, drop-in selfie, unsubscribe): a signed link to"

@@ -69,6 +69,10 @@ def test_a_studio_registers_attendees_then_updates_them(tenant_a: Any) -> None:
     inbox = Client().get(urlsplit(ann["inbox_url"]).path)
     assert inbox.status_code == 200 and "ann@example.com" in inbox.content.decode()
     assert Client().get(urlsplit(ann["dropin_url"]).path).status_code == 200
+    # and: once Ann asks for photo alerts on her drop-in page, the list says since when
+    assert ann["photo_alerts_at"] is None
+    Client().post(urlsplit(ann["dropin_url"]).path + "/alerts", {"alerts": "on"})
+    assert api.get(path).json()["results"][0]["photo_alerts_at"] is not None
 
 
 def test_an_unsubscribed_attendee_stays_unsubscribed_after_a_reimport(tenant_a: Any) -> None:
