@@ -15,6 +15,8 @@ Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant
   send/mark on inbox rows, notifications queue; apps/commerce/services/fulfilment.py).
 * `checkout.refunded` → the "your payment was refunded" e-mail (`refunded_mail_send`, claim/send/
   mark on inbox rows, notifications queue; apps/commerce/services/refund_mail.py).
+* `refund.restock_requested` → a refunded order's unshipped prints back in stock
+  (`refunded_prints_restock`, once per message, in its inbox transaction).
 * `orders.links_requested` → the "find my orders" e-mail (`order_links_send`, claim/send/mark
   on inbox rows, notifications queue).
 Beat: `commerce.checkouts_expire` expires overdue unpaid checkouts and releases their stock;
@@ -45,6 +47,7 @@ from apps.commerce.services.fulfilment import (
     SHIPPED_MAIL_CONSUMER,
     TOPIC_CHECKOUT_SHIPPED,
     ShippedMailBusy,
+    refunded_prints_restock,
     shipped_mail_send,
 )
 from apps.commerce.services.order_links import (
@@ -53,6 +56,7 @@ from apps.commerce.services.order_links import (
     OrderLinksBusy,
     order_links_send,
 )
+from apps.commerce.services.payment import TOPIC_RESTOCK_REQUESTED
 from apps.commerce.services.refund_mail import (
     REFUNDED_MAIL_CONSUMER,
     TOPIC_CHECKOUT_REFUNDED,
@@ -152,6 +156,12 @@ def send_shipped_email(*, message_id: str, payload: dict[str, Any]) -> bool:
 )
 def send_refunded_email(*, message_id: str, payload: dict[str, Any]) -> bool:
     return refunded_mail_send(message_id=message_id, checkout_id=payload["checkout_id"])
+
+
+@outbox_consumer(TOPIC_RESTOCK_REQUESTED, name="commerce.restock_refunded_prints")
+def restock_refunded_prints(*, message_id: str, payload: dict[str, Any]) -> int:
+    """Once per message (its inbox row commits with the stock changes)."""
+    return refunded_prints_restock(tenant_id=int(payload["tenant_id"]), checkout_id=payload["checkout_id"])
 
 
 @shared_task(name="commerce.checkouts_expire", acks_late=True)

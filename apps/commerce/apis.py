@@ -249,6 +249,7 @@ class RefundOutputSerializer(serializers.Serializer):
     currency = serializers.CharField()
     created_at = serializers.DateTimeField()
     submitted_at = serializers.DateTimeField(allow_null=True)
+    restock_prints = serializers.BooleanField()
 
 
 class CheckoutRefundApi(TenantApi):
@@ -262,17 +263,26 @@ class CheckoutRefundApi(TenantApi):
 
     @extend_schema_serializer(component_name="CheckoutRefundInput")
     class InputSerializer(StrictSerializer):
-        """No fields: the whole charged amount is refunded (an unknown field is refused)."""
+        """The whole charged amount is refunded; an unknown field is refused."""
+
+        restock_prints = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Put the order's prints back in stock once the refund lands (only while none is shipped; "
+            "409 `prints-not-restockable` otherwise).",
+        )
 
     @extend_schema(request=InputSerializer, responses={202: RefundOutputSerializer})
     def post(self, request: Request, checkout_id: str) -> Response:
         assert self.tenant_id is not None
-        self.InputSerializer(data=request.data).is_valid(raise_exception=True)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
         refund = checkout_refund_request(
             tenant_id=self.tenant_id,
             checkout_id=checkout_id,
             actor_label=self.idempotency_caller(request),
             actor_user=request.user if isinstance(request.user, User) else None,
+            restock_prints=data.validated_data["restock_prints"],
         )
         return Response(RefundOutputSerializer(refund).data, status=202)
 

@@ -99,6 +99,13 @@ class CheckoutNotRefundable(DomainError):
     title = "The checkout cannot be refunded"
 
 
+class PrintsNotRestockable(CheckoutNotRefundable):
+    """A refund asked to put prints back in stock for an order with none waiting to be shipped."""
+
+    slug = "prints-not-restockable"
+    title = "No prints to put back in stock"
+
+
 class RefundAlreadyRequested(CheckoutNotRefundable):
     slug = "refund-already-requested"
     title = "Refund already requested"

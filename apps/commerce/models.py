@@ -605,6 +605,8 @@ class Refund(TenantModel):
     # `requested` long after that lost its message (the broker forgot it):
     # `refunds_requeue_stale` queues it again.
     queued_at = models.DateTimeField(null=True, blank=True)
+    # A studio refund of prints not shipped yet: put them back in stock once the refund lands.
+    restock_prints = models.BooleanField(default=False)
 
     class Meta:
         constraints = [

@@ -29,6 +29,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.catalog.models import ProductKind
+from apps.catalog.products import Actor, stock_restock
 from apps.commerce.countries import COUNTRY_NAMES
 from apps.commerce.errors import AlreadyShipped, CheckoutNotFound, CheckoutNotShippable
 from apps.commerce.models import (
@@ -143,6 +144,38 @@ def checkout_mark_shipped(
         payload={"checkout_id": str(checkout.pk)},
     )
     return shipping
+
+
+# --- prints of a refunded order back in stock --------------------------------------------------
+
+
+def refunded_prints_restock(*, tenant_id: int, checkout_id: uuid.UUID | str) -> int:
+    """Put the confirmed print lines of a refunded order back in stock (the consumer of
+    `refund.restock_requested`, in its once-only inbox transaction, tenant context), unless the
+    prints were shipped meanwhile. Each line adds its quantity to its print's stock and initial
+    quantity (`stock_restock`, audited as the refund); a line past the stock ceiling is skipped
+    and logged, never retried. Returns the units put back. Locks the shipping row."""
+    shipping = CheckoutShipping.objects.select_for_update().filter(tenant_id=tenant_id, checkout_id=checkout_id).first()
+    if shipping is None or shipping.fulfilment_status != CheckoutShipping.FulfilmentStatus.UNFULFILLED:
+        logger.warning("refunded prints not restocked: shipped or no prints", extra={"checkout_id": str(checkout_id)})
+        return 0
+    actor = Actor(label=f"refund of checkout {checkout_id}")
+    units = 0
+    prints = CheckoutLine.objects.filter(
+        tenant_id=tenant_id, checkout_id=checkout_id, kind=ProductKind.PRINT, state=CheckoutLine.State.CONFIRMED
+    ).order_by("product_id")
+    for line in prints:
+        try:
+            with transaction.atomic():
+                stock_restock(tenant_id=tenant_id, product_id=line.product_id, add_quantity=line.quantity, actor=actor)
+        except DomainError as exc:
+            logger.error(
+                "refunded print not restocked",
+                extra={"checkout_id": str(checkout_id), "product_id": line.product_id, "error": str(exc)},
+            )
+        else:
+            units += line.quantity
+    return units
 
 
 # --- the shopper's e-mail ----------------------------------------------------------------------

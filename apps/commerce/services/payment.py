@@ -44,11 +44,13 @@ from django.db.models import Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
+from apps.catalog.models import ProductKind
 from apps.commerce.errors import (
     CheckoutNotFound,
     CheckoutNotRefundable,
     PaidWithoutAmount,
     PaymentForUnknownCheckout,
+    PrintsNotRestockable,
     RefundAlreadyRequested,
 )
 from apps.commerce.inventory import get_strategy
@@ -56,6 +58,7 @@ from apps.commerce.models import (
     PROVIDER_REFERENCE_FIELD,
     Checkout,
     CheckoutLine,
+    CheckoutShipping,
     Entitlement,
     InventoryReservation,
     Receipt,
@@ -77,6 +80,7 @@ logger = logging.getLogger("darkroom.commerce.payment")
 TOPIC_CHECKOUT_PAID = "checkout.paid"
 TOPIC_REFUND_REQUESTED = "payment.refund_requested"
 TOPIC_CAPTURE_REQUESTED = "payment.capture_requested"
+TOPIC_RESTOCK_REQUESTED = "refund.restock_requested"
 
 FactStatus = Literal["paid", "failed", "expired", "refunded"]
 _FACT_FIELD: dict[str, str] = {
@@ -313,6 +317,15 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list
         checkout.status = Checkout.Status.REFUNDED
         checkout.save(update_fields=["status", "updated_at"])
         effects.append("checkout refunded")
+    if Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO, restock_prints=True).exists():
+        outbox_publish(
+            topic=TOPIC_RESTOCK_REQUESTED,
+            tenant_id=checkout.tenant_id,
+            aggregate_type="checkout",
+            aggregate_id=checkout.pk,
+            payload={"tenant_id": checkout.tenant_id, "checkout_id": str(checkout.pk)},
+        )
+        effects.append("prints to go back in stock (refund.restock_requested)")
     if txn.fulfilled_at is not None:
         revoked = Entitlement.objects.filter(transaction=txn, revoked_at__isnull=True).update(revoked_at=now)
         lines = list(checkout.lines.filter(state=CheckoutLine.State.CONFIRMED).order_by("position"))
@@ -369,20 +382,27 @@ RETRY_KEY_MARK = ":retry-"
 
 @transaction.atomic
 def checkout_refund_request(
-    *, tenant_id: int, checkout_id: uuid.UUID | str, actor_label: str, actor_user: User | None = None
+    *,
+    tenant_id: int,
+    checkout_id: uuid.UUID | str,
+    actor_label: str,
+    actor_user: User | None = None,
+    restock_prints: bool = False,
 ) -> Refund:
     """Refund a paid order in full, as the studio decided: a `studio` refund of the charged amount
     and its `payment.refund_requested` message (its consumer asks the provider, with the refund's
     idempotency key), and one `checkout.refund_request` audit row. The checkout stays `paid`
     until the provider's refund webhook arrives; then its entitlements are revoked and the wallet
-    credits reversed (`_on_refunded`). Stock of refunded prints is not put back (a print may
-    have been made); the studio restocks by hand.
+    credits reversed (`_on_refunded`). With `restock_prints` (an order whose prints are not
+    shipped yet), its print lines go back in stock once the refund lands (a
+    `refund.restock_requested` message); without, the prints stay sold (one may have been made).
 
     Joins the caller's transaction (the API's Idempotency-Key protocol or the studio form's
     `submit_once`), in the tenant's context; locks the checkout row, then its transaction.
     A studio refund the provider refused (`failed`) is asked for again (`refund_retry`).
-    Raises CheckoutNotFound (also another studio's checkout), CheckoutNotRefundable (not paid)
-    and RefundAlreadyRequested (a refund of this payment is under way).
+    Raises CheckoutNotFound (also another studio's checkout), CheckoutNotRefundable (not paid),
+    PrintsNotRestockable (`restock_prints` for an order with no print waiting to be shipped) and
+    RefundAlreadyRequested (a refund of this payment is under way).
     """
     checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
     if checkout is None:
@@ -394,6 +414,8 @@ def checkout_refund_request(
         )
     if Refund.objects.filter(transaction=txn).exclude(status=Refund.Status.FAILED).exists():
         raise RefundAlreadyRequested("A refund of this order is already under way.")
+    if restock_prints and not _prints_waiting(checkout):
+        raise PrintsNotRestockable("This order has no prints waiting to be shipped to put back in stock.")
     failed = Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO).first()
     if failed is not None:  # the provider refused it before: ask again, with a new key
         refund_retry(refund_id=failed.pk, actor_label=actor_label, actor_user=actor_user)
@@ -404,6 +426,9 @@ def checkout_refund_request(
         )
         txn.save(update_fields=["refund_requested_at", "updated_at"])
     refund = Refund.objects.get(transaction=txn, reason=Refund.Reason.STUDIO)
+    if refund.restock_prints != restock_prints:
+        refund.restock_prints = restock_prints
+        refund.save(update_fields=["restock_prints"])
     audit_record(
         action="checkout.refund_request",
         tenant_id=tenant_id,
@@ -411,9 +436,24 @@ def checkout_refund_request(
         actor_label=actor_label,
         target_type="checkout",
         target_id=str(checkout.pk),
-        data={"refund_id": refund.pk, "amount_minor": refund.amount_minor, "currency": refund.currency},
+        data={
+            "refund_id": refund.pk,
+            "amount_minor": refund.amount_minor,
+            "currency": refund.currency,
+            "restock_prints": restock_prints,
+        },
     )
     return refund
+
+
+def _prints_waiting(checkout: Checkout) -> bool:
+    """Whether the paid checkout has confirmed prints not shipped yet."""
+    return (
+        CheckoutShipping.objects.filter(
+            checkout_id=checkout.pk, fulfilment_status=CheckoutShipping.FulfilmentStatus.UNFULFILLED
+        ).exists()
+        and checkout.lines.filter(kind=ProductKind.PRINT, state=CheckoutLine.State.CONFIRMED).exists()
+    )
 
 
 def _retry_key(idempotency_key: str, attempt: int) -> str:

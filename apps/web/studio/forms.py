@@ -430,6 +430,16 @@ class RefundForm(StudioForm):
         help_text="The whole amount goes back to the buyer; their downloads stop working and the "
         "photographers' earnings from this sale are taken back from their wallets.",
     )
+    restock_prints = forms.BooleanField(
+        required=False,
+        label="Put the prints back in stock",
+        help_text="They have not been shipped: once the refund goes through, they are for sale again.",
+    )
+
+    def __init__(self, *args: Any, offer_restock: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not offer_restock:
+            del self.fields["restock_prints"]
 
 
 class ShipForm(StudioForm):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.core import mail
 
+from apps.catalog.models import StockRestock
 from apps.commerce.models import Checkout, Entitlement, Refund
 from apps.commerce.services.payment import TOPIC_REFUND_REQUESTED
 from apps.commerce.services.refund_mail import TOPIC_CHECKOUT_REFUNDED, refunded_mail_send
@@ -135,3 +136,43 @@ def test_the_api_refunds_once_and_refuses_unpaid_and_other_studios_checkouts(
     assert refund(unpaid).json()["type"].endswith("/checkout-not-refundable")
     assert refund(paid, other_studio.bundle.client()).status_code == 404
     assert refund_messages() == 1
+
+
+def test_a_refund_can_put_unshipped_prints_back_in_stock_once_it_lands(studio: StudioPeople) -> None:
+    # given: a paid sale of 2 A4 prints (stock 10 → 8), not shipped
+    shop = make_shop(org=studio.org)
+    checkout_id = sold(studio, shop, {"product": shop.print.pk, "quantity": 2})
+    assert shop.stock_quantity() == 8
+    owner = signed_in(studio.owner)
+    page = owner.get(f"/studio/sales/{checkout_id}/")
+    assert "Put the prints back in stock" in text(page)
+    # when: the owner refunds it, asking for the prints back in stock
+    action = f"/studio/sales/{checkout_id}/refund"
+    form = {"nonce": form_nonce_on(page, action), "confirm": "on", "restock_prints": "on"}
+    assert owner.post(action, form).status_code == 303
+    # then: nothing moves until the provider confirms the refund
+    drain_outbox()
+    assert shop.stock_quantity() == 8
+    # when: the refund lands (its message delivered twice)
+    assert deliver([sandbox_provider().refunded_event(reference=f"sbx_{checkout_id}")], duplicates=2) == [200, 200]
+    drain_outbox()
+    # then: the two prints are for sale again, once, audited as the refund's restock
+    assert shop.stock_quantity() == 10
+    with tenant_context(studio.org.pk):
+        assert StockRestock.objects.filter(product_id=shop.print.pk, added_quantity=2).count() == 1
+
+
+def test_prints_already_shipped_or_absent_cannot_go_back_in_stock(studio: StudioPeople) -> None:
+    shop = make_shop(org=studio.org)
+    downloads_only = sold(studio, shop, {"product": shop.download.pk})
+    client = studio.bundle.client()
+    refused = client.post(
+        f"/api/v1/checkouts/{downloads_only}/refund",
+        {"restock_prints": True},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=new_key(),
+    )
+    assert refused.status_code == 409 and refused.json()["type"].endswith("/prints-not-restockable")
+    # and: the sale page of a downloads-only sale does not offer it
+    assert "Put the prints back in stock" not in text(signed_in(studio.owner).get(f"/studio/sales/{downloads_only}/"))
+    assert refund_messages() == 0

@@ -128,7 +128,7 @@ def _render_sale(
         "refunds": [
             {"refund": refund, "amount": money_text(refund.amount_minor, refund.currency)} for refund in refunds
         ],
-        "refund_form": (refund_form or RefundForm()) if offer_refund else None,
+        "refund_form": (refund_form or RefundForm(offer_restock=_shippable(sale))) if offer_refund else None,
     }
     return render(request, "studio/sale_detail.html", context, status=status)
 
@@ -184,11 +184,15 @@ def sale_refund(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) ->
     sale = _sale_or_404(request, studio, checkout_id)
     if isinstance(sale, HttpResponse):
         return sale
-    form = RefundForm(request.POST)
+    form = RefundForm(request.POST, offer_restock=_shippable(sale))
 
     def effect() -> str:
         refund = checkout_refund_request(
-            tenant_id=studio.tenant_id, checkout_id=sale.pk, actor_label=studio.caller, actor_user=studio.user
+            tenant_id=studio.tenant_id,
+            checkout_id=sale.pk,
+            actor_label=studio.caller,
+            actor_user=studio.user,
+            restock_prints=bool(form.cleaned_data.get("restock_prints")),
         )
         amount = money_text(refund.amount_minor, refund.currency)
         messages.success(request, f"Refund of {amount} asked of {sale.get_provider_display()}.")
