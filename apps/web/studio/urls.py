@@ -63,6 +63,7 @@ urlpatterns = [
         name="product-restock",
     ),
     path("sales/", money.sales, name="sales"),
+    path("sales.csv", money.sales_export, name="sales-export"),
     path("sales/<uuid:checkout_id>/", money.sale_detail, name="sale"),
     path("sales/<uuid:checkout_id>/ship", money.sale_ship, name="sale-ship"),
     path("sales/<uuid:checkout_id>/refund", money.sale_refund, name="sale-refund"),

@@ -129,3 +129,34 @@ def test_a_missing_carrier_re_renders_the_form(studio: StudioPeople) -> None:
     assert "This field is required." in text(refused) and 'value="T1"' in text(refused)
     with tenant_context(studio.org.pk):
         assert CheckoutShipping.objects.get(checkout_id=checkout_id).fulfilment_status == "unfulfilled"
+
+
+def test_every_sale_downloads_as_csv_for_owners_and_staff_only(studio: StudioPeople) -> None:
+    import csv
+    import io
+
+    # given: a paid sale with a print and a download, and a checkout never paid
+    shop = make_shop(org=studio.org)
+    paid = sold(studio, shop, {"product": shop.print.pk}, {"product": shop.download.pk})
+    sold(studio, shop, {"product": shop.download.pk}, pay=False)
+    staff = signed_in(studio.staff)
+    assert 'href="/studio/sales.csv"' in text(staff.get("/studio/sales/"))
+    # when: staff download the sales
+    response = staff.get("/studio/sales.csv")
+    # then: a CSV attachment with the header and the one sale, amounts exact in major units
+    assert response.status_code == 200 and response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"].startswith(f'attachment; filename="darkroom-{studio.org.slug}-sales-')
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0][:4] == ["checkout_id", "created_at_utc", "paid_at_utc", "status"]
+    [sale] = rows[1:]
+    assert (sale[0], sale[3], sale[5], sale[6], sale[7], sale[8]) == (
+        paid,
+        "paid",
+        "ann@example.test",
+        "34.00",
+        "EUR",
+        "2",
+    )
+    assert (sale[9], sale[10], sale[11]) == ("DE", "unfulfilled", "") and sale[2]
+    # and: a photographer may not
+    assert signed_in(studio.photographer).get("/studio/sales.csv").status_code == 403

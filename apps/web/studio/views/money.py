@@ -8,8 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import Iterator
-from datetime import UTC
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -342,8 +342,11 @@ def statement_row(entry: LedgerEvent) -> tuple[str, ...]:
     )
 
 
-def _statement_lines(*, tenant_id: int, account_ids: list[int]) -> Iterator[str]:
-    """The CSV, a line at a time, from one transaction (one snapshot) in the tenant's context.
+def _csv_lines(
+    *, tenant_id: int, header: tuple[str, ...], rows: Callable[[], Iterable[tuple[str, ...]]]
+) -> Iterator[str]:
+    """A CSV, a line at a time, its rows read in one transaction (one snapshot) in the tenant's
+    context.
 
     The response streams after the view has returned, so the context and the transaction are
     opened here, around the iteration; a client that goes away closes the generator, which ends
@@ -358,21 +361,86 @@ def _statement_lines(*, tenant_id: int, account_ids: list[int]) -> Iterator[str]
         buffer.truncate()
         return text
 
-    yield line(STATEMENT_HEADER)
+    yield line(header)
     with tenant_context(tenant_id), transaction.atomic():
-        for entry in account_entries_oldest_first(tenant_id=tenant_id, account_ids=account_ids):
-            yield line(statement_row(entry))
+        for row in rows():
+            yield line(row)
+
+
+def _csv_response(lines: Iterator[str], *, filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 @require_GET
 @studio_page()
 def wallet_statement(request: HttpRequest, studio: Studio) -> StreamingHttpResponse:
     """Every entry of the signed-in member's own wallets in this studio, oldest first, as CSV."""
-    wallets = selectors.wallets_of_user(tenant=studio.org, user_id=studio.user.pk)
-    filename = f"darkroom-{studio.org.slug}-wallet-{timezone.now():%Y-%m-%d}.csv"
-    response = StreamingHttpResponse(
-        _statement_lines(tenant_id=studio.tenant_id, account_ids=[w.account_id for w in wallets]),
-        content_type="text/csv; charset=utf-8",
+    account_ids = [w.account_id for w in selectors.wallets_of_user(tenant=studio.org, user_id=studio.user.pk)]
+
+    def rows() -> Iterator[tuple[str, ...]]:
+        for entry in account_entries_oldest_first(tenant_id=studio.tenant_id, account_ids=account_ids):
+            yield statement_row(entry)
+
+    return _csv_response(
+        _csv_lines(tenant_id=studio.tenant_id, header=STATEMENT_HEADER, rows=rows),
+        filename=f"darkroom-{studio.org.slug}-wallet-{timezone.now():%Y-%m-%d}.csv",
     )
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+
+
+SALES_HEADER = (
+    "checkout_id",
+    "created_at_utc",
+    "paid_at_utc",
+    "status",
+    "provider",
+    "buyer_email",
+    "amount",
+    "currency",
+    "lines",
+    "shipping_country",
+    "fulfilment",
+    "shipped_at_utc",
+)
+
+
+def _utc(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).isoformat() if moment is not None else ""
+
+
+def sale_row(sale: Checkout) -> tuple[str, ...]:
+    """One sale as a CSV row: the amount in exact major units of its currency; shipping columns
+    empty for an order without prints."""
+    shipping = getattr(sale, "shipping", None)
+    txn = getattr(sale, "transaction", None)
+    return (
+        str(sale.pk),
+        _utc(sale.created_at),
+        _utc(txn.paid_at if txn is not None else None),
+        sale.status,
+        sale.provider,
+        _text_cell(sale.email),
+        minor_to_major(sale.amount_minor, sale.currency),
+        sale.currency,
+        str(sale.line_count),  # type: ignore[attr-defined]
+        shipping.country if shipping is not None else "",
+        shipping.fulfilment_status if shipping is not None else "",
+        _utc(shipping.shipped_at if shipping is not None else None),
+    )
+
+
+@require_GET
+@studio_page(*SALES_ROLES)
+def sales_export(request: HttpRequest, studio: Studio) -> StreamingHttpResponse:
+    """Every sale of the studio (paid, or refunded since), oldest first, as CSV (owners, staff)."""
+
+    def rows() -> Iterator[tuple[str, ...]]:
+        sales = selectors.sales_of_tenant(tenant_id=studio.tenant_id).order_by("created_at", "id")
+        for sale in sales.iterator(chunk_size=500):
+            yield sale_row(sale)
+
+    return _csv_response(
+        _csv_lines(tenant_id=studio.tenant_id, header=SALES_HEADER, rows=rows),
+        filename=f"darkroom-{studio.org.slug}-sales-{timezone.now():%Y-%m-%d}.csv",
+    )
