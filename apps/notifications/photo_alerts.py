@@ -39,11 +39,11 @@ from django.db.transaction import TransactionManagementError
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from apps.core.mail import mail_message_id
 from apps.core.problems import NotFound
 from apps.notifications.mailers import MailReport, OutgoingEmail, get_mailer
 from apps.notifications.models import Attendee, PhotoAlert
 from apps.notifications.selectors import attendee_link
-from apps.notifications.services import message_id_domain
 from apps.ops.killswitch import ensure_enabled
 from apps.ops.models import Capability
 from apps.tenancy.context import system_context
@@ -251,7 +251,7 @@ def _email(alert: _Claimed) -> OutgoingEmail:
         body=render_to_string("attendee/photo_alert_email.txt", context),
         headers={
             # The same e-mail sent again (its sender died before recording it) keeps its id.
-            "Message-ID": f"<photo-alert.{alert.id}.{alert.sent_count + 1}@{message_id_domain()}>",
+            "Message-ID": mail_message_id(f"photo-alert.{alert.id}.{alert.sent_count + 1}"),
             "List-Unsubscribe": f"<{unsubscribe}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
         },

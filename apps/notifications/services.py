@@ -25,7 +25,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -37,6 +36,7 @@ from django.utils import timezone
 from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event
 from apps.core.locks import LockBusy, try_fenced_lock
+from apps.core.mail import mail_message_id
 from apps.core.problems import DomainError, InvalidInput, NotFound
 from apps.notifications.mailers import MailReport, OutgoingEmail, get_mailer
 from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
@@ -484,11 +484,6 @@ def announcement_emails_send(*, announcement_id: int, after: int, upto: int) -> 
     return result
 
 
-def message_id_domain() -> str:
-    """The right-hand side of the Message-IDs of attendee e-mails: the public site's host."""
-    return urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or "darkroom"
-
-
 def _email(announcement: Announcement, *, key: int, attendee_id: int, to: str) -> OutgoingEmail:
     unsubscribe = attendee_link(tenant_id=announcement.tenant_id, attendee_id=attendee_id, page="unsubscribe")
     page = attendee_link(tenant_id=announcement.tenant_id, attendee_id=attendee_id)
@@ -504,7 +499,7 @@ def _email(announcement: Announcement, *, key: int, attendee_id: int, to: str) -
         subject=announcement.title,
         body=announcement.body + footer,
         headers={
-            "Message-ID": f"<announcement.{announcement.pk}.{attendee_id}@{message_id_domain()}>",
+            "Message-ID": mail_message_id(f"announcement.{announcement.pk}.{attendee_id}"),
             "List-Unsubscribe": f"<{unsubscribe}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",  # RFC 8058
         },

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.tokens import default_token_generator
@@ -35,6 +34,7 @@ from django.urls import reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from apps.core.mail import mail_message_id
 from apps.core.problems import DomainError
 from apps.outbox.mail_once import send_once
 from apps.outbox.services import outbox_publish
@@ -149,13 +149,12 @@ def member_invitation_deliver(*, message_id: uuid.UUID | str, tenant_id: int, us
                 extra={"message_id": str(message_uuid), "tenant_id": tenant_id, "user_id": user_id},
             )
             return
-        domain = urlsplit(str(settings.DARKROOM_PUBLIC_BASE_URL)).hostname or "darkroom"
         invitation_send(
             studio=membership.tenant,
             user=membership.user,
             role=membership.role,
             invited_by=invited_by,
-            message_id=f"<member-invitation-{message_uuid}@{domain}>",
+            message_id=mail_message_id(f"member-invitation-{message_uuid}"),
         )
         sent.append(True)
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -41,6 +39,7 @@ from apps.commerce.models import (
 )
 from apps.commerce.order_links import order_link
 from apps.commerce.services.receipts import shopper_mail_send
+from apps.core.mail import mail_message_id
 from apps.core.problems import DomainError, InvalidInput
 from apps.outbox.mail_once import send_once
 from apps.outbox.services import outbox_publish
@@ -241,14 +240,13 @@ def shipped_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | s
     shipping = getattr(checkout, "shipping", None) if checkout is not None else None
     if checkout is None or shipping is None:
         raise CheckoutNotFound(f"Checkout {checkout_id} (with shipping) does not exist.")
-    domain = urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or "darkroom"
 
     def send() -> None:
         shopper_mail_send(
             to=checkout.email,
             subject=f"Your prints from {checkout.tenant.name} have shipped ({str(checkout.pk)[:8]})",
             body=_body(checkout=checkout, shipping=shipping),
-            message_id=f"<shipped-{message_uuid}@{domain}>",
+            message_id=mail_message_id(f"shipped-{message_uuid}"),
         )
 
     busy = ShippedMailBusy(f"The shipping e-mail of message {message_uuid} is being sent.")

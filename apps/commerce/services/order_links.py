@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from urllib.parse import urlsplit
-
-from django.conf import settings
 
 from apps.commerce.models import Checkout
 from apps.commerce.order_links import order_link
 from apps.commerce.services.receipts import shopper_mail_send
+from apps.core.mail import mail_message_id
 from apps.core.problems import DomainError
 from apps.outbox.mail_once import send_once
 from apps.outbox.services import outbox_publish
@@ -107,12 +105,11 @@ def order_links_send(*, message_id: uuid.UUID | str, tenant_id: int, to: str, ch
         checkouts = list(
             Checkout.objects.filter(tenant_id=tenant_id, pk__in=checkout_ids).order_by("-created_at", "-id")
         )
-        domain = urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or "darkroom"
         shopper_mail_send(
             to=to,
             subject=f"Your orders at {studio.name}",
             body=_body(studio=studio, to=to, checkouts=checkouts),
-            message_id=f"<order-links-{message_uuid}@{domain}>",
+            message_id=mail_message_id(f"order-links-{message_uuid}"),
         )
         sent.append(len(checkouts))
 

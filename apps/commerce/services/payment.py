@@ -36,7 +36,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -66,6 +65,7 @@ from apps.commerce.models import (
     Transaction,
 )
 from apps.commerce.services.refund_mail import TOPIC_CHECKOUT_REFUNDED
+from apps.core.mail import mail_message_id
 from apps.ledger.models import LedgerAccount
 from apps.ledger.services import EntryIn, ledger_account_create, ledger_entries_append
 from apps.outbox.requeue import RequeueAudit, requeue_stale
@@ -278,7 +278,7 @@ def _fulfil(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]
         tenant_id=checkout.tenant_id,
         checkout=checkout,
         email=checkout.email,
-        message_id=f"<receipt-{checkout.pk}@{urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or 'darkroom'}>",
+        message_id=mail_message_id(f"receipt-{checkout.pk}"),
         queued_at=now,
     )
     _publish_checkout_paid(tenant_id=checkout.tenant_id, checkout_id=checkout.pk)

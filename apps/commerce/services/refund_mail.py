@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from urllib.parse import urlsplit
-
-from django.conf import settings
 
 from apps.commerce.errors import CheckoutNotFound
 from apps.commerce.models import Checkout, Refund, Transaction
 from apps.commerce.order_links import order_link
 from apps.commerce.services.receipts import shopper_mail_send
+from apps.core.mail import mail_message_id
 from apps.core.problems import DomainError
 from apps.outbox.mail_once import send_once
 from apps.payments.providers.base import money_text
@@ -77,14 +75,13 @@ def refunded_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | 
     if checkout is None or txn is None:
         raise CheckoutNotFound(f"Checkout {checkout_id} (with a payment) does not exist.")
     refund = Refund.objects.filter(transaction=txn).exclude(status=Refund.Status.FAILED).order_by("-pk").first()
-    domain = urlsplit(settings.DARKROOM_PUBLIC_BASE_URL).hostname or "darkroom"
 
     def send() -> None:
         shopper_mail_send(
             to=checkout.email,
             subject=f"Your payment to {checkout.tenant.name} was refunded ({str(checkout.pk)[:8]})",
             body=_body(checkout=checkout, txn=txn, refund=refund),
-            message_id=f"<refunded-{message_uuid}@{domain}>",
+            message_id=mail_message_id(f"refunded-{message_uuid}"),
         )
 
     busy = RefundedMailBusy(f"The refund e-mail of message {message_uuid} is being sent.")
