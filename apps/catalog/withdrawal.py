@@ -29,6 +29,7 @@ from apps.catalog import storage
 from apps.catalog.errors import InvalidWithdrawal, PhotoAlreadyWithdrawn, PhotoNotFound
 from apps.catalog.models import Photo
 from apps.catalog.products import Actor
+from apps.core.text import text_field_problem
 from apps.outbox.services import outbox_publish
 from apps.tenancy.services import audit_record
 
@@ -41,13 +42,11 @@ WITHDRAWN_REASON_MAX_LENGTH = 300
 
 def _clean_reason(reason: str) -> str:
     reason = reason.strip()
-    problem = ""
-    if not reason:
-        problem = "Say why the photo is withdrawn (kept in the audit log)."
-    elif len(reason) > WITHDRAWN_REASON_MAX_LENGTH:
-        problem = f"At most {WITHDRAWN_REASON_MAX_LENGTH} characters."
-    elif any(not ch.isprintable() for ch in reason):
-        problem = "Control characters are not allowed."
+    problem = (
+        text_field_problem(reason, required=True, max_length=WITHDRAWN_REASON_MAX_LENGTH)
+        if reason
+        else "Say why the photo is withdrawn (kept in the audit log)."
+    )
     if problem:
         raise InvalidWithdrawal(f"reason: {problem}", extra={"errors": {"reason": [problem]}})
     return reason

@@ -5,6 +5,9 @@ Python parses both into `str`; PostgreSQL text and jsonb refuse NUL, and a lone 
 even be encoded to UTF-8 on its way there. Either would surface as a 500 in the statement that
 stores it. The API's JSON parser refuses lone surrogates anywhere (DRF's CharField refuses NUL
 itself); the webhook endpoint refuses either in the identifiers it stores as text.
+
+`text_field_problem` is the one check of a short free-text field (a shipping address line, a
+carrier, a withdrawal's reason).
 """
 
 from __future__ import annotations
@@ -38,3 +41,15 @@ def is_unicode_text(value: str) -> bool:
 def is_storable_text(value: str) -> bool:
     """True when PostgreSQL text can hold `value`: Unicode text without NUL."""
     return "\x00" not in value and is_unicode_text(value)
+
+
+def text_field_problem(value: str, *, required: bool, max_length: int) -> str:
+    """What is wrong with an already stripped one-line text field, as a sentence for the user;
+    "" when nothing is."""
+    if required and not value:
+        return "This field is required."
+    if len(value) > max_length:
+        return f"At most {max_length} characters."
+    if any(not ch.isprintable() for ch in value):
+        return "Control characters are not allowed."
+    return ""

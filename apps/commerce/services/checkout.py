@@ -96,6 +96,7 @@ from apps.commerce.models import (
     Provider,
     Transaction,
 )
+from apps.core.text import text_field_problem
 from apps.outbox.models import InboxEntry
 from apps.outbox.requeue import requeue_stale
 from apps.outbox.services import consume_once, outbox_publish
@@ -247,21 +248,18 @@ def _check_shipping(*, shipping: ShippingIn | None, has_prints: bool) -> dict[st
     for field, required, max_length in SHIPPING_FIELDS:
         raw = getattr(shipping, field)
         value = raw.strip() if isinstance(raw, str) else ""
-        problem = ""
-        if not isinstance(raw, str):
-            problem = "Must be text."
-        elif required and not value:
-            problem = "This field is required."
-        elif len(value) > max_length:
-            problem = f"At most {max_length} characters."
-        elif any(not ch.isprintable() for ch in value):
-            problem = "Control characters are not allowed."
-        elif field == "country":
+        problem = (
+            "Must be text."
+            if not isinstance(raw, str)
+            else text_field_problem(value, required=required, max_length=max_length)
+        )
+        if not problem and field == "country":
             value = value.upper()
             if value not in COUNTRY_CODES:
                 problem = "Not an ISO 3166-1 alpha-2 country code."
-        elif field == "phone" and value and (set(value) - _PHONE_CHARACTERS or not any(c.isdigit() for c in value)):
-            problem = "A phone number has digits, spaces and + - ( ) . / only."
+        elif not problem and field == "phone" and value:
+            if set(value) - _PHONE_CHARACTERS or not any(c.isdigit() for c in value):
+                problem = "A phone number has digits, spaces and + - ( ) . / only."
         if problem:
             errors[f"shipping.{field}"] = [problem]
         cleaned[field] = value

@@ -41,6 +41,7 @@ from apps.commerce.order_links import order_link
 from apps.commerce.services.receipts import shopper_mail_send
 from apps.core.mail import mail_message_id
 from apps.core.problems import DomainError, InvalidInput
+from apps.core.text import text_field_problem
 from apps.outbox.mail_once import send_once
 from apps.outbox.services import outbox_publish
 from apps.tenancy.models import User
@@ -69,13 +70,7 @@ class ShippedMailBusy(DomainError):
 
 def _clean(value: str, *, field: str, max_length: int, required: bool) -> str:
     value = value.strip()
-    problem = ""
-    if required and not value:
-        problem = "This field is required."
-    elif len(value) > max_length:
-        problem = f"At most {max_length} characters."
-    elif any(not ch.isprintable() for ch in value):
-        problem = "Control characters are not allowed."
+    problem = text_field_problem(value, required=required, max_length=max_length)
     if problem:
         raise InvalidShipment(f"{field}: {problem}", extra={"errors": {field: [problem]}})
     return value
