@@ -46,24 +46,21 @@ from apps.commerce.services.checkout import SESSION_CLOSE_CONSUMER, TOPIC_PAYMEN
 from apps.commerce.services.fulfilment import (
     SHIPPED_MAIL_CONSUMER,
     TOPIC_CHECKOUT_SHIPPED,
-    ShippedMailBusy,
     refunded_prints_restock,
     shipped_mail_send,
 )
 from apps.commerce.services.order_links import (
     ORDER_LINKS_CONSUMER,
     TOPIC_ORDER_LINKS_REQUESTED,
-    OrderLinksBusy,
     order_links_send,
 )
 from apps.commerce.services.payment import TOPIC_RESTOCK_REQUESTED
 from apps.commerce.services.refund_mail import (
     REFUNDED_MAIL_CONSUMER,
     TOPIC_CHECKOUT_REFUNDED,
-    RefundedMailBusy,
     refunded_mail_send,
 )
-from apps.outbox.mail_once import MAIL_CONSUMER_OPTIONS
+from apps.outbox.mail_once import MAIL_CONSUMER_OPTIONS, MailBusy
 from apps.outbox.routing import outbox_consumer
 from apps.payments.providers.base import ProviderError
 from apps.tenancy.context import system_context
@@ -126,7 +123,7 @@ def send_receipt(*, message_id: str, payload: dict[str, Any]) -> bool:
 @outbox_consumer(
     TOPIC_ORDER_LINKS_REQUESTED,
     name=ORDER_LINKS_CONSUMER,
-    autoretry_for=(OrderLinksBusy, OSError),
+    autoretry_for=(MailBusy, OSError),
     **MAIL_CONSUMER_OPTIONS,
 )
 def send_order_links(*, message_id: str, payload: dict[str, Any]) -> bool:
@@ -141,7 +138,7 @@ def send_order_links(*, message_id: str, payload: dict[str, Any]) -> bool:
 @outbox_consumer(
     TOPIC_CHECKOUT_SHIPPED,
     name=SHIPPED_MAIL_CONSUMER,
-    autoretry_for=(ShippedMailBusy, OSError),
+    autoretry_for=(MailBusy, OSError),
     **MAIL_CONSUMER_OPTIONS,
 )
 def send_shipped_email(*, message_id: str, payload: dict[str, Any]) -> bool:
@@ -151,7 +148,7 @@ def send_shipped_email(*, message_id: str, payload: dict[str, Any]) -> bool:
 @outbox_consumer(
     TOPIC_CHECKOUT_REFUNDED,
     name=REFUNDED_MAIL_CONSUMER,
-    autoretry_for=(RefundedMailBusy, OSError),
+    autoretry_for=(MailBusy, OSError),
     **MAIL_CONSUMER_OPTIONS,
 )
 def send_refunded_email(*, message_id: str, payload: dict[str, Any]) -> bool:

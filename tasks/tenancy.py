@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from apps.outbox.mail_once import MAIL_CONSUMER_OPTIONS
+from apps.outbox.mail_once import MAIL_CONSUMER_OPTIONS, MailBusy
 from apps.outbox.routing import outbox_consumer
 from apps.tenancy.invitations import (
     MEMBER_INVITATION_CONSUMER,
     TOPIC_MEMBER_INVITED,
-    InvitationBusy,
     member_invitation_deliver,
 )
 
@@ -24,7 +23,7 @@ from apps.tenancy.invitations import (
 @outbox_consumer(
     TOPIC_MEMBER_INVITED,
     name=MEMBER_INVITATION_CONSUMER,
-    autoretry_for=(InvitationBusy, OSError),
+    autoretry_for=(MailBusy, OSError),
     **MAIL_CONSUMER_OPTIONS,
 )
 def send_member_invitation(*, message_id: str, payload: dict[str, Any]) -> bool:

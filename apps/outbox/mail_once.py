@@ -5,7 +5,7 @@ have shipped" and the studio member invitations use it (receipts keep their own 
 `send_once` claims the message under `<consumer>:claim` in its own short transaction (a claim
 older than RECEIPT_CLAIM_SECONDS is taken over: its sender died), sends, then records
 `<consumer>` as done. A message already done sends nothing; a live claim of another sender
-raises the caller's `busy` error (its task retries later); a failed send gives the claim back
+raises MailBusy (its task retries later); a failed send gives the claim back
 so a retry sends. A sender that dies between sending and recording can cause one duplicate,
 which carries the same Message-ID, so mail clients collapse it.
 """
@@ -22,12 +22,13 @@ from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
+from apps.core.problems import DomainError
 from apps.outbox.models import InboxEntry
 
 # The outbox-consumer options of every task that sends one e-mail per message (claim, send, mark:
 # `send_once`, or the receipt's own row): the notifications queue; not `once` (mail goes out
 # outside any transaction, and the claim keeps its own rows); retried with backoff, 10 tries.
-# Add `autoretry_for=(<the claim's busy error>, OSError)`.
+# Add `autoretry_for=(MailBusy, OSError)` (a receipt: ReceiptBusy).
 MAIL_CONSUMER_OPTIONS: dict[str, Any] = {
     "queue": "notifications",
     "once": False,
@@ -38,7 +39,15 @@ MAIL_CONSUMER_OPTIONS: dict[str, Any] = {
 }
 
 
-def _claim(*, consumer: str, message_id: uuid.UUID, now: datetime, busy: Exception) -> bool:
+class MailBusy(DomainError):
+    """Another sender holds a live claim on this message's e-mail; retry after it lapses."""
+
+    status_code = 409
+    slug = "mail-busy"
+    title = "The e-mail is being sent"
+
+
+def _claim(*, consumer: str, message_id: uuid.UUID, now: datetime) -> bool:
     table = InboxEntry._meta.db_table
     lapsed_before = now - timedelta(seconds=settings.RECEIPT_CLAIM_SECONDS)
     with transaction.atomic(durable=True), connection.cursor() as cursor:
@@ -53,7 +62,7 @@ def _claim(*, consumer: str, message_id: uuid.UUID, now: datetime, busy: Excepti
             [f"{consumer}:claim", message_id, now, lapsed_before],
         )
         if cursor.fetchone() is None:
-            raise busy
+            raise MailBusy(f"{consumer}: the e-mail of message {message_id} is being sent.")
     return True
 
 
@@ -75,14 +84,14 @@ def _mark_sent(*, consumer: str, message_id: uuid.UUID) -> None:
         )
 
 
-def send_once(*, consumer: str, message_id: uuid.UUID, busy: Exception, send: Callable[[], None]) -> bool:
+def send_once(*, consumer: str, message_id: uuid.UUID, send: Callable[[], None]) -> bool:
     """Run `send` (build and send the e-mail) once for the message; True if this call sent it.
-    Raises TransactionManagementError inside a transaction, `busy` while another sender's claim
+    Raises TransactionManagementError inside a transaction, MailBusy while another sender's claim
     is live, and whatever `send` raises (the claim is then given back)."""
     if connection.in_atomic_block:
         raise TransactionManagementError("mail must not be sent inside a transaction")
     claimed_at = timezone.now()
-    if not _claim(consumer=consumer, message_id=message_id, now=claimed_at, busy=busy):
+    if not _claim(consumer=consumer, message_id=message_id, now=claimed_at):
         return False
     try:
         send()

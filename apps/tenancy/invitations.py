@@ -35,7 +35,6 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from apps.core.mail import mail_message_id
-from apps.core.problems import DomainError
 from apps.outbox.mail_once import send_once
 from apps.outbox.services import outbox_publish
 from apps.tenancy.context import tenant_context
@@ -46,14 +45,6 @@ logger = logging.getLogger("darkroom.tenancy.invitations")
 
 TOPIC_MEMBER_INVITED = "tenancy.member_invited"
 MEMBER_INVITATION_CONSUMER = "tenancy.send_member_invitation"
-
-
-class InvitationBusy(DomainError):
-    """Another sender holds a live claim on this message's e-mail; retry after it lapses."""
-
-    status_code = 409
-    slug = "invitation-busy"
-    title = "The invitation is being sent"
 
 
 def public_url(path: str) -> str:
@@ -132,7 +123,7 @@ def member_invitation_deliver(*, message_id: uuid.UUID | str, tenant_id: int, us
 
     The e-mail states the member's role when it is built; someone who is no longer a member by
     then gets nothing (the message counts as handled). Runs outside any transaction
-    (TransactionManagementError otherwise). Raises InvitationBusy while another sender's claim
+    (TransactionManagementError otherwise). Raises MailBusy while another sender's claim
     is live, and whatever the mail backend raises (the claim is then given back, so a retry sends).
     """
     message_uuid = uuid.UUID(str(message_id))
@@ -158,8 +149,7 @@ def member_invitation_deliver(*, message_id: uuid.UUID | str, tenant_id: int, us
         )
         sent.append(True)
 
-    busy = InvitationBusy(f"The invitation of message {message_uuid} is being sent.")
-    if not send_once(consumer=MEMBER_INVITATION_CONSUMER, message_id=message_uuid, busy=busy, send=send):
+    if not send_once(consumer=MEMBER_INVITATION_CONSUMER, message_id=message_uuid, send=send):
         return False
     if sent:
         logger.info("member invitation sent", extra={"message_id": str(message_uuid), "user_id": user_id})

@@ -13,7 +13,7 @@ transaction, once per message, exactly like the "find my orders" e-mail
 (`apps/commerce/services/order_links.py`): the sender claims the message with an inbox row
 (`<consumer>:claim`, lapsing after RECEIPT_CLAIM_SECONDS), sends through the receipts' mail path
 with a Message-ID fixed by the message, then records the consumer's own inbox row (sent). A
-redelivery finds it sent, or a live claim (ShippedMailBusy, retried). A sender that dies between
+redelivery finds it sent, or a live claim (MailBusy, retried). A sender that dies between
 sending and recording can send a second copy with the same Message-ID, which mail clients
 collapse. One checkout ships once, so it has one such message.
 """
@@ -58,14 +58,6 @@ class InvalidShipment(InvalidInput):
 
     slug = "invalid-shipment"
     title = "Invalid shipment details"
-
-
-class ShippedMailBusy(DomainError):
-    """Another sender holds a live claim on this message's e-mail; retry after it lapses."""
-
-    status_code = 409
-    slug = "shipped-mail-busy"
-    title = "The shipping e-mail is being sent"
 
 
 def _clean(value: str, *, field: str, max_length: int, required: bool) -> str:
@@ -227,7 +219,7 @@ def shipped_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | s
     Returns True if this call sent it.
 
     Runs outside any transaction (TransactionManagementError otherwise), in the checkout's tenant
-    context. Raises ShippedMailBusy while another sender's claim is live, CheckoutNotFound, and
+    context. Raises MailBusy while another sender's claim is live, CheckoutNotFound, and
     whatever the mail backend raises (the claim is then given back, so a retry sends).
     """
     message_uuid = uuid.UUID(str(message_id))
@@ -244,8 +236,7 @@ def shipped_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | s
             message_id=mail_message_id(f"shipped-{message_uuid}"),
         )
 
-    busy = ShippedMailBusy(f"The shipping e-mail of message {message_uuid} is being sent.")
-    if not send_once(consumer=SHIPPED_MAIL_CONSUMER, message_id=message_uuid, busy=busy, send=send):
+    if not send_once(consumer=SHIPPED_MAIL_CONSUMER, message_id=message_uuid, send=send):
         return False
     logger.info("shipped e-mail sent", extra={"message_id": str(message_uuid), "checkout_id": str(checkout.pk)})
     return True

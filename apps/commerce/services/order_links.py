@@ -11,7 +11,7 @@ through the receipts' mail path (`shopper_mail_send`).
 Once per message, as for receipts but without a table of its own: the sender claims the message
 with an inbox row (`<consumer>:claim`, its `processed_at` the claim's start) that lapses after
 RECEIPT_CLAIM_SECONDS, sends, then records the inbox row of the consumer itself (sent). A
-redelivery finds it sent, or a live claim (OrderLinksBusy, retried). A sender that dies between
+redelivery finds it sent, or a live claim (MailBusy, retried). A sender that dies between
 sending and recording leaves a lapsing claim: the retry sends again with the same Message-ID,
 which mail clients collapse, the same window receipts have.
 """
@@ -25,7 +25,6 @@ from apps.commerce.models import Checkout
 from apps.commerce.order_links import order_link
 from apps.commerce.services.receipts import shopper_mail_send
 from apps.core.mail import mail_message_id
-from apps.core.problems import DomainError
 from apps.outbox.mail_once import send_once
 from apps.outbox.services import outbox_publish
 from apps.payments.providers.base import minor_to_major
@@ -37,14 +36,6 @@ TOPIC_ORDER_LINKS_REQUESTED = "orders.links_requested"
 ORDER_LINKS_CONSUMER = "commerce.send_order_links"
 # The e-mail lists the newest orders only: a long list is no more useful, and stays bounded.
 MAX_ORDER_LINKS = 20
-
-
-class OrderLinksBusy(DomainError):
-    """Another sender holds a live claim on this message's e-mail; retry after it lapses."""
-
-    status_code = 409
-    slug = "order-links-busy"
-    title = "Order links are being sent"
 
 
 def order_links_request(*, tenant_id: int, email: str) -> int:
@@ -94,7 +85,7 @@ def order_links_send(*, message_id: uuid.UUID | str, tenant_id: int, to: str, ch
     call sent it.
 
     Runs outside any transaction (TransactionManagementError otherwise), in the tenant's context.
-    Raises OrderLinksBusy while another sender's claim is live, and whatever the mail backend
+    Raises MailBusy while another sender's claim is live, and whatever the mail backend
     raises (the claim is then given back, so a retry sends).
     """
     message_uuid = uuid.UUID(str(message_id))
@@ -113,8 +104,7 @@ def order_links_send(*, message_id: uuid.UUID | str, tenant_id: int, to: str, ch
         )
         sent.append(len(checkouts))
 
-    busy = OrderLinksBusy(f"The order links of message {message_uuid} are being sent.")
-    if not send_once(consumer=ORDER_LINKS_CONSUMER, message_id=message_uuid, busy=busy, send=send):
+    if not send_once(consumer=ORDER_LINKS_CONSUMER, message_id=message_uuid, send=send):
         return False
     logger.info("order links sent", extra={"message_id": str(message_uuid), "orders": sent[0]})
     return True

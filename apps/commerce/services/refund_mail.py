@@ -18,7 +18,6 @@ from apps.commerce.models import Checkout, Refund, Transaction
 from apps.commerce.order_links import order_link
 from apps.commerce.services.receipts import shopper_mail_send
 from apps.core.mail import mail_message_id
-from apps.core.problems import DomainError
 from apps.outbox.mail_once import send_once
 from apps.payments.providers.base import money_text
 
@@ -33,14 +32,6 @@ _WHY: dict[str, str] = {
     Refund.Reason.NOT_FULFILLABLE: "There was nothing left to deliver for your order, so the payment was given back.",
     Refund.Reason.AMOUNT_MISMATCH: "The amount charged did not match your order, so the payment was given back.",
 }
-
-
-class RefundedMailBusy(DomainError):
-    """Another sender holds a live claim on this message's e-mail; retry after it lapses."""
-
-    status_code = 409
-    slug = "refunded-mail-busy"
-    title = "The refund e-mail is being sent"
 
 
 def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None) -> str:
@@ -66,7 +57,7 @@ def refunded_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | 
     """Send the e-mail a `checkout.refunded` message asks for, once; True if this call sent it.
 
     Runs outside any transaction (TransactionManagementError otherwise), in the checkout's tenant
-    context. Raises RefundedMailBusy while another sender's claim is live, CheckoutNotFound, and
+    context. Raises MailBusy while another sender's claim is live, CheckoutNotFound, and
     whatever the mail backend raises (the claim is then given back, so a retry sends).
     """
     message_uuid = uuid.UUID(str(message_id))
@@ -84,8 +75,7 @@ def refunded_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | 
             message_id=mail_message_id(f"refunded-{message_uuid}"),
         )
 
-    busy = RefundedMailBusy(f"The refund e-mail of message {message_uuid} is being sent.")
-    if not send_once(consumer=REFUNDED_MAIL_CONSUMER, message_id=message_uuid, busy=busy, send=send):
+    if not send_once(consumer=REFUNDED_MAIL_CONSUMER, message_id=message_uuid, send=send):
         return False
     logger.info("refund e-mail sent", extra={"message_id": str(message_uuid), "checkout_id": str(checkout.pk)})
     return True
