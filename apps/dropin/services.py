@@ -103,11 +103,6 @@ class FaceNotFound(NotFound):
     title = "No registered face for this attendee"
 
 
-class AttendeeNotFound(NotFound):
-    slug = "attendee-not-found"
-    title = "No such attendee in this event"
-
-
 def collection_name(*, tenant_id: int, event_id: int) -> str:
     """The backend collection of an event's faces (Rekognition: `[a-zA-Z0-9_.-]+`)."""
     return f"{settings.DROPIN_REKOGNITION_COLLECTION_PREFIX}-t{tenant_id}-e{event_id}"
