@@ -32,7 +32,8 @@ from apps.payments.providers.sandbox import SandboxProvider
 from apps.payments.providers.stripe import StripeProvider
 from tests.payments.provider_transport import JsonHandler, serving
 
-TIMEOUT = 0.5  # seconds; a fake told to hang answers only after the client gave up
+TIMEOUT = 10.0  # seconds; generous, so a busy CI machine never times out a fake that answers
+HANG_TIMEOUT = 0.5  # seconds; the client's timeout on the one request a fake is told to hang
 Answer = tuple[int, dict[str, Any]]
 
 
@@ -118,6 +119,21 @@ class FakeApi:
                 yield base
             finally:
                 self._release.set()
+
+
+class ToLoopback:
+    """Real HTTP (urllib) to a fake. The adapter's own timeout applies, except to the request the
+    fake is told to hang: that one gets `HANG_TIMEOUT`, so the test need not wait long for it."""
+
+    def __init__(self, fake: FakeApi | None) -> None:
+        self.fake = fake
+        self.http = UrllibTransport()
+
+    def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        route = (request.method.upper(), urlsplit(request.url).path)
+        fake = self.fake
+        hangs = fake is not None and fake.hang_next == route and not fake.outages.get(route)
+        return self.http.send(request, timeout=HANG_TIMEOUT if hangs else timeout)
 
 
 def payout_id() -> str:
@@ -231,11 +247,11 @@ def test_stripe_payout_retried_after_stripe_forgot_the_key_returns_the_first_tra
 
 class ToFake:
     """The adapter addresses api.stripe.com; this sends the same request to the fake instead,
-    over real HTTP (urllib)."""
+    over real HTTP (see `ToLoopback`)."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, *, fake: FakeApi | None = None) -> None:
         self.base = base
-        self.http = UrllibTransport()
+        self.http = ToLoopback(fake)
 
     def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
         assert request.url.startswith(f"{STRIPE_API}/"), request.url
@@ -256,7 +272,7 @@ def stripe_fake(stripe_server) -> Iterator[tuple[FakeStripe, StripeProvider]]:
     adapter = StripeProvider(
         secret_key=STRIPE_KEY,
         webhook_secrets=["whsec_unused"],
-        transport=ToFake(base),
+        transport=ToFake(base, fake=fake),
         timeout=TIMEOUT,
         max_network_retries=0,
     )
@@ -614,7 +630,12 @@ def paypal_fake(paypal_server) -> Iterator[tuple[FakePayPal, PayPalProvider]]:
     fake.reset()
     client_id, client_secret = PAYPAL_CLIENT
     adapter = PayPalProvider(
-        client_id=client_id, client_secret=client_secret, webhook_id="WH-unused", api_base=base, timeout=TIMEOUT
+        client_id=client_id,
+        client_secret=client_secret,
+        webhook_id="WH-unused",
+        api_base=base,
+        transport=ToLoopback(fake),
+        timeout=TIMEOUT,
     )
     yield fake, adapter
     assert fake.violations == []
@@ -1028,7 +1049,10 @@ def flutterwave_server() -> Iterator[tuple[FakeFlutterwave, str]]:
 def flutterwave_fake(flutterwave_server) -> Iterator[tuple[FakeFlutterwave, FlutterwaveProvider]]:
     fake, base = flutterwave_server
     fake.reset()
-    yield fake, FlutterwaveProvider(secret_key=FLW_KEY, secret_hash="", api_base=f"{base}/v3", timeout=TIMEOUT)
+    adapter = FlutterwaveProvider(
+        secret_key=FLW_KEY, secret_hash="", api_base=f"{base}/v3", transport=ToLoopback(fake), timeout=TIMEOUT
+    )
+    yield fake, adapter
     assert fake.violations == []
 
 
