@@ -17,22 +17,27 @@ from apps.catalog.services import (
 )
 from apps.catalog.withdrawal import PHOTO_WITHDRAWN_TOPIC, photo_withdrawn_cleanup
 from apps.outbox.routing import outbox_consumer
+from apps.outbox.services import consume_once
 from apps.tenancy.context import system_context
+
+PHOTO_WITHDRAWN_CONSUMER = "catalog.photo_withdrawn"
+
+
+# The catalog's consumers work on files, outside the inbox transaction (once=False): storage
+# errors (OSError) and dropped connections retry with bounded, jittered backoff.
+_FILE_WORK_OPTIONS: dict[str, Any] = {
+    "queue": "default",
+    "once": False,
+    "autoretry_for": (OSError, OperationalError),
+    "retry_backoff": True,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+}
 
 
 # once=False: rendering is idempotent (deterministic names, rewritten in place), and it writes
 # files, which must not sit inside the inbox transaction.
-@outbox_consumer(
-    PHOTO_UPLOADED_TOPIC,
-    name="catalog.generate_derivatives",
-    queue="default",
-    once=False,
-    autoretry_for=(OSError, OperationalError),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=5,
-)
+@outbox_consumer(PHOTO_UPLOADED_TOPIC, name="catalog.generate_derivatives", **_FILE_WORK_OPTIONS, max_retries=5)
 def generate_derivatives(*, message_id: str, payload: dict[str, Any]) -> str:
     """Render a photo's watermarked preview and thumbnail (idempotent; safe to redeliver).
 
@@ -42,21 +47,23 @@ def generate_derivatives(*, message_id: str, payload: dict[str, Any]) -> str:
     return photo_generate_derivatives(tenant_id=int(payload["tenant_id"]), photo_id=int(payload["photo_id"]))
 
 
-# once=False: every step is idempotent (deletes), and it deletes files outside any transaction.
+# once=False: every step is idempotent (closes, deletes), and it deletes files outside any transaction.
 @outbox_consumer(
     PHOTO_WITHDRAWN_TOPIC,
-    name="catalog.photo_withdrawn",
-    queue="default",
-    once=False,
-    autoretry_for=(OSError, OperationalError),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    retry_jitter=True,
+    name=PHOTO_WITHDRAWN_CONSUMER,
+    lost_message_flow="photo_withdrawals",
+    **_FILE_WORK_OPTIONS,
     max_retries=10,
 )
 def photo_withdrawn(*, message_id: str, payload: dict[str, Any]) -> dict[str, int]:
-    """Remove a withdrawn photo's matches, notifications, face index and public files."""
-    return photo_withdrawn_cleanup(tenant_id=int(payload["tenant_id"]), photo_id=int(payload["photo_id"]))
+    """Close the open checkouts that would sell a withdrawn photo, and remove its matches,
+    notifications, face index and public files."""
+    removed = photo_withdrawn_cleanup(tenant_id=int(payload["tenant_id"]), photo_id=int(payload["photo_id"]))
+    # Done: the inbox row tells the lost-message sweep (apps/outbox/unconsumed.py) that this
+    # withdrawal's cleanup ran to the end. A redelivery still runs it again, harmlessly.
+    with consume_once(consumer=PHOTO_WITHDRAWN_CONSUMER, message_id=message_id):
+        pass
+    return removed
 
 
 @shared_task(name="catalog.sweep_orphan_originals", acks_late=True)

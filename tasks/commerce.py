@@ -123,6 +123,7 @@ def send_receipt(*, message_id: str, payload: dict[str, Any]) -> bool:
 @outbox_consumer(
     TOPIC_ORDER_LINKS_REQUESTED,
     name=ORDER_LINKS_CONSUMER,
+    lost_message_flow="order_link_emails",
     autoretry_for=(MailBusy, OSError),
     **MAIL_CONSUMER_OPTIONS,
 )
@@ -138,6 +139,7 @@ def send_order_links(*, message_id: str, payload: dict[str, Any]) -> bool:
 @outbox_consumer(
     TOPIC_CHECKOUT_SHIPPED,
     name=SHIPPED_MAIL_CONSUMER,
+    lost_message_flow="shipping_emails",
     autoretry_for=(MailBusy, OSError),
     **MAIL_CONSUMER_OPTIONS,
 )
@@ -148,6 +150,7 @@ def send_shipped_email(*, message_id: str, payload: dict[str, Any]) -> bool:
 @outbox_consumer(
     TOPIC_CHECKOUT_REFUNDED,
     name=REFUNDED_MAIL_CONSUMER,
+    lost_message_flow="refund_emails",
     autoretry_for=(MailBusy, OSError),
     **MAIL_CONSUMER_OPTIONS,
 )
@@ -155,7 +158,7 @@ def send_refunded_email(*, message_id: str, payload: dict[str, Any]) -> bool:
     return refunded_mail_send(message_id=message_id, checkout_id=payload["checkout_id"])
 
 
-@outbox_consumer(TOPIC_RESTOCK_REQUESTED, name="commerce.restock_refunded_prints")
+@outbox_consumer(TOPIC_RESTOCK_REQUESTED, name="commerce.restock_refunded_prints", lost_message_flow="refund_restocks")
 def restock_refunded_prints(*, message_id: str, payload: dict[str, Any]) -> int:
     """Once per message (its inbox row commits with the stock changes)."""
     return refunded_prints_restock(tenant_id=int(payload["tenant_id"]), checkout_id=payload["checkout_id"])

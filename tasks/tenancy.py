@@ -23,6 +23,7 @@ from apps.tenancy.invitations import (
 @outbox_consumer(
     TOPIC_MEMBER_INVITED,
     name=MEMBER_INVITATION_CONSUMER,
+    lost_message_flow="member_invitations",
     autoretry_for=(MailBusy, OSError),
     **MAIL_CONSUMER_OPTIONS,
 )

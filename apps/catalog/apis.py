@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -253,6 +253,20 @@ class EventPhotosApi(_CatalogApi):
         return Response(PhotoOutputSerializer(photo).data, status=201)
 
 
+class ProductPriceSerializer(serializers.Serializer):
+    """What one unit of a product costs (the event's price for its kind and size)."""
+
+    amount_minor = serializers.IntegerField(help_text="In the currency's minor unit (cents).")
+    currency = serializers.CharField(help_text="ISO 4217 code, e.g. EUR.")
+
+
+class ProductStockSerializer(serializers.Serializer):
+    """A print's stock: what is left, and all that was ever put on sale (restocks included)."""
+
+    quantity = serializers.IntegerField()
+    initial_quantity = serializers.IntegerField()
+
+
 class ProductOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     event_id = serializers.IntegerField()
@@ -265,12 +279,14 @@ class ProductOutputSerializer(serializers.Serializer):
     price = serializers.SerializerMethodField()
     stock = serializers.SerializerMethodField()
 
+    @extend_schema_field(ProductPriceSerializer(allow_null=True, help_text="Null: no price for it yet."))
     def get_price(self, product: Any) -> dict[str, Any] | None:
         amount = getattr(product, "price_amount_minor", None)
         if amount is None:
             return None
         return {"amount_minor": amount, "currency": product.price_currency}
 
+    @extend_schema_field(ProductStockSerializer(allow_null=True, help_text="Null: not a print (unlimited)."))
     def get_stock(self, product: Any) -> dict[str, Any] | None:
         quantity = getattr(product, "stock_quantity", None)
         if quantity is None:
@@ -329,7 +345,7 @@ class EventDownloadsOfferApi(_CatalogApi):
 class PriceSerializer(StrictSerializer):
     kind = serializers.ChoiceField(choices=ProductKind.choices)
     size = serializers.CharField(max_length=32, required=False, default="")
-    amount_minor = serializers.IntegerField(min_value=1, max_value=10**12)
+    amount_minor = serializers.IntegerField(min_value=1, max_value=services.PRICE_MAX_MINOR)
 
 
 class EventPricesApi(_CatalogApi):
@@ -337,7 +353,11 @@ class EventPricesApi(_CatalogApi):
 
     @extend_schema_serializer(component_name="PriceListSetInput")
     class InputSerializer(StrictSerializer):
-        currency = serializers.RegexField(CURRENCY_PATTERN)
+        currency = serializers.RegexField(
+            CURRENCY_PATTERN,
+            help_text="An ISO 4217 code Darkroom sells in (e.g. EUR, JPY); any other is refused (400). "
+            "Fixed once the event has a price list.",
+        )
         prices = PriceSerializer(many=True, allow_empty=False)
 
     @extend_schema_serializer(component_name="PriceListOutput")

@@ -17,7 +17,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils.crypto import salted_hmac
 
 from apps.catalog.errors import AccessCodeRequired, EventNotFound, PriceNotSet, ProductNotFound
-from apps.catalog.models import Event, Photo, Price, Product, Stock, StockRestock
+from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock, StockRestock
 from apps.catalog.storage import public_url
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization
@@ -76,6 +76,11 @@ def stock_restocks_of_product(*, tenant_id: int, product_id: int) -> QuerySet[St
 
 def prices_of_event(*, tenant_id: int, event_id: int) -> QuerySet[Price]:
     return Price.objects.filter(tenant_id=tenant_id, event_id=event_id).order_by("kind", "size")
+
+
+def price_list_of_event(*, tenant_id: int, event_id: int) -> PriceList | None:
+    """The event's price list, whose currency is fixed; None until its first price is set."""
+    return PriceList.objects.filter(tenant_id=tenant_id, event_id=event_id).first()
 
 
 def product_price(*, tenant_id: int, product_id: int) -> tuple[int, str]:

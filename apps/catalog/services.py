@@ -48,6 +48,7 @@ from apps.catalog.uploads import photo_original_store as photo_original_store
 from apps.catalog.uploads import photo_originals_discard as photo_originals_discard
 from apps.catalog.uploads import photo_upload as photo_upload
 from apps.catalog.uploads import request_derivatives
+from apps.core.currencies import currency_supported, unsupported_currency_message
 from apps.core.problems import InvalidInput
 from apps.outbox.requeue import requeue_stale
 from apps.tenancy.context import tenant_context
@@ -269,6 +270,10 @@ def product_create(
         return product
 
 
+# The highest price of one unit, in minor units of the event's currency (the API's bound too).
+PRICE_MAX_MINOR = 10**12
+
+
 @dataclass(frozen=True)
 class PriceIn:
     kind: str
@@ -280,16 +285,20 @@ class PriceIn:
 def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequence[PriceIn]) -> PriceList:
     """Set prices of an event: one upsert per (kind, size); other prices stay as they are.
 
-    The event's price list is created with `currency` on first use; its currency is fixed
-    from then on (a composite foreign key ties every price to it). Concurrent setters are
-    safe: the upsert is `INSERT ... ON CONFLICT (tenant, event, kind, size) DO UPDATE`.
-    Joins the caller's transaction. Raises EventNotFound, InvalidInput,
-    PriceListCurrencyMismatch.
+    `currency` must be one Darkroom sells in (`apps.core.currencies`, uppercase ISO 4217): it
+    decides how every amount of the event is read, shown and charged. The event's price list is
+    created with it on first use; its currency is fixed from then on (a composite foreign key
+    ties every price to it). Each amount is 1..PRICE_MAX_MINOR minor units. Concurrent setters
+    are safe: the upsert is `INSERT ... ON CONFLICT (tenant, event, kind, size) DO UPDATE`.
+    Joins the caller's transaction; a refusal writes nothing. Raises EventNotFound,
+    InvalidInput (`errors` by field: `currency`, `prices.<i>...`), PriceListCurrencyMismatch.
     """
     with tenant_context(tenant_id):
         event = _event_for_write(tenant_id=tenant_id, event_id=event_id)
         seen: set[tuple[str, str]] = set()
         errors: dict[str, list[str]] = {}
+        if not currency_supported(currency):
+            errors["currency"] = [unsupported_currency_message(currency)]
         for index, price in enumerate(prices):
             key = (price.kind, price.size)
             if key in seen:
@@ -297,6 +306,10 @@ def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequ
             seen.add(key)
             if (price.kind == ProductKind.PRINT) != bool(price.size):
                 errors[f"prices.{index}.size"] = ["Prints need a size; other kinds have none."]
+            if not 0 < price.amount_minor <= PRICE_MAX_MINOR:
+                errors[f"prices.{index}.amount_minor"] = [f"A price is 1 to {PRICE_MAX_MINOR} minor units."]
+        if list(errors) == ["currency"]:
+            raise InvalidInput(errors["currency"][0], extra={"errors": errors})
         if errors:
             raise InvalidInput("The prices are not well formed; see `errors`.", extra={"errors": errors})
 

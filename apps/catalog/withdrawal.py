@@ -4,17 +4,29 @@
 a `catalog.photo_withdrawn` outbox message in the same transaction. From that commit on the photo
 is not shown (gallery, photo page, order pages, public API; `Photo.objects.published()`), sold
 (new checkouts refuse its products, which vanish from carts), searched by find me, matched by
-drop-in, or covered by bulk purchases. A checkout opened before the withdrawal may still be paid
-and then grants the photo, like a purchase made before: a buyer of the photo alone keeps its
-download (the studio can refund the sale).
+drop-in, or covered by bulk purchases.
 
-The message's consumer (`catalog.photo_withdrawn`, `photo_withdrawn_cleanup`) then removes what is
-left of it, idempotently: the drop-in matches, the attendees' notifications about it and its
+Nor is it sold through a checkout that was already open (unpaid) when it was withdrawn: a payment
+processed after the withdrawal committed is refused, the checkout closed unpaid (its stock
+released) and the money refunded in full (`apps.commerce.services.payment`: refund reason
+`photo_withdrawn`). A payment that locked the photo's row before the withdrawal did (FOR KEY
+SHARE, which this function's FOR UPDATE waits for) commits first and stands as a purchase made
+before the withdrawal: like every such purchase, a buyer of the photo alone keeps its download
+(the studio can refund the sale). Never is a checkout paid for a photo withdrawn before its
+payment. Bulk (event) purchases are not refused: they just do not cover the photo.
+
+The message's consumer (`catalog.photo_withdrawn`, `photo_withdrawn_cleanup`) then, idempotently,
+closes the studio's open checkouts that would sell the photo (`expired` with the reason
+`photo_withdrawn`, stock released once, the provider session closed; the shop's order page tells
+the shopper why: `apps.commerce.services.checkout.checkouts_close_for_withdrawn_photo`), and
+removes what is left of it: the drop-in matches, the attendees' notifications about it and its
 find-me face index (and has the face backend forget those faces, through `dropin.face_forget`),
 then its public preview and thumbnail files. Its original stays, for those purchases.
 
 Races are settled by the photo's row lock: a render or a drop-in run that commits after the
-withdrawal sees it and writes nothing; one that committed before is cleaned up by the consumer.
+withdrawal sees it and writes nothing; one that committed before is cleaned up by the consumer;
+a payment, as above. The lock must stay FOR UPDATE (not FOR NO KEY UPDATE): that is what
+conflicts with the payments' FOR KEY SHARE.
 Withdrawal cannot be undone: upload the photo again to sell it again.
 """
 
@@ -89,17 +101,22 @@ def photo_withdraw(*, tenant_id: int, photo_id: int, reason: str, actor: Actor) 
 
 
 def photo_withdrawn_cleanup(*, tenant_id: int, photo_id: int) -> dict[str, int]:
-    """Remove what a withdrawn photo leaves behind (the consumer of `catalog.photo_withdrawn`):
-    its drop-in matches, notifications and face index (one transaction, `photo_faces_unindex`),
+    """Stop what a withdrawn photo still takes part in and remove what it leaves behind (the
+    consumer of `catalog.photo_withdrawn`): the open checkouts that would sell it are closed, one
+    short transaction each (`checkouts_close_for_withdrawn_photo`: `checkouts_closed`), then its
+    drop-in matches, notifications and face index go (one transaction, `photo_faces_unindex`),
     then its public derivative files. Idempotent; runs outside any transaction, in the photo's
-    tenant context. Returns what it removed. Raises OSError from storage (the task retries)."""
+    tenant context. Returns what it closed and removed. Raises OSError from storage (the task
+    retries)."""
+    from apps.commerce.services import checkouts_close_for_withdrawn_photo
     from apps.dropin.services import photo_faces_unindex
 
     photo = Photo.objects.filter(tenant_id=tenant_id, pk=photo_id).first()
     if photo is None or photo.withdrawn_at is None:
         logger.warning("cleanup asked for a photo that is not withdrawn", extra={"photo_id": photo_id})
         return {}
-    removed = photo_faces_unindex(tenant_id=tenant_id, photo_id=photo_id)
+    closed = checkouts_close_for_withdrawn_photo(tenant_id=tenant_id, photo_id=photo_id)
+    removed = {"checkouts_closed": closed, **photo_faces_unindex(tenant_id=tenant_id, photo_id=photo_id)}
     removed["files"] = sum(
         storage.delete_if_exists(
             storage.derivative_name(

@@ -105,6 +105,7 @@ class CheckoutOutputSerializer(DirectOutputSerializer):
     payment_session_error = serializers.SerializerMethodField()
     payment_error = serializers.SerializerMethodField()
     transaction_status = serializers.SerializerMethodField()
+    closed_reason = serializers.SerializerMethodField()
     expires_at = serializers.DateTimeField()
     created_at = serializers.DateTimeField()
     lines = CheckoutLineOutputSerializer(source="lines_by_position", many=True)
@@ -132,6 +133,17 @@ class CheckoutOutputSerializer(DirectOutputSerializer):
         if checkout.status != Checkout.Status.AWAITING_PAYMENT:
             return None
         return checkout.payment_error or None
+
+    @extend_schema_field(
+        serializers.ChoiceField(
+            choices=[(value, label) for value, label in Checkout.ClosedReason.choices if value],
+            allow_null=True,
+            help_text="Why an `expired` checkout was closed before its expiry (`photo_withdrawn`: the studio "
+            "withdrew a photo in it; a payment that arrives is refunded); null otherwise.",
+        )
+    )
+    def get_closed_reason(self, checkout: Checkout) -> str | None:
+        return checkout.closed_reason or None
 
     def get_transaction_status(self, checkout: Checkout) -> str | None:
         if checkout.status in Checkout.NO_TRANSACTION_STATUSES:

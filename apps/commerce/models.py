@@ -16,7 +16,8 @@ Invariants held by Postgres (tests in tests/commerce/test_constraints.py):
 * one transaction per checkout; one entitlement per (transaction, photo) and one per
   (transaction, event) for bulk; one reservation per line; one receipt per checkout; one
   refund per (transaction, reason);
-* statuses are from their closed sets (check constraints).
+* statuses are from their closed sets (check constraints); a checkout's `closed_reason` is set
+  only on an `expired` checkout.
 """
 
 from __future__ import annotations
@@ -69,9 +70,16 @@ class Checkout(TenantModel):
       (or creating it failed and will be retried: `payment_session_error`);
     * `awaiting_payment`: `payment_url` is ready; the shopper pays at the provider;
     * final: `paid`, `failed` (the provider declined), `expired` (the reservation ran out
-      unpaid), `sold_out` (no line could be reserved: nothing to charge), `refunded`.
+      unpaid, or the checkout was closed early: `closed_reason`), `sold_out` (no line could be
+      reserved: nothing to charge), `refunded`.
     The amount covers confirmed lines only: a sold-out line is never charged.
     """
+
+    class ClosedReason(models.TextChoices):
+        """Why an `expired` checkout was closed before its expiry ("": it ran out, or never was)."""
+
+        NONE = "", "Not closed early"
+        PHOTO_WITHDRAWN = "photo_withdrawn", "A photo in the order was withdrawn"
 
     class Status(models.TextChoices):
         RESERVING = "reserving", "Reserving stock"
@@ -122,6 +130,10 @@ class Checkout(TenantModel):
     # call, or refused for good). Queued and not concluded: the close is still owed.
     payment_session_close_queued_at = models.DateTimeField(null=True, blank=True)
     payment_session_close_concluded_at = models.DateTimeField(null=True, blank=True)
+    # Set with `expired` when the checkout was closed unpaid before its expiry: the studio withdrew
+    # a photo in it (`checkout_close_for_withdrawn_photo`, or a payment refused for it in
+    # `payment.py`). The shop's order page and the API say so instead of a bare "expired".
+    closed_reason = models.CharField(max_length=20, choices=ClosedReason.choices, blank=True, default="")
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -147,6 +159,11 @@ class Checkout(TenantModel):
                 condition=models.Q(amount_minor__gt=0)
                 | ~models.Q(status__in=["awaiting_payment_session", "awaiting_payment", "paid"]),
                 name="commerce_checkout_amount_positive_if_payable",
+            ),
+            # A reason to close early goes only with `expired` (closed unpaid).
+            models.CheckConstraint(
+                condition=models.Q(closed_reason="") | models.Q(closed_reason="photo_withdrawn", status="expired"),
+                name="commerce_checkout_closed_reason_valid",
             ),
         ]
         indexes = [
@@ -571,7 +588,8 @@ class Receipt(TenantModel):
 
 class Refund(TenantModel):
     """A refund Darkroom asked the provider for: a payment it must not keep (e.g. one that arrived
-    after expiry), or a paid order the studio refunds (`studio`, whole amount).
+    after expiry, or for an order with a photo withdrawn before it was paid), or a paid order the
+    studio refunds (`studio`, whole amount).
 
     `requested` (written with the decision, in the processing transaction) → `submitted` (the
     provider accepted it; `provider_refund_id`) or `failed` (retried by the consumer, then left
@@ -589,6 +607,7 @@ class Refund(TenantModel):
         NOT_FULFILLABLE = "not_fulfillable", "Nothing left to deliver"
         AMOUNT_MISMATCH = "amount_mismatch", "Charged amount differs from the checkout"
         STUDIO = "studio", "Refunded by the studio"
+        PHOTO_WITHDRAWN = "photo_withdrawn", "A photo in the order was withdrawn"
 
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="refunds")
     reason = models.CharField(max_length=20, choices=Reason.choices)

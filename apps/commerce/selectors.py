@@ -87,6 +87,20 @@ def photo_buyers_count(*, tenant_id: int, photo_id: int) -> int:
     ).count()
 
 
+def event_bulk_orders_count(*, tenant_id: int, event_id: int) -> int:
+    """How many paid, not refunded orders bought all the photos of this event (bulk): the
+    checkouts with a live event-wide entitlement. Each covers every photo of the event that is
+    not withdrawn (`photos_covered`), so withdrawing one takes it out of all of them."""
+    return (
+        Entitlement.objects.filter(
+            tenant_id=tenant_id, event_id=event_id, scope=Entitlement.Scope.EVENT, revoked_at__isnull=True
+        )
+        .values("checkout_id")
+        .distinct()
+        .count()
+    )
+
+
 def download_token(*, entitlement: Entitlement, photo_id: int) -> str:
     """A signed, expiring token for one photo of an entitlement."""
     return signing.TimestampSigner(salt=DOWNLOAD_SALT).sign_object(

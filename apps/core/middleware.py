@@ -48,6 +48,8 @@ class RequestIdMiddleware:
             )
             return response
         finally:
+            # A reused thread must not carry this id into its next request. Django logs a 4xx/5xx
+            # only after this returns; ContextFilter then reads the id from `request.request_id`.
             reset_request_id(token)
 
 

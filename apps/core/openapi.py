@@ -11,7 +11,9 @@ the views enforce outside their serializers:
   names an object; 400 for input (a body, a required header, query parameters); 409, 413 and
   422 for mutating operations (a key in flight, a business conflict, an oversize body, a reused
   key or an unusable reference); 415 when a body is parsed. 409 carries `Retry-After`;
-* `additionalProperties: false` on StrictSerializer bodies, which refuse undeclared fields.
+* `additionalProperties: false` on StrictSerializer bodies, which refuse undeclared fields;
+* `format: binary` for a file in a request body (an upload), so Swagger UI offers a file picker:
+  without `COMPONENT_SPLIT_REQUEST` drf-spectacular would describe it as a URL.
 
 `ApiKeyScheme` documents `Authorization: Bearer <api key>` (`ApiKeyAuthentication`).
 `page_of` and `PAGINATION_PARAMETERS` describe a StrictLimitOffsetPagination page for plain APIViews.
@@ -19,7 +21,8 @@ the views enforce outside their serializers:
 `tests/core/test_openapi.py` checks that the schema generates without warnings and, with
 schemathesis, that what the API answers to generated requests matches it. `DarkroomAutoSchema`
 overrides a few private drf-spectacular methods (`_map_basic_serializer`,
-`_get_response_bodies`); those tests are what an upgrade of the pinned version must pass.
+`_map_serializer_field`, `_get_response_bodies`); those tests are what an upgrade of the pinned
+version must pass.
 """
 
 from __future__ import annotations
@@ -201,6 +204,13 @@ class DarkroomAutoSchema(AutoSchema):
             isinstance(serializer, type) and issubclass(serializer, StrictSerializer)
         ):
             schema["additionalProperties"] = False
+        return schema
+
+    def _map_serializer_field(self, field: Any, direction: Any, bypass_extensions: bool = False) -> dict[str, Any]:
+        """A file in a request is the uploaded bytes (multipart), not the URL a response would show."""
+        schema: dict[str, Any] = super()._map_serializer_field(field, direction, bypass_extensions)
+        if direction == "request" and isinstance(field, serializers.FileField):
+            schema.update({"type": "string", "format": "binary"})
         return schema
 
     def _problem_codes(self) -> list[int]:

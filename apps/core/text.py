@@ -7,7 +7,7 @@ stores it. The API's JSON parser refuses lone surrogates anywhere (DRF's CharFie
 itself); the webhook endpoint refuses either in the identifiers it stores as text.
 
 `text_field_problem` is the one check of a short free-text field (a shipping address line, a
-carrier, a withdrawal's reason).
+carrier, a withdrawal's reason); `search_text` makes a search box's input safe to query.
 """
 
 from __future__ import annotations
@@ -53,3 +53,11 @@ def text_field_problem(value: str, *, required: bool, max_length: int) -> str:
     if any(not ch.isprintable() for ch in value):
         return "Control characters are not allowed."
     return ""
+
+
+def search_text(value: str, *, max_length: int) -> str:
+    """A search box's input as it is matched: control characters (NUL among them, which
+    PostgreSQL text refuses) read as spaces, runs of whitespace as one space, trimmed, and cut to
+    `max_length` characters. A query string cannot hold a lone surrogate (Django decodes it with
+    replacement), so the result is always storable text."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())[:max_length]

@@ -9,6 +9,7 @@ class DropInConfig(AppConfig):
     verbose_name = "Drop-in (face matching)"
 
     def ready(self) -> None:
+        from apps.dropin import checks  # noqa: F401 - registers the system checks
         from apps.dropin.metrics import collect_dropin_metrics, mark_registered
         from apps.ops.metrics import register_collector
 

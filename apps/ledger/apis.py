@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.core.currencies import currency_supported, unsupported_currency_message
 from apps.core.openapi import PAGINATION_PARAMETERS, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.problems import InvalidInput, NotFound
@@ -36,6 +37,19 @@ from apps.tenancy.apis import TenantApi
 from apps.tenancy.permissions import HasTenantRole
 
 INGEST_ROLES = ("owner", "api_key")
+# Who reads every account of the studio (every wallet, usage and platform account): amounts are
+# the photographers' private data, so the payouts API's rule. Any other member reads only the
+# wallets they own, as the studio's wallet page shows them.
+STUDIO_MONEY_ROLES = ("owner", "api_key")
+
+
+def _wallets_of(view: TenantApi, request: Request) -> int | None:
+    """None when the caller may read every account of the studio, else the id of the signed-in
+    member whose own wallets are all they may read."""
+    if view.tenant_role in STUDIO_MONEY_ROLES:
+        return None
+    assert request.user.pk is not None, "only signed-in members and API keys pass the permission check"
+    return int(request.user.pk)
 
 
 class _AccountOut(serializers.Serializer):
@@ -49,12 +63,20 @@ class _AccountOut(serializers.Serializer):
 class LedgerAccountsApi(TenantApi):
     """`POST`: create a usage account (owner or API key; wallets and platform accounts are made
     by the platform). `GET`: the caller's studio's accounts, oldest first, with projected
-    balances, paginated (`limit`, `offset`)."""
+    balances, paginated (`limit`, `offset`): every account for the owner or an API key, only
+    their own wallets for any other member."""
 
     class InputSerializer(StrictSerializer):
         kind = serializers.ChoiceField(choices=[LedgerAccount.Kind.USAGE.value], default=LedgerAccount.Kind.USAGE)
-        currency = serializers.RegexField(r"^[A-Z]{3}$", help_text="ISO 4217 code, e.g. EUR")
+        currency = serializers.RegexField(
+            r"^[A-Z]{3}$", help_text="ISO 4217 code Darkroom sells in (apps/core/currencies.py), e.g. EUR"
+        )
         client_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+        def validate_currency(self, value: str) -> str:
+            if not currency_supported(value):
+                raise serializers.ValidationError(unsupported_currency_message(value))
+            return value
 
         def validate_client_id(self, value: str) -> str:
             if value.startswith(RESERVED_CLIENT_PREFIX):
@@ -87,13 +109,24 @@ class LedgerAccountsApi(TenantApi):
     def get(self, request: Request) -> Response:
         assert self.tenant_id is not None
         paginator = StrictLimitOffsetPagination()
-        queryset: QuerySet[LedgerAccount] = ledger_account_list(tenant_id=self.tenant_id)
+        queryset: QuerySet[LedgerAccount] = ledger_account_list(
+            tenant_id=self.tenant_id, wallets_of=_wallets_of(self, request)
+        )
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(self.ListOutputSerializer(page, many=True).data)
 
 
+@extend_schema_serializer(component_name="LedgerProjectionPartition")
+class _ProjectionOut(serializers.Serializer):
+    partition = serializers.IntegerField()
+    sequence = serializers.IntegerField(help_text="The partition's last event the balance reflects.")
+    lag_seconds = serializers.FloatField()
+
+
 class LedgerAccountDetailApi(TenantApi):
-    """One account: projected balance, the sequence(s) it reflects, and the current lag."""
+    """One account: projected balance, the sequence(s) it reflects, and the current lag. The owner
+    or an API key reads any account of the studio; any other member only their own wallets (404
+    for the rest, as for another studio's account)."""
 
     class OutputSerializer(_AccountOut):
         balance_minor = serializers.IntegerField()
@@ -101,12 +134,12 @@ class LedgerAccountDetailApi(TenantApi):
         debits_minor = serializers.IntegerField()
         event_count = serializers.IntegerField()
         lag_seconds = serializers.FloatField()
-        projection = serializers.ListField(child=serializers.DictField())
+        projection = _ProjectionOut(many=True)
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request, account_id: int) -> Response:
         try:
-            view = ledger_account_get(tenant=self.tenant, account_id=account_id)
+            view = ledger_account_get(tenant=self.tenant, account_id=account_id, wallets_of=_wallets_of(self, request))
         except LedgerAccount.DoesNotExist:
             raise NotFound("No such account in this studio.") from None
         account = view.account

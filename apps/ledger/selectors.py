@@ -102,10 +102,21 @@ def max_lag_seconds() -> float:
     return max((s.lag_seconds for s in partition_states()), default=0.0)
 
 
-def ledger_account_list(*, tenant_id: int) -> QuerySet[LedgerAccount]:
-    """The tenant's accounts, oldest first, each annotated with `balance_minor` (projected)."""
+def _accounts_of(*, tenant_id: int, wallets_of: int | None) -> QuerySet[LedgerAccount]:
+    accounts = LedgerAccount.objects.filter(tenant_id=tenant_id)
+    if wallets_of is not None:
+        accounts = accounts.filter(kind=LedgerAccount.Kind.WALLET, owner_id=wallets_of)
+    return accounts
+
+
+def ledger_account_list(*, tenant_id: int, wallets_of: int | None = None) -> QuerySet[LedgerAccount]:
+    """The tenant's accounts, oldest first, each annotated with `balance_minor` (projected).
+
+    `wallets_of` narrows them to the wallets that user owns (what a member without the studio's
+    money role may see); None lists every account of the tenant.
+    """
     return (
-        LedgerAccount.objects.filter(tenant_id=tenant_id)
+        _accounts_of(tenant_id=tenant_id, wallets_of=wallets_of)
         .annotate(projected_balance=Coalesce(Sum("balances__balance_minor"), Value(0), output_field=BigIntegerField()))
         .order_by("id")
     )
@@ -125,14 +136,16 @@ class AccountProjection:
         return max((p.lag_seconds for p in self.partitions), default=0.0)
 
 
-def ledger_account_get(*, tenant: Organization, account_id: int) -> AccountProjection:
+def ledger_account_get(*, tenant: Organization, account_id: int, wallets_of: int | None = None) -> AccountProjection:
     """One account of `tenant` with its projected totals and the partitions they reflect.
 
     The account's events live in its home partition (or, for a whale tenant, possibly in any
     partition); the projection reflects each of those partitions up to its checkpoint.
-    Raises LedgerAccount.DoesNotExist (also for another tenant's account: invisible under RLS).
+    `wallets_of` limits the lookup to that user's wallets, as in `ledger_account_list`.
+    Raises LedgerAccount.DoesNotExist (also for another tenant's account: invisible under RLS,
+    and for an account outside `wallets_of`).
     """
-    account = LedgerAccount.objects.get(pk=account_id, tenant_id=tenant.pk)
+    account = _accounts_of(tenant_id=tenant.pk, wallets_of=wallets_of).get(pk=account_id)
     rows = list(AccountBalance.objects.filter(account_id=account.pk).order_by("partition"))
     if is_whale(tenant_id=tenant.pk, tenant_slug=tenant.slug):
         wanted: set[int] | None = None

@@ -9,6 +9,10 @@ to wait. Its keys share a hash tag, so it runs unchanged on a Redis Cluster.
 
 `TenantRateThrottle` applies it to every `TenantApi` view, before the Idempotency-Key protocol
 opens its transaction: a refused request is a 429 problem with `Retry-After` and writes nothing.
+A limit may also count only some outcomes: look first without counting (`count=False`) and
+count the ones that matter (webhook refusals), or count every attempt up front and forget a
+key's count when an attempt turns out not to matter (`rate_limit_reset`: the studio sign-in
+clears a username's failed attempts when one succeeds).
 Limits: `RATE_LIMIT_DEFAULT` for every endpoint, `RATE_LIMITS` per URL name. If Redis is
 unreachable the limiter lets requests through (logged, counted in
 `darkroom_rate_limiter_errors_total`): it protects capacity, it does not decide correctness.
@@ -70,6 +74,16 @@ end
 return {0, math.max(1, wait), 0}
 """
 
+# KEYS[1]: the limit's base key. ARGV: window in ms. Deletes the two windows the sliding count
+# reads (this one and the previous one), by the same Redis clock. Returns how many existed.
+RESET_LUA = """
+local window = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local start = now - (now % window)
+return redis.call('DEL', KEYS[1] .. ':' .. start, KEYS[1] .. ':' .. (start - window))
+"""
+
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _UNIT_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 
@@ -96,14 +110,18 @@ class Decision:
     remaining: int
 
 
+def _base_key(key: str) -> str:
+    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+    return f"{prefix}:ratelimit:{{{key}}}"
+
+
 def rate_limit_check(*, key: str, rate: Rate, count: bool = True) -> Decision:
     """Count one request against `key` under `rate`, atomically (with `count=False`, only say
     whether one more would be admitted). Raises RedisError."""
     client = get_redis_connection("default")
     script = client.register_script(SLIDING_WINDOW_LUA)
-    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
     admitted, wait_ms, remaining = script(
-        keys=[f"{prefix}:ratelimit:{{{key}}}"], args=[rate.limit, rate.window_seconds * 1000, "1" if count else "0"]
+        keys=[_base_key(key)], args=[rate.limit, rate.window_seconds * 1000, "1" if count else "0"]
     )
     return Decision(
         admitted=bool(admitted),
@@ -127,6 +145,25 @@ def rate_limit_wait(*, key: str, rate: Rate, count: bool = True) -> int:
         return 0
     REFUSED.inc()
     return decision.retry_after_seconds
+
+
+def rate_limit_reset(*, key: str, rate: Rate) -> None:
+    """Forget every request counted against `key` under `rate`: the next one starts a fresh
+    budget. Fails open like the check: an unreachable Redis leaves the count (logged,
+    `darkroom_rate_limiter_errors_total`)."""
+    try:
+        client = get_redis_connection("default")
+        client.register_script(RESET_LUA)(keys=[_base_key(key)], args=[rate.window_seconds * 1000])
+    except RedisError:
+        ERRORS.inc()
+        logger.warning("rate limiter unavailable; count not reset", extra={"key": key}, exc_info=True)
+
+
+def setting_rate_reset(key: str, setting: str) -> None:
+    """`rate_limit_reset` of `key` under the rate named by a setting (nothing when
+    RATE_LIMIT_ENABLED is off)."""
+    if settings.RATE_LIMIT_ENABLED:
+        rate_limit_reset(key=key, rate=Rate.parse(str(getattr(settings, setting))))
 
 
 def setting_rate_wait(*checks: tuple[str, str]) -> int:

@@ -47,6 +47,19 @@ def uuid7() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+# The topics whose lost messages are found by their consumer's missing inbox row
+# (apps/outbox/unconsumed.py): the predicate of the partial index that sweep reads by, so that
+# only these topics' rows pay for it.
+LOST_MESSAGE_TOPICS = (
+    "orders.links_requested",
+    "checkout.shipped",
+    "checkout.refunded",
+    "tenancy.member_invited",
+    "refund.restock_requested",
+    "catalog.photo_withdrawn",
+)
+
+
 class OutboxMessage(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -80,6 +93,12 @@ class OutboxMessage(models.Model):
             ),
             # Backlog age, dead-letter listing and the cleanup of old published rows.
             models.Index(fields=["status", "created_at"], name="outbox_status_created"),
+            # The lost-message sweep of apps/outbox/unconsumed.py, over its topics only.
+            models.Index(
+                fields=["topic", "created_at"],
+                name="outbox_lost_message_sweep",
+                condition=models.Q(topic__in=LOST_MESSAGE_TOPICS),
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -45,6 +45,13 @@ REQUEUE_FLOWS = (
     "announcement_fanouts",
     "dropin_faces",
     "dropin_jobs",
+    # Found by their consumer's missing inbox row (apps/outbox/unconsumed.py).
+    "order_link_emails",
+    "shipping_emails",
+    "refund_emails",
+    "member_invitations",
+    "refund_restocks",
+    "photo_withdrawals",
 )
 
 M = TypeVar("M", bound=models.Model)

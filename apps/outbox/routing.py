@@ -22,6 +22,10 @@ Declare a consumer next to the domain's tasks (tasks/<domain>.py)::
   dropped connection) with backoff, besides the `autoretry_for` a consumer declares: the
   message is already marked published, so a task that gave up would lose its effect.
 * The queue comes from CELERY_TASK_ROUTES (task-name prefix) unless `queue=` is given.
+* `lost_message_flow="<flow>"` declares that the broker may lose this topic's messages without
+  a business row noticing, and that the consumer records its inbox row `name` on every final
+  outcome (`once=True` does; so does `send_once`): the sweep of apps/outbox/unconsumed.py then
+  sends a published message without that row again.
 * `settings.OUTBOX_ROUTES` (`{"topic": "task.name"}` or `{"topic": {"task": ..., "queue": ...}}`)
   overrides or adds routes without code, e.g. to point a topic at another task during a migration.
 
@@ -66,6 +70,15 @@ class Route:
     queue: str | None = None
 
 
+@dataclass(frozen=True)
+class LostMessageFlow:
+    """A topic whose lost messages are found by the missing inbox row of `consumer`."""
+
+    flow: str
+    topic: str
+    consumer: str
+
+
 class OutboxRouteConflict(ValueError):
     """A topic was registered twice for different tasks."""
 
@@ -75,6 +88,7 @@ class NoRouteForTopic(LookupError):
 
 
 _registry: dict[str, Route] = {}
+_lost_message_flows: dict[str, LostMessageFlow] = {}
 
 
 def register_route(topic: str, task_name: str, *, queue: str | None = None) -> Route:
@@ -89,6 +103,11 @@ def register_route(topic: str, task_name: str, *, queue: str | None = None) -> R
 
 def unregister_route(topic: str) -> None:
     _registry.pop(topic, None)
+
+
+def lost_message_flows() -> list[LostMessageFlow]:
+    """The flows declared with `lost_message_flow=`, by flow name."""
+    return sorted(_lost_message_flows.values(), key=lambda flow: flow.flow)
 
 
 def resolve_route(topic: str) -> Route:
@@ -108,7 +127,13 @@ def resolve_route(topic: str) -> Route:
 
 
 def outbox_consumer(
-    topic: str, *, name: str, queue: str | None = None, once: bool = True, **task_options: Any
+    topic: str,
+    *,
+    name: str,
+    queue: str | None = None,
+    once: bool = True,
+    lost_message_flow: str | None = None,
+    **task_options: Any,
 ) -> Callable[[Callable[..., Any]], Any]:
     """Make `fn(*, message_id, payload)` the Celery task `name` that consumes `topic`.
 
@@ -134,6 +159,8 @@ def outbox_consumer(
         options["autoretry_for"] = (*TRANSIENT_DATABASE_ERRORS, *task_options.get("autoretry_for", ()))
         task = shared_task(name=name, **options)(run)
         register_route(topic, name, queue=queue)
+        if lost_message_flow is not None:
+            _lost_message_flows[lost_message_flow] = LostMessageFlow(flow=lost_message_flow, topic=topic, consumer=name)
         return task
 
     return decorate

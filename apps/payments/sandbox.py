@@ -26,7 +26,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from apps.commerce.models import Checkout, CheckoutLine, Provider
-from apps.payments.providers.base import PaymentStatus
+from apps.payments.providers.base import PaymentStatus, ProviderError
 from apps.payments.providers.http import HttpTransport
 from apps.payments.providers.registry import get_provider, sandbox_webhook_sender
 from apps.payments.providers.sandbox import PlannedDelivery, SandboxEvent, SandboxProvider
@@ -100,6 +100,17 @@ def sandbox_settle(*, checkout: Checkout, outcome: str) -> list[PlannedDelivery]
     provider = _provider()
     reference = checkout.sandbox_reference or provider.reference_for(str(checkout.pk))
     return sandbox_dispatch([provider.settle(reference=reference, outcome=status)])
+
+
+def sandbox_session_outcome(*, checkout: Checkout) -> str | None:
+    """What Pay or Fail on the checkout's pay page would meet now: "paid", "failed", "expired"
+    (closed unpaid, or past the checkout's expiry), or None while the session takes payment or
+    before it exists. Reads the sandbox's state only."""
+    reference = checkout.sandbox_reference or _provider().reference_for(str(checkout.pk))
+    try:
+        return _provider().session_outcome(reference=reference)
+    except ProviderError:
+        return None
 
 
 def sandbox_announce_refund(*, reference: str) -> list[PlannedDelivery]:

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods
 
 from apps.commerce.models import Checkout
 from apps.payments.providers.base import ProviderError, minor_to_major
-from apps.payments.sandbox import SandboxCheckout, sandbox_checkout, sandbox_settle
+from apps.payments.sandbox import SandboxCheckout, sandbox_checkout, sandbox_session_outcome, sandbox_settle
 from apps.tenancy.context import tenant_context
 
 _ACTIONS = {"pay": "paid", "fail": "failed"}
@@ -33,9 +33,15 @@ def _found(checkout_id: uuid.UUID) -> SandboxCheckout:
 
 
 def _context(found: SandboxCheckout, **extra: Any) -> dict[str, Any]:
+    """The page's values. A `closed` session (its checkout expired, or the session closed or past
+    its expiry, whatever the checkout's row says yet) can no longer be paid: the page offers no
+    Pay or Fail and claims no charge; `paid_late` when a payment still got in before the close
+    (Darkroom refunds it)."""
     checkout = found.checkout
     with tenant_context(checkout.tenant_id):
         txn = getattr(Checkout.objects.select_related("transaction").get(pk=checkout.pk), "transaction", None)
+    outcome = sandbox_session_outcome(checkout=checkout)
+    closed = checkout.status == Checkout.Status.EXPIRED or outcome == "expired"
     return {
         "checkout": checkout,
         "transaction_status": txn.status if txn is not None else None,
@@ -44,11 +50,13 @@ def _context(found: SandboxCheckout, **extra: Any) -> dict[str, Any]:
             {
                 "line": line,
                 "amount": minor_to_major(line.amount_minor, line.currency),
-                "charged": line.state == "confirmed",
+                "charged": line.state == "confirmed" and not closed,
             }
             for line in found.lines
         ],
-        "payable": checkout.status == Checkout.Status.AWAITING_PAYMENT,
+        "payable": checkout.status == Checkout.Status.AWAITING_PAYMENT and not closed,
+        "closed": closed,
+        "paid_late": closed and outcome == "paid",
         "final": checkout.status not in Checkout.OPEN_STATUSES,
         **extra,
     }

@@ -423,7 +423,7 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
         raise WalletNotFound("You have no such wallet in this studio.")
     if not PayoutDestination.objects.filter(tenant_id=tenant_id, owner_id=actor.pk).exists():
         raise NoPayoutDestination(
-            "The studio has not said where to pay you yet: ask an owner to set your payout destination."
+            "No payout destination is set for you yet: a studio owner sets it on the wallet page (Payout destinations)."
         )
     balance = int(
         AccountBalance.objects.filter(tenant_id=tenant_id, account_id=account.pk).aggregate(

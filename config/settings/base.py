@@ -308,6 +308,9 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Drop Django's default handlers on "django" (a plain-text console copy under DEBUG, mail to
+        # ADMINS otherwise): its records propagate to the JSON console handler like every other.
+        "django": {"handlers": [], "level": LOG_LEVEL},
         "django.db.backends": {"level": "WARNING"},
         "celery": {"level": LOG_LEVEL},
     },
@@ -398,6 +401,18 @@ CELERY_BEAT_SCHEDULE["payouts.batch_run"] = {
     "task": "payouts.batch_run",
     "schedule": PAYOUT_BATCH_EVERY_SECONDS,
     "options": {"queue": "payments", "expires": PAYOUT_BATCH_EVERY_SECONDS},
+}
+# Lost messages of the flows that have no waiting row (apps/outbox/unconsumed.py): a published
+# message whose consumer has not recorded its inbox row this long after publishing is sent again,
+# at most OUTBOX_LOST_MESSAGE_MAX_REQUEUES times and while it is younger than the retention.
+# Longer than a mail consumer's own retries take (about 40 minutes), so it rarely doubles one.
+OUTBOX_LOST_MESSAGE_AFTER_SECONDS = env.int("OUTBOX_LOST_MESSAGE_AFTER_SECONDS", default=2700)
+OUTBOX_LOST_MESSAGE_MAX_REQUEUES = env.int("OUTBOX_LOST_MESSAGE_MAX_REQUEUES", default=5)
+OUTBOX_LOST_MESSAGE_BATCH_SIZE = env.int("OUTBOX_LOST_MESSAGE_BATCH_SIZE", default=500)
+CELERY_BEAT_SCHEDULE["outbox.requeue_unconsumed"] = {
+    "task": "outbox.requeue_unconsumed",
+    "schedule": env.float("OUTBOX_LOST_MESSAGE_SWEEP_SECONDS", default=300.0),
+    "options": {"queue": "maintenance", "expires": 300.0},
 }
 CELERY_BEAT_SCHEDULE["outbox.cleanup"] = {
     "task": "outbox.cleanup",

@@ -186,3 +186,21 @@ def buy_print(shop: Any, n: int, quantity: int = 1) -> Any:
             lines=[LineIn(product_id=shop.print.pk, quantity=quantity)],
             shipping=shipping_in(),
         )
+
+
+# What a checkout writes, per table; a refused one writes none of it.
+NOTHING_WRITTEN = {"checkouts": 0, "lines": 0, "reservations": 0, "transactions": 0, "outbox": 0}
+
+
+def checkout_write_counts() -> dict[str, int]:
+    """Rows of every studio a checkout writes: checkouts, lines, reservations, transactions and
+    `checkout.*` outbox messages."""
+    from apps.commerce.models import Checkout, CheckoutLine, InventoryReservation, Transaction
+
+    return {
+        "checkouts": system_count(lambda: Checkout.objects.all()),
+        "lines": system_count(lambda: CheckoutLine.objects.all()),
+        "reservations": system_count(lambda: InventoryReservation.objects.all()),
+        "transactions": system_count(lambda: Transaction.objects.all()),
+        "outbox": system_count(lambda: OutboxMessage.objects.filter(topic__startswith="checkout.")),
+    }

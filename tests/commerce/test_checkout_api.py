@@ -7,24 +7,19 @@ import pytest
 
 from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, InventoryReservation, Transaction
-from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout
-from tests.commerce.helpers import drain_outbox, new_key, pending_topics, system_count
+from tests.commerce.helpers import (
+    NOTHING_WRITTEN,
+    checkout_write_counts,
+    drain_outbox,
+    new_key,
+    pending_topics,
+)
 from tests.factories.catalog import EventFactory, PriceFactory, PriceListFactory, ProductFactory
 from tests.factories.commerce import shipping_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("row_lock_strategy")]
-
-
-def _counts() -> dict[str, int]:
-    return {
-        "checkouts": system_count(lambda: Checkout.objects.all()),
-        "lines": system_count(lambda: CheckoutLine.objects.all()),
-        "reservations": system_count(lambda: InventoryReservation.objects.all()),
-        "transactions": system_count(lambda: Transaction.objects.all()),
-        "outbox": system_count(lambda: OutboxMessage.objects.filter(topic__startswith="checkout.")),
-    }
 
 
 def test_create_commits_checkout_lines_reservation_transaction_and_outbox(tenant_a, shop_a):
@@ -48,7 +43,7 @@ def test_create_commits_checkout_lines_reservation_transaction_and_outbox(tenant
         ("print", "confirmed", 5000),
     ]
     # and: every row committed together, stock taken, one outbox message
-    assert _counts() == {"checkouts": 1, "lines": 2, "reservations": 1, "transactions": 1, "outbox": 1}
+    assert checkout_write_counts() == {"checkouts": 1, "lines": 2, "reservations": 1, "transactions": 1, "outbox": 1}
     assert pending_topics() == ["checkout.created"]
     assert shop_a.stock_quantity() == 8
     with tenant_context(tenant_a.org.pk):
@@ -126,7 +121,7 @@ def test_same_idempotency_key_replays_the_checkout(tenant_a, shop_a):
     assert (first.status_code, second.status_code) == (201, 201)
     assert second.headers.get("Idempotent-Replayed") == "true"
     assert first.json()["id"] == second.json()["id"]
-    assert _counts()["checkouts"] == 1
+    assert checkout_write_counts()["checkouts"] == 1
     assert shop_a.stock_quantity() == 7
 
 
@@ -168,7 +163,7 @@ def test_checkout_with_nothing_left_is_sold_out_and_gets_no_session(tenant_a, sh
     drain_outbox()
     detail = tenant_a.client().get(f"/api/v1/checkouts/{data['id']}").json()
     assert (detail["status"], detail["payment_url"], detail["transaction_status"]) == ("sold_out", None, None)
-    assert _counts()["transactions"] == 0
+    assert checkout_write_counts()["transactions"] == 0
 
 
 def test_return_url_is_stored_and_shown_by_create_and_get(tenant_a, shop_a):
@@ -221,7 +216,7 @@ def test_an_invalid_return_url_is_refused_and_writes_nothing(tenant_a, shop_a, r
     # then: a 400 problem naming what is wrong, no row, stock untouched
     assert response.status_code == 400, response.content
     assert response.json()["type"] == f"/problems/{problem}"
-    assert _counts() == {"checkouts": 0, "lines": 0, "reservations": 0, "transactions": 0, "outbox": 0}
+    assert checkout_write_counts() == NOTHING_WRITTEN
     assert shop_a.stock_quantity() == 10
 
 
@@ -253,7 +248,7 @@ def test_checkout_create_refuses_a_return_url_no_provider_could_send_a_browser_t
             return_url=return_url,
         )
     # then: nothing written
-    assert _counts() == {"checkouts": 0, "lines": 0, "reservations": 0, "transactions": 0, "outbox": 0}
+    assert checkout_write_counts() == NOTHING_WRITTEN
 
 
 def test_checkout_create_takes_a_dotless_host_and_the_longest_return_url(tenant_a, shop_a):
@@ -304,7 +299,7 @@ def test_refused_checkouts_write_nothing(tenant_a, shop_a, shop_b):
         # then: a problem response, and no row anywhere
         assert response.status_code == status, (name, response.content)
         assert response["Content-Type"] == "application/problem+json", name
-        assert _counts() == {"checkouts": 0, "lines": 0, "reservations": 0, "transactions": 0, "outbox": 0}, name
+        assert checkout_write_counts() == NOTHING_WRITTEN, name
     assert shop_a.stock_quantity() == 10
 
 
@@ -322,7 +317,7 @@ def test_unpriced_product_and_mixed_currencies_are_refused_with_nothing_written(
     assert (mixed.status_code, mixed.json()["type"]) == (400, "/problems/mixed-currencies")
     no_price = post_checkout(tenant_a.client(), checkout_body(shop_a, {"product": unpriced.pk}))
     assert (no_price.status_code, no_price.json()["type"]) == (409, "/problems/price-not-set")
-    assert _counts() == {"checkouts": 0, "lines": 0, "reservations": 0, "transactions": 0, "outbox": 0}
+    assert checkout_write_counts() == NOTHING_WRITTEN
 
 
 def test_missing_idempotency_key_is_refused_and_writes_nothing(tenant_a, shop_a):
@@ -330,7 +325,7 @@ def test_missing_idempotency_key_is_refused_and_writes_nothing(tenant_a, shop_a)
         "/api/v1/checkouts", checkout_body(shop_a, {"product": shop_a.download.pk}), format="json"
     )
     assert response.status_code == 400
-    assert _counts()["checkouts"] == 0
+    assert checkout_write_counts()["checkouts"] == 0
 
 
 def test_tenants_never_see_each_others_checkouts(tenant_a, tenant_b, shop_a, shop_b, runtime_conn):
@@ -377,4 +372,4 @@ def test_a_turned_off_sandbox_takes_no_checkout_no_webhook_and_shows_no_page(ten
 
     assert Client().post("/webhooks/sandbox", data=b"{}", content_type="application/json").status_code == 404
     assert Client().get(f"/sandbox/pay/{created['id']}").status_code == 404
-    assert _counts()["checkouts"] == 1
+    assert checkout_write_counts()["checkouts"] == 1

@@ -83,6 +83,18 @@ def test_checkout_checks(tenant_a):
     refused(
         tenant_a.org.pk, lambda: new_checkout(tenant_a.org.pk, amount_minor=-1, status="sold_out"), "amount_non_neg"
     )
+    # a reason to close early goes with `expired` only, and is from its closed set
+    with tenant_context(tenant_a.org.pk):
+        new_checkout(tenant_a.org.pk, status="expired", closed_reason="photo_withdrawn")
+    for status in ("awaiting_payment", "paid", "refunded"):
+        refused(
+            tenant_a.org.pk,
+            lambda status=status: new_checkout(tenant_a.org.pk, status=status, closed_reason="photo_withdrawn"),
+            "closed_reason_valid",
+        )
+    refused(
+        tenant_a.org.pk, lambda: new_checkout(tenant_a.org.pk, status="expired", closed_reason="bored"), "closed_reason"
+    )
 
 
 def test_line_checks(tenant_a, made):

@@ -133,6 +133,32 @@ def test_expired_link_is_refused(tenant_a, shop_a):
     assert (response.status_code, response.json()["type"]) == (403, "/problems/download-link-invalid")
 
 
+BROWSER = {"HTTP_ACCEPT": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def test_a_refused_download_link_is_a_page_in_a_browser_and_a_problem_elsewhere(tenant_a, shop_a):
+    # given: a paid download's link, tampered with, expired, and one for a photo it does not cover
+    other_photo, _ = shop_a.add_photo()
+    buy(tenant_a, shop_a, {"product": shop_a.download.pk})
+    with tenant_context(tenant_a.org.pk):
+        entitlement = Entitlement.objects.get()
+    good = download_token(entitlement=entitlement, photo_id=shop_a.photo.pk)
+    signed = {"t": tenant_a.org.pk, "e": entitlement.pk, "p": shop_a.photo.pk}
+    links = {
+        "tampered": (f"/downloads/{good[:-3]}{'BBB' if good.endswith('AAA') else 'AAA'}", 403, "not valid"),
+        "expired": (f"/downloads/{_PastSigner(salt=DOWNLOAD_SALT).sign_object(signed)}", 403, "has expired"),
+        "uncovered": (f"/downloads/{download_token(entitlement=entitlement, photo_id=other_photo.pk)}", 404, ""),
+    }
+    for name, (url, status, says) in links.items():
+        # when: a browser opens the link (from the receipt), and a client that does not ask for HTML
+        shown = Client().get(url, **BROWSER)
+        answered = Client().get(url)
+        # then: the browser gets a page with the same status; the other client the problem
+        assert (shown.status_code, shown["Content-Type"]) == (status, "text/html; charset=utf-8"), name
+        assert says in shown.content.decode(), name
+        assert (answered.status_code, answered["Content-Type"]) == (status, "application/problem+json"), name
+
+
 def test_refund_revokes_the_entitlement_and_its_links_stop_working(tenant_a, shop_a):
     checkout_id = buy(tenant_a, shop_a, {"product": shop_a.download.pk})
     [entitlement] = tenant_a.client().get("/api/v1/entitlements", {"email": "ann@example.test"}).json()["results"]

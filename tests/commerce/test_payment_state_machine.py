@@ -64,11 +64,17 @@ ALL_LINES = ({"product": "download"}, {"product": "print", "quantity": 2}, {"pro
 
 
 def lines_of(shop, *specs):
-    return [{**spec, "product": getattr(shop, spec["product"]).pk} for spec in specs]
+    """Lines of the shop's products by name; "bulk" is the bulk product of another event of the
+    studio (the shop's own would include the photo's download, which a checkout refuses)."""
+    bulk = shop.add_event_bulk() if any(spec["product"] == "bulk" for spec in specs) else None
+    return [
+        {**spec, "product": (bulk if spec["product"] == "bulk" else getattr(shop, spec["product"])).pk}
+        for spec in specs
+    ]
 
 
 def test_paid_event_delivered_three_times_grants_everything_once(tenant_a, shop_a):
-    # given: a checkout with a download and two prints of one photo, and the event's bulk product
+    # given: a checkout with a download and two prints of one photo, and an event's bulk product
     checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, *ALL_LINES))
     # when: the shopper pays and the provider delivers the event three times
     statuses = deliver([sandbox_paid(str(checkout.pk))], duplicates=3)

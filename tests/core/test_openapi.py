@@ -105,6 +105,54 @@ def test_strict_request_bodies_refuse_unknown_fields(document: dict[str, Any]) -
         assert components[name]["additionalProperties"] is False, name
 
 
+@pytest.mark.parametrize(
+    ("path", "component"),
+    [
+        ("/api/v1/events/{event_id}/photos", "PhotoUploadInput"),
+        ("/api/v1/events/{event_id}/selfies", "SelfieRegisterInput"),
+    ],
+)
+def test_uploads_are_multipart_files(document: dict[str, Any], path: str, component: str) -> None:
+    # given: an upload operation's request body
+    body = document["paths"][path]["post"]["requestBody"]
+    # then: multipart only, and its image is the file's bytes (Swagger UI offers a file picker)
+    assert list(body["content"]) == ["multipart/form-data"]
+    assert body["content"]["multipart/form-data"]["schema"] == {"$ref": f"#/components/schemas/{component}"}
+    assert document["components"]["schemas"][component]["properties"]["image"] == {"type": "string", "format": "binary"}
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """The object schema a (nullable) reference names."""
+    (ref,) = [part["$ref"] for part in schema.get("allOf", [schema])]
+    return document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+
+
+def test_product_price_and_stock_are_described(document: dict[str, Any]) -> None:
+    product = document["components"]["schemas"]["ProductOutput"]["properties"]
+    price, stock = _resolve(document, product["price"]), _resolve(document, product["stock"])
+    assert product["price"]["nullable"] is True and product["stock"]["nullable"] is True
+    assert {name: field["type"] for name, field in price["properties"].items()} == {
+        "amount_minor": "integer",
+        "currency": "string",
+    }
+    assert {name: field["type"] for name, field in stock["properties"].items()} == {
+        "quantity": "integer",
+        "initial_quantity": "integer",
+    }
+    assert set(price["required"]) == {"amount_minor", "currency"}
+    assert set(stock["required"]) == {"quantity", "initial_quantity"}
+
+
+def test_ledger_projection_is_described(document: dict[str, Any]) -> None:
+    projection = document["components"]["schemas"]["LedgerAccountDetailOutput"]["properties"]["projection"]
+    partition = _resolve(document, projection["items"])
+    assert {name: field["type"] for name, field in partition["properties"].items()} == {
+        "partition": "integer",
+        "sequence": "integer",
+        "lag_seconds": "number",
+    }
+
+
 @pytest.fixture
 def shop(make_tenant: Any) -> TenantBundle:
     return make_tenant()

@@ -5,8 +5,13 @@ import logging
 import re
 
 import pytest
+from django.test import Client
+from pythonjsonlogger.json import JsonFormatter
 
+from apps.core.logging import ContextFilter
+from apps.core.request_context import get_request_id
 from apps.tenancy.services import organization_create
+from tests.factories.tenancy import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -24,8 +29,6 @@ def test_request_id_is_generated_when_missing_or_invalid(client):
 
 def test_every_json_log_line_carries_the_request_id(client, caplog, settings):
     # given: the JSON formatter exactly as configured in LOGGING
-    from pythonjsonlogger.json import JsonFormatter
-
     config = settings.LOGGING["formatters"]["json"]
     formatter = JsonFormatter(config["fmt"], rename_fields=config["rename_fields"])
     # when: a request with an id is served
@@ -40,6 +43,72 @@ def test_every_json_log_line_carries_the_request_id(client, caplog, settings):
     assert (line["method"], line["path"], line["status"]) == ("GET", "/healthz", 200)
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
     assert line["client"] == "127.0.0.1"
+
+
+@pytest.fixture
+def photographer_client(make_tenant):
+    """A Django test client signed in as a photographer of a studio (no money role)."""
+    user = UserFactory()
+    MembershipFactory(tenant=make_tenant().org, user=user, role="photographer")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _django_request_lines(caplog, settings) -> list[dict]:
+    """The `django.request` records as the console handler writes them: through LOGGING's
+    context filter and JSON formatter."""
+    config = settings.LOGGING["formatters"]["json"]
+    formatter = JsonFormatter(config["fmt"], rename_fields=config["rename_fields"])
+    records = [r for r in caplog.records if r.name == "django.request"]
+    context = ContextFilter()
+    return [json.loads(formatter.format(r)) for r in records if context.filter(r)]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/v1/no-such-endpoint", 404),  # an API path no view serves
+        ("/no-such-page/", 404),  # a page path no view serves
+        ("/api/v1/payouts", 403),  # DRF's refusal: a photographer may not see payouts
+        ("/studio/members/", 403),  # a studio page the role may not open
+    ],
+)
+def test_django_request_warnings_carry_the_request_id(photographer_client, caplog, settings, path, status):
+    # given: a request that sends its id, to a path Django answers with a 4xx
+    # when: it is served
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        response = photographer_client.get(path, HTTP_X_REQUEST_ID=f"rid-{status}-1")
+    # then: Django's warning about it is one JSON line with that request id
+    assert response.status_code == status
+    lines = _django_request_lines(caplog, settings)
+    assert len(lines) == 1, lines
+    assert lines[0]["request_id"] == f"rid-{status}-1" and lines[0]["level"] == "WARNING"
+
+
+def test_a_permission_denied_warning_carries_the_request_id(client, caplog, settings):
+    # given: a platform superuser, and an admin page Django refuses with PermissionDenied (photos
+    # are never added by hand)
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    # when: they open it with a request id
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        response = client.get("/admin/catalog/photo/add/", HTTP_X_REQUEST_ID="rid-admin-1")
+    # then: one warning line, with the id
+    assert response.status_code == 403
+    lines = _django_request_lines(caplog, settings)
+    assert [(line["request_id"], line["level"]) for line in lines] == [("rid-admin-1", "WARNING")]
+
+
+def test_the_request_id_does_not_outlive_its_request(client, caplog):
+    # given: a request with an id that Django logs a warning about, served on this thread
+    with caplog.at_level(logging.INFO):
+        client.get("/no-such-page/", HTTP_X_REQUEST_ID="rid-gone-1")
+        # when: the thread logs again after the request (gunicorn's gthread workers reuse threads)
+        logging.getLogger("darkroom.test").warning("after the request")
+    # then: neither the context nor that line carries the finished request's id
+    (after,) = [r for r in caplog.records if r.name == "darkroom.test"]
+    assert get_request_id() is None
+    assert ContextFilter().filter(after) and after.request_id is None
 
 
 def test_healthz(client):

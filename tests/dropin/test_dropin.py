@@ -440,3 +440,15 @@ def test_the_usage_account_is_out_of_the_ledger_apis_reach(tenant_a: Any) -> Non
     assert twin.status_code == 400
     with system_context("test"):
         assert LedgerAccount.objects.filter(tenant=tenant_a.org, client_id="darkroom:dropin").count() == 1
+
+
+def test_the_usage_currency_must_be_one_darkroom_sells_in() -> None:
+    from django.test import override_settings
+
+    from apps.dropin.checks import dropin_usage_currency_is_supported
+
+    assert dropin_usage_currency_is_supported() == []
+    for code in ("XYZ", "eur", ""):
+        with override_settings(DROPIN_USAGE_CURRENCY=code):
+            [error] = dropin_usage_currency_is_supported()
+        assert error.id == "dropin.E001", code

@@ -37,6 +37,21 @@ class Shop:
         with tenant_context(self.org.pk):
             return Stock.objects.get(pk=self.stock.pk).quantity
 
+    def set_stock_quantity(self, quantity: int) -> None:
+        """The print's stock left, set directly (as other shoppers' purchases would leave it)."""
+        with tenant_context(self.org.pk):
+            Stock.objects.filter(pk=self.stock.pk).update(quantity=quantity)
+
+    def add_event_bulk(self) -> Product:
+        """Another event of the studio, priced like this one, and its bulk product: an "all its
+        photos" line that does not include this shop's photo (a checkout refuses a download next
+        to the bulk product of the download's own event)."""
+        event = EventFactory(tenant=self.org)
+        bulk = ProductFactory(event=event, kind=ProductKind.BULK, photo=None)
+        price_list = PriceListFactory(event=event, currency=self.currency)
+        PriceFactory(price_list=price_list, kind=ProductKind.BULK, size="", amount_minor=self.prices["bulk"])
+        return bulk
+
     def add_photo(self) -> tuple[Photo, Product]:
         """Another photo of the event (same photographer) with its download product."""
         photo = PhotoFactory(event=self.event, photographer=self.photographer)

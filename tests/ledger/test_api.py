@@ -9,8 +9,9 @@ from rest_framework.test import APIClient
 
 from apps.ledger.models import LedgerAccount, LedgerDebitBuffer, LedgerEvent, LedgerEventKey
 from apps.tenancy.context import system_context
+from tests.factories.ledger import LedgerAccountFactory
 from tests.factories.tenancy import MembershipFactory, UserFactory
-from tests.ledger.conftest import make_account
+from tests.ledger.conftest import credit, make_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,7 +47,8 @@ def test_create_and_list_accounts_only_shows_the_callers_studio(tenant_a, tenant
 
 
 @pytest.mark.parametrize(
-    "body", [{"currency": "eur"}, {"currency": "EUR", "kind": "wallet"}, {"currency": "EUR", "x": 1}]
+    "body",
+    [{"currency": "eur"}, {"currency": "XYZ"}, {"currency": "EUR", "kind": "wallet"}, {"currency": "EUR", "x": 1}],
 )
 def test_account_create_refuses_bad_input(tenant_a, body):
     response = post(tenant_a.client(), ACCOUNTS, body)
@@ -203,15 +205,92 @@ def test_degraded_mode_accepts_into_the_buffer(tenant_a, settings):
     assert written() == (0, 0, 2)
 
 
-def test_debits_need_an_ingest_role_but_members_may_read(tenant_a):
-    # given: a photographer member of the studio, signed in
-    photographer = UserFactory()
-    MembershipFactory(tenant=tenant_a.org, user=photographer, role="photographer")
-    account = make_account(tenant_a.org)
+def signed_in(tenant, role: str):
+    """A member of `tenant` with `role`, and an API client signed in as them (session auth)."""
+    user = UserFactory()
+    MembershipFactory(tenant=tenant, user=user, role=role)
     client = APIClient()
-    client.force_login(photographer)
-    # when / then: posting a debit is forbidden, reading accounts is allowed
+    client.force_login(user)
+    return user, client
+
+
+def wallet_of(tenant, user, *, currency: str = "EUR") -> LedgerAccount:
+    return LedgerAccountFactory(tenant=tenant, kind=LedgerAccount.Kind.WALLET, owner=user, currency=currency)
+
+
+def test_debits_need_an_ingest_role(tenant_a):
+    # given: a photographer member of the studio, signed in
+    _, client = signed_in(tenant_a.org, "photographer")
+    account = make_account(tenant_a.org)
+    # when: they post a debit
     response = post(client, DEBITS, {"account_id": account.pk, "amount_minor": 1, "currency": "EUR"})
+    # then: forbidden, nothing written
     assert response.status_code == 403
     assert written() == (0, 0, 0)
-    assert client.get(ACCOUNTS).json()["count"] == 1
+
+
+@pytest.mark.parametrize("role", ["photographer", "staff"])
+def test_a_member_without_the_money_role_lists_only_their_own_wallets(tenant_a, role):
+    # given: the owner's wallet, another photographer's wallet, a usage account, and the member's own wallets
+    member, client = signed_in(tenant_a.org, role)
+    colleague, _ = signed_in(tenant_a.org, "photographer")
+    wallet_of(tenant_a.org, tenant_a.owner)
+    wallet_of(tenant_a.org, colleague)
+    make_account(tenant_a.org, client_id="pos-1")
+    own = [wallet_of(tenant_a.org, member), wallet_of(tenant_a.org, member, currency="USD")]
+    # when: the member lists the studio's accounts
+    response = client.get(ACCOUNTS)
+    # then: only their own wallets, with their balances
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["count"] == 2
+    assert [row["id"] for row in body["results"]] == [a.pk for a in own]
+    assert {row["kind"] for row in body["results"]} == {"wallet"}
+
+
+@pytest.mark.parametrize("role", ["photographer", "staff"])
+def test_a_member_without_the_money_role_reads_no_account_but_their_own(tenant_a, tenant_b, role):
+    # given: the owner's wallet, another photographer's wallet, a usage account, another studio's
+    # account and the member's own wallet
+    member, client = signed_in(tenant_a.org, role)
+    colleague, _ = signed_in(tenant_a.org, "photographer")
+    others = [
+        wallet_of(tenant_a.org, tenant_a.owner),
+        wallet_of(tenant_a.org, colleague),
+        make_account(tenant_a.org, client_id="pos-1"),
+        make_account(tenant_b.org),
+    ]
+    own = wallet_of(tenant_a.org, member)
+    credit(tenant_a.org, others[0], 700)
+    # when: the member reads each of them
+    statuses = [client.get(f"{ACCOUNTS}/{account.pk}").status_code for account in others]
+    mine = client.get(f"{ACCOUNTS}/{own.pk}")
+    # then: every account but their own is not found (no balance, credits or debits shown)
+    assert statuses == [404, 404, 404, 404]
+    assert mine.status_code == 200 and mine.json()["id"] == own.pk
+
+
+@pytest.mark.parametrize("caller", ["owner", "api_key"])
+def test_the_owner_and_api_keys_read_every_account_of_the_studio(tenant_a, tenant_b, caller):
+    # given: the owner's and a photographer's wallets, a usage account, and another studio's account
+    photographer, _ = signed_in(tenant_a.org, "photographer")
+    accounts = [
+        wallet_of(tenant_a.org, tenant_a.owner),
+        wallet_of(tenant_a.org, photographer),
+        make_account(tenant_a.org, client_id="pos-1"),
+    ]
+    foreign = make_account(tenant_b.org)
+    if caller == "owner":
+        client = APIClient()
+        client.force_login(tenant_a.owner)
+    else:
+        client = tenant_a.client()
+    # when: they list the accounts and read each one
+    listed = client.get(ACCOUNTS)
+    details = [client.get(f"{ACCOUNTS}/{account.pk}") for account in accounts]
+    other_studio = client.get(f"{ACCOUNTS}/{foreign.pk}")
+    # then: every account of the studio, and 404 for the other studio's
+    assert listed.status_code == 200
+    assert [row["id"] for row in listed.json()["results"]] == [a.pk for a in accounts]
+    assert [d.status_code for d in details] == [200, 200, 200]
+    assert other_studio.status_code == 404

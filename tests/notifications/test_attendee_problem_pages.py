@@ -40,6 +40,73 @@ def test_a_mangled_attendee_link_is_a_404_page_in_a_browser_and_a_problem_elsewh
     assert api.status_code == 404 and api["Content-Type"] == "application/problem+json"
 
 
+# Every signed attendee URL: (method, path after /attendee/<token>, form data).
+ATTENDEE_URLS = [
+    ("get", "/", None),  # inbox
+    ("post", "/read", {"notification": "1"}),  # mark read
+    ("get", "/unsubscribe", None),  # unsubscribe confirmation
+    ("post", "/unsubscribe", {"List-Unsubscribe": "One-Click"}),  # unsubscribe (also mail clients' one-click)
+    ("get", "/drop-in", None),  # drop-in page
+    ("post", "/drop-in", {"consent": "yes"}),  # selfie
+    ("post", "/drop-in/delete", {}),  # delete the face
+    ("post", "/drop-in/alerts", {"alerts": "off"}),  # photo alerts toggle
+]
+
+
+def _open(client: Client, method: str, url: str, data: dict[str, str] | None, **headers: str) -> Any:
+    return client.get(url, **headers) if method == "get" else client.post(url, data or {}, **headers)
+
+
+@pytest.mark.parametrize(("method", "page", "data"), ATTENDEE_URLS)
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda token: token[:-3] + "xyz",  # the signature changed
+        lambda token: token[:20],  # cut where a mail client wrapped the line
+        lambda token: token.replace(":", ""),  # no signature at all
+        lambda token: "eyJ0IjoxLCJhIjoyfQ" + token[token.index(":") :],  # another attendee, same signature
+    ],
+    ids=["tampered", "truncated", "unsigned", "forged-payload"],
+)
+def test_every_attendee_url_answers_a_bad_link_with_a_page_in_a_browser_and_a_problem_elsewhere(
+    tenant_a: Any, method: str, page: str, data: dict[str, str] | None, mangle: Any
+) -> None:
+    # given: an attendee's link, mangled
+    _, people = event_with_attendees(tenant_a.org, consenting=1)
+    url = f"/attendee/{mangle(attendee_token(tenant_id=tenant_a.org.pk, attendee_id=people[0].pk))}{page}"
+    # when: a browser opens it, and a client that does not ask for HTML does
+    shown = _open(Client(), method, url, data, **BROWSER)
+    answered = _open(Client(), method, url, data)
+    # then: the browser gets a 404 page saying so; the other client the 404 problem
+    assert (shown.status_code, shown["Content-Type"]) == (404, "text/html; charset=utf-8")
+    assert "This link is not valid." in shown.content.decode()
+    assert (answered.status_code, answered["Content-Type"]) == (404, "application/problem+json")
+    assert answered.json()["type"] == "/problems/attendee-link-invalid"
+    # and: nothing changed for the attendee
+    with tenant_context(tenant_a.org.pk):
+        assert Attendee.objects.filter(pk=people[0].pk, unsubscribed_at__isnull=True).exists()
+
+
+@pytest.mark.parametrize(("method", "page", "data"), ATTENDEE_URLS)
+def test_every_attendee_url_over_the_budget_is_a_429_page_in_a_browser(
+    tenant_a: Any, settings: Any, method: str, page: str, data: dict[str, str] | None
+) -> None:
+    # given: a budget of one attendee page a minute, spent
+    settings.RATE_LIMIT_ENABLED = True
+    settings.ATTENDEE_PAGE_RATE = "1/min"
+    _, people = event_with_attendees(tenant_a.org, consenting=1)
+    url = f"/attendee/{attendee_token(tenant_id=tenant_a.org.pk, attendee_id=people[0].pk)}{page}"
+    browser = Client(REMOTE_ADDR="203.0.113.22")
+    browser.get(url.removesuffix(page) + "/", **BROWSER)
+    # when: the browser opens the URL
+    refused = _open(browser, method, url, data, **BROWSER)
+    # then: a 429 page with Retry-After, and the attendee unchanged
+    assert (refused.status_code, refused["Content-Type"]) == (429, "text/html; charset=utf-8")
+    assert int(refused["Retry-After"]) >= 1
+    with tenant_context(tenant_a.org.pk):
+        assert Attendee.objects.filter(pk=people[0].pk, unsubscribed_at__isnull=True).exists()
+
+
 def test_over_the_attendee_budget_a_browser_gets_a_429_page_with_retry_after(tenant_a: Any, settings: Any) -> None:
     settings.RATE_LIMIT_ENABLED = True
     settings.ATTENDEE_PAGE_RATE = "1/min"

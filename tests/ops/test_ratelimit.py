@@ -76,6 +76,27 @@ def test_the_previous_window_still_counts_for_the_part_that_slides_over() -> Non
     assert abs(admitted - expected) <= 1, (admitted, expected, share_left)
 
 
+def test_a_reset_forgets_both_windows_of_a_key_and_no_other() -> None:
+    # given: a key whose previous window was full and whose current one is spent, and a neighbour
+    client = get_redis_connection("default")
+    rate = Rate(limit=3, window_seconds=3600)
+    window_ms = rate.window_seconds * 1000
+    seconds, micros = client.time()
+    now = seconds * 1000 + micros // 1000
+    key = f"test:{uuid.uuid4().hex}"
+    base = f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:ratelimit:{{{key}}}"
+    client.set(f"{base}:{now - now % window_ms - window_ms}", 3, px=window_ms * 2)
+    neighbour = f"{key}:other"
+    while rate_limit_check(key=key, rate=rate).admitted:
+        pass
+    assert [rate_limit_check(key=neighbour, rate=rate).admitted for _ in range(4)] == [True, True, True, False]
+    # when: the key is reset
+    ratelimit.rate_limit_reset(key=key, rate=rate)
+    # then: it admits its whole budget again; the neighbour is still refused
+    assert [rate_limit_check(key=key, rate=rate).admitted for _ in range(4)] == [True, True, True, False]
+    assert not rate_limit_check(key=neighbour, rate=rate).admitted
+
+
 def errors_counted() -> float:
     return REGISTRY.get_sample_value("darkroom_rate_limiter_errors_total") or 0.0
 
@@ -90,6 +111,14 @@ def test_a_redis_outage_lets_requests_through(monkeypatch: Any, rf: Any) -> None
     request = type("R", (), {"user": None, "resolver_match": None, "method": "GET", "path": "/api/v1/x"})()
     monkeypatch.setattr("apps.tenancy.permissions.request_tenant", lambda request: (1, "owner"))
     assert throttle.allow_request(request, view=None)
+    assert errors_counted() == before + 1
+
+
+def test_a_reset_during_a_redis_outage_is_logged_not_raised(monkeypatch: Any) -> None:
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    monkeypatch.setattr(ratelimit, "get_redis_connection", lambda alias: unreachable)
+    before = errors_counted()
+    ratelimit.rate_limit_reset(key="x", rate=Rate(limit=1, window_seconds=1))
     assert errors_counted() == before + 1
 
 

@@ -47,7 +47,8 @@ def test_checkout_pay_webhook_paid_entitlements_wallet_credit_exactly_once(tenan
     lines = [
         {"product": shop.download.pk, "photo": shop.photo.pk},
         {"product": shop.print.pk, "quantity": 2},
-        {"product": shop.bulk.pk},
+        # all photos of another event (the shop's own event's would include the download)
+        {"product": shop.add_event_bulk().pk},
     ]
     with running_relay(), caplog.at_level(logging.INFO, logger="darkroom.request"):
         # given: a checkout created through the API (one transaction, outbox row)

@@ -10,13 +10,16 @@ from decimal import Decimal
 import pytest
 from django.test import override_settings
 
+from apps.core.currencies import CURRENCY_EXPONENTS, UnsupportedCurrency
 from apps.payments.providers import PROVIDER_NAMES, get_provider, sandbox_webhook_sender
 from apps.payments.providers.base import (
     UnknownProviderError,
     WebhookSignatureError,
+    currency_exponent,
     header_value,
     major_to_minor,
     minor_to_major,
+    money_text,
 )
 from apps.payments.providers.flutterwave import FlutterwaveProvider
 from apps.payments.providers.paypal import PayPalProvider
@@ -105,6 +108,29 @@ def test_inexact_or_float_amounts_are_refused(value, currency):
 def test_currency_codes_are_validated(currency):
     with pytest.raises(ValueError):
         minor_to_major(100, currency)
+
+
+@pytest.mark.parametrize(
+    ("minor", "currency", "major"), [(1500, "UGX", "1500"), (5000, "XOF", "5000"), (1, "ngn", "0.01")]
+)
+def test_conversions_read_the_exponent_from_the_currency_table(minor, currency, major):
+    assert minor_to_major(minor, currency) == major
+    assert major_to_minor(major, currency) == minor
+    assert currency_exponent(currency) == CURRENCY_EXPONENTS[currency.upper()]
+
+
+@pytest.mark.parametrize("currency", ["XYZ", "eue"])
+def test_no_amount_is_guessed_into_minor_units_of_a_currency_outside_the_table(currency):
+    with pytest.raises(UnsupportedCurrency):
+        major_to_minor("13", currency)
+    with pytest.raises(UnsupportedCurrency):
+        currency_exponent(currency)
+
+
+def test_old_amounts_in_a_code_outside_the_table_are_shown_as_they_were_entered():
+    # rows written before the table (any three letters, read with 2 decimals) stay readable
+    assert minor_to_major(1300, "XYZ") == "13.00"
+    assert money_text(1300, "XYZ") == "13.00 XYZ"
 
 
 def test_header_lookup_ignores_case():

@@ -47,7 +47,15 @@ data-modifying CTE), so shipping costs no extra round trip, and download-only ch
 exactly the statement they ran before. Fulfilment (`unfulfilled` → `shipped`) lives in
 `apps/commerce/services/fulfilment.py`.
 
-Lock order, everywhere: checkout row → transaction row → reservations → stock rows (pk order).
+Closing early (chosen design). A studio that withdraws a photo (`apps.catalog.withdrawal`) stops
+its sale at once: from that commit on no payment of an open checkout can buy it (`payment.py`
+refuses and refunds, under the photos' row locks), and the withdrawal's consumer closes the open
+checkouts that sell it (`checkouts_close_for_withdrawn_photo`) with the expiry's machinery
+(`_expire_locked`): `expired` with `closed_reason` `photo_withdrawn`, stock released once, the
+provider session closed as above.
+
+Lock order, everywhere: checkout row → transaction row → photo rows (FOR KEY SHARE, a paid fact
+only) → reservations → stock rows (pk order).
 """
 
 from __future__ import annotations
@@ -311,6 +319,9 @@ def _price_lines(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_PricedLine
     owner_id: int | None = None
     priced: list[_PricedLine] = []
     seen: set[tuple[str, int]] = set()
+    # A bulk line covers every photo of its event, so a download of one of them next to it would
+    # be paid twice (prints are goods, not covered). Events of the lines so far, by kind.
+    events_of: dict[str, set[int]] = {ProductKind.BULK: set(), ProductKind.DOWNLOAD: set()}
     for index, line in enumerate(lines):
         where = {"line": index}
         product = products.get(line.product_id)
@@ -350,6 +361,15 @@ def _price_lines(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_PricedLine
         if identity in seen:
             raise InvalidCheckoutLine("The same item appears twice; combine the lines.", extra=where)
         seen.add(identity)
+        if product.kind in events_of:
+            other_kind = ProductKind.DOWNLOAD if product.kind == ProductKind.BULK else ProductKind.BULK
+            if product.event_id in events_of[other_kind]:
+                raise InvalidCheckoutLine(
+                    f"The bulk product of event {product.event_id} (all its photos) includes the downloads of its "
+                    "photos; leave the downloads out.",
+                    extra=where,
+                )
+            events_of[product.kind].add(product.event_id)
         if product.amount_minor is None or product.currency is None:
             raise PriceNotSet(f"Product {product.product_id} has no price yet.", extra=where)
         priced.append(
@@ -797,23 +817,102 @@ def checkout_expire(*, tenant_id: int, checkout_id: uuid.UUID | str, now: dateti
     processed: the next sweep sees the outcome), then its transaction and reservations.
     Returns False when there is nothing to do (paid, already closed, not yet due, locked).
     """
-    from apps.commerce.services.payment import PaymentFact, apply_fact_locked
-
     moment = now or timezone.now()
     checkout = Checkout.objects.select_for_update(skip_locked=True).filter(tenant_id=tenant_id, pk=checkout_id).first()
     if checkout is None or checkout.status not in Checkout.OPEN_STATUSES or checkout.expires_at > moment:
         return False
-    apply_fact_locked(
-        checkout=checkout,
-        fact=PaymentFact(status="expired", source="reservation expiry"),
-        now=moment,
-    )
-    if checkout.status == Checkout.Status.EXPIRED and checkout.provider_reference:
+    _expire_locked(checkout=checkout, source="reservation expiry", now=moment)
+    return True
+
+
+def _expire_locked(*, checkout: Checkout, source: str, now: datetime, closed_reason: str = "") -> None:
+    """Close an open checkout unpaid through the payment state machine (an `expired` fact: its
+    transaction `expired`, its stock released once), with `closed_reason` when it closes before
+    its expiry, and ask for its provider session's close. In the caller's transaction, checkout
+    row locked."""
+    from apps.commerce.services.payment import PaymentFact, apply_fact_locked
+
+    apply_fact_locked(checkout=checkout, fact=PaymentFact(status="expired", source=source), now=now)
+    if checkout.status != Checkout.Status.EXPIRED:
+        return
+    update = []
+    if closed_reason:
+        checkout.closed_reason = closed_reason
+        update.append("closed_reason")
+    if checkout.provider_reference:
         # Without a reference no session exists yet: `_session_created` asks for the close if
         # one is being created (it takes this row's lock, so it sees the checkout expired).
         _publish_session_close_requested(checkout)
-        checkout.save(update_fields=["payment_session_close_queued_at"])
-    return True
+        update.append("payment_session_close_queued_at")
+    if update:
+        checkout.save(update_fields=update)
+
+
+# --- closing early: a photo in the checkout was withdrawn ---------------------------------
+
+
+def _selling_photo(photo_id: int) -> Exists:
+    """The checkout (OuterRef) has a line that would sell the photo: confirmed, or a print still
+    waiting for stock. Sold-out and released lines sell nothing."""
+    return Exists(
+        CheckoutLine.objects.filter(
+            checkout_id=OuterRef("pk"),
+            photo_id=photo_id,
+            state__in=[CheckoutLine.State.CONFIRMED, CheckoutLine.State.RESERVED],
+        )
+    )
+
+
+def checkouts_close_for_withdrawn_photo(*, tenant_id: int, photo_id: int) -> int:
+    """Close the studio's open checkouts that would sell a withdrawn photo (the consumer of
+    `catalog.photo_withdrawn`, `apps.catalog.withdrawal`), one short transaction each
+    (`checkout_close_for_withdrawn_photo`); returns how many it closed. Idempotent: a second run
+    finds none open. Runs outside any transaction, in the studio's tenant context.
+
+    A checkout opened after this read (it read the photo before the withdrawal committed) stays
+    open until its expiry; it cannot be paid for the photo either (`payment.py` refuses it).
+    """
+    checkout_ids = list(
+        Checkout.objects.filter(tenant_id=tenant_id, status__in=Checkout.OPEN_STATUSES)
+        .filter(_selling_photo(photo_id))
+        .order_by("created_at", "pk")
+        .values_list("pk", flat=True)
+    )
+    return sum(
+        checkout_close_for_withdrawn_photo(tenant_id=tenant_id, checkout_id=checkout_id, photo_id=photo_id)
+        for checkout_id in checkout_ids
+    )
+
+
+@transaction.atomic(durable=True)
+def checkout_close_for_withdrawn_photo(*, tenant_id: int, checkout_id: uuid.UUID | str, photo_id: int) -> bool:
+    """Close an open checkout that would sell a withdrawn photo, before its expiry, as
+    `checkout_expire` closes an overdue one: status `expired` with `closed_reason`
+    `photo_withdrawn` (the shop's order page says why), its transaction `expired`, stock released
+    exactly once, and, if it has a provider session, a `checkout.payment_session_close_requested`
+    message. A payment that lands afterwards is refunded (reason `photo_withdrawn`).
+
+    Outermost transaction. Locks the checkout row, WAITING for it (the expiry sweep skips a
+    locked one because it comes back; nothing comes back for this one), then its transaction
+    and reservations. A payment processed meanwhile holds that lock and ends first: refused and
+    refunded (it sees the withdrawal, `payment.py`), or paid if it locked the photo before the
+    withdrawal committed (a purchase made before it); either way this then finds nothing open.
+    Returns False when there is nothing to do (paid or closed already, no line selling the
+    photo, or the photo is not withdrawn).
+    """
+    checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
+    if checkout is None or checkout.status not in Checkout.OPEN_STATUSES:
+        return False
+    selling = Checkout.objects.filter(pk=checkout.pk).filter(_selling_photo(photo_id)).exists()
+    if not selling or not Photo.objects.filter(tenant_id=tenant_id, pk=photo_id, withdrawn_at__isnull=False).exists():
+        return False
+    _expire_locked(
+        checkout=checkout,
+        source=f"photo {photo_id} withdrawn",
+        now=timezone.now(),
+        closed_reason=Checkout.ClosedReason.PHOTO_WITHDRAWN,
+    )
+    return checkout.status == Checkout.Status.EXPIRED
 
 
 def _publish_session_close_requested(checkout: Checkout) -> None:

@@ -16,6 +16,18 @@ database key, so each happens exactly once:
 * → paid, but the checkout expired, failed or was refunded meanwhile, or the amount differs:
   a `Refund` (unique per transaction and reason) plus a `payment.refund_requested` outbox
   message; its consumer calls the provider's refund with the refund's idempotency key.
+* → paid, checkout open and the amount right, but a photo of a confirmed line is withdrawn: the
+  checkout closes unpaid (`expired`, `closed_reason` `photo_withdrawn`, stock released) and
+  the whole payment is refunded (`photo_withdrawn`); nothing is granted or credited. The photo
+  rows are read FOR KEY SHARE (pk order) after the checkout and transaction rows, and a
+  withdrawal (`apps.catalog.withdrawal.photo_withdraw`) locks its photo FOR UPDATE, which
+  conflicts: the row lock orders the two. A withdrawal committed first is seen here and the
+  payment refused; one that comes after waits for this transaction's commit, and the sale
+  stands as a purchase made before the withdrawal. Never paid for a photo withdrawn before the
+  payment. Event-scope (bulk) lines name no photo: a bulk purchase just does not cover the
+  withdrawn photos. A payment that lands after the withdrawal's consumer closed the checkout
+  (`checkout_close_for_withdrawn_photo`) is refunded as a late one would be, with the
+  `photo_withdrawn` reason.
 * → failed / expired / refunded while open: the checkout closes and its stock is released
   (once: reservations move confirmed → released under their row locks).
 * → refunded after fulfilment: entitlements revoked, and each wallet credit reversed by a debit
@@ -43,7 +55,7 @@ from django.db.models import Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from apps.catalog.models import ProductKind
+from apps.catalog.models import Photo, ProductKind
 from apps.commerce.errors import (
     CheckoutNotFound,
     CheckoutNotRefundable,
@@ -142,8 +154,9 @@ def transaction_apply_fact(*, tenant_id: int, checkout_id: uuid.UUID | str, fact
 
     Joins the caller's transaction (the webhook consumer's, which also holds its inbox row), in
     the checkout's tenant context. Locks the checkout row, then its transaction row (FOR UPDATE),
-    so concurrent facts for one checkout apply one after the other. Idempotent.
-    Raises PaymentForUnknownCheckout.
+    so concurrent facts for one checkout apply one after the other; a payment that would fulfil
+    the checkout then reads its lines' photos FOR KEY SHARE (no sale of a withdrawn photo: see
+    the module docstring). Idempotent. Raises PaymentForUnknownCheckout.
     """
     checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
     if checkout is None:
@@ -214,10 +227,15 @@ def _remember_reference(*, checkout: Checkout, reference: str) -> None:
 # --- effects -------------------------------------------------------------------------------
 
 
-def _close(*, checkout: Checkout, status: str, now: datetime) -> list[str]:
-    """Close an open checkout unpaid and give its stock back (once). Checkout row locked."""
+def _close(*, checkout: Checkout, status: str, now: datetime, closed_reason: str = "") -> list[str]:
+    """Close an open checkout unpaid and give its stock back (once). Checkout row locked.
+    `closed_reason` (with `expired` only, a check constraint): why it closed before its expiry."""
     checkout.status = status
-    checkout.save(update_fields=["status", "updated_at"])
+    update = ["status", "updated_at"]
+    if closed_reason:
+        checkout.closed_reason = closed_reason
+        update.append("closed_reason")
+    checkout.save(update_fields=update)
     reservations = list(InventoryReservation.objects.select_for_update().filter(checkout_id=checkout.pk).order_by("pk"))
     released = get_strategy().release(reservations=reservations, now=now) if reservations else 0
     CheckoutLine.objects.filter(
@@ -242,20 +260,69 @@ def _on_paid(*, checkout: Checkout, txn: Transaction, fact: PaymentFact, now: da
         return effects
     if checkout.status not in (Checkout.Status.AWAITING_PAYMENT, Checkout.Status.AWAITING_PAYMENT_SESSION):
         # Expired (stock released), failed, or otherwise closed: the money goes back.
-        reason = (
-            Refund.Reason.LATE_PAYMENT if checkout.status == Checkout.Status.EXPIRED else Refund.Reason.NOT_FULFILLABLE
-        )
+        reason = _late_refund_reason(checkout)
         return [
             f"checkout is {checkout.status}",
             *_request_refund(txn=txn, reason=reason, amount_minor=charged, currency=currency, now=now),
         ]
-    return _fulfil(checkout=checkout, txn=txn, now=now)
+    lines = list(checkout.lines.filter(state=CheckoutLine.State.CONFIRMED).order_by("position"))
+    withdrawn = _withdrawn_photos_key_share(tenant_id=checkout.tenant_id, lines=lines)
+    if withdrawn:
+        return [
+            f"photo(s) {', '.join(map(str, withdrawn))} withdrawn",
+            *_close(
+                checkout=checkout,
+                status=Checkout.Status.EXPIRED,
+                now=now,
+                closed_reason=Checkout.ClosedReason.PHOTO_WITHDRAWN,
+            ),
+            *_request_refund(
+                txn=txn, reason=Refund.Reason.PHOTO_WITHDRAWN, amount_minor=charged, currency=currency, now=now
+            ),
+        ]
+    return _fulfil(checkout=checkout, txn=txn, lines=lines, now=now)
 
 
-def _fulfil(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]:
+def _late_refund_reason(checkout: Checkout) -> str:
+    """Why a payment for a checkout that no longer awaits it is given back."""
+    if checkout.status != Checkout.Status.EXPIRED:
+        return Refund.Reason.NOT_FULFILLABLE
+    if checkout.closed_reason == Checkout.ClosedReason.PHOTO_WITHDRAWN:
+        return Refund.Reason.PHOTO_WITHDRAWN
+    return Refund.Reason.LATE_PAYMENT
+
+
+# FOR KEY SHARE: conflicts with the withdrawal's FOR UPDATE (and with deleting the row), not with
+# the drop-in run's FOR NO KEY UPDATE nor with other payments' locks on the same photo. Ordered by
+# id, so two payments lock shared photos in the same order.
+_PHOTOS_KEY_SHARE_SQL = f"""
+    SELECT id, withdrawn_at IS NOT NULL
+      FROM {Photo._meta.db_table}
+     WHERE tenant_id = %s AND id = ANY(%s::bigint[])
+     ORDER BY id
+       FOR KEY SHARE
+"""
+
+
+def _withdrawn_photos_key_share(*, tenant_id: int, lines: list[CheckoutLine]) -> list[int]:
+    """Ids of the withdrawn photos among those the `lines` name (bulk lines name none), reading
+    every one of those photo rows under a FOR KEY SHARE lock held to the end of the caller's
+    transaction: a withdrawal committed before is seen, and one after waits for that commit (see
+    the module docstring). In the caller's transaction, after the checkout and transaction rows
+    are locked (lock order: checkout → transaction → photos → reservations → stock)."""
+    photo_ids = sorted({line.photo_id for line in lines if line.photo_id is not None})
+    if not photo_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_PHOTOS_KEY_SHARE_SQL, [tenant_id, photo_ids])
+        return [photo_id for photo_id, withdrawn in cursor.fetchall() if withdrawn]
+
+
+def _fulfil(*, checkout: Checkout, txn: Transaction, lines: list[CheckoutLine], now: datetime) -> list[str]:
+    """Grant and credit the confirmed `lines` of an open checkout paid in full (none of whose
+    photos is withdrawn, `_on_paid` checked under the photos' row locks). Checkout row locked."""
     checkout.status = Checkout.Status.PAID
     checkout.save(update_fields=["status", "updated_at"])
-    lines = list(checkout.lines.filter(state=CheckoutLine.State.CONFIRMED).order_by("position"))
     Entitlement.objects.bulk_create(
         [
             Entitlement(

@@ -1,7 +1,8 @@
 """The shopper's "your payment was refunded" e-mail.
 
 When a payment's transaction turns `refunded` (the provider's refund webhook: a studio refund, a
-late or mismatched payment given back, or a refund made at the provider), the processing
+late or mismatched payment given back, a payment for an order whose photo the studio withdrew
+before it was paid, or a refund made at the provider), the processing
 transaction writes a `checkout.refunded` outbox message (`payment.py`, `_on_refunded`). Its
 consumer (`tasks.commerce.send_refunded_email`, notifications queue) sends the e-mail once per
 message outside any transaction (`send_once` on the outbox's inbox rows): how much went back, why,
@@ -31,6 +32,10 @@ _WHY: dict[str, str] = {
     Refund.Reason.LATE_PAYMENT: "Your payment arrived after the order had expired, so it was given back.",
     Refund.Reason.NOT_FULFILLABLE: "There was nothing left to deliver for your order, so the payment was given back.",
     Refund.Reason.AMOUNT_MISMATCH: "The amount charged did not match your order, so the payment was given back.",
+    Refund.Reason.PHOTO_WITHDRAWN: (
+        "{studio} withdrew a photo in your order before it was paid, so the order was closed and the payment "
+        "was given back."
+    ),
 }
 
 

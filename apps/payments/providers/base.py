@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from apps.core import currencies
 from apps.core.problems import DomainError, NotFound
 from apps.core.text import is_storable_text
 
@@ -453,34 +454,16 @@ def iso_to_datetime(value: object) -> datetime | None:
 # --- money ---------------------------------------------------------------------------------
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-# ISO 4217 minor-unit exponents that are not 2 (currencies in active use).
-_EXPONENTS: dict[str, int] = {
-    **dict.fromkeys(
-        (
-            "BIF",
-            "CLP",
-            "DJF",
-            "GNF",
-            "ISK",
-            "JPY",
-            "KMF",
-            "KRW",
-            "PYG",
-            "RWF",
-            "UGX",
-            "VND",
-            "VUV",
-            "XAF",
-            "XOF",
-            "XPF",
-        ),
-        0,
-    ),
-    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
-}
+# A well-formed code outside CURRENCY_EXPONENTS can only come from rows written before that table
+# existed, when any three letters were accepted and amounts in them were typed and stored with 2
+# decimals: `minor_to_major` shows such amounts as they were entered, so old pages, receipts and
+# statements stay readable. Nothing converts an amount into minor units of such a code.
+_LEGACY_EXPONENT = 2
 
 
 def normalize_currency(currency: str) -> str:
+    """The code in capitals ("eur" -> "EUR"); ValueError unless it is three letters. This checks
+    the shape only: `apps.core.currencies.currency_supported` says whether Darkroom sells in it."""
     code = currency.upper()
     if not _CURRENCY.match(code):
         raise ValueError(f"not an ISO 4217 currency code: {currency!r}")
@@ -488,14 +471,19 @@ def normalize_currency(currency: str) -> str:
 
 
 def currency_exponent(currency: str) -> int:
-    return _EXPONENTS.get(normalize_currency(currency), 2)
+    """The decimals of a currency Darkroom sells in, from `apps.core.currencies` ("usd" -> 2).
+    Raises ValueError for a malformed code and UnsupportedCurrency (a ValueError) for one outside
+    the table."""
+    return currencies.currency_exponent(normalize_currency(currency))
 
 
 def minor_to_major(amount_minor: int, currency: str) -> str:
-    """12345, "USD" -> "123.45"; 500, "JPY" -> "500". Exact (no floats)."""
+    """12345, "USD" -> "123.45"; 500, "JPY" -> "500". Exact (no floats). A well-formed code
+    outside the currency table (an old row) is shown with 2 decimals; ValueError for a malformed
+    one."""
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
         raise TypeError("amounts are integers in minor units")
-    exponent = currency_exponent(currency)
+    exponent = currencies.CURRENCY_EXPONENTS.get(normalize_currency(currency), _LEGACY_EXPONENT)
     value = Decimal(amount_minor).scaleb(-exponent)
     return f"{value:.{exponent}f}"
 
@@ -507,7 +495,9 @@ def money_text(amount_minor: int, currency: str) -> str:
 
 
 def major_to_minor(value: object, currency: str) -> int:
-    """ "123.45" or Decimal("123.45") or 123 -> 12345 for USD. Raises ValueError if inexact."""
+    """ "123.45" or Decimal("123.45") or 123 -> 12345 for USD. Raises ValueError if inexact, and
+    UnsupportedCurrency (a ValueError) for a currency outside the table: its decimals are unknown,
+    so no amount in it is guessed into minor units."""
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise ValueError(f"not an amount: {value!r}")
     try:

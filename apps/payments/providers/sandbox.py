@@ -273,8 +273,7 @@ class SandboxProvider(PaymentProvider):
             raise ValueError("a sandbox payment settles as paid or failed")
         session = self._session(reference)
         key = self._key(reference, "outcome")
-        deadline = session.get("expires_at")
-        if isinstance(deadline, int | float) and self._now() >= deadline:
+        if self._past_deadline(session):
             self._cache.add(key, _CLOSED, timeout=STATE_TTL_SECONDS)  # unless it was settled in time
         if not self._cache.add(key, str(outcome), timeout=STATE_TTL_SECONDS) and self._cache.get(key) != str(outcome):
             settled = self._cache.get(key)
@@ -285,6 +284,20 @@ class SandboxProvider(PaymentProvider):
             )
             raise ProviderError(detail, provider=self.name, retryable=False, http_status=409)
         return self._event(reference, outcome)
+
+    def _past_deadline(self, session: Mapping[str, Any]) -> bool:
+        deadline = session.get("expires_at")
+        return isinstance(deadline, int | float) and self._now() >= deadline
+
+    def session_outcome(self, *, reference: str) -> str | None:
+        """What Pay or Fail would meet now (reads only): "paid" or "failed" once settled,
+        "expired" once closed unpaid or past its `expires_at` unsettled (`settle` refuses then),
+        None while the session takes payment. Raises ProviderError (404) for an unknown session."""
+        session = self._session(reference)
+        outcome = self._cache.get(self._key(reference, "outcome"))
+        if outcome is None and self._past_deadline(session):
+            return _CLOSED
+        return None if outcome is None else str(outcome)
 
     def close_payment_session(self, *, reference: str) -> SessionCloseOutcome:
         """Close the session unpaid (its checkout expired): records the outcome `expired` unless

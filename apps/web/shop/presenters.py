@@ -3,6 +3,8 @@ selectors' values (no queries here)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,9 +25,34 @@ def product_label(kind: str, size: str) -> str:
     return "All photos of this event (downloads)"
 
 
+def item_name(product: ShopProduct) -> str:
+    """How a message names an item: "Print A4 (photo 3)", "All photos of this event (downloads)"."""
+    label = product_label(product.kind, product.size)
+    return f"{label} (photo {product.photo_id})" if product.photo_id is not None else label
+
+
 def max_print_quantity(product: ShopProduct) -> int:
     """How many units of a print one line may ask for: the stock left, capped by the checkout's limit."""
     return max(0, min(product.stock_left or 0, settings.CHECKOUT_MAX_PRINT_QUANTITY))
+
+
+def print_shortfall(product: ShopProduct, quantity: int) -> tuple[int, bool] | None:
+    """None when `quantity` units of a print can be bought now; else how many can (0: sold out)
+    and whether the per-order cap (CHECKOUT_MAX_PRINT_QUANTITY), not the stock left, is what
+    binds. The one rule behind the cart's problems, its Update and the checkout form's check."""
+    limit = max_print_quantity(product)
+    if quantity <= limit:
+        return None
+    return limit, limit < (product.stock_left or 0)
+
+
+def bulk_events_in_cart(lines: Sequence[CartLine], products: Mapping[int, ShopProduct]) -> set[int]:
+    """The events whose "All photos of this event" item (on sale) is in the cart."""
+    return {
+        product.event_id
+        for line in lines
+        if (product := products.get(line.product_id)) is not None and product.kind == ProductKind.BULK
+    }
 
 
 @dataclass(frozen=True)
@@ -37,9 +64,13 @@ class OfferRow:
     price: str
     in_cart: int
     quantities: list[int]
+    # A download that the cart's "All photos of this event" already includes (not offered).
+    included_in_bulk: bool = False
 
 
 def offer_rows(products: Sequence[ShopProduct], in_cart: Mapping[int, int]) -> list[OfferRow]:
+    """`products`: a photo's offers (`photo_products`: its download, prints and its event's bulk item)."""
+    bulk_events = {p.event_id for p in products if p.kind == ProductKind.BULK and in_cart.get(p.id)}
     rows = []
     for product in products:
         assert product.amount_minor is not None and product.currency is not None  # priced only
@@ -51,6 +82,7 @@ def offer_rows(products: Sequence[ShopProduct], in_cart: Mapping[int, int]) -> l
                 price=money_text(product.amount_minor, product.currency),
                 in_cart=in_cart.get(product.id, 0),
                 quantities=list(range(1, max_print_quantity(product) + 1)) if is_print else [1],
+                included_in_bulk=product.kind == ProductKind.DOWNLOAD and product.event_id in bulk_events,
             )
         )
     return rows
@@ -65,7 +97,10 @@ class CartRow:
     unit_price: str
     amount: str
     problem: str
+    # The quantity menu of a print: 1 .. what can be bought now (empty when sold out), and the
+    # quantity it preselects (the cart's, or at most what is left).
     quantities: list[int]
+    selected: int = 0
 
     @property
     def is_print(self) -> bool:
@@ -77,18 +112,56 @@ class CartView:
     rows: list[CartRow]
     totals: list[str]  # one per currency
     problems: list[str]
+    # The minor-unit totals per currency the page shows as `totals`.
+    totals_minor: tuple[tuple[str, int], ...] = ()
 
     @property
     def empty(self) -> bool:
         return not self.rows
 
+    @property
+    def digest(self) -> str:
+        """A fingerprint of what the cart page showed the shopper: each line's product, quantity,
+        unit price and currency (none for an item no longer on sale), and the totals. The checkout
+        form carries it, so a form rendered for another cart (changed in another tab) or at other
+        prices is refused instead of buying what the shopper did not review."""
+        reviewed = {
+            "lines": [
+                [
+                    row.product_id,
+                    row.quantity,
+                    row.product.amount_minor if row.product is not None else None,
+                    row.product.currency if row.product is not None else None,
+                ]
+                for row in self.rows
+            ],
+            "totals": [list(total) for total in self.totals_minor],
+        }
+        canonical = json.dumps(reviewed, separators=(",", ":"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _print_problem(product: ShopProduct, quantity: int) -> tuple[str, str]:
+    """(the row's problem, the cart's problem) of a print line asking for more than can be bought now."""
+    shortfall = print_shortfall(product, quantity)
+    if shortfall is None:
+        return "", ""
+    limit, capped = shortfall
+    if limit == 0:
+        return "Sold out", f"{item_name(product)} is sold out; remove it to check out."
+    if capped:
+        return f"At most {limit} per order", f"At most {limit} of {item_name(product)} per order; lower its quantity."
+    return f"Only {limit} left", f"Only {limit} left of {item_name(product)}; lower its quantity to check out."
+
 
 def cart_view(lines: Sequence[CartLine], products: Mapping[int, ShopProduct]) -> CartView:
     """Rows in the order added; a product no longer on sale stays listed with its problem (the
-    shopper removes it); totals per currency cover the rows on sale."""
+    shopper removes it), and so do a print asking for more than is left and a download that the
+    cart's "All photos of this event" includes; totals per currency cover the rows on sale."""
     rows: list[CartRow] = []
     totals: dict[str, int] = {}
     problems: list[str] = []
+    bulk_events = bulk_events_in_cart(lines, products)
     for line in lines:
         product = products.get(line.product_id)
         if product is None or not product.priced:
@@ -99,11 +172,18 @@ def cart_view(lines: Sequence[CartLine], products: Mapping[int, ShopProduct]) ->
             continue
         assert product.amount_minor is not None and product.currency is not None
         problem = ""
+        quantities: list[int] = []
         if product.kind == ProductKind.PRINT:
-            if product.sold_out:
-                problem = "Sold out"
-            elif line.quantity > (product.stock_left or 0):
-                problem = f"Only {product.stock_left} left"
+            problem, cart_problem = _print_problem(product, line.quantity)
+            if cart_problem:
+                problems.append(cart_problem)
+            quantities = list(range(1, max_print_quantity(product) + 1))
+        elif product.kind == ProductKind.DOWNLOAD and product.event_id in bulk_events:
+            problem = "Included in “All photos of this event”"
+            problems.append(
+                f"“All photos of this event” includes the download of photo {product.photo_id}; "
+                "remove the download to check out."
+            )
         amount = product.amount_minor * line.quantity
         totals[product.currency] = totals.get(product.currency, 0) + amount
         rows.append(
@@ -115,7 +195,8 @@ def cart_view(lines: Sequence[CartLine], products: Mapping[int, ShopProduct]) ->
                 unit_price=money_text(product.amount_minor, product.currency),
                 amount=money_text(amount, product.currency),
                 problem=problem,
-                quantities=list(range(1, settings.CHECKOUT_MAX_PRINT_QUANTITY + 1)),
+                quantities=quantities,
+                selected=min(line.quantity, len(quantities)),
             )
         )
     if len(totals) > 1:
@@ -123,7 +204,8 @@ def cart_view(lines: Sequence[CartLine], products: Mapping[int, ShopProduct]) ->
             "Your cart holds items priced in different currencies; one order is paid in one currency, "
             "so check out the items of each currency separately."
         )
-    return CartView(rows=rows, totals=[money_text(v, c) for c, v in sorted(totals.items())], problems=problems)
+    ordered = tuple(sorted(totals.items()))
+    return CartView(rows=rows, totals=[money_text(v, c) for c, v in ordered], problems=problems, totals_minor=ordered)
 
 
 # --- checkout page --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from apps.catalog.storage import public_url
 from apps.commerce.models import Checkout, CheckoutLine, Entitlement
 from apps.commerce.selectors import checkout_get, download_token, photos_covered
 from apps.core.problems import NotFound
+from apps.core.text import search_text
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization
 
@@ -174,9 +175,9 @@ EVENT_QUERY_MAX_LENGTH = 100
 
 def shop_events_page(*, tenant_id: int, query: str = "", page: int = 1, per_page: int = 24) -> EventPage:
     """Page `page` (clamped) of the studio's public events, newest first, whose title contains
-    `query` (case-insensitive, whitespace trimmed, at most EVENT_QUERY_MAX_LENGTH characters).
-    Protected events are never listed, whatever the query."""
-    query = " ".join(query.split())[:EVENT_QUERY_MAX_LENGTH]
+    `query` (case-insensitive, as `search_text` cleans it, at most EVENT_QUERY_MAX_LENGTH
+    characters). Protected events are never listed, whatever the query."""
+    query = search_text(query, max_length=EVENT_QUERY_MAX_LENGTH)
     with tenant_context(tenant_id):
         events = Event.objects.filter(tenant_id=tenant_id, visibility=Event.Visibility.PUBLIC)
         if query:

@@ -9,8 +9,6 @@ two studios without their carts mixing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass
 
@@ -83,13 +81,6 @@ class Cart:
 
     def __len__(self) -> int:
         return len(self._items())
-
-    def digest(self) -> str:
-        """A short fingerprint of the cart's contents: the checkout form carries it, so a form
-        rendered for another cart (changed in another tab) is refused instead of buying what the
-        shopper did not review."""
-        canonical = json.dumps(sorted(self._items().items()), separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def _unlocked_codes(request: HttpRequest) -> dict[str, str]:

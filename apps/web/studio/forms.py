@@ -16,21 +16,24 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.validators import validate_email
 from django.utils.text import slugify
 
-from apps.catalog.models import Event, ProductKind
+from apps.catalog.models import Event, Price, PriceList, ProductKind
 from apps.catalog.products import RESTOCK_MAX_UNITS
-from apps.catalog.services import PriceIn
+from apps.catalog.services import PRICE_MAX_MINOR, PriceIn
 from apps.catalog.withdrawal import WITHDRAWN_REASON_MAX_LENGTH
 from apps.commerce.models import CARRIER_MAX_LENGTH, TRACKING_REFERENCE_MAX_LENGTH
+from apps.core.currencies import currency_supported, unsupported_currency_message
 from apps.notifications.services import MAX_ATTENDEES_PER_REGISTRATION, AttendeeIn
-from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major
+from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major, money_text
 from apps.payouts.models import PROVIDER_CHOICES
 from apps.tenancy.models import Membership
 from apps.web.submit_once import form_nonce
 
 MAX_FILES_PER_UPLOAD = 50
-MAX_PRICE_MINOR = 10**12
+# An amount field holds at most 20 characters: as many digits are read, so that a long number is
+# refused as too high rather than as not a number.
+AMOUNT_MAX_LENGTH = 20
 
-_AMOUNT_TEXT = re.compile(r"(?P<units>[0-9]{1,15})(?:[.,](?P<fraction>[0-9]+))?")
+_AMOUNT_TEXT = re.compile(rf"(?P<units>[0-9]{{1,{AMOUNT_MAX_LENGTH}}})(?:[.,](?P<fraction>[0-9]+))?")
 
 
 def amount_text_to_minor(raw: str, currency: str) -> int:
@@ -39,7 +42,8 @@ def amount_text_to_minor(raw: str, currency: str) -> int:
     One decimal separator, "." or ",", and at most as many decimals as the currency has; no
     thousands separators, no signs or exponents. "1,000" is refused rather than guessed (a
     thousand, or one with a decimal comma?), and so is "1.000": a price is never read as
-    something other than what the owner meant. Raises ValueError with a message for the form."""
+    something other than what the owner meant. `currency` must be one Darkroom sells in
+    (UnsupportedCurrency otherwise). Raises ValueError with a message for the form."""
     example = minor_to_major(900 * 10 ** currency_exponent(currency), currency)
     match = _AMOUNT_TEXT.fullmatch(raw)
     if match is None:
@@ -211,25 +215,49 @@ class RestockForm(StudioForm):
 
 class PriceListForm(StudioForm):
     """The event's prices in one currency: downloads, the bulk product and print sizes. An empty
-    amount leaves that price as it is (prices are upserted per kind and size)."""
+    amount leaves that price as it is (prices are upserted per kind and size).
 
-    currency = forms.RegexField(regex=r"^[A-Za-z]{3}$", max_length=3, help_text="ISO 4217, e.g. EUR.")
-    download = forms.CharField(required=False, max_length=20, label="Download (one photo)")
-    bulk = forms.CharField(required=False, max_length=20, label="All my photos of the event")
+    `fixed_currency` is the currency of the event's price list once it has one (it cannot change
+    then): the field shows it, read-only, and an empty field means it. The currency must be one
+    Darkroom sells in (`apps.core.currencies`), checked before any amount is read in it; the
+    service checks it again for every caller."""
 
-    def __init__(self, *args: Any, print_rows: int = PRINT_PRICE_ROWS_EMPTY, **kwargs: Any) -> None:
+    currency = forms.RegexField(
+        regex=r"^[A-Za-z]{3}$", max_length=3, help_text="ISO 4217, e.g. EUR. Fixed once the first price is set."
+    )
+    download = forms.CharField(required=False, max_length=AMOUNT_MAX_LENGTH, label="Download (one photo)")
+    bulk = forms.CharField(required=False, max_length=AMOUNT_MAX_LENGTH, label="All my photos of the event")
+
+    def __init__(
+        self,
+        *args: Any,
+        print_rows: int = PRINT_PRICE_ROWS_EMPTY,
+        fixed_currency: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.print_rows = print_rows
+        self.fixed_currency = fixed_currency
+        if fixed_currency:
+            currency = self.fields["currency"]
+            currency.required = False
+            currency.initial = fixed_currency
+            currency.help_text = f"This event is priced in {fixed_currency}; its currency cannot change."
+            currency.widget.attrs["readonly"] = True
         for i in range(print_rows):
             self.fields[f"print_size_{i}"] = forms.CharField(required=False, max_length=32, label="Print size")
-            self.fields[f"print_amount_{i}"] = forms.CharField(required=False, max_length=20, label="Print price")
+            self.fields[f"print_amount_{i}"] = forms.CharField(
+                required=False, max_length=AMOUNT_MAX_LENGTH, label="Print price"
+            )
 
     @classmethod
-    def for_prices(cls, prices: list[Any]) -> PriceListForm:
-        """An unbound editor showing the current prices, with empty rows for new print sizes."""
+    def for_price_list(cls, price_list: PriceList | None, prices: list[Price]) -> PriceListForm:
+        """An unbound editor showing the event's currency (from its price list, which exists
+        from the first price on) and current prices, with empty rows for new print sizes."""
         prints = [p for p in prices if p.kind == ProductKind.PRINT]
-        form = cls(print_rows=len(prints) + PRINT_PRICE_ROWS_EMPTY)
-        initial: dict[str, Any] = {"currency": prices[0].currency if prices else ""}
+        currency = price_list.currency if price_list is not None else None
+        form = cls(print_rows=len(prints) + PRINT_PRICE_ROWS_EMPTY, fixed_currency=currency)
+        initial: dict[str, Any] = {"currency": currency or ""}
         for price in prices:
             if price.kind in (ProductKind.DOWNLOAD, ProductKind.BULK):
                 initial[price.kind] = minor_to_major(price.amount_minor, price.currency)
@@ -251,15 +279,23 @@ class PriceListForm(StudioForm):
         except ValueError as exc:
             self.add_error(field, str(exc))
             return None
-        if not 0 < minor <= MAX_PRICE_MINOR:
+        if minor <= 0:
             self.add_error(field, "A price is more than zero.")
+            return None
+        if minor > PRICE_MAX_MINOR:
+            self.add_error(field, f"A price is at most {money_text(PRICE_MAX_MINOR, currency)}.")
             return None
         return minor
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        currency = (data.get("currency") or "").upper()
+        if "currency" in self.errors:
+            return data
+        currency = (data.get("currency") or self.fixed_currency or "").upper()
         if not currency:
+            return data
+        if not currency_supported(currency):
+            self.add_error("currency", unsupported_currency_message(currency))
             return data
         data["currency"] = currency
         prices: list[PriceIn] = []

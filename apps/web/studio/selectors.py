@@ -20,7 +20,7 @@ from django.db import connection
 from django.db.models import BigIntegerField, Count, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
-from apps.catalog.models import Event, Photo
+from apps.catalog.models import Event, Photo, PriceList
 from apps.catalog.storage import public_url
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Refund
 from apps.dropin.models import AttendeeFace, DropInJob
@@ -262,6 +262,15 @@ def wallets_of_user(*, tenant: Organization, user_id: int) -> list[WalletView]:
         )
         for a in accounts
     ]
+
+
+def sale_currencies_of_studio(*, tenant_id: int) -> list[str]:
+    """The currencies the studio's events are priced in, alphabetical: a sale credits its
+    photographer's wallet in its event's currency, so these are the wallets' currencies to come.
+    Empty before the studio's first price."""
+    return list(
+        PriceList.objects.filter(tenant_id=tenant_id).order_by("currency").values_list("currency", flat=True).distinct()
+    )
 
 
 def payouts_of_owner(*, tenant_id: int, user_id: int) -> QuerySet[Payout]:

@@ -14,7 +14,7 @@ from django.http import FileResponse
 from django.test import Client
 from django.urls import reverse
 
-from apps.catalog.models import Product, Stock
+from apps.catalog.models import Product
 from apps.commerce.models import CheckoutLine
 from apps.ops.killswitch import kill_switch_engage
 from apps.tenancy.context import tenant_context
@@ -182,8 +182,10 @@ def test_an_item_withdrawn_from_sale_fails_the_checkout_and_writes_nothing(brows
         Product.objects.filter(pk=shop.print.pk).update(active=False)
     before = written()
     response = submit(browser, tenant_a, form)
-    assert response.status_code == 400
-    assert f"Product {shop.print.pk} is not for sale." in response.content.decode()
+    # the page the shopper reviewed showed the print on sale at its price: the cart changed
+    assert response.status_code == 409
+    assert "Your cart changed" in response.content.decode()
+    assert "No longer on sale" in response.content.decode()
     assert written() == before
     # and: the same form (nonce) goes through once the shopper removed the item (new digest)
     browser.post(f"/s/{tenant_a.org.slug}/cart/remove", {"product": shop.print.pk})
@@ -246,14 +248,13 @@ def test_only_the_session_that_created_a_checkout_sees_it(browser: Client, tenan
 @pytest.mark.usefixtures("empty_broker")
 def test_checkout_page_follows_the_stock_decision_payment_and_downloads(browser: Client, tenant_a: Any,
                                                                        shop: Shop) -> None:  # fmt: skip
-    # given: one A4 print left; the cart holds the download and 2 A4 prints
-    with tenant_context(shop.org.pk):
-        Stock.objects.filter(pk=shop.stock.pk).update(quantity=1)
+    # given: the cart holds the download and 2 A4 prints, checked out while they were in stock
     add(browser, tenant_a, shop, shop.download)
-    add(browser, tenant_a, shop, shop.print, 1)
-    browser.post(f"/s/{tenant_a.org.slug}/cart/update", {"product": shop.print.pk, "quantity": 2})
+    add(browser, tenant_a, shop, shop.print, 2)
     location = submit(browser, tenant_a, checkout_form(browser, tenant_a))["Location"]
     status_url = f"{location}status"
+    # and: other shoppers bought all but one before the SKU's writer reached this reservation
+    shop.set_stock_quantity(1)
     # when: the SKU's writer decides the reservation, the checkout settles and its sandbox
     # session is created (each outbox message through its consumer's code)
     drain_outbox()
@@ -292,9 +293,9 @@ def test_checkout_page_follows_the_stock_decision_payment_and_downloads(browser:
 @pytest.mark.usefixtures("empty_broker")
 def test_a_fully_sold_out_checkout_says_so_and_charges_nothing(browser: Client, tenant_a: Any, shop: Shop) -> None:
     add(browser, tenant_a, shop, shop.print, 2)
-    with tenant_context(shop.org.pk):
-        Stock.objects.filter(pk=shop.stock.pk).update(quantity=1)
     location = submit(browser, tenant_a, checkout_form(browser, tenant_a))["Location"]
+    # the stock fell under the order's 2 after the checkout form's check, before the SKU's writer decided
+    shop.set_stock_quantity(1)
     drain_outbox()
     body = browser.get(location).content.decode()
     assert "Everything in this order sold out" in body

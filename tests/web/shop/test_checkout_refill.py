@@ -23,9 +23,9 @@ BUTTON = "Put these items back in my cart"
 
 
 def expired_order(browser: Client, tenant: Any, shop: Shop) -> str:
-    """A download and the bulk product checked out, then left unpaid until the order expired."""
+    """A download and an A4 print checked out, then left unpaid until the order expired."""
     add(browser, tenant, shop, shop.download)
-    add(browser, tenant, shop, shop.bulk)
+    add(browser, tenant, shop, shop.print)
     location = submit(browser, tenant, checkout_form(browser, tenant))["Location"]
     drain_outbox()
     assert cart_of(browser, tenant) == {}
@@ -42,13 +42,13 @@ def test_an_expired_orders_items_go_back_in_the_cart_once(browser: Client, tenan
         response = browser.post(f"{location}refill")
         assert response.status_code == 303 and response["Location"] == f"/s/{tenant_a.org.slug}/cart/"
     # then: the cart holds the order's items once each
-    assert cart_of(browser, tenant_a) == {str(shop.download.pk): 1, str(shop.bulk.pk): 1}
+    assert cart_of(browser, tenant_a) == {str(shop.download.pk): 1, str(shop.print.pk): 1}
 
 
 def test_items_no_longer_on_sale_stay_out(browser: Client, tenant_a: Any, shop: Shop) -> None:
     location = expired_order(browser, tenant_a, shop)
     with tenant_context(tenant_a.org.pk):
-        Product.objects.filter(pk=shop.bulk.pk).update(active=False)
+        Product.objects.filter(pk=shop.print.pk).update(active=False)
     browser.post(f"{location}refill")
     assert cart_of(browser, tenant_a) == {str(shop.download.pk): 1}
 

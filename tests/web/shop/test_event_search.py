@@ -78,3 +78,15 @@ def test_the_query_is_escaped_and_bounded(browser: Client, tenant_a: Any, season
     # then: shown as text, and the long one cut to 100 characters, not an error
     assert "<script>alert" not in marked and "&lt;script&gt;alert" in marked
     assert long.status_code == 200 and f'value="{"x" * 100}"' in long.content.decode()
+
+
+def test_a_search_with_control_characters_matches_as_if_they_were_spaces(
+    browser: Client, tenant_a: Any, season: list[str]
+) -> None:
+    # when: the query holds a NUL (which PostgreSQL text refuses) and other control characters
+    response = browser.get(url(tenant_a.org.slug), {"q": "trail\x00run\x07"})
+    # then: the page answers, matching "trail run"
+    assert response.status_code == 200
+    assert titles_on(response.content.decode()) == ["Race 30 Trail Run", "Race 29 Trail Run"]
+    # and: a query of nothing but control characters lists every event, as an empty one does
+    assert browser.get(url(tenant_a.org.slug), {"q": "\x00\x00"}).status_code == 200

@@ -30,6 +30,7 @@ from apps.notifications.selectors import attendee_token
 from apps.outbox.mail_once import MailBusy
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
+from tasks.outbox import requeue_unconsumed
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid, system_count
 from tests.factories.commerce import Shop, make_shop
 from tests.web.shop.conftest import checkouts_of
@@ -288,6 +289,28 @@ def test_a_failed_send_gives_its_claim_back_and_the_retry_sends_once(tenant_a: A
     # then: nothing went out, and the task's retry sends the e-mail, once
     assert mail.outbox == []
     assert [consume(message), consume(message)] == [True, False]
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("empty_broker")
+def test_a_lookup_whose_message_the_broker_lost_is_sent_by_the_lost_message_sweep(tenant_a: Any, shop: Shop) -> None:
+    # given: a lookup whose message was published an hour ago, then lost by the broker (Redis
+    # restarted): its consumer never ran
+    message = queued_lookup(tenant_a, shop)
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    with system_context("test: published, then lost"):
+        OutboxMessage.objects.filter(pk=message.pk).update(
+            status=OutboxMessage.Status.PUBLISHED, published_at=an_hour_ago, created_at=an_hour_ago
+        )
+    # when: the beat's lost-message sweep runs, then the relay and a worker
+    assert requeue_unconsumed()["order_link_emails"] == 1
+    assert drain_outbox(topics={TOPIC_ORDER_LINKS_REQUESTED}) == [TOPIC_ORDER_LINKS_REQUESTED]
+    # then: the e-mail goes out, once; a later sweep finds the message handled
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == ["ann@example.test"]
+    with system_context("test: published long ago"):
+        OutboxMessage.objects.filter(pk=message.pk).update(published_at=an_hour_ago)
+    assert requeue_unconsumed()["order_link_emails"] == 0
     assert len(mail.outbox) == 1
 
 

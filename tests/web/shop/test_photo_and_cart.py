@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from apps.catalog.models import PriceList, Product, ProductKind, Stock
+from apps.catalog.models import PriceList, Product, ProductKind
 from apps.tenancy.context import tenant_context
 from tests.factories.catalog import PriceFactory, ProductFactory, StockFactory
-from tests.factories.commerce import Shop
-from tests.web.shop.conftest import a_photo, a_priced_download, an_event, url
+from tests.factories.commerce import Shop, make_shop
+from tests.web.shop.conftest import a_photo, a_priced_download, an_event, make_ready, url
 
 pytestmark = pytest.mark.django_db
 
@@ -23,11 +23,6 @@ def photo_path(tenant: Any, shop: Shop) -> str:
 
 def cart_path(tenant: Any) -> str:
     return url(tenant.org.slug, "cart")
-
-
-def set_stock(shop: Shop, quantity: int) -> None:
-    with tenant_context(shop.org.pk):
-        Stock.objects.filter(pk=shop.stock.pk).update(quantity=quantity)
 
 
 def offer_row(body: str, label: str) -> str:
@@ -69,7 +64,7 @@ def test_photo_page_shows_the_preview_prices_and_stock(browser: Client, tenant_a
 
 def test_a_sold_out_print_is_shown_sold_out_and_cannot_be_added(browser: Client, tenant_a: Any, shop: Shop) -> None:
     # given: no A4 prints left
-    set_stock(shop, 0)
+    shop.set_stock_quantity(0)
     # when
     body = browser.get(photo_path(tenant_a, shop)).content.decode()
     row = offer_row(body, "Print A4")
@@ -96,13 +91,21 @@ def test_unpriced_and_inactive_products_are_not_offered(browser: Client, tenant_
 
 
 def test_add_update_and_remove_cart_lines(browser: Client, tenant_a: Any, shop: Shop) -> None:
-    # when: the download, 3 prints and the bulk product are added
-    for data in ({"product": shop.download.pk}, {"product": shop.print.pk, "quantity": 3}, {"product": shop.bulk.pk}):
-        response = browser.post(photo_path(tenant_a, shop), data)
+    # given: the bulk product of another event of the studio
+    other = make_shop(org=tenant_a.org)
+    make_ready(other.photo)
+    other_photo = url(tenant_a.org.slug, other.event.slug, "photos", other.photo.pk)
+    # when: the download, 3 prints and the other event's bulk product are added
+    for path, data in (
+        (photo_path(tenant_a, shop), {"product": shop.download.pk}),
+        (photo_path(tenant_a, shop), {"product": shop.print.pk, "quantity": 3}),
+        (other_photo, {"product": other.bulk.pk}),
+    ):
+        response = browser.post(path, data)
         assert (response.status_code, response["Location"]) == (303, cart_path(tenant_a))
     # then: the cart lists them with the amounts and the total, and the header counts 5 items
     body = browser.get(cart_path(tenant_a)).content.decode()
-    assert in_cart(browser, tenant_a) == {str(shop.download.pk): 1, str(shop.print.pk): 3, str(shop.bulk.pk): 1}
+    assert in_cart(browser, tenant_a) == {str(shop.download.pk): 1, str(shop.print.pk): 3, str(other.bulk.pk): 1}
     assert "75.00 EUR" in body  # 3 x 25.00
     assert "133.00 EUR" in body  # 9 + 75 + 49
     assert "Cart (5 items)" in body
@@ -114,13 +117,13 @@ def test_add_update_and_remove_cart_lines(browser: Client, tenant_a: Any, shop: 
     remove = browser.post(f"{cart_path(tenant_a)}remove", {"product": shop.download.pk})
     # then
     assert (update.status_code, remove.status_code) == (303, 303)
-    assert in_cart(browser, tenant_a) == {str(shop.print.pk): 2, str(shop.bulk.pk): 1}
+    assert in_cart(browser, tenant_a) == {str(shop.print.pk): 2, str(other.bulk.pk): 1}
     body = browser.get(cart_path(tenant_a)).content.decode()
     assert "99.00 EUR" in body  # 2 x 25 + 49
     assert "Cart (3 items)" in body
     # when: quantity 0 removes a line
     browser.post(f"{cart_path(tenant_a)}update", {"product": shop.print.pk, "quantity": 0})
-    assert in_cart(browser, tenant_a) == {str(shop.bulk.pk): 1}
+    assert in_cart(browser, tenant_a) == {str(other.bulk.pk): 1}
 
 
 def test_bad_cart_changes_are_refused(browser: Client, tenant_a: Any, shop: Shop) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from typing import Any, cast
 
 import pytest
@@ -12,8 +13,8 @@ from django.utils import timezone
 from apps.commerce.models import Checkout
 from apps.tenancy.context import tenant_context
 from apps.tenancy.middleware import SESSION_TENANT_KEY
-from apps.tenancy.models import Organization
-from tests.factories.tenancy import OrganizationFactory
+from apps.tenancy.models import Organization, User
+from tests.factories.tenancy import OrganizationFactory, UserFactory
 from tests.web.studio.conftest import StudioPeople, new_event, new_member, new_user, signed_in, text
 
 pytestmark = pytest.mark.django_db
@@ -77,6 +78,62 @@ def test_sign_in_attempts_are_limited_per_username(studio: StudioPeople, setting
     # and: another username from the same address still signs in
     other = Client().post("/studio/login/", {"username": studio.photographer.username, "password": "pw"})
     assert (other.status_code, other["Location"]) == (302, "/studio/")
+
+
+def fresh_owner(studio: StudioPeople) -> User:
+    """An owner whose username no earlier run has counted (the limiter's windows outlive a test)."""
+    return new_member(studio.org, "owner", cast(User, UserFactory(username=f"owner-{secrets.token_hex(6)}")))
+
+
+def fresh_client() -> Client:
+    """A browser at an address no earlier run has counted."""
+    return Client(REMOTE_ADDR=f"2001:db8:{secrets.token_hex(2)}::{secrets.token_hex(2)}")
+
+
+def sign_in(client: Client, username: str, password: str) -> int:
+    return client.post("/studio/login/", {"username": username, "password": password}).status_code
+
+
+def test_successful_sign_ins_do_not_use_up_the_username_budget(studio: StudioPeople, settings: Any) -> None:
+    # given: the default 10 attempts per username in 5 minutes, and one browser
+    settings.RATE_LIMIT_ENABLED = True
+    settings.STUDIO_LOGIN_RATE = "10/5min"
+    owner, client = fresh_owner(studio), fresh_client()
+    # when: the owner signs in (and out) 15 times in a row
+    statuses = []
+    for _ in range(15):
+        statuses.append(sign_in(client, owner.username, "pw"))
+        client.post("/studio/logout/")
+    # then: every sign-in is accepted
+    assert statuses == [302] * 15
+
+
+def test_ten_wrong_passwords_refuse_the_right_one(studio: StudioPeople, settings: Any) -> None:
+    # given: the default 10 attempts per username in 5 minutes
+    settings.RATE_LIMIT_ENABLED = True
+    settings.STUDIO_LOGIN_RATE = "10/5min"
+    owner, client = fresh_owner(studio), fresh_client()
+    # when: 10 wrong passwords, then the right one
+    wrong = [sign_in(client, owner.username, f"guess-{n}") for n in range(10)]
+    right = client.post("/studio/login/", {"username": owner.username, "password": "pw"})
+    # then: the right one is refused unchecked, and nobody is signed in
+    assert wrong == [200] * 10
+    assert right.status_code == 429 and "Too many sign-in attempts" in text(right)
+    assert client.get("/studio/").status_code == 302
+
+
+def test_a_successful_sign_in_clears_the_failed_attempts_before_it(studio: StudioPeople, settings: Any) -> None:
+    # given: 3 attempts per username, two of them already failed
+    settings.RATE_LIMIT_ENABLED = True
+    settings.STUDIO_LOGIN_RATE = "3/5min"
+    owner, client = fresh_owner(studio), fresh_client()
+    assert [sign_in(client, owner.username, f"typo-{n}") for n in range(2)] == [200, 200]
+    # when: the owner gets it right, signs out, and mistypes again
+    assert sign_in(client, owner.username, "pw") == 302
+    client.post("/studio/logout/")
+    again = [sign_in(client, owner.username, f"again-{n}") for n in range(4)]
+    # then: a whole budget of 3 failures is available again, and only the fourth is refused
+    assert again == [200, 200, 200, 429]
 
 
 def test_logout_signs_out(studio: StudioPeople) -> None:

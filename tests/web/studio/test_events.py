@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 
 import pytest
@@ -293,6 +294,107 @@ def test_a_second_currency_is_refused_with_the_services_409(studio: StudioPeople
     assert "This event is priced in EUR" in text(response)
     with tenant_context(studio.org.pk):
         assert list(Price.objects.values_list("amount_minor", "currency")) == [(900, "EUR")]
+
+
+def price_input(page: str, name: str) -> str:
+    """The `<input>` tag of the price editor's field `name`."""
+    form = page[page.index('id="price-h"') :]
+    found = re.search(rf'<input[^>]*\bname="{name}"[^>]*>', form)
+    assert found, f"the price editor has no {name} field"
+    return found.group(0)
+
+
+def price_input_errors(page: str) -> str:
+    """The price editor's currency paragraph (field, help text and errors)."""
+    form = page[page.index('id="price-h"') :]
+    return form[form.index('name="currency"') : form.index('name="download"')]
+
+
+def test_a_made_up_currency_is_refused_by_the_price_form_and_fixes_nothing(studio: StudioPeople) -> None:
+    # given: an event without prices
+    event = new_event(studio.org)
+    client = signed_in(studio.owner)
+    action = f"/studio/events/{event.pk}/prices"
+    # when: the owner types a currency Darkroom does not sell in
+    refused = client.post(action, {"nonce": "n" * 24, "currency": "xyz", "download": "13"})
+    # then: the form says so at the currency, and nothing is written (the currency is still free)
+    assert refused.status_code == 400
+    assert "XYZ is not a currency Darkroom can sell in." in price_input_errors(text(refused))
+    assert count(studio.org, PriceList) == count(studio.org, Price) == 0
+    assert client.post(action, {"nonce": "m" * 24, "currency": "EUR", "download": "13"}).status_code == 303
+    with tenant_context(studio.org.pk):
+        assert list(Price.objects.values_list("amount_minor", "currency")) == [(1300, "EUR")]
+
+
+def test_edit_prices_shows_the_events_currency_and_prices(studio: StudioPeople) -> None:
+    # given: an event priced in JPY through the form
+    event = new_event(studio.org)
+    client = signed_in(studio.owner)
+    action = f"/studio/events/{event.pk}/prices"
+    form = {"nonce": "n" * 24, "currency": "JPY", "download": "1500", "bulk": "9000"}
+    assert client.post(action, {**form, "print_size_0": "A4", "print_amount_0": "3000"}).status_code == 303
+    # when: the owner opens the event page again
+    page = text(client.get(f"/studio/events/{event.pk}/"))
+    # then: the editor shows the fixed currency (read-only) and the current prices
+    currency = price_input(page, "currency")
+    assert 'value="JPY"' in currency and "readonly" in currency
+    assert "This event is priced in JPY; its currency cannot change." in page
+    assert 'value="1500"' in price_input(page, "download") and 'value="9000"' in price_input(page, "bulk")
+    assert 'value="A4"' in price_input(page, "print_size_0")
+    assert 'value="3000"' in price_input(page, "print_amount_0")
+    # and: an event without a price list offers a free, empty currency
+    fresh = text(client.get(f"/studio/events/{new_event(studio.org).pk}/"))
+    assert "value=" not in price_input(fresh, "currency") and "readonly" not in price_input(fresh, "currency")
+
+
+def test_a_price_list_without_prices_still_shows_its_fixed_currency(studio: StudioPeople) -> None:
+    price_list = cast(PriceList, PriceListFactory(event=new_event(studio.org), currency="EUR"))
+    page = text(signed_in(studio.owner).get(f"/studio/events/{price_list.event_id}/"))
+    assert 'value="EUR"' in price_input(page, "currency")
+
+
+def test_an_empty_currency_means_the_events_fixed_one(studio: StudioPeople) -> None:
+    # given: an event priced in EUR
+    price_list = cast(PriceList, PriceListFactory(event=new_event(studio.org), currency="EUR"))
+    PriceFactory(price_list=price_list, kind="download", amount_minor=900)
+    # when: the owner changes the download price with the currency left empty
+    response = signed_in(studio.owner).post(
+        f"/studio/events/{price_list.event_id}/prices", {"nonce": "n" * 24, "currency": "", "download": "12"}
+    )
+    # then: the price is changed in EUR
+    assert response.status_code == 303
+    with tenant_context(studio.org.pk):
+        assert list(Price.objects.values_list("amount_minor", "currency")) == [(1200, "EUR")]
+
+
+@pytest.mark.parametrize(
+    ("currency", "typed", "maximum"),
+    [
+        ("EUR", "99999999999999", "10000000000.00 EUR"),
+        ("EUR", "99999999999999999999", "10000000000.00 EUR"),
+        ("JPY", "99999999999999", "1000000000000 JPY"),
+        ("KWD", "9999999999.999", "1000000000.000 KWD"),
+    ],
+)
+def test_a_price_over_the_maximum_is_refused_with_the_maximum_in_major_units(
+    studio: StudioPeople, currency: str, typed: str, maximum: str
+) -> None:
+    event = new_event(studio.org)
+    response = signed_in(studio.owner).post(
+        f"/studio/events/{event.pk}/prices", {"nonce": "n" * 24, "currency": currency, "bulk": typed}
+    )
+    assert response.status_code == 400
+    assert f"A price is at most {maximum}." in text(response)
+    assert "more than zero" not in text(response)
+    assert count(studio.org, Price) == 0
+
+
+def test_a_price_of_zero_is_refused_as_zero(studio: StudioPeople) -> None:
+    event = new_event(studio.org)
+    response = signed_in(studio.owner).post(
+        f"/studio/events/{event.pk}/prices", {"nonce": "n" * 24, "currency": "EUR", "bulk": "0.00"}
+    )
+    assert response.status_code == 400 and "A price is more than zero." in text(response)
 
 
 @pytest.mark.parametrize("role", ["photographer", "staff"])

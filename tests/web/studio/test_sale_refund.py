@@ -75,6 +75,9 @@ def test_the_owner_refunds_a_sale_once_and_the_provider_confirms_it(studio: Stud
     assert refund.status == "submitted" and refund.provider_refund_id
     assert checkout.status == "refunded" and revoked and all(revoked)
     assert [key for key in ledger_keys(studio.org.pk) if key.startswith("refund:")]
+    # and: the sale page says the refund is done, no longer only submitted
+    done = text(owner.get(f"/studio/sales/{checkout_id}/"))
+    assert "Refunded: Sandbox (local) confirmed it on" in done and "Submitted to the provider" not in done
     # and: the buyer is told once, with how much went back, why, and the link to the order
     drain_outbox()
     [told] = mail.outbox

@@ -11,13 +11,16 @@ with what can be bought of it.
   prints with stock left, the event's bulk product), priced ones only.
 * `POST` the same URL (`product`, `quantity`): put the product in the session cart (setting its
   quantity, so a resubmission changes nothing), then 303 to the cart; a product that is not
-  one of this page's offers, a sold-out print or a quantity over the stock is the page again
-  with a 4xx and the reason.
+  one of this page's offers, a sold-out print, a quantity over what can be bought now
+  (`max_print_quantity`) or a download that the cart's "All photos of this event" already
+  includes is the page again with a 4xx and the reason. Adding "All photos of this event" takes
+  the event's downloads out of the cart, and the cart page says so (`apps.web.shop.cart_rules`).
 """
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
@@ -25,6 +28,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from apps.catalog.errors import AccessCodeRequired
 from apps.catalog.models import ProductKind
 from apps.catalog.selectors import PublicPhoto, public_event_by_slug
+from apps.web.shop.cart_rules import CartItemRefused, cart_put
 from apps.web.shop.forms import AccessCodeForm, AddToCartForm
 from apps.web.shop.limits import access_code_wait
 from apps.web.shop.presenters import max_print_quantity, offer_rows
@@ -35,6 +39,7 @@ from apps.web.shop.selectors import (
     event_photo,
     event_photos_page,
     photo_products,
+    products_by_ids,
     shop_event,
     shop_events_page,
 )
@@ -132,13 +137,16 @@ def photo_detail(request: HttpRequest, studio: Studio, event_slug: str, photo_id
             return _photo_page(request, studio, event, photo, products, error="This print is sold out.", status=409)
         limit = max_print_quantity(product)
         if quantity > limit:
+            stock_bound = limit < settings.CHECKOUT_MAX_PRINT_QUANTITY
             return _photo_page(
                 request,
                 studio,
                 event,
                 photo,
                 products,
-                error=f"You can order at most {limit} of this print.",
+                error=f"Only {limit} left of this print: choose at most {limit}."
+                if stock_bound
+                else f"You can order at most {limit} of this print.",
                 status=409,
             )
     if cart.quantity_of(product.id) == 0 and len(cart) >= settings.CHECKOUT_MAX_LINES:
@@ -151,7 +159,17 @@ def photo_detail(request: HttpRequest, studio: Studio, event_slug: str, photo_id
             error=f"Your cart is full ({settings.CHECKOUT_MAX_LINES} items); check out first.",
             status=409,
         )
-    cart.set(product.id, quantity)
+    # The page's offers hold this event's bulk item (what covers a download); adding the bulk item
+    # needs the cart's other products too (the event's downloads it takes out).
+    known = {p.id: p for p in products}
+    if product.kind == ProductKind.BULK:
+        known.update(products_by_ids(tenant_id=studio.id, product_ids=[line.product_id for line in cart.lines()]))
+    try:
+        notes = cart_put(cart, product, quantity=quantity, known=known)
+    except CartItemRefused as exc:
+        return _photo_page(request, studio, event, photo, products, error=exc.detail, status=exc.status_code)
+    for note in notes:
+        messages.info(request, note)
     return HttpResponseRedirect(reverse("shop:cart", kwargs={"studio_slug": studio.slug}), status=303)
 
 

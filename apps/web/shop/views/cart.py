@@ -3,7 +3,9 @@
 * `GET /s/<studio>/cart/`: lines, quantities, totals per currency, and the checkout form
   (e-mail, provider, a fresh form nonce and the cart's digest).
 * `POST /s/<studio>/cart/update` (`product`, `quantity`; 0 removes) and
-  `POST /s/<studio>/cart/remove` (`product`): change the cart, then 303 to it.
+  `POST /s/<studio>/cart/remove` (`product`): change the cart, then 303 to it. A print's quantity
+  follows `apps.web.shop.cart_rules`: more than is left is lowered to it (and the cart page says
+  so), a sold-out print is refused.
 * `POST /s/<studio>/cart/checkout`: `submit_once` around `checkout_create` (the form nonce is the
   Idempotency-Key: a double submit creates one checkout and both land on it), 303 to the
   checkout page, which this session may then see; the cart is emptied. The same page (absolute,
@@ -11,10 +13,12 @@
   to it after paying. A cart with prints also asks for the shipping address (the fields are
   rendered only then; the service requires it exactly then). Refusals (bad e-mail, incomplete
   address,
-  empty or changed cart, an item no longer on sale, mixed currencies, whatever
-  `checkout_create` refuses) show the cart again with the reason and a 4xx, having written
-  nothing, and keep what the shopper typed; the checkout kill switch gives a 503 page with
-  Retry-After.
+  empty or changed cart, an item no longer on sale, mixed currencies, a print asking for more
+  than is left, whatever `checkout_create` refuses) show the cart again with the reason and a
+  4xx, having written nothing, and keep what the shopper typed; the checkout kill switch gives a
+  503 page with Retry-After. "Changed" covers what the page showed: the lines, their quantities,
+  unit prices and currencies, and the totals (`CartView.digest`); a checkout priced otherwise
+  than the page the shopper reviewed is refused the same way (409).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import Resolver404, resolve, reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -30,10 +35,12 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.catalog.models import ProductKind
 from apps.commerce.countries import COUNTRIES
 from apps.commerce.errors import InvalidShippingAddress
+from apps.commerce.models import Checkout
 from apps.commerce.services import LineIn, ShippingIn, checkout_create
 from apps.core.problems import DomainError, InvalidInput
 from apps.ops.killswitch import CapabilityDisabled, capability_enabled, ensure_enabled
 from apps.ops.models import Capability
+from apps.web.shop.cart_rules import CartItemRefused, cart_put, check_stock
 from apps.web.shop.forms import (
     SHIPPING_FORM_FIELDS,
     CartRemoveForm,
@@ -41,7 +48,7 @@ from apps.web.shop.forms import (
     CheckoutForm,
     offered_providers,
 )
-from apps.web.shop.presenters import cart_view
+from apps.web.shop.presenters import CartView, cart_view
 from apps.web.shop.selectors import Studio, products_by_ids
 from apps.web.shop.session import Cart, remember_checkout
 from apps.web.shop.views.common import message_page, render_page, shop_view
@@ -59,8 +66,30 @@ class CartChanged(DomainError):
     title = "Your cart changed"
 
 
+CART_CHANGED = "Your cart changed since this page was shown (its items or prices); review it and check out again."
+
+
 def _cart_url(studio: Studio) -> str:
     return reverse("shop:cart", kwargs={"studio_slug": studio.slug})
+
+
+def _review(studio: Studio, cart: Cart) -> CartView:
+    """The cart as its page shows it, from the products' current prices and stock."""
+    lines = cart.lines()
+    return cart_view(lines, products_by_ids(tenant_id=studio.id, product_ids=[line.product_id for line in lines]))
+
+
+def _priced_as_reviewed(checkout: Checkout, view: CartView) -> bool:
+    """Whether the checkout's lines are the reviewed cart's, at the prices it showed."""
+    reviewed = [
+        (row.product_id, row.quantity, row.product.amount_minor, row.product.currency)
+        for row in view.rows
+        if row.product is not None
+    ]
+    created = [
+        (line.product_id, line.quantity, line.unit_amount_minor, line.currency) for line in checkout.lines_by_position
+    ]
+    return created == reviewed
 
 
 def _cart_has_prints(studio: Studio, cart: Cart) -> bool:
@@ -129,8 +158,7 @@ def cart_page(
     status: int = 200,
 ) -> HttpResponse:
     cart = Cart(request.session, studio.id)
-    lines = cart.lines()
-    view = cart_view(lines, products_by_ids(tenant_id=studio.id, product_ids=[line.product_id for line in lines]))
+    view = _review(studio, cart)
     needs_shipping = any(row.is_print for row in view.rows)
     providers = offered_providers()
     return render_page(
@@ -145,7 +173,7 @@ def cart_page(
             "providers": providers,
             "provider": provider or (providers[0][0] if providers else ""),
             "nonce": form_nonce(),
-            "digest": cart.digest(),
+            "digest": view.digest,
             "checkout_paused": not capability_enabled(Capability.CHECKOUT),
             # The address fields: rendered only for a cart with prints (server-side, no script).
             "needs_shipping": needs_shipping,
@@ -187,7 +215,13 @@ def cart_update(request: HttpRequest, studio: Studio) -> HttpResponse:
             error=f"At most {settings.CHECKOUT_MAX_PRINT_QUANTITY} of one print per order.",
             status=400,
         )
-    cart.set(product_id, quantity)
+    # Stock left now, not when the menu was rendered: more than that is lowered, and said so.
+    try:
+        notes = cart_put(cart, product, quantity=quantity, known={})
+    except CartItemRefused as exc:
+        return cart_page(request, studio, error=f"{exc.detail} Remove it from your cart.", status=exc.status_code)
+    for note in notes:
+        messages.warning(request, note)
     return HttpResponseRedirect(_cart_url(studio), status=303)
 
 
@@ -232,12 +266,14 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
         lines = cart.lines()
         if not lines:
             raise EmptyCart("Your cart is empty: add a photo before checking out.")
-        if posted_digest != cart.digest():
-            raise CartChanged("Your cart changed since this page was shown; review it and check out again.")
+        view = _review(studio, cart)
+        if posted_digest != view.digest:
+            raise CartChanged(CART_CHANGED)
+        check_stock(view)
         # Named up front so the provider can send the shopper back to this checkout's page.
         checkout_id = uuid.uuid4()
         page = reverse("shop:checkout", kwargs={"studio_slug": studio.slug, "checkout_id": checkout_id})
-        checkout_create(
+        checkout = checkout_create(
             tenant_id=studio.id,
             email=form.cleaned_data["email"],
             provider=form.cleaned_data["provider"],
@@ -246,6 +282,10 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
             checkout_id=checkout_id,
             shipping=ShippingIn(**address) if address is not None else None,
         )
+        # A price changed between the check above and the service's own read: the checkout is
+        # not what the shopper reviewed. Raising rolls it back with the form's transaction.
+        if not _priced_as_reviewed(checkout, view):
+            raise CartChanged(CART_CHANGED)
         return page
 
     try:
@@ -291,6 +331,6 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
     checkout_id = _checkout_id_of(response["Location"], studio)
     if checkout_id is not None:
         remember_checkout(request, studio.id, checkout_id)
-        if cart.digest() == posted_digest:
+        if _review(studio, cart).digest == posted_digest:
             cart.clear()
     return response

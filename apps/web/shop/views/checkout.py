@@ -3,7 +3,9 @@
 
 * `GET /s/<studio>/checkouts/<id>/`: lines (reserved, confirmed, sold out), the total charged
   (confirmed lines only), the provider's "Pay" link once its session exists, the final state,
-  and once paid a signed download link per photo bought.
+  and once paid a signed download link per photo bought. An order closed because the studio
+  withdrew a photo in it says so (and, when a payment arrived, that it is being or has been
+  refunded) instead of a bare "expired".
 * `GET /s/<studio>/checkouts/<id>/status?since=<version>`: the same status block alone. While
   the checkout is open the block asks for itself every few seconds (htmx) and is swapped into a
   stable `aria-live` container; the answer is an empty 204 (htmx swaps nothing) while nothing
@@ -11,7 +13,8 @@
   final block stops asking. Without JavaScript the page offers a refresh link (and refreshes
   itself through a `<noscript>` meta refresh).
 * `POST /s/<studio>/checkouts/<id>/refill`: a failed, expired or sold-out order's items back in
-  the cart.
+  the cart, by the cart's own rules (`apps.web.shop.cart_rules`: a print at most what is left
+  now, a sold-out one left out, each said on the cart page).
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout
 from apps.payments.providers.base import money_text
+from apps.web.shop.cart_rules import CartItemRefused, cart_put
 from apps.web.shop.presenters import line_state_text, product_label, status_text
 from apps.web.shop.selectors import ShopCheckout, Studio, products_by_ids, shop_checkout
 from apps.web.shop.session import Cart, owns_checkout
@@ -62,7 +66,16 @@ def _late_payment(checkout: Checkout) -> str:
     return "refunding" if txn.refund_requested_at else ""
 
 
-def _total_label(status: str, late_payment: str = "") -> str:
+def _photo_withdrawn(checkout: Checkout) -> bool:
+    """The checkout was closed unpaid because the studio withdrew a photo in it (its payment, if
+    one arrived, is refunded: `_late_payment` says how far)."""
+    closed_early = checkout.closed_reason == Checkout.ClosedReason.PHOTO_WITHDRAWN
+    return checkout.status == Checkout.Status.EXPIRED and closed_early
+
+
+def _total_label(status: str, late_payment: str = "", photo_withdrawn: bool = False) -> str:
+    if photo_withdrawn and late_payment:
+        return "Total paid (refunded)" if late_payment == "refunded" else "Total paid (being refunded)"
     if late_payment == "refunded":
         return "Total paid late (refunded)"
     if late_payment == "refunding":
@@ -81,10 +94,12 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
     kwargs = {"studio_slug": studio.slug, "checkout_id": checkout.pk}
     is_open = checkout.status in Checkout.OPEN_STATUSES
     late_payment = _late_payment(checkout)
+    photo_withdrawn = _photo_withdrawn(checkout)
     return {
         "checkout": checkout,
         "status_text": status_text(checkout.status),
         "late_payment": late_payment,
+        "photo_withdrawn": photo_withdrawn,
         "is_open": is_open,
         "lines": [
             {
@@ -102,7 +117,7 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
             for line in view.lines
         ],
         "charged": money_text(view.charged_minor, checkout.currency),
-        "total_label": _total_label(checkout.status, late_payment),
+        "total_label": _total_label(checkout.status, late_payment, photo_withdrawn),
         "version": _version(view),
         "pay_url": checkout.payment_url
         if checkout.status == Checkout.Status.AWAITING_PAYMENT and checkout.payment_url
@@ -182,7 +197,9 @@ REFILLABLE_STATUSES = frozenset({Checkout.Status.FAILED, Checkout.Status.EXPIRED
 def checkout_refill_cart(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> HttpResponse:
     """Put a failed, expired or sold-out order's items back in the cart (the checkout form had
     emptied it), then show the cart. Quantities are set, not added, so pressing it twice changes
-    nothing; products no longer on sale are left out. Any other order: back to its page."""
+    nothing; products no longer on sale are left out, and the cart's rules apply as to any item
+    put in (a print lowered to what is left now, a sold-out print left out: an order that sold
+    out must not come back asking for the same again). Any other order: back to its page."""
     view = _mine(request, studio, checkout_id)
     if view is None:
         return not_found(request, studio)
@@ -190,9 +207,16 @@ def checkout_refill_cart(request: HttpRequest, studio: Studio, checkout_id: uuid
         page = reverse("shop:checkout", kwargs={"studio_slug": studio.slug, "checkout_id": checkout_id})
         return HttpResponseRedirect(page, status=303)
     wanted = {line.product_id: line.quantity for line in view.checkout.lines_by_position}
-    on_sale = products_by_ids(tenant_id=studio.id, product_ids=wanted)
     cart = Cart(request.session, studio.id)
-    for product_id, product in on_sale.items():
-        is_print = product.kind == ProductKind.PRINT
-        cart.set(product_id, min(wanted[product_id], settings.CHECKOUT_MAX_PRINT_QUANTITY) if is_print else 1)
+    known = products_by_ids(tenant_id=studio.id, product_ids=[*wanted, *(line.product_id for line in cart.lines())])
+    for product_id, quantity in wanted.items():
+        product = known.get(product_id)
+        if product is None or not product.priced:
+            continue
+        try:
+            notes = cart_put(cart, product, quantity=quantity, known=known)
+        except CartItemRefused as exc:
+            notes = [f"{exc.detail} It was not put back."]
+        for note in notes:
+            messages.warning(request, note)
     return HttpResponseRedirect(reverse("shop:cart", kwargs={"studio_slug": studio.slug}), status=303)

@@ -16,6 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from apps.core.client_address import client_address
+from apps.ops.ratelimit import setting_rate_reset, setting_rate_wait
 from apps.tenancy.middleware import SESSION_TENANT_KEY
 from apps.tenancy.models import User
 from apps.tenancy.selectors import memberships_of_user
@@ -24,22 +25,34 @@ from apps.web.studio.access import forbidden
 from apps.web.studio.forms import StudioChoiceForm
 
 
+def _username_key(request: HttpRequest) -> str:
+    username = str(request.POST.get("username", "")).strip().lower()[:150]
+    return f"web:login:u:{username}"
+
+
 class LoginView(auth_views.LoginView):
-    """Django's sign-in, with attempts limited per username and per client address
-    (`STUDIO_LOGIN_RATE`, `STUDIO_LOGIN_ADDRESS_RATE`): over either, a 429 page with
-    Retry-After and no password check. An unreachable Redis lets attempts through (logged and
-    counted), as for every limiter here."""
+    """Django's sign-in, with attempts limited per client address and per username.
+
+    * Per client address (`STUDIO_LOGIN_ADDRESS_RATE`): every attempt counts, right or wrong, so
+      one address cannot try passwords across many usernames.
+    * Per username (`STUDIO_LOGIN_RATE`): only failed sign-ins count. An attempt takes its place
+      in the username's budget before its password is checked (so guesses sent in parallel
+      cannot overrun it), and a successful sign-in clears the username's count. Signing in often
+      therefore never locks anyone out, while `STUDIO_LOGIN_RATE` wrong passwords in a row
+      refuse the next attempt, right password or not, until the window slides past them.
+
+    Over either limit: a 429 page with Retry-After and no password check; the address is
+    checked first, so an attempt it refuses does not count against the username. An
+    unreachable Redis lets attempts through (logged and counted), as for every limiter here."""
 
     template_name = "studio/login.html"
     redirect_authenticated_user = True
     next_page = "studio:overview"
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        username = str(request.POST.get("username", "")).strip().lower()[:150]
-        wait = wait_seconds(
-            (f"login:u:{username}", "STUDIO_LOGIN_RATE"),
-            (f"login:a:{client_address(request)}", "STUDIO_LOGIN_ADDRESS_RATE"),
-        )
+        wait = setting_rate_wait(
+            (f"web:login:a:{client_address(request)}", "STUDIO_LOGIN_ADDRESS_RATE")
+        ) or setting_rate_wait((_username_key(request), "STUDIO_LOGIN_RATE"))
         if wait:
             response = render(
                 request,
@@ -50,6 +63,11 @@ class LoginView(auth_views.LoginView):
             response["Retry-After"] = str(wait)
             return response
         return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        """The password was right: this attempt, and the username's failed ones, stop counting."""
+        setting_rate_reset(_username_key(self.request), "STUDIO_LOGIN_RATE")
+        return super().form_valid(form)
 
 
 class LogoutView(auth_views.LogoutView):

@@ -190,7 +190,8 @@ def _render_event(
         upload_form = UploadForm(photographers=_photographers(studio))
     if studio.can_write_catalog:
         product_form = product_form or ProductForm()
-        price_form = price_form or PriceListForm.for_prices(prices)
+        price_list = catalog.price_list_of_event(tenant_id=tenant_id, event_id=event.pk)
+        price_form = price_form or PriceListForm.for_price_list(price_list, prices)
         edit_form = edit_form or EventEditForm.for_event(event)
     context: dict[str, Any] = {
         "studio": studio,
@@ -399,7 +400,12 @@ def event_prices(request: HttpRequest, studio: Studio, event_id: int) -> HttpRes
     if isinstance(event, HttpResponse):
         return event
     rows = [int(m.group(1)) for key in request.POST if (m := _PRINT_ROW.match(key))]
-    form = PriceListForm(request.POST, print_rows=max(rows, default=PRINT_PRICE_ROWS_EMPTY - 1) + 1)
+    price_list = catalog.price_list_of_event(tenant_id=studio.tenant_id, event_id=event.pk)
+    form = PriceListForm(
+        request.POST,
+        print_rows=max(rows, default=PRINT_PRICE_ROWS_EMPTY - 1) + 1,
+        fixed_currency=price_list.currency if price_list is not None else None,
+    )
 
     def effect() -> str:
         services.price_list_set(

@@ -216,6 +216,17 @@ def _cursor(value: str | None) -> int | None:
     return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
+def _payout_minimum(*, tenant_id: int, wallets: list[selectors.WalletView]) -> str:
+    """The payout minimum (`PAYOUT_MINIMUM_MINOR`, minor units of any currency) as money: in the
+    currency of each of the member's wallets or, before their first credit, of each currency the
+    studio sells in (where their wallets will open), e.g. "10.00 EUR" or "10.00 EUR / 1000 JPY"."""
+    minimum = int(settings.PAYOUT_MINIMUM_MINOR)
+    currencies = [w.currency for w in wallets] or selectors.sale_currencies_of_studio(tenant_id=tenant_id)
+    if currencies:
+        return " / ".join(money_text(minimum, currency) for currency in currencies)
+    return f"the payout minimum of its currency ({money_text(minimum, 'EUR')} for a euro wallet)"
+
+
 def _render_wallet(
     request: HttpRequest,
     studio: Studio,
@@ -241,9 +252,7 @@ def _render_wallet(
         "payouts_page": own_payouts,
         "destination": selectors.destination_of(tenant_id=tenant_id, user_id=studio.user.pk),
         "payouts_enabled": capability_enabled(Capability.PAYOUTS),
-        "minimum": " / ".join(money_text(int(settings.PAYOUT_MINIMUM_MINOR), w.currency) for w in wallets)
-        or f"{int(settings.PAYOUT_MINIMUM_MINOR)} in your currency's smallest unit "
-        f"({money_text(int(settings.PAYOUT_MINIMUM_MINOR), 'EUR')} for a euro wallet)",
+        "minimum": _payout_minimum(tenant_id=tenant_id, wallets=wallets),
         "request_form": request_form or (PayoutRequestForm(wallets=_wallet_choices(wallets)) if wallets else None),
     }
     if studio.can_manage_payouts:

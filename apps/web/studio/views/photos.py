@@ -1,6 +1,7 @@
 """Withdrawing a photo from the studio dashboard (owners): a confirmation page that says what
-withdrawing does and how many buyers bought the photo alone, with the reason to record; the
-effect is `apps.catalog.withdrawal.photo_withdraw` through `submit_once`."""
+withdrawing does, how many buyers bought the photo alone (they keep it) and how many paid orders
+of all the event's photos lose it, with the reason to record; the effect is
+`apps.catalog.withdrawal.photo_withdraw` through `submit_once`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from django.views.decorators.http import require_http_methods
 from apps.catalog.models import Photo
 from apps.catalog.products import Actor
 from apps.catalog.withdrawal import photo_withdraw
-from apps.commerce.selectors import photo_buyers_count
+from apps.commerce.selectors import event_bulk_orders_count, photo_buyers_count
 from apps.web.studio import selectors
 from apps.web.studio.access import CATALOG_WRITE_ROLES, Studio, problem_page, studio_page
 from apps.web.studio.forms import PhotoWithdrawForm
@@ -30,6 +31,7 @@ def _render(
         "photo": row,
         "withdrawn": photo.withdrawn_at is not None,
         "buyers": photo_buyers_count(tenant_id=studio.tenant_id, photo_id=photo.pk),
+        "bulk_orders": event_bulk_orders_count(tenant_id=studio.tenant_id, event_id=photo.event_id),
         "form": form,
     }
     return render(request, "studio/photo_withdraw.html", context, status=status)

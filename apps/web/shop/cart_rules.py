@@ -1,0 +1,130 @@
+"""What the session cart may hold, decided the same way wherever an item goes in: the photo
+page's "Add to cart", the cart's Update and an order's "Put these items back in my cart".
+
+* A print's quantity is at most `max_print_quantity`: the stock left now, capped by
+  CHECKOUT_MAX_PRINT_QUANTITY. More is lowered to it and the shopper is told; a sold-out print
+  does not go in. Stock moves on after the page is shown: the SKU's writer decides for real when
+  the checkout reserves it, and the checkout form checks the cart against the stock again.
+* "All photos of this event" (bulk) includes the download of every photo of its event, so a
+  download next to it would be paid twice: putting the bulk item in takes those downloads out,
+  and a download is refused while its event's bulk item is in. Prints are physical goods, not
+  covered by it: they stay. (`checkout_create` refuses the combination too, for API clients.)
+
+Reads nothing itself: callers pass the products they read (`products_by_ids`, `photo_products`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from apps.catalog.models import ProductKind
+from apps.core.problems import DomainError
+from apps.web.shop.presenters import CartView, item_name, print_shortfall
+from apps.web.shop.selectors import ShopProduct
+from apps.web.shop.session import Cart
+
+
+class CartItemRefused(DomainError):
+    """The item cannot go in the cart now (sold out, or included in the cart's bulk item)."""
+
+    status_code = 409
+    slug = "cart-item-refused"
+    title = "Not added to your cart"
+
+
+class NotEnoughStock(DomainError):
+    """A print line of the cart asks for more than can be bought now."""
+
+    status_code = 409
+    slug = "cart-over-stock"
+    title = "Not enough left"
+
+
+def print_quantity(product: ShopProduct, wanted: int) -> tuple[int, str]:
+    """How many units of a print the cart may hold when `wanted` are asked for, and what to tell
+    the shopper when that is fewer ("" otherwise). Raises CartItemRefused for a sold-out print."""
+    shortfall = print_shortfall(product, wanted)
+    if shortfall is None:
+        return wanted, ""
+    limit, capped = shortfall
+    if limit == 0:
+        raise CartItemRefused(f"{item_name(product)} is sold out.")
+    if capped:
+        return limit, f"At most {limit} of one print per order: quantity of {item_name(product)} set to {limit}."
+    return limit, f"Only {limit} left of {item_name(product)}: quantity set to {limit}."
+
+
+def covering_bulk(product: ShopProduct, *, cart: Cart, known: Mapping[int, ShopProduct]) -> ShopProduct | None:
+    """The bulk item in the cart that includes `product` (a download of a photo of its event)."""
+    if product.kind != ProductKind.DOWNLOAD:
+        return None
+    return next(
+        (
+            other
+            for other in known.values()
+            if other.kind == ProductKind.BULK and other.event_id == product.event_id and cart.quantity_of(other.id)
+        ),
+        None,
+    )
+
+
+def _photo_list(products: Iterable[ShopProduct]) -> str:
+    ids = sorted(p.photo_id for p in products if p.photo_id is not None)
+    return ", ".join(f"photo {i}" for i in ids)
+
+
+def cart_put(cart: Cart, product: ShopProduct, *, quantity: int, known: Mapping[int, ShopProduct]) -> list[str]:
+    """Put `product` (on sale, priced) in the cart: its quantity set, not added to (prints
+    lowered to what can be bought now, every other kind once). `known` holds the on-sale products
+    of the cart's lines (more do no harm: what is in the cart is read from `cart`).
+
+    Returns what the shopper should be told (a lowered quantity, downloads taken out because the
+    bulk item includes them). Raises CartItemRefused (nothing changed): a sold-out print, or a
+    download whose event's bulk item is in the cart.
+    """
+    notes: list[str] = []
+    if product.kind == ProductKind.PRINT:
+        quantity, note = print_quantity(product, quantity)
+        if note:
+            notes.append(note)
+    else:
+        quantity = 1
+    bulk = covering_bulk(product, cart=cart, known=known)
+    if bulk is not None:
+        raise CartItemRefused(
+            f"Your cart holds “All photos of this event” for {bulk.event_title}, which includes the download "
+            f"of photo {product.photo_id}: no need to buy it again."
+        )
+    if product.kind == ProductKind.BULK:
+        included = [
+            other
+            for other in known.values()
+            if other.kind == ProductKind.DOWNLOAD and other.event_id == product.event_id and cart.quantity_of(other.id)
+        ]
+        for other in included:
+            cart.remove(other.id)
+        if included:
+            notes.append(
+                f"“All photos of this event” includes every photo of {product.event_title}, so the downloads of "
+                f"{_photo_list(included)} were taken out of your cart."
+            )
+    cart.set(product.id, quantity)
+    return notes
+
+
+def check_stock(view: CartView) -> None:
+    """Refuse to check out a cart whose print line asks for more than can be bought now (the
+    stock the page read; the SKU's writer still decides at reservation). Raises NotEnoughStock."""
+    for row in view.rows:
+        if row.product is None or not row.is_print:
+            continue
+        shortfall = print_shortfall(row.product, row.quantity)
+        if shortfall is None:
+            continue
+        limit, capped = shortfall
+        name = item_name(row.product)
+        if limit == 0:
+            raise NotEnoughStock(f"{name} is sold out: remove it from your cart, then check out.")
+        if capped:
+            raise NotEnoughStock(f"At most {limit} of {name} per order: lower its quantity in your cart.")
+        raise NotEnoughStock(f"Only {limit} left of {name}: lower its quantity in your cart, then check out.")
