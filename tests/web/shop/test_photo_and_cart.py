@@ -143,6 +143,24 @@ def test_bad_cart_changes_are_refused(browser: Client, tenant_a: Any, shop: Shop
     assert in_cart(browser, tenant_a) == {str(shop.download.pk): 1, str(shop.print.pk): 1}
 
 
+@pytest.mark.parametrize(
+    ("stock", "asked", "message"),
+    [
+        (3, 4, "Only 3 left of this print: choose at most 3."),
+        (5, 6, "Only 5 left of this print: choose at most 5."),  # the stock binds as much as the cap
+        (8, 6, "You can order at most 5 of this print."),
+    ],
+)
+def test_a_print_over_what_can_be_bought_says_what_binds(browser: Client, tenant_a: Any, shop: Shop, settings: Any,
+                                                         stock: int, asked: int, message: str) -> None:  # fmt: skip
+    settings.CHECKOUT_MAX_PRINT_QUANTITY = 5
+    shop.set_stock_quantity(stock)
+    refused = browser.post(photo_path(tenant_a, shop), {"product": shop.print.pk, "quantity": asked})
+    assert refused.status_code == 409
+    assert message in refused.content.decode()
+    assert in_cart(browser, tenant_a) == {}
+
+
 def test_cart_shows_a_product_no_longer_on_sale_and_mixed_currencies(browser: Client, tenant_a: Any,
                                                                      shop: Shop) -> None:  # fmt: skip
     # given: a download of another event priced in USD, and the shop's download in the cart

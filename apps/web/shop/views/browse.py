@@ -12,7 +12,7 @@ with what can be bought of it.
 * `POST` the same URL (`product`, `quantity`): put the product in the session cart (setting its
   quantity, so a resubmission changes nothing), then 303 to the cart; a product that is not
   one of this page's offers, a sold-out print, a quantity over what can be bought now
-  (`max_print_quantity`) or a download that the cart's "All photos of this event" already
+  (`print_shortfall`) or a download that the cart's "All photos of this event" already
   includes is the page again with a 4xx and the reason. Adding "All photos of this event" takes
   the event's downloads out of the cart, and the cart page says so (`apps.web.shop.cart_rules`).
 """
@@ -31,7 +31,7 @@ from apps.catalog.selectors import PublicPhoto, public_event_by_slug
 from apps.web.shop.cart_rules import CartItemRefused, cart_put
 from apps.web.shop.forms import AccessCodeForm, AddToCartForm
 from apps.web.shop.limits import access_code_wait
-from apps.web.shop.presenters import max_print_quantity, offer_rows
+from apps.web.shop.presenters import offer_rows, print_shortfall
 from apps.web.shop.selectors import (
     ShopEvent,
     ShopProduct,
@@ -135,18 +135,18 @@ def photo_detail(request: HttpRequest, studio: Studio, event_slug: str, photo_id
         quantity = form.cleaned_data["quantity"] or 1
         if product.sold_out:
             return _photo_page(request, studio, event, photo, products, error="This print is sold out.", status=409)
-        limit = max_print_quantity(product)
-        if quantity > limit:
-            stock_bound = limit < settings.CHECKOUT_MAX_PRINT_QUANTITY
+        shortfall = print_shortfall(product, quantity)
+        if shortfall is not None:
+            limit, cap_binds = shortfall
             return _photo_page(
                 request,
                 studio,
                 event,
                 photo,
                 products,
-                error=f"Only {limit} left of this print: choose at most {limit}."
-                if stock_bound
-                else f"You can order at most {limit} of this print.",
+                error=f"You can order at most {limit} of this print."
+                if cap_binds
+                else f"Only {limit} left of this print: choose at most {limit}.",
                 status=409,
             )
     if cart.quantity_of(product.id) == 0 and len(cart) >= settings.CHECKOUT_MAX_LINES:
