@@ -1,9 +1,10 @@
 """Payouts API for studios: where each photographer is paid, and the payouts made.
 
 `PUT /api/v1/payouts/destinations/{user_id}` runs under the Idempotency-Key protocol of
-`TenantApi`. Every endpoint is for the studio's owner or its API key: destinations and amounts
-are the photographers' private data. Payouts themselves are made by the platform's batch
-(never through the API) and are read-only here.
+`TenantApi`. Every endpoint is for the studio's owner or its API key (destinations and amounts
+are the photographers' private data), except that only a signed-in owner sets a destination.
+Payouts themselves are made by the platform's batch (never through the API) and are read-only
+here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ from apps.tenancy.models import User
 from apps.tenancy.permissions import HasTenantRole
 
 MANAGE_ROLES = ("owner", "api_key")
+
+
+class SetsDestinations(HasTenantRole):
+    """Only a signed-in owner changes where money is paid: a leaked API key must not be able to
+    send the studio's payouts to an account of its choosing."""
+
+    roles = frozenset({"owner"})
+    message = (
+        "Payout destinations are set by a signed-in owner (the studio's wallet page, or this endpoint with the "
+        "owner's session), not by an API key."
+    )
 
 
 class DestinationOutputSerializer(serializers.Serializer):
@@ -71,15 +83,20 @@ class PayoutDestinationListApi(TenantApi):
 class PayoutDestinationSetApi(TenantApi):
     """Set where a member of the studio is paid out. The provider's adapter validates the
     destination: a Stripe connected account (`acct_...`), a PayPal receiver e-mail, a Flutterwave
-    `<bank code>:<account number>`, or any label for the sandbox."""
+    `<bank code>:<account number>`, or any label for the sandbox. A signed-in owner only: an API
+    key is refused (403), so a leaked key cannot redirect payouts."""
 
-    permission_classes = [HasTenantRole.of(*MANAGE_ROLES)]
+    permission_classes = [SetsDestinations]
 
     class InputSerializer(StrictSerializer):
         provider = serializers.ChoiceField(choices=PROVIDER_CHOICES)
         destination = serializers.CharField(max_length=200)
 
-    @extend_schema(request=InputSerializer, responses={200: DestinationOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: DestinationOutputSerializer},
+        description="A signed-in owner only (session); an API key is refused with 403.",
+    )
     def put(self, request: Request, user_id: int) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -93,7 +93,14 @@ def invitation_send(
 
 
 def member_invitation_create(
-    *, tenant: Organization, email: str, role: str, actor: User | None, actor_label: str = "", invited_by: str
+    *,
+    tenant: Organization,
+    email: str,
+    role: str,
+    actor: User | None,
+    actor_label: str = "",
+    invited_by: str,
+    may_change_owners: bool = True,
 ) -> tuple[Membership, bool]:
     """`member_invite`, plus the outbox message that e-mails the invitation (`invited_by` is the
     name the e-mail gives for whoever invited). Returns (membership, created_user).
@@ -101,11 +108,17 @@ def member_invitation_create(
     Joins the caller's transaction (the membership, its audit row and the message commit or roll
     back together); takes the owners' lock through `member_invite`. Every call queues one e-mail,
     as the page sends one per submission: inviting someone again sends a fresh link.
-    Raises what `member_invite` raises (InvalidInput, NotAnOwner, LastOwnerRequired).
+    Raises what `member_invite` raises (InvalidInput, NotAnOwner, LastOwnerRequired,
+    OwnerRoleReserved).
     """
     with tenant_context(tenant.pk), transaction.atomic():
         membership, created_user = member_invite(
-            tenant=tenant, email=email, role=role, actor=actor, actor_label=actor_label
+            tenant=tenant,
+            email=email,
+            role=role,
+            actor=actor,
+            actor_label=actor_label,
+            may_change_owners=may_change_owners,
         )
         outbox_publish(
             topic=TOPIC_MEMBER_INVITED,

@@ -33,7 +33,9 @@ from apps.tenancy.selectors import members_of_tenant
 from apps.tenancy.services import member_remove, member_role_set
 
 # The members page is the owner's (apps/web/studio/access.py MEMBER_MANAGE_ROLES); API keys act
-# with the owner's reach.
+# with the owner's reach, except over owners: a key neither makes, demotes nor removes one
+# (403 `owner-role-reserved`), so a leaked key cannot turn itself into a person who signs in
+# as an owner and mints keys (keys cannot mint keys: apps/tenancy/apis.py).
 MEMBER_MANAGE_ROLES = ("owner", "api_key")
 
 
@@ -61,11 +63,13 @@ def member_out(membership: Membership) -> dict[str, Any]:
 @dataclass(frozen=True)
 class MemberActor:
     """Who acts: the person (None for an API key, which skips the owner check as an operator
-    does), their audit label ("" names a person by username) and the name an invitation gives."""
+    does), their audit label ("" names a person by username), the name an invitation gives, and
+    whether they may grant or take away the owner role (owners yes, API keys no)."""
 
     user: User | None
     label: str
     name: str
+    may_change_owners: bool
 
 
 class _MembersApi(TenantApi):
@@ -77,10 +81,13 @@ class _MembersApi(TenantApi):
         if isinstance(user, ApiKeyPrincipal):
             studio = self.tenant.name
             return MemberActor(
-                user=None, label=self.idempotency_caller(request), name=f'{studio}\'s integration "{user.api_key.name}"'
+                user=None,
+                label=self.idempotency_caller(request),
+                name=f'{studio}\'s integration "{user.api_key.name}"',
+                may_change_owners=False,
             )
         assert isinstance(user, User), "only owners and API keys pass the permission check"
-        return MemberActor(user=user, label="", name=inviter_name(user))
+        return MemberActor(user=user, label="", name=inviter_name(user), may_change_owners=True)
 
     @property
     def tenant_pk(self) -> int:
@@ -121,7 +128,8 @@ class MembersApi(_MembersApi):
             "Make the person with this e-mail address a member with this role (an account without a password "
             "is made for an unknown address), and e-mail them: a link to choose their password, or the sign-in "
             "address. A member already gets the new role. Refused with 409 `last-owner` if it would leave the "
-            "studio without an owner."
+            "studio without an owner, and with 403 `owner-role-reserved` when an API key would grant or take "
+            "away the owner role."
         ),
     )
     def post(self, request: Request) -> Response:
@@ -129,7 +137,12 @@ class MembersApi(_MembersApi):
         data.is_valid(raise_exception=True)
         actor = self.actor(request)
         membership, created_user = member_invitation_create(
-            tenant=self.tenant, actor=actor.user, actor_label=actor.label, invited_by=actor.name, **data.validated_data
+            tenant=self.tenant,
+            actor=actor.user,
+            actor_label=actor.label,
+            invited_by=actor.name,
+            may_change_owners=actor.may_change_owners,
+            **data.validated_data,
         )
         body = {**member_out(membership), "user_created": created_user}
         return Response(self.InviteOutputSerializer(body).data, status=201)
@@ -145,14 +158,22 @@ class MemberDetailApi(_MembersApi):
         operation_id="v1_members_role_set",
         request=RoleInputSerializer,
         responses={200: MemberOutputSerializer},
-        description="Give a member another role (the same role changes nothing). The last owner keeps theirs (409).",
+        description=(
+            "Give a member another role (the same role changes nothing). The last owner keeps theirs (409); "
+            "an API key neither makes nor demotes an owner (403 `owner-role-reserved`)."
+        ),
     )
     def patch(self, request: Request, user_id: int) -> Response:
         data = self.RoleInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         actor = self.actor(request)
         membership = member_role_set(
-            tenant=self.tenant, user_id=user_id, actor=actor.user, actor_label=actor.label, **data.validated_data
+            tenant=self.tenant,
+            user_id=user_id,
+            actor=actor.user,
+            actor_label=actor.label,
+            may_change_owners=actor.may_change_owners,
+            **data.validated_data,
         )
         return Response(MemberOutputSerializer(member_out(membership)).data)
 
@@ -160,9 +181,18 @@ class MemberDetailApi(_MembersApi):
         operation_id="v1_members_remove",
         request=None,
         responses={204: None},
-        description="Remove a member from the studio (their account stays). The last owner cannot be removed (409).",
+        description=(
+            "Remove a member from the studio (their account stays). The last owner cannot be removed (409); "
+            "an API key removes no owner (403 `owner-role-reserved`)."
+        ),
     )
     def delete(self, request: Request, user_id: int) -> Response:
         actor = self.actor(request)
-        member_remove(tenant=self.tenant, user_id=user_id, actor=actor.user, actor_label=actor.label)
+        member_remove(
+            tenant=self.tenant,
+            user_id=user_id,
+            actor=actor.user,
+            actor_label=actor.label,
+            may_change_owners=actor.may_change_owners,
+        )
         return Response(status=204)

@@ -154,6 +154,15 @@ class NotAnOwner(DomainError):
     title = "Not an owner"
 
 
+class OwnerRoleReserved(DomainError):
+    """The caller may manage members but not owners: API keys neither make, demote nor remove an
+    owner (else a leaked key could make itself a person with an owner's sign-in, who mints keys)."""
+
+    status_code = 403
+    slug = "owner-role-reserved"
+    title = "Only owners change owners"
+
+
 class MemberNotFound(NotFound):
     slug = "member-not-found"
     title = "Member not found"
@@ -187,6 +196,16 @@ def _keeps_an_owner(*, owners: list[Membership], user_id: int, studio: str) -> N
             f"{studio} would be left without an owner. Make another member an owner first, then change or "
             "remove this one."
         )
+
+
+def _check_owner_change(*, allowed: bool, previous_role: str | None, role: str | None) -> None:
+    """Raises OwnerRoleReserved when a caller without the right (`allowed` False) would grant the
+    owner role (`role`) or take it away (`previous_role` owner, `role` another or None: removal)."""
+    if allowed or (role != OWNER_ROLE and previous_role != OWNER_ROLE) or previous_role == role:
+        return
+    raise OwnerRoleReserved(
+        "An API key cannot make, change or remove a studio owner; an owner does that on the studio's members page."
+    )
 
 
 def _check_role(role: str) -> None:
@@ -232,7 +251,13 @@ def _user_for_email(email: str) -> tuple[User, bool]:
 
 
 def member_invite(
-    *, tenant: Organization, email: str, role: str, actor: User | None, actor_label: str = ""
+    *,
+    tenant: Organization,
+    email: str,
+    role: str,
+    actor: User | None,
+    actor_label: str = "",
+    may_change_owners: bool = True,
 ) -> tuple[Membership, bool]:
     """Make the person with `email` a member of `tenant` with `role`; create their user (without a
     usable password) if the address has none. Returns (membership, created_user).
@@ -241,8 +266,10 @@ def member_invite(
     studio without an owner. Joins the caller's transaction; takes the owners' lock
     (`_owners_lock`). Sends nothing: the caller e-mails the invitation after the commit, or
     queues it with `apps.tenancy.invitations.member_invitation_create`.
-    Raises InvalidInput (address, role), NotAnOwner, LastOwnerRequired. `actor` None: an API key
-    or a platform operator (no owner check; `actor_label` names them in the audit row).
+    Raises InvalidInput (address, role), NotAnOwner, LastOwnerRequired, and OwnerRoleReserved
+    (`may_change_owners` False, as for API keys: the owner role granted or taken away). `actor`
+    None: an API key or a platform operator (no owner check; `actor_label` names them in the
+    audit row).
     """
     email = User.objects.normalize_email(email.strip())
     try:
@@ -255,6 +282,7 @@ def member_invite(
         user, created_user = _user_for_email(email)
         membership = Membership.objects.select_for_update().filter(tenant=tenant, user=user).first()
         previous_role = membership.role if membership is not None else None
+        _check_owner_change(allowed=may_change_owners, previous_role=previous_role, role=role)
         if membership is None:
             membership = Membership.objects.create(tenant=tenant, user=user, role=role)
         elif membership.role != role:
@@ -287,14 +315,21 @@ def _member_lock(*, tenant_id: int, user_id: int) -> Membership:
 
 
 def member_role_set(
-    *, tenant: Organization, user_id: int, role: str, actor: User | None, actor_label: str = ""
+    *,
+    tenant: Organization,
+    user_id: int,
+    role: str,
+    actor: User | None,
+    actor_label: str = "",
+    may_change_owners: bool = True,
 ) -> Membership:
     """Give a member another role; the same role changes (and audits) nothing.
 
     Joins the caller's transaction; takes the owners' lock before counting them, so the last
     owner can never be demoted, even by two owners demoting each other at once.
-    Raises InvalidInput (role), NotAnOwner, MemberNotFound, LastOwnerRequired. `actor` None: a
-    platform operator (no owner check; `actor_label` names them in the audit row).
+    Raises InvalidInput (role), NotAnOwner, MemberNotFound, LastOwnerRequired, OwnerRoleReserved
+    (`may_change_owners` False: the owner role granted or taken away). `actor` None: an API key or
+    a platform operator (no owner check; `actor_label` names them in the audit row).
     """
     _check_role(role)
     with tenant_context(tenant.pk), transaction.atomic():
@@ -303,6 +338,7 @@ def member_role_set(
         previous_role = membership.role
         if previous_role == role:
             return membership
+        _check_owner_change(allowed=may_change_owners, previous_role=previous_role, role=role)
         if previous_role == OWNER_ROLE:
             _keeps_an_owner(owners=owners, user_id=user_id, studio=tenant.name)
         membership.role = role
@@ -318,15 +354,19 @@ def member_role_set(
     return membership
 
 
-def member_remove(*, tenant: Organization, user_id: int, actor: User | None, actor_label: str = "") -> Membership:
+def member_remove(
+    *, tenant: Organization, user_id: int, actor: User | None, actor_label: str = "", may_change_owners: bool = True
+) -> Membership:
     """Remove a member from the studio (their user stays); returns the removed membership.
 
     Joins the caller's transaction; takes the owners' lock before counting them, so the last
-    owner can never be removed. Raises NotAnOwner, MemberNotFound, LastOwnerRequired.
+    owner can never be removed. Raises NotAnOwner, MemberNotFound, LastOwnerRequired,
+    OwnerRoleReserved (`may_change_owners` False and the member is an owner).
     """
     with tenant_context(tenant.pk), transaction.atomic():
         owners = _owners_lock(tenant_id=tenant.pk, actor=actor)
         membership = _member_lock(tenant_id=tenant.pk, user_id=user_id)
+        _check_owner_change(allowed=may_change_owners, previous_role=membership.role, role=None)
         if membership.role == OWNER_ROLE:
             _keeps_an_owner(owners=owners, user_id=user_id, studio=tenant.name)
         Membership.objects.filter(pk=membership.pk).delete()

@@ -22,10 +22,17 @@ def put(client: Any, path: str, body: dict[str, Any], *, key: str | None = None)
     return client.put(path, body, format="json", HTTP_IDEMPOTENCY_KEY=key or str(uuid.uuid4()))
 
 
-def test_an_owner_key_sets_a_photographers_destination_once_per_key(tenant_a: Any) -> None:
+def owner_session(tenant: Any) -> APIClient:
+    """The studio's owner, signed in (session authentication)."""
+    client = APIClient()
+    client.force_login(tenant.owner)
+    return client
+
+
+def test_a_signed_in_owner_sets_a_photographers_destination_once_per_key(tenant_a: Any) -> None:
     photographer = UserFactory()
     MembershipFactory(tenant=tenant_a.org, user=photographer, role="photographer")
-    api = tenant_a.client()
+    api = owner_session(tenant_a)
     path = f"/api/v1/payouts/destinations/{photographer.pk}"
     body = {"provider": "paypal", "destination": "Ann@Example.COM"}
     # when: set, then the same request retried with its key
@@ -35,8 +42,24 @@ def test_an_owner_key_sets_a_photographers_destination_once_per_key(tenant_a: An
     assert first.status_code == 200, first.content
     assert first.json()["destination"] == "Ann@example.com" and first.json()["user_id"] == photographer.pk
     assert again.status_code == 200 and again["Idempotent-Replayed"] == "true"
-    listed = api.get("/api/v1/payouts/destinations").json()
+    listed = tenant_a.client().get("/api/v1/payouts/destinations").json()
     assert [(d["user_id"], d["provider"]) for d in listed["results"]] == [(photographer.pk, "paypal")]
+
+
+def test_an_api_key_cannot_redirect_payouts(tenant_a: Any) -> None:
+    # given: a photographer paid to their own account, set by the owner
+    photographer = UserFactory()
+    MembershipFactory(tenant=tenant_a.org, user=photographer, role="photographer")
+    path = f"/api/v1/payouts/destinations/{photographer.pk}"
+    assert put(owner_session(tenant_a), path, {"provider": "sandbox", "destination": "theirs"}).status_code == 200
+    # when: the studio's API key (say, leaked) points it elsewhere
+    response = put(tenant_a.client(), path, {"provider": "sandbox", "destination": "mallory"})
+    # then: 403 with the reason, and the destination is unchanged
+    assert response.status_code == 403, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert "signed-in owner" in response.json()["detail"]
+    with system_context("test"):
+        assert list(PayoutDestination.objects.values_list("destination", flat=True)) == ["theirs"]
 
 
 @pytest.mark.parametrize(
@@ -51,7 +74,7 @@ def test_an_owner_key_sets_a_photographers_destination_once_per_key(tenant_a: An
 def test_bad_destinations_get_a_problem_and_write_nothing(tenant_a: Any, body: Any, status: int, slug: str) -> None:
     photographer = UserFactory()
     MembershipFactory(tenant=tenant_a.org, user=photographer, role="photographer")
-    response = put(tenant_a.client(), f"/api/v1/payouts/destinations/{photographer.pk}", body)
+    response = put(owner_session(tenant_a), f"/api/v1/payouts/destinations/{photographer.pk}", body)
     assert response.status_code == status, response.content
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["type"].endswith(slug)
@@ -62,7 +85,9 @@ def test_bad_destinations_get_a_problem_and_write_nothing(tenant_a: Any, body: A
 def test_a_destination_for_someone_outside_the_studio_is_a_404(tenant_a: Any, tenant_b: Any) -> None:
     for user_id in (tenant_b.owner.pk, 999_999):
         response = put(
-            tenant_a.client(), f"/api/v1/payouts/destinations/{user_id}", {"provider": "sandbox", "destination": "x"}
+            owner_session(tenant_a),
+            f"/api/v1/payouts/destinations/{user_id}",
+            {"provider": "sandbox", "destination": "x"},
         )
         assert response.status_code == 404, response.content
     with system_context("test"):

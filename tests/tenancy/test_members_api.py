@@ -290,13 +290,42 @@ def test_the_key_removes_a_member_whose_account_stays(tenant_a: TenantBundle) ->
 def test_the_last_owner_is_neither_demoted_nor_removed(tenant_a: TenantBundle, method: str, body: Any) -> None:
     a_member(tenant_a.org, "staff")
     before = state(tenant_a.org)
+    owner = signed_in(tenant_a.owner)
     if method == "post":
-        response = send(tenant_a.client(), "post", LIST, {"email": tenant_a.owner.email, "role": "staff"})
+        response = send(owner, "post", LIST, {"email": tenant_a.owner.email, "role": "staff"})
     else:
-        response = send(tenant_a.client(), method, detail(tenant_a.owner), body)
+        response = send(owner, method, detail(tenant_a.owner), body)
     assert_problem(response, 409, "last-owner")
     assert "without an owner" in response.json()["detail"]
     assert state(tenant_a.org) == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["invite-new-owner", "invite-member-as-owner", "promote", "demote-owner", "remove-owner", "re-invite-owner"],
+)
+def test_an_api_key_neither_makes_nor_unmakes_owners(tenant_a: TenantBundle, change: str) -> None:
+    # given: a second owner (so no last-owner rule applies) and a staff member
+    second_owner = a_member(tenant_a.org, "owner")
+    staff = a_member(tenant_a.org, "staff")
+    before = state(tenant_a.org)
+    api = tenant_a.client()
+    # when: the studio's API key grants or takes away the owner role
+    response = {
+        "invite-new-owner": lambda: send(api, "post", LIST, {"email": "mallory@example.test", "role": "owner"}),
+        "invite-member-as-owner": lambda: send(api, "post", LIST, {"email": staff.email, "role": "owner"}),
+        "promote": lambda: send(api, "patch", detail(staff), {"role": "owner"}),
+        "demote-owner": lambda: send(api, "patch", detail(second_owner), {"role": "staff"}),
+        "remove-owner": lambda: send(api, "delete", detail(second_owner)),
+        "re-invite-owner": lambda: send(api, "post", LIST, {"email": second_owner.email, "role": "photographer"}),
+    }[change]()
+    # then: 403, and nothing written: no membership, account, audit row or invitation
+    assert_problem(response, 403, "owner-role-reserved")
+    assert "members page" in response.json()["detail"]
+    assert state(tenant_a.org) == before
+    assert not User.objects.filter(email="mallory@example.test").exists()
+    # and: the same changes stay open to a signed-in owner
+    assert send(signed_in(tenant_a.owner), "patch", detail(staff), {"role": "owner"}).status_code == 200
 
 
 def test_one_of_two_owners_steps_down_through_the_api(tenant_a: TenantBundle) -> None:
