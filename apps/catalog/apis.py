@@ -348,6 +348,13 @@ class PriceSerializer(StrictSerializer):
     amount_minor = serializers.IntegerField(min_value=1, max_value=services.PRICE_MAX_MINOR)
 
 
+def price_list_body(*, tenant_id: int, event_id: int) -> dict[str, Any]:
+    """The event's currency (None until its first price) and prices, as the price APIs answer."""
+    price_list = selectors.price_list_of_event(tenant_id=tenant_id, event_id=event_id)
+    prices = list(selectors.prices_of_event(tenant_id=tenant_id, event_id=event_id))
+    return {"event_id": event_id, "currency": price_list.currency if price_list else None, "prices": prices}
+
+
 class EventPricesApi(_CatalogApi):
     """GET: the event's price list. POST: set prices (upsert per kind and size)."""
 
@@ -356,7 +363,8 @@ class EventPricesApi(_CatalogApi):
         currency = serializers.RegexField(
             CURRENCY_PATTERN,
             help_text="An ISO 4217 code Darkroom sells in (e.g. EUR, JPY); any other is refused (400). "
-            "Fixed once the event has a price list.",
+            "Once the event has a price list, it must be that list's currency (409); "
+            "`POST /events/{id}/prices/currency` changes it.",
         )
         prices = PriceSerializer(many=True, allow_empty=False)
 
@@ -367,9 +375,7 @@ class EventPricesApi(_CatalogApi):
         prices = PriceSerializer(many=True)
 
     def _render(self, event_id: int) -> Response:
-        prices = list(selectors.prices_of_event(tenant_id=self.tenant_pk, event_id=event_id))
-        body = {"event_id": event_id, "currency": prices[0].currency if prices else None, "prices": prices}
-        return Response(self.OutputSerializer(body).data)
+        return Response(self.OutputSerializer(price_list_body(tenant_id=self.tenant_pk, event_id=event_id)).data)
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request, event_id: int) -> Response:
@@ -387,6 +393,40 @@ class EventPricesApi(_CatalogApi):
             prices=[services.PriceIn(**price) for price in data.validated_data["prices"]],
         )
         return self._render(event_id)
+
+
+class EventPriceCurrencyApi(_CatalogApi):
+    """POST: price the event in another currency. Every price is removed (amounts do not carry
+    over between currencies); set them again with `POST /events/{id}/prices`."""
+
+    @extend_schema_serializer(component_name="PriceListCurrencyInput")
+    class InputSerializer(StrictSerializer):
+        currency = serializers.RegexField(
+            CURRENCY_PATTERN,
+            help_text="An ISO 4217 code Darkroom sells in (e.g. EUR, JPY); any other is refused (400).",
+        )
+
+    @extend_schema(
+        operation_id="v1_event_prices_currency_change",
+        request=InputSerializer,
+        responses=EventPricesApi.OutputSerializer,
+        description=(
+            "Owner or API key. The event's price list takes the new currency and loses every price, so its "
+            "products are not offered until prices are set again; sales and open checkouts keep their amounts. "
+            "The same currency changes nothing. Audited (`catalog.price_list_currency_change`)."
+        ),
+    )
+    def post(self, request: Request, event_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.price_list_currency_change(
+            tenant_id=self.tenant_pk,
+            event_id=event_id,
+            currency=data.validated_data["currency"],
+            actor=self.actor(request),
+        )
+        body = price_list_body(tenant_id=self.tenant_pk, event_id=event_id)
+        return Response(EventPricesApi.OutputSerializer(body).data)
 
 
 class ProductDetailApi(_CatalogApi):

@@ -53,6 +53,7 @@ from apps.core.problems import InvalidInput
 from apps.outbox.requeue import requeue_stale
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization
+from apps.tenancy.services import audit_record
 
 logger = logging.getLogger("darkroom.catalog")
 
@@ -281,15 +282,20 @@ class PriceIn:
     size: str = ""
 
 
+PRICE_LIST_CURRENCY_CHANGED = "catalog.price_list_currency_change"
+
+
 @transaction.atomic
 def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequence[PriceIn]) -> PriceList:
     """Set prices of an event: one upsert per (kind, size); other prices stay as they are.
 
     `currency` must be one Darkroom sells in (`apps.core.currencies`, uppercase ISO 4217): it
     decides how every amount of the event is read, shown and charged. The event's price list is
-    created with it on first use; its currency is fixed from then on (a composite foreign key
-    ties every price to it). Each amount is 1..PRICE_MAX_MINOR minor units. Concurrent setters
-    are safe: the upsert is `INSERT ... ON CONFLICT (tenant, event, kind, size) DO UPDATE`.
+    created with it on first use; its currency changes only through
+    `price_list_currency_change` (a composite foreign key ties every price to it). Each amount
+    is 1..PRICE_MAX_MINOR minor units. Concurrent setters are safe: the upsert is
+    `INSERT ... ON CONFLICT (tenant, event, kind, size) DO UPDATE`, under the price list's row
+    lock (so a currency change cannot slip in between check and insert).
     Joins the caller's transaction; a refusal writes nothing. Raises EventNotFound,
     InvalidInput (`errors` by field: `currency`, `prices.<i>...`), PriceListCurrencyMismatch.
     """
@@ -313,12 +319,11 @@ def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequ
         if errors:
             raise InvalidInput("The prices are not well formed; see `errors`.", extra={"errors": errors})
 
-        price_list, _ = PriceList.objects.get_or_create(
-            tenant_id=tenant_id, event=event, defaults={"currency": currency}
-        )
+        price_list = _price_list_locked(tenant_id=tenant_id, event=event, currency=currency)
         if price_list.currency != currency:
             raise PriceListCurrencyMismatch(
-                f"This event is priced in {price_list.currency}; prices in {currency} cannot be added."
+                f"This event is priced in {price_list.currency}; prices in {currency} cannot be added. "
+                "To price it in another currency, change its currency first (every price is removed)."
             )
         Price.objects.bulk_create(
             [
@@ -336,5 +341,51 @@ def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequ
             update_conflicts=True,
             unique_fields=["tenant", "event", "kind", "size"],
             update_fields=["amount_minor", "updated_at"],
+        )
+        return price_list
+
+
+def _price_list_locked(*, tenant_id: int, event: Event, currency: str) -> PriceList:
+    """The event's price list (created in `currency` if it has none), locked FOR UPDATE."""
+    created = PriceList.objects.get_or_create(tenant_id=tenant_id, event=event, defaults={"currency": currency})[0]
+    return PriceList.objects.select_for_update().get(pk=created.pk)
+
+
+@transaction.atomic
+def price_list_currency_change(*, tenant_id: int, event_id: int, currency: str, actor: Actor) -> PriceList:
+    """Price the event in another currency: every price of it is removed (an amount in one
+    currency means nothing in another), so its products are not offered until prices are set
+    again in the new currency (`price_list_set`). The way out of a wrong first choice.
+
+    Joins the caller's transaction; locks the price list row, so setters wait and then see the new
+    currency. Sales already made, checkouts already open and the amounts they recorded are not
+    touched (each line keeps its own amount and currency); a shopper's cart shows the products as
+    no longer on sale. Audited (`catalog.price_list_currency_change`, with the prices removed). The
+    same currency changes nothing. Raises EventNotFound, InvalidInput (`currency`).
+    """
+    if not currency_supported(currency):
+        message = unsupported_currency_message(currency)
+        raise InvalidInput(message, extra={"errors": {"currency": [message]}})
+    with tenant_context(tenant_id):
+        event = _event_for_write(tenant_id=tenant_id, event_id=event_id)
+        price_list = _price_list_locked(tenant_id=tenant_id, event=event, currency=currency)
+        previous = price_list.currency
+        if previous == currency:
+            return price_list
+        removed = [
+            {"kind": price.kind, "size": price.size, "amount_minor": price.amount_minor}
+            for price in Price.objects.filter(price_list=price_list).order_by("kind", "size")
+        ]
+        Price.objects.filter(price_list=price_list).delete()
+        price_list.currency = currency
+        price_list.save(update_fields=["currency"])
+        audit_record(
+            action=PRICE_LIST_CURRENCY_CHANGED,
+            tenant_id=tenant_id,
+            actor_user=actor.user,
+            actor_label=actor.label,
+            target_type="event",
+            target_id=str(event.pk),
+            data={"currency": currency, "previous_currency": previous, "prices_removed": removed},
         )
         return price_list

@@ -15,6 +15,11 @@ urlpatterns: list[URLPattern] = [
         name="catalog-event-downloads-offer",
     ),
     path("events/<int:event_id>/prices", apis.EventPricesApi.as_view(), name="catalog-event-prices"),
+    path(
+        "events/<int:event_id>/prices/currency",
+        apis.EventPriceCurrencyApi.as_view(),
+        name="catalog-event-prices-currency",
+    ),
     path("photos/<int:photo_id>/withdraw", apis.PhotoWithdrawApi.as_view(), name="catalog-photo-withdraw"),
     path("products/<int:product_id>", apis.ProductDetailApi.as_view(), name="catalog-product-detail"),
     path("products/<int:product_id>/restock", apis.ProductRestockApi.as_view(), name="catalog-product-restock"),

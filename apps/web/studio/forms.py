@@ -213,17 +213,42 @@ class RestockForm(StudioForm):
     )
 
 
+class PriceCurrencyForm(StudioForm):
+    """Price the event in another currency: every price of it is removed, to be set again
+    (`apps.catalog.services.price_list_currency_change`). `current` is the price list's currency."""
+
+    currency = forms.RegexField(
+        regex=r"^[A-Za-z]{3}$", max_length=3, label="New currency", help_text="ISO 4217, e.g. USD."
+    )
+    confirm = forms.BooleanField(
+        label="Remove every price of this event",
+        error_messages={"required": "Tick this to confirm: amounts do not carry over to another currency."},
+    )
+
+    def __init__(self, *args: Any, current: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.current = current
+
+    def clean_currency(self) -> str:
+        currency = str(self.cleaned_data["currency"]).upper()
+        if not currency_supported(currency):
+            raise forms.ValidationError(unsupported_currency_message(currency))
+        if currency == self.current:
+            raise forms.ValidationError(f"This event is already priced in {currency}.")
+        return currency
+
+
 class PriceListForm(StudioForm):
     """The event's prices in one currency: downloads, the bulk product and print sizes. An empty
     amount leaves that price as it is (prices are upserted per kind and size).
 
-    `fixed_currency` is the currency of the event's price list once it has one (it cannot change
-    then): the field shows it, read-only, and an empty field means it. The currency must be one
-    Darkroom sells in (`apps.core.currencies`), checked before any amount is read in it; the
-    service checks it again for every caller."""
+    `fixed_currency` is the currency of the event's price list once it has one (only
+    `PriceCurrencyForm` changes it): the field shows it, read-only, and an empty field means it.
+    The currency must be one Darkroom sells in (`apps.core.currencies`), checked before any
+    amount is read in it; the service checks it again for every caller."""
 
     currency = forms.RegexField(
-        regex=r"^[A-Za-z]{3}$", max_length=3, help_text="ISO 4217, e.g. EUR. Fixed once the first price is set."
+        regex=r"^[A-Za-z]{3}$", max_length=3, help_text="ISO 4217, e.g. EUR. Every price of the event is in it."
     )
     download = forms.CharField(required=False, max_length=AMOUNT_MAX_LENGTH, label="Download (one photo)")
     bulk = forms.CharField(required=False, max_length=AMOUNT_MAX_LENGTH, label="All my photos of the event")
@@ -242,7 +267,7 @@ class PriceListForm(StudioForm):
             currency = self.fields["currency"]
             currency.required = False
             currency.initial = fixed_currency
-            currency.help_text = f"This event is priced in {fixed_currency}; its currency cannot change."
+            currency.help_text = f"This event is priced in {fixed_currency} (“Change the currency” below)."
             currency.widget.attrs["readonly"] = True
         for i in range(print_rows):
             self.fields[f"print_size_{i}"] = forms.CharField(required=False, max_length=32, label="Print size")

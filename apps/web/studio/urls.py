@@ -52,6 +52,7 @@ urlpatterns = [
     path("events/<studio_id:event_id>/products", events.event_products, name="event-products"),
     path("events/<studio_id:event_id>/products/downloads", events.event_downloads_offer, name="event-downloads-offer"),
     path("events/<studio_id:event_id>/prices", events.event_prices, name="event-prices"),
+    path("events/<studio_id:event_id>/prices/currency", events.event_prices_currency, name="event-prices-currency"),
     path(
         "events/<studio_id:event_id>/products/<studio_id:product_id>/active",
         events.product_active,

@@ -338,7 +338,7 @@ def test_edit_prices_shows_the_events_currency_and_prices(studio: StudioPeople) 
     # then: the editor shows the fixed currency (read-only) and the current prices
     currency = price_input(page, "currency")
     assert 'value="JPY"' in currency and "readonly" in currency
-    assert "This event is priced in JPY; its currency cannot change." in page
+    assert "This event is priced in JPY (“Change the currency” below)." in page
     assert 'value="1500"' in price_input(page, "download") and 'value="9000"' in price_input(page, "bulk")
     assert 'value="A4"' in price_input(page, "print_size_0")
     assert 'value="3000"' in price_input(page, "print_amount_0")

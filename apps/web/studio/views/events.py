@@ -39,6 +39,7 @@ from apps.web.studio.forms import (
     DownloadsOfferForm,
     EventEditForm,
     EventForm,
+    PriceCurrencyForm,
     PriceListForm,
     ProductActiveForm,
     ProductForm,
@@ -174,6 +175,7 @@ def _render_event(
     upload_form: UploadForm | None = None,
     product_form: ProductForm | None = None,
     price_form: PriceListForm | None = None,
+    currency_form: PriceCurrencyForm | None = None,
     row_form: tuple[int, ProductActiveForm | RestockForm] | None = None,
     edit_form: EventEditForm | None = None,
 ) -> HttpResponse:
@@ -192,6 +194,8 @@ def _render_event(
         product_form = product_form or ProductForm()
         price_list = catalog.price_list_of_event(tenant_id=tenant_id, event_id=event.pk)
         price_form = price_form or PriceListForm.for_price_list(price_list, prices)
+        if price_list is not None:
+            currency_form = currency_form or PriceCurrencyForm(current=price_list.currency)
         edit_form = edit_form or EventEditForm.for_event(event)
     context: dict[str, Any] = {
         "studio": studio,
@@ -204,6 +208,7 @@ def _render_event(
         "upload_form": upload_form,
         "product_form": product_form,
         "price_form": price_form,
+        "currency_form": currency_form,
         "edit_form": edit_form,
         "downloads_offer_form": DownloadsOfferForm() if studio.can_write_catalog else None,
         "max_files": MAX_FILES_PER_UPLOAD,
@@ -424,6 +429,47 @@ def event_prices(request: HttpRequest, studio: Studio, event_id: int) -> HttpRes
         effect=effect,
         rerender=lambda status: _render_event(request, studio, event, status=status, price_form=form),
         error_fields={PriceListCurrencyMismatch: "currency"},
+    )
+
+
+@require_POST
+@studio_page(*CATALOG_WRITE_ROLES)
+def event_prices_currency(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
+    """Price the event in another currency; every price is removed (audited)."""
+    event = _event_or_404(request, studio, event_id)
+    if isinstance(event, HttpResponse):
+        return event
+    price_list = catalog.price_list_of_event(tenant_id=studio.tenant_id, event_id=event.pk)
+    if price_list is None:
+        return problem_page(
+            request,
+            studio,
+            status=409,
+            title="No prices yet",
+            message="This event has no prices yet: choose its currency with its first prices.",
+        )
+    form = PriceCurrencyForm(request.POST, current=price_list.currency)
+
+    def effect() -> str:
+        services.price_list_currency_change(
+            tenant_id=studio.tenant_id,
+            event_id=event.pk,
+            currency=form.cleaned_data["currency"],
+            actor=Actor.member(studio.user),
+        )
+        messages.success(
+            request,
+            f"This event is now priced in {form.cleaned_data['currency']}. Its prices were removed: "
+            "set them again, or its products cannot be bought.",
+        )
+        return reverse("studio:event", args=[event.pk]) + "#prices"
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_event(request, studio, event, status=status, currency_form=form),
     )
 
 
