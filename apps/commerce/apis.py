@@ -184,7 +184,7 @@ class CheckoutCreateApi(TenantApi):
     permission_classes = [SHOP_ROLES]
 
     class InputSerializer(StrictSerializer):
-        email = serializers.EmailField()
+        email = serializers.EmailField(max_length=254)
         provider = serializers.ChoiceField(choices=Provider.values)
         lines = CheckoutLineInputSerializer(  # type: ignore[call-arg]  # ListSerializer kwargs
             many=True, allow_empty=False, max_length=settings.CHECKOUT_MAX_LINES
@@ -333,7 +333,7 @@ class EntitlementListApi(TenantApi):
     permission_classes = [SHOP_ROLES]
 
     class FilterSerializer(StrictSerializer):
-        email = serializers.EmailField()
+        email = serializers.EmailField(max_length=254)
         downloads_offset = serializers.IntegerField(min_value=0, max_value=10_000_000, default=0, required=False)
         downloads_limit = serializers.IntegerField(
             min_value=1, max_value=settings.ENTITLEMENT_BULK_DOWNLOADS_LIMIT, required=False

@@ -115,7 +115,11 @@ class EventAttendeesApi(TenantApi):
     class AttendeeInSerializer(StrictSerializer):
         email = serializers.EmailField(max_length=254)
         name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-        email_consent = serializers.BooleanField(required=False, default=False)
+        email_consent = serializers.BooleanField(
+            required=False,
+            help_text="True records the attendee's consent to announcements by e-mail now; false withdraws it; "
+            "omitted keeps a known attendee's recorded consent (a new attendee has none).",
+        )
 
     class InputSerializer(StrictSerializer):
         attendees = serializers.ListField(min_length=1, max_length=MAX_ATTENDEES_PER_REGISTRATION)
@@ -147,7 +151,10 @@ class EventAttendeesApi(TenantApi):
     @extend_schema(
         request=InputSerializer,
         responses={200: OutputSerializer},
-        description="Register attendees; `email_consent` records that the attendee agreed to announcements by e-mail.",
+        description=(
+            "Register attendees; `email_consent` records that the attendee agreed to announcements by e-mail "
+            "(false withdraws it; omitted keeps what is recorded)."
+        ),
     )
     def post(self, request: Request, event_id: int) -> Response:
         data = self.InputSerializer(data=request.data)

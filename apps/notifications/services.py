@@ -87,9 +87,12 @@ MAX_ATTENDEES_PER_REGISTRATION = 1000
 
 @dataclass(frozen=True)
 class AttendeeIn:
+    """One attendee to register. `email_consent` None: a known attendee's recorded consent stays
+    as it is (a new one has none); True records it now; False withdraws it."""
+
     email: str
     name: str = ""
-    email_consent: bool = False
+    email_consent: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -124,9 +127,10 @@ def attendees_register(
     keep_consent: bool = False,
 ) -> RegisterResult:
     """Register (or update) an event's attendees by e-mail, with their e-mail consent as the
-    studio recorded it; audited. Joins the caller's transaction or opens one. With
-    `keep_consent`, a known attendee's recorded consent is never withdrawn (an `email_consent`
-    of False only registers new attendees without it).
+    studio recorded it; audited. Joins the caller's transaction or opens one. An attendee's
+    `email_consent` None keeps a known attendee's consent as recorded; with `keep_consent`, False
+    does too (a known attendee's recorded consent is never withdrawn; False only registers new
+    attendees without it).
 
     An attendee who unsubscribed stays unsubscribed: only they can undo that. E-mails are
     lower-cased; the caller passes each e-mail once. Raises EventNotFound.
@@ -134,18 +138,25 @@ def attendees_register(
     if not Event.objects.filter(tenant=tenant, pk=event_id).exists():
         raise EventNotFound(f"Event {event_id} does not exist in this studio.")
     now = timezone.now()
-    params: dict[str, Any] = {
-        "tenant": tenant.pk,
-        "event": event_id,
-        "now": now,
-        "emails": [a.email.strip().lower() for a in attendees],
-        "names": [a.name.strip() for a in attendees],
-        "consents": [a.email_consent for a in attendees],
-        "keep_consent": keep_consent,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(_REGISTER_SQL, params)
-        inserted = [row[0] for row in cursor.fetchall()]
+    inserted: list[bool] = []
+    # One statement for the rows that set consent, one for those that keep a known attendee's.
+    keeps = [a.email_consent is None or (keep_consent and not a.email_consent) for a in attendees]
+    for keep in (False, True):
+        rows = [a for a, row_keeps in zip(attendees, keeps, strict=True) if row_keeps == keep]
+        if not rows:
+            continue
+        params: dict[str, Any] = {
+            "tenant": tenant.pk,
+            "event": event_id,
+            "now": now,
+            "emails": [a.email.strip().lower() for a in rows],
+            "names": [a.name.strip() for a in rows],
+            "consents": [bool(a.email_consent) for a in rows],
+            "keep_consent": keep,
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(_REGISTER_SQL, params)
+            inserted += [row[0] for row in cursor.fetchall()]
     result = RegisterResult(created=sum(inserted), updated=len(inserted) - sum(inserted))
     audit_record(
         action="attendees.register",

@@ -272,6 +272,10 @@ def test_checkout_create_takes_a_dotless_host_and_the_longest_return_url(tenant_
             assert Checkout.objects.get(pk=created.pk).return_url == return_url
 
 
+# A well-formed address (labels of 60) too long for the column (254): once a 500.
+LONG_EMAIL = f"{'a' * 64}@{'.'.join(['b' * 60] * 4)}.test"
+
+
 def _refusals(shop, other_shop):
     return [
         ("unknown product", {"lines": [{"product": 999_999}]}, 400),
@@ -287,6 +291,7 @@ def _refusals(shop, other_shop):
         ("too many prints", {"lines": [{"product": shop.print.pk, "quantity": 1000}]}, 400),
         ("bad provider", {"lines": [{"product": shop.download.pk}], "provider": "bitcoin"}, 400),
         ("bad email", {"lines": [{"product": shop.download.pk}], "email": "not-an-email"}, 400),
+        ("email over 254", {"lines": [{"product": shop.download.pk}], "email": LONG_EMAIL}, 400),
     ]
 
 

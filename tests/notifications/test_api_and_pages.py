@@ -75,6 +75,29 @@ def test_a_studio_registers_attendees_then_updates_them(tenant_a: Any) -> None:
     assert api.get(path).json()["results"][0]["photo_alerts_at"] is not None
 
 
+def test_an_omitted_consent_keeps_what_was_recorded_and_false_withdraws_it(tenant_a: Any) -> None:
+    # given: Ann consented; Bob did not
+    event = an_event(tenant_a.org)
+    api = tenant_a.client()
+    path = f"/api/v1/events/{event.pk}/attendees"
+    people = [{"email": "ann@example.com", "email_consent": True}, {"email": "bob@example.com"}]
+    assert post(api, path, {"attendees": people}).status_code == 200
+    recorded_at = attendees()[0].consent_recorded_at
+    # when: both are sent again without `email_consent` (a name change), with a new attendee
+    renamed = [{"email": "ann@example.com", "name": "Ann"}, {"email": "bob@example.com", "name": "Bob"}]
+    again = post(api, path, {"attendees": [*renamed, {"email": "cy@example.com"}]})
+    # then: Ann's consent and its time are kept, Bob still has none, Cy has none
+    assert again.json() == {"created": 1, "updated": 2}
+    assert [(a.name, a.email_consent, a.consent_recorded_at) for a in attendees()] == [
+        ("Ann", True, recorded_at),
+        ("Bob", False, None),
+        ("", False, None),
+    ]
+    # and: an explicit false withdraws Ann's consent
+    assert post(api, path, {"attendees": [{"email": "ann@example.com", "email_consent": False}]}).status_code == 200
+    assert (attendees()[0].email_consent, attendees()[0].consent_recorded_at) == (False, None)
+
+
 def test_an_unsubscribed_attendee_stays_unsubscribed_after_a_reimport(tenant_a: Any) -> None:
     event, people = event_with_attendees(tenant_a.org, consenting=1)
     token = attendee_token(tenant_id=tenant_a.org.pk, attendee_id=people[0].pk)
