@@ -344,7 +344,13 @@ class EventDownloadsOfferApi(_CatalogApi):
 
 class PriceSerializer(StrictSerializer):
     kind = serializers.ChoiceField(choices=ProductKind.choices)
-    size = serializers.CharField(max_length=32, required=False, default="")
+    size = serializers.CharField(
+        max_length=32,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="A print's size (e.g. A4); empty or left out for downloads and the bulk item, as GET shows them.",
+    )
     amount_minor = serializers.IntegerField(min_value=1, max_value=services.PRICE_MAX_MINOR)
 
 

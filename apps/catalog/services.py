@@ -86,10 +86,13 @@ def event_create(
 ) -> Event:
     """Create an event; an access-code event stores only a password hash of its code.
 
-    Joins the caller's transaction (a savepoint guards the insert). Raises InvalidInput when
-    the access code does not match the visibility or the slug is reserved (RESERVED_EVENT_SLUGS),
-    EventSlugTaken when the tenant already has an event with this slug.
+    The slug is stored lower-cased (shop links are typed by hand: `/s/<studio>/Gala/` and
+    `/gala/` are one event, which the shop finds whatever the case). Joins the caller's
+    transaction (a savepoint guards the insert). Raises InvalidInput when the access code does
+    not match the visibility or the slug is reserved (RESERVED_EVENT_SLUGS), EventSlugTaken when
+    the tenant already has an event with this slug.
     """
+    slug = slug.lower()
     if slug in RESERVED_EVENT_SLUGS:
         raise InvalidInput(
             f"The slug {slug!r} is reserved for the shop's own pages.",
@@ -233,8 +236,13 @@ def product_create(
         if kind in (ProductKind.DOWNLOAD, ProductKind.PRINT):
             if photo_id is None:
                 errors["photo_id"] = ["Required for this kind."]
-            elif not Photo.objects.filter(tenant_id=tenant_id, event_id=event.pk, pk=photo_id).exists():
-                errors["photo_id"] = ["No such photo in this event."]
+            else:
+                photo = Photo.objects.filter(tenant_id=tenant_id, event_id=event.pk, pk=photo_id).first()
+                if photo is None:
+                    errors["photo_id"] = ["No such photo in this event."]
+                elif photo.withdrawn_at is not None:
+                    # (A product made while a withdrawal commits is harmless: nothing sells it.)
+                    errors["photo_id"] = ["This photo was withdrawn: it is not sold any more."]
         elif photo_id is not None:
             errors["photo_id"] = ["A bulk product covers the whole event; omit photo_id."]
         if kind == ProductKind.PRINT:

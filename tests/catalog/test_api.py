@@ -7,6 +7,7 @@ import json
 import pytest
 from django.contrib.auth.hashers import check_password
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 
 from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock
 from apps.catalog.services import photo_generate_derivatives
@@ -94,6 +95,20 @@ def test_duplicate_slug_is_a_409_problem(tenant_a):
     assert problem(response)["type"] == "/problems/event-slug-taken"
     with tenant_context(tenant_a.org.pk):
         assert Event.objects.count() == 1
+
+
+def test_slugs_are_lower_case_and_the_shop_finds_an_event_whatever_the_case(tenant_a):
+    client = tenant_a.client()
+    # when: an event is made with an upper-case slug, then again in another case
+    created = post(client, "/api/v1/events", {**EVENT, "slug": "Spring-GALA"})
+    again = post(client, "/api/v1/events", {**EVENT, "slug": "spring-gala"})
+    # then: stored lower-case, and the second is the same slug (409), not another event
+    assert created.status_code == 201 and created.json()["slug"] == "spring-gala"
+    assert again.status_code == 409
+    # and: the shop's link works typed in any case
+    for typed in ("spring-gala", "Spring-Gala", "SPRING-GALA"):
+        page = Client().get(f"/s/{tenant_a.org.slug}/{typed}/")
+        assert page.status_code == 200, typed
 
 
 def test_staff_member_cannot_create_events(tenant_a, member_client):

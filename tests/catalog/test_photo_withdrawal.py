@@ -11,7 +11,7 @@ import pytest
 from django.core.files.storage import default_storage
 
 from apps.catalog.errors import PhotoAlreadyWithdrawn
-from apps.catalog.models import Photo
+from apps.catalog.models import Photo, Product
 from apps.catalog.products import Actor
 from apps.catalog.selectors import public_event_photos
 from apps.catalog.services import photo_generate_derivatives
@@ -109,6 +109,26 @@ def test_withdrawal_refusals_write_nothing(tenant_a: Any, tenant_b: Any) -> None
     with system_context("test"):
         assert OutboxMessage.objects.filter(topic=PHOTO_WITHDRAWN_TOPIC).count() == 1
         assert AuditLog.objects.filter(action="photo.withdraw").count() == 1
+
+
+def test_no_new_product_sells_a_withdrawn_photo(tenant_a: Any) -> None:
+    # given: a withdrawn photo
+    shop = make_shop(org=tenant_a.org)
+    assert withdraw_api(tenant_a.client(), shop.photo.pk).status_code == 200
+    with tenant_context(tenant_a.org.pk):
+        before = Product.objects.count()
+    # when: a print of it is offered
+    response = tenant_a.client().post(
+        f"/api/v1/events/{shop.event.pk}/products",
+        {"kind": "print", "photo_id": shop.photo.pk, "size": "A2", "stock_quantity": 5},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=new_key(),
+    )
+    # then: a 400 that says why, and no product
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"]["photo_id"] == ["This photo was withdrawn: it is not sold any more."]
+    with tenant_context(tenant_a.org.pk):
+        assert Product.objects.count() == before
 
 
 def test_checkouts_refuse_a_withdrawn_photo_and_buyers_keep_what_they_bought_alone(tenant_a: Any) -> None:

@@ -243,3 +243,17 @@ def test_the_studio_page_changes_the_currency_after_a_confirmation(tenant_a: Any
     with tenant_context(tenant_a.org.pk):
         assert PriceList.objects.get(event=shop.event).currency == "USD"
         assert not Price.objects.filter(event=shop.event).exists()
+
+
+def test_the_price_list_goes_back_as_it_came(tenant_a: Any) -> None:
+    # given: an event's prices as GET shows them (downloads and bulk with an empty size)
+    shop = make_shop(org=tenant_a.org, currency="EUR", download_price=1300)
+    api = tenant_a.client()
+    path = f"/api/v1/events/{shop.event.pk}/prices"
+    shown = api.get(path).json()
+    assert {"kind": "download", "size": "", "amount_minor": 1300} in shown["prices"]
+    # when: the same body is posted back
+    again = post(api, path, {"currency": shown["currency"], "prices": shown["prices"]})
+    # then: accepted, and nothing changed
+    assert again.status_code == 200, again.content
+    assert again.json() == shown

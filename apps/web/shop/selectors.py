@@ -191,9 +191,14 @@ def shop_events_page(*, tenant_id: int, query: str = "", page: int = 1, per_page
 
 
 def shop_event(*, tenant_id: int, event_slug: str) -> ShopEvent:
-    """An event by slug, public or protected (the caller checks the unlock). Raises EventNotFound."""
+    """An event by slug, whatever its case (slugs are stored lower-case; an exact match first, for
+    an event made before that), public or protected (the caller checks the unlock). Raises
+    EventNotFound."""
     with tenant_context(tenant_id):
-        event = Event.objects.filter(tenant_id=tenant_id, slug=event_slug).first()
+        event = (
+            Event.objects.filter(tenant_id=tenant_id, slug=event_slug).first()
+            or Event.objects.filter(tenant_id=tenant_id, slug=event_slug.lower()).first()
+        )
     if event is None:
         raise EventNotFound(f"No event {event_slug!r}.")
     return public_event(event)
