@@ -28,6 +28,7 @@ from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event
 from apps.catalog.products import Actor
 from apps.core.problems import InvalidInput
+from apps.core.text import title_problem
 from apps.tenancy.context import tenant_context
 from apps.tenancy.services import audit_record
 
@@ -58,8 +59,8 @@ def access_code_hash(*, visibility: str, access_code: str | None) -> str:
 
 def _check_fields(*, title: str | None, visibility: str | None) -> None:
     errors: dict[str, list[str]] = {}
-    if title is not None and not (0 < len(title.strip()) and len(title) <= TITLE_MAX_LENGTH):
-        errors["title"] = [f"Between 1 and {TITLE_MAX_LENGTH} characters."]
+    if title is not None and (problem := title_problem(title, max_length=TITLE_MAX_LENGTH)):
+        errors["title"] = [problem]
     if visibility is not None and visibility not in Event.Visibility.values:
         errors["visibility"] = [f"One of: {', '.join(Event.Visibility.values)}."]
     if errors:

@@ -30,7 +30,7 @@ from apps.catalog.errors import (
 )
 from apps.catalog.events import ACCESS_CODE_MIN_LENGTH as ACCESS_CODE_MIN_LENGTH
 from apps.catalog.events import EVENT_UPDATED as EVENT_UPDATED
-from apps.catalog.events import access_code_hash
+from apps.catalog.events import TITLE_MAX_LENGTH, access_code_hash
 from apps.catalog.events import event_update as event_update
 from apps.catalog.models import RESERVED_EVENT_SLUGS, Event, Photo, Price, PriceList, ProductKind, Stock
 from apps.catalog.models import Product as ProductModel
@@ -50,6 +50,7 @@ from apps.catalog.uploads import photo_upload as photo_upload
 from apps.catalog.uploads import request_derivatives
 from apps.core.currencies import currency_supported, unsupported_currency_message
 from apps.core.problems import InvalidInput
+from apps.core.text import title_problem
 from apps.outbox.requeue import requeue_stale
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization
@@ -88,11 +89,14 @@ def event_create(
 
     The slug is stored lower-cased (shop links are typed by hand: `/s/<studio>/Gala/` and
     `/gala/` are one event, which the shop finds whatever the case). Joins the caller's
-    transaction (a savepoint guards the insert). Raises InvalidInput when the access code does
-    not match the visibility or the slug is reserved (RESERVED_EVENT_SLUGS), EventSlugTaken when
-    the tenant already has an event with this slug.
+    transaction (a savepoint guards the insert). Raises InvalidInput when the title is empty,
+    too long or holds control characters (`title_problem`), the access code does not match the
+    visibility or the slug is reserved (RESERVED_EVENT_SLUGS), EventSlugTaken when the tenant
+    already has an event with this slug.
     """
     slug = slug.lower()
+    if problem := title_problem(title, max_length=TITLE_MAX_LENGTH):
+        raise InvalidInput(f"Title: {problem}", extra={"errors": {"title": [problem]}})
     if slug in RESERVED_EVENT_SLUGS:
         raise InvalidInput(
             f"The slug {slug!r} is reserved for the shop's own pages.",

@@ -7,11 +7,13 @@ stores it. The API's JSON parser refuses lone surrogates anywhere (DRF's CharFie
 itself); the webhook endpoint refuses either in the identifiers it stores as text.
 
 `text_field_problem` is the one check of a short free-text field (a shipping address line, a
-carrier, a withdrawal's reason); `search_text` makes a search box's input safe to query.
+carrier, a withdrawal's reason); `title_problem` of a title shown on pages and in e-mails;
+`search_text` makes a search box's input safe to query.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 
 
@@ -52,6 +54,24 @@ def text_field_problem(value: str, *, required: bool, max_length: int) -> str:
         return f"At most {max_length} characters."
     if any(not ch.isprintable() for ch in value):
         return "Control characters are not allowed."
+    return ""
+
+
+# Bidirectional embeddings, overrides and isolates (LRE, RLE, PDF, LRO, RLO; LRI, RLI, FSI, PDI):
+# in a title they reorder the text around it (on the page, in an e-mail subject), spoofing it.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def title_problem(value: str, *, max_length: int) -> str:
+    """What is wrong with a title (an event's, an announcement's), as a sentence for the user;
+    "" when nothing is. Refuses control characters and bidirectional overrides, but not other
+    format characters (the zero-width joiner of an emoji, a soft hyphen)."""
+    if not value.strip():
+        return "This field is required."
+    if len(value) > max_length:
+        return f"At most {max_length} characters."
+    if any(ch in _BIDI_CONTROLS or unicodedata.category(ch) == "Cc" for ch in value):
+        return "Control characters (including text-direction overrides) are not allowed."
     return ""
 
 

@@ -38,6 +38,7 @@ from apps.catalog.models import Event
 from apps.core.locks import LockBusy, try_fenced_lock
 from apps.core.mail import mail_message_id
 from apps.core.problems import DomainError, InvalidInput, NotFound
+from apps.core.text import title_problem
 from apps.notifications.mailers import MailReport, OutgoingEmail, get_mailer
 from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
 from apps.notifications.selectors import attendee_link
@@ -220,11 +221,18 @@ def notifications_mark_read(*, tenant_id: int, attendee_id: int, notification_id
 # --- announcements --------------------------------------------------------------------------
 
 
+ANNOUNCEMENT_TITLE_MAX_LENGTH = 200  # Announcement.title
+
+
 @transaction.atomic
 def announcement_create(
     *, tenant: Organization, event_id: int, title: str, body: str, actor: User | None, actor_label: str
 ) -> Announcement:
-    """A draft announcement to the attendees of one of the studio's events. Raises UnknownEvent."""
+    """A draft announcement to the attendees of one of the studio's events. Raises UnknownEvent,
+    InvalidInput (a title with control characters or direction overrides: it is the e-mail's
+    subject)."""
+    if problem := title_problem(title, max_length=ANNOUNCEMENT_TITLE_MAX_LENGTH):
+        raise InvalidInput(f"Title: {problem}", extra={"errors": {"title": [problem]}})
     if not Event.objects.filter(tenant=tenant, pk=event_id).exists():
         raise UnknownEvent(f"Event {event_id} does not exist in this studio.")
     return Announcement.objects.create(
