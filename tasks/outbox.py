@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import time
 from typing import Any
 
@@ -45,9 +46,10 @@ def cleanup() -> dict[str, int]:
 def requeue_unconsumed() -> dict[str, int]:
     """Idempotent: a message sent again is published afresh, so the next pass leaves it alone
     for another OUTBOX_LOST_MESSAGE_AFTER_SECONDS."""
-    from config.celery_app import app
-
-    app.loader.import_default_modules()  # the consumers declare their flows on import (a worker has)
+    # The consumers declare their flows on import (a worker has imported them already). Plain
+    # imports: Celery's `import_default_modules` would also run `django.setup()` again.
+    for module in settings.CELERY_IMPORTS:
+        importlib.import_module(module)
     with system_context("outbox lost-message sweep"):
         return outbox_requeue_unconsumed(
             older_than_seconds=settings.OUTBOX_LOST_MESSAGE_AFTER_SECONDS,

@@ -304,7 +304,17 @@ LOGGING = {
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]},
+        # The process's own stderr, never whatever `sys.stderr` is when this is applied: in a Celery
+        # pool child that is Celery's LoggingProxy (stdout/stderr redirected to the `celery.redirected`
+        # logger), and a handler writing into it sends every record back into the proxy, whose
+        # recursion guard drops it. `django.setup()` applies this again in a child whenever a task
+        # imports the task modules (`app.loader.import_default_modules()`), which silenced it for good.
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.__stderr__",
+            "formatter": "json",
+            "filters": ["context"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
