@@ -15,8 +15,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from apps.commerce.models import Checkout
+from apps.commerce.models import Checkout, Provider
 from apps.payments.providers.base import ProviderError, minor_to_major
+from apps.payments.providers.registry import get_provider
+from apps.payments.providers.sandbox import SandboxProvider
 from apps.payments.sandbox import SandboxCheckout, sandbox_checkout, sandbox_session_outcome, sandbox_settle
 from apps.tenancy.context import tenant_context
 
@@ -32,32 +34,75 @@ def _found(checkout_id: uuid.UUID) -> SandboxCheckout:
     return found
 
 
+def _session_exists(checkout: Checkout) -> bool:
+    """Whether the sandbox holds the checkout's payment session (Pay on a checkout without one is
+    refused: the session is created once its prints are reserved)."""
+    provider = get_provider(Provider.SANDBOX)
+    assert isinstance(provider, SandboxProvider)
+    try:
+        provider.session_details(reference=checkout.sandbox_reference or provider.reference_for(str(checkout.pk)))
+    except ProviderError:
+        return False
+    return True
+
+
+def _state(checkout: Checkout, outcome: str | None, transaction_status: str | None) -> str:
+    """What pressing Pay would do now, which is what the page says and offers:
+
+    * "payable": the session takes payment and the checkout is open: Pay charges, Darkroom
+      fulfils. "refunded_if_paid": the session takes payment but the checkout is no longer open
+      (e.g. sold out): Pay charges, and Darkroom refunds the payment (the state machine's late
+      payment).
+    * "paid" / "refunded": the session was paid (and, for "refunded", Darkroom refunded it since):
+      nothing more is charged; Pay only re-sends the same payment event.
+    * "failed": the session was settled as failed: Pay is refused (409), nothing was charged.
+    * "closed" / "paid_late": the checkout expired or its session closed: Pay is refused (409);
+      "paid_late" when a payment still got in before the close (Darkroom refunds it).
+    * "no_session": the sandbox has no session for the checkout yet (or never will, for a final
+      checkout): Pay is refused.
+    """
+    closed = checkout.status == Checkout.Status.EXPIRED or outcome == "expired"
+    if closed:
+        return "paid_late" if outcome == "paid" else "closed"
+    if outcome == "paid":
+        return "refunded" if transaction_status == "refunded" else "paid"
+    if outcome == "failed":
+        return "failed"
+    if not _session_exists(checkout):
+        return "no_session"
+    return "payable" if checkout.status in Checkout.OPEN_STATUSES else "refunded_if_paid"
+
+
+_CHARGED_STATES = frozenset({"payable", "refunded_if_paid", "paid", "refunded", "paid_late"})
+
+
 def _context(found: SandboxCheckout, **extra: Any) -> dict[str, Any]:
-    """The page's values. A `closed` session (its checkout expired, or the session closed or past
-    its expiry, whatever the checkout's row says yet) can no longer be paid: the page offers no
-    Pay or Fail and claims no charge; `paid_late` when a payment still got in before the close
-    (Darkroom refunds it)."""
+    """The page's values: `state` (see `_state`) decides its heading, total and buttons, so what it
+    says is what pressing Pay will do. Only "payable" and "refunded_if_paid" offer Pay and Fail;
+    "Total charged" appears only once the session was paid."""
     checkout = found.checkout
     with tenant_context(checkout.tenant_id):
         txn = getattr(Checkout.objects.select_related("transaction").get(pk=checkout.pk), "transaction", None)
-    outcome = sandbox_session_outcome(checkout=checkout)
-    closed = checkout.status == Checkout.Status.EXPIRED or outcome == "expired"
+    transaction_status = txn.status if txn is not None else None
+    state = _state(checkout, sandbox_session_outcome(checkout=checkout), transaction_status)
     return {
         "checkout": checkout,
-        "transaction_status": txn.status if txn is not None else None,
+        "transaction_status": transaction_status,
         "amount": minor_to_major(checkout.amount_minor, checkout.currency),
         "lines": [
             {
                 "line": line,
                 "amount": minor_to_major(line.amount_minor, line.currency),
-                "charged": line.state == "confirmed" and not closed,
+                "charged": line.state == "confirmed" and state in _CHARGED_STATES,
             }
             for line in found.lines
         ],
-        "payable": checkout.status == Checkout.Status.AWAITING_PAYMENT and not closed,
-        "closed": closed,
-        "paid_late": closed and outcome == "paid",
+        "state": state,
+        "payable": state in ("payable", "refunded_if_paid"),
+        "closed": state in ("closed", "paid_late"),
+        "paid_late": state == "paid_late",
         "final": checkout.status not in Checkout.OPEN_STATUSES,
+        "status_text": checkout.get_status_display().lower(),
         **extra,
     }
 

@@ -1,7 +1,8 @@
 """The sandbox's pay page of a session that can no longer be paid (its checkout expired, or the
 session closed or past its expiry before the sweep caught up) says so: no "Pay <amount>", no
 "Total charged", no Pay or Fail buttons, also on the 409 answer to a late Pay. An open session's
-page still offers both."""
+page still offers both, with its total "To pay" (tests/payments/test_sandbox_pay_page_states.py
+covers the other states)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def offers_to_pay(page: str) -> bool:
 def test_an_open_sessions_page_offers_to_pay_its_total(tenant_a, shop):
     checkout_id = new_checkout(tenant_a, shop, {"product": shop.download.pk})
     page = pay_page(checkout_id)
-    assert "Pay 9.00 EUR" in page and "Total charged" in page
+    assert "Pay 9.00 EUR" in page and "To pay" in page
+    assert "Total charged" not in page  # nothing is charged before Pay
     assert offers_to_pay(page) and CLOSED not in page
 
 

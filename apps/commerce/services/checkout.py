@@ -272,8 +272,9 @@ def _check_shipping(*, shipping: ShippingIn | None, has_prints: bool) -> dict[st
             errors[f"shipping.{field}"] = [problem]
         cleaned[field] = value
     if errors:
+        # Read by shoppers (the shop's cart) and integrators (`errors` holds the fields) alike.
         raise InvalidShippingAddress(
-            "The shipping address is incomplete or invalid; see `errors`.", extra={"errors": errors}
+            "The shipping address is incomplete or has mistakes: check the fields marked.", extra={"errors": errors}
         )
     return cleaned
 

@@ -9,6 +9,13 @@ page's "Add to cart", the cart's Update and an order's "Put these items back in 
   download next to it would be paid twice: putting the bulk item in takes those downloads out,
   and a download is refused while its event's bulk item is in. Prints are physical goods, not
   covered by it: they stay. (`checkout_create` refuses the combination too, for API clients.)
+* Nothing of a protected event is bought by a session that has not entered its current access
+  code (`locked_events`, by `apps.web.shop.session.locked`, the rule the gallery applies too):
+  a new code locks out the sessions that had entered the old one, including the items they put
+  in their cart before. The cart lists such an item without offering it, and the checkout form
+  refuses it (`check_access`, 403, nothing written) until the new code is entered.
+* An item no longer on sale stays in the cart, named, until the shopper removes it; the checkout
+  form refuses it (`check_on_sale`) in words a shopper reads, before the service would.
 
 Reads nothing itself: callers pass the products they read (`products_by_ids`, `photo_products`).
 """
@@ -17,11 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from django.http import HttpRequest
+
 from apps.catalog.models import ProductKind
 from apps.core.problems import DomainError
-from apps.web.shop.presenters import CartView, item_name, print_shortfall
+from apps.web.shop.presenters import CartView, item_name, locked_problem, off_sale_problem, print_shortfall
 from apps.web.shop.selectors import ShopProduct
-from apps.web.shop.session import Cart
+from apps.web.shop.session import Cart, locked
 
 
 class CartItemRefused(DomainError):
@@ -38,6 +47,78 @@ class NotEnoughStock(DomainError):
     status_code = 409
     slug = "cart-over-stock"
     title = "Not enough left"
+
+
+class EventLocked(DomainError):
+    """The cart holds an item of a protected event whose current access code this session has
+    not entered (the studio changed it since)."""
+
+    status_code = 403
+    slug = "cart-event-locked"
+    title = "Access code needed"
+
+
+class ItemNotForSale(DomainError):
+    """The cart holds an item the studio no longer sells."""
+
+    status_code = 409
+    slug = "cart-item-not-for-sale"
+    title = "No longer on sale"
+
+
+class DownloadIncluded(DomainError):
+    """The cart holds a download next to its event's "All photos of this event" item."""
+
+    status_code = 400
+    slug = "cart-download-included"
+    title = "Already included"
+
+
+def locked_events(request: HttpRequest, products: Iterable[ShopProduct]) -> frozenset[int]:
+    """The events of `products` that are protected and locked for this session (it never entered
+    their current access code): none of their items may be offered or bought."""
+    return frozenset(
+        product.event_id
+        for product in products
+        if locked(
+            request,
+            event_id=product.event_id,
+            protected=product.event_protected,
+            fingerprint=product.event_access_fingerprint,
+        )
+    )
+
+
+def check_access(view: CartView) -> None:
+    """Refuse to check out a cart holding an item of a locked event (`cart_view` marked its rows
+    from `locked_events`). Raises EventLocked."""
+    row = next((row for row in view.rows if row.locked), None)
+    if row is not None:
+        raise EventLocked(locked_problem(row.event_title))
+
+
+def check_on_sale(view: CartView) -> None:
+    """Refuse to check out a cart holding an item no longer on sale, naming it (never its internal
+    id). Raises ItemNotForSale."""
+    for row in view.rows:
+        if row.product is not None:
+            continue
+        raise ItemNotForSale(off_sale_problem(row.name, row.event_title))
+
+
+def check_included(view: CartView) -> None:
+    """Refuse to check out a download that the cart's "All photos of this event" includes (a cart
+    from before `cart_put` refused the pair; the service refuses it too, naming internal ids).
+    Raises DownloadIncluded."""
+    bulk = {
+        row.product.event_id: row.product for row in view.rows if row.product and row.product.kind == ProductKind.BULK
+    }
+    for row in view.rows:
+        if row.product is not None and row.product.kind == ProductKind.DOWNLOAD and row.product.event_id in bulk:
+            raise DownloadIncluded(
+                f"“All photos of this event” for {row.product.event_title} includes the downloads of its photos: "
+                f"remove the download of photo {row.product.photo_id} from your cart, then check out."
+            )
 
 
 def print_quantity(product: ShopProduct, wanted: int) -> tuple[int, str]:

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from django.conf import settings
 
 from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout, CheckoutLine
 from apps.payments.providers.base import money_text
-from apps.web.shop.selectors import ShopProduct
+from apps.web.shop.selectors import ShopItem, ShopProduct
 from apps.web.shop.session import CartLine
 
 
@@ -25,7 +26,16 @@ def product_label(kind: str, size: str) -> str:
     return "All photos of this event (downloads)"
 
 
-def item_name(product: ShopProduct) -> str:
+class Nameable(Protocol):
+    @property
+    def kind(self) -> str: ...
+    @property
+    def size(self) -> str: ...
+    @property
+    def photo_id(self) -> int | None: ...
+
+
+def item_name(product: Nameable) -> str:
     """How a message names an item: "Print A4 (photo 3)", "All photos of this event (downloads)"."""
     label = product_label(product.kind, product.size)
     return f"{label} (photo {product.photo_id})" if product.photo_id is not None else label
@@ -101,6 +111,14 @@ class CartRow:
     # quantity it preselects (the cart's, or at most what is left).
     quantities: list[int]
     selected: int = 0
+    # What names the row, whether the item is on sale or not: in messages ("Print A4 (photo 3)"),
+    # and its photo and event.
+    name: str = ""
+    photo_id: int | None = None
+    event_title: str = ""
+    # Of a protected event whose current access code this session has not entered: not offered
+    # (no price, no quantity menu, not in the totals) and refused at checkout.
+    locked: bool = False
 
     @property
     def is_print(self) -> bool:
@@ -118,6 +136,12 @@ class CartView:
     @property
     def empty(self) -> bool:
         return not self.rows
+
+    @property
+    def blocked(self) -> bool:
+        """Whether a problem of the cart keeps it from being checked out (every one does: the
+        checkout form refuses each), so the page does not offer "Place order"."""
+        return bool(self.problems)
 
     @property
     def digest(self) -> str:
@@ -141,6 +165,21 @@ class CartView:
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+def off_sale_problem(name: str, event_title: str) -> str:
+    """What the cart and the checkout form say of an item the studio no longer sells."""
+    where = f" of “{event_title}”" if event_title else ""
+    return f"{name}{where} is no longer on sale: remove it from your cart, then check out."
+
+
+def locked_problem(event_title: str) -> str:
+    """What the cart and the checkout form say of items of a protected event the session is no
+    longer (or not) unlocked for: the studio changed its access code."""
+    return (
+        f"“{event_title}” now asks for a new access code: enter the event's new access code on its page "
+        "to buy its photos, or remove them from your cart."
+    )
+
+
 def _print_problem(product: ShopProduct, quantity: int) -> tuple[str, str]:
     """(the row's problem, the cart's problem) of a print line asking for more than can be bought now."""
     shortfall = print_shortfall(product, quantity)
@@ -154,23 +193,72 @@ def _print_problem(product: ShopProduct, quantity: int) -> tuple[str, str]:
     return f"Only {limit} left", f"Only {limit} left of {item_name(product)}; lower its quantity to check out."
 
 
-def cart_view(lines: Sequence[CartLine], products: Mapping[int, ShopProduct]) -> CartView:
-    """Rows in the order added; a product no longer on sale stays listed with its problem (the
-    shopper removes it), and so do a print asking for more than is left and a download that the
-    cart's "All photos of this event" includes; totals per currency cover the rows on sale."""
+def cart_view(
+    lines: Sequence[CartLine],
+    products: Mapping[int, ShopProduct],
+    *,
+    locked_events: Collection[int] = frozenset(),
+    off_sale: Mapping[int, ShopItem] | None = None,
+) -> CartView:
+    """Rows in the order added; a product no longer on sale stays listed with its problem (named
+    from `off_sale`, the items `items_by_ids` read; the shopper removes it), and so do a print
+    asking for more than is left and a download that the cart's "All photos of this event"
+    includes; totals per currency cover the rows on sale. A product of an event in
+    `locked_events` (`apps.web.shop.cart_rules.locked_events`) is listed without its price, not
+    counted, and its event's problem says to enter the new access code."""
     rows: list[CartRow] = []
     totals: dict[str, int] = {}
     problems: list[str] = []
+    locked_titles: list[str] = []
     bulk_events = bulk_events_in_cart(lines, products)
     for line in lines:
         product = products.get(line.product_id)
         if product is None or not product.priced:
+            item = (off_sale or {}).get(line.product_id) or product
+            if item is None:
+                label, name, photo_id, event_title = "Item no longer on sale", "An item", None, ""
+            else:
+                label, name = product_label(item.kind, item.size), item_name(item)
+                photo_id, event_title = item.photo_id, item.event_title
             rows.append(
-                CartRow(line.product_id, line.quantity, None, "Item no longer on sale", "", "", "No longer on sale", [])
+                CartRow(
+                    line.product_id,
+                    line.quantity,
+                    None,
+                    label,
+                    "",
+                    "",
+                    "No longer on sale: remove it",
+                    [],
+                    name=name,
+                    photo_id=photo_id,
+                    event_title=event_title,
+                )
             )
-            problems.append("An item in your cart is no longer on sale; remove it to check out.")
+            problems.append(off_sale_problem(name, event_title))
             continue
         assert product.amount_minor is not None and product.currency is not None
+        if product.event_id in locked_events:
+            rows.append(
+                CartRow(
+                    product_id=line.product_id,
+                    quantity=line.quantity,
+                    product=product,
+                    label=product_label(product.kind, product.size),
+                    unit_price="",
+                    amount="",
+                    problem="Needs the event's new access code",
+                    quantities=[],
+                    name=item_name(product),
+                    photo_id=product.photo_id,
+                    event_title=product.event_title,
+                    locked=True,
+                )
+            )
+            if product.event_title not in locked_titles:
+                locked_titles.append(product.event_title)
+                problems.append(locked_problem(product.event_title))
+            continue
         problem = ""
         quantities: list[int] = []
         if product.kind == ProductKind.PRINT:
@@ -197,6 +285,9 @@ def cart_view(lines: Sequence[CartLine], products: Mapping[int, ShopProduct]) ->
                 problem=problem,
                 quantities=quantities,
                 selected=min(line.quantity, len(quantities)),
+                name=item_name(product),
+                photo_id=product.photo_id,
+                event_title=product.event_title,
             )
         )
     if len(totals) > 1:

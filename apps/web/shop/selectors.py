@@ -20,7 +20,7 @@ from django.db.models import OuterRef, Q, QuerySet, Subquery
 
 from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event, Photo, Price, Product, ProductKind, Stock
-from apps.catalog.selectors import PublicEvent, PublicPhoto, public_event
+from apps.catalog.selectors import PublicEvent, PublicPhoto, access_code_fingerprint, public_event
 from apps.catalog.storage import public_url
 from apps.commerce.models import Checkout, CheckoutLine, Entitlement
 from apps.commerce.selectors import checkout_get, download_token, photos_covered
@@ -110,6 +110,9 @@ class ShopProduct:
     currency: str | None
     stock_left: int | None
     thumbnail_url: str | None
+    # The event's access-code fingerprint now ("" for a public event): a session that unlocked
+    # the event with another code (`apps.web.shop.session.unlocked`) may no longer buy it.
+    event_access_fingerprint: str = ""
 
     @property
     def priced(self) -> bool:
@@ -118,6 +121,19 @@ class ShopProduct:
     @property
     def sold_out(self) -> bool:
         return self.kind == ProductKind.PRINT and not self.stock_left
+
+
+@dataclass(frozen=True)
+class ShopItem:
+    """What names a product in the cart when it is no longer on sale (inactive, unpriced, or of a
+    withdrawn photo): its kind, size, photo and event, nothing about price or stock."""
+
+    id: int
+    kind: str
+    size: str
+    photo_id: int | None
+    event_id: int
+    event_title: str
 
 
 @dataclass(frozen=True)
@@ -298,6 +314,7 @@ def _shop_product(product: Product) -> ShopProduct:
         currency=product.price_currency,  # type: ignore[attr-defined]
         stock_left=(product.stock_quantity or 0) if is_print else None,  # type: ignore[attr-defined]
         thumbnail_url=thumbnail,
+        event_access_fingerprint=access_code_fingerprint(product.event.access_code_hash),
     )
 
 
@@ -325,6 +342,24 @@ def products_by_ids(*, tenant_id: int, product_ids: Iterable[int]) -> dict[int, 
     with tenant_context(tenant_id):
         rows = list(_products(tenant_id=tenant_id).filter(pk__in=wanted))
     return {row.pk: _shop_product(row) for row in rows}
+
+
+def items_by_ids(*, tenant_id: int, product_ids: Iterable[int]) -> dict[int, ShopItem]:
+    """The studio's products among `product_ids`, on sale or not (unknown or out-of-range ids
+    are missing): how the cart names an item it can no longer sell."""
+    wanted = sorted({pid for pid in product_ids if 0 < pid <= MAX_ID})
+    if not wanted:
+        return {}
+    with tenant_context(tenant_id):
+        rows = list(
+            Product.objects.filter(tenant_id=tenant_id, pk__in=wanted).values_list(
+                "pk", "kind", "size", "photo_id", "event_id", "event__title"
+            )
+        )
+    return {
+        pk: ShopItem(id=pk, kind=kind, size=size, photo_id=photo_id, event_id=event_id, event_title=title)
+        for pk, kind, size, photo_id, event_id, title in rows
+    }
 
 
 # --- checkouts ------------------------------------------------------------------------------

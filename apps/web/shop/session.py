@@ -94,6 +94,13 @@ def unlocked(request: HttpRequest, event_id: int, fingerprint: str) -> bool:
     return bool(fingerprint) and _unlocked_codes(request).get(str(event_id)) == fingerprint
 
 
+def locked(request: HttpRequest, *, event_id: int, protected: bool, fingerprint: str) -> bool:
+    """The shop's one access rule: a protected event is locked for this session unless it entered
+    the event's current code. Its photos stay hidden, and nothing of it may be bought: not a
+    download, a print nor its "all photos" item, even one put in the cart before the code changed."""
+    return protected and not unlocked(request, event_id, fingerprint)
+
+
 def unlock(request: HttpRequest, event_id: int, fingerprint: str) -> None:
     """Remember the event as unlocked with the code whose fingerprint is given (the most recent
     MAX_UNLOCKED_EVENTS events are kept)."""

@@ -12,11 +12,14 @@
   on DARKROOM_PUBLIC_BASE_URL) is the checkout's return URL: the provider sends the shopper back
   to it after paying. A cart with prints also asks for the shipping address (the fields are
   rendered only then; the service requires it exactly then). Refusals (bad e-mail, incomplete
-  address,
-  empty or changed cart, an item no longer on sale, mixed currencies, a print asking for more
-  than is left, whatever `checkout_create` refuses) show the cart again with the reason and a
-  4xx, having written nothing, and keep what the shopper typed; the checkout kill switch gives a
-  503 page with Retry-After. "Changed" covers what the page showed: the lines, their quantities,
+  address (marked at its fields, with a sentence for people above them), an item of a protected
+  event whose current access code this session has not entered (403: the studio changed the
+  code; `apps.web.shop.cart_rules.locked_events`), empty or changed cart, an item no longer on
+  sale (named, never by its id), mixed currencies, a print asking for more than is left,
+  whatever `checkout_create` refuses) show the cart again with the reason and a 4xx, having
+  written nothing, and keep what the shopper typed; while the cart shows a problem, its
+  "Place order" button is disabled (every problem it lists blocks the checkout); the checkout
+  kill switch gives a 503 page with Retry-After. "Changed" covers what the page showed: the lines, their quantities,
   unit prices and currencies, and the totals (`CartView.digest`); a checkout priced otherwise
   than the page the shopper reviewed is refused the same way (409).
 """
@@ -32,15 +35,24 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import Resolver404, resolve, reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.catalog.errors import PriceNotSet
 from apps.catalog.models import ProductKind
 from apps.commerce.countries import COUNTRIES
-from apps.commerce.errors import InvalidShippingAddress
+from apps.commerce.errors import InvalidCheckoutLine, InvalidShippingAddress
 from apps.commerce.models import Checkout
 from apps.commerce.services import LineIn, ShippingIn, checkout_create
 from apps.core.problems import DomainError, InvalidInput
 from apps.ops.killswitch import CapabilityDisabled, capability_enabled, ensure_enabled
 from apps.ops.models import Capability
-from apps.web.shop.cart_rules import CartItemRefused, cart_put, check_stock
+from apps.web.shop.cart_rules import (
+    CartItemRefused,
+    cart_put,
+    check_access,
+    check_included,
+    check_on_sale,
+    check_stock,
+    locked_events,
+)
 from apps.web.shop.forms import (
     SHIPPING_FORM_FIELDS,
     CartRemoveForm,
@@ -49,7 +61,7 @@ from apps.web.shop.forms import (
     offered_providers,
 )
 from apps.web.shop.presenters import CartView, cart_view
-from apps.web.shop.selectors import Studio, products_by_ids
+from apps.web.shop.selectors import Studio, items_by_ids, products_by_ids
 from apps.web.shop.session import Cart, remember_checkout
 from apps.web.shop.views.common import message_page, render_page, shop_view
 from apps.web.submit_once import SubmissionInFlight, form_nonce, session_caller, submit_once
@@ -67,16 +79,31 @@ class CartChanged(DomainError):
 
 
 CART_CHANGED = "Your cart changed since this page was shown (its items or prices); review it and check out again."
+CART_NOT_SELLABLE = (
+    "Something in your cart can no longer be bought as it is (see your cart below): change it, then check out again."
+)
+# What the cart says above the fields marked with their errors (the form's own, or the
+# service's `errors` on the address).
+FIX_FIELDS = "Please correct the fields marked below, then place your order again."
+FIX_ADDRESS = "Please check your shipping address: the fields marked below need a change."
 
 
 def _cart_url(studio: Studio) -> str:
     return reverse("shop:cart", kwargs={"studio_slug": studio.slug})
 
 
-def _review(studio: Studio, cart: Cart) -> CartView:
-    """The cart as its page shows it, from the products' current prices and stock."""
+def _review(request: HttpRequest, studio: Studio, cart: Cart) -> CartView:
+    """The cart as its page shows it, from the products' current prices and stock and the events
+    this session may buy from (`locked_events`); items no longer on sale named as they were."""
     lines = cart.lines()
-    return cart_view(lines, products_by_ids(tenant_id=studio.id, product_ids=[line.product_id for line in lines]))
+    products = products_by_ids(tenant_id=studio.id, product_ids=[line.product_id for line in lines])
+    gone = [line.product_id for line in lines if not (line.product_id in products and products[line.product_id].priced)]
+    return cart_view(
+        lines,
+        products,
+        locked_events=locked_events(request, products.values()),
+        off_sale=items_by_ids(tenant_id=studio.id, product_ids=gone) if gone else None,
+    )
 
 
 def _priced_as_reviewed(checkout: Checkout, view: CartView) -> bool:
@@ -158,7 +185,7 @@ def cart_page(
     status: int = 200,
 ) -> HttpResponse:
     cart = Cart(request.session, studio.id)
-    view = _review(studio, cart)
+    view = _review(request, studio, cart)
     needs_shipping = any(row.is_print for row in view.rows)
     providers = offered_providers()
     return render_page(
@@ -256,7 +283,15 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
     typed = _typed_shipping(request)
     if not form.is_valid():
         return cart_page(
-            request, studio, field_errors=form.errors, email=email, provider=provider, shipping=typed, status=400
+            request,
+            studio,
+            # A form without the cart's digest is not the page's (an old or forged one).
+            error=FIX_FIELDS if set(form.errors) - {"cart"} else CART_CHANGED,
+            field_errors=form.errors,
+            email=email,
+            provider=provider,
+            shipping=typed,
+            status=400,
         )
     posted_digest = form.cleaned_data["cart"]
     address = form.shipping_values()
@@ -266,9 +301,14 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
         lines = cart.lines()
         if not lines:
             raise EmptyCart("Your cart is empty: add a photo before checking out.")
-        view = _review(studio, cart)
+        view = _review(request, studio, cart)
+        # Before the digest: a page shown before the studio changed the event's code would
+        # otherwise only say "your cart changed".
+        check_access(view)
         if posted_digest != view.digest:
             raise CartChanged(CART_CHANGED)
+        check_on_sale(view)
+        check_included(view)
         check_stock(view)
         # Named up front so the provider can send the shopper back to this checkout's page.
         checkout_id = uuid.uuid4()
@@ -311,11 +351,25 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
             back_url=_cart_url(studio),
         )
     except InvalidShippingAddress as exc:
+        field_errors = _shipping_field_errors(exc)
         return cart_page(
             request,
             studio,
-            error=exc.detail,
-            field_errors=_shipping_field_errors(exc),
+            # The service's sentence is written for integrators too; with the fields marked on the
+            # form, the shopper reads ours (an error no field carries keeps the service's).
+            error=FIX_ADDRESS if field_errors else exc.detail,
+            field_errors=field_errors,
+            email=email,
+            provider=provider,
+            shipping=typed,
+            status=exc.status_code,
+        )
+    except (InvalidCheckoutLine, PriceNotSet) as exc:
+        # The service's words name internal ids (for integrators); the cart below names the item.
+        return cart_page(
+            request,
+            studio,
+            error=CART_NOT_SELLABLE,
             email=email,
             provider=provider,
             shipping=typed,
@@ -331,6 +385,6 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
     checkout_id = _checkout_id_of(response["Location"], studio)
     if checkout_id is not None:
         remember_checkout(request, studio.id, checkout_id)
-        if _review(studio, cart).digest == posted_digest:
+        if _review(request, studio, cart).digest == posted_digest:
             cart.clear()
     return response

@@ -15,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.core.problems import NotFound
 from apps.web.shop.selectors import ShopEvent, Studio, studio_by_slug
-from apps.web.shop.session import Cart, unlocked
+from apps.web.shop.session import Cart, locked
 
 ShopView = Callable[..., HttpResponse]
 
@@ -88,7 +88,7 @@ def event_url(studio: Studio, event: ShopEvent) -> str:
 
 def is_locked(request: HttpRequest, event: ShopEvent) -> bool:
     """A protected event whose code this session has not entered: its photos stay hidden."""
-    return event.protected and not unlocked(request, event.id, event.access_fingerprint)
+    return locked(request, event_id=event.id, protected=event.protected, fingerprint=event.access_fingerprint)
 
 
 _EVENT_PAGES = frozenset({"shop:event", "shop:photo", "shop:find-me"})
