@@ -1,7 +1,8 @@
 """Celery tasks of the tenancy domain (thin: call a service).
 
 Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant context:
-* `tenancy.member_invited` → the invitation e-mail of a member invited through the API
+* `tenancy.member_invited` → the invitation e-mail of a member (or, `"pending": true`, of a pending
+  invitation of an existing account) invited through the API
   (`member_invitation_deliver`: claim/send/mark on inbox rows, outside any transaction, so a
   redelivery sends nothing more; notifications queue). A live claim of another sender and mail
   server errors are retried with backoff.
@@ -33,4 +34,5 @@ def send_member_invitation(*, message_id: str, payload: dict[str, Any]) -> bool:
         tenant_id=int(payload["tenant_id"]),
         user_id=int(payload["user_id"]),
         invited_by=str(payload["invited_by"]),
+        pending=bool(payload.get("pending", False)),
     )

@@ -3,7 +3,8 @@
 Memberships decide who may see a studio's sales and wallet and who is paid: they are added
 through `membership_add`, a role set by adding the member again (`member_role_set`) and
 removed through `member_remove`, all audited, never edited in place, and a studio always
-keeps an owner. API keys are issued by studios; here they can only be revoked, through the audited
+keeps an owner. Pending invitations are read-only here. API keys are issued by studios; here
+they can only be revoked, through the audited
 `api_key_revoke` (a revoked key never comes back).
 """
 
@@ -17,7 +18,7 @@ from django.http import HttpRequest
 
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.core.problems import DomainError
-from apps.tenancy.models import ApiKey, AuditLog, Membership, Organization, User
+from apps.tenancy.models import ApiKey, AuditLog, Membership, MembershipInvitation, Organization, User
 from apps.tenancy.services import OWNER_ROLE, api_key_revoke, member_remove, member_role_set, membership_add
 
 
@@ -97,6 +98,17 @@ class MembershipAdmin(admin.ModelAdmin):
                 )
             except DomainError as exc:
                 messages.error(request, f"{membership}: {exc.detail}")
+
+
+@admin.register(MembershipInvitation)
+class MembershipInvitationAdmin(ReadOnlyAdmin):
+    """Pending invitations, to browse: only the invited person accepts or declines one, and the
+    studio withdraws it (`membership_invitation_withdraw`); adding the membership here instead
+    (`membership_add`) drops the invitation."""
+
+    list_display = ("user", "tenant", "role", "invited_by", "created_at")
+    list_filter = ("role",)
+    search_fields = ("user__username", "user__email", "tenant__slug")
 
 
 @admin.register(ApiKey)

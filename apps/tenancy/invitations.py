@@ -1,4 +1,9 @@
-"""The e-mail telling someone they were made a member of a studio, and its durable path.
+"""The e-mails telling someone they were made a member of a studio, or invited to become one,
+and their durable path.
+
+An address that already has an account and is not a member of the studio gets a pending
+invitation (`member_invite`), never a membership: its e-mail names the studio, the role and who
+invited, and asks them to accept or decline after signing in (the studio's invitations page).
 
 Someone without a password (a user the invitation created, or one created by an earlier
 invitation who never chose one) gets a link to choose it: Django's password-reset token
@@ -17,7 +22,9 @@ Two ways out, both after the membership committed and outside any transaction:
   consumer (`tenancy.send_member_invitation`, tasks/tenancy.py) calls `member_invitation_deliver`,
   which sends the e-mail once per message (`send_once`: a claim in the outbox's inbox table,
   then the send, then the done mark). The message carries ids only: the password link is made
-  when the e-mail is built, so it never sits in a row or a queue.
+  when the e-mail is built, so it never sits in a row or a queue. A message about a pending
+  invitation says so (`"pending": true`); if the invitation was accepted, declined or withdrawn
+  by the time it is consumed, it sends nothing (as for a member removed meanwhile).
 """
 
 from __future__ import annotations
@@ -38,8 +45,8 @@ from apps.core.mail import mail_message_id
 from apps.outbox.mail_once import send_once
 from apps.outbox.services import outbox_publish
 from apps.tenancy.context import tenant_context
-from apps.tenancy.models import Membership, Organization, User
-from apps.tenancy.services import member_invite
+from apps.tenancy.models import Membership, MembershipInvitation, Organization, User
+from apps.tenancy.services import MemberInvited, member_invite, person_name
 
 logger = logging.getLogger("darkroom.tenancy.invitations")
 
@@ -58,18 +65,27 @@ def set_password_url(user: User) -> str:
     return public_url(reverse("studio:password-reset-confirm", kwargs={"uidb64": uidb64, "token": token}))
 
 
-def inviter_name(user: User) -> str:
-    """How an invitation names a person who sent it."""
-    return user.get_full_name() or user.get_username()
+inviter_name = person_name
 
 
 def invitation_send(
-    *, studio: Organization, user: User, role: str, invited_by: User | str, message_id: str | None = None
+    *,
+    studio: Organization,
+    user: User,
+    role: str,
+    invited_by: User | str,
+    message_id: str | None = None,
+    pending: bool = False,
 ) -> bool:
-    """E-mail `user` that they are now a `role` of `studio`; returns whether it carried a link to
+    """E-mail `user` that they are now a `role` of `studio` (or, `pending`, that they are invited
+    to become one and accept or decline after signing in); returns whether it carried a link to
     choose a password. `invited_by` is the inviting person, or a name to show for them (an API
     key); `message_id` sets the Message-ID header (a resent duplicate then collapses in mail
-    clients). Call it outside any transaction; raises whatever the mail backend raises."""
+    clients). Call it outside any transaction; raises whatever the mail backend raises.
+
+    A pending invitation carries a password link only for an account that has never had a
+    password (one an earlier invitation made): without it they could not sign in to answer.
+    """
     needs_password = not user.has_usable_password()
     context = {
         "studio_name": studio.name,
@@ -78,10 +94,12 @@ def invitation_send(
         "username": user.get_username(),
         "set_password_url": set_password_url(user) if needs_password else None,
         "login_url": public_url(reverse("studio:login")),
+        "invitations_url": public_url(reverse("studio:invitations")),
         "timeout_hours": max(1, settings.PASSWORD_RESET_TIMEOUT // 3600),
     }
-    subject = " ".join(render_to_string("studio/member_invitation_subject.txt", context).split())
-    body = render_to_string("studio/member_invitation_email.txt", context)
+    template = "member_invitation_pending" if pending else "member_invitation"
+    subject = " ".join(render_to_string(f"studio/{template}_subject.txt", context).split())
+    body = render_to_string(f"studio/{template}_email.txt", context)
     EmailMessage(
         subject=subject,
         body=body,
@@ -101,64 +119,79 @@ def member_invitation_create(
     actor_label: str = "",
     invited_by: str,
     may_change_owners: bool = True,
-) -> tuple[Membership, bool]:
+) -> MemberInvited:
     """`member_invite`, plus the outbox message that e-mails the invitation (`invited_by` is the
-    name the e-mail gives for whoever invited). Returns (membership, created_user).
+    name the e-mail gives for whoever invited). Returns what `member_invite` did.
 
-    Joins the caller's transaction (the membership, its audit row and the message commit or roll
-    back together); takes the owners' lock through `member_invite`. Every call queues one e-mail,
-    as the page sends one per submission: inviting someone again sends a fresh link.
-    Raises what `member_invite` raises (InvalidInput, NotAnOwner, LastOwnerRequired,
+    Joins the caller's transaction (the membership or pending invitation, its audit row and the
+    message commit or roll back together); takes the owners' lock through `member_invite`. Every
+    call queues one e-mail, as the page sends one per submission: inviting someone again sends a
+    fresh one. Raises what `member_invite` raises (InvalidInput, NotAnOwner, LastOwnerRequired,
     OwnerRoleReserved).
     """
     with tenant_context(tenant.pk), transaction.atomic():
-        membership, created_user = member_invite(
+        invited = member_invite(
             tenant=tenant,
             email=email,
             role=role,
             actor=actor,
             actor_label=actor_label,
+            invited_by=invited_by,
             may_change_owners=may_change_owners,
         )
+        payload: dict[str, object] = {"tenant_id": tenant.pk, "user_id": invited.user.pk, "invited_by": invited_by}
+        if invited.invitation is not None:
+            payload["pending"] = True
+            aggregate_type, aggregate_id = "membership_invitation", invited.invitation.pk
+        else:
+            assert invited.membership is not None
+            aggregate_type, aggregate_id = "membership", invited.membership.pk
         outbox_publish(
             topic=TOPIC_MEMBER_INVITED,
             tenant_id=tenant.pk,
-            aggregate_type="membership",
-            aggregate_id=membership.pk,
-            payload={"tenant_id": tenant.pk, "user_id": membership.user_id, "invited_by": invited_by},
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            payload=payload,
         )
-    return membership, created_user
+    return invited
 
 
-def member_invitation_deliver(*, message_id: uuid.UUID | str, tenant_id: int, user_id: int, invited_by: str) -> bool:
+def member_invitation_deliver(
+    *, message_id: uuid.UUID | str, tenant_id: int, user_id: int, invited_by: str, pending: bool = False
+) -> bool:
     """Send the e-mail a `tenancy.member_invited` message asks for, once. Returns True if this
     call sent it.
 
-    The e-mail states the member's role when it is built; someone who is no longer a member by
-    then gets nothing (the message counts as handled). Runs outside any transaction
-    (TransactionManagementError otherwise). Raises MailBusy while another sender's claim
-    is live, and whatever the mail backend raises (the claim is then given back, so a retry sends).
+    The e-mail states the role when it is built. Someone who is no longer a member by then (or,
+    `pending`, whose invitation was accepted, declined or withdrawn meanwhile) gets nothing; the
+    message counts as handled either way (its inbox row is recorded). Runs outside any
+    transaction (TransactionManagementError otherwise). Raises MailBusy while another sender's
+    claim is live, and whatever the mail backend raises (the claim is then given back, so a
+    retry sends).
     """
     message_uuid = uuid.UUID(str(message_id))
     sent: list[bool] = []
 
     def send() -> None:
+        row: Membership | MembershipInvitation | None
         with tenant_context(tenant_id):
-            membership = (
-                Membership.objects.filter(tenant_id=tenant_id, user_id=user_id).select_related("user", "tenant").first()
-            )
-        if membership is None:
+            model = MembershipInvitation if pending else Membership
+            row = model.objects.filter(tenant_id=tenant_id, user_id=user_id).select_related("user", "tenant").first()
+        if row is None:
             logger.info(
-                "member invitation skipped: no longer a member",
+                "member invitation skipped: invitation answered or withdrawn"
+                if pending
+                else "member invitation skipped: no longer a member",
                 extra={"message_id": str(message_uuid), "tenant_id": tenant_id, "user_id": user_id},
             )
             return
         invitation_send(
-            studio=membership.tenant,
-            user=membership.user,
-            role=membership.role,
+            studio=row.tenant,
+            user=row.user,
+            role=row.role,
             invited_by=invited_by,
             message_id=mail_message_id(f"member-invitation-{message_uuid}"),
+            pending=pending,
         )
         sent.append(True)
 

@@ -1,4 +1,9 @@
-"""Members API for studios: list the members, invite by e-mail, change a role, remove.
+"""Members API for studios: list the members, invite by e-mail, change a role, remove; list and
+withdraw pending invitations.
+
+Inviting an address that already has an account (and is not a member) grants nothing: it leaves a
+pending invitation its owner accepts or declines after signing in, and the answer (202) says only
+that the address was invited: no user id, username or name of someone who is not (yet) a member.
 
 The same operations and refusals as the studio's members page (`apps/web/studio/views/members.py`),
 for the same callers: the studio's owners, and its API keys (which act with an owner's reach).
@@ -27,10 +32,10 @@ from apps.core.serializers import StrictSerializer
 from apps.tenancy.apis import TenantApi
 from apps.tenancy.authentication import ApiKeyPrincipal
 from apps.tenancy.invitations import inviter_name, member_invitation_create
-from apps.tenancy.models import Membership, User
+from apps.tenancy.models import Membership, MembershipInvitation, User
 from apps.tenancy.permissions import HasTenantRole
-from apps.tenancy.selectors import members_of_tenant
-from apps.tenancy.services import member_remove, member_role_set
+from apps.tenancy.selectors import invitations_of_tenant, members_of_tenant
+from apps.tenancy.services import member_remove, member_role_set, membership_invitation_withdraw
 
 # The members page is the owner's (apps/web/studio/access.py MEMBER_MANAGE_ROLES); API keys act
 # with the owner's reach, except over owners: a key neither makes, demotes nor removes one
@@ -57,6 +62,22 @@ def member_out(membership: Membership) -> dict[str, Any]:
         "name": user.get_full_name(),
         "role": membership.role,
         "joined_at": membership.created_at,
+    }
+
+
+class InvitationOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The invitation's id (to withdraw it).")
+    email = serializers.EmailField()
+    role = serializers.ChoiceField(choices=Membership.Role.choices, help_text="The role offered.")
+    created_at = serializers.DateTimeField(help_text="When the address was first invited.")
+
+
+def invitation_out(invitation: MembershipInvitation) -> dict[str, Any]:
+    return {
+        "id": invitation.pk,
+        "email": invitation.user.email,
+        "role": invitation.role,
+        "created_at": invitation.created_at,
     }
 
 
@@ -103,14 +124,24 @@ class MembersApi(_MembersApi):
         role = serializers.ChoiceField(choices=Membership.Role.choices)
 
     class InviteOutputSerializer(MemberOutputSerializer):
+        status = serializers.ChoiceField(choices=["member"], help_text='Always "member": they are one now.')
         user_created = serializers.BooleanField(
             help_text="Whether the address had no account: one was made, and the e-mail links to choosing a password."
+        )
+
+    class InvitedOutputSerializer(serializers.Serializer):
+        email = serializers.EmailField()
+        role = serializers.ChoiceField(choices=Membership.Role.choices, help_text="The role offered.")
+        status = serializers.ChoiceField(
+            choices=["invited"], help_text='Always "invited": nothing is granted until they accept.'
         )
 
     @extend_schema(
         operation_id="v1_members_list",
         parameters=PAGINATION_PARAMETERS,
-        description="The studio's members with their roles, longest-standing first.",
+        description=(
+            "The studio's members with their roles, longest-standing first (pending invitations are not members)."
+        ),
         responses=page_of(MemberOutputSerializer),
     )
     def get(self, request: Request) -> Response:
@@ -123,20 +154,24 @@ class MembersApi(_MembersApi):
     @extend_schema(
         operation_id="v1_members_invite",
         request=InviteInputSerializer,
-        responses={201: InviteOutputSerializer},
+        responses={201: InviteOutputSerializer, 202: InvitedOutputSerializer},
         description=(
-            "Make the person with this e-mail address a member with this role (an account without a password "
-            "is made for an unknown address), and e-mail them: a link to choose their password, or the sign-in "
-            "address. A member already gets the new role. Refused with 409 `last-owner` if it would leave the "
-            "studio without an owner, and with 403 `owner-role-reserved` when an API key would grant or take "
-            "away the owner role."
+            "Invite the person with this e-mail address with this role, and e-mail them.\n\n"
+            "* An address without an account: an account without a password is made, it is a member at once "
+            "(201), and the e-mail links to choosing a password.\n"
+            "* A member: gets the new role (201).\n"
+            "* Any other account: nothing is granted. A pending invitation is made (or given the new role), "
+            "and the e-mail asks them to accept or decline it after signing in (202, with the address, the "
+            "role and `status: invited` only).\n\n"
+            "Refused with 409 `last-owner` if it would leave the studio without an owner, and with 403 "
+            "`owner-role-reserved` when an API key would grant, offer or take away the owner role."
         ),
     )
     def post(self, request: Request) -> Response:
         data = self.InviteInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         actor = self.actor(request)
-        membership, created_user = member_invitation_create(
+        invited = member_invitation_create(
             tenant=self.tenant,
             actor=actor.user,
             actor_label=actor.label,
@@ -144,8 +179,56 @@ class MembersApi(_MembersApi):
             may_change_owners=actor.may_change_owners,
             **data.validated_data,
         )
-        body = {**member_out(membership), "user_created": created_user}
+        if invited.membership is None:
+            invited_body = {"email": invited.user.email, "role": invited.role, "status": "invited"}
+            return Response(self.InvitedOutputSerializer(invited_body).data, status=202)
+        body = {**member_out(invited.membership), "status": "member", "user_created": invited.created_user}
         return Response(self.InviteOutputSerializer(body).data, status=201)
+
+
+class InvitationsApi(_MembersApi):
+    """The studio's pending invitations (GET); owner or API key."""
+
+    @extend_schema(
+        operation_id="v1_invitations_list",
+        parameters=PAGINATION_PARAMETERS,
+        description=(
+            "Pending invitations of existing accounts to this studio, oldest first: each becomes a membership "
+            "when its person accepts it, and goes when they decline or the studio withdraws it."
+        ),
+        responses=page_of(InvitationOutputSerializer),
+    )
+    def get(self, request: Request) -> Response:
+        paginator = StrictLimitOffsetPagination()
+        page = paginator.paginate_queryset(invitations_of_tenant(tenant_id=self.tenant_pk), request, view=self)
+        return paginator.get_paginated_response(
+            InvitationOutputSerializer([invitation_out(i) for i in page or []], many=True).data
+        )
+
+
+class InvitationDetailApi(_MembersApi):
+    """One pending invitation: withdraw it (DELETE); owner or API key."""
+
+    @extend_schema(
+        operation_id="v1_invitations_withdraw",
+        request=None,
+        responses={204: None},
+        description=(
+            "Withdraw a pending invitation (an e-mail not yet sent for it is not sent). 404 "
+            "`invitation-not-found` once it was accepted, declined or withdrawn; an API key withdraws no "
+            "invitation offering the owner role (403 `owner-role-reserved`)."
+        ),
+    )
+    def delete(self, request: Request, invitation_id: int) -> Response:
+        actor = self.actor(request)
+        membership_invitation_withdraw(
+            tenant=self.tenant,
+            invitation_id=invitation_id,
+            actor=actor.user,
+            actor_label=actor.label,
+            may_change_owners=actor.may_change_owners,
+        )
+        return Response(status=204)
 
 
 class MemberDetailApi(_MembersApi):

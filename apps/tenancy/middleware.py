@@ -1,7 +1,10 @@
 """Tenant context for server-rendered pages (session auth).
 
 A signed-in user acts for the tenant stored in their session if they are still a member of it,
-else for their first membership. Platform superusers in the Django admin act in the audited
+else for their only membership; someone in several studios who has not chosen one (or whose
+choice is no longer theirs) acts for none until they choose (the studio's picker), so a studio
+they did not pick never receives their uploads or writes. Pending invitations are not
+memberships and count for nothing here. Platform superusers in the Django admin act in the audited
 system context. Everyone else acts for nobody: RLS shows them no tenant rows at all.
 The API does its own resolution after DRF authentication (see `apps.tenancy.apis.TenantApi`).
 """
@@ -28,7 +31,11 @@ def session_tenant(request: HttpRequest) -> tuple[int | None, str | None]:
     if not memberships:
         return None, None
     wanted = request.session.get(SESSION_TENANT_KEY)
-    chosen = next((m for m in memberships if m.tenant_id == wanted), memberships[0])
+    chosen = next((m for m in memberships if m.tenant_id == wanted), None)
+    if chosen is None:
+        if len(memberships) > 1:
+            return None, None
+        chosen = memberships[0]
     return chosen.tenant_id, chosen.role
 
 

@@ -1,4 +1,5 @@
-"""Tenants, users, memberships, API keys and the append-only audit log.
+"""Tenants, users, memberships, pending membership invitations, API keys and the append-only
+audit log.
 
 Every tenant-owned table derives from `TenantModel` (column `tenant_id`) and gets row-level
 security in its migration through `apps.tenancy.rls.EnableTenantRLS`;
@@ -58,6 +59,31 @@ class Membership(TenantModel):
 
     def __str__(self) -> str:
         return f"{self.user_id}@{self.tenant_id}:{self.role}"
+
+
+class MembershipInvitation(TenantModel):
+    """An invitation to an existing account, pending until that person accepts or declines it.
+
+    Not a membership: it grants nothing (every `Membership` query means "active member"), and it
+    counts as no owner for the last-owner rule. `invited_by` is the name the e-mail and the
+    invitee's page give for whoever invited (a person's name, or an API key's description).
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="membership_invitations")
+    role = models.CharField(max_length=20, choices=Membership.Role.choices)
+    invited_by = models.CharField(max_length=400)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="membership_invitation_unique_tenant_user"),
+            models.CheckConstraint(
+                condition=models.Q(role__in=["owner", "photographer", "staff"]), name="membership_invitation_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.tenant_id}:{self.role} (invited)"
 
 
 class ApiKey(TenantModel):

@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 
 from apps.tenancy.context import system_context
 from apps.tenancy.keys import hash_api_key
-from apps.tenancy.models import ApiKey, Membership, Organization, User
+from apps.tenancy.models import ApiKey, Membership, MembershipInvitation, Organization, User
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ def api_key_resolve(*, raw_key: str) -> ResolvedApiKey | None:
 
 
 def memberships_of_user(*, user: User) -> list[Membership]:
-    """All memberships of a user across tenants (for session auth's tenant choice)."""
+    """All memberships of a user across tenants (for session auth's tenant choice). Pending
+    invitations are not memberships and are not among them."""
     with system_context("session tenant resolution"):
         return list(Membership.objects.filter(user=user).select_related("tenant").order_by("tenant_id"))
 
@@ -84,3 +85,17 @@ def members_of_tenant(*, tenant_id: int) -> QuerySet[Membership]:
 def member_get(*, tenant_id: int, user_id: int) -> Membership | None:
     """One member of the tenant by user id, or None (also for another tenant's member: RLS hides it)."""
     return Membership.objects.filter(tenant_id=tenant_id, user_id=user_id).select_related("user").first()
+
+
+def invitations_of_user(*, user: User) -> list[MembershipInvitation]:
+    """The user's pending invitations across studios, oldest first (for their own invitations
+    page: the person invited is the only one who sees them outside the studio)."""
+    with system_context("pending invitations of the signed-in user"):
+        return list(
+            MembershipInvitation.objects.filter(user=user).select_related("tenant").order_by("created_at", "id")
+        )
+
+
+def invitations_of_tenant(*, tenant_id: int) -> QuerySet[MembershipInvitation]:
+    """The tenant's pending invitations with their users, oldest first."""
+    return MembershipInvitation.objects.filter(tenant_id=tenant_id).select_related("user").order_by("created_at", "id")

@@ -23,7 +23,7 @@ from apps.core.problems import DomainError, InvalidInput, NotFound
 from apps.core.request_context import get_request_id
 from apps.tenancy.context import current_tenant_id, tenant_context
 from apps.tenancy.keys import hash_api_key
-from apps.tenancy.models import ApiKey, AuditLog, Membership, Organization, User
+from apps.tenancy.models import ApiKey, AuditLog, Membership, MembershipInvitation, Organization, User
 
 API_KEY_PREFIX = "drk"
 
@@ -123,9 +123,14 @@ def organization_create(*, slug: str, name: str, actor: User | None = None) -> O
 
 
 def membership_add(*, tenant: Organization, user: User, role: str) -> Membership:
-    """Add (or update the role of) a member; assumes nothing about the caller's transaction."""
+    """Add (or update the role of) a member; assumes nothing about the caller's transaction.
+
+    For platform operators (CLI, admin): the person is a member at once, so a pending invitation
+    of theirs to this studio has nothing left to ask and goes.
+    """
     with tenant_context(tenant.pk), transaction.atomic():
         membership, _ = Membership.objects.update_or_create(tenant=tenant, user=user, defaults={"role": role})
+        MembershipInvitation.objects.filter(tenant=tenant, user=user).delete()
         audit_record(
             action="membership.set",
             target_type="user",
@@ -166,6 +171,11 @@ class OwnerRoleReserved(DomainError):
 class MemberNotFound(NotFound):
     slug = "member-not-found"
     title = "Member not found"
+
+
+class InvitationNotFound(NotFound):
+    slug = "invitation-not-found"
+    title = "Invitation not found"
 
 
 OWNER_ROLE = Membership.Role.OWNER.value
@@ -250,6 +260,33 @@ def _user_for_email(email: str) -> tuple[User, bool]:
     raise IntegrityError(f"no free username for {email!r} after {_USER_CREATE_ATTEMPTS} attempts")
 
 
+@dataclass(frozen=True)
+class MemberInvited:
+    """What `member_invite` did: made or updated a membership (`membership`), or, for an existing
+    account that is not a member yet, left a pending invitation (`invitation`) for its owner to
+    accept. Exactly one of the two is set."""
+
+    user: User
+    created_user: bool
+    membership: Membership | None = None
+    invitation: MembershipInvitation | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.invitation is not None
+
+    @property
+    def role(self) -> str:
+        row = self.invitation if self.invitation is not None else self.membership
+        assert row is not None
+        return row.role
+
+
+def person_name(user: User) -> str:
+    """How an invitation names the person who sent it."""
+    return user.get_full_name() or user.get_username()
+
+
 def member_invite(
     *,
     tenant: Organization,
@@ -257,19 +294,27 @@ def member_invite(
     role: str,
     actor: User | None,
     actor_label: str = "",
+    invited_by: str = "",
     may_change_owners: bool = True,
-) -> tuple[Membership, bool]:
-    """Make the person with `email` a member of `tenant` with `role`; create their user (without a
-    usable password) if the address has none. Returns (membership, created_user).
+) -> MemberInvited:
+    """Invite the person with `email` to `tenant` with `role`.
 
-    An existing member gets the role (as `membership_add` does), unless that would leave the
-    studio without an owner. Joins the caller's transaction; takes the owners' lock
-    (`_owners_lock`). Sends nothing: the caller e-mails the invitation after the commit, or
-    queues it with `apps.tenancy.invitations.member_invitation_create`.
+    * An address without an account: a user is created (without a usable password) and made a
+      member at once; nobody else owns that account, and its e-mail links to choosing a password.
+    * An existing member: gets the role (as `membership_add` does), unless that would leave the
+      studio without an owner.
+    * Any other existing account: nothing is granted. A pending `MembershipInvitation` is made (or,
+      inviting again, given the new role); its owner accepts or declines it after signing in
+      (`membership_invitation_accept` / `_decline`). No one joins a studio without consenting.
+
+    Joins the caller's transaction; takes the owners' lock (`_owners_lock`). Sends nothing: the
+    caller e-mails the invitation after the commit, or queues it with
+    `apps.tenancy.invitations.member_invitation_create`. `invited_by` is the name a pending
+    invitation shows for the inviter (default: the actor's name, else `actor_label`).
     Raises InvalidInput (address, role), NotAnOwner, LastOwnerRequired, and OwnerRoleReserved
-    (`may_change_owners` False, as for API keys: the owner role granted or taken away). `actor`
-    None: an API key or a platform operator (no owner check; `actor_label` names them in the
-    audit row).
+    (`may_change_owners` False, as for API keys: the owner role granted, offered or taken away).
+    `actor` None: an API key or a platform operator (no owner check; `actor_label` names them in
+    the audit row).
     """
     email = User.objects.normalize_email(email.strip())
     try:
@@ -281,6 +326,24 @@ def member_invite(
         owners = _owners_lock(tenant_id=tenant.pk, actor=actor)
         user, created_user = _user_for_email(email)
         membership = Membership.objects.select_for_update().filter(tenant=tenant, user=user).first()
+        audit_data: dict[str, Any] = {"email": email, "role": role, "user_created": created_user}
+        if membership is None and not created_user:
+            invitation = _invitation_put(
+                tenant=tenant,
+                user=user,
+                role=role,
+                invited_by=invited_by or (person_name(actor) if actor is not None else actor_label),
+                may_change_owners=may_change_owners,
+            )
+            audit_record(
+                action="membership.invite",
+                actor_user=actor,
+                actor_label=actor_label,
+                target_type="user",
+                target_id=str(user.pk),
+                data={**audit_data, "previous_role": None, "pending": True},
+            )
+            return MemberInvited(user=user, created_user=False, invitation=invitation)
         previous_role = membership.role if membership is not None else None
         _check_owner_change(allowed=may_change_owners, previous_role=previous_role, role=role)
         if membership is None:
@@ -296,9 +359,119 @@ def member_invite(
             actor_label=actor_label,
             target_type="user",
             target_id=str(user.pk),
-            data={"email": email, "role": role, "previous_role": previous_role, "user_created": created_user},
+            data={**audit_data, "previous_role": previous_role},
         )
-    return membership, created_user
+    return MemberInvited(user=user, created_user=created_user, membership=membership)
+
+
+def _invitation_put(
+    *, tenant: Organization, user: User, role: str, invited_by: str, may_change_owners: bool
+) -> MembershipInvitation:
+    """Create `user`'s pending invitation to `tenant`, or give the existing one `role` and
+    `invited_by`. Assumes a transaction in the tenant's context, under the owners' lock (which
+    serialises every writer of invitations). Raises OwnerRoleReserved when a caller without the
+    right would offer the owner role or change an offered one."""
+    invitation = MembershipInvitation.objects.select_for_update().filter(tenant=tenant, user=user).first()
+    _check_owner_change(
+        allowed=may_change_owners, previous_role=invitation.role if invitation is not None else None, role=role
+    )
+    invited_by = invited_by[: MembershipInvitation._meta.get_field("invited_by").max_length]
+    if invitation is None:
+        return MembershipInvitation.objects.create(tenant=tenant, user=user, role=role, invited_by=invited_by)
+    invitation.role, invitation.invited_by = role, invited_by
+    invitation.save(update_fields=["role", "invited_by"])
+    return invitation
+
+
+def _invitation_lock(*, tenant_id: int, **lookup: Any) -> MembershipInvitation:
+    """Lock one pending invitation of the tenant (after the owners' lock). Raises InvitationNotFound."""
+    invitation = (
+        MembershipInvitation.objects.select_for_update(of=("self",))
+        .select_related("user")
+        .filter(tenant_id=tenant_id, **lookup)
+        .first()
+    )
+    if invitation is None:
+        raise InvitationNotFound("There is no such pending invitation (it may have been answered or withdrawn).")
+    return invitation
+
+
+def membership_invitation_accept(*, tenant_id: int, user: User) -> Membership:
+    """`user` accepts their pending invitation to the studio `tenant_id`: they become a member
+    with the invited role, and the invitation goes.
+
+    Only the invited person can accept: the invitation is looked up by (studio, `user`), so
+    anyone else finds none. Joins the caller's transaction; takes the owners' lock, so it
+    serialises with a concurrent withdrawal or new invitation. Raises InvitationNotFound (none
+    for this user, or answered / withdrawn meanwhile).
+    """
+    with tenant_context(tenant_id), transaction.atomic():
+        _owners_lock(tenant_id=tenant_id, actor=None)
+        invitation = _invitation_lock(tenant_id=tenant_id, user_id=user.pk)
+        # Made a member meanwhile by an operator (`membership_add` drops invitations, so only a
+        # race gets here): the membership they have stands.
+        membership, created = Membership.objects.get_or_create(
+            tenant_id=tenant_id, user_id=user.pk, defaults={"role": invitation.role}
+        )
+        MembershipInvitation.objects.filter(pk=invitation.pk).delete()
+        audit_record(
+            action="membership.accept",
+            actor_user=user,
+            target_type="user",
+            target_id=str(user.pk),
+            data={"role": membership.role, "invited_role": invitation.role, "already_member": not created},
+        )
+    return membership
+
+
+def membership_invitation_decline(*, tenant_id: int, user: User) -> MembershipInvitation:
+    """`user` declines their pending invitation to the studio `tenant_id`; returns it (deleted).
+
+    Joins the caller's transaction; takes the owners' lock. Raises InvitationNotFound.
+    """
+    with tenant_context(tenant_id), transaction.atomic():
+        _owners_lock(tenant_id=tenant_id, actor=None)
+        invitation = _invitation_lock(tenant_id=tenant_id, user_id=user.pk)
+        MembershipInvitation.objects.filter(pk=invitation.pk).delete()
+        audit_record(
+            action="membership.decline",
+            actor_user=user,
+            target_type="user",
+            target_id=str(user.pk),
+            data={"role": invitation.role},
+        )
+    return invitation
+
+
+def membership_invitation_withdraw(
+    *,
+    tenant: Organization,
+    invitation_id: int,
+    actor: User | None,
+    actor_label: str = "",
+    may_change_owners: bool = True,
+) -> MembershipInvitation:
+    """The studio withdraws a pending invitation; returns it (deleted). An e-mail still queued for
+    it then sends nothing.
+
+    Joins the caller's transaction; takes the owners' lock. Raises NotAnOwner,
+    InvitationNotFound (also another studio's: RLS hides it), OwnerRoleReserved
+    (`may_change_owners` False and the invitation offers the owner role).
+    """
+    with tenant_context(tenant.pk), transaction.atomic():
+        _owners_lock(tenant_id=tenant.pk, actor=actor)
+        invitation = _invitation_lock(tenant_id=tenant.pk, pk=invitation_id)
+        _check_owner_change(allowed=may_change_owners, previous_role=invitation.role, role=None)
+        MembershipInvitation.objects.filter(pk=invitation.pk).delete()
+        audit_record(
+            action="membership.withdraw",
+            actor_user=actor,
+            actor_label=actor_label,
+            target_type="user",
+            target_id=str(invitation.user_id),
+            data={"email": invitation.user.email, "role": invitation.role},
+        )
+    return invitation
 
 
 def _member_lock(*, tenant_id: int, user_id: int) -> Membership:

@@ -9,4 +9,8 @@ urlpatterns: list[URLPattern] = [
     path("api-keys", apis.ApiKeyCreateApi.as_view(), name="tenancy-api-key-create"),
     path("members", member_apis.MembersApi.as_view(), name="tenancy-members"),
     path("members/<int:user_id>", member_apis.MemberDetailApi.as_view(), name="tenancy-member-detail"),
+    path("invitations", member_apis.InvitationsApi.as_view(), name="tenancy-invitations"),
+    path(
+        "invitations/<int:invitation_id>", member_apis.InvitationDetailApi.as_view(), name="tenancy-invitation-detail"
+    ),
 ]

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 
 from apps.core.problems import DomainError, InvalidInput
 from apps.tenancy.context import tenant_context
-from apps.tenancy.models import AuditLog, Membership, Organization, User
+from apps.tenancy.models import AuditLog, Membership, MembershipInvitation, Organization, User
 from apps.tenancy.services import (
     LastOwnerRequired,
     MemberNotFound,
@@ -49,12 +49,10 @@ def test_inviting_a_new_address_creates_a_user_without_a_password_and_the_member
     # given: an address nobody uses, and a username its local part would clash with
     UserFactory(username="ann.lee", email="someone-else@example.test")
     # when: the owner invites it
-    membership, created_user = member_invite(
-        tenant=tenant_a.org, email="Ann.Lee@Example.COM", role="photographer", actor=tenant_a.owner
-    )
-    # then: a new user with a free username and no usable password, a member with that role
-    assert created_user is True
-    user = User.objects.get(pk=membership.user_id)
+    invited = member_invite(tenant=tenant_a.org, email="Ann.Lee@Example.COM", role="photographer", actor=tenant_a.owner)
+    # then: a new user with a free username and no usable password, a member with that role at once
+    assert invited.created_user is True and not invited.pending and invited.membership is not None
+    user = User.objects.get(pk=invited.membership.user_id)
     assert (user.email, user.username) == ("Ann.Lee@example.com", "ann.lee2")
     assert not user.has_usable_password()
     assert roles_of(tenant_a.org)[user.pk] == "photographer"
@@ -69,23 +67,37 @@ def test_inviting_a_new_address_creates_a_user_without_a_password_and_the_member
     }
 
 
-def test_inviting_an_existing_address_in_another_case_adds_that_user(
+def test_inviting_an_existing_address_in_another_case_only_invites_that_user(
     tenant_a: TenantBundle, tenant_b: TenantBundle
 ) -> None:
+    # given: someone with an account (studio B's owner)
     users_before = User.objects.count()
-    membership, created_user = member_invite(
-        tenant=tenant_a.org, email=tenant_b.owner.email.upper(), role="staff", actor=tenant_a.owner
-    )
-    assert created_user is False and membership.user_id == tenant_b.owner.pk
-    assert User.objects.count() == users_before
-    assert roles_of(tenant_a.org)[tenant_b.owner.pk] == "staff"
+    # when: studio A's owner invites their address, typed in another case
+    invited = member_invite(tenant=tenant_a.org, email=tenant_b.owner.email.upper(), role="staff", actor=tenant_a.owner)
+    # then: a pending invitation of that user, no membership, no new user
+    assert invited.pending and invited.membership is None and invited.created_user is False
+    assert invited.user.pk == tenant_b.owner.pk and User.objects.count() == users_before
+    assert tenant_b.owner.pk not in roles_of(tenant_a.org)
     assert roles_of(tenant_b.org)[tenant_b.owner.pk] == "owner"
+    with tenant_context(tenant_a.org.pk):
+        [invitation] = MembershipInvitation.objects.filter(tenant=tenant_a.org)
+    assert (invitation.user_id, invitation.role) == (tenant_b.owner.pk, "staff")
+    # and: audited as a pending invitation
+    [audit] = audits_of(tenant_a.org, "membership.invite")
+    assert audit.data == {
+        "email": User.objects.normalize_email(tenant_b.owner.email.upper()),
+        "role": "staff",
+        "previous_role": None,
+        "user_created": False,
+        "pending": True,
+    }
 
 
 def test_inviting_a_member_again_sets_the_role_but_never_demotes_the_last_owner(tenant_a: TenantBundle) -> None:
     photographer = a_member(tenant_a.org, "photographer")
-    membership, _ = member_invite(tenant=tenant_a.org, email=photographer.email, role="owner", actor=tenant_a.owner)
-    assert membership.role == "owner" and roles_of(tenant_a.org)[photographer.pk] == "owner"
+    invited = member_invite(tenant=tenant_a.org, email=photographer.email, role="owner", actor=tenant_a.owner)
+    assert invited.membership is not None and invited.membership.role == "owner"
+    assert not invited.pending and roles_of(tenant_a.org)[photographer.pk] == "owner"
     # when: the two owners are invited as staff in turn
     member_invite(tenant=tenant_a.org, email=photographer.email, role="staff", actor=tenant_a.owner)
     with pytest.raises(LastOwnerRequired):

@@ -15,11 +15,13 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 import tasks.tenancy  # noqa: F401 - registers the consumer of tenancy.member_invited
-from apps.outbox.models import OutboxMessage
+from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.routing import resolve_route
 from apps.tenancy.context import tenant_context
 from apps.tenancy.invitations import MEMBER_INVITATION_CONSUMER, TOPIC_MEMBER_INVITED
-from apps.tenancy.models import ApiKey, AuditLog, Membership, Organization, User
+from apps.tenancy.middleware import SESSION_TENANT_KEY
+from apps.tenancy.models import ApiKey, AuditLog, Membership, MembershipInvitation, Organization, User
+from apps.tenancy.services import membership_invitation_accept
 from config.celery_app import app as celery_app
 from tests.commerce.helpers import drain_outbox
 from tests.factories.tenancy import MembershipFactory, UserFactory
@@ -31,6 +33,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 LIST = reverse("tenancy-members")
 PROBLEM = "application/problem+json"
+
+
+INVITATIONS = reverse("tenancy-invitations")
+
+
+def invitation_detail(invitation_id: int) -> str:
+    return reverse("tenancy-invitation-detail", kwargs={"invitation_id": invitation_id})
 
 
 def detail(user: User | int) -> str:
@@ -71,9 +80,16 @@ def api_key_label(org: Organization) -> str:
         return f"api_key:{ApiKey.objects.get(tenant=org).pk}"
 
 
-def state(org: Organization) -> tuple[dict[int, str], int, int, int, int]:
-    """What a refused request must leave as it was: roles, users, audits, messages, e-mails."""
-    return roles_of(org), User.objects.count(), len(member_audits(org)), len(invitations(org)), len(mail.outbox)
+def pending_of(org: Organization) -> dict[int, str]:
+    with tenant_context(org.pk):
+        return dict(MembershipInvitation.objects.filter(tenant=org).values_list("user_id", "role"))
+
+
+def state(org: Organization) -> tuple[dict[int, str], dict[int, str], int, int, int, int]:
+    """What a refused request must leave as it was: roles, pending invitations, users, audits,
+    messages, e-mails."""
+    counts = User.objects.count(), len(member_audits(org)), len(invitations(org)), len(mail.outbox)
+    return roles_of(org), pending_of(org), *counts
 
 
 def assert_problem(response: Any, status: int, slug: str) -> None:
@@ -139,6 +155,7 @@ def test_an_invitation_adds_the_member_and_its_message_sends_one_email(tenant_a:
     user = User.objects.get(email="Nora.Quinn@example.com")
     body = response.json()
     assert body["user_id"] == user.pk and body["role"] == "photographer" and body["user_created"] is True
+    assert body["status"] == "member"
     assert (body["username"], body["email"]) == ("nora.quinn", "Nora.Quinn@example.com")
     assert not user.has_usable_password() and roles_of(tenant_a.org)[user.pk] == "photographer"
     # and: audited under the API key's label (no person acted)
@@ -174,17 +191,138 @@ def test_an_invitation_adds_the_member_and_its_message_sends_one_email(tenant_a:
     assert len(mail.outbox) == 1
 
 
-def test_an_existing_account_is_invited_without_a_password_link(tenant_a: TenantBundle, tenant_b: TenantBundle) -> None:
+def test_an_existing_account_is_only_invited_and_nothing_about_it_is_answered(
+    tenant_a: TenantBundle, tenant_b: TenantBundle
+) -> None:
+    # given: someone with an account and a name (studio B's owner)
+    person = tenant_b.owner
+    person.first_name, person.last_name = "Bea", "Bystander"
+    person.save(update_fields=["first_name", "last_name"])
     users_before = User.objects.count()
-    response = send(tenant_a.client(), "post", LIST, {"email": tenant_b.owner.email.upper(), "role": "staff"})
-    assert response.status_code == 201, response.content
-    assert response.json()["user_id"] == tenant_b.owner.pk and response.json()["user_created"] is False
+    # when: studio A's key invites their address, typed in another case
+    response = send(tenant_a.client(), "post", LIST, {"email": person.email.upper(), "role": "staff"})
+    # then: 202 with the address, the role and the status only: no id, username or name of theirs
+    assert response.status_code == 202, response.content
+    assert response.json() == {"email": person.email, "role": "staff", "status": "invited"}
+    assert "Bea" not in response.content.decode() and "Bystander" not in response.content.decode()
+    # and: no membership, no new account; a pending invitation, audited as such
     assert User.objects.count() == users_before
-    assert roles_of(tenant_a.org)[tenant_b.owner.pk] == "staff" and roles_of(tenant_b.org)[tenant_b.owner.pk] == "owner"
+    assert person.pk not in roles_of(tenant_a.org) and roles_of(tenant_b.org)[person.pk] == "owner"
+    listed = tenant_a.client().get(INVITATIONS)
+    assert [(i["email"], i["role"]) for i in listed.json()["results"]] == [(person.email, "staff")]
+    [audit] = member_audits(tenant_a.org)
+    assert (audit.action, audit.data["pending"], audit.data["user_created"]) == ("membership.invite", True, False)
+    # when: the message is consumed
+    [message] = invitations(tenant_a.org)
+    assert message.payload["pending"] is True
+    drain_outbox(topics={TOPIC_MEMBER_INVITED})
+    # then: one e-mail inviting them to accept or decline after signing in, without a password link
+    [email] = mail.outbox
+    assert email.to == [person.email] and set_password_path(email.body) is None
+    base = settings.DARKROOM_PUBLIC_BASE_URL.rstrip("/")
+    assert f"{base}/studio/login/" in email.body and f"{base}/studio/invitations/" in email.body
+    assert "accept" in email.body and "decline" in email.body and "as staff" in email.body
+    assert tenant_a.org.name in email.subject and "invites you" in email.subject
+    assert "integration" in email.body
+    # and: still no membership
+    assert person.pk not in roles_of(tenant_a.org)
+
+
+def test_an_account_without_a_password_gets_a_link_with_its_pending_invitation(
+    tenant_a: TenantBundle, tenant_b: TenantBundle
+) -> None:
+    # given: an account studio B's invitation made, never claimed
+    assert send(tenant_b.client(), "post", LIST, {"email": "unclaimed@example.com", "role": "staff"}).status_code == 201
+    drain_outbox(topics={TOPIC_MEMBER_INVITED})
+    mail.outbox.clear()
+    # when: studio A invites the same address
+    response = send(tenant_a.client(), "post", LIST, {"email": "unclaimed@example.com", "role": "photographer"})
+    # then: pending, and its e-mail lets them choose a password to sign in and answer
+    assert response.status_code == 202, response.content
     drain_outbox(topics={TOPIC_MEMBER_INVITED})
     [email] = mail.outbox
-    assert email.to == [tenant_b.owner.email] and set_password_path(email.body) is None
-    assert f"{settings.DARKROOM_PUBLIC_BASE_URL.rstrip('/')}/studio/login/" in email.body
+    assert set_password_path(email.body) and "accept" in email.body
+
+
+def test_inviting_a_pending_address_again_updates_the_role_and_emails_again(
+    tenant_a: TenantBundle, tenant_b: TenantBundle
+) -> None:
+    api = tenant_a.client()
+    assert send(api, "post", LIST, {"email": tenant_b.owner.email, "role": "staff"}).status_code == 202
+    again = send(api, "post", LIST, {"email": tenant_b.owner.email, "role": "photographer"})
+    assert again.status_code == 202 and again.json()["role"] == "photographer"
+    assert [i["role"] for i in api.get(INVITATIONS).json()["results"]] == ["photographer"]
+    drain_outbox(topics={TOPIC_MEMBER_INVITED})
+    first, second = mail.outbox
+    assert "as photographer" in first.body and "as photographer" in second.body
+
+
+def test_a_withdrawn_invitation_sends_nothing_and_grants_nothing(
+    tenant_a: TenantBundle, tenant_b: TenantBundle
+) -> None:
+    api = tenant_a.client()
+    assert send(api, "post", LIST, {"email": tenant_b.owner.email, "role": "staff"}).status_code == 202
+    [invitation] = api.get(INVITATIONS).json()["results"]
+    # when: the studio withdraws it before its e-mail went out (twice, with one key)
+    withdrawn = send(api, "delete", invitation_detail(invitation["id"]), key="withdraw-1")
+    replay = send(api, "delete", invitation_detail(invitation["id"]), key="withdraw-1")
+    # then: 204, replayed; no invitation, no membership, no e-mail; a new request finds nothing
+    assert withdrawn.status_code == replay.status_code == 204 and replay["Idempotent-Replayed"] == "true"
+    assert api.get(INVITATIONS).json()["count"] == 0 and tenant_b.owner.pk not in roles_of(tenant_a.org)
+    assert drain_outbox(topics={TOPIC_MEMBER_INVITED}) == [TOPIC_MEMBER_INVITED]
+    assert mail.outbox == []
+    assert_problem(send(api, "delete", invitation_detail(invitation["id"])), 404, "invitation-not-found")
+    assert [a.action for a in member_audits(tenant_a.org)] == ["membership.invite", "membership.withdraw"]
+
+
+def test_an_invitation_accepted_before_its_email_went_out_sends_nothing(
+    tenant_a: TenantBundle, tenant_b: TenantBundle
+) -> None:
+    assert send(tenant_a.client(), "post", LIST, {"email": tenant_b.owner.email, "role": "staff"}).status_code == 202
+    membership_invitation_accept(tenant_id=tenant_a.org.pk, user=tenant_b.owner)
+    [message] = invitations(tenant_a.org)
+    assert consume(message) is False
+    assert mail.outbox == [] and roles_of(tenant_a.org)[tenant_b.owner.pk] == "staff"
+    # and: the message counts as handled (its inbox row is recorded), so no sweep sends it again
+    with tenant_context(tenant_a.org.pk):
+        assert InboxEntry.objects.filter(consumer=MEMBER_INVITATION_CONSUMER, message_id=message.pk).exists()
+
+
+def test_invitations_are_listed_and_withdrawn_by_their_studio_only(
+    tenant_a: TenantBundle, tenant_b: TenantBundle
+) -> None:
+    # given: a pending invitation to A
+    person = cast(User, UserFactory())
+    assert send(tenant_a.client(), "post", LIST, {"email": person.email, "role": "staff"}).status_code == 202
+    [invitation] = tenant_a.client().get(INVITATIONS).json()["results"]
+    assert set(invitation) == {"id", "email", "role", "created_at"}
+    # when / then: studio B's key sees none of A's invitations and cannot withdraw one
+    assert tenant_b.client().get(INVITATIONS).json()["count"] == 0
+    assert_problem(send(tenant_b.client(), "delete", invitation_detail(invitation["id"])), 404, "invitation-not-found")
+    assert tenant_a.client().get(INVITATIONS).json()["count"] == 1
+    # and: a member who is not an owner may neither list nor withdraw
+    staff = signed_in(a_member(tenant_a.org, "staff"))
+    assert_problem(staff.get(INVITATIONS), 403, "permission-denied")
+    assert_problem(send(staff, "delete", invitation_detail(invitation["id"])), 403, "permission-denied")
+    # and: a signed-in owner may
+    assert send(signed_in(tenant_a.owner), "delete", invitation_detail(invitation["id"])).status_code == 204
+
+
+def test_a_session_in_several_studios_acts_for_none_it_did_not_choose(
+    tenant_a: TenantBundle, tenant_b: TenantBundle
+) -> None:
+    # given: B's owner is also an owner of A (lower id); their session has chosen no studio
+    MembershipFactory(tenant=tenant_a.org, user=tenant_b.owner, role="owner")
+    client = signed_in(tenant_b.owner)
+    before = state(tenant_a.org)
+    # when / then: the API refuses rather than picking a studio for them
+    assert_problem(send(client, "post", LIST, {"email": "x@example.com", "role": "staff"}), 403, "permission-denied")
+    assert state(tenant_a.org) == before
+    # and: once they choose B, they act for B
+    session = client.session
+    session[SESSION_TENANT_KEY] = tenant_b.org.pk
+    session.save()
+    assert [m["user_id"] for m in client.get(LIST).json()["results"]] == [tenant_b.owner.pk]
 
 
 def test_a_replayed_invitation_answers_the_same_and_queues_no_second_email(tenant_a: TenantBundle) -> None:
@@ -302,18 +440,28 @@ def test_the_last_owner_is_neither_demoted_nor_removed(tenant_a: TenantBundle, m
 
 @pytest.mark.parametrize(
     "change",
-    ["invite-new-owner", "invite-member-as-owner", "promote", "demote-owner", "remove-owner", "re-invite-owner"],
+    [
+        "invite-new-owner",
+        "invite-member-as-owner",
+        "invite-account-as-owner",
+        "promote",
+        "demote-owner",
+        "remove-owner",
+        "re-invite-owner",
+    ],
 )
 def test_an_api_key_neither_makes_nor_unmakes_owners(tenant_a: TenantBundle, change: str) -> None:
     # given: a second owner (so no last-owner rule applies) and a staff member
     second_owner = a_member(tenant_a.org, "owner")
     staff = a_member(tenant_a.org, "staff")
+    outsider = cast(User, UserFactory())
     before = state(tenant_a.org)
     api = tenant_a.client()
-    # when: the studio's API key grants or takes away the owner role
+    # when: the studio's API key grants, offers or takes away the owner role
     response = {
         "invite-new-owner": lambda: send(api, "post", LIST, {"email": "mallory@example.test", "role": "owner"}),
         "invite-member-as-owner": lambda: send(api, "post", LIST, {"email": staff.email, "role": "owner"}),
+        "invite-account-as-owner": lambda: send(api, "post", LIST, {"email": outsider.email, "role": "owner"}),
         "promote": lambda: send(api, "patch", detail(staff), {"role": "owner"}),
         "demote-owner": lambda: send(api, "patch", detail(second_owner), {"role": "staff"}),
         "remove-owner": lambda: send(api, "delete", detail(second_owner)),

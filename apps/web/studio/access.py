@@ -26,7 +26,7 @@ from django.utils.http import urlencode
 from apps.tenancy.context import tenant_context
 from apps.tenancy.middleware import SESSION_TENANT_KEY
 from apps.tenancy.models import Membership, Organization, User
-from apps.tenancy.selectors import memberships_of_user
+from apps.tenancy.selectors import invitations_of_user, memberships_of_user
 
 OWNER = Membership.Role.OWNER.value
 PHOTOGRAPHER = Membership.Role.PHOTOGRAPHER.value
@@ -113,8 +113,9 @@ def studio_page(
     *roles: str,
 ) -> Callable[[Callable[Concatenate[HttpRequest, Studio, P], HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Decorate a view `(request, studio, ...)`: signed in (else to the login page), a member of a
-    studio (else 403), a studio chosen when there are several (else to the picker), and one of
-    `roles` when given (else 403). The view runs in the chosen studio's tenant context."""
+    studio (else to their invitations page if they have pending ones, else 403), a studio chosen
+    when there are several (else to the picker), and one of `roles` when given (else 403). The view
+    runs in the chosen studio's tenant context."""
 
     def decorate(
         view: Callable[Concatenate[HttpRequest, Studio, P], HttpResponseBase],
@@ -134,6 +135,9 @@ def studio_page(
             assert isinstance(user, User)
             memberships = tuple(memberships_of_user(user=user))
             if not memberships:
+                if invitations_of_user(user=user):
+                    # Invited somewhere, a member nowhere yet: their answer comes first.
+                    return HttpResponseRedirect(reverse("studio:invitations"))
                 return forbidden(
                     request,
                     None,

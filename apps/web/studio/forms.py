@@ -446,7 +446,10 @@ class MemberInviteForm(StudioForm):
     email = forms.EmailField(
         max_length=254,
         label="E-mail address",
-        help_text="They get an e-mail: a link to choose their password if they have no Darkroom account yet.",
+        help_text=(
+            "They get an e-mail: a link to choose their password if they have no Darkroom account yet; an invitation "
+            "to accept if they have one."
+        ),
         widget=forms.EmailInput(attrs={"autocomplete": "off"}),
     )
     role = forms.ChoiceField(
@@ -464,6 +467,14 @@ class MemberRoleForm(StudioForm):
 
 class MemberRemoveForm(StudioForm):
     """A button: the member is in the URL."""
+
+
+class InvitationWithdrawForm(StudioForm):
+    """A button: the pending invitation is in the URL."""
+
+
+class InvitationAnswerForm(StudioForm):
+    """Accept or decline one's own pending invitation (a button; the studio is in the URL)."""
 
 
 class StudioChoiceForm(StudioForm):

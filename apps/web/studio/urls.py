@@ -8,6 +8,7 @@ from apps.web.studio.views import (
     attendees,
     auth,
     events,
+    invitations,
     members,
     money,
     overview,
@@ -34,6 +35,9 @@ urlpatterns = [
     path("login/", auth.LoginView.as_view(), name="login"),
     path("logout/", auth.LogoutView.as_view(), name="logout"),
     path("choose/", auth.choose, name="choose"),
+    path("invitations/", invitations.invitations, name="invitations"),
+    path("invitations/<studio_id:tenant_id>/accept", invitations.invitation_accept, name="invitation-accept"),
+    path("invitations/<studio_id:tenant_id>/decline", invitations.invitation_decline, name="invitation-decline"),
     path("password-reset/", auth.PasswordResetView.as_view(), name="password-reset"),
     path("password-reset/sent/", auth.PasswordResetSentView.as_view(), name="password-reset-sent"),
     path("reset/<uidb64>/<token>/", auth.PasswordResetConfirmView.as_view(), name="password-reset-confirm"),
@@ -82,4 +86,9 @@ urlpatterns = [
     path("members/", members.members, name="members"),
     path("members/<studio_id:user_id>/role", members.member_role, name="member-role"),
     path("members/<studio_id:user_id>/remove", members.member_remove_view, name="member-remove"),
+    path(
+        "members/invitations/<studio_id:invitation_id>/withdraw",
+        members.invitation_withdraw_view,
+        name="invitation-withdraw",
+    ),
 ]

@@ -14,7 +14,7 @@ from django.core import mail
 from django.test import Client
 
 from apps.tenancy.context import tenant_context
-from apps.tenancy.models import AuditLog, Membership, Organization, User
+from apps.tenancy.models import AuditLog, Membership, MembershipInvitation, Organization, User
 from apps.web.studio.views import members as members_views
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_member, signed_in, text
 
@@ -117,30 +117,76 @@ def test_a_new_person_is_added_chooses_a_password_through_the_email_and_signs_in
     assert "This link does not work" in text(Client().get(link, follow=True))
 
 
-def test_an_existing_user_is_added_and_told_so_without_a_password_link(
+def test_an_existing_user_is_invited_and_becomes_a_member_only_by_accepting(
     studio: StudioPeople, other_studio: StudioPeople
 ) -> None:
-    # given: someone with an account (an owner of another studio)
+    # given: someone with an account and a name (an owner of another studio)
     person = other_studio.owner
+    person.first_name, person.last_name = "Bea", "Bystander"
+    person.save(update_fields=["first_name", "last_name"])
     users_before = User.objects.count()
+    owner = signed_in(studio.owner)
     # when: the owner adds their address, typed in another case, as staff
-    added = invite(signed_in(studio.owner), person.email.upper(), "staff")
-    # then: that user is now staff here (and still owner there), no user was created
-    assert added.status_code == 303
-    assert roles_of(studio.org)[person.pk] == "staff" and roles_of(other_studio.org)[person.pk] == "owner"
+    added = invite(owner, person.email.upper(), "staff")
+    # then: nothing granted: no membership here, no user created; a pending invitation, audited
+    assert added.status_code == 303 and added["Location"] == PAGE
+    assert person.pk not in roles_of(studio.org) and roles_of(other_studio.org)[person.pk] == "owner"
     assert User.objects.count() == users_before
     [audit] = audits_of(studio.org, "membership.invite")
-    assert audit.data["user_created"] is False
-    # and: an e-mail saying so, with the sign-in address and no password link
+    assert (audit.data["user_created"], audit.data["pending"]) == (False, True)
+    # and: the page names them by the address only, and lists the invitation apart from the members
+    listing = text(owner.get(PAGE))
+    assert "become a member once they accept" in listing
+    assert "Bea" not in listing and person.username not in listing.replace(person.email, "")
+    assert 'id="invitation-' in listing and f'id="member-{person.pk}"' not in listing
+    # and: an e-mail asking them to accept after signing in, with no password link
     [message] = mail.outbox
     assert message.to == [person.email]
     assert set_password_path(message.body) is None and "/studio/reset/" not in message.body
-    assert f"{settings.DARKROOM_PUBLIC_BASE_URL.rstrip('/')}/studio/login/" in message.body
+    base = settings.DARKROOM_PUBLIC_BASE_URL.rstrip("/")
+    assert f"{base}/studio/login/" in message.body and f"{base}/studio/invitations/" in message.body
     assert "staff" in message.body and studio.org.name in message.body
-    # and: they can open the studio (after picking it, having two)
+    # and: signed in, they still work in their own studio only, with the invitation pointed out
     client = signed_in(person)
+    overview = client.get("/studio/")
+    assert overview.status_code == 200 and f"{other_studio.org.name} (owner)" in text(overview)
+    assert "pending invitation" in text(overview)
+    # when: they accept it on their invitations page
+    page = client.get("/studio/invitations/")
+    accept_url = f"/studio/invitations/{studio.org.pk}/accept"
+    accepted = client.post(accept_url, {"nonce": form_nonce_on(page, accept_url)})
+    # then: staff here now, and they pick which studio to work in
+    assert accepted.status_code == 303 and accepted["Location"] == "/studio/choose/"
+    assert roles_of(studio.org)[person.pk] == "staff"
     chooser = client.get("/studio/")
     assert chooser.status_code == 302 and urlsplit(chooser["Location"]).path == "/studio/choose/"
+    # and: the owner's page lists them as a member, no longer as invited
+    listing = text(owner.get(PAGE))
+    assert f'id="member-{person.pk}"' in listing and 'id="invitation-' not in listing
+
+
+def test_the_owner_withdraws_a_pending_invitation(studio: StudioPeople, other_studio: StudioPeople) -> None:
+    owner = signed_in(studio.owner)
+    person = other_studio.owner
+    assert invite(owner, person.email, "photographer").status_code == 303
+    with tenant_context(studio.org.pk):
+        [invitation] = MembershipInvitation.objects.filter(tenant=studio.org)
+    withdraw_url = f"/studio/members/invitations/{invitation.pk}/withdraw"
+    nonce = form_nonce_on(owner.get(PAGE), withdraw_url)
+    # when: withdrawn, twice (a resubmitted form)
+    first = owner.post(withdraw_url, {"nonce": nonce})
+    again = owner.post(withdraw_url, {"nonce": nonce})
+    # then: gone once, audited; both land on the list
+    assert first.status_code == again.status_code == 303 and first["Location"] == again["Location"] == PAGE
+    with tenant_context(studio.org.pk):
+        assert not MembershipInvitation.objects.filter(tenant=studio.org).exists()
+    assert len(audits_of(studio.org, "membership.withdraw")) == 1
+    assert "is withdrawn" in text(owner.get(PAGE))
+    # and: the person can no longer accept it; a fresh withdrawal is a 404
+    accept_url = f"/studio/invitations/{studio.org.pk}/accept"
+    assert signed_in(person).post(accept_url, {"nonce": "a" * 24}).status_code == 404
+    assert person.pk not in roles_of(studio.org)
+    assert owner.post(withdraw_url, {"nonce": "b" * 24}).status_code == 404
 
 
 def test_adding_someone_who_never_chose_a_password_again_sends_a_fresh_link(studio: StudioPeople) -> None:
@@ -313,6 +359,7 @@ def test_only_owners_manage_members(studio: StudioPeople, role: str) -> None:
     )
     assert client.get(remove_url(studio.owner)).status_code == 403
     assert client.post(remove_url(studio.owner), {"nonce": "n" * 24}).status_code == 403
+    assert client.post("/studio/members/invitations/1/withdraw", {"nonce": "n" * 24}).status_code == 403
     assert state(studio.org) == before
 
 

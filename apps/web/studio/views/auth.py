@@ -19,7 +19,7 @@ from apps.core.client_address import client_address
 from apps.ops.ratelimit import setting_rate_reset, setting_rate_wait
 from apps.tenancy.middleware import SESSION_TENANT_KEY
 from apps.tenancy.models import User
-from apps.tenancy.selectors import memberships_of_user
+from apps.tenancy.selectors import invitations_of_user, memberships_of_user
 from apps.web.shop.limits import wait_seconds
 from apps.web.studio.access import forbidden
 from apps.web.studio.forms import StudioChoiceForm
@@ -136,13 +136,17 @@ def _safe_next(request: HttpRequest, value: str | None) -> str:
 @never_cache
 @require_http_methods(["GET", "POST"])
 def choose(request: HttpRequest) -> HttpResponse:
-    """Which studio to work in (for people in several); kept in the session."""
+    """Which studio to work in (for people in several); kept in the session. Pending invitations
+    are not studios to pick: the page points to them (and is them, for someone in no studio yet)."""
     user = request.user
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path(), login_url=reverse("studio:login"))
     assert isinstance(user, User)
     memberships = memberships_of_user(user=user)
+    invitations = invitations_of_user(user=user)
     if not memberships:
+        if invitations:
+            return HttpResponseRedirect(reverse("studio:invitations"))
         return forbidden(request, None, "Your account is not a member of any studio.")
     studios = [(m.tenant_id, f"{m.tenant.name} ({m.role})") for m in memberships]
     next_url = _safe_next(request, request.POST.get("next") or request.GET.get("next"))
@@ -158,6 +162,6 @@ def choose(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "studio/choose.html",
-        {"form": form, "memberships": memberships, "next": next_url, "studio": None},
+        {"form": form, "memberships": memberships, "invitations": invitations, "next": next_url, "studio": None},
         status=status,
     )

@@ -1,4 +1,9 @@
-"""Members (owners only): the studio's people, adding one by e-mail, changing a role, removing one.
+"""Members (owners only): the studio's people, adding one by e-mail, changing a role, removing one;
+the pending invitations of people who already have an account, and withdrawing one.
+
+Adding an address that already has an account (and is not a member) grants nothing: it leaves a
+pending invitation that person accepts or declines after signing in (`views/invitations.py`), and
+the page names them only by the address the owner typed, never by the account's name.
 
 Every form goes through `submit` (`submit_once`): a resubmitted form has one effect. The services
 refuse to leave the studio without an owner (`LastOwnerRequired`, 409), re-checked under the
@@ -24,10 +29,16 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.tenancy import selectors
 from apps.tenancy.invitations import invitation_send
-from apps.tenancy.models import Membership, User
-from apps.tenancy.services import member_invite, member_remove, member_role_set
+from apps.tenancy.models import Membership, MembershipInvitation, User
+from apps.tenancy.services import (
+    MemberInvited,
+    member_invite,
+    member_remove,
+    member_role_set,
+    membership_invitation_withdraw,
+)
 from apps.web.studio.access import MEMBER_MANAGE_ROLES, OWNER, Studio, problem_page, studio_page
-from apps.web.studio.forms import MemberInviteForm, MemberRemoveForm, MemberRoleForm
+from apps.web.studio.forms import InvitationWithdrawForm, MemberInviteForm, MemberRemoveForm, MemberRoleForm
 from apps.web.studio.views.common import page_of, submit
 
 logger = logging.getLogger("darkroom.web.studio.members")
@@ -86,6 +97,8 @@ def _render_list(
         "studio": studio,
         "page": page,
         "rows": rows,
+        "invitations": page_of(request, selectors.invitations_of_tenant(tenant_id=studio.tenant_id), param="ipage"),
+        "withdraw_form": InvitationWithdrawForm(),
         "invite_form": invite_form or MemberInviteForm(),
         "page_query": f"?page={page.number}" if page.number > 1 else "",
     }
@@ -106,21 +119,24 @@ def members(request: HttpRequest, studio: Studio) -> HttpResponse:
     if request.method != "POST":
         return _render_list(request, studio)
     form = MemberInviteForm(request.POST)
-    invited: list[Membership] = []
+    invited: list[MemberInvited] = []
 
     def effect() -> str:
-        membership, created_user = member_invite(
+        result = member_invite(
             tenant=studio.org, email=form.cleaned_data["email"], role=form.cleaned_data["role"], actor=studio.user
         )
-        invited.append(membership)
-        user = membership.user
-        what = "created an account for" if created_user else "added"
-        messages.success(
-            request,
-            f"You {what} {member_name(user)} ({user.email}) as {membership.get_role_display().lower()}; "
-            "they are being e-mailed.",
-        )
-        return _after_change(request, studio, user.pk, membership.role == OWNER)
+        invited.append(result)
+        user, role = result.user, Membership.Role(result.role).label.lower()
+        if result.membership is None:
+            messages.success(
+                request,
+                f"You invited {form.cleaned_data['email']} as {role}. They already have a Darkroom account, so they "
+                "become a member once they accept; they are being e-mailed.",
+            )
+            return _list_url(request)
+        what = "created an account for" if result.created_user else "added"
+        messages.success(request, f"You {what} {member_name(user)} ({user.email}) as {role}; they are being e-mailed.")
+        return _after_change(request, studio, user.pk, result.membership.role == OWNER)
 
     response = submit(
         request,
@@ -134,18 +150,51 @@ def members(request: HttpRequest, studio: Studio) -> HttpResponse:
     return response
 
 
-def _send_invitation(request: HttpRequest, studio: Studio, membership: Membership) -> None:
-    """E-mail the new member (the membership has committed). A failure is reported, not raised:
-    the membership stands, and adding them again sends another e-mail."""
-    user = membership.user
+def _send_invitation(request: HttpRequest, studio: Studio, invited: MemberInvited) -> None:
+    """E-mail the new member, or the person with a pending invitation (it has committed). A
+    failure is reported, not raised: the membership or invitation stands, and adding them again
+    sends another e-mail."""
+    user = invited.user
     try:
-        invitation_send(studio=studio.org, user=user, role=membership.role, invited_by=studio.user)
+        invitation_send(
+            studio=studio.org, user=user, role=invited.role, invited_by=studio.user, pending=invited.pending
+        )
     except Exception:
         logger.exception("member invitation e-mail failed", extra={"tenant_id": studio.tenant_id, "user_id": user.pk})
+        standing = "The invitation stands" if invited.pending else "They are a member"
         messages.error(
             request,
-            f"The e-mail to {user.email} could not be sent. They are a member; add them again to send it again.",
+            f"The e-mail to {user.email} could not be sent. {standing}; add them again to send it again.",
         )
+
+
+@require_POST
+@studio_page(*MEMBER_MANAGE_ROLES)
+def invitation_withdraw_view(request: HttpRequest, studio: Studio, invitation_id: int) -> HttpResponse:
+    """Withdraw a pending invitation (one button per row of the invitations table). One that was
+    answered or withdrawn meanwhile is a 404, after `submit` had its chance to replay the form."""
+    form = InvitationWithdrawForm(request.POST)
+
+    def effect() -> str:
+        withdrawn: MembershipInvitation = membership_invitation_withdraw(
+            tenant=studio.org, invitation_id=invitation_id, actor=studio.user
+        )
+        messages.success(request, f"The invitation of {withdrawn.user.email} is withdrawn.")
+        return _list_url(request)
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: problem_page(
+            request,
+            studio,
+            status=status,
+            title="The invitation was not withdrawn",
+            message=" ".join(str(e) for e in form.non_field_errors()) or "Reload the members page and try again.",
+        ),
+    )
 
 
 # --- changing a role ------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The studio's front page: recent events, recent sales, the signed-in member's wallets and the
-payouts on their way."""
+payouts on their way, and a note of their pending invitations to other studios."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from apps.catalog.selectors import events_list
 from apps.ops.killswitch import capability_enabled
 from apps.ops.models import Capability
 from apps.payments.providers.base import money_text
+from apps.tenancy.selectors import invitations_of_user
 from apps.web.studio import selectors
 from apps.web.studio.access import Studio, studio_page
 
@@ -36,5 +37,6 @@ def overview(request: HttpRequest, studio: Studio) -> HttpResponse:
             .order_by("-created_at")[:RECENT]
         ],
         "payouts_enabled": capability_enabled(Capability.PAYOUTS),
+        "invitations": invitations_of_user(user=studio.user),
     }
     return render(request, "studio/overview.html", context)

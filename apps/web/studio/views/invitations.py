@@ -1,0 +1,87 @@
+"""The signed-in person's own pending invitations: accept (become a member with the offered role)
+or decline. Open to anyone signed in, members of no studio included (they are who gets invited).
+
+An invitation is found by (studio in the URL, signed-in user): nobody but the invited person can
+see or answer it, and anyone else gets a 404. Each answer is one form through `submit_once`,
+scoped to the invitation's studio and the person (`user:<pk>`), so a resubmitted answer lands
+where the first did and is applied once. Nothing is sent by e-mail.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.core.problems import DomainError
+from apps.tenancy.models import Membership, Organization, User
+from apps.tenancy.selectors import invitations_of_user
+from apps.tenancy.services import membership_invitation_accept, membership_invitation_decline
+from apps.web.studio.access import problem_page
+from apps.web.studio.forms import InvitationAnswerForm
+from apps.web.studio.views.common import show_refusal
+from apps.web.submit_once import submit_once
+
+NOT_FOUND = "You have no pending invitation to this studio (it may have been answered or withdrawn)."
+
+
+def _render_list(request: HttpRequest, user: User, *, status: int = 200) -> HttpResponse:
+    context = {"studio": None, "invitations": invitations_of_user(user=user), "form": InvitationAnswerForm()}
+    return render(request, "studio/invitations.html", context, status=status)
+
+
+@never_cache
+@require_GET
+def invitations(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    if not user.is_authenticated:
+        return redirect_to_login(request.get_full_path(), login_url=reverse("studio:login"))
+    assert isinstance(user, User)
+    return _render_list(request, user)
+
+
+def _answer(request: HttpRequest, tenant_id: int, *, accept: bool) -> HttpResponse:
+    """Run one answer once (`submit_once`, scoped to the studio in the URL and the person). An
+    answer the person has no invitation for (an unknown studio included) is refused
+    (InvitationNotFound, 404) and stores nothing: the effect rolls back with its form key."""
+    user = request.user
+    if not user.is_authenticated:
+        return redirect_to_login(reverse("studio:invitations"), login_url=reverse("studio:login"))
+    assert isinstance(user, User)
+    form = InvitationAnswerForm(request.POST)
+    form.is_valid()  # no fields: only so that a refusal can be put into it
+
+    def effect() -> str:
+        if accept:
+            membership = membership_invitation_accept(tenant_id=tenant_id, user=user)
+            studio = Organization.objects.get(pk=tenant_id)
+            role = Membership.Role(membership.role).label.lower()
+            messages.success(request, f"You are now a member of {studio.name}, as {role}. Pick it to work in it.")
+            return reverse("studio:choose")
+        membership_invitation_decline(tenant_id=tenant_id, user=user)
+        messages.success(request, "Invitation declined; nothing changed for you.")
+        return reverse("studio:invitations")
+
+    try:
+        return submit_once(request, tenant_id=tenant_id, caller=f"user:{user.pk}", effect=effect)
+    except DomainError as exc:
+        show_refusal(form, exc)
+        message = NOT_FOUND if exc.status_code == 404 else " ".join(str(error) for error in form.non_field_errors())
+        title = "Invitation not found" if exc.status_code == 404 else "Not answered"
+        return problem_page(request, None, status=exc.status_code, title=title, message=message)
+
+
+@never_cache
+@require_POST
+def invitation_accept(request: HttpRequest, tenant_id: int) -> HttpResponse:
+    return _answer(request, tenant_id, accept=True)
+
+
+@never_cache
+@require_POST
+def invitation_decline(request: HttpRequest, tenant_id: int) -> HttpResponse:
+    return _answer(request, tenant_id, accept=False)

@@ -1,0 +1,146 @@
+"""The invited person's own page: their pending invitations, with Accept and Decline. Only they can
+answer one (anyone else gets a 404); an answer is applied once; until they accept, they have no
+access to the studio."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import Client
+
+from apps.tenancy.context import tenant_context
+from apps.tenancy.models import AuditLog, Membership, MembershipInvitation, Organization, User
+from apps.tenancy.services import member_invite
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_user, signed_in, text
+
+pytestmark = pytest.mark.django_db
+
+PAGE = "/studio/invitations/"
+
+
+def accept_url(org: Organization) -> str:
+    return f"/studio/invitations/{org.pk}/accept"
+
+
+def decline_url(org: Organization) -> str:
+    return f"/studio/invitations/{org.pk}/decline"
+
+
+def invited(studio: StudioPeople, person: User, role: str) -> None:
+    result = member_invite(tenant=studio.org, email=person.email, role=role, actor=studio.owner)
+    assert result.pending
+
+
+def roles_of(org: Organization) -> dict[int, str]:
+    with tenant_context(org.pk):
+        return dict(Membership.objects.filter(tenant=org).values_list("user_id", "role"))
+
+
+def pending_of(org: Organization) -> dict[int, str]:
+    with tenant_context(org.pk):
+        return dict(MembershipInvitation.objects.filter(tenant=org).values_list("user_id", "role"))
+
+
+def audits_of(org: Organization, action: str) -> list[AuditLog]:
+    with tenant_context(org.pk):
+        return list(AuditLog.objects.filter(tenant=org, action=action).order_by("id"))
+
+
+def answer(client: Client, url: str, nonce: str | None = None) -> Any:
+    return client.post(url, {"nonce": nonce or form_nonce_on(client.get(PAGE), url)})
+
+
+def test_someone_in_no_studio_is_shown_their_invitations_and_accepts_one(studio: StudioPeople) -> None:
+    # given: a person with an account and no studio, invited as photographer
+    person = new_user()
+    invited(studio, person, "photographer")
+    client = signed_in(person)
+    # then: the studio is not theirs yet: its pages lead to their invitations instead
+    for path in ("/studio/", "/studio/events/", "/studio/choose/"):
+        response = client.get(path)
+        assert response.status_code == 302 and urlsplit(response["Location"]).path == PAGE, path
+    page = client.get(PAGE)
+    assert page.status_code == 200 and "no-store" in page["Cache-Control"]
+    assert studio.org.name in text(page) and "photographer" in text(page)
+    # when: they accept, and the form is sent again
+    nonce = form_nonce_on(page, accept_url(studio.org))
+    first = answer(client, accept_url(studio.org), nonce)
+    again = answer(client, accept_url(studio.org), nonce)
+    # then: a photographer of the studio, once; both answers land on the studio picker
+    assert first.status_code == again.status_code == 303
+    assert first["Location"] == again["Location"] == "/studio/choose/"
+    assert roles_of(studio.org)[person.pk] == "photographer" and pending_of(studio.org) == {}
+    assert len(audits_of(studio.org, "membership.accept")) == 1
+    overview = client.get("/studio/")
+    assert overview.status_code == 200 and f"{studio.org.name} (photographer)" in text(overview)
+
+
+def test_declining_leaves_them_outside_the_studio(studio: StudioPeople) -> None:
+    person = new_user()
+    invited(studio, person, "owner")
+    client = signed_in(person)
+    declined = answer(client, decline_url(studio.org))
+    assert declined.status_code == 303 and declined["Location"] == PAGE
+    assert person.pk not in roles_of(studio.org) and pending_of(studio.org) == {}
+    [audit] = audits_of(studio.org, "membership.decline")
+    assert audit.actor_user_id == person.pk
+    assert "no pending invitations" in text(client.get(PAGE))
+    assert client.get("/studio/").status_code == 403
+    # and: accepting afterwards finds nothing
+    assert client.post(accept_url(studio.org), {"nonce": "c" * 24}).status_code == 404
+    assert person.pk not in roles_of(studio.org)
+
+
+@pytest.mark.parametrize("who", ["stranger", "studio-owner", "member-of-the-studio", "another-invitee"])
+@pytest.mark.parametrize("action", ["accept", "decline"])
+def test_nobody_else_can_answer_it(studio: StudioPeople, other_studio: StudioPeople, who: str, action: str) -> None:
+    # given: a person invited to the studio as owner
+    person = new_user()
+    invited(studio, person, "owner")
+    someone = {
+        "stranger": new_user(),
+        "studio-owner": studio.owner,
+        "member-of-the-studio": studio.staff,
+        "another-invitee": other_studio.owner,
+    }[who]
+    if who == "another-invitee":
+        invited(other_studio, person, "staff")  # they have an invitation, but elsewhere
+    before = roles_of(studio.org), pending_of(studio.org)
+    # when: someone else posts the answer
+    url = accept_url(studio.org) if action == "accept" else decline_url(studio.org)
+    refused = signed_in(someone).post(url, {"nonce": "d" * 24})
+    # then: 404, and nothing changed
+    assert refused.status_code == 404 and "Invitation not found" in text(refused)
+    assert (roles_of(studio.org), pending_of(studio.org)) == before
+    assert audits_of(studio.org, f"membership.{action}") == []
+
+
+def test_an_unknown_studio_is_a_404_and_anonymous_visitors_go_to_the_login(studio: StudioPeople) -> None:
+    person = new_user()
+    assert signed_in(person).post("/studio/invitations/999999999/accept", {"nonce": "e" * 24}).status_code == 404
+    for response in (Client().get(PAGE), Client().post(accept_url(studio.org), {"nonce": "f" * 24})):
+        assert response.status_code == 302 and urlsplit(response["Location"]).path == "/studio/login/"
+
+
+def test_an_answer_needs_the_csrf_token(studio: StudioPeople) -> None:
+    person = new_user()
+    invited(studio, person, "staff")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(person)
+    assert client.post(accept_url(studio.org), {"nonce": "g" * 24}).status_code == 403
+    assert pending_of(studio.org) == {person.pk: "staff"} and person.pk not in roles_of(studio.org)
+
+
+def test_a_member_elsewhere_sees_the_invitation_on_the_picker(studio: StudioPeople, other_studio: StudioPeople) -> None:
+    # given: B's photographer, invited to A
+    invited(studio, other_studio.photographer, "staff")
+    client = signed_in(other_studio.photographer)
+    # then: their overview (of B) points to the invitation
+    overview = client.get("/studio/")
+    assert overview.status_code == 200 and f"join {studio.org.name}" in text(overview)
+    # and: the picker offers only the studio they are a member of, and points to the invitation
+    picker = text(client.get("/studio/choose/"))
+    assert f'value="{other_studio.org.pk}"' in picker and f'value="{studio.org.pk}"' not in picker
+    assert "pending invitation" in picker
