@@ -13,7 +13,7 @@ from django.db import connection, transaction
 
 from apps.core.problems import DomainError, InvalidInput
 from apps.tenancy.context import tenant_context
-from apps.tenancy.models import AuditLog, Membership, MembershipInvitation, Organization, User
+from apps.tenancy.models import Membership, MembershipInvitation, Organization, User
 from apps.tenancy.services import (
     LastOwnerRequired,
     MemberNotFound,
@@ -24,22 +24,13 @@ from apps.tenancy.services import (
 )
 from tests.factories.tenancy import MembershipFactory, UserFactory
 from tests.fixtures import TenantBundle
+from tests.tenancy.helpers import audits_of, roles_of
 
 pytestmark = pytest.mark.django_db
 
 
 def a_member(org: Organization, role: str, **user_fields: Any) -> User:
     return cast(Membership, MembershipFactory(tenant=org, user=UserFactory(**user_fields), role=role)).user
-
-
-def roles_of(org: Organization) -> dict[int, str]:
-    with tenant_context(org.pk):
-        return dict(Membership.objects.filter(tenant=org).values_list("user_id", "role"))
-
-
-def audits_of(org: Organization, action: str) -> list[AuditLog]:
-    with tenant_context(org.pk):
-        return list(AuditLog.objects.filter(tenant=org, action=action).order_by("id"))
 
 
 # --- inviting -------------------------------------------------------------------------------

@@ -20,12 +20,13 @@ from apps.outbox.routing import resolve_route
 from apps.tenancy.context import tenant_context
 from apps.tenancy.invitations import MEMBER_INVITATION_CONSUMER, TOPIC_MEMBER_INVITED
 from apps.tenancy.middleware import SESSION_TENANT_KEY
-from apps.tenancy.models import ApiKey, AuditLog, Membership, MembershipInvitation, Organization, User
+from apps.tenancy.models import ApiKey, AuditLog, Membership, Organization, User
 from apps.tenancy.services import membership_invitation_accept
 from config.celery_app import app as celery_app
 from tests.commerce.helpers import drain_outbox
 from tests.factories.tenancy import MembershipFactory, UserFactory
 from tests.fixtures import TenantBundle
+from tests.tenancy.helpers import pending_of, roles_of
 
 # Commits matter here: the Idempotency-Key row commits with the effect, and the consumer sends
 # mail outside any transaction (it refuses to inside one).
@@ -60,11 +61,6 @@ def send(client: APIClient, method: str, path: str, body: Any = None, *, key: st
     return getattr(client, method)(path, body, format="json", HTTP_IDEMPOTENCY_KEY=key or str(uuid.uuid4()))
 
 
-def roles_of(org: Organization) -> dict[int, str]:
-    with tenant_context(org.pk):
-        return dict(Membership.objects.filter(tenant=org).values_list("user_id", "role"))
-
-
 def member_audits(org: Organization) -> list[AuditLog]:
     with tenant_context(org.pk):
         return list(AuditLog.objects.filter(tenant=org, action__startswith="membership.").order_by("id"))
@@ -78,11 +74,6 @@ def invitations(org: Organization) -> list[OutboxMessage]:
 def api_key_label(org: Organization) -> str:
     with tenant_context(org.pk):
         return f"api_key:{ApiKey.objects.get(tenant=org).pk}"
-
-
-def pending_of(org: Organization) -> dict[int, str]:
-    with tenant_context(org.pk):
-        return dict(MembershipInvitation.objects.filter(tenant=org).values_list("user_id", "role"))
 
 
 def state(org: Organization) -> tuple[dict[int, str], dict[int, str], int, int, int, int]:

@@ -17,7 +17,7 @@ from django.test import RequestFactory
 
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.middleware import SESSION_TENANT_KEY, session_tenant
-from apps.tenancy.models import AuditLog, Membership, MembershipInvitation, Organization, User
+from apps.tenancy.models import Membership, MembershipInvitation, Organization, User
 from apps.tenancy.selectors import invitations_of_user, memberships_of_user
 from apps.tenancy.services import (
     InvitationNotFound,
@@ -34,27 +34,13 @@ from apps.tenancy.services import (
 )
 from tests.factories.tenancy import MembershipFactory, UserFactory
 from tests.fixtures import TenantBundle
+from tests.tenancy.helpers import audits_of, pending_of, roles_of
 
 pytestmark = pytest.mark.django_db
 
 
 def a_member(org: Organization, role: str) -> User:
     return cast(Membership, MembershipFactory(tenant=org, user=UserFactory(), role=role)).user
-
-
-def roles_of(org: Organization) -> dict[int, str]:
-    with tenant_context(org.pk):
-        return dict(Membership.objects.filter(tenant=org).values_list("user_id", "role"))
-
-
-def pending_of(org: Organization) -> dict[int, str]:
-    with tenant_context(org.pk):
-        return dict(MembershipInvitation.objects.filter(tenant=org).values_list("user_id", "role"))
-
-
-def audits_of(org: Organization, action: str) -> list[AuditLog]:
-    with tenant_context(org.pk):
-        return list(AuditLog.objects.filter(tenant=org, action=action).order_by("id"))
 
 
 def invite(org: Organization, person: User, role: str, actor: User | None, **kwargs: Any) -> MembershipInvitation:

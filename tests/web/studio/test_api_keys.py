@@ -14,10 +14,11 @@ from django.db import connection
 from django.test import Client
 
 from apps.tenancy.context import tenant_context
-from apps.tenancy.models import ApiKey, AuditLog, Organization
+from apps.tenancy.models import ApiKey, Organization
 from apps.tenancy.selectors import api_key_resolve
 from apps.tenancy.services import api_key_issue, hash_api_key
 from apps.web.studio.views import api_keys as api_keys_views
+from tests.tenancy.helpers import audits_of
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, text
 
 pytestmark = pytest.mark.django_db
@@ -34,11 +35,6 @@ def revoke_url(api_key: ApiKey | int) -> str:
 def keys_of(org: Organization) -> list[ApiKey]:
     with tenant_context(org.pk):
         return list(ApiKey.objects.filter(tenant=org).order_by("id"))
-
-
-def audits_of(org: Organization, action: str) -> list[AuditLog]:
-    with tenant_context(org.pk):
-        return list(AuditLog.objects.filter(tenant=org, action=action).order_by("id"))
 
 
 def whoami(raw_key: str) -> Any:

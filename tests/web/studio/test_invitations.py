@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import pytest
 from django.test import Client
 
-from apps.tenancy.context import tenant_context
-from apps.tenancy.models import AuditLog, Membership, MembershipInvitation, Organization, User
+from apps.tenancy.models import Organization, User
 from apps.tenancy.services import member_invite
+from tests.tenancy.helpers import audits_of, pending_of, roles_of
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_user, signed_in, text
 
 pytestmark = pytest.mark.django_db
@@ -31,21 +31,6 @@ def decline_url(org: Organization) -> str:
 def invited(studio: StudioPeople, person: User, role: str) -> None:
     result = member_invite(tenant=studio.org, email=person.email, role=role, actor=studio.owner)
     assert result.pending
-
-
-def roles_of(org: Organization) -> dict[int, str]:
-    with tenant_context(org.pk):
-        return dict(Membership.objects.filter(tenant=org).values_list("user_id", "role"))
-
-
-def pending_of(org: Organization) -> dict[int, str]:
-    with tenant_context(org.pk):
-        return dict(MembershipInvitation.objects.filter(tenant=org).values_list("user_id", "role"))
-
-
-def audits_of(org: Organization, action: str) -> list[AuditLog]:
-    with tenant_context(org.pk):
-        return list(AuditLog.objects.filter(tenant=org, action=action).order_by("id"))
 
 
 def answer(client: Client, url: str, nonce: str | None = None) -> Any:

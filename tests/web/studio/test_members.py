@@ -14,8 +14,9 @@ from django.core import mail
 from django.test import Client
 
 from apps.tenancy.context import tenant_context
-from apps.tenancy.models import AuditLog, Membership, MembershipInvitation, Organization, User
+from apps.tenancy.models import AuditLog, MembershipInvitation, Organization, User
 from apps.web.studio.views import members as members_views
+from tests.tenancy.helpers import audits_of, roles_of
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_member, signed_in, text
 
 pytestmark = pytest.mark.django_db
@@ -31,16 +32,6 @@ def role_url(user: User | int) -> str:
 
 def remove_url(user: User | int) -> str:
     return f"/studio/members/{user if isinstance(user, int) else user.pk}/remove"
-
-
-def roles_of(org: Organization) -> dict[int, str]:
-    with tenant_context(org.pk):
-        return dict(Membership.objects.filter(tenant=org).values_list("user_id", "role"))
-
-
-def audits_of(org: Organization, action: str) -> list[AuditLog]:
-    with tenant_context(org.pk):
-        return list(AuditLog.objects.filter(tenant=org, action=action).order_by("id"))
 
 
 def member_audits(org: Organization) -> list[AuditLog]:
