@@ -65,9 +65,6 @@ def set_password_url(user: User) -> str:
     return public_url(reverse("studio:password-reset-confirm", kwargs={"uidb64": uidb64, "token": token}))
 
 
-inviter_name = person_name
-
-
 def invitation_send(
     *,
     studio: Organization,
@@ -90,7 +87,7 @@ def invitation_send(
     context = {
         "studio_name": studio.name,
         "role": Membership.Role(role).label.lower(),
-        "invited_by": invited_by if isinstance(invited_by, str) else inviter_name(invited_by),
+        "invited_by": invited_by if isinstance(invited_by, str) else person_name(invited_by),
         "username": user.get_username(),
         "set_password_url": set_password_url(user) if needs_password else None,
         "login_url": public_url(reverse("studio:login")),

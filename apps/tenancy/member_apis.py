@@ -31,11 +31,11 @@ from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.serializers import StrictSerializer
 from apps.tenancy.apis import TenantApi
 from apps.tenancy.authentication import ApiKeyPrincipal
-from apps.tenancy.invitations import inviter_name, member_invitation_create
+from apps.tenancy.invitations import member_invitation_create
 from apps.tenancy.models import Membership, MembershipInvitation, User
 from apps.tenancy.permissions import HasTenantRole
 from apps.tenancy.selectors import invitations_of_tenant, members_of_tenant
-from apps.tenancy.services import member_remove, member_role_set, membership_invitation_withdraw
+from apps.tenancy.services import member_remove, member_role_set, membership_invitation_withdraw, person_name
 
 # The members page is the owner's (apps/web/studio/access.py MEMBER_MANAGE_ROLES); API keys act
 # with the owner's reach, except over owners: a key neither makes, demotes nor removes one
@@ -108,7 +108,7 @@ class _MembersApi(TenantApi):
                 may_change_owners=False,
             )
         assert isinstance(user, User), "only owners and API keys pass the permission check"
-        return MemberActor(user=user, label="", name=inviter_name(user), may_change_owners=True)
+        return MemberActor(user=user, label="", name=person_name(user), may_change_owners=True)
 
     @property
     def tenant_pk(self) -> int:

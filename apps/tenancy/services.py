@@ -335,33 +335,29 @@ def member_invite(
                 invited_by=invited_by or (person_name(actor) if actor is not None else actor_label),
                 may_change_owners=may_change_owners,
             )
-            audit_record(
-                action="membership.invite",
-                actor_user=actor,
-                actor_label=actor_label,
-                target_type="user",
-                target_id=str(user.pk),
-                data={**audit_data, "previous_role": None, "pending": True},
-            )
-            return MemberInvited(user=user, created_user=False, invitation=invitation)
-        previous_role = membership.role if membership is not None else None
-        _check_owner_change(allowed=may_change_owners, previous_role=previous_role, role=role)
-        if membership is None:
-            membership = Membership.objects.create(tenant=tenant, user=user, role=role)
-        elif membership.role != role:
-            if membership.role == OWNER_ROLE:
-                _keeps_an_owner(owners=owners, user_id=user.pk, studio=tenant.name)
-            membership.role = role
-            membership.save(update_fields=["role"])
+            result = MemberInvited(user=user, created_user=False, invitation=invitation)
+            audit_data |= {"previous_role": None, "pending": True}
+        else:
+            previous_role = membership.role if membership is not None else None
+            _check_owner_change(allowed=may_change_owners, previous_role=previous_role, role=role)
+            if membership is None:
+                membership = Membership.objects.create(tenant=tenant, user=user, role=role)
+            elif membership.role != role:
+                if membership.role == OWNER_ROLE:
+                    _keeps_an_owner(owners=owners, user_id=user.pk, studio=tenant.name)
+                membership.role = role
+                membership.save(update_fields=["role"])
+            result = MemberInvited(user=user, created_user=created_user, membership=membership)
+            audit_data["previous_role"] = previous_role
         audit_record(
             action="membership.invite",
             actor_user=actor,
             actor_label=actor_label,
             target_type="user",
             target_id=str(user.pk),
-            data={**audit_data, "previous_role": previous_role},
+            data=audit_data,
         )
-    return MemberInvited(user=user, created_user=created_user, membership=membership)
+    return result
 
 
 def _invitation_put(
