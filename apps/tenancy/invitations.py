@@ -1,9 +1,10 @@
 """The e-mails telling someone they were made a member of a studio, or invited to become one,
 and their durable path.
 
-An address that already has an account and is not a member of the studio gets a pending
-invitation (`member_invite`), never a membership: its e-mail names the studio, the role and who
-invited, and asks them to accept or decline after signing in (the studio's invitations page).
+Anyone who is not a member of the studio gets a pending invitation (`member_invite`), never a
+membership, whether or not the address had an account: its e-mail names the studio, the role and
+who invited, and asks them to accept or decline after signing in (the studio's invitations page).
+An existing member invited again gets the new role and an e-mail saying so.
 
 Someone without a password (a user the invitation created, or one created by an earlier
 invitation who never chose one) gets a link to choose it: Django's password-reset token
@@ -13,7 +14,7 @@ password changes) and for PASSWORD_RESET_TIMEOUT; inviting the person again send
 Django's "Forgot your password?" mails only users with a usable password, so this is their way in.
 Anyone else gets a note with the sign-in address.
 
-Two ways out, both after the membership committed and outside any transaction:
+Two ways out, both after the invitation (or role change) committed and outside any transaction:
 
 * The studio's members page calls `invitation_send` itself once its form's effect committed (a
   failure is shown on the page; adding the person again sends again).

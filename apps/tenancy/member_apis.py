@@ -124,10 +124,7 @@ class MembersApi(_MembersApi):
         role = serializers.ChoiceField(choices=Membership.Role.choices)
 
     class InviteOutputSerializer(MemberOutputSerializer):
-        status = serializers.ChoiceField(choices=["member"], help_text='Always "member": they are one now.')
-        user_created = serializers.BooleanField(
-            help_text="Whether the address had no account: one was made, and the e-mail links to choosing a password."
-        )
+        status = serializers.ChoiceField(choices=["member"], help_text='Always "member": they were one already.')
 
     class InvitedOutputSerializer(serializers.Serializer):
         email = serializers.EmailField()
@@ -157,12 +154,11 @@ class MembersApi(_MembersApi):
         responses={201: InviteOutputSerializer, 202: InvitedOutputSerializer},
         description=(
             "Invite the person with this e-mail address with this role, and e-mail them.\n\n"
-            "* An address without an account: an account without a password is made, it is a member at once "
-            "(201), and the e-mail links to choosing a password.\n"
             "* A member: gets the new role (201).\n"
-            "* Any other account: nothing is granted. A pending invitation is made (or given the new role), "
-            "and the e-mail asks them to accept or decline it after signing in (202, with the address, the "
-            "role and `status: invited` only).\n\n"
+            "* Anyone else: nothing is granted. A pending invitation is made (or given the new role), and the "
+            "e-mail asks them to accept or decline it after signing in; an address without an account also "
+            "gets a link to choose a password. The answer is the same whether or not the address had an "
+            "account: 202, with the address as sent, the role and `status: invited` only.\n\n"
             "Refused with 409 `last-owner` if it would leave the studio without an owner, and with 403 "
             "`owner-role-reserved` when an API key would grant, offer or take away the owner role."
         ),
@@ -180,9 +176,11 @@ class MembersApi(_MembersApi):
             **data.validated_data,
         )
         if invited.membership is None:
-            invited_body = {"email": invited.user.email, "role": invited.role, "status": "invited"}
+            # The address as sent (normalised), not the account's: its spelling would tell that one exists.
+            email = User.objects.normalize_email(data.validated_data["email"].strip())
+            invited_body = {"email": email, "role": invited.role, "status": "invited"}
             return Response(self.InvitedOutputSerializer(invited_body).data, status=202)
-        body = {**member_out(invited.membership), "status": "member", "user_created": invited.created_user}
+        body = {**member_out(invited.membership), "status": "member"}
         return Response(self.InviteOutputSerializer(body).data, status=201)
 
 

@@ -178,6 +178,15 @@ class InvitationNotFound(NotFound):
     title = "Invitation not found"
 
 
+class InvitationChanged(DomainError):
+    """The studio changed the invitation's role after the person saw it: accepting would grant a
+    role they did not agree to."""
+
+    status_code = 409
+    slug = "invitation-changed"
+    title = "The invitation changed"
+
+
 OWNER_ROLE = Membership.Role.OWNER.value
 _USERNAME_ILLEGAL = re.compile(r"[^\w.@+-]")
 _USERNAME_MAX = 150
@@ -262,9 +271,10 @@ def _user_for_email(email: str) -> tuple[User, bool]:
 
 @dataclass(frozen=True)
 class MemberInvited:
-    """What `member_invite` did: made or updated a membership (`membership`), or, for an existing
-    account that is not a member yet, left a pending invitation (`invitation`) for its owner to
-    accept. Exactly one of the two is set."""
+    """What `member_invite` did: updated a member's role (`membership`), or, for anyone who is
+    not a member yet, left a pending invitation (`invitation`) for them to accept. Exactly one of
+    the two is set. `created_user`: the address had no account, and one (without a password) was
+    made for the invitation."""
 
     user: User
     created_user: bool
@@ -299,13 +309,14 @@ def member_invite(
 ) -> MemberInvited:
     """Invite the person with `email` to `tenant` with `role`.
 
-    * An address without an account: a user is created (without a usable password) and made a
-      member at once; nobody else owns that account, and its e-mail links to choosing a password.
     * An existing member: gets the role (as `membership_add` does), unless that would leave the
       studio without an owner.
-    * Any other existing account: nothing is granted. A pending `MembershipInvitation` is made (or,
-      inviting again, given the new role); its owner accepts or declines it after signing in
+    * Anyone else: nothing is granted. A pending `MembershipInvitation` is made (or, inviting
+      again, given the new role); its person accepts or declines it after signing in
       (`membership_invitation_accept` / `_decline`). No one joins a studio without consenting.
+      An address without an account gets one first (without a usable password: its e-mail links
+      to choosing one), so the caller cannot tell from the outcome whether the address had an
+      account.
 
     Joins the caller's transaction; takes the owners' lock (`_owners_lock`). Sends nothing: the
     caller e-mails the invitation after the commit, or queues it with
@@ -327,7 +338,7 @@ def member_invite(
         user, created_user = _user_for_email(email)
         membership = Membership.objects.select_for_update().filter(tenant=tenant, user=user).first()
         audit_data: dict[str, Any] = {"email": email, "role": role, "user_created": created_user}
-        if membership is None and not created_user:
+        if membership is None:
             invitation = _invitation_put(
                 tenant=tenant,
                 user=user,
@@ -335,14 +346,12 @@ def member_invite(
                 invited_by=invited_by or (person_name(actor) if actor is not None else actor_label),
                 may_change_owners=may_change_owners,
             )
-            result = MemberInvited(user=user, created_user=False, invitation=invitation)
+            result = MemberInvited(user=user, created_user=created_user, invitation=invitation)
             audit_data |= {"previous_role": None, "pending": True}
         else:
-            previous_role = membership.role if membership is not None else None
+            previous_role = membership.role
             _check_owner_change(allowed=may_change_owners, previous_role=previous_role, role=role)
-            if membership is None:
-                membership = Membership.objects.create(tenant=tenant, user=user, role=role)
-            elif membership.role != role:
+            if membership.role != role:
                 if membership.role == OWNER_ROLE:
                     _keeps_an_owner(owners=owners, user_id=user.pk, studio=tenant.name)
                 membership.role = role
@@ -392,18 +401,26 @@ def _invitation_lock(*, tenant_id: int, **lookup: Any) -> MembershipInvitation:
     return invitation
 
 
-def membership_invitation_accept(*, tenant_id: int, user: User) -> Membership:
+def membership_invitation_accept(*, tenant_id: int, user: User, role: str | None = None) -> Membership:
     """`user` accepts their pending invitation to the studio `tenant_id`: they become a member
     with the invited role, and the invitation goes.
 
     Only the invited person can accept: the invitation is looked up by (studio, `user`), so
-    anyone else finds none. Joins the caller's transaction; takes the owners' lock, so it
-    serialises with a concurrent withdrawal or new invitation. Raises InvitationNotFound (none
-    for this user, or answered / withdrawn meanwhile).
-    """
+    anyone else finds none. `role` is the role the person was shown (None: not checked, for
+    callers that show none): when the invitation offers another one (the studio re-invited them
+    since), nothing is granted (InvitationChanged, 409) and they answer again knowing it.
+    Joins the caller's transaction; takes the owners' lock, so it serialises with a concurrent
+    withdrawal or new invitation. Raises InvitationNotFound (none for this user, or answered /
+    withdrawn meanwhile)."""
     with tenant_context(tenant_id), transaction.atomic():
         _owners_lock(tenant_id=tenant_id, actor=None)
         invitation = _invitation_lock(tenant_id=tenant_id, user_id=user.pk)
+        if role is not None and invitation.role != role:
+            offered = Membership.Role(invitation.role).label.lower()
+            raise InvitationChanged(
+                f"This invitation offers the {offered} role, not the one you accepted (the studio may have "
+                "changed it since you opened the page). Look at it again before you accept."
+            )
         # Made a member meanwhile by an operator (`membership_add` drops invitations, so only a
         # race gets here): the membership they have stands.
         membership, created = Membership.objects.get_or_create(

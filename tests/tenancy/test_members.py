@@ -24,7 +24,7 @@ from apps.tenancy.services import (
 )
 from tests.factories.tenancy import MembershipFactory, UserFactory
 from tests.fixtures import TenantBundle
-from tests.tenancy.helpers import audits_of, roles_of
+from tests.tenancy.helpers import audits_of, pending_of, roles_of
 
 pytestmark = pytest.mark.django_db
 
@@ -36,17 +36,20 @@ def a_member(org: Organization, role: str, **user_fields: Any) -> User:
 # --- inviting -------------------------------------------------------------------------------
 
 
-def test_inviting_a_new_address_creates_a_user_without_a_password_and_the_membership(tenant_a: TenantBundle) -> None:
+def test_inviting_a_new_address_creates_a_user_without_a_password_and_a_pending_invitation(
+    tenant_a: TenantBundle,
+) -> None:
     # given: an address nobody uses, and a username its local part would clash with
     UserFactory(username="ann.lee", email="someone-else@example.test")
     # when: the owner invites it
     invited = member_invite(tenant=tenant_a.org, email="Ann.Lee@Example.COM", role="photographer", actor=tenant_a.owner)
-    # then: a new user with a free username and no usable password, a member with that role at once
-    assert invited.created_user is True and not invited.pending and invited.membership is not None
-    user = User.objects.get(pk=invited.membership.user_id)
+    # then: a new user with a free username and no usable password, invited but not a member (the
+    # outcome is the one an existing account gets, so it does not tell whether the address had one)
+    assert invited.created_user is True and invited.pending and invited.membership is None
+    user = invited.user
     assert (user.email, user.username) == ("Ann.Lee@example.com", "ann.lee2")
     assert not user.has_usable_password()
-    assert roles_of(tenant_a.org)[user.pk] == "photographer"
+    assert user.pk not in roles_of(tenant_a.org) and pending_of(tenant_a.org) == {user.pk: "photographer"}
     # and: audited with the owner as actor
     [audit] = audits_of(tenant_a.org, "membership.invite")
     assert (audit.actor_user_id, audit.target_id) == (tenant_a.owner.pk, str(user.pk))
@@ -55,6 +58,7 @@ def test_inviting_a_new_address_creates_a_user_without_a_password_and_the_member
         "role": "photographer",
         "previous_role": None,
         "user_created": True,
+        "pending": True,
     }
 
 

@@ -137,18 +137,17 @@ def test_the_list_shows_this_studios_members_page_by_page(tenant_a: TenantBundle
 # --- inviting -------------------------------------------------------------------------------
 
 
-def test_an_invitation_adds_the_member_and_its_message_sends_one_email(tenant_a: TenantBundle) -> None:
+def test_a_new_address_is_invited_and_its_message_sends_one_email_with_a_password_link(tenant_a: TenantBundle) -> None:
     api = tenant_a.client()
     # when: the studio's key invites an address nobody uses, as photographer
     response = send(api, "post", LIST, {"email": "Nora.Quinn@Example.com", "role": "photographer"})
-    # then: 201 with the new member, whose account has no password yet
-    assert response.status_code == 201, response.content
+    # then: 202 with the address as sent, the role and the status only, as for an existing account
+    assert response.status_code == 202, response.content
+    assert response.json() == {"email": "Nora.Quinn@example.com", "role": "photographer", "status": "invited"}
+    # and: an account without a password, invited, not a member
     user = User.objects.get(email="Nora.Quinn@example.com")
-    body = response.json()
-    assert body["user_id"] == user.pk and body["role"] == "photographer" and body["user_created"] is True
-    assert body["status"] == "member"
-    assert (body["username"], body["email"]) == ("nora.quinn", "Nora.Quinn@example.com")
-    assert not user.has_usable_password() and roles_of(tenant_a.org)[user.pk] == "photographer"
+    assert user.username == "nora.quinn" and not user.has_usable_password()
+    assert user.pk not in roles_of(tenant_a.org) and pending_of(tenant_a.org) == {user.pk: "photographer"}
     # and: audited under the API key's label (no person acted)
     [audit] = member_audits(tenant_a.org)
     assert (audit.action, audit.actor_user_id, audit.actor_label) == (
@@ -156,7 +155,8 @@ def test_an_invitation_adds_the_member_and_its_message_sends_one_email(tenant_a:
         None,
         api_key_label(tenant_a.org),
     )
-    # and: no e-mail yet, one outbox message committed with the membership (ids, no link)
+    assert (audit.data["user_created"], audit.data["pending"]) == (True, True)
+    # and: no e-mail yet, one outbox message committed with the invitation (ids, no link)
     assert mail.outbox == []
     [message] = invitations(tenant_a.org)
     assert message.tenant_id == tenant_a.org.pk
@@ -164,22 +164,35 @@ def test_an_invitation_adds_the_member_and_its_message_sends_one_email(tenant_a:
         "tenant_id": tenant_a.org.pk,
         "user_id": user.pk,
         "invited_by": f'{tenant_a.org.name}\'s integration "test"',
+        "pending": True,
     }
     assert resolve_route(TOPIC_MEMBER_INVITED).task_name == MEMBER_INVITATION_CONSUMER
     # when: the relay hands it to its consumer
     assert drain_outbox(topics={TOPIC_MEMBER_INVITED}) == [TOPIC_MEMBER_INVITED]
-    # then: one e-mail from the studio address, with the role, the username and a password link
+    # then: one e-mail from the studio address: the role, the username, a password link, and the
+    # invitations page to accept on
     [email] = mail.outbox
     assert email.to == ["Nora.Quinn@example.com"]
     assert email.from_email == settings.STUDIO_PASSWORD_RESET_FROM_EMAIL
-    assert tenant_a.org.name in email.subject
+    assert tenant_a.org.name in email.subject and "invites you" in email.subject
     assert "photographer" in email.body and "nora.quinn" in email.body and "integration" in email.body
-    assert set_password_path(email.body)
+    assert set_password_path(email.body) and "/studio/invitations/" in email.body
     assert email.extra_headers["Message-ID"].startswith(f"<member-invitation-{message.pk}@")
     # when: the broker delivers the message again, twice
     # then: nothing more is sent
     assert [consume(message), consume(message)] == [False, False]
     assert len(mail.outbox) == 1
+
+
+def test_the_answer_does_not_tell_whether_an_address_has_an_account(
+    tenant_a: TenantBundle, tenant_b: TenantBundle
+) -> None:
+    api = tenant_a.client()
+    known = send(api, "post", LIST, {"email": tenant_b.owner.email, "role": "staff"})
+    unknown = send(api, "post", LIST, {"email": "nobody-yet@example.com", "role": "staff"})
+    assert known.status_code == unknown.status_code == 202
+    assert set(known.json()) == set(unknown.json()) == {"email", "role", "status"}
+    assert known.json()["status"] == unknown.json()["status"] == "invited"
 
 
 def test_an_existing_account_is_only_invited_and_nothing_about_it_is_answered(
@@ -194,7 +207,8 @@ def test_an_existing_account_is_only_invited_and_nothing_about_it_is_answered(
     response = send(tenant_a.client(), "post", LIST, {"email": person.email.upper(), "role": "staff"})
     # then: 202 with the address, the role and the status only: no id, username or name of theirs
     assert response.status_code == 202, response.content
-    assert response.json() == {"email": person.email, "role": "staff", "status": "invited"}
+    sent = User.objects.normalize_email(person.email.upper())
+    assert response.json() == {"email": sent, "role": "staff", "status": "invited"}
     assert "Bea" not in response.content.decode() and "Bystander" not in response.content.decode()
     # and: no membership, no new account; a pending invitation, audited as such
     assert User.objects.count() == users_before
@@ -223,7 +237,7 @@ def test_an_account_without_a_password_gets_a_link_with_its_pending_invitation(
     tenant_a: TenantBundle, tenant_b: TenantBundle
 ) -> None:
     # given: an account studio B's invitation made, never claimed
-    assert send(tenant_b.client(), "post", LIST, {"email": "unclaimed@example.com", "role": "staff"}).status_code == 201
+    assert send(tenant_b.client(), "post", LIST, {"email": "unclaimed@example.com", "role": "staff"}).status_code == 202
     drain_outbox(topics={TOPIC_MEMBER_INVITED})
     mail.outbox.clear()
     # when: studio A invites the same address
@@ -323,9 +337,9 @@ def test_a_replayed_invitation_answers_the_same_and_queues_no_second_email(tenan
     first = send(api, "post", LIST, body, key="invite-1")
     again = send(api, "post", LIST, body, key="invite-1")
     # then: the second is the first's stored answer
-    assert first.status_code == again.status_code == 201, again.content
+    assert first.status_code == again.status_code == 202, again.content
     assert again["Idempotent-Replayed"] == "true" and again.json() == first.json()
-    # and: one user, one membership audit, one message, so one e-mail
+    # and: one user, one invitation audit, one message, so one e-mail
     assert User.objects.filter(email="twice@example.com").count() == 1
     assert len(member_audits(tenant_a.org)) == 1 and len(invitations(tenant_a.org)) == 1
     drain_outbox(topics={TOPIC_MEMBER_INVITED})
@@ -337,10 +351,13 @@ def test_a_replayed_invitation_answers_the_same_and_queues_no_second_email(tenan
 
 
 def test_the_email_is_not_sent_to_someone_removed_before_it_went_out(tenant_a: TenantBundle) -> None:
+    # given: a member whose role change queued an e-mail
+    member = a_member(tenant_a.org, "staff")
     api = tenant_a.client()
-    invited = send(api, "post", LIST, {"email": "brief@example.com", "role": "staff"})
-    assert invited.status_code == 201, invited.content
-    assert send(api, "delete", detail(invited.json()["user_id"])).status_code == 204
+    changed = send(api, "post", LIST, {"email": member.email, "role": "photographer"})
+    assert changed.status_code == 201 and changed.json()["status"] == "member", changed.content
+    # when: they are removed before it went out
+    assert send(api, "delete", detail(member)).status_code == 204
     assert drain_outbox(topics={TOPIC_MEMBER_INVITED}) == [TOPIC_MEMBER_INVITED]
     assert mail.outbox == []
 
@@ -484,12 +501,12 @@ def test_a_signed_in_owner_acts_as_themselves(tenant_a: TenantBundle) -> None:
     tenant_a.owner.first_name, tenant_a.owner.last_name = "Olga", "Owner"
     tenant_a.owner.save(update_fields=["first_name", "last_name"])
     response = send(signed_in(tenant_a.owner), "post", LIST, {"email": "new@example.com", "role": "staff"})
-    assert response.status_code == 201, response.content
+    assert response.status_code == 202, response.content
     [audit] = member_audits(tenant_a.org)
     assert (audit.actor_user_id, audit.actor_label) == (tenant_a.owner.pk, tenant_a.owner.username)
     drain_outbox(topics={TOPIC_MEMBER_INVITED})
     [email] = mail.outbox
-    assert "Olga Owner added you" in email.body
+    assert "Olga Owner invites you" in email.body
 
 
 @pytest.mark.parametrize("role", ["photographer", "staff"])

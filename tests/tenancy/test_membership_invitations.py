@@ -64,9 +64,14 @@ def test_inviting_again_updates_the_pending_role_and_still_grants_nothing(
     assert [a.data["role"] for a in audits_of(tenant_a.org, "membership.invite")] == ["staff", "photographer"]
 
 
-def test_a_new_address_is_still_a_member_at_once_and_no_invitation_is_left(tenant_a: TenantBundle) -> None:
+def test_a_new_address_is_invited_like_an_existing_account_and_joins_only_by_accepting(tenant_a: TenantBundle) -> None:
+    # when: a new address is invited
     invited = member_invite(tenant=tenant_a.org, email="fresh@example.com", role="staff", actor=tenant_a.owner)
-    assert invited.created_user and invited.membership is not None and not invited.pending
+    # then: an account is made, but only invited, as an existing account would be
+    assert invited.created_user and invited.membership is None and invited.pending
+    assert invited.user.pk not in roles_of(tenant_a.org) and pending_of(tenant_a.org) == {invited.user.pk: "staff"}
+    # and: its person becomes a member by accepting the role offered
+    membership_invitation_accept(tenant_id=tenant_a.org.pk, user=invited.user, role="staff")
     assert roles_of(tenant_a.org)[invited.user.pk] == "staff" and pending_of(tenant_a.org) == {}
 
 
@@ -77,7 +82,7 @@ def test_an_account_an_earlier_invitation_made_elsewhere_is_invited_not_added(
     unclaimed = member_invite(tenant=tenant_b.org, email="unclaimed@example.com", role="staff", actor=tenant_b.owner)
     # when: studio A invites the same address
     invited = member_invite(tenant=tenant_a.org, email="unclaimed@example.com", role="owner", actor=tenant_a.owner)
-    # then: pending (B's invitation made the account, not A's)
+    # then: pending (B's invitation made the account, not A's), in B as well until answered
     assert invited.pending and invited.user.pk == unclaimed.user.pk and not invited.created_user
     assert unclaimed.user.pk not in roles_of(tenant_a.org)
 

@@ -474,7 +474,10 @@ class InvitationWithdrawForm(StudioForm):
 
 
 class InvitationAnswerForm(StudioForm):
-    """Accept or decline one's own pending invitation (a button; the studio is in the URL)."""
+    """Accept or decline one's own pending invitation (a button; the studio is in the URL). An
+    acceptance carries the role the page showed: it is granted only while still offered."""
+
+    role = forms.CharField(max_length=32, required=False)
 
 
 class StudioChoiceForm(StudioForm):

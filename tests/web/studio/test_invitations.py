@@ -4,6 +4,7 @@ access to the studio."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,8 +34,27 @@ def invited(studio: StudioPeople, person: User, role: str) -> None:
     assert result.pending
 
 
-def answer(client: Client, url: str, nonce: str | None = None) -> Any:
-    return client.post(url, {"nonce": nonce or form_nonce_on(client.get(PAGE), url)})
+def shown_role(page: Any, org: Organization) -> str:
+    """The role the page's Accept form of `org` carries (what the person agrees to)."""
+    form = re.search(rf'action="{accept_url(org)}".*?</form>', text(page), re.S)
+    assert form, "no Accept form"
+    found = re.search(r'name="role" value="([^"]*)"', form.group(0))
+    assert found, "the Accept form carries no role"
+    return found.group(1)
+
+
+def answer(client: Client, url: str, form: tuple[str, str] | None = None) -> Any:
+    """Post the answer form at `url` as the page renders it now, or as `form` (nonce, role) kept
+    from an earlier rendering."""
+    if form is None:
+        page = client.get(PAGE)
+        org_id = int(url.split("/")[-2])
+        form = (
+            form_nonce_on(page, url),
+            shown_role(page, Organization.objects.get(pk=org_id)) if "accept" in url else "",
+        )
+    nonce, role = form
+    return client.post(url, {"nonce": nonce, "role": role})
 
 
 def test_someone_in_no_studio_is_shown_their_invitations_and_accepts_one(studio: StudioPeople) -> None:
@@ -50,9 +70,9 @@ def test_someone_in_no_studio_is_shown_their_invitations_and_accepts_one(studio:
     assert page.status_code == 200 and "no-store" in page["Cache-Control"]
     assert studio.org.name in text(page) and "photographer" in text(page)
     # when: they accept, and the form is sent again
-    nonce = form_nonce_on(page, accept_url(studio.org))
-    first = answer(client, accept_url(studio.org), nonce)
-    again = answer(client, accept_url(studio.org), nonce)
+    form = (form_nonce_on(page, accept_url(studio.org)), shown_role(page, studio.org))
+    first = answer(client, accept_url(studio.org), form)
+    again = answer(client, accept_url(studio.org), form)
     # then: a photographer of the studio, once; both answers land on the studio picker
     assert first.status_code == again.status_code == 303
     assert first["Location"] == again["Location"] == "/studio/choose/"
@@ -129,3 +149,26 @@ def test_a_member_elsewhere_sees_the_invitation_on_the_picker(studio: StudioPeop
     picker = text(client.get("/studio/choose/"))
     assert f'value="{other_studio.org.pk}"' in picker and f'value="{studio.org.pk}"' not in picker
     assert "pending invitation" in picker
+
+
+def test_an_acceptance_grants_only_the_role_the_page_showed(studio: StudioPeople) -> None:
+    # given: a person invited as staff, with their invitations page open
+    person = new_user()
+    invited(studio, person, "staff")
+    client = signed_in(person)
+    page = client.get(PAGE)
+    assert shown_role(page, studio.org) == "staff"
+    # when: the studio re-invites them as owner, and they press the Accept they were shown
+    invited(studio, person, "owner")
+    stale = client.post(accept_url(studio.org), {"nonce": form_nonce_on(page, accept_url(studio.org)), "role": "staff"})
+    # then: 409, nothing granted, the new offer still pending
+    assert stale.status_code == 409 and "The invitation changed" in text(stale)
+    assert "offers the owner role" in text(stale)
+    assert person.pk not in roles_of(studio.org) and pending_of(studio.org) == {person.pk: "owner"}
+    assert audits_of(studio.org, "membership.accept") == []
+    # and: an acceptance that names no role grants nothing either
+    bare = client.post(accept_url(studio.org), {"nonce": "h" * 24})
+    assert bare.status_code == 409 and person.pk not in roles_of(studio.org)
+    # and: the page, opened again, shows the owner offer, and accepting it works
+    assert answer(client, accept_url(studio.org)).status_code == 303
+    assert roles_of(studio.org)[person.pk] == "owner" and pending_of(studio.org) == {}

@@ -16,7 +16,7 @@ from django.test import Client
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import AuditLog, MembershipInvitation, Organization, User
 from apps.web.studio.views import members as members_views
-from tests.tenancy.helpers import audits_of, roles_of
+from tests.tenancy.helpers import audits_of, pending_of, roles_of
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_member, signed_in, text
 
 pytestmark = pytest.mark.django_db
@@ -69,26 +69,29 @@ def state(org: Organization) -> tuple[dict[int, str], int, int, int]:
 # --- adding a member ------------------------------------------------------------------------
 
 
-def test_a_new_person_is_added_chooses_a_password_through_the_email_and_signs_in(studio: StudioPeople) -> None:
+def test_a_new_person_is_invited_chooses_a_password_through_the_email_and_accepts(studio: StudioPeople) -> None:
     # given: the owner on the members page
     owner = signed_in(studio.owner)
-    # when: they add an address nobody uses, as photographer
+    # when: they invite an address nobody uses, as photographer
     added = invite(owner, "Nora.Quinn@Example.com", "photographer")
-    # then: back to the list, which shows the new member
+    # then: back to the list, which shows the pending invitation in the words an existing account
+    # gets (the page does not tell whether the address had an account)
     assert added.status_code == 303 and added["Location"] == PAGE
     listing = text(owner.get(PAGE))
-    assert "nora.quinn" in listing and "Nora.Quinn@example.com" in listing
-    # and: a user without a usable password, a photographer of the studio, audited
+    assert "become a member once they accept" in listing and "Nora.Quinn@example.com" in listing
+    assert 'id="invitation-' in listing
+    # and: a user without a usable password, invited, not a member yet, audited
     user = User.objects.get(email="Nora.Quinn@example.com")
     assert user.username == "nora.quinn" and not user.has_usable_password()
-    assert roles_of(studio.org)[user.pk] == "photographer"
+    assert user.pk not in roles_of(studio.org) and pending_of(studio.org) == {user.pk: "photographer"}
     [audit] = audits_of(studio.org, "membership.invite")
     assert (audit.actor_user_id, audit.target_id, audit.data["user_created"]) == (studio.owner.pk, str(user.pk), True)
-    # and: one e-mail, from the studio address, with a link to choose a password and the username
+    # and: one e-mail, from the studio address, with a link to choose a password, the username and
+    # the invitations page
     [message] = mail.outbox
     assert message.to == ["Nora.Quinn@example.com"] and message.from_email == settings.STUDIO_PASSWORD_RESET_FROM_EMAIL
     assert studio.org.name in message.subject
-    assert "photographer" in message.body and "nora.quinn" in message.body
+    assert "photographer" in message.body and "nora.quinn" in message.body and "/studio/invitations/" in message.body
     link = set_password_path(message.body)
     assert link, message.body
     # when: they follow the link and choose a password
@@ -98,9 +101,17 @@ def test_a_new_person_is_added_chooses_a_password_through_the_email_and_signs_in
     set_url = form_page.redirect_chain[-1][0]
     done = person.post(set_url, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
     assert done.status_code == 302 and done["Location"] == "/studio/reset/done/"
-    # then: they sign in with it and see the studio, as photographer
+    # then: they sign in with it and are led to their invitation
     login = person.post("/studio/login/", {"username": "nora.quinn", "password": NEW_PASSWORD})
     assert login.status_code == 302
+    studio_home = person.get("/studio/")
+    assert studio_home.status_code == 302 and urlsplit(studio_home["Location"]).path == "/studio/invitations/"
+    # when: they accept the role offered
+    page = person.get("/studio/invitations/")
+    accept_url = f"/studio/invitations/{studio.org.pk}/accept"
+    accepted = person.post(accept_url, {"nonce": form_nonce_on(page, accept_url), "role": "photographer"})
+    # then: they see the studio, as photographer
+    assert accepted.status_code == 303
     overview = person.get("/studio/")
     assert overview.status_code == 200
     assert f"{studio.org.name} (photographer)" in text(overview)
@@ -145,7 +156,7 @@ def test_an_existing_user_is_invited_and_becomes_a_member_only_by_accepting(
     # when: they accept it on their invitations page
     page = client.get("/studio/invitations/")
     accept_url = f"/studio/invitations/{studio.org.pk}/accept"
-    accepted = client.post(accept_url, {"nonce": form_nonce_on(page, accept_url)})
+    accepted = client.post(accept_url, {"nonce": form_nonce_on(page, accept_url), "role": "staff"})
     # then: staff here now, and they pick which studio to work in
     assert accepted.status_code == 303 and accepted["Location"] == "/studio/choose/"
     assert roles_of(studio.org)[person.pk] == "staff"
@@ -187,7 +198,7 @@ def test_adding_someone_who_never_chose_a_password_again_sends_a_fresh_link(stud
     first, second = mail.outbox
     assert set_password_path(first.body) and set_password_path(second.body)
     user = User.objects.get(email="late@example.com")
-    assert roles_of(studio.org)[user.pk] == "photographer"
+    assert pending_of(studio.org) == {user.pk: "photographer"}
 
 
 def test_a_resubmitted_add_form_adds_and_emails_once(studio: StudioPeople) -> None:

@@ -53,11 +53,12 @@ def _answer(request: HttpRequest, tenant_id: int, *, accept: bool) -> HttpRespon
         return redirect_to_login(reverse("studio:invitations"), login_url=reverse("studio:login"))
     assert isinstance(user, User)
     form = InvitationAnswerForm(request.POST)
-    form.is_valid()  # no fields: only so that a refusal can be put into it
+    # The role the page showed; an acceptance without it grants nothing (InvitationChanged).
+    shown_role = form.cleaned_data["role"] if form.is_valid() else ""
 
     def effect() -> str:
         if accept:
-            membership = membership_invitation_accept(tenant_id=tenant_id, user=user)
+            membership = membership_invitation_accept(tenant_id=tenant_id, user=user, role=shown_role)
             studio = Organization.objects.get(pk=tenant_id)
             role = Membership.Role(membership.role).label.lower()
             messages.success(request, f"You are now a member of {studio.name}, as {role}. Pick it to work in it.")
@@ -71,7 +72,7 @@ def _answer(request: HttpRequest, tenant_id: int, *, accept: bool) -> HttpRespon
     except DomainError as exc:
         show_refusal(form, exc)
         message = NOT_FOUND if exc.status_code == 404 else " ".join(str(error) for error in form.non_field_errors())
-        title = "Invitation not found" if exc.status_code == 404 else "Not answered"
+        title = "Invitation not found" if exc.status_code == 404 else exc.title
         return problem_page(request, None, status=exc.status_code, title=title, message=message)
 
 

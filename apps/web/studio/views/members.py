@@ -130,12 +130,11 @@ def members(request: HttpRequest, studio: Studio) -> HttpResponse:
         if result.membership is None:
             messages.success(
                 request,
-                f"You invited {form.cleaned_data['email']} as {role}. They already have a Darkroom account, so they "
-                "become a member once they accept; they are being e-mailed.",
+                f"You invited {form.cleaned_data['email']} as {role}. They become a member once they accept; they "
+                "are being e-mailed.",
             )
             return _list_url(request)
-        what = "created an account for" if result.created_user else "added"
-        messages.success(request, f"You {what} {member_name(user)} ({user.email}) as {role}; they are being e-mailed.")
+        messages.success(request, f"{member_name(user)} ({user.email}) is now {role}; they are being e-mailed.")
         return _after_change(request, studio, user.pk, result.membership.role == OWNER)
 
     response = submit(
