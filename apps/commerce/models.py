@@ -488,6 +488,15 @@ class Transaction(TenantModel):
                 name="commerce_transaction_fulfilled_only_if_paid",
             ),
         ]
+        # A provider event that names only the payment (a PayPal refund names its capture) is
+        # matched to its transaction by this.
+        indexes = [
+            models.Index(
+                fields=["provider", "payment_id"],
+                name="commerce_txn_provider_payment",
+                condition=~models.Q(payment_id=""),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"transaction {self.pk} ({self.status})"

@@ -30,10 +30,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.db import connection, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from apps.commerce.errors import PaidWithoutAmount, PaymentForUnknownCheckout
-from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout
+from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout, Refund, Transaction
 from apps.commerce.services import PaymentFact, checkout_capture_request, transaction_apply_fact
 from apps.core.problems import DomainError
 from apps.outbox.requeue import RequeueAudit, requeue_stale
@@ -145,7 +146,9 @@ def _resolve_checkout(*, envelope: WebhookEnvelope) -> tuple[int, uuid.UUID, str
     """(tenant id, checkout id, provider) of the checkout an event is about, across tenants.
 
     Caller is in the system context. By the checkout id the provider echoes back, else by the
-    provider reference stored on the checkout."""
+    provider reference stored on the checkout, else by the provider's payment id recorded on its
+    transaction (a PayPal refund event may name only the capture it refunds). A payment id that
+    two transactions of the provider share names neither (None)."""
     checkout_id = _uuid_or_none(envelope.checkout_id)
     row = None
     if checkout_id is not None:
@@ -153,7 +156,24 @@ def _resolve_checkout(*, envelope: WebhookEnvelope) -> tuple[int, uuid.UUID, str
     if row is None and envelope.reference and envelope.provider in PROVIDER_REFERENCE_FIELD:
         column = PROVIDER_REFERENCE_FIELD[envelope.provider]
         row = Checkout.objects.filter(**{column: envelope.reference}).values_list("tenant_id", "pk", "provider").first()
+    if row is None and envelope.payment_id:
+        matches = list(
+            Transaction.objects.filter(provider=envelope.provider, payment_id=envelope.payment_id).values_list(
+                "tenant_id", "checkout_id", "provider"
+            )[:2]
+        )
+        row = matches[0] if len(matches) == 1 else None
     return row
+
+
+def _whole_refund_minor(checkout_id: uuid.UUID) -> int:
+    """The amount a provider's refund must reach to give back the whole payment: what Darkroom
+    asked it to refund (the amount actually charged, which is not the checkout's total after an
+    amount mismatch), else the checkout's total (a refund made at the provider)."""
+    requested = Refund.objects.filter(transaction__checkout_id=checkout_id).aggregate(most=Max("amount_minor"))["most"]
+    if requested is not None:
+        return int(requested)
+    return Checkout.objects.filter(pk=checkout_id).values_list("amount_minor", flat=True).first() or 0
 
 
 def _finish(event: WebhookEvent, *, status: str, outcome: str) -> str:
@@ -219,7 +239,7 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
             reference=envelope.reference,
         )
         if fact.status == "refunded" and envelope.amount_minor is not None:
-            total = Checkout.objects.filter(pk=checkout_id).values_list("amount_minor", flat=True).first() or 0
+            total = _whole_refund_minor(checkout_id)
             if envelope.amount_minor < total:
                 return _finish(
                     event,

@@ -3,6 +3,8 @@ and out-of-order events change nothing twice; every effect exists exactly once."
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -10,12 +12,14 @@ from django.core import mail
 from django.utils import timezone
 
 from apps.commerce.models import Checkout, Entitlement, InventoryReservation, Receipt, Refund, Transaction
-from apps.commerce.services import checkouts_expire_due, platform_fee_minor
+from apps.commerce.services import PaymentFact, checkouts_expire_due, platform_fee_minor, transaction_apply_fact
 from apps.ledger.models import LedgerAccount, LedgerEvent
 from apps.outbox.models import OutboxMessage
 from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import PaymentStatus
+from apps.payments.providers.registry import get_provider
 from apps.payments.providers.sandbox import build_event
+from apps.payments.services import webhook_event_process, webhook_event_record
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
 from tests.commerce.fixtures import checkout_body, post_checkout
@@ -253,6 +257,76 @@ def test_charged_amount_differing_from_the_checkout_is_refunded_not_fulfilled(te
     assert (result["checkout"], result["entitlements"], result["refunds"]) == ("failed", 0, 1)
     with tenant_context(tenant_a.org.pk):
         assert Refund.objects.get().reason == "amount_mismatch"
+
+
+def test_an_underpayment_refunded_in_full_ends_refunded(tenant_a, shop_a):
+    # given: the provider charged less than the checkout's total, so the charge is refunded
+    checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "download"}))
+    charged = checkout.amount_minor - 100
+    facts = {"reference": f"sbx_{checkout.pk}", "checkout_id": str(checkout.pk), "currency": checkout.currency}
+    deliver([build_event(status=PaymentStatus.PAID, amount_minor=charged, event_id="evt_sbx_under", **facts)])
+    drain_outbox(topics={"webhook.received"})
+    with tenant_context(tenant_a.org.pk):
+        assert Refund.objects.values_list("reason", "amount_minor").get() == ("amount_mismatch", charged)
+    # when: the provider confirms the refund of all it charged (less than the checkout's total)
+    deliver([build_event(status=PaymentStatus.REFUNDED, amount_minor=charged, event_id="evt_sbx_under_r", **facts)])
+    drain_outbox(topics={"webhook.received"})
+    # then: the payment is recorded as given back, not as a partial refund of a kept payment
+    with tenant_context(tenant_a.org.pk):
+        txn = Transaction.objects.get(checkout_id=checkout.pk)
+    assert (txn.status, txn.refunded_at is not None) == ("refunded", True)
+    assert state(tenant_a, checkout.pk)["checkout"] == "failed"
+
+
+def test_a_paypal_refund_naming_only_its_capture_is_applied(tenant_a, shop_a):
+    # given: a paid PayPal checkout whose capture id is on its transaction
+    response = post_checkout(
+        tenant_a.client(), checkout_body(shop_a, {"product": shop_a.download.pk}, provider="paypal")
+    )
+    assert response.status_code == 201, response.content
+    checkout_id = response.json()["id"]
+    with tenant_context(tenant_a.org.pk):
+        amount = Checkout.objects.get(pk=checkout_id).amount_minor
+        paid = transaction_apply_fact(
+            tenant_id=tenant_a.org.pk,
+            checkout_id=checkout_id,
+            fact=PaymentFact(
+                status="paid",
+                source="paypal:capture",
+                amount_minor=amount,
+                currency="EUR",
+                payment_id="2GG279541U471931P",
+                reference="5O190127TN364715T",
+            ),
+        )
+    assert paid.after == "paid"
+    # when: PayPal's refund event arrives as its documentation shows it: the refund, with no
+    # custom_id and no order id, only the link up to the capture (a refund made in PayPal itself)
+    value = f"{amount // 100}.{amount % 100:02d}"
+    refund = {
+        "id": "1JU08902781691411",
+        "status": "COMPLETED",
+        "amount": {"currency_code": "EUR", "value": value},
+        "seller_payable_breakdown": {"total_refunded_amount": {"currency_code": "EUR", "value": value}},
+        "links": [
+            {"rel": "up", "href": "https://api-m.paypal.com/v2/payments/captures/2GG279541U471931P", "method": "GET"}
+        ],
+    }
+    body = json.dumps(
+        {
+            "id": "WH-capture-only",
+            "event_type": "PAYMENT.CAPTURE.REFUNDED",
+            "resource_type": "refund",
+            "resource": refund,
+        }
+    ).encode()
+    envelope = get_provider("paypal").parse_webhook(body=body, headers={})
+    recorded = webhook_event_record(provider="paypal", envelope=envelope, body=body, headers={})
+    webhook_event_process(webhook_event_id=recorded.webhook_event_id, message_id=uuid.uuid4())
+    # then: found by its capture: refunded, the download revoked, the photographer's credit reversed
+    result = state(tenant_a, checkout_id)
+    assert (result["transaction"], result["entitlements"], result["revoked"]) == ("refunded", 0, 1)
+    assert result["debits"] == result["credits"] == 1
 
 
 def test_expiry_releases_stock_exactly_once_and_skips_paid_checkouts(tenant_a, shop_a):

@@ -489,6 +489,24 @@ def test_refund_refunds_the_capture_with_the_idempotency_key():
     assert json_body(refund) == {"amount": {"currency_code": "EUR", "value": "5.00"}}
 
 
+def test_refund_carries_the_orders_custom_id_so_its_webhook_names_the_checkout():
+    unit = {
+        "amount": {"currency_code": "EUR", "value": "15.00"},
+        "custom_id": CHECKOUT_ID,
+        "payments": {"captures": [{"id": "CAP1", "status": "COMPLETED"}]},
+    }
+    transport = ScriptedTransport(
+        TOKEN,
+        order_response("COMPLETED", purchase_units=[unit]),
+        json_response({"id": "REF1", "status": "COMPLETED"}),
+    )
+    provider(transport=transport).refund(reference="5O190127TN364715T", amount_minor=1500, idempotency_key="r-10")
+    assert json_body(transport.requests[2]) == {
+        "amount": {"currency_code": "EUR", "value": "15.00"},
+        "custom_id": CHECKOUT_ID,
+    }
+
+
 def test_api_failure_is_a_provider_error():
     transport = ScriptedTransport(TOKEN, json_response({"name": "INTERNAL_SERVER_ERROR"}, status=500))
     with pytest.raises(ProviderError) as caught:

@@ -567,21 +567,29 @@ class PayPalProvider(PaymentProvider):
         return self._state(order)
 
     def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
-        state = self.fetch_status(reference=reference)
+        """Refund the order's capture. The refund carries the order's `custom_id` (the checkout
+        id), which PayPal echoes in the refund's webhook; a refund made elsewhere (the PayPal
+        dashboard) is found by its capture id instead (`_resolve_checkout`)."""
+        order = self._api.call("GET", self._order_url(reference), headers=self._headers())
+        state = self._state(order)
         if state.payment_id is None or state.currency is None:
             raise ProviderError(
                 f"paypal: order {reference} has no capture to refund", provider=self.name, retryable=False
             )
+        body: dict[str, Any] = {
+            "amount": {
+                "currency_code": state.currency,
+                "value": minor_to_major(check_amount(amount_minor), state.currency),
+            }
+        }
+        custom_id = as_str(_first_unit(order).get("custom_id"))
+        if custom_id:
+            body["custom_id"] = custom_id
         refund = self._api.call(
             "POST",
             f"{self.api_base}/v2/payments/captures/{quote(state.payment_id, safe='')}/refund",
             headers=self._headers(request_id=idempotency_key),
-            json_body={
-                "amount": {
-                    "currency_code": state.currency,
-                    "value": minor_to_major(check_amount(amount_minor), state.currency),
-                }
-            },
+            json_body=body,
         )
         refund_id = as_str(refund.get("id"))
         if refund_id is None:
