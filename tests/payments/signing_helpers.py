@@ -64,7 +64,8 @@ def flutterwave_headers(body: bytes, *, secret_hash: str | None = None) -> dict[
     return {"flutterwave-signature": signature, "Content-Type": "application/json"}
 
 
-def flutterwave_charge_completed(*, checkout_id: str, amount: str = "9.00") -> bytes:
+def flutterwave_charge_completed(*, checkout_id: str, amount: str = "9.00", status: str = "successful") -> bytes:
+    """A v3 `charge.completed` event: one charge attempt (a new charge id) for the checkout."""
     return json.dumps(
         {
             "event": "charge.completed",
@@ -73,7 +74,7 @@ def flutterwave_charge_completed(*, checkout_id: str, amount: str = "9.00") -> b
                 "tx_ref": checkout_id,
                 "amount": amount,
                 "currency": "EUR",
-                "status": "successful",
+                "status": status,
             },
         }
     ).encode()

@@ -29,7 +29,7 @@ from django.test import override_settings
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from apps.commerce.models import Checkout, Entitlement
+from apps.commerce.models import Checkout, Entitlement, Refund
 from apps.ledger.models import LedgerEvent
 from apps.tenancy.context import tenant_context
 from tests.commerce.fixtures import checkout_body, post_checkout
@@ -226,3 +226,28 @@ def test_strange_paid_events_never_pay_for_the_wrong_money(name: str, tenant_a, 
     for change in _single_changes(provider):
         deliver_and_process = example(mutations=change)(deliver_and_process)
     deliver_and_process()
+
+
+def test_a_failed_flutterwave_attempt_leaves_the_checkout_open_for_the_shoppers_next_try(
+    tenant_a, shop, flutterwave_api
+) -> None:
+    # given: a Flutterwave checkout; on the hosted page the shopper's first card is declined
+    checkout_id = post_checkout(
+        tenant_a.client(), checkout_body(shop, {"product": shop.download.pk}, provider="flutterwave")
+    ).json()["id"]
+    drain_outbox()
+    declined = sign.flutterwave_charge_completed(checkout_id=checkout_id, status="failed")
+    assert post("flutterwave", declined, sign.flutterwave_headers(declined)).status_code == 200
+    drain_outbox(topics={"webhook.received"})
+    # then: the checkout still awaits payment (its stock kept), nothing refunded
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status == Checkout.Status.AWAITING_PAYMENT
+    # when: the next card is charged under the same tx_ref
+    charged = sign.flutterwave_charge_completed(checkout_id=checkout_id)
+    assert post("flutterwave", charged, sign.flutterwave_headers(charged)).status_code == 200
+    drain_outbox(topics={"webhook.received"})
+    # then: paid and fulfilled, with no refund
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status == Checkout.Status.PAID
+        assert Entitlement.objects.filter(checkout_id=checkout_id).count() == 1
+        assert not Refund.objects.filter(transaction__checkout_id=checkout_id).exists()

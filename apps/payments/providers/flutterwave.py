@@ -18,9 +18,13 @@ the first session back. Close: the v3 API has no call that cancels a hosted paym
 the page, and a payment that still arrives after the checkout expired is refunded.
 
 Webhook mapping (v3 payloads carry `event`, v4 payloads `type`; both are read):
-    charge.completed, data.status successful/succeeded -> PAID, failed -> FAILED,
+    charge.completed, data.status successful/succeeded -> PAID, failed -> PENDING,
                       pending -> PENDING
-    charge.failed                                      -> FAILED
+    charge.failed                                      -> PENDING
+A failed charge is one attempt, not the end of the payment: the hosted page lets the shopper try
+again, with another card or method, under the same tx_ref (up to `max_retry_attempt` times), so
+it closes nothing. The checkout ends paid by a later successful charge or expired at its end
+(the page closes with it, `session_duration`).
     refund.completed                                   -> REFUNDED
     anything else                                      -> UNKNOWN
 v3 deliveries have no event id; the id used for deduplication is `<event>:<data.id>:<status>`
@@ -109,7 +113,7 @@ def session_minutes(expires_at: datetime, *, now: float) -> int:
 _CHARGE_STATUSES: dict[str, PaymentStatus] = {
     "successful": PaymentStatus.PAID,
     "succeeded": PaymentStatus.PAID,
-    "failed": PaymentStatus.FAILED,
+    "failed": PaymentStatus.PENDING,  # one attempt failed; the shopper may retry (module docstring)
     "pending": PaymentStatus.PENDING,
 }
 _REFUND_STATUSES: dict[str, PaymentStatus] = {
@@ -485,7 +489,7 @@ class FlutterwaveProvider(PaymentProvider):
         currency = as_str(data.get("currency"))
         if event_type in ("charge.completed", "charge.failed"):
             status = (
-                PaymentStatus.FAILED
+                PaymentStatus.PENDING  # an attempt failed; the shopper may retry (module docstring)
                 if event_type == "charge.failed"
                 else _CHARGE_STATUSES.get(data_status, PaymentStatus.UNKNOWN)
             )
