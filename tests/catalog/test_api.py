@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -109,6 +110,29 @@ def test_slugs_are_lower_case_and_the_shop_finds_an_event_whatever_the_case(tena
     for typed in ("spring-gala", "Spring-Gala", "SPRING-GALA"):
         page = Client().get(f"/s/{tenant_a.org.slug}/{typed}/")
         assert page.status_code == 200, typed
+
+
+def test_the_migration_lowers_older_mixed_case_slugs_the_shop_then_finds_in_any_case(tenant_a, tenant_b):
+    from django.db import connection, transaction
+
+    migration = importlib.import_module("apps.catalog.migrations.0007_event_slugs_lower_case")
+    # given: events made before slugs were lower-cased (EventFactory stores the slug as given)
+    slugs_a = ["Summer-Run", "Ball", "ball", "Night", "NIGHT", "CART", "plain"]
+    events = {slug: EventFactory(tenant=tenant_a.org, slug=slug) for slug in slugs_a}
+    theirs = EventFactory(tenant=tenant_b.org, slug="Summer-Run")
+    # when: the migration's update runs
+    with transaction.atomic():
+        changed = migration.lower_event_slugs_on(connection)
+    # then: lowered where the lower-case form is free and not reserved, in every studio; a studio's
+    # pair that differs only in case, and a slug that would become reserved, are left as they are
+    with system_context("test"):
+        after = {slug: Event.objects.get(pk=event.pk).slug for slug, event in events.items()}
+        assert Event.objects.get(pk=theirs.pk).slug == "summer-run"
+    assert after == {**{slug: slug for slug in slugs_a}, "Summer-Run": "summer-run"}
+    assert changed == 2
+    # and: the shop finds the lowered event by its old link and in any case
+    for typed in ("Summer-Run", "summer-run", "SUMMER-RUN"):
+        assert Client().get(f"/s/{tenant_a.org.slug}/{typed}/").status_code == 200, typed
 
 
 def test_staff_member_cannot_create_events(tenant_a, member_client):
