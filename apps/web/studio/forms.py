@@ -447,8 +447,7 @@ class MemberInviteForm(StudioForm):
         max_length=254,
         label="E-mail address",
         help_text=(
-            "They get an e-mail: a link to choose their password if they have no Darkroom account yet; an invitation "
-            "to accept if they have one."
+            "They get an e-mail inviting them to accept, with a link to choose a password if they have none yet."
         ),
         widget=forms.EmailInput(attrs={"autocomplete": "off"}),
     )
