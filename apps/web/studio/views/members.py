@@ -163,7 +163,7 @@ def _send_invitation(request: HttpRequest, studio: Studio, invited: MemberInvite
         standing = "The invitation stands" if invited.pending else "They are a member"
         messages.error(
             request,
-            f"The e-mail to {user.email} could not be sent. {standing}; add them again to send it again.",
+            f"The e-mail to {user.email} could not be sent. {standing}; invite them again to send it again.",
         )
 
 
