@@ -71,3 +71,28 @@ def test_requests_per_email_are_limited_with_a_429_and_no_email(studio: StudioPe
     assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
     assert "Too many reset requests" in refused.content.decode()
     assert len(mail.outbox) == 2
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("a", "too short"),
+        ("password123", "too common"),
+        ("84736251904", "entirely numeric"),
+    ],
+)
+def test_a_weak_password_is_refused_and_the_old_one_still_works(studio: StudioPeople, password: str, why: str) -> None:
+    # given: the owner has a password and follows a reset link
+    studio.owner.set_password(NEW_PASSWORD)
+    studio.owner.save(update_fields=["password"])
+    client = Client()
+    client.post("/studio/password-reset/", {"email": studio.owner.email})
+    form_page = client.get(reset_link(), follow=True)
+    set_url = form_page.redirect_chain[-1][0]
+    # when: they choose a weak password
+    refused = client.post(set_url, {"new_password1": password, "new_password2": password})
+    # then: the form again, saying why; the weak password does not sign in, the old one does
+    assert refused.status_code == 200 and why in refused.content.decode()
+    weak = Client().post("/studio/login/", {"username": studio.owner.username, "password": password})
+    assert weak.status_code == 200
+    assert Client().login(username=studio.owner.username, password=NEW_PASSWORD)
