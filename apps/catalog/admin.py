@@ -1,10 +1,11 @@
 """Catalog admin for platform superusers (runs in the audited system context).
 
 Originals are shown by storage name only, never as a link: an original is served only
-through an entitlement. Access codes appear only as "set"/"not set". What decides money is
-read-only here: prices and price lists (studios set them, `price_list_set`), products (the
-Deactivate/Reactivate actions go through the audited `product_set_active`), a photo's
-photographer (checkout lines copy it, so it decides whose wallet a sale credits) and stock.
+through an entitlement. Access codes appear only as "set"/"not set". Events are read-only
+(their studios change them, audited). What decides money is read-only here: prices and price
+lists (studios set them, `price_list_set`), products (the Deactivate/Reactivate actions go
+through the audited `product_set_active`), a photo's photographer (checkout lines copy it, so
+it decides whose wallet a sale credits) and stock.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from apps.core.admin_base import ReadOnlyAdmin
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdmin):
+    """Browse only: studios create and change events (`event_create`, `event_update`: the slug
+    fixed and lower-case, the access code matching the visibility, every change audited). Edited
+    here, a tenant or visibility change broke the database's constraints (a 500) and the rest
+    went unaudited."""
+
     list_display = ("slug", "title", "date", "tenant", "visibility", "created_at")
     list_filter = ("visibility",)
     search_fields = ("slug", "title")

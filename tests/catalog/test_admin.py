@@ -56,3 +56,24 @@ def test_the_photo_admin_cannot_withdraw_a_photo_behind_the_service(tenant_a, ad
         assert Photo.objects.filter(pk=photo.pk, withdrawn_at__isnull=True, withdrawn_reason="").exists()
     page = admin_client.get(f"/admin/catalog/photo/{photo.pk}/change/").content.decode()
     assert 'name="withdrawn_reason"' not in page
+
+
+def test_the_event_admin_only_shows_events(tenant_a, tenant_b, admin_client):
+    # given: an event with a photo
+    from apps.catalog.models import Event
+    from apps.tenancy.context import system_context
+
+    photo = PhotoFactory(event__tenant=tenant_a.org)
+    event_url = f"/admin/catalog/event/{photo.event_id}/change/"
+    # when: a superuser opens it and posts a change of studio, slug and visibility anyway
+    page = admin_client.get(event_url)
+    posted = admin_client.post(
+        event_url, {"tenant": tenant_b.org.pk, "slug": "moved", "visibility": "access_code", "title": "x"}
+    )
+    # then: a page to read (no form fields, no add), the post refused, the event unchanged (no 500)
+    assert page.status_code == 200 and 'name="slug"' not in page.content.decode()
+    assert posted.status_code == 403
+    assert admin_client.get("/admin/catalog/event/add/").status_code == 403
+    with system_context("test"):
+        event = Event.objects.get(pk=photo.event_id)
+    assert (event.tenant_id, event.slug) == (tenant_a.org.pk, photo.event.slug)
