@@ -46,15 +46,17 @@ demo: db
 run: db
 	@mkdir -p var
 	@$(PY) manage.py seed_demo
-	@echo ""
-	@echo "Darkroom is starting (Ctrl-C stops every process):"
-	@echo "  web            http://127.0.0.1:8000/   (readiness: /readyz, liveness: /healthz, metrics: /metrics)"
-	@echo "  shop           http://127.0.0.1:8000/s/demo-studio/   (shoppers: gallery, find me by selfie, cart, sandbox payment)"
-	@echo "  studio         http://127.0.0.1:8000/studio/   (owner / darkroom-demo, photographer / darkroom-demo)"
-	@echo "  admin          http://127.0.0.1:8000/admin/   (admin / darkroom-demo)"
-	@echo "  API docs       http://127.0.0.1:8000/api/docs/   (schema: /api/schema/)"
-	@echo "  Flower         http://127.0.0.1:5555/   (basic auth: $${FLOWER_BASIC_AUTH:-admin:darkroom-flower})"
-	@echo ""
+	@bind="$${DARKROOM_WEB_BIND:-127.0.0.1:8000}"; base="$${DARKROOM_PUBLIC_BASE_URL:-http://127.0.0.1:$${bind##*:}}"; \
+	flower="http://$${FLOWER_ADDRESS:-127.0.0.1}:$${FLOWER_PORT:-5555}"; \
+	echo ""; \
+	echo "Darkroom is starting (Ctrl-C stops every process):"; \
+	echo "  web            $$base/   (listening on $$bind; readiness: /readyz, liveness: /healthz, metrics: /metrics)"; \
+	echo "  shop           $$base/s/demo-studio/   (shoppers: gallery, find me by selfie, cart, sandbox payment)"; \
+	echo "  studio         $$base/studio/   (owner / darkroom-demo, photographer / darkroom-demo)"; \
+	echo "  admin          $$base/admin/   (admin / darkroom-demo)"; \
+	echo "  API docs       $$base/api/docs/   (schema: /api/schema/)"; \
+	echo "  Flower         $$flower/   (basic auth: $${FLOWER_BASIC_AUTH:-admin:darkroom-flower})"; \
+	echo ""
 	@PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile
 
 test: services browser wrk

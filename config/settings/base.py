@@ -616,7 +616,11 @@ CELERY_BEAT_SCHEDULE["catalog.sweep_orphan_originals"] = {
 # Provider credentials come from the environment; the defaults only let a laptop run (they are
 # public, so production.py must require real values). Webhook secrets are lists where the
 # provider signs with several during a rotation.
-DARKROOM_PUBLIC_BASE_URL = env("DARKROOM_PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+# Where `make run`'s gunicorn listens (the Procfile reads the same variable); the default public
+# address follows its port, so links and the sandbox's webhooks reach this instance.
+DARKROOM_WEB_BIND = env("DARKROOM_WEB_BIND", default="127.0.0.1:8000")
+_WEB_PORT = DARKROOM_WEB_BIND.rsplit(":", 1)[-1] if DARKROOM_WEB_BIND.rsplit(":", 1)[-1].isdigit() else "8000"
+DARKROOM_PUBLIC_BASE_URL = env("DARKROOM_PUBLIC_BASE_URL", default=f"http://127.0.0.1:{_WEB_PORT}")
 PAYMENTS_HTTP_TIMEOUT_SECONDS = env.float("PAYMENTS_HTTP_TIMEOUT_SECONDS", default=10.0)
 STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="sk_test_darkroom_local")
 STRIPE_WEBHOOK_SECRETS = env.list("STRIPE_WEBHOOK_SECRETS", default=["whsec_darkroom_local"])

@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from PIL import Image, ImageDraw
@@ -256,7 +257,7 @@ class Command(BaseCommand):
         body = json.dumps(order)
         self.stdout.write("Buy one in the sandbox:")
         self.stdout.write(
-            "  curl -s http://127.0.0.1:8000/api/v1/checkouts "
+            f"  curl -s {settings.DARKROOM_PUBLIC_BASE_URL.rstrip('/')}/api/v1/checkouts "
             f"-H 'Authorization: Bearer {api_key}' "
             "-H \"Idempotency-Key: $(python3 -c 'import uuid; print(uuid.uuid4())')\" "
             f"-H 'Content-Type: application/json' -d '{body}'"
