@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ def database_url(*, user: str, password: str | None) -> str:
     return f"postgres://{user}{secret}@{host}:{port}/{default['NAME']}"
 
 
-def terminate_backend(pid: int, *, timeout: float = 10.0) -> None:
+def terminate_backend(pid: int, *, timeout: float = 60.0) -> None:
     """End a PostgreSQL backend as a server restart would (pg_terminate_backend, as the superuser)
     and return once it is gone: the function only signals the backend, which exits a moment later."""
     with psycopg.connect(database_url(user="postgres", password=None), autocommit=True) as admin:
@@ -38,6 +39,31 @@ def terminate_backend(pid: int, *, timeout: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"backend {pid} still runs {timeout} s after pg_terminate_backend")
             time.sleep(0.01)
+
+
+def backend_pid() -> int:
+    """The PostgreSQL backend of this thread's default connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def waits_for_a_lock(pid: int) -> bool:
+    """Whether backend `pid` is blocked by another backend's lock (read live from the lock
+    manager, so it can be polled inside a transaction, unlike pg_stat_activity's snapshot)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT cardinality(pg_blocking_pids(%s)) > 0", [pid])
+        return bool(cursor.fetchone()[0])
+
+
+def wait_until_blocked(pids: list[int], thread: threading.Thread, what: str, *, timeout: float = 60.0) -> None:
+    """Return once the backend whose pid `thread` puts in `pids` waits for a lock. Fails if the
+    thread ends without having waited, or (a bound for a loaded machine) after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (pids and waits_for_a_lock(pids[0])):
+        assert thread.is_alive(), f"{what} finished without waiting for a lock"
+        assert time.monotonic() < deadline, f"{what} did not wait for a lock within {timeout} s"
+        time.sleep(0.02)
 
 
 def purge_queues(queues: Sequence[str] | None = None) -> None:

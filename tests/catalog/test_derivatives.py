@@ -143,7 +143,9 @@ def test_derivatives_of_an_unknown_or_other_tenants_photo_do_nothing(tenant_a, t
 
 @pytest.fixture
 def worker():
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, queues=["default"], loglevel="WARNING"):
+    with start_worker(
+        celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=60, queues=["default"], loglevel="WARNING"
+    ):
         yield
 
 
@@ -162,7 +164,7 @@ def test_upload_through_the_api_gets_derivatives_from_a_real_worker(worker, tena
     with system_context("test: relay"):
         assert relay_batch(batch_size=10).published == 2
     # then: the worker makes it ready and the photo list shows its public derivative URLs
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a bound for a loaded machine: the loop ends once rendered
     status = "pending"
     while status == "pending" and time.monotonic() < deadline:
         time.sleep(0.1)

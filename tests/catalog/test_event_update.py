@@ -215,7 +215,7 @@ def test_concurrent_identical_edits_serialise_on_the_row_lock_and_audit_once(ten
             with transaction.atomic():
                 event_update(tenant_id=tenant_a.org.pk, event_id=event.pk, title="Winter Gala", actor=actor)
                 a_updated.set()
-                assert a_release.wait(10)
+                assert a_release.wait(120)
         except Exception as exc:  # noqa: BLE001 - reported to the main thread
             errors.append(exc)
             a_updated.set()
@@ -235,17 +235,17 @@ def test_concurrent_identical_edits_serialise_on_the_row_lock_and_audit_once(ten
 
     a = threading.Thread(target=editor_a)
     a.start()
-    assert a_updated.wait(10)
+    assert a_updated.wait(60)
     # when: editor B sends the same change and has to wait for A's row lock
     b = threading.Thread(target=editor_b)
     b.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not (b_pid and _waiting_on_lock(b_pid[0])):
         assert time.monotonic() < deadline, "editor B never waited for the row lock"
         time.sleep(0.02)
     a_release.set()
-    a.join(10)
-    b.join(10)
+    a.join(60)
+    b.join(60)
     # then: B saw A's committed title, changed nothing, and the change is audited once
     assert errors == []
     assert reload(event).title == "Winter Gala"

@@ -28,6 +28,7 @@ from tests.commerce.fixtures import checkout_body, empty_broker, post_checkout  
 from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_paid
 from tests.dropin.helpers import an_event, enrolled_face, photo_of
 from tests.factories.commerce import make_shop
+from tests.fixtures import backend_pid, wait_until_blocked
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
@@ -259,7 +260,6 @@ def test_a_withdrawal_while_a_drop_in_run_records_waits_for_it_and_then_cleans_u
     # given: a photo of Ann whose drop-in run is inside its recording transaction when the studio
     # withdraws the photo from another connection
     import threading
-    import time
 
     from django.db import DatabaseError, connection
 
@@ -269,9 +269,11 @@ def test_a_withdrawal_while_a_drop_in_run_records_waits_for_it_and_then_cleans_u
     enrolled_face(tenant_a.org, event, "ann")
     photo, job_id = photo_of(tenant_a.org, event, ["ann"])
     outcome: dict[str, Any] = {}
+    competitor_pid: list[int] = []
 
     def withdraw() -> None:
         try:
+            competitor_pid.append(backend_pid())
             with tenant_context(tenant_a.org.pk):
                 photo_withdraw(tenant_id=tenant_a.org.pk, photo_id=photo.pk, reason="taken down", actor=Actor("t"))
             outcome["withdrawn"] = True
@@ -285,14 +287,15 @@ def test_a_withdrawal_while_a_drop_in_run_records_waits_for_it_and_then_cleans_u
 
     def index_store_with_a_competitor(**kwargs: Any) -> Any:
         competitor.start()
-        time.sleep(0.5)  # the withdrawal now waits on the photo's row lock (or deadlocks, before the fix)
+        # the withdrawal now waits on the photo's row lock (or deadlocks, before the fix)
+        wait_until_blocked(competitor_pid, competitor, "the withdrawal")
         return recording(**kwargs)
 
     monkeypatch.setattr(dropin, "_index_store", index_store_with_a_competitor)
     # when: the run records, then the withdrawal goes through
     with tenant_context(tenant_a.org.pk):
         run = dropin_job_process(job_id=job_id)
-    competitor.join(timeout=30)
+    competitor.join(timeout=60)
     # then: neither failed; the run recorded its match, the withdrawal came after it
     assert outcome == {"withdrawn": True} and run.outcome == "succeeded" and run.matches == 1
     # and: the cleanup removes what the run wrote

@@ -24,6 +24,7 @@ from tests.catalog.conftest import post
 from tests.factories.catalog import EventFactory
 from tests.factories.commerce import make_shop
 from tests.factories.tenancy import MembershipFactory, UserFactory
+from tests.fixtures import backend_pid, wait_until_blocked
 from tests.web.shop.conftest import make_ready
 
 pytestmark = pytest.mark.django_db
@@ -190,10 +191,12 @@ def test_a_setter_waiting_on_a_currency_change_sees_the_new_currency(tenant_a: A
     shop = make_shop(org=tenant_a.org, currency="EUR", download_price=1300)
     holding = threading.Event()
     outcome: list[Any] = []
+    setter_pid: list[int] = []
 
     def setter() -> None:
         try:
-            assert holding.wait(30)
+            setter_pid.append(backend_pid())
+            assert holding.wait(60)
             price_list_set(
                 tenant_id=tenant_a.org.pk,
                 event_id=shop.event.pk,
@@ -213,9 +216,8 @@ def test_a_setter_waiting_on_a_currency_change_sees_the_new_currency(tenant_a: A
             tenant_id=tenant_a.org.pk, event_id=shop.event.pk, currency="USD", actor=Actor(label="test")
         )
         holding.set()
-        thread.join(timeout=1.0)
-        assert thread.is_alive(), "the EUR setter should wait for the price list's lock"
-    thread.join(30)
+        wait_until_blocked(setter_pid, thread, "the EUR setter (it should wait for the price list's lock)")
+    thread.join(60)
     # then: the setter was refused after the commit; no EUR price slipped into the USD list
     assert len(outcome) == 1 and isinstance(outcome[0], PriceListCurrencyMismatch)
     with tenant_context(tenant_a.org.pk):

@@ -46,12 +46,23 @@ def shop_b(tenant_b: TenantBundle) -> Shop:
 @contextmanager
 def worker_running(*, purge_first: bool = True) -> Iterator[None]:
     """A real Celery worker (solo pool, in a thread) on the queues commerce uses; sandbox webhook
-    deliveries go through Django's WSGI handler in-process (no server)."""
+    deliveries go through Django's WSGI handler in-process (no server).
+
+    At the end the worker finishes the task it is running before its thread exits; Celery's
+    default bound on that (10 s, then RuntimeError) is too tight for a loaded machine, so every
+    test worker here gets 60 s (the join returns as soon as the thread has exited)."""
     if purge_first:
         purge_queues()
     with (
         override_settings(SANDBOX_WEBHOOK_TRANSPORT="tests.commerce.helpers.WsgiTransport"),
-        start_worker(celery_app, pool="solo", perform_ping_check=False, queues=WORKER_QUEUES, loglevel="WARNING"),
+        start_worker(
+            celery_app,
+            pool="solo",
+            perform_ping_check=False,
+            shutdown_timeout=60,
+            queues=WORKER_QUEUES,
+            loglevel="WARNING",
+        ),
     ):
         yield
     connection.close()
@@ -93,7 +104,8 @@ def checkout_body(
 # --- end-to-end helpers: a relay thread and waiting for the pipeline -------------------------
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 120.0) -> None:
+    """Poll until `predicate()` holds (a bound for a loaded machine: it returns once it holds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -119,7 +131,7 @@ def running_relay() -> Iterator[None]:
         yield
     finally:
         relay.stop()
-        thread.join(timeout=10)
+        thread.join(timeout=60)
 
 
 def outbox_idle() -> bool:

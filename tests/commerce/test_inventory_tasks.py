@@ -38,7 +38,12 @@ def worker() -> Iterator[None]:
     checkout's other consumers (`default`: settling, provider sessions)."""
     purge_queues()
     with start_worker(
-        celery_app, pool="solo", perform_ping_check=False, queues=["inventory", "default"], loglevel="WARNING"
+        celery_app,
+        pool="solo",
+        perform_ping_check=False,
+        shutdown_timeout=60,
+        queues=["inventory", "default"],
+        loglevel="WARNING",
     ):
         yield
     connection.close()

@@ -22,12 +22,18 @@ def _batched(settings: Any) -> None:
     settings.INVENTORY_STRATEGY = "batched"
 
 
-def test_reservations_arriving_while_the_writer_lingers_share_one_batch(shop_a: Shop, settings: Any) -> None:
-    # given: one pending reservation and a writer that lingers 0.5 s after a partial batch
+def test_reservations_arriving_while_the_writer_lingers_share_one_batch(
+    shop_a: Shop, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: one pending reservation and a writer that lingers 0.5 s after a partial batch; its
+    # linger lasts until the shoppers below have bought (three checkouts can take longer than
+    # 0.5 s on a loaded machine, and then the test would measure the machine, not the writer)
     settings.INVENTORY_WRITER_LINGER_SECONDS = 0.5
     buy_print(shop_a, 0)
     sizes: list[int] = []
-    first_batch = threading.Event()
+    lingered: list[float] = []
+    first_batch, bought = threading.Event(), threading.Event()
+    real_sleep = batched_writer.time.sleep
 
     def on_batch(outcome: BatchOutcome) -> None:
         sizes.append(outcome.decided)
@@ -40,14 +46,28 @@ def test_reservations_arriving_while_the_writer_lingers_share_one_batch(shop_a: 
             connection.close()
 
     writer = threading.Thread(target=drain)
+
+    def linger_until_bought(seconds: float) -> None:
+        if threading.current_thread() is writer and seconds == settings.INVENTORY_WRITER_LINGER_SECONDS:
+            lingered.append(seconds)
+            bought.wait(60)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(batched_writer.time, "sleep", linger_until_bought)
     writer.start()
     # when: three more shoppers buy while it lingers after deciding the first one
-    assert first_batch.wait(timeout=30)
-    for n in range(1, 4):
-        buy_print(shop_a, n)
+    try:
+        assert first_batch.wait(timeout=60)
+        for n in range(1, 4):
+            buy_print(shop_a, n)
+    finally:
+        bought.set()
     writer.join(timeout=60)
-    # then: the three were decided together, in the same tenure
+    # then: the writer lingered after its partial batch, and the three were decided together, in
+    # the same tenure
     assert not writer.is_alive()
+    assert lingered and lingered[0] == 0.5
     assert sizes == [1, 3]
 
 

@@ -26,7 +26,8 @@ from tests.payments.provider_transport import JsonHandler, serving
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("empty_broker")]
 
-HANG_SECONDS = 120  # longer than the test waits for anything (60 s)
+WAIT_SECONDS = 120  # the bound on each wait (the providers worker starts up meanwhile, on a loaded machine)
+HANG_SECONDS = 2 * WAIT_SECONDS  # longer than the test waits for anything
 
 
 class _HangingApi:
@@ -97,21 +98,27 @@ def test_a_hanging_provider_does_not_hold_up_stock_decisions(tenant_a, shop_a, h
     )
     try:
         with (
-            start_worker(celery_app, pool="solo", perform_ping_check=False, queues=sorted(workers["worker"])),
+            start_worker(
+                celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=60, queues=sorted(workers["worker"])
+            ),
             running_relay(),
         ):
             # when: a PayPal checkout asks for its session and PayPal's API hangs on the call
             post_checkout(client, checkout_body(shop_a, {"product": shop_a.download.pk}, provider="paypal"))
-            wait_until(hanging_paypal.entered.is_set)
+            wait_until(hanging_paypal.entered.is_set, timeout=WAIT_SECONDS)
             # and a shopper buys the hot print
             checkout_id = post_checkout(client, checkout_body(shop_a, {"product": shop_a.print.pk})).json()["id"]
             # then: its stock is decided while the PayPal call still hangs
-            wait_until(lambda: _line_state(client, checkout_id) == "confirmed")
+            wait_until(lambda: _line_state(client, checkout_id) == "confirmed", timeout=WAIT_SECONDS)
             assert not hanging_paypal.release.is_set()
             hanging_paypal.release.set()
     finally:
         providers.terminate()
-        providers.wait(timeout=30)
+        try:
+            providers.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            providers.kill()
+            providers.wait()
         connection.close()
 
 

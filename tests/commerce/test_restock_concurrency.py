@@ -40,7 +40,7 @@ from apps.tenancy.context import tenant_context
 from tests.commerce.helpers import buy_print, drain_outbox
 from tests.commerce.test_inventory_concurrency import run_in_threads
 from tests.factories.commerce import Shop, make_shop
-from tests.fixtures import TenantBundle
+from tests.fixtures import TenantBundle, backend_pid, wait_until_blocked
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -182,7 +182,7 @@ def test_a_restock_committed_while_the_writer_waits_for_the_row_is_seen_by_that_
                     tenant_id=shop.org.pk, product_id=shop.print.pk, add_quantity=3, actor=Actor(label="test")
                 )
                 holding.set()
-                release.wait(30)
+                release.wait(120)
         finally:
             connection.close()
 
@@ -190,9 +190,11 @@ def test_a_restock_committed_while_the_writer_waits_for_the_row_is_seen_by_that_
     thread.start()
     assert holding.wait(30)
     outcome: list[Any] = []
+    writer_pid: list[int] = []
 
     def batch() -> None:
         try:
+            writer_pid.append(backend_pid())
             with try_fenced_lock(writer_lock_name(shop.print.pk), ttl=30) as lease:
                 assert lease is not None
                 outcome.append(inventory_batch_decide(lease=lease, tenant_id=shop.org.pk, product_id=shop.print.pk))
@@ -202,11 +204,10 @@ def test_a_restock_committed_while_the_writer_waits_for_the_row_is_seen_by_that_
     # when: the writer's batch starts (it must wait for the row), then the restock commits
     writer = threading.Thread(target=batch)
     writer.start()
-    writer.join(timeout=1.0)
-    assert writer.is_alive(), "the writer's batch should wait for the restock's row lock"
+    wait_until_blocked(writer_pid, writer, "the writer's batch (it should wait for the restock's row lock)")
     release.set()
-    thread.join(30)
-    writer.join(30)
+    thread.join(60)
+    writer.join(60)
 
     # then: the batch decided on the restocked quantity: all 5 confirmed, none sold out
     assert len(outcome) == 1 and (len(outcome[0].confirmed), len(outcome[0].rejected)) == (5, 0)
@@ -228,7 +229,7 @@ def test_a_restock_during_the_writers_batch_waits_and_adds_on_top(
     def record_then_pause(cursor: Any, **kwargs: Any) -> None:
         record(cursor, **kwargs)
         in_batch.set()
-        go_on.wait(30)
+        go_on.wait(120)
 
     monkeypatch.setattr(batched_writer, "_record_decisions", record_then_pause)
     outcome: list[Any] = []
@@ -245,9 +246,11 @@ def test_a_restock_during_the_writers_batch_waits_and_adds_on_top(
     writer.start()
     assert in_batch.wait(30)
     restocked: list[StockRestock] = []
+    restocker_pid: list[int] = []
 
     def restocker() -> None:
         try:
+            restocker_pid.append(backend_pid())
             restocked.append(restock(shop, 4, Actor(label="test")))
         finally:
             connection.close()
@@ -255,11 +258,10 @@ def test_a_restock_during_the_writers_batch_waits_and_adds_on_top(
     # when: a restock of 4 arrives while the batch (3 confirmed, 2 sold out) is uncommitted
     thread = threading.Thread(target=restocker)
     thread.start()
-    thread.join(timeout=1.0)
-    assert thread.is_alive(), "the restock should wait for the writer's row lock"
+    wait_until_blocked(restocker_pid, thread, "the restock (it should wait for the writer's row lock)")
     go_on.set()
-    writer.join(30)
-    thread.join(30)
+    writer.join(60)
+    thread.join(60)
 
     # then: the batch decided on 3 units; the restock added its 4 to what the batch left (0)
     assert (len(outcome[0].confirmed), len(outcome[0].rejected)) == (3, 2)

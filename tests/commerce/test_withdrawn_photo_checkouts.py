@@ -133,7 +133,7 @@ def waiting_on_lock(pid: int) -> bool:
 
 def wait_until_blocked(pids: list[int], thread: threading.Thread, what: str) -> None:
     """Until the thread's backend waits for a row lock; fails if the thread ends without waiting."""
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # a bound for a loaded machine; returns once blocked
     while not (pids and waiting_on_lock(pids[0])):
         assert thread.is_alive(), f"{what} never waited for a row lock"
         assert time.monotonic() < deadline, f"{what} did not wait for a row lock in time"
@@ -312,7 +312,7 @@ def test_the_consumer_waits_for_a_checkout_locked_meanwhile_and_still_closes_it(
         with tenant_context(org_id), transaction.atomic():
             Checkout.objects.select_for_update().get(pk=checkout.pk)
             holding.set()
-            assert release.wait(30)
+            assert release.wait(120)
 
     def consumer() -> None:
         consumer_pid.append(backend_pid())
@@ -327,8 +327,8 @@ def test_the_consumer_waits_for_a_checkout_locked_meanwhile_and_still_closes_it(
         wait_until_blocked(consumer_pid, runner, "the consumer")
     finally:
         release.set()
-        locker.join(30)
-        runner.join(30)
+        locker.join(60)
+        runner.join(60)
     assert errors == []
     # and: closes it once the row is free
     assert closed == [1]
@@ -384,7 +384,7 @@ def test_a_payment_holding_the_photo_lock_first_stands_and_the_withdrawal_waits(
     def read_then_pause(**kwargs: Any) -> list[int]:
         withdrawn = read_photos(**kwargs)
         photo_read.set()
-        assert release_payment.wait(30)
+        assert release_payment.wait(120)
         return withdrawn
 
     monkeypatch.setattr(payment_service, "_withdrawn_photos_key_share", read_then_pause)
@@ -406,8 +406,8 @@ def test_a_payment_holding_the_photo_lock_first_stands_and_the_withdrawal_waits(
         wait_until_blocked(withdrawal_pid, withdrawer, "the withdrawal")
     finally:
         release_payment.set()
-        payer.join(30)
-        withdrawer.join(30)
+        payer.join(60)
+        withdrawer.join(60)
     assert errors == []
     # and: the payment committed first: a purchase made before the withdrawal, kept
     result = state(shop_a, checkout.pk)
@@ -440,7 +440,7 @@ def test_a_withdrawal_committing_first_makes_the_waiting_payment_refused_and_ref
         with tenant_context(org_id), transaction.atomic():
             photo_withdraw(tenant_id=org_id, photo_id=shop_a.photo.pk, reason="wrong upload", actor=Actor("test"))
             withdrawn_locked.set()
-            assert release_withdrawal.wait(30)
+            assert release_withdrawal.wait(120)
 
     def payment() -> None:
         payment_pid.append(backend_pid())
@@ -457,8 +457,8 @@ def test_a_withdrawal_committing_first_makes_the_waiting_payment_refused_and_ref
     finally:
         # when: the withdrawal commits
         release_withdrawal.set()
-        withdrawer.join(30)
-        payer.join(30)
+        withdrawer.join(60)
+        payer.join(60)
     assert errors == []
     # then: the payment saw it: not paid, nothing granted, closed, stock back, refunded in full
     assert state(shop_a, checkout.pk) == REFUSED_FOR_WITHDRAWN_PHOTO

@@ -60,7 +60,7 @@ def test_messages_are_published_consumed_and_acked_through_the_shared_client() -
 
             with Consumer(channel, [queue], callbacks=[on_message], accept=["json"]):
                 while len(received) < 5:
-                    conn.drain_events(timeout=5)
+                    conn.drain_events(timeout=30)
             # then: all five arrived in order and nothing is left unacked or waiting
             assert received == [0, 1, 2, 3, 4]
             with channel.conn_or_acquire() as client:

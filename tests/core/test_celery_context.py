@@ -17,7 +17,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def worker():
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, queues=["default"], loglevel="WARNING"):
+    with start_worker(
+        celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=60, queues=["default"], loglevel="WARNING"
+    ):
         yield
 
 

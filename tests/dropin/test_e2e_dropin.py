@@ -49,7 +49,12 @@ def head(name: str, area: tuple[int, int, int, int]) -> Image.Image:
 def dropin_worker() -> Iterator[None]:
     purge_queues()
     with start_worker(
-        celery_app, pool="solo", perform_ping_check=False, queues=["dropin", "default"], loglevel="WARNING"
+        celery_app,
+        pool="solo",
+        perform_ping_check=False,
+        shutdown_timeout=60,
+        queues=["dropin", "default"],
+        loglevel="WARNING",
     ):
         yield
     connection.close()
@@ -89,7 +94,7 @@ def test_an_attendee_is_told_once_when_a_photo_of_them_is_uploaded(tenant_a: Any
                 HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
             )
             assert response.status_code == 202, response.content
-        wait_until(lambda: faces_status() == ["enrolled", "enrolled"], timeout=60)
+        wait_until(lambda: faces_status() == ["enrolled", "enrolled"], timeout=120)
         # when: a photo showing Eileen (smaller, elsewhere in the frame) is uploaded
         scene = Image.new("RGB", (1200, 800), (118, 128, 140))
         eileen = head("astronaut.png", ASTRONAUT_HEAD)
@@ -103,7 +108,7 @@ def test_an_attendee_is_told_once_when_a_photo_of_them_is_uploaded(tenant_a: Any
             HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
         )
         assert uploaded.status_code == 201, uploaded.content
-        wait_until(lambda: job_status() == "succeeded", timeout=60)
+        wait_until(lambda: job_status() == "succeeded", timeout=120)
         wait_until(outbox_idle)
     photo_id = uploaded.json()["id"]
     # then: Eileen matched in that photo and told once; Grace not; one search billed once

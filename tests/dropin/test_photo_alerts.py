@@ -227,8 +227,18 @@ def test_two_senders_at_once_send_each_alert_once(tenant_a: Any, monkeypatch: An
     with system_context("test"):
         due = max(a.due_at for a in PhotoAlert.objects.all())  # type: ignore[type-var]
 
+    senders: set[str] = set()
+    senders_lock, both_sending = threading.Lock(), threading.Event()
+
     class SlowMailer(DjangoMailer):
         def send(self, messages: list[OutgoingEmail], *, from_email: str) -> MailReport:
+            # Each sender holds its first claimed alert until the other sender has claimed one too
+            # (however late its thread starts on a loaded machine), then every send is slow.
+            with senders_lock:
+                senders.add(threading.current_thread().name)
+                if len(senders) == 2:
+                    both_sending.set()
+            both_sending.wait(60)
             time.sleep(0.3)
             return super().send(messages, from_email=from_email)
 

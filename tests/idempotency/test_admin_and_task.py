@@ -44,7 +44,14 @@ def test_beat_schedules_the_maintenance_task_on_the_maintenance_queue():
 
 def test_maintenance_task_runs_in_a_real_worker():
     # given: a worker consuming the maintenance queue only
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, queues=["maintenance"], loglevel="WARNING"):
+    with start_worker(
+        celery_app,
+        pool="solo",
+        perform_ping_check=False,
+        shutdown_timeout=60,
+        queues=["maintenance"],
+        loglevel="WARNING",
+    ):
         # when: the task is sent as beat sends it
         result = maintain_partitions.apply_async(**settings.CELERY_BEAT_SCHEDULE[maintain_partitions.name]["options"])
         outcome = result.get(timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from apps.ledger.models import LedgerCheckpoint
 from apps.ledger.projection import Deposed, projection_apply, projection_rebuild
 from apps.tenancy.context import system_context
 from tests.factories.tenancy import OrganizationFactory
+from tests.fixtures import backend_pid, wait_until_blocked
 from tests.ledger.conftest import (
     balances_by_account,
     credit,
@@ -102,9 +104,11 @@ def test_claim_by_a_new_leader_waits_for_and_then_fences_an_inflight_apply(make_
     leader_a.maintain()
     partition, (head, _) = next((p, v) for p, v in heads_and_checkpoints().items() if v[0] > 0)
     epoch_a = leader_a.held[partition]
+    claimer_pid: list[int] = []
 
     def claim() -> None:
         try:
+            claimer_pid.append(backend_pid())
             projection.checkpoint_claim(partition=partition, leader="B", backend_pid=None)
         finally:
             connection.close()
@@ -113,10 +117,10 @@ def test_claim_by_a_new_leader_waits_for_and_then_fences_an_inflight_apply(make_
         projection_apply(partition=partition, epoch=epoch_a, from_seq=0, to_seq=head)
         thread = threading.Thread(target=claim)
         thread.start()
-        thread.join(timeout=1.0)
-        # the claim cannot complete while A's apply holds the checkpoint row
-        assert thread.is_alive()
-    thread.join(timeout=30)
+        # the claim cannot complete while A's apply holds the checkpoint row: it waits for it
+        wait_until_blocked(claimer_pid, thread, "B's claim")
+    thread.join(timeout=60)
+    assert not thread.is_alive()
     # then: A's apply committed once; B's epoch is newer, so A's next apply is refused
     checkpoint = LedgerCheckpoint.objects.get(partition=partition)
     assert (checkpoint.seq, checkpoint.epoch, checkpoint.leader) == (head, epoch_a + 1, "B")
@@ -234,7 +238,11 @@ def test_partitions_fail_over_when_a_projector_process_dies():
         for process in (one, two):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
     assert balances_by_account() == expected_from_events()
 
 

@@ -3,9 +3,11 @@ by hand (the consumers' services, in the message's tenant context)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 from django.test import override_settings
 
@@ -76,15 +78,21 @@ def notifications_of(org: Organization) -> list[Notification]:
 
 @contextmanager
 def smtp_server(settings: Any = None) -> Iterator[SinkState]:
-    """A real local SMTP server, with Django's SMTP backend pointed at it."""
+    """A real local SMTP server, with Django's SMTP backend pointed at it.
+
+    The sink never stalls on purpose, so its timeouts only bound a loaded machine: aiosmtpd's
+    start-up wait (5 s by default, read from AIOSMTPD_CONTROLLER_TIMEOUT when the controller is
+    made) and the client's socket timeout are generous; both end as soon as the server answers.
+    """
     with (
+        mock.patch.dict(os.environ, {"AIOSMTPD_CONTROLLER_TIMEOUT": "60"}),
         smtp_sink() as (state, port),
         override_settings(
             EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
             EMAIL_HOST="127.0.0.1",
             EMAIL_PORT=port,
             EMAIL_USE_TLS=False,
-            EMAIL_TIMEOUT=5,
+            EMAIL_TIMEOUT=30,
         ),
     ):
         yield state

@@ -43,7 +43,7 @@ def test_an_announcement_is_delivered_once_through_relay_worker_and_smtp(tenant_
             )
             assert sent.status_code == 202, sent.content
         # then: the worker fans out in chunks of 7 and sends every e-mail
-        wait_until(lambda: status(created["id"]) == "sent", timeout=90)
+        wait_until(lambda: status(created["id"]) == "sent", timeout=150)
         wait_until(outbox_idle)
         assert sorted(m["to"][0] for m in smtp.messages) == sorted(f"fan{i}@example.com" for i in range(30))
     rows = deliveries(Announcement(pk=created["id"]))

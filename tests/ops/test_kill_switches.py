@@ -39,7 +39,7 @@ def test_an_engaged_switch_holds_until_its_cooldown_unless_forced() -> None:
     kill_switch_release(capability="checkout", actor_label="ops", force=True)
     assert capability_enabled("checkout")
     with system_context("test: audit"):
-        actions = list(AuditLog.objects.filter(target_type="kill_switch").values_list("action", "data"))
+        actions = list(AuditLog.objects.filter(target_type="kill_switch").order_by("pk").values_list("action", "data"))
     assert [a for a, _ in actions] == ["kill_switch.engage", "kill_switch.release"]
     assert actions[1][1] == {"forced": True}
 

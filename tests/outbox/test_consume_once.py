@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -43,34 +44,49 @@ def test_failed_effect_rolls_back_the_inbox_row_so_a_retry_applies_it():
     assert InboxEntry.objects.count() == 1
 
 
+def waiting_on_lock(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+        row = cursor.fetchone()
+    return bool(row) and row[0] == "Lock"
+
+
 def test_concurrent_duplicate_waits_for_the_first_and_then_skips():
     # given: delivery 1 holds its inbox row uncommitted
     message_id = uuid.uuid4()
     inside = threading.Event()
     release = threading.Event()
     outcomes: dict[str, bool] = {}
+    backends: dict[str, int] = {}
 
     def delivery(name: str, hold: bool) -> None:
         try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                backends[name] = cursor.fetchone()[0]
             with consume_once(consumer="a", message_id=message_id) as first:
                 outcomes[name] = first
                 if hold:
                     inside.set()
-                    release.wait(10)
+                    release.wait(60)
         finally:
             connection.close()
 
     one = threading.Thread(target=delivery, args=("one", True))
     one.start()
-    assert inside.wait(10)
+    assert inside.wait(60)
     # when: delivery 2 arrives meanwhile (it blocks on the unique index), then 1 commits
     two = threading.Thread(target=delivery, args=("two", False))
     two.start()
-    two.join(0.5)
-    assert two.is_alive() and "two" not in outcomes
+    deadline = time.monotonic() + 60
+    while not ("two" in backends and waiting_on_lock(backends["two"])):
+        assert two.is_alive(), f"delivery 2 finished without waiting: {outcomes}"
+        assert time.monotonic() < deadline, "delivery 2 never waited for delivery 1's inbox row"
+        time.sleep(0.02)
+    assert "two" not in outcomes
     release.set()
-    one.join(10)
-    two.join(10)
+    one.join(60)
+    two.join(60)
     # then: exactly one delivery applied the message
     assert outcomes == {"one": True, "two": False}
 

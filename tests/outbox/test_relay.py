@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -44,7 +43,9 @@ def statuses() -> dict[str, str]:
 
 @pytest.fixture
 def worker() -> Iterator[None]:
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, queues=["default"], loglevel="WARNING"):
+    with start_worker(
+        celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=60, queues=["default"], loglevel="WARNING"
+    ):
         yield
     connection.close()
 
@@ -90,7 +91,7 @@ def test_a_consumer_retries_a_transient_database_error_and_applies_the_effect_on
     # when: the relay publishes it and a real worker consumes
     assert OutboxRelay(batch_size=10).run(once=True).published == 1
     # then: the task ran again after a backoff, and the effect happened exactly once
-    assert wait_until(lambda: len(effects()) == 1, timeout=30)
+    assert wait_until(lambda: len(effects()) == 1, timeout=120)
     assert deliveries(str(message.id)) == 2
     assert [row[0] for row in effects()] == [str(message.id)]
 
@@ -129,7 +130,9 @@ def test_relay_killed_between_publish_and_mark_republishes_and_the_effect_happen
     assert totals.published == 5
     assert set(statuses().values()) == {"published"}
     # when: a worker consumes both deliveries of every message
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, queues=["default"], loglevel="WARNING"):
+    with start_worker(
+        celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=60, queues=["default"], loglevel="WARNING"
+    ):
         assert wait_until(lambda: deliveries() == 10)
     connection.close()
     # then: each message was delivered twice and applied once
@@ -141,7 +144,7 @@ def test_relay_killed_between_publish_and_mark_republishes_and_the_effect_happen
 def test_two_relays_at_once_never_publish_a_claimed_message_twice(tenant_a, publish, published_task_ids):
     # given: 40 due messages
     messages = publish(tenant_id=tenant_a.org.pk, count=40)
-    b_published = threading.Event()
+    a_holding, b_published = threading.Event(), threading.Event()
     a_waited: list[bool] = []
 
     def hold_a_until_b_publishes(headers: dict | None = None, **_: object) -> None:
@@ -150,7 +153,8 @@ def test_two_relays_at_once_never_publish_a_claimed_message_twice(tenant_a, publ
         if name == "relay-b":
             b_published.set()
         elif name == "relay-a" and not a_waited:
-            a_waited.append(b_published.wait(20))
+            a_holding.set()
+            a_waited.append(b_published.wait(60))
 
     before_task_publish.connect(hold_a_until_b_publishes, weak=False)
     errors: list[BaseException] = []
@@ -167,10 +171,11 @@ def test_two_relays_at_once_never_publish_a_claimed_message_twice(tenant_a, publ
         # when: two relays with their own connections run at the same time
         threads = [threading.Thread(target=run_relay, name=name) for name in ("relay-a", "relay-b")]
         threads[0].start()
-        time.sleep(0.2)
+        # B starts once A has claimed its first batch and holds it (publishing its first message)
+        assert a_holding.wait(60) or errors, "relay A never published"
         threads[1].start()
         for thread in threads:
-            thread.join(60)
+            thread.join(120)
     finally:
         before_task_publish.disconnect(hold_a_until_b_publishes)
     assert errors == []
@@ -203,8 +208,17 @@ def test_relay_batch_refuses_to_run_outside_the_system_context():
 
 
 def test_notify_wakes_a_waiting_relay_long_before_its_poll(tenant_a, publish, published_task_ids):
-    # given: a relay loop that would poll only once a minute
-    relay = OutboxRelay(batch_size=10, poll_interval=60)
+    # given: a relay loop that would poll only every ten minutes, waiting for work (it LISTENs
+    # before its first batch, found nothing, and now waits)
+    relay = OutboxRelay(batch_size=10, poll_interval=600)
+    waiting = threading.Event()
+    wait_for_work = relay._wait_for_work
+
+    def wait_for_work_noted() -> None:
+        waiting.set()
+        wait_for_work()
+
+    relay._wait_for_work = wait_for_work_noted  # type: ignore[method-assign]
 
     def run() -> None:
         try:
@@ -215,14 +229,14 @@ def test_notify_wakes_a_waiting_relay_long_before_its_poll(tenant_a, publish, pu
     thread = threading.Thread(target=run, name="relay-loop")
     thread.start()
     try:
-        time.sleep(0.5)  # let it reach its wait
+        assert waiting.wait(60), "the relay never reached its wait"
         # when: a message commits
         [message] = publish(tenant_id=tenant_a.org.pk)
-        # then: the relay published it, woken by the NOTIFY sent at commit
-        assert wait_until(lambda: statuses() == {str(message.id): "published"}, timeout=20)
+        # then: the relay published it, woken by the NOTIFY sent at commit (far sooner than its poll)
+        assert wait_until(lambda: statuses() == {str(message.id): "published"}, timeout=120)
     finally:
         relay.stop()
-        thread.join(10)
+        thread.join(60)
     # and stop() ended the loop (without waiting for the poll)
     assert not thread.is_alive()
 
@@ -239,11 +253,11 @@ def test_relay_command_exits_cleanly_on_sigterm():
     reader = threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, b"")), daemon=True)
     reader.start()
     try:
-        assert wait_until(lambda: any(b"outbox relay started" in line for line in lines), timeout=60)
+        assert wait_until(lambda: any(b"outbox relay started" in line for line in lines), timeout=120)
         # when: it gets SIGTERM
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        reader.join(10)
+        process.wait(timeout=60)
+        reader.join(30)
     finally:
         if process.poll() is None:
             process.kill()

@@ -168,19 +168,19 @@ def test_the_sweep_skips_a_message_another_transaction_holds(tenant_a):
             with system_context("test: holder"), transaction.atomic():
                 list(OutboxMessage.objects.select_for_update().filter(pk=message.pk))
                 locked.set()
-                release.wait(30)
+                release.wait(120)
         finally:
             connections.close_all()
 
     holder = threading.Thread(target=hold)
     holder.start()
     try:
-        assert locked.wait(30)
+        assert locked.wait(60)
         # when: the sweep runs meanwhile
         during = sweep()
     finally:
         release.set()
-        holder.join(30)
+        holder.join(60)
     # then: it did not wait for, or take, the locked message; the next pass does
     assert during[SHIPPED_FLOW] == 0
     assert sweep()[SHIPPED_FLOW] == 1

@@ -45,7 +45,7 @@ def test_worker_killed_mid_task_redelivers_and_the_effect_happens_once(effect_ta
         stderr=subprocess.PIPE,
     )
     try:
-        applied = wait_until(lambda: len(effects()) >= 1 and deliveries(str(message.id)) >= 2, timeout=90)
+        applied = wait_until(lambda: len(effects()) >= 1 and deliveries(str(message.id)) >= 2, timeout=180)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:

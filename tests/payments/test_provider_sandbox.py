@@ -265,7 +265,8 @@ def test_default_sender_posts_signed_deliveries_over_http(sandbox, secret, local
     base, received = local_server
     _, reference = new_session(sandbox)
     event = sandbox.settle(reference=reference, outcome=PaymentStatus.PAID)
-    real_sender = SandboxWebhookSender(secret=secret, url=f"{base}/webhooks/sandbox", duplicates=2)
+    # (a generous timeout: the local server answers at once, but the machine may be loaded)
+    real_sender = SandboxWebhookSender(secret=secret, url=f"{base}/webhooks/sandbox", duplicates=2, timeout=60)
     # when
     statuses = real_sender.send(real_sender.plan([event]))
     # then: two POSTs of the exact bytes, each verifying with the sandbox adapter
@@ -278,5 +279,5 @@ def test_default_sender_posts_signed_deliveries_over_http(sandbox, secret, local
 
 def test_default_transport_does_not_follow_redirects(local_server):
     base, _ = local_server
-    response = UrllibTransport().send(HttpRequest("GET", f"{base}/cert"), timeout=5)
+    response = UrllibTransport().send(HttpRequest("GET", f"{base}/cert"), timeout=60)
     assert response.status == 302

@@ -231,7 +231,7 @@ def test_submit_twice_or_at_once_pays_once(studio: Organization) -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=60)
     submit()
 
     # then: one attempt called the provider (the other found it claimed or paid), paid once
@@ -463,7 +463,8 @@ def test_a_wallet_debit_cannot_commit_while_a_payout_reads_its_balance(studio: O
         # when: a refund debit of the wallet tries to commit meanwhile
         competitor = threading.Thread(target=refund_meanwhile)
         competitor.start()
-        competitor.join(timeout=10)
+        # (the competitor gives up after its 300 ms lock timeout; the bound only covers a slow start)
+        competitor.join(timeout=60)
     # then: it had to wait for the payout's transaction (here: gave up after its lock timeout)
     assert len(outcome) == 1 and isinstance(outcome[0], OperationalError), outcome
     assert "lock timeout" in str(outcome[0])

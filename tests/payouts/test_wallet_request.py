@@ -44,6 +44,10 @@ from tests.payouts.helpers import Wallet, make_wallet, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# How long a delivery that finds the lease busy keeps retrying: the holder's work takes well under a
+# second when the machine is idle, and retries stop as soon as the lease is free.
+BUSY_LEASE_PATIENCE_SECONDS = 60.0
+
 
 def request(wallet: Wallet) -> int:
     """The studio form's call: in the tenant's context, inside the form's transaction."""
@@ -156,12 +160,18 @@ def test_two_deliveries_of_one_request_at_once_pay_once(studios: tuple[Any, Any]
 
     def deliver() -> None:
         try:
-            barrier.wait()
-            for _ in range(200):  # what Celery's retry does for a busy lease, without the backoff
+            barrier.wait(BUSY_LEASE_PATIENCE_SECONDS)
+            # What Celery's retry does for a busy lease, without the backoff. Bounded by time, not
+            # by a count of tries: the other delivery holds the lease for as long as its payout
+            # takes, which on a loaded machine can be seconds.
+            deadline = time.monotonic() + BUSY_LEASE_PATIENCE_SECONDS
+            while True:
                 try:
                     outcomes.append(consume(message))
                     return
                 except LockBusy:
+                    if time.monotonic() > deadline:
+                        raise
                     time.sleep(0.02)
         except BaseException as exc:  # noqa: BLE001 - reported below
             outcomes.append(exc)
@@ -173,7 +183,7 @@ def test_two_deliveries_of_one_request_at_once_pay_once(studios: tuple[Any, Any]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=2 * BUSY_LEASE_PATIENCE_SECONDS)
 
     # then: one paid it, the other skipped it
     paid, skipped = sorted(o if isinstance(o, str) else repr(o) for o in outcomes)
@@ -242,14 +252,18 @@ def test_a_request_and_a_batch_at_once_pay_the_wallet_once(studios: tuple[Any, A
 
     def request_consumer() -> None:
         try:
-            barrier.wait()
-            for _ in range(500):  # Celery retries a busy lease; here without the backoff
+            barrier.wait(BUSY_LEASE_PATIENCE_SECONDS)
+            # Celery retries a busy lease; here without the backoff, for as long as the scheduled
+            # batch (seven payouts) may hold the lease on a loaded machine
+            deadline = time.monotonic() + BUSY_LEASE_PATIENCE_SECONDS
+            while True:
                 try:
                     consume(message)
                     return
                 except LockBusy:
+                    if time.monotonic() > deadline:
+                        raise AssertionError("the lease never came free") from None
                     time.sleep(0.01)
-            raise AssertionError("the lease never came free")
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
@@ -260,7 +274,7 @@ def test_a_request_and_a_batch_at_once_pay_the_wallet_once(studios: tuple[Any, A
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=2 * BUSY_LEASE_PATIENCE_SECONDS)
 
     # then: whoever won the lease, nothing failed; a scheduled run that found the lease busy
     # (the request's consumer won the race) runs again at the next beat
@@ -335,15 +349,17 @@ def test_a_request_that_finds_the_lease_busy_is_retried_then_paid(studios: tuple
     signals.task_retry.connect(on_retry, weak=False)
     try:
         with worker_running(), running_relay():
-            with fenced_lock(BATCH_LOCK, ttl=30):
+            # (the lock's TTL outlasts the wait below, which ends at the first retry)
+            with fenced_lock(BATCH_LOCK, ttl=120):
                 # when: the photographer asks to be paid while the lease is held
                 request(wallet)
                 # then: the consumer ran, found the lease busy, and scheduled a retry; nothing paid
-                wait_until(lambda: len(retries) >= 1, timeout=30)
+                wait_until(lambda: len(retries) >= 1, timeout=60)
                 assert payouts_of(wallet) == []
             # when: the lease comes free
-            # then: a retry pays the wallet, and the provider worker sends it
-            wait_until(lambda: [p.status for p in payouts_of(wallet)] == [Payout.Status.PAID], timeout=60)
+            # then: a retry pays the wallet, and the provider worker sends it (the retries' backoff
+            # doubles while the lease is held, so the next one may be a while away on a slow run)
+            wait_until(lambda: [p.status for p in payouts_of(wallet)] == [Payout.Status.PAID], timeout=150)
             wait_until(outbox_idle)
     finally:
         signals.task_retry.disconnect(on_retry)

@@ -110,7 +110,7 @@ def test_a_second_submission_while_the_first_is_in_its_transaction_is_told_to_wa
 
     def slow_effect() -> str:
         inside.set()
-        assert release.wait(10)
+        assert release.wait(60)
         return _create_event(tenant_id, "slow")()
 
     def first() -> None:
@@ -121,14 +121,14 @@ def test_a_second_submission_while_the_first_is_in_its_transaction_is_told_to_wa
 
     thread = threading.Thread(target=first)
     thread.start()
-    assert inside.wait(10)
+    assert inside.wait(60)
     try:
         with pytest.raises(SubmissionInFlight):
             submit_once(_post({"nonce": nonce, "slug": "slow"}), tenant_id=tenant_id, caller=caller,
                         effect=_create_event(tenant_id, "slow-2"))  # fmt: skip
     finally:
         release.set()
-        thread.join(10)
+        thread.join(60)
     assert outcome[0].status_code == 303
     assert _events(tenant_id) == 1
 

@@ -77,7 +77,8 @@ def test_a_price_changed_while_the_order_is_placed_is_refused(browser: Client, t
     def create_after_the_price_change(**kwargs: Any) -> Any:
         thread = threading.Thread(target=competitor)
         thread.start()
-        thread.join(10)
+        thread.join(60)
+        assert not thread.is_alive(), "the studio's price change did not commit in time"
         return checkout_create(**kwargs)
 
     monkeypatch.setattr("apps.web.shop.views.cart.checkout_create", create_after_the_price_change)
