@@ -187,6 +187,21 @@ def test_refund_after_fulfilment_revokes_entitlements_and_reverses_credits(tenan
     assert (result["entitlements"], result["revoked"], result["credits"], result["debits"]) == (0, 2, 2, 2)
 
 
+def test_a_print_is_shipped_not_downloaded(tenant_a, shop_a):
+    # given: an order of a print alone, and one of the print and the download of the same photo
+    assert shop_a.print.photo_id == shop_a.download.photo_id
+    print_only = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "print"}))
+    both = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "print"}, {"product": "download"}))
+    # when: both are paid
+    deliver([sandbox_paid(str(print_only.pk)), sandbox_paid(str(both.pk))])
+    drain_outbox()
+    # then: the print alone grants no download of the original (the download is sold apart);
+    # with the download, one entitlement; every line credits its photographer
+    alone, with_download = state(tenant_a, print_only.pk), state(tenant_a, both.pk)
+    assert (alone["checkout"], alone["entitlements"], alone["credits"]) == ("paid", 0, 1)
+    assert (with_download["checkout"], with_download["entitlements"], with_download["credits"]) == ("paid", 1, 2)
+
+
 def test_failed_payment_closes_the_checkout_and_releases_stock_once(tenant_a, shop_a):
     checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "print", "quantity": 3}))
     assert shop_a.stock_quantity() == 7

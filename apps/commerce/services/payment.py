@@ -320,7 +320,9 @@ def _withdrawn_photos_key_share(*, tenant_id: int, lines: list[CheckoutLine]) ->
 
 def _fulfil(*, checkout: Checkout, txn: Transaction, lines: list[CheckoutLine], now: datetime) -> list[str]:
     """Grant and credit the confirmed `lines` of an open checkout paid in full (none of whose
-    photos is withdrawn, `_on_paid` checked under the photos' row locks). Checkout row locked."""
+    photos is withdrawn, `_on_paid` checked under the photos' row locks): an entitlement per
+    download and bulk line (prints are shipped, not downloaded), a wallet credit per line, a
+    receipt. Checkout row locked."""
     checkout.status = Checkout.Status.PAID
     checkout.save(update_fields=["status", "updated_at"])
     Entitlement.objects.bulk_create(
@@ -336,8 +338,10 @@ def _fulfil(*, checkout: Checkout, txn: Transaction, lines: list[CheckoutLine], 
                 granted_at=now,
             )
             for line in lines
+            # A print is the printed photo, shipped; its original is the download's to sell.
+            if line.kind != ProductKind.PRINT
         ],
-        ignore_conflicts=True,  # a download and a print of one photo share one entitlement
+        ignore_conflicts=True,  # (transaction, photo) and (transaction, event) are unique
     )
     credits = _wallet_entries(checkout=checkout, lines=lines, kind="credit", prefix="sale")
     appended = ledger_entries_append(tenant=_organization(checkout.tenant_id), entries=credits) if credits else None
