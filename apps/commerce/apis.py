@@ -9,8 +9,10 @@ opened by TenantApi); the services they call join it.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import URLValidator
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
@@ -175,6 +177,21 @@ class ShippingInputSerializer(StrictSerializer):
     )
 
 
+# DRF's URLField validates with this (http, https, ftp, ftps).
+_ANY_URL = URLValidator()
+
+
+def _http_or_https(value: str) -> None:
+    """Refuse a URL that `URLField` accepts but no browser is sent back to (ftp, ftps), in its
+    own words. A value that is not a URL at all is left to `URLField`, so it is reported once."""
+    try:
+        _ANY_URL(value)
+    except DjangoValidationError:
+        return
+    if urlsplit(value).scheme.lower() not in ("http", "https"):
+        raise serializers.ValidationError("A return URL is an http or https URL.")
+
+
 class CheckoutCreateApi(TenantApi):
     """Create a checkout: 201 with its lines' states, `payment_url` null until the provider
     session exists (created after commit; poll `GET /checkouts/{id}`). A sold-out line is marked
@@ -193,7 +210,7 @@ class CheckoutCreateApi(TenantApi):
             required=False,
             allow_blank=True,
             max_length=RETURN_URL_MAX_LENGTH,
-            validators=[URLValidator(schemes=["http", "https"])],
+            validators=[_http_or_https],
             help_text="Absolute http(s) URL the payment provider sends the shopper back to, paid or "
             "not (your storefront's order page). Omitted or empty: Darkroom's default status page.",
         )

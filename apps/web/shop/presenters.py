@@ -171,6 +171,20 @@ def off_sale_problem(name: str, event_title: str) -> str:
     return f"{name}{where} is no longer on sale: remove it from your cart, then check out."
 
 
+def not_put_back_note(item: ShopItem, *, unpriced: bool) -> str:
+    """What the cart says of an order's item that "Put these items back in my cart" left out, named
+    as the cart names it, with why: its photo was withdrawn, the studio stopped selling it, or
+    (`unpriced`: still sold, no price now, e.g. after the event's currency changed) it has no price."""
+    where = f" of “{item.event_title}”" if item.event_title else ""
+    if item.photo_withdrawn:
+        why = "is no longer on sale: the studio withdrew its photo"
+    elif unpriced and item.active:
+        why = "has no price at the moment"
+    else:
+        why = "is no longer on sale"
+    return f"{item_name(item)}{where} {why}. It was not put back."
+
+
 def locked_problem(event_title: str) -> str:
     """What the cart and the checkout form say of items of a protected event the session is no
     longer (or not) unlocked for: the studio changed its access code."""

@@ -126,7 +126,8 @@ class ShopProduct:
 @dataclass(frozen=True)
 class ShopItem:
     """What names a product in the cart when it is no longer on sale (inactive, unpriced, or of a
-    withdrawn photo): its kind, size, photo and event, nothing about price or stock."""
+    withdrawn photo): its kind, size, photo and event, nothing about price or stock; and why it is
+    off sale, as far as the product says (`active`, `photo_withdrawn`; neither: no price)."""
 
     id: int
     kind: str
@@ -134,6 +135,8 @@ class ShopItem:
     photo_id: int | None
     event_id: int
     event_title: str
+    active: bool = True
+    photo_withdrawn: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,20 @@ class ShopCheckout:
     def charged_minor(self) -> int:
         """What is (or will be) charged: the confirmed lines only (a sold-out line never is)."""
         return sum(line.amount_minor for line in self.lines if line.state == CheckoutLine.State.CONFIRMED)
+
+    @property
+    def total_minor(self) -> int:
+        """The total the order page shows. Once the checkout was payable (it has its transaction),
+        the amount it asked for: paid, refunded, or not charged (failed, expired), also when its
+        prints' stock was released since (a released line stays in it). Still reserving: the
+        confirmed lines so far. Closed before it was payable (sold out, expired while reserving):
+        every line but the sold-out ones, none of it charged."""
+        checkout = self.checkout
+        if getattr(checkout, "transaction", None) is not None:
+            return checkout.amount_minor
+        if checkout.status in Checkout.OPEN_STATUSES:
+            return self.charged_minor
+        return sum(line.amount_minor for line in self.lines if line.state != CheckoutLine.State.SOLD_OUT)
 
 
 # --- studio and events ----------------------------------------------------------------------
@@ -353,12 +370,21 @@ def items_by_ids(*, tenant_id: int, product_ids: Iterable[int]) -> dict[int, Sho
     with tenant_context(tenant_id):
         rows = list(
             Product.objects.filter(tenant_id=tenant_id, pk__in=wanted).values_list(
-                "pk", "kind", "size", "photo_id", "event_id", "event__title"
+                "pk", "kind", "size", "photo_id", "event_id", "event__title", "active", "photo__withdrawn_at"
             )
         )
     return {
-        pk: ShopItem(id=pk, kind=kind, size=size, photo_id=photo_id, event_id=event_id, event_title=title)
-        for pk, kind, size, photo_id, event_id, title in rows
+        pk: ShopItem(
+            id=pk,
+            kind=kind,
+            size=size,
+            photo_id=photo_id,
+            event_id=event_id,
+            event_title=title,
+            active=active,
+            photo_withdrawn=withdrawn_at is not None,
+        )
+        for pk, kind, size, photo_id, event_id, title, active, withdrawn_at in rows
     }
 
 

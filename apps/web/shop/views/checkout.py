@@ -1,8 +1,10 @@
 """A checkout's page, for a session that created it or opened its signed order link
 (apps/web/shop/views/orders.py); any other gets the 404 page.
 
-* `GET /s/<studio>/checkouts/<id>/`: lines (reserved, confirmed, sold out), the total charged
-  (confirmed lines only), the provider's "Pay" link once its session exists, the final state,
+* `GET /s/<studio>/checkouts/<id>/`: lines (reserved, confirmed, sold out, released), the total
+  (`ShopCheckout.total_minor`: what the checkout asked for once payable, so a failed or expired
+  order's total still covers its released prints; a sold-out line never counts), the provider's
+  "Pay" link once its session exists, the final state,
   and once paid a signed download link per photo bought. An order closed because the studio
   withdrew a photo in it says so (and, when a payment arrived, that it is being or has been
   refunded) instead of a bare "expired".
@@ -14,7 +16,8 @@
   itself through a `<noscript>` meta refresh).
 * `POST /s/<studio>/checkouts/<id>/refill`: a failed, expired or sold-out order's items back in
   the cart, by the cart's own rules (`apps.web.shop.cart_rules`: a print at most what is left
-  now, a sold-out one left out, each said on the cart page).
+  now, a sold-out one left out), leaving out what is no longer on sale or has no price now; each
+  item left out or lowered is said on the cart page.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.commerce.models import Checkout
 from apps.payments.providers.base import money_text
 from apps.web.shop.cart_rules import CartItemRefused, cart_put
-from apps.web.shop.presenters import line_state_text, product_label, status_text
-from apps.web.shop.selectors import ShopCheckout, Studio, products_by_ids, shop_checkout
+from apps.web.shop.presenters import line_state_text, not_put_back_note, product_label, status_text
+from apps.web.shop.selectors import ShopCheckout, ShopItem, Studio, items_by_ids, products_by_ids, shop_checkout
 from apps.web.shop.session import Cart, owns_checkout
 from apps.web.shop.shipping import shipping_context
 from apps.web.shop.views.common import not_found, render_page, shop_view
@@ -116,7 +119,7 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
             }
             for line in view.lines
         ],
-        "charged": money_text(view.charged_minor, checkout.currency),
+        "charged": money_text(view.total_minor, checkout.currency),
         "total_label": _total_label(checkout.status, late_payment, photo_withdrawn),
         "version": _version(view),
         "pay_url": checkout.payment_url
@@ -197,24 +200,38 @@ REFILLABLE_STATUSES = frozenset({Checkout.Status.FAILED, Checkout.Status.EXPIRED
 def checkout_refill_cart(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> HttpResponse:
     """Put a failed, expired or sold-out order's items back in the cart (the checkout form had
     emptied it), then show the cart. Quantities are set, not added, so pressing it twice changes
-    nothing; products no longer on sale are left out, and the cart's rules apply as to any item
-    put in (a print lowered to what is left now, a sold-out print left out: an order that sold
-    out must not come back asking for the same again). Any other order: back to its page."""
+    nothing; an item no longer on sale (photo withdrawn, product deactivated) or without a price
+    now is left out, and the cart's rules apply as to any item put in (a print lowered to what is
+    left now, a sold-out print left out: an order that sold out must not come back asking for the
+    same again). Every item left out or lowered is named on the cart, with why. Any other order:
+    back to its page."""
     view = _mine(request, studio, checkout_id)
     if view is None:
         return not_found(request, studio)
     if view.checkout.status not in REFILLABLE_STATUSES:
         page = reverse("shop:checkout", kwargs={"studio_slug": studio.slug, "checkout_id": checkout_id})
         return HttpResponseRedirect(page, status=303)
-    wanted = {line.product_id: line.quantity for line in view.checkout.lines_by_position}
+    ordered = {line.product_id: line for line in view.checkout.lines_by_position}
     cart = Cart(request.session, studio.id)
-    known = products_by_ids(tenant_id=studio.id, product_ids=[*wanted, *(line.product_id for line in cart.lines())])
-    for product_id, quantity in wanted.items():
+    known = products_by_ids(tenant_id=studio.id, product_ids=[*ordered, *(line.product_id for line in cart.lines())])
+    off_sale = [pid for pid in ordered if not (pid in known and known[pid].priced)]
+    items = items_by_ids(tenant_id=studio.id, product_ids=off_sale) if off_sale else {}
+    for product_id, line in ordered.items():
         product = known.get(product_id)
         if product is None or not product.priced:
+            item = items.get(product_id) or ShopItem(
+                id=product_id,
+                kind=line.kind,
+                size=line.size,
+                photo_id=line.photo_id,
+                event_id=line.event_id,
+                event_title="",
+                active=False,
+            )
+            messages.warning(request, not_put_back_note(item, unpriced=product is not None))
             continue
         try:
-            notes = cart_put(cart, product, quantity=quantity, known=known)
+            notes = cart_put(cart, product, quantity=line.quantity, known=known)
         except CartItemRefused as exc:
             notes = [f"{exc.detail} It was not put back."]
         for note in notes:
