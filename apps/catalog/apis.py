@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.catalog import selectors, services
-from apps.catalog.models import CURRENCY_PATTERN, Event, Photo, ProductKind
+from apps.catalog.models import Event, Photo, ProductKind
 from apps.catalog.products import RESTOCK_MAX_UNITS
 from apps.catalog.storage import public_url
 from apps.catalog.withdrawal import WITHDRAWN_REASON_MAX_LENGTH, photo_withdraw
@@ -342,6 +342,17 @@ class EventDownloadsOfferApi(_CatalogApi):
         return Response(self.OutputSerializer({"created": created}).data)
 
 
+class CurrencyField(serializers.RegexField):
+    """Three letters of an ISO 4217 code in either case, read upper-cased ("jpy" -> "JPY"), as the
+    studio's forms read them; whether Darkroom sells in it is the services' check (400)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(r"^[A-Za-z]{3}$", **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        return str(super().to_internal_value(data)).upper()
+
+
 class PriceSerializer(StrictSerializer):
     kind = serializers.ChoiceField(choices=ProductKind.choices)
     size = serializers.CharField(
@@ -366,10 +377,9 @@ class EventPricesApi(_CatalogApi):
 
     @extend_schema_serializer(component_name="PriceListSetInput")
     class InputSerializer(StrictSerializer):
-        currency = serializers.RegexField(
-            CURRENCY_PATTERN,
-            help_text="An ISO 4217 code Darkroom sells in (e.g. EUR, JPY); any other is refused (400). "
-            "Once the event has a price list, it must be that list's currency (409); "
+        currency = CurrencyField(
+            help_text="An ISO 4217 code Darkroom sells in (e.g. EUR, JPY; read upper-cased); any other is refused "
+            "(400). Once the event has a price list, it must be that list's currency (409); "
             "`POST /events/{id}/prices/currency` changes it.",
         )
         prices = PriceSerializer(many=True, allow_empty=False)
@@ -407,9 +417,15 @@ class EventPriceCurrencyApi(_CatalogApi):
 
     @extend_schema_serializer(component_name="PriceListCurrencyInput")
     class InputSerializer(StrictSerializer):
-        currency = serializers.RegexField(
-            CURRENCY_PATTERN,
-            help_text="An ISO 4217 code Darkroom sells in (e.g. EUR, JPY); any other is refused (400).",
+        currency = CurrencyField(
+            help_text="An ISO 4217 code Darkroom sells in (e.g. EUR, JPY; read upper-cased); any other is "
+            "refused (400).",
+        )
+        expected_currency = CurrencyField(
+            required=False,
+            help_text="The currency you last saw the event priced in (read upper-cased). If given and the event "
+            "is priced in another one now, nothing changes: 409 `price-list-currency-changed`, so prices set "
+            "meanwhile are not removed unseen.",
         )
 
     @extend_schema(
@@ -419,7 +435,10 @@ class EventPriceCurrencyApi(_CatalogApi):
         description=(
             "Owner or API key. The event's price list takes the new currency and loses every price, so its "
             "products are not offered until prices are set again; sales and open checkouts keep their amounts. "
-            "The same currency changes nothing. Audited (`catalog.price_list_currency_change`)."
+            "The same currency changes nothing. An event without prices has no currency to change (its first "
+            "prices choose it): 409 `price-list-missing`, nothing is created. With `expected_currency`, an event "
+            "priced in another currency is refused (409 `price-list-currency-changed`) and keeps its prices. "
+            "Audited (`catalog.price_list_currency_change`)."
         ),
     )
     def post(self, request: Request, event_id: int) -> Response:
@@ -430,6 +449,7 @@ class EventPriceCurrencyApi(_CatalogApi):
             event_id=event_id,
             currency=data.validated_data["currency"],
             actor=self.actor(request),
+            expected_currency=data.validated_data.get("expected_currency"),
         )
         body = price_list_body(tenant_id=self.tenant_pk, event_id=event_id)
         return Response(EventPricesApi.OutputSerializer(body).data)

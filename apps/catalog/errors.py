@@ -33,6 +33,25 @@ class PriceListCurrencyMismatch(DomainError):
     title = "Price list currency is fixed"
 
 
+class PriceListCurrencyChanged(DomainError):
+    """A currency change named the currency the caller saw, and the event is priced in another
+    one now (someone changed it meanwhile): nothing is changed."""
+
+    status_code = 409
+    slug = "price-list-currency-changed"
+    title = "The currency changed"
+
+
+class PriceListMissing(DomainError):
+    """A currency change on an event without prices: there is no currency to change (the first
+    prices choose it)."""
+
+    status_code = 409
+    slug = "price-list-missing"
+    title = "No prices yet"
+    message = "This event has no prices yet: choose its currency with its first prices."
+
+
 class PriceNotSet(DomainError):
     status_code = 409
     slug = "price-not-set"

@@ -33,6 +33,8 @@ from apps.tenancy.context import tenant_context
 from apps.tenancy.services import audit_record
 
 ACCESS_CODE_MIN_LENGTH = 4
+# What a code given for a public event is told, at `access_code`, by the API and the studio's forms.
+ACCESS_CODE_ONLY_WHEN_PROTECTED = "Only for events protected by an access code."
 TITLE_MAX_LENGTH = 200
 
 EVENT_UPDATED = "catalog.event_updated"
@@ -52,7 +54,7 @@ def access_code_hash(*, visibility: str, access_code: str | None) -> str:
     if access_code:
         raise InvalidInput(
             "A public event has no access code.",
-            extra={"errors": {"access_code": ["Only for visibility 'access_code'."]}},
+            extra={"errors": {"access_code": [ACCESS_CODE_ONLY_WHEN_PROTECTED]}},
         )
     return ""
 

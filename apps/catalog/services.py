@@ -25,7 +25,9 @@ from apps.catalog import images, storage
 from apps.catalog.errors import (
     EventNotFound,
     EventSlugTaken,
+    PriceListCurrencyChanged,
     PriceListCurrencyMismatch,
+    PriceListMissing,
     ProductConflict,
 )
 from apps.catalog.events import ACCESS_CODE_MIN_LENGTH as ACCESS_CODE_MIN_LENGTH
@@ -363,8 +365,16 @@ def _price_list_locked(*, tenant_id: int, event: Event, currency: str) -> PriceL
     return PriceList.objects.select_for_update().get(pk=created.pk)
 
 
+def _price_list_locked_if_any(*, tenant_id: int, event: Event) -> PriceList | None:
+    """The event's price list locked FOR UPDATE, or None when it has none (nothing is created).
+    Assumes a transaction."""
+    return PriceList.objects.select_for_update().filter(tenant_id=tenant_id, event=event).first()
+
+
 @transaction.atomic
-def price_list_currency_change(*, tenant_id: int, event_id: int, currency: str, actor: Actor) -> PriceList:
+def price_list_currency_change(
+    *, tenant_id: int, event_id: int, currency: str, actor: Actor, expected_currency: str | None = None
+) -> PriceList:
     """Price the event in another currency: every price of it is removed (an amount in one
     currency means nothing in another), so its products are not offered until prices are set
     again in the new currency (`price_list_set`). The way out of a wrong first choice.
@@ -373,14 +383,27 @@ def price_list_currency_change(*, tenant_id: int, event_id: int, currency: str, 
     currency. Sales already made, checkouts already open and the amounts they recorded are not
     touched (each line keeps its own amount and currency); a shopper's cart shows the products as
     no longer on sale. Audited (`catalog.price_list_currency_change`, with the prices removed). The
-    same currency changes nothing. Raises EventNotFound, InvalidInput (`currency`).
+    same currency changes nothing. An event without a price list has no currency to change: its
+    first prices choose one, so it is refused (nothing is created). `expected_currency` is the
+    currency the caller saw (a form's page, an API client's last read): checked under the lock, so
+    prices set meanwhile in another currency are never removed unseen. Raises EventNotFound,
+    InvalidInput (`currency`), PriceListMissing (no price list), PriceListCurrencyChanged
+    (`expected_currency` given and not the event's); every refusal writes nothing.
     """
     if not currency_supported(currency):
         message = unsupported_currency_message(currency)
         raise InvalidInput(message, extra={"errors": {"currency": [message]}})
     with tenant_context(tenant_id):
         event = _event_for_write(tenant_id=tenant_id, event_id=event_id)
-        price_list = _price_list_locked(tenant_id=tenant_id, event=event, currency=currency)
+        price_list = _price_list_locked_if_any(tenant_id=tenant_id, event=event)
+        if price_list is None:
+            raise PriceListMissing(PriceListMissing.message)
+        if expected_currency is not None and price_list.currency != expected_currency:
+            raise PriceListCurrencyChanged(
+                f"This event is priced in {price_list.currency} now, not {expected_currency}: its currency was "
+                f"changed meanwhile. Nothing was changed; check its prices in {price_list.currency} before "
+                "changing its currency."
+            )
         previous = price_list.currency
         if previous == currency:
             return price_list

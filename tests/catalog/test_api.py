@@ -301,7 +301,7 @@ def test_setting_prices_again_updates_in_place_but_cannot_change_currency(tenant
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"currency": "eur", "prices": [{"kind": "bulk", "amount_minor": 100}]}, "currency"),
+        ({"currency": "eu", "prices": [{"kind": "bulk", "amount_minor": 100}]}, "currency"),
         ({"currency": "EUR", "prices": [{"kind": "bulk", "amount_minor": 0}]}, "prices.0.amount_minor"),
         ({"currency": "EUR", "prices": [{"kind": "bulk", "amount_minor": 9.5}]}, "prices.0.amount_minor"),
         ({"currency": "EUR", "prices": [{"kind": "print", "amount_minor": 100}]}, "prices.0.size"),

@@ -238,7 +238,9 @@ def test_the_studio_page_changes_the_currency_after_a_confirmation(tenant_a: Any
     assert "amounts do not carry over" in unconfirmed.content.decode()
     with tenant_context(tenant_a.org.pk):
         assert PriceList.objects.get(event=shop.event).currency == "EUR"
-    done = studio.post(url, {"currency": "usd", "confirm": "on", "nonce": "n2"}, follow=True)
+    done = studio.post(
+        url, {"currency": "usd", "confirm": "on", "expected_currency": "EUR", "nonce": "n2"}, follow=True
+    )
     # then: USD, no prices, and the page says to set them again
     assert done.status_code == 200
     assert "now priced in USD" in done.content.decode()

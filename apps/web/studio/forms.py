@@ -21,7 +21,7 @@ from apps.catalog.products import RESTOCK_MAX_UNITS
 from apps.catalog.services import PRICE_MAX_MINOR, PriceIn
 from apps.catalog.withdrawal import WITHDRAWN_REASON_MAX_LENGTH
 from apps.commerce.models import CARRIER_MAX_LENGTH, TRACKING_REFERENCE_MAX_LENGTH
-from apps.core.currencies import currency_supported, unsupported_currency_message
+from apps.core.currencies import CURRENCY_EXPONENTS, currency_supported, unsupported_currency_message
 from apps.notifications.services import MAX_ATTENDEES_PER_REGISTRATION, AttendeeIn
 from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major, money_text
 from apps.payouts.models import PROVIDER_CHOICES
@@ -57,6 +57,12 @@ def amount_text_to_minor(raw: str, currency: str) -> int:
             f" separators, e.g. {example}."
         )
     return major_to_minor(f"{match['units']}.{fraction}" if fraction else match["units"], currency)
+
+
+def _amount_example(currency: str) -> str:
+    """Nine units of `currency`, written with its decimals ("9.00", "9", "9.000"); a code outside
+    the table (an old price list) with 2, as `minor_to_major` shows it."""
+    return minor_to_major(9 * 10 ** CURRENCY_EXPONENTS.get(currency, 2), currency)
 
 
 PRINT_PRICE_ROWS_EMPTY = 2
@@ -215,7 +221,10 @@ class RestockForm(StudioForm):
 
 class PriceCurrencyForm(StudioForm):
     """Price the event in another currency: every price of it is removed, to be set again
-    (`apps.catalog.services.price_list_currency_change`). `current` is the price list's currency."""
+    (`apps.catalog.services.price_list_currency_change`). `current` is the price list's currency
+    as the page shows it; the page sends it back in `expected_currency`, and the service refuses
+    the change (409, nothing removed) if the event is priced in another currency by then, so a
+    stale page never removes prices its owner has not seen."""
 
     currency = forms.RegexField(
         regex=r"^[A-Za-z]{3}$", max_length=3, label="New currency", help_text="ISO 4217, e.g. USD."
@@ -223,6 +232,15 @@ class PriceCurrencyForm(StudioForm):
     confirm = forms.BooleanField(
         label="Remove every price of this event",
         error_messages={"required": "Tick this to confirm: amounts do not carry over to another currency."},
+    )
+    expected_currency = forms.RegexField(
+        regex=r"^[A-Za-z]{3}$",
+        max_length=3,
+        widget=forms.HiddenInput,
+        error_messages={
+            "required": "This page is out of date: check the event's prices, then change its currency again.",
+            "invalid": "This page is out of date: check the event's prices, then change its currency again.",
+        },
     )
 
     def __init__(self, *args: Any, current: str, **kwargs: Any) -> None:
@@ -236,6 +254,9 @@ class PriceCurrencyForm(StudioForm):
         if currency == self.current:
             raise forms.ValidationError(f"This event is already priced in {currency}.")
         return currency
+
+    def clean_expected_currency(self) -> str:
+        return str(self.cleaned_data["expected_currency"]).upper()
 
 
 class PriceListForm(StudioForm):
@@ -291,6 +312,23 @@ class PriceListForm(StudioForm):
             initial[f"print_amount_{i}"] = minor_to_major(price.amount_minor, price.currency)
         form.initial = initial
         return form
+
+    @property
+    def amount_hint(self) -> str:
+        """How to write an amount in the editor's currency, with an example in its own decimals
+        ("9.00" for EUR, "9" for JPY, "9.000" for KWD); both kinds while none is chosen yet."""
+        currency = self.fixed_currency
+        if not currency and self.is_bound:
+            typed = str(self.data.get(self.add_prefix("currency")) or "").upper()
+            currency = typed if currency_supported(typed) else None
+        if not currency:
+            return (
+                "Amounts in the currency's units, with as many decimals as it has "
+                f"(e.g. {_amount_example('EUR')} in EUR, {_amount_example('JPY')} in JPY)."
+            )
+        if currency_supported(currency) and currency_exponent(currency) == 0:
+            return f"Amounts in whole {currency}, without decimals (e.g. {_amount_example(currency)})."
+        return f"Amounts in {currency} (e.g. {_amount_example(currency)})."
 
     def print_row_fields(self) -> list[tuple[forms.BoundField, forms.BoundField]]:
         return [(self[f"print_size_{i}"], self[f"print_amount_{i}"]) for i in range(self.print_rows)]

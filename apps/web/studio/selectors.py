@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import BigIntegerField, Count, QuerySet, Sum, Value
+from django.db.models import BigIntegerField, Count, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
 from apps.catalog.models import Event, Photo, PriceList
@@ -119,14 +119,38 @@ def photo_of_event(*, tenant_id: int, event_id: int, photo_id: int) -> Photo | N
     return Photo.objects.select_related("event").filter(tenant_id=tenant_id, event_id=event_id, pk=photo_id).first()
 
 
-def photo_counts_of_events(*, tenant_id: int, event_ids: list[int]) -> dict[int, int]:
+@dataclass(frozen=True)
+class PhotoCount:
+    """An event's photos as the studio counts them: `live` ones (not withdrawn; the shop shows
+    those once their previews are ready) and `withdrawn` ones (never shown or sold again), apart,
+    so a studio page never counts a withdrawn photo as one the shop has."""
+
+    live: int = 0
+    withdrawn: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.live + self.withdrawn
+
+    def __str__(self) -> str:
+        """ "1 photo", "5 photos, plus 2 withdrawn"."""
+        text = f"{self.live} photo{'' if self.live == 1 else 's'}"
+        return f"{text}, plus {self.withdrawn} withdrawn" if self.withdrawn else text
+
+
+def photo_counts_of_events(*, tenant_id: int, event_ids: list[int]) -> dict[int, PhotoCount]:
+    """The photo count of each event asked for (one query; an event without photos counts 0)."""
     rows = (
         Photo.objects.filter(tenant_id=tenant_id, event_id__in=event_ids)
         .values("event_id")
-        .annotate(n=Count("id"))
-        .values_list("event_id", "n")
+        .annotate(
+            live=Count("id", filter=Q(withdrawn_at__isnull=True)),
+            withdrawn=Count("id", filter=Q(withdrawn_at__isnull=False)),
+        )
+        .values_list("event_id", "live", "withdrawn")
     )
-    return {int(event_id): int(n) for event_id, n in rows}
+    counts = {int(event_id): PhotoCount(live=int(live), withdrawn=int(withdrawn)) for event_id, live, withdrawn in rows}
+    return {event_id: counts.get(event_id, PhotoCount()) for event_id in event_ids}
 
 
 def uploaders_of_tenant(*, tenant_id: int) -> list[tuple[int, str]]:

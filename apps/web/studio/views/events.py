@@ -23,6 +23,7 @@ from apps.catalog.errors import (
     EventNotFound,
     EventSlugTaken,
     PriceListCurrencyMismatch,
+    PriceListMissing,
     ProductNotFound,
     ProductNotRestockable,
     StockLimitExceeded,
@@ -115,7 +116,7 @@ def events(request: HttpRequest, studio: Studio) -> HttpResponse:
 def _render_events(request: HttpRequest, studio: Studio, form: EventForm | None, status: int) -> HttpResponse:
     page = page_of(request, catalog.events_list(tenant_id=studio.tenant_id))
     counts = selectors.photo_counts_of_events(tenant_id=studio.tenant_id, event_ids=[e.pk for e in page])
-    context = {"studio": studio, "page": page, "rows": [(e, counts.get(e.pk, 0)) for e in page], "form": form}
+    context = {"studio": studio, "page": page, "rows": [(e, counts[e.pk]) for e in page], "form": form}
     return render(request, "studio/events.html", context, status=status)
 
 
@@ -190,6 +191,7 @@ def _render_event(
     prices = list(catalog.prices_of_event(tenant_id=tenant_id, event_id=event.pk))
     if studio.can_upload and upload_form is None:
         upload_form = UploadForm(photographers=_photographers(studio))
+    price_list = None
     if studio.can_write_catalog:
         product_form = product_form or ProductForm()
         price_list = catalog.price_list_of_event(tenant_id=tenant_id, event_id=event.pk)
@@ -202,6 +204,7 @@ def _render_event(
         "event": event,
         "photos": photos,
         "photo_rows": selectors.photo_rows(tenant_id=tenant_id, photos=photos.object_list),
+        "photo_count": selectors.photo_counts_of_events(tenant_id=tenant_id, event_ids=[event.pk])[event.pk],
         "products_page": products,
         "product_rows": _product_rows(studio, products, dict([row_form]) if row_form else None),
         "prices": [(price, money_text(price.amount_minor, price.currency)) for price in prices],
@@ -209,6 +212,8 @@ def _render_event(
         "product_form": product_form,
         "price_form": price_form,
         "currency_form": currency_form,
+        # Read now, not from a re-rendered form: the currency form sends back what the page shows.
+        "priced_in": price_list.currency if price_list is not None else None,
         "edit_form": edit_form,
         "downloads_offer_form": DownloadsOfferForm() if studio.can_write_catalog else None,
         "max_files": MAX_FILES_PER_UPLOAD,
@@ -435,18 +440,20 @@ def event_prices(request: HttpRequest, studio: Studio, event_id: int) -> HttpRes
 @require_POST
 @studio_page(*CATALOG_WRITE_ROLES)
 def event_prices_currency(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
-    """Price the event in another currency; every price is removed (audited)."""
+    """Price the event in another currency; every price is removed (audited). The form names the
+    currency its page showed: if the event is priced in another one by then, the change is refused
+    (409, shown in the form with the current currency) and nothing is removed."""
     event = _event_or_404(request, studio, event_id)
     if isinstance(event, HttpResponse):
         return event
     price_list = catalog.price_list_of_event(tenant_id=studio.tenant_id, event_id=event.pk)
-    if price_list is None:
+    if price_list is None:  # the service refuses the same (PriceListMissing); no form to show it in
         return problem_page(
             request,
             studio,
-            status=409,
-            title="No prices yet",
-            message="This event has no prices yet: choose its currency with its first prices.",
+            status=PriceListMissing.status_code,
+            title=PriceListMissing.title,
+            message=PriceListMissing.message,
         )
     form = PriceCurrencyForm(request.POST, current=price_list.currency)
 
@@ -456,6 +463,7 @@ def event_prices_currency(request: HttpRequest, studio: Studio, event_id: int) -
             event_id=event.pk,
             currency=form.cleaned_data["currency"],
             actor=Actor.member(studio.user),
+            expected_currency=form.cleaned_data["expected_currency"],
         )
         messages.success(
             request,
@@ -504,6 +512,11 @@ def _products_url(request: HttpRequest, event: Event) -> str:
     return url + "#products"
 
 
+def _photos_are(count: int) -> str:
+    """ "1 photo is", "3 photos are": the start of a sentence about `count` photos."""
+    return "1 photo is" if count == 1 else f"{count} photos are"
+
+
 @require_POST
 @studio_page(*CATALOG_WRITE_ROLES)
 def event_downloads_offer(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
@@ -518,10 +531,27 @@ def event_downloads_offer(request: HttpRequest, studio: Studio, event_id: int) -
         created = services.download_products_ensure(
             tenant_id=studio.tenant_id, event_id=event.pk, actor=Actor.member(studio.user)
         )
-        if created:
-            messages.success(request, f"{created} photo(s) are now for sale as downloads.")
-        else:
+        # The shop sells a download only at the event's download price: without one, say so.
+        prices = catalog.prices_of_event(tenant_id=studio.tenant_id, event_id=event.pk)
+        download_price = prices.filter(kind=ProductKind.DOWNLOAD, size="").first()
+        downloads = "a download" if created == 1 else "downloads"
+        if created and download_price is not None:
+            price = money_text(download_price.amount_minor, download_price.currency)
+            messages.success(request, f"{_photos_are(created)} now for sale as {downloads} ({price} a photo).")
+        elif created:
+            messages.success(
+                request,
+                f"{_photos_are(created)} now offered as {downloads}, but not for sale until the event has a "
+                "download price: set it in the price list below.",
+            )
+        elif download_price is not None:
             messages.success(request, "Every photo of this event is already offered as a download.")
+        else:
+            messages.success(
+                request,
+                "Every photo of this event is already offered as a download, but not for sale until the event "
+                "has a download price: set it in the price list below.",
+            )
         return f"{reverse('studio:event', args=[event.pk])}#products"
 
     return submit(

@@ -27,7 +27,7 @@ def overview(request: HttpRequest, studio: Studio) -> HttpResponse:
     scope_user = None if studio.can_manage_payouts else studio.user.pk
     context = {
         "studio": studio,
-        "events": [(event, photo_counts.get(event.pk, 0)) for event in events],
+        "events": [(event, photo_counts[event.pk]) for event in events],
         "sales": [(checkout, money_text(checkout.amount_minor, checkout.currency)) for checkout in sales],
         "wallets": selectors.wallets_of_user(tenant=studio.org, user_id=studio.user.pk),
         "open_payouts": [
