@@ -185,7 +185,8 @@ def download_products_ensure(*, tenant_id: int, event_id: int, actor: Actor) -> 
     """Offer every photo of the event as a download: create the download product of each photo
     that has none (SKU `E<event>-DOWNLOAD-P<photo>`, as `product_create` names it); returns how
     many were created. A photo whose download product exists, active or not, keeps it as it is
-    (a deactivated one stays deactivated). Repeating it creates nothing; concurrent calls create
+    (a deactivated one stays deactivated); a withdrawn photo gets none (as `product_create`
+    refuses one). Repeating it creates nothing; concurrent calls create
     each product once (the photo/kind/size unique constraint, `ON CONFLICT DO NOTHING`). One
     audit row when it created any. Joins the caller's transaction; raises EventNotFound.
     """
@@ -203,6 +204,7 @@ def download_products_ensure(*, tenant_id: int, event_id: int, actor: Actor) -> 
                        'E' || ph.event_id || '-DOWNLOAD-P' || ph.id, true, now()
                   FROM catalog_photo ph
                  WHERE ph.tenant_id = %(tenant)s AND ph.event_id = %(event)s
+                   AND ph.withdrawn_at IS NULL
                    AND NOT EXISTS (
                        SELECT 1 FROM catalog_product pr
                         WHERE pr.tenant_id = ph.tenant_id AND pr.photo_id = ph.id AND pr.kind = %(kind)s::varchar)

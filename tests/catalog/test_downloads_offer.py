@@ -8,6 +8,7 @@ import uuid
 from typing import Any, cast
 
 import pytest
+from django.utils import timezone
 
 from apps.catalog.models import Event, Photo, Product, ProductKind
 from apps.catalog.products import DOWNLOADS_OFFERED, Actor, download_products_ensure
@@ -73,3 +74,14 @@ def test_the_api_offers_once_and_replays_and_only_writers_may(tenant_a: TenantBu
     )
     assert missing.status_code == 404
     assert len(downloads(event)) == 3 and offered_audits(event) == [{"created": 3}]
+
+
+def test_a_withdrawn_photo_is_not_offered(tenant_a: TenantBundle) -> None:
+    # given: two photos, one withdrawn by the studio
+    event, photos = event_with_photos(tenant_a.org, 2)
+    with tenant_context(tenant_a.org.pk):
+        Photo.objects.filter(pk=photos[1].pk).update(withdrawn_at=timezone.now(), withdrawn_reason="asked to")
+    # when: the event's photos are offered
+    created = download_products_ensure(tenant_id=tenant_a.org.pk, event_id=event.pk, actor=Actor(label="test"))
+    # then: only the photo still published gets a download
+    assert created == 1 and set(downloads(event)) == {photos[0].pk}
