@@ -14,6 +14,7 @@ from apps.commerce.models import Checkout
 from apps.tenancy.context import tenant_context
 from apps.tenancy.middleware import SESSION_TENANT_KEY
 from apps.tenancy.models import Organization, User
+from apps.web.studio.views.auth import wait_text
 from tests.factories.tenancy import OrganizationFactory, UserFactory
 from tests.web.studio.conftest import StudioPeople, new_event, new_member, new_user, signed_in, text
 
@@ -74,6 +75,8 @@ def test_sign_in_attempts_are_limited_per_username(studio: StudioPeople, setting
     assert [r.status_code for r in wrong] == [200, 200, 200]
     assert limited.status_code == 429 and int(limited["Retry-After"]) >= 1
     assert "Too many sign-in attempts" in text(limited)
+    # and: the page says the wait the header gives
+    assert f"Please wait {wait_text(int(limited['Retry-After']))} and try again" in text(limited)
     assert client.get("/studio/").status_code == 302
     # and: another username from the same address still signs in
     other = Client().post("/studio/login/", {"username": studio.photographer.username, "password": "pw"})
@@ -235,3 +238,10 @@ def test_navigation_shows_only_what_the_role_may_open(studio: StudioPeople) -> N
     assert 'href="/studio/sales/"' not in photographer and 'href="/studio/announcements/"' not in photographer
     owner = text(signed_in(studio.owner).get("/studio/"))
     assert 'href="/studio/sales/"' in owner and 'href="/studio/announcements/"' in owner
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"), [(1, "1 second"), (12, "12 seconds"), (60, "1 minute"), (61, "2 minutes"), (240, "4 minutes")]
+)
+def test_the_wait_is_said_in_seconds_then_whole_minutes(seconds: int, said: str) -> None:
+    assert wait_text(seconds) == said

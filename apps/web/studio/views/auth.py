@@ -30,6 +30,15 @@ def _username_key(request: HttpRequest) -> str:
     return f"web:login:u:{username}"
 
 
+def wait_text(seconds: int) -> str:
+    """How long a throttled person waits, as the page says it ("12 seconds", "4 minutes"); the
+    same wait the response's Retry-After gives, rounded up to whole minutes past a minute."""
+    if seconds < 60:
+        return f"{seconds} second{'' if seconds == 1 else 's'}"
+    minutes = -(-seconds // 60)
+    return f"{minutes} minute{'' if minutes == 1 else 's'}"
+
+
 class LoginView(auth_views.LoginView):
     """Django's sign-in, with attempts limited per client address and per username.
 
@@ -57,7 +66,13 @@ class LoginView(auth_views.LoginView):
             response = render(
                 request,
                 self.template_name,
-                {"form": self.get_form(), "throttled": True, "next": self.get_redirect_url(), "studio": None},
+                {
+                    "form": self.get_form(),
+                    "throttled": True,
+                    "wait_text": wait_text(wait),
+                    "next": self.get_redirect_url(),
+                    "studio": None,
+                },
                 status=429,
             )
             response["Retry-After"] = str(wait)
@@ -102,7 +117,10 @@ class PasswordResetView(auth_views.PasswordResetView):
         )
         if wait:
             response = render(
-                self.request, self.template_name, {"form": form, "throttled": True, "studio": None}, status=429
+                self.request,
+                self.template_name,
+                {"form": form, "throttled": True, "wait_text": wait_text(wait), "studio": None},
+                status=429,
             )
             response["Retry-After"] = str(wait)
             return response
