@@ -423,7 +423,8 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
         raise WalletNotFound("You have no such wallet in this studio.")
     if not PayoutDestination.objects.filter(tenant_id=tenant_id, owner_id=actor.pk).exists():
         raise NoPayoutDestination(
-            "No payout destination is set for you yet: a studio owner sets it on the wallet page (Payout destinations)."
+            "You have none yet. A studio owner (you, if you are one) sets yours on the wallet page, under Payout "
+            "destinations; then ask again."
         )
     balance = int(
         AccountBalance.objects.filter(tenant_id=tenant_id, account_id=account.pk).aggregate(

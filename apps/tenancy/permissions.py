@@ -8,6 +8,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from apps.tenancy.authentication import ApiKeyPrincipal
+from apps.tenancy.models import User
+from apps.tenancy.selectors import memberships_of_user
 
 
 def request_tenant(request: Request) -> tuple[int | None, str | None]:
@@ -21,12 +23,23 @@ def request_tenant(request: Request) -> tuple[int | None, str | None]:
     return getattr(request._request, "tenant_id", None), getattr(request._request, "tenant_role", None)
 
 
+PICK_A_STUDIO = (
+    "You are a member of several studios and have not picked the one to act for: pick it at /studio/choose/, "
+    "then try again."
+)
+
+
 class IsTenantMember(BasePermission):
     message = "This endpoint needs an API key or a signed-in member of a studio."
 
     def has_permission(self, request: Request, view: Any) -> bool:
         tenant_id, _ = request_tenant(request)
-        return bool(request.user and request.user.is_authenticated and tenant_id is not None)
+        allowed = bool(request.user and request.user.is_authenticated and tenant_id is not None)
+        if not allowed and request.user and request.user.is_authenticated:
+            # Refused for a person of several studios who has not chosen one: say so (one query, on refusal only).
+            if isinstance(request.user, User) and len(memberships_of_user(user=request.user)) > 1:
+                self.message = PICK_A_STUDIO
+        return allowed
 
 
 class HasTenantRole(IsTenantMember):

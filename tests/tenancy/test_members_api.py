@@ -320,8 +320,10 @@ def test_a_session_in_several_studios_acts_for_none_it_did_not_choose(
     MembershipFactory(tenant=tenant_a.org, user=tenant_b.owner, role="owner")
     client = signed_in(tenant_b.owner)
     before = state(tenant_a.org)
-    # when / then: the API refuses rather than picking a studio for them
-    assert_problem(send(client, "post", LIST, {"email": "x@example.com", "role": "staff"}), 403, "permission-denied")
+    # when / then: the API refuses rather than picking a studio for them, and says to pick one
+    refused = send(client, "post", LIST, {"email": "x@example.com", "role": "staff"})
+    assert_problem(refused, 403, "permission-denied")
+    assert "pick it at /studio/choose/" in refused.json()["detail"]
     assert state(tenant_a.org) == before
     # and: once they choose B, they act for B
     session = client.session

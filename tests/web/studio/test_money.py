@@ -106,7 +106,8 @@ def test_payout_requests_follow_the_payout_rules(studio: StudioPeople) -> None:
     nowhere = signed_in(homeless.owner).post(
         "/studio/wallet/payout-request", {"nonce": "b" * 24, "account": str(homeless.account.pk)}
     )
-    assert nowhere.status_code == 409 and "a studio owner sets it on the wallet page" in text(nowhere)
+    assert nowhere.status_code == 409
+    assert "A studio owner (you, if you are one) sets yours on the wallet page" in text(nowhere)
     # someone else's wallet is not a choice
     theirs = signed_in(poor.owner).post(
         "/studio/wallet/payout-request", {"nonce": "c" * 24, "account": str(homeless.account.pk)}
