@@ -28,7 +28,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.core.problems import DomainError
 from apps.dropin.selectors import face_of_attendee
-from apps.dropin.services import FaceNotFound, face_delete, selfie_register
+from apps.dropin.services import ConsentRequired, FaceNotFound, face_delete, selfie_register
 from apps.notifications.models import Attendee
 from apps.notifications.pages import attendee_or_problem, attendee_page_limited
 from apps.notifications.photo_alerts import attendee_photo_alerts_set
@@ -67,6 +67,9 @@ def _page(request: HttpRequest, attendee: Attendee, token: str, *, error: str = 
     return response
 
 
+CONSENT_NEEDED = "Tick the box to agree to face matching: without your consent, no photo is matched to your face."
+
+
 def _selfie_wait(attendee: Attendee) -> int:
     """Count one selfie against the attendee's link: 0 if admitted, else seconds to wait."""
     return setting_rate_wait((f"attendee:dropin:t{attendee.tenant_id}:a{attendee.pk}", "DROPIN_SELFIE_PAGE_RATE"))
@@ -95,6 +98,9 @@ def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
     image = request.FILES.get("image")
     if image is None:
         return _page(request, attendee, token, error="Choose a photo of your face.", status=400)
+    if request.POST.get("consent") != "yes":
+        # The service refuses too (ConsentRequired); this says it to the attendee, in their words.
+        return _page(request, attendee, token, error=CONSENT_NEEDED, status=ConsentRequired.status_code)
     try:
         with tenant_context(attendee.tenant_id), transaction.atomic(durable=True):
             selfie_register(

@@ -68,3 +68,10 @@ def test_the_limit_follows_the_rate_limit_switch(tenant_a: Any, settings: Any) -
     page = page_of(tenant_a, "ann@example.com")
     statuses = [Client().post(page, {"image": selfie(), "consent": "yes"}).status_code for _ in range(3)]
     assert statuses == [303, 303, 303]
+
+
+def test_a_selfie_without_consent_is_refused_in_the_attendees_words(tenant_a: Any) -> None:
+    page = page_of(tenant_a, "cy@example.com")
+    refused = Client().post(page, {"image": selfie()})
+    assert refused.status_code == 400 and "Tick the box to agree to face matching" in refused.content.decode()
+    assert face_count() == 0
