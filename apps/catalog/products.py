@@ -145,7 +145,10 @@ def stock_restock(*, tenant_id: int, product_id: int, add_quantity: int, actor: 
         if product is None:
             raise ProductNotFound(f"Product {product_id} does not exist.")
         if product.kind != ProductKind.PRINT:
-            raise ProductNotRestockable(f"Product {product_id} is a {product.kind}: only prints have stock.")
+            raise ProductNotRestockable(
+                f"Product {product_id} is {'a download' if product.kind == 'download' else 'the bulk product'}: "
+                "only prints have stock."
+            )
         with connection.cursor() as cursor:
             cursor.execute(
                 _RESTOCK_SQL,

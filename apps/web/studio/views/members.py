@@ -130,8 +130,8 @@ def members(request: HttpRequest, studio: Studio) -> HttpResponse:
         if result.membership is None:
             messages.success(
                 request,
-                f"You invited {form.cleaned_data['email']} as {role}. They become a member once they accept; they "
-                "are being e-mailed.",
+                f"You invited {User.objects.normalize_email(form.cleaned_data['email'])} as {role}. They become a "
+                "member once they accept; they are being e-mailed.",
             )
             return _list_url(request)
         messages.success(request, f"{member_name(user)} ({user.email}) is now {role}; they are being e-mailed.")
