@@ -232,7 +232,8 @@ def product_create(
     """Create a product of an event; a print also gets its Stock row (quantity = initial).
 
     A download or print names a photo of the same event; a print has a size and a stock
-    quantity; a bulk product ("all my photos of this event") has neither. Joins the caller's
+    quantity (its size, matched case-insensitively to one the event already uses, takes that
+    spelling); a bulk product ("all my photos of this event") has neither. Joins the caller's
     transaction (a savepoint guards the inserts). Raises EventNotFound, InvalidInput,
     ProductConflict (sku taken, or the same photo/kind/size or bulk product exists).
     """
@@ -264,6 +265,8 @@ def product_create(
         if errors:
             raise InvalidInput("The product is not well formed; see `errors`.", extra={"errors": errors})
 
+        if kind == ProductKind.PRINT:
+            size = _print_size_spelling(tenant_id=tenant_id, event=event).get(size.casefold(), size)
         sku = sku or _default_sku(event=event, kind=kind, photo_id=photo_id, size=size)
         try:
             with transaction.atomic():
@@ -307,7 +310,8 @@ def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequ
     decides how every amount of the event is read, shown and charged. The event's price list is
     created with it on first use; its currency changes only through
     `price_list_currency_change` (a composite foreign key ties every price to it). Each amount
-    is 1..PRICE_MAX_MINOR minor units. Concurrent setters are safe: the upsert is
+    is 1..PRICE_MAX_MINOR minor units. A print size is matched case-insensitively to one the event
+    already uses and stored in that spelling (`_print_size_spelling`). Concurrent setters are safe: the upsert is
     `INSERT ... ON CONFLICT (tenant, event, kind, size) DO UPDATE`, under the price list's row
     lock (so a currency change cannot slip in between check and insert).
     Joins the caller's transaction; a refusal writes nothing. Raises EventNotFound,
@@ -320,9 +324,11 @@ def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequ
         if not currency_supported(currency):
             errors["currency"] = [unsupported_currency_message(currency)]
         for index, price in enumerate(prices):
-            key = (price.kind, price.size)
+            key = (price.kind, price.size.casefold())
             if key in seen:
-                errors[f"prices.{index}"] = ["Duplicate kind and size in this request."]
+                errors[f"prices.{index}"] = [
+                    "Duplicate kind and size in this request (sizes are compared without case)."
+                ]
             seen.add(key)
             if (price.kind == ProductKind.PRINT) != bool(price.size):
                 errors[f"prices.{index}.size"] = ["Prints need a size; other kinds have none."]
@@ -339,6 +345,13 @@ def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequ
                 f"This event is priced in {price_list.currency}; prices in {currency} cannot be added. "
                 "To price it in another currency, change its currency first (every price is removed)."
             )
+        known = _print_size_spelling(tenant_id=tenant_id, event=event)
+        prices = [
+            PriceIn(kind=price.kind, amount_minor=price.amount_minor, size=known.get(price.size.casefold(), price.size))
+            if price.kind == ProductKind.PRINT
+            else price
+            for price in prices
+        ]
         Price.objects.bulk_create(
             [
                 Price(
@@ -357,6 +370,24 @@ def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequ
             update_fields=["amount_minor", "updated_at"],
         )
         return price_list
+
+
+def _print_size_spelling(*, tenant_id: int, event: Event) -> dict[str, str]:
+    """The print sizes the event already uses (its prices' and print products'), by case-folded
+    size: "a4" typed for an event that has "A4" is A4, so the product and its price meet (they
+    are matched by exact size). The first spelling in sort order wins for legacy duplicates."""
+    sizes = set(
+        Price.objects.filter(tenant_id=tenant_id, event=event, kind=ProductKind.PRINT).values_list("size", flat=True)
+    )
+    sizes |= set(
+        ProductModel.objects.filter(tenant_id=tenant_id, event=event, kind=ProductKind.PRINT).values_list(
+            "size", flat=True
+        )
+    )
+    spelling: dict[str, str] = {}
+    for size in sorted(sizes):
+        spelling.setdefault(size.casefold(), size)
+    return spelling
 
 
 def _price_list_locked(*, tenant_id: int, event: Event, currency: str) -> PriceList:
