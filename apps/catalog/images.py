@@ -56,15 +56,17 @@ def probe_image(stream: IO[bytes], *, allowed_formats: Collection[str], max_pixe
     try:
         stream.seek(0)
         with Image.open(stream) as image:
+            # Format and size come from the header; both are checked before anything that could
+            # decode pixels (an over-limit image is refused at the cost of its header).
             image_format = image.format or ""
             width, height = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION_TAG)
             if image_format not in allowed_formats:
                 raise ImageRejected(
                     f"Unsupported image format {image_format or 'unknown'}; allowed: {', '.join(allowed_formats)}."
                 )
             if width * height > max_pixels:
                 raise ImageRejected(f"The image has {width * height} pixels; the limit is {max_pixels}.")
+            orientation = _header_orientation(image)
         # Pillow's verify() must come straight after open (reading EXIF first breaks it for PNG).
         stream.seek(0)
         with Image.open(stream) as fresh:
@@ -80,6 +82,23 @@ def probe_image(stream: IO[bytes], *, allowed_formats: Collection[str], max_pixe
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return ProbedImage(format=image_format, width=width, height=height)
+
+
+def _header_orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation found without decoding pixels. For PNG, `getexif()` decodes the whole
+    image (its plugin loads it to look for an eXIf chunk after the image data), so only an eXIf
+    chunk before the data counts (where PNG puts it for orientation to apply); other formats
+    carry EXIF in their header."""
+    if image.format == "PNG":
+        raw = image.info.get("exif")
+        if not raw:
+            return None
+        exif = Image.Exif()
+        exif.load(raw)
+        value = exif.get(_EXIF_ORIENTATION_TAG)
+    else:
+        value = image.getexif().get(_EXIF_ORIENTATION_TAG)
+    return int(value) if isinstance(value, int) else None
 
 
 def render_derivatives(
