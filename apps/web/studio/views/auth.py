@@ -3,6 +3,7 @@ templates) and picking a studio."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from django.conf import settings
@@ -26,7 +27,10 @@ from apps.web.studio.forms import StudioChoiceForm
 
 
 def _username_key(request: HttpRequest) -> str:
-    username = str(request.POST.get("username", "")).strip().lower()[:150]
+    """The sign-in budget's key for the username posted: NFKC-normalised as Django's sign-in form
+    normalises it before authenticating, and case-folded, so every spelling that reaches one
+    account (a fullwidth first letter folds to the plain one) spends one budget."""
+    username = unicodedata.normalize("NFKC", str(request.POST.get("username", ""))).strip().casefold()[:150]
     return f"web:login:u:{username}"
 
 
