@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 
 from apps.core.client_address import client_address
+from apps.core.logging import loggable_path
 from apps.core.problems import PROBLEM_CONTENT_TYPE, problem_page_or_json, problem_response, wants_html
 from apps.core.request_context import accept_or_generate, reset_request_id, set_request_id
 
@@ -40,7 +41,7 @@ class RequestIdMiddleware:
                 "request",
                 extra={
                     "method": request.method,
-                    "path": request.path,
+                    "path": loggable_path(request),  # without the tokens some paths carry
                     "status": response.status_code,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                     "client": client_address(request),

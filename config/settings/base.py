@@ -306,7 +306,10 @@ LOG_LEVEL = env("DARKROOM_LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "apps.core.logging.ContextFilter"}},
+    "filters": {
+        "context": {"()": "apps.core.logging.ContextFilter"},
+        "redact_paths": {"()": "apps.core.logging.RedactSecretPaths"},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -332,6 +335,8 @@ LOGGING = {
         # Drop Django's default handlers on "django" (a plain-text console copy under DEBUG, mail to
         # ADMINS otherwise): its records propagate to the JSON console handler like every other.
         "django": {"handlers": [], "level": LOG_LEVEL},
+        # Its records name the request's path, which may carry a token (apps/core/logging.py).
+        "django.request": {"filters": ["redact_paths"]},
         "django.db.backends": {"level": "WARNING"},
         "celery": {"level": LOG_LEVEL},
     },
