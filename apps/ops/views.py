@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -14,6 +15,8 @@ from apps.core.problems import problem_response
 from apps.ops import health, metrics
 from apps.tenancy.management.commands.seed_demo import DEMO_SLUG
 from apps.tenancy.models import Organization
+
+logger = logging.getLogger("darkroom.ops.health")
 
 
 @require_GET
@@ -32,12 +35,18 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Database, Redis and migrations; 503 naming what failed."""
+    """Database, Redis and migrations; 503 naming what failed. Why it failed (an exception's text
+    may name hosts, users and URLs) is logged, and shown only to callers allowed to read
+    /metrics (its bearer token, when one is configured): the endpoint itself is public."""
     checks = health.readiness()
     failing = [c.name for c in checks if not c.ok]
+    for check in checks:
+        if not check.ok:
+            logger.warning("readiness check failed", extra={"check": check.name, "detail": check.detail})
+    show_detail = _metrics_caller_allowed(request)
     body: dict[str, object] = {
         "status": "ready" if not failing else "unavailable",
-        "checks": {c.name: {"ok": c.ok, **({"detail": c.detail} if c.detail else {})} for c in checks},
+        "checks": {c.name: {"ok": c.ok, **({"detail": c.detail} if c.detail and show_detail else {})} for c in checks},
     }
     if failing:
         body["failing"] = failing

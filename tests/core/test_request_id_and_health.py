@@ -138,6 +138,26 @@ def test_readyz_names_redis_when_it_is_down(client, settings):
     assert response.json()["checks"]["database"]["ok"] is True
 
 
+def test_readyz_tells_why_only_to_the_metrics_token(client, settings):
+    # given: a metrics token (production requires one), and Redis unreachable
+    settings.METRICS_BEARER_TOKEN = "ops-secret-token"
+    settings.CACHES = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": 0.5},
+        }
+    }
+    # when: anyone asks, then the operator with the token
+    public = client.get("/readyz")
+    operator = client.get("/readyz", HTTP_AUTHORIZATION="Bearer ops-secret-token")
+    # then: both learn that Redis fails; only the operator sees why (the error names its address)
+    assert public.status_code == operator.status_code == 503
+    assert public.json()["failing"] == operator.json()["failing"] == ["redis"]
+    assert "detail" not in public.json()["checks"]["redis"] and "127.0.0.1:1" not in public.content.decode()
+    assert operator.json()["checks"]["redis"]["detail"]
+
+
 def test_home_page_links_to_docs_admin_and_operator_pages_that_exist(client):
     # when
     response = client.get("/")
