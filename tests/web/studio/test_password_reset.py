@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.test import Client
 
@@ -19,8 +20,10 @@ NEW_PASSWORD = "a-long-new-passphrase-42"
 
 
 def reset_link() -> str:
+    """The path of the link in the one e-mail sent, which is on the public address."""
     [message] = mail.outbox
-    match = re.search(r"http://testserver(/studio/reset/[^/\s]+/[^/\s]+/)", message.body)
+    base = re.escape(settings.DARKROOM_PUBLIC_BASE_URL.rstrip("/"))
+    match = re.search(rf"{base}(/studio/reset/[^/\s]+/[^/\s]+/)", message.body)
     assert match, message.body
     return match[1]
 
@@ -96,3 +99,11 @@ def test_a_weak_password_is_refused_and_the_old_one_still_works(studio: StudioPe
     weak = Client().post("/studio/login/", {"username": studio.owner.username, "password": password})
     assert weak.status_code == 200
     assert Client().login(username=studio.owner.username, password=NEW_PASSWORD)
+
+
+def test_the_link_is_on_the_public_address_whatever_host_the_request_named(studio: StudioPeople) -> None:
+    # when: the request names another allowed host than the public one
+    Client().post("/studio/password-reset/", {"email": studio.owner.email}, HTTP_HOST="localhost")
+    # then: the link is on DARKROOM_PUBLIC_BASE_URL (reset_link finds it there), not on that host
+    assert reset_link().startswith("/studio/reset/")
+    assert "://localhost" not in mail.outbox[0].body

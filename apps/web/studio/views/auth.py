@@ -113,6 +113,12 @@ class PasswordResetView(auth_views.PasswordResetView):
     def from_email(self) -> str:  # type: ignore[override]
         return str(settings.STUDIO_PASSWORD_RESET_FROM_EMAIL)
 
+    @property
+    def extra_email_context(self) -> dict[str, str]:  # type: ignore[override]
+        """The link is made on DARKROOM_PUBLIC_BASE_URL, like every e-mailed link, never on the
+        request's Host header (which the requester chooses among ALLOWED_HOSTS)."""
+        return {"public_base_url": str(settings.DARKROOM_PUBLIC_BASE_URL).rstrip("/")}
+
     def form_valid(self, form: Any) -> HttpResponse:
         email = str(form.cleaned_data["email"]).strip().lower()[:254]
         wait = wait_seconds(
