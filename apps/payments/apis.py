@@ -13,10 +13,13 @@ ATOMIC_REQUESTS-style transaction around the handler (record first, process afte
    for duplicates too (`"duplicate": true`), so the provider stops retrying.
 Processing happens later, in the `webhook.received` consumer.
 
-Refusals are budgeted per provider and client address (`WEBHOOK_REFUSAL_RATE`, 60 a minute):
-an address whose deliveries keep failing verification gets 429 with `Retry-After` before any
-verification work (PayPal's may fetch a certificate from PayPal), while a provider's genuine
-deliveries, which verify, never count against it.
+Refusals are budgeted per provider and client address (`WEBHOOK_REFUSAL_RATE`, 60 a minute),
+and a delivery that verifies is never refused by that budget, nor counted against it: behind a
+proxy many senders may share one address, so a forger's refusals must not lock out the provider.
+Verification is always done when it is local (an HMAC, or PayPal's RSA check with a cached
+certificate); over the budget, a failed one answers 429 with `Retry-After` instead of 400. Only
+verification that would fetch PayPal's certificate (an allow-listed, uncached URL) waits for the
+budget, checked before the fetch, so forged deliveries cannot make us fetch without bound.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from django.views.decorators.csrf import csrf_exempt
 from apps.core.client_address import client_address
 from apps.core.problems import problem_response
 from apps.ops.ratelimit import Rate, rate_limit_wait
-from apps.payments.providers.base import UnknownProviderError, WebhookPayloadError, WebhookSignatureError
+from apps.payments.providers.base import (
+    PaymentProvider,
+    UnknownProviderError,
+    WebhookPayloadError,
+    WebhookSignatureError,
+)
+from apps.payments.providers.paypal import PayPalProvider
 from apps.payments.providers.registry import get_provider
 from apps.payments.services import webhook_event_record
 
@@ -47,6 +56,23 @@ def _refusals(request: HttpRequest, provider: str, *, count: bool) -> int:
         return 0
     key = f"webhook-refusals:{provider}:{client_address(request)}"
     return rate_limit_wait(key=key, rate=Rate.parse(settings.WEBHOOK_REFUSAL_RATE), count=count)
+
+
+def _verification_fetches(adapter: PaymentProvider, headers: dict[str, str]) -> bool:
+    """True if verifying this delivery would call out over the network (PayPal's certificate
+    fetch); every other verification is local and cheaper than refusing it."""
+    return isinstance(adapter, PayPalProvider) and adapter.verification_fetches(headers=headers)
+
+
+def _too_many_refusals(wait: int) -> HttpResponse:
+    response = problem_response(
+        429,
+        "Too many refused webhooks",
+        f"Deliveries from this address keep failing verification; retry in {wait} seconds.",
+        slug="rate-limited",
+    )
+    response["Retry-After"] = str(wait)
+    return response
 
 
 def _too_large() -> HttpResponse:
@@ -75,23 +101,17 @@ class WebhookReceiveApi(View):
             adapter = get_provider(provider)
         except UnknownProviderError as exc:
             return problem_response(exc.status_code, exc.title, exc.detail, slug=exc.slug)
-        wait = _refusals(request, provider, count=False)
-        if wait:
-            response = problem_response(
-                429,
-                "Too many refused webhooks",
-                f"Deliveries from this address keep failing verification; retry in {wait} seconds.",
-                slug="rate-limited",
-            )
-            response["Retry-After"] = str(wait)
-            return response
+        headers = dict(request.headers.items())
+        if _verification_fetches(adapter, headers):
+            wait = _refusals(request, provider, count=False)
+            if wait:
+                return _too_many_refusals(wait)
         try:
             body = request.body
         except RequestDataTooBig:
             return _too_large()
         if len(body) > settings.API_MAX_BODY_BYTES:
             return _too_large()
-        headers = dict(request.headers.items())
         try:
             envelope = adapter.authenticate(body=body, headers=headers)
             unstorable = envelope.unstorable_fields()
@@ -99,7 +119,9 @@ class WebhookReceiveApi(View):
                 raise WebhookPayloadError(f"{', '.join(unstorable)} holds a NUL character or a lone surrogate")
         except (WebhookSignatureError, WebhookPayloadError) as exc:
             logger.warning("webhook refused", extra={"provider": provider, "reason": exc.detail, "slug": exc.slug})
-            _refusals(request, provider, count=True)
+            wait = _refusals(request, provider, count=True)
+            if wait:
+                return _too_many_refusals(wait)
             return problem_response(exc.status_code, exc.title, exc.detail, slug=exc.slug)
         result = webhook_event_record(provider=provider, envelope=envelope, body=body, headers=headers)
         return JsonResponse(

@@ -486,8 +486,9 @@ TRUSTED_PROXIES = env.list("DARKROOM_TRUSTED_PROXIES", default=[])
 RATE_LIMIT_ENABLED = env.bool("DARKROOM_RATE_LIMIT_ENABLED", default=True)
 RATE_LIMIT_DEFAULT = env("DARKROOM_RATE_LIMIT_DEFAULT", default="6000/min")
 RATE_LIMITS: dict[str, str] = env.dict("DARKROOM_RATE_LIMITS", default={})
-# Webhook deliveries that fail verification, per provider and client address; over it, 429
-# before any verification work (deliveries that verify never count).
+# Webhook deliveries that fail verification, per provider and client address; over it, they get
+# 429 instead of 400. Deliveries that verify never count and are never refused by it; only a
+# PayPal delivery whose verification would fetch a certificate waits for it (apps/payments/apis.py).
 WEBHOOK_REFUSAL_RATE = env("DARKROOM_WEBHOOK_REFUSAL_RATE", default="60/min")
 # Kill switches (apps/ops/killswitch.py): an engaged switch stays engaged this long unless
 # released with force; every process sees a change within the cache time; a refused checkout

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import env
+from config.settings.base import TRUSTED_PROXIES, env
 
 DEBUG = False
 SECRET_KEY = env("DJANGO_SECRET_KEY")
@@ -17,7 +17,20 @@ METRICS_BEARER_TOKEN = env("DARKROOM_METRICS_TOKEN")  # Prometheus: `authorizati
 for _name, _value in (("FLOWER_BASIC_AUTH", FLOWER_BASIC_AUTH), ("DARKROOM_METRICS_TOKEN", METRICS_BEARER_TOKEN)):
     if len(_value) < 16:
         raise ImproperlyConfigured(f"{_name} must be set to a secret of at least 16 characters in production")
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Production runs behind a reverse proxy that terminates TLS, unless DARKROOM_NO_PROXY=true says
+# gunicorn faces clients itself (then X-Forwarded-Proto, which anyone can send, is not believed).
+NO_PROXY = env.bool("DARKROOM_NO_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = None if NO_PROXY else ("HTTP_X_FORWARDED_PROTO", "https")
+# Behind the proxy every socket peer is the proxy: unless its addresses are listed, every
+# per-address limit (sign-in, access codes, webhook refusals) is one budget all clients share.
+if SECURE_PROXY_SSL_HEADER and not TRUSTED_PROXIES:
+    raise ImproperlyConfigured(
+        "DARKROOM_TRUSTED_PROXIES must list the reverse proxies' addresses or CIDR networks (e.g."
+        " 10.0.0.0/8): behind a proxy every client otherwise has the proxy's address and shares its"
+        " rate limits. Set DARKROOM_NO_PROXY=true if clients reach gunicorn directly."
+    )
+if NO_PROXY and TRUSTED_PROXIES:
+    raise ImproperlyConfigured("DARKROOM_NO_PROXY=true says there is no proxy, but DARKROOM_TRUSTED_PROXIES lists some")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True

@@ -22,13 +22,16 @@ SECRETS = {
     "PAYPAL_WEBHOOK_ID": "WH-1",
     "DARKROOM_PUBLIC_BASE_URL": "https://photos.example.com",
     "DARKROOM_CHECKOUT_RETURN_URL": "https://studio.example.com/orders/{checkout_id}",
+    "DARKROOM_TRUSTED_PROXIES": "10.0.0.0/8",
 }
 
 
-def _load_production(**overrides: str) -> subprocess.CompletedProcess[str]:
+def _load_production(
+    *, show: str = "bool(p.METRICS_BEARER_TOKEN)", **overrides: str
+) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", **SECRETS, **overrides}
     return subprocess.run(
-        [sys.executable, "-c", "import config.settings.production as p; print(bool(p.METRICS_BEARER_TOKEN))"],
+        [sys.executable, "-c", f"import config.settings.production as p; print({show})"],
         cwd=settings.BASE_DIR,
         env=env,
         capture_output=True,
@@ -84,3 +87,35 @@ def test_with_the_sandbox_on_the_return_url_defaults_to_its_page() -> None:
         check=False,
     )
     assert loaded.stdout.strip() == "https://photos.example.com/sandbox/checkouts/{checkout_id}", loaded.stderr[-2000:]
+
+
+def test_behind_the_proxy_without_trusted_proxies_production_does_not_start() -> None:
+    # given: production behind its reverse proxy (the default), with no proxy listed
+    # when: production settings load
+    loaded = _load_production(DARKROOM_TRUSTED_PROXIES="")
+    # then: they refuse, telling the operator to list the proxies, rather than let every client
+    # share the proxy's address and so one rate-limit budget (a forger could lock out webhooks)
+    assert loaded.returncode != 0
+    assert "DARKROOM_TRUSTED_PROXIES must list the reverse proxies" in loaded.stderr
+    assert "DARKROOM_NO_PROXY=true" in loaded.stderr
+
+
+def test_not_behind_a_proxy_production_starts_without_trusted_proxies_and_ignores_forwarded_proto() -> None:
+    # when: the operator says clients reach gunicorn directly, and lists no proxy
+    loaded = _load_production(
+        show="p.SECURE_PROXY_SSL_HEADER, p.TRUSTED_PROXIES", DARKROOM_TRUSTED_PROXIES="", DARKROOM_NO_PROXY="true"
+    )
+    # then: they load, and X-Forwarded-Proto (which any client could send) is not believed
+    assert (loaded.returncode, loaded.stdout.strip()) == (0, "None []"), loaded.stderr[-2000:]
+
+
+def test_no_proxy_with_trusted_proxies_listed_stops_production() -> None:
+    loaded = _load_production(DARKROOM_NO_PROXY="true")
+    assert loaded.returncode != 0
+    assert "DARKROOM_NO_PROXY=true says there is no proxy" in loaded.stderr
+
+
+def test_behind_the_proxy_with_trusted_proxies_it_believes_forwarded_proto() -> None:
+    loaded = _load_production(show="p.SECURE_PROXY_SSL_HEADER, p.TRUSTED_PROXIES")
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https') ['10.0.0.0/8']"

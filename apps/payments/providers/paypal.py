@@ -794,6 +794,22 @@ class PayPalProvider(PaymentProvider):
         if host not in self.cert_hosts:
             raise WebhookSignatureError(f"certificate host {host!r} is not an allow-listed PayPal host")
 
+    @staticmethod
+    def _cert_cache_key(url: str) -> str:
+        return f"payments:paypal-cert:{hashlib.sha256(url.encode()).hexdigest()}"
+
+    def verification_fetches(self, *, headers: Mapping[str, str]) -> bool:
+        """True if verifying a delivery with these headers would fetch a certificate: its
+        PAYPAL-CERT-URL is allow-listed and not cached. The webhook endpoint checks the address's
+        refusal budget first then, so forged deliveries cannot make us fetch without bound; an
+        untrusted URL is refused without a fetch, and a cached certificate costs one RSA check."""
+        url = (header_value(headers, CERT_URL) or "").strip()
+        try:
+            self.check_cert_url(url)
+        except WebhookSignatureError:
+            return False
+        return not isinstance(self._cache.get(self._cert_cache_key(url)), bytes)
+
     def certificate(self, url: str) -> x509.Certificate:
         """The certificate at an allow-listed URL, from the cache or fetched once and cached.
 
@@ -801,7 +817,7 @@ class PayPalProvider(PaymentProvider):
         not a certificate (nothing is cached then).
         """
         self.check_cert_url(url)
-        key = f"payments:paypal-cert:{hashlib.sha256(url.encode()).hexdigest()}"
+        key = self._cert_cache_key(url)
         cached = self._cache.get(key)
         if isinstance(cached, bytes):
             return _load_certificate(cached)
