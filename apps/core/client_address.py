@@ -14,6 +14,11 @@ whose `X-Forwarded-For` is believed:
 A hop that is not an address (garbage a client prepended can only be reached once every hop to
 its right is trusted) stops the walk at the last trusted hop: the limit then falls on that proxy,
 never on a name the client chose.
+
+Rate limits count against `rate_limit_address`, not the address itself: an IPv6 client is
+handed a whole /64 (at least) and picks a fresh address of it at will, so a budget per
+address would restart with every one. IPv4 addresses (IPv4-mapped IPv6 ones included) count
+as themselves. Logs keep the real address (`client_address`).
 """
 
 from __future__ import annotations
@@ -68,14 +73,17 @@ def _is_trusted(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
     return any(address.version == network.version and address in network for network in networks)
 
 
-def client_address(request: HttpRequest) -> str:
-    """The address rate limits and logs attribute the request to (see the module docstring)."""
+# The prefix length an IPv6 client is assumed to own (RFC 6177: a site gets a /64 or more).
+IPV6_LIMIT_PREFIX = 64
+
+
+def _client(request: HttpRequest) -> IPAddress | None:
     peer = parse_hop(str(request.META.get("REMOTE_ADDR") or ""))
     if peer is None:
-        return UNKNOWN
+        return None
     networks = trusted_networks(tuple(settings.TRUSTED_PROXIES))
     if not networks or not _is_trusted(peer, networks):
-        return str(peer)
+        return peer
     client = peer
     forwarded = str(request.META.get("HTTP_X_FORWARDED_FOR") or "")
     for raw in reversed([hop for hop in forwarded.split(",") if hop.strip()]):
@@ -85,4 +93,23 @@ def client_address(request: HttpRequest) -> str:
         client = hop
         if not _is_trusted(hop, networks):
             break
+    return client
+
+
+def client_address(request: HttpRequest) -> str:
+    """The address logs attribute the request to (see the module docstring); "unknown" when
+    the peer is not an address. Rate limits use `rate_limit_address`."""
+    client = _client(request)
+    return UNKNOWN if client is None else str(client)
+
+
+def rate_limit_address(request: HttpRequest) -> str:
+    """What per-address rate limits count the request against: the client's IPv4 address, or
+    its IPv6 /64 network (`2001:db8:1:2::/64`), so every address of one IPv6 client shares one
+    budget; "unknown" as `client_address`."""
+    client = _client(request)
+    if client is None:
+        return UNKNOWN
+    if isinstance(client, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((client, IPV6_LIMIT_PREFIX), strict=False))
     return str(client)

@@ -22,7 +22,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from apps.core.client_address import client_address
+from apps.core.client_address import rate_limit_address
 from apps.core.problems import DomainError, problem_page_or_json
 from apps.notifications.models import Attendee
 from apps.notifications.selectors import attendee_from_token
@@ -33,7 +33,7 @@ ATTENDEE_PAGE_KEY = "attendee:page:"
 
 def attendee_page_wait(request: HttpRequest) -> int:
     """Count one attendee-page request from this client: 0 if admitted, else seconds to wait."""
-    return setting_rate_wait((f"{ATTENDEE_PAGE_KEY}a{client_address(request)}", "ATTENDEE_PAGE_RATE"))
+    return setting_rate_wait((f"{ATTENDEE_PAGE_KEY}a{rate_limit_address(request)}", "ATTENDEE_PAGE_RATE"))
 
 
 def attendee_page_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

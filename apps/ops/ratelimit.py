@@ -166,13 +166,16 @@ def setting_rate_reset(key: str, setting: str) -> None:
         rate_limit_reset(key=key, rate=Rate.parse(str(getattr(settings, setting))))
 
 
-def setting_rate_wait(*checks: tuple[str, str]) -> int:
+def setting_rate_wait(*checks: tuple[str, str], count: bool = True) -> int:
     """Count one request against each (key, name of a rate setting, e.g. "ATTENDEE_PAGE_RATE"):
     0 when every limit admits it (or RATE_LIMIT_ENABLED is off), else the seconds to wait before
-    the longest-refusing one would. For the web pages' own limits."""
+    the longest-refusing one would (with `count=False`, only look, as `rate_limit_wait`). For the
+    web pages' own limits."""
     if not settings.RATE_LIMIT_ENABLED:
         return 0
-    return max(rate_limit_wait(key=key, rate=Rate.parse(str(getattr(settings, name)))) for key, name in checks)
+    return max(
+        rate_limit_wait(key=key, rate=Rate.parse(str(getattr(settings, name))), count=count) for key, name in checks
+    )
 
 
 def rate_for(url_name: str | None) -> Rate:
@@ -220,6 +223,9 @@ PAGE_RATE_SETTINGS = (
     "DROPIN_SELFIE_PAGE_RATE",
     "ATTENDEE_PAGE_RATE",
     "SHOP_ACCESS_CODE_RATE",
+    "SHOP_ACCESS_CODE_EVENT_RATE",
+    "SHOP_CHECKOUT_ADDRESS_RATE",
+    "SHOP_CHECKOUT_SESSION_RATE",
     "SHOP_FINDME_SESSION_RATE",
     "SHOP_FINDME_ADDRESS_RATE",
     "SHOP_ORDER_LOOKUP_ADDRESS_RATE",

@@ -33,7 +33,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from apps.core.client_address import client_address
+from apps.core.client_address import rate_limit_address
 from apps.core.problems import problem_response
 from apps.ops.ratelimit import Rate, rate_limit_wait
 from apps.payments.providers.base import (
@@ -54,7 +54,7 @@ def _refusals(request: HttpRequest, provider: str, *, count: bool) -> int:
     0 while within it, else the seconds to wait."""
     if not settings.RATE_LIMIT_ENABLED:
         return 0
-    key = f"webhook-refusals:{provider}:{client_address(request)}"
+    key = f"webhook-refusals:{provider}:{rate_limit_address(request)}"
     return rate_limit_wait(key=key, rate=Rate.parse(settings.WEBHOOK_REFUSAL_RATE), count=count)
 
 

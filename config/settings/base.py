@@ -731,7 +731,11 @@ INVENTORY_OPS_RATE_WINDOW_SECONDS = env.int("DARKROOM_INVENTORY_OPS_RATE_WINDOW_
 SHOP_PAYMENT_PROVIDERS = env.list("DARKROOM_SHOP_PAYMENT_PROVIDERS", default=[]) or None
 # Access-code attempts per event and client address; selfie searches per event and session,
 # and per event and client address. Rate syntax as RATE_LIMITS ("N/min", "N/5min", ...).
+# A client address is an IPv4 address or an IPv6 /64.
 SHOP_ACCESS_CODE_RATE = env("DARKROOM_SHOP_ACCESS_CODE_RATE", default="10/5min")
+# Wrong access codes per event from all addresses; once spent, every attempt at the event's code
+# is refused (sessions that entered it keep their access) until the window slides past them.
+SHOP_ACCESS_CODE_EVENT_RATE = env("DARKROOM_SHOP_ACCESS_CODE_EVENT_RATE", default="100/hour")
 SHOP_FINDME_SESSION_RATE = env("DARKROOM_SHOP_FINDME_SESSION_RATE", default="6/min")
 SHOP_FINDME_ADDRESS_RATE = env("DARKROOM_SHOP_FINDME_ADDRESS_RATE", default="30/min")
 SHOP_FINDME_MAX_BYTES = env.int("DARKROOM_SHOP_FINDME_MAX_BYTES", default=DROPIN_MAX_SELFIE_BYTES)
@@ -739,6 +743,12 @@ SHOP_FINDME_MAX_BYTES = env.int("DARKROOM_SHOP_FINDME_MAX_BYTES", default=DROPIN
 # asked about (each request may send that address an e-mail).
 SHOP_ORDER_LOOKUP_ADDRESS_RATE = env("DARKROOM_SHOP_ORDER_LOOKUP_ADDRESS_RATE", default="10/hour")
 SHOP_ORDER_LOOKUP_EMAIL_RATE = env("DARKROOM_SHOP_ORDER_LOOKUP_EMAIL_RATE", default="3/hour")
+# Orders placed (checkout forms that reach the order) per studio and client address and per
+# studio and session, and how many unpaid checkouts (reserving or awaiting payment) one session
+# may hold at a studio before it must pay for or let lapse one of them: each holds stock.
+SHOP_CHECKOUT_ADDRESS_RATE = env("DARKROOM_SHOP_CHECKOUT_ADDRESS_RATE", default="20/hour")
+SHOP_CHECKOUT_SESSION_RATE = env("DARKROOM_SHOP_CHECKOUT_SESSION_RATE", default="10/hour")
+SHOP_OPEN_CHECKOUTS_PER_SESSION = env.int("DARKROOM_SHOP_OPEN_CHECKOUTS_PER_SESSION", default=3)
 
 # --- studio dashboard (apps/web/studio) -----------------------------------------------------
 # Sign-in attempts per username and per client address (each attempt counts).

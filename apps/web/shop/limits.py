@@ -1,13 +1,20 @@
-"""Rate limits of the web pages: the shop's access-code attempts, find-me searches and "find my
-orders" requests, and the studio dashboard's sign-in attempts (`apps/web/studio/views/auth.py`).
+"""Rate limits of the web pages: the shop's access-code attempts, find-me searches, "find my
+orders" requests and checkouts, and the studio dashboard's sign-in attempts
+(`apps/web/studio/views/auth.py`).
 
 The same sliding-window limiter as the API (`apps.ops.rate_limit_check`, one Lua call in Redis),
-keyed by what a shopper cannot shed cheaply: the client address (`apps.core.client_address`,
-which believes `X-Forwarded-For` only from `TRUSTED_PROXIES`) and, for searches, also the
-session; order look-ups also by the e-mail address asked about (hashed: no address is kept in
-Redis), so nobody can flood one mailbox. Rates are the settings `SHOP_ACCESS_CODE_RATE`,
-`SHOP_FINDME_SESSION_RATE`, `SHOP_FINDME_ADDRESS_RATE`, `SHOP_ORDER_LOOKUP_ADDRESS_RATE` and
-`SHOP_ORDER_LOOKUP_EMAIL_RATE` (sign-in: `STUDIO_LOGIN_RATE`, `STUDIO_LOGIN_ADDRESS_RATE`); they
+keyed by what a shopper cannot shed cheaply: the client address (`apps.core.rate_limit_address`:
+the address for IPv4, the /64 for IPv6, which one client owns whole; `X-Forwarded-For` is
+believed only from `TRUSTED_PROXIES`) and, for searches and checkouts, also the session; order
+look-ups also by the e-mail address asked about (hashed: no address is kept in Redis), so nobody
+can flood one mailbox. Access codes also have a budget per event across all addresses
+(`SHOP_ACCESS_CODE_EVENT_RATE`), which counts wrong codes only: a guesser with many addresses
+or networks still gets that many guesses at one event, then every attempt at it (right code or
+not) is refused until the window slides past them; a session that already entered the code
+keeps its access. Rates are the settings `SHOP_ACCESS_CODE_RATE`,
+`SHOP_ACCESS_CODE_EVENT_RATE`, `SHOP_FINDME_SESSION_RATE`, `SHOP_FINDME_ADDRESS_RATE`,
+`SHOP_ORDER_LOOKUP_ADDRESS_RATE`, `SHOP_ORDER_LOOKUP_EMAIL_RATE`, `SHOP_CHECKOUT_ADDRESS_RATE` and
+`SHOP_CHECKOUT_SESSION_RATE` (sign-in: `STUDIO_LOGIN_RATE`, `STUDIO_LOGIN_ADDRESS_RATE`); they
 follow `RATE_LIMIT_ENABLED`. As for the API, an unreachable Redis lets requests through (logged
 and counted): the limiter protects capacity and slows guessing; the access code is
 still checked with the slow password hasher either way.
@@ -19,32 +26,59 @@ import hashlib
 
 from django.http import HttpRequest
 
-from apps.core.client_address import client_address
+from apps.core.client_address import rate_limit_address
 from apps.ops.ratelimit import setting_rate_wait
 
 
-def wait_seconds(*checks: tuple[str, str]) -> int:
+def wait_seconds(*checks: tuple[str, str], count: bool = True) -> int:
     """Count one attempt against each (key, name of the rate's setting), keys under "web:"; 0 if
-    every limit admits it, else the seconds to wait before the longest-refusing one would."""
-    return setting_rate_wait(*((f"web:{key}", setting) for key, setting in checks))
+    every limit admits it, else the seconds to wait before the longest-refusing one would (with
+    `count=False`, only look)."""
+    return setting_rate_wait(*((f"web:{key}", setting) for key, setting in checks), count=count)
+
+
+def _wrong_codes_key(tenant_id: int, event_id: int) -> tuple[str, str]:
+    return (f"code-wrong:t{tenant_id}:e{event_id}", "SHOP_ACCESS_CODE_EVENT_RATE")
 
 
 def access_code_wait(request: HttpRequest, *, tenant_id: int, event_id: int) -> int:
-    return wait_seconds((f"code:t{tenant_id}:e{event_id}:a{client_address(request)}", "SHOP_ACCESS_CODE_RATE"))
+    """Before an access code is checked: 0 if it may be, else the seconds to wait. Refused while
+    the event's budget of wrong codes is spent (only looked at here: `access_code_wrong` counts
+    it); otherwise the attempt counts against the client address's budget."""
+    wait = wait_seconds(_wrong_codes_key(tenant_id, event_id), count=False)
+    if wait:
+        return wait
+    return wait_seconds((f"code:t{tenant_id}:e{event_id}:a{rate_limit_address(request)}", "SHOP_ACCESS_CODE_RATE"))
+
+
+def access_code_wrong(*, tenant_id: int, event_id: int) -> None:
+    """Count a wrong access code against the event's budget (from any address). Looking and
+    counting are two calls, so concurrent guesses may overshoot the budget by as many as run at
+    once (each of them also counted against its address's budget)."""
+    wait_seconds(_wrong_codes_key(tenant_id, event_id))
 
 
 def findme_wait(request: HttpRequest, *, tenant_id: int, event_id: int, session_key: str) -> int:
     return wait_seconds(
         (f"findme:t{tenant_id}:e{event_id}:s{session_key}", "SHOP_FINDME_SESSION_RATE"),
-        (f"findme:t{tenant_id}:e{event_id}:a{client_address(request)}", "SHOP_FINDME_ADDRESS_RATE"),
+        (f"findme:t{tenant_id}:e{event_id}:a{rate_limit_address(request)}", "SHOP_FINDME_ADDRESS_RATE"),
     )
 
 
 def order_lookup_wait(request: HttpRequest, *, tenant_id: int, email: str | None) -> int:
     """Count a "find my orders" request per studio and client address and, once the form holds a
     valid address (`email`), per studio and that address (case-insensitive)."""
-    checks = [(f"orders:t{tenant_id}:a{client_address(request)}", "SHOP_ORDER_LOOKUP_ADDRESS_RATE")]
+    checks = [(f"orders:t{tenant_id}:a{rate_limit_address(request)}", "SHOP_ORDER_LOOKUP_ADDRESS_RATE")]
     if email:
         digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
         checks.append((f"orders:t{tenant_id}:e{digest}", "SHOP_ORDER_LOOKUP_EMAIL_RATE"))
     return wait_seconds(*checks)
+
+
+def checkout_wait(request: HttpRequest, *, tenant_id: int, session_key: str) -> int:
+    """Count one attempt to place an order per studio and client address and per studio and
+    session: 0 if both admit it, else the seconds to wait."""
+    return wait_seconds(
+        (f"checkout:t{tenant_id}:a{rate_limit_address(request)}", "SHOP_CHECKOUT_ADDRESS_RATE"),
+        (f"checkout:t{tenant_id}:s{session_key}", "SHOP_CHECKOUT_SESSION_RATE"),
+    )

@@ -14,6 +14,7 @@ import math
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db.models import OuterRef, Q, QuerySet, Subquery
@@ -394,6 +395,32 @@ def items_by_ids(*, tenant_id: int, product_ids: Iterable[int]) -> dict[int, Sho
 def checkout_exists(*, tenant_id: int, checkout_id: uuid.UUID) -> bool:
     with tenant_context(tenant_id):
         return Checkout.objects.filter(tenant_id=tenant_id, pk=checkout_id).exists()
+
+
+@dataclass(frozen=True)
+class OpenCheckout:
+    id: uuid.UUID
+    expires_at: datetime
+
+
+def open_checkouts(*, tenant_id: int, checkout_ids: Iterable[str]) -> list[OpenCheckout]:
+    """Which of these checkouts are still open (reserving stock or awaiting payment, so holding
+    stock), soonest to lapse first; ids that are not UUIDs are skipped."""
+    ids = []
+    for raw in checkout_ids:
+        try:
+            ids.append(uuid.UUID(str(raw)))
+        except ValueError:
+            continue
+    if not ids:
+        return []
+    with tenant_context(tenant_id):
+        rows = (
+            Checkout.objects.filter(tenant_id=tenant_id, pk__in=ids, status__in=Checkout.OPEN_STATUSES)
+            .order_by("expires_at", "pk")
+            .values_list("pk", "expires_at")
+        )
+        return [OpenCheckout(id=pk, expires_at=expires_at) for pk, expires_at in rows]
 
 
 def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_page: int = 1) -> ShopCheckout:

@@ -119,6 +119,12 @@ def remember_checkout(request: HttpRequest, tenant_id: int, checkout_id: uuid.UU
     request.session[CHECKOUTS_KEY] = mine
 
 
+def session_checkouts(request: HttpRequest, tenant_id: int) -> list[str]:
+    """The checkout ids of this studio the session created or opened by their link, oldest first."""
+    mine = request.session.get(CHECKOUTS_KEY) or {}
+    return [str(c) for c in mine.get(str(tenant_id), [])]
+
+
 def owns_checkout(request: HttpRequest, tenant_id: int, checkout_id: uuid.UUID | str) -> bool:
     mine = request.session.get(CHECKOUTS_KEY) or {}
     return str(checkout_id) in mine.get(str(tenant_id), [])

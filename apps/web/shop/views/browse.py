@@ -5,8 +5,10 @@ with what can be bought of it.
 * `GET /s/<studio>/<event>/?page=N`: thumbnails, paginated; a protected event whose code this
   session has not entered shows the code form instead (never a photo).
 * `POST /s/<studio>/<event>/` (`code`, `next`): check the code (rate-limited per event and client
-  address); a right one is remembered in the session, then 303 to `next` (a page of this event)
-  or the gallery; a wrong one is the form again with 403, too many attempts 429 + Retry-After.
+  address, and per event by its wrong codes from every address: `apps.web.shop.limits`); a right
+  one is remembered in the session, then 303 to `next` (a page of this event) or the gallery; a
+  wrong one is the form again with 403, too many attempts 429 + Retry-After (the code unchecked).
+  A session that already entered the code is never asked again, whatever the limits say.
 * `GET /s/<studio>/<event>/photos/<id>/`: the watermarked preview and its offers (download,
   prints with stock left, the event's bulk product), priced ones only.
 * `POST` the same URL (`product`, `quantity`): put the product in the session cart (setting its
@@ -30,7 +32,7 @@ from apps.catalog.models import ProductKind
 from apps.catalog.selectors import PublicPhoto, public_event_by_slug
 from apps.web.shop.cart_rules import CartItemRefused, cart_put
 from apps.web.shop.forms import AccessCodeForm, AddToCartForm
-from apps.web.shop.limits import access_code_wait
+from apps.web.shop.limits import access_code_wait, access_code_wrong
 from apps.web.shop.presenters import offer_rows, print_shortfall
 from apps.web.shop.selectors import (
     ShopEvent,
@@ -103,6 +105,7 @@ def _unlock(request: HttpRequest, studio: Studio, event: ShopEvent) -> HttpRespo
             tenant_slug=studio.slug, event_slug=event.slug, access_code=form.cleaned_data["code"]
         )
     except AccessCodeRequired:
+        access_code_wrong(tenant_id=studio.id, event_id=event.id)
         return locked_page(
             request, studio, event, status=403, error="That access code is not correct.", next_url=next_url
         )

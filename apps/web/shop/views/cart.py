@@ -22,10 +22,19 @@
   kill switch gives a 503 page with Retry-After. "Changed" covers what the page showed: the lines, their quantities,
   unit prices and currencies, and the totals (`CartView.digest`); a checkout priced otherwise
   than the page the shopper reviewed is refused the same way (409).
+  Each checkout holds stock until it is paid or lapses, so placing orders is limited
+  (`apps.web.shop.limits.checkout_wait`): per client address and per session
+  (`SHOP_CHECKOUT_ADDRESS_RATE`, `SHOP_CHECKOUT_SESSION_RATE`; every submission that reaches the
+  order counts, a replayed one does not), and a session holding
+  `SHOP_OPEN_CHECKOUTS_PER_SESSION` unpaid checkouts at the studio is asked to pay for or wait
+  out one of them first. Either refusal is the cart again with a 429 and `Retry-After`,
+  nothing written. Both are checked in the form's transaction, so concurrent submissions from
+  one session may pass the open-checkouts check together; the rates bound how many.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -33,6 +42,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import Resolver404, resolve, reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.catalog.errors import PriceNotSet
@@ -60,9 +70,10 @@ from apps.web.shop.forms import (
     CheckoutForm,
     offered_providers,
 )
+from apps.web.shop.limits import checkout_wait
 from apps.web.shop.presenters import CartView, cart_view
-from apps.web.shop.selectors import Studio, items_by_ids, products_by_ids
-from apps.web.shop.session import Cart, remember_checkout
+from apps.web.shop.selectors import Studio, items_by_ids, open_checkouts, products_by_ids
+from apps.web.shop.session import Cart, remember_checkout, session_checkouts
 from apps.web.shop.views.common import message_page, render_page, shop_view
 from apps.web.submit_once import SubmissionInFlight, form_nonce, session_caller, submit_once
 
@@ -76,6 +87,20 @@ class CartChanged(DomainError):
     status_code = 409
     slug = "cart-changed"
     title = "Your cart changed"
+
+
+class CheckoutRefusedForNow(DomainError):
+    """Too many orders placed or still unpaid: the same order may be placed after
+    `retry_after` seconds (or sooner, once an open one is paid)."""
+
+    status_code = 429
+    slug = "checkout-limited"
+    title = "Too many orders"
+
+    def __init__(self, detail: str, *, retry_after: int, open_urls: list[str] | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.open_urls = open_urls or []
 
 
 CART_CHANGED = "Your cart changed since this page was shown (its items or prices); review it and check out again."
@@ -117,6 +142,30 @@ def _priced_as_reviewed(checkout: Checkout, view: CartView) -> bool:
         (line.product_id, line.quantity, line.unit_amount_minor, line.currency) for line in checkout.lines_by_position
     ]
     return created == reviewed
+
+
+def _check_checkout_limits(request: HttpRequest, studio: Studio, caller: str) -> None:
+    """Refuse a new order while the session holds SHOP_OPEN_CHECKOUTS_PER_SESSION unpaid
+    checkouts at the studio, else count it against the address's and the session's rates.
+    Raises CheckoutRefusedForNow."""
+    held = open_checkouts(tenant_id=studio.id, checkout_ids=session_checkouts(request, studio.id))
+    if len(held) >= settings.SHOP_OPEN_CHECKOUTS_PER_SESSION:
+        lapses_in = math.ceil((held[0].expires_at - timezone.now()).total_seconds())
+        raise CheckoutRefusedForNow(
+            f"You have {len(held)} orders waiting for payment. Pay for one of them, or wait until "
+            "an unpaid one lapses, then place this order.",
+            retry_after=max(1, lapses_in),
+            open_urls=[
+                reverse("shop:checkout", kwargs={"studio_slug": studio.slug, "checkout_id": checkout.id})
+                for checkout in held
+            ],
+        )
+    wait = checkout_wait(request, tenant_id=studio.id, session_key=caller)
+    if wait:
+        raise CheckoutRefusedForNow(
+            f"Too many orders placed from here. Please wait {wait} seconds before placing another.",
+            retry_after=wait,
+        )
 
 
 def _cart_has_prints(studio: Studio, cart: Cart) -> bool:
@@ -183,12 +232,14 @@ def cart_page(
     provider: str = "",
     shipping: dict[str, str] | None = None,
     status: int = 200,
+    retry_after: int | None = None,
+    open_checkout_urls: list[str] | None = None,
 ) -> HttpResponse:
     cart = Cart(request.session, studio.id)
     view = _review(request, studio, cart)
     needs_shipping = any(row.is_print for row in view.rows)
     providers = offered_providers()
-    return render_page(
+    response = render_page(
         request,
         "shop/cart.html",
         studio=studio,
@@ -208,9 +259,13 @@ def cart_page(
             if needs_shipping
             else [],
             "countries": COUNTRIES,
+            "open_checkout_urls": open_checkout_urls or [],
         },
         status=status,
     )
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @require_GET
@@ -295,12 +350,14 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
         )
     posted_digest = form.cleaned_data["cart"]
     address = form.shipping_values()
+    caller = session_caller(request)
 
     def effect() -> str:
         ensure_enabled(Capability.CHECKOUT)
         lines = cart.lines()
         if not lines:
             raise EmptyCart("Your cart is empty: add a photo before checking out.")
+        _check_checkout_limits(request, studio, caller)
         view = _review(request, studio, cart)
         # Before the digest: a page shown before the studio changed the event's code would
         # otherwise only say "your cart changed".
@@ -329,7 +386,7 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
         return page
 
     try:
-        response = submit_once(request, tenant_id=studio.id, caller=session_caller(request), effect=effect)
+        response = submit_once(request, tenant_id=studio.id, caller=caller, effect=effect)
     except CapabilityDisabled as exc:
         return message_page(
             request,
@@ -349,6 +406,18 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
             status=409,
             retry_after=1,
             back_url=_cart_url(studio),
+        )
+    except CheckoutRefusedForNow as exc:
+        return cart_page(
+            request,
+            studio,
+            error=exc.detail,
+            email=email,
+            provider=provider,
+            shipping=typed,
+            status=exc.status_code,
+            retry_after=exc.retry_after,
+            open_checkout_urls=exc.open_urls,
         )
     except InvalidShippingAddress as exc:
         field_errors = _shipping_field_errors(exc)

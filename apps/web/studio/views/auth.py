@@ -16,7 +16,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from apps.core.client_address import client_address
+from apps.core.client_address import rate_limit_address
 from apps.ops.ratelimit import setting_rate_reset, setting_rate_wait
 from apps.tenancy.middleware import SESSION_TENANT_KEY
 from apps.tenancy.models import User
@@ -64,7 +64,7 @@ class LoginView(auth_views.LoginView):
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         wait = setting_rate_wait(
-            (f"web:login:a:{client_address(request)}", "STUDIO_LOGIN_ADDRESS_RATE")
+            (f"web:login:a:{rate_limit_address(request)}", "STUDIO_LOGIN_ADDRESS_RATE")
         ) or setting_rate_wait((_username_key(request), "STUDIO_LOGIN_RATE"))
         if wait:
             response = render(
@@ -123,7 +123,7 @@ class PasswordResetView(auth_views.PasswordResetView):
         email = str(form.cleaned_data["email"]).strip().lower()[:254]
         wait = wait_seconds(
             (f"reset:e:{email}", "STUDIO_PASSWORD_RESET_EMAIL_RATE"),
-            (f"reset:a:{client_address(self.request)}", "STUDIO_PASSWORD_RESET_ADDRESS_RATE"),
+            (f"reset:a:{rate_limit_address(self.request)}", "STUDIO_PASSWORD_RESET_ADDRESS_RATE"),
         )
         if wait:
             response = render(
