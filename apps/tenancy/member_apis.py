@@ -75,7 +75,7 @@ class InvitationOutputSerializer(serializers.Serializer):
 def invitation_out(invitation: MembershipInvitation) -> dict[str, Any]:
     return {
         "id": invitation.pk,
-        "email": invitation.user.email,
+        "email": invitation.invited_email,
         "role": invitation.role,
         "created_at": invitation.created_at,
     }
@@ -191,8 +191,8 @@ class InvitationsApi(_MembersApi):
         operation_id="v1_invitations_list",
         parameters=PAGINATION_PARAMETERS,
         description=(
-            "Pending invitations of existing accounts to this studio, oldest first: each becomes a membership "
-            "when its person accepts it, and goes when they decline or the studio withdraws it."
+            "Pending invitations to this studio, oldest first, each with the address as it was invited: each "
+            "becomes a membership when its person accepts it, and goes when they decline or the studio withdraws it."
         ),
         responses=page_of(InvitationOutputSerializer),
     )

@@ -62,16 +62,20 @@ class Membership(TenantModel):
 
 
 class MembershipInvitation(TenantModel):
-    """An invitation to an existing account, pending until that person accepts or declines it.
+    """An invitation to a person (an account, made for it if the address had none), pending until
+    that person accepts or declines it.
 
     Not a membership: it grants nothing (every `Membership` query means "active member"), and it
     counts as no owner for the last-owner rule. `invited_by` is the name the e-mail and the
     invitee's page give for whoever invited (a person's name, or an API key's description).
+    `email` is the address as the studio typed it (normalised), which the studio's lists show:
+    the account's own spelling would tell whether the address had an account.
     """
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="membership_invitations")
     role = models.CharField(max_length=20, choices=Membership.Role.choices)
     invited_by = models.CharField(max_length=400)
+    email = models.EmailField(max_length=254, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -84,6 +88,11 @@ class MembershipInvitation(TenantModel):
 
     def __str__(self) -> str:
         return f"{self.user_id}@{self.tenant_id}:{self.role} (invited)"
+
+    @property
+    def invited_email(self) -> str:
+        """The address the studio invited (older rows, made before it was kept: the account's)."""
+        return self.email or self.user.email
 
 
 class ApiKey(TenantModel):

@@ -342,6 +342,7 @@ def member_invite(
             invitation = _invitation_put(
                 tenant=tenant,
                 user=user,
+                email=email,
                 role=role,
                 invited_by=invited_by or (person_name(actor) if actor is not None else actor_label),
                 may_change_owners=may_change_owners,
@@ -370,21 +371,24 @@ def member_invite(
 
 
 def _invitation_put(
-    *, tenant: Organization, user: User, role: str, invited_by: str, may_change_owners: bool
+    *, tenant: Organization, user: User, email: str, role: str, invited_by: str, may_change_owners: bool
 ) -> MembershipInvitation:
-    """Create `user`'s pending invitation to `tenant`, or give the existing one `role` and
-    `invited_by`. Assumes a transaction in the tenant's context, under the owners' lock (which
-    serialises every writer of invitations). Raises OwnerRoleReserved when a caller without the
-    right would offer the owner role or change an offered one."""
+    """Create `user`'s pending invitation to `tenant`, or give the existing one `role`,
+    `invited_by` and the address as typed this time (`email`). Assumes a transaction in the
+    tenant's context, under the owners' lock (which serialises every writer of invitations).
+    Raises OwnerRoleReserved when a caller without the right would offer the owner role or
+    change an offered one."""
     invitation = MembershipInvitation.objects.select_for_update().filter(tenant=tenant, user=user).first()
     _check_owner_change(
         allowed=may_change_owners, previous_role=invitation.role if invitation is not None else None, role=role
     )
     invited_by = invited_by[: MembershipInvitation._meta.get_field("invited_by").max_length]
     if invitation is None:
-        return MembershipInvitation.objects.create(tenant=tenant, user=user, role=role, invited_by=invited_by)
-    invitation.role, invitation.invited_by = role, invited_by
-    invitation.save(update_fields=["role", "invited_by"])
+        return MembershipInvitation.objects.create(
+            tenant=tenant, user=user, role=role, invited_by=invited_by, email=email
+        )
+    invitation.role, invitation.invited_by, invitation.email = role, invited_by, email
+    invitation.save(update_fields=["role", "invited_by", "email"])
     return invitation
 
 
@@ -482,7 +486,7 @@ def membership_invitation_withdraw(
             actor_label=actor_label,
             target_type="user",
             target_id=str(invitation.user_id),
-            data={"email": invitation.user.email, "role": invitation.role},
+            data={"email": invitation.invited_email, "role": invitation.role},
         )
     return invitation
 

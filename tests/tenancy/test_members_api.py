@@ -188,11 +188,17 @@ def test_the_answer_does_not_tell_whether_an_address_has_an_account(
     tenant_a: TenantBundle, tenant_b: TenantBundle
 ) -> None:
     api = tenant_a.client()
-    known = send(api, "post", LIST, {"email": tenant_b.owner.email, "role": "staff"})
-    unknown = send(api, "post", LIST, {"email": "nobody-yet@example.com", "role": "staff"})
+    # when: an existing account's address and a new one are invited, both typed in another case
+    typed_known = tenant_b.owner.email.upper()
+    known = send(api, "post", LIST, {"email": typed_known, "role": "staff"})
+    unknown = send(api, "post", LIST, {"email": "Nobody.Yet@EXAMPLE.com", "role": "staff"})
+    # then: the same answer for both
     assert known.status_code == unknown.status_code == 202
     assert set(known.json()) == set(unknown.json()) == {"email", "role", "status"}
     assert known.json()["status"] == unknown.json()["status"] == "invited"
+    # and: the pending list shows each address as it was typed, not the account's own spelling
+    listed = [i["email"] for i in api.get(INVITATIONS).json()["results"]]
+    assert listed == [User.objects.normalize_email(typed_known), "Nobody.Yet@example.com"]
 
 
 def test_an_existing_account_is_only_invited_and_nothing_about_it_is_answered(
@@ -214,7 +220,7 @@ def test_an_existing_account_is_only_invited_and_nothing_about_it_is_answered(
     assert User.objects.count() == users_before
     assert person.pk not in roles_of(tenant_a.org) and roles_of(tenant_b.org)[person.pk] == "owner"
     listed = tenant_a.client().get(INVITATIONS)
-    assert [(i["email"], i["role"]) for i in listed.json()["results"]] == [(person.email, "staff")]
+    assert [(i["email"], i["role"]) for i in listed.json()["results"]] == [(sent, "staff")]  # as invited
     [audit] = member_audits(tenant_a.org)
     assert (audit.action, audit.data["pending"], audit.data["user_created"]) == ("membership.invite", True, False)
     # when: the message is consumed

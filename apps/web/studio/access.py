@@ -95,9 +95,18 @@ class Studio:
         return f"user:{self.user.pk}"
 
 
-def problem_page(request: HttpRequest, studio: Studio | None, *, status: int, title: str, message: str) -> HttpResponse:
-    """A page explaining why the request was refused, with its status."""
-    context = {"studio": studio, "title": title, "message": message}
+def problem_page(
+    request: HttpRequest,
+    studio: Studio | None,
+    *,
+    status: int,
+    title: str,
+    message: str,
+    back: tuple[str, str] | None = None,
+) -> HttpResponse:
+    """A page explaining why the request was refused, with its status, and a link (`back`: url,
+    text) to the page to try again from, when given."""
+    context = {"studio": studio, "title": title, "message": message, "back": back}
     return render(request, "studio/problem.html", context, status=status)
 
 

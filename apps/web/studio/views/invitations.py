@@ -19,18 +19,23 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.problems import DomainError
 from apps.tenancy.models import Membership, Organization, User
-from apps.tenancy.selectors import invitations_of_user
+from apps.tenancy.selectors import invitations_of_user, memberships_of_user
 from apps.tenancy.services import membership_invitation_accept, membership_invitation_decline
 from apps.web.studio.access import problem_page
 from apps.web.studio.forms import InvitationAnswerForm
-from apps.web.studio.views.common import show_refusal
 from apps.web.submit_once import submit_once
 
 NOT_FOUND = "You have no pending invitation to this studio (it may have been answered or withdrawn)."
 
 
 def _render_list(request: HttpRequest, user: User, *, status: int = 200) -> HttpResponse:
-    context = {"studio": None, "invitations": invitations_of_user(user=user), "form": InvitationAnswerForm()}
+    context = {
+        "studio": None,
+        "invitations": invitations_of_user(user=user),
+        "form": InvitationAnswerForm(),
+        # Someone in no studio yet has no studio page to go back to (it leads here).
+        "has_studio": bool(memberships_of_user(user=user)),
+    }
     return render(request, "studio/invitations.html", context, status=status)
 
 
@@ -70,10 +75,16 @@ def _answer(request: HttpRequest, tenant_id: int, *, accept: bool) -> HttpRespon
     try:
         return submit_once(request, tenant_id=tenant_id, caller=f"user:{user.pk}", effect=effect)
     except DomainError as exc:
-        show_refusal(form, exc)
-        message = NOT_FOUND if exc.status_code == 404 else " ".join(str(error) for error in form.non_field_errors())
+        message = NOT_FOUND if exc.status_code == 404 else exc.detail
         title = "Invitation not found" if exc.status_code == 404 else exc.title
-        return problem_page(request, None, status=exc.status_code, title=title, message=message)
+        return problem_page(
+            request,
+            None,
+            status=exc.status_code,
+            title=title,
+            message=message,
+            back=(reverse("studio:invitations"), "Your invitations"),
+        )
 
 
 @never_cache

@@ -163,7 +163,8 @@ def _send_invitation(request: HttpRequest, studio: Studio, invited: MemberInvite
         standing = "The invitation stands" if invited.pending else "They are a member"
         messages.error(
             request,
-            f"The e-mail to {user.email} could not be sent. {standing}; invite them again to send it again.",
+            f"The e-mail to {invited.invitation.invited_email if invited.invitation else user.email} could not be "
+            f"sent. {standing}; invite them again to send it again.",
         )
 
 
@@ -178,7 +179,7 @@ def invitation_withdraw_view(request: HttpRequest, studio: Studio, invitation_id
         withdrawn: MembershipInvitation = membership_invitation_withdraw(
             tenant=studio.org, invitation_id=invitation_id, actor=studio.user
         )
-        messages.success(request, f"The invitation of {withdrawn.user.email} is withdrawn.")
+        messages.success(request, f"The invitation of {withdrawn.invited_email} is withdrawn.")
         return _list_url(request)
 
     return submit(
