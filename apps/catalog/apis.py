@@ -423,6 +423,7 @@ class EventPriceCurrencyApi(_CatalogApi):
         )
         expected_currency = CurrencyField(
             required=False,
+            allow_null=True,
             help_text="The currency you last saw the event priced in (read upper-cased). If given and the event "
             "is priced in another one now, nothing changes: 409 `price-list-currency-changed`, so prices set "
             "meanwhile are not removed unseen.",

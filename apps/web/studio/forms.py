@@ -375,9 +375,9 @@ class PriceListForm(StudioForm):
             elif amount is not None and not size:
                 self.add_error(f"print_size_{i}", "Give the print size this price is for.")
             elif size and amount is not None:
-                if size in sizes:
-                    self.add_error(f"print_size_{i}", f"The size {size} is listed twice.")
-                sizes.add(size)
+                if size.casefold() in sizes:  # as the service compares them ("a4" is A4)
+                    self.add_error(f"print_size_{i}", f"The size {size} is listed twice (sizes ignore case).")
+                sizes.add(size.casefold())
                 prices.append(PriceIn(kind=ProductKind.PRINT.value, size=size, amount_minor=amount))
         if not prices and not self.errors:
             raise forms.ValidationError("Give at least one price.")

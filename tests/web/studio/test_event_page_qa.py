@@ -117,7 +117,13 @@ def test_downloads_without_a_download_price_are_said_not_for_sale(studio: Studio
     assert "for sale as downloads" not in page and "photo(s)" not in page
     # and: pressed again, it still says they are not for sale
     again = offer(studio, event)
-    assert "already offered as a download, but not for sale until the event has a download price" in again
+    assert "already has its download, but none is for sale until the event has a download price" in again
+
+
+def test_offering_downloads_of_an_event_without_photos_says_there_are_none(studio: StudioPeople) -> None:
+    with tenant_context(studio.org.pk):
+        event = new_event(studio.org)
+    assert "This event has no photos yet" in offer(studio, event)
 
 
 def test_downloads_with_a_download_price_are_said_for_sale_at_it(studio: StudioPeople) -> None:

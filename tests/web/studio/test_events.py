@@ -246,6 +246,24 @@ def test_bad_prices_are_refused_with_errors_and_write_nothing(studio: StudioPeop
     assert count(studio.org, Price) == 0
 
 
+def test_a_print_size_twice_in_another_case_is_marked_on_its_row(studio: StudioPeople) -> None:
+    event = new_event(studio.org)
+    response = signed_in(studio.owner).post(
+        f"/studio/events/{event.pk}/prices",
+        {
+            "nonce": "n" * 24,
+            "currency": "EUR",
+            "print_size_0": "A4",
+            "print_amount_0": "25.00",
+            "print_size_1": "a4",
+            "print_amount_1": "26.00",
+        },
+    )
+    assert response.status_code == 400
+    assert "The size a4 is listed twice (sizes ignore case)." in text(response)
+    assert count(studio.org, Price) == 0
+
+
 @pytest.mark.parametrize(
     ("currency", "typed", "minor"),
     [("EUR", "9", 900), ("EUR", "9.5", 950), ("EUR", "25,50", 2550), ("USD", "1000", 100000), ("JPY", "1000", 1000)],

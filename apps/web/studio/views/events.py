@@ -544,13 +544,19 @@ def event_downloads_offer(request: HttpRequest, studio: Studio, event_id: int) -
                 f"{_photos_are(created)} now offered as {downloads}, but not for sale until the event has a "
                 "download price: set it in the price list below.",
             )
+        elif not selectors.photo_counts_of_events(tenant_id=studio.tenant_id, event_ids=[event.pk])[event.pk].live:
+            messages.success(request, "This event has no photos yet: upload some, then offer them as downloads.")
         elif download_price is not None:
-            messages.success(request, "Every photo of this event is already offered as a download.")
+            messages.success(
+                request,
+                "Every photo of this event already has its download; a deactivated one stays deactivated until "
+                "you reactivate it in the products below.",
+            )
         else:
             messages.success(
                 request,
-                "Every photo of this event is already offered as a download, but not for sale until the event "
-                "has a download price: set it in the price list below.",
+                "Every photo of this event already has its download, but none is for sale until the event has a "
+                "download price: set it in the price list below.",
             )
         return f"{reverse('studio:event', args=[event.pk])}#products"
 
