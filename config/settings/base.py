@@ -735,7 +735,10 @@ SHOP_PAYMENT_PROVIDERS = env.list("DARKROOM_SHOP_PAYMENT_PROVIDERS", default=[])
 SHOP_ACCESS_CODE_RATE = env("DARKROOM_SHOP_ACCESS_CODE_RATE", default="10/5min")
 # Wrong access codes per event from all addresses; once spent, every attempt at the event's code
 # is refused (sessions that entered it keep their access) until the window slides past them.
-SHOP_ACCESS_CODE_EVENT_RATE = env("DARKROOM_SHOP_ACCESS_CODE_EVENT_RATE", default="100/hour")
+# Generous: a large event's attendees mistype codes by the hundred in its first hour, and a spent
+# budget locks every newcomer out; it bounds a guesser spread over many networks (one network is
+# held to SHOP_ACCESS_CODE_RATE).
+SHOP_ACCESS_CODE_EVENT_RATE = env("DARKROOM_SHOP_ACCESS_CODE_EVENT_RATE", default="1000/hour")
 SHOP_FINDME_SESSION_RATE = env("DARKROOM_SHOP_FINDME_SESSION_RATE", default="6/min")
 SHOP_FINDME_ADDRESS_RATE = env("DARKROOM_SHOP_FINDME_ADDRESS_RATE", default="30/min")
 SHOP_FINDME_MAX_BYTES = env.int("DARKROOM_SHOP_FINDME_MAX_BYTES", default=DROPIN_MAX_SELFIE_BYTES)
@@ -746,7 +749,9 @@ SHOP_ORDER_LOOKUP_EMAIL_RATE = env("DARKROOM_SHOP_ORDER_LOOKUP_EMAIL_RATE", defa
 # Orders placed (checkout forms that reach the order) per studio and client address and per
 # studio and session, and how many unpaid checkouts (reserving or awaiting payment) one session
 # may hold at a studio before it must pay for or let lapse one of them: each holds stock.
-SHOP_CHECKOUT_ADDRESS_RATE = env("DARKROOM_SHOP_CHECKOUT_ADDRESS_RATE", default="20/hour")
+# Per client address (an IPv6 /64): generous, since a venue's Wi-Fi or a mobile carrier's NAT puts
+# many shoppers behind one IPv4 address; the per-session rate and open-checkout cap hold one buyer.
+SHOP_CHECKOUT_ADDRESS_RATE = env("DARKROOM_SHOP_CHECKOUT_ADDRESS_RATE", default="200/hour")
 SHOP_CHECKOUT_SESSION_RATE = env("DARKROOM_SHOP_CHECKOUT_SESSION_RATE", default="10/hour")
 SHOP_OPEN_CHECKOUTS_PER_SESSION = env.int("DARKROOM_SHOP_OPEN_CHECKOUTS_PER_SESSION", default=3)
 
