@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import threading
-import time
 import uuid
 from typing import Any, cast
 
@@ -24,7 +23,7 @@ from apps.core.problems import InvalidInput
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import AuditLog
 from tests.factories.catalog import EventFactory, PhotoFactory
-from tests.fixtures import TenantBundle
+from tests.fixtures import TenantBundle, backend_pid, wait_until_blocked
 from tests.web.shop.conftest import make_ready
 
 pytestmark = pytest.mark.django_db
@@ -194,13 +193,6 @@ def test_the_constraint_refuses_a_code_that_does_not_match_the_visibility(
     assert "catalog_event_access_code_matches_visibility" in str(refused.value)
 
 
-def _waiting_on_lock(pid: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-        row = cursor.fetchone()
-    return bool(row) and row[0] == "Lock"
-
-
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_identical_edits_serialise_on_the_row_lock_and_audit_once(tenant_a: TenantBundle) -> None:
     # given: editor A has renamed the event in a transaction that has not committed yet
@@ -224,9 +216,7 @@ def test_concurrent_identical_edits_serialise_on_the_row_lock_and_audit_once(ten
 
     def editor_b() -> None:
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                b_pid.append(cursor.fetchone()[0])
+            b_pid.append(backend_pid())
             event_update(tenant_id=tenant_a.org.pk, event_id=event.pk, title="Winter Gala", actor=actor)
         except Exception as exc:  # noqa: BLE001 - reported to the main thread
             errors.append(exc)
@@ -239,10 +229,7 @@ def test_concurrent_identical_edits_serialise_on_the_row_lock_and_audit_once(ten
     # when: editor B sends the same change and has to wait for A's row lock
     b = threading.Thread(target=editor_b)
     b.start()
-    deadline = time.monotonic() + 60
-    while not (b_pid and _waiting_on_lock(b_pid[0])):
-        assert time.monotonic() < deadline, "editor B never waited for the row lock"
-        time.sleep(0.02)
+    wait_until_blocked(b_pid, b, "editor B's change")
     a_release.set()
     a.join(60)
     b.join(60)

@@ -4,13 +4,13 @@ keeps an owner, even when two changes race."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 from django.db import connection, transaction
 
+from apps.core.polling import wait_until
 from apps.core.problems import DomainError, InvalidInput
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Membership, MembershipInvitation, Organization, User
@@ -23,7 +23,7 @@ from apps.tenancy.services import (
     member_role_set,
 )
 from tests.factories.tenancy import MembershipFactory, UserFactory
-from tests.fixtures import TenantBundle
+from tests.fixtures import TenantBundle, backend_pid, waits_for_a_lock
 from tests.tenancy.helpers import audits_of, pending_of, roles_of
 
 pytestmark = pytest.mark.django_db
@@ -179,21 +179,6 @@ def test_another_studios_member_is_not_found(tenant_a: TenantBundle, tenant_b: T
 # --- races ----------------------------------------------------------------------------------
 
 
-def _waiting_on_lock(pid: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-        row = cursor.fetchone()
-    return bool(row) and row[0] == "Lock"
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("how", "refusal"),
@@ -231,9 +216,7 @@ def test_two_owners_changed_at_once_leave_one_owner(
 
     def second() -> None:
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                second_pid.append(cursor.fetchone()[0])
+            second_pid.append(backend_pid())
             change(owner_a, owner_b)
             outcomes["second"] = "done"
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -247,10 +230,11 @@ def test_two_owners_changed_at_once_leave_one_owner(
     # when: change 2 (on A) starts while change 1 holds the owners' lock
     two = threading.Thread(target=second)
     two.start()
-    _wait_for(
-        lambda: "second" in outcomes or (bool(second_pid) and _waiting_on_lock(second_pid[0])),
-        "change 2 to wait for change 1's lock (or to finish without it)",
-    )
+    assert wait_until(
+        lambda: "second" in outcomes or (bool(second_pid) and waits_for_a_lock(second_pid[0])),
+        timeout=20,
+        interval=0.02,
+    ), "gave up waiting for change 2 to wait for change 1's lock (or to finish without it)"
     release.set()
     one.join(20)
     two.join(20)

@@ -5,8 +5,6 @@ studio to act for, no owner for the last-owner rule); RLS keeps each studio's in
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from typing import Any, cast
 
 import psycopg
@@ -15,6 +13,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, ProgrammingError, connection, transaction
 from django.test import RequestFactory
 
+from apps.core.polling import wait_until
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.middleware import SESSION_TENANT_KEY, session_tenant
 from apps.tenancy.models import Membership, MembershipInvitation, Organization, User
@@ -33,7 +32,7 @@ from apps.tenancy.services import (
     membership_invitation_withdraw,
 )
 from tests.factories.tenancy import MembershipFactory, UserFactory
-from tests.fixtures import TenantBundle
+from tests.fixtures import TenantBundle, backend_pid, waits_for_a_lock
 from tests.tenancy.helpers import audits_of, pending_of, roles_of
 
 pytestmark = pytest.mark.django_db
@@ -296,21 +295,6 @@ def test_studio_b_cannot_see_or_write_studio_as_invitations(
 # --- races ----------------------------------------------------------------------------------
 
 
-def _waiting_on_lock(pid: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-        row = cursor.fetchone()
-    return bool(row) and row[0] == "Lock"
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_an_accept_and_a_withdrawal_at_once_have_one_effect(tenant_a: TenantBundle, tenant_b: TenantBundle) -> None:
     # given: a pending invitation; the person's acceptance has run and not committed yet
@@ -335,9 +319,7 @@ def test_an_accept_and_a_withdrawal_at_once_have_one_effect(tenant_a: TenantBund
 
     def withdraw() -> None:
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                withdraw_pid.append(cursor.fetchone()[0])
+            withdraw_pid.append(backend_pid())
             membership_invitation_withdraw(tenant=tenant_a.org, invitation_id=invitation.pk, actor=tenant_a.owner)
             outcomes["withdraw"] = "done"
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -351,10 +333,11 @@ def test_an_accept_and_a_withdrawal_at_once_have_one_effect(tenant_a: TenantBund
     # when: the studio withdraws it meanwhile
     two = threading.Thread(target=withdraw)
     two.start()
-    _wait_for(
-        lambda: "withdraw" in outcomes or (bool(withdraw_pid) and _waiting_on_lock(withdraw_pid[0])),
-        "the withdrawal to wait for the acceptance's lock (or to finish without it)",
-    )
+    assert wait_until(
+        lambda: "withdraw" in outcomes or (bool(withdraw_pid) and waits_for_a_lock(withdraw_pid[0])),
+        timeout=20,
+        interval=0.02,
+    ), "gave up waiting for the withdrawal to wait for the acceptance's lock (or to finish without it)"
     release.set()
     one.join(20)
     two.join(20)
