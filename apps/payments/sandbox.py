@@ -113,9 +113,12 @@ def sandbox_session_outcome(*, checkout: Checkout) -> str | None:
         return None
 
 
-def sandbox_announce_refund(*, reference: str) -> list[PlannedDelivery]:
-    """After a sandbox refund, send its `payment.refunded` webhook, as a real provider does."""
-    return sandbox_dispatch([_provider().refunded_event(reference=reference)])
+def sandbox_announce_refund(*, reference: str, refund_id: str | None = None) -> list[PlannedDelivery]:
+    """After a sandbox refund, send its `payment.refunded` webhook, as a real provider does: the
+    event of refund `refund_id` (the `RefundResult.refund_id` of `refund`; None: the payment's
+    latest refund), carrying that refund's id and the cumulative amount refunded. Raises
+    ProviderError: 409 if the payment has no refund, 404 if it has no refund `refund_id`."""
+    return sandbox_dispatch([_provider().refunded_event(reference=reference, refund_id=refund_id)])
 
 
 def sandbox_announce_payout(*, payout_id: str) -> list[PlannedDelivery]:

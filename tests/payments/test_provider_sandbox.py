@@ -132,24 +132,31 @@ def test_settling_twice_repeats_the_same_event_and_a_conflicting_outcome_is_refu
     assert caught.value.http_status == 409
 
 
-def test_refund_is_once_per_payment_and_idempotent_per_key(sandbox, secret):
+def test_refund_is_idempotent_per_key_and_a_full_refund_makes_the_payment_refunded(sandbox, secret):
     # given: an unpaid session cannot be refunded
     _, reference = new_session(sandbox)
     with pytest.raises(ProviderError, match="not paid"):
         sandbox.refund(reference=reference, amount_minor=1500, idempotency_key="k1")
     sandbox.settle(reference=reference, outcome=PaymentStatus.PAID)
-    # when: refunded twice with the same key, then with another key
+    # when: refunded in full twice with the same key, then once more with another key
     first = sandbox.refund(reference=reference, amount_minor=1500, idempotency_key="k1")
     again = sandbox.refund(reference=reference, amount_minor=1500, idempotency_key="k1")
-    with pytest.raises(ProviderError, match="already refunded"):
-        sandbox.refund(reference=reference, amount_minor=1500, idempotency_key="k2")
-    # then
+    with pytest.raises(ProviderError, match="exceeds the payment") as caught:
+        sandbox.refund(reference=reference, amount_minor=1, idempotency_key="k2")
+    # then: one refund; nothing is left to refund
     assert first == again
+    assert caught.value.http_status == 400 and not caught.value.retryable
     assert (first.status, first.amount_minor, first.currency) == (PaymentStatus.REFUNDED, 1500, "EUR")
+    assert first.refund_id.startswith("re_sbx_")
     assert sandbox.fetch_status(reference=reference).status == PaymentStatus.REFUNDED
     refunded = sandbox.refunded_event(reference=reference)
     envelope = sandbox.authenticate(body=refunded.body, headers=sender(secret).headers(refunded.body))
-    assert (envelope.status, envelope.reference) == (PaymentStatus.REFUNDED, reference)
+    assert (envelope.status, envelope.reference, envelope.refund_id) == (
+        PaymentStatus.REFUNDED,
+        reference,
+        first.refund_id,
+    )
+    assert (envelope.amount_minor, envelope.currency) == (1500, "EUR")
 
 
 def test_unknown_reference_is_a_provider_error(sandbox):

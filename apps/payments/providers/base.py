@@ -214,9 +214,24 @@ class WebhookEnvelope:
     event carries it (Stripe charge events and some PayPal refund events do not); `checkout_id`
     is Darkroom's checkout id echoed back by the provider (Stripe metadata/client_reference_id,
     Flutterwave tx_ref, PayPal custom_id). `payment_id` is the provider's id of the underlying payment (Stripe
-    PaymentIntent, Flutterwave transaction id, PayPal capture id). For REFUNDED, `amount_minor`
-    is the amount refunded (cumulative where the provider reports a total). `raw` is the parsed
-    JSON body (plain floats; store the raw bytes if exact figures are needed).
+    PaymentIntent, Flutterwave transaction id, PayPal capture id). `raw` is the parsed JSON body
+    (plain floats; store the raw bytes if exact figures are needed).
+
+    For REFUNDED, `amount_minor` is the amount refunded, and `refund_id` the provider's id of the
+    one refund the event is about, where the event names one (the id `refund` returned as
+    `RefundResult.refund_id`; None on every other event). Several refunds of one payment each
+    send their own event. Per provider:
+        Stripe `charge.refunded`: `amount_minor` is the charge's `amount_refunded`, CUMULATIVE
+            over all its refunds; `refund_id` None (the charge in a webhook does not list its
+            refunds, so the event cannot say which refund completed).
+        PayPal PAYMENT.CAPTURE.REFUNDED / .REVERSED: the resource is the refund, `refund_id` its
+            id; `amount_minor` is `seller_payable_breakdown.total_refunded_amount`, CUMULATIVE
+            over the capture's refunds, or this refund's own `amount` when the breakdown lacks it.
+        Flutterwave `refund.completed`: `data` is the refund, `refund_id` its `id`;
+            `amount_minor` is THIS refund's amount (`AmountRefunded` / `amount_refunded` /
+            `amount`): Flutterwave reports no total.
+        Sandbox `payment.refunded`: `refund_id` is the refund's `re_sbx_...` id; `amount_minor`
+            is CUMULATIVE (the refunds of the payment up to and including this one).
 
     Every envelope whose status is not UNKNOWN names at least one of `reference`, `checkout_id`
     and `payment_id`; a known event type that names none (a payment Darkroom did not create)
@@ -239,12 +254,13 @@ class WebhookEnvelope:
     currency: str | None = None
     occurred_at: datetime | None = None
     payout: PayoutEvent | None = None
+    refund_id: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def unstorable_fields(self) -> list[str]:
         """The identifiers PostgreSQL text cannot hold (a NUL, a lone surrogate). No provider
         sends such ids; the rest of the body is kept as bytes, whatever its strings hold."""
-        names = ("event_id", "event_type", "reference", "checkout_id", "payment_id", "currency")
+        names = ("event_id", "event_type", "reference", "checkout_id", "payment_id", "currency", "refund_id")
         values: dict[str, str | None] = {name: getattr(self, name) for name in names}
         if self.payout is not None:
             values["payout.provider_payout_id"] = self.payout.result.provider_payout_id

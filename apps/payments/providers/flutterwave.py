@@ -17,6 +17,10 @@ the first session back. Close: the v3 API has no call that cancels a hosted paym
 `close_payment_session` sends nothing and answers NOT_SUPPORTED; `session_duration` is what ends
 the page, and a payment that still arrives after the checkout expired is refunded.
 
+Refund: `POST /v3/transactions/<transaction id>/refund` with `X-Idempotency-Key` = the refund's
+idempotency key and `amount` (the part to refund, so several partial refunds of one payment each
+name their own) as a JSON number in major units, the type Flutterwave documents for it.
+
 Webhook mapping (v3 payloads carry `event`, v4 payloads `type`; both are read):
     charge.completed, data.status successful/succeeded -> PAID, failed -> PENDING,
                       pending -> PENDING
@@ -25,7 +29,9 @@ A failed charge is one attempt, not the end of the payment: the hosted page lets
 again, with another card or method, under the same tx_ref (up to `max_retry_attempt` times), so
 it closes nothing. The checkout ends paid by a later successful charge or expired at its end
 (the page closes with it, `session_duration`).
-    refund.completed                                   -> REFUNDED
+    refund.completed                                   -> REFUNDED (data is the refund:
+                      refund_id = data.id, amount = this refund's AmountRefunded/amount_refunded;
+                      Flutterwave reports no cumulative total), data.status failed -> UNKNOWN
     anything else                                      -> UNKNOWN
 v3 deliveries have no event id; the id used for deduplication is `<event>:<data.id>:<status>`
 (a redelivery repeats it; a later status change of the same charge is a new event).
@@ -299,7 +305,8 @@ class FlutterwaveProvider(PaymentProvider):
             "POST",
             f"{self.api_base}/transactions/{quote(state.payment_id, safe='')}/refund",
             headers=self._headers(idempotency_key=idempotency_key),
-            json_body={"amount": minor_to_major(check_amount(amount_minor), state.currency)},
+            # A JSON number in major units, as Flutterwave documents it (exact, see _json_number).
+            json_body={"amount": _json_number(minor_to_major(check_amount(amount_minor), state.currency))},
         )
         data = self._data(response, "refund")
         refund_id = as_str(data.get("id"))
@@ -514,6 +521,7 @@ class FlutterwaveProvider(PaymentProvider):
                 payment_id=as_str(_first(data, "TransactionId", "transaction_id", "charge_id")),
                 amount_minor=_amount(_first(data, "AmountRefunded", "amount_refunded", "amount"), currency),
                 currency=currency,
+                refund_id=data_id,
             )
         elif event_type == TRANSFER_EVENT:
             payout = _transfer_event(data)

@@ -30,7 +30,10 @@ Webhook mapping:
     PAYMENT.CAPTURE.PENDING                       -> PENDING
     PAYMENT.CAPTURE.DENIED, PAYMENT.CAPTURE.DECLINED    -> FAILED
     PAYMENT.CAPTURE.REFUNDED, PAYMENT.CAPTURE.REVERSED  -> REFUNDED (a reversal returns the
-                                                     money to the buyer too)
+                                                     money to the buyer too). The resource is
+                                                     the refund: refund_id = its id, amount =
+                                                     total_refunded_amount (cumulative), else
+                                                     its own amount
     anything else                                 -> UNKNOWN
 
 Webhook signature (PayPal's documented offline verification): headers PAYPAL-TRANSMISSION-ID,
@@ -906,8 +909,10 @@ class PayPalProvider(PaymentProvider):
                 currency=currency,
             )
         else:
-            refund_like = status is PaymentStatus.REFUNDED
-            if refund_like:
+            refund_id = None
+            if status is PaymentStatus.REFUNDED:
+                # The resource is the refund: its id names this refund, its `up` link the capture.
+                refund_id = as_str(resource.get("id"))
                 breakdown = as_dict(resource.get("seller_payable_breakdown"))
                 amount, currency = _money(breakdown.get("total_refunded_amount") or resource.get("amount"))
                 up = _link(resource.get("links"), "up")
@@ -924,6 +929,7 @@ class PayPalProvider(PaymentProvider):
                 payment_id=payment_id,
                 amount_minor=amount,
                 currency=currency,
+                refund_id=refund_id,
             )
         return identified_or_unknown(envelope)
 

@@ -1,7 +1,7 @@
 """The sandbox provider: a payment provider that runs on this machine, so the whole path
 (checkout -> pay page -> signed webhook -> processing) works without any external account.
 
-`SandboxProvider` is the adapter. Its "provider side" state (session, outcome, refund) lives in
+`SandboxProvider` is the adapter. Its "provider side" state (session, outcome, refunds) lives in
 the Django cache (Redis), written with atomic `add`s so a double-clicked pay button or a retried
 refund settles once. `create_session` points the shopper at Darkroom's own page
 `/sandbox/pay/<checkout_id>`; that page calls `settle` (paid or failed) and hands the returned
@@ -21,6 +21,18 @@ Webhooks use Stripe's t/v1 HMAC-SHA256 scheme (`signing.py`) under the header
 
 Event ids are derived from (reference, outcome), like a real provider's event id: every
 delivery of "this payment was paid" carries the same id, however often it is sent.
+
+Refunds, partial ones too, like a real provider's: a paid payment takes several refunds, each
+with its own idempotency key and id (`re_sbx_...`), as long as together they do not exceed the
+payment. Each refund has its own `payment.refunded` event (id derived from the refund id, so a
+second refund is not deduplicated as the first one's event), which names the refund and, like
+Stripe's `amount_refunded`, carries the CUMULATIVE amount refunded up to and including it::
+
+    {"id": "evt_sbx_...", "type": "payment.refunded", "created": 1700000000,
+     "data": {"reference": "sbx_...", "checkout_id": "...", "amount_minor": 1500, "currency": "EUR",
+              "refund_id": "re_sbx_...", "refund_amount_minor": 500}}
+
+`fetch_status` says REFUNDED once the refunds add up to the whole payment, PAID before.
 
 `SandboxWebhookSender` makes misbehaving deliveries on purpose (settings
 SANDBOX_WEBHOOK_DUPLICATES, SANDBOX_WEBHOOK_SHUFFLE, SANDBOX_WEBHOOK_DELAY_SECONDS): `plan`
@@ -107,6 +119,8 @@ PAYOUT_EVENT_TYPES: dict[PayoutStatus, str] = {
 }
 _PAYOUT_STATUS_BY_TYPE = {event_type: status for status, event_type in PAYOUT_EVENT_TYPES.items()}
 STATE_TTL_SECONDS = 30 * 24 * 3600
+# How often `refund` re-reads and retries after losing a refund slot to a concurrent refund.
+_REFUND_ATTEMPTS = 50
 
 
 @dataclass(frozen=True)
@@ -118,8 +132,10 @@ class SandboxEvent:
     body: bytes
 
 
-def event_id_for(*, reference: str, status: PaymentStatus) -> str:
-    return "evt_sbx_" + hashlib.sha256(f"{reference}:{status}".encode()).hexdigest()[:24]
+def event_id_for(*, reference: str, status: PaymentStatus, refund_id: str | None = None) -> str:
+    """The event id of (reference, outcome), or of one refund of the payment."""
+    subject = f"{reference}:{status}" if refund_id is None else f"{reference}:{status}:{refund_id}"
+    return "evt_sbx_" + hashlib.sha256(subject.encode()).hexdigest()[:24]
 
 
 def build_event(
@@ -131,22 +147,35 @@ def build_event(
     currency: str,
     created: int | None = None,
     event_id: str | None = None,
+    refund_id: str | None = None,
+    refund_amount_minor: int | None = None,
 ) -> SandboxEvent:
-    """A paid/failed/refunded event for a sandbox payment (event id deterministic by default)."""
+    """A paid/failed/refunded event for a sandbox payment (event id deterministic by default).
+
+    For a refunded event, `amount_minor` is the cumulative amount refunded; `refund_id` (and
+    `refund_amount_minor`, that refund's own amount) name the refund the event is about, and
+    the default event id is then derived from the refund id."""
     if status not in EVENT_TYPES:
         raise ValueError(f"the sandbox sends paid, failed or refunded events, not {status}")
+    if refund_id is not None and status is not PaymentStatus.REFUNDED:
+        raise ValueError("only a refunded event names a refund")
     event_type = EVENT_TYPES[status]
-    identifier = event_id or event_id_for(reference=reference, status=status)
+    identifier = event_id or event_id_for(reference=reference, status=status, refund_id=refund_id)
+    data: dict[str, Any] = {
+        "reference": reference,
+        "checkout_id": checkout_id,
+        "amount_minor": amount_minor,
+        "currency": normalize_currency(currency),
+    }
+    if refund_id is not None:
+        data["refund_id"] = refund_id
+    if refund_amount_minor is not None:
+        data["refund_amount_minor"] = refund_amount_minor
     payload = {
         "id": identifier,
         "type": event_type,
         "created": int(time.time()) if created is None else created,
-        "data": {
-            "reference": reference,
-            "checkout_id": checkout_id,
-            "amount_minor": amount_minor,
-            "currency": normalize_currency(currency),
-        },
+        "data": data,
     }
     return SandboxEvent(identifier, event_type, json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
 
@@ -311,18 +340,47 @@ class SandboxProvider(PaymentProvider):
             return SessionCloseOutcome.ALREADY_CLOSED
         return SessionCloseOutcome.COMPLETED
 
-    def refunded_event(self, *, reference: str) -> SandboxEvent:
-        """The `payment.refunded` event for a refunded sandbox payment (what a provider sends)."""
-        if self._cache.get(self._key(reference, "refund")) is None:
+    def refunded_event(self, *, reference: str, refund_id: str | None = None) -> SandboxEvent:
+        """The `payment.refunded` event a provider sends for one refund of a sandbox payment: the
+        refund `refund_id` (None: the latest refund), with the cumulative amount refunded up to
+        and including it. The same refund always gives the same event id. Raises ProviderError:
+        409 if the payment has no refund, 404 if it has no refund `refund_id`."""
+        refunds = self._refunds(reference)
+        if not refunds:
             raise ProviderError(
                 f"sandbox: {reference} is not refunded", provider=self.name, retryable=False, http_status=409
             )
-        return self._event(reference, PaymentStatus.REFUNDED)
+        if refund_id is None:
+            refund = refunds[-1]
+        else:
+            found = [recorded for recorded in refunds if recorded["refund_id"] == refund_id]
+            if not found:
+                raise ProviderError(
+                    f"sandbox: {reference} has no refund {refund_id}",
+                    provider=self.name,
+                    retryable=False,
+                    http_status=404,
+                )
+            refund = found[0]
+        session = self._session(reference)
+        return build_event(
+            status=PaymentStatus.REFUNDED,
+            reference=reference,
+            checkout_id=session["checkout_id"],
+            amount_minor=refund["refunded_total_minor"],
+            currency=session["currency"],
+            created=int(self._now()),
+            refund_id=refund["refund_id"],
+            refund_amount_minor=refund["amount_minor"],
+        )
 
     def fetch_status(self, *, reference: str) -> PaymentState:
+        """PAID (also after partial refunds), REFUNDED once the refunds add up to the whole
+        payment, FAILED, EXPIRED or PENDING. Raises ProviderError (404) for an unknown session."""
         session = self._session(reference)
         outcome = self._cache.get(self._key(reference, "outcome"))
-        if self._cache.get(self._key(reference, "refund")) is not None:
+        refunds = self._refunds(reference)
+        if refunds and refunds[-1]["refunded_total_minor"] >= session["amount_minor"]:
             status = PaymentStatus.REFUNDED
         elif outcome in (PaymentStatus.PAID, PaymentStatus.FAILED, PaymentStatus.EXPIRED):
             status = PaymentStatus(outcome)
@@ -332,37 +390,82 @@ class SandboxProvider(PaymentProvider):
             status=status, amount_minor=session["amount_minor"], currency=session["currency"], payment_id=reference
         )
 
+    def _refund_key(self, reference: str, number: int) -> str:
+        return self._key(reference, f"refund:{number}")
+
+    def _refunds(self, reference: str) -> list[dict[str, Any]]:
+        """The payment's refunds in the order they were made: slots 1, 2, ... up to the first
+        empty one. A slot is written once (`add`) and never changed, so this is always a
+        consistent prefix of the refunds, whatever refunds run at the same time."""
+        refunds: list[dict[str, Any]] = []
+        while isinstance(recorded := self._cache.get(self._refund_key(reference, len(refunds) + 1)), dict):
+            refunds.append(recorded)
+        return refunds
+
     def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
-        """Refund a paid sandbox payment, once: a second refund with the same key returns the
-        first result, with another key it raises ProviderError (409). Sends no webhook; use
-        `refunded_event` and a sender for that.
+        """Refund `amount_minor` of a paid sandbox payment; several refunds (partial ones) may
+        follow each other while together they do not exceed the payment. Sends no webhook; use
+        `refunded_event(refund_id=...)` and a sender for that.
+
+        Idempotent per key: the same key returns the recorded refund again. Race-safe across
+        processes without a lock: refund number n is the cache slot `refund:<n>`, claimed with an
+        atomic `add` (Redis SET NX) after checking the sum of refunds 1..n-1; a refund that loses
+        the slot to a concurrent one reads the refunds again and checks again, so two refunds
+        can never both pass the check against the same total.
+
+        Raises ProviderError: 409 if the payment is not paid, or if the key was used for another
+        amount (as Stripe refuses a reused idempotency key with other parameters); 400 if this
+        refund would take the refunds past the payment; 409 retryable if the slot was lost to
+        other refunds `_REFUND_ATTEMPTS` times in a row. ValueError for a non-positive amount.
         """
+        check_amount(amount_minor)
         session = self._session(reference)
         if self._cache.get(self._key(reference, "outcome")) != PaymentStatus.PAID:
             raise ProviderError(
                 f"sandbox: {reference} is not paid", provider=self.name, retryable=False, http_status=409
             )
-        if check_amount(amount_minor) > session["amount_minor"]:
-            raise ProviderError(
-                "sandbox: refund exceeds the payment", provider=self.name, retryable=False, http_status=400
-            )
-        refund: dict[str, Any] = {
-            "refund_id": "re_sbx_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24],
-            "idempotency_key": idempotency_key,
-            "amount_minor": amount_minor,
-        }
-        key = self._key(reference, "refund")
-        if not self._cache.add(key, refund, timeout=STATE_TTL_SECONDS):
-            refund = self._cache.get(key)
-            if refund["idempotency_key"] != idempotency_key:
+        for _ in range(_REFUND_ATTEMPTS):
+            refunds = self._refunds(reference)
+            earlier = next((recorded for recorded in refunds if recorded["idempotency_key"] == idempotency_key), None)
+            if earlier is None:
+                refunded = refunds[-1]["refunded_total_minor"] if refunds else 0
+                if refunded + amount_minor > session["amount_minor"]:
+                    raise ProviderError(
+                        f"sandbox: refund exceeds the payment ({refunded} of {session['amount_minor']} "
+                        f"{session['currency']} refunded already, {amount_minor} more asked)",
+                        provider=self.name,
+                        retryable=False,
+                        http_status=400,
+                    )
+                number = len(refunds) + 1
+                record: dict[str, Any] = {
+                    "refund_id": "re_sbx_" + hashlib.sha256(f"{reference}:{idempotency_key}".encode()).hexdigest()[:24],
+                    "idempotency_key": idempotency_key,
+                    "amount_minor": amount_minor,
+                    "refunded_total_minor": refunded + amount_minor,
+                }
+                if not self._cache.add(self._refund_key(reference, number), record, timeout=STATE_TTL_SECONDS):
+                    continue  # a concurrent refund took refund number n: check against it
+                earlier = record
+            if earlier["amount_minor"] != amount_minor:
                 raise ProviderError(
-                    f"sandbox: {reference} is already refunded", provider=self.name, retryable=False, http_status=409
+                    f"sandbox: idempotency key {idempotency_key!r} was used for a refund of "
+                    f"{earlier['amount_minor']} {session['currency']}, not {amount_minor}",
+                    provider=self.name,
+                    retryable=False,
+                    http_status=409,
                 )
-        return RefundResult(
-            refund_id=refund["refund_id"],
-            status=PaymentStatus.REFUNDED,
-            amount_minor=refund["amount_minor"],
-            currency=session["currency"],
+            return RefundResult(
+                refund_id=earlier["refund_id"],
+                status=PaymentStatus.REFUNDED,
+                amount_minor=earlier["amount_minor"],
+                currency=session["currency"],
+            )
+        raise ProviderError(
+            f"sandbox: too many concurrent refunds of {reference}; try again",
+            provider=self.name,
+            retryable=True,
+            http_status=409,
         )
 
     # --- payouts -----------------------------------------------------------------------------
@@ -498,17 +601,19 @@ class SandboxProvider(PaymentProvider):
         currency = as_str(data.get("currency"))
         if event_type in _PAYOUT_STATUS_BY_TYPE:
             return self._payout_envelope(event, raw, event_id=event_id, event_type=event_type)
+        status = _STATUS_BY_TYPE.get(event_type, PaymentStatus.UNKNOWN)
         envelope = WebhookEnvelope(
             provider=self.name,
             event_id=event_id,
             event_type=event_type,
-            status=_STATUS_BY_TYPE.get(event_type, PaymentStatus.UNKNOWN),
+            status=status,
             reference=as_str(data.get("reference")),
             checkout_id=as_str(data.get("checkout_id")),
             payment_id=as_str(data.get("reference")),
             amount_minor=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
             currency=currency.upper() if currency else None,
             occurred_at=epoch_to_datetime(event.get("created")),
+            refund_id=as_str(data.get("refund_id")) if status is PaymentStatus.REFUNDED else None,
             raw=raw,
         )
         return identified_or_unknown(envelope)

@@ -31,7 +31,10 @@ Webhook mapping:
     checkout.session.async_payment_failed    -> FAILED
     checkout.session.expired          -> EXPIRED
     charge.refunded                   -> REFUNDED (amount_minor = cumulative amount_refunded;
-                                         no session id on a charge: match by checkout_id)
+                                         no session id on a charge: match by checkout_id;
+                                         refund_id None: since API version 2022-11-15 a charge
+                                         no longer includes its `refunds` list, so the event
+                                         cannot say which of several refunds it is about)
     anything else                     -> UNKNOWN
 
 Payouts: a Connect transfer (`POST /v1/transfers`) to the photographer's connected account
