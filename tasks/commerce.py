@@ -155,13 +155,20 @@ def send_shipped_email(*, message_id: str, payload: dict[str, Any]) -> bool:
     **MAIL_CONSUMER_OPTIONS,
 )
 def send_refunded_email(*, message_id: str, payload: dict[str, Any]) -> bool:
-    return refunded_mail_send(message_id=message_id, checkout_id=payload["checkout_id"])
+    return refunded_mail_send(
+        message_id=message_id, checkout_id=payload["checkout_id"], refund_id=payload.get("refund_id")
+    )
 
 
 @outbox_consumer(TOPIC_RESTOCK_REQUESTED, name="commerce.restock_refunded_prints", lost_message_flow="refund_restocks")
 def restock_refunded_prints(*, message_id: str, payload: dict[str, Any]) -> int:
     """Once per message (its inbox row commits with the stock changes)."""
-    return refunded_prints_restock(tenant_id=int(payload["tenant_id"]), checkout_id=payload["checkout_id"])
+    line_ids = payload.get("line_ids")
+    return refunded_prints_restock(
+        tenant_id=int(payload["tenant_id"]),
+        checkout_id=payload["checkout_id"],
+        line_ids=[int(i) for i in line_ids] if line_ids is not None else None,
+    )
 
 
 @shared_task(name="commerce.checkouts_expire", acks_late=True)

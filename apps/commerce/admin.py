@@ -100,6 +100,7 @@ class RefundAdmin(ReadOnlyAdmin):
         "currency",
         "attempts",
         "created_at",
+        "landed_at",
     )
     list_filter = ("status", "reason")
     ordering = ("-created_at",)

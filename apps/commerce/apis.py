@@ -278,26 +278,46 @@ class RefundOutputSerializer(serializers.Serializer):
     currency = serializers.CharField()
     created_at = serializers.DateTimeField()
     submitted_at = serializers.DateTimeField(allow_null=True)
+    landed_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the provider confirmed the refund and its items were refunded."
+    )
     restock_prints = serializers.BooleanField()
+    line_ids = serializers.SerializerMethodField(
+        help_text="The checkout lines a refund of some items covers; empty for a whole-order refund."
+    )
+
+    def get_line_ids(self, refund: Refund) -> list[int]:
+        return sorted(refund.lines.values_list("pk", flat=True))
 
 
 class CheckoutRefundApi(TenantApi):
-    """Refund a paid checkout in full (owner or API key): 202, the refund is asked of the provider
-    after commit with the refund's own idempotency key. The checkout turns `refunded`, its
-    downloads stop and the wallet credits are reversed when the provider confirms (its refund
-    webhook). 409 `checkout-not-refundable` for a checkout that is not paid, 409
-    `refund-already-requested` while a refund of it is under way."""
+    """Refund a paid checkout, whole or some of its lines (owner or API key): 202, the refund is
+    asked of the provider after commit with the refund's own idempotency key. When the provider
+    confirms (its refund webhook), the refunded lines' downloads stop and their wallet credits
+    are reversed; the checkout turns `refunded` once the whole payment is back. 409
+    `checkout-not-refundable` for a checkout that is not paid, 409 `refund-already-requested`
+    while a refund of it (of one of the lines) is under way, 400 `refund-lines-invalid` for
+    lines that are not the checkout's charged lines."""
 
     permission_classes = [REFUND_ROLES]
 
     @extend_schema_serializer(component_name="CheckoutRefundInput")
     class InputSerializer(StrictSerializer):
-        """The whole charged amount is refunded; an unknown field is refused."""
+        """Without `lines`, everything not refunded yet (the whole charged amount the first
+        time); an unknown field is refused."""
 
+        lines = serializers.ListField(
+            child=serializers.IntegerField(min_value=1),
+            required=False,
+            allow_empty=False,
+            max_length=500,
+            help_text="Ids of the confirmed checkout lines to refund (each its amount; the checkout's last "
+            "lines also give back what is left of the payment, shipping included).",
+        )
         restock_prints = serializers.BooleanField(
             required=False,
             default=False,
-            help_text="Put the order's prints back in stock once the refund lands (only while none is shipped; "
+            help_text="Put the refunded prints back in stock once the refund lands (only while none is shipped; "
             "409 `prints-not-restockable` otherwise).",
         )
 
@@ -312,6 +332,7 @@ class CheckoutRefundApi(TenantApi):
             actor_label=self.idempotency_caller(request),
             actor_user=request.user if isinstance(request.user, User) else None,
             restock_prints=data.validated_data["restock_prints"],
+            line_ids=data.validated_data.get("lines"),
         )
         return Response(RefundOutputSerializer(refund).data, status=202)
 

@@ -109,3 +109,18 @@ class PrintsNotRestockable(CheckoutNotRefundable):
 class RefundAlreadyRequested(CheckoutNotRefundable):
     slug = "refund-already-requested"
     title = "Refund already requested"
+
+
+class RefundLinesInvalid(DomainError):
+    """Items named for a refund that are not refundable items of the order: another order's,
+    never charged (sold out, released), or named twice. Nothing is written."""
+
+    status_code = 400
+    slug = "refund-lines-invalid"
+    title = "Those items cannot be refunded"
+
+
+class RefundNotRecordedYet(Exception):
+    """A provider's refund event arrived before Darkroom recorded the refund it is about (the
+    provider answered the refund call, but its id is not stored yet). Retryable: the webhook
+    consumer tries again with backoff, and by then the refund's id is stored."""

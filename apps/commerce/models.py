@@ -230,8 +230,18 @@ class CheckoutLine(TenantModel):
     amount_minor = models.BigIntegerField()
     currency = models.CharField(max_length=3)
     state = models.CharField(max_length=10, choices=State.choices)
+    # The studio's refund of this line alone (with others of the order, never the whole order):
+    # set when the studio asks, in the same transaction as the refund row. Its money side (the
+    # download revoked, the credit reversed, the print back in stock) runs when the refund lands.
+    # Partial index only (Meta): every checkout writes lines, and almost none is ever refunded.
+    refund = models.ForeignKey(
+        "commerce.Refund", on_delete=models.PROTECT, null=True, blank=True, related_name="lines", db_index=False
+    )
 
     class Meta:
+        indexes = [
+            models.Index(fields=["refund"], condition=models.Q(refund__isnull=False), name="commerce_line_refund_idx"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["tenant", "id"], name="commerce_line_unique_tenant_id"),
             models.UniqueConstraint(fields=["checkout", "position"], name="commerce_line_unique_position"),
@@ -597,13 +607,16 @@ class Receipt(TenantModel):
 
 class Refund(TenantModel):
     """A refund Darkroom asked the provider for: a payment it must not keep (e.g. one that arrived
-    after expiry, or for an order with a photo withdrawn before it was paid), or a paid order the
-    studio refunds (`studio`, whole amount).
+    after expiry, or for an order with a photo withdrawn before it was paid), a paid order the
+    studio refunds (`studio`, the whole amount), or some items of it (`studio_partial`: the
+    lines that name it, their amounts; the last items' refund also gives back what is left of
+    the payment, shipping included).
 
     `requested` (written with the decision, in the processing transaction) → `submitted` (the
     provider accepted it; `provider_refund_id`) or `failed` (retried by the consumer, then left
     for an operator). `idempotency_key` goes to the provider, so retries never refund twice.
-    The money side lands when the provider's refund webhook arrives (transaction `refunded`).
+    The money side lands when the provider's refund webhook arrives (`landed_at`; the whole
+    payment back: transaction `refunded`).
     """
 
     class Status(models.TextChoices):
@@ -617,6 +630,7 @@ class Refund(TenantModel):
         AMOUNT_MISMATCH = "amount_mismatch", "Charged amount differs from the checkout"
         STUDIO = "studio", "Refunded by the studio"
         PHOTO_WITHDRAWN = "photo_withdrawn", "A photo in the order was withdrawn"
+        STUDIO_PARTIAL = "studio_partial", "Items refunded by the studio"
 
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="refunds")
     reason = models.CharField(max_length=20, choices=Reason.choices)
@@ -635,10 +649,17 @@ class Refund(TenantModel):
     queued_at = models.DateTimeField(null=True, blank=True)
     # A studio refund of prints not shipped yet: put them back in stock once the refund lands.
     restock_prints = models.BooleanField(default=False)
+    # When the provider confirmed it and its effects ran (downloads revoked, credits reversed).
+    landed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "transaction", "reason"], name="commerce_refund_unique_reason"),
+            # One refund per reason, except a studio's refunds of some items (each names its lines).
+            models.UniqueConstraint(
+                fields=["tenant", "transaction", "reason"],
+                condition=~models.Q(reason="studio_partial"),
+                name="commerce_refund_unique_reason",
+            ),
             models.CheckConstraint(
                 condition=models.Q(status__in=["requested", "submitted", "failed"]), name="commerce_refund_status_valid"
             ),

@@ -30,12 +30,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.db import connection, transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from apps.commerce.errors import PaidWithoutAmount, PaymentForUnknownCheckout
-from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout, Refund, Transaction
-from apps.commerce.services import PaymentFact, checkout_capture_request, transaction_apply_fact
+from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout, Transaction
+from apps.commerce.services import (
+    PaymentFact,
+    checkout_capture_request,
+    transaction_apply_fact,
+    transaction_apply_refund,
+)
 from apps.core.problems import DomainError
 from apps.outbox.requeue import RequeueAudit, requeue_stale
 from apps.outbox.services import consume_once, outbox_publish
@@ -166,16 +170,6 @@ def _resolve_checkout(*, envelope: WebhookEnvelope) -> tuple[int, uuid.UUID, str
     return row
 
 
-def _whole_refund_minor(checkout_id: uuid.UUID) -> int:
-    """The amount a provider's refund must reach to give back the whole payment: what Darkroom
-    asked it to refund (the amount actually charged, which is not the checkout's total after an
-    amount mismatch), else the checkout's total (a refund made at the provider)."""
-    requested = Refund.objects.filter(transaction__checkout_id=checkout_id).aggregate(most=Max("amount_minor"))["most"]
-    if requested is not None:
-        return int(requested)
-    return Checkout.objects.filter(pk=checkout_id).values_list("amount_minor", flat=True).first() or 0
-
-
 def _finish(event: WebhookEvent, *, status: str, outcome: str) -> str:
     event.status = status
     event.outcome = outcome[:200]
@@ -238,15 +232,15 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
             payment_id=envelope.payment_id,
             reference=envelope.reference,
         )
-        if fact.status == "refunded" and envelope.amount_minor is not None:
-            total = _whole_refund_minor(checkout_id)
-            if envelope.amount_minor < total:
-                return _finish(
-                    event,
-                    status=WebhookEvent.Status.PROCESSED,
-                    outcome=f"partial refund {envelope.amount_minor} of {total}: no state change",
-                )
-        outcome = transaction_apply_fact(tenant_id=tenant_id, checkout_id=checkout_id, fact=fact)
+        if fact.status == "refunded":
+            outcome = transaction_apply_refund(
+                tenant_id=tenant_id,
+                checkout_id=checkout_id,
+                fact=fact,
+                provider_refund_id=getattr(envelope, "refund_id", None),
+            )
+        else:
+            outcome = transaction_apply_fact(tenant_id=tenant_id, checkout_id=checkout_id, fact=fact)
     return _finish(event, status=WebhookEvent.Status.PROCESSED, outcome=outcome.describe())
 
 

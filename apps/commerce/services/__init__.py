@@ -28,6 +28,7 @@ from apps.commerce.services.payment import (
     refund_submit,
     refunds_requeue_stale,
     transaction_apply_fact,
+    transaction_apply_refund,
     wallet_for,
 )
 from apps.commerce.services.receipts import ReceiptBusy, receipt_send
@@ -60,5 +61,6 @@ __all__ = [
     "refund_submit",
     "refunds_requeue_stale",
     "transaction_apply_fact",
+    "transaction_apply_refund",
     "wallet_for",
 ]

@@ -135,12 +135,14 @@ def checkout_mark_shipped(
 # --- prints of a refunded order back in stock --------------------------------------------------
 
 
-def refunded_prints_restock(*, tenant_id: int, checkout_id: uuid.UUID | str) -> int:
+def refunded_prints_restock(*, tenant_id: int, checkout_id: uuid.UUID | str, line_ids: list[int] | None = None) -> int:
     """Put the confirmed print lines of a refunded order back in stock (the consumer of
     `refund.restock_requested`, in its once-only inbox transaction, tenant context), unless the
-    prints were shipped meanwhile. Each line adds its quantity to its print's stock and initial
-    quantity (`stock_restock`, audited as the refund); a line past the stock ceiling is skipped
-    and logged, never retried. Returns the units put back. Locks the shipping row."""
+    prints were shipped meanwhile: the lines `line_ids` names (a studio refund of some items),
+    else those of the whole order that no item refund names (those restock with their own
+    refund). Each line adds its quantity to its print's stock and initial quantity
+    (`stock_restock`, audited as the refund); a line past the stock ceiling is skipped and
+    logged, never retried. Returns the units put back. Locks the shipping row."""
     shipping = CheckoutShipping.objects.select_for_update().filter(tenant_id=tenant_id, checkout_id=checkout_id).first()
     if shipping is None or shipping.fulfilment_status != CheckoutShipping.FulfilmentStatus.UNFULFILLED:
         logger.warning("refunded prints not restocked: shipped or no prints", extra={"checkout_id": str(checkout_id)})
@@ -150,6 +152,7 @@ def refunded_prints_restock(*, tenant_id: int, checkout_id: uuid.UUID | str) -> 
     prints = CheckoutLine.objects.filter(
         tenant_id=tenant_id, checkout_id=checkout_id, kind=ProductKind.PRINT, state=CheckoutLine.State.CONFIRMED
     ).order_by("product_id")
+    prints = prints.filter(pk__in=line_ids) if line_ids is not None else prints.filter(refund__isnull=True)
     for line in prints:
         try:
             with transaction.atomic():

@@ -37,7 +37,12 @@ database key, so each happens exactly once:
 
 A studio refunds a paid order (`checkout_refund_request`) through the same path: a `studio`
 refund of the whole amount and its message; the money side lands with the provider's refund
-webhook, as above.
+webhook, as above. Or some items of it: a `studio_partial` refund of their lines (each line
+names it). A provider's event for less than the whole payment (`transaction_apply_refund`)
+lands the item refunds it confirms: their downloads revoked, their credits reversed (the same
+`refund:<checkout>:<line>` keys), their prints restocked if asked, the shopper told; the
+checkout stays `paid` until the refunds add up to the whole payment, which is then `refunded`
+as above.
 """
 
 from __future__ import annotations
@@ -45,13 +50,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
@@ -63,6 +69,8 @@ from apps.commerce.errors import (
     PaymentForUnknownCheckout,
     PrintsNotRestockable,
     RefundAlreadyRequested,
+    RefundLinesInvalid,
+    RefundNotRecordedYet,
 )
 from apps.commerce.inventory import get_strategy
 from apps.commerce.models import (
@@ -374,6 +382,8 @@ def _publish_checkout_paid(*, tenant_id: int, checkout_id: uuid.UUID) -> None:
 
 
 def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]:
+    """The whole payment is back. The studio's item refunds not landed yet land now (their own
+    prints back in stock; one e-mail for all, this one), then every refund of it is `landed`."""
     effects: list[str] = ["shopper told (checkout.refunded)"]
     outbox_publish(
         topic=TOPIC_CHECKOUT_REFUNDED,
@@ -381,6 +391,12 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list
         aggregate_type="checkout",
         aggregate_id=checkout.pk,
         payload={"checkout_id": str(checkout.pk)},
+    )
+    for refund in _partial_refunds_locked(txn):
+        if refund.landed_at is None and refund.status != Refund.Status.FAILED:
+            effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=False)
+    Refund.objects.filter(transaction=txn, landed_at__isnull=True).exclude(status=Refund.Status.FAILED).update(
+        landed_at=now
     )
     if checkout.status in Checkout.OPEN_STATUSES:
         effects += _close(checkout=checkout, status=Checkout.Status.REFUNDED, now=now)
@@ -404,6 +420,152 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list
         appended = ledger_entries_append(tenant=_organization(checkout.tenant_id), entries=debits) if debits else None
         effects += [f"{revoked} entitlement(s) revoked", f"{appended.created if appended else 0} credit(s) reversed"]
     return effects
+
+
+def _partial_refunds_locked(txn: Transaction) -> list[Refund]:
+    """The studio's item refunds of a payment, locked, oldest first (after the checkout and
+    transaction rows: the lock order of `checkout_refund_request`)."""
+    return list(
+        Refund.objects.select_for_update().filter(transaction=txn, reason=Refund.Reason.STUDIO_PARTIAL).order_by("pk")
+    )
+
+
+def _land_items_refund(
+    *, checkout: Checkout, txn: Transaction, refund: Refund, now: datetime, tell_shopper: bool
+) -> list[str]:
+    """The money side of a studio refund of some items, once the provider confirmed it: their
+    downloads revoked (a download line's photo, a bulk line's event; prints grant none), each
+    line's wallet credit reversed (key `refund:<checkout>:<line>`, the key the whole refund uses,
+    so nothing is reversed twice), their prints back in stock if asked (a
+    `refund.restock_requested` message naming the lines), and, with `tell_shopper`, a
+    `checkout.refunded` message naming the refund. Marks the refund landed. Rows locked."""
+    lines = list(refund.lines.filter(state=CheckoutLine.State.CONFIRMED).order_by("position"))
+    photo_ids = [line.photo_id for line in lines if line.kind == ProductKind.DOWNLOAD and line.photo_id]
+    event_ids = [line.event_id for line in lines if line.kind == ProductKind.BULK]
+    revoked = (
+        Entitlement.objects.filter(transaction=txn, revoked_at__isnull=True)
+        .filter(
+            Q(scope=Entitlement.Scope.PHOTO, photo_id__in=photo_ids)
+            | Q(scope=Entitlement.Scope.EVENT, event_id__in=event_ids)
+        )
+        .update(revoked_at=now)
+    )
+    debits = _wallet_entries(checkout=checkout, lines=lines, kind="debit", prefix="refund")
+    appended = ledger_entries_append(tenant=_organization(checkout.tenant_id), entries=debits) if debits else None
+    effects = [
+        f"refund {refund.pk} landed ({len(lines)} item(s))",
+        f"{revoked} entitlement(s) revoked",
+        f"{appended.created if appended else 0} credit(s) reversed",
+    ]
+    prints = [line.pk for line in lines if line.kind == ProductKind.PRINT]
+    if refund.restock_prints and prints:
+        outbox_publish(
+            topic=TOPIC_RESTOCK_REQUESTED,
+            tenant_id=checkout.tenant_id,
+            aggregate_type="checkout",
+            aggregate_id=checkout.pk,
+            payload={"tenant_id": checkout.tenant_id, "checkout_id": str(checkout.pk), "line_ids": prints},
+        )
+        effects.append(f"{len(prints)} print line(s) to go back in stock")
+    if tell_shopper:
+        outbox_publish(
+            topic=TOPIC_CHECKOUT_REFUNDED,
+            tenant_id=checkout.tenant_id,
+            aggregate_type="checkout",
+            aggregate_id=checkout.pk,
+            payload={"checkout_id": str(checkout.pk), "refund_id": refund.pk},
+        )
+        effects.append("shopper told (checkout.refunded)")
+    refund.landed_at = now
+    refund.save(update_fields=["landed_at"])
+    return effects
+
+
+def whole_refund_minor(*, txn: Transaction) -> int:
+    """What a provider's refunds must add up to for the whole payment to be back: what Darkroom
+    asked it to give back for a payment it must not keep (the amount actually charged, which is
+    not the checkout's total after an amount mismatch), else the checkout's amount (a paid
+    order, refunded by the studio in one go or item by item, or at the provider)."""
+    requested = (
+        Refund.objects.filter(transaction=txn)
+        .exclude(reason__in=[Refund.Reason.STUDIO_PARTIAL, Refund.Reason.STUDIO])
+        .aggregate(most=Max("amount_minor"))["most"]
+    )
+    return int(requested) if requested is not None else txn.amount_minor
+
+
+@transaction.atomic
+def transaction_apply_refund(
+    *, tenant_id: int, checkout_id: uuid.UUID | str, fact: PaymentFact, provider_refund_id: str | None = None
+) -> FactOutcome:
+    """A provider says (some of) a payment was refunded (`fact.status` "refunded";
+    `fact.amount_minor` what was refunded, cumulative where the provider reports a total;
+    `provider_refund_id` the one refund the event is about, where it names one).
+
+    The whole payment back (the amount reaches `whole_refund_minor`, an event with no amount, or
+    the studio's item refunds landed so far add up to it): the `refunded` fact, as
+    `transaction_apply_fact`. Less: the studio's item refunds it confirms land
+    (`_land_items_refund`): the one it names, or, from an event naming none (Stripe's
+    cumulative `amount_refunded`), the oldest ones not landed whose amounts fit in the amount
+    refunded beyond the landed ones. A refund made at the provider for part of the payment
+    changes nothing (Darkroom cannot tell which items it was for).
+
+    Joins the caller's transaction (the webhook consumer's), in the tenant's context; locks the
+    checkout, its transaction, then its item refunds. Raises PaymentForUnknownCheckout, and
+    RefundNotRecordedYet (retryable) for an event naming a refund id Darkroom has not stored yet
+    while one of its item refunds awaits the provider's answer.
+    """
+    checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
+    if checkout is None:
+        raise PaymentForUnknownCheckout(f"Checkout {checkout_id} does not exist.")
+    now = timezone.now()
+    txn = Transaction.objects.select_for_update().filter(checkout_id=checkout.pk).first()
+    if txn is None or fact.amount_minor is None:
+        return apply_fact_locked(checkout=checkout, fact=fact, now=now)
+    whole = whole_refund_minor(txn=txn)
+    if fact.amount_minor >= whole:
+        return apply_fact_locked(checkout=checkout, fact=fact, now=now)
+    partials = _partial_refunds_locked(txn) if txn.status == Transaction.Status.PAID else []
+    landing = _refunds_confirmed(partials=partials, fact=fact, provider_refund_id=provider_refund_id)
+    outcome = FactOutcome(before=txn.status, after=txn.status)
+    if not landing:
+        outcome.effects.append(f"partial refund {fact.amount_minor} of {whole}: no item refund to land")
+        return outcome
+    landed_total = sum(r.amount_minor for r in partials if r.landed_at is not None or r in landing)
+    if landed_total >= whole:  # the order's last items: the whole payment is back
+        return apply_fact_locked(checkout=checkout, fact=fact, now=now)
+    for refund in landing:
+        outcome.effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=True)
+    logger.info(
+        "item refund landed",
+        extra={"checkout_id": str(checkout.pk), "source": fact.source, "outcome": outcome.describe()},
+    )
+    return outcome
+
+
+def _refunds_confirmed(*, partials: list[Refund], fact: PaymentFact, provider_refund_id: str | None) -> list[Refund]:
+    """The studio's item refunds a partial refund event confirms (see `transaction_apply_refund`)."""
+    assert fact.amount_minor is not None
+    pending = [r for r in partials if r.landed_at is None and r.status != Refund.Status.FAILED]
+    if provider_refund_id:
+        named = [r for r in pending if r.provider_refund_id == provider_refund_id]
+        if named:
+            return named
+        known = any(r.provider_refund_id == provider_refund_id for r in partials)
+        if not known and any(r.status == Refund.Status.REQUESTED for r in pending):
+            raise RefundNotRecordedYet(
+                f"{fact.source} names refund {provider_refund_id}, not recorded yet while an item refund "
+                "awaits the provider's answer: trying again later."
+            )
+        return []
+    landing: list[Refund] = []
+    running = sum(r.amount_minor for r in partials if r.landed_at is not None)
+    for refund in pending:
+        if running + refund.amount_minor > fact.amount_minor:
+            break
+        landing.append(refund)
+        running += refund.amount_minor
+    return landing
 
 
 def _request_refund(*, txn: Transaction, reason: str, amount_minor: int, currency: str, now: datetime) -> list[str]:
@@ -459,21 +621,28 @@ def checkout_refund_request(
     actor_label: str,
     actor_user: User | None = None,
     restock_prints: bool = False,
+    line_ids: Sequence[int] | None = None,
 ) -> Refund:
-    """Refund a paid order in full, as the studio decided: a `studio` refund of the charged amount
-    and its `payment.refund_requested` message (its consumer asks the provider, with the refund's
-    idempotency key), and one `checkout.refund_request` audit row. The checkout stays `paid`
-    until the provider's refund webhook arrives; then its entitlements are revoked and the wallet
-    credits reversed (`_on_refunded`). With `restock_prints` (an order whose prints are not
-    shipped yet), its print lines go back in stock once the refund lands (a
-    `refund.restock_requested` message); without, the prints stay sold (one may have been made).
+    """Refund a paid order, or some of its items, as the studio decided: a refund and its
+    `payment.refund_requested` message (its consumer asks the provider, with the refund's
+    idempotency key), and one `checkout.refund_request` audit row. Nothing changes for the
+    shopper until the provider's refund webhook arrives; then the refunded downloads stop and
+    their wallet credits are reversed (`_on_refunded`, `_land_items_refund`).
+
+    `line_ids` None: everything not refunded yet. The whole order (no item refunded before) is a
+    `studio` refund of the charged amount. Otherwise a `studio_partial` refund of the named
+    confirmed lines, each line marked with it: their amounts, or, for the order's last items,
+    what is left of the payment (shipping included). With `restock_prints` (prints not shipped
+    yet), the refund's prints go back in stock once it lands (a `refund.restock_requested`
+    message); without, they stay sold (one may have been made).
 
     Joins the caller's transaction (the API's Idempotency-Key protocol or the studio form's
-    `submit_once`), in the tenant's context; locks the checkout row, then its transaction.
-    A studio refund the provider refused (`failed`) is asked for again (`refund_retry`).
-    Raises CheckoutNotFound (also another studio's checkout), CheckoutNotRefundable (not paid),
-    PrintsNotRestockable (`restock_prints` for an order with no print waiting to be shipped) and
-    RefundAlreadyRequested (a refund of this payment is under way).
+    `submit_once`), in the tenant's context; locks the checkout row, its transaction, then its
+    refunds. A refund the provider refused (`failed`) is asked for again (`refund_retry`) when
+    the same items are asked for. Raises CheckoutNotFound (also another studio's checkout),
+    CheckoutNotRefundable (not paid), RefundLinesInvalid (items that are not the order's
+    charged items), PrintsNotRestockable (`restock_prints` with no print of the refund waiting to
+    be shipped) and RefundAlreadyRequested (the items' refund, or the whole order's, is under way).
     """
     checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
     if checkout is None:
@@ -483,20 +652,20 @@ def checkout_refund_request(
         raise CheckoutNotRefundable(
             f"Only a paid order can be refunded; this one is {checkout.get_status_display().lower()}."
         )
-    if Refund.objects.filter(transaction=txn).exclude(status=Refund.Status.FAILED).exists():
+    refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk"))
+    if any(r.reason != Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED for r in refunds):
         raise RefundAlreadyRequested("A refund of this order is already under way.")
-    if restock_prints and not _prints_waiting(checkout):
-        raise PrintsNotRestockable("This order has no prints waiting to be shipped to put back in stock.")
-    failed = Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO).first()
-    if failed is not None:  # the provider refused it before: ask again, with a new key
-        refund_retry(refund_id=failed.pk, actor_label=actor_label, actor_user=actor_user)
+    lines = list(checkout.lines.filter(state=CheckoutLine.State.CONFIRMED).order_by("position"))
+    chosen = _refund_lines_chosen(lines=lines, refunds=refunds, line_ids=line_ids)
+    if restock_prints and not (_prints_waiting(checkout) and any(line.kind == ProductKind.PRINT for line in chosen)):
+        raise PrintsNotRestockable("This refund has no prints waiting to be shipped to put back in stock.")
+    partials = [r for r in refunds if r.reason == Refund.Reason.STUDIO_PARTIAL]
+    if not partials and len(chosen) == len(lines):
+        refund = _request_whole_studio_refund(txn=txn, actor_label=actor_label, actor_user=actor_user)
     else:
-        now = timezone.now()
-        _request_refund(
-            txn=txn, reason=Refund.Reason.STUDIO, amount_minor=txn.amount_minor, currency=txn.currency, now=now
+        refund = _request_items_refund(
+            txn=txn, lines=lines, chosen=chosen, refunds=refunds, actor_label=actor_label, actor_user=actor_user
         )
-        txn.save(update_fields=["refund_requested_at", "updated_at"])
-    refund = Refund.objects.get(transaction=txn, reason=Refund.Reason.STUDIO)
     if refund.restock_prints != restock_prints:
         refund.restock_prints = restock_prints
         refund.save(update_fields=["restock_prints"])
@@ -512,8 +681,109 @@ def checkout_refund_request(
             "amount_minor": refund.amount_minor,
             "currency": refund.currency,
             "restock_prints": restock_prints,
+            "line_ids": [line.pk for line in chosen],
         },
     )
+    return refund
+
+
+def _refund_lines_chosen(
+    *, lines: list[CheckoutLine], refunds: list[Refund], line_ids: Sequence[int] | None
+) -> list[CheckoutLine]:
+    """The confirmed lines a studio refund covers: the named ones (each once, each a confirmed
+    line of the order, none in a refund under way or landed), or with `line_ids` None every
+    line no refund names. A line in a refund the provider refused may be named again only with
+    exactly that refund's other lines (the refund is then asked for again)."""
+    refund_of = {r.pk: r for r in refunds}
+    if line_ids is None:
+        chosen = [line for line in lines if line.refund_id is None]
+        if not chosen:
+            raise RefundAlreadyRequested("Every item of this order is refunded or being refunded.")
+        return chosen
+    wanted = list(line_ids)
+    by_id = {line.pk: line for line in lines}
+    unknown = [line_id for line_id in wanted if line_id not in by_id]
+    if not wanted or len(set(wanted)) != len(wanted) or unknown:
+        raise RefundLinesInvalid(
+            "Name each item to refund once, among the order's charged items"
+            + (f" (not one of them: {', '.join(map(str, unknown))})." if unknown else "."),
+            extra={"refundable_line_ids": [line.pk for line in lines if line.refund_id is None]},
+        )
+    chosen = [by_id[line_id] for line_id in sorted(wanted, key=lambda i: by_id[i].position)]
+    taken = [line for line in chosen if line.refund_id is not None]
+    live = [line for line in taken if refund_of[line.refund_id].status != Refund.Status.FAILED]  # type: ignore[index]
+    if live:
+        raise RefundAlreadyRequested(
+            f"Item(s) {', '.join(str(line.position + 1) for line in live)} are refunded or being refunded already."
+        )
+    failed = {line.refund_id for line in taken}
+    if failed:
+        ids = {line.pk for line in chosen}
+        failed_lines = {line.pk for line in lines if line.refund_id in failed}
+        if len(failed) > 1 or ids != failed_lines:
+            raise RefundAlreadyRequested(
+                "Some of these items are in a refund the payment provider refused: ask again for exactly "
+                "that refund's items to retry it."
+            )
+    return chosen
+
+
+def _request_whole_studio_refund(*, txn: Transaction, actor_label: str, actor_user: User | None) -> Refund:
+    """The `studio` refund of the whole charged amount, or its second try after a refusal."""
+    failed = Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO).first()
+    if failed is not None:  # the provider refused it before: ask again, with a new key
+        refund_retry(refund_id=failed.pk, actor_label=actor_label, actor_user=actor_user)
+    else:
+        _request_refund(
+            txn=txn,
+            reason=Refund.Reason.STUDIO,
+            amount_minor=txn.amount_minor,
+            currency=txn.currency,
+            now=timezone.now(),
+        )
+        txn.save(update_fields=["refund_requested_at", "updated_at"])
+    return Refund.objects.get(transaction=txn, reason=Refund.Reason.STUDIO)
+
+
+def _request_items_refund(
+    *,
+    txn: Transaction,
+    lines: list[CheckoutLine],
+    chosen: list[CheckoutLine],
+    refunds: list[Refund],
+    actor_label: str,
+    actor_user: User | None,
+) -> Refund:
+    """A `studio_partial` refund of the `chosen` lines (or the second try of the refused one
+    they all belong to). The order's last items take what is left of the payment."""
+    retry_of = chosen[0].refund_id
+    if retry_of is not None:  # `_refund_lines_chosen`: exactly a refused refund's lines
+        refund_retry(refund_id=retry_of, actor_label=actor_label, actor_user=actor_user)
+        return Refund.objects.get(pk=retry_of)
+    chosen_ids = {line.pk for line in chosen}
+    covered = all(line.pk in chosen_ids or line.refund_id is not None for line in lines)
+    failed_ids = {r.pk for r in refunds if r.status == Refund.Status.FAILED}
+    last = covered and not any(line.refund_id in failed_ids for line in lines if line.pk not in chosen_ids)
+    others = sum(
+        r.amount_minor for r in refunds if r.reason == Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED
+    )
+    amount = txn.amount_minor - others if last else sum(line.amount_minor for line in chosen)
+    now = timezone.now()
+    refund = Refund.objects.create(
+        tenant_id=txn.tenant_id,
+        transaction=txn,
+        reason=Refund.Reason.STUDIO_PARTIAL,
+        amount_minor=amount,
+        currency=txn.currency,
+        # A line is in one refund at most, so its smallest line names the refund for good.
+        idempotency_key=f"refund:{txn.checkout_id}:items:{min(chosen_ids)}",
+        queued_at=now,
+    )
+    CheckoutLine.objects.filter(pk__in=chosen_ids).update(refund=refund)
+    _publish_refund_requested(refund)
+    if txn.refund_requested_at is None:
+        txn.refund_requested_at = now
+        txn.save(update_fields=["refund_requested_at", "updated_at"])
     return refund
 
 
@@ -770,7 +1040,7 @@ def refund_submit(*, refund_id: int) -> Refund:
         # The sandbox plays the provider: it announces the refund by webhook, as Stripe would.
         from apps.payments.sandbox import sandbox_announce_refund
 
-        sandbox_announce_refund(reference=reference)
+        sandbox_announce_refund(reference=reference, refund_id=locked.provider_refund_id)
     return locked
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import uuid
 
+from apps.catalog.models import ProductKind
 from apps.commerce.errors import CheckoutNotFound
-from apps.commerce.models import Checkout, Refund, Transaction
+from apps.commerce.models import Checkout, CheckoutLine, Refund, Transaction
 from apps.commerce.order_links import order_link
 from apps.commerce.services.receipts import shopper_mail_send
 from apps.core.mail import mail_message_id
@@ -32,6 +33,7 @@ _WHY: dict[str, str] = {
     Refund.Reason.LATE_PAYMENT: "Your payment arrived after the order had expired, so it was given back.",
     Refund.Reason.NOT_FULFILLABLE: "There was nothing left to deliver for your order, so the payment was given back.",
     Refund.Reason.AMOUNT_MISMATCH: "The amount charged did not match your order, so the payment was given back.",
+    Refund.Reason.STUDIO_PARTIAL: "{studio} refunded these items of your order:",
     Refund.Reason.PHOTO_WITHDRAWN: (
         "{studio} withdrew a photo in your order before it was paid, so the order was closed and the payment "
         "was given back."
@@ -39,18 +41,40 @@ _WHY: dict[str, str] = {
 }
 
 
-def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None) -> str:
+_ITEM_KINDS = {"download": "download of photo {photo}", "print": "print {size} of photo {photo} x {quantity}"}
+
+
+def _item(line: CheckoutLine) -> str:
+    if line.kind == ProductKind.BULK:
+        return "- all your photos of the event"
+    text = _ITEM_KINDS.get(line.kind, line.kind).format(photo=line.photo_id, size=line.size, quantity=line.quantity)
+    return f"- {text}"
+
+
+def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole: bool) -> str:
+    """The e-mail's text. `whole`: the whole payment is back (the last refund may be the
+    studio's refund of the order's last items); else `refund` gave back some items."""
     amount = money_text(refund.amount_minor, refund.currency) if refund else money_text(txn.amount_minor, txn.currency)
     why = _WHY.get(refund.reason, "") if refund else ""
+    items = (
+        [_item(line) for line in refund.lines.order_by("position")]
+        if refund is not None and refund.reason == Refund.Reason.STUDIO_PARTIAL
+        else []
+    )
     link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
     return "\n".join(
         [
             f"{amount} of your payment to {checkout.tenant.name} has been refunded.",
             *([why.format(studio=checkout.tenant.name)] if why else []),
+            *items,
             "",
             f"Order {checkout.pk}",
             "The money goes back the way you paid; your bank may take a few days to show it.",
-            "Downloads of a refunded order no longer work.",
+            (
+                "Downloads of a refunded order no longer work."
+                if whole
+                else "Downloads of the refunded items no longer work; the rest of your order is yours as before."
+            ),
             "",
             "Your order, from any device:",
             link,
@@ -58,8 +82,12 @@ def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None) -> str
     )
 
 
-def refunded_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | str) -> bool:
-    """Send the e-mail a `checkout.refunded` message asks for, once; True if this call sent it.
+def refunded_mail_send(
+    *, message_id: uuid.UUID | str, checkout_id: uuid.UUID | str, refund_id: int | None = None
+) -> bool:
+    """Send the e-mail a `checkout.refunded` message asks for, once; True if this call sent it:
+    about the studio's refund of some items when the message names `refund_id`, else about the
+    whole payment (the latest refund asked for says how much and why).
 
     Runs outside any transaction (TransactionManagementError otherwise), in the checkout's tenant
     context. Raises MailBusy while another sender's claim is live, CheckoutNotFound, and
@@ -70,13 +98,21 @@ def refunded_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | 
     txn = getattr(checkout, "transaction", None) if checkout is not None else None
     if checkout is None or txn is None:
         raise CheckoutNotFound(f"Checkout {checkout_id} (with a payment) does not exist.")
-    refund = Refund.objects.filter(transaction=txn).exclude(status=Refund.Status.FAILED).order_by("-pk").first()
+    refunds = Refund.objects.filter(transaction=txn)
+    if refund_id is not None:
+        refund = refunds.filter(pk=refund_id).first()
+    else:
+        refund = refunds.exclude(status=Refund.Status.FAILED).order_by("-pk").first()
+    whole = refund_id is None
 
     def send() -> None:
         shopper_mail_send(
             to=checkout.email,
-            subject=f"Your payment to {checkout.tenant.name} was refunded ({str(checkout.pk)[:8]})",
-            body=_body(checkout=checkout, txn=txn, refund=refund),
+            subject=(
+                f"{'Your' if whole else 'Part of your'} payment to {checkout.tenant.name} was refunded "
+                f"({str(checkout.pk)[:8]})"
+            ),
+            body=_body(checkout=checkout, txn=txn, refund=refund, whole=whole),
             message_id=mail_message_id(f"refunded-{message_uuid}"),
         )
 

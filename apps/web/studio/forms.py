@@ -535,23 +535,39 @@ class PhotoWithdrawForm(StudioForm):
 
 
 class RefundForm(StudioForm):
-    """Refund a paid sale in full (`checkout_refund_request`)."""
+    """Refund a paid sale, whole or some of its items (`checkout_refund_request`). `items`: the
+    (line id, label) choices of the items not refunded yet, offered when there are several."""
 
+    lines = forms.TypedMultipleChoiceField(
+        coerce=int,
+        label="Items to refund",
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Each item's amount goes back; refunding every item left also gives back the shipping.",
+        error_messages={"required": "Choose at least one item to refund."},
+    )
     confirm = forms.BooleanField(
         label="Give the buyer their money back",
-        help_text="The whole amount goes back to the buyer; their downloads stop working and the "
-        "photographers' earnings from this sale are taken back from their wallets.",
+        help_text="The buyer's downloads of the refunded items stop working and the photographers' earnings "
+        "from them are taken back from their wallets.",
     )
     restock_prints = forms.BooleanField(
         required=False,
         label="Put the prints back in stock",
-        help_text="They have not been shipped: once the refund goes through, they are for sale again.",
+        help_text="They have not been shipped: once the refund goes through, the refunded prints are for sale again.",
     )
 
-    def __init__(self, *args: Any, offer_restock: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, offer_restock: bool = False, items: list[tuple[int, str]] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         if not offer_restock:
             del self.fields["restock_prints"]
+        lines = self.fields["lines"]
+        if items and len(items) > 1 and isinstance(lines, forms.TypedMultipleChoiceField):
+            lines.choices = items
+            lines.initial = [line_id for line_id, _ in items]
+        else:
+            del self.fields["lines"]
 
 
 class ShipForm(StudioForm):

@@ -91,10 +91,41 @@ def _shippable(sale: Checkout) -> bool:
 _KIND_LABELS = {"download": "Download", "print": "Print", "bulk": "All photos of the event"}
 
 
-def _refundable(sale: Checkout, refunds: list[Refund]) -> bool:
-    """Whether the "Refund" form applies (the service decides for good): paid, and no refund
-    under way (a failed studio refund may be asked for again)."""
-    return sale.status == Checkout.Status.PAID and all(r.status == Refund.Status.FAILED for r in refunds)
+def _refundable_items(sale: Checkout, refunds: list[Refund]) -> list[tuple[int, str]]:
+    """(line id, label) of the items the "Refund" form offers (the service decides for good):
+    a paid sale's charged items that no refund under way or landed names (an item whose refund
+    the provider refused may be asked for again); none while a whole-order refund is under way."""
+    if sale.status != Checkout.Status.PAID:
+        return []
+    status_of = {r.pk: r.status for r in refunds}
+    if any(r.reason != Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED for r in refunds):
+        return []
+    return [
+        (line.pk, _item_label(line))
+        for line in sale.lines_by_position
+        if line.state == CheckoutLine.State.CONFIRMED
+        and (line.refund_id is None or status_of.get(line.refund_id) == Refund.Status.FAILED)
+    ]
+
+
+def _item_label(line: CheckoutLine) -> str:
+    kind = _KIND_LABELS.get(line.kind, line.kind)
+    size = f" {line.size}" if line.size else ""
+    photo = f", photo {line.photo_id}" if line.photo_id else ""
+    quantity = f" x {line.quantity}" if line.quantity > 1 else ""
+    return f"{kind}{size}{photo}{quantity}: {money_text(line.amount_minor, line.currency)}"
+
+
+def _line_state(line: CheckoutLine, refund_of: dict[int, Refund]) -> tuple[str, str]:
+    """(CSS state, label) of an item on the sale page: its refund's progress, else its state."""
+    refund = refund_of.get(line.refund_id) if line.refund_id else None
+    if refund is None:
+        return line.state, line.get_state_display()
+    if refund.landed_at is not None:
+        return "refunded", "Refunded"
+    if refund.status == Refund.Status.FAILED:
+        return "failed", "Refund refused by the provider"
+    return "requested", "Refund asked"
 
 
 def _render_sale(
@@ -108,7 +139,11 @@ def _render_sale(
 ) -> HttpResponse:
     shipping = getattr(sale, "shipping", None)
     refunds = selectors.refunds_of_sale(tenant_id=studio.tenant_id, checkout_id=sale.pk)
-    offer_refund = studio.can_refund and (refund_form is not None or _refundable(sale, refunds))
+    refund_of = {refund.pk: refund for refund in refunds}
+    items = _refundable_items(sale, refunds)
+    offer_refund = studio.can_refund and (refund_form is not None or bool(items))
+    position_of = {line.pk: number for number, line in enumerate(sale.lines_by_position, start=1)}
+    charged = [line for line in sale.lines_by_position if line.state == CheckoutLine.State.CONFIRMED]
     context: dict[str, Any] = {
         "studio": studio,
         "sale": sale,
@@ -119,6 +154,7 @@ def _render_sale(
                 "label": _KIND_LABELS.get(line.kind, line.kind),
                 "unit": money_text(line.unit_amount_minor, line.currency),
                 "amount": money_text(line.amount_minor, line.currency),
+                "state": _line_state(line, refund_of),
             }
             for line in sale.lines_by_position
         ],
@@ -126,9 +162,18 @@ def _render_sale(
         "address_lines": address_lines(shipping) if shipping is not None else [],
         "ship_form": (ship_form or ShipForm()) if ship_form is not None or _shippable(sale) else None,
         "refunds": [
-            {"refund": refund, "amount": money_text(refund.amount_minor, refund.currency)} for refund in refunds
+            {
+                "refund": refund,
+                "amount": money_text(refund.amount_minor, refund.currency),
+                "items": sorted(position_of[line.pk] for line in sale.lines_by_position if line.refund_id == refund.pk),
+            }
+            for refund in refunds
         ],
-        "refund_form": (refund_form or RefundForm(offer_restock=_shippable(sale))) if offer_refund else None,
+        "refund_form": (refund_form or RefundForm(offer_restock=_shippable(sale), items=items))
+        if offer_refund
+        else None,
+        "refund_whole": not refunds and len(items) == len(charged),
+        "refund_pick": len(items) > 1,
     }
     return render(request, "studio/sale_detail.html", context, status=status)
 
@@ -178,21 +223,27 @@ def sale_ship(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> H
 @require_POST
 @studio_page(*REFUND_ROLES)
 def sale_refund(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> HttpResponse:
-    """Refund a paid sale in full, once per rendered form (`submit_once`): the service refuses a
-    sale that is not paid or whose refund is under way (409); the provider is asked after commit,
-    and the sale turns refunded when it confirms."""
+    """Refund a paid sale, whole or the items ticked, once per rendered form (`submit_once`):
+    the service refuses a sale that is not paid, or items whose refund is under way (409); the
+    provider is asked after commit, and the items (the whole sale) turn refunded when it
+    confirms."""
     sale = _sale_or_404(request, studio, checkout_id)
     if isinstance(sale, HttpResponse):
         return sale
-    form = RefundForm(request.POST, offer_restock=_shippable(sale))
+    items = _refundable_items(sale, selectors.refunds_of_sale(tenant_id=studio.tenant_id, checkout_id=sale.pk))
+    form = RefundForm(request.POST, offer_restock=_shippable(sale), items=items)
 
     def effect() -> str:
+        chosen = form.cleaned_data.get("lines")
+        if chosen is None and any(line.refund_id for line in sale.lines_by_position):
+            chosen = [line_id for line_id, _ in items]  # the one item left (its refused refund asked again)
         refund = checkout_refund_request(
             tenant_id=studio.tenant_id,
             checkout_id=sale.pk,
             actor_label=studio.caller,
             actor_user=studio.user,
             restock_prints=bool(form.cleaned_data.get("restock_prints")),
+            line_ids=chosen,
         )
         amount = money_text(refund.amount_minor, refund.currency)
         messages.success(request, f"Refund of {amount} asked of {sale.get_provider_display()}.")
