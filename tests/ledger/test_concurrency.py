@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from apps.ledger.services import EntryIn, ledger_debits_append
 from apps.tenancy.context import tenant_context
 from tests.factories.tenancy import OrganizationFactory
+from tests.fixtures import backend_pid, wait_until_blocked
 from tests.ledger.conftest import (
     balances_by_account,
     debit,
@@ -23,13 +24,6 @@ from tests.ledger.conftest import (
 from tests.ledger.test_projector import expected_from_events, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _waiting_on_lock(pid: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-        row = cursor.fetchone()
-    return bool(row) and row[0] == "Lock"
 
 
 def test_a_later_sequence_cannot_commit_before_an_earlier_one(make_projector):
@@ -51,8 +45,7 @@ def test_a_later_sequence_cannot_commit_before_an_earlier_one(make_projector):
 
     def second_writer() -> None:
         try:
-            connection.ensure_connection()
-            second_pid.append(connection.connection.info.backend_pid)
+            second_pid.append(backend_pid())
             results["second"] = debit(org, account, 2)
         finally:
             connection.close()
@@ -63,7 +56,7 @@ def test_a_later_sequence_cannot_commit_before_an_earlier_one(make_projector):
     # when: writer 2 appends to the same partition
     second = threading.Thread(target=second_writer)
     second.start()
-    wait_for(lambda: bool(second_pid) and _waiting_on_lock(second_pid[0]), what="writer 2 to wait")
+    wait_until_blocked(second_pid, second, "writer 2")
     # then: writer 2 waits for writer 1's commit; a projector now sees neither event
     projector = make_projector()
     assert projector.catch_up() == 0
