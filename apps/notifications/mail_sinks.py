@@ -29,6 +29,7 @@ class SinkState:
     refuse: set[str] = field(default_factory=set)
     reject_message_to: set[str] = field(default_factory=set)  # SMTP: 554 at DATA (this message only)
     accept_at_most: int | None = None
+    throttled: bool = False  # Postmark: HTTP 429 for every batch (its rate limit), nothing taken
     messages: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -122,6 +123,9 @@ def _postmark_handler(state: SinkState, token: str) -> type[BaseHTTPRequestHandl
                 return
             messages = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
             with state.lock:
+                if state.throttled:
+                    self._answer(429, {"ErrorCode": 429, "Message": "Rate limit exceeded"})
+                    return
                 if state.accept_at_most is not None and len(state.messages) >= state.accept_at_most:
                     self._answer(503, {"ErrorCode": 503, "Message": "Service unavailable"})
                     return

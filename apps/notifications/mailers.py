@@ -8,8 +8,10 @@
   (POSTMARK_MESSAGE_STREAM). The answer lists one result per message, in order: ErrorCode 0 is
   accepted; 300 (invalid address) and 406 (inactive recipient: bounced, unsubscribed, spam
   complaint) are final refusals; any other code leaves that message for a retry. A request that
-  gets no answer, or a 5xx, 429 or 401/422 for the whole batch, stops it: nothing in it is
-  counted sent, so a retry may repeat what Postmark did accept (the same `Message-ID`).
+  gets no answer, or a 5xx or 401/422 for the whole batch, stops it: nothing in it is counted
+  sent, so a retry may repeat what Postmark did accept (the same `Message-ID`). A 429 (Postmark's
+  rate limit) stops it too, but hands nothing over: its messages wait without spending an
+  attempt, so a long throttle of a large announcement fails none of them.
 
 A mailer never raises for a delivery problem: it reports what was sent, refused and left.
 """
@@ -142,6 +144,9 @@ class PostmarkMailer:
         except TransportError as exc:
             report.tried.extend(message.key for message in batch)
             report.interrupted = f"postmark: no answer: {exc}"[:2000]
+            return
+        if response.status == 429:  # throttled: Postmark took none of them, so none was tried
+            report.interrupted = f"postmark: HTTP 429 (rate limited): {response.body[:500]!r}"
             return
         if response.status != 200:
             report.tried.extend(message.key for message in batch)

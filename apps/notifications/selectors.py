@@ -142,6 +142,20 @@ def _derived_status(announcement: Announcement, counts: dict[str, int]) -> Annou
     )
 
 
+def announcement_channels(announcement: Announcement) -> dict[str, int]:
+    """The announcement's deliveries by channel: `email` (to attendees who agreed to e-mail) and
+    `in_app` (shown on the attendee's page only: no e-mail consent, or unsubscribed before the
+    e-mail left). One grouped count."""
+    rows = (
+        AnnouncementDelivery.objects.filter(announcement_id=announcement.pk)
+        .values("channel")
+        .annotate(n=Count("id"))
+        .values_list("channel", "n")
+    )
+    counts = {str(channel): int(n) for channel, n in rows}
+    return {channel: counts.get(channel, 0) for channel in AnnouncementDelivery.Channel.values}
+
+
 def announcements_of_tenant() -> QuerySet[Announcement]:
     """The caller's tenant's announcements, newest first (RLS scopes them)."""
     return Announcement.objects.order_by("-created_at", "-id")

@@ -87,4 +87,6 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         with tenant_context(attendee.tenant_id):
             attendee_unsubscribe(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)
         done = True
-    return render(request, "attendee/unsubscribe.html", {"attendee": attendee, "done": done, "token": token})
+    response = render(request, "attendee/unsubscribe.html", {"attendee": attendee, "done": done, "token": token})
+    response["Cache-Control"] = "private, no-store"  # it shows their e-mail address, as the inbox does
+    return response

@@ -21,9 +21,13 @@ from django.urls import path, reverse
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.core.problems import DomainError
 from apps.payments.providers.base import PayoutDestinationError
-from apps.payments.providers.registry import get_provider
 from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
-from apps.payouts.services import payout_batch_request, payout_destination_set, payout_resolve
+from apps.payouts.services import (
+    payout_batch_request,
+    payout_destination_normalize,
+    payout_destination_set,
+    payout_resolve,
+)
 from apps.tenancy.models import Membership
 
 
@@ -118,7 +122,7 @@ class PayoutDestinationForm(forms.ModelForm):
         provider, destination = data.get("provider"), data.get("destination")
         if provider and destination:
             try:
-                data["destination"] = get_provider(provider).normalize_payout_destination(destination)
+                data["destination"] = payout_destination_normalize(provider=provider, destination=destination)
             except PayoutDestinationError as exc:
                 raise ValidationError({"destination": str(exc)}) from exc
         return data

@@ -123,7 +123,10 @@ class PayoutListApi(TenantApi):
         responses=page_of(PayoutOutputSerializer),
     )
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data={k: v for k, v in request.query_params.items() if k == "status"})
+        statuses = request.query_params.getlist("status")
+        if len(statuses) > 1:  # one status at a time: `.items()` would silently keep the last one
+            raise serializers.ValidationError({"status": ["Give `status` once."]})
+        filters = self.FilterSerializer(data={"status": statuses[0]} if statuses else {})
         filters.is_valid(raise_exception=True)
         paginator = StrictLimitOffsetPagination()
         page = paginator.paginate_queryset(payouts_of_tenant(**filters.validated_data), request, view=self)

@@ -100,6 +100,22 @@ class PayoutInProgress(DomainError):
 
 # --- destinations ---------------------------------------------------------------------------
 
+SANDBOX_SWITCHED_OFF = (
+    "The sandbox is switched off on this platform: it moves no real money, so nobody can be paid through it. "
+    "Choose the provider that really pays this photographer."
+)
+
+
+def payout_destination_normalize(*, provider: str, destination: str) -> str:
+    """The destination as the provider's adapter normalises it (for the studio's form, the API and
+    the admin). The sandbox only while SANDBOX_ENABLED: its payouts are "paid" at once without
+    moving money, so a sandbox destination elsewhere would empty a wallet into nothing (and
+    `payout_submit` fails, crediting back, a payout to one set before it was switched off).
+    Raises UnknownProviderError, PayoutDestinationError."""
+    if provider == "sandbox" and not settings.SANDBOX_ENABLED:
+        raise PayoutDestinationError(SANDBOX_SWITCHED_OFF)
+    return get_provider(provider).normalize_payout_destination(destination)
+
 
 @transaction.atomic
 def payout_destination_set(
@@ -119,7 +135,7 @@ def payout_destination_set(
     """
     if not Membership.objects.filter(tenant=tenant, user=owner).exists():
         raise NotAMember(f"User {owner.pk} is not a member of this studio.")
-    normalized = get_provider(provider).normalize_payout_destination(destination)
+    normalized = payout_destination_normalize(provider=provider, destination=destination)
     now = timezone.now()
     row, created = PayoutDestination.objects.select_for_update().get_or_create(
         tenant=tenant,
@@ -559,8 +575,9 @@ def payout_submit(*, payout_id: uuid.UUID | str) -> Payout:
       instead of being sent (providers forget idempotency keys after a day to a month).
     * Retryable ProviderError: recorded, the claim released, re-raised (the consumer backs off).
     * Refused for certain: the adapter refused the destination, amount or currency before
-      sending, or the provider refused the FIRST attempt with a 4xx (other than 409). The payout
-      becomes `failed` and its debit is credited back to the wallet, in one transaction.
+      sending (or the destination is the sandbox, switched off since it was set), or the
+      provider refused the FIRST attempt with a 4xx (other than 409). The payout becomes
+      `failed` and its debit is credited back to the wallet, in one transaction.
     * Any other final error (an answer that could not be read, a refusal after an earlier attempt
       whose outcome is unknown, "already paid with other parameters"): `needs_review`, the
       wallet stays debited until an operator settles it (`payout_resolve`).
@@ -575,6 +592,8 @@ def payout_submit(*, payout_id: uuid.UUID | str) -> Payout:
     if payout is None:
         return Payout.objects.get(pk=payout_id)
     try:
+        if payout.provider == "sandbox" and not settings.SANDBOX_ENABLED:
+            raise PayoutDestinationError(SANDBOX_SWITCHED_OFF)  # set before it was switched off
         result = get_provider(payout.provider).payout(
             payout_id=str(payout.id),
             amount_minor=payout.amount_minor,

@@ -61,3 +61,25 @@ def test_a_batch_postmark_did_not_take_stays_pending_with_one_attempt(
     rows = deliveries(announcement)
     assert [(d.status, d.attempts, d.claim_token) for d in rows] == [("pending", 1, None)] * 3
     assert ("503" if problem == "unavailable" else "401") in rows[0].last_error
+
+
+def test_a_throttled_batch_waits_without_spending_attempts_and_goes_out_once_postmark_takes_it(
+    tenant_a: Any, settings: Any
+) -> None:
+    # given: Postmark answers 429 (its rate limit) to every batch, for longer than the attempts allow
+    settings.ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS = 2
+    announcement = fanned_out(tenant_a, attendees=3)
+    with postmark_sink() as (postmark, url):
+        use_postmark(settings, url)
+        postmark.throttled = True
+        for _ in range(settings.ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS + 1):
+            with pytest.raises(DeliveryInterrupted):
+                send_all_emails(announcement)
+        # then: nothing was handed over, so no e-mail spent an attempt or failed
+        rows = deliveries(announcement)
+        assert [(d.status, d.attempts) for d in rows] == [("pending", 0)] * 3
+        assert "429" in rows[0].last_error
+        # when: the throttle lifts, the next try delivers them all
+        postmark.throttled = False
+        (result,) = send_all_emails(announcement)
+    assert (result.delivered, result.failed) == (3, 0) and postmark.count == 3

@@ -112,6 +112,10 @@ def test_payouts_are_listed_per_studio_newest_first_and_filtered_by_status(tenan
     assert paid[0]["provider_payout_id"].startswith("sbx_po_")
     assert api.get(f"/api/v1/payouts/{first}").json()["status"] == "paid"
     assert api.get("/api/v1/payouts?status=lost").status_code == 400
+    # and: a status given twice is refused, not read as the last one (which would list none here)
+    twice = api.get("/api/v1/payouts?status=paid&status=pending")
+    assert twice.status_code == 400 and twice["Content-Type"] == "application/problem+json"
+    assert "status" in twice.json()["errors"]
     # and: studio B sees only its own
     other = tenant_b.client()
     assert other.get("/api/v1/payouts").json()["count"] == 1

@@ -131,3 +131,26 @@ def test_the_fanout_kill_switch_is_explained_and_sending_waits(studio: StudioPeo
     assert "This announcement goes out once it resumes." in page and 'class="status-sending">sending<' in page
     with tenant_context(studio.org.pk):
         assert AnnouncementDelivery.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)  # the fan-out commits one transaction per chunk
+def test_the_page_says_how_many_got_an_email_and_how_many_see_it_on_their_page_only(studio: StudioPeople) -> None:
+    # given: an event with two attendees who agreed to e-mail and three who did not
+    event = with_attendees(studio, 3)
+    with tenant_context(studio.org.pk):
+        attendees_register(
+            tenant=studio.org,
+            event_id=event.pk,
+            attendees=[AttendeeIn(email=f"fan{i}@example.test", email_consent=True) for i in range(2)],
+            actor_label="test",
+        )
+    client = signed_in(studio.owner)
+    nonce = form_nonce_on(client.get("/studio/announcements/"), "/studio/announcements/")
+    form = {"nonce": nonce, "event": str(event.pk), "title": "Prints", "body": "20% off.", "send_now": "on"}
+    # when: the announcement is sent and fanned out
+    page_url = client.post("/studio/announcements/", form)["Location"]
+    assert TOPIC_SEND_REQUESTED in drain_outbox()  # the fan-out, then its e-mails, as the workers run them
+    # then: the five recipients are split by how they were told, not all counted as e-mailed
+    page = text(client.get(page_url))
+    assert "5 (delivered 5, failed 0, pending 0)" in page
+    assert "2 by e-mail; 3 on their attendee page only" in page

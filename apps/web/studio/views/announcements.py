@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.notifications.models import Announcement
-from apps.notifications.selectors import announcement_status
+from apps.notifications.selectors import announcement_channels, announcement_status
 from apps.notifications.services import UnknownEvent, announcement_create, announcement_send
 from apps.ops.killswitch import capability_enabled
 from apps.ops.models import Capability
@@ -74,6 +74,7 @@ def _render_detail(
         "studio": studio,
         "announcement": announcement,
         "status": announcement_status(announcement),
+        "channels": announcement_channels(announcement),
         "audience": selectors.audience_size(tenant_id=studio.tenant_id, event_id=announcement.event_id),
         "form": form,
         "fanout_enabled": capability_enabled(Capability.FANOUT),
