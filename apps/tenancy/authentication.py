@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
+from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -45,3 +46,16 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
+
+
+def request_has_credential(request: HttpRequest) -> bool:
+    """Whether `request` comes from a signed-in session or carries a live API key
+    (`Authorization: Bearer <key>`), without reading its body. Needs the session and
+    authentication middleware to have run (`request.user`)."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return True
+    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
+    return (
+        len(parts) == 2 and parts[0] == ApiKeyAuthentication.keyword and api_key_resolve(raw_key=parts[1]) is not None
+    )

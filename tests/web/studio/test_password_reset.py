@@ -1,6 +1,7 @@
 """A studio member who forgot their password gets a one-time link by e-mail, sets a new password
-and signs in with it; unknown addresses get the same answer and no e-mail; requests are
-limited per e-mail and client address."""
+and signs in with it; unknown addresses get the same answer and no e-mail; the request does the
+same work for both (one outbox message, no e-mail: a worker sends it); requests are limited per
+e-mail and client address."""
 
 from __future__ import annotations
 
@@ -12,11 +13,27 @@ from django.conf import settings
 from django.core import mail
 from django.test import Client
 
-from tests.web.studio.conftest import StudioPeople
+from apps.outbox.models import OutboxMessage
+from apps.tenancy.context import system_context
+from apps.tenancy.password_reset import TOPIC_PASSWORD_RESET_REQUESTED
+from config.celery_app import app as celery_app
+from tests.commerce.helpers import drain_outbox
+from tests.web.studio.conftest import StudioPeople, signed_in
 
-pytestmark = pytest.mark.django_db
+# The e-mail is sent by the outbox consumer, outside any transaction (it refuses inside one).
+pytestmark = pytest.mark.django_db(transaction=True)
 
 NEW_PASSWORD = "a-long-new-passphrase-42"
+
+
+def deliver() -> list[str]:
+    """What the relay and a worker do: run the queued reset messages through their consumer."""
+    return drain_outbox(topics={TOPIC_PASSWORD_RESET_REQUESTED})
+
+
+def reset_messages() -> list[OutboxMessage]:
+    with system_context("test outbox read"):
+        return list(OutboxMessage.objects.filter(topic=TOPIC_PASSWORD_RESET_REQUESTED).order_by("created_at", "id"))
 
 
 def reset_link() -> str:
@@ -35,6 +52,7 @@ def test_the_link_sets_a_new_password_once_and_the_member_signs_in_with_it(studi
     sent = client.post("/studio/password-reset/", {"email": studio.owner.email})
     # then: the "check your e-mail" page, and one e-mail from the studio address with the link
     assert sent.status_code == 302 and sent["Location"] == "/studio/password-reset/sent/"
+    deliver()
     assert mail.outbox[0].to == [studio.owner.email] and mail.outbox[0].from_email == "studio@darkroom.localhost"
     link = reset_link()
     # when: the link is opened and a new password chosen
@@ -53,12 +71,14 @@ def test_the_link_sets_a_new_password_once_and_the_member_signs_in_with_it(studi
 def test_an_unknown_address_gets_the_same_answer_and_no_email() -> None:
     response = Client().post("/studio/password-reset/", {"email": "nobody@example.com"})
     assert response.status_code == 302 and response["Location"] == "/studio/password-reset/sent/"
+    deliver()
     assert mail.outbox == []
 
 
 def test_a_tampered_link_does_not_work(studio: StudioPeople) -> None:
     client = Client()
     client.post("/studio/password-reset/", {"email": studio.owner.email})
+    deliver()
     link = reset_link()
     page = client.get(link[:-3] + "xx/", follow=True)
     assert "This link does not work" in page.content.decode()
@@ -73,6 +93,8 @@ def test_requests_per_email_are_limited_with_a_429_and_no_email(studio: StudioPe
     refused = client.post("/studio/password-reset/", {"email": studio.owner.email.upper()})
     assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
     assert "Too many reset requests" in refused.content.decode()
+    assert len(reset_messages()) == 2  # the refused request recorded nothing
+    deliver()
     assert len(mail.outbox) == 2
 
 
@@ -90,6 +112,7 @@ def test_a_weak_password_is_refused_and_the_old_one_still_works(studio: StudioPe
     studio.owner.save(update_fields=["password"])
     client = Client()
     client.post("/studio/password-reset/", {"email": studio.owner.email})
+    deliver()
     form_page = client.get(reset_link(), follow=True)
     set_url = form_page.redirect_chain[-1][0]
     # when: they choose a weak password
@@ -104,6 +127,69 @@ def test_a_weak_password_is_refused_and_the_old_one_still_works(studio: StudioPe
 def test_the_link_is_on_the_public_address_whatever_host_the_request_named(studio: StudioPeople) -> None:
     # when: the request names another allowed host than the public one
     Client().post("/studio/password-reset/", {"email": studio.owner.email}, HTTP_HOST="localhost")
+    deliver()
     # then: the link is on DARKROOM_PUBLIC_BASE_URL (reset_link finds it there), not on that host
     assert reset_link().startswith("/studio/reset/")
     assert "://localhost" not in mail.outbox[0].body
+
+
+def test_known_and_unknown_addresses_do_the_same_work_in_the_request(studio: StudioPeople) -> None:
+    # given: an address with an account and one without
+    known, unknown = studio.owner.email, "nobody@example.com"
+    # when: a link is asked for each
+    answers = [Client().post("/studio/password-reset/", {"email": email}) for email in (known, unknown)]
+    # then: the same answer; neither request sent an e-mail; each wrote one outbox message, naming
+    # the account to e-mail (or none) and carrying no token or link
+    assert [(a.status_code, a["Location"]) for a in answers] == [(302, "/studio/password-reset/sent/")] * 2
+    assert mail.outbox == []
+    assert [m.payload for m in reset_messages()] == [{"user_ids": [studio.owner.pk]}, {"user_ids": []}]
+    # when: the worker consumes them
+    assert deliver() == [TOPIC_PASSWORD_RESET_REQUESTED] * 2
+    # then: one e-mail, to the account, whose link sets a password the account signs in with
+    assert [m.to for m in mail.outbox] == [[known]]
+    client = Client()
+    form_page = client.get(reset_link(), follow=True)
+    done = client.post(form_page.redirect_chain[-1][0], {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    assert done.status_code == 302 and done["Location"] == "/studio/reset/done/"
+    assert Client().login(username=studio.owner.username, password=NEW_PASSWORD)
+
+
+def test_a_redelivered_message_sends_no_second_email(studio: StudioPeople) -> None:
+    # given: one queued reset message, consumed once
+    Client().post("/studio/password-reset/", {"email": studio.owner.email})
+    [message] = reset_messages()
+    deliver()
+    # when: the broker delivers it again (the relay re-published it, a worker was lost)
+    task = celery_app.tasks["tenancy.send_password_reset"]
+    assert task(message_id=str(message.pk), payload=message.payload) == 0
+    # then: still one e-mail
+    assert len(mail.outbox) == 1
+
+
+def test_the_link_is_made_when_the_email_is_sent(studio: StudioPeople) -> None:
+    # given: a request, then a password change before the e-mail goes out (which spends any token
+    # made at request time: tokens are signed over the password hash)
+    Client().post("/studio/password-reset/", {"email": studio.owner.email})
+    studio.owner.set_password("another-long-passphrase-7")
+    studio.owner.save(update_fields=["password"])
+    # when: the e-mail is sent
+    deliver()
+    # then: its link works
+    page = Client().get(reset_link(), follow=True).content.decode()
+    assert "Set the password" in page and "This link does not work" not in page
+
+
+def test_an_account_deactivated_before_the_email_goes_out_gets_none(studio: StudioPeople) -> None:
+    Client().post("/studio/password-reset/", {"email": studio.owner.email})
+    studio.owner.is_active = False
+    studio.owner.save(update_fields=["is_active"])
+    deliver()
+    assert mail.outbox == []
+
+
+def test_a_signed_in_member_may_ask_too(studio: StudioPeople) -> None:
+    # given: a session acting for the studio (a tenant context); the message is the platform's
+    response = signed_in(studio.photographer).post("/studio/password-reset/", {"email": studio.photographer.email})
+    assert response.status_code == 302
+    deliver()
+    assert [m.to for m in mail.outbox] == [[studio.photographer.email]]

@@ -20,6 +20,7 @@ from apps.core.client_address import rate_limit_address
 from apps.ops.ratelimit import setting_rate_reset, setting_rate_wait
 from apps.tenancy.middleware import SESSION_TENANT_KEY
 from apps.tenancy.models import User
+from apps.tenancy.password_reset import password_reset_request
 from apps.tenancy.selectors import invitations_of_user, memberships_of_user
 from apps.web.shop.limits import wait_seconds
 from apps.web.studio.access import forbidden
@@ -95,29 +96,20 @@ class LogoutView(auth_views.LogoutView):
 
 class PasswordResetView(auth_views.PasswordResetView):
     """Ask for a reset link by e-mail address. The answer is the same page whether or not the
-    address has an account (no way to learn who has one); Django e-mails a link only to active
-    users with a usable password, signed over the password hash and last login, so it stops
-    working once used or when the password changes, and after PASSWORD_RESET_TIMEOUT.
+    address has an account, and the request does the same work either way: it only records the
+    request (`password_reset_request`, one outbox message in one transaction), and a worker sends
+    the e-mail (apps/tenancy/password_reset.py), so neither the answer nor how long it takes
+    tells who has an account. Only active accounts with a usable password get a link, made when
+    the e-mail is built on DARKROOM_PUBLIC_BASE_URL and signed over the password hash and last
+    login, so it stops working once used or when the password changes, and after
+    PASSWORD_RESET_TIMEOUT.
 
     Requests are limited per e-mail address and per client address
     (`STUDIO_PASSWORD_RESET_EMAIL_RATE`, `STUDIO_PASSWORD_RESET_ADDRESS_RATE`): over either, a
-    429 page with Retry-After and no e-mail. The e-mail is sent in the request, outside any
-    transaction (ATOMIC_REQUESTS is off), so the link never sits in a database row or queue."""
+    429 page with Retry-After, and nothing is recorded."""
 
     template_name = "studio/password_reset.html"
-    email_template_name = "studio/password_reset_email.txt"
-    subject_template_name = "studio/password_reset_subject.txt"
     success_url = reverse_lazy("studio:password-reset-sent")
-
-    @property
-    def from_email(self) -> str:  # type: ignore[override]
-        return str(settings.STUDIO_PASSWORD_RESET_FROM_EMAIL)
-
-    @property
-    def extra_email_context(self) -> dict[str, str]:  # type: ignore[override]
-        """The link is made on DARKROOM_PUBLIC_BASE_URL, like every e-mailed link, never on the
-        request's Host header (which the requester chooses among ALLOWED_HOSTS)."""
-        return {"public_base_url": str(settings.DARKROOM_PUBLIC_BASE_URL).rstrip("/")}
 
     def form_valid(self, form: Any) -> HttpResponse:
         email = str(form.cleaned_data["email"]).strip().lower()[:254]
@@ -134,7 +126,8 @@ class PasswordResetView(auth_views.PasswordResetView):
             )
             response["Retry-After"] = str(wait)
             return response
-        return super().form_valid(form)
+        password_reset_request(email=str(form.cleaned_data["email"]))
+        return HttpResponseRedirect(self.get_success_url())
 
 
 class PasswordResetSentView(auth_views.PasswordResetDoneView):
