@@ -71,6 +71,7 @@ from apps.ledger.models import LedgerAccount
 from apps.ledger.services import RESERVED_CLIENT_PREFIX, EntryIn, ledger_entries_append
 from apps.notifications.models import Attendee, Notification
 from apps.notifications.photo_alerts import attendee_photo_alerts_set, photo_alerts_arm
+from apps.notifications.services import attendee_name_problem
 from apps.ops.killswitch import ensure_enabled
 from apps.ops.models import Capability
 from apps.outbox.requeue import requeue_stale
@@ -137,12 +138,16 @@ def selfie_register(
     e-mail consent is left as it is), a pending face holding the selfie's bytes, and its enrol
     message. Replaces a face the attendee registered before. With `photo_alerts`, the attendee
     also asks to be e-mailed about new photos of them (without, a choice made before stays).
-    Audited. Joins the caller's transaction. Raises ConsentRequired, EventNotFound, SelfieRefused.
+    Audited. Joins the caller's transaction. Raises ConsentRequired, InvalidInput (a name with
+    control characters or text-direction overrides, `attendee_name_problem`), EventNotFound,
+    SelfieRefused.
     """
     if not consent:
         raise ConsentRequired(
             "Face matching needs the attendee's consent.", extra={"errors": {"consent": ["Must be true."]}}
         )
+    if problem := attendee_name_problem(name.strip()):
+        raise InvalidInput(f"Name: {problem}", extra={"errors": {"name": [problem]}})
     if not Event.objects.filter(tenant_id=tenant_id, pk=event_id).exists():
         raise EventNotFound(f"Event {event_id} does not exist in this studio.")
     if image_size > settings.DROPIN_MAX_SELFIE_BYTES:

@@ -86,6 +86,18 @@ def lease_name(announcement_id: int) -> str:
 MAX_ATTENDEES_PER_REGISTRATION = 1000
 
 
+ATTENDEE_NAME_MAX_LENGTH = 200  # Attendee.name
+
+
+def attendee_name_problem(name: str) -> str:
+    """What is wrong with an attendee's (stripped) name, as a sentence for the user; "" when
+    nothing is. A name may be empty; one given follows the rule of titles (`title_problem`): it
+    greets the attendee in e-mails ("Hello …"), so no control characters (a line break would
+    start a new line of the e-mail) and no text-direction overrides (they reorder the text
+    around the name)."""
+    return title_problem(name, max_length=ATTENDEE_NAME_MAX_LENGTH) if name else ""
+
+
 @dataclass(frozen=True)
 class AttendeeIn:
     """One attendee to register. `email_consent` None: a known attendee's recorded consent stays
@@ -134,8 +146,19 @@ def attendees_register(
     attendees without it).
 
     An attendee who unsubscribed stays unsubscribed: only they can undo that. E-mails are
-    lower-cased; the caller passes each e-mail once. Raises EventNotFound.
+    lower-cased; the caller passes each e-mail once. Raises InvalidInput (a name with control
+    characters or text-direction overrides, `attendee_name_problem`; nothing is written, and
+    `errors` names each such attendee as `attendees[<index>].name`), EventNotFound.
     """
+    problems = {
+        f"attendees[{index}].name": [problem]
+        for index, attendee in enumerate(attendees)
+        if (problem := attendee_name_problem(attendee.name.strip()))
+    }
+    if problems:
+        field, [problem] = next(iter(problems.items()))
+        more = f" (and {len(problems) - 1} more name(s))" if len(problems) > 1 else ""
+        raise InvalidInput(f"{field}: {problem}{more}", extra={"errors": problems})
     if not Event.objects.filter(tenant=tenant, pk=event_id).exists():
         raise EventNotFound(f"Event {event_id} does not exist in this studio.")
     now = timezone.now()

@@ -22,7 +22,7 @@ from apps.catalog.services import PRICE_MAX_MINOR, PriceIn
 from apps.catalog.withdrawal import WITHDRAWN_REASON_MAX_LENGTH
 from apps.commerce.models import CARRIER_MAX_LENGTH, TRACKING_REFERENCE_MAX_LENGTH
 from apps.core.currencies import CURRENCY_EXPONENTS, currency_supported, unsupported_currency_message
-from apps.notifications.services import MAX_ATTENDEES_PER_REGISTRATION, AttendeeIn
+from apps.notifications.services import MAX_ATTENDEES_PER_REGISTRATION, AttendeeIn, attendee_name_problem
 from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major, money_text
 from apps.payouts.models import PROVIDER_CHOICES
 from apps.tenancy.models import Membership
@@ -439,6 +439,8 @@ class AttendeesForm(StudioForm):
                 continue
             if len(email) > 254 or len(name) > 200:
                 problems.append(f"Line {number}: too long (e-mail 254, name 200 characters at most).")
+            elif name_problem := attendee_name_problem(name):
+                problems.append(f"Line {number} (name): {name_problem}")
             elif email in seen:
                 problems.append(f"Line {number}: {email} is listed twice.")
             else:

@@ -33,7 +33,9 @@ from apps.payouts.models import Payout, PayoutDestination
 from apps.tenancy.models import Membership, Organization
 
 SOLD_STATUSES = (Checkout.Status.PAID, Checkout.Status.REFUNDED)
-OPEN_PAYOUT_STATUSES = (Payout.Status.PENDING, Payout.Status.SUBMITTED, Payout.Status.NEEDS_REVIEW)
+# On their way to the photographer. A `needs_review` payout is not: the provider's answer left it
+# unknown whether the money arrived (or the bank returned it), and an operator settles it.
+PAYOUT_ON_ITS_WAY_STATUSES = (Payout.Status.PENDING, Payout.Status.SUBMITTED)
 
 
 # --- catalog ------------------------------------------------------------------------------
@@ -305,8 +307,16 @@ def payouts_of_studio(*, tenant_id: int) -> QuerySet[Payout]:
     return Payout.objects.filter(tenant_id=tenant_id).select_related("owner").order_by("-created_at", "-id")
 
 
-def open_payouts(*, tenant_id: int, user_id: int | None = None) -> QuerySet[Payout]:
-    payouts = Payout.objects.filter(tenant_id=tenant_id, status__in=OPEN_PAYOUT_STATUSES)
+def payouts_on_their_way(*, tenant_id: int, user_id: int | None = None) -> QuerySet[Payout]:
+    """The studio's (or one photographer's) payouts being sent or sent and not yet confirmed."""
+    payouts = Payout.objects.filter(tenant_id=tenant_id, status__in=PAYOUT_ON_ITS_WAY_STATUSES)
+    return payouts.filter(owner_id=user_id) if user_id is not None else payouts
+
+
+def payouts_held_for_review(*, tenant_id: int, user_id: int | None = None) -> QuerySet[Payout]:
+    """The studio's (or one photographer's) payouts waiting for the platform's operators
+    (`needs_review`): not on their way, not in the wallet's balance either."""
+    payouts = Payout.objects.filter(tenant_id=tenant_id, status=Payout.Status.NEEDS_REVIEW)
     return payouts.filter(owner_id=user_id) if user_id is not None else payouts
 
 
