@@ -50,6 +50,7 @@ def send_member_invitation(*, message_id: str, payload: dict[str, Any]) -> bool:
 @outbox_consumer(
     TOPIC_PASSWORD_RESET_REQUESTED,
     name=PASSWORD_RESET_CONSUMER,
+    lost_message_flow="password_reset_emails",
     autoretry_for=(MailBusy, OSError),
     **MAIL_CONSUMER_OPTIONS,
 )

@@ -57,6 +57,7 @@ LOST_MESSAGE_TOPICS = (
     "tenancy.member_invited",
     "refund.restock_requested",
     "catalog.photo_withdrawn",
+    "tenancy.password_reset_requested",
 )
 
 

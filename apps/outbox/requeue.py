@@ -52,6 +52,7 @@ REQUEUE_FLOWS = (
     "member_invitations",
     "refund_restocks",
     "photo_withdrawals",
+    "password_reset_emails",
 )
 
 M = TypeVar("M", bound=models.Model)

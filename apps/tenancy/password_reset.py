@@ -87,13 +87,15 @@ def password_reset_deliver(*, message_id: uuid.UUID | str, user_ids: list[int]) 
     returns how many this call sent. An account deactivated or left without a usable password
     since the request gets none.
 
+    A message naming no account sends nothing but is still recorded as handled (its inbox row),
+    like any other: the lost-message sweep (`outbox_requeue_unconsumed`, flow
+    `password_reset_emails`) sends again only the messages whose row is missing.
+
     Runs outside any transaction (TransactionManagementError otherwise). Raises MailBusy while
     another sender's claim is live, and whatever the mail backend raises (the claim is then given
     back, so a retry sends; an account e-mailed before the failure gets a second link, under the
     same Message-ID).
     """
-    if not user_ids:
-        return 0
     message_uuid = uuid.UUID(str(message_id))
     sent: list[int] = []
 

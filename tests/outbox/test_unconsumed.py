@@ -96,6 +96,7 @@ def test_the_flows_without_a_waiting_row_are_declared_indexed_and_reported():
     assert flows == {
         "member_invitations": ("tenancy.member_invited", "tenancy.send_member_invitation"),
         "order_link_emails": ("orders.links_requested", "commerce.send_order_links"),
+        "password_reset_emails": ("tenancy.password_reset_requested", "tenancy.send_password_reset"),
         "photo_withdrawals": ("catalog.photo_withdrawn", "catalog.photo_withdrawn"),
         "refund_emails": ("checkout.refunded", "commerce.send_refunded_email"),
         "refund_restocks": ("refund.restock_requested", "commerce.restock_refunded_prints"),

@@ -6,14 +6,17 @@ e-mail and client address."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.core import mail
 from django.test import Client
+from django.utils import timezone
 
 from apps.outbox.models import OutboxMessage
+from apps.outbox.unconsumed import outbox_requeue_unconsumed
 from apps.tenancy.context import system_context
 from apps.tenancy.password_reset import TOPIC_PASSWORD_RESET_REQUESTED
 from config.celery_app import app as celery_app
@@ -193,3 +196,25 @@ def test_a_signed_in_member_may_ask_too(studio: StudioPeople) -> None:
     assert response.status_code == 302
     deliver()
     assert [m.to for m in mail.outbox] == [[studio.photographer.email]]
+
+
+def test_a_lost_reset_message_is_sent_again_and_one_naming_no_account_is_not(studio: StudioPeople) -> None:
+    # given: a request for an unknown address, handled; then one for the member, whose message
+    # the broker lost after the relay published it (an hour ago)
+    Client().post("/studio/password-reset/", {"email": "nobody@example.com"})
+    deliver()
+    Client().post("/studio/password-reset/", {"email": studio.owner.email})
+    handled, owed = reset_messages()
+    with system_context("test: the broker lost it"):
+        OutboxMessage.objects.filter(pk__in=[handled.pk, owed.pk]).update(
+            status=OutboxMessage.Status.PUBLISHED, published_at=timezone.now() - timedelta(hours=1)
+        )
+    # when: the lost-message sweep runs
+    with system_context("test sweep"):
+        sent_again = outbox_requeue_unconsumed(older_than_seconds=60, max_age_seconds=86_400, max_requeues=5, limit=100)
+    # then: only the member's message goes again (the unknown address's was recorded as handled),
+    # and the worker sends the member one e-mail whose link works
+    assert sent_again["password_reset_emails"] == 1
+    assert deliver() == [TOPIC_PASSWORD_RESET_REQUESTED]
+    assert [m.to for m in mail.outbox] == [[studio.owner.email]]
+    assert Client().get(reset_link(), follow=True).status_code == 200
