@@ -20,6 +20,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.commerce.errors import CheckoutHoldLimited
 from apps.commerce.models import (
     CARRIER_MAX_LENGTH,
     RETURN_URL_MAX_LENGTH,
@@ -50,6 +51,7 @@ from apps.commerce.services import (
     checkout_payment_session_request,
     checkout_refund_request,
 )
+from apps.commerce.services.checkout import HolderIn, client_network_of
 from apps.core.serializers import DirectOutputSerializer, IdField, StrictSerializer
 from apps.ops.killswitch import ensure_enabled
 from apps.ops.models import Capability
@@ -196,7 +198,11 @@ class CheckoutCreateApi(TenantApi):
     """Create a checkout: 201 with its lines' states, `payment_url` null until the provider
     session exists (created after commit; poll `GET /checkouts/{id}`). A sold-out line is marked
     and not charged. A checkout with print lines needs `shipping` (the address the studio ships
-    them to); one without prints must leave it out (400 either way, nothing written)."""
+    them to); one without prints must leave it out (400 either way, nothing written). With
+    `shopper_ip`, the shopper's network may hold only a share of a print unpaid, as in the shop
+    (SHOP_NETWORK_PRINT_HOLD_PERCENT, SHOP_NETWORK_LAPSED_HOLD_SECONDS): over it, 429
+    `print-hold-limit` with `Retry-After` (409 for a quantity over the share itself), naming the
+    print (`product`) and how many more the network may hold now (`available`); nothing written."""
 
     permission_classes = [SHOP_ROLES]
 
@@ -219,6 +225,13 @@ class CheckoutCreateApi(TenantApi):
             allow_null=True,
             help_text="Where the prints go: required when a line is a print, refused otherwise.",
         )
+        shopper_ip = serializers.IPAddressField(
+            required=False,
+            protocol="both",
+            help_text="The shopper's IP address as your storefront saw it (IPv4 or IPv6). Given, the checkout "
+            "counts against that network's share of each print (an IPv6 address counts as its /64): unpaid "
+            "checkouts of one network may hold only part of a print's stock at once. Omitted: not limited.",
+        )
 
     @extend_schema(request=InputSerializer, responses={201: CheckoutOutputSerializer})
     def post(self, request: Request) -> Response:
@@ -227,6 +240,7 @@ class CheckoutCreateApi(TenantApi):
         data.is_valid(raise_exception=True)
         assert self.tenant_id is not None
         shipping = data.validated_data.get("shipping")
+        shopper_ip = data.validated_data.get("shopper_ip")
         checkout = checkout_create(
             tenant_id=self.tenant_id,
             email=data.validated_data["email"],
@@ -237,9 +251,16 @@ class CheckoutCreateApi(TenantApi):
                 for line in data.validated_data["lines"]
             ],
             shipping=ShippingIn(**shipping) if shipping is not None else None,
+            holder=HolderIn(network=client_network_of(shopper_ip)) if shopper_ip else None,
         )
         # Rendered from what this transaction wrote (lines included): no read-back.
         return Response(CheckoutOutputSerializer(checkout).data, status=201)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        if isinstance(exc, CheckoutHoldLimited) and exc.retry_after is not None:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
 
 
 class CheckoutDetailApi(TenantApi):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from apps.core.problems import DomainError, InvalidInput, NotFound
 
 
@@ -124,3 +126,43 @@ class RefundNotRecordedYet(Exception):
     """A provider's refund event arrived before Darkroom recorded the refund it is about (the
     provider answered the refund call, but its id is not stored yet). Retryable: the webhook
     consumer tries again with backoff, and by then the refund's id is stored."""
+
+
+class CheckoutHoldLimited(DomainError):
+    """A new checkout would hold more than its holder (a client network, a shop session) may
+    hold unpaid at once. With `retry_after`: 429, the same checkout may be placed after that
+    many seconds (or sooner, once one of the holder's open checkouts is paid); without: 409,
+    waiting does not help (the checkout alone is over the limit). Nothing is written."""
+
+    status_code = 429
+    slug = "checkout-hold-limited"
+    title = "Too much held by unpaid orders"
+
+    def __init__(self, detail: str, *, retry_after: int | None, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail, extra=extra)
+        self.retry_after = retry_after
+        if retry_after is None:
+            self.status_code = 409
+
+
+class OpenCheckoutsLimitReached(CheckoutHoldLimited):
+    """The shop session already has SHOP_OPEN_CHECKOUTS_PER_SESSION open checkouts at the studio
+    (`checkout_ids`, soonest to lapse first)."""
+
+    slug = "open-checkouts-limit"
+    title = "Too many orders awaiting payment"
+
+    def __init__(self, detail: str, *, retry_after: int | None, checkout_ids: list[str]) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.checkout_ids = checkout_ids
+
+
+class PrintHoldLimitReached(CheckoutHoldLimited):
+    """Unpaid checkouts from the client's network would hold more of a print than the network may
+    (SHOP_NETWORK_PRINT_HOLD_PERCENT of its stock at once; units it let lapse recently count while
+    little is left). The problem's body names the print (`product`), how many more of it the
+    network may hold now (`available`), its share (`share`) and which rule refused (`reason`:
+    `share`, or `lapsed`)."""
+
+    slug = "print-hold-limit"
+    title = "Too many of this print awaiting payment"

@@ -134,6 +134,14 @@ class Checkout(TenantModel):
     # a photo in it (`checkout_close_for_withdrawn_photo`, or a payment refused for it in
     # `payment.py`). The shop's order page and the API say so instead of a bare "expired".
     closed_reason = models.CharField(max_length=20, choices=ClosedReason.choices, blank=True, default="")
+    # Who the checkout holds stock for, as its creator knew them (`checkout_create`'s `holder`):
+    # the client's network (an IPv4 address, or an IPv6 /64) and a digest of the shop session's
+    # key; blank when unknown (an API checkout without `shopper_ip`). Unpaid checkouts of one
+    # network hold only a share of a print, and one session only so many open checkouts
+    # (SHOP_NETWORK_PRINT_HOLD_PERCENT, SHOP_OPEN_CHECKOUTS_PER_SESSION). Database defaults, so a
+    # process still running the previous code can insert checkouts during a deploy.
+    client_network = models.CharField(max_length=64, blank=True, default="", db_default="")
+    client_session = models.CharField(max_length=64, blank=True, default="", db_default="")
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -181,6 +189,21 @@ class Checkout(TenantModel):
                 condition=models.Q(
                     payment_session_close_queued_at__isnull=False, payment_session_close_concluded_at__isnull=True
                 ),
+            ),
+            # A network's holds (open, or lapsed in the last SHOP_NETWORK_LAPSED_HOLD_SECONDS),
+            # counted by `checkout_create` under the network's lock. Checkouts without a network
+            # (most API ones) are not in it and cost it nothing.
+            models.Index(
+                fields=["tenant", "client_network", "expires_at"],
+                name="commerce_checkout_net_holds",
+                condition=~models.Q(client_network=""),
+            ),
+            # A shop session's open checkouts, counted likewise under the session's lock.
+            models.Index(
+                fields=["tenant", "client_session"],
+                name="commerce_checkout_session_open",
+                condition=models.Q(status__in=["reserving", "awaiting_payment_session", "awaiting_payment"])
+                & ~models.Q(client_session=""),
             ),
         ]
 

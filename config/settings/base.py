@@ -751,9 +751,20 @@ SHOP_ORDER_LOOKUP_EMAIL_RATE = env("DARKROOM_SHOP_ORDER_LOOKUP_EMAIL_RATE", defa
 # may hold at a studio before it must pay for or let lapse one of them: each holds stock.
 # Per client address (an IPv6 /64): generous, since a venue's Wi-Fi or a mobile carrier's NAT puts
 # many shoppers behind one IPv4 address; the per-session rate and open-checkout cap hold one buyer.
+# The open-checkout cap is counted in the database under the session's lock (race-free).
 SHOP_CHECKOUT_ADDRESS_RATE = env("DARKROOM_SHOP_CHECKOUT_ADDRESS_RATE", default="200/hour")
 SHOP_CHECKOUT_SESSION_RATE = env("DARKROOM_SHOP_CHECKOUT_SESSION_RATE", default="10/hour")
 SHOP_OPEN_CHECKOUTS_PER_SESSION = env.int("DARKROOM_SHOP_OPEN_CHECKOUTS_PER_SESSION", default=3)
+# Print stock held by unpaid checkouts per client network (an IPv4 address or an IPv6 /64; the
+# shop's, and the API's when it passes `shopper_ip`), whatever its sessions: its open checkouts
+# may hold this percentage of a print's stock (`initial_quantity`, at least one unit) at once.
+# A share, not a small number: a venue's Wi-Fi or a carrier's NAT is one network for hundreds of
+# shoppers, who pay within minutes (paid units no longer count). 0 turns it off.
+SHOP_NETWORK_PRINT_HOLD_PERCENT = env.int("DARKROOM_SHOP_NETWORK_PRINT_HOLD_PERCENT", default=50)
+# Units a network let lapse unpaid count as still held by it for this long while what is left of
+# the print would not cover them too, so a client cannot take a scarce print straight back each
+# time its reservation lapses (re-hoarding). 0 turns it off.
+SHOP_NETWORK_LAPSED_HOLD_SECONDS = env.int("DARKROOM_SHOP_NETWORK_LAPSED_HOLD_SECONDS", default=30 * 60)
 
 # --- studio dashboard (apps/web/studio) -----------------------------------------------------
 # Sign-in attempts per username and per client address (each attempt counts).

@@ -54,14 +54,42 @@ checkouts that sell it (`checkouts_close_for_withdrawn_photo`) with the expiry's
 (`_expire_locked`): `expired` with `closed_reason` `photo_withdrawn`, stock released once, the
 provider session closed as above.
 
-Lock order, everywhere: checkout row → transaction row → photo rows (FOR KEY SHARE, a paid fact
-only) → reservations → stock rows (pk order).
+Holds per client (chosen design). Every unpaid checkout holds stock until it is paid or lapses,
+so `checkout_create` bounds what one client may hold, given who it is (`HolderIn`, stored on the
+checkout as `client_network` and `client_session`): the shop passes the client's network (an
+IPv4 address, or an IPv6 /64, `rate_limit_address`) and a digest of its session's key; an API
+client may pass the shopper's address (`shopper_ip`). In the checkout's own transaction, before
+anything is written, it takes a transaction-scoped advisory lock per holder (session, network; in
+key order) and then counts that holder's checkouts (indexed), so two checkouts of one holder are
+decided one after the other and neither can miss the other (a count without the lock would):
+* a session may have SHOP_OPEN_CHECKOUTS_PER_SESSION open checkouts at the studio
+  (OpenCheckoutsLimitReached, 429);
+* per print of the checkout, a network's open checkouts may hold SHOP_NETWORK_PRINT_HOLD_PERCENT
+  of the print's stock (`initial_quantity`, at least one unit) at once: dropping the session
+  cookie gives a client no more of it. A share, not an absolute number, since a venue's Wi-Fi or a
+  carrier's NAT puts hundreds of shoppers behind one IPv4 address (and a LAN's devices share its
+  IPv6 /64), and genuine shoppers pay within minutes: only units awaiting payment count;
+* units a network let lapse unpaid (`expired`, not closed early) in the last
+  SHOP_NETWORK_LAPSED_HOLD_SECONDS count as still held by it while what is left of the print
+  (its stock plus what the network holds) does not cover them too: a client that lets a scarce
+  print lapse cannot take it straight back, while others can buy it (re-hoarding). While plenty
+  is left this costs nobody anything.
+A refusal writes nothing (PrintHoldLimitReached: 429 with the seconds until the soonest counted
+hold stops counting, or 409 for a quantity above the share itself, which no wait helps). A holder
+the caller does not know (blank) is not limited: no lock, no count, so the API's hot-stock path
+(no `shopper_ip`) does the work it did before.
+
+Lock order, everywhere: holder advisory locks (checkout creation only, key order) → checkout row →
+transaction row → photo rows (FOR KEY SHARE, a paid fact only) → reservations → stock rows (pk
+order).
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,6 +113,8 @@ from apps.commerce.errors import (
     InvalidReturnUrl,
     InvalidShippingAddress,
     MixedCurrencies,
+    OpenCheckoutsLimitReached,
+    PrintHoldLimitReached,
     ProviderUnavailable,
 )
 from apps.commerce.inventory import get_strategy
@@ -104,6 +134,7 @@ from apps.commerce.models import (
     Provider,
     Transaction,
 )
+from apps.core.client_address import IPV6_LIMIT_PREFIX
 from apps.core.text import text_field_problem
 from apps.outbox.models import InboxEntry
 from apps.outbox.requeue import requeue_stale
@@ -152,6 +183,30 @@ class ShippingIn:
     line2: str = ""
     region: str = ""
     phone: str = ""
+
+
+@dataclass(frozen=True)
+class HolderIn:
+    """Who a new checkout holds stock for, as far as its caller knows (see the module docstring);
+    blank: unknown, not limited. `network` as `client_network_of` gives it (an IPv4 address, or an
+    IPv6 /64); `session` a digest of the shop session's key (`apps.web.shop.limits`), never the
+    key itself. Stored on the checkout as `client_network` and `client_session`."""
+
+    network: str = ""
+    session: str = ""
+
+
+def client_network_of(address: str) -> str:
+    """The network a client address counts as, as the rate limits count it
+    (`apps.core.client_address.rate_limit_address`): an IPv4 address is itself (an IPv4-mapped
+    IPv6 one too), an IPv6 address is its /64 (one client's, or one LAN's). Raises ValueError for
+    a string that is not an IP address."""
+    parsed = ipaddress.ip_address(address.strip())
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_LIMIT_PREFIX), strict=False))
+    return str(parsed)
 
 
 # (field, required, max length): what `_check_shipping` enforces, in the order errors are listed.
@@ -389,6 +444,142 @@ def _price_lines(*, tenant_id: int, lines: Sequence[LineIn]) -> list[_PricedLine
     return priced
 
 
+# --- holds per client (see the module docstring) ---------------------------------------------
+
+_OPEN = ", ".join(f"'{status}'" for status in Checkout.OPEN_STATUSES)
+_HOLDER_LOCK_CLASS = "commerce:checkout-holder"
+
+# Per print of a new checkout: its stock (left, and every unit offered) and what the network's
+# checkouts hold of it: units of open ones (`held`) and, of those, units their confirmed
+# reservations took out of the stock (`taken`), units of ones that lapsed unpaid since `since`
+# (`lapsed`), and when the soonest of each stops counting. Sold-out lines held nothing. Reads the
+# network's checkouts through `commerce_checkout_net_holds`, their lines by checkout.
+_NETWORK_HOLDS_SQL = f"""
+    WITH holds AS (
+        SELECT l.product_id,
+               SUM(l.quantity) FILTER (WHERE c.status IN ({_OPEN})) AS held,
+               SUM(r.quantity) FILTER (WHERE c.status IN ({_OPEN}) AND r.status = 'confirmed') AS taken,
+               SUM(l.quantity) FILTER (WHERE c.status = 'expired') AS lapsed,
+               MIN(c.expires_at) FILTER (WHERE c.status IN ({_OPEN})) AS open_ends,
+               MIN(c.expires_at) FILTER (WHERE c.status = 'expired') AS lapsed_since
+          FROM {Checkout._meta.db_table} c
+          JOIN {CheckoutLine._meta.db_table} l ON l.tenant_id = c.tenant_id AND l.checkout_id = c.id
+          LEFT JOIN {InventoryReservation._meta.db_table} r ON r.line_id = l.id
+         WHERE c.tenant_id = %(tenant_id)s AND c.client_network = %(network)s AND c.expires_at > %(since)s
+           AND (c.status IN ({_OPEN}) OR (c.status = 'expired' AND c.closed_reason = ''))
+           AND l.product_id = ANY(%(product_ids)s::bigint[]) AND l.state <> 'sold_out'
+         GROUP BY l.product_id
+    )
+    SELECT s.product_id, s.quantity, s.initial_quantity, COALESCE(h.held, 0), COALESCE(h.taken, 0),
+           COALESCE(h.lapsed, 0), h.open_ends, h.lapsed_since
+      FROM catalog_stock s
+      LEFT JOIN holds h ON h.product_id = s.product_id
+     WHERE s.tenant_id = %(tenant_id)s AND s.product_id = ANY(%(product_ids)s::bigint[])
+"""
+
+
+def _lock_holders(*, tenant_id: int, names: Sequence[str]) -> None:
+    """Take the transaction-scoped advisory lock of each holder name, in key order (so two
+    checkouts never wait for each other in a cycle). In the caller's transaction; held to its end."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(name))"
+            " FROM unnest(%s::text[]) AS name ORDER BY hashtext(name), name",
+            [_HOLDER_LOCK_CLASS, [f"t{tenant_id}:{name}" for name in names]],
+        )
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    return max(1, math.ceil((moment - now).total_seconds()))
+
+
+def _check_session_open_checkouts(*, tenant_id: int, session: str, now: datetime) -> None:
+    """Refuse a checkout of a session that has SHOP_OPEN_CHECKOUTS_PER_SESSION open checkouts at
+    the studio. Under the session's lock (`_lock_holders`). Raises OpenCheckoutsLimitReached."""
+    cap = settings.SHOP_OPEN_CHECKOUTS_PER_SESSION
+    held = list(
+        Checkout.objects.filter(tenant_id=tenant_id, client_session=session, status__in=Checkout.OPEN_STATUSES)
+        .order_by("expires_at", "pk")
+        .values_list("pk", "expires_at")
+    )
+    if len(held) >= cap:
+        raise OpenCheckoutsLimitReached(
+            f"You have {len(held)} orders waiting for payment. Pay for one of them, or wait until an unpaid one "
+            "lapses, then place this order.",
+            retry_after=_seconds_until(held[0][1], now) if held else settings.INVENTORY_RESERVATION_TTL_SECONDS,
+            checkout_ids=[str(pk) for pk, _ in held],
+        )
+
+
+def _check_network_holds(*, tenant_id: int, network: str, wanted: dict[int, int], now: datetime) -> None:
+    """Refuse a checkout whose prints (`wanted`: product id -> units) would leave the network
+    holding more of one than it may (see the module docstring). Under the network's lock
+    (`_lock_holders`). A print without a stock row is left to the inventory (sold out). Raises
+    PrintHoldLimitReached."""
+    percent = settings.SHOP_NETWORK_PRINT_HOLD_PERCENT
+    lapsed_for = timedelta(seconds=settings.SHOP_NETWORK_LAPSED_HOLD_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _NETWORK_HOLDS_SQL,
+            {"tenant_id": tenant_id, "network": network, "since": now - lapsed_for, "product_ids": sorted(wanted)},
+        )
+        rows = cursor.fetchall()
+    for product_id, left, offered, held, taken, lapsed, open_ends, lapsed_since in sorted(rows, key=lambda r: r[0]):
+        requested = wanted[product_id]
+        share = max(1, offered * percent // 100) if percent > 0 else None
+        if share is not None and held + requested > share:
+            room = max(0, share - held)
+            over_share = requested > share  # no wait helps (409): a smaller order does
+            raise PrintHoldLimitReached(
+                f"At most {share} of product {product_id} can await payment from one network at once; "
+                + (
+                    f"order at most {share} (more once they are paid)."
+                    if over_share
+                    else f"this network's open checkouts hold {held}, so at most {room} more until one is paid or "
+                    "lapses."
+                ),
+                retry_after=None if over_share else _seconds_until(open_ends, now),
+                extra={"product": product_id, "available": room, "share": share, "reason": "share"},
+            )
+        # What the network could get now: the stock left plus what its open checkouts took from it.
+        obtainable = left + taken
+        if lapsed_for and lapsed and held + requested <= obtainable < held + lapsed + requested:
+            raise PrintHoldLimitReached(
+                f"{lapsed} of product {product_id} ordered from this network lapsed unpaid in the last "
+                f"{math.ceil(lapsed_for.total_seconds() / 60)} minutes, and too few are left for this network to "
+                "hold them again yet.",
+                retry_after=_seconds_until(lapsed_since + lapsed_for, now),
+                extra={
+                    "product": product_id,
+                    "available": max(0, obtainable - held - lapsed),
+                    "share": share,
+                    "reason": "lapsed",
+                },
+            )
+
+
+def _check_holds(*, tenant_id: int, holder: HolderIn, lines: Sequence[_PricedLine], now: datetime) -> None:
+    """Lock the checkout's holders and check what they hold (see the module docstring). In the
+    checkout's transaction, before anything is written. Raises OpenCheckoutsLimitReached,
+    PrintHoldLimitReached."""
+    if not (holder.session or holder.network):
+        return
+    wanted = {line.product.product_id: line.quantity for line in lines if line.product.kind == ProductKind.PRINT}
+    by_network = bool(
+        holder.network
+        and wanted
+        and (settings.SHOP_NETWORK_PRINT_HOLD_PERCENT > 0 or settings.SHOP_NETWORK_LAPSED_HOLD_SECONDS > 0)
+    )
+    names = ([f"s:{holder.session}"] if holder.session else []) + ([f"n:{holder.network}"] if by_network else [])
+    if not names:
+        return
+    _lock_holders(tenant_id=tenant_id, names=names)
+    if holder.session:
+        _check_session_open_checkouts(tenant_id=tenant_id, session=holder.session, now=now)
+    if by_network:
+        _check_network_holds(tenant_id=tenant_id, network=holder.network, wanted=wanted, now=now)
+
+
 @functools.cache
 def _checkout_insert_sql(line_count: int, with_shipping: bool = False) -> str:
     """INSERT a checkout and `line_count` lines in one statement: the checkout in a data-modifying
@@ -469,6 +660,7 @@ def checkout_create(
     return_url: str = "",
     checkout_id: uuid.UUID | None = None,
     shipping: ShippingIn | None = None,
+    holder: HolderIn | None = None,
 ) -> Checkout:
     """Create a checkout with its lines, stock reservations, transaction row and outbox message.
 
@@ -483,8 +675,11 @@ def checkout_create(
     the checkout's own page): a fresh `uuid.uuid4()`, never one that may exist already (its
     primary key would collide). `shipping` is required when a line is a print and refused
     otherwise (see the module docstring); it is stored as the checkout's `CheckoutShipping`
-    row, `unfulfilled`. Raises (before writing anything) InvalidReturnUrl, ProviderUnavailable,
-    InvalidCheckoutLine, PriceNotSet, MixedCurrencies, InvalidShippingAddress. The returned
+    row, `unfulfilled`. `holder` is who the checkout holds stock for (stored with it): its holds
+    are checked under the holder's locks, taken here and held until the caller's transaction
+    ends (see the module docstring). Raises (before writing anything) InvalidReturnUrl,
+    ProviderUnavailable, InvalidCheckoutLine, PriceNotSet, MixedCurrencies,
+    InvalidShippingAddress, OpenCheckoutsLimitReached, PrintHoldLimitReached. The returned
     checkout carries its new lines in `lines_by_position` (as `checkout_get` does), so the
     caller can render it without reading it back.
     """
@@ -494,7 +689,9 @@ def checkout_create(
     address = _check_shipping(
         shipping=shipping, has_prints=any(line.product.kind == ProductKind.PRINT for line in priced)
     )
+    holder = holder or HolderIn()
     now = timezone.now()
+    _check_holds(tenant_id=tenant_id, holder=holder, lines=priced, now=now)
     checkout = Checkout(
         id=checkout_id or uuid.uuid4(),
         tenant_id=tenant_id,
@@ -505,6 +702,8 @@ def checkout_create(
         currency=priced[0].currency,
         amount_minor=0,
         expires_at=now + timedelta(seconds=settings.INVENTORY_RESERVATION_TTL_SECONDS),
+        client_network=holder.network,
+        client_session=holder.session,
         created_at=now,
         updated_at=now,
     )

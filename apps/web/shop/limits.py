@@ -18,6 +18,13 @@ keeps its access. Rates are the settings `SHOP_ACCESS_CODE_RATE`,
 follow `RATE_LIMIT_ENABLED`. As for the API, an unreachable Redis lets requests through (logged
 and counted): the limiter protects capacity and slows guessing; the access code is
 still checked with the slow password hasher either way.
+
+What a checkout may hold is not a rate but a count in PostgreSQL: `checkout_holder` names who a
+checkout from this request holds stock for (the client network as above, and a keyed digest of
+the session's key), and `checkout_create` counts that holder's open checkouts and held print units
+under its locks (SHOP_OPEN_CHECKOUTS_PER_SESSION, SHOP_NETWORK_PRINT_HOLD_PERCENT,
+SHOP_NETWORK_LAPSED_HOLD_SECONDS; `apps/commerce/services/checkout.py`). Those do not depend on
+`RATE_LIMIT_ENABLED` or Redis.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from __future__ import annotations
 import hashlib
 
 from django.http import HttpRequest
+from django.utils.crypto import salted_hmac
 
-from apps.core.client_address import rate_limit_address
+from apps.commerce.services.checkout import HolderIn
+from apps.core.client_address import UNKNOWN, rate_limit_address
 from apps.ops.ratelimit import setting_rate_wait
 
 
@@ -82,3 +91,18 @@ def checkout_wait(request: HttpRequest, *, tenant_id: int, session_key: str) -> 
         (f"checkout:t{tenant_id}:a{rate_limit_address(request)}", "SHOP_CHECKOUT_ADDRESS_RATE"),
         (f"checkout:t{tenant_id}:s{session_key}", "SHOP_CHECKOUT_SESSION_RATE"),
     )
+
+
+def session_digest(session_key: str) -> str:
+    """What a checkout stores of the session that placed it (`Checkout.client_session`): a keyed
+    digest (SECRET_KEY), so the table never holds a key that would open the session."""
+    return salted_hmac("darkroom.shop.checkout-session", session_key, algorithm="sha256").hexdigest()
+
+
+def checkout_holder(request: HttpRequest) -> HolderIn:
+    """Who a checkout placed by this request holds stock for: its client network (an IPv4 address
+    or an IPv6 /64, as the rate limits count it; none when the address is unknown) and its
+    session (which must have a key: `apps.web.submit_once.session_caller` makes one)."""
+    network = rate_limit_address(request)
+    key = request.session.session_key
+    return HolderIn(network="" if network == UNKNOWN else network, session=session_digest(key) if key else "")

@@ -403,20 +403,15 @@ class OpenCheckout:
     expires_at: datetime
 
 
-def open_checkouts(*, tenant_id: int, checkout_ids: Iterable[str]) -> list[OpenCheckout]:
-    """Which of these checkouts are still open (reserving stock or awaiting payment, so holding
-    stock), soonest to lapse first; ids that are not UUIDs are skipped."""
-    ids = []
-    for raw in checkout_ids:
-        try:
-            ids.append(uuid.UUID(str(raw)))
-        except ValueError:
-            continue
-    if not ids:
+def open_checkouts(*, tenant_id: int, session: str) -> list[OpenCheckout]:
+    """The studio's checkouts placed by the shop session whose digest is `session`
+    (`Checkout.client_session`) that are still open (reserving stock or awaiting payment, so
+    holding stock), soonest to lapse first; none for a blank digest."""
+    if not session:
         return []
     with tenant_context(tenant_id):
         rows = (
-            Checkout.objects.filter(tenant_id=tenant_id, pk__in=ids, status__in=Checkout.OPEN_STATUSES)
+            Checkout.objects.filter(tenant_id=tenant_id, client_session=session, status__in=Checkout.OPEN_STATUSES)
             .order_by("expires_at", "pk")
             .values_list("pk", "expires_at")
         )

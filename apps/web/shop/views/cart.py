@@ -25,11 +25,15 @@
   Each checkout holds stock until it is paid or lapses, so placing orders is limited
   (`apps.web.shop.limits.checkout_wait`): per client address and per session
   (`SHOP_CHECKOUT_ADDRESS_RATE`, `SHOP_CHECKOUT_SESSION_RATE`; every submission that reaches the
-  order counts, a replayed one does not), and a session holding
+  order counts, a replayed one does not), and so is what one client may hold
+  (`apps.web.shop.limits.checkout_holder`, enforced by `checkout_create` under the holder's
+  locks, so concurrent submissions are decided one after the other): a session holding
   `SHOP_OPEN_CHECKOUTS_PER_SESSION` unpaid checkouts at the studio is asked to pay for or wait
-  out one of them first. Either refusal is the cart again with a 429 and `Retry-After`,
-  nothing written. Both are checked in the form's transaction, so concurrent submissions from
-  one session may pass the open-checkouts check together; the rates bound how many.
+  out one of them first (looked at before the rates too, so such a refusal does not count), and
+  a client network (whatever its sessions) may hold only a share of a print unpaid
+  (`SHOP_NETWORK_PRINT_HOLD_PERCENT`; units it let lapse recently count while little is left).
+  A refusal is the cart again with a 429 and `Retry-After` (a 409 for a quantity over the share
+  itself), naming the print, nothing written.
 """
 
 from __future__ import annotations
@@ -48,9 +52,15 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.catalog.errors import PriceNotSet
 from apps.catalog.models import ProductKind
 from apps.commerce.countries import COUNTRIES
-from apps.commerce.errors import InvalidCheckoutLine, InvalidShippingAddress
+from apps.commerce.errors import (
+    InvalidCheckoutLine,
+    InvalidShippingAddress,
+    OpenCheckoutsLimitReached,
+    PrintHoldLimitReached,
+)
 from apps.commerce.models import Checkout
 from apps.commerce.services import LineIn, ShippingIn, checkout_create
+from apps.commerce.services.checkout import HolderIn
 from apps.core.problems import DomainError, InvalidInput
 from apps.ops.killswitch import CapabilityDisabled, capability_enabled, ensure_enabled
 from apps.ops.models import Capability
@@ -70,10 +80,10 @@ from apps.web.shop.forms import (
     CheckoutForm,
     offered_providers,
 )
-from apps.web.shop.limits import checkout_wait
+from apps.web.shop.limits import checkout_holder, checkout_wait
 from apps.web.shop.presenters import CartView, cart_view
 from apps.web.shop.selectors import Studio, items_by_ids, open_checkouts, products_by_ids
-from apps.web.shop.session import Cart, remember_checkout, session_checkouts
+from apps.web.shop.session import Cart, remember_checkout
 from apps.web.shop.views.common import message_page, render_page, shop_view
 from apps.web.submit_once import SubmissionInFlight, form_nonce, session_caller, submit_once
 
@@ -90,17 +100,20 @@ class CartChanged(DomainError):
 
 
 class CheckoutRefusedForNow(DomainError):
-    """Too many orders placed or still unpaid: the same order may be placed after
-    `retry_after` seconds (or sooner, once an open one is paid)."""
+    """Too many orders placed or still unpaid, or too much of a print held unpaid: the same order
+    may be placed after `retry_after` seconds (or sooner, once an open one is paid); without
+    `retry_after` (409) only a smaller order may."""
 
     status_code = 429
     slug = "checkout-limited"
     title = "Too many orders"
 
-    def __init__(self, detail: str, *, retry_after: int, open_urls: list[str] | None = None) -> None:
+    def __init__(self, detail: str, *, retry_after: int | None, open_urls: list[str] | None = None) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
         self.open_urls = open_urls or []
+        if retry_after is None:
+            self.status_code = 409
 
 
 CART_CHANGED = "Your cart changed since this page was shown (its items or prices); review it and check out again."
@@ -144,22 +157,57 @@ def _priced_as_reviewed(checkout: Checkout, view: CartView) -> bool:
     return created == reviewed
 
 
-def _check_checkout_limits(request: HttpRequest, studio: Studio, caller: str) -> None:
+def _open_checkouts_refused(studio: Studio, checkout_ids: list[Any], retry_after: int | None) -> CheckoutRefusedForNow:
+    """The refusal of an order while the session's open checkouts (`checkout_ids`, soonest to
+    lapse first) are as many as it may have; the page links them."""
+    return CheckoutRefusedForNow(
+        f"You have {len(checkout_ids)} orders waiting for payment. Pay for one of them, or wait until "
+        "an unpaid one lapses, then place this order.",
+        retry_after=retry_after,
+        open_urls=[
+            reverse("shop:checkout", kwargs={"studio_slug": studio.slug, "checkout_id": checkout_id})
+            for checkout_id in checkout_ids
+        ],
+    )
+
+
+def _print_hold_refused(exc: PrintHoldLimitReached, view: CartView) -> CheckoutRefusedForNow:
+    """The service's refusal of a print held beyond the network's share, in the cart's words."""
+    product_id, available = exc.extra.get("product"), int(exc.extra.get("available") or 0)
+    name = next((row.name for row in view.rows if row.product_id == product_id), "this print")
+    if exc.retry_after is None:
+        return CheckoutRefusedForNow(
+            f"At most {exc.extra.get('share')} of {name} can be ordered at once: lower the quantity, and order "
+            "more once those are paid.",
+            retry_after=None,
+        )
+    minutes = math.ceil(exc.retry_after / 60)
+    order_fewer = f"order at most {available} of it now, or " if available else ""
+    if exc.extra.get("reason") == "lapsed":
+        because = (
+            f"Orders of {name} from your network recently lapsed unpaid, and too few are left to hold them again "
+            "yet (shoppers on the same Wi-Fi or mobile network count together)."
+        )
+    else:
+        because = (
+            f"Orders awaiting payment from your network already hold as many of {name} as one network may "
+            "(shoppers on the same Wi-Fi or mobile network count together)."
+        )
+    return CheckoutRefusedForNow(
+        f"{because} Please {order_fewer}try again in about {minutes} minute{'s' if minutes != 1 else ''}.",
+        retry_after=exc.retry_after,
+    )
+
+
+def _check_checkout_limits(request: HttpRequest, studio: Studio, caller: str, holder: HolderIn) -> None:
     """Refuse a new order while the session holds SHOP_OPEN_CHECKOUTS_PER_SESSION unpaid
     checkouts at the studio, else count it against the address's and the session's rates.
-    Raises CheckoutRefusedForNow."""
-    held = open_checkouts(tenant_id=studio.id, checkout_ids=session_checkouts(request, studio.id))
-    if len(held) >= settings.SHOP_OPEN_CHECKOUTS_PER_SESSION:
-        lapses_in = math.ceil((held[0].expires_at - timezone.now()).total_seconds())
-        raise CheckoutRefusedForNow(
-            f"You have {len(held)} orders waiting for payment. Pay for one of them, or wait until "
-            "an unpaid one lapses, then place this order.",
-            retry_after=max(1, lapses_in),
-            open_urls=[
-                reverse("shop:checkout", kwargs={"studio_slug": studio.slug, "checkout_id": checkout.id})
-                for checkout in held
-            ],
-        )
+    The open checkouts are only looked at here, so such a refusal does not count against the
+    rates; `checkout_create` decides under the session's lock. Raises CheckoutRefusedForNow."""
+    held = open_checkouts(tenant_id=studio.id, session=holder.session)
+    if holder.session and len(held) >= settings.SHOP_OPEN_CHECKOUTS_PER_SESSION:
+        lapses_in = math.ceil((held[0].expires_at - timezone.now()).total_seconds()) if held else 1
+        raise _open_checkouts_refused(studio, [checkout.id for checkout in held], max(1, lapses_in))
     wait = checkout_wait(request, tenant_id=studio.id, session_key=caller)
     if wait:
         raise CheckoutRefusedForNow(
@@ -351,13 +399,14 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
     posted_digest = form.cleaned_data["cart"]
     address = form.shipping_values()
     caller = session_caller(request)
+    holder = checkout_holder(request)
 
     def effect() -> str:
         ensure_enabled(Capability.CHECKOUT)
         lines = cart.lines()
         if not lines:
             raise EmptyCart("Your cart is empty: add a photo before checking out.")
-        _check_checkout_limits(request, studio, caller)
+        _check_checkout_limits(request, studio, caller, holder)
         view = _review(request, studio, cart)
         # Before the digest: a page shown before the studio changed the event's code would
         # otherwise only say "your cart changed".
@@ -370,15 +419,21 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
         # Named up front so the provider can send the shopper back to this checkout's page.
         checkout_id = uuid.uuid4()
         page = reverse("shop:checkout", kwargs={"studio_slug": studio.slug, "checkout_id": checkout_id})
-        checkout = checkout_create(
-            tenant_id=studio.id,
-            email=form.cleaned_data["email"],
-            provider=form.cleaned_data["provider"],
-            lines=[LineIn(product_id=line.product_id, quantity=line.quantity) for line in lines],
-            return_url=settings.DARKROOM_PUBLIC_BASE_URL.rstrip("/") + page,
-            checkout_id=checkout_id,
-            shipping=ShippingIn(**address) if address is not None else None,
-        )
+        try:
+            checkout = checkout_create(
+                tenant_id=studio.id,
+                email=form.cleaned_data["email"],
+                provider=form.cleaned_data["provider"],
+                lines=[LineIn(product_id=line.product_id, quantity=line.quantity) for line in lines],
+                return_url=settings.DARKROOM_PUBLIC_BASE_URL.rstrip("/") + page,
+                checkout_id=checkout_id,
+                shipping=ShippingIn(**address) if address is not None else None,
+                holder=holder,
+            )
+        except OpenCheckoutsLimitReached as exc:
+            raise _open_checkouts_refused(studio, exc.checkout_ids, exc.retry_after) from exc
+        except PrintHoldLimitReached as exc:
+            raise _print_hold_refused(exc, view) from exc
         # A price changed between the check above and the service's own read: the checkout is
         # not what the shopper reviewed. Raising rolls it back with the form's transaction.
         if not _priced_as_reviewed(checkout, view):
