@@ -30,9 +30,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from apps.commerce.errors import PaidWithoutAmount, PaymentForUnknownCheckout
+from apps.commerce.errors import PaidWithoutAmount, PaymentForUnknownCheckout, RefundNotRecordedYet
 from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout, Transaction
 from apps.commerce.services import (
     PaymentFact,
@@ -362,14 +363,19 @@ def _queue_again(event: WebhookEvent, *, payload: dict[str, object]) -> None:
 @transaction.atomic(durable=True)
 def webhook_events_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> list[uuid.UUID]:
     """Queue again the events still `received` more than `older_than_seconds` after their message
-    was queued (`apps.outbox.requeue`: the broker lost it). One audit row per event; returns
-    their ids.
+    was queued (`apps.outbox.requeue`: the broker lost it), and those that `failed` only because
+    a refund they are about was not recorded yet (`RefundNotRecordedYet`: the consumer's retries
+    ran out before the provider's answer to the refund call was stored; once it is, they land).
+    One audit row per event; returns their ids.
 
     Outermost transaction, in the system context (the beat task's). Harmless when the message
     was only slow: processing is idempotent.
     """
     events = requeue_stale(
-        WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED),
+        WebhookEvent.objects.filter(
+            Q(status=WebhookEvent.Status.RECEIVED)
+            | Q(status=WebhookEvent.Status.FAILED, error__startswith=f"{RefundNotRecordedYet.__name__}:")
+        ),
         queued_field="queued_at",
         fallback_field="received_at",
         older_than_seconds=older_than_seconds,

@@ -1,8 +1,8 @@
 # Studio refunds of some items of an order: a line names the refund that gives its money back
 # (`CheckoutLine.refund`), several `studio_partial` refunds may exist per payment (the unique
-# reason key leaves them out), and a refund records when it landed (`Refund.landed_at`). Refunds
-# of payments already refunded get their transaction's refund time (system context: refund rows
-# are under forced RLS).
+# reason key leaves them out), and a refund records when it landed (`Refund.landed_at`).
+# Refunds (not refused ones) of payments already refunded get their transaction's refund time
+# (system context: refund rows are under forced RLS).
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -12,6 +12,7 @@ UPDATE commerce_refund AS r
    SET landed_at = t.refunded_at
   FROM commerce_transaction AS t
  WHERE t.id = r.transaction_id AND t.refunded_at IS NOT NULL AND r.landed_at IS NULL
+   AND r.status <> 'failed'
 """
 
 
@@ -38,6 +39,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # ALTER TABLE on the checkout lines waits for an ACCESS EXCLUSIVE lock, and every
+        # checkout queues behind a waiting ALTER: give up (and retry the deploy) rather than
+        # stall the shop behind a long transaction. Nothing here scans a table; the lines'
+        # index is built concurrently (0017).
+        migrations.RunSQL("SET LOCAL lock_timeout = '5s'", migrations.RunSQL.noop),
         migrations.RemoveConstraint(model_name="refund", name="commerce_refund_unique_reason"),
         migrations.AddConstraint(
             model_name="refund",
@@ -61,12 +67,6 @@ class Migration(migrations.Migration):
                 on_delete=django.db.models.deletion.PROTECT,
                 related_name="lines",
                 to="commerce.refund",
-            ),
-        ),
-        migrations.AddIndex(
-            model_name="checkoutline",
-            index=models.Index(
-                condition=models.Q(refund__isnull=False), fields=["refund"], name="commerce_line_refund_idx"
             ),
         ),
         migrations.RunPython(backfill_landed, migrations.RunPython.noop),

@@ -404,7 +404,11 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list
         checkout.status = Checkout.Status.REFUNDED
         checkout.save(update_fields=["status", "updated_at"])
         effects.append("checkout refunded")
-    if Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO, restock_prints=True).exists():
+    if (
+        Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO, restock_prints=True)
+        .exclude(status=Refund.Status.FAILED)
+        .exists()
+    ):
         outbox_publish(
             topic=TOPIC_RESTOCK_REQUESTED,
             tenant_id=checkout.tenant_id,
@@ -506,14 +510,15 @@ def transaction_apply_refund(
     the studio's item refunds landed so far add up to it): the `refunded` fact, as
     `transaction_apply_fact`. Less: the studio's item refunds it confirms land
     (`_land_items_refund`): the one it names, or, from an event naming none (Stripe's
-    cumulative `amount_refunded`), the oldest ones not landed whose amounts fit in the amount
-    refunded beyond the landed ones. A refund made at the provider for part of the payment
+    cumulative `amount_refunded`), the refunds the provider accepted, oldest first, whose
+    amounts fit in the amount refunded beyond the landed ones. A refund made at the provider for part of the payment
     changes nothing (Darkroom cannot tell which items it was for).
 
     Joins the caller's transaction (the webhook consumer's), in the tenant's context; locks the
     checkout, its transaction, then its item refunds. Raises PaymentForUnknownCheckout, and
-    RefundNotRecordedYet (retryable) for an event naming a refund id Darkroom has not stored yet
-    while one of its item refunds awaits the provider's answer.
+    RefundNotRecordedYet (retryable: the consumer's retries, then the stale-event sweep) for an
+    event naming a refund id Darkroom has not stored yet, or reporting more than the accepted
+    refunds explain, while one of its item refunds awaits the provider's answer.
     """
     checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
     if checkout is None:
@@ -558,13 +563,25 @@ def _refunds_confirmed(*, partials: list[Refund], fact: PaymentFact, provider_re
                 "awaits the provider's answer: trying again later."
             )
         return []
+    # Naming none (Stripe's cumulative `amount_refunded`): only refunds the provider accepted can
+    # be in it, oldest accepted first. Money beyond them while a refund still awaits the
+    # provider's answer is most likely that one's: try again once its answer is stored.
+    submitted = sorted(
+        (r for r in pending if r.status == Refund.Status.SUBMITTED),
+        key=lambda r: (r.submitted_at or r.created_at, r.pk),
+    )
     landing: list[Refund] = []
     running = sum(r.amount_minor for r in partials if r.landed_at is not None)
-    for refund in pending:
+    for refund in submitted:
         if running + refund.amount_minor > fact.amount_minor:
             break
         landing.append(refund)
         running += refund.amount_minor
+    if running < fact.amount_minor and any(r.status == Refund.Status.REQUESTED for r in pending):
+        raise RefundNotRecordedYet(
+            f"{fact.source} reports {fact.amount_minor} refunded, {running} of it known, while an item refund "
+            "awaits the provider's answer: trying again later."
+        )
     return landing
 
 

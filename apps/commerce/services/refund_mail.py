@@ -51,9 +51,34 @@ def _item(line: CheckoutLine) -> str:
     return f"- {text}"
 
 
+def _rest_of_items_refunded(*, checkout: Checkout, txn: Transaction) -> tuple[int, str, list[str]] | None:
+    """(amount, why, items) of the e-mail saying the whole payment is back for an order the studio
+    refunded item by item: what was not told before (the item refunds that landed before the
+    payment turned refunded each had their own e-mail), and the items it covers. None for an
+    order without item refunds."""
+    partials = list(
+        Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO_PARTIAL).exclude(status=Refund.Status.FAILED)
+    )
+    if not partials:
+        return None
+    told = {
+        r.pk
+        for r in partials
+        if r.landed_at is not None and txn.refunded_at is not None and r.landed_at < txn.refunded_at
+    }
+    amount = txn.amount_minor - sum(r.amount_minor for r in partials if r.pk in told)
+    lines = CheckoutLine.objects.filter(checkout_id=checkout.pk, state=CheckoutLine.State.CONFIRMED).order_by(
+        "position"
+    )
+    items = [_item(line) for line in lines if line.refund_id not in told]
+    why = "{studio} refunded the rest of your order:" if told else "{studio} refunded your order:"
+    return amount, why, items
+
+
 def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole: bool) -> str:
-    """The e-mail's text. `whole`: the whole payment is back (the last refund may be the
-    studio's refund of the order's last items); else `refund` gave back some items."""
+    """The e-mail's text. `whole`: the whole payment is back (for an order refunded item by item,
+    what the earlier e-mails did not tell: `_rest_of_items_refunded`); else `refund` gave back
+    some items."""
     amount = money_text(refund.amount_minor, refund.currency) if refund else money_text(txn.amount_minor, txn.currency)
     why = _WHY.get(refund.reason, "") if refund else ""
     items = (
@@ -61,6 +86,9 @@ def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole:
         if refund is not None and refund.reason == Refund.Reason.STUDIO_PARTIAL
         else []
     )
+    rest = _rest_of_items_refunded(checkout=checkout, txn=txn) if whole else None
+    if rest is not None:
+        amount, why, items = money_text(rest[0], txn.currency), rest[1], rest[2]
     link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
     return "\n".join(
         [

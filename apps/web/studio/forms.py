@@ -536,16 +536,32 @@ class PhotoWithdrawForm(StudioForm):
     )
 
 
+class _OrderLinesField(forms.TypedMultipleChoiceField):
+    """Line ids: offered as `choices`, accepted among `accepted` (every charged line of the order),
+    so the service, not the form, answers for an item refunded since the page was shown."""
+
+    accepted: frozenset[str] = frozenset()
+
+    def valid_value(self, value: Any) -> bool:
+        return str(value) in self.accepted
+
+
 class RefundForm(StudioForm):
     """Refund a paid sale, whole or some of its items (`checkout_refund_request`). `items`: the
-    (line id, label) choices of the items not refunded yet, offered when there are several."""
+    (line id, label) choices of the items not refunded yet: a box each when there are several,
+    else the one item as a hidden field, so a post always names what its page showed; any of the
+    order's charged lines (`order_lines`) is accepted, and the service refuses (409) an item
+    refunded meanwhile, in another tab or by the API: a stale page is refused, never widened."""
 
-    lines = forms.TypedMultipleChoiceField(
+    lines = _OrderLinesField(
         coerce=int,
         label="Items to refund",
         widget=forms.CheckboxSelectMultiple,
         help_text="Each item's amount goes back; refunding every item left also gives back the shipping.",
-        error_messages={"required": "Choose at least one item to refund."},
+        error_messages={
+            "required": "Choose at least one item to refund.",
+            "invalid_choice": "That is not an item of this order.",
+        },
     )
     confirm = forms.BooleanField(
         label="Give the buyer their money back",
@@ -559,17 +575,23 @@ class RefundForm(StudioForm):
     )
 
     def __init__(
-        self, *args: Any, offer_restock: bool = False, items: list[tuple[int, str]] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        offer_restock: bool = False,
+        items: list[tuple[int, str]] | None = None,
+        order_lines: list[int] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         if not offer_restock:
             del self.fields["restock_prints"]
         lines = self.fields["lines"]
-        if items and len(items) > 1 and isinstance(lines, forms.TypedMultipleChoiceField):
-            lines.choices = items
-            lines.initial = [line_id for line_id, _ in items]
-        else:
-            del self.fields["lines"]
+        assert isinstance(lines, _OrderLinesField)
+        lines.accepted = frozenset(str(line_id) for line_id in order_lines or [])
+        lines.choices = items or []
+        lines.initial = [line_id for line_id, _ in items or []]
+        if len(items or []) <= 1:
+            lines.widget = forms.MultipleHiddenInput()
 
 
 class ShipForm(StudioForm):

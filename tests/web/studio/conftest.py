@@ -71,6 +71,11 @@ _FORM = re.compile(r'<form\b[^>]*\baction="(?P<action>[^"]*)"[^>]*>(?P<body>.*?)
 _NONCE = re.compile(r'name="nonce" value="([^"]+)"')
 
 
+def refund_lines_on(page: Any) -> list[str]:
+    """The line ids the sale page's refund form offers (boxes, or the one item as a hidden field)."""
+    return re.findall(r'name="lines" value="(\d+)"', page.content.decode())
+
+
 def form_nonce_on(page: Any, action: str) -> str:
     """The nonce the page rendered into its form posting to `action` (fails if there is none)."""
     html = page.content.decode()

@@ -21,7 +21,7 @@ from apps.tenancy.models import AuditLog
 from tests.commerce.fixtures import empty_broker  # noqa: F401 - fixture by name
 from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_provider
 from tests.factories.commerce import make_shop
-from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, sold, text
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, refund_lines_on, signed_in, sold, text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
@@ -51,7 +51,7 @@ def test_the_owner_refunds_a_sale_once_and_the_provider_confirms_it(studio: Stud
     assert "Refund this sale" in text(page) and "No refunds." in text(page)
     # when: the refund form is submitted twice (a double click)
     action = f"/studio/sales/{checkout_id}/refund"
-    form = {"nonce": form_nonce_on(page, action), "confirm": "on"}
+    form = {"nonce": form_nonce_on(page, action), "confirm": "on", "lines": refund_lines_on(page)}
     first, second = owner.post(action, form), owner.post(action, form)
     # then: one refund of the whole amount, one message, one audit row naming the owner
     assert (first.status_code, second.status_code) == (303, 303)
@@ -89,7 +89,7 @@ def test_the_owner_refunds_a_sale_once_and_the_provider_confirms_it(studio: Stud
         assert refunded_mail_send(message_id=message.pk, checkout_id=checkout_id) is False  # a redelivery
     assert len(mail.outbox) == 1
     # and: a fresh form for the refunded sale is refused, nothing more is asked
-    again = owner.post(action, {"nonce": "another-nonce", "confirm": "on"})
+    again = owner.post(action, {"nonce": "another-nonce", "confirm": "on", "lines": form["lines"]})
     assert again.status_code == 409 and "Only a paid order can be refunded" in text(again)
     assert refund_messages() == 1
 
@@ -151,7 +151,12 @@ def test_a_refund_can_put_unshipped_prints_back_in_stock_once_it_lands(studio: S
     assert "Put the prints back in stock" in text(page)
     # when: the owner refunds it, asking for the prints back in stock
     action = f"/studio/sales/{checkout_id}/refund"
-    form = {"nonce": form_nonce_on(page, action), "confirm": "on", "restock_prints": "on"}
+    form = {
+        "nonce": form_nonce_on(page, action),
+        "confirm": "on",
+        "restock_prints": "on",
+        "lines": refund_lines_on(page),
+    }
     assert owner.post(action, form).status_code == 303
     # then: nothing moves until the provider confirms the refund
     drain_outbox()

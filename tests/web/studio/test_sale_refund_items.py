@@ -20,7 +20,7 @@ from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.fixtures import empty_broker  # noqa: F401 - fixture by name
 from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_provider
 from tests.factories.commerce import make_shop
-from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, sold, text
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, refund_lines_on, signed_in, sold, text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
@@ -107,7 +107,13 @@ def test_the_owner_refunds_one_item_then_the_rest_and_each_lands_on_its_own(stud
     page = owner.get(f"/studio/sales/{checkout_id}/")
     assert "Refunded" in text(page) and "Items to refund" not in text(page) and "Refund this sale" in text(page)
     # when: the owner refunds what is left, with the prints back in stock
-    form = {"nonce": form_nonce_on(page, action), "confirm": "on", "restock_prints": "on"}
+    assert refund_lines_on(page) == [str(lines["print"].pk)]
+    form = {
+        "nonce": form_nonce_on(page, action),
+        "confirm": "on",
+        "restock_prints": "on",
+        "lines": refund_lines_on(page),
+    }
     assert owner.post(action, form).status_code == 303
     rest = refunds_of(studio.org.pk, checkout_id)[-1]
     assert (rest.reason, rest.amount_minor) == ("studio_partial", 5000)

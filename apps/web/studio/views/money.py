@@ -231,19 +231,17 @@ def sale_refund(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) ->
     if isinstance(sale, HttpResponse):
         return sale
     items = _refundable_items(sale, selectors.refunds_of_sale(tenant_id=studio.tenant_id, checkout_id=sale.pk))
-    form = RefundForm(request.POST, offer_restock=_shippable(sale), items=items)
+    charged = [line.pk for line in sale.lines_by_position if line.state == CheckoutLine.State.CONFIRMED]
+    form = RefundForm(request.POST, offer_restock=_shippable(sale), items=items, order_lines=charged)
 
     def effect() -> str:
-        chosen = form.cleaned_data.get("lines")
-        if chosen is None and any(line.refund_id for line in sale.lines_by_position):
-            chosen = [line_id for line_id, _ in items]  # the one item left (its refused refund asked again)
         refund = checkout_refund_request(
             tenant_id=studio.tenant_id,
             checkout_id=sale.pk,
             actor_label=studio.caller,
             actor_user=studio.user,
             restock_prints=bool(form.cleaned_data.get("restock_prints")),
-            line_ids=chosen,
+            line_ids=form.cleaned_data["lines"],
         )
         amount = money_text(refund.amount_minor, refund.currency)
         messages.success(request, f"Refund of {amount} asked of {sale.get_provider_display()}.")
