@@ -23,7 +23,7 @@ from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event, Photo, Price, Product, ProductKind, Stock
 from apps.catalog.selectors import PublicEvent, PublicPhoto, access_code_fingerprint, public_event
 from apps.catalog.storage import public_url
-from apps.commerce.models import Checkout, CheckoutLine, Entitlement
+from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Refund
 from apps.commerce.selectors import checkout_get, download_token, photos_covered
 from apps.core.problems import NotFound
 from apps.core.text import search_text
@@ -153,6 +153,8 @@ class ShopCheckoutLine:
     amount_minor: int
     currency: str
     state: str
+    # The studio refunded this item alone (its refund landed): its download no longer works.
+    refunded: bool = False
 
 
 @dataclass(frozen=True)
@@ -435,6 +437,12 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
             photo.pk: public_url(photo.thumbnail.name)
             for photo in Photo.objects.published().filter(tenant_id=tenant_id, pk__in=photo_ids).only("id", "thumbnail")
         }
+        refund_ids = {line.refund_id for line in lines if line.refund_id is not None}
+        landed = (
+            set(Refund.objects.filter(pk__in=refund_ids, landed_at__isnull=False).values_list("pk", flat=True))
+            if refund_ids
+            else set()
+        )
         downloads: list[DownloadLink] = []
         covered: dict[int, Entitlement] = {}  # photo -> the first entitlement covering it (listed once)
         if checkout.status == Checkout.Status.PAID:
@@ -467,6 +475,7 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
                 amount_minor=line.amount_minor,
                 currency=line.currency,
                 state=line.state,
+                refunded=line.refund_id in landed,
             )
             for line in lines
         ],

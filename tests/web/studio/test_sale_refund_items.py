@@ -7,12 +7,15 @@ paid. The order's last items take what is left of the payment, and then the sale
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail
+from django.test import Client
 
 from apps.catalog.models import StockRestock
 from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Refund
+from apps.commerce.order_links import order_link
 from apps.commerce.services.payment import TOPIC_REFUND_REQUESTED
 from apps.ledger.models import LedgerEvent
 from apps.outbox.models import OutboxMessage
@@ -88,6 +91,8 @@ def test_the_owner_refunds_one_item_then_the_rest_and_each_lands_on_its_own(stud
     assert partial.status == "submitted" and partial.landed_at is None
     with tenant_context(studio.org.pk):
         assert Entitlement.objects.get(checkout_id=checkout_id).revoked_at is None
+    link = order_link(studio_slug=studio.org.slug, tenant_id=studio.org.pk, checkout_id=checkout_id)
+    assert f"Download photo {shop.photo.pk} (original)" in text(Client().get(urlsplit(link).path, follow=True))
     # when: the provider confirms that refund (twice)
     event = sandbox_provider().refunded_event(reference=f"sbx_{checkout_id}", refund_id=partial.provider_refund_id)
     assert deliver([event], duplicates=2) == [200, 200]
@@ -103,6 +108,10 @@ def test_the_owner_refunds_one_item_then_the_rest_and_each_lands_on_its_own(stud
     assert told.subject.startswith(f"Part of your payment to {studio.org.name} was refunded")
     assert "9.00 EUR of your payment" in told.body and f"download of photo {shop.photo.pk}" in told.body
     assert "the rest of your order is yours as before" in told.body
+    # and: the shopper's order page marks the download refunded and no longer links it
+    order_page = text(Client().get(urlsplit(link).path, follow=True))
+    assert "Refunded" in order_page and "The studio refunded the items marked refunded" in order_page
+    assert f"Download photo {shop.photo.pk} (original)" not in order_page and "Paid" in order_page
     # and: the sale page shows the item refunded and offers the prints alone
     page = owner.get(f"/studio/sales/{checkout_id}/")
     assert "Refunded" in text(page) and "Items to refund" not in text(page) and "Refund this sale" in text(page)

@@ -52,7 +52,7 @@ def _version(view: ShopCheckout) -> str:
         checkout.payment_url,
         checkout.payment_error,
         checkout.payment_session_error,
-        *(f"{line.position}:{line.state}" for line in view.lines),
+        *(f"{line.position}:{line.state}:{line.refunded}" for line in view.lines),
     ]
     return hashlib.sha256("\n".join(shown).encode()).hexdigest()[:16]
 
@@ -104,11 +104,12 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
         "late_payment": late_payment,
         "photo_withdrawn": photo_withdrawn,
         "is_open": is_open,
+        "items_refunded": checkout.status == Checkout.Status.PAID and any(line.refunded for line in view.lines),
         "lines": [
             {
                 "line": line,
                 "label": product_label(line.kind, line.size),
-                "state_text": line_state_text(line.state),
+                "state_text": "Refunded" if line.refunded else line_state_text(line.state),
                 "amount": money_text(line.amount_minor, line.currency),
                 "photo_url": reverse(
                     "shop:photo",
