@@ -1,26 +1,38 @@
 """Which of a studio's item refunds a provider's partial refund event confirms
 (`transaction_apply_refund`): the refund the event names (PayPal, Flutterwave, sandbox), or,
 from an event naming none (Stripe's cumulative `amount_refunded`), the oldest ones that fit in
-the amount refunded; the whole payment back once they add up to it; a retry, writing nothing,
-for an event about a refund whose id is not stored yet (real Postgres; the provider side is the
-sandbox)."""
+the amount refunded; the whole payment back once they add up to it; a retry, writing nothing, for an event about a
+refund whose id is not stored yet, and the stale-event sweep past the consumer's retries; every
+item told to the shopper; a stale sale page refused, never widened (real Postgres and Redis; the
+provider side is the sandbox)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.core import mail
 from django.db import transaction
+from django.utils import timezone
 
 from apps.commerce.errors import RefundNotRecordedYet
-from apps.commerce.models import Checkout, CheckoutLine, Refund
-from apps.commerce.services import PaymentFact, checkout_refund_request, transaction_apply_refund
+from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Refund
+from apps.commerce.services import (
+    PaymentFact,
+    checkout_refund_request,
+    refunds_requeue_stale,
+    transaction_apply_refund,
+)
 from apps.ledger.models import LedgerEvent
+from apps.outbox.models import OutboxMessage
+from apps.payments.models import WebhookEvent
+from apps.payments.services import webhook_event_process, webhook_events_requeue_stale
 from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.fixtures import empty_broker  # noqa: F401 - fixture by name
-from tests.commerce.helpers import drain_outbox
+from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
 from tests.factories.commerce import make_shop
-from tests.web.studio.conftest import StudioPeople, people_of, sold
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, people_of, signed_in, sold
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
@@ -79,7 +91,7 @@ def state(studio: StudioPeople, checkout_id: str) -> tuple[str, list[bool], list
         return status, landed, sorted(keys.values_list("idempotency_key", flat=True))
 
 
-def test_a_cumulative_amount_naming_no_refund_lands_the_oldest_refunds_that_fit(sale: Any) -> None:
+def test_a_cumulative_amount_naming_no_refund_lands_the_accepted_refunds_that_fit(sale: Any) -> None:
     studio, checkout_id, lines = sale
     # given: the print refunded first (25.00), then the download, the order's last item (9.00)
     ask(studio, checkout_id, lines["print"])
@@ -140,3 +152,117 @@ def test_a_partial_refund_made_at_the_provider_changes_nothing(sale: Any) -> Non
     assert "no item refund to land" in told(studio, checkout_id, 1000, refund_id="re_made_in_the_dashboard")
     assert "no item refund to land" in told(studio, checkout_id, 1000)
     assert state(studio, checkout_id) == ("paid", [], [])
+
+
+# --- edges a money-path review found -------------------------------------------------------
+
+
+def refunds(studio: StudioPeople, checkout_id: str) -> list[Refund]:
+    with tenant_context(studio.org.pk):
+        return list(Refund.objects.filter(transaction__checkout_id=checkout_id).order_by("pk"))
+
+
+def test_stripe_cumulative_event_never_lands_a_refund_the_provider_was_not_even_asked_for(sale: Any) -> None:
+    # given: the download's refund (9.00) is still `requested` (its provider call has not gone
+    # through: broker lag, provider 5xx being retried), and the print's refund (25.00, the last
+    # item) was accepted by the provider
+    studio, checkout_id, lines = sale
+    download = ask(studio, checkout_id, lines["download"], submit=False)
+    printed = ask(studio, checkout_id, lines["print"], submit=False)
+    assert (download.amount_minor, printed.amount_minor) == (900, 2500)
+    with tenant_context(studio.org.pk):
+        Refund.objects.filter(pk=printed.pk).update(
+            status=Refund.Status.SUBMITTED, provider_refund_id="re_print", submitted_at=timezone.now()
+        )
+    # when: Stripe's charge.refunded reports 25.00 refunded in all (it names no refund)
+    fact = PaymentFact(status="refunded", source="stripe:evt_1", amount_minor=2500, currency="EUR")
+    with tenant_context(studio.org.pk), transaction.atomic():
+        transaction_apply_refund(tenant_id=studio.org.pk, checkout_id=checkout_id, fact=fact, provider_refund_id=None)
+    # then: the money that went back is the print's; the download, never refunded, stays the shopper's
+    by_pk = {r.pk: r for r in refunds(studio, checkout_id)}
+    with tenant_context(studio.org.pk):
+        download_grant = Entitlement.objects.get(checkout_id=checkout_id, photo__isnull=False)
+    assert by_pk[download.pk].landed_at is None, "a refund never sent to Stripe was landed"
+    assert download_grant.revoked_at is None, "the shopper lost a download whose money was never given back"
+    assert by_pk[printed.pk].landed_at is not None, "the refund Stripe did make did not land"
+
+
+def test_an_item_refund_whose_event_came_before_its_id_was_stored_still_lands(sale: Any) -> None:
+    # given: the print's refund is `requested`; the provider made it, but its answer was lost
+    # (a timeout), so the id is not stored and the refund call is retried with backoff
+    studio, checkout_id, lines = sale
+    pending = ask(studio, checkout_id, lines["print"], submit=False)
+    made = sandbox_provider().refund(
+        reference=f"sbx_{checkout_id}", amount_minor=pending.amount_minor, idempotency_key=pending.idempotency_key
+    )
+    # when: the provider's refund webhook arrives meanwhile and the consumer tries it as often as
+    # it may (1 + WEBHOOK_PROCESS_MAX_RETRIES), always before the refund call's retry
+    event = sandbox_provider().refunded_event(reference=f"sbx_{checkout_id}", refund_id=made.refund_id)
+    assert deliver([event]) == [200]
+    with system_context("test"):
+        [recorded] = WebhookEvent.objects.filter(event_id=event.event_id)
+        # the relay hands its `webhook.received` message to the consumer (published)
+        [message] = OutboxMessage.objects.filter(topic="webhook.received", status=OutboxMessage.Status.PENDING)
+        OutboxMessage.objects.filter(pk=message.pk).update(
+            status=OutboxMessage.Status.PUBLISHED, published_at=timezone.now()
+        )
+    message_id = str(message.pk)
+    for _ in range(1 + settings.WEBHOOK_PROCESS_MAX_RETRIES):
+        with pytest.raises(RefundNotRecordedYet):
+            webhook_event_process(webhook_event_id=recorded.pk, message_id=message_id)
+    # and: then the refund call's retry stores the id (the sandbox announces the refund again),
+    # and every sweep runs
+    drain_outbox(topics={"payment.refund_requested"})
+    with tenant_context(studio.org.pk):
+        assert Refund.objects.get(pk=pending.pk).provider_refund_id == made.refund_id
+    with system_context("test"):
+        webhook_events_requeue_stale(older_than_seconds=0)
+        refunds_requeue_stale(older_than_seconds=0)
+    drain_outbox()
+    # then: the refund the provider made has landed (print no longer owed, credit reversed)
+    assert refunds(studio, checkout_id)[0].landed_at is not None, (
+        "money went back to the shopper but the refund never lands: the webhook event is left "
+        "`failed` and nothing processes it again once the refund's id is stored"
+    )
+
+
+def test_the_shopper_is_told_about_every_item_refunded(sale: Any) -> None:
+    # given: the download's refund, then the print's (the last item), both made by the provider
+    studio, checkout_id, lines = sale
+    first = ask(studio, checkout_id, lines["download"], submit=False)
+    second = ask(studio, checkout_id, lines["print"], submit=False)
+    drain_outbox(topics={"payment.refund_requested"})
+    first, second = refunds(studio, checkout_id)
+    mail.outbox.clear()
+    # when: the provider's events arrive in the other order (the print's first)
+    provider = sandbox_provider()
+    for refund in (second, first):
+        event = provider.refunded_event(reference=f"sbx_{checkout_id}", refund_id=refund.provider_refund_id)
+        assert deliver([event]) == [200]
+        drain_outbox()
+    # then: the sale is refunded, and the e-mails name the download's refund too
+    with tenant_context(studio.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status == "refunded"
+    bodies = "\n".join(message.body for message in mail.outbox)
+    assert "download of photo" in bodies, f"the download's refund is never mentioned: {bodies!r}"
+    assert "34.00 EUR" in bodies or "9.00 EUR" in bodies, f"the amounts told do not add up to 34.00: {bodies!r}"
+
+
+def test_a_stale_refund_form_never_refunds_an_item_the_studio_did_not_tick(sale: Any) -> None:
+    # given: the owner has the sale page open twice (two tabs), each offering both items
+    studio, checkout_id, lines = sale
+    owner = signed_in(studio.owner)
+    action = f"/studio/sales/{checkout_id}/refund"
+    tab_one = form_nonce_on(owner.get(f"/studio/sales/{checkout_id}/"), action)
+    tab_two = form_nonce_on(owner.get(f"/studio/sales/{checkout_id}/"), action)
+    # when: the download is refunded from the first tab, then ticked again in the second
+    download_only = {"confirm": "on", "lines": [str(lines["download"])]}
+    assert owner.post(action, {"nonce": tab_one, **download_only}).status_code == 303
+    owner.post(action, {"nonce": tab_two, **download_only})
+    # then: the second is refused; the print, never ticked, is not refunded
+    made = refunds(studio, checkout_id)
+    with tenant_context(studio.org.pk):
+        refunded_lines = sorted(
+            CheckoutLine.objects.filter(checkout_id=checkout_id, refund__isnull=False).values_list("pk", flat=True)
+        )
+    assert refunded_lines == [lines["download"]], f"refunds made: {[(r.amount_minor, r.reason) for r in made]}"
