@@ -103,13 +103,16 @@ def client_address(request: HttpRequest) -> str:
     return UNKNOWN if client is None else str(client)
 
 
+def address_network(address: IPAddress) -> str:
+    """The network an address counts as: an IPv4 address is itself, an IPv6 one its /64
+    (`2001:db8:1:2::/64`: one client's, or one LAN's)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, IPV6_LIMIT_PREFIX), strict=False))
+    return str(address)
+
+
 def rate_limit_address(request: HttpRequest) -> str:
-    """What per-address rate limits count the request against: the client's IPv4 address, or
-    its IPv6 /64 network (`2001:db8:1:2::/64`), so every address of one IPv6 client shares one
-    budget; "unknown" as `client_address`."""
+    """What per-address rate limits count the request against: its client's `address_network`,
+    so every address of one IPv6 client shares one budget; "unknown" as `client_address`."""
     client = _client(request)
-    if client is None:
-        return UNKNOWN
-    if isinstance(client, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((client, IPV6_LIMIT_PREFIX), strict=False))
-    return str(client)
+    return UNKNOWN if client is None else address_network(client)

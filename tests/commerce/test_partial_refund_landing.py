@@ -34,12 +34,7 @@ from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
 from tests.factories.commerce import make_shop
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, people_of, signed_in, sold
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
-
-
-@pytest.fixture(autouse=True)
-def _row_lock(settings: Any) -> None:
-    settings.INVENTORY_STRATEGY = "row_lock"
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
 
 
 @pytest.fixture

@@ -87,7 +87,6 @@ order).
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import math
 import uuid
@@ -134,7 +133,7 @@ from apps.commerce.models import (
     Provider,
     Transaction,
 )
-from apps.core.client_address import IPV6_LIMIT_PREFIX
+from apps.core.client_address import address_network, parse_hop
 from apps.core.text import text_field_problem
 from apps.outbox.models import InboxEntry
 from apps.outbox.requeue import requeue_stale
@@ -198,15 +197,12 @@ class HolderIn:
 
 def client_network_of(address: str) -> str:
     """The network a client address counts as, as the rate limits count it
-    (`apps.core.client_address.rate_limit_address`): an IPv4 address is itself (an IPv4-mapped
-    IPv6 one too), an IPv6 address is its /64 (one client's, or one LAN's). Raises ValueError for
-    a string that is not an IP address."""
-    parsed = ipaddress.ip_address(address.strip())
-    if isinstance(parsed, ipaddress.IPv6Address):
-        if parsed.ipv4_mapped is not None:
-            return str(parsed.ipv4_mapped)
-        return str(ipaddress.IPv6Network((parsed, IPV6_LIMIT_PREFIX), strict=False))
-    return str(parsed)
+    (`apps.core.client_address.address_network`; an IPv4-mapped IPv6 address is its IPv4 one).
+    Raises ValueError for a string that is not an IP address."""
+    parsed = parse_hop(address)
+    if parsed is None:
+        raise ValueError(f"{address!r} is not an IP address")
+    return address_network(parsed)
 
 
 # (field, required, max length): what `_check_shipping` enforces, in the order errors are listed.

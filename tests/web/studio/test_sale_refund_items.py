@@ -16,26 +16,15 @@ from django.test import Client
 from apps.catalog.models import StockRestock
 from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Refund
 from apps.commerce.order_links import order_link
-from apps.commerce.services.payment import TOPIC_REFUND_REQUESTED
 from apps.ledger.models import LedgerEvent
-from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
-from tests.commerce.fixtures import empty_broker  # noqa: F401 - fixture by name
+from tests.commerce.fixtures import empty_broker, row_lock_strategy  # noqa: F401 - fixtures by name
 from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_provider
 from tests.factories.commerce import make_shop
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, refund_lines_on, signed_in, sold, text
+from tests.web.studio.test_sale_refund import refund_messages
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
-
-
-@pytest.fixture(autouse=True)
-def _row_lock(settings: Any) -> None:
-    settings.INVENTORY_STRATEGY = "row_lock"
-
-
-def refund_messages() -> int:
-    with system_context("test"):
-        return OutboxMessage.objects.filter(topic=TOPIC_REFUND_REQUESTED).count()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
 
 
 def refund_keys(org_id: int) -> list[str]:
