@@ -381,17 +381,41 @@ def _publish_checkout_paid(*, tenant_id: int, checkout_id: uuid.UUID) -> None:
     )
 
 
-def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]:
-    """The whole payment is back. The studio's item refunds not landed yet land now (their own
-    prints back in stock; one e-mail for all, this one), then every refund of it is `landed`."""
-    effects: list[str] = ["shopper told (checkout.refunded)"]
+def _publish_refunded(checkout: Checkout, *, refund_id: int | None = None) -> None:
+    """The message that e-mails the shopper (`refunded_mail_send`): about the whole payment, or
+    about the item refund `refund_id`."""
+    payload: dict[str, object] = {"checkout_id": str(checkout.pk)}
+    if refund_id is not None:
+        payload["refund_id"] = refund_id
     outbox_publish(
         topic=TOPIC_CHECKOUT_REFUNDED,
         tenant_id=checkout.tenant_id,
         aggregate_type="checkout",
         aggregate_id=checkout.pk,
-        payload={"checkout_id": str(checkout.pk)},
+        payload=payload,
     )
+
+
+def _publish_restock(checkout: Checkout, *, line_ids: list[int] | None = None) -> None:
+    """The message that puts refunded prints back in stock (`refunded_prints_restock`): the
+    print lines `line_ids` (an item refund), else the whole order's."""
+    payload: dict[str, object] = {"tenant_id": checkout.tenant_id, "checkout_id": str(checkout.pk)}
+    if line_ids is not None:
+        payload["line_ids"] = line_ids
+    outbox_publish(
+        topic=TOPIC_RESTOCK_REQUESTED,
+        tenant_id=checkout.tenant_id,
+        aggregate_type="checkout",
+        aggregate_id=checkout.pk,
+        payload=payload,
+    )
+
+
+def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]:
+    """The whole payment is back. The studio's item refunds not landed yet land now (their own
+    prints back in stock; one e-mail for all, this one), then every refund of it is `landed`."""
+    effects: list[str] = ["shopper told (checkout.refunded)"]
+    _publish_refunded(checkout)
     for refund in _partial_refunds_locked(txn):
         if refund.landed_at is None and refund.status != Refund.Status.FAILED:
             effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=False)
@@ -409,13 +433,7 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list
         .exclude(status=Refund.Status.FAILED)
         .exists()
     ):
-        outbox_publish(
-            topic=TOPIC_RESTOCK_REQUESTED,
-            tenant_id=checkout.tenant_id,
-            aggregate_type="checkout",
-            aggregate_id=checkout.pk,
-            payload={"tenant_id": checkout.tenant_id, "checkout_id": str(checkout.pk)},
-        )
+        _publish_restock(checkout)
         effects.append("prints to go back in stock (refund.restock_requested)")
     if txn.fulfilled_at is not None:
         revoked = Entitlement.objects.filter(transaction=txn, revoked_at__isnull=True).update(revoked_at=now)
@@ -463,22 +481,10 @@ def _land_items_refund(
     ]
     prints = [line.pk for line in lines if line.kind == ProductKind.PRINT]
     if refund.restock_prints and prints:
-        outbox_publish(
-            topic=TOPIC_RESTOCK_REQUESTED,
-            tenant_id=checkout.tenant_id,
-            aggregate_type="checkout",
-            aggregate_id=checkout.pk,
-            payload={"tenant_id": checkout.tenant_id, "checkout_id": str(checkout.pk), "line_ids": prints},
-        )
+        _publish_restock(checkout, line_ids=prints)
         effects.append(f"{len(prints)} print line(s) to go back in stock")
     if tell_shopper:
-        outbox_publish(
-            topic=TOPIC_CHECKOUT_REFUNDED,
-            tenant_id=checkout.tenant_id,
-            aggregate_type="checkout",
-            aggregate_id=checkout.pk,
-            payload={"checkout_id": str(checkout.pk), "refund_id": refund.pk},
-        )
+        _publish_refunded(checkout, refund_id=refund.pk)
         effects.append("shopper told (checkout.refunded)")
     refund.landed_at = now
     refund.save(update_fields=["landed_at"])
