@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 
@@ -129,8 +130,10 @@ class BodySizeLimitMiddleware:
       (after the session and auth middleware, before the CSRF check, which would parse the body).
     * A body without Content-Length (`Transfer-Encoding: chunked`), which Django would otherwise
       read as empty, is read here up to the small limit plus one byte, whatever the path: over it
-      413, else it is handed on as a body of that length. A server that does not mark such input
-      as terminated (`wsgi.input_terminated`) gets 411 and nothing is read.
+      413, else it is handed on as a body of that length. A WSGI server that does not mark such
+      input as terminated (`wsgi.input_terminated`) gets 411 and nothing is read.
+    * Under ASGI, Django reads the body before any middleware: config/asgi.py wraps the app in
+      `apps.core.asgi_body_limit.BodyLimitASGI`, which holds that read to these same limits.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -175,11 +178,13 @@ class BodySizeLimitMiddleware:
     def _buffer_unsized_body(request: HttpRequest, limit: int) -> HttpResponse | None:
         """Read a body sent without Content-Length, up to `limit` + 1 bytes; None once it is
         handed on as a body of known length, else the refusal (nothing beyond that is read)."""
-        if not request.META.get("wsgi.input_terminated"):
+        # Under ASGI the body was read before any middleware, bounded by BodyLimitASGI (config/asgi.py).
+        asgi = isinstance(request, ASGIRequest)
+        if not (asgi or request.META.get("wsgi.input_terminated")):
             return problem_response(
                 411, "Length required", "Send the request body with a Content-Length header.", slug="length-required"
             )
-        source = request.META["wsgi.input"]
+        source = request._stream if asgi else request.META["wsgi.input"]
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
