@@ -24,11 +24,13 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, register
+from django.urls import URLPattern, URLResolver, get_resolver
 from django_redis import get_redis_connection
 from prometheus_client import Counter
 from redis.exceptions import RedisError
@@ -239,7 +241,8 @@ PAGE_RATE_SETTINGS = (
 
 @register()
 def rate_limits_parse(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """Every configured rate must parse (a typo would otherwise be a 500 on the first request)."""
+    """Every configured rate must parse (a typo would otherwise be a 500 on the first request), and
+    every URL name DARKROOM_RATE_LIMITS names must exist (a typo would otherwise be ignored)."""
     configured = {"DARKROOM_RATE_LIMIT_DEFAULT": settings.RATE_LIMIT_DEFAULT}
     configured.update({f"DARKROOM_RATE_LIMITS[{name}]": rate for name, rate in settings.RATE_LIMITS.items()})
     configured.update({f"DARKROOM_{name}": getattr(settings, name) for name in PAGE_RATE_SETTINGS})
@@ -249,4 +252,25 @@ def rate_limits_parse(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             Rate.parse(str(text))
         except ValueError as exc:
             errors.append(Error(f"{where}: {exc}", id="ops.E001"))
+    known = _url_names(get_resolver().url_patterns)
+    for name in sorted(set(settings.RATE_LIMITS) - known):
+        errors.append(
+            Error(
+                f"DARKROOM_RATE_LIMITS[{name}]: no URL is named {name!r}, so this limit would never apply",
+                hint="Use the URL name of the API endpoint (e.g. checkout-create), without a namespace.",
+                id="ops.E002",
+            )
+        )
     return errors
+
+
+def _url_names(patterns: Iterable[URLPattern | URLResolver]) -> set[str]:
+    """Every URL name in `patterns` and the URLconfs they include (without namespaces: the
+    throttle looks limits up by `resolver_match.url_name`)."""
+    names: set[str] = set()
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            names |= _url_names(pattern.url_patterns)
+        elif pattern.name:
+            names.add(pattern.name)
+    return names

@@ -39,7 +39,6 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
-SERVICE_NAME = env("DARKROOM_SERVICE_NAME", default="darkroom")
 
 INSTALLED_APPS = [
     # Project apps first so their management commands (e.g. `flush`) take precedence.
@@ -479,7 +478,8 @@ ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS = env.int("DARKROOM_ANNOUNCEMENT_EMAIL_MAX_ATTEM
 # --- edge protection ----------------------------------------------------------------------
 # Per (tenant, caller, endpoint) sliding-window limit on every API view (apps/ops/ratelimit.py):
 # "<n>/<s|min|hour>", e.g. "600/min" or "1000/10s"; DARKROOM_RATE_LIMITS overrides per URL name
-# ("checkout-list=120/min,event-selfies=30/min"). Over it: 429 with Retry-After.
+# ("checkout-create=120/min,event-selfies=30/min"; an unknown name is a start-up error, ops.E002).
+# Over it: 429 with Retry-After.
 # The reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the client for
 # rate limits and logs (apps/core/client_address.py); empty: the socket's peer is the client.
 TRUSTED_PROXIES = env.list("DARKROOM_TRUSTED_PROXIES", default=[])

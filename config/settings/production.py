@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import TRUSTED_PROXIES, env
+from config.settings.base import ANNOUNCEMENT_MAILER, POSTMARK_SERVER_TOKEN, TRUSTED_PROXIES, env
 
 DEBUG = False
 SECRET_KEY = env("DJANGO_SECRET_KEY")
@@ -80,3 +80,11 @@ if "{checkout_id}" not in CHECKOUT_RETURN_URL or not CHECKOUT_RETURN_URL.startsw
         "DARKROOM_CHECKOUT_RETURN_URL must be an https URL containing {checkout_id}: where payment"
         " providers send shoppers of API checkouts that give no return_url"
     )
+# Announcements through Postmark's batch API need its server token: without one every batch is
+# refused (401) and announcements wait forever.
+if ANNOUNCEMENT_MAILER not in ("django", "postmark"):
+    raise ImproperlyConfigured(
+        f"DARKROOM_ANNOUNCEMENT_MAILER must be 'django' or 'postmark' (got {ANNOUNCEMENT_MAILER!r})"
+    )
+if ANNOUNCEMENT_MAILER == "postmark" and not POSTMARK_SERVER_TOKEN:
+    raise ImproperlyConfigured("POSTMARK_SERVER_TOKEN must be set when DARKROOM_ANNOUNCEMENT_MAILER=postmark")

@@ -119,3 +119,14 @@ def test_behind_the_proxy_with_trusted_proxies_it_believes_forwarded_proto() -> 
     loaded = _load_production(show="p.SECURE_PROXY_SSL_HEADER, p.TRUSTED_PROXIES")
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert loaded.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https') ['10.0.0.0/8']"
+
+
+def test_the_postmark_mailer_without_its_server_token_stops_production() -> None:
+    # when: production settings load with announcements sent through Postmark but no token, or a mailer misspelt
+    no_token = _load_production(DARKROOM_ANNOUNCEMENT_MAILER="postmark")
+    misspelt = _load_production(DARKROOM_ANNOUNCEMENT_MAILER="postmak")
+    with_token = _load_production(DARKROOM_ANNOUNCEMENT_MAILER="postmark", POSTMARK_SERVER_TOKEN="server-token")
+    # then: they refuse, naming what is missing, rather than leave every announcement waiting
+    assert no_token.returncode != 0 and "POSTMARK_SERVER_TOKEN must be set" in no_token.stderr
+    assert misspelt.returncode != 0 and "DARKROOM_ANNOUNCEMENT_MAILER must be" in misspelt.stderr
+    assert with_token.returncode == 0, with_token.stderr[-2000:]
