@@ -79,6 +79,11 @@ class PhotoAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # photos arrive through the upload API (probe, private storage, derivatives)
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Taken down through `photo_withdraw` (audited; previews and face index cleaned up). A
+        # deleted row left its original in storage and no audit row.
+        return False
+
     @admin.display(description="original (private)")
     def original_name(self, photo: Photo) -> str:
         return photo.original.name or ""
@@ -97,6 +102,7 @@ class PhotoAdmin(admin.ModelAdmin):
 @admin.register(Product)
 class ProductAdmin(ReadOnlyAdmin):
     list_display = ("sku", "kind", "event", "photo", "size", "tenant", "active")
+    list_select_related = ("event", "photo", "tenant")  # `photo` may be null: not followed by default
     list_filter = ("kind", "active")
     search_fields = ("sku",)
     actions = ("deactivate", "reactivate")
@@ -141,15 +147,15 @@ class PriceAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Stock)
-class StockAdmin(admin.ModelAdmin):
-    list_display = ("product", "tenant", "quantity", "initial_quantity", "epoch", "updated_at")
-    raw_id_fields = ("product",)
-    # Quantity and epoch belong to the fenced inventory writer (and restocks, through
-    # `stock_restock`, audited as StockRestock rows); the admin only shows them.
-    readonly_fields = ("quantity", "initial_quantity", "epoch", "updated_at")
+class StockAdmin(ReadOnlyAdmin):
+    """Browse only. Quantity and epoch belong to the fenced inventory writer (and restocks, through
+    `stock_restock`, audited as StockRestock rows); a print's stock row is created with the
+    product. Editable here, its product or studio could be changed (a print's units moved to
+    another product, unaudited) and the row deleted (the print left without stock)."""
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # a print product's stock row is created with the product
+    list_display = ("product", "tenant", "quantity", "initial_quantity", "epoch", "updated_at")
+    list_select_related = ("product", "tenant")
+    raw_id_fields = ("product",)
 
 
 @admin.register(StockRestock)

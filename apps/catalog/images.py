@@ -29,6 +29,11 @@ class ImageRejected(Exception):
     """The bytes are not an acceptable photo (unknown or disallowed format, too large, corrupt)."""
 
 
+def megapixels(pixels: int) -> str:
+    """ "144", "12.5": a pixel count in megapixels, for people."""
+    return f"{pixels / 1_000_000:.1f}".removesuffix(".0")
+
+
 @dataclass(frozen=True)
 class ProbedImage:
     format: str
@@ -65,7 +70,10 @@ def probe_image(stream: IO[bytes], *, allowed_formats: Collection[str], max_pixe
                     f"Unsupported image format {image_format or 'unknown'}; allowed: {', '.join(allowed_formats)}."
                 )
             if width * height > max_pixels:
-                raise ImageRejected(f"The image has {width * height} pixels; the limit is {max_pixels}.")
+                raise ImageRejected(
+                    f"The image has {megapixels(width * height)} megapixels; the limit is {megapixels(max_pixels)} "
+                    "megapixels."
+                )
             orientation = _header_orientation(image)
         # Pillow's verify() must come straight after open (reading EXIF first breaks it for PNG).
         stream.seek(0)
@@ -74,7 +82,11 @@ def probe_image(stream: IO[bytes], *, allowed_formats: Collection[str], max_pixe
     except ImageRejected:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"The image is too large to process: {exc}") from exc
+        # Pillow refuses it while reading the header: over twice its MAX_IMAGE_PIXELS.
+        bomb = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise ImageRejected(
+            f"The image has over {bomb // 1_000_000} megapixels; the limit is {megapixels(max_pixels)} megapixels."
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:  # what Pillow raises for unreadable images
         raise ImageRejected("The file is not a readable image.") from exc
     finally:

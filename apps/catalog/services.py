@@ -209,6 +209,14 @@ def photo_generate_derivatives(*, tenant_id: int, photo_id: int) -> str:
 # --- products, stock and prices -----------------------------------------------------------
 
 
+def _product_exists(*, event: Event, kind: str, photo_id: int | None, size: str) -> bool:
+    """Whether the event has a product of this kind, photo and size (the bulk one: no photo)."""
+    products = ProductModel.objects.filter(tenant_id=event.tenant_id, event=event, kind=kind)
+    if photo_id is not None:
+        products = products.filter(photo_id=photo_id, size=size)
+    return products.exists()
+
+
 def _default_sku(*, event: Event, kind: str, photo_id: int | None, size: str) -> str:
     parts = [f"E{event.pk}", kind.upper()]
     parts.append(f"P{photo_id}" if photo_id else "ALL")
@@ -251,7 +259,7 @@ def product_create(
                     # (A product made while a withdrawal commits is harmless: nothing sells it.)
                     errors["photo_id"] = ["This photo was withdrawn: it is not sold any more."]
         elif photo_id is not None:
-            errors["photo_id"] = ["A bulk product covers the whole event; omit photo_id."]
+            errors["photo_id"] = ["A bulk product covers the whole event: it names no photo."]
         if kind == ProductKind.PRINT:
             if not size:
                 errors["size"] = ["Required for prints."]
@@ -267,6 +275,7 @@ def product_create(
 
         if kind == ProductKind.PRINT:
             size = _print_size_spelling(tenant_id=tenant_id, event=event).get(size.casefold(), size)
+        made_up_sku = not sku
         sku = sku or _default_sku(event=event, kind=kind, photo_id=photo_id, size=size)
         try:
             with transaction.atomic():
@@ -281,6 +290,10 @@ def product_create(
         except IntegrityError as exc:
             constraint = _constraint_name(exc)
             if constraint == "catalog_product_unique_tenant_sku":
+                # A made-up SKU is the same for the same product: say that it exists, not that
+                # an SKU nobody typed is taken.
+                if made_up_sku and _product_exists(event=event, kind=kind, photo_id=photo_id, size=size):
+                    raise ProductConflict("This event already sells that product.") from exc
                 raise ProductConflict(f"The SKU {sku!r} is already used.") from exc
             if constraint in ("catalog_product_unique_photo_kind_size", "catalog_product_unique_bulk_per_event"):
                 raise ProductConflict("This event already sells that product.") from exc

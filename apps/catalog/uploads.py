@@ -92,6 +92,11 @@ def _uploader_check(*, tenant_id: int, uploaded_by: User, photographer_id: int |
     return photographer
 
 
+def megabytes(size: int) -> str:
+    """ "1.5", "50": a size in bytes in megabytes (MiB, as the limits are set), for people."""
+    return f"{size / 2**20:.1f}".removesuffix(".0")
+
+
 def photo_original_check(*, image: IO[bytes], image_size: int) -> images.ProbedImage:
     """Whether a file is an acceptable photo: size, format and pixel count, probed with Pillow.
 
@@ -99,7 +104,9 @@ def photo_original_check(*, image: IO[bytes], image_size: int) -> images.ProbedI
     Leaves the stream at position 0. Raises UploadTooLarge, UploadRefused.
     """
     if image_size > settings.CATALOG_MAX_UPLOAD_BYTES:
-        raise UploadTooLarge(f"The image is {image_size} bytes; the limit is {settings.CATALOG_MAX_UPLOAD_BYTES}.")
+        raise UploadTooLarge(
+            f"The image is {megabytes(image_size)} MB; the limit is {megabytes(settings.CATALOG_MAX_UPLOAD_BYTES)} MB."
+        )
     try:
         return images.probe_image(
             image, allowed_formats=settings.CATALOG_UPLOAD_FORMATS, max_pixels=settings.CATALOG_MAX_IMAGE_PIXELS

@@ -13,6 +13,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -28,9 +29,28 @@ class OrganizationAdmin(admin.ModelAdmin):
     search_fields = ("slug", "name")
 
 
+class DarkroomUserCreationForm(AdminUserCreationForm):
+    """Django's add form, with the e-mail address: it is unique (a second account added without
+    one broke `tenancy_user_email_key`, a 500), and compared whatever its case, as invitations
+    and password resets match an address."""
+
+    class Meta(AdminUserCreationForm.Meta):
+        model = User
+        fields = ("username", "email")
+
+    def clean_email(self) -> str:
+        email = str(self.cleaned_data["email"])
+        if User.objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError("Someone already has an account with this e-mail address.")
+        return email
+
+
 @admin.register(User)
 class DarkroomUserAdmin(UserAdmin):
-    pass
+    add_form = DarkroomUserCreationForm
+    add_fieldsets = (
+        (None, {"classes": ("wide",), "fields": ("username", "email", "usable_password", "password1", "password2")}),
+    )
 
 
 class MembershipAdminForm(forms.ModelForm):

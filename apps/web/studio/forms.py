@@ -44,7 +44,7 @@ def amount_text_to_minor(raw: str, currency: str) -> int:
     thousand, or one with a decimal comma?), and so is "1.000": a price is never read as
     something other than what the owner meant. `currency` must be one Darkroom sells in
     (UnsupportedCurrency otherwise). Raises ValueError with a message for the form."""
-    example = minor_to_major(900 * 10 ** currency_exponent(currency), currency)
+    example = _amount_example(currency)
     match = _AMOUNT_TEXT.fullmatch(raw)
     if match is None:
         raise ValueError(f"Not an amount in {currency}: write digits, e.g. {example}, without thousands separators.")

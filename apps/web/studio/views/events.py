@@ -30,6 +30,7 @@ from apps.catalog.errors import (
 )
 from apps.catalog.models import Event, Product, ProductKind
 from apps.catalog.products import Actor
+from apps.catalog.uploads import megabytes
 from apps.core.problems import DomainError
 from apps.payments.providers.base import money_text
 from apps.web.studio import selectors
@@ -218,6 +219,7 @@ def _render_event(
         "downloads_offer_form": DownloadsOfferForm() if studio.can_write_catalog else None,
         "max_files": MAX_FILES_PER_UPLOAD,
         "max_upload_mb": settings.API_MAX_UPLOAD_BYTES // 2**20,
+        "max_photo_mb": megabytes(settings.CATALOG_MAX_UPLOAD_BYTES),
     }
     return render(request, "studio/event_detail.html", context, status=status)
 

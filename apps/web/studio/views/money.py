@@ -108,12 +108,32 @@ def _refundable_items(sale: Checkout, refunds: list[Refund]) -> list[tuple[int, 
     ]
 
 
-def _item_label(line: CheckoutLine) -> str:
+def _item_label(line: CheckoutLine, amount_minor: int | None = None) -> str:
+    """ "Print A4, photo 7 x 2: 50.00 EUR": the item and its amount (or `amount_minor`)."""
     kind = _KIND_LABELS.get(line.kind, line.kind)
     size = f" {line.size}" if line.size else ""
     photo = f", photo {line.photo_id}" if line.photo_id else ""
     quantity = f" x {line.quantity}" if line.quantity > 1 else ""
-    return f"{kind}{size}{photo}{quantity}: {money_text(line.amount_minor, line.currency)}"
+    amount = line.amount_minor if amount_minor is None else amount_minor
+    return f"{kind}{size}{photo}{quantity}: {money_text(amount, line.currency)}"
+
+
+def _item_left(sale: Checkout, refunds: list[Refund], items: list[tuple[int, str]]) -> str | None:
+    """The label of the one item left to refund once others were refunded, with what its refund
+    gives back as `checkout_refund_request` computes it: a refused refund's amount when it is
+    asked again, else (it is the order's last item) what is left of the payment. None unless
+    some items were refunded apart and the form offers one item."""
+    if len(items) != 1 or not any(r.reason == Refund.Reason.STUDIO_PARTIAL for r in refunds):
+        return None
+    [line] = [line for line in sale.lines_by_position if line.pk == items[0][0]]
+    amount_of = {r.pk: r.amount_minor for r in refunds}
+    if line.refund_id is not None:
+        return _item_label(line, amount_of[line.refund_id])
+    paid = sale.transaction.amount_minor if getattr(sale, "transaction", None) else sale.amount_minor
+    others = sum(
+        r.amount_minor for r in refunds if r.reason == Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED
+    )
+    return _item_label(line, paid - others)
 
 
 def _line_state(line: CheckoutLine, refund_of: dict[int, Refund]) -> tuple[str, str]:
@@ -173,6 +193,7 @@ def _render_sale(
         if offer_refund
         else None,
         "refund_whole": not refunds and len(items) == len(charged),
+        "refund_item_left": _item_left(sale, refunds, items),
         "refund_pick": len(items) > 1,
     }
     return render(request, "studio/sale_detail.html", context, status=status)
