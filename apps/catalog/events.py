@@ -43,12 +43,21 @@ EVENT_UPDATED = "catalog.event_updated"
 def access_code_hash(*, visibility: str, access_code: str | None) -> str:
     """The stored hash for a new code of an event with `visibility`: `make_password(code)` for an
     access-code event, "" for a public one. Raises InvalidInput when the code does not match the
-    visibility (missing or shorter than ACCESS_CODE_MIN_LENGTH, or given for a public event)."""
+    visibility (missing or shorter than ACCESS_CODE_MIN_LENGTH, beginning or ending with white
+    space, or given for a public event). Spaces inside a code are kept: it may be a phrase."""
     if visibility == Event.Visibility.ACCESS_CODE:
         if not access_code or len(access_code) < ACCESS_CODE_MIN_LENGTH:
             raise InvalidInput(
                 "An access-code event needs an access code.",
                 extra={"errors": {"access_code": [f"At least {ACCESS_CODE_MIN_LENGTH} characters."]}},
+            )
+        if access_code != access_code.strip():
+            # "    " passed the length rule; "code " locked out every shopper who typed "code".
+            raise InvalidInput(
+                "An access code cannot begin or end with a space.",
+                extra={
+                    "errors": {"access_code": ["Without spaces at its start or end: shoppers would not type them."]}
+                },
             )
         return make_password(access_code)
     if access_code:

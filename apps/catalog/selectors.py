@@ -184,7 +184,12 @@ def public_event_by_slug(*, tenant_slug: str, event_slug: str, access_code: str 
     if event.visibility == Event.Visibility.ACCESS_CODE:
         if not access_code:
             raise AccessCodeRequired("This event needs its access code.")
-        if not check_password(access_code, event.access_code_hash):
+        # A code pasted from an e-mail often brings a space or line break along; a new code never
+        # begins or ends with one (`access_code_hash`), so the trimmed one is tried too.
+        trimmed = access_code.strip()
+        if not check_password(access_code, event.access_code_hash) and not (
+            trimmed and trimmed != access_code and check_password(trimmed, event.access_code_hash)
+        ):
             raise AccessCodeRequired("The access code is not correct.", extra={"reason": "invalid-code"})
     return public_event(event)
 

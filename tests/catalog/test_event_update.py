@@ -85,8 +85,9 @@ def test_title_and_date_change_the_slug_stays_and_one_audit_row_names_them(tenan
 
 def test_switching_to_access_code_needs_a_code_and_hashes_it(tenant_a: TenantBundle) -> None:
     event = an_event(tenant_a)
-    # when: protected without a code, then with one that is too short
-    for code in (None, "abc"):
+    # when: protected without a code, with one that is too short, all spaces, or that begins or
+    # ends with white space (shoppers would not type it)
+    for code in (None, "abc", "    ", "code ", "\tcode"):
         with pytest.raises(InvalidInput) as refused:
             event_update(
                 tenant_id=tenant_a.org.pk,

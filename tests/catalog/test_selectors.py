@@ -43,10 +43,14 @@ def test_access_code_event_requires_its_code(tenant_a, protected_event):
     # when: no code or a wrong code is given / then: refused
     with pytest.raises(AccessCodeRequired):
         public_event_by_slug(tenant_slug=tenant_a.org.slug, event_slug="gala")
-    with pytest.raises(AccessCodeRequired):
-        public_event_by_slug(tenant_slug=tenant_a.org.slug, event_slug="gala", access_code="open-sesame ")
+    for wrong in ("open sesame", "open-sesame-", "   "):
+        with pytest.raises(AccessCodeRequired):
+            public_event_by_slug(tenant_slug=tenant_a.org.slug, event_slug="gala", access_code=wrong)
     with pytest.raises(AccessCodeRequired):
         public_event_photos(tenant_slug=tenant_a.org.slug, event_slug="gala", access_code="guess")
+    # when: the code comes with the space or line break a paste brings along / then: it unlocks
+    for pasted in ("open-sesame ", "\topen-sesame\n"):
+        public_event_by_slug(tenant_slug=tenant_a.org.slug, event_slug="gala", access_code=pasted)
     # when: the right code is given / then: the event is shown
     event = public_event_by_slug(tenant_slug=tenant_a.org.slug, event_slug="gala", access_code="open-sesame")
     assert (event.id, event.protected) == (protected_event.pk, True)
