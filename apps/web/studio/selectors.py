@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import BigIntegerField, Count, Q, QuerySet, Sum, Value
+from django.db.models import BigIntegerField, Count, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from apps.catalog.models import Event, Photo, PriceList
@@ -182,7 +182,8 @@ def event_choices(*, tenant_id: int) -> list[tuple[int, str]]:
 
 def sales_of_tenant(*, tenant_id: int, to_ship: bool = False) -> QuerySet[Checkout]:
     """Checkouts that were paid (including those refunded since), newest first, with their
-    transaction, shipping row (prints only) and the number of lines (`line_count`).
+    transaction, shipping row (prints only), the number of lines (`line_count`) and the money
+    that went back to the buyer (`refunded_minor`: the refunds the provider confirmed, 0 if none).
 
     `to_ship`: only the prints to ship, i.e. paid checkouts whose shipping row is still
     `unfulfilled` (the partial index `commerce_shipping_unfulfilled` finds them)."""
@@ -193,9 +194,18 @@ def sales_of_tenant(*, tenant_id: int, to_ship: bool = False) -> QuerySet[Checko
             shipping__tenant_id=tenant_id,
             shipping__fulfilment_status=CheckoutShipping.FulfilmentStatus.UNFULFILLED,
         )
+    refunded = (
+        Refund.objects.filter(tenant_id=tenant_id, transaction__checkout_id=OuterRef("pk"), landed_at__isnull=False)
+        .values("transaction_id")
+        .annotate(total=Sum("amount_minor"))
+        .values("total")
+    )
     return (
         sales.select_related("transaction", "shipping")
-        .annotate(line_count=Count("lines"))
+        .annotate(
+            line_count=Count("lines"),
+            refunded_minor=Coalesce(Subquery(refunded, output_field=BigIntegerField()), Value(0)),
+        )
         .order_by("-created_at", "-id")
     )
 

@@ -6,6 +6,8 @@ paid. The order's last items take what is left of the payment, and then the sale
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,6 +58,13 @@ def confirm(refund: Refund, checkout_id: str) -> list[int]:
     return statuses
 
 
+def sales_csv_row(client: Client, checkout_id: str) -> list[str]:
+    """The sale's row of the studio's sales CSV."""
+    rows = csv.reader(io.StringIO(b"".join(client.get("/studio/sales.csv").streaming_content).decode()))
+    [row] = [row for row in rows if row[0] == checkout_id]
+    return row
+
+
 def test_the_owner_refunds_one_item_then_the_rest_and_each_lands_on_its_own(studio: StudioPeople) -> None:
     # given: a paid sale of a download (9.00) and two unshipped A4 prints (2 x 25.00)
     shop = make_shop(org=studio.org)
@@ -101,6 +110,10 @@ def test_the_owner_refunds_one_item_then_the_rest_and_each_lands_on_its_own(stud
     order_page = text(Client().get(urlsplit(link).path, follow=True))
     assert "Refunded" in order_page and "The studio refunded the items marked refunded" in order_page
     assert f"Download photo {shop.photo.pk} (original)" not in order_page and "Paid" in order_page
+    # and: the sales list, the overview and the CSV count the 9.00 that went back
+    assert "59.00 EUR, 9.00 EUR refunded" in text(owner.get("/studio/sales/"))
+    assert "59.00 EUR, 9.00 EUR refunded" in text(owner.get("/studio/"))
+    assert sales_csv_row(owner, checkout_id)[3::9] == ["paid", "9.00"]
     # and: the sale page shows the item refunded and offers the prints alone
     page = owner.get(f"/studio/sales/{checkout_id}/")
     assert "Refunded" in text(page) and "Items to refund" not in text(page) and "Refund this item" in text(page)
@@ -132,6 +145,7 @@ def test_the_owner_refunds_one_item_then_the_rest_and_each_lands_on_its_own(stud
     assert "50.00 EUR of your payment" in told.body and "Downloads of a refunded order no longer work" in told.body
     page = text(owner.get(f"/studio/sales/{checkout_id}/"))
     assert "Refund this sale" not in page and "Items to refund" not in page
+    assert sales_csv_row(owner, checkout_id)[3::9] == ["refunded", "59.00"]
 
 
 def test_the_api_refunds_named_lines_and_refuses_other_lines_writing_nothing(

@@ -157,6 +157,6 @@ def test_every_sale_downloads_as_csv_for_owners_and_staff_only(studio: StudioPeo
         "EUR",
         "2",
     )
-    assert (sale[9], sale[10], sale[11]) == ("DE", "unfulfilled", "") and sale[2]
+    assert (sale[9], sale[10], sale[11], sale[12]) == ("DE", "unfulfilled", "", "0.00") and sale[2]
     # and: a photographer may not
     assert signed_in(studio.photographer).get("/studio/sales.csv").status_code == 403

@@ -10,7 +10,9 @@ from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 
+from apps.commerce.models import Checkout
 from apps.core.problems import DomainError
+from apps.payments.providers.base import money_text
 from apps.web.studio.access import Studio
 from apps.web.submit_once import submit_once
 
@@ -68,3 +70,13 @@ def page_of(request: HttpRequest, items: Any, *, per_page: int = PAGE_SIZE, para
     """One page of `items` (`?page=`, or `?<param>=` when a page has two lists; clamped to the
     valid range)."""
     return Paginator(items, per_page).get_page(request.GET.get(param))
+
+
+def sale_amount_text(sale: Checkout) -> str:
+    """ "59.00 EUR", or for a sale some of whose items were refunded "59.00 EUR, 9.00 EUR refunded"
+    (a sale of `sales_of_tenant`, with its `refunded_minor`); a refunded sale says so by its status."""
+    amount = money_text(sale.amount_minor, sale.currency)
+    refunded = int(getattr(sale, "refunded_minor", 0) or 0)
+    if sale.status != Checkout.Status.PAID or refunded == 0:
+        return amount
+    return f"{amount}, {money_text(refunded, sale.currency)} refunded"

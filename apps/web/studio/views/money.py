@@ -43,7 +43,7 @@ from apps.web.studio.access import (
     studio_page,
 )
 from apps.web.studio.forms import DestinationForm, PayoutRequestForm, RefundForm, ShipForm
-from apps.web.studio.views.common import page_of, submit
+from apps.web.studio.views.common import page_of, sale_amount_text, submit
 
 
 @require_GET
@@ -52,7 +52,7 @@ def sales(request: HttpRequest, studio: Studio) -> HttpResponse:
     """Every sale, or with `?to_ship=1` only the paid ones whose prints wait to be shipped."""
     to_ship = request.GET.get("to_ship") == "1"
     page = page_of(request, selectors.sales_of_tenant(tenant_id=studio.tenant_id, to_ship=to_ship))
-    rows = [(checkout, money_text(checkout.amount_minor, checkout.currency)) for checkout in page]
+    rows = [(checkout, sale_amount_text(checkout)) for checkout in page]
     context = {
         "studio": studio,
         "page": page,
@@ -481,6 +481,7 @@ SALES_HEADER = (
     "shipping_country",
     "fulfilment",
     "shipped_at_utc",
+    "refunded",
 )
 
 
@@ -490,7 +491,8 @@ def _utc(moment: datetime | None) -> str:
 
 def sale_row(sale: Checkout) -> tuple[str, ...]:
     """One sale as a CSV row: the amount in exact major units of its currency; shipping columns
-    empty for an order without prints."""
+    empty for an order without prints; `refunded` what went back to the buyer (the refunds the
+    provider confirmed, in the same units; 0 when none), so revenue is amount minus refunded."""
     shipping = getattr(sale, "shipping", None)
     txn = getattr(sale, "transaction", None)
     return (
@@ -506,6 +508,7 @@ def sale_row(sale: Checkout) -> tuple[str, ...]:
         shipping.country if shipping is not None else "",
         shipping.fulfilment_status if shipping is not None else "",
         _utc(shipping.shipped_at if shipping is not None else None),
+        minor_to_major(int(getattr(sale, "refunded_minor", 0) or 0), sale.currency),
     )
 
 

@@ -17,6 +17,7 @@ from apps.payouts.models import Payout
 from apps.tenancy.selectors import invitations_of_user
 from apps.web.studio import selectors
 from apps.web.studio.access import Studio, studio_page
+from apps.web.studio.views.common import sale_amount_text
 
 RECENT = 5
 
@@ -40,7 +41,7 @@ def overview(request: HttpRequest, studio: Studio) -> HttpResponse:
     context = {
         "studio": studio,
         "events": [(event, photo_counts[event.pk]) for event in events],
-        "sales": [(checkout, money_text(checkout.amount_minor, checkout.currency)) for checkout in sales],
+        "sales": [(checkout, sale_amount_text(checkout)) for checkout in sales],
         "wallets": selectors.wallets_of_user(tenant=studio.org, user_id=studio.user.pk),
         "open_payouts": _payout_rows(selectors.payouts_on_their_way(tenant_id=studio.tenant_id, user_id=scope_user)),
         "held_payouts": held_rows,
