@@ -25,8 +25,22 @@ from apps.tenancy.services import OWNER_ROLE, api_key_revoke, member_remove, mem
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
+    """A studio is added by `manage.py tenant_create` (audited) and keeps its slug: the slug is in
+    every shop link, order link and receipt already sent, and LEDGER_WHALE_TENANTS may name a
+    studio by it (a rename would move its ledger partition). Its name may change. Studios are
+    never deleted here: their sales, ledger rows and audit rows must stay."""
+
     list_display = ("slug", "name", "created_at")
     search_fields = ("slug", "name")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("slug", "created_at") if obj is not None else ()
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # `manage.py tenant_create` (organization_create, audited; owner and API key)
 
 
 class DarkroomUserCreationForm(AdminUserCreationForm):

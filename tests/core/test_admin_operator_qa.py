@@ -101,3 +101,23 @@ def test_the_products_list_reads_its_rows_photos_in_one_query(tenant_a: Any, adm
     ProductFactory.create_batch(6, event__tenant=tenant_a.org)
     # then: the list costs as many queries with 8 rows as with 2
     assert products_list_queries() == few
+
+
+def test_a_studio_keeps_its_slug_and_is_neither_added_nor_deleted_in_the_admin(
+    tenant_a: Any,
+    admin_client: Client,  # noqa: F811
+) -> None:
+    org = tenant_a.org
+    # when: the operator posts the studio's change form with a new slug and a new name
+    page = admin_client.get(f"/admin/tenancy/organization/{org.pk}/change/").content.decode()
+    response = admin_client.post(
+        f"/admin/tenancy/organization/{org.pk}/change/", {"slug": "renamed", "name": "New Name"}
+    )
+    # then: the name changed; the slug (in every shop link sent, and how whale ledgers are named) did not
+    assert 'name="slug"' not in page and response.status_code == 302
+    org.refresh_from_db()
+    assert (org.slug, org.name) == (tenant_a.org.slug, "New Name")
+    # and: it cannot be deleted there
+    assert admin_client.get(f"/admin/tenancy/organization/{org.pk}/delete/").status_code == 403
+    # and: studios are not added there (tenant_create makes one with its owner, audited)
+    assert admin_client.get("/admin/tenancy/organization/add/").status_code == 403
