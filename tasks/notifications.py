@@ -6,6 +6,11 @@
   yet) is retried with backoff; the next run goes on from the cursor.
 * `notifications.send_emails` (`announcement.emails`): one chunk's e-mails over one mail
   connection; a passing mail failure (DeliveryInterrupted, OSError) is retried with backoff.
+* `notifications.send_new_link` (`attendee.link_replaced`): the e-mail with an attendee's new link,
+  the one current when it is built (`attendee_link_email_send`: claim/send/mark on inbox rows,
+  outside any transaction, so a redelivery sends nothing more). A live claim of another sender
+  and mail server errors are retried with backoff; a lost message is sent again by the
+  lost-message sweep (flow `attendee_link_emails`).
 * `notifications.deliveries_requeue_stale` (beat): fan-outs and e-mails whose message was lost.
 * `notifications.photo_alerts_send` (beat): the owed e-mail alerts of new photos (drop-in); their
   rows are the durable intent, so there is no message to lose. Paused by the drop-in kill switch.
@@ -19,6 +24,7 @@ from celery import shared_task
 from django.conf import settings
 
 from apps.core.locks import LockBusy, LockLost, StaleLeaseError
+from apps.notifications.attendee_links import LINK_REPLACED_CONSUMER, TOPIC_LINK_REPLACED, attendee_link_email_send
 from apps.notifications.photo_alerts import photo_alerts_send_due
 from apps.notifications.services import (
     TOPIC_EMAILS,
@@ -30,6 +36,7 @@ from apps.notifications.services import (
     fanouts_requeue_stale,
 )
 from apps.ops.killswitch import CapabilityDisabled
+from apps.outbox.mail_once import MAIL_CONSUMER_OPTIONS, MailBusy
 from apps.outbox.routing import outbox_consumer
 from apps.tenancy.context import system_context
 
@@ -60,6 +67,19 @@ def send_emails(*, message_id: str, payload: dict[str, Any]) -> dict[str, int]:
         announcement_id=int(payload["announcement_id"]), after=int(payload["after"]), upto=int(payload["upto"])
     )
     return result.__dict__
+
+
+@outbox_consumer(
+    TOPIC_LINK_REPLACED,
+    name=LINK_REPLACED_CONSUMER,
+    lost_message_flow="attendee_link_emails",
+    autoretry_for=(MailBusy, OSError),
+    **MAIL_CONSUMER_OPTIONS,
+)
+def send_new_link(*, message_id: str, payload: dict[str, Any]) -> bool:
+    return attendee_link_email_send(
+        message_id=message_id, tenant_id=int(payload["tenant_id"]), attendee_id=int(payload["attendee_id"])
+    )
 
 
 @shared_task(name="notifications.deliveries_requeue_stale", acks_late=True)

@@ -1,5 +1,6 @@
 """The attendee's drop-in page (no account: the signed link of their notifications is the
-credential, as for `apps.notifications.views`).
+credential, as for `apps.notifications.views`; only the current generation of the link opens it,
+a replaced one is a 404 like a tampered one, `apps.notifications.pages.attendee_or_problem`).
 
 * `GET /attendee/<token>/drop-in`: their registered face's status, a form to register a selfie
   (with the consent checkbox) and a button to delete it.

@@ -3,6 +3,9 @@
 * `POST /api/v1/events/{event_id}/attendees`: register or update up to 1,000 attendees by
   e-mail, with the e-mail consent the studio recorded.
 * `GET /api/v1/events/{event_id}/attendees`: the event's attendees.
+* `POST /api/v1/events/{event_id}/attendees/{attendee_id}/reset-link`: replace the attendee's
+  signed link (the old one then opens nothing but unsubscribing); answers the attendee as the
+  list shows it, with the new links. No e-mail: the studio hands the new link on.
 * `POST /api/v1/announcements`: a draft announcement to an event's attendees.
 * `POST /api/v1/announcements/{id}/send`: send it (202; a second call changes nothing).
 * `GET /api/v1/announcements`, `GET /api/v1/announcements/{id}`: with the status derived from
@@ -25,6 +28,7 @@ from apps.catalog.models import Event
 from apps.core.openapi import PAGINATION_PARAMETERS, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.serializers import IdField, StrictSerializer
+from apps.notifications.attendee_links import attendee_link_reset
 from apps.notifications.models import Announcement
 from apps.notifications.selectors import (
     announcement_status,
@@ -65,10 +69,12 @@ class AttendeeSerializer(serializers.Serializer):
     dropin_url = serializers.SerializerMethodField(help_text="Their drop-in page (register a selfie), signed.")
 
     def get_inbox_url(self, attendee: Any) -> str:
-        return attendee_link(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)
+        return attendee_link(tenant_id=attendee.tenant_id, attendee_id=attendee.pk, generation=attendee.link_generation)
 
     def get_dropin_url(self, attendee: Any) -> str:
-        return attendee_link(tenant_id=attendee.tenant_id, attendee_id=attendee.pk, page="dropin")
+        return attendee_link(
+            tenant_id=attendee.tenant_id, attendee_id=attendee.pk, generation=attendee.link_generation, page="dropin"
+        )
 
 
 class AnnouncementOutputSerializer(serializers.Serializer):
@@ -166,6 +172,24 @@ class EventAttendeesApi(TenantApi):
             actor_label=self.idempotency_caller(request),
         )
         return Response(self.OutputSerializer(result).data)
+
+
+class AttendeeLinkResetApi(TenantApi):
+    """Replace an attendee's signed link (someone else got hold of it): their `inbox_url` and
+    `dropin_url` change, and every earlier link of theirs stops opening their pages (an old
+    e-mail's unsubscribe link still unsubscribes). Audited; no e-mail is sent."""
+
+    permission_classes = [MANAGE_ROLES]
+
+    @extend_schema(request=None, responses={200: AttendeeSerializer})
+    def post(self, request: Request, event_id: int, attendee_id: int) -> Response:
+        attendee = attendee_link_reset(
+            tenant_id=self.tenant.pk,
+            event_id=event_id,
+            attendee_id=attendee_id,
+            actor_label=self.idempotency_caller(request),
+        )
+        return Response(AttendeeSerializer(attendee).data)
 
 
 class AnnouncementsApi(TenantApi):

@@ -2,7 +2,9 @@
 
 * `Attendee`: a person who registered for an event (by the studio's import or, later, a selfie
   registration), identified by e-mail within (studio, event). `email_consent` records whether
-  they agreed to e-mail; `unsubscribed_at` ends every announcement to them.
+  they agreed to e-mail; `unsubscribed_at` ends every announcement to them (until they
+  resubscribe). `link_generation` names their one current signed link; replacing the link
+  bumps it.
 * `Notification`: one thing an attendee is told (an announcement, new photos of them). One per
   (attendee, `dedupe_key`): a redelivered job never tells them twice. One read state for every
   kind: `read_at`, set once.
@@ -40,6 +42,9 @@ class Attendee(TenantModel):
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
     # When the attendee asked to be e-mailed about new photos of them (drop-in); NULL: not asked.
     photo_alerts_at = models.DateTimeField(null=True, blank=True)
+    # Which of their signed links is current (`apps.notifications.selectors.attendee_token`):
+    # +1 each time the link is replaced, which retires every earlier one.
+    link_generation = models.PositiveIntegerField(default=0, db_default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -1,6 +1,8 @@
-"""What the attendee's signed-link pages (inbox, mark read, unsubscribe, drop-in) share: their
-request budget and the check of their token. Refusals are an HTML page for a browser and an
-RFC 7807 problem otherwise (`apps.core.problems.problem_page_or_json`).
+"""What the attendee's signed-link pages (inbox, mark read, new link, resubscribe, unsubscribe,
+drop-in) share: their request budget and the check of their token (only the current generation
+of the link opens a page; unsubscribing also takes an earlier one, `apps.notifications.selectors`).
+Refusals are an HTML page for a browser and an RFC 7807 problem otherwise
+(`apps.core.problems.problem_page_or_json`).
 
 The budget.
 
@@ -25,7 +27,7 @@ from django.http import HttpRequest, HttpResponse
 from apps.core.client_address import rate_limit_address
 from apps.core.problems import DomainError, problem_page_or_json
 from apps.notifications.models import Attendee
-from apps.notifications.selectors import attendee_from_token
+from apps.notifications.selectors import attendee_from_token, attendee_from_unsubscribe_token
 from apps.ops.ratelimit import setting_rate_wait
 
 ATTENDEE_PAGE_KEY = "attendee:page:"
@@ -58,9 +60,18 @@ def attendee_page_limited(view: Callable[..., HttpResponse]) -> Callable[..., Ht
 
 
 def attendee_or_problem(request: HttpRequest, token: str) -> Attendee | HttpResponse:
-    """The attendee the signed token names, or the refusal to answer with (404 for a tampered,
-    foreign or unknown link)."""
+    """The attendee the signed token of their current link names, or the refusal to answer with
+    (404 for a tampered, foreign, unknown or replaced link)."""
     try:
         return attendee_from_token(token=token)
+    except DomainError as exc:
+        return problem_page_or_json(request, exc.status_code, exc.title, exc.detail, slug=exc.slug)
+
+
+def unsubscribing_attendee_or_problem(request: HttpRequest, token: str) -> tuple[Attendee, bool] | HttpResponse:
+    """For the unsubscribe page only: the attendee a link of their current or an earlier
+    generation names and whether it is current, or the refusal (404, as above)."""
+    try:
+        return attendee_from_unsubscribe_token(token=token)
     except DomainError as exc:
         return problem_page_or_json(request, exc.status_code, exc.title, exc.detail, slug=exc.slug)

@@ -146,7 +146,8 @@ WITH claimed AS (
 SELECT c.id, c.tenant_id, c.attendee_id, c.generation, c.attempts, c.sent_count,
        a.email, a.name, (a.photo_alerts_at IS NOT NULL AND a.unsubscribed_at IS NULL), e.title, o.name,
        (SELECT count(*) FROM notifications_notification n
-         WHERE n.attendee_id = c.attendee_id AND n.kind = 'new_photos' AND n.read_at IS NULL)
+         WHERE n.attendee_id = c.attendee_id AND n.kind = 'new_photos' AND n.read_at IS NULL),
+       a.link_generation
   FROM claimed c
   JOIN notifications_attendee a ON a.id = c.attendee_id
   JOIN catalog_event e ON e.id = a.event_id
@@ -183,6 +184,7 @@ class _Claimed:
     event_title: str
     studio_name: str
     unseen: int
+    link_generation: int  # the attendee's current link, as the claim read it
 
 
 @dataclass
@@ -232,7 +234,9 @@ def _claim(*, token: uuid.UUID, now: datetime) -> list[_Claimed]:
 
 def _email(alert: _Claimed) -> OutgoingEmail:
     def link(page: str) -> str:
-        return attendee_link(tenant_id=alert.tenant_id, attendee_id=alert.attendee_id, page=page)
+        return attendee_link(
+            tenant_id=alert.tenant_id, attendee_id=alert.attendee_id, generation=alert.link_generation, page=page
+        )
 
     unsubscribe = link("unsubscribe")
     context: dict[str, Any] = {

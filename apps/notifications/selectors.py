@@ -1,8 +1,13 @@
 """Reads for attendees, notifications and announcements, and the attendee's signed link.
 
 The attendee's link (`/attendee/<token>/...`) is their credential: a `Signer` (SECRET_KEY, salt
-below) over {tenant, attendee}. It does not expire, because an unsubscribe link in an old e-mail
-must still work; it grants reading one's own notifications and unsubscribing, nothing else.
+below) over {"t": tenant, "a": attendee} and, once the link was replaced, "g": its generation
+(`Attendee.link_generation`; the first links, generation 0, carry none, so every link sent
+before generations existed is generation 0). It does not expire. Only the link of the current
+generation opens the attendee's pages (`attendee_from_token`); replacing it (the attendee's
+"send me a new one", the studio's reset) retires every earlier one, which then gets the same 404
+as a tampered link. The one exception is unsubscribing (`attendee_from_unsubscribe_token`): a
+one-click `List-Unsubscribe` in an old e-mail must keep working, and it only stops mail.
 """
 
 from __future__ import annotations
@@ -29,30 +34,71 @@ class AttendeeLinkInvalid(DomainError):
     title = "This link is not valid"
 
 
-def attendee_token(*, tenant_id: int, attendee_id: int) -> str:
-    return signing.Signer(salt=ATTENDEE_SALT).sign_object({"t": tenant_id, "a": attendee_id})
+# One answer for every refused link (tampered, unknown, replaced): a replaced link says no more
+# than a forged one. The second sentence helps the attendee who replaced it themselves.
+LINK_INVALID_DETAIL = "This link is not valid. If it was replaced, use the newest link you were sent."
 
 
-def attendee_link(*, tenant_id: int, attendee_id: int, page: str = "inbox") -> str:
-    """Absolute URL of the attendee's inbox (`page="inbox"`) or unsubscribe page."""
-    token = attendee_token(tenant_id=tenant_id, attendee_id=attendee_id)
+def attendee_token(*, tenant_id: int, attendee_id: int, generation: int = 0) -> str:
+    """The signed token of the attendee's link of `generation` (0: the first one, which carries
+    no "g", as every link made before generations existed)."""
+    claims: dict[str, int] = {"t": tenant_id, "a": attendee_id}
+    if generation:
+        claims["g"] = generation
+    return signing.Signer(salt=ATTENDEE_SALT).sign_object(claims)
+
+
+def attendee_link(*, tenant_id: int, attendee_id: int, generation: int, page: str = "inbox") -> str:
+    """Absolute URL of the attendee's inbox (`page="inbox"`), drop-in or unsubscribe page, for the
+    link of `generation`: pass the attendee's current `link_generation`, read when the URL is
+    shown or sent (an older one opens nothing but the unsubscribe page)."""
+    token = attendee_token(tenant_id=tenant_id, attendee_id=attendee_id, generation=generation)
     path = reverse(f"attendee-{page}", kwargs={"token": token})
     return f"{settings.DARKROOM_PUBLIC_BASE_URL.rstrip('/')}{path}"
 
 
-def attendee_from_token(*, token: str) -> Attendee:
-    """The attendee a valid link names. Raises AttendeeLinkInvalid (tampered, malformed, or the
-    attendee is gone)."""
+def _claims(token: str) -> tuple[int, int, int]:
+    """(tenant, attendee, generation) of a token we signed. Raises AttendeeLinkInvalid."""
     try:
         data = signing.Signer(salt=ATTENDEE_SALT).unsign_object(token)
         tenant_id, attendee_id = int(data["t"]), int(data["a"])
-    except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
-        raise AttendeeLinkInvalid("This link is not valid.") from exc
+        generation = data.get("g", 0)
+    except (signing.BadSignature, AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise AttendeeLinkInvalid(LINK_INVALID_DETAIL) from exc
+    if type(generation) is not int or generation < 0 or (generation == 0 and "g" in data):
+        raise AttendeeLinkInvalid(LINK_INVALID_DETAIL)  # never signed: generation 0 carries no "g"
+    return tenant_id, attendee_id, generation
+
+
+def _attendee_of(tenant_id: int, attendee_id: int) -> Attendee:
     with tenant_context(tenant_id):
         attendee = Attendee.objects.select_related("event", "tenant").filter(pk=attendee_id).first()
     if attendee is None:
-        raise AttendeeLinkInvalid("This link is not valid.")
+        raise AttendeeLinkInvalid(LINK_INVALID_DETAIL)
     return attendee
+
+
+def attendee_from_token(*, token: str) -> Attendee:
+    """The attendee a valid link of their current generation names: the credential of every
+    attendee page but unsubscribing. The generation must equal `link_generation` exactly.
+    Raises AttendeeLinkInvalid (tampered, malformed, replaced, or the attendee is gone)."""
+    tenant_id, attendee_id, generation = _claims(token)
+    attendee = _attendee_of(tenant_id, attendee_id)
+    if generation != attendee.link_generation:
+        raise AttendeeLinkInvalid(LINK_INVALID_DETAIL)
+    return attendee
+
+
+def attendee_from_unsubscribe_token(*, token: str) -> tuple[Attendee, bool]:
+    """The attendee a valid link of their current or any earlier generation names, and whether
+    the link is current. For unsubscribing only (an old e-mail's one-click link must work; it
+    only stops mail). Raises AttendeeLinkInvalid (tampered, malformed, a generation never
+    issued, or the attendee is gone)."""
+    tenant_id, attendee_id, generation = _claims(token)
+    attendee = _attendee_of(tenant_id, attendee_id)
+    if generation > attendee.link_generation:
+        raise AttendeeLinkInvalid(LINK_INVALID_DETAIL)
+    return attendee, generation == attendee.link_generation
 
 
 def attendees_of_event(*, event_id: int) -> QuerySet[Attendee]:

@@ -227,6 +227,32 @@ def attendee_unsubscribe(*, tenant_id: int, attendee_id: int) -> bool:
     return True
 
 
+@transaction.atomic(durable=True)
+def attendee_resubscribe(*, tenant_id: int, attendee_id: int) -> bool:
+    """The attendee who unsubscribed asks for announcements by e-mail again (their own request):
+    `unsubscribed_at` is cleared and their e-mail consent recorded now. Returns True if this call
+    resubscribed them; for an attendee who is subscribed it changes nothing (a second POST).
+    Announcements already turned into in-app deliveries stay as they are. Audited.
+    Raises Attendee.DoesNotExist.
+    """
+    attendee = Attendee.objects.select_for_update().get(tenant_id=tenant_id, pk=attendee_id)
+    if attendee.unsubscribed_at is None:
+        return False
+    attendee.unsubscribed_at = None
+    attendee.email_consent = True
+    attendee.consent_recorded_at = timezone.now()
+    attendee.save(update_fields=["unsubscribed_at", "email_consent", "consent_recorded_at"])
+    audit_record(
+        action="attendee.resubscribe",
+        tenant_id=tenant_id,
+        actor_label="attendee (signed link)",
+        target_type="attendee",
+        target_id=str(attendee_id),
+        data={},
+    )
+    return True
+
+
 # --- notifications --------------------------------------------------------------------------
 
 
@@ -475,7 +501,7 @@ UPDATE notifications_announcementdelivery d
                  WHERE announcement_id = %(announcement)s AND attendee_id > %(after)s AND attendee_id <= %(upto)s
                    AND status = 'pending' AND (claimed_until IS NULL OR claimed_until < %(now)s)
                  ORDER BY attendee_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-RETURNING d.id, d.attendee_id, d.attempts, a.email
+RETURNING d.id, d.attendee_id, d.attempts, a.email, a.link_generation
 """
 
 
@@ -515,7 +541,9 @@ def announcement_emails_send(*, announcement_id: int, after: int, upto: int) -> 
         if not claimed:
             break
         result.claimed += len(claimed)
-        outgoing = [_email(announcement, key=row[0], attendee_id=row[1], to=row[3]) for row in claimed]
+        outgoing = [
+            _email(announcement, key=row[0], attendee_id=row[1], to=row[3], generation=row[4]) for row in claimed
+        ]
         report = mailer.send(outgoing, from_email=settings.ANNOUNCEMENT_FROM_EMAIL)
         _record(token=token, report=report, claimed=claimed, result=result)
         if report.interrupted:
@@ -526,9 +554,12 @@ def announcement_emails_send(*, announcement_id: int, after: int, upto: int) -> 
     return result
 
 
-def _email(announcement: Announcement, *, key: int, attendee_id: int, to: str) -> OutgoingEmail:
-    unsubscribe = attendee_link(tenant_id=announcement.tenant_id, attendee_id=attendee_id, page="unsubscribe")
-    page = attendee_link(tenant_id=announcement.tenant_id, attendee_id=attendee_id)
+def _email(announcement: Announcement, *, key: int, attendee_id: int, to: str, generation: int) -> OutgoingEmail:
+    """The e-mail to one attendee, with the links of their link generation read by the claim."""
+    unsubscribe = attendee_link(
+        tenant_id=announcement.tenant_id, attendee_id=attendee_id, generation=generation, page="unsubscribe"
+    )
+    page = attendee_link(tenant_id=announcement.tenant_id, attendee_id=attendee_id, generation=generation)
     footer = (
         f"\n\n--\nYour page for {announcement.event.title} (every announcement, and new photos of you once "
         f"you register a selfie there): {page}\n"

@@ -4,7 +4,12 @@
   (`?older_than=<id>`).
 * `POST /attendee/<token>/read`: mark one (`notification` field) or all read.
 * `GET /attendee/<token>/unsubscribe`: a confirmation form; `POST` unsubscribes. The POST also
-  takes RFC 8058 one-click requests (`List-Unsubscribe=One-Click`) that mail clients send.
+  takes RFC 8058 one-click requests (`List-Unsubscribe=One-Click`) that mail clients send. The
+  one page a replaced link still opens (`apps.notifications.selectors`).
+* `POST /attendee/<token>/new-link`: "someone else has this link": the link is replaced and the
+  new one e-mailed to the attendee's own address (`apps.notifications.attendee_links`); 303 to
+  `GET /attendee/link-sent/<note>`, which says so with the address masked (the signed note).
+* `POST /attendee/<token>/resubscribe`: announcements by e-mail again, after an unsubscribe.
 
 The POSTs are exempt from CSRF: the token in the path is the only credential, and a page that
 could forge the request already holds it. Every page counts against the client address's
@@ -22,9 +27,15 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.core.problems import problem_page_or_json
-from apps.notifications.pages import attendee_or_problem, attendee_page_limited
+from apps.notifications.attendee_links import (
+    attendee_link_replace,
+    link_sent_note,
+    link_sent_note_read,
+    masked_email,
+)
+from apps.notifications.pages import attendee_or_problem, attendee_page_limited, unsubscribing_attendee_or_problem
 from apps.notifications.selectors import notifications_page, unread_count
-from apps.notifications.services import attendee_unsubscribe, notifications_mark_read
+from apps.notifications.services import attendee_resubscribe, attendee_unsubscribe, notifications_mark_read
 from apps.tenancy.context import tenant_context
 
 INBOX_PAGE_SIZE = 50
@@ -79,14 +90,67 @@ def mark_read(request: HttpRequest, token: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @attendee_page_limited
 def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
-    attendee = attendee_or_problem(request, token)
-    if isinstance(attendee, HttpResponse):
-        return attendee
+    """Also for a replaced link (an old e-mail's one-click): its page shows the address masked
+    and links nowhere, since it opens nothing else."""
+    found = unsubscribing_attendee_or_problem(request, token)
+    if isinstance(found, HttpResponse):
+        return found
+    attendee, current = found
     done = attendee.unsubscribed_at is not None
     if request.method == "POST":
         with tenant_context(attendee.tenant_id):
             attendee_unsubscribe(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)
         done = True
-    response = render(request, "attendee/unsubscribe.html", {"attendee": attendee, "done": done, "token": token})
+    context = {
+        "attendee": attendee,
+        "done": done,
+        "token": token,
+        "current": current,
+        "shown_email": attendee.email if current else masked_email(attendee.email),
+    }
+    response = render(request, "attendee/unsubscribe.html", context)
     response["Cache-Control"] = "private, no-store"  # it shows their e-mail address, as the inbox does
     return response
+
+
+@csrf_exempt
+@require_POST
+@attendee_page_limited
+def new_link(request: HttpRequest, token: str) -> HttpResponse:
+    """Replace the link and e-mail the new one; 303 to the page saying so. A second click that
+    raced the first (both read the same generation) bumps nothing and lands on the same page;
+    one after the first committed holds a replaced link: 404, as any invalid link."""
+    attendee = attendee_or_problem(request, token)
+    if isinstance(attendee, HttpResponse):
+        return attendee
+    with tenant_context(attendee.tenant_id):
+        attendee_link_replace(
+            tenant_id=attendee.tenant_id, attendee_id=attendee.pk, generation=attendee.link_generation
+        )
+    return HttpResponseRedirect(reverse("attendee-link-sent", kwargs={"token": link_sent_note(attendee)}), status=303)
+
+
+@require_GET
+@attendee_page_limited
+def link_sent(request: HttpRequest, token: str) -> HttpResponse:
+    """The page saying a new link was e-mailed to j***@example.com. `token` is the signed note of
+    `new_link`, not a credential (named so that logs redact it too, as every attendee path's)."""
+    note = link_sent_note_read(token)
+    if note is None:
+        return problem_page_or_json(request, 404, "Page not found", "This page has expired.", slug="not-found")
+    response = render(request, "attendee/link_sent.html", note)
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@csrf_exempt
+@require_POST
+@attendee_page_limited
+def resubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """Announcements by e-mail again (a second POST changes nothing); 303 to the inbox."""
+    attendee = attendee_or_problem(request, token)
+    if isinstance(attendee, HttpResponse):
+        return attendee
+    with tenant_context(attendee.tenant_id):
+        attendee_resubscribe(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)
+    return HttpResponseRedirect(reverse("attendee-inbox", kwargs={"token": token}), status=303)

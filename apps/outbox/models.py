@@ -58,6 +58,7 @@ LOST_MESSAGE_TOPICS = (
     "refund.restock_requested",
     "catalog.photo_withdrawn",
     "tenancy.password_reset_requested",
+    "attendee.link_replaced",
 )
 
 

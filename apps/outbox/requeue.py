@@ -53,6 +53,7 @@ REQUEUE_FLOWS = (
     "refund_restocks",
     "photo_withdrawals",
     "password_reset_emails",
+    "attendee_link_emails",
 )
 
 M = TypeVar("M", bound=models.Model)

@@ -1,14 +1,14 @@
 """Lost messages of flows without a waiting row: published, yet their consumer never finished.
 
 Most flows find their lost messages by a business row still waiting (apps/outbox/requeue.py).
-Some have no such row: the e-mails of order links, shipments, refunds and member invitations,
-the restock of a refunded order's prints, and a withdrawn photo's cleanup. What they have is the inbox: their consumer
-records the inbox row `(consumer, message id)` on every final outcome (`consume_once`, or the
-`send_once` of apps/outbox/mail_once.py). So a message of such a topic that was published
-`older_than_seconds` ago and has no inbox row of its consumer was lost by the broker (Redis
-forgot it) or gave up retrying; `outbox_requeue_unconsumed` sends it again under the same id.
-Every consumer is idempotent, so a copy that reaches a consumer still at work (a slow retry)
-is harmless.
+Some have no such row: the e-mails of order links, shipments, refunds, member invitations and
+attendees' new links, the restock of a refunded order's prints, and a withdrawn photo's cleanup.
+What they have is the inbox: their consumer records the inbox row `(consumer, message id)` on
+every final outcome (`consume_once`, or the `send_once` of apps/outbox/mail_once.py). So a
+message of such a topic that was published `older_than_seconds` ago and has no inbox row of its
+consumer was lost by the broker (Redis forgot it) or gave up retrying; `outbox_requeue_unconsumed`
+sends it again under the same id. Every consumer is idempotent, so a copy that reaches a consumer
+still at work (a slow retry) is harmless.
 
 A consumer opts in with `@outbox_consumer(..., lost_message_flow="<flow>")`. Its topic must be
 in `LOST_MESSAGE_TOPICS` (apps/outbox/models.py), the predicate of the partial index the sweep

@@ -1,4 +1,5 @@
-"""The studio's attendees and announcements API, and the attendee's pages (signed link)."""
+"""The studio's attendees and announcements API (replacing an attendee's link included), and the
+attendee's pages (signed link)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from apps.notifications.selectors import attendee_link, attendee_token
 from apps.notifications.services import announcement_fanout
 from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import AuditLog
 from tests.factories.catalog import EventFactory
 from tests.factories.tenancy import MembershipFactory, UserFactory
 from tests.notifications.helpers import event_with_attendees, notifications_of, sent_announcement
@@ -194,7 +196,7 @@ def test_the_attendee_reads_their_notifications_and_marks_them_read(tenant_a: An
         announcement = sent_announcement(tenant_a.org, event, title=title)
         with tenant_context(tenant_a.org.pk):
             announcement_fanout(announcement_id=announcement.pk)
-    link = attendee_link(tenant_id=tenant_a.org.pk, attendee_id=people[0].pk)
+    link = attendee_link(tenant_id=tenant_a.org.pk, attendee_id=people[0].pk, generation=0)
     inbox = link.split("://", 1)[1].split("/", 1)[1]
     browser = Client()
     page = browser.get(f"/{inbox}")
@@ -228,3 +230,84 @@ def test_one_click_unsubscribe_and_bad_links(tenant_a: Any) -> None:
     for bad in (token[:-2] + "xx", "garbage", attendee_token(tenant_id=tenant_a.org.pk, attendee_id=999999)):
         page = browser.get(f"/attendee/{bad}/")
         assert page.status_code == 404 and page["Content-Type"] == "application/problem+json"
+
+
+def reset_link_path(event_id: int, attendee_id: int) -> str:
+    return f"/api/v1/events/{event_id}/attendees/{attendee_id}/reset-link"
+
+
+def link_resets() -> list[AuditLog]:
+    with system_context("test: audit"):
+        return list(AuditLog.objects.filter(action="attendee.link_replace").order_by("id"))
+
+
+def test_the_studio_replaces_an_attendees_link_once_per_key_and_gets_the_new_links(tenant_a: Any) -> None:
+    # given: an attendee and their links as the list shows them
+    event, people = event_with_attendees(tenant_a.org, consenting=1)
+    api = tenant_a.client()
+    listing = f"/api/v1/events/{event.pk}/attendees"
+    before = api.get(listing).json()["results"][0]
+    # when: the studio replaces the link, and the request is retried with its key
+    reset = post(api, reset_link_path(event.pk, people[0].pk), key="reset-1")
+    again = post(api, reset_link_path(event.pk, people[0].pk), key="reset-1")
+    # then: 200 with the attendee as the list now shows it, with new links
+    assert reset.status_code == 200, reset.content
+    body = reset.json()
+    assert body == api.get(listing).json()["results"][0]
+    assert body["inbox_url"] != before["inbox_url"] and body["dropin_url"] != before["dropin_url"]
+    # and: the retry is a replay: replaced once, audited once, naming the caller
+    assert (again.status_code, again["Idempotent-Replayed"], again.json()) == (200, "true", body)
+    assert attendees()[0].link_generation == 1
+    [audit] = link_resets()
+    assert audit.actor_label.startswith("api_key:") and audit.target_id == str(people[0].pk)
+    assert audit.data == {"generation": 1, "emailed": False, "event_id": event.pk}
+    # and: the new links open the attendee's pages; the old ones no longer do, but still unsubscribe
+    browser = Client()
+    assert browser.get(urlsplit(body["inbox_url"]).path).status_code == 200
+    assert browser.get(urlsplit(body["dropin_url"]).path).status_code == 200
+    assert browser.get(urlsplit(before["inbox_url"]).path).status_code == 404
+    assert browser.get(urlsplit(before["dropin_url"]).path).status_code == 404
+    assert browser.get(urlsplit(before["inbox_url"]).path + "unsubscribe").status_code == 200
+    # and: no e-mail from this path: the studio hands the new link on
+    with system_context("test"):
+        assert not OutboxMessage.objects.filter(topic="attendee.link_replaced").exists()
+
+
+def test_resetting_the_link_of_an_attendee_of_another_event_or_studio_is_a_404_problem(
+    tenant_a: Any, tenant_b: Any
+) -> None:
+    # given: Ann at an event of studio A, Bob at studio B, and another event of studio A
+    event, [ann] = event_with_attendees(tenant_a.org, consenting=1)
+    _, [bob] = event_with_attendees(tenant_b.org, consenting=1)
+    other_event = an_event(tenant_a.org)
+    api = tenant_a.client()
+    # when: studio A resets Ann's link under its other event, Bob's, and an unknown attendee's
+    for event_id, attendee_id in ((other_event.pk, ann.pk), (event.pk, bob.pk), (event.pk, 999_999)):
+        response = post(api, reset_link_path(event_id, attendee_id))
+        # then: a 404 problem each time
+        assert response.status_code == 404, (event_id, attendee_id)
+        assert response["Content-Type"] == "application/problem+json"
+        assert response.json()["type"] == "/problems/attendee-not-found"
+    # and: nothing changed or was audited
+    assert [a.link_generation for a in attendees()] == [0, 0]
+    assert link_resets() == []
+
+
+def test_a_reset_needs_an_idempotency_key_and_a_managing_role(tenant_a: Any) -> None:
+    event, [ann] = event_with_attendees(tenant_a.org, consenting=1)
+    path = reset_link_path(event.pk, ann.pk)
+    # when: the studio's API key posts without an Idempotency-Key
+    missing = tenant_a.client().post(path, format="json")
+    # then: the 400 problem of the protocol
+    assert missing.status_code == 400 and missing.json()["type"] == "/problems/idempotency-key-missing"
+    # when: a photographer of the studio asks
+    photographer = UserFactory()
+    MembershipFactory(tenant=tenant_a.org, user=photographer, role="photographer")
+    client = Client()
+    client.force_login(photographer)
+    refused = client.post(
+        path, {}, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k", HTTP_X_TENANT=tenant_a.org.slug
+    )
+    # then: refused; nothing changed
+    assert refused.status_code in (403, 404), refused.content
+    assert attendees()[0].link_generation == 0 and link_resets() == []

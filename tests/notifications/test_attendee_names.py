@@ -2,16 +2,19 @@
 hold no control characters (a line break would start a new line of the e-mail) and no
 text-direction overrides (they reorder the text around it). The studio's attendees API and the
 dashboard's attendees form refuse such a name, naming where it is, and write nothing; the drop-in
-selfie API, which registers attendees too, is in tests/dropin/test_selfie_names.py."""
+selfie API, which registers attendees too, is in tests/dropin/test_selfie_names.py. Names stored
+before the rule are cleaned by a data migration (notifications 0004) with the same rule."""
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from typing import Any
 
 import pytest
 
 from apps.notifications.models import Attendee
+from apps.notifications.services import attendee_name_problem
 from apps.tenancy.context import system_context, tenant_context
 from tests.factories.catalog import EventFactory
 from tests.web.studio.conftest import form_nonce_on, signed_in, text
@@ -114,3 +117,64 @@ def test_the_studio_form_names_the_line_with_a_bad_name_and_writes_nothing(tenan
     assert f"Line 2 (name): {REFUSED}" in text(refused)
     assert f"Line 2 (name): {REFUSED}" in refused.context["form"].errors["lines"]
     assert names() == {}
+
+
+# --- names stored before the rule: the data migration cleans them ----------------------------
+
+CLEANING = importlib.import_module("apps.notifications.migrations.0004_attendee_names_cleaned")
+
+
+@pytest.mark.parametrize(
+    ("stored", "cleaned"),
+    [
+        ("line1\nline2\u202e", "line1 line2"),  # a line break separates, the override goes
+        ("\u202eevil", "evil"),
+        ("Ann \u2067Isolate", "Ann Isolate"),
+        ("Ann\x07", "Ann"),
+        ("Ann\x1b[31m", "Ann[31m"),
+        ("  Ann\t\tExample \r\n", "Ann Example"),
+        ("\x00\x01\u202c", ""),
+        ("Zoë 👩\u200d💻", "Zoë 👩\u200d💻"),  # other format characters (a zero-width joiner) stay
+    ],
+)
+def test_the_migration_cleans_a_name_with_the_rule_of_the_api(stored: str, cleaned: str) -> None:
+    assert CLEANING.clean_name(stored) == cleaned
+    assert attendee_name_problem(cleaned) == ""
+
+
+def test_the_migration_refuses_exactly_what_the_api_refuses() -> None:
+    # every character of the Basic Multilingual Plane, alone in a name and between two letters
+    for code in range(1, 0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue  # surrogates are no text
+        ch = chr(code)
+        refused_by_api = attendee_name_problem(f"a{ch}b") != ""
+        assert CLEANING.refused(ch) == refused_by_api, hex(code)
+        assert attendee_name_problem(CLEANING.clean_name(f"a{ch}b")) == "", hex(code)
+
+
+def test_the_migration_cleans_every_studios_stored_names_in_batches(tenant_a: Any, tenant_b: Any) -> None:
+    from django.db import connection
+
+    # given: attendees of two studios whose names were stored before the rule, and clean ones
+    stored = {
+        tenant_a.org: ["Ann\nExample", "Bob", "\u202eevil", "", "Cy  \x07 Dee"],
+        tenant_b.org: ["Eve\u2066", "Fay Gee"],
+    }
+    for org, names_of_org in stored.items():
+        event = an_event(org)
+        with tenant_context(org.pk):
+            for i, name in enumerate(names_of_org):
+                Attendee.objects.create(tenant=org, event=event, email=f"p{i}@example.com", name=name)
+    # when: the migration's update runs, two attendees a batch, outside any studio's context
+    changed = CLEANING.clean_attendee_names_on(connection, batch=2)
+    # then: every studio's refused names are cleaned; the others are left as they were
+    with system_context("test: names"):
+        after = sorted(Attendee.objects.values_list("tenant_id", "name"))
+    assert after == sorted(
+        [(tenant_a.org.pk, n) for n in ["Ann Example", "Bob", "evil", "", "Cy Dee"]]
+        + [(tenant_b.org.pk, n) for n in ["Eve", "Fay Gee"]]
+    )
+    assert changed == 4
+    # and: a second run finds nothing left to clean
+    assert CLEANING.clean_attendee_names_on(connection, batch=2) == 0

@@ -46,6 +46,8 @@ ATTENDEE_URLS = [
     ("post", "/read", {"notification": "1"}),  # mark read
     ("get", "/unsubscribe", None),  # unsubscribe confirmation
     ("post", "/unsubscribe", {"List-Unsubscribe": "One-Click"}),  # unsubscribe (also mail clients' one-click)
+    ("post", "/new-link", {}),  # replace the link, e-mail the new one
+    ("post", "/resubscribe", {}),  # announcements by e-mail again
     ("get", "/drop-in", None),  # drop-in page
     ("post", "/drop-in", {"consent": "yes"}),  # selfie
     ("post", "/drop-in/delete", {}),  # delete the face
@@ -82,9 +84,9 @@ def test_every_attendee_url_answers_a_bad_link_with_a_page_in_a_browser_and_a_pr
     assert "This link is not valid." in shown.content.decode()
     assert (answered.status_code, answered["Content-Type"]) == (404, "application/problem+json")
     assert answered.json()["type"] == "/problems/attendee-link-invalid"
-    # and: nothing changed for the attendee
+    # and: nothing changed for the attendee (nor their link)
     with tenant_context(tenant_a.org.pk):
-        assert Attendee.objects.filter(pk=people[0].pk, unsubscribed_at__isnull=True).exists()
+        assert Attendee.objects.filter(pk=people[0].pk, unsubscribed_at__isnull=True, link_generation=0).exists()
 
 
 @pytest.mark.parametrize(("method", "page", "data"), ATTENDEE_URLS)
@@ -100,11 +102,11 @@ def test_every_attendee_url_over_the_budget_is_a_429_page_in_a_browser(
     browser.get(url.removesuffix(page) + "/", **BROWSER)
     # when: the browser opens the URL
     refused = _open(browser, method, url, data, **BROWSER)
-    # then: a 429 page with Retry-After, and the attendee unchanged
+    # then: a 429 page with Retry-After, and the attendee (and their link) unchanged
     assert (refused.status_code, refused["Content-Type"]) == (429, "text/html; charset=utf-8")
     assert int(refused["Retry-After"]) >= 1
     with tenant_context(tenant_a.org.pk):
-        assert Attendee.objects.filter(pk=people[0].pk, unsubscribed_at__isnull=True).exists()
+        assert Attendee.objects.filter(pk=people[0].pk, unsubscribed_at__isnull=True, link_generation=0).exists()
 
 
 def test_over_the_attendee_budget_a_browser_gets_a_429_page_with_retry_after(tenant_a: Any, settings: Any) -> None:

@@ -455,6 +455,10 @@ class AttendeesForm(StudioForm):
         return attendees
 
 
+class AttendeeLinkResetForm(StudioForm):
+    """A button: the attendee is in the URL."""
+
+
 class AnnouncementForm(StudioForm):
     event = forms.TypedChoiceField(coerce=int, label="Event", help_text="Sent to this event's subscribed attendees.")
     title = forms.CharField(max_length=200)

@@ -110,7 +110,7 @@ def attendee_rows(*, tenant_id: int, attendees: Iterable[Attendee]) -> list[Atte
         AttendeeRow(
             attendee=attendee,
             face_status=faces.get(attendee.pk),
-            page_url=attendee_link(tenant_id=tenant_id, attendee_id=attendee.pk),
+            page_url=attendee_link(tenant_id=tenant_id, attendee_id=attendee.pk, generation=attendee.link_generation),
         )
         for attendee in attendees
     ]

@@ -49,6 +49,11 @@ urlpatterns = [
     path("events/<studio_id:event_id>/photos", events.event_upload, name="event-upload"),
     path("events/<studio_id:event_id>/attendees", attendees.event_attendees, name="event-attendees"),
     path(
+        "events/<studio_id:event_id>/attendees/<studio_id:attendee_id>/reset-link",
+        attendees.attendee_link_reset_view,
+        name="attendee-reset-link",
+    ),
+    path(
         "events/<studio_id:event_id>/photos/<studio_id:photo_id>/withdraw",
         photos.photo_withdraw_view,
         name="photo-withdraw",

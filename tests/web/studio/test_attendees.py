@@ -1,12 +1,14 @@
 """An event's attendees on the studio dashboard: owners and staff list them with their e-mail
 choices, drop-in face and signed page link, and register pasted ones once; bad lines are
-refused with their line numbers and nothing is written."""
+refused with their line numbers and nothing is written. "Replace link" replaces one attendee's
+link once per form; another event's or studio's attendee is a 404."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from apps.notifications.models import Attendee
 from apps.notifications.selectors import attendee_token
@@ -92,3 +94,69 @@ def test_pasting_known_attendees_without_the_consent_box_keeps_their_consent(stu
     # then: Ann keeps her consent; Bob is registered without one
     assert response.status_code == 303
     assert attendees(studio.org) == [("ann@example.com", "", True), ("bob@example.com", "", False)]
+
+
+def test_staff_replace_an_attendees_link_once_and_the_list_shows_the_new_one(studio: StudioPeople) -> None:
+    # given: Ann on the attendees page, her link listed
+    event = new_event(studio.org)
+    action = f"/studio/events/{event.pk}/attendees"
+    staff = signed_in(studio.staff)
+    staff.post(action, {"nonce": form_nonce_on(staff.get(action), action), "lines": "ann@example.com"})
+    with tenant_context(studio.org.pk):
+        ann = Attendee.objects.get(email="ann@example.com")
+    old = f"/attendee/{attendee_token(tenant_id=studio.org.pk, attendee_id=ann.pk)}/"
+    page = staff.get(action)
+    assert old in text(page) and "Replace link" in text(page)
+    # when: staff press her "Replace link" button, and the browser sends the form twice
+    reset = f"{action}/{ann.pk}/reset-link"
+    form = {"nonce": form_nonce_on(page, reset)}
+    first, second = staff.post(reset, form), staff.post(reset, form)
+    # then: back to the list, which says so and shows her new link instead of the old one
+    assert (first.status_code, first["Location"]) == (303, action)
+    assert (second.status_code, second["Location"]) == (303, action)
+    listing = text(staff.get(action))
+    new = f"/attendee/{attendee_token(tenant_id=studio.org.pk, attendee_id=ann.pk, generation=1)}/"
+    assert "The link of ann@example.com is replaced" in listing
+    assert new in listing and old not in listing
+    # and: replaced once, audited once; the old link opens nothing, the new one her page
+    with tenant_context(studio.org.pk):
+        assert Attendee.objects.get(pk=ann.pk).link_generation == 1
+    with system_context("test"):
+        assert (
+            AuditLog.objects.filter(action="attendee.link_replace", actor_label=f"user:{studio.staff.pk}").count() == 1
+        )
+    assert Client().get(old).status_code == 404 and Client().get(new).status_code == 200
+
+
+def test_replacing_the_link_of_an_attendee_of_another_event_or_studio_is_a_404_page(
+    studio: StudioPeople, other_studio: StudioPeople
+) -> None:
+    # given: Ann at an event of the studio, Bob at another studio's event, and a second event
+    event, other_event = new_event(studio.org), new_event(studio.org)
+    theirs = new_event(other_studio.org)
+    owner = signed_in(studio.owner)
+    action = f"/studio/events/{event.pk}/attendees"
+    owner.post(action, {"nonce": form_nonce_on(owner.get(action), action), "lines": "ann@example.com"})
+    other = signed_in(other_studio.owner)
+    their_action = f"/studio/events/{theirs.pk}/attendees"
+    other.post(their_action, {"nonce": form_nonce_on(other.get(their_action), their_action), "lines": "bob@x.org"})
+    with system_context("test"):
+        ann, bob = Attendee.objects.get(email="ann@example.com"), Attendee.objects.get(email="bob@x.org")
+    # when: the owner replaces Ann's link under the other event, Bob's under each, and the
+    # other studio's owner Ann's
+    attempts = [
+        (owner, other_event.pk, ann.pk),
+        (owner, event.pk, bob.pk),
+        (owner, theirs.pk, bob.pk),
+        (other, event.pk, ann.pk),
+    ]
+    for client, event_id, attendee_id in attempts:
+        response = client.post(f"/studio/events/{event_id}/attendees/{attendee_id}/reset-link", {"nonce": "n1"})
+        # then: a 404 page each time
+        assert response.status_code == 404, (event_id, attendee_id)
+    # and: nothing changed; a photographer may not replace a link at all
+    photographer = signed_in(studio.photographer)
+    assert photographer.post(f"{action}/{ann.pk}/reset-link", {"nonce": "n2"}).status_code == 403
+    with system_context("test"):
+        assert list(Attendee.objects.values_list("link_generation", flat=True)) == [0, 0]
+        assert not AuditLog.objects.filter(action="attendee.link_replace").exists()
