@@ -12,7 +12,10 @@ accepts, so a huge body is never read, whichever server runs the app:
 * A body longer than it declared is cut at its declared length.
 
 The path's limit is the middleware's: `DARKROOM_MAX_BODY_BYTES`, or for a multipart body to a view
-in LARGE_BODY_VIEWS that view's own (whose credential check stays in the middleware).
+in LARGE_BODY_VIEWS that view's own. For a view that takes them only from members, that needs an
+Authorization header or a session cookie; whether it is a live credential is the middleware's
+check, so a request with a forged one may still have its body read up to the view's limit before
+the 413 (WSGI reads nothing of it).
 """
 
 from __future__ import annotations
@@ -54,7 +57,21 @@ def _path_limit(scope: Scope) -> int:
         large = LARGE_BODY_VIEWS.get(resolve(path).view_name)
     except Resolver404:
         return limit
-    return max(limit, large.limit()) if large is not None else limit
+    if large is None or (large.credential and not _may_hold_credential(scope)):
+        return limit
+    return max(limit, large.limit())
+
+
+def _may_hold_credential(scope: Scope) -> bool:
+    """Whether the request carries something that may be a credential: an Authorization header or
+    the session cookie. Only the middleware can tell a live one (it asks the database); without
+    either, a view that takes large bodies only from members keeps the small limit here, so an
+    anonymous oversize body is refused from its header, unread, as under WSGI."""
+    if _header(scope, b"authorization"):
+        return True
+    cookies = _header(scope, b"cookie") or ""
+    name = settings.SESSION_COOKIE_NAME
+    return any(part.strip().startswith(f"{name}=") for part in cookies.split(";"))
 
 
 class BodyLimitASGI:

@@ -27,12 +27,13 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.core.problems import DomainError
+from apps.core.problems import DomainError, problem_page_or_json
 from apps.dropin.selectors import face_of_attendee
 from apps.dropin.services import ConsentRequired, FaceNotFound, face_delete, selfie_register
 from apps.notifications.models import Attendee
 from apps.notifications.pages import attendee_or_problem, attendee_page_limited
 from apps.notifications.photo_alerts import attendee_photo_alerts_set
+from apps.notifications.selectors import LINK_INVALID_DETAIL, AttendeeLinkInvalid, attendee_link_still_current
 from apps.ops.ratelimit import setting_rate_wait
 from apps.tenancy.context import tenant_context
 
@@ -71,6 +72,18 @@ def _page(request: HttpRequest, attendee: Attendee, token: str, *, error: str = 
 CONSENT_NEEDED = "Tick the box to agree to face matching: without your consent, no photo is matched to your face."
 
 
+def _link_still_current(attendee: Attendee) -> None:
+    """In the write's transaction: refuse (AttendeeLinkInvalid, the replaced link's 404) when the
+    link was replaced after the request was admitted, e.g. during a selfie's upload."""
+    if not attendee_link_still_current(attendee=attendee):
+        raise AttendeeLinkInvalid(LINK_INVALID_DETAIL)
+
+
+def _replaced(request: HttpRequest, exc: AttendeeLinkInvalid) -> HttpResponse:
+    """The answer of a link replaced mid-request: the 404 of every invalid attendee link."""
+    return problem_page_or_json(request, exc.status_code, exc.title, exc.detail, slug=exc.slug)
+
+
 def _selfie_wait(attendee: Attendee) -> int:
     """Count one selfie against the attendee's link: 0 if admitted, else seconds to wait."""
     return setting_rate_wait((f"attendee:dropin:t{attendee.tenant_id}:a{attendee.pk}", "DROPIN_SELFIE_PAGE_RATE"))
@@ -104,6 +117,7 @@ def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
         return _page(request, attendee, token, error=CONSENT_NEEDED, status=ConsentRequired.status_code)
     try:
         with tenant_context(attendee.tenant_id), transaction.atomic(durable=True):
+            _link_still_current(attendee)
             selfie_register(
                 tenant_id=attendee.tenant_id,
                 event_id=attendee.event_id,
@@ -114,6 +128,8 @@ def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
                 actor_label=_actor(attendee),
                 photo_alerts=request.POST.get("alerts") == "yes",
             )
+    except AttendeeLinkInvalid as exc:
+        return _replaced(request, exc)
     except DomainError as exc:
         return _page(request, attendee, token, error=exc.detail or exc.title, status=exc.status_code)
     return HttpResponseRedirect(reverse("attendee-dropin", kwargs={"token": token}), status=303)
@@ -128,6 +144,7 @@ def dropin_delete(request: HttpRequest, token: str) -> HttpResponse:
         return attendee
     try:
         with tenant_context(attendee.tenant_id), transaction.atomic(durable=True):
+            _link_still_current(attendee)
             face_delete(
                 tenant_id=attendee.tenant_id,
                 attendee_id=attendee.pk,
@@ -135,6 +152,8 @@ def dropin_delete(request: HttpRequest, token: str) -> HttpResponse:
             )
     except FaceNotFound:
         pass  # already deleted: the page shows that
+    except AttendeeLinkInvalid as exc:
+        return _replaced(request, exc)
     return HttpResponseRedirect(reverse("attendee-dropin", kwargs={"token": token}), status=303)
 
 
@@ -148,8 +167,15 @@ def dropin_alerts(request: HttpRequest, token: str) -> HttpResponse:
     choice = request.POST.get("alerts")
     if choice not in ("on", "off"):
         return _page(request, attendee, token, error="Choose whether to get e-mail alerts.", status=400)
-    with tenant_context(attendee.tenant_id), transaction.atomic(durable=True):
-        attendee_photo_alerts_set(
-            tenant_id=attendee.tenant_id, attendee_id=attendee.pk, enabled=choice == "on", actor_label=_actor(attendee)
-        )
+    try:
+        with tenant_context(attendee.tenant_id), transaction.atomic(durable=True):
+            _link_still_current(attendee)
+            attendee_photo_alerts_set(
+                tenant_id=attendee.tenant_id,
+                attendee_id=attendee.pk,
+                enabled=choice == "on",
+                actor_label=_actor(attendee),
+            )
+    except AttendeeLinkInvalid as exc:
+        return _replaced(request, exc)
     return HttpResponseRedirect(reverse("attendee-dropin", kwargs={"token": token}), status=303)

@@ -89,6 +89,18 @@ def attendee_from_token(*, token: str) -> Attendee:
     return attendee
 
 
+def attendee_link_still_current(*, attendee: Attendee) -> bool:
+    """Inside the caller's transaction: lock the attendee's row and say whether the generation the
+    request's link was admitted with is still current. A write through an attendee's link calls
+    it first, so a link replaced while the request was being read (a slow selfie upload) writes
+    nothing: the replacement committed before (False) or waits for this transaction."""
+    return (
+        Attendee.objects.select_for_update(no_key=True)
+        .filter(tenant_id=attendee.tenant_id, pk=attendee.pk, link_generation=attendee.link_generation)
+        .exists()
+    )
+
+
 def attendee_from_unsubscribe_token(*, token: str) -> tuple[Attendee, bool]:
     """The attendee a valid link of their current or any earlier generation names, and whether
     the link is current. For unsubscribing only (an old e-mail's one-click link must work; it

@@ -34,7 +34,7 @@ from apps.notifications.attendee_links import (
     masked_email,
 )
 from apps.notifications.pages import attendee_or_problem, attendee_page_limited, unsubscribing_attendee_or_problem
-from apps.notifications.selectors import notifications_page, unread_count
+from apps.notifications.selectors import LINK_INVALID_DETAIL, AttendeeLinkInvalid, notifications_page, unread_count
 from apps.notifications.services import attendee_resubscribe, attendee_unsubscribe, notifications_mark_read
 from apps.tenancy.context import tenant_context
 
@@ -117,16 +117,21 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
 @require_POST
 @attendee_page_limited
 def new_link(request: HttpRequest, token: str) -> HttpResponse:
-    """Replace the link and e-mail the new one; 303 to the page saying so. A second click that
-    raced the first (both read the same generation) bumps nothing and lands on the same page;
-    one after the first committed holds a replaced link: 404, as any invalid link."""
+    """Replace the link and e-mail the new one; 303 to the page saying so. A request whose link was
+    replaced before its own replacement committed (a second click, the studio's reset) bumps
+    nothing and gets the 404 of any replaced link: no e-mail is on its way from it."""
     attendee = attendee_or_problem(request, token)
     if isinstance(attendee, HttpResponse):
         return attendee
     with tenant_context(attendee.tenant_id):
-        attendee_link_replace(
+        replaced = attendee_link_replace(
             tenant_id=attendee.tenant_id, attendee_id=attendee.pk, generation=attendee.link_generation
         )
+    if not replaced:
+        # Replaced meanwhile, and not by this request (a racing click of the same page, or the
+        # studio's reset): no e-mail was queued here, so say what any replaced link gets.
+        exc = AttendeeLinkInvalid(LINK_INVALID_DETAIL)
+        return problem_page_or_json(request, exc.status_code, exc.title, exc.detail, slug=exc.slug)
     return HttpResponseRedirect(reverse("attendee-link-sent", kwargs={"token": link_sent_note(attendee)}), status=303)
 
 

@@ -252,25 +252,31 @@ def rate_limits_parse(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             Rate.parse(str(text))
         except ValueError as exc:
             errors.append(Error(f"{where}: {exc}", id="ops.E001"))
-    known = _url_names(get_resolver().url_patterns)
+    known = _throttled_url_names(get_resolver().url_patterns)
     for name in sorted(set(settings.RATE_LIMITS) - known):
         errors.append(
             Error(
-                f"DARKROOM_RATE_LIMITS[{name}]: no URL is named {name!r}, so this limit would never apply",
-                hint="Use the URL name of the API endpoint (e.g. checkout-create), without a namespace.",
+                f"DARKROOM_RATE_LIMITS[{name}]: no API endpoint is named {name!r}, so this limit would never apply",
+                hint=(
+                    "Use the URL name of an API endpoint (e.g. checkout-create), without a namespace; the pages"
+                    " have their own rate settings (DARKROOM_STUDIO_LOGIN_RATE, ...)."
+                ),
                 id="ops.E002",
             )
         )
     return errors
 
 
-def _url_names(patterns: Iterable[URLPattern | URLResolver]) -> set[str]:
-    """Every URL name in `patterns` and the URLconfs they include (without namespaces: the
-    throttle looks limits up by `resolver_match.url_name`)."""
+def _throttled_url_names(patterns: Iterable[URLPattern | URLResolver]) -> set[str]:
+    """The URL names, in `patterns` and the URLconfs they include, of the views this limiter
+    throttles (API views with TenantRateThrottle), without namespaces: the throttle looks limits
+    up by `resolver_match.url_name`."""
     names: set[str] = set()
     for pattern in patterns:
         if isinstance(pattern, URLResolver):
-            names |= _url_names(pattern.url_patterns)
-        elif pattern.name:
+            names |= _throttled_url_names(pattern.url_patterns)
+        elif pattern.name and TenantRateThrottle in getattr(
+            getattr(pattern.callback, "cls", None), "throttle_classes", ()
+        ):
             names.add(pattern.name)
     return names

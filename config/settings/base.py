@@ -478,7 +478,8 @@ ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS = env.int("DARKROOM_ANNOUNCEMENT_EMAIL_MAX_ATTEM
 # --- edge protection ----------------------------------------------------------------------
 # Per (tenant, caller, endpoint) sliding-window limit on every API view (apps/ops/ratelimit.py):
 # "<n>/<s|min|hour>", e.g. "600/min" or "1000/10s"; DARKROOM_RATE_LIMITS overrides per URL name
-# ("checkout-create=120/min,event-selfies=30/min"; an unknown name is a start-up error, ops.E002).
+# of an API endpoint ("checkout-create=120/min,event-selfies=30/min"; any other name is the
+# system check error ops.E002).
 # Over it: 429 with Retry-After.
 # The reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the client for
 # rate limits and logs (apps/core/client_address.py); empty: the socket's peer is the client.

@@ -185,3 +185,18 @@ def test_a_body_longer_than_it_declared_is_cut_at_its_length() -> None:
     assert served.status == 204
     assert b"".join(received) == b"y" * 10
     assert served.taken == CHUNK
+
+
+def test_an_anonymous_upload_over_the_small_limit_is_413_unread(tenant_a: TenantBundle) -> None:
+    # given: a 3 MiB upload to the photo API, which takes that much only from members
+    event = EventFactory(tenant=tenant_a.org)
+    body = multipart(3 * MiB)
+    # when: it arrives with its Content-Length but no credential (no Authorization, no session)
+    served = asgi_post(
+        f"/api/v1/events/{event.pk}/photos",
+        body,
+        content_type=f"multipart/form-data; boundary={BOUNDARY}",
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+    )
+    # then: 413 from its header, and nothing of it was read (as under WSGI)
+    assert served.status == 413 and served.taken == 0

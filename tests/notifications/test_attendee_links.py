@@ -21,10 +21,12 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
+from apps.dropin import views as dropin_views
 from apps.dropin.faces.fake import fake_face_image
 from apps.dropin.models import AttendeeFace
 from apps.dropin.services import dropin_job_process
 from apps.notifications import attendee_links
+from apps.notifications import views as notification_views
 from apps.notifications.attendee_links import (
     LINK_REPLACED_CONSUMER,
     TOPIC_LINK_REPLACED,
@@ -322,3 +324,50 @@ def test_a_selfie_through_the_current_link_still_works_after_a_replacement(tenan
     assert response.status_code == 303
     with tenant_context(tenant_a.org.pk):
         assert AttendeeFace.objects.filter(attendee_id=ann.pk).count() == 1
+
+
+def studio_resets(org: Any, attendee: Attendee) -> None:
+    """The studio's "Replace link", committed (injected at an exact point of a request below)."""
+    with tenant_context(org.pk), transaction.atomic():
+        attendee_link_reset(tenant_id=org.pk, event_id=attendee.event_id, attendee_id=attendee.pk, actor_label="studio")
+
+
+def test_a_selfie_sent_through_a_link_replaced_during_its_upload_is_not_registered(tenant_a: Any) -> None:
+    # given: Ann's link, held by someone else, who starts uploading their selfie through it
+    _, [ann] = event_with_attendees(tenant_a.org, consenting=1)
+    old = attendee_token(tenant_id=tenant_a.org.pk, attendee_id=ann.pk)
+    image = io.BytesIO(fake_face_image(["mallory"]))
+    image.name = "me.jpg"
+    admitted = dropin_views._selfie_wait
+
+    def reset_during_upload(attendee: Attendee) -> int:
+        # when: the studio replaces the link after the page checked it, while the body still streams
+        studio_resets(tenant_a.org, ann)
+        return admitted(attendee)
+
+    with mock.patch.object(dropin_views, "_selfie_wait", side_effect=reset_during_upload):
+        response = Client().post(f"/attendee/{old}/drop-in", {"consent": "yes", "image": image}, **BROWSER)
+    # then: the replaced link registers nothing: the write checks the generation under the row lock
+    with system_context("test: faces"):
+        faces = AttendeeFace.objects.filter(attendee_id=ann.pk).count()
+    assert (response.status_code, faces) == (404, 0)
+
+
+def test_a_new_link_click_that_loses_to_a_studio_reset_does_not_say_an_email_is_on_its_way(tenant_a: Any) -> None:
+    # given: Ann clicks "Someone else has this link? Send me a new one"
+    _, [ann] = event_with_attendees(tenant_a.org, consenting=1)
+    old = attendee_token(tenant_id=tenant_a.org.pk, attendee_id=ann.pk)
+    replace = notification_views.attendee_link_replace
+
+    def studio_first(**kwargs: Any) -> bool:
+        # when: the studio's "Replace link" commits between her link's check and the replacement
+        studio_resets(tenant_a.org, ann)
+        return replace(**kwargs)
+
+    with mock.patch.object(notification_views, "attendee_link_replace", side_effect=studio_first):
+        response = Client().post(f"/attendee/{old}/new-link", **BROWSER)
+    with system_context("test: outbox"):
+        queued = OutboxMessage.objects.filter(topic=TOPIC_LINK_REPLACED).count()
+    # then: she is not told an e-mail is on its way (none was queued): her link was replaced, and
+    # she gets what any replaced link gets
+    assert (response.status_code, queued) == (404, 0)

@@ -170,10 +170,14 @@ def test_a_typo_in_a_configured_rate_is_a_system_check_error(settings: Any) -> N
     assert [e.id for e in errors] == ["ops.E001"]
 
 
-def test_a_rate_limit_for_a_url_name_that_does_not_exist_is_a_system_check_error(settings: Any) -> None:
-    # given: one real URL name and one typo
-    settings.RATE_LIMITS = {"event-attendees": "3/min", "checkout-list": "120/min"}
+def test_a_rate_limit_for_a_name_no_api_endpoint_has_is_a_system_check_error(settings: Any) -> None:
+    # given: an API endpoint's name, a typo, and the name of a page (the studio's sign-in), which
+    # this limiter does not throttle
+    settings.RATE_LIMITS = {"event-attendees": "3/min", "checkout-list": "120/min", "login": "5/min"}
     # when: the system checks run
     errors = ratelimit.rate_limits_parse()
-    # then: the typo is named (its limit would never apply); the real name passes
-    assert [(e.id, e.msg.split(":")[0]) for e in errors] == [("ops.E002", "DARKROOM_RATE_LIMITS[checkout-list]")]
+    # then: the typo and the page are named (their limits would never apply); the endpoint passes
+    assert [(e.id, e.msg.split(":")[0]) for e in errors] == [
+        ("ops.E002", "DARKROOM_RATE_LIMITS[checkout-list]"),
+        ("ops.E002", "DARKROOM_RATE_LIMITS[login]"),
+    ]
