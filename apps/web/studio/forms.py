@@ -111,11 +111,15 @@ class EventForm(StudioForm):
 
 class EventEditForm(StudioForm):
     """Change an event's title, date, visibility or access code; its address (slug) stays. An
-    empty access code keeps the event's current code."""
+    empty access code keeps the event's current code.
 
-    title = forms.CharField(max_length=200)
-    date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-    visibility = forms.ChoiceField(choices=Event.Visibility.choices)
+    Each field carries the value the page showed (a hidden initial), and only the fields changed
+    from it are saved (`changed_fields`): a page left open in another tab saves what was changed
+    there, never the stale values of the rest."""
+
+    title = forms.CharField(max_length=200, show_hidden_initial=True)
+    date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), show_hidden_initial=True)
+    visibility = forms.ChoiceField(choices=Event.Visibility.choices, show_hidden_initial=True)
     access_code = forms.CharField(
         max_length=128,
         required=False,
@@ -132,6 +136,13 @@ class EventEditForm(StudioForm):
     def for_event(cls, event: Event) -> EventEditForm:
         """An unbound form showing the event as it is (never its code: only a hash is stored)."""
         return cls(initial={"title": event.title, "date": event.date, "visibility": event.visibility})
+
+    def changed_fields(self) -> dict[str, Any]:
+        """The cleaned title, date and visibility the member changed on the page (None: kept)."""
+        return {name: self.cleaned_data[name] if name in self.changed_data else None for name in EVENT_EDIT_FIELDS}
+
+
+EVENT_EDIT_FIELDS = ("title", "date", "visibility")
 
 
 class MultipleFileInput(forms.ClearableFileInput):

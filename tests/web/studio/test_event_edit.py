@@ -45,18 +45,15 @@ def protected(studio: StudioPeople, **fields: Any) -> Event:
 
 
 def edit_form(client: Client, event: Event, **changes: str) -> dict[str, str]:
-    """The event page's edit form as a browser would send it: its current values and nonce, with
-    `changes` typed in."""
+    """The event page's edit form as a browser would send it: its current values (and, hidden,
+    the values the page showed) and nonce, with `changes` typed in."""
     page = client.get(f"/studio/events/{event.pk}/")
     row = reload(event)
-    form = {
-        "nonce": form_nonce_on(page, edit_url(event)),
-        "title": row.title,
-        "date": row.date.isoformat(),
-        "visibility": row.visibility,
-        "access_code": "",
-    }
-    return {**form, **changes}
+    shown = {"title": row.title, "date": row.date.isoformat(), "visibility": row.visibility}
+    for name, value in shown.items():
+        assert f'name="initial-{name}" value="{value}"' in text(page)
+    form = {"nonce": form_nonce_on(page, edit_url(event)), **shown, "access_code": ""}
+    return {**form, **{f"initial-{name}": value for name, value in shown.items()}, **changes}
 
 
 def test_owner_edits_an_event_once_per_form_with_a_message(studio: StudioPeople) -> None:
@@ -77,6 +74,24 @@ def test_owner_edits_an_event_once_per_form_with_a_message(studio: StudioPeople)
     assert audit_fields(event) == [["title", "date"]]
     after = text(client.get(first["Location"]))
     assert "Event “City Marathon” saved." in after
+
+
+def test_a_stale_tab_saves_only_what_was_changed_in_it(studio: StudioPeople) -> None:
+    # given: the event page open in two tabs
+    event = new_event(studio.org, title="Marathon", slug="marathon")
+    client = signed_in(studio.owner)
+    tab_a = edit_form(client, event, title="City Marathon")
+    tab_b = edit_form(client, event, date="2026-09-12")
+    # when: the first tab saves a new title, then the second (still showing "Marathon") a new date
+    assert client.post(edit_url(event), tab_a).status_code == 303
+    assert client.post(edit_url(event), tab_b).status_code == 303
+    # then: both changes stand: the second tab did not put the old title back
+    row = reload(event)
+    assert (row.title, row.date.isoformat()) == ("City Marathon", "2026-09-12")
+    assert audit_fields(event) == [["title"], ["date"]]
+    # and: a form sent with nothing changed writes nothing and says so
+    response = client.post(edit_url(event), edit_form(client, event), follow=True)
+    assert "Nothing was changed." in text(response) and len(audit_fields(event)) == 2
 
 
 def test_an_empty_code_keeps_the_current_code(studio: StudioPeople) -> None:

@@ -250,21 +250,24 @@ def event_detail(request: HttpRequest, studio: Studio, event_id: int) -> HttpRes
 @studio_page(*CATALOG_WRITE_ROLES)
 def event_edit(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
     """Change the event's title, date, visibility or access code (an empty code keeps the current
-    one; see `apps.catalog.events.event_update`), once per rendered form."""
+    one; see `apps.catalog.events.event_update`), once per rendered form: only the fields changed
+    on the page (`EventEditForm.changed_fields`), so a stale tab does not put back old values."""
     event = _event_or_404(request, studio, event_id)
     if isinstance(event, HttpResponse):
         return event
     form = EventEditForm(request.POST)
 
     def effect() -> str:
-        data = form.cleaned_data
+        changed = form.changed_fields()
+        access_code = form.cleaned_data["access_code"] or None
+        if access_code is None and all(value is None for value in changed.values()):
+            messages.info(request, "Nothing was changed.")
+            return reverse("studio:event", args=[event.pk])
         updated = services.event_update(
             tenant_id=studio.tenant_id,
             event_id=event.pk,
-            title=data["title"],
-            date=data["date"],
-            visibility=data["visibility"],
-            access_code=data["access_code"] or None,
+            **changed,
+            access_code=access_code,
             actor=Actor.member(studio.user),
         )
         messages.success(request, f"Event “{updated.title}” saved.")
