@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from apps.core.problems import DomainError, InvalidInput, NotFound
 from apps.core.request_context import get_request_id
+from apps.core.text import title_problem
 from apps.tenancy.context import current_tenant_id, tenant_context
 from apps.tenancy.keys import hash_api_key
 from apps.tenancy.models import ApiKey, AuditLog, Membership, MembershipInvitation, Organization, User
@@ -118,6 +119,34 @@ def organization_create(*, slug: str, name: str, actor: User | None = None) -> O
             target_type="organization",
             target_id=str(organization.pk),
             data={"slug": slug},
+        )
+    return organization
+
+
+ORGANIZATION_NAME_MAX_LENGTH = 200
+
+
+def organization_rename(*, tenant_id: int, name: str, actor: User) -> Organization:
+    """An owner renames their studio (shop pages, e-mails and the dashboard show the name; the
+    slug, in every link already sent, stays). Joins the caller's transaction; locks the row;
+    audited (`organization.rename`, old and new name) only when the name changes. Raises
+    InvalidInput for an empty name, one over 200 characters, or one with control characters."""
+    name = name.strip()
+    if problem := title_problem(name, max_length=ORGANIZATION_NAME_MAX_LENGTH):
+        raise InvalidInput(f"Not a studio name: {problem}", extra={"errors": {"name": [problem]}})
+    with tenant_context(tenant_id), transaction.atomic():
+        organization = Organization.objects.select_for_update().get(pk=tenant_id)
+        if organization.name == name:
+            return organization
+        previous, organization.name = organization.name, name
+        organization.save(update_fields=["name"])
+        audit_record(
+            action="organization.rename",
+            actor_user=actor,
+            actor_label=f"user:{actor.pk}",
+            target_type="organization",
+            target_id=str(tenant_id),
+            data={"from": previous, "to": name},
         )
     return organization
 

@@ -40,6 +40,7 @@ PAYOUT_MANAGE_ROLES = (OWNER,)
 API_KEY_MANAGE_ROLES = (OWNER,)
 MEMBER_MANAGE_ROLES = (OWNER,)
 REFUND_ROLES = (OWNER,)
+STUDIO_SETTINGS_ROLES = (OWNER,)
 
 P = ParamSpec("P")
 
@@ -84,6 +85,10 @@ class Studio:
     @property
     def can_manage_members(self) -> bool:
         return self.can(MEMBER_MANAGE_ROLES)
+
+    @property
+    def can_change_settings(self) -> bool:
+        return self.can(STUDIO_SETTINGS_ROLES)
 
     @property
     def can_refund(self) -> bool:

@@ -485,6 +485,14 @@ class SendForm(StudioForm):
     """A button: the announcement is in the URL."""
 
 
+class StudioSettingsForm(StudioForm):
+    name = forms.CharField(
+        max_length=200,
+        label="Studio name",
+        help_text="Shown on your shop's pages and in the e-mails shoppers and attendees get.",
+    )
+
+
 class ApiKeyForm(StudioForm):
     name = forms.CharField(
         max_length=100,

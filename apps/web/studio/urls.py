@@ -13,6 +13,7 @@ from apps.web.studio.views import (
     money,
     overview,
     photos,
+    settings,
 )
 
 
@@ -43,6 +44,7 @@ urlpatterns = [
     path("reset/<uidb64>/<token>/", auth.PasswordResetConfirmView.as_view(), name="password-reset-confirm"),
     path("reset/done/", auth.PasswordResetDoneView.as_view(), name="password-reset-done"),
     path("", overview.overview, name="overview"),
+    path("settings/", settings.studio_settings, name="settings"),
     path("events/", events.events, name="events"),
     path("events/<studio_id:event_id>/", events.event_detail, name="event"),
     path("events/<studio_id:event_id>/edit", events.event_edit, name="event-edit"),
