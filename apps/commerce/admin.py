@@ -112,7 +112,11 @@ class RefundAdmin(ReadOnlyAdmin):
         user = request.user if request.user.is_authenticated else None
         retried = [r.pk for r in queryset if refund_retry(refund_id=r.pk, actor_label=label, actor_user=user)]  # type: ignore[arg-type]
         skipped = queryset.count() - len(retried)
-        messages.success(request, f"Queued {len(retried)} refund(s) again; {skipped} skipped (not failed).")
+        messages.success(
+            request,
+            f"Queued {len(retried)} refund(s) again; {skipped} skipped (not failed, or more than is left of the"
+            " payment after the order's other refunds).",
+        )
 
 
 @admin.register(Receipt)

@@ -66,3 +66,31 @@ def test_the_admin_retries_a_failed_refund_once_and_the_provider_refunds(tenant_
     with tenant_context(tenant_a.org.pk):
         submitted = refund_submit(refund_id=refund.pk)
     assert submitted.status == Refund.Status.SUBMITTED and submitted.provider_refund_id
+
+
+def test_a_failed_refund_that_no_longer_fits_in_the_payment_is_not_queued_again(tenant_a, shop_a) -> None:
+    # given: a refused refund of 100, and since then a refund of the rest of the payment (an item
+    # refund, say) that is under way
+    refund = failed_refund(tenant_a, shop_a)
+    with tenant_context(tenant_a.org.pk):
+        charged = refund.transaction.amount_minor
+        Refund.objects.create(
+            tenant_id=tenant_a.org.pk,
+            transaction=refund.transaction,
+            reason="studio_partial",
+            amount_minor=charged - 99,
+            currency="EUR",
+            idempotency_key=f"refund:{refund.transaction.checkout_id}:items",
+            status=Refund.Status.SUBMITTED,
+        )
+    operator = Client()
+    operator.force_login(UserFactory(is_staff=True, is_superuser=True, username="ops"))
+    # when: the operator retries the refused one
+    response = operator.post(
+        "/admin/commerce/refund/", {"action": "retry", "_selected_action": [str(refund.pk)]}, follow=True
+    )
+    # then: skipped, saying why; it stays failed, with no message (the provider would refuse it)
+    assert "0 refund(s) again; 1 skipped" in response.content.decode()
+    with system_context("test"):
+        refund.refresh_from_db()
+    assert refund.status == Refund.Status.FAILED and retry_messages(refund) == 0

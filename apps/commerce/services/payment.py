@@ -57,7 +57,7 @@ from typing import Literal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Max, Q
+from django.db.models import Max, Q, Sum
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
@@ -755,7 +755,11 @@ def _request_whole_studio_refund(*, txn: Transaction, actor_label: str, actor_us
     """The `studio` refund of the whole charged amount, or its second try after a refusal."""
     failed = Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO).first()
     if failed is not None:  # the provider refused it before: ask again, with a new key
-        refund_retry(refund_id=failed.pk, actor_label=actor_label, actor_user=actor_user)
+        retried = refund_retry(refund_id=failed.pk, actor_label=actor_label, actor_user=actor_user)
+        if not retried and failed.status == Refund.Status.FAILED:
+            raise RefundAlreadyRequested(
+                "Items of this order were refunded since the provider refused this refund: refund the items left."
+            )
     else:
         _request_refund(
             txn=txn,
@@ -828,9 +832,20 @@ def _retry_key(idempotency_key: str, attempt: int) -> str:
 def refund_retry(*, refund_id: int, actor_label: str, actor_user: User | None = None) -> bool:
     """Queue a `failed` refund again (status `requested`, a new provider idempotency key, its
     message, one `refund.retry` audit row), in the caller's transaction. False, writing nothing,
-    for a refund that is not `failed` (already requested again, or submitted)."""
-    refund = Refund.objects.select_for_update().filter(pk=refund_id).first()
+    for a refund that is not `failed` (already requested again, or submitted), or that no longer
+    fits in the payment: with the order's other refunds (item refunds made since, not failed) it
+    would give back more than was charged, which the provider refuses."""
+    refund = Refund.objects.select_for_update(of=("self",)).filter(pk=refund_id).select_related("transaction").first()
     if refund is None or refund.status != Refund.Status.FAILED:
+        return False
+    others = (
+        Refund.objects.filter(transaction_id=refund.transaction_id)
+        .exclude(pk=refund.pk)
+        .exclude(status=Refund.Status.FAILED)
+        .aggregate(total=Sum("amount_minor"))["total"]
+        or 0
+    )
+    if others + refund.amount_minor > refund.transaction.amount_minor:
         return False
     previous_key = refund.idempotency_key
     refund.status = Refund.Status.REQUESTED
