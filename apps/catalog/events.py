@@ -68,10 +68,25 @@ def access_code_hash(*, visibility: str, access_code: str | None) -> str:
     return ""
 
 
-def _check_fields(*, title: str | None, visibility: str | None) -> None:
+# An event's date is a real day of a shoot or a show: a typo of the year (0001, 9999) would sort
+# it first or last for ever and read as nonsense in the shop and in e-mails.
+EVENT_YEARS = (1900, 2100)
+
+
+def event_date_problem(value: Date) -> str:
+    """What is wrong with an event's date, as a sentence for the user; "" when nothing is."""
+    first, last = EVENT_YEARS
+    if not first <= value.year <= last:
+        return f"An event's date is between {first} and {last}."
+    return ""
+
+
+def _check_fields(*, title: str | None, visibility: str | None, date: Date | None = None) -> None:
     errors: dict[str, list[str]] = {}
     if title is not None and (problem := title_problem(title, max_length=TITLE_MAX_LENGTH)):
         errors["title"] = [problem]
+    if date is not None and (problem := event_date_problem(date)):
+        errors["date"] = [problem]
     if visibility is not None and visibility not in Event.Visibility.values:
         errors["visibility"] = [f"One of: {', '.join(Event.Visibility.values)}."]
     if errors:
@@ -106,7 +121,7 @@ def event_update(
             "Nothing to change: give at least one of title, date, visibility, access_code.",
             extra={"errors": {"non_field_errors": ["Give at least one field to change."]}},
         )
-    _check_fields(title=title, visibility=visibility)
+    _check_fields(title=title, visibility=visibility, date=date)
     with tenant_context(tenant_id):
         event = Event.objects.select_for_update(no_key=True).filter(tenant_id=tenant_id, pk=event_id).first()
         if event is None:

@@ -32,7 +32,7 @@ from apps.catalog.errors import (
 )
 from apps.catalog.events import ACCESS_CODE_MIN_LENGTH as ACCESS_CODE_MIN_LENGTH
 from apps.catalog.events import EVENT_UPDATED as EVENT_UPDATED
-from apps.catalog.events import TITLE_MAX_LENGTH, access_code_hash
+from apps.catalog.events import TITLE_MAX_LENGTH, access_code_hash, event_date_problem
 from apps.catalog.events import event_update as event_update
 from apps.catalog.models import RESERVED_EVENT_SLUGS, Event, Photo, Price, PriceList, ProductKind, Stock
 from apps.catalog.models import Product as ProductModel
@@ -92,13 +92,15 @@ def event_create(
     The slug is stored lower-cased (shop links are typed by hand: `/s/<studio>/Gala/` and
     `/gala/` are one event, which the shop finds whatever the case). Joins the caller's
     transaction (a savepoint guards the insert). Raises InvalidInput when the title is empty,
-    too long or holds control characters (`title_problem`), the access code does not match the
-    visibility or the slug is reserved (RESERVED_EVENT_SLUGS), EventSlugTaken when the tenant
-    already has an event with this slug.
+    too long or holds control characters (`title_problem`), the date is outside EVENT_YEARS,
+    the access code does not match the visibility or the slug is reserved
+    (RESERVED_EVENT_SLUGS), EventSlugTaken when the tenant already has an event with this slug.
     """
     slug = slug.lower()
     if problem := title_problem(title, max_length=TITLE_MAX_LENGTH):
         raise InvalidInput(f"Title: {problem}", extra={"errors": {"title": [problem]}})
+    if problem := event_date_problem(date):
+        raise InvalidInput(f"Date: {problem}", extra={"errors": {"date": [problem]}})
     if slug in RESERVED_EVENT_SLUGS:
         raise InvalidInput(
             f"The slug {slug!r} is reserved for the shop's own pages.",

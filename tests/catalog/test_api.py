@@ -70,6 +70,8 @@ def test_access_code_event_stores_only_a_hash_and_never_returns_it(tenant_a):
     ("body", "field"),
     [
         ({**EVENT, "date": "17/05/2026"}, "date"),
+        ({**EVENT, "date": "0001-01-01"}, "date"),
+        ({**EVENT, "date": "9999-12-31"}, "date"),
         ({**EVENT, "slug": "not a slug"}, "slug"),
         ({**EVENT, "colour": "red"}, "colour"),
         ({**EVENT, "visibility": "access_code"}, "access_code"),

@@ -83,6 +83,20 @@ def test_title_and_date_change_the_slug_stays_and_one_audit_row_names_them(tenan
     assert (audit.actor_user_id, audit.actor_label) == (tenant_a.owner.pk, f"user:{tenant_a.owner.pk}")
 
 
+def test_a_date_outside_the_event_years_is_refused_and_the_bounds_are_taken(tenant_a: TenantBundle) -> None:
+    event = an_event(tenant_a)
+    # when: a year typo moves the event to year 1 or 9999 / then: refused, naming the date
+    for typo in (datetime.date(1, 1, 1), datetime.date(1899, 12, 31), datetime.date(9999, 12, 31)):
+        with pytest.raises(InvalidInput) as refused:
+            event_update(tenant_id=tenant_a.org.pk, event_id=event.pk, date=typo, actor=owner(tenant_a))
+        assert "date" in refused.value.extra["errors"]
+    assert reload(event).date == event.date and audits(event) == []
+    # when: the first and last days of the range / then: each is taken
+    for bound in (datetime.date(1900, 1, 1), datetime.date(2100, 12, 31)):
+        event_update(tenant_id=tenant_a.org.pk, event_id=event.pk, date=bound, actor=owner(tenant_a))
+        assert reload(event).date == bound
+
+
 def test_switching_to_access_code_needs_a_code_and_hashes_it(tenant_a: TenantBundle) -> None:
     event = an_event(tenant_a)
     # when: protected without a code, with one that is too short, all spaces, or that begins or
