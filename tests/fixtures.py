@@ -8,11 +8,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.http.multipartparser import MultiPartParser
 from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
@@ -170,3 +172,17 @@ def runtime_conn(db: None) -> Iterator[psycopg.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records each multipart parse (anything that reads a form body: the CSRF check, a view)."""
+    parsed: list[int] = []
+    original = MultiPartParser.parse
+
+    def spy(self: MultiPartParser) -> Any:
+        parsed.append(1)
+        return original(self)
+
+    monkeypatch.setattr(MultiPartParser, "parse", spy)
+    return parsed

@@ -8,7 +8,7 @@ from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 
 from apps.commerce.selectors import download_resolve
-from apps.core.problems import DomainError, problem_page_or_json
+from apps.core.problems import DomainError, domain_error_page, problem_page_or_json
 
 
 @require_GET
@@ -23,7 +23,7 @@ def download(request: HttpRequest, token: str) -> HttpResponseBase:
     try:
         target = download_resolve(token=token)
     except DomainError as exc:
-        return problem_page_or_json(request, exc.status_code, exc.title, exc.detail, slug=exc.slug)
+        return domain_error_page(request, exc)
     try:
         handle = default_storage.open(target.storage_name, "rb")
     except FileNotFoundError:

@@ -113,6 +113,11 @@ def problem_page_or_json(
     return response
 
 
+def domain_error_page(request: HttpRequest, exc: DomainError) -> HttpResponse:
+    """`problem_page_or_json` for a refusal the services raised: its status, title, detail, slug."""
+    return problem_page_or_json(request, exc.status_code, exc.title, exc.detail, slug=exc.slug)
+
+
 _DRF_SLUGS: dict[type[exceptions.APIException], tuple[str, str]] = {
     exceptions.ParseError: ("malformed-request", "Malformed request"),
     exceptions.ValidationError: ("validation-error", "Invalid input"),

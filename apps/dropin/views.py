@@ -27,7 +27,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.core.problems import DomainError, problem_page_or_json
+from apps.core.problems import DomainError, domain_error_page
 from apps.dropin.selectors import face_of_attendee
 from apps.dropin.services import ConsentRequired, FaceNotFound, face_delete, selfie_register
 from apps.notifications.models import Attendee
@@ -79,11 +79,6 @@ def _link_still_current(attendee: Attendee) -> None:
         raise AttendeeLinkInvalid(LINK_INVALID_DETAIL)
 
 
-def _replaced(request: HttpRequest, exc: AttendeeLinkInvalid) -> HttpResponse:
-    """The answer of a link replaced mid-request: the 404 of every invalid attendee link."""
-    return problem_page_or_json(request, exc.status_code, exc.title, exc.detail, slug=exc.slug)
-
-
 def _selfie_wait(attendee: Attendee) -> int:
     """Count one selfie against the attendee's link: 0 if admitted, else seconds to wait."""
     return setting_rate_wait((f"attendee:dropin:t{attendee.tenant_id}:a{attendee.pk}", "DROPIN_SELFIE_PAGE_RATE"))
@@ -129,7 +124,7 @@ def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
                 photo_alerts=request.POST.get("alerts") == "yes",
             )
     except AttendeeLinkInvalid as exc:
-        return _replaced(request, exc)
+        return domain_error_page(request, exc)  # replaced mid-request: the 404 of any invalid link
     except DomainError as exc:
         return _page(request, attendee, token, error=exc.detail or exc.title, status=exc.status_code)
     return HttpResponseRedirect(reverse("attendee-dropin", kwargs={"token": token}), status=303)
@@ -153,7 +148,7 @@ def dropin_delete(request: HttpRequest, token: str) -> HttpResponse:
     except FaceNotFound:
         pass  # already deleted: the page shows that
     except AttendeeLinkInvalid as exc:
-        return _replaced(request, exc)
+        return domain_error_page(request, exc)  # replaced mid-request: the 404 of any invalid link
     return HttpResponseRedirect(reverse("attendee-dropin", kwargs={"token": token}), status=303)
 
 
@@ -177,5 +172,5 @@ def dropin_alerts(request: HttpRequest, token: str) -> HttpResponse:
                 actor_label=_actor(attendee),
             )
     except AttendeeLinkInvalid as exc:
-        return _replaced(request, exc)
+        return domain_error_page(request, exc)  # replaced mid-request: the 404 of any invalid link
     return HttpResponseRedirect(reverse("attendee-dropin", kwargs={"token": token}), status=303)

@@ -25,7 +25,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 
 from apps.core.client_address import rate_limit_address
-from apps.core.problems import DomainError, problem_page_or_json
+from apps.core.problems import DomainError, domain_error_page, problem_page_or_json
 from apps.notifications.models import Attendee
 from apps.notifications.selectors import attendee_from_token, attendee_from_unsubscribe_token
 from apps.ops.ratelimit import setting_rate_wait
@@ -65,7 +65,7 @@ def attendee_or_problem(request: HttpRequest, token: str) -> Attendee | HttpResp
     try:
         return attendee_from_token(token=token)
     except DomainError as exc:
-        return problem_page_or_json(request, exc.status_code, exc.title, exc.detail, slug=exc.slug)
+        return domain_error_page(request, exc)
 
 
 def unsubscribing_attendee_or_problem(request: HttpRequest, token: str) -> tuple[Attendee, bool] | HttpResponse:
@@ -74,4 +74,4 @@ def unsubscribing_attendee_or_problem(request: HttpRequest, token: str) -> tuple
     try:
         return attendee_from_unsubscribe_token(token=token)
     except DomainError as exc:
-        return problem_page_or_json(request, exc.status_code, exc.title, exc.detail, slug=exc.slug)
+        return domain_error_page(request, exc)

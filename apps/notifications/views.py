@@ -26,7 +26,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from apps.core.problems import problem_page_or_json
+from apps.core.problems import domain_error_page, problem_page_or_json
 from apps.notifications.attendee_links import (
     attendee_link_replace,
     link_sent_note,
@@ -130,8 +130,7 @@ def new_link(request: HttpRequest, token: str) -> HttpResponse:
     if not replaced:
         # Replaced meanwhile, and not by this request (a racing click of the same page, or the
         # studio's reset): no e-mail was queued here, so say what any replaced link gets.
-        exc = AttendeeLinkInvalid(LINK_INVALID_DETAIL)
-        return problem_page_or_json(request, exc.status_code, exc.title, exc.detail, slug=exc.slug)
+        return domain_error_page(request, AttendeeLinkInvalid(LINK_INVALID_DETAIL))
     return HttpResponseRedirect(reverse("attendee-link-sent", kwargs={"token": link_sent_note(attendee)}), status=303)
 
 

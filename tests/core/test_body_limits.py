@@ -18,7 +18,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
-from django.http.multipartparser import MultiPartParser
 from django.test import Client
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from PIL import Image
@@ -108,20 +107,6 @@ def multipart(size: int, **fields: str) -> bytes:
     """A form of `fields` and one file of `size` bytes."""
     upload = SimpleUploadedFile("big.jpg", b"\xff" * size, content_type="image/jpeg")
     return encode_multipart(BOUNDARY, {**fields, "image": upload})
-
-
-@pytest.fixture
-def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Records each multipart parse (anything that reads a form body: the CSRF check, a view)."""
-    parsed: list[int] = []
-    original = MultiPartParser.parse
-
-    def spy(self: MultiPartParser) -> Any:
-        parsed.append(1)
-        return original(self)
-
-    monkeypatch.setattr(MultiPartParser, "parse", spy)
-    return parsed
 
 
 def test_a_large_anonymous_post_to_the_sign_in_page_is_413_unread() -> None:

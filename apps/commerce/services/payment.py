@@ -50,7 +50,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -676,7 +676,7 @@ def checkout_refund_request(
             f"Only a paid order can be refunded; this one is {checkout.get_status_display().lower()}."
         )
     refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk"))
-    if any(r.reason != Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED for r in refunds):
+    if other_refund_under_way(refunds):
         raise RefundAlreadyRequested("A refund of this order is already under way.")
     lines = list(checkout.lines.filter(state=CheckoutLine.State.CONFIRMED).order_by("position"))
     chosen = _refund_lines_chosen(lines=lines, refunds=refunds, line_ids=line_ids)
@@ -751,6 +751,20 @@ def _refund_lines_chosen(
     return chosen
 
 
+def other_refund_under_way(refunds: Iterable[Refund]) -> bool:
+    """Whether a payment's refunds hold one that is not an item refund (the whole order's, a late
+    payment's) and was not refused: no item refund may be asked for then."""
+    return any(r.reason != Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED for r in refunds)
+
+
+def item_refunds_taken_minor(refunds: Iterable[Refund]) -> int:
+    """What the studio's item refunds of a payment take from it (every one but the refused): the
+    order's last items get the payment less this."""
+    return sum(
+        r.amount_minor for r in refunds if r.reason == Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED
+    )
+
+
 def _request_whole_studio_refund(*, txn: Transaction, actor_label: str, actor_user: User | None) -> Refund:
     """The `studio` refund of the whole charged amount, or its second try after a refusal."""
     failed = Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO).first()
@@ -791,10 +805,7 @@ def _request_items_refund(
     covered = all(line.pk in chosen_ids or line.refund_id is not None for line in lines)
     failed_ids = {r.pk for r in refunds if r.status == Refund.Status.FAILED}
     last = covered and not any(line.refund_id in failed_ids for line in lines if line.pk not in chosen_ids)
-    others = sum(
-        r.amount_minor for r in refunds if r.reason == Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED
-    )
-    amount = txn.amount_minor - others if last else sum(line.amount_minor for line in chosen)
+    amount = txn.amount_minor - item_refunds_taken_minor(refunds) if last else sum(line.amount_minor for line in chosen)
     now = timezone.now()
     refund = Refund.objects.create(
         tenant_id=txn.tenant_id,

@@ -109,6 +109,10 @@ class EventForm(StudioForm):
         return data
 
 
+# The fields of the edit form that carry the value the page showed (see EventEditForm).
+EVENT_EDIT_FIELDS = ("title", "date", "visibility")
+
+
 class EventEditForm(StudioForm):
     """Change an event's title, date, visibility or access code; its address (slug) stays. An
     empty access code keeps the event's current code.
@@ -140,9 +144,6 @@ class EventEditForm(StudioForm):
     def changed_fields(self) -> dict[str, Any]:
         """The cleaned title, date and visibility the member changed on the page (None: kept)."""
         return {name: self.cleaned_data[name] if name in self.changed_data else None for name in EVENT_EDIT_FIELDS}
-
-
-EVENT_EDIT_FIELDS = ("title", "date", "visibility")
 
 
 class MultipleFileInput(forms.ClearableFileInput):

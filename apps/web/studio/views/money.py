@@ -25,6 +25,7 @@ from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Refund
 from apps.commerce.services import checkout_refund_request
 from apps.commerce.services.fulfilment import address_lines, checkout_mark_shipped
+from apps.commerce.services.payment import item_refunds_taken_minor, other_refund_under_way
 from apps.ledger.models import LedgerEvent
 from apps.ledger.selectors import account_entries_oldest_first, account_entries_page
 from apps.ops.killswitch import capability_enabled
@@ -98,7 +99,7 @@ def _refundable_items(sale: Checkout, refunds: list[Refund]) -> list[tuple[int, 
     if sale.status != Checkout.Status.PAID:
         return []
     status_of = {r.pk: r.status for r in refunds}
-    if any(r.reason != Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED for r in refunds):
+    if other_refund_under_way(refunds):
         return []
     return [
         (line.pk, _item_label(line))
@@ -130,10 +131,7 @@ def _item_left(sale: Checkout, refunds: list[Refund], items: list[tuple[int, str
     if line.refund_id is not None:
         return _item_label(line, amount_of[line.refund_id])
     paid = sale.transaction.amount_minor if getattr(sale, "transaction", None) else sale.amount_minor
-    others = sum(
-        r.amount_minor for r in refunds if r.reason == Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED
-    )
-    return _item_label(line, paid - others)
+    return _item_label(line, paid - item_refunds_taken_minor(refunds))
 
 
 def _line_state(line: CheckoutLine, refund_of: dict[int, Refund]) -> tuple[str, str]:
