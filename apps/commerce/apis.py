@@ -317,8 +317,10 @@ class CheckoutRefundApi(TenantApi):
     confirms (its refund webhook), the refunded lines' downloads stop and their wallet credits
     are reversed; the checkout turns `refunded` once the whole payment is back. 409
     `checkout-not-refundable` for a checkout that is not paid, 409 `refund-already-requested`
-    while a refund of it (of one of the lines) is under way, 400 `refund-lines-invalid` for
-    lines that are not the checkout's charged lines."""
+    while a refund of it (of one of the lines) is under way, 409 `refund-exceeds-payment` for
+    lines that come to more than is left of the payment (part of it was refunded in the
+    provider's dashboard: the order's last lines take what is left), 400
+    `refund-lines-invalid` for lines that are not the checkout's charged lines."""
 
     permission_classes = [REFUND_ROLES]
 

@@ -113,6 +113,16 @@ class RefundAlreadyRequested(CheckoutNotRefundable):
     title = "Refund already requested"
 
 
+class RefundExceedsPayment(CheckoutNotRefundable):
+    """A refund of some items that would give back more than is left of the payment (parts of it
+    were refunded in the provider's dashboard, or items refunded since a refused refund): the
+    provider would refuse it. Nothing is written; refund the order's last items instead, which
+    take what is left."""
+
+    slug = "refund-exceeds-payment"
+    title = "More than is left of the payment"
+
+
 class RefundLinesInvalid(DomainError):
     """Items named for a refund that are not refundable items of the order: another order's,
     never charged (sold out, released), or named twice. Nothing is written."""

@@ -633,7 +633,10 @@ class Refund(TenantModel):
     after expiry, or for an order with a photo withdrawn before it was paid), a paid order the
     studio refunds (`studio`, the whole amount), or some items of it (`studio_partial`: the
     lines that name it, their amounts; the last items' refund also gives back what is left of
-    the payment, shipping included).
+    the payment, shipping included), or part of a payment refunded in the provider's own
+    dashboard (`provider_partial`: recorded from the provider's refund event, already
+    `submitted` and landed; no lines name it, so nothing of the order is revoked and no wallet
+    credit reversed, but the order's later refunds fit in what is left of the payment).
 
     `requested` (written with the decision, in the processing transaction) → `submitted` (the
     provider accepted it; `provider_refund_id`) or `failed` (retried by the consumer, then left
@@ -654,6 +657,11 @@ class Refund(TenantModel):
         STUDIO = "studio", "Refunded by the studio"
         PHOTO_WITHDRAWN = "photo_withdrawn", "A photo in the order was withdrawn"
         STUDIO_PARTIAL = "studio_partial", "Items refunded by the studio"
+        PROVIDER_PARTIAL = "provider_partial", "Part refunded at the payment provider"
+
+    # The refunds that give back part of a payment: the studio's item refunds and the parts
+    # refunded in the provider's dashboard. Together they may add up to the whole payment.
+    PARTIAL_REASONS = (Reason.STUDIO_PARTIAL, Reason.PROVIDER_PARTIAL)
 
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="refunds")
     reason = models.CharField(max_length=20, choices=Reason.choices)
@@ -677,10 +685,11 @@ class Refund(TenantModel):
 
     class Meta:
         constraints = [
-            # One refund per reason, except a studio's refunds of some items (each names its lines).
+            # One refund per reason, except a studio's refunds of some items (each names its lines)
+            # and the parts refunded at the provider (each its own provider refund or total).
             models.UniqueConstraint(
                 fields=["tenant", "transaction", "reason"],
-                condition=~models.Q(reason="studio_partial"),
+                condition=~models.Q(reason__in=["studio_partial", "provider_partial"]),
                 name="commerce_refund_unique_reason",
             ),
             models.CheckConstraint(

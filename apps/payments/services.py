@@ -238,7 +238,8 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
                 tenant_id=tenant_id,
                 checkout_id=checkout_id,
                 fact=fact,
-                provider_refund_id=getattr(envelope, "refund_id", None),
+                provider_refund_id=envelope.refund_id,
+                refund_amount_minor=envelope.refund_amount_minor,
             )
         else:
             outcome = transaction_apply_fact(tenant_id=tenant_id, checkout_id=checkout_id, fact=fact)

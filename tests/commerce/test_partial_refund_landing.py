@@ -93,13 +93,13 @@ def test_a_cumulative_amount_naming_no_refund_lands_the_accepted_refunds_that_fi
     # when: the provider reports 20.00 refunded in all (not the print's refund yet)
     outcome = told(studio, checkout_id, 2000)
     # then: nothing lands
-    assert "no item refund to land" in outcome
+    assert "nothing to land" in outcome
     assert state(studio, checkout_id) == ("paid", [False], [])
     # when: it reports 25.00: the print's refund lands, the sale stays paid
     told(studio, checkout_id, 2500)
     assert state(studio, checkout_id) == ("paid", [True], [f"refund:{checkout_id}:{lines['print']}"])
     # and: the same total again changes nothing
-    assert "no item refund to land" in told(studio, checkout_id, 2500)
+    assert "nothing to land" in told(studio, checkout_id, 2500)
     # when: the download's refund (what is left: 9.00) and then 34.00 in all
     last = ask(studio, checkout_id, lines["download"])
     assert last.amount_minor == 900
@@ -140,13 +140,6 @@ def test_an_event_about_a_refund_not_recorded_yet_is_retried_and_writes_nothing(
         submitted = Refund.objects.get(pk=pending.pk)
     told(studio, checkout_id, 2500, refund_id=submitted.provider_refund_id)
     assert state(studio, checkout_id) == ("paid", [True], [f"refund:{checkout_id}:{lines['print']}"])
-
-
-def test_a_partial_refund_made_at_the_provider_changes_nothing(sale: Any) -> None:
-    studio, checkout_id, _ = sale
-    assert "no item refund to land" in told(studio, checkout_id, 1000, refund_id="re_made_in_the_dashboard")
-    assert "no item refund to land" in told(studio, checkout_id, 1000)
-    assert state(studio, checkout_id) == ("paid", [], [])
 
 
 # --- edges a money-path review found -------------------------------------------------------

@@ -95,7 +95,7 @@ def test_paid_delivery_is_signed_so_the_sandbox_adapter_accepts_and_parses_it(sa
     envelope = sandbox.authenticate(body=request.body, headers=dict(request.headers))
     assert (envelope.provider, envelope.event_id, envelope.event_type) == ("sandbox", event.event_id, "payment.paid")
     assert (envelope.status, envelope.reference, envelope.checkout_id) == (PaymentStatus.PAID, reference, checkout_id)
-    assert (envelope.amount_minor, envelope.currency) == (1500, "EUR")
+    assert (envelope.amount_minor, envelope.currency, envelope.refund_amount_minor) == (1500, "EUR", None)
     assert sandbox.fetch_status(reference=reference).status == PaymentStatus.PAID
 
 
@@ -156,7 +156,7 @@ def test_refund_is_idempotent_per_key_and_a_full_refund_makes_the_payment_refund
         reference,
         first.refund_id,
     )
-    assert (envelope.amount_minor, envelope.currency) == (1500, "EUR")
+    assert (envelope.amount_minor, envelope.currency, envelope.refund_amount_minor) == (1500, "EUR", 1500)
 
 
 def test_unknown_reference_is_a_provider_error(sandbox):

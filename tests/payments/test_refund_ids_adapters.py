@@ -350,6 +350,8 @@ def test_paypal_refund_events_name_their_refund_and_the_captures_total():
     assert (first.status, first.refund_id, first.amount_minor) == (PaymentStatus.REFUNDED, "1JU08902781691411", 500)
     assert (second.status, second.refund_id, second.amount_minor) == (PaymentStatus.REFUNDED, "8AC61372WH839483E", 1200)
     assert first.payment_id == second.payment_id == CAPTURE_ID
+    # and: each says its own amount apart (a refund made in PayPal is recorded by it)
+    assert (first.refund_amount_minor, second.refund_amount_minor) == (500, 700)
     # and: without the breakdown the amount is the refund's own; a reversal names its refund too
     own = paypal_parse(paypal_refund_event("PAYMENT.CAPTURE.REFUNDED", "3RF1", "7.00", None))
     reversed_ = paypal_parse(paypal_refund_event("PAYMENT.CAPTURE.REVERSED", "4RV1", "15.00", "15.00"))
@@ -396,6 +398,7 @@ def test_flutterwave_refund_events_name_their_refund_and_its_own_amount():
     assert (second.status, second.refund_id, second.amount_minor) == (PaymentStatus.REFUNDED, "609190", 3000)
     assert first.event_id != second.event_id
     assert first.payment_id == second.payment_id == "285959875"
+    assert (first.refund_amount_minor, second.refund_amount_minor) == (2000, 3000)
 
 
 def test_flutterwave_charge_events_name_no_refund():
@@ -422,6 +425,7 @@ def test_stripe_charge_refunded_names_no_refund_and_carries_the_cumulative_amoun
     envelope = adapter.parse_webhook(body=json.dumps(payload).encode(), headers={})
     # even a charge expanded with (some of) its refunds does not say which refund completed
     assert (envelope.status, envelope.refund_id, envelope.amount_minor) == (PaymentStatus.REFUNDED, None, 1200)
+    assert envelope.refund_amount_minor is None
 
 
 def test_an_envelope_whose_refund_id_postgres_cannot_store_says_so():

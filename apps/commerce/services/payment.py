@@ -69,6 +69,7 @@ from apps.commerce.errors import (
     PaymentForUnknownCheckout,
     PrintsNotRestockable,
     RefundAlreadyRequested,
+    RefundExceedsPayment,
     RefundLinesInvalid,
     RefundNotRecordedYet,
 )
@@ -90,7 +91,7 @@ from apps.ledger.models import LedgerAccount
 from apps.ledger.services import EntryIn, ledger_account_create, ledger_entries_append
 from apps.outbox.requeue import RequeueAudit, requeue_stale
 from apps.outbox.services import outbox_publish
-from apps.payments.providers.base import ProviderError
+from apps.payments.providers.base import ProviderError, money_text
 from apps.payments.providers.registry import get_provider
 from apps.tenancy.models import Organization, User
 from apps.tenancy.services import audit_record
@@ -445,10 +446,10 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list
 
 
 def _partial_refunds_locked(txn: Transaction) -> list[Refund]:
-    """The studio's item refunds of a payment, locked, oldest first (after the checkout and
-    transaction rows: the lock order of `checkout_refund_request`)."""
+    """The partial refunds of a payment (`Refund.PARTIAL_REASONS`), locked, oldest first (after the
+    checkout and transaction rows: the lock order of `checkout_refund_request`)."""
     return list(
-        Refund.objects.select_for_update().filter(transaction=txn, reason=Refund.Reason.STUDIO_PARTIAL).order_by("pk")
+        Refund.objects.select_for_update().filter(transaction=txn, reason__in=Refund.PARTIAL_REASONS).order_by("pk")
     )
 
 
@@ -498,7 +499,7 @@ def whole_refund_minor(*, txn: Transaction) -> int:
     order, refunded by the studio in one go or item by item, or at the provider)."""
     requested = (
         Refund.objects.filter(transaction=txn)
-        .exclude(reason__in=[Refund.Reason.STUDIO_PARTIAL, Refund.Reason.STUDIO])
+        .exclude(reason__in=[*Refund.PARTIAL_REASONS, Refund.Reason.STUDIO])
         .aggregate(most=Max("amount_minor"))["most"]
     )
     return int(requested) if requested is not None else txn.amount_minor
@@ -506,22 +507,31 @@ def whole_refund_minor(*, txn: Transaction) -> int:
 
 @transaction.atomic
 def transaction_apply_refund(
-    *, tenant_id: int, checkout_id: uuid.UUID | str, fact: PaymentFact, provider_refund_id: str | None = None
+    *,
+    tenant_id: int,
+    checkout_id: uuid.UUID | str,
+    fact: PaymentFact,
+    provider_refund_id: str | None = None,
+    refund_amount_minor: int | None = None,
 ) -> FactOutcome:
     """A provider says (some of) a payment was refunded (`fact.status` "refunded";
     `fact.amount_minor` what was refunded, cumulative where the provider reports a total;
-    `provider_refund_id` the one refund the event is about, where it names one).
+    `provider_refund_id` the one refund the event is about, where it names one, and
+    `refund_amount_minor` that refund's own amount, where it says it).
 
     The whole payment back (the amount reaches `whole_refund_minor`, an event with no amount, or
-    the studio's item refunds landed so far add up to it): the `refunded` fact, as
+    the partial refunds landed so far add up to it): the `refunded` fact, as
     `transaction_apply_fact`. Less: the studio's item refunds it confirms land
     (`_land_items_refund`): the one it names, or, from an event naming none (Stripe's
     cumulative `amount_refunded`), the refunds the provider accepted, oldest first, whose
-    amounts fit in the amount refunded beyond the landed ones. A refund made at the provider for part of the payment
-    changes nothing (Darkroom cannot tell which items it was for).
+    amounts fit in the amount refunded beyond the landed ones. Money it reports that no refund
+    of Darkroom's explains was refunded in the provider's dashboard: it is recorded as a landed
+    `provider_partial` refund (`_record_refunded_at_provider`), which revokes nothing (Darkroom
+    cannot tell which items it was for) but counts toward the whole payment and leaves less of
+    it for the studio's later refunds.
 
     Joins the caller's transaction (the webhook consumer's), in the tenant's context; locks the
-    checkout, its transaction, then its item refunds. Raises PaymentForUnknownCheckout, and
+    checkout, its transaction, then its partial refunds. Raises PaymentForUnknownCheckout, and
     RefundNotRecordedYet (retryable: the consumer's retries, then the stale-event sweep) for an
     event naming a refund id Darkroom has not stored yet, or reporting more than the accepted
     refunds explain, while one of its item refunds awaits the provider's answer.
@@ -536,22 +546,148 @@ def transaction_apply_refund(
     whole = whole_refund_minor(txn=txn)
     if fact.amount_minor >= whole:
         return apply_fact_locked(checkout=checkout, fact=fact, now=now)
-    partials = _partial_refunds_locked(txn) if txn.status == Transaction.Status.PAID else []
+    paid = txn.status == Transaction.Status.PAID and checkout.status == Checkout.Status.PAID
+    partials = _partial_refunds_locked(txn) if paid else []
     landing = _refunds_confirmed(partials=partials, fact=fact, provider_refund_id=provider_refund_id)
+    back = sum(r.amount_minor for r in partials if r.landed_at is not None or r in landing)
+    at_provider = (
+        _refunded_at_provider_minor(
+            txn=txn,
+            partials=partials,
+            landing=landing,
+            back=back,
+            fact=fact,
+            provider_refund_id=provider_refund_id,
+            refund_amount_minor=refund_amount_minor,
+        )
+        if paid
+        else 0
+    )
     outcome = FactOutcome(before=txn.status, after=txn.status)
-    if not landing:
-        outcome.effects.append(f"partial refund {fact.amount_minor} of {whole}: no item refund to land")
+    if not landing and not at_provider:
+        outcome.effects.append(f"partial refund {fact.amount_minor} of {whole}: nothing to land")
         return outcome
-    landed_total = sum(r.amount_minor for r in partials if r.landed_at is not None or r in landing)
-    if landed_total >= whole:  # the order's last items: the whole payment is back
-        return apply_fact_locked(checkout=checkout, fact=fact, now=now)
+    if at_provider:
+        outcome.effects += _record_refunded_at_provider(
+            checkout=checkout,
+            txn=txn,
+            amount_minor=at_provider,
+            fact=fact,
+            provider_refund_id=provider_refund_id,
+            now=now,
+            tell_shopper=back + at_provider < whole,
+        )
+    if back + at_provider >= whole:  # the order's last items, or the rest of it: the whole payment is back
+        whole_outcome = apply_fact_locked(checkout=checkout, fact=fact, now=now)
+        whole_outcome.effects[:0] = outcome.effects
+        return whole_outcome
     for refund in landing:
         outcome.effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=True)
     logger.info(
-        "item refund landed",
+        "partial refund landed",
         extra={"checkout_id": str(checkout.pk), "source": fact.source, "outcome": outcome.describe()},
     )
     return outcome
+
+
+def _refunded_at_provider_minor(
+    *,
+    txn: Transaction,
+    partials: list[Refund],
+    landing: list[Refund],
+    back: int,
+    fact: PaymentFact,
+    provider_refund_id: str | None,
+    refund_amount_minor: int | None,
+) -> int:
+    """How much of a partial refund event no refund of Darkroom's explains (0: all of it is
+    explained), i.e. what the studio refunded in the provider's dashboard. `back`: what the
+    partial refunds landed so far and `landing` give back.
+
+    An event naming a refund: that refund's own amount when Darkroom has no refund with its id
+    (`_refunds_confirmed` has already asked to wait while an item refund awaits the provider's
+    answer). An event naming none (a cumulative total): the total beyond `back`, but only once
+    no refund of the payment awaits landing, since a refund the provider accepted but has not
+    confirmed yet may be the one in the total (the next event's total still holds the
+    dashboard's part then)."""
+    assert fact.amount_minor is not None
+    if provider_refund_id:
+        if Refund.objects.filter(provider_refund_id=provider_refund_id).exists():
+            return 0
+        own = refund_amount_minor if refund_amount_minor is not None else fact.amount_minor - back
+        return max(own, 0)
+    awaiting = (
+        Refund.objects.filter(transaction=txn, landed_at__isnull=True)
+        .exclude(status=Refund.Status.FAILED)
+        .exclude(pk__in=[r.pk for r in landing])
+    )
+    if awaiting.exists():
+        return 0
+    return max(fact.amount_minor - back, 0)
+
+
+def _record_refunded_at_provider(
+    *,
+    checkout: Checkout,
+    txn: Transaction,
+    amount_minor: int,
+    fact: PaymentFact,
+    provider_refund_id: str | None,
+    now: datetime,
+    tell_shopper: bool,
+) -> list[str]:
+    """A landed `provider_partial` refund of `amount_minor` (the provider's refund id, or the
+    cumulative total that revealed it, keys it: a redelivered event records nothing twice), one
+    `refund.at_provider` audit row, and, with `tell_shopper`, the shopper's e-mail about it.
+    Nothing of the order is revoked and no wallet credit reversed."""
+    if provider_refund_id:
+        named = (
+            provider_refund_id
+            if len(provider_refund_id) <= 120
+            else hashlib.sha256(provider_refund_id.encode()).hexdigest()
+        )
+        key = f"refund:{checkout.pk}:provider:{named}"
+    else:
+        key = f"refund:{checkout.pk}:provider-total:{fact.amount_minor}"
+    refund, created = Refund.objects.get_or_create(
+        idempotency_key=key,
+        defaults={
+            "tenant_id": txn.tenant_id,
+            "transaction": txn,
+            "reason": Refund.Reason.PROVIDER_PARTIAL,
+            "amount_minor": amount_minor,
+            "currency": txn.currency,
+            "status": Refund.Status.SUBMITTED,
+            "provider_refund_id": provider_refund_id or None,
+            "submitted_at": now,
+            "landed_at": now,
+        },
+    )
+    if not created:
+        return []
+    audit_record(
+        action="refund.at_provider",
+        tenant_id=txn.tenant_id,
+        actor_label=f"provider:{checkout.provider}",
+        target_type="checkout",
+        target_id=str(checkout.pk),
+        data={
+            "refund_id": refund.pk,
+            "amount_minor": amount_minor,
+            "currency": txn.currency,
+            "provider_refund_id": provider_refund_id,
+            "source": fact.source,
+        },
+    )
+    logger.warning(
+        "part of a payment refunded at the provider",
+        extra={"checkout_id": str(checkout.pk), "refund_id": refund.pk, "amount_minor": amount_minor},
+    )
+    effects = [f"refund {refund.pk} recorded: {amount_minor} refunded at the provider"]
+    if tell_shopper:
+        _publish_refunded(checkout, refund_id=refund.pk)
+        effects.append("shopper told (checkout.refunded)")
+    return effects
 
 
 def _refunds_confirmed(*, partials: list[Refund], fact: PaymentFact, provider_refund_id: str | None) -> list[Refund]:
@@ -682,7 +818,7 @@ def checkout_refund_request(
     chosen = _refund_lines_chosen(lines=lines, refunds=refunds, line_ids=line_ids)
     if restock_prints and not (_prints_waiting(checkout) and any(line.kind == ProductKind.PRINT for line in chosen)):
         raise PrintsNotRestockable("This refund has no prints waiting to be shipped to put back in stock.")
-    partials = [r for r in refunds if r.reason == Refund.Reason.STUDIO_PARTIAL]
+    partials = [r for r in refunds if r.reason in Refund.PARTIAL_REASONS]
     if not partials and len(chosen) == len(lines):
         refund = _request_whole_studio_refund(txn=txn, actor_label=actor_label, actor_user=actor_user)
     else:
@@ -752,16 +888,17 @@ def _refund_lines_chosen(
 
 
 def other_refund_under_way(refunds: Iterable[Refund]) -> bool:
-    """Whether a payment's refunds hold one that is not an item refund (the whole order's, a late
-    payment's) and was not refused: no item refund may be asked for then."""
-    return any(r.reason != Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED for r in refunds)
+    """Whether a payment's refunds hold one that is not a partial refund (the whole order's, a
+    late payment's) and was not refused: no item refund may be asked for then."""
+    return any(r.reason not in Refund.PARTIAL_REASONS and r.status != Refund.Status.FAILED for r in refunds)
 
 
-def item_refunds_taken_minor(refunds: Iterable[Refund]) -> int:
-    """What the studio's item refunds of a payment take from it (every one but the refused): the
-    order's last items get the payment less this."""
+def partial_refunds_taken_minor(refunds: Iterable[Refund]) -> int:
+    """What the partial refunds of a payment (the studio's item refunds, every one but the
+    refused, and the parts refunded in the provider's dashboard) take from it: the order's last
+    items get the payment less this, and no other item refund may ask for more."""
     return sum(
-        r.amount_minor for r in refunds if r.reason == Refund.Reason.STUDIO_PARTIAL and r.status != Refund.Status.FAILED
+        r.amount_minor for r in refunds if r.reason in Refund.PARTIAL_REASONS and r.status != Refund.Status.FAILED
     )
 
 
@@ -797,15 +934,26 @@ def _request_items_refund(
 ) -> Refund:
     """A `studio_partial` refund of the `chosen` lines (or the second try of the refused one
     they all belong to). The order's last items take what is left of the payment."""
+    left = txn.amount_minor - partial_refunds_taken_minor(refunds)
     retry_of = chosen[0].refund_id
     if retry_of is not None:  # `_refund_lines_chosen`: exactly a refused refund's lines
-        refund_retry(refund_id=retry_of, actor_label=actor_label, actor_user=actor_user)
+        if not refund_retry(refund_id=retry_of, actor_label=actor_label, actor_user=actor_user):
+            raise RefundExceedsPayment(
+                f"This refund no longer fits in the payment: {money_text(left, txn.currency)} of it is left to "
+                "refund. Refund the order's last items, which take what is left."
+            )
         return Refund.objects.get(pk=retry_of)
     chosen_ids = {line.pk for line in chosen}
     covered = all(line.pk in chosen_ids or line.refund_id is not None for line in lines)
     failed_ids = {r.pk for r in refunds if r.status == Refund.Status.FAILED}
     last = covered and not any(line.refund_id in failed_ids for line in lines if line.pk not in chosen_ids)
-    amount = txn.amount_minor - item_refunds_taken_minor(refunds) if last else sum(line.amount_minor for line in chosen)
+    amount = left if last else sum(line.amount_minor for line in chosen)
+    if amount > left or amount <= 0:
+        raise RefundExceedsPayment(
+            f"These items come to {money_text(amount, txn.currency)}, but only {money_text(left, txn.currency)} of "
+            "the payment is left to refund (part of it was refunded at the payment provider). Refund the order's "
+            "last items, which take what is left."
+        )
     now = timezone.now()
     refund = Refund.objects.create(
         tenant_id=txn.tenant_id,

@@ -34,6 +34,7 @@ _WHY: dict[str, str] = {
     Refund.Reason.NOT_FULFILLABLE: "There was nothing left to deliver for your order, so the payment was given back.",
     Refund.Reason.AMOUNT_MISMATCH: "The amount charged did not match your order, so the payment was given back.",
     Refund.Reason.STUDIO_PARTIAL: "{studio} refunded these items of your order:",
+    Refund.Reason.PROVIDER_PARTIAL: "{studio} refunded part of your payment.",
     Refund.Reason.PHOTO_WITHDRAWN: (
         "{studio} withdrew a photo in your order before it was paid, so the order was closed and the payment "
         "was given back."
@@ -52,12 +53,14 @@ def _item(line: CheckoutLine) -> str:
 
 
 def _rest_of_items_refunded(*, checkout: Checkout, txn: Transaction) -> tuple[int, str, list[str]] | None:
-    """(amount, why, items) of the e-mail saying the whole payment is back for an order the studio
-    refunded item by item: what was not told before (the item refunds that landed before the
-    payment turned refunded each had their own e-mail), and the items it covers. None for an
-    order without item refunds."""
+    """(amount, why, items) of the e-mail saying the whole payment is back for an order refunded
+    in parts (the studio's item refunds, parts refunded at the provider): what was not told
+    before (the partial refunds that landed before the payment turned refunded each had their
+    own e-mail), and the items it covers. None for an order without partial refunds."""
     partials = list(
-        Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO_PARTIAL).exclude(status=Refund.Status.FAILED)
+        Refund.objects.filter(
+            transaction=txn, reason__in=[Refund.Reason.STUDIO_PARTIAL, Refund.Reason.PROVIDER_PARTIAL]
+        ).exclude(status=Refund.Status.FAILED)
     )
     if not partials:
         return None
@@ -73,6 +76,14 @@ def _rest_of_items_refunded(*, checkout: Checkout, txn: Transaction) -> tuple[in
     items = [_item(line) for line in lines if line.refund_id not in told]
     why = "{studio} refunded the rest of your order:" if told else "{studio} refunded your order:"
     return amount, why, items
+
+
+def _downloads_after(*, refund: Refund | None, whole: bool) -> str:
+    if whole:
+        return "Downloads of a refunded order no longer work."
+    if refund is not None and refund.reason == Refund.Reason.PROVIDER_PARTIAL:
+        return "Your order is yours as before: its downloads keep working."
+    return "Downloads of the refunded items no longer work; the rest of your order is yours as before."
 
 
 def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole: bool) -> str:
@@ -98,11 +109,7 @@ def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole:
             "",
             f"Order {checkout.pk}",
             "The money goes back the way you paid; your bank may take a few days to show it.",
-            (
-                "Downloads of a refunded order no longer work."
-                if whole
-                else "Downloads of the refunded items no longer work; the rest of your order is yours as before."
-            ),
+            _downloads_after(refund=refund, whole=whole),
             "",
             "Your order, from any device:",
             link,

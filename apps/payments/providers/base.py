@@ -217,21 +217,24 @@ class WebhookEnvelope:
     PaymentIntent, Flutterwave transaction id, PayPal capture id). `raw` is the parsed JSON body
     (plain floats; store the raw bytes if exact figures are needed).
 
-    For REFUNDED, `amount_minor` is the amount refunded, and `refund_id` the provider's id of the
+    For REFUNDED, `amount_minor` is the amount refunded, `refund_id` the provider's id of the
     one refund the event is about, where the event names one (the id `refund` returned as
-    `RefundResult.refund_id`; None on every other event). Several refunds of one payment each
-    send their own event. Per provider:
+    `RefundResult.refund_id`; None on every other event), and `refund_amount_minor` that one
+    refund's own amount, where the event says it. Several refunds of one payment each send
+    their own event. Per provider:
         Stripe `charge.refunded`: `amount_minor` is the charge's `amount_refunded`, CUMULATIVE
-            over all its refunds; `refund_id` None (the charge in a webhook does not list its
-            refunds, so the event cannot say which refund completed).
+            over all its refunds; `refund_id` and `refund_amount_minor` None (the charge in a
+            webhook does not list its refunds, so the event cannot say which refund completed).
         PayPal PAYMENT.CAPTURE.REFUNDED / .REVERSED: the resource is the refund, `refund_id` its
-            id; `amount_minor` is `seller_payable_breakdown.total_refunded_amount`, CUMULATIVE
-            over the capture's refunds, or this refund's own `amount` when the breakdown lacks it.
+            id, `refund_amount_minor` its `amount`; `amount_minor` is
+            `seller_payable_breakdown.total_refunded_amount`, CUMULATIVE over the capture's
+            refunds, or this refund's own `amount` when the breakdown lacks it.
         Flutterwave `refund.completed`: `data` is the refund, `refund_id` its `id`;
-            `amount_minor` is THIS refund's amount (`AmountRefunded` / `amount_refunded` /
-            `amount`): Flutterwave reports no total.
-        Sandbox `payment.refunded`: `refund_id` is the refund's `re_sbx_...` id; `amount_minor`
-            is CUMULATIVE (the refunds of the payment up to and including this one).
+            `amount_minor` and `refund_amount_minor` are THIS refund's amount (`AmountRefunded`
+            / `amount_refunded` / `amount`): Flutterwave reports no total.
+        Sandbox `payment.refunded`: `refund_id` is the refund's `re_sbx_...` id,
+            `refund_amount_minor` its `refund_amount_minor`; `amount_minor` is CUMULATIVE (the
+            refunds of the payment up to and including this one).
 
     Every envelope whose status is not UNKNOWN names at least one of `reference`, `checkout_id`
     and `payment_id`; a known event type that names none (a payment Darkroom did not create)
@@ -255,6 +258,7 @@ class WebhookEnvelope:
     occurred_at: datetime | None = None
     payout: PayoutEvent | None = None
     refund_id: str | None = None
+    refund_amount_minor: int | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def unstorable_fields(self) -> list[str]:

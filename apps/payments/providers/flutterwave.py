@@ -512,6 +512,7 @@ class FlutterwaveProvider(PaymentProvider):
             )
         elif event_type == "refund.completed":
             tx_ref = as_str(_first(data, "tx_ref", "TxRef", "reference"))
+            refunded = _amount(_first(data, "AmountRefunded", "amount_refunded", "amount"), currency)
             envelope = WebhookEnvelope(
                 **common,
                 # A refund that failed leaves the payment as it was: nothing to act on.
@@ -519,9 +520,10 @@ class FlutterwaveProvider(PaymentProvider):
                 reference=tx_ref,
                 checkout_id=tx_ref,
                 payment_id=as_str(_first(data, "TransactionId", "transaction_id", "charge_id")),
-                amount_minor=_amount(_first(data, "AmountRefunded", "amount_refunded", "amount"), currency),
+                amount_minor=refunded,
                 currency=currency,
                 refund_id=data_id,
+                refund_amount_minor=refunded,
             )
         elif event_type == TRANSFER_EVENT:
             payout = _transfer_event(data)

@@ -910,11 +910,13 @@ class PayPalProvider(PaymentProvider):
             )
         else:
             refund_id = None
+            refund_amount = None
             if status is PaymentStatus.REFUNDED:
                 # The resource is the refund: its id names this refund, its `up` link the capture.
                 refund_id = as_str(resource.get("id"))
                 breakdown = as_dict(resource.get("seller_payable_breakdown"))
                 amount, currency = _money(breakdown.get("total_refunded_amount") or resource.get("amount"))
+                refund_amount, _ = _money(resource.get("amount"))
                 up = _link(resource.get("links"), "up")
                 payment_id = up.rstrip("/").rsplit("/", 1)[-1] if up and "/captures/" in up else None
             else:
@@ -930,6 +932,7 @@ class PayPalProvider(PaymentProvider):
                 amount_minor=amount,
                 currency=currency,
                 refund_id=refund_id,
+                refund_amount_minor=refund_amount,
             )
         return identified_or_unknown(envelope)
 

@@ -597,7 +597,8 @@ class SandboxProvider(PaymentProvider):
         if event_id is None or event_type is None:
             raise WebhookPayloadError("sandbox event without id or type")
         data = as_dict(event.get("data"))
-        amount = data.get("amount_minor")
+        amount = _minor_or_none(data.get("amount_minor"))
+        refund_amount = _minor_or_none(data.get("refund_amount_minor"))
         currency = as_str(data.get("currency"))
         if event_type in _PAYOUT_STATUS_BY_TYPE:
             return self._payout_envelope(event, raw, event_id=event_id, event_type=event_type)
@@ -610,10 +611,11 @@ class SandboxProvider(PaymentProvider):
             reference=as_str(data.get("reference")),
             checkout_id=as_str(data.get("checkout_id")),
             payment_id=as_str(data.get("reference")),
-            amount_minor=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
+            amount_minor=amount,
             currency=currency.upper() if currency else None,
             occurred_at=epoch_to_datetime(event.get("created")),
             refund_id=as_str(data.get("refund_id")) if status is PaymentStatus.REFUNDED else None,
+            refund_amount_minor=refund_amount if status is PaymentStatus.REFUNDED else None,
             raw=raw,
         )
         return identified_or_unknown(envelope)
@@ -643,6 +645,11 @@ class SandboxProvider(PaymentProvider):
             payout=payout,
             raw=raw,
         )
+
+
+def _minor_or_none(value: object) -> int | None:
+    """An amount in minor units as the sandbox sends it (a JSON integer), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import BigIntegerField, Count, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import BigIntegerField, Case, Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 
 from apps.catalog.models import Event, Photo, PriceList
@@ -183,7 +183,8 @@ def event_choices(*, tenant_id: int) -> list[tuple[int, str]]:
 def sales_of_tenant(*, tenant_id: int, to_ship: bool = False) -> QuerySet[Checkout]:
     """Checkouts that were paid (including those refunded since), newest first, with their
     transaction, shipping row (prints only), the number of lines (`line_count`) and the money
-    that went back to the buyer (`refunded_minor`: the refunds the provider confirmed, 0 if none).
+    that went back to the buyer (`refunded_minor`: the refunds the provider confirmed, parts
+    refunded in its dashboard included, 0 if none; a refunded sale's whole payment).
 
     `to_ship`: only the prints to ship, i.e. paid checkouts whose shipping row is still
     `unfulfilled` (the partial index `commerce_shipping_unfulfilled` finds them)."""
@@ -194,18 +195,25 @@ def sales_of_tenant(*, tenant_id: int, to_ship: bool = False) -> QuerySet[Checko
             shipping__tenant_id=tenant_id,
             shipping__fulfilment_status=CheckoutShipping.FulfilmentStatus.UNFULFILLED,
         )
-    refunded = (
-        Refund.objects.filter(tenant_id=tenant_id, transaction__checkout_id=OuterRef("pk"), landed_at__isnull=False)
-        .values("transaction_id")
-        .annotate(total=Sum("amount_minor"))
-        .values("total")
+    landed = Refund.objects.filter(
+        tenant_id=tenant_id, transaction__checkout_id=OuterRef("pk"), landed_at__isnull=False
+    ).values("transaction_id")
+    landed_total = landed.annotate(total=Sum("amount_minor")).values("total")
+    # A payment Darkroom must not keep (late, mismatched, withdrawn photo) went back whole as its
+    # refund's amount, which is what was charged.
+    kept_not = landed.exclude(reason__in=[*Refund.PARTIAL_REASONS, Refund.Reason.STUDIO]).values("amount_minor")[:1]
+    refunded = Case(
+        # Refunded: the whole payment went back, also when it was refunded in the provider's
+        # dashboard, which leaves no refund row for (all of) it.
+        When(
+            status=Checkout.Status.REFUNDED,
+            then=Coalesce(Subquery(kept_not, output_field=BigIntegerField()), F("transaction__amount_minor")),
+        ),
+        default=Coalesce(Subquery(landed_total, output_field=BigIntegerField()), Value(0)),
     )
     return (
         sales.select_related("transaction", "shipping")
-        .annotate(
-            line_count=Count("lines"),
-            refunded_minor=Coalesce(Subquery(refunded, output_field=BigIntegerField()), Value(0)),
-        )
+        .annotate(line_count=Count("lines"), refunded_minor=refunded)
         .order_by("-created_at", "-id")
     )
 

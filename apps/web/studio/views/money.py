@@ -25,7 +25,7 @@ from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Refund
 from apps.commerce.services import checkout_refund_request
 from apps.commerce.services.fulfilment import address_lines, checkout_mark_shipped
-from apps.commerce.services.payment import item_refunds_taken_minor, other_refund_under_way
+from apps.commerce.services.payment import other_refund_under_way, partial_refunds_taken_minor
 from apps.ledger.models import LedgerEvent
 from apps.ledger.selectors import account_entries_oldest_first, account_entries_page
 from apps.ops.killswitch import capability_enabled
@@ -123,15 +123,20 @@ def _item_left(sale: Checkout, refunds: list[Refund], items: list[tuple[int, str
     """The label of the one item left to refund once others were refunded, with what its refund
     gives back as `checkout_refund_request` computes it: a refused refund's amount when it is
     asked again, else (it is the order's last item) what is left of the payment. None unless
-    some items were refunded apart and the form offers one item."""
-    if len(items) != 1 or not any(r.reason == Refund.Reason.STUDIO_PARTIAL for r in refunds):
+    part of the payment went back already (items refunded apart, or part refunded at the
+    provider) and the form offers one item."""
+    if len(items) != 1 or not any(r.reason in Refund.PARTIAL_REASONS for r in refunds):
         return None
     [line] = [line for line in sale.lines_by_position if line.pk == items[0][0]]
     amount_of = {r.pk: r.amount_minor for r in refunds}
     if line.refund_id is not None:
         return _item_label(line, amount_of[line.refund_id])
-    paid = sale.transaction.amount_minor if getattr(sale, "transaction", None) else sale.amount_minor
-    return _item_label(line, paid - item_refunds_taken_minor(refunds))
+    return _item_label(line, _paid_minor(sale) - partial_refunds_taken_minor(refunds))
+
+
+def _paid_minor(sale: Checkout) -> int:
+    """What the sale's payment was (its transaction's amount)."""
+    return sale.transaction.amount_minor if getattr(sale, "transaction", None) else sale.amount_minor
 
 
 def _line_state(line: CheckoutLine, refund_of: dict[int, Refund]) -> tuple[str, str]:
@@ -190,6 +195,8 @@ def _render_sale(
         "refund_form": (refund_form or RefundForm(offer_restock=_shippable(sale), items=items))
         if offer_refund
         else None,
+        "at_provider": any(r.reason == Refund.Reason.PROVIDER_PARTIAL for r in refunds),
+        "payment_left": money_text(_paid_minor(sale) - partial_refunds_taken_minor(refunds), sale.currency),
         "refund_whole": not refunds and len(items) == len(charged),
         "refund_item_left": _item_left(sale, refunds, items),
         "refund_pick": len(items) > 1,

@@ -1,0 +1,226 @@
+"""Part of a payment refunded in the provider's own dashboard (`transaction_apply_refund`): the
+money no refund of Darkroom's explains is recorded once as a landed `provider_partial` refund,
+which revokes nothing and reverses no credit (nobody named the items), tells the shopper, is
+audited, counts in the sales list and CSV, adds up with the other parts to the whole payment,
+and leaves less of the payment for the studio's later refunds (real Postgres and Redis; the
+provider side is the sandbox, and events as each provider reports them: a refund's own amount
+with its id, or Stripe's cumulative total naming none)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.db import transaction
+
+from apps.commerce.errors import RefundExceedsPayment
+from apps.commerce.models import Checkout, Entitlement, Refund
+from apps.commerce.services import PaymentFact, checkout_refund_request, transaction_apply_refund
+from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import AuditLog
+from tests.commerce.fixtures import empty_broker, row_lock_strategy  # noqa: F401 - fixtures by name
+from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_provider
+from tests.factories.commerce import make_shop
+from tests.web.studio.conftest import StudioPeople, people_of, signed_in, sold, text
+from tests.web.studio.test_sale_refund_items import lines_of, refund_keys, refunds_of, sales_csv_row
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
+
+
+@pytest.fixture
+def studio(tenant_a: Any) -> StudioPeople:
+    return people_of(tenant_a)
+
+
+@pytest.fixture
+def sale(studio: StudioPeople) -> str:
+    """A paid sale of a download (9.00) and an A4 print (25.00): 34.00 EUR in all."""
+    shop = make_shop(org=studio.org)
+    return sold(studio, shop, {"product": shop.download.pk}, {"product": shop.print.pk})
+
+
+def event(
+    studio: StudioPeople, checkout_id: str, amount: int, *, refund_id: str | None = None, own: int | None = None
+) -> str:
+    """A provider's partial refund event, applied as the webhook consumer applies it: with
+    `refund_id` (PayPal, Flutterwave) naming a refund of `own` minor units; without (Stripe's
+    charge.refunded) `amount` is the charge's cumulative amount refunded."""
+    fact = PaymentFact(status="refunded", source="test:event", amount_minor=amount, currency="EUR")
+    with tenant_context(studio.org.pk), transaction.atomic():
+        outcome = transaction_apply_refund(
+            tenant_id=studio.org.pk,
+            checkout_id=checkout_id,
+            fact=fact,
+            provider_refund_id=refund_id,
+            refund_amount_minor=own,
+        )
+    return outcome.describe()
+
+
+def at_provider(studio: StudioPeople, checkout_id: str) -> list[tuple[int, str | None, bool]]:
+    """(amount, provider refund id, landed) of the parts recorded as refunded at the provider."""
+    return [
+        (r.amount_minor, r.provider_refund_id, r.landed_at is not None)
+        for r in refunds_of(studio.org.pk, checkout_id)
+        if r.reason == Refund.Reason.PROVIDER_PARTIAL
+    ]
+
+
+def status_of(studio: StudioPeople, checkout_id: str) -> str:
+    with tenant_context(studio.org.pk):
+        return Checkout.objects.get(pk=checkout_id).status
+
+
+def revoked(studio: StudioPeople, checkout_id: str) -> list[bool]:
+    with tenant_context(studio.org.pk):
+        return [e.revoked_at is not None for e in Entitlement.objects.filter(checkout_id=checkout_id)]
+
+
+def test_a_refund_made_in_the_sandbox_dashboard_is_recorded_once_and_revokes_nothing(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the studio refunds 10.00 of the 34.00 payment in the provider's dashboard
+    made = sandbox_provider().refund(reference=f"sbx_{sale}", amount_minor=1000, idempotency_key="dashboard-1")
+    refunded = sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)
+    mail.outbox.clear()
+    # when: the provider's webhook arrives, twice
+    assert deliver([refunded], duplicates=2) == [200, 200]
+    drain_outbox()
+    # then: one landed part of 10.00 under the provider's refund id; the sale stays paid, the
+    # download stays the shopper's, no photographer's credit is reversed
+    assert at_provider(studio, sale) == [(1000, made.refund_id, True)]
+    assert status_of(studio, sale) == "paid"
+    assert revoked(studio, sale) == [False]
+    assert refund_keys(studio.org.pk) == []
+    # and: the shopper is told once, and the studio's audit log says where it came from
+    [told] = mail.outbox
+    assert told.subject.startswith(f"Part of your payment to {studio.org.name} was refunded")
+    assert "10.00 EUR of your payment" in told.body and "refunded part of your payment" in told.body
+    assert "its downloads keep working" in told.body
+    with system_context("test"):
+        [audit] = AuditLog.objects.filter(tenant_id=studio.org.pk, action="refund.at_provider")
+    assert (audit.actor_label, audit.data["amount_minor"]) == ("provider:sandbox", 1000)
+    # and: the sales list, the CSV and the sale page count it
+    owner = signed_in(studio.owner)
+    assert "34.00 EUR, 10.00 EUR refunded" in text(owner.get("/studio/sales/"))
+    assert sales_csv_row(owner, sale)[3::9] == ["paid", "10.00"]
+    page = text(owner.get(f"/studio/sales/{sale}/"))
+    assert "Part refunded at the payment provider" in page and "Not named" in page
+    assert "Darkroom cannot tell which items" in page and "24.00 EUR" in page
+
+
+def test_parts_refunded_at_the_provider_that_add_up_to_the_payment_refund_the_order(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: Flutterwave reports each refund's own amount: 10.00, then 24.00 (the rest)
+    event(studio, sale, 1000, refund_id="609188", own=1000)
+    assert at_provider(studio, sale) == [(1000, "609188", True)]
+    drain_outbox()  # the shopper is told about it
+    mail.outbox.clear()
+    # when: the second part arrives; neither event alone reaches the 34.00 paid
+    event(studio, sale, 2400, refund_id="609190", own=2400)
+    # then: the whole payment is back: the sale is refunded, every download revoked and every
+    # credit reversed, once
+    assert status_of(studio, sale) == "refunded"
+    assert revoked(studio, sale) == [True]
+    lines = lines_of(studio.org.pk, sale)
+    assert refund_keys(studio.org.pk) == sorted(f"refund:{sale}:{line.pk}" for line in lines.values())
+    drain_outbox()
+    # and: the last e-mail tells the shopper the rest, not the whole again
+    [told] = mail.outbox
+    assert told.subject.startswith(f"Your payment to {studio.org.name} was refunded")
+    assert "24.00 EUR of your payment" in told.body and "refunded the rest of your order" in told.body
+    # and: the CSV counts the whole payment
+    assert sales_csv_row(signed_in(studio.owner), sale)[3::9] == ["refunded", "34.00"]
+
+
+def test_a_stripe_total_beyond_darkroom_refunds_is_recorded_once_per_new_total(studio: StudioPeople, sale: str) -> None:
+    # when: Stripe's charge.refunded reports 10.00 refunded in all (naming no refund), twice
+    event(studio, sale, 1000)
+    event(studio, sale, 1000)
+    # then: 10.00 recorded once
+    assert at_provider(studio, sale) == [(1000, None, True)]
+    # when: a later total of 15.00: the 5.00 beyond it
+    event(studio, sale, 1500)
+    assert at_provider(studio, sale) == [(1000, None, True), (500, None, True)]
+    # when: an older event arrives late (10.00 in all): nothing
+    assert "nothing to land" in event(studio, sale, 1000)
+    assert status_of(studio, sale) == "paid" and len(at_provider(studio, sale)) == 2
+
+
+def test_a_stripe_total_waits_while_an_accepted_item_refund_may_be_in_it(studio: StudioPeople, sale: str) -> None:
+    # given: the studio refunds the print (25.00) through Darkroom; the provider accepted it
+    lines = lines_of(studio.org.pk, sale)
+    with tenant_context(studio.org.pk):
+        checkout_refund_request(
+            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
+        )
+    drain_outbox(topics={"payment.refund_requested"})
+    # when: Stripe reports 5.00 refunded (made in its dashboard) before the print's refund
+    assert "nothing to land" in event(studio, sale, 500)
+    # then: nothing is recorded yet: the print's refund, not confirmed, could be in a total
+    assert at_provider(studio, sale) == []
+    # when: the print's refund completes: 30.00 in all
+    event(studio, sale, 3000)
+    # then: the print's refund lands, and the 5.00 nothing of Darkroom's explains is recorded
+    [printed] = [r for r in refunds_of(studio.org.pk, sale) if r.reason == Refund.Reason.STUDIO_PARTIAL]
+    assert printed.landed_at is not None
+    assert at_provider(studio, sale) == [(500, None, True)]
+    assert refund_keys(studio.org.pk) == [f"refund:{sale}:{lines['print'].pk}"]
+    assert status_of(studio, sale) == "paid"
+
+
+def test_the_studio_refunds_only_what_the_dashboard_left(studio: StudioPeople, sale: str) -> None:
+    # given: 10.00 of the 34.00 was refunded in the provider's dashboard
+    event(studio, sale, 1000, refund_id="re_dashboard", own=1000)
+    lines = lines_of(studio.org.pk, sale)
+    api = signed_in(studio.owner)
+    url = f"/api/v1/checkouts/{sale}/refund"
+
+    def refund(body: dict[str, Any]) -> Any:
+        return api.post(url, body, content_type="application/json", HTTP_IDEMPOTENCY_KEY=new_key())
+
+    # when: the studio refunds the print (25.00), more than the 24.00 left
+    refused = refund({"lines": [lines["print"].pk]})
+    # then: 409, naming what is left; nothing is written
+    assert refused.status_code == 409 and refused.json()["type"].endswith("/refund-exceeds-payment")
+    assert "24.00 EUR" in refused.json()["detail"]
+    assert [r.reason for r in refunds_of(studio.org.pk, sale)] == ["provider_partial"]
+    assert lines_of(studio.org.pk, sale)["print"].refund_id is None
+    with pytest.raises(RefundExceedsPayment), tenant_context(studio.org.pk):
+        checkout_refund_request(
+            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
+        )
+    # when: the studio refunds everything instead (no lines): what is left of the payment
+    whole = refund({})
+    # then: the order's last items take the 24.00 left, not the 34.00 charged
+    assert whole.status_code == 202, whole.content
+    assert (whole.json()["reason"], whole.json()["amount_minor"]) == ("studio_partial", 2400)
+    drain_outbox()
+    with tenant_context(studio.org.pk):
+        mine = Refund.objects.get(pk=whole.json()["id"])
+    assert mine.status == "submitted"
+    # and: once the provider confirms it, the sale is refunded
+    event(studio, sale, 2400, refund_id=mine.provider_refund_id, own=2400)
+    assert status_of(studio, sale) == "refunded"
+    assert sales_csv_row(api, sale)[3::9] == ["refunded", "34.00"]
+
+
+def test_a_refund_refused_before_the_dashboard_took_part_is_not_asked_again(studio: StudioPeople, sale: str) -> None:
+    # given: the print's refund (25.00) was refused; then 10.00 went back in the dashboard
+    lines = lines_of(studio.org.pk, sale)
+    with tenant_context(studio.org.pk):
+        refused = checkout_refund_request(
+            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
+        )
+        Refund.objects.filter(pk=refused.pk).update(status=Refund.Status.FAILED, last_error="insufficient funds")
+    event(studio, sale, 1000, refund_id="re_dashboard", own=1000)
+    # when: the studio asks for the print again
+    with pytest.raises(RefundExceedsPayment, match=r"24\.00 EUR"), tenant_context(studio.org.pk):
+        checkout_refund_request(
+            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
+        )
+    # then: the refused refund stays refused, not re-queued for more than is left
+    with tenant_context(studio.org.pk):
+        assert Refund.objects.get(pk=refused.pk).status == Refund.Status.FAILED
