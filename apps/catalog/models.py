@@ -5,6 +5,8 @@ Invariants held by Postgres (each has a test in tests/catalog/test_constraints.p
   reference between catalog rows is also a composite foreign key on (tenant_id, <id>), added in
   the migration, so a row can never point at another tenant's event, photo, product or price list;
 * an event's slug is not one of the shop's own page names (RESERVED_EVENT_SLUGS);
+* a product's SKU is unique in its studio whatever its case (on `lower(sku)`; its test is in
+  tests/catalog/test_sku_case.py);
 * an access-code event stores a password hash of its code, a public one stores none;
 * product kinds are well formed: a download names a photo and no size, a print a photo and a
   size, a bulk product neither;
@@ -26,6 +28,7 @@ import uuid
 import pgtrigger
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 
 from apps.tenancy.models import TenantModel
 
@@ -168,7 +171,9 @@ class Product(TenantModel):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "sku"], name="catalog_product_unique_tenant_sku"),
+            # A studio's SKUs are unique whatever their case: a print lab or a bookkeeper reads
+            # "PRINT-A4" and "print-a4" as one SKU. A unique expression index (migration 0008).
+            models.UniqueConstraint("tenant", Lower("sku"), name="catalog_product_unique_tenant_sku"),
             models.UniqueConstraint(fields=["tenant", "id"], name="catalog_product_unique_tenant_id"),
             models.UniqueConstraint(
                 fields=["tenant", "photo", "kind", "size"],

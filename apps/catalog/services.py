@@ -19,6 +19,8 @@ from datetime import date
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Lower
 from django.utils.text import slugify
 
 from apps.catalog import images, storage
@@ -219,6 +221,25 @@ def _product_exists(*, event: Event, kind: str, photo_id: int | None, size: str)
     return products.exists()
 
 
+# Unique on (tenant, lower(sku)): a studio's SKUs are unique whatever their case.
+SKU_UNIQUE_CONSTRAINT = "catalog_product_unique_tenant_sku"
+
+
+def _sku_taken_message(*, tenant_id: int, sku: str) -> str:
+    """Why `sku` was refused, naming the SKU the studio already has as it is stored (it may differ
+    from `sku` in case). In the tenant's context, after the refused insert's savepoint rolled back."""
+    stored = (
+        ProductModel.objects.filter(tenant_id=tenant_id)
+        .alias(sku_lower=Lower("sku"))
+        .filter(sku_lower=Lower(Value(sku)))
+        .values_list("sku", flat=True)
+        .first()
+    )
+    if stored is None or stored == sku:
+        return f"The SKU {sku!r} is already used."
+    return f"The SKU {stored!r} is already used, and SKUs are unique whatever their case: {sku!r} is the same SKU."
+
+
 def _default_sku(*, event: Event, kind: str, photo_id: int | None, size: str) -> str:
     parts = [f"E{event.pk}", kind.upper()]
     parts.append(f"P{photo_id}" if photo_id else "ALL")
@@ -244,8 +265,10 @@ def product_create(
     A download or print names a photo of the same event; a print has a size and a stock
     quantity (its size, matched case-insensitively to one the event already uses, takes that
     spelling); a bulk product ("all my photos of this event") has neither. Joins the caller's
-    transaction (a savepoint guards the inserts). Raises EventNotFound, InvalidInput,
-    ProductConflict (sku taken, or the same photo/kind/size or bulk product exists).
+    transaction (a savepoint guards the inserts). An SKU is unique in the studio whatever its
+    case ("print-a4" is refused where "PRINT-A4" exists). Raises EventNotFound, InvalidInput,
+    ProductConflict (sku taken, naming the SKU as stored, or the same photo/kind/size or bulk
+    product exists).
     """
     with tenant_context(tenant_id):
         event = _event_for_write(tenant_id=tenant_id, event_id=event_id)
@@ -291,12 +314,12 @@ def product_create(
                     )
         except IntegrityError as exc:
             constraint = _constraint_name(exc)
-            if constraint == "catalog_product_unique_tenant_sku":
+            if constraint == SKU_UNIQUE_CONSTRAINT:
                 # A made-up SKU is the same for the same product: say that it exists, not that
                 # an SKU nobody typed is taken.
                 if made_up_sku and _product_exists(event=event, kind=kind, photo_id=photo_id, size=size):
                     raise ProductConflict("This event already sells that product.") from exc
-                raise ProductConflict(f"The SKU {sku!r} is already used.") from exc
+                raise ProductConflict(_sku_taken_message(tenant_id=tenant_id, sku=sku)) from exc
             if constraint in ("catalog_product_unique_photo_kind_size", "catalog_product_unique_bulk_per_event"):
                 raise ProductConflict("This event already sells that product.") from exc
             raise
