@@ -3,7 +3,9 @@ time (see apps/ops/metrics.py). Each reads an index, never a whole table.
 
 * darkroom_refunds{status}: refunds per status. `failed` is money a provider refused to give
   back: the shopper is still charged (alert on any; runbook "Refund failed" in the README).
-  `requested` should drain within seconds.
+  `requested` should drain within seconds. `not_needed` owes nothing: the whole payment came
+  back otherwise (refunded in the provider's dashboard) before it was sent, or after it was
+  refused.
 * darkroom_refunds_oldest_requested_age_seconds: a refund not submitted for long means the
   providers' worker is down or the provider keeps failing (alert past a few minutes).
 * darkroom_webhook_events_open{provider, status}: payment and payout webhook events `received`

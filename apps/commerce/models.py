@@ -640,8 +640,9 @@ class Refund(TenantModel):
 
     `requested` (written with the decision, in the processing transaction) → `submitted` (the
     provider accepted it; `provider_refund_id`) or `failed` (retried by the consumer, then left
-    for an operator). `idempotency_key` goes to the provider, so retries never refund twice.
-    The money side lands when the provider's refund webhook arrives (`landed_at`; the whole
+    for an operator); `not_needed` once the whole payment came back otherwise before it was sent
+    or after it was refused. `idempotency_key` goes to the provider, so retries never refund
+    twice. The money side lands when the provider's refund webhook arrives (`landed_at`; the whole
     payment back: transaction `refunded`).
     """
 
@@ -649,6 +650,9 @@ class Refund(TenantModel):
         REQUESTED = "requested", "Requested"
         SUBMITTED = "submitted", "Submitted to the provider"
         FAILED = "failed", "Failed"
+        # The whole payment came back otherwise (refunded in the provider's dashboard, or by
+        # another refund) before this one was sent, so it never was: there is nothing left to give.
+        NOT_NEEDED = "not_needed", "Not needed: the payment was back already"
 
     class Reason(models.TextChoices):
         LATE_PAYMENT = "late_payment", "Paid after the reservation expired"
@@ -693,7 +697,8 @@ class Refund(TenantModel):
                 name="commerce_refund_unique_reason",
             ),
             models.CheckConstraint(
-                condition=models.Q(status__in=["requested", "submitted", "failed"]), name="commerce_refund_status_valid"
+                condition=models.Q(status__in=["requested", "submitted", "failed", "not_needed"]),
+                name="commerce_refund_status_valid",
             ),
             models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="commerce_refund_amount_positive"),
         ]

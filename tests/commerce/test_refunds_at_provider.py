@@ -224,3 +224,60 @@ def test_a_refund_refused_before_the_dashboard_took_part_is_not_asked_again(stud
     # then: the refused refund stays refused, not re-queued for more than is left
     with tenant_context(studio.org.pk):
         assert Refund.objects.get(pk=refused.pk).status == Refund.Status.FAILED
+
+
+# --- a refund overtaken by the whole payment coming back ---------------------------------------
+
+
+def refund_print(studio: StudioPeople, sale: str) -> Refund:
+    """The studio refunds the print (25.00); its provider call is not made yet."""
+    lines = lines_of(studio.org.pk, sale)
+    with tenant_context(studio.org.pk):
+        return checkout_refund_request(
+            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
+        )
+
+
+def dashboard_refunds_everything(sale: str) -> None:
+    """The whole 34.00 refunded in the sandbox's dashboard, and its webhook delivered."""
+    made = sandbox_provider().refund(reference=f"sbx_{sale}", amount_minor=3400, idempotency_key="dashboard-all")
+    assert deliver([sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
+
+
+def fresh(refund: Refund) -> Refund:
+    with tenant_context(refund.tenant_id):
+        return Refund.objects.get(pk=refund.pk)
+
+
+def test_a_refund_not_sent_yet_when_the_whole_payment_came_back_is_never_sent(studio: StudioPeople, sale: str) -> None:
+    # given: the print's refund waits for its provider call; the studio refunds everything in the
+    # dashboard meanwhile, and that webhook is processed first
+    pending = refund_print(studio, sale)
+    dashboard_refunds_everything(sale)
+    drain_outbox(topics={"webhook.received"})
+    assert status_of(studio, sale) == "refunded"
+    # when: the print's refund message is handled
+    drain_outbox(topics={"payment.refund_requested"})
+    # then: the provider is not asked (no attempt, no error) and the refund is not needed
+    pending = fresh(pending)
+    assert (pending.status, pending.attempts, pending.last_error) == ("not_needed", 0, "")
+    assert pending.landed_at is not None
+
+
+def test_a_refund_refused_because_the_payment_came_back_stops_alerting(studio: StudioPeople, sale: str) -> None:
+    # given: the dashboard refunded everything, and the print's refund call went first: the
+    # provider refuses it (nothing left to refund), so it is `failed`
+    pending = refund_print(studio, sale)
+    dashboard_refunds_everything(sale)
+    drain_outbox(topics={"payment.refund_requested"})
+    refused = fresh(pending)
+    assert refused.status == "failed" and "exceeds" in refused.last_error
+    # when: the dashboard's webhook is processed: the whole payment is back
+    drain_outbox()
+    # then: the refused refund is moot: `not_needed`, keeping why the provider refused it, and
+    # no longer counted as failed
+    moot = fresh(pending)
+    assert (moot.status, moot.last_error) == ("not_needed", refused.last_error)
+    assert status_of(studio, sale) == "refunded"
+    with system_context("test"):
+        assert not Refund.objects.filter(status=Refund.Status.FAILED).exists()

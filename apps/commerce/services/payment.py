@@ -414,7 +414,8 @@ def _publish_restock(checkout: Checkout, *, line_ids: list[int] | None = None) -
 
 def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]:
     """The whole payment is back. The studio's item refunds not landed yet land now (their own
-    prints back in stock; one e-mail for all, this one), then every refund of it is `landed`."""
+    prints back in stock; one e-mail for all, this one), then every refund of it is `landed`,
+    and any the provider refused is `not_needed`."""
     effects: list[str] = ["shopper told (checkout.refunded)"]
     _publish_refunded(checkout)
     for refund in _partial_refunds_locked(txn):
@@ -423,6 +424,13 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list
     Refund.objects.filter(transaction=txn, landed_at__isnull=True).exclude(status=Refund.Status.FAILED).update(
         landed_at=now
     )
+    # A refund the provider refused is moot now that the whole payment is back (the refusal was
+    # most likely because of it): nothing is owed, so it no longer alerts as `failed`.
+    refused = Refund.objects.filter(transaction=txn, status=Refund.Status.FAILED).update(
+        status=Refund.Status.NOT_NEEDED
+    )
+    if refused:
+        effects.append(f"{refused} refused refund(s) not needed any more")
     if checkout.status in Checkout.OPEN_STATUSES:
         effects += _close(checkout=checkout, status=Checkout.Status.REFUNDED, now=now)
     elif checkout.status == Checkout.Status.PAID:
@@ -1199,12 +1207,23 @@ def refund_submit(*, refund_id: int) -> Refund:
     to the provider, so a retry after a timeout never refunds twice. A retryable provider error
     is recorded and re-raised (ProviderError) for the consumer's backoff; a final one marks the
     refund `failed` for an operator. The money side lands with the provider's refund webhook.
+    A refund that landed before it was sent (the whole payment came back otherwise: refunded in
+    the provider's dashboard, or by another refund) is not sent, and turns `not_needed`; so does
+    one the provider refuses once the whole payment is back (it came back while the call ran).
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("the provider must not be called inside a transaction")
     refund = Refund.objects.select_related("transaction__checkout").get(pk=refund_id)
-    if refund.status == Refund.Status.SUBMITTED:
+    if refund.status in (Refund.Status.SUBMITTED, Refund.Status.NOT_NEEDED):
         return refund
+    if refund.status == Refund.Status.REQUESTED and refund.landed_at is not None:
+        with transaction.atomic(durable=True):
+            locked = Refund.objects.select_for_update().get(pk=refund_id)
+            if locked.status == Refund.Status.REQUESTED:
+                locked.status = Refund.Status.NOT_NEEDED
+                locked.save(update_fields=["status"])
+        logger.info("refund not sent: the whole payment was back already", extra={"refund_id": refund_id})
+        return locked
     checkout = refund.transaction.checkout
     reference = checkout.provider_reference or refund.transaction.payment_id
     provider = get_provider(checkout.provider)
@@ -1218,11 +1237,15 @@ def refund_submit(*, refund_id: int) -> Refund:
             locked.attempts += 1
             locked.last_error = str(exc)[:2000]
             if not exc.retryable:
-                locked.status = Refund.Status.FAILED
+                back = locked.landed_at is not None  # the whole payment came back meanwhile
+                locked.status = Refund.Status.NOT_NEEDED if back else Refund.Status.FAILED
             locked.save(update_fields=["attempts", "last_error", "status"])
         if exc.retryable:
             raise
-        logger.error("refund refused by the provider", extra={"refund_id": refund_id, "error": str(exc)})
+        if locked.status == Refund.Status.NOT_NEEDED:
+            logger.info("refund refused once the whole payment was back", extra={"refund_id": refund_id})
+        else:
+            logger.error("refund refused by the provider", extra={"refund_id": refund_id, "error": str(exc)})
         return locked
     with transaction.atomic(durable=True):
         locked = Refund.objects.select_for_update().get(pk=refund_id)
