@@ -12,19 +12,24 @@ accepts, so a huge body is never read, whichever server runs the app:
 * A body longer than it declared is cut at its declared length.
 
 The path's limit is the middleware's: `DARKROOM_MAX_BODY_BYTES`, or for a multipart body to a view
-in LARGE_BODY_VIEWS that view's own. For a view that takes them only from members, that needs an
-Authorization header or a session cookie; whether it is a live credential is the middleware's
-check, so a request with a forged one may still have its body read up to the view's limit before
-the 413 (WSGI reads nothing of it).
+in LARGE_BODY_VIEWS that view's own. For a view that takes them only from members, that needs a
+live credential, checked as the middleware checks it before any byte is read: an API key that
+resolves (`Authorization: Bearer <key>`), or the session cookie of a signed-in user. A forged or
+revoked one keeps the small limit, so its oversize body is refused unread, as under WSGI.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from importlib import import_module
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user
+from django.http import HttpRequest
+from django.http.cookie import parse_cookie
 from django.urls import Resolver404, resolve
 
 Scope = dict[str, Any]
@@ -41,7 +46,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _path_limit(scope: Scope) -> int:
+async def _path_limit(scope: Scope) -> int:
     """The most a body with a declared length may carry to this path (see the middleware)."""
     # Imported here: the middleware module imports the tenancy app, which needs the app registry.
     from apps.core.middleware import LARGE_BODY_VIEWS
@@ -57,21 +62,30 @@ def _path_limit(scope: Scope) -> int:
         large = LARGE_BODY_VIEWS.get(resolve(path).view_name)
     except Resolver404:
         return limit
-    if large is None or (large.credential and not _may_hold_credential(scope)):
+    if large is None:
+        return limit
+    if large.credential and not await sync_to_async(_holds_live_credential, thread_sensitive=True)(scope):
         return limit
     return max(limit, large.limit())
 
 
-def _may_hold_credential(scope: Scope) -> bool:
-    """Whether the request carries something that may be a credential: an Authorization header or
-    the session cookie. Only the middleware can tell a live one (it asks the database); without
-    either, a view that takes large bodies only from members keeps the small limit here, so an
-    anonymous oversize body is refused from its header, unread, as under WSGI."""
-    if _header(scope, b"authorization"):
-        return True
-    cookies = _header(scope, b"cookie") or ""
-    name = settings.SESSION_COOKIE_NAME
-    return any(part.strip().startswith(f"{name}=") for part in cookies.split(";"))
+def _holds_live_credential(scope: Scope) -> bool:
+    """Whether the request carries a live credential, as `request_has_credential` judges one once
+    the middleware ran: an API key that resolves, or the session of a signed-in user. Reads no
+    body; asks Redis (the key cache) and the database (keys, sessions)."""
+    # Imported here: the tenancy app needs the app registry.
+    from apps.tenancy.authentication import ApiKeyAuthentication
+    from apps.tenancy.selectors import api_key_resolve
+
+    parts = (_header(scope, b"authorization") or "").split()
+    if len(parts) == 2 and parts[0] == ApiKeyAuthentication.keyword:
+        return api_key_resolve(raw_key=parts[1]) is not None
+    session_key = parse_cookie(_header(scope, b"cookie") or "").get(settings.SESSION_COOKIE_NAME)  # as Django reads it
+    if not session_key:
+        return False
+    request = HttpRequest()
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return bool(get_user(request).is_authenticated)
 
 
 class BodyLimitASGI:
@@ -90,7 +104,7 @@ class BodyLimitASGI:
             allowance = int(settings.API_MAX_BODY_BYTES) + 1
         elif not declared.isdigit():
             allowance = 0  # the middleware answers 400 from the header
-        elif int(declared) > _path_limit(scope):
+        elif int(declared) > await _path_limit(scope):
             allowance = 0  # the middleware (or the view) answers 413 from the header
         else:
             allowance = int(declared)

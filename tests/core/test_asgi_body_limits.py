@@ -10,13 +10,17 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
+from django.test import Client
 from django.test.client import BOUNDARY
 
 from apps.catalog.models import Event
 from apps.core.asgi_body_limit import BodyLimitASGI, Message
 from apps.tenancy.context import tenant_context
+from apps.tenancy.models import ApiKey, User
+from apps.tenancy.services import api_key_revoke
 from config.asgi import application
 from tests.core.test_body_limits import MiB, multipart
 from tests.factories.catalog import EventFactory
@@ -144,25 +148,52 @@ def test_a_small_chunked_body_is_taken_under_asgi(tenant_a: TenantBundle) -> Non
         assert Event.objects.filter(slug="chunked-asgi").exists()
 
 
-@pytest.mark.parametrize("with_key", [True, False])
-def test_an_upload_over_the_small_limit_is_read_whole_with_a_key_and_not_at_all_without(
-    tenant_a: TenantBundle, with_key: bool
+def signed_in_cookie(user: User) -> str:
+    """The session cookie of `user`, signed in."""
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
+@pytest.mark.parametrize(
+    "credential, live",
+    [
+        ("api key", True),
+        ("session", True),
+        ("none", False),
+        ("forged api key", False),
+        ("revoked api key", False),
+        ("forged session", False),
+    ],
+)
+def test_an_upload_over_the_small_limit_is_read_whole_with_a_live_credential_and_not_at_all_without(
+    tenant_a: TenantBundle, credential: str, live: bool
 ) -> None:
     # given: a 3 MiB multipart body for the photo upload (under the upload cap), which the API
     # takes past the small limit only from members
     event = EventFactory(tenant=tenant_a.org)
     body = multipart(3 * MiB)
-    # when: it is sent with its Content-Length, with the studio's API key or with no credential
-    key = {"Authorization": f"Bearer {tenant_a.api_key}"} if with_key else {}
+    if credential == "revoked api key":
+        with tenant_context(tenant_a.org.pk):
+            api_key_revoke(tenant=tenant_a.org, api_key_id=ApiKey.objects.get(tenant=tenant_a.org).pk)
+    headers = {
+        "api key": {"Authorization": f"Bearer {tenant_a.api_key}"},
+        "revoked api key": {"Authorization": f"Bearer {tenant_a.api_key}"},
+        "forged api key": {"Authorization": "Bearer dk_forged_0000000000000000"},
+        "session": {"Cookie": signed_in_cookie(tenant_a.owner)},
+        "forged session": {"Cookie": f"{settings.SESSION_COOKIE_NAME}=forgedforgedforgedforgedforged12"},
+        "none": {},
+    }[credential]
+    # when: it is sent with its Content-Length
     served = asgi_post(
         f"/api/v1/events/{event.pk}/photos",
         body,
         content_type=f"multipart/form-data; boundary={BOUNDARY}",
-        headers={**key, "Idempotency-Key": str(uuid.uuid4())},
+        headers={**headers, "Idempotency-Key": str(uuid.uuid4())},
     )
-    # then: with the key the app read all of it (the view judges the file); without, 413 from its
-    # header and nothing read, as under WSGI
-    if with_key:
+    # then: with a live key or session the app read all of it (the view judges the rest); with
+    # none, or a forged or revoked one, 413 from its header and nothing read, as under WSGI
+    if live:
         assert served.status != 413 and served.taken == len(body), served.body
     else:
         assert served.status == 413 and served.taken == 0
