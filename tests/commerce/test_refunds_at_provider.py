@@ -9,13 +9,16 @@ with its id, or Stripe's cumulative total naming none)."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail
 from django.db import transaction
+from django.test import Client
 
 from apps.commerce.errors import RefundExceedsPayment
 from apps.commerce.models import Checkout, Entitlement, Refund
+from apps.commerce.order_links import order_link
 from apps.commerce.services import PaymentFact, checkout_refund_request, transaction_apply_refund
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
@@ -107,6 +110,11 @@ def test_a_refund_made_in_the_sandbox_dashboard_is_recorded_once_and_revokes_not
     assert sales_csv_row(owner, sale)[3::9] == ["paid", "10.00"]
     page = text(owner.get(f"/studio/sales/{sale}/"))
     assert "Part refunded at the payment provider" in page and "Not named" in page
+    # and: the shopper's order page says so and still offers the download
+    link = order_link(studio_slug=studio.org.slug, tenant_id=studio.org.pk, checkout_id=sale)
+    order_page = text(Client().get(urlsplit(link).path, follow=True))
+    assert "The studio refunded 10.00 EUR of your payment" in order_page
+    assert "(original)" in order_page and "Paid" in order_page
     assert "Darkroom cannot tell which items" in page and "24.00 EUR" in page
 
 

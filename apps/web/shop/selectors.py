@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
 
 from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event, Photo, Price, Product, ProductKind, Stock
@@ -174,6 +174,9 @@ class ShopCheckout:
     # holds the links of one page of them.
     downloads_total: int = 0
     downloads_page: int = 1
+    # Part of the payment the studio refunded in the provider's dashboard, naming no item: the
+    # order and its downloads stay the shopper's.
+    refunded_apart_minor: int = 0
 
     @property
     def charged_minor(self) -> int:
@@ -443,6 +446,13 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
             if refund_ids
             else set()
         )
+        refunded_apart = (
+            Refund.objects.filter(
+                transaction__checkout_id=checkout.pk, reason=Refund.Reason.PROVIDER_PARTIAL, landed_at__isnull=False
+            ).aggregate(total=Sum("amount_minor"))["total"]
+            if checkout.status == Checkout.Status.PAID
+            else None
+        )
         downloads: list[DownloadLink] = []
         covered: dict[int, Entitlement] = {}  # photo -> the first entitlement covering it (listed once)
         if checkout.status == Checkout.Status.PAID:
@@ -482,4 +492,5 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
         downloads=downloads,
         downloads_total=len(covered),
         downloads_page=downloads_page,
+        refunded_apart_minor=int(refunded_apart or 0),
     )

@@ -53,6 +53,7 @@ def _version(view: ShopCheckout) -> str:
         checkout.payment_error,
         checkout.payment_session_error,
         *(f"{line.position}:{line.state}:{line.refunded}" for line in view.lines),
+        str(view.refunded_apart_minor),
     ]
     return hashlib.sha256("\n".join(shown).encode()).hexdigest()[:16]
 
@@ -105,6 +106,7 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
         "photo_withdrawn": photo_withdrawn,
         "is_open": is_open,
         "items_refunded": checkout.status == Checkout.Status.PAID and any(line.refunded for line in view.lines),
+        "refunded_apart": money_text(view.refunded_apart_minor, checkout.currency) if view.refunded_apart_minor else "",
         "lines": [
             {
                 "line": line,
