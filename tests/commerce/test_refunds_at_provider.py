@@ -8,6 +8,7 @@ with its id, or Stripe's cumulative total naming none)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from django.core import mail
 from django.db import transaction
 from django.test import Client
 
-from apps.commerce.errors import RefundExceedsPayment
+from apps.commerce.errors import CheckoutNotRefundable, RefundExceedsPayment, RefundNotRecordedYet
 from apps.commerce.models import Checkout, Entitlement, Refund
 from apps.commerce.order_links import order_link
 from apps.commerce.services import PaymentFact, checkout_refund_request, transaction_apply_refund
@@ -25,7 +26,7 @@ from apps.tenancy.models import AuditLog
 from tests.commerce.fixtures import empty_broker, row_lock_strategy  # noqa: F401 - fixtures by name
 from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_provider
 from tests.factories.commerce import make_shop
-from tests.web.studio.conftest import StudioPeople, people_of, signed_in, sold, text
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, people_of, signed_in, sold, text
 from tests.web.studio.test_sale_refund_items import lines_of, refund_keys, refunds_of, sales_csv_row
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
@@ -289,3 +290,142 @@ def test_a_refund_refused_because_the_payment_came_back_stops_alerting(studio: S
     assert status_of(studio, sale) == "refunded"
     with system_context("test"):
         assert not Refund.objects.filter(status=Refund.Status.FAILED).exists()
+
+
+def test_everything_left_supersedes_a_refused_refund_that_no_longer_fits(studio: StudioPeople, sale: str) -> None:
+    # given: the print's refund (25.00) was refused; then 20.00 went back in the dashboard, so
+    # 14.00 is left and the print's 25.00 no longer fits, nor is it the order's last item
+    lines = lines_of(studio.org.pk, sale)
+    with tenant_context(studio.org.pk):
+        refused = checkout_refund_request(
+            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
+        )
+        Refund.objects.filter(pk=refused.pk).update(status=Refund.Status.FAILED, last_error="insufficient funds")
+    event(studio, sale, 2000, refund_id="re_dashboard", own=2000)
+    with pytest.raises(RefundExceedsPayment, match=r"Refund everything left at once"), tenant_context(studio.org.pk):
+        checkout_refund_request(
+            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
+        )
+    # when: the studio refunds everything left (no items named)
+    with tenant_context(studio.org.pk):
+        rest = checkout_refund_request(tenant_id=studio.org.pk, checkout_id=sale, actor_label="test")
+    # then: one refund of both items for the 14.00 left, under a new key; the refused one is
+    # superseded (not needed any more), keeping why it was refused
+    assert (rest.reason, rest.amount_minor) == ("studio_partial", 1400)
+    assert rest.idempotency_key.endswith(f":after-{refused.pk}")
+    assert {line.refund_id for line in lines_of(studio.org.pk, sale).values()} == {rest.pk}
+    superseded = fresh(refused)
+    assert (superseded.status, superseded.last_error) == ("not_needed", "insufficient funds")
+    # and: once the provider confirms it, the sale is refunded
+    drain_outbox(topics={"payment.refund_requested"})
+    event(studio, sale, 1400, refund_id=fresh(rest).provider_refund_id, own=1400)
+    assert status_of(studio, sale) == "refunded"
+
+
+# --- a dashboard refund racing the studio's own refunds -------------------------------------
+
+
+def ask(studio: StudioPeople, checkout_id: str, line_ids: list[int] | None) -> Refund:
+    """The studio's refund (`line_ids` None: everything not refunded yet), as the API asks it."""
+    with tenant_context(studio.org.pk):
+        return checkout_refund_request(
+            tenant_id=studio.org.pk, checkout_id=checkout_id, actor_label="test", line_ids=line_ids
+        )
+
+
+def refused_print_then_dashboard_then_download(studio: StudioPeople, checkout_id: str) -> dict[str, Any]:
+    """The studio refunds 10.00 in the sandbox's dashboard (its webhook is late); meanwhile it
+    refunds the print (25.00) through Darkroom, which the sandbox refuses (10.00 + 25.00 is more
+    than the 34.00 paid); then the dashboard's webhook arrives, and the studio refunds the download
+    (9.00), which the sandbox makes. 34.00 - 10.00 - 9.00 = 15.00 of the payment is left at the
+    provider, and only the print is not refunded."""
+    reference = f"sbx_{checkout_id}"
+    provider = sandbox_provider()
+    made = provider.refund(reference=reference, amount_minor=1000, idempotency_key="dashboard-1")
+    dashboard_event = provider.refunded_event(reference=reference, refund_id=made.refund_id)
+    lines = lines_of(studio.org.pk, checkout_id)
+    printed = ask(studio, checkout_id, [lines["print"].pk])
+    drain_outbox(topics={"payment.refund_requested"})
+    assert deliver([dashboard_event]) == [200]
+    drain_outbox()
+    download = ask(studio, checkout_id, [lines["download"].pk])
+    assert download.amount_minor == 900
+    drain_outbox(topics={"payment.refund_requested"})
+    with tenant_context(studio.org.pk):
+        download = Refund.objects.get(pk=download.pk)
+        printed = Refund.objects.get(pk=printed.pk)
+    assert deliver([provider.refunded_event(reference=reference, refund_id=download.provider_refund_id)]) == [200]
+    drain_outbox()
+    assert printed.status == Refund.Status.FAILED and "exceeds the payment" in printed.last_error
+    assert at_provider(studio, checkout_id) == [(1000, made.refund_id, True)]
+    assert [r.landed_at is not None for r in refunds_of(studio.org.pk, checkout_id) if r.pk == download.pk] == [True]
+    return {"lines": lines, "printed": printed, "download": download}
+
+
+def test_the_rest_of_the_payment_can_still_be_refunded_once_a_refused_refund_no_longer_fits(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: 10.00 refunded in the dashboard, 9.00 (the download) through Darkroom; the print's
+    # refund (25.00) was refused; 15.00 of the payment is left
+    given = refused_print_then_dashboard_then_download(studio, sale)
+    lines = given["lines"]
+    # when: the studio asks for the print again (the order's last item), or for everything left,
+    # as the 409 says ("Refund the order's last items, which take what is left")
+    answers: list[str] = []
+    made: list[Refund] = []
+    for line_ids in ([lines["print"].pk], None):
+        try:
+            made.append(ask(studio, sale, line_ids))
+        except CheckoutNotRefundable as exc:  # RefundExceedsPayment, RefundAlreadyRequested
+            answers.append(f"{type(exc).__name__}: {exc}")
+    # then: one of them asks the provider for the 15.00 left (the print's 25.00 no longer fits)
+    assert [r.amount_minor for r in made][:1] == [1500], (
+        "15.00 EUR of the shopper's payment can never be refunded through Darkroom: " + " | ".join(answers)
+    )
+
+
+def test_the_sale_page_offers_the_item_left_at_what_its_refund_form_gives_back(studio: StudioPeople, sale: str) -> None:
+    # given: as above, 15.00 of the payment left and only the print (refused refund) not refunded
+    given = refused_print_then_dashboard_then_download(studio, sale)
+    owner = signed_in(studio.owner)
+    page = owner.get(f"/studio/sales/{sale}/")
+    promised = re.search(r"([0-9.]+ EUR) goes back to the buyer", text(page))
+    # then: the page offers the print for what is left of the payment
+    assert promised is not None, "the page names no item left to refund"
+    assert promised.group(1) == "15.00 EUR", f"the page promises {promised.group(0)!r}; 15.00 EUR is left"
+    # and: its form does what the page says
+    action = f"/studio/sales/{sale}/refund"
+    posted = owner.post(
+        action,
+        {"nonce": form_nonce_on(page, action), "confirm": "on", "lines": [str(given["lines"]["print"].pk)]},
+    )
+    assert posted.status_code == 303, text(posted)
+
+
+# --- 2. a Stripe total seen while a whole refund awaited the provider is lost for good ---------
+
+
+def test_a_stripe_dashboard_refund_seen_while_a_whole_refund_was_asked_is_recorded_once_that_refund_is_refused(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the studio refunds 10.00 in Stripe's dashboard, and asks Darkroom to refund the whole
+    # order (34.00) before Darkroom heard of it; that refund's provider call has not run yet
+    sandbox_provider().refund(reference=f"sbx_{sale}", amount_minor=1000, idempotency_key="dashboard-1")
+    whole = ask(studio, sale, None)
+    assert (whole.reason, whole.amount_minor, whole.status) == ("studio", 3400, "requested")
+    # when: Stripe's charge.refunded for the dashboard part arrives (10.00 refunded in all)
+    retried = False
+    try:
+        event(studio, sale, 1000)
+    except RefundNotRecordedYet:
+        retried = True  # the consumer, then the stale-event sweep, applies it again later
+    # and: the provider refuses the whole refund (only 24.00 of the charge is left to refund);
+    # Stripe sends no other charge.refunded, since nothing more was refunded
+    drain_outbox(topics={"payment.refund_requested"})
+    with tenant_context(studio.org.pk):
+        assert Refund.objects.get(pk=whole.pk).status == Refund.Status.FAILED
+    if retried:
+        event(studio, sale, 1000)
+    # then: the 10.00 refunded in the dashboard is recorded, and the CSV counts it
+    assert at_provider(studio, sale) == [(1000, None, True)], "the dashboard's 10.00 is never recorded"
+    assert sales_csv_row(signed_in(studio.owner), sale)[3::9] == ["paid", "10.00"]

@@ -542,7 +542,8 @@ def transaction_apply_refund(
     checkout, its transaction, then its partial refunds. Raises PaymentForUnknownCheckout, and
     RefundNotRecordedYet (retryable: the consumer's retries, then the stale-event sweep) for an
     event naming a refund id Darkroom has not stored yet, or reporting more than the accepted
-    refunds explain, while one of its item refunds awaits the provider's answer.
+    refunds explain, while a refund of it (an item refund, the whole order's) awaits the
+    provider's answer.
     """
     checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
     if checkout is None:
@@ -556,7 +557,12 @@ def transaction_apply_refund(
         return apply_fact_locked(checkout=checkout, fact=fact, now=now)
     paid = txn.status == Transaction.Status.PAID and checkout.status == Checkout.Status.PAID
     partials = _partial_refunds_locked(txn) if paid else []
-    landing = _refunds_confirmed(partials=partials, fact=fact, provider_refund_id=provider_refund_id)
+    # A refund of the payment (an item refund, the whole order's) awaits the provider's answer:
+    # money an event reports beyond the known refunds may be its.
+    awaited = paid and Refund.objects.filter(transaction=txn, status=Refund.Status.REQUESTED).exists()
+    landing = _refunds_confirmed(
+        partials=partials, fact=fact, provider_refund_id=provider_refund_id, answer_awaited=awaited
+    )
     back = sum(r.amount_minor for r in partials if r.landed_at is not None or r in landing)
     at_provider = (
         _refunded_at_provider_minor(
@@ -613,7 +619,7 @@ def _refunded_at_provider_minor(
     partial refunds landed so far and `landing` give back.
 
     An event naming a refund: that refund's own amount when Darkroom has no refund with its id
-    (`_refunds_confirmed` has already asked to wait while an item refund awaits the provider's
+    (`_refunds_confirmed` has already asked to wait while a refund awaits the provider's
     answer). An event naming none (a cumulative total): the total beyond `back`, but only once
     no refund of the payment awaits landing, since a refund the provider accepted but has not
     confirmed yet may be the one in the total (the next event's total still holds the
@@ -698,8 +704,12 @@ def _record_refunded_at_provider(
     return effects
 
 
-def _refunds_confirmed(*, partials: list[Refund], fact: PaymentFact, provider_refund_id: str | None) -> list[Refund]:
-    """The studio's item refunds a partial refund event confirms (see `transaction_apply_refund`)."""
+def _refunds_confirmed(
+    *, partials: list[Refund], fact: PaymentFact, provider_refund_id: str | None, answer_awaited: bool
+) -> list[Refund]:
+    """The studio's item refunds a partial refund event confirms (see `transaction_apply_refund`).
+    `answer_awaited`: a refund of the payment is still `requested` (its provider call has not
+    answered), so money no known refund explains may be its: RefundNotRecordedYet."""
     assert fact.amount_minor is not None
     pending = [r for r in partials if r.landed_at is None and r.status != Refund.Status.FAILED]
     if provider_refund_id:
@@ -707,9 +717,9 @@ def _refunds_confirmed(*, partials: list[Refund], fact: PaymentFact, provider_re
         if named:
             return named
         known = any(r.provider_refund_id == provider_refund_id for r in partials)
-        if not known and any(r.status == Refund.Status.REQUESTED for r in pending):
+        if not known and answer_awaited:
             raise RefundNotRecordedYet(
-                f"{fact.source} names refund {provider_refund_id}, not recorded yet while an item refund "
+                f"{fact.source} names refund {provider_refund_id}, not recorded yet while a refund "
                 "awaits the provider's answer: trying again later."
             )
         return []
@@ -727,9 +737,9 @@ def _refunds_confirmed(*, partials: list[Refund], fact: PaymentFact, provider_re
             break
         landing.append(refund)
         running += refund.amount_minor
-    if running < fact.amount_minor and any(r.status == Refund.Status.REQUESTED for r in pending):
+    if running < fact.amount_minor and answer_awaited:
         raise RefundNotRecordedYet(
-            f"{fact.source} reports {fact.amount_minor} refunded, {running} of it known, while an item refund "
+            f"{fact.source} reports {fact.amount_minor} refunded, {running} of it known, while a refund "
             "awaits the provider's answer: trying again later."
         )
     return landing
@@ -809,7 +819,8 @@ def checkout_refund_request(
     the same items are asked for. Raises CheckoutNotFound (also another studio's checkout),
     CheckoutNotRefundable (not paid), RefundLinesInvalid (items that are not the order's
     charged items), PrintsNotRestockable (`restock_prints` with no print of the refund waiting to
-    be shipped) and RefundAlreadyRequested (the items' refund, or the whole order's, is under way).
+    be shipped), RefundAlreadyRequested (the items' refund, or the whole order's, is under way)
+    and RefundExceedsPayment (the items come to more than is left of the payment).
     """
     checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
     if checkout is None:
@@ -859,11 +870,12 @@ def _refund_lines_chosen(
 ) -> list[CheckoutLine]:
     """The confirmed lines a studio refund covers: the named ones (each once, each a confirmed
     line of the order, none in a refund under way or landed), or with `line_ids` None every
-    line no refund names. A line in a refund the provider refused may be named again only with
-    exactly that refund's other lines (the refund is then asked for again)."""
+    line not refunded yet (no refund names it, or only one the provider refused). A line in a
+    refund the provider refused may be named again (`_request_items_refund` retries that refund
+    or supersedes it)."""
     refund_of = {r.pk: r for r in refunds}
     if line_ids is None:
-        chosen = [line for line in lines if line.refund_id is None]
+        chosen = [line for line in lines if line.refund_id is None or line.refund_id in _refused(refunds)]
         if not chosen:
             raise RefundAlreadyRequested("Every item of this order is refunded or being refunded.")
         return chosen
@@ -883,16 +895,31 @@ def _refund_lines_chosen(
         raise RefundAlreadyRequested(
             f"Item(s) {', '.join(str(line.position + 1) for line in live)} are refunded or being refunded already."
         )
-    failed = {line.refund_id for line in taken}
-    if failed:
-        ids = {line.pk for line in chosen}
-        failed_lines = {line.pk for line in lines if line.refund_id in failed}
-        if len(failed) > 1 or ids != failed_lines:
-            raise RefundAlreadyRequested(
-                "Some of these items are in a refund the payment provider refused: ask again for exactly "
-                "that refund's items to retry it."
-            )
     return chosen
+
+
+def _refused(refunds: Iterable[Refund]) -> set[int]:
+    return {r.pk for r in refunds if r.status == Refund.Status.FAILED}
+
+
+def _last_items(*, lines: list[CheckoutLine], chosen_ids: set[int], refunds: list[Refund]) -> bool:
+    """Whether the lines `chosen_ids` are the order's last items: every other confirmed line is
+    in a refund under way or landed."""
+    refused = _refused(refunds)
+    return all(
+        line.refund_id is not None and line.refund_id not in refused for line in lines if line.pk not in chosen_ids
+    )
+
+
+def items_refund_minor(
+    *, payment_minor: int, lines: list[CheckoutLine], chosen_ids: set[int], refunds: list[Refund]
+) -> int:
+    """What a studio refund of the lines `chosen_ids` gives back (`lines`: the order's confirmed
+    lines; `refunds`: the payment's): the order's last items take what is left of the payment,
+    shipping included; others their amounts. The sale page names it with the same arithmetic."""
+    if _last_items(lines=lines, chosen_ids=chosen_ids, refunds=refunds):
+        return payment_minor - partial_refunds_taken_minor(refunds)
+    return sum(line.amount_minor for line in lines if line.pk in chosen_ids)
 
 
 def other_refund_under_way(refunds: Iterable[Refund]) -> bool:
@@ -940,44 +967,54 @@ def _request_items_refund(
     actor_label: str,
     actor_user: User | None,
 ) -> Refund:
-    """A `studio_partial` refund of the `chosen` lines (or the second try of the refused one
-    they all belong to). The order's last items take what is left of the payment."""
-    left = txn.amount_minor - partial_refunds_taken_minor(refunds)
-    retry_of = chosen[0].refund_id
-    if retry_of is not None:  # `_refund_lines_chosen`: exactly a refused refund's lines
-        if not refund_retry(refund_id=retry_of, actor_label=actor_label, actor_user=actor_user):
-            raise RefundExceedsPayment(
-                f"This refund no longer fits in the payment: {money_text(left, txn.currency)} of it is left to "
-                "refund. Refund the order's last items, which take what is left."
-            )
-        return Refund.objects.get(pk=retry_of)
+    """A `studio_partial` refund of the `chosen` lines, or the second try of the refused one
+    they all are (with a new provider key: `refund_retry`). The order's last items take what is
+    left of the payment (`items_refund_minor`; a refused refund of them is resized to it), and
+    no refund may ask for more. Refused refunds some of whose lines are chosen with others are
+    superseded (`not_needed`, their other lines free again), and so is every refused refund of
+    the payment once this one takes what is left. Raises RefundExceedsPayment."""
     chosen_ids = {line.pk for line in chosen}
-    covered = all(line.pk in chosen_ids or line.refund_id is not None for line in lines)
-    failed_ids = {r.pk for r in refunds if r.status == Refund.Status.FAILED}
-    last = covered and not any(line.refund_id in failed_ids for line in lines if line.pk not in chosen_ids)
-    amount = left if last else sum(line.amount_minor for line in chosen)
+    left = txn.amount_minor - partial_refunds_taken_minor(refunds)
+    amount = items_refund_minor(payment_minor=txn.amount_minor, lines=lines, chosen_ids=chosen_ids, refunds=refunds)
+    last = _last_items(lines=lines, chosen_ids=chosen_ids, refunds=refunds)
     if amount > left or amount <= 0:
         raise RefundExceedsPayment(
             f"These items come to {money_text(amount, txn.currency)}, but only {money_text(left, txn.currency)} of "
-            "the payment is left to refund (part of it was refunded at the payment provider). Refund the order's "
-            "last items, which take what is left."
+            "the payment is left to refund (part of it went back already). Refund everything left at once (no "
+            "items named): the order's last items take what is left."
         )
-    now = timezone.now()
-    refund = Refund.objects.create(
-        tenant_id=txn.tenant_id,
-        transaction=txn,
-        reason=Refund.Reason.STUDIO_PARTIAL,
-        amount_minor=amount,
-        currency=txn.currency,
-        # A line is in one refund at most, so its smallest line names the refund for good.
-        idempotency_key=f"refund:{txn.checkout_id}:items:{min(chosen_ids)}",
-        queued_at=now,
-    )
-    CheckoutLine.objects.filter(pk__in=chosen_ids).update(refund=refund)
-    _publish_refund_requested(refund)
-    if txn.refund_requested_at is None:
-        txn.refund_requested_at = now
-        txn.save(update_fields=["refund_requested_at", "updated_at"])
+    refused = {r.pk: r for r in refunds if r.status == Refund.Status.FAILED}
+    again = {line.refund_id for line in chosen if line.refund_id in refused}
+    if len(again) == 1 and {line.pk for line in lines if line.refund_id in again} == chosen_ids:
+        [retry_of] = again
+        if refused[retry_of].amount_minor != amount:  # the last items: what is left now
+            Refund.objects.filter(pk=retry_of).update(amount_minor=amount)
+        refund_retry(refund_id=retry_of, actor_label=actor_label, actor_user=actor_user)
+        superseded = set(refused) - again if last else set()
+        refund = Refund.objects.get(pk=retry_of)
+    else:
+        superseded = set(refused) if last else again
+        now = timezone.now()
+        # A line is in one live refund at most, so its smallest line names the refund for good;
+        # after a refused refund of it, the refund that supersedes it is named too.
+        key = f"refund:{txn.checkout_id}:items:{min(chosen_ids)}" + (f":after-{max(again)}" if again else "")
+        refund = Refund.objects.create(
+            tenant_id=txn.tenant_id,
+            transaction=txn,
+            reason=Refund.Reason.STUDIO_PARTIAL,
+            amount_minor=amount,
+            currency=txn.currency,
+            idempotency_key=key,
+            queued_at=now,
+        )
+        CheckoutLine.objects.filter(pk__in=chosen_ids).update(refund=refund)
+        _publish_refund_requested(refund)
+        if txn.refund_requested_at is None:
+            txn.refund_requested_at = now
+            txn.save(update_fields=["refund_requested_at", "updated_at"])
+    if superseded:
+        CheckoutLine.objects.filter(refund_id__in=superseded).exclude(pk__in=chosen_ids).update(refund=None)
+        Refund.objects.filter(pk__in=superseded).update(status=Refund.Status.NOT_NEEDED)
     return refund
 
 

@@ -215,7 +215,7 @@ def test_naming_every_item_the_first_time_is_the_whole_order_refund(studio: Stud
     )
 
 
-def test_a_refused_item_refund_is_asked_again_only_for_the_same_items(studio: StudioPeople) -> None:
+def test_a_refused_item_refund_is_asked_again_or_superseded_with_other_items(studio: StudioPeople) -> None:
     # given: an item refund the provider refused
     shop = make_shop(org=studio.org)
     checkout_id = sold(studio, shop, {"product": shop.download.pk}, {"product": shop.print.pk})
@@ -224,17 +224,27 @@ def test_a_refused_item_refund_is_asked_again_only_for_the_same_items(studio: St
     url = f"/api/v1/checkouts/{checkout_id}/refund"
     first = client.post(url, {"lines": [lines["download"].pk]}, format="json", HTTP_IDEMPOTENCY_KEY=new_key())
     assert first.status_code == 202
-    with tenant_context(studio.org.pk):
-        Refund.objects.filter(pk=first.json()["id"]).update(status=Refund.Status.FAILED, last_error="card closed")
-    # when: its item is named with another one, it is refused (409), nothing written
-    mixed = client.post(
-        url, {"lines": [lines["download"].pk, lines["print"].pk]}, format="json", HTTP_IDEMPOTENCY_KEY=new_key()
-    )
-    assert mixed.status_code == 409 and "exactly that refund's items" in mixed.json()["detail"]
-    assert len(refunds_of(studio.org.pk, checkout_id)) == 1 and refund_messages() == 1
+
+    def refuse(refund_id: int) -> None:
+        with tenant_context(studio.org.pk):
+            Refund.objects.filter(pk=refund_id).update(status=Refund.Status.FAILED, last_error="card closed")
+
+    refuse(first.json()["id"])
     # when: the same item is named again, the refused refund is asked for again (a new key)
     retried = client.post(url, {"lines": [lines["download"].pk]}, format="json", HTTP_IDEMPOTENCY_KEY=new_key())
     assert retried.status_code == 202 and retried.json()["id"] == first.json()["id"]
     [refund] = refunds_of(studio.org.pk, checkout_id)
     assert refund.status == "requested" and ":retry-" in refund.idempotency_key
     assert refund_messages() == 2
+    # when: it is refused again, and its item is named with another one
+    refuse(refund.pk)
+    mixed = client.post(
+        url, {"lines": [lines["download"].pk, lines["print"].pk]}, format="json", HTTP_IDEMPOTENCY_KEY=new_key()
+    )
+    # then: one new refund of both items (the whole payment: they are the order's last items)
+    # under a new key supersedes the refused one, which is not needed any more
+    assert mixed.status_code == 202, mixed.json()
+    assert (mixed.json()["amount_minor"], mixed.json()["line_ids"]) == (3400, sorted(lines[k].pk for k in lines))
+    superseded, new = refunds_of(studio.org.pk, checkout_id)
+    assert (superseded.status, superseded.last_error) == ("not_needed", "card closed")
+    assert new.idempotency_key.endswith(f":after-{superseded.pk}") and refund_messages() == 3

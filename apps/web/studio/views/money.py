@@ -25,7 +25,7 @@ from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Refund
 from apps.commerce.services import checkout_refund_request
 from apps.commerce.services.fulfilment import address_lines, checkout_mark_shipped
-from apps.commerce.services.payment import other_refund_under_way, partial_refunds_taken_minor
+from apps.commerce.services.payment import items_refund_minor, other_refund_under_way, partial_refunds_taken_minor
 from apps.ledger.models import LedgerEvent
 from apps.ledger.selectors import account_entries_oldest_first, account_entries_page
 from apps.ops.killswitch import capability_enabled
@@ -120,18 +120,16 @@ def _item_label(line: CheckoutLine, amount_minor: int | None = None) -> str:
 
 
 def _item_left(sale: Checkout, refunds: list[Refund], items: list[tuple[int, str]]) -> str | None:
-    """The label of the one item left to refund once others were refunded, with what its refund
-    gives back as `checkout_refund_request` computes it: a refused refund's amount when it is
-    asked again, else (it is the order's last item) what is left of the payment. None unless
-    part of the payment went back already (items refunded apart, or part refunded at the
-    provider) and the form offers one item."""
+    """The label of the one item left to refund once part of the payment went back (items
+    refunded apart, or part refunded at the provider), with what its refund gives back as
+    `checkout_refund_request` computes it (`items_refund_minor`: the order's last item takes
+    what is left of the payment). None unless the form offers one item and part went back."""
     if len(items) != 1 or not any(r.reason in Refund.PARTIAL_REASONS for r in refunds):
         return None
     [line] = [line for line in sale.lines_by_position if line.pk == items[0][0]]
-    amount_of = {r.pk: r.amount_minor for r in refunds}
-    if line.refund_id is not None:
-        return _item_label(line, amount_of[line.refund_id])
-    return _item_label(line, _paid_minor(sale) - partial_refunds_taken_minor(refunds))
+    charged = [line for line in sale.lines_by_position if line.state == CheckoutLine.State.CONFIRMED]
+    amount = items_refund_minor(payment_minor=_paid_minor(sale), lines=charged, chosen_ids={line.pk}, refunds=refunds)
+    return _item_label(line, amount)
 
 
 def _paid_minor(sale: Checkout) -> int:
