@@ -45,7 +45,13 @@ from apps.core.problems import DomainError
 from apps.outbox.requeue import RequeueAudit, requeue_stale
 from apps.outbox.services import consume_once, outbox_publish
 from apps.payments.models import WebhookEvent
-from apps.payments.providers.base import PaymentStatus, PayoutEvent, WebhookEnvelope, WebhookPayloadError
+from apps.payments.providers.base import (
+    PaymentStatus,
+    PayoutEvent,
+    WebhookEnvelope,
+    WebhookPayloadError,
+    major_to_minor,
+)
 from apps.payments.providers.registry import get_provider
 from apps.payouts.services import payout_apply_provider_event
 from apps.tenancy.context import system_context, tenant_context
@@ -171,6 +177,19 @@ def _resolve_checkout(*, envelope: WebhookEnvelope) -> tuple[int, uuid.UUID, str
     return row
 
 
+def _in_payment_currency(*, checkout_id: uuid.UUID, amount_major: str) -> tuple[int | None, str | None]:
+    """(minor units, currency) of a refund amount an event wrote in major units without naming
+    its currency: a refund is in its payment's currency. (None, None) for a checkout never
+    charged. Raises WebhookPayloadError for an amount the currency cannot hold exactly."""
+    currency = Transaction.objects.filter(checkout_id=checkout_id).values_list("currency", flat=True).first()
+    if currency is None:
+        return None, None
+    try:
+        return major_to_minor(amount_major, currency), currency
+    except ValueError as exc:
+        raise WebhookPayloadError(f"refund amount {amount_major!r} {currency}: {exc}") from exc
+
+
 def _finish(event: WebhookEvent, *, status: str, outcome: str) -> str:
     event.status = status
     event.outcome = outcome[:200]
@@ -225,11 +244,19 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
             return _finish(
                 event, status=WebhookEvent.Status.PROCESSED, outcome="approved after its checkout closed: not captured"
             )
+        amount_minor, currency, refund_amount_minor = (
+            envelope.amount_minor,
+            envelope.currency,
+            envelope.refund_amount_minor,
+        )
+        if envelope.status == PaymentStatus.REFUNDED and amount_minor is None and envelope.amount_major is not None:
+            amount_minor, currency = _in_payment_currency(checkout_id=checkout_id, amount_major=envelope.amount_major)
+            refund_amount_minor = amount_minor
         fact = PaymentFact(
             status=_FACT_OF_STATUS[envelope.status],  # type: ignore[arg-type]
             source=f"{event.provider}:{event.event_id}",
-            amount_minor=envelope.amount_minor,
-            currency=envelope.currency,
+            amount_minor=amount_minor,
+            currency=currency,
             payment_id=envelope.payment_id,
             reference=envelope.reference,
         )
@@ -239,7 +266,7 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
                 checkout_id=checkout_id,
                 fact=fact,
                 provider_refund_id=envelope.refund_id,
-                refund_amount_minor=envelope.refund_amount_minor,
+                refund_amount_minor=refund_amount_minor,
             )
         else:
             outcome = transaction_apply_fact(tenant_id=tenant_id, checkout_id=checkout_id, fact=fact)

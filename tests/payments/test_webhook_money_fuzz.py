@@ -251,3 +251,34 @@ def test_a_failed_flutterwave_attempt_leaves_the_checkout_open_for_the_shoppers_
         assert Checkout.objects.get(pk=checkout_id).status == Checkout.Status.PAID
         assert Entitlement.objects.filter(checkout_id=checkout_id).count() == 1
         assert not Refund.objects.filter(transaction__checkout_id=checkout_id).exists()
+
+
+def test_a_flutterwave_refund_naming_no_currency_is_read_in_the_payments_currency(
+    tenant_a, shop, flutterwave_api
+) -> None:
+    # given: a paid Flutterwave checkout of one download (EUR 9.00)
+    checkout_id = post_checkout(
+        tenant_a.client(), checkout_body(shop, {"product": shop.download.pk}, provider="flutterwave")
+    ).json()["id"]
+    drain_outbox()
+    charged = sign.flutterwave_charge_completed(checkout_id=checkout_id)
+    assert post("flutterwave", charged, sign.flutterwave_headers(charged)).status_code == 200
+    drain_outbox(topics={"webhook.received"})
+    # when: the studio refunds 4.00 in Flutterwave's dashboard, and its refund.completed names no
+    # currency (as Flutterwave's refund objects may not)
+    refund = {"id": 609_777, "amount_refunded": 4, "status": "completed", "tx_ref": checkout_id}
+    body = json.dumps({"event": "refund.completed", "data": refund}).encode()
+    assert post("flutterwave", body, sign.flutterwave_headers(body)).status_code == 200
+    drain_outbox(topics={"webhook.received"})
+    # then: 4.00 EUR went back, recorded as refunded at the provider; the order is still paid and
+    # its download still the shopper's (it was not read as the whole payment)
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status == Checkout.Status.PAID
+        [part] = Refund.objects.filter(transaction__checkout_id=checkout_id)
+        assert Entitlement.objects.get(checkout_id=checkout_id).revoked_at is None
+    assert (part.reason, part.amount_minor, part.currency, part.provider_refund_id) == (
+        "provider_partial",
+        400,
+        "EUR",
+        "609777",
+    )

@@ -231,7 +231,9 @@ class WebhookEnvelope:
             refunds, or this refund's own `amount` when the breakdown lacks it.
         Flutterwave `refund.completed`: `data` is the refund, `refund_id` its `id`;
             `amount_minor` and `refund_amount_minor` are THIS refund's amount (`AmountRefunded`
-            / `amount_refunded` / `amount`): Flutterwave reports no total.
+            / `amount_refunded` / `amount`): Flutterwave reports no total. Its refund objects
+            may name no currency: the amount then stays as written, in major units
+            (`amount_major`), for the payment's currency to convert when the event is applied.
         Sandbox `payment.refunded`: `refund_id` is the refund's `re_sbx_...` id,
             `refund_amount_minor` its `refund_amount_minor`; `amount_minor` is CUMULATIVE (the
             refunds of the payment up to and including this one).
@@ -259,6 +261,9 @@ class WebhookEnvelope:
     payout: PayoutEvent | None = None
     refund_id: str | None = None
     refund_amount_minor: int | None = None
+    # A REFUNDED event's amount in major units, as written, when the event names no currency
+    # (`amount_minor` is None then): the payment's currency converts it.
+    amount_major: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def unstorable_fields(self) -> list[str]:

@@ -67,7 +67,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -173,6 +173,24 @@ def _amount(value: object, currency: str | None) -> int | None:
         return major_to_minor(value, currency)
     except ValueError as exc:
         raise WebhookPayloadError(f"Flutterwave amount {value!r} {currency}: {exc}") from exc
+
+
+def _major_written(value: object) -> str | None:
+    """An amount Flutterwave wrote without its currency, kept as written (a JSON number or a
+    numeric string), for the payment's currency to convert. Raises WebhookPayloadError for
+    anything else."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        raise WebhookPayloadError(f"Flutterwave refund amount {value!r} is not a number")
+    text = str(value).strip()
+    try:
+        number = Decimal(text)
+    except InvalidOperation as exc:
+        raise WebhookPayloadError(f"Flutterwave refund amount {value!r} is not a number") from exc
+    if not number.is_finite() or number <= 0:
+        raise WebhookPayloadError(f"Flutterwave refund amount {value!r} is not an amount")
+    return text
 
 
 def _transfer_event(transfer: Mapping[str, Any]) -> PayoutEvent | None:
@@ -512,7 +530,8 @@ class FlutterwaveProvider(PaymentProvider):
             )
         elif event_type == "refund.completed":
             tx_ref = as_str(_first(data, "tx_ref", "TxRef", "reference"))
-            refunded = _amount(_first(data, "AmountRefunded", "amount_refunded", "amount"), currency)
+            written = _first(data, "AmountRefunded", "amount_refunded", "amount")
+            refunded = _amount(written, currency)
             envelope = WebhookEnvelope(
                 **common,
                 # A refund that failed leaves the payment as it was: nothing to act on.
@@ -524,6 +543,7 @@ class FlutterwaveProvider(PaymentProvider):
                 currency=currency,
                 refund_id=data_id,
                 refund_amount_minor=refunded,
+                amount_major=_major_written(written) if currency is None else None,
             )
         elif event_type == TRANSFER_EVENT:
             payout = _transfer_event(data)
