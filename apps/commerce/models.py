@@ -650,9 +650,10 @@ class Refund(TenantModel):
         REQUESTED = "requested", "Requested"
         SUBMITTED = "submitted", "Submitted to the provider"
         FAILED = "failed", "Failed"
-        # The whole payment came back otherwise (refunded in the provider's dashboard, or by
-        # another refund) before this one was sent, so it never was: there is nothing left to give.
-        NOT_NEEDED = "not_needed", "Not needed: the payment was back already"
+        # Nothing is owed by it: the whole payment came back otherwise (refunded in the
+        # provider's dashboard, or by another refund) before it was sent or after it was refused,
+        # or, refused, it was superseded by a refund that asks for its items again.
+        NOT_NEEDED = "not_needed", "Not needed"
 
     class Reason(models.TextChoices):
         LATE_PAYMENT = "late_payment", "Paid after the reservation expired"
@@ -662,6 +663,10 @@ class Refund(TenantModel):
         PHOTO_WITHDRAWN = "photo_withdrawn", "A photo in the order was withdrawn"
         STUDIO_PARTIAL = "studio_partial", "Items refunded by the studio"
         PROVIDER_PARTIAL = "provider_partial", "Part refunded at the payment provider"
+
+    # A refund that gives (or gave) money back: asked for, or accepted by the provider. A refused
+    # one gave nothing; a `not_needed` one was never sent or was superseded.
+    LIVE_STATUSES: tuple[str, ...] = (Status.REQUESTED, Status.SUBMITTED)
 
     # The refunds that give back part of a payment: the studio's item refunds and the parts
     # refunded in the provider's dashboard. Together they may add up to the whole payment.

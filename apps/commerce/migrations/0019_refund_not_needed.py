@@ -8,7 +8,7 @@ STATUSES = [
     ("requested", "Requested"),
     ("submitted", "Submitted to the provider"),
     ("failed", "Failed"),
-    ("not_needed", "Not needed: the payment was back already"),
+    ("not_needed", "Not needed"),
 ]
 
 

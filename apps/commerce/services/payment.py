@@ -419,9 +419,9 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list
     effects: list[str] = ["shopper told (checkout.refunded)"]
     _publish_refunded(checkout)
     for refund in _partial_refunds_locked(txn):
-        if refund.landed_at is None and refund.status != Refund.Status.FAILED:
+        if refund.landed_at is None and refund.status in Refund.LIVE_STATUSES:
             effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=False)
-    Refund.objects.filter(transaction=txn, landed_at__isnull=True).exclude(status=Refund.Status.FAILED).update(
+    Refund.objects.filter(transaction=txn, landed_at__isnull=True, status__in=Refund.LIVE_STATUSES).update(
         landed_at=now
     )
     # A refund the provider refused is moot now that the whole payment is back (the refusal was
@@ -439,7 +439,7 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list
         effects.append("checkout refunded")
     if (
         Refund.objects.filter(transaction=txn, reason=Refund.Reason.STUDIO, restock_prints=True)
-        .exclude(status=Refund.Status.FAILED)
+        .filter(status__in=Refund.LIVE_STATUSES)
         .exists()
     ):
         _publish_restock(checkout)
@@ -630,10 +630,8 @@ def _refunded_at_provider_minor(
             return 0
         own = refund_amount_minor if refund_amount_minor is not None else fact.amount_minor - back
         return max(own, 0)
-    awaiting = (
-        Refund.objects.filter(transaction=txn, landed_at__isnull=True)
-        .exclude(status=Refund.Status.FAILED)
-        .exclude(pk__in=[r.pk for r in landing])
+    awaiting = Refund.objects.filter(transaction=txn, landed_at__isnull=True, status__in=Refund.LIVE_STATUSES).exclude(
+        pk__in=[r.pk for r in landing]
     )
     if awaiting.exists():
         return 0
@@ -711,7 +709,7 @@ def _refunds_confirmed(
     `answer_awaited`: a refund of the payment is still `requested` (its provider call has not
     answered), so money no known refund explains may be its: RefundNotRecordedYet."""
     assert fact.amount_minor is not None
-    pending = [r for r in partials if r.landed_at is None and r.status != Refund.Status.FAILED]
+    pending = [r for r in partials if r.landed_at is None and r.status in Refund.LIVE_STATUSES]
     if provider_refund_id:
         named = [r for r in pending if r.provider_refund_id == provider_refund_id]
         if named:
@@ -890,7 +888,7 @@ def _refund_lines_chosen(
         )
     chosen = [by_id[line_id] for line_id in sorted(wanted, key=lambda i: by_id[i].position)]
     taken = [line for line in chosen if line.refund_id is not None]
-    live = [line for line in taken if refund_of[line.refund_id].status != Refund.Status.FAILED]  # type: ignore[index]
+    live = [line for line in taken if refund_of[line.refund_id].status in Refund.LIVE_STATUSES]  # type: ignore[index]
     if live:
         raise RefundAlreadyRequested(
             f"Item(s) {', '.join(str(line.position + 1) for line in live)} are refunded or being refunded already."
@@ -925,7 +923,7 @@ def items_refund_minor(
 def other_refund_under_way(refunds: Iterable[Refund]) -> bool:
     """Whether a payment's refunds hold one that is not a partial refund (the whole order's, a
     late payment's) and was not refused: no item refund may be asked for then."""
-    return any(r.reason not in Refund.PARTIAL_REASONS and r.status != Refund.Status.FAILED for r in refunds)
+    return any(r.reason not in Refund.PARTIAL_REASONS and r.status in Refund.LIVE_STATUSES for r in refunds)
 
 
 def partial_refunds_taken_minor(refunds: Iterable[Refund]) -> int:
@@ -933,7 +931,7 @@ def partial_refunds_taken_minor(refunds: Iterable[Refund]) -> int:
     refused, and the parts refunded in the provider's dashboard) take from it: the order's last
     items get the payment less this, and no other item refund may ask for more."""
     return sum(
-        r.amount_minor for r in refunds if r.reason in Refund.PARTIAL_REASONS and r.status != Refund.Status.FAILED
+        r.amount_minor for r in refunds if r.reason in Refund.PARTIAL_REASONS and r.status in Refund.LIVE_STATUSES
     )
 
 
@@ -995,9 +993,11 @@ def _request_items_refund(
     else:
         superseded = set(refused) if last else again
         now = timezone.now()
-        # A line is in one live refund at most, so its smallest line names the refund for good;
-        # after a refused refund of it, the refund that supersedes it is named too.
-        key = f"refund:{txn.checkout_id}:items:{min(chosen_ids)}" + (f":after-{max(again)}" if again else "")
+        # Named by its smallest line; a line refunded again after a refused refund (superseded)
+        # also by how many refunds the payment had: a key is never reused at the provider.
+        key = f"refund:{txn.checkout_id}:items:{min(chosen_ids)}"
+        if any(r.idempotency_key.startswith(key) for r in refunds):
+            key = f"{key}:{len(refunds) + 1}"
         refund = Refund.objects.create(
             tenant_id=txn.tenant_id,
             transaction=txn,
@@ -1037,15 +1037,14 @@ def refund_retry(*, refund_id: int, actor_label: str, actor_user: User | None = 
     """Queue a `failed` refund again (status `requested`, a new provider idempotency key, its
     message, one `refund.retry` audit row), in the caller's transaction. False, writing nothing,
     for a refund that is not `failed` (already requested again, or submitted), or that no longer
-    fits in the payment: with the order's other refunds (item refunds made since, not failed) it
+    fits in the payment: with the order's other live refunds (item refunds made since) it
     would give back more than was charged, which the provider refuses."""
     refund = Refund.objects.select_for_update(of=("self",)).filter(pk=refund_id).select_related("transaction").first()
     if refund is None or refund.status != Refund.Status.FAILED:
         return False
     others = (
-        Refund.objects.filter(transaction_id=refund.transaction_id)
+        Refund.objects.filter(transaction_id=refund.transaction_id, status__in=Refund.LIVE_STATUSES)
         .exclude(pk=refund.pk)
-        .exclude(status=Refund.Status.FAILED)
         .aggregate(total=Sum("amount_minor"))["total"]
         or 0
     )
@@ -1240,37 +1239,45 @@ def _wallet_entries(
 def refund_submit(*, refund_id: int) -> Refund:
     """Ask the provider to refund (outside any transaction; in the refund's tenant context).
 
-    Idempotent: a submitted refund is returned untouched, and the refund's idempotency key goes
-    to the provider, so a retry after a timeout never refunds twice. A retryable provider error
-    is recorded and re-raised (ProviderError) for the consumer's backoff; a final one marks the
-    refund `failed` for an operator. The money side lands with the provider's refund webhook.
-    A refund that landed before it was sent (the whole payment came back otherwise: refunded in
-    the provider's dashboard, or by another refund) is not sent, and turns `not_needed`; so does
-    one the provider refuses once the whole payment is back (it came back while the call ran).
+    Only a `requested` refund is sent: a submitted one is returned untouched, and a refused one
+    goes back to `requested` only through `refund_retry` (a late or redelivered message sends
+    nothing). The refund's idempotency key goes to the provider, so a retry after a timeout
+    never refunds twice. A retryable provider error is recorded and re-raised (ProviderError)
+    for the consumer's backoff; a final one marks the refund `failed` for an operator. The
+    money side lands with the provider's refund webhook.
+
+    A refund that landed before it was ever sent (the whole payment came back otherwise:
+    refunded in the provider's dashboard, or by another refund) is not sent, and turns
+    `not_needed`; so does one the provider refuses once the whole payment is back. The answer
+    is written back only while the refund is still `requested` under the key the call used: a
+    refund superseded or asked again meanwhile keeps its state (a refund the provider made
+    anyway is logged, and its webhook records it as a part refunded at the provider).
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("the provider must not be called inside a transaction")
     refund = Refund.objects.select_related("transaction__checkout").get(pk=refund_id)
-    if refund.status in (Refund.Status.SUBMITTED, Refund.Status.NOT_NEEDED):
+    if refund.status != Refund.Status.REQUESTED:
         return refund
-    if refund.status == Refund.Status.REQUESTED and refund.landed_at is not None:
+    if refund.landed_at is not None and refund.attempts == 0:
         with transaction.atomic(durable=True):
             locked = Refund.objects.select_for_update().get(pk=refund_id)
-            if locked.status == Refund.Status.REQUESTED:
+            if locked.status == Refund.Status.REQUESTED and locked.attempts == 0:
                 locked.status = Refund.Status.NOT_NEEDED
                 locked.save(update_fields=["status"])
         logger.info("refund not sent: the whole payment was back already", extra={"refund_id": refund_id})
         return locked
+    key = refund.idempotency_key
     checkout = refund.transaction.checkout
     reference = checkout.provider_reference or refund.transaction.payment_id
     provider = get_provider(checkout.provider)
     try:
-        result = provider.refund(
-            reference=reference, amount_minor=refund.amount_minor, idempotency_key=refund.idempotency_key
-        )
+        result = provider.refund(reference=reference, amount_minor=refund.amount_minor, idempotency_key=key)
     except ProviderError as exc:
         with transaction.atomic(durable=True):
             locked = Refund.objects.select_for_update().get(pk=refund_id)
+            if locked.status != Refund.Status.REQUESTED or locked.idempotency_key != key:
+                logger.info("refund changed while its call ran: answer ignored", extra={"refund_id": refund_id})
+                return locked
             locked.attempts += 1
             locked.last_error = str(exc)[:2000]
             if not exc.retryable:
@@ -1286,18 +1293,24 @@ def refund_submit(*, refund_id: int) -> Refund:
         return locked
     with transaction.atomic(durable=True):
         locked = Refund.objects.select_for_update().get(pk=refund_id)
-        if locked.status != Refund.Status.SUBMITTED:
+        if locked.status == Refund.Status.REQUESTED and locked.idempotency_key == key:
             locked.status = Refund.Status.SUBMITTED
             locked.provider_refund_id = result.refund_id
             locked.submitted_at = timezone.now()
             locked.attempts += 1
             locked.last_error = ""
             locked.save(update_fields=["status", "provider_refund_id", "submitted_at", "attempts", "last_error"])
+        elif locked.provider_refund_id != result.refund_id:
+            logger.error(
+                "the provider made a refund no longer asked for (superseded or asked again meanwhile); its "
+                "webhook records it as a part refunded at the provider",
+                extra={"refund_id": refund_id, "provider_refund_id": result.refund_id, "status": locked.status},
+            )
     if checkout.provider == "sandbox":
         # The sandbox plays the provider: it announces the refund by webhook, as Stripe would.
         from apps.payments.sandbox import sandbox_announce_refund
 
-        sandbox_announce_refund(reference=reference, refund_id=locked.provider_refund_id)
+        sandbox_announce_refund(reference=reference, refund_id=result.refund_id)
     return locked
 
 

@@ -59,8 +59,10 @@ def _rest_of_items_refunded(*, checkout: Checkout, txn: Transaction) -> tuple[in
     own e-mail), and the items it covers. None for an order without partial refunds."""
     partials = list(
         Refund.objects.filter(
-            transaction=txn, reason__in=[Refund.Reason.STUDIO_PARTIAL, Refund.Reason.PROVIDER_PARTIAL]
-        ).exclude(status=Refund.Status.FAILED)
+            transaction=txn,
+            reason__in=[Refund.Reason.STUDIO_PARTIAL, Refund.Reason.PROVIDER_PARTIAL],
+            status__in=Refund.LIVE_STATUSES,
+        )
     )
     if not partials:
         return None

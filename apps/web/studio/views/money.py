@@ -146,6 +146,8 @@ def _line_state(line: CheckoutLine, refund_of: dict[int, Refund]) -> tuple[str, 
         return "refunded", "Refunded"
     if refund.status == Refund.Status.FAILED:
         return "failed", "Refund refused by the provider"
+    if refund.status == Refund.Status.NOT_NEEDED:  # the whole payment came back otherwise
+        return "refunded", "Refunded"
     return "requested", "Refund asked"
 
 
