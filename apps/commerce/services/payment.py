@@ -57,7 +57,7 @@ from typing import Literal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Max, Q, Sum
+from django.db.models import F, Max, Q, Sum
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
@@ -1035,12 +1035,19 @@ def _retry_key(idempotency_key: str, attempt: int) -> str:
 @transaction.atomic
 def refund_retry(*, refund_id: int, actor_label: str, actor_user: User | None = None) -> bool:
     """Queue a `failed` refund again (status `requested`, a new provider idempotency key, its
-    message, one `refund.retry` audit row), in the caller's transaction. False, writing nothing,
-    for a refund that is not `failed` (already requested again, or submitted), or that no longer
+    message, one `refund.retry` audit row), in the caller's transaction; locks its checkout,
+    transaction, then the refund. False, writing nothing, for a refund that is not `failed`
+    (already requested again, or submitted), of a payment already refunded whole, or that no longer
     fits in the payment: with the order's other live refunds (item refunds made since) it
     would give back more than was charged, which the provider refuses."""
+    checkout_id = Refund.objects.filter(pk=refund_id).values_list("transaction__checkout_id", flat=True).first()
+    if checkout_id is None:
+        return False
+    # The lock order of every refund path: checkout, transaction, refund.
+    Checkout.objects.select_for_update().filter(pk=checkout_id).first()
+    txn = Transaction.objects.select_for_update().filter(checkout_id=checkout_id).first()
     refund = Refund.objects.select_for_update(of=("self",)).filter(pk=refund_id).select_related("transaction").first()
-    if refund is None or refund.status != Refund.Status.FAILED:
+    if refund is None or refund.status != Refund.Status.FAILED or txn is None or txn.refunded_at is not None:
         return False
     others = (
         Refund.objects.filter(transaction_id=refund.transaction_id, status__in=Refund.LIVE_STATUSES)
@@ -1267,6 +1274,12 @@ def refund_submit(*, refund_id: int) -> Refund:
         logger.info("refund not sent: the whole payment was back already", extra={"refund_id": refund_id})
         return locked
     key = refund.idempotency_key
+    # Counted before the call: a call whose worker dies after the provider made the refund still
+    # counts, so the refund is never taken for one never sent.
+    if not Refund.objects.filter(pk=refund_id, status=Refund.Status.REQUESTED, idempotency_key=key).update(
+        attempts=F("attempts") + 1
+    ):
+        return Refund.objects.get(pk=refund_id)
     checkout = refund.transaction.checkout
     reference = checkout.provider_reference or refund.transaction.payment_id
     provider = get_provider(checkout.provider)
@@ -1278,12 +1291,11 @@ def refund_submit(*, refund_id: int) -> Refund:
             if locked.status != Refund.Status.REQUESTED or locked.idempotency_key != key:
                 logger.info("refund changed while its call ran: answer ignored", extra={"refund_id": refund_id})
                 return locked
-            locked.attempts += 1
             locked.last_error = str(exc)[:2000]
             if not exc.retryable:
                 back = locked.landed_at is not None  # the whole payment came back meanwhile
                 locked.status = Refund.Status.NOT_NEEDED if back else Refund.Status.FAILED
-            locked.save(update_fields=["attempts", "last_error", "status"])
+            locked.save(update_fields=["last_error", "status"])
         if exc.retryable:
             raise
         if locked.status == Refund.Status.NOT_NEEDED:
@@ -1297,9 +1309,8 @@ def refund_submit(*, refund_id: int) -> Refund:
             locked.status = Refund.Status.SUBMITTED
             locked.provider_refund_id = result.refund_id
             locked.submitted_at = timezone.now()
-            locked.attempts += 1
             locked.last_error = ""
-            locked.save(update_fields=["status", "provider_refund_id", "submitted_at", "attempts", "last_error"])
+            locked.save(update_fields=["status", "provider_refund_id", "submitted_at", "last_error"])
         elif locked.provider_refund_id != result.refund_id:
             logger.error(
                 "the provider made a refund no longer asked for (superseded or asked again meanwhile); its "

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import uuid
 
+from django.db.models import Q
+
 from apps.catalog.models import ProductKind
 from apps.commerce.errors import CheckoutNotFound
 from apps.commerce.models import Checkout, CheckoutLine, Refund, Transaction
@@ -59,9 +61,9 @@ def _rest_of_items_refunded(*, checkout: Checkout, txn: Transaction) -> tuple[in
     own e-mail), and the items it covers. None for an order without partial refunds."""
     partials = list(
         Refund.objects.filter(
+            Q(status__in=Refund.LIVE_STATUSES) | Q(landed_at__isnull=False),
             transaction=txn,
             reason__in=[Refund.Reason.STUDIO_PARTIAL, Refund.Reason.PROVIDER_PARTIAL],
-            status__in=Refund.LIVE_STATUSES,
         )
     )
     if not partials:
@@ -139,7 +141,7 @@ def refunded_mail_send(
     if refund_id is not None:
         refund = refunds.filter(pk=refund_id).first()
     else:
-        refund = refunds.exclude(status=Refund.Status.FAILED).order_by("-pk").first()
+        refund = refunds.filter(status__in=Refund.LIVE_STATUSES).order_by("-pk").first()
     whole = refund_id is None
 
     def send() -> None:

@@ -99,8 +99,8 @@ def _refundable_items(sale: Checkout, refunds: list[Refund]) -> list[tuple[int, 
     if sale.status != Checkout.Status.PAID:
         return []
     status_of = {r.pk: r.status for r in refunds}
-    if other_refund_under_way(refunds):
-        return []
+    if other_refund_under_way(refunds) or _paid_minor(sale) - partial_refunds_taken_minor(refunds) <= 0:
+        return []  # a whole refund under way, or nothing of the payment left to give back
     return [
         (line.pk, _item_label(line))
         for line in sale.lines_by_position
