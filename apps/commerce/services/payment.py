@@ -884,7 +884,11 @@ def _refund_lines_chosen(
         raise RefundLinesInvalid(
             "Name each item to refund once, among the order's charged items"
             + (f" (not one of them: {', '.join(map(str, unknown))})." if unknown else "."),
-            extra={"refundable_line_ids": [line.pk for line in lines if line.refund_id is None]},
+            extra={
+                "refundable_line_ids": [
+                    line.pk for line in lines if line.refund_id is None or line.refund_id in _refused(refunds)
+                ]
+            },
         )
     chosen = [by_id[line_id] for line_id in sorted(wanted, key=lambda i: by_id[i].position)]
     taken = [line for line in chosen if line.refund_id is not None]

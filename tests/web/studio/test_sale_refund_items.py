@@ -230,6 +230,10 @@ def test_a_refused_item_refund_is_asked_again_or_superseded_with_other_items(stu
             Refund.objects.filter(pk=refund_id).update(status=Refund.Status.FAILED, last_error="card closed")
 
     refuse(first.json()["id"])
+    # then: a refusal of unknown lines names the refused refund's item among those refundable
+    unknown = client.post(url, {"lines": [999_999]}, format="json", HTTP_IDEMPOTENCY_KEY=new_key())
+    assert unknown.status_code == 400
+    assert sorted(unknown.json()["refundable_line_ids"]) == sorted(line.pk for line in lines.values())
     # when: the same item is named again, the refused refund is asked for again (a new key)
     retried = client.post(url, {"lines": [lines["download"].pk]}, format="json", HTTP_IDEMPOTENCY_KEY=new_key())
     assert retried.status_code == 202 and retried.json()["id"] == first.json()["id"]
