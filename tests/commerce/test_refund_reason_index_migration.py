@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
 
 import pytest
 from django.db import IntegrityError, OperationalError, connections, transaction
@@ -18,22 +17,9 @@ from django.db.migrations.loader import MigrationLoader
 from apps.commerce.models import Refund, Transaction
 from apps.tenancy.context import tenant_context
 from tests.commerce.fixtures import empty_broker, row_lock_strategy  # noqa: F401 - fixtures by name
-from tests.factories.commerce import make_shop
-from tests.web.studio.conftest import StudioPeople, people_of, sold
+from tests.web.studio.conftest import StudioPeople
 
 pytestmark = pytest.mark.usefixtures("empty_broker", "row_lock_strategy")
-
-
-@pytest.fixture
-def studio(tenant_a: Any) -> StudioPeople:
-    return people_of(tenant_a)
-
-
-@pytest.fixture
-def sale(studio: StudioPeople) -> str:
-    """A paid sandbox sale of a download (9.00) and an A4 print (25.00)."""
-    shop = make_shop(org=studio.org)
-    return sold(studio, shop, {"product": shop.download.pk}, {"product": shop.print.pk})
 
 
 migration_test = pytest.mark.django_db(transaction=True, databases=["default", "owner"])

@@ -12,83 +12,21 @@ from typing import Any
 
 import pytest
 from django.core import mail
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models.query import QuerySet
 
 from apps.commerce.errors import CheckoutNotRefundable
-from apps.commerce.models import Checkout, Refund
-from apps.commerce.services import PaymentFact, checkout_refund_request, transaction_apply_refund
+from apps.commerce.models import Refund
 from apps.commerce.services import payment as payment_service
 from apps.commerce.services.payment import refund_retry, refund_submit
 from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.fixtures import empty_broker, row_lock_strategy  # noqa: F401 - fixtures by name
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
-from tests.commerce.test_refund_superseding import confirmed
-from tests.factories.commerce import make_shop
-from tests.web.studio.conftest import StudioPeople, people_of, signed_in, sold, text
+from tests.commerce.refunds import ask, confirmed, dashboard_refunds_everything, event, fresh, refused, status_of
+from tests.web.studio.conftest import StudioPeople, signed_in, text
 from tests.web.studio.test_sale_refund_items import lines_of
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
-
-
-@pytest.fixture
-def studio(tenant_a: Any) -> StudioPeople:
-    return people_of(tenant_a)
-
-
-@pytest.fixture
-def sale(studio: StudioPeople) -> str:
-    """A paid sale of a download (9.00) and an A4 print (25.00): 34.00 EUR in all."""
-    shop = make_shop(org=studio.org)
-    return sold(studio, shop, {"product": shop.download.pk}, {"product": shop.print.pk})
-
-
-def ask(studio: StudioPeople, checkout_id: str, line_ids: list[int] | None) -> Refund:
-    """The studio's refund (`line_ids` None: everything not refunded yet), as the API asks it."""
-    with tenant_context(studio.org.pk):
-        return checkout_refund_request(
-            tenant_id=studio.org.pk, checkout_id=checkout_id, actor_label="test", line_ids=line_ids
-        )
-
-
-def refused(refund: Refund, error: str = "insufficient funds") -> None:
-    """The provider refused `refund` for good (as `refund_submit` records a final refusal)."""
-    with tenant_context(refund.tenant_id):
-        Refund.objects.filter(pk=refund.pk).update(status=Refund.Status.FAILED, last_error=error, attempts=1)
-
-
-def fresh(refund: Refund) -> Refund:
-    with tenant_context(refund.tenant_id):
-        return Refund.objects.get(pk=refund.pk)
-
-
-def status_of(studio: StudioPeople, checkout_id: str) -> str:
-    with tenant_context(studio.org.pk):
-        return Checkout.objects.get(pk=checkout_id).status
-
-
-def event(
-    studio: StudioPeople, checkout_id: str, amount: int, *, refund_id: str | None = None, own: int | None = None
-) -> str:
-    """A provider's refund event, applied as the webhook consumer applies it: with `refund_id`
-    (PayPal, Flutterwave) naming a refund of `own` minor units; without (Stripe's charge.refunded)
-    `amount` is the charge's cumulative amount refunded."""
-    fact = PaymentFact(status="refunded", source="test:event", amount_minor=amount, currency="EUR")
-    with tenant_context(studio.org.pk), transaction.atomic():
-        outcome = transaction_apply_refund(
-            tenant_id=studio.org.pk,
-            checkout_id=checkout_id,
-            fact=fact,
-            provider_refund_id=refund_id,
-            refund_amount_minor=own,
-        )
-    return outcome.describe()
-
-
-def dashboard_refunds_everything(sale: str) -> None:
-    """The whole 34.00 refunded in the sandbox's dashboard, and its webhook delivered."""
-    made = sandbox_provider().refund(reference=f"sbx_{sale}", amount_minor=3400, idempotency_key="dashboard-all")
-    assert deliver([sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
 
 
 # --- the whole-payment e-mail tells the whole payment ---------------------------------------

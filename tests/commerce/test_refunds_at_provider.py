@@ -14,66 +14,21 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail
-from django.db import transaction
 from django.test import Client
 
 from apps.commerce.errors import CheckoutNotRefundable, RefundExceedsPayment, RefundNotRecordedYet
-from apps.commerce.models import Checkout, Entitlement, Refund
+from apps.commerce.models import Entitlement, Refund
 from apps.commerce.order_links import order_link
-from apps.commerce.services import PaymentFact, checkout_refund_request, transaction_apply_refund
+from apps.commerce.services import checkout_refund_request
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
 from tests.commerce.fixtures import empty_broker, row_lock_strategy  # noqa: F401 - fixtures by name
 from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_provider
-from tests.factories.commerce import make_shop
-from tests.web.studio.conftest import StudioPeople, form_nonce_on, people_of, signed_in, sold, text
+from tests.commerce.refunds import ask, at_provider, dashboard_refunds_everything, event, fresh, status_of
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, text
 from tests.web.studio.test_sale_refund_items import lines_of, refund_keys, refunds_of, sales_csv_row
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
-
-
-@pytest.fixture
-def studio(tenant_a: Any) -> StudioPeople:
-    return people_of(tenant_a)
-
-
-@pytest.fixture
-def sale(studio: StudioPeople) -> str:
-    """A paid sale of a download (9.00) and an A4 print (25.00): 34.00 EUR in all."""
-    shop = make_shop(org=studio.org)
-    return sold(studio, shop, {"product": shop.download.pk}, {"product": shop.print.pk})
-
-
-def event(
-    studio: StudioPeople, checkout_id: str, amount: int, *, refund_id: str | None = None, own: int | None = None
-) -> str:
-    """A provider's partial refund event, applied as the webhook consumer applies it: with
-    `refund_id` (PayPal, Flutterwave) naming a refund of `own` minor units; without (Stripe's
-    charge.refunded) `amount` is the charge's cumulative amount refunded."""
-    fact = PaymentFact(status="refunded", source="test:event", amount_minor=amount, currency="EUR")
-    with tenant_context(studio.org.pk), transaction.atomic():
-        outcome = transaction_apply_refund(
-            tenant_id=studio.org.pk,
-            checkout_id=checkout_id,
-            fact=fact,
-            provider_refund_id=refund_id,
-            refund_amount_minor=own,
-        )
-    return outcome.describe()
-
-
-def at_provider(studio: StudioPeople, checkout_id: str) -> list[tuple[int, str | None, bool]]:
-    """(amount, provider refund id, landed) of the parts recorded as refunded at the provider."""
-    return [
-        (r.amount_minor, r.provider_refund_id, r.landed_at is not None)
-        for r in refunds_of(studio.org.pk, checkout_id)
-        if r.reason == Refund.Reason.PROVIDER_PARTIAL
-    ]
-
-
-def status_of(studio: StudioPeople, checkout_id: str) -> str:
-    with tenant_context(studio.org.pk):
-        return Checkout.objects.get(pk=checkout_id).status
 
 
 def revoked(studio: StudioPeople, checkout_id: str) -> list[bool]:
@@ -247,17 +202,6 @@ def refund_print(studio: StudioPeople, sale: str) -> Refund:
         )
 
 
-def dashboard_refunds_everything(sale: str) -> None:
-    """The whole 34.00 refunded in the sandbox's dashboard, and its webhook delivered."""
-    made = sandbox_provider().refund(reference=f"sbx_{sale}", amount_minor=3400, idempotency_key="dashboard-all")
-    assert deliver([sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
-
-
-def fresh(refund: Refund) -> Refund:
-    with tenant_context(refund.tenant_id):
-        return Refund.objects.get(pk=refund.pk)
-
-
 def test_a_refund_not_sent_yet_when_the_whole_payment_came_back_is_never_sent(studio: StudioPeople, sale: str) -> None:
     # given: the print's refund waits for its provider call; the studio refunds everything in the
     # dashboard meanwhile, and that webhook is processed first
@@ -323,14 +267,6 @@ def test_everything_left_supersedes_a_refused_refund_that_no_longer_fits(studio:
 
 
 # --- a dashboard refund racing the studio's own refunds -------------------------------------
-
-
-def ask(studio: StudioPeople, checkout_id: str, line_ids: list[int] | None) -> Refund:
-    """The studio's refund (`line_ids` None: everything not refunded yet), as the API asks it."""
-    with tenant_context(studio.org.pk):
-        return checkout_refund_request(
-            tenant_id=studio.org.pk, checkout_id=checkout_id, actor_label="test", line_ids=line_ids
-        )
 
 
 def refused_print_then_dashboard_then_download(studio: StudioPeople, checkout_id: str) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""Shared fixtures and steps of the refund tests: a paid sandbox sale, the studio's refund
+requests, provider refund events applied as the webhook consumer applies them, and what the
+refunds of a sale look like afterwards (real Postgres and Redis; the sandbox plays the provider).
+
+Its fixtures (`studio`, `sale`, `sale3`) reach every module of tests/commerce through its conftest.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+from django.db import transaction
+
+from apps.catalog.models import Product, ProductKind
+from apps.commerce.models import Checkout, Refund
+from apps.commerce.services import PaymentFact, checkout_refund_request, transaction_apply_refund
+from apps.tenancy.context import tenant_context
+from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
+from tests.factories.catalog import PhotoFactory, ProductFactory
+from tests.factories.commerce import make_shop
+from tests.web.studio.conftest import StudioPeople, people_of, sold
+from tests.web.studio.test_sale_refund_items import refunds_of
+
+
+@pytest.fixture
+def studio(tenant_a: Any) -> StudioPeople:
+    return people_of(tenant_a)
+
+
+@pytest.fixture
+def sale(studio: StudioPeople) -> str:
+    """A paid sale of a download (9.00) and an A4 print (25.00): 34.00 EUR in all."""
+    shop = make_shop(org=studio.org)
+    return sold(studio, shop, {"product": shop.download.pk}, {"product": shop.print.pk})
+
+
+@pytest.fixture
+def sale3(studio: StudioPeople) -> str:
+    """A paid sale of two downloads (9.00 each, two photos) and an A4 print (25.00): 43.00 EUR
+    in all."""
+    shop = make_shop(org=studio.org)
+    photo = PhotoFactory(event=shop.event, photographer=shop.photographer)
+    second = cast(Product, ProductFactory(event=shop.event, kind=ProductKind.DOWNLOAD, photo=photo))
+    return sold(studio, shop, {"product": shop.download.pk}, {"product": second.pk}, {"product": shop.print.pk})
+
+
+def event(
+    studio: StudioPeople, checkout_id: str, amount: int, *, refund_id: str | None = None, own: int | None = None
+) -> str:
+    """A provider's refund event, applied as the webhook consumer applies it: with `refund_id`
+    (PayPal, Flutterwave) naming a refund of `own` minor units; without (Stripe's charge.refunded)
+    `amount` is the charge's cumulative amount refunded."""
+    fact = PaymentFact(status="refunded", source="test:event", amount_minor=amount, currency="EUR")
+    with tenant_context(studio.org.pk), transaction.atomic():
+        outcome = transaction_apply_refund(
+            tenant_id=studio.org.pk,
+            checkout_id=checkout_id,
+            fact=fact,
+            provider_refund_id=refund_id,
+            refund_amount_minor=own,
+        )
+    return outcome.describe()
+
+
+def ask(studio: StudioPeople, checkout_id: str, line_ids: list[int] | None) -> Refund:
+    """The studio's refund (`line_ids` None: everything not refunded yet), as the API asks it."""
+    with tenant_context(studio.org.pk):
+        return checkout_refund_request(
+            tenant_id=studio.org.pk, checkout_id=checkout_id, actor_label="test", line_ids=line_ids
+        )
+
+
+def refused(refund: Refund, error: str = "insufficient funds") -> None:
+    """The provider refused `refund` for good (as `refund_submit` records a final refusal)."""
+    with tenant_context(refund.tenant_id):
+        Refund.objects.filter(pk=refund.pk).update(status=Refund.Status.FAILED, last_error=error, attempts=1)
+
+
+def fresh(refund: Refund) -> Refund:
+    with tenant_context(refund.tenant_id):
+        return Refund.objects.get(pk=refund.pk)
+
+
+def status_of(studio: StudioPeople, checkout_id: str) -> str:
+    with tenant_context(studio.org.pk):
+        return Checkout.objects.get(pk=checkout_id).status
+
+
+def at_provider(studio: StudioPeople, checkout_id: str) -> list[tuple[int, str | None, bool]]:
+    """(amount, provider refund id, landed) of the parts recorded as refunded at the provider."""
+    return [
+        (r.amount_minor, r.provider_refund_id, r.landed_at is not None)
+        for r in refunds_of(studio.org.pk, checkout_id)
+        if r.reason == Refund.Reason.PROVIDER_PARTIAL
+    ]
+
+
+def confirmed(refund: Refund, checkout_id: str) -> None:
+    """The refund's provider call (the sandbox makes it), then the sandbox's webhook for it."""
+    drain_outbox(topics={"payment.refund_requested"})
+    made = fresh(refund)
+    assert made.status == "submitted", (made.status, made.last_error)
+    announced = sandbox_provider().refunded_event(reference=f"sbx_{checkout_id}", refund_id=made.provider_refund_id)
+    assert deliver([announced]) == [200]
+    drain_outbox()
+
+
+def dashboard_refunds_everything(sale: str) -> None:
+    """The whole 34.00 refunded in the sandbox's dashboard, and its webhook delivered."""
+    made = sandbox_provider().refund(reference=f"sbx_{sale}", amount_minor=3400, idempotency_key="dashboard-all")
+    assert deliver([sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
