@@ -59,10 +59,12 @@ run: db
 	echo ""
 	@PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile
 
+# --dist worksteal: a pytest worker that runs out of tests takes half of the other's queue, so the
+# run does not end with one worker idle behind the other's last long tests (the bench smoke is 80 s).
 test: services browser wrk
 	@$(PY) manage.py db_bootstrap
 	@echo "==> pytest ($(PYTEST_WORKERS) workers) against real PostgreSQL and Redis"
-	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # Debian's Chromium, which the browser tests (tests/browser) drive through Playwright; installed
 # with apt-get only when missing (never `playwright install`: its browser download is not used).

@@ -28,7 +28,8 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-# `flush` between transactional tests runs as the owner: the runtime role may not TRUNCATE.
+# `flush` runs as the owner: the runtime role may not TRUNCATE. (Between transactional tests
+# tests/conftest.py empties the database with DELETE as the superuser instead; see there.)
 DATABASE_FLUSH_ALIAS = "owner"
 LOG_LEVEL = "WARNING"
 # Static files are not served in tests.

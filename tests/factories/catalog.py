@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 
 import factory
@@ -13,10 +14,14 @@ from apps.catalog.models import Event, Photo, Price, PriceList, Product, Product
 from tests.factories.tenancy import OrganizationFactory, TenantScopedFactory, UserFactory
 
 
+@functools.cache
 def image_bytes(
     width: int = 2400, height: int = 1600, *, fmt: str = "JPEG", exif_orientation: int | None = None
 ) -> bytes:
-    """A real photo-like image made with Pillow: colour gradients and a solid shape."""
+    """A real photo-like image made with Pillow: colour gradients and a solid shape.
+
+    The same arguments always make the same bytes, so each size is drawn and encoded once per
+    test process (a 2400x1600 JPEG takes about 30 ms, and every PhotoFactory wants one)."""
     red = Image.linear_gradient("L").resize((width, height))
     green = Image.radial_gradient("L").resize((width, height))
     blue = red.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
