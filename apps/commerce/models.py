@@ -691,6 +691,10 @@ class Refund(TenantModel):
     restock_prints = models.BooleanField(default=False)
     # When the provider confirmed it and its effects ran (downloads revoked, credits reversed).
     landed_at = models.DateTimeField(null=True, blank=True)
+    # A refused refund whose items a later refund asked for again (it is `not_needed`).
+    superseded_by = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
 
     class Meta:
         constraints = [

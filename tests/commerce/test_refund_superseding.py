@@ -227,6 +227,10 @@ def test_the_sale_page_does_not_say_a_superseded_refund_was_confirmed_or_the_pay
     said = {"while paid": while_paid, "once refunded": once_refunded, "landed_at": str(fresh(first).landed_at)}
     assert "payment was back already" not in while_paid and "confirmed it" not in once_refunded, said
     assert fresh(first).landed_at is None, said
+    # and: it names why, before and after, and the refund that superseded it
+    superseded = "Not needed: its items were asked for again in a later refund"
+    assert superseded in while_paid and superseded in once_refunded, said
+    assert fresh(first).superseded_by_id == everything.pk
 
 
 # --- a refund the provider made while its call timed out is not called never sent -----------

@@ -234,6 +234,9 @@ def test_a_refund_refused_because_the_payment_came_back_stops_alerting(studio: S
     assert status_of(studio, sale) == "refunded"
     with system_context("test"):
         assert not Refund.objects.filter(status=Refund.Status.FAILED).exists()
+    # and: the sale page says why it is not needed
+    page = text(signed_in(studio.owner).get(f"/studio/sales/{sale}/"))
+    assert "Not needed: the whole payment came back otherwise" in page
 
 
 def test_everything_left_supersedes_a_refused_refund_that_no_longer_fits(studio: StudioPeople, sale: str) -> None:

@@ -1018,7 +1018,7 @@ def _request_items_refund(
             txn.save(update_fields=["refund_requested_at", "updated_at"])
     if superseded:
         CheckoutLine.objects.filter(refund_id__in=superseded).exclude(pk__in=chosen_ids).update(refund=None)
-        Refund.objects.filter(pk__in=superseded).update(status=Refund.Status.NOT_NEEDED)
+        Refund.objects.filter(pk__in=superseded).update(status=Refund.Status.NOT_NEEDED, superseded_by=refund)
     return refund
 
 
