@@ -114,8 +114,8 @@ class RefundAdmin(ReadOnlyAdmin):
         skipped = queryset.count() - len(retried)
         messages.success(
             request,
-            f"Queued {len(retried)} refund(s) again; {skipped} skipped (not failed, or more than is left of the"
-            " payment after the order's other refunds).",
+            f"Queued {len(retried)} refund(s) again; {skipped} skipped (not failed, a payment already refunded"
+            " whole, or more than is left of the payment after the order's other refunds).",
         )
 
 

@@ -5,7 +5,7 @@ time (see apps/ops/metrics.py). Each reads an index, never a whole table.
   back: the shopper is still charged (alert on any; runbook "Refund failed" in the README).
   `requested` should drain within seconds. `not_needed` owes nothing: the whole payment came
   back otherwise (refunded in the provider's dashboard) before it was sent, or after it was
-  refused.
+  refused, or, refused, it was superseded by a later refund of its items (`superseded_by`).
 * darkroom_refunds_oldest_requested_age_seconds: a refund not submitted for long means the
   providers' worker is down or the provider keeps failing (alert past a few minutes).
 * darkroom_webhook_events_open{provider, status}: payment and payout webhook events `received`

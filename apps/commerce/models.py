@@ -641,7 +641,8 @@ class Refund(TenantModel):
     `requested` (written with the decision, in the processing transaction) → `submitted` (the
     provider accepted it; `provider_refund_id`) or `failed` (retried by the consumer, then left
     for an operator); `not_needed` once the whole payment came back otherwise before it was sent
-    or after it was refused. `idempotency_key` goes to the provider, so retries never refund
+    or after it was refused, or, refused, once a later refund of its items superseded it
+    (`superseded_by`). `idempotency_key` goes to the provider, so retries never refund
     twice. The money side lands when the provider's refund webhook arrives (`landed_at`; the whole
     payment back: transaction `refunded`).
     """

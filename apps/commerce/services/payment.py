@@ -1000,7 +1000,7 @@ def _request_items_refund(
         # Named by its smallest line; a line refunded again after a refused refund (superseded)
         # also by how many refunds the payment had: a key is never reused at the provider.
         key = f"refund:{txn.checkout_id}:items:{min(chosen_ids)}"
-        if any(r.idempotency_key.startswith(key) for r in refunds):
+        if any(r.idempotency_key == key or r.idempotency_key.startswith(f"{key}:") for r in refunds):
             key = f"{key}:{len(refunds) + 1}"
         refund = Refund.objects.create(
             tenant_id=txn.tenant_id,

@@ -497,7 +497,8 @@ def _utc(moment: datetime | None) -> str:
 def sale_row(sale: Checkout) -> tuple[str, ...]:
     """One sale as a CSV row: the amount in exact major units of its currency; shipping columns
     empty for an order without prints; `refunded` what went back to the buyer (the refunds the
-    provider confirmed, in the same units; 0 when none), so revenue is amount minus refunded."""
+    provider confirmed, parts refunded in its dashboard included, and for a refunded sale the
+    whole payment; in the same units, 0 when none), so revenue is amount minus refunded."""
     shipping = getattr(sale, "shipping", None)
     txn = getattr(sale, "transaction", None)
     return (
