@@ -335,7 +335,7 @@ class CheckoutRefundApi(TenantApi):
             allow_empty=False,
             max_length=500,
             help_text="Ids of the confirmed checkout lines to refund (each its amount; the checkout's last "
-            "lines also give back what is left of the payment, shipping included).",
+            "lines also give back what is left of the payment).",
         )
         restock_prints = serializers.BooleanField(
             required=False,

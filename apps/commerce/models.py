@@ -261,6 +261,21 @@ class CheckoutLine(TenantModel):
         "commerce.Refund", on_delete=models.PROTECT, null=True, blank=True, related_name="lines", db_index=False
     )
 
+    def ships(self) -> bool:
+        """Whether this line is a print still to be sent: charged (confirmed) and in no refund
+        under way or landed (a refused or not-needed refund leaves it to ship). Reads `refund`:
+        select it with the line. `TO_SHIP` is the same rule as a query."""
+        return (
+            self.kind == "print"
+            and self.state == self.State.CONFIRMED
+            and (self.refund_id is None or self.refund.status not in Refund.LIVE_STATUSES)  # type: ignore[union-attr]
+        )
+
+    # `ships` as a filter on lines.
+    TO_SHIP = models.Q(kind="print", state="confirmed") & (
+        models.Q(refund__isnull=True) | ~models.Q(refund__status__in=["requested", "submitted"])
+    )
+
     class Meta:
         indexes = [
             models.Index(fields=["refund"], condition=models.Q(refund__isnull=False), name="commerce_line_refund_idx"),
@@ -633,7 +648,7 @@ class Refund(TenantModel):
     after expiry, or for an order with a photo withdrawn before it was paid), a paid order the
     studio refunds (`studio`, the whole amount), or some items of it (`studio_partial`: the
     lines that name it, their amounts; the last items' refund also gives back what is left of
-    the payment, shipping included), or part of a payment refunded in the provider's own
+    the payment), or part of a payment refunded in the provider's own
     dashboard (`provider_partial`: recorded from the provider's refund event, already
     `submitted` and landed; no lines name it, so nothing of the order is revoked and no wallet
     credit reversed, but the order's later refunds fit in what is left of the payment).

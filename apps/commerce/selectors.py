@@ -44,7 +44,9 @@ def checkout_get(*, tenant_id: int, checkout_id: uuid.UUID | str) -> Checkout:
     if checkout is None:
         raise CheckoutNotFound(f"Checkout {checkout_id} does not exist.")
     checkout.lines_by_position = list(
-        CheckoutLine.objects.filter(tenant_id=tenant_id, checkout=checkout).order_by("position")
+        CheckoutLine.objects.filter(tenant_id=tenant_id, checkout=checkout)
+        .select_related("refund")
+        .order_by("position")
     )
     return checkout
 

@@ -56,7 +56,7 @@ def test_a_refund_made_in_the_sandbox_dashboard_is_recorded_once_and_revokes_not
     [told] = mail.outbox
     assert told.subject.startswith(f"Part of your payment to {studio.org.name} was refunded")
     assert "10.00 EUR of your payment" in told.body and "refunded part of your payment" in told.body
-    assert "its downloads keep working" in told.body
+    assert "The rest of your order is yours as before" in told.body
     with system_context("test"):
         [audit] = AuditLog.objects.filter(tenant_id=studio.org.pk, action="refund.at_provider")
     assert (audit.actor_label, audit.data["amount_minor"]) == ("provider:sandbox", 1000)
@@ -249,7 +249,7 @@ def test_everything_left_supersedes_a_refused_refund_that_no_longer_fits(studio:
         )
         Refund.objects.filter(pk=refused.pk).update(status=Refund.Status.FAILED, last_error="insufficient funds")
     event(studio, sale, 2000, refund_id="re_dashboard", own=2000)
-    with pytest.raises(RefundExceedsPayment, match=r"Refund everything left at once"), tenant_context(studio.org.pk):
+    with pytest.raises(RefundExceedsPayment, match=r"Refund every item left at once"), tenant_context(studio.org.pk):
         checkout_refund_request(
             tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
         )

@@ -85,7 +85,8 @@ def checkout_mark_shipped(
     (actor `actor`) and the `checkout.shipped` outbox message (the shopper's e-mail, sent after
     commit by its consumer) in that transaction. Raises InvalidShipment (nothing read),
     CheckoutNotFound (also another tenant's checkout), AlreadyShipped, and CheckoutNotShippable
-    (not paid, no shipping row: no prints, or every print sold out).
+    (not paid, no shipping row: no prints, or no print left to ship: every one sold out or in a
+    refund under way or landed, `CheckoutLine.TO_SHIP`).
     """
     carrier = _clean(carrier, field="carrier", max_length=CARRIER_MAX_LENGTH, required=True)
     tracking_reference = _clean(
@@ -105,10 +106,12 @@ def checkout_mark_shipped(
     if checkout.status != Checkout.Status.PAID:
         raise CheckoutNotShippable(f"Only a paid order ships; this one is {checkout.get_status_display().lower()}.")
     has_prints = CheckoutLine.objects.filter(
-        tenant_id=tenant_id, checkout_id=checkout.pk, kind=ProductKind.PRINT, state=CheckoutLine.State.CONFIRMED
+        CheckoutLine.TO_SHIP, tenant_id=tenant_id, checkout_id=checkout.pk
     ).exists()
     if not has_prints:
-        raise CheckoutNotShippable("Every print of this order sold out: there is nothing to ship.")
+        raise CheckoutNotShippable(
+            "No print of this order is left to ship: every one sold out or was refunded (or is being refunded)."
+        )
     shipping.fulfilment_status = CheckoutShipping.FulfilmentStatus.SHIPPED
     shipping.shipped_at = timezone.now()
     shipping.carrier = carrier

@@ -807,7 +807,7 @@ def checkout_refund_request(
     `line_ids` None: everything not refunded yet. The whole order (no item refunded before) is a
     `studio` refund of the charged amount. Otherwise a `studio_partial` refund of the named
     confirmed lines, each line marked with it: their amounts, or, for the order's last items,
-    what is left of the payment (shipping included). With `restock_prints` (prints not shipped
+    what is left of the payment. With `restock_prints` (prints not shipped
     yet), the refund's prints go back in stock once it lands (a `refund.restock_requested`
     message); without, they stay sold (one may have been made).
 
@@ -895,7 +895,9 @@ def _refund_lines_chosen(
     live = [line for line in taken if refund_of[line.refund_id].status in Refund.LIVE_STATUSES]  # type: ignore[index]
     if live:
         raise RefundAlreadyRequested(
-            f"Item(s) {', '.join(str(line.position + 1) for line in live)} are refunded or being refunded already."
+            "Item(s) "
+            + ", ".join(f"{line.position + 1} (line {line.pk})" for line in live)
+            + " are refunded or being refunded already."
         )
     return chosen
 
@@ -918,7 +920,7 @@ def items_refund_minor(
 ) -> int:
     """What a studio refund of the lines `chosen_ids` gives back (`lines`: the order's confirmed
     lines; `refunds`: the payment's): the order's last items take what is left of the payment,
-    shipping included; others their amounts. The sale page names it with the same arithmetic."""
+    others their amounts. The sale page names it with the same arithmetic."""
     if _last_items(lines=lines, chosen_ids=chosen_ids, refunds=refunds):
         return payment_minor - partial_refunds_taken_minor(refunds)
     return sum(line.amount_minor for line in lines if line.pk in chosen_ids)
@@ -982,8 +984,9 @@ def _request_items_refund(
     if amount > left or amount <= 0:
         raise RefundExceedsPayment(
             f"These items come to {money_text(amount, txn.currency)}, but only {money_text(left, txn.currency)} of "
-            "the payment is left to refund (part of it went back already). Refund everything left at once (no "
-            "items named): the order's last items take what is left."
+            "the payment is left to refund (part of it went back already). Refund every item left at once "
+            "(tick them all, or through the API name no lines): together they give back what is left, "
+            f"{money_text(left, txn.currency)}."
         )
     refused = {r.pk: r for r in refunds if r.status == Refund.Status.FAILED}
     again = {line.refund_id for line in chosen if line.refund_id in refused}

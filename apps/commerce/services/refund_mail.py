@@ -86,7 +86,7 @@ def _downloads_after(*, refund: Refund | None, whole: bool) -> str:
     if whole:
         return "Downloads of a refunded order no longer work."
     if refund is not None and refund.reason == Refund.Reason.PROVIDER_PARTIAL:
-        return "Your order is yours as before: its downloads keep working."
+        return "The rest of your order is yours as before."
     return "Downloads of the refunded items no longer work; the rest of your order is yours as before."
 
 

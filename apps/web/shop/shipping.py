@@ -18,9 +18,16 @@ _NOTHING_TO_SHIP = {
 _PRINTS_SOLD_OUT = "Nothing will be shipped: the prints of this order sold out (they were not charged)."
 
 
+_PRINTS_REFUNDED = "Nothing will be shipped: the studio refunded the prints of this order."
+
+
 def _prints_to_ship(checkout: Checkout) -> bool:
+    return any(line.ships() for line in checkout.lines_by_position)
+
+
+def _prints_refunded(checkout: Checkout) -> bool:
     return any(
-        line.kind == ProductKind.PRINT and line.state == CheckoutLine.State.CONFIRMED
+        line.kind == ProductKind.PRINT and line.state == CheckoutLine.State.CONFIRMED and line.refund_id is not None
         for line in checkout.lines_by_position
     )
 
@@ -33,9 +40,9 @@ def shipping_context(checkout: Checkout) -> dict[str, Any] | None:
     The rule of the studio's sale page ("Mark as shipped" only for a paid order with a confirmed
     print, not shipped yet; else "Nothing to ship"): `state` is "shipped" once the studio marked
     it so (whatever happened since), "pending" while the order is open (sent once paid),
-    "to_ship" for a paid order with a confirmed print, and otherwise "nothing" (refunded, failed,
-    expired, or every print sold out) with `nothing` saying why: no address is shown as where
-    the prints go.
+    "to_ship" for a paid order with a print left to ship (`CheckoutLine.ships`), and otherwise
+    "nothing" (refunded, failed, expired, every print sold out or refunded) with `nothing`
+    saying why: no address is shown as where the prints go.
     """
     shipping: CheckoutShipping | None = getattr(checkout, "shipping", None)
     if shipping is None:
@@ -50,7 +57,9 @@ def shipping_context(checkout: Checkout) -> dict[str, Any] | None:
         state = "to_ship"
     else:
         state = "nothing"
-        nothing = _NOTHING_TO_SHIP.get(Checkout.Status(checkout.status), _PRINTS_SOLD_OUT)
+        nothing = _NOTHING_TO_SHIP.get(
+            Checkout.Status(checkout.status), _PRINTS_REFUNDED if _prints_refunded(checkout) else _PRINTS_SOLD_OUT
+        )
     return {
         "state": state,
         "nothing": nothing,

@@ -581,7 +581,7 @@ class RefundForm(StudioForm):
         coerce=int,
         label="Items to refund",
         widget=forms.CheckboxSelectMultiple,
-        help_text="Each item's amount goes back; refunding every item left also gives back the shipping.",
+        help_text="Each item's amount goes back; refunding every item left gives back all that is left of the payment.",
         error_messages={
             "required": "Choose at least one item to refund.",
             "invalid_choice": "That is not an item of this order.",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import BigIntegerField, Case, Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models import BigIntegerField, Case, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 
 from apps.catalog.models import Event, Photo, PriceList
@@ -187,10 +187,12 @@ def sales_of_tenant(*, tenant_id: int, to_ship: bool = False) -> QuerySet[Checko
     refunded in its dashboard included, 0 if none; a refunded sale's whole payment).
 
     `to_ship`: only the prints to ship, i.e. paid checkouts whose shipping row is still
-    `unfulfilled` (the partial index `commerce_shipping_unfulfilled` finds them)."""
+    `unfulfilled` (the partial index `commerce_shipping_unfulfilled` finds them) with a print
+    left to send (`CheckoutLine.TO_SHIP`: not refunded)."""
     sales = Checkout.objects.filter(tenant_id=tenant_id, status__in=SOLD_STATUSES)
     if to_ship:
         sales = sales.filter(
+            Exists(CheckoutLine.objects.filter(CheckoutLine.TO_SHIP, tenant_id=tenant_id, checkout_id=OuterRef("pk"))),
             status=Checkout.Status.PAID,
             shipping__tenant_id=tenant_id,
             shipping__fulfilment_status=CheckoutShipping.FulfilmentStatus.UNFULFILLED,
@@ -235,7 +237,9 @@ def sale_of_tenant(*, tenant_id: int, checkout_id: uuid.UUID) -> Checkout | None
     if checkout is None:
         return None
     checkout.lines_by_position = list(
-        CheckoutLine.objects.filter(tenant_id=tenant_id, checkout=checkout).order_by("position")
+        CheckoutLine.objects.filter(tenant_id=tenant_id, checkout=checkout)
+        .select_related("refund")
+        .order_by("position")
     )
     return checkout
 

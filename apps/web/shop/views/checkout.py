@@ -32,7 +32,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.commerce.models import Checkout
+from apps.commerce.models import Checkout, CheckoutLine
 from apps.payments.providers.base import money_text
 from apps.web.shop.cart_rules import CartItemRefused, cart_put
 from apps.web.shop.presenters import line_state_text, not_put_back_note, product_label, status_text
@@ -111,7 +111,10 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
             {
                 "line": line,
                 "label": product_label(line.kind, line.size),
-                "state_text": "Refunded" if line.refunded else line_state_text(line.state),
+                "state_text": "Refunded"
+                if line.refunded
+                or (checkout.status == Checkout.Status.REFUNDED and line.state == CheckoutLine.State.CONFIRMED)
+                else line_state_text(line.state),
                 "amount": money_text(line.amount_minor, line.currency),
                 "photo_url": reverse(
                     "shop:photo",

@@ -21,11 +21,15 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Refund
 from apps.commerce.services import checkout_refund_request
 from apps.commerce.services.fulfilment import address_lines, checkout_mark_shipped
-from apps.commerce.services.payment import items_refund_minor, other_refund_under_way, partial_refunds_taken_minor
+from apps.commerce.services.payment import (
+    items_refund_minor,
+    other_refund_under_way,
+    partial_refunds_taken_minor,
+    whole_refund_minor,
+)
 from apps.ledger.models import LedgerEvent
 from apps.ledger.selectors import account_entries_oldest_first, account_entries_page
 from apps.ops.killswitch import capability_enabled
@@ -82,11 +86,15 @@ def _shippable(sale: Checkout) -> bool:
         shipping is not None
         and sale.status == Checkout.Status.PAID
         and shipping.fulfilment_status == CheckoutShipping.FulfilmentStatus.UNFULFILLED
-        and any(
-            line.kind == ProductKind.PRINT and line.state == CheckoutLine.State.CONFIRMED
-            for line in sale.lines_by_position
-        )
+        and any(line.ships() for line in sale.lines_by_position)
     )
+
+
+def _restockable(sale: Checkout, items: list[tuple[int, str]]) -> bool:
+    """Whether the refund form offers "Put the prints back in stock": a print the form offers is
+    still to ship."""
+    offered = {line_id for line_id, _ in items}
+    return _shippable(sale) and any(line.pk in offered and line.ships() for line in sale.lines_by_position)
 
 
 _KIND_LABELS = {"download": "Download", "print": "Print", "bulk": "All photos of the event"}
@@ -132,13 +140,28 @@ def _item_left(sale: Checkout, refunds: list[Refund], items: list[tuple[int, str
     return _item_label(line, amount)
 
 
+def _refunded_elsewhere(sale: Checkout, refunds: list[Refund]) -> str:
+    """For a refunded sale, what went back that no listed refund accounts for ("" if nothing):
+    the rest of the payment, refunded whole in the provider's dashboard (the event that brings
+    the whole payment back records no refund of its own)."""
+    txn = getattr(sale, "transaction", None)
+    if sale.status != Checkout.Status.REFUNDED or txn is None:
+        return ""
+    listed = sum(r.amount_minor for r in refunds if r.landed_at is not None and r.status in Refund.LIVE_STATUSES)
+    rest = whole_refund_minor(txn=txn) - listed
+    return money_text(rest, sale.currency) if rest > 0 else ""
+
+
 def _paid_minor(sale: Checkout) -> int:
     """What the sale's payment was (its transaction's amount)."""
     return sale.transaction.amount_minor if getattr(sale, "transaction", None) else sale.amount_minor
 
 
-def _line_state(line: CheckoutLine, refund_of: dict[int, Refund]) -> tuple[str, str]:
-    """(CSS state, label) of an item on the sale page: its refund's progress, else its state."""
+def _line_state(line: CheckoutLine, refund_of: dict[int, Refund], *, sale_refunded: bool = False) -> tuple[str, str]:
+    """(CSS state, label) of an item on the sale page: its refund's progress, else its state (a
+    charged item of a refunded sale is refunded with the whole payment)."""
+    if sale_refunded and line.state == CheckoutLine.State.CONFIRMED:
+        return "refunded", "Refunded"
     refund = refund_of.get(line.refund_id) if line.refund_id else None
     if refund is None:
         return line.state, line.get_state_display()
@@ -159,6 +182,7 @@ def _render_sale(
     status: int = 200,
     ship_form: ShipForm | None = None,
     refund_form: RefundForm | None = None,
+    refund_refusal: list[str] | None = None,
 ) -> HttpResponse:
     shipping = getattr(sale, "shipping", None)
     refunds = selectors.refunds_of_sale(tenant_id=studio.tenant_id, checkout_id=sale.pk)
@@ -177,7 +201,7 @@ def _render_sale(
                 "label": _KIND_LABELS.get(line.kind, line.kind),
                 "unit": money_text(line.unit_amount_minor, line.currency),
                 "amount": money_text(line.amount_minor, line.currency),
-                "state": _line_state(line, refund_of),
+                "state": _line_state(line, refund_of, sale_refunded=sale.status == Checkout.Status.REFUNDED),
             }
             for line in sale.lines_by_position
         ],
@@ -192,14 +216,16 @@ def _render_sale(
             }
             for refund in refunds
         ],
-        "refund_form": (refund_form or RefundForm(offer_restock=_shippable(sale), items=items))
+        "refund_form": (refund_form or RefundForm(offer_restock=_restockable(sale, items), items=items))
         if offer_refund
         else None,
         "at_provider": any(r.reason == Refund.Reason.PROVIDER_PARTIAL for r in refunds),
+        "refunded_elsewhere": _refunded_elsewhere(sale, refunds),
         "payment_left": money_text(_paid_minor(sale) - partial_refunds_taken_minor(refunds), sale.currency),
         "refund_whole": not refunds and len(items) == len(charged),
         "refund_item_left": _item_left(sale, refunds, items),
         "refund_pick": len(items) > 1,
+        "refund_refusal": refund_refusal or [],
     }
     return render(request, "studio/sale_detail.html", context, status=status)
 
@@ -246,6 +272,22 @@ def sale_ship(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> H
     )
 
 
+def _rerender_refund(
+    request: HttpRequest, studio: Studio, sale: Checkout, *, form: RefundForm, status: int
+) -> HttpResponse:
+    """The sale page after a refused refund form: invalid input (400) shows the form as sent,
+    with its errors; a refusal of the service (409: the sale changed meanwhile, in another tab)
+    shows why, above a fresh form of what can still be refunded now (none if nothing can), so
+    its button never repeats the refused request."""
+    if status == 400:
+        return _render_sale(request, studio, sale, status=status, refund_form=form)
+    refusal = [str(message) for messages in form.errors.values() for message in messages]
+    current = _sale_or_404(request, studio, sale.pk)
+    if isinstance(current, HttpResponse):
+        return current
+    return _render_sale(request, studio, current, status=status, refund_refusal=refusal)
+
+
 @require_POST
 @studio_page(*REFUND_ROLES)
 def sale_refund(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) -> HttpResponse:
@@ -258,7 +300,7 @@ def sale_refund(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) ->
         return sale
     items = _refundable_items(sale, selectors.refunds_of_sale(tenant_id=studio.tenant_id, checkout_id=sale.pk))
     charged = [line.pk for line in sale.lines_by_position if line.state == CheckoutLine.State.CONFIRMED]
-    form = RefundForm(request.POST, offer_restock=_shippable(sale), items=items, order_lines=charged)
+    form = RefundForm(request.POST, offer_restock=_restockable(sale, items), items=items, order_lines=charged)
 
     def effect() -> str:
         refund = checkout_refund_request(
@@ -278,7 +320,7 @@ def sale_refund(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) ->
         studio,
         form=form,
         effect=effect,
-        rerender=lambda status: _render_sale(request, studio, sale, status=status, refund_form=form),
+        rerender=lambda status: _rerender_refund(request, studio, sale, form=form, status=status),
     )
 
 
