@@ -1,8 +1,9 @@
 """Refunds as the whole payment comes back around them: the whole-payment e-mail tells the whole
 payment, not a refund made moot or never sent; the sale page offers no refund once nothing of
-the payment is left; a refund whose provider call's worker died is asked again, not called never
-sent; an operator's retry racing the whole payment coming back waits for it and leaves nothing
-failed (real Postgres and Redis, the sandbox playing the provider)."""
+the payment is left; a refund whose provider call was cut short (it timed out, or its worker
+died) is asked again, not called never sent; an operator's retry racing the whole payment coming
+back waits for it and leaves nothing failed (real Postgres and Redis, the sandbox playing the
+provider)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from apps.commerce.errors import CheckoutNotRefundable
 from apps.commerce.models import Refund
 from apps.commerce.services import payment as payment_service
 from apps.commerce.services.payment import refund_retry, refund_submit
+from apps.payments.providers.base import ProviderError
 from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.fixtures import empty_broker, row_lock_strategy  # noqa: F401 - fixtures by name
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
@@ -94,7 +96,7 @@ def test_the_sale_page_does_not_offer_the_item_left_once_nothing_of_the_payment_
     )
 
 
-# --- a refund whose call's worker died is not called never sent ------------------------------
+# --- a refund whose call was cut short is not called never sent -------------------------------
 
 
 class WorkerKilled(BaseException):
@@ -102,36 +104,44 @@ class WorkerKilled(BaseException):
     nothing after the call runs, and the broker redelivers the message (acks late)."""
 
 
-def test_a_refund_made_by_a_call_whose_worker_died_is_not_called_never_sent(
-    studio: StudioPeople, sale: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "cut_short",
+    [
+        pytest.param(ProviderError("sandbox: read timed out", provider="sandbox", retryable=True), id="timed out"),
+        pytest.param(WorkerKilled(), id="worker died"),
+    ],
+)
+def test_a_refund_made_by_a_call_cut_short_is_not_called_never_sent(
+    studio: StudioPeople, sale: str, monkeypatch: pytest.MonkeyPatch, cut_short: BaseException
 ) -> None:
     # given: the download's refund (9.00) landed; the print's, the order's last item (25.00), is
-    # made by the provider, but the worker dies as the call returns, before writing anything
+    # made by the provider, but its call is cut short (a timeout, retried; or the worker dies as
+    # the call returns, before writing anything, and the broker redelivers), so it stays `requested`
     lines = lines_of(studio.org.pk, sale)
     confirmed(ask(studio, sale, [lines["download"].pk]), sale)
     printed = ask(studio, sale, [lines["print"].pk])
     real = payment_service.get_provider("sandbox")
 
-    class MadeThenKilled:
+    class MadeThenCutShort:
         def refund(self, **kwargs: Any) -> Any:
             real.refund(**kwargs)
-            raise WorkerKilled
+            raise cut_short
 
-    monkeypatch.setattr(payment_service, "get_provider", lambda name: MadeThenKilled())
-    with tenant_context(studio.org.pk), pytest.raises(WorkerKilled):
+    monkeypatch.setattr(payment_service, "get_provider", lambda name: MadeThenCutShort())
+    with tenant_context(studio.org.pk), pytest.raises(type(cut_short)):
         refund_submit(refund_id=printed.pk)
     monkeypatch.undo()
     # when: Stripe's charge.refunded (34.00 in all: the whole payment) arrives, and then the
-    # broker redelivers the print's message
+    # print's message runs again
     event(studio, sale, 3400)
     assert status_of(studio, sale) == "refunded"
     with tenant_context(studio.org.pk):
-        redelivered = refund_submit(refund_id=printed.pk)
+        again = refund_submit(refund_id=printed.pk)
     # then: the refund is what the provider says it is (made, with its id), not "never sent"
     made = [r["refund_id"] for r in sandbox_provider()._refunds(f"sbx_{sale}") if r["amount_minor"] == 2500]
-    assert (redelivered.status, redelivered.provider_refund_id) == ("submitted", made[0]), (
-        f"{redelivered.status!r} ({Refund.Status(redelivered.status).label}), provider refund id "
-        f"{redelivered.provider_refund_id!r}: the provider made it ({made[0]}) on the first call"
+    assert (again.status, again.provider_refund_id) == ("submitted", made[0]), (
+        f"{again.status!r} ({Refund.Status(again.status).label}), provider refund id "
+        f"{again.provider_refund_id!r}: the provider made it ({made[0]}) on its first call"
     )
 
 
