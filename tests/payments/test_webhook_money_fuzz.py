@@ -228,24 +228,32 @@ def test_strange_paid_events_never_pay_for_the_wrong_money(name: str, tenant_a, 
     deliver_and_process()
 
 
+def flutterwave_checkout(tenant: Any, shop: Any) -> str:
+    """A Flutterwave checkout of one download (EUR 9.00) waiting for its payment."""
+    checkout_id = post_checkout(
+        tenant.client(), checkout_body(shop, {"product": shop.download.pk}, provider="flutterwave")
+    ).json()["id"]
+    drain_outbox()
+    return checkout_id
+
+
+def flutterwave_delivers(body: bytes) -> None:
+    """Flutterwave's signed webhook delivery of `body`, processed by the consumer."""
+    assert post("flutterwave", body, sign.flutterwave_headers(body)).status_code == 200
+    drain_outbox(topics={"webhook.received"})
+
+
 def test_a_failed_flutterwave_attempt_leaves_the_checkout_open_for_the_shoppers_next_try(
     tenant_a, shop, flutterwave_api
 ) -> None:
     # given: a Flutterwave checkout; on the hosted page the shopper's first card is declined
-    checkout_id = post_checkout(
-        tenant_a.client(), checkout_body(shop, {"product": shop.download.pk}, provider="flutterwave")
-    ).json()["id"]
-    drain_outbox()
-    declined = sign.flutterwave_charge_completed(checkout_id=checkout_id, status="failed")
-    assert post("flutterwave", declined, sign.flutterwave_headers(declined)).status_code == 200
-    drain_outbox(topics={"webhook.received"})
+    checkout_id = flutterwave_checkout(tenant_a, shop)
+    flutterwave_delivers(sign.flutterwave_charge_completed(checkout_id=checkout_id, status="failed"))
     # then: the checkout still awaits payment (its stock kept), nothing refunded
     with tenant_context(tenant_a.org.pk):
         assert Checkout.objects.get(pk=checkout_id).status == Checkout.Status.AWAITING_PAYMENT
     # when: the next card is charged under the same tx_ref
-    charged = sign.flutterwave_charge_completed(checkout_id=checkout_id)
-    assert post("flutterwave", charged, sign.flutterwave_headers(charged)).status_code == 200
-    drain_outbox(topics={"webhook.received"})
+    flutterwave_delivers(sign.flutterwave_charge_completed(checkout_id=checkout_id))
     # then: paid and fulfilled, with no refund
     with tenant_context(tenant_a.org.pk):
         assert Checkout.objects.get(pk=checkout_id).status == Checkout.Status.PAID
@@ -257,19 +265,12 @@ def test_a_flutterwave_refund_naming_no_currency_is_read_in_the_payments_currenc
     tenant_a, shop, flutterwave_api
 ) -> None:
     # given: a paid Flutterwave checkout of one download (EUR 9.00)
-    checkout_id = post_checkout(
-        tenant_a.client(), checkout_body(shop, {"product": shop.download.pk}, provider="flutterwave")
-    ).json()["id"]
-    drain_outbox()
-    charged = sign.flutterwave_charge_completed(checkout_id=checkout_id)
-    assert post("flutterwave", charged, sign.flutterwave_headers(charged)).status_code == 200
-    drain_outbox(topics={"webhook.received"})
+    checkout_id = flutterwave_checkout(tenant_a, shop)
+    flutterwave_delivers(sign.flutterwave_charge_completed(checkout_id=checkout_id))
     # when: the studio refunds 4.00 in Flutterwave's dashboard, and its refund.completed names no
     # currency (as Flutterwave's refund objects may not)
     refund = {"id": 609_777, "amount_refunded": 4, "status": "completed", "tx_ref": checkout_id}
-    body = json.dumps({"event": "refund.completed", "data": refund}).encode()
-    assert post("flutterwave", body, sign.flutterwave_headers(body)).status_code == 200
-    drain_outbox(topics={"webhook.received"})
+    flutterwave_delivers(json.dumps({"event": "refund.completed", "data": refund}).encode())
     # then: 4.00 EUR went back, recorded as refunded at the provider; the order is still paid and
     # its download still the shopper's (it was not read as the whole payment)
     with tenant_context(tenant_a.org.pk):
