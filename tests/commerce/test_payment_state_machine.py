@@ -256,6 +256,37 @@ def test_late_payment_after_expiry_is_refunded_through_the_adapter(tenant_a, sho
     assert shop_a.stock_quantity() == 10
 
 
+def test_a_late_payment_partly_refunded_in_the_dashboard_ends_refunded_with_nothing_failed(tenant_a, shop_a):
+    # given: a checkout paid after it expired; its late-payment refund is not sent yet
+    checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "print", "quantity": 2}))
+    assert checkouts_expire_due(now=timezone.now() + timedelta(hours=1)) == 1
+    deliver([sandbox_paid(str(checkout.pk))])
+    drain_outbox(topics={"webhook.received"})
+    # when: the studio refunds 10.00 of it in the provider's dashboard first, so the provider
+    # refuses Darkroom's refund of the whole amount
+    reference = f"sbx_{checkout.pk}"
+    made = sandbox_provider().refund(reference=reference, amount_minor=1000, idempotency_key="dashboard-1")
+    drain_outbox(topics={"payment.refund_requested"})
+    with tenant_context(tenant_a.org.pk):
+        assert Refund.objects.get(reason="late_payment").status == "failed"
+    deliver([sandbox_provider().refunded_event(reference=reference, refund_id=made.refund_id)])
+    drain_outbox()
+    # then: the 10.00 is recorded as refunded at the provider
+    with tenant_context(tenant_a.org.pk):
+        parts = list(Refund.objects.filter(reason="provider_partial").values_list("amount_minor", flat=True))
+    assert parts == [1000]
+    # when: the studio refunds the rest in the dashboard
+    rest = sandbox_provider().refund(
+        reference=reference, amount_minor=checkout.amount_minor - 1000, idempotency_key="dashboard-2"
+    )
+    deliver([sandbox_provider().refunded_event(reference=reference, refund_id=rest.refund_id)])
+    drain_outbox()
+    # then: the payment is refunded whole and nothing is left failed (the refused refund is moot)
+    assert state(tenant_a, checkout.pk)["transaction"] == "refunded"
+    with tenant_context(tenant_a.org.pk):
+        assert Refund.objects.get(reason="late_payment").status == "not_needed"
+
+
 def test_charged_amount_differing_from_the_checkout_is_refunded_not_fulfilled(tenant_a, shop_a):
     checkout = open_checkout(tenant_a, shop_a, *lines_of(shop_a, {"product": "download"}))
     wrong = build_event(

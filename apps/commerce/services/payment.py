@@ -555,7 +555,8 @@ def transaction_apply_refund(
     whole = whole_refund_minor(txn=txn)
     if fact.amount_minor >= whole:
         return apply_fact_locked(checkout=checkout, fact=fact, now=now)
-    paid = txn.status == Transaction.Status.PAID and checkout.status == Checkout.Status.PAID
+    # Charged and not refunded whole: a sale, or a payment Darkroom gives back (late, mismatched).
+    paid = txn.status == Transaction.Status.PAID
     partials = _partial_refunds_locked(txn) if paid else []
     # A refund of the payment (an item refund, the whole order's) awaits the provider's answer:
     # money an event reports beyond the known refunds may be its.
@@ -589,7 +590,8 @@ def transaction_apply_refund(
             fact=fact,
             provider_refund_id=provider_refund_id,
             now=now,
-            tell_shopper=back + at_provider < whole,
+            # (a payment Darkroom gives back whole gets one e-mail once it is all back)
+            tell_shopper=back + at_provider < whole and checkout.status == Checkout.Status.PAID,
         )
     if back + at_provider >= whole:  # the order's last items, or the rest of it: the whole payment is back
         whole_outcome = apply_fact_locked(checkout=checkout, fact=fact, now=now)
