@@ -36,7 +36,8 @@ _WHY: dict[str, str] = {
     Refund.Reason.NOT_FULFILLABLE: "There was nothing left to deliver for your order, so the payment was given back.",
     Refund.Reason.AMOUNT_MISMATCH: "The amount charged did not match your order, so the payment was given back.",
     Refund.Reason.STUDIO_PARTIAL: "{studio} refunded these items of your order:",
-    Refund.Reason.PROVIDER_PARTIAL: "{studio} refunded part of your payment.",
+    # Made at the provider: a studio's refund in its dashboard, or the provider's own reversal (PayPal).
+    Refund.Reason.PROVIDER_PARTIAL: "Part of your payment was refunded through the payment provider.",
     Refund.Reason.PHOTO_WITHDRAWN: (
         "{studio} withdrew a photo in your order before it was paid, so the order was closed and the payment "
         "was given back."
