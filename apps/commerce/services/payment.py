@@ -557,18 +557,19 @@ def transaction_apply_refund(
         return apply_fact_locked(checkout=checkout, fact=fact, now=now)
     # Charged and not refunded whole: a sale, or a payment Darkroom gives back (late, mismatched).
     paid = txn.status == Transaction.Status.PAID
-    partials = _partial_refunds_locked(txn) if paid else []
+    # Every refund of the payment, locked in the order `checkout_refund_request` locks them.
+    refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk")) if paid else []
+    partials = [r for r in refunds if r.reason in Refund.PARTIAL_REASONS]
     # A refund of the payment (an item refund, the whole order's) awaits the provider's answer:
     # money an event reports beyond the known refunds may be its.
-    awaited = paid and Refund.objects.filter(transaction=txn, status=Refund.Status.REQUESTED).exists()
+    awaited = any(r.status == Refund.Status.REQUESTED for r in refunds)
     landing = _refunds_confirmed(
         partials=partials, fact=fact, provider_refund_id=provider_refund_id, answer_awaited=awaited
     )
     back = sum(r.amount_minor for r in partials if r.landed_at is not None or r in landing)
     at_provider = (
         _refunded_at_provider_minor(
-            txn=txn,
-            partials=partials,
+            refunds=refunds,
             landing=landing,
             back=back,
             fact=fact,
@@ -608,8 +609,7 @@ def transaction_apply_refund(
 
 def _refunded_at_provider_minor(
     *,
-    txn: Transaction,
-    partials: list[Refund],
+    refunds: list[Refund],
     landing: list[Refund],
     back: int,
     fact: PaymentFact,
@@ -617,8 +617,8 @@ def _refunded_at_provider_minor(
     refund_amount_minor: int | None,
 ) -> int:
     """How much of a partial refund event no refund of Darkroom's explains (0: all of it is
-    explained), i.e. what the studio refunded in the provider's dashboard. `back`: what the
-    partial refunds landed so far and `landing` give back.
+    explained), i.e. what the studio refunded in the provider's dashboard. `refunds`: the
+    payment's; `back`: what the partial refunds landed so far and `landing` give back.
 
     An event naming a refund: that refund's own amount when Darkroom has no refund with its id
     (`_refunds_confirmed` has already asked to wait while a refund awaits the provider's
@@ -628,15 +628,12 @@ def _refunded_at_provider_minor(
     dashboard's part then)."""
     assert fact.amount_minor is not None
     if provider_refund_id:
-        if Refund.objects.filter(provider_refund_id=provider_refund_id).exists():
+        if any(r.provider_refund_id == provider_refund_id for r in refunds):
             return 0
         own = refund_amount_minor if refund_amount_minor is not None else fact.amount_minor - back
         return max(own, 0)
-    awaiting = Refund.objects.filter(transaction=txn, landed_at__isnull=True, status__in=Refund.LIVE_STATUSES).exclude(
-        pk__in=[r.pk for r in landing]
-    )
-    if awaiting.exists():
-        return 0
+    if any(r.landed_at is None and r.status in Refund.LIVE_STATUSES and r not in landing for r in refunds):
+        return 0  # a refund awaits landing
     return max(fact.amount_minor - back, 0)
 
 
@@ -875,7 +872,7 @@ def _refund_lines_chosen(
     or supersedes it)."""
     refund_of = {r.pk: r for r in refunds}
     if line_ids is None:
-        chosen = [line for line in lines if line.refund_id is None or line.refund_id in _refused(refunds)]
+        chosen = refundable_lines(lines, refunds)
         if not chosen:
             raise RefundAlreadyRequested("Every item of this order is refunded or being refunded.")
         return chosen
@@ -886,11 +883,7 @@ def _refund_lines_chosen(
         raise RefundLinesInvalid(
             "Name each item to refund once, among the order's charged items"
             + (f" (not one of them: {', '.join(map(str, unknown))})." if unknown else "."),
-            extra={
-                "refundable_line_ids": [
-                    line.pk for line in lines if line.refund_id is None or line.refund_id in _refused(refunds)
-                ]
-            },
+            extra={"refundable_line_ids": [line.pk for line in refundable_lines(lines, refunds)]},
         )
     chosen = [by_id[line_id] for line_id in sorted(wanted, key=lambda i: by_id[i].position)]
     taken = [line for line in chosen if line.refund_id is not None]
@@ -906,6 +899,17 @@ def _refund_lines_chosen(
 
 def _refused(refunds: Iterable[Refund]) -> set[int]:
     return {r.pk for r in refunds if r.status == Refund.Status.FAILED}
+
+
+def refundable_lines(lines: Iterable[CheckoutLine], refunds: Iterable[Refund]) -> list[CheckoutLine]:
+    """The charged lines of `lines` not refunded yet: no refund names them, or only one the
+    provider refused (they may be asked for again). The sale page offers the same."""
+    refused = _refused(refunds)
+    return [
+        line
+        for line in lines
+        if line.state == CheckoutLine.State.CONFIRMED and (line.refund_id is None or line.refund_id in refused)
+    ]
 
 
 def _last_items(*, lines: list[CheckoutLine], chosen_ids: set[int], refunds: list[Refund]) -> bool:

@@ -28,6 +28,7 @@ from apps.commerce.services.payment import (
     items_refund_minor,
     other_refund_under_way,
     partial_refunds_taken_minor,
+    refundable_lines,
     whole_refund_minor,
 )
 from apps.ledger.models import LedgerEvent
@@ -106,15 +107,9 @@ def _refundable_items(sale: Checkout, refunds: list[Refund]) -> list[tuple[int, 
     the provider refused may be asked for again); none while a whole-order refund is under way."""
     if sale.status != Checkout.Status.PAID:
         return []
-    status_of = {r.pk: r.status for r in refunds}
     if other_refund_under_way(refunds) or _paid_minor(sale) - partial_refunds_taken_minor(refunds) <= 0:
         return []  # a whole refund under way, or nothing of the payment left to give back
-    return [
-        (line.pk, _item_label(line))
-        for line in sale.lines_by_position
-        if line.state == CheckoutLine.State.CONFIRMED
-        and (line.refund_id is None or status_of.get(line.refund_id) == Refund.Status.FAILED)
-    ]
+    return [(line.pk, _item_label(line)) for line in refundable_lines(sale.lines_by_position, refunds)]
 
 
 def _item_label(line: CheckoutLine, amount_minor: int | None = None) -> str:
