@@ -61,7 +61,7 @@ run: db
 
 # --dist worksteal: a pytest worker that runs out of tests takes half of the other's queue, so the
 # run does not end with one worker idle behind the other's last long tests (the bench smoke is 80 s).
-test: services browser wrk
+test: services browser wrk promtool
 	@$(PY) manage.py db_bootstrap
 	@echo "==> pytest ($(PYTEST_WORKERS) workers) against real PostgreSQL and Redis"
 	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
@@ -86,6 +86,20 @@ wrk:
 	  as_root=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
 	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; \
+	fi
+
+# Debian's promtool (package `prometheus`), which checks the alerting rules, their unit tests and
+# the scrape config in config/prometheus (tests/ops/test_alert_rules.py); installed with apt-get
+# only when missing. The package also installs a Prometheus server: it is disabled and stopped.
+.PHONY: promtool
+promtool:
+	@if [ ! -x /usr/bin/promtool ]; then \
+	  echo "==> promtool: installing Debian's prometheus package for the alerting-rule tests (apt-get)"; \
+	  as_root=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	  if [ -d /run/systemd/system ]; then $$as_root systemctl disable --now prometheus; \
+	  else $$as_root update-rc.d prometheus disable; $$as_root /etc/init.d/prometheus stop; fi; \
 	fi
 
 lint: setup

@@ -7,10 +7,11 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        from apps.ops import ratelimit  # noqa: F401 - registers its system check
+        from apps.ops import ratelimit  # registers its system check
         from apps.ops.broker import collect_broker_metrics
         from apps.ops.killswitch import collect_kill_switch_metrics
         from apps.ops.metrics import register_collector
 
         register_collector(collect_broker_metrics)
         register_collector(collect_kill_switch_metrics)
+        register_collector(ratelimit.collect_rate_limit_metrics)

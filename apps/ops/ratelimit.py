@@ -14,8 +14,12 @@ count the ones that matter (webhook refusals), or count every attempt up front a
 key's count when an attempt turns out not to matter (`rate_limit_reset`: the studio sign-in
 clears a username's failed attempts when one succeeds).
 Limits: `RATE_LIMIT_DEFAULT` for every endpoint, `RATE_LIMITS` per URL name. If Redis is
-unreachable the limiter lets requests through (logged, counted in
-`darkroom_rate_limiter_errors_total`): it protects capacity, it does not decide correctness.
+unreachable the limiter lets requests through (logged): it protects capacity, it does not
+decide correctness.
+
+Refusals are counted per limit in a Redis hash (`darkroom_rate_limited_total{limit}` at
+/metrics, every limit from 0), so every web process's refusals add up in one scrape; a
+process-local counter would show only the scraped process's own.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,15 +36,14 @@ from django.conf import settings
 from django.core.checks import Error, register
 from django.urls import URLPattern, URLResolver, get_resolver
 from django_redis import get_redis_connection
-from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily, Metric
 from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 logger = logging.getLogger("darkroom.ratelimit")
 
-REFUSED = Counter("darkroom_rate_limited_total", "API requests refused by the rate limiter (429).")
-ERRORS = Counter("darkroom_rate_limiter_errors_total", "Rate-limiter checks that failed open (Redis unreachable).")
+REFUSED_COUNTER_KEY = "ratelimit:refused_total"  # a Redis hash: limit name -> requests refused
 
 # KEYS[1]: the limit's base key (with a hash tag). ARGV: limit, window in ms, and "0" to only
 # look (admit or refuse without counting) or "1" to count an admitted request.
@@ -132,32 +135,74 @@ def rate_limit_check(*, key: str, rate: Rate, count: bool = True) -> Decision:
     )
 
 
-def rate_limit_wait(*, key: str, rate: Rate, count: bool = True) -> int:
+def rate_limit_wait(*, key: str, rate: Rate, limit: str, count: bool = True) -> int:
     """Count one request against `key`: 0 when admitted, else the seconds to wait (with
     `count=False`, only look: for limits that count failures, checked before the work). Fails
-    open: an unreachable Redis admits the request (logged, `darkroom_rate_limiter_errors_total`);
-    a refusal is counted in `darkroom_rate_limited_total`."""
+    open: an unreachable Redis admits the request (logged). A refusal is counted under `limit`
+    (the limit's name: an API URL name or a page rate setting's) in `darkroom_rate_limited_total`."""
     try:
         decision = rate_limit_check(key=key, rate=rate, count=count)
     except RedisError:
-        ERRORS.inc()
         logger.warning("rate limiter unavailable; request let through", extra={"key": key}, exc_info=True)
         return 0
     if decision.admitted:
         return 0
-    REFUSED.inc()
+    _count_refusal(limit)
     return decision.retry_after_seconds
+
+
+def _refused_counter_key() -> str:
+    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+    return f"{prefix}:{REFUSED_COUNTER_KEY}"
+
+
+def _count_refusal(limit: str) -> None:
+    """One more refusal under `limit` (refusals only, so no cost on admitted requests). A lost
+    count is a lost metric, never a wrong answer: Redis errors are logged, not raised."""
+    try:
+        get_redis_connection("default").hincrby(_refused_counter_key(), limit, 1)
+    except RedisError:
+        logger.warning("rate limiter refusal not counted (redis)", extra={"limit": limit}, exc_info=True)
+
+
+def rate_limit_names() -> list[str]:
+    """Every limit a refusal can be counted under: the throttled API endpoints' URL names and
+    the pages' rate settings (as `page_limit_name` spells them)."""
+    api = _throttled_url_names(get_resolver().url_patterns)
+    return sorted(api | {page_limit_name(setting) for setting in PAGE_RATE_SETTINGS})
+
+
+def page_limit_name(setting: str) -> str:
+    """The metric's name of a page limit: its setting without `_RATE`, in lower case
+    (STUDIO_LOGIN_RATE: studio_login)."""
+    return setting.removesuffix("_RATE").lower()
+
+
+def collect_rate_limit_metrics() -> Iterator[Metric]:
+    """darkroom_rate_limited_total{limit}: requests refused per limit, every known limit from 0
+    (so a first refusal is an increase), plus any other name Redis holds."""
+    try:
+        raw = get_redis_connection("default").hgetall(_refused_counter_key())
+    except RedisError:
+        logger.warning("rate limiter metrics unavailable (redis)", exc_info=True)
+        return
+    refused = {name.decode(): int(value) for name, value in raw.items()}
+    family = CounterMetricFamily(
+        "darkroom_rate_limited", "Requests refused by the rate limiter (429), per limit.", labels=["limit"]
+    )
+    for name in sorted(set(rate_limit_names()) | set(refused)):
+        family.add_metric([name], refused.get(name, 0))
+    yield family
 
 
 def rate_limit_reset(*, key: str, rate: Rate) -> None:
     """Forget every request counted against `key` under `rate`: the next one starts a fresh
     budget. Fails open like the check: an unreachable Redis leaves the count (logged,
-    `darkroom_rate_limiter_errors_total`)."""
+    logged)."""
     try:
         client = get_redis_connection("default")
         client.register_script(RESET_LUA)(keys=[_base_key(key)], args=[rate.window_seconds * 1000])
     except RedisError:
-        ERRORS.inc()
         logger.warning("rate limiter unavailable; count not reset", extra={"key": key}, exc_info=True)
 
 
@@ -176,7 +221,10 @@ def setting_rate_wait(*checks: tuple[str, str], count: bool = True) -> int:
     if not settings.RATE_LIMIT_ENABLED:
         return 0
     return max(
-        rate_limit_wait(key=key, rate=Rate.parse(str(getattr(settings, name))), count=count) for key, name in checks
+        rate_limit_wait(
+            key=key, rate=Rate.parse(str(getattr(settings, name))), limit=page_limit_name(name), count=count
+        )
+        for key, name in checks
     )
 
 
@@ -209,7 +257,8 @@ class TenantRateThrottle(BaseThrottle):
         match = request.resolver_match
         endpoint = match.route if match else request.path
         key = f"t{tenant_id}:{caller}:{endpoint}"
-        wait = rate_limit_wait(key=key, rate=rate_for(match.url_name if match else None))
+        url_name = match.url_name if match else None
+        wait = rate_limit_wait(key=key, rate=rate_for(url_name), limit=url_name or "unnamed")
         if not wait:
             return True
         self._wait = wait

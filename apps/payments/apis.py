@@ -35,7 +35,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apps.core.client_address import rate_limit_address
 from apps.core.problems import problem_response
-from apps.ops.ratelimit import Rate, rate_limit_wait
+from apps.ops.ratelimit import Rate, page_limit_name, rate_limit_wait
 from apps.payments.providers.base import (
     PaymentProvider,
     UnknownProviderError,
@@ -55,7 +55,12 @@ def _refusals(request: HttpRequest, provider: str, *, count: bool) -> int:
     if not settings.RATE_LIMIT_ENABLED:
         return 0
     key = f"webhook-refusals:{provider}:{rate_limit_address(request)}"
-    return rate_limit_wait(key=key, rate=Rate.parse(settings.WEBHOOK_REFUSAL_RATE), count=count)
+    return rate_limit_wait(
+        key=key,
+        rate=Rate.parse(settings.WEBHOOK_REFUSAL_RATE),
+        limit=page_limit_name("WEBHOOK_REFUSAL_RATE"),
+        count=count,
+    )
 
 
 def _verification_fetches(adapter: PaymentProvider, headers: dict[str, str]) -> bool:

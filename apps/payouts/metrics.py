@@ -12,6 +12,7 @@
   `unknown_payout` names no payout of ours (a transfer made outside Darkroom on the same account,
   or a payout id lost): a rise is worth a look in the admin's webhook events (ignored);
   `needs_review` is a provider contradicting or doubting a payout (alert, like the gauge above).
+  Every provider and outcome is reported from 0.
 * darkroom_payout_batch_running_seconds: how long the running batch has run (0 when none); a
   batch running for much longer than the lease TTL was left by a crashed runner, and the next
   scheduled or requested run finishes it.
@@ -21,11 +22,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from itertools import product
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from apps.payments.providers.registry import PROVIDER_NAMES
 from apps.payouts.models import Payout
 from apps.payouts.selectors import payout_stats, payout_webhook_counts
+from apps.payouts.services import PAYOUT_EVENT_OUTCOMES
 from apps.tenancy.context import system_context
 
 logger = logging.getLogger("darkroom.payouts.metrics")
@@ -68,8 +72,10 @@ def collect_payout_metrics() -> Iterable[Metric]:
         "Payout webhooks processed, by provider and what they did to the payout.",
         labels=["provider", "outcome"],
     )
-    for (provider, outcome), count in sorted(webhooks.items()):
-        counter.add_metric([provider, outcome], count)
+    # Every provider and outcome from 0, so the first `unknown_payout` or `needs_review` is an
+    # increase a rule can see (a series that appears at 1 has no increase to show).
+    for provider, outcome in sorted({*product(PROVIDER_NAMES, PAYOUT_EVENT_OUTCOMES), *webhooks}):
+        counter.add_metric([provider, outcome], webhooks.get((provider, outcome), 0))
     yield counter
     yield GaugeMetricFamily(
         "darkroom_payout_batch_running_seconds",

@@ -359,7 +359,10 @@ def test_a_bad_signature_is_refused_with_a_problem_and_writes_nothing(
 
 
 def test_an_event_for_an_unknown_payout_is_recorded_ignored_and_counted(studio: Organization) -> None:
-    # given: a transfer Darkroom did not make (another integration on the same Stripe account)
+    # given: a transfer Darkroom did not make (another integration on the same Stripe account),
+    # and the counter already reported at 0, so that its first event is an increase
+    unknown_at_stripe = 'darkroom_payout_webhooks_total{outcome="unknown_payout",provider="stripe"}'
+    assert f"{unknown_at_stripe} 0.0" in render().decode()
     body = stripe_transfer_event(
         "transfer.reversed", transfer_id="tr_1NotOurs", payout_id=str(uuid.uuid4()), amount_reversed=AMOUNT
     )
@@ -376,7 +379,9 @@ def test_an_event_for_an_unknown_payout_is_recorded_ignored_and_counted(studio: 
         "unknown_payout",
     )
     assert event.outcome.startswith("unknown payout") and event.error == ""
-    assert 'darkroom_payout_webhooks_total{outcome="unknown_payout",provider="stripe"} 1.0' in render().decode()
+    metrics = render().decode()
+    assert f"{unknown_at_stripe} 1.0" in metrics
+    assert 'darkroom_payout_webhooks_total{outcome="needs_review",provider="paypal"} 0.0' in metrics
 
 
 def test_an_event_naming_our_payout_with_another_transfer_is_not_applied(
