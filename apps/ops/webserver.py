@@ -3,7 +3,10 @@
 `inventory_bench` (Locust) and `http_write_bench` (wrk) drive their load at it. The shape is
 theirs to pick; both default to 2 gthread workers x 8 threads. The environment comes from this
 process (so `disable_for_benchmark()`, called first, switches the rate limiter off for it too),
-with DEBUG off (DEBUG records every query) and warnings-only logs.
+with DEBUG off (DEBUG records every query) and warnings-only logs. It runs as the Procfile's web
+does, with `config/gunicorn_conf.py` and a PROMETHEUS_MULTIPROC_DIR of its own (a temporary
+directory, removed afterwards): the benchmarks measure the HTTP metrics' cost as production pays
+it, and the server's /metrics adds up its workers' requests.
 """
 
 from __future__ import annotations
@@ -62,10 +65,22 @@ def web_env(**extra: str) -> dict[str, str]:
     }
 
 
+def gunicorn_argv(*, port: int, workers: int, threads: int) -> list[str]:
+    """The command line of a loopback gunicorn (gthread) serving the project's WSGI app with the
+    web's configuration file; its environment must set PROMETHEUS_MULTIPROC_DIR."""
+    return [
+        str(Path(sys.executable).parent / "gunicorn"),
+        *"-c config/gunicorn_conf.py config.wsgi:application".split(),
+        *f"--bind 127.0.0.1:{port} --workers {workers} --threads {threads}".split(),
+        *"--worker-class gthread --log-level warning --timeout 60".split(),
+    ]
+
+
 @dataclass(frozen=True)
 class WebServer:
     process: subprocess.Popen[bytes]
     port: int
+    metrics_dir: Path  # its PROMETHEUS_MULTIPROC_DIR
 
     @property
     def url(self) -> str:
@@ -82,19 +97,19 @@ def gunicorn(
     before the exception propagates."""
     base = Path(settings.BASE_DIR)
     port = free_port()
-    argv = [
-        str(Path(sys.executable).parent / "gunicorn"),
-        "config.wsgi:application",
-        *f"--bind 127.0.0.1:{port} --workers {workers} --threads {threads}".split(),
-        *"--worker-class gthread --log-level warning --timeout 60".split(),
-    ]
+    argv = gunicorn_argv(port=port, workers=workers, threads=threads)
+    metrics_dir = tempfile.TemporaryDirectory(prefix="darkroom-web-metrics-")
     output = tempfile.TemporaryFile()
     process = subprocess.Popen(  # noqa: S603 - our own virtualenv's gunicorn, loopback only
-        argv, cwd=base, env=env, stdout=subprocess.DEVNULL, stderr=output
+        argv,
+        cwd=base,
+        env={**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir.name},
+        stdout=subprocess.DEVNULL,
+        stderr=output,
     )
     try:
         wait_ready(f"http://127.0.0.1:{port}/healthz", process)
-        yield WebServer(process=process, port=port)
+        yield WebServer(process=process, port=port, metrics_dir=Path(metrics_dir.name))
     except Exception:
         output.seek(0)
         log.error("gunicorn output: %s", output.read()[-3000:].decode(errors="replace"))
@@ -105,4 +120,6 @@ def gunicorn(
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
         output.close()
+        metrics_dir.cleanup()

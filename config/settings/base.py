@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: times and counts every answer, those of the middleware below included.
+    "apps.ops.http_metrics.HttpMetricsMiddleware",
     "apps.core.middleware.RequestIdMiddleware",
     "apps.core.middleware.ApiNotFoundMiddleware",
     "apps.core.middleware.BodySizeLimitMiddleware",

@@ -192,11 +192,13 @@ def _runbooks() -> set[str]:
 
 
 @pytest.fixture
-def exported(settings: Any) -> dict[str, dict[str, set[str]]]:
+def exported(settings: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, set[str]]]:
     """Every sample name of a real scrape of /metrics, with each label's values.
 
     Made after rows whose labels appear only once such a row exists: a failed payment webhook
-    event and a payout webhook that named no payout of ours."""
+    event and a payout webhook that named no payout of ours; and after requests, since the HTTP
+    series appear with their first answer: one to an API route and one answered 500 (the home
+    page, its rendering made to fail)."""
     with system_context("test: alert rules"):
         for status, outcome in ((WebhookEvent.Status.FAILED, ""), (WebhookEvent.Status.IGNORED, "unknown_payout")):
             WebhookEvent.objects.create(
@@ -208,8 +210,16 @@ def exported(settings: Any) -> dict[str, dict[str, set[str]]]:
                 status=status,
                 payout_outcome=outcome,
             )
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a server error for the alert rules' scrape")
+
+    monkeypatch.setattr("apps.ops.views.render", fail)
+    client = Client(raise_request_exception=False)
+    assert client.get("/api/v1/events").status_code == 401
+    assert client.get("/").status_code == 500
     settings.METRICS_BEARER_TOKEN = "alert-rules-scrape-token"
-    response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer alert-rules-scrape-token")
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer alert-rules-scrape-token")
     assert response.status_code == 200
     samples: dict[str, dict[str, set[str]]] = {}
     for family in text_string_to_metric_families(response.content.decode()):

@@ -72,6 +72,7 @@ from apps.core.polling import wait_until
 from apps.ledger.models import LedgerEvent
 from apps.ops.broker import broker_queue_depths
 from apps.ops.ratelimit import disable_for_benchmark
+from apps.ops.webserver import gunicorn_argv
 from apps.outbox.selectors import outbox_stats
 from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import PaymentStatus
@@ -198,13 +199,13 @@ def _child_env() -> dict[str, str]:
     }
 
 
-def _spawn(name: str, argv: list[str], log_dir: Path) -> subprocess.Popen[bytes]:
+def _spawn(name: str, argv: list[str], log_dir: Path, **env: str) -> subprocess.Popen[bytes]:
     with (log_dir / f"{name}.log").open("wb") as log:
         # Own session: on a stuck shutdown the whole group (prefork children too) is killed.
         return subprocess.Popen(  # noqa: S603 - our own virtualenv's executables, fixed arguments
             argv,
             cwd=settings.BASE_DIR,
-            env=_child_env(),
+            env={**_child_env(), **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -226,21 +227,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def running_stack(*, web_workers: int, web_threads: int, worker_concurrency: int) -> Iterator[Stack]:
     """gunicorn (127.0.0.1, free port), the outbox relay and a Celery worker on every queue."""
     python = sys.executable
-    bin_dir = Path(python).parent
     port = _free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="darkroom-loadtest-"))
     stack = Stack(base_url=f"http://127.0.0.1:{port}", log_dir=log_dir)
     connections.close_all()  # nothing of ours is shared with the children
     try:
+        # As the Procfile's web runs (config/gunicorn_conf.py, its workers' HTTP metrics in files).
         stack.processes["gunicorn"] = _spawn(
             "gunicorn",
-            [
-                str(bin_dir / "gunicorn"),
-                "config.wsgi:application",
-                *f"--bind 127.0.0.1:{port} --workers {web_workers} --threads {web_threads}".split(),
-                *"--worker-class gthread --log-level warning --timeout 60".split(),
-            ],
+            gunicorn_argv(port=port, workers=web_workers, threads=web_threads),
             log_dir,
+            PROMETHEUS_MULTIPROC_DIR=str(log_dir / "web-metrics"),
         )
         stack.processes["worker"] = _spawn(
             "worker",

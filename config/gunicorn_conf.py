@@ -1,0 +1,58 @@
+"""gunicorn's configuration file for the web (`gunicorn -c config/gunicorn_conf.py ...`: the
+Procfile, docker-compose and `apps.ops.webserver`): the hooks of prometheus_client's multiprocess
+mode, so that the HTTP request metrics of every worker process add up at /metrics
+(`apps.ops.metrics`). The server's shape (bind, workers, threads, timeout) stays on the command
+line.
+
+PROMETHEUS_MULTIPROC_DIR must be set in gunicorn's environment by whoever starts it (a shell
+line, compose's environment): prometheus_client decides at import whether a process writes its
+values there, and a worker inherits the environment gunicorn was started with. Each worker
+writes one file per metric type, named after its pid; a scrape adds up every file there.
+
+* `when_ready`: creates the directory and empties it of the previous run's files (else a run
+  would start from the last one's counts, its dead workers' included). It runs once the
+  listening socket is bound, before the first worker starts: a second server that fails to bind
+  the same address stops before touching the running one's files.
+* `child_exit`: `mark_process_dead` forgets a dead worker's live gauges (the requests in
+  progress it would otherwise report for ever). Its counters and histograms stay, so what it
+  counted is not lost from the totals: a counter never goes back when a worker dies.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+# prometheus_client's own file names: `<type>_<pid>.db` and `gauge_<mode>_<pid>.db`.
+METRIC_FILE_PATTERNS = ("counter_*.db", "histogram_*.db", "summary_*.db", "gauge_*.db")
+
+
+def multiproc_dir() -> Path:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if not path:
+        raise RuntimeError(
+            "PROMETHEUS_MULTIPROC_DIR is not set: set it to a directory for this server's metric files"
+            " (the Procfile uses var/prometheus/web-<DARKROOM_DB_NAME>), else each worker process"
+            " counts only its own requests and /metrics shows whichever one answers"
+        )
+    return Path(path)
+
+
+def when_ready(server: Any) -> None:
+    directory = multiproc_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    # Only prometheus_client's files: the variable may name a directory that holds others.
+    stale = [file for pattern in METRIC_FILE_PATTERNS for file in directory.glob(pattern)]
+    for file in stale:
+        file.unlink()
+    server.log.info("metrics of the worker processes in %s (%d stale files removed)", directory, len(stale))
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # Imported here, not at the top: gunicorn reads this file before it applies `-e` variables,
+    # prometheus_client fixes its mode when first imported, and forked workers inherit the
+    # master's imported modules. By the first child_exit the environment is final.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, path=str(multiproc_dir()))

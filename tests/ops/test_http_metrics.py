@@ -1,0 +1,299 @@
+"""HTTP request metrics (`apps.ops.http_metrics`): what the middleware counts and times, read
+from /metrics; and under a real gunicorn with two worker processes, that the counts add up
+across the workers (prometheus_client's multiprocess mode) and survive a worker killed by the
+kernel, while the killed worker's requests in progress are forgotten (`child_exit`).
+
+The in-process test runs without PROMETHEUS_MULTIPROC_DIR (the metrics live in this process's
+registry, as under runserver); the gunicorn test starts the server as `apps.ops.webserver` does
+for the benchmarks, with `config/gunicorn_conf.py` and a metrics directory of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.test import APIClient
+
+from apps.ops.webserver import WebServer, gunicorn, web_env
+from apps.tenancy.context import tenant_context
+from tests.factories.catalog import EventFactory
+from tests.fixtures import TenantBundle, forget_rate_limit_windows, subprocess_env
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+REQUESTS = "darkroom_http_requests_total"
+DURATION = "darkroom_http_request_duration_seconds"
+IN_PROGRESS = "darkroom_http_requests_in_progress"
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def scrape() -> Samples:
+    """/metrics through the whole middleware stack, as Prometheus asks it."""
+    response = Client().get("/metrics")
+    assert response.status_code == 200
+    return parse(response.content.decode())
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def http_series(samples: Samples) -> Samples:
+    return {key: v for key, v in samples.items() if key[0].startswith("darkroom_http_request")}
+
+
+# --- the middleware, in this process ----------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_answers_are_counted_by_method_route_and_status_and_timed(
+    tenant_a: TenantBundle, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: an API limit of one request a minute on the event list, and an event whose detail
+    # view takes 0.3 s and then fails
+    settings.RATE_LIMIT_ENABLED = True
+    settings.RATE_LIMITS = {"catalog-events": "1/min"}
+    forget_rate_limit_windows(f"t{tenant_a.org.pk}:")
+    with tenant_context(tenant_a.org.pk):
+        event = EventFactory(tenant=tenant_a.org)
+
+    def slow_failure(**kwargs: Any) -> None:
+        time.sleep(0.3)
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("apps.catalog.selectors.event_get", slow_failure)
+    api: APIClient = tenant_a.client()
+    api.raise_request_exception = False
+    before = scrape()
+
+    # when: a 200, then a 429 from the rate limiter, a 404 problem for a path no endpoint
+    # serves, a 413 for a body over the limit (answered before the URL is resolved), and a 500
+    answers = [
+        api.get("/api/v1/events"),
+        api.get("/api/v1/events"),
+        api.get("/api/v1/no-such-endpoint"),
+        api.generic("POST", "/api/v1/events", b"x" * (settings.API_MAX_BODY_BYTES + 1), "application/json"),
+        api.get(f"/api/v1/events/{event.pk}"),
+    ]
+    after = scrape()
+
+    # then: each is counted once under its method, URL pattern (never the path) and status
+    assert [a.status_code for a in answers] == [200, 429, 404, 413, 500]
+    assert answers[2]["Content-Type"] == "application/problem+json"
+    expected = [
+        ("GET", "/api/v1/events", "200"),
+        ("GET", "/api/v1/events", "429"),
+        ("GET", "unmatched", "404"),
+        ("POST", "/api/v1/events", "413"),
+        ("GET", "/api/v1/events/<int:event_id>", "500"),
+    ]
+    for method, route, status in expected:
+        labels = {"method": method, "route": route, "status": status}
+        assert value(after, REQUESTS, **labels) - value(before, REQUESTS, **labels) == 1, labels
+    # and: nothing else was counted (the two scrapes of /metrics included)
+    counted = {k: v - before.get(k, 0.0) for k, v in http_series(after).items() if k[0] == REQUESTS}
+    assert sum(counted.values()) == len(expected)
+
+    # and: each is timed under its method and route; the failing view's 0.3 s lands above the
+    # 0.25 s bucket and within the 0.5 s one
+    def timed(samples: Samples, suffix: str, method: str, route: str, **extra: str) -> float:
+        return value(samples, f"{DURATION}_{suffix}", method=method, route=route, **extra)
+
+    assert timed(after, "count", "GET", "/api/v1/events") - timed(before, "count", "GET", "/api/v1/events") == 2
+    assert timed(after, "count", "POST", "/api/v1/events") - timed(before, "count", "POST", "/api/v1/events") == 1
+    assert timed(after, "count", "GET", "unmatched") - timed(before, "count", "GET", "unmatched") == 1
+    detail = ("GET", "/api/v1/events/<int:event_id>")
+    assert timed(after, "sum", *detail) - timed(before, "sum", *detail) >= 0.3
+    assert timed(after, "bucket", *detail, le="0.25") == timed(before, "bucket", *detail, le="0.25")
+    assert timed(after, "bucket", *detail, le="0.5") - timed(before, "bucket", *detail, le="0.5") == 1
+    # and: none is in progress any more
+    assert value(after, IN_PROGRESS) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_monitoring_endpoints_are_not_counted_and_methods_stay_bounded() -> None:
+    # given: what /metrics shows now
+    before = http_series(scrape())
+    client = Client()
+    # when: the monitoring asks its endpoints
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert client.get(path).status_code == 200
+    # then: no HTTP series moved
+    assert http_series(scrape()) == before
+    # when: a client sends a method no view answers
+    assert client.generic("BREW", "/api/v1/events").status_code in (401, 403, 405)
+    # then: it is counted under `other`, not under the name the client made up
+    after = http_series(scrape())
+    assert any(dict(labels).get("method") == "other" for _, labels in after)
+    assert not any(dict(labels).get("method") == "BREW" for _, labels in after)
+
+
+# --- a real gunicorn with two worker processes --------------------------------------------------
+
+ROUTE = "/api/v1/events"  # answered 401 to a caller without a key: cheap, and a real URL pattern
+
+
+def fetch(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def scrape_server(web: WebServer) -> Samples:
+    with urllib.request.urlopen(f"{web.url}/metrics", timeout=30) as response:
+        return parse(response.read().decode())
+
+
+def per_process(web: WebServer, prefix: str) -> dict[int, Samples]:
+    """Each process's own values, read from its files in the server's metrics directory."""
+    found: dict[int, Samples] = {}
+    for path in web.metrics_dir.glob(f"{prefix}_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        found[pid] = {
+            (s.name, frozenset((k, v) for k, v in s.labels.items() if k != "pid")): s.value
+            for metric in MultiProcessCollector.merge([str(path)])
+            for s in metric.samples
+        }
+    return found
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def routed(samples: Samples) -> float:
+    return value(samples, REQUESTS, method="GET", route=ROUTE, status="401")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(300)
+def test_under_gunicorn_the_workers_counts_add_up_and_outlive_a_killed_worker() -> None:
+    env = web_env(**subprocess_env())
+    with gunicorn(env=env, workers=2, threads=4) as web:
+        # given: both workers up (each makes its in-progress gauge file when it loads the app)
+        def workers() -> set[int]:
+            return {pid for pid in per_process(web, "gauge_livesum") if alive(pid)}
+
+        wait_for(lambda: len(workers()) == 2, "two workers with the app loaded")
+        first_workers = workers()
+
+        # when: requests go to the server until each worker has answered some of them
+        sent = 0
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            while sent < 400:
+                assert set(pool.map(fetch, [f"{web.url}{ROUTE}"] * 16)) == {401}
+                sent += 16
+                counts = {pid: routed(s) for pid, s in per_process(web, "counter").items()}
+                if len([c for c in counts.values() if c > 0]) == 2:
+                    break
+        own = {pid: routed(s) for pid, s in per_process(web, "counter").items()}
+        assert set(own) == first_workers and all(0 < count < sent for count in own.values()), own
+
+        # then: /metrics, whichever worker answers it, reports every request: the two processes'
+        # counts added up, with their durations (the scrapes themselves are not counted)
+        for _ in range(6):
+            samples = scrape_server(web)
+            assert routed(samples) == sent
+            assert value(samples, f"{DURATION}_count", method="GET", route=ROUTE) == sent
+            assert value(samples, IN_PROGRESS) == 0
+
+        # given: a request a worker is in the middle of (a chunked body that stops coming)
+        stalled = socket.create_connection(("127.0.0.1", web.port), timeout=30)
+        try:
+            stalled.sendall(
+                f"POST {ROUTE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n".encode()
+            )
+            wait_for(lambda: value(scrape_server(web), IN_PROGRESS) == 1, "the stalled request in progress")
+            [holder] = [pid for pid, s in per_process(web, "gauge_livesum").items() if value(s, IN_PROGRESS) == 1]
+
+            # when: the kernel kills that worker (as the OOM killer would) and gunicorn replaces it
+            os.kill(holder, signal.SIGKILL)
+            wait_for(lambda: len(workers() - first_workers) == 1, "a new worker in place of the killed one")
+        finally:
+            stalled.close()
+
+        # then: what the killed worker counted is still in the totals, and its request in
+        # progress is not (child_exit marked it dead)
+        samples = scrape_server(web)
+        assert routed(samples) == sent
+        assert value(samples, f"{DURATION}_count", method="GET", route=ROUTE) == sent
+        assert value(samples, IN_PROGRESS) == 0
+        # and: counting goes on from there
+        assert set(fetch(f"{web.url}{ROUTE}") for _ in range(5)) == {401}
+        assert routed(scrape_server(web)) == sent + 5
+
+
+def test_the_gunicorn_hooks_start_from_an_empty_directory_and_forget_only_live_gauges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config import gunicorn_conf
+
+    class Log:
+        def info(self, *args: Any) -> None: ...
+
+    class Server:
+        log = Log()
+
+    class Worker:
+        pid = 4242
+
+    # given: the files a previous run left, and a file that is not prometheus_client's
+    directory = tmp_path / "web-metrics"
+    directory.mkdir()
+    for name in ("counter_4242.db", "histogram_4242.db", "gauge_livesum_4242.db", "notes.txt"):
+        (directory / name).write_bytes(b"")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    # when: the server is ready
+    gunicorn_conf.when_ready(Server())
+    # then: only the metric files are gone
+    assert sorted(p.name for p in directory.iterdir()) == ["notes.txt"]
+    # given: a worker's files
+    for name in ("counter_4242.db", "histogram_4242.db", "gauge_livesum_4242.db", "gauge_livesum_77.db"):
+        (directory / name).write_bytes(b"")
+    # when: it exits
+    gunicorn_conf.child_exit(Server(), Worker())
+    # then: its live gauge goes; its counters and histograms, and other workers' files, stay
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "counter_4242.db",
+        "gauge_livesum_77.db",
+        "histogram_4242.db",
+        "notes.txt",
+    ]
+    # and: without the variable the server refuses to start rather than count per process
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
+        gunicorn_conf.when_ready(Server())
