@@ -66,41 +66,38 @@ test: services browser wrk promtool
 	@echo "==> pytest ($(PYTEST_WORKERS) workers) against real PostgreSQL and Redis"
 	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
-# Debian's Chromium, which the browser tests (tests/browser) drive through Playwright; installed
-# with apt-get only when missing (never `playwright install`: its browser download is not used).
+# $(call apt_install,BINARY,PACKAGE,WHAT IT IS FOR[,SHELL COMMANDS AFTER INSTALLING]): installs a
+# Debian package with apt-get (as root, or through sudo) only when BINARY is missing.
+define apt_install
+	@if [ ! -x $(1) ]; then \
+	  echo "==> $(2): installing Debian's package for $(3) (apt-get)"; \
+	  as_root=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2); \
+	  $(4) \
+	fi
+endef
+
+# Debian's Chromium, which the browser tests (tests/browser) drive through Playwright (never
+# `playwright install`: its browser download is not used).
 .PHONY: browser
 browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  echo "==> chromium: installing Debian's package for the browser tests (apt-get)"; \
-	  as_root=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
-	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
-	fi
+	$(call apt_install,/usr/bin/chromium,chromium,the browser tests)
 
 # Debian's wrk, which the HTTP write benchmark (`manage.py http_write_bench`, part of `make bench`
-# and of the bench smoke test) drives; installed with apt-get only when missing.
+# and of the bench smoke test) drives.
 .PHONY: wrk
 wrk:
-	@if [ ! -x /usr/bin/wrk ]; then \
-	  echo "==> wrk: installing Debian's package for the HTTP write benchmark (apt-get)"; \
-	  as_root=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
-	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; \
-	fi
+	$(call apt_install,/usr/bin/wrk,wrk,the HTTP write benchmark)
 
 # Debian's promtool (package `prometheus`), which checks the alerting rules, their unit tests and
-# the scrape config in config/prometheus (tests/ops/test_alert_rules.py); installed with apt-get
-# only when missing. The package also installs a Prometheus server: it is disabled and stopped.
+# the scrape config in config/prometheus (tests/ops/test_alert_rules.py). The package also
+# installs a Prometheus server: it is disabled and stopped.
+prometheus_server_off = if [ -d /run/systemd/system ]; then $$as_root systemctl disable --now prometheus; \
+	  else $$as_root update-rc.d prometheus disable; $$as_root /etc/init.d/prometheus stop; fi;
 .PHONY: promtool
 promtool:
-	@if [ ! -x /usr/bin/promtool ]; then \
-	  echo "==> promtool: installing Debian's prometheus package for the alerting-rule tests (apt-get)"; \
-	  as_root=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
-	  $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
-	  if [ -d /run/systemd/system ]; then $$as_root systemctl disable --now prometheus; \
-	  else $$as_root update-rc.d prometheus disable; $$as_root /etc/init.d/prometheus stop; fi; \
-	fi
+	$(call apt_install,/usr/bin/promtool,prometheus,the alerting-rule tests,$(prometheus_server_off))
 
 lint: setup
 	@$(BIN)/ruff check .
