@@ -266,6 +266,11 @@ def test_checkout_page_follows_the_stock_decision_payment_and_downloads(browser:
     [checkout] = checkouts_of(tenant_a.org.pk)
     assert f'href="{checkout.payment_url}"' in body
     assert "Pay 9.00 EUR" in body
+    # and: nothing reloads the whole page under its reader (no meta refresh, not even for
+    # browsers without JavaScript, which get a link to refresh it)
+    open_page = browser.get(location).content.decode()
+    assert 'http-equiv="refresh"' not in open_page
+    assert f'<a href="{location}">Refresh now</a>' in open_page
     # and: the block keeps polling until paid; a poll finding nothing changed gets an empty 204
     poll = re.search(r'hx-get="([^"]+)"', body)
     assert poll
