@@ -252,6 +252,7 @@ class OutboxRelay:
         with system_context("outbox relay"):
             logger.info("outbox relay started", extra={"batch_size": self.batch_size, "once": once})
             last_log = time.monotonic()
+            logged_claimed = 0  # a progress line only when messages moved since the last one
             failures_in_a_row = 0
             try:
                 while not self.stopping:
@@ -275,8 +276,8 @@ class OutboxRelay:
                         self._sleep(min(30.0, 0.5 * 2**failures_in_a_row))
                         continue
                     failures_in_a_row = 0
-                    if time.monotonic() - last_log >= self.log_interval:
-                        last_log = time.monotonic()
+                    if time.monotonic() - last_log >= self.log_interval and self.totals.claimed != logged_claimed:
+                        last_log, logged_claimed = time.monotonic(), self.totals.claimed
                         logger.info("outbox relay progress", extra=self.totals.as_dict())
                     if result.claimed >= self.batch_size:
                         continue  # a full batch: more is probably due right now

@@ -265,3 +265,18 @@ def test_relay_command_exits_cleanly_on_sigterm():
     log = b"".join(lines).decode(errors="replace")
     assert process.returncode == 0, log[-2000:]
     assert "outbox relay stopped" in log
+
+
+def test_an_idle_relay_writes_no_progress_lines(tenant_a, publish, caplog):
+    # given: two committed messages
+    publish(tenant_id=tenant_a.org.pk, count=2)
+    # when: a relay publishes them, then another finds nothing due (both logging at every chance)
+    with caplog.at_level("INFO", logger="darkroom.outbox.relay"):
+        OutboxRelay(log_interval=0, app=celery_app).run(once=True)
+        busy = [r.__dict__.get("claimed") for r in caplog.records if r.getMessage() == "outbox relay progress"]
+        caplog.clear()
+        OutboxRelay(log_interval=0, app=celery_app).run(once=True)
+        idle = [r.getMessage() for r in caplog.records]
+    # then: the busy one told its progress, the idle one only that it started and stopped
+    assert busy == [2]
+    assert idle == ["outbox relay started", "outbox relay stopped"]

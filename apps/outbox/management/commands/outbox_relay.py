@@ -22,7 +22,9 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="relay every due message, then exit")
         parser.add_argument("--batch-size", type=int, default=None, help="messages per claim (OUTBOX_BATCH_SIZE)")
         parser.add_argument("--poll-interval", type=float, default=None, help="seconds between polls without NOTIFY")
-        parser.add_argument("--log-interval", type=float, default=10.0, help="seconds between progress lines")
+        parser.add_argument(
+            "--log-interval", type=float, default=10.0, help="seconds between progress lines (none while idle)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from config.celery_app import app
