@@ -9,6 +9,9 @@
   when no projector holds the partition's advisory lock)
 * darkroom_ledger_partition_head_sequence / darkroom_ledger_checkpoint_sequence{partition}
 * darkroom_ledger_buffer_pending: degraded-mode debits waiting for the drain
+* darkroom_ledger_buffer_oldest_age_seconds: how long the oldest of them has waited (0 when none):
+  under steady degraded-mode traffic the buffer is rarely empty, so this, not the count, tells a
+  stuck drain
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from apps.ledger.selectors import partition_states
-from apps.ledger.services import ledger_buffer_pending
+from apps.ledger.services import ledger_buffer_state
 
 logger = logging.getLogger("darkroom.ledger.metrics")
 
@@ -41,7 +44,7 @@ def collect_ledger_metrics() -> Iterable[Metric]:
         return
     try:
         states = partition_states()
-        pending = ledger_buffer_pending()
+        buffer = ledger_buffer_state()
     except Exception:
         logger.warning("ledger metrics unavailable (database)", exc_info=True)
         return
@@ -81,5 +84,10 @@ def collect_ledger_metrics() -> Iterable[Metric]:
         "darkroom_ledger_events_applied_per_second", "Events applied per second since the previous scrape.", value=rate
     )
     yield GaugeMetricFamily(
-        "darkroom_ledger_buffer_pending", "Degraded-mode debits not yet drained into the ledger.", value=pending
+        "darkroom_ledger_buffer_pending", "Degraded-mode debits not yet drained into the ledger.", value=buffer.pending
+    )
+    yield GaugeMetricFamily(
+        "darkroom_ledger_buffer_oldest_age_seconds",
+        "How long the oldest degraded-mode debit not yet drained has waited (0 when none).",
+        value=buffer.oldest_age_seconds,
     )

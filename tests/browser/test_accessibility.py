@@ -679,3 +679,38 @@ def test_a_refused_forms_messages_are_tied_to_their_fields_and_announced(world: 
     problems += structure_problems(world.page, ANY)
     problems += axe_problems(world.page, "on the refused form")
     assert not problems, report(form_id, problems)
+
+
+SANDBOX_STATUS = "/sandbox/checkouts/"
+
+
+def test_the_sandbox_status_page_keeps_keyboard_focus_across_its_polls_and_shows_the_payment(world: World) -> None:
+    # given: an order awaiting payment, its status page open, and the keyboard on the page's one
+    # control, the "Refresh now" link
+    refused: list[str] = []
+    world.page.on("console", lambda message: refused.append(message.text) if "Refused" in message.text else None)
+    checkout_id = world.order((world.shop.download, 1))
+    world.goto(f"{SANDBOX_STATUS}{checkout_id}")
+    link = world.page.get_by_role("link", name="Refresh now")
+    link.focus()
+    expect(link).to_be_focused()
+
+    # when: the page fetches its status block twice (htmx polls every 2 s)
+    for _ in range(2):
+        with world.page.expect_response(
+            lambda response: SANDBOX_STATUS in response.url and response.request.headers.get("hx-request") == "true"
+        ):
+            pass
+        world.page.wait_for_timeout(300)  # the swap and its settling
+
+    # then: the keyboard is still on the link, not thrown back to the top of the page
+    expect(world.page.get_by_role("link", name="Refresh now")).to_be_focused()
+
+    # when: the payment lands (its webhook, then the messages it causes)
+    pay(checkout_id)
+    drain_outbox()
+
+    # then: the page shows it by itself, and the polling broke no rule of the CSP
+    expect(world.page.get_by_role("heading", level=1)).to_have_text("Paid")
+    expect(world.page.get_by_text("your downloads are ready")).to_be_visible()
+    assert not refused, refused

@@ -8,8 +8,9 @@ import pytest
 from django.utils import timezone
 
 from apps.ledger.metrics import collect_ledger_metrics
+from apps.ledger.models import LedgerDebitBuffer
 from apps.ledger.partitioning import logical_partition
-from apps.ledger.services import EntryIn, ledger_entries_append
+from apps.ledger.services import EntryIn, ledger_buffer_drain, ledger_entries_append
 from apps.ops.metrics import render
 from apps.tenancy.context import tenant_context
 from tests.factories.tenancy import OrganizationFactory
@@ -54,3 +55,36 @@ def test_metrics_endpoint_renders_ledger_families():
     assert "darkroom_ledger_projection_lag_seconds" in text
     assert "darkroom_ledger_events_applied_total" in text
     assert "darkroom_ledger_buffer_pending" in text
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "owner"])
+def test_the_ledger_collector_reports_the_age_of_the_oldest_undrained_buffered_debit() -> None:
+    # given: a debit accepted into the degraded-mode buffer 20 minutes ago, not drained
+    org = OrganizationFactory()
+    account = make_account(org)
+    with tenant_context(org.pk):
+        LedgerDebitBuffer.objects.create(
+            tenant=org,
+            account=account,
+            amount_minor=5,
+            currency=account.currency,
+            idempotency_key="old",
+            created_at=timezone.now() - dt.timedelta(minutes=20),
+        )
+
+    def gauge() -> float:
+        [value] = [
+            sample.value
+            for family in collect_ledger_metrics()
+            for sample in family.samples
+            if sample.name == "darkroom_ledger_buffer_oldest_age_seconds"
+        ]
+        return value
+
+    # when: /metrics is scraped
+    # then: its age is reported
+    assert 20 * 60 <= gauge() < 21 * 60
+    # when: the drain moves it into the ledger
+    assert ledger_buffer_drain(rate=0).read == 1
+    # then: nothing waits
+    assert gauge() == 0
