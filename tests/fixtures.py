@@ -186,3 +186,15 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(MultiPartParser, "parse", spy)
     return parsed
+
+
+def require_executable(path: str, how_to_install: str) -> None:
+    """Skip the calling test when the program `path` (a Debian package's, which `make test`
+    installs first) is missing, or fail it when CI is set: there a missing tool must not pass as
+    skipped tests. `how_to_install` ends the message ("install it with `make promtool`")."""
+    if os.access(path, os.X_OK):
+        return
+    reason = f"{path} is missing: {how_to_install}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: a missing tool fails the run)", pytrace=False)
+    pytest.skip(reason)

@@ -615,8 +615,3 @@ def ledger_buffer_state() -> BufferState:
         )
         pending, oldest = cursor.fetchone()  # type: ignore[misc]
         return BufferState(pending=int(pending), oldest_age_seconds=max(0.0, float(oldest)))
-
-
-def ledger_buffer_pending() -> int:
-    """Buffered debits not yet drained (system context; for metrics and operators)."""
-    return ledger_buffer_state().pending

@@ -115,9 +115,13 @@ class Decision:
     remaining: int
 
 
+def _redis_key(name: str) -> str:
+    """`name` under the cache's key prefix (per environment and test run)."""
+    return f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:{name}"
+
+
 def _base_key(key: str) -> str:
-    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
-    return f"{prefix}:ratelimit:{{{key}}}"
+    return _redis_key(f"ratelimit:{{{key}}}")
 
 
 def rate_limit_check(*, key: str, rate: Rate, count: bool = True) -> Decision:
@@ -151,25 +155,20 @@ def rate_limit_wait(*, key: str, rate: Rate, limit: str, count: bool = True) -> 
     return decision.retry_after_seconds
 
 
-def _refused_counter_key() -> str:
-    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
-    return f"{prefix}:{REFUSED_COUNTER_KEY}"
-
-
 def _count_refusal(limit: str) -> None:
     """One more refusal under `limit` (refusals only, so no cost on admitted requests). A lost
     count is a lost metric, never a wrong answer: Redis errors are logged, not raised."""
     try:
-        get_redis_connection("default").hincrby(_refused_counter_key(), limit, 1)
+        get_redis_connection("default").hincrby(_redis_key(REFUSED_COUNTER_KEY), limit, 1)
     except RedisError:
         logger.warning("rate limiter refusal not counted (redis)", extra={"limit": limit}, exc_info=True)
 
 
-def rate_limit_names() -> list[str]:
+def rate_limit_names() -> set[str]:
     """Every limit a refusal can be counted under: the throttled API endpoints' URL names and
     the pages' rate settings (as `page_limit_name` spells them)."""
     api = _throttled_url_names(get_resolver().url_patterns)
-    return sorted(api | {page_limit_name(setting) for setting in PAGE_RATE_SETTINGS})
+    return api | {page_limit_name(setting) for setting in PAGE_RATE_SETTINGS}
 
 
 def page_limit_name(setting: str) -> str:
@@ -182,7 +181,7 @@ def collect_rate_limit_metrics() -> Iterator[Metric]:
     """darkroom_rate_limited_total{limit}: requests refused per limit, every known limit from 0
     (so a first refusal is an increase), plus any other name Redis holds."""
     try:
-        raw = get_redis_connection("default").hgetall(_refused_counter_key())
+        raw = get_redis_connection("default").hgetall(_redis_key(REFUSED_COUNTER_KEY))
     except RedisError:
         logger.warning("rate limiter metrics unavailable (redis)", exc_info=True)
         return
@@ -190,7 +189,7 @@ def collect_rate_limit_metrics() -> Iterator[Metric]:
     family = CounterMetricFamily(
         "darkroom_rate_limited", "Requests refused by the rate limiter (429), per limit.", labels=["limit"]
     )
-    for name in sorted(set(rate_limit_names()) | set(refused)):
+    for name in sorted(rate_limit_names() | set(refused)):
         family.add_metric([name], refused.get(name, 0))
     yield family
 

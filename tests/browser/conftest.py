@@ -8,12 +8,13 @@ Without it the tests fail when `CI` is set and are skipped otherwise.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pytest_django.live_server_helper import LiveServer
+
+from tests.fixtures import require_executable
 
 # The shop and studio pages' own fixtures, used by name: a priced shop whose photo is ready, a
 # protected event, and a studio with an owner, a photographer and a staff member.
@@ -28,15 +29,6 @@ TIMEOUT_MS = 60_000
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-def chromium_missing_reason() -> str | None:
-    if os.access(CHROMIUM, os.X_OK):
-        return None
-    return (
-        f"{CHROMIUM} is missing: the browser tests drive Debian's Chromium. Install it with `make browser` "
-        "(apt-get install chromium); `playwright install` is not used."
-    )
-
-
 @pytest.fixture
 def chromium(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
     """A headless Chromium for one test.
@@ -46,11 +38,7 @@ def chromium(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
     threads, which have no loop) would refuse with SynchronousOnlyOperation: allow it for this
     test only. Playwright is started per test so the flag and the loop end with the test.
     """
-    reason = chromium_missing_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set: a missing browser fails the run)", pytrace=False)
-        pytest.skip(reason)
+    require_executable(CHROMIUM, "install Debian's Chromium with `make browser` (`playwright install` is not used)")
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)

@@ -5,4 +5,4 @@ from tests.commerce.fixtures import (  # noqa: F401 - fixtures, used by name
     shop_a,
     shop_b,
 )
-from tests.commerce.refunds import sale, sale3, studio  # noqa: F401 - fixtures, used by name
+from tests.web.studio.conftest import sale, sale3, studio  # noqa: F401 - fixtures, used by name

@@ -1,48 +1,22 @@
-"""Shared fixtures and steps of the refund tests: a paid sandbox sale, the studio's refund
-requests, provider refund events applied as the webhook consumer applies them, and what the
-refunds of a sale look like afterwards (real Postgres and Redis; the sandbox plays the provider).
+"""Shared steps of the refund tests: the studio's refund requests, provider refund events applied
+as the webhook consumer applies them, and what the refunds of a sale look like afterwards (real
+Postgres and Redis; the sandbox plays the provider).
 
-Its fixtures (`studio`, `sale`, `sale3`) reach every module of tests/commerce through its conftest.
+The sale fixtures these steps work on (`studio`, `sale`, `sale3`) live in
+tests/web/studio/conftest.py, next to `sold`; tests/commerce's conftest brings them here.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-import pytest
 from django.db import transaction
 
-from apps.catalog.models import Product, ProductKind
+from apps.commerce.errors import CheckoutNotRefundable
 from apps.commerce.models import Checkout, Refund
 from apps.commerce.services import PaymentFact, checkout_refund_request, transaction_apply_refund
 from apps.tenancy.context import tenant_context
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
-from tests.factories.catalog import PhotoFactory, ProductFactory
-from tests.factories.commerce import make_shop
-from tests.web.studio.conftest import StudioPeople, people_of, sold
+from tests.web.studio.conftest import StudioPeople
 from tests.web.studio.test_sale_refund_items import refunds_of
-
-
-@pytest.fixture
-def studio(tenant_a: Any) -> StudioPeople:
-    return people_of(tenant_a)
-
-
-@pytest.fixture
-def sale(studio: StudioPeople) -> str:
-    """A paid sale of a download (9.00) and an A4 print (25.00): 34.00 EUR in all."""
-    shop = make_shop(org=studio.org)
-    return sold(studio, shop, {"product": shop.download.pk}, {"product": shop.print.pk})
-
-
-@pytest.fixture
-def sale3(studio: StudioPeople) -> str:
-    """A paid sale of two downloads (9.00 each, two photos) and an A4 print (25.00): 43.00 EUR
-    in all."""
-    shop = make_shop(org=studio.org)
-    photo = PhotoFactory(event=shop.event, photographer=shop.photographer)
-    second = cast(Product, ProductFactory(event=shop.event, kind=ProductKind.DOWNLOAD, photo=photo))
-    return sold(studio, shop, {"product": shop.download.pk}, {"product": second.pk}, {"product": shop.print.pk})
 
 
 def event(
@@ -69,6 +43,18 @@ def ask(studio: StudioPeople, checkout_id: str, line_ids: list[int] | None) -> R
         return checkout_refund_request(
             tenant_id=studio.org.pk, checkout_id=checkout_id, actor_label="test", line_ids=line_ids
         )
+
+
+def ask_each(studio: StudioPeople, checkout_id: str, *asks: list[int] | None) -> tuple[list[Refund], list[str]]:
+    """`ask` each in turn: the refunds made, and the refusals ("RefundExceedsPayment: ...")."""
+    made: list[Refund] = []
+    answers: list[str] = []
+    for line_ids in asks:
+        try:
+            made.append(ask(studio, checkout_id, line_ids))
+        except CheckoutNotRefundable as exc:
+            answers.append(f"{type(exc).__name__}: {exc}")
+    return made, answers
 
 
 def refused(refund: Refund, error: str = "insufficient funds") -> None:

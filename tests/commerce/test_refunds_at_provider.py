@@ -16,15 +16,23 @@ import pytest
 from django.core import mail
 from django.test import Client
 
-from apps.commerce.errors import CheckoutNotRefundable, RefundExceedsPayment, RefundNotRecordedYet
+from apps.commerce.errors import RefundExceedsPayment, RefundNotRecordedYet
 from apps.commerce.models import Entitlement, Refund
 from apps.commerce.order_links import order_link
-from apps.commerce.services import checkout_refund_request
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
 from tests.commerce.fixtures import empty_broker, row_lock_strategy  # noqa: F401 - fixtures by name
 from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_provider
-from tests.commerce.refunds import ask, at_provider, dashboard_refunds_everything, event, fresh, status_of
+from tests.commerce.refunds import (
+    ask,
+    ask_each,
+    at_provider,
+    dashboard_refunds_everything,
+    event,
+    fresh,
+    refused,
+    status_of,
+)
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, text
 from tests.web.studio.test_sale_refund_items import lines_of, refund_keys, refunds_of, sales_csv_row
 
@@ -117,10 +125,7 @@ def test_a_stripe_total_beyond_darkroom_refunds_is_recorded_once_per_new_total(s
 def test_a_stripe_total_waits_while_an_accepted_item_refund_may_be_in_it(studio: StudioPeople, sale: str) -> None:
     # given: the studio refunds the print (25.00) through Darkroom; the provider accepted it
     lines = lines_of(studio.org.pk, sale)
-    with tenant_context(studio.org.pk):
-        checkout_refund_request(
-            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
-        )
+    ask(studio, sale, [lines["print"].pk])
     drain_outbox(topics={"payment.refund_requested"})
     # when: Stripe reports 5.00 refunded (made in its dashboard) before the print's refund
     assert "nothing to land" in event(studio, sale, 500)
@@ -153,10 +158,8 @@ def test_the_studio_refunds_only_what_the_dashboard_left(studio: StudioPeople, s
     assert "24.00 EUR" in refused.json()["detail"]
     assert [r.reason for r in refunds_of(studio.org.pk, sale)] == ["provider_partial"]
     assert lines_of(studio.org.pk, sale)["print"].refund_id is None
-    with pytest.raises(RefundExceedsPayment), tenant_context(studio.org.pk):
-        checkout_refund_request(
-            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
-        )
+    with pytest.raises(RefundExceedsPayment):
+        ask(studio, sale, [lines["print"].pk])
     # when: the studio refunds everything instead (no lines): what is left of the payment
     whole = refund({})
     # then: the order's last items take the 24.00 left, not the 34.00 charged
@@ -175,20 +178,14 @@ def test_the_studio_refunds_only_what_the_dashboard_left(studio: StudioPeople, s
 def test_a_refund_refused_before_the_dashboard_took_part_is_not_asked_again(studio: StudioPeople, sale: str) -> None:
     # given: the print's refund (25.00) was refused; then 10.00 went back in the dashboard
     lines = lines_of(studio.org.pk, sale)
-    with tenant_context(studio.org.pk):
-        refused = checkout_refund_request(
-            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
-        )
-        Refund.objects.filter(pk=refused.pk).update(status=Refund.Status.FAILED, last_error="insufficient funds")
+    printed = ask(studio, sale, [lines["print"].pk])
+    refused(printed)
     event(studio, sale, 1000, refund_id="re_dashboard", own=1000)
     # when: the studio asks for the print again
-    with pytest.raises(RefundExceedsPayment, match=r"24\.00 EUR"), tenant_context(studio.org.pk):
-        checkout_refund_request(
-            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
-        )
+    with pytest.raises(RefundExceedsPayment, match=r"24\.00 EUR"):
+        ask(studio, sale, [lines["print"].pk])
     # then: the refused refund stays refused, not re-queued for more than is left
-    with tenant_context(studio.org.pk):
-        assert Refund.objects.get(pk=refused.pk).status == Refund.Status.FAILED
+    assert fresh(printed).status == Refund.Status.FAILED
 
 
 # --- a refund overtaken by the whole payment coming back ---------------------------------------
@@ -196,11 +193,7 @@ def test_a_refund_refused_before_the_dashboard_took_part_is_not_asked_again(stud
 
 def refund_print(studio: StudioPeople, sale: str) -> Refund:
     """The studio refunds the print (25.00); its provider call is not made yet."""
-    lines = lines_of(studio.org.pk, sale)
-    with tenant_context(studio.org.pk):
-        return checkout_refund_request(
-            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
-        )
+    return ask(studio, sale, [lines_of(studio.org.pk, sale)["print"].pk])
 
 
 def test_a_refund_not_sent_yet_when_the_whole_payment_came_back_is_never_sent(studio: StudioPeople, sale: str) -> None:
@@ -224,14 +217,14 @@ def test_a_refund_refused_because_the_payment_came_back_stops_alerting(studio: S
     pending = refund_print(studio, sale)
     dashboard_refunds_everything(sale)
     drain_outbox(topics={"payment.refund_requested"})
-    refused = fresh(pending)
-    assert refused.status == "failed" and "exceeds" in refused.last_error
+    refusal = fresh(pending)
+    assert refusal.status == "failed" and "exceeds" in refusal.last_error
     # when: the dashboard's webhook is processed: the whole payment is back
     drain_outbox()
     # then: the refused refund is moot: `not_needed`, keeping why the provider refused it, and
     # no longer counted as failed
     moot = fresh(pending)
-    assert (moot.status, moot.last_error) == ("not_needed", refused.last_error)
+    assert (moot.status, moot.last_error) == ("not_needed", refusal.last_error)
     assert status_of(studio, sale) == "refunded"
     with system_context("test"):
         assert not Refund.objects.filter(status=Refund.Status.FAILED).exists()
@@ -244,25 +237,19 @@ def test_everything_left_supersedes_a_refused_refund_that_no_longer_fits(studio:
     # given: the print's refund (25.00) was refused; then 20.00 went back in the dashboard, so
     # 14.00 is left and the print's 25.00 no longer fits, nor is it the order's last item
     lines = lines_of(studio.org.pk, sale)
-    with tenant_context(studio.org.pk):
-        refused = checkout_refund_request(
-            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
-        )
-        Refund.objects.filter(pk=refused.pk).update(status=Refund.Status.FAILED, last_error="insufficient funds")
+    printed = ask(studio, sale, [lines["print"].pk])
+    refused(printed)
     event(studio, sale, 2000, refund_id="re_dashboard", own=2000)
-    with pytest.raises(RefundExceedsPayment, match=r"Refund every item left at once"), tenant_context(studio.org.pk):
-        checkout_refund_request(
-            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", line_ids=[lines["print"].pk]
-        )
+    with pytest.raises(RefundExceedsPayment, match=r"Refund every item left at once"):
+        ask(studio, sale, [lines["print"].pk])
     # when: the studio refunds everything left (no items named)
-    with tenant_context(studio.org.pk):
-        rest = checkout_refund_request(tenant_id=studio.org.pk, checkout_id=sale, actor_label="test")
+    rest = ask(studio, sale, None)
     # then: one refund of both items for the 14.00 left, under a new key; the refused one is
     # superseded (not needed any more), keeping why it was refused
     assert (rest.reason, rest.amount_minor) == ("studio_partial", 1400)
-    assert rest.idempotency_key != refused.idempotency_key
+    assert rest.idempotency_key != printed.idempotency_key
     assert {line.refund_id for line in lines_of(studio.org.pk, sale).values()} == {rest.pk}
-    superseded = fresh(refused)
+    superseded = fresh(printed)
     assert (superseded.status, superseded.last_error) == ("not_needed", "insufficient funds")
     # and: once the provider confirms it, the sale is refunded
     drain_outbox(topics={"payment.refund_requested"})
@@ -311,13 +298,7 @@ def test_the_rest_of_the_payment_can_still_be_refunded_once_a_refused_refund_no_
     lines = given["lines"]
     # when: the studio asks for the print again (the order's last item), or for everything left,
     # as the 409 says ("Refund the order's last items, which take what is left")
-    answers: list[str] = []
-    made: list[Refund] = []
-    for line_ids in ([lines["print"].pk], None):
-        try:
-            made.append(ask(studio, sale, line_ids))
-        except CheckoutNotRefundable as exc:  # RefundExceedsPayment, RefundAlreadyRequested
-            answers.append(f"{type(exc).__name__}: {exc}")
+    made, answers = ask_each(studio, sale, [lines["print"].pk], None)
     # then: one of them asks the provider for the 15.00 left (the print's 25.00 no longer fits)
     assert [r.amount_minor for r in made][:1] == [1500], (
         "15.00 EUR of the shopper's payment can never be refunded through Darkroom: " + " | ".join(answers)

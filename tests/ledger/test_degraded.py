@@ -9,7 +9,7 @@ from django.db import connection, transaction
 
 from apps.ledger.maintenance import ledger_buffer_prune
 from apps.ledger.models import LedgerDebitBuffer, LedgerEvent
-from apps.ledger.services import EntryIn, ledger_buffer_drain, ledger_buffer_pending, ledger_debits_append
+from apps.ledger.services import EntryIn, ledger_buffer_drain, ledger_buffer_state, ledger_debits_append
 from apps.tenancy.context import system_context, tenant_context
 from tests.factories.tenancy import OrganizationFactory
 from tests.ledger.conftest import debit, make_account
@@ -41,14 +41,14 @@ def test_buffered_debits_are_drained_exactly_once_with_duplicates_removed(settin
     # then: every one was accepted into the buffer, none reached the ledger yet
     assert {r.items[0].status for r in accepted} == {"buffered"}
     assert all(r.buffered for r in accepted)
-    assert ledger_buffer_pending() == 60
+    assert ledger_buffer_state().pending == 60
     assert _events_by_key(org.pk) == {"k0": [1000]}
     # when: the drain runs in small batches
     result = ledger_buffer_drain(rate=0, batch=7)
     # then: one event per key (first accepted wins), nothing pending, nothing re-drained
     assert (result.read, result.created, result.duplicates) == (60, 49, 11)
     assert _events_by_key(org.pk) == {"k0": [1000], **{f"k{n}": [n + 1] for n in range(1, 50)}}
-    assert ledger_buffer_pending() == 0
+    assert ledger_buffer_state().pending == 0
     assert ledger_buffer_drain(rate=0).read == 0
 
 
@@ -81,7 +81,7 @@ def test_drain_never_skips_a_row_whose_transaction_commits_late(settings):
     # then: the committed debit is drained without waiting; the open one is not lost
     assert (during.read, during.created) == (1, 1)
     assert _events_by_key(org.pk) == {"early": [2]}
-    assert ledger_buffer_pending() == 1
+    assert ledger_buffer_state().pending == 1
     # when: writer 1 has committed and the drain runs again
     after = ledger_buffer_drain(rate=0)
     # then: its debit is drained too, exactly once
@@ -140,7 +140,7 @@ def test_buffer_refuses_updates_and_prune_removes_only_drained_rows(settings):
     assert pruned == 1
     with system_context("test: buffer"):
         assert list(LedgerDebitBuffer.objects.values_list("idempotency_key", flat=True)) == ["b"]
-    assert ledger_buffer_pending() == 1
+    assert ledger_buffer_state().pending == 1
 
 
 def test_validation_still_applies_in_degraded_mode(settings):
@@ -150,7 +150,7 @@ def test_validation_still_applies_in_degraded_mode(settings):
     entry = EntryIn(account_id=foreign.pk, amount_minor=1, currency="EUR", idempotency_key="x")
     with tenant_context(org.pk), pytest.raises(Exception, match="No such account"):
         ledger_debits_append(tenant=org, entries=[entry])
-    assert ledger_buffer_pending() == 0
+    assert ledger_buffer_state().pending == 0
 
 
 def test_drain_runs_one_at_a_time(settings):

@@ -39,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from apps.payments.models import WebhookEvent
 from apps.tenancy.context import system_context
+from tests.fixtures import require_executable
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "config" / "prometheus"
@@ -310,11 +311,7 @@ def test_every_alert_has_a_severity_and_annotations_naming_a_readme_runbook() ->
 
 @pytest.fixture
 def promtool() -> str:
-    if not os.access(PROMTOOL, os.X_OK):
-        reason = f"{PROMTOOL} is missing: install it with `make promtool` (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set: a missing promtool fails the run)", pytrace=False)
-        pytest.skip(reason)
+    require_executable(PROMTOOL, "install Debian's promtool with `make promtool`")
     return PROMTOOL
 
 

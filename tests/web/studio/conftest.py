@@ -109,3 +109,24 @@ def sold(studio: StudioPeople, shop: Any, *lines: dict[str, Any], pay: bool = Tr
         drain_outbox()
     mail.outbox.clear()
     return checkout_id
+
+
+@pytest.fixture
+def sale(studio: StudioPeople) -> str:
+    """A paid sale of a download (9.00) and an unshipped A4 print (25.00): 34.00 EUR in all (the
+    refund tests' sale; tests/commerce reaches it through its conftest)."""
+    from tests.factories.commerce import make_shop
+
+    shop = make_shop(org=studio.org)
+    return sold(studio, shop, {"product": shop.download.pk}, {"product": shop.print.pk})
+
+
+@pytest.fixture
+def sale3(studio: StudioPeople) -> str:
+    """A paid sale of two downloads (9.00 each, two photos) and an unshipped A4 print (25.00):
+    43.00 EUR in all."""
+    from tests.factories.commerce import make_shop
+
+    shop = make_shop(org=studio.org)
+    _, second = shop.add_photo()
+    return sold(studio, shop, {"product": shop.download.pk}, {"product": second.pk}, {"product": shop.print.pk})

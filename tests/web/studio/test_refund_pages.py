@@ -33,21 +33,6 @@ from tests.web.studio.test_sale_refund_items import lines_of, refunds_of, sales_
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
 
 
-@pytest.fixture
-def sale(studio: StudioPeople) -> str:
-    """A paid sale of a download (9.00) and an unshipped A4 print (25.00): 34.00 EUR."""
-    shop = make_shop(org=studio.org)
-    return sold(studio, shop, {"product": shop.download.pk}, {"product": shop.print.pk})
-
-
-@pytest.fixture
-def sale3(studio: StudioPeople) -> str:
-    """A paid sale of two downloads (9.00 each) and an unshipped A4 print (25.00): 43.00 EUR."""
-    shop = make_shop(org=studio.org)
-    _, second = shop.add_photo()
-    return sold(studio, shop, {"product": shop.download.pk}, {"product": second.pk}, {"product": shop.print.pk})
-
-
 # --- reading pages as a user does ---------------------------------------------------------------
 
 
