@@ -65,6 +65,17 @@ class PaidWithoutAmount(DomainError):
     title = "Paid without an amount"
 
 
+class PartialRefundUnnamed(DomainError):
+    """A provider event reports part of a payment refunded without naming the refund (a total,
+    like Stripe's `charge.refunded`, which Darkroom does not act on): it cannot say which refund
+    completed, so nothing is landed or recorded (a webhook event fails for good and stays in the
+    admin for an operator). Every adapter maps the events that name their refund."""
+
+    status_code = 422
+    slug = "partial-refund-unnamed"
+    title = "Partial refund naming no refund"
+
+
 class PaymentForUnknownCheckout(DomainError):
     """A provider event names a checkout (or reference) Darkroom does not have."""
 

@@ -6,6 +6,10 @@ time (see apps/ops/metrics.py). Each reads an index, never a whole table.
   `requested` should drain within seconds. `not_needed` owes nothing: the whole payment came
   back otherwise (refunded in the provider's dashboard) before it was sent, or after it was
   refused, or, refused, it was superseded by a later refund of its items (`superseded_by`).
+* darkroom_refunds_failed_after_landing_total: refunds the provider reported failed after they
+  had landed (Stripe: a card closed meanwhile). Darkroom revoked the items and reversed the
+  credits, but the shopper did not get the money: an operator settles each (alert on any
+  increase; runbook "Refund failed"). Refunds are never deleted, so it only grows.
 * darkroom_refunds_oldest_requested_age_seconds: a refund not submitted for long means the
   providers' worker is down or the provider keeps failing (alert past a few minutes).
 * darkroom_webhook_events_open{provider, status}: payment and payout webhook events `received`
@@ -22,7 +26,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import connection
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from apps.commerce.models import Refund
 from apps.payments.models import WebhookEvent
@@ -41,7 +45,7 @@ def mark_registered() -> None:
     _registered = True
 
 
-def _figures() -> tuple[dict[str, int], float, dict[tuple[str, str], int], dict[str, int]]:
+def _figures() -> tuple[dict[str, int], float, int, dict[tuple[str, str], int], dict[str, int]]:
     with system_context("commerce metrics"), connection.cursor() as cursor:
         cursor.execute("SELECT status, count(*) FROM commerce_refund GROUP BY status")
         refunds = {str(status): int(count) for status, count in cursor.fetchall()}
@@ -50,6 +54,10 @@ def _figures() -> tuple[dict[str, int], float, dict[tuple[str, str], int], dict[
             " WHERE status = 'requested'"
         )
         oldest_requested = float(cursor.fetchone()[0])  # type: ignore[index]
+        cursor.execute(
+            "SELECT count(*) FROM commerce_refund WHERE provider_failed_at IS NOT NULL AND landed_at IS NOT NULL"
+        )
+        failed_after_landing = int(cursor.fetchone()[0])  # type: ignore[index]
         cursor.execute(
             "SELECT provider, status, count(*) FROM payments_webhookevent WHERE status = ANY(%s)"
             " GROUP BY provider, status",
@@ -62,14 +70,15 @@ def _figures() -> tuple[dict[str, int], float, dict[tuple[str, str], int], dict[
             [settings.RECEIPT_MAX_ATTEMPTS, settings.RECEIPT_MAX_ATTEMPTS],
         )
         retrying, exhausted = cursor.fetchone()  # type: ignore[misc]
-    return refunds, oldest_requested, webhooks, {"retrying": int(retrying), "exhausted": int(exhausted)}
+    receipts = {"retrying": int(retrying), "exhausted": int(exhausted)}
+    return refunds, oldest_requested, failed_after_landing, webhooks, receipts
 
 
 def collect_commerce_metrics() -> Iterable[Metric]:
     if not _registered:
         return
     try:
-        refunds, oldest_requested, webhooks, receipts = _figures()
+        refunds, oldest_requested, failed_after_landing, webhooks, receipts = _figures()
     except Exception:
         logger.warning("commerce metrics unavailable (database)", exc_info=True)
         return
@@ -77,6 +86,11 @@ def collect_commerce_metrics() -> Iterable[Metric]:
     for status in Refund.Status.values:
         family.add_metric([status], refunds.get(status, 0))
     yield family
+    yield CounterMetricFamily(
+        "darkroom_refunds_failed_after_landing",
+        "Refunds the provider reported failed after they had landed (the shopper did not get the money).",
+        value=failed_after_landing,
+    )
     yield GaugeMetricFamily(
         "darkroom_refunds_oldest_requested_age_seconds",
         "Age of the oldest refund not yet submitted to its provider (0 when none).",

@@ -707,6 +707,11 @@ class Refund(TenantModel):
     restock_prints = models.BooleanField(default=False)
     # When the provider confirmed it and its effects ran (downloads revoked, credits reversed).
     landed_at = models.DateTimeField(null=True, blank=True)
+    # When the provider reported that this refund, once accepted, did not complete (Stripe
+    # `refund.failed`: the money went back to the merchant, not to the shopper). Not landed yet,
+    # the refund is `failed` then; landed already, it is left for an operator
+    # (`darkroom_refunds_failed_after_landing_total`).
+    provider_failed_at = models.DateTimeField(null=True, blank=True)
     # A refused refund whose items a later refund asked for again (it is `not_needed`).
     superseded_by = models.ForeignKey(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
@@ -726,6 +731,14 @@ class Refund(TenantModel):
                 name="commerce_refund_status_valid",
             ),
             models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="commerce_refund_amount_positive"),
+        ]
+        indexes = [
+            # The refunds that landed and then failed at the provider, counted at every scrape.
+            models.Index(
+                fields=["provider_failed_at"],
+                condition=models.Q(provider_failed_at__isnull=False, landed_at__isnull=False),
+                name="commerce_refund_failed_landed",
+            ),
         ]
 
     def __str__(self) -> str:

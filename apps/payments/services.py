@@ -33,11 +33,17 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.commerce.errors import PaidWithoutAmount, PaymentForUnknownCheckout, RefundNotRecordedYet
+from apps.commerce.errors import (
+    PaidWithoutAmount,
+    PartialRefundUnnamed,
+    PaymentForUnknownCheckout,
+    RefundNotRecordedYet,
+)
 from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout, Transaction
 from apps.commerce.services import (
     PaymentFact,
     checkout_capture_request,
+    refund_apply_provider_failure,
     transaction_apply_fact,
     transaction_apply_refund,
 )
@@ -82,7 +88,12 @@ class ProviderMismatch(DomainError):
     title = "Event from another provider"
 
 
-NON_RETRYABLE: tuple[type[Exception], ...] = (WebhookPayloadError, ProviderMismatch, PaidWithoutAmount)
+NON_RETRYABLE: tuple[type[Exception], ...] = (
+    WebhookPayloadError,
+    ProviderMismatch,
+    PaidWithoutAmount,
+    PartialRefundUnnamed,
+)
 
 
 @dataclass(frozen=True)
@@ -237,6 +248,15 @@ def _process(*, webhook_event_id: uuid.UUID | str) -> str:
     event.tenant_id = tenant_id
     event.checkout_id = checkout_id
     with tenant_context(tenant_id):
+        if envelope.status == PaymentStatus.REFUND_FAILED:
+            failed = refund_apply_provider_failure(
+                tenant_id=tenant_id,
+                checkout_id=checkout_id,
+                provider_refund_id=envelope.refund_id,
+                reason=envelope.refund_failure,
+                source=f"{event.provider}:{event.event_id}",
+            )
+            return _finish(event, status=WebhookEvent.Status.PROCESSED, outcome=failed.describe())
         if envelope.status == PaymentStatus.APPROVED:
             reference = envelope.reference or ""
             if checkout_capture_request(tenant_id=tenant_id, checkout_id=checkout_id, reference=reference):

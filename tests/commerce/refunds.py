@@ -22,9 +22,9 @@ from tests.web.studio.test_sale_refund_items import refunds_of
 def event(
     studio: StudioPeople, checkout_id: str, amount: int, *, refund_id: str | None = None, own: int | None = None
 ) -> str:
-    """A provider's refund event, applied as the webhook consumer applies it: with `refund_id`
-    (PayPal, Flutterwave) naming a refund of `own` minor units; without (Stripe's charge.refunded)
-    `amount` is the charge's cumulative amount refunded."""
+    """A provider's refund event, applied as the webhook consumer applies it: `amount` refunded
+    (cumulative where the provider reports a total), `refund_id` naming the refund of `own` minor
+    units; without a refund id only the whole payment back is taken."""
     fact = PaymentFact(status="refunded", source="test:event", amount_minor=amount, currency="EUR")
     with tenant_context(studio.org.pk), transaction.atomic():
         outcome = transaction_apply_refund(

@@ -1,7 +1,7 @@
 """Which of a studio's item refunds a provider's partial refund event confirms
-(`transaction_apply_refund`): the refund the event names (PayPal, Flutterwave, sandbox), or,
-from an event naming none (Stripe's cumulative `amount_refunded`), the oldest ones that fit in
-the amount refunded; the whole payment back once they add up to it; a retry, writing nothing, for an event about a
+(`transaction_apply_refund`): the refund the event names (every adapter maps the events that
+name theirs), never one guessed from a total naming none; the whole payment back once they add
+up to it; a retry, writing nothing, for an event about a
 refund whose id is not stored yet, and the stale-event sweep past the consumer's retries; every
 item told to the shopper; a stale sale page refused, never widened (real Postgres and Redis; the
 provider side is the sandbox)."""
@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.commerce.errors import RefundNotRecordedYet
-from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Refund
+from apps.commerce.models import Checkout, CheckoutLine, Refund
 from apps.commerce.services import (
     PaymentFact,
     checkout_refund_request,
@@ -27,6 +27,8 @@ from apps.commerce.services import (
 from apps.ledger.models import LedgerEvent
 from apps.outbox.models import OutboxMessage
 from apps.payments.models import WebhookEvent
+from apps.payments.providers.base import PaymentStatus
+from apps.payments.providers.sandbox import build_event
 from apps.payments.services import webhook_event_process, webhook_events_requeue_stale
 from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.fixtures import empty_broker  # noqa: F401 - fixture by name
@@ -86,28 +88,26 @@ def state(studio: StudioPeople, checkout_id: str) -> tuple[str, list[bool], list
         return status, landed, sorted(keys.values_list("idempotency_key", flat=True))
 
 
-def test_a_cumulative_amount_naming_no_refund_lands_the_accepted_refunds_that_fit(sale: Any) -> None:
+def test_a_partial_refund_event_naming_no_refund_fails_for_an_operator_and_lands_nothing(sale: Any) -> None:
+    # given: the print's refund (25.00) was accepted by the provider
     studio, checkout_id, lines = sale
-    # given: the print refunded first (25.00), then the download, the order's last item (9.00)
     ask(studio, checkout_id, lines["print"])
-    # when: the provider reports 20.00 refunded in all (not the print's refund yet)
-    outcome = told(studio, checkout_id, 2000)
-    # then: nothing lands
-    assert "nothing to land" in outcome
+    # when: an event reports 25.00 refunded without naming the refund (a total, as Stripe's
+    # charge.refunded, which Darkroom does not act on), delivered and processed
+    unnamed = build_event(
+        status=PaymentStatus.REFUNDED,
+        reference=f"sbx_{checkout_id}",
+        checkout_id=checkout_id,
+        amount_minor=2500,
+        currency="EUR",
+    )
+    assert deliver([unnamed]) == [200]
+    drain_outbox(topics={"webhook.received"})
+    # then: it cannot say which refund completed: nothing lands, and the event fails for good
     assert state(studio, checkout_id) == ("paid", [False], [])
-    # when: it reports 25.00: the print's refund lands, the sale stays paid
-    told(studio, checkout_id, 2500)
-    assert state(studio, checkout_id) == ("paid", [True], [f"refund:{checkout_id}:{lines['print']}"])
-    # and: the same total again changes nothing
-    assert "nothing to land" in told(studio, checkout_id, 2500)
-    # when: the download's refund (what is left: 9.00) and then 34.00 in all
-    last = ask(studio, checkout_id, lines["download"])
-    assert last.amount_minor == 900
-    told(studio, checkout_id, 3400)
-    # then: the whole payment is back: the sale is refunded, each credit reversed once
-    status, landed, keys = state(studio, checkout_id)
-    assert (status, landed) == ("refunded", [True, True])
-    assert keys == sorted(f"refund:{checkout_id}:{line_id}" for line_id in lines.values())
+    with system_context("test"):
+        [recorded] = WebhookEvent.objects.filter(event_id=unnamed.event_id)
+    assert (recorded.status, recorded.error.split(":")[0]) == ("failed", "PartialRefundUnnamed")
 
 
 def test_per_refund_amounts_with_ids_land_each_refund_in_any_order(sale: Any) -> None:
@@ -148,31 +148,6 @@ def test_an_event_about_a_refund_not_recorded_yet_is_retried_and_writes_nothing(
 def refunds(studio: StudioPeople, checkout_id: str) -> list[Refund]:
     with tenant_context(studio.org.pk):
         return list(Refund.objects.filter(transaction__checkout_id=checkout_id).order_by("pk"))
-
-
-def test_stripe_cumulative_event_never_lands_a_refund_the_provider_was_not_even_asked_for(sale: Any) -> None:
-    # given: the download's refund (9.00) is still `requested` (its provider call has not gone
-    # through: broker lag, provider 5xx being retried), and the print's refund (25.00, the last
-    # item) was accepted by the provider
-    studio, checkout_id, lines = sale
-    download = ask(studio, checkout_id, lines["download"], submit=False)
-    printed = ask(studio, checkout_id, lines["print"], submit=False)
-    assert (download.amount_minor, printed.amount_minor) == (900, 2500)
-    with tenant_context(studio.org.pk):
-        Refund.objects.filter(pk=printed.pk).update(
-            status=Refund.Status.SUBMITTED, provider_refund_id="re_print", submitted_at=timezone.now()
-        )
-    # when: Stripe's charge.refunded reports 25.00 refunded in all (it names no refund)
-    fact = PaymentFact(status="refunded", source="stripe:evt_1", amount_minor=2500, currency="EUR")
-    with tenant_context(studio.org.pk), transaction.atomic():
-        transaction_apply_refund(tenant_id=studio.org.pk, checkout_id=checkout_id, fact=fact, provider_refund_id=None)
-    # then: the money that went back is the print's; the download, never refunded, stays the shopper's
-    by_pk = {r.pk: r for r in refunds(studio, checkout_id)}
-    with tenant_context(studio.org.pk):
-        download_grant = Entitlement.objects.get(checkout_id=checkout_id, photo__isnull=False)
-    assert by_pk[download.pk].landed_at is None, "a refund never sent to Stripe was landed"
-    assert download_grant.revoked_at is None, "the shopper lost a download whose money was never given back"
-    assert by_pk[printed.pk].landed_at is not None, "the refund Stripe did make did not land"
 
 
 def test_an_item_refund_whose_event_came_before_its_id_was_stored_still_lands(sale: Any) -> None:

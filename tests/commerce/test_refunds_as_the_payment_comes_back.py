@@ -131,7 +131,7 @@ def test_a_refund_made_by_a_call_cut_short_is_not_called_never_sent(
     with tenant_context(studio.org.pk), pytest.raises(type(cut_short)):
         refund_submit(refund_id=printed.pk)
     monkeypatch.undo()
-    # when: Stripe's charge.refunded (34.00 in all: the whole payment) arrives, and then the
+    # when: the provider's event that the whole payment (34.00) is back arrives, and then the
     # print's message runs again
     event(studio, sale, 3400)
     assert status_of(studio, sale) == "refunded"

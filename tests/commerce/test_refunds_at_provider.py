@@ -3,8 +3,7 @@ money no refund of Darkroom's explains is recorded once as a landed `provider_pa
 which revokes nothing and reverses no credit (nobody named the items), tells the shopper, is
 audited, counts in the sales list and CSV, adds up with the other parts to the whole payment,
 and leaves less of the payment for the studio's later refunds (real Postgres and Redis; the
-provider side is the sandbox, and events as each provider reports them: a refund's own amount
-with its id, or Stripe's cumulative total naming none)."""
+provider side is the sandbox; each event names its refund, with that refund's own amount)."""
 
 from __future__ import annotations
 
@@ -108,37 +107,24 @@ def test_parts_refunded_at_the_provider_that_add_up_to_the_payment_refund_the_or
     assert sales_csv_row(signed_in(studio.owner), sale)[3::9] == ["refunded", "34.00"]
 
 
-def test_a_stripe_total_beyond_darkroom_refunds_is_recorded_once_per_new_total(studio: StudioPeople, sale: str) -> None:
-    # when: Stripe's charge.refunded reports 10.00 refunded in all (naming no refund), twice
-    event(studio, sale, 1000)
-    event(studio, sale, 1000)
-    # then: 10.00 recorded once
-    assert at_provider(studio, sale) == [(1000, None, True)]
-    # when: a later total of 15.00: the 5.00 beyond it
-    event(studio, sale, 1500)
-    assert at_provider(studio, sale) == [(1000, None, True), (500, None, True)]
-    # when: an older event arrives late (10.00 in all): nothing
-    assert "nothing to land" in event(studio, sale, 1000)
-    assert status_of(studio, sale) == "paid" and len(at_provider(studio, sale)) == 2
-
-
-def test_a_stripe_total_waits_while_an_accepted_item_refund_may_be_in_it(studio: StudioPeople, sale: str) -> None:
+def test_a_dashboard_refund_is_recorded_at_once_while_an_accepted_item_refund_awaits_landing(
+    studio: StudioPeople, sale: str
+) -> None:
     # given: the studio refunds the print (25.00) through Darkroom; the provider accepted it
     lines = lines_of(studio.org.pk, sale)
-    ask(studio, sale, [lines["print"].pk])
+    printed = ask(studio, sale, [lines["print"].pk])
     drain_outbox(topics={"payment.refund_requested"})
-    # when: Stripe reports 5.00 refunded (made in its dashboard) before the print's refund
-    assert "nothing to land" in event(studio, sale, 500)
-    # then: nothing is recorded yet: the print's refund, not confirmed, could be in a total
-    assert at_provider(studio, sale) == []
-    # when: the print's refund completes: 30.00 in all
-    event(studio, sale, 3000)
-    # then: the print's refund lands, and the 5.00 nothing of Darkroom's explains is recorded
-    [printed] = [r for r in refunds_of(studio.org.pk, sale) if r.reason == Refund.Reason.STUDIO_PARTIAL]
-    assert printed.landed_at is not None
-    assert at_provider(studio, sale) == [(500, None, True)]
+    # when: 5.00 refunded in the provider's dashboard is announced before the print's refund
+    made = sandbox_provider().refund(reference=f"sbx_{sale}", amount_minor=500, idempotency_key="dashboard-1")
+    event(studio, sale, 500, refund_id=made.refund_id, own=500)
+    # then: it is recorded at once (it names its refund, so it cannot be the print's)
+    assert at_provider(studio, sale) == [(500, made.refund_id, True)]
+    # when: the print's refund completes
+    event(studio, sale, 2500, refund_id=fresh(printed).provider_refund_id, own=2500)
+    # then: the print's refund lands; the sale stays paid (30.00 of 34.00 back)
+    assert fresh(printed).landed_at is not None
     assert refund_keys(studio.org.pk) == [f"refund:{sale}:{lines['print'].pk}"]
-    assert status_of(studio, sale) == "paid"
+    assert status_of(studio, sale) == "paid" and len(at_provider(studio, sale)) == 1
 
 
 def test_the_studio_refunds_only_what_the_dashboard_left(studio: StudioPeople, sale: str) -> None:
@@ -323,30 +309,29 @@ def test_the_sale_page_offers_the_item_left_at_what_its_refund_form_gives_back(s
     assert posted.status_code == 303, text(posted)
 
 
-# --- 2. a Stripe total seen while a whole refund awaited the provider is lost for good ---------
+# --- 2. a dashboard refund seen while a whole refund awaited the provider ---------------------
 
 
-def test_a_stripe_dashboard_refund_seen_while_a_whole_refund_was_asked_is_recorded_once_that_refund_is_refused(
+def test_a_dashboard_refund_seen_while_a_whole_refund_was_asked_is_recorded_once_that_refund_is_refused(
     studio: StudioPeople, sale: str
 ) -> None:
-    # given: the studio refunds 10.00 in Stripe's dashboard, and asks Darkroom to refund the whole
-    # order (34.00) before Darkroom heard of it; that refund's provider call has not run yet
-    sandbox_provider().refund(reference=f"sbx_{sale}", amount_minor=1000, idempotency_key="dashboard-1")
+    # given: the studio refunds 10.00 in the provider's dashboard, and asks Darkroom to refund the
+    # whole order (34.00) before Darkroom heard of it; that refund's provider call has not run yet
+    made = sandbox_provider().refund(reference=f"sbx_{sale}", amount_minor=1000, idempotency_key="dashboard-1")
     whole = ask(studio, sale, None)
     assert (whole.reason, whole.amount_minor, whole.status) == ("studio", 3400, "requested")
-    # when: Stripe's charge.refunded for the dashboard part arrives (10.00 refunded in all)
+    # when: the provider's event for the dashboard part arrives
     retried = False
     try:
-        event(studio, sale, 1000)
+        event(studio, sale, 1000, refund_id=made.refund_id, own=1000)
     except RefundNotRecordedYet:
         retried = True  # the consumer, then the stale-event sweep, applies it again later
-    # and: the provider refuses the whole refund (only 24.00 of the charge is left to refund);
-    # Stripe sends no other charge.refunded, since nothing more was refunded
+    # and: the provider refuses the whole refund (only 24.00 of the charge is left to refund)
     drain_outbox(topics={"payment.refund_requested"})
     with tenant_context(studio.org.pk):
         assert Refund.objects.get(pk=whole.pk).status == Refund.Status.FAILED
     if retried:
-        event(studio, sale, 1000)
+        event(studio, sale, 1000, refund_id=made.refund_id, own=1000)
     # then: the 10.00 refunded in the dashboard is recorded, and the CSV counts it
-    assert at_provider(studio, sale) == [(1000, None, True)], "the dashboard's 10.00 is never recorded"
+    assert at_provider(studio, sale) == [(1000, made.refund_id, True)], "the dashboard's 10.00 is never recorded"
     assert sales_csv_row(signed_in(studio.owner), sale)[3::9] == ["paid", "10.00"]

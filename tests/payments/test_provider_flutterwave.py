@@ -162,11 +162,12 @@ def test_refund_completed_maps_to_refunded():
     assert (envelope.checkout_id, envelope.payment_id, envelope.amount_minor) == (CHECKOUT_ID, "285959875", 4000)
 
 
-def test_failed_refund_and_unknown_events_are_unknown():
+def test_a_failed_refund_is_refund_failed_and_unknown_events_are_unknown():
     adapter = provider()
     failed_refund = json.dumps({"event": "refund.completed", "data": {"id": 1, "status": "failed", "tx_ref": "x"}})
     transfer = json.dumps({"event": "transfer.completed", "data": {"id": 9, "status": "SUCCESSFUL"}})
-    assert adapter.parse_webhook(body=failed_refund.encode(), headers={}).status == PaymentStatus.UNKNOWN
+    failed = adapter.parse_webhook(body=failed_refund.encode(), headers={})
+    assert (failed.status, failed.refund_id, failed.refund_failure) == (PaymentStatus.REFUND_FAILED, "1", "failed")
     assert adapter.parse_webhook(body=transfer.encode(), headers={}).status == PaymentStatus.UNKNOWN
 
 

@@ -197,26 +197,81 @@ def test_checkout_id_falls_back_to_metadata():
     assert provider(make_secret()).parse_webhook(body=body, headers={}).checkout_id == CHECKOUT_ID
 
 
-def test_charge_refunded_maps_to_refunded_with_the_checkout_from_payment_intent_metadata():
+def refund_object(status: str, **extra: object) -> dict[str, object]:
+    """A Stripe refund of 5.00 of pi_1, made by Darkroom (its session in the metadata)."""
+    return {
+        "id": "re_1",
+        "object": "refund",
+        "amount": 500,
+        "charge": "ch_1",
+        "currency": "eur",
+        "payment_intent": "pi_1",
+        "status": status,
+        "metadata": {"session": "cs_test_a1"},
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("event_type", ["refund.created", "refund.updated"])
+def test_a_succeeded_refund_event_names_its_refund_and_its_own_amount(event_type):
+    envelope = provider(make_secret()).parse_webhook(body=event(event_type, refund_object("succeeded")), headers={})
+    assert (envelope.status, envelope.refund_id) == (PaymentStatus.REFUNDED, "re_1")
+    assert (envelope.amount_minor, envelope.refund_amount_minor, envelope.currency) == (500, 500, "EUR")
+    # matched by the session Darkroom's refund names, else by its PaymentIntent
+    assert (envelope.reference, envelope.payment_id, envelope.refund_failure) == ("cs_test_a1", "pi_1", "")
+
+
+def test_a_dashboard_refund_event_is_matched_by_its_payment_intent():
+    body = event("refund.updated", refund_object("succeeded", metadata={}))
+    envelope = provider(make_secret()).parse_webhook(body=body, headers={})
+    assert (envelope.status, envelope.reference, envelope.payment_id) == (PaymentStatus.REFUNDED, None, "pi_1")
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status", "reason"),
+    [
+        ("refund.failed", "failed", "expired_or_canceled_card"),
+        ("refund.updated", "failed", "lost_or_stolen_card"),
+        ("refund.updated", "canceled", None),
+    ],
+)
+def test_a_refund_that_did_not_complete_is_refund_failed_with_its_reason(event_type, status, reason):
+    body = event(event_type, refund_object(status, failure_reason=reason))
+    envelope = provider(make_secret()).parse_webhook(body=body, headers={})
+    assert (envelope.status, envelope.refund_id) == (PaymentStatus.REFUND_FAILED, "re_1")
+    assert envelope.refund_failure == (reason or status)
+
+
+@pytest.mark.parametrize("status", ["pending", "requires_action", None])
+def test_a_refund_not_finished_yet_is_unknown(status):
+    body = event("refund.created", refund_object(status))
+    assert provider(make_secret()).parse_webhook(body=body, headers={}).status == PaymentStatus.UNKNOWN
+
+
+def test_charge_refunded_is_not_acted_on_it_cannot_say_which_refund_completed():
+    # a charge of 15.00 refunded twice (5.00, then 7.00): 12.00 refunded in all, refunds unnamed
     charge = {
         "id": "ch_1",
         "object": "charge",
         "payment_intent": "pi_1",
         "amount": 1500,
-        "amount_refunded": 1500,
-        "refunded": True,
+        "amount_refunded": 1200,
+        "refunded": False,
         "currency": "eur",
         "metadata": {"checkout_id": CHECKOUT_ID},
     }
     envelope = provider(make_secret()).parse_webhook(body=event("charge.refunded", charge, "evt_2"), headers={})
-    assert envelope.status == PaymentStatus.REFUNDED
-    assert (envelope.reference, envelope.checkout_id, envelope.payment_id) == (None, CHECKOUT_ID, "pi_1")
-    assert (envelope.amount_minor, envelope.currency) == (1500, "EUR")
+    assert (envelope.status, envelope.refund_id) == (PaymentStatus.UNKNOWN, None)
+
+
+def test_a_refund_event_without_the_refunds_id_is_unknown():
+    body = event("refund.updated", refund_object("succeeded", id=None))
+    assert provider(make_secret()).parse_webhook(body=body, headers={}).status == PaymentStatus.UNKNOWN
 
 
 def test_known_event_naming_no_payment_is_unknown_and_other_types_are_unknown():
     adapter = provider(make_secret())
-    orphan = event("charge.refunded", {"id": "ch_1", "object": "charge", "amount_refunded": 5, "currency": "eur"})
+    orphan = event("refund.updated", {"id": "re_9", "object": "refund", "amount": 5, "status": "succeeded"})
     assert adapter.parse_webhook(body=orphan, headers={}).status == PaymentStatus.UNKNOWN
     other = adapter.parse_webhook(body=event("customer.created", {"id": "cus_1"}, "evt_9"), headers={})
     assert (other.status, other.event_id, other.event_type) == (PaymentStatus.UNKNOWN, "evt_9", "customer.created")

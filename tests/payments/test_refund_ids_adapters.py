@@ -407,25 +407,23 @@ def test_flutterwave_charge_events_name_no_refund():
     assert (envelope.status, envelope.payment_id, envelope.refund_id) == (PaymentStatus.PAID, "285959875", None)
 
 
-def test_stripe_charge_refunded_names_no_refund_and_carries_the_cumulative_amount():
-    # a charge of EUR 15.00 refunded twice (5.00, 7.00): the event's charge says 12.00 refunded
-    charge = {
-        "id": "ch_1",
-        "object": "charge",
-        "amount": 1500,
-        "amount_refunded": 1200,
-        "refunded": False,
-        "currency": "eur",
-        "payment_intent": "pi_1",
-        "metadata": {"checkout_id": CHECKOUT_ID},
-        "refunds": {"object": "list", "data": [{"id": "re_2", "object": "refund", "amount": 700}]},
-    }
-    payload = {"id": "evt_r2", "object": "event", "type": "charge.refunded", "data": {"object": charge}}
-    adapter = StripeProvider(secret_key=STRIPE_KEY, webhook_secrets=["whsec_unused"])
-    envelope = adapter.parse_webhook(body=json.dumps(payload).encode(), headers={})
-    # even a charge expanded with (some of) its refunds does not say which refund completed
-    assert (envelope.status, envelope.refund_id, envelope.amount_minor) == (PaymentStatus.REFUNDED, None, 1200)
-    assert envelope.refund_amount_minor is None
+def test_stripe_refund_events_name_the_refunds_the_api_made_with_their_own_amounts(stripe_fake):
+    # given: two refunds made through the fake Refunds API (5.00, then 7.00)
+    fake, adapter = stripe_fake
+    first = adapter.refund(reference=SESSION_ID, amount_minor=500, idempotency_key="refund:a")
+    second = adapter.refund(reference=SESSION_ID, amount_minor=700, idempotency_key="refund:b")
+
+    # when: Stripe announces each with refund.updated, the refund as its object
+    def announced(refund: dict[str, Any], n: int) -> WebhookEnvelope:
+        payload = {"id": f"evt_r{n}", "object": "event", "type": "refund.updated", "data": {"object": refund}}
+        return adapter.parse_webhook(body=json.dumps(payload).encode(), headers={})
+
+    one, two = (announced(refund, n) for n, refund in enumerate(fake.refunds))
+    # then: each names the refund the API call returned, with that refund's own amount, and the
+    # session the refund was made for
+    assert (one.refund_id, one.amount_minor, one.reference) == (first.refund_id, 500, SESSION_ID)
+    assert (two.refund_id, two.amount_minor, two.reference) == (second.refund_id, 700, SESSION_ID)
+    assert one.status == two.status == PaymentStatus.REFUNDED
 
 
 def test_an_envelope_whose_refund_id_postgres_cannot_store_says_so():

@@ -163,7 +163,7 @@ def test_only_refunded_events_carry_a_refund_id(sandbox, secret):
     body["data"]["refund_id"] = "re_sbx_1"
     forged = SandboxEvent(body["id"], body["type"], json.dumps(body).encode())
     assert delivered(sandbox, secret, forged).refund_id is None
-    with pytest.raises(ValueError, match="only a refunded event"):
+    with pytest.raises(ValueError, match="only a refund's event"):
         build_event(status=PaymentStatus.PAID, refund_id="re_sbx_1", **facts)
     # a refunded event built without a refund (an old-style event) has none either
     assert delivered(sandbox, secret, build_event(status=PaymentStatus.REFUNDED, **facts)).refund_id is None

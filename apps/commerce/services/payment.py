@@ -66,6 +66,7 @@ from apps.commerce.errors import (
     CheckoutNotFound,
     CheckoutNotRefundable,
     PaidWithoutAmount,
+    PartialRefundUnnamed,
     PaymentForUnknownCheckout,
     PrintsNotRestockable,
     RefundAlreadyRequested,
@@ -524,26 +525,24 @@ def transaction_apply_refund(
 ) -> FactOutcome:
     """A provider says (some of) a payment was refunded (`fact.status` "refunded";
     `fact.amount_minor` what was refunded, cumulative where the provider reports a total;
-    `provider_refund_id` the one refund the event is about, where it names one, and
-    `refund_amount_minor` that refund's own amount, where it says it).
+    `provider_refund_id` the one refund the event is about, and `refund_amount_minor` that
+    refund's own amount, where it says it).
 
     The whole payment back (the amount reaches `whole_refund_minor`, an event with no amount, or
     the partial refunds landed so far add up to it): the `refunded` fact, as
-    `transaction_apply_fact`. Less: the studio's item refunds it confirms land
-    (`_land_items_refund`): the one it names, or, from an event naming none (Stripe's
-    cumulative `amount_refunded`), the refunds the provider accepted, oldest first, whose
-    amounts fit in the amount refunded beyond the landed ones. Money it reports that no refund
-    of Darkroom's explains was refunded in the provider's dashboard: it is recorded as a landed
-    `provider_partial` refund (`_record_refunded_at_provider`), which revokes nothing (Darkroom
-    cannot tell which items it was for) but counts toward the whole payment and leaves less of
-    it for the studio's later refunds.
+    `transaction_apply_fact`. Less: the studio's item refund it names lands
+    (`_land_items_refund`). A refund it names that is none of Darkroom's was made in the
+    provider's dashboard: it is recorded as a landed `provider_partial` refund
+    (`_record_refunded_at_provider`), which revokes nothing (Darkroom cannot tell which items it
+    was for) but counts toward the whole payment and leaves less of it for the studio's later
+    refunds.
 
     Joins the caller's transaction (the webhook consumer's), in the tenant's context; locks the
-    checkout, its transaction, then its partial refunds. Raises PaymentForUnknownCheckout, and
+    checkout, its transaction, then its partial refunds. Raises PaymentForUnknownCheckout,
+    PartialRefundUnnamed (nothing written) for less than the whole payment naming no refund, and
     RefundNotRecordedYet (retryable: the consumer's retries, then the stale-event sweep) for an
-    event naming a refund id Darkroom has not stored yet, or reporting more than the accepted
-    refunds explain, while a refund of it (an item refund, the whole order's) awaits the
-    provider's answer.
+    event naming a refund id Darkroom has not stored yet while a refund of the payment (an item
+    refund, the whole order's) awaits the provider's answer.
     """
     checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
     if checkout is None:
@@ -555,6 +554,11 @@ def transaction_apply_refund(
     whole = whole_refund_minor(txn=txn)
     if fact.amount_minor >= whole:
         return apply_fact_locked(checkout=checkout, fact=fact, now=now)
+    if not provider_refund_id:
+        raise PartialRefundUnnamed(
+            f"{fact.source} reports {fact.amount_minor} of {whole} refunded without naming the refund: "
+            "Darkroom cannot tell which refund completed."
+        )
     # Charged and not refunded whole: a sale, or a payment Darkroom gives back (late, mismatched).
     paid = txn.status == Transaction.Status.PAID
     # Every refund of the payment, locked in the order `checkout_refund_request` locks them.
@@ -570,7 +574,6 @@ def transaction_apply_refund(
     at_provider = (
         _refunded_at_provider_minor(
             refunds=refunds,
-            landing=landing,
             back=back,
             fact=fact,
             provider_refund_id=provider_refund_id,
@@ -607,34 +610,86 @@ def transaction_apply_refund(
     return outcome
 
 
+@transaction.atomic
+def refund_apply_provider_failure(
+    *, tenant_id: int, checkout_id: uuid.UUID | str, provider_refund_id: str | None, reason: str, source: str
+) -> FactOutcome:
+    """A provider says a refund it had accepted did not complete (Stripe `refund.failed`): the
+    money went back to the merchant's balance, not to the shopper.
+
+    Darkroom's refund with that id, accepted and not landed, turns `failed` with the provider's
+    reason, as a refusal does: `darkroom_refunds{status="failed"}` alerts (runbook "Refund
+    failed"), and its items can be refunded again. One that landed already (its downloads were
+    revoked and its credits reversed) keeps its state, for an operator: its `provider_failed_at`
+    and `last_error` say so (`darkroom_refunds_failed_after_landing_total`), and
+    `refund.failed_after_landing` is audited. An id Darkroom has not stored
+    while a refund of the payment awaits the provider's answer raises RefundNotRecordedYet
+    (retried, as for a refund event); any other id (a refund made in the provider's dashboard
+    and failed before it was ever recorded) changes nothing. Redelivered, it changes nothing
+    more. Locks the checkout, its transaction, then its refunds, as the refund paths do.
+    """
+    checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
+    if checkout is None:
+        raise PaymentForUnknownCheckout(f"Checkout {checkout_id} does not exist.")
+    txn = Transaction.objects.select_for_update().filter(checkout_id=checkout.pk).first()
+    outcome = FactOutcome(before=txn.status if txn else None, after=txn.status if txn else None)
+    refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk")) if txn else []
+    named = next((r for r in refunds if provider_refund_id and r.provider_refund_id == provider_refund_id), None)
+    reason = (reason or "failed")[:500]
+    if named is None:
+        if provider_refund_id and any(r.status == Refund.Status.REQUESTED for r in refunds):
+            raise RefundNotRecordedYet(
+                f"{source} says refund {provider_refund_id} failed, not recorded yet while a refund "
+                "awaits the provider's answer: trying again later."
+            )
+        outcome.effects.append(f"refund {provider_refund_id} failed at the provider: not one of Darkroom's refunds")
+        return outcome
+    landed = named.landed_at is not None
+    if (named.provider_failed_at is not None) if landed else (named.status != Refund.Status.SUBMITTED):
+        outcome.effects.append(f"refund {named.pk} ({named.status}): nothing to change")
+        return outcome
+    named.provider_failed_at = timezone.now()
+    named.last_error = f"The payment provider could not complete this refund after accepting it ({reason})."
+    if not landed:
+        named.status = Refund.Status.FAILED
+    named.save(update_fields=["status", "last_error", "provider_failed_at"])
+    audit_record(
+        action="refund.failed_after_landing" if landed else "refund.failed_at_provider",
+        tenant_id=tenant_id,
+        actor_label=f"provider:{checkout.provider}",
+        target_type="checkout",
+        target_id=str(checkout.pk),
+        data={"refund_id": named.pk, "provider_refund_id": provider_refund_id, "reason": reason, "source": source},
+    )
+    if landed:
+        logger.error(
+            "a landed refund failed at the provider: the shopper has not got the money back; an operator "
+            "settles it (README runbook 'Refund failed')",
+            extra={"checkout_id": str(checkout.pk), "refund_id": named.pk, "reason": reason},
+        )
+        outcome.effects.append(f"refund {named.pk} landed, then failed at the provider: left for an operator")
+    else:
+        logger.error(
+            "refund failed at the provider after it was accepted",
+            extra={"checkout_id": str(checkout.pk), "refund_id": named.pk, "reason": reason},
+        )
+        outcome.effects.append(f"refund {named.pk} failed at the provider ({reason})")
+    return outcome
+
+
 def _refunded_at_provider_minor(
-    *,
-    refunds: list[Refund],
-    landing: list[Refund],
-    back: int,
-    fact: PaymentFact,
-    provider_refund_id: str | None,
-    refund_amount_minor: int | None,
+    *, refunds: list[Refund], back: int, fact: PaymentFact, provider_refund_id: str, refund_amount_minor: int | None
 ) -> int:
     """How much of a partial refund event no refund of Darkroom's explains (0: all of it is
-    explained), i.e. what the studio refunded in the provider's dashboard. `refunds`: the
-    payment's; `back`: what the partial refunds landed so far and `landing` give back.
-
-    An event naming a refund: that refund's own amount when Darkroom has no refund with its id
-    (`_refunds_confirmed` has already asked to wait while a refund awaits the provider's
-    answer). An event naming none (a cumulative total): the total beyond `back`, but only once
-    no refund of the payment awaits landing, since a refund the provider accepted but has not
-    confirmed yet may be the one in the total (the next event's total still holds the
-    dashboard's part then)."""
+    explained), i.e. what the studio refunded in the provider's dashboard: the named refund's
+    own amount when Darkroom has no refund with its id (`_refunds_confirmed` has already asked
+    to wait while a refund awaits the provider's answer). `refunds`: the payment's; `back`: what
+    the partial refunds landed so far and the one landing now give back."""
     assert fact.amount_minor is not None
-    if provider_refund_id:
-        if any(r.provider_refund_id == provider_refund_id for r in refunds):
-            return 0
-        own = refund_amount_minor if refund_amount_minor is not None else fact.amount_minor - back
-        return max(own, 0)
-    if any(r.landed_at is None and r.status in Refund.LIVE_STATUSES and r not in landing for r in refunds):
-        return 0  # a refund awaits landing
-    return max(fact.amount_minor - back, 0)
+    if any(r.provider_refund_id == provider_refund_id for r in refunds):
+        return 0
+    own = refund_amount_minor if refund_amount_minor is not None else fact.amount_minor - back
+    return max(own, 0)
 
 
 def _record_refunded_at_provider(
@@ -643,23 +698,20 @@ def _record_refunded_at_provider(
     txn: Transaction,
     amount_minor: int,
     fact: PaymentFact,
-    provider_refund_id: str | None,
+    provider_refund_id: str,
     now: datetime,
     tell_shopper: bool,
 ) -> list[str]:
-    """A landed `provider_partial` refund of `amount_minor` (the provider's refund id, or the
-    cumulative total that revealed it, keys it: a redelivered event records nothing twice), one
-    `refund.at_provider` audit row, and, with `tell_shopper`, the shopper's e-mail about it.
-    Nothing of the order is revoked and no wallet credit reversed."""
-    if provider_refund_id:
-        named = (
-            provider_refund_id
-            if len(provider_refund_id) <= 120
-            else hashlib.sha256(provider_refund_id.encode()).hexdigest()
-        )
-        key = f"refund:{checkout.pk}:provider:{named}"
-    else:
-        key = f"refund:{checkout.pk}:provider-total:{fact.amount_minor}"
+    """A landed `provider_partial` refund of `amount_minor` (the provider's refund id keys it: a
+    redelivered event records nothing twice), one `refund.at_provider` audit row, and, with
+    `tell_shopper`, the shopper's e-mail about it. Nothing of the order is revoked and no wallet
+    credit reversed."""
+    named = (
+        provider_refund_id
+        if len(provider_refund_id) <= 120
+        else hashlib.sha256(provider_refund_id.encode()).hexdigest()
+    )
+    key = f"refund:{checkout.pk}:provider:{named}"
     refund, created = Refund.objects.get_or_create(
         idempotency_key=key,
         defaults={
@@ -669,7 +721,7 @@ def _record_refunded_at_provider(
             "amount_minor": amount_minor,
             "currency": txn.currency,
             "status": Refund.Status.SUBMITTED,
-            "provider_refund_id": provider_refund_id or None,
+            "provider_refund_id": provider_refund_id,
             "submitted_at": now,
             "landed_at": now,
         },
@@ -702,44 +754,23 @@ def _record_refunded_at_provider(
 
 
 def _refunds_confirmed(
-    *, partials: list[Refund], fact: PaymentFact, provider_refund_id: str | None, answer_awaited: bool
+    *, partials: list[Refund], fact: PaymentFact, provider_refund_id: str, answer_awaited: bool
 ) -> list[Refund]:
-    """The studio's item refunds a partial refund event confirms (see `transaction_apply_refund`).
-    `answer_awaited`: a refund of the payment is still `requested` (its provider call has not
-    answered), so money no known refund explains may be its: RefundNotRecordedYet."""
-    assert fact.amount_minor is not None
+    """The studio's item refund a partial refund event confirms: the one it names, if it has not
+    landed yet (see `transaction_apply_refund`). `answer_awaited`: a refund of the payment is
+    still `requested` (its provider call has not answered), so an id no refund holds yet may be
+    its: RefundNotRecordedYet."""
     pending = [r for r in partials if r.landed_at is None and r.status in Refund.LIVE_STATUSES]
-    if provider_refund_id:
-        named = [r for r in pending if r.provider_refund_id == provider_refund_id]
-        if named:
-            return named
-        known = any(r.provider_refund_id == provider_refund_id for r in partials)
-        if not known and answer_awaited:
-            raise RefundNotRecordedYet(
-                f"{fact.source} names refund {provider_refund_id}, not recorded yet while a refund "
-                "awaits the provider's answer: trying again later."
-            )
-        return []
-    # Naming none (Stripe's cumulative `amount_refunded`): only refunds the provider accepted can
-    # be in it, oldest accepted first. Money beyond them while a refund still awaits the
-    # provider's answer is most likely that one's: try again once its answer is stored.
-    submitted = sorted(
-        (r for r in pending if r.status == Refund.Status.SUBMITTED),
-        key=lambda r: (r.submitted_at or r.created_at, r.pk),
-    )
-    landing: list[Refund] = []
-    running = sum(r.amount_minor for r in partials if r.landed_at is not None)
-    for refund in submitted:
-        if running + refund.amount_minor > fact.amount_minor:
-            break
-        landing.append(refund)
-        running += refund.amount_minor
-    if running < fact.amount_minor and answer_awaited:
+    named = [r for r in pending if r.provider_refund_id == provider_refund_id]
+    if named:
+        return named
+    known = any(r.provider_refund_id == provider_refund_id for r in partials)
+    if not known and answer_awaited:
         raise RefundNotRecordedYet(
-            f"{fact.source} reports {fact.amount_minor} refunded, {running} of it known, while a refund "
+            f"{fact.source} names refund {provider_refund_id}, not recorded yet while a refund "
             "awaits the provider's answer: trying again later."
         )
-    return landing
+    return []
 
 
 def _request_refund(*, txn: Transaction, reason: str, amount_minor: int, currency: str, now: datetime) -> list[str]:
@@ -1074,7 +1105,8 @@ def refund_retry(*, refund_id: int, actor_label: str, actor_user: User | None = 
     refund.status = Refund.Status.REQUESTED
     refund.idempotency_key = _retry_key(previous_key, refund.attempts)
     refund.queued_at = timezone.now()
-    refund.save(update_fields=["status", "idempotency_key", "queued_at"])
+    refund.provider_failed_at = None  # a new provider refund: its own outcome counts
+    refund.save(update_fields=["status", "idempotency_key", "queued_at", "provider_failed_at"])
     _publish_refund_requested(refund)
     audit_record(
         action="refund.retry",

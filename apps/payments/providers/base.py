@@ -38,6 +38,8 @@ class PaymentStatus(StrEnum):
         it is NOT money received: capture, then wait for the capture's own status.
     PAID: money captured. FAILED: the attempt was declined or failed for good.
     REFUNDED: a refund completed (also partial ones: compare the envelope's `amount_minor`).
+    REFUND_FAILED: a refund the provider had accepted did not complete (the card was closed, say):
+        the money went back to the merchant's balance, not to the shopper. `refund_id` names it.
     EXPIRED: the session or order timed out or was voided unpaid.
     UNKNOWN: an event type Darkroom does not act on; record it and ignore it.
     """
@@ -47,6 +49,7 @@ class PaymentStatus(StrEnum):
     PAID = "paid"
     FAILED = "failed"
     REFUNDED = "refunded"
+    REFUND_FAILED = "refund_failed"
     EXPIRED = "expired"
     UNKNOWN = "unknown"
 
@@ -222,9 +225,10 @@ class WebhookEnvelope:
     `RefundResult.refund_id`; None on every other event), and `refund_amount_minor` that one
     refund's own amount, where the event says it. Several refunds of one payment each send
     their own event. Per provider:
-        Stripe `charge.refunded`: `amount_minor` is the charge's `amount_refunded`, CUMULATIVE
-            over all its refunds; `refund_id` and `refund_amount_minor` None (the charge in a
-            webhook does not list its refunds, so the event cannot say which refund completed).
+        Stripe `refund.created` / `refund.updated` with the refund `succeeded`: the object is the
+            refund, `refund_id` its id; `amount_minor` and `refund_amount_minor` are THIS
+            refund's `amount` (its `charge.refunded` reports only the charge's cumulative
+            `amount_refunded`, which cannot say which refund completed: it is not acted on).
         PayPal PAYMENT.CAPTURE.REFUNDED / .REVERSED: the resource is the refund, `refund_id` its
             id, `refund_amount_minor` its `amount`; `amount_minor` is
             `seller_payable_breakdown.total_refunded_amount`, CUMULATIVE over the capture's
@@ -237,6 +241,10 @@ class WebhookEnvelope:
         Sandbox `payment.refunded`: `refund_id` is the refund's `re_sbx_...` id,
             `refund_amount_minor` its `refund_amount_minor`; `amount_minor` is CUMULATIVE (the
             refunds of the payment up to and including this one).
+
+    For REFUND_FAILED, `refund_id` names the refund and `refund_failure` says why (Stripe
+    `refund.failed`, or `refund.updated` with the refund `failed` or `canceled`; Flutterwave
+    `refund.completed` with the refund `failed`).
 
     Every envelope whose status is not UNKNOWN names at least one of `reference`, `checkout_id`
     and `payment_id`; a known event type that names none (a payment Darkroom did not create)
@@ -264,6 +272,8 @@ class WebhookEnvelope:
     # A REFUNDED event's amount in major units, as written, when the event names no currency
     # (`amount_minor` is None then): the payment's currency converts it.
     amount_major: str | None = None
+    # A REFUND_FAILED event's reason, as the provider gives it ("expired_or_canceled_card").
+    refund_failure: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def unstorable_fields(self) -> list[str]:

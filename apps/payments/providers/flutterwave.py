@@ -31,7 +31,8 @@ it closes nothing. The checkout ends paid by a later successful charge or expire
 (the page closes with it, `session_duration`).
     refund.completed                                   -> REFUNDED (data is the refund:
                       refund_id = data.id, amount = this refund's AmountRefunded/amount_refunded;
-                      Flutterwave reports no cumulative total), data.status failed -> UNKNOWN
+                      Flutterwave reports no cumulative total), data.status failed ->
+                      REFUND_FAILED (the money stays with the merchant)
     anything else                                      -> UNKNOWN
 v3 deliveries have no event id; the id used for deduplication is `<event>:<data.id>:<status>`
 (a redelivery repeats it; a later status change of the same charge is a new event).
@@ -534,8 +535,8 @@ class FlutterwaveProvider(PaymentProvider):
             refunded = _amount(written, currency)
             envelope = WebhookEnvelope(
                 **common,
-                # A refund that failed leaves the payment as it was: nothing to act on.
-                status=PaymentStatus.UNKNOWN if data_status == "failed" else PaymentStatus.REFUNDED,
+                # A refund that failed leaves the money with the merchant: the refund is failed.
+                status=PaymentStatus.REFUND_FAILED if data_status == "failed" else PaymentStatus.REFUNDED,
                 reference=tx_ref,
                 checkout_id=tx_ref,
                 payment_id=as_str(_first(data, "TransactionId", "transaction_id", "charge_id")),
@@ -544,6 +545,9 @@ class FlutterwaveProvider(PaymentProvider):
                 refund_id=data_id,
                 refund_amount_minor=refunded,
                 amount_major=_major_written(written) if currency is None else None,
+                refund_failure=(as_str(_first(data, "comments", "comment", "status")) or "failed")
+                if data_status == "failed"
+                else "",
             )
         elif event_type == TRANSFER_EVENT:
             payout = _transfer_event(data)

@@ -32,6 +32,9 @@ Stripe's `amount_refunded`, carries the CUMULATIVE amount refunded up to and inc
      "data": {"reference": "sbx_...", "checkout_id": "...", "amount_minor": 1500, "currency": "EUR",
               "refund_id": "re_sbx_...", "refund_amount_minor": 500}}
 
+A refund it accepted can still fail, as Stripe's do (`fail_refund`): its amount counts no more,
+and `payment.refund_failed` names the refund and carries its `failure_reason`.
+
 `fetch_status` says REFUNDED once the refunds add up to the whole payment, PAID before.
 
 `SandboxWebhookSender` makes misbehaving deliveries on purpose (settings
@@ -109,7 +112,9 @@ EVENT_TYPES: dict[PaymentStatus, str] = {
     PaymentStatus.PAID: "payment.paid",
     PaymentStatus.FAILED: "payment.failed",
     PaymentStatus.REFUNDED: "payment.refunded",
+    PaymentStatus.REFUND_FAILED: "payment.refund_failed",
 }
+_REFUND_STATUSES = frozenset({PaymentStatus.REFUNDED, PaymentStatus.REFUND_FAILED})
 _STATUS_BY_TYPE = {event_type: status for status, event_type in EVENT_TYPES.items()}
 _SETTLE_OUTCOMES = frozenset({PaymentStatus.PAID, PaymentStatus.FAILED})
 _CLOSED = str(PaymentStatus.EXPIRED)  # the outcome of a session closed unpaid
@@ -149,16 +154,19 @@ def build_event(
     event_id: str | None = None,
     refund_id: str | None = None,
     refund_amount_minor: int | None = None,
+    failure_reason: str | None = None,
 ) -> SandboxEvent:
-    """A paid/failed/refunded event for a sandbox payment (event id deterministic by default).
+    """A paid/failed/refunded/refund-failed event for a sandbox payment (event id deterministic
+    by default).
 
     For a refunded event, `amount_minor` is the cumulative amount refunded; `refund_id` (and
     `refund_amount_minor`, that refund's own amount) name the refund the event is about, and
-    the default event id is then derived from the refund id."""
+    the default event id is then derived from the refund id. A refund-failed event names the
+    refund and says why (`failure_reason`, as Stripe's refund does)."""
     if status not in EVENT_TYPES:
-        raise ValueError(f"the sandbox sends paid, failed or refunded events, not {status}")
-    if refund_id is not None and status is not PaymentStatus.REFUNDED:
-        raise ValueError("only a refunded event names a refund")
+        raise ValueError(f"the sandbox sends paid, failed, refunded or refund-failed events, not {status}")
+    if refund_id is not None and status not in _REFUND_STATUSES:
+        raise ValueError("only a refund's event names a refund")
     event_type = EVENT_TYPES[status]
     identifier = event_id or event_id_for(reference=reference, status=status, refund_id=refund_id)
     data: dict[str, Any] = {
@@ -171,6 +179,8 @@ def build_event(
         data["refund_id"] = refund_id
     if refund_amount_minor is not None:
         data["refund_amount_minor"] = refund_amount_minor
+    if failure_reason is not None:
+        data["failure_reason"] = failure_reason
     payload = {
         "id": identifier,
         "type": event_type,
@@ -350,10 +360,11 @@ class SandboxProvider(PaymentProvider):
             raise ProviderError(
                 f"sandbox: {reference} is not refunded", provider=self.name, retryable=False, http_status=409
             )
+        made = [recorded for recorded in refunds if "failed_refund_id" not in recorded]  # not reversals
         if refund_id is None:
-            refund = refunds[-1]
+            refund = made[-1]
         else:
-            found = [recorded for recorded in refunds if recorded["refund_id"] == refund_id]
+            found = [recorded for recorded in made if recorded["refund_id"] == refund_id]
             if not found:
                 raise ProviderError(
                     f"sandbox: {reference} has no refund {refund_id}",
@@ -372,6 +383,51 @@ class SandboxProvider(PaymentProvider):
             created=int(self._now()),
             refund_id=refund["refund_id"],
             refund_amount_minor=refund["amount_minor"],
+        )
+
+    def fail_refund(self, *, reference: str, refund_id: str, reason: str = "expired_or_canceled_card") -> SandboxEvent:
+        """The provider could not complete the refund `refund_id` it accepted (as a Stripe refund
+        fails when the shopper's card was closed meanwhile): its amount counts no more (a slot
+        records the reversal, claimed like a refund's, so the totals stay a consistent chain), and
+        the `payment.refund_failed` event says so. Idempotent: a refund fails once, and its
+        event is the same every time. Raises ProviderError (404) if the payment has no refund
+        `refund_id`, or retryable (409) if its slot was lost to other refunds too often."""
+        session = self._session(reference)
+        for _ in range(_REFUND_ATTEMPTS):
+            refunds = self._refunds(reference)
+            refund = next((r for r in refunds if r["refund_id"] == refund_id and "failed_refund_id" not in r), None)
+            if refund is None:
+                raise ProviderError(
+                    f"sandbox: {reference} has no refund {refund_id}",
+                    provider=self.name,
+                    retryable=False,
+                    http_status=404,
+                )
+            if not any(r.get("failed_refund_id") == refund_id for r in refunds):
+                reversal = {
+                    "refund_id": f"{refund_id}:failed",
+                    "failed_refund_id": refund_id,
+                    "idempotency_key": f"failed:{refund_id}",
+                    "amount_minor": -refund["amount_minor"],
+                    "refunded_total_minor": refunds[-1]["refunded_total_minor"] - refund["amount_minor"],
+                }
+                if not self._cache.add(
+                    self._refund_key(reference, len(refunds) + 1), reversal, timeout=STATE_TTL_SECONDS
+                ):
+                    continue  # a concurrent refund took the slot: read the chain again
+            return build_event(
+                status=PaymentStatus.REFUND_FAILED,
+                reference=reference,
+                checkout_id=session["checkout_id"],
+                amount_minor=refund["amount_minor"],
+                currency=session["currency"],
+                created=int(self._now()),
+                refund_id=refund_id,
+                refund_amount_minor=refund["amount_minor"],
+                failure_reason=reason,
+            )
+        raise ProviderError(
+            f"sandbox: {reference}: the refund slots kept changing", provider=self.name, retryable=True, http_status=409
         )
 
     def fetch_status(self, *, reference: str) -> PaymentState:
@@ -614,8 +670,11 @@ class SandboxProvider(PaymentProvider):
             amount_minor=amount,
             currency=currency.upper() if currency else None,
             occurred_at=epoch_to_datetime(event.get("created")),
-            refund_id=as_str(data.get("refund_id")) if status is PaymentStatus.REFUNDED else None,
-            refund_amount_minor=refund_amount if status is PaymentStatus.REFUNDED else None,
+            refund_id=as_str(data.get("refund_id")) if status in _REFUND_STATUSES else None,
+            refund_amount_minor=refund_amount if status in _REFUND_STATUSES else None,
+            refund_failure=(as_str(data.get("failure_reason")) or "failed")
+            if status is PaymentStatus.REFUND_FAILED
+            else "",
             raw=raw,
         )
         return identified_or_unknown(envelope)

@@ -30,12 +30,26 @@ Webhook mapping:
     checkout.session.async_payment_succeeded -> PAID
     checkout.session.async_payment_failed    -> FAILED
     checkout.session.expired          -> EXPIRED
-    charge.refunded                   -> REFUNDED (amount_minor = cumulative amount_refunded;
-                                         no session id on a charge: match by checkout_id;
-                                         refund_id None: since API version 2022-11-15 a charge
-                                         no longer includes its `refunds` list, so the event
-                                         cannot say which of several refunds it is about)
+    refund.created, refund.updated    -> by the refund's `status`: `succeeded` REFUNDED,
+                                         `failed` / `canceled` REFUND_FAILED, `pending` /
+                                         `requires_action` UNKNOWN (nothing happened yet).
+                                         The object is the refund: refund_id = its id,
+                                         amount = its own amount; matched by its
+                                         `metadata[session]` (Darkroom's refunds) or its
+                                         PaymentIntent (a refund made in the dashboard).
+                                         Since API version 2024-10-28 Stripe sends these for
+                                         every refund.
+    refund.failed                     -> REFUND_FAILED (reason: the refund's failure_reason)
+    charge.refunded                   -> UNKNOWN on purpose: it reports the charge's cumulative
+                                         `amount_refunded` and (since API version 2022-11-15)
+                                         no list of refunds, so it cannot say which of several
+                                         refunds completed; a dashboard refund finishing before
+                                         Darkroom's would land Darkroom's early. The refund
+                                         events above name theirs.
     anything else                     -> UNKNOWN
+
+The endpoint must be subscribed to the session events, `refund.created`, `refund.updated`,
+`refund.failed` and, for payouts, the transfer events (README, "Stripe webhook endpoint").
 
 Payouts: a Connect transfer (`POST /v1/transfers`) to the photographer's connected account
 (`acct_...`), `Idempotency-Key` = payout id (Stripe replays the first answer for 24 hours), the
@@ -59,6 +73,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -111,6 +126,13 @@ _REFUND_STATUSES: dict[str, PaymentStatus] = {
     "requires_action": PaymentStatus.PENDING,
     "failed": PaymentStatus.FAILED,
     "canceled": PaymentStatus.FAILED,
+}
+# What a refund event means, by the refund's `status` (`refund.failed` is REFUND_FAILED whatever).
+REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed"})
+_REFUND_EVENT_STATUSES: dict[str, PaymentStatus] = {
+    "succeeded": PaymentStatus.REFUNDED,
+    "failed": PaymentStatus.REFUND_FAILED,
+    "canceled": PaymentStatus.REFUND_FAILED,
 }
 _CONNECTED_ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]+$")
 TRANSFER_EVENTS = frozenset({"transfer.created", "transfer.updated", "transfer.reversed"})
@@ -522,15 +544,31 @@ class StripeProvider(PaymentProvider):
                 amount_minor=_int(obj.get("amount_total")),
                 currency=_currency(obj.get("currency")),
             )
-        elif event_type == "charge.refunded":
+        elif event_type in REFUND_EVENTS:
+            refund_status = as_str(obj.get("status"))
+            status = (
+                PaymentStatus.REFUND_FAILED
+                if event_type == "refund.failed"
+                else _REFUND_EVENT_STATUSES.get(refund_status or "", PaymentStatus.UNKNOWN)
+            )
+            if status is PaymentStatus.UNKNOWN:
+                return WebhookEnvelope(**common, status=status)
+            amount = _int(obj.get("amount"))
             envelope = WebhookEnvelope(
                 **common,
-                status=PaymentStatus.REFUNDED,
-                checkout_id=as_str(as_dict(obj.get("metadata")).get("checkout_id")),
+                status=status,
+                reference=as_str(as_dict(obj.get("metadata")).get("session")),
                 payment_id=_id_of(obj.get("payment_intent")),
-                amount_minor=_int(obj.get("amount_refunded")),
+                amount_minor=amount,
                 currency=_currency(obj.get("currency")),
+                refund_id=as_str(obj.get("id")),
+                refund_amount_minor=amount,
+                refund_failure=(as_str(obj.get("failure_reason")) or refund_status or "failed")
+                if status is PaymentStatus.REFUND_FAILED
+                else "",
             )
+            if envelope.refund_id is None:  # not a refund Darkroom could tell from another
+                return replace(envelope, status=PaymentStatus.UNKNOWN)
         elif event_type in TRANSFER_EVENTS:
             payout = _transfer_event(obj)
             reference = payout.result.provider_payout_id if payout else None
