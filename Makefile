@@ -14,14 +14,31 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 LOADTEST_ARGS ?=
 
-.PHONY: help run test lint bench loadtest setup db services demo requirements clean
+# `make bench` and `make loadtest` run in a database and Redis DBs of their own, never in the
+# development ones `make run` uses (database darkroom, Redis DBs 0-2; the tests use 11-13): their
+# rows, queues, locks and media stay apart, and a bench can run while `make run` is up without
+# either consuming the other's tasks. BENCH_ENV names every Redis URL the settings read (REDIS_URL;
+# the cache, which holds the locks, rate limits and counters; the Celery broker; no result backend,
+# as in development) and pins the settings module, whose test variant reads other variables
+# (tests/ops/test_bench_env.py checks this against config/settings). It is applied to every
+# manage.py line of the targets below, set-up included.
+BENCH_DB_NAME ?= darkroom_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/3
+BENCH_CACHE_URL ?= redis://127.0.0.1:6379/4
+BENCH_BROKER_URL ?= redis://127.0.0.1:6379/5
+BENCH_ENV = DJANGO_SETTINGS_MODULE=config.settings.local DARKROOM_DB_NAME=$(BENCH_DB_NAME) \
+	REDIS_URL=$(BENCH_REDIS_URL) CACHE_URL=$(BENCH_CACHE_URL) CELERY_BROKER_URL=$(BENCH_BROKER_URL) \
+	CELERY_RESULT_BACKEND= DARKROOM_MEDIA_ROOT=$(CURDIR)/var/bench/media
+
+.PHONY: help run test lint bench bench-db bench-reset loadtest setup db services demo requirements clean
 
 help:
 	@echo "make run    set up and start web, worker, beat, relay, projector and Flower (honcho)"
 	@echo "make test   set up and run the whole test suite against real Postgres and Redis"
 	@echo "make lint   ruff (lint + format check) and mypy"
-	@echo "make bench  run the benchmarks and print the report"
-	@echo "make loadtest  Locust checkout + webhook-storm scenarios with result checks"
+	@echo "make bench  run the benchmarks and print the report (own database $(BENCH_DB_NAME) and Redis DBs)"
+	@echo "make loadtest  Locust checkout + webhook-storm scenarios with result checks (same database as bench)"
+	@echo "make bench-reset  empty the benchmarks' database and Redis DBs (leftovers of an interrupted run)"
 
 $(STAMP): $(REQS)
 	@echo "==> virtualenv $(VENV): installing pinned requirements"
@@ -104,14 +121,34 @@ lint: setup
 	@$(BIN)/ruff format --check .
 	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/mypy apps tasks config
 
-# Figures are taken with DEBUG off (DEBUG records every query and slows every process).
-bench: db wrk
-	@echo "==> benchmarks (sequential; figures go to bench-results/report.md). Smoke: make bench BENCH_ARGS=--smoke"
-	@DJANGO_DEBUG=false $(PY) manage.py bench $(BENCH_ARGS)
+# The benchmarks' own database (see BENCH_ENV): roles and database, then migrations as the owner.
+# A DATABASE_URL or DATABASE_OWNER_URL in the environment or .env would override the name: refused.
+bench-db: setup
+	@echo "==> benchmark database $(BENCH_DB_NAME); Redis $(BENCH_REDIS_URL), cache $(BENCH_CACHE_URL), broker $(BENCH_BROKER_URL)"
+	@$(BENCH_ENV) $(PY) -c 'import sys; from django.conf import settings as s; \
+	  names = sorted({db["NAME"] for db in s.DATABASES.values()}); names == ["$(BENCH_DB_NAME)"] or sys.exit( \
+	  f"refused: the database URLs name {names}, not $(BENCH_DB_NAME); unset DATABASE_URL and DATABASE_OWNER_URL")'
+	@$(BENCH_ENV) $(PY) manage.py services_check
+	@$(BENCH_ENV) $(PY) manage.py db_bootstrap
+	@$(BENCH_ENV) $(PY) manage.py migrate --database owner --noinput
 
-loadtest: db
+# Figures are taken with DEBUG off (DEBUG records every query and slows every process).
+bench: bench-db wrk
+	@echo "==> benchmarks (sequential; figures go to bench-results/report.md). Smoke: make bench BENCH_ARGS=--smoke"
+	@$(BENCH_ENV) DJANGO_DEBUG=false $(PY) manage.py bench $(BENCH_ARGS)
+
+loadtest: bench-db
 	@echo "==> Locust: checkout and webhook storm (20% duplicates) against a local gunicorn, relay and worker"
-	@DJANGO_DEBUG=false $(PY) manage.py loadtest all $(LOADTEST_ARGS)
+	@$(BENCH_ENV) DJANGO_DEBUG=false $(PY) manage.py loadtest all $(LOADTEST_ARGS)
+
+# Nothing but the benchmarks and load tests writes their database and Redis DBs, so what is pending
+# there was left by a run that was stopped: empty the tables (as the owner), the cache (locks,
+# counters) and the broker. REDIS_URL's DB holds nothing (it is only asked for the server version).
+bench-reset: bench-db
+	@echo "==> emptying the benchmark database $(BENCH_DB_NAME), cache $(BENCH_CACHE_URL) and broker $(BENCH_BROKER_URL)"
+	@$(BENCH_ENV) $(PY) manage.py flush --database owner --noinput
+	@$(PY) -c 'import sys, redis; [redis.Redis.from_url(url).flushdb() for url in sys.argv[1:]]' \
+	  $(BENCH_CACHE_URL) $(BENCH_BROKER_URL)
 
 requirements:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

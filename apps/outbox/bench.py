@@ -167,9 +167,11 @@ def run_bench(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         backlog_before = outbox_stats().pending
     if backlog_before > config.max_backlog:
         raise BacklogError(
-            f"{backlog_before} outbox messages are pending, more than --max-backlog {config.max_backlog}: the "
-            "bench's relay would publish them too and the figures would measure that backlog. Start a relay and "
-            "a worker to drain it (make run), or raise --max-backlog."
+            f"{backlog_before} outbox messages are pending in database {settings.DATABASES['default']['NAME']}, "
+            f"more than --max-backlog {config.max_backlog}: the bench's relay would publish them too and the "
+            "figures would measure that backlog. Under `make bench`, whose database and Redis DBs only the "
+            "benchmarks and load tests use, a stopped run left them: `make bench-reset` empties both. Elsewhere "
+            "start a relay and a worker on this database to drain them, or raise --max-backlog."
         )
     if backlog_before:
         log(

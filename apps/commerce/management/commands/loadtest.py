@@ -23,15 +23,18 @@ webhooks (loadtests/webhook_storm_locustfile.py): --checkouts checkouts are crea
     paid checkout has its effects once: status paid, entitlements = lines, one wallet credit
     per line (net of the platform fee, summed), one receipt; unsent checkouts have none.
 
-Run with a database of your own (and, for namespaced Redis keys, the test settings)::
+`make loadtest` runs it in the benchmarks' own database and Redis DBs (Makefile BENCH_ENV:
+darkroom_bench, Redis DBs 3-5), never the development ones `make run` uses, and prints them first.
+Run by hand, give it a database and Redis DBs of your own likewise (or, for namespaced Redis keys,
+the test settings)::
 
     DARKROOM_DB_NAME=darkroom_locust DJANGO_SETTINGS_MODULE=config.settings.test \\
         .venv/bin/python manage.py loadtest all --seconds 20
 
 Under the test settings originals are stored in memory per process, so the worker's preview
 rendering marks the load test's photos `failed`; neither scenario serves images. Under the local
-settings the Celery broker is the unprefixed one `make run` uses. Figures are indicative: every
-process (Locust included) shares one machine.
+settings without BENCH_ENV the Celery broker is the unprefixed one `make run` uses. Figures are
+indicative: every process (Locust included) shares one machine.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from apps.commerce.services import LineIn, checkout_create, platform_fee_minor
 from apps.core.polling import wait_until
 from apps.ledger.models import LedgerEvent
 from apps.ops.broker import broker_queue_depths
+from apps.ops.management.commands.bench import stores_in_use
 from apps.ops.ratelimit import disable_for_benchmark
 from apps.ops.webserver import gunicorn_argv
 from apps.outbox.selectors import outbox_stats
@@ -716,10 +720,13 @@ def check_backlog(*, limit: int, log: Callable[[str], None]) -> None:
     if waiting + pending <= limit:
         return
     queues = ", ".join(f"{name} {depth}" for name, depth in depths.items() if depth)
+    database = settings.DATABASES["default"]["NAME"]
     raise CommandError(
-        f"{waiting + pending} messages already wait (broker queues: {queues or 'none'}; outbox pending: {pending}), "
-        f"more than --max-backlog {limit}. The load test's relay and worker would work through them first and "
-        "its checks would time out. Let a worker drain them, or on a development box clear the queues with "
+        f"{waiting + pending} messages already wait (broker queues: {queues or 'none'}; outbox pending in database "
+        f"{database}: {pending}), more than --max-backlog {limit}. The load test's relay and worker would work "
+        "through them first and its checks would time out. Under `make loadtest`, whose database and Redis DBs "
+        "only the benchmarks and load tests use, they were left by a stopped run: `make bench-reset` empties "
+        "both. Elsewhere let a worker drain them, or on a development box clear the queues with "
         f"`celery -A config.celery_app purge -f -Q {','.join(settings.DARKROOM_QUEUES)}`; "
         "or raise --max-backlog."
     )
@@ -755,6 +762,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.stdout.write(f"running in: {stores_in_use()}")
         disable_for_benchmark()
         if not 1 <= options["seconds"] <= 300:
             raise CommandError("--seconds must be between 1 and 300")

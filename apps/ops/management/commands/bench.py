@@ -14,6 +14,7 @@ import platform
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import redis
@@ -76,6 +77,26 @@ def verdict_of(result: dict[str, Any]) -> tuple[bool, str]:
     return passed, "; ".join(parts + rates)
 
 
+def _where(url: str | None) -> str:
+    """host:port/db of a Redis URL, without its credentials; "off" for none."""
+    if not url:
+        return "off"
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+def stores_in_use() -> str:
+    """The database and every Redis DB this process and the subprocesses it starts (which inherit
+    its environment) use: `make bench` and `make loadtest` give them their own (Makefile BENCH_ENV)."""
+    db = settings.DATABASES["default"]
+    return (
+        f"database {db['NAME']} on {db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432};"
+        f" Redis: REDIS_URL {_where(settings.REDIS_URL)},"
+        f" cache (locks, rate limits, counters) {_where(settings.CACHES['default']['LOCATION'])},"
+        f" Celery broker {_where(settings.CELERY_BROKER_URL)}, results {_where(settings.CELERY_RESULT_BACKEND)}"
+    )
+
+
 def machine_facts() -> dict[str, Any]:
     cpu_model = ""
     try:
@@ -111,6 +132,7 @@ class Command(BaseCommand):
         parser.add_argument("--results-dir", default=str(RESULTS), help="where the JSON and the report go")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self.stdout.write(f"running in: {stores_in_use()}")
         disable_for_benchmark()
         results = Path(options["results_dir"])
         results.mkdir(parents=True, exist_ok=True)
