@@ -7,6 +7,7 @@ Turned off entirely with SANDBOX_ENABLED = False.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -128,7 +129,24 @@ def pay_page(request: HttpRequest, checkout_id: uuid.UUID) -> HttpResponse:
     return render(request, "sandbox/pay.html", _context(found))
 
 
+def _version(context: dict[str, Any]) -> str:
+    """A fingerprint of what the status page's live region shows (the checkout's and its
+    payment's status; the rest of the page does not change while it polls)."""
+    shown = f"{context['checkout'].status}\n{context['transaction_status']}"
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
+
+
 @require_http_methods(["GET"])
 def status_page(request: HttpRequest, checkout_id: uuid.UUID) -> HttpResponse:
-    """Where the sandbox sends the shopper back: the checkout's status, refreshed until final."""
-    return render(request, "sandbox/status.html", _context(_found(checkout_id)))
+    """Where the sandbox sends the shopper back: the checkout's status, refreshed until final.
+
+    The page's own poll (htmx, `?since=<version>`) gets an empty 204 while nothing it shows has
+    changed, so htmx swaps nothing and the page's live region is announced on real changes only.
+    Any other request gets the whole page."""
+    context = _context(_found(checkout_id))
+    context["version"] = _version(context)
+    if request.headers.get("HX-Request") == "true" and request.GET.get("since") == context["version"]:
+        unchanged = HttpResponse(status=204)
+        unchanged["Cache-Control"] = "no-store"
+        return unchanged
+    return render(request, "sandbox/status.html", context)

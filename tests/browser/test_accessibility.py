@@ -40,6 +40,8 @@ from playwright.sync_api import Page, Response, ViewportSize, expect
 from pytest_django.live_server_helper import LiveServer
 
 from apps.catalog.models import Event
+from apps.commerce.models import Checkout
+from apps.commerce.services.payment import _record_payment_error
 from apps.dropin.faces.fake import fake_face_image
 from apps.notifications.models import Attendee, Notification
 from apps.notifications.selectors import attendee_token
@@ -714,3 +716,112 @@ def test_the_sandbox_status_page_keeps_keyboard_focus_across_its_polls_and_shows
     expect(world.page.get_by_role("heading", level=1)).to_have_text("Paid")
     expect(world.page.get_by_text("your downloads are ready")).to_be_visible()
     assert not refused, refused
+
+
+# --- status blocks that poll: one persistent live region, changed only when the status is -----
+
+# Tag an element (a JS property survives only as long as the node itself) and count the
+# mutations of its text and children from now on.
+_WATCH_JS = """el => {
+  el.__a11yTag = 'before';
+  el.__a11yMutations = 0;
+  new MutationObserver(records => { el.__a11yMutations += records.length; })
+    .observe(el, {childList: true, subtree: true, characterData: true});
+}"""
+_WATCHED_JS = "el => ({tagged: el.__a11yTag === 'before', mutations: el.__a11yMutations ?? null})"
+_LIVE = '[role="status"], [role="alert"], [aria-live]'
+
+
+def _polls(page: Page, url_part: str, count: int = 2) -> None:
+    """Wait until htmx has fetched a status block (a URL holding `url_part`) `count` times more,
+    and each answer had time to be swapped in."""
+    for _ in range(count):
+        with page.expect_response(
+            lambda response: url_part in response.url and response.request.headers.get("hx-request") == "true"
+        ):
+            pass
+        page.wait_for_timeout(300)  # the swap and its settling, if any
+
+
+def _polite_status_region(page: Page) -> Any:
+    """The page's one status region (role="status", not made assertive), watched from now on."""
+    region = page.get_by_role("status")
+    expect(region).to_have_count(1)
+    assert region.get_attribute("aria-live") in (None, "polite"), region.get_attribute("aria-live")
+    region.evaluate(_WATCH_JS)
+    return region
+
+
+def test_the_sandbox_status_page_announces_a_status_change_once_in_a_persistent_polite_region(
+    world: World,
+) -> None:
+    # given: an order awaiting payment and its sandbox status page, whose status region says so
+    checkout_id = world.order((world.shop.download, 1))
+    world.goto(f"{SANDBOX_STATUS}{checkout_id}")
+    region = _polite_status_region(world.page)
+    expect(region).to_contain_text("Awaiting payment")
+    waiting = region.inner_text()
+
+    # when: the page polls twice and nothing has changed
+    _polls(world.page, SANDBOX_STATUS)
+
+    # then: the region was not touched (nothing to re-announce)
+    assert region.evaluate(_WATCHED_JS) == {"tagged": True, "mutations": 0}
+    assert region.inner_text() == waiting
+
+    # when: the payment lands (its webhook, then the messages it causes)
+    pay(checkout_id)
+    drain_outbox()
+
+    # then: the same region, still a polite status, now says the order is paid
+    expect(region).to_contain_text("Paid")
+    expect(region).to_contain_text("your downloads are ready")
+    assert region.evaluate(_WATCHED_JS)["tagged"], "the status region was replaced, not updated"
+    assert region.get_attribute("role") == "status"
+    assert region.get_attribute("aria-live") in (None, "polite")
+
+
+def test_the_order_page_announces_status_and_payment_errors_in_persistent_regions(world: World) -> None:
+    # given: an order awaiting payment, its page open; a status region saying so and an (empty)
+    # alert region for errors that need the shopper, both there before anything changes
+    checkout_id = world.order((world.shop.download, 1))
+    world.goto(world.order_path(checkout_id))
+    status = _polite_status_region(world.page)
+    expect(status).to_contain_text("Ready to pay")
+    waiting = status.inner_text()
+    alert = world.page.get_by_role("alert")
+    expect(alert).to_have_count(1)
+    expect(alert).to_have_text("")
+    world.page.eval_on_selector_all(_LIVE, "els => els.forEach(el => { el.__a11yTag = 'before'; })")
+
+    # when: the block polls twice and nothing has changed
+    _polls(world.page, "/status?since=")
+
+    # then: the status region was not touched
+    assert status.evaluate(_WATCHED_JS) == {"tagged": True, "mutations": 0}
+    assert status.inner_text() == waiting
+
+    # when: the provider refuses to take the approved payment (the order still awaits it)
+    with tenant_context(world.tenant.org.pk):
+        checkout = Checkout.objects.get(pk=checkout_id)
+    with tenant_context(world.tenant.org.pk):
+        _record_payment_error(checkout=checkout, error="INSTRUMENT_DECLINED")
+
+    # then: the alert region, the same node, says so; the status, unchanged, is not re-announced
+    expect(alert).to_contain_text("The payment was not taken")
+    assert alert.evaluate("el => el.__a11yTag") == "before", "the alert region was replaced, not updated"
+    assert status.evaluate(_WATCHED_JS) == {"tagged": True, "mutations": 0}
+
+    # when: the shopper pays after all
+    pay(checkout_id)
+    drain_outbox()
+
+    # then: the same status region says the order is paid, and the error is gone
+    expect(status).to_contain_text("Paid, thank you!")
+    assert status.evaluate(_WATCHED_JS)["tagged"], "the status region was replaced, not updated"
+    expect(alert).to_have_text("")
+    # and: no live region on the page came in with a swapped block (each is announced reliably)
+    untagged = world.page.eval_on_selector_all(
+        _LIVE, "els => els.filter(el => el.__a11yTag !== 'before').map(el => el.outerHTML.slice(0, 120))"
+    )
+    assert not untagged, untagged

@@ -8,12 +8,16 @@
   and once paid a signed download link per photo bought. An order closed because the studio
   withdrew a photo in it says so (and, when a payment arrived, that it is being or has been
   refunded) instead of a bare "expired".
-* `GET /s/<studio>/checkouts/<id>/status?since=<version>`: the same status block alone. While
-  the checkout is open the block asks for itself every few seconds (htmx) and is swapped into a
-  stable `aria-live` container; the answer is an empty 204 (htmx swaps nothing) while nothing
-  the block shows has changed since `version`, so a screen reader hears of real changes only. A
-  final block stops asking. Without JavaScript the page offers a refresh link (and refreshes
-  itself through a `<noscript>` meta refresh).
+* `GET /s/<studio>/checkouts/<id>/status?since=<version>&said=<..>&alerted=<..>`: the same
+  status block alone. While the checkout is open the block asks for itself every few seconds
+  (htmx) and is swapped into its container. What a screen reader hears comes from two live
+  regions of the page outside that container, which stay in the DOM (a region inserted with its
+  text is announced unreliably): a polite status ("Order status: ...") and an assertive alert
+  (a payment the provider refused to take). The answer carries a region's new text (htmx
+  out-of-band, its content only) just when it differs from what the page says (`said`,
+  `alerted`), and is an empty 204 (htmx swaps nothing) while nothing at all changed, so a
+  screen reader hears of real changes only, once. A final block stops asking. Without
+  JavaScript the page offers a refresh link.
 * `POST /s/<studio>/checkouts/<id>/refill`: a failed, expired or sold-out order's items back in
   the cart, by the cart's own rules (`apps.web.shop.cart_rules`: a print at most what is left
   now, a sold-out one left out), leaving out what is no longer on sale or has no price now; each
@@ -58,6 +62,23 @@ def _version(view: ShopCheckout) -> str:
     return hashlib.sha256("\n".join(shown).encode()).hexdigest()[:16]
 
 
+def _said(text: str) -> str:
+    """A short fingerprint of a live region's text, carried by the poll (see `checkout_status`)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _status_heading(status: str, late_payment: str, photo_withdrawn: bool) -> str:
+    """The status block's heading, which the status live region announces too."""
+    if photo_withdrawn:
+        refund = {"refunded": ", payment refunded", "refunding": ", payment being refunded"}.get(late_payment, "")
+        return f"Closed: a photo was withdrawn{refund}"
+    if late_payment == "refunded":
+        return "Expired, payment refunded"
+    if late_payment == "refunding":
+        return "Expired, payment being refunded"
+    return status_text(status)
+
+
 def _late_payment(checkout: Checkout) -> str:
     """For an expired checkout whose payment arrived after its expiry: "refunded" once the
     provider's refund webhook landed, "refunding" while the refund is asked for; else "".
@@ -99,9 +120,17 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
     is_open = checkout.status in Checkout.OPEN_STATUSES
     late_payment = _late_payment(checkout)
     photo_withdrawn = _photo_withdrawn(checkout)
+    status_heading = _status_heading(checkout.status, late_payment, photo_withdrawn)
+    payment_error = checkout.payment_error if checkout.status == Checkout.Status.AWAITING_PAYMENT else ""
+    announcement = f"Order status: {status_heading}"
+    alert_text = f"Your payment was not taken: {payment_error}" if payment_error else ""
     return {
         "checkout": checkout,
-        "status_text": status_text(checkout.status),
+        "status_heading": status_heading,
+        "announcement": announcement,
+        "alert_text": alert_text,
+        "said": _said(announcement),
+        "alerted": _said(alert_text),
         "late_payment": late_payment,
         "photo_withdrawn": photo_withdrawn,
         "is_open": is_open,
@@ -131,7 +160,7 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
         "pay_url": checkout.payment_url
         if checkout.status == Checkout.Status.AWAITING_PAYMENT and checkout.payment_url
         else "",
-        "payment_error": checkout.payment_error if checkout.status == Checkout.Status.AWAITING_PAYMENT else "",
+        "payment_error": payment_error,
         "session_error": checkout.payment_session_error
         if checkout.status == Checkout.Status.AWAITING_PAYMENT_SESSION
         else "",
@@ -193,7 +222,10 @@ def checkout_status(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID
     if view is None:
         return not_found(request, studio)
     context = _context(studio, view)
-    if request.GET.get("since") == context["version"]:
+    context["announce_status"] = request.GET.get("said") != context["said"]
+    context["announce_alert"] = request.GET.get("alerted") != context["alerted"]
+    unchanged = request.GET.get("since") == context["version"]
+    if unchanged and not context["announce_status"] and not context["announce_alert"]:
         return HttpResponse(status=204)
     return render_page(request, "shop/_checkout_status.html", studio=studio, context=context)
 
