@@ -26,7 +26,6 @@ import os
 import re
 import shlex
 import subprocess
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,7 @@ from typing import Any
 import pytest
 import yaml
 from django.test import Client
-from django.utils import timezone
-from prometheus_client.parser import text_string_to_metric_families
 
-from apps.payments.models import WebhookEvent
-from apps.tenancy.context import system_context
 from tests.fixtures import require_executable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,45 +185,6 @@ def _runbooks() -> set[str]:
     (only there: the **Alerts** bullet names them too)."""
     runbooks = _operating_it().split("\n* **Runbooks**:\n", 1)[1].split("\n* ", 1)[0]
     return set(re.findall(r"^  - \*([^*]+)\*", runbooks, re.MULTILINE))
-
-
-@pytest.fixture
-def exported(settings: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, set[str]]]:
-    """Every sample name of a real scrape of /metrics, with each label's values.
-
-    Made after rows whose labels appear only once such a row exists: a failed payment webhook
-    event and a payout webhook that named no payout of ours; and after requests, since the HTTP
-    series appear with their first answer: one to an API route and one answered 500 (the home
-    page, its rendering made to fail)."""
-    with system_context("test: alert rules"):
-        for status, outcome in ((WebhookEvent.Status.FAILED, ""), (WebhookEvent.Status.IGNORED, "unknown_payout")):
-            WebhookEvent.objects.create(
-                provider="stripe",
-                event_id=f"evt_{uuid.uuid4().hex}",
-                event_type="transfer.reversed" if outcome else "checkout.session.completed",
-                raw_body=b"{}",
-                received_at=timezone.now(),
-                status=status,
-                payout_outcome=outcome,
-            )
-
-    def fail(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("a server error for the alert rules' scrape")
-
-    monkeypatch.setattr("apps.ops.views.render", fail)
-    client = Client(raise_request_exception=False)
-    assert client.get("/api/v1/events").status_code == 401
-    assert client.get("/").status_code == 500
-    settings.METRICS_BEARER_TOKEN = "alert-rules-scrape-token"
-    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer alert-rules-scrape-token")
-    assert response.status_code == 200
-    samples: dict[str, dict[str, set[str]]] = {}
-    for family in text_string_to_metric_families(response.content.decode()):
-        for sample in family.samples:
-            labels = samples.setdefault(sample.name, {})
-            for label, value in sample.labels.items():
-                labels.setdefault(label, set()).add(value)
-    return samples
 
 
 def _unknown(selectors: tuple[Selector, ...], exported: dict[str, dict[str, set[str]]]) -> list[str]:
