@@ -24,7 +24,8 @@ from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
 from tests.commerce.refunds import ask, confirmed, fresh
-from tests.web.studio.conftest import StudioPeople
+from tests.commerce.test_refund_superseding import refund_rows
+from tests.web.studio.conftest import StudioPeople, signed_in, text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
 
@@ -76,6 +77,11 @@ def refund_keys(studio: StudioPeople) -> list[str]:
         return sorted(keys.values_list("idempotency_key", flat=True))
 
 
+def sale_page_rows(studio: StudioPeople, checkout_id: str) -> list[str]:
+    """The refunds table of the studio's sale page, one text per row."""
+    return refund_rows(text(signed_in(studio.owner).get(f"/studio/sales/{checkout_id}/")))
+
+
 def metric(line: str) -> float:
     body = Client().get("/metrics").content.decode()
     match = re.search(rf"^{re.escape(line)} (\S+)$", body, re.MULTILINE)
@@ -99,6 +105,9 @@ def test_an_accepted_refund_that_fails_at_the_provider_is_failed_and_its_items_c
     assert "expired_or_canceled_card" in failed.last_error
     assert failed.provider_failed_at is not None
     assert metric('darkroom_refunds{status="failed"}') == 1
+    [row] = sale_page_rows(studio, sale)
+    assert "Failed: The payment provider could not complete this refund after accepting it" in row
+    assert "(expired_or_canceled_card)" in row
     assert metric("darkroom_refunds_failed_after_landing_total") == 0
     # and: audited once; nothing was revoked or reversed, and the shopper was told nothing
     assert audits("refund.failed_at_provider", refund) == 1
@@ -151,6 +160,10 @@ def test_a_landed_refund_that_then_fails_is_left_to_an_operator_and_counted_once
     assert audits("refund.failed_after_landing", refund) == 1
     assert metric("darkroom_refunds_failed_after_landing_total") == 1
     assert metric('darkroom_refunds{status="failed"}') == 0
+    # and: the studio's sale page says the shopper has neither the money nor the items
+    [row] = sale_page_rows(studio, sale)
+    assert "Failed after Sandbox (local) confirmed it" in row and "lost_or_stolen_card" in row
+    assert "The shopper has not got this money back" in row
     assert refund_keys(studio) == keys
 
 
