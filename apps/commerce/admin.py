@@ -88,6 +88,26 @@ class EntitlementAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
+class FailedAtProviderFilter(admin.SimpleListFilter):
+    """Refunds the provider reported failed after accepting them (`provider_failed_at`): before
+    they landed (they are `failed`, retried like a refusal) or after (the shopper has neither the
+    money nor the items: `darkroom_refunds_failed_after_landing_total`, runbook "Refund failed")."""
+
+    title = "failed at the provider"
+    parameter_name = "failed_at_provider"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("before_landing", "before it landed"), ("after_landing", "after it landed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Refund]) -> QuerySet[Refund]:
+        failed = queryset.filter(provider_failed_at__isnull=False)
+        if self.value() == "before_landing":
+            return failed.filter(landed_at__isnull=True)
+        if self.value() == "after_landing":
+            return failed.filter(landed_at__isnull=False)
+        return queryset
+
+
 @admin.register(Refund)
 class RefundAdmin(ReadOnlyAdmin):
     list_display = (
@@ -101,8 +121,9 @@ class RefundAdmin(ReadOnlyAdmin):
         "attempts",
         "created_at",
         "landed_at",
+        "provider_failed_at",
     )
-    list_filter = ("status", "reason")
+    list_filter = ("status", "reason", FailedAtProviderFilter)
     ordering = ("-created_at",)
     actions = ("retry",)
 

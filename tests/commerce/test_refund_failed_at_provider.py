@@ -25,6 +25,7 @@ from apps.tenancy.models import AuditLog
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
 from tests.commerce.refunds import ask, confirmed, fresh
 from tests.commerce.test_refund_superseding import refund_rows
+from tests.factories.tenancy import UserFactory
 from tests.web.studio.conftest import StudioPeople, signed_in, text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
@@ -164,6 +165,14 @@ def test_a_landed_refund_that_then_fails_is_left_to_an_operator_and_counted_once
     [row] = sale_page_rows(studio, sale)
     assert "Failed after Sandbox (local) confirmed it" in row and "lost_or_stolen_card" in row
     assert "The shopper has not got this money back" in row
+    # and: the operator finds it in the admin's refunds, filtered by when it failed
+    operator = Client()
+    operator.force_login(UserFactory(is_staff=True, is_superuser=True, username="ops"))
+    listed = {
+        when: operator.get("/admin/commerce/refund/", {"failed_at_provider": when}).context["cl"].result_list
+        for when in ("after_landing", "before_landing")
+    }
+    assert [r.pk for r in listed["after_landing"]] == [refund.pk] and list(listed["before_landing"]) == []
     assert refund_keys(studio) == keys
 
 
