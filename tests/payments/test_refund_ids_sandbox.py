@@ -156,6 +156,36 @@ def test_events_of_a_payment_without_that_refund_are_refused(sandbox):
     assert unknown.value.http_status == 404
 
 
+def test_a_failed_refund_counts_no_more_and_its_event_names_it_with_the_reason(sandbox, secret):
+    # given: the whole payment refunded in two parts (5.00, then 10.00)
+    reference = paid_payment(sandbox)
+    first = sandbox.refund(reference=reference, amount_minor=500, idempotency_key="line-1")
+    sandbox.refund(reference=reference, amount_minor=1000, idempotency_key="line-2")
+    assert sandbox.fetch_status(reference=reference).status == PaymentStatus.REFUNDED
+    # when: the first refund fails at the provider, and the provider says so twice
+    failed = sandbox.fail_refund(reference=reference, refund_id=first.refund_id, reason="lost_or_stolen_card")
+    again = sandbox.fail_refund(reference=reference, refund_id=first.refund_id, reason="lost_or_stolen_card")
+    # then: one event, naming the refund, its amount and why
+    assert again == failed
+    envelope = delivered(sandbox, secret, failed)
+    assert (envelope.status, envelope.refund_id, envelope.refund_amount_minor, envelope.refund_failure) == (
+        PaymentStatus.REFUND_FAILED,
+        first.refund_id,
+        500,
+        "lost_or_stolen_card",
+    )
+    # and: its 5.00 is no longer refunded: the payment is not refunded whole, and 5.00 can be
+    # refunded again (not more), and the latest refund's event is still that of a refund
+    assert sandbox.fetch_status(reference=reference).status == PaymentStatus.PAID
+    with pytest.raises(ProviderError, match="exceeds"):
+        sandbox.refund(reference=reference, amount_minor=600, idempotency_key="line-3")
+    third = sandbox.refund(reference=reference, amount_minor=500, idempotency_key="line-3")
+    latest = delivered(sandbox, secret, sandbox.refunded_event(reference=reference))
+    assert (latest.refund_id, latest.amount_minor) == (third.refund_id, 1500)
+    with pytest.raises(ProviderError, match="has no refund"):
+        sandbox.fail_refund(reference=reference, refund_id="re_sbx_unknown")
+
+
 def test_only_refunded_events_carry_a_refund_id(sandbox, secret):
     facts: dict[str, Any] = {"reference": "sbx_1", "checkout_id": "1", "amount_minor": PAYMENT, "currency": "EUR"}
     # a paid event whose body names a refund id anyway: the envelope does not take it

@@ -360,19 +360,7 @@ class SandboxProvider(PaymentProvider):
             raise ProviderError(
                 f"sandbox: {reference} is not refunded", provider=self.name, retryable=False, http_status=409
             )
-        made = [recorded for recorded in refunds if "failed_refund_id" not in recorded]  # not reversals
-        if refund_id is None:
-            refund = made[-1]
-        else:
-            found = [recorded for recorded in made if recorded["refund_id"] == refund_id]
-            if not found:
-                raise ProviderError(
-                    f"sandbox: {reference} has no refund {refund_id}",
-                    provider=self.name,
-                    retryable=False,
-                    http_status=404,
-                )
-            refund = found[0]
+        refund = self._made_refund(reference, refunds, refund_id)
         session = self._session(reference)
         return build_event(
             status=PaymentStatus.REFUNDED,
@@ -385,6 +373,17 @@ class SandboxProvider(PaymentProvider):
             refund_amount_minor=refund["amount_minor"],
         )
 
+    def _made_refund(self, reference: str, refunds: list[dict[str, Any]], refund_id: str | None) -> dict[str, Any]:
+        """The refund `refund_id` of `refunds` (None: the latest), never a failed refund's
+        reversal slot. Raises ProviderError (404) if the payment has no such refund."""
+        made = [recorded for recorded in refunds if "failed_refund_id" not in recorded]
+        found = [recorded for recorded in made if refund_id is None or recorded["refund_id"] == refund_id]
+        if not found:
+            raise ProviderError(
+                f"sandbox: {reference} has no refund {refund_id}", provider=self.name, retryable=False, http_status=404
+            )
+        return found[-1]
+
     def fail_refund(self, *, reference: str, refund_id: str, reason: str = "expired_or_canceled_card") -> SandboxEvent:
         """The provider could not complete the refund `refund_id` it accepted (as a Stripe refund
         fails when the shopper's card was closed meanwhile): its amount counts no more (a slot
@@ -395,14 +394,7 @@ class SandboxProvider(PaymentProvider):
         session = self._session(reference)
         for _ in range(_REFUND_ATTEMPTS):
             refunds = self._refunds(reference)
-            refund = next((r for r in refunds if r["refund_id"] == refund_id and "failed_refund_id" not in r), None)
-            if refund is None:
-                raise ProviderError(
-                    f"sandbox: {reference} has no refund {refund_id}",
-                    provider=self.name,
-                    retryable=False,
-                    http_status=404,
-                )
+            refund = self._made_refund(reference, refunds, refund_id)
             if not any(r.get("failed_refund_id") == refund_id for r in refunds):
                 reversal = {
                     "refund_id": f"{refund_id}:failed",
