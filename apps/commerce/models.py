@@ -25,6 +25,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from apps.tenancy.models import Organization, TenantModel
@@ -712,6 +713,10 @@ class Refund(TenantModel):
     # the refund is `failed` then; landed already, it is left for an operator
     # (`darkroom_refunds_failed_after_landing_total`).
     provider_failed_at = models.DateTimeField(null=True, blank=True)
+    # The provider's ids of earlier attempts of this refund that failed there before landing: a
+    # failed attempt's id moves here (`provider_refund_id` is then free for the next attempt), so
+    # that attempt's older "succeeded" event, delivered late, is known for what it is.
+    failed_provider_refund_ids = ArrayField(models.CharField(max_length=255), default=list, blank=True)
     # A refused refund whose items a later refund asked for again (it is `not_needed`).
     superseded_by = models.ForeignKey(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False

@@ -2,8 +2,9 @@
 shopper's card was closed meanwhile; the money went back to the merchant): the provider's event,
 signed and delivered to the webhook endpoint and applied by the webhook consumer, turns the
 refund `failed` (alerted, its items refundable again), or, for one that had landed already,
-leaves it to an operator; never twice, whatever order the events come in (real Postgres and
-Redis; the sandbox plays the provider).
+leaves it to an operator; never twice, whatever order the events come in: a failed attempt's
+older "succeeded" event lands nothing (a whole refund neither), is not taken for a dashboard
+refund, and lands no retry of it (real Postgres and Redis; the sandbox plays the provider).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from django.db import transaction
 from django.test import Client
 
 from apps.commerce.errors import RefundNotRecordedYet
-from apps.commerce.models import CheckoutLine, Refund
+from apps.commerce.models import CheckoutLine, Entitlement, Refund, Transaction
 from apps.commerce.services import refund_apply_provider_failure
 from apps.commerce.services.payment import refund_retry, refundable_lines
 from apps.ledger.models import LedgerEvent
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
-from tests.commerce.refunds import ask, confirmed, fresh
+from tests.commerce.refunds import ask, at_provider, confirmed, fresh, status_of
 from tests.commerce.test_refund_superseding import refund_rows
 from tests.factories.tenancy import UserFactory
 from tests.web.studio.conftest import StudioPeople, signed_in, text
@@ -210,3 +211,137 @@ def test_a_failure_before_the_refund_is_accepted_is_retried_and_one_after_never_
     assert refund_keys(studio) == []
     # and: a failure naming a refund that is none of Darkroom's changes nothing
     assert "not one of Darkroom's refunds" in failure()
+
+
+# --- a failed attempt's older "succeeded" event, delivered late ------------------------------
+
+
+def older_succeeded_event_arrives(checkout_id: str, provider_refund_id: str) -> None:
+    """The provider's "refund succeeded" event for `provider_refund_id`, sent before its failure
+    but delivered only now (Stripe's `refund.created`/`refund.updated` with the refund
+    `succeeded`; Stripe does not guarantee the order of events, and retries a delivery for days)."""
+    announced = sandbox_provider().refunded_event(reference=f"sbx_{checkout_id}", refund_id=provider_refund_id)
+    assert deliver([announced]) == [200]
+    drain_outbox()
+
+
+def txn_status(studio: StudioPeople, checkout_id: str) -> str:
+    with tenant_context(studio.org.pk):
+        return Transaction.objects.get(checkout_id=checkout_id).status
+
+
+def revoked(studio: StudioPeople, checkout_id: str) -> int:
+    with tenant_context(studio.org.pk):
+        return Entitlement.objects.filter(checkout_id=checkout_id, revoked_at__isnull=False).count()
+
+
+def test_a_whole_order_refund_that_failed_is_not_landed_by_its_older_succeeded_event(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the studio refunded the whole order (34.00); the provider accepted it, then said it
+    # failed (the shopper's card was closed): the money went back to the studio's balance
+    refund = submitted(studio, sale, None)
+    provider_says_failed(sale, refund)
+    assert (fresh(refund).status, txn_status(studio, sale)) == ("failed", "paid")
+    mail.outbox.clear()
+    # when: the refund's older "succeeded" event is delivered only now
+    older_succeeded_event_arrives(sale, refund.provider_refund_id)
+    # then: the failure stands: the sale stays paid, the shopper keeps the downloads, no credit
+    # is reversed and nobody tells the shopper money came back
+    after = fresh(refund)
+    seen = {
+        "refund": after.status,
+        "transaction": txn_status(studio, sale),
+        "sale": status_of(studio, sale),
+        "downloads revoked": revoked(studio, sale),
+        "credits reversed": refund_keys(studio),
+        "mails": [m.subject for m in mail.outbox],
+    }
+    assert seen == {
+        "refund": "failed",
+        "transaction": "paid",
+        "sale": "paid",
+        "downloads revoked": 0,
+        "credits reversed": [],
+        "mails": [],
+    }
+
+
+def test_a_retried_refund_is_not_doubled_by_the_failed_attempts_older_succeeded_event(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) was accepted and then failed at the provider
+    download, printed = lines_of(studio, sale)["download"], lines_of(studio, sale)["print"]
+    refund = submitted(studio, sale, [download])
+    failed_attempt = refund.provider_refund_id
+    provider_says_failed(sale, refund)
+    assert fresh(refund).status == "failed"
+    # and: an operator retried it and the provider accepted the new refund
+    with tenant_context(studio.org.pk):
+        assert refund_retry(refund_id=refund.pk, actor_label="operator", actor_user=None)
+    drain_outbox(topics={"payment.refund_requested"})
+    retried = fresh(refund)
+    assert retried.status == "submitted" and retried.provider_refund_id != failed_attempt
+    mail.outbox.clear()
+    # when: the failed attempt's older "succeeded" event is delivered only now
+    older_succeeded_event_arrives(sale, failed_attempt)
+    # then: it is not taken for 9.00 the studio refunded in the provider's dashboard: that refund
+    # gave nothing back, and the shopper is not told it did
+    # and: the print (25.00), refunded next as the order's last item, gives back all of its 25.00
+    # (with the retried 9.00 the provider's refunds then add up to the 34.00 the shopper paid)
+    seen = {
+        "recorded as refunded at the provider": at_provider(studio, sale),
+        "mails": [m.subject.split(" (")[0] for m in mail.outbox],
+        "the print's refund": ask(studio, sale, [printed]).amount_minor,
+    }
+    assert seen == {"recorded as refunded at the provider": [], "mails": [], "the print's refund": 2500}
+
+
+def test_the_sale_page_does_not_say_items_were_taken_back_for_a_dashboard_refund_that_failed(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the studio refunded 9.00 in the provider's own dashboard: Darkroom recorded it as
+    # refunded at the provider and, not knowing which items it was for, revoked nothing
+    provider = sandbox_provider()
+    made = provider.refund(reference=f"sbx_{sale}", amount_minor=900, idempotency_key="dashboard-part")
+    assert deliver([provider.refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
+    drain_outbox()
+    assert at_provider(studio, sale) == [(900, made.refund_id, True)]
+    # when: the provider then says that refund failed (the shopper's card was closed)
+    failed = provider.fail_refund(reference=f"sbx_{sale}", refund_id=made.refund_id)
+    assert deliver([failed]) == [200]
+    drain_outbox()
+    # then: the shopper still has every download, and the sale page does not tell the studio
+    # otherwise (it would settle with the shopper for items the shopper never lost)
+    assert revoked(studio, sale) == 0
+    [row] = sale_page_rows(studio, sale)
+    assert "Failed after" in row
+    assert "taken back" not in row, row
+
+
+def test_a_retry_not_sent_yet_is_not_landed_by_the_failed_attempts_older_succeeded_event(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) was accepted and then failed at the provider, and an
+    # operator retried it: it waits to be sent again
+    download = lines_of(studio, sale)["download"]
+    refund = submitted(studio, sale, [download])
+    failed_attempt = refund.provider_refund_id
+    provider_says_failed(sale, refund)
+    with tenant_context(studio.org.pk):
+        assert refund_retry(refund_id=refund.pk, actor_label="operator", actor_user=None)
+    assert fresh(refund).status == "requested"
+    mail.outbox.clear()
+    # when: the failed attempt's older "succeeded" event is delivered only now
+    announced = sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=failed_attempt)
+    assert deliver([announced]) == [200]
+    drain_outbox(topics={"webhook.received", "checkout.refunded"})
+    # then: nothing lands: no money has gone back yet (the retry is not even sent), so the
+    # download still works, its credit stands and the shopper is not told it was refunded
+    seen = {
+        "landed": fresh(refund).landed_at is not None,
+        "downloads revoked": revoked(studio, sale),
+        "credits reversed": len(refund_keys(studio)),
+        "mails": [m.subject.split(" (")[0] for m in mail.outbox],
+    }
+    assert seen == {"landed": False, "downloads revoked": 0, "credits reversed": 0, "mails": []}

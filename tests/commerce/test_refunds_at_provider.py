@@ -18,10 +18,11 @@ from django.test import Client
 from apps.commerce.errors import RefundExceedsPayment, RefundNotRecordedYet
 from apps.commerce.models import Entitlement, Refund
 from apps.commerce.order_links import order_link
+from apps.payments.services import webhook_events_requeue_stale
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
 from tests.commerce.fixtures import empty_broker, row_lock_strategy  # noqa: F401 - fixtures by name
-from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_provider
+from tests.commerce.helpers import deliver, drain_outbox, new_key, sandbox_paid, sandbox_provider
 from tests.commerce.refunds import (
     ask,
     ask_each,
@@ -32,7 +33,8 @@ from tests.commerce.refunds import (
     refused,
     status_of,
 )
-from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, text
+from tests.factories.commerce import make_shop
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, sold, text
 from tests.web.studio.test_sale_refund_items import lines_of, refund_keys, refunds_of, sales_csv_row
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
@@ -335,3 +337,31 @@ def test_a_dashboard_refund_seen_while_a_whole_refund_was_asked_is_recorded_once
     # then: the 10.00 refunded in the dashboard is recorded, and the CSV counts it
     assert at_provider(studio, sale) == [(1000, made.refund_id, True)], "the dashboard's 10.00 is never recorded"
     assert sales_csv_row(signed_in(studio.owner), sale)[3::9] == ["paid", "10.00"]
+
+
+# --- 3. a dashboard refund announced before the payment ------------------------------------------
+
+
+def test_a_dashboard_refund_announced_before_the_payment_is_recorded_once_the_payment_is(
+    studio: StudioPeople,
+) -> None:
+    # given: a shopper paid 34.00 at the provider, whose "paid" event has not been applied yet
+    shop = make_shop(org=studio.org)
+    checkout_id = sold(studio, shop, {"product": shop.download.pk}, {"product": shop.print.pk}, pay=False)
+    paid = sandbox_paid(checkout_id)
+    # and: the studio refunded 10.00 of it in the provider's dashboard at once
+    made = sandbox_provider().refund(reference=f"sbx_{checkout_id}", amount_minor=1000, idempotency_key="dash")
+    refunded = sandbox_provider().refunded_event(reference=f"sbx_{checkout_id}", refund_id=made.refund_id)
+    # when: the refund's event is applied first, and only then the payment's
+    assert deliver([refunded]) == [200]
+    with pytest.raises(RefundNotRecordedYet):  # the consumer tries again later
+        drain_outbox(topics={"webhook.received"})
+    assert (status_of(studio, checkout_id), at_provider(studio, checkout_id)) == ("awaiting_payment", [])
+    assert deliver([paid]) == [200]
+    drain_outbox()
+    with system_context("test"):  # past the consumer's retries, the stale-event sweep
+        webhook_events_requeue_stale(older_than_seconds=0)
+    drain_outbox()
+    # then: the sale is paid, and the dashboard's 10.00 is recorded, once
+    assert status_of(studio, checkout_id) == "paid"
+    assert at_provider(studio, checkout_id) == [(1000, made.refund_id, True)]

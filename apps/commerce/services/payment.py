@@ -542,13 +542,22 @@ def transaction_apply_refund(
     PartialRefundUnnamed (nothing written) for less than the whole payment naming no refund, and
     RefundNotRecordedYet (retryable: the consumer's retries, then the stale-event sweep) for an
     event naming a refund id Darkroom has not stored yet while a refund of the payment (an item
-    refund, the whole order's) awaits the provider's answer.
+    refund, the whole order's) awaits the provider's answer, or for part of a payment whose
+    "paid" event has not been applied yet.
     """
     checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
     if checkout is None:
         raise PaymentForUnknownCheckout(f"Checkout {checkout_id} does not exist.")
     now = timezone.now()
     txn = Transaction.objects.select_for_update().filter(checkout_id=checkout.pk).first()
+    if txn is not None and provider_refund_id and _failed_attempt(txn=txn, provider_refund_id=provider_refund_id):
+        # An attempt the provider reported failed: its "succeeded" event, sent before the failure,
+        # was delivered late. Its money did not go back.
+        return FactOutcome(
+            before=txn.status,
+            after=txn.status,
+            effects=[f"refund {provider_refund_id} failed at the provider: its earlier success changes nothing"],
+        )
     if txn is None or fact.amount_minor is None:
         return apply_fact_locked(checkout=checkout, fact=fact, now=now)
     whole = whole_refund_minor(txn=txn)
@@ -558,6 +567,11 @@ def transaction_apply_refund(
         raise PartialRefundUnnamed(
             f"{fact.source} reports {fact.amount_minor} of {whole} refunded without naming the refund: "
             "Darkroom cannot tell which refund completed."
+        )
+    if txn.status == Transaction.Status.PENDING:
+        # The provider's "paid" event has not been applied yet: its refunds come after it.
+        raise RefundNotRecordedYet(
+            f"{fact.source} reports part of a payment refunded before the payment is recorded: trying again later."
         )
     # Charged and not refunded whole: a sale, or a payment Darkroom gives back (late, mismatched).
     paid = txn.status == Transaction.Status.PAID
@@ -622,7 +636,9 @@ def refund_apply_provider_failure(
     failed"), and its items can be refunded again. One that landed already (its downloads were
     revoked and its credits reversed) keeps its state, for an operator: its `provider_failed_at`
     and `last_error` say so (`darkroom_refunds_failed_after_landing_total`), and
-    `refund.failed_after_landing` is audited. An id Darkroom has not stored
+    `refund.failed_after_landing` is audited. A failed attempt's id moves to
+    `failed_provider_refund_ids`, so its late "succeeded" event lands nothing and records no
+    dashboard refund (`transaction_apply_refund`), and a retry gets its own. An id Darkroom has not stored
     while a refund of the payment awaits the provider's answer raises RefundNotRecordedYet
     (retried, as for a refund event); any other id (a refund made in the provider's dashboard
     and failed before it was ever recorded) changes nothing. Redelivered, it changes nothing
@@ -634,10 +650,16 @@ def refund_apply_provider_failure(
     txn = Transaction.objects.select_for_update().filter(checkout_id=checkout.pk).first()
     outcome = FactOutcome(before=txn.status if txn else None, after=txn.status if txn else None)
     refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk")) if txn else []
-    named = next((r for r in refunds if provider_refund_id and r.provider_refund_id == provider_refund_id), None)
     reason = (reason or "failed")[:500]
+    if not provider_refund_id:
+        outcome.effects.append("a refund failed at the provider, naming none: nothing to change")
+        return outcome
+    if any(provider_refund_id in r.failed_provider_refund_ids for r in refunds):
+        outcome.effects.append(f"refund {provider_refund_id} failed at the provider already: nothing to change")
+        return outcome
+    named = next((r for r in refunds if r.provider_refund_id == provider_refund_id), None)
     if named is None:
-        if provider_refund_id and any(r.status == Refund.Status.REQUESTED for r in refunds):
+        if any(r.status == Refund.Status.REQUESTED for r in refunds):
             raise RefundNotRecordedYet(
                 f"{source} says refund {provider_refund_id} failed, not recorded yet while a refund "
                 "awaits the provider's answer: trying again later."
@@ -651,8 +673,14 @@ def refund_apply_provider_failure(
     named.provider_failed_at = timezone.now()
     named.last_error = f"The payment provider could not complete this refund after accepting it ({reason})."
     if not landed:
+        # Failed like a refusal. The attempt's id moves aside: the next attempt gets its own, and
+        # this one's late "succeeded" event is known for a failed attempt's.
         named.status = Refund.Status.FAILED
-    named.save(update_fields=["status", "last_error", "provider_failed_at"])
+        named.failed_provider_refund_ids = [*named.failed_provider_refund_ids, provider_refund_id]
+        named.provider_refund_id = None
+    named.save(
+        update_fields=["status", "last_error", "provider_failed_at", "provider_refund_id", "failed_provider_refund_ids"]
+    )
     audit_record(
         action="refund.failed_after_landing" if landed else "refund.failed_at_provider",
         tenant_id=tenant_id,
@@ -675,6 +703,12 @@ def refund_apply_provider_failure(
         )
         outcome.effects.append(f"refund {named.pk} failed at the provider ({reason})")
     return outcome
+
+
+def _failed_attempt(*, txn: Transaction, provider_refund_id: str) -> bool:
+    """Whether `provider_refund_id` names an attempt of one of the payment's refunds that the
+    provider reported failed before it landed (`Refund.failed_provider_refund_ids`)."""
+    return Refund.objects.filter(transaction=txn, failed_provider_refund_ids__contains=[provider_refund_id]).exists()
 
 
 def _refunded_at_provider_minor(
