@@ -1,5 +1,6 @@
 """Prometheus collectors for money taken but not yet delivered or given back, evaluated at scrape
-time (see apps/ops/metrics.py). Each reads an index, never a whole table.
+time (see apps/ops/metrics.py). Webhook events and receipts are read through their indexes;
+refunds, a few per refunded sale, are counted directly.
 
 * darkroom_refunds{status}: refunds per status. `failed` is money a provider refused to give
   back: the shopper is still charged (alert on any; runbook "Refund failed" in the README).
@@ -12,6 +13,11 @@ time (see apps/ops/metrics.py). Each reads an index, never a whole table.
   increase; runbook "Refund failed"). Refunds are never deleted, so it only grows.
 * darkroom_refunds_oldest_requested_age_seconds: a refund not submitted for long means the
   providers' worker is down or the provider keeps failing (alert past a few minutes).
+* darkroom_refunds_oldest_unlanded_age_seconds{provider}: how long the oldest refund the
+  provider accepted has waited for the refund event that lands it (0 when none; every provider
+  reported). A card refund lands within minutes; one waiting days was never announced (the
+  endpoint is not subscribed to the refund events, or the event was lost) or is stuck at the
+  provider (alert; runbook "Refund not landing").
 * darkroom_webhook_events_open{provider, status}: payment and payout webhook events `received`
   but not processed yet, and `failed` ones (a paid checkout whose webhook failed delivers
   nothing until it is replayed: alert on `failed`).
@@ -23,12 +29,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from apps.commerce.models import Refund
+from apps.commerce.models import Provider, Refund
 from apps.payments.models import WebhookEvent
 from apps.tenancy.context import system_context
 
@@ -45,19 +52,31 @@ def mark_registered() -> None:
     _registered = True
 
 
-def _figures() -> tuple[dict[str, int], float, int, dict[tuple[str, str], int], dict[str, int]]:
+@dataclass(frozen=True)
+class _Figures:
+    refunds: dict[str, int]
+    oldest_requested: float
+    oldest_unlanded: dict[str, float]
+    failed_after_landing: int
+    webhooks: dict[tuple[str, str], int]
+    receipts: dict[str, int]
+
+
+def _figures() -> _Figures:
     with system_context("commerce metrics"), connection.cursor() as cursor:
-        cursor.execute("SELECT status, count(*) FROM commerce_refund GROUP BY status")
-        refunds = {str(status): int(count) for status, count in cursor.fetchall()}
         cursor.execute(
-            "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM commerce_refund"
-            " WHERE status = 'requested'"
+            "SELECT status, count(*),"
+            " count(*) FILTER (WHERE provider_failed_at IS NOT NULL AND landed_at IS NOT NULL),"
+            " coalesce(extract(epoch FROM now() - min(created_at)), 0)"
+            " FROM commerce_refund GROUP BY status"
         )
-        oldest_requested = float(cursor.fetchone()[0])  # type: ignore[index]
+        by_status = {str(status): (int(n), int(failed), float(age)) for status, n, failed, age in cursor.fetchall()}
         cursor.execute(
-            "SELECT count(*) FROM commerce_refund WHERE provider_failed_at IS NOT NULL AND landed_at IS NOT NULL"
+            "SELECT t.provider, extract(epoch FROM now() - min(r.submitted_at)) FROM commerce_refund AS r"
+            " JOIN commerce_transaction AS t ON t.id = r.transaction_id"
+            " WHERE r.status = 'submitted' AND r.landed_at IS NULL GROUP BY t.provider"
         )
-        failed_after_landing = int(cursor.fetchone()[0])  # type: ignore[index]
+        oldest_unlanded = {str(provider): float(age) for provider, age in cursor.fetchall()}
         cursor.execute(
             "SELECT provider, status, count(*) FROM payments_webhookevent WHERE status = ANY(%s)"
             " GROUP BY provider, status",
@@ -70,38 +89,52 @@ def _figures() -> tuple[dict[str, int], float, int, dict[tuple[str, str], int], 
             [settings.RECEIPT_MAX_ATTEMPTS, settings.RECEIPT_MAX_ATTEMPTS],
         )
         retrying, exhausted = cursor.fetchone()  # type: ignore[misc]
-    receipts = {"retrying": int(retrying), "exhausted": int(exhausted)}
-    return refunds, oldest_requested, failed_after_landing, webhooks, receipts
+    return _Figures(
+        refunds={status: n for status, (n, _, _) in by_status.items()},
+        oldest_requested=by_status.get(Refund.Status.REQUESTED, (0, 0, 0.0))[2],
+        oldest_unlanded=oldest_unlanded,
+        failed_after_landing=sum(failed for _, failed, _ in by_status.values()),
+        webhooks=webhooks,
+        receipts={"retrying": int(retrying), "exhausted": int(exhausted)},
+    )
 
 
 def collect_commerce_metrics() -> Iterable[Metric]:
     if not _registered:
         return
     try:
-        refunds, oldest_requested, failed_after_landing, webhooks, receipts = _figures()
+        figures = _figures()
     except Exception:
         logger.warning("commerce metrics unavailable (database)", exc_info=True)
         return
     family = GaugeMetricFamily("darkroom_refunds", "Refunds per status.", labels=["status"])
     for status in Refund.Status.values:
-        family.add_metric([status], refunds.get(status, 0))
+        family.add_metric([status], figures.refunds.get(status, 0))
     yield family
     yield CounterMetricFamily(
         "darkroom_refunds_failed_after_landing",
         "Refunds the provider reported failed after they had landed (the shopper did not get the money).",
-        value=failed_after_landing,
+        value=figures.failed_after_landing,
     )
     yield GaugeMetricFamily(
         "darkroom_refunds_oldest_requested_age_seconds",
         "Age of the oldest refund not yet submitted to its provider (0 when none).",
-        value=oldest_requested,
+        value=figures.oldest_requested,
     )
+    unlanded = GaugeMetricFamily(
+        "darkroom_refunds_oldest_unlanded_age_seconds",
+        "Age of the oldest refund the provider accepted that no refund event has landed yet (0 when none).",
+        labels=["provider"],
+    )
+    for provider in Provider.values:
+        unlanded.add_metric([provider], figures.oldest_unlanded.get(provider, 0.0))
+    yield unlanded
     open_events = GaugeMetricFamily(
         "darkroom_webhook_events_open",
         "Webhook events received but not processed yet, and failed ones, per provider.",
         labels=["provider", "status"],
     )
-    for (provider, status), count in sorted(webhooks.items()):
+    for (provider, status), count in sorted(figures.webhooks.items()):
         open_events.add_metric([provider, status], count)
     yield open_events
     unsent = GaugeMetricFamily(
@@ -109,6 +142,6 @@ def collect_commerce_metrics() -> Iterable[Metric]:
         "Receipts of paid checkouts not sent yet: retrying, or past RECEIPT_MAX_ATTEMPTS (exhausted).",
         labels=["state"],
     )
-    for state, count in receipts.items():
+    for state, count in figures.receipts.items():
         unsent.add_metric([state], count)
     yield unsent

@@ -737,14 +737,6 @@ class Refund(TenantModel):
             ),
             models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="commerce_refund_amount_positive"),
         ]
-        indexes = [
-            # The refunds that landed and then failed at the provider, counted at every scrape.
-            models.Index(
-                fields=["provider_failed_at"],
-                condition=models.Q(provider_failed_at__isnull=False, landed_at__isnull=False),
-                name="commerce_refund_failed_landed",
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"refund {self.pk} of {self.transaction_id} ({self.status})"

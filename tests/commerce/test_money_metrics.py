@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.test import Client, override_settings
@@ -73,3 +74,22 @@ def test_failed_refunds_open_webhooks_and_exhausted_receipts_are_exported(tenant
     assert gauge(body, 'darkroom_webhook_events_open{provider="stripe",status="failed"}') == 1
     assert gauge(body, 'darkroom_receipts_unsent{state="exhausted"}') == 1
     assert gauge(body, 'darkroom_receipts_unsent{state="retrying"}') == 0
+
+
+@pytest.mark.usefixtures("row_lock_strategy")
+def test_an_accepted_refund_waits_in_the_unlanded_age_until_its_event_lands_it(studio, sale) -> None:
+    from tests.commerce.refunds import ask, confirmed
+
+    # given: the studio refunded the whole sale and the provider (sandbox) accepted it
+    refund = ask(studio, sale, None)
+    drain_outbox(topics={"payment.refund_requested"})
+    with tenant_context(studio.org.pk):
+        Refund.objects.filter(pk=refund.pk).update(submitted_at=timezone.now() - timedelta(hours=25))
+    # then: its provider reports it waiting (25 hours), every other provider 0
+    body = scrape()
+    assert gauge(body, 'darkroom_refunds_oldest_unlanded_age_seconds{provider="sandbox"}') >= 25 * 3600
+    assert gauge(body, 'darkroom_refunds_oldest_unlanded_age_seconds{provider="stripe"}') == 0
+    # when: its refund event arrives and lands it
+    confirmed(refund, sale)
+    # then: nothing waits
+    assert gauge(scrape(), 'darkroom_refunds_oldest_unlanded_age_seconds{provider="sandbox"}') == 0
