@@ -361,16 +361,31 @@ class SandboxProvider(PaymentProvider):
                 f"sandbox: {reference} is not refunded", provider=self.name, retryable=False, http_status=409
             )
         refund = self._made_refund(reference, refunds, refund_id)
+        return self._refund_event(
+            PaymentStatus.REFUNDED, reference=reference, refund=refund, amount_minor=refund["refunded_total_minor"]
+        )
+
+    def _refund_event(
+        self,
+        status: PaymentStatus,
+        *,
+        reference: str,
+        refund: dict[str, Any],
+        amount_minor: int,
+        failure_reason: str | None = None,
+    ) -> SandboxEvent:
+        """The event about `refund` (a recorded refund) of the payment `reference`."""
         session = self._session(reference)
         return build_event(
-            status=PaymentStatus.REFUNDED,
+            status=status,
             reference=reference,
             checkout_id=session["checkout_id"],
-            amount_minor=refund["refunded_total_minor"],
+            amount_minor=amount_minor,
             currency=session["currency"],
             created=int(self._now()),
             refund_id=refund["refund_id"],
             refund_amount_minor=refund["amount_minor"],
+            failure_reason=failure_reason,
         )
 
     def _made_refund(self, reference: str, refunds: list[dict[str, Any]], refund_id: str | None) -> dict[str, Any]:
@@ -391,7 +406,6 @@ class SandboxProvider(PaymentProvider):
         the `payment.refund_failed` event says so. Idempotent: a refund fails once, and its
         event is the same every time. Raises ProviderError (404) if the payment has no refund
         `refund_id`, or retryable (409) if its slot was lost to other refunds too often."""
-        session = self._session(reference)
         for _ in range(_REFUND_ATTEMPTS):
             refunds = self._refunds(reference)
             refund = self._made_refund(reference, refunds, refund_id)
@@ -407,15 +421,11 @@ class SandboxProvider(PaymentProvider):
                     self._refund_key(reference, len(refunds) + 1), reversal, timeout=STATE_TTL_SECONDS
                 ):
                     continue  # a concurrent refund took the slot: read the chain again
-            return build_event(
-                status=PaymentStatus.REFUND_FAILED,
+            return self._refund_event(
+                PaymentStatus.REFUND_FAILED,
                 reference=reference,
-                checkout_id=session["checkout_id"],
+                refund=refund,
                 amount_minor=refund["amount_minor"],
-                currency=session["currency"],
-                created=int(self._now()),
-                refund_id=refund_id,
-                refund_amount_minor=refund["amount_minor"],
                 failure_reason=reason,
             )
         raise ProviderError(
