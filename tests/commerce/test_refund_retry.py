@@ -8,8 +8,10 @@ from django.test import Client
 
 from apps.commerce.models import Refund, Transaction
 from apps.commerce.services import refund_submit
-from apps.commerce.services.payment import TOPIC_REFUND_REQUESTED
+from apps.commerce.services.payment import TOPIC_REFUND_REQUESTED, refund_retry
 from apps.outbox.models import OutboxMessage
+from apps.payments.providers.base import PaymentStatus
+from apps.payments.providers.sandbox import build_event
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
 from tests.commerce.fixtures import checkout_body, post_checkout
@@ -94,3 +96,36 @@ def test_a_failed_refund_that_no_longer_fits_in_the_payment_is_not_queued_again(
     with system_context("test"):
         refund.refresh_from_db()
     assert refund.status == Refund.Status.FAILED and retry_messages(refund) == 0
+
+
+def test_a_refused_refund_of_an_overcharge_can_be_retried(tenant_a, shop_a) -> None:
+    # given: the provider charged 5.00 more than the checkout's total (an amount mismatch), so
+    # Darkroom asked to refund everything charged, and the provider refused that refund
+    checkout_id = post_checkout(tenant_a.client(), checkout_body(shop_a, {"product": shop_a.download.pk})).json()["id"]
+    drain_outbox()
+    with tenant_context(tenant_a.org.pk):
+        txn = Transaction.objects.get(checkout_id=checkout_id)
+    charged = txn.amount_minor + 500
+    overcharged = build_event(
+        status=PaymentStatus.PAID,
+        reference=f"sbx_{checkout_id}",
+        checkout_id=checkout_id,
+        amount_minor=charged,
+        currency=txn.currency,
+    )
+    deliver([overcharged])
+    drain_outbox(topics={"webhook.received"})
+    with tenant_context(tenant_a.org.pk):
+        refund = Refund.objects.get(transaction=txn, reason="amount_mismatch")
+        assert refund.amount_minor == charged
+        Refund.objects.filter(pk=refund.pk).update(status=Refund.Status.FAILED, attempts=1, last_error="declined")
+    queued_before = retry_messages(refund)
+    # when: an operator retries it once the cause is fixed
+    with tenant_context(tenant_a.org.pk):
+        retried = refund_retry(refund_id=refund.pk, actor_label="operator", actor_user=None)
+    # then: it is queued again for everything charged (not refused for exceeding the checkout's total)
+    assert retried
+    with tenant_context(tenant_a.org.pk):
+        queued = Refund.objects.get(pk=refund.pk)
+    assert (queued.status, queued.amount_minor) == (Refund.Status.REQUESTED, charged)
+    assert retry_messages(refund) == queued_before + 1

@@ -1117,7 +1117,7 @@ def refund_retry(*, refund_id: int, actor_label: str, actor_user: User | None = 
     transaction, then the refund. False, writing nothing, for a refund that is not `failed`
     (already requested again, or submitted), of a payment already refunded whole, or that no longer
     fits in the payment: with the order's other live refunds (item refunds made since) it
-    would give back more than was charged, which the provider refuses."""
+    would give back more than was charged (`whole_refund_minor`), which the provider refuses."""
     checkout_id = Refund.objects.filter(pk=refund_id).values_list("transaction__checkout_id", flat=True).first()
     if checkout_id is None:
         return False
@@ -1133,7 +1133,9 @@ def refund_retry(*, refund_id: int, actor_label: str, actor_user: User | None = 
         .aggregate(total=Sum("amount_minor"))["total"]
         or 0
     )
-    if others + refund.amount_minor > refund.transaction.amount_minor:
+    # What the payment's refunds may add up to: what was charged (a refund of an overcharge gives
+    # back more than the checkout's total), as for landing (`whole_refund_minor`).
+    if others + refund.amount_minor > whole_refund_minor(txn=txn):
         return False
     previous_key = refund.idempotency_key
     refund.status = Refund.Status.REQUESTED
