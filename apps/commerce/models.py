@@ -716,7 +716,7 @@ class Refund(TenantModel):
     # The provider's ids of earlier attempts of this refund that failed there before landing: a
     # failed attempt's id moves here (`provider_refund_id` is then free for the next attempt), so
     # that attempt's older "succeeded" event, delivered late, is known for what it is.
-    failed_provider_refund_ids = ArrayField(models.CharField(max_length=255), default=list, blank=True)
+    failed_provider_refund_ids = ArrayField(models.CharField(max_length=255), default=list, db_default=[], blank=True)
     # A refused refund whose items a later refund asked for again (it is `not_needed`).
     superseded_by = models.ForeignKey(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False

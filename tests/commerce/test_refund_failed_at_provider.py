@@ -13,7 +13,7 @@ import re
 
 import pytest
 from django.core import mail
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.test import Client
 
 from apps.commerce.errors import RefundNotRecordedYet
@@ -345,3 +345,56 @@ def test_a_retry_not_sent_yet_is_not_landed_by_the_failed_attempts_older_succeed
         "mails": [m.subject.split(" (")[0] for m in mail.outbox],
     }
     assert seen == {"landed": False, "downloads revoked": 0, "credits reversed": 0, "mails": []}
+
+
+# --- settling, and the deploy of the columns ---------------------------------------------------
+
+
+def test_settling_a_refund_that_failed_after_landing_at_the_provider_does_not_shrink_the_next_refund(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) landed (download revoked), then failed at the provider
+    lines = lines_of(studio, sale)
+    download = submitted(studio, sale, [lines["download"]])
+    confirmed(download, sale)
+    provider_says_failed(sale, download, reason="lost_or_stolen_card")
+    # and: the operator settles it with the provider: 9.00 refunded again in its dashboard (the
+    # shopper's new card), whose event Darkroom records as a part refunded at the provider
+    made = sandbox_provider().refund(reference=f"sbx_{sale}", amount_minor=900, idempotency_key="settle-download")
+    assert deliver([sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
+    drain_outbox()
+    # when: the studio then refunds the print (25.00), the order's last item
+    printed = ask(studio, sale, [lines["print"]])
+    # then: it gives back the print's 25.00: the failed 9.00 never reached the shopper, the
+    # dashboard's 9.00 did (34.00 paid, 34.00 back, nothing kept)
+    assert printed.amount_minor == 2500, (
+        f"the print's refund gives back {printed.amount_minor}: the failed download refund and the "
+        "dashboard refund settling it are both counted as given back"
+    )
+
+
+def test_code_of_the_release_before_0021_can_still_record_a_refund_during_the_deploy(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: migration 0021 applied while the previous release still runs (it knows neither
+    # `provider_failed_at` nor `failed_provider_refund_ids`, so its INSERT names neither column)
+    refund = ask(studio, sale, [lines_of(studio, sale)["download"]])
+    with system_context("test"), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'commerce_refund'"
+            " AND column_name NOT IN ('id', 'idempotency_key', 'provider_failed_at', 'failed_provider_refund_ids')"
+        )
+        columns = ", ".join(name for (name,) in cursor.fetchall())
+        # when: the previous release writes a refund (a copy of this one, under another key)
+        try:
+            with transaction.atomic():
+                cursor.execute(
+                    f"INSERT INTO commerce_refund ({columns}, idempotency_key)"
+                    f" SELECT {columns}, 'old-release' FROM commerce_refund WHERE id = %s",
+                    [refund.pk],
+                )
+            refused = ""
+        except IntegrityError as exc:
+            refused = f"{type(exc).__name__}: {exc}"
+    # then: it is written, as before the migration
+    assert refused == "", f"the previous release cannot record a refund after 0021: {refused}"

@@ -8,16 +8,19 @@ provider side is the sandbox; each event names its refund, with that refund's ow
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail
 from django.test import Client
+from django.utils import timezone
 
 from apps.commerce.errors import RefundExceedsPayment, RefundNotRecordedYet
 from apps.commerce.models import Entitlement, Refund
 from apps.commerce.order_links import order_link
+from apps.commerce.services import checkouts_expire_due
 from apps.payments.services import webhook_events_requeue_stale
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
@@ -33,6 +36,8 @@ from tests.commerce.refunds import (
     refused,
     status_of,
 )
+from tests.commerce.test_payment_state_machine import lines_of as shop_lines
+from tests.commerce.test_payment_state_machine import open_checkout
 from tests.factories.commerce import make_shop
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, signed_in, sold, text
 from tests.web.studio.test_sale_refund_items import lines_of, refund_keys, refunds_of, sales_csv_row
@@ -365,3 +370,30 @@ def test_a_dashboard_refund_announced_before_the_payment_is_recorded_once_the_pa
     # then: the sale is paid, and the dashboard's 10.00 is recorded, once
     assert status_of(studio, checkout_id) == "paid"
     assert at_provider(studio, checkout_id) == [(1000, made.refund_id, True)]
+
+
+def test_a_dashboard_refund_announced_before_a_late_payment_is_recorded(tenant_a, shop_a) -> None:
+    # given: a checkout that expired unpaid in Darkroom, and the shopper paid at the provider
+    # anyway; the "paid" event has not been applied yet
+    checkout = open_checkout(tenant_a, shop_a, *shop_lines(shop_a, {"product": "print", "quantity": 2}))
+    assert checkouts_expire_due(now=timezone.now() + timedelta(hours=1)) == 1
+    paid = sandbox_paid(str(checkout.pk))
+    reference = f"sbx_{checkout.pk}"
+    # and: the studio refunded 10.00 of it in the provider's dashboard at once
+    made = sandbox_provider().refund(reference=reference, amount_minor=1000, idempotency_key="dashboard-1")
+    refunded = sandbox_provider().refunded_event(reference=reference, refund_id=made.refund_id)
+    # when: the refund's event is applied first (the transaction is `expired`, not `pending`),
+    # then the payment's, then the stale-event sweep runs
+    assert deliver([refunded]) == [200]
+    with pytest.raises(RefundNotRecordedYet):  # the consumer tries again later
+        drain_outbox(topics={"webhook.received"})
+    assert deliver([paid]) == [200]
+    drain_outbox()
+    with system_context("test"):
+        webhook_events_requeue_stale(older_than_seconds=0)
+    drain_outbox()
+    # then: the dashboard's 10.00 is recorded (the late payment's whole refund, refused by the
+    # provider since part of it went back, is not all that is left of it)
+    with tenant_context(tenant_a.org.pk):
+        parts = list(Refund.objects.filter(reason="provider_partial").values_list("amount_minor", flat=True))
+    assert parts == [1000], "a dashboard refund announced before a late payment's 'paid' event is dropped for good"

@@ -2,9 +2,10 @@
 # `Refund.provider_failed_at` records when the provider said so, and
 # `Refund.failed_provider_refund_ids` the ids of a refund's attempts that failed before landing,
 # so a failed attempt's late "succeeded" event is known for what it is. A nullable column and a
-# NOT NULL column with a constant default ('{}', which Django then drops): both change only the
-# catalog (no rewrite, no scan). Under lock_timeout: give up (and retry the deploy) rather than
-# stall webhooks behind a long transaction.
+# NOT NULL column with a database default ('{}', kept: code of the release before this one,
+# running while both do during a deploy, inserts refunds without naming it): both change only
+# the catalog (no rewrite, no scan). Under lock_timeout: give up (and retry the deploy) rather
+# than stall webhooks behind a long transaction.
 
 import django.contrib.postgres.fields
 from django.db import migrations, models
@@ -26,7 +27,7 @@ class Migration(migrations.Migration):
             model_name="refund",
             name="failed_provider_refund_ids",
             field=django.contrib.postgres.fields.ArrayField(
-                base_field=models.CharField(max_length=255), blank=True, default=list, size=None
+                base_field=models.CharField(max_length=255), blank=True, db_default=[], default=list, size=None
             ),
         ),
     ]

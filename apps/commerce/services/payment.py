@@ -568,8 +568,9 @@ def transaction_apply_refund(
             f"{fact.source} reports {fact.amount_minor} of {whole} refunded without naming the refund: "
             "Darkroom cannot tell which refund completed."
         )
-    if txn.status == Transaction.Status.PENDING:
-        # The provider's "paid" event has not been applied yet: its refunds come after it.
+    if txn.paid_at is None:
+        # The provider's "paid" event has not been applied yet (the checkout may have expired or
+        # failed meanwhile: a late payment): its refunds come after it.
         raise RefundNotRecordedYet(
             f"{fact.source} reports part of a payment refunded before the payment is recorded: trying again later."
         )
@@ -584,7 +585,7 @@ def transaction_apply_refund(
     landing = _refunds_confirmed(
         partials=partials, fact=fact, provider_refund_id=provider_refund_id, answer_awaited=awaited
     )
-    back = sum(r.amount_minor for r in partials if r.landed_at is not None or r in landing)
+    back = sum(r.amount_minor for r in partials if (r.landed_at is not None and gave_back(r)) or r in landing)
     at_provider = (
         _refunded_at_provider_minor(
             refunds=refunds,
@@ -1003,13 +1004,19 @@ def other_refund_under_way(refunds: Iterable[Refund]) -> bool:
     return any(r.reason not in Refund.PARTIAL_REASONS and r.status in Refund.LIVE_STATUSES for r in refunds)
 
 
+def gave_back(refund: Refund) -> bool:
+    """Whether a refund gives (or gave) money back: asked for or accepted (`LIVE_STATUSES`), and
+    not reported failed by the provider after it landed (that money went back to the merchant:
+    it is still owed to the shopper)."""
+    return refund.status in Refund.LIVE_STATUSES and refund.provider_failed_at is None
+
+
 def partial_refunds_taken_minor(refunds: Iterable[Refund]) -> int:
     """What the partial refunds of a payment (the studio's item refunds, every one but the
-    refused, and the parts refunded in the provider's dashboard) take from it: the order's last
-    items get the payment less this, and no other item refund may ask for more."""
-    return sum(
-        r.amount_minor for r in refunds if r.reason in Refund.PARTIAL_REASONS and r.status in Refund.LIVE_STATUSES
-    )
+    refused and those that failed after landing, and the parts refunded in the provider's
+    dashboard) take from it: the order's last items get the payment less this, and no other
+    item refund may ask for more."""
+    return sum(r.amount_minor for r in refunds if r.reason in Refund.PARTIAL_REASONS and gave_back(r))
 
 
 def _request_whole_studio_refund(*, txn: Transaction, actor_label: str, actor_user: User | None) -> Refund:
@@ -1128,7 +1135,9 @@ def refund_retry(*, refund_id: int, actor_label: str, actor_user: User | None = 
     if refund is None or refund.status != Refund.Status.FAILED or txn is None or txn.refunded_at is not None:
         return False
     others = (
-        Refund.objects.filter(transaction_id=refund.transaction_id, status__in=Refund.LIVE_STATUSES)
+        Refund.objects.filter(
+            transaction_id=refund.transaction_id, status__in=Refund.LIVE_STATUSES, provider_failed_at__isnull=True
+        )
         .exclude(pk=refund.pk)
         .aggregate(total=Sum("amount_minor"))["total"]
         or 0
