@@ -166,6 +166,11 @@ def test_a_landed_refund_that_then_fails_is_left_to_an_operator_and_counted_once
     [row] = sale_page_rows(studio, sale)
     assert "Failed after Sandbox (local) confirmed it" in row and "lost_or_stolen_card" in row
     assert "The shopper has not got this money back" in row
+    page = text(signed_in(studio.owner).get(f"/studio/sales/{sale}/"))
+    assert (
+        "Refund failed at the provider after it was confirmed"
+        in page.split("<h2>Items</h2>", 1)[1].split("</table>")[0]
+    )
     # and: the operator finds it in the admin's refunds, filtered by when it failed
     operator = Client()
     operator.force_login(UserFactory(is_staff=True, is_superuser=True, username="ops"))
