@@ -635,11 +635,12 @@ def refund_apply_provider_failure(
     Darkroom's refund with that id, accepted and not landed, turns `failed` with the provider's
     reason, as a refusal does: `darkroom_refunds{status="failed"}` alerts (runbook "Refund
     failed"), and its items can be refunded again. One that landed already (its downloads were
-    revoked and its credits reversed) keeps its state, for an operator: its `provider_failed_at`
-    and `last_error` say so (`darkroom_refunds_failed_after_landing_total`), and
-    `refund.failed_after_landing` is audited. A failed attempt's id moves to
-    `failed_provider_refund_ids`, so its late "succeeded" event lands nothing and records no
-    dashboard refund (`transaction_apply_refund`), and a retry gets its own. An id Darkroom has not stored
+    revoked and its credits reversed) keeps its state and effects, for an operator, but no longer
+    counts as money given back (`gave_back`): its `provider_failed_at` and `last_error` say so
+    (`darkroom_refunds_failed_after_landing_total`), and `refund.failed_after_landing` is
+    audited. A failed attempt's id moves to `failed_provider_refund_ids`, so its late
+    "succeeded" event lands nothing and records no dashboard refund (`transaction_apply_refund`),
+    and a retry gets its own. An id Darkroom has not stored
     while a refund of the payment awaits the provider's answer raises RefundNotRecordedYet
     (retried, as for a refund event); any other id (a refund made in the provider's dashboard
     and failed before it was ever recorded) changes nothing. Redelivered, it changes nothing
