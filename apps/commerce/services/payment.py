@@ -550,7 +550,9 @@ def transaction_apply_refund(
         raise PaymentForUnknownCheckout(f"Checkout {checkout_id} does not exist.")
     now = timezone.now()
     txn = Transaction.objects.select_for_update().filter(checkout_id=checkout.pk).first()
-    if txn is not None and provider_refund_id and _failed_attempt(txn=txn, provider_refund_id=provider_refund_id):
+    # Every refund of the payment, locked in the order `checkout_refund_request` locks them.
+    refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk")) if txn else []
+    if txn is not None and provider_refund_id and _failed_attempt(refunds, provider_refund_id):
         # An attempt the provider reported failed: its "succeeded" event, sent before the failure,
         # was delivered late. Its money did not go back.
         return FactOutcome(
@@ -574,10 +576,11 @@ def transaction_apply_refund(
         raise RefundNotRecordedYet(
             f"{fact.source} reports part of a payment refunded before the payment is recorded: trying again later."
         )
+    outcome = FactOutcome(before=txn.status, after=txn.status)
+    if txn.status != Transaction.Status.PAID:  # refunded whole already: a part changes nothing
+        outcome.effects.append(f"partial refund {fact.amount_minor} of {whole}: nothing to land")
+        return outcome
     # Charged and not refunded whole: a sale, or a payment Darkroom gives back (late, mismatched).
-    paid = txn.status == Transaction.Status.PAID
-    # Every refund of the payment, locked in the order `checkout_refund_request` locks them.
-    refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk")) if paid else []
     partials = [r for r in refunds if r.reason in Refund.PARTIAL_REASONS]
     # A refund of the payment (an item refund, the whole order's) awaits the provider's answer:
     # money an event reports beyond the known refunds may be its.
@@ -586,18 +589,13 @@ def transaction_apply_refund(
         partials=partials, fact=fact, provider_refund_id=provider_refund_id, answer_awaited=awaited
     )
     back = sum(r.amount_minor for r in partials if (r.landed_at is not None and gave_back(r)) or r in landing)
-    at_provider = (
-        _refunded_at_provider_minor(
-            refunds=refunds,
-            back=back,
-            fact=fact,
-            provider_refund_id=provider_refund_id,
-            refund_amount_minor=refund_amount_minor,
-        )
-        if paid
-        else 0
+    at_provider = _refunded_at_provider_minor(
+        refunds=refunds,
+        back=back,
+        fact=fact,
+        provider_refund_id=provider_refund_id,
+        refund_amount_minor=refund_amount_minor,
     )
-    outcome = FactOutcome(before=txn.status, after=txn.status)
     if not landing and not at_provider:
         outcome.effects.append(f"partial refund {fact.amount_minor} of {whole}: nothing to land")
         return outcome
@@ -656,7 +654,7 @@ def refund_apply_provider_failure(
     if not provider_refund_id:
         outcome.effects.append("a refund failed at the provider, naming none: nothing to change")
         return outcome
-    if any(provider_refund_id in r.failed_provider_refund_ids for r in refunds):
+    if _failed_attempt(refunds, provider_refund_id):
         outcome.effects.append(f"refund {provider_refund_id} failed at the provider already: nothing to change")
         return outcome
     named = next((r for r in refunds if r.provider_refund_id == provider_refund_id), None)
@@ -707,10 +705,10 @@ def refund_apply_provider_failure(
     return outcome
 
 
-def _failed_attempt(*, txn: Transaction, provider_refund_id: str) -> bool:
-    """Whether `provider_refund_id` names an attempt of one of the payment's refunds that the
+def _failed_attempt(refunds: Iterable[Refund], provider_refund_id: str) -> bool:
+    """Whether `provider_refund_id` names an attempt of one of `refunds` (a payment's) that the
     provider reported failed before it landed (`Refund.failed_provider_refund_ids`)."""
-    return Refund.objects.filter(transaction=txn, failed_provider_refund_ids__contains=[provider_refund_id]).exists()
+    return any(provider_refund_id in r.failed_provider_refund_ids for r in refunds)
 
 
 def _refunded_at_provider_minor(

@@ -545,7 +545,7 @@ class FlutterwaveProvider(PaymentProvider):
                 refund_id=data_id,
                 refund_amount_minor=refunded,
                 amount_major=_major_written(written) if currency is None else None,
-                refund_failure=(as_str(_first(data, "comments", "comment", "status")) or "failed")
+                refund_failure=(as_str(_first(data, "comments", "comment", "status")) or "")
                 if data_status == "failed"
                 else "",
             )

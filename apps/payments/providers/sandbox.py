@@ -674,9 +674,7 @@ class SandboxProvider(PaymentProvider):
             occurred_at=epoch_to_datetime(event.get("created")),
             refund_id=as_str(data.get("refund_id")) if status in _REFUND_STATUSES else None,
             refund_amount_minor=refund_amount if status in _REFUND_STATUSES else None,
-            refund_failure=(as_str(data.get("failure_reason")) or "failed")
-            if status is PaymentStatus.REFUND_FAILED
-            else "",
+            refund_failure=(as_str(data.get("failure_reason")) or "") if status is PaymentStatus.REFUND_FAILED else "",
             raw=raw,
         )
         return identified_or_unknown(envelope)

@@ -127,12 +127,13 @@ _REFUND_STATUSES: dict[str, PaymentStatus] = {
     "failed": PaymentStatus.FAILED,
     "canceled": PaymentStatus.FAILED,
 }
-# What a refund event means, by the refund's `status` (`refund.failed` is REFUND_FAILED whatever).
+# What a refund event means, by the refund's `status` (`refund.failed` is REFUND_FAILED whatever):
+# a refund not finished yet is nothing to act on, one that failed or was canceled is REFUND_FAILED.
 REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed"})
 _REFUND_EVENT_STATUSES: dict[str, PaymentStatus] = {
-    "succeeded": PaymentStatus.REFUNDED,
-    "failed": PaymentStatus.REFUND_FAILED,
-    "canceled": PaymentStatus.REFUND_FAILED,
+    refund_status: PaymentStatus.REFUND_FAILED if status is PaymentStatus.FAILED else status
+    for refund_status, status in _REFUND_STATUSES.items()
+    if status is not PaymentStatus.PENDING
 }
 _CONNECTED_ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]+$")
 TRANSFER_EVENTS = frozenset({"transfer.created", "transfer.updated", "transfer.reversed"})
@@ -563,7 +564,7 @@ class StripeProvider(PaymentProvider):
                 currency=_currency(obj.get("currency")),
                 refund_id=as_str(obj.get("id")),
                 refund_amount_minor=amount,
-                refund_failure=(as_str(obj.get("failure_reason")) or refund_status or "failed")
+                refund_failure=(as_str(obj.get("failure_reason")) or refund_status or "")
                 if status is PaymentStatus.REFUND_FAILED
                 else "",
             )

@@ -59,12 +59,13 @@ def _version(view: ShopCheckout) -> str:
         *(f"{line.position}:{line.state}:{line.refunded}" for line in view.lines),
         str(view.refunded_apart_minor),
     ]
-    return hashlib.sha256("\n".join(shown).encode()).hexdigest()[:16]
+    return _fingerprint("\n".join(shown))
 
 
-def _said(text: str) -> str:
-    """A short fingerprint of a live region's text, carried by the poll (see `checkout_status`)."""
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def _fingerprint(text: str) -> str:
+    """A short fingerprint of what a page shows (the block, a live region's text), carried by
+    the poll (see `checkout_status`)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _status_heading(status: str, late_payment: str, photo_withdrawn: bool) -> str:
@@ -129,8 +130,8 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
         "status_heading": status_heading,
         "announcement": announcement,
         "alert_text": alert_text,
-        "said": _said(announcement),
-        "alerted": _said(alert_text),
+        "said": _fingerprint(announcement),
+        "alerted": _fingerprint(alert_text),
         "late_payment": late_payment,
         "photo_withdrawn": photo_withdrawn,
         "is_open": is_open,
