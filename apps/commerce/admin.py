@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
+from apps.commerce.errors import RefundNotSettleable
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Entitlement, Receipt, Refund, Transaction
-from apps.commerce.services.payment import refund_retry
+from apps.commerce.services.payment import SETTLE_NOTE_MAX_CHARS, refund_retry, refund_settle_outside
 from apps.core.admin_base import ReadOnlyAdmin
 
 
@@ -122,10 +126,11 @@ class RefundAdmin(ReadOnlyAdmin):
         "created_at",
         "landed_at",
         "provider_failed_at",
+        "settled_outside_at",
     )
     list_filter = ("status", "reason", FailedAtProviderFilter)
     ordering = ("-created_at",)
-    actions = ("retry",)
+    actions = ("retry", "settle_outside")
 
     @admin.action(description="Retry the selected failed refunds (after fixing the cause; audited)")
     def retry(self, request: HttpRequest, queryset: QuerySet[Refund]) -> None:
@@ -138,6 +143,50 @@ class RefundAdmin(ReadOnlyAdmin):
             f"Queued {len(retried)} refund(s) again; {skipped} skipped (not failed, a payment already refunded"
             " whole, or more than is left of the payment after the order's other refunds).",
         )
+
+    @admin.action(description="Record the selected refunds as paid back outside the provider (audited)")
+    def settle_outside(self, request: HttpRequest, queryset: QuerySet[Refund]) -> TemplateResponse | None:
+        """First a page naming the refunds and asking how the shopper was paid back; its answer
+        settles each (`refund_settle_outside`), each in its own transaction: one that cannot be
+        settled is reported and leaves the others settled."""
+        form = SettleOutsideForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return TemplateResponse(
+                request,
+                "admin/commerce/refund/settle_outside.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Record refunds as paid back outside the provider",
+                    "refunds": queryset.select_related("transaction"),
+                    "form": form,
+                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                    "opts": self.model._meta,
+                },
+            )
+        label = f"admin:{request.user.get_username()}"
+        user = request.user if request.user.is_authenticated else None
+        for refund in queryset.order_by("pk"):
+            try:
+                refund_settle_outside(
+                    refund_id=refund.pk,
+                    note=form.cleaned_data["note"],
+                    actor_label=label,
+                    actor_user=user,  # type: ignore[arg-type]
+                )
+            except RefundNotSettleable as refusal:
+                messages.error(request, refusal.detail)
+            else:
+                messages.success(request, f"Refund {refund.pk} recorded as paid back outside the provider.")
+        return None
+
+
+class SettleOutsideForm(forms.Form):
+    note = forms.CharField(
+        label="How was the shopper paid back?",
+        help_text="A bank transfer's reference, say. Kept with each refund and in the audit log.",
+        max_length=SETTLE_NOTE_MAX_CHARS,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+    )
 
 
 @admin.register(Receipt)

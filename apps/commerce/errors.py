@@ -134,6 +134,17 @@ class RefundExceedsPayment(CheckoutNotRefundable):
     title = "More than is left of the payment"
 
 
+class RefundNotSettleable(DomainError):
+    """A refund an operator cannot record as paid back outside the provider: it is not one the
+    provider left unpaid (refused, or failed after it landed), it was settled already, the note
+    saying how is missing, or another refund of the payment still awaits the provider. Nothing
+    is written."""
+
+    status_code = 409
+    slug = "refund-not-settleable"
+    title = "The refund cannot be settled outside the provider"
+
+
 class RefundLinesInvalid(DomainError):
     """Items named for a refund that are not refundable items of the order: another order's,
     never charged (sold out, released), or named twice. Nothing is written."""

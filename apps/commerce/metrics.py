@@ -7,11 +7,13 @@ refunds, a few per refunded sale, are counted directly.
   `requested` should drain within seconds. `not_needed` owes nothing: the whole payment came
   back otherwise (refunded in the provider's dashboard) before it was sent, or after it was
   refused, or, refused, it was superseded by a later refund of its items (`superseded_by`).
+  `settled`: an operator paid the shopper back outside the provider (`refund_settle_outside`).
 * darkroom_refunds_failed_after_landing_total: refunds the provider reported failed after they
   had landed (Stripe: a card closed meanwhile). Their effects stand (a studio's refund revoked
   its items and reversed its credits), but the shopper did not get the money, and they no
-  longer count as given back: an operator settles each through the provider (alert on any
-  increase; runbook "Refund failed"). Refunds are never deleted, so it only grows.
+  longer count as given back until an operator settles each, through the provider or by paying
+  the shopper another way and recording it (`settled`; alert on any increase; runbook "Refund
+  failed"). Refunds are never deleted, so it only grows.
 * darkroom_refunds_oldest_requested_age_seconds: a refund not submitted for long means the
   providers' worker is down or the provider keeps failing (alert past a few minutes).
 * darkroom_refunds_oldest_unlanded_age_seconds{provider}: how long the oldest refund the

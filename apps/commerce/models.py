@@ -660,7 +660,9 @@ class Refund(TenantModel):
     or after it was refused, or, refused, once a later refund of its items superseded it
     (`superseded_by`). `idempotency_key` goes to the provider, so retries never refund
     twice. The money side lands when the provider's refund webhook arrives (`landed_at`; the whole
-    payment back: transaction `refunded`).
+    payment back: transaction `refunded`). `settled` once an operator paid the shopper outside the
+    provider (`refund_settle_outside`): a `failed` refund, whose effects then land as if the provider
+    had confirmed it, or a landed one the provider reported failed afterwards.
     """
 
     class Status(models.TextChoices):
@@ -671,6 +673,9 @@ class Refund(TenantModel):
         # provider's dashboard, or by another refund) before it was sent or after it was refused,
         # or, refused, it was superseded by a refund that asks for its items again.
         NOT_NEEDED = "not_needed", "Not needed"
+        # Paid back outside the provider (a bank transfer, say), recorded by an operator with a
+        # note (`settled_outside_at`, `settled_outside_note`): it gave the money back.
+        SETTLED = "settled", "Settled outside the provider"
 
     class Reason(models.TextChoices):
         LATE_PAYMENT = "late_payment", "Paid after the reservation expired"
@@ -681,9 +686,9 @@ class Refund(TenantModel):
         STUDIO_PARTIAL = "studio_partial", "Items refunded by the studio"
         PROVIDER_PARTIAL = "provider_partial", "Part refunded at the payment provider"
 
-    # A refund that gives (or gave) money back: asked for, or accepted by the provider. A refused
-    # one gave nothing; a `not_needed` one was never sent or was superseded.
-    LIVE_STATUSES: tuple[str, ...] = (Status.REQUESTED, Status.SUBMITTED)
+    # A refund that gives (or gave) money back: asked for, accepted by the provider, or paid back
+    # outside it. A refused one gave nothing; a `not_needed` one was never sent or was superseded.
+    LIVE_STATUSES: tuple[str, ...] = (Status.REQUESTED, Status.SUBMITTED, Status.SETTLED)
 
     # The refunds that give back part of a payment: the studio's item refunds and the parts
     # refunded in the provider's dashboard. Together they may add up to the whole payment.
@@ -717,6 +722,10 @@ class Refund(TenantModel):
     # failed attempt's id moves here (`provider_refund_id` is then free for the next attempt), so
     # that attempt's older "succeeded" event, delivered late, is known for what it is.
     failed_provider_refund_ids = ArrayField(models.CharField(max_length=255), default=list, db_default=[], blank=True)
+    # When an operator recorded that the shopper was paid back outside the provider, and how
+    # (`settled`; audited as `refund.settled_outside`).
+    settled_outside_at = models.DateTimeField(null=True, blank=True)
+    settled_outside_note = models.TextField(blank=True, default="", db_default="")
     # A refused refund whose items a later refund asked for again (it is `not_needed`).
     superseded_by = models.ForeignKey(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
@@ -732,10 +741,15 @@ class Refund(TenantModel):
                 name="commerce_refund_unique_reason",
             ),
             models.CheckConstraint(
-                condition=models.Q(status__in=["requested", "submitted", "failed", "not_needed"]),
+                condition=models.Q(status__in=["requested", "submitted", "failed", "not_needed", "settled"]),
                 name="commerce_refund_status_valid",
             ),
             models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="commerce_refund_amount_positive"),
+            models.CheckConstraint(
+                condition=models.Q(status="settled", settled_outside_at__isnull=False)
+                | (~models.Q(status="settled") & models.Q(settled_outside_at__isnull=True)),
+                name="commerce_refund_settled_when",
+            ),
         ]
 
     def __str__(self) -> str:

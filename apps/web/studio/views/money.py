@@ -160,6 +160,8 @@ def _line_state(line: CheckoutLine, refund_of: dict[int, Refund], *, sale_refund
     refund = refund_of.get(line.refund_id) if line.refund_id else None
     if refund is None:
         return line.state, line.get_state_display()
+    if refund.status == Refund.Status.SETTLED:
+        return "refunded", "Refunded outside the provider"
     if refund.landed_at is not None and refund.provider_failed_at is not None:
         return "failed", "Refund failed at the provider after it was confirmed"
     if refund.landed_at is not None:
