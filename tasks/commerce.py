@@ -15,6 +15,9 @@ Outbox consumers (see apps/outbox/routing.py); each runs in the message's tenant
   send/mark on inbox rows, notifications queue; apps/commerce/services/fulfilment.py).
 * `checkout.refunded` → the "your payment was refunded" e-mail (`refunded_mail_send`, claim/send/
   mark on inbox rows, notifications queue; apps/commerce/services/refund_mail.py).
+* `refund.failed_after_landing` → the "a refund did not reach you" e-mail
+  (`refund_failed_mail_send`, claim/send/mark on inbox rows, notifications queue; nothing for a
+  refund settled outside the provider by then; apps/commerce/services/refund_mail.py).
 * `refund.restock_requested` → a refunded order's unshipped prints back in stock
   (`refunded_prints_restock`, once per message, in its inbox transaction).
 * `orders.links_requested` → the "find my orders" e-mail (`order_links_send`, claim/send/mark
@@ -54,10 +57,12 @@ from apps.commerce.services.order_links import (
     TOPIC_ORDER_LINKS_REQUESTED,
     order_links_send,
 )
-from apps.commerce.services.payment import TOPIC_RESTOCK_REQUESTED
+from apps.commerce.services.payment import TOPIC_REFUND_FAILED_AFTER_LANDING, TOPIC_RESTOCK_REQUESTED
 from apps.commerce.services.refund_mail import (
+    REFUND_FAILED_MAIL_CONSUMER,
     REFUNDED_MAIL_CONSUMER,
     TOPIC_CHECKOUT_REFUNDED,
+    refund_failed_mail_send,
     refunded_mail_send,
 )
 from apps.outbox.mail_once import MAIL_CONSUMER_OPTIONS, MailBusy
@@ -157,6 +162,19 @@ def send_shipped_email(*, message_id: str, payload: dict[str, Any]) -> bool:
 def send_refunded_email(*, message_id: str, payload: dict[str, Any]) -> bool:
     return refunded_mail_send(
         message_id=message_id, checkout_id=payload["checkout_id"], refund_id=payload.get("refund_id")
+    )
+
+
+@outbox_consumer(
+    TOPIC_REFUND_FAILED_AFTER_LANDING,
+    name=REFUND_FAILED_MAIL_CONSUMER,
+    lost_message_flow="refund_failed_emails",
+    autoretry_for=(MailBusy, OSError),
+    **MAIL_CONSUMER_OPTIONS,
+)
+def send_refund_failed_email(*, message_id: str, payload: dict[str, Any]) -> bool:
+    return refund_failed_mail_send(
+        message_id=message_id, checkout_id=payload["checkout_id"], refund_id=int(payload["refund_id"])
     )
 
 

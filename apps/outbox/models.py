@@ -59,6 +59,7 @@ LOST_MESSAGE_TOPICS = (
     "catalog.photo_withdrawn",
     "tenancy.password_reset_requested",
     "attendee.link_replaced",
+    "refund.failed_after_landing",
 )
 
 

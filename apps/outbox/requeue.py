@@ -54,6 +54,7 @@ REQUEUE_FLOWS = (
     "photo_withdrawals",
     "password_reset_emails",
     "attendee_link_emails",
+    "refund_failed_emails",
 )
 
 M = TypeVar("M", bound=models.Model)

@@ -40,7 +40,7 @@ from playwright.sync_api import Page, Response, ViewportSize, expect
 from pytest_django.live_server_helper import LiveServer
 
 from apps.catalog.models import Event
-from apps.commerce.models import Checkout
+from apps.commerce.models import Checkout, CheckoutLine
 from apps.commerce.services.payment import _record_payment_error
 from apps.dropin.faces.fake import fake_face_image
 from apps.notifications.models import Attendee, Notification
@@ -50,7 +50,8 @@ from apps.tenancy.context import tenant_context
 from apps.tenancy.models import ApiKey, Organization, User
 from apps.tenancy.services import member_invite
 from tests.commerce.fixtures import empty_broker  # noqa: F401 - fixture, used by name
-from tests.commerce.helpers import deliver, drain_outbox, sandbox_failed, sandbox_paid
+from tests.commerce.helpers import deliver, drain_outbox, sandbox_failed, sandbox_paid, sandbox_provider
+from tests.commerce.refunds import ask, confirmed, fresh
 from tests.factories.commerce import Shop
 from tests.factories.tenancy import OrganizationFactory
 from tests.fixtures import TenantBundle
@@ -344,6 +345,21 @@ def fail(checkout_id: str) -> None:
     assert deliver([sandbox_failed(checkout_id)]) == [200]
 
 
+def _refund_not_reached(w: World) -> str:
+    """A paid order whose print's refund landed and then failed at the provider: its page says
+    the refund did not reach the shopper."""
+    checkout_id = w.order((w.shop.download, 1), (w.shop.print, 1), then=pay)
+    with tenant_context(w.tenant.org.pk):
+        printed = CheckoutLine.objects.get(checkout_id=checkout_id, kind="print").pk
+    refund = ask(w.studio, checkout_id, [printed])
+    confirmed(refund, checkout_id)
+    failed = sandbox_provider().fail_refund(reference=f"sbx_{checkout_id}", refund_id=fresh(refund).provider_refund_id)
+    assert deliver([failed]) == [200]
+    drain_outbox()
+    assert fresh(refund).provider_failed_at is not None and fresh(refund).landed_at is not None
+    return w.order_path(checkout_id)
+
+
 def _cart(w: World) -> str:
     w.shopper((w.shop.download, 1), (w.shop.print, 2))
     return f"/s/{w.slug}/cart/"
@@ -462,6 +478,7 @@ PAGES: dict[str, Visit] = {
         "Your order",
         phone_first=True,
     ),
+    "shop-order-refund-not-reached": Visit(at(_refund_not_reached), "Your order", phone_first=True),
     "shop-order-failed": Visit(
         at(lambda w: w.order_path(w.order((w.shop.download, 1), then=fail))), "Your order", phone_first=True
     ),

@@ -100,6 +100,7 @@ def test_the_flows_without_a_waiting_row_are_declared_indexed_and_reported():
         "password_reset_emails": ("tenancy.password_reset_requested", "tenancy.send_password_reset"),
         "photo_withdrawals": ("catalog.photo_withdrawn", "catalog.photo_withdrawn"),
         "refund_emails": ("checkout.refunded", "commerce.send_refunded_email"),
+        "refund_failed_emails": ("refund.failed_after_landing", "commerce.send_refund_failed_email"),
         "refund_restocks": ("refund.restock_requested", "commerce.restock_refunded_prints"),
         "shipping_emails": (SHIPPED, SHIPPED_CONSUMER),
     }

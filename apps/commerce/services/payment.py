@@ -635,12 +635,14 @@ def refund_apply_provider_failure(
     reason, as a refusal does: `darkroom_refunds{status="failed"}` alerts (runbook "Refund
     failed"), and its items can be refunded again. One that landed already (its downloads were
     revoked and its credits reversed) keeps its state and effects, for an operator, but no longer
-    counts as money given back (`gave_back`): its `provider_failed_at` and `last_error` say so
-    (`darkroom_refunds_failed_after_landing_total`), and `refund.failed_after_landing` is
-    audited. A failed attempt's id moves to `failed_provider_refund_ids`, so its late
-    "succeeded" event lands nothing and records no dashboard refund (`transaction_apply_refund`),
-    and a retry gets its own. An id Darkroom has not stored
-    while a refund of the payment awaits the provider's answer raises RefundNotRecordedYet
+    counts as money given back (`gave_back`) until an operator settles it
+    (`refund_settle_outside`): its `provider_failed_at` and `last_error` say so
+    (`darkroom_refunds_failed_after_landing_total`), `refund.failed_after_landing` is audited, and
+    a `refund.failed_after_landing` message e-mails the shopper that it did not reach them. A
+    failed attempt's id moves to `failed_provider_refund_ids`, so its late "succeeded" event
+    lands nothing and records no dashboard refund (`transaction_apply_refund`), and a retry gets
+    its own. An id Darkroom has not stored while a refund of the payment awaits the provider's
+    answer raises RefundNotRecordedYet
     (retried, as for a refund event); any other id (a refund made in the provider's dashboard
     and failed before it was ever recorded) changes nothing. Redelivered, it changes nothing
     more. Locks the checkout, its transaction, then its refunds, as the refund paths do.
@@ -691,12 +693,16 @@ def refund_apply_provider_failure(
         data={"refund_id": named.pk, "provider_refund_id": provider_refund_id, "reason": reason, "source": source},
     )
     if landed:
+        # The shopper was e-mailed that this money came back: tell them it did not. Once: a
+        # redelivered failure returned above (`provider_failed_at` is set).
+        _publish_failed_after_landing(checkout, refund_id=named.pk)
         logger.error(
             "a landed refund failed at the provider: the shopper has not got the money back; an operator "
             "settles it (README runbook 'Refund failed')",
             extra={"checkout_id": str(checkout.pk), "refund_id": named.pk, "reason": reason},
         )
         outcome.effects.append(f"refund {named.pk} landed, then failed at the provider: left for an operator")
+        outcome.effects.append("shopper told (refund.failed_after_landing)")
     else:
         logger.error(
             "refund failed at the provider after it was accepted",
@@ -704,6 +710,22 @@ def refund_apply_provider_failure(
         )
         outcome.effects.append(f"refund {named.pk} failed at the provider ({reason})")
     return outcome
+
+
+# Beside its one producer (refund_mail.py, its consumer's module, is imported by this one).
+TOPIC_REFUND_FAILED_AFTER_LANDING = "refund.failed_after_landing"
+
+
+def _publish_failed_after_landing(checkout: Checkout, *, refund_id: int) -> None:
+    """The message that e-mails the shopper that the landed refund `refund_id` did not reach them
+    (`refund_failed_mail_send`). Joins the caller's transaction."""
+    outbox_publish(
+        topic=TOPIC_REFUND_FAILED_AFTER_LANDING,
+        tenant_id=checkout.tenant_id,
+        aggregate_type="checkout",
+        aggregate_id=checkout.pk,
+        payload={"checkout_id": str(checkout.pk), "refund_id": refund_id},
+    )
 
 
 def _failed_attempt(refunds: Iterable[Refund], provider_refund_id: str) -> bool:
@@ -1179,6 +1201,98 @@ def refund_retry(*, refund_id: int, actor_label: str, actor_user: User | None = 
         },
     )
     return True
+
+
+SETTLE_NOTE_MAX_CHARS = 1000
+
+
+@transaction.atomic
+def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_user: User | None = None) -> list[str]:
+    """Record that an operator paid a shopper back outside the provider (a bank transfer, say)
+    for a refund the provider did not complete, and how (`note`). The refund turns `settled`
+    (`settled_outside_at`, `settled_outside_note`; one `refund.settled_outside` audit row), in
+    the caller's transaction; locks its checkout, transaction, then the payment's refunds (the
+    refund paths' order). Returns what it did.
+
+    * A `failed` refund (refused, or failed at the provider before it landed): its effects land
+      now, as if the provider had confirmed it: an item refund's (`_land_items_refund`, the
+      shopper told), or the whole order's once the payment's refunds add up to all of it, or
+      for a whole-payment refund (`_on_refunded`). `darkroom_refunds{status="failed"}` no longer
+      counts it.
+    * A landed refund the provider reported failed afterwards (`still_owed`): its effects landed
+      already; it counts as money given back again (`gave_back`).
+
+    The transaction keeps the provider's view (paid): the provider still holds that money.
+    Raises RefundNotSettleable, writing nothing, for any other refund, a blank note, a payment
+    refunded whole at the provider, a refund that would give back more than was charged with the
+    payment's other refunds, or while another refund of the payment awaits the provider (asked
+    for, or accepted and not landed: settle once it has landed or failed).
+    """
+    note = note.strip()
+    if not note:
+        raise RefundNotSettleable("Say how the shopper was paid back (a transfer's reference, say).")
+    if len(note) > SETTLE_NOTE_MAX_CHARS:
+        raise RefundNotSettleable(f"The note is longer than {SETTLE_NOTE_MAX_CHARS} characters.")
+    checkout_id = Refund.objects.filter(pk=refund_id).values_list("transaction__checkout_id", flat=True).first()
+    if checkout_id is None:
+        raise RefundNotSettleable(f"Refund {refund_id} does not exist.")
+    checkout = Checkout.objects.select_for_update().get(pk=checkout_id)
+    txn = Transaction.objects.select_for_update().get(checkout_id=checkout_id)
+    refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk"))
+    refund = next(r for r in refunds if r.pk == refund_id)
+    unpaid = refund.status == Refund.Status.FAILED and refund.landed_at is None
+    if not unpaid and not still_owed(refund):
+        raise RefundNotSettleable(
+            f"Refund {refund.pk} ({refund.get_status_display()}) is not one the provider left unpaid: "
+            "only a failed refund, or one that failed at the provider after it landed, can be settled."
+        )
+    if txn.refunded_at is not None:
+        raise RefundNotSettleable(f"The payment of refund {refund.pk} was refunded whole at the provider.")
+    if any(
+        r.status == Refund.Status.REQUESTED or (r.status == Refund.Status.SUBMITTED and r.landed_at is None)
+        for r in refunds
+    ):
+        raise RefundNotSettleable(
+            f"Another refund of the payment of refund {refund.pk} awaits the provider's answer: settle this "
+            "one once it has landed or failed."
+        )
+    others = sum(r.amount_minor for r in refunds if r.pk != refund.pk and gave_back(r))
+    if unpaid and others + refund.amount_minor > whole_refund_minor(txn=txn):
+        raise RefundNotSettleable(
+            f"Refund {refund.pk} would give back more than was charged, with the payment's other refunds."
+        )
+    now = timezone.now()
+    previous = refund.status
+    refund.status = Refund.Status.SETTLED
+    refund.settled_outside_at = now
+    refund.settled_outside_note = note
+    refund.save(update_fields=["status", "settled_outside_at", "settled_outside_note"])
+    effects = [f"refund {refund.pk} settled outside the provider"]
+    if unpaid:
+        whole = refund.reason not in Refund.PARTIAL_REASONS or partial_refunds_taken_minor(
+            refunds
+        ) >= whole_refund_minor(txn=txn)
+        if whole:
+            effects += _on_refunded(checkout=checkout, txn=txn, now=now)
+        else:
+            effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=True)
+    audit_record(
+        action="refund.settled_outside",
+        tenant_id=refund.tenant_id,
+        actor_user=actor_user,
+        actor_label=actor_label,
+        target_type="refund",
+        target_id=str(refund.pk),
+        data={
+            "amount_minor": refund.amount_minor,
+            "currency": refund.currency,
+            "previous_status": previous,
+            "landed_before": not unpaid,
+            "note": note,
+        },
+    )
+    logger.info("refund settled outside the provider", extra={"refund_id": refund.pk, "effects": effects})
+    return effects
 
 
 @transaction.atomic(durable=True)

@@ -7,6 +7,13 @@ transaction writes a `checkout.refunded` outbox message (`payment.py`, `_on_refu
 consumer (`tasks.commerce.send_refunded_email`, notifications queue) sends the e-mail once per
 message outside any transaction (`send_once` on the outbox's inbox rows): how much went back, why,
 and the signed link to the order, whose page shows it refunded.
+
+A refund can fail at the provider after it landed (the shopper's card was closed: the money went
+back to the studio). The failure's transaction writes a `refund.failed_after_landing` message
+(`payment.py`, `refund_apply_provider_failure`); its consumer (`tasks.commerce.
+send_refund_failed_email`, notifications queue) tells the shopper, once per message and outside
+any transaction like the e-mail above, that this refund did not reach them and that the studio
+will pay it back another way; nothing once an operator recorded it paid back (`settled`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ logger = logging.getLogger("darkroom.commerce.refund_mail")
 
 TOPIC_CHECKOUT_REFUNDED = "checkout.refunded"
 REFUNDED_MAIL_CONSUMER = "commerce.send_refunded_email"
+REFUND_FAILED_MAIL_CONSUMER = "commerce.send_refund_failed_email"
 
 _WHY: dict[str, str] = {
     Refund.Reason.STUDIO: "{studio} refunded your order.",
@@ -159,4 +167,68 @@ def refunded_mail_send(
     if not send_once(consumer=REFUNDED_MAIL_CONSUMER, message_id=message_uuid, send=send):
         return False
     logger.info("refund e-mail sent", extra={"message_id": str(message_uuid), "checkout_id": str(checkout.pk)})
+    return True
+
+
+def _refund_failed_body(*, checkout: Checkout, refund: Refund) -> str:
+    studio = checkout.tenant.name
+    link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
+    return "\n".join(
+        [
+            f"We are sorry: the refund of {money_text(refund.amount_minor, refund.currency)} from {studio} did not "
+            "reach your card or account. The payment provider could not complete it and returned the money to "
+            f"{studio}.",
+            "",
+            f"{studio} will pay it back to you another way and will get in touch with you about it.",
+            "",
+            f"Order {checkout.pk}",
+            "",
+            "Your order, from any device:",
+            link,
+        ]
+    )
+
+
+def refund_failed_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | str, refund_id: int) -> bool:
+    """Send the e-mail a `refund.failed_after_landing` message asks for, once: the refund
+    `refund_id`, which the shopper was told had come back, did not reach them, and the studio will
+    pay it back another way. True if this call sent it. Sends nothing (False, logged; the message
+    is marked handled) for a refund an operator has recorded paid back outside the provider
+    (`settled`) by now.
+
+    Runs outside any transaction (TransactionManagementError otherwise), in the checkout's tenant
+    context. Raises MailBusy while another sender's claim is live, CheckoutNotFound for a
+    checkout or refund that does not exist, and whatever the mail backend raises (the claim is
+    then given back, so a retry sends).
+    """
+    message_uuid = uuid.UUID(str(message_id))
+    checkout = Checkout.objects.select_related("tenant").filter(pk=checkout_id).first()
+    refund = (
+        Refund.objects.filter(pk=refund_id, transaction__checkout_id=checkout.pk).first()
+        if checkout is not None
+        else None
+    )
+    if checkout is None or refund is None:
+        raise CheckoutNotFound(f"Checkout {checkout_id} with refund {refund_id} does not exist.")
+    log = {"message_id": str(message_uuid), "checkout_id": str(checkout.pk), "refund_id": refund.pk}
+    sent = False
+
+    def send() -> None:
+        # Under the claim, so that a settled refund's message is marked handled too (the
+        # lost-message sweep does not send it again).
+        nonlocal sent
+        if refund.status == Refund.Status.SETTLED:
+            logger.info("refund paid back outside the provider already: its failure is not e-mailed", extra=log)
+            return
+        shopper_mail_send(
+            to=checkout.email,
+            subject=f"A refund from {checkout.tenant.name} did not reach you ({str(checkout.pk)[:8]})",
+            body=_refund_failed_body(checkout=checkout, refund=refund),
+            message_id=mail_message_id(f"refund-failed-{message_uuid}"),
+        )
+        sent = True
+
+    if not send_once(consumer=REFUND_FAILED_MAIL_CONSUMER, message_id=message_uuid, send=send) or not sent:
+        return False
+    logger.info("refund-failed e-mail sent", extra=log)
     return True

@@ -25,6 +25,7 @@ from apps.catalog.selectors import PublicEvent, PublicPhoto, access_code_fingerp
 from apps.catalog.storage import public_url
 from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Refund
 from apps.commerce.selectors import checkout_get, download_token, photos_covered
+from apps.commerce.services.payment import still_owed
 from apps.core.problems import NotFound
 from apps.core.text import search_text
 from apps.tenancy.context import tenant_context
@@ -155,6 +156,24 @@ class ShopCheckoutLine:
     state: str
     # The studio refunded this item alone (its refund landed): its download no longer works.
     refunded: bool = False
+    # Its refund (the item's own, or the whole order's) landed, then failed at the provider, and
+    # was not paid back another way yet: the shopper has neither the item nor the money.
+    refund_owed: bool = False
+
+
+@dataclass(frozen=True)
+class ShopRefundOutside:
+    """A refund of the order the provider did not complete: one that landed and then failed at
+    the provider (the money went back to the studio), owed to the shopper while
+    `settled_outside_at` is None; or one an operator paid back another way (`settled`)."""
+
+    amount_minor: int
+    currency: str
+    settled_outside_at: datetime | None
+
+    @property
+    def owed(self) -> bool:
+        return self.settled_outside_at is None
 
 
 @dataclass(frozen=True)
@@ -175,8 +194,10 @@ class ShopCheckout:
     downloads_total: int = 0
     downloads_page: int = 1
     # Part of the payment the studio refunded in the provider's dashboard, naming no item: the
-    # order and its downloads stay the shopper's.
+    # order and its downloads stay the shopper's. Not counting such a refund still owed.
     refunded_apart_minor: int = 0
+    # The refunds still owed to the shopper and those paid back outside the provider, oldest first.
+    refunds_outside: tuple[ShopRefundOutside, ...] = ()
 
     @property
     def charged_minor(self) -> int:
@@ -446,10 +467,18 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
             if refund_ids
             else set()
         )
+        outside = _refunds_outside(checkout)
+        owed = {r.pk for r in outside if still_owed(r)}
+        # A whole-order refund (it names no line) still owed: the order's charged items are its.
+        whole_owed = checkout.status == Checkout.Status.REFUNDED and any(
+            r.pk in owed and r.reason not in Refund.PARTIAL_REASONS for r in outside
+        )
         refunded_apart = (
             Refund.objects.filter(
                 transaction__checkout_id=checkout.pk, reason=Refund.Reason.PROVIDER_PARTIAL, landed_at__isnull=False
-            ).aggregate(total=Sum("amount_minor"))["total"]
+            )
+            .exclude(pk__in=owed)
+            .aggregate(total=Sum("amount_minor"))["total"]
             if checkout.status == Checkout.Status.PAID
             else None
         )
@@ -486,6 +515,8 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
                 currency=line.currency,
                 state=line.state,
                 refunded=line.refund_id in landed,
+                refund_owed=line.refund_id in owed
+                or (whole_owed and line.refund_id is None and line.state == CheckoutLine.State.CONFIRMED),
             )
             for line in lines
         ],
@@ -493,4 +524,37 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
         downloads_total=len(covered),
         downloads_page=downloads_page,
         refunded_apart_minor=int(refunded_apart or 0),
+        refunds_outside=tuple(
+            ShopRefundOutside(
+                amount_minor=r.amount_minor,
+                currency=r.currency,
+                settled_outside_at=None if r.pk in owed else r.settled_outside_at,
+            )
+            for r in outside
+        ),
+    )
+
+
+def _refunds_outside(checkout: Checkout) -> list[Refund]:
+    """The checkout's refunds that landed and then failed at the provider (`still_owed` until
+    settled) and those paid back outside the provider (`settled`), oldest first. None while the
+    checkout is open (it has no refund then). In the tenant's context."""
+    if checkout.status in Checkout.OPEN_STATUSES:
+        return []
+    failed_after_landing = Q(landed_at__isnull=False, provider_failed_at__isnull=False)
+    return list(
+        Refund.objects.filter(
+            failed_after_landing | Q(status=Refund.Status.SETTLED), transaction__checkout_id=checkout.pk
+        )
+        .only(
+            "id",
+            "reason",
+            "amount_minor",
+            "currency",
+            "status",
+            "landed_at",
+            "provider_failed_at",
+            "settled_outside_at",
+        )
+        .order_by("pk")
     )

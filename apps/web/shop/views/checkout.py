@@ -7,7 +7,10 @@
   "Pay" link once its session exists, the final state,
   and once paid a signed download link per photo bought. An order closed because the studio
   withdrew a photo in it says so (and, when a payment arrived, that it is being or has been
-  refunded) instead of a bare "expired".
+  refunded) instead of a bare "expired". A refund that landed and then failed at the provider
+  (the money went back to the studio) is said not to have reached the shopper, its items no
+  longer read "Refunded", until an operator records it paid back another way; then the page
+  says when.
 * `GET /s/<studio>/checkouts/<id>/status?since=<version>&said=<..>&alerted=<..>`: the same
   status block alone. While the checkout is open the block asks for itself every few seconds
   (htmx) and is swapped into its container. What a screen reader hears comes from two live
@@ -40,7 +43,15 @@ from apps.commerce.models import Checkout, CheckoutLine
 from apps.payments.providers.base import money_text
 from apps.web.shop.cart_rules import CartItemRefused, cart_put
 from apps.web.shop.presenters import line_state_text, not_put_back_note, product_label, status_text
-from apps.web.shop.selectors import ShopCheckout, ShopItem, Studio, items_by_ids, products_by_ids, shop_checkout
+from apps.web.shop.selectors import (
+    ShopCheckout,
+    ShopCheckoutLine,
+    ShopItem,
+    Studio,
+    items_by_ids,
+    products_by_ids,
+    shop_checkout,
+)
 from apps.web.shop.session import Cart, owns_checkout
 from apps.web.shop.shipping import shipping_context
 from apps.web.shop.views.common import not_found, render_page, shop_view
@@ -56,8 +67,9 @@ def _version(view: ShopCheckout) -> str:
         checkout.payment_url,
         checkout.payment_error,
         checkout.payment_session_error,
-        *(f"{line.position}:{line.state}:{line.refunded}" for line in view.lines),
+        *(f"{line.position}:{line.state}:{line.refunded}:{line.refund_owed}" for line in view.lines),
         str(view.refunded_apart_minor),
+        *(f"{r.amount_minor}:{r.settled_outside_at}" for r in view.refunds_outside),
     ]
     return _fingerprint("\n".join(shown))
 
@@ -68,8 +80,11 @@ def _fingerprint(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _status_heading(status: str, late_payment: str, photo_withdrawn: bool) -> str:
-    """The status block's heading, which the status live region announces too."""
+def _status_heading(status: str, late_payment: str, photo_withdrawn: bool, refund_owed: bool = False) -> str:
+    """The status block's heading, which the status live region announces too. `refund_owed`: a
+    refund of the order landed, then failed at the provider, and is not paid back yet."""
+    if refund_owed and status == Checkout.Status.REFUNDED:
+        return "Refund did not reach you"
     if photo_withdrawn:
         refund = {"refunded": ", payment refunded", "refunding": ", payment being refunded"}.get(late_payment, "")
         return f"Closed: a photo was withdrawn{refund}"
@@ -80,13 +95,17 @@ def _status_heading(status: str, late_payment: str, photo_withdrawn: bool) -> st
     return status_text(status)
 
 
-def _late_payment(checkout: Checkout) -> str:
+def _late_payment(checkout: Checkout, refund_owed: bool = False) -> str:
     """For an expired checkout whose payment arrived after its expiry: "refunded" once the
-    provider's refund webhook landed, "refunding" while the refund is asked for; else "".
-    (`checkout.transaction` is loaded with the checkout by `checkout_get`: no query here.)"""
+    provider's refund webhook landed, "refunding" while the refund is asked for, or while it is
+    owed (`refund_owed`: it landed, then failed at the provider; the studio pays it back another
+    way); else "". (`checkout.transaction` is loaded with the checkout by `checkout_get`: no
+    query here.)"""
     txn = getattr(checkout, "transaction", None)
     if checkout.status != Checkout.Status.EXPIRED or txn is None:
         return ""
+    if refund_owed:
+        return "refunding"
     if txn.refunded_at:
         return "refunded"
     return "refunding" if txn.refund_requested_at else ""
@@ -115,13 +134,24 @@ def _total_label(status: str, late_payment: str = "", photo_withdrawn: bool = Fa
     return "Total (not charged)"
 
 
+def _line_state_text(checkout: Checkout, line: ShopCheckoutLine) -> str:
+    """An item's state: "Refunded" once its refund (or the whole order's) landed, unless that
+    refund then failed at the provider and is owed still; else its reservation's state."""
+    if line.refund_owed:
+        return "Refund did not reach you"
+    if line.refunded or (checkout.status == Checkout.Status.REFUNDED and line.state == CheckoutLine.State.CONFIRMED):
+        return "Refunded"
+    return line_state_text(line.state)
+
+
 def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
     checkout = view.checkout
     kwargs = {"studio_slug": studio.slug, "checkout_id": checkout.pk}
     is_open = checkout.status in Checkout.OPEN_STATUSES
-    late_payment = _late_payment(checkout)
+    refund_owed = any(r.owed for r in view.refunds_outside)
+    late_payment = _late_payment(checkout, refund_owed)
     photo_withdrawn = _photo_withdrawn(checkout)
-    status_heading = _status_heading(checkout.status, late_payment, photo_withdrawn)
+    status_heading = _status_heading(checkout.status, late_payment, photo_withdrawn, refund_owed)
     payment_error = checkout.payment_error if checkout.status == Checkout.Status.AWAITING_PAYMENT else ""
     announcement = f"Order status: {status_heading}"
     alert_text = f"Your payment was not taken: {payment_error}" if payment_error else ""
@@ -135,16 +165,23 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
         "late_payment": late_payment,
         "photo_withdrawn": photo_withdrawn,
         "is_open": is_open,
-        "items_refunded": checkout.status == Checkout.Status.PAID and any(line.refunded for line in view.lines),
+        "items_refunded": checkout.status == Checkout.Status.PAID
+        and any(line.refunded and not line.refund_owed for line in view.lines),
+        "refund_owed": refund_owed,
+        "refunds_outside": [
+            {
+                "amount": money_text(r.amount_minor, r.currency),
+                "owed": r.owed,
+                "settled_outside_at": r.settled_outside_at,
+            }
+            for r in view.refunds_outside
+        ],
         "refunded_apart": money_text(view.refunded_apart_minor, checkout.currency) if view.refunded_apart_minor else "",
         "lines": [
             {
                 "line": line,
                 "label": product_label(line.kind, line.size),
-                "state_text": "Refunded"
-                if line.refunded
-                or (checkout.status == Checkout.Status.REFUNDED and line.state == CheckoutLine.State.CONFIRMED)
-                else line_state_text(line.state),
+                "state_text": _line_state_text(checkout, line),
                 "amount": money_text(line.amount_minor, line.currency),
                 "photo_url": reverse(
                     "shop:photo",

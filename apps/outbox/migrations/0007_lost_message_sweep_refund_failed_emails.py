@@ -1,0 +1,45 @@
+# The lost-message sweep's partial index takes `refund.failed_after_landing` (the e-mail telling
+# a shopper a refund did not reach them, flow refund_failed_emails). Dropped and built again
+# CONCURRENTLY: every business transaction writes outbox rows, and a plain CREATE INDEX would
+# hold their inserts for the whole build. Meanwhile the sweep reads without the index, which is only slower.
+
+from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    atomic = False
+
+    dependencies = [
+        ("outbox", "0006_lost_message_sweep_attendee_links"),
+    ]
+
+    operations = [
+        RemoveIndexConcurrently(
+            model_name="outboxmessage",
+            name="outbox_lost_message_sweep",
+        ),
+        AddIndexConcurrently(
+            model_name="outboxmessage",
+            index=models.Index(
+                condition=models.Q(
+                    (
+                        "topic__in",
+                        (
+                            "orders.links_requested",
+                            "checkout.shipped",
+                            "checkout.refunded",
+                            "tenancy.member_invited",
+                            "refund.restock_requested",
+                            "catalog.photo_withdrawn",
+                            "tenancy.password_reset_requested",
+                            "attendee.link_replaced",
+                            "refund.failed_after_landing",
+                        ),
+                    )
+                ),
+                fields=["topic", "created_at"],
+                name="outbox_lost_message_sweep",
+            ),
+        ),
+    ]
