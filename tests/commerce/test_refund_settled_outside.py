@@ -163,6 +163,23 @@ def test_a_refund_failed_at_the_provider_before_landing_settled_outside_refunds_
     assert fresh(whole).landed_at is not None
 
 
+def test_a_whole_order_refund_that_failed_after_landing_can_be_settled(studio: StudioPeople, sale: str) -> None:
+    # given: the whole order's refund (34.00) landed (the payment refunded whole at the provider,
+    # the order refunded), then failed at the provider
+    whole = submitted(studio, sale, None)
+    confirmed(whole, sale)
+    assert (status_of(studio, sale), txn_status(studio, sale)) == ("refunded", "refunded")
+    provider_says_failed(sale, whole, reason="lost_or_stolen_card")
+    keys = refund_keys(studio)
+    # when: the operator pays the 34.00 back by transfer and records it
+    settle(whole)
+    # then: it is settled; the order stays refunded and nothing is reversed again
+    assert fresh(whole).status == "settled"
+    assert status_of(studio, sale) == "refunded" and refund_keys(studio) == keys
+    [row] = sale_page_rows(studio, sale)
+    assert "Paid back outside" in row
+
+
 def test_the_last_items_refund_settled_outside_completes_the_order(studio: StudioPeople, sale: str) -> None:
     # given: the download's refund landed at the provider; the print's (25.00, the rest) was refused
     lines = lines_of(studio, sale)

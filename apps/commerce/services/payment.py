@@ -1223,10 +1223,11 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
       already; it counts as money given back again (`gave_back`).
 
     The transaction keeps the provider's view (paid): the provider still holds that money.
-    Raises RefundNotSettleable, writing nothing, for any other refund, a blank note, a payment
-    refunded whole at the provider, a refund that would give back more than was charged with the
-    payment's other refunds, or while another refund of the payment awaits the provider (asked
-    for, or accepted and not landed: settle once it has landed or failed).
+    Raises RefundNotSettleable, writing nothing, for any other refund, a blank note, a failed
+    refund of a payment refunded whole at the provider since or one that would give back more
+    than was charged with the payment's other refunds, or while another refund of the payment
+    awaits the provider (asked for, or accepted and not landed: settle once it has landed or
+    failed).
     """
     note = note.strip()
     if not note:
@@ -1246,7 +1247,7 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
             f"Refund {refund.pk} ({refund.get_status_display()}) is not one the provider left unpaid: "
             "only a failed refund, or one that failed at the provider after it landed, can be settled."
         )
-    if txn.refunded_at is not None:
+    if unpaid and txn.refunded_at is not None:
         raise RefundNotSettleable(f"The payment of refund {refund.pk} was refunded whole at the provider.")
     if any(
         r.status == Refund.Status.REQUESTED or (r.status == Refund.Status.SUBMITTED and r.landed_at is None)
@@ -1324,98 +1325,6 @@ def refunds_requeue_stale(*, older_than_seconds: float, limit: int = 500) -> lis
         ),
     )
     return [refund.pk for refund in refunds]
-
-
-SETTLE_NOTE_MAX_CHARS = 1000
-
-
-@transaction.atomic
-def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_user: User | None = None) -> list[str]:
-    """Record that an operator paid a shopper back outside the provider (a bank transfer, say)
-    for a refund the provider did not complete, and how (`note`). The refund turns `settled`
-    (`settled_outside_at`, `settled_outside_note`; one `refund.settled_outside` audit row), in
-    the caller's transaction; locks its checkout, transaction, then the payment's refunds (the
-    refund paths' order). Returns what it did.
-
-    * A `failed` refund (refused, or failed at the provider before it landed): its effects land
-      now, as if the provider had confirmed it: an item refund's (`_land_items_refund`, the
-      shopper told), or the whole order's once the payment's refunds add up to all of it, or
-      for a whole-payment refund (`_on_refunded`). `darkroom_refunds{status="failed"}` no longer
-      counts it.
-    * A landed refund the provider reported failed afterwards (`still_owed`): its effects landed
-      already; it counts as money given back again (`gave_back`).
-
-    The transaction keeps the provider's view (paid): the provider still holds that money.
-    Raises RefundNotSettleable, writing nothing, for any other refund, a blank note, a payment
-    refunded whole at the provider, a refund that would give back more than was charged with the
-    payment's other refunds, or while another refund of the payment awaits the provider (asked
-    for, or accepted and not landed: settle once it has landed or failed).
-    """
-    note = note.strip()
-    if not note:
-        raise RefundNotSettleable("Say how the shopper was paid back (a transfer's reference, say).")
-    if len(note) > SETTLE_NOTE_MAX_CHARS:
-        raise RefundNotSettleable(f"The note is longer than {SETTLE_NOTE_MAX_CHARS} characters.")
-    checkout_id = Refund.objects.filter(pk=refund_id).values_list("transaction__checkout_id", flat=True).first()
-    if checkout_id is None:
-        raise RefundNotSettleable(f"Refund {refund_id} does not exist.")
-    checkout = Checkout.objects.select_for_update().get(pk=checkout_id)
-    txn = Transaction.objects.select_for_update().get(checkout_id=checkout_id)
-    refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk"))
-    refund = next(r for r in refunds if r.pk == refund_id)
-    unpaid = refund.status == Refund.Status.FAILED and refund.landed_at is None
-    if not unpaid and not still_owed(refund):
-        raise RefundNotSettleable(
-            f"Refund {refund.pk} ({refund.get_status_display()}) is not one the provider left unpaid: "
-            "only a failed refund, or one that failed at the provider after it landed, can be settled."
-        )
-    if txn.refunded_at is not None:
-        raise RefundNotSettleable(f"The payment of refund {refund.pk} was refunded whole at the provider.")
-    if any(
-        r.status == Refund.Status.REQUESTED or (r.status == Refund.Status.SUBMITTED and r.landed_at is None)
-        for r in refunds
-    ):
-        raise RefundNotSettleable(
-            f"Another refund of the payment of refund {refund.pk} awaits the provider's answer: settle this "
-            "one once it has landed or failed."
-        )
-    others = sum(r.amount_minor for r in refunds if r.pk != refund.pk and gave_back(r))
-    if unpaid and others + refund.amount_minor > whole_refund_minor(txn=txn):
-        raise RefundNotSettleable(
-            f"Refund {refund.pk} would give back more than was charged, with the payment's other refunds."
-        )
-    now = timezone.now()
-    previous = refund.status
-    refund.status = Refund.Status.SETTLED
-    refund.settled_outside_at = now
-    refund.settled_outside_note = note
-    refund.save(update_fields=["status", "settled_outside_at", "settled_outside_note"])
-    effects = [f"refund {refund.pk} settled outside the provider"]
-    if unpaid:
-        whole = refund.reason not in Refund.PARTIAL_REASONS or partial_refunds_taken_minor(
-            refunds
-        ) >= whole_refund_minor(txn=txn)
-        if whole:
-            effects += _on_refunded(checkout=checkout, txn=txn, now=now)
-        else:
-            effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=True)
-    audit_record(
-        action="refund.settled_outside",
-        tenant_id=refund.tenant_id,
-        actor_user=actor_user,
-        actor_label=actor_label,
-        target_type="refund",
-        target_id=str(refund.pk),
-        data={
-            "amount_minor": refund.amount_minor,
-            "currency": refund.currency,
-            "previous_status": previous,
-            "landed_before": not unpaid,
-            "note": note,
-        },
-    )
-    logger.info("refund settled outside the provider", extra={"refund_id": refund.pk, "effects": effects})
-    return effects
 
 
 @transaction.atomic(durable=True)
