@@ -161,7 +161,10 @@ def send_shipped_email(*, message_id: str, payload: dict[str, Any]) -> bool:
 )
 def send_refunded_email(*, message_id: str, payload: dict[str, Any]) -> bool:
     return refunded_mail_send(
-        message_id=message_id, checkout_id=payload["checkout_id"], refund_id=payload.get("refund_id")
+        message_id=message_id,
+        checkout_id=payload["checkout_id"],
+        refund_id=payload.get("refund_id"),
+        paid_outside=bool(payload.get("paid_outside")),
     )
 
 

@@ -69,7 +69,7 @@ def _figures() -> _Figures:
     with system_context("commerce metrics"), connection.cursor() as cursor:
         cursor.execute(
             "SELECT status, count(*),"
-            " count(*) FILTER (WHERE provider_failed_at IS NOT NULL AND landed_at IS NOT NULL),"
+            " count(*) FILTER (WHERE provider_failed_at > landed_at),"
             " coalesce(extract(epoch FROM now() - min(created_at)), 0)"
             " FROM commerce_refund GROUP BY status"
         )

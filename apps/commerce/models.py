@@ -690,6 +690,11 @@ class Refund(TenantModel):
     # outside it. A refused one gave nothing; a `not_needed` one was never sent or was superseded.
     LIVE_STATUSES: tuple[str, ...] = (Status.REQUESTED, Status.SUBMITTED, Status.SETTLED)
 
+    # A refund that landed and then failed at the provider is owed to the shopper in one of these;
+    # `settled` (paid back outside the provider) or `not_needed` (the whole payment came back
+    # since) it is not.
+    OWED_STATUSES: tuple[str, ...] = (Status.REQUESTED, Status.SUBMITTED)
+
     # The refunds that give back part of a payment: the studio's item refunds and the parts
     # refunded in the provider's dashboard. Together they may add up to the whole payment.
     PARTIAL_REASONS = (Reason.STUDIO_PARTIAL, Reason.PROVIDER_PARTIAL)
@@ -751,6 +756,16 @@ class Refund(TenantModel):
                 name="commerce_refund_settled_when",
             ),
         ]
+
+    @property
+    def failed_after_landing(self) -> bool:
+        """The provider reported it failed after it had landed (not a failure before landing,
+        whose refund an operator may have settled, landing it, since)."""
+        return (
+            self.landed_at is not None
+            and self.provider_failed_at is not None
+            and self.provider_failed_at > self.landed_at
+        )
 
     def __str__(self) -> str:
         return f"refund {self.pk} of {self.transaction_id} ({self.status})"

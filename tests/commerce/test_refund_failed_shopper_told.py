@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,17 +24,18 @@ from django.utils.dateformat import format as date_format
 
 from apps.commerce.models import Checkout, Refund
 from apps.commerce.order_links import order_link
-from apps.commerce.services import refund_apply_provider_failure
+from apps.commerce.services import checkouts_expire_due, refund_apply_provider_failure, refund_mail
 from apps.commerce.services.payment import TOPIC_REFUND_FAILED_AFTER_LANDING, refund_settle_outside
 from apps.commerce.services.refund_mail import REFUND_FAILED_MAIL_CONSUMER
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.routing import resolve_route
 from apps.tenancy.context import system_context, tenant_context
 from config.celery_app import app as celery_app
-from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
-from tests.commerce.refunds import confirmed, fresh
+from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid, sandbox_provider
+from tests.commerce.refunds import confirmed, fresh, refused, status_of
 from tests.commerce.test_refund_failed_at_provider import lines_of, provider_says_failed, submitted, told_again
-from tests.web.studio.conftest import StudioPeople
+from tests.factories.commerce import make_shop
+from tests.web.studio.conftest import StudioPeople, sold
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
 
@@ -98,6 +100,24 @@ class Interrupted(Exception):
 
 
 # --- the message --------------------------------------------------------------------------------
+
+
+def owed_then_last_item_refunded_through_the_provider(studio: StudioPeople, sale: str) -> Refund:
+    """The download's refund (9.00) landed, then failed at the provider (card closed); the studio
+    then refunded the print, the order's last item, which took what is left of the payment:
+    34.00, the owed 9.00 included; the provider paid it and the order is refunded. Returns the
+    download's refund."""
+    lines = lines_of(studio, sale)
+    download = submitted(studio, sale, [lines["download"]])
+    confirmed(download, sale)
+    provider_says_failed(sale, download, reason="lost_or_stolen_card")
+    drain_outbox()
+    printed = submitted(studio, sale, [lines["print"]])
+    # the owed 9.00 goes back with it (README: "the order's last refund would give it back")
+    assert printed.amount_minor == 3400
+    confirmed(printed, sale)
+    assert status_of(studio, sale) == "refunded"
+    return fresh(download)
 
 
 def test_a_landed_refund_that_fails_writes_one_message_in_the_failures_own_transaction(
@@ -200,6 +220,31 @@ def test_nothing_is_sent_for_a_refund_paid_back_outside_the_provider_before_the_
     assert run_consumer(message) is False and mail.outbox == []
 
 
+def test_no_refund_failed_email_for_a_refund_settled_just_before_the_send(
+    studio: StudioPeople, sale: str, monkeypatch: Any
+) -> None:
+    # given: the print's refund landed, then failed at the provider; its message is pending
+    printed = submitted(studio, sale, [lines_of(studio, sale)["print"]])
+    confirmed(printed, sale)
+    provider_says_failed(sale, printed, reason="lost_or_stolen_card")
+    [message] = told_messages(sale)
+    mail.outbox.clear()
+    real_send_once = refund_mail.send_once
+
+    def operator_settles_first(**kwargs: Any) -> bool:
+        # the competitor, injected between the consumer's read of the refund and its claim
+        with system_context("test"):
+            refund_settle_outside(refund_id=printed.pk, note="Bank transfer TR-9", actor_label="test")
+        return real_send_once(**kwargs)
+
+    monkeypatch.setattr(refund_mail, "send_once", operator_settles_first)
+    # when: the consumer runs, and the operator's settle commits just before its claim
+    run_consumer(message)
+    # then: the refund is settled by the time the e-mail would go: nothing is sent
+    assert fresh(printed).status == "settled"
+    assert [m.subject for m in mail.outbox] == []
+
+
 # --- the order page -----------------------------------------------------------------------------
 
 
@@ -274,3 +319,40 @@ def test_the_order_page_does_not_count_a_dashboard_refund_that_failed_as_money_g
     assert set(item_states(order_page(studio, sale)).values()) == {"Confirmed"}
     # and: the shopper was e-mailed so, once
     assert [m.subject for m in mail.outbox] == [f"A refund from {studio.org.name} did not reach you ({sale[:8]})"]
+
+
+def test_the_order_page_does_not_say_a_refund_the_last_refund_gave_back_is_still_owed(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the shopper got all 34.00 back through the provider (see above)
+    owed_then_last_item_refunded_through_the_provider(studio, sale)
+    # when: the shopper opens the order page
+    page_html = order_page(studio, sale)
+    # then: it says refunded, not that 9.00 did not reach them and the studio pays it another way
+    assert "did not reach you" not in plain(page_html)
+    assert heading(page_html) == "Refunded"
+
+
+def test_the_order_page_of_a_late_payment_paid_back_outside_the_provider_does_not_say_being_refunded(
+    studio: StudioPeople,
+) -> None:
+    # given: a checkout left unpaid until it expired; the shopper's payment then arrived late, and
+    # its refund (9.00) was refused by the provider
+    shop = make_shop(org=studio.org)
+    checkout_id = sold(studio, shop, {"product": shop.download.pk}, pay=False)
+    assert checkouts_expire_due(now=timezone.now() + timedelta(hours=1)) == 1
+    assert deliver([sandbox_paid(checkout_id)]) == [200]
+    drain_outbox(topics={"webhook.received"})
+    with tenant_context(studio.org.pk):
+        [refund] = Refund.objects.filter(transaction__checkout_id=checkout_id)
+    assert refund.reason == "late_payment"
+    refused(refund, "account_closed")
+    assert heading(order_page(studio, checkout_id)) == "Expired, payment being refunded"
+    # when: the operator pays it back by transfer and records it
+    with system_context("test"):
+        refund_settle_outside(refund_id=refund.pk, note="Bank transfer TR-7", actor_label="test")
+    page_html = order_page(studio, checkout_id)
+    # then: the page says it was paid back, and no longer that it is being refunded
+    assert "paid back outside the card payment" in plain(page_html)
+    assert "it is being refunded" not in plain(page_html), heading(page_html)
+    assert heading(page_html) != "Expired, payment being refunded"

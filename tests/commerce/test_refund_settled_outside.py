@@ -14,13 +14,15 @@ from django.core import mail
 from django.db import IntegrityError, transaction
 from django.test import Client
 
+from apps.catalog.models import StockRestock
 from apps.commerce.errors import RefundNotSettleable
-from apps.commerce.models import Entitlement, Refund, Transaction
-from apps.commerce.services.payment import refund_settle_outside
+from apps.commerce.models import CheckoutLine, Entitlement, Refund, Transaction
+from apps.commerce.services import checkout_refund_request
+from apps.commerce.services.payment import gave_back, refund_settle_outside
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
 from tests.commerce.helpers import drain_outbox
-from tests.commerce.refunds import ask, confirmed, fresh, refused, status_of
+from tests.commerce.refunds import ask, confirmed, dashboard_refunds_everything, fresh, refused, status_of
 from tests.commerce.test_refund_failed_at_provider import (
     lines_of,
     metric,
@@ -29,6 +31,7 @@ from tests.commerce.test_refund_failed_at_provider import (
     sale_page_rows,
     submitted,
 )
+from tests.commerce.test_refund_failed_shopper_told import owed_then_last_item_refunded_through_the_provider
 from tests.factories.tenancy import UserFactory
 from tests.web.studio.conftest import StudioPeople, signed_in, text
 
@@ -56,6 +59,12 @@ def settle_in_admin(client: Client, refund: Refund, note: str) -> str:
 def settle(refund: Refund, note: str = NOTE) -> list[str]:
     with system_context("test"):
         return refund_settle_outside(refund_id=refund.pk, note=note, actor_label="test")
+
+
+def given_back_minor(studio: StudioPeople, checkout_id: str) -> int:
+    """What Darkroom counts as given back to the shopper: every refund that gave money back."""
+    with tenant_context(studio.org.pk):
+        return sum(r.amount_minor for r in Refund.objects.filter(transaction__checkout_id=checkout_id) if gave_back(r))
 
 
 def live_entitlements(studio: StudioPeople, checkout_id: str) -> int:
@@ -231,3 +240,113 @@ def test_a_settled_refund_always_says_when(studio: StudioPeople, sale: str) -> N
         Refund.objects.filter(pk=download.pk).update(status=Refund.Status.SETTLED)
     with tenant_context(studio.org.pk), pytest.raises(IntegrityError), transaction.atomic():
         Refund.objects.filter(pk=download.pk).update(settled_outside_at=download.created_at)
+
+
+def test_an_owed_refund_the_orders_last_refund_gave_back_through_the_provider_cannot_be_settled_again(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the shopper got all 34.00 back through the provider (the last refund included the
+    # 9.00 that had failed after landing)
+    download = owed_then_last_item_refunded_through_the_provider(studio, sale)
+    assert given_back_minor(studio, sale) == 3400
+    # and: the studio's sale page says the 9.00 is not owed any more
+    rows = sale_page_rows(studio, sale)
+    assert not any("The shopper has not got this money back" in row for row in rows)
+    assert any("Not owed any more" in row for row in rows)
+    # when: the operator, not knowing, pays 9.00 by transfer and records it
+    # then: refused: it would give back more than was charged (34.00 + 9.00 of a 34.00 payment),
+    # and Darkroom never counts more given back than was charged
+    with pytest.raises(RefundNotSettleable):
+        settle(download)
+    assert given_back_minor(studio, sale) == 3400
+
+
+def test_settling_the_refund_that_completes_the_order_emails_only_what_it_gave_back(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) landed through the provider: the shopper was e-mailed 9.00
+    lines = lines_of(studio, sale)
+    download = submitted(studio, sale, [lines["download"]])
+    mail.outbox.clear()
+    confirmed(download, sale)
+    [first] = mail.outbox
+    assert "9.00 EUR of your payment" in first.body
+    # and: the print's refund (25.00, what is left) was refused by the provider
+    printed = ask(studio, sale, [lines["print"]])
+    assert printed.amount_minor == 2500
+    refused(printed)
+    mail.outbox.clear()
+    # when: the operator pays the 25.00 by transfer and records it (the order turns refunded)
+    settle(printed)
+    drain_outbox()
+    assert status_of(studio, sale) == "refunded"
+    # then: the shopper's e-mail says 25.00 (the rest), not the whole 34.00 again (43.00 in all)
+    [told] = mail.outbox
+    assert "25.00 EUR of your payment" in told.body, told.body
+
+
+def test_settling_a_refund_that_failed_before_it_landed_is_not_counted_as_failed_after_landing(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund was accepted, then failed at the provider before it landed
+    download = submitted(studio, sale, [lines_of(studio, sale)["download"]])
+    provider_says_failed(sale, download)
+    assert fresh(download).status == "failed"
+    before = metric("darkroom_refunds_failed_after_landing_total")
+    # when: the operator pays it back by transfer and records it
+    settle(download)
+    assert fresh(download).status == "settled"
+    # then: the counter behind DarkroomRefundFailedAfterLanding (alert on any increase) does not move
+    assert metric("darkroom_refunds_failed_after_landing_total") == before
+    # and: the admin does not list it among the refunds that failed after landing
+    after_landing = operator().get("/admin/commerce/refund/", {"failed_at_provider": "after_landing"})
+    assert [r.pk for r in after_landing.context["cl"].result_list] == []
+
+
+def test_the_email_of_a_refund_paid_back_by_transfer_does_not_say_it_goes_back_the_way_they_paid(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) was refused by the provider
+    download = ask(studio, sale, [lines_of(studio, sale)["download"]])
+    refused(download)
+    mail.outbox.clear()
+    # when: the operator pays it by bank transfer and records it; the shopper is e-mailed
+    settle(download)
+    drain_outbox()
+    [told] = mail.outbox
+    # then: the e-mail does not tell them to look for it on their card or account
+    assert "The money goes back the way you paid" not in told.body, told.body
+    assert "paid this back to you directly" in told.body
+
+
+def print_restocks(studio: StudioPeople, checkout_id: str) -> int:
+    """How many times the sale's print was put back in stock."""
+    with tenant_context(studio.org.pk):
+        product_id = CheckoutLine.objects.get(checkout_id=checkout_id, kind="print").product_id
+        return StockRestock.objects.filter(product_id=product_id).count()
+
+
+def test_a_dashboard_refund_after_a_settled_whole_refund_does_not_restock_the_prints_again(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the studio refunded the whole order, its print back in stock; the provider refused it
+    with tenant_context(studio.org.pk):
+        whole = checkout_refund_request(
+            tenant_id=studio.org.pk, checkout_id=sale, actor_label="test", restock_prints=True
+        )
+    refused(whole)
+    # and: the operator paid the 34.00 by transfer and recorded it: the order is refunded, the print
+    # back in stock once
+    settle(whole)
+    drain_outbox()
+    assert status_of(studio, sale) == "refunded"
+    assert print_restocks(studio, sale) == 1
+    # when: the studio, not knowing, also refunds the 34.00 in the provider's dashboard
+    mail.outbox.clear()
+    dashboard_refunds_everything(sale)
+    drain_outbox()
+    # then: the print is not put back in stock a second time (one print sold, one returned), and
+    # the shopper is not told of the whole refund again
+    assert print_restocks(studio, sale) == 1
+    assert mail.outbox == []
+    assert txn_status(studio, sale) == "refunded"

@@ -384,12 +384,15 @@ def _publish_checkout_paid(*, tenant_id: int, checkout_id: uuid.UUID) -> None:
     )
 
 
-def _publish_refunded(checkout: Checkout, *, refund_id: int | None = None) -> None:
+def _publish_refunded(checkout: Checkout, *, refund_id: int | None = None, paid_outside: bool = False) -> None:
     """The message that e-mails the shopper (`refunded_mail_send`): about the whole payment, or
-    about the item refund `refund_id`."""
+    about the item refund `refund_id`; `paid_outside`: the whole payment is back because an
+    operator paid its last part back outside the provider."""
     payload: dict[str, object] = {"checkout_id": str(checkout.pk)}
     if refund_id is not None:
         payload["refund_id"] = refund_id
+    if paid_outside:
+        payload["paid_outside"] = True
     outbox_publish(
         topic=TOPIC_CHECKOUT_REFUNDED,
         tenant_id=checkout.tenant_id,
@@ -414,12 +417,23 @@ def _publish_restock(checkout: Checkout, *, line_ids: list[int] | None = None) -
     )
 
 
-def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list[str]:
-    """The whole payment is back. The studio's item refunds not landed yet land now (their own
-    prints back in stock; one e-mail for all, this one), then every refund of it is `landed`,
-    and any the provider refused is `not_needed`."""
+def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime, paid_outside: bool = False) -> list[str]:
+    """The whole payment is back: at the provider, or (`paid_outside`) once an operator recorded
+    the refund that completes it paid back outside the provider (`refund_settle_outside`). The
+    studio's item refunds not landed yet land now (their own prints back in stock; one e-mail
+    for all, this one), then every refund of it is `landed`, and any the provider refused, or
+    that landed and then failed at the provider and is owed still, is `not_needed`: the whole
+    payment covers it. A provider's refund of a payment Darkroom already counts as all paid back
+    outside it (an operator's transfer, then a refund in the provider's dashboard: the shopper
+    got it twice) changes nothing more here: logged for an operator."""
+    if not paid_outside and _paid_back_outside_already(txn):
+        logger.error(
+            "the provider refunded a payment already paid back outside it: the shopper got it twice",
+            extra={"checkout_id": str(checkout.pk)},
+        )
+        return ["paid back outside the provider already: nothing more to do (the shopper got it twice)"]
     effects: list[str] = ["shopper told (checkout.refunded)"]
-    _publish_refunded(checkout)
+    _publish_refunded(checkout, paid_outside=paid_outside)
     for refund in _partial_refunds_locked(txn):
         if refund.landed_at is None and refund.status in Refund.LIVE_STATUSES:
             effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=False)
@@ -433,6 +447,15 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime) -> list
     )
     if refused:
         effects.append(f"{refused} refused refund(s) not needed any more")
+    # The order's last refund gave back what is left of the payment, an owed refund's amount
+    # included (`gave_back` leaves it out): it is owed no more.
+    covered = (
+        Refund.objects.filter(transaction=txn, landed_at__isnull=False, provider_failed_at__gt=F("landed_at"))
+        .filter(status__in=Refund.OWED_STATUSES)
+        .update(status=Refund.Status.NOT_NEEDED)
+    )
+    if covered:
+        effects.append(f"{covered} refund(s) failed after landing covered by the whole payment back")
     if checkout.status in Checkout.OPEN_STATUSES:
         effects += _close(checkout=checkout, status=Checkout.Status.REFUNDED, now=now)
     elif checkout.status == Checkout.Status.PAID:
@@ -1037,13 +1060,20 @@ def gave_back(refund: Refund) -> bool:
 
 
 def still_owed(refund: Refund) -> bool:
-    """Whether a refund landed, then failed at the provider, and was not settled outside it
-    since: the shopper has neither the money nor (a studio's refund) the items."""
-    return (
-        refund.landed_at is not None
-        and refund.provider_failed_at is not None
-        and refund.status != Refund.Status.SETTLED
-    )
+    """Whether a refund landed, then failed at the provider (`Refund.failed_after_landing`), and
+    neither an operator paid it back outside the provider since nor the whole payment came back:
+    the shopper has neither the money nor (a studio's refund) the items."""
+    return refund.failed_after_landing and refund.status in Refund.OWED_STATUSES
+
+
+def _paid_back_outside_already(txn: Transaction) -> bool:
+    """Whether Darkroom counted a payment as all given back before the refund event at hand (by
+    the refunds landed so far), a refund paid back outside the provider (`settled`) among them."""
+    refunds = list(Refund.objects.filter(transaction=txn))
+    landed = [r for r in refunds if r.landed_at is not None and gave_back(r)]
+    return any(r.status == Refund.Status.SETTLED for r in landed) and sum(
+        r.amount_minor for r in landed
+    ) >= whole_refund_minor(txn=txn)
 
 
 def partial_refunds_taken_minor(refunds: Iterable[Refund]) -> int:
@@ -1257,8 +1287,11 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
             f"Another refund of the payment of refund {refund.pk} awaits the provider's answer: settle this "
             "one once it has landed or failed."
         )
+    # What the payment's refunds may add up to: what was charged (`whole_refund_minor`). An owed
+    # refund the order's last refund gave back is `not_needed` (`_on_refunded`); this holds
+    # whatever came first.
     others = sum(r.amount_minor for r in refunds if r.pk != refund.pk and gave_back(r))
-    if unpaid and others + refund.amount_minor > whole_refund_minor(txn=txn):
+    if others + refund.amount_minor > whole_refund_minor(txn=txn):
         raise RefundNotSettleable(
             f"Refund {refund.pk} would give back more than was charged, with the payment's other refunds."
         )
@@ -1274,7 +1307,7 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
             refunds
         ) >= whole_refund_minor(txn=txn)
         if whole:
-            effects += _on_refunded(checkout=checkout, txn=txn, now=now)
+            effects += _on_refunded(checkout=checkout, txn=txn, now=now, paid_outside=True)
         else:
             effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=True)
     audit_record(

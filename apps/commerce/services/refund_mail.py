@@ -77,10 +77,17 @@ def _rest_of_items_refunded(*, checkout: Checkout, txn: Transaction) -> tuple[in
     )
     if not partials:
         return None
+    # When the whole payment came back: the provider's event, else (an operator paid its last
+    # part back outside the provider) when that part landed, with those it brought.
+    back_at = txn.refunded_at or max((r.landed_at for r in partials if r.landed_at is not None), default=None)
     told = {
         r.pk
         for r in partials
-        if r.landed_at is not None and txn.refunded_at is not None and r.landed_at < txn.refunded_at
+        if r.landed_at is not None
+        and back_at is not None
+        and r.landed_at < back_at
+        # (one that failed after it landed: the shopper was told it did not reach them)
+        and not (r.failed_after_landing and r.status != Refund.Status.SETTLED)
     }
     amount = txn.amount_minor - sum(r.amount_minor for r in partials if r.pk in told)
     lines = CheckoutLine.objects.filter(checkout_id=checkout.pk, state=CheckoutLine.State.CONFIRMED).order_by(
@@ -99,10 +106,11 @@ def _downloads_after(*, refund: Refund | None, whole: bool) -> str:
     return "Downloads of the refunded items no longer work; the rest of your order is yours as before."
 
 
-def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole: bool) -> str:
+def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole: bool, paid_outside: bool) -> str:
     """The e-mail's text. `whole`: the whole payment is back (for an order refunded item by item,
     what the earlier e-mails did not tell: `_rest_of_items_refunded`); else `refund` gave back
-    some items."""
+    some items. `paid_outside`: the studio paid it back outside the provider (a transfer, say),
+    not to the card or account the shopper paid with."""
     amount = money_text(refund.amount_minor, refund.currency) if refund else money_text(txn.amount_minor, txn.currency)
     why = _WHY.get(refund.reason, "") if refund else ""
     items = (
@@ -121,7 +129,9 @@ def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole:
             *items,
             "",
             f"Order {checkout.pk}",
-            "The money goes back the way you paid; your bank may take a few days to show it.",
+            f"{checkout.tenant.name} paid this back to you directly, not through the payment you made."
+            if paid_outside
+            else "The money goes back the way you paid; your bank may take a few days to show it.",
             _downloads_after(refund=refund, whole=whole),
             "",
             "Your order, from any device:",
@@ -131,11 +141,16 @@ def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole:
 
 
 def refunded_mail_send(
-    *, message_id: uuid.UUID | str, checkout_id: uuid.UUID | str, refund_id: int | None = None
+    *,
+    message_id: uuid.UUID | str,
+    checkout_id: uuid.UUID | str,
+    refund_id: int | None = None,
+    paid_outside: bool = False,
 ) -> bool:
     """Send the e-mail a `checkout.refunded` message asks for, once; True if this call sent it:
     about the studio's refund of some items when the message names `refund_id`, else about the
-    whole payment (the latest refund asked for says how much and why).
+    whole payment (the latest refund asked for says how much and why). Paid back outside the
+    provider (the item refund is `settled`, or the message says `paid_outside`), it says so.
 
     Runs outside any transaction (TransactionManagementError otherwise), in the checkout's tenant
     context. Raises MailBusy while another sender's claim is live, CheckoutNotFound, and
@@ -160,7 +175,14 @@ def refunded_mail_send(
                 f"{'Your' if whole else 'Part of your'} payment to {checkout.tenant.name} was refunded "
                 f"({str(checkout.pk)[:8]})"
             ),
-            body=_body(checkout=checkout, txn=txn, refund=refund, whole=whole),
+            body=_body(
+                checkout=checkout,
+                txn=txn,
+                refund=refund,
+                whole=whole,
+                paid_outside=paid_outside
+                or (not whole and refund is not None and refund.status == Refund.Status.SETTLED),
+            ),
             message_id=mail_message_id(f"refunded-{message_uuid}"),
         )
 
@@ -217,8 +239,12 @@ def refund_failed_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UU
         # Under the claim, so that a settled refund's message is marked handled too (the
         # lost-message sweep does not send it again).
         nonlocal sent
-        if refund.status == Refund.Status.SETTLED:
-            logger.info("refund paid back outside the provider already: its failure is not e-mailed", extra=log)
+        # (read under the claim: an operator's settle, or the order's last refund giving it back,
+        # that committed before it is seen)
+        if not Refund.objects.filter(pk=refund.pk, status__in=Refund.OWED_STATUSES).exists():
+            logger.info(
+                "refund paid back since (outside the provider, or by the whole payment): not e-mailed", extra=log
+            )
             return
         shopper_mail_send(
             to=checkout.email,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
 
 from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event, Photo, Price, Product, ProductKind, Stock
@@ -170,6 +170,8 @@ class ShopRefundOutside:
     amount_minor: int
     currency: str
     settled_outside_at: datetime | None
+    # It gives back the whole payment (a late payment's, the whole order's), not some items.
+    whole_payment: bool = False
 
     @property
     def owed(self) -> bool:
@@ -529,6 +531,7 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
                 amount_minor=r.amount_minor,
                 currency=r.currency,
                 settled_outside_at=None if r.pk in owed else r.settled_outside_at,
+                whole_payment=r.reason not in Refund.PARTIAL_REASONS,
             )
             for r in outside
         ),
@@ -536,16 +539,14 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
 
 
 def _refunds_outside(checkout: Checkout) -> list[Refund]:
-    """The checkout's refunds that landed and then failed at the provider (`still_owed` until
-    settled) and those paid back outside the provider (`settled`), oldest first. None while the
+    """The checkout's refunds that landed and then failed at the provider and are owed still
+    (`still_owed`) and those paid back outside the provider (`settled`), oldest first. None while the
     checkout is open (it has no refund then). In the tenant's context."""
     if checkout.status in Checkout.OPEN_STATUSES:
         return []
-    failed_after_landing = Q(landed_at__isnull=False, provider_failed_at__isnull=False)
+    owed = Q(landed_at__isnull=False, provider_failed_at__gt=F("landed_at"), status__in=Refund.OWED_STATUSES)
     return list(
-        Refund.objects.filter(
-            failed_after_landing | Q(status=Refund.Status.SETTLED), transaction__checkout_id=checkout.pk
-        )
+        Refund.objects.filter(owed | Q(status=Refund.Status.SETTLED), transaction__checkout_id=checkout.pk)
         .only(
             "id",
             "reason",

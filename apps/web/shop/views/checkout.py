@@ -95,10 +95,11 @@ def _status_heading(status: str, late_payment: str, photo_withdrawn: bool, refun
     return status_text(status)
 
 
-def _late_payment(checkout: Checkout, refund_owed: bool = False) -> str:
+def _late_payment(checkout: Checkout, refund_owed: bool = False, paid_back_outside: bool = False) -> str:
     """For an expired checkout whose payment arrived after its expiry: "refunded" once the
-    provider's refund webhook landed, "refunding" while the refund is asked for, or while it is
-    owed (`refund_owed`: it landed, then failed at the provider; the studio pays it back another
+    provider's refund webhook landed or an operator paid it back outside the provider
+    (`paid_back_outside`), "refunding" while the refund is asked for, or while it is owed
+    (`refund_owed`: it landed, then failed at the provider; the studio pays it back another
     way); else "". (`checkout.transaction` is loaded with the checkout by `checkout_get`: no
     query here.)"""
     txn = getattr(checkout, "transaction", None)
@@ -106,7 +107,7 @@ def _late_payment(checkout: Checkout, refund_owed: bool = False) -> str:
         return ""
     if refund_owed:
         return "refunding"
-    if txn.refunded_at:
+    if txn.refunded_at or paid_back_outside:
         return "refunded"
     return "refunding" if txn.refund_requested_at else ""
 
@@ -149,7 +150,11 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
     kwargs = {"studio_slug": studio.slug, "checkout_id": checkout.pk}
     is_open = checkout.status in Checkout.OPEN_STATUSES
     refund_owed = any(r.owed for r in view.refunds_outside)
-    late_payment = _late_payment(checkout, refund_owed)
+    late_payment = _late_payment(
+        checkout,
+        refund_owed,
+        paid_back_outside=any(r.whole_payment and not r.owed for r in view.refunds_outside),
+    )
     photo_withdrawn = _photo_withdrawn(checkout)
     status_heading = _status_heading(checkout.status, late_payment, photo_withdrawn, refund_owed)
     payment_error = checkout.payment_error if checkout.status == Checkout.Status.AWAITING_PAYMENT else ""
