@@ -30,6 +30,7 @@ the first also queues again the session closes still owed by expired checkouts.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from celery import shared_task
@@ -165,6 +166,7 @@ def send_refunded_email(*, message_id: str, payload: dict[str, Any]) -> bool:
         checkout_id=payload["checkout_id"],
         refund_id=payload.get("refund_id"),
         paid_outside=bool(payload.get("paid_outside")),
+        back_at=datetime.fromisoformat(payload["back_at"]) if payload.get("back_at") else None,
     )
 
 

@@ -131,13 +131,20 @@ def test_a_refund_that_failed_after_landing_counts_as_given_back_once_settled(st
     confirmed(download, sale)
     provider_says_failed(sale, download, reason="lost_or_stolen_card")
     keys = refund_keys(studio)
+    landed_at = fresh(download).landed_at
+    drain_outbox()
+    mail.outbox.clear()
     # when: the operator pays it back by transfer and records it
     effects = settle(download)
     # then: settled, its landing and effects untouched (nothing reversed twice)
     settled = fresh(download)
-    assert effects == [f"refund {download.pk} settled outside the provider"]
-    assert settled.status == "settled" and settled.landed_at == fresh(download).landed_at
+    assert effects == [f"refund {download.pk} settled outside the provider", "shopper told (checkout.refunded)"]
+    assert settled.status == "settled" and settled.landed_at == landed_at
     assert refund_keys(studio) == keys
+    # and: the shopper hears the 9.00 was paid back, directly
+    drain_outbox()
+    [told] = mail.outbox
+    assert "9.00 EUR of your payment" in told.body and "paid this back to you directly" in told.body
     [audit] = settled_audits(download)
     assert audit.data["landed_before"] is True and audit.data["previous_status"] == "submitted"
     [row] = sale_page_rows(studio, sale)

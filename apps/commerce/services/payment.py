@@ -384,15 +384,17 @@ def _publish_checkout_paid(*, tenant_id: int, checkout_id: uuid.UUID) -> None:
     )
 
 
-def _publish_refunded(checkout: Checkout, *, refund_id: int | None = None, paid_outside: bool = False) -> None:
+def _publish_refunded(checkout: Checkout, *, refund_id: int | None = None, back_at: datetime | None = None) -> None:
     """The message that e-mails the shopper (`refunded_mail_send`): about the whole payment, or
-    about the item refund `refund_id`; `paid_outside`: the whole payment is back because an
-    operator paid its last part back outside the provider."""
+    about the item refund `refund_id`. `back_at`: the whole payment is back since then because
+    an operator paid its last part back outside the provider (no provider event says so: the
+    e-mail tells what the shopper was not told before that moment)."""
     payload: dict[str, object] = {"checkout_id": str(checkout.pk)}
     if refund_id is not None:
         payload["refund_id"] = refund_id
-    if paid_outside:
+    if back_at is not None:
         payload["paid_outside"] = True
+        payload["back_at"] = back_at.isoformat()
     outbox_publish(
         topic=TOPIC_CHECKOUT_REFUNDED,
         tenant_id=checkout.tenant_id,
@@ -426,14 +428,14 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime, paid_ou
     payment covers it. A provider's refund of a payment Darkroom already counts as all paid back
     outside it (an operator's transfer, then a refund in the provider's dashboard: the shopper
     got it twice) changes nothing more here: logged for an operator."""
-    if not paid_outside and _paid_back_outside_already(txn):
+    if not paid_outside and _paid_back_outside_already(txn, before=now):
         logger.error(
             "the provider refunded a payment already paid back outside it: the shopper got it twice",
             extra={"checkout_id": str(checkout.pk)},
         )
         return ["paid back outside the provider already: nothing more to do (the shopper got it twice)"]
     effects: list[str] = ["shopper told (checkout.refunded)"]
-    _publish_refunded(checkout, paid_outside=paid_outside)
+    _publish_refunded(checkout, back_at=now if paid_outside else None)
     for refund in _partial_refunds_locked(txn):
         if refund.landed_at is None and refund.status in Refund.LIVE_STATUSES:
             effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=False)
@@ -447,15 +449,19 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime, paid_ou
     )
     if refused:
         effects.append(f"{refused} refused refund(s) not needed any more")
-    # The order's last refund gave back what is left of the payment, an owed refund's amount
-    # included (`gave_back` leaves it out): it is owed no more.
-    covered = (
-        Refund.objects.filter(transaction=txn, landed_at__isnull=False, provider_failed_at__gt=F("landed_at"))
-        .filter(status__in=Refund.OWED_STATUSES)
-        .update(status=Refund.Status.NOT_NEEDED)
-    )
-    if covered:
-        effects.append(f"{covered} refund(s) failed after landing covered by the whole payment back")
+    # The refunds that gave money back add up to the payment without an owed one (the order's
+    # last refund gave back what was left, its amount included): it is owed no more. Not when
+    # they do not (that refund was sized before the other failed, and a stale total from the
+    # provider said the whole is back): it stays owed, for an operator.
+    given = sum(r.amount_minor for r in Refund.objects.filter(transaction=txn) if gave_back(r))
+    if given >= whole_refund_minor(txn=txn):
+        covered = (
+            Refund.objects.filter(transaction=txn, landed_at__isnull=False, provider_failed_at__gt=F("landed_at"))
+            .filter(status__in=Refund.OWED_STATUSES)
+            .update(status=Refund.Status.NOT_NEEDED)
+        )
+        if covered:
+            effects.append(f"{covered} refund(s) failed after landing covered by the whole payment back")
     if checkout.status in Checkout.OPEN_STATUSES:
         effects += _close(checkout=checkout, status=Checkout.Status.REFUNDED, now=now)
     elif checkout.status == Checkout.Status.PAID:
@@ -1066,11 +1072,12 @@ def still_owed(refund: Refund) -> bool:
     return refund.failed_after_landing and refund.status in Refund.OWED_STATUSES
 
 
-def _paid_back_outside_already(txn: Transaction) -> bool:
+def _paid_back_outside_already(txn: Transaction, *, before: datetime) -> bool:
     """Whether Darkroom counted a payment as all given back before the refund event at hand (by
-    the refunds landed so far), a refund paid back outside the provider (`settled`) among them."""
+    the refunds landed `before` it: a part of it recorded by the event itself lands at its
+    time), a refund paid back outside the provider (`settled`) among them."""
     refunds = list(Refund.objects.filter(transaction=txn))
-    landed = [r for r in refunds if r.landed_at is not None and gave_back(r)]
+    landed = [r for r in refunds if r.landed_at is not None and r.landed_at < before and gave_back(r)]
     return any(r.status == Refund.Status.SETTLED for r in landed) and sum(
         r.amount_minor for r in landed
     ) >= whole_refund_minor(txn=txn)
@@ -1302,14 +1309,17 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
     refund.settled_outside_note = note
     refund.save(update_fields=["status", "settled_outside_at", "settled_outside_note"])
     effects = [f"refund {refund.pk} settled outside the provider"]
-    if unpaid:
-        whole = refund.reason not in Refund.PARTIAL_REASONS or partial_refunds_taken_minor(
-            refunds
-        ) >= whole_refund_minor(txn=txn)
-        if whole:
-            effects += _on_refunded(checkout=checkout, txn=txn, now=now, paid_outside=True)
-        else:
-            effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=True)
+    whole = (
+        refund.reason not in Refund.PARTIAL_REASONS
+        or partial_refunds_taken_minor(refunds) >= whole_refund_minor(txn=txn)
+    ) and checkout.status != Checkout.Status.REFUNDED
+    if whole:  # the whole payment is back now
+        effects += _on_refunded(checkout=checkout, txn=txn, now=now, paid_outside=True)
+    elif unpaid:
+        effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=True)
+    else:  # landed before: its effects stand; the shopper hears it was paid back
+        _publish_refunded(checkout, refund_id=refund.pk)
+        effects.append("shopper told (checkout.refunded)")
     audit_record(
         action="refund.settled_outside",
         tenant_id=refund.tenant_id,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
 from django.db.models import Q
 
@@ -63,7 +64,9 @@ def _item(line: CheckoutLine) -> str:
     return f"- {text}"
 
 
-def _rest_of_items_refunded(*, checkout: Checkout, txn: Transaction) -> tuple[int, str, list[str]] | None:
+def _rest_of_items_refunded(
+    *, checkout: Checkout, txn: Transaction, back_at: datetime | None = None
+) -> tuple[int, str, list[str]] | None:
     """(amount, why, items) of the e-mail saying the whole payment is back for an order refunded
     in parts (the studio's item refunds, parts refunded at the provider): what was not told
     before (the partial refunds that landed before the payment turned refunded each had their
@@ -77,17 +80,18 @@ def _rest_of_items_refunded(*, checkout: Checkout, txn: Transaction) -> tuple[in
     )
     if not partials:
         return None
-    # When the whole payment came back: the provider's event, else (an operator paid its last
-    # part back outside the provider) when that part landed, with those it brought.
-    back_at = txn.refunded_at or max((r.landed_at for r in partials if r.landed_at is not None), default=None)
+    # When the whole payment came back: an operator's settle of its last part (`back_at`, from
+    # the message), else the provider's event.
+    back_at = back_at or txn.refunded_at
     told = {
         r.pk
         for r in partials
         if r.landed_at is not None
         and back_at is not None
         and r.landed_at < back_at
-        # (one that failed after it landed: the shopper was told it did not reach them)
-        and not (r.failed_after_landing and r.status != Refund.Status.SETTLED)
+        # (one that failed after it landed was told not to have reached them, unless it was
+        # paid back outside the provider, and said so, before)
+        and (not r.failed_after_landing or (r.settled_outside_at is not None and r.settled_outside_at < back_at))
     }
     amount = txn.amount_minor - sum(r.amount_minor for r in partials if r.pk in told)
     lines = CheckoutLine.objects.filter(checkout_id=checkout.pk, state=CheckoutLine.State.CONFIRMED).order_by(
@@ -106,7 +110,15 @@ def _downloads_after(*, refund: Refund | None, whole: bool) -> str:
     return "Downloads of the refunded items no longer work; the rest of your order is yours as before."
 
 
-def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole: bool, paid_outside: bool) -> str:
+def _body(
+    *,
+    checkout: Checkout,
+    txn: Transaction,
+    refund: Refund | None,
+    whole: bool,
+    paid_outside: bool,
+    back_at: datetime | None = None,
+) -> str:
     """The e-mail's text. `whole`: the whole payment is back (for an order refunded item by item,
     what the earlier e-mails did not tell: `_rest_of_items_refunded`); else `refund` gave back
     some items. `paid_outside`: the studio paid it back outside the provider (a transfer, say),
@@ -118,7 +130,7 @@ def _body(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole:
         if refund is not None and refund.reason == Refund.Reason.STUDIO_PARTIAL
         else []
     )
-    rest = _rest_of_items_refunded(checkout=checkout, txn=txn) if whole else None
+    rest = _rest_of_items_refunded(checkout=checkout, txn=txn, back_at=back_at) if whole else None
     if rest is not None:
         amount, why, items = money_text(rest[0], txn.currency), rest[1], rest[2]
     link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
@@ -146,11 +158,13 @@ def refunded_mail_send(
     checkout_id: uuid.UUID | str,
     refund_id: int | None = None,
     paid_outside: bool = False,
+    back_at: datetime | None = None,
 ) -> bool:
     """Send the e-mail a `checkout.refunded` message asks for, once; True if this call sent it:
-    about the studio's refund of some items when the message names `refund_id`, else about the
-    whole payment (the latest refund asked for says how much and why). Paid back outside the
-    provider (the item refund is `settled`, or the message says `paid_outside`), it says so.
+    about the studio's refund of some items when the message names `refund_id`, else (or when
+    it names a refund of the whole order) about the whole payment (the latest refund asked for
+    says how much and why). Paid back outside the provider (the named refund is `settled`, or
+    the message says `paid_outside`, since `back_at`), it says so.
 
     Runs outside any transaction (TransactionManagementError otherwise), in the checkout's tenant
     context. Raises MailBusy while another sender's claim is live, CheckoutNotFound, and
@@ -166,7 +180,7 @@ def refunded_mail_send(
         refund = refunds.filter(pk=refund_id).first()
     else:
         refund = refunds.filter(status__in=Refund.LIVE_STATUSES).order_by("-pk").first()
-    whole = refund_id is None
+    whole = refund_id is None or (refund is not None and refund.reason not in Refund.PARTIAL_REASONS)
 
     def send() -> None:
         shopper_mail_send(
@@ -181,7 +195,8 @@ def refunded_mail_send(
                 refund=refund,
                 whole=whole,
                 paid_outside=paid_outside
-                or (not whole and refund is not None and refund.status == Refund.Status.SETTLED),
+                or (refund_id is not None and refund is not None and refund.status == Refund.Status.SETTLED),
+                back_at=back_at,
             ),
             message_id=mail_message_id(f"refunded-{message_uuid}"),
         )

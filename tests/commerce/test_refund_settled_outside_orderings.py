@@ -1,0 +1,134 @@
+"""Refunds paid back outside the provider, in every order with the provider's refund events and
+failures after landing: a dashboard refund of the rest after a settle refunds the order; a
+refund owed stays owed unless the refunds that gave money back add up to the payment; settling
+the owed refund that completes the payment refunds the order; and the shopper's e-mail of a
+settle says what it gave back whatever arrives later (real Postgres and Redis; the sandbox plays
+the provider). Sale: a download (9.00) and a print (25.00), 34.00 paid.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.core import mail
+
+from apps.commerce.models import Refund
+from apps.commerce.services.payment import still_owed
+from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
+from tests.commerce.refunds import ask, confirmed, event, fresh, refused, status_of
+from tests.commerce.test_refund_failed_at_provider import (
+    lines_of,
+    provider_says_failed,
+    refund_keys,
+    submitted,
+)
+from tests.commerce.test_refund_settled_outside import given_back_minor, settle, txn_status
+from tests.web.studio.conftest import StudioPeople
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
+
+
+def dashboard_refund(sale: str, amount_minor: int, *, process_all: bool = True) -> None:
+    """The studio refunds `amount_minor` in the sandbox's dashboard; its webhook is delivered and
+    processed (and, with `process_all`, every message it leads to)."""
+    provider = sandbox_provider()
+    made = provider.refund(reference=f"sbx_{sale}", amount_minor=amount_minor, idempotency_key=f"dash-{amount_minor}")
+    assert deliver([provider.refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
+    drain_outbox(topics=None if process_all else {"webhook.received"})
+
+
+def test_a_dashboard_refund_of_the_rest_after_a_settled_item_refund_refunds_the_order(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) was refused; the operator paid it by transfer and
+    # recorded it (the download taken back, the shopper told); the order is paid still
+    lines = lines_of(studio, sale)
+    download = ask(studio, sale, [lines["download"]])
+    refused(download)
+    settle(download)
+    drain_outbox()
+    assert status_of(studio, sale) == "paid" and len(refund_keys(studio)) == 1
+    mail.outbox.clear()
+    # when: the studio refunds the rest (25.00) in the provider's dashboard: the shopper has now
+    # got 9.00 by transfer and 25.00 through the provider, the whole 34.00, once
+    dashboard_refund(sale, 2500)
+    # then: the payment is refunded whole at the provider, and the order with it: the print's
+    # credit reversed, the shopper told of the 25.00 (no earlier e-mail said it)
+    assert txn_status(studio, sale) == "refunded"
+    assert status_of(studio, sale) == "refunded", "the order stays 'paid' although all 34.00 went back"
+    assert len(refund_keys(studio)) == 2
+    assert any("25.00 EUR" in m.body for m in mail.outbox), [m.body for m in mail.outbox]
+
+
+def test_an_owed_refund_stays_owed_when_the_last_refund_was_sized_before_it_failed(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) landed through the provider
+    lines = lines_of(studio, sale)
+    download = submitted(studio, sale, [lines["download"]])
+    confirmed(download, sale)
+    # and: the studio refunded the print, the order's last item: what is left, 25.00 (the 9.00
+    # had gone back then); the provider made that refund (34.00 refunded at that moment)
+    printed = submitted(studio, sale, [lines["print"]])
+    assert printed.amount_minor == 2500
+    # and: the download's refund then failed at the provider (card closed): 9.00 owed
+    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
+    assert still_owed(fresh(download))
+    mail.outbox.clear()
+    # when: the print's refund event, made before the failure (its cumulative total says 34.00),
+    # is delivered after it (a delayed or retried webhook)
+    announced = sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=printed.provider_refund_id)
+    assert deliver([announced]) == [200]
+    drain_outbox()
+    # then: the provider gave back 25.00 (the 9.00 came back to the studio): the download's 9.00
+    # is owed still, as before the print's refund landed, and the shopper is told it did not
+    # reach them
+    assert sandbox_provider().fetch_status(reference=f"sbx_{sale}").status != "refunded"
+    owed = fresh(download)
+    assert owed.status in Refund.OWED_STATUSES, f"9.00 owed turned {owed.status}: the shopper got 25.00 of 34.00"
+    assert still_owed(owed)
+    assert any("did not reach you" in m.subject for m in mail.outbox), [m.subject for m in mail.outbox]
+
+
+def test_settling_the_owed_refund_that_brings_the_whole_payment_back_refunds_the_order(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) landed; the print's (25.00, the rest then) was made;
+    # the download's then failed at the provider (9.00 owed)
+    lines = lines_of(studio, sale)
+    download = submitted(studio, sale, [lines["download"]])
+    confirmed(download, sale)
+    printed = submitted(studio, sale, [lines["print"]])
+    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
+    # and: the print's refund landed (its event names its own 25.00, as Stripe's refund events do)
+    event(studio, sale, 2500, refund_id=printed.provider_refund_id, own=2500)
+    drain_outbox()
+    assert fresh(printed).landed_at is not None and status_of(studio, sale) == "paid"
+    # when: the operator pays the 9.00 by transfer and records it
+    settle(fresh(download))
+    # then: every item is refunded and all 34.00 went back, so the order reads refunded, as it
+    # does when the settle comes before the print's refund lands
+    assert given_back_minor(studio, sale) == 3400
+    assert status_of(studio, sale) == "refunded", "all 34.00 back, every item refunded, the order 'paid'"
+
+
+def test_the_email_of_a_settle_that_completes_the_order_says_what_it_gave_back_after_a_later_dashboard_refund(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) landed through the provider; the print's (25.00) was refused
+    lines = lines_of(studio, sale)
+    download = submitted(studio, sale, [lines["download"]])
+    confirmed(download, sale)
+    printed = ask(studio, sale, [lines["print"]])
+    refused(printed)
+    mail.outbox.clear()
+    # and: the operator paid the 25.00 by transfer and recorded it (the order refunded); its
+    # e-mail is not sent yet (the mail server is down; the message waits)
+    settle(printed)
+    assert status_of(studio, sale) == "refunded"
+    # when: the studio, not knowing, also refunds 25.00 in the provider's dashboard, and then the
+    # e-mail goes out
+    dashboard_refund(sale, 2500, process_all=False)
+    drain_outbox()
+    # then: the settle's e-mail says the 25.00 the studio paid back, not 0.00
+    bodies = [m.body for m in mail.outbox]
+    assert any("25.00 EUR of your payment" in b for b in bodies), bodies
