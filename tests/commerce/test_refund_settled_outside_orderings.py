@@ -2,19 +2,26 @@
 failures after landing: a dashboard refund of the rest after a settle refunds the order; a
 refund owed stays owed unless the refunds that gave money back add up to the payment; settling
 the owed refund that completes the payment refunds the order; and the shopper's e-mail of a
-settle says what it gave back whatever arrives later (real Postgres and Redis; the sandbox plays
-the provider). Sale: a download (9.00) and a print (25.00), 34.00 paid.
+settle says what it gave back whatever arrives later; a stale provider total (the cumulative
+total of an event made before another refund failed) neither writes off nor tells as given back
+the refund still owed, and is not taken for a double refund; a whole refund in the provider's
+dashboard covers it (real Postgres and Redis; the sandbox plays the provider). Sale: a download
+(9.00) and a print (25.00), 34.00 paid.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 from django.core import mail
 
+from apps.commerce.errors import RefundNotSettleable
 from apps.commerce.models import Refund
 from apps.commerce.services.payment import still_owed
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
-from tests.commerce.refunds import ask, confirmed, event, fresh, refused, status_of
+from tests.commerce.refunds import ask, confirmed, dashboard_refunds_everything, event, fresh, refused, status_of
 from tests.commerce.test_refund_failed_at_provider import (
     lines_of,
     provider_says_failed,
@@ -132,3 +139,130 @@ def test_the_email_of_a_settle_that_completes_the_order_says_what_it_gave_back_a
     # then: the settle's e-mail says the 25.00 the studio paid back, not 0.00
     bodies = [m.body for m in mail.outbox]
     assert any("25.00 EUR of your payment" in b for b in bodies), bodies
+
+
+_REFUNDED = re.compile(r"^(\d+\.\d\d) EUR of your payment", re.MULTILINE)
+
+
+class Recorded(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def refunded_amounts() -> list[str]:
+    """The amounts the shopper's "was refunded" e-mails say came back, in the order sent."""
+    return [m for message in mail.outbox if "was refunded" in message.subject for m in _REFUNDED.findall(message.body)]
+
+
+def test_the_shopper_is_not_told_an_owed_refund_came_back_when_a_stale_total_lands_the_last_one(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) landed (the shopper e-mailed 9.00); the print's (25.00,
+    # what was left then) was made at the provider; the download's then failed there (card
+    # closed: the shopper e-mailed that the 9.00 did not reach them)
+    lines = lines_of(studio, sale)
+    download = submitted(studio, sale, [lines["download"]])
+    confirmed(download, sale)
+    printed = submitted(studio, sale, [lines["print"]])
+    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
+    drain_outbox()
+    mail.outbox.clear()
+    # when: the print's refund event, made before the failure (its total says 34.00), arrives
+    announced = sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=printed.provider_refund_id)
+    assert deliver([announced]) == [200]
+    drain_outbox()
+    # then: the download's 9.00 is owed still ...
+    assert fresh(download).status in Refund.OWED_STATUSES
+    # ... so the e-mail of the whole payment says the 25.00 the provider gave back, not 34.00
+    # (the 9.00 it was just told did not reach it, to its card)
+    assert refunded_amounts() == ["25.00"], [m.body for m in mail.outbox]
+
+
+def test_settling_the_owed_refund_after_a_stale_total_tells_the_shopper_34_not_43(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: as above: the print's 25.00 landed by its stale event (34.00), the download's 9.00 owed
+    lines = lines_of(studio, sale)
+    download = submitted(studio, sale, [lines["download"]])
+    confirmed(download, sale)
+    printed = submitted(studio, sale, [lines["print"]])
+    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
+    drain_outbox()
+    mail.outbox.clear()
+    announced = sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=printed.provider_refund_id)
+    assert deliver([announced]) == [200]
+    drain_outbox()
+    # when: the operator pays the 9.00 by transfer and records it
+    settle(fresh(download))
+    drain_outbox()
+    # then: since the failure, the shopper has been told of 34.00 in all (25.00 through the
+    # provider, 9.00 directly), what they got, not 43.00 of a 34.00 payment
+    told = refunded_amounts()
+    total = sum(round(float(a) * 100) for a in told)
+    assert total == 3400, (told, [m.body for m in mail.outbox])
+
+
+def test_a_stale_event_of_the_last_refund_after_the_owed_one_was_settled_is_not_a_double_refund(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) landed; the print's (25.00) was made; the download's
+    # failed at the provider; the print's landed (its own 25.00); the operator paid the 9.00 by
+    # transfer and recorded it: the order is refunded, 34.00 back (25.00 + 9.00), once each
+    lines = lines_of(studio, sale)
+    download = submitted(studio, sale, [lines["download"]])
+    confirmed(download, sale)
+    printed = submitted(studio, sale, [lines["print"]])
+    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
+    event(studio, sale, 2500, refund_id=printed.provider_refund_id, own=2500)
+    drain_outbox()
+    settle(fresh(download))
+    drain_outbox()
+    assert status_of(studio, sale) == "refunded"
+    assert sandbox_provider().fetch_status(reference=f"sbx_{sale}").status != "refunded"
+    # when: the provider's event for the print's refund, with the total it carried when made
+    # (34.00), is delivered again (the provider refunded nothing more)
+    # (a handler on the service's logger: the consumers' django.setup() replaces the root's,
+    # caplog's among them)
+    logged = Recorded()
+    payment_log = logging.getLogger("darkroom.commerce.payment")
+    payment_log.addHandler(logged)
+    try:
+        announced = sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=printed.provider_refund_id)
+        assert deliver([announced]) == [200]
+        drain_outbox()
+    finally:
+        payment_log.removeHandler(logged)
+    # then: no alarm tells the operator the shopper got it twice (README: "ask for it back"):
+    # the provider gave back 25.00, the transfer 9.00, and nothing more was refunded
+    doubled = [r.getMessage() for r in logged.records if "got it twice" in r.getMessage()]
+    assert doubled == [], doubled
+
+
+def test_an_owed_refund_is_not_owed_once_the_whole_payment_is_refunded_in_the_providers_dashboard(
+    studio: StudioPeople, sale: str
+) -> None:
+    # given: the download's refund (9.00) landed, then failed at the provider (card closed): the
+    # provider has refunded nothing of the 34.00 now, and the 9.00 is owed
+    lines = lines_of(studio, sale)
+    download = submitted(studio, sale, [lines["download"]])
+    confirmed(download, sale)
+    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
+    drain_outbox()
+    assert still_owed(fresh(download))
+    # when: the studio refunds the whole 34.00 in the provider's dashboard (to another card the
+    # shopper gave, say); the provider pays it and says so
+    dashboard_refunds_everything(sale)
+    drain_outbox()
+    assert sandbox_provider().fetch_status(reference=f"sbx_{sale}").status == "refunded"
+    assert status_of(studio, sale) == "refunded"
+    # then: the shopper got all 34.00 through the provider, the 9.00 included: it is owed no more
+    # (as when the order's last items' refund gives it back), and recording it paid back
+    # by transfer too (9.00 paid twice, 43.00 of a 34.00 payment) is refused
+    owed = fresh(download)
+    assert not still_owed(owed), f"9.00 still owed ({owed.status}) after the provider refunded all 34.00"
+    with pytest.raises(RefundNotSettleable):
+        settle(owed)

@@ -175,8 +175,12 @@ def transaction_apply_fact(*, tenant_id: int, checkout_id: uuid.UUID | str, fact
     return apply_fact_locked(checkout=checkout, fact=fact, now=timezone.now())
 
 
-def apply_fact_locked(*, checkout: Checkout, fact: PaymentFact, now: datetime) -> FactOutcome:
+def apply_fact_locked(
+    *, checkout: Checkout, fact: PaymentFact, now: datetime, event_refund_known: bool = False
+) -> FactOutcome:
     """`transaction_apply_fact` for a checkout whose row the caller has locked (its transaction).
+    `event_refund_known`: a "refunded" fact comes from an event about one of Darkroom's own
+    refunds, which brings no money Darkroom has no row for (`_on_refunded`).
 
     Raises PaidWithoutAmount for a paid fact without amount and currency (nothing is written).
     """
@@ -210,7 +214,7 @@ def apply_fact_locked(*, checkout: Checkout, fact: PaymentFact, now: datetime) -
             outcome.effects += _on_paid(checkout=checkout, txn=txn, fact=fact, now=now)
             update += ["fulfilled_at", "refund_requested_at"]
         elif txn.status == Transaction.Status.REFUNDED:
-            outcome.effects += _on_refunded(checkout=checkout, txn=txn, now=now)
+            outcome.effects += _on_refunded(checkout=checkout, txn=txn, now=now, event_refund_known=event_refund_known)
         elif checkout.status in Checkout.OPEN_STATUSES:
             outcome.effects += _close(checkout=checkout, status=_CLOSED_BY[txn.status], now=now)
     txn.save(update_fields=update)
@@ -419,16 +423,31 @@ def _publish_restock(checkout: Checkout, *, line_ids: list[int] | None = None) -
     )
 
 
-def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime, paid_outside: bool = False) -> list[str]:
+def _on_refunded(
+    *,
+    checkout: Checkout,
+    txn: Transaction,
+    now: datetime,
+    paid_outside: bool = False,
+    event_refund_known: bool = False,
+) -> list[str]:
     """The whole payment is back: at the provider, or (`paid_outside`) once an operator recorded
     the refund that completes it paid back outside the provider (`refund_settle_outside`). The
     studio's item refunds not landed yet land now (their own prints back in stock; one e-mail
-    for all, this one), then every refund of it is `landed`, and any the provider refused, or
-    that landed and then failed at the provider and is owed still, is `not_needed`: the whole
-    payment covers it. A provider's refund of a payment Darkroom already counts as all paid back
-    outside it (an operator's transfer, then a refund in the provider's dashboard: the shopper
-    got it twice) changes nothing more here: logged for an operator."""
+    for all, this one), then every refund of it is `landed`, and any the provider refused is
+    `not_needed`. One that landed and then failed at the provider and is owed still is
+    `not_needed` too when the whole payment covers it: the provider's event is about money
+    Darkroom has no refund row for (a whole refund in its dashboard), or the refunds that gave
+    money back add up to the payment without it; not when the event is about one of Darkroom's
+    refunds (`event_refund_known`) whose rows do not add up (a stale provider total).
+
+    A provider's refund of a payment Darkroom already counts as all paid back outside it
+    changes nothing more here: an operator's transfer, then a refund in the provider's
+    dashboard (the shopper got it twice: logged as an error), or a late event about one of
+    Darkroom's refunds landed already (nothing new)."""
     if not paid_outside and _paid_back_outside_already(txn, before=now):
+        if event_refund_known:
+            return ["paid back already, partly outside the provider: nothing new"]
         logger.error(
             "the provider refunded a payment already paid back outside it: the shopper got it twice",
             extra={"checkout_id": str(checkout.pk)},
@@ -449,12 +468,13 @@ def _on_refunded(*, checkout: Checkout, txn: Transaction, now: datetime, paid_ou
     )
     if refused:
         effects.append(f"{refused} refused refund(s) not needed any more")
-    # The refunds that gave money back add up to the payment without an owed one (the order's
-    # last refund gave back what was left, its amount included): it is owed no more. Not when
-    # they do not (that refund was sized before the other failed, and a stale total from the
-    # provider said the whole is back): it stays owed, for an operator.
+    # An owed refund is owed no more once the provider gave back money no row records (a whole
+    # refund in its dashboard), or the refunds that gave money back add up to the payment
+    # without it (the order's last refund gave back what was left, its amount included). Not
+    # when an event about one of Darkroom's refunds says the whole is back while they do not
+    # (that refund was sized before the other failed: a stale total): it stays owed.
     given = sum(r.amount_minor for r in Refund.objects.filter(transaction=txn) if gave_back(r))
-    if given >= whole_refund_minor(txn=txn):
+    if not event_refund_known or given >= whole_refund_minor(txn=txn):
         covered = (
             Refund.objects.filter(transaction=txn, landed_at__isnull=False, provider_failed_at__gt=F("landed_at"))
             .filter(status__in=Refund.OWED_STATUSES)
@@ -594,7 +614,8 @@ def transaction_apply_refund(
         return apply_fact_locked(checkout=checkout, fact=fact, now=now)
     whole = whole_refund_minor(txn=txn)
     if fact.amount_minor >= whole:
-        return apply_fact_locked(checkout=checkout, fact=fact, now=now)
+        known = bool(provider_refund_id) and any(r.provider_refund_id == provider_refund_id for r in refunds)
+        return apply_fact_locked(checkout=checkout, fact=fact, now=now, event_refund_known=known)
     if not provider_refund_id:
         raise PartialRefundUnnamed(
             f"{fact.source} reports {fact.amount_minor} of {whole} refunded without naming the refund: "
@@ -641,7 +662,7 @@ def transaction_apply_refund(
             tell_shopper=back + at_provider < whole and checkout.status == Checkout.Status.PAID,
         )
     if back + at_provider >= whole:  # the order's last items, or the rest of it: the whole payment is back
-        whole_outcome = apply_fact_locked(checkout=checkout, fact=fact, now=now)
+        whole_outcome = apply_fact_locked(checkout=checkout, fact=fact, now=now, event_refund_known=not at_provider)
         whole_outcome.effects[:0] = outcome.effects
         return whole_outcome
     for refund in landing:

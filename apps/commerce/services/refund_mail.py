@@ -93,11 +93,14 @@ def _rest_of_items_refunded(
         # paid back outside the provider, and said so, before)
         and (not r.failed_after_landing or (r.settled_outside_at is not None and r.settled_outside_at < back_at))
     }
-    amount = txn.amount_minor - sum(r.amount_minor for r in partials if r.pk in told)
+    # A refund still owed (it failed at the provider after it landed; the shopper was told) did
+    # not come back with the rest.
+    owed = {r.pk for r in partials if r.failed_after_landing and r.status in Refund.OWED_STATUSES}
+    amount = txn.amount_minor - sum(r.amount_minor for r in partials if r.pk in told or r.pk in owed)
     lines = CheckoutLine.objects.filter(checkout_id=checkout.pk, state=CheckoutLine.State.CONFIRMED).order_by(
         "position"
     )
-    items = [_item(line) for line in lines if line.refund_id not in told]
+    items = [_item(line) for line in lines if line.refund_id not in told and line.refund_id not in owed]
     why = "{studio} refunded the rest of your order:" if told else "{studio} refunded your order:"
     return amount, why, items
 
