@@ -439,7 +439,8 @@ def _on_refunded(
     `not_needed` too when the whole payment covers it: the provider's event is about money
     Darkroom has no refund row for (a whole refund in its dashboard), or the refunds that gave
     money back add up to the payment without it; not when the event is about one of Darkroom's
-    refunds (`event_refund_known`) whose rows do not add up (a stale provider total).
+    refunds (`event_refund_known`; so is an operator's settle) whose rows do not add up (a stale
+    provider total).
 
     A provider's refund of a payment Darkroom already counts as all paid back outside it
     changes nothing more here: an operator's transfer, then a refund in the provider's
@@ -1335,7 +1336,9 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
         or partial_refunds_taken_minor(refunds) >= whole_refund_minor(txn=txn)
     ) and checkout.status != Checkout.Status.REFUNDED
     if whole:  # the whole payment is back now
-        effects += _on_refunded(checkout=checkout, txn=txn, now=now, paid_outside=True)
+        # (no provider money without a refund row here: an owed refund is covered only if the
+        # refunds add up)
+        effects += _on_refunded(checkout=checkout, txn=txn, now=now, paid_outside=True, event_refund_known=True)
     elif unpaid:
         effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=True)
     else:  # landed before: its effects stand; the shopper hears it was paid back
