@@ -43,6 +43,28 @@ def dashboard_refund(sale: str, amount_minor: int, *, process_all: bool = True) 
     drain_outbox(topics=None if process_all else {"webhook.received"})
 
 
+def owed_download_and_print_made(studio: StudioPeople, sale: str) -> tuple[Refund, Refund]:
+    """The download's refund (9.00) landed; the print's (25.00, what was left then) was made at
+    the provider (34.00 refunded at that moment); the download's then failed there (card
+    closed): 9.00 owed. Returns (download's refund, print's refund)."""
+    lines = lines_of(studio, sale)
+    download = submitted(studio, sale, [lines["download"]])
+    confirmed(download, sale)
+    printed = submitted(studio, sale, [lines["print"]])
+    assert printed.amount_minor == 2500
+    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
+    assert still_owed(fresh(download))
+    return fresh(download), printed
+
+
+def stale_event_lands(sale: str, printed: Refund) -> None:
+    """The print's refund event, made before the download's failed (its cumulative total says
+    34.00), delivered now (a delayed or retried webhook), and what it leads to."""
+    announced = sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=printed.provider_refund_id)
+    assert deliver([announced]) == [200]
+    drain_outbox()
+
+
 def test_a_dashboard_refund_of_the_rest_after_a_settled_item_refund_refunds_the_order(
     studio: StudioPeople, sale: str
 ) -> None:
@@ -69,23 +91,12 @@ def test_a_dashboard_refund_of_the_rest_after_a_settled_item_refund_refunds_the_
 def test_an_owed_refund_stays_owed_when_the_last_refund_was_sized_before_it_failed(
     studio: StudioPeople, sale: str
 ) -> None:
-    # given: the download's refund (9.00) landed through the provider
-    lines = lines_of(studio, sale)
-    download = submitted(studio, sale, [lines["download"]])
-    confirmed(download, sale)
-    # and: the studio refunded the print, the order's last item: what is left, 25.00 (the 9.00
-    # had gone back then); the provider made that refund (34.00 refunded at that moment)
-    printed = submitted(studio, sale, [lines["print"]])
-    assert printed.amount_minor == 2500
-    # and: the download's refund then failed at the provider (card closed): 9.00 owed
-    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
-    assert still_owed(fresh(download))
+    # given: the download's refund landed, the print's (the rest then) was made, the download's
+    # then failed at the provider: 9.00 owed
+    download, printed = owed_download_and_print_made(studio, sale)
     mail.outbox.clear()
-    # when: the print's refund event, made before the failure (its cumulative total says 34.00),
-    # is delivered after it (a delayed or retried webhook)
-    announced = sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=printed.provider_refund_id)
-    assert deliver([announced]) == [200]
-    drain_outbox()
+    # when: the print's refund event, made before the failure, is delivered after it
+    stale_event_lands(sale, printed)
     # then: the provider gave back 25.00 (the 9.00 came back to the studio): the download's 9.00
     # is owed still, as before the print's refund landed, and the shopper is told it did not
     # reach them
@@ -101,11 +112,7 @@ def test_settling_the_owed_refund_that_brings_the_whole_payment_back_refunds_the
 ) -> None:
     # given: the download's refund (9.00) landed; the print's (25.00, the rest then) was made;
     # the download's then failed at the provider (9.00 owed)
-    lines = lines_of(studio, sale)
-    download = submitted(studio, sale, [lines["download"]])
-    confirmed(download, sale)
-    printed = submitted(studio, sale, [lines["print"]])
-    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
+    download, printed = owed_download_and_print_made(studio, sale)
     # and: the print's refund landed (its event names its own 25.00, as Stripe's refund events do)
     event(studio, sale, 2500, refund_id=printed.provider_refund_id, own=2500)
     drain_outbox()
@@ -161,20 +168,13 @@ def refunded_amounts() -> list[str]:
 def test_the_shopper_is_not_told_an_owed_refund_came_back_when_a_stale_total_lands_the_last_one(
     studio: StudioPeople, sale: str
 ) -> None:
-    # given: the download's refund (9.00) landed (the shopper e-mailed 9.00); the print's (25.00,
-    # what was left then) was made at the provider; the download's then failed there (card
-    # closed: the shopper e-mailed that the 9.00 did not reach them)
-    lines = lines_of(studio, sale)
-    download = submitted(studio, sale, [lines["download"]])
-    confirmed(download, sale)
-    printed = submitted(studio, sale, [lines["print"]])
-    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
+    # given: the download's refund (9.00) landed (the shopper e-mailed 9.00); the print's (25.00)
+    # was made; the download's then failed (the shopper e-mailed that 9.00 did not reach them)
+    download, printed = owed_download_and_print_made(studio, sale)
     drain_outbox()
     mail.outbox.clear()
     # when: the print's refund event, made before the failure (its total says 34.00), arrives
-    announced = sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=printed.provider_refund_id)
-    assert deliver([announced]) == [200]
-    drain_outbox()
+    stale_event_lands(sale, printed)
     # then: the download's 9.00 is owed still ...
     assert fresh(download).status in Refund.OWED_STATUSES
     # ... so the e-mail of the whole payment says the 25.00 the provider gave back, not 34.00
@@ -186,16 +186,10 @@ def test_settling_the_owed_refund_after_a_stale_total_tells_the_shopper_34_not_4
     studio: StudioPeople, sale: str
 ) -> None:
     # given: as above: the print's 25.00 landed by its stale event (34.00), the download's 9.00 owed
-    lines = lines_of(studio, sale)
-    download = submitted(studio, sale, [lines["download"]])
-    confirmed(download, sale)
-    printed = submitted(studio, sale, [lines["print"]])
-    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
+    download, printed = owed_download_and_print_made(studio, sale)
     drain_outbox()
     mail.outbox.clear()
-    announced = sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=printed.provider_refund_id)
-    assert deliver([announced]) == [200]
-    drain_outbox()
+    stale_event_lands(sale, printed)
     # when: the operator pays the 9.00 by transfer and records it
     settle(fresh(download))
     drain_outbox()
@@ -212,11 +206,7 @@ def test_a_stale_event_of_the_last_refund_after_the_owed_one_was_settled_is_not_
     # given: the download's refund (9.00) landed; the print's (25.00) was made; the download's
     # failed at the provider; the print's landed (its own 25.00); the operator paid the 9.00 by
     # transfer and recorded it: the order is refunded, 34.00 back (25.00 + 9.00), once each
-    lines = lines_of(studio, sale)
-    download = submitted(studio, sale, [lines["download"]])
-    confirmed(download, sale)
-    printed = submitted(studio, sale, [lines["print"]])
-    provider_says_failed(sale, fresh(download), reason="lost_or_stolen_card")
+    download, printed = owed_download_and_print_made(studio, sale)
     event(studio, sale, 2500, refund_id=printed.provider_refund_id, own=2500)
     drain_outbox()
     settle(fresh(download))
@@ -231,9 +221,7 @@ def test_a_stale_event_of_the_last_refund_after_the_owed_one_was_settled_is_not_
     payment_log = logging.getLogger("darkroom.commerce.payment")
     payment_log.addHandler(logged)
     try:
-        announced = sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=printed.provider_refund_id)
-        assert deliver([announced]) == [200]
-        drain_outbox()
+        stale_event_lands(sale, printed)
     finally:
         payment_log.removeHandler(logged)
     # then: no alarm tells the operator the shopper got it twice (README: "ask for it back"):
