@@ -16,6 +16,7 @@ from apps.commerce.errors import RefundNotSettleable
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Entitlement, Receipt, Refund, Transaction
 from apps.commerce.services.payment import SETTLE_NOTE_MAX_CHARS, refund_retry, refund_settle_outside
 from apps.core.admin_base import ReadOnlyAdmin
+from apps.payments.providers.base import money_text
 
 
 class CheckoutLineInline(admin.TabularInline):
@@ -160,7 +161,10 @@ class RefundAdmin(ReadOnlyAdmin):
                 {
                     **self.admin_site.each_context(request),
                     "title": "Record refunds as paid back outside the provider",
-                    "refunds": queryset.select_related("transaction"),
+                    "refunds": [
+                        {"refund": refund, "amount": money_text(refund.amount_minor, refund.currency)}
+                        for refund in queryset.order_by("pk")
+                    ],
                     "form": form,
                     "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
                     "opts": self.model._meta,

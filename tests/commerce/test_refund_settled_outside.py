@@ -22,6 +22,7 @@ from apps.commerce.errors import RefundNotSettleable
 from apps.commerce.models import CheckoutLine, Entitlement, Refund, Transaction
 from apps.commerce.services import checkout_refund_request, checkouts_expire_due
 from apps.commerce.services.payment import gave_back, refund_settle_outside
+from apps.payments.providers.base import money_text
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid
@@ -55,6 +56,7 @@ def settle_in_admin(client: Client, refund: Refund, note: str) -> str:
     chosen = {"action": "settle_outside", "_selected_action": [str(refund.pk)]}
     asked = client.post("/admin/commerce/refund/", chosen)
     assert asked.status_code == 200 and "How was the shopper paid back?" in asked.content.decode()
+    assert money_text(refund.amount_minor, refund.currency) in asked.content.decode()
     answered = client.post("/admin/commerce/refund/", {**chosen, "apply": "1", "note": note}, follow=True)
     assert answered.status_code == 200
     return " ".join(str(m) for m in answered.context["messages"])
