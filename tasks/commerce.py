@@ -165,7 +165,6 @@ def send_refunded_email(*, message_id: str, payload: dict[str, Any]) -> bool:
         message_id=message_id,
         checkout_id=payload["checkout_id"],
         refund_id=payload.get("refund_id"),
-        paid_outside=bool(payload.get("paid_outside")),
         back_at=datetime.fromisoformat(payload["back_at"]) if payload.get("back_at") else None,
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import F, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
@@ -107,12 +107,11 @@ class FailedAtProviderFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Refund]) -> QuerySet[Refund]:
         failed = queryset.filter(provider_failed_at__isnull=False)
         # (a refund that failed before it landed lands once an operator settles it outside the
-        # provider: after that, not before, is what `Refund.failed_after_landing` says)
-        after = Q(landed_at__isnull=False, provider_failed_at__gt=F("landed_at"))
+        # provider: after that, not before, is what `Refund.FAILED_AFTER_LANDING` says)
         if self.value() == "before_landing":
-            return failed.exclude(after)
+            return failed.exclude(Refund.FAILED_AFTER_LANDING)
         if self.value() == "after_landing":
-            return failed.filter(after)
+            return failed.filter(Refund.FAILED_AFTER_LANDING)
         return queryset
 
 

@@ -695,6 +695,10 @@ class Refund(TenantModel):
     # since) it is not.
     OWED_STATUSES: tuple[str, ...] = (Status.REQUESTED, Status.SUBMITTED)
 
+    # `failed_after_landing` and `still_owed` below, as query filters.
+    FAILED_AFTER_LANDING = models.Q(landed_at__isnull=False, provider_failed_at__gt=models.F("landed_at"))
+    STILL_OWED = FAILED_AFTER_LANDING & models.Q(status__in=OWED_STATUSES)
+
     # The refunds that give back part of a payment: the studio's item refunds and the parts
     # refunded in the provider's dashboard. Together they may add up to the whole payment.
     PARTIAL_REASONS = (Reason.STUDIO_PARTIAL, Reason.PROVIDER_PARTIAL)
@@ -766,6 +770,13 @@ class Refund(TenantModel):
             and self.provider_failed_at is not None
             and self.provider_failed_at > self.landed_at
         )
+
+    @property
+    def still_owed(self) -> bool:
+        """It landed, then failed at the provider, and neither an operator paid it back outside
+        the provider since nor the whole payment came back: the shopper has neither the money
+        nor (a studio's refund) the items."""
+        return self.failed_after_landing and self.status in self.OWED_STATUSES
 
     def __str__(self) -> str:
         return f"refund {self.pk} of {self.transaction_id} ({self.status})"

@@ -8,14 +8,23 @@ tests/web/studio/conftest.py, next to `sold`; tests/commerce's conftest brings t
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import transaction
+from django.utils import timezone
 
 from apps.commerce.errors import CheckoutNotRefundable
 from apps.commerce.models import Checkout, Refund
-from apps.commerce.services import PaymentFact, checkout_refund_request, transaction_apply_refund
+from apps.commerce.services import (
+    PaymentFact,
+    checkout_refund_request,
+    checkouts_expire_due,
+    transaction_apply_refund,
+)
 from apps.tenancy.context import tenant_context
-from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
-from tests.web.studio.conftest import StudioPeople
+from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid, sandbox_provider
+from tests.factories.commerce import make_shop
+from tests.web.studio.conftest import StudioPeople, sold
 from tests.web.studio.test_sale_refund_items import refunds_of
 
 
@@ -92,7 +101,29 @@ def confirmed(refund: Refund, checkout_id: str) -> None:
     drain_outbox()
 
 
+def dashboard_refund(sale: str, amount_minor: int) -> str:
+    """`amount_minor` of the sale refunded in the sandbox's dashboard, and its webhook delivered
+    (not processed). Returns the provider's refund id."""
+    provider = sandbox_provider()
+    made = provider.refund(reference=f"sbx_{sale}", amount_minor=amount_minor, idempotency_key=f"dash-{amount_minor}")
+    assert deliver([provider.refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
+    return made.refund_id
+
+
 def dashboard_refunds_everything(sale: str) -> None:
     """The whole 34.00 refunded in the sandbox's dashboard, and its webhook delivered."""
-    made = sandbox_provider().refund(reference=f"sbx_{sale}", amount_minor=3400, idempotency_key="dashboard-all")
-    assert deliver([sandbox_provider().refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
+    dashboard_refund(sale, 3400)
+
+
+def late_payment_refund(studio: StudioPeople) -> tuple[str, Refund]:
+    """A checkout of one download (9.00) left unpaid until it expired; the shopper's payment then
+    arrived late and was recorded: (the checkout's id, its `late_payment` refund, asked for)."""
+    shop = make_shop(org=studio.org)
+    checkout_id = sold(studio, shop, {"product": shop.download.pk}, pay=False)
+    assert checkouts_expire_due(now=timezone.now() + timedelta(hours=1)) == 1
+    assert deliver([sandbox_paid(checkout_id)]) == [200]
+    drain_outbox(topics={"webhook.received"})
+    with tenant_context(studio.org.pk):
+        [refund] = Refund.objects.filter(transaction__checkout_id=checkout_id)
+    assert refund.reason == "late_payment"
+    return checkout_id, refund

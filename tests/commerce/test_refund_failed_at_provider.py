@@ -24,7 +24,7 @@ from apps.ledger.models import LedgerEvent
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
-from tests.commerce.refunds import ask, at_provider, confirmed, fresh, status_of
+from tests.commerce.refunds import ask, at_provider, confirmed, dashboard_refund, fresh, status_of
 from tests.commerce.test_refund_superseding import refund_rows
 from tests.factories.tenancy import UserFactory
 from tests.web.studio.conftest import StudioPeople, signed_in, text
@@ -307,13 +307,11 @@ def test_the_sale_page_does_not_say_items_were_taken_back_for_a_dashboard_refund
 ) -> None:
     # given: the studio refunded 9.00 in the provider's own dashboard: Darkroom recorded it as
     # refunded at the provider and, not knowing which items it was for, revoked nothing
-    provider = sandbox_provider()
-    made = provider.refund(reference=f"sbx_{sale}", amount_minor=900, idempotency_key="dashboard-part")
-    assert deliver([provider.refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
+    refund_id = dashboard_refund(sale, 900)
     drain_outbox()
-    assert at_provider(studio, sale) == [(900, made.refund_id, True)]
+    assert at_provider(studio, sale) == [(900, refund_id, True)]
     # when: the provider then says that refund failed (the shopper's card was closed)
-    failed = provider.fail_refund(reference=f"sbx_{sale}", refund_id=made.refund_id)
+    failed = sandbox_provider().fail_refund(reference=f"sbx_{sale}", refund_id=refund_id)
     assert deliver([failed]) == [200]
     drain_outbox()
     # then: the shopper still has every download, and the sale page does not tell the studio

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,18 +23,17 @@ from django.utils.dateformat import format as date_format
 
 from apps.commerce.models import Checkout, Refund
 from apps.commerce.order_links import order_link
-from apps.commerce.services import checkouts_expire_due, refund_apply_provider_failure, refund_mail
+from apps.commerce.services import refund_apply_provider_failure, refund_mail
 from apps.commerce.services.payment import TOPIC_REFUND_FAILED_AFTER_LANDING, refund_settle_outside
 from apps.commerce.services.refund_mail import REFUND_FAILED_MAIL_CONSUMER
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.routing import resolve_route
 from apps.tenancy.context import system_context, tenant_context
 from config.celery_app import app as celery_app
-from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid, sandbox_provider
-from tests.commerce.refunds import confirmed, fresh, refused, status_of
+from tests.commerce.helpers import deliver, drain_outbox, sandbox_provider
+from tests.commerce.refunds import confirmed, dashboard_refund, fresh, late_payment_refund, refused, status_of
 from tests.commerce.test_refund_failed_at_provider import lines_of, provider_says_failed, submitted, told_again
-from tests.factories.commerce import make_shop
-from tests.web.studio.conftest import StudioPeople, sold
+from tests.web.studio.conftest import StudioPeople
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
 
@@ -303,14 +301,12 @@ def test_the_order_page_does_not_count_a_dashboard_refund_that_failed_as_money_g
 ) -> None:
     # given: the studio refunded 9.00 in the provider's own dashboard (recorded as a part refunded
     # at the provider: no item taken back); the shopper's page says 9.00 of the payment came back
-    provider = sandbox_provider()
-    made = provider.refund(reference=f"sbx_{sale}", amount_minor=900, idempotency_key="dashboard-part")
-    assert deliver([provider.refunded_event(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
+    refund_id = dashboard_refund(sale, 900)
     drain_outbox()
     assert "The studio refunded 9.00 EUR of your payment" in plain(order_page(studio, sale))
     mail.outbox.clear()
     # when: the provider then says that refund failed, and the messages are consumed
-    assert deliver([provider.fail_refund(reference=f"sbx_{sale}", refund_id=made.refund_id)]) == [200]
+    assert deliver([sandbox_provider().fail_refund(reference=f"sbx_{sale}", refund_id=refund_id)]) == [200]
     drain_outbox()
     # then: the page no longer says it came back; it says it did not reach the shopper
     page = plain(order_page(studio, sale))
@@ -338,14 +334,7 @@ def test_the_order_page_of_a_late_payment_paid_back_outside_the_provider_does_no
 ) -> None:
     # given: a checkout left unpaid until it expired; the shopper's payment then arrived late, and
     # its refund (9.00) was refused by the provider
-    shop = make_shop(org=studio.org)
-    checkout_id = sold(studio, shop, {"product": shop.download.pk}, pay=False)
-    assert checkouts_expire_due(now=timezone.now() + timedelta(hours=1)) == 1
-    assert deliver([sandbox_paid(checkout_id)]) == [200]
-    drain_outbox(topics={"webhook.received"})
-    with tenant_context(studio.org.pk):
-        [refund] = Refund.objects.filter(transaction__checkout_id=checkout_id)
-    assert refund.reason == "late_payment"
+    checkout_id, refund = late_payment_refund(studio)
     refused(refund, "account_closed")
     assert heading(order_page(studio, checkout_id)) == "Expired, payment being refunded"
     # when: the operator pays it back by transfer and records it

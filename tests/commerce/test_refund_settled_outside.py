@@ -9,24 +9,29 @@ provider (real Postgres and Redis; the sandbox plays the provider).
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.core import mail
 from django.db import IntegrityError, transaction
 from django.test import Client
-from django.utils import timezone
 
 from apps.catalog.models import StockRestock
 from apps.commerce.errors import RefundNotSettleable
 from apps.commerce.models import CheckoutLine, Entitlement, Refund, Transaction
-from apps.commerce.services import checkout_refund_request, checkouts_expire_due
+from apps.commerce.services import checkout_refund_request
 from apps.commerce.services.payment import gave_back, refund_settle_outside
 from apps.payments.providers.base import money_text
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
-from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid
-from tests.commerce.refunds import ask, confirmed, dashboard_refunds_everything, fresh, refused, status_of
+from tests.commerce.helpers import drain_outbox
+from tests.commerce.refunds import (
+    ask,
+    confirmed,
+    dashboard_refunds_everything,
+    fresh,
+    late_payment_refund,
+    refused,
+    status_of,
+)
 from tests.commerce.test_refund_failed_at_provider import (
     lines_of,
     metric,
@@ -36,9 +41,8 @@ from tests.commerce.test_refund_failed_at_provider import (
     submitted,
 )
 from tests.commerce.test_refund_failed_shopper_told import owed_then_last_item_refunded_through_the_provider
-from tests.factories.commerce import make_shop
 from tests.factories.tenancy import UserFactory
-from tests.web.studio.conftest import StudioPeople, signed_in, sold, text
+from tests.web.studio.conftest import StudioPeople, signed_in, text
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker", "row_lock_strategy")]
 
@@ -372,14 +376,7 @@ def refunded_mails() -> list[str]:
 def test_settling_a_late_payments_refund_that_failed_after_landing_emails_once(studio: StudioPeople) -> None:
     # given: a checkout expired unpaid; the payment (9.00) arrived late; its refund landed at the
     # provider, then failed there
-    shop = make_shop(org=studio.org)
-    checkout_id = sold(studio, shop, {"product": shop.download.pk}, pay=False)
-    assert checkouts_expire_due(now=timezone.now() + timedelta(hours=1)) == 1
-    assert deliver([sandbox_paid(checkout_id)]) == [200]
-    drain_outbox(topics={"webhook.received"})
-    with tenant_context(studio.org.pk):
-        [refund] = Refund.objects.filter(transaction__checkout_id=checkout_id)
-    assert refund.reason == "late_payment"
+    checkout_id, refund = late_payment_refund(studio)
     confirmed(refund, checkout_id)
     assert fresh(refund).landed_at is not None and txn_status(studio, checkout_id) == "refunded"
     provider_says_failed(checkout_id, fresh(refund), reason="lost_or_stolen_card")

@@ -397,7 +397,6 @@ def _publish_refunded(checkout: Checkout, *, refund_id: int | None = None, back_
     if refund_id is not None:
         payload["refund_id"] = refund_id
     if back_at is not None:
-        payload["paid_outside"] = True
         payload["back_at"] = back_at.isoformat()
     outbox_publish(
         topic=TOPIC_CHECKOUT_REFUNDED,
@@ -446,7 +445,10 @@ def _on_refunded(
     changes nothing more here: an operator's transfer, then a refund in the provider's
     dashboard (the shopper got it twice: logged as an error), or a late event about one of
     Darkroom's refunds landed already (nothing new)."""
-    if not paid_outside and _paid_back_outside_already(txn, before=now):
+    # What decides below, read once: `gave_back` does not change with the updates on the way.
+    given_by = [r for r in Refund.objects.filter(transaction=txn) if gave_back(r)]
+    whole = whole_refund_minor(txn=txn)
+    if not paid_outside and _paid_back_outside_already(given_by, whole=whole, before=now):
         if event_refund_known:
             return ["paid back already, partly outside the provider: nothing new"]
         logger.error(
@@ -474,13 +476,8 @@ def _on_refunded(
     # without it (the order's last refund gave back what was left, its amount included). Not
     # when an event about one of Darkroom's refunds says the whole is back while they do not
     # (that refund was sized before the other failed: a stale total): it stays owed.
-    given = sum(r.amount_minor for r in Refund.objects.filter(transaction=txn) if gave_back(r))
-    if not event_refund_known or given >= whole_refund_minor(txn=txn):
-        covered = (
-            Refund.objects.filter(transaction=txn, landed_at__isnull=False, provider_failed_at__gt=F("landed_at"))
-            .filter(status__in=Refund.OWED_STATUSES)
-            .update(status=Refund.Status.NOT_NEEDED)
-        )
+    if not event_refund_known or sum(r.amount_minor for r in given_by) >= whole:
+        covered = Refund.objects.filter(Refund.STILL_OWED, transaction=txn).update(status=Refund.Status.NOT_NEEDED)
         if covered:
             effects.append(f"{covered} refund(s) failed after landing covered by the whole payment back")
     if checkout.status in Checkout.OPEN_STATUSES:
@@ -1087,22 +1084,13 @@ def gave_back(refund: Refund) -> bool:
     )
 
 
-def still_owed(refund: Refund) -> bool:
-    """Whether a refund landed, then failed at the provider (`Refund.failed_after_landing`), and
-    neither an operator paid it back outside the provider since nor the whole payment came back:
-    the shopper has neither the money nor (a studio's refund) the items."""
-    return refund.failed_after_landing and refund.status in Refund.OWED_STATUSES
-
-
-def _paid_back_outside_already(txn: Transaction, *, before: datetime) -> bool:
-    """Whether Darkroom counted a payment as all given back before the refund event at hand (by
-    the refunds landed `before` it: a part of it recorded by the event itself lands at its
-    time), a refund paid back outside the provider (`settled`) among them."""
-    refunds = list(Refund.objects.filter(transaction=txn))
+def _paid_back_outside_already(refunds: Iterable[Refund], *, whole: int, before: datetime) -> bool:
+    """Whether Darkroom counted a payment (`refunds`, its refunds; `whole`, `whole_refund_minor`)
+    as all given back before the refund event at hand (by the refunds landed `before` it: a part
+    of it recorded by the event itself lands at its time), a refund paid back outside the
+    provider (`settled`) among them."""
     landed = [r for r in refunds if r.landed_at is not None and r.landed_at < before and gave_back(r)]
-    return any(r.status == Refund.Status.SETTLED for r in landed) and sum(
-        r.amount_minor for r in landed
-    ) >= whole_refund_minor(txn=txn)
+    return any(r.status == Refund.Status.SETTLED for r in landed) and sum(r.amount_minor for r in landed) >= whole
 
 
 def partial_refunds_taken_minor(refunds: Iterable[Refund]) -> int:
@@ -1278,7 +1266,7 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
       shopper told), or the whole order's once the payment's refunds add up to all of it, or
       for a whole-payment refund (`_on_refunded`). `darkroom_refunds{status="failed"}` no longer
       counts it.
-    * A landed refund the provider reported failed afterwards (`still_owed`): its effects landed
+    * A landed refund the provider reported failed afterwards (`Refund.still_owed`): its effects landed
       already; it counts as money given back again (`gave_back`).
 
     The transaction keeps the provider's view (paid): the provider still holds that money.
@@ -1301,7 +1289,7 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
     refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk"))
     refund = next(r for r in refunds if r.pk == refund_id)
     unpaid = refund.status == Refund.Status.FAILED and refund.landed_at is None
-    if not unpaid and not still_owed(refund):
+    if not unpaid and not refund.still_owed:
         raise RefundNotSettleable(
             f"Refund {refund.pk} ({refund.get_status_display()}) is not one the provider left unpaid: "
             "only a failed refund, or one that failed at the provider after it landed, can be settled."
@@ -1319,8 +1307,9 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
     # What the payment's refunds may add up to: what was charged (`whole_refund_minor`). An owed
     # refund the order's last refund gave back is `not_needed` (`_on_refunded`); this holds
     # whatever came first.
+    charged = whole_refund_minor(txn=txn)
     others = sum(r.amount_minor for r in refunds if r.pk != refund.pk and gave_back(r))
-    if others + refund.amount_minor > whole_refund_minor(txn=txn):
+    if others + refund.amount_minor > charged:
         raise RefundNotSettleable(
             f"Refund {refund.pk} would give back more than was charged, with the payment's other refunds."
         )
@@ -1332,8 +1321,7 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
     refund.save(update_fields=["status", "settled_outside_at", "settled_outside_note"])
     effects = [f"refund {refund.pk} settled outside the provider"]
     whole = (
-        refund.reason not in Refund.PARTIAL_REASONS
-        or partial_refunds_taken_minor(refunds) >= whole_refund_minor(txn=txn)
+        refund.reason not in Refund.PARTIAL_REASONS or partial_refunds_taken_minor(refunds) >= charged
     ) and checkout.status != Checkout.Status.REFUNDED
     if whole:  # the whole payment is back now
         # (no provider money without a refund row here: an owed refund is covered only if the

@@ -95,7 +95,7 @@ def _rest_of_items_refunded(
     }
     # A refund still owed (it failed at the provider after it landed; the shopper was told) did
     # not come back with the rest.
-    owed = {r.pk for r in partials if r.failed_after_landing and r.status in Refund.OWED_STATUSES}
+    owed = {r.pk for r in partials if r.still_owed}
     amount = txn.amount_minor - sum(r.amount_minor for r in partials if r.pk in told or r.pk in owed)
     lines = CheckoutLine.objects.filter(checkout_id=checkout.pk, state=CheckoutLine.State.CONFIRMED).order_by(
         "position"
@@ -160,14 +160,13 @@ def refunded_mail_send(
     message_id: uuid.UUID | str,
     checkout_id: uuid.UUID | str,
     refund_id: int | None = None,
-    paid_outside: bool = False,
     back_at: datetime | None = None,
 ) -> bool:
     """Send the e-mail a `checkout.refunded` message asks for, once; True if this call sent it:
     about the studio's refund of some items when the message names `refund_id`, else (or when
     it names a refund of the whole order) about the whole payment (the latest refund asked for
     says how much and why). Paid back outside the provider (the named refund is `settled`, or
-    the message says `paid_outside`, since `back_at`), it says so.
+    the whole payment is back since `back_at`, an operator's settle), it says so.
 
     Runs outside any transaction (TransactionManagementError otherwise), in the checkout's tenant
     context. Raises MailBusy while another sender's claim is live, CheckoutNotFound, and
@@ -197,7 +196,7 @@ def refunded_mail_send(
                 txn=txn,
                 refund=refund,
                 whole=whole,
-                paid_outside=paid_outside
+                paid_outside=back_at is not None
                 or (refund_id is not None and refund is not None and refund.status == Refund.Status.SETTLED),
                 back_at=back_at,
             ),

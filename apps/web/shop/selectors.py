@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
 
 from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event, Photo, Price, Product, ProductKind, Stock
@@ -25,7 +25,6 @@ from apps.catalog.selectors import PublicEvent, PublicPhoto, access_code_fingerp
 from apps.catalog.storage import public_url
 from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Refund
 from apps.commerce.selectors import checkout_get, download_token, photos_covered
-from apps.commerce.services.payment import still_owed
 from apps.core.problems import NotFound
 from apps.core.text import search_text
 from apps.tenancy.context import tenant_context
@@ -470,7 +469,7 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
             else set()
         )
         outside = _refunds_outside(checkout)
-        owed = {r.pk for r in outside if still_owed(r)}
+        owed = {r.pk for r in outside if r.still_owed}
         # A whole-order refund (it names no line) still owed: the order's charged items are its.
         whole_owed = checkout.status == Checkout.Status.REFUNDED and any(
             r.pk in owed and r.reason not in Refund.PARTIAL_REASONS for r in outside
@@ -530,7 +529,7 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
             ShopRefundOutside(
                 amount_minor=r.amount_minor,
                 currency=r.currency,
-                settled_outside_at=None if r.pk in owed else r.settled_outside_at,
+                settled_outside_at=r.settled_outside_at,
                 whole_payment=r.reason not in Refund.PARTIAL_REASONS,
             )
             for r in outside
@@ -540,13 +539,12 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
 
 def _refunds_outside(checkout: Checkout) -> list[Refund]:
     """The checkout's refunds that landed and then failed at the provider and are owed still
-    (`still_owed`) and those paid back outside the provider (`settled`), oldest first. None while the
-    checkout is open (it has no refund then). In the tenant's context."""
+    (`Refund.still_owed`) and those paid back outside the provider (`settled`), oldest first.
+    None while the checkout is open (it has no refund then). In the tenant's context."""
     if checkout.status in Checkout.OPEN_STATUSES:
         return []
-    owed = Q(landed_at__isnull=False, provider_failed_at__gt=F("landed_at"), status__in=Refund.OWED_STATUSES)
     return list(
-        Refund.objects.filter(owed | Q(status=Refund.Status.SETTLED), transaction__checkout_id=checkout.pk)
+        Refund.objects.filter(Refund.STILL_OWED | Q(status=Refund.Status.SETTLED), transaction__checkout_id=checkout.pk)
         .only(
             "id",
             "reason",

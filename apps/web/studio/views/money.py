@@ -29,7 +29,6 @@ from apps.commerce.services.payment import (
     other_refund_under_way,
     partial_refunds_taken_minor,
     refundable_lines,
-    still_owed,
     whole_refund_minor,
 )
 from apps.ledger.models import LedgerEvent
@@ -163,7 +162,7 @@ def _line_state(line: CheckoutLine, refund_of: dict[int, Refund], *, sale_refund
         return line.state, line.get_state_display()
     if refund.status == Refund.Status.SETTLED:
         return "refunded", "Refunded outside the provider"
-    if still_owed(refund):
+    if refund.still_owed:
         return "failed", "Refund failed at the provider after it was confirmed"
     if refund.landed_at is not None:
         return "refunded", "Refunded"
