@@ -167,16 +167,25 @@ class BatchRunResult:
     epoch: int | None
     resumed: bool = False
     busy: bool = False
-    paused: bool = False  # the payouts kill switch is engaged
+    paused: bool = False  # the payouts kill switch is engaged (before the run, or during it)
     payout_ids: list[uuid.UUID] = field(default_factory=list)
 
     def describe(self) -> str:
+        if self.paused and self.batch_id is not None:
+            return f"stopped batch {self.batch_id} after {len(self.payout_ids)} payout(s): the kill switch was engaged"
         if self.paused:
             return "payouts are switched off (kill switch)"
         if self.busy:
             return "another runner holds the payout lease"
         verb = "resumed" if self.resumed else "ran"
         return f"{verb} batch {self.batch_id} (epoch {self.epoch}): {len(self.payout_ids)} payout(s)"
+
+
+def payout_minimum_minor() -> int:
+    """The least balance a wallet is paid (minor units): PAYOUT_MINIMUM_MINOR, and never below 1,
+    so a platform configured without a minimum (0, or less) pays positive balances only: an empty
+    or overdrawn wallet is never "paid" a zero or negative amount."""
+    return max(1, int(settings.PAYOUT_MINIMUM_MINOR))
 
 
 @dataclass(frozen=True)
@@ -195,8 +204,10 @@ def payout_batch_run(*, trigger: str, batch_size: int | None = None) -> BatchRun
     wallet, complete the batch. Returns what it did; `busy` when another runner holds the lease.
 
     Must be called outside any transaction (each wallet is its own transaction, fenced by the
-    lease epoch). A wallet is due when it has a payout destination and its projected balance is
-    at least PAYOUT_MINIMUM_MINOR; it is paid its exact balance at the moment of the debit.
+    lease epoch). The payouts kill switch engaged before or during the run stops it before the
+    next wallet (`paused`); a batch stopped so is completed, and the next one pays the rest.
+    A wallet is due when it has a payout destination and its projected balance is
+    at least `payout_minimum_minor()`; it is paid its exact balance at the moment of the debit.
     Raises StaleLeaseError / LockLost if the lease is lost midway: what was written stays, and
     the next runner finishes the batch.
     """
@@ -213,6 +224,14 @@ def payout_batch_run(*, trigger: str, batch_size: int | None = None) -> BatchRun
             batch, resumed = _batch_open(lease=lease, trigger=trigger)
             result = BatchRunResult(batch_id=batch.pk, epoch=lease.epoch, resumed=resumed)
             for wallet in _due_wallets(batch_id=batch.pk, chunk=batch_size or 500):
+                if not capability_enabled(Capability.PAYOUTS):
+                    # Engaged midway: pay no further wallet (their destinations may be what the
+                    # operator is fixing); the next batch after the release pays them.
+                    logger.warning(
+                        "payout batch stopped: the payouts kill switch was engaged", extra={"trigger": trigger}
+                    )
+                    result.paused = True
+                    break
                 lease.extend()
                 payout = _payout_wallet(lease=lease, batch=batch, wallet=wallet)
                 if payout is not None:
@@ -270,7 +289,7 @@ def _due_wallets(*, batch_id: int, chunk: int) -> Iterator[DueWallet]:
         with connection.cursor() as cursor:
             cursor.execute(
                 _DUE_WALLETS_SQL,
-                {"after": after, "minimum": int(settings.PAYOUT_MINIMUM_MINOR), "batch": batch_id, "chunk": chunk},
+                {"after": after, "minimum": payout_minimum_minor(), "batch": batch_id, "chunk": chunk},
             )
             rows = cursor.fetchall()
         for row in rows:
@@ -324,14 +343,19 @@ def wallet_exact_balance(*, account: LedgerAccount, tenant: Organization) -> int
 
 def _payout_wallet(*, lease: FencedLease, batch: PayoutBatch, wallet: DueWallet) -> Payout | None:
     """One wallet's payout: the Payout row, its ledger debit and its outbox message, in ONE
-    transaction fenced by the lease epoch. None when the exact balance is below the minimum.
-    Raises StaleLeaseError (nothing written) when a newer runner took over."""
+    transaction fenced by the lease epoch. The destination is read again in that transaction
+    (`wallet` comes from a scan that may be minutes old): a destination changed since is the
+    one paid. None when the wallet has no destination any more or its exact balance is below
+    the minimum. Raises StaleLeaseError (nothing written) when a newer runner took over."""
     with tenant_context(wallet.tenant_id), transaction.atomic(durable=True):
         lease.check()
-        tenant, account, amount = _wallet_locked_balance(wallet)
-        if amount < int(settings.PAYOUT_MINIMUM_MINOR):
+        current = _wallet_with_destination(tenant_id=wallet.tenant_id, account_id=wallet.account_id)
+        if current is None:
             return None
-        payout = _payout_write(batch=batch, wallet=wallet, tenant=tenant, account=account, amount=amount)
+        tenant, account, amount = _wallet_locked_balance(current)
+        if amount < payout_minimum_minor():
+            return None
+        payout = _payout_write(batch=batch, wallet=current, tenant=tenant, account=account, amount=amount)
     return payout
 
 
@@ -447,7 +471,7 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
             total=Coalesce(Sum("balance_minor"), Value(0), output_field=BigIntegerField())
         )["total"]
     )
-    minimum = int(settings.PAYOUT_MINIMUM_MINOR)
+    minimum = payout_minimum_minor()
     if balance < minimum:
         raise BelowPayoutMinimum(
             f"Your balance is {money_text(balance, account.currency)}; payouts start at "
@@ -520,12 +544,12 @@ def payout_wallet_run(*, tenant_id: int, account_id: int, message_id: str | uuid
         with consume_once(consumer=WALLET_REQUEST_CONSUMER, message_id=message_id) as first:
             if not first:
                 return WalletRunResult(outcome="duplicate")
-            wallet = _requested_wallet(tenant_id=tenant_id, account_id=account_id)
+            wallet = _wallet_with_destination(tenant_id=tenant_id, account_id=account_id)
             if wallet is None:
                 logger.warning("payout request: the wallet has no payout destination; nothing paid", extra=log)
                 return WalletRunResult(outcome="no_destination")
             tenant, account, amount = _wallet_locked_balance(wallet)
-            if amount < int(settings.PAYOUT_MINIMUM_MINOR):
+            if amount < payout_minimum_minor():
                 logger.info(
                     "payout request: the wallet is below the payout minimum; nothing paid",
                     extra={**log, "balance_minor": amount},
@@ -543,11 +567,17 @@ def payout_wallet_run(*, tenant_id: int, account_id: int, message_id: str | uuid
     return WalletRunResult(outcome="paid", batch_id=batch.pk, payout_id=payout.id, amount_minor=amount)
 
 
-def _requested_wallet(*, tenant_id: int, account_id: int) -> DueWallet | None:
+def _wallet_with_destination(*, tenant_id: int, account_id: int) -> DueWallet | None:
     """The wallet with its current destination; None when it has none (a missing wallet raises
-    LedgerAccount.DoesNotExist: the request named it, so it existed). In the tenant's context."""
+    LedgerAccount.DoesNotExist: a scan or a request named it, so it existed). In the caller's
+    transaction, in the tenant's context: the destination row stays locked until it ends, so a
+    change of destination commits either before the payout (and is the one paid) or after it."""
     account = LedgerAccount.objects.get(tenant_id=tenant_id, pk=account_id, kind=LedgerAccount.Kind.WALLET)
-    destination = PayoutDestination.objects.filter(tenant_id=tenant_id, owner_id=account.owner_id).first()
+    destination = (
+        PayoutDestination.objects.select_for_update(no_key=True)
+        .filter(tenant_id=tenant_id, owner_id=account.owner_id)
+        .first()
+    )
     if destination is None or account.owner_id is None:
         return None
     return DueWallet(
@@ -932,7 +962,15 @@ def payouts_settle_submitted(*, limit: int = 200) -> dict[str, int]:
     return outcomes
 
 
+# Status codes by which a provider refuses the caller (credentials, permissions), not the payout:
+# a status check answered so says nothing about the payout, which stays submitted.
+_CALLER_REFUSED = frozenset({401, 403})
+
+
 def _settle_one(payout_id: uuid.UUID) -> str:
+    """Ask the provider about one submitted payout and record its answer. Only an answer about
+    the payout (unknown to the provider, or contradicting it) sends it to `needs_review`; a
+    retryable error or a refusal of our credentials leaves it submitted ("unavailable")."""
     payout = Payout.objects.get(pk=payout_id)
     if payout.status != Payout.Status.SUBMITTED or not payout.provider_payout_id:
         return str(payout.status)
@@ -942,8 +980,9 @@ def _settle_one(payout_id: uuid.UUID) -> str:
             payout_id=str(payout.id), provider_payout_id=payout.provider_payout_id
         )
     except ProviderError as exc:
-        if exc.retryable:
-            logger.warning("payout status unavailable", extra={"payout_id": str(payout.id), "error": str(exc)})
+        if exc.retryable or exc.http_status in _CALLER_REFUSED:
+            log = logger.warning if exc.retryable else logger.error
+            log("payout status unavailable", extra={"payout_id": str(payout.id), "error": str(exc)})
             return "unavailable"
         with transaction.atomic(durable=True):
             moved = Payout.objects.filter(pk=payout_id, status=Payout.Status.SUBMITTED).update(

@@ -23,6 +23,7 @@ from apps.core.locks import StaleLeaseError, fenced_lock
 from apps.ledger.models import LedgerEvent
 from apps.ledger.projection import projection_rebuild
 from apps.ledger.services import EntryIn, ledger_entries_append
+from apps.ops.killswitch import kill_switch_engage
 from apps.outbox.models import OutboxMessage
 from apps.outbox.routing import Route, resolve_route
 from apps.payments.providers.base import PayoutDestinationError, PayoutResult, PayoutStatus, ProviderError
@@ -181,6 +182,58 @@ def test_a_runner_that_crashed_midway_leaves_a_batch_the_next_run_finishes(
     assert sorted(len(payouts_of(w)) for w in wallets) == [1, 1, 1]
     with system_context("test"):
         assert PayoutBatch.objects.filter(status=PayoutBatch.Status.RUNNING).count() == 0
+
+
+def test_a_destination_changed_while_the_batch_runs_is_the_one_paid(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a due wallet, and its owner's studio moving it from one account to another just
+    # after the batch read the due wallets (their destinations included) and before its payout
+    wallet = make_wallet(studio, credited=2600, destination="old-bank")
+    projection_rebuild()
+    real = services._payout_wallet
+
+    def destination_changed_first(**kwargs: Any) -> Payout | None:
+        with tenant_context(studio.pk):
+            payout_destination_set(tenant=studio, owner=wallet.owner, provider="sandbox", destination="new-bank")
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "_payout_wallet", destination_changed_first)
+
+    # when: the batch writes the payout
+    payout_batch_run(trigger="test")
+
+    # then: the payout goes to the destination set before it was written, not the one it replaced
+    [payout] = payouts_of(wallet)
+    assert (payout.provider, payout.destination) == ("sandbox", "new-bank")
+
+
+def test_the_kill_switch_engaged_during_a_batch_stops_it_before_the_next_wallet(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: three due wallets, and an operator engaging the payouts kill switch (say, payout
+    # destinations were tampered with) once the batch has paid the first
+    wallets = [make_wallet(studio, credited=3000) for _ in range(3)]
+    projection_rebuild()
+    real = services._payout_wallet
+
+    def switch_engaged_after_one(**kwargs: Any) -> Payout | None:
+        payout = real(**kwargs)
+        kill_switch_engage(capability="payouts", reason="destinations tampered with", actor_label="ops")
+        return payout
+
+    monkeypatch.setattr(services, "_payout_wallet", switch_engaged_after_one)
+
+    # when: the batch runs on
+    result = payout_batch_run(trigger="test")
+
+    # then: it stopped there: one payout, the two other wallets untouched, the batch not left running
+    assert result.paused and len(result.payout_ids) == 1
+    assert sorted(len(payouts_of(w)) for w in wallets) == [0, 0, 1]
+    assert sorted(exact_balance(w) for w in wallets) == [0, 3000, 3000]
+    with system_context("test"):
+        batch = PayoutBatch.objects.get(pk=result.batch_id)
+    assert (batch.status, batch.payouts_created) == (PayoutBatch.Status.COMPLETED, 1)
 
 
 def test_concurrent_runs_pay_each_wallet_once(studio: Organization) -> None:
@@ -618,6 +671,27 @@ def test_the_minimum_is_a_setting(studio: Organization) -> None:
     assert payout_batch_run(trigger="test").payout_ids == []
 
 
+@pytest.mark.parametrize("minimum", [0, -500])
+def test_without_a_minimum_only_positive_balances_are_paid(studio: Organization, minimum: int) -> None:
+    # given: no minimum configured (0 or below), an empty wallet, an overdrawn one and one in credit
+    empty = make_wallet(studio, credited=0)
+    overdrawn = make_wallet(studio, credited=0)
+    post(studio, overdrawn.account, 300, kind="debit")
+    credited = make_wallet(studio, credited=700)
+    projection_rebuild()
+
+    # when: a batch runs, and a photographer with an empty wallet asks to be paid
+    with override_settings(PAYOUT_MINIMUM_MINOR=minimum):
+        result = payout_batch_run(trigger="test")
+        with tenant_context(studio.pk), transaction.atomic(), pytest.raises(services.BelowPayoutMinimum):
+            services.payout_wallet_request(tenant_id=studio.pk, account_id=empty.account.pk, actor=empty.owner)
+
+    # then: the batch completes, paying the wallet in credit only
+    [payout] = payouts_of(credited)
+    assert result.payout_ids == [payout.id] and payout.amount_minor == 700
+    assert payouts_of(empty) == [] and payouts_of(overdrawn) == []
+
+
 def test_metrics_show_payouts_per_status_and_the_oldest_pending(studio: Organization, tenant_b: Any) -> None:
     # given: a pending payout in each of two studios, one of them paid
     make_wallet(studio, credited=2000)
@@ -684,6 +758,26 @@ def test_a_payout_its_provider_does_not_know_goes_to_review(
     assert settle() == {"needs_review": 1}
     [review] = payouts_of(wallet)
     assert review.status == Payout.Status.NEEDS_REVIEW and exact_balance(wallet) == 0
+
+
+@pytest.mark.parametrize("http_status", [401, 403])
+def test_a_status_check_the_provider_refuses_to_us_leaves_the_payout_submitted(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch, http_status: int
+) -> None:
+    # given: a submitted payout, and a provider refusing our credentials for a while (a key
+    # rotated badly): that says nothing about the payout
+    refused = ProviderError("invalid API key", provider="sandbox", retryable=False, http_status=http_status)
+    paid = PayoutResult(provider_payout_id="batch_7", status=PayoutStatus.PAID, amount_minor=2500, currency="EUR")
+    _, wallet, _ = submitted_payout(studio, monkeypatch, refused, paid)
+
+    # when: checked while the key is refused, then once it works again
+    first = settle()
+    second = settle()
+
+    # then: still submitted (not handed to an operator), then settled by the provider's answer
+    assert (first, second) == ({"unavailable": 1}, {"paid": 1})
+    [settled] = payouts_of(wallet)
+    assert settled.status == Payout.Status.PAID and exact_balance(wallet) == 0
 
 
 def test_an_answer_for_another_amount_goes_to_review(studio: Organization, monkeypatch: pytest.MonkeyPatch) -> None:
