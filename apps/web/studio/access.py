@@ -7,6 +7,10 @@ announcements; payout destinations, the studio's payouts, its API keys and its m
 owner's; every member sees their own wallet. The chosen studio lives in the session under the key
 the tenancy middleware reads (`SESSION_TENANT_KEY`), so the middleware and these pages always
 agree on the tenant.
+
+The session (so the chosen studio) is shared by every tab of the browser, so each studio form also
+names the studio its page showed (`FOR_STUDIO_FIELD`): a form sent after its sender switched to
+another studio in another tab is refused (`studio_page`), never applied to the studio chosen since.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec
+from urllib.parse import urlsplit
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
-from django.utils.http import urlencode
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from apps.tenancy.context import tenant_context
 from apps.tenancy.middleware import SESSION_TENANT_KEY
@@ -41,6 +46,9 @@ API_KEY_MANAGE_ROLES = (OWNER,)
 MEMBER_MANAGE_ROLES = (OWNER,)
 REFUND_ROLES = (OWNER,)
 STUDIO_SETTINGS_ROLES = (OWNER,)
+
+# The hidden field of every studio form naming the studio its page was rendered for.
+FOR_STUDIO_FIELD = "for_studio"
 
 P = ParamSpec("P")
 
@@ -110,7 +118,11 @@ def problem_page(
     back: tuple[str, str] | None = None,
 ) -> HttpResponse:
     """A page explaining why the request was refused, with its status, and a link (`back`: url,
-    text) to the page to try again from, when given."""
+    text) to the page to try again from, when given. A page not found for someone in several
+    studios links to the studio picker, back to this address: it may be another of theirs (rows
+    of other studios are hidden, never looked up)."""
+    if back is None and status == 404 and studio is not None and len(studio.memberships) > 1:
+        back = (choose_url(_return_path(request)), "Is it in another of your studios? Switch studio")
     context = {"studio": studio, "title": title, "message": message, "back": back}
     return render(request, "studio/problem.html", context, status=status)
 
@@ -123,13 +135,58 @@ def choose_url(next_url: str) -> str:
     return f"{reverse('studio:choose')}?{urlencode({'next': next_url})}"
 
 
+def _return_path(request: HttpRequest) -> str:
+    """Where to come back to after signing in or picking a studio: the page asked for, or for a
+    form (a POST, whose address answers GET with 405) the studio page it was sent from (its
+    Referer), else the overview."""
+    if request.method in ("GET", "HEAD"):
+        return request.get_full_path()
+    referer = request.META.get("HTTP_REFERER", "")
+    if url_has_allowed_host_and_scheme(referer, allowed_hosts={request.get_host()}):
+        parts = urlsplit(referer)
+        if parts.path.startswith(reverse("studio:overview")):
+            return f"{parts.path}?{parts.query}" if parts.query else parts.path
+    return reverse("studio:overview")
+
+
+def _form_of_another_studio(request: HttpRequest, studio: Studio) -> HttpResponse | None:
+    """A 409 page for a form its page rendered for another studio than the one chosen now (its
+    sender switched studio in another tab since), None otherwise. A post that names no studio
+    (not sent from a studio page's form) acts for the chosen studio."""
+    if request.method != "POST":
+        return None
+    shown = request.POST.get(FOR_STUDIO_FIELD)
+    if shown is None or shown == str(studio.tenant_id):
+        return None
+    other = next((m.tenant for m in studio.memberships if str(m.tenant_id) == shown), None)
+    if other is None:
+        message = (
+            f"This form was for a studio you no longer work in; you are working in {studio.org.name} now. "
+            "Nothing was changed."
+        )
+        return problem_page(request, studio, status=409, title="Form of another studio", message=message)
+    message = (
+        f"This form was for {other.name}, but you switched to {studio.org.name} since (in another tab or "
+        f"window). Nothing was changed: switch back to {other.name} and send it again from its page."
+    )
+    return problem_page(
+        request,
+        studio,
+        status=409,
+        title="Form of another studio",
+        message=message,
+        back=(choose_url(_return_path(request)), f"Switch to {other.name}"),
+    )
+
+
 def studio_page(
     *roles: str,
 ) -> Callable[[Callable[Concatenate[HttpRequest, Studio, P], HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Decorate a view `(request, studio, ...)`: signed in (else to the login page), a member of a
     studio (else to their invitations page if they have pending ones, else 403), a studio chosen
-    when there are several (else to the picker), and one of `roles` when given (else 403). The view
-    runs in the chosen studio's tenant context."""
+    when there are several (else to the picker), one of `roles` when given (else 403), and a form
+    sent for that studio (else 409, see `_form_of_another_studio`). The view runs in the chosen
+    studio's tenant context."""
 
     def decorate(
         view: Callable[Concatenate[HttpRequest, Studio, P], HttpResponseBase],
@@ -145,7 +202,7 @@ def studio_page(
         def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             user = request.user
             if not user.is_authenticated:
-                return redirect_to_login(request.get_full_path(), login_url=reverse("studio:login"))
+                return redirect_to_login(_return_path(request), login_url=reverse("studio:login"))
             assert isinstance(user, User)
             memberships = tuple(memberships_of_user(user=user))
             if not memberships:
@@ -162,7 +219,7 @@ def studio_page(
             chosen = next((m for m in memberships if m.tenant_id == wanted), None)
             if chosen is None:
                 if len(memberships) > 1:
-                    return HttpResponseRedirect(choose_url(request.get_full_path()))
+                    return HttpResponseRedirect(choose_url(_return_path(request)))
                 chosen = memberships[0]
             studio = Studio(
                 tenant_id=chosen.tenant_id, org=chosen.tenant, role=chosen.role, user=user, memberships=memberships
@@ -172,6 +229,9 @@ def studio_page(
                 return forbidden(
                     request, studio, f"This page is for the studio's {allowed} role; you are {chosen.role} here."
                 )
+            # After the role check: a refused role is answered without reading (spooling) the body.
+            if stale := _form_of_another_studio(request, studio):
+                return stale
             with tenant_context(chosen.tenant_id):
                 return view(request, studio, *args, **kwargs)
 

@@ -22,6 +22,7 @@ from apps.catalog.services import PRICE_MAX_MINOR, PriceIn
 from apps.catalog.withdrawal import WITHDRAWN_REASON_MAX_LENGTH
 from apps.commerce.models import CARRIER_MAX_LENGTH, TRACKING_REFERENCE_MAX_LENGTH
 from apps.core.currencies import CURRENCY_EXPONENTS, currency_supported, unsupported_currency_message
+from apps.core.text import title_problem
 from apps.notifications.services import MAX_ATTENDEES_PER_REGISTRATION, AttendeeIn, attendee_name_problem
 from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major, money_text
 from apps.payouts.models import PROVIDER_CHOICES
@@ -500,6 +501,14 @@ class ApiKeyForm(StudioForm):
         help_text="What will use it, e.g. “Website storefront” (up to 100 characters).",
         widget=forms.TextInput(attrs={"autocomplete": "off"}),
     )
+
+    def clean_name(self) -> str:
+        """The rule of titles (`title_problem`): the keys list and the revoke page show the name,
+        so no control character or text-direction override may make it read as another."""
+        name = str(self.cleaned_data["name"])
+        if problem := title_problem(name, max_length=100):
+            raise forms.ValidationError(problem)
+        return name
 
 
 class ApiKeyRevokeForm(StudioForm):

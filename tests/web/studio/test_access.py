@@ -177,6 +177,24 @@ def test_a_member_of_two_studios_picks_one_and_can_switch(studio: StudioPeople, 
     assert "Alpha Run" in text(page) and "Beta Gala" not in text(page)
 
 
+def test_a_link_to_another_of_ones_studios_offers_to_switch_to_it(
+    studio: StudioPeople, other_studio: StudioPeople
+) -> None:
+    # given: the owner of studio A, also staff in studio B, working in A
+    new_member(other_studio.org, "staff", studio.owner)
+    theirs = new_event(other_studio.org, title="Beta Gala")
+    client = signed_in(studio.owner)
+    client.post("/studio/choose/", {"studio": studio.org.pk})
+    # when: they open a link to B's event (a colleague's, a bookmark)
+    missing = client.get(f"/studio/events/{theirs.pk}/")
+    # then: not found in A, with a way to open it in another of their studios
+    assert missing.status_code == 404
+    switch = f"/studio/choose/?next=%2Fstudio%2Fevents%2F{theirs.pk}%2F"
+    assert f'<a href="{switch}">' in text(missing)
+    chosen = client.post("/studio/choose/", {"studio": other_studio.org.pk, "next": f"/studio/events/{theirs.pk}/"})
+    assert "Beta Gala" in text(client.get(chosen["Location"]))
+
+
 def test_choosing_a_studio_one_is_not_a_member_of_is_refused(studio: StudioPeople, other_studio: StudioPeople) -> None:
     new_member(other_studio.org, "photographer", studio.photographer)
     client = signed_in(studio.photographer)

@@ -85,6 +85,26 @@ def test_a_draft_is_sent_from_its_page_once(studio: StudioPeople) -> None:
     assert "Send to" not in text(client.get(created["Location"]))
 
 
+def test_sending_from_a_tab_opened_before_it_was_sent_says_it_went_out_already(studio: StudioPeople) -> None:
+    # given: a draft's page open in two tabs, and the draft sent from the first
+    event = with_attendees(studio, 2)
+    client = signed_in(studio.owner)
+    created = client.post(
+        "/studio/announcements/", {"nonce": "d" * 24, "event": str(event.pk), "title": "Soon", "body": "Stay tuned."}
+    )
+    [draft] = announcements(studio.org)
+    action = f"/studio/announcements/{draft.pk}/send"
+    first, second = client.get(created["Location"]), client.get(created["Location"])
+    client.post(action, {"nonce": form_nonce_on(first, action)}, follow=True)
+    # when: the second tab's Send is pressed
+    sent_again = client.post(action, {"nonce": form_nonce_on(second, action)}, follow=True)
+    # then: the page says it had gone out already and nothing more is sent
+    page = text(sent_again)
+    assert "This announcement was sent already" in page and "nothing more is sent" in page
+    assert "Announcement sent: its deliveries are being written" not in page
+    assert send_requests(studio.org) == 1
+
+
 def test_bad_announcement_input_writes_nothing(studio: StudioPeople, other_studio: StudioPeople) -> None:
     mine = new_event(studio.org)
     theirs = new_event(other_studio.org)

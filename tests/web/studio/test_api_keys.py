@@ -152,6 +152,10 @@ def test_a_secret_not_claimed_in_time_is_never_shown(studio: StudioPeople) -> No
         ("", "This field is required."),
         ("   ", "This field is required."),
         ("x" * 101, "Ensure this value has at most 100 characters (it has 101)."),
+        # A text-direction override would show the list and the revoke page another name (the
+        # rule of titles, as for a studio's or an event's name).
+        ("Website \u202eedoc-kcatS", "Control characters (including text-direction overrides) are not allowed."),
+        ("Website\tstorefront", "Control characters (including text-direction overrides) are not allowed."),
     ],
 )
 def test_a_bad_name_is_refused_in_the_form_and_writes_nothing(studio: StudioPeople, name: str, error: str) -> None:

@@ -1,15 +1,21 @@
 """What the wallet page tells each member about being paid: where to set the payout destination,
-and the payout minimum as money in the wallet's currency."""
+the payout minimum as money in the wallet's currency, and (owners) every payout of the studio."""
 
 from __future__ import annotations
 
+import datetime as dt
+import html
+import re
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
+from apps.payouts.models import Payout, PayoutBatch
 from apps.payouts.services import payout_destination_set
-from apps.tenancy.context import tenant_context
+from apps.tenancy.context import system_context, tenant_context
 from tests.factories.catalog import PriceListFactory
+from tests.payouts.helpers import make_wallet
 from tests.web.studio.conftest import StudioPeople, new_event, signed_in, text
 
 pytestmark = pytest.mark.django_db
@@ -61,7 +67,53 @@ def test_an_empty_wallet_states_the_minimum_in_the_studios_currencies(
     assert "smallest unit" not in page
 
 
+@pytest.mark.parametrize("configured", [0, -500])
+def test_a_platform_without_a_minimum_states_the_least_that_is_paid(
+    studio: StudioPeople, settings: Any, configured: int
+) -> None:
+    # given: the platform configured with no payout minimum (0 or below: any positive balance is paid)
+    settings.PAYOUT_MINIMUM_MINOR = configured
+    PriceListFactory(event=new_event(studio.org), currency="EUR")
+    # when: a member opens their wallet
+    page = text(signed_in(studio.staff).get("/studio/wallet/"))
+    # then: the page states the least balance a payout sends, never "0.00" or a negative amount
+    assert "once it reaches 0.01 EUR:" in page
+
+
 def test_an_empty_wallet_of_a_studio_without_prices_still_states_money(studio: StudioPeople) -> None:
     page = text(signed_in(studio.staff).get("/studio/wallet/"))
     assert "once it reaches the payout minimum of its currency (10.00 EUR for a euro wallet):" in page
     assert "smallest unit" not in page
+
+
+def test_an_owner_pages_through_every_payout_of_the_studio(studio: StudioPeople) -> None:
+    # given: 55 payouts of a photographer, the oldest of 1.01 EUR, the newest of 1.55 EUR
+    wallet = make_wallet(studio.org, credited=0)
+    start = timezone.now() - dt.timedelta(days=60)
+    for n in range(55):
+        with system_context("test: past payout runs"):
+            batch = PayoutBatch.objects.create(
+                trigger="test", epoch=n, status=PayoutBatch.Status.COMPLETED, completed_at=start
+            )
+        with tenant_context(studio.org.pk):
+            Payout.objects.create(
+                tenant=studio.org,
+                batch=batch,
+                account=wallet.account,
+                owner=wallet.owner,
+                amount_minor=101 + n,
+                currency="EUR",
+                provider="sandbox",
+                destination="studio-bank-1",
+                debit_event_id=n + 1,
+                created_at=start + dt.timedelta(days=n),
+            )
+    client = signed_in(studio.owner)
+    # when: the owner opens the wallet page, then follows its link to older payouts of the studio
+    first = text(client.get("/studio/wallet/"))
+    assert "1.55 EUR" in first and "1.01 EUR" not in first
+    older = re.search(r'<a href="([^"]+)"[^>]*>Older payouts</a>', first)
+    assert older, "the studio's payouts have no link to older ones"
+    second = text(client.get("/studio/wallet/" + html.unescape(older.group(1))))
+    # then: the oldest payouts are there, and the newest are not repeated
+    assert "1.01 EUR" in second and "1.05 EUR" in second and "1.55 EUR" not in second

@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import dateformat, timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.notifications.models import Announcement
@@ -109,8 +110,15 @@ def announcement_send_view(request: HttpRequest, studio: Studio, announcement_id
     form = SendForm(request.POST)
 
     def effect() -> str:
-        announcement_send(tenant_id=studio.tenant_id, announcement_id=announcement.pk, actor_label=studio.caller)
-        messages.success(request, "Announcement sent: its deliveries are being written; follow them here.")
+        # The service sends once: a send asked for before this transaction (from another tab, or
+        # the API) is returned unchanged, stamped earlier than `asked`.
+        asked = timezone.now()
+        sent = announcement_send(tenant_id=studio.tenant_id, announcement_id=announcement.pk, actor_label=studio.caller)
+        if sent.send_requested_at is not None and sent.send_requested_at < asked:
+            when = dateformat.format(timezone.localtime(sent.send_requested_at), "j M Y, H:i")
+            messages.info(request, f"This announcement was sent already, on {when}; nothing more is sent.")
+        else:
+            messages.success(request, "Announcement sent: its deliveries are being written; follow them here.")
         return reverse("studio:announcement", args=[announcement.pk])
 
     return submit(

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -36,7 +35,7 @@ from apps.ledger.selectors import account_entries_oldest_first, account_entries_
 from apps.ops.killswitch import capability_enabled
 from apps.ops.models import Capability
 from apps.payments.providers.base import PayoutDestinationError, minor_to_major, money_text
-from apps.payouts.services import NotAMember, payout_destination_set, payout_wallet_request
+from apps.payouts.services import NotAMember, payout_destination_set, payout_minimum_minor, payout_wallet_request
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import User
 from apps.web.studio import selectors
@@ -323,6 +322,12 @@ def sale_refund(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) ->
     )
 
 
+# The studio's payouts (owners) page apart from the member's own (`?page=`): a payout per
+# photographer per run adds up to thousands, every one of which an owner may need to find.
+STUDIO_PAYOUTS_PER_PAGE = 50
+STUDIO_PAYOUTS_PAGE = "studio_payouts_page"
+
+
 def _wallet_choices(wallets: list[selectors.WalletView]) -> list[tuple[int, str]]:
     return [(w.account_id, w.label) for w in wallets]
 
@@ -333,10 +338,10 @@ def _cursor(value: str | None) -> int | None:
 
 
 def _payout_minimum(*, tenant_id: int, wallets: list[selectors.WalletView]) -> str:
-    """The payout minimum (`PAYOUT_MINIMUM_MINOR`, minor units of any currency) as money: in the
+    """The payout minimum (`payout_minimum_minor()`, minor units of any currency) as money: in the
     currency of each of the member's wallets or, before their first credit, of each currency the
     studio sells in (where their wallets will open), e.g. "10.00 EUR" or "10.00 EUR / 1000 JPY"."""
-    minimum = int(settings.PAYOUT_MINIMUM_MINOR)
+    minimum = payout_minimum_minor()
     currencies = [w.currency for w in wallets] or selectors.sale_currencies_of_studio(tenant_id=tenant_id)
     if currencies:
         return " / ".join(money_text(minimum, currency) for currency in currencies)
@@ -375,9 +380,14 @@ def _render_wallet(
         members = selectors.members_of_tenant(tenant_id=tenant_id)
         context["destination_form"] = destination_form or DestinationForm(members=members)
         context["destinations"] = list(selectors.destinations_of_studio(tenant_id=tenant_id))
-        context["studio_payouts"] = [
-            (p, money_text(p.amount_minor, p.currency)) for p in selectors.payouts_of_studio(tenant_id=tenant_id)[:50]
-        ]
+        studio_payouts = page_of(
+            request,
+            selectors.payouts_of_studio(tenant_id=tenant_id),
+            per_page=STUDIO_PAYOUTS_PER_PAGE,
+            param=STUDIO_PAYOUTS_PAGE,
+        )
+        context["studio_payouts"] = [(p, money_text(p.amount_minor, p.currency)) for p in studio_payouts]
+        context["studio_payouts_page"] = studio_payouts
     return render(request, "studio/wallet.html", context, status=status)
 
 

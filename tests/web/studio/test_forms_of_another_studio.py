@@ -1,0 +1,103 @@
+"""A form acts for the studio its page showed: someone in several studios who switched studio in
+another tab since (the chosen studio lives in the session, shared by every tab) is refused,
+rather than renaming, inviting into or creating events in the studio they switched to."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from apps.catalog.models import Event
+from apps.tenancy.context import tenant_context
+from apps.tenancy.models import MembershipInvitation, Organization
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_member, signed_in, text
+
+pytestmark = pytest.mark.django_db
+
+
+def studio_field_on(page: object, action: str) -> str:
+    """The studio id the page rendered into its form posting to `action`."""
+    html = text(page)
+    start = html.index(f'action="{action}"')
+    form = html[start : html.index("</form>", start)]
+    found = re.search(r'name="for_studio" value="(\d+)"', form)
+    assert found, f"the form posting to {action} names no studio"
+    return found.group(1)
+
+
+def test_a_settings_form_shown_for_one_studio_does_not_rename_the_one_chosen_since(
+    studio: StudioPeople, other_studio: StudioPeople
+) -> None:
+    # given: an owner of both studios, whose tab shows the settings of the other studio
+    new_member(other_studio.org, "owner", user=studio.owner)
+    client = signed_in(studio.owner)
+    client.post("/studio/choose/", {"studio": other_studio.org.pk})
+    page = client.get("/studio/settings/")
+    assert other_studio.org.name in text(page)
+    # and: in another tab they switch to their first studio
+    client.post("/studio/choose/", {"studio": studio.org.pk})
+    # when: the first tab's form is sent
+    response = client.post(
+        "/studio/settings/",
+        {
+            "name": "Other Studio Ltd",
+            "nonce": form_nonce_on(page, "/studio/settings/"),
+            "for_studio": studio_field_on(page, "/studio/settings/"),
+        },
+    )
+    # then: refused with a 409 that says which studio the form was for, and nothing is renamed
+    assert response.status_code == 409
+    assert f"This form was for {other_studio.org.name}" in text(response)
+    assert f"Switch to {other_studio.org.name}</a>" in text(response)
+    names = dict(Organization.objects.filter(pk__in=[studio.org.pk, other_studio.org.pk]).values_list("pk", "name"))
+    assert names == {studio.org.pk: studio.org.name, other_studio.org.pk: other_studio.org.name}
+
+
+def test_an_invitation_and_an_event_from_a_stale_tab_are_not_made_in_the_studio_chosen_since(
+    studio: StudioPeople, other_studio: StudioPeople
+) -> None:
+    # given: an owner of both studios with the members and events pages of the other studio open
+    new_member(other_studio.org, "owner", user=studio.owner)
+    client = signed_in(studio.owner)
+    client.post("/studio/choose/", {"studio": other_studio.org.pk})
+    members_page = client.get("/studio/members/")
+    events_page = client.get("/studio/events/")
+    client.post("/studio/choose/", {"studio": studio.org.pk})
+    # when: both forms are sent after the switch
+    invite = client.post(
+        "/studio/members/",
+        {
+            "email": "new.owner@example.test",
+            "role": "owner",
+            "nonce": form_nonce_on(members_page, "/studio/members/"),
+            "for_studio": studio_field_on(members_page, "/studio/members/"),
+        },
+    )
+    create = client.post(
+        "/studio/events/",
+        {
+            "title": "Harbour Run",
+            "date": "2026-06-01",
+            "visibility": "public",
+            "nonce": form_nonce_on(events_page, "/studio/events/"),
+            "for_studio": studio_field_on(events_page, "/studio/events/"),
+        },
+    )
+    # then: both refused, and neither studio has the invitation or the event
+    assert (invite.status_code, create.status_code) == (409, 409)
+    for org in (studio.org, other_studio.org):
+        with tenant_context(org.pk):
+            assert not MembershipInvitation.objects.filter(email="new.owner@example.test").exists()
+            assert not Event.objects.filter(title="Harbour Run").exists()
+
+
+def test_every_studio_form_names_the_studio_its_page_showed(studio: StudioPeople) -> None:
+    # given: the pages of an owner with forms that name nothing of the studio in their address
+    client = signed_in(studio.owner)
+    for path in ("/studio/settings/", "/studio/members/", "/studio/events/", "/studio/api-keys/", "/studio/wallet/"):
+        page = client.get(path)
+        # then: each of their forms carries the studio
+        html = text(page)
+        forms = html.count('method="post"') - html.count('action="/studio/logout/"')
+        assert forms > 0 and html.count(f'name="for_studio" value="{studio.org.pk}"') == forms, path
