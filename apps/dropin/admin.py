@@ -1,8 +1,8 @@
 """Drop-in in the Django admin (platform superusers, system context).
 
 Read-only: faces are registered by studios and attendees, jobs and matches written by the
-workers. Failed jobs can be queued again (audited, as the studio's own request would be). The
-face list never shows an embedding or a backend reference.
+workers. Failed jobs can be queued again (audited, as the studio's own request would be; not a
+withdrawn photo's). The face list never shows an embedding or a backend reference.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.catalog.errors import PhotoAlreadyWithdrawn
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.dropin.models import AttendeeFace, DropInJob, FaceMatch
 from apps.dropin.services import dropin_job_request
@@ -54,14 +55,20 @@ class DropInJobAdmin(ReadOnlyAdmin):
         if not getattr(request.user, "is_superuser", False):
             self.message_user(request, "Only platform superusers queue jobs again.", messages.ERROR)
             return
-        queued = 0
+        queued, withdrawn = 0, 0
         for job in queryset.filter(status=DropInJob.Status.FAILED).order_by("pk"):
-            with transaction.atomic():
-                _, again = dropin_job_request(
-                    tenant_id=job.tenant_id, photo_id=job.photo_id, actor_label=f"admin:{request.user}"
-                )
+            try:
+                with transaction.atomic():
+                    _, again = dropin_job_request(
+                        tenant_id=job.tenant_id, photo_id=job.photo_id, actor_label=f"admin:{request.user}"
+                    )
+            except PhotoAlreadyWithdrawn:
+                withdrawn += 1
+                continue
             queued += again
         self.message_user(request, f"{queued} job(s) queued again.", messages.SUCCESS)
+        if withdrawn:
+            self.message_user(request, f"{withdrawn} job(s) left failed: their photo is withdrawn.", messages.WARNING)
 
 
 @admin.register(FaceMatch)

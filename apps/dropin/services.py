@@ -33,7 +33,8 @@ Photos:
    run stores nothing twice. A photo indexed already (by `photo_faces_index`, the backfill of
    `manage.py dropin_index_photos`) is not indexed again; `PhotoIndex` (unique per photo and
    backend) is the arbiter. Faces a backend indexed for a run whose index was not stored (it
-   failed, or the backfill stored its own first) are forgotten through `dropin.face_forget`.
+   failed, lost its lease, or the backfill stored its own first) are forgotten through
+   `dropin.face_forget`.
 """
 
 from __future__ import annotations
@@ -49,11 +50,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.catalog import images, storage
-from apps.catalog.errors import EventNotFound
+from apps.catalog.errors import EventNotFound, PhotoAlreadyWithdrawn
 from apps.catalog.errors import PhotoNotFound as PhotoNotFound
 from apps.catalog.models import Event, Photo
 from apps.core.locks import LockBusy, LockLost, StaleLeaseError, try_fenced_lock
-from apps.core.problems import InvalidInput, NotFound
+from apps.core.problems import DomainError, InvalidInput, NotFound
 from apps.dropin.faces import (
     Enrolled,
     FaceBackend,
@@ -69,7 +70,7 @@ from apps.dropin.models import AttendeeFace, DropInJob, FaceMatch, PhotoFace, Ph
 from apps.dropin.selectors import enrolled_faces, face_subject, photo_indexed, photo_subject
 from apps.ledger.models import LedgerAccount
 from apps.ledger.services import RESERVED_CLIENT_PREFIX, EntryIn, ledger_entries_append
-from apps.notifications.models import Attendee, Notification
+from apps.notifications.models import Attendee, Notification, PhotoAlert
 from apps.notifications.photo_alerts import attendee_photo_alerts_set, photo_alerts_arm
 from apps.notifications.services import attendee_name_problem
 from apps.ops.killswitch import ensure_enabled
@@ -97,6 +98,14 @@ class ConsentRequired(InvalidInput):
 class SelfieRefused(InvalidInput):
     slug = "selfie-refused"
     title = "The selfie cannot be used"
+
+
+class DropInUnavailable(DomainError):
+    """Drop-in is switched off (DROPIN_ENABLED): no photo gets a job, so a selfie is not taken."""
+
+    status_code = 503
+    slug = "dropin-unavailable"
+    title = "Drop-in is unavailable"
 
 
 class FaceNotFound(NotFound):
@@ -138,10 +147,13 @@ def selfie_register(
     e-mail consent is left as it is), a pending face holding the selfie's bytes, and its enrol
     message. Replaces a face the attendee registered before. With `photo_alerts`, the attendee
     also asks to be e-mailed about new photos of them (without, a choice made before stays).
-    Audited. Joins the caller's transaction. Raises ConsentRequired, InvalidInput (a name with
+    Audited. Joins the caller's transaction. Raises DropInUnavailable (DROPIN_ENABLED is off:
+    no selfie is kept for matching that never runs), ConsentRequired, InvalidInput (a name with
     control characters or text-direction overrides, `attendee_name_problem`), EventNotFound,
     SelfieRefused.
     """
+    if not settings.DROPIN_ENABLED:
+        raise DropInUnavailable("Drop-in is switched off: new photos are not matched to selfies for now.")
     if not consent:
         raise ConsentRequired(
             "Face matching needs the attendee's consent.", extra={"errors": {"consent": ["Must be true."]}}
@@ -164,7 +176,9 @@ def selfie_register(
         [Attendee(tenant_id=tenant_id, event_id=event_id, email=email, name=name.strip())], ignore_conflicts=True
     )
     # Locked: a second registration of this attendee waits here, then replaces this one's face.
-    attendee = Attendee.objects.select_for_update().get(tenant_id=tenant_id, event_id=event_id, email=email)
+    # FOR NO KEY UPDATE: a drop-in run that holds their face's lock and inserts a match or a
+    # notification referencing them (FOR KEY SHARE) is not held up, so it cannot deadlock with us.
+    attendee = Attendee.objects.select_for_update(no_key=True).get(tenant_id=tenant_id, event_id=event_id, email=email)
     previous = AttendeeFace.objects.select_for_update().filter(tenant_id=tenant_id, attendee=attendee).first()
     if previous is not None:
         _face_remove(previous)
@@ -230,13 +244,19 @@ def _face_remove(face: AttendeeFace) -> None:
 @transaction.atomic
 def face_delete(*, tenant_id: int, attendee_id: int, actor_label: str) -> None:
     """Delete the attendee's face (a pending one's selfie with it) and their matches; the backend
-    forgets it (through the outbox). Audited. Joins the caller's transaction.
+    forgets it (through the outbox), and an e-mail alert of new photos of them owed and not yet
+    claimed is dropped (no "new photos of you" e-mail after they withdrew their consent; their
+    choice of alerts stays for a later selfie). Audited. Joins the caller's transaction.
     Raises FaceNotFound.
     """
     face = AttendeeFace.objects.select_for_update().filter(tenant_id=tenant_id, attendee_id=attendee_id).first()
     if face is None:
         raise FaceNotFound(f"Attendee {attendee_id} has no registered face.")
     _face_remove(face)
+    now = timezone.now()
+    PhotoAlert.objects.filter(tenant_id=tenant_id, attendee_id=attendee_id, due_at__isnull=False).exclude(
+        claimed_until__gt=now
+    ).update(due_at=None, attempts=0)
     audit_record(
         action="dropin.face_delete",
         tenant_id=tenant_id,
@@ -383,11 +403,14 @@ def _publish_job(*, tenant_id: int, job_id: int) -> None:
 def dropin_job_request(*, tenant_id: int, photo_id: int, actor_label: str) -> tuple[DropInJob, bool]:
     """The studio asks for drop-in on a photo. Deduplicated: a photo without a job gets one, a
     terminally failed job is queued again (attempts reset), any other job is returned as it is.
-    Returns (job, queued by this call). Audited when it queues. Raises PhotoNotFound.
+    Returns (job, queued by this call). Audited when it queues. Raises PhotoNotFound,
+    PhotoAlreadyWithdrawn (a withdrawn photo is never searched: nothing is queued or written).
     """
     photo = Photo.objects.filter(tenant_id=tenant_id, pk=photo_id).first()
     if photo is None:
         raise PhotoNotFound(f"Photo {photo_id} does not exist in this studio.")
+    if photo.withdrawn_at is not None:
+        raise PhotoAlreadyWithdrawn(f"Photo {photo_id} is withdrawn: drop-in does not search it.")
     job = DropInJob.objects.select_for_update().filter(tenant_id=tenant_id, photo_id=photo_id).first()
     if job is not None and job.status != DropInJob.Status.FAILED:
         return job, False
@@ -437,7 +460,8 @@ def dropin_job_process(*, job_id: int) -> JobRunResult:
     unreadable photo fails at once).
     Raises CapabilityDisabled (the drop-in kill switch is engaged: nothing is done, the task
     retries), LockBusy (another worker runs it), StaleLeaseError / LockLost (the lease was lost:
-    nothing of this run committed), FaceBackendUnavailable (passing; the task retries).
+    nothing of this run committed but the forgetting of faces its analysis indexed),
+    FaceBackendUnavailable (passing; the task retries).
     """
     if connection.in_atomic_block:
         raise TransactionManagementError("dropin_job_process calls the face backend; call it outside a transaction")
@@ -471,18 +495,19 @@ def dropin_job_process(*, job_id: int) -> JobRunResult:
                 lease.check()
                 run = _record(job=job, result=result, faces=plan.faces, indexed=indexed, analysis=analysis)
         except UnreadableImage as exc:
+            _forget_unstored_now(job=job, analysis=analysis)
             with transaction.atomic(durable=True):
                 lease.check()
                 _job_fail(DropInJob.objects.select_for_update().get(pk=job_id), f"unreadable photo: {exc}")
-                _forget_unstored(job=job, analysis=analysis)
             return JobRunResult(job_id=job_id, outcome="failed")
         except (StaleLeaseError, LockLost):
+            _forget_unstored_now(job=job, analysis=analysis)
             raise  # not ours to record: a newer holder owns the job
         except Exception as exc:  # the search or the recording: the attempt is spent, say why
+            _forget_unstored_now(job=job, analysis=analysis)
             with transaction.atomic(durable=True):
                 lease.check()
                 DropInJob.objects.filter(pk=job_id).update(last_error=f"{type(exc).__name__}: {exc}"[:2000])
-                _forget_unstored(job=job, analysis=analysis)
             raise
     logger.info("drop-in job done", extra=run.__dict__)
     return run
@@ -574,10 +599,14 @@ def _record(
         _forget_unstored(job=job, analysis=analysis)
         result = SearchResult(faces=[], matches=[], searches=result.searches)
         indexed, faces = None, {}
-    # Locked: a face_delete waits for this transaction, or has already removed the face.
+    # The matched faces only, in id order (the event's other faces are none of this run's business,
+    # and two runs lock the faces they share in the same order): a face_delete or a new selfie of
+    # a matched attendee waits for this transaction, or has already removed the face.
+    matched = sorted({faces[m.subject].pk for m in result.matches if m.subject in faces})
     live = set(
         AttendeeFace.objects.select_for_update()
-        .filter(pk__in=[f.pk for f in faces.values()])
+        .filter(pk__in=matched)
+        .order_by("pk")
         .values_list("attendee_id", flat=True)
     )
     matches = [
@@ -760,6 +789,16 @@ def _forget_unstored(*, job: DropInJob, analysis: PhotoAnalysis | None) -> None:
     stored row names. Assumes the caller's (fenced) transaction."""
     if analysis is not None:
         _forget_photo_faces(photo=job.photo, backend=job.backend, analysis=analysis)
+
+
+def _forget_unstored_now(*, job: DropInJob, analysis: PhotoAnalysis | None) -> None:
+    """`_forget_unstored` for a run that records nothing, in a transaction of its own and unfenced:
+    the refs its analysis stored are its own (fresh; no other run stores them), so they are
+    forgotten even when its lease was lost, before or while it handles its failure. Outside any
+    transaction."""
+    if analysis is not None and analysis.stored_refs():
+        with transaction.atomic(durable=True):
+            _forget_unstored(job=job, analysis=analysis)
 
 
 def _forget_photo_faces(*, photo: Photo, backend: str, analysis: PhotoAnalysis) -> None:

@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 from botocore.stub import ANY, Stubber
 from django.test import override_settings
+from django_redis import get_redis_connection
 from PIL import Image
 
 from apps.catalog import storage
+from apps.core.locks import FencedLease, LockLost, StaleLeaseError, redis_key, try_fenced_lock
 from apps.dropin.faces import (
     Enrolled,
     FaceBackend,
@@ -43,6 +45,7 @@ from apps.dropin.services import (
     collection_name,
     dropin_job_process,
     face_enrol,
+    lease_name,
     photo_collection_name,
     photo_faces_index,
     selfie_register,
@@ -468,6 +471,68 @@ def test_a_rekognition_job_that_fails_after_indexing_has_its_unstored_faces_forg
     assert [r for _, r, _ in face_rows(tenant_a.org)] == [RETRIED_FACE_ID]
     assert len(outbox_payloads(TOPIC_FACE_FORGET)) == 1
     assert "DetectFaces" not in sent
+
+
+@needs_db
+@override_settings(DROPIN_FACE_BACKEND="rekognition")
+def test_a_rekognition_job_that_lost_its_lease_after_indexing_has_its_unstored_faces_forgotten(
+    tenant_a: Any, stubbed: Any, monkeypatch: Any
+) -> None:
+    # given: Ann enrolled; a photo whose run indexes it and searches it, slowly: its lease lapses
+    backend, stubber, _ = stubbed
+    monkeypatch.setitem(base._backends, "rekognition", backend)
+    event = an_event(tenant_a.org)
+    rekognition_enrolled(tenant_a.org, event, stubber)
+    photo, job_id = photo_of(tenant_a.org, event, [])
+    photos = photo_collection_name(tenant_id=tenant_a.org.pk, event_id=event.pk)
+    params = index_params(ANY, collection=photos, subject=f"photo-{photo.pk}")
+    stubber.add_response("index_faces", {"FaceRecords": [record(PHOTO_FACE_ID, 0.1)]}, params)
+    stubber.add_response("search_faces_by_image", {"FaceMatches": []})
+    real_extend = FencedLease.extend
+
+    def lapse_then_extend(lease: FencedLease, *args: Any, **kwargs: Any) -> None:
+        get_redis_connection("default").delete(redis_key(lease_name(job_id)))
+        real_extend(lease, *args, **kwargs)
+
+    monkeypatch.setattr(FencedLease, "extend", lapse_then_extend)
+    # when: it runs and finds its lease lost before recording
+    with pytest.raises(LockLost):
+        process(tenant_a.org, job_id)
+    # then: nothing stored, and the face it indexed at Rekognition is to be forgotten: no run will
+    # ever store that FaceId (the retry indexes the photo again under a new one)
+    assert face_rows(tenant_a.org) == []
+    forget = {"backend": "rekognition", "collection": photos, "refs": [PHOTO_FACE_ID], "subjects": []}
+    assert outbox_payloads(TOPIC_FACE_FORGET) == [forget]
+
+
+@needs_db
+@override_settings(DROPIN_FACE_BACKEND="rekognition")
+def test_a_rekognition_job_taken_over_while_its_search_failed_has_its_unstored_faces_forgotten(
+    tenant_a: Any, stubbed: Any, monkeypatch: Any
+) -> None:
+    # given: a photo whose run indexes it; while its search is throttled a newer worker takes the lease
+    backend, stubber, _ = stubbed
+    monkeypatch.setitem(base._backends, "rekognition", backend)
+    event = an_event(tenant_a.org)
+    rekognition_enrolled(tenant_a.org, event, stubber)
+    photo, job_id = photo_of(tenant_a.org, event, [])
+    photos = photo_collection_name(tenant_id=tenant_a.org.pk, event_id=event.pk)
+    params = index_params(ANY, collection=photos, subject=f"photo-{photo.pk}")
+    stubber.add_response("index_faces", {"FaceRecords": [record(PHOTO_FACE_ID, 0.1)]}, params)
+
+    def taken_over_then_throttled(**kwargs: Any) -> Any:
+        get_redis_connection("default").delete(redis_key(lease_name(job_id)))
+        with try_fenced_lock(lease_name(job_id), ttl=60) as newer:
+            assert newer is not None
+        raise FaceBackendUnavailable("throttled")
+
+    monkeypatch.setattr(backend, "match_photo", taken_over_then_throttled)
+    # when: it runs, fails, and finds its lease gone when it records the failure
+    with pytest.raises(StaleLeaseError):
+        process(tenant_a.org, job_id)
+    # then: the face it indexed is to be forgotten all the same
+    forget = {"backend": "rekognition", "collection": photos, "refs": [PHOTO_FACE_ID], "subjects": []}
+    assert outbox_payloads(TOPIC_FACE_FORGET) == [forget]
 
 
 @needs_db

@@ -8,11 +8,18 @@ from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client, override_settings
+from django.utils import timezone
 
+from apps.catalog.models import Photo
 from apps.dropin.faces.fake import fake_face_image
-from apps.dropin.models import AttendeeFace
-from apps.dropin.services import dropin_job_process, face_enrol
+from apps.dropin.models import AttendeeFace, DropInJob
+from apps.dropin.services import TOPIC_JOB_QUEUED, dropin_job_process, face_enrol
+from apps.notifications.models import Attendee
+from apps.notifications.selectors import attendee_token
+from apps.outbox.models import OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
+from apps.tenancy.models import AuditLog
 from tests.dropin.helpers import an_event, enrolled_face, photo_of
 from tests.factories.catalog import PhotoFactory
 
@@ -75,6 +82,25 @@ def test_bad_selfie_requests_get_a_problem_and_write_nothing(tenant_a: Any, fiel
     assert faces() == []
 
 
+@override_settings(DROPIN_ENABLED=False)
+def test_with_drop_in_switched_off_no_selfie_is_taken(tenant_a: Any) -> None:
+    # given: drop-in switched off (no photo gets a job, so no selfie would ever be matched)
+    event = an_event(tenant_a.org)
+    with tenant_context(tenant_a.org.pk):
+        attendee = Attendee.objects.create(tenant=tenant_a.org, event=event, email="bob@example.com")
+    page = f"/attendee/{attendee_token(tenant_id=tenant_a.org.pk, attendee_id=attendee.pk)}/drop-in"
+    # when: the studio posts a selfie, and an attendee on their page
+    response = post_selfie(tenant_a.client(), event.pk)
+    selfie = SimpleUploadedFile("me.png", fake_face_image(["bob"]))
+    on_page = Client().post(page, {"image": selfie, "consent": "yes"})
+    # then: both are told so, and no face is kept (no biometric data for nothing)
+    assert response.status_code == 503, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/dropin-unavailable")
+    assert on_page.status_code == 503 and "switched off" in on_page.content.decode()
+    assert faces() == []
+
+
 def test_a_selfie_for_another_studios_event_is_not_found(tenant_a: Any, tenant_b: Any) -> None:
     event = an_event(tenant_b.org)
     response = post_selfie(tenant_a.client(), event.pk)
@@ -127,11 +153,6 @@ def test_the_studio_runs_drop_in_on_a_photo_by_hand_once(tenant_a: Any, tenant_b
 
 
 def test_an_attendee_registers_and_deletes_their_own_selfie_on_their_page(tenant_a: Any) -> None:
-    from django.test import Client
-
-    from apps.notifications.models import Attendee
-    from apps.notifications.selectors import attendee_token
-
     # given: an attendee the studio registered, with their signed link
     event = an_event(tenant_a.org)
     with tenant_context(tenant_a.org.pk):
@@ -155,3 +176,22 @@ def test_an_attendee_registers_and_deletes_their_own_selfie_on_their_page(tenant
     assert faces() == []
     # and a forged token gets a problem, not a page
     assert browser.get(f"/attendee/{token}x/drop-in").status_code in (400, 403, 404)
+
+
+def test_drop_in_on_a_withdrawn_photo_is_refused_and_writes_nothing(tenant_a: Any) -> None:
+    # given: a photo without a job (made before drop-in), then withdrawn by the studio
+    event = an_event(tenant_a.org)
+    with tenant_context(tenant_a.org.pk):
+        photo = PhotoFactory(event=event)
+    with system_context("test: withdraw"):
+        Photo.objects.filter(pk=photo.pk).update(withdrawn_at=timezone.now(), withdrawn_reason="taken down")
+    # when: the studio asks for drop-in on it
+    response = tenant_a.client().post(f"/api/v1/photos/{photo.pk}/dropin", HTTP_IDEMPOTENCY_KEY="run-1")
+    # then: a problem saying why, and no job, message or audit row
+    assert response.status_code == 409, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/photo-already-withdrawn")
+    with system_context("test"):
+        assert not DropInJob.objects.exists()
+        assert not OutboxMessage.objects.filter(topic=TOPIC_JOB_QUEUED).exists()
+        assert not AuditLog.objects.filter(action="dropin.job_request").exists()

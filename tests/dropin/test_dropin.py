@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import uuid
 from typing import Any
 
 import pytest
 from django.db import IntegrityError, connection, transaction
-from django.test import override_settings
+from django.test import Client, override_settings
+from django.utils import timezone
 from django_redis import get_redis_connection
 
 from apps.catalog import storage
+from apps.catalog.models import Photo
 from apps.core.locks import FencedLease, StaleLeaseError, redis_key
 from apps.dropin import services
 from apps.dropin.faces import FaceBackendUnavailable
@@ -45,6 +48,7 @@ from tests.dropin.helpers import (
     outbox_payloads,
     photo_of,
 )
+from tests.factories.tenancy import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -303,6 +307,28 @@ def test_a_failing_backend_is_retried_then_the_job_fails_for_good_and_can_be_que
     assert outbox_payloads(TOPIC_JOB_QUEUED) == [{"job_id": job_id}, {"job_id": job_id}]
 
 
+def test_the_admin_queues_failed_jobs_again_but_not_a_withdrawn_photos(tenant_a: Any) -> None:
+    # given: two jobs that failed for good; the second one's photo was withdrawn since
+    event = an_event(tenant_a.org)
+    _, first = photo_of(tenant_a.org, event, ["ann"])
+    withdrawn, second = photo_of(tenant_a.org, event, ["ann"])
+    with system_context("test: failed jobs"):
+        DropInJob.objects.filter(pk__in=[first, second]).update(status="failed", finished_at=timezone.now())
+        Photo.objects.filter(pk=withdrawn.pk).update(withdrawn_at=timezone.now(), withdrawn_reason="taken down")
+    operator = Client()
+    operator.force_login(UserFactory(is_staff=True, is_superuser=True, username="ops"))
+    # when: the operator queues both again from the job list
+    response = operator.post(
+        "/admin/dropin/dropinjob/",
+        {"action": "queue_again", "_selected_action": [str(first), str(second)]},
+        follow=True,
+    )
+    # then: the first is queued again; the withdrawn photo's job stays failed, and the page says so
+    assert response.status_code == 200
+    assert (job(first).status, job(second).status) == ("queued", "failed")
+    assert "1 job(s) queued again" in response.content.decode()
+
+
 def test_an_unreadable_original_fails_the_job_at_once(tenant_a: Any) -> None:
     event = an_event(tenant_a.org)
     enrolled_face(tenant_a.org, event, "ann")
@@ -413,6 +439,101 @@ def test_two_registrations_of_one_attendee_at_once_leave_one_face(tenant_a: Any)
     assert outcomes == ["ok", "ok"]
     with system_context("test"):
         assert AttendeeFace.objects.count() == 1
+
+
+def _wait_until_another_session_waits_for_a_lock() -> None:
+    """Poll (from the caller's open transaction) until another session of this database waits
+    for a row lock."""
+    for _ in range(200):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.02)
+    raise AssertionError("the competing registration never waited for the face")
+
+
+def test_a_new_selfie_while_a_photo_of_the_attendee_is_recorded_waits_for_it(tenant_a: Any, monkeypatch: Any) -> None:
+    # given: Ann's enrolled face, and a job about to record its match of her (her face locked)
+    event = an_event(tenant_a.org)
+    enrolled_face(tenant_a.org, event, "ann")
+    _, job_id = photo_of(tenant_a.org, event, ["ann"])
+    image = fake_face_image(["ann"])
+    outcomes: list[str] = []
+    competitors: list[threading.Thread] = []
+    real_bulk_create = FaceMatch.objects.bulk_create
+
+    def register_again() -> None:
+        try:
+            with tenant_context(tenant_a.org.pk), transaction.atomic():
+                selfie_register(
+                    tenant_id=tenant_a.org.pk, event_id=event.pk, email="ann@example.com", consent=True,
+                    image=io.BytesIO(image), image_size=len(image), actor_label="attendee",
+                )  # fmt: skip
+            outcomes.append("ok")
+        except Exception as exc:  # noqa: BLE001 - the test reports any failure
+            outcomes.append(repr(exc))
+        finally:
+            connection.close()
+
+    def compete_then_insert(objs: Any, **kwargs: Any) -> Any:
+        # when: Ann sends a new selfie right then (it waits for her face's lock)
+        competitor = threading.Thread(target=register_again)
+        competitor.start()
+        _wait_until_another_session_waits_for_a_lock()
+        monkeypatch.setattr(FaceMatch.objects, "bulk_create", real_bulk_create)
+        created = real_bulk_create(objs, **kwargs)
+        competitors.append(competitor)
+        return created
+
+    monkeypatch.setattr(FaceMatch.objects, "bulk_create", compete_then_insert)
+    result = process(tenant_a.org, job_id)
+    competitors[0].join()
+    # then: no deadlock: the job records and notifies her, then her new selfie replaces the face
+    # (and the match of the old one)
+    assert result.outcome == "succeeded" and outcomes == ["ok"]
+    assert len(new_photo_notifications(tenant_a.org)) == 1 and matches(tenant_a.org) == []
+    with system_context("test"):
+        assert list(AttendeeFace.objects.values_list("status", flat=True)) == ["pending"]
+
+
+def test_a_job_recording_a_photo_locks_only_the_faces_it_matched(tenant_a: Any, monkeypatch: Any) -> None:
+    # given: Ann and Bob enrolled; a job about to record its match of Ann (a photo without Bob)
+    event = an_event(tenant_a.org)
+    enrolled_face(tenant_a.org, event, "ann")
+    bob = enrolled_face(tenant_a.org, event, "bob")
+    _, job_id = photo_of(tenant_a.org, event, ["ann"])
+    outcomes: list[str] = []
+    real_bulk_create = FaceMatch.objects.bulk_create
+
+    def bob_deletes_his_face() -> None:
+        try:
+            with tenant_context(tenant_a.org.pk), transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = '2s'")
+                face_delete(tenant_id=tenant_a.org.pk, attendee_id=bob.attendee_id, actor_label="attendee")
+            outcomes.append("ok")
+        except Exception as exc:  # noqa: BLE001 - the test reports any failure
+            outcomes.append(repr(exc))
+        finally:
+            connection.close()
+
+    def bob_meanwhile(objs: Any, **kwargs: Any) -> Any:
+        # when: meanwhile Bob deletes his face
+        thread = threading.Thread(target=bob_deletes_his_face)
+        thread.start()
+        thread.join()
+        return real_bulk_create(objs, **kwargs)
+
+    monkeypatch.setattr(FaceMatch.objects, "bulk_create", bob_meanwhile)
+    result = process(tenant_a.org, job_id)
+    # then: his deletion did not wait for a photo he is not in; the job recorded Ann's match
+    assert outcomes == ["ok"]
+    assert result.outcome == "succeeded" and len(matches(tenant_a.org)) == 1
 
 
 def test_the_usage_account_is_out_of_the_ledger_apis_reach(tenant_a: Any) -> None:

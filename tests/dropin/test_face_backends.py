@@ -543,6 +543,25 @@ def test_rekognition_enrol_rejects_two_comparable_faces_and_deletes_the_indexed_
         backend.enroll(collection="ev-1", subject="face-17", image=SELFIE)
 
 
+def test_rekognition_enrol_that_cannot_delete_the_rejected_face_yet_is_retried_not_rejected(stubbed: Any) -> None:
+    # given: a selfie of two comparable faces, and DeleteFaces throttled when the indexed one is removed
+    backend, stubber, _ = stubbed
+    stubber.add_response("list_faces", list_response(), LIST_PARAMS)
+    stubber.add_response(
+        "index_faces",
+        index_response([face_record(FACE_ID, 0.4)], [unindexed(0.3, "EXCEEDS_MAX_FACES")]),
+        index_params(SELFIE),
+    )
+    stubber.add_client_error(
+        "delete_faces", "ThrottlingException", "Rate exceeded", 400, {"CollectionId": "ev-1", "FaceIds": [FACE_ID]}
+    )
+    # when / then: a passing failure, so the enrolment runs again (and deletes the subject's face
+    # first), instead of a rejection that would leave the selfie's face indexed with nothing to
+    # forget it
+    with pytest.raises(FaceBackendUnavailable):
+        backend.enroll(collection="ev-1", subject="face-17", image=SELFIE)
+
+
 def test_rekognition_enrol_without_a_usable_face_says_why(stubbed: Any) -> None:
     # given: the only face was filtered out for quality
     backend, stubber, _ = stubbed

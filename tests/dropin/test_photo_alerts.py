@@ -18,7 +18,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from apps.dropin.faces.fake import fake_face_image
-from apps.dropin.services import dropin_job_process, selfie_register
+from apps.dropin.services import dropin_job_process, face_delete, selfie_register
 from apps.notifications import photo_alerts
 from apps.notifications.mailers import DjangoMailer, MailReport, OutgoingEmail
 from apps.notifications.models import Attendee, Notification, PhotoAlert
@@ -136,14 +136,24 @@ def _unsubscribed(org: Any, face: Any) -> None:
         attendee_unsubscribe(tenant_id=org.pk, attendee_id=face.attendee_id)
 
 
-@pytest.mark.parametrize("change", [_saw_them, _turned_off, _unsubscribed], ids=["saw", "off", "unsubscribed"])
-def test_no_email_to_an_attendee_who_saw_the_photos_turned_alerts_off_or_unsubscribed(
+def _deleted_face(org: Any, face: Any) -> None:
+    with tenant_context(org.pk):
+        face_delete(tenant_id=org.pk, attendee_id=face.attendee_id, actor_label="t")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_saw_them, _turned_off, _unsubscribed, _deleted_face],
+    ids=["saw", "off", "unsubscribed", "deleted-face"],
+)
+def test_no_email_to_an_attendee_who_saw_the_photos_turned_alerts_off_unsubscribed_or_deleted_their_face(
     tenant_a: Any, change: Any
 ) -> None:
     # given: Ann's alert is owed
     _, ann, _ = a_burst(tenant_a)
     due = alert_of(ann).due_at  # type: ignore[union-attr]
-    # when: before it is sent she reads her notifications, turns alerts off or unsubscribes
+    # when: before it is sent she reads her notifications, turns alerts off, unsubscribes or
+    # deletes her face (withdrawing her consent to face matching)
     change(tenant_a.org, ann)
     send_at(due)  # type: ignore[arg-type]
     # then: no e-mail, and nothing is owed any more

@@ -19,8 +19,10 @@ single IndexFaces call (MaxFaces=1, QualityFilter=AUTO). Rekognition indexes the
 largest face that passes its quality filter and lists the others in UnindexedFaces; a face
 listed only for EXCEEDS_MAX_FACES passed the quality filter, and if it is at least
 COMPETING_FACE_RATIO of the indexed face's width the selfie is ambiguous: the indexed face is
-deleted again and SeveralFaces raised. This is more accurate than counting DetectFaces boxes
-(small, blurred bystanders in the background do not reject a good selfie) and costs one call.
+deleted again and SeveralFaces raised (FaceBackendUnavailable if that delete fails passingly,
+so the enrolment is retried rather than rejected with the face still indexed). This is more
+accurate than counting DetectFaces boxes (small, blurred bystanders in the background do not
+reject a good selfie) and costs one call.
 No face passing the filter raises NoFaceFound. A collection that disappears between ListFaces
 and IndexFaces is created, then IndexFaces is retried once.
 
@@ -531,10 +533,14 @@ class RekognitionFaceBackend:
     def _undo_index(self, collection: str, face_id: str) -> None:
         """Delete a face indexed from a rejected selfie.
 
-        If that fails the face stays in the collection unreferenced; it can never match because
-        match_photo() only accepts FaceIds the caller passes in `enrolled`. Logged so ops can purge it.
+        A passing failure propagates (FaceBackendUnavailable): the selfie is not rejected yet, so
+        the enrolment runs again and deletes the subject's earlier faces first (or, out of
+        attempts, the face is forgotten by subject); a rejection now would leave the face indexed
+        with nothing left to forget it. Any other refusal leaves it in the collection unreferenced
+        (it can never match: match_photo() only accepts FaceIds the caller passes in `enrolled`),
+        logged so ops can purge it.
         """
         try:
             self._delete_faces(collection, [face_id])
-        except (FaceBackendUnavailable, ClientError):
+        except ClientError:
             logger.exception("dropin.rekognition.orphan_face", extra={"collection": collection, "face_id": face_id})
