@@ -24,7 +24,7 @@ from apps.tenancy.authentication import ApiKeyPrincipal
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization, User
 from apps.tenancy.permissions import HasTenantRole, request_tenant
-from apps.tenancy.services import api_key_issue
+from apps.tenancy.services import API_KEY_NAME_MAX_LENGTH, api_key_issue
 
 logger = logging.getLogger("darkroom.api")
 
@@ -149,7 +149,7 @@ class ApiKeyCreateApi(TenantApi):
     permission_classes = [HasTenantRole.of("owner")]
 
     class InputSerializer(StrictSerializer):
-        name = serializers.CharField(max_length=100)
+        name = serializers.CharField(max_length=API_KEY_NAME_MAX_LENGTH)
 
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()

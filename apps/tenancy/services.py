@@ -63,11 +63,18 @@ class IssuedApiKey:
     raw_key: str
 
 
+API_KEY_NAME_MAX_LENGTH = 100
+
+
 def api_key_issue(*, tenant: Organization, name: str, actor: User | None = None) -> IssuedApiKey:
     """Create an API key for `tenant`. The raw key is returned once and never stored.
 
     Assumes no particular transaction; opens its own (key row + audit row commit together).
+    Raises InvalidInput for a name breaking the rule of titles (`title_problem`: the keys list
+    and the revoke page show it, so no control character or direction override may disguise it).
     """
+    if problem := title_problem(name, max_length=API_KEY_NAME_MAX_LENGTH):
+        raise InvalidInput(f"Not a key name: {problem}", extra={"errors": {"name": [problem]}})
     prefix = secrets.token_hex(4)
     raw_key = f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     with tenant_context(tenant.pk), transaction.atomic():

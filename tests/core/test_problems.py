@@ -202,3 +202,15 @@ def test_a_nul_character_is_a_field_error(tenant_a, client):
         URL, data=b'{"name": "a\\u0000b"}', content_type="application/json", **_key()
     )
     assert list(_assert_problem(response, 400)["errors"]) == ["name"]
+
+
+@pytest.mark.parametrize("name", ["ci\u202egnp.exe", "tab\there", "   "])
+def test_an_api_key_name_breaking_the_rule_of_titles_is_400_and_writes_nothing(tenant_a, client, name):
+    # given: a name with a text-direction override, a control character, or nothing but spaces
+    before = _key_count(tenant_a)
+    # when: an owner asks the API for a key of that name
+    response = _owner_client(tenant_a, client).post(URL, data={"name": name}, content_type="application/json", **_key())
+    # then: a problem naming the field, and no key (the keys list would show another name)
+    body = _assert_problem(response, 400)
+    assert list(body["errors"]) == ["name"]
+    assert _key_count(tenant_a) == before

@@ -27,6 +27,7 @@ from apps.notifications.services import MAX_ATTENDEES_PER_REGISTRATION, Attendee
 from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major, money_text
 from apps.payouts.models import PROVIDER_CHOICES
 from apps.tenancy.models import Membership
+from apps.tenancy.services import API_KEY_NAME_MAX_LENGTH
 from apps.web.submit_once import form_nonce
 
 MAX_FILES_PER_UPLOAD = 50
@@ -497,7 +498,7 @@ class StudioSettingsForm(StudioForm):
 
 class ApiKeyForm(StudioForm):
     name = forms.CharField(
-        max_length=100,
+        max_length=API_KEY_NAME_MAX_LENGTH,
         help_text="What will use it, e.g. “Website storefront” (up to 100 characters).",
         widget=forms.TextInput(attrs={"autocomplete": "off"}),
     )
@@ -506,7 +507,7 @@ class ApiKeyForm(StudioForm):
         """The rule of titles (`title_problem`): the keys list and the revoke page show the name,
         so no control character or text-direction override may make it read as another."""
         name = str(self.cleaned_data["name"])
-        if problem := title_problem(name, max_length=100):
+        if problem := title_problem(name, max_length=API_KEY_NAME_MAX_LENGTH):
             raise forms.ValidationError(problem)
         return name
 
