@@ -13,16 +13,19 @@ stops working as soon as its entitlement is revoked (refund), whatever its age.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core import signing
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from apps.catalog.models import Photo
 from apps.commerce.errors import CheckoutNotFound, EntitlementNotFound
-from apps.commerce.models import Checkout, CheckoutLine, Entitlement
+from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Refund
+from apps.commerce.services.payment import platform_fee_minor
 from apps.core.problems import DomainError
+from apps.ledger.models import LedgerAccount, LedgerEventKey
 from apps.tenancy.context import tenant_context
 
 DOWNLOAD_SALT = "darkroom.commerce.download"
@@ -153,3 +156,76 @@ def download_resolve(*, token: str) -> DownloadTarget:
         raise EntitlementNotFound("No such download.")
     extension = photo.original.name.rsplit(".", 1)[-1] if "." in photo.original.name else "jpg"
     return DownloadTarget(storage_name=photo.original.name, filename=f"photo-{photo.pk}.{extension}")
+
+
+# --- refunds under way, by wallet ----------------------------------------------------------
+
+# A refund that will debit wallets when it lands: asked for, or accepted by the provider.
+_UNDER_WAY = (Refund.Status.REQUESTED, Refund.Status.SUBMITTED)
+
+
+def wallet_refund_holds(*, account_ids: Collection[int] | None = None) -> dict[int, int]:
+    """Each wallet's share of the refunds asked for and not landed yet: what their landing will
+    debit from it (minor units, by wallet account id; a wallet that holds nothing is absent).
+
+    The landing's own rule (`_land_items_refund` and `_on_refunded`, through `_wallet_entries`):
+    a studio's item refund debits its confirmed lines, any other refund of a fulfilled payment
+    every confirmed line of it; each line its amount less PLATFORM_FEE_BPS (as the landing
+    computes it) from its photographer's wallet in its currency (the one `wallet_for` picks),
+    keyed `refund:<checkout>:<line>`. A line whose key the ledger holds already (debited by an
+    earlier landing) holds nothing. Only a refund `requested` or `submitted` and not landed
+    holds: a refused (`failed`), `not_needed` or `settled` one (its effects landed with the
+    settling) does not, nor does a landed one (its debits are in the ledger).
+
+    Reads the current studio's rows (RLS), or every studio's in the system context;
+    `account_ids` limits the answer, and the lines read, to those wallets.
+    """
+    under_way = list(
+        Refund.objects.filter(status__in=_UNDER_WAY, landed_at__isnull=True)
+        .filter(Q(reason__in=Refund.PARTIAL_REASONS) | Q(transaction__fulfilled_at__isnull=False))
+        .values_list("pk", "reason", "transaction__checkout_id")
+    )
+    items = [pk for pk, reason, _ in under_way if reason in Refund.PARTIAL_REASONS]
+    whole = [checkout_id for _, reason, checkout_id in under_way if reason not in Refund.PARTIAL_REASONS]
+    if not items and not whole:
+        return {}
+    lines = CheckoutLine.objects.filter(state=CheckoutLine.State.CONFIRMED, photographer_id__isnull=False).filter(
+        Q(refund_id__in=items) | Q(checkout_id__in=whole)
+    )
+    asked = set(account_ids) if account_ids is not None else None
+    if asked is not None:
+        owners = LedgerAccount.objects.filter(pk__in=asked, kind=LedgerAccount.Kind.WALLET)
+        lines = lines.filter(photographer_id__in=owners.values("owner_id"))
+    found = list(
+        lines.values_list("pk", "tenant_id", "checkout_id", "photographer_id", "currency", "amount_minor").distinct()
+    )
+    if not found:
+        return {}
+    # The wallet a line's debit goes to: its photographer's first one in its currency.
+    wallets: dict[tuple[int, int, str], int] = {}
+    for pk, tenant_id, owner_id, currency in (
+        LedgerAccount.objects.filter(
+            kind=LedgerAccount.Kind.WALLET, client_id="", owner_id__in={line[3] for line in found}
+        )
+        .order_by("-pk")
+        .values_list("pk", "tenant_id", "owner_id", "currency")
+    ):
+        wallets[(tenant_id, owner_id, currency)] = pk
+    debits: dict[tuple[int, str], int] = {}  # (wallet, ledger key) -> net
+    for line_id, tenant_id, checkout_id, owner_id, currency, amount in found:
+        wallet = wallets.get((tenant_id, owner_id, currency))
+        net = amount - platform_fee_minor(amount)
+        if wallet is not None and net > 0:
+            debits[(wallet, f"refund:{checkout_id}:{line_id}")] = net
+    debited = set(
+        LedgerEventKey.objects.filter(
+            tenant_id__in={line[1] for line in found},
+            account_id__in={wallet for wallet, _ in debits},
+            idempotency_key__in={key for _, key in debits},
+        ).values_list("account_id", "idempotency_key")
+    )
+    holds: dict[int, int] = {}
+    for (wallet, key), net in debits.items():
+        if (wallet, key) not in debited and (asked is None or wallet in asked):
+            holds[wallet] = holds.get(wallet, 0) + net
+    return holds

@@ -16,6 +16,14 @@
 * darkroom_payout_batch_running_seconds: how long the running batch has run (0 when none); a
   batch running for much longer than the lease TTL was left by a crashed runner, and the next
   scheduled or requested run finishes it.
+* darkroom_payout_batch_last_completed_age_seconds: how long ago the last batch over every due
+  wallet (the schedule's or an operator's, not a photographer's request) completed (0 before the
+  first), beside darkroom_payout_batch_every_seconds (DARKROOM_PAYOUT_BATCH_EVERY_SECONDS): far
+  past the period, batches no longer complete (beat or the worker down, the lease held, the
+  kill switch engaged), so the rule compares the two instead of hard-coding a day.
+* darkroom_payouts_paid_after_failure_total: failed payouts, credited back, that their provider
+  reported paid afterwards (`Payout.paid_after_failure_at`): the photographer may be paid twice
+  (alert on any increase). Reported from 0.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import logging
 from collections.abc import Iterable
 from itertools import product
 
+from django.conf import settings
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from apps.payments.providers.registry import PROVIDER_NAMES
@@ -81,4 +90,19 @@ def collect_payout_metrics() -> Iterable[Metric]:
         "darkroom_payout_batch_running_seconds",
         "How long the running payout batch has been running (0 when none).",
         value=stats.running_batch_age_seconds or 0.0,
+    )
+    yield GaugeMetricFamily(
+        "darkroom_payout_batch_last_completed_age_seconds",
+        "Seconds since the last payout batch over every due wallet completed (0 before the first).",
+        value=stats.last_completed_batch_age_seconds or 0.0,
+    )
+    yield GaugeMetricFamily(
+        "darkroom_payout_batch_every_seconds",
+        "How often beat runs the payout batch (DARKROOM_PAYOUT_BATCH_EVERY_SECONDS).",
+        value=float(settings.PAYOUT_BATCH_EVERY_SECONDS),
+    )
+    yield CounterMetricFamily(
+        "darkroom_payouts_paid_after_failure",
+        "Failed payouts, credited back, that their provider reported paid afterwards.",
+        value=stats.paid_after_failure,
     )

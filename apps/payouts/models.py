@@ -66,6 +66,9 @@ class PayoutBatch(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     payouts_created = models.IntegerField(default=0)
     runs = models.IntegerField(default=1)
+    # A photographer's request (one wallet), not a run over every due wallet: it says nothing
+    # about whether the scheduled batches complete (`darkroom_payout_batch_last_completed_age_seconds`).
+    wallet_request = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         verbose_name_plural = "payout batches"
@@ -116,6 +119,10 @@ class Payout(TenantModel):
     queued_at = models.DateTimeField(default=timezone.now)
     checked_at = models.DateTimeField(null=True, blank=True)  # last asked of the provider (submitted)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # When the provider reported this payout paid after it had failed and been credited back: the
+    # photographer may be paid twice (`darkroom_payouts_paid_after_failure_total`; runbook
+    # "Payouts"). It stays `failed`.
+    paid_after_failure_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

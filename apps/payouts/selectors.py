@@ -17,11 +17,15 @@ class PayoutStats:
     oldest_pending_age_seconds: float
     oldest_submitted_age_seconds: float
     running_batch_age_seconds: float | None
+    last_completed_batch_age_seconds: float | None
+    paid_after_failure: int
 
 
 def payout_stats() -> PayoutStats:
-    """Payouts per status, the ages of the oldest pending and submitted ones, and how long the running batch has
-    been running (None when no batch runs). Across studios: call it in the system context."""
+    """Payouts per status, the ages of the oldest pending and submitted ones, how long the running batch has
+    been running (None when no batch runs), how long ago the last batch over every due wallet (not a
+    photographer's request) completed (None before the first), and how many failed payouts their provider
+    reported paid afterwards. Across studios: call it in the system context."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT status, count(*) FROM payouts_payout GROUP BY status")
         by_status = {str(status): int(count) for status, count in cursor.fetchall()}
@@ -39,11 +43,20 @@ def payout_stats() -> PayoutStats:
             "SELECT EXTRACT(EPOCH FROM now() - started_at) FROM payouts_payoutbatch WHERE status = 'running'"
         )
         running = cursor.fetchone()
+        cursor.execute(
+            "SELECT EXTRACT(EPOCH FROM now() - max(completed_at)) FROM payouts_payoutbatch"
+            " WHERE status = 'completed' AND NOT wallet_request"
+        )
+        last_completed = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM payouts_payout WHERE paid_after_failure_at IS NOT NULL")
+        paid_after_failure = int(cursor.fetchone()[0])
     return PayoutStats(
         by_status=by_status,
         oldest_pending_age_seconds=oldest,
         oldest_submitted_age_seconds=oldest_submitted,
         running_batch_age_seconds=float(running[0]) if running else None,
+        last_completed_batch_age_seconds=float(last_completed) if last_completed is not None else None,
+        paid_after_failure=paid_after_failure,
     )
 
 

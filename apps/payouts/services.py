@@ -5,8 +5,9 @@ and writes each wallet's payout in its own transaction whose first statement che
 a runner that lost its lease (TTL lapsed, Redis forgot it, the process paused) cannot commit a
 payout after a newer runner took over. The newer runner finishes the same batch; the unique
 (batch, wallet) constraint and the wallet's exact balance (already debited) mean nobody is paid
-twice. The provider is called afterwards, by `payout_submit`, with the payout id as its
-idempotency key.
+twice. A wallet is paid its payable balance (`_wallet_payable`): the exact balance less its
+share of the refunds under way, in amounts its provider can send. The provider is called
+afterwards, by `payout_submit`, with the payout id as its idempotency key.
 
 A photographer's "pay me now" (`payout_wallet_request`, in the studio form's transaction)
 publishes `payout.wallet_requested`; its consumer (`payout_wallet_run`) holds the same lease and
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol, runtime_checkable
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -31,6 +33,7 @@ from django.db.models.functions import Coalesce
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
+from apps.commerce.selectors import wallet_refund_holds
 from apps.core.locks import FencedLease, StaleLeaseError, fenced_lock, try_fenced_lock
 from apps.core.problems import DomainError, NotFound
 from apps.ledger.models import AccountBalance, LedgerAccount
@@ -188,6 +191,24 @@ def payout_minimum_minor() -> int:
     return max(1, int(settings.PAYOUT_MINIMUM_MINOR))
 
 
+@runtime_checkable
+class _SendsSomeAmounts(Protocol):
+    """An adapter that cannot send every amount of some currencies (PayPal: whole units only)."""
+
+    def payout_sendable_minor(self, *, amount_minor: int, currency: str) -> int: ...
+
+
+def payout_sendable_minor(*, provider: str, amount_minor: int, currency: str) -> int:
+    """The most of `amount_minor` (a positive payable balance) that `provider` can send in
+    `currency`: all of it, except where its adapter takes only some amounts (PayPal takes HUF,
+    JPY and TWD in whole units: `PayPalProvider.payout_sendable_minor`). The payout is this
+    amount and its ledger debit the same; the rest stays in the wallet for a later payout."""
+    adapter = get_provider(provider)
+    if amount_minor > 0 and isinstance(adapter, _SendsSomeAmounts):
+        return adapter.payout_sendable_minor(amount_minor=amount_minor, currency=currency)
+    return amount_minor
+
+
 @dataclass(frozen=True)
 class DueWallet:
     account_id: int
@@ -207,7 +228,8 @@ def payout_batch_run(*, trigger: str, batch_size: int | None = None) -> BatchRun
     lease epoch). The payouts kill switch engaged before or during the run stops it before the
     next wallet (`paused`); a batch stopped so is completed, and the next one pays the rest.
     A wallet is due when it has a payout destination and its projected balance is
-    at least `payout_minimum_minor()`; it is paid its exact balance at the moment of the debit.
+    at least `payout_minimum_minor()`, less its refunds under way; it is paid its payable balance
+    (`_wallet_payable`) at the moment of the debit.
     Raises StaleLeaseError / LockLost if the lease is lost midway: what was written stays, and
     the next runner finishes the batch.
     """
@@ -269,11 +291,13 @@ def _batch_complete(*, lease: FencedLease, batch: PayoutBatch, created: int) -> 
 
 
 _DUE_WALLETS_SQL = """
-SELECT a.id, a.tenant_id, a.owner_id, a.currency, a.client_id, d.provider, d.destination
+SELECT a.id, a.tenant_id, a.owner_id, a.currency, a.client_id, d.provider, d.destination, b.projected
   FROM ledger_ledgeraccount a
   JOIN payouts_payoutdestination d ON d.tenant_id = a.tenant_id AND d.owner_id = a.owner_id
+ CROSS JOIN LATERAL (SELECT COALESCE(sum(balance_minor), 0) AS projected
+                       FROM ledger_accountbalance WHERE account_id = a.id) b
  WHERE a.kind = 'wallet' AND a.id > %(after)s
-   AND (SELECT COALESCE(sum(b.balance_minor), 0) FROM ledger_accountbalance b WHERE b.account_id = a.id) >= %(minimum)s
+   AND b.projected >= %(minimum)s
    AND NOT EXISTS (SELECT 1 FROM payouts_payout p WHERE p.batch_id = %(batch)s AND p.account_id = a.id)
  ORDER BY a.id
  LIMIT %(chunk)s
@@ -281,19 +305,20 @@ SELECT a.id, a.tenant_id, a.owner_id, a.currency, a.client_id, d.provider, d.des
 
 
 def _due_wallets(*, batch_id: int, chunk: int) -> Iterator[DueWallet]:
-    """Wallets with a destination whose projected balance reaches the minimum and that this batch
-    has not paid, in id order, read `chunk` at a time (system context). The projection may lag:
-    a wallet whose recent credits are not projected yet is paid by the next batch."""
+    """Wallets with a destination whose projected balance, less their share of the refunds under
+    way (`wallet_refund_holds`, read once per chunk), reaches the minimum and that this batch has
+    not paid, in id order, read `chunk` at a time (system context). The projection may lag: a
+    wallet whose recent credits are not projected yet is paid by the next batch."""
     after = 0
+    minimum = payout_minimum_minor()
     while True:
         with connection.cursor() as cursor:
-            cursor.execute(
-                _DUE_WALLETS_SQL,
-                {"after": after, "minimum": payout_minimum_minor(), "batch": batch_id, "chunk": chunk},
-            )
+            cursor.execute(_DUE_WALLETS_SQL, {"after": after, "minimum": minimum, "batch": batch_id, "chunk": chunk})
             rows = cursor.fetchall()
-        for row in rows:
-            yield DueWallet(*row)
+        held = wallet_refund_holds(account_ids={row[0] for row in rows}) if rows else {}
+        for *wallet, projected in rows:
+            if projected - held.get(wallet[0], 0) >= minimum:
+                yield DueWallet(*wallet)
         if len(rows) < chunk:
             return
         after = rows[-1][0]
@@ -345,34 +370,48 @@ def _payout_wallet(*, lease: FencedLease, batch: PayoutBatch, wallet: DueWallet)
     """One wallet's payout: the Payout row, its ledger debit and its outbox message, in ONE
     transaction fenced by the lease epoch. The destination is read again in that transaction
     (`wallet` comes from a scan that may be minutes old): a destination changed since is the
-    one paid. None when the wallet has no destination any more or its exact balance is below
-    the minimum. Raises StaleLeaseError (nothing written) when a newer runner took over."""
+    one paid. None when the wallet has no destination any more or its payable balance
+    (`_wallet_payable`) is below the minimum. Raises StaleLeaseError (nothing written) when a
+    newer runner took over."""
     with tenant_context(wallet.tenant_id), transaction.atomic(durable=True):
         lease.check()
         current = _wallet_with_destination(tenant_id=wallet.tenant_id, account_id=wallet.account_id)
         if current is None:
             return None
-        tenant, account, amount = _wallet_locked_balance(current)
+        tenant, account, amount = _wallet_payable(current)
         if amount < payout_minimum_minor():
             return None
         payout = _payout_write(batch=batch, wallet=current, tenant=tenant, account=account, amount=amount)
     return payout
 
 
-def _wallet_locked_balance(wallet: DueWallet) -> tuple[Organization, LedgerAccount, int]:
-    """The wallet's tenant, account and exact balance. In the caller's (fenced) transaction,
-    whose end releases the partition heads locked here: no event of the wallet commits before."""
+def _wallet_payable(wallet: DueWallet) -> tuple[Organization, LedgerAccount, int]:
+    """The wallet's tenant, account and what a payout takes from it now: its exact balance less
+    its share of the refunds asked for and not landed yet (`wallet_refund_holds`: their landing
+    debits it), cut to what the provider can send in the wallet's currency
+    (`payout_sendable_minor`); the rest stays in the wallet. May be zero or negative.
+
+    In the caller's (fenced) transaction, whose end releases the partition heads locked here:
+    no event of the wallet, a refund's landing debit included, commits before. The holds are
+    read after that lock, so a refund that lands meanwhile is either in the balance or held,
+    never both nor neither. A refund *asked for* after the holds are read (its request writes
+    no ledger event, so nothing here waits for it) is paid out by this payout: its landing
+    later takes the wallet below zero, and the next credits make it up (README, "Payouts").
+    """
     tenant = Organization.objects.get(pk=wallet.tenant_id)
     account = LedgerAccount.objects.get(pk=wallet.account_id)
-    return tenant, account, wallet_exact_balance(account=account, tenant=tenant)
+    balance = wallet_exact_balance(account=account, tenant=tenant)
+    held = wallet_refund_holds(account_ids=[account.pk]).get(account.pk, 0)
+    payable = payout_sendable_minor(provider=wallet.provider, amount_minor=balance - held, currency=account.currency)
+    return tenant, account, payable
 
 
 def _payout_write(
     *, batch: PayoutBatch, wallet: DueWallet, tenant: Organization, account: LedgerAccount, amount: int
 ) -> Payout:
-    """The payout of `amount` (the exact balance read by `_wallet_locked_balance`), its ledger
-    debit and its `payout.created` message. In the caller's fenced transaction, in the wallet's
-    tenant context."""
+    """The payout of `amount` (what `_wallet_payable` found payable), its ledger debit of the
+    same amount and its `payout.created` message. In the caller's fenced transaction, in the
+    wallet's tenant context."""
     payout_id = uuid7()
     appended = ledger_entries_append(
         tenant=tenant,
@@ -446,14 +485,15 @@ def payout_batch_request(*, actor: User | None, actor_label: str) -> None:
 def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> int:
     """`actor` asks to be paid the balance of their wallet `account_id` now rather than at the
     next scheduled batch: a `payout.wallet_requested` message (paid by `payout_wallet_run`) and
-    an audit row. Returns the projected balance that qualified (minor units).
+    an audit row. Returns what qualified (minor units): the projected balance less the wallet's
+    share of the refunds under way (`wallet_refund_holds`), which a payout leaves in the wallet.
 
     Joins the caller's transaction (the studio form's, so the form's key row, the message and
     the audit row commit together) or opens one; in the tenant's context.
     The wallet must be the actor's, have a payout destination, reach PAYOUT_MINIMUM_MINOR in its
-    projected balance (what the batch reads) and have no payout still pending. Raises
-    CapabilityDisabled (the payouts kill switch), WalletNotFound, NoPayoutDestination,
-    BelowPayoutMinimum, PayoutInProgress; nothing is written then.
+    projected balance less its refunds under way (what the batch reads) and have no payout still
+    pending. Raises CapabilityDisabled (the payouts kill switch), WalletNotFound,
+    NoPayoutDestination, BelowPayoutMinimum, PayoutInProgress; nothing is written then.
     """
     ensure_enabled(Capability.PAYOUTS)
     account = LedgerAccount.objects.filter(
@@ -471,10 +511,12 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
             total=Coalesce(Sum("balance_minor"), Value(0), output_field=BigIntegerField())
         )["total"]
     )
+    held = wallet_refund_holds(account_ids=[account.pk]).get(account.pk, 0)
     minimum = payout_minimum_minor()
-    if balance < minimum:
+    if balance - held < minimum:
+        on_hold = f", {money_text(held, account.currency)} of it held for refunds under way" if held else ""
         raise BelowPayoutMinimum(
-            f"Your balance is {money_text(balance, account.currency)}; payouts start at "
+            f"Your balance is {money_text(balance, account.currency)}{on_hold}; payouts start at "
             f"{money_text(minimum, account.currency)}. Sales that just happened may take a few seconds to count."
         )
     if Payout.objects.filter(tenant_id=tenant_id, account_id=account.pk, status=Payout.Status.PENDING).exists():
@@ -493,9 +535,9 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
         actor_label=f"user:{actor.pk}",
         target_type="ledger_account",
         target_id=str(account.pk),
-        data={"balance_minor": balance, "currency": account.currency},
+        data={"balance_minor": balance, "held_for_refunds_minor": held, "currency": account.currency},
     )
-    return balance
+    return balance - held
 
 
 @dataclass
@@ -516,13 +558,14 @@ class WalletRunResult:
 
 
 def payout_wallet_run(*, tenant_id: int, account_id: int, message_id: str | uuid.UUID, trigger: str) -> WalletRunResult:
-    """Pay one requested wallet its exact balance, once per request message (`message_id`).
+    """Pay one requested wallet its payable balance (`_wallet_payable`), once per request message
+    (`message_id`).
 
     Must be called outside any transaction: takes the lease `payouts:batch`, so it never runs
     beside a batch, then writes in ONE transaction, fenced by the lease epoch: the consumer's
     inbox row, a batch of its own (`trigger` names the request; created completed, so it never
     stays running and never resumes or blocks a crashed batch), the payout, its ledger debit and
-    its `payout.created` message. No payout (logged) when the wallet's exact balance is below
+    its `payout.created` message. No payout (logged) when the wallet's payable balance is below
     PAYOUT_MINIMUM_MINOR (a batch or an earlier request paid it meanwhile, or a refund took it
     down) or it has no destination any more. A redelivered message changes nothing.
     Raises CapabilityDisabled (kill switch), LockBusy (a batch or another request holds the
@@ -548,7 +591,7 @@ def payout_wallet_run(*, tenant_id: int, account_id: int, message_id: str | uuid
             if wallet is None:
                 logger.warning("payout request: the wallet has no payout destination; nothing paid", extra=log)
                 return WalletRunResult(outcome="no_destination")
-            tenant, account, amount = _wallet_locked_balance(wallet)
+            tenant, account, amount = _wallet_payable(wallet)
             if amount < payout_minimum_minor():
                 logger.info(
                     "payout request: the wallet is below the payout minimum; nothing paid",
@@ -561,6 +604,7 @@ def payout_wallet_run(*, tenant_id: int, account_id: int, message_id: str | uuid
                 epoch=lease.epoch,
                 completed_at=timezone.now(),
                 payouts_created=1,
+                wallet_request=True,
             )
             payout = _payout_write(batch=batch, wallet=wallet, tenant=tenant, account=account, amount=amount)
     logger.info("payout request paid", extra={**log, "payout_id": str(payout.id), "batch_id": batch.pk})
@@ -667,8 +711,11 @@ def _record_answer(
     an operator can settle), goes to `needs_review`. For a payout that has moved on, nothing
     changes, except that a `paid` payout the provider now reports failed, reversed or otherwise
     in doubt goes to `needs_review`: the money may have come back, but it is never credited back
-    without an operator. A `failed` payout the provider reports sent is logged (it was credited
-    back already: an operator must check).
+    without an operator. A `failed` payout (credited back already) the provider reports paid
+    stays failed but is recorded once (`paid_after_failure_at`, its `last_error`; counted by
+    `darkroom_payouts_paid_after_failure_total`): the photographer may be paid twice, as the
+    credit back is paid out again, so an operator must check. Reported pending, it is only
+    logged: an older event delivered late says nothing new.
     """
     log = {"payout_id": str(locked.id), "provider_status": str(result.status), "source": source}
     if locked.status not in expected:
@@ -681,8 +728,18 @@ def _record_answer(
             )[:2000]
             locked.save(update_fields=["status", "last_error"])
             logger.error("provider contradicts a paid payout: needs review", extra=log)
+        elif locked.status == Payout.Status.FAILED and result.status == PayoutStatus.PAID:
+            if locked.paid_after_failure_at is None:
+                locked.paid_after_failure_at = timezone.now()
+                locked.last_error = (
+                    f"{locked.provider} reports this payout paid ({source}) after it failed and was credited "
+                    "back: the photographer may be paid twice; check with the provider (README runbook "
+                    f"'Payouts'). Failed because: {locked.last_error}"
+                )[:2000]
+                locked.save(update_fields=["paid_after_failure_at", "last_error"])
+            logger.error("provider reports a failed payout, credited back, as paid: check it", extra=log)
         elif locked.status == Payout.Status.FAILED and result.status != PayoutStatus.FAILED:
-            logger.error("provider reports a payout concluded as failed as sent: check it", extra=log)
+            logger.warning("provider reports a failed payout as pending (a late event?)", extra=log)
         return
     locked.provider_payout_id = result.provider_payout_id
     locked.claimed_until = None

@@ -304,6 +304,41 @@ def test_paypal_two_events_about_one_return_credit_back_once(
     assert [e.payout_outcome for e in webhook_events()] == ["failed", "unchanged", "unchanged"]
 
 
+def test_a_failed_payout_paypal_later_reports_paid_is_counted_once_for_an_operator(
+    studio: Organization, monkeypatch: pytest.MonkeyPatch, paypal_signer: Any
+) -> None:
+    # given: a PayPal payout that failed (its item DENIED) and was credited back; the counter
+    # already reported at 0, so that the first one is an increase
+    counted = "darkroom_payouts_paid_after_failure_total"
+    assert f"{counted} 0.0" in render().decode()
+    payout, wallet, _ = submitted(studio, monkeypatch, "paypal", pending("5UXD2E8A7EBQM"))
+    body = paypal_item_event("PAYMENT.PAYOUTS-ITEM.DENIED", batch_id="5UXD2E8A7EBQM", payout_id=str(payout.id))
+    post_webhook("paypal", body, paypal_signer(body))
+    process()
+    assert payout_of(wallet).status == Payout.Status.FAILED and balance(wallet) == AMOUNT
+
+    # when: a late UNCLAIMED event (sent before the denial) arrives: nothing new
+    body = paypal_item_event("PAYMENT.PAYOUTS-ITEM.UNCLAIMED", batch_id="5UXD2E8A7EBQM", payout_id=str(payout.id))
+    post_webhook("paypal", body, paypal_signer(body))
+    process()
+    assert payout_of(wallet).paid_after_failure_at is None and f"{counted} 0.0" in render().decode()
+
+    # when: PayPal then says the item SUCCEEDED, in two events
+    for _ in range(2):
+        body = paypal_item_event("PAYMENT.PAYOUTS-ITEM.SUCCEEDED", batch_id="5UXD2E8A7EBQM", payout_id=str(payout.id))
+        post_webhook("paypal", body, paypal_signer(body))
+    process()
+
+    # then: the payout stays failed and credited back once, but is recorded for an operator, once:
+    # the credit back would be paid out again
+    settled = payout_of(wallet)
+    assert settled.status == Payout.Status.FAILED and balance(wallet) == AMOUNT and reversals(payout) == 1
+    assert settled.paid_after_failure_at is not None
+    assert settled.last_error.startswith("paypal reports this payout paid (paypal webhook")
+    assert "the photographer may be paid twice" in settled.last_error
+    assert f"{counted} 1.0" in render().decode()
+
+
 def test_paypal_refund_after_success_goes_to_review(
     studio: Organization, monkeypatch: pytest.MonkeyPatch, paypal_signer: Any
 ) -> None:

@@ -19,6 +19,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.test import Client, override_settings
 from django.utils import timezone
 
+from apps.commerce.models import CheckoutLine
 from apps.core.locks import StaleLeaseError, fenced_lock
 from apps.ledger.models import LedgerEvent
 from apps.ledger.projection import projection_rebuild
@@ -42,8 +43,11 @@ from apps.payouts.services import (
 )
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog, Organization
+from tests.commerce.fixtures import empty_broker, row_lock_strategy  # noqa: F401 - fixtures, used by name
+from tests.commerce.refunds import ask, confirmed
 from tests.factories.tenancy import MembershipFactory, UserFactory
-from tests.payouts.helpers import Wallet, make_wallet, post
+from tests.payouts.helpers import Wallet, make_wallet, post, sale_to_wallet
+from tests.web.studio.conftest import StudioPeople, people_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -61,6 +65,11 @@ def payouts_of(wallet: Wallet) -> list[Payout]:
 def all_payouts() -> list[Payout]:
     with system_context("test: payouts"):
         return list(Payout.objects.order_by("created_at"))
+
+
+def line_of(people: StudioPeople, checkout_id: str, kind: str) -> int:
+    with tenant_context(people.org.pk):
+        return CheckoutLine.objects.get(checkout_id=checkout_id, kind=kind).pk
 
 
 def submit_all() -> None:
@@ -121,6 +130,53 @@ def test_the_payout_is_the_exact_balance_including_debits_not_yet_projected(stud
     [payout] = payouts_of(wallet)
     assert payout.amount_minor == 3800
     assert exact_balance(wallet) == 0
+
+
+@pytest.mark.usefixtures("empty_broker", "row_lock_strategy")
+def test_money_a_refund_under_way_will_take_back_stays_in_the_wallet(tenant_a: Any, settings: Any) -> None:
+    # given: a photographer's sale (30.60 in their wallet after the fee), and the studio's refund
+    # of its print (22.50 of it) asked for, not landed yet; payouts from 5.00
+    settings.PAYOUT_MINIMUM_MINOR = 500
+    people = people_of(tenant_a)
+    sale, wallet = sale_to_wallet(people)
+    refund = ask(people, sale, [line_of(people, sale, "print")])
+    projection_rebuild()
+
+    # when: a batch runs
+    payout_batch_run(trigger="test")
+
+    # then: only 8.10 is paid out; the refund's 22.50 stays in the wallet
+    [payout] = payouts_of(wallet)
+    assert payout.amount_minor == 810
+    assert exact_balance(wallet) == 2250
+
+    # when: the refund lands
+    confirmed(refund, sale)
+
+    # then: its debit takes what was held: the wallet is at zero, not below
+    assert exact_balance(wallet) == 0
+    assert len(payouts_of(wallet)) == 1
+
+
+@pytest.mark.usefixtures("empty_broker", "row_lock_strategy")
+def test_the_due_wallet_scan_leaves_out_a_wallet_that_refunds_under_way_take_below_the_minimum(
+    tenant_a: Any,
+) -> None:
+    # given: a wallet of 30.60, 22.50 of it held by the print's refund (8.10 left, under the
+    # 10.00 minimum), and a wallet of 20.00 with nothing held
+    people = people_of(tenant_a)
+    sale, held = sale_to_wallet(people)
+    ask(people, sale, [line_of(people, sale, "print")])
+    free = make_wallet(people.org, credited=2000)
+    projection_rebuild()
+
+    # when: the batch scans for due wallets
+    with system_context("test: due wallets"):
+        due = [w.account_id for w in services._due_wallets(batch_id=0, chunk=10)]
+
+    # then: only the wallet whose balance less its refunds under way reaches the minimum
+    assert due == [free.account.pk]
+    assert held.account.pk not in due
 
 
 def test_a_runner_that_lost_its_lease_is_refused_and_the_next_runner_finishes_the_batch(
@@ -709,6 +765,49 @@ def test_metrics_show_payouts_per_status_and_the_oldest_pending(studio: Organiza
     assert re.search(r"^darkroom_payouts_oldest_pending_age_seconds (\S+)$", body, re.MULTILINE)
     assert "darkroom_payouts_oldest_submitted_age_seconds 0.0" in body
     assert "darkroom_payout_batch_running_seconds 0.0" in body
+
+
+def metric(body: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", body, re.MULTILINE)
+    assert found, f"{name} is not exported"
+    return float(found[1])
+
+
+def test_metrics_show_how_long_ago_a_batch_over_every_wallet_completed_and_the_period(
+    studio: Organization, settings: Any
+) -> None:
+    # given: no batch yet, beat running the batch every 6 hours
+    settings.PAYOUT_BATCH_EVERY_SECONDS = 21600
+    body = Client().get("/metrics").content.decode()
+    # then: nothing completed yet reads 0 (nothing to be late against), beside the period
+    assert metric(body, "darkroom_payout_batch_last_completed_age_seconds") == 0.0
+    assert metric(body, "darkroom_payout_batch_every_seconds") == 21600.0
+
+    # given: a scheduled batch completed two days ago
+    payout_batch_run(trigger="schedule")
+    with system_context("test: batch"):
+        PayoutBatch.objects.update(completed_at=timezone.now() - dt.timedelta(days=2))
+    # and: a photographer's request paid their wallet just now (a batch of its own)
+    wallet = make_wallet(studio, credited=5000)
+    projection_rebuild()
+    with tenant_context(studio.pk), transaction.atomic():
+        services.payout_wallet_request(tenant_id=studio.pk, account_id=wallet.account.pk, actor=wallet.owner)
+    with tenant_context(studio.pk):
+        assert (
+            services.payout_wallet_run(
+                tenant_id=studio.pk,
+                account_id=wallet.account.pk,
+                message_id=uuid.uuid4(),
+                trigger="wallet request: test",
+            ).outcome
+            == "paid"
+        )
+
+    # when: Prometheus scrapes
+    body = Client().get("/metrics").content.decode()
+
+    # then: the age is the scheduled batch's: a request says nothing about the schedule
+    assert 2 * 86400 <= metric(body, "darkroom_payout_batch_last_completed_age_seconds") < 2 * 86400 + 60
 
 
 def submitted_payout(studio: Organization, monkeypatch: pytest.MonkeyPatch, *later: Any) -> tuple[Payout, Wallet, Any]:

@@ -16,6 +16,7 @@ import pytest
 from celery import signals
 from django.db import connection, transaction
 
+from apps.commerce.models import CheckoutLine
 from apps.core.locks import LockBusy, fenced_lock
 from apps.ledger.projection import projection_rebuild
 from apps.ops.killswitch import CapabilityDisabled, kill_switch_engage, kill_switch_release
@@ -38,9 +39,11 @@ from apps.payouts.services import (
 )
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
-from tests.commerce.fixtures import worker_running
+from tests.commerce.fixtures import empty_broker, row_lock_strategy, worker_running  # noqa: F401 - fixtures by name
+from tests.commerce.refunds import ask, confirmed
 from tests.payments.test_e2e_sandbox import outbox_idle, running_relay, wait_until
-from tests.payouts.helpers import Wallet, make_wallet, post
+from tests.payouts.helpers import Wallet, make_wallet, post, sale_to_wallet
+from tests.web.studio.conftest import people_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -421,6 +424,38 @@ def test_a_request_that_breaks_a_payout_rule_is_refused_and_writes_nothing(studi
 
     # then: no message, no audit row
     assert requests_published() == [] and request_audits() == 0
+
+
+@pytest.mark.usefixtures("empty_broker", "row_lock_strategy")
+def test_a_request_counts_and_pays_the_balance_less_refunds_under_way(tenant_a: Any) -> None:
+    # given: a photographer's sale (30.60 in their wallet) and the studio's refund of its print
+    # (22.50 of it) asked for, not landed
+    people = people_of(tenant_a)
+    sale, wallet = sale_to_wallet(people)
+    with tenant_context(people.org.pk):
+        print_line = CheckoutLine.objects.get(checkout_id=sale, kind="print").pk
+    refund = ask(people, sale, [print_line])
+    projection_rebuild()
+
+    # when: the photographer asks to be paid
+    # then: refused, saying why: 8.10 is left, under the 10.00 minimum; nothing is written
+    with pytest.raises(BelowPayoutMinimum) as refusal:
+        request(wallet)
+    assert str(refusal.value).startswith(
+        "Your balance is 30.60 EUR, 22.50 EUR of it held for refunds under way; payouts start at 10.00 EUR."
+    )
+    assert requests_published() == [] and request_audits() == 0
+
+    # when: a later sale of 20.00 (18.00 after the fee) makes the rest 26.10, and they ask again
+    post(people.org, wallet.account, 1800, kind="credit")
+    projection_rebuild()
+    # then: the request names what will be sent, and its run pays that, not the refund's share
+    assert request(wallet) == 2610
+    [message] = requests_published()
+    assert consume(message).startswith("paid 2610")
+    assert exact_balance(wallet) == 2250
+    confirmed(refund, sale)
+    assert exact_balance(wallet) == 0
 
 
 def test_the_request_commits_or_rolls_back_with_the_callers_transaction(studios: tuple[Any, Any]) -> None:

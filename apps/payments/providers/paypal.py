@@ -54,7 +54,10 @@ object, or in the top-level `links`). That batch is read (`GET /v1/payments/payo
 on our own API base, whatever host the link names) and returned if its sender_batch_id is ours,
 so a payout id pays at most once. An answer that says "duplicate" but whose batch cannot be read
 (no link, a link to someone else's batch, a failed read) is a retryable ProviderError: the
-money's fate is unknown, so it must never look like a refusal.
+money's fate is unknown, so it must never look like a refusal. PayPal takes HUF, JPY and TWD in
+whole units only (`WHOLE_UNIT_CURRENCIES`): their amounts go without decimals, a fraction of a
+unit in one is a ValueError before anything is sent, and `payout_sendable_minor` tells the
+payout service how much of a balance it can send (the rest stays in the wallet).
 
 PAID and FAILED are final for the caller (FAILED credits the money back), so they are returned
 only when PayPal's answer settles where the money is. The outcome is the item's
@@ -125,6 +128,7 @@ from apps.payments.providers.base import (
     check_amount,
     check_payout_id,
     check_provider_payout_id,
+    currency_exponent,
     destination_text,
     header_value,
     identified_or_unknown,
@@ -196,6 +200,11 @@ _ITEM_EVENT_STATUSES: dict[str, str] = {
 _BATCH_EVENTS = frozenset(
     {"PAYMENT.PAYOUTSBATCH.DENIED", "PAYMENT.PAYOUTSBATCH.PROCESSING", "PAYMENT.PAYOUTSBATCH.SUCCESS"}
 )
+# Currencies PayPal takes in whole units only, though ISO 4217 gives HUF and TWD two decimals:
+# "This currency does not support decimals. If you pass a decimal amount, an error occurs."
+# (https://developer.paypal.com/docs/api/reference/currency-codes/). Payouts in them are sent
+# without decimals ("1110", as PayPal's own SDKs format them), and only whole units are sent.
+WHOLE_UNIT_CURRENCIES = frozenset({"HUF", "JPY", "TWD"})
 # Item statuses that leave the money's whereabouts undocumented: an operator settles them.
 _REVIEW_ITEM_STATUSES = frozenset({"BLOCKED", "REVERSED"})
 _PAYOUT_EMAIL_SUBJECT = "You have a payout from Darkroom"
@@ -318,6 +327,19 @@ def _says_duplicate(error: Mapping[str, Any]) -> bool:
 def _sender_batch_id(batch: Mapping[str, Any]) -> str | None:
     header = as_dict(batch.get("batch_header"))
     return as_str(as_dict(header.get("sender_batch_header")).get("sender_batch_id"))
+
+
+def _payout_value(amount_minor: int, code: str) -> str:
+    """A payout amount as the Payouts API's `amount.value`: major units, without decimals in a
+    whole-unit currency. Raises ValueError (nothing is sent) for a fraction of a unit in one:
+    PayPal would refuse it."""
+    value = minor_to_major(amount_minor, code)
+    if code not in WHOLE_UNIT_CURRENCIES:
+        return value
+    whole, _, fraction = value.partition(".")
+    if fraction.strip("0"):
+        raise ValueError(f"PayPal pays {code} in whole units only, not {value} {code}")
+    return whole
 
 
 def _payout_item(batch: Mapping[str, Any], *, payout_id: str) -> dict[str, Any]:
@@ -633,7 +655,7 @@ class PayPalProvider(PaymentProvider):
         PayoutDestinationError, ValueError (see `PaymentProvider.payout`).
         """
         code = normalize_currency(currency)
-        value = minor_to_major(check_amount(amount_minor), code)
+        value = _payout_value(check_amount(amount_minor), code)
         receiver = self.normalize_payout_destination(destination)
         item: dict[str, Any] = {
             "recipient_type": "EMAIL",
@@ -658,6 +680,16 @@ class PayPalProvider(PaymentProvider):
                 raise
             batch = self._batch_behind_refusal(exc, payout_id=payout_id)
         return self._payout_result(batch, payout_id=payout_id, amount_minor=amount_minor, currency=code)
+
+    def payout_sendable_minor(self, *, amount_minor: int, currency: str) -> int:
+        """The most of `amount_minor` a payout can send in `currency`: all of it, except in a
+        currency PayPal takes in whole units only (`WHOLE_UNIT_CURRENCIES`), where the fraction of
+        a unit is left out. Raises ValueError for a currency outside Darkroom's table."""
+        code = normalize_currency(currency)
+        if code not in WHOLE_UNIT_CURRENCIES:
+            return amount_minor
+        unit = 10 ** currency_exponent(code)
+        return amount_minor - amount_minor % unit
 
     def _batch_behind_refusal(self, refusal: ProviderError, *, payout_id: str) -> dict[str, Any]:
         """This payout's batch, if the non-retryable `refusal` says it exists already.
