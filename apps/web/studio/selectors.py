@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from apps.catalog.models import Event, Photo, PriceList
 from apps.catalog.storage import public_url
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Refund
+from apps.commerce.selectors import wallet_refund_holds
 from apps.dropin.models import AttendeeFace, DropInJob
 from apps.ledger.models import LedgerAccount
 from apps.ledger.partitioning import logical_partition
@@ -258,6 +259,11 @@ class WalletView:
     currency: str
     balance_minor: int  # projected (what the API shows)
     unprojected_minor: int  # recorded, not yet folded into the balance by the projector
+    held_minor: int = 0  # its share of refunds under way, which a payout leaves in it
+
+    @property
+    def held(self) -> str:
+        return money_text(self.held_minor, self.currency)
 
     @property
     def balance(self) -> str:
@@ -286,8 +292,9 @@ SELECT e.account_id, COALESCE(sum(CASE WHEN e.kind = 'credit' THEN e.amount_mino
 
 
 def wallets_of_user(*, tenant: Organization, user_id: int) -> list[WalletView]:
-    """The user's wallets in this studio (one per currency), with the projected balance and what
-    is recorded but not projected yet (the payout batch's exact-balance read, without its locks)."""
+    """The user's wallets in this studio (one per currency), with the projected balance, what
+    is recorded but not projected yet (the payout batch's exact-balance read, without its locks)
+    and their share of the refunds under way (`wallet_refund_holds`, which a payout leaves)."""
     accounts = list(
         LedgerAccount.objects.filter(tenant_id=tenant.pk, kind=LedgerAccount.Kind.WALLET, owner_id=user_id)
         .annotate(projected=Coalesce(Sum("balances__balance_minor"), Value(0), output_field=BigIntegerField()))
@@ -301,12 +308,14 @@ def wallets_of_user(*, tenant: Organization, user_id: int) -> list[WalletView]:
     with connection.cursor() as cursor:
         cursor.execute(_UNPROJECTED_SQL, {"accounts": [a.pk for a in accounts], "homes": homes})
         pending = {int(account): int(total) for account, total in cursor.fetchall()}
+    held = wallet_refund_holds(account_ids=[a.pk for a in accounts])
     return [
         WalletView(
             account_id=a.pk,
             currency=a.currency,
             balance_minor=int(a.projected),  # type: ignore[attr-defined]
             unprojected_minor=pending.get(a.pk, 0),
+            held_minor=held.get(a.pk, 0),
         )
         for a in accounts
     ]

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from apps.commerce.models import CheckoutLine
 from apps.commerce.services import platform_fee_minor
+from apps.ledger.models import LedgerAccount
 from apps.ledger.projection import projection_rebuild
 from apps.ops.killswitch import kill_switch_engage
 from apps.outbox.models import OutboxMessage
 from apps.payouts.models import Payout, PayoutDestination
-from apps.payouts.services import TOPIC_BATCH_REQUESTED, TOPIC_WALLET_REQUESTED
+from apps.payouts.services import TOPIC_BATCH_REQUESTED, TOPIC_WALLET_REQUESTED, payout_destination_set
 from apps.tenancy.context import system_context, tenant_context
-from apps.tenancy.models import AuditLog
+from apps.tenancy.models import AuditLog, User
 from tests.commerce.fixtures import checkout_body, empty_broker, post_checkout  # noqa: F401 - fixture by name
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid
+from tests.commerce.refunds import ask
 from tests.factories.commerce import make_shop
 from tests.payouts.helpers import make_wallet
 from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_member, signed_in, text
@@ -157,3 +162,33 @@ def test_owners_set_payout_destinations_and_photographers_cannot(studio: StudioP
     assert refused.status_code == 403
     with tenant_context(studio.org.pk):
         assert PayoutDestination.objects.get(owner=studio.photographer).destination == "bank-7"
+
+
+def test_a_wallet_shows_what_refunds_under_way_hold_and_a_request_leaves_it(
+    studio: StudioPeople, sale: str, settings: Any
+) -> None:
+    # given: the sale's photographer (8.10 + 22.50 EUR credited) is a member with a destination,
+    # and the studio has asked to refund the print (22.50 net), not landed yet
+    settings.PAYOUT_MINIMUM_MINOR = 100
+    with tenant_context(studio.org.pk):
+        lines = {line.kind: line for line in CheckoutLine.objects.filter(checkout_id=sale)}
+        photographer = User.objects.get(pk=lines["print"].photographer_id)
+        new_member(studio.org, "photographer", photographer)
+        payout_destination_set(tenant=studio.org, owner=photographer, provider="sandbox", destination="bank-1")
+        account = LedgerAccount.objects.get(kind=LedgerAccount.Kind.WALLET, owner=photographer)
+    ask(studio, sale, [lines["print"].pk])
+    projection_rebuild()
+    client = signed_in(photographer)
+    # when: they open their wallet
+    page = client.get("/studio/wallet/")
+    # then: the balance is all of it, and the refund's share is said to stay
+    assert '<span class="figure">30.60 EUR</span>' in text(page)
+    assert "22.50 EUR of it is held for refunds under way" in text(page)
+    # when: they ask to be paid
+    nonce = form_nonce_on(page, "/studio/wallet/payout-request")
+    asked = client.post("/studio/wallet/payout-request", {"nonce": nonce, "account": str(account.pk)})
+    # then: they are told what is sent and what stays
+    assert asked.status_code == 303
+    told = text(client.get(asked["Location"]))
+    assert "Payout requested: 8.10 EUR is sent" in told
+    assert "(22.50 EUR stays in your wallet for refunds under way)" in told

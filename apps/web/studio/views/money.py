@@ -407,12 +407,13 @@ def wallet_payout_request(request: HttpRequest, studio: Studio) -> HttpResponse:
 
     def effect() -> str:
         account_id = form.cleaned_data["account"]
-        balance = payout_wallet_request(tenant_id=studio.tenant_id, account_id=account_id, actor=studio.user)
-        currency = next(w.currency for w in wallets if w.account_id == account_id)
+        payable = payout_wallet_request(tenant_id=studio.tenant_id, account_id=account_id, actor=studio.user)
+        wallet = next(w for w in wallets if w.account_id == account_id)
+        held = f" ({wallet.held} stays in your wallet for refunds under way)" if wallet.held_minor > 0 else ""
         messages.success(
             request,
-            f"Payout requested: your balance ({money_text(balance, currency)}) is sent to your payout "
-            "destination shortly, after any payout run in progress. It appears below once made.",
+            f"Payout requested: {money_text(payable, wallet.currency)} is sent to your payout destination "
+            f"shortly, after any payout run in progress{held}. It appears below once made.",
         )
         return reverse("studio:wallet")
 
