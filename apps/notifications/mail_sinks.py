@@ -8,10 +8,12 @@ mailers run over real sockets on loopback.
 Both accept and count mail, can refuse chosen recipients (SMTP 550; Postmark ErrorCode 406,
 inactive recipient) and can stop accepting after the first `accept_at_most` messages (SMTP 421
 "closing"; Postmark HTTP 503 for the whole batch), as a service that goes away mid-chunk does.
+The SMTP sink can also answer each message late (`delay_seconds`), as a slow or tarpitting relay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -27,9 +29,12 @@ from typing import Any
 @dataclass
 class SinkState:
     refuse: set[str] = field(default_factory=set)
+    defer: set[str] = field(default_factory=set)  # SMTP: 450 at RCPT (try again later: a rate limit)
     reject_message_to: set[str] = field(default_factory=set)  # SMTP: 554 at DATA (this message only)
     accept_at_most: int | None = None
     throttled: bool = False  # Postmark: HTTP 429 for every batch (its rate limit), nothing taken
+    unverified_sender: bool = False  # Postmark: HTTP 422 for every batch (From not a sender signature)
+    delay_seconds: float = 0.0  # SMTP: each message's DATA is answered this late (a slow server)
     messages: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -47,10 +52,14 @@ class _Handler:
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
         if address.lower() in self.state.refuse:
             return "550 5.1.1 No such mailbox"
+        if address.lower() in self.state.defer:
+            return "450 4.2.1 Receiving mail at a rate that prevents more: try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.state.delay_seconds:
+            await asyncio.sleep(self.state.delay_seconds)
         with self.state.lock:
             if self.state.accept_at_most is not None and len(self.state.messages) >= self.state.accept_at_most:
                 return "421 4.3.2 Service shutting down"
@@ -125,6 +134,9 @@ def _postmark_handler(state: SinkState, token: str) -> type[BaseHTTPRequestHandl
             with state.lock:
                 if state.throttled:
                     self._answer(429, {"ErrorCode": 429, "Message": "Rate limit exceeded"})
+                    return
+                if state.unverified_sender:
+                    self._answer(422, {"ErrorCode": 400, "Message": "The 'From' address is not a Sender Signature."})
                     return
                 if state.accept_at_most is not None and len(state.messages) >= state.accept_at_most:
                     self._answer(503, {"ErrorCode": 503, "Message": "Service unavailable"})

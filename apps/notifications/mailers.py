@@ -1,24 +1,30 @@
 """How announcement e-mails leave: one interface, two implementations (ANNOUNCEMENT_MAILER).
 
 * `django` (default): Django's mail backend (SMTP in production: EMAIL_HOST ...), one message
-  at a time over one connection. A recipient the server refuses fails alone; any other error
-  stops the batch, and the rest stays unsent.
+  at a time over one connection. A recipient the server refuses for good (5xx) fails alone; a
+  recipient it defers (4xx: a rate limit, "try again later") and any other error stop the
+  batch, and the rest stays unsent.
 * `postmark`: Postmark's batch API, `POST {POSTMARK_API_URL}/email/batch` with
   `X-Postmark-Server-Token`, up to 500 messages per request on the broadcast message stream
   (POSTMARK_MESSAGE_STREAM). The answer lists one result per message, in order: ErrorCode 0 is
   accepted; 300 (invalid address) and 406 (inactive recipient: bounced, unsubscribed, spam
   complaint) are final refusals; any other code leaves that message for a retry. A request that
-  gets no answer, or a 5xx or 401/422 for the whole batch, stops it: nothing in it is counted
-  sent, so a retry may repeat what Postmark did accept (the same `Message-ID`). A 429 (Postmark's
-  rate limit) stops it too, but hands nothing over: its messages wait without spending an
-  attempt, so a long throttle of a large announcement fails none of them.
+  gets no answer, or a 5xx for the whole batch, stops it: nothing in it is counted sent, so a
+  retry may repeat what Postmark did accept (the same `Message-ID`). A 4xx for the whole batch
+  (429, its rate limit; 401, a wrong token; 422, e.g. a From address that is not a verified
+  sender signature) stops it too, but Postmark took none of it: its messages wait without
+  spending an attempt, so neither a long throttle nor a configuration error fails anyone.
 
 A mailer never raises for a delivery problem: it reports what was sent, refused and left.
+It hands nothing over past `deadline` (a `time.monotonic()` value: the caller's claim on the
+messages, less the time one hand-over may take): a message handed over after another sender may
+have claimed it would reach its recipient twice. What it did not hand over is left, untried.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -48,16 +54,34 @@ class MailReport:
     interrupted: str = ""  # why the rest was not sent (empty when everything got an answer)
 
 
+CLAIM_RAN_OUT = "the claim on the rest ran out before they could be handed over"
+
+
+def claim_deadline(claim_seconds: float) -> float:
+    """The `deadline` of a mailer whose caller claimed its messages for `claim_seconds` just now:
+    the last moment a message may be handed over and still be answered (EMAIL_TIMEOUT, at most
+    half the claim) before the claim lapses."""
+    return time.monotonic() + claim_seconds - min(float(settings.EMAIL_TIMEOUT), claim_seconds / 2)
+
+
+def _past(deadline: float | None, report: MailReport) -> bool:
+    if deadline is not None and time.monotonic() >= deadline:
+        report.interrupted = report.interrupted or CLAIM_RAN_OUT
+        return True
+    return False
+
+
 class AnnouncementMailer(Protocol):
-    def send(self, messages: list[OutgoingEmail], *, from_email: str) -> MailReport:
-        """Send the messages; report each as sent, refused (final) or neither (left for a retry)."""
+    def send(self, messages: list[OutgoingEmail], *, from_email: str, deadline: float | None = None) -> MailReport:
+        """Send the messages, none after `deadline`; report each as sent, refused (final) or
+        neither (left for a retry)."""
         ...
 
 
 class DjangoMailer:
     """One connection of Django's configured mail backend for the whole list."""
 
-    def send(self, messages: list[OutgoingEmail], *, from_email: str) -> MailReport:
+    def send(self, messages: list[OutgoingEmail], *, from_email: str, deadline: float | None = None) -> MailReport:
         import smtplib
 
         report = MailReport()
@@ -65,6 +89,8 @@ class DjangoMailer:
         try:
             connection.open()
             for message in messages:
+                if _past(deadline, report):
+                    break
                 email = EmailMessage(
                     subject=message.subject,
                     body=message.body,
@@ -75,7 +101,16 @@ class DjangoMailer:
                 )
                 try:
                     email.send()
-                except (smtplib.SMTPRecipientsRefused, ValueError) as exc:  # ValueError: an address Django refuses
+                except smtplib.SMTPRecipientsRefused as exc:
+                    reason = f"{type(exc).__name__}: {exc}"[:2000]
+                    if all(code >= 500 for code, _ in exc.recipients.values()):
+                        report.refused[message.key] = reason  # 5xx: this address, for good
+                        continue
+                    # 4xx (a rate limit, greylisting, "try again later"): not refused; the rest waits
+                    report.tried.append(message.key)
+                    report.interrupted = reason
+                    break
+                except ValueError as exc:  # an address (or header) Django refuses
                     report.refused[message.key] = f"{type(exc).__name__}: {exc}"[:2000]
                 except smtplib.SMTPResponseException as exc:
                     if exc.smtp_code >= 500 and not isinstance(exc, smtplib.SMTPSenderRefused):
@@ -109,9 +144,11 @@ class PostmarkMailer:
         self.token = settings.POSTMARK_SERVER_TOKEN
         self.stream = settings.POSTMARK_MESSAGE_STREAM
 
-    def send(self, messages: list[OutgoingEmail], *, from_email: str) -> MailReport:
+    def send(self, messages: list[OutgoingEmail], *, from_email: str, deadline: float | None = None) -> MailReport:
         report = MailReport()
         for start in range(0, len(messages), POSTMARK_BATCH_LIMIT):
+            if _past(deadline, report):
+                break
             self._batch(messages[start : start + POSTMARK_BATCH_LIMIT], from_email=from_email, report=report)
             if report.interrupted:
                 break
@@ -147,6 +184,12 @@ class PostmarkMailer:
             return
         if response.status == 429:  # throttled: Postmark took none of them, so none was tried
             report.interrupted = f"postmark: HTTP 429 (rate limited): {response.body[:500]!r}"
+            return
+        if 400 <= response.status < 500:
+            # The request refused as a whole (401 token, 422 sender signature, account or request
+            # problem): Postmark took none of them, so none was tried. They wait for the fix, as
+            # an unreachable service's do, rather than fail everyone on a configuration error.
+            report.interrupted = f"postmark: HTTP {response.status}: {response.body[:500]!r}"
             return
         if response.status != 200:
             report.tried.extend(message.key for message in batch)

@@ -11,6 +11,7 @@
 * `Announcement`: a studio's message to an event's attendees. Its fan-out (fenced lease
   `announcements:fanout:<id>`) walks the audience in attendee-id order, `fanout_cursor` being
   the last attendee done; each chunk's deliveries, notifications and cursor commit together.
+  Its audience is fixed when it is sent (`audience_upto`): whoever registers later is not told.
   Its status is derived from its deliveries (`apps.notifications.selectors.announcement_status`),
   never stored.
 * `AnnouncementDelivery`: one per (announcement, attendee), with its notification. `in_app`
@@ -110,6 +111,9 @@ class Announcement(TenantModel):
     send_requested_at = models.DateTimeField(null=True, blank=True)
     fanout_queued_at = models.DateTimeField(null=True, blank=True)  # its outbox message, last written
     fanout_cursor = models.BigIntegerField(default=0)  # last attendee id fanned out to
+    # The audience is the event's attendees as the send found them: ids up to this one (ids follow
+    # insertion, so one registered later has a larger id). NULL: sent before the bound existed.
+    audience_upto = models.BigIntegerField(null=True, blank=True)
     fanout_completed_at = models.DateTimeField(null=True, blank=True)
     recipients = models.IntegerField(default=0)  # deliveries written so far
 

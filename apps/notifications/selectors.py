@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core import signing
-from django.db.models import Count, Min, Q, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
@@ -135,6 +135,14 @@ def notifications_page(
             rows = rows.filter(Q(created_at__lt=last) | Q(created_at=last, id__lt=older_than))
     page = list(rows[: size + 1])
     return page[:size], len(page) > size
+
+
+def newest_notification_id(*, tenant_id: int, attendee_id: int) -> int:
+    """The id of the attendee's newest notification (0: none): what "mark all read" on a page
+    rendered now may mark. Ids follow insertion, so a notification inserted after this read gets a
+    larger one."""
+    newest = Notification.objects.filter(tenant_id=tenant_id, attendee_id=attendee_id).aggregate(n=Max("id"))["n"]
+    return int(newest or 0)
 
 
 def unread_count(*, tenant_id: int, attendee_id: int) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.db.models.functions import Greatest, Now
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
@@ -39,7 +39,7 @@ from apps.core.locks import LockBusy, try_fenced_lock
 from apps.core.mail import mail_message_id
 from apps.core.problems import DomainError, InvalidInput, NotFound
 from apps.core.text import title_problem
-from apps.notifications.mailers import MailReport, OutgoingEmail, get_mailer
+from apps.notifications.mailers import MailReport, OutgoingEmail, claim_deadline, get_mailer
 from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
 from apps.notifications.selectors import attendee_link
 from apps.ops.killswitch import ensure_enabled
@@ -257,12 +257,18 @@ def attendee_resubscribe(*, tenant_id: int, attendee_id: int) -> bool:
 
 
 @transaction.atomic(durable=True)
-def notifications_mark_read(*, tenant_id: int, attendee_id: int, notification_ids: list[int] | None = None) -> int:
+def notifications_mark_read(
+    *, tenant_id: int, attendee_id: int, notification_ids: list[int] | None = None, upto: int | None = None
+) -> int:
     """Mark the attendee's notifications read (the given ones, or all): `read_at` is set once and
-    never moves. Returns how many this call marked."""
+    never moves. Returns how many this call marked. `upto` bounds "all" to the notifications the
+    attendee's page showed (ids up to the newest it knew of): one that arrived after the page was
+    rendered stays unread, so it is neither hidden from them nor taken off their photo alert."""
     unread = Notification.objects.filter(tenant_id=tenant_id, attendee_id=attendee_id, read_at__isnull=True)
     if notification_ids is not None:
         unread = unread.filter(pk__in=notification_ids)
+    if upto is not None:
+        unread = unread.filter(pk__lte=upto)
     # Greatest: a web host whose clock lags the worker's never writes a read time before creation.
     return unread.update(read_at=Greatest(Now(), F("created_at")))
 
@@ -296,8 +302,9 @@ def announcement_create(
 
 @transaction.atomic
 def announcement_send(*, tenant_id: int, announcement_id: int, actor_label: str) -> Announcement:
-    """Ask for the announcement to be sent: the first call stamps `send_requested_at` and writes
-    the fan-out's outbox message with it; later calls change nothing. Audited once.
+    """Ask for the announcement to be sent: the first call stamps `send_requested_at`, fixes the
+    audience (`audience_upto`: the event's attendees registered by now) and writes the fan-out's
+    outbox message with it; later calls change nothing. Audited once.
     Raises AnnouncementNotFound.
     """
     announcement = Announcement.objects.select_for_update().filter(tenant_id=tenant_id, pk=announcement_id).first()
@@ -306,7 +313,9 @@ def announcement_send(*, tenant_id: int, announcement_id: int, actor_label: str)
     if announcement.send_requested_at is not None:
         return announcement
     announcement.send_requested_at = announcement.fanout_queued_at = timezone.now()
-    announcement.save(update_fields=["send_requested_at", "fanout_queued_at"])
+    newest = Attendee.objects.filter(tenant_id=tenant_id, event_id=announcement.event_id).aggregate(n=Max("id"))
+    announcement.audience_upto = newest["n"] or 0
+    announcement.save(update_fields=["send_requested_at", "fanout_queued_at", "audience_upto"])
     _publish_send_requested(announcement)
     audit_record(
         action="announcement.send",
@@ -341,6 +350,7 @@ class FanoutResult:
 _AUDIENCE_SQL = """
 SELECT id, email_consent FROM notifications_attendee
  WHERE tenant_id = %(tenant)s AND event_id = %(event)s AND id > %(after)s AND unsubscribed_at IS NULL
+   AND (%(upto)s::bigint IS NULL OR id <= %(upto)s::bigint)
  ORDER BY id LIMIT %(chunk)s
 """
 # One statement writes the chunk's notifications and their deliveries: each delivery is joined to
@@ -379,7 +389,8 @@ def announcement_fanout(
     call did.
 
     Must run outside any transaction, in the announcement's tenant context (the consumer task's).
-    Attendees who register after the fan-out passed them are not included. Raises LockBusy when
+    The audience is the event's subscribed attendees registered when it was sent (`audience_upto`):
+    one registered later is not told, however late the fan-out runs. Raises LockBusy when
     another fan-out holds the lease (the task retries: a dead holder's key lapses), StaleLeaseError
     / LockLost if the lease is lost midway (what committed stays; the next run goes on from the
     cursor), Announcement.DoesNotExist.
@@ -433,6 +444,7 @@ def _fanout_chunk(*, announcement: Announcement, size: int) -> int | None:
         "event": announcement.event_id,
         "announcement": announcement.pk,
         "after": announcement.fanout_cursor,
+        "upto": announcement.audience_upto,
         "chunk": size,
         "dedupe": f"announcement:{announcement.pk}",
         "title": announcement.title,
@@ -510,7 +522,8 @@ def announcement_emails_send(*, announcement_id: int, after: int, upto: int) -> 
 
     Runs outside any transaction, in the announcement's tenant context. Works in batches of
     ANNOUNCEMENT_EMAIL_BATCH: claim with a fresh token (another sender's live claim is left
-    alone), send outside any transaction, record every outcome in one transaction. An attempt
+    alone), send outside any transaction (nothing handed over once the claim is about to lapse:
+    another sender may then claim it), record every outcome in one transaction. An attempt
     counts only for an e-mail handed to the mail service without a final answer. Raises
     DeliveryInterrupted, after recording what was sent, when the mail service failed for a
     passing reason: the task retries the rest; CapabilityDisabled while the fan-out kill switch is
@@ -525,6 +538,7 @@ def announcement_emails_send(*, announcement_id: int, after: int, upto: int) -> 
     span = {"announcement": announcement_id, "after": after, "upto": upto}
     while True:
         token, now = uuid.uuid4(), timezone.now()
+        deadline = claim_deadline(settings.ANNOUNCEMENT_EMAIL_CLAIM_SECONDS)  # before the claim: the safe side
         with transaction.atomic(durable=True), connection.cursor() as cursor:
             cursor.execute(_WITHDRAWN_SQL, {**span, "now": now})
             cursor.execute(
@@ -544,7 +558,7 @@ def announcement_emails_send(*, announcement_id: int, after: int, upto: int) -> 
         outgoing = [
             _email(announcement, key=row[0], attendee_id=row[1], to=row[3], generation=row[4]) for row in claimed
         ]
-        report = mailer.send(outgoing, from_email=settings.ANNOUNCEMENT_FROM_EMAIL)
+        report = mailer.send(outgoing, from_email=settings.ANNOUNCEMENT_FROM_EMAIL, deadline=deadline)
         _record(token=token, report=report, claimed=claimed, result=result)
         if report.interrupted:
             break

@@ -2,7 +2,8 @@
 
 * `GET /attendee/<token>/`: their notifications, newest first, unread ones marked, 50 a page
   (`?older_than=<id>`).
-* `POST /attendee/<token>/read`: mark one (`notification` field) or all read.
+* `POST /attendee/<token>/read`: mark one (`notification` field) or all read; the page's "mark
+  all" sends `upto`, the newest id it knew of, so what arrived after it was shown stays unread.
 * `GET /attendee/<token>/unsubscribe`: a confirmation form; `POST` unsubscribes. The POST also
   takes RFC 8058 one-click requests (`List-Unsubscribe=One-Click`) that mail clients send. The
   one page a replaced link still opens (`apps.notifications.selectors`).
@@ -34,7 +35,13 @@ from apps.notifications.attendee_links import (
     masked_email,
 )
 from apps.notifications.pages import attendee_or_problem, attendee_page_limited, unsubscribing_attendee_or_problem
-from apps.notifications.selectors import LINK_INVALID_DETAIL, AttendeeLinkInvalid, notifications_page, unread_count
+from apps.notifications.selectors import (
+    LINK_INVALID_DETAIL,
+    AttendeeLinkInvalid,
+    newest_notification_id,
+    notifications_page,
+    unread_count,
+)
 from apps.notifications.services import attendee_resubscribe, attendee_unsubscribe, notifications_mark_read
 from apps.tenancy.context import tenant_context
 
@@ -50,6 +57,8 @@ def inbox(request: HttpRequest, token: str) -> HttpResponse:
     raw = request.GET.get("older_than", "")
     older_than = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
     with tenant_context(attendee.tenant_id):
+        # Read before the page: "mark all read" then never covers one that arrived while it rendered.
+        newest = newest_notification_id(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)
         notifications, more = notifications_page(
             tenant_id=attendee.tenant_id, attendee_id=attendee.pk, older_than=older_than, size=INBOX_PAGE_SIZE
         )
@@ -58,6 +67,7 @@ def inbox(request: HttpRequest, token: str) -> HttpResponse:
         "attendee": attendee,
         "notifications": notifications,
         "unread": unread,
+        "newest": newest,
         "token": token,
         "older_url": f"?older_than={notifications[-1].pk}" if more else "",
         "is_first_page": older_than is None,
@@ -74,14 +84,21 @@ def mark_read(request: HttpRequest, token: str) -> HttpResponse:
     attendee = attendee_or_problem(request, token)
     if isinstance(attendee, HttpResponse):
         return attendee
-    raw = request.POST.get("notification", "")
+    raw, upto = request.POST.get("notification", ""), request.POST.get("upto", "")
     if raw and not re.fullmatch(r"[0-9]{1,18}", raw):
         return problem_page_or_json(
             request, 400, "Bad request", "`notification` must be a notification id.", slug="bad-request"
         )
+    if upto and not re.fullmatch(r"[0-9]{1,18}", upto):
+        return problem_page_or_json(
+            request, 400, "Bad request", "`upto` must be a notification id.", slug="bad-request"
+        )
     with tenant_context(attendee.tenant_id):
         notifications_mark_read(
-            tenant_id=attendee.tenant_id, attendee_id=attendee.pk, notification_ids=[int(raw)] if raw else None
+            tenant_id=attendee.tenant_id,
+            attendee_id=attendee.pk,
+            notification_ids=[int(raw)] if raw else None,
+            upto=int(upto) if upto else None,
         )
     return HttpResponseRedirect(reverse("attendee-inbox", kwargs={"token": token}), status=303)
 

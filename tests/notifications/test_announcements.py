@@ -4,6 +4,7 @@ the lost-message sweep."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from datetime import timedelta
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.test import override_settings
 from django.utils import timezone
 
 from apps.core.locks import LockBusy, StaleLeaseError, fenced_lock
@@ -113,6 +115,26 @@ def test_sending_twice_fans_out_once(tenant_a: Any) -> None:
     assert len(deliveries(announcement)) == 2 and len(email_messages(announcement)) == 1
 
 
+def test_an_attendee_registered_after_the_send_is_not_told(tenant_a: Any) -> None:
+    # given: an announcement sent to an event's two attendees, its fan-out not run yet
+    event, before = event_with_attendees(tenant_a.org, consenting=2)
+    announcement = sent_announcement(tenant_a.org, event)
+    # when: the studio registers a third attendee, then the fan-out runs (a slow queue, a paused
+    # kill switch, a resumed fan-out: whenever it reaches them)
+    with tenant_context(tenant_a.org.pk):
+        services.attendees_register(
+            tenant=tenant_a.org,
+            event_id=event.pk,
+            attendees=[services.AttendeeIn(email="late@example.com", email_consent=True)],
+            actor_label="test",
+        )
+    result = fanout(announcement)
+    # then: the audience is the one of the moment it was sent
+    assert result.completed and result.deliveries == 2
+    assert [d.attendee_id for d in deliveries(announcement)] == [a.pk for a in before]
+    assert len(notifications_of(tenant_a.org)) == 2
+
+
 def test_a_fanout_that_crashed_midway_is_finished_by_the_next_run_without_doubles(
     tenant_a: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -209,6 +231,28 @@ def test_a_refused_recipient_fails_alone_and_the_announcement_is_partially_faile
     assert status_of(announcement) == services_status("partially_failed", delivered=3, failed=1)
 
 
+def test_a_recipient_the_server_defers_is_tried_again_not_failed(tenant_a: Any) -> None:
+    # given: three e-mails, and a server that answers one recipient "450 try again later"
+    event, _ = event_with_attendees(tenant_a.org, consenting=3)
+    announcement = sent_announcement(tenant_a.org, event)
+    fanout(announcement)
+    with smtp_server() as smtp:
+        smtp.defer.add("fan1@example.com")
+        # when: the chunk is sent
+        with pytest.raises(DeliveryInterrupted):
+            send_all_emails(announcement)
+        # then: the deferred e-mail is pending with one attempt, not failed for good
+        rows = deliveries(announcement)
+        assert [(d.status, d.attempts) for d in rows[:2]] == [("delivered", 1), ("pending", 1)]
+        assert "450" in rows[1].last_error
+        # when: the server takes it on the retry
+        smtp.defer.clear()
+        send_all_emails(announcement)
+        # then: everyone got it once, and the announcement is sent
+        assert sorted(m["to"][0] for m in smtp.messages) == [f"fan{i}@example.com" for i in range(3)]
+    assert status_of(announcement).status == "sent"
+
+
 def test_a_server_that_goes_away_counts_an_attempt_only_for_the_email_it_was_given(
     tenant_a: Any, settings: Any
 ) -> None:
@@ -241,6 +285,44 @@ def test_a_server_that_goes_away_counts_an_attempt_only_for_the_email_it_was_giv
             ("pending", 0),
         ]
         assert smtp.count == 2
+
+
+def test_a_sender_stops_handing_over_before_its_claim_lapses_so_nobody_is_emailed_twice(
+    tenant_a: Any, settings: Any
+) -> None:
+    # given: eight e-mails, a claim of 2 s, and a slow server that takes 0.4 s per message (the
+    # batch takes longer than the claim)
+    settings.ANNOUNCEMENT_EMAIL_CLAIM_SECONDS = 2
+    event, _ = event_with_attendees(tenant_a.org, consenting=8)
+    announcement = sent_announcement(tenant_a.org, event)
+    fanout(announcement)
+    outcomes: list[Any] = []
+
+    def first_sender() -> None:
+        try:
+            outcomes.extend(send_all_emails(announcement))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcomes.append(exc)
+        finally:
+            connection.close()
+
+    with smtp_server() as smtp, override_settings(EMAIL_TIMEOUT=1):
+        smtp.delay_seconds = 0.4
+        # when: a second sender (a redelivered message, the lost-message sweep) comes once the
+        # first one's claim has lapsed
+        thread = threading.Thread(target=first_sender)
+        thread.start()
+        time.sleep(2.3)
+        with contextlib.suppress(DeliveryInterrupted):
+            send_all_emails(announcement)
+        thread.join(timeout=60)
+        smtp.delay_seconds = 0
+        send_all_emails(announcement)  # the retry finishes what is left
+        # then: every attendee got the e-mail exactly once, and every delivery says so
+        sent_to = sorted(m["to"][0] for m in smtp.messages)
+    assert sent_to == sorted(f"fan{i}@example.com" for i in range(8))
+    assert [d.status for d in deliveries(announcement)] == ["delivered"] * 8
+    assert all(isinstance(o, (services.SendResult, DeliveryInterrupted)) for o in outcomes), outcomes
 
 
 def test_a_message_the_server_rejects_for_good_fails_alone(tenant_a: Any) -> None:

@@ -59,3 +59,41 @@ def test_the_inbox_pages_back_through_every_notification(tenant_a: Any) -> None:
     assert len(titles(browser.get(inbox).content.decode())) == 50
     # and: a cursor that is not this attendee's starts from the newest
     assert titles(browser.get(inbox + "?older_than=999999999").content.decode())[0] == "Note 119"
+
+
+def test_mark_all_read_leaves_unread_what_arrived_after_the_page_was_shown(tenant_a: Any) -> None:
+    # given: the attendee's inbox shows one unread notification
+    _, [ann] = event_with_attendees(tenant_a.org, consenting=1)
+
+    def note(key: str) -> Notification:
+        with tenant_context(tenant_a.org.pk):
+            return Notification.objects.create(
+                tenant=tenant_a.org,
+                attendee=ann,
+                kind=Notification.Kind.NEW_PHOTOS,
+                dedupe_key=key,
+                title=key,
+                body="…",
+            )
+
+    shown = note("shown")
+    inbox = f"/attendee/{attendee_token(tenant_id=tenant_a.org.pk, attendee_id=ann.pk)}/"
+    browser = Client()
+    page = browser.get(inbox).content.decode()
+    mark_all = re.search(r'<form method="post" action="([^"]+)">(.*?)Mark all read', page, re.S)
+    assert mark_all is not None
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="(\d+)">', mark_all.group(2)))
+    # when: a new photo of them arrives, then they press "Mark all read" on the page they saw
+    later = note("later")
+    assert browser.post(mark_all.group(1), fields).status_code == 303
+    # then: what they saw is read; what they never saw stays unread (it still counts for alerts)
+    with tenant_context(tenant_a.org.pk):
+        shown.refresh_from_db()
+        later.refresh_from_db()
+    assert shown.read_at is not None and later.read_at is None
+    assert "1 unread." in browser.get(inbox).content.decode()
+    # and: a bad bound is a 400 that marks nothing
+    assert browser.post(mark_all.group(1), {"upto": "-1"}).status_code == 400
+    with tenant_context(tenant_a.org.pk):
+        later.refresh_from_db()
+    assert later.read_at is None

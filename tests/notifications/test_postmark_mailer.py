@@ -44,23 +44,42 @@ def test_postmark_sends_in_batches_and_an_inactive_recipient_fails_alone(tenant_
     assert (refused.status, refused.last_error[:12]) == ("failed", "postmark 406")
 
 
-@pytest.mark.parametrize("problem", ["unavailable", "bad token"])
-def test_a_batch_postmark_did_not_take_stays_pending_with_one_attempt(
-    tenant_a: Any, settings: Any, problem: str
-) -> None:
+def test_a_batch_postmark_failed_with_a_5xx_stays_pending_with_one_attempt(tenant_a: Any, settings: Any) -> None:
     announcement = fanned_out(tenant_a, attendees=3)
     with postmark_sink() as (postmark, url):
-        if problem == "unavailable":
-            use_postmark(settings, url)
-            postmark.accept_at_most = 0
-        else:
-            use_postmark(settings, url, token="wrong")
+        use_postmark(settings, url)
+        postmark.accept_at_most = 0
         with pytest.raises(DeliveryInterrupted):
             send_all_emails(announcement)
         assert postmark.count == 0
     rows = deliveries(announcement)
     assert [(d.status, d.attempts, d.claim_token) for d in rows] == [("pending", 1, None)] * 3
-    assert ("503" if problem == "unavailable" else "401") in rows[0].last_error
+    assert "503" in rows[0].last_error
+
+
+@pytest.mark.parametrize("problem", ["bad token", "unverified sender"])
+def test_a_batch_postmark_refused_whole_waits_without_spending_attempts_until_it_is_fixed(
+    tenant_a: Any, settings: Any, problem: str
+) -> None:
+    # given: Postmark refuses every batch as a whole (401: a wrong token; 422: the From address is
+    # not a verified sender signature), for longer than the attempts allow
+    settings.ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS = 2
+    announcement = fanned_out(tenant_a, attendees=3)
+    with postmark_sink() as (postmark, url):
+        use_postmark(settings, url, token="wrong" if problem == "bad token" else POSTMARK_TEST_TOKEN)
+        postmark.unverified_sender = problem == "unverified sender"
+        for _ in range(settings.ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS + 1):
+            with pytest.raises(DeliveryInterrupted):
+                send_all_emails(announcement)
+        # then: Postmark took none of them, so none spent an attempt or failed
+        rows = deliveries(announcement)
+        assert [(d.status, d.attempts, d.claim_token) for d in rows] == [("pending", 0, None)] * 3
+        assert ("401" if problem == "bad token" else "422") in rows[0].last_error
+        # when: the operator fixes the configuration, the next try delivers them all
+        use_postmark(settings, url)
+        postmark.unverified_sender = False
+        (result,) = send_all_emails(announcement)
+    assert (result.delivered, result.failed) == (3, 0) and postmark.count == 3
 
 
 def test_a_throttled_batch_waits_without_spending_attempts_and_goes_out_once_postmark_takes_it(
