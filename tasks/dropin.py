@@ -7,7 +7,10 @@ detection is CPU-heavy and must not hold up payments or announcements).
   backend failure are retried with backoff; each run that raises counts toward
   DROPIN_MAX_ATTEMPTS, after which the job fails for good.
 * `dropin.enrol_face` (`dropin.face_enrol`): a registered selfie, enrolled at the face backend.
-* `dropin.forget_face` (`dropin.face_forget`): a deleted face forgotten at the backend.
+* `dropin.forget_face` (`dropin.face_forget`): a deleted face (or a photo's unstored faces)
+  forgotten at the backend. No row waits for it (the face row is gone), so it records its inbox
+  row once the backend forgot them: the lost-message sweep (flow `dropin_face_forgets`) sends a
+  message without one again, lost by Redis or out of retries during a backend outage.
 * `dropin.jobs_requeue_stale`, `dropin.faces_requeue_stale` (beat): work whose message was lost.
 """
 
@@ -33,7 +36,10 @@ from apps.dropin.services import (
 )
 from apps.ops.killswitch import CapabilityDisabled
 from apps.outbox.routing import outbox_consumer
+from apps.outbox.services import consume_once
 from apps.tenancy.context import system_context
+
+FORGET_FACE_CONSUMER = "dropin.forget_face"
 
 _RETRY: dict[str, Any] = {"retry_backoff": 2, "retry_backoff_max": 300, "retry_jitter": True, "max_retries": 10}
 
@@ -69,8 +75,14 @@ def enrol_face(*, message_id: str, payload: dict[str, Any]) -> str:
     return face_enrol(face_id=int(payload["face_id"]))
 
 
+# once=False: the backend call must not sit inside the inbox transaction; forgetting is idempotent.
 @outbox_consumer(
-    TOPIC_FACE_FORGET, name="dropin.forget_face", once=False, autoretry_for=(FaceBackendUnavailable, OSError), **_RETRY
+    TOPIC_FACE_FORGET,
+    name=FORGET_FACE_CONSUMER,
+    once=False,
+    lost_message_flow="dropin_face_forgets",
+    autoretry_for=(FaceBackendUnavailable, OSError),
+    **_RETRY,
 )
 def forget_face(*, message_id: str, payload: dict[str, Any]) -> None:
     face_forget(
@@ -79,6 +91,10 @@ def forget_face(*, message_id: str, payload: dict[str, Any]) -> None:
         refs=[str(ref) for ref in payload.get("refs", [])],
         subjects=[str(subject) for subject in payload.get("subjects", [])],
     )
+    # Done: the inbox row tells the lost-message sweep (apps/outbox/unconsumed.py) that the
+    # backend forgot them. A redelivery still calls the backend again, harmlessly.
+    with consume_once(consumer=FORGET_FACE_CONSUMER, message_id=message_id):
+        pass
 
 
 @shared_task(name="dropin.jobs_requeue_stale", acks_late=True)

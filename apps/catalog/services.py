@@ -55,6 +55,7 @@ from apps.catalog.uploads import request_derivatives
 from apps.core.currencies import currency_supported, unsupported_currency_message
 from apps.core.problems import InvalidInput
 from apps.core.text import title_problem
+from apps.dropin.services import photo_matches_notify
 from apps.outbox.requeue import requeue_stale
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization
@@ -157,8 +158,11 @@ def photo_generate_derivatives(*, tenant_id: int, photo_id: int) -> str:
     redelivered task, a manual repair) replaces the same two files with identical bytes.
     Pillow work happens outside any transaction; the files are written and the row updated
     under the photo's row lock in one short transaction of its own (outermost, durable), so
-    concurrent runs for one photo serialise. An original Pillow cannot decode marks the photo
-    `failed` (no retry helps); storage and database errors propagate for the task to retry.
+    concurrent runs for one photo serialise. When the photo turns ready, the same transaction
+    tells the attendees drop-in matched in it so far (`photo_matches_notify`: a drop-in run
+    tells them itself only once the photo is ready, so each is told once, whichever commits first).
+    An original Pillow cannot decode marks the photo `failed` (no retry helps); storage and
+    database errors propagate for the task to retry.
     Returns the resulting status ("ready", "failed", "missing" for a deleted photo, or
     "withdrawn": a withdrawn photo is neither read nor written, checked again under the row lock;
     the stale-render sweep leaves withdrawn photos alone).
@@ -202,11 +206,14 @@ def photo_generate_derivatives(*, tenant_id: int, photo_id: int) -> str:
                 return "withdrawn"
             storage.write_exact(name=names["previews"], data=rendered.preview)
             storage.write_exact(name=names["thumbnails"], data=rendered.thumbnail)
+            turns_ready = locked.derivatives_status != Photo.DerivativesStatus.READY
             locked.preview.name = names["previews"]
             locked.thumbnail.name = names["thumbnails"]
             locked.derivatives_status = Photo.DerivativesStatus.READY
             locked.derivatives_error = ""
             locked.save(update_fields=["preview", "thumbnail", "derivatives_status", "derivatives_error"])
+            if turns_ready:  # its shop page is up: drop-in's matches so far may be told now
+                photo_matches_notify(photo=locked)
         return Photo.DerivativesStatus.READY.value
 
 

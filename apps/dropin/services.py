@@ -26,7 +26,9 @@ Photos:
    then commits in ONE fenced transaction: the matches (unique per photo, attendee and face), one
    `new_photos` notification per matched attendee and photo, the studio's usage debit for the
    searches (ledger idempotency key `dropin:photo:<id>`: billed once), and the job's success. A
-   stale worker cannot commit; a redelivered job finds it succeeded.
+   stale worker cannot commit; a redelivered job finds it succeeded. The notifications (and the
+   e-mail alerts they arm) wait for the photo's previews, its shop page: a photo not rendered
+   yet is told of by its render (`photo_matches_notify`), serialised with the job on its row.
 3. The same run indexes the photo's faces for "find me" (`apps/dropin/findme.py`) from the same
    analysis (`index_photo()`; Rekognition indexes them in the analysing call itself), storing its
    `PhotoIndex` and `PhotoFace` rows in the same fenced transaction, so a redelivered or stale
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any
 
 from django.conf import settings
@@ -587,15 +590,25 @@ def _record(
     """Write a run's matches, notifications (and the e-mail alerts they arm), usage debit, photo
     index and success. Runs inside the fenced transaction. Matches of a face deleted since the
     search are dropped (its row is gone); what the backend indexed for a photo the backfill
-    indexed meanwhile is forgotten; of a photo withdrawn meanwhile only the searches are billed."""
+    indexed meanwhile is forgotten; of a photo withdrawn meanwhile only the searches are billed.
+    The matched attendees are told only once the photo's page is up (its previews ready);
+    otherwise its render tells them (`photo_matches_notify`)."""
     # Only the job's row: locking the joined event and studio rows too would make any transaction
     # that writes a row of this studio (an audit row, an outbox row) wait on this one.
     job = DropInJob.objects.select_for_update(of=("self",)).select_related("event__tenant").get(pk=job.pk)
     now = timezone.now()
     # The photo's row, locked before anything referencing it is written: a withdrawal waits for
     # this transaction (its cleanup then removes what it wrote), or committed first, and then
-    # nothing of the photo is recorded and the backend forgets what it indexed.
-    if _photo_withdrawn_locked(job.photo_id):
+    # nothing of the photo is recorded and the backend forgets what it indexed. The render's
+    # success (FOR UPDATE) serialises with us too: it committed first, and the photo is ready
+    # here, or it waits, then finds our matches and tells their attendees itself.
+    withdrawn_at, derivatives = (
+        Photo.objects.select_for_update(no_key=True)
+        .filter(pk=job.photo_id)
+        .values_list("withdrawn_at", "derivatives_status")
+        .get()
+    )
+    if withdrawn_at is not None:
         _forget_unstored(job=job, analysis=analysis)
         result = SearchResult(faces=[], matches=[], searches=result.searches)
         indexed, faces = None, {}
@@ -624,28 +637,9 @@ def _record(
     ]
     FaceMatch.objects.bulk_create(matches, ignore_conflicts=True)
     attendees = sorted({m.attendee_id for m in matches})
-    # The notification opens the photo's page in the shop (it asks for the code of a protected event).
-    photo_link = reverse(
-        "shop:photo",
-        kwargs={"studio_slug": job.event.tenant.slug, "event_slug": job.event.slug, "photo_id": job.photo_id},
-    )
-    Notification.objects.bulk_create(
-        [
-            Notification(
-                tenant_id=job.tenant_id,
-                attendee_id=attendee_id,
-                kind=Notification.Kind.NEW_PHOTOS,
-                dedupe_key=f"photo:{job.photo_id}",
-                title="New photos of you",
-                body=f"A new photo of you from {job.event.title} is in the gallery.",
-                link=photo_link,
-                created_at=now,
-            )
-            for attendee_id in attendees
-        ],
-        ignore_conflicts=True,
-    )
-    photo_alerts_arm(tenant_id=job.tenant_id, attendee_ids=attendees, now=now)
+    if derivatives != Photo.DerivativesStatus.READY:
+        attendees = []  # its page would 404: the render tells them once it is up
+    _tell_new_photo(event=job.event, photo_id=job.photo_id, attendee_ids=attendees, now=now)
     if result.searches:
         _usage_debit(job=job, searches=result.searches)
     if indexed is not None and not _index_store(photo=job.photo, backend=job.backend, faces=indexed):
@@ -662,6 +656,64 @@ def _record(
         notified=len(attendees),
         searches=result.searches,
     )
+
+
+def _tell_new_photo(*, event: Event, photo_id: int, attendee_ids: list[int], now: datetime) -> None:
+    """One `new_photos` notification per attendee about the photo (key `photo:<id>`: a second is
+    ignored) and the e-mail alerts it arms. `event` has its tenant loaded. Assumes the caller's
+    transaction, holding the photo's row."""
+    if not attendee_ids:
+        return
+    # The notification opens the photo's page in the shop (it asks for the code of a protected event).
+    photo_link = reverse(
+        "shop:photo", kwargs={"studio_slug": event.tenant.slug, "event_slug": event.slug, "photo_id": photo_id}
+    )
+    Notification.objects.bulk_create(
+        [
+            Notification(
+                tenant_id=event.tenant_id,
+                attendee_id=attendee_id,
+                kind=Notification.Kind.NEW_PHOTOS,
+                dedupe_key=f"photo:{photo_id}",
+                title="New photos of you",
+                body=f"A new photo of you from {event.title} is in the gallery.",
+                link=photo_link,
+                created_at=now,
+            )
+            for attendee_id in attendee_ids
+        ],
+        ignore_conflicts=True,
+    )
+    photo_alerts_arm(tenant_id=event.tenant_id, attendee_ids=attendee_ids, now=now)
+
+
+def photo_matches_notify(*, photo: Photo) -> int:
+    """Tell the attendees matched in a photo so far that it is in the gallery, now that its
+    previews are ready (its shop page is up); returns how many were told.
+
+    Called by the render's success transaction (`apps.catalog.services.photo_generate_derivatives`)
+    when the photo turns ready, holding its row FOR UPDATE and having checked it is not
+    withdrawn. A drop-in run records its notifications under the same row lock only for a
+    ready photo (`_record`), so whichever commits first, each match is told once. The matched
+    attendees' faces are locked in id order, as `_record` does: an attendee whose face was deleted
+    meanwhile is not told. Assumes the caller's transaction.
+    """
+    matched = set(
+        FaceMatch.objects.filter(tenant_id=photo.tenant_id, photo_id=photo.pk).values_list("attendee_id", flat=True)
+    )
+    if not matched:
+        return 0
+    live = sorted(
+        set(
+            AttendeeFace.objects.select_for_update()
+            .filter(tenant_id=photo.tenant_id, attendee_id__in=matched)
+            .order_by("pk")
+            .values_list("attendee_id", flat=True)
+        )
+    )
+    event = Event.objects.select_related("tenant").get(tenant_id=photo.tenant_id, pk=photo.event_id)
+    _tell_new_photo(event=event, photo_id=photo.pk, attendee_ids=live, now=timezone.now())
+    return len(live)
 
 
 _INDEX_SQL = """

@@ -3,9 +3,11 @@ credential, as for `apps.notifications.views`; only the current generation of th
 a replaced one is a 404 like a tampered one, `apps.notifications.pages.attendee_or_problem`).
 
 * `GET /attendee/<token>/drop-in`: their registered face's status, a form to register a selfie
-  (with the consent checkbox) and a button to delete it.
+  (with the consent checkbox) and a button to delete it. With drop-in switched off
+  (DROPIN_ENABLED) the page says so and offers no selfie form; a face can still be deleted.
 * `POST /attendee/<token>/drop-in`: register the selfie (multipart `image`, `consent`); it is
-  enrolled in the background. Errors re-render the form with the reason (400), writing nothing.
+  enrolled in the background. Errors re-render the form with the reason (400), writing nothing;
+  with drop-in switched off, 503 (`DropInUnavailable`) before the upload is read or counted.
   Each selfie costs an enrolment, so a link may send `DROPIN_SELFIE_PAGE_RATE` of them (10 an
   hour); over that, 429 with `Retry-After`, checked before the upload is even parsed.
 * `POST /attendee/<token>/drop-in/delete`: delete the face and its matches.
@@ -29,7 +31,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.core.problems import DomainError, domain_error_page
 from apps.dropin.selectors import face_of_attendee
-from apps.dropin.services import ConsentRequired, FaceNotFound, face_delete, selfie_register
+from apps.dropin.services import ConsentRequired, DropInUnavailable, FaceNotFound, face_delete, selfie_register
 from apps.notifications.models import Attendee
 from apps.notifications.pages import attendee_or_problem, attendee_page_limited
 from apps.notifications.photo_alerts import attendee_photo_alerts_set
@@ -62,6 +64,7 @@ def _page(request: HttpRequest, attendee: Attendee, token: str, *, error: str = 
             "token": token,
             "error": error,
             "alert_interval": _interval_text(settings.DROPIN_ALERT_MIN_INTERVAL_SECONDS),
+            "dropin_enabled": settings.DROPIN_ENABLED,
         },
         status=status,
     )
@@ -93,6 +96,9 @@ def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
         return attendee
     if request.method == "GET":
         return _page(request, attendee, token)
+    if not settings.DROPIN_ENABLED:
+        # The service refuses too (DropInUnavailable); the page says it, without a selfie form.
+        return _page(request, attendee, token, status=DropInUnavailable.status_code)
     wait = _selfie_wait(attendee)
     if wait:
         response = _page(

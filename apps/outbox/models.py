@@ -60,6 +60,7 @@ LOST_MESSAGE_TOPICS = (
     "tenancy.password_reset_requested",
     "attendee.link_replaced",
     "refund.failed_after_landing",
+    "dropin.face_forget",
 )
 
 

@@ -55,6 +55,7 @@ REQUEUE_FLOWS = (
     "password_reset_emails",
     "attendee_link_emails",
     "refund_failed_emails",
+    "dropin_face_forgets",
 )
 
 M = TypeVar("M", bound=models.Model)

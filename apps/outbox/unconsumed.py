@@ -2,7 +2,8 @@
 
 Most flows find their lost messages by a business row still waiting (apps/outbox/requeue.py).
 Some have no such row: the e-mails of order links, shipments, refunds, member invitations and
-attendees' new links, the restock of a refunded order's prints, and a withdrawn photo's cleanup.
+attendees' new links, the restock of a refunded order's prints, a withdrawn photo's cleanup, and
+a deleted face forgotten at the face backend (its row is gone by then).
 What they have is the inbox: their consumer records the inbox row `(consumer, message id)` on
 every final outcome (`consume_once`, or the `send_once` of apps/outbox/mail_once.py). So a
 message of such a topic that was published `older_than_seconds` ago and has no inbox row of its

@@ -8,6 +8,7 @@ from typing import Any
 
 from apps.catalog import storage
 from apps.catalog.models import Event, Photo
+from apps.catalog.services import photo_generate_derivatives
 from apps.dropin.faces.fake import fake_face_image
 from apps.dropin.models import AttendeeFace, DropInJob, FaceMatch
 from apps.dropin.services import (
@@ -47,8 +48,11 @@ def enrolled_face(org: Organization, event: Event, identity: str, *, email: str 
         return AttendeeFace.objects.get(pk=face.pk)
 
 
-def photo_of(org: Organization, event: Event, identities: Sequence[str]) -> tuple[Photo, int]:
-    """A photo of the event showing `identities`, and its drop-in job (created as an upload would)."""
+def photo_of(
+    org: Organization, event: Event, identities: Sequence[str], *, rendered: bool = False
+) -> tuple[Photo, int]:
+    """A photo of the event showing `identities`, and its drop-in job (created as an upload would);
+    `rendered`: its previews rendered already (its shop page is up, so drop-in tells attendees)."""
     image = fake_face_image(list(identities), size=(96, 64), fmt="JPEG")
     with tenant_context(org.pk):
         photo = PhotoFactory(event=event, image_width=96, image_height=64)
@@ -58,7 +62,14 @@ def photo_of(org: Organization, event: Event, identities: Sequence[str]) -> tupl
         with transaction.atomic():
             job_id = dropin_job_enqueue(photo=photo)
     assert job_id is not None
+    if rendered:
+        assert render(photo) == "ready"
     return photo, job_id
+
+
+def render(photo: Photo) -> str:
+    """The render worker's run on the photo (its previews; "ready", or "failed" for an unreadable original)."""
+    return photo_generate_derivatives(tenant_id=photo.tenant_id, photo_id=photo.pk)
 
 
 def job(job_id: int) -> DropInJob:

@@ -199,7 +199,7 @@ def test_matches_notify_each_attendee_once_and_bill_the_searches_once(tenant_a: 
     event = an_event(tenant_a.org)
     ann = enrolled_face(tenant_a.org, event, "ann")
     enrolled_face(tenant_a.org, event, "cy")
-    photo, job_id = photo_of(tenant_a.org, event, ["ann", "bob", "ann"])
+    photo, job_id = photo_of(tenant_a.org, event, ["ann", "bob", "ann"], rendered=True)
     # when: the job runs, then runs again (a redelivered message)
     with override_settings(DROPIN_SEARCH_PRICE_MINOR=3):
         result = process(tenant_a.org, job_id)
@@ -234,7 +234,7 @@ def test_a_worker_that_died_mid_run_is_finished_by_the_next_without_doubles(tena
     # given: a run that committed its start and died (status running, attempt 1)
     event = an_event(tenant_a.org)
     ann = enrolled_face(tenant_a.org, event, "ann")
-    photo, job_id = photo_of(tenant_a.org, event, ["ann"])
+    photo, job_id = photo_of(tenant_a.org, event, ["ann"], rendered=True)
     with system_context("test"):
         DropInJob.objects.filter(pk=job_id).update(status="running", attempts=1, started_at=photo.created_at)
     # when: the redelivered message runs it (the lease's Redis key lapsed)
@@ -251,7 +251,7 @@ def test_a_stale_worker_cannot_commit_after_a_newer_one_took_over(tenant_a: Any,
     # given: a job whose first worker pauses after its last lease extension, before committing
     event = an_event(tenant_a.org)
     enrolled_face(tenant_a.org, event, "ann")
-    _, job_id = photo_of(tenant_a.org, event, ["ann"])
+    _, job_id = photo_of(tenant_a.org, event, ["ann"], rendered=True)
     results: dict[str, Any] = {}
     real_extend = FencedLease.extend
     paused = {"done": False}
@@ -341,7 +341,7 @@ def test_an_unreadable_original_fails_the_job_at_once(tenant_a: Any) -> None:
 def test_deleting_a_face_deletes_its_matches_and_forgets_it(tenant_a: Any) -> None:
     event = an_event(tenant_a.org)
     ann = enrolled_face(tenant_a.org, event, "ann")
-    _, job_id = photo_of(tenant_a.org, event, ["ann"])
+    _, job_id = photo_of(tenant_a.org, event, ["ann"], rendered=True)
     process(tenant_a.org, job_id)
     with tenant_context(tenant_a.org.pk), transaction.atomic():
         face_delete(tenant_id=tenant_a.org.pk, attendee_id=ann.attendee_id, actor_label="t")
@@ -461,7 +461,7 @@ def test_a_new_selfie_while_a_photo_of_the_attendee_is_recorded_waits_for_it(ten
     # given: Ann's enrolled face, and a job about to record its match of her (her face locked)
     event = an_event(tenant_a.org)
     enrolled_face(tenant_a.org, event, "ann")
-    _, job_id = photo_of(tenant_a.org, event, ["ann"])
+    _, job_id = photo_of(tenant_a.org, event, ["ann"], rendered=True)
     image = fake_face_image(["ann"])
     outcomes: list[str] = []
     competitors: list[threading.Thread] = []

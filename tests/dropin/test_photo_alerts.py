@@ -49,8 +49,8 @@ def alerts_on(org: Any, face: Any) -> None:
 
 
 def new_photo(org: Any, event: Any, identities: list[str]) -> None:
-    """A new photo showing `identities`, and its drop-in job run (as the worker would)."""
-    _, job_id = photo_of(org, event, identities)
+    """A new photo showing `identities`, rendered, and its drop-in job run (as the workers would)."""
+    _, job_id = photo_of(org, event, identities, rendered=True)
     with tenant_context(org.pk):
         assert dropin_job_process(job_id=job_id).outcome == "succeeded"
 

@@ -298,7 +298,7 @@ def test_announcements_and_photo_alerts_link_the_current_generation(tenant_a: An
     with tenant_context(tenant_a.org.pk):
         announcement_fanout(announcement_id=announcement.pk)
     send_all_emails(announcement)
-    _, job_id = photo_of(tenant_a.org, event, ["ann"])
+    _, job_id = photo_of(tenant_a.org, event, ["ann"], rendered=True)
     with tenant_context(tenant_a.org.pk):
         assert dropin_job_process(job_id=job_id).outcome == "succeeded"
     with system_context("test: alert"):

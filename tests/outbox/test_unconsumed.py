@@ -95,6 +95,7 @@ def test_the_flows_without_a_waiting_row_are_declared_indexed_and_reported():
     flows = {flow.flow: (flow.topic, flow.consumer) for flow in lost_message_flows()}
     assert flows == {
         "attendee_link_emails": ("attendee.link_replaced", "notifications.send_new_link"),
+        "dropin_face_forgets": ("dropin.face_forget", "dropin.forget_face"),
         "member_invitations": ("tenancy.member_invited", "tenancy.send_member_invitation"),
         "order_link_emails": ("orders.links_requested", "commerce.send_order_links"),
         "password_reset_emails": ("tenancy.password_reset_requested", "tenancy.send_password_reset"),
