@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from apps.core.mail import mail_message_id
 from apps.core.problems import NotFound
-from apps.notifications.mailers import MailReport, OutgoingEmail, get_mailer
+from apps.notifications.mailers import MailReport, OutgoingEmail, claim_deadline, get_mailer
 from apps.notifications.models import Attendee, PhotoAlert
 from apps.notifications.selectors import attendee_link
 from apps.ops.killswitch import ensure_enabled
@@ -210,13 +210,18 @@ def photo_alerts_send_due(*, now: datetime | None = None, max_seconds: float | N
     with system_context("photo alert e-mails"):
         while max_seconds is None or time.monotonic() - started < max_seconds:
             token, moment = uuid.uuid4(), now or timezone.now()
+            # Taken before the claim (the safe side): nothing is handed over once the claim is
+            # about to lapse, when another sender may claim the same alerts and e-mail them too.
+            deadline = claim_deadline(settings.DROPIN_ALERT_CLAIM_SECONDS)
             claimed = _claim(token=token, now=moment)
             if not claimed:
                 break
             result.claimed += len(claimed)
             to_send = [c for c in claimed if c.wanted and c.unseen > 0]
             quiet = [c for c in claimed if c not in to_send]
-            report = mailer.send([_email(c) for c in to_send], from_email=settings.DROPIN_ALERT_FROM_EMAIL)
+            report = mailer.send(
+                [_email(c) for c in to_send], from_email=settings.DROPIN_ALERT_FROM_EMAIL, deadline=deadline
+            )
             _record(token=token, now=moment, to_send=to_send, quiet=quiet, report=report, result=result)
             if report.interrupted:
                 break

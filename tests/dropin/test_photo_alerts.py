@@ -168,9 +168,9 @@ def test_a_photo_arriving_while_the_alert_is_sent_keeps_it_owed(tenant_a: Any, m
     due = alert_of(ann).due_at  # type: ignore[union-attr]
 
     class MatchWhileSending(DjangoMailer):
-        def send(self, messages: list[OutgoingEmail], *, from_email: str) -> MailReport:
+        def send(self, messages: list[OutgoingEmail], *, from_email: str, deadline: float | None = None) -> MailReport:
             new_photo(tenant_a.org, event, ["ann"])
-            return super().send(messages, from_email=from_email)
+            return super().send(messages, from_email=from_email, deadline=deadline)
 
     monkeypatch.setattr(photo_alerts, "get_mailer", MatchWhileSending)
     # when: the sweep sends it
@@ -189,7 +189,7 @@ class FailingMailer:
     def __init__(self, *, refuse: bool = False) -> None:
         self.refuse = refuse
 
-    def send(self, messages: list[OutgoingEmail], *, from_email: str) -> MailReport:
+    def send(self, messages: list[OutgoingEmail], *, from_email: str, deadline: float | None = None) -> MailReport:
         if self.refuse:
             return MailReport(refused={m.key: "550 no such user" for m in messages})
         return MailReport(tried=[m.key for m in messages], interrupted="connection reset")
@@ -227,6 +227,27 @@ def test_a_refused_recipient_is_final(tenant_a: Any, monkeypatch: Any) -> None:
     )
 
 
+def test_a_sender_held_up_past_its_claim_hands_nothing_over(tenant_a: Any, monkeypatch: Any, settings: Any) -> None:
+    # given: Ann's alert is owed; a claim lasts 2 s and one hand-over may take 1 s (EMAIL_TIMEOUT)
+    settings.DROPIN_ALERT_CLAIM_SECONDS, settings.EMAIL_TIMEOUT = 2.0, 1
+    _, ann, _ = a_burst(tenant_a)
+    due = alert_of(ann).due_at  # type: ignore[union-attr]
+
+    class HeldUp(DjangoMailer):
+        def send(self, messages: list[OutgoingEmail], *, from_email: str, deadline: float | None = None) -> MailReport:
+            time.sleep(1.2)  # paused between its claim and the hand-over (a GC pause, a slow host)
+            return super().send(messages, from_email=from_email, deadline=deadline)
+
+    monkeypatch.setattr(photo_alerts, "get_mailer", HeldUp)
+    # when: the sweep sends it
+    result = send_at(due)  # type: ignore[arg-type]
+    # then: nothing went out (another sender may claim it in a moment and e-mail it): the alert is
+    # released, still owed at its time, with no attempt spent
+    assert len(mail.outbox) == 0 and result.retrying == 1
+    owed = alert_of(ann)
+    assert owed is not None and (owed.claim_token, owed.due_at, owed.attempts) == (None, due, 0)
+
+
 def test_two_senders_at_once_send_each_alert_once(tenant_a: Any, monkeypatch: Any, settings: Any) -> None:
     # given: alerts owed to five attendees, and a slow mail service
     event = an_event(tenant_a.org)
@@ -241,7 +262,7 @@ def test_two_senders_at_once_send_each_alert_once(tenant_a: Any, monkeypatch: An
     senders_lock, both_sending = threading.Lock(), threading.Event()
 
     class SlowMailer(DjangoMailer):
-        def send(self, messages: list[OutgoingEmail], *, from_email: str) -> MailReport:
+        def send(self, messages: list[OutgoingEmail], *, from_email: str, deadline: float | None = None) -> MailReport:
             # Each sender holds its first claimed alert until the other sender has claimed one too
             # (however late its thread starts on a loaded machine), then every send is slow.
             with senders_lock:
@@ -250,7 +271,7 @@ def test_two_senders_at_once_send_each_alert_once(tenant_a: Any, monkeypatch: An
                     both_sending.set()
             both_sending.wait(60)
             time.sleep(0.3)
-            return super().send(messages, from_email=from_email)
+            return super().send(messages, from_email=from_email, deadline=deadline)
 
     monkeypatch.setattr(photo_alerts, "get_mailer", SlowMailer)
     settings.DROPIN_ALERT_BATCH = 1  # one alert per claim: the two senders' claims interleave
