@@ -2,9 +2,10 @@
 
 Mutating endpoints run under the Idempotency-Key protocol of `TenantApi` (one transaction per
 request). A single debit uses the request's Idempotency-Key as the ledger event's key, so even
-a retry that bypasses the protocol (another caller, an expired key) never debits twice; batch
-items carry their own keys. Invalid input is a 4xx problem and writes nothing: the whole batch
-is refused when one item is invalid.
+a retry that bypasses the protocol (another caller, an expired key) never debits twice, and
+that key reused for another debit is a 422, not a duplicate; batch items carry their own keys.
+Invalid input is a 4xx problem and writes nothing: the whole batch is refused when one item
+is invalid (or reuses a key, or takes its account past MAX_ACCOUNT_DEBITS_MINOR).
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ class LedgerDebitBatchApi(TenantApi):
 
     class InputSerializer(StrictSerializer):
         class ItemSerializer(_DebitFields):
-            idempotency_key = serializers.CharField(max_length=255)
+            # Taken as sent: trimming would make "k1" and "k1 " one key, the second debit a duplicate.
+            idempotency_key = serializers.CharField(max_length=255, trim_whitespace=False)
 
         items = serializers.ListField(
             child=ItemSerializer(), min_length=1, max_length=MAX_BATCH_ITEMS, allow_empty=False

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import psycopg
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, DataError, connection, transaction
 
 from apps.ledger.maintenance import ARCHIVE_LOCK_NAMESPACE
 from apps.ledger.partitioning import partition_count
@@ -49,6 +49,9 @@ LEADER_LOCK_NAMESPACE = 0x4C454447  # "LEDG"
 MEMBER_LOCK_NAMESPACE = 0x4C454D42  # "LEMB"
 MAX_MEMBERS = 1024
 PROJECTOR_REASON = "ledger projector"
+# A partition whose events cannot be applied (a DataError: its totals would leave bigint) is
+# retried after this long, alone; the other partitions of its projector are applied meanwhile.
+FAILED_PARTITION_RETRY_SECONDS = 5.0
 
 
 class Deposed(Exception):
@@ -321,6 +324,7 @@ class Projector:
         self.max_partitions = max_partitions
         self.batches_per_pass = batches_per_pass
         self.held: dict[int, int] = {}  # partition -> epoch
+        self.failed_until: dict[int, float] = {}  # partition -> monotonic time of its next try
         self.applied_total = 0
         self._lock_conn: psycopg.Connection | None = None
         self._member_slot: int | None = None
@@ -437,7 +441,8 @@ class Projector:
                 self.release(partition)
         cursor = {p: seq for p, (seq, epoch, head) in positions.items() if p in self.held}
         heads = {p: head for p, (_, _, head) in positions.items()}
-        skip: set[int] = set()
+        now = time.monotonic()
+        skip: set[int] = {p for p, until in self.failed_until.items() if until > now}
         for _ in range(self.batches_per_pass):
             ranges = [
                 ApplyRange(p, self.held[p], seq, min(heads[p], seq + self.batch_size))
@@ -449,10 +454,11 @@ class Projector:
             try:
                 with system_context(PROJECTOR_REASON), transaction.atomic(durable=True):
                     outcome = projection_apply_many(ranges)
-            except SequenceGap:
-                # Never expected (heads commit with their events); apply partitions one by one
-                # to isolate it and leave the gapped one alone until the next pass.
-                logger.exception("projector %s: sequence gap; isolating", self.name)
+            except (SequenceGap, DataError):
+                # A gap is never expected (heads commit with their events); a DataError is one
+                # partition's totals leaving bigint. Either way, apply partitions one by one to
+                # isolate it, and leave it alone until the next pass (a DataError for longer).
+                logger.exception("projector %s: a partition cannot be applied; isolating", self.name)
                 gapped, done = self._apply_each(ranges, cursor)
                 skip |= gapped
                 applied += done
@@ -480,6 +486,15 @@ class Projector:
                 logger.error("projector %s: sequence gap in partition %s; will retry", self.name, r.partition)
                 gapped.add(r.partition)
                 continue
+            except DataError:
+                logger.exception(
+                    "projector %s: partition %s cannot be applied (events %s..%s); retrying it in %ss",
+                    self.name, r.partition, r.from_seq + 1, r.to_seq, FAILED_PARTITION_RETRY_SECONDS,
+                )  # fmt: skip
+                self.failed_until[r.partition] = time.monotonic() + FAILED_PARTITION_RETRY_SECONDS
+                gapped.add(r.partition)
+                continue
+            self.failed_until.pop(r.partition, None)
             if r.partition in outcome.applied:
                 cursor[r.partition] = r.to_seq
                 done += outcome.applied[r.partition]

@@ -46,6 +46,11 @@ logger = logging.getLogger("darkroom.ledger")
 
 MAX_BATCH_ITEMS = 1000
 MAX_AMOUNT_MINOR = 10**12
+# The most an account may be debited through the API, in all: 8 million debits of
+# MAX_AMOUNT_MINOR. The projection keeps totals in bigint (9.22e18): an account past it would
+# make every apply of its partition fail, so no other studio's balance there would move either.
+# The room left above it covers appends racing in other partitions (a whale studio's clients).
+MAX_ACCOUNT_DEBITS_MINOR = 8 * 10**18
 DRAIN_CURSOR = "buffer"
 DRAIN_LOCK_NAMESPACE = 0x4C445252  # "LDRR": one drainer at a time (advisory xact lock)
 DegradedMode = Literal["off", "on", "auto"]
@@ -84,6 +89,23 @@ class AccountReserved(DomainError):
 # Client ids of the accounts the platform bills into (drop-in usage): the API neither creates
 # nor debits them, so a studio can neither duplicate them nor pre-empt a charge's idempotency key.
 RESERVED_CLIENT_PREFIX = "darkroom:"
+
+
+class KeyReused(DomainError):
+    """An idempotency key of the account already names another debit (amount, reference or
+    client), earlier in the ledger or earlier in the same batch. Answering it as a duplicate would
+    drop the new debit without a word; the HTTP Idempotency-Key's own 422 covers only its caller
+    and its retention, the ledger's key covers every caller of the studio, for good."""
+
+    status_code = 422
+    slug = "ledger-idempotency-key-reused"
+    title = "Idempotency key reused for another debit"
+
+
+class AccountLimitReached(DomainError):
+    status_code = 422
+    slug = "ledger-account-limit-reached"
+    title = "The account cannot be debited any further"
 
 
 class InvalidAmount(DomainError):
@@ -249,6 +271,125 @@ def _int_array(values: Sequence[int]) -> str:
 def _text_array(values: Sequence[str]) -> str:
     """A Postgres array literal of strings: every element double-quoted, `\\` and `"` escaped."""
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
+def _entry_of(row: _Row) -> tuple[str, int, str, str, str]:
+    """What a key names: kind, amount, currency, client id and reference (the account is in the key)."""
+    return (row.kind, row.amount_minor, row.currency, row.client_id, row.reference)
+
+
+# The events that the (tenant, account, key) triples name, where still stored (an archived
+# month's events are gone; their keys stay and still make a retry a duplicate).
+_STORED_ENTRIES_SQL = f"""
+SELECT k.tenant_id, k.account_id, k.idempotency_key, e.kind, e.amount_minor, e.currency, e.client_id, e.reference
+  FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS w(tenant_id, account_id, idempotency_key)
+  JOIN ledger_ledgereventkey k
+    ON k.tenant_id = w.tenant_id AND k.account_id = w.account_id AND k.idempotency_key = w.idempotency_key
+  JOIN {EVENT_TABLE} e ON e.id = k.event_id AND e.tenant_id = k.tenant_id AND e.account_id = k.account_id
+"""
+
+
+def _reused_keys(rows: Sequence[_Row], *, check_ledger: Sequence[_Row]) -> list[int]:
+    """Indexes of the rows whose key already names another entry: an earlier row of `rows` with
+    the same (tenant, account, key), or, for the rows of `check_ledger`, the stored event.
+
+    Read after the append (in its transaction), so a concurrent append of the same key has
+    committed or rolled back by then (the key insert waited for it): its event is seen.
+    """
+    first: dict[tuple[int, int, str], _Row] = {}
+    reused = []
+    for row in rows:
+        earlier = first.setdefault((row.tenant_id, row.account_id, row.idempotency_key), row)
+        if _entry_of(earlier) != _entry_of(row):
+            reused.append(row.index)
+    if check_ledger:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _STORED_ENTRIES_SQL,
+                [
+                    _int_array([r.tenant_id for r in check_ledger]),
+                    _int_array([r.account_id for r in check_ledger]),
+                    _text_array([r.idempotency_key for r in check_ledger]),
+                ],
+            )
+            stored = {(t, a, k): tuple(rest) for t, a, k, *rest in cursor.fetchall()}
+        for row in check_ledger:
+            entry = stored.get((row.tenant_id, row.account_id, row.idempotency_key))
+            if entry is not None and entry != _entry_of(row):
+                reused.append(row.index)
+    return sorted(set(reused))
+
+
+# An upper bound of what the accounts were debited, read in one statement (one snapshot): the
+# projected totals, plus every event past any checkpoint counted at MAX_AMOUNT_MINOR (the
+# projection and its checkpoints move together, so nothing falls between the two).
+_DEBITED_BOUND_SQL = """
+SELECT a.id,
+       coalesce((SELECT sum(b.debits_minor) FROM ledger_accountbalance b WHERE b.account_id = a.id), 0),
+       (SELECT coalesce(sum(greatest(h.seq - coalesce(c.seq, 0), 0)), 0)
+          FROM ledger_ledgerpartitionhead h LEFT JOIN ledger_ledgercheckpoint c ON c.partition = h.partition)
+  FROM unnest(%s::bigint[]) AS a(id)
+"""
+
+# What the accounts were debited, exactly: the projected totals plus their debits among the
+# events not yet projected (read along the (partition, seq) index, as the projector does).
+_DEBITED_EXACT_SQL = f"""
+WITH pending AS (
+    SELECT h.partition, coalesce(c.seq, 0) AS from_seq, h.seq AS to_seq
+      FROM ledger_ledgerpartitionhead h LEFT JOIN ledger_ledgercheckpoint c ON c.partition = h.partition
+     WHERE h.seq > coalesce(c.seq, 0)
+)
+SELECT a.id,
+       coalesce((SELECT sum(b.debits_minor) FROM ledger_accountbalance b WHERE b.account_id = a.id), 0)
+     + coalesce((SELECT sum(e.amount_minor) FROM pending p JOIN LATERAL (
+            SELECT e.amount_minor FROM {EVENT_TABLE} e
+             WHERE e.partition = p.partition AND e.seq > p.from_seq AND e.seq <= p.to_seq
+               AND e.account_id = a.id AND e.kind = 'debit'
+        ) e ON true), 0)
+  FROM unnest(%s::bigint[]) AS a(id)
+"""
+
+
+def _accounts_past_limit(rows: Sequence[_Row], items: Sequence[EntryResult]) -> list[int]:
+    """Indexes of the new (created or buffered) items on accounts now debited past
+    MAX_ACCOUNT_DEBITS_MINOR. Read after the append, in its transaction: the created events are
+    counted among the events not yet projected, buffered ones are added here; while the
+    partition head is held no other append of the account's partition can commit in between.
+
+    The exact count reads every event not yet projected, so it is kept for accounts already
+    debited past half the limit (only an attacker's: 4 million maximal debits). An account below
+    that fails the bound only when the projector is millions of events behind; it is let through
+    rather than every debit of the platform scanning that backlog (to overflow, the backlog would
+    have to hold 5 million of its own debits; a projector then isolates the one partition).
+    """
+    new = [item for item in items if item.status in ("created", "buffered")]
+    if not new:
+        return []
+    added: dict[int, int] = defaultdict(int)  # this request's debits, per account
+    buffered: dict[int, int] = defaultdict(int)  # those of them not in the ledger
+    for item in new:
+        added[item.account_id] += rows[item.index].amount_minor
+        if item.status == "buffered":
+            buffered[item.account_id] += rows[item.index].amount_minor
+    accounts = sorted(added)
+    with connection.cursor() as cursor:
+        cursor.execute(_DEBITED_BOUND_SQL, [_int_array(accounts)])
+        doubtful = []
+        for account, projected, pending in cursor.fetchall():
+            account, projected = int(account), int(projected)
+            if projected + int(pending) * MAX_AMOUNT_MINOR + buffered[account] <= MAX_ACCOUNT_DEBITS_MINOR:
+                continue
+            if projected + added[account] > MAX_ACCOUNT_DEBITS_MINOR // 2:
+                doubtful.append(account)
+        if not doubtful:
+            return []
+        cursor.execute(_DEBITED_EXACT_SQL, [_int_array(doubtful)])
+        over = {
+            int(account)
+            for account, debited in cursor.fetchall()
+            if int(debited) + buffered[int(account)] > MAX_ACCOUNT_DEBITS_MINOR
+        }
+    return [item.index for item in new if item.account_id in over]
 
 
 _INSERT_KEYS_SQL = """
@@ -430,14 +571,40 @@ def ledger_debits_append(*, tenant: Organization, entries: Sequence[EntryIn]) ->
     Joins the caller's transaction (the API's Idempotency-Key protocol opens it); opens its
     own when called alone. All-or-nothing: any invalid entry raises before anything is
     written. Duplicates (within `entries` or already in the ledger) add no event; their
-    result says `duplicate` and names the original event. In degraded mode the debits are
-    buffered instead (`buffered`), to be drained later. Locks: the idempotency keys, then the
-    touched partition heads (until the caller's COMMIT). Raises BatchTooLarge, InvalidAmount,
-    UnknownAccount, CurrencyMismatch, AccountReserved, WalletNotDebitable (wallets move only with sales, refunds and
-    payouts, which `apps.payouts` relies on when it reads a wallet's exact balance).
+    result says `duplicate` and names the original event. A key that names another debit
+    (another amount, reference or client id, earlier in `entries` or in the ledger) raises
+    KeyReused and nothing is written. In degraded mode the debits are buffered instead
+    (`buffered`), to be drained later; the key check then covers the ledger and `entries`, not
+    other debits still in the buffer (the drain keeps the first and logs the others). Locks:
+    the idempotency keys, then the touched partition heads (until the caller's COMMIT). Raises
+    BatchTooLarge, InvalidAmount, UnknownAccount, CurrencyMismatch, AccountReserved,
+    WalletNotDebitable (wallets move only with sales, refunds and payouts, which `apps.payouts`
+    relies on when it reads a wallet's exact balance), KeyReused, AccountLimitReached (the
+    account's debits would pass MAX_ACCOUNT_DEBITS_MINOR; buffered debits not yet drained are
+    not counted).
     """
     rows = _validate(tenant=tenant, entries=[replace(e, kind="debit") for e in entries], wallets=False, reserved=False)
-    return _append_or_buffer(rows)
+    result = _append_or_buffer(rows)
+    # A key's stored event is compared only where the append did not just create it (a
+    # duplicate), or could not tell (buffered): debits with new keys cost no extra read.
+    by_index = {row.index: row for row in rows}
+    unchecked = [by_index[item.index] for item in result.items if item.status != "created"]
+    reused = _reused_keys(rows, check_ledger=unchecked)
+    # Both raised after the append: the transaction (the request's) rolls back with it.
+    if reused:
+        raise KeyReused(
+            "This idempotency key already names another debit of the account (another amount, reference or "
+            "client id); use a new key for a new debit.",
+            extra={"items": reused},
+        )
+    past_limit = _accounts_past_limit(rows, result.items)
+    if past_limit:
+        raise AccountLimitReached(
+            f"These debits would take the account past {MAX_ACCOUNT_DEBITS_MINOR} minor units debited in all, "
+            "the most one account may hold; open another account.",
+            extra={"items": past_limit},
+        )
+    return result
 
 
 @transaction.atomic
@@ -550,6 +717,14 @@ def _drain_batch(*, batch: int) -> DrainResult | None:
                 for i, (_, tenant_id, account_id, amount, currency, client_id, reference, key) in enumerate(buffered)
             ]
             items = _append_rows(rows)
+            dropped = _reused_keys(rows, check_ledger=[rows[i.index] for i in items if i.status != "created"])
+            if dropped:
+                # Buffered by requests that could not see each other (the buffer has no unique
+                # check): the first accepted stays, the others name another debit under its key.
+                logger.error(
+                    "ledger drain: buffered debits dropped, their idempotency key names another debit",
+                    extra={"buffer_ids": [buffered[i][0] for i in dropped]},
+                )
             cursor.execute(_MARK_DRAINED_SQL, [[b[0] for b in buffered], [item.event_id for item in items]])
         _advance_cursor(cursor, last_xid, last_id, len(buffered))
     result.read = len(buffered)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -26,16 +27,17 @@ def _events_by_key(tenant_id: int) -> dict[str, list[int]]:
         return out
 
 
-def test_buffered_debits_are_drained_exactly_once_with_duplicates_removed(settings):
+def test_buffered_debits_are_drained_exactly_once_with_duplicates_removed(settings, caplog):
     # given: key k0 already in the ledger, then degraded mode on
     org = OrganizationFactory()
     account = make_account(org)
     debit(org, account, 1000, key="k0")
     settings.LEDGER_DEGRADED_MODE = "on"
-    # when: 50 keys are accepted, k10..k19 twice, and k0 once more
+    # when: 50 keys are accepted, k10..k19 twice (the second time with another amount, which
+    # intake cannot tell from the buffer), and k0 once more
     accepted = []
     for n in range(50):
-        accepted.append(debit(org, account, n + 1, key=f"k{n}"))
+        accepted.append(debit(org, account, 1000 if n == 0 else n + 1, key=f"k{n}"))
     for n in range(10, 20):
         accepted.append(debit(org, account, 500, key=f"k{n}"))
     # then: every one was accepted into the buffer, none reached the ledger yet
@@ -44,9 +46,13 @@ def test_buffered_debits_are_drained_exactly_once_with_duplicates_removed(settin
     assert ledger_buffer_state().pending == 60
     assert _events_by_key(org.pk) == {"k0": [1000]}
     # when: the drain runs in small batches
-    result = ledger_buffer_drain(rate=0, batch=7)
-    # then: one event per key (first accepted wins), nothing pending, nothing re-drained
+    with caplog.at_level(logging.ERROR, logger="darkroom.ledger"):
+        result = ledger_buffer_drain(rate=0, batch=7)
+    # then: one event per key (first accepted wins), nothing pending, nothing re-drained; the
+    # ten second debits under k10..k19 named other debits: each is logged as dropped
     assert (result.read, result.created, result.duplicates) == (60, 49, 11)
+    dropped = [i for r in caplog.records if "buffered debits dropped" in r.getMessage() for i in r.buffer_ids]
+    assert len(dropped) == 10
     assert _events_by_key(org.pk) == {"k0": [1000], **{f"k{n}": [n + 1] for n in range(1, 50)}}
     assert ledger_buffer_state().pending == 0
     assert ledger_buffer_drain(rate=0).read == 0

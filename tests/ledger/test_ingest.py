@@ -13,6 +13,7 @@ from apps.ledger.services import (
     CurrencyMismatch,
     EntryIn,
     InvalidAmount,
+    KeyReused,
     UnknownAccount,
     ledger_debits_append,
 )
@@ -33,9 +34,11 @@ def test_duplicate_idempotency_key_appends_one_event():
     org = OrganizationFactory()
     account = make_account(org)
     first = debit(org, account, 250, key="K")
-    # when: the same key is appended again (even with another amount)
-    second = debit(org, account, 999, key="K")
-    # then: one event; the retry is reported as a duplicate of the first event
+    # when: the same debit is appended again under K, then another amount under K
+    second = debit(org, account, 250, key="K")
+    with pytest.raises(KeyReused):
+        debit(org, account, 999, key="K")
+    # then: one event; the retry is reported as a duplicate of the first event, the other debit refused
     assert first.items[0].status == "created"
     assert (second.items[0].status, second.items[0].event_id) == ("duplicate", first.items[0].event_id)
     with tenant_context(org.pk):
@@ -58,8 +61,8 @@ def test_batch_reports_duplicates_within_it_and_already_present():
     debit(org, account, 5, key="old")
     entries = [
         EntryIn(account_id=account.pk, amount_minor=10, currency="EUR", idempotency_key="new-1"),
-        EntryIn(account_id=account.pk, amount_minor=11, currency="EUR", idempotency_key="old"),
-        EntryIn(account_id=account.pk, amount_minor=12, currency="EUR", idempotency_key="new-1"),
+        EntryIn(account_id=account.pk, amount_minor=5, currency="EUR", idempotency_key="old"),
+        EntryIn(account_id=account.pk, amount_minor=10, currency="EUR", idempotency_key="new-1"),
         EntryIn(account_id=account.pk, amount_minor=13, currency="EUR", idempotency_key="new-2"),
     ]
     # when
