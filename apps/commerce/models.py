@@ -760,6 +760,16 @@ class Refund(TenantModel):
                 name="commerce_refund_settled_when",
             ),
         ]
+        indexes = [
+            # The refunds under way, a handful among every refund ever made: each payout reads its
+            # wallet's share of them (`wallet_refund_holds`), and so do the stale-refund sweep and
+            # the metrics of refunds not landing.
+            models.Index(
+                fields=["tenant", "created_at"],
+                condition=models.Q(status__in=["requested", "submitted"], landed_at__isnull=True),
+                name="commerce_refund_under_way",
+            ),
+        ]
 
     @property
     def failed_after_landing(self) -> bool:
