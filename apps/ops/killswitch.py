@@ -82,16 +82,20 @@ def forget_cached() -> None:
 def kill_switch_engage(
     *, capability: str, reason: str, actor_label: str, cooldown_seconds: float | None = None
 ) -> KillSwitch:
-    """Engage the switch (again: the reason and cooldown are renewed). Audited. Raises ValueError
-    for an unknown capability or an empty reason."""
+    """Engage the switch. Engaging it again renews the reason and may extend the cooldown, never
+    shorten it: only a forced release ends a running cooldown early (audited as forced). Takes the
+    switch's row lock. Audited. Raises ValueError for an unknown capability or an empty reason."""
     Capability(capability)
     if not reason.strip():
         raise ValueError("engaging a kill switch needs a reason")
     now = timezone.now()
     cooldown = settings.KILL_SWITCH_COOLDOWN_SECONDS if cooldown_seconds is None else cooldown_seconds
     switch, _ = KillSwitch.objects.select_for_update().get_or_create(capability=capability)
+    cooldown_until = now + timedelta(seconds=max(0.0, cooldown))
+    if switch.engaged and switch.cooldown_until is not None:
+        cooldown_until = max(cooldown_until, switch.cooldown_until)
     switch.engaged, switch.reason, switch.changed_by, switch.changed_at = True, reason.strip()[:500], actor_label, now
-    switch.cooldown_until = now + timedelta(seconds=max(0.0, cooldown))
+    switch.cooldown_until = cooldown_until
     switch.save()
     with system_context("kill switch engage"):  # a platform-level audit row (no tenant)
         audit_record(

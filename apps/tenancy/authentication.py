@@ -35,8 +35,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         parts = header.split()
-        if parts[0] != self.keyword:
-            return None
+        if not parts or parts[0] != self.keyword:
+            return None  # no credential (a value Python reads as whitespace only, e.g. a NBSP, included)
         if len(parts) != 2:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <api key>'.")
         resolved = api_key_resolve(raw_key=parts[1])

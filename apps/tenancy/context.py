@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 TENANT_SETTING = "app.tenant_id"
 SYSTEM_SETTING = "app.system_context"
@@ -68,14 +69,15 @@ def tenant_context(tenant_id: int | None) -> Iterator[None]:
 def system_context(reason: str) -> Iterator[None]:
     """Act across tenants, for a stated reason (relay, projector, payout scan, auth lookup).
 
-    The first use of each reason in a process writes an AuditLog row `system_context.enter`.
+    The first use of each reason in a process writes an AuditLog row `system_context.enter`, in
+    the caller's transaction (if any); the reason counts as audited once that row commits, so a
+    first use whose transaction rolls back is audited again at the next use.
     """
     if not reason:
         raise ValueError("system_context needs a reason")
     token = _current.set(DbContext(system_reason=reason))
     try:
         if reason not in _audited_reasons:
-            _audited_reasons.add(reason)
             _audit_system_entry(reason)
         yield
     finally:
@@ -83,6 +85,9 @@ def system_context(reason: str) -> Iterator[None]:
 
 
 def _audit_system_entry(reason: str) -> None:
+    """Write the reason's audit row; remember the reason when the row commits (at once in autocommit)."""
+    from django.db import transaction
+
     from apps.tenancy.services import audit_record
 
     audit_record(
@@ -92,3 +97,4 @@ def _audit_system_entry(reason: str) -> None:
         data={"reason": reason},
         actor_label=f"system:{reason}",
     )
+    transaction.on_commit(partial(_audited_reasons.add, reason))

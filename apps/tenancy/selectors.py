@@ -26,6 +26,10 @@ class ResolvedApiKey:
 
 
 API_KEY_CACHE_SECONDS = 30
+# What a revocation leaves in a key's cache entry, for longer than any request can take between
+# reading the key and caching it (so the slowest of them cannot cache it as active again).
+API_KEY_REVOKED = "revoked"
+API_KEY_REVOKED_SECONDS = 24 * 60 * 60
 
 
 def api_key_cache_key(key_hash: str) -> str:
@@ -36,12 +40,16 @@ def api_key_resolve(*, raw_key: str) -> ResolvedApiKey | None:
     """The tenant an API key belongs to, or None if the key is unknown or revoked.
 
     Hits are cached in Redis for API_KEY_CACHE_SECONDS (keyed by the key's hash, never the
-    secret), which spares every API request a database transaction. `api_key_revoke` and the
-    admin drop the entry at once; any other way of revoking takes effect within the TTL.
-    Unknown keys are not cached, so a new key works immediately.
+    secret), which spares every API request a database transaction. A resolution only ever adds
+    an entry (`cache.add`), never overwrites one, and a committed revocation overwrites the entry
+    with API_KEY_REVOKED (`api_key_revoke`, also the admin's): so a request that read the key as
+    active just before the revocation committed cannot cache it again afterwards, and from the
+    commit on the key is refused. Unknown keys are not cached, so a new key works immediately.
     """
     key_hash = hash_api_key(raw_key)
     cached = cache.get(api_key_cache_key(key_hash))
+    if cached == API_KEY_REVOKED:
+        return None
     if cached is not None:
         return ResolvedApiKey(api_key_id=cached[0], tenant_id=cached[1], name=cached[2])
     with system_context("api key authentication"):
@@ -52,7 +60,7 @@ def api_key_resolve(*, raw_key: str) -> ResolvedApiKey | None:
         )
     if row is None:
         return None
-    cache.set(api_key_cache_key(key_hash), list(row), timeout=API_KEY_CACHE_SECONDS)
+    cache.add(api_key_cache_key(key_hash), list(row), timeout=API_KEY_CACHE_SECONDS)
     return ResolvedApiKey(api_key_id=row[0], tenant_id=row[1], name=row[2])
 
 

@@ -92,11 +92,12 @@ def api_key_issue(*, tenant: Organization, name: str, actor: User | None = None)
 
 
 def api_key_revoke(*, tenant: Organization, api_key_id: int, actor: User | None = None) -> None:
-    """Revoke a key; it stops authenticating as soon as this commits (its cache entry goes too).
+    """Revoke a key; it stops authenticating as soon as this commits (its cache entry says so).
 
-    Joins the caller's transaction if there is one. The cached resolution is dropped when the
-    revocation commits (`on_commit`), not before: a request resolving the key in between would
-    otherwise cache it again as active until the cache entry expired.
+    Joins the caller's transaction if there is one. The cached resolution is overwritten with the
+    revoked mark when the revocation commits (`on_commit`), not before, and resolutions never
+    overwrite an entry: a request that read the key as active before the commit cannot cache it
+    again afterwards (see `api_key_resolve`).
     """
     with tenant_context(tenant.pk), transaction.atomic():
         key_hash = ApiKey.objects.filter(pk=api_key_id).values_list("key_hash", flat=True).first()
@@ -108,10 +109,10 @@ def api_key_revoke(*, tenant: Organization, api_key_id: int, actor: User | None 
 
 
 def api_key_forget(*, key_hash: str) -> None:
-    """Drop a key's cached resolution (after a revocation or an admin edit)."""
-    from apps.tenancy.selectors import api_key_cache_key
+    """Replace a key's cached resolution with the revoked mark (after its revocation committed)."""
+    from apps.tenancy.selectors import API_KEY_REVOKED, API_KEY_REVOKED_SECONDS, api_key_cache_key
 
-    cache.delete(api_key_cache_key(key_hash))
+    cache.set(api_key_cache_key(key_hash), API_KEY_REVOKED, timeout=API_KEY_REVOKED_SECONDS)
 
 
 @transaction.atomic(durable=True)

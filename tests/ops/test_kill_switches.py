@@ -44,6 +44,22 @@ def test_an_engaged_switch_holds_until_its_cooldown_unless_forced() -> None:
     assert actions[1][1] == {"forced": True}
 
 
+def test_engaging_an_engaged_switch_again_never_shortens_its_cooldown() -> None:
+    # given: a switch engaged in an incident with a ten-minute cooldown
+    first = kill_switch_engage(capability="checkout", reason="provider outage", actor_label="ops", cooldown_seconds=600)
+    # when: it is engaged again with no cooldown (a new reason), then released without force
+    again = kill_switch_engage(capability="checkout", reason="still down", actor_label="other", cooldown_seconds=0)
+    # then: the first cooldown still runs: the release is refused and the capability stays off
+    assert again.cooldown_until == first.cooldown_until
+    assert again.reason == "still down"
+    with pytest.raises(CooldownActive):
+        kill_switch_release(capability="checkout", actor_label="other")
+    assert not capability_enabled("checkout")
+    # and a longer cooldown given again does extend it
+    longer = kill_switch_engage(capability="checkout", reason="worse", actor_label="ops", cooldown_seconds=1200)
+    assert longer.cooldown_until > first.cooldown_until
+
+
 def test_a_switch_cannot_be_engaged_without_a_reason_or_for_an_unknown_capability() -> None:
     with pytest.raises(ValueError):
         kill_switch_engage(capability="checkout", reason=" ", actor_label="ops")

@@ -51,3 +51,22 @@ def test_system_context_entry_is_audited():
     with system_context("test: audited reason"):
         rows = list(AuditLog.objects.filter(action="system_context.enter").values_list("data", flat=True))
     assert {"reason": "test: audited reason"} in rows
+
+
+def test_a_system_context_entry_rolled_back_with_its_transaction_is_audited_at_the_next_use():
+    # given: the first use of a reason in this process, inside a transaction that rolls back
+    # (its audit row goes with it)
+    reason = "test: first use rolled back"
+
+    class Abandoned(Exception):
+        pass
+
+    with pytest.raises(Abandoned), transaction.atomic():
+        with system_context(reason):
+            pass
+        raise Abandoned
+    # when: the process uses the reason again
+    with system_context(reason):
+        rows = list(AuditLog.objects.filter(action="system_context.enter", data__reason=reason))
+    # then: the audit trail names it: a rolled-back row does not count as the process's entry
+    assert len(rows) == 1
