@@ -3,8 +3,12 @@
 import json
 import logging
 import re
+import socket
+import threading
+from typing import Any
 
 import pytest
+from django.db import connections
 from django.test import Client
 from pythonjsonlogger.json import JsonFormatter
 
@@ -136,6 +140,33 @@ def test_readyz_names_redis_when_it_is_down(client, settings):
     assert response.status_code == 503
     assert response.json()["failing"] == ["redis"]
     assert response.json()["checks"]["database"]["ok"] is True
+
+
+def test_readyz_answers_when_redis_accepts_connections_but_never_replies(client, settings):
+    # given: the cache points at a host that takes the connection and then says nothing (a Redis
+    # behind a firewall dropping packets); redis-py's socket timeouts (5 s) are what end the wait
+    silent = socket.create_server(("127.0.0.1", 0), backlog=16)
+    settings.CACHES = {
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{silent.getsockname()[1]}/0"}
+    }
+    answers: list[Any] = []
+
+    def ask() -> None:
+        try:
+            answers.append(Client().get("/readyz"))
+        finally:
+            connections.close_all()
+
+    # when: readiness is asked (in a thread, so a hang fails the test instead of stalling the run)
+    asking = threading.Thread(target=ask, daemon=True)
+    try:
+        asking.start()
+        asking.join(timeout=30)
+    finally:
+        silent.close()
+    # then: it answered, not ready, naming Redis
+    assert answers, "/readyz hung on a silent Redis"
+    assert answers[0].status_code == 503 and answers[0].json()["failing"] == ["redis"]
 
 
 def test_readyz_tells_why_only_to_the_metrics_token(client, settings):
