@@ -135,3 +135,14 @@ def test_the_command_engages_lists_and_releases() -> None:
 
     with pytest.raises(CommandError):
         call_command("kill_switch", "engage", "dropin", stdout=io.StringIO())
+
+
+@pytest.mark.parametrize("cooldown", ["inf", "nan", "-5", "1e12", "soon"])
+def test_the_command_refuses_a_cooldown_that_is_not_0_to_30_days(cooldown: str) -> None:
+    from django.core.management.base import CommandError
+
+    # when: an operator engages a switch with a cooldown out of range or not a number
+    with pytest.raises(CommandError, match="cooldown"):
+        call_command("kill_switch", "engage", "dropin", "--reason", "incident", "--cooldown", cooldown)
+    # then: a clear error, and the switch is not engaged
+    assert not KillSwitch.objects.filter(capability="dropin", engaged=True).exists()

@@ -7,6 +7,8 @@ manage.py kill_switch release checkout [--force]
 
 from __future__ import annotations
 
+import math
+from argparse import ArgumentTypeError
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -14,6 +16,19 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from apps.core.problems import DomainError
 from apps.ops.killswitch import kill_switch_engage, kill_switch_release
 from apps.ops.models import Capability, KillSwitch
+
+MAX_COOLDOWN_SECONDS = 30 * 24 * 3600
+
+
+def _cooldown(value: str) -> float:
+    """Seconds, a finite number from 0 to MAX_COOLDOWN_SECONDS (argparse reports anything else)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_COOLDOWN_SECONDS:
+        raise ArgumentTypeError(f"a cooldown is 0 to {MAX_COOLDOWN_SECONDS} seconds (30 days), not {value!r}")
+    return seconds
 
 
 class Command(BaseCommand):
@@ -23,7 +38,9 @@ class Command(BaseCommand):
         parser.add_argument("action", choices=["status", "engage", "release"])
         parser.add_argument("capability", nargs="?", choices=Capability.values)
         parser.add_argument("--reason", default="", help="why (required to engage)")
-        parser.add_argument("--cooldown", type=float, default=None, help="seconds it stays engaged (default setting)")
+        parser.add_argument(
+            "--cooldown", type=_cooldown, default=None, help="seconds it stays engaged, 0 to 30 days (default setting)"
+        )
         parser.add_argument("--force", action="store_true", help="release before the cooldown ends")
 
     def handle(self, *args: Any, **options: Any) -> None:
