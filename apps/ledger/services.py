@@ -273,6 +273,16 @@ def _text_array(values: Sequence[str]) -> str:
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
+def _key_arrays(rows: Sequence[_Row]) -> list[str]:
+    """The rows' (tenant, account, idempotency key) triples as three array literals, the
+    parameters of an `unnest(%s::bigint[], %s::bigint[], %s::text[])` of keys."""
+    return [
+        _int_array([r.tenant_id for r in rows]),
+        _int_array([r.account_id for r in rows]),
+        _text_array([r.idempotency_key for r in rows]),
+    ]
+
+
 def _entry_of(row: _Row) -> tuple[str, int, str, str, str]:
     """What a key names: kind, amount, currency, client id and reference (the account is in the key)."""
     return (row.kind, row.amount_minor, row.currency, row.client_id, row.reference)
@@ -306,11 +316,7 @@ def _reused_keys(rows: Sequence[_Row], *, check_ledger: Sequence[_Row]) -> list[
         with connection.cursor() as cursor:
             cursor.execute(
                 _STORED_ENTRIES_SQL,
-                [
-                    _int_array([r.tenant_id for r in check_ledger]),
-                    _int_array([r.account_id for r in check_ledger]),
-                    _text_array([r.idempotency_key for r in check_ledger]),
-                ],
+                _key_arrays(check_ledger),
             )
             stored = {(t, a, k): tuple(rest) for t, a, k, *rest in cursor.fetchall()}
         for row in check_ledger:
@@ -448,11 +454,7 @@ def _append_rows(rows: Sequence[_Row], *, created_at: datetime | None = None) ->
     with connection.cursor() as cursor:
         cursor.execute(
             _INSERT_KEYS_SQL,
-            [
-                _int_array([r.tenant_id for r in unique_rows]),
-                _int_array([r.account_id for r in unique_rows]),
-                _text_array([r.idempotency_key for r in unique_rows]),
-            ],
+            _key_arrays(unique_rows),
         )
         event_ids = {(t, a, k): eid for t, a, k, eid in cursor.fetchall()}
         new_rows = [r for r in unique_rows if (r.tenant_id, r.account_id, r.idempotency_key) in event_ids]
@@ -488,11 +490,7 @@ def _append_rows(rows: Sequence[_Row], *, created_at: datetime | None = None) ->
         if missing:
             cursor.execute(
                 _EXISTING_KEYS_SQL,
-                [
-                    _int_array([r.tenant_id for r in missing]),
-                    _int_array([r.account_id for r in missing]),
-                    _text_array([r.idempotency_key for r in missing]),
-                ],
+                _key_arrays(missing),
             )
             existing = {(t, a, k): eid for t, a, k, eid in cursor.fetchall()}
         else:
