@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import IO
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
 # EXIF orientations that swap width and height (rotations by 90 or 270 degrees).
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
@@ -63,7 +63,9 @@ def probe_image(stream: IO[bytes], *, allowed_formats: Collection[str], max_pixe
         with Image.open(stream) as image:
             # Format and size come from the header; both are checked before anything that could
             # decode pixels (an over-limit image is refused at the cost of its header).
-            image_format = image.format or ""
+            # A camera JPEG that embeds a second picture (MPF: a large preview, a stereo pair) is
+            # named MPO by Pillow; its bytes are a JPEG whose first picture is the photo.
+            image_format = "JPEG" if image.format == "MPO" else image.format or ""
             width, height = image.size
             if image_format not in allowed_formats:
                 raise ImageRejected(
@@ -123,10 +125,10 @@ def render_derivatives(
     """
     try:
         with Image.open(io.BytesIO(original)) as source:
+            orientation = _header_orientation(source)
             # JPEG: let the decoder downscale by a power of two while staying >= the preview size.
             source.draft("RGB", (preview_max_px, preview_max_px))
-            upright = ImageOps.exif_transpose(source)
-            rgb = _flatten_to_rgb(upright)
+            rgb = _flatten_to_rgb(_upright(source, orientation))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageRejected(f"The original could not be decoded: {exc}") from exc
 
@@ -182,7 +184,34 @@ def watermark_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+# How to turn an image with each EXIF orientation upright (ImageOps.exif_transpose's table).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _upright(image: Image.Image, orientation: int | None) -> Image.Image:
+    """The pixels turned by `orientation`, the one `probe_image` read (`_header_orientation`), so
+    the preview has the shape of the photo's recorded size. Not `ImageOps.exif_transpose`: it
+    writes the EXIF back out, which raises for EXIF that Pillow reads but cannot write (a tag
+    holding a value of an unexpected type), and reads a PNG's EXIF after its pixels too."""
+    method = _UPRIGHT.get(orientation or 1)
+    return image.transpose(method) if method is not None else image
+
+
+# 16-bit greyscale (PNG): `convert("RGB")` clips every value over 255 to white.
+_WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
 def _flatten_to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in _WIDE_GREY_MODES:
+        return image.convert("I").point(lambda value: value / 256).convert("L").convert("RGB")
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if not has_alpha:
         return image.convert("RGB")
