@@ -128,7 +128,7 @@ def render_derivatives(
             orientation = _header_orientation(source)
             # JPEG: let the decoder downscale by a power of two while staying >= the preview size.
             source.draft("RGB", (preview_max_px, preview_max_px))
-            rgb = _flatten_to_rgb(_upright(source, orientation))
+            rgb = _flatten_to_rgb(upright(source, orientation))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageRejected(f"The original could not be decoded: {exc}") from exc
 
@@ -196,7 +196,7 @@ _UPRIGHT = {
 }
 
 
-def _upright(image: Image.Image, orientation: int | None) -> Image.Image:
+def upright(image: Image.Image, orientation: int | None) -> Image.Image:
     """The pixels turned by `orientation`, the one `probe_image` read (`_header_orientation`), so
     the preview has the shape of the photo's recorded size. Not `ImageOps.exif_transpose`: it
     writes the EXIF back out, which raises for EXIF that Pillow reads but cannot write (a tag
@@ -209,9 +209,16 @@ def _upright(image: Image.Image, orientation: int | None) -> Image.Image:
 _WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
+def narrow_grey(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image as 8-bit greyscale ("L"), its tones scaled; any other as it is."""
+    if image.mode in _WIDE_GREY_MODES:
+        return image.convert("I").point(lambda value: value / 256).convert("L")
+    return image
+
+
 def _flatten_to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in _WIDE_GREY_MODES:
-        return image.convert("I").point(lambda value: value / 256).convert("L").convert("RGB")
+        return narrow_grey(image).convert("RGB")
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if not has_alpha:
         return image.convert("RGB")

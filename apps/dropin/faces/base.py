@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from django.conf import settings
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+from apps.catalog.images import narrow_grey, upright
 
 BACKEND_NAMES: tuple[str, ...] = ("local", "rekognition", "fake")
 DESCRIPTOR_SIZE = 128  # the local backend's dlib descriptor
@@ -418,8 +420,10 @@ def load_picture(image: bytes, *, max_side: int | None = None) -> Picture:
         img.load()
         orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
         reoriented = orientation in range(2, 9)
-        oriented = ImageOps.exif_transpose(img) if reoriented else img
-        rgb = oriented if oriented.mode == "RGB" else oriented.convert("RGB")
+        # Not ImageOps.exif_transpose: it writes the EXIF back, which raises for a tag Pillow
+        # reads but cannot write (a number stored as text, as some cameras do).
+        oriented = upright(img, orientation) if reoriented else img
+        rgb = oriented if oriented.mode == "RGB" else narrow_grey(oriented).convert("RGB")
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise UnreadableImage(str(exc)) from exc
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data inside a known format
