@@ -406,24 +406,53 @@ def rekognition_enrolled(org: Any, event: Any, stubber: Stubber) -> AttendeeFace
     return enrolled_face(org, event, "ann")
 
 
+@dataclasses.dataclass
+class RekognitionJob:
+    """A photo of a new event and its drop-in job, at the Rekognition backend (stubbed client)."""
+
+    backend: RekognitionFaceBackend
+    stubber: Stubber
+    sent: list[str]
+    event: Any
+    ann: AttendeeFace | None
+    photo: Any
+    job_id: int
+    photos: str
+    index_params: dict[str, Any]
+
+    def expect_indexed(self, face_id: str) -> None:
+        """The photo's next IndexFaces (into the event's photo collection) indexes one face, `face_id`."""
+        self.stubber.add_response("index_faces", {"FaceRecords": [record(face_id, 0.1)]}, self.index_params)
+
+
+def a_rekognition_job(org: Any, stubbed: Any, monkeypatch: Any, *, ann_enrolled: bool = True) -> RekognitionJob:
+    """The stubbed Rekognition backend in use; Ann enrolled at it (`ann_enrolled`); a photo of a new event,
+    not indexed yet, and its job. `photos`: the event's photo collection; `index_params`: the photo's
+    IndexFaces as botocore sends it."""
+    backend, stubber, sent = stubbed
+    monkeypatch.setitem(base._backends, "rekognition", backend)
+    event = an_event(org)
+    ann = rekognition_enrolled(org, event, stubber) if ann_enrolled else None
+    photo, job_id = photo_of(org, event, [])
+    photos = photo_collection_name(tenant_id=org.pk, event_id=event.pk)
+    params = index_params(ANY, collection=photos, subject=f"photo-{photo.pk}")
+    return RekognitionJob(backend, stubber, sent, event, ann, photo, job_id, photos, params)
+
+
 @needs_db
 @override_settings(DROPIN_FACE_BACKEND="rekognition")
 def test_a_rekognition_job_indexes_the_photo_once_and_searches_its_faces(
     tenant_a: Any, stubbed: Any, monkeypatch: Any
 ) -> None:
     # given: the Rekognition backend (stubbed client); Ann enrolled; a photo not indexed yet
-    backend, stubber, sent = stubbed
-    monkeypatch.setitem(base._backends, "rekognition", backend)
-    event = an_event(tenant_a.org)
-    ann = rekognition_enrolled(tenant_a.org, event, stubber)
-    photo, job_id = photo_of(tenant_a.org, event, [])
-    photos = photo_collection_name(tenant_id=tenant_a.org.pk, event_id=event.pk)
-    selfies = collection_name(tenant_id=tenant_a.org.pk, event_id=event.pk)
+    rk = a_rekognition_job(tenant_a.org, stubbed, monkeypatch)
+    stubber, sent, ann, job_id = rk.stubber, rk.sent, rk.ann, rk.job_id
+    selfies = collection_name(tenant_id=tenant_a.org.pk, event_id=rk.event.pk)
     del sent[:]
     stubber.add_response(
         "index_faces",
         {"FaceRecords": [record(PHOTO_FACE_ID, 0.1)], "UnindexedFaces": [unindexed(0.6, "LOW_BRIGHTNESS")]},
-        index_params(ANY, collection=photos, subject=f"photo-{photo.pk}"),
+        rk.index_params,
     )
     stubber.add_response("search_faces_by_image", {"FaceMatches": [match(FACE_ID, 99.0)]}, search_params(selfies))
     stubber.add_response("search_faces_by_image", {"FaceMatches": []}, search_params(selfies))
@@ -443,14 +472,9 @@ def test_a_rekognition_job_that_fails_after_indexing_has_its_unstored_faces_forg
     tenant_a: Any, stubbed: Any, monkeypatch: Any
 ) -> None:
     # given: Ann enrolled; a photo whose first run indexes it and then is throttled on the search
-    backend, stubber, sent = stubbed
-    monkeypatch.setitem(base._backends, "rekognition", backend)
-    event = an_event(tenant_a.org)
-    rekognition_enrolled(tenant_a.org, event, stubber)
-    photo, job_id = photo_of(tenant_a.org, event, [])
-    photos = photo_collection_name(tenant_id=tenant_a.org.pk, event_id=event.pk)
-    params = index_params(ANY, collection=photos, subject=f"photo-{photo.pk}")
-    stubber.add_response("index_faces", {"FaceRecords": [record(PHOTO_FACE_ID, 0.1)]}, params)
+    rk = a_rekognition_job(tenant_a.org, stubbed, monkeypatch)
+    stubber, sent, job_id, photos = rk.stubber, rk.sent, rk.job_id, rk.photos
+    rk.expect_indexed(PHOTO_FACE_ID)
     stubber.add_client_error("search_faces_by_image", "ThrottlingException", "slow down", 400)
     # when: it runs and fails
     with pytest.raises(FaceBackendUnavailable):
@@ -464,7 +488,7 @@ def test_a_rekognition_job_that_fails_after_indexing_has_its_unstored_faces_forg
     )
     run_forgets()
     # when: the retry indexes it again (a new FaceId) and succeeds
-    stubber.add_response("index_faces", {"FaceRecords": [record(RETRIED_FACE_ID, 0.1)]}, params)
+    rk.expect_indexed(RETRIED_FACE_ID)
     stubber.add_response("search_faces_by_image", {"FaceMatches": []})
     assert process(tenant_a.org, job_id) == "succeeded"
     # then: the new FaceId is stored, and nothing more is forgotten
@@ -479,15 +503,10 @@ def test_a_rekognition_job_that_lost_its_lease_after_indexing_has_its_unstored_f
     tenant_a: Any, stubbed: Any, monkeypatch: Any
 ) -> None:
     # given: Ann enrolled; a photo whose run indexes it and searches it, slowly: its lease lapses
-    backend, stubber, _ = stubbed
-    monkeypatch.setitem(base._backends, "rekognition", backend)
-    event = an_event(tenant_a.org)
-    rekognition_enrolled(tenant_a.org, event, stubber)
-    photo, job_id = photo_of(tenant_a.org, event, [])
-    photos = photo_collection_name(tenant_id=tenant_a.org.pk, event_id=event.pk)
-    params = index_params(ANY, collection=photos, subject=f"photo-{photo.pk}")
-    stubber.add_response("index_faces", {"FaceRecords": [record(PHOTO_FACE_ID, 0.1)]}, params)
-    stubber.add_response("search_faces_by_image", {"FaceMatches": []})
+    rk = a_rekognition_job(tenant_a.org, stubbed, monkeypatch)
+    job_id, photos = rk.job_id, rk.photos
+    rk.expect_indexed(PHOTO_FACE_ID)
+    rk.stubber.add_response("search_faces_by_image", {"FaceMatches": []})
     real_extend = FencedLease.extend
 
     def lapse_then_extend(lease: FencedLease, *args: Any, **kwargs: Any) -> None:
@@ -511,14 +530,9 @@ def test_a_rekognition_job_taken_over_while_its_search_failed_has_its_unstored_f
     tenant_a: Any, stubbed: Any, monkeypatch: Any
 ) -> None:
     # given: a photo whose run indexes it; while its search is throttled a newer worker takes the lease
-    backend, stubber, _ = stubbed
-    monkeypatch.setitem(base._backends, "rekognition", backend)
-    event = an_event(tenant_a.org)
-    rekognition_enrolled(tenant_a.org, event, stubber)
-    photo, job_id = photo_of(tenant_a.org, event, [])
-    photos = photo_collection_name(tenant_id=tenant_a.org.pk, event_id=event.pk)
-    params = index_params(ANY, collection=photos, subject=f"photo-{photo.pk}")
-    stubber.add_response("index_faces", {"FaceRecords": [record(PHOTO_FACE_ID, 0.1)]}, params)
+    rk = a_rekognition_job(tenant_a.org, stubbed, monkeypatch)
+    job_id, photos = rk.job_id, rk.photos
+    rk.expect_indexed(PHOTO_FACE_ID)
 
     def taken_over_then_throttled(**kwargs: Any) -> Any:
         get_redis_connection("default").delete(redis_key(lease_name(job_id)))
@@ -526,7 +540,7 @@ def test_a_rekognition_job_taken_over_while_its_search_failed_has_its_unstored_f
             assert newer is not None
         raise FaceBackendUnavailable("throttled")
 
-    monkeypatch.setattr(backend, "match_photo", taken_over_then_throttled)
+    monkeypatch.setattr(rk.backend, "match_photo", taken_over_then_throttled)
     # when: it runs, fails, and finds its lease gone when it records the failure
     with pytest.raises(StaleLeaseError):
         process(tenant_a.org, job_id)
@@ -539,16 +553,9 @@ def test_a_rekognition_job_taken_over_while_its_search_failed_has_its_unstored_f
 @override_settings(DROPIN_FACE_BACKEND="rekognition")
 def test_the_backfill_indexes_a_photo_with_one_index_faces_call(tenant_a: Any, stubbed: Any, monkeypatch: Any) -> None:
     # given: a photo without an index, and the Rekognition backend (stubbed client)
-    backend, stubber, sent = stubbed
-    monkeypatch.setitem(base._backends, "rekognition", backend)
-    event = an_event(tenant_a.org)
-    photo, _ = photo_of(tenant_a.org, event, [])
-    photos = photo_collection_name(tenant_id=tenant_a.org.pk, event_id=event.pk)
-    stubber.add_response(
-        "index_faces",
-        {"FaceRecords": [record(PHOTO_FACE_ID, 0.1)]},
-        index_params(ANY, collection=photos, subject=f"photo-{photo.pk}"),
-    )
+    rk = a_rekognition_job(tenant_a.org, stubbed, monkeypatch, ann_enrolled=False)
+    photo, sent = rk.photo, rk.sent
+    rk.expect_indexed(PHOTO_FACE_ID)
     # when: the backfill indexes it, twice
     with tenant_context(tenant_a.org.pk):
         assert photo_faces_index(tenant_id=tenant_a.org.pk, photo_id=photo.pk) == 1

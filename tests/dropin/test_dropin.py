@@ -7,6 +7,7 @@ import io
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -56,6 +57,23 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def process(org: Any, job_id: int) -> services.JobRunResult:
     with tenant_context(org.pk):
         return dropin_job_process(job_id=job_id)
+
+
+def in_own_transaction(org: Any, outcomes: list[str], body: Callable[[], object]) -> Callable[[], None]:
+    """A thread's target running `body` in a transaction of its own, in the studio's context, on the
+    thread's own connection (closed after); "ok", or the exception's repr, is appended to `outcomes`."""
+
+    def run() -> None:
+        try:
+            with tenant_context(org.pk), transaction.atomic():
+                body()
+            outcomes.append("ok")
+        except Exception as exc:  # noqa: BLE001 - the test reports any failure
+            outcomes.append(repr(exc))
+        finally:
+            connection.close()
+
+    return run
 
 
 def usage_debits(org: Any) -> list[tuple[int, str, str]]:
@@ -417,20 +435,13 @@ def test_two_registrations_of_one_attendee_at_once_leave_one_face(tenant_a: Any)
     outcomes: list[str] = []
 
     def register() -> None:
-        try:
-            with tenant_context(tenant_a.org.pk), transaction.atomic():
-                barrier.wait()
-                selfie_register(
-                    tenant_id=tenant_a.org.pk, event_id=event.pk, email="ann@example.com", consent=True,
-                    image=io.BytesIO(image), image_size=len(image), actor_label="t",
-                )  # fmt: skip
-            outcomes.append("ok")
-        except Exception as exc:  # noqa: BLE001 - the test reports any failure
-            outcomes.append(repr(exc))
-        finally:
-            connection.close()
+        barrier.wait()
+        selfie_register(
+            tenant_id=tenant_a.org.pk, event_id=event.pk, email="ann@example.com", consent=True,
+            image=io.BytesIO(image), image_size=len(image), actor_label="t",
+        )  # fmt: skip
 
-    threads = [threading.Thread(target=register) for _ in range(2)]
+    threads = [threading.Thread(target=in_own_transaction(tenant_a.org, outcomes, register)) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -468,21 +479,14 @@ def test_a_new_selfie_while_a_photo_of_the_attendee_is_recorded_waits_for_it(ten
     real_bulk_create = FaceMatch.objects.bulk_create
 
     def register_again() -> None:
-        try:
-            with tenant_context(tenant_a.org.pk), transaction.atomic():
-                selfie_register(
-                    tenant_id=tenant_a.org.pk, event_id=event.pk, email="ann@example.com", consent=True,
-                    image=io.BytesIO(image), image_size=len(image), actor_label="attendee",
-                )  # fmt: skip
-            outcomes.append("ok")
-        except Exception as exc:  # noqa: BLE001 - the test reports any failure
-            outcomes.append(repr(exc))
-        finally:
-            connection.close()
+        selfie_register(
+            tenant_id=tenant_a.org.pk, event_id=event.pk, email="ann@example.com", consent=True,
+            image=io.BytesIO(image), image_size=len(image), actor_label="attendee",
+        )  # fmt: skip
 
     def compete_then_insert(objs: Any, **kwargs: Any) -> Any:
         # when: Ann sends a new selfie right then (it waits for her face's lock)
-        competitor = threading.Thread(target=register_again)
+        competitor = threading.Thread(target=in_own_transaction(tenant_a.org, outcomes, register_again))
         competitor.start()
         _wait_until_another_session_waits_for_a_lock()
         monkeypatch.setattr(FaceMatch.objects, "bulk_create", real_bulk_create)
@@ -511,20 +515,13 @@ def test_a_job_recording_a_photo_locks_only_the_faces_it_matched(tenant_a: Any, 
     real_bulk_create = FaceMatch.objects.bulk_create
 
     def bob_deletes_his_face() -> None:
-        try:
-            with tenant_context(tenant_a.org.pk), transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL lock_timeout = '2s'")
-                face_delete(tenant_id=tenant_a.org.pk, attendee_id=bob.attendee_id, actor_label="attendee")
-            outcomes.append("ok")
-        except Exception as exc:  # noqa: BLE001 - the test reports any failure
-            outcomes.append(repr(exc))
-        finally:
-            connection.close()
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '2s'")
+        face_delete(tenant_id=tenant_a.org.pk, attendee_id=bob.attendee_id, actor_label="attendee")
 
     def bob_meanwhile(objs: Any, **kwargs: Any) -> Any:
         # when: meanwhile Bob deletes his face
-        thread = threading.Thread(target=bob_deletes_his_face)
+        thread = threading.Thread(target=in_own_transaction(tenant_a.org, outcomes, bob_deletes_his_face))
         thread.start()
         thread.join()
         return real_bulk_create(objs, **kwargs)

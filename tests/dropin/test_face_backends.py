@@ -528,15 +528,21 @@ def test_rekognition_repeated_enrol_deletes_the_earlier_face_of_the_subject_befo
     assert [name for name, _ in sent] == ["ListFaces", "DeleteFaces", "IndexFaces"]
 
 
-def test_rekognition_enrol_rejects_two_comparable_faces_and_deletes_the_indexed_one(stubbed: Any) -> None:
-    # given: a second face that passed the quality filter and is nearly as large
-    backend, stubber, _ = stubbed
+def expect_selfie_of_two_comparable_faces(stubber: Stubber) -> None:
+    """Enrolling SELFIE into ev-1 (no faces yet): IndexFaces indexes FACE_ID and leaves out a second
+    face that passed the quality filter and is nearly as large (EXCEEDS_MAX_FACES)."""
     stubber.add_response("list_faces", list_response(), LIST_PARAMS)
     stubber.add_response(
         "index_faces",
         index_response([face_record(FACE_ID, 0.4)], [unindexed(0.3, "EXCEEDS_MAX_FACES")]),
         index_params(SELFIE),
     )
+
+
+def test_rekognition_enrol_rejects_two_comparable_faces_and_deletes_the_indexed_one(stubbed: Any) -> None:
+    # given: a second face that passed the quality filter and is nearly as large
+    backend, stubber, _ = stubbed
+    expect_selfie_of_two_comparable_faces(stubber)
     stubber.add_response("delete_faces", {"DeletedFaces": [FACE_ID]}, {"CollectionId": "ev-1", "FaceIds": [FACE_ID]})
     # when / then: SeveralFaces, after the indexed face was removed again
     with pytest.raises(SeveralFaces):
@@ -546,12 +552,7 @@ def test_rekognition_enrol_rejects_two_comparable_faces_and_deletes_the_indexed_
 def test_rekognition_enrol_that_cannot_delete_the_rejected_face_yet_is_retried_not_rejected(stubbed: Any) -> None:
     # given: a selfie of two comparable faces, and DeleteFaces throttled when the indexed one is removed
     backend, stubber, _ = stubbed
-    stubber.add_response("list_faces", list_response(), LIST_PARAMS)
-    stubber.add_response(
-        "index_faces",
-        index_response([face_record(FACE_ID, 0.4)], [unindexed(0.3, "EXCEEDS_MAX_FACES")]),
-        index_params(SELFIE),
-    )
+    expect_selfie_of_two_comparable_faces(stubber)
     stubber.add_client_error(
         "delete_faces", "ThrottlingException", "Rate exceeded", 400, {"CollectionId": "ev-1", "FaceIds": [FACE_ID]}
     )

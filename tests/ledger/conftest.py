@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from apps.ledger.models import LedgerAccount
 from apps.ledger.projection import Projector
@@ -21,7 +22,7 @@ from apps.ledger.services import AppendResult, EntryIn, ledger_debits_append, le
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import Organization
 from tests.factories.ledger import LedgerAccountFactory
-from tests.fixtures import subprocess_env
+from tests.fixtures import backend_pid, subprocess_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,6 +68,52 @@ def credit(tenant: Organization, account: LedgerAccount, amount: int, *, key: st
     )
     with tenant_context(tenant.pk):
         return ledger_entries_append(tenant=tenant, entries=[entry])
+
+
+class UncommittedAppend(threading.Thread):
+    """A writer appending in the tenant's context, in a transaction it holds open (uncommitted) until
+    `commit()`, on a thread and a connection of its own; `appended` is set once it appended."""
+
+    def __init__(self, tenant: Organization, append: Callable[[], AppendResult]) -> None:
+        super().__init__()
+        self.tenant, self.append = tenant, append
+        self.appended, self.release = threading.Event(), threading.Event()
+        self.result: AppendResult | None = None
+
+    def run(self) -> None:
+        try:
+            with tenant_context(self.tenant.pk), transaction.atomic():
+                self.result = self.append()
+                self.appended.set()
+                self.release.wait(timeout=60)
+        finally:
+            connection.close()
+
+    def commit(self) -> None:
+        self.release.set()
+        self.join(timeout=30)
+
+
+class WaitingAppend(threading.Thread):
+    """A writer appending on a thread and a connection of its own; `pids` holds its backend's pid (for
+    `wait_until_blocked`), `result` what the append returned, or the `refused` exception it raised."""
+
+    def __init__(
+        self, append: Callable[[], AppendResult], *, refused: type[Exception] | tuple[type[Exception], ...] = ()
+    ) -> None:
+        super().__init__()
+        self.append, self.refused = append, refused
+        self.pids: list[int] = []
+        self.result: AppendResult | Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self.pids.append(backend_pid())
+            self.result = self.append()
+        except self.refused as exc:
+            self.result = exc
+        finally:
+            connection.close()
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,15 @@ import threading
 import uuid
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 
 from apps.ledger.services import EntryIn, ledger_debits_append
 from apps.tenancy.context import tenant_context
 from tests.factories.tenancy import OrganizationFactory
-from tests.fixtures import backend_pid, wait_until_blocked
+from tests.fixtures import wait_until_blocked
 from tests.ledger.conftest import (
+    UncommittedAppend,
+    WaitingAppend,
     balances_by_account,
     debit,
     heads_and_checkpoints,
@@ -30,43 +32,22 @@ def test_a_later_sequence_cannot_commit_before_an_earlier_one(make_projector):
     # given: writer 1 appended to a partition and has not committed yet
     org = OrganizationFactory()
     account = make_account(org)
-    appended, release = threading.Event(), threading.Event()
-    results: dict[str, object] = {}
-    second_pid: list[int] = []
-
-    def first_writer() -> None:
-        try:
-            with tenant_context(org.pk), transaction.atomic():
-                results["first"] = debit(org, account, 1)
-                appended.set()
-                release.wait(timeout=60)
-        finally:
-            connection.close()
-
-    def second_writer() -> None:
-        try:
-            second_pid.append(backend_pid())
-            results["second"] = debit(org, account, 2)
-        finally:
-            connection.close()
-
-    first = threading.Thread(target=first_writer)
+    first = UncommittedAppend(org, lambda: debit(org, account, 1))
     first.start()
-    assert appended.wait(timeout=30)
+    assert first.appended.wait(timeout=30)
     # when: writer 2 appends to the same partition
-    second = threading.Thread(target=second_writer)
+    second = WaitingAppend(lambda: debit(org, account, 2))
     second.start()
-    wait_until_blocked(second_pid, second, "writer 2")
+    wait_until_blocked(second.pids, second, "writer 2")
     # then: writer 2 waits for writer 1's commit; a projector now sees neither event
     projector = make_projector()
     assert projector.catch_up() == 0
     assert second.is_alive()
-    release.set()
-    first.join(timeout=30)
+    first.commit()
     second.join(timeout=30)
     # and: sequence order is commit order, and both are projected
-    seq_1 = results["first"].items[0].sequence  # type: ignore[attr-defined]
-    seq_2 = results["second"].items[0].sequence  # type: ignore[attr-defined]
+    seq_1 = first.result.items[0].sequence  # type: ignore[union-attr]
+    seq_2 = second.result.items[0].sequence  # type: ignore[union-attr]
     assert (seq_1, seq_2) == (1, 2)
     assert projector.catch_up() == 2
     assert balances_by_account()[account.pk][1] == 3

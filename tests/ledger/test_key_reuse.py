@@ -9,12 +9,10 @@ batch."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import uuid
 from unittest import mock
 
 import pytest
-from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -22,8 +20,8 @@ from apps.ledger.models import LedgerEvent
 from apps.ledger.services import EntryIn, KeyReused, ledger_debits_append
 from apps.tenancy.context import system_context, tenant_context
 from tests.factories.tenancy import OrganizationFactory
-from tests.fixtures import backend_pid, wait_until_blocked
-from tests.ledger.conftest import debit, make_account
+from tests.fixtures import wait_until_blocked
+from tests.ledger.conftest import UncommittedAppend, WaitingAppend, debit, make_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -91,9 +89,9 @@ def test_another_caller_of_the_studio_reusing_a_key_for_another_debit_is_refused
 def test_batch_items_sharing_a_key_with_different_amounts_refuse_the_batch(tenant_a):
     account = make_account(tenant_a.org)
     items = [
-        {"account_id": account.pk, "amount_minor": 1, "currency": "EUR", "idempotency_key": "k1"},
-        {"account_id": account.pk, "amount_minor": 2, "currency": "EUR", "idempotency_key": "k2"},
-        {"account_id": account.pk, "amount_minor": 9, "currency": "EUR", "idempotency_key": "k1"},
+        debit_body(account, 1, idempotency_key="k1"),
+        debit_body(account, 2, idempotency_key="k2"),
+        debit_body(account, 9, idempotency_key="k1"),
     ]
     response = post(tenant_a.client(), BATCH, {"items": items})
     assert response.status_code == 422, response.content
@@ -104,7 +102,7 @@ def test_batch_items_sharing_a_key_with_different_amounts_refuse_the_batch(tenan
 def test_a_batch_item_reusing_a_stored_key_for_another_amount_refuses_the_batch(tenant_a):
     account = make_account(tenant_a.org)
     client = tenant_a.client()
-    item = {"account_id": account.pk, "amount_minor": 1, "currency": "EUR", "idempotency_key": "k1"}
+    item = debit_body(account, 1, idempotency_key="k1")
     assert post(client, BATCH, {"items": [item]}).status_code == 201
     fresh = {**item, "idempotency_key": "k2"}
     response = post(client, BATCH, {"items": [fresh, {**item, "amount_minor": 7}]})
@@ -119,7 +117,7 @@ def test_degraded_mode_refuses_a_reused_key_at_intake(tenant_a, settings):
     client = tenant_a.client()
     assert post(client, DEBITS, debit_body(account, 100), key="K").status_code == 201
     settings.LEDGER_DEGRADED_MODE = "on"
-    item = {"account_id": account.pk, "amount_minor": 5, "currency": "EUR", "idempotency_key": "K"}
+    item = debit_body(account, 5, idempotency_key="K")
     # when: a batch reuses K for 5, or holds one key twice with different amounts
     reused = post(client, BATCH, {"items": [item]})
     same_key = [{**item, "idempotency_key": "x"}, {**item, "idempotency_key": "x", "amount_minor": 6}]
@@ -142,10 +140,7 @@ def test_the_service_refuses_reuse_but_internal_appends_keep_their_own_rules(ten
 def test_batch_item_keys_are_taken_as_sent_not_trimmed(tenant_a):
     # given: two items whose keys differ only by a trailing space (two keys, two debits)
     account = make_account(tenant_a.org)
-    items = [
-        {"account_id": account.pk, "amount_minor": 1, "currency": "EUR", "idempotency_key": "k1"},
-        {"account_id": account.pk, "amount_minor": 1, "currency": "EUR", "idempotency_key": "k1 "},
-    ]
+    items = [debit_body(account, 1, idempotency_key="k1"), debit_body(account, 1, idempotency_key="k1 ")]
     # when
     response = post(tenant_a.client(), BATCH, {"items": items})
     # then: both are debited, each reported under the key it was sent with
@@ -159,38 +154,15 @@ def test_a_concurrent_debit_under_the_same_key_waits_and_is_then_refused():
     # given: writer 1 appended 1 under K and has not committed yet
     org = OrganizationFactory()
     account = make_account(org)
-    appended, release = threading.Event(), threading.Event()
-    outcome: dict[str, object] = {}
-    second_pid: list[int] = []
-
-    def first_writer() -> None:
-        try:
-            with tenant_context(org.pk), transaction.atomic():
-                outcome["first"] = debit(org, account, 1, key="K")
-                appended.set()
-                release.wait(timeout=60)
-        finally:
-            connection.close()
-
-    def second_writer() -> None:
-        try:
-            second_pid.append(backend_pid())
-            outcome["second"] = debit(org, account, 2, key="K")
-        except KeyReused as exc:
-            outcome["second"] = exc
-        finally:
-            connection.close()
-
-    first = threading.Thread(target=first_writer)
+    first = UncommittedAppend(org, lambda: debit(org, account, 1, key="K"))
     first.start()
-    assert appended.wait(timeout=30)
+    assert first.appended.wait(timeout=30)
     # when: writer 2 appends 2 under K (another caller: no request-key lock in common)
-    second = threading.Thread(target=second_writer)
+    second = WaitingAppend(lambda: debit(org, account, 2, key="K"), refused=KeyReused)
     second.start()
-    wait_until_blocked(second_pid, second, "writer 2")
-    release.set()
-    first.join(timeout=30)
+    wait_until_blocked(second.pids, second, "writer 2")
+    first.commit()
     second.join(timeout=30)
     # then: it waited for writer 1's key, saw its debit, and was refused; one debit of 1
-    assert isinstance(outcome["second"], KeyReused)
+    assert isinstance(second.result, KeyReused)
     assert debited(account) == [1]

@@ -50,6 +50,14 @@ def fanout(announcement: Announcement, *, chunk: int | None = None) -> services.
         return announcement_fanout(announcement_id=announcement.pk, chunk=chunk)
 
 
+def fanned_out_announcement(org: Any, *, consenting: int) -> Announcement:
+    """An announcement sent to an event's `consenting` attendees (who agreed to e-mail), its fan-out run."""
+    event, _ = event_with_attendees(org, consenting=consenting)
+    announcement = sent_announcement(org, event)
+    fanout(announcement)
+    return announcement
+
+
 def status_of(announcement: Announcement) -> Any:
     with system_context("test: status"):
         return announcement_status(Announcement.objects.get(pk=announcement.pk))
@@ -219,9 +227,7 @@ def test_concurrent_fanouts_deliver_to_each_attendee_once(tenant_a: Any) -> None
 
 
 def test_a_refused_recipient_fails_alone_and_the_announcement_is_partially_failed(tenant_a: Any) -> None:
-    event, _ = event_with_attendees(tenant_a.org, consenting=4)
-    announcement = sent_announcement(tenant_a.org, event)
-    fanout(announcement)
+    announcement = fanned_out_announcement(tenant_a.org, consenting=4)
     with smtp_server() as smtp:
         smtp.refuse.add("fan1@example.com")
         (result,) = send_all_emails(announcement)
@@ -233,9 +239,7 @@ def test_a_refused_recipient_fails_alone_and_the_announcement_is_partially_faile
 
 def test_a_recipient_the_server_defers_is_tried_again_not_failed(tenant_a: Any) -> None:
     # given: three e-mails, and a server that answers one recipient "450 try again later"
-    event, _ = event_with_attendees(tenant_a.org, consenting=3)
-    announcement = sent_announcement(tenant_a.org, event)
-    fanout(announcement)
+    announcement = fanned_out_announcement(tenant_a.org, consenting=3)
     with smtp_server() as smtp:
         smtp.defer.add("fan1@example.com")
         # when: the chunk is sent
@@ -258,9 +262,7 @@ def test_a_server_that_goes_away_counts_an_attempt_only_for_the_email_it_was_giv
 ) -> None:
     # given: five e-mails and a server that accepts two, then says it is shutting down
     settings.ANNOUNCEMENT_EMAIL_MAX_ATTEMPTS = 2
-    event, _ = event_with_attendees(tenant_a.org, consenting=5)
-    announcement = sent_announcement(tenant_a.org, event)
-    fanout(announcement)
+    announcement = fanned_out_announcement(tenant_a.org, consenting=5)
 
     with smtp_server() as smtp:
         smtp.accept_at_most = 2
@@ -293,9 +295,7 @@ def test_a_sender_stops_handing_over_before_its_claim_lapses_so_nobody_is_emaile
     # given: eight e-mails, a claim of 2 s, and a slow server that takes 0.4 s per message (the
     # batch takes longer than the claim)
     settings.ANNOUNCEMENT_EMAIL_CLAIM_SECONDS = 2
-    event, _ = event_with_attendees(tenant_a.org, consenting=8)
-    announcement = sent_announcement(tenant_a.org, event)
-    fanout(announcement)
+    announcement = fanned_out_announcement(tenant_a.org, consenting=8)
     outcomes: list[Any] = []
 
     def first_sender() -> None:
@@ -326,9 +326,7 @@ def test_a_sender_stops_handing_over_before_its_claim_lapses_so_nobody_is_emaile
 
 
 def test_a_message_the_server_rejects_for_good_fails_alone(tenant_a: Any) -> None:
-    event, _ = event_with_attendees(tenant_a.org, consenting=3)
-    announcement = sent_announcement(tenant_a.org, event)
-    fanout(announcement)
+    announcement = fanned_out_announcement(tenant_a.org, consenting=3)
     with smtp_server() as smtp:
         smtp.reject_message_to.add("fan0@example.com")
         (result,) = send_all_emails(announcement)
@@ -372,9 +370,7 @@ def test_a_long_fanout_continues_in_a_new_task_from_its_cursor(tenant_a: Any) ->
 
 
 def test_a_retry_after_the_server_came_back_sends_only_the_rest(tenant_a: Any) -> None:
-    event, _ = event_with_attendees(tenant_a.org, consenting=4)
-    announcement = sent_announcement(tenant_a.org, event)
-    fanout(announcement)
+    announcement = fanned_out_announcement(tenant_a.org, consenting=4)
     with smtp_server() as smtp:
         smtp.accept_at_most = 1
         with pytest.raises(DeliveryInterrupted):
@@ -388,9 +384,7 @@ def test_a_retry_after_the_server_came_back_sends_only_the_rest(tenant_a: Any) -
 
 def test_a_live_claim_keeps_a_second_sender_off(tenant_a: Any) -> None:
     # given: a chunk claimed by a sender that is still within its claim
-    event, _ = event_with_attendees(tenant_a.org, consenting=3)
-    announcement = sent_announcement(tenant_a.org, event)
-    fanout(announcement)
+    announcement = fanned_out_announcement(tenant_a.org, consenting=3)
     with system_context("test: claim"):
         AnnouncementDelivery.objects.filter(announcement=announcement).update(
             claimed_until=timezone.now() + timedelta(minutes=5)
@@ -403,9 +397,7 @@ def test_a_live_claim_keeps_a_second_sender_off(tenant_a: Any) -> None:
 
 
 def test_no_mail_server_leaves_everything_pending(tenant_a: Any, settings: Any) -> None:
-    event, _ = event_with_attendees(tenant_a.org, consenting=2)
-    announcement = sent_announcement(tenant_a.org, event)
-    fanout(announcement)
+    announcement = fanned_out_announcement(tenant_a.org, consenting=2)
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", 9, 2  # discard: refused
     with pytest.raises(DeliveryInterrupted):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.test import Client
 
 from apps.catalog.models import Event
 from apps.tenancy.context import tenant_context
@@ -26,13 +27,24 @@ def studio_field_on(page: object, action: str) -> str:
     return found.group(1)
 
 
+def hidden_fields_on(page: object, action: str) -> dict[str, str]:
+    """What the page's form posting to `action` sends unseen: its nonce and the studio it is for."""
+    return {"nonce": form_nonce_on(page, action), "for_studio": studio_field_on(page, action)}
+
+
+def owner_of_both_in_the_other_studio(studio: StudioPeople, other_studio: StudioPeople) -> Client:
+    """`studio`'s owner, made an owner of `other_studio` too, signed in with `other_studio` chosen."""
+    new_member(other_studio.org, "owner", user=studio.owner)
+    client = signed_in(studio.owner)
+    client.post("/studio/choose/", {"studio": other_studio.org.pk})
+    return client
+
+
 def test_a_settings_form_shown_for_one_studio_does_not_rename_the_one_chosen_since(
     studio: StudioPeople, other_studio: StudioPeople
 ) -> None:
     # given: an owner of both studios, whose tab shows the settings of the other studio
-    new_member(other_studio.org, "owner", user=studio.owner)
-    client = signed_in(studio.owner)
-    client.post("/studio/choose/", {"studio": other_studio.org.pk})
+    client = owner_of_both_in_the_other_studio(studio, other_studio)
     page = client.get("/studio/settings/")
     assert other_studio.org.name in text(page)
     # and: in another tab they switch to their first studio
@@ -40,11 +52,7 @@ def test_a_settings_form_shown_for_one_studio_does_not_rename_the_one_chosen_sin
     # when: the first tab's form is sent
     response = client.post(
         "/studio/settings/",
-        {
-            "name": "Other Studio Ltd",
-            "nonce": form_nonce_on(page, "/studio/settings/"),
-            "for_studio": studio_field_on(page, "/studio/settings/"),
-        },
+        {"name": "Other Studio Ltd", **hidden_fields_on(page, "/studio/settings/")},
     )
     # then: refused with a 409 that says which studio the form was for, and nothing is renamed
     assert response.status_code == 409
@@ -58,9 +66,7 @@ def test_an_invitation_and_an_event_from_a_stale_tab_are_not_made_in_the_studio_
     studio: StudioPeople, other_studio: StudioPeople
 ) -> None:
     # given: an owner of both studios with the members and events pages of the other studio open
-    new_member(other_studio.org, "owner", user=studio.owner)
-    client = signed_in(studio.owner)
-    client.post("/studio/choose/", {"studio": other_studio.org.pk})
+    client = owner_of_both_in_the_other_studio(studio, other_studio)
     members_page = client.get("/studio/members/")
     events_page = client.get("/studio/events/")
     client.post("/studio/choose/", {"studio": studio.org.pk})
@@ -70,8 +76,7 @@ def test_an_invitation_and_an_event_from_a_stale_tab_are_not_made_in_the_studio_
         {
             "email": "new.owner@example.test",
             "role": "owner",
-            "nonce": form_nonce_on(members_page, "/studio/members/"),
-            "for_studio": studio_field_on(members_page, "/studio/members/"),
+            **hidden_fields_on(members_page, "/studio/members/"),
         },
     )
     create = client.post(
@@ -80,8 +85,7 @@ def test_an_invitation_and_an_event_from_a_stale_tab_are_not_made_in_the_studio_
             "title": "Harbour Run",
             "date": "2026-06-01",
             "visibility": "public",
-            "nonce": form_nonce_on(events_page, "/studio/events/"),
-            "for_studio": studio_field_on(events_page, "/studio/events/"),
+            **hidden_fields_on(events_page, "/studio/events/"),
         },
     )
     # then: both refused, and neither studio has the invitation or the event
