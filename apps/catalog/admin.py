@@ -114,11 +114,11 @@ class ProductAdmin(ReadOnlyAdmin):
         verb = "Reactivated" if active else "Deactivated"
         messages.success(request, f"{verb} {queryset.count()} product(s); each change is audited.")
 
-    @admin.action(description="Stop selling the selected products (audited)")
+    @admin.action(description="Stop selling the selected products (audited)", permissions=["superuser"])
     def deactivate(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
         self._set_active(request, queryset, active=False)
 
-    @admin.action(description="Resume selling the selected products (audited)")
+    @admin.action(description="Resume selling the selected products (audited)", permissions=["superuser"])
     def reactivate(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
         self._set_active(request, queryset, active=True)
 

@@ -135,7 +135,9 @@ class RefundAdmin(ReadOnlyAdmin):
     ordering = ("-created_at",)
     actions = ("retry", "settle_outside")
 
-    @admin.action(description="Retry the selected failed refunds (after fixing the cause; audited)")
+    @admin.action(
+        description="Retry the selected failed refunds (after fixing the cause; audited)", permissions=["superuser"]
+    )
     def retry(self, request: HttpRequest, queryset: QuerySet[Refund]) -> None:
         label = f"admin:{request.user.get_username()}"
         user = request.user if request.user.is_authenticated else None
@@ -147,7 +149,10 @@ class RefundAdmin(ReadOnlyAdmin):
             " whole, or more than is left of the payment after the order's other refunds).",
         )
 
-    @admin.action(description="Record the selected refunds as paid back outside the provider (audited)")
+    @admin.action(
+        description="Record the selected refunds as paid back outside the provider (audited)",
+        permissions=["superuser"],
+    )
     def settle_outside(self, request: HttpRequest, queryset: QuerySet[Refund]) -> TemplateResponse | None:
         """First a page naming the refunds and asking how the shopper was paid back; its answer
         settles each (`refund_settle_outside`), each in its own transaction: one that cannot be

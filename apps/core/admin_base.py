@@ -7,7 +7,23 @@ from django.db import models
 from django.http import HttpRequest
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+def is_platform_superuser(request: HttpRequest) -> bool:
+    """The admin is the platform superusers' (README, "Django admin"): only they act through it.
+    Staff without the flag may hold view (or change) permissions, to look."""
+    user = request.user
+    return bool(user.is_active and user.is_superuser)
+
+
+class SuperuserActions:
+    """Actions declared `@admin.action(permissions=["superuser"])` are offered to, and run for,
+    platform superusers only (Django drops them from a request whose user lacks the permission,
+    so a forged post of one is refused as "no action selected")."""
+
+    def has_superuser_permission(self, request: HttpRequest) -> bool:
+        return is_platform_superuser(request)
+
+
+class ReadOnlyAdmin(SuperuserActions, admin.ModelAdmin):
     """Browse only: rows are written by services (or are append-only), never from the admin."""
 
     # URLs shown are https (Django 6's default; saying so keeps 5.2 from warning on each form).

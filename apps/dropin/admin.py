@@ -50,11 +50,8 @@ class DropInJobAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     actions = ["queue_again"]
 
-    @admin.action(description="Queue failed jobs again")
+    @admin.action(description="Queue failed jobs again", permissions=["superuser"])
     def queue_again(self, request: HttpRequest, queryset: QuerySet[DropInJob]) -> None:
-        if not getattr(request.user, "is_superuser", False):
-            self.message_user(request, "Only platform superusers queue jobs again.", messages.ERROR)
-            return
         queued, withdrawn = 0, 0
         for job in queryset.filter(status=DropInJob.Status.FAILED).order_by("pk"):
             try:

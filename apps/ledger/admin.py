@@ -21,6 +21,7 @@ from apps.ledger.models import (
 @admin.register(LedgerAccount)
 class LedgerAccountAdmin(ReadOnlyAdmin):
     list_display = ("id", "tenant", "kind", "currency", "client_id", "owner", "created_at")
+    list_select_related = ("tenant", "owner")  # `owner` is nullable: not joined by default
     list_filter = ("kind", "currency")
     search_fields = ("client_id",)
 

@@ -8,11 +8,15 @@ delivery counts.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.http import HttpRequest
 
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification, PhotoAlert
-from apps.notifications.selectors import announcement_status
+from apps.notifications.selectors import AnnouncementStatus, announcement_status, announcement_statuses
 
 
 @admin.register(Attendee)
@@ -54,6 +58,18 @@ class PhotoAlertAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
+class AnnouncementChangeList(ChangeList):
+    """Derives the page's statuses with one grouped count (`announcement_statuses`), not two
+    queries per row."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        statuses = announcement_statuses(self.result_list)
+        for announcement in self.result_list:
+            announcement.derived_status = statuses[announcement.pk]
+
+
 @admin.register(Announcement)
 class AnnouncementAdmin(ReadOnlyAdmin):
     list_display = ("id", "tenant", "event", "title", "status", "counts", "send_requested_at", "fanout_completed_at")
@@ -61,13 +77,21 @@ class AnnouncementAdmin(ReadOnlyAdmin):
     ordering = ("-id",)
     list_select_related = ("tenant", "event")
 
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return AnnouncementChangeList
+
+    @staticmethod
+    def _status(obj: Announcement) -> AnnouncementStatus:
+        derived = getattr(obj, "derived_status", None)
+        return derived if derived is not None else announcement_status(obj)
+
     @admin.display(description="status")
     def status(self, obj: Announcement) -> str:
-        return announcement_status(obj).status
+        return self._status(obj).status
 
     @admin.display(description="delivered / failed / pending")
     def counts(self, obj: Announcement) -> str:
-        status = announcement_status(obj)
+        status = self._status(obj)
         return f"{status.delivered} / {status.failed} / {status.pending}"
 
 

@@ -27,10 +27,10 @@ class KillSwitchAdmin(ReadOnlyAdmin):
             else:
                 self.message_user(request, f"{switch.capability} released.", messages.SUCCESS)
 
-    @admin.action(description="Release (after the cooldown)")
+    @admin.action(description="Release (after the cooldown)", permissions=["superuser"])
     def release(self, request: HttpRequest, queryset: QuerySet[KillSwitch]) -> None:
         self._release(request, queryset, force=False)
 
-    @admin.action(description="Release now (ignore the cooldown)")
+    @admin.action(description="Release now (ignore the cooldown)", permissions=["superuser"])
     def release_now(self, request: HttpRequest, queryset: QuerySet[KillSwitch]) -> None:
         self._release(request, queryset, force=True)

@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.core.admin_base import ReadOnlyAdmin
 from apps.outbox.models import OutboxMessage
 from apps.outbox.services import outbox_replay
 
@@ -30,7 +31,7 @@ class DeadLetterFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):
+class OutboxMessageAdmin(ReadOnlyAdmin):
     list_display = ("id", "topic", "tenant", "status", "attempts", "created_at", "next_attempt_at", "published_at")
     list_filter = (DeadLetterFilter, "status", "topic")
     search_fields = ("=id", "=aggregate_id", "topic")
@@ -54,13 +55,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         "last_error",
     ]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @admin.action(description="Replay selected dead letters (audited)", permissions=["change"])
+    @admin.action(description="Replay selected dead letters (audited)", permissions=["superuser"])
     def replay_dead_letters(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
         selected = list(queryset.values_list("id", flat=True))
         replayed = outbox_replay(

@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 
-from apps.core.admin_base import ReadOnlyAdmin
+from apps.core.admin_base import ReadOnlyAdmin, is_platform_superuser
 from apps.core.problems import DomainError
 from apps.payments.providers.base import PayoutDestinationError
 from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
@@ -79,18 +79,15 @@ class PayoutAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     actions = ["mark_paid", "mark_failed"]
 
-    @admin.action(description="Checked with the provider: paid")
+    @admin.action(description="Checked with the provider: paid", permissions=["superuser"])
     def mark_paid(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
         self._resolve(request, queryset, paid=True)
 
-    @admin.action(description="Checked with the provider: not paid (credit the wallet back)")
+    @admin.action(description="Checked with the provider: not paid (credit the wallet back)", permissions=["superuser"])
     def mark_failed(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
         self._resolve(request, queryset, paid=False)
 
     def _resolve(self, request: HttpRequest, queryset: QuerySet[Payout], *, paid: bool) -> None:
-        if not request.user.is_superuser:
-            messages.error(request, "Only a platform superuser may settle payouts.")
-            return
         settled, skipped = 0, []
         for payout_id in queryset.order_by("pk").values_list("pk", flat=True):
             try:
@@ -138,6 +135,14 @@ class PayoutDestinationAdmin(admin.ModelAdmin):
     list_filter = ("provider",)
     search_fields = ("destination", "owner__username", "owner__email")
     list_select_related = ("tenant", "owner")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Platform superusers only: staff who are also a studio's members act for that studio here,
+        # and a destination decides who is paid.
+        return is_platform_superuser(request) and super().has_add_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return is_platform_superuser(request) and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # payouts name their destination; change it instead

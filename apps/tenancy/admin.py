@@ -17,7 +17,7 @@ from django.contrib.auth.forms import AdminUserCreationForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from apps.core.admin_base import ReadOnlyAdmin
+from apps.core.admin_base import ReadOnlyAdmin, is_platform_superuser
 from apps.core.problems import DomainError
 from apps.tenancy.models import ApiKey, AuditLog, Membership, MembershipInvitation, Organization, User
 from apps.tenancy.services import OWNER_ROLE, api_key_revoke, member_remove, member_role_set, membership_add
@@ -104,11 +104,18 @@ class MembershipAdmin(admin.ModelAdmin):
     search_fields = ("user__username", "user__email", "tenant__slug")
     raw_id_fields = ("user", "tenant")
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Platform superusers only: staff who are also a studio's members act for that studio here.
+        return is_platform_superuser(request) and super().has_add_permission(request)
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # add the membership again with the new role: the audited services set it
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Never offer to remove a studio's last owner (member_remove refuses it in any case).
+        # Platform superusers only; never offer to remove a studio's last owner (member_remove
+        # refuses it in any case).
+        if not is_platform_superuser(request):
+            return False
         return obj is None or not (obj.role == OWNER_ROLE and _is_last_owner(obj.tenant_id, obj.user_id))
 
     def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
@@ -147,12 +154,17 @@ class MembershipInvitationAdmin(ReadOnlyAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(ReadOnlyAdmin):
+    """The key's hash is never shown: it is what authentication and its cache look a key up by."""
+
     list_display = ("name", "tenant", "prefix", "created_at", "revoked_at")
+    fields = ("name", "tenant", "prefix", "created_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("=prefix", "name", "tenant__slug")
     actions = ("revoke",)
 
-    @admin.action(description="Revoke the selected API keys (audited; they stop working at once)")
+    @admin.action(
+        description="Revoke the selected API keys (audited; they stop working at once)", permissions=["superuser"]
+    )
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         keys = list(queryset.select_related("tenant"))
         for key in keys:
@@ -163,5 +175,6 @@ class ApiKeyAdmin(ReadOnlyAdmin):
 @admin.register(AuditLog)
 class AuditLogAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "tenant", "actor_label", "action", "target_type", "target_id", "request_id")
+    list_select_related = ("tenant",)  # nullable (platform rows): Django would not join it itself
     list_filter = ("action",)
     search_fields = ("request_id", "target_id", "actor_label")
