@@ -101,5 +101,5 @@ class AnnouncementDeliveryAdmin(ReadOnlyAdmin):
     list_filter = ("status", "channel")
     search_fields = ("=announcement__id", "=attendee__email")
     ordering = ("-id",)
-    list_select_related = ("tenant", "attendee")
+    list_select_related = ("tenant", "announcement", "attendee")
     show_full_result_count = False

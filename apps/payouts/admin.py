@@ -75,7 +75,7 @@ class PayoutAdmin(ReadOnlyAdmin):
     list_filter = ("status", "provider", "currency")
     search_fields = ("=id", "=provider_payout_id", "destination")
     ordering = ("-created_at",)
-    list_select_related = ("tenant", "owner")
+    list_select_related = ("tenant", "owner", "batch")
     show_full_result_count = False
     actions = ["mark_paid", "mark_failed"]
 
