@@ -25,11 +25,17 @@ REQUEST_ID_HEADER = "X-Request-ID"
 logger = logging.getLogger("darkroom.request")
 
 
+def _signed_in_user_id(request: HttpRequest) -> int | None:
+    user = getattr(request, "user", None)
+    return int(user.pk) if user is not None and user.is_authenticated else None
+
+
 class RequestIdMiddleware:
     """Accept the caller's X-Request-ID (or make one), expose it to logs and tasks, echo it.
 
-    Logs one `request` line per request (method, path, status, duration_ms, client): the access
-    log, structured like every other line (the Procfile's gunicorn writes none of its own).
+    Logs one `request` line per request (method, path, status, duration_ms, client, and for the
+    admin the signed-in user_id): the access log, structured like every other line (the
+    Procfile's gunicorn writes none of its own).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -43,16 +49,18 @@ class RequestIdMiddleware:
         try:
             response = self.get_response(request)
             response[REQUEST_ID_HEADER] = request_id
-            logger.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": loggable_path(request),  # without the tokens some paths carry
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "client": client_address(request),
-                },
-            )
+            fields: dict[str, Any] = {
+                "method": request.method,
+                "path": loggable_path(request),  # without the tokens some paths carry
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                "client": client_address(request),
+            }
+            if request.path.startswith("/admin/"):
+                # The admin reads every studio's rows (a system context, audited once per
+                # process): its access log says who read what.
+                fields["user_id"] = _signed_in_user_id(request)
+            logger.info("request", extra=fields)
             return response
         finally:
             # A reused thread must not carry this id into its next request. Django logs a 4xx/5xx

@@ -49,6 +49,21 @@ def test_every_json_log_line_carries_the_request_id(client, caplog, settings):
     assert line["client"] == "127.0.0.1"
 
 
+def test_an_admin_request_is_logged_with_the_user_who_made_it(caplog):
+    # given: a platform superuser signed in to the admin, which reads every studio's rows
+    operator = UserFactory(is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(operator)
+    # when: they open a list
+    with caplog.at_level(logging.INFO, logger="darkroom.request"):
+        client.get("/admin/tenancy/auditlog/")
+        Client().get("/healthz")
+    # then: the admin request's access line names them; other lines carry no user field
+    admin_line, health_line = (r for r in caplog.records if r.name == "darkroom.request")
+    assert admin_line.path == "/admin/tenancy/auditlog/" and admin_line.user_id == operator.pk
+    assert not hasattr(health_line, "user_id")
+
+
 @pytest.fixture
 def photographer_client(make_tenant):
     """A Django test client signed in as a photographer of a studio (no money role)."""
