@@ -14,6 +14,8 @@ page's "Add to cart", the cart's Update and an order's "Put these items back in 
   a new code locks out the sessions that had entered the old one, including the items they put
   in their cart before. The cart lists such an item without offering it, and the checkout form
   refuses it (`check_access`, 403, nothing written) until the new code is entered.
+* A cart holds at most CHECKOUT_MAX_LINES items, what one checkout takes: a new item does not go
+  in a full one, wherever it comes from (a refilled order included).
 * An item no longer on sale stays in the cart, named, until the shopper removes it; the checkout
   form refuses it (`check_on_sale`) in words a shopper reads, before the service would.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from django.conf import settings
 from django.http import HttpRequest
 
 from apps.catalog.models import ProductKind
@@ -160,8 +163,10 @@ def cart_put(cart: Cart, product: ShopProduct, *, quantity: int, known: Mapping[
     of the cart's lines (more do no harm: what is in the cart is read from `cart`).
 
     Returns what the shopper should be told (a lowered quantity, downloads taken out because the
-    bulk item includes them). Raises CartItemRefused (nothing changed): a sold-out print, or a
-    download whose event's bulk item is in the cart.
+    bulk item includes them). Raises CartItemRefused (nothing changed): a sold-out print, a
+    download whose event's bulk item is in the cart, or a new item for a cart already holding
+    CHECKOUT_MAX_LINES items (what one checkout takes; the bulk item counts the downloads it
+    takes out as gone).
     """
     notes: list[str] = []
     if product.kind == ProductKind.PRINT:
@@ -176,19 +181,24 @@ def cart_put(cart: Cart, product: ShopProduct, *, quantity: int, known: Mapping[
             f"Your cart holds “All photos of this event” for {bulk.event_title}, which includes the download "
             f"of photo {product.photo_id}: no need to buy it again."
         )
-    if product.kind == ProductKind.BULK:
-        included = [
+    included = (
+        [
             other
             for other in known.values()
             if other.kind == ProductKind.DOWNLOAD and other.event_id == product.event_id and cart.quantity_of(other.id)
         ]
-        for other in included:
-            cart.remove(other.id)
-        if included:
-            notes.append(
-                f"“All photos of this event” includes every photo of {product.event_title}, so the downloads of "
-                f"{_photo_list(included)} were taken out of your cart."
-            )
+        if product.kind == ProductKind.BULK
+        else []
+    )
+    if not cart.quantity_of(product.id) and len(cart) - len(included) >= settings.CHECKOUT_MAX_LINES:
+        raise CartItemRefused(f"Your cart is full ({settings.CHECKOUT_MAX_LINES} items); check out first.")
+    for other in included:
+        cart.remove(other.id)
+    if included:
+        notes.append(
+            f"“All photos of this event” includes every photo of {product.event_title}, so the downloads of "
+            f"{_photo_list(included)} were taken out of your cart."
+        )
     cart.set(product.id, quantity)
     return notes
 

@@ -219,7 +219,8 @@ def cart_view(
     asking for more than is left and a download that the cart's "All photos of this event"
     includes; totals per currency cover the rows on sale. A product of an event in
     `locked_events` (`apps.web.shop.cart_rules.locked_events`) is listed without its price, not
-    counted, and its event's problem says to enter the new access code."""
+    counted, and its event's problem says to enter the new access code. A cart of more lines than
+    one checkout takes (CHECKOUT_MAX_LINES) has a problem saying how many to remove."""
     rows: list[CartRow] = []
     totals: dict[str, int] = {}
     problems: list[str] = []
@@ -303,6 +304,13 @@ def cart_view(
                 photo_id=product.photo_id,
                 event_title=product.event_title,
             )
+        )
+    if len(lines) > settings.CHECKOUT_MAX_LINES:
+        # A cart filled before the limit was lowered: `cart_put` lets no new item into a full one.
+        extra = len(lines) - settings.CHECKOUT_MAX_LINES
+        problems.append(
+            f"Your cart holds {len(lines)} items; one order takes at most {settings.CHECKOUT_MAX_LINES}: "
+            f"remove {extra} of them to check out."
         )
     if len(totals) > 1:
         problems.append(

@@ -60,6 +60,17 @@ def test_gallery_is_paginated(browser: Client, tenant_a: Any, shop: Shop, monkey
     assert "Page 2 of 2" in beyond  # clamped to the last page
 
 
+@pytest.mark.parametrize("page", ["²", "①", "-1", "1.5", "x", "9" * 30])
+def test_odd_page_numbers_show_the_first_page(browser: Client, tenant_a: Any, shop: Shop, page: str) -> None:
+    # given: page numbers no paginator wrote ("²" and "①" are digits to str.isdigit, not to int)
+    for path in (url(tenant_a.org.slug), url(tenant_a.org.slug, shop.event.slug)):
+        # when
+        response = browser.get(path, {"page": page})
+        # then: the first page, never a 500
+        assert response.status_code == 200, (path, page)
+        assert shop.event.title in response.content.decode()
+
+
 def test_unknown_studio_event_and_photo_are_404_pages(browser: Client, tenant_a: Any, tenant_b: Any,
                                                       shop: Shop) -> None:  # fmt: skip
     other_photo = a_photo(an_event(tenant_b.org))

@@ -161,6 +161,22 @@ def test_bad_checkout_input_is_refused_and_writes_nothing(browser: Client, tenan
 
 
 @pytest.mark.django_db
+def test_a_refused_payment_choice_is_tied_to_its_menu(browser: Client, tenant_a: Any, shop: Shop,
+                                                      settings: Any) -> None:  # fmt: skip
+    # given: a cart, and two providers offered (so the form has a "Pay with" menu)
+    settings.SHOP_PAYMENT_PROVIDERS = ["sandbox", "stripe"]
+    add(browser, tenant_a, shop, shop.download)
+    # when: the form comes back with a provider the menu does not offer
+    response = submit(browser, tenant_a, checkout_form(browser, tenant_a, provider="bitcoin"))
+    # then: the menu is marked invalid and points at the error, which a screen reader reads with it
+    body = response.content.decode()
+    assert response.status_code == 400
+    menu = re.search(r"<select id=\"provider\"[^>]*>", body)
+    assert menu and 'aria-invalid="true"' in menu.group(0) and 'aria-describedby="provider-error"' in menu.group(0)
+    assert '<p class="error" id="provider-error" role="alert">Choose how to pay.</p>' in body
+
+
+@pytest.mark.django_db
 def test_an_empty_cart_cannot_be_checked_out(browser: Client, tenant_a: Any, shop: Shop) -> None:
     add(browser, tenant_a, shop, shop.download)
     form = checkout_form(browser, tenant_a)

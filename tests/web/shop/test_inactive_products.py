@@ -72,3 +72,20 @@ def test_a_restocked_sold_out_print_is_offered_again(browser: Client, tenant_a: 
     # then: the page shows them for sale
     body = photo_page(browser, tenant_a, shop)
     assert "3 left" in body and offers_print(body, shop)
+
+
+def test_updating_a_print_deactivated_since_the_cart_was_shown_says_it_is_off_sale(
+    browser: Client, tenant_a: Any, shop: Shop
+) -> None:
+    # given: a print in the cart, deactivated by the studio after the cart page was shown
+    photo_path = url(tenant_a.org.slug, shop.event.slug, "photos", shop.photo.pk)
+    assert browser.post(photo_path, {"product": shop.print.pk, "quantity": 1}).status_code == 303
+    set_active(tenant_a, shop, False)
+    # when: the shopper presses that page's Update for it
+    response = browser.post(url(tenant_a.org.slug, "cart") + "update", {"product": shop.print.pk, "quantity": 2})
+    # then: the cart says why (not that only prints take a quantity), and the line is unchanged
+    body = response.content.decode()
+    assert response.status_code == 409
+    assert "That item is no longer on sale: remove it from your cart." in body
+    assert "Only prints can be ordered more than once" not in body
+    assert browser.session["shop_carts"][str(tenant_a.org.pk)] == {str(shop.print.pk): 1}

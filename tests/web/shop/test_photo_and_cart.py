@@ -180,6 +180,37 @@ def test_cart_shows_a_product_no_longer_on_sale_and_mixed_currencies(browser: Cl
     assert "different currencies" in body
 
 
+def test_a_full_cart_takes_the_bulk_item_in_place_of_its_downloads(browser: Client, tenant_a: Any, shop: Shop,
+                                                                    settings: Any) -> None:  # fmt: skip
+    # given: a cart holding as many items as one order takes: two downloads of the shop's event
+    settings.CHECKOUT_MAX_LINES = 2
+    other = a_photo(shop.event)
+    other_download = ProductFactory(event=shop.event, kind=ProductKind.DOWNLOAD, photo=other)
+    browser.post(photo_path(tenant_a, shop), {"product": shop.download.pk})
+    browser.post(url(tenant_a.org.slug, shop.event.slug, "photos", other.pk), {"product": other_download.pk})
+    # when: a print (a new item) and then "All photos of this event" (which replaces both) are added
+    print_refused = browser.post(photo_path(tenant_a, shop), {"product": shop.print.pk, "quantity": 1})
+    bulk_added = browser.post(photo_path(tenant_a, shop), {"product": shop.bulk.pk})
+    # then: the print does not fit; the bulk item does, in place of the downloads it includes
+    assert print_refused.status_code == 409
+    assert "Your cart is full (2 items); check out first." in print_refused.content.decode()
+    assert bulk_added.status_code == 303
+    assert in_cart(browser, tenant_a) == {str(shop.bulk.pk): 1}
+
+
+def test_a_cart_holding_more_items_than_one_order_takes_says_so(browser: Client, tenant_a: Any, shop: Shop,
+                                                                settings: Any) -> None:  # fmt: skip
+    # given: a download and a print in the cart, then the limit of items per order lowered to one
+    browser.post(photo_path(tenant_a, shop), {"product": shop.download.pk})
+    browser.post(photo_path(tenant_a, shop), {"product": shop.print.pk, "quantity": 1})
+    settings.CHECKOUT_MAX_LINES = 1
+    # when
+    body = browser.get(cart_path(tenant_a)).content.decode()
+    # then: the cart says what to do and does not offer "Place order"
+    assert "Your cart holds 2 items; one order takes at most 1: remove 1 of them to check out." in body
+    assert '<button type="submit" disabled' in body
+
+
 def test_cart_forms_need_the_csrf_token(tenant_a: Any, shop: Shop) -> None:
     strict = Client(enforce_csrf_checks=True)
     page = strict.get(photo_path(tenant_a, shop))

@@ -14,14 +14,14 @@ with what can be bought of it.
 * `POST` the same URL (`product`, `quantity`): put the product in the session cart (setting its
   quantity, so a resubmission changes nothing), then 303 to the cart; a product that is not
   one of this page's offers, a sold-out print, a quantity over what can be bought now
-  (`print_shortfall`) or a download that the cart's "All photos of this event" already
-  includes is the page again with a 4xx and the reason. Adding "All photos of this event" takes
-  the event's downloads out of the cart, and the cart page says so (`apps.web.shop.cart_rules`).
+  (`print_shortfall`), a download that the cart's "All photos of this event" already
+  includes or a new item for a full cart (CHECKOUT_MAX_LINES) is the page again with a 4xx and
+  the reason. Adding "All photos of this event" takes the event's downloads out of the cart,
+  and the cart page says so (`apps.web.shop.cart_rules`).
 """
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -62,8 +62,9 @@ def studio_home(request: HttpRequest, studio: Studio) -> HttpResponse:
 
 
 def _page_number(request: HttpRequest) -> int:
+    """`?page=`: ASCII digits only (`str.isdigit` admits "²", which `int` refuses), else 1."""
     raw = request.GET.get("page", "1")
-    return int(raw) if raw.isdigit() and len(raw) < 10 else 1
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 1
 
 
 @require_http_methods(["GET", "POST"])
@@ -152,16 +153,6 @@ def photo_detail(request: HttpRequest, studio: Studio, event_slug: str, photo_id
                 else f"Only {limit} left of this print: choose at most {limit}.",
                 status=409,
             )
-    if cart.quantity_of(product.id) == 0 and len(cart) >= settings.CHECKOUT_MAX_LINES:
-        return _photo_page(
-            request,
-            studio,
-            event,
-            photo,
-            products,
-            error=f"Your cart is full ({settings.CHECKOUT_MAX_LINES} items); check out first.",
-            status=409,
-        )
     # The page's offers hold this event's bulk item (what covers a download); adding the bulk item
     # needs the cart's other products too (the event's downloads it takes out).
     known = {p.id: p for p in products}

@@ -5,7 +5,7 @@
 * `POST /s/<studio>/cart/update` (`product`, `quantity`; 0 removes) and
   `POST /s/<studio>/cart/remove` (`product`): change the cart, then 303 to it. A print's quantity
   follows `apps.web.shop.cart_rules`: more than is left is lowered to it (and the cart page says
-  so), a sold-out print is refused.
+  so), a sold-out print is refused, and so is one no longer on sale (409).
 * `POST /s/<studio>/cart/checkout`: `submit_once` around `checkout_create` (the form nonce is the
   Idempotency-Key: a double submit creates one checkout and both land on it), 303 to the
   checkout page, which this session may then see; the cart is emptied. The same page (absolute,
@@ -336,7 +336,10 @@ def cart_update(request: HttpRequest, studio: Studio) -> HttpResponse:
         cart.remove(product_id)
         return HttpResponseRedirect(_cart_url(studio), status=303)
     product = products_by_ids(tenant_id=studio.id, product_ids=[product_id]).get(product_id)
-    if product is None or product.kind != ProductKind.PRINT:
+    if product is None or not product.priced:
+        # Taken off sale since the cart page was shown: the cart lists it with that problem.
+        return cart_page(request, studio, error="That item is no longer on sale: remove it from your cart.", status=409)
+    if product.kind != ProductKind.PRINT:
         return cart_page(request, studio, error="Only prints can be ordered more than once.", status=400)
     if quantity > settings.CHECKOUT_MAX_PRINT_QUANTITY:
         return cart_page(
