@@ -27,6 +27,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.core.problems import DomainError
+from apps.core.text import is_storable_text
 from apps.idempotency import protocol as idempotency
 from apps.tenancy.context import tenant_context
 
@@ -81,7 +82,8 @@ def submit_once(request: HttpRequest, *, tenant_id: int, caller: str, effect: Ca
     SubmissionInFlight, SubmissionConflict, or whatever `effect` raises (nothing is stored then).
     """
     nonce = request.POST.get(NONCE_FIELD, "")
-    if not nonce or len(nonce) > idempotency.MAX_KEY_LENGTH - 5:
+    # PostgreSQL text holds no NUL nor lone surrogate: such a nonce was never one of ours.
+    if not nonce or len(nonce) > idempotency.MAX_KEY_LENGTH - 5 or not is_storable_text(nonce):
         raise SubmissionMissingNonce("This form has no valid nonce; reload the page and submit it again.")
     try:
         with tenant_context(tenant_id), transaction.atomic():

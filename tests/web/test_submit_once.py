@@ -84,6 +84,18 @@ def test_a_failed_effect_stores_nothing_so_the_same_form_can_be_sent_again(tenan
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("nonce", ["\x00", "abc\x00def"], ids=["nul", "nul inside"])
+def test_a_nonce_postgres_cannot_store_is_a_missing_nonce_not_a_500(tenant_a: Any, nonce: str) -> None:
+    # given: a form posted with a nonce PostgreSQL text cannot hold (a forged or mangled post)
+    tenant_id = tenant_a.org.pk
+    request = _post({"nonce": nonce, "slug": "x"})
+    # when / then: refused as a form without a valid nonce (400), nothing written
+    with pytest.raises(SubmissionMissingNonce):
+        submit_once(request, tenant_id=tenant_id, caller=session_caller(request), effect=_create_event(tenant_id, "x"))
+    assert _events(tenant_id) == 0
+
+
+@pytest.mark.django_db
 def test_missing_nonce_and_changed_fields_are_refused(tenant_a: Any) -> None:
     tenant_id = tenant_a.org.pk
     request = _post({"slug": "x"})
