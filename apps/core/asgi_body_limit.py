@@ -102,7 +102,7 @@ class BodyLimitASGI:
         if declared is None:
             # Chunked: the middleware reads up to the small limit plus one byte and refuses past it.
             allowance = int(settings.API_MAX_BODY_BYTES) + 1
-        elif not declared.isdigit():
+        elif not (declared.isascii() and declared.isdigit()):
             allowance = 0  # the middleware answers 400 from the header
         elif int(declared) > await _path_limit(scope):
             allowance = 0  # the middleware (or the view) answers 413 from the header

@@ -156,7 +156,7 @@ class BodySizeLimitMiddleware:
                 if refusal is not None:
                     return refusal
             return self.get_response(request)
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):  # "²" is a digit to Python, not to int()
             return problem_response(400, "Bad request", "Content-Length is not a number.", slug="bad-request")
         length = int(declared)
         if length <= limit:

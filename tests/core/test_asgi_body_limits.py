@@ -49,7 +49,7 @@ def asgi_post(
     *,
     declare_length: bool = True,
     content_type: str = "multipart/form-data; boundary=BoUnDaRyStRiNg",
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str | bytes] | None = None,
     app: Any = application,
 ) -> Served:
     """POST through config/asgi.py's application as an ASGI server would: the body in 64 KiB
@@ -60,7 +60,10 @@ def asgi_post(
     raw_headers.append(
         (b"content-length", str(len(body)).encode()) if declare_length else (b"transfer-encoding", b"chunked")
     )
-    raw_headers += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    raw_headers += [
+        (name.lower().encode(), value if isinstance(value, bytes) else value.encode())
+        for name, value in (headers or {}).items()
+    ]
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -122,6 +125,14 @@ def test_a_declared_oversize_body_is_413_and_never_read() -> None:
     assert page.status == 413 and page.headers["Content-Type"].startswith("text/html") and page.taken == 0
     assert problem.status == 413 and problem.headers["Content-Type"] == "application/problem+json"
     assert problem.taken == 0 and json.loads(problem.body)["type"] == "/problems/payload-too-large"
+
+
+def test_a_content_length_of_digits_that_are_not_ascii_is_400() -> None:
+    # given: a Content-Length of "²" (byte 0xB2, which latin-1 reads as a character Python calls a digit)
+    # when: it is posted
+    served = asgi_post("/studio/login/", b"x", declare_length=False, headers={"content-length": b"\xb2"})
+    # then: a 400 problem, not a crash, and nothing read
+    assert served.status == 400 and served.taken == 0
 
 
 def test_a_chunked_body_is_pulled_up_to_the_small_limit_and_no_further(shop: Shop, settings: Any) -> None:  # noqa: F811

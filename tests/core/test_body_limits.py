@@ -109,6 +109,14 @@ def multipart(size: int, **fields: str) -> bytes:
     return encode_multipart(BOUNDARY, {**fields, "image": upload})
 
 
+@pytest.mark.parametrize("declared", ["²", "①", "٣"])
+def test_a_content_length_of_digits_that_are_not_ascii_is_400(declared: str) -> None:
+    # when: a body is posted with a Content-Length Python calls digits but int() refuses or misreads
+    response = Client().post("/studio/login/", data="x", content_type="text/plain", CONTENT_LENGTH=declared)
+    # then: a 400 problem, not a 500
+    assert response.status_code == 400 and response["Content-Type"] == "application/problem+json"
+
+
 def test_a_large_anonymous_post_to_the_sign_in_page_is_413_unread() -> None:
     # given: a 2 MiB form, twice the small limit, for the sign-in page
     body = multipart(2 * MiB, username="someone", password="x")

@@ -105,7 +105,7 @@ def find_me(request: HttpRequest, studio: Studio, event_slug: str) -> HttpRespon
     if request.method == "GET":
         return _page(request, studio, event)
     declared = request.META.get("CONTENT_LENGTH") or ""
-    if declared.isdigit() and int(declared) > max_selfie_bytes() + _ENVELOPE_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > max_selfie_bytes() + _ENVELOPE_BYTES:
         return _page(request, studio, event, error=_too_large(), status=413)
     return _search(request, studio, event)
 
