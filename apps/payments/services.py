@@ -225,12 +225,27 @@ def _finish(event: WebhookEvent, *, status: str, outcome: str) -> str:
     return outcome
 
 
-def _process(*, webhook_event_id: uuid.UUID | str) -> str:
-    """Apply one recorded event (in the caller's transaction; the event row is locked)."""
+def _confirmed_envelope(*, webhook_event_id: uuid.UUID | str) -> WebhookEnvelope | None:
+    """The recorded event as its provider's API confirms it (`PaymentProvider.confirm_payment`:
+    Flutterwave's verify-by-API step), or None for an event that does not exist. Outside any
+    transaction: it may call the provider. Raises ProviderError, WebhookPayloadError."""
+    with system_context(SYSTEM_REASON):
+        event = WebhookEvent.objects.filter(pk=webhook_event_id).only("provider", "raw_body", "headers").first()
+    if event is None:
+        return None
+    adapter = get_provider(event.provider)
+    envelope = adapter.parse_webhook(body=bytes(event.raw_body), headers=event.headers)
+    return adapter.confirm_payment(envelope=envelope)
+
+
+def _process(*, webhook_event_id: uuid.UUID | str, envelope: WebhookEnvelope | None = None) -> str:
+    """Apply one recorded event (in the caller's transaction; the event row is locked), as
+    `envelope` says when given (the event confirmed by its provider), else as its body says."""
     with system_context(SYSTEM_REASON):
         event = WebhookEvent.objects.select_for_update().get(pk=webhook_event_id)
     event.attempts += 1
-    envelope = get_provider(event.provider).parse_webhook(body=bytes(event.raw_body), headers=event.headers)
+    if envelope is None:
+        envelope = get_provider(event.provider).parse_webhook(body=bytes(event.raw_body), headers=event.headers)
     if envelope.payout is not None:
         return _process_payout(event, payout_event=envelope.payout)
     if envelope.status in (PaymentStatus.UNKNOWN, PaymentStatus.PENDING):
@@ -325,19 +340,22 @@ def _record_failure(*, webhook_event_id: uuid.UUID | str, exc: BaseException) ->
 def webhook_event_process(*, webhook_event_id: uuid.UUID | str, message_id: uuid.UUID | str) -> str:
     """Process a recorded event once per outbox message; returns the outcome.
 
-    Must run outside any transaction. Opens one (via `consume_once`) holding the inbox row of
-    (`payments.process_webhook`, message id), the event's row lock and every effect; a
-    redelivered message is a no-op. On failure everything rolls back, the failure is recorded
-    on the event, and the error is re-raised for the consumer's retry, except for errors no
-    retry can fix (malformed body, provider mismatch), which are recorded and returned.
+    Must run outside any transaction. First asks the provider to confirm the event where its
+    adapter requires it (`_confirmed_envelope`, no transaction open), then opens one (via
+    `consume_once`) holding the inbox row of (`payments.process_webhook`, message id), the
+    event's row lock and every effect; a redelivered message is a no-op. On failure everything
+    rolls back, the failure is recorded on the event, and the error is re-raised for the
+    consumer's retry, except for errors no retry can fix (malformed body, provider mismatch),
+    which are recorded and returned.
     """
     with system_context(SYSTEM_REASON):
         pass  # audit the reason outside the processing transaction, which may roll back
     try:
+        envelope = _confirmed_envelope(webhook_event_id=webhook_event_id)
         with consume_once(consumer=CONSUMER, message_id=message_id) as first:
             if not first:
                 return "duplicate message: skipped"
-            return _process(webhook_event_id=webhook_event_id)
+            return _process(webhook_event_id=webhook_event_id, envelope=envelope)
     except NON_RETRYABLE as exc:
         _record_failure(webhook_event_id=webhook_event_id, exc=exc)
         logger.error("webhook event failed for good", extra={"webhook_event_id": str(webhook_event_id)})

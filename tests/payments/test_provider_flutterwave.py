@@ -280,3 +280,44 @@ def test_refund_posts_to_the_transaction_with_the_idempotency_key():
     assert (refund.method, refund.url) == ("POST", "https://api.flutterwave.com/v3/transactions/42/refund")
     assert refund.header("X-Idempotency-Key") == "rf-1"
     assert json_body(refund) == {"amount": 5}  # a JSON number in major units, as documented
+
+
+def verified(**data: Any):
+    answer = {"id": 285959875, "tx_ref": CHECKOUT_ID, "status": "successful", "amount": 100.5, "currency": "NGN"}
+    return json_response({"status": "success", "message": "Transaction fetched successfully", "data": answer | data})
+
+
+def test_a_paid_event_is_confirmed_by_the_transactions_verify_endpoint_and_takes_its_figures():
+    # given: a paid charge.completed (100.50 NGN) and Flutterwave's record of 100.00 NGN
+    transport = ScriptedTransport(verified(amount=100))
+    adapter = provider(secrets.token_urlsafe(24), transport)
+    # when: the event is confirmed
+    envelope = adapter.confirm_payment(envelope=adapter.parse_webhook(body=BODY, headers={}))
+    # then: the transaction was read back by its id, with the secret key, and its figures count
+    [request] = transport.requests
+    assert (request.method, request.url) == ("GET", "https://api.flutterwave.com/v3/transactions/285959875/verify")
+    assert request.header("Authorization") == f"Bearer {SECRET_KEY}"
+    assert (envelope.status, envelope.amount_minor, envelope.currency) == (PaymentStatus.PAID, 10000, "NGN")
+
+
+def test_a_paid_event_flutterwave_does_not_confirm_is_not_paid():
+    adapter = provider(transport=ScriptedTransport(verified(status="failed"), verified(status="pending")))
+    event = adapter.parse_webhook(body=BODY, headers={})
+    # a failed transaction is a failed attempt (nothing to act on)
+    assert adapter.confirm_payment(envelope=event).status == PaymentStatus.PENDING
+    # one not settled yet is asked about again later
+    with pytest.raises(ProviderError) as caught:
+        adapter.confirm_payment(envelope=event)
+    assert caught.value.retryable
+    # a transaction of another tx_ref is not this checkout's payment
+    other = provider(transport=ScriptedTransport(verified(tx_ref="someone-else")))
+    with pytest.raises(WebhookPayloadError, match="someone-else"):
+        other.confirm_payment(envelope=event)
+
+
+def test_events_other_than_paid_are_not_sent_to_the_api():
+    transport = ScriptedTransport()
+    adapter = provider(transport=transport)
+    envelope = adapter.parse_webhook(body=charge(status="failed"), headers={})
+    assert adapter.confirm_payment(envelope=envelope) is envelope
+    assert transport.requests == []

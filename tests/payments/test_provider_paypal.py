@@ -512,3 +512,106 @@ def test_api_failure_is_a_provider_error():
     with pytest.raises(ProviderError) as caught:
         create(provider(transport=transport))
     assert (caught.value.retryable, caught.value.http_status) == (True, 500)
+
+
+# --- currencies PayPal takes in whole units only ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount_minor", "currency", "value"),
+    [(111000, "HUF", "1110"), (250000, "TWD", "2500"), (1500, "JPY", "1500"), (15250, "KWD", "15.250")],
+)
+def test_orders_are_sent_without_decimals_in_whole_unit_currencies(amount_minor, currency, value):
+    # given: PayPal refuses a decimal amount in HUF, JPY and TWD (its currency codes page)
+    transport = ScriptedTransport(TOKEN, order_response())
+    # when: a checkout in one of them (or another currency) gets its order
+    provider(transport=transport).create_session(
+        checkout_id=CHECKOUT_ID,
+        amount_minor=amount_minor,
+        currency=currency,
+        email="shopper@example.com",
+        description="Spring Gala photos",
+        success_url="https://darkroom.test/done",
+        cancel_url="https://darkroom.test/cancel",
+    )
+    # then: the amount goes as PayPal takes it
+    [unit] = json_body(transport.requests[1])["purchase_units"]
+    assert unit["amount"] == {"currency_code": currency, "value": value}
+
+
+def test_an_order_for_a_fraction_of_a_whole_unit_currency_is_refused_before_anything_is_sent():
+    transport = ScriptedTransport(TOKEN)
+    with pytest.raises(ProviderError, match="whole units") as caught:
+        provider(transport=transport).create_session(
+            checkout_id=CHECKOUT_ID,
+            amount_minor=111060,
+            currency="HUF",
+            email="shopper@example.com",
+            description="Spring Gala photos",
+            success_url="https://darkroom.test/done",
+            cancel_url="https://darkroom.test/cancel",
+        )
+    assert not caught.value.retryable  # PayPal would refuse it every time
+    assert not [r for r in transport.requests if r.url.endswith("/v2/checkout/orders")]
+
+
+def huf_order() -> HttpResponse:
+    unit = {
+        "amount": {"currency_code": "HUF", "value": "1110"},
+        "payments": {"captures": [{"id": "CAP1", "status": "COMPLETED"}]},
+    }
+    return order_response("COMPLETED", purchase_units=[unit])
+
+
+def test_refunds_are_sent_without_decimals_in_whole_unit_currencies():
+    transport = ScriptedTransport(TOKEN, huf_order(), json_response({"id": "REF1", "status": "COMPLETED"}))
+    result = provider(transport=transport).refund(
+        reference="5O190127TN364715T", amount_minor=50000, idempotency_key="r-11"
+    )
+    assert (result.amount_minor, result.currency) == (50000, "HUF")
+    assert json_body(transport.requests[2]) == {"amount": {"currency_code": "HUF", "value": "500"}}
+
+
+def test_a_refund_of_a_fraction_of_a_whole_unit_currency_is_refused_before_it_is_sent():
+    transport = ScriptedTransport(TOKEN, huf_order())
+    with pytest.raises(ProviderError, match="whole units") as caught:
+        provider(transport=transport).refund(reference="5O190127TN364715T", amount_minor=50030, idempotency_key="r-12")
+    assert not caught.value.retryable
+    assert not [r for r in transport.requests if r.url.endswith("/refund")]
+
+
+# --- CHECKOUT.ORDER.COMPLETED: the capture's own status is the money ---------------------------
+
+
+def completed_order(*captures: dict[str, Any]) -> bytes:
+    unit: dict[str, Any] = {"custom_id": CHECKOUT_ID, "amount": {"currency_code": "EUR", "value": "15.00"}}
+    if captures:
+        unit["payments"] = {"captures": list(captures)}
+    return paypal_event(
+        "CHECKOUT.ORDER.COMPLETED", {"id": "5O190127TN364715T", "status": "COMPLETED", "purchase_units": [unit]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("capture_status", "expected"),
+    [
+        ("COMPLETED", PaymentStatus.PAID),
+        ("PENDING", PaymentStatus.PENDING),  # e.g. an eCheck, or PayPal reviewing the payment
+        ("DECLINED", PaymentStatus.FAILED),
+        ("FAILED", PaymentStatus.FAILED),
+    ],
+)
+def test_a_completed_order_is_paid_only_when_its_capture_completed(capture_status, expected):
+    capture = {"id": "CAP1", "status": capture_status, "amount": {"currency_code": "EUR", "value": "15.00"}}
+    envelope = provider().parse_webhook(body=completed_order(capture), headers={})
+    assert (envelope.status, envelope.payment_id) == (expected, "CAP1")
+
+
+def test_a_completed_order_without_a_capture_pays_nothing():
+    assert provider().parse_webhook(body=completed_order(), headers={}).status == PaymentStatus.PENDING
+
+
+def test_a_completed_orders_amount_is_what_its_capture_charged():
+    capture = {"id": "CAP1", "status": "COMPLETED", "amount": {"currency_code": "EUR", "value": "14.00"}}
+    envelope = provider().parse_webhook(body=completed_order(capture), headers={})
+    assert (envelope.amount_minor, envelope.currency) == (1400, "EUR")

@@ -104,6 +104,14 @@ def test_inexact_or_float_amounts_are_refused(value, currency):
         major_to_minor(value, currency)
 
 
+@pytest.mark.parametrize("value", ["1e999999999", "1e999990", Decimal("-1e999990"), "1e30"])
+def test_amounts_beyond_any_price_are_refused_at_once(value):
+    # An amount with a huge exponent overflowed the Decimal context (decimal.Overflow, not a
+    # ValueError: the webhook endpoint answered 500) or took minutes to turn into an int.
+    with pytest.raises(ValueError, match="not an amount"):
+        major_to_minor(value, "EUR")
+
+
 @pytest.mark.parametrize("currency", ["US", "usd1", "€€€", ""])
 def test_currency_codes_are_validated(currency):
     with pytest.raises(ValueError):

@@ -427,3 +427,51 @@ def test_refund_refunds_the_sessions_payment_intent_with_the_idempotency_key():
     assert create.header("Idempotency-Key") == "refund-7"
     form = form_body(create)
     assert (form["payment_intent"], form["amount"]) == (["pi_1"], ["500"])
+
+
+# --- ISK: zero decimals in ISO 4217 (Darkroom's minor units), two in Stripe's API --------------
+
+
+def test_an_isk_session_charges_the_whole_price_in_stripes_two_decimal_isk():
+    # given: a 5,000 ISK checkout (ISO 4217: no decimals, so 5000 minor units); Stripe keeps ISK
+    # as a two-decimal currency in its API ("an ISK amount of 100 represents 1 króna")
+    transport = ScriptedTransport(json_response(session_response()))
+    # when: its session is created
+    provider(transport=transport).create_session(
+        checkout_id=CHECKOUT_ID,
+        amount_minor=5000,
+        currency="ISK",
+        email="shopper@example.com",
+        description="Spring Gala",
+        success_url="https://darkroom.test/done",
+        cancel_url="https://darkroom.test/cancel",
+    )
+    # then: Stripe is asked for 5,000 króna, not 50
+    assert form_body(transport.requests[0])["line_items[0][price_data][unit_amount]"] == ["500000"]
+
+
+def test_isk_amounts_stripe_reports_are_read_back_in_darkroom_minor_units():
+    adapter = provider(make_secret())
+    paid = adapter.parse_webhook(
+        body=event("checkout.session.completed", {**SESSION, "amount_total": 500000, "currency": "isk"}), headers={}
+    )
+    assert (paid.amount_minor, paid.currency) == (5000, "ISK")
+    refunded = adapter.parse_webhook(
+        body=event("refund.updated", refund_object("succeeded", amount=120000, currency="isk")), headers={}
+    )
+    assert (refunded.amount_minor, refunded.refund_amount_minor) == (1200, 1200)
+    # a fraction of a króna cannot have been charged for a Darkroom checkout: not an amount
+    odd = adapter.parse_webhook(
+        body=event("checkout.session.completed", {**SESSION, "amount_total": 500050, "currency": "isk"}), headers={}
+    )
+    assert odd.amount_minor is None
+
+
+def test_an_isk_refund_asks_stripe_for_the_amount_in_its_two_decimal_isk():
+    transport = ScriptedTransport(
+        json_response(session_response(payment_intent="pi_1", currency="isk", amount_total=500000)),
+        json_response({"id": "re_1", "object": "refund", "status": "pending", "amount": 120000, "currency": "isk"}),
+    )
+    result = provider(transport=transport).refund(reference="cs_test_a1", amount_minor=1200, idempotency_key="r-1")
+    assert form_body(transport.requests[1])["amount"] == ["120000"]
+    assert (result.amount_minor, result.currency) == (1200, "ISK")

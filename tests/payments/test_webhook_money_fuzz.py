@@ -157,7 +157,10 @@ def _same_money(provider: Provider, document: dict[str, Any], *, amount_minor: i
 
 class _FlutterwaveApi(JsonHandler):
     """Flutterwave's v3 API as far as these checkouts need it: the hosted payment link, the
-    transaction by reference (charged as the event said) and refunds."""
+    transactions Flutterwave holds (`charged`, by id: what `GET /transactions/<id>/verify`
+    answers; the transaction by reference for a refund) and refunds."""
+
+    charged: dict[str, dict[str, Any]] = {}
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -167,13 +170,29 @@ class _FlutterwaveApi(JsonHandler):
             refund = {"id": uuid.uuid4().int % 10**9, "status": "completed"}
             self.send_json(200, {"status": "success", "data": refund})
 
-    def do_GET(self) -> None:  # /transactions/verify_by_reference?tx_ref=...
+    def do_GET(self) -> None:
+        if "/verify_by_reference" not in self.path:  # /transactions/<id>/verify
+            transaction_id = self.path.rstrip("/").split("/")[-2]
+            if transaction_id not in self.charged:
+                self.send_json(404, {"status": "error", "message": "No transaction was found for this id"})
+            else:
+                self.send_json(200, {"status": "success", "data": self.charged[transaction_id]})
+            return
         data = {"id": 7, "status": "successful", "amount": "9.00", "currency": "EUR"}
         self.send_json(200, {"status": "success", "data": data})
 
 
+def flutterwave_holds(body: bytes, **api_says: Any) -> None:
+    """Make the fake's API hold the charge a `charge.completed` body reports, as reported or with
+    `api_says` in place of its members (what Flutterwave's records say, whatever the body said)."""
+    data = json.loads(body).get("data")
+    if isinstance(data, dict) and isinstance(data.get("id"), int | str):
+        _FlutterwaveApi.charged[str(data["id"])] = {**data, **api_says}
+
+
 @pytest.fixture
 def flutterwave_api() -> Iterator[None]:
+    _FlutterwaveApi.charged = {}
     with serving(_FlutterwaveApi) as url, override_settings(FLUTTERWAVE_API_BASE=f"{url}/v3"):
         yield
 
@@ -203,6 +222,8 @@ def test_strange_paid_events_never_pay_for_the_wrong_money(name: str, tenant_a, 
         checkout_id = post_checkout(client, body).json()["id"]
         drain_outbox()  # its payment session (and any refund an earlier example asked for)
         event = _mutate(provider.paid_body(checkout_id), provider, mutations)
+        if provider is FLUTTERWAVE:
+            flutterwave_holds(event)  # Flutterwave's API confirms what its event says
         # when: it is delivered and processed (a failure is recorded on the event, not raised)
         response = post(provider.name, event, provider.headers(event))
         assert response.status_code in (200, 400), response.content[:300]
@@ -238,7 +259,11 @@ def flutterwave_checkout(tenant: Any, shop: Any) -> str:
 
 
 def flutterwave_delivers(body: bytes) -> None:
-    """Flutterwave's signed webhook delivery of `body`, processed by the consumer."""
+    """Flutterwave's signed webhook delivery of `body`, processed by the consumer (the charge it
+    reports held by Flutterwave's API as reported, unless the test said otherwise)."""
+    data = json.loads(body).get("data") or {}
+    if str(data.get("id")) not in _FlutterwaveApi.charged:
+        flutterwave_holds(body)
     assert post("flutterwave", body, sign.flutterwave_headers(body)).status_code == 200
     drain_outbox(topics={"webhook.received"})
 
@@ -283,3 +308,37 @@ def test_a_flutterwave_refund_naming_no_currency_is_read_in_the_payments_currenc
         "EUR",
         "609777",
     )
+
+
+@pytest.mark.parametrize(
+    "api_says",
+    [
+        {"status": "failed"},
+        {"status": "pending"},
+        {"amount": 0.9},
+        {"currency": "NGN"},
+        {"tx_ref": "another-checkout"},
+        "unknown transaction",
+    ],
+    ids=["failed", "pending", "another-amount", "another-currency", "another-tx-ref", "unknown-transaction"],
+)
+def test_a_flutterwave_paid_event_pays_only_what_flutterwaves_api_confirms(
+    api_says, tenant_a, shop, flutterwave_api
+) -> None:
+    # given: a Flutterwave checkout (EUR 9.00) and a signed charge.completed saying 9.00 EUR
+    # successful, which Flutterwave's own records (its verify API) contradict
+    checkout_id = flutterwave_checkout(tenant_a, shop)
+    body = sign.flutterwave_charge_completed(checkout_id=checkout_id)
+    if api_says != "unknown transaction":
+        flutterwave_holds(body, **api_says)
+    # when: it is delivered and processed
+    assert post("flutterwave", body, sign.flutterwave_headers(body)).status_code == 200
+    try:
+        drain_outbox(topics={"webhook.received"})
+    except Exception:  # noqa: BLE001 - a retryable failure: recorded on the event, retried by Celery
+        pass
+    # then: the checkout is not paid: no download, no wallet credit
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status != Checkout.Status.PAID
+        assert not Entitlement.objects.filter(checkout_id=checkout_id).exists()
+    assert system_count(lambda: LedgerEvent.objects.filter(reference=f"checkout:{checkout_id}")) == 0

@@ -401,6 +401,13 @@ class PaymentProvider(ABC):
         amount or currency. ValueError for an empty id.
         """
 
+    def confirm_payment(self, *, envelope: WebhookEnvelope) -> WebhookEnvelope:
+        """The envelope of a verified delivery as the provider's API confirms it, for providers
+        whose documentation says a webhook must not be trusted alone before giving value (the
+        webhook consumer calls it before processing, outside any transaction). The default: the
+        envelope as it is (its signature binds the body). Raises ProviderError."""
+        return envelope
+
     def authenticate(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:
         """`verify_webhook` then `parse_webhook`: what a webhook endpoint calls."""
         self.verify_webhook(body=body, headers=headers)
@@ -529,6 +536,9 @@ def money_text(amount_minor: int, currency: str) -> str:
     return f"{minor_to_major(int(amount_minor), currency)} {currency}"
 
 
+_MAX_AMOUNT_DIGITS = 19  # 10**19 major units is past any bigint of minor units
+
+
 def major_to_minor(value: object, currency: str) -> int:
     """ "123.45" or Decimal("123.45") or 123 -> 12345 for USD. Raises ValueError if inexact, and
     UnsupportedCurrency (a ValueError) for a currency outside the table: its decimals are unknown,
@@ -539,7 +549,9 @@ def major_to_minor(value: object, currency: str) -> int:
         amount = Decimal(value) if not isinstance(value, Decimal) else value
     except InvalidOperation as exc:
         raise ValueError(f"not an amount: {value!r}") from exc
-    if not amount.is_finite():
+    # Beyond what a bigint holds (no price comes near): refused before scaling, which would
+    # overflow the Decimal context or build an integer of millions of digits.
+    if not amount.is_finite() or (amount and amount.adjusted() >= _MAX_AMOUNT_DIGITS):
         raise ValueError(f"not an amount: {value!r}")
     minor = amount.scaleb(currency_exponent(currency))
     if minor != minor.to_integral_value():

@@ -34,6 +34,13 @@ it closes nothing. The checkout ends paid by a later successful charge or expire
                       Flutterwave reports no cumulative total), data.status failed ->
                       REFUND_FAILED (the money stays with the merchant)
     anything else                                      -> UNKNOWN
+Verify before giving value (Flutterwave: "verify that the payment was successful with
+Flutterwave before giving value"): `confirm_payment` reads a PAID event's transaction back
+(`GET /v3/transactions/<data.id>/verify`) and the event is applied with what that answer says:
+its tx_ref must be the event's (else WebhookPayloadError), its status decides (successful PAID,
+failed PENDING like a failed attempt, anything else not settled yet: a retryable ProviderError),
+and its amount and currency are the ones compared with the checkout. The webhook body, whose
+legacy `verif-hash` does not even bind it, never pays a checkout on its own.
 v3 deliveries have no event id; the id used for deduplication is `<event>:<data.id>:<status>`
 (a redelivery repeats it; a later status change of the same charge is a new event).
 
@@ -67,6 +74,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -312,6 +320,40 @@ class FlutterwaveProvider(PaymentProvider):
             amount_minor=_amount(data.get("amount"), currency) if currency else None,
             currency=currency,
             payment_id=as_str(data.get("id")),
+        )
+
+    def confirm_payment(self, *, envelope: WebhookEnvelope) -> WebhookEnvelope:
+        """A PAID event as Flutterwave's verify endpoint reports its transaction (module
+        docstring); any other envelope as it is. Call outside any transaction. Raises
+        WebhookPayloadError (a transaction of another tx_ref, or an answer whose amount the
+        currency cannot hold) and ProviderError (retryable while the transaction is not settled)."""
+        if envelope.status is not PaymentStatus.PAID:
+            return envelope
+        if envelope.payment_id is None:
+            raise WebhookPayloadError("Flutterwave paid event without the transaction id to verify it by")
+        url = f"{self.api_base}/transactions/{quote(envelope.payment_id, safe='')}/verify"
+        data = self._data(self._api.call("GET", url, headers=self._headers()), f"verify {envelope.payment_id}")
+        tx_ref = as_str(data.get("tx_ref"))
+        if tx_ref != envelope.reference or as_str(data.get("id")) != envelope.payment_id:
+            raise WebhookPayloadError(
+                f"Flutterwave transaction {envelope.payment_id} is {as_str(data.get('id'))!r} of tx_ref {tx_ref!r}, "
+                f"not the event's {envelope.reference!r}"
+            )
+        api_status = str(data.get("status") or "").lower()
+        status = _CHARGE_STATUSES.get(api_status)
+        if status is None or api_status == "pending":
+            raise ProviderError(
+                f"flutterwave: transaction {envelope.payment_id} is {api_status or 'without status'} at Flutterwave, "
+                "not settled yet",
+                provider=self.name,
+                retryable=True,
+            )
+        currency = as_str(data.get("currency"))
+        return replace(
+            envelope,
+            status=status,
+            amount_minor=_amount(data.get("amount"), currency),
+            currency=currency,
         )
 
     def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:

@@ -3,6 +3,9 @@
 Create: `POST /v2/checkout/orders` (intent CAPTURE) with `PayPal-Request-Id` = checkout id (a
 retry returns the same order) and the checkout id in the purchase unit's `custom_id` and
 `reference_id`. Reference = the order id; the shopper goes to the `payer-action` link.
+Amounts in HUF, JPY and TWD, which PayPal takes in whole units only (`WHOLE_UNIT_CURRENCIES`),
+go without decimals in orders and refunds as in payouts; an order or refund for a fraction of a
+unit in one is refused before anything is sent (a non-retryable ProviderError).
 
 Shipping: the order is created with `shipping_preference: NO_SHIPPING` on purpose, also for
 checkouts with prints. Darkroom collects the shipping address itself, at checkout, for every
@@ -26,7 +29,12 @@ the checkout expires can still succeed; that payment is refunded as a late payme
 
 Webhook mapping:
     CHECKOUT.ORDER.APPROVED                       -> APPROVED (capture it)
-    CHECKOUT.ORDER.COMPLETED, PAYMENT.CAPTURE.COMPLETED -> PAID
+    CHECKOUT.ORDER.COMPLETED                      -> by its (last) capture's status, as
+                                                     `fetch_status` reads an order: COMPLETED
+                                                     PAID with the capture's amount, PENDING
+                                                     (or no capture) PENDING, DECLINED/FAILED
+                                                     FAILED (refunds come as their own events)
+    PAYMENT.CAPTURE.COMPLETED                     -> PAID
     PAYMENT.CAPTURE.PENDING                       -> PENDING
     PAYMENT.CAPTURE.DENIED, PAYMENT.CAPTURE.DECLINED    -> FAILED
     PAYMENT.CAPTURE.REFUNDED, PAYMENT.CAPTURE.REVERSED  -> REFUNDED (a reversal returns the
@@ -342,6 +350,16 @@ def _payout_value(amount_minor: int, code: str) -> str:
     return whole
 
 
+def _payment_value(amount_minor: int, code: str, *, what: str) -> str:
+    """An order's or refund's `amount.value`, as `_payout_value` writes it (no decimals in a
+    whole-unit currency). A fraction of a unit in one is a non-retryable ProviderError before
+    anything is sent: PayPal would refuse it on every attempt."""
+    try:
+        return _payout_value(check_amount(amount_minor), code)
+    except ValueError as exc:
+        raise ProviderError(f"paypal: {what}: {exc}", provider="paypal", retryable=False) from exc
+
+
 def _payout_item(batch: Mapping[str, Any], *, payout_id: str) -> dict[str, Any]:
     """This payout's item in a batch answer (its sender_item_id is the payout id; a batch we
     sent has that one item), else {}."""
@@ -503,6 +521,7 @@ class PayPalProvider(PaymentProvider):
         """Create the order (PayPal orders take no expiry: `expires_at` is not sent; see the
         module docstring for why an expired checkout's order is never charged)."""
         code = normalize_currency(currency)
+        value = _payment_value(amount_minor, code, what=f"order for checkout {checkout_id}")
         order = self._api.call(
             "POST",
             f"{self.api_base}/v2/checkout/orders",
@@ -514,7 +533,7 @@ class PayPalProvider(PaymentProvider):
                         "reference_id": checkout_id,
                         "custom_id": checkout_id,
                         "description": description[:127],
-                        "amount": {"currency_code": code, "value": minor_to_major(check_amount(amount_minor), code)},
+                        "amount": {"currency_code": code, "value": value},
                     }
                 ],
                 "payment_source": {
@@ -601,12 +620,8 @@ class PayPalProvider(PaymentProvider):
             raise ProviderError(
                 f"paypal: order {reference} has no capture to refund", provider=self.name, retryable=False
             )
-        body: dict[str, Any] = {
-            "amount": {
-                "currency_code": state.currency,
-                "value": minor_to_major(check_amount(amount_minor), state.currency),
-            }
-        }
+        value = _payment_value(amount_minor, normalize_currency(state.currency), what=f"refund of order {reference}")
+        body: dict[str, Any] = {"amount": {"currency_code": state.currency, "value": value}}
         custom_id = as_str(_first_unit(order).get("custom_id"))
         if custom_id:
             body["custom_id"] = custom_id
@@ -929,14 +944,20 @@ class PayPalProvider(PaymentProvider):
             return WebhookEnvelope(**common, status=PaymentStatus.UNKNOWN)
         if event_type.startswith("CHECKOUT.ORDER."):
             unit = _first_unit(resource)
-            amount, currency = _money(unit.get("amount"))
             captures = _captures(resource)
+            capture = captures[-1] if captures else {}
+            if status is PaymentStatus.PAID:
+                # A completed order is money only once its capture completed (a PENDING capture
+                # may still be declined); the capture says what was charged.
+                capture_status = _CAPTURE_STATUSES.get(str(capture.get("status")), PaymentStatus.PENDING)
+                status = capture_status if capture_status is not PaymentStatus.REFUNDED else PaymentStatus.UNKNOWN
+            amount, currency = _money(capture.get("amount") or unit.get("amount"))
             envelope = WebhookEnvelope(
                 **common,
                 status=status,
                 reference=as_str(resource.get("id")),
                 checkout_id=as_str(unit.get("custom_id")) or as_str(unit.get("reference_id")),
-                payment_id=as_str(captures[-1].get("id")) if captures else None,
+                payment_id=as_str(capture.get("id")),
                 amount_minor=amount,
                 currency=currency,
             )

@@ -5,6 +5,9 @@ Create: one Checkout Session in payment mode per checkout, `Idempotency-Key` = c
 retry returns the same session), checkout id in `client_reference_id` and in the metadata of
 both the session and its PaymentIntent (so `charge.*` events carry it too: Stripe does not copy
 session metadata to charges on its own). Reference = the session id (`cs_...`).
+Amounts are Darkroom's minor units (ISO 4217) except in ISK, which Stripe's API keeps
+two-decimal: `to_stripe_amount` / `from_stripe_amount` convert every payment amount sent and
+read (sessions, refunds, their events); transfers are not converted.
 
 Session lifetime: without `expires_at` Stripe keeps a session open for 24 hours, far past the
 checkout's own expiry (INVENTORY_RESERVATION_TTL_SECONDS, 15 minutes). Stripe accepts an
@@ -142,6 +145,26 @@ SESSION_MIN_LIFETIME_SECONDS = 30 * 60
 SESSION_MAX_LIFETIME_SECONDS = 24 * 3600
 SESSION_EXPIRY_MARGIN_SECONDS = 5 * 60
 SESSION_EXPIRY_AFTER_CHECKOUT = SESSION_MIN_LIFETIME_SECONDS + SESSION_EXPIRY_MARGIN_SECONDS
+# Currencies Stripe's API counts with more decimals than ISO 4217 (Darkroom's minor units): ISK
+# has none in ISO 4217 but stays two-decimal in Stripe's API ("an ISK amount of 100 represents 1
+# króna", and only multiples of 100 are accepted), so 5000 ISK travels as 500000.
+_STRIPE_EXTRA_DECIMALS: dict[str, int] = {"ISK": 2}
+
+
+def to_stripe_amount(amount_minor: int, currency: str) -> int:
+    """A payment amount in Darkroom's minor units as Stripe's API counts it (see above)."""
+    return check_amount(amount_minor) * 10 ** _STRIPE_EXTRA_DECIMALS.get(currency.upper(), 0)
+
+
+def from_stripe_amount(value: object, currency: str | None) -> int | None:
+    """A payment amount Stripe reports, in Darkroom's minor units; None when it is not an integer
+    or, in a currency Stripe counts with extra decimals, holds a fraction of Darkroom's unit (no
+    Darkroom payment is charged such an amount: it is not taken for one)."""
+    amount = _int(value)
+    if amount is None or currency is None:
+        return amount
+    scale = 10 ** _STRIPE_EXTRA_DECIMALS.get(currency.upper(), 0)
+    return amount // scale if amount % scale == 0 else None
 
 
 def session_expires_at(checkout_expires_at: datetime, *, now: float) -> int | None:
@@ -289,7 +312,7 @@ class StripeProvider(PaymentProvider):
                     "quantity": 1,
                     "price_data": {
                         "currency": code.lower(),
-                        "unit_amount": check_amount(amount_minor),
+                        "unit_amount": to_stripe_amount(amount_minor, code),
                         "product_data": {"name": description or "Darkroom order"},
                     },
                 }
@@ -356,15 +379,17 @@ class StripeProvider(PaymentProvider):
             status = PaymentStatus.FAILED
         else:
             status = PaymentStatus.PENDING
+        currency = _currency(session.get("currency"))
         return PaymentState(
             status=status,
-            amount_minor=_int(session.get("amount_total")),
-            currency=_currency(session.get("currency")),
+            amount_minor=from_stripe_amount(session.get("amount_total"), currency),
+            currency=currency,
             payment_id=_id_of(session.get("payment_intent")),
         )
 
     def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
-        payment_intent = _id_of(self._session(reference).get("payment_intent"))
+        session = self._session(reference)
+        payment_intent = _id_of(session.get("payment_intent"))
         if payment_intent is None:
             raise ProviderError(
                 f"stripe: session {reference} has no payment to refund", provider=self.name, retryable=False
@@ -373,7 +398,7 @@ class StripeProvider(PaymentProvider):
             refund = self._client.v1.refunds.create(
                 params={
                     "payment_intent": payment_intent,
-                    "amount": check_amount(amount_minor),
+                    "amount": to_stripe_amount(amount_minor, _currency(session.get("currency")) or ""),
                     "metadata": {"session": reference},
                 },
                 options={"idempotency_key": idempotency_key},
@@ -387,7 +412,7 @@ class StripeProvider(PaymentProvider):
         return RefundResult(
             refund_id=refund_id,
             status=_REFUND_STATUSES.get(str(data.get("status")), PaymentStatus.PENDING),
-            amount_minor=_int(data.get("amount")) or amount_minor,
+            amount_minor=from_stripe_amount(data.get("amount"), currency) or amount_minor,
             currency=currency,
         )
 
@@ -535,6 +560,7 @@ class StripeProvider(PaymentProvider):
                 and as_str(obj.get("payment_status")) not in _SETTLED_PAYMENT_STATUSES
             ):
                 status = PaymentStatus.PENDING
+            currency = _currency(obj.get("currency"))
             envelope = WebhookEnvelope(
                 **common,
                 status=status,
@@ -542,8 +568,8 @@ class StripeProvider(PaymentProvider):
                 checkout_id=as_str(obj.get("client_reference_id"))
                 or as_str(as_dict(obj.get("metadata")).get("checkout_id")),
                 payment_id=_id_of(obj.get("payment_intent")),
-                amount_minor=_int(obj.get("amount_total")),
-                currency=_currency(obj.get("currency")),
+                amount_minor=from_stripe_amount(obj.get("amount_total"), currency),
+                currency=currency,
             )
         elif event_type in REFUND_EVENTS:
             refund_status = as_str(obj.get("status"))
@@ -554,14 +580,15 @@ class StripeProvider(PaymentProvider):
             )
             if status is PaymentStatus.UNKNOWN:
                 return WebhookEnvelope(**common, status=status)
-            amount = _int(obj.get("amount"))
+            currency = _currency(obj.get("currency"))
+            amount = from_stripe_amount(obj.get("amount"), currency)
             envelope = WebhookEnvelope(
                 **common,
                 status=status,
                 reference=as_str(as_dict(obj.get("metadata")).get("session")),
                 payment_id=_id_of(obj.get("payment_intent")),
                 amount_minor=amount,
-                currency=_currency(obj.get("currency")),
+                currency=currency,
                 refund_id=as_str(obj.get("id")),
                 refund_amount_minor=amount,
                 refund_failure=(as_str(obj.get("failure_reason")) or refund_status or "")
