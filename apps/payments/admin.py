@@ -6,18 +6,17 @@ outbox (see `webhook_events_replay`), safe for processed events too.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.core.admin_base import ReadOnlyAdmin
 from apps.payments.models import WebhookEvent
 from apps.payments.services import webhook_events_replay
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(ReadOnlyAdmin):
     list_display = (
         "received_at",
         "provider",
@@ -60,12 +59,6 @@ class WebhookEventAdmin(admin.ModelAdmin):
         "traceback",
     ]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     @admin.display(description="error")
     def short_error(self, obj: WebhookEvent) -> str:
         return obj.error[:120]
@@ -74,7 +67,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     def body(self, obj: WebhookEvent) -> str:
         return bytes(obj.raw_body).decode("utf-8", errors="replace")
 
-    @admin.action(description="Replay selected events (re-run processing; audited)", permissions=["change"])
+    @admin.action(description="Replay selected events (re-run processing; audited)", permissions=["superuser"])
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
         selected = list(queryset.values_list("pk", flat=True))
         user = request.user if request.user.is_authenticated else None
