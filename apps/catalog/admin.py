@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -108,11 +109,19 @@ class ProductAdmin(ReadOnlyAdmin):
     actions = ("deactivate", "reactivate")
 
     def _set_active(self, request: HttpRequest, queryset: QuerySet[Product], *, active: bool) -> None:
+        """Says how many products this changed and how many already were so: each one's state is
+        read under the row lock that `product_set_active` then takes again, in one transaction."""
         actor = Actor(label=f"admin:{request.user.get_username()}", user=request.user)  # type: ignore[arg-type]
-        for product in queryset:
-            product_set_active(tenant_id=product.tenant_id, product_id=product.pk, active=active, actor=actor)
-        verb = "Reactivated" if active else "Deactivated"
-        messages.success(request, f"{verb} {queryset.count()} product(s); each change is audited.")
+        selected = list(queryset.order_by("pk"))
+        changed = 0
+        for product in selected:
+            with transaction.atomic():
+                was = Product.objects.select_for_update(no_key=True).values_list("active", flat=True).get(pk=product.pk)
+                changed += was != active
+                product_set_active(tenant_id=product.tenant_id, product_id=product.pk, active=active, actor=actor)
+        verb, state = ("Reactivated", "active") if active else ("Deactivated", "inactive")
+        already = f"; {len(selected) - changed} already {state}" if changed < len(selected) else ""
+        messages.success(request, f"{verb} {changed} product(s){already}. Each change is audited.")
 
     @admin.action(description="Stop selling the selected products (audited)", permissions=["superuser"])
     def deactivate(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:

@@ -87,6 +87,7 @@ class TransactionAdmin(ReadOnlyAdmin):
 @admin.register(Entitlement)
 class EntitlementAdmin(ReadOnlyAdmin):
     list_display = ("id", "tenant", "email", "scope", "event", "photo", "granted_at", "revoked_at")
+    list_select_related = ("tenant", "event", "photo")  # `photo` may be null: not followed by default
     list_filter = ("scope",)
     search_fields = ("email",)
     ordering = ("-granted_at",)

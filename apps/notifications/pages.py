@@ -14,6 +14,13 @@ counts each request against the client's address (`apps.core.client_address`, wh
 request gets a 429 problem with `Retry-After` before the token is even read, so it writes
 nothing. It follows `RATE_LIMIT_ENABLED` and, like every limiter here, lets requests through
 when Redis is unreachable (logged and counted).
+
+The unsubscribe POST is the exception (`unsubscribe_limited`): RFC 8058 one-click unsubscribes
+come from the mail providers' own servers, which many of their users share, and refusing one
+fails a legal obligation. A POST whose token we signed (an HMAC check, no database read) counts
+against that attendee's own `ATTENDEE_PAGE_RATE` instead of the address's, whatever the link's
+generation; one whose token we did not sign counts against the address as every page does, so a
+flood of forged tokens is still held back.
 """
 
 from __future__ import annotations
@@ -22,12 +29,13 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.core import signing
 from django.http import HttpRequest, HttpResponse
 
 from apps.core.client_address import rate_limit_address
 from apps.core.problems import DomainError, domain_error_page, problem_page_or_json
 from apps.notifications.models import Attendee
-from apps.notifications.selectors import attendee_from_token, attendee_from_unsubscribe_token
+from apps.notifications.selectors import ATTENDEE_SALT, attendee_from_token, attendee_from_unsubscribe_token
 from apps.ops.ratelimit import setting_rate_wait
 
 ATTENDEE_PAGE_KEY = "attendee:page:"
@@ -46,15 +54,45 @@ def attendee_page_limited(view: Callable[..., HttpResponse]) -> Callable[..., Ht
     def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         wait = attendee_page_wait(request)
         if wait:
-            return problem_page_or_json(
-                request,
-                429,
-                "Too many requests",
-                "Too many requests for attendee pages from this address.",
-                slug="rate-limited",
-                retry_after=wait,
-            )
+            return _too_many(request, wait, "Too many requests for attendee pages from this address.")
         return view(request, *args, **kwargs)
+
+    return limited
+
+
+def _signed_attendee_key(token: str) -> str | None:
+    """The budget key of the attendee a token we signed names (`apps.notifications.selectors`),
+    or None for a token we did not sign. Reads no database."""
+    try:
+        claims = signing.Signer(salt=ATTENDEE_SALT).unsign_object(token)
+        return f"{ATTENDEE_PAGE_KEY}t{int(claims['t'])}:p{int(claims['a'])}"
+    except (signing.BadSignature, AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def unsubscribe_wait(request: HttpRequest, token: str) -> int:
+    """Count one unsubscribe request: a POST with a token we signed against that attendee's
+    budget, anything else against the client's address. 0 if admitted, else seconds to wait."""
+    key = _signed_attendee_key(token) if request.method == "POST" else None
+    if key is None:
+        return attendee_page_wait(request)
+    return setting_rate_wait((key, "ATTENDEE_PAGE_RATE"))
+
+
+def _too_many(request: HttpRequest, wait: int, detail: str) -> HttpResponse:
+    return problem_page_or_json(request, 429, "Too many requests", detail, slug="rate-limited", retry_after=wait)
+
+
+def unsubscribe_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """`attendee_page_limited` for the unsubscribe page, whose POST counts against the signed
+    attendee rather than the client address (`unsubscribe_wait`)."""
+
+    @wraps(view)
+    def limited(request: HttpRequest, token: str) -> HttpResponse:
+        wait = unsubscribe_wait(request, token)
+        if wait:
+            return _too_many(request, wait, "Too many unsubscribe requests for this link or from this address.")
+        return view(request, token)
 
     return limited
 

@@ -41,7 +41,7 @@ from apps.core.problems import DomainError, InvalidInput, NotFound
 from apps.core.text import title_problem
 from apps.notifications.mailers import MailReport, OutgoingEmail, claim_deadline, get_mailer
 from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
-from apps.notifications.selectors import attendee_link
+from apps.notifications.selectors import LINK_INVALID_DETAIL, AttendeeLinkInvalid, attendee_link
 from apps.ops.killswitch import ensure_enabled
 from apps.ops.models import Capability
 from apps.outbox.requeue import count_requeued, requeue_stale
@@ -227,15 +227,30 @@ def attendee_unsubscribe(*, tenant_id: int, attendee_id: int) -> bool:
     return True
 
 
+def _link_still_of(attendee: Attendee | None, link_generation: int) -> Attendee:
+    """The attendee, read under the caller's lock on their row, if their link is still of the
+    generation the request was admitted with; else raises AttendeeLinkInvalid (the 404 of any
+    invalid link): a link replaced, or an attendee deleted, while the request was in flight
+    writes nothing."""
+    if attendee is None or attendee.link_generation != link_generation:
+        raise AttendeeLinkInvalid(LINK_INVALID_DETAIL)
+    return attendee
+
+
 @transaction.atomic(durable=True)
-def attendee_resubscribe(*, tenant_id: int, attendee_id: int) -> bool:
-    """The attendee who unsubscribed asks for announcements by e-mail again (their own request):
-    `unsubscribed_at` is cleared and their e-mail consent recorded now. Returns True if this call
-    resubscribed them; for an attendee who is subscribed it changes nothing (a second POST).
-    Announcements already turned into in-app deliveries stay as they are. Audited.
-    Raises Attendee.DoesNotExist.
+def attendee_resubscribe(*, tenant_id: int, attendee_id: int, link_generation: int) -> bool:
+    """The attendee who unsubscribed asks for announcements by e-mail again (their own request,
+    through their link of `link_generation`): `unsubscribed_at` is cleared and their e-mail
+    consent recorded now. Returns True if this call resubscribed them; for an attendee who is
+    subscribed it changes nothing (a second POST). Announcements already turned into in-app
+    deliveries stay as they are. Audited.
+
+    Locks the attendee's row before it checks the link's generation, so a replacement either
+    committed before (refused) or waits for this transaction.
+    Raises AttendeeLinkInvalid (the link was replaced, or the attendee is gone).
     """
-    attendee = Attendee.objects.select_for_update().get(tenant_id=tenant_id, pk=attendee_id)
+    locked = Attendee.objects.select_for_update().filter(tenant_id=tenant_id, pk=attendee_id).first()
+    attendee = _link_still_of(locked, link_generation)
     if attendee.unsubscribed_at is None:
         return False
     attendee.unsubscribed_at = None
@@ -258,12 +273,25 @@ def attendee_resubscribe(*, tenant_id: int, attendee_id: int) -> bool:
 
 @transaction.atomic(durable=True)
 def notifications_mark_read(
-    *, tenant_id: int, attendee_id: int, notification_ids: list[int] | None = None, upto: int | None = None
+    *,
+    tenant_id: int,
+    attendee_id: int,
+    link_generation: int,
+    notification_ids: list[int] | None = None,
+    upto: int | None = None,
 ) -> int:
-    """Mark the attendee's notifications read (the given ones, or all): `read_at` is set once and
-    never moves. Returns how many this call marked. `upto` bounds "all" to the notifications the
-    attendee's page showed (ids up to the newest it knew of): one that arrived after the page was
-    rendered stays unread, so it is neither hidden from them nor taken off their photo alert."""
+    """Mark the attendee's notifications read (the given ones, or all), through their link of
+    `link_generation`: `read_at` is set once and never moves. Returns how many this call marked.
+    `upto` bounds "all" to the notifications the attendee's page showed (ids up to the newest it
+    knew of): one that arrived after the page was rendered stays unread, so it is neither hidden
+    from them nor taken off their photo alert.
+
+    Locks the attendee's row (FOR NO KEY UPDATE) before it checks the link's generation, so a
+    replacement either committed before (refused) or waits for this transaction.
+    Raises AttendeeLinkInvalid (the link was replaced, or the attendee is gone).
+    """
+    locked = Attendee.objects.select_for_update(no_key=True).filter(tenant_id=tenant_id, pk=attendee_id).first()
+    _link_still_of(locked, link_generation)
     unread = Notification.objects.filter(tenant_id=tenant_id, attendee_id=attendee_id, read_at__isnull=True)
     if notification_ids is not None:
         unread = unread.filter(pk__in=notification_ids)

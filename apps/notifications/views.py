@@ -15,6 +15,10 @@
 The POSTs are exempt from CSRF: the token in the path is the only credential, and a page that
 could forge the request already holds it. Every page counts against the client address's
 `ATTENDEE_PAGE_RATE` (`apps.notifications.pages`): over it, a 429 problem that writes nothing.
+The unsubscribe POST with a token we signed counts against that attendee instead (mail providers
+send one-click unsubscribes from servers many of their users share). The POSTs that write
+(mark read, resubscribe) check the link's generation under the attendee's row lock, in the
+write's transaction: a link replaced while the request was in flight writes nothing (404).
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ from apps.notifications.attendee_links import (
     link_sent_note_read,
     masked_email,
 )
-from apps.notifications.pages import attendee_or_problem, attendee_page_limited, unsubscribing_attendee_or_problem
+from apps.notifications.pages import (
+    attendee_or_problem,
+    attendee_page_limited,
+    unsubscribe_limited,
+    unsubscribing_attendee_or_problem,
+)
 from apps.notifications.selectors import (
     LINK_INVALID_DETAIL,
     AttendeeLinkInvalid,
@@ -93,19 +102,23 @@ def mark_read(request: HttpRequest, token: str) -> HttpResponse:
         return problem_page_or_json(
             request, 400, "Bad request", "`upto` must be a notification id.", slug="bad-request"
         )
-    with tenant_context(attendee.tenant_id):
-        notifications_mark_read(
-            tenant_id=attendee.tenant_id,
-            attendee_id=attendee.pk,
-            notification_ids=[int(raw)] if raw else None,
-            upto=int(upto) if upto else None,
-        )
+    try:
+        with tenant_context(attendee.tenant_id):
+            notifications_mark_read(
+                tenant_id=attendee.tenant_id,
+                attendee_id=attendee.pk,
+                link_generation=attendee.link_generation,
+                notification_ids=[int(raw)] if raw else None,
+                upto=int(upto) if upto else None,
+            )
+    except AttendeeLinkInvalid as exc:
+        return domain_error_page(request, exc)  # replaced mid-request: the 404 of any invalid link
     return HttpResponseRedirect(reverse("attendee-inbox", kwargs={"token": token}), status=303)
 
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
-@attendee_page_limited
+@unsubscribe_limited
 def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     """Also for a replaced link (an old e-mail's one-click): its page shows the address masked
     and links nowhere, since it opens nothing else."""
@@ -172,6 +185,11 @@ def resubscribe(request: HttpRequest, token: str) -> HttpResponse:
     attendee = attendee_or_problem(request, token)
     if isinstance(attendee, HttpResponse):
         return attendee
-    with tenant_context(attendee.tenant_id):
-        attendee_resubscribe(tenant_id=attendee.tenant_id, attendee_id=attendee.pk)
+    try:
+        with tenant_context(attendee.tenant_id):
+            attendee_resubscribe(
+                tenant_id=attendee.tenant_id, attendee_id=attendee.pk, link_generation=attendee.link_generation
+            )
+    except AttendeeLinkInvalid as exc:
+        return domain_error_page(request, exc)  # replaced mid-request: the 404 of any invalid link
     return HttpResponseRedirect(reverse("attendee-inbox", kwargs={"token": token}), status=303)

@@ -13,7 +13,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
-from django.contrib.auth.forms import AdminUserCreationForm
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -53,15 +53,34 @@ class DarkroomUserCreationForm(AdminUserCreationForm):
         fields = ("username", "email")
 
     def clean_email(self) -> str:
-        email = str(self.cleaned_data["email"])
-        if User.objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError("Someone already has an account with this e-mail address.")
-        return email
+        return _email_nobody_else_has(str(self.cleaned_data["email"]), user=None)
+
+
+class DarkroomUserChangeForm(UserChangeForm):
+    """Django's change form, with the add form's rule: no other account has the e-mail address,
+    whatever its case (the account's own address in another case is fine)."""
+
+    class Meta(UserChangeForm.Meta):
+        model = User
+
+    def clean_email(self) -> str:
+        return _email_nobody_else_has(str(self.cleaned_data["email"]), user=self.instance)
+
+
+def _email_nobody_else_has(email: str, *, user: User | None) -> str:
+    """`email`, unless an account other than `user` has it in any case (a form error then)."""
+    others = User.objects.filter(email__iexact=email)
+    if user is not None and user.pk is not None:
+        others = others.exclude(pk=user.pk)
+    if others.exists():
+        raise forms.ValidationError("Someone already has an account with this e-mail address.")
+    return email
 
 
 @admin.register(User)
 class DarkroomUserAdmin(UserAdmin):
     add_form = DarkroomUserCreationForm
+    form = DarkroomUserChangeForm
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("username", "email", "usable_password", "password1", "password2")}),
     )
@@ -166,10 +185,14 @@ class ApiKeyAdmin(ReadOnlyAdmin):
         description="Revoke the selected API keys (audited; they stop working at once)", permissions=["superuser"]
     )
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        """Says how many this revoked, and how many were revoked already (by then)."""
         keys = list(queryset.select_related("tenant"))
-        for key in keys:
+        revoked = sum(
             api_key_revoke(tenant=key.tenant, api_key_id=key.pk, actor=request.user)  # type: ignore[arg-type]
-        messages.success(request, f"Revoked {len(keys)} key(s).")
+            for key in keys
+        )
+        already = f"; {len(keys) - revoked} already revoked" if revoked < len(keys) else ""
+        messages.success(request, f"Revoked {revoked} key(s){already}.")
 
 
 @admin.register(AuditLog)

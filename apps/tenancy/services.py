@@ -91,8 +91,9 @@ def api_key_issue(*, tenant: Organization, name: str, actor: User | None = None)
     return IssuedApiKey(api_key=api_key, raw_key=raw_key)
 
 
-def api_key_revoke(*, tenant: Organization, api_key_id: int, actor: User | None = None) -> None:
+def api_key_revoke(*, tenant: Organization, api_key_id: int, actor: User | None = None) -> bool:
     """Revoke a key; it stops authenticating as soon as this commits (its cache entry says so).
+    Returns True if this call revoked it (False: revoked already, or no such key; nothing audited).
 
     Joins the caller's transaction if there is one. The cached resolution is overwritten with the
     revoked mark when the revocation commits (`on_commit`), not before, and resolutions never
@@ -106,6 +107,7 @@ def api_key_revoke(*, tenant: Organization, api_key_id: int, actor: User | None 
             audit_record(action="api_key.revoke", actor_user=actor, target_type="api_key", target_id=str(api_key_id))
         if key_hash:
             transaction.on_commit(partial(api_key_forget, key_hash=key_hash))
+    return bool(updated)
 
 
 def api_key_forget(*, key_hash: str) -> None:
@@ -162,10 +164,15 @@ def organization_rename(*, tenant_id: int, name: str, actor: User) -> Organizati
 def membership_add(*, tenant: Organization, user: User, role: str) -> Membership:
     """Add (or update the role of) a member; assumes nothing about the caller's transaction.
 
-    For platform operators (CLI, admin): the person is a member at once, so a pending invitation
-    of theirs to this studio has nothing left to ask and goes.
+    For platform operators (CLI, admin, seed commands): the person is a member at once, so a
+    pending invitation of theirs to this studio has nothing left to ask and goes. Takes the
+    owners' lock before counting them, as `member_role_set` does, so adding the last owner again
+    with another role is refused, even racing another change. Raises LastOwnerRequired.
     """
     with tenant_context(tenant.pk), transaction.atomic():
+        owners = _owners_lock(tenant_id=tenant.pk, actor=None)
+        if role != OWNER_ROLE and any(owner.user_id == user.pk for owner in owners):
+            _keeps_an_owner(owners=owners, user_id=user.pk, studio=tenant.name)
         membership, _ = Membership.objects.update_or_create(tenant=tenant, user=user, defaults={"role": role})
         MembershipInvitation.objects.filter(tenant=tenant, user=user).delete()
         audit_record(

@@ -7,13 +7,16 @@ derived status computed row by row) made each page a hundred round trips."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from apps.commerce.models import Checkout, Entitlement, Transaction
 from apps.ledger.projection import projection_rebuild
 from apps.notifications.models import Announcement
 from apps.notifications.services import announcement_fanout
@@ -21,7 +24,7 @@ from apps.payouts.services import payout_batch_run
 from apps.tenancy.context import tenant_context
 from apps.tenancy.services import audit_record
 from tests.core.test_admin_money_guards import admin_client  # noqa: F401 - a fixture, used by name
-from tests.factories.catalog import EventFactory
+from tests.factories.catalog import EventFactory, PhotoFactory
 from tests.factories.ledger import LedgerAccountFactory
 from tests.factories.tenancy import UserFactory
 from tests.notifications.helpers import event_with_attendees, sent_announcement
@@ -70,6 +73,36 @@ def payouts(tenant: Any, n: int) -> None:
     assert len(payout_batch_run(trigger="test").payout_ids) == n
 
 
+def entitlements(tenant: Any, n: int) -> None:
+    """`n` more photo entitlements, each to a photo of its own, of one paid checkout (its rows
+    made directly: the list reads nothing else)."""
+    with tenant_context(tenant.pk):
+        checkout = Checkout.objects.create(
+            tenant=tenant,
+            email="ann@example.test",
+            provider="sandbox",
+            status=Checkout.Status.PAID,
+            currency="EUR",
+            amount_minor=900 * n,
+            expires_at=timezone.now() + timedelta(hours=1),
+        )
+        txn = Transaction.objects.create(
+            tenant=tenant, checkout=checkout, provider="sandbox", amount_minor=900 * n, currency="EUR"
+        )
+        event = EventFactory(tenant=tenant)
+        for _ in range(n):
+            Entitlement.objects.create(
+                tenant=tenant,
+                transaction=txn,
+                checkout=checkout,
+                scope=Entitlement.Scope.PHOTO,
+                event=event,
+                photo=PhotoFactory(event=event),
+                email=checkout.email,
+                granted_at=timezone.now(),
+            )
+
+
 # Lists whose rows are made outside a transaction (a fan-out, a payout batch).
 COMMITTED = pytest.mark.django_db(transaction=True)
 
@@ -82,8 +115,9 @@ COMMITTED = pytest.mark.django_db(transaction=True)
         ("/admin/notifications/announcement/", announcements),
         pytest.param("/admin/notifications/announcementdelivery/", deliveries, marks=COMMITTED),
         pytest.param("/admin/payouts/payout/", payouts, marks=COMMITTED),
+        ("/admin/commerce/entitlement/", entitlements),
     ],
-    ids=["audit log", "ledger accounts", "announcements", "announcement deliveries", "payouts"],
+    ids=["audit log", "ledger accounts", "announcements", "announcement deliveries", "payouts", "entitlements"],
 )
 def test_an_admin_list_costs_the_same_queries_for_5_and_50_rows(
     tenant_a: Any,

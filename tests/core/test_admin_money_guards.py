@@ -14,7 +14,7 @@ from apps.catalog.models import Price, Product
 from apps.catalog.products import PRODUCT_DEACTIVATED
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import ApiKey, AuditLog, Membership
-from apps.tenancy.services import api_key_issue
+from apps.tenancy.services import api_key_issue, api_key_revoke
 from tests.factories.catalog import PhotoFactory, PriceFactory, ProductFactory
 from tests.factories.tenancy import UserFactory
 
@@ -127,3 +127,43 @@ def test_the_admin_never_demotes_or_removes_a_studios_last_owner(tenant_a: Any, 
     with system_context("test"):
         assert Membership.objects.get(pk=owner.pk).role == "staff"
     assert audits("membership.set")[-1].actor_label == "admin:operator"
+
+
+def shown_messages(response: Any) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_revoking_keys_counts_only_those_it_revoked(tenant_a: Any, admin_client: Client) -> None:
+    # given: two keys, one of them revoked already
+    live, revoked = (api_key_issue(tenant=tenant_a.org, name=n).api_key for n in ("live", "old"))
+    api_key_revoke(tenant=tenant_a.org, api_key_id=revoked.pk)
+    # when: the operator revokes both
+    response = admin_client.post(
+        "/admin/tenancy/apikey/", {"action": "revoke", "_selected_action": [str(live.pk), str(revoked.pk)]}, follow=True
+    )
+    # then: the message counts the one it revoked, and says the other already was
+    assert shown_messages(response) == ["Revoked 1 key(s); 1 already revoked."]
+    assert len(audits("api_key.revoke")) == 2
+
+
+def test_stopping_and_resuming_products_counts_only_those_it_changed(tenant_a: Any, admin_client: Client) -> None:
+    # given: two products, one of them no longer sold
+    with tenant_context(tenant_a.org.pk):
+        selling = ProductFactory(event__tenant=tenant_a.org)
+        stopped = ProductFactory(event=selling.event, active=False)
+    selected = [str(selling.pk), str(stopped.pk)]
+    # when: the operator stops selling both, then resumes both, then resumes both again
+    stop = admin_client.post(
+        "/admin/catalog/product/", {"action": "deactivate", "_selected_action": selected}, follow=True
+    )
+    resume = admin_client.post(
+        "/admin/catalog/product/", {"action": "reactivate", "_selected_action": selected}, follow=True
+    )
+    again = admin_client.post(
+        "/admin/catalog/product/", {"action": "reactivate", "_selected_action": selected}, follow=True
+    )
+    # then: each message counts what changed and how many already were so
+    assert shown_messages(stop) == ["Deactivated 1 product(s); 1 already inactive. Each change is audited."]
+    assert shown_messages(resume) == ["Reactivated 2 product(s). Each change is audited."]
+    assert shown_messages(again) == ["Reactivated 0 product(s); 2 already active. Each change is audited."]
+    assert len(audits(PRODUCT_DEACTIVATED)) == 1

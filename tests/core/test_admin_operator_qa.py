@@ -121,3 +121,33 @@ def test_a_studio_keeps_its_slug_and_is_neither_added_nor_deleted_in_the_admin(
     assert admin_client.get(f"/admin/tenancy/organization/{org.pk}/delete/").status_code == 403
     # and: studios are not added there (tenant_create makes one with its owner, audited)
     assert admin_client.get("/admin/tenancy/organization/add/").status_code == 403
+
+
+def change_user(client: Client, user: User, **fields: str) -> Any:
+    """Post the user's change form as the operator saves it, with `fields` changed."""
+    return client.post(
+        f"/admin/tenancy/user/{user.pk}/change/",
+        {
+            "username": user.username,
+            "email": user.email,
+            "is_active": "on",
+            "date_joined_0": user.date_joined.strftime("%Y-%m-%d"),
+            "date_joined_1": user.date_joined.strftime("%H:%M:%S"),
+            **fields,
+        },
+    )
+
+
+def test_a_changed_e_mail_address_stays_unique_whatever_its_case(admin_client: Client) -> None:  # noqa: F811
+    # given: Ann's and Bob's accounts
+    UserFactory(username="ann", email="ann@example.test")
+    bob = UserFactory(username="bob", email="bob@example.test")
+    # when: the operator gives Bob ANN@example.test
+    taken = change_user(admin_client, bob, email="ANN@example.test")
+    # then: the form refuses it, and Bob keeps his address
+    assert taken.status_code == 200 and "already has an account" in taken.content.decode()
+    assert User.objects.get(pk=bob.pk).email == "bob@example.test"
+    # and: Bob's own address in another case, or a new one, is saved
+    assert change_user(admin_client, bob, email="Bob@example.test").status_code == 302
+    assert change_user(admin_client, bob, email="robert@example.test").status_code == 302
+    assert User.objects.get(pk=bob.pk).email == "robert@example.test"

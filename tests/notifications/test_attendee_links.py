@@ -371,3 +371,45 @@ def test_a_new_link_click_that_loses_to_a_studio_reset_does_not_say_an_email_is_
     # then: she is not told an e-mail is on its way (none was queued): her link was replaced, and
     # she gets what any replaced link gets
     assert (response.status_code, queued) == (404, 0)
+
+
+def reset_after_the_links_check(org: Any, attendee: Attendee) -> Any:
+    """Patch the pages' link check so that the studio's "Replace link" commits right after it
+    admitted the request (the request is then in flight with a link no longer current)."""
+    check = notification_views.attendee_or_problem
+
+    def admitted_then_replaced(request: Any, token: str) -> Any:
+        found = check(request, token)
+        studio_resets(org, attendee)
+        return found
+
+    return mock.patch.object(notification_views, "attendee_or_problem", side_effect=admitted_then_replaced)
+
+
+def test_a_mark_read_through_a_link_replaced_in_flight_marks_nothing(tenant_a: Any) -> None:
+    # given: Ann's unread notification, and her link, which someone else holds
+    _, [ann] = event_with_attendees(tenant_a.org, consenting=1)
+    with tenant_context(tenant_a.org.pk):
+        note = Notification.objects.create(
+            tenant=tenant_a.org, attendee=ann, kind=Notification.Kind.NEW_PHOTOS, dedupe_key="n", title="New", body="…"
+        )
+    old = token(tenant_a.org, ann)
+    # when: they mark it read, and the studio replaces the link while the request is in flight
+    with reset_after_the_links_check(tenant_a.org, ann):
+        response = Client().post(f"/attendee/{old}/read", {"notification": str(note.pk)}, **BROWSER)
+    # then: the replaced link's 404, and the notification is still unread
+    with system_context("test: notification"):
+        read_at = Notification.objects.get(pk=note.pk).read_at
+    assert (response.status_code, read_at) == (404, None)
+
+
+def test_a_resubscribe_through_a_link_replaced_in_flight_changes_nothing(tenant_a: Any) -> None:
+    # given: Ann unsubscribed; her link is held by someone else
+    _, [ann] = event_with_attendees(tenant_a.org, consenting=1)
+    old = token(tenant_a.org, ann)
+    assert Client().post(f"/attendee/{old}/unsubscribe").status_code == 200
+    # when: they resubscribe her, and the studio replaces the link while the request is in flight
+    with reset_after_the_links_check(tenant_a.org, ann):
+        response = Client().post(f"/attendee/{old}/resubscribe", **BROWSER)
+    # then: the replaced link's 404, and she stays unsubscribed
+    assert (response.status_code, reload(ann).unsubscribed_at is not None) == (404, True)

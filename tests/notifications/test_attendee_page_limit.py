@@ -1,6 +1,8 @@
 """The attendee's signed-link pages share one request budget per client address
 (`ATTENDEE_PAGE_RATE`): over it they answer a 429 problem with `Retry-After` and write nothing,
-while other addresses keep theirs."""
+while other addresses keep theirs. The unsubscribe POST (a mail provider's one-click, sent from
+servers that many users share) counts against its signed link instead; one whose token is not
+ours counts against the address."""
 
 from __future__ import annotations
 
@@ -38,9 +40,12 @@ def unsubscribed_at(attendee: Attendee) -> Any:
         return Attendee.objects.get(pk=attendee.pk).unsubscribed_at
 
 
-def test_over_the_budget_the_pages_answer_429_and_a_one_click_unsubscribe_writes_nothing(
-    tenant_a: Any, settings: Any
-) -> None:
+def link_generation(attendee: Attendee) -> int:
+    with system_context("test: attendee"):
+        return Attendee.objects.get(pk=attendee.pk).link_generation
+
+
+def test_over_the_budget_the_pages_answer_429_and_write_nothing(tenant_a: Any, settings: Any) -> None:
     # given: a budget of three requests a minute per address, spent on the inbox, the
     # unsubscribe page and the drop-in page
     settings.ATTENDEE_PAGE_RATE = "3/min"
@@ -49,20 +54,49 @@ def test_over_the_budget_the_pages_answer_429_and_a_one_click_unsubscribe_writes
     assert browser.get(f"/attendee/{token}/").status_code == 200
     assert browser.get(f"/attendee/{token}/unsubscribe").status_code == 200
     assert browser.get(f"/attendee/{token}/drop-in").status_code == 200
-    # when: the same address sends a one-click unsubscribe
-    refused = browser.post(f"/attendee/{token}/unsubscribe", {"List-Unsubscribe": "One-Click"})
-    # then: a 429 problem telling it when to come back, and the attendee is still subscribed
+    # when: the same address asks for a new link
+    refused = browser.post(f"/attendee/{token}/new-link")
+    # then: a 429 problem telling it when to come back, and the link is not replaced
     assert refused.status_code == 429
     assert refused["Content-Type"] == "application/problem+json"
     assert refused.json()["type"].endswith("rate-limited")
     assert 1 <= int(refused["Retry-After"]) <= 120  # a sliding window of one minute may ask for up to two
-    assert unsubscribed_at(attendee) is None
+    assert link_generation(attendee) == 0
     # and: bad tokens from that address are refused by the budget too (no token work at all)
     assert browser.get("/attendee/garbage/").status_code == 429
-    # and: another address still has its own budget, and its unsubscribe works
-    other = Client(REMOTE_ADDR="198.51.100.9")
-    assert other.post(f"/attendee/{token}/unsubscribe", {"List-Unsubscribe": "One-Click"}).status_code == 200
-    assert unsubscribed_at(attendee) is not None
+    assert browser.post("/attendee/garbage/unsubscribe", {"List-Unsubscribe": "One-Click"}).status_code == 429
+    # and: another address still has its own budget
+    assert Client(REMOTE_ADDR="198.51.100.9").get(f"/attendee/{token}/").status_code == 200
+
+
+def test_one_click_unsubscribes_from_a_mail_providers_address_count_per_link(tenant_a: Any, settings: Any) -> None:
+    # given: a budget of two requests a minute; a mail provider's server, which sends the
+    # one-click unsubscribes of all its users from one address, has spent its address's budget
+    settings.ATTENDEE_PAGE_RATE = "2/min"
+    _, people = event_with_attendees(tenant_a.org, consenting=3)
+    tokens = [attendee_token(tenant_id=tenant_a.org.pk, attendee_id=a.pk) for a in people]
+    provider = Client(REMOTE_ADDR="192.0.2.25")
+    assert [provider.get(f"/attendee/{t}/unsubscribe").status_code for t in tokens] == [200, 200, 429]
+    # when: it sends the one-click unsubscribe of each of the three attendees
+    clicks = [provider.post(f"/attendee/{t}/unsubscribe", {"List-Unsubscribe": "One-Click"}) for t in tokens]
+    # then: every one is honoured (the budget of a signed link is its own, not the address's)
+    assert [c.status_code for c in clicks] == [200, 200, 200]
+    assert all(unsubscribed_at(a) is not None for a in people)
+    # and: one link's budget still runs out, from any address
+    again = Client(REMOTE_ADDR="198.51.100.10").post(f"/attendee/{tokens[0]}/unsubscribe")
+    assert again.status_code == 200
+    refused = Client(REMOTE_ADDR="198.51.100.11").post(f"/attendee/{tokens[0]}/unsubscribe")
+    assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1
+
+
+def test_one_click_unsubscribes_with_bad_tokens_count_against_the_address(tenant_a: Any, settings: Any) -> None:
+    # given: a budget of two requests a minute per address
+    settings.ATTENDEE_PAGE_RATE = "2/min"
+    flood = Client(REMOTE_ADDR="203.0.113.77")
+    # when: an address posts unsubscribes with tokens that are not ours
+    statuses = [flood.post(f"/attendee/forged{n}/unsubscribe").status_code for n in range(3)]
+    # then: the first two get the invalid link's 404, the third the budget's 429
+    assert statuses == [404, 404, 429]
 
 
 def test_the_budget_follows_the_rate_limit_switch(tenant_a: Any, settings: Any) -> None:

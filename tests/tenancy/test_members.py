@@ -21,6 +21,7 @@ from apps.tenancy.services import (
     member_invite,
     member_remove,
     member_role_set,
+    membership_add,
 )
 from tests.factories.tenancy import MembershipFactory, UserFactory
 from tests.fixtures import TenantBundle, backend_pid, waits_for_a_lock
@@ -141,8 +142,9 @@ def test_a_removal_is_audited_and_keeps_the_user(tenant_a: TenantBundle) -> None
         lambda org, user: member_role_set(tenant=org, user_id=user.pk, role="staff", actor=user),
         lambda org, user: member_remove(tenant=org, user_id=user.pk, actor=user),
         lambda org, user: member_role_set(tenant=org, user_id=user.pk, role="photographer", actor=None),
+        lambda org, user: membership_add(tenant=org, user=user, role="staff"),
     ],
-    ids=["demote", "remove", "demote-from-the-cli"],
+    ids=["demote", "remove", "demote-from-the-cli", "add-again-as-staff"],
 )
 def test_the_last_owner_can_be_neither_demoted_nor_removed(
     tenant_a: TenantBundle, change: Callable[[Organization, User], object]
@@ -182,7 +184,12 @@ def test_another_studios_member_is_not_found(tenant_a: TenantBundle, tenant_b: T
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("how", "refusal"),
-    [("remove", LastOwnerRequired), ("demote", LastOwnerRequired), ("demote each other", NotAnOwner)],
+    [
+        ("remove", LastOwnerRequired),
+        ("demote", LastOwnerRequired),
+        ("demote each other", NotAnOwner),
+        ("add again as staff", LastOwnerRequired),
+    ],
 )
 def test_two_owners_changed_at_once_leave_one_owner(
     tenant_a: TenantBundle, how: str, refusal: type[DomainError]
@@ -198,6 +205,8 @@ def test_two_owners_changed_at_once_leave_one_owner(
         actor = other if how == "demote each other" else None
         if how == "remove":
             member_remove(tenant=org, user_id=target.pk, actor=actor)
+        elif how == "add again as staff":
+            membership_add(tenant=org, user=target, role="staff")  # the CLI's, the admin's, seeds'
         else:
             member_role_set(tenant=org, user_id=target.pk, role="staff", actor=actor)
 
