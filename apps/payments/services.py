@@ -88,9 +88,20 @@ class ProviderMismatch(DomainError):
     title = "Event from another provider"
 
 
+class SessionMismatch(DomainError):
+    """A paid event names a checkout (the id the provider echoes) but a provider session other
+    than the one stored on it: whatever it was charged is not that checkout's payment. Never
+    applied; failed for good, for an operator to refund at the provider."""
+
+    status_code = 409
+    slug = "webhook-session-mismatch"
+    title = "Payment for another session"
+
+
 NON_RETRYABLE: tuple[type[Exception], ...] = (
     WebhookPayloadError,
     ProviderMismatch,
+    SessionMismatch,
     PaidWithoutAmount,
     PartialRefundUnnamed,
 )
@@ -188,6 +199,33 @@ def _resolve_checkout(*, envelope: WebhookEnvelope) -> tuple[int, uuid.UUID, str
     return row
 
 
+def _foreign_session(*, tenant_id: int, checkout_id: uuid.UUID, envelope: WebhookEnvelope) -> str:
+    """Why the event is not about the checkout's own provider session, or "" when it is (or
+    cannot be told: the event names no session, or the checkout has none stored yet, which
+    `apply_fact_locked` then stores).
+
+    A checkout has one session (`PROVIDER_REFERENCE_FIELD`, set once by `_session_created`: the
+    checkout id is the provider's idempotency key, so a retry gets the same session back). An
+    event echoing the checkout's id but naming another session (Stripe session, PayPal order,
+    Flutterwave tx_ref, sandbox reference) is of another session: one made for the checkout id
+    outside that key (a duplicate the provider made), or a contradiction. Its facts are not the
+    checkout's. In the caller's transaction and tenant context; locks the checkout row (FOR
+    UPDATE, the lock `transaction_apply_fact` takes next), so a session stored meanwhile is seen.
+    """
+    if not envelope.reference:
+        return ""
+    column = PROVIDER_REFERENCE_FIELD[envelope.provider]
+    stored = (
+        Checkout.objects.select_for_update()
+        .filter(tenant_id=tenant_id, pk=checkout_id)
+        .values_list(column, flat=True)
+        .first()
+    )
+    if stored is None or stored == envelope.reference:
+        return ""
+    return f"another {envelope.provider} session: {envelope.reference}, the checkout's is {stored}"
+
+
 def _in_payment_currency(*, checkout_id: uuid.UUID, amount_major: str) -> tuple[int | None, str | None]:
     """(minor units, currency) of a refund amount an event wrote in major units without naming
     its currency: a refund is in its payment's currency. (None, None) for a checkout never
@@ -263,6 +301,24 @@ def _process(*, webhook_event_id: uuid.UUID | str, envelope: WebhookEnvelope | N
     event.tenant_id = tenant_id
     event.checkout_id = checkout_id
     with tenant_context(tenant_id):
+        foreign = _foreign_session(tenant_id=tenant_id, checkout_id=checkout_id, envelope=envelope)
+        if foreign and envelope.status == PaymentStatus.PAID:
+            logger.error(
+                "payment for a provider session that is not its checkout's: not applied, refund it at the provider",
+                extra={
+                    "webhook_event_id": str(event.pk),
+                    "provider": event.provider,
+                    "event_id": event.event_id,
+                    "checkout_id": str(checkout_id),
+                    "session": envelope.reference,
+                },
+            )
+            raise SessionMismatch(
+                f"checkout {checkout_id} paid in {foreign}: not applied. If {event.provider} charged it, "
+                f"refund it in the {event.provider} dashboard (its payment is not this checkout's)."
+            )
+        if foreign:
+            return _finish(event, status=WebhookEvent.Status.IGNORED, outcome=f"ignored: {foreign}")
         if envelope.status == PaymentStatus.REFUND_FAILED:
             failed = refund_apply_provider_failure(
                 tenant_id=tenant_id,

@@ -100,11 +100,17 @@ def provider(
 
 
 def sign(
-    body: bytes, key: rsa.RSAPrivateKey, url: str, *, webhook_id: str = WEBHOOK_ID, transmission_id: str | None = None
+    body: bytes,
+    key: rsa.RSAPrivateKey,
+    url: str,
+    *,
+    webhook_id: str = WEBHOOK_ID,
+    transmission_id: str | None = None,
+    transmission_time: str = "2025-06-15T11:59:58Z",
 ) -> dict[str, str]:
     """The headers PayPal sends, computed here independently of the adapter."""
     tid = transmission_id or str(uuid.uuid4())
-    ttime = "2025-06-15T11:59:58Z"
+    ttime = transmission_time
     message = f"{tid}|{ttime}|{webhook_id}|{zlib.crc32(body)}".encode()
     signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
     return {
@@ -254,6 +260,34 @@ def test_bytes_that_are_no_certificate_are_refused_and_not_cached(key):
 def test_missing_or_malformed_headers_are_refused(key, cert_pem, change, reason):
     headers = {k: v for k, v in {**sign(BODY, key, cert_url()), **change}.items() if v is not None}
     with pytest.raises(WebhookSignatureError, match=reason):
+        provider(CountingFetcher(cert_pem)).verify_webhook(body=BODY, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("transmission_time", "reason"),
+    [
+        ("2025-06-15T11:54:59Z", "is 301 s old"),
+        ("2025-06-15T12:05:01Z", "is 301 s in the future"),
+        ("last Tuesday", "not an ISO 8601 time"),
+    ],
+    ids=["older-than-300-s", "later-than-300-s", "not-a-time"],
+)
+def test_a_delivery_sent_outside_the_replay_window_is_refused_before_any_fetch(
+    key, cert_pem, transmission_time, reason
+):
+    # given: a delivery genuinely signed by PayPal's key, but transmitted over 300 s from now
+    # (a recorded delivery replayed later; the time is part of what PayPal signs)
+    fetcher = CountingFetcher(cert_pem)
+    headers = sign(BODY, key, cert_url(), transmission_time=transmission_time)
+    # when / then: refused like a bad signature (the endpoint's 400), and no certificate fetched
+    with pytest.raises(WebhookSignatureError, match=reason):
+        provider(fetcher).verify_webhook(body=BODY, headers=headers)
+    assert fetcher.urls == []
+
+
+def test_a_delivery_sent_within_the_replay_window_is_accepted(key, cert_pem):
+    for transmission_time in ("2025-06-15T11:55:00Z", "2025-06-15T12:05:00Z", "2025-06-15T11:59:58.123Z"):
+        headers = sign(BODY, key, cert_url(), transmission_time=transmission_time)
         provider(CountingFetcher(cert_pem)).verify_webhook(body=BODY, headers=headers)
 
 
@@ -505,6 +539,62 @@ def test_refund_carries_the_orders_custom_id_so_its_webhook_names_the_checkout()
         "amount": {"currency_code": "EUR", "value": "15.00"},
         "custom_id": CHECKOUT_ID,
     }
+
+
+def test_a_token_paypal_no_longer_accepts_is_refreshed_once_and_the_call_sent_again():
+    # given: a cached token that PayPal expired (or revoked) before its expires_in
+    fresh = json_response({"access_token": "A21AAF-fresh-token", "expires_in": 32400})
+    unauthorized = json_response(
+        {"error": "invalid_token", "error_description": "Token signature verification failed"}, 401
+    )
+    transport = ScriptedTransport(TOKEN, order_response(), unauthorized, fresh, order_response(), order_response())
+    adapter = provider(transport=transport)
+    create(adapter)
+    # when: the next call is refused with 401
+    session = create(adapter, checkout_id="another-checkout")
+    # then: a new token was fetched and the same request sent again with it; the session exists
+    assert session.reference == "5O190127TN364715T"
+    refused, token, retried = transport.requests[2:5]
+    assert refused.header("Authorization") == "Bearer A21AAF-local-token"
+    assert token.url == f"{API_BASE}/v1/oauth2/token"
+    assert retried.header("Authorization") == "Bearer A21AAF-fresh-token"
+    assert (retried.url, retried.body, retried.header("PayPal-Request-Id")) == (
+        refused.url,
+        refused.body,
+        "another-checkout",
+    )
+    # and: the fresh token is the one kept
+    create(adapter, checkout_id="a-third-checkout")
+    assert transport.requests[5].header("Authorization") == "Bearer A21AAF-fresh-token"
+
+
+def test_a_second_401_after_a_fresh_token_is_the_callers_error_not_retried_again():
+    unauthorized = json_response({"error": "invalid_token"}, 401)
+    fresh = json_response({"access_token": "A21AAF-fresh-token", "expires_in": 32400})
+    transport = ScriptedTransport(TOKEN, unauthorized, fresh, unauthorized)
+    with pytest.raises(ProviderError) as caught:
+        create(provider(transport=transport))
+    assert (caught.value.http_status, caught.value.retryable) == (401, False)
+    assert len(transport.requests) == 4
+
+
+def test_a_refund_answered_2xx_but_unreadable_is_retryable():
+    # given: PayPal made the refund (201) but its answer cannot be read (a proxy's HTML page)
+    unit = {
+        "amount": {"currency_code": "EUR", "value": "15.00"},
+        "payments": {"captures": [{"id": "CAP1", "status": "COMPLETED"}]},
+    }
+    transport = ScriptedTransport(
+        TOKEN,
+        order_response("COMPLETED", purchase_units=[unit]),
+        HttpResponse(201, {"Content-Type": "text/html"}, b"<html>Gateway</html>"),
+    )
+    # when: the refund is asked for
+    with pytest.raises(ProviderError) as caught:
+        provider(transport=transport).refund(reference="5O190127TN364715T", amount_minor=500, idempotency_key="r-9")
+    # then: retryable (the same PayPal-Request-Id replays PayPal's answer), never a failed refund
+    assert caught.value.retryable is True
+    assert transport.requests[2].header("PayPal-Request-Id") == "r-9"
 
 
 def test_api_failure_is_a_provider_error():

@@ -475,3 +475,50 @@ def test_an_isk_refund_asks_stripe_for_the_amount_in_its_two_decimal_isk():
     result = provider(transport=transport).refund(reference="cs_test_a1", amount_minor=1200, idempotency_key="r-1")
     assert form_body(transport.requests[1])["amount"] == ["120000"]
     assert (result.amount_minor, result.currency) == (1200, "ISK")
+
+
+# --- three-decimal currencies: Stripe takes amounts ending in 0 only --------------------------
+
+
+def create_session(adapter: StripeProvider, *, amount_minor: int, currency: str) -> Any:
+    return adapter.create_session(
+        checkout_id=CHECKOUT_ID,
+        amount_minor=amount_minor,
+        currency=currency,
+        email="shopper@example.com",
+        description="Spring Gala",
+        success_url="https://darkroom.test/done",
+        cancel_url="https://darkroom.test/cancel",
+    )
+
+
+@pytest.mark.parametrize("currency", ["KWD", "BHD", "JOD", "OMR", "TND"])
+def test_a_three_decimal_amount_not_ending_in_zero_is_refused_before_anything_is_sent(currency):
+    # given: a checkout of 5.124 in a three-decimal currency; Stripe requires such amounts to end
+    # in 0 ("5.124 KWD must be rounded to 5120 or 5130")
+    transport = ScriptedTransport()
+    # when: its session is asked for
+    with pytest.raises(ProviderError, match="ending in 0") as caught:
+        create_session(provider(transport=transport), amount_minor=5124, currency=currency)
+    # then: refused for good, and Stripe was not asked
+    assert caught.value.retryable is False
+    assert transport.requests == []
+
+
+def test_a_three_decimal_amount_ending_in_zero_is_charged_as_it_is():
+    transport = ScriptedTransport(json_response(session_response()))
+    create_session(provider(transport=transport), amount_minor=5120, currency="KWD")
+    assert form_body(transport.requests[0])["line_items[0][price_data][unit_amount]"] == ["5120"]
+
+
+def test_a_three_decimal_refund_not_ending_in_zero_is_refused_before_it_is_sent():
+    # given: a paid KWD session (only read back for its payment and currency)
+    transport = ScriptedTransport(
+        json_response(session_response(payment_intent="pi_1", currency="kwd", amount_total=5120))
+    )
+    # when: 1.005 KWD of it is to be refunded
+    with pytest.raises(ProviderError, match="ending in 0") as caught:
+        provider(transport=transport).refund(reference="cs_test_a1", amount_minor=1005, idempotency_key="r-1")
+    # then: refused for good; no refund was asked for
+    assert caught.value.retryable is False
+    assert [request.method for request in transport.requests] == ["GET"]

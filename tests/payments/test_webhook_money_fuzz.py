@@ -10,7 +10,8 @@ decides, the books must agree:
 
 * the checkout is paid only by a paid event whose amount is the checkout's total and whose
   currency is the checkout's (found: a sandbox paid event whose amount did not parse, `[900]` or
-  `9.0`, paid the checkout, its amount taken as "not said");
+  `9.0`, paid the checkout, its amount taken as "not said"), and that names the checkout's own
+  session or none (found: one naming session `sbx_other` paid the checkout it named);
 * entitlements exist exactly when the checkout is paid, and the photographer's wallet is
   credited exactly then, once.
 """
@@ -67,6 +68,8 @@ class Provider:
     variants: dict[str, list[Any]]
     paid: Callable[[dict[str, Any]], bool]  # does the document still say "paid"?
     minor_units: Callable[[str | int | float], Decimal]  # the amount member in minor units (raises if unreadable)
+    # does the document name no session, or the checkout's own? (document, checkout id)
+    own_session: Callable[[dict[str, Any], str], bool]
 
 
 def _get(document: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -95,6 +98,10 @@ SANDBOX = Provider(
     },
     paid=lambda document: document.get("type") == "payment.paid",
     minor_units=lambda amount: Decimal(str(amount)),
+    own_session=lambda document, checkout_id: (
+        _get(document, ("data", "reference")) in (None, "", f"sbx_{checkout_id}")
+        or not isinstance(_get(document, ("data", "reference")), str | int)
+    ),
 )
 FLUTTERWAVE = Provider(
     name="flutterwave",
@@ -119,6 +126,7 @@ FLUTTERWAVE = Provider(
         and str(_get(document, ("data", "status"))).lower() in ("successful", "succeeded")
     ),
     minor_units=lambda amount: Decimal(str(amount).strip()) * 100,
+    own_session=lambda document, checkout_id: True,  # its session is its tx_ref, the checkout id itself
 )
 PROVIDERS = {provider.name: provider for provider in (SANDBOX, FLUTTERWAVE)}
 
@@ -240,6 +248,7 @@ def test_strange_paid_events_never_pay_for_the_wrong_money(name: str, tenant_a, 
         if is_paid:
             assert provider.paid(document), mutations
             assert _same_money(provider, document, amount_minor=TOTAL_MINOR, currency="EUR"), mutations
+            assert provider.own_session(document, checkout_id), mutations
         assert (entitlements > 0) == is_paid, (checkout.status, mutations)
         credits = system_count(lambda: LedgerEvent.objects.filter(reference=f"checkout:{checkout_id}"))
         assert credits == (1 if is_paid else 0), (credits, mutations)

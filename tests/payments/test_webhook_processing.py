@@ -7,6 +7,7 @@ import json
 import uuid
 from datetime import timedelta
 from io import StringIO
+from unittest import mock
 
 import pytest
 from django.core.management import call_command
@@ -17,6 +18,7 @@ from apps.commerce.errors import PaymentForUnknownCheckout
 from apps.commerce.models import Checkout, Entitlement
 from apps.ledger.models import LedgerEvent
 from apps.outbox.models import OutboxMessage
+from apps.payments import services as payment_services
 from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import PaymentStatus
 from apps.payments.providers.sandbox import build_event
@@ -95,6 +97,52 @@ def test_event_from_another_provider_than_the_checkouts_fails_for_good_and_touch
     with tenant_context(tenant_a.org.pk):
         assert Checkout.objects.get(pk=checkout_id).status == "awaiting_payment"
         assert Entitlement.objects.count() == 0
+
+
+def sandbox_event_of_another_session(checkout_id: str, status: PaymentStatus):
+    """A sandbox event echoing `checkout_id` but naming a session that is not that checkout's."""
+    return build_event(status=status, reference="sbx_other", checkout_id=checkout_id, amount_minor=900, currency="EUR")
+
+
+def test_a_paid_event_of_another_session_never_pays_the_checkout_it_names_and_is_failed_for_an_operator(tenant_a, shop):
+    # given: a sandbox checkout waiting for payment in its own session (sbx_<checkout id>)
+    checkout_id = post_checkout(tenant_a.client(), checkout_body(shop, {"product": shop.download.pk})).json()["id"]
+    drain_outbox()
+    # when: an authentic paid event names the checkout, its total and currency, but another session
+    deliver([sandbox_event_of_another_session(checkout_id, PaymentStatus.PAID)])
+    with mock.patch.object(payment_services.logger, "error", wraps=payment_services.logger.error) as logged:
+        drain_outbox()
+    # then: the checkout is not paid: no download, no wallet credit
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status == "awaiting_payment"
+        assert Entitlement.objects.count() == 0
+    assert system_count(lambda: LedgerEvent.objects.filter(reference=f"checkout:{checkout_id}")) == 0
+    # and: the event failed for good (counted by darkroom_webhook_events_open{status="failed"}),
+    # saying which session it was and what to do, and an error was logged
+    event = the_event()
+    assert event.status == "failed" and event.error.startswith("SessionMismatch:")
+    assert "sbx_other" in event.error and f"sbx_{checkout_id}" in event.error and "refund it" in event.error
+    assert any(call.kwargs.get("extra", {}).get("session") == "sbx_other" for call in logged.call_args_list)
+    # and: the checkout's own payment still pays it
+    deliver([sandbox_paid(checkout_id)])
+    drain_outbox()
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status == "paid"
+
+
+def test_a_failed_event_of_another_session_is_ignored_and_leaves_the_checkout_open(tenant_a, shop):
+    # given: a sandbox checkout waiting for payment in its own session
+    checkout_id = post_checkout(tenant_a.client(), checkout_body(shop, {"product": shop.download.pk})).json()["id"]
+    drain_outbox()
+    # when: an authentic "failed" event names the checkout but another session
+    deliver([sandbox_event_of_another_session(checkout_id, PaymentStatus.FAILED)])
+    drain_outbox()
+    # then: ignored, the outcome says why; the checkout still awaits its payment, stock held
+    event = the_event()
+    assert event.status == "ignored"
+    assert event.outcome == f"ignored: another sandbox session: sbx_other, the checkout's is sbx_{checkout_id}"
+    with tenant_context(tenant_a.org.pk):
+        assert Checkout.objects.get(pk=checkout_id).status == "awaiting_payment"
 
 
 def test_admin_lists_events_and_its_replay_action_is_audited_and_safe(tenant_a, shop):

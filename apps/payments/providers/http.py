@@ -21,6 +21,10 @@ from apps.payments.providers.base import ProviderError
 
 DEFAULT_MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+# Methods that change nothing at the provider, and the headers under which the providers replay
+# the first answer to a repeated write (Stripe, PayPal, Flutterwave), whatever it did.
+READ_METHODS = frozenset({"GET", "HEAD"})
+IDEMPOTENCY_HEADERS = frozenset({"idempotency-key", "paypal-request-id", "x-idempotency-key"})
 
 
 @dataclass(frozen=True)
@@ -102,10 +106,16 @@ class JsonApi:
         headers: Mapping[str, str],
         json_body: Mapping[str, Any] | None = None,
         form_body: bytes | None = None,
+        replay_safe: bool | None = None,
     ) -> dict[str, Any]:
         """Send and return the decoded JSON object (numbers with decimals as Decimal).
 
-        Raises ProviderError: retryable for transport failures, 408/409/425/429 and 5xx.
+        Raises ProviderError: retryable for transport failures, 408/409/425/429 and 5xx, and for
+        a 2xx whose body is not a JSON object when the call is `replay_safe`: the provider did
+        what was asked (a refund, say) and only its answer is unreadable, so the same call again
+        must be allowed to read it. `replay_safe` defaults to True for a read (GET, HEAD) and for
+        a write carrying an idempotency key (`IDEMPOTENCY_HEADERS`); for another write such an
+        answer is final, since a retry could do the thing twice.
         """
         all_headers = {"Accept": "application/json", **headers}
         body: bytes | None = form_body
@@ -124,14 +134,23 @@ class JsonApi:
                 http_status=response.status,
                 response_body=response.body[:4000],
             )
+        if replay_safe is None:
+            replay_safe = method.upper() in READ_METHODS or any(k.lower() in IDEMPOTENCY_HEADERS for k in headers)
         try:
             decoded = json.loads(response.body or b"{}", parse_float=Decimal)
         except ValueError as exc:
-            raise ProviderError(
-                f"{self.provider}: {method} {url} answered non-JSON", provider=self.provider, retryable=False
-            ) from exc
+            raise self._unreadable(method, url, response, "non-JSON", retryable=replay_safe) from exc
         if not isinstance(decoded, dict):
-            raise ProviderError(
-                f"{self.provider}: {method} {url} answered a non-object", provider=self.provider, retryable=False
-            )
+            raise self._unreadable(method, url, response, "a non-object", retryable=replay_safe)
         return decoded
+
+    def _unreadable(
+        self, method: str, url: str, response: HttpResponse, what: str, *, retryable: bool
+    ) -> ProviderError:
+        return ProviderError(
+            f"{self.provider}: {method} {url} answered {response.status} with {what}",
+            provider=self.provider,
+            retryable=retryable,
+            http_status=response.status,
+            response_body=response.body[:4000],
+        )

@@ -52,7 +52,14 @@ public key of the certificate at CERT-URL. The URL is trusted only if it is http
 default port, without credentials, and its host is in `cert_hosts` (checked BEFORE anything is
 fetched, so a forged delivery cannot make Darkroom fetch an attacker's URL). The fetch refuses
 redirects. Fetched certificates are cached in the Django cache (key = hash of the URL) for
-`cert_cache_seconds`; their validity dates are checked on every verification.
+`cert_cache_seconds`; their validity dates are checked on every verification. A delivery whose
+PAYPAL-TRANSMISSION-TIME is more than `tolerance_seconds` (300) from now, either way, is refused
+like a bad signature, before any certificate is fetched: the time is signed, so a captured
+delivery cannot be replayed later (Stripe's replay window, the same setting).
+
+API authentication: an OAuth2 client-credentials token, cached until a minute before its
+`expires_in`. PayPal may expire or revoke it earlier; a call it answers 401 gets a new token and
+is sent once more (`_TokenRefreshingApi`), same body, same `PayPal-Request-Id`.
 
 Payouts: Payouts API `POST /v1/payments/payouts`, one EMAIL item per batch, `PayPal-Request-Id`
 = `sender_batch_id` = `sender_item_id` = payout id. A retry with the same request id gets the
@@ -223,6 +230,28 @@ _validate_email = EmailValidator()
 
 class CertificateFetchError(Exception):
     pass
+
+
+class _TokenRefreshingApi(JsonApi):
+    """`JsonApi` whose Bearer-authenticated calls survive one stale token: PayPal answers 401 to
+    a token it expired or revoked before the `expires_in` we cached it for. Such a call gets a
+    fresh token (`refresh`, given the stale one) and is sent once more with it, with the same
+    body and request id. Safe: PayPal did nothing with a request it refused to authenticate.
+    A second 401 is the caller's (bad credentials, no permission)."""
+
+    def __init__(self, *, refresh: Callable[[str], str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._refresh = refresh
+
+    def call(self, method: str, url: str, *, headers: Mapping[str, str], **kwargs: Any) -> dict[str, Any]:
+        try:
+            return super().call(method, url, headers=headers, **kwargs)
+        except ProviderError as exc:
+            authorization = headers.get("Authorization", "")
+            if exc.http_status != 401 or not authorization.startswith("Bearer "):
+                raise
+            token = self._refresh(authorization.removeprefix("Bearer "))
+            return super().call(method, url, headers={**headers, "Authorization": f"Bearer {token}"}, **kwargs)
 
 
 class TransportCertFetcher:
@@ -463,9 +492,11 @@ class PayPalProvider(PaymentProvider):
         cache: BaseCache | None = None,
         transport: HttpTransport | None = None,
         timeout: float = 10.0,
+        tolerance_seconds: int = 300,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.webhook_id = webhook_id
+        self.tolerance_seconds = tolerance_seconds
         self.api_base = api_base.rstrip("/")
         self.cert_hosts = frozenset(host.lower() for host in cert_hosts)
         self.cert_cache_seconds = cert_cache_seconds
@@ -473,7 +504,9 @@ class PayPalProvider(PaymentProvider):
         self._client_secret = client_secret
         self._fetch_cert = cert_fetcher or TransportCertFetcher(timeout=timeout)
         self._cache = cache if cache is not None else default_cache
-        self._api = JsonApi(provider=self.name, transport=transport or UrllibTransport(), timeout=timeout)
+        self._api = _TokenRefreshingApi(
+            refresh=self._fresh_token, provider=self.name, transport=transport or UrllibTransport(), timeout=timeout
+        )
         self._now = now
         self._token_lock = threading.Lock()
         self._token: tuple[str, float] | None = None
@@ -491,6 +524,7 @@ class PayPalProvider(PaymentProvider):
                 f"{self.api_base}/v1/oauth2/token",
                 headers={"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
                 form_body=b"grant_type=client_credentials",
+                replay_safe=True,  # asking for a token again only gets another token
             )
             token = as_str(response.get("access_token"))
             if token is None:
@@ -499,6 +533,14 @@ class PayPalProvider(PaymentProvider):
             lifetime = int(expires_in) if isinstance(expires_in, int) else 300
             self._token = (token, time.monotonic() + max(lifetime - 60, 0))
             return token
+
+    def _fresh_token(self, stale: str) -> str:
+        """A token other than `stale`, which PayPal refused (401): the cached one is dropped if it
+        is still `stale` (another thread may have replaced it already) and a new one fetched."""
+        with self._token_lock:
+            if self._token is not None and self._token[0] == stale:
+                self._token = None
+        return self._access_token()
 
     def _headers(self, request_id: str | None = None) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self._access_token()}", "Prefer": "return=representation"}
@@ -895,6 +937,7 @@ class PayPalProvider(PaymentProvider):
             raise WebhookSignatureError(f"missing {', '.join(missing)} header(s)")
         if values[AUTH_ALGO_HEADER] != AUTH_ALGO:
             raise WebhookSignatureError(f"unsupported {AUTH_ALGO_HEADER} {values[AUTH_ALGO_HEADER]!r}")
+        self._check_transmission_time(values[TRANSMISSION_TIME])
         try:
             signature = base64.b64decode(values[TRANSMISSION_SIG], validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -921,6 +964,20 @@ class PayPalProvider(PaymentProvider):
             raise WebhookSignatureError(
                 "PAYPAL-TRANSMISSION-SIG does not verify for this body, transmission and webhook id"
             ) from exc
+
+    def _check_transmission_time(self, value: str) -> None:
+        """Refuse a delivery sent more than `tolerance_seconds` from now, either way (a replay
+        window like Stripe's: the time is signed, so a recorded delivery cannot be re-dated).
+        Checked before any certificate is fetched. Raises WebhookSignatureError."""
+        sent = iso_to_datetime(value)
+        if sent is None:
+            raise WebhookSignatureError(f"{TRANSMISSION_TIME} {value[:64]!r} is not an ISO 8601 time")
+        skew = (self._now() - sent).total_seconds()
+        if abs(skew) > self.tolerance_seconds:
+            direction = "old" if skew > 0 else "in the future"
+            raise WebhookSignatureError(
+                f"{TRANSMISSION_TIME} is {int(abs(skew))} s {direction} (tolerance {self.tolerance_seconds} s)"
+            )
 
     def parse_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:
         event, raw = parse_json_object(require_bytes(body))

@@ -59,6 +59,8 @@ def build_provider(name: str) -> PaymentProvider:
             cert_hosts=cert_hosts_from(settings.PAYPAL_CERT_HOSTS),
             cert_cache_seconds=settings.PAYPAL_CERT_CACHE_SECONDS,
             timeout=timeout,
+            # PayPal's replay window is Stripe's (the same setting: one tolerance for clock skew).
+            tolerance_seconds=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS,
         )
     if name == "sandbox":
         return SandboxProvider(

@@ -7,7 +7,11 @@ both the session and its PaymentIntent (so `charge.*` events carry it too: Strip
 session metadata to charges on its own). Reference = the session id (`cs_...`).
 Amounts are Darkroom's minor units (ISO 4217) except in ISK, which Stripe's API keeps
 two-decimal: `to_stripe_amount` / `from_stripe_amount` convert every payment amount sent and
-read (sessions, refunds, their events); transfers are not converted.
+read (sessions, refunds, their events); transfers are not converted. In the three-decimal
+currencies (BHD, JOD, KWD, OMR, TND) Stripe takes payment and refund amounts ending in 0 only; a
+session or refund for another amount is refused before anything is sent (a non-retryable
+ProviderError: the checkout records it as its `payment_session_error`, a refund fails for an
+operator).
 
 Session lifetime: without `expires_at` Stripe keeps a session open for 24 hours, far past the
 checkout's own expiry (INVENTORY_RESERVATION_TTL_SECONDS, 15 minutes). Stripe accepts an
@@ -149,11 +153,26 @@ SESSION_EXPIRY_AFTER_CHECKOUT = SESSION_MIN_LIFETIME_SECONDS + SESSION_EXPIRY_MA
 # has none in ISO 4217 but stays two-decimal in Stripe's API ("an ISK amount of 100 represents 1
 # króna", and only multiples of 100 are accepted), so 5000 ISK travels as 500000.
 _STRIPE_EXTRA_DECIMALS: dict[str, int] = {"ISK": 2}
+# Three-decimal currencies: Stripe's API counts them in thousandths, as ISO 4217 does, but "to
+# ensure compatibility with Stripe's payments partners" a payment or refund amount in one must
+# end in 0 (5.124 KWD cannot be charged; 5.120 can). Stripe asks the integration to round; a
+# checkout's total is a price Darkroom already showed, so it is refused instead (below).
+THREE_DECIMAL_CURRENCIES = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
 
 
 def to_stripe_amount(amount_minor: int, currency: str) -> int:
-    """A payment amount in Darkroom's minor units as Stripe's API counts it (see above)."""
-    return check_amount(amount_minor) * 10 ** _STRIPE_EXTRA_DECIMALS.get(currency.upper(), 0)
+    """A payment amount in Darkroom's minor units as Stripe's API counts it (see above). Raises
+    ProviderError, not retryable, before anything is sent, for an amount in a three-decimal
+    currency whose last digit is not 0 (Stripe would refuse it on every attempt)."""
+    code = currency.upper()
+    if code in THREE_DECIMAL_CURRENCIES and check_amount(amount_minor) % 10:
+        raise ProviderError(
+            f"stripe: {amount_minor} thousandths of {code} cannot be charged or refunded: Stripe takes "
+            f"{code} amounts ending in 0 only (e.g. {amount_minor - amount_minor % 10})",
+            provider="stripe",
+            retryable=False,
+        )
+    return check_amount(amount_minor) * 10 ** _STRIPE_EXTRA_DECIMALS.get(code, 0)
 
 
 def from_stripe_amount(value: object, currency: str | None) -> int | None:
