@@ -3,9 +3,16 @@
 A fixed list (the 249 officially assigned codes, as the tz database's `iso3166.tab` lists them,
 copied here so validation never depends on the host's files), sorted by name for the shop's
 country menu. `django-countries` is not a dependency; this is all a shipping address needs.
+
+`POSTAL_RULES` and `REGIONS` are what `checkout_create` checks of an address beyond that
+(`apps.commerce.services.checkout._check_shipping`): the postal code's format, and the region
+where carriers need one.
 """
 
 from __future__ import annotations
+
+import re
+from typing import NamedTuple
 
 COUNTRIES: tuple[tuple[str, str], ...] = (
     ("AF", "Afghanistan"),
@@ -261,3 +268,96 @@ COUNTRIES: tuple[tuple[str, str], ...] = (
 
 COUNTRY_CODES: frozenset[str] = frozenset(code for code, _ in COUNTRIES)
 COUNTRY_NAMES: dict[str, str] = dict(COUNTRIES)
+
+
+# --- what a carrier needs of an address, per country -----------------------------------------
+# Postal code formats after Google's libaddressinput data (`zip`, and `Z` in `require`), the
+# reference checkout forms use, for the main countries the platform sells to. Every postal code is
+# letters, digits, spaces and hyphens (the checkout's rule for every country); a country not
+# listed, or listed without a pattern, takes any such code.
+
+
+class PostalRule(NamedTuple):
+    """`pattern` matches a whole postal code (upper-cased, as stored); None: the country has no
+    postal codes of its own, so any code of letters, digits, spaces and hyphens passes."""
+
+    pattern: re.Pattern[str] | None
+    example: str = ""
+
+
+def _rule(pattern: str, *, example: str) -> PostalRule:
+    return PostalRule(re.compile(pattern, re.ASCII), example)
+
+
+_GB_AREAS = (
+    "AB|AL|B|BA|BB|BD|BF|BH|BL|BN|BR|BS|BT|BX|CA|CB|CF|CH|CM|CO|CR|CT|CV|CW|DA|DD|DE|DG|DH|DL|DN|DT|DY|E|EC|EH|"
+    "EN|EX|FK|FY|G|GL|GY|GU|HA|HD|HG|HP|HS|HU|HX|IG|IM|IP|IV|JE|KA|KT|KW|KY|L|LA|LD|LE|LL|LN|LS|LU|M|ME|MK|ML|N|"
+    "NE|NG|NN|NP|NR|NW|OL|OX|PA|PE|PH|PL|PO|PR|RG|RH|RM|S|SA|SE|SG|SK|SL|SM|SN|SO|SP|SR|SS|ST|SW|SY|TA|TD|TF|TN|"
+    "TQ|TR|TS|TW|UB|W|WA|WC|WD|WF|WN|WR|WS|WV|YO|ZE"
+)
+POSTAL_RULES: dict[str, PostalRule] = {
+    "AU": _rule(r"\d{4}", example="2000"),
+    "CA": _rule(r"[ABCEGHJKLMNPRSTVXY]\d[ABCEGHJ-NPRSTV-Z] ?\d[ABCEGHJ-NPRSTV-Z]\d", example="K1A 0B1"),
+    "DE": _rule(r"\d{5}", example="10115"),
+    "ES": _rule(r"\d{5}", example="28013"),
+    "FR": _rule(r"\d{2} ?\d{3}", example="75008"),
+    "GB": _rule(rf"GIR ?0AA|(?:{_GB_AREAS})\d[\dA-Z]? ?\d[ABD-HJLN-UW-Z]{{2}}|BFPO ?\d{{1,4}}", example="SW1A 1AA"),
+    "IT": _rule(r"\d{5}", example="00184"),
+    "JP": _rule(r"\d{3}-?\d{4}", example="100-0001"),
+    "KE": _rule(r"\d{5}", example="00100"),
+    "NG": _rule(r"\d{6}", example="100001"),
+    "NL": _rule(r"\d{4} ?[A-Z]{2}", example="1012 AB"),
+    "US": _rule(r"\d{5}(?:[ -]\d{4})?", example="94105"),
+    "ZA": _rule(r"\d{4}", example="8001"),
+}
+# No postal codes (libaddressinput has no `zip` for them). The checkout still asks for one (the
+# `commerce_shipping_address_complete` constraint requires it) and takes any well-formed code.
+NO_POSTAL_CODE: frozenset[str] = frozenset(
+    "AE AG AO AQ AW BF BI BJ BO BQ BS BV BW BZ CD CF CG CI CK CM CW DJ DM ER FJ GA GD GH GM GQ GY HK HM JM KI KM "
+    "KN KP LY ML MO MR NR NU QA RW SB SC SL SR SS ST SX SY TD TF TG TK TL TO TV UG VU YE ZW".split()
+)
+for _code in NO_POSTAL_CODE:
+    POSTAL_RULES[_code] = PostalRule(None)
+
+# Where carriers need the region (libaddressinput's `S` in `require`, for the countries whose
+# labels are refused without it): code -> name. Either is accepted; the code is stored.
+REGIONS: dict[str, dict[str, str]] = {
+    "US": {
+        "AL": "Alabama", "AK": "Alaska", "AS": "American Samoa", "AZ": "Arizona", "AR": "Arkansas",
+        "AA": "Armed Forces (AA)", "AE": "Armed Forces (AE)", "AP": "Armed Forces (AP)", "CA": "California",
+        "CO": "Colorado", "CT": "Connecticut", "DE": "Delaware", "DC": "District of Columbia", "FL": "Florida",
+        "GA": "Georgia", "GU": "Guam", "HI": "Hawaii", "ID": "Idaho", "IL": "Illinois", "IN": "Indiana", "IA": "Iowa",
+        "KS": "Kansas", "KY": "Kentucky", "LA": "Louisiana", "ME": "Maine", "MH": "Marshall Islands",
+        "MD": "Maryland", "MA": "Massachusetts", "MI": "Michigan", "FM": "Micronesia", "MN": "Minnesota",
+        "MS": "Mississippi", "MO": "Missouri", "MT": "Montana", "NE": "Nebraska", "NV": "Nevada",
+        "NH": "New Hampshire", "NJ": "New Jersey", "NM": "New Mexico", "NY": "New York", "NC": "North Carolina",
+        "ND": "North Dakota", "MP": "Northern Mariana Islands", "OH": "Ohio", "OK": "Oklahoma", "OR": "Oregon",
+        "PW": "Palau", "PA": "Pennsylvania", "PR": "Puerto Rico", "RI": "Rhode Island", "SC": "South Carolina",
+        "SD": "South Dakota", "TN": "Tennessee", "TX": "Texas", "UT": "Utah", "VT": "Vermont",
+        "VI": "Virgin Islands", "VA": "Virginia", "WA": "Washington", "WV": "West Virginia", "WI": "Wisconsin",
+        "WY": "Wyoming",
+    },
+    "CA": {
+        "AB": "Alberta", "BC": "British Columbia", "MB": "Manitoba", "NB": "New Brunswick",
+        "NL": "Newfoundland and Labrador", "NT": "Northwest Territories", "NS": "Nova Scotia", "NU": "Nunavut",
+        "ON": "Ontario", "PE": "Prince Edward Island", "QC": "Quebec", "SK": "Saskatchewan", "YT": "Yukon",
+    },
+    "AU": {
+        "ACT": "Australian Capital Territory", "JBT": "Jervis Bay Territory", "NSW": "New South Wales",
+        "NT": "Northern Territory", "QLD": "Queensland", "SA": "South Australia", "TAS": "Tasmania",
+        "VIC": "Victoria", "WA": "Western Australia",
+    },
+}  # fmt: skip
+
+
+def region_code(country: str, region: str) -> str | None:
+    """The code of `region` (a code or a name, any case) among the country's REGIONS; None when
+    it names none of them."""
+    known = REGIONS[country]
+    wanted = region.casefold()
+    for code, name in known.items():
+        if wanted in (code.casefold(), name.casefold()):
+            return code
+    if country == "CA" and wanted == "québec":
+        return "QC"
+    return None

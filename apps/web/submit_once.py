@@ -29,6 +29,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from apps.core.problems import DomainError
 from apps.core.text import is_storable_text
 from apps.idempotency import protocol as idempotency
+from apps.idempotency.selectors import idempotency_key_find
 from apps.tenancy.context import tenant_context
 
 NONCE_FIELD = "nonce"
@@ -74,6 +75,20 @@ def _fingerprint_body(request: HttpRequest) -> bytes:
     return idempotency.multipart_canonical_body(fields=fields, files=request.FILES)
 
 
+def _form_key(nonce: str) -> str:
+    return f"form:{nonce}"
+
+
+def submitted_url(*, tenant_id: int, caller: str, nonce: str) -> str | None:
+    """Where the caller's completed submission of the form `nonce` went (the URL its effect
+    returned), or None when none completed (never sent, still in flight, or refused)."""
+    with tenant_context(tenant_id), transaction.atomic():
+        stored = idempotency_key_find(tenant_id=tenant_id, caller=caller, key=_form_key(nonce))
+    if stored is None or stored.status >= 400:
+        return None
+    return bytes(stored.body).decode()
+
+
 def submit_once(request: HttpRequest, *, tenant_id: int, caller: str, effect: Callable[[], str]) -> HttpResponse:
     """Run `effect` once per (tenant, caller, form nonce) and redirect (303) to the URL it returns.
 
@@ -90,7 +105,7 @@ def submit_once(request: HttpRequest, *, tenant_id: int, caller: str, effect: Ca
             state = idempotency.begin(
                 tenant_id=tenant_id,
                 caller=caller,
-                key=f"form:{nonce}",
+                key=_form_key(nonce),
                 method="POST",
                 path=request.get_full_path(),
                 body=_fingerprint_body(request),

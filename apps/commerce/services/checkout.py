@@ -44,7 +44,10 @@ address (`ShippingIn`, stored as its `CheckoutShipping` row); one without print 
 none. Both are refused before anything is written (InvalidShippingAddress, field errors under
 `shipping.<field>`). The row is written in the checkout's own INSERT statement (one more
 data-modifying CTE), so shipping costs no extra round trip, and download-only checkouts run
-exactly the statement they ran before. Fulfilment (`unfulfilled` → `shipped`) lives in
+exactly the statement they ran before. The address is checked as a carrier reads a label
+(`_check_shipping`): text a label can carry (NFC, no control characters, no combining mark without
+its letter), the postal code in the country's format and the region where carriers need one
+(`apps.commerce.countries`). Fulfilment (`unfulfilled` → `shipped`) lives in
 `apps/commerce/services/fulfilment.py`.
 
 Closing early (chosen design). A studio that withdraws a photo (`apps.catalog.withdrawal`) stops
@@ -89,6 +92,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,7 +108,7 @@ from django.utils import timezone
 
 from apps.catalog.errors import PriceNotSet
 from apps.catalog.models import Photo, Price, Product, ProductKind
-from apps.commerce.countries import COUNTRY_CODES
+from apps.commerce.countries import COUNTRY_CODES, COUNTRY_NAMES, POSTAL_RULES, REGIONS, region_code
 from apps.commerce.errors import (
     CheckoutNotAwaitingSession,
     CheckoutNotFound,
@@ -134,7 +138,7 @@ from apps.commerce.models import (
     Transaction,
 )
 from apps.core.client_address import address_network, parse_hop
-from apps.core.text import text_field_problem
+from apps.core.text import is_unicode_text, text_field_problem
 from apps.outbox.models import InboxEntry
 from apps.outbox.requeue import requeue_stale
 from apps.outbox.services import consume_once, outbox_publish
@@ -217,6 +221,9 @@ SHIPPING_FIELDS: tuple[tuple[str, bool, int], ...] = (
     ("phone", False, SHIPPING_PHONE_MAX_LENGTH),
 )
 _PHONE_CHARACTERS = frozenset("0123456789+-(). /")
+_POSTAL_CODE_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -")
+# Fields a label is routed by: one without a letter or digit ("---", an emoji) is no address.
+_NEEDS_LETTER_OR_DIGIT = frozenset({"name", "line1", "city"})
 
 
 class _ProductForSale(NamedTuple):
@@ -282,12 +289,59 @@ def _check_return_url(return_url: str) -> None:
         raise InvalidReturnUrl("A return URL carries no user name or password.")
 
 
+def _label_text_problem(value: str) -> str:
+    """What makes an NFC, stripped, printable field unfit for a shipping label, as a sentence for
+    the user; "" when nothing does. A combining mark must follow the character it marks (one at
+    the start, or after a space, has none: a carrier's printer renders it as a stray accent or a
+    box)."""
+    previous = " "
+    for ch in value:
+        if unicodedata.category(ch).startswith("M") and previous.isspace():
+            return "An accent or other combining mark must follow a letter."
+        previous = ch
+    return ""
+
+
+def _check_postal_code(value: str, country: str) -> tuple[str, str]:
+    """The stored postal code (upper-cased) of a stripped, NFC `value` for `country`, and what is
+    wrong with it ("" when nothing is): letters, digits, spaces and hyphens only (ASCII: what a
+    label and a carrier's systems take), in the country's format where POSTAL_RULES has one."""
+    code = value.upper()
+    if not code:
+        return code, ""
+    # ASCII before upper-casing: "ß" upper-cases to "SS".
+    if not value.isascii() or set(code) - _POSTAL_CODE_CHARACTERS:
+        return code, "A postal code has letters, digits, spaces and hyphens only."
+    rule = POSTAL_RULES.get(country)
+    if rule is not None and rule.pattern is not None and not rule.pattern.fullmatch(code):
+        return code, f"Not a postal code of {COUNTRY_NAMES[country]} (like {rule.example})."
+    return code, ""
+
+
+def _check_region(value: str, country: str) -> tuple[str, str]:
+    """The stored region of `value` for `country`, and what is wrong with it: where carriers need
+    one (REGIONS) it is required and must name one of the country's (by code or name; the code
+    is stored); elsewhere it is optional and kept as typed."""
+    if country not in REGIONS:
+        return value, ""
+    if not value:
+        return value, f"Required for an address in {COUNTRY_NAMES[country]}."
+    code = region_code(country, value)
+    if code is None:
+        return value, f"Not a state, province or territory of {COUNTRY_NAMES[country]}: use its name or code."
+    return code, ""
+
+
 def _check_shipping(*, shipping: ShippingIn | None, has_prints: bool) -> dict[str, str] | None:
     """The cleaned address columns of `shipping` (None for a checkout without prints).
 
     A checkout with print lines needs a complete address; one without must not carry one.
-    Values are trimmed (whitespace runs inside kept as typed); control characters are refused;
-    the country is upper-cased and must be an assigned ISO 3166-1 alpha-2 code. Raises
+    Values are NFC-normalised and trimmed (whitespace runs inside kept as typed); every field is
+    text a label can carry (no control or format characters, no combining mark without its
+    letter); the name, first line and city hold a letter or digit; the country is upper-cased and
+    must be an assigned ISO 3166-1 alpha-2 code; the postal code is upper-cased, letters, digits,
+    spaces and hyphens, in the country's format (`POSTAL_RULES`); the region is required, and
+    stored as its code, where carriers need one (`REGIONS`: US, CA, AU). Raises
     InvalidShippingAddress with every problem at once in `errors` (`shipping.<field>`).
     """
     if not has_prints:
@@ -306,12 +360,14 @@ def _check_shipping(*, shipping: ShippingIn | None, has_prints: bool) -> dict[st
     errors: dict[str, list[str]] = {}
     for field, required, max_length in SHIPPING_FIELDS:
         raw = getattr(shipping, field)
-        value = raw.strip() if isinstance(raw, str) else ""
+        value = unicodedata.normalize("NFC", raw).strip() if isinstance(raw, str) and is_unicode_text(raw) else ""
         problem = (
             "Must be text."
-            if not isinstance(raw, str)
-            else text_field_problem(value, required=required, max_length=max_length)
+            if not isinstance(raw, str) or not is_unicode_text(raw)
+            else text_field_problem(value, required=required, max_length=max_length) or _label_text_problem(value)
         )
+        if not problem and field in _NEEDS_LETTER_OR_DIGIT and not any(ch.isalnum() for ch in value):
+            problem = "Must hold a letter or digit."
         if not problem and field == "country":
             value = value.upper()
             if value not in COUNTRY_CODES:
@@ -322,6 +378,13 @@ def _check_shipping(*, shipping: ShippingIn | None, has_prints: bool) -> dict[st
         if problem:
             errors[f"shipping.{field}"] = [problem]
         cleaned[field] = value
+    # Checked against the country once it is known to be one (SHIPPING_FIELDS lists it after them).
+    if "shipping.country" not in errors:
+        for field, check in (("postal_code", _check_postal_code), ("region", _check_region)):
+            if f"shipping.{field}" not in errors:
+                cleaned[field], problem = check(cleaned[field], cleaned["country"])
+                if problem:
+                    errors[f"shipping.{field}"] = [problem]
     if errors:
         # Read by shoppers (the shop's cart) and integrators (`errors` holds the fields) alike.
         raise InvalidShippingAddress(

@@ -87,7 +87,9 @@ class CheckoutForm(forms.Form):
         max_length=SHIPPING_POSTAL_CODE_MAX_LENGTH, required=False, label="Postal code"
     )
     shipping_region = forms.CharField(
-        max_length=SHIPPING_REGION_MAX_LENGTH, required=False, label="State, province or region (optional)"
+        max_length=SHIPPING_REGION_MAX_LENGTH,
+        required=False,
+        label="State, province or region (required in the US, Canada and Australia)",
     )
     shipping_country = forms.ChoiceField(choices=[("", "Choose a country"), *COUNTRIES], required=False)
     shipping_phone = forms.CharField(

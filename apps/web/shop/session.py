@@ -9,6 +9,7 @@ two studios without their carts mixing.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest
 
 CART_KEY = "shop_carts"
+# tenant id -> the cart's version: a random token, new whenever the cart's items change.
+CART_VERSION_KEY = "shop_cart_versions"
 # event id -> the access-code fingerprint it was unlocked with (PublicEvent.access_fingerprint).
 UNLOCKED_KEY = "shop_unlocked_codes"
 # Before the fingerprint: a list of event ids, which a changed code could not revoke. Ignored.
@@ -23,6 +26,7 @@ LEGACY_UNLOCKED_KEY = "shop_unlocked_events"
 CHECKOUTS_KEY = "shop_checkouts"
 MAX_UNLOCKED_EVENTS = 100
 MAX_CHECKOUTS_PER_STUDIO = 50
+_VERSION_BYTES = 18
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,10 @@ class Cart:
 
     Adding sets the quantity (it does not add to it), so a resubmitted "add to cart" form changes
     nothing. The session is marked modified only when something changes.
+
+    `version()` names the cart as it is now: a token that changes whenever its items change
+    (emptied by a checkout and filled again with the same items, it is another cart). The checkout
+    form's nonce is the version, so every form rendered of one cart places one order.
     """
 
     def __init__(self, session: SessionBase, tenant_id: int) -> None:
@@ -54,6 +62,23 @@ class Cart:
         else:
             carts.pop(self._key, None)
         self._session[CART_KEY] = carts
+        # An emptied cart forgets its version (the session stays bounded): the next is a new one.
+        self._new_version(keep=bool(items))
+
+    def _new_version(self, *, keep: bool = True) -> str:
+        versions = dict(self._session.get(CART_VERSION_KEY) or {})
+        version = secrets.token_urlsafe(_VERSION_BYTES)
+        if keep:
+            versions[self._key] = version
+        else:
+            versions.pop(self._key, None)
+        self._session[CART_VERSION_KEY] = versions
+        return version
+
+    def version(self) -> str:
+        """The cart's version (one is made for a cart that has none yet)."""
+        version = (self._session.get(CART_VERSION_KEY) or {}).get(self._key)
+        return str(version) if version else self._new_version()
 
     def lines(self) -> list[CartLine]:
         return [CartLine(product_id=int(k), quantity=v) for k, v in self._items().items()]

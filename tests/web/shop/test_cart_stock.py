@@ -92,9 +92,11 @@ def test_a_line_over_the_stock_left_is_not_checked_out(browser: Client, tenant_a
     assert cart_of(browser, tenant_a) == {str(shop.print.pk): 3}
     # and: the cart page offers at most 2, preselected
     assert quantity_menu(body, shop.print.pk) == ([1, 2], 2)
-    # when: the shopper lowers it and sends the same form (its nonce) again, from the new page
+    # when: the shopper lowers it and sends the new page's form (a new cart version: a new nonce)
     browser.post(f"{cart_path(tenant_a)}update", {"product": shop.print.pk, "quantity": 2})
-    retry = submit(browser, tenant_a, {**checkout_form(browser, tenant_a), "nonce": form["nonce"]})
+    retry_form = checkout_form(browser, tenant_a)
+    assert retry_form["nonce"] != form["nonce"]
+    retry = submit(browser, tenant_a, retry_form)
     # then: the order is placed
     assert retry.status_code == 303
     assert len(checkouts_of(tenant_a.org.pk)) == 1

@@ -203,9 +203,12 @@ def test_an_item_withdrawn_from_sale_fails_the_checkout_and_writes_nothing(brows
     assert "Your cart changed" in response.content.decode()
     assert "No longer on sale" in response.content.decode()
     assert written() == before
-    # and: the same form (nonce) goes through once the shopper removed the item (new digest)
+    # and: the new page's form (a new cart version: a new nonce) goes through once the shopper
+    # removed the item
     browser.post(f"/s/{tenant_a.org.slug}/cart/remove", {"product": shop.print.pk})
-    retry = submit(browser, tenant_a, {**checkout_form(browser, tenant_a), "nonce": form["nonce"]})
+    retry_form = checkout_form(browser, tenant_a)
+    assert retry_form["nonce"] != form["nonce"]
+    retry = submit(browser, tenant_a, retry_form)
     assert retry.status_code == 303
     assert len(checkouts_of(tenant_a.org.pk)) == 1
 

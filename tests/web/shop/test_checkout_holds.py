@@ -118,14 +118,14 @@ def test_a_network_that_let_a_scarce_print_lapse_cannot_take_it_straight_back(
 def test_two_orders_submitted_at_once_from_one_session_cannot_both_pass_its_open_checkout_cap(
     tenant_a: Any, shop: Shop, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given: a session with two of its three open checkouts, and two checkout forms of one cart
+    # given: a session with two of its three open checkouts, and its cart's checkout form
     assert settings.SHOP_OPEN_CHECKOUTS_PER_SESSION == 3
     browser = Client(REMOTE_ADDR="198.51.100.80")
     for _ in range(2):
         add(browser, tenant_a, shop, shop.download)
         assert submit(browser, tenant_a, checkout_form(browser, tenant_a)).status_code == 303
     add(browser, tenant_a, shop, shop.download)
-    forms = [checkout_form(browser, tenant_a), checkout_form(browser, tenant_a)]
+    first_form = checkout_form(browser, tenant_a)
     twin = Client(REMOTE_ADDR="198.51.100.80")
     twin.cookies = copy.deepcopy(browser.cookies)  # the same session: a second tab, say
     # and: the first submission pauses inside its transaction once its checkout is written
@@ -151,11 +151,13 @@ def test_two_orders_submitted_at_once_from_one_session_cannot_both_pass_its_open
         finally:
             connection.close()
 
-    first = threading.Thread(target=place, args=("first", browser, forms[0]), name="first")
-    second = threading.Thread(target=place, args=("second", twin, forms[1]), name="second")
+    first = threading.Thread(target=place, args=("first", browser, first_form), name="first")
     first.start()
     assert created.wait(60)
-    # when: the second submission arrives while the first is still uncommitted
+    # when: meanwhile the cart changes in another tab (one form of one cart is one order; another
+    # cart is another order) and its form is submitted while the first is still uncommitted
+    add(twin, tenant_a, shop, shop.print)
+    second = threading.Thread(target=place, args=("second", twin, checkout_form(twin, tenant_a)), name="second")
     second.start()
     try:
         wait_until_blocked(second_pid, second, "the second submission (it should wait for the session's lock)")

@@ -7,7 +7,9 @@
   follows `apps.web.shop.cart_rules`: more than is left is lowered to it (and the cart page says
   so), a sold-out print is refused, and so is one no longer on sale (409).
 * `POST /s/<studio>/cart/checkout`: `submit_once` around `checkout_create` (the form nonce is the
-  Idempotency-Key: a double submit creates one checkout and both land on it), 303 to the
+  Idempotency-Key, and it is the cart's version (`Cart.version`), not the page's: a double submit,
+  or two forms of one cart submitted at once (two tabs, a reload while the order is placed),
+  create one checkout and all land on it; a form of an earlier version is refused), 303 to the
   checkout page, which this session may then see; the cart is emptied. The same page (absolute,
   on DARKROOM_PUBLIC_BASE_URL) is the checkout's return URL: the provider sends the shopper back
   to it after paying. A cart with prints also asks for the shipping address (the fields are
@@ -39,7 +41,9 @@
 from __future__ import annotations
 
 import math
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -85,7 +89,19 @@ from apps.web.shop.presenters import CartView, cart_view
 from apps.web.shop.selectors import Studio, items_by_ids, open_checkouts, products_by_ids
 from apps.web.shop.session import Cart, remember_checkout
 from apps.web.shop.views.common import message_page, render_page, shop_view
-from apps.web.submit_once import SubmissionInFlight, form_nonce, session_caller, submit_once
+from apps.web.submit_once import (
+    NONCE_FIELD,
+    SubmissionConflict,
+    SubmissionInFlight,
+    form_nonce,
+    session_caller,
+    submit_once,
+    submitted_url,
+)
+
+# How long a checkout form waits for another form of the same cart still being placed (two tabs,
+# a reload) before it says "still being processed": a checkout's transaction takes milliseconds.
+CART_SUBMISSION_WAIT_SECONDS = 5.0
 
 
 class EmptyCart(InvalidInput):
@@ -298,7 +314,9 @@ def cart_page(
             "email": email,
             "providers": providers,
             "provider": provider or (providers[0][0] if providers else ""),
-            "nonce": form_nonce(),
+            # The cart's version, not a fresh nonce: every form rendered of this cart (two tabs, a
+            # reload while its order is placed) is one submission (`checkout_submit`).
+            "nonce": cart.version() if len(cart) else form_nonce(),
             "digest": view.digest,
             "checkout_paused": not capability_enabled(Capability.CHECKOUT),
             # The address fields: rendered only for a cart with prints (server-side, no script).
@@ -380,6 +398,40 @@ def _checkout_id_of(url: str, studio: Studio) -> uuid.UUID | None:
     return checkout_id if isinstance(checkout_id, uuid.UUID) else None
 
 
+def _submit_cart_once(request: HttpRequest, studio: Studio, caller: str, effect: Callable[[], str]) -> HttpResponse:
+    """`submit_once` of the checkout form, whose nonce is the cart's version: one checkout per
+    version of the session's cart, whichever of its rendered forms comes first.
+
+    Another form of the same cart still being placed is waited for (polling, outside any
+    transaction, at most CART_SUBMISSION_WAIT_SECONDS), then this one lands where it did. One
+    that already placed the order with other details typed (the other tab's e-mail address) is
+    the order of this cart too: this submitter lands on it, told so. Raises SubmissionInFlight
+    when the other is still not done, and whatever `submit_once` raises.
+    """
+    deadline = time.monotonic() + CART_SUBMISSION_WAIT_SECONDS
+    pause = 0.05
+    while True:
+        try:
+            return submit_once(request, tenant_id=studio.id, caller=caller, effect=effect)
+        except SubmissionInFlight:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        except SubmissionConflict:
+            url = _placed_with(studio, caller, str(request.POST.get(NONCE_FIELD, "")))
+            if url is None:
+                raise
+            messages.info(request, "This cart was already ordered (from another tab or window): this is that order.")
+            return HttpResponseRedirect(url, status=303)
+
+
+def _placed_with(studio: Studio, caller: str, nonce: str) -> str | None:
+    """The checkout page the session's submission of the checkout form `nonce` went to, if any."""
+    url = submitted_url(tenant_id=studio.id, caller=caller, nonce=nonce)
+    return url if url is not None and _checkout_id_of(url, studio) is not None else None
+
+
 @require_POST
 @shop_view
 def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
@@ -400,6 +452,7 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
             status=400,
         )
     posted_digest = form.cleaned_data["cart"]
+    posted_version = str(request.POST.get(NONCE_FIELD, ""))
     address = form.shipping_values()
     caller = session_caller(request)
     holder = checkout_holder(request)
@@ -409,6 +462,10 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
         lines = cart.lines()
         if not lines:
             raise EmptyCart("Your cart is empty: add a photo before checking out.")
+        # A form of an earlier version of the cart (changed since, maybe back to the same items in
+        # another tab) would be a second order of it under another key.
+        if posted_version != cart.version():
+            raise CartChanged(CART_CHANGED)
         _check_checkout_limits(request, studio, caller, holder)
         view = _review(request, studio, cart)
         # Before the digest: a page shown before the studio changed the event's code would
@@ -444,7 +501,7 @@ def checkout_submit(request: HttpRequest, studio: Studio) -> HttpResponse:
         return page
 
     try:
-        response = submit_once(request, tenant_id=studio.id, caller=caller, effect=effect)
+        response = _submit_cart_once(request, studio, caller, effect)
     except CapabilityDisabled as exc:
         return message_page(
             request,
