@@ -536,7 +536,9 @@ def money_text(amount_minor: int, currency: str) -> str:
     return f"{minor_to_major(int(amount_minor), currency)} {currency}"
 
 
-_MAX_AMOUNT_DIGITS = 19  # 10**19 major units is past any bigint of minor units
+# 10**21 major units is past any bigint of minor units. Not lower: an amount field of the studio's
+# forms holds 20 digits, which their own maximum refuses with a message naming it.
+_MAX_AMOUNT_DIGITS = 21
 
 
 def major_to_minor(value: object, currency: str) -> int:
