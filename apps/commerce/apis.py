@@ -167,7 +167,12 @@ class ShippingInputSerializer(StrictSerializer):
     line1 = serializers.CharField(max_length=SHIPPING_LINE_MAX_LENGTH)
     line2 = serializers.CharField(max_length=SHIPPING_LINE_MAX_LENGTH, required=False, allow_blank=True)
     city = serializers.CharField(max_length=SHIPPING_CITY_MAX_LENGTH)
-    postal_code = serializers.CharField(max_length=SHIPPING_POSTAL_CODE_MAX_LENGTH)
+    postal_code = serializers.CharField(
+        max_length=SHIPPING_POSTAL_CODE_MAX_LENGTH,
+        default="",
+        allow_blank=True,
+        help_text="Required, except in the countries that have none (GH, AE, HK, ...).",
+    )
     region = serializers.CharField(
         max_length=SHIPPING_REGION_MAX_LENGTH, required=False, allow_blank=True, help_text="State, province, county."
     )

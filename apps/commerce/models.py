@@ -376,7 +376,8 @@ class CheckoutShipping(TenantModel):
                 condition=models.Q(country__regex=r"^[A-Z]{2}$"), name="commerce_shipping_country_iso"
             ),
             models.CheckConstraint(
-                condition=~models.Q(name="") & ~models.Q(line1="") & ~models.Q(city="") & ~models.Q(postal_code=""),
+                # No postal code: a country that has none (`apps.commerce.countries.NO_POSTAL_CODE`).
+                condition=~models.Q(name="") & ~models.Q(line1="") & ~models.Q(city=""),
                 name="commerce_shipping_address_complete",
             ),
         ]

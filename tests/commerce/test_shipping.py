@@ -210,7 +210,6 @@ def test_another_tenant_cannot_write_a_shipping_row_for_a_checkout(tenant_a, ten
         {"name": ""},
         {"line1": ""},
         {"city": ""},
-        {"postal_code": ""},
     ],
 )
 def test_constraints_refuse_bad_shipping_rows(tenant_a, shop_a, change):

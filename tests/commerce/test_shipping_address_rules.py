@@ -1,5 +1,5 @@
 """A shipping address is checked as a carrier would read its label: the postal code in the
-country's format (none asked where the country has none), the region where carriers need one
+country's format (required, except where the country has none), the region where carriers need one
 (US states, Canadian provinces, Australian states), and text a label can carry. A refusal is a
 400 problem naming the field, nothing written; what passes is stored normalised (NFC, the postal
 code upper-cased, a region given by name stored as its code)."""
@@ -56,6 +56,8 @@ def _stored(tenant, response) -> CheckoutShipping:
         ({"city": "Berlin\u200e"}, "shipping.city"),  # a format (direction) character
         ({"city": "💩"}, "shipping.city"),  # no letter or digit: nothing a carrier can route by
         ({"name": "---"}, "shipping.name"),
+        ({"postal_code": ""}, "shipping.postal_code"),  # DE has postal codes: one is needed
+        ({"country": "US", "postal_code": "", "region": "CA"}, "shipping.postal_code"),
     ],
 )
 def test_an_address_a_carrier_would_refuse_is_a_400_naming_the_field(tenant_a, shop_a, address, field):
@@ -90,6 +92,9 @@ def test_an_address_a_carrier_would_refuse_is_a_400_naming_the_field(tenant_a, s
         ({"country": "ZA", "postal_code": "8001"}, "8001", ""),
         ({"country": "JP", "postal_code": "100-0001", "region": "Tokyo"}, "100-0001", "Tokyo"),
         ({"country": "IE", "postal_code": "D02 X285"}, "D02 X285", ""),
+        ({"country": "GH", "postal_code": ""}, "", ""),  # Ghana has no postal codes
+        ({"country": "HK", "postal_code": ""}, "", ""),
+        ({"country": "GH", "postal_code": "GA-183-8164"}, "GA-183-8164", ""),  # a GhanaPost GPS code, if given
     ],
 )
 def test_a_well_formed_address_is_stored_normalised(tenant_a, shop_a, address, postal_code, region):

@@ -108,7 +108,7 @@ from django.utils import timezone
 
 from apps.catalog.errors import PriceNotSet
 from apps.catalog.models import Photo, Price, Product, ProductKind
-from apps.commerce.countries import COUNTRY_CODES, COUNTRY_NAMES, POSTAL_RULES, REGIONS, region_code
+from apps.commerce.countries import COUNTRY_CODES, COUNTRY_NAMES, NO_POSTAL_CODE, POSTAL_RULES, REGIONS, region_code
 from apps.commerce.errors import (
     CheckoutNotAwaitingSession,
     CheckoutNotFound,
@@ -215,7 +215,7 @@ SHIPPING_FIELDS: tuple[tuple[str, bool, int], ...] = (
     ("line1", True, SHIPPING_LINE_MAX_LENGTH),
     ("line2", False, SHIPPING_LINE_MAX_LENGTH),
     ("city", True, SHIPPING_CITY_MAX_LENGTH),
-    ("postal_code", True, SHIPPING_POSTAL_CODE_MAX_LENGTH),
+    ("postal_code", False, SHIPPING_POSTAL_CODE_MAX_LENGTH),  # required by `_check_postal_code`
     ("region", False, SHIPPING_REGION_MAX_LENGTH),
     ("country", True, 2),
     ("phone", False, SHIPPING_PHONE_MAX_LENGTH),
@@ -305,10 +305,11 @@ def _label_text_problem(value: str) -> str:
 def _check_postal_code(value: str, country: str) -> tuple[str, str]:
     """The stored postal code (upper-cased) of a stripped, NFC `value` for `country`, and what is
     wrong with it ("" when nothing is): letters, digits, spaces and hyphens only (ASCII: what a
-    label and a carrier's systems take), in the country's format where POSTAL_RULES has one."""
+    label and a carrier's systems take), in the country's format where POSTAL_RULES has one.
+    Required, except in the countries that have no postal codes (NO_POSTAL_CODE)."""
     code = value.upper()
     if not code:
-        return code, ""
+        return code, "" if country in NO_POSTAL_CODE else "This field is required."
     # ASCII before upper-casing: "ß" upper-cases to "SS".
     if not value.isascii() or set(code) - _POSTAL_CODE_CHARACTERS:
         return code, "A postal code has letters, digits, spaces and hyphens only."

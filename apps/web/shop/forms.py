@@ -67,7 +67,8 @@ SHIPPING_FORM_FIELDS: dict[str, str] = {
     "shipping_country": "country",
     "shipping_phone": "phone",
 }
-_SHIPPING_REQUIRED = ("shipping_name", "shipping_line1", "shipping_city", "shipping_postal_code", "shipping_country")
+# The postal code too, except in the countries that have none: the service says which.
+_SHIPPING_REQUIRED = ("shipping_name", "shipping_line1", "shipping_city", "shipping_country")
 
 
 class CheckoutForm(forms.Form):
@@ -84,7 +85,7 @@ class CheckoutForm(forms.Form):
     )
     shipping_city = forms.CharField(max_length=SHIPPING_CITY_MAX_LENGTH, required=False, label="City")
     shipping_postal_code = forms.CharField(
-        max_length=SHIPPING_POSTAL_CODE_MAX_LENGTH, required=False, label="Postal code"
+        max_length=SHIPPING_POSTAL_CODE_MAX_LENGTH, required=False, label="Postal code (if your country has them)"
     )
     shipping_region = forms.CharField(
         max_length=SHIPPING_REGION_MAX_LENGTH,
