@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from apps.commerce.countries import COUNTRIES
+from apps.commerce.countries import COUNTRIES, NO_POSTAL_CODE
 from apps.commerce.models import (
     SHIPPING_CITY_MAX_LENGTH,
     SHIPPING_LINE_MAX_LENGTH,
@@ -109,6 +109,15 @@ class CheckoutForm(forms.Form):
         provider.choices = choices
         if choices and not self.is_bound:
             self.initial.setdefault("provider", choices[0][0])
+
+    def clean(self) -> dict[str, Any]:
+        """The postal code is required too, unless the chosen country has none (NO_POSTAL_CODE);
+        marked on its field with the other missing ones, before the service sees the address."""
+        cleaned = super().clean() or {}
+        country = str(cleaned.get("shipping_country") or "")
+        if self.needs_shipping and not cleaned.get("shipping_postal_code") and country not in NO_POSTAL_CODE:
+            self.add_error("shipping_postal_code", forms.ValidationError("This field is required.", code="required"))
+        return cleaned
 
     def shipping_values(self) -> dict[str, str] | None:
         """The address for `ShippingIn` (cleaned form only); None when the cart has no prints."""
