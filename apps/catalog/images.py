@@ -217,8 +217,7 @@ def narrow_grey(image: Image.Image) -> Image.Image:
 
 
 def _flatten_to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in _WIDE_GREY_MODES:
-        return narrow_grey(image).convert("RGB")
+    image = narrow_grey(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if not has_alpha:
         return image.convert("RGB")

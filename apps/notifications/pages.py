@@ -29,13 +29,17 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.core import signing
 from django.http import HttpRequest, HttpResponse
 
 from apps.core.client_address import rate_limit_address
 from apps.core.problems import DomainError, domain_error_page, problem_page_or_json
 from apps.notifications.models import Attendee
-from apps.notifications.selectors import ATTENDEE_SALT, attendee_from_token, attendee_from_unsubscribe_token
+from apps.notifications.selectors import (
+    AttendeeLinkInvalid,
+    attendee_from_token,
+    attendee_from_unsubscribe_token,
+    token_claims,
+)
 from apps.ops.ratelimit import setting_rate_wait
 
 ATTENDEE_PAGE_KEY = "attendee:page:"
@@ -61,13 +65,13 @@ def attendee_page_limited(view: Callable[..., HttpResponse]) -> Callable[..., Ht
 
 
 def _signed_attendee_key(token: str) -> str | None:
-    """The budget key of the attendee a token we signed names (`apps.notifications.selectors`),
-    or None for a token we did not sign. Reads no database."""
+    """The budget key of the attendee a token we signed names (`token_claims`), or None for a
+    token we did not sign. Reads no database."""
     try:
-        claims = signing.Signer(salt=ATTENDEE_SALT).unsign_object(token)
-        return f"{ATTENDEE_PAGE_KEY}t{int(claims['t'])}:p{int(claims['a'])}"
-    except (signing.BadSignature, AttributeError, KeyError, TypeError, ValueError):
+        tenant_id, attendee_id, _ = token_claims(token)
+    except AttendeeLinkInvalid:
         return None
+    return f"{ATTENDEE_PAGE_KEY}t{tenant_id}:p{attendee_id}"
 
 
 def unsubscribe_wait(request: HttpRequest, token: str) -> int:

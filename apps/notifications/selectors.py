@@ -57,7 +57,7 @@ def attendee_link(*, tenant_id: int, attendee_id: int, generation: int, page: st
     return f"{settings.DARKROOM_PUBLIC_BASE_URL.rstrip('/')}{path}"
 
 
-def _claims(token: str) -> tuple[int, int, int]:
+def token_claims(token: str) -> tuple[int, int, int]:
     """(tenant, attendee, generation) of a token we signed. Raises AttendeeLinkInvalid."""
     try:
         data = signing.Signer(salt=ATTENDEE_SALT).unsign_object(token)
@@ -82,7 +82,7 @@ def attendee_from_token(*, token: str) -> Attendee:
     """The attendee a valid link of their current generation names: the credential of every
     attendee page but unsubscribing. The generation must equal `link_generation` exactly.
     Raises AttendeeLinkInvalid (tampered, malformed, replaced, or the attendee is gone)."""
-    tenant_id, attendee_id, generation = _claims(token)
+    tenant_id, attendee_id, generation = token_claims(token)
     attendee = _attendee_of(tenant_id, attendee_id)
     if generation != attendee.link_generation:
         raise AttendeeLinkInvalid(LINK_INVALID_DETAIL)
@@ -106,7 +106,7 @@ def attendee_from_unsubscribe_token(*, token: str) -> tuple[Attendee, bool]:
     the link is current. For unsubscribing only (an old e-mail's one-click link must work; it
     only stops mail). Raises AttendeeLinkInvalid (tampered, malformed, a generation never
     issued, or the attendee is gone)."""
-    tenant_id, attendee_id, generation = _claims(token)
+    tenant_id, attendee_id, generation = token_claims(token)
     attendee = _attendee_of(tenant_id, attendee_id)
     if generation > attendee.link_generation:
         raise AttendeeLinkInvalid(LINK_INVALID_DETAIL)

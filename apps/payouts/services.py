@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol, runtime_checkable
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -191,22 +190,13 @@ def payout_minimum_minor() -> int:
     return max(1, int(settings.PAYOUT_MINIMUM_MINOR))
 
 
-@runtime_checkable
-class _SendsSomeAmounts(Protocol):
-    """An adapter that cannot send every amount of some currencies (PayPal: whole units only)."""
-
-    def payout_sendable_minor(self, *, amount_minor: int, currency: str) -> int: ...
-
-
 def payout_sendable_minor(*, provider: str, amount_minor: int, currency: str) -> int:
-    """The most of `amount_minor` (a positive payable balance) that `provider` can send in
-    `currency`: all of it, except where its adapter takes only some amounts (PayPal takes HUF,
-    JPY and TWD in whole units: `PayPalProvider.payout_sendable_minor`). The payout is this
-    amount and its ledger debit the same; the rest stays in the wallet for a later payout."""
-    adapter = get_provider(provider)
-    if amount_minor > 0 and isinstance(adapter, _SendsSomeAmounts):
-        return adapter.payout_sendable_minor(amount_minor=amount_minor, currency=currency)
-    return amount_minor
+    """The most of `amount_minor` (a payable balance) that `provider` can send in `currency`
+    (`PaymentProvider.payout_sendable_minor`). The payout is this amount and its ledger debit the
+    same; the rest stays in the wallet for a later payout."""
+    if amount_minor <= 0:
+        return amount_minor
+    return get_provider(provider).payout_sendable_minor(amount_minor=amount_minor, currency=currency)
 
 
 @dataclass(frozen=True)

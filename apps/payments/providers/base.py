@@ -401,6 +401,12 @@ class PaymentProvider(ABC):
         amount or currency. ValueError for an empty id.
         """
 
+    def payout_sendable_minor(self, *, amount_minor: int, currency: str) -> int:
+        """The most of a positive `amount_minor` a payout can send in `currency`: all of it by
+        default; an adapter whose provider takes only some amounts (PayPal: whole units of HUF,
+        JPY and TWD) says less, and the rest stays in the wallet."""
+        return amount_minor
+
     def confirm_payment(self, *, envelope: WebhookEnvelope) -> WebhookEnvelope:
         """The envelope of a verified delivery as the provider's API confirms it, for providers
         whose documentation says a webhook must not be trusted alone before giving value (the
