@@ -749,6 +749,10 @@ SHOP_FINDME_MAX_BYTES = env.int("DARKROOM_SHOP_FINDME_MAX_BYTES", default=DROPIN
 # asked about (each request may send that address an e-mail).
 SHOP_ORDER_LOOKUP_ADDRESS_RATE = env("DARKROOM_SHOP_ORDER_LOOKUP_ADDRESS_RATE", default="10/hour")
 SHOP_ORDER_LOOKUP_EMAIL_RATE = env("DARKROOM_SHOP_ORDER_LOOKUP_EMAIL_RATE", default="3/hour")
+# A session asking again about an address it asked about this recently (its e-mail is likely still
+# on its way: mail servers greylist for minutes) gets the "sent" page again: nothing counted or
+# sent. 0: every request counts.
+SHOP_ORDER_LOOKUP_REPEAT_SECONDS = env.int("DARKROOM_SHOP_ORDER_LOOKUP_REPEAT_SECONDS", default=600)
 # Orders placed (checkout forms that reach the order) per studio and client address and per
 # studio and session, and how many unpaid checkouts (reserving or awaiting payment) one session
 # may hold at a studio before it must pay for or let lapse one of them: each holds stock.

@@ -7,7 +7,9 @@ keyed by what a shopper cannot shed cheaply: the client address (`apps.core.rate
 the address for IPv4, the /64 for IPv6, which one client owns whole; `X-Forwarded-For` is
 believed only from `TRUSTED_PROXIES`) and, for searches and checkouts, also the session; order
 look-ups also by the e-mail address asked about (hashed: no address is kept in Redis), so nobody
-can flood one mailbox. Access codes also have a budget per event across all addresses
+can flood one mailbox; a session asking again about an address it asked about within
+SHOP_ORDER_LOOKUP_REPEAT_SECONDS is not counted (`order_lookup_asked_recently`: it is sent
+nothing either). Access codes also have a budget per event across all addresses
 (`SHOP_ACCESS_CODE_EVENT_RATE`), which counts wrong codes only: a guesser with many addresses
 or networks still gets that many guesses at one event, then every attempt at it (right code or
 not) is refused until the window slides past them; a session that already entered the code
@@ -30,13 +32,20 @@ SHOP_NETWORK_LAPSED_HOLD_SECONDS; `apps/commerce/services/checkout.py`). Those d
 from __future__ import annotations
 
 import hashlib
+import logging
 
+from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
 
 from apps.commerce.services.checkout import HolderIn
 from apps.core.client_address import UNKNOWN, rate_limit_address
 from apps.ops.ratelimit import setting_rate_wait
+
+logger = logging.getLogger("darkroom.web.limits")
 
 
 def wait_seconds(*checks: tuple[str, str], count: bool = True) -> int:
@@ -67,11 +76,19 @@ def access_code_wrong(*, tenant_id: int, event_id: int) -> None:
     wait_seconds(_wrong_codes_key(tenant_id, event_id))
 
 
-def findme_wait(request: HttpRequest, *, tenant_id: int, event_id: int, session_key: str) -> int:
-    return wait_seconds(
-        (f"findme:t{tenant_id}:e{event_id}:s{session_key}", "SHOP_FINDME_SESSION_RATE"),
-        (f"findme:t{tenant_id}:e{event_id}:a{rate_limit_address(request)}", "SHOP_FINDME_ADDRESS_RATE"),
-    )
+def findme_wait(request: HttpRequest, *, tenant_id: int, event_id: int, session_key: str, count: bool = True) -> int:
+    """Count one face search per event and session (`session_key`, the session's caller) and per
+    event and client address: 0 if both admit it, else the seconds to wait (with `count=False`,
+    only look). An empty `session_key` (a request without a session yet, which cannot have spent
+    a session's budget) is looked at or counted by its address alone."""
+    checks = [(f"findme:t{tenant_id}:e{event_id}:a{rate_limit_address(request)}", "SHOP_FINDME_ADDRESS_RATE")]
+    if session_key:
+        checks.append((f"findme:t{tenant_id}:e{event_id}:s{session_key}", "SHOP_FINDME_SESSION_RATE"))
+    return wait_seconds(*checks, count=count)
+
+
+def _email_digest(email: str) -> str:
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
 
 
 def order_lookup_wait(request: HttpRequest, *, tenant_id: int, email: str | None) -> int:
@@ -79,9 +96,39 @@ def order_lookup_wait(request: HttpRequest, *, tenant_id: int, email: str | None
     valid address (`email`), per studio and that address (case-insensitive)."""
     checks = [(f"orders:t{tenant_id}:a{rate_limit_address(request)}", "SHOP_ORDER_LOOKUP_ADDRESS_RATE")]
     if email:
-        digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
-        checks.append((f"orders:t{tenant_id}:e{digest}", "SHOP_ORDER_LOOKUP_EMAIL_RATE"))
+        checks.append((f"orders:t{tenant_id}:e{_email_digest(email)}", "SHOP_ORDER_LOOKUP_EMAIL_RATE"))
     return wait_seconds(*checks)
+
+
+def _order_lookup_asked_key(*, tenant_id: int, session_key: str, email: str) -> str:
+    # Under the cache's key prefix; neither the session's key nor the address is kept in clear.
+    return f"web:orders-asked:t{tenant_id}:s{session_digest(session_key)[:32]}:e{_email_digest(email)}"
+
+
+def order_lookup_asked_recently(*, tenant_id: int, session_key: str, email: str) -> bool:
+    """Whether this session's lookup of `email` (case-insensitive) at the studio landed on the
+    "sent" page less than SHOP_ORDER_LOOKUP_REPEAT_SECONDS ago (`order_lookup_asked`). False
+    when the window is 0 or Redis is unreachable (logged): the request then counts as any other."""
+    if settings.SHOP_ORDER_LOOKUP_REPEAT_SECONDS <= 0:
+        return False
+    try:
+        return cache.get(_order_lookup_asked_key(tenant_id=tenant_id, session_key=session_key, email=email)) is not None
+    except (RedisError, ConnectionInterrupted):
+        logger.warning("order lookup repeat unknown (redis); counted", exc_info=True)
+        return False
+
+
+def order_lookup_asked(*, tenant_id: int, session_key: str, email: str) -> None:
+    """Remember for SHOP_ORDER_LOOKUP_REPEAT_SECONDS that this session's lookup of `email` landed
+    on the "sent" page. The window runs from the first landing (a repeat does not stretch it).
+    An unreachable Redis forgets it (logged): the next repeat is counted."""
+    seconds = int(settings.SHOP_ORDER_LOOKUP_REPEAT_SECONDS)
+    if seconds <= 0:
+        return
+    try:
+        cache.add(_order_lookup_asked_key(tenant_id=tenant_id, session_key=session_key, email=email), 1, seconds)
+    except (RedisError, ConnectionInterrupted):
+        logger.warning("order lookup not remembered (redis)", exc_info=True)
 
 
 def checkout_wait(request: HttpRequest, *, tenant_id: int, session_key: str) -> int:

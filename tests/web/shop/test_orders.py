@@ -3,7 +3,10 @@ receipt) and "Find my orders" (one e-mail of links, through the outbox, limited,
 
 from __future__ import annotations
 
+import copy
 import re
+import threading
+import time
 import uuid
 from datetime import timedelta
 from typing import Any, cast
@@ -11,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail, signing
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import FileResponse
 from django.test import Client, override_settings
 from django.utils import timezone
@@ -23,6 +26,7 @@ from apps.commerce.services import order_links as order_links_service
 from apps.commerce.services.order_links import (
     ORDER_LINKS_CONSUMER,
     TOPIC_ORDER_LINKS_REQUESTED,
+    order_links_request,
     order_links_send,
 )
 from apps.idempotency.models import IdempotencyKey
@@ -30,6 +34,7 @@ from apps.notifications.selectors import attendee_token
 from apps.outbox.mail_once import MailBusy
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.tenancy.context import system_context, tenant_context
+from apps.web.shop.views import orders as orders_view
 from tasks.outbox import requeue_unconsumed
 from tests.commerce.helpers import deliver, drain_outbox, sandbox_paid, system_count
 from tests.factories.commerce import Shop, make_shop
@@ -243,6 +248,173 @@ def test_a_resubmitted_lookup_form_sends_one_email(browser: Client, tenant_a: An
     assert lookup_messages() == 1
     drain_outbox(topics={TOPIC_ORDER_LINKS_REQUESTED})
     assert len(mail.outbox) == 1
+
+
+def lookups_left(tenant: Any, email: str) -> int:
+    """How many more lookups of `email` the studio admits now (each asked from a new browser on
+    its own client address, so only the e-mail address's budget decides); spends them all."""
+    admitted = 0
+    for n in range(20):
+        browser = Client(REMOTE_ADDR=f"203.0.113.{n + 1}")
+        response = ask(browser, tenant, lookup_form(browser, tenant, email))
+        if response.status_code == 429:
+            return admitted
+        assert response.status_code == 303
+        admitted += 1
+    raise AssertionError("the e-mail address's limit never refused")
+
+
+def twin_of(browser: Client) -> Client:
+    """Another client carrying the cookies `browser` holds now: the second click of a double click
+    is sent before the first one's answer (and whatever cookie it sets) comes back."""
+    twin = Client()
+    twin.cookies = copy.deepcopy(browser.cookies)
+    return twin
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("empty_broker")
+def test_a_double_click_on_a_fresh_form_sends_one_email_and_spends_one_lookup(
+    tenant_a: Any, shop: Shop, settings: Any
+) -> None:
+    # given: three lookups an hour per e-mail address; Ann opens the form in a fresh browser
+    settings.SHOP_ORDER_LOOKUP_EMAIL_RATE = "3/hour"
+    an_order(shop, "ann@example.test")
+    browser = Client()
+    form = lookup_form(browser, tenant_a, "ann@example.test")
+    second_click = twin_of(browser)
+    # when: she double-clicks "E-mail me my orders" (both clicks carry the form page's cookies)
+    first, second = ask(browser, tenant_a, form), ask(second_click, tenant_a, form)
+    # then: both land on the "sent" page; one message, one e-mail
+    sent = f"/s/{tenant_a.org.slug}/orders/sent"
+    assert [(r.status_code, r["Location"]) for r in (first, second)] == [(303, sent), (303, sent)]
+    assert lookup_messages() == 1
+    drain_outbox(topics={TOPIC_ORDER_LINKS_REQUESTED})
+    assert len(mail.outbox) == 1
+    # and: one of the address's three hourly lookups was spent
+    assert lookups_left(tenant_a, "ann@example.test") == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("empty_broker")
+def test_a_reposted_lookup_form_spends_one_lookup(browser: Client, tenant_a: Any, shop: Shop, settings: Any) -> None:
+    # given: three lookups an hour per e-mail address
+    settings.SHOP_ORDER_LOOKUP_EMAIL_RATE = "3/hour"
+    an_order(shop, "ann@example.test")
+    form = lookup_form(browser, tenant_a, "ann@example.test")
+    # when: the form is posted, then posted again (a reload that re-posts, a browser retry)
+    answers = [ask(browser, tenant_a, form) for _ in range(2)]
+    # then: the same "sent" page, one message, and one lookup spent
+    assert [a.status_code for a in answers] == [303, 303]
+    assert lookup_messages() == 1
+    assert lookups_left(tenant_a, "ann@example.test") == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("empty_broker")
+def test_a_second_click_while_the_first_is_processed_lands_on_the_sent_page_and_spends_nothing(
+    tenant_a: Any, shop: Shop, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: three lookups an hour per e-mail address; Ann opens the form in a fresh browser
+    settings.SHOP_ORDER_LOOKUP_EMAIL_RATE = "3/hour"
+    an_order(shop, "ann@example.test")
+    browser = Client()
+    form = lookup_form(browser, tenant_a, "ann@example.test")
+    second_click = twin_of(browser)
+    answers: dict[str, Any] = {}
+
+    def click_again() -> None:
+        try:
+            answers["second"] = ask(second_click, tenant_a, form)
+        finally:
+            connection.close()
+
+    competitor = threading.Thread(target=click_again)
+
+    def slow_request(**kwargs: Any) -> int:
+        # the second click arrives while the first is inside its transaction
+        if not competitor.is_alive() and "second" not in answers:
+            competitor.start()
+            time.sleep(0.5)
+        return order_links_request(**kwargs)
+
+    monkeypatch.setattr(orders_view, "order_links_request", slow_request)
+    # when: she clicks, and clicks again while the first click is being processed
+    first = ask(browser, tenant_a, form)
+    competitor.join(timeout=30)
+    # then: both land on the "sent" page, with one message and one lookup spent
+    sent = f"/s/{tenant_a.org.slug}/orders/sent"
+    assert (first.status_code, first["Location"]) == (303, sent)
+    assert (answers["second"].status_code, answers["second"]["Location"]) == (303, sent)
+    assert lookup_messages() == 1
+    monkeypatch.setattr(orders_view, "order_links_request", order_links_request)
+    assert lookups_left(tenant_a, "ann@example.test") == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("empty_broker")
+def test_asking_again_for_the_same_address_soon_sends_nothing_more_and_spends_nothing(
+    browser: Client, tenant_a: Any, shop: Shop, settings: Any
+) -> None:
+    # given: three lookups an hour per e-mail address; Ann asked for her orders
+    settings.SHOP_ORDER_LOOKUP_EMAIL_RATE = "3/hour"
+    an_order(shop, "ann@example.test")
+    first = ask(browser, tenant_a, lookup_form(browser, tenant_a, "ann@example.test"))
+    assert first.status_code == 303
+    before = lookup_writes()
+    # when: impatient, she goes back to a fresh form and asks again, twice, typing it otherwise
+    typed = ["ann@example.test", "ANN@example.test"]
+    again = [ask(browser, tenant_a, lookup_form(browser, tenant_a, email)) for email in typed]
+    # then: the same "sent" page each time, nothing written, one e-mail, and one lookup spent
+    assert [(a.status_code, a["Location"]) for a in again] == [(303, first["Location"])] * 2
+    assert lookup_writes() == before
+    drain_outbox(topics={TOPIC_ORDER_LINKS_REQUESTED})
+    assert len(mail.outbox) == 1
+    assert lookups_left(tenant_a, "ann@example.test") == 2
+
+
+@pytest.mark.django_db
+def test_another_address_from_the_same_session_still_counts(browser: Client, tenant_a: Any, shop: Shop,
+                                                            settings: Any) -> None:  # fmt: skip
+    # given: two lookups an hour per client address
+    settings.SHOP_ORDER_LOOKUP_ADDRESS_RATE = "2/hour"
+    # when: one browser asks about Ann three times, then about Bob, then about Carl
+    ann = [ask(browser, tenant_a, lookup_form(browser, tenant_a, "ann@example.test")) for _ in range(3)]
+    bob = ask(browser, tenant_a, lookup_form(browser, tenant_a, "bob@example.test"))
+    carl = ask(browser, tenant_a, lookup_form(browser, tenant_a, "carl@example.test"))
+    # then: Ann's repeats are free, Bob's lookup counts, and Carl's is one too many
+    assert [a.status_code for a in ann] == [303, 303, 303]
+    assert (bob.status_code, carl.status_code) == (303, 429)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("empty_broker")
+def test_asking_again_after_the_repeat_window_counts_and_sends_again(browser: Client, tenant_a: Any, shop: Shop,
+                                                                     settings: Any) -> None:  # fmt: skip
+    # given: repeats are free for one second only
+    settings.SHOP_ORDER_LOOKUP_REPEAT_SECONDS = 1
+    settings.SHOP_ORDER_LOOKUP_EMAIL_RATE = "3/hour"
+    an_order(shop, "ann@example.test")
+    assert ask(browser, tenant_a, lookup_form(browser, tenant_a, "ann@example.test")).status_code == 303
+    # when: she asks again once the window has passed (her e-mail did not come)
+    time.sleep(1.2)
+    assert ask(browser, tenant_a, lookup_form(browser, tenant_a, "ann@example.test")).status_code == 303
+    # then: a second message, and a second lookup spent
+    assert lookup_messages() == 2
+    assert lookups_left(tenant_a, "ann@example.test") == 1
+
+
+@pytest.mark.django_db
+def test_many_sessions_asking_about_one_address_are_each_counted(tenant_a: Any, shop: Shop, settings: Any) -> None:
+    # given: three lookups an hour per e-mail address
+    settings.SHOP_ORDER_LOOKUP_EMAIL_RATE = "3/hour"
+    # when: fresh browsers from one network ask about Ann's address, each twice
+    statuses = []
+    for _ in range(4):
+        browser = Client()
+        statuses += [ask(browser, tenant_a, lookup_form(browser, tenant_a, "ann@example.test")).status_code]
+    # then: each new session is counted, and the fourth is refused
+    assert statuses == [303, 303, 303, 429]
 
 
 def queued_lookup(tenant: Any, shop: Shop) -> OutboxMessage:

@@ -13,6 +13,17 @@
   `apps.web.shop.limits`). A protected event whose code the session has not entered gets the
   code form (403), never a search.
 
+The budget pays for face searches (a provider's bill, or dlib's CPU), so only an upload that
+reaches `photos_find_by_selfie` spends it, counted just before the call; a shopper who picks the
+wrong file is told so without losing a search. What is refused before is free because it is
+cheap: the declared length (nothing read), then the multipart parse every POST gets (bounded by
+SHOP_FINDME_MAX_BYTES plus the envelope), the size, and `probe_image`, which reads the header for
+the format and pixel count and walks the file's structure without decoding a pixel (linear in
+the bounded size, like the parse). Decoding happens only in the face backend, after the count, so
+no refusal makes the server decode an image for free. The budget is also looked at, without
+counting, before the upload is read (and before the CSRF check parses it): a shopper who spent it
+gets the wait page at once.
+
 The selfie's bytes live only in this request: read from the upload, handed to the search,
 dropped with the request (Django deletes an upload's temporary file when the request ends).
 """
@@ -107,6 +118,12 @@ def find_me(request: HttpRequest, studio: Studio, event_slug: str) -> HttpRespon
     declared = request.META.get("CONTENT_LENGTH") or ""
     if declared.isascii() and declared.isdigit() and int(declared) > max_selfie_bytes() + _ENVELOPE_BYTES:
         return _page(request, studio, event, error=_too_large(), status=413)
+    # Looked at, not counted, before anything reads the body; a session-less request has no
+    # session budget to have spent (and gets no session before its CSRF token is checked).
+    session_key = session_caller(request) if request.session.session_key else ""
+    wait = findme_wait(request, tenant_id=studio.id, event_id=event.id, session_key=session_key, count=False)
+    if wait:
+        return _too_many(request, studio, event, wait)
     return _search(request, studio, event)
 
 
@@ -115,18 +132,19 @@ def _too_large() -> str:
     return f"That file is too large; the limit is {limit}. A phone selfie is usually far smaller."
 
 
+def _too_many(request: HttpRequest, studio: Studio, event: ShopEvent, wait: int) -> HttpResponse:
+    return _page(
+        request,
+        studio,
+        event,
+        error=f"Too many searches. Please wait {wait} seconds before trying again.",
+        status=429,
+        retry_after=wait,
+    )
+
+
 @csrf_protect
 def _search(request: HttpRequest, studio: Studio, event: ShopEvent) -> HttpResponse:
-    wait = findme_wait(request, tenant_id=studio.id, event_id=event.id, session_key=session_caller(request))
-    if wait:
-        return _page(
-            request,
-            studio,
-            event,
-            error=f"Too many searches. Please wait {wait} seconds before trying again.",
-            status=429,
-            retry_after=wait,
-        )
     upload = request.FILES.get("image")
     if upload is None:
         return _page(request, studio, event, error="Choose a selfie to search with.", status=400)
@@ -137,6 +155,9 @@ def _search(request: HttpRequest, studio: Studio, event: ShopEvent) -> HttpRespo
         images.probe_image(upload, allowed_formats=SELFIE_FORMATS, max_pixels=SELFIE_MAX_PIXELS)
     except images.ImageRejected:
         return _page(request, studio, event, error=_PROBE_REFUSED, status=422)
+    wait = findme_wait(request, tenant_id=studio.id, event_id=event.id, session_key=session_caller(request))
+    if wait:
+        return _too_many(request, studio, event, wait)
     try:
         hits = photos_find_by_selfie(tenant_id=studio.id, event_id=event.id, image=upload.read(), limit=RESULT_LIMIT)
     except FaceRejected as exc:
