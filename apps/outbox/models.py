@@ -61,6 +61,7 @@ LOST_MESSAGE_TOPICS = (
     "attendee.link_replaced",
     "refund.failed_after_landing",
     "dropin.face_forget",
+    "tenancy.api_key_revoked",
 )
 
 

@@ -56,6 +56,7 @@ REQUEUE_FLOWS = (
     "attendee_link_emails",
     "refund_failed_emails",
     "dropin_face_forgets",
+    "api_key_revocations",
 )
 
 M = TypeVar("M", bound=models.Model)

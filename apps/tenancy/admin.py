@@ -162,11 +162,11 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(MembershipInvitation)
 class MembershipInvitationAdmin(ReadOnlyAdmin):
-    """Pending invitations, to browse: only the invited person accepts or declines one, and the
-    studio withdraws it (`membership_invitation_withdraw`); adding the membership here instead
+    """Invitations, to browse: only the invited person accepts or declines one (until its
+    `expires_at`), and the studio withdraws or renews it; adding the membership here instead
     (`membership_add`) drops the invitation."""
 
-    list_display = ("user", "tenant", "role", "invited_by", "created_at")
+    list_display = ("user", "tenant", "role", "invited_by", "created_at", "expires_at")
     list_filter = ("role",)
     search_fields = ("user__username", "user__email", "tenant__slug")
 

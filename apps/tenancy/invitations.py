@@ -3,7 +3,8 @@ and their durable path.
 
 Anyone who is not a member of the studio gets a pending invitation (`member_invite`), never a
 membership, whether or not the address had an account: its e-mail names the studio, the role and
-who invited, and asks them to accept or decline after signing in (the studio's invitations page).
+who invited, says until when the invitation is valid (its `expires_at`), and asks them to accept
+or decline after signing in (the studio's invitations page).
 An existing member invited again gets the new role and an e-mail saying so.
 
 Someone without a password (a user the invitation created, or one created by an earlier
@@ -24,14 +25,17 @@ Two ways out, both after the invitation (or role change) committed and outside a
   which sends the e-mail once per message (`send_once`: a claim in the outbox's inbox table,
   then the send, then the done mark). The message carries ids only: the password link is made
   when the e-mail is built, so it never sits in a row or a queue. A message about a pending
-  invitation says so (`"pending": true`); if the invitation was accepted, declined or withdrawn
-  by the time it is consumed, it sends nothing (as for a member removed meanwhile).
+  invitation says so (`"pending": true`); if the invitation was accepted, declined, withdrawn or
+  has expired by the time it is consumed, it sends nothing (as for a member removed meanwhile).
+  The validity it states is the invitation's when the e-mail is built (renewed by a later
+  invitation of the same address, whose own message follows).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.tokens import default_token_generator
@@ -46,7 +50,7 @@ from apps.core.mail import mail_message_id
 from apps.outbox.mail_once import send_once
 from apps.outbox.services import outbox_publish
 from apps.tenancy.context import tenant_context
-from apps.tenancy.models import Membership, MembershipInvitation, Organization, User
+from apps.tenancy.models import INVITATION_PENDING, Membership, MembershipInvitation, Organization, User
 from apps.tenancy.services import MemberInvited, member_invite, person_name
 
 logger = logging.getLogger("darkroom.tenancy.invitations")
@@ -74,16 +78,20 @@ def invitation_send(
     invited_by: User | str,
     message_id: str | None = None,
     pending: bool = False,
+    expires_at: datetime | None = None,
 ) -> bool:
     """E-mail `user` that they are now a `role` of `studio` (or, `pending`, that they are invited
-    to become one and accept or decline after signing in); returns whether it carried a link to
-    choose a password. `invited_by` is the inviting person, or a name to show for them (an API
-    key); `message_id` sets the Message-ID header (a resent duplicate then collapses in mail
-    clients). Call it outside any transaction; raises whatever the mail backend raises.
+    to become one and accept or decline after signing in, until `expires_at`, which a pending
+    invitation's e-mail requires); returns whether it carried a link to choose a password.
+    `invited_by` is the inviting person, or a name to show for them (an API key); `message_id`
+    sets the Message-ID header (a resent duplicate then collapses in mail clients). Call it
+    outside any transaction; raises whatever the mail backend raises.
 
     A pending invitation carries a password link only for an account that has never had a
     password (one an earlier invitation made): without it they could not sign in to answer.
     """
+    if pending and expires_at is None:
+        raise ValueError("a pending invitation's e-mail says until when it is valid: pass expires_at")
     needs_password = not user.has_usable_password()
     context = {
         "studio_name": studio.name,
@@ -94,6 +102,7 @@ def invitation_send(
         "login_url": public_url(reverse("studio:login")),
         "invitations_url": public_url(reverse("studio:invitations")),
         "timeout_hours": max(1, settings.PASSWORD_RESET_TIMEOUT // 3600),
+        "expires_at": expires_at,
     }
     template = "member_invitation_pending" if pending else "member_invitation"
     subject = " ".join(render_to_string(f"studio/{template}_subject.txt", context).split())
@@ -160,8 +169,9 @@ def member_invitation_deliver(
     """Send the e-mail a `tenancy.member_invited` message asks for, once. Returns True if this
     call sent it.
 
-    The e-mail states the role when it is built. Someone who is no longer a member by then (or,
-    `pending`, whose invitation was accepted, declined or withdrawn meanwhile) gets nothing; the
+    The e-mail states the role (and the invitation's validity) when it is built. Someone who is no
+    longer a member by then (or, `pending`, whose invitation was accepted, declined, withdrawn or
+    has expired meanwhile) gets nothing; the
     message counts as handled either way (its inbox row is recorded). Runs outside any
     transaction (TransactionManagementError otherwise). Raises MailBusy while another sender's
     claim is live, and whatever the mail backend raises (the claim is then given back, so a
@@ -173,11 +183,21 @@ def member_invitation_deliver(
     def send() -> None:
         row: Membership | MembershipInvitation | None
         with tenant_context(tenant_id):
-            model = MembershipInvitation if pending else Membership
-            row = model.objects.filter(tenant_id=tenant_id, user_id=user_id).select_related("user", "tenant").first()
+            if pending:
+                row = (
+                    MembershipInvitation.objects.filter(INVITATION_PENDING, tenant_id=tenant_id, user_id=user_id)
+                    .select_related("user", "tenant")
+                    .first()
+                )
+            else:
+                row = (
+                    Membership.objects.filter(tenant_id=tenant_id, user_id=user_id)
+                    .select_related("user", "tenant")
+                    .first()
+                )
         if row is None:
             logger.info(
-                "member invitation skipped: invitation answered or withdrawn"
+                "member invitation skipped: invitation answered, withdrawn or expired"
                 if pending
                 else "member invitation skipped: no longer a member",
                 extra={"message_id": str(message_uuid), "tenant_id": tenant_id, "user_id": user_id},
@@ -190,6 +210,7 @@ def member_invitation_deliver(
             invited_by=invited_by,
             message_id=mail_message_id(f"member-invitation-{message_uuid}"),
             pending=pending,
+            expires_at=row.expires_at if isinstance(row, MembershipInvitation) else None,
         )
         sent.append(True)
 

@@ -1,5 +1,6 @@
-"""Members API for studios: list the members, invite by e-mail, change a role, remove; list and
-withdraw pending invitations.
+"""Members API for studios: list the members, invite by e-mail, change a role, remove; list
+invitations (pending or expired) and withdraw them. Inviting an address again renews its
+invitation (valid for STUDIO_INVITATION_TTL_DAYS from then on), an expired one included.
 
 Inviting an address that already has an account (and is not a member) grants nothing: it leaves a
 pending invitation its owner accepts or declines after signing in, and the answer (202) says only
@@ -70,14 +71,24 @@ class InvitationOutputSerializer(serializers.Serializer):
     email = serializers.EmailField()
     role = serializers.ChoiceField(choices=Membership.Role.choices, help_text="The role offered.")
     created_at = serializers.DateTimeField(help_text="When the address was first invited.")
+    expires_at = serializers.DateTimeField(
+        help_text="Until when it can be accepted (inviting the address again renews it for the full validity)."
+    )
+    status = serializers.ChoiceField(
+        choices=["pending", "expired"],
+        help_text='"pending": it can be accepted; "expired": past `expires_at`, it grants nothing until renewed.',
+    )
 
 
 def invitation_out(invitation: MembershipInvitation) -> dict[str, Any]:
+    """An invitation of `invitations_of_tenant` (which tells whether it has expired)."""
     return {
         "id": invitation.pk,
         "email": invitation.invited_email,
         "role": invitation.role,
         "created_at": invitation.created_at,
+        "expires_at": invitation.expires_at,
+        "status": "expired" if getattr(invitation, "expired", False) else "pending",
     }
 
 
@@ -155,8 +166,10 @@ class MembersApi(_MembersApi):
         description=(
             "Invite the person with this e-mail address with this role, and e-mail them.\n\n"
             "* A member: gets the new role (201).\n"
-            "* Anyone else: nothing is granted. A pending invitation is made (or given the new role), and the "
-            "e-mail asks them to accept or decline it after signing in; an address without an account also "
+            "* Anyone else: nothing is granted. A pending invitation is made (or given the new role, and renewed "
+            "if it had expired), valid for `STUDIO_INVITATION_TTL_DAYS` from now, and the "
+            "e-mail says until when and asks them to accept or decline it after signing in; an address without an "
+            "account also "
             "gets a link to choose a password. The answer is the same whether or not the address had an "
             "account: 202, with the address as sent, the role and `status: invited` only.\n\n"
             "Refused with 409 `last-owner` if it would leave the studio without an owner, and with 403 "
@@ -185,14 +198,16 @@ class MembersApi(_MembersApi):
 
 
 class InvitationsApi(_MembersApi):
-    """The studio's pending invitations (GET); owner or API key."""
+    """The studio's invitations, pending or expired (GET); owner or API key."""
 
     @extend_schema(
         operation_id="v1_invitations_list",
         parameters=PAGINATION_PARAMETERS,
         description=(
-            "Pending invitations to this studio, oldest first, each with the address as it was invited: each "
-            "becomes a membership when its person accepts it, and goes when they decline or the studio withdraws it."
+            "Invitations to this studio, oldest first, each with the address as it was invited, until when it can "
+            "be accepted (`expires_at`) and its `status`: a pending one becomes a membership when its person "
+            "accepts it, and goes when they decline or the studio withdraws it; an expired one grants nothing, "
+            "until the studio invites the address again (which renews it), and is deleted some days later."
         ),
         responses=page_of(InvitationOutputSerializer),
     )

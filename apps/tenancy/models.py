@@ -8,9 +8,12 @@ security in its migration through `apps.tenancy.rls.EnableTenantRLS`;
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pgtrigger
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.db.models.functions import Now
 
 
 class Organization(models.Model):
@@ -61,15 +64,24 @@ class Membership(TenantModel):
         return f"{self.user_id}@{self.tenant_id}:{self.role}"
 
 
+# What the database fills `MembershipInvitation.expires_at` with for a writer that does not name
+# the column (the release before it, during a deploy): the default STUDIO_INVITATION_TTL_DAYS.
+# The services always set it from the setting.
+INVITATION_DEFAULT_TTL_DAYS = 14
+
+
 class MembershipInvitation(TenantModel):
     """An invitation to a person (an account, made for it if the address had none), pending until
-    that person accepts or declines it.
+    that person accepts or declines it, or until `expires_at`.
 
     Not a membership: it grants nothing (every `Membership` query means "active member"), and it
     counts as no owner for the last-owner rule. `invited_by` is the name the e-mail and the
     invitee's page give for whoever invited (a person's name, or an API key's description).
     `email` is the address as the studio typed it (normalised), which the studio's lists show:
-    the account's own spelling would tell whether the address had an account.
+    the account's own spelling would tell whether the address had an account. `created_at` is
+    when the address was first invited; `expires_at` is STUDIO_INVITATION_TTL_DAYS after it was
+    last sent (inviting it again renews it). Expired (`INVITATION_EXPIRED`, by the database's
+    clock) it can no longer be accepted; the studio still sees it until the cleanup deletes it.
     """
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="membership_invitations")
@@ -77,6 +89,7 @@ class MembershipInvitation(TenantModel):
     invited_by = models.CharField(max_length=400)
     email = models.EmailField(max_length=254, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_default=Now() + dt.timedelta(days=INVITATION_DEFAULT_TTL_DAYS))
 
     class Meta:
         constraints = [
@@ -85,6 +98,9 @@ class MembershipInvitation(TenantModel):
                 condition=models.Q(role__in=["owner", "photographer", "staff"]), name="membership_invitation_role_valid"
             ),
         ]
+        # The cleanup's scan (oldest expiry first); the invitee's and the studio's lists go by
+        # user and tenant first.
+        indexes = [models.Index(fields=["expires_at"], name="membership_invitation_expires")]
 
     def __str__(self) -> str:
         return f"{self.user_id}@{self.tenant_id}:{self.role} (invited)"
@@ -93,6 +109,12 @@ class MembershipInvitation(TenantModel):
     def invited_email(self) -> str:
         """The address the studio invited (older rows, made before it was kept: the account's)."""
         return self.email or self.user.email
+
+
+# The one rule of expiry, in the database's clock (STATEMENT_TIMESTAMP()): every query that tells
+# pending from expired invitations uses these, so the rule and its index hold in one place.
+INVITATION_PENDING = models.Q(expires_at__gt=Now())
+INVITATION_EXPIRED = models.Q(expires_at__lte=Now())
 
 
 class ApiKey(TenantModel):

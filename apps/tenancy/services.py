@@ -7,16 +7,20 @@ them DRF's views, which load the authentication classes.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from apps.core.problems import DomainError, InvalidInput, NotFound
@@ -24,7 +28,15 @@ from apps.core.request_context import get_request_id
 from apps.core.text import title_problem
 from apps.tenancy.context import current_tenant_id, tenant_context
 from apps.tenancy.keys import hash_api_key
-from apps.tenancy.models import ApiKey, AuditLog, Membership, MembershipInvitation, Organization, User
+from apps.tenancy.models import (
+    INVITATION_EXPIRED,
+    ApiKey,
+    AuditLog,
+    Membership,
+    MembershipInvitation,
+    Organization,
+    User,
+)
 
 API_KEY_PREFIX = "drk"
 
@@ -91,6 +103,11 @@ def api_key_issue(*, tenant: Organization, name: str, actor: User | None = None)
     return IssuedApiKey(api_key=api_key, raw_key=raw_key)
 
 
+# A revocation's outbox message and its consumer (tasks/tenancy.py), which writes the revoked mark.
+TOPIC_API_KEY_REVOKED = "tenancy.api_key_revoked"
+API_KEY_REVOKED_CONSUMER = "tenancy.mark_api_key_revoked"
+
+
 def api_key_revoke(*, tenant: Organization, api_key_id: int, actor: User | None = None) -> bool:
     """Revoke a key; it stops authenticating as soon as this commits (its cache entry says so).
     Returns True if this call revoked it (False: revoked already, or no such key; nothing audited).
@@ -98,20 +115,57 @@ def api_key_revoke(*, tenant: Organization, api_key_id: int, actor: User | None 
     Joins the caller's transaction if there is one. The cached resolution is overwritten with the
     revoked mark when the revocation commits (`on_commit`), not before, and resolutions never
     overwrite an entry: a request that read the key as active before the commit cannot cache it
-    again afterwards (see `api_key_resolve`).
+    again afterwards (see `api_key_resolve`). The mark is durable: a `tenancy.api_key_revoked`
+    outbox message, committed with the revocation, writes it again (`api_key_revoked_mark`), so a
+    mark lost to an unreachable Redis at commit is written once Redis is back, over any "active"
+    entry cached before the revocation.
     """
+    from apps.outbox.services import outbox_publish  # it imports this module (audit_record)
+
     with tenant_context(tenant.pk), transaction.atomic():
         key_hash = ApiKey.objects.filter(pk=api_key_id).values_list("key_hash", flat=True).first()
         updated = ApiKey.objects.filter(pk=api_key_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
         if updated:
             audit_record(action="api_key.revoke", actor_user=actor, target_type="api_key", target_id=str(api_key_id))
+            outbox_publish(
+                topic=TOPIC_API_KEY_REVOKED,
+                tenant_id=tenant.pk,
+                aggregate_type="api_key",
+                aggregate_id=api_key_id,
+                payload={"api_key_id": api_key_id},
+            )
         if key_hash:
             transaction.on_commit(partial(api_key_forget, key_hash=key_hash))
     return bool(updated)
 
 
 def api_key_forget(*, key_hash: str) -> None:
-    """Replace a key's cached resolution with the revoked mark (after its revocation committed)."""
+    """Replace a key's cached resolution with the revoked mark (after its revocation committed).
+
+    Best effort: the revocation has committed, so an unreachable Redis is logged and counted
+    (`revoke`), not raised; the revocation's outbox message writes the mark later."""
+    from apps.tenancy.selectors import API_KEY_CACHE_ERRORS, api_key_cache_failed
+
+    try:
+        _api_key_mark_revoked(key_hash)
+    except API_KEY_CACHE_ERRORS as error:
+        api_key_cache_failed("revoke", error)
+
+
+def api_key_revoked_mark(*, api_key_id: int) -> bool:
+    """Write the revoked mark of a revoked key (the `tenancy.api_key_revoked` consumer). Returns
+    False when there is nothing to mark: no such key in the current tenant context, or not revoked.
+
+    Idempotent. Runs in the key's tenant context, outside any transaction. Raises the cache's
+    errors (API_KEY_CACHE_ERRORS) so the task is retried until Redis is reachable."""
+    key_hash = ApiKey.objects.filter(pk=api_key_id, revoked_at__isnull=False).values_list("key_hash", flat=True).first()
+    if key_hash is None:
+        return False
+    _api_key_mark_revoked(key_hash)
+    return True
+
+
+def _api_key_mark_revoked(key_hash: str) -> None:
     from apps.tenancy.selectors import API_KEY_REVOKED, API_KEY_REVOKED_SECONDS, api_key_cache_key
 
     cache.set(api_key_cache_key(key_hash), API_KEY_REVOKED, timeout=API_KEY_REVOKED_SECONDS)
@@ -220,6 +274,15 @@ class MemberNotFound(NotFound):
 class InvitationNotFound(NotFound):
     slug = "invitation-not-found"
     title = "Invitation not found"
+
+
+class InvitationExpired(DomainError):
+    """The invitation is past its `expires_at`: it grants nothing any more; the studio may send it
+    again (which renews it)."""
+
+    status_code = 410
+    slug = "invitation-expired"
+    title = "Invitation expired"
 
 
 class InvitationChanged(DomainError):
@@ -356,7 +419,8 @@ def member_invite(
     * An existing member: gets the role (as `membership_add` does), unless that would leave the
       studio without an owner.
     * Anyone else: nothing is granted. A pending `MembershipInvitation` is made (or, inviting
-      again, given the new role); its person accepts or declines it after signing in
+      again, given the new role and renewed, an expired one included), valid for
+      STUDIO_INVITATION_TTL_DAYS; its person accepts or declines it after signing in
       (`membership_invitation_accept` / `_decline`). No one joins a studio without consenting.
       An address without an account gets one first (without a usable password: its e-mail links
       to choosing one), so the caller cannot tell from the outcome whether the address had an
@@ -417,8 +481,9 @@ def member_invite(
 def _invitation_put(
     *, tenant: Organization, user: User, email: str, role: str, invited_by: str, may_change_owners: bool
 ) -> MembershipInvitation:
-    """Create `user`'s pending invitation to `tenant`, or give the existing one `role`,
-    `invited_by` and the address as typed this time (`email`). Assumes a transaction in the
+    """Create `user`'s pending invitation to `tenant`, or give the existing one (pending or
+    expired) `role`, `invited_by` and the address as typed this time (`email`); either way it
+    expires STUDIO_INVITATION_TTL_DAYS from now. Assumes a transaction in the
     tenant's context, under the owners' lock (which serialises every writer of invitations).
     Raises OwnerRoleReserved when a caller without the right would offer the owner role or
     change an offered one."""
@@ -427,12 +492,16 @@ def _invitation_put(
         allowed=may_change_owners, previous_role=invitation.role if invitation is not None else None, role=role
     )
     invited_by = invited_by[: MembershipInvitation._meta.get_field("invited_by").max_length]
+    # Each invitation sent is valid for the full TTL from now (its e-mail says until when), an
+    # expired one included: the one row per (studio, person) is renewed, never duplicated.
+    expires_at = timezone.now() + dt.timedelta(days=settings.STUDIO_INVITATION_TTL_DAYS)
     if invitation is None:
         return MembershipInvitation.objects.create(
-            tenant=tenant, user=user, role=role, invited_by=invited_by, email=email
+            tenant=tenant, user=user, role=role, invited_by=invited_by, email=email, expires_at=expires_at
         )
     invitation.role, invitation.invited_by, invitation.email = role, invited_by, email
-    invitation.save(update_fields=["role", "invited_by", "email"])
+    invitation.expires_at = expires_at
+    invitation.save(update_fields=["role", "invited_by", "email", "expires_at"])
     return invitation
 
 
@@ -456,13 +525,21 @@ def membership_invitation_accept(*, tenant_id: int, user: User, role: str | None
     Only the invited person can accept: the invitation is looked up by (studio, `user`), so
     anyone else finds none. `role` is the role the person was shown (None: not checked, for
     callers that show none): when the invitation offers another one (the studio re-invited them
-    since), nothing is granted (InvitationChanged, 409) and they answer again knowing it.
+    since), nothing is granted (InvitationChanged, 409) and they answer again knowing it. An
+    invitation past its `expires_at` (the database's clock) grants nothing either
+    (InvitationExpired, 410) and stays for the studio to see and send again.
     Joins the caller's transaction; takes the owners' lock, so it serialises with a concurrent
-    withdrawal or new invitation. Raises InvitationNotFound (none for this user, or answered /
-    withdrawn meanwhile)."""
+    withdrawal, renewal or new invitation. Raises InvitationNotFound (none for this user, or
+    answered / withdrawn meanwhile)."""
     with tenant_context(tenant_id), transaction.atomic():
         _owners_lock(tenant_id=tenant_id, actor=None)
         invitation = _invitation_lock(tenant_id=tenant_id, user_id=user.pk)
+        if MembershipInvitation.objects.filter(INVITATION_EXPIRED, pk=invitation.pk).exists():
+            expired_at = timezone.localtime(invitation.expires_at)
+            raise InvitationExpired(
+                f"This invitation to {invitation.tenant.name} expired on {expired_at:%-d %B %Y, %H:%M %Z}, so it "
+                "can no longer be accepted. Ask the studio to invite you again."
+            )
         if role is not None and invitation.role != role:
             offered = Membership.Role(invitation.role).label.lower()
             raise InvitationChanged(
@@ -502,6 +579,69 @@ def membership_invitation_decline(*, tenant_id: int, user: User) -> MembershipIn
             data={"role": invitation.role},
         )
     return invitation
+
+
+def membership_invitation_renew(
+    *,
+    tenant: Organization,
+    invitation_id: int,
+    actor: User | None,
+    actor_label: str = "",
+    invited_by: str = "",
+    may_change_owners: bool = True,
+) -> MemberInvited:
+    """The studio sends a pending or expired invitation again: `member_invite` of the address it
+    was sent to, with the role it offers, so it is valid for STUDIO_INVITATION_TTL_DAYS from now;
+    the caller e-mails it after the commit, as for any invitation. Returns what `member_invite` did.
+
+    Joins the caller's transaction; takes the owners' lock, then the invitation's, so one
+    answered or withdrawn meanwhile is InvitationNotFound rather than made again. Raises
+    NotAnOwner, InvitationNotFound (also another studio's: RLS hides it), and what
+    `member_invite` raises.
+    """
+    with tenant_context(tenant.pk), transaction.atomic():
+        _owners_lock(tenant_id=tenant.pk, actor=actor)
+        invitation = _invitation_lock(tenant_id=tenant.pk, pk=invitation_id)
+        return member_invite(
+            tenant=tenant,
+            email=invitation.invited_email,
+            role=invitation.role,
+            actor=actor,
+            actor_label=actor_label,
+            invited_by=invited_by,
+            may_change_owners=may_change_owners,
+        )
+
+
+INVITATION_CLEANUP_BATCH = 1000
+
+
+def membership_invitations_expired_delete(
+    *, batch_size: int = INVITATION_CLEANUP_BATCH, max_batches: int = 1000
+) -> int:
+    """Delete the invitations expired more than STUDIO_INVITATION_EXPIRED_KEEP_DAYS ago (by the
+    database's clock), oldest first, at most `batch_size` per transaction; returns how many.
+
+    Each batch is its own durable transaction (short locks, no huge DELETE). Rows another
+    transaction holds (a renewal or an answer under way) are skipped and their expiry checked
+    again by the next run; a renewal committed meanwhile takes its row out of the batch. The caller
+    acts in the system context (else RLS limits it to one tenant).
+    """
+    long_expired = Q(expires_at__lte=Now() - dt.timedelta(days=settings.STUDIO_INVITATION_EXPIRED_KEEP_DAYS))
+    total = 0
+    for _ in range(max_batches):
+        with transaction.atomic(durable=True):
+            batch = list(
+                MembershipInvitation.objects.filter(long_expired)
+                .order_by("expires_at")
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            deleted, _ = MembershipInvitation.objects.filter(pk__in=batch).delete()
+        total += deleted
+        if len(batch) < batch_size:
+            break
+    return total
 
 
 def membership_invitation_withdraw(

@@ -783,3 +783,14 @@ STUDIO_PASSWORD_RESET_EMAIL_RATE = env("DARKROOM_STUDIO_PASSWORD_RESET_EMAIL_RAT
 STUDIO_PASSWORD_RESET_ADDRESS_RATE = env("DARKROOM_STUDIO_PASSWORD_RESET_ADDRESS_RATE", default="10/hour")
 STUDIO_PASSWORD_RESET_FROM_EMAIL = env("DARKROOM_STUDIO_PASSWORD_RESET_FROM_EMAIL", default="studio@darkroom.localhost")
 PASSWORD_RESET_TIMEOUT = env.int("DARKROOM_PASSWORD_RESET_TIMEOUT_SECONDS", default=2 * 60 * 60)
+# A studio's invitation can be accepted for this many days after it was (last) sent (1 to 365;
+# `apps/tenancy/checks.py` refuses others at start-up); inviting the address again renews it. An
+# expired invitation stays on the studio's members page, marked expired, for
+# STUDIO_INVITATION_EXPIRED_KEEP_DAYS more (0 to 365), then `tenancy.invitations_cleanup` deletes it.
+STUDIO_INVITATION_TTL_DAYS = env.int("DARKROOM_STUDIO_INVITATION_TTL_DAYS", default=14)
+STUDIO_INVITATION_EXPIRED_KEEP_DAYS = env.int("DARKROOM_STUDIO_INVITATION_EXPIRED_KEEP_DAYS", default=30)
+CELERY_BEAT_SCHEDULE["tenancy.invitations_cleanup"] = {
+    "task": "tenancy.invitations_cleanup",
+    "schedule": env.float("DARKROOM_STUDIO_INVITATION_CLEANUP_EVERY_SECONDS", default=3600.0),
+    "options": {"queue": "maintenance", "expires": 3600},
+}

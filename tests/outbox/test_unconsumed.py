@@ -94,6 +94,7 @@ def counted(flow: str) -> int:
 def test_the_flows_without_a_waiting_row_are_declared_indexed_and_reported():
     flows = {flow.flow: (flow.topic, flow.consumer) for flow in lost_message_flows()}
     assert flows == {
+        "api_key_revocations": ("tenancy.api_key_revoked", "tenancy.mark_api_key_revoked"),
         "attendee_link_emails": ("attendee.link_replaced", "notifications.send_new_link"),
         "dropin_face_forgets": ("dropin.face_forget", "dropin.forget_face"),
         "member_invitations": ("tenancy.member_invited", "tenancy.send_member_invitation"),

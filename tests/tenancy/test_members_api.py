@@ -306,7 +306,7 @@ def test_invitations_are_listed_and_withdrawn_by_their_studio_only(
     person = cast(User, UserFactory())
     assert send(tenant_a.client(), "post", LIST, {"email": person.email, "role": "staff"}).status_code == 202
     [invitation] = tenant_a.client().get(INVITATIONS).json()["results"]
-    assert set(invitation) == {"id", "email", "role", "created_at"}
+    assert set(invitation) == {"id", "email", "role", "created_at", "expires_at", "status"}
     # when / then: studio B's key sees none of A's invitations and cannot withdraw one
     assert tenant_b.client().get(INVITATIONS).json()["count"] == 0
     assert_problem(send(tenant_b.client(), "delete", invitation_detail(invitation["id"])), 404, "invitation-not-found")

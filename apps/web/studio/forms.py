@@ -546,6 +546,10 @@ class InvitationWithdrawForm(StudioForm):
     """A button: the pending invitation is in the URL."""
 
 
+class InvitationRenewForm(StudioForm):
+    """A button ("Send again"): the invitation is in the URL."""
+
+
 class InvitationAnswerForm(StudioForm):
     """Accept or decline one's own pending invitation (a button; the studio is in the URL). An
     acceptance carries the role the page showed: it is granted only while still offered."""

@@ -98,4 +98,5 @@ urlpatterns = [
         members.invitation_withdraw_view,
         name="invitation-withdraw",
     ),
+    path("members/invitations/<studio_id:invitation_id>/renew", members.invitation_renew_view, name="invitation-renew"),
 ]

@@ -1,5 +1,6 @@
 """Members (owners only): the studio's people, adding one by e-mail, changing a role, removing one;
-the pending invitations of people who already have an account, and withdrawing one.
+the invitations, pending or expired (each says until when it is or was valid), withdrawing one,
+and sending one again ("Send again": it is valid for STUDIO_INVITATION_TTL_DAYS from then on).
 
 Adding an address that already has an account (and is not a member) grants nothing: it leaves a
 pending invitation that person accepts or declines after signing in (`views/invitations.py`), and
@@ -35,10 +36,17 @@ from apps.tenancy.services import (
     member_invite,
     member_remove,
     member_role_set,
+    membership_invitation_renew,
     membership_invitation_withdraw,
 )
 from apps.web.studio.access import MEMBER_MANAGE_ROLES, OWNER, Studio, problem_page, studio_page
-from apps.web.studio.forms import InvitationWithdrawForm, MemberInviteForm, MemberRemoveForm, MemberRoleForm
+from apps.web.studio.forms import (
+    InvitationRenewForm,
+    InvitationWithdrawForm,
+    MemberInviteForm,
+    MemberRemoveForm,
+    MemberRoleForm,
+)
 from apps.web.studio.views.common import page_of, submit
 
 logger = logging.getLogger("darkroom.web.studio.members")
@@ -99,6 +107,7 @@ def _render_list(
         "rows": rows,
         "invitations": page_of(request, selectors.invitations_of_tenant(tenant_id=studio.tenant_id), param="ipage"),
         "withdraw_form": InvitationWithdrawForm(),
+        "renew_form": InvitationRenewForm(),
         "invite_form": invite_form or MemberInviteForm(),
         "page_query": f"?page={page.number}" if page.number > 1 else "",
     }
@@ -156,7 +165,12 @@ def _send_invitation(request: HttpRequest, studio: Studio, invited: MemberInvite
     user = invited.user
     try:
         invitation_send(
-            studio=studio.org, user=user, role=invited.role, invited_by=studio.user, pending=invited.pending
+            studio=studio.org,
+            user=user,
+            role=invited.role,
+            invited_by=studio.user,
+            pending=invited.pending,
+            expires_at=invited.invitation.expires_at if invited.invitation else None,
         )
     except Exception:
         logger.exception("member invitation e-mail failed", extra={"tenant_id": studio.tenant_id, "user_id": user.pk})
@@ -195,6 +209,41 @@ def invitation_withdraw_view(request: HttpRequest, studio: Studio, invitation_id
             message=" ".join(str(e) for e in form.non_field_errors()) or "Reload the members page and try again.",
         ),
     )
+
+
+@require_POST
+@studio_page(*MEMBER_MANAGE_ROLES)
+def invitation_renew_view(request: HttpRequest, studio: Studio, invitation_id: int) -> HttpResponse:
+    """Send an invitation again ("Send again", offered on expired rows): it is renewed, with the
+    role it offers, and e-mailed again once the form's effect committed (a replayed form sends
+    nothing). One answered or withdrawn meanwhile is a 404, after `submit` had its chance to
+    replay the form."""
+    form = InvitationRenewForm(request.POST)
+    renewed: list[MemberInvited] = []
+
+    def effect() -> str:
+        result = membership_invitation_renew(tenant=studio.org, invitation_id=invitation_id, actor=studio.user)
+        renewed.append(result)
+        email = result.invitation.invited_email if result.invitation else result.user.email
+        messages.success(request, f"The invitation of {email} was sent again; they are being e-mailed.")
+        return _list_url(request)
+
+    response = submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: problem_page(
+            request,
+            studio,
+            status=status,
+            title="The invitation was not sent again",
+            message=" ".join(str(e) for e in form.non_field_errors()) or "Reload the members page and try again.",
+        ),
+    )
+    if renewed and response.status_code == 303:
+        _send_invitation(request, studio, renewed[0])
+    return response
 
 
 # --- changing a role ------------------------------------------------------------------------
