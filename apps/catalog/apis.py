@@ -325,21 +325,41 @@ class EventProductsApi(_CatalogApi):
         return Response(ProductOutputSerializer(listed).data, status=201)
 
 
+@extend_schema_serializer(component_name="DownloadSkuTakenBy")
+class DownloadSkuTakenBySerializer(serializers.Serializer):
+    product_id = serializers.IntegerField(source="taken_by_product_id")
+    sku = serializers.CharField(source="taken_by_sku", help_text="As stored (SKUs are unique whatever their case).")
+
+
+@extend_schema_serializer(component_name="DownloadNotOffered")
+class DownloadNotOfferedSerializer(serializers.Serializer):
+    """A photo `download_products_ensure` could not offer, and why."""
+
+    photo_id = serializers.IntegerField()
+    reason = serializers.ChoiceField(choices=["sku-taken"])
+    sku = serializers.CharField(help_text="The SKU the photo's download would get.")
+    taken_by = DownloadSkuTakenBySerializer(source="*")
+    detail = serializers.CharField()
+
+
 class EventDownloadsOfferApi(_CatalogApi):
     """POST: offer every photo of the event as a download: the download product of each photo
     that has none is created (a deactivated one stays deactivated). 200 with how many were
-    created; repeating it creates nothing. Each download sells at the event's download price."""
+    created and the photos that could not be offered (`not_offered`: the SKU their download would
+    get is another product's; add theirs with an SKU of your choice); repeating it creates
+    nothing. Each download sells at the event's download price."""
 
     @extend_schema_serializer(component_name="DownloadsOfferOutput")
     class OutputSerializer(serializers.Serializer):
         created = serializers.IntegerField()
+        not_offered = DownloadNotOfferedSerializer(many=True)
 
     @extend_schema(request=None, responses={200: OutputSerializer})
     def post(self, request: Request, event_id: int) -> Response:
-        created = services.download_products_ensure(
+        offered = services.download_products_ensure(
             tenant_id=self.tenant_pk, event_id=event_id, actor=self.actor(request)
         )
-        return Response(self.OutputSerializer({"created": created}).data)
+        return Response(self.OutputSerializer(offered).data)
 
 
 class CurrencyField(serializers.RegexField):

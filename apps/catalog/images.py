@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import IO
 
@@ -122,18 +122,19 @@ def render_derivatives(
 
     Upright (EXIF orientation applied), RGB (transparency flattened onto white), metadata
     stripped (no GPS leaks through a preview), never upscaled. Raises ImageRejected.
+
+    Memory: the decoded original is the only full-size image (`_preview_pixels`); a JPEG is
+    decoded at a reduced scale already (`draft`), and each derivative is made from the one before.
     """
     try:
         with Image.open(io.BytesIO(original)) as source:
             orientation = _header_orientation(source)
             # JPEG: let the decoder downscale by a power of two while staying >= the preview size.
             source.draft("RGB", (preview_max_px, preview_max_px))
-            rgb = _flatten_to_rgb(upright(source, orientation))
+            preview = _preview_pixels(source, orientation, max_px=preview_max_px)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageRejected(f"The original could not be decoded: {exc}") from exc
 
-    preview = rgb.copy()
-    preview.thumbnail((preview_max_px, preview_max_px), Image.Resampling.LANCZOS)
     preview = apply_watermark(preview, watermark_text)
     thumbnail = preview.copy()
     thumbnail.thumbnail((thumbnail_max_px, thumbnail_max_px), Image.Resampling.LANCZOS)
@@ -143,6 +144,76 @@ def render_derivatives(
         thumbnail=_encode_jpeg(thumbnail, quality=quality),
         thumbnail_size=thumbnail.size,
     )
+
+
+# Rows of the upright picture turned, flattened and reduced at a time: a few MB each, whatever
+# the original's size.
+_BAND_ROWS = 256
+# As `Image.thumbnail`'s default: reduce by a whole factor while staying >= twice the final size,
+# then resample the rest with the filter (indistinguishable from resampling it all).
+_REDUCING_GAP = 2.0
+
+
+def _preview_pixels(source: Image.Image, orientation: int | None, *, max_px: int) -> Image.Image:
+    """The picture upright, in RGB, fitted in `max_px` square: pixel for pixel what
+    `_flatten_to_rgb(upright(source, orientation))` then `.thumbnail((max_px, max_px), LANCZOS)`
+    gives, without a full-size copy of `source`.
+
+    Bands of `_BAND_ROWS` upright rows (a whole number of reduction blocks) are cut from `source`,
+    turned, flattened and reduced by the whole factor one at a time, so every per-pixel step works
+    on a band and the box-averaging `reduce` sees the same blocks as over the whole picture; the
+    LANCZOS step then resamples the reduced picture over the exact area `thumbnail` would.
+    """
+    stored_width, stored_height = source.size
+    turned = (orientation or 1) in _TRANSPOSING_ORIENTATIONS
+    width, height = (stored_height, stored_width) if turned else (stored_width, stored_height)
+    fitted = _thumbnail_size((width, height), max_px)
+    final_width, final_height = fitted or (width, height)
+    factor_x = int(width / final_width / _REDUCING_GAP) or 1
+    factor_y = int(height / final_height / _REDUCING_GAP) or 1
+    band_rows = factor_y * max(1, _BAND_ROWS // factor_y)
+    reduced = Image.new("RGB", (math.ceil(width / factor_x), math.ceil(height / factor_y)))
+    for top in range(0, height, band_rows):
+        bottom = min(top + band_rows, height)
+        band = source.crop(_stored_box(orientation, source.size, top, bottom))
+        band = _flatten_to_rgb(upright(band, orientation)).reduce((factor_x, factor_y))
+        reduced.paste(band, (0, top // factor_y))
+    if fitted is None:
+        return reduced
+    return reduced.resize(fitted, Image.Resampling.LANCZOS, box=(0, 0, width / factor_x, height / factor_y))
+
+
+def _thumbnail_size(size: tuple[int, int], max_px: int) -> tuple[int, int] | None:
+    """The size `Image.thumbnail((max_px, max_px))` gives a picture of `size` (the aspect kept
+    as closely as whole pixels allow), or None when it fits already (never upscaled)."""
+    width, height = size
+    if width <= max_px and height <= max_px:
+        return None
+    aspect = width / height
+
+    def nearest(number: float, error: Callable[[int], float]) -> int:
+        return max(min(math.floor(number), math.ceil(number), key=error), 1)
+
+    if aspect <= 1:
+        return nearest(max_px * aspect, lambda n: abs(aspect - n / max_px)), max_px
+    return max_px, nearest(max_px / aspect, lambda n: 0 if n == 0 else abs(aspect - max_px / n))
+
+
+def _stored_box(
+    orientation: int | None, stored_size: tuple[int, int], top: int, bottom: int
+) -> tuple[int, int, int, int]:
+    """The box of the stored (not yet turned) picture that holds rows `top`..`bottom` of the
+    upright one (`upright` turns it into exactly those rows)."""
+    width, height = stored_size
+    match orientation or 1:
+        case 3 | 4:  # turned upside down: the rows counted from the bottom
+            return 0, height - bottom, width, height - top
+        case 5 | 6:  # rows were columns, counted from the left
+            return top, 0, bottom, height
+        case 7 | 8:  # rows were columns, counted from the right
+            return width - bottom, 0, width - top, height
+        case _:  # as stored, or mirrored left to right
+            return 0, top, width, bottom
 
 
 def apply_watermark(image: Image.Image, text: str) -> Image.Image:

@@ -145,6 +145,33 @@ def test_downloads_with_a_download_price_are_said_for_sale_at_it(studio: StudioP
     assert "3 photos are now for sale as downloads (9.00 EUR a photo)." in offer(studio, event)
 
 
+def test_photos_whose_download_sku_is_taken_are_named_and_the_others_offered(studio: StudioPeople) -> None:
+    # given: an event with two photos; the studio sells a print of the first under the SKU the
+    # second photo's download would get, in lower case (SKUs are unique whatever their case)
+    with tenant_context(studio.org.pk):
+        event = new_event(studio.org)
+        first, second = new_photo(event), new_photo(event)
+    taken = f"e{event.pk}-download-p{second.pk}"
+    created = post(
+        studio.bundle.client(),
+        f"/api/v1/events/{event.pk}/products",
+        {"kind": "print", "photo_id": first.pk, "size": "A4", "stock_quantity": 3, "sku": taken},
+    )
+    assert created.status_code == 201
+    # when: the owner presses "Sell every photo as a download"
+    page = offer(studio, event)
+    # then: the first photo is offered; the second is named, with the SKU and the product holding it
+    assert "1 photo is now offered as a download" in page
+    named = (
+        f"Photo {second.pk} could not be offered as a download: its SKU E{event.pk}-DOWNLOAD-P{second.pk} "
+        f"is already used by product {taken} (SKUs are unique whatever their case)."
+    )
+    assert named in page
+    # and: pressed again, it does not claim every photo has its download, and names the photo again
+    again = offer(studio, event)
+    assert "already has its download" not in again and named in again
+
+
 # --- 4. photo counts keep withdrawn photos apart ----------------------------------------------------
 
 

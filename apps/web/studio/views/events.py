@@ -5,6 +5,7 @@ from its row), and its price list."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from apps.catalog.errors import (
     StockLimitExceeded,
 )
 from apps.catalog.models import Event, Product, ProductKind
-from apps.catalog.products import Actor
+from apps.catalog.products import Actor, DownloadNotOffered
 from apps.catalog.uploads import megabytes
 from apps.core.problems import DomainError
 from apps.payments.providers.base import money_text
@@ -522,6 +523,47 @@ def _photos_are(count: int) -> str:
     return "1 photo is" if count == 1 else f"{count} photos are"
 
 
+def _nothing_to_offer_text(studio: Studio, event: Event, *, priced: bool) -> str:
+    """Why an offer created no download although every photo could have one."""
+    if not selectors.photo_counts_of_events(tenant_id=studio.tenant_id, event_ids=[event.pk])[event.pk].live:
+        return "This event has no photos yet: upload some, then offer them as downloads."
+    if priced:
+        return (
+            "Every photo of this event already has its download; a deactivated one stays deactivated until "
+            "you reactivate it in the products below."
+        )
+    return (
+        "Every photo of this event already has its download, but none is for sale until the event has a "
+        "download price: set it in the price list below."
+    )
+
+
+# Photos a "not offered" message names one by one; the rest are counted.
+_NOT_OFFERED_NAMED = 10
+
+
+def _not_offered_text(not_offered: Sequence[DownloadNotOffered]) -> str:
+    """Which photos got no download because the SKU of their download is another product's (named
+    as stored), and what to do about it."""
+    case_note = "SKUs are unique whatever their case"
+    if len(not_offered) == 1:
+        (one,) = not_offered
+        differs = f" ({case_note})" if one.taken_by_sku != one.sku else ""
+        return (
+            f"Photo {one.photo_id} could not be offered as a download: its SKU {one.sku} is already used by "
+            f"product {one.taken_by_sku}{differs}. Add its download under “Add a product” with an SKU of your choice."
+        )
+    shown = not_offered[:_NOT_OFFERED_NAMED]
+    named = ", ".join(f"photo {n.photo_id} ({n.sku}, used by {n.taken_by_sku})" for n in shown)
+    more = len(not_offered) - len(shown)
+    differs = f" {case_note}." if any(n.taken_by_sku != n.sku for n in not_offered) else ""
+    return (
+        f"{len(not_offered)} photos could not be offered as downloads: the SKU each would get is already used by "
+        f"another product: {named}{f', and {more} more' if more else ''}.{differs} Add their downloads under "
+        "“Add a product” with SKUs of your choice."
+    )
+
+
 @require_POST
 @studio_page(*CATALOG_WRITE_ROLES)
 def event_downloads_offer(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
@@ -533,9 +575,10 @@ def event_downloads_offer(request: HttpRequest, studio: Studio, event_id: int) -
     form = DownloadsOfferForm(request.POST)
 
     def effect() -> str:
-        created = services.download_products_ensure(
+        offered = services.download_products_ensure(
             tenant_id=studio.tenant_id, event_id=event.pk, actor=Actor.member(studio.user)
         )
+        created = offered.created
         # The shop sells a download only at the event's download price: without one, say so.
         prices = catalog.prices_of_event(tenant_id=studio.tenant_id, event_id=event.pk)
         download_price = prices.filter(kind=ProductKind.DOWNLOAD, size="").first()
@@ -549,20 +592,10 @@ def event_downloads_offer(request: HttpRequest, studio: Studio, event_id: int) -
                 f"{_photos_are(created)} now offered as {downloads}, but not for sale until the event has a "
                 "download price: set it in the price list below.",
             )
-        elif not selectors.photo_counts_of_events(tenant_id=studio.tenant_id, event_ids=[event.pk])[event.pk].live:
-            messages.success(request, "This event has no photos yet: upload some, then offer them as downloads.")
-        elif download_price is not None:
-            messages.success(
-                request,
-                "Every photo of this event already has its download; a deactivated one stays deactivated until "
-                "you reactivate it in the products below.",
-            )
-        else:
-            messages.success(
-                request,
-                "Every photo of this event already has its download, but none is for sale until the event has a "
-                "download price: set it in the price list below.",
-            )
+        elif not offered.not_offered:
+            messages.success(request, _nothing_to_offer_text(studio, event, priced=download_price is not None))
+        if offered.not_offered:
+            messages.error(request, _not_offered_text(offered.not_offered))
         return f"{reverse('studio:event', args=[event.pk])}#products"
 
     return submit(
