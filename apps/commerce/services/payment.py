@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,9 @@ TOPIC_CHECKOUT_PAID = "checkout.paid"
 TOPIC_REFUND_REQUESTED = "payment.refund_requested"
 TOPIC_CAPTURE_REQUESTED = "payment.capture_requested"
 TOPIC_RESTOCK_REQUESTED = "refund.restock_requested"
+
+# What the currency check constraints take (`CURRENCY_PATTERN`), matched whole.
+_CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 
 FactStatus = Literal["paid", "failed", "expired", "refunded"]
 _FACT_FIELD: dict[str, str] = {
@@ -182,12 +186,13 @@ def apply_fact_locked(
     `event_refund_known`: a "refunded" fact comes from an event about one of Darkroom's own
     refunds, which brings no money Darkroom has no row for (`_on_refunded`).
 
-    Raises PaidWithoutAmount for a paid fact without amount and currency (nothing is written).
+    Raises PaidWithoutAmount for a paid fact that does not say what was charged (nothing is
+    written): no amount and currency, or ones no charge has (`_readable_charge`).
     """
-    if fact.status == "paid" and (fact.amount_minor is None or fact.currency is None):
+    if fact.status == "paid" and not _readable_charge(fact):
         raise PaidWithoutAmount(
-            f"{fact.source} says paid without an amount and currency ({fact.amount_minor!r} {fact.currency!r}): "
-            f"checkout {checkout.pk} is left as it is."
+            f"{fact.source} says paid without a readable amount and currency "
+            f"({fact.amount_minor!r} {str(fact.currency)[:20]!r}): checkout {checkout.pk} is left as it is."
         )
     if fact.reference:
         _remember_reference(checkout=checkout, reference=fact.reference)
@@ -228,6 +233,19 @@ def apply_fact_locked(
         },
     )
     return outcome
+
+
+_BIGINT_MAX = 2**63 - 1
+
+
+def _readable_charge(fact: PaymentFact) -> bool:
+    """Whether a paid fact says what was charged: a positive amount of minor units a bigint holds,
+    in a three-letter code. Anything else (nothing, or less, charged; an amount or currency no
+    `Refund` row could hold) is no charge to compare with the checkout nor to give back."""
+    amount, currency = fact.amount_minor, fact.currency
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= _BIGINT_MAX:
+        return False
+    return isinstance(currency, str) and _CURRENCY_CODE.fullmatch(currency.upper()) is not None
 
 
 def _remember_reference(*, checkout: Checkout, reference: str) -> None:

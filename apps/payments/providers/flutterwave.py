@@ -315,9 +315,15 @@ class FlutterwaveProvider(PaymentProvider):
                 return PaymentState(status=PaymentStatus.PENDING)
             raise
         currency = as_str(data.get("currency"))
+        try:
+            amount = _amount(data.get("amount"), currency) if currency else None
+        except WebhookPayloadError as exc:  # Flutterwave's answer, not an event: its error
+            raise ProviderError(
+                f"flutterwave: verify {reference}: {exc.detail}", provider=self.name, retryable=False
+            ) from exc
         return PaymentState(
             status=_CHARGE_STATUSES.get(str(data.get("status")).lower(), PaymentStatus.PENDING),
-            amount_minor=_amount(data.get("amount"), currency) if currency else None,
+            amount_minor=amount,
             currency=currency,
             payment_id=as_str(data.get("id")),
         )

@@ -308,12 +308,14 @@ def _error_issues(body: bytes) -> list[str]:
 
 
 def _captures(order: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The captures of an order's purchase units (an order answer or a CHECKOUT.ORDER.* resource);
+    members that are not lists count as none."""
     units = order.get("purchase_units")
-    return [
-        as_dict(capture)
-        for unit in (units if isinstance(units, list) else [])
-        for capture in (as_dict(as_dict(unit).get("payments")).get("captures") or [])
-    ]
+    captures: list[dict[str, Any]] = []
+    for unit in units if isinstance(units, list) else []:
+        found = as_dict(as_dict(unit).get("payments")).get("captures")
+        captures += [as_dict(capture) for capture in (found if isinstance(found, list) else [])]
+    return captures
 
 
 def _first_unit(order: Mapping[str, Any]) -> dict[str, Any]:

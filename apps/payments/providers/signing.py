@@ -19,6 +19,9 @@ from collections.abc import Callable, Sequence
 from apps.payments.providers.base import WebhookSignatureError
 
 MAX_SIGNATURES = 16  # bounds the HMAC work one forged header can cause
+# Unix seconds up to the year 33658; a longer t= is no time (int() refuses more than 4,300 digits,
+# and a float cannot hold the replay-window arithmetic of 309 or more).
+MAX_TIMESTAMP_DIGITS = 12
 
 
 def compute_signature(*, body: bytes, secret: str, timestamp: int) -> str:
@@ -44,7 +47,12 @@ def parse_header(header: str, *, header_name: str) -> tuple[int, list[str]]:
             timestamps.append(value)
         elif key == "v1":
             signatures.append(value)
-    if len(timestamps) != 1 or not timestamps[0].isascii() or not timestamps[0].isdigit():
+    if (
+        len(timestamps) != 1
+        or not timestamps[0].isascii()
+        or not timestamps[0].isdigit()
+        or len(timestamps[0]) > MAX_TIMESTAMP_DIGITS
+    ):
         raise WebhookSignatureError(f"malformed {header_name} header: it needs exactly one numeric t=")
     if not signatures:
         raise WebhookSignatureError(f"{header_name} header has no v1 signature")

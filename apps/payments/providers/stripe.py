@@ -525,9 +525,15 @@ class StripeProvider(PaymentProvider):
             page = self._client.v1.transfers.list(params={"transfer_group": payout_id, "limit": 10})
         except stripe.StripeError as exc:
             raise _provider_error(exc) from exc
-        for transfer in page.to_dict().get("data") or []:
+        transfers = page.to_dict().get("data")
+        if not isinstance(transfers, list):
+            # Unreadable: an earlier attempt's transfer may exist, so this is no refusal.
+            raise ProviderError(
+                f"stripe: transfer list for payout {payout_id} without its data", provider=self.name, retryable=True
+            )
+        for transfer in map(as_dict, transfers):
             if as_dict(transfer.get("metadata")).get("payout_id") == payout_id:
-                return dict(transfer)
+                return transfer
         return None
 
     def _payout_result(self, data: dict[str, Any], *, payout_id: str) -> PayoutResult:
