@@ -12,6 +12,8 @@ the views enforce outside their serializers:
   422 for mutating operations (a key in flight, a business conflict, an oversize body, a reused
   key or an unusable reference); 415 when a body is parsed. 409 carries `Retry-After`;
 * `additionalProperties: false` on StrictSerializer bodies, which refuse undeclared fields;
+* `minLength` / `minItems` 1 on request fields that refuse "" or [] (and a `many=True` body's
+  `maxItems`), which drf-spectacular leaves out without `COMPONENT_SPLIT_REQUEST`;
 * `format: binary` for a file in a request body (an upload), so Swagger UI offers a file picker:
   without `COMPONENT_SPLIT_REQUEST` drf-spectacular would describe it as a URL.
 
@@ -207,10 +209,25 @@ class DarkroomAutoSchema(AutoSchema):
         return schema
 
     def _map_serializer_field(self, field: Any, direction: Any, bypass_extensions: bool = False) -> dict[str, Any]:
-        """A file in a request is the uploaded bytes (multipart), not the URL a response would show."""
+        """A file in a request is the uploaded bytes (multipart), not the URL a response would show.
+
+        A request field that refuses "" (a CharField without `allow_blank`) or [] (`allow_empty=False`)
+        says so with `minLength` / `minItems` 1, and a `many=True` serializer states its `max_length`:
+        drf-spectacular writes neither without COMPONENT_SPLIT_REQUEST. Responses stay unconstrained.
+        """
         schema: dict[str, Any] = super()._map_serializer_field(field, direction, bypass_extensions)
-        if direction == "request" and isinstance(field, serializers.FileField):
+        if direction != "request" or field.read_only:
+            return schema
+        if isinstance(field, serializers.FileField):
             schema.update({"type": "string", "format": "binary"})
+        elif isinstance(field, serializers.CharField) and not field.allow_blank and schema.get("type") == "string":
+            schema["minLength"] = max(schema.get("minLength", 0), 1)
+        elif isinstance(field, serializers.ListField | serializers.ListSerializer) and schema.get("type") == "array":
+            if not field.allow_empty:
+                schema["minItems"] = max(schema.get("minItems", 0), 1)
+            max_length = getattr(field, "max_length", None)  # ListSerializer's: not in the stubs
+            if isinstance(field, serializers.ListSerializer) and max_length is not None:
+                schema.setdefault("maxItems", max_length)
         return schema
 
     def _problem_codes(self) -> list[int]:

@@ -112,31 +112,35 @@ def announcement_out(announcement: Announcement) -> dict[str, Any]:
     ).data
 
 
+class AttendeeInSerializer(StrictSerializer):
+    """One attendee to register; a field it does not declare is refused."""
+
+    email = serializers.EmailField(max_length=254)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    email_consent = serializers.BooleanField(
+        required=False,
+        help_text="True records the attendee's consent to announcements by e-mail now; false withdraws it; "
+        "omitted keeps a known attendee's recorded consent (a new attendee has none).",
+    )
+
+
 class EventAttendeesApi(TenantApi):
     """An event's attendees: list them, or register up to 1,000 at once (new ones are added,
     known ones updated; an attendee who unsubscribed stays unsubscribed)."""
 
     permission_classes = [MANAGE_ROLES]
 
-    class AttendeeInSerializer(StrictSerializer):
-        email = serializers.EmailField(max_length=254)
-        name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-        email_consent = serializers.BooleanField(
-            required=False,
-            help_text="True records the attendee's consent to announcements by e-mail now; false withdraws it; "
-            "omitted keeps a known attendee's recorded consent (a new attendee has none).",
+    class InputSerializer(StrictSerializer):
+        # The child serializer validates each attendee and is what the OpenAPI schema shows.
+        attendees = serializers.ListField(
+            child=AttendeeInSerializer(), min_length=1, max_length=MAX_ATTENDEES_PER_REGISTRATION
         )
 
-    class InputSerializer(StrictSerializer):
-        attendees = serializers.ListField(min_length=1, max_length=MAX_ATTENDEES_PER_REGISTRATION)
-
-        def validate_attendees(self, value: list[Any]) -> list[dict[str, Any]]:
-            rows = EventAttendeesApi.AttendeeInSerializer(data=value, many=True)
-            rows.is_valid(raise_exception=True)
-            emails = [row["email"].strip().lower() for row in rows.validated_data]
+        def validate_attendees(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            emails = [row["email"].strip().lower() for row in value]
             if len(set(emails)) != len(emails):
                 raise serializers.ValidationError("Each e-mail may appear once per request.")
-            return list(rows.validated_data)
+            return value
 
     class OutputSerializer(serializers.Serializer):
         created = serializers.IntegerField()
