@@ -23,7 +23,8 @@ refunds, a few per refunded sale, are counted directly.
   provider (alert; runbook "Refund not landing").
 * darkroom_webhook_events_open{provider, status}: payment and payout webhook events `received`
   but not processed yet, and `failed` ones (a paid checkout whose webhook failed delivers
-  nothing until it is replayed: alert on `failed`).
+  nothing until it is replayed: alert on `failed`). One an operator dealt with outside Darkroom
+  and marked `resolved` (`apps.payments.resolution`) is no longer open.
 * darkroom_receipts_unsent{state}: receipts of paid checkouts not sent yet, `retrying` within
   RECEIPT_MAX_ATTEMPTS and `exhausted` past it (they wait for an operator: alert on any).
 """

@@ -1,17 +1,23 @@
 """The webhook event ledger in the Django admin (platform superusers, system context).
 
-Events are read-only; the one action is an audited replay that re-runs processing through the
-outbox (see `webhook_events_replay`), safe for processed events too.
+Events are read-only; two audited actions: a replay that re-runs processing through the outbox
+(see `webhook_events_replay`), safe for processed events too, never for resolved ones; and the
+resolution of failed events an operator dealt with outside Darkroom (`webhook_events_resolve`),
+which asks what was done first.
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.payments.models import WebhookEvent
+from apps.payments.resolution import RESOLUTION_NOTE_MAX_CHARS, WebhookResolutionRefused, webhook_events_resolve
 from apps.payments.services import webhook_events_replay
 
 
@@ -35,7 +41,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
     ordering = ("-received_at",)
     list_select_related = ("tenant",)
     show_full_result_count = False
-    actions = ["replay"]
+    actions = ["replay", "resolve"]
     exclude = ("raw_body",)
     readonly_fields = [
         "id",
@@ -57,6 +63,9 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "processed_at",
         "error",
         "traceback",
+        "resolved_at",
+        "resolved_by",
+        "resolution_note",
     ]
 
     @admin.display(description="error")
@@ -76,4 +85,53 @@ class WebhookEventAdmin(ReadOnlyAdmin):
             actor=user,  # type: ignore[arg-type]
             actor_label=f"admin:{request.user.get_username()}" if user else "admin",
         )
-        self.message_user(request, f"Queued {len(replayed)} event(s) for processing.", messages.SUCCESS)
+        text = f"Queued {len(replayed)} event(s) for processing."
+        if len(replayed) < len(selected):
+            text = f"{text[:-1]}; {len(selected) - len(replayed)} skipped (resolved by an operator)."
+        self.message_user(request, text, messages.SUCCESS)
+
+    @admin.action(description="Mark the selected failed events resolved (audited)", permissions=["superuser"])
+    def resolve(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> TemplateResponse | None:
+        """First a page naming the events and asking what was done about them; its answer
+        resolves the failed ones among them (`webhook_events_resolve`, one transaction, the
+        events locked); the others are skipped and counted."""
+        form = ResolveForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return TemplateResponse(
+                request,
+                "admin/payments/webhookevent/resolve.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Mark failed webhook events resolved",
+                    "events": list(queryset.order_by("pk")),
+                    "form": form,
+                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                    "opts": self.model._meta,
+                },
+            )
+        user = request.user if request.user.is_authenticated else None
+        try:
+            result = webhook_events_resolve(
+                ids=queryset.values_list("pk", flat=True),
+                note=form.cleaned_data["note"],
+                actor=user,  # type: ignore[arg-type]
+                actor_label=f"admin:{request.user.get_username()}" if user else "admin",
+            )
+        except WebhookResolutionRefused as refusal:
+            messages.error(request, refusal.detail)
+            return None
+        self.message_user(
+            request,
+            f"Resolved {len(result.resolved)} failed event(s); {len(result.skipped)} skipped (not failed).",
+            messages.SUCCESS,
+        )
+        return None
+
+
+class ResolveForm(forms.Form):
+    note = forms.CharField(
+        label="What was done about them?",
+        help_text='E.g. "refunded ch_123 in Stripe\'s dashboard". Kept with each event and in the audit log.',
+        max_length=RESOLUTION_NOTE_MAX_CHARS,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+    )

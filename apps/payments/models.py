@@ -10,6 +10,12 @@ Tenancy: the tenant is only known once the event is parsed and its checkout foun
 that) and set by the processor, which reads across tenants in the audited system context.
 A tenant context sees only its own (processed) events. A payout event takes its payout's tenant;
 one for a payout Darkroom does not know stays untenanted (ignored, and counted).
+
+An event that failed for good (a `SessionMismatch`, a `PaidWithoutAmount`) is dealt with outside
+Darkroom (its charge refunded in the provider's dashboard, say); an operator then records that it
+was: `resolved` (`apps.payments.resolution.webhook_events_resolve`), with who, when and how. Its
+error and traceback stay for the record; it is no longer open (the metric
+`darkroom_webhook_events_open` counts `received` and `failed` ones), nor replayed or processed.
 """
 
 from __future__ import annotations
@@ -23,13 +29,16 @@ from apps.tenancy.models import Organization
 
 class WebhookEvent(models.Model):
     """One provider event. Status: `received` → `processed` | `ignored` (unknown or
-    informational event type) | `failed` (`error`, `traceback`; retried, replayable)."""
+    informational event type) | `failed` (`error`, `traceback`; retried, replayable) →
+    `resolved` (an operator dealt with a failed one: `resolved_at`, `resolved_by`,
+    `resolution_note`; final)."""
 
     class Status(models.TextChoices):
         RECEIVED = "received", "Received"
         PROCESSED = "processed", "Processed"
         IGNORED = "ignored", "Ignored"
         FAILED = "failed", "Failed"
+        RESOLVED = "resolved", "Resolved by an operator"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Organization, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
@@ -61,13 +70,25 @@ class WebhookEvent(models.Model):
     error = models.TextField(blank=True, default="")
     traceback = models.TextField(blank=True, default="")
     processed_at = models.DateTimeField(null=True, blank=True)
+    # A failed event an operator resolved: when, who (the audit's actor label: "admin:<user>",
+    # the command's --actor) and what they did. Database defaults as well, so a process still
+    # running the previous release (whose insert does not name the columns) keeps recording.
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=150, blank=True, default="", db_default="")
+    resolution_note = models.TextField(blank=True, default="", db_default="")
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["provider", "event_id"], name="payments_webhook_unique_provider_event"),
             models.CheckConstraint(
-                condition=models.Q(status__in=["received", "processed", "ignored", "failed"]),
+                condition=models.Q(status__in=["received", "processed", "ignored", "failed", "resolved"]),
                 name="payments_webhook_status_valid",
+            ),
+            # Resolved exactly when resolved_at is set, and never without the operator's note.
+            models.CheckConstraint(
+                condition=(models.Q(status="resolved", resolved_at__isnull=False) & ~models.Q(resolution_note=""))
+                | (~models.Q(status="resolved") & models.Q(resolved_at__isnull=True)),
+                name="payments_webhook_resolved_when",
             ),
         ]
         indexes = [

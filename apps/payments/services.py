@@ -281,6 +281,10 @@ def _process(*, webhook_event_id: uuid.UUID | str, envelope: WebhookEnvelope | N
     `envelope` says when given (the event confirmed by its provider), else as its body says."""
     with system_context(SYSTEM_REASON):
         event = WebhookEvent.objects.select_for_update().get(pk=webhook_event_id)
+    if event.status == WebhookEvent.Status.RESOLVED:
+        # An operator dealt with it (`apps.payments.resolution`): a message queued before that
+        # (a replay) must not apply it or fail it again.
+        return "resolved by an operator: not processed"
     event.attempts += 1
     if envelope is None:
         envelope = get_provider(event.provider).parse_webhook(body=bytes(event.raw_body), headers=event.headers)
@@ -384,7 +388,7 @@ def _record_failure(*, webhook_event_id: uuid.UUID | str, exc: BaseException) ->
     """Note a failed attempt on the event, in its own transaction (processing rolled back)."""
     with system_context(SYSTEM_REASON), transaction.atomic(durable=True):
         event = WebhookEvent.objects.select_for_update().filter(pk=webhook_event_id).first()
-        if event is None:
+        if event is None or event.status == WebhookEvent.Status.RESOLVED:
             return
         event.status = WebhookEvent.Status.FAILED
         event.attempts += 1
@@ -432,7 +436,8 @@ def webhook_events_replay(
     """Queue events for processing again; one audit row per event. Returns the replayed ids.
 
     Outermost transaction; the caller acts in the system context (admin, CLI). Replays the
-    events among `ids`, or every `failed` one with `failed=True`. Each gets a fresh
+    events among `ids`, or every `failed` one with `failed=True`, never a `resolved` one (an
+    operator dealt with it: final). Each gets a fresh
     `webhook.received` outbox message (a new message id, so the consumer's inbox lets it
     through); processing is idempotent, so a replay of a processed event changes nothing.
     """
@@ -443,6 +448,7 @@ def webhook_events_replay(
         queryset = queryset.filter(pk__in=[uuid.UUID(str(i)) for i in ids])
     if failed:
         queryset = queryset.filter(status=WebhookEvent.Status.FAILED)
+    queryset = queryset.exclude(status=WebhookEvent.Status.RESOLVED)
     events = list(queryset.select_for_update().order_by("received_at", "pk"))
     for event in events:
         _queue_again(event, payload={"replay": True})
