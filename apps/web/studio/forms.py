@@ -69,6 +69,10 @@ def _amount_example(currency: str) -> str:
 
 PRINT_PRICE_ROWS_EMPTY = 2
 
+# A field whose text is kept exactly as typed (an access code is compared case-sensitively, and
+# the shop's field takes it as typed): phone keyboards must not capitalise, correct or mark it.
+AS_TYPED = {"autocapitalize": "none", "autocorrect": "off", "spellcheck": "false"}
+
 
 class StudioForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -91,7 +95,10 @@ class EventForm(StudioForm):
     title = forms.CharField(max_length=200)
     date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
     slug = forms.SlugField(
-        max_length=80, required=False, help_text="Part of the event's address; made from the title when left empty."
+        max_length=80,
+        required=False,
+        help_text="Part of the event's address; made from the title when left empty.",
+        widget=forms.TextInput(attrs=AS_TYPED),
     )
     visibility = forms.ChoiceField(choices=Event.Visibility.choices, initial=Event.Visibility.PUBLIC)
     access_code = forms.CharField(
@@ -99,7 +106,7 @@ class EventForm(StudioForm):
         required=False,
         strip=False,
         help_text="Only for events protected by an access code (at least 4 characters).",
-        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+        widget=forms.TextInput(attrs={"autocomplete": "off", **AS_TYPED}),
     )
 
     def clean(self) -> dict[str, Any]:
@@ -135,7 +142,7 @@ class EventEditForm(StudioForm):
             "Leave empty to keep the current code. A new code (at least 4 characters) replaces it: "
             "shoppers who entered the old one must enter the new one."
         ),
-        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+        widget=forms.TextInput(attrs={"autocomplete": "off", **AS_TYPED}),
     )
 
     @classmethod
