@@ -76,6 +76,29 @@ class PartialRefundUnnamed(DomainError):
     title = "Partial refund naming no refund"
 
 
+class RefundCurrencyMismatch(DomainError):
+    """A provider event reports a refund in a currency other than its payment's (Stripe's refund
+    `currency`, PayPal's `amount.currency_code`, Flutterwave's `currency`, compared whatever their
+    case), or an amount naming no currency: no refund of the payment is in it, and its figure
+    read as the payment's currency would count 5000 JPY as 50.00 EUR. Nothing is landed or
+    recorded (a webhook event fails for good and stays in the admin for an operator)."""
+
+    status_code = 422
+    slug = "refund-currency-mismatch"
+    title = "Refund in another currency"
+
+
+class RefundAmountUnreadable(DomainError):
+    """A provider event reports a refund amount (its own, or the payment's refunded total) that
+    no refund can be: nothing or less, or beyond what a bigint of minor units holds (a `Refund`
+    row could not store it). Nothing is landed or recorded (a webhook event fails for good and
+    stays in the admin for an operator)."""
+
+    status_code = 422
+    slug = "refund-amount-unreadable"
+    title = "Unreadable refund amount"
+
+
 class PaymentForUnknownCheckout(DomainError):
     """A provider event names a checkout (or reference) Darkroom does not have."""
 

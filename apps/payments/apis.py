@@ -7,8 +7,8 @@ ATOMIC_REQUESTS-style transaction around the handler (record first, process afte
 1. reads the raw body (oversize: 413; `BodySizeLimitMiddleware` refuses a declared oversize
    body before it is read, and the read itself is bounded by DATA_UPLOAD_MAX_MEMORY_SIZE);
 2. verifies the signature on those exact bytes and parses the event (invalid or missing
-   signature, malformed body, identifiers PostgreSQL text cannot hold: 400 problem, and nothing
-   is recorded);
+   signature, malformed body, identifiers PostgreSQL text cannot hold, an event id longer than
+   the ledger keeps: 400 problem, and nothing is recorded);
 3. records the event and its outbox message in one short transaction and answers 200 at once,
    for duplicates too (`"duplicate": true`), so the provider stops retrying.
 Processing happens later, in the `webhook.received` consumer.
@@ -44,7 +44,7 @@ from apps.payments.providers.base import (
 )
 from apps.payments.providers.paypal import PayPalProvider
 from apps.payments.providers.registry import get_provider
-from apps.payments.services import webhook_event_record
+from apps.payments.services import event_id_problem, webhook_event_record
 
 logger = logging.getLogger("darkroom.payments.webhooks")
 
@@ -122,6 +122,9 @@ class WebhookReceiveApi(View):
             unstorable = envelope.unstorable_fields()
             if unstorable:
                 raise WebhookPayloadError(f"{', '.join(unstorable)} holds a NUL character or a lone surrogate")
+            too_long = event_id_problem(envelope.event_id)
+            if too_long:
+                raise WebhookPayloadError(too_long)
         except (WebhookSignatureError, WebhookPayloadError) as exc:
             logger.warning("webhook refused", extra={"provider": provider, "reason": exc.detail, "slug": exc.slug})
             wait = _refusals(request, provider, count=True)

@@ -37,6 +37,8 @@ from apps.commerce.errors import (
     PaidWithoutAmount,
     PartialRefundUnnamed,
     PaymentForUnknownCheckout,
+    RefundAmountUnreadable,
+    RefundCurrencyMismatch,
     RefundNotRecordedYet,
 )
 from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout, Transaction
@@ -67,6 +69,9 @@ from apps.tenancy.services import audit_record
 logger = logging.getLogger("darkroom.payments.webhooks")
 
 TOPIC_WEBHOOK_RECEIVED = "webhook.received"
+# The longest provider event id recorded. Never cut to fit: two events sharing their first
+# characters would be one (provider, event id) and the second dropped as a duplicate.
+EVENT_ID_MAX_LENGTH: int = WebhookEvent._meta.get_field("event_id").max_length or 255
 CONSUMER = "payments.process_webhook"
 SYSTEM_REASON = "webhook processing"
 # Headers worth keeping with a delivery (signatures, ids, content type); never cookies or
@@ -104,6 +109,8 @@ NON_RETRYABLE: tuple[type[Exception], ...] = (
     SessionMismatch,
     PaidWithoutAmount,
     PartialRefundUnnamed,
+    RefundCurrencyMismatch,
+    RefundAmountUnreadable,
 )
 
 
@@ -146,7 +153,12 @@ def webhook_event_record(
     a new event, one outbox row; both commit together. Runs with no tenant context: the row is
     untenanted until processing (RLS `untenanted_insert`), hence no RETURNING (the runtime role
     may not read an untenanted row) and an id made here. `created` is False for a duplicate.
+    Raises WebhookPayloadError, nothing written, for an event id longer than EVENT_ID_MAX_LENGTH
+    (`event_id_problem`).
     """
+    problem = event_id_problem(envelope.event_id)
+    if problem:
+        raise WebhookPayloadError(problem)
     event_pk = uuid.uuid4()
     now = timezone.now()
     with connection.cursor() as cursor:
@@ -155,7 +167,7 @@ def webhook_event_record(
             [
                 event_pk,
                 provider,
-                envelope.event_id[:255],
+                envelope.event_id,
                 envelope.event_type[:100],
                 f"payout:{envelope.payout.result.status}" if envelope.payout else str(envelope.status),
                 (envelope.reference or "")[:255],
@@ -170,6 +182,16 @@ def webhook_event_record(
     if created:
         _publish_received(event_pk)
     return RecordResult(webhook_event_id=event_pk, created=created)
+
+
+def event_id_problem(event_id: str) -> str:
+    """Why a provider event id cannot be recorded as it is ("" if it can): longer than
+    EVENT_ID_MAX_LENGTH. Real ids are short (Stripe `evt_` + 24, PayPal `WH-` + 25, Flutterwave's
+    derived `<event>:<id>:<status>` or `<event>:sha256:<hex>` under 100): only forged or broken input
+    is this long."""
+    if len(event_id) <= EVENT_ID_MAX_LENGTH:
+        return ""
+    return f"the event id is {len(event_id)} characters long; at most {EVENT_ID_MAX_LENGTH} are recorded"
 
 
 # --- processing ----------------------------------------------------------------------------

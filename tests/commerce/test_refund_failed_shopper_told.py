@@ -82,7 +82,7 @@ def plain(page: str) -> str:
 def item_states(page: str) -> dict[str, str]:
     """The order page's items table: item label → its state cell."""
     body = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
-    rows = re.findall(r"<tr>\s*<th[^>]*>(.*?)</th>\s*<td>.*?</td>\s*<td[^>]*>(.*?)</td>", body, re.S)
+    rows = re.findall(r"<tr>\s*<th[^>]*>(.*?)</th>\s*<td[^>]*>.*?</td>\s*<td[^>]*>(.*?)</td>", body, re.S)
     return {plain(label).split(",")[0]: plain(state) for label, state in rows}
 
 

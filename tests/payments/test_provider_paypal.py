@@ -456,6 +456,66 @@ def test_the_access_token_is_reused():
     assert [r.url for r in transport.requests].count(f"{API_BASE}/v1/oauth2/token") == 1
 
 
+class Clock:
+    """`time.monotonic` for the adapter's token cache, moved on by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def token_requests(transport: ScriptedTransport) -> int:
+    return [r.url for r in transport.requests].count(f"{API_BASE}/v1/oauth2/token")
+
+
+@pytest.mark.parametrize("expires_in", [10**400, 10**30, 2**1100, True], ids=["beyond-float", "1e30", "2^1100", "true"])
+def test_a_token_answer_with_an_absurd_expires_in_is_cached_for_a_sane_while(expires_in, monkeypatch):
+    """A token answer whose `expires_in` is beyond what a float holds raised OverflowError out of
+    every PayPal call; a huge one cached the token for ever, and `true` for one second."""
+    # given: PayPal answers a token whose expires_in is absurd
+    clock = Clock()
+    monkeypatch.setattr("apps.payments.providers.paypal.time", clock)
+    absurd = HttpResponse(
+        200,
+        {"Content-Type": "application/json"},
+        b'{"access_token": "A21AAF-local-token", "expires_in": %d}' % int(expires_in),
+    )
+    if expires_in is True:
+        absurd = json_response({"access_token": "A21AAF-local-token", "expires_in": True})
+    transport = ScriptedTransport(absurd, order_response(), order_response(), TOKEN, order_response())
+    adapter = provider(transport=transport)
+    # when: two orders are made a minute apart
+    create(adapter)
+    clock.now += 60
+    create(adapter, checkout_id="another-checkout")
+    # then: both are made, with one token
+    assert token_requests(transport) == 1
+    # and: once PayPal's longest token lifetime (9 hours) has passed, a new token is asked for
+    clock.now += 9 * 3600
+    create(adapter, checkout_id="a-third-checkout")
+    assert token_requests(transport) == 2
+
+
+@pytest.mark.parametrize("expires_in", [0, -1, -(10**400)], ids=["zero", "negative", "beyond-float"])
+def test_a_token_paypal_says_has_expired_is_used_once(expires_in, monkeypatch):
+    # given: PayPal answers tokens that expire at once (or before they were made)
+    monkeypatch.setattr("apps.payments.providers.paypal.time", Clock())
+    expired = HttpResponse(
+        200,
+        {"Content-Type": "application/json"},
+        b'{"access_token": "A21AAF-local-token", "expires_in": %d}' % expires_in,
+    )
+    transport = ScriptedTransport(expired, order_response(), expired, order_response())
+    adapter = provider(transport=transport)
+    # when: two orders are made
+    create(adapter)
+    create(adapter, checkout_id="another-checkout")
+    # then: each asked for its own token, none cached
+    assert token_requests(transport) == 2
+
+
 def test_capture_posts_with_the_idempotency_key_and_reports_paid():
     captured = order_response(
         "COMPLETED",

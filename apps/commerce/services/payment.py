@@ -71,6 +71,8 @@ from apps.commerce.errors import (
     PaymentForUnknownCheckout,
     PrintsNotRestockable,
     RefundAlreadyRequested,
+    RefundAmountUnreadable,
+    RefundCurrencyMismatch,
     RefundExceedsPayment,
     RefundLinesInvalid,
     RefundNotRecordedYet,
@@ -242,10 +244,15 @@ def _readable_charge(fact: PaymentFact) -> bool:
     """Whether a paid fact says what was charged: a positive amount of minor units a bigint holds,
     in a three-letter code. Anything else (nothing, or less, charged; an amount or currency no
     `Refund` row could hold) is no charge to compare with the checkout nor to give back."""
-    amount, currency = fact.amount_minor, fact.currency
-    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= _BIGINT_MAX:
+    currency = fact.currency
+    if not _storable_amount(fact.amount_minor):
         return False
     return isinstance(currency, str) and _CURRENCY_CODE.fullmatch(currency.upper()) is not None
+
+
+def _storable_amount(amount: object) -> bool:
+    """A positive amount of minor units a bigint (an `amount_minor` column) holds."""
+    return isinstance(amount, int) and not isinstance(amount, bool) and 0 < amount <= _BIGINT_MAX
 
 
 def _remember_reference(*, checkout: Checkout, reference: str) -> None:
@@ -609,13 +616,23 @@ def transaction_apply_refund(
     RefundNotRecordedYet (retryable: the consumer's retries, then the stale-event sweep) for an
     event naming a refund id Darkroom has not stored yet while a refund of the payment (an item
     refund, the whole order's) awaits the provider's answer, or for part of a payment whose
-    "paid" event has not been applied yet.
+    "paid" event has not been applied yet. Raises, nothing written, RefundAmountUnreadable for an
+    amount (the fact's or the refund's own) outside 1..2^63-1, and RefundCurrencyMismatch for a
+    fact in a currency other than the payment's, or with an amount and no currency (`_refund_checked`).
     """
+    for amount in (fact.amount_minor, refund_amount_minor):
+        if amount is not None and not _storable_amount(amount):
+            raise RefundAmountUnreadable(
+                f"{fact.source} reports a refund of {str(amount)[:40]} minor units, which no refund can be: "
+                f"checkout {checkout_id} is left as it is."
+            )
     checkout = Checkout.objects.select_for_update().filter(tenant_id=tenant_id, pk=checkout_id).first()
     if checkout is None:
         raise PaymentForUnknownCheckout(f"Checkout {checkout_id} does not exist.")
     now = timezone.now()
     txn = Transaction.objects.select_for_update().filter(checkout_id=checkout.pk).first()
+    if txn is not None:
+        _refund_checked(checkout=checkout, txn=txn, fact=fact)
     # Every refund of the payment, locked in the order `checkout_refund_request` locks them.
     refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk")) if txn else []
     if txn is not None and provider_refund_id and _failed_attempt(refunds, provider_refund_id):
@@ -791,6 +808,28 @@ def _publish_failed_after_landing(checkout: Checkout, *, refund_id: int) -> None
         aggregate_type="checkout",
         aggregate_id=checkout.pk,
         payload={"checkout_id": str(checkout.pk), "refund_id": refund_id},
+    )
+
+
+def _refund_checked(*, checkout: Checkout, txn: Transaction, fact: PaymentFact) -> None:
+    """Raise RefundCurrencyMismatch unless a refund fact is in its payment's currency (codes
+    compared whatever their case: PayPal and Flutterwave may write `eur`). A refund is always in
+    its payment's currency (Stripe's refund carries its charge's, PayPal's refund its capture's,
+    Flutterwave's its transaction's; one naming none was read in the payment's currency by the
+    caller), so one in another is not a refund of this payment, and an amount naming no currency
+    cannot be counted against it."""
+    if fact.currency is None and fact.amount_minor is None:
+        return  # the whole payment back, saying no figure (see `transaction_apply_refund`)
+    if fact.currency is not None and fact.currency.upper() == txn.currency.upper():
+        return
+    said = f"in {fact.currency[:20]!r}" if fact.currency is not None else "naming no currency"
+    logger.error(
+        "refund event in a currency other than its payment's: not counted",
+        extra={"checkout_id": str(checkout.pk), "source": fact.source, "currency": str(fact.currency)[:20]},
+    )
+    raise RefundCurrencyMismatch(
+        f"{fact.source} reports a refund {said}, but checkout {checkout.pk} was paid in {txn.currency}: "
+        f"nothing counted. Look the refund up in the {checkout.provider} dashboard."
     )
 
 

@@ -41,7 +41,8 @@ Webhook mapping:
                                                      money to the buyer too). The resource is
                                                      the refund: refund_id = its id, amount =
                                                      total_refunded_amount (cumulative), else
-                                                     its own amount
+                                                     its own amount (both in one currency, or
+                                                     the event is malformed)
     anything else                                 -> UNKNOWN
 
 Webhook signature (PayPal's documented offline verification): headers PAYPAL-TRANSMISSION-ID,
@@ -58,8 +59,9 @@ like a bad signature, before any certificate is fetched: the time is signed, so 
 delivery cannot be replayed later (Stripe's replay window, the same setting).
 
 API authentication: an OAuth2 client-credentials token, cached until a minute before its
-`expires_in`. PayPal may expire or revoke it earlier; a call it answers 401 gets a new token and
-is sent once more (`_TokenRefreshingApi`), same body, same `PayPal-Request-Id`.
+`expires_in`, at most 9 hours (`token_cache_seconds`). PayPal may expire or revoke it earlier;
+a call it answers 401 gets a new token and is sent once more (`_TokenRefreshingApi`), same
+body, same `PayPal-Request-Id`.
 
 Payouts: Payouts API `POST /v1/payments/payouts`, one EMAIL item per batch, `PayPal-Request-Id`
 = `sender_batch_id` = `sender_item_id` = payout id. A retry with the same request id gets the
@@ -478,6 +480,22 @@ def _batch_event(batch: Mapping[str, Any]) -> PayoutEvent | None:
     )
 
 
+# PayPal's tokens live about 9 hours (`expires_in` 32400); a longer one is not taken at its word.
+TOKEN_MAX_SECONDS = 32_400
+_TOKEN_DEFAULT_SECONDS = 300  # an answer without a readable expires_in
+_TOKEN_MARGIN_SECONDS = 60
+
+
+def token_cache_seconds(expires_in: object) -> int:
+    """How long to reuse a token PayPal says expires in `expires_in` seconds: until a minute
+    before, at most TOKEN_MAX_SECONDS; 0 (use it for the call at hand only) for one expiring at
+    once or before; _TOKEN_DEFAULT_SECONDS without an integer (missing, a boolean, a string).
+    Bounded before any float arithmetic: an integer beyond what a float holds is just long."""
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
+        expires_in = _TOKEN_DEFAULT_SECONDS
+    return max(min(expires_in, TOKEN_MAX_SECONDS) - _TOKEN_MARGIN_SECONDS, 0)
+
+
 class PayPalProvider(PaymentProvider):
     name = "paypal"
 
@@ -516,7 +534,7 @@ class PayPalProvider(PaymentProvider):
     # --- API calls ---------------------------------------------------------------------------
 
     def _access_token(self) -> str:
-        """OAuth2 client-credentials token, reused until a minute before it expires."""
+        """OAuth2 client-credentials token, reused for `token_cache_seconds` of its `expires_in`."""
         with self._token_lock:
             if self._token is not None and time.monotonic() < self._token[1]:
                 return self._token[0]
@@ -531,9 +549,7 @@ class PayPalProvider(PaymentProvider):
             token = as_str(response.get("access_token"))
             if token is None:
                 raise ProviderError("paypal: token response without access_token", provider=self.name, retryable=False)
-            expires_in = response.get("expires_in")
-            lifetime = int(expires_in) if isinstance(expires_in, int) else 300
-            self._token = (token, time.monotonic() + max(lifetime - 60, 0))
+            self._token = (token, time.monotonic() + token_cache_seconds(response.get("expires_in")))
             return token
 
     def _fresh_token(self, stale: str) -> str:
@@ -1028,7 +1044,13 @@ class PayPalProvider(PaymentProvider):
                 refund_id = as_str(resource.get("id"))
                 breakdown = as_dict(resource.get("seller_payable_breakdown"))
                 amount, currency = _money(breakdown.get("total_refunded_amount") or resource.get("amount"))
-                refund_amount, _ = _money(resource.get("amount"))
+                refund_amount, refund_currency = _money(resource.get("amount"))
+                if currency and refund_currency and currency.upper() != refund_currency.upper():
+                    # Both are the capture's currency; the envelope carries one for both.
+                    raise WebhookPayloadError(
+                        f"PayPal refund {refund_id!r} of {refund_currency[:20]!r} while its capture's refunded "
+                        f"total is in {currency[:20]!r}"
+                    )
                 up = _link(resource.get("links"), "up")
                 payment_id = up.rstrip("/").rsplit("/", 1)[-1] if up and "/captures/" in up else None
             else:
