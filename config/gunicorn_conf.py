@@ -24,6 +24,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+# gunicorn's default, stated because the API's schema and README quote it (a longer request line
+# gets gunicorn's own `414 URI Too Long` text/html page, before Django; component
+# `RequestLineTooLong` of apps/core/openapi.py): the longest request line a valid call of the API
+# needs is under 1 KB, so raising it would only let longer invalid ones reach Django.
+limit_request_line = 4094
+
 # prometheus_client's own file names: `<type>_<pid>.db` and `gauge_<mode>_<pid>.db`.
 METRIC_FILE_PATTERNS = ("counter_*.db", "histogram_*.db", "summary_*.db", "gauge_*.db")
 

@@ -54,7 +54,7 @@ from apps.catalog.uploads import photo_upload as photo_upload
 from apps.catalog.uploads import request_derivatives
 from apps.core.currencies import currency_supported, unsupported_currency_message
 from apps.core.problems import InvalidInput
-from apps.core.text import title_problem
+from apps.core.text import text_field_problem, title_problem
 from apps.dropin.services import photo_matches_notify
 from apps.outbox.requeue import requeue_stale
 from apps.tenancy.context import tenant_context
@@ -255,6 +255,9 @@ def _default_sku(*, event: Event, kind: str, photo_id: int | None, size: str) ->
     return "-".join(parts)[:64]
 
 
+SIZE_MAX_LENGTH = 32  # Product.size, Price.size: one line of printable text (`text_field_problem`)
+
+
 @transaction.atomic
 def product_create(
     *,
@@ -295,6 +298,8 @@ def product_create(
         if kind == ProductKind.PRINT:
             if not size:
                 errors["size"] = ["Required for prints."]
+            elif problem := text_field_problem(size, required=True, max_length=SIZE_MAX_LENGTH):
+                errors["size"] = [problem]
             if stock_quantity is None:
                 errors["stock_quantity"] = ["Required for prints."]
         else:
@@ -377,6 +382,8 @@ def price_list_set(*, tenant_id: int, event_id: int, currency: str, prices: Sequ
             seen.add(key)
             if (price.kind == ProductKind.PRINT) != bool(price.size):
                 errors[f"prices.{index}.size"] = ["Prints need a size; other kinds have none."]
+            elif problem := text_field_problem(price.size, required=False, max_length=SIZE_MAX_LENGTH):
+                errors[f"prices.{index}.size"] = [problem]
             if not 0 < price.amount_minor <= PRICE_MAX_MINOR:
                 errors[f"prices.{index}.amount_minor"] = [f"A price is 1 to {PRICE_MAX_MINOR} minor units."]
         if list(errors) == ["currency"]:

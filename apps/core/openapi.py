@@ -15,7 +15,9 @@ the views enforce outside their serializers:
 * `minLength` / `minItems` 1 on request fields that refuse "" or [] (and a `many=True` body's
   `maxItems`), which drf-spectacular leaves out without `COMPONENT_SPLIT_REQUEST`;
 * `format: binary` for a file in a request body (an upload), so Swagger UI offers a file picker:
-  without `COMPONENT_SPLIT_REQUEST` drf-spectacular would describe it as a URL.
+  without `COMPONENT_SPLIT_REQUEST` drf-spectacular would describe it as a URL;
+* on every operation, the 414 (component response `RequestLineTooLong`) that gunicorn answers
+  itself, as text/html, to a request line over its `limit_request_line` (config/gunicorn_conf.py).
 
 `ApiKeyScheme` documents `Authorization: Bearer <api key>` (`ApiKeyAuthentication`).
 `page_of` and `PAGINATION_PARAMETERS` describe a StrictLimitOffsetPagination page for plain APIViews.
@@ -34,6 +36,7 @@ from typing import Any
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
@@ -108,6 +111,24 @@ _PROBLEM_DESCRIPTIONS = {
         "take it (an unknown ledger account, another currency)."
     ),
 }
+
+# gunicorn's `limit_request_line` (config/gunicorn_conf.py; tests/core/test_openapi_request_line.py
+# keeps the two equal).
+REQUEST_LINE_LIMIT = 4094
+_REQUEST_LINE_TOO_LONG = ResolvedComponent(
+    name="RequestLineTooLong",
+    type=ResolvedComponent.RESPONSE,
+    object="RequestLineTooLong",
+    schema={
+        "description": (
+            f"The request line (method, path and query string) is longer than {REQUEST_LINE_LIMIT:,} bytes. "
+            "The web server (gunicorn) refuses it before Darkroom reads it, with its own `414 URI Too Long` "
+            "HTML page: not a problem document, no request id. No valid call of this API needs a request "
+            "line that long; shorten the query."
+        ),
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    },
+)
 
 
 class ProblemSerializer(serializers.Serializer):
@@ -252,7 +273,11 @@ class DarkroomAutoSchema(AutoSchema):
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
         responses: dict[str, Any] = super()._get_response_bodies(direction)
-        if direction != "response" or not self._is_tenant_api():
+        if direction != "response":
+            return responses
+        self.registry.register_on_missing(_REQUEST_LINE_TOO_LONG)
+        responses.setdefault("414", _REQUEST_LINE_TOO_LONG.ref)
+        if not self._is_tenant_api():
             return responses
         for code in self._problem_codes():
             responses.setdefault(

@@ -3,6 +3,9 @@
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.fields import empty
+
+from apps.core.text import identifier_problem
 
 
 def _json_type_error(field: serializers.Field, value: Any) -> str | None:
@@ -93,3 +96,17 @@ class IdField(serializers.IntegerField):
         kwargs.setdefault("min_value", 1)
         kwargs.setdefault("max_value", MAX_ID)
         super().__init__(**kwargs)
+
+
+class IdentifierField(serializers.CharField):
+    """An identifier a client chooses (`identifier_problem`): printable characters only. Surrounding
+    spaces are dropped as by any CharField, but a value of nothing but whitespace is refused
+    rather than read as "none" (`allow_blank` lets a client send "" for that)."""
+
+    def run_validation(self, data: Any = empty) -> Any:
+        if isinstance(data, str) and data and not data.strip():
+            raise serializers.ValidationError("Not only spaces.")
+        value = super().run_validation(data)
+        if isinstance(value, str) and (problem := identifier_problem(value, max_length=self.max_length or len(value))):
+            raise serializers.ValidationError(problem)
+        return value

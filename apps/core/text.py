@@ -8,7 +8,9 @@ itself); the webhook endpoint refuses either in the identifiers it stores as tex
 
 `text_field_problem` is the one check of a short free-text field (a shipping address line, a
 carrier, a withdrawal's reason); `title_problem` of a title shown on pages and in e-mails;
-`search_text` makes a search box's input safe to query.
+`multiline_text_problem` of multi-line text (an announcement's body); `identifier_problem` of an
+identifier a client chooses (a ledger account's client id); `search_text` makes a search box's
+input safe to query.
 """
 
 from __future__ import annotations
@@ -72,6 +74,45 @@ def title_problem(value: str, *, max_length: int) -> str:
         return f"At most {max_length} characters."
     if any(ch in _BIDI_CONTROLS or unicodedata.category(ch) == "Cc" for ch in value):
         return "Control characters (including text-direction overrides) are not allowed."
+    return ""
+
+
+# A multi-line text keeps its line breaks (LF, or the CR LF a browser sends from a textarea) and
+# tabs; every other control character is refused.
+_MULTILINE_ALLOWED = frozenset("\t\n")
+_LINE_BREAK_CR = "\r\n"
+
+
+def multiline_text_problem(value: str, *, max_length: int) -> str:
+    """What is wrong with multi-line text (an announcement's body: attendee pages, the e-mail's
+    text), as a sentence for the user; "" when nothing is. Keeps tabs and line breaks (LF, CR LF;
+    not a lone CR), stored as sent. Refuses every other control character (C0, DEL, C1, NUL) and
+    bidirectional overrides, as `title_problem` does, and a lone surrogate (no UTF-8 for it)."""
+    if not value.strip():
+        return "This field is required."
+    if len(value) > max_length:
+        return f"At most {max_length} characters."
+    if not is_unicode_text(value):
+        return "Not Unicode text (a lone surrogate)."
+    for index, ch in enumerate(value):
+        if ch in _MULTILINE_ALLOWED or (ch == "\r" and value.startswith(_LINE_BREAK_CR, index)):
+            continue
+        if ch in _BIDI_CONTROLS or unicodedata.category(ch) == "Cc":
+            return "Control characters (including text-direction overrides) are not allowed; line breaks and tabs are."
+    return ""
+
+
+def identifier_problem(value: str, *, max_length: int) -> str:
+    """What is wrong with an identifier a client chooses (a ledger account's client id), as a
+    sentence for the user; "" when nothing is (an empty one included: "none"). Printable
+    characters only (`str.isprintable`: no control, format, line-break or surrogate character, no
+    space but U+0020) and not only spaces, so that it reads as what it matches."""
+    if len(value) > max_length:
+        return f"At most {max_length} characters."
+    if not value.isprintable():
+        return "Only printable characters: no control, format or line-break characters."
+    if value and not value.strip():
+        return "Not only spaces."
     return ""
 
 

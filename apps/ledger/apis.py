@@ -22,7 +22,8 @@ from apps.core.currencies import currency_supported, unsupported_currency_messag
 from apps.core.openapi import PAGINATION_PARAMETERS, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.problems import InvalidInput, NotFound
-from apps.core.serializers import IdField, StrictSerializer
+from apps.core.serializers import IdentifierField, IdField, StrictSerializer
+from apps.core.text import text_field_problem
 from apps.ledger.models import LedgerAccount
 from apps.ledger.selectors import ledger_account_get, ledger_account_list
 from apps.ledger.services import (
@@ -53,6 +54,10 @@ def _wallets_of(view: TenantApi, request: Request) -> int | None:
     return int(request.user.pk)
 
 
+CLIENT_ID_MAX_LENGTH = 100  # LedgerAccount.client_id, LedgerEvent.client_id
+REFERENCE_MAX_LENGTH = 200
+
+
 class _AccountOut(serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.CharField()
@@ -72,7 +77,7 @@ class LedgerAccountsApi(TenantApi):
         currency = serializers.RegexField(
             r"^[A-Z]{3}$", help_text="ISO 4217 code Darkroom sells in (apps/core/currencies.py), e.g. EUR"
         )
-        client_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        client_id = IdentifierField(max_length=CLIENT_ID_MAX_LENGTH, required=False, allow_blank=True, default="")
 
         def validate_currency(self, value: str) -> str:
             if not currency_supported(value):
@@ -167,8 +172,14 @@ class _DebitFields(StrictSerializer):
     account_id = IdField()
     amount_minor = serializers.IntegerField(min_value=1, max_value=MAX_AMOUNT_MINOR)
     currency = serializers.RegexField(r"^[A-Z]{3}$")
-    client_id = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    reference = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    client_id = IdentifierField(max_length=CLIENT_ID_MAX_LENGTH, required=False, allow_blank=True)
+    reference = serializers.CharField(max_length=REFERENCE_MAX_LENGTH, required=False, allow_blank=True, default="")
+
+    def validate_reference(self, value: str) -> str:
+        """One line of free text (`text_field_problem`)."""
+        if problem := text_field_problem(value, required=False, max_length=REFERENCE_MAX_LENGTH):
+            raise serializers.ValidationError(problem)
+        return value
 
 
 class _ItemOut(serializers.Serializer):

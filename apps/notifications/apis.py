@@ -37,6 +37,7 @@ from apps.notifications.selectors import (
     attendees_of_event,
 )
 from apps.notifications.services import (
+    ANNOUNCEMENT_BODY_MAX_LENGTH,
     MAX_ATTENDEES_PER_REGISTRATION,
     AnnouncementNotFound,
     AttendeeIn,
@@ -204,7 +205,7 @@ class AnnouncementsApi(TenantApi):
     class InputSerializer(StrictSerializer):
         event_id = IdField()
         title = serializers.CharField(max_length=200)
-        body = serializers.CharField(max_length=20_000)
+        body = serializers.CharField(max_length=ANNOUNCEMENT_BODY_MAX_LENGTH)
 
     @extend_schema(
         operation_id="v1_announcements_list",

@@ -38,7 +38,7 @@ from apps.catalog.models import Event
 from apps.core.locks import LockBusy, try_fenced_lock
 from apps.core.mail import mail_message_id
 from apps.core.problems import DomainError, InvalidInput, NotFound
-from apps.core.text import title_problem
+from apps.core.text import multiline_text_problem, title_problem
 from apps.notifications.mailers import MailReport, OutgoingEmail, claim_deadline, get_mailer
 from apps.notifications.models import Announcement, AnnouncementDelivery, Attendee, Notification
 from apps.notifications.selectors import LINK_INVALID_DETAIL, AttendeeLinkInvalid, attendee_link
@@ -305,6 +305,7 @@ def notifications_mark_read(
 
 
 ANNOUNCEMENT_TITLE_MAX_LENGTH = 200  # Announcement.title
+ANNOUNCEMENT_BODY_MAX_LENGTH = 20_000
 
 
 @transaction.atomic
@@ -313,9 +314,12 @@ def announcement_create(
 ) -> Announcement:
     """A draft announcement to the attendees of one of the studio's events. Raises UnknownEvent,
     InvalidInput (a title with control characters or direction overrides: it is the e-mail's
-    subject)."""
+    subject; a body with control characters other than line breaks and tabs, or direction
+    overrides: `multiline_text_problem`)."""
     if problem := title_problem(title, max_length=ANNOUNCEMENT_TITLE_MAX_LENGTH):
         raise InvalidInput(f"Title: {problem}", extra={"errors": {"title": [problem]}})
+    if problem := multiline_text_problem(body, max_length=ANNOUNCEMENT_BODY_MAX_LENGTH):
+        raise InvalidInput(f"Body: {problem}", extra={"errors": {"body": [problem]}})
     if not Event.objects.filter(tenant=tenant, pk=event_id).exists():
         raise UnknownEvent(f"Event {event_id} does not exist in this studio.")
     return Announcement.objects.create(

@@ -217,6 +217,9 @@ SPECTACULAR_SETTINGS = {
     # Every operation's schema comes from apps.core.openapi.DarkroomAutoSchema (Idempotency-Key,
     # problem responses); `tests/core/test_openapi.py` keeps generation free of warnings.
     "ENUM_NAME_OVERRIDES": {"ProductKindEnum": "apps.catalog.models.ProductKind"},
+    # A PATCH body is parsed with its serializer as declared (never `partial=True`): document
+    # the fields it requires, not a `Patched...` copy with none (tests/core/test_openapi_patch_bodies.py).
+    "COMPONENT_SPLIT_PATCH": False,
 }
 
 # --- celery -------------------------------------------------------------------------------

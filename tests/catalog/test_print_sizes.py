@@ -1,67 +1,55 @@
-"""A print size typed in another case is the size the event already uses: "a4" prices and
-sells the A4 print, instead of making a second size that no product or price matches."""
+"""A print's size is a short label shown in the shop, on receipts and in the dashboard: one line of
+printable text (`text_field_problem`). One with a control or direction-override character is a
+400 problem naming the field, on a product and in a price list, and nothing is written."""
 
 from __future__ import annotations
 
+import uuid
+from typing import Any, cast
+
 import pytest
 
-from apps.catalog.models import Price, Product, ProductKind
-from apps.catalog.services import PriceIn, price_list_set, product_create
-from apps.core.problems import InvalidInput
+from apps.catalog.models import Event, Photo, Price, Product
 from apps.tenancy.context import tenant_context
-from tests.factories.catalog import PhotoFactory
-from tests.factories.commerce import make_shop
+from tests.factories.catalog import EventFactory, PhotoFactory
 
 pytestmark = pytest.mark.django_db
 
-
-def print_prices(shop) -> dict[str, int]:
-    with tenant_context(shop.org.pk):
-        return dict(Price.objects.filter(event=shop.event, kind=ProductKind.PRINT).values_list("size", "amount_minor"))
+REFUSED = "Control characters are not allowed."
 
 
-def test_a_price_for_a_size_in_another_case_sets_the_existing_size(tenant_a) -> None:
-    # given: an event selling an A4 print at 25.00
-    shop = make_shop(org=tenant_a.org)
-    # when: its A4 price is set as "a4", with a new size
-    price_list_set(
-        tenant_id=tenant_a.org.pk,
-        event_id=shop.event.pk,
-        currency="EUR",
-        prices=[
-            PriceIn(kind="print", size="a4", amount_minor=3000),
-            PriceIn(kind="print", size="30x40", amount_minor=5000),
-        ],
+def post(client: Any, path: str, body: Any) -> Any:
+    return client.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
+
+
+@pytest.mark.parametrize("size", ["A4\x11", "A4\x1b[8m", "A\u202e4", "A4\x85x"])
+def test_a_print_size_with_a_control_character_is_refused(tenant_a: Any, size: str) -> None:
+    # given: an event with a photo
+    event = cast(Event, EventFactory(tenant=tenant_a.org))
+    photo = cast(Photo, PhotoFactory(event=event))
+    client = tenant_a.client()
+    # when: a print and a price name a size with a control character
+    product = post(
+        client,
+        f"/api/v1/events/{event.pk}/products",
+        {"kind": "print", "photo_id": photo.pk, "size": size, "stock_quantity": 5},
     )
-    # then: A4 costs 30.00 (one A4, no "a4"), and the new size is kept as typed
-    assert print_prices(shop) == {"A4": 3000, "30x40": 5000}
-
-
-def test_sizes_differing_only_in_case_in_one_request_are_refused(tenant_a) -> None:
-    shop = make_shop(org=tenant_a.org)
-    with pytest.raises(InvalidInput) as refused:
-        price_list_set(
-            tenant_id=tenant_a.org.pk,
-            event_id=shop.event.pk,
-            currency="EUR",
-            prices=[
-                PriceIn(kind="print", size="13x18", amount_minor=1),
-                PriceIn(kind="print", size="13X18", amount_minor=2),
-            ],
-        )
-    assert "prices.1" in refused.value.extra["errors"]
-    assert print_prices(shop) == {"A4": 2500}
-
-
-def test_a_print_product_in_another_case_takes_the_events_spelling(tenant_a) -> None:
-    # given: an event with an A4 price, and another photo of it
-    shop = make_shop(org=tenant_a.org)
-    with tenant_context(tenant_a.org.pk):
-        photo = PhotoFactory(event=shop.event)
-    # when: a print of it is made as "a4"
-    product = product_create(
-        tenant_id=tenant_a.org.pk, event_id=shop.event.pk, kind="print", photo_id=photo.pk, size="a4", stock_quantity=5
+    prices = post(
+        client,
+        f"/api/v1/events/{event.pk}/prices",
+        {"currency": "EUR", "prices": [{"kind": "print", "size": size, "amount_minor": 900}]},
     )
-    # then: it is the A4 print, which the A4 price prices
+    # then: both are 400 problems naming the size, and nothing is written
+    assert product.status_code == 400, product.content
+    assert product.json()["errors"] == {"size": [REFUSED]}
+    assert prices.status_code == 400, prices.content
+    assert prices.json()["errors"] == {"prices.0.size": [REFUSED]}
     with tenant_context(tenant_a.org.pk):
-        assert Product.objects.get(pk=product.pk).size == "A4"
+        assert not Product.objects.exists() and not Price.objects.exists()
+
+
+def test_a_printable_size_is_taken(tenant_a: Any) -> None:
+    event = cast(Event, EventFactory(tenant=tenant_a.org))
+    photo = cast(Photo, PhotoFactory(event=event))
+    body = {"kind": "print", "photo_id": photo.pk, "size": "13x18 cm", "stock_quantity": 5}
+    assert post(tenant_a.client(), f"/api/v1/events/{event.pk}/products", body).status_code == 201

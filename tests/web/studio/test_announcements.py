@@ -174,3 +174,28 @@ def test_the_page_says_how_many_got_an_email_and_how_many_see_it_on_their_page_o
     page = text(client.get(page_url))
     assert "5 (delivered 5, failed 0, pending 0)" in page
     assert "2 by e-mail; 3 on their attendee page only" in page
+
+
+def test_a_body_with_a_control_character_is_a_field_error_and_writes_nothing(studio: StudioPeople) -> None:
+    # given: the compose form of a studio with an event
+    event = new_event(studio.org, title="City Marathon")
+    client = signed_in(studio.owner)
+    refused = "Control characters (including text-direction overrides) are not allowed; line breaks and tabs are."
+    form = {
+        "nonce": form_nonce_on(client.get("/studio/announcements/"), "/studio/announcements/"),
+        "event": str(event.pk),
+        "title": "Photos are up",
+        "body": "Find\x11 yours.",
+    }
+    # when: the body holds a control character
+    response = client.post("/studio/announcements/", form)
+    # then: the form comes back with the error on the body, and nothing is stored
+    assert response.status_code == 400
+    assert response.context["form"].errors["body"] == [refused]
+    assert refused in text(response)
+    assert announcements(studio.org) == []
+    # and: a body typed in the textarea (CR LF line breaks) is stored as typed
+    form["body"] = "Find yours.\r\nThanks"
+    form["nonce"] = form_nonce_on(response, "/studio/announcements/")
+    assert client.post("/studio/announcements/", form).status_code == 303
+    assert [a.body for a in announcements(studio.org)] == ["Find yours.\r\nThanks"]
