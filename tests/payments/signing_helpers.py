@@ -120,7 +120,7 @@ def paypal_headers(body: bytes, key: rsa.RSAPrivateKey, *, cert_url: str = PAYPA
     }
 
 
-def paypal_capture_completed(*, checkout_id: str, amount: str = "9.00") -> bytes:
+def paypal_capture_completed(*, checkout_id: str, amount: str = "9.00", order_id: str | None = None) -> bytes:
     payload: dict[str, Any] = {
         "id": f"WH-{uuid.uuid4().hex[:12]}",
         "event_version": "1.0",
@@ -131,7 +131,7 @@ def paypal_capture_completed(*, checkout_id: str, amount: str = "9.00") -> bytes
             "status": "COMPLETED",
             "amount": {"currency_code": "EUR", "value": amount},
             "custom_id": checkout_id,
-            "supplementary_data": {"related_ids": {"order_id": f"ORDER-{uuid.uuid4().hex[:8]}"}},
+            "supplementary_data": {"related_ids": {"order_id": order_id or f"ORDER-{uuid.uuid4().hex[:8]}"}},
         },
     }
     return json.dumps(payload).encode()

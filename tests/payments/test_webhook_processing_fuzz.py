@@ -179,21 +179,7 @@ def _stripe_genuine(document: dict[str, Any], checkout_id: str, session: str) ->
 
 
 def _paypal_body(checkout_id: str, session: str) -> bytes:
-    return json.dumps(
-        {
-            "id": f"WH-{uuid.uuid4().hex[:12]}",
-            "event_version": "1.0",
-            "event_type": "PAYMENT.CAPTURE.COMPLETED",
-            "resource_type": "capture",
-            "resource": {
-                "id": f"CAP-{uuid.uuid4().hex[:8]}",
-                "status": "COMPLETED",
-                "amount": {"currency_code": "EUR", "value": "9.00"},
-                "custom_id": checkout_id,
-                "supplementary_data": {"related_ids": {"order_id": session}},
-            },
-        }
-    ).encode()
+    return sign.paypal_capture_completed(checkout_id=checkout_id, order_id=session)
 
 
 def _paypal_genuine(document: dict[str, Any], checkout_id: str, session: str) -> bool:

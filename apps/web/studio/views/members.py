@@ -19,8 +19,10 @@ the person again sends the e-mail again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -66,6 +68,17 @@ def member_name(user: User) -> str:
 def _row_prefix(user_id: int) -> str:
     """Every row has its own role form: the prefix keeps field names and element ids apart."""
     return f"member-{user_id}"
+
+
+def _refused(request: HttpRequest, studio: Studio, form: forms.Form, *, title: str) -> Callable[[int], HttpResponse]:
+    """The page a refused invitation form gets: `title`, and why (its form's errors) or what to do."""
+    return lambda status: problem_page(
+        request,
+        studio,
+        status=status,
+        title=title,
+        message=" ".join(str(e) for e in form.non_field_errors()) or "Reload the members page and try again.",
+    )
 
 
 def _list_url(request: HttpRequest) -> str:
@@ -201,13 +214,7 @@ def invitation_withdraw_view(request: HttpRequest, studio: Studio, invitation_id
         studio,
         form=form,
         effect=effect,
-        rerender=lambda status: problem_page(
-            request,
-            studio,
-            status=status,
-            title="The invitation was not withdrawn",
-            message=" ".join(str(e) for e in form.non_field_errors()) or "Reload the members page and try again.",
-        ),
+        rerender=_refused(request, studio, form, title="The invitation was not withdrawn"),
     )
 
 
@@ -233,13 +240,7 @@ def invitation_renew_view(request: HttpRequest, studio: Studio, invitation_id: i
         studio,
         form=form,
         effect=effect,
-        rerender=lambda status: problem_page(
-            request,
-            studio,
-            status=status,
-            title="The invitation was not sent again",
-            message=" ".join(str(e) for e in form.non_field_errors()) or "Reload the members page and try again.",
-        ),
+        rerender=_refused(request, studio, form, title="The invitation was not sent again"),
     )
     if renewed and response.status_code == 303:
         _send_invitation(request, studio, renewed[0])
