@@ -56,6 +56,17 @@ def django_db_setup(django_test_environment: None, django_db_blocker, django_db_
         _admin_execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(test_name)))
 
 
+@pytest.fixture(autouse=True)
+def _no_redis_failure_remembered() -> Iterator[None]:
+    """Each test starts and ends with no Redis failure remembered by this process
+    (`apps.core.redis_guard`): a test that made Redis unreachable must not make later ones skip it."""
+    from apps.core.redis_guard import forget
+
+    forget()
+    yield
+    forget()
+
+
 def admin_url_for(database: str) -> str:
     return urlsplit(settings.DATABASE_ADMIN_URL)._replace(path=f"/{database}").geturl()
 

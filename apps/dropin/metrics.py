@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from django.core.cache import cache
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from apps.core.redis_guard import REDIS_ERRORS, redis_failed, redis_skipped
 from apps.tenancy.context import system_context
 
 logger = logging.getLogger("darkroom.dropin.metrics")
@@ -38,11 +39,16 @@ def _findme_key(outcome: str) -> str:
 
 
 def findme_search_counted(outcome: str) -> None:
-    """Count one find-me search by outcome; a Redis failure loses the count, never the search."""
+    """Count one find-me search by outcome; a Redis failure loses the count, never the search
+    (nor is Redis asked while `redis_skipped`)."""
+    if redis_skipped("findme_count"):
+        return
     try:
         cache.incr(_findme_key(outcome), ignore_key_check=True)  # type: ignore[call-arg]
-    except Exception:
+    except Exception as error:
         logger.warning("find-me metric not counted (cache)", exc_info=True)
+        if isinstance(error, REDIS_ERRORS):
+            redis_failed("findme_count", error, log=False)
 
 
 def findme_search_counts() -> dict[str, int]:
@@ -55,10 +61,13 @@ def collect_dropin_metrics() -> Iterable[Metric]:
     if not _registered:
         return
     try:
-        counts = findme_search_counts()
-    except Exception:
+        counts = None if redis_skipped("metrics") else findme_search_counts()
+    except Exception as error:
         logger.warning("find-me metrics unavailable (cache)", exc_info=True)
-    else:
+        if isinstance(error, REDIS_ERRORS):
+            redis_failed("metrics", error, log=False)
+        counts = None
+    if counts is not None:
         searches = CounterMetricFamily(
             "darkroom_findme_searches", "Shoppers' find-me selfie searches by outcome.", labels=["outcome"]
         )

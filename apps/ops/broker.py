@@ -19,10 +19,14 @@ from django.conf import settings
 from kombu import Queue
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from apps.core.redis_guard import redis_failed, redis_skipped
+
 logger = logging.getLogger("darkroom.ops.broker")
 
-# Scrapes must not hang on a broker that does not answer.
+# Scrapes must not hang on a broker that does not answer: connecting, and each read (kombu's Redis
+# transport waits for ever by default).
 _CONNECT_TIMEOUT_SECONDS = 2
+_READ_TIMEOUT = {"socket_connect_timeout": _CONNECT_TIMEOUT_SECONDS, "socket_timeout": _CONNECT_TIMEOUT_SECONDS}
 
 
 def broker_queue_depths(queues: Sequence[str] | None = None) -> dict[str, int]:
@@ -32,7 +36,7 @@ def broker_queue_depths(queues: Sequence[str] | None = None) -> dict[str, int]:
 
     names = list(queues if queues is not None else settings.DARKROOM_QUEUES)
     depths: dict[str, int] = {}
-    with app.connection_for_read() as conn:
+    with app.connection_for_read(transport_options=_READ_TIMEOUT) as conn:
         conn.ensure_connection(max_retries=1, timeout=_CONNECT_TIMEOUT_SECONDS)
         for name in names:
             declared = Queue(name).bind(conn.default_channel).queue_declare()
@@ -42,11 +46,18 @@ def broker_queue_depths(queues: Sequence[str] | None = None) -> dict[str, int]:
 
 
 def collect_broker_metrics() -> Iterable[Metric]:
-    """Called at scrape time only (`register_collector` describes nothing at registration)."""
+    """Called at scrape time only (`register_collector` describes nothing at registration). A
+    broker that failed within REDIS_SKIP_SECONDS is not asked (`apps.core.redis_guard`)."""
+    from config.celery_app import app
+
+    broker = str(app.conf.broker_read_url or app.conf.broker_url)
+    if redis_skipped("broker", location=broker):
+        return
     try:
         depths = broker_queue_depths()
-    except Exception:
+    except Exception as error:
         logger.warning("broker queue depths unavailable", exc_info=True)
+        redis_failed("broker", error, log=False, location=broker)
         return
     gauge = GaugeMetricFamily(
         "darkroom_broker_queue_depth",

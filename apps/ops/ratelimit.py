@@ -15,7 +15,9 @@ key's count when an attempt turns out not to matter (`rate_limit_reset`: the stu
 clears a username's failed attempts when one succeeds).
 Limits: `RATE_LIMIT_DEFAULT` for every endpoint, `RATE_LIMITS` per URL name. If Redis is
 unreachable the limiter lets requests through (logged): it protects capacity, it does not
-decide correctness.
+decide correctness. After a failure it does not ask Redis for REDIS_SKIP_SECONDS
+(`apps.core.redis_guard`), so a Redis that never answers costs one socket timeout per window, not
+one per limit checked.
 
 Refusals are counted per limit in a Redis hash (`darkroom_rate_limited_total{limit}` at
 /metrics, every limit from 0), so every web process's refusals add up in one scrape; a
@@ -40,6 +42,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
+
+from apps.core.redis_guard import redis_failed, redis_skipped
 
 logger = logging.getLogger("darkroom.ratelimit")
 
@@ -144,10 +148,13 @@ def rate_limit_wait(*, key: str, rate: Rate, limit: str, count: bool = True) -> 
     `count=False`, only look: for limits that count failures, checked before the work). Fails
     open: an unreachable Redis admits the request (logged). A refusal is counted under `limit`
     (the limit's name: an API URL name or a page rate setting's) in `darkroom_rate_limited_total`."""
+    if redis_skipped("ratelimit"):
+        return 0
     try:
         decision = rate_limit_check(key=key, rate=rate, count=count)
-    except RedisError:
+    except RedisError as error:
         logger.warning("rate limiter unavailable; request let through", extra={"key": key}, exc_info=True)
+        redis_failed("ratelimit", error, log=False)
         return 0
     if decision.admitted:
         return 0
@@ -158,10 +165,13 @@ def rate_limit_wait(*, key: str, rate: Rate, limit: str, count: bool = True) -> 
 def _count_refusal(limit: str) -> None:
     """One more refusal under `limit` (refusals only, so no cost on admitted requests). A lost
     count is a lost metric, never a wrong answer: Redis errors are logged, not raised."""
+    if redis_skipped("ratelimit"):
+        return
     try:
         get_redis_connection("default").hincrby(_redis_key(REFUSED_COUNTER_KEY), limit, 1)
-    except RedisError:
+    except RedisError as error:
         logger.warning("rate limiter refusal not counted (redis)", extra={"limit": limit}, exc_info=True)
+        redis_failed("ratelimit", error, log=False)
 
 
 def rate_limit_names() -> set[str]:
@@ -180,10 +190,13 @@ def page_limit_name(setting: str) -> str:
 def collect_rate_limit_metrics() -> Iterator[Metric]:
     """darkroom_rate_limited_total{limit}: requests refused per limit, every known limit from 0
     (so a first refusal is an increase), plus any other name Redis holds."""
+    if redis_skipped("metrics"):
+        return
     try:
         raw = get_redis_connection("default").hgetall(_redis_key(REFUSED_COUNTER_KEY))
-    except RedisError:
+    except RedisError as error:
         logger.warning("rate limiter metrics unavailable (redis)", exc_info=True)
+        redis_failed("metrics", error, log=False)
         return
     refused = {name.decode(): int(value) for name, value in raw.items()}
     family = CounterMetricFamily(
@@ -198,11 +211,14 @@ def rate_limit_reset(*, key: str, rate: Rate) -> None:
     """Forget every request counted against `key` under `rate`: the next one starts a fresh
     budget. Fails open like the check: an unreachable Redis leaves the count (logged,
     logged)."""
+    if redis_skipped("ratelimit"):
+        return
     try:
         client = get_redis_connection("default")
         client.register_script(RESET_LUA)(keys=[_base_key(key)], args=[rate.window_seconds * 1000])
-    except RedisError:
+    except RedisError as error:
         logger.warning("rate limiter unavailable; count not reset", extra={"key": key}, exc_info=True)
+        redis_failed("ratelimit", error, log=False)
 
 
 def setting_rate_reset(key: str, setting: str) -> None:

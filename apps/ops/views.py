@@ -35,21 +35,29 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Database, Redis and migrations; 503 naming what failed. Why it failed (an exception's text
-    may name hosts, users and URLs) is logged, and shown only to callers allowed to read
-    /metrics (its bearer token, when one is configured): the endpoint itself is public."""
+    """Database and migrations: 503 naming what failed. Redis is reported, never failing: while
+    it is unreachable the answer is still 200, `status` "degraded" and `degraded` naming it (the
+    web serves without Redis). Why a check failed (an exception's text may name hosts, users and
+    URLs) is logged, and shown only to callers allowed to read /metrics (its bearer token, when
+    one is configured): the endpoint itself is public."""
     checks = health.readiness()
-    failing = [c.name for c in checks if not c.ok]
+    failing = [c.name for c in checks if not c.ok and c.required]
+    degraded = [c.name for c in checks if not c.ok and not c.required]
     for check in checks:
         if not check.ok:
-            logger.warning("readiness check failed", extra={"check": check.name, "detail": check.detail})
+            logger.warning(
+                "readiness check failed" if check.required else "readiness check degraded",
+                extra={"check": check.name, "detail": check.detail},
+            )
     show_detail = _metrics_caller_allowed(request)
     body: dict[str, object] = {
-        "status": "ready" if not failing else "unavailable",
+        "status": "unavailable" if failing else "degraded" if degraded else "ready",
         "checks": {c.name: {"ok": c.ok, **({"detail": c.detail} if c.detail and show_detail else {})} for c in checks},
     }
     if failing:
         body["failing"] = failing
+    if degraded:
+        body["degraded"] = degraded
     return JsonResponse(body, status=503 if failing else 200)
 
 

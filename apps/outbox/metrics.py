@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from apps.core.redis_guard import REDIS_ERRORS, redis_failed, redis_skipped
 from apps.outbox.relay import FAILED_COUNTER_KEY, PUBLISHED_COUNTER_KEY
 from apps.outbox.requeue import REQUEUE_FLOWS
 from apps.outbox.selectors import outbox_stats, relay_counter, requeued_counters
@@ -49,11 +50,17 @@ def collect_outbox_metrics() -> Iterable[Metric]:
             value=stats.oldest_pending_age_seconds,
         )
         yield GaugeMetricFamily("darkroom_outbox_dead_letters", "Dead-lettered outbox messages.", value=stats.dead)
+    # The counters live in Redis: not asked while this process skips it after a failure.
+    if redis_skipped("metrics"):
+        return
     try:
         published = relay_counter(PUBLISHED_COUNTER_KEY)
         failed = relay_counter(FAILED_COUNTER_KEY)
-    except Exception:
+    except Exception as error:
         logger.warning("outbox relay counters unavailable (redis)", exc_info=True)
+        if isinstance(error, REDIS_ERRORS):
+            redis_failed("metrics", error, log=False)
+            return
     else:
         yield CounterMetricFamily(
             "darkroom_outbox_published", "Messages the relays published to the broker.", value=published
@@ -63,8 +70,10 @@ def collect_outbox_metrics() -> Iterable[Metric]:
         )
     try:
         requeued = requeued_counters()
-    except Exception:
+    except Exception as error:
         logger.warning("outbox requeue counters unavailable (redis)", exc_info=True)
+        if isinstance(error, REDIS_ERRORS):
+            redis_failed("metrics", error, log=False)
     else:
         family = CounterMetricFamily(
             "darkroom_outbox_requeued",

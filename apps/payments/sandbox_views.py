@@ -3,20 +3,30 @@
 They stand in for a provider's hosted checkout, so they need no Darkroom login: the checkout
 id in the URL (a random UUID) is the shopper's capability, as a provider's session URL is.
 Turned off entirely with SANDBOX_ENABLED = False.
+
+The sandbox keeps its payment sessions in Redis and sends its webhooks through Celery: while
+either is unreachable its pages answer 503 with Retry-After (a page, or a problem for non-browser
+clients), and a Pay pressed then can be pressed again (it settles once and re-sends the same event).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from apps.commerce.models import Checkout, Provider
+from apps.core.problems import problem_page_or_json
+from apps.core.redis_guard import REDIS_ERRORS, redis_failed, redis_skipped
 from apps.payments.providers.base import ProviderError, minor_to_major
 from apps.payments.providers.registry import get_provider
 from apps.payments.providers.sandbox import SandboxProvider
@@ -24,6 +34,41 @@ from apps.payments.sandbox import SandboxCheckout, sandbox_checkout, sandbox_ses
 from apps.tenancy.context import tenant_context
 
 _ACTIONS = {"pay": "paid", "fail": "failed"}
+UNAVAILABLE_RETRY_AFTER_SECONDS = 30
+
+logger = logging.getLogger("darkroom.payments.sandbox")
+
+
+def _unavailable(request: HttpRequest) -> HttpResponse:
+    return problem_page_or_json(
+        request,
+        503,
+        "The sandbox is unavailable",
+        "The sandbox keeps its payment sessions in Redis and sends its payments through Celery, and "
+        "cannot reach them now. Nothing was charged by this request; try again shortly.",
+        slug="sandbox-unavailable",
+        retry_after=UNAVAILABLE_RETRY_AFTER_SECONDS,
+    )
+
+
+def _needs_redis(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A 503 instead of the page while Redis or the broker is unreachable (not even asked while
+    this process skips Redis after a failure, `apps.core.redis_guard`)."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if redis_skipped("sandbox"):
+            return _unavailable(request)
+        try:
+            return view(request, *args, **kwargs)
+        except REDIS_ERRORS as error:
+            redis_failed("sandbox", error)
+            return _unavailable(request)
+        except BrokerUnavailable as error:
+            logger.warning("sandbox webhook not queued (broker)", extra={"error_class": type(error).__name__})
+            return _unavailable(request)
+
+    return wrapped
 
 
 def _found(checkout_id: uuid.UUID) -> SandboxCheckout:
@@ -109,6 +154,7 @@ def _context(found: SandboxCheckout, **extra: Any) -> dict[str, Any]:
 
 
 @require_http_methods(["GET", "POST"])
+@_needs_redis
 def pay_page(request: HttpRequest, checkout_id: uuid.UUID) -> HttpResponse:
     """GET: the amount, the lines and Pay / Fail buttons. POST (action=pay|fail): the sandbox
     settles the payment once and sends its signed webhook(s) to Darkroom asynchronously, then
@@ -137,6 +183,7 @@ def _version(context: dict[str, Any]) -> str:
 
 
 @require_http_methods(["GET"])
+@_needs_redis
 def status_page(request: HttpRequest, checkout_id: uuid.UUID) -> HttpResponse:
     """Where the sandbox sends the shopper back: the checkout's status, refreshed until final.
 

@@ -18,6 +18,7 @@ from django_redis.exceptions import ConnectionInterrupted
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
+from apps.core.redis_guard import redis_failed, redis_skipped
 from apps.ops.metrics import PROCESS_REGISTRY
 from apps.tenancy.context import system_context
 from apps.tenancy.keys import hash_api_key
@@ -71,17 +72,25 @@ def api_key_cache_key(key_hash: str) -> str:
     return f"apikey:v1:{key_hash}"
 
 
-def api_key_cache_failed(operation: str, error: BaseException) -> None:
+def api_key_cache_failed(operation: str, error: BaseException | None) -> None:
     """Log (WARNING, with the error's class) and count a failed key-cache operation, and stop
     reading the cache in this process for API_KEY_CACHE_SECONDS (see `api_key_resolve`).
-    `operation` is one of API_KEY_CACHE_OPERATIONS."""
+    `operation` is one of API_KEY_CACHE_OPERATIONS; `error` is None for an operation not even
+    tried, Redis having failed in this process within REDIS_SKIP_SECONDS (`apps.core.redis_guard`,
+    which a failure here also starts)."""
     global _cache_failed_at
     _cache_failed_at = time.monotonic()
     API_KEY_CACHE_FAILURES.labels(operation).inc()
+    if error is not None:
+        redis_failed("api_key_cache", error, log=False)
     cause = error.__cause__ if isinstance(error, ConnectionInterrupted) and error.__cause__ else error
     logger.warning(
         "API key cache unavailable (redis); PostgreSQL decides",
-        extra={"operation": operation, "error_class": type(cause).__name__, "error": str(cause)[:200]},
+        extra={
+            "operation": operation,
+            "error_class": type(cause).__name__ if cause is not None else "skipped",
+            "error": str(cause)[:200] if cause is not None else "redis failed within REDIS_SKIP_SECONDS",
+        },
     )
 
 
@@ -110,10 +119,16 @@ def api_key_resolve(*, raw_key: str) -> ResolvedApiKey | None:
     request, and a revocation in the meantime may have lost its mark, so a cached "active" entry is
     not to be trusted): it asks PostgreSQL, caches no active key, and writes the revoked mark of a
     revoked one over whatever entry Redis holds. The revocation's outbox message writes that mark
-    too, for every process. Never raises for Redis.
+    too, for every process. While Redis is skipped after a failure of any of this process's Redis
+    calls (`apps.core.redis_guard`), the key is resolved from PostgreSQL without asking Redis, and
+    the cache is distrusted as after a failure of its own. Never raises for Redis.
     """
+    global _cache_failed_at
     key_hash = hash_api_key(raw_key)
     cache_key = api_key_cache_key(key_hash)
+    if redis_skipped("api_key_cache"):
+        _cache_failed_at = time.monotonic()
+        return _api_key_from_database(key_hash, cache_key=None)
     if _cache_distrusted():
         return _api_key_from_database(key_hash, cache_key=cache_key)
     try:

@@ -143,9 +143,14 @@ def api_key_forget(*, key_hash: str) -> None:
     """Replace a key's cached resolution with the revoked mark (after its revocation committed).
 
     Best effort: the revocation has committed, so an unreachable Redis is logged and counted
-    (`revoke`), not raised; the revocation's outbox message writes the mark later."""
+    (`revoke`), not raised, and not even asked while this process skips it after a failure
+    (`apps.core.redis_guard`); the revocation's outbox message writes the mark later."""
+    from apps.core.redis_guard import redis_skipped
     from apps.tenancy.selectors import API_KEY_CACHE_ERRORS, api_key_cache_failed
 
+    if redis_skipped("api_key_cache"):
+        api_key_cache_failed("revoke", None)
+        return
     try:
         _api_key_mark_revoked(key_hash)
     except API_KEY_CACHE_ERRORS as error:

@@ -180,6 +180,10 @@ CACHES = {
     }
 }
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# After a Redis call of the web fails, the process leaves Redis alone this long (rate limits let
+# requests through, PostgreSQL decides API keys): a Redis that never answers costs a page one
+# socket timeout per window, not one per call (apps/core/redis_guard.py).
+REDIS_SKIP_SECONDS = env.float("DARKROOM_REDIS_SKIP_SECONDS", default=10.0)
 
 # --- request limits -----------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DARKROOM_MAX_BODY_BYTES", default=1_048_576)

@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 
 from apps.commerce.services.checkout import HolderIn
 from apps.core.client_address import UNKNOWN, rate_limit_address
+from apps.core.redis_guard import redis_failed, redis_skipped
 from apps.ops.ratelimit import setting_rate_wait
 
 logger = logging.getLogger("darkroom.web.limits")
@@ -108,27 +109,31 @@ def _order_lookup_asked_key(*, tenant_id: int, session_key: str, email: str) -> 
 def order_lookup_asked_recently(*, tenant_id: int, session_key: str, email: str) -> bool:
     """Whether this session's lookup of `email` (case-insensitive) at the studio landed on the
     "sent" page less than SHOP_ORDER_LOOKUP_REPEAT_SECONDS ago (`order_lookup_asked`). False
-    when the window is 0 or Redis is unreachable (logged): the request then counts as any other."""
-    if settings.SHOP_ORDER_LOOKUP_REPEAT_SECONDS <= 0:
+    when the window is 0 or Redis is unreachable (logged; not asked while `redis_skipped`): the
+    request then counts as any other."""
+    if settings.SHOP_ORDER_LOOKUP_REPEAT_SECONDS <= 0 or redis_skipped("order_lookup"):
         return False
     try:
         return cache.get(_order_lookup_asked_key(tenant_id=tenant_id, session_key=session_key, email=email)) is not None
-    except (RedisError, ConnectionInterrupted):
+    except (RedisError, ConnectionInterrupted) as error:
         logger.warning("order lookup repeat unknown (redis); counted", exc_info=True)
+        redis_failed("order_lookup", error, log=False)
         return False
 
 
 def order_lookup_asked(*, tenant_id: int, session_key: str, email: str) -> None:
     """Remember for SHOP_ORDER_LOOKUP_REPEAT_SECONDS that this session's lookup of `email` landed
     on the "sent" page. The window runs from the first landing (a repeat does not stretch it).
-    An unreachable Redis forgets it (logged): the next repeat is counted."""
+    An unreachable Redis forgets it (logged; not asked while `redis_skipped`): the next repeat is
+    counted."""
     seconds = int(settings.SHOP_ORDER_LOOKUP_REPEAT_SECONDS)
-    if seconds <= 0:
+    if seconds <= 0 or redis_skipped("order_lookup"):
         return
     try:
         cache.add(_order_lookup_asked_key(tenant_id=tenant_id, session_key=session_key, email=email), 1, seconds)
-    except (RedisError, ConnectionInterrupted):
+    except (RedisError, ConnectionInterrupted) as error:
         logger.warning("order lookup not remembered (redis)", exc_info=True)
+        redis_failed("order_lookup", error, log=False)
 
 
 def checkout_wait(request: HttpRequest, *, tenant_id: int, session_key: str) -> int:
