@@ -48,6 +48,7 @@ REDIS_COMPONENTS = (
     "order_lookup",
     "findme_count",
     "sandbox",
+    "paypal_certs",
     "metrics",
     "broker",
     "health",

@@ -20,6 +20,7 @@ import logging
 import re
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from apps.dropin.services import dropin_job_process
 from apps.notifications.selectors import attendee_token
 from apps.ops.metrics import PROCESS_REGISTRY
 from apps.payments.models import WebhookEvent
+from apps.payments.providers.registry import get_provider
 from apps.tenancy import selectors as tenancy_selectors
 from apps.tenancy.context import system_context, tenant_context
 from config.celery_app import app as celery_app
@@ -45,7 +47,15 @@ from tests.factories.commerce import Shop, make_shop
 from tests.fixtures import TenantBundle
 from tests.ledger.conftest import make_account
 from tests.notifications.helpers import event_with_attendees
-from tests.payments.signing_helpers import stripe_headers, stripe_session_completed
+from tests.payments.signing_helpers import (
+    PAYPAL_CERT_URL,
+    paypal_capture_completed,
+    paypal_cert_pem,
+    paypal_headers,
+    paypal_key,
+    stripe_headers,
+    stripe_session_completed,
+)
 from tests.web.shop.conftest import make_ready
 from tests.web.studio.conftest import form_nonce_on, new_member, signed_in
 
@@ -370,6 +380,40 @@ def test_the_api_and_a_signed_webhook_are_served(tenant_a: TenantBundle, outage:
     with system_context("test: webhooks"):
         assert WebhookEvent.objects.filter(provider="sandbox").count() == 1
         assert WebhookEvent.objects.filter(provider="stripe").count() == 1
+    walk.check_calls()
+
+
+def test_paypal_deliveries_are_verified_with_a_certificate_fetched_once(
+    outage: Outage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: Redis unreachable, and PayPal's certificate (cached nowhere yet) behind a fetcher that
+    # counts what would go over the network
+    key, fetched = paypal_key(), []
+
+    def fetch(url: str) -> bytes:
+        fetched.append(url)
+        return paypal_cert_pem(key)
+
+    provider = get_provider("paypal")
+    monkeypatch.setattr(provider, "_fetch_cert", fetch)
+    monkeypatch.setattr(provider, "_local_certs", {}, raising=False)
+    outage.start()
+    walk = Walk(outage)
+    # when: PayPal delivers two signed events
+    for number in range(2):
+        body = paypal_capture_completed(checkout_id=str(uuid.uuid4()))
+        meta = {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in paypal_headers(body, key).items()}
+        meta.pop("HTTP_CONTENT_TYPE")
+        delivered = walk(
+            f"paypal webhook {number}",
+            lambda: Client().post("/webhooks/paypal", body, content_type="application/json", **meta),
+        )
+        assert delivered.status_code == 200, delivered.content
+    # then: both are recorded, verified with one fetch (the process keeps the certificate while the
+    # cache is away), and a silent Redis was asked once
+    assert fetched == [PAYPAL_CERT_URL]
+    with system_context("test: webhooks"):
+        assert WebhookEvent.objects.filter(provider="paypal").count() == 2
     walk.check_calls()
 
 

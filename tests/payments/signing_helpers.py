@@ -86,6 +86,11 @@ def paypal_key() -> rsa.RSAPrivateKey:
 
 def paypal_trust(key: rsa.RSAPrivateKey, url: str = PAYPAL_CERT_URL) -> None:
     """Put a locally made certificate for `url` where the adapter caches fetched ones (no network)."""
+    cache.set(f"payments:paypal-cert:{hashlib.sha256(url.encode()).hexdigest()}", paypal_cert_pem(key), timeout=3600)
+
+
+def paypal_cert_pem(key: rsa.RSAPrivateKey) -> bytes:
+    """A self-signed certificate of `key`, valid from yesterday for 30 days, as PayPal serves one (PEM)."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "messageverificationcerts.sandbox.paypal.com")])
     now = datetime.now(UTC)
     cert = (
@@ -98,11 +103,7 @@ def paypal_trust(key: rsa.RSAPrivateKey, url: str = PAYPAL_CERT_URL) -> None:
         .not_valid_after(now + timedelta(days=30))
         .sign(key, hashes.SHA256())
     )
-    cache.set(
-        f"payments:paypal-cert:{hashlib.sha256(url.encode()).hexdigest()}",
-        cert.public_bytes(serialization.Encoding.PEM),
-        timeout=3600,
-    )
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def paypal_headers(body: bytes, key: rsa.RSAPrivateKey, *, cert_url: str = PAYPAL_CERT_URL) -> dict[str, str]:

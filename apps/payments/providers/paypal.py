@@ -125,6 +125,7 @@ from django.core.cache.backends.base import BaseCache
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 
+from apps.core.redis_guard import REDIS_ERRORS, redis_failed, redis_skipped
 from apps.payments.providers.base import (
     PaymentProvider,
     PaymentState,
@@ -167,6 +168,8 @@ TRANSMISSION_SIG = "PAYPAL-TRANSMISSION-SIG"
 CERT_URL = "PAYPAL-CERT-URL"
 AUTH_ALGO_HEADER = "PAYPAL-AUTH-ALGO"
 MAX_CERT_BYTES = 64 * 1024
+# The certificate cache's label in the web's Redis metrics (`apps.core.redis_guard`).
+REDIS_COMPONENT = "paypal_certs"
 
 CertFetcher = Callable[[str], bytes]
 
@@ -520,6 +523,9 @@ class PayPalProvider(PaymentProvider):
         self.api_base = api_base.rstrip("/")
         self.cert_hosts = frozenset(host.lower() for host in cert_hosts)
         self.cert_cache_seconds = cert_cache_seconds
+        # url -> (time.monotonic() it expires, bytes): certificates fetched while the cache was
+        # unreachable (`_cache_cert`); a handful of PayPal URLs at most.
+        self._local_certs: dict[str, tuple[float, bytes]] = {}
         self._client_id = client_id
         self._client_secret = client_secret
         self._fetch_cert = cert_fetcher or TransportCertFetcher(timeout=timeout)
@@ -918,7 +924,7 @@ class PayPalProvider(PaymentProvider):
             self.check_cert_url(url)
         except WebhookSignatureError:
             return False
-        return not isinstance(self._cache.get(self._cert_cache_key(url)), bytes)
+        return self._cached_cert(url) is None
 
     def certificate(self, url: str) -> x509.Certificate:
         """The certificate at an allow-listed URL, from the cache or fetched once and cached.
@@ -927,9 +933,8 @@ class PayPalProvider(PaymentProvider):
         not a certificate (nothing is cached then).
         """
         self.check_cert_url(url)
-        key = self._cert_cache_key(url)
-        cached = self._cache.get(key)
-        if isinstance(cached, bytes):
+        cached = self._cached_cert(url)
+        if cached is not None:
             return _load_certificate(cached)
         try:
             data = self._fetch_cert(url)
@@ -941,8 +946,33 @@ class PayPalProvider(PaymentProvider):
             cert = _load_certificate(data)
         except ValueError as exc:
             raise WebhookSignatureError("PayPal certificate URL did not return a certificate") from exc
-        self._cache.set(key, data, timeout=self.cert_cache_seconds)
+        self._cache_cert(url, data)
         return cert
+
+    def _cached_cert(self, url: str) -> bytes | None:
+        """The certificate bytes cached for `url`, or None. While the cache (Redis) cannot be
+        reached (`apps.core.redis_guard`), this process's own copy, so an outage costs one fetch
+        per URL and process rather than one per delivery, and never a 500."""
+        if not redis_skipped(REDIS_COMPONENT):
+            try:
+                cached = self._cache.get(self._cert_cache_key(url))
+            except REDIS_ERRORS as error:
+                redis_failed(REDIS_COMPONENT, error)
+            else:
+                return cached if isinstance(cached, bytes) else None
+        held = self._local_certs.get(url)
+        return held[1] if held is not None and held[0] > time.monotonic() else None
+
+    def _cache_cert(self, url: str, data: bytes) -> None:
+        """Cache a fetched certificate for `cert_cache_seconds`: in the shared cache, or in this
+        process while the cache cannot be reached."""
+        if not redis_skipped(REDIS_COMPONENT):
+            try:
+                self._cache.set(self._cert_cache_key(url), data, timeout=self.cert_cache_seconds)
+                return
+            except REDIS_ERRORS as error:
+                redis_failed(REDIS_COMPONENT, error)
+        self._local_certs[url] = (time.monotonic() + self.cert_cache_seconds, data)  # one store: atomic
 
     def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> None:
         raw = require_bytes(body)
