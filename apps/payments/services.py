@@ -44,6 +44,7 @@ from apps.commerce.errors import (
 from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout, Transaction
 from apps.commerce.services import (
     PaymentFact,
+    charged_currency,
     checkout_capture_request,
     refund_apply_provider_failure,
     transaction_apply_fact,
@@ -250,11 +251,13 @@ def _foreign_session(*, tenant_id: int, checkout_id: uuid.UUID, envelope: Webhoo
 
 def _in_payment_currency(*, checkout_id: uuid.UUID, amount_major: str) -> tuple[int | None, str | None]:
     """(minor units, currency) of a refund amount an event wrote in major units without naming
-    its currency: a refund is in its payment's currency. (None, None) for a checkout never
-    charged. Raises WebhookPayloadError for an amount the currency cannot hold exactly."""
-    currency = Transaction.objects.filter(checkout_id=checkout_id).values_list("currency", flat=True).first()
-    if currency is None:
+    its currency: a refund is in the currency its payment was charged in (`charged_currency`).
+    (None, None) for a checkout never charged. Raises WebhookPayloadError for an amount the
+    currency cannot hold exactly."""
+    txn = Transaction.objects.filter(checkout_id=checkout_id).first()
+    if txn is None:
         return None, None
+    currency = charged_currency(txn=txn)
     try:
         return major_to_minor(amount_major, currency), currency
     except ValueError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from apps.commerce.models import Checkout, Entitlement, Refund
+from apps.commerce.models import Checkout, Entitlement, Refund, Transaction
 from apps.ledger.models import LedgerEvent
 from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import PaymentStatus
@@ -341,3 +341,55 @@ def test_a_stripe_event_id_is_recorded_whole_or_refused(length: int, recorded: b
     assert response.status_code == (200 if recorded else 400), response.content[:300]
     with system_context("test"):
         assert list(WebhookEvent.objects.values_list("event_id", flat=True)) == ([event_id] if recorded else [])
+
+
+# --- the refund of a charge in another currency than the checkout's -------------------------------
+
+
+def test_the_refund_of_a_charge_in_another_currency_lands_in_that_currency(tenant_a, shop) -> None:
+    """A charge in another currency than the checkout's (Stripe's Adaptive Pricing presents the
+    session in the shopper's currency) fails the checkout and is given back in the currency it
+    was charged in: the provider's refund event is in that currency, and is the refund of it."""
+    # given: a checkout of EUR 9.00 the provider says was paid 900 JPY
+    checkout_id, session = _open_checkout(tenant_a.client(), shop, "sandbox")
+    facts = {"reference": session, "checkout_id": checkout_id}
+    paid = build_event(status=PaymentStatus.PAID, amount_minor=900, currency="JPY", **facts)
+    assert processed("sandbox", paid.body).status == "processed"
+    with tenant_context(tenant_a.org.pk):
+        [refund] = Refund.objects.filter(transaction__checkout_id=checkout_id)
+    assert (refund.reason, refund.amount_minor, refund.currency) == ("amount_mismatch", 900, "JPY")
+    # when: the provider's event says the 900 JPY went back
+    back = build_event(status=PaymentStatus.REFUNDED, amount_minor=900, currency="JPY", refund_id="re-jpy", **facts)
+    event = processed("sandbox", back.body)
+    # then: the payment is given back whole (before: RefundCurrencyMismatch, failed for good, and
+    # the refund Darkroom asked for never landed)
+    assert event.status == "processed", (event.status, event.error)
+    with tenant_context(tenant_a.org.pk):
+        assert Transaction.objects.get(checkout_id=checkout_id).status == Transaction.Status.REFUNDED
+        assert Refund.objects.get(pk=refund.pk).landed_at is not None
+    # and: a refund event in the checkout's currency is still no refund of that charge
+    other = build_event(status=PaymentStatus.REFUNDED, amount_minor=900, currency="EUR", refund_id="re-eur", **facts)
+    assert processed("sandbox", other.body).error.startswith("RefundCurrencyMismatch:")
+
+
+def test_a_flutterwave_refund_naming_no_currency_of_a_charge_in_another_currency_is_read_in_it(
+    tenant_a, shop, monkeypatch
+) -> None:
+    # given: a checkout of EUR 9.00 Flutterwave says (its verify answer too) was paid NGN 9,000.00
+    checkout_id, _session = _open_checkout(tenant_a.client(), shop, "flutterwave")
+    document = json.loads(sign.flutterwave_charge_completed(checkout_id=checkout_id, amount="9000.00"))
+    document["data"]["currency"] = "NGN"
+    paid = json.dumps(document).encode()
+    flutterwave_holds(paid)
+    assert processed("flutterwave", paid).status == "processed"
+    with tenant_context(tenant_a.org.pk):
+        [refund] = Refund.objects.filter(transaction__checkout_id=checkout_id)
+    assert (refund.reason, refund.amount_minor, refund.currency) == ("amount_mismatch", 900_000, "NGN")
+    # when: Flutterwave's refund event says 9,000.00 went back, naming no currency
+    back = json.loads(refund_event("flutterwave", checkout_id=checkout_id, session="", amount="9000.00", currency=""))
+    del back["data"]["currency"]
+    event = processed("flutterwave", json.dumps(back).encode())
+    # then: read in the currency the payment was charged in, it gives the payment back whole
+    assert event.status == "processed", (event.status, event.error)
+    with tenant_context(tenant_a.org.pk):
+        assert Transaction.objects.get(checkout_id=checkout_id).status == Transaction.Status.REFUNDED

@@ -817,10 +817,13 @@ def _refund_checked(*, checkout: Checkout, txn: Transaction, fact: PaymentFact) 
     its payment's currency (Stripe's refund carries its charge's, PayPal's refund its capture's,
     Flutterwave's its transaction's; one naming none was read in the payment's currency by the
     caller), so one in another is not a refund of this payment, and an amount naming no currency
-    cannot be counted against it."""
+    cannot be counted against it. The payment's currency is the one it was charged in: a charge
+    in another currency than the checkout's (`_on_paid`'s amount mismatch) is given back in its
+    own, which its refund's events name."""
     if fact.currency is None and fact.amount_minor is None:
         return  # the whole payment back, saying no figure (see `transaction_apply_refund`)
-    if fact.currency is not None and fact.currency.upper() == txn.currency.upper():
+    charged = charged_currency(txn=txn)
+    if fact.currency is not None and fact.currency.upper() == charged.upper():
         return
     said = f"in {fact.currency[:20]!r}" if fact.currency is not None else "naming no currency"
     logger.error(
@@ -828,9 +831,17 @@ def _refund_checked(*, checkout: Checkout, txn: Transaction, fact: PaymentFact) 
         extra={"checkout_id": str(checkout.pk), "source": fact.source, "currency": str(fact.currency)[:20]},
     )
     raise RefundCurrencyMismatch(
-        f"{fact.source} reports a refund {said}, but checkout {checkout.pk} was paid in {txn.currency}: "
+        f"{fact.source} reports a refund {said}, but checkout {checkout.pk} was paid in {charged}: "
         f"nothing counted. Look the refund up in the {checkout.provider} dashboard."
     )
+
+
+def charged_currency(*, txn: Transaction) -> str:
+    """The currency `txn`'s payment was charged in, which its refunds are in: that of the refund
+    of a charge in another currency than the checkout's (`_on_paid`'s amount mismatch, requested
+    in the transaction that recorded the charge), else the checkout's."""
+    mismatch = Refund.objects.filter(transaction=txn, reason=Refund.Reason.AMOUNT_MISMATCH)
+    return mismatch.values_list("currency", flat=True).first() or txn.currency
 
 
 def _failed_attempt(refunds: Iterable[Refund], provider_refund_id: str) -> bool:
