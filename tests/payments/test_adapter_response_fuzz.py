@@ -420,6 +420,18 @@ def test_a_flutterwave_verify_answer_with_an_unreadable_amount_is_a_provider_err
     assert not refused.value.retryable
 
 
+def test_a_flutterwave_verify_answer_with_an_unreadable_transaction_id_is_a_provider_error() -> None:
+    """Found by the fuzz above in CI: a transaction id with a lone surrogate went into the refund's
+    URL and raised UnicodeEncodeError out of refund."""
+    # given: Flutterwave's verify answer whose transaction id is not text a URL can carry
+    answer = json.loads(json.dumps(FLUTTERWAVE_TRANSACTION))
+    answer["data"]["id"] = "\ud800"
+    # when / then: the refund stops on a provider error before anything is sent
+    with pytest.raises(ProviderError) as refused:
+        flutterwave(_answer(answer)).refund(reference=CHECKOUT_ID, amount_minor=900, idempotency_key="refund:1")
+    assert not refused.value.retryable
+
+
 def test_a_stripe_transfer_list_that_cannot_be_read_is_a_retryable_error_never_a_refusal() -> None:
     """Found by the fuzz above: a transfer list whose data is a number raised AttributeError
     before the payout's transfer was made; the payout service takes anything but a ProviderError

@@ -600,6 +600,15 @@ def check_payout_id(payout_id: str) -> str:
     return payout_id
 
 
+def answer_id(value: str | None, *, provider: str, what: str) -> str | None:
+    """An id read from a provider's answer that a later call puts into its URL (a capture, a
+    transaction): ASCII and printable, as every provider's ids are. Raises ProviderError (not
+    retryable) for anything else, rather than an encoding error out of the next call."""
+    if value is None or (value.isascii() and value.isprintable()):
+        return value
+    raise ProviderError(f"{provider}: {what}: unreadable id {value[:40]!r}", provider=provider, retryable=False)
+
+
 def check_provider_payout_id(provider_payout_id: str) -> str:
     """The provider's payout id goes into a URL path: an empty one would address a list."""
     if not isinstance(provider_payout_id, str) or not provider_payout_id.strip():

@@ -95,6 +95,7 @@ from apps.payments.providers.base import (
     WebhookEnvelope,
     WebhookPayloadError,
     WebhookSignatureError,
+    answer_id,
     as_dict,
     as_str,
     check_amount,
@@ -316,16 +317,18 @@ class FlutterwaveProvider(PaymentProvider):
             raise
         currency = as_str(data.get("currency"))
         try:
+            currency = normalize_currency(currency) if currency else None
             amount = _amount(data.get("amount"), currency) if currency else None
-        except WebhookPayloadError as exc:  # Flutterwave's answer, not an event: its error
+        except (WebhookPayloadError, ValueError) as exc:  # Flutterwave's answer, not an event: its error
+            detail = exc.detail if isinstance(exc, WebhookPayloadError) else str(exc)
             raise ProviderError(
-                f"flutterwave: verify {reference}: {exc.detail}", provider=self.name, retryable=False
+                f"flutterwave: verify {reference}: {detail}", provider=self.name, retryable=False
             ) from exc
         return PaymentState(
             status=_CHARGE_STATUSES.get(str(data.get("status")).lower(), PaymentStatus.PENDING),
             amount_minor=amount,
             currency=currency,
-            payment_id=as_str(data.get("id")),
+            payment_id=answer_id(as_str(data.get("id")), provider=self.name, what=f"verify {reference}"),
         )
 
     def confirm_payment(self, *, envelope: WebhookEnvelope) -> WebhookEnvelope:

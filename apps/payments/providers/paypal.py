@@ -141,6 +141,7 @@ from apps.payments.providers.base import (
     WebhookEnvelope,
     WebhookPayloadError,
     WebhookSignatureError,
+    answer_id,
     as_dict,
     as_str,
     check_amount,
@@ -643,9 +644,13 @@ class PayPalProvider(PaymentProvider):
             status = PaymentStatus.PENDING
         try:
             amount, currency = _money(_first_unit(order).get("amount"))
+            currency = normalize_currency(currency) if currency is not None else None
         except WebhookPayloadError as exc:
             raise ProviderError(f"paypal: {exc.detail}", provider=self.name, retryable=False) from exc
-        return PaymentState(status=status, amount_minor=amount, currency=currency, payment_id=as_str(capture.get("id")))
+        except ValueError as exc:
+            raise ProviderError(f"paypal: {exc}", provider=self.name, retryable=False) from exc
+        capture_id = answer_id(as_str(capture.get("id")), provider=self.name, what="capture")
+        return PaymentState(status=status, amount_minor=amount, currency=currency, payment_id=capture_id)
 
     def fetch_status(self, *, reference: str) -> PaymentState:
         return self._state(self._api.call("GET", self._order_url(reference), headers=self._headers()))

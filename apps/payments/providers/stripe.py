@@ -102,6 +102,7 @@ from apps.payments.providers.base import (
     SessionCloseOutcome,
     WebhookEnvelope,
     WebhookPayloadError,
+    answer_id,
     as_dict,
     as_str,
     check_amount,
@@ -408,7 +409,9 @@ class StripeProvider(PaymentProvider):
 
     def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
         session = self._session(reference)
-        payment_intent = _id_of(session.get("payment_intent"))
+        payment_intent = answer_id(
+            _id_of(session.get("payment_intent")), provider=self.name, what=f"session {reference}"
+        )
         if payment_intent is None:
             raise ProviderError(
                 f"stripe: session {reference} has no payment to refund", provider=self.name, retryable=False
