@@ -491,8 +491,11 @@ def _invitation_put(
     expires STUDIO_INVITATION_TTL_DAYS from now. Assumes a transaction in the
     tenant's context, under the owners' lock (which serialises every writer of invitations).
     Raises OwnerRoleReserved when a caller without the right would offer the owner role or
-    change an offered one."""
+    change an offered one, renewing an owner invitation included (it offers the owner role for a
+    new period: an expired one would grant it again)."""
     invitation = MembershipInvitation.objects.select_for_update().filter(tenant=tenant, user=user).first()
+    # previous_role None: the same role offered again is no exception here, since it renews.
+    _check_owner_change(allowed=may_change_owners, previous_role=None, role=role)
     _check_owner_change(
         allowed=may_change_owners, previous_role=invitation.role if invitation is not None else None, role=role
     )

@@ -265,3 +265,28 @@ def test_the_api_lists_expired_invitations_as_expired_and_inviting_again_renews_
     renewed = {i["id"]: i for i in api.get(reverse("tenancy-invitations")).json()["results"]}[expired.pk]
     assert renewed["status"] == "pending"
     assert dt.datetime.fromisoformat(renewed["expires_at"]) > timezone.now() + TTL - dt.timedelta(minutes=1)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("age", [TTL + SECOND, TTL - dt.timedelta(days=1)], ids=["expired", "pending"])
+def test_an_api_key_does_not_renew_an_owner_invitation(
+    tenant_a: TenantBundle, tenant_b: TenantBundle, age: dt.timedelta
+) -> None:
+    # given: an owner invitation an owner sent (expired, or about to expire)
+    invitation = aged(invite(tenant_a.org, tenant_b.owner, "owner", tenant_a.owner), age)
+    # when: the studio's API key invites the address again as owner
+    response = tenant_a.client().post(
+        reverse("tenancy-members"),
+        {"email": tenant_b.owner.email, "role": "owner"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+    # then: 403 as for any owner offer by a key (renewing one offers the owner role for a new
+    # period), and nothing written: the invitation keeps its expiry, no audit row, no e-mail queued
+    assert response.status_code == 403, response.content
+    assert response.json()["type"].endswith("owner-role-reserved")
+    stored = row_of(invitation)
+    assert stored is not None and stored.expires_at == invitation.expires_at
+    assert [a.data["role"] for a in audits_of(tenant_a.org, "membership.invite")] == ["owner"]
+    with tenant_context(tenant_a.org.pk):
+        assert OutboxMessage.objects.filter(topic=TOPIC_MEMBER_INVITED).count() == 0
