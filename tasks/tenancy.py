@@ -27,6 +27,7 @@ from typing import Any
 
 from celery import shared_task
 
+from apps.core.redis_guard import REDIS_ERRORS
 from apps.outbox.mail_once import MAIL_CONSUMER_OPTIONS, MailBusy
 from apps.outbox.routing import outbox_consumer
 from apps.outbox.services import consume_once
@@ -41,7 +42,6 @@ from apps.tenancy.password_reset import (
     TOPIC_PASSWORD_RESET_REQUESTED,
     password_reset_deliver,
 )
-from apps.tenancy.selectors import API_KEY_CACHE_ERRORS
 from apps.tenancy.services import (
     API_KEY_REVOKED_CONSUMER,
     TOPIC_API_KEY_REVOKED,
@@ -84,7 +84,7 @@ def send_password_reset(*, message_id: str, payload: dict[str, Any]) -> int:
     name=API_KEY_REVOKED_CONSUMER,
     once=False,
     lost_message_flow="api_key_revocations",
-    autoretry_for=API_KEY_CACHE_ERRORS,
+    autoretry_for=REDIS_ERRORS,
     retry_backoff=2,
     retry_backoff_max=300,
     retry_jitter=True,

@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from apps.core.problems import DomainError
 from apps.payments.models import WebhookEvent
+from apps.payments.services import webhook_event_audit
 from apps.tenancy.models import User
-from apps.tenancy.services import audit_record
 
 logger = logging.getLogger("darkroom.payments.webhooks")
 
@@ -106,20 +106,13 @@ def webhook_events_resolve(
         event.resolved_by = actor_label[:150]
         event.resolution_note = note
         event.save(update_fields=["status", "resolved_at", "resolved_by", "resolution_note"])
-        audit_record(
+        webhook_event_audit(
+            event,
             action="webhook_event.resolve",
-            tenant_id=event.tenant_id,
-            actor_user=actor,
+            actor=actor,
             actor_label=actor_label,
-            target_type="webhook_event",
-            target_id=str(event.pk),
-            data={
-                "provider": event.provider,
-                "event_id": event.event_id,
-                "event_type": event.event_type,
-                "error": event.error[:500],
-                "note": note,
-            },
+            event_type=event.event_type,
+            note=note,
         )
         logger.info(
             "failed webhook event resolved by an operator",

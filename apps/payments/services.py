@@ -477,21 +477,26 @@ def webhook_events_replay(
     events = list(queryset.select_for_update().order_by("received_at", "pk"))
     for event in events:
         _queue_again(event, payload={"replay": True})
-        audit_record(
-            action="webhook_event.replay",
-            tenant_id=event.tenant_id,
-            actor_user=actor,
-            actor_label=actor_label,
-            target_type="webhook_event",
-            target_id=str(event.pk),
-            data={
-                "provider": event.provider,
-                "event_id": event.event_id,
-                "status": event.status,
-                "error": event.error[:500],
-            },
+        webhook_event_audit(
+            event, action="webhook_event.replay", actor=actor, actor_label=actor_label, status=event.status
         )
     return [event.pk for event in events]
+
+
+def webhook_event_audit(
+    event: WebhookEvent, *, action: str, actor: User | None, actor_label: str, **data: object
+) -> None:
+    """One audit row of an operator's act on a webhook event: the event's provider, id and error
+    (its first 500 characters), and `data`."""
+    audit_record(
+        action=action,
+        tenant_id=event.tenant_id,
+        actor_user=actor,
+        actor_label=actor_label,
+        target_type="webhook_event",
+        target_id=str(event.pk),
+        data={"provider": event.provider, "event_id": event.event_id, "error": event.error[:500], **data},
+    )
 
 
 def _publish_received(event_id: uuid.UUID, *, payload: dict[str, object] | None = None) -> None:

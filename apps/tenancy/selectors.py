@@ -16,9 +16,8 @@ from django.core.cache import cache
 from django.db.models import BooleanField, ExpressionWrapper, QuerySet
 from django_redis.exceptions import ConnectionInterrupted
 from prometheus_client import Counter
-from redis.exceptions import RedisError
 
-from apps.core.redis_guard import redis_failed, redis_skipped
+from apps.core.redis_guard import REDIS_ERRORS, redis_failed, redis_skipped
 from apps.ops.metrics import PROCESS_REGISTRY
 from apps.tenancy.context import system_context
 from apps.tenancy.keys import hash_api_key
@@ -46,9 +45,6 @@ API_KEY_CACHE_SECONDS = 30
 API_KEY_REVOKED = "revoked"
 API_KEY_REVOKED_SECONDS = 24 * 60 * 60
 
-# What an unreachable (or failing) Redis raises through the cache: django-redis re-raises redis-py's
-# error, or wraps it in ConnectionInterrupted.
-API_KEY_CACHE_ERRORS: tuple[type[Exception], ...] = (RedisError, ConnectionInterrupted)
 API_KEY_CACHE_OPERATIONS = ("read", "write", "revoke")
 
 logger = logging.getLogger("darkroom.tenancy.api_keys")
@@ -133,7 +129,7 @@ def api_key_resolve(*, raw_key: str) -> ResolvedApiKey | None:
         return _api_key_from_database(key_hash, cache_key=cache_key)
     try:
         cached = cache.get(cache_key)
-    except API_KEY_CACHE_ERRORS as error:
+    except REDIS_ERRORS as error:
         api_key_cache_failed("read", error)
         return _api_key_from_database(key_hash, cache_key=None)
     if cached == API_KEY_REVOKED:
@@ -158,7 +154,7 @@ def _api_key_from_database(key_hash: str, *, cache_key: str | None) -> ResolvedA
                 cache.set(cache_key, API_KEY_REVOKED, timeout=API_KEY_REVOKED_SECONDS)
             elif not _cache_distrusted():
                 cache.add(cache_key, [api_key_id, tenant_id, name], timeout=API_KEY_CACHE_SECONDS)
-        except API_KEY_CACHE_ERRORS as error:
+        except REDIS_ERRORS as error:
             api_key_cache_failed("write", error)
     if revoked_at is not None:
         return None

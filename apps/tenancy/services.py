@@ -145,15 +145,15 @@ def api_key_forget(*, key_hash: str) -> None:
     Best effort: the revocation has committed, so an unreachable Redis is logged and counted
     (`revoke`), not raised, and not even asked while this process skips it after a failure
     (`apps.core.redis_guard`); the revocation's outbox message writes the mark later."""
-    from apps.core.redis_guard import redis_skipped
-    from apps.tenancy.selectors import API_KEY_CACHE_ERRORS, api_key_cache_failed
+    from apps.core.redis_guard import REDIS_ERRORS, redis_skipped
+    from apps.tenancy.selectors import api_key_cache_failed
 
     if redis_skipped("api_key_cache"):
         api_key_cache_failed("revoke", None)
         return
     try:
         _api_key_mark_revoked(key_hash)
-    except API_KEY_CACHE_ERRORS as error:
+    except REDIS_ERRORS as error:
         api_key_cache_failed("revoke", error)
 
 
@@ -162,7 +162,7 @@ def api_key_revoked_mark(*, api_key_id: int) -> bool:
     False when there is nothing to mark: no such key in the current tenant context, or not revoked.
 
     Idempotent. Runs in the key's tenant context, outside any transaction. Raises the cache's
-    errors (API_KEY_CACHE_ERRORS) so the task is retried until Redis is reachable."""
+    errors (REDIS_ERRORS) so the task is retried until Redis is reachable."""
     key_hash = ApiKey.objects.filter(pk=api_key_id, revoked_at__isnull=False).values_list("key_hash", flat=True).first()
     if key_hash is None:
         return False

@@ -20,6 +20,7 @@ content type, and the replay rebuilds the 303 from the body.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 
 from django.db import transaction
@@ -89,13 +90,31 @@ def submitted_url(*, tenant_id: int, caller: str, nonce: str) -> str | None:
     return bytes(stored.body).decode()
 
 
-def submit_once(request: HttpRequest, *, tenant_id: int, caller: str, effect: Callable[[], str]) -> HttpResponse:
+def submit_once(
+    request: HttpRequest, *, tenant_id: int, caller: str, effect: Callable[[], str], wait_seconds: float = 0.0
+) -> HttpResponse:
     """Run `effect` once per (tenant, caller, form nonce) and redirect (303) to the URL it returns.
 
     `effect` runs in the tenant's context, inside the transaction that stores the key; it must write only to the
-    database (and the outbox) and return a local URL. Raises SubmissionMissingNonce,
-    SubmissionInFlight, SubmissionConflict, or whatever `effect` raises (nothing is stored then).
+    database (and the outbox) and return a local URL. With `wait_seconds`, the same form still in
+    its transaction (a double click) is waited for, polling outside any transaction, for at most
+    that long, and this submission then lands where it did. Raises SubmissionMissingNonce,
+    SubmissionInFlight (still in flight after the wait), SubmissionConflict, or whatever `effect`
+    raises (nothing is stored then).
     """
+    deadline = time.monotonic() + wait_seconds
+    pause = 0.05
+    while True:
+        try:
+            return _submit_once(request, tenant_id=tenant_id, caller=caller, effect=effect)
+        except SubmissionInFlight:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
+def _submit_once(request: HttpRequest, *, tenant_id: int, caller: str, effect: Callable[[], str]) -> HttpResponse:
     nonce = request.POST.get(NONCE_FIELD, "")
     # PostgreSQL text holds no NUL nor lone surrogate: such a nonce was never one of ours.
     if not nonce or len(nonce) > idempotency.MAX_KEY_LENGTH - 5 or not is_storable_text(nonce):

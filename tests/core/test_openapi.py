@@ -22,16 +22,15 @@ from typing import Any
 import pytest
 import schemathesis
 from django.core.management import call_command
-from django.test import Client
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
 from apps.idempotency.protocol import HEADER as IDEMPOTENCY_HEADER
 from apps.idempotency.protocol import MUTATING_METHODS
 from config.wsgi import application
+from tests.core.conftest import SCHEMA_PATH
 from tests.fixtures import TenantBundle
 
-SCHEMA_PATH = "/api/schema/?format=json"
 PROBLEM = "application/problem+json"
 CONTRACT_CHECKS = [
     checks.not_a_server_error,
@@ -53,13 +52,6 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]
         for method, operation in item.items()
         if method.upper() in {"GET", *MUTATING_METHODS}
     ]
-
-
-@pytest.fixture(scope="module")
-def document() -> dict[str, Any]:
-    response = Client().get(SCHEMA_PATH)
-    assert response.status_code == 200
-    return response.json()
 
 
 def test_schema_generates_without_warnings(tmp_path: Path) -> None:

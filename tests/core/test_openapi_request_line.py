@@ -14,12 +14,9 @@ import runpy
 from pathlib import Path
 from typing import Any
 
-import pytest
-from django.test import Client
 from gunicorn.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = "/api/schema/?format=json"
 RESPONSE_REF = "#/components/responses/RequestLineTooLong"
 
 
@@ -31,14 +28,6 @@ def gunicorn_limit() -> int:
             config.set(name, value)
     limit: int = config.limit_request_line
     return limit
-
-
-@pytest.fixture(scope="module")
-def document() -> dict[str, Any]:
-    response = Client().get(SCHEMA_PATH)
-    assert response.status_code == 200
-    schema: dict[str, Any] = response.json()
-    return schema
 
 
 def test_the_configured_limit_is_stated_and_leaves_room_for_every_valid_query() -> None:

@@ -25,7 +25,6 @@ from django.test import Client
 from django.utils import timezone
 
 from apps.commerce.models import Checkout
-from apps.payments import resolution
 from apps.payments import services as payment_services
 from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import PaymentStatus, ProviderError
@@ -228,7 +227,7 @@ def test_two_operators_resolving_one_event_at_once_resolve_it_once(tenant_a, sho
             second_done.set()
             connection.close()
 
-    real_audit_record = resolution.audit_record
+    real_audit_record = payment_services.audit_record  # what webhook_event_audit writes through
     competitor = threading.Thread(target=second_operator)
 
     def audit_while_bob_resolves(**kwargs: Any) -> AuditLog:
@@ -240,7 +239,7 @@ def test_two_operators_resolving_one_event_at_once_resolve_it_once(tenant_a, sho
 
     def alice() -> None:
         try:
-            with mock.patch.object(resolution, "audit_record", side_effect=audit_while_bob_resolves):
+            with mock.patch.object(payment_services, "audit_record", side_effect=audit_while_bob_resolves):
                 results["alice"] = resolve([event.pk])
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)

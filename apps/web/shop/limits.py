@@ -38,12 +38,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
-from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import RedisError
 
 from apps.commerce.services.checkout import HolderIn
 from apps.core.client_address import UNKNOWN, rate_limit_address
-from apps.core.redis_guard import redis_failed, redis_skipped
+from apps.core.redis_guard import REDIS_ERRORS, redis_failed, redis_skipped
 from apps.ops.ratelimit import setting_rate_wait
 
 logger = logging.getLogger("darkroom.web.limits")
@@ -115,7 +113,7 @@ def order_lookup_asked_recently(*, tenant_id: int, session_key: str, email: str)
         return False
     try:
         return cache.get(_order_lookup_asked_key(tenant_id=tenant_id, session_key=session_key, email=email)) is not None
-    except (RedisError, ConnectionInterrupted) as error:
+    except REDIS_ERRORS as error:
         logger.warning("order lookup repeat unknown (redis); counted", exc_info=True)
         redis_failed("order_lookup", error, log=False)
         return False
@@ -131,7 +129,7 @@ def order_lookup_asked(*, tenant_id: int, session_key: str, email: str) -> None:
         return
     try:
         cache.add(_order_lookup_asked_key(tenant_id=tenant_id, session_key=session_key, email=email), 1, seconds)
-    except (RedisError, ConnectionInterrupted) as error:
+    except REDIS_ERRORS as error:
         logger.warning("order lookup not remembered (redis)", exc_info=True)
         redis_failed("order_lookup", error, log=False)
 

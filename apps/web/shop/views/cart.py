@@ -41,7 +41,6 @@
 from __future__ import annotations
 
 import math
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -408,22 +407,16 @@ def _submit_cart_once(request: HttpRequest, studio: Studio, caller: str, effect:
     the order of this cart too: this submitter lands on it, told so. Raises SubmissionInFlight
     when the other is still not done, and whatever `submit_once` raises.
     """
-    deadline = time.monotonic() + CART_SUBMISSION_WAIT_SECONDS
-    pause = 0.05
-    while True:
-        try:
-            return submit_once(request, tenant_id=studio.id, caller=caller, effect=effect)
-        except SubmissionInFlight:
-            if time.monotonic() + pause > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
-        except SubmissionConflict:
-            url = _placed_with(studio, caller, str(request.POST.get(NONCE_FIELD, "")))
-            if url is None:
-                raise
-            messages.info(request, "This cart was already ordered (from another tab or window): this is that order.")
-            return HttpResponseRedirect(url, status=303)
+    try:
+        return submit_once(
+            request, tenant_id=studio.id, caller=caller, effect=effect, wait_seconds=CART_SUBMISSION_WAIT_SECONDS
+        )
+    except SubmissionConflict:
+        url = _placed_with(studio, caller, str(request.POST.get(NONCE_FIELD, "")))
+        if url is None:
+            raise
+        messages.info(request, "This cart was already ordered (from another tab or window): this is that order.")
+        return HttpResponseRedirect(url, status=303)
 
 
 def _placed_with(studio: Studio, caller: str, nonce: str) -> str | None:

@@ -30,9 +30,7 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -146,7 +144,13 @@ def order_lookup(request: HttpRequest, studio: Studio) -> HttpResponse:
         return sent_url
 
     try:
-        response = _submit_lookup_once(request, studio, effect)
+        response = submit_once(
+            request,
+            tenant_id=studio.id,
+            caller=LOOKUP_FORM_CALLER,
+            effect=effect,
+            wait_seconds=LOOKUP_SUBMISSION_WAIT_SECONDS,
+        )
     except LookupRefusedForNow as exc:
         return _too_many_page(request, studio, email=raw_email, wait=exc.retry_after)
     except SubmissionInFlight:
@@ -173,23 +177,6 @@ def _too_many_page(request: HttpRequest, studio: Studio, *, email: str, wait: in
         status=429,
         retry_after=wait,
     )
-
-
-def _submit_lookup_once(request: HttpRequest, studio: Studio, effect: Callable[[], str]) -> HttpResponse:
-    """`submit_once` of the lookup form under LOOKUP_FORM_CALLER. The same form still in its
-    transaction is waited for (polling, outside any transaction, at most
-    LOOKUP_SUBMISSION_WAIT_SECONDS), then this submission lands where it did. Raises
-    SubmissionInFlight when it is still not done, and whatever `submit_once` raises."""
-    deadline = time.monotonic() + LOOKUP_SUBMISSION_WAIT_SECONDS
-    pause = 0.05
-    while True:
-        try:
-            return submit_once(request, tenant_id=studio.id, caller=LOOKUP_FORM_CALLER, effect=effect)
-        except SubmissionInFlight:
-            if time.monotonic() + pause > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
 
 
 @require_GET
