@@ -26,7 +26,7 @@ from apps.catalog.models import Event, Photo, ProductKind
 from apps.catalog.products import RESTOCK_MAX_UNITS
 from apps.catalog.storage import public_url
 from apps.catalog.withdrawal import WITHDRAWN_REASON_MAX_LENGTH, photo_withdraw
-from apps.core.openapi import PAGINATION_PARAMETERS, page_of
+from apps.core.openapi import PAGINATION_PARAMETERS, PAGINATION_QUERY, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.serializers import IdField, StrictSerializer
 from apps.idempotency.protocol import IdempotencyKeyInFlight
@@ -99,6 +99,8 @@ class PhotoOutputSerializer(serializers.Serializer):
 
 class EventsApi(_CatalogApi):
     """GET: the studio's events, newest first (paginated). POST: create an event."""
+
+    query_parameters = PAGINATION_QUERY
 
     @extend_schema_serializer(component_name="EventCreateInput")
     class InputSerializer(StrictSerializer):
@@ -178,6 +180,8 @@ class EventPhotosApi(_CatalogApi):
     in flight meanwhile: replay or 409, a refusal, a rollback) deletes its original as soon as its
     transaction ended; the orphan sweep catches what a crash leaves.
     """
+
+    query_parameters = PAGINATION_QUERY
 
     write_roles = ("owner", "photographer")
     parser_classes = [MultiPartParser]
@@ -296,6 +300,8 @@ class ProductOutputSerializer(serializers.Serializer):
 
 class EventProductsApi(_CatalogApi):
     """GET: the event's products with price and stock (paginated). POST: create a product."""
+
+    query_parameters = PAGINATION_QUERY
 
     @extend_schema_serializer(component_name="ProductCreateInput")
     class InputSerializer(StrictSerializer):

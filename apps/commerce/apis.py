@@ -396,6 +396,8 @@ class EntitlementListApi(TenantApi):
     `downloads_offset` / `downloads_limit` (at most ENTITLEMENT_BULK_DOWNLOADS_LIMIT, 500) page
     through their links, in photo id order."""
 
+    query_parameters = frozenset({"email", "downloads_offset", "downloads_limit"})
+
     permission_classes = [SHOP_ROLES]
 
     class FilterSerializer(StrictSerializer):

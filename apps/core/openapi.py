@@ -8,7 +8,8 @@ the views enforce outside their serializers:
   `Idempotent-Replayed` header of a replayed response;
 * the RFC 7807 problem responses (`application/problem+json`, component `Problem`) the operation
   can give: 401, 403 and 429 (the rate limit, with `Retry-After`) always; 404 when the path
-  names an object; 400 for input (a body, a required header, query parameters); 409, 413 and
+  names an object; 400 for input (a body, a required header, query parameters, which every
+  operation checks for unknown names); 409, 413 and
   422 for mutating operations (a key in flight, a business conflict, an oversize body, a reused
   key or an unusable reference); 415 when a body is parsed. 409 carries `Retry-After`;
 * `additionalProperties: false` on StrictSerializer bodies, which refuse undeclared fields;
@@ -56,6 +57,8 @@ PAGINATION_PARAMETERS = [
         "offset", {"type": "integer", "minimum": 0}, OpenApiParameter.QUERY, description="Results to skip."
     ),
 ]
+# What a view paginated by StrictLimitOffsetPagination lists in `TenantApi.query_parameters`.
+PAGINATION_QUERY = frozenset(parameter.name for parameter in PAGINATION_PARAMETERS)
 
 _IDEMPOTENCY_KEY = OpenApiParameter(
     idempotency.HEADER,
@@ -98,7 +101,10 @@ _RATE_LIMITED_RETRY_AFTER = OpenApiParameter(
 )
 
 _PROBLEM_DESCRIPTIONS = {
-    400: "Invalid input: a malformed body, invalid fields (`errors`), a missing or invalid Idempotency-Key.",
+    400: (
+        "Invalid input: a malformed body, invalid fields (`errors`), a query parameter the operation does "
+        "not take, a missing or invalid Idempotency-Key."
+    ),
     401: "No credentials, or an unknown or revoked API key.",
     403: "The credential's role may not do this.",
     404: "No such object in this studio.",
@@ -254,17 +260,10 @@ class DarkroomAutoSchema(AutoSchema):
     def _problem_codes(self) -> list[int]:
         mutating = self.method in idempotency.MUTATING_METHODS
         has_body = mutating and self.get_request_serializer() is not None
-        # self.get_override_parameters(): @extend_schema's parameters come from a subclass.
-        query = [
-            p
-            for p in self.get_override_parameters()
-            if not isinstance(p, OpenApiParameter) or p.location == OpenApiParameter.QUERY
-        ]
-        codes = {401, 403, 429}
+        # 400 always: every tenant API operation refuses query parameters it does not take.
+        codes = {400, 401, 403, 429}
         if "{" in self.path:
             codes.add(404)
-        if mutating or query:
-            codes.add(400)
         if self._needs_idempotency_key():
             codes |= {409, 413, 422}
         if mutating and has_body:

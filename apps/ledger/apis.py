@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.currencies import currency_supported, unsupported_currency_message
-from apps.core.openapi import PAGINATION_PARAMETERS, page_of
+from apps.core.openapi import PAGINATION_PARAMETERS, PAGINATION_QUERY, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.problems import InvalidInput, NotFound
 from apps.core.serializers import IdentifierField, IdField, StrictSerializer
@@ -71,6 +71,8 @@ class LedgerAccountsApi(TenantApi):
     by the platform). `GET`: the caller's studio's accounts, oldest first, with projected
     balances, paginated (`limit`, `offset`): every account for the owner or an API key, only
     their own wallets for any other member."""
+
+    query_parameters = PAGINATION_QUERY
 
     class InputSerializer(StrictSerializer):
         kind = serializers.ChoiceField(choices=[LedgerAccount.Kind.USAGE.value], default=LedgerAccount.Kind.USAGE)

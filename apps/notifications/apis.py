@@ -25,7 +25,7 @@ from rest_framework.response import Response
 
 from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event
-from apps.core.openapi import PAGINATION_PARAMETERS, page_of
+from apps.core.openapi import PAGINATION_PARAMETERS, PAGINATION_QUERY, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.serializers import IdField, StrictSerializer
 from apps.notifications.attendee_links import attendee_link_reset
@@ -129,6 +129,8 @@ class EventAttendeesApi(TenantApi):
     """An event's attendees: list them, or register up to 1,000 at once (new ones are added,
     known ones updated; an attendee who unsubscribed stays unsubscribed)."""
 
+    query_parameters = PAGINATION_QUERY
+
     permission_classes = [MANAGE_ROLES]
 
     class InputSerializer(StrictSerializer):
@@ -199,6 +201,8 @@ class AttendeeLinkResetApi(TenantApi):
 
 class AnnouncementsApi(TenantApi):
     """The studio's announcements (newest first), or a new draft to an event's attendees."""
+
+    query_parameters = PAGINATION_QUERY
 
     permission_classes = [MANAGE_ROLES]
 

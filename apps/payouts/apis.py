@@ -16,7 +16,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.openapi import PAGINATION_PARAMETERS, page_of
+from apps.core.openapi import PAGINATION_PARAMETERS, PAGINATION_QUERY, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.problems import NotFound
 from apps.core.serializers import StrictSerializer
@@ -67,6 +67,8 @@ class PayoutOutputSerializer(serializers.Serializer):
 class PayoutDestinationListApi(TenantApi):
     """The studio's payout destinations, one per photographer, by user id (owner or API key)."""
 
+    query_parameters = PAGINATION_QUERY
+
     permission_classes = [HasTenantRole.of(*MANAGE_ROLES)]
 
     @extend_schema(
@@ -111,6 +113,8 @@ class PayoutDestinationSetApi(TenantApi):
 
 class PayoutListApi(TenantApi):
     """The studio's payouts, newest first, optionally of one status (owner or API key)."""
+
+    query_parameters = PAGINATION_QUERY | {"status"}
 
     permission_classes = [HasTenantRole.of(*MANAGE_ROLES)]
 

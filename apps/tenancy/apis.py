@@ -46,6 +46,10 @@ class TenantApi(APIView):
 
     tenant_id: int | None = None
     idempotency_exempt: bool = False
+    # The query parameters GET takes, as its schema documents them (tests/core/test_query_parameters.py
+    # checks that the two agree); other methods take none. Any other name is a 400 naming it, so
+    # a typo (`?stauts=failed`) is not answered as if no filter had been asked for.
+    query_parameters: frozenset[str] = frozenset()
     # Checked after authentication and permissions, before the idempotency transaction opens.
     throttle_classes = [TenantRateThrottle]
 
@@ -84,6 +88,7 @@ class TenantApi(APIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
+        refuse_unknown_query_parameters(request, self.query_parameters if request.method in ("GET", "HEAD") else None)
         self.tenant_id, self.tenant_role = request_tenant(request)
         request.tenant_id = self.tenant_id  # type: ignore[attr-defined]
         self._context_stack.enter_context(tenant_context(self.tenant_id))
@@ -141,6 +146,22 @@ class TenantApi(APIView):
     def tenant(self) -> Organization:
         assert self.tenant_id is not None, "permission classes guarantee a tenant"
         return Organization.objects.get(pk=self.tenant_id)
+
+
+_UNKNOWN_NAMED_AT_MOST = 20
+
+
+def refuse_unknown_query_parameters(request: Request, taken: frozenset[str] | None) -> None:
+    """A 400 naming each query parameter not in `taken` (None: the method takes none), before
+    anything is read or written (the Idempotency-Key protocol has not begun: no key is stored)."""
+    unknown = sorted(set(request.query_params) - (taken or frozenset()))
+    if not unknown:
+        return
+    if taken is None:
+        message = f"{request.method} takes no query parameters."
+    else:
+        message = f"Not a query parameter of this operation, which takes: {', '.join(sorted(taken)) or 'none'}."
+    raise serializers.ValidationError({name[:100]: [message] for name in unknown[:_UNKNOWN_NAMED_AT_MOST]})
 
 
 class ApiKeyCreateApi(TenantApi):

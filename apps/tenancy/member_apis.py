@@ -27,7 +27,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.openapi import PAGINATION_PARAMETERS, page_of
+from apps.core.openapi import PAGINATION_PARAMETERS, PAGINATION_QUERY, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.serializers import StrictSerializer
 from apps.tenancy.apis import TenantApi
@@ -135,6 +135,8 @@ class MembersApi(_MembersApi):
         role = serializers.ChoiceField(choices=Membership.Role.choices)
 
     class InviteOutputSerializer(MemberOutputSerializer):
+    query_parameters = PAGINATION_QUERY
+
         status = serializers.ChoiceField(choices=["member"], help_text='Always "member": they were one already.')
 
     class InvitedOutputSerializer(serializers.Serializer):
@@ -205,6 +207,8 @@ class InvitationsApi(_MembersApi):
         parameters=PAGINATION_PARAMETERS,
         description=(
             "Invitations to this studio, oldest first, each with the address as it was invited, until when it can "
+    query_parameters = PAGINATION_QUERY
+
             "be accepted (`expires_at`) and its `status`: a pending one becomes a membership when its person "
             "accepts it, and goes when they decline or the studio withdraws it; an expired one grants nothing, "
             "until the studio invites the address again (which renews it), and is deleted some days later."
