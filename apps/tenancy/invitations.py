@@ -19,7 +19,8 @@ Two ways out, both after the invitation (or role change) committed and outside a
 
 * The studio's members page calls `invitation_send` itself once its form's effect committed (a
   failure is shown on the page; adding the person again sends again).
-* The API calls `member_invitation_create`: the membership and one outbox message
+* The API calls `member_invitation_create` (or `member_invitation_renew` to send an invitation
+  again): the membership and one outbox message
   (`tenancy.member_invited`) commit together in the request's transaction. The message's
   consumer (`tenancy.send_member_invitation`, tasks/tenancy.py) calls `member_invitation_deliver`,
   which sends the e-mail once per message (`send_once`: a claim in the outbox's inbox table,
@@ -51,7 +52,7 @@ from apps.outbox.mail_once import send_once
 from apps.outbox.services import outbox_publish
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import INVITATION_PENDING, Membership, MembershipInvitation, Organization, User
-from apps.tenancy.services import MemberInvited, member_invite, person_name
+from apps.tenancy.services import MemberInvited, member_invite, membership_invitation_renew, person_name
 
 logger = logging.getLogger("darkroom.tenancy.invitations")
 
@@ -146,21 +147,52 @@ def member_invitation_create(
             invited_by=invited_by,
             may_change_owners=may_change_owners,
         )
-        payload: dict[str, object] = {"tenant_id": tenant.pk, "user_id": invited.user.pk, "invited_by": invited_by}
-        if invited.invitation is not None:
-            payload["pending"] = True
-            aggregate_type, aggregate_id = "membership_invitation", invited.invitation.pk
-        else:
-            assert invited.membership is not None
-            aggregate_type, aggregate_id = "membership", invited.membership.pk
-        outbox_publish(
-            topic=TOPIC_MEMBER_INVITED,
-            tenant_id=tenant.pk,
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            payload=payload,
-        )
+        _publish_member_invited(tenant=tenant, invited=invited, invited_by=invited_by)
     return invited
+
+
+def member_invitation_renew(
+    *,
+    tenant: Organization,
+    invitation_id: int,
+    actor: User | None,
+    actor_label: str = "",
+    invited_by: str,
+    may_change_owners: bool = True,
+) -> MemberInvited:
+    """`membership_invitation_renew` (the same person's invitation, valid for
+    STUDIO_INVITATION_TTL_DAYS from now), plus the outbox message that e-mails it again, to the
+    account's current address. Joins the caller's transaction; raises what
+    `membership_invitation_renew` raises (InvitationNotFound, OwnerRoleReserved)."""
+    with tenant_context(tenant.pk), transaction.atomic():
+        renewed = membership_invitation_renew(
+            tenant=tenant,
+            invitation_id=invitation_id,
+            actor=actor,
+            actor_label=actor_label,
+            invited_by=invited_by,
+            may_change_owners=may_change_owners,
+        )
+        _publish_member_invited(tenant=tenant, invited=renewed, invited_by=invited_by)
+    return renewed
+
+
+def _publish_member_invited(*, tenant: Organization, invited: MemberInvited, invited_by: str) -> None:
+    """The `tenancy.member_invited` message of what `member_invite` did, in the caller's transaction."""
+    payload: dict[str, object] = {"tenant_id": tenant.pk, "user_id": invited.user.pk, "invited_by": invited_by}
+    if invited.invitation is not None:
+        payload["pending"] = True
+        aggregate_type, aggregate_id = "membership_invitation", invited.invitation.pk
+    else:
+        assert invited.membership is not None
+        aggregate_type, aggregate_id = "membership", invited.membership.pk
+    outbox_publish(
+        topic=TOPIC_MEMBER_INVITED,
+        tenant_id=tenant.pk,
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        payload=payload,
+    )
 
 
 def member_invitation_deliver(

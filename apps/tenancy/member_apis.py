@@ -32,7 +32,7 @@ from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.serializers import StrictSerializer
 from apps.tenancy.apis import TenantApi
 from apps.tenancy.authentication import ApiKeyPrincipal
-from apps.tenancy.invitations import member_invitation_create
+from apps.tenancy.invitations import member_invitation_create, member_invitation_renew
 from apps.tenancy.models import Membership, MembershipInvitation, User
 from apps.tenancy.permissions import HasTenantRole
 from apps.tenancy.selectors import invitations_of_tenant, members_of_tenant
@@ -68,7 +68,12 @@ def member_out(membership: Membership) -> dict[str, Any]:
 
 class InvitationOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField(help_text="The invitation's id (to withdraw it).")
-    email = serializers.EmailField()
+    email = serializers.EmailField(
+        help_text=(
+            "The address as it was invited. The invitation is its person's: if their account has changed its "
+            "address since, the e-mail goes to the new one (sending it again: `POST .../renew`)."
+        )
+    )
     role = serializers.ChoiceField(choices=Membership.Role.choices, help_text="The role offered.")
     created_at = serializers.DateTimeField(help_text="When the address was first invited.")
     expires_at = serializers.DateTimeField(
@@ -130,13 +135,13 @@ class _MembersApi(TenantApi):
 class MembersApi(_MembersApi):
     """The studio's members (GET) and inviting someone by e-mail (POST); owner or API key."""
 
+    query_parameters = PAGINATION_QUERY
+
     class InviteInputSerializer(StrictSerializer):
         email = serializers.EmailField(max_length=254)
         role = serializers.ChoiceField(choices=Membership.Role.choices)
 
     class InviteOutputSerializer(MemberOutputSerializer):
-    query_parameters = PAGINATION_QUERY
-
         status = serializers.ChoiceField(choices=["member"], help_text='Always "member": they were one already.')
 
     class InvitedOutputSerializer(serializers.Serializer):
@@ -202,16 +207,17 @@ class MembersApi(_MembersApi):
 class InvitationsApi(_MembersApi):
     """The studio's invitations, pending or expired (GET); owner or API key."""
 
+    query_parameters = PAGINATION_QUERY
+
     @extend_schema(
         operation_id="v1_invitations_list",
         parameters=PAGINATION_PARAMETERS,
         description=(
             "Invitations to this studio, oldest first, each with the address as it was invited, until when it can "
-    query_parameters = PAGINATION_QUERY
-
             "be accepted (`expires_at`) and its `status`: a pending one becomes a membership when its person "
             "accepts it, and goes when they decline or the studio withdraws it; an expired one grants nothing, "
-            "until the studio invites the address again (which renews it), and is deleted some days later."
+            "until the studio sends it again (`POST /api/v1/tenancy/invitations/{id}/renew`), and is deleted some "
+            "days later."
         ),
         responses=page_of(InvitationOutputSerializer),
     )
@@ -246,6 +252,35 @@ class InvitationDetailApi(_MembersApi):
             may_change_owners=actor.may_change_owners,
         )
         return Response(status=204)
+
+
+class InvitationRenewApi(_MembersApi):
+    """Send an invitation again (POST); owner or API key."""
+
+    @extend_schema(
+        operation_id="v1_invitations_renew",
+        request=None,
+        responses={202: InvitationOutputSerializer},
+        description=(
+            "Send a pending or expired invitation again: the same person's invitation, with the role it offers, "
+            "valid for `STUDIO_INVITATION_TTL_DAYS` from now, and e-mailed again to their account's current "
+            "address (which may differ from the address invited, if they changed it since; inviting that address "
+            "instead would invite whoever has it now). 404 `invitation-not-found` once it was accepted, declined or "
+            "withdrawn; an API key renews no invitation offering the owner role (403 `owner-role-reserved`)."
+        ),
+    )
+    def post(self, request: Request, invitation_id: int) -> Response:
+        actor = self.actor(request)
+        renewed = member_invitation_renew(
+            tenant=self.tenant,
+            invitation_id=invitation_id,
+            actor=actor.user,
+            actor_label=actor.label,
+            invited_by=actor.name,
+            may_change_owners=actor.may_change_owners,
+        )
+        assert renewed.invitation is not None, "a renewal puts an invitation"
+        return Response(InvitationOutputSerializer(invitation_out(renewed.invitation)).data, status=202)
 
 
 class MemberDetailApi(_MembersApi):

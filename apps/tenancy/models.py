@@ -78,7 +78,9 @@ class MembershipInvitation(TenantModel):
     counts as no owner for the last-owner rule. `invited_by` is the name the e-mail and the
     invitee's page give for whoever invited (a person's name, or an API key's description).
     `email` is the address as the studio typed it (normalised), which the studio's lists show:
-    the account's own spelling would tell whether the address had an account. `created_at` is
+    the account's own spelling would tell whether the address had an account, and an address the
+    account changed to since is not the studio's to see. The e-mail goes to the account's current
+    address: the invitation is the person's, not the address's. `created_at` is
     when the address was first invited; `expires_at` is STUDIO_INVITATION_TTL_DAYS after it was
     last sent (inviting it again renews it). Expired (`INVITATION_EXPIRED`, by the database's
     clock) it can no longer be accepted; the studio still sees it until the cleanup deletes it.

@@ -449,37 +449,72 @@ def member_invite(
     with tenant_context(tenant.pk), transaction.atomic():
         owners = _owners_lock(tenant_id=tenant.pk, actor=actor)
         user, created_user = _user_for_email(email)
-        membership = Membership.objects.select_for_update().filter(tenant=tenant, user=user).first()
-        audit_data: dict[str, Any] = {"email": email, "role": role, "user_created": created_user}
-        if membership is None:
-            invitation = _invitation_put(
-                tenant=tenant,
-                user=user,
-                email=email,
-                role=role,
-                invited_by=invited_by or (person_name(actor) if actor is not None else actor_label),
-                may_change_owners=may_change_owners,
-            )
-            result = MemberInvited(user=user, created_user=created_user, invitation=invitation)
-            audit_data |= {"previous_role": None, "pending": True}
-        else:
-            previous_role = membership.role
-            _check_owner_change(allowed=may_change_owners, previous_role=previous_role, role=role)
-            if membership.role != role:
-                if membership.role == OWNER_ROLE:
-                    _keeps_an_owner(owners=owners, user_id=user.pk, studio=tenant.name)
-                membership.role = role
-                membership.save(update_fields=["role"])
-            result = MemberInvited(user=user, created_user=created_user, membership=membership)
-            audit_data["previous_role"] = previous_role
-        audit_record(
-            action="membership.invite",
-            actor_user=actor,
+        return _person_invite(
+            tenant=tenant,
+            owners=owners,
+            user=user,
+            created_user=created_user,
+            email=email,
+            role=role,
+            actor=actor,
             actor_label=actor_label,
-            target_type="user",
-            target_id=str(user.pk),
-            data=audit_data,
+            invited_by=invited_by,
+            may_change_owners=may_change_owners,
         )
+
+
+def _person_invite(
+    *,
+    tenant: Organization,
+    owners: list[Membership],
+    user: User,
+    created_user: bool,
+    email: str,
+    role: str,
+    actor: User | None,
+    actor_label: str,
+    invited_by: str,
+    may_change_owners: bool,
+    renewal: bool = False,
+) -> MemberInvited:
+    """`member_invite` once its person is known: give the member `role`, or put their pending
+    invitation (`email`: the address as the studio typed it); audited `membership.invite`, whose
+    `email` is the typed address (a `renewal` adds the account's current one, `sent_to`).
+    Assumes a transaction in the tenant's context, under the owners' lock (`owners`). Raises
+    LastOwnerRequired and OwnerRoleReserved."""
+    membership = Membership.objects.select_for_update().filter(tenant=tenant, user=user).first()
+    audit_data: dict[str, Any] = {"email": email, "role": role, "user_created": created_user}
+    if membership is None:
+        invitation = _invitation_put(
+            tenant=tenant,
+            user=user,
+            email=email,
+            role=role,
+            invited_by=invited_by or (person_name(actor) if actor is not None else actor_label),
+            may_change_owners=may_change_owners,
+        )
+        result = MemberInvited(user=user, created_user=created_user, invitation=invitation)
+        audit_data |= {"previous_role": None, "pending": True}
+        if renewal:
+            audit_data |= {"renewal": True, "sent_to": user.email}
+    else:
+        previous_role = membership.role
+        _check_owner_change(allowed=may_change_owners, previous_role=previous_role, role=role)
+        if membership.role != role:
+            if membership.role == OWNER_ROLE:
+                _keeps_an_owner(owners=owners, user_id=user.pk, studio=tenant.name)
+            membership.role = role
+            membership.save(update_fields=["role"])
+        result = MemberInvited(user=user, created_user=created_user, membership=membership)
+        audit_data["previous_role"] = previous_role
+    audit_record(
+        action="membership.invite",
+        actor_user=actor,
+        actor_label=actor_label,
+        target_type="user",
+        target_id=str(user.pk),
+        data=audit_data,
+    )
     return result
 
 
@@ -487,9 +522,10 @@ def _invitation_put(
     *, tenant: Organization, user: User, email: str, role: str, invited_by: str, may_change_owners: bool
 ) -> MembershipInvitation:
     """Create `user`'s pending invitation to `tenant`, or give the existing one (pending or
-    expired) `role`, `invited_by` and the address as typed this time (`email`); either way it
-    expires STUDIO_INVITATION_TTL_DAYS from now. Assumes a transaction in the
-    tenant's context, under the owners' lock (which serialises every writer of invitations).
+    expired) `role`, `invited_by` and the address as typed this time (`email`; a renewal passes
+    the one it was typed with); either way it expires STUDIO_INVITATION_TTL_DAYS from now.
+    Assumes a transaction in the tenant's context, under the owners' lock (which serialises
+    every writer of invitations).
     Raises OwnerRoleReserved when a caller without the right would offer the owner role or
     change an offered one, renewing an owner invitation included (it offers the owner role for a
     new period: an expired one would grant it again)."""
@@ -598,26 +634,33 @@ def membership_invitation_renew(
     invited_by: str = "",
     may_change_owners: bool = True,
 ) -> MemberInvited:
-    """The studio sends a pending or expired invitation again: `member_invite` of the address it
-    was sent to, with the role it offers, so it is valid for STUDIO_INVITATION_TTL_DAYS from now;
-    the caller e-mails it after the commit, as for any invitation. Returns what `member_invite` did.
+    """The studio sends a pending or expired invitation again: the same invitation of the same
+    person (its account), with the role it offers, valid for STUDIO_INVITATION_TTL_DAYS from now;
+    the caller e-mails it after the commit, to the account's current address, as for any
+    invitation. Returns what `member_invite` does; audited `membership.invite` with `renewal`.
 
+    The address is never looked up again: the account may have changed its address since it
+    was invited, and whoever has the old one now (or an account made for it) must not be
+    invited in its place. The address typed at the time stays the invitation's `email`.
     Joins the caller's transaction; takes the owners' lock, then the invitation's, so one
     answered or withdrawn meanwhile is InvitationNotFound rather than made again. Raises
-    NotAnOwner, InvitationNotFound (also another studio's: RLS hides it), and what
-    `member_invite` raises.
+    NotAnOwner, InvitationNotFound (also another studio's: RLS hides it), and OwnerRoleReserved.
     """
     with tenant_context(tenant.pk), transaction.atomic():
-        _owners_lock(tenant_id=tenant.pk, actor=actor)
+        owners = _owners_lock(tenant_id=tenant.pk, actor=actor)
         invitation = _invitation_lock(tenant_id=tenant.pk, pk=invitation_id)
-        return member_invite(
+        return _person_invite(
             tenant=tenant,
-            email=invitation.invited_email,
+            owners=owners,
+            user=invitation.user,
+            created_user=False,
+            email=invitation.email,
             role=invitation.role,
             actor=actor,
             actor_label=actor_label,
             invited_by=invited_by,
             may_change_owners=may_change_owners,
+            renewal=True,
         )
 
 

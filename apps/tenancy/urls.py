@@ -13,4 +13,9 @@ urlpatterns: list[URLPattern] = [
     path(
         "invitations/<int:invitation_id>", member_apis.InvitationDetailApi.as_view(), name="tenancy-invitation-detail"
     ),
+    path(
+        "invitations/<int:invitation_id>/renew",
+        member_apis.InvitationRenewApi.as_view(),
+        name="tenancy-invitation-renew",
+    ),
 ]
