@@ -76,6 +76,21 @@ class PartialRefundUnnamed(DomainError):
     title = "Partial refund naming no refund"
 
 
+class RefundTotalAmbiguous(PartialRefundUnnamed):
+    """A provider event gives only the payment's cumulative refunded total where Darkroom would
+    need more: a total is what had gone back when the provider made the event, which may be
+    delivered after later events. It names no refund while the total reaches the whole payment
+    after a refund of it failed at the provider (the total may have been made before the failure,
+    counting money that went back to the merchant), or it names a refund Darkroom does not know
+    without that refund's own amount (the total less what Darkroom counts cannot size it: the
+    refunds it counts may be made after it). Nothing is landed or recorded (a webhook event fails
+    for good and stays in the admin for an operator)."""
+
+    status_code = 422
+    slug = "refund-total-ambiguous"
+    title = "Refund total that cannot be placed"
+
+
 class RefundCurrencyMismatch(DomainError):
     """A provider event reports a refund in a currency other than its payment's (Stripe's refund
     `currency`, PayPal's `amount.currency_code`, Flutterwave's `currency`, compared whatever their

@@ -31,7 +31,9 @@ database key, so each happens exactly once:
 * → failed / expired / refunded while open: the checkout closes and its stock is released
   (once: reservations move confirmed → released under their row locks).
 * → refunded after fulfilment: entitlements revoked, and each wallet credit reversed by a debit
-  with key `refund:<checkout>:<line>`.
+  with key `refund:<checkout>:<line>` (the line's net in its currency, whatever the refunds
+  add up to; a payment given back unfulfilled, e.g. one charged in another currency, reverses
+  nothing: `charged_currency`).
 * → refunded, whatever came before: a `checkout.refunded` message, whose consumer e-mails the
   shopper (`refund_mail.py`).
 
@@ -77,6 +79,7 @@ from apps.commerce.errors import (
     RefundLinesInvalid,
     RefundNotRecordedYet,
     RefundNotSettleable,
+    RefundTotalAmbiguous,
 )
 from apps.commerce.inventory import get_strategy
 from apps.commerce.models import (
@@ -601,9 +604,9 @@ def transaction_apply_refund(
     `provider_refund_id` the one refund the event is about, and `refund_amount_minor` that
     refund's own amount, where it says it).
 
-    The whole payment back (the amount reaches `whole_refund_minor`, an event with no amount, or
-    the partial refunds landed so far add up to it): the `refunded` fact, as
-    `transaction_apply_fact`. Less: the studio's item refund it names lands
+    The whole payment back (the amount reaches `whole_refund_minor` while that total cannot be
+    stale, `_whole_back`; an event with no amount; or the partial refunds landed so far add up to
+    it): the `refunded` fact, as `transaction_apply_fact`. Less: the studio's item refund it names lands
     (`_land_items_refund`). A refund it names that is none of Darkroom's was made in the
     provider's dashboard: it is recorded as a landed `provider_partial` refund
     (`_record_refunded_at_provider`), which revokes nothing (Darkroom cannot tell which items it
@@ -611,14 +614,18 @@ def transaction_apply_refund(
     refunds.
 
     Joins the caller's transaction (the webhook consumer's), in the tenant's context; locks the
-    checkout, its transaction, then its partial refunds. Raises PaymentForUnknownCheckout,
-    PartialRefundUnnamed (nothing written) for less than the whole payment naming no refund, and
-    RefundNotRecordedYet (retryable: the consumer's retries, then the stale-event sweep) for an
-    event naming a refund id Darkroom has not stored yet while a refund of the payment (an item
-    refund, the whole order's) awaits the provider's answer, or for part of a payment whose
-    "paid" event has not been applied yet. Raises, nothing written, RefundAmountUnreadable for an
-    amount (the fact's or the refund's own) outside 1..2^63-1, and RefundCurrencyMismatch for a
-    fact in a currency other than the payment's, or with an amount and no currency (`_refund_checked`).
+    checkout, its transaction, then its partial refunds. A total naming no refund for a payment
+    refunded whole already changes nothing (whatever it says, the whole includes it). Raises
+    PaymentForUnknownCheckout, PartialRefundUnnamed (nothing written) for less than the whole
+    payment naming no refund, RefundTotalAmbiguous (nothing written) for a whole total naming no
+    refund after a refund of the payment failed at the provider, or for a refund Darkroom does
+    not know named with only the total (no own amount), and RefundNotRecordedYet (retryable: the
+    consumer's retries, then the stale-event sweep) for an event naming a refund id Darkroom has
+    not stored yet while a refund of the payment (an item refund, the whole order's) awaits the
+    provider's answer, or for part of a payment whose "paid" event has not been applied yet.
+    Raises, nothing written, RefundAmountUnreadable for an amount (the fact's or the refund's
+    own) outside 1..2^63-1, and RefundCurrencyMismatch for a fact in a currency other than the
+    payment's, or with an amount and no currency (`_refund_checked`).
     """
     for amount in (fact.amount_minor, refund_amount_minor):
         if amount is not None and not _storable_amount(amount):
@@ -646,10 +653,28 @@ def transaction_apply_refund(
     if txn is None or fact.amount_minor is None:
         return apply_fact_locked(checkout=checkout, fact=fact, now=now)
     whole = whole_refund_minor(txn=txn)
-    if fact.amount_minor >= whole:
+    if _whole_back(
+        fact=fact,
+        whole=whole,
+        refunds=refunds,
+        provider_refund_id=provider_refund_id,
+        refund_amount_minor=refund_amount_minor,
+    ):
         known = bool(provider_refund_id) and any(r.provider_refund_id == provider_refund_id for r in refunds)
         return apply_fact_locked(checkout=checkout, fact=fact, now=now, event_refund_known=known)
     if not provider_refund_id:
+        if txn.status == Transaction.Status.REFUNDED:  # a total of what the whole payment includes
+            return FactOutcome(
+                before=txn.status,
+                after=txn.status,
+                effects=[f"refund total {fact.amount_minor} of {whole}, naming no refund: refunded whole already"],
+            )
+        if fact.amount_minor >= whole:
+            raise RefundTotalAmbiguous(
+                f"{fact.source} reports the whole payment refunded ({fact.amount_minor} of {whole}) without "
+                "naming the refund, after a refund of it failed at the provider: its total may predate that "
+                f"failure. Look the payment up in the {checkout.provider} dashboard."
+            )
         raise PartialRefundUnnamed(
             f"{fact.source} reports {fact.amount_minor} of {whole} refunded without naming the refund: "
             "Darkroom cannot tell which refund completed."
@@ -675,7 +700,6 @@ def transaction_apply_refund(
     back = sum(r.amount_minor for r in partials if (r.landed_at is not None and gave_back(r)) or r in landing)
     at_provider = _refunded_at_provider_minor(
         refunds=refunds,
-        back=back,
         fact=fact,
         provider_refund_id=provider_refund_id,
         refund_amount_minor=refund_amount_minor,
@@ -839,9 +863,56 @@ def _refund_checked(*, checkout: Checkout, txn: Transaction, fact: PaymentFact) 
 def charged_currency(*, txn: Transaction) -> str:
     """The currency `txn`'s payment was charged in, which its refunds are in: that of the refund
     of a charge in another currency than the checkout's (`_on_paid`'s amount mismatch, requested
-    in the transaction that recorded the charge), else the checkout's."""
+    in the transaction that recorded the charge), else the checkout's. Every refund of the
+    payment (Darkroom's, parts made at the provider) is stored and counted in it, so the sums
+    of its refunds (`whole_refund_minor`, what is left, the shopper's e-mails) hold one currency.
+
+    The ledger never reverses a refund's amount: a refund reverses what the sale credited, each
+    line's net in the line's currency (the checkout's). A charge in another currency (or of
+    another amount) is never fulfilled, so it credits nothing and its refund, whole or in parts,
+    reverses nothing; a fulfilled payment was charged in the checkout's currency."""
     mismatch = Refund.objects.filter(transaction=txn, reason=Refund.Reason.AMOUNT_MISMATCH)
     return mismatch.values_list("currency", flat=True).first() or txn.currency
+
+
+def _whole_back(
+    *,
+    fact: PaymentFact,
+    whole: int,
+    refunds: list[Refund],
+    provider_refund_id: str | None,
+    refund_amount_minor: int | None,
+) -> bool:
+    """Whether a refund event shows the whole payment (`whole`, `whole_refund_minor`) back by its
+    figure (`fact.amount_minor`; `refunds`: the payment's, read under its row lock). If not, the
+    refund it names counts by its own amount against the rows (`transaction_apply_refund`).
+
+    A provider's refunded total is what had gone back when it made the event, and events arrive
+    in any order, a retried one days late. Totals only grow while no refund of the payment fails,
+    so a total that reached the whole payment is true whatever came after it: it counts, named or
+    not, until a refund of the payment failed at the provider (`_failed_at_provider`: the money
+    went back to the merchant and the provider's total went down). From then on a total may
+    predate the failure, and only a refund the event names whose own amount (the event's, else
+    Darkroom's row of it) is the whole payment shows it back. Provider event timestamps are not
+    compared: they have second resolution, a redelivery keeps the first one, and Flutterwave's
+    are the refund's, not the event's."""
+    assert fact.amount_minor is not None
+    if fact.amount_minor < whole:
+        return False
+    if not _failed_at_provider(refunds):
+        return True
+    if not provider_refund_id:
+        return False
+    own = refund_amount_minor
+    if own is None:
+        own = next((r.amount_minor for r in refunds if r.provider_refund_id == provider_refund_id), None)
+    return own is not None and own >= whole
+
+
+def _failed_at_provider(refunds: Iterable[Refund]) -> bool:
+    """Whether a refund of a payment (`refunds`: all of them) failed at the provider after it
+    accepted it, landed or not, settled or retried since."""
+    return any(r.provider_failed_at is not None or r.failed_provider_refund_ids for r in refunds)
 
 
 def _failed_attempt(refunds: Iterable[Refund], provider_refund_id: str) -> bool:
@@ -851,18 +922,25 @@ def _failed_attempt(refunds: Iterable[Refund], provider_refund_id: str) -> bool:
 
 
 def _refunded_at_provider_minor(
-    *, refunds: list[Refund], back: int, fact: PaymentFact, provider_refund_id: str, refund_amount_minor: int | None
+    *, refunds: list[Refund], fact: PaymentFact, provider_refund_id: str, refund_amount_minor: int | None
 ) -> int:
     """How much of a partial refund event no refund of Darkroom's explains (0: all of it is
     explained), i.e. what the studio refunded in the provider's dashboard: the named refund's
     own amount when Darkroom has no refund with its id (`_refunds_confirmed` has already asked
-    to wait while a refund awaits the provider's answer). `refunds`: the payment's; `back`: what
-    the partial refunds landed so far and the one landing now give back."""
-    assert fact.amount_minor is not None
+    to wait while a refund awaits the provider's answer). `refunds`: the payment's.
+
+    Never the payment's refunded total less what Darkroom counts: the refunds it counts may have
+    been made after the named one (their events came first), and the difference would count
+    them twice. Raises RefundTotalAmbiguous for an event that gives no own amount."""
     if any(r.provider_refund_id == provider_refund_id for r in refunds):
         return 0
-    own = refund_amount_minor if refund_amount_minor is not None else fact.amount_minor - back
-    return max(own, 0)
+    if refund_amount_minor is None:
+        raise RefundTotalAmbiguous(
+            f"{fact.source} names refund {provider_refund_id}, which Darkroom does not know, with only the "
+            f"payment's refunded total ({fact.amount_minor}): its own amount cannot be told from it. Look it "
+            "up in the provider's dashboard."
+        )
+    return refund_amount_minor
 
 
 def _record_refunded_at_provider(
@@ -875,10 +953,12 @@ def _record_refunded_at_provider(
     now: datetime,
     tell_shopper: bool,
 ) -> list[str]:
-    """A landed `provider_partial` refund of `amount_minor` (the provider's refund id keys it: a
-    redelivered event records nothing twice), one `refund.at_provider` audit row, and, with
-    `tell_shopper`, the shopper's e-mail about it. Nothing of the order is revoked and no wallet
-    credit reversed."""
+    """A landed `provider_partial` refund of `amount_minor` in the currency the payment was
+    charged in (`charged_currency`: the provider refunds in it, also after a charge in another
+    currency than the checkout's), keyed by the provider's refund id (a redelivered event records
+    nothing twice), one `refund.at_provider` audit row, and, with `tell_shopper`, the shopper's
+    e-mail about it. Nothing of the order is revoked and no wallet credit reversed."""
+    currency = charged_currency(txn=txn)
     named = (
         provider_refund_id
         if len(provider_refund_id) <= 120
@@ -892,7 +972,7 @@ def _record_refunded_at_provider(
             "transaction": txn,
             "reason": Refund.Reason.PROVIDER_PARTIAL,
             "amount_minor": amount_minor,
-            "currency": txn.currency,
+            "currency": currency,
             "status": Refund.Status.SUBMITTED,
             "provider_refund_id": provider_refund_id,
             "submitted_at": now,
@@ -910,7 +990,7 @@ def _record_refunded_at_provider(
         data={
             "refund_id": refund.pk,
             "amount_minor": amount_minor,
-            "currency": txn.currency,
+            "currency": currency,
             "provider_refund_id": provider_refund_id,
             "source": fact.source,
         },

@@ -70,7 +70,8 @@ def _rest_of_items_refunded(
     """(amount, why, items) of the e-mail saying the whole payment is back for an order refunded
     in parts (the studio's item refunds, parts refunded at the provider): what was not told
     before (the partial refunds that landed before the payment turned refunded each had their
-    own e-mail), and the items it covers. None for an order without partial refunds."""
+    own e-mail), and the items it covers, in the currency the payment was charged in
+    (`charged_currency`). None for an order without partial refunds."""
     partials = list(
         Refund.objects.filter(
             Q(status__in=Refund.LIVE_STATUSES) | Q(landed_at__isnull=False),
@@ -80,6 +81,8 @@ def _rest_of_items_refunded(
     )
     if not partials:
         return None
+    from apps.commerce.services.payment import whole_refund_minor  # (payment.py imports this module)
+
     # When the whole payment came back: an operator's settle of its last part (`back_at`, from
     # the message), else the provider's event.
     back_at = back_at or txn.refunded_at
@@ -96,7 +99,7 @@ def _rest_of_items_refunded(
     # A refund still owed (it failed at the provider after it landed; the shopper was told) did
     # not come back with the rest.
     owed = {r.pk for r in partials if r.still_owed}
-    amount = txn.amount_minor - sum(r.amount_minor for r in partials if r.pk in told or r.pk in owed)
+    amount = whole_refund_minor(txn=txn) - sum(r.amount_minor for r in partials if r.pk in told or r.pk in owed)
     lines = CheckoutLine.objects.filter(checkout_id=checkout.pk, state=CheckoutLine.State.CONFIRMED).order_by(
         "position"
     )
@@ -125,8 +128,17 @@ def _body(
     """The e-mail's text. `whole`: the whole payment is back (for an order refunded item by item,
     what the earlier e-mails did not tell: `_rest_of_items_refunded`); else `refund` gave back
     some items. `paid_outside`: the studio paid it back outside the provider (a transfer, say),
-    not to the card or account the shopper paid with."""
-    amount = money_text(refund.amount_minor, refund.currency) if refund else money_text(txn.amount_minor, txn.currency)
+    not to the card or account the shopper paid with. Amounts are in the currency the payment was
+    charged in (`charged_currency`), which is not the checkout's after a charge in another one:
+    without a refund to name, the whole payment is what was charged (`whole_refund_minor`)."""
+    from apps.commerce.services.payment import charged_currency, whole_refund_minor  # (it imports this module)
+
+    currency = charged_currency(txn=txn)
+    amount = (
+        money_text(refund.amount_minor, refund.currency)
+        if refund
+        else money_text(whole_refund_minor(txn=txn), currency)
+    )
     why = _WHY.get(refund.reason, "") if refund else ""
     items = (
         [_item(line) for line in refund.lines.order_by("position")]
@@ -135,7 +147,7 @@ def _body(
     )
     rest = _rest_of_items_refunded(checkout=checkout, txn=txn, back_at=back_at) if whole else None
     if rest is not None:
-        amount, why, items = money_text(rest[0], txn.currency), rest[1], rest[2]
+        amount, why, items = money_text(rest[0], currency), rest[1], rest[2]
     link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
     return "\n".join(
         [
