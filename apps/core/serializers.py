@@ -100,13 +100,25 @@ class IdField(serializers.IntegerField):
 
 class IdentifierField(serializers.CharField):
     """An identifier a client chooses (`identifier_problem`): printable characters only. Surrounding
-    spaces are dropped as by any CharField, but a value of nothing but whitespace is refused
-    rather than read as "none" (`allow_blank` lets a client send "" for that)."""
+    spaces are dropped as by any CharField (`trim_whitespace=False` keeps them: a key taken as
+    sent), but a value of nothing but whitespace is refused rather than read as "none"
+    (`allow_blank` lets a client send "" for that).
+
+    `may_be_stored=True` is for an identifier the client matches against rows stored before the
+    rule existed (a retried debit's key or client id): the field then lets through a value that
+    breaks the rule by its characters alone, and the serializer must refuse it with
+    `identifier_problem` unless it equals an identifier stored for the same thing."""
+
+    def __init__(self, *, may_be_stored: bool = False, **kwargs: Any) -> None:
+        self.may_be_stored = may_be_stored
+        super().__init__(**kwargs)
 
     def run_validation(self, data: Any = empty) -> Any:
-        if isinstance(data, str) and data and not data.strip():
+        if isinstance(data, str) and data and not data.strip() and (self.trim_whitespace or not self.may_be_stored):
             raise serializers.ValidationError("Not only spaces.")
         value = super().run_validation(data)
+        if self.may_be_stored:
+            return value  # CharField kept the length, NUL and blank rules; `identifier_problem` is the caller's
         if isinstance(value, str) and (problem := identifier_problem(value, max_length=self.max_length or len(value))):
             raise serializers.ValidationError(problem)
         return value

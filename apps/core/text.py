@@ -10,13 +10,16 @@ itself); the webhook endpoint refuses either in the identifiers it stores as tex
 carrier, a withdrawal's reason); `title_problem` of a title shown on pages and in e-mails;
 `multiline_text_problem` of multi-line text (an announcement's body); `identifier_problem` of an
 identifier a client chooses (a ledger account's client id); `search_text` makes a search box's
-input safe to query.
+input safe to query. `STORED_TEXT` lists every stored column these rules guard, with its rule, for
+`manage.py text_audit` (text stored before a rule existed may break it).
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 
 def strings_of(document: object) -> Iterator[str]:
@@ -122,3 +125,112 @@ def search_text(value: str, *, max_length: int) -> str:
     `max_length` characters. A query string cannot hold a lone surrogate (Django decodes it with
     replacement), so the result is always storable text."""
     return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())[:max_length]
+
+
+# --- stored text ------------------------------------------------------------------------------
+# A value stored before its column's rule existed may break it. The rules below are the ones
+# above as they apply to a stored value: its column already bounds its length, so only what it
+# holds is judged. `clean` rewrites display text without the characters its rule refuses;
+# identifiers and keys have none (clients send them back to match, so they are only reported).
+
+
+@dataclass(frozen=True)
+class StoredTextRule:
+    """`problem`: what the rule refuses in a stored value ("" when nothing). `clean`: the value
+    without the refused characters, or "" when nothing the rule accepts remains; None for a rule
+    whose values are never rewritten."""
+
+    name: str
+    problem: Callable[[str], str]
+    clean: Callable[[str], str] | None
+
+
+@dataclass(frozen=True)
+class StoredTextColumn:
+    """A stored column held to a rule: `model` is "app_label.ModelName"."""
+
+    model: str
+    field: str
+    rule: StoredTextRule
+
+
+def _refused_in_title(ch: str) -> bool:
+    return ch in _BIDI_CONTROLS or unicodedata.category(ch) == "Cc"
+
+
+def _refused_in_text_field(ch: str) -> bool:
+    return not ch.isprintable()
+
+
+_SPACES = re.compile(" {2,}")
+
+
+def _one_line_cleaned(value: str, refused: Callable[[str], bool]) -> str:
+    """One line of text without its refused characters: one that is whitespace (a line break, a
+    tab, NBSP where refused) reads as a space, so the words it separated stay apart; runs of
+    spaces become one, and the ends are trimmed (the rule of migration notifications 0004)."""
+    kept = "".join((" " if ch.isspace() else "") if refused(ch) else ch for ch in value)
+    return _SPACES.sub(" ", kept).strip(" ")
+
+
+# Line breaks other than LF and CR LF (a lone CR, VT, FF, FS, GS, RS, NEL: what `str.splitlines`
+# also breaks at), which a multi-line text refuses: each reads as LF.
+_OTHER_LINE_BREAKS = frozenset("\r\x0b\x0c\x1c\x1d\x1e\x85")
+
+
+def _multiline_cleaned(value: str) -> str:
+    """Multi-line text without what `multiline_text_problem` refuses: another line break reads as
+    LF, other whitespace as a space, the rest goes; tabs, LF and CR LF stay as they are."""
+    out = []
+    for index, ch in enumerate(value):
+        if ch in _MULTILINE_ALLOWED or (ch == "\r" and value.startswith(_LINE_BREAK_CR, index)):
+            out.append(ch)
+        elif ch in _OTHER_LINE_BREAKS:
+            out.append("\n")
+        elif _refused_in_title(ch):
+            out.append(" " if ch.isspace() else "")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+TITLE_RULE = StoredTextRule(
+    "title",
+    lambda value: title_problem(value, max_length=len(value)),
+    lambda value: _one_line_cleaned(value, _refused_in_title),
+)
+NAME_RULE = StoredTextRule(  # a name may be empty; one given is a title
+    "name",
+    lambda value: title_problem(value, max_length=len(value)) if value else "",
+    lambda value: _one_line_cleaned(value, _refused_in_title),
+)
+MULTILINE_RULE = StoredTextRule(
+    "multi-line text", lambda value: multiline_text_problem(value, max_length=len(value)), _multiline_cleaned
+)
+TEXT_FIELD_RULE = StoredTextRule(
+    "one-line text",
+    lambda value: text_field_problem(value, required=False, max_length=len(value)),
+    lambda value: _one_line_cleaned(value, _refused_in_text_field),
+)
+IDENTIFIER_RULE = StoredTextRule("identifier", lambda value: identifier_problem(value, max_length=len(value)), None)
+
+# Every stored column a rule of this module guards, with that rule (a new one belongs here too).
+# Rows of an append-only model (`APPEND_ONLY`) are never rewritten, whatever their rule.
+STORED_TEXT: tuple[StoredTextColumn, ...] = (
+    StoredTextColumn("tenancy.Organization", "name", TITLE_RULE),
+    StoredTextColumn("tenancy.ApiKey", "name", TITLE_RULE),
+    StoredTextColumn("catalog.Event", "title", TITLE_RULE),
+    StoredTextColumn("catalog.Product", "size", TEXT_FIELD_RULE),
+    StoredTextColumn("catalog.Price", "size", TEXT_FIELD_RULE),
+    StoredTextColumn("commerce.CheckoutLine", "size", TEXT_FIELD_RULE),
+    StoredTextColumn("notifications.Attendee", "name", NAME_RULE),
+    StoredTextColumn("notifications.Announcement", "title", TITLE_RULE),
+    StoredTextColumn("notifications.Announcement", "body", MULTILINE_RULE),
+    # An announcement's title and body, copied to each attendee's notification.
+    StoredTextColumn("notifications.Notification", "title", TITLE_RULE),
+    StoredTextColumn("notifications.Notification", "body", MULTILINE_RULE),
+    StoredTextColumn("ledger.LedgerAccount", "client_id", IDENTIFIER_RULE),
+    StoredTextColumn("ledger.LedgerEvent", "client_id", IDENTIFIER_RULE),
+    StoredTextColumn("ledger.LedgerEvent", "reference", TEXT_FIELD_RULE),
+    StoredTextColumn("ledger.LedgerEventKey", "idempotency_key", IDENTIFIER_RULE),
+)

@@ -85,12 +85,14 @@ def key_from_request(headers: Any) -> str:
     """The request's Idempotency-Key, validated.
 
     Accepts a bare token (Stripe) or an RFC 8941 sf-string (the IETF draft: `"..."`); both name
-    the same key. Raises IdempotencyKeyMissing or IdempotencyKeyInvalid.
+    the same key. Only HTTP's optional whitespace around the value (spaces, tabs) is dropped: any
+    other character `str.strip` would take (NBSP, NEL, FS .. US, VT, FF) stays and is refused, so
+    "k\xa0" is never the key "k". Raises IdempotencyKeyMissing or IdempotencyKeyInvalid.
     """
     raw = headers.get(HEADER)
     if raw is None:
         raise IdempotencyKeyMissing(f"Mutating requests need an {HEADER} header (a unique value per intent).")
-    value = raw.strip()
+    value = raw.strip(" \t")
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     if not value:

@@ -6,6 +6,10 @@ a retry that bypasses the protocol (another caller, an expired key) never debits
 that key reused for another debit is a 422, not a duplicate; batch items carry their own keys.
 Invalid input is a 4xx problem and writes nothing: the whole batch is refused when one item
 is invalid (or reuses a key, or takes its account past MAX_ACCOUNT_DEBITS_MINOR).
+
+A debit's key and client id are identifiers (`identifier_problem`), refused when not printable,
+except a value stored before that rule existed, which a client retrying must still be able to
+send: the account's own client id, or the key and client id of a debit already in the ledger.
 """
 
 from __future__ import annotations
@@ -23,9 +27,14 @@ from apps.core.openapi import PAGINATION_PARAMETERS, PAGINATION_QUERY, page_of
 from apps.core.pagination import StrictLimitOffsetPagination
 from apps.core.problems import InvalidInput, NotFound
 from apps.core.serializers import IdentifierField, IdField, StrictSerializer
-from apps.core.text import text_field_problem
+from apps.core.text import identifier_problem, text_field_problem
 from apps.ledger.models import LedgerAccount
-from apps.ledger.selectors import ledger_account_get, ledger_account_list
+from apps.ledger.selectors import (
+    ledger_account_get,
+    ledger_account_list,
+    ledger_client_id_stored,
+    ledger_key_stored,
+)
 from apps.ledger.services import (
     MAX_AMOUNT_MINOR,
     MAX_BATCH_ITEMS,
@@ -55,6 +64,7 @@ def _wallets_of(view: TenantApi, request: Request) -> int | None:
 
 
 CLIENT_ID_MAX_LENGTH = 100  # LedgerAccount.client_id, LedgerEvent.client_id
+KEY_MAX_LENGTH = 255  # LedgerEventKey.idempotency_key
 REFERENCE_MAX_LENGTH = 200
 
 
@@ -171,10 +181,13 @@ class LedgerAccountDetailApi(TenantApi):
 
 
 class _DebitFields(StrictSerializer):
+    """One debit. Context: `tenant_id`, and `idempotency_key` when the key is not a field (a single
+    debit's is its request's Idempotency-Key)."""
+
     account_id = IdField()
     amount_minor = serializers.IntegerField(min_value=1, max_value=MAX_AMOUNT_MINOR)
     currency = serializers.RegexField(r"^[A-Z]{3}$")
-    client_id = IdentifierField(max_length=CLIENT_ID_MAX_LENGTH, required=False, allow_blank=True)
+    client_id = IdentifierField(max_length=CLIENT_ID_MAX_LENGTH, required=False, allow_blank=True, may_be_stored=True)
     reference = serializers.CharField(max_length=REFERENCE_MAX_LENGTH, required=False, allow_blank=True, default="")
 
     def validate_reference(self, value: str) -> str:
@@ -182,6 +195,30 @@ class _DebitFields(StrictSerializer):
         if problem := text_field_problem(value, required=False, max_length=REFERENCE_MAX_LENGTH):
             raise serializers.ValidationError(problem)
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The rule of identifiers for the key (a batch item's) and the client id, but a value
+        stored before the rule existed passes (a retry must not turn into a 400): a key the
+        account's ledger holds; the account's client id, or the one of the debit the key names.
+        Reads those under the request's tenant context, only for a value breaking the rule."""
+        tenant_id: int = self.context["tenant_id"]
+        account_id: int = attrs["account_id"]
+        key: str = attrs.get("idempotency_key", self.context.get("idempotency_key", ""))
+        errors: dict[str, list[str]] = {}
+        if (
+            "idempotency_key" in attrs
+            and (problem := identifier_problem(key, max_length=KEY_MAX_LENGTH))
+            and not ledger_key_stored(tenant_id=tenant_id, account_id=account_id, idempotency_key=key)
+        ):
+            errors["idempotency_key"] = [problem]
+        client_id = attrs.get("client_id") or ""
+        if (problem := identifier_problem(client_id, max_length=CLIENT_ID_MAX_LENGTH)) and not ledger_client_id_stored(
+            tenant_id=tenant_id, account_id=account_id, idempotency_key=key, client_id=client_id
+        ):
+            errors["client_id"] = [problem]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
 
 
 class _ItemOut(serializers.Serializer):
@@ -221,11 +258,11 @@ class LedgerDebitCreateApi(TenantApi):
         },
     )
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
         key = getattr(self, "_idempotency_key", None) or request.headers.get("Idempotency-Key")
         if not key:
             raise InvalidInput("An Idempotency-Key header is required.")
+        data = self.InputSerializer(data=request.data, context={"tenant_id": self.tenant_id, "idempotency_key": key})
+        data.is_valid(raise_exception=True)
         result = ledger_debits_append(tenant=self.tenant, entries=[EntryIn(idempotency_key=key, **data.validated_data)])
         return Response(self.OutputSerializer(result.items[0]).data, status=_status_of(result))
 
@@ -238,7 +275,8 @@ class LedgerDebitBatchApi(TenantApi):
     class InputSerializer(StrictSerializer):
         class ItemSerializer(_DebitFields):
             # Taken as sent: trimming would make "k1" and "k1 " one key, the second debit a duplicate.
-            idempotency_key = serializers.CharField(max_length=255, trim_whitespace=False)
+            # Printable and not only spaces (`identifier_problem`), or a key already stored.
+            idempotency_key = IdentifierField(max_length=KEY_MAX_LENGTH, trim_whitespace=False, may_be_stored=True)
 
         items = serializers.ListField(
             child=ItemSerializer(), min_length=1, max_length=MAX_BATCH_ITEMS, allow_empty=False
@@ -259,7 +297,7 @@ class LedgerDebitBatchApi(TenantApi):
         },
     )
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.InputSerializer(data=request.data, context={"tenant_id": self.tenant_id})
         data.is_valid(raise_exception=True)
         entries = [EntryIn(**item) for item in data.validated_data["items"]]
         result = ledger_debits_append(tenant=self.tenant, entries=entries)

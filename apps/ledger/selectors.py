@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.db.models import BigIntegerField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
-from apps.ledger.models import AccountBalance, LedgerAccount, LedgerEvent
+from apps.ledger.models import AccountBalance, LedgerAccount, LedgerEvent, LedgerEventKey
 from apps.ledger.partitioning import is_whale, logical_partition, partition_count
 from apps.ledger.projection import LEADER_LOCK_NAMESPACE
 from apps.tenancy.context import system_context
@@ -216,3 +216,31 @@ def account_entries_oldest_first(
         return iter(())
     entries = _entries_of(tenant_id=tenant_id, account_ids=account_ids).order_by("created_at", "id")
     return entries.iterator(chunk_size=chunk_size)
+
+
+def ledger_key_stored(*, tenant_id: int, account_id: int, idempotency_key: str) -> bool:
+    """Whether the account's ledger already holds `idempotency_key` (its debit is being retried).
+    Reads under the caller's tenant context, along the keys' unique index."""
+    return LedgerEventKey.objects.filter(
+        tenant_id=tenant_id, account_id=account_id, idempotency_key=idempotency_key
+    ).exists()
+
+
+def ledger_client_id_stored(*, tenant_id: int, account_id: int, idempotency_key: str, client_id: str) -> bool:
+    """Whether `client_id` is one stored for a debit of the account under `idempotency_key`: the
+    account's own client id, or the client id of the event the key already names (a retry).
+    Reads under the caller's tenant context: the key's unique index, then the event by its id (an
+    archived month's event is gone, and with it the second answer)."""
+    if LedgerAccount.objects.filter(tenant_id=tenant_id, pk=account_id, client_id=client_id).exists():
+        return True
+    event_id = (
+        LedgerEventKey.objects.filter(tenant_id=tenant_id, account_id=account_id, idempotency_key=idempotency_key)
+        .values_list("event_id", flat=True)
+        .first()
+    )
+    return (
+        event_id is not None
+        and LedgerEvent.objects.filter(
+            tenant_id=tenant_id, account_id=account_id, pk=event_id, client_id=client_id
+        ).exists()
+    )
