@@ -17,8 +17,9 @@ Each page is checked for what a phone user meets:
   in at least two columns.
 
 The studio's pages a photographer uses at the event (sign-in, events, an event with its upload
-form) are checked the same way at 390x844, but for their wide tables, which scroll in their own
-box.
+form) are checked the same way at both sizes, but for the events' table, which may scroll in its
+own box: the event's products table stacks like the shop's item tables. Every other studio page
+must not scroll sideways at either size.
 
 Run them alone: `pytest tests/browser/test_phone_viewport.py` (under a minute).
 """
@@ -36,6 +37,7 @@ from pytest_django.live_server_helper import LiveServer
 
 from apps.catalog.models import Event
 from tests.browser.conftest import TIMEOUT_MS
+from tests.browser.test_accessibility import PAGES as A11Y_PAGES
 from tests.browser.test_accessibility import World, pay
 from tests.commerce.fixtures import empty_broker  # noqa: F401 - fixture, used by name
 from tests.commerce.helpers import drain_outbox
@@ -379,7 +381,30 @@ STUDIO_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-@pytest.mark.parametrize("phone", [PHONE], ids=["390x844"], indirect=True)
+@dataclass(frozen=True)
+class StudioVisit:
+    """A studio page: its address, its level-one heading, whether it is opened signed in as the
+    owner, and whether it is checked strictly (its tables of items stack: no figure or button out
+    of sight in a box scrolling sideways)."""
+
+    path: Callable[[Shop], str]
+    heading: Callable[[Shop], str | re.Pattern[str]]
+    signed_in: bool = True
+    strict: bool = False
+
+
+STUDIO_PAGES: dict[str, StudioVisit] = {
+    "studio-login": StudioVisit(lambda shop: "/studio/login/", lambda shop: "Sign in to your studio", signed_in=False),
+    "studio-events": StudioVisit(lambda shop: "/studio/events/", lambda shop: "Events"),
+    # The products table (SKU, kind, photo, size, price, stock, active, and the Deactivate and
+    # Restock forms) and the price list.
+    "studio-event": StudioVisit(
+        lambda shop: f"/studio/events/{shop.event.pk}/", lambda shop: shop.event.title, strict=True
+    ),
+}
+
+
+@pytest.mark.parametrize("phone", [PHONE, SMALL_PHONE], ids=["390x844", "320x640"], indirect=True)
 def test_the_studio_pages_a_photographer_uses_at_an_event_work_on_a_phone(
     phone: Page,
     live_server: LiveServer,
@@ -393,21 +418,16 @@ def test_the_studio_pages_a_photographer_uses_at_an_event_work_on_a_phone(
         page=phone, server=live_server, tenant=tenant_a, shop=shop, studio=studio, protected_event=protected_event
     )
     width = phone.viewport_size["width"] if phone.viewport_size else 0
-    pages: dict[str, tuple[str, str | re.Pattern[str]]] = {
-        "studio-login": ("/studio/login/", "Sign in to your studio"),
-        "studio-events": ("/studio/events/", "Events"),
-        "studio-event": (f"/studio/events/{shop.event.pk}/", shop.event.title),
-    }
     problems: list[str] = []
-    for page_id, (path, heading) in pages.items():
-        if page_id == "studio-events":
+    for page_id, visit in STUDIO_PAGES.items():
+        if visit.signed_in:
             world.signed_in(studio.owner)
         # when: the page opens
-        world.goto(path)
+        world.goto(visit.path(shop))
         phone.wait_for_load_state("load")
-        expect(phone.get_by_role("heading", level=1)).to_have_text(heading)
+        expect(phone.get_by_role("heading", level=1)).to_have_text(visit.heading(shop))
         # then: it fits the phone, and its targets and fields work there
-        found = phone.evaluate(_CHECKS_JS, [MIN_TARGET_PX, MIN_FIELD_FONT_PX, SENTENCE_CHARS, False])
+        found = phone.evaluate(_CHECKS_JS, [MIN_TARGET_PX, MIN_FIELD_FONT_PX, SENTENCE_CHARS, visit.strict])
         page_problems = list(found["problems"])
         if found["width"] != width:
             page_problems.insert(
@@ -415,4 +435,53 @@ def test_the_studio_pages_a_photographer_uses_at_an_event_work_on_a_phone(
             )
         page_problems += field_problems(phone, STUDIO_FIELDS.get(page_id, {}))
         problems += [f"{page_id}: {problem}" for problem in page_problems]
+    assert not problems, f"at {width} px, {len(problems)} problem(s):\n  - " + "\n  - ".join(problems)
+
+
+# Sideways scrolling of the page, and the outermost elements sticking out of it.
+_SIDEWAYS_JS = """() => {
+  const vw = window.innerWidth;
+  const wide = el => el.getBoundingClientRect().right > vw + 1;
+  const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '');
+  const culprits = Array.from(document.body.querySelectorAll('*'))
+    .filter(el => wide(el) && !(el.parentElement && el.parentElement !== document.body && wide(el.parentElement)))
+    .map(el => `${name(el)} reaches ${Math.round(el.getBoundingClientRect().right)} px`);
+  return {width: vw, scrollWidth: document.documentElement.scrollWidth, culprits: culprits.slice(0, 5)};
+}"""
+
+
+@pytest.mark.parametrize("phone", [PHONE, SMALL_PHONE], ids=["390x844", "320x640"], indirect=True)
+def test_no_other_studio_page_scrolls_sideways_on_a_phone(
+    phone: Page,
+    live_server: LiveServer,
+    tenant_a: TenantBundle,
+    shop: Shop,
+    studio: StudioPeople,
+    protected_event: Event,
+) -> None:
+    """Every studio page the accessibility test opens (in the state people meet it in: a paid
+    sale, a pending invitation, ...) and the test above does not: the page stays the phone's
+    width (a wide table scrolls in its own box)."""
+    # given: a photographer's phone
+    world = World(
+        page=phone, server=live_server, tenant=tenant_a, shop=shop, studio=studio, protected_event=protected_event
+    )
+    width = phone.viewport_size["width"] if phone.viewport_size else 0
+    others = {page_id: visit for page_id, visit in A11Y_PAGES.items() if page_id.startswith("studio-")}
+    assert set(STUDIO_PAGES) < set(others), "the studio pages checked above are among the accessibility test's"
+    problems: list[str] = []
+    for page_id, visit in others.items():
+        if page_id in STUDIO_PAGES:
+            continue
+        # when: the page opens
+        response = visit.open(world)
+        assert response.status == visit.status, f"{page_id}: {response.url} answered {response.status}"
+        phone.wait_for_load_state("load")
+        # then: it is no wider than the phone
+        found = phone.evaluate(_SIDEWAYS_JS)
+        if found["width"] != width:
+            problems.append(f"{page_id}: the browser widened the layout viewport to {found['width']} px")
+        if found["scrollWidth"] > found["width"]:
+            culprits = ", ".join(found["culprits"])
+            problems.append(f"{page_id}: {found['scrollWidth']} px wide in a {found['width']} px viewport ({culprits})")
     assert not problems, f"at {width} px, {len(problems)} problem(s):\n  - " + "\n  - ".join(problems)

@@ -92,7 +92,7 @@ def test_owner_deactivates_and_reactivates_a_product_once_per_form(studio: Studi
     assert audits(product) == [PRODUCT_DEACTIVATED]
     after = client.get(first["Location"])
     row = row_of(text(after), product)
-    assert "<td>no</td>" in row and "Reactivate" in row
+    assert '<td data-label="Active">no</td>' in row and "Reactivate" in row
     assert "deactivated: the shop no longer offers it" in text(after)
     # when: Reactivate is clicked
     form = {"nonce": form_nonce_on(after, active_url(product)), f"{prefix}-active": "1"}
