@@ -13,14 +13,25 @@ writes one file per metric type, named after its pid; a scrape adds up every fil
   would start from the last one's counts, its dead workers' included). It runs once the
   listening socket is bound, before the first worker starts: a second server that fails to bind
   the same address stops before touching the running one's files.
-* `child_exit`: `mark_process_dead` forgets a dead worker's live gauges (the requests in
-  progress it would otherwise report for ever). Its counters and histograms stay, so what it
-  counted is not lost from the totals: a counter never goes back when a worker dies.
+* `child_exit` (in the master, from its main loop, once it reaped the worker): if the worker
+  died abnormally, counts its death and the requests it was answering (`apps.ops.worker_deaths`:
+  the master's own metric files, read with the workers'); then `mark_process_dead` forgets its
+  live gauges (the requests in progress it would otherwise report for ever). Its counters and
+  histograms stay, so what it counted is not lost from the totals: a counter never goes back
+  when a worker dies. An exception here would stop the master's loop, and with it the server:
+  what fails is logged instead.
+* `worker_exit` (in the worker, on every exit through Python): leaves the worker's exit status
+  for `child_exit`, which gunicorn does not give it; a worker killed by a signal leaves none.
+
+Not `worker_abort`: it runs in the aborted worker, inside a signal handler, and only if the
+worker's main thread gets to run Python again; a worker stuck in C code is killed without it.
+The master knows it aborted a worker for its timeout (`worker.aborted`) whatever happened next.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +41,9 @@ from typing import Any
 # needs is under 1 KB, so raising it would only let longer invalid ones reach Django.
 limit_request_line = 4094
 
-# prometheus_client's own file names: `<type>_<pid>.db` and `gauge_<mode>_<pid>.db`.
-METRIC_FILE_PATTERNS = ("counter_*.db", "histogram_*.db", "summary_*.db", "gauge_*.db")
+# prometheus_client's own file names: `<type>_<pid>.db` and `gauge_<mode>_<pid>.db`; and the
+# exit records of `worker_exit` (apps.ops.worker_deaths.EXIT_RECORD_PREFIX).
+METRIC_FILE_PATTERNS = ("counter_*.db", "histogram_*.db", "summary_*.db", "gauge_*.db", "worker_exit_*")
 
 
 def multiproc_dir() -> Path:
@@ -53,12 +65,41 @@ def when_ready(server: Any) -> None:
     for file in stale:
         file.unlink()
     server.log.info("metrics of the worker processes in %s (%d stale files removed)", directory, len(stale))
+    # The master's own metric file, made now with every reason at 0 (an alert on the increase of
+    # a series sees its first death only if the series existed before it).
+    from apps.ops import worker_deaths  # noqa: F401 - see child_exit for why imported here
 
 
 def child_exit(server: Any, worker: Any) -> None:
     # Imported here, not at the top: gunicorn reads this file before it applies `-e` variables,
     # prometheus_client fixes its mode when first imported, and forked workers inherit the
-    # master's imported modules. By the first child_exit the environment is final.
+    # master's imported modules. By when_ready the environment is final.
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid, path=str(multiproc_dir()))
+    from apps.ops import worker_deaths
+
+    directory = multiproc_dir()
+    try:
+        death = worker_deaths.worker_died(directory, pid=worker.pid, aborted=worker.aborted)
+    except Exception:  # an exception here would stop the master's loop (see above)
+        server.log.warning("worker (pid:%s) exited: its death could not be counted", worker.pid, exc_info=True)
+    else:
+        if death is not None:
+            server.log.warning("worker (pid:%s) died (%s) answering %d request(s)", worker.pid, *death)
+    multiprocess.mark_process_dead(worker.pid, path=str(directory))
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    # gunicorn calls this in the worker from the `finally` around its life, while the SystemExit
+    # that ends it propagates (every exit through Python is one); and in the master for a worker
+    # it found already gone, which has nothing to record.
+    if os.getpid() != worker.pid:
+        return
+    from apps.ops import worker_deaths
+
+    ending = sys.exc_info()[1]
+    if isinstance(ending, SystemExit):
+        status = worker_deaths.exit_status(ending.code)
+    else:  # another BaseException ends it abnormally; none at all, not on an exit path we know
+        status = 0 if ending is None else 1
+    worker_deaths.record_exit(multiproc_dir(), worker.pid, status)

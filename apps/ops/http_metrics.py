@@ -7,7 +7,8 @@
   (p99 50 ms, warning at 100 ms: both are bucket bounds, so an alert on them is exact); past
   10 s lies only gunicorn's 30 s timeout.
 * `darkroom_http_requests_in_progress`: requests being answered now, across the live worker
-  processes (a worker killed mid-request is forgotten by `config/gunicorn_conf.py`'s child_exit).
+  processes (a worker killed mid-request is forgotten by `config/gunicorn_conf.py`'s child_exit,
+  which first counts its requests in progress as lost: `apps.ops.worker_deaths`).
 
 Labels stay bounded whatever clients send: `route` is the URL pattern that answered
 (`/api/v1/checkouts/<uuid:checkout_id>`, `/` for the home page), never the path; a path no
@@ -35,6 +36,7 @@ from django.urls import Resolver404, resolve
 from prometheus_client import Counter, Gauge, Histogram
 
 from apps.ops.metrics import PROCESS_REGISTRY
+from apps.ops.worker_deaths import IN_PROGRESS_NAME
 
 UNMATCHED = "unmatched"
 UNCOUNTED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -55,7 +57,7 @@ DURATION = Histogram(
     registry=PROCESS_REGISTRY,
 )
 IN_PROGRESS = Gauge(
-    "darkroom_http_requests_in_progress",
+    IN_PROGRESS_NAME,
     "HTTP requests being answered now, summed over the live web worker processes.",
     multiprocess_mode="livesum",
     registry=PROCESS_REGISTRY,

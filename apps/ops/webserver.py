@@ -65,14 +65,15 @@ def web_env(**extra: str) -> dict[str, str]:
     }
 
 
-def gunicorn_argv(*, port: int, workers: int, threads: int) -> list[str]:
+def gunicorn_argv(*, port: int, workers: int, threads: int, timeout: int = 60) -> list[str]:
     """The command line of a loopback gunicorn (gthread) serving the project's WSGI app with the
-    web's configuration file; its environment must set PROMETHEUS_MULTIPROC_DIR."""
+    web's configuration file; its environment must set PROMETHEUS_MULTIPROC_DIR. `timeout`: the
+    seconds a worker may go without a heartbeat before the master aborts it."""
     return [
         str(Path(sys.executable).parent / "gunicorn"),
         *"-c config/gunicorn_conf.py config.wsgi:application".split(),
         *f"--bind 127.0.0.1:{port} --workers {workers} --threads {threads}".split(),
-        *"--worker-class gthread --log-level warning --timeout 60".split(),
+        *f"--worker-class gthread --log-level warning --timeout {timeout}".split(),
     ]
 
 
@@ -89,7 +90,12 @@ class WebServer:
 
 @contextlib.contextmanager
 def gunicorn(
-    *, env: dict[str, str], workers: int = WEB_WORKERS, threads: int = WEB_THREADS, log: logging.Logger = logger
+    *,
+    env: dict[str, str],
+    workers: int = WEB_WORKERS,
+    threads: int = WEB_THREADS,
+    timeout: int = 60,
+    log: logging.Logger = logger,
 ) -> Iterator[WebServer]:
     """Start gunicorn (gthread, `workers` x `threads`) on 127.0.0.1, wait until /healthz answers,
     and stop it when the block ends: SIGTERM (gunicorn finishes the requests it is serving), then
@@ -97,7 +103,7 @@ def gunicorn(
     before the exception propagates."""
     base = Path(settings.BASE_DIR)
     port = free_port()
-    argv = gunicorn_argv(port=port, workers=workers, threads=threads)
+    argv = gunicorn_argv(port=port, workers=workers, threads=threads, timeout=timeout)
     metrics_dir = tempfile.TemporaryDirectory(prefix="darkroom-web-metrics-")
     output = tempfile.TemporaryFile()
     process = subprocess.Popen(  # noqa: S603 - our own virtualenv's gunicorn, loopback only

@@ -1,7 +1,9 @@
 """HTTP request metrics (`apps.ops.http_metrics`): what the middleware counts and times, read
 from /metrics; and under a real gunicorn with two worker processes, that the counts add up
 across the workers (prometheus_client's multiprocess mode) and survive a worker killed by the
-kernel, while the killed worker's requests in progress are forgotten (`child_exit`).
+kernel, while the killed worker's requests in progress are forgotten (`child_exit`); and that a
+worker that dies abnormally (killed by a signal, aborted for its timeout, exiting with an error)
+is counted by the master with the requests it was answering (`apps.ops.worker_deaths`).
 
 The in-process test runs without PROMETHEUS_MULTIPROC_DIR (the metrics live in this process's
 registry, as under runserver); the gunicorn test starts the server as `apps.ops.webserver` does
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,10 +26,12 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
+from apps.ops.metrics import PROCESS_REGISTRY
 from apps.ops.webserver import WebServer, gunicorn, web_env
 from apps.tenancy.context import tenant_context
 from tests.factories.catalog import EventFactory
@@ -37,6 +42,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 REQUESTS = "darkroom_http_requests_total"
 DURATION = "darkroom_http_request_duration_seconds"
 IN_PROGRESS = "darkroom_http_requests_in_progress"
+DEATHS = "darkroom_web_worker_deaths_total"
+LOST = "darkroom_http_requests_lost_total"
+REASONS = ("timeout", "signal", "exit_code")
 
 
 def parse(text: str) -> Samples:
@@ -198,6 +206,26 @@ def routed(samples: Samples) -> float:
     return value(samples, REQUESTS, method="GET", route=ROUTE, status="401")
 
 
+def deaths(samples: Samples) -> dict[str, tuple[float, float]]:
+    """Per reason: (workers died, requests lost); a reason /metrics does not export is left out."""
+    return {
+        reason: (value(samples, DEATHS, reason=reason), value(samples, LOST, reason=reason))
+        for reason in REASONS
+        if (DEATHS, frozenset({("reason", reason)})) in samples and (LOST, frozenset({("reason", reason)})) in samples
+    }
+
+
+def stall_a_request(web: WebServer) -> socket.socket:
+    """A request a worker is in the middle of: a chunked body that stops coming (the view waits
+    for the rest). Returns its connection; close it when done."""
+    stalled = socket.create_connection(("127.0.0.1", web.port), timeout=30)
+    stalled.sendall(
+        f"POST {ROUTE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n".encode()
+    )
+    return stalled
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(300)
 def test_under_gunicorn_the_workers_counts_add_up_and_outlive_a_killed_worker() -> None:
@@ -219,7 +247,8 @@ def test_under_gunicorn_the_workers_counts_add_up_and_outlive_a_killed_worker() 
                 counts = {pid: routed(s) for pid, s in per_process(web, "counter").items()}
                 if len([c for c in counts.values() if c > 0]) == 2:
                     break
-        own = {pid: routed(s) for pid, s in per_process(web, "counter").items()}
+        # (the master's counter file, its worker deaths, counts no request)
+        own = {pid: routed(s) for pid, s in per_process(web, "counter").items() if pid != web.process.pid}
         assert set(own) == first_workers and all(0 < count < sent for count in own.values()), own
 
         # then: /metrics, whichever worker answers it, reports every request: the two processes'
@@ -229,14 +258,12 @@ def test_under_gunicorn_the_workers_counts_add_up_and_outlive_a_killed_worker() 
             assert routed(samples) == sent
             assert value(samples, f"{DURATION}_count", method="GET", route=ROUTE) == sent
             assert value(samples, IN_PROGRESS) == 0
+            # and: no worker has died, each reason exported from 0 (an alert on its increase sees the first)
+            assert deaths(samples) == {reason: (0, 0) for reason in REASONS}
 
         # given: a request a worker is in the middle of (a chunked body that stops coming)
-        stalled = socket.create_connection(("127.0.0.1", web.port), timeout=30)
+        stalled = stall_a_request(web)
         try:
-            stalled.sendall(
-                f"POST {ROUTE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n".encode()
-            )
             wait_for(lambda: value(scrape_server(web), IN_PROGRESS) == 1, "the stalled request in progress")
             [holder] = [pid for pid, s in per_process(web, "gauge_livesum").items() if value(s, IN_PROGRESS) == 1]
 
@@ -252,9 +279,41 @@ def test_under_gunicorn_the_workers_counts_add_up_and_outlive_a_killed_worker() 
         assert routed(samples) == sent
         assert value(samples, f"{DURATION}_count", method="GET", route=ROUTE) == sent
         assert value(samples, IN_PROGRESS) == 0
+        # and: the master counted a worker killed by a signal, and the request it was answering as lost
+        assert deaths(samples) == {"timeout": (0, 0), "signal": (1, 1), "exit_code": (0, 0)}
         # and: counting goes on from there
         assert set(fetch(f"{web.url}{ROUTE}") for _ in range(5)) == {401}
         assert routed(scrape_server(web)) == sent + 5
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(300)
+def test_under_gunicorn_a_worker_aborted_for_its_timeout_is_counted_with_the_request_it_held() -> None:
+    env = web_env(**subprocess_env())
+    with gunicorn(env=env, workers=2, threads=4, timeout=2) as web:
+        # given: both workers up, and a request one of them is in the middle of
+        def workers() -> set[int]:
+            return {pid for pid in per_process(web, "gauge_livesum") if alive(pid)}
+
+        wait_for(lambda: len(workers()) == 2, "two workers with the app loaded")
+        first_workers = workers()
+        stalled = stall_a_request(web)
+        try:
+            wait_for(lambda: value(scrape_server(web), IN_PROGRESS) == 1, "the stalled request in progress")
+            [holder] = [pid for pid, s in per_process(web, "gauge_livesum").items() if value(s, IN_PROGRESS) == 1]
+
+            # when: that worker stops (as one stuck in C code holding the GIL: no heartbeat, no
+            # signal handler runs), so the master aborts it after the 2 s timeout, then kills it
+            os.kill(holder, signal.SIGSTOP)
+            wait_for(lambda: not alive(holder), "the stopped worker killed by the master")
+            wait_for(lambda: len(workers() - first_workers) == 1, "a new worker in place of the aborted one")
+        finally:
+            stalled.close()
+
+        # then: the master counted a worker that timed out, and its request as lost
+        samples = scrape_server(web)
+        assert deaths(samples) == {"timeout": (1, 1), "signal": (0, 0), "exit_code": (0, 0)}
+        assert value(samples, IN_PROGRESS) == 0
 
 
 def test_the_gunicorn_hooks_start_from_an_empty_directory_and_forget_only_live_gauges(
@@ -265,11 +324,14 @@ def test_the_gunicorn_hooks_start_from_an_empty_directory_and_forget_only_live_g
     class Log:
         def info(self, *args: Any) -> None: ...
 
+        def warning(self, *args: Any, **kwargs: Any) -> None: ...
+
     class Server:
         log = Log()
 
     class Worker:
         pid = 4242
+        aborted = False
 
     # given: the files a previous run left, and a file that is not prometheus_client's
     directory = tmp_path / "web-metrics"
@@ -297,3 +359,106 @@ def test_the_gunicorn_hooks_start_from_an_empty_directory_and_forget_only_live_g
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
         gunicorn_conf.when_ready(Server())
+
+
+def test_the_master_counts_a_worker_by_how_it_died_with_the_requests_it_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config import gunicorn_conf
+
+    class Log:
+        def info(self, *args: Any) -> None: ...
+
+        def warning(self, *args: Any, **kwargs: Any) -> None: ...
+
+        def error(self, *args: Any, **kwargs: Any) -> None: ...
+
+    class Server:
+        log = Log()
+
+    class Worker:
+        def __init__(self, pid: int, *, aborted: bool = False) -> None:
+            self.pid, self.aborted = pid, aborted
+
+    def exits(worker: Worker, code: int) -> None:
+        """The worker's end as gunicorn runs it: sys.exit, and worker_exit in the finally around
+        the worker's life (here the worker is this process: the hook records only its own exit)."""
+        try:
+            try:
+                sys.exit(code)
+            finally:
+                gunicorn_conf.worker_exit(Server(), worker)
+        except SystemExit:
+            pass
+
+    def holding(pid: int, requests: float) -> None:
+        """A worker's in-progress gauge file, as prometheus_client writes it."""
+        gauge = MmapedDict(str(directory / f"gauge_livesum_{pid}.db"))
+        gauge.write_value(mmap_key(IN_PROGRESS, IN_PROGRESS, [], [], "in progress"), requests, 0.0)
+        gauge.close()
+
+    def counted() -> dict[str, tuple[float, float]]:
+        return {
+            reason: (
+                PROCESS_REGISTRY.get_sample_value(DEATHS, {"reason": reason}) or 0.0,
+                PROCESS_REGISTRY.get_sample_value(LOST, {"reason": reason}) or 0.0,
+            )
+            for reason in REASONS
+        }
+
+    def moved(before: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        after = counted()
+        return {
+            reason: (after[reason][0] - before[reason][0], after[reason][1] - before[reason][1])
+            for reason in REASONS
+            if after[reason] != before[reason]
+        }
+
+    directory = tmp_path / "web-metrics"
+    directory.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    me = os.getpid()
+    # given: every reason exported (from 0) by this process too
+    assert all(
+        PROCESS_REGISTRY.get_sample_value(name, {"reason": r}) is not None for name in (DEATHS, LOST) for r in REASONS
+    )
+
+    # when: a worker exits cleanly (a graceful stop), its requests finished
+    before = counted()
+    exits(Worker(me), 0)
+    gunicorn_conf.child_exit(Server(), Worker(me))
+    # then: nothing counted, and its exit record is gone
+    assert moved(before) == {}
+    assert [p.name for p in directory.iterdir()] == []
+
+    # when: a worker holding one request exits with gunicorn's status after an error in its loop
+    holding(me, 1)
+    exits(Worker(me), -1)
+    gunicorn_conf.child_exit(Server(), Worker(me))
+    # then: counted under exit_code, with its request
+    assert moved(before) == {"exit_code": (1, 1)}
+
+    # when: a worker holding two requests dies without running its exit path (SIGKILL, OOM)
+    before = counted()
+    holding(4243, 2)
+    gunicorn_conf.child_exit(Server(), Worker(4243))
+    # then: counted under signal, with both requests; its live gauge is forgotten
+    assert moved(before) == {"signal": (1, 2)}
+    assert not (directory / "gauge_livesum_4243.db").exists()
+
+    # when: a worker the master aborted for its timeout exits on the abort (status 1), idle
+    before = counted()
+    exits(Worker(me, aborted=True), 1)
+    gunicorn_conf.child_exit(Server(), Worker(me, aborted=True))
+    # then: counted under timeout
+    assert moved(before) == {"timeout": (1, 0)}
+
+    # when: gunicorn calls worker_exit in the master for a worker already gone, then the master
+    # reads an in-progress file it cannot parse
+    gunicorn_conf.worker_exit(Server(), Worker(4244))
+    (directory / "gauge_livesum_4244.db").write_bytes(b"")
+    before = counted()
+    gunicorn_conf.child_exit(Server(), Worker(4244))
+    # then: no record was left for it, its death is still counted, and the master goes on
+    assert moved(before) == {"signal": (1, 0)}
+    assert [p.name for p in directory.iterdir()] == []
