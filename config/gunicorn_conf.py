@@ -78,15 +78,19 @@ def child_exit(server: Any, worker: Any) -> None:
 
     from apps.ops import worker_deaths
 
-    directory = multiproc_dir()
+    # Nothing may raise from here: an exception would stop the master's loop (see above).
     try:
+        directory = multiproc_dir()
         death = worker_deaths.worker_died(directory, pid=worker.pid, aborted=worker.aborted)
-    except Exception:  # an exception here would stop the master's loop (see above)
+    except Exception:
         server.log.warning("worker (pid:%s) exited: its death could not be counted", worker.pid, exc_info=True)
     else:
         if death is not None:
             server.log.warning("worker (pid:%s) died (%s) answering %d request(s)", worker.pid, *death)
-    multiprocess.mark_process_dead(worker.pid, path=str(directory))
+    try:
+        multiprocess.mark_process_dead(worker.pid, path=str(multiproc_dir()))
+    except Exception:
+        server.log.warning("worker (pid:%s) exited: its live gauges could not be forgotten", worker.pid, exc_info=True)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -157,6 +158,15 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     if isinstance(exc, RequestDataTooBig):
         body = problem_body(413, "Payload too large", str(exc), slug="payload-too-large")
         return Response(body, status=413, content_type=PROBLEM_CONTENT_TYPE)
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        # Django refuses to parse past DATA_UPLOAD_MAX_NUMBER_FIELDS / _FILES (a query string read
+        # by content negotiation or `TenantApi.query_parameters`, a form body): the client's input.
+        if isinstance(exc, TooManyFieldsSent):
+            detail = f"More than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} query parameters or form fields."
+        else:
+            detail = f"More than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files."
+        body = problem_body(400, "Too many parameters", detail, slug="too-many-parameters")
+        return Response(body, status=400, content_type=PROBLEM_CONTENT_TYPE)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

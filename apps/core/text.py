@@ -213,6 +213,10 @@ TEXT_FIELD_RULE = StoredTextRule(
     lambda value: _one_line_cleaned(value, _refused_in_text_field),
 )
 IDENTIFIER_RULE = StoredTextRule("identifier", lambda value: identifier_problem(value, max_length=len(value)), None)
+# A print size pairs a product with its event's price of the same (kind, size) (`product_price`,
+# the checkout's join): rewriting either side alone would give the product another size's price,
+# or none. Judged as one-line text, never rewritten.
+PRINT_SIZE_RULE = StoredTextRule("print size", TEXT_FIELD_RULE.problem, None)
 
 # Every stored column a rule of this module guards, with that rule (a new one belongs here too).
 # Rows of an append-only model (`APPEND_ONLY`) are never rewritten, whatever their rule.
@@ -220,8 +224,8 @@ STORED_TEXT: tuple[StoredTextColumn, ...] = (
     StoredTextColumn("tenancy.Organization", "name", TITLE_RULE),
     StoredTextColumn("tenancy.ApiKey", "name", TITLE_RULE),
     StoredTextColumn("catalog.Event", "title", TITLE_RULE),
-    StoredTextColumn("catalog.Product", "size", TEXT_FIELD_RULE),
-    StoredTextColumn("catalog.Price", "size", TEXT_FIELD_RULE),
+    StoredTextColumn("catalog.Product", "size", PRINT_SIZE_RULE),
+    StoredTextColumn("catalog.Price", "size", PRINT_SIZE_RULE),
     StoredTextColumn("commerce.CheckoutLine", "size", TEXT_FIELD_RULE),
     StoredTextColumn("notifications.Attendee", "name", NAME_RULE),
     StoredTextColumn("notifications.Announcement", "title", TITLE_RULE),

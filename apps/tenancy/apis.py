@@ -47,8 +47,9 @@ class TenantApi(APIView):
     tenant_id: int | None = None
     idempotency_exempt: bool = False
     # The query parameters GET takes, as its schema documents them (tests/core/test_query_parameters.py
-    # checks that the two agree); other methods take none. Any other name is a 400 naming it, so
-    # a typo (`?stauts=failed`) is not answered as if no filter had been asked for.
+    # checks that the two agree), and so HEAD and OPTIONS (the same URL); writes take none. Any
+    # other name is a 400 naming it, so a typo (`?stauts=failed`) is not answered as if no filter
+    # had been asked for; so is one given twice (no operation takes a list: which would count?).
     query_parameters: frozenset[str] = frozenset()
     # Checked after authentication and permissions, before the idempotency transaction opens.
     throttle_classes = [TenantRateThrottle]
@@ -88,7 +89,10 @@ class TenantApi(APIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        refuse_unknown_query_parameters(request, self.query_parameters if request.method in ("GET", "HEAD") else None)
+        method = (request.method or "").lower()
+        # A method without a handler is dispatch's 405 (after `initial`), whatever the query says.
+        if method in self.http_method_names and hasattr(self, method):
+            refuse_unknown_query_parameters(request, self.query_parameters if method in _READS else None)
         self.tenant_id, self.tenant_role = request_tenant(request)
         request.tenant_id = self.tenant_id  # type: ignore[attr-defined]
         self._context_stack.enter_context(tenant_context(self.tenant_id))
@@ -149,19 +153,26 @@ class TenantApi(APIView):
 
 
 _UNKNOWN_NAMED_AT_MOST = 20
+# The methods that take `TenantApi.query_parameters`: GET, and HEAD and OPTIONS on the same URL.
+_READS = frozenset({"get", "head", "options"})
 
 
 def refuse_unknown_query_parameters(request: Request, taken: frozenset[str] | None) -> None:
-    """A 400 naming each query parameter not in `taken` (None: the method takes none), before
-    anything is read or written (the Idempotency-Key protocol has not begun: no key is stored)."""
-    unknown = sorted(set(request.query_params) - (taken or frozenset()))
-    if not unknown:
+    """A 400 naming each query parameter not in `taken` (None: the method takes none), and each
+    one of `taken` given more than once, before anything is read or written (the
+    Idempotency-Key protocol has not begun: no key is stored)."""
+    params = request.query_params
+    unknown = sorted(set(params) - (taken or frozenset()))
+    repeated = sorted(name for name in set(params) - set(unknown) if len(params.getlist(name)) > 1)
+    if not unknown and not repeated:
         return
     if taken is None:
         message = f"{request.method} takes no query parameters."
     else:
         message = f"Not a query parameter of this operation, which takes: {', '.join(sorted(taken)) or 'none'}."
-    raise serializers.ValidationError({name[:100]: [message] for name in unknown[:_UNKNOWN_NAMED_AT_MOST]})
+    errors = {name[:100]: [message] for name in unknown[:_UNKNOWN_NAMED_AT_MOST]}
+    errors.update({name: ["Give this parameter once."] for name in repeated})
+    raise serializers.ValidationError(errors)
 
 
 class ApiKeyCreateApi(TenantApi):

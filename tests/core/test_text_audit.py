@@ -151,8 +151,6 @@ CLEANED = {
     "notification.title": "News[31m",
     "notification.body": "Line one\nLine two\r\nthird\tline",
     "api_key": "cikey",
-    "product": "A4",
-    "price": "A4",
 }
 
 
@@ -220,7 +218,7 @@ def test_dry_run_shows_what_clean_would_change_and_writes_nothing():
     assert found[("ledger_ledgerevent", s.ledger_event.pk, "reference")].endswith(
         "-> left: append-only table, reported only"
     )
-    assert "would clean 10, left 4" in lines[-1]
+    assert "would clean 8, left 6" in lines[-1]
     assert code == 1
     assert stored(s) == AS_SEEDED
     assert clean_audit_rows() == []
@@ -231,18 +229,17 @@ def test_clean_rewrites_display_text_audits_each_change_and_leaves_identifiers()
     s = seed()
     # when
     code, lines, _ = run("--clean")
-    # then: display text lost its refused characters; identifiers, keys and the ledger's
-    # reference (append-only) are as stored
+    # then: display text lost its refused characters; identifiers, keys, print sizes (they pair a
+    # product with its price) and the ledger's reference (append-only) are as stored
     assert stored(s) == CLEANED
-    assert "cleaned 10, left 4" in lines[-1]
+    assert "cleaned 8, left 6" in lines[-1]
     assert code == 1  # the identifiers and the reference remain
     # and: one audit row per change, with the studio, the row and both values
     audits = clean_audit_rows()
-    assert len(audits) == 10
+    assert len(audits) == 8
     assert {(a.target_type, a.target_id, a.data["field"]) for a in audits} >= {
         ("event", str(s.event.pk), "title"),
         ("organization", str(s.org.pk), "name"),
-        ("price", str(s.price.pk), "size"),
     }
     event_audit = next(a for a in audits if a.target_type == "event")
     assert event_audit.tenant_id == s.org.pk and event_audit.actor_label == "cli:text_audit"
@@ -250,6 +247,8 @@ def test_clean_rewrites_display_text_audits_each_change_and_leaves_identifiers()
     # and: a second audit finds only what --clean leaves
     code, lines, _ = run()
     assert {(table, column) for table, _, column in findings(lines)} == {
+        ("catalog_product", "size"),
+        ("catalog_price", "size"),
         ("ledger_ledgeraccount", "client_id"),
         ("ledger_ledgerevent", "client_id"),
         ("ledger_ledgerevent", "reference"),
@@ -293,8 +292,8 @@ def test_batches_walk_every_row_and_tenant_id_narrows_to_one_studio():
 
 
 def test_clean_leaves_a_value_it_cannot_clean_and_reports_why():
-    # given: a title of nothing but an override, and a print size that, cleaned, would be the
-    # size another product of the same photo already has
+    # given: a title of nothing but an override, and a print size (which is never rewritten: it
+    # pairs the product with its price) that, cleaned, would be another product's of the photo
     org = OrganizationFactory()
     lone = EventFactory(tenant=org, title="\u202e")
     sized = ProductFactory(event=EventFactory(tenant=org), kind=ProductKind.PRINT, size="A4")
@@ -304,7 +303,7 @@ def test_clean_leaves_a_value_it_cannot_clean_and_reports_why():
     # then: both are left as stored, and said so
     found = findings(lines)
     assert found[("catalog_event", lone.pk, "title")].endswith("-> left: nothing the rule of a title accepts remains")
-    assert found[("catalog_product", twin.pk, "size")].endswith("-> left: 'A4' would collide with another row")
+    assert found[("catalog_product", twin.pk, "size")].endswith("-> left: a print size, reported only")
     with system_context("test: text audit"):
         assert Event.objects.get(pk=lone.pk).title == "\u202e"
         assert Product.objects.get(pk=twin.pk).size == "A4\u200b"

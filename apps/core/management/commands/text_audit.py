@@ -11,9 +11,11 @@ to 80 characters) and, on stderr, progress per batch; then a summary.
 `--clean` rewrites display text without the characters its rule refuses (`StoredTextRule.clean`),
 each change guarded by the value read (a row changed meanwhile is left) and written to the audit
 log (`stored_text.clean`, old and new value) in the batch's transaction. It never rewrites an
-identifier or key (clients send them back to match) nor a row of an append-only table (ledger
-events: a debit's reference), and leaves a value that would become empty where its rule needs
-one, or that would collide with another row's (two print sizes of one photo): those are reported.
+identifier or key (clients send them back to match), a product's or price's print size (it pairs
+the product with its price: one side rewritten alone would reprice the product or unprice it),
+nor a row of an append-only table (ledger events: a debit's reference), and leaves a value that
+would become empty where its rule needs one, or that would collide with another row's under a
+unique constraint: those are reported.
 `--dry-run` shows what `--clean` would change and writes nothing.
 
 Exit status 1 when offending values remain (after `--clean`: those it left), 0 otherwise.
@@ -146,7 +148,8 @@ class Command(BaseCommand):
     ) -> str:
         """What --clean did (or would do) with the value, as the report line's ending."""
         if column.rule.clean is None:
-            return f"left: an {column.rule.name}, reported only"
+            article = "an" if column.rule.name[:1] in "aeiou" else "a"
+            return f"left: {article} {column.rule.name}, reported only"
         if getattr(model, "APPEND_ONLY", False):
             return "left: append-only table, reported only"
         cleaned = column.rule.clean(value)

@@ -4,9 +4,10 @@ and sending one again ("Send again": it is valid for STUDIO_INVITATION_TTL_DAYS 
 
 Adding an address that already has an account (and is not a member) grants nothing: it leaves a
 pending invitation that person accepts or declines after signing in (`views/invitations.py`), and
-the page names them only by the address the invitation goes to (as the owner typed it, or the
-account's current one if it changed since), never by the account's name. "Send again" renews the
-invitation of the same account, never of whoever has the address typed now.
+the page names them only by the address the owner typed (never the account's name, its own
+spelling of the address, nor an address it changed to since, which is not the studio's to see).
+"Send again" renews the invitation of the same account, e-mailed to its current address, never of
+whoever has the address typed now.
 
 Every form goes through `submit` (`submit_once`): a resubmitted form has one effect. The services
 refuse to leave the studio without an owner (`LastOwnerRequired`, 409), re-checked under the
