@@ -108,6 +108,10 @@ class MemberActor:
     name: str
     may_change_owners: bool
 
+    def acting(self) -> dict[str, Any]:
+        """The keyword arguments naming who acts, as the membership services take them."""
+        return {"actor": self.user, "actor_label": self.label, "may_change_owners": self.may_change_owners}
+
 
 class _MembersApi(TenantApi):
     permission_classes = [HasTenantRole.of(*MEMBER_MANAGE_ROLES)]
@@ -189,10 +193,8 @@ class MembersApi(_MembersApi):
         actor = self.actor(request)
         invited = member_invitation_create(
             tenant=self.tenant,
-            actor=actor.user,
-            actor_label=actor.label,
             invited_by=actor.name,
-            may_change_owners=actor.may_change_owners,
+            **actor.acting(),
             **data.validated_data,
         )
         if invited.membership is None:
@@ -247,9 +249,7 @@ class InvitationDetailApi(_MembersApi):
         membership_invitation_withdraw(
             tenant=self.tenant,
             invitation_id=invitation_id,
-            actor=actor.user,
-            actor_label=actor.label,
-            may_change_owners=actor.may_change_owners,
+            **actor.acting(),
         )
         return Response(status=204)
 
@@ -274,10 +274,8 @@ class InvitationRenewApi(_MembersApi):
         renewed = member_invitation_renew(
             tenant=self.tenant,
             invitation_id=invitation_id,
-            actor=actor.user,
-            actor_label=actor.label,
             invited_by=actor.name,
-            may_change_owners=actor.may_change_owners,
+            **actor.acting(),
         )
         assert renewed.invitation is not None, "a renewal puts an invitation"
         return Response(InvitationOutputSerializer(invitation_out(renewed.invitation)).data, status=202)
@@ -305,9 +303,7 @@ class MemberDetailApi(_MembersApi):
         membership = member_role_set(
             tenant=self.tenant,
             user_id=user_id,
-            actor=actor.user,
-            actor_label=actor.label,
-            may_change_owners=actor.may_change_owners,
+            **actor.acting(),
             **data.validated_data,
         )
         return Response(MemberOutputSerializer(member_out(membership)).data)
@@ -326,8 +322,6 @@ class MemberDetailApi(_MembersApi):
         member_remove(
             tenant=self.tenant,
             user_id=user_id,
-            actor=actor.user,
-            actor_label=actor.label,
-            may_change_owners=actor.may_change_owners,
+            **actor.acting(),
         )
         return Response(status=204)
