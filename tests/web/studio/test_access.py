@@ -190,7 +190,7 @@ def test_a_link_to_another_of_ones_studios_offers_to_switch_to_it(
     # then: not found in A, with a way to open it in another of their studios
     assert missing.status_code == 404
     switch = f"/studio/choose/?next=%2Fstudio%2Fevents%2F{theirs.pk}%2F"
-    assert f'<a href="{switch}">' in text(missing)
+    assert f'<a class="standalone" href="{switch}">' in text(missing)
     chosen = client.post("/studio/choose/", {"studio": other_studio.org.pk, "next": f"/studio/events/{theirs.pk}/"})
     assert "Beta Gala" in text(client.get(chosen["Location"]))
 

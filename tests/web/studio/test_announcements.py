@@ -60,7 +60,7 @@ def test_compose_and_send_now_twice_creates_one_announcement_and_one_send_reques
     page = text(client.get(first["Location"]))
     assert 'class="status-sent">sent<' in page and "3 (delivered 3, failed 0, pending 0)" in page
     listing = text(client.get("/studio/announcements/"))
-    assert "Photos are up" in listing and 'class="status-sent">sent<' in listing
+    assert "Photos are up" in listing and 'class="status-sent" data-label="Status">sent<' in listing
 
 
 def test_a_draft_is_sent_from_its_page_once(studio: StudioPeople) -> None:

@@ -197,9 +197,9 @@ def test_the_list_shows_keys_newest_first_with_their_status_in_pages(studio: Stu
     # when: the pages are read
     first, second = client.get(PAGE), client.get(f"{PAGE}?page=2")
     # then: 25 a page, newest first, each with its prefix and status
-    names = re.findall(r'<tr id="api-key-\d+">\s*<td>([^<]+)</td>', text(first))
+    names = re.findall(r'<tr id="api-key-\d+">\s*<th scope="row">([^<]+)</th>', text(first))
     assert names == [f"key-{n:02d}" for n in range(29, 4, -1)]
-    later = re.findall(r'<tr id="api-key-\d+">\s*<td>([^<]+)</td>', text(second))
+    later = re.findall(r'<tr id="api-key-\d+">\s*<th scope="row">([^<]+)</th>', text(second))
     assert later == [f"key-{n:02d}" for n in range(4, -1, -1)] + ["test"]
     assert f"drk_{made[29].prefix}_…" in text(first)
     row = re.search(rf'<tr id="api-key-{made[0].pk}">.*?</tr>', text(second), re.S)

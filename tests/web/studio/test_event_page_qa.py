@@ -192,8 +192,8 @@ def test_studio_counts_do_not_count_withdrawn_photos_as_live(studio: StudioPeopl
     event_page = text(owner.get(f"/studio/events/{event.pk}/"))
     # then: each counts 5 photos and says 2 more were withdrawn; never "7 photos"
     assert "5 photos, plus 2 withdrawn" in overview and "1 photo<" in overview
-    assert '<td class="num">5 <span class="meta">(plus 2 withdrawn)</span></td>' in events
-    assert '<td class="num">1</td>' in events
+    assert '<td class="num" data-label="Photos">5 <span class="meta">(plus 2 withdrawn)</span></td>' in events
+    assert '<td class="num" data-label="Photos">1</td>' in events
     assert "Photos (5, plus 2 withdrawn)" in event_page
     assert "7 photos" not in overview + events and "Photos (7)" not in event_page
 

@@ -51,7 +51,9 @@ def test_a_paid_checkout_shows_in_sales_and_in_the_photographers_wallet(studio: 
     expected = f"{net // 100}.{net % 100:02d} EUR"
     # then: the owner's sales list shows the paid checkout
     sales = text(signed_in(studio.owner).get("/studio/sales/"))
-    assert "ann@example.test" in sales and "9.00 EUR" in sales and 'class="status-paid">Paid<' in sales
+    assert (
+        "ann@example.test" in sales and "9.00 EUR" in sales and 'class="status-paid" data-label="Status">Paid<' in sales
+    )
     # and: the photographer sees the credit as recorded before the projector ran, then in the balance
     photographer = signed_in(shop.photographer)
     before = text(photographer.get("/studio/wallet/"))

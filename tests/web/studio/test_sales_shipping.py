@@ -39,7 +39,12 @@ def test_the_sale_page_shows_lines_address_and_ships_once(studio: StudioPeople) 
     page = owner.get(f"/studio/sales/{checkout_id}/")
     body = text(page)
     assert page.status_code == 200
-    assert "<td>A4</td>" in body and '<td class="num">2</td>' in body and "50.00 EUR" in body and "59.00 EUR" in body
+    assert (
+        '<td data-label="Size">A4</td>' in body
+        and '<td class="num" data-label="Quantity">2</td>' in body
+        and "50.00 EUR" in body
+        and "59.00 EUR" in body
+    )
     assert "ann@example.test" in body and "Hauptstrasse 1" in body and "10115 Berlin" in body and "Germany" in body
     assert "Not shipped yet" in body and "Mark as shipped" in body
     # when: the "Mark as shipped" form is submitted twice (a double click)

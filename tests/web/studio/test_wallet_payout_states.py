@@ -53,4 +53,4 @@ def test_each_payout_status_says_what_it_means_for_the_photographer(tenant_a: An
     row = payouts_row(text(client.get("/studio/wallet/")))
     # then: the photographer is told it is on hold and why, and it is not shown as completed
     assert "Needs review" in row and "On hold: the platform's operators are checking with Sandbox" in row
-    assert row.rstrip().endswith("<td>\u2013</td>")  # an en dash: no completion time
+    assert row.rstrip().endswith('<td data-label="Completed">\u2013</td>')  # an en dash: no completion time

@@ -49,7 +49,7 @@ def append(
 
 
 def references_on(page: str) -> list[str]:
-    return re.findall(r'<td class="meta">(entry-\d+)</td>', page)
+    return re.findall(r'<td class="meta" data-label="Reference">(entry-\d+)</td>', page)
 
 
 def test_every_entry_is_reachable_newest_first_and_appends_do_not_shift_pages(studio: StudioPeople) -> None:
