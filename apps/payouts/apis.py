@@ -127,8 +127,9 @@ class PayoutListApi(TenantApi):
         responses=page_of(PayoutOutputSerializer),
     )
     def get(self, request: Request) -> Response:
-        # TenantApi refused a repeated `status` already (a QueryDict would keep the last one).
-        filters = self.FilterSerializer(data=request.query_params.dict())
+        # TenantApi refused a repeated `status` already; `limit` and `offset` are the paginator's.
+        status = request.query_params.get("status")
+        filters = self.FilterSerializer(data={} if status is None else {"status": status})
         filters.is_valid(raise_exception=True)
         paginator = StrictLimitOffsetPagination()
         page = paginator.paginate_queryset(payouts_of_tenant(**filters.validated_data), request, view=self)

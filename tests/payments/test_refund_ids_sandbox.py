@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -162,8 +163,11 @@ def test_a_failed_refund_counts_no_more_and_its_event_names_it_with_the_reason(s
     first = sandbox.refund(reference=reference, amount_minor=500, idempotency_key="line-1")
     sandbox.refund(reference=reference, amount_minor=1000, idempotency_key="line-2")
     assert sandbox.fetch_status(reference=reference).status == PaymentStatus.REFUNDED
-    # when: the first refund fails at the provider, and the provider says so twice
+    # when: the first refund fails at the provider, and the provider says so twice, the second
+    # time a few seconds later (the same event: made when the refund failed)
     failed = sandbox.fail_refund(reference=reference, refund_id=first.refund_id, reason="lost_or_stolen_card")
+    later = time.time() + 5
+    sandbox._now = lambda: later
     again = sandbox.fail_refund(reference=reference, refund_id=first.refund_id, reason="lost_or_stolen_card")
     # then: one event, naming the refund, its amount and why
     assert again == failed

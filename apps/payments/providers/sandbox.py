@@ -373,8 +373,10 @@ class SandboxProvider(PaymentProvider):
         refund: dict[str, Any],
         amount_minor: int,
         failure_reason: str | None = None,
+        created: int | None = None,
     ) -> SandboxEvent:
-        """The event about `refund` (a recorded refund) of the payment `reference`."""
+        """The event about `refund` (a recorded refund) of the payment `reference`, made
+        `created` (epoch seconds; None: now)."""
         session = self._session(reference)
         return build_event(
             status=status,
@@ -382,7 +384,7 @@ class SandboxProvider(PaymentProvider):
             checkout_id=session["checkout_id"],
             amount_minor=amount_minor,
             currency=session["currency"],
-            created=int(self._now()),
+            created=int(self._now()) if created is None else created,
             refund_id=refund["refund_id"],
             refund_amount_minor=refund["amount_minor"],
             failure_reason=failure_reason,
@@ -409,13 +411,15 @@ class SandboxProvider(PaymentProvider):
         for _ in range(_REFUND_ATTEMPTS):
             refunds = self._refunds(reference)
             refund = self._made_refund(reference, refunds, refund_id)
-            if not any(r.get("failed_refund_id") == refund_id for r in refunds):
+            reversal = next((r for r in refunds if r.get("failed_refund_id") == refund_id), None)
+            if reversal is None:
                 reversal = {
                     "refund_id": f"{refund_id}:failed",
                     "failed_refund_id": refund_id,
                     "idempotency_key": f"failed:{refund_id}",
                     "amount_minor": -refund["amount_minor"],
                     "refunded_total_minor": refunds[-1]["refunded_total_minor"] - refund["amount_minor"],
+                    "failed_at": int(self._now()),
                 }
                 if not self._cache.add(
                     self._refund_key(reference, len(refunds) + 1), reversal, timeout=STATE_TTL_SECONDS
@@ -427,6 +431,7 @@ class SandboxProvider(PaymentProvider):
                 refund=refund,
                 amount_minor=refund["amount_minor"],
                 failure_reason=reason,
+                created=reversal.get("failed_at"),  # when it failed, whenever it is told again
             )
         raise ProviderError(
             f"sandbox: {reference}: the refund slots kept changing", provider=self.name, retryable=True, http_status=409
