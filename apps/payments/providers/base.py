@@ -289,6 +289,22 @@ class WebhookEnvelope:
         return [name for name, value in values.items() if value is not None and not is_storable_text(value)]
 
 
+@dataclass(frozen=True)
+class WebhookSetup:
+    """What a provider says about Darkroom's webhook endpoint at its end (`webhook_setup`).
+
+    `problems` are what keeps events from landing (a missing subscription, a wrong URL): each one a
+    sentence an operator can act on. `notes` are what the operator should know but need not fix
+    (a version that cannot be read, what to set where nothing can be read). `checked` is False
+    when the provider has no API to read the setup from: nothing was asked, `notes` say what to
+    set by hand.
+    """
+
+    checked: bool
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
 class PaymentProvider(ABC):
     """A payment provider adapter. Implementations are stateless apart from caches of
     credentials (OAuth tokens, certificates) and are safe to share between threads.
@@ -413,6 +429,17 @@ class PaymentProvider(ABC):
         webhook consumer calls it before processing, outside any transaction). The default: the
         envelope as it is (its signature binds the body). Raises ProviderError."""
         return envelope
+
+    def webhook_setup(self, *, url: str) -> WebhookSetup:
+        """Ask the provider whether its webhook endpoint for this account delivers to `url` (where
+        Darkroom receives this provider's webhooks) every event the adapter acts on. Read-only;
+        call outside any transaction. The default: the provider has no API to ask, so nothing is
+        sent and the answer says so. Raises ProviderError when the provider could not be asked
+        (unreachable, credentials refused)."""
+        return WebhookSetup(
+            checked=False,
+            notes=(f"{self.name} has no API to read its webhook settings from: point them at {url} by hand",),
+        )
 
     def authenticate(self, *, body: bytes, headers: Mapping[str, str]) -> WebhookEnvelope:
         """`verify_webhook` then `parse_webhook`: what a webhook endpoint calls."""

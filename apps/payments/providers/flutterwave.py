@@ -94,6 +94,7 @@ from apps.payments.providers.base import (
     SessionCloseOutcome,
     WebhookEnvelope,
     WebhookPayloadError,
+    WebhookSetup,
     WebhookSignatureError,
     answer_id,
     as_dict,
@@ -521,6 +522,17 @@ class FlutterwaveProvider(PaymentProvider):
         )
 
     # --- webhooks ----------------------------------------------------------------------------
+
+    def webhook_setup(self, *, url: str) -> WebhookSetup:
+        """Flutterwave's API has no call that reads the webhook settings: nothing is sent, and the
+        answer says what to set in its dashboard (never the secret itself)."""
+        return WebhookSetup(
+            checked=False,
+            notes=(
+                f"Flutterwave has no API for its webhook settings: in its dashboard (Settings, Webhooks) the URL "
+                f"must be {url} and the secret hash the value of FLUTTERWAVE_SECRET_HASH",
+            ),
+        )
 
     def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> None:
         raw = require_bytes(body)

@@ -99,6 +99,10 @@ stands in for a missing `transaction_status`. `PAYMENT.PAYOUTSBATCH.*` carry the
 only, mapped as a batch without items (DENIED -> FAILED, else PENDING). BLOCKED and REVERSED
 items come with a review note: PayPal does not say where their money is, so an operator settles
 them (a webhook is the moment we learn of it; the payout would otherwise wait submitted).
+
+Webhook setup: `webhook_setup` reads the webhook PAYPAL_WEBHOOK_ID names (`GET
+/v1/notifications/webhooks/<id>`) and says whether it delivers to Darkroom's URL every event in
+`WEBHOOK_EVENTS` (`manage.py payments_webhooks_check`).
 """
 
 from __future__ import annotations
@@ -140,6 +144,7 @@ from apps.payments.providers.base import (
     SessionCloseOutcome,
     WebhookEnvelope,
     WebhookPayloadError,
+    WebhookSetup,
     WebhookSignatureError,
     answer_id,
     as_dict,
@@ -221,6 +226,8 @@ _ITEM_EVENT_STATUSES: dict[str, str] = {
 _BATCH_EVENTS = frozenset(
     {"PAYMENT.PAYOUTSBATCH.DENIED", "PAYMENT.PAYOUTSBATCH.PROCESSING", "PAYMENT.PAYOUTSBATCH.SUCCESS"}
 )
+# Every event type the adapter acts on: what the webhook must be subscribed to ("*" is all).
+WEBHOOK_EVENTS = frozenset(_EVENTS) | frozenset(_ITEM_EVENT_STATUSES) | _BATCH_EVENTS
 # Currencies PayPal takes in whole units only, though ISO 4217 gives HUF and TWD two decimals:
 # "This currency does not support decimals. If you pass a decimal amount, an error occurs."
 # (https://developer.paypal.com/docs/api/reference/currency-codes/). Payouts in them are sent
@@ -899,6 +906,42 @@ class PayPalProvider(PaymentProvider):
         )
 
     # --- webhooks ----------------------------------------------------------------------------
+
+    def webhook_setup(self, *, url: str) -> WebhookSetup:
+        """Read the webhook `webhook_id` names and check it delivers to `url` every event in
+        WEBHOOK_EVENTS. A webhook PayPal does not know (404) is a problem, as is an empty
+        `webhook_id` (nothing is sent then: no delivery could be verified). Read-only.
+        Raises ProviderError (unreachable, credentials refused)."""
+        if not self.webhook_id:
+            return WebhookSetup(
+                checked=True, problems=("PAYPAL_WEBHOOK_ID is empty: no PayPal delivery can be verified",)
+            )
+        try:
+            webhook = self._api.call(
+                "GET",
+                f"{self.api_base}/v1/notifications/webhooks/{quote(self.webhook_id, safe='')}",
+                headers=self._headers(),
+            )
+        except ProviderError as exc:
+            if exc.http_status != 404:
+                raise
+            return WebhookSetup(
+                checked=True,
+                problems=(
+                    f"PayPal knows no webhook {self.webhook_id} for this app at {self.api_base}: PAYPAL_WEBHOOK_ID "
+                    "must be the id of the app's webhook (PayPal developer dashboard, the app's Webhooks)",
+                ),
+            )
+        problems: list[str] = []
+        found_url = as_str(webhook.get("url"))
+        if found_url != url:
+            problems.append(f"webhook {self.webhook_id} points at {found_url}, not {url}")
+        found = webhook.get("event_types")
+        names = {as_str(as_dict(item).get("name")) for item in (found if isinstance(found, list) else [])}
+        missing = sorted(WEBHOOK_EVENTS - {name for name in names if name}) if "*" not in names else []
+        if missing:
+            problems.append(f"webhook {self.webhook_id} is not subscribed to {', '.join(missing)}")
+        return WebhookSetup(checked=True, problems=tuple(problems))
 
     def check_cert_url(self, url: str) -> None:
         """Refuse any certificate URL that is not https on an allow-listed PayPal host."""

@@ -56,7 +56,9 @@ Webhook mapping:
     anything else                     -> UNKNOWN
 
 The endpoint must be subscribed to the session events, `refund.created`, `refund.updated`,
-`refund.failed` and, for payouts, the transfer events (README, "Stripe webhook endpoint").
+`refund.failed` and, for payouts, the transfer events (README, "Stripe webhook endpoint");
+`webhook_setup` reads the account's endpoints (`GET /v1/webhook_endpoints`) and says what is
+missing (`manage.py payments_webhooks_check`).
 
 Payouts: a Connect transfer (`POST /v1/transfers`) to the photographer's connected account
 (`acct_...`), `Idempotency-Key` = payout id (Stripe replays the first answer for 24 hours), the
@@ -85,7 +87,7 @@ from datetime import datetime
 from typing import Any
 
 import stripe
-from stripe.params import TransferCreateParams
+from stripe.params import TransferCreateParams, WebhookEndpointListParams
 from stripe.params.checkout import SessionCreateParams
 
 from apps.payments.providers.base import (
@@ -102,6 +104,7 @@ from apps.payments.providers.base import (
     SessionCloseOutcome,
     WebhookEnvelope,
     WebhookPayloadError,
+    WebhookSetup,
     answer_id,
     as_dict,
     as_str,
@@ -145,6 +148,16 @@ _REFUND_EVENT_STATUSES: dict[str, PaymentStatus] = {
 }
 _CONNECTED_ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]+$")
 TRANSFER_EVENTS = frozenset({"transfer.created", "transfer.updated", "transfer.reversed"})
+# Every event type the adapter acts on: what Darkroom's endpoint must be subscribed to ("*" is all).
+WEBHOOK_EVENTS = frozenset(_SESSION_EVENTS) | REFUND_EVENTS | TRANSFER_EVENTS
+# The oldest endpoint API version Darkroom works with: before it Stripe sends no refund events for
+# card refunds, and such a refund never lands.
+MIN_WEBHOOK_API_VERSION = "2024-10-28"
+_API_VERSION_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+# Stripe allows 16 webhook endpoints per account: one page of 100 is the rule; the bound stops a
+# provider that keeps answering `has_more`.
+_ENDPOINT_PAGE_SIZE = 100
+_MAX_ENDPOINT_PAGES = 20
 # Stripe's bounds for a Checkout Session's `expires_at`, counted from the create request.
 SESSION_MIN_LIFETIME_SECONDS = 30 * 60
 SESSION_MAX_LIFETIME_SECONDS = 24 * 3600
@@ -279,6 +292,11 @@ def _id_of(value: object) -> str | None:
 
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _strings(value: object) -> list[str]:
+    """The strings of a JSON list (a Stripe `enabled_events`); anything else holds none."""
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
 def _currency(value: object) -> str | None:
@@ -557,6 +575,79 @@ class StripeProvider(PaymentProvider):
         )
 
     # --- webhooks ----------------------------------------------------------------------------
+
+    def webhook_setup(self, *, url: str) -> WebhookSetup:
+        """Read the account's webhook endpoints and check the enabled one(s) at `url`: subscribed
+        (together) to every event in WEBHOOK_EVENTS, each on API version MIN_WEBHOOK_API_VERSION
+        or later. An endpoint without `api_version` follows the account's default version, which
+        this key cannot read: a note, not a problem. Read-only. Raises ProviderError."""
+        endpoints = self._webhook_endpoints()
+        at_url = [endpoint for endpoint in endpoints if endpoint.get("url") == url]
+        enabled = [endpoint for endpoint in at_url if endpoint.get("status") == "enabled"]
+        problems: list[str] = []
+        notes = [
+            f"endpoint {endpoint.get('id')} at {url} is {endpoint.get('status')} (another one is enabled)"
+            for endpoint in at_url
+            if endpoint not in enabled
+        ]
+        if not enabled:
+            problems += [f"endpoint {e.get('id')} at {url} is {e.get('status')}" for e in at_url]
+            if not at_url:
+                found = ", ".join(f"{e.get('url')} ({e.get('id')}, {e.get('status')})" for e in endpoints) or "none"
+                problems.append(f"no enabled webhook endpoint at {url}; endpoints found: {found}")
+            return WebhookSetup(checked=True, problems=tuple(problems))
+        subscribed = {event for endpoint in enabled for event in _strings(endpoint.get("enabled_events"))}
+        missing = sorted(WEBHOOK_EVENTS - subscribed) if "*" not in subscribed else []
+        if missing:
+            ids = [str(endpoint.get("id")) for endpoint in enabled]
+            which = f"endpoint {ids[0]} is" if len(ids) == 1 else f"none of endpoints {', '.join(ids)} is"
+            problems.append(f"{which} not subscribed to {', '.join(missing)}")
+        for endpoint in enabled:
+            version = as_str(endpoint.get("api_version"))
+            if version is None:
+                notes.append(
+                    f"endpoint {endpoint.get('id')} uses the account's default API version, which cannot be read here: "
+                    f"make sure it is {MIN_WEBHOOK_API_VERSION} or later (the Stripe dashboard's developer settings)"
+                )
+            elif not _API_VERSION_DATE.match(version):
+                notes.append(f"endpoint {endpoint.get('id')} has an API version Darkroom cannot read: {version!r}")
+            elif version[:10] < MIN_WEBHOOK_API_VERSION:
+                problems.append(
+                    f"endpoint {endpoint.get('id')} is on API version {version}, older than "
+                    f"{MIN_WEBHOOK_API_VERSION}: Stripe sends it no refund events for card refunds"
+                )
+        return WebhookSetup(checked=True, problems=tuple(problems), notes=tuple(notes))
+
+    def _webhook_endpoints(self) -> list[dict[str, Any]]:
+        """Every webhook endpoint of the account, following `has_more` with `starting_after`."""
+        endpoints: list[dict[str, Any]] = []
+        params: WebhookEndpointListParams = {"limit": _ENDPOINT_PAGE_SIZE}
+        for _ in range(_MAX_ENDPOINT_PAGES):
+            try:
+                page = self._client.v1.webhook_endpoints.list(params=params).to_dict()
+            except stripe.StripeError as exc:
+                raise _provider_error(exc) from exc
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise ProviderError(
+                    "stripe: webhook endpoint list without its data", provider=self.name, retryable=True
+                )
+            endpoints += [as_dict(endpoint) for endpoint in data]
+            if page.get("has_more") is not True:
+                return endpoints
+            last = as_str(as_dict(data[-1]).get("id")) if data else None
+            if last is None:
+                raise ProviderError(
+                    "stripe: webhook endpoint list says it has more without naming its last endpoint",
+                    provider=self.name,
+                    retryable=False,
+                )
+            params = {"limit": _ENDPOINT_PAGE_SIZE, "starting_after": last}
+        raise ProviderError(
+            f"stripe: more than {_MAX_ENDPOINT_PAGES * _ENDPOINT_PAGE_SIZE} webhook endpoints listed",
+            provider=self.name,
+            retryable=False,
+        )
 
     def verify_webhook(self, *, body: bytes, headers: Mapping[str, str]) -> None:
         verify_header(
