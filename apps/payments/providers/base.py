@@ -305,6 +305,14 @@ class WebhookSetup:
     notes: tuple[str, ...] = ()
 
 
+def events_not_subscribed(needed: frozenset[str], *subscriptions: object) -> list[str]:
+    """The event types of `needed` that none of a webhook's subscription lists holds, sorted; "*"
+    covers every one. Each of `subscriptions` is a provider's JSON list, whose strings count
+    (anything else holds none)."""
+    names = {item for found in subscriptions if isinstance(found, list) for item in found if isinstance(item, str)}
+    return [] if "*" in names else sorted(needed - names)
+
+
 class PaymentProvider(ABC):
     """A payment provider adapter. Implementations are stateless apart from caches of
     credentials (OAuth tokens, certificates) and are safe to share between threads.

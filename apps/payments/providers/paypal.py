@@ -154,6 +154,7 @@ from apps.payments.providers.base import (
     check_provider_payout_id,
     currency_exponent,
     destination_text,
+    events_not_subscribed,
     header_value,
     identified_or_unknown,
     iso_to_datetime,
@@ -937,8 +938,8 @@ class PayPalProvider(PaymentProvider):
         if found_url != url:
             problems.append(f"webhook {self.webhook_id} points at {found_url}, not {url}")
         found = webhook.get("event_types")
-        names = {as_str(as_dict(item).get("name")) for item in (found if isinstance(found, list) else [])}
-        missing = sorted(WEBHOOK_EVENTS - {name for name in names if name}) if "*" not in names else []
+        names = [as_dict(item).get("name") for item in (found if isinstance(found, list) else [])]
+        missing = events_not_subscribed(WEBHOOK_EVENTS, names)
         if missing:
             problems.append(f"webhook {self.webhook_id} is not subscribed to {', '.join(missing)}")
         return WebhookSetup(checked=True, problems=tuple(problems))

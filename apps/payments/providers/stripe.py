@@ -113,6 +113,7 @@ from apps.payments.providers.base import (
     check_provider_payout_id,
     destination_text,
     epoch_to_datetime,
+    events_not_subscribed,
     header_value,
     identified_or_unknown,
     normalize_currency,
@@ -292,11 +293,6 @@ def _id_of(value: object) -> str | None:
 
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _strings(value: object) -> list[str]:
-    """The strings of a JSON list (a Stripe `enabled_events`); anything else holds none."""
-    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
 def _currency(value: object) -> str | None:
@@ -596,8 +592,7 @@ class StripeProvider(PaymentProvider):
                 found = ", ".join(f"{e.get('url')} ({e.get('id')}, {e.get('status')})" for e in endpoints) or "none"
                 problems.append(f"no enabled webhook endpoint at {url}; endpoints found: {found}")
             return WebhookSetup(checked=True, problems=tuple(problems))
-        subscribed = {event for endpoint in enabled for event in _strings(endpoint.get("enabled_events"))}
-        missing = sorted(WEBHOOK_EVENTS - subscribed) if "*" not in subscribed else []
+        missing = events_not_subscribed(WEBHOOK_EVENTS, *(endpoint.get("enabled_events") for endpoint in enabled))
         if missing:
             ids = [str(endpoint.get("id")) for endpoint in enabled]
             which = f"endpoint {ids[0]} is" if len(ids) == 1 else f"none of endpoints {', '.join(ids)} is"
