@@ -11,7 +11,8 @@ form fields (not the CSRF token, whose masked value may change between two rende
 * a submission while the first is still in its transaction gets `SubmissionInFlight`;
 * the same nonce with different fields (a tampered or stale form) gets `SubmissionConflict`;
 * an effect that raises (validation, a domain error) rolls back and stores nothing, so the
-  shopper can correct the form and submit again with the same nonce.
+  shopper can correct the form and submit again with the same nonce; the flash messages it added
+  go with it (`apps.web.messages`).
 
 What is stored is the URL to go to, not the redirect itself: the key store keeps status, body and
 content type, and the replay rebuilds the 303 from the body.
@@ -32,6 +33,7 @@ from apps.core.text import is_storable_text
 from apps.idempotency import protocol as idempotency
 from apps.idempotency.selectors import idempotency_key_find
 from apps.tenancy.context import tenant_context
+from apps.web.messages import messages_kept_if_completed
 
 NONCE_FIELD = "nonce"
 _NONCE_BYTES = 18
@@ -120,7 +122,7 @@ def _submit_once(request: HttpRequest, *, tenant_id: int, caller: str, effect: C
     if not nonce or len(nonce) > idempotency.MAX_KEY_LENGTH - 5 or not is_storable_text(nonce):
         raise SubmissionMissingNonce("This form has no valid nonce; reload the page and submit it again.")
     try:
-        with tenant_context(tenant_id), transaction.atomic():
+        with messages_kept_if_completed(request), tenant_context(tenant_id), transaction.atomic():
             state = idempotency.begin(
                 tenant_id=tenant_id,
                 caller=caller,

@@ -180,6 +180,8 @@ CACHES = {
     }
 }
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# A form's effect that rolls back takes its flash messages with it (apps/web/messages.py).
+MESSAGE_STORAGE = "apps.web.messages.TransactionalMessageStorage"
 # After a Redis call of the web fails, the process leaves Redis alone this long (rate limits let
 # requests through, PostgreSQL decides API keys): a Redis that never answers costs a page one
 # socket timeout per window, not one per call (apps/core/redis_guard.py).

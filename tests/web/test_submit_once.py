@@ -166,3 +166,74 @@ def test_a_form_whose_key_cannot_be_stored_keeps_no_effect_and_is_not_redirected
                     effect=_create_event(tenant_a.org.pk, "twin"))  # fmt: skip
     # then: the effect rolled back with the key, and the browser is not sent on as if it worked
     assert _events(tenant_a.org.pk) == 0
+
+
+def _with_messages(request: HttpRequest) -> HttpRequest:
+    from django.contrib.messages.middleware import MessageMiddleware
+
+    MessageMiddleware(lambda r: None).process_request(request)  # type: ignore[arg-type,return-value]
+    return request
+
+
+def _messages_of(request: HttpRequest) -> list[str]:
+    from django.contrib import messages
+
+    return [str(message) for message in messages.get_messages(request)]
+
+
+@pytest.mark.django_db
+def test_a_message_the_effect_added_is_dropped_when_its_effect_rolls_back(
+    tenant_a: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a concurrent submission of the same form stored its key first, so this one's effect,
+    # which had told the user it worked, rolls back with the key (see the test above)
+    from django.contrib import messages
+    from django.db import IntegrityError
+
+    from apps.idempotency import protocol
+
+    def collide(**kwargs: Any) -> None:
+        raise IntegrityError("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(protocol, "idempotency_key_record", collide)
+    request = _with_messages(_post({"nonce": form_nonce(), "slug": "twin"}))
+    messages.info(request, "Shown before the form.")
+
+    def effect() -> str:
+        url = _create_event(tenant_a.org.pk, "twin")()
+        messages.success(request, "Event created.")
+        return url
+
+    # when: the form is submitted
+    with pytest.raises(SubmissionInFlight):
+        submit_once(request, tenant_id=tenant_a.org.pk, caller=session_caller(request), effect=effect)
+    # then: no success message is left to show on the page that says the form is still in flight,
+    # and the message queued before the form is kept
+    assert _messages_of(request) == ["Shown before the form."]
+
+
+@pytest.mark.django_db
+def test_a_message_added_before_the_effect_refused_is_dropped_and_one_that_worked_is_kept(tenant_a: Any) -> None:
+    from django.contrib import messages
+
+    tenant_id = tenant_a.org.pk
+    nonce = form_nonce()
+
+    def refuse_late() -> str:
+        messages.success(request, "Half done.")
+        raise InvalidInput("The date is in the past.")
+
+    request = _with_messages(_post({"nonce": nonce, "slug": "x"}))
+    with pytest.raises(InvalidInput):
+        submit_once(request, tenant_id=tenant_id, caller=session_caller(request), effect=refuse_late)
+    assert _messages_of(request) == []
+
+    again = _with_messages(_post({"nonce": nonce, "slug": "x"}, session_key=request.session.session_key))
+
+    def create() -> str:
+        url = _create_event(tenant_id, "x")()
+        messages.success(again, "Event created.")
+        return url
+
+    submit_once(again, tenant_id=tenant_id, caller=session_caller(again), effect=create)
+    assert _messages_of(again) == ["Event created."]
