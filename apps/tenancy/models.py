@@ -109,7 +109,8 @@ class MembershipInvitation(TenantModel):
 
     @property
     def invited_email(self) -> str:
-        """The address the studio invited (older rows, made before it was kept: the account's)."""
+        """The address the studio invited (a row made before it was kept and with no invitation
+        audit row to restore it from, tenancy migration 0005: the account's)."""
         return self.email or self.user.email
 
 

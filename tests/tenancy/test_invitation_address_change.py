@@ -8,6 +8,7 @@ change through the platform admin's user forms."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import uuid
 from typing import Any, cast
 
@@ -226,3 +227,46 @@ def test_an_api_key_sends_no_owner_invitation_again(tenant_a: TenantBundle) -> N
     response = tenant_a.client().post(url, format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
     assert response.status_code == 403 and response.json()["type"] == "/problems/owner-role-reserved"
     assert audits_of(tenant_a.org, "membership.invite")[-1].data.get("renewal") is None
+
+
+# --- invitations made before the typed address was kept: the data migration ------------------
+
+RESTORING = importlib.import_module("apps.tenancy.migrations.0005_membership_invitation_typed_email_restored")
+
+
+def address_forgotten(invitation: MembershipInvitation) -> MembershipInvitation:
+    """The invitation as stored before `email` was kept (0003): blank."""
+    with tenant_context(invitation.tenant_id):
+        MembershipInvitation.objects.filter(pk=invitation.pk).update(email="")
+    return invitation
+
+
+def test_the_migration_lists_an_older_invitation_with_the_address_the_studio_typed(
+    tenant_a: TenantBundle, tenant_b: TenantBundle
+) -> None:
+    from django.db import connection
+
+    # given: Ann invited by two studios before the address was kept (A typed her old address, then
+    # sent it again with her address in other case; B typed the old one), and she changed it since;
+    # Bob invited by A, with no audit row to go by (a row made by hand)
+    ann = cast(User, UserFactory(email=OLD))
+    of_a = address_forgotten(invite(tenant_a.org, OLD, tenant_a.owner))
+    address_forgotten(invite(tenant_a.org, OLD.upper().replace("EXAMPLE.TEST", "example.test"), tenant_a.owner))
+    of_b = address_forgotten(invite(tenant_b.org, OLD, tenant_b.owner))
+    address_changed(ann, NEW)
+    bob = cast(User, UserFactory(email="bob@example.test"))
+    with tenant_context(tenant_a.org.pk):
+        by_hand = MembershipInvitation.objects.create(tenant=tenant_a.org, user=bob, role="staff", invited_by="x")
+    # and: an invitation that keeps its address already is left alone
+    kept = invite(tenant_a.org, "cy@example.test", tenant_a.owner)
+    assert listed_addresses(tenant_a.org)[of_a.pk] == NEW  # the account's address: not the studio's to see
+    # when: the migration's update runs, outside any studio's context
+    restored = RESTORING.restore_typed_email_on(connection)
+    # then: each studio lists the address it typed last; the one without an audit row falls back
+    assert restored == 2
+    assert listed_addresses(tenant_a.org) == {
+        of_a.pk: "ANN.OLD@example.test",
+        by_hand.pk: "bob@example.test",
+        kept.pk: "cy@example.test",
+    }
+    assert listed_addresses(tenant_b.org) == {of_b.pk: OLD}
