@@ -13,24 +13,28 @@ the dead worker's requests in progress. The master sees every worker die, so it 
   graceful stop, a restart after `max_requests`) is not counted.
 * `darkroom_http_requests_lost_total{reason}`: the requests those workers were answering, read
   from the dead worker's `darkroom_http_requests_in_progress` file before `child_exit` removes
-  it. The client got no answer from the application (a reset connection, or its proxy's 502).
+  it. The client got no answer from the application (a reset connection, or its proxy's 502);
+  the `DarkroomHttp5xxRate` alert counts them as failed requests.
 
 Both are written by the gunicorn master into its own files of `PROMETHEUS_MULTIPROC_DIR` (see
 `config/gunicorn_conf.py`), which a scrape adds up with the workers' files; every reason is
-exported from 0. Outside multiprocess mode (runserver, tests) they stay at 0 in this process's
-registry, so /metrics always carries them.
+exported from 0. The files outlive the master: after a `kill -USR2` upgrade the new generation's
+scrapes add the old master's deaths to the new one's, each once. Outside multiprocess mode
+(runserver, tests) they stay at 0 in this process's registry, so /metrics always carries them.
 
 How the master tells the reasons apart: gunicorn gives `child_exit` the worker object, not the
 exit status it reaped. `worker.aborted` is set by the master when it aborts a worker for its
 timeout. The worker's `worker_exit` hook (run in the worker, by gunicorn's `finally` around its
-life, for every exit through Python) leaves its exit status in a small file (`record_exit`); a
-worker killed by a signal runs nothing, so no file means a signal.
+life, for every exit through Python) leaves its exit status in a small file once its interpreter
+has finished (`record_exit_when_finished`); a worker killed by a signal, even one killed while it
+waited at exit for a request still running, leaves none, so no file means a signal.
 
 This module is imported by the gunicorn master, where Django is not set up: it imports no Django.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 from pathlib import Path
@@ -80,8 +84,16 @@ def exit_status(code: object) -> int:
 
 
 def record_exit(directory: Path, pid: int, status: int) -> None:
-    """In the worker, on its way out: leave its exit status for the master's `worker_died`."""
+    """Leave a worker's exit status for the master's `worker_died`."""
     exit_record(directory, pid).write_text(str(status))
+
+
+def record_exit_when_finished(directory: Path, pid: int, status: int) -> None:
+    """In the worker, on its exit path: record `status` once its interpreter has finished
+    (atexit), which is after it joined its threads. A gthread worker stopped with a request still
+    running after graceful_timeout waits there until the master's SIGKILL: it records nothing,
+    so it counts as killed (`signal`), with the request it held as lost."""
+    atexit.register(record_exit, directory, pid, status)
 
 
 def death_reason(*, aborted: bool, status: int | None) -> str | None:

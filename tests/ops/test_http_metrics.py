@@ -3,7 +3,8 @@ from /metrics; and under a real gunicorn with two worker processes, that the cou
 across the workers (prometheus_client's multiprocess mode) and survive a worker killed by the
 kernel, while the killed worker's requests in progress are forgotten (`child_exit`); and that a
 worker that dies abnormally (killed by a signal, aborted for its timeout, exiting with an error)
-is counted by the master with the requests it was answering (`apps.ops.worker_deaths`).
+is counted by the master with the requests it was answering (`apps.ops.worker_deaths`), and the
+totals carry on through a `kill -USR2` upgrade, each death in them once.
 
 The in-process test runs without PROMETHEUS_MULTIPROC_DIR (the metrics live in this process's
 registry, as under runserver); the gunicorn test starts the server as `apps.ops.webserver` does
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -31,6 +33,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
+# Imported while PROMETHEUS_MULTIPROC_DIR is unset (prometheus_client picks a metric's storage when
+# the metric is made): the master's counters are then this process's own, whichever test runs first.
+from apps.ops import worker_deaths  # noqa: F401
 from apps.ops.metrics import PROCESS_REGISTRY
 from apps.ops.webserver import WebServer, gunicorn, web_env
 from apps.tenancy.context import tenant_context
@@ -38,6 +43,8 @@ from tests.factories.catalog import EventFactory
 from tests.fixtures import TenantBundle, forget_rate_limit_windows, subprocess_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 REQUESTS = "darkroom_http_requests_total"
 DURATION = "darkroom_http_request_duration_seconds"
@@ -316,6 +323,111 @@ def test_under_gunicorn_a_worker_aborted_for_its_timeout_is_counted_with_the_req
         assert value(samples, IN_PROGRESS) == 0
 
 
+def parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie (a master orphaned by the upgrade is reaped by init,
+    which may take its time)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(300)
+def test_under_gunicorn_the_totals_survive_a_usr2_upgrade_each_death_counted_once(tmp_path: Path) -> None:
+    # The zero-downtime upgrade: USR2 makes the master exec a new master beside itself (it shares
+    # the listening socket and the metrics directory), then the old master gets TERM. Its workers
+    # finish their requests, and one still busy after graceful_timeout is killed by it.
+    pidfile = tmp_path / "gunicorn.pid"
+    env = web_env(**subprocess_env(GUNICORN_CMD_ARGS=f"--graceful-timeout 3 --pid {pidfile}"))
+    with gunicorn(env=env, workers=2, threads=4) as web:
+        old_master = web.process.pid
+
+        def workers_of(master: int) -> set[int]:
+            """Its live workers with the app loaded (named by their files, which a worker may be
+            creating: not read)."""
+            pids = {int(path.stem.rsplit("_", 1)[1]) for path in web.metrics_dir.glob("gauge_livesum_*.db")}
+            return {pid for pid in pids if alive(pid) and parent(pid) == master}
+
+        def holder_of_the_stalled_request() -> int:
+            [holder] = [pid for pid, s in per_process(web, "gauge_livesum").items() if value(s, IN_PROGRESS) == 1]
+            return holder
+
+        # given: requests answered by the old generation, and one it is in the middle of
+        wait_for(lambda: len(workers_of(old_master)) == 2, "two workers with the app loaded")
+        sent = 40
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert set(pool.map(fetch, [f"{web.url}{ROUTE}"] * sent)) == {401}
+        new_master = 0
+        try:
+            across = stall_a_request(web)
+            try:
+                wait_for(lambda: value(scrape_server(web), IN_PROGRESS) == 1, "the stalled request in progress")
+                old_holder = holder_of_the_stalled_request()
+
+                # when: USR2: a new master and two workers of its own start beside the old ones
+                os.kill(old_master, signal.SIGUSR2)
+                new_pidfile = Path(f"{pidfile}.2")
+                wait_for(lambda: new_pidfile.exists() and new_pidfile.read_text().strip() != "", "the new master")
+                new_master = int(new_pidfile.read_text())
+                wait_for(lambda: len(workers_of(new_master)) == 2, "the new master's two workers")
+
+                # then: while both generations serve, /metrics (from either) has every count: the
+                # old generation's requests, its request in progress, no death
+                for _ in range(4):
+                    samples = scrape_server(web)
+                    assert routed(samples) == sent
+                    assert value(samples, IN_PROGRESS) == 1
+                    assert deaths(samples) == {reason: (0, 0) for reason in REASONS}
+
+                # when: the kernel kills the old generation's idle worker (its master replaces it)
+                [idle] = workers_of(old_master) - {old_holder}
+                os.kill(idle, signal.SIGKILL)
+                wait_for(lambda: len(workers_of(old_master) - {idle}) == 2, "its replacement")
+                # then: the old master counted it, once
+                assert deaths(scrape_server(web)) == {"timeout": (0, 0), "signal": (1, 0), "exit_code": (0, 0)}
+
+                # when: the old master gets TERM: its idle workers stop, the one still answering
+                # the stalled request after graceful_timeout is killed by it, and it exits
+                os.kill(old_master, signal.SIGTERM)
+                web.process.wait(timeout=60)
+                wait_for(lambda: gone(old_holder), "the old generation's busy worker killed")
+            finally:
+                across.close()
+
+            # then: the new generation's /metrics still has the old generation's requests, and the
+            # death of its busy worker at the end of the upgrade with the request it held, once;
+            # nothing is in progress, and no exit record is left behind
+            samples = scrape_server(web)
+            assert routed(samples) == sent
+            assert deaths(samples) == {"timeout": (0, 0), "signal": (2, 1), "exit_code": (0, 0)}
+            assert value(samples, IN_PROGRESS) == 0
+            assert not list(web.metrics_dir.glob("worker_exit_*"))
+
+            # when: the kernel kills a new worker answering a request
+            stalled = stall_a_request(web)
+            try:
+                wait_for(lambda: value(scrape_server(web), IN_PROGRESS) == 1, "a request in progress")
+                holder = holder_of_the_stalled_request()
+                assert parent(holder) == new_master
+                os.kill(holder, signal.SIGKILL)
+                wait_for(lambda: len(workers_of(new_master) - {holder}) == 2, "its replacement")
+            finally:
+                stalled.close()
+            # then: the new master counts it on top of the old one's deaths, and counting goes on
+            assert deaths(scrape_server(web)) == {"timeout": (0, 0), "signal": (3, 2), "exit_code": (0, 0)}
+            assert set(fetch(f"{web.url}{ROUTE}") for _ in range(5)) == {401}
+            assert routed(scrape_server(web)) == sent + 5
+        finally:
+            if new_master and not gone(new_master):
+                os.kill(new_master, signal.SIGTERM)
+                wait_for(lambda: gone(new_master), "the new master stopped")
+
+
 def test_the_gunicorn_hooks_start_from_an_empty_directory_and_forget_only_live_gauges(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -328,6 +440,7 @@ def test_the_gunicorn_hooks_start_from_an_empty_directory_and_forget_only_live_g
 
     class Server:
         log = Log()
+        master_pid = 0  # gunicorn's: the old master's pid in a master re-executed by USR2
 
     class Worker:
         pid = 4242
@@ -349,16 +462,44 @@ def test_the_gunicorn_hooks_start_from_an_empty_directory_and_forget_only_live_g
     # when: it exits
     gunicorn_conf.child_exit(Server(), Worker())
     # then: its live gauge goes; its counters and histograms, and other workers' files, stay
-    assert sorted(p.name for p in directory.iterdir()) == [
-        "counter_4242.db",
-        "gauge_livesum_77.db",
-        "histogram_4242.db",
-        "notes.txt",
-    ]
+    left = ["counter_4242.db", "gauge_livesum_77.db", "histogram_4242.db", "notes.txt"]
+    assert sorted(p.name for p in directory.iterdir()) == left
+
+    # when: a master re-executed by USR2 is ready beside the old one
+    class Reexecuted(Server):
+        master_pid = 4000
+
+    gunicorn_conf.when_ready(Reexecuted())
+    # then: it empties nothing (the old generation goes on serving, and its totals are the server's)
+    assert sorted(p.name for p in directory.iterdir()) == left
     # and: without the variable the server refuses to start rather than count per process
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
         gunicorn_conf.when_ready(Server())
+
+
+# A worker's end as gunicorn runs it, in a process of its own (its exit record is written at
+# interpreter exit): sys.exit in the worker, and worker_exit in the `finally` around its life. The
+# configuration file is loaded as gunicorn loads it. With REQUEST_RUNNING a thread is still
+# answering a request that never ends, so the interpreter waits for it at exit.
+WORKER_END = """
+import importlib.util, os, sys, threading
+spec = importlib.util.spec_from_file_location("gunicorn_conf", "config/gunicorn_conf.py")
+gunicorn_conf = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gunicorn_conf)
+
+class Worker:
+    pid = os.getpid()
+    aborted = False
+
+if int(os.environ["REQUEST_RUNNING"]):
+    threading.Thread(target=threading.Event().wait).start()
+try:
+    sys.exit(int(os.environ["EXIT_CODE"]))
+finally:
+    gunicorn_conf.worker_exit(None, Worker())
+    print("exit path run", flush=True)
+"""
 
 
 def test_the_master_counts_a_worker_by_how_it_died_with_the_requests_it_held(
@@ -380,22 +521,32 @@ def test_the_master_counts_a_worker_by_how_it_died_with_the_requests_it_held(
         def __init__(self, pid: int, *, aborted: bool = False) -> None:
             self.pid, self.aborted = pid, aborted
 
-    def exits(worker: Worker, code: int) -> None:
-        """The worker's end as gunicorn runs it: sys.exit, and worker_exit in the finally around
-        the worker's life (here the worker is this process: the hook records only its own exit)."""
-        try:
-            try:
-                sys.exit(code)
-            finally:
-                gunicorn_conf.worker_exit(Server(), worker)
-        except SystemExit:
-            pass
+    def exits(code: int, *, killed_waiting_for_a_request: bool = False) -> int:
+        """A worker process that ends with `code` (or, waiting at exit for a request still
+        running, is killed by the master's SIGKILL), reaped. Returns its pid."""
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": str(directory),
+            "EXIT_CODE": str(code),
+            "REQUEST_RUNNING": str(int(killed_waiting_for_a_request)),
+        }
+        worker = subprocess.Popen([sys.executable, "-c", WORKER_END], cwd=ROOT, env=env, stdout=subprocess.PIPE)
+        assert worker.stdout is not None
+        assert worker.stdout.readline() == b"exit path run\n"
+        if killed_waiting_for_a_request:
+            worker.kill()
+        worker.wait(timeout=30)
+        worker.stdout.close()
+        return worker.pid
 
     def holding(pid: int, requests: float) -> None:
         """A worker's in-progress gauge file, as prometheus_client writes it."""
         gauge = MmapedDict(str(directory / f"gauge_livesum_{pid}.db"))
         gauge.write_value(mmap_key(IN_PROGRESS, IN_PROGRESS, [], [], "in progress"), requests, 0.0)
         gauge.close()
+
+    def records() -> list[str]:
+        return sorted(p.name for p in directory.glob("worker_exit_*"))
 
     def counted() -> dict[str, tuple[float, float]]:
         return {
@@ -417,7 +568,6 @@ def test_the_master_counts_a_worker_by_how_it_died_with_the_requests_it_held(
     directory = tmp_path / "web-metrics"
     directory.mkdir()
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
-    me = os.getpid()
     # given: every reason exported (from 0) by this process too
     assert all(
         PROCESS_REGISTRY.get_sample_value(name, {"reason": r}) is not None for name in (DEATHS, LOST) for r in REASONS
@@ -425,16 +575,17 @@ def test_the_master_counts_a_worker_by_how_it_died_with_the_requests_it_held(
 
     # when: a worker exits cleanly (a graceful stop), its requests finished
     before = counted()
-    exits(Worker(me), 0)
-    gunicorn_conf.child_exit(Server(), Worker(me))
+    pid = exits(0)
+    assert records() == [f"worker_exit_{pid}"]
+    gunicorn_conf.child_exit(Server(), Worker(pid))
     # then: nothing counted, and its exit record is gone
     assert moved(before) == {}
-    assert [p.name for p in directory.iterdir()] == []
+    assert records() == []
 
     # when: a worker holding one request exits with gunicorn's status after an error in its loop
-    holding(me, 1)
-    exits(Worker(me), -1)
-    gunicorn_conf.child_exit(Server(), Worker(me))
+    pid = exits(-1)
+    holding(pid, 1)
+    gunicorn_conf.child_exit(Server(), Worker(pid))
     # then: counted under exit_code, with its request
     assert moved(before) == {"exit_code": (1, 1)}
 
@@ -446,10 +597,19 @@ def test_the_master_counts_a_worker_by_how_it_died_with_the_requests_it_held(
     assert moved(before) == {"signal": (1, 2)}
     assert not (directory / "gauge_livesum_4243.db").exists()
 
+    # when: a stopping worker runs its exit path with a request still running, and waits for it
+    # until the master kills it (gunicorn's SIGKILL after graceful_timeout)
+    before = counted()
+    pid = exits(0, killed_waiting_for_a_request=True)
+    holding(pid, 1)
+    gunicorn_conf.child_exit(Server(), Worker(pid))
+    # then: it recorded nothing, so it is counted under signal, with the request it held
+    assert moved(before) == {"signal": (1, 1)}
+
     # when: a worker the master aborted for its timeout exits on the abort (status 1), idle
     before = counted()
-    exits(Worker(me, aborted=True), 1)
-    gunicorn_conf.child_exit(Server(), Worker(me, aborted=True))
+    pid = exits(1)
+    gunicorn_conf.child_exit(Server(), Worker(pid, aborted=True))
     # then: counted under timeout
     assert moved(before) == {"timeout": (1, 0)}
 
@@ -461,4 +621,5 @@ def test_the_master_counts_a_worker_by_how_it_died_with_the_requests_it_held(
     gunicorn_conf.child_exit(Server(), Worker(4244))
     # then: no record was left for it, its death is still counted, and the master goes on
     assert moved(before) == {"signal": (1, 0)}
-    assert [p.name for p in directory.iterdir()] == []
+    assert records() == []
+    assert not list(directory.glob("gauge_livesum_*"))
