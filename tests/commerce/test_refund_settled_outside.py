@@ -387,7 +387,7 @@ def test_settling_a_late_payments_refund_that_failed_after_landing_emails_once(s
     drain_outbox()
     # then: one e-mail, 9.00, paid directly; the checkout stays expired
     [body] = refunded_mails()
-    assert "9.00 EUR of your payment" in body and "paid this back to you directly" in body, body
+    assert "Your payment of 9.00 EUR" in body and "paid this back to you directly" in body, body
     assert status_of(studio, checkout_id) == "expired"
     assert fresh(refund).status == "settled"
 

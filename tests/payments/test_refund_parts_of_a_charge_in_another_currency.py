@@ -87,11 +87,14 @@ def test_the_rest_refunded_at_the_provider_gives_the_charge_back_and_the_shopper
     with tenant_context(tenant_a.org.pk):
         assert Transaction.objects.get(checkout_id=checkout_id).status == Transaction.Status.REFUNDED
         assert Refund.objects.get(pk=mismatch.pk).status == Refund.Status.NOT_NEEDED
-    # and: the shopper is told what came back with it, 1100 JPY (before: the checkout's 9.00 less
-    # the 400 JPY part, read as 5.00 EUR)
+    # and: the shopper, told nothing of the 400 JPY part (a payment given back whole gets one
+    # e-mail), is told the whole 1500 JPY charge came back, in its parts (before: the checkout's
+    # 9.00 less the 400 JPY part, read as 5.00 EUR; then "1100 JPY of your payment" as the rest
+    # of an order never fulfilled)
     [told] = [m for m in mail.outbox if "was refunded" in m.subject]
-    assert "1100 JPY of your payment" in told.body, told.body
-    assert "EUR" not in told.body, told.body
+    assert "Your payment of 1500 JPY" in told.body, told.body
+    assert "Part of it, 400 JPY, came back earlier through the payment provider; the rest, 1100 JPY, now." in told.body
+    assert "EUR" not in told.body.replace("your order came to 9.00 EUR", ""), told.body
     # and: the ledger has nothing of this checkout: the charge was never fulfilled, so there was
     # no credit to reverse, in EUR or in JPY
     assert system_count(lambda: LedgerEvent.objects.filter(reference=f"checkout:{checkout_id}")) == 0
@@ -106,6 +109,6 @@ def test_a_charge_in_another_currency_refunded_whole_in_the_dashboard_is_told_in
     drain_outbox(topics={"checkout.refunded"})
     # then: the shopper is told 1500 JPY came back (before: 9.00 EUR, the checkout's total)
     [told] = [m for m in mail.outbox if "was refunded" in m.subject]
-    assert "1500 JPY of your payment" in told.body, told.body
+    assert "Your payment of 1500 JPY" in told.body, told.body
     with system_context("test"):
         assert not LedgerEvent.objects.filter(reference=f"checkout:{checkout_id}").exists()

@@ -6,7 +6,9 @@ before it was paid, or a refund made at the provider), the processing
 transaction writes a `checkout.refunded` outbox message (`payment.py`, `_on_refunded`). Its
 consumer (`tasks.commerce.send_refunded_email`, notifications queue) sends the e-mail once per
 message outside any transaction (`send_once` on the outbox's inbox rows): how much went back, why,
-and the signed link to the order, whose page shows it refunded.
+and the signed link to the order, whose page shows it refunded. A payment that did not pay its
+order (never fulfilled: `Transaction.fulfilled_at` is null) is told apart: what was charged, in the
+currency it was charged in, why it goes back, and that nothing was bought (`_not_bought_lines`).
 
 A refund can fail at the provider after it landed (the shopper's card was closed: the money went
 back to the studio). The failure's transaction writes a `refund.failed_after_landing` message
@@ -39,19 +41,35 @@ TOPIC_CHECKOUT_REFUNDED = "checkout.refunded"
 REFUNDED_MAIL_CONSUMER = "commerce.send_refunded_email"
 REFUND_FAILED_MAIL_CONSUMER = "commerce.send_refund_failed_email"
 
+# Why a refund of a fulfilled order's payment went back.
 _WHY: dict[str, str] = {
     Refund.Reason.STUDIO: "{studio} refunded your order.",
-    Refund.Reason.LATE_PAYMENT: "Your payment arrived after the order had expired, so it was given back.",
-    Refund.Reason.NOT_FULFILLABLE: "There was nothing left to deliver for your order, so the payment was given back.",
-    Refund.Reason.AMOUNT_MISMATCH: "The amount charged did not match your order, so the payment was given back.",
     Refund.Reason.STUDIO_PARTIAL: "{studio} refunded these items of your order:",
     # Made at the provider: a studio's refund in its dashboard, or the provider's own reversal (PayPal).
     Refund.Reason.PROVIDER_PARTIAL: "Part of your payment was refunded through the payment provider.",
+}
+
+# The refunds of a payment Darkroom does not keep because it did not pay its order (`payment.py`,
+# `_on_paid`): at most one per payment, of all that was charged, in the currency it was charged in.
+_NOT_KEPT_REASONS = (
+    Refund.Reason.LATE_PAYMENT,
+    Refund.Reason.NOT_FULFILLABLE,
+    Refund.Reason.PHOTO_WITHDRAWN,
+    Refund.Reason.AMOUNT_MISMATCH,
+)
+# Why such a payment goes back; a charge of another amount or currency says what was charged
+# (`_why_not_bought`).
+_NOT_KEPT_WHY: dict[str, str] = {
+    Refund.Reason.LATE_PAYMENT: "Your payment arrived after your order had expired, so it could not pay for it.",
+    Refund.Reason.NOT_FULFILLABLE: (
+        "Your order had already closed unpaid when your payment arrived, so it could not pay for it."
+    ),
     Refund.Reason.PHOTO_WITHDRAWN: (
-        "{studio} withdrew a photo in your order before it was paid, so the order was closed and the payment "
-        "was given back."
+        "{studio} withdrew a photo in your order before it was paid, so the order was closed and your payment "
+        "could not pay for it."
     ),
 }
+_NOTHING_BOUGHT = "Nothing was bought: your order was not completed, and nothing of it will be delivered."
 
 
 _ITEM_KINDS = {"download": "download of photo {photo}", "print": "print {size} of photo {photo} x {quantity}"}
@@ -116,6 +134,71 @@ def _downloads_after(*, refund: Refund | None, whole: bool) -> str:
     return "Downloads of the refunded items no longer work; the rest of your order is yours as before."
 
 
+def _why_not_bought(*, txn: Transaction, studio: str, not_kept: Refund | None) -> str:
+    """Why a payment that did not pay its order goes back: the reason of Darkroom's refund of it
+    (`not_kept`, whatever became of that refund), else a refund made at the provider before the
+    payment was recorded (nothing was granted: the refunded fact came first)."""
+    if not_kept is None:
+        return "It was refunded through the payment provider before your order was completed."
+    if not_kept.reason in _NOT_KEPT_WHY:
+        return _NOT_KEPT_WHY[not_kept.reason].format(studio=studio)
+    charged = money_text(not_kept.amount_minor, not_kept.currency)
+    ordered = money_text(txn.amount_minor, txn.currency)
+    if not_kept.currency != txn.currency:
+        return (
+            f"You were charged {charged}, but your order came to {ordered}: a charge in another currency cannot "
+            f"pay for it, so all of it goes back, in {not_kept.currency}."
+        )
+    return (
+        f"You were charged {charged}, but your order came to {ordered}: a charge of another amount cannot pay "
+        "for it, so all of it goes back."
+    )
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _not_bought_lines(*, checkout: Checkout, txn: Transaction, refund: Refund | None, whole: bool) -> list[str]:
+    """What the e-mail says of a payment that did not pay its order (`txn` never fulfilled): how
+    much of what was charged came back, in the currency it was charged in (`charged_currency`),
+    why, and that nothing was bought. `whole`: all of it is back; no part of it had its own
+    e-mail on landing (`transaction_apply_refund` tells only a paid order's), so this one names the
+    whole charge and the parts it came back in through the provider. Else `refund` gave back part
+    of it (a part refunded at the provider, then paid back outside it by an operator)."""
+    from apps.commerce.services.payment import charged_currency, gave_back, whole_refund_minor  # (it imports this)
+
+    studio = checkout.tenant.name
+    currency = charged_currency(txn=txn)
+    charged_minor = whole_refund_minor(txn=txn)
+    charged = money_text(charged_minor, currency)
+    refunds = list(Refund.objects.filter(transaction=txn).order_by("pk"))
+    not_kept = next((r for r in refunds if r.reason in _NOT_KEPT_REASONS), None)
+    if whole or refund is None:
+        said = f"Your payment of {charged} to {studio} has been refunded in full."
+    else:
+        part = money_text(refund.amount_minor, refund.currency)
+        said = f"{part} of your payment of {charged} to {studio} has been refunded."
+    lines = [said, _why_not_bought(txn=txn, studio=studio, not_kept=not_kept), _NOTHING_BOUGHT]
+    # (a part paid back outside the provider was told with its own e-mail when it was settled)
+    parts = [
+        r
+        for r in refunds
+        if r.reason == Refund.Reason.PROVIDER_PARTIAL and gave_back(r) and r.status != Refund.Status.SETTLED
+    ]
+    if not whole or not parts:
+        return lines
+    amounts = _listed([money_text(r.amount_minor, r.currency) for r in parts])
+    back_in_parts = sum(r.amount_minor for r in parts)
+    if back_in_parts >= charged_minor:
+        lines.append(f"It came back in parts through the payment provider: {amounts}.")
+    else:
+        rest = money_text(charged_minor - back_in_parts, currency)
+        some = "Parts of it" if len(parts) > 1 else "Part of it"
+        lines.append(f"{some}, {amounts}, came back earlier through the payment provider; the rest, {rest}, now.")
+    return lines
+
+
 def _body(
     *,
     checkout: Checkout,
@@ -130,7 +213,37 @@ def _body(
     some items. `paid_outside`: the studio paid it back outside the provider (a transfer, say),
     not to the card or account the shopper paid with. Amounts are in the currency the payment was
     charged in (`charged_currency`), which is not the checkout's after a charge in another one:
-    without a refund to name, the whole payment is what was charged (`whole_refund_minor`)."""
+    without a refund to name, the whole payment is what was charged (`whole_refund_minor`). A
+    payment that never fulfilled its order is told as one that bought nothing
+    (`_not_bought_lines`): no items, no downloads taken back, nothing "as before"."""
+    link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
+    fulfilled = txn.fulfilled_at is not None
+    told = (
+        _refund_lines(checkout=checkout, txn=txn, refund=refund, whole=whole, back_at=back_at)
+        if fulfilled
+        else _not_bought_lines(checkout=checkout, txn=txn, refund=refund, whole=whole)
+    )
+    return "\n".join(
+        [
+            *told,
+            "",
+            f"Order {checkout.pk}",
+            f"{checkout.tenant.name} paid this back to you directly, not through the payment you made."
+            if paid_outside
+            else "The money goes back the way you paid; your bank may take a few days to show it.",
+            *([_downloads_after(refund=refund, whole=whole)] if fulfilled else []),
+            "",
+            "Your order, from any device:",
+            link,
+        ]
+    )
+
+
+def _refund_lines(
+    *, checkout: Checkout, txn: Transaction, refund: Refund | None, whole: bool, back_at: datetime | None
+) -> list[str]:
+    """What the e-mail says of a refund of a fulfilled order's payment: how much, why, and which
+    items (see `_body`)."""
     from apps.commerce.services.payment import charged_currency, whole_refund_minor  # (it imports this module)
 
     currency = charged_currency(txn=txn)
@@ -148,23 +261,11 @@ def _body(
     rest = _rest_of_items_refunded(checkout=checkout, txn=txn, back_at=back_at) if whole else None
     if rest is not None:
         amount, why, items = money_text(rest[0], currency), rest[1], rest[2]
-    link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
-    return "\n".join(
-        [
-            f"{amount} of your payment to {checkout.tenant.name} has been refunded.",
-            *([why.format(studio=checkout.tenant.name)] if why else []),
-            *items,
-            "",
-            f"Order {checkout.pk}",
-            f"{checkout.tenant.name} paid this back to you directly, not through the payment you made."
-            if paid_outside
-            else "The money goes back the way you paid; your bank may take a few days to show it.",
-            _downloads_after(refund=refund, whole=whole),
-            "",
-            "Your order, from any device:",
-            link,
-        ]
-    )
+    return [
+        f"{amount} of your payment to {checkout.tenant.name} has been refunded.",
+        *([why.format(studio=checkout.tenant.name)] if why else []),
+        *items,
+    ]
 
 
 def refunded_mail_send(
