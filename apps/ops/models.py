@@ -28,6 +28,7 @@ class KillSwitch(models.Model):
     cooldown_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "kill switches"  # Django's default adds an "s": "kill switchs"
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(capability__in=["checkout", "payouts", "dropin", "fanout"]),

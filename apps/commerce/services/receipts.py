@@ -26,7 +26,8 @@ from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from apps.commerce.models import Checkout, CheckoutLine, Receipt
+from apps.catalog.models import ProductKind
+from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Receipt
 from apps.commerce.order_links import order_link
 from apps.core.problems import DomainError
 from apps.payments.providers.base import minor_to_major
@@ -68,7 +69,13 @@ def shopper_mail_send(*, to: str, subject: str, body: str, message_id: str) -> N
 
 
 def _body(checkout: Checkout) -> str:
-    lines = CheckoutLine.objects.filter(checkout=checkout, state=CheckoutLine.State.CONFIRMED).order_by("position")
+    """The receipt's text: what was paid for; the order's link, with the download links' lifetime
+    only when something was bought to download; and where the prints go, when there are any."""
+    from apps.commerce.services.fulfilment import address_lines  # fulfilment sends through this module
+
+    lines = list(
+        CheckoutLine.objects.filter(checkout=checkout, state=CheckoutLine.State.CONFIRMED).order_by("position")
+    )
     rows = [
         f"- {line.kind}{' ' + line.size if line.size else ''}"
         f"{' of photo ' + str(line.photo_id) if line.photo_id else ' (all photos of the event)'}"
@@ -78,21 +85,30 @@ def _body(checkout: Checkout) -> str:
     studio = checkout.tenant.name
     link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
     link_hours = max(1, settings.DOWNLOAD_URL_MAX_AGE_SECONDS // 3600)
-    return "\n".join(
-        [
-            f"Thank you for your order from {studio}.",
+    downloads = any(line.kind != ProductKind.PRINT for line in lines)
+    text = [
+        f"Thank you for your order from {studio}.",
+        "",
+        f"Order {checkout.pk}",
+        *rows,
+        "",
+        f"Total paid: {minor_to_major(checkout.amount_minor, checkout.currency)} {checkout.currency}",
+        "",
+        "Your order and its downloads, from any device:" if downloads else "Your order, from any device:",
+        link,
+    ]
+    if downloads:
+        lifetime = f"Each download link on that page works for {link_hours} hours; open the page again for fresh ones."
+        text += ["", lifetime]
+    shipping = CheckoutShipping.objects.filter(checkout=checkout).first()
+    if shipping is not None and any(line.kind == ProductKind.PRINT for line in lines):
+        text += [
             "",
-            f"Order {checkout.pk}",
-            *rows,
-            "",
-            f"Total paid: {minor_to_major(checkout.amount_minor, checkout.currency)} {checkout.currency}",
-            "",
-            "Your order and its downloads, from any device:",
-            link,
-            "",
-            f"Each download link on that page works for {link_hours} hours; open the page again for fresh ones.",
+            "Your prints are sent to:",
+            *address_lines(shipping),
+            "You get an e-mail with the tracking details once they are on their way.",
         ]
-    )
+    return "\n".join(text)
 
 
 def receipt_send(*, checkout_id: uuid.UUID | str) -> bool:

@@ -4,6 +4,8 @@ refunded or unpaid order says that nothing will be shipped, never "Your prints a
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import pytest
@@ -56,3 +58,31 @@ def test_a_failed_orders_page_says_nothing_will_be_shipped(browser: Client, tena
     drain_outbox()
     page = browser.get(page_url).content.decode()
     assert SENT_TO not in page and "Nothing will be shipped: the payment of this order failed." in page
+
+
+def test_the_poll_that_says_paid_also_brings_the_shipping_block_up_to_date(
+    browser: Client, tenant_a: Any, shop: Shop
+) -> None:
+    # given: the open order page of a print, whose status block polls and whose shipping block
+    # (outside it) says the prints leave once the payment is confirmed
+    page_url, checkout = order_with_a_print(browser, tenant_a, shop)
+    page = browser.get(page_url).content.decode()
+    assert "They are sent once your payment is confirmed." in page
+    poll = re.search(r'hx-get="([^"]+/status\?[^"]+)"', page)
+    assert poll, "the open order's status block polls"
+    # when: the payment lands and the page polls
+    assert deliver([sandbox_paid(str(checkout.pk))]) == [200]
+    drain_outbox()
+    answer = browser.get(html.unescape(poll.group(1)))
+    # then: the final status answer replaces the shipping block too (htmx out of band), which now
+    # says the studio prepares the prints, as a reload of the page would
+    assert answer.status_code == 200
+    body = answer.content.decode()
+    assert "Paid, thank you!" in body
+    shipping = re.search(r'<section id="checkout-shipping"[^>]*hx-swap-oob="true"[^>]*>(.*?)</section>', body, re.S)
+    assert shipping, "the paid answer carries the shipping block out of band"
+    assert "The studio prepares your prints" in shipping.group(1)
+    assert "They are sent once your payment is confirmed." not in body
+    # and: the full page's shipping block has the id the answer replaces, without the out-of-band mark
+    reloaded = browser.get(page_url).content.decode()
+    assert '<section id="checkout-shipping" aria-labelledby="shipping-heading">' in reloaded

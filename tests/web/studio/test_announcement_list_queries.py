@@ -65,3 +65,32 @@ def test_the_list_reads_delivery_counts_in_one_query_whatever_its_length(studio:
         rows = selectors.announcement_rows(selectors.announcements_of_studio(tenant_id=studio.org.pk))
         assert {r.status.status for r in rows} == {"sent", "partially_failed", "draft"}
         assert [r.status for r in rows] == [announcement_status(r.announcement) for r in rows]
+
+
+@pytest.mark.django_db(transaction=True)  # the fan-out commits one transaction per chunk
+def test_a_partly_failed_announcement_reads_as_words_on_its_page_and_in_the_list(studio: StudioPeople) -> None:
+    # given: an announcement to two attendees, one of whose deliveries failed
+    event = new_event(studio.org, title="City Marathon")
+    with tenant_context(studio.org.pk):
+        attendees_register(
+            tenant=studio.org,
+            event_id=event.pk,
+            attendees=[AttendeeIn(email=f"runner{i}@example.test", email_consent=True) for i in range(2)],
+            actor_label="test",
+        )
+    half = _announce(studio, event.pk, "Half failed", send=True)
+    drain_outbox()
+    with tenant_context(studio.org.pk):
+        first, second = AnnouncementDelivery.objects.filter(announcement=half).order_by("id")
+        AnnouncementDelivery.objects.filter(pk=first.pk).update(status=AnnouncementDelivery.Status.DELIVERED)
+        AnnouncementDelivery.objects.filter(pk=second.pk).update(
+            status=AnnouncementDelivery.Status.FAILED, last_error="mailbox full"
+        )
+    client = signed_in(studio.owner)
+    # when: the owner reads its page and the list
+    page = client.get(f"/studio/announcements/{half.pk}/").content.decode()
+    listing = client.get("/studio/announcements/").content.decode()
+    # then: both say it in words, never the status's code name
+    assert 'class="status-partially_failed">partially failed<' in page
+    assert 'class="status-partially_failed" data-label="Status">partially failed<' in listing
+    assert ">partially_failed<" not in page + listing

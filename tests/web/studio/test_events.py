@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 
 from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock
 from apps.outbox.models import OutboxMessage
@@ -175,6 +176,23 @@ def test_the_event_page_shows_thumbnails_of_rendered_photos(studio: StudioPeople
     assert photo_generate_derivatives(tenant_id=studio.org.pk, photo_id=photo.pk) == "ready"
     page = text(signed_in(studio.photographer).get(f"/studio/events/{photo.event_id}/"))
     assert f'alt="Photo #{photo.pk}"' in page and "/thumbnails/" in page
+
+
+def test_the_event_pages_give_the_shop_address_of_the_event(studio: StudioPeople, settings: Any) -> None:
+    # given: an event of the studio
+    event = new_event(studio.org, title="Harbour Swim", slug="harbour-swim")
+    shop_path = f"/s/{studio.org.slug}/harbour-swim/"
+    shop_url = settings.DARKROOM_PUBLIC_BASE_URL.rstrip("/") + shop_path
+    client = signed_in(studio.owner)
+    # when: the owner opens the event's page and the events list
+    page = text(client.get(f"/studio/events/{event.pk}/"))
+    listing = text(client.get("/studio/events/"))
+    # then: both give the event's shop page, which opens, rather than a bare slug that is no address
+    assert f'Shop page: <a class="standalone shop-url" href="{shop_url}">{shop_url}</a>' in page
+    assert f"The event's shop address ({shop_url}) does not change." in page
+    assert "address /harbour-swim" not in page and "(/harbour-swim)" not in page
+    assert f'href="{shop_path}"' in listing
+    assert Client().get(shop_path).status_code == 200
 
 
 # --- products and prices ------------------------------------------------------------------

@@ -43,3 +43,15 @@ def test_the_form_for_the_item_left_names_it_and_its_amount(studio: StudioPeople
     assert "Refund the item left" in refund_form
     assert f"Print A4, photo {shop.photo.pk} x 2" in refund_form and "50.00 EUR" in refund_form
     assert "Refund this item" in refund_form and "Refund this sale" not in refund_form
+
+
+def test_a_recent_sale_on_the_overview_opens_its_sale_page(studio: StudioPeople) -> None:
+    # given: a paid sale
+    shop = make_shop(org=studio.org)
+    checkout_id = sold(studio, shop, {"product": shop.download.pk})
+    # when: the owner opens the overview
+    overview = text(signed_in(studio.owner).get("/studio/"))
+    # then: the sale's row links to its page (where it is shipped and refunded), not only "All sales"
+    sales = re.search(r'<section aria-labelledby="sales-h">.*?</section>', overview, re.S)
+    assert sales, "the overview lists recent sales"
+    assert f'href="/studio/sales/{checkout_id}/"' in sales.group(0)

@@ -19,8 +19,9 @@
   (a payment the provider refused to take). The answer carries a region's new text (htmx
   out-of-band, its content only) just when it differs from what the page says (`said`,
   `alerted`), and is an empty 204 (htmx swaps nothing) while nothing at all changed, so a
-  screen reader hears of real changes only, once. A final block stops asking. Without
-  JavaScript the page offers a refresh link.
+  screen reader hears of real changes only, once. A final block stops asking, and its answer
+  replaces the page's shipping block too (out of band), which said the prints are sent once
+  paid. Without JavaScript the page offers a refresh link.
 * `POST /s/<studio>/checkouts/<id>/refill`: a failed, expired or sold-out order's items back in
   the cart, by the cart's own rules (`apps.web.shop.cart_rules`: a print at most what is left
   now, a sold-out one left out), leaving out what is no longer on sale or has no price now; each
@@ -252,8 +253,8 @@ def checkout_page(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) 
         return not_found(request, studio)
     context = _context(studio, view)
     # Shipping (orders with prints): the address and, once shipped, carrier and tracking, shown by
-    # templates/shop/_checkout_shipping.html on the full page only (the polled status block is
-    # about payment).
+    # templates/shop/_checkout_shipping.html below the polled status block (which is about
+    # payment; its final answer brings this block up to date: `checkout_status`).
     context["shipping"] = shipping_context(view.checkout)
     return render_page(request, "shop/checkout.html", studio=studio, context=context)
 
@@ -270,6 +271,12 @@ def checkout_status(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID
     unchanged = request.GET.get("since") == context["version"]
     if unchanged and not context["announce_status"] and not context["announce_alert"]:
         return HttpResponse(status=204)
+    if not context["is_open"]:
+        # The shipping block outside the polled one says "sent once your payment is confirmed"
+        # while the order is open; the final answer replaces it (htmx out of band), so a paid
+        # order does not go on saying so, nor a failed one that its prints will be sent.
+        context["shipping"] = shipping_context(view.checkout)
+        context["shipping_oob"] = context["shipping"] is not None
     return render_page(request, "shop/_checkout_status.html", studio=studio, context=context)
 
 

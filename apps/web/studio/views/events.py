@@ -201,9 +201,12 @@ def _render_event(
         if price_list is not None:
             currency_form = currency_form or PriceCurrencyForm(current=price_list.currency)
         edit_form = edit_form or EventEditForm.for_event(event)
+    shop_path = reverse("shop:event", kwargs={"studio_slug": studio.org.slug, "event_slug": event.slug})
     context: dict[str, Any] = {
         "studio": studio,
         "event": event,
+        # Absolute, as the owner shares it with attendees (the slug alone is no address).
+        "shop_url": settings.DARKROOM_PUBLIC_BASE_URL.rstrip("/") + shop_path,
         "photos": photos,
         "photo_rows": selectors.photo_rows(tenant_id=tenant_id, photos=photos.object_list),
         "photo_count": selectors.photo_counts_of_events(tenant_id=tenant_id, event_ids=[event.pk])[event.pk],
