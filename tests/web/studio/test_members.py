@@ -97,10 +97,13 @@ def test_a_new_person_is_invited_chooses_a_password_through_the_email_and_accept
     # when: they follow the link and choose a password
     person = Client()
     form_page = person.get(link, follow=True)
-    assert "Choose a new password" in text(form_page)
+    # (their first password: not "new", as a reset's is)
+    assert "Choose your password" in text(form_page) and "new password" not in text(form_page).lower()
     set_url = form_page.redirect_chain[-1][0]
     done = person.post(set_url, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
     assert done.status_code == 302 and done["Location"] == "/studio/reset/done/"
+    done_page = text(person.get(done["Location"]))
+    assert "Your password is set" in done_page and "changed" not in done_page
     # then: they sign in with it and are led to their invitation
     login = person.post("/studio/login/", {"username": "nora.quinn", "password": NEW_PASSWORD})
     assert login.status_code == 302

@@ -143,6 +143,14 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     template_name = "studio/password_reset_confirm.html"
     success_url = reverse_lazy("studio:password-reset-done")
 
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        # An invited person without a password yet chooses their first one, not a "new" one.
+        user = getattr(self, "user", None)
+        return {
+            **super().get_context_data(**kwargs),
+            "first_password": user is not None and not user.has_usable_password(),
+        }
+
 
 class PasswordResetDoneView(auth_views.PasswordResetCompleteView):
     template_name = "studio/password_reset_done.html"
