@@ -49,6 +49,8 @@ def test_receipt_is_sent_once_whatever_the_redeliveries(tenant_a, shop_a):
     assert "Total paid: 9.00 EUR" in message.body and str(checkout_id) in message.body
     assert f"Thank you for your order from {tenant_a.org.name}." in message.body
     assert "ask there again" not in message.body
+    # (named after the studio, as every other e-mail to shoppers is, not the platform)
+    assert message.subject == f"Your receipt from {tenant_a.org.name} ({str(checkout_id)[:8]})"
     # when: the checkout.paid message is delivered again, twice
     with tenant_context(tenant_a.org.pk):
         assert receipt_send(checkout_id=checkout_id) is False

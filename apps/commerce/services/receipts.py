@@ -127,7 +127,7 @@ def receipt_send(*, checkout_id: uuid.UUID | str) -> bool:
     try:
         shopper_mail_send(
             to=receipt.email,
-            subject=f"Your Darkroom receipt ({str(checkout.pk)[:8]})",
+            subject=f"Your receipt from {checkout.tenant.name} ({str(checkout.pk)[:8]})",
             body=_body(checkout),
             message_id=receipt.message_id,
         )
