@@ -2,7 +2,9 @@
 
 from django.conf import settings
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from apps.catalog import views as catalog_views
@@ -34,6 +36,8 @@ urlpatterns = [
     path("healthz", ops_views.healthz, name="healthz"),
     path("readyz", ops_views.readyz, name="readyz"),
     path("metrics", ops_views.metrics_view, name="metrics"),
+    # Pages name their icon; a browser asking for /favicon.ico by habit is sent on to it.
+    path("favicon.ico", RedirectView.as_view(url=static("web/favicon.svg"), permanent=True)),
 ]
 
 if settings.SERVE_PUBLIC_MEDIA:
