@@ -123,6 +123,7 @@ class RefundAdmin(ReadOnlyAdmin):
         "tenant",
         "transaction",
         "reason",
+        "payment_id",
         "status",
         "amount_minor",
         "currency",

@@ -14,6 +14,10 @@ refunds, a few per refunded sale, are counted directly.
   longer count as given back until an operator settles each, through the provider or by paying
   the shopper another way and recording it (`settled`; alert on any increase; runbook "Refund
   failed"). Refunds are never deleted, so it only grows.
+* darkroom_refunds_second_charge_total{provider}: second charges of payments already paid (the
+  shopper was charged twice, e.g. one Flutterwave tx_ref paid twice), each given back by a
+  `duplicate_charge` refund; every provider reported. Refunds are never deleted, so it only grows
+  (alert on any increase: runbook "Second charge").
 * darkroom_refunds_oldest_requested_age_seconds: a refund not submitted for long means the
   providers' worker is down or the provider keeps failing (alert past a few minutes).
 * darkroom_refunds_oldest_unlanded_age_seconds{provider}: how long the oldest refund the
@@ -62,6 +66,7 @@ class _Figures:
     oldest_requested: float
     oldest_unlanded: dict[str, float]
     failed_after_landing: int
+    second_charges: dict[str, int]
     webhooks: dict[tuple[str, str], int]
     receipts: dict[str, int]
 
@@ -82,6 +87,13 @@ def _figures() -> _Figures:
         )
         oldest_unlanded = {str(provider): float(age) for provider, age in cursor.fetchall()}
         cursor.execute(
+            "SELECT t.provider, count(*) FROM commerce_refund AS r"
+            " JOIN commerce_transaction AS t ON t.id = r.transaction_id"
+            " WHERE r.reason = %s GROUP BY t.provider",
+            [Refund.Reason.DUPLICATE_CHARGE.value],
+        )
+        second_charges = {str(provider): int(n) for provider, n in cursor.fetchall()}
+        cursor.execute(
             "SELECT provider, status, count(*) FROM payments_webhookevent WHERE status = ANY(%s)"
             " GROUP BY provider, status",
             [list(OPEN_WEBHOOK_STATUSES)],
@@ -98,6 +110,7 @@ def _figures() -> _Figures:
         oldest_requested=by_status.get(Refund.Status.REQUESTED, (0, 0, 0.0))[2],
         oldest_unlanded=oldest_unlanded,
         failed_after_landing=sum(failed for _, failed, _ in by_status.values()),
+        second_charges=second_charges,
         webhooks=webhooks,
         receipts={"retrying": int(retrying), "exhausted": int(exhausted)},
     )
@@ -120,6 +133,14 @@ def collect_commerce_metrics() -> Iterable[Metric]:
         "Refunds the provider reported failed after they had landed (the shopper did not get the money).",
         value=figures.failed_after_landing,
     )
+    second = CounterMetricFamily(
+        "darkroom_refunds_second_charge",
+        "Second charges of payments already paid (the shopper charged twice), each given back by a refund.",
+        labels=["provider"],
+    )
+    for provider in Provider.values:
+        second.add_metric([provider], figures.second_charges.get(provider, 0))
+    yield second
     yield GaugeMetricFamily(
         "darkroom_refunds_oldest_requested_age_seconds",
         "Age of the oldest refund not yet submitted to its provider (0 when none).",

@@ -15,7 +15,8 @@ Invariants held by Postgres (tests in tests/commerce/test_constraints.py):
 * money is integers in minor units with an ISO 4217 code; a line's amount is unit x quantity;
 * one transaction per checkout; one entitlement per (transaction, photo) and one per
   (transaction, event) for bulk; one reservation per line; one receipt per checkout; one
-  refund per (transaction, reason);
+  refund per (transaction, reason), but for item refunds, parts refunded at the provider and
+  second charges (one refund per charge);
 * statuses are from their closed sets (check constraints); a checkout's `closed_reason` is set
   only on an `expired` checkout.
 """
@@ -653,7 +654,10 @@ class Refund(TenantModel):
     the payment), or part of a payment refunded in the provider's own
     dashboard (`provider_partial`: recorded from the provider's refund event, already
     `submitted` and landed; no lines name it, so nothing of the order is revoked and no wallet
-    credit reversed, but the order's later refunds fit in what is left of the payment).
+    credit reversed, but the order's later refunds fit in what is left of the payment), or a
+    second charge of a payment already paid (`duplicate_charge`: all of that charge, named by
+    `payment_id`; no part of the order's payment, so none of the order's sums counts it and its
+    landing changes nothing of the order).
 
     `requested` (written with the decision, in the processing transaction) → `submitted` (the
     provider accepted it; `provider_refund_id`) or `failed` (retried by the consumer, then left
@@ -686,6 +690,7 @@ class Refund(TenantModel):
         PHOTO_WITHDRAWN = "photo_withdrawn", "A photo in the order was withdrawn"
         STUDIO_PARTIAL = "studio_partial", "Items refunded by the studio"
         PROVIDER_PARTIAL = "provider_partial", "Part refunded at the payment provider"
+        DUPLICATE_CHARGE = "duplicate_charge", "Charged twice: the second charge given back"
 
     # A refund that gives (or gave) money back: asked for, accepted by the provider, or paid back
     # outside it. A refused one gave nothing; a `not_needed` one was never sent or was superseded.
@@ -704,8 +709,17 @@ class Refund(TenantModel):
     # refunded in the provider's dashboard. Together they may add up to the whole payment.
     PARTIAL_REASONS = (Reason.STUDIO_PARTIAL, Reason.PROVIDER_PARTIAL)
 
+    # The refunds of a second charge (`payment_id`): not of the order's payment. `~SECOND_CHARGE`
+    # filters a payment's refunds down to the order's own.
+    SECOND_CHARGE = models.Q(reason="duplicate_charge")
+
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="refunds")
     reason = models.CharField(max_length=20, choices=Reason.choices)
+    # The provider's id of the charge a `duplicate_charge` refund gives back (a Flutterwave
+    # transaction id: one tx_ref charged twice); blank for every other refund, which gives back
+    # (part of) the transaction's own payment. Database default: the release before this column
+    # inserts refunds without naming it while both run during a deploy.
+    payment_id = models.CharField(max_length=255, blank=True, default="", db_default="")
     amount_minor = models.BigIntegerField()
     currency = models.CharField(max_length=3)
     idempotency_key = models.CharField(max_length=200, unique=True)
@@ -747,8 +761,21 @@ class Refund(TenantModel):
             # and the parts refunded at the provider (each its own provider refund or total).
             models.UniqueConstraint(
                 fields=["tenant", "transaction", "reason"],
-                condition=~models.Q(reason__in=["studio_partial", "provider_partial"]),
+                condition=~models.Q(reason__in=["studio_partial", "provider_partial", "duplicate_charge"]),
                 name="commerce_refund_unique_reason",
+            ),
+            # A second charge is given back once, whoever tells it again. Led by the charge's id:
+            # a refund event naming only that charge finds its payment through it.
+            models.UniqueConstraint(
+                fields=["payment_id", "tenant", "transaction"],
+                condition=models.Q(reason="duplicate_charge"),
+                name="commerce_refund_unique_second_charge",
+            ),
+            # A second charge's refund names the charge; no other refund does.
+            models.CheckConstraint(
+                condition=(models.Q(reason="duplicate_charge") & ~models.Q(payment_id=""))
+                | (~models.Q(reason="duplicate_charge") & models.Q(payment_id="")),
+                name="commerce_refund_second_charge_named",
             ),
             models.CheckConstraint(
                 condition=models.Q(status__in=["requested", "submitted", "failed", "not_needed", "settled"]),

@@ -175,13 +175,15 @@ def wallet_refund_holds(*, account_ids: Collection[int] | None = None) -> dict[i
     keyed `refund:<checkout>:<line>`. A line whose key the ledger holds already (debited by an
     earlier landing) holds nothing. Only a refund `requested` or `submitted` and not landed
     holds: a refused (`failed`), `not_needed` or `settled` one (its effects landed with the
-    settling) does not, nor does a landed one (its debits are in the ledger).
+    settling) does not, nor does a landed one (its debits are in the ledger), nor a second
+    charge's (`duplicate_charge`: it gives back another charge and debits nothing).
 
     Reads the current studio's rows (RLS), or every studio's in the system context;
     `account_ids` limits the answer, and the lines read, to those wallets.
     """
     under_way = list(
         Refund.objects.filter(status__in=_UNDER_WAY, landed_at__isnull=True)
+        .exclude(Refund.SECOND_CHARGE)  # it debits no wallet: the order's sale stands
         .filter(Q(reason__in=Refund.PARTIAL_REASONS) | Q(transaction__fulfilled_at__isnull=False))
         .values_list("pk", "reason", "transaction__checkout_id")
     )

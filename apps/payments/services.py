@@ -41,7 +41,7 @@ from apps.commerce.errors import (
     RefundCurrencyMismatch,
     RefundNotRecordedYet,
 )
-from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout, Transaction
+from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout, Refund, Transaction
 from apps.commerce.services import (
     PaymentFact,
     charged_currency,
@@ -203,8 +203,9 @@ def _resolve_checkout(*, envelope: WebhookEnvelope) -> tuple[int, uuid.UUID, str
 
     Caller is in the system context. By the checkout id the provider echoes back, else by the
     provider reference stored on the checkout, else by the provider's payment id recorded on its
-    transaction (a PayPal refund event may name only the capture it refunds). A payment id that
-    two transactions of the provider share names neither (None)."""
+    transaction (a PayPal refund event may name only the capture it refunds), or on the refund of
+    a second charge (a Flutterwave refund event names only the transaction it refunds). A payment
+    id that two transactions of the provider share names neither (None)."""
     checkout_id = _uuid_or_none(envelope.checkout_id)
     row = None
     if checkout_id is not None:
@@ -218,6 +219,14 @@ def _resolve_checkout(*, envelope: WebhookEnvelope) -> tuple[int, uuid.UUID, str
                 "tenant_id", "checkout_id", "provider"
             )[:2]
         )
+        if not matches:
+            matches = list(
+                Refund.objects.filter(
+                    Refund.SECOND_CHARGE, payment_id=envelope.payment_id, transaction__provider=envelope.provider
+                )
+                .values_list("tenant_id", "transaction__checkout_id", "transaction__provider")
+                .distinct()[:2]
+            )
         row = matches[0] if len(matches) == 1 else None
     return row
 

@@ -16,6 +16,13 @@ database key, so each happens exactly once:
 * → paid, but the checkout expired, failed or was refunded meanwhile, or the amount differs:
   a `Refund` (unique per transaction and reason) plus a `payment.refund_requested` outbox
   message; its consumer calls the provider's refund with the refund's idempotency key.
+* paid again, by another charge (a payment id other than the one stored, for a payment charged
+  already: Flutterwave's hosted page takes a second successful transaction under one tx_ref): a
+  `duplicate_charge` refund of all of that charge, naming it (unique per transaction and charge),
+  plus its `payment.refund_requested` message; audited (`refund.second_charge`), counted
+  (`darkroom_refunds_second_charge_total`), e-mailed once it lands. Nothing of the order changes:
+  its status, payment, entitlements, wallet credits and stock stay as the first charge left
+  them, and none of the order's sums counts that refund (`Refund.SECOND_CHARGE`).
 * → paid, checkout open and the amount right, but a photo of a confirmed line is withdrawn: the
   checkout closes unpaid (`expired`, `closed_reason` `photo_withdrawn`, stock released) and
   the whole payment is refunded (`photo_withdrawn`); nothing is granted or credited. The photo
@@ -208,6 +215,8 @@ def apply_fact_locked(
         if fact.status in ("expired", "failed") and checkout.status in Checkout.OPEN_STATUSES:
             outcome.effects += _close(checkout=checkout, status=Checkout.Status.EXPIRED, now=now)
         return outcome
+    if fact.status == "paid" and _second_charge(txn=txn, fact=fact):
+        return _refund_second_charge(checkout=checkout, txn=txn, fact=fact, now=now)
     before = txn.status
     column = _FACT_FIELD[fact.status]
     update = ["status", "updated_at"]
@@ -256,6 +265,66 @@ def _readable_charge(fact: PaymentFact) -> bool:
 def _storable_amount(amount: object) -> bool:
     """A positive amount of minor units a bigint (an `amount_minor` column) holds."""
     return isinstance(amount, int) and not isinstance(amount, bool) and 0 < amount <= _BIGINT_MAX
+
+
+def _second_charge(*, txn: Transaction, fact: PaymentFact) -> bool:
+    """Whether a paid fact is another charge than the payment's own: it names a payment id other
+    than the one stored, for a payment charged already (paid; or refunded, since a refund names
+    the charge it gives back). A fact naming no id, or a payment whose id was never stored, is
+    taken for the payment's own charge."""
+    charged_already = txn.paid_at is not None or txn.refunded_at is not None
+    return bool(fact.payment_id and txn.payment_id and fact.payment_id != txn.payment_id and charged_already)
+
+
+def _refund_second_charge(*, checkout: Checkout, txn: Transaction, fact: PaymentFact, now: datetime) -> FactOutcome:
+    """Give back a second charge (`_second_charge`): a `duplicate_charge` refund of all of it, in
+    the currency it was charged in, naming it (`payment_id`; its refund call refunds that charge),
+    its `payment.refund_requested` message and one `refund.second_charge` audit row, once per
+    charge (a database key; a redelivered or replayed event finds it). Nothing of the order
+    changes: the transaction, checkout, entitlements, wallet credits and stock are the first
+    charge's, and `refund_requested_at` (the order's payment going back) stays as it is. Checkout
+    and transaction rows locked."""
+    assert fact.payment_id and fact.amount_minor is not None and fact.currency is not None, "a readable charge"
+    charged, currency = fact.amount_minor, fact.currency.upper()
+    outcome = FactOutcome(before=txn.status, after=txn.status)
+    named = fact.payment_id if len(fact.payment_id) <= 120 else hashlib.sha256(fact.payment_id.encode()).hexdigest()
+    refund, created = Refund.objects.get_or_create(
+        tenant_id=txn.tenant_id,
+        transaction=txn,
+        reason=Refund.Reason.DUPLICATE_CHARGE,
+        payment_id=fact.payment_id,
+        defaults={
+            "amount_minor": charged,
+            "currency": currency,
+            "idempotency_key": f"refund:{checkout.pk}:charge:{named}",
+            "queued_at": now,
+        },
+    )
+    if not created:
+        outcome.effects.append(f"second charge {fact.payment_id}: refund already requested")
+        return outcome
+    _publish_refund_requested(refund)
+    audit_record(
+        action="refund.second_charge",
+        tenant_id=txn.tenant_id,
+        actor_label=f"provider:{checkout.provider}",
+        target_type="checkout",
+        target_id=str(checkout.pk),
+        data={
+            "refund_id": refund.pk,
+            "payment_id": fact.payment_id,
+            "first_payment_id": txn.payment_id,
+            "amount_minor": charged,
+            "currency": currency,
+            "source": fact.source,
+        },
+    )
+    logger.warning(
+        "a checkout already paid was charged again: the second charge is refunded",
+        extra={"checkout_id": str(checkout.pk), "refund_id": refund.pk, "payment_id": fact.payment_id},
+    )
+    outcome.effects.append(f"second charge {fact.payment_id} of {charged} {currency}: refund requested")
+    return outcome
 
 
 def _remember_reference(*, checkout: Checkout, reference: str) -> None:
@@ -474,7 +543,7 @@ def _on_refunded(
     dashboard (the shopper got it twice: logged as an error), or a late event about one of
     Darkroom's refunds landed already (nothing new)."""
     # What decides below, read once: `gave_back` does not change with the updates on the way.
-    given_by = [r for r in Refund.objects.filter(transaction=txn) if gave_back(r)]
+    given_by = [r for r in Refund.objects.filter(transaction=txn).exclude(Refund.SECOND_CHARGE) if gave_back(r)]
     whole = whole_refund_minor(txn=txn)
     if not paid_outside and _paid_back_outside_already(given_by, whole=whole, before=now):
         if event_refund_known:
@@ -489,14 +558,12 @@ def _on_refunded(
     for refund in _partial_refunds_locked(txn):
         if refund.landed_at is None and refund.status in Refund.LIVE_STATUSES:
             effects += _land_items_refund(checkout=checkout, txn=txn, refund=refund, now=now, tell_shopper=False)
-    Refund.objects.filter(transaction=txn, landed_at__isnull=True, status__in=Refund.LIVE_STATUSES).update(
-        landed_at=now
-    )
+    # (a second charge's refund is no part of the payment: it lands with its own event)
+    order_refunds = Refund.objects.filter(transaction=txn).exclude(Refund.SECOND_CHARGE)
+    order_refunds.filter(landed_at__isnull=True, status__in=Refund.LIVE_STATUSES).update(landed_at=now)
     # A refund the provider refused is moot now that the whole payment is back (the refusal was
     # most likely because of it): nothing is owed, so it no longer alerts as `failed`.
-    refused = Refund.objects.filter(transaction=txn, status=Refund.Status.FAILED).update(
-        status=Refund.Status.NOT_NEEDED
-    )
+    refused = order_refunds.filter(status=Refund.Status.FAILED).update(status=Refund.Status.NOT_NEEDED)
     if refused:
         effects.append(f"{refused} refused refund(s) not needed any more")
     # An owed refund is owed no more once the provider gave back money no row records (a whole
@@ -505,7 +572,7 @@ def _on_refunded(
     # when an event about one of Darkroom's refunds says the whole is back while they do not
     # (that refund was sized before the other failed: a stale total): it stays owed.
     if not event_refund_known or sum(r.amount_minor for r in given_by) >= whole:
-        covered = Refund.objects.filter(Refund.STILL_OWED, transaction=txn).update(status=Refund.Status.NOT_NEEDED)
+        covered = order_refunds.filter(Refund.STILL_OWED).update(status=Refund.Status.NOT_NEEDED)
         if covered:
             effects.append(f"{covered} refund(s) failed after landing covered by the whole payment back")
     if checkout.status in Checkout.OPEN_STATUSES:
@@ -581,10 +648,11 @@ def whole_refund_minor(*, txn: Transaction) -> int:
     """What a provider's refunds must add up to for the whole payment to be back: what Darkroom
     asked it to give back for a payment it must not keep (the amount actually charged, which is
     not the checkout's total after an amount mismatch), else the checkout's amount (a paid
-    order, refunded by the studio in one go or item by item, or at the provider)."""
+    order, refunded by the studio in one go or item by item, or at the provider). A second
+    charge's refund is no part of it."""
     requested = (
         Refund.objects.filter(transaction=txn)
-        .exclude(reason__in=[*Refund.PARTIAL_REASONS, Refund.Reason.STUDIO])
+        .exclude(reason__in=[*Refund.PARTIAL_REASONS, Refund.Reason.STUDIO, Refund.Reason.DUPLICATE_CHARGE])
         .aggregate(most=Max("amount_minor"))["most"]
     )
     return int(requested) if requested is not None else txn.amount_minor
@@ -613,6 +681,10 @@ def transaction_apply_refund(
     was for) but counts toward the whole payment and leaves less of it for the studio's later
     refunds.
 
+    An event about the refund of a second charge (`duplicate_charge`: it names that refund, or
+    that charge) lands that refund alone (`_second_charge_refund_event`); none of the order's
+    sums below counts it.
+
     Joins the caller's transaction (the webhook consumer's), in the tenant's context; locks the
     checkout, its transaction, then its partial refunds. A total naming no refund for a payment
     refunded whole already changes nothing (whatever it says, the whole includes it). Raises
@@ -638,10 +710,17 @@ def transaction_apply_refund(
         raise PaymentForUnknownCheckout(f"Checkout {checkout_id} does not exist.")
     now = timezone.now()
     txn = Transaction.objects.select_for_update().filter(checkout_id=checkout.pk).first()
-    if txn is not None:
-        _refund_checked(checkout=checkout, txn=txn, fact=fact)
     # Every refund of the payment, locked in the order `checkout_refund_request` locks them.
     refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk")) if txn else []
+    second = _second_charge_refund_of(refunds=refunds, fact=fact, provider_refund_id=provider_refund_id)
+    if txn is not None and second is not None:
+        return _second_charge_refund_event(
+            checkout=checkout, txn=txn, refund=second, fact=fact, provider_refund_id=provider_refund_id, now=now
+        )
+    # From here on the order's own payment: a second charge's refund is none of it.
+    refunds = [r for r in refunds if r.reason != Refund.Reason.DUPLICATE_CHARGE]
+    if txn is not None:
+        _refund_checked(checkout=checkout, txn=txn, fact=fact)
     if txn is not None and provider_refund_id and _failed_attempt(refunds, provider_refund_id):
         # An attempt the provider reported failed: its "succeeded" event, sent before the failure,
         # was delivered late. Its money did not go back.
@@ -919,6 +998,93 @@ def _failed_attempt(refunds: Iterable[Refund], provider_refund_id: str) -> bool:
     """Whether `provider_refund_id` names an attempt of one of `refunds` (a payment's) that the
     provider reported failed before it landed (`Refund.failed_provider_refund_ids`)."""
     return any(provider_refund_id in r.failed_provider_refund_ids for r in refunds)
+
+
+def _second_charge_refund_of(
+    *, refunds: list[Refund], fact: PaymentFact, provider_refund_id: str | None
+) -> Refund | None:
+    """The second charge's refund a refund event is about (`refunds`: the payment's), or None
+    when it is about the order's own payment: the one it names (its refund id, now or of a failed
+    attempt), else the one of the charge it names (`fact.payment_id`). Raises
+    RefundNotRecordedYet (retried) for an event that names neither a refund Darkroom knows nor a
+    charge while a second charge's refund awaits the provider's answer: it may be that refund's,
+    whose id is not stored yet, and must never be taken for the order's."""
+    seconds = [r for r in refunds if r.reason == Refund.Reason.DUPLICATE_CHARGE]
+    if not seconds:
+        return None
+    if provider_refund_id:
+        for refund in refunds:
+            if (
+                refund.provider_refund_id == provider_refund_id
+                or provider_refund_id in refund.failed_provider_refund_ids
+            ):
+                return refund if refund in seconds else None
+    of_charge = next((r for r in seconds if fact.payment_id and r.payment_id == fact.payment_id), None)
+    if of_charge is not None:
+        return of_charge
+    if not fact.payment_id and any(r.status == Refund.Status.REQUESTED for r in seconds):
+        raise RefundNotRecordedYet(
+            f"{fact.source} names neither a refund Darkroom knows nor a charge while the refund of a second "
+            "charge awaits the provider's answer: trying again later."
+        )
+    return None
+
+
+def _second_charge_refund_event(
+    *,
+    checkout: Checkout,
+    txn: Transaction,
+    refund: Refund,
+    fact: PaymentFact,
+    provider_refund_id: str | None,
+    now: datetime,
+) -> FactOutcome:
+    """A refund event about the second charge `refund` gives back. The one Darkroom asked for
+    lands (`_land_second_charge`); a failed attempt's late success, or one landed already, changes
+    nothing. Another refund of that charge (made in the provider's dashboard) changes nothing of
+    the order either (logged): while `refund` awaits the provider's answer it may be its own,
+    RefundNotRecordedYet (retried). Raises RefundCurrencyMismatch for an event in a currency other
+    than the charge's. Rows locked."""
+    outcome = FactOutcome(before=txn.status, after=txn.status)
+    if provider_refund_id and provider_refund_id in refund.failed_provider_refund_ids:
+        outcome.effects.append(
+            f"refund {provider_refund_id} failed at the provider: its earlier success changes nothing"
+        )
+        return outcome
+    if not provider_refund_id or refund.provider_refund_id != provider_refund_id:
+        if refund.status == Refund.Status.REQUESTED:
+            raise RefundNotRecordedYet(
+                f"{fact.source} reports a refund of second charge {refund.payment_id} while Darkroom's refund of it "
+                "awaits the provider's answer: trying again later."
+            )
+        logger.warning(
+            "a refund of a second charge that is not Darkroom's: nothing of the order changes",
+            extra={"checkout_id": str(checkout.pk), "refund_id": refund.pk, "provider_refund_id": provider_refund_id},
+        )
+        outcome.effects.append(
+            f"refund {provider_refund_id} of second charge {refund.payment_id}, not Darkroom's: nothing changes"
+        )
+        return outcome
+    if fact.currency is not None and fact.currency.upper() != refund.currency:
+        raise RefundCurrencyMismatch(
+            f"{fact.source} reports the refund of second charge {refund.payment_id} in {fact.currency[:20]!r}, "
+            f"but it was charged in {refund.currency}: nothing counted."
+        )
+    if refund.landed_at is not None or refund.status not in Refund.LIVE_STATUSES:
+        outcome.effects.append(f"refund {refund.pk} of second charge {refund.payment_id}: nothing more to land")
+        return outcome
+    outcome.effects += _land_second_charge(checkout=checkout, refund=refund, now=now)
+    return outcome
+
+
+def _land_second_charge(*, checkout: Checkout, refund: Refund, now: datetime) -> list[str]:
+    """A second charge's refund came back (the provider confirmed it, or an operator paid it back
+    outside it): landed, and the shopper told (a `checkout.refunded` message naming it). Nothing
+    else: the order is not its business. Rows locked."""
+    refund.landed_at = now
+    refund.save(update_fields=["landed_at"])
+    _publish_refunded(checkout, refund_id=refund.pk)
+    return [f"refund {refund.pk} of second charge {refund.payment_id} landed", "shopper told (checkout.refunded)"]
 
 
 def _refunded_at_provider_minor(
@@ -1218,8 +1384,12 @@ def items_refund_minor(
 
 def other_refund_under_way(refunds: Iterable[Refund]) -> bool:
     """Whether a payment's refunds hold one that is not a partial refund (the whole order's, a
-    late payment's) and was not refused: no item refund may be asked for then."""
-    return any(r.reason not in Refund.PARTIAL_REASONS and r.status in Refund.LIVE_STATUSES for r in refunds)
+    late payment's; not a second charge's, which is none of the order's) and was not refused:
+    no item refund may be asked for then."""
+    return any(
+        r.reason not in (*Refund.PARTIAL_REASONS, Refund.Reason.DUPLICATE_CHARGE) and r.status in Refund.LIVE_STATUSES
+        for r in refunds
+    )
 
 
 def gave_back(refund: Refund) -> bool:
@@ -1354,7 +1524,9 @@ def refund_retry(*, refund_id: int, actor_label: str, actor_user: User | None = 
     transaction, then the refund. False, writing nothing, for a refund that is not `failed`
     (already requested again, or submitted), of a payment already refunded whole, or that no longer
     fits in the payment: with the order's other live refunds (item refunds made since) it
-    would give back more than was charged (`whole_refund_minor`), which the provider refuses."""
+    would give back more than was charged (`whole_refund_minor`), which the provider refuses. A
+    second charge's refund gives back its own charge: neither the order's state nor its refunds
+    bear on it."""
     checkout_id = Refund.objects.filter(pk=refund_id).values_list("transaction__checkout_id", flat=True).first()
     if checkout_id is None:
         return False
@@ -1362,17 +1534,20 @@ def refund_retry(*, refund_id: int, actor_label: str, actor_user: User | None = 
     Checkout.objects.select_for_update().filter(pk=checkout_id).first()
     txn = Transaction.objects.select_for_update().filter(checkout_id=checkout_id).first()
     refund = Refund.objects.select_for_update(of=("self",)).filter(pk=refund_id).select_related("transaction").first()
-    if refund is None or refund.status != Refund.Status.FAILED or txn is None or txn.refunded_at is not None:
+    if refund is None or refund.status != Refund.Status.FAILED or txn is None:
         return False
-    others = sum(
-        r.amount_minor
-        for r in Refund.objects.filter(transaction_id=refund.transaction_id)
-        if r.pk != refund.pk and gave_back(r)
-    )
-    # What the payment's refunds may add up to: what was charged (a refund of an overcharge gives
-    # back more than the checkout's total), as for landing (`whole_refund_minor`).
-    if others + refund.amount_minor > whole_refund_minor(txn=txn):
-        return False
+    if refund.reason != Refund.Reason.DUPLICATE_CHARGE:
+        if txn.refunded_at is not None:
+            return False
+        others = sum(
+            r.amount_minor
+            for r in Refund.objects.filter(transaction_id=refund.transaction_id).exclude(Refund.SECOND_CHARGE)
+            if r.pk != refund.pk and gave_back(r)
+        )
+        # What the payment's refunds may add up to: what was charged (a refund of an overcharge
+        # gives back more than the checkout's total), as for landing (`whole_refund_minor`).
+        if others + refund.amount_minor > whole_refund_minor(txn=txn):
+            return False
     previous_key = refund.idempotency_key
     refund.status = Refund.Status.REQUESTED
     refund.idempotency_key = _retry_key(previous_key, refund.attempts)
@@ -1416,6 +1591,8 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
       counts it.
     * A landed refund the provider reported failed afterwards (`Refund.still_owed`): its effects landed
       already; it counts as money given back again (`gave_back`).
+    * A second charge's refund (`duplicate_charge`) lands alone, whatever the order's refunds:
+      the shopper is told it was paid back (`_land_second_charge`).
 
     The transaction keeps the provider's view (paid): the provider still holds that money.
     Raises RefundNotSettleable, writing nothing, for any other refund, a blank note, a failed
@@ -1437,14 +1614,17 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
     refunds = list(Refund.objects.select_for_update().filter(transaction=txn).order_by("pk"))
     refund = next(r for r in refunds if r.pk == refund_id)
     unpaid = refund.status == Refund.Status.FAILED and refund.landed_at is None
+    second = refund.reason == Refund.Reason.DUPLICATE_CHARGE
     if not unpaid and not refund.still_owed:
         raise RefundNotSettleable(
             f"Refund {refund.pk} ({refund.get_status_display()}) is not one the provider left unpaid: "
             "only a failed refund, or one that failed at the provider after it landed, can be settled."
         )
-    if unpaid and txn.refunded_at is not None:
+    if unpaid and txn.refunded_at is not None and not second:
         raise RefundNotSettleable(f"The payment of refund {refund.pk} was refunded whole at the provider.")
-    if any(
+    # The order's refunds do not bear on a second charge's, nor it on theirs.
+    refunds = [r for r in refunds if (r.reason == Refund.Reason.DUPLICATE_CHARGE) == second]
+    if not second and any(
         r.status == Refund.Status.REQUESTED or (r.status == Refund.Status.SUBMITTED and r.landed_at is None)
         for r in refunds
     ):
@@ -1455,8 +1635,8 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
     # What the payment's refunds may add up to: what was charged (`whole_refund_minor`). An owed
     # refund the order's last refund gave back is `not_needed` (`_on_refunded`); this holds
     # whatever came first.
-    charged = whole_refund_minor(txn=txn)
-    others = sum(r.amount_minor for r in refunds if r.pk != refund.pk and gave_back(r))
+    charged = refund.amount_minor if second else whole_refund_minor(txn=txn)
+    others = 0 if second else sum(r.amount_minor for r in refunds if r.pk != refund.pk and gave_back(r))
     if others + refund.amount_minor > charged:
         raise RefundNotSettleable(
             f"Refund {refund.pk} would give back more than was charged, with the payment's other refunds."
@@ -1469,9 +1649,13 @@ def refund_settle_outside(*, refund_id: int, note: str, actor_label: str, actor_
     refund.save(update_fields=["status", "settled_outside_at", "settled_outside_note"])
     effects = [f"refund {refund.pk} settled outside the provider"]
     whole = (
-        refund.reason not in Refund.PARTIAL_REASONS or partial_refunds_taken_minor(refunds) >= charged
-    ) and checkout.status != Checkout.Status.REFUNDED
-    if whole:  # the whole payment is back now
+        not second
+        and (refund.reason not in Refund.PARTIAL_REASONS or partial_refunds_taken_minor(refunds) >= charged)
+        and checkout.status != Checkout.Status.REFUNDED
+    )
+    if second and unpaid:
+        effects += _land_second_charge(checkout=checkout, refund=refund, now=now)
+    elif whole:  # the whole payment is back now
         # (no provider money without a refund row here: an owed refund is covered only if the
         # refunds add up)
         effects += _on_refunded(checkout=checkout, txn=txn, now=now, paid_outside=True, event_refund_known=True)
@@ -1702,7 +1886,14 @@ def refund_submit(*, refund_id: int) -> Refund:
     reference = checkout.provider_reference or refund.transaction.payment_id
     provider = get_provider(checkout.provider)
     try:
-        result = provider.refund(reference=reference, amount_minor=refund.amount_minor, idempotency_key=key)
+        # The charge to refund: a second charge's own, else the payment's (a Flutterwave tx_ref may
+        # name several charges).
+        result = provider.refund(
+            reference=reference,
+            amount_minor=refund.amount_minor,
+            idempotency_key=key,
+            payment_id=refund.payment_id or refund.transaction.payment_id or None,
+        )
     except ProviderError as exc:
         with transaction.atomic(durable=True):
             locked = Refund.objects.select_for_update().get(pk=refund_id)

@@ -10,6 +10,12 @@ and the signed link to the order, whose page shows it refunded. A payment that d
 order (never fulfilled: `Transaction.fulfilled_at` is null) is told apart: what was charged, in the
 currency it was charged in, why it goes back, and that nothing was bought (`_not_bought_lines`).
 
+A second charge of a payment already paid (the shopper was charged twice: `duplicate_charge`) is
+given back on its own; once its refund lands, the `checkout.refunded` message naming it sends its
+own e-mail (`_second_charge_body`): they were charged twice, the second charge went back in full,
+and what became of the order (paid by the first payment, theirs as before; or what its own
+e-mail said). Nothing of the order's refunds is told there, nor that refund in theirs.
+
 A refund can fail at the provider after it landed (the shopper's card was closed: the money went
 back to the studio). The failure's transaction writes a `refund.failed_after_landing` message
 (`payment.py`, `refund_apply_provider_failure`); its consumer (`tasks.commerce.
@@ -278,8 +284,9 @@ def refunded_mail_send(
     """Send the e-mail a `checkout.refunded` message asks for, once; True if this call sent it:
     about the studio's refund of some items when the message names `refund_id`, else (or when
     it names a refund of the whole order) about the whole payment (the latest refund asked for
-    says how much and why). Paid back outside the provider (the named refund is `settled`, or
-    the whole payment is back since `back_at`, an operator's settle), it says so.
+    says how much and why; never a second charge's); about a second charge given back when it
+    names that refund (`_second_charge_body`). Paid back outside the provider (the named refund
+    is `settled`, or the whole payment is back since `back_at`, an operator's settle), it says so.
 
     Runs outside any transaction (TransactionManagementError otherwise), in the checkout's tenant
     context. Raises MailBusy while another sender's claim is live, CheckoutNotFound, and
@@ -294,10 +301,25 @@ def refunded_mail_send(
     if refund_id is not None:
         refund = refunds.filter(pk=refund_id).first()
     else:
-        refund = refunds.filter(status__in=Refund.LIVE_STATUSES).order_by("-pk").first()
+        refund = refunds.exclude(Refund.SECOND_CHARGE).filter(status__in=Refund.LIVE_STATUSES).order_by("-pk").first()
     whole = refund_id is None or (refund is not None and refund.reason not in Refund.PARTIAL_REASONS)
+    second = refund_id is not None and refund is not None and refund.reason == Refund.Reason.DUPLICATE_CHARGE
 
     def send() -> None:
+        if second:
+            assert refund is not None
+            shopper_mail_send(
+                to=checkout.email,
+                subject=(
+                    f"You were charged twice by {checkout.tenant.name}: the second charge was refunded "
+                    f"({str(checkout.pk)[:8]})"
+                ),
+                body=_second_charge_body(
+                    checkout=checkout, txn=txn, refund=refund, paid_outside=refund.status == Refund.Status.SETTLED
+                ),
+                message_id=mail_message_id(f"refunded-{message_uuid}"),
+            )
+            return
         shopper_mail_send(
             to=checkout.email,
             subject=(
@@ -320,6 +342,34 @@ def refunded_mail_send(
         return False
     logger.info("refund e-mail sent", extra={"message_id": str(message_uuid), "checkout_id": str(checkout.pk)})
     return True
+
+
+def _second_charge_body(*, checkout: Checkout, txn: Transaction, refund: Refund, paid_outside: bool) -> str:
+    """The e-mail about a second charge given back (`duplicate_charge`): in plain words, that the
+    shopper was charged twice and the second charge, all of it, went back; and the order's state,
+    which that refund did not change."""
+    studio = checkout.tenant.name
+    link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
+    charge = money_text(refund.amount_minor, refund.currency)
+    if checkout.status == Checkout.Status.PAID and txn.fulfilled_at is not None:
+        order_said = "Your order was paid by your first payment and stays yours as before."
+    else:
+        order_said = "This refund is of the second charge only; your order's own payment is as we last told you."
+    return "\n".join(
+        [
+            f"You were charged twice for your order with {studio}: the second charge, {charge}, has been refunded "
+            "in full.",
+            order_said,
+            "",
+            f"Order {checkout.pk}",
+            f"{studio} paid this back to you directly, not through the payment you made."
+            if paid_outside
+            else "The money goes back the way you paid; your bank may take a few days to show it.",
+            "",
+            "Your order, from any device:",
+            link,
+        ]
+    )
 
 
 def _refund_failed_body(*, checkout: Checkout, refund: Refund) -> str:

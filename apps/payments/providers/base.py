@@ -373,8 +373,14 @@ class PaymentProvider(ABC):
         """
 
     @abstractmethod
-    def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
-        """Refund `amount_minor` of the payment behind `reference`.
+    def refund(
+        self, *, reference: str, amount_minor: int, idempotency_key: str, payment_id: str | None = None
+    ) -> RefundResult:
+        """Refund `amount_minor` of the payment behind `reference`: of its charge `payment_id`
+        (the provider's id of it, as its events name it) when given, which the adapter refuses
+        (ProviderError, not retryable, nothing refunded) unless it is a charge of `reference`.
+        Only a Flutterwave tx_ref can be charged more than once (a second charge is refunded by
+        its own id); the other providers' sessions have one payment, which the id must name.
 
         `idempotency_key` is sent as the provider's idempotency key: the same key never refunds
         twice. Must be called outside any transaction. Raises ProviderError.

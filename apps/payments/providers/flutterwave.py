@@ -19,7 +19,13 @@ the page, and a payment that still arrives after the checkout expired is refunde
 
 Refund: `POST /v3/transactions/<transaction id>/refund` with `X-Idempotency-Key` = the refund's
 idempotency key and `amount` (the part to refund, so several partial refunds of one payment each
-name their own) as a JSON number in major units, the type Flutterwave documents for it.
+name their own) as a JSON number in major units, the type Flutterwave documents for it. The
+transaction is the one the refund names (`payment_id`, read back by `GET /v3/transactions/<id>/
+verify`, whose tx_ref must be the checkout's), else the one `verify_by_reference` answers for the
+tx_ref. One tx_ref can hold several successful transactions: the hosted page takes attempt after
+attempt under it, each a transaction of its own id, and nothing in Flutterwave's documentation
+stops two of them succeeding (the shopper pays again in another tab, or by transfer after paying by
+card), so which one `verify_by_reference` answers is not a refund's to trust.
 
 Webhook mapping (v3 payloads carry `event`, v4 payloads `type`; both are read):
     charge.completed, data.status successful/succeeded -> PAID, failed -> PENDING,
@@ -366,8 +372,14 @@ class FlutterwaveProvider(PaymentProvider):
             currency=currency,
         )
 
-    def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
-        state = self.fetch_status(reference=reference)
+    def refund(
+        self, *, reference: str, amount_minor: int, idempotency_key: str, payment_id: str | None = None
+    ) -> RefundResult:
+        state = (
+            self.fetch_status(reference=reference)
+            if payment_id is None
+            else self._transaction_of(reference=reference, transaction_id=payment_id)
+        )
         if state.payment_id is None or state.currency is None:
             raise ProviderError(
                 f"flutterwave: no transaction for {reference} to refund", provider=self.name, retryable=False
@@ -392,6 +404,35 @@ class FlutterwaveProvider(PaymentProvider):
             status=_REFUND_STATUSES.get(str(data.get("status")).lower(), PaymentStatus.PENDING),
             amount_minor=refunded,
             currency=state.currency,
+        )
+
+    def _transaction_of(self, *, reference: str, transaction_id: str) -> PaymentState:
+        """Transaction `transaction_id` read back (`GET /v3/transactions/<id>/verify`). Raises
+        ProviderError, not retryable, for one of another tx_ref than `reference` (never refunded
+        for this one) or an answer whose amount its currency cannot hold."""
+        url = f"{self.api_base}/transactions/{quote(transaction_id, safe='')}/verify"
+        data = self._data(self._api.call("GET", url, headers=self._headers()), f"verify {transaction_id}")
+        if as_str(data.get("id")) != transaction_id or as_str(data.get("tx_ref")) != reference:
+            raise ProviderError(
+                f"flutterwave: transaction {transaction_id} is {as_str(data.get('id'))!r} of tx_ref "
+                f"{as_str(data.get('tx_ref'))!r}, not a charge of {reference!r}",
+                provider=self.name,
+                retryable=False,
+            )
+        currency = as_str(data.get("currency"))
+        try:
+            currency = normalize_currency(currency) if currency else None
+            amount = _amount(data.get("amount"), currency) if currency else None
+        except (WebhookPayloadError, ValueError) as exc:
+            detail = exc.detail if isinstance(exc, WebhookPayloadError) else str(exc)
+            raise ProviderError(
+                f"flutterwave: verify {transaction_id}: {detail}", provider=self.name, retryable=False
+            ) from exc
+        return PaymentState(
+            status=_CHARGE_STATUSES.get(str(data.get("status")).lower(), PaymentStatus.PENDING),
+            amount_minor=amount,
+            currency=currency,
+            payment_id=transaction_id,
         )
 
     # --- payouts -----------------------------------------------------------------------------

@@ -689,16 +689,28 @@ class PayPalProvider(PaymentProvider):
             ) from exc
         return self._state(order)
 
-    def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
+    def refund(
+        self, *, reference: str, amount_minor: int, idempotency_key: str, payment_id: str | None = None
+    ) -> RefundResult:
         """Refund the order's capture. The refund carries the order's `custom_id` (the checkout
         id), which PayPal echoes in the refund's webhook; a refund made elsewhere (the PayPal
-        dashboard) is found by its capture id instead (`_resolve_checkout`)."""
+        dashboard) is found by its capture id instead (`_resolve_checkout`). A CAPTURE-intent
+        order is captured once (another capture is refused ORDER_ALREADY_CAPTURED), so a
+        `payment_id` that is not a capture of the order is refused (not retryable) before
+        anything is refunded."""
         order = self._api.call("GET", self._order_url(reference), headers=self._headers())
         state = self._state(order)
         if state.payment_id is None or state.currency is None:
             raise ProviderError(
                 f"paypal: order {reference} has no capture to refund", provider=self.name, retryable=False
             )
+        if payment_id is not None and payment_id not in {as_str(capture.get("id")) for capture in _captures(order)}:
+            raise ProviderError(
+                f"paypal: {payment_id[:80]!r} is not a capture of order {reference}",
+                provider=self.name,
+                retryable=False,
+            )
+        capture_id = payment_id or state.payment_id
         value = _payment_value(amount_minor, normalize_currency(state.currency), what=f"refund of order {reference}")
         body: dict[str, Any] = {"amount": {"currency_code": state.currency, "value": value}}
         custom_id = as_str(_first_unit(order).get("custom_id"))
@@ -706,7 +718,7 @@ class PayPalProvider(PaymentProvider):
             body["custom_id"] = custom_id
         refund = self._api.call(
             "POST",
-            f"{self.api_base}/v2/payments/captures/{quote(state.payment_id, safe='')}/refund",
+            f"{self.api_base}/v2/payments/captures/{quote(capture_id, safe='')}/refund",
             headers=self._headers(request_id=idempotency_key),
             json_body=body,
         )

@@ -465,7 +465,9 @@ class SandboxProvider(PaymentProvider):
             refunds.append(recorded)
         return refunds
 
-    def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
+    def refund(
+        self, *, reference: str, amount_minor: int, idempotency_key: str, payment_id: str | None = None
+    ) -> RefundResult:
         """Refund `amount_minor` of a paid sandbox payment; several refunds (partial ones) may
         follow each other while together they do not exceed the payment. Sends no webhook; use
         `refunded_event(refund_id=...)` and a sender for that.
@@ -479,9 +481,17 @@ class SandboxProvider(PaymentProvider):
         Raises ProviderError: 409 if the payment is not paid, or if the key was used for another
         amount (as Stripe refuses a reused idempotency key with other parameters); 400 if this
         refund would take the refunds past the payment; 409 retryable if the slot was lost to
-        other refunds `_REFUND_ATTEMPTS` times in a row. ValueError for a non-positive amount.
+        other refunds `_REFUND_ATTEMPTS` times in a row; 400 for a `payment_id` that is not the
+        session's one payment (its reference). ValueError for a non-positive amount.
         """
         check_amount(amount_minor)
+        if payment_id is not None and payment_id != reference:
+            raise ProviderError(
+                f"sandbox: {payment_id[:80]!r} is not the payment of {reference}",
+                provider=self.name,
+                retryable=False,
+                http_status=400,
+            )
         session = self._session(reference)
         if self._cache.get(self._key(reference, "outcome")) != PaymentStatus.PAID:
             raise ProviderError(

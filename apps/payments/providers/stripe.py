@@ -421,7 +421,11 @@ class StripeProvider(PaymentProvider):
             payment_id=_id_of(session.get("payment_intent")),
         )
 
-    def refund(self, *, reference: str, amount_minor: int, idempotency_key: str) -> RefundResult:
+    def refund(
+        self, *, reference: str, amount_minor: int, idempotency_key: str, payment_id: str | None = None
+    ) -> RefundResult:
+        """Refund the session's PaymentIntent. A Checkout Session has one, which succeeds once, so
+        a `payment_id` naming another is refused (not retryable) before anything is refunded."""
         session = self._session(reference)
         payment_intent = answer_id(
             _id_of(session.get("payment_intent")), provider=self.name, what=f"session {reference}"
@@ -429,6 +433,12 @@ class StripeProvider(PaymentProvider):
         if payment_intent is None:
             raise ProviderError(
                 f"stripe: session {reference} has no payment to refund", provider=self.name, retryable=False
+            )
+        if payment_id is not None and payment_id != payment_intent:
+            raise ProviderError(
+                f"stripe: {payment_id[:80]!r} is not session {reference}'s payment ({payment_intent})",
+                provider=self.name,
+                retryable=False,
             )
         try:
             refund = self._client.v1.refunds.create(

@@ -185,7 +185,8 @@ def sales_of_tenant(*, tenant_id: int, to_ship: bool = False) -> QuerySet[Checko
     """Checkouts that were paid (including those refunded since), newest first, with their
     transaction, shipping row (prints only), the number of lines (`line_count`) and the money
     that went back to the buyer (`refunded_minor`: the refunds the provider confirmed, parts
-    refunded in its dashboard included, 0 if none; a refunded sale's whole payment).
+    refunded in its dashboard included, 0 if none; a refunded sale's whole payment). A second
+    charge given back is no part of the sale's payment, so none of it counts.
 
     `to_ship`: only the prints to ship, i.e. paid checkouts whose shipping row is still
     `unfulfilled` (the partial index `commerce_shipping_unfulfilled` finds them) with a print
@@ -198,9 +199,11 @@ def sales_of_tenant(*, tenant_id: int, to_ship: bool = False) -> QuerySet[Checko
             shipping__tenant_id=tenant_id,
             shipping__fulfilment_status=CheckoutShipping.FulfilmentStatus.UNFULFILLED,
         )
-    landed = Refund.objects.filter(
-        tenant_id=tenant_id, transaction__checkout_id=OuterRef("pk"), landed_at__isnull=False
-    ).values("transaction_id")
+    landed = (
+        Refund.objects.filter(tenant_id=tenant_id, transaction__checkout_id=OuterRef("pk"), landed_at__isnull=False)
+        .exclude(Refund.SECOND_CHARGE)
+        .values("transaction_id")
+    )
     landed_total = landed.annotate(total=Sum("amount_minor")).values("total")
     # A payment Darkroom must not keep (late, mismatched, withdrawn photo) went back whole as its
     # refund's amount, which is what was charged.

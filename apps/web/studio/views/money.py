@@ -137,11 +137,16 @@ def _item_left(sale: Checkout, refunds: list[Refund], items: list[tuple[int, str
 def _refunded_elsewhere(sale: Checkout, refunds: list[Refund]) -> str:
     """For a refunded sale, what went back that no listed refund accounts for ("" if nothing):
     the rest of the payment, refunded whole in the provider's dashboard (the event that brings
-    the whole payment back records no refund of its own)."""
+    the whole payment back records no refund of its own). A second charge's refund is no part of
+    the payment."""
     txn = getattr(sale, "transaction", None)
     if sale.status != Checkout.Status.REFUNDED or txn is None:
         return ""
-    listed = sum(r.amount_minor for r in refunds if r.landed_at is not None and r.status in Refund.LIVE_STATUSES)
+    listed = sum(
+        r.amount_minor
+        for r in refunds
+        if r.landed_at is not None and r.status in Refund.LIVE_STATUSES and r.reason != Refund.Reason.DUPLICATE_CHARGE
+    )
     rest = whole_refund_minor(txn=txn) - listed
     return money_text(rest, sale.currency) if rest > 0 else ""
 
