@@ -74,6 +74,10 @@ class EventOutputSerializer(serializers.Serializer):
     date = serializers.DateField()
     slug = serializers.SlugField()
     visibility = serializers.CharField()
+    downloads_for_new_photos = serializers.BooleanField(
+        help_text="Every photo uploaded is offered as a download (POST .../products/downloads turns it on, "
+        ".../products/downloads/stop off)."
+    )
     created_at = serializers.DateTimeField()
 
 
@@ -349,8 +353,10 @@ class DownloadNotOfferedSerializer(serializers.Serializer):
 
 
 class EventDownloadsOfferApi(_CatalogApi):
-    """POST: offer every photo of the event as a download: the download product of each photo
-    that has none is created (a deactivated one stays deactivated). 200 with how many were
+    """POST: offer every photo of the event as a download, now and when uploaded later: the
+    download product of each photo that has none is created (a deactivated one stays
+    deactivated), and each photo uploaded from then on gets its download at upload
+    (`downloads_for_new_photos`, until `.../products/downloads/stop`). 200 with how many were
     created and the photos that could not be offered (`not_offered`: the SKU their download would
     get is another product's; add theirs with an SKU of your choice); repeating it creates
     nothing. Each download sells at the event's download price."""
@@ -359,6 +365,7 @@ class EventDownloadsOfferApi(_CatalogApi):
     class OutputSerializer(serializers.Serializer):
         created = serializers.IntegerField()
         not_offered = DownloadNotOfferedSerializer(many=True)
+        downloads_for_new_photos = serializers.BooleanField(help_text="Always true: photos uploaded later are offered.")
 
     @extend_schema(request=None, responses={200: OutputSerializer})
     def post(self, request: Request, event_id: int) -> Response:
@@ -366,6 +373,21 @@ class EventDownloadsOfferApi(_CatalogApi):
             tenant_id=self.tenant_pk, event_id=event_id, actor=self.actor(request)
         )
         return Response(self.OutputSerializer(offered).data)
+
+
+class EventDownloadsStopApi(_CatalogApi):
+    """POST: stop offering the photos uploaded to the event from now on as downloads; the
+    downloads made so far stay (deactivate any with PATCH /products/{id}). 200 with
+    `downloads_for_new_photos` false, also when it was off already (audited only when it changed)."""
+
+    @extend_schema_serializer(component_name="DownloadsStopOutput")
+    class OutputSerializer(serializers.Serializer):
+        downloads_for_new_photos = serializers.BooleanField()
+
+    @extend_schema(request=None, responses={200: OutputSerializer})
+    def post(self, request: Request, event_id: int) -> Response:
+        services.downloads_for_new_photos_stop(tenant_id=self.tenant_pk, event_id=event_id, actor=self.actor(request))
+        return Response(self.OutputSerializer({"downloads_for_new_photos": False}).data)
 
 
 class CurrencyField(serializers.RegexField):

@@ -61,6 +61,10 @@ class Event(TenantModel):
     visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PUBLIC)
     # make_password() of the access code; empty for public events. Never the code itself.
     access_code_hash = models.CharField(max_length=256, blank=True, default="")
+    # The studio chose to sell every photo as a download ("Sell every photo as a download"): each
+    # photo uploaded later gets its download product in its upload's transaction, until the studio
+    # stops it (apps/catalog/downloads.py).
+    downloads_for_new_photos = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,5 +1,5 @@
-"""Changing products after they exist: stop or resume selling one, restock a print, and offer
-every photo of an event as a download in one go.
+"""Changing products after they exist: stop or resume selling one, restock a print (offering
+every photo of an event as a download: `apps.catalog.downloads`).
 
 Both services use plain `@transaction.atomic`: they join the transaction of the Idempotency-Key
 protocol (API) or of `submit_once` (studio forms), so their rows commit with the key row and a
@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.catalog.errors import ProductNotFound, ProductNotRestockable, StockLimitExceeded
@@ -178,133 +178,3 @@ def stock_restock(*, tenant_id: int, product_id: int, add_quantity: int, actor: 
             actor_label=actor.label[:200],
             request_id=(get_request_id() or "")[:128],
         )
-
-
-DOWNLOADS_OFFERED = "catalog.downloads_offered"
-
-# The unique index each SKU collision names (catalog.0008: `(tenant_id, lower(sku))`).
-_SKU_UNIQUE_INDEX = "catalog_product_unique_tenant_sku"
-# Statements tried before giving up on SKUs taken concurrently (each try sees them committed).
-_OFFER_ATTEMPTS = 3
-
-# The download each live photo of the event would get, with the SKU `product_create` makes up.
-_WANTED_DOWNLOADS_CTE = """
-    WITH wanted AS (
-        SELECT ph.tenant_id, ph.event_id, ph.id AS photo_id, 'E' || ph.event_id || '-DOWNLOAD-P' || ph.id AS sku
-          FROM catalog_photo ph
-         WHERE ph.tenant_id = %(tenant)s AND ph.event_id = %(event)s AND ph.withdrawn_at IS NULL
-           AND NOT EXISTS (
-               SELECT 1 FROM catalog_product pr
-                WHERE pr.tenant_id = ph.tenant_id AND pr.photo_id = ph.id AND pr.kind = %(kind)s::varchar)
-    )
-"""
-
-# The arbiter is the photo/kind/size partial unique index only: a concurrent offer's row for the
-# same photo is skipped, while an SKU held by another product is left out beforehand (NOT EXISTS
-# on the case-insensitive SKU index) and reported, never swallowed.
-_OFFER_SQL = (
-    _WANTED_DOWNLOADS_CTE
-    + """
-    INSERT INTO catalog_product (tenant_id, event_id, photo_id, kind, size, sku, active, created_at)
-    SELECT w.tenant_id, w.event_id, w.photo_id, %(kind)s::varchar, '', w.sku, true, now()
-      FROM wanted w
-     WHERE NOT EXISTS (
-           SELECT 1 FROM catalog_product taken WHERE taken.tenant_id = w.tenant_id AND lower(taken.sku) = lower(w.sku))
-     ORDER BY w.photo_id
-    ON CONFLICT (tenant_id, photo_id, kind, size) WHERE photo_id IS NOT NULL DO NOTHING
-    """
-)
-
-_SKU_TAKEN_SQL = (
-    _WANTED_DOWNLOADS_CTE
-    + """
-    SELECT w.photo_id, w.sku, taken.id, taken.sku
-      FROM wanted w
-      JOIN catalog_product taken ON taken.tenant_id = w.tenant_id AND lower(taken.sku) = lower(w.sku)
-     ORDER BY w.photo_id
-    """
-)
-
-
-@dataclass(frozen=True)
-class DownloadNotOffered:
-    """A live photo left without a download: the SKU its download would get (`sku`) is already
-    another product's (`taken_by_sku`, as stored: SKUs are unique whatever their case)."""
-
-    photo_id: int
-    sku: str
-    taken_by_product_id: int
-    taken_by_sku: str
-    reason: str = "sku-taken"
-
-    @property
-    def detail(self) -> str:
-        return f"Its download's SKU {self.sku!r} is already used by product {self.taken_by_product_id}."
-
-
-@dataclass(frozen=True)
-class DownloadsOffered:
-    """What `download_products_ensure` did: `created` downloads, and the photos it could not offer."""
-
-    created: int
-    not_offered: tuple[DownloadNotOffered, ...]
-
-
-def _constraint_name(exc: IntegrityError) -> str:
-    return str(getattr(getattr(exc.__cause__, "diag", None), "constraint_name", "") or "")
-
-
-@transaction.atomic
-def download_products_ensure(*, tenant_id: int, event_id: int, actor: Actor) -> DownloadsOffered:
-    """Offer every photo of the event as a download: create the download product of each photo
-    that has none (SKU `E<event>-DOWNLOAD-P<photo>`, as `product_create` names it). A photo whose
-    download product exists, active or not, keeps it as it is (a deactivated one stays
-    deactivated); a withdrawn photo gets none (as `product_create` refuses one). A photo whose
-    SKU another product already uses, whatever its case, gets none either and is returned in
-    `not_offered` (with the product holding it); the other photos are still offered. Repeating it
-    creates nothing; concurrent calls create each product once (`ON CONFLICT` on the photo/kind/
-    size unique index). An SKU taken by a transaction committing meanwhile makes the insert fail
-    on the SKU index: it is retried in a savepoint (the retry sees it and reports the photo). One
-    audit row when it created any. Joins the caller's transaction; raises EventNotFound, or
-    ProductConflict if SKUs kept being taken concurrently through every attempt.
-    """
-    from apps.catalog.errors import EventNotFound, ProductConflict
-    from apps.catalog.models import Event
-
-    params: dict[str, int | str] = {"tenant": tenant_id, "event": event_id, "kind": ProductKind.DOWNLOAD.value}
-    with tenant_context(tenant_id):
-        if not Event.objects.filter(tenant_id=tenant_id, pk=event_id).exists():
-            raise EventNotFound(f"Event {event_id} does not exist.")
-        for attempt in range(1, _OFFER_ATTEMPTS + 1):
-            try:
-                with transaction.atomic(), connection.cursor() as cursor:
-                    cursor.execute(_OFFER_SQL, params)
-                    created = cursor.rowcount
-                break
-            except IntegrityError as exc:
-                if _constraint_name(exc) != _SKU_UNIQUE_INDEX:
-                    raise
-                if attempt == _OFFER_ATTEMPTS:
-                    raise ProductConflict(
-                        "Products of this studio were being added while the downloads were offered: try again."
-                    ) from exc
-        with connection.cursor() as cursor:
-            cursor.execute(_SKU_TAKEN_SQL, params)
-            not_offered = tuple(
-                DownloadNotOffered(photo_id=photo_id, sku=sku, taken_by_product_id=product_id, taken_by_sku=taken_sku)
-                for photo_id, sku, product_id, taken_sku in cursor.fetchall()
-            )
-        if created:
-            data: dict[str, object] = {"created": created}
-            if not_offered:
-                data["not_offered"] = [n.photo_id for n in not_offered]
-            audit_record(
-                action=DOWNLOADS_OFFERED,
-                tenant_id=tenant_id,
-                actor_user=actor.user,
-                actor_label=actor.label,
-                target_type="event",
-                target_id=str(event_id),
-                data=data,
-            )
-        return DownloadsOffered(created=created, not_offered=not_offered)

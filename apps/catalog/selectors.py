@@ -9,6 +9,7 @@ No selector ever exposes an original's storage name or URL.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -17,7 +18,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils.crypto import salted_hmac
 
 from apps.catalog.errors import AccessCodeRequired, EventNotFound, PriceNotSet, ProductNotFound
-from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock, StockRestock
+from apps.catalog.models import Event, Photo, Price, PriceList, Product, ProductKind, Stock, StockRestock
 from apps.catalog.storage import public_url
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import Organization
@@ -216,3 +217,17 @@ def public_event_photos(*, tenant_slug: str, event_slug: str, access_code: str |
         )
         for photo in photos
     ]
+
+
+def photos_without_download(
+    *, tenant_id: int, event_id: int, photo_ids: Sequence[int] | None = None
+) -> QuerySet[Photo, int]:
+    """The ids of the live photos of the event (or among `photo_ids`) that have no download
+    product, active or not, in id order: the photos not sold on their own, which "Sell every
+    photo as a download" offers (`apps.catalog.downloads`)."""
+    photos = Photo.objects.filter(tenant_id=tenant_id, event_id=event_id, withdrawn_at__isnull=True).exclude(
+        products__kind=ProductKind.DOWNLOAD
+    )
+    if photo_ids is not None:
+        photos = photos.filter(pk__in=list(photo_ids))
+    return photos.order_by("pk").values_list("pk", flat=True)

@@ -4,7 +4,8 @@ Services called from API views use plain `@transaction.atomic`: they join the on
 the Idempotency-Key protocol opens around the request (their rows commit with the key row), or
 open their own when called elsewhere. Each runs in `tenant_context(tenant_id)`, so RLS scopes
 every statement to that tenant whoever calls it (API, task, command, test). Changing a product
-later (deactivate, restock) lives in `apps.catalog.products`, changing an event (title, date,
+later (deactivate, restock) lives in `apps.catalog.products`, offering every photo as a download
+(now and at upload) in `apps.catalog.downloads`, changing an event (title, date,
 visibility, access code) in `apps.catalog.events`, uploads (the original stored
 outside any transaction, then the rows; the orphan sweep) in `apps.catalog.uploads`, all
 re-exported here.
@@ -24,6 +25,8 @@ from django.db.models.functions import Lower
 from django.utils.text import slugify
 
 from apps.catalog import images, storage
+from apps.catalog.downloads import download_products_ensure as download_products_ensure
+from apps.catalog.downloads import downloads_for_new_photos_stop as downloads_for_new_photos_stop
 from apps.catalog.errors import (
     EventNotFound,
     EventSlugTaken,
@@ -39,7 +42,6 @@ from apps.catalog.events import event_update as event_update
 from apps.catalog.models import RESERVED_EVENT_SLUGS, Event, Photo, Price, PriceList, ProductKind, Stock
 from apps.catalog.models import Product as ProductModel
 from apps.catalog.products import Actor as Actor
-from apps.catalog.products import download_products_ensure as download_products_ensure
 from apps.catalog.products import product_set_active as product_set_active
 from apps.catalog.products import stock_restock as stock_restock
 from apps.catalog.uploads import PHOTO_UPLOADED_TOPIC as PHOTO_UPLOADED_TOPIC

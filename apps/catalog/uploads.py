@@ -10,8 +10,9 @@ the upload takes, and a rollback cannot take the file back anyway. So an upload 
    fresh random private name. Every refusal happens before the write, so a refused upload
    stores nothing. Returns a `StoredOriginal` that no Photo names yet.
 2. `photo_create` — inside the caller's transaction (the Idempotency-Key protocol's, the studio
-   form's `submit_once`, or its own): the Photo row, its `catalog.photo_uploaded` outbox row and
-   its drop-in job. Database rows only, so the transaction stays short.
+   form's `submit_once`, or its own): the Photo row, its `catalog.photo_uploaded` outbox row, its
+   drop-in job and, when its event offers new photos as downloads, its download product
+   (`apps.catalog.downloads`). Database rows only, so the transaction stays short.
 3. If step 2 does not commit (a refusal, a rolled-back transaction, a replayed request that never
    ran it), the caller deletes the original at once with `photo_originals_discard` (best effort;
    it keeps any original a committed photo names). Whatever still escapes (a crash between the
@@ -38,8 +39,10 @@ from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from apps.catalog import images, selectors, storage
+from apps.catalog.downloads import download_for_new_photo
 from apps.catalog.errors import NotAPhotographer, UploadRefused, UploadTooLarge
 from apps.catalog.models import Photo
+from apps.catalog.products import Actor
 from apps.core.problems import InvalidInput
 from apps.dropin.services import dropin_job_enqueue
 from apps.outbox.services import outbox_publish
@@ -157,13 +160,15 @@ def photo_original_store(
 @transaction.atomic
 def photo_create(*, tenant_id: int, uploaded_by: User, stored: StoredOriginal) -> Photo:
     """Step two of an upload: the Photo of a stored original (derivatives pending), its render
-    request and its drop-in job.
+    request, its drop-in job and, if its event offers every new photo as a download, its download
+    (`download_for_new_photo`, audited for the uploader; a taken SKU leaves it without one).
 
     Database rows only, in the caller's transaction (joins it; opens one when called alone), so
     they commit with the caller's key row. Checks the event and the roles again: either may have
     changed since the original was stored. A refusal (or any rollback) leaves the original to the
-    caller, who discards it. Raises EventNotFound, NotAPhotographer, InvalidInput, and ValueError
-    for an original stored for another tenant.
+    caller, who discards it. Raises EventNotFound, NotAPhotographer, InvalidInput, ValueError
+    for an original stored for another tenant, and ProductConflict only if its download's SKU kept
+    being taken concurrently.
     """
     if stored.tenant_id != tenant_id:
         raise ValueError("the original was stored for another tenant")
@@ -183,6 +188,7 @@ def photo_create(*, tenant_id: int, uploaded_by: User, stored: StoredOriginal) -
         )
         request_derivatives(photo)
         dropin_job_enqueue(photo=photo)
+        download_for_new_photo(photo=photo, actor=Actor.member(uploaded_by))
         return photo
 
 

@@ -14,6 +14,11 @@ urlpatterns: list[URLPattern] = [
         apis.EventDownloadsOfferApi.as_view(),
         name="catalog-event-downloads-offer",
     ),
+    path(
+        "events/<int:event_id>/products/downloads/stop",
+        apis.EventDownloadsStopApi.as_view(),
+        name="catalog-event-downloads-stop",
+    ),
     path("events/<int:event_id>/prices", apis.EventPricesApi.as_view(), name="catalog-event-prices"),
     path(
         "events/<int:event_id>/prices/currency",

@@ -1,5 +1,6 @@
 """Offering every photo of an event as a download in one go: the service and the API (the
-studio's button: tests/web/studio/test_events.py). Photos with a download product keep it (a
+studio's button: tests/web/studio/test_events.py; photos uploaded later:
+tests/catalog/test_downloads_for_new_photos.py). Photos with a download product keep it (a
 deactivated one stays deactivated); repeating it creates nothing; it is audited once per effect.
 A photo whose download SKU another product already uses (whatever its case) is not offered and
 is named in the result; the other photos still are."""
@@ -14,8 +15,9 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.catalog.downloads import DOWNLOADS_OFFERED, download_products_ensure
 from apps.catalog.models import Event, Photo, Product, ProductKind
-from apps.catalog.products import DOWNLOADS_OFFERED, Actor, download_products_ensure
+from apps.catalog.products import Actor
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import AuditLog
 from tests.factories.catalog import EventFactory, PhotoFactory, ProductFactory
@@ -68,10 +70,11 @@ def test_the_api_offers_once_and_replays_and_only_writers_may(tenant_a: TenantBu
     key = str(uuid.uuid4())
     first = tenant_a.client().post(url, format="json", HTTP_IDEMPOTENCY_KEY=key)
     again = tenant_a.client().post(url, format="json", HTTP_IDEMPOTENCY_KEY=key)
-    assert (first.status_code, first.json()) == (200, {"created": 3, "not_offered": []})
-    assert again.json() == {"created": 3, "not_offered": []} and again["Idempotent-Replayed"] == "true"
+    offered = {"created": 3, "not_offered": [], "downloads_for_new_photos": True}
+    assert (first.status_code, first.json()) == (200, offered)
+    assert again.json() == offered and again["Idempotent-Replayed"] == "true"
     repeated = tenant_a.client().post(url, format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
-    assert repeated.json() == {"created": 0, "not_offered": []}
+    assert repeated.json() == {"created": 0, "not_offered": [], "downloads_for_new_photos": True}
     photographer, _ = member_client(tenant_a.org, "photographer")
     assert photographer.post(url, format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())).status_code == 403
     missing = tenant_a.client().post(
@@ -147,6 +150,7 @@ def test_the_api_names_photos_whose_download_sku_is_taken(tenant_a: TenantBundle
                 "detail": f"Its download's SKU {sku!r} is already used by product {squatter.pk}.",
             }
         ],
+        "downloads_for_new_photos": True,
     }
     assert set(downloads(event)) == {photos[1].pk}
 

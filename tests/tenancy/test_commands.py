@@ -7,8 +7,9 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from apps.catalog.models import Product, ProductKind
+from apps.catalog.models import Event, Photo, Product, ProductKind
 from apps.tenancy.context import tenant_context
+from apps.tenancy.management.commands.seed_demo import DEMO_RUNNER_AT
 from apps.tenancy.models import Organization
 from tests.factories.commerce import SHIPPING_JSON
 
@@ -93,3 +94,20 @@ def test_seed_demo_reports_what_is_left_when_an_operator_removed_a_demo_product(
     # then: no crash; the print is still offered, the bulk product is not mentioned
     text = out.getvalue()
     assert "already there" in text and "A4 print" in text and "all my photos" not in text
+
+
+def test_seed_demo_sells_a_print_of_a_photo_the_demo_selfie_finds():
+    # given / when: the demo studio seeded
+    out = StringIO()
+    call_command("seed_demo", "--json", stdout=out)
+    demo = json.loads(out.getvalue())
+    catalog = demo["catalog"]
+    with tenant_context(demo["tenant_id"]):
+        photo_ids = list(Photo.objects.filter(event_id=catalog["event_id"]).order_by("pk").values_list("pk", flat=True))
+        print_photo = Product.objects.get(pk=catalog["print_product_id"]).photo_id
+        sells_new_photos = Event.objects.get(pk=catalog["event_id"]).downloads_for_new_photos
+    # then: its print is of a photo of the demo runner (which `selfie.jpg` finds: test_demo_find_me.py),
+    # so a shopper can find themself by selfie and buy a print of that photo; and photos the studio
+    # uploads to the demo event later are sold as downloads too, as its others are
+    assert print_photo in [photo_ids[number - 1] for number in DEMO_RUNNER_AT]
+    assert sells_new_photos is True

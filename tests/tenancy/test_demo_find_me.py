@@ -1,5 +1,5 @@
 """The demo event can show off find me: two of its photos hold the demo runner, and the demo
-selfie finds exactly those two with the real (dlib) backend."""
+selfie finds exactly those two with the real (dlib) backend, one of them the demo's print."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from apps.catalog.models import Photo
+from apps.catalog.models import Photo, Product
 from apps.catalog.services import photo_generate_derivatives
 from apps.dropin.findme import photos_find_by_selfie
 from apps.dropin.models import DropInJob
@@ -43,3 +43,7 @@ def test_the_demo_selfie_finds_the_photos_of_the_demo_runner(settings: Any) -> N
     # then: exactly the photos the runner was pasted into
     assert len(job_ids) == len(photo_ids) == 6
     assert sorted(hit.photo_id for hit in hits) == [photo_ids[n - 1] for n in sorted(DEMO_RUNNER_AT)]
+    # and: the demo's print is of one of them, so the shopper can buy a print of themself
+    with tenant_context(tenant_id):
+        print_photo = Product.objects.get(pk=demo["catalog"]["print_product_id"]).photo_id
+    assert print_photo in {hit.photo_id for hit in hits}

@@ -221,7 +221,15 @@ class ProductForm(StudioForm):
 
 
 class DownloadsOfferForm(StudioForm):
-    """Offer every photo of the event as a download (one button; no fields but the nonce)."""
+    """Offer every photo of the event as a download, now and when uploaded later ("1", also when
+    left out: a page rendered before the field existed), or stop offering photos uploaded later
+    ("0"). One button; the page renders the one that changes the event's current choice."""
+
+    new_photos = forms.ChoiceField(choices=[("1", "Offer"), ("0", "Stop")], required=False, widget=forms.HiddenInput)
+
+    def stops(self) -> bool:
+        """Whether the member asked to stop offering photos uploaded later."""
+        return bool(self.cleaned_data["new_photos"] == "0")
 
 
 class ProductActiveForm(StudioForm):

@@ -2,8 +2,10 @@
 
 The catalog is one public event with photos the demo photographer uploaded (through the
 upload services, so a running worker renders their previews), prices in EUR and something of each
-kind to buy: a download per photo, a limited A4 print and the bulk "all my photos" product. It is
-made once; a later run finds the event with its photos and leaves it (and whatever was sold) as it is.
+kind to buy: a download per photo (and of each photo uploaded later: the studio sells every photo
+as a download), a limited A4 print of a photo of the demo runner (so a shopper who finds themself
+with `selfie.jpg` can buy a print of themself) and the bulk "all my photos" product. It is made
+once; a later run finds the event with its photos and leaves it (and whatever was sold) as it is.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from PIL import Image, ImageDraw
 
 from apps.catalog.models import Event, Photo, Product, ProductKind
 from apps.catalog.services import (
+    Actor,
     PriceIn,
     StoredOriginal,
+    download_products_ensure,
     event_create,
     photo_create,
     photo_original_store,
@@ -53,6 +57,8 @@ DEMO_PRINT_STOCK = 25
 DEMO_ASSETS = Path(__file__).resolve().parents[2] / "demo_assets"
 # Photo number -> (height in pixels, left edge) of the demo runner pasted into it.
 DEMO_RUNNER_AT = {2: (300, 60), 5: (360, 300)}
+# The photo the demo's A4 print is of: the first of the runner's, which the demo selfie finds.
+DEMO_PRINT_PHOTO = min(DEMO_RUNNER_AT)
 DEMO_ATTENDEES = [("shopper@demo.darkroom.test", True), ("runner@example.com", True), ("walker@example.com", False)]
 DEMO_CURRENCY = "EUR"
 DEMO_PRICES = [
@@ -146,12 +152,14 @@ def demo_catalog(*, organization: Organization, photographer: User) -> DemoCatal
                     tenant_id=organization.pk,
                     event_id=event.pk,
                     kind=ProductKind.PRINT,
-                    photo_id=photo_ids[0],
+                    photo_id=photo_ids[DEMO_PRINT_PHOTO - 1],
                     size="A4",
-                    sku="DEMO-MARATHON-A4-1",
+                    sku=f"DEMO-MARATHON-A4-{DEMO_PRINT_PHOTO}",
                     stock_quantity=DEMO_PRINT_STOCK,
                 )
                 bulk = product_create(tenant_id=organization.pk, event_id=event.pk, kind=ProductKind.BULK)
+                # Every photo has its download already: this makes photos uploaded later get theirs.
+                download_products_ensure(tenant_id=organization.pk, event_id=event.pk, actor=Actor(label="seed_demo"))
         except BaseException:
             photo_originals_discard(stored=stored)
             raise

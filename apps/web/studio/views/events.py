@@ -1,6 +1,7 @@
 """Events: the list and the create form; one event's edit form (title, date, visibility, access
 code), its photos, uploads, products with stock (each deactivated or reactivated, prints restocked,
-from its row), and its price list."""
+from its row; every photo offered as a download, now and at upload, or no longer at upload), the
+photos not sold on their own, and its price list."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.catalog import selectors as catalog
 from apps.catalog import services
+from apps.catalog.downloads import DownloadNotOffered, downloads_not_offered
 from apps.catalog.errors import (
     EventNotFound,
     EventSlugTaken,
@@ -29,8 +31,8 @@ from apps.catalog.errors import (
     ProductNotRestockable,
     StockLimitExceeded,
 )
-from apps.catalog.models import Event, Product, ProductKind
-from apps.catalog.products import Actor, DownloadNotOffered
+from apps.catalog.models import Event, Price, Product, ProductKind
+from apps.catalog.products import Actor
 from apps.catalog.uploads import megabytes
 from apps.core.problems import DomainError
 from apps.payments.providers.base import money_text
@@ -191,6 +193,7 @@ def _render_event(
         param=PRODUCTS_PAGE,
     )
     prices = list(catalog.prices_of_event(tenant_id=tenant_id, event_id=event.pk))
+    download_price = next((p for p in prices if p.kind == ProductKind.DOWNLOAD and not p.size), None)
     if studio.can_upload and upload_form is None:
         upload_form = UploadForm(photographers=_photographers(studio))
     price_list = None
@@ -221,11 +224,47 @@ def _render_event(
         "priced_in": price_list.currency if price_list is not None else None,
         "edit_form": edit_form,
         "downloads_offer_form": DownloadsOfferForm() if studio.can_write_catalog else None,
+        "download_price": _money_of(download_price),
+        "not_for_sale": _not_for_sale(studio, event),
         "max_files": MAX_FILES_PER_UPLOAD,
         "max_upload_mb": settings.API_MAX_UPLOAD_BYTES // 2**20,
         "max_photo_mb": megabytes(settings.CATALOG_MAX_UPLOAD_BYTES),
     }
     return render(request, "studio/event_detail.html", context, status=status)
+
+
+def _money_of(price: Price | None) -> str | None:
+    return None if price is None else money_text(price.amount_minor, price.currency)
+
+
+def _download_price(studio: Studio, event: Event) -> str | None:
+    """The event's download price, formatted; None when it has none (downloads are not for sale)."""
+    prices = catalog.prices_of_event(tenant_id=studio.tenant_id, event_id=event.pk)
+    return _money_of(prices.filter(kind=ProductKind.DOWNLOAD, size="").first())
+
+
+# Photos a message or the event page names one by one; the rest are counted.
+_NAMED_PHOTOS = 10
+
+
+def _photo_numbers(photo_ids: Sequence[int], total: int) -> str:
+    """ "#7, #8 and 3 more": the first photos of `total` by number."""
+    named = ", ".join(f"#{photo_id}" for photo_id in photo_ids[:_NAMED_PHOTOS])
+    more = total - min(len(photo_ids), _NAMED_PHOTOS)
+    return f"{named} and {more} more" if more else named
+
+
+def _not_for_sale(studio: Studio, event: Event) -> str:
+    """Which live photos of the event are not sold on their own (no download product), in a
+    sentence; "" when every one is."""
+    missing = catalog.photos_without_download(tenant_id=studio.tenant_id, event_id=event.pk)
+    total = missing.count()
+    if not total:
+        return ""
+    first = list(missing[:_NAMED_PHOTOS])
+    photos = "1 photo of this event is" if total == 1 else f"{total} photos of this event are"
+    own = "its" if total == 1 else "their"
+    return f"{photos} not for sale on {own} own (no download): {_photo_numbers(first, total)}."
 
 
 def _price_of(product: Any) -> str | None:
@@ -320,7 +359,7 @@ def event_upload(request: HttpRequest, studio: Studio, event_id: int) -> HttpRes
         for original in stored:
             photo = services.photo_create(tenant_id=studio.tenant_id, uploaded_by=studio.user, stored=original)
             created.append(photo.pk)
-        messages.success(request, f"{len(created)} photo(s) uploaded; their previews are being made.")
+        _uploaded_messages(request, studio, event, created)
         return reverse("studio:event", args=[event.pk])
 
     response: HttpResponse | None = None
@@ -340,6 +379,44 @@ def event_upload(request: HttpRequest, studio: Studio, event_id: int) -> HttpRes
         # an error rolled it back: then no photo names these originals (discarding checks).
         if response is None or response.status_code != 303 or len(created) != len(stored):
             services.photo_originals_discard(stored=stored)
+
+
+def _uploaded_messages(request: HttpRequest, studio: Studio, event: Event, photo_ids: list[int]) -> None:
+    """What an upload did, and whether its photos are for sale on their own. Inside the upload's
+    transaction, whose `photo_create` holds the event's rule (read FOR SHARE) until it commits."""
+    uploaded = f"{len(photo_ids)} photo(s) uploaded; their previews are being made."
+    tenant_id = studio.tenant_id
+    missing = list(catalog.photos_without_download(tenant_id=tenant_id, event_id=event.pk, photo_ids=photo_ids))
+    if not catalog.event_get(tenant_id=tenant_id, event_id=event.pk).downloads_for_new_photos:
+        if not missing:  # each had its download already (one made by hand meanwhile)
+            messages.success(request, uploaded)
+            return
+        how = (
+            "“Sell every photo as a download” under Products and stock sells them, and every photo uploaded later."
+            if studio.can_write_catalog
+            else "An owner of the studio can sell them, and every photo uploaded later, with “Sell every photo as "
+            "a download”."
+        )
+        messages.success(request, uploaded)
+        messages.warning(request, f"They are not for sale on their own (no download): {how}")
+        return
+    price = _download_price(studio, event)
+    if len(missing) == len(photo_ids):
+        messages.success(request, uploaded)
+    elif price is not None:
+        messages.success(
+            request, f"{uploaded} They are for sale as downloads ({price} a photo) once their previews are ready."
+        )
+    else:
+        messages.success(
+            request,
+            f"{uploaded} They are offered as downloads, but not for sale until the event has a download price: "
+            "set it in the price list below.",
+        )
+    if missing:
+        messages.error(
+            request, _not_offered_text(downloads_not_offered(tenant_id=tenant_id, event_id=event.pk, photo_ids=missing))
+        )
 
 
 def _store_originals(
@@ -529,20 +606,21 @@ def _photos_are(count: int) -> str:
 def _nothing_to_offer_text(studio: Studio, event: Event, *, priced: bool) -> str:
     """Why an offer created no download although every photo could have one."""
     if not selectors.photo_counts_of_events(tenant_id=studio.tenant_id, event_ids=[event.pk])[event.pk].live:
-        return "This event has no photos yet: upload some, then offer them as downloads."
+        if priced:
+            return "This event has no photos yet: each photo uploaded to it will be for sale as a download."
+        return (
+            "This event has no photos yet: each photo uploaded to it will be offered as a download, but not for "
+            "sale until the event has a download price: set it in the price list below."
+        )
     if priced:
         return (
             "Every photo of this event already has its download; a deactivated one stays deactivated until "
-            "you reactivate it in the products below."
+            "you reactivate it in the products below. Photos uploaded later are offered as downloads too."
         )
     return (
         "Every photo of this event already has its download, but none is for sale until the event has a "
-        "download price: set it in the price list below."
+        "download price: set it in the price list below. Photos uploaded later are offered as downloads too."
     )
-
-
-# Photos a "not offered" message names one by one; the rest are counted.
-_NOT_OFFERED_NAMED = 10
 
 
 def _not_offered_text(not_offered: Sequence[DownloadNotOffered]) -> str:
@@ -556,7 +634,7 @@ def _not_offered_text(not_offered: Sequence[DownloadNotOffered]) -> str:
             f"Photo {one.photo_id} could not be offered as a download: its SKU {one.sku} is already used by "
             f"product {one.taken_by_sku}{differs}. Add its download under “Add a product” with an SKU of your choice."
         )
-    shown = not_offered[:_NOT_OFFERED_NAMED]
+    shown = not_offered[:_NAMED_PHOTOS]
     named = ", ".join(f"photo {n.photo_id} ({n.sku}, used by {n.taken_by_sku})" for n in shown)
     more = len(not_offered) - len(shown)
     differs = f" {case_note}." if any(n.taken_by_sku != n.sku for n in not_offered) else ""
@@ -570,36 +648,44 @@ def _not_offered_text(not_offered: Sequence[DownloadNotOffered]) -> str:
 @require_POST
 @studio_page(*CATALOG_WRITE_ROLES)
 def event_downloads_offer(request: HttpRequest, studio: Studio, event_id: int) -> HttpResponse:
-    """Offer every photo of the event as a download (see `download_products_ensure`), once per
-    rendered form; press it again after new uploads."""
+    """Offer every photo of the event as a download, now and when uploaded later (see
+    `download_products_ensure`), or (`new_photos` "0") stop offering photos uploaded later
+    (`downloads_for_new_photos_stop`); once per rendered form."""
     event = _event_or_404(request, studio, event_id)
     if isinstance(event, HttpResponse):
         return event
     form = DownloadsOfferForm(request.POST)
 
     def effect() -> str:
-        offered = services.download_products_ensure(
-            tenant_id=studio.tenant_id, event_id=event.pk, actor=Actor.member(studio.user)
-        )
+        products_url = f"{reverse('studio:event', args=[event.pk])}#products"
+        actor = Actor.member(studio.user)
+        if form.stops():
+            services.downloads_for_new_photos_stop(tenant_id=studio.tenant_id, event_id=event.pk, actor=actor)
+            messages.success(
+                request,
+                "Photos uploaded from now on are no longer offered as downloads. The downloads made so far stay "
+                "for sale; deactivate any of them in its row.",
+            )
+            return products_url
+        offered = services.download_products_ensure(tenant_id=studio.tenant_id, event_id=event.pk, actor=actor)
         created = offered.created
         # The shop sells a download only at the event's download price: without one, say so.
-        prices = catalog.prices_of_event(tenant_id=studio.tenant_id, event_id=event.pk)
-        download_price = prices.filter(kind=ProductKind.DOWNLOAD, size="").first()
+        price = _download_price(studio, event)
         downloads = "a download" if created == 1 else "downloads"
-        if created and download_price is not None:
-            price = money_text(download_price.amount_minor, download_price.currency)
-            messages.success(request, f"{_photos_are(created)} now for sale as {downloads} ({price} a photo).")
+        later = " Photos uploaded later are offered as downloads too."
+        if created and price is not None:
+            messages.success(request, f"{_photos_are(created)} now for sale as {downloads} ({price} a photo).{later}")
         elif created:
             messages.success(
                 request,
                 f"{_photos_are(created)} now offered as {downloads}, but not for sale until the event has a "
-                "download price: set it in the price list below.",
+                f"download price: set it in the price list below.{later}",
             )
         elif not offered.not_offered:
-            messages.success(request, _nothing_to_offer_text(studio, event, priced=download_price is not None))
+            messages.success(request, _nothing_to_offer_text(studio, event, priced=price is not None))
         if offered.not_offered:
             messages.error(request, _not_offered_text(offered.not_offered))
-        return f"{reverse('studio:event', args=[event.pk])}#products"
+        return products_url
 
     return submit(
         request,
