@@ -4,25 +4,44 @@
 The forms are listed from the URL conf (`post_routes`): a route under those prefixes whose view
 takes POST must have an entry in FORMS, so a new form is fuzzed from the day it is added
 (`test_every_post_form_is_fuzzed`). For each form, hypothesis (derandomized; FUZZ_EXAMPLES
-submissions per form, 8 by default, under a minute on the 2-core dev box) does what a browser
-does: GET the page (as the signed-in member where the page needs one), take the form's CSRF token,
-its submit_once nonce and its other fields as rendered, fill in what a person would type, then
-change the fields: empty, very long (10^5 characters), control characters, NUL, lone surrogates
-(sent as the percent-encoded bytes a client would send), direction overrides, non-ASCII digits,
-huge and negative integers, wrong types, repeated, missing and unknown fields, text carrying HTML
-(`MARKER`), odd files (names, contents), and bodies Django refuses to parse or cannot (`BODIES`).
-At most three fields change at a time, the others sent as a person fills them in, so that a
-submission gets past the first check. The CSRF token and the nonce stay valid: the fuzz is of
-what the view reads.
+submissions for its first caller, 8 by default, half as many for each other caller and for the
+refused ones together) does what a browser does: GET the page (as the signed-in member where the
+page needs one), take the form's CSRF token, its submit_once nonce and its other fields as
+rendered, fill in what a person would type, then change the fields: empty, very long (10^5
+characters), control characters, NUL, lone surrogates (sent as the percent-encoded bytes a client
+would send), direction overrides, non-ASCII digits, huge and negative integers, wrong types,
+repeated, missing and unknown fields, text carrying HTML (`MARKER`), odd files (names, contents),
+and bodies Django refuses to parse or cannot (`BODIES`). At most three fields change at a time,
+the others sent as a person fills them in, so that a submission gets past the first check. The
+CSRF token and the nonce stay valid: the fuzz is of what the view reads.
+
+The query string of the form's action is changed too (`QUERIES`): dropped, kept, repeated, with
+unknown and repeated parameters, the form's own field names, paging parameters (`page=`, ...)
+with odd numbers, redirect-ish parameters (`next=`, ...) pointing off-site as browsers still
+follow them, very long values, control characters, and percent-encoded garbage sent as is.
+
+Who sends it (`callers_of`):
+
+* a studio dashboard form, as every member role that may send it (`Form.roles`, the role matrix
+  of apps/web/studio/access.py written out); `test_form_refuses_callers_without_its_role` sends it
+  (as its page renders it for the owner) as every other member role, a signed-in account in no
+  studio (403, nothing written) and an anonymous browser (a redirect to the sign-in page, nothing
+  written), and checks that a refused member's page does not offer the form;
+* a shop or attendee form, as an anonymous browser, as a member of the studio signed in, and as a
+  member of another studio signed in (whose requests run in that studio's tenant context);
+* signing in, out, choosing a studio, invitations and password resets, as their page needs.
 
 Checked for every submission, through the real WSGI stack, PostgreSQL and Redis:
 
 * never a 5xx (an exception raised by a view fails the test with its traceback);
+* a redirect leads to this site (`is_local`, read as a browser reads a Location), and the page an
+  accepted form leads to opens (no 5xx, no typed HTML unescaped);
 * a refused submission (anything but the form's accepted answers, a 303 mostly) writes nothing:
   a fingerprint of every table (row count and a checksum of the rows, read by the superuser, so
   no row-level security hides a tenant's rows) is the same before and after. `django_session` is
   left out: a refused form legitimately touches the session (the session created for an
   anonymous shopper's form key space, `submit_once.session_caller`; flash messages);
+* a member role that may send the form is never refused for its role (no 403);
 * what was typed comes back escaped: no page ever holds `MARKER` unescaped, and a re-rendered
   form shows each text field's typed value (escaped), except for secrets (`Form.not_echoed`).
 """
@@ -30,6 +49,7 @@ Checked for every submission, through the real WSGI stack, PostgreSQL and Redis:
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,21 +58,23 @@ from datetime import date, timedelta
 from functools import cached_property
 from html.parser import HTMLParser
 from typing import Any, cast
-from urllib.parse import quote_from_bytes, urlsplit
+from urllib.parse import parse_qsl, quote_from_bytes, urljoin, urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.tokens import default_token_generator
+from django.core.exceptions import SuspiciousOperation
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
-from django.test import Client
+from django.http.multipartparser import MultiPartParserError
+from django.test import Client, RequestFactory
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
-from hypothesis import HealthCheck, Phase, given
+from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from psycopg import sql
@@ -321,16 +343,132 @@ CHANGE = st.tuples(
 )
 
 
+# --- the action's query string --------------------------------------------------------
+
+# Names a query string is sent with: the app's paging parameters, its other query parameters,
+# names a redirect is often read from, names no view reads, and text carrying HTML. A piece may
+# also name one of the form's fields or of the action's own parameters, by index (`with_query`).
+PAGE_NAMES = ["page", "ipage", "products_page", "studio_payouts_page", "downloads_page", "entries_older_than"]
+REDIRECT_NAMES = ["next", "return_to", "redirect", "redirect_to", "redirect_uri", "url", "back", "success_url"]
+QUERY_NAMES = [
+    *PAGE_NAMES,
+    *("older_than", "to_ship", "q", "since", "created", "said", "alerted"),
+    *REDIRECT_NAMES,
+    *UNKNOWN_NAMES,
+    MARKER,
+]
+# Off-site addresses, spelled as browsers still follow them (an open redirect after a POST).
+OFF_SITE = [
+    "//evil.example/",
+    "https://evil.example/",
+    "https:/evil.example",
+    "https:evil.example",
+    "///evil.example",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "/\t/evil.example",
+    " //evil.example",
+    "\x00//evil.example",
+    "//evil.example@testserver/",
+    "https://testserver@evil.example/",
+    "https://evil.example#@testserver/",
+    "/%2F%2Fevil.example",
+    "%2F%2Fevil.example",
+    "//%65vil.example",
+    "javascript:alert(1)",
+    "data:text/html,<b>x</b>",
+]
+PAGE_NUMBERS = [
+    "0",
+    "1",
+    "2",
+    "-1",
+    "99999",
+    "9" * 30,
+    "1" + "0" * 400,
+    "²",
+    "\u0661",
+    "1e5",
+    "1.5",
+    " 2",
+    "+2",
+    "0x2",
+    "",
+]
+# Pieces of a query string sent as they are (not percent-encoded again): broken escapes, escaped
+# NUL, CR LF, lone surrogates and overlong UTF-8, separators without names or values, raw control
+# characters and raw non-ASCII bytes.
+RAW_QUERY = [
+    *("%", "%Z", "%zz", "%%", "a%", "%ff%fe=%80", "%ED%A0%80=%ED%BF%BF", "%C0%AF=%C0%AF", "%00=%00"),
+    *("next=%0d%0aLocation:%20//evil.example", "page=%0d%0a2", "page=2%00", "page=%EF%BC%92"),
+    *("&", "&&", "=", "==", ";", "&=&", "a=b=c", "+=+", "%2B", "page", "page=", "page&page", "page=1;page=2"),
+    *("\x00", "\x01\x1b\x7f", "\r\n", "a b", "\u00e9=\u00fc", "\ud800", "?", "??=?"),
+]
+KEPT = ("kept",)
+# One piece of the query string: the action's own query (again, when it is there already), a
+# redirect-ish parameter off-site, a page number, any parameter (a name or an index, see
+# QUERY_NAMES) with any value, or raw text.
+QUERY_PIECE = st.one_of(
+    st.just(KEPT),
+    st.tuples(st.just("param"), st.sampled_from(REDIRECT_NAMES), st.sampled_from(OFF_SITE)),
+    st.tuples(st.just("param"), st.sampled_from(PAGE_NAMES), st.sampled_from(PAGE_NUMBERS)),
+    st.tuples(
+        st.just("param"),
+        st.one_of(st.sampled_from(QUERY_NAMES), st.integers(0, 255)),
+        st.sampled_from([*NASTY, *OFF_SITE, *PAGE_NUMBERS, *MARKED]),
+    ),
+    st.tuples(st.just("raw"), st.sampled_from(RAW_QUERY)),
+)
+# The query string the form is posted with: as the page renders its action (the simplest
+# example, so hypothesis starts there), else up to four pieces (none: the action's own dropped).
+QUERIES = st.one_of(st.just([KEPT]), st.lists(QUERY_PIECE, max_size=4))
+
+
+def _quoted(text: str) -> str:
+    return quote_from_bytes(_bytes(text), safe="/:@")
+
+
+def with_query(action: str, pieces: list[tuple[Any, ...]], form: HtmlForm) -> tuple[str, str]:
+    """The path `action` posts to, and the query string `pieces` make of it, as the WSGI server
+    passes it on (the bytes sent, read as latin-1)."""
+    parts = urlsplit(action)
+    names = [*form.fields, *(name for name, _ in parse_qsl(parts.query, keep_blank_values=True))]
+    sent: list[str] = []
+    for piece in pieces:
+        if piece[0] == "kept":
+            if parts.query:
+                sent.append(parts.query)
+        elif piece[0] == "param":
+            name, value = piece[1], piece[2]
+            if isinstance(name, int):
+                name = names[name % len(names)] if names else "x"
+            sent.append(f"{_quoted(name)}={_quoted(value)}")
+        else:
+            sent.append(piece[1])
+    return parts.path, _bytes("&".join(sent)).decode("latin-1")
+
+
+def is_local(location: str, base: str) -> bool:
+    """Whether a browser following `location` from `base` (a path of this site) stays on this
+    site: read as browsers read it (leading and trailing control characters and spaces dropped,
+    tabs and line breaks removed, backslashes taken for slashes)."""
+    seen = re.sub(r"[\t\r\n]", "", location.strip("".join(map(chr, range(0x21))))).replace("\\", "/")
+    target = urlsplit(urljoin(f"http://testserver{base}", seen))
+    return target.scheme in ("http", "https") and target.hostname == "testserver"
+
+
 @dataclass(frozen=True)
 class Plan:
     """What to change in a form: up to MAX_CHANGED fields (the others sent as a person fills them
     in, since a form is refused at its first bad field), the files (None: as a person attaches
-    them), unknown fields added, and how the body goes (`encode`)."""
+    them), unknown fields added, how the body goes (`encode`) and the action's query string
+    (`with_query`)."""
 
     changes: list[tuple[int, list[tuple[str, Any]]]]
     files: list[tuple[str, bytes]] | None
     unknown: list[tuple[str, str]]
     body: str
+    query: list[tuple[Any, ...]]
 
 
 # How the body is sent: as the form's enctype says (mostly), with more fields than Django parses
@@ -344,7 +482,21 @@ PLANS = st.builds(
     files=st.one_of(st.none(), st.none(), st.lists(ODD_FILES, max_size=3)),
     unknown=st.lists(st.tuples(st.sampled_from(UNKNOWN_NAMES), st.sampled_from(NASTY)), max_size=2),
     body=st.sampled_from(BODIES),
+    query=QUERIES,
 )
+# Sent first by a form's first caller, whatever FUZZ_EXAMPLES says: the form as a person fills it
+# in (accepted, mostly), posted with every redirect-ish parameter off-site (two spellings) and the
+# next page.
+OFF_SITE_PLANS = [
+    Plan(
+        changes=[],
+        files=None,
+        unknown=[],
+        body="form",
+        query=[KEPT, *(("param", name, off_site) for name in REDIRECT_NAMES), ("param", "page", "2")],
+    )
+    for off_site in ("//evil.example/", "/\\evil.example")
+]
 
 
 @dataclass
@@ -420,7 +572,11 @@ def encode(sent: Submission, *, multipart: bool, how: str = "form") -> tuple[byt
     for name, filename, content in sent.files:
         head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
         parts.append(_bytes(f"{head}Content-Type: image/png\r\n\r\n") + content + b"\r\n")
-    if how != "cut":
+    if how == "cut":
+        # Without its end, the last part runs to the end of the body: one of its own, so that the
+        # CSRF token (the form's first field, and its only one where the rest are files) reads whole.
+        parts.append(_bytes(f'--{boundary}\r\nContent-Disposition: form-data; name="cut"\r\n\r\nx'))
+    else:
         parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
@@ -481,15 +637,30 @@ class Target:
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
 
+# Member roles of a studio (apps/tenancy Membership.Role), and the callers of the shop's and the
+# attendee pages: a browser signed in nowhere, signed in as a member of the studio, and signed in
+# as a member of another studio (its requests run in that studio's tenant context).
+ROLES = ("owner", "photographer", "staff")
+ANONYMOUS, STUDIO_MEMBER, OTHER_STUDIO = "anonymous", "studio-member", "other-studio"
+SHOP_CALLERS = (ANONYMOUS, STUDIO_MEMBER, OTHER_STUDIO)
+# A signed-in account that is a member of no studio and has no pending invitation.
+NO_STUDIO = "no-studio"
+
+
 class World:
     """One studio (tenant_a) with a priced shop, its people and what the forms act on, made on
-    first use; one-shot targets (a member removed, a sale refunded) are made again when gone."""
+    first use; one-shot targets (a member removed, a sale refunded) are made again when gone.
+
+    `caller` sends the forms: a member role (ROLES) for the studio dashboard, one of SHOP_CALLERS
+    for the shop and attendee pages."""
 
     def __init__(self, tenant: TenantBundle) -> None:
         self.tenant = tenant
         self.org: Organization = tenant.org
         self.owner: User = tenant.owner
+        self.caller = "owner"
         self.clients: dict[str, Client] = {}
+        self.wallets: set[int] = set()
 
     def client(self, key: str, make: Callable[[], Client]) -> Client:
         if key not in self.clients:
@@ -498,6 +669,50 @@ class World:
 
     def owner_client(self) -> Client:
         return self.client("owner", lambda: signed_in(self.owner))
+
+    def member(self, role: str) -> User:
+        """The studio's member acting in `role`: its owner, the shop's photographer, a staff member."""
+        if role == "owner":
+            return self.owner
+        return self.shop.photographer if role == "photographer" else self.staff
+
+    def member_client(self) -> Client:
+        """The browser of the member `caller` names, signed in."""
+        return self.client(f"member:{self.caller}", lambda: signed_in(self.member(self.caller)))
+
+    def new_browser(self) -> Client:
+        """A browser of the shop's or attendee pages' `caller`: anonymous, or signed in."""
+        if self.caller == STUDIO_MEMBER:
+            return signed_in(self.owner)
+        if self.caller == OTHER_STUDIO:
+            return signed_in(self.other_studio_owner)
+        return browser()
+
+    def refused_client(self, caller: str) -> Client:
+        """A browser of `caller` (a member role, NO_STUDIO or ANONYMOUS) holding a CSRF cookie."""
+
+        def make() -> Client:
+            client = browser()
+            if caller == NO_STUDIO:
+                client.force_login(self.stranger)
+            elif caller != ANONYMOUS:
+                client.force_login(self.member(caller))
+            client.get("/studio/password-reset/")  # any page with a form sets the CSRF cookie
+            return client
+
+        return self.client(f"refused:{caller}", make)
+
+    @cached_property
+    def staff(self) -> User:
+        return cast(Membership, MembershipFactory(tenant=self.org, role="staff")).user
+
+    @cached_property
+    def stranger(self) -> User:
+        return cast(User, UserFactory())
+
+    @cached_property
+    def other_studio_owner(self) -> User:
+        return cast(Membership, MembershipFactory(role="owner")).user
 
     @cached_property
     def shop(self) -> Shop:
@@ -649,16 +864,16 @@ class World:
         MembershipFactory(user=user, role="owner")
         return user
 
-    @cached_property
-    def wallet_owner(self) -> User:
-        """The shop's photographer, with a (credited) EUR wallet."""
-        photographer = self.shop.photographer
-        with tenant_context(self.org.pk):
-            account = LedgerAccount.objects.create(
-                tenant=self.org, kind=LedgerAccount.Kind.WALLET, currency="EUR", owner=photographer
-            )
-        ledger_post(self.org, account, 5000, kind="credit")
-        return photographer
+    def with_wallet(self, user: User) -> User:
+        """`user`, with a (credited) EUR wallet."""
+        if user.pk not in self.wallets:
+            with tenant_context(self.org.pk):
+                account = LedgerAccount.objects.create(
+                    tenant=self.org, kind=LedgerAccount.Kind.WALLET, currency="EUR", owner=user
+                )
+            ledger_post(self.org, account, 5000, kind="credit")
+            self.wallets.add(user.pk)
+        return user
 
     @cached_property
     def failed_checkout(self) -> str:
@@ -679,15 +894,24 @@ class Form:
 
     `accepted`: the statuses of an accepted submission (which may write); any other is a refusal,
     which must write nothing. `not_echoed`: text fields a re-rendered form leaves empty on purpose
-    (secrets)."""
+    (secrets). `roles`: for a studio dashboard form, the member roles that may send it (every
+    other one is refused with a 403); empty for the other forms."""
 
     target: Callable[[World], Target]
     accepted: frozenset[int] = frozenset({302, 303})
     not_echoed: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
+
+
+# Who may send a studio dashboard form (the role matrix of apps/web/studio/access.py's docstring).
+OWNERS = frozenset({"owner"})
+UPLOADERS = frozenset({"owner", "photographer"})
+SALES_AND_ATTENDEES = frozenset({"owner", "staff"})
+EVERY_MEMBER = frozenset(ROLES)
 
 
 def _shopper(w: World) -> Client:
-    return w.client("shopper", browser)
+    return w.client(f"shopper:{w.caller}", w.new_browser)
 
 
 def _cart_target(w: World, action: str) -> Target:
@@ -698,8 +922,10 @@ def _cart_target(w: World, action: str) -> Target:
 
 def _unlock(w: World) -> Target:
     # A fresh session each time: one that entered the code is never asked again.
-    w.clients.pop("unlock", None)
-    return Target(w.client("unlock", browser), w.shop_url(w.protected_event.slug), filled={"code": ACCESS_CODE})
+    w.clients.pop(f"unlock:{w.caller}", None)
+    return Target(
+        w.client(f"unlock:{w.caller}", w.new_browser), w.shop_url(w.protected_event.slug), filled={"code": ACCESS_CODE}
+    )
 
 
 def _checkout(w: World) -> Target:
@@ -727,7 +953,7 @@ def _refill(w: World) -> Target:
 def _dropin_delete(w: World) -> Target:
     with tenant_context(w.org.pk):
         has_face = AttendeeFace.objects.filter(attendee=w.attendee).exists()
-    client = w.client("attendee", browser)
+    client = w.client(f"attendee:{w.caller}", w.new_browser)
     if not has_face:
         response = client.post(w.attendee_path("drop-in"), {"image": _upload(), "consent": "yes"})
         assert response.status_code == 303, response.content.decode()[:500]
@@ -743,7 +969,7 @@ def _attendee(page: str, action: str, prepare: Callable[[World], None] | None = 
         if prepare is not None:
             prepare(w)
         return Target(
-            w.client("attendee", browser),
+            w.client(f"attendee:{w.caller}", w.new_browser),
             w.attendee_path(page),
             action=w.attendee_path(action) if action else "",
             files={"image": ("me.png", selfie())},
@@ -757,7 +983,7 @@ def _studio(
     page: Callable[[World], str], action: Callable[[World], str] | None = None, **filled: Any
 ) -> Callable[[World], Target]:
     def target(w: World) -> Target:
-        return Target(w.owner_client(), page(w), action=action(w) if action else "", filled=dict(filled))
+        return Target(w.member_client(), page(w), action=action(w) if action else "", filled=dict(filled))
 
     return target
 
@@ -812,7 +1038,7 @@ def _product_row(action: str, **filled: Any) -> Callable[[World], Target]:
     def target(w: World) -> Target:
         product = w.shop.print
         return Target(
-            w.owner_client(),
+            w.member_client(),
             _event_page(w),
             action=f"/studio/events/{w.shop.event.pk}/products/{product.pk}/{action}",
             filled={f"product-{product.pk}-{name}": value for name, value in filled.items()},
@@ -849,19 +1075,19 @@ def _announcements(w: World) -> Target:
 
 def _member_role(w: World) -> Target:
     member = w.a_member()
-    return Target(w.owner_client(), "/studio/members/", action=f"/studio/members/{member.pk}/role")
+    return Target(w.member_client(), "/studio/members/", action=f"/studio/members/{member.pk}/role")
 
 
 def _member_remove(w: World) -> Target:
     member = w.a_member()
-    return Target(w.owner_client(), f"/studio/members/{member.pk}/remove")
+    return Target(w.member_client(), f"/studio/members/{member.pk}/remove")
 
 
 def _invitation_row(kind: str) -> Callable[[World], Target]:
     def target(w: World) -> Target:
         invitation = w.an_invitation(expired=kind == "renew")
         action = f"/studio/members/invitations/{invitation.pk}/{kind}"
-        return Target(w.owner_client(), "/studio/members/", action=action)
+        return Target(w.member_client(), "/studio/members/", action=action)
 
     return target
 
@@ -869,14 +1095,15 @@ def _invitation_row(kind: str) -> Callable[[World], Target]:
 def _sale(kind: str, **filled: Any) -> Callable[[World], Target]:
     def target(w: World) -> Target:
         sale = w.a_sale(kind)
-        return Target(w.owner_client(), f"/studio/sales/{sale}/", action=f"/studio/sales/{sale}/{kind}", filled=filled)
+        page = f"/studio/sales/{sale}/"
+        return Target(w.member_client(), page, action=f"{page}{kind}", filled=filled)
 
     return target
 
 
 def _payout_request(w: World) -> Target:
-    client = w.client("photographer", lambda: signed_in(w.wallet_owner))
-    return Target(client, "/studio/wallet/", action="/studio/wallet/payout-request")
+    w.with_wallet(w.member(w.caller))  # every member has a wallet of their own to be paid from
+    return Target(w.member_client(), "/studio/wallet/", action="/studio/wallet/payout-request")
 
 
 FORMS: dict[str, Form] = {
@@ -923,51 +1150,56 @@ FORMS: dict[str, Form] = {
     ),
     "studio:password-reset-confirm": Form(_reset_confirm, not_echoed=frozenset({"new_password1", "new_password2"})),
     # the studio dashboard
-    "studio:settings": Form(_studio(lambda w: "/studio/settings/")),
-    "studio:events": Form(_events),
-    "studio:event-edit": Form(_on_event_page("edit")),
-    "studio:event-upload": Form(_upload_photos),
-    "studio:event-products": Form(_event_products),
-    "studio:event-downloads-offer": Form(_on_event_page("products/downloads")),
-    "studio:event-prices": Form(_on_event_page("prices", download="9.50")),
-    "studio:event-prices-currency": Form(_on_event_page("prices/currency", currency="USD", confirm="on")),
-    "studio:product-active": Form(_product_row("active")),
-    "studio:product-restock": Form(_product_row("restock", add_quantity="3")),
+    "studio:settings": Form(_studio(lambda w: "/studio/settings/"), roles=OWNERS),
+    "studio:events": Form(_events, roles=OWNERS),
+    "studio:event-edit": Form(_on_event_page("edit"), roles=OWNERS),
+    "studio:event-upload": Form(_upload_photos, roles=UPLOADERS),
+    "studio:event-products": Form(_event_products, roles=OWNERS),
+    "studio:event-downloads-offer": Form(_on_event_page("products/downloads"), roles=OWNERS),
+    "studio:event-prices": Form(_on_event_page("prices", download="9.50"), roles=OWNERS),
+    "studio:event-prices-currency": Form(_on_event_page("prices/currency", currency="USD", confirm="on"), roles=OWNERS),
+    "studio:product-active": Form(_product_row("active"), roles=OWNERS),
+    "studio:product-restock": Form(_product_row("restock", add_quantity="3"), roles=OWNERS),
     "studio:event-attendees": Form(
-        _studio(lambda w: f"/studio/events/{w.shop.event.pk}/attendees", lines="bob@example.test, Bob")
+        _studio(lambda w: f"/studio/events/{w.shop.event.pk}/attendees", lines="bob@example.test, Bob"),
+        roles=SALES_AND_ATTENDEES,
     ),
     "studio:attendee-reset-link": Form(
         _studio(
             lambda w: f"/studio/events/{w.shop.event.pk}/attendees",
             lambda w: f"/studio/events/{w.shop.event.pk}/attendees/{w.attendee.pk}/reset-link",
-        )
+        ),
+        roles=SALES_AND_ATTENDEES,
     ),
     "studio:photo-withdraw": Form(
         _studio(
             lambda w: f"/studio/events/{w.shop.event.pk}/photos/{w.a_photo_to_withdraw().pk}/withdraw",
             reason="The runner asked us to.",
-        )
+        ),
+        roles=OWNERS,
     ),
-    "studio:sale-ship": Form(_sale("ship", carrier="DHL", tracking_reference="JD0001")),
-    "studio:sale-refund": Form(_sale("refund", confirm="on")),
-    "studio:payout-request": Form(_payout_request),
+    "studio:sale-ship": Form(_sale("ship", carrier="DHL", tracking_reference="JD0001"), roles=SALES_AND_ATTENDEES),
+    "studio:sale-refund": Form(_sale("refund", confirm="on"), roles=OWNERS),
+    "studio:payout-request": Form(_payout_request, roles=EVERY_MEMBER),
     "studio:destination": Form(
-        _studio(lambda w: "/studio/wallet/", lambda w: "/studio/wallet/destinations", destination="bank-1")
+        _studio(lambda w: "/studio/wallet/", lambda w: "/studio/wallet/destinations", destination="bank-1"),
+        roles=OWNERS,
     ),
-    "studio:announcements": Form(_announcements),
+    "studio:announcements": Form(_announcements, roles=SALES_AND_ATTENDEES),
     "studio:announcement-send": Form(
         _studio(
             lambda w: f"/studio/announcements/{w.an_announcement().pk}/",
             lambda w: f"/studio/announcements/{w.an_announcement().pk}/send",
-        )
+        ),
+        roles=SALES_AND_ATTENDEES,
     ),
-    "studio:api-keys": Form(_studio(lambda w: "/studio/api-keys/", name="Storefront")),
-    "studio:api-key-revoke": Form(_studio(lambda w: f"/studio/api-keys/{w.an_api_key().pk}/revoke")),
-    "studio:members": Form(_invite),
-    "studio:member-role": Form(_member_role),
-    "studio:member-remove": Form(_member_remove),
-    "studio:invitation-withdraw": Form(_invitation_row("withdraw")),
-    "studio:invitation-renew": Form(_invitation_row("renew")),
+    "studio:api-keys": Form(_studio(lambda w: "/studio/api-keys/", name="Storefront"), roles=OWNERS),
+    "studio:api-key-revoke": Form(_studio(lambda w: f"/studio/api-keys/{w.an_api_key().pk}/revoke"), roles=OWNERS),
+    "studio:members": Form(_invite, roles=OWNERS),
+    "studio:member-role": Form(_member_role, roles=OWNERS),
+    "studio:member-remove": Form(_member_remove, roles=OWNERS),
+    "studio:invitation-withdraw": Form(_invitation_row("withdraw"), roles=OWNERS),
+    "studio:invitation-renew": Form(_invitation_row("renew"), roles=OWNERS),
 }
 
 
@@ -1038,16 +1270,83 @@ def check_escaped(response: Any, sent: Submission, form: Form, action: str, *, p
         )
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("empty_broker")
-@pytest.mark.parametrize("name", sorted(FORMS))
-def test_form_refuses_bad_input_cleanly(name: str, tenant_a: TenantBundle, fuzz_settings: None) -> None:
-    form = FORMS[name]
-    world = World(tenant_a)
-    tables = Tables()
+def page_form(target: Target) -> HtmlForm:
+    """The form `target` sends, as its page renders it (after the page's redirects)."""
+    page = target.client.get(target.page, follow=True)
+    assert page.status_code == 200, (target.page, page.status_code)
+    page_url = page.request["PATH_INFO"]
+    html_form = _pick(forms_on(page.content.decode(), page_url), target.action or page_url)
+    assert html_form is not None, f"no form posting to {target.action or page_url} on {target.page}"
+    return html_form
 
-    @hypothesis_settings(
-        max_examples=EXAMPLES,
+
+def post(client: Client, path: str, query: str, sent: Submission, *, form: HtmlForm, how: str, token: str) -> Any:
+    """Send `sent` to `path` with the query string `query`, encoded as `how` says (BODIES). The
+    token goes in its header too, as a script would send it: a body Django does not parse reaches
+    the view rather than the CSRF failure page."""
+    body, content_type = encode(sent, multipart="multipart" in form.enctype, how=how)
+    return client.post(path, data=body, content_type=content_type, HTTP_X_CSRFTOKEN=token, QUERY_STRING=query)
+
+
+def local_redirect(response: Any, path: str, described: str) -> str | None:
+    """Where a redirect leads (a path and query of this site; it must be one), None for no redirect."""
+    location = response.get("Location")
+    if location is None:
+        return None
+    assert is_local(location, path), f"{response.status_code} to {location!r}, off this site: {described}"
+    landing = urlsplit(urljoin(f"http://testserver{path}", location))
+    return urlunsplit(("", "", landing.path, landing.query, ""))
+
+
+def check_landing(client: Client, url: str, described: str) -> None:
+    """The page an accepted form leads to opens, and holds no typed HTML unescaped."""
+    landing = client.get(url)
+    assert landing.status_code < 500, (url, landing.status_code, described)
+    if landing.get("Content-Type", "").startswith("text/html"):
+        assert MARKER not in landing.content.decode(), f"typed text is on {url} unescaped: {described}"
+
+
+def callers_of(name: str, form: Form) -> tuple[str, ...]:
+    """Who sends `name`'s form: each member role that may (a studio dashboard form), each of
+    SHOP_CALLERS (a shop or attendee form), else whoever its target names ("")."""
+    if form.roles:
+        return tuple(role for role in ROLES if role in form.roles)
+    if name.startswith(("shop:", "attendee")):
+        return SHOP_CALLERS
+    return ("",)
+
+
+def refused_callers(form: Form) -> list[str]:
+    """Who may not send a dashboard form: every other member role, an account in no studio, and
+    a browser signed in nowhere."""
+    return [*(role for role in ROLES if role not in form.roles), NO_STUDIO, ANONYMOUS] if form.roles else []
+
+
+# The studio's forms that are not its dashboard's: no member role is needed to send them.
+SIGN_IN_FORMS = frozenset(
+    {
+        "studio:login",
+        "studio:logout",
+        "studio:choose",
+        "studio:invitation-accept",
+        "studio:invitation-decline",
+        "studio:password-reset",
+        "studio:password-reset-confirm",
+    }
+)
+
+
+def test_every_dashboard_form_names_its_roles() -> None:
+    # given: the studio's forms
+    studio = {name for name in FORMS if name.startswith("studio:")}
+    # then: each dashboard form names the roles that may send it, and no other form does
+    assert {name for name in studio - SIGN_IN_FORMS if not FORMS[name].roles} == set()
+    assert {name for name in FORMS if FORMS[name].roles} == studio - SIGN_IN_FORMS
+
+
+def fuzz_settings_for(examples: int) -> Callable[[Any], Any]:
+    return hypothesis_settings(
+        max_examples=examples,
         derandomize=True,
         deadline=None,
         database=None,
@@ -1055,34 +1354,129 @@ def test_form_refuses_bad_input_cleanly(name: str, tenant_a: TenantBundle, fuzz_
         phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(plan=PLANS)
+
+
+# Submissions per form for its first caller; each further caller, and the refused callers
+# together, send half as many (the same plans, derandomized), to keep the default run short.
+MORE_EXAMPLES = max(2, EXAMPLES // 2)
+
+
+def fuzz_as_caller(form: Form, world: World, tables: Tables, *, examples: int, caller: str, first: bool) -> None:
+    """Fuzz `form` as `caller` sends it ("": as its target says; see the module's docstring for
+    what is checked), OFF_SITE_PLANS first for the `first` caller."""
+    world.caller = caller or "owner"
+
     def fuzz(plan: Plan) -> None:
-        # given: the page, as a browser gets it, and its form
+        # given: the page, as the caller's browser gets it, and its form
         target = form.target(world)
-        page = target.client.get(target.page, follow=True)
-        assert page.status_code == 200, (target.page, page.status_code)
-        page_url = page.request["PATH_INFO"]
-        html_form = _pick(forms_on(page.content.decode(), page_url), target.action or page_url)
-        assert html_form is not None, f"no form posting to {target.action or page_url} on {target.page}"
-        # when: it is sent, changed
+        html_form = page_form(target)
+        # when: it is sent, changed, to its action with a changed query string
         sent = submission(plan, html_form, target.filled, target.files)
-        body, content_type = encode(sent, multipart="multipart" in html_form.enctype, how=plan.body)
-        # The token in its header too, as a script would send it: a body Django does not parse
-        # (BODIES) reaches the view rather than the CSRF failure page.
+        path, query = with_query(html_form.action, plan.query, html_form)
+        described = f"as {caller or 'its target says'}: {sent.describe()} query={query[:200]!r}"
         cookie = target.client.cookies.get("csrftoken")
         token = dict(sent.pairs).get("csrfmiddlewaretoken") or (cookie.value if cookie else "")
         before = tables.fingerprint()
-        response = target.client.post(html_form.action, data=body, content_type=content_type, HTTP_X_CSRFTOKEN=token)
-        # then: never a server error; a refusal writes nothing; what was typed comes back escaped
-        assert response.status_code < 500, (response.status_code, sent.describe())
+        response = post(target.client, path, query, sent, form=html_form, how=plan.body, token=token)
+        # then: never a server error nor a redirect off the site; a role that may send the form is
+        # not refused; a refusal writes nothing; what was typed comes back escaped
+        assert response.status_code < 500, (response.status_code, described)
         assert b"CSRF verification failed" not in response.content, "the fuzz does not get past the CSRF check"
+        assert not (form.roles and response.status_code == 403), f"refused a role that may send it, {described}"
+        landing = local_redirect(response, path, described)
         if response.status_code not in form.accepted:
             after = tables.fingerprint()
             changed = sorted(table for table in after if after[table] != before[table])
-            assert not changed, f"refused ({response.status_code}) but wrote to {changed}: {sent.describe()}"
+            assert not changed, f"refused ({response.status_code}) but wrote to {changed}, {described}"
         check_escaped(response, sent, form, html_form.action, parsed=plan.body == "form")
+        if landing is not None and response.status_code in form.accepted:
+            check_landing(target.client, landing, described)
 
+    for plan in OFF_SITE_PLANS if first else []:
+        fuzz = example(plan=plan)(fuzz)
+    fuzz_settings_for(examples)(given(plan=PLANS)(fuzz))()
+
+
+def django_refuses(path: str, body: bytes, content_type: str) -> bool:
+    """Whether Django refuses to read this body (too many fields, too large, a broken multipart
+    body or part header): the CSRF check reads it before any view, and answers 400 (or 413)."""
+    request = RequestFactory().post(path, data=body, content_type=content_type)
     try:
-        fuzz()
+        request.POST  # parsed on first use
+    except (SuspiciousOperation, MultiPartParserError):
+        return True
+    return False
+
+
+def fuzz_as_refused(form: Form, world: World, tables: Tables, *, examples: int) -> None:
+    """Send `form`, as its page renders it for an owner and changed, as every refused caller: a
+    member is refused (403), a browser signed in nowhere sent to sign in (302), and nothing is
+    written; a refused member's page does not offer the form."""
+    world.caller = "owner"
+    callers = refused_callers(form)
+    target = form.target(world)
+    # Made before any fingerprint: signing in writes, and so does the first use in a process of
+    # each reason for the system context (its audit row), which the pages below make.
+    clients = {caller: world.refused_client(caller) for caller in callers}
+    for caller, client in clients.items():
+        page = client.get(target.page)
+        if caller in ROLES and page.status_code == 200:
+            offered = _pick(forms_on(page.content.decode(), target.page), target.action or target.page)
+            assert offered is None, f"the page offers {caller} a form only {sorted(form.roles)} may send"
+
+    @fuzz_settings_for(examples)
+    @given(plan=PLANS)
+    def fuzz(plan: Plan) -> None:
+        # given: the form as an owner's page renders it, changed
+        target = form.target(world)
+        html_form = page_form(target)
+        sent = submission(plan, html_form, target.filled, target.files)
+        path, query = with_query(html_form.action, plan.query, html_form)
+        described = f"{sent.describe()} query={query[:200]!r}"
+        before = tables.fingerprint()
+        for caller, client in clients.items():
+            # when: a caller without the role sends it (with their own CSRF token)
+            token = client.cookies["csrftoken"].value
+            theirs = Submission(
+                pairs=[(n, token if n == "csrfmiddlewaretoken" else v) for n, v in sent.pairs],
+                files=sent.files,
+                typed=sent.typed,
+            )
+            body, content_type = encode(theirs, multipart="multipart" in html_form.enctype, how=plan.body)
+            response = client.post(
+                path, data=body, content_type=content_type, HTTP_X_CSRFTOKEN=token, QUERY_STRING=query
+            )
+            # then: a member is refused (403), a browser signed in nowhere sent to sign in; a body
+            # Django refuses to read is refused before any view (400, 413)
+            status = response.status_code
+            expected = 302 if caller == ANONYMOUS else 403
+            unread = status in (400, 413) and django_refuses(path, body, content_type)
+            assert status == expected or unread, f"{status} as {caller} (refused role): {described}"
+            landing = local_redirect(response, path, described)
+            if status == 302:
+                assert landing is not None and urlsplit(landing).path == "/studio/login/", (landing, described)
+        # then: nothing is written
+        after = tables.fingerprint()
+        changed = sorted(table for table in after if after[table] != before[table])
+        assert not changed, f"refused roles but wrote to {changed}: {described}"
+
+    fuzz()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("empty_broker")
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_form_refuses_bad_input_cleanly(name: str, tenant_a: TenantBundle, fuzz_settings: None) -> None:
+    form = FORMS[name]
+    world = World(tenant_a)
+    tables = Tables()
+    try:
+        # Every caller that may send the form, the first with EXAMPLES submissions
+        for index, caller in enumerate(callers_of(name, form)):
+            examples = EXAMPLES if index == 0 else MORE_EXAMPLES
+            fuzz_as_caller(form, world, tables, examples=examples, caller=caller, first=index == 0)
+        # and a dashboard form as each caller that may not.
+        if form.roles:
+            fuzz_as_refused(form, world, tables, examples=MORE_EXAMPLES)
     finally:
         tables.close()

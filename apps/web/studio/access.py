@@ -181,12 +181,14 @@ def _form_of_another_studio(request: HttpRequest, studio: Studio) -> HttpRespons
 
 def studio_page(
     *roles: str,
+    post_roles: tuple[str, ...] = (),
 ) -> Callable[[Callable[Concatenate[HttpRequest, Studio, P], HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Decorate a view `(request, studio, ...)`: signed in (else to the login page), a member of a
     studio (else to their invitations page if they have pending ones, else 403), a studio chosen
-    when there are several (else to the picker), one of `roles` when given (else 403), and a form
-    sent for that studio (else 409, see `_form_of_another_studio`). The view runs in the chosen
-    studio's tenant context."""
+    when there are several (else to the picker), one of `roles` when given and, for a POST, one of
+    `post_roles` when given (a page every member opens whose form only some may send; else 403),
+    and a form sent for that studio (else 409, see `_form_of_another_studio`). The view runs in
+    the chosen studio's tenant context."""
 
     def decorate(
         view: Callable[Concatenate[HttpRequest, Studio, P], HttpResponseBase],
@@ -228,6 +230,11 @@ def studio_page(
                 allowed = " or ".join(roles)
                 return forbidden(
                     request, studio, f"This page is for the studio's {allowed} role; you are {chosen.role} here."
+                )
+            if post_roles and request.method == "POST" and chosen.role not in post_roles:
+                allowed = " or ".join(post_roles)
+                return forbidden(
+                    request, studio, f"This form is for the studio's {allowed} role; you are {chosen.role} here."
                 )
             # After the role check: a refused role is answered without reading (spooling) the body.
             if stale := _form_of_another_studio(request, studio):

@@ -94,6 +94,22 @@ def test_a_photographer_cannot_create_events(studio: StudioPeople) -> None:
     assert count(studio.org, Event) == 0
 
 
+@pytest.mark.parametrize("for_studio", ["", "999999999"])
+def test_an_events_form_of_a_role_that_may_not_create_events_is_refused_for_the_role(
+    studio: StudioPeople, for_studio: str
+) -> None:
+    # given: a photographer (no create form on their events page) and a form naming no studio of theirs
+    client = signed_in(studio.photographer)
+    form = {"nonce": "n" * 24, "title": "Mine", "date": "2026-06-01", "visibility": "public", "for_studio": for_studio}
+    # when: it is sent
+    response = client.post("/studio/events/", form)
+    # then: refused for the role, not taken for a form of another studio (whose answer asks to
+    # switch studio and send it again, only to be refused then), and no event is made
+    assert response.status_code == 403
+    assert "for the studio&#x27;s owner role" in text(response)
+    assert count(studio.org, Event) == 0
+
+
 # --- uploads ------------------------------------------------------------------------------
 
 

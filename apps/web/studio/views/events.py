@@ -84,13 +84,10 @@ class UploadsRefused(DomainError):
 
 
 @require_http_methods(["GET", "POST"])
-@studio_page()
+@studio_page(post_roles=CATALOG_WRITE_ROLES)
 def events(request: HttpRequest, studio: Studio) -> HttpResponse:
+    """The studio's events, for every member; the create form, for the roles that write the catalog."""
     if request.method == "POST":
-        if not studio.can_write_catalog:
-            return problem_page(
-                request, studio, status=403, title="Not allowed", message="Only the studio's owners create events."
-            )
         form = EventForm(request.POST)
 
         def effect() -> str:
