@@ -223,7 +223,10 @@ class CheckoutCreateApi(TenantApi):
             max_length=RETURN_URL_MAX_LENGTH,
             validators=[_http_or_https],
             help_text="Absolute http(s) URL the payment provider sends the shopper back to, paid or "
-            "not (your storefront's order page). Omitted or empty: Darkroom's default status page.",
+            "not (your storefront's order page), with darkroom_return=paid (after paying) or "
+            "darkroom_return=cancelled added to its query; Flutterwave adds its own status instead, and "
+            "the providers their own parameters. A return is no proof of payment: wait for the checkout's "
+            "status. Omitted or empty: Darkroom's default status page.",
         )
         shipping = ShippingInputSerializer(
             required=False,

@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
@@ -29,6 +30,7 @@ from apps.core.problems import problem_page_or_json
 from apps.core.redis_guard import REDIS_ERRORS, redis_failed, redis_skipped
 from apps.payments.providers.base import ProviderError, minor_to_major
 from apps.payments.providers.registry import get_provider
+from apps.payments.providers.returns import ShopperReturn, return_url_marked
 from apps.payments.providers.sandbox import SandboxProvider
 from apps.payments.sandbox import SandboxCheckout, sandbox_checkout, sandbox_session_outcome, sandbox_settle
 from apps.tenancy.context import tenant_context
@@ -119,6 +121,23 @@ def _state(checkout: Checkout, outcome: str | None, transaction_status: str | No
     return "payable" if checkout.status in Checkout.OPEN_STATUSES else "refunded_if_paid"
 
 
+def _return_url(checkout: Checkout, outcome: ShopperReturn) -> str:
+    """Where a provider sends the shopper back after `outcome`: the session's success or cancel
+    URL (the checkout's return URL with `darkroom_return`), else, for a checkout that gave no
+    return URL, the sandbox's status page."""
+    if not checkout.return_url:
+        return reverse("sandbox-status", kwargs={"checkout_id": checkout.pk})
+    provider = get_provider(Provider.SANDBOX)
+    assert isinstance(provider, SandboxProvider)
+    try:
+        session = provider.session_details(
+            reference=checkout.sandbox_reference or provider.reference_for(str(checkout.pk))
+        )
+    except ProviderError:
+        return return_url_marked(checkout.return_url, outcome)
+    return str(session["success_url" if outcome == ShopperReturn.PAID else "cancel_url"])
+
+
 _CHARGED_STATES = frozenset({"payable", "refunded_if_paid", "paid", "refunded", "paid_late"})
 
 
@@ -145,6 +164,8 @@ def _context(found: SandboxCheckout, **extra: Any) -> dict[str, Any]:
         ],
         "state": state,
         "payable": state in ("payable", "refunded_if_paid"),
+        # A provider's page has a way back without paying (Stripe's back link, PayPal's cancel).
+        "back_url": _return_url(checkout, ShopperReturn.CANCELLED) if state in ("payable", "refunded_if_paid") else "",
         "closed": state in ("closed", "paid_late"),
         "paid_late": state == "paid_late",
         "final": checkout.status not in Checkout.OPEN_STATUSES,
@@ -158,8 +179,9 @@ def _context(found: SandboxCheckout, **extra: Any) -> dict[str, Any]:
 def pay_page(request: HttpRequest, checkout_id: uuid.UUID) -> HttpResponse:
     """GET: the amount, the lines and Pay / Fail buttons. POST (action=pay|fail): the sandbox
     settles the payment once and sends its signed webhook(s) to Darkroom asynchronously, then
-    the shopper is sent back as a provider would: to the checkout's own return URL (the shop's
-    checkout page, or the integrator's), else to the sandbox status page."""
+    the shopper is sent back as a provider would (`_return_url`): after Pay to the session's
+    success URL, after Fail to its cancel URL (the shop's checkout page, or the integrator's),
+    else to the sandbox status page."""
     found = _found(checkout_id)
     if request.method == "POST":
         outcome = _ACTIONS.get(request.POST.get("action", ""))
@@ -169,9 +191,9 @@ def pay_page(request: HttpRequest, checkout_id: uuid.UUID) -> HttpResponse:
             sandbox_settle(checkout=found.checkout, outcome=outcome)
         except ProviderError as exc:
             return render(request, "sandbox/pay.html", _context(found, error=exc.detail), status=409)
-        if found.checkout.return_url:
-            return redirect(found.checkout.return_url)
-        return redirect("sandbox-status", checkout_id=checkout_id)
+        # Fail plays a payment the provider refused: the shopper did not pay, and comes back so.
+        returned = ShopperReturn.PAID if outcome == "paid" else ShopperReturn.CANCELLED
+        return redirect(_return_url(found.checkout, returned))
     return render(request, "sandbox/pay.html", _context(found))
 
 

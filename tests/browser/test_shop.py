@@ -74,7 +74,7 @@ def test_a_shopper_buys_a_download_pays_at_the_sandbox_and_downloads_the_origina
     expect(page.get_by_role("heading", level=1)).to_have_text("Pay 9.00 EUR")
     # and: the shopper pays; the sandbox sends its signed webhook and sends them back
     page.get_by_role("button", name="Pay", exact=True).click()
-    expect(page).to_have_url(order_url)
+    expect(page).to_have_url(re.compile(re.escape(order_url) + r"\?confirming="))
     # then: once the webhook is processed the order shows as paid, with the download link
     expect(page.get_by_role("heading", level=2, name="Paid, thank you!")).to_be_visible()
     link = page.get_by_role("link", name=f"Download photo {shop.photo.pk} (original)")
@@ -90,6 +90,35 @@ def test_a_shopper_buys_a_download_pays_at_the_sandbox_and_downloads_the_origina
     with tenant_context(tenant_a.org.pk):
         assert Checkout.objects.get(pk=checkout.pk).status == Checkout.Status.PAID
     assert system_count(lambda: WebhookEvent.objects.filter(status="processed")) == 1
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_back_from_paying_the_order_page_confirms_without_a_pay_button_until_the_webhook_lands(
+    page: Page, tenant_a: TenantBundle, shop: Shop, settings: Any
+) -> None:
+    # given: the sandbox's webhook takes a few seconds, as a real provider's may
+    settings.SANDBOX_WEBHOOK_DELAY_SECONDS = 10
+    add_download_to_cart(page, tenant_a, shop)
+    page.get_by_role("button", name="Place order").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your order")
+    order_url = page.url
+    # when: the shopper goes to pay, then comes back without paying
+    page.get_by_role("link", name="Pay 9.00 EUR").click()
+    page.get_by_role("link", name="Back without paying").click()
+    # then: the order still waits to be paid, and offers to pay
+    expect(page.get_by_role("heading", level=2, name="Ready to pay")).to_be_visible()
+    # when: they pay after all, and the sandbox sends them back before its webhook lands
+    page.get_by_role("link", name="Pay 9.00 EUR").click()
+    page.get_by_role("button", name="Pay", exact=True).click()
+    expect(page).to_have_url(re.compile(re.escape(order_url) + r"\?confirming="))
+    page.wait_for_function("() => window.htmx !== undefined")
+    # then: the page confirms the payment, offering no Pay button
+    expect(page.get_by_role("heading", level=2, name="Confirming your payment…")).to_be_visible()
+    expect(page.get_by_role("link", name="Pay 9.00 EUR")).to_have_count(0)
+    # and: its poll brings the webhook's outcome without a reload
+    expect(page.get_by_role("heading", level=2, name="Paid, thank you!")).to_be_visible()
+    expect(page.get_by_role("link", name=f"Download photo {shop.photo.pk} (original)")).to_be_visible()
+    expect(page.get_by_role("link", name="Pay 9.00 EUR")).to_have_count(0)
 
 
 def test_clicking_place_order_again_while_the_answer_is_slow_makes_one_checkout(

@@ -124,6 +124,8 @@ def test_provider_is_never_called_inside_a_transaction(tenant_a, shop_a):
 # --- where the provider sends the shopper back -------------------------------------------------
 
 RETURN_URL = "https://shop.example.test/orders/A-1001?lang=en"
+# Stripe fills in a literal {CHECKOUT_SESSION_ID} of its success URL: it must reach Stripe as typed.
+STRIPE_RETURN_URL = "https://shop.example.test/orders/A-1001?lang=en&session={CHECKOUT_SESSION_ID}#done"
 
 
 def _post_with_return_url(tenant: Any, shop: Any, provider: str, **extra: Any) -> dict[str, Any]:
@@ -142,13 +144,18 @@ def test_stripe_session_sends_the_shopper_back_to_the_checkouts_return_url(tenan
         secret_key="sk_test_local_xxxxxxxx", webhook_secrets=["whsec_local"], transport=transport, max_network_retries=0
     )
     monkeypatch.setitem(registry._instances, "stripe", adapter)
-    created = _post_with_return_url(tenant_a, shop_a, "stripe", return_url=RETURN_URL)
+    created = _post_with_return_url(tenant_a, shop_a, "stripe", return_url=STRIPE_RETURN_URL)
     # when: the consumer creates the session
     drain_outbox()
-    # then: Stripe was asked to send the shopper back there, paid or cancelled
+    # then: Stripe was asked to send the shopper back there, told apart by darkroom_return, the
+    # URL otherwise as typed (Stripe's placeholder and the fragment kept)
     [request] = transport.requests
     form = form_body(request)
-    assert (form["success_url"], form["cancel_url"]) == ([RETURN_URL], [RETURN_URL])
+    base = "https://shop.example.test/orders/A-1001?lang=en&session={CHECKOUT_SESSION_ID}"
+    assert (form["success_url"], form["cancel_url"]) == (
+        [f"{base}&darkroom_return=paid#done"],
+        [f"{base}&darkroom_return=cancelled#done"],
+    )
     assert form["client_reference_id"] == [created["id"]]
 
 
@@ -173,6 +180,9 @@ def test_sandbox_session_keeps_the_return_url_as_its_success_and_cancel_url(tena
     # given / when: a sandbox checkout with a return URL gets its session
     created = _post_with_return_url(tenant_a, shop_a, "sandbox", return_url=RETURN_URL)
     drain_outbox()
-    # then: the sandbox's provider-side session sends the shopper back there
+    # then: the sandbox's provider-side session sends the shopper back there, paid or not
     details = sandbox_provider().session_details(reference=f"sbx_{created['id']}")
-    assert (details["success_url"], details["cancel_url"]) == (RETURN_URL, RETURN_URL)
+    assert (details["success_url"], details["cancel_url"]) == (
+        f"{RETURN_URL}&darkroom_return=paid",
+        f"{RETURN_URL}&darkroom_return=cancelled",
+    )

@@ -144,6 +144,7 @@ from apps.outbox.requeue import requeue_stale
 from apps.outbox.services import consume_once, outbox_publish
 from apps.payments.providers.base import ProviderError, ProviderSession, SessionCloseOutcome, UnknownProviderError
 from apps.payments.providers.registry import get_provider
+from apps.payments.providers.returns import ShopperReturn, return_url_marked
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import Membership
 
@@ -267,9 +268,9 @@ def _check_provider(provider: str) -> None:
 
 def _check_return_url(return_url: str) -> None:
     """Refuse what a provider could not send a browser back to: the URL goes into every
-    provider's session as it is, only once the checkout is committed, and a refusal then would
-    leave the shopper a checkout without a way to pay. Host names need no dot (a deployment's
-    DARKROOM_PUBLIC_BASE_URL may be `http://web:8000`)."""
+    provider's session as it is (`darkroom_return` added to its query), only once the checkout is
+    committed, and a refusal then would leave the shopper a checkout without a way to pay. Host
+    names need no dot (a deployment's DARKROOM_PUBLIC_BASE_URL may be `http://web:8000`)."""
     if not return_url:
         return
     if len(return_url) > RETURN_URL_MAX_LENGTH:
@@ -889,7 +890,9 @@ def checkout_payment_session_ensure(*, checkout_id: uuid.UUID | str) -> Checkout
     in the checkout's tenant context. Idempotent: a checkout that is not
     `awaiting_payment_session` is returned untouched, and the checkout id is the provider's
     idempotency key, so a retry after a timeout gets the same session back. The shopper comes
-    back (paid or not) to the checkout's `return_url`, else to CHECKOUT_RETURN_URL. The session
+    back to the checkout's `return_url`, else to CHECKOUT_RETURN_URL, with `darkroom_return=paid`
+    after paying and `darkroom_return=cancelled` otherwise (`apps.payments.providers.returns`;
+    the same URLs on every attempt, which Stripe's idempotency key requires). The session
     is asked to end when the checkout expires (`expires_at`); a checkout already past its expiry
     is returned untouched (the expiry sweep closes it; a session now would only be closed again).
     A non-retryable provider error is recorded on the checkout (`payment_session_error`) and not
@@ -911,8 +914,8 @@ def checkout_payment_session_ensure(*, checkout_id: uuid.UUID | str) -> Checkout
             currency=checkout.currency,
             email=checkout.email,
             description=_description(checkout),
-            success_url=return_url,
-            cancel_url=return_url,
+            success_url=return_url_marked(return_url, ShopperReturn.PAID),
+            cancel_url=return_url_marked(return_url, ShopperReturn.CANCELLED),
             expires_at=checkout.expires_at,
         )
     except ProviderError as exc:

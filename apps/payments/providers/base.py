@@ -28,6 +28,7 @@ from typing import Any
 from apps.core import currencies
 from apps.core.problems import DomainError, NotFound
 from apps.core.text import is_storable_text
+from apps.payments.providers.returns import RETURN_PARAMETER, ShopperReturn
 
 
 class PaymentStatus(StrEnum):
@@ -336,11 +337,20 @@ class PaymentProvider(ABC):
         """Create (or, for a repeated checkout id, get back) the hosted payment session.
 
         The checkout id is the provider's idempotency key, so retrying after a timeout returns
-        the same session instead of a second one. `expires_at` is when the checkout expires
+        the same session instead of a second one. The provider sends the shopper back to
+        `success_url` after paying and to `cancel_url` otherwise (`returns.py`: one return URL
+        told apart by `darkroom_return`). `expires_at` is when the checkout expires
         unpaid: adapters whose provider lets a session time out make it end then, or as soon
         after as the provider allows (None: the provider's default lifetime). Must be called
         outside any transaction. Raises ProviderError.
         """
+
+    @classmethod
+    def return_says_paid(cls, query: Mapping[str, str]) -> bool:
+        """Whether the URL the shopper came back to (its query) says they paid: the success
+        URL's `darkroom_return=paid` (`returns.py`). Never proof of payment, which only the
+        webhook gives: it may change what a page says while it waits, and nothing else."""
+        return query.get(RETURN_PARAMETER) == ShopperReturn.PAID
 
     @abstractmethod
     def close_payment_session(self, *, reference: str) -> SessionCloseOutcome:

@@ -6,8 +6,10 @@ compared; it does not bind the body, which is why the HMAC header wins when both
 Create: `POST /v3/payments` with `tx_ref` = checkout id (Flutterwave's uniqueness key for the
 payment) and `X-Idempotency-Key` = checkout id (honoured by Flutterwave's idempotency layer on
 POST endpoints). Amounts travel as decimal major-unit strings. Flutterwave has a single
-`redirect_url`; it appends `status=successful|cancelled` to it, so the success URL is sent and
-the return page must read `status`. Reference = tx_ref (the checkout id).
+`redirect_url` and appends `status` (`successful`, `cancelled`, ...), `tx_ref` and
+`transaction_id` to it, so the success URL is sent without Darkroom's `darkroom_return`
+(`returns.py`; a `paid` there would be sent back after a cancel too) and `return_says_paid` reads
+Flutterwave's `status`. Reference = tx_ref (the checkout id).
 
 Session lifetime: `session_duration` (minutes, at most 1440; Flutterwave Standard's documented
 parameter) is the checkout's remaining lifetime, rounded up to a whole minute, so the hosted page
@@ -119,6 +121,7 @@ from apps.payments.providers.base import (
     require_bytes,
 )
 from apps.payments.providers.http import HttpTransport, JsonApi, UrllibTransport
+from apps.payments.providers.returns import return_url_marked
 
 SIGNATURE_HEADER = "flutterwave-signature"
 LEGACY_HASH_HEADER = "verif-hash"
@@ -289,7 +292,7 @@ class FlutterwaveProvider(PaymentProvider):
             "tx_ref": checkout_id,
             "amount": minor_to_major(check_amount(amount_minor), code),
             "currency": code,
-            "redirect_url": success_url,
+            "redirect_url": return_url_marked(success_url, None),
             "customer": {"email": email},
             "customizations": {"title": "Darkroom", "description": description},
             "meta": {"checkout_id": checkout_id},
@@ -306,6 +309,12 @@ class FlutterwaveProvider(PaymentProvider):
         if link is None:
             raise ProviderError("flutterwave: payment link missing", provider=self.name, retryable=False)
         return ProviderSession(reference=checkout_id, payment_url=link)
+
+    @classmethod
+    def return_says_paid(cls, query: Mapping[str, str]) -> bool:
+        """Flutterwave's own `status` on its one redirect: `successful` (`completed` in some of
+        its flows) after a charge went through; `cancelled`, `failed` or none otherwise."""
+        return str(query.get("status", "")).lower() in ("successful", "completed")
 
     def close_payment_session(self, *, reference: str) -> SessionCloseOutcome:
         """Nothing to call: Flutterwave's v3 API cannot cancel a hosted payment link. The page's

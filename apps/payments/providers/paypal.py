@@ -2,7 +2,9 @@
 
 Create: `POST /v2/checkout/orders` (intent CAPTURE) with `PayPal-Request-Id` = checkout id (a
 retry returns the same order) and the checkout id in the purchase unit's `custom_id` and
-`reference_id`. Reference = the order id; the shopper goes to the `payer-action` link.
+`reference_id`. Reference = the order id; the shopper goes to the `payer-action` link and comes
+back to the experience context's `return_url` once they approved (`darkroom_return=paid`,
+`returns.py`; PayPal appends `token`, the order id, and `PayerID`) or to its `cancel_url`.
 Amounts in HUF, JPY and TWD, which PayPal takes in whole units only (`WHOLE_UNIT_CURRENCIES`),
 go without decimals in orders and refunds as in payouts; an order or refund for a fraction of a
 unit in one is refused before anything is sent (a non-retryable ProviderError).

@@ -22,6 +22,12 @@ from apps.payments.providers.sandbox import SandboxProvider, SandboxWebhookSende
 from apps.payments.providers.stripe import StripeProvider
 
 PROVIDER_NAMES = ("stripe", "flutterwave", "paypal", "sandbox")
+PROVIDER_CLASSES: dict[str, type[PaymentProvider]] = {
+    "stripe": StripeProvider,
+    "flutterwave": FlutterwaveProvider,
+    "paypal": PayPalProvider,
+    "sandbox": SandboxProvider,
+}
 
 _lock = threading.Lock()
 _instances: dict[str, PaymentProvider] = {}
@@ -69,6 +75,15 @@ def build_provider(name: str) -> PaymentProvider:
             tolerance_seconds=settings.SANDBOX_WEBHOOK_TOLERANCE_SECONDS,
         )
     raise UnknownProviderError(f"unknown payment provider {name!r}; expected one of {', '.join(PROVIDER_NAMES)}")
+
+
+def provider_class(name: str) -> type[PaymentProvider]:
+    """The adapter class of `name`, for what needs no configuration (`return_says_paid`).
+    Raises UnknownProviderError."""
+    found = PROVIDER_CLASSES.get(name)
+    if found is None:
+        raise UnknownProviderError(f"unknown payment provider {name!r}; expected one of {', '.join(PROVIDER_NAMES)}")
+    return found
 
 
 def get_provider(name: str) -> PaymentProvider:

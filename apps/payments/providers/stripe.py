@@ -4,7 +4,9 @@ the `Stripe-Signature` t/v1 HMAC-SHA256 scheme (see `signing.py`).
 Create: one Checkout Session in payment mode per checkout, `Idempotency-Key` = checkout id (a
 retry returns the same session), checkout id in `client_reference_id` and in the metadata of
 both the session and its PaymentIntent (so `charge.*` events carry it too: Stripe does not copy
-session metadata to charges on its own). Reference = the session id (`cs_...`).
+session metadata to charges on its own). Reference = the session id (`cs_...`). `success_url` and
+`cancel_url` go as given (`returns.py`: `darkroom_return=paid|cancelled`); a literal
+`{CHECKOUT_SESSION_ID}` in a checkout's return URL is left for Stripe to fill in.
 Amounts are Darkroom's minor units (ISO 4217) except in ISK, which Stripe's API keeps
 two-decimal: `to_stripe_amount` / `from_stripe_amount` convert every payment amount sent and
 read (sessions, refunds, their events); transfers are not converted. In the three-decimal

@@ -23,7 +23,7 @@ from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event, Photo, Price, Product, ProductKind, Stock
 from apps.catalog.selectors import PublicEvent, PublicPhoto, access_code_fingerprint, public_event
 from apps.catalog.storage import public_url
-from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Refund
+from apps.commerce.models import Checkout, CheckoutLine, Entitlement, Receipt, Refund
 from apps.commerce.selectors import checkout_get, download_token, photos_covered
 from apps.core.problems import NotFound
 from apps.core.text import search_text
@@ -178,6 +178,16 @@ class ShopRefundOutside:
 
 
 @dataclass(frozen=True)
+class ShopItemsRefund:
+    """A refund of some items of a paid order that landed and is not owed back: what went back
+    (`amount_minor`, in `currency`: the currency charged) and its lines' positions."""
+
+    amount_minor: int
+    currency: str
+    positions: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class DownloadLink:
     photo_id: int
     token: str
@@ -199,6 +209,11 @@ class ShopCheckout:
     refunded_apart_minor: int = 0
     # The refunds still owed to the shopper and those paid back outside the provider, oldest first.
     refunds_outside: tuple[ShopRefundOutside, ...] = ()
+    # A paid order's item refunds that went back to the shopper, in the order they landed.
+    items_refunds: tuple[ShopItemsRefund, ...] = ()
+    # A paid order's receipt: its status (`Receipt.Status`; "" without one) and when it was sent.
+    receipt_status: str = ""
+    receipt_sent_at: datetime | None = None
 
     @property
     def charged_minor(self) -> int:
@@ -448,7 +463,8 @@ def open_checkouts(*, tenant_id: int, session: str) -> list[OpenCheckout]:
 def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_page: int = 1) -> ShopCheckout:
     """A checkout with its lines (event slug and thumbnail for each photo) and, once paid, a signed
     download link per photo its live entitlements cover, SHOP_DOWNLOADS_PER_PAGE at a time
-    (`downloads_page`, clamped to the pages there are). Raises CheckoutNotFound."""
+    (`downloads_page`, clamped to the pages there are), the item refunds that went back and the
+    receipt's state. Raises CheckoutNotFound."""
     with tenant_context(tenant_id):
         checkout = checkout_get(tenant_id=tenant_id, checkout_id=checkout_id)
         lines = checkout.lines_by_position
@@ -463,13 +479,22 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
             for photo in Photo.objects.published().filter(tenant_id=tenant_id, pk__in=photo_ids).only("id", "thumbnail")
         }
         refund_ids = {line.refund_id for line in lines if line.refund_id is not None}
-        landed = (
-            set(Refund.objects.filter(pk__in=refund_ids, landed_at__isnull=False).values_list("pk", flat=True))
+        landed_refunds = (
+            list(
+                Refund.objects.filter(pk__in=refund_ids, landed_at__isnull=False)
+                .only("id", "amount_minor", "currency", "landed_at")
+                .order_by("landed_at", "pk")
+            )
             if refund_ids
-            else set()
+            else []
         )
+        landed = {r.pk for r in landed_refunds}
         outside = _refunds_outside(checkout)
         owed = {r.pk for r in outside if r.still_owed}
+        paid = checkout.status == Checkout.Status.PAID
+        receipt = (
+            Receipt.objects.filter(checkout_id=checkout.pk).values_list("status", "sent_at").first() if paid else None
+        )
         # A whole-order refund (it names no line) still owed: the order's charged items are its.
         whole_owed = checkout.status == Checkout.Status.REFUNDED and any(
             r.pk in owed and r.reason not in Refund.PARTIAL_REASONS for r in outside
@@ -525,6 +550,17 @@ def shop_checkout(*, tenant_id: int, checkout_id: uuid.UUID | str, downloads_pag
         downloads_total=len(covered),
         downloads_page=downloads_page,
         refunded_apart_minor=int(refunded_apart or 0),
+        items_refunds=tuple(
+            ShopItemsRefund(
+                amount_minor=r.amount_minor,
+                currency=r.currency,
+                positions=tuple(line.position for line in lines if line.refund_id == r.pk),
+            )
+            for r in landed_refunds
+            if paid and r.pk not in owed
+        ),
+        receipt_status=receipt[0] if receipt else "",
+        receipt_sent_at=receipt[1] if receipt else None,
         refunds_outside=tuple(
             ShopRefundOutside(
                 amount_minor=r.amount_minor,

@@ -343,16 +343,19 @@ def test_the_provider_sends_the_shopper_back_to_the_shops_checkout_page(browser:
     page_url = f"https://photos.example.test/s/{tenant_a.org.slug}/checkouts/{checkout.pk}/"
     assert location == f"/s/{tenant_a.org.slug}/checkouts/{checkout.pk}/"
     assert checkout.return_url == page_url
-    # and: the sandbox session sends the shopper there, whether they pay or give up
+    # and: the sandbox session sends the shopper there, whether they pay or give up, saying which
     session = sandbox_provider().session_details(reference=f"sbx_{checkout.pk}")
-    assert (session["success_url"], session["cancel_url"]) == (page_url, page_url)
-    # when: the shopper presses Pay on the sandbox's page, it sends them to that URL
+    assert (session["success_url"], session["cancel_url"]) == (
+        f"{page_url}?darkroom_return=paid",
+        f"{page_url}?darkroom_return=cancelled",
+    )
+    # when: the shopper presses Pay on the sandbox's page, it sends them to the success URL
     paid = browser.post(reverse("sandbox-pay", args=[checkout.pk]), {"action": "pay"})
-    assert (paid.status_code, paid["Location"]) == (302, page_url)
+    assert (paid.status_code, paid["Location"]) == (302, session["success_url"])
     # and: the payment's webhook arrives
     deliver([sandbox_paid(str(checkout.pk))])
     drain_outbox()
-    back = browser.get(urlsplit(session["success_url"]).path)
+    back = browser.get(f"{urlsplit(session['success_url']).path}?{urlsplit(session['success_url']).query}", follow=True)
     # then: it is their checkout page, paid, with the download link
     assert back.status_code == 200
     body = back.content.decode()

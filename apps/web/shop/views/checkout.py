@@ -11,7 +11,16 @@
   (the money went back to the studio) is said not to have reached the shopper, its items no
   longer read "Refunded", until an operator records it paid back another way; then the page
   says when.
-* `GET /s/<studio>/checkouts/<id>/status?since=<version>&said=<..>&alerted=<..>`: the same
+  The provider sends the shopper back here (`apps.payments.providers.returns`). A return that
+  says they paid (`return_says_paid`: `darkroom_return=paid`, Flutterwave's `status=successful`)
+  is redirected (303) to `?confirming=<stamp>`, a signed note of this checkout and the time it
+  came back (`payment_return_stamp`), which reloads and the poll keep: while the checkout awaits
+  payment the page says "Confirming your payment…" and offers no Pay button, for
+  PAYMENT_CONFIRMATION_WAIT_SECONDS; then it says the payment is not confirmed yet, that one may
+  still be on its way, and offers Pay again. The return proves nothing and writes nothing (anyone
+  can open that URL): the webhook alone pays, and its outcome (paid, failed, expired, a refused
+  capture's error) shows as soon as it lands. A return after cancelling is the plain page.
+* `GET /s/<studio>/checkouts/<id>/status?since=<version>&said=<..>&alerted=<..>[&confirming=<..>]`: the same
   status block alone. While the checkout is open the block asks for itself every few seconds
   (htmx) and is swapped into its container. What a screen reader hears comes from two live
   regions of the page outside that container, which stay in the DOM (a region inserted with its
@@ -32,16 +41,21 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
+from django.core import signing
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.commerce.models import Checkout, CheckoutLine
 from apps.payments.providers.base import money_text
+from apps.payments.providers.registry import provider_class
 from apps.web.shop.cart_rules import CartItemRefused, cart_put
 from apps.web.shop.presenters import line_state_text, not_put_back_note, product_label, status_text
 from apps.web.shop.selectors import (
@@ -58,12 +72,44 @@ from apps.web.shop.shipping import shipping_context
 from apps.web.shop.views.common import not_found, render_page, shop_view
 
 POLL_SECONDS = 2
+# How long a return from the provider's page after paying is taken at its word, while the webhook
+# has not landed (it takes seconds, longer with a slow provider), before the page says the payment
+# is not confirmed yet.
+PAYMENT_CONFIRMATION_WAIT_SECONDS = 120
+_PAYMENT_RETURN_SALT = "shop.checkout.payment-return"
+CONFIRMING = "confirming"
+UNCONFIRMED = "unconfirmed"
 
 
-def _version(view: ShopCheckout) -> str:
+def payment_return_stamp(*, checkout_id: uuid.UUID | str, at: datetime) -> str:
+    """A signed note that the shopper came back from paying for `checkout_id` at `at`, carried in
+    the page's URL and its poll so that reloading does not start the wait again. It proves nothing
+    about a payment."""
+    return signing.dumps({"checkout": str(checkout_id), "at": int(at.timestamp())}, salt=_PAYMENT_RETURN_SALT)
+
+
+def _payment_return(stamp: str, checkout: Checkout) -> str:
+    """What a `confirming` stamp makes the page say while the checkout awaits payment without a
+    refused payment to show: CONFIRMING within PAYMENT_CONFIRMATION_WAIT_SECONDS of the return,
+    UNCONFIRMED after; "" for anything else (no stamp, a stamp tampered with or of another
+    checkout, a checkout whose webhook's outcome is in)."""
+    if not stamp or len(stamp) > 500 or checkout.status != Checkout.Status.AWAITING_PAYMENT or checkout.payment_error:
+        return ""
+    try:
+        note = signing.loads(stamp, salt=_PAYMENT_RETURN_SALT)
+    except signing.BadSignature:
+        return ""
+    if not isinstance(note, dict) or note.get("checkout") != str(checkout.pk) or type(note.get("at")) is not int:
+        return ""
+    waited = timezone.now().timestamp() - note["at"]
+    return CONFIRMING if waited <= PAYMENT_CONFIRMATION_WAIT_SECONDS else UNCONFIRMED
+
+
+def _version(view: ShopCheckout, payment_return: str = "") -> str:
     """A fingerprint of what the status block shows (download tokens aside: a paid block is final)."""
     checkout = view.checkout
     shown = [
+        payment_return,
         checkout.status,
         checkout.payment_url,
         checkout.payment_error,
@@ -81,9 +127,16 @@ def _fingerprint(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _status_heading(status: str, late_payment: str, photo_withdrawn: bool, refund_owed: bool = False) -> str:
+def _status_heading(
+    status: str, late_payment: str, photo_withdrawn: bool, refund_owed: bool = False, payment_return: str = ""
+) -> str:
     """The status block's heading, which the status live region announces too. `refund_owed`: a
-    refund of the order landed, then failed at the provider, and is not paid back yet."""
+    refund of the order landed, then failed at the provider, and is not paid back yet.
+    `payment_return`: see `_payment_return`."""
+    if payment_return == CONFIRMING:
+        return "Confirming your payment…"
+    if payment_return == UNCONFIRMED:
+        return "Payment not confirmed yet"
     if refund_owed and status == Checkout.Status.REFUNDED:
         return "Refund did not reach you"
     if photo_withdrawn:
@@ -146,9 +199,25 @@ def _line_state_text(checkout: Checkout, line: ShopCheckoutLine) -> str:
     return line_state_text(line.state)
 
 
-def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
+def _items_text(view: ShopCheckout, positions: tuple[int, ...]) -> str:
+    """The order's lines at `positions` as the shopper reads them, as the table names them:
+    "Print A4, photo 7 (quantity 2); Digital download, photo 8"."""
+    named = []
+    for line in view.lines:
+        if line.position in positions:
+            label = product_label(line.kind, line.size)
+            if line.photo_id is not None:
+                label = f"{label}, photo {line.photo_id}"
+            named.append(f"{label} (quantity {line.quantity})" if line.quantity > 1 else label)
+    return "; ".join(named)
+
+
+def _context(studio: Studio, view: ShopCheckout, return_stamp: str = "") -> dict[str, Any]:
+    """The page's values; `return_stamp` is the request's `confirming` (`_payment_return`)."""
     checkout = view.checkout
     kwargs = {"studio_slug": studio.slug, "checkout_id": checkout.pk}
+    payment_return = _payment_return(return_stamp, checkout)
+    page_url = reverse("shop:checkout", kwargs=kwargs)
     is_open = checkout.status in Checkout.OPEN_STATUSES
     refund_owed = any(r.owed for r in view.refunds_outside)
     late_payment = _late_payment(
@@ -157,8 +226,10 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
         paid_back_outside=any(r.whole_payment and not r.owed for r in view.refunds_outside),
     )
     photo_withdrawn = _photo_withdrawn(checkout)
-    status_heading = _status_heading(checkout.status, late_payment, photo_withdrawn, refund_owed)
+    status_heading = _status_heading(checkout.status, late_payment, photo_withdrawn, refund_owed, payment_return)
     payment_error = checkout.payment_error if checkout.status == Checkout.Status.AWAITING_PAYMENT else ""
+    # What went back of a paid order's payment: its item refunds and the parts refunded apart.
+    refunded_minor = sum(r.amount_minor for r in view.items_refunds) + view.refunded_apart_minor
     announcement = f"Order status: {status_heading}"
     alert_text = f"Your payment was not taken: {payment_error}" if payment_error else ""
     return {
@@ -183,6 +254,14 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
             for r in view.refunds_outside
         ],
         "refunded_apart": money_text(view.refunded_apart_minor, checkout.currency) if view.refunded_apart_minor else "",
+        "items_refunds": [
+            {"amount": money_text(r.amount_minor, r.currency), "items": _items_text(view, r.positions)}
+            for r in view.items_refunds
+        ],
+        "refunded_total": money_text(refunded_minor, checkout.currency) if refunded_minor else "",
+        "after_refunds": money_text(view.total_minor - refunded_minor, checkout.currency) if refunded_minor else "",
+        "receipt_status": view.receipt_status,
+        "receipt_sent_at": view.receipt_sent_at,
         "lines": [
             {
                 "line": line,
@@ -200,10 +279,13 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
         ],
         "charged": money_text(view.total_minor, checkout.currency),
         "total_label": _total_label(checkout.status, late_payment, photo_withdrawn),
-        "version": _version(view),
+        "version": _version(view, payment_return),
+        # No Pay button while a return after paying waits for its webhook: the shopper may have paid.
         "pay_url": checkout.payment_url
-        if checkout.status == Checkout.Status.AWAITING_PAYMENT and checkout.payment_url
+        if checkout.status == Checkout.Status.AWAITING_PAYMENT and checkout.payment_url and payment_return != CONFIRMING
         else "",
+        "payment_return": payment_return,
+        "return_query": urlencode({"confirming": return_stamp}) if payment_return else "",
         "payment_error": payment_error,
         "session_error": checkout.payment_session_error
         if checkout.status == Checkout.Status.AWAITING_PAYMENT_SESSION
@@ -214,7 +296,8 @@ def _context(studio: Studio, view: ShopCheckout) -> dict[str, Any]:
         ],
         "downloads_total": view.downloads_total,
         "downloads_pager": _downloads_pager(view),
-        "page_url": reverse("shop:checkout", kwargs=kwargs),
+        "page_url": page_url,
+        "refresh_url": f"{page_url}?{urlencode({'confirming': return_stamp})}" if payment_return else page_url,
         "status_url": reverse("shop:checkout-status", kwargs=kwargs),
         "poll_seconds": POLL_SECONDS,
     }
@@ -251,7 +334,11 @@ def checkout_page(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID) 
     view = _mine(request, studio, checkout_id)
     if view is None:
         return not_found(request, studio)
-    context = _context(studio, view)
+    if provider_class(view.checkout.provider).return_says_paid(request.GET):
+        stamp = payment_return_stamp(checkout_id=checkout_id, at=timezone.now())
+        page = reverse("shop:checkout", kwargs={"studio_slug": studio.slug, "checkout_id": checkout_id})
+        return HttpResponseRedirect(f"{page}?{urlencode({'confirming': stamp})}", status=303)
+    context = _context(studio, view, request.GET.get("confirming", ""))
     # Shipping (orders with prints): the address and, once shipped, carrier and tracking, shown by
     # templates/shop/_checkout_shipping.html below the polled status block (which is about
     # payment; its final answer brings this block up to date: `checkout_status`).
@@ -265,7 +352,7 @@ def checkout_status(request: HttpRequest, studio: Studio, checkout_id: uuid.UUID
     view = _mine(request, studio, checkout_id)
     if view is None:
         return not_found(request, studio)
-    context = _context(studio, view)
+    context = _context(studio, view, request.GET.get("confirming", ""))
     context["announce_status"] = request.GET.get("said") != context["said"]
     context["announce_alert"] = request.GET.get("alerted") != context["alerted"]
     unchanged = request.GET.get("since") == context["version"]
