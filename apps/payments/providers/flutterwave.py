@@ -331,20 +331,27 @@ class FlutterwaveProvider(PaymentProvider):
             if exc.http_status in (400, 404) and "no transaction" in exc.detail.lower():
                 return PaymentState(status=PaymentStatus.PENDING)
             raise
+        payment_id = answer_id(as_str(data.get("id")), provider=self.name, what=f"verify {reference}")
+        return self._verified_state(data, verified=reference, payment_id=payment_id)
+
+    def _verified_state(self, data: dict[str, Any], *, verified: str, payment_id: str | None) -> PaymentState:
+        """The state a `verify` answer's `data` gives (of `verified`, a tx_ref or a transaction id).
+        Raises ProviderError, not retryable, for an amount its currency cannot hold: Flutterwave's
+        answer, not an event, so its error."""
         currency = as_str(data.get("currency"))
         try:
             currency = normalize_currency(currency) if currency else None
             amount = _amount(data.get("amount"), currency) if currency else None
-        except (WebhookPayloadError, ValueError) as exc:  # Flutterwave's answer, not an event: its error
+        except (WebhookPayloadError, ValueError) as exc:
             detail = exc.detail if isinstance(exc, WebhookPayloadError) else str(exc)
             raise ProviderError(
-                f"flutterwave: verify {reference}: {detail}", provider=self.name, retryable=False
+                f"flutterwave: verify {verified}: {detail}", provider=self.name, retryable=False
             ) from exc
         return PaymentState(
             status=_CHARGE_STATUSES.get(str(data.get("status")).lower(), PaymentStatus.PENDING),
             amount_minor=amount,
             currency=currency,
-            payment_id=answer_id(as_str(data.get("id")), provider=self.name, what=f"verify {reference}"),
+            payment_id=payment_id,
         )
 
     def confirm_payment(self, *, envelope: WebhookEnvelope) -> WebhookEnvelope:
@@ -428,21 +435,7 @@ class FlutterwaveProvider(PaymentProvider):
                 provider=self.name,
                 retryable=False,
             )
-        currency = as_str(data.get("currency"))
-        try:
-            currency = normalize_currency(currency) if currency else None
-            amount = _amount(data.get("amount"), currency) if currency else None
-        except (WebhookPayloadError, ValueError) as exc:
-            detail = exc.detail if isinstance(exc, WebhookPayloadError) else str(exc)
-            raise ProviderError(
-                f"flutterwave: verify {transaction_id}: {detail}", provider=self.name, retryable=False
-            ) from exc
-        return PaymentState(
-            status=_CHARGE_STATUSES.get(str(data.get("status")).lower(), PaymentStatus.PENDING),
-            amount_minor=amount,
-            currency=currency,
-            payment_id=transaction_id,
-        )
+        return self._verified_state(data, verified=transaction_id, payment_id=transaction_id)
 
     # --- payouts -----------------------------------------------------------------------------
 
