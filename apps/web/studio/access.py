@@ -152,12 +152,19 @@ def _return_path(request: HttpRequest) -> str:
 def _form_of_another_studio(request: HttpRequest, studio: Studio) -> HttpResponse | None:
     """A 409 page for a form its page rendered for another studio than the one chosen now (its
     sender switched studio in another tab since), None otherwise. A post that names no studio
-    (not sent from a studio page's form) acts for the chosen studio."""
+    (not sent from a studio page's form) acts for the chosen studio; one whose studio field names
+    no studio at all (blank, not a studio id: no page renders it so) is refused as altered (400)."""
     if request.method != "POST":
         return None
     shown = request.POST.get(FOR_STUDIO_FIELD)
     if shown is None or shown == str(studio.tenant_id):
         return None
+    if not (shown.isascii() and shown.isdigit()):
+        message = (
+            "This form arrived incomplete or altered: it does not say which studio it is for. "
+            "Nothing was changed; send it again from its page."
+        )
+        return problem_page(request, studio, status=400, title="Form not recognised", message=message)
     other = next((m.tenant for m in studio.memberships if str(m.tenant_id) == shown), None)
     if other is None:
         message = (

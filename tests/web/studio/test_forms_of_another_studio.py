@@ -105,3 +105,37 @@ def test_every_studio_form_names_the_studio_its_page_showed(studio: StudioPeople
         html = text(page)
         forms = html.count('method="post"') - html.count('action="/studio/logout/"')
         assert forms > 0 and html.count(f'name="for_studio" value="{studio.org.pk}"') == forms, path
+
+
+@pytest.mark.parametrize("for_studio", ["", "  ", "abc", "1.5", "-3", "٣"])
+def test_a_form_whose_studio_field_names_no_studio_at_all_is_refused_as_altered(
+    studio: StudioPeople, for_studio: str
+) -> None:
+    # given: the owner, who may create events, and the events form with its studio field blanked
+    # or altered (no studio page renders it so: every form carries its studio's id)
+    client = signed_in(studio.owner)
+    nonce = form_nonce_on(client.get("/studio/events/"), "/studio/events/")
+    form = {"nonce": nonce, "title": "Mine", "date": "2026-06-01", "visibility": "public", "for_studio": for_studio}
+    # when: it is sent
+    response = client.post("/studio/events/", form)
+    # then: a 400 saying the form was altered, not a 409 about "a studio you no longer work in"
+    # (nobody left a studio), and no event is made
+    assert response.status_code == 400
+    assert "no longer work in" not in text(response)
+    assert "incomplete or altered" in text(response)
+    with tenant_context(studio.org.pk):
+        assert not Event.objects.exists()
+
+
+def test_a_form_for_a_studio_the_sender_is_not_in_still_reads_as_one_they_left(studio: StudioPeople) -> None:
+    # given: the events form naming a studio id that is none of the owner's
+    client = signed_in(studio.owner)
+    nonce = form_nonce_on(client.get("/studio/events/"), "/studio/events/")
+    form = {"nonce": nonce, "title": "Mine", "date": "2026-06-01", "visibility": "public", "for_studio": "999999999"}
+    # when: it is sent
+    response = client.post("/studio/events/", form)
+    # then: the 409 that says the form was for a studio they no longer work in, nothing made
+    assert response.status_code == 409
+    assert "no longer work in" in text(response)
+    with tenant_context(studio.org.pk):
+        assert not Event.objects.exists()
