@@ -21,6 +21,7 @@ from django.utils.html import format_html
 from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock, StockRestock
 from apps.catalog.products import Actor, product_set_active
 from apps.catalog.storage import public_url
+from apps.core.admin import ShownInPlace, money_display
 from apps.core.admin_base import ReadOnlyAdmin
 
 
@@ -135,9 +136,11 @@ class ProductAdmin(ReadOnlyAdmin):
 class PriceInline(admin.TabularInline):
     model = Price
     extra = 0
-    fields = ("kind", "size", "amount_minor", "currency", "updated_at")
+    fields = ("kind", "size", "amount_money", "updated_at")
     readonly_fields = fields
     can_delete = False
+
+    amount_money = money_display("amount_minor", description="amount")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -150,9 +153,12 @@ class PriceListAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Price)
-class PriceAdmin(ReadOnlyAdmin):
-    list_display = ("event", "kind", "size", "amount_minor", "currency", "tenant", "updated_at")
+class PriceAdmin(ShownInPlace, ReadOnlyAdmin):
+    list_display = ("event", "kind", "size", "amount_money", "tenant", "updated_at")
     list_filter = ("kind", "currency")
+    shown_in_place_of = {"amount_minor": "amount_money"}
+
+    amount_money = money_display("amount_minor", description="amount")
 
 
 @admin.register(Stock)

@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.formats import date_format
 
 from apps.commerce.errors import RefundNotSettleable
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Entitlement, Receipt, Refund, Transaction
 from apps.commerce.services.payment import SETTLE_NOTE_MAX_CHARS, refund_retry, refund_settle_outside
+from apps.core.admin import ShownInPlace, money_display
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.payments.providers.base import money_text
 
@@ -22,9 +26,12 @@ from apps.payments.providers.base import money_text
 class CheckoutLineInline(admin.TabularInline):
     model = CheckoutLine
     extra = 0
-    fields = ("position", "kind", "size", "product", "photo", "quantity", "amount_minor", "currency", "state")
+    fields = ("position", "kind", "size", "product", "photo", "quantity", "unit_amount_money", "amount_money", "state")
     readonly_fields = fields
     can_delete = False
+
+    unit_amount_money = money_display("unit_amount_minor", description="unit price")
+    amount_money = money_display("amount_minor", description="amount")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -55,33 +62,29 @@ class CheckoutShippingInline(admin.StackedInline):
 
 
 @admin.register(Checkout)
-class CheckoutAdmin(ReadOnlyAdmin):
-    list_display = ("id", "tenant", "email", "provider", "status", "amount_minor", "currency", "created_at")
+class CheckoutAdmin(ShownInPlace, ReadOnlyAdmin):
+    list_display = ("id", "tenant", "email", "provider", "status", "amount_money", "created_at")
     list_filter = ("status", "provider")
     search_fields = ("=id", "email", "=stripe_checkout_session_id", "=flutterwave_tx_ref", "=paypal_order_id")
     ordering = ("-created_at",)
     list_select_related = ("tenant",)
     show_full_result_count = False
     inlines = [CheckoutLineInline, CheckoutShippingInline]
+    shown_in_place_of = {"amount_minor": "amount_money"}
+
+    amount_money = money_display("amount_minor", description="amount")
 
 
 @admin.register(Transaction)
-class TransactionAdmin(ReadOnlyAdmin):
-    list_display = (
-        "id",
-        "tenant",
-        "checkout",
-        "provider",
-        "status",
-        "amount_minor",
-        "currency",
-        "paid_at",
-        "refunded_at",
-    )
+class TransactionAdmin(ShownInPlace, ReadOnlyAdmin):
+    list_display = ("id", "tenant", "checkout", "provider", "status", "amount_money", "paid_at", "refunded_at")
     list_filter = ("status", "provider")
     search_fields = ("=id", "=checkout__id", "=payment_id")
     ordering = ("-created_at",)
     show_full_result_count = False
+    shown_in_place_of = {"amount_minor": "amount_money"}
+
+    amount_money = money_display("amount_minor", description="amount")
 
 
 @admin.register(Entitlement)
@@ -116,26 +119,92 @@ class FailedAtProviderFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _when(moment: datetime) -> str:
+    """A time as the admin writes its dates ("March 4, 2026, 10:05 a.m.", in TIME_ZONE)."""
+    return date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+
+
+def refund_status_text(refund: Refund) -> str:
+    """What became of a refund, in words. Its stored `status` alone does not say: a refund the
+    provider confirmed stays `submitted` (landing sets `landed_at`), and one that failed at the
+    provider after it landed too (`provider_failed_at`). Each text is one choice of
+    `RefundStatusFilter`."""
+    if refund.status == Refund.Status.SETTLED:
+        settled = refund.settled_outside_at
+        return f"Paid back outside the provider ({_when(settled)})" if settled else "Paid back outside the provider"
+    if refund.status == Refund.Status.NOT_NEEDED:
+        return "Not needed: nothing is owed"
+    if refund.status == Refund.Status.FAILED:
+        failed = refund.provider_failed_at
+        return (
+            f"Failed at the provider ({_when(failed)}), before it landed"
+            if failed
+            else "Failed: refused by the provider"
+        )
+    # requested or submitted
+    if refund.still_owed and refund.provider_failed_at is not None:
+        return f"Failed at the provider after it landed ({_when(refund.provider_failed_at)}): still owed to the shopper"
+    if refund.landed_at is not None:
+        return f"Refunded (landed {_when(refund.landed_at)})"
+    if refund.status == Refund.Status.SUBMITTED:
+        return "Submitted to the provider: waiting for it to confirm"
+    return "Requested: being sent to the provider"
+
+
+class RefundStatusFilter(admin.SimpleListFilter):
+    """The refunds by what became of them (`refund_status_text`): waiting to be sent, waiting on
+    the provider, landed, owed again after it landed, failed, paid back outside the provider, not
+    needed. Each refund is under exactly one choice."""
+
+    title = "status"
+    parameter_name = "progress"
+    CHOICES: dict[str, tuple[str, Q]] = {
+        "to_send": ("Requested: being sent", Q(status=Refund.Status.REQUESTED, landed_at__isnull=True)),
+        "at_provider": ("Waiting on the provider", Q(status=Refund.Status.SUBMITTED, landed_at__isnull=True)),
+        "landed": (
+            "Refunded (landed)",
+            Q(status__in=Refund.OWED_STATUSES, landed_at__isnull=False) & ~Refund.FAILED_AFTER_LANDING,
+        ),
+        "still_owed": ("Failed after it landed: still owed", Refund.STILL_OWED),
+        "failed": ("Failed", Q(status=Refund.Status.FAILED)),
+        "settled": ("Paid back outside the provider", Q(status=Refund.Status.SETTLED)),
+        "not_needed": ("Not needed", Q(status=Refund.Status.NOT_NEEDED)),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, label) for value, (label, _) in self.CHOICES.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Refund]) -> QuerySet[Refund]:
+        chosen = self.CHOICES.get(self.value() or "")
+        return queryset.filter(chosen[1]) if chosen else queryset
+
+
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyAdmin):
+class RefundAdmin(ShownInPlace, ReadOnlyAdmin):
     list_display = (
         "id",
         "tenant",
         "transaction",
         "reason",
         "payment_id",
-        "status",
-        "amount_minor",
-        "currency",
+        "status_shown",
+        "amount_money",
         "attempts",
         "created_at",
         "landed_at",
         "provider_failed_at",
         "settled_outside_at",
     )
-    list_filter = ("status", "reason", FailedAtProviderFilter)
+    list_filter = (RefundStatusFilter, "reason", FailedAtProviderFilter)
     ordering = ("-created_at",)
+    shown_in_place_of = {"status": "status_shown", "amount_minor": "amount_money"}
     actions = ("retry", "settle_outside")
+
+    amount_money = money_display("amount_minor", description="amount")
+
+    @admin.display(description="status", ordering="status")
+    def status_shown(self, refund: Refund) -> str:
+        return refund_status_text(refund)
 
     @admin.action(
         description="Retry the selected failed refunds (after fixing the cause; audited)", permissions=["superuser"]
@@ -168,7 +237,11 @@ class RefundAdmin(ReadOnlyAdmin):
                     **self.admin_site.each_context(request),
                     "title": "Record refunds as paid back outside the provider",
                     "refunds": [
-                        {"refund": refund, "amount": money_text(refund.amount_minor, refund.currency)}
+                        {
+                            "refund": refund,
+                            "status": refund_status_text(refund),
+                            "amount": money_text(refund.amount_minor, refund.currency),
+                        }
                         for refund in queryset.order_by("pk")
                     ],
                     "form": form,

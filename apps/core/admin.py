@@ -1,9 +1,22 @@
-"""Read-only view of the fencing leases (platform rows; written only by `apps.core.locks`)."""
+"""Read-only view of the fencing leases (platform rows; written only by `apps.core.locks`), and
+what the other apps' admins share: amounts shown as money (`money_display`, `ShownInPlace`) and
+list actions offered as buttons on a row's own page (`RowActions`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from django.contrib import admin
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
 
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.core.models import Lease
+from apps.payments.providers.base import money_text
 
 
 @admin.register(Lease)
@@ -15,3 +28,94 @@ class LeaseAdmin(ReadOnlyAdmin):
     @admin.display(description="state")
     def state(self, obj: Lease) -> str:
         return obj.state
+
+
+def money_display(amount_field: str, *, description: str, currency: str = "currency") -> Callable[[Any, Any], str]:
+    """A read-only admin column (list or page) showing the row's `amount_field` (minor units) as
+    amount and currency ("8.10 EUR"), sorted by the stored amount. `currency` names the row's
+    currency, through relations with dots ("account.currency"; join them in the list's
+    `list_select_related`). Name the column `..._money`: the admin's stylesheet
+    (templates/admin/base_site.html) right-aligns those cells."""
+
+    def show(model_admin: Any, obj: Model) -> str:
+        code: Any = obj
+        for part in currency.split("."):
+            code = getattr(code, part)
+        return money_text(getattr(obj, amount_field), str(code))
+
+    return admin.display(description=description, ordering=amount_field)(show)
+
+
+class ShownInPlace(admin.ModelAdmin):  # type: ignore[type-arg]
+    """On a row's page, each model field named in `shown_in_place_of` is replaced, where it
+    stands, by the read-only display it names (an amount in minor units by `money_display`, a
+    stored status by what it means), so the page never shows the stored value bare."""
+
+    shown_in_place_of: ClassVar[dict[str, str]] = {}
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:  # type: ignore[override]
+        shown = set(self.shown_in_place_of.values())
+        return [
+            self.shown_in_place_of.get(name, name) if isinstance(name, str) else name
+            for name in super().get_fields(request, obj)
+            if not (isinstance(name, str) and name in shown)
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:  # type: ignore[override]
+        readonly = list(super().get_readonly_fields(request, obj))
+        return [*readonly, *(name for name in self.shown_in_place_of.values() if name not in readonly)]
+
+
+class RowActions(admin.ModelAdmin):  # type: ignore[type-arg]
+    """List actions offered as buttons on a row's own page too: `row_actions` maps an action's
+    name to its button's label, and `row_action_offered` says which rows a button is shown on.
+
+    The button posts (the admin checks its CSRF token) to `<row>/actions/<name>/`, which runs the
+    list action itself on that one row: its service call, audit and message are the list's, and
+    so is its permission (an action the user is not offered, `get_actions`, is refused with 403).
+    Back to the row's page after, unless the action answers with a page of its own."""
+
+    change_form_template = "admin/change_form_row_actions.html"
+    row_actions: ClassVar[dict[str, str]] = {}
+
+    def row_action_offered(self, obj: Any, action: str) -> bool:
+        """Whether the row's page shows the button of `action` (the action decides what it does
+        with the row all the same)."""
+        return True
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.row_action_view)
+        name = f"{self.opts.app_label}_{self.opts.model_name}_row_action"
+        return [path("<path:object_id>/actions/<str:action>/", view, name=name), *super().get_urls()]
+
+    def row_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        offered = self.get_actions(request).get(action)
+        if action not in self.row_actions or offered is None:
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404(f"No {self.opts.verbose_name} {object_id}.")
+        run = offered[0]
+        answer = run(self, request, self.get_queryset(request).filter(pk=obj.pk))
+        if isinstance(answer, HttpResponse):
+            return answer
+        return HttpResponseRedirect(
+            reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[quote(obj.pk)])
+        )
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        buttons = []
+        if obj is not None:
+            offered = self.get_actions(request)
+            name = f"admin:{self.opts.app_label}_{self.opts.model_name}_row_action"
+            buttons = [
+                {"url": reverse(name, args=[quote(obj.pk), action]), "label": label}
+                for action, label in self.row_actions.items()
+                if action in offered and self.row_action_offered(obj, action)
+            ]
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "row_actions": buttons})

@@ -1,11 +1,13 @@
 """Admin for platform operators: the ledger is read-only here (runs in the system context).
 
 Events, keys and the buffer are append-only, balances and checkpoints are written by the
-projector only: nothing can be added, changed or deleted from the admin.
+projector only: nothing can be added, changed or deleted from the admin. Amounts are shown as
+money (a balance's currency is its account's).
 """
 
 from django.contrib import admin
 
+from apps.core.admin import ShownInPlace, money_display
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.ledger.models import (
     AccountBalance,
@@ -27,16 +29,29 @@ class LedgerAccountAdmin(ReadOnlyAdmin):
 
 
 @admin.register(LedgerEvent)
-class LedgerEventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "tenant", "account_id", "kind", "amount_minor", "currency", "partition", "seq", "created_at")
+class LedgerEventAdmin(ShownInPlace, ReadOnlyAdmin):
+    list_display = ("id", "tenant", "account_id", "kind", "amount_money", "partition", "seq", "created_at")
     list_filter = ("kind",)
     search_fields = ("idempotency_key", "reference")
     show_full_result_count = False
+    shown_in_place_of = {"amount_minor": "amount_money"}
+
+    amount_money = money_display("amount_minor", description="amount")
 
 
 @admin.register(AccountBalance)
-class AccountBalanceAdmin(ReadOnlyAdmin):
-    list_display = ("account_id", "tenant", "partition", "balance_minor", "event_count", "last_seq", "updated_at")
+class AccountBalanceAdmin(ShownInPlace, ReadOnlyAdmin):
+    list_display = ("account_id", "tenant", "partition", "balance_money", "event_count", "last_seq", "updated_at")
+    list_select_related = ("tenant", "account")
+    shown_in_place_of = {
+        "credits_minor": "credits_money",
+        "debits_minor": "debits_money",
+        "balance_minor": "balance_money",
+    }
+
+    credits_money = money_display("credits_minor", description="credits", currency="account.currency")
+    debits_money = money_display("debits_minor", description="debits", currency="account.currency")
+    balance_money = money_display("balance_minor", description="balance", currency="account.currency")
 
 
 @admin.register(LedgerPartitionHead)
@@ -50,11 +65,28 @@ class LedgerCheckpointAdmin(ReadOnlyAdmin):
 
 
 @admin.register(LedgerArchivedTotal)
-class LedgerArchivedTotalAdmin(ReadOnlyAdmin):
-    list_display = ("account_id", "tenant", "partition", "event_count", "last_seq", "archived_through")
+class LedgerArchivedTotalAdmin(ShownInPlace, ReadOnlyAdmin):
+    list_display = (
+        "account_id",
+        "tenant",
+        "partition",
+        "credits_money",
+        "debits_money",
+        "event_count",
+        "last_seq",
+        "archived_through",
+    )
+    list_select_related = ("tenant", "account")
+    shown_in_place_of = {"credits_minor": "credits_money", "debits_minor": "debits_money"}
+
+    credits_money = money_display("credits_minor", description="credits", currency="account.currency")
+    debits_money = money_display("debits_minor", description="debits", currency="account.currency")
 
 
 @admin.register(LedgerDebitBuffer)
-class LedgerDebitBufferAdmin(ReadOnlyAdmin):
-    list_display = ("id", "tenant", "account_id", "amount_minor", "currency", "idempotency_key", "created_at")
+class LedgerDebitBufferAdmin(ShownInPlace, ReadOnlyAdmin):
+    list_display = ("id", "tenant", "account_id", "amount_money", "idempotency_key", "created_at")
     show_full_result_count = False
+    shown_in_place_of = {"amount_minor": "amount_money"}
+
+    amount_money = money_display("amount_minor", description="amount")

@@ -1,7 +1,7 @@
 """Outbox messages and dead letters in the Django admin (platform superusers, system context).
 
 Messages are read-only; the only change is the audited "replay" action, which moves selected
-dead letters back to pending (see `outbox_replay`).
+dead letters back to pending (see `outbox_replay`), also a button on a dead letter's own page.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.core.admin import RowActions
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.outbox.models import OutboxMessage
 from apps.outbox.services import outbox_replay
@@ -31,7 +32,7 @@ class DeadLetterFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdmin):
+class OutboxMessageAdmin(RowActions, ReadOnlyAdmin):
     list_display = ("id", "topic", "tenant", "status", "attempts", "created_at", "next_attempt_at", "published_at")
     list_filter = (DeadLetterFilter, "status", "topic")
     search_fields = ("=id", "=aggregate_id", "topic")
@@ -39,6 +40,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     list_select_related = ("tenant",)
     show_full_result_count = False
     actions = ["replay_dead_letters"]
+    row_actions = {"replay_dead_letters": "Replay this dead letter"}
     readonly_fields = [
         "id",
         "tenant",
@@ -54,6 +56,10 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
         "published_at",
         "last_error",
     ]
+
+    def row_action_offered(self, obj: OutboxMessage, action: str) -> bool:
+        # What `replay_dead_letters` replays.
+        return obj.status == OutboxMessage.Status.DEAD
 
     @admin.action(description="Replay selected dead letters (audited)", permissions=["superuser"])
     def replay_dead_letters(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:

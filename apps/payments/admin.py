@@ -1,9 +1,9 @@
 """The webhook event ledger in the Django admin (platform superusers, system context).
 
 Events are read-only; two audited actions: a replay that re-runs processing through the outbox
-(see `webhook_events_replay`), safe for processed events too, never for resolved ones; and the
-resolution of failed events an operator dealt with outside Darkroom (`webhook_events_resolve`),
-which asks what was done first.
+(see `webhook_events_replay`), safe for processed events too, never for resolved ones, also a
+button on an event's own page; and the resolution of failed events an operator dealt with
+outside Darkroom (`webhook_events_resolve`), which asks what was done first.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from apps.core.admin import RowActions
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.payments.models import WebhookEvent
 from apps.payments.resolution import RESOLUTION_NOTE_MAX_CHARS, WebhookResolutionRefused, webhook_events_resolve
@@ -22,7 +23,7 @@ from apps.payments.services import webhook_events_replay
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyAdmin):
+class WebhookEventAdmin(RowActions, ReadOnlyAdmin):
     list_display = (
         "received_at",
         "provider",
@@ -42,6 +43,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
     list_select_related = ("tenant",)
     show_full_result_count = False
     actions = ["replay", "resolve"]
+    row_actions = {"replay": "Replay this event"}
     exclude = ("raw_body",)
     readonly_fields = [
         "id",
@@ -67,6 +69,10 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "resolved_by",
         "resolution_note",
     ]
+
+    def row_action_offered(self, obj: WebhookEvent, action: str) -> bool:
+        # What `webhook_events_replay` replays: anything but an event an operator resolved.
+        return obj.status != WebhookEvent.Status.RESOLVED
 
     @admin.display(description="error")
     def short_error(self, obj: WebhookEvent) -> str:

@@ -18,6 +18,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 
+from apps.core.admin import ShownInPlace, money_display
 from apps.core.admin_base import ReadOnlyAdmin, is_platform_superuser
 from apps.core.problems import DomainError
 from apps.payments.providers.base import PayoutDestinationError
@@ -58,14 +59,13 @@ class PayoutBatchAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Payout)
-class PayoutAdmin(ReadOnlyAdmin):
+class PayoutAdmin(ShownInPlace, ReadOnlyAdmin):
     list_display = (
         "created_at",
         "id",
         "tenant",
         "owner",
-        "amount_minor",
-        "currency",
+        "amount_money",
         "provider",
         "status",
         "provider_payout_id",
@@ -78,6 +78,9 @@ class PayoutAdmin(ReadOnlyAdmin):
     list_select_related = ("tenant", "owner", "batch")
     show_full_result_count = False
     actions = ["mark_paid", "mark_failed"]
+    shown_in_place_of = {"amount_minor": "amount_money"}
+
+    amount_money = money_display("amount_minor", description="amount")
 
     @admin.action(description="Checked with the provider: paid", permissions=["superuser"])
     def mark_paid(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
