@@ -1,13 +1,25 @@
-"""Reads for payouts (operators' view: metrics, admin)."""
+"""Reads for payouts: operators' figures (metrics, admin), whether a photographer's wallet can be
+paid on request now (`payout_request_standings`, the rule `payout_wallet_request` enforces), and
+what each wallet entry was (`wallet_entry_sources`)."""
 
 from __future__ import annotations
 
+import re
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
+from django.conf import settings
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import BigIntegerField, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
 
+from apps.commerce.models import Checkout, CheckoutLine
+from apps.commerce.selectors import wallet_refund_holds
+from apps.ledger.models import LedgerAccount, LedgerEvent
 from apps.payments.models import WebhookEvent
+from apps.payments.providers.base import money_text
 from apps.payouts.models import Payout, PayoutDestination
 
 
@@ -82,3 +94,223 @@ def payout_webhook_counts() -> dict[tuple[str, str], int]:
             " WHERE payout_outcome <> '' GROUP BY provider, payout_outcome"
         )
         return {(str(provider), str(outcome)): int(count) for provider, outcome, count in cursor.fetchall()}
+
+
+# --- a wallet paid on request -----------------------------------------------------------------
+
+
+def payout_minimum_minor() -> int:
+    """The least balance a wallet is paid (minor units): PAYOUT_MINIMUM_MINOR, and never below 1,
+    so a platform configured without a minimum (0, or less) pays positive balances only: an empty
+    or overdrawn wallet is never "paid" a zero or negative amount."""
+    return max(1, int(settings.PAYOUT_MINIMUM_MINOR))
+
+
+RefusalReason = Literal["no_destination", "below_minimum", "payout_pending"]
+
+
+@dataclass(frozen=True)
+class PayoutRefusal:
+    """Why a wallet cannot be paid on request now: `message` says it (the wallet page shows it),
+    `detail` adds what else the request's refusal says (`payout_wallet_request` raises it)."""
+
+    reason: RefusalReason
+    message: str
+    hint: str = ""
+
+    @property
+    def detail(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+@dataclass(frozen=True)
+class PayoutRequestStanding:
+    """What decides whether a wallet may be paid on request now: its projected balance (what the
+    batch reads), its share of the refunds under way (`wallet_refund_holds`, which a payout leaves
+    in it), the payout minimum, whether its owner has a payout destination and whether a payout
+    of it is still pending."""
+
+    account_id: int
+    currency: str
+    balance_minor: int
+    held_minor: int
+    minimum_minor: int
+    has_destination: bool
+    payout_pending: bool
+
+    @property
+    def payable_minor(self) -> int:
+        return self.balance_minor - self.held_minor
+
+    @property
+    def refusal(self) -> PayoutRefusal | None:
+        """Why a request would be refused (the first that applies, in this order), None if it
+        qualifies. `payout_wallet_request` raises it; the wallet page shows it instead of the
+        button. The payouts kill switch is apart (both check it themselves)."""
+        if not self.has_destination:
+            return PayoutRefusal(
+                "no_destination",
+                "You have none yet. A studio owner (you, if you are one) sets yours on the wallet page, under "
+                "Payout destinations; then ask again.",
+            )
+        if self.payable_minor < self.minimum_minor:
+            held = money_text(self.held_minor, self.currency)
+            on_hold = f", {held} of it held for refunds under way" if self.held_minor else ""
+            return PayoutRefusal(
+                "below_minimum",
+                f"Your balance is {money_text(self.balance_minor, self.currency)}{on_hold}; payouts start at "
+                f"{money_text(self.minimum_minor, self.currency)}.",
+                hint="Sales that just happened may take a few seconds to count.",
+            )
+        if self.payout_pending:
+            return PayoutRefusal("payout_pending", "A payout of this wallet is already being sent; it is listed below.")
+        return None
+
+
+def payout_request_standings(
+    *, tenant_id: int, owner_id: int, account_ids: Sequence[int] | None = None
+) -> dict[int, PayoutRequestStanding]:
+    """The standing of each wallet of `owner_id` in the studio (or of those of `account_ids` that
+    are theirs; another's wallet is absent), by account id, in four queries however many wallets.
+    In the tenant's context (RLS); reads only, locks nothing."""
+    accounts = LedgerAccount.objects.filter(tenant_id=tenant_id, kind=LedgerAccount.Kind.WALLET, owner_id=owner_id)
+    if account_ids is not None:
+        accounts = accounts.filter(pk__in=list(account_ids))
+    rows = list(
+        accounts.annotate(
+            projected=Coalesce(Sum("balances__balance_minor"), Value(0), output_field=BigIntegerField())
+        ).values_list("pk", "currency", "projected")
+    )
+    if not rows:
+        return {}
+    ids = [pk for pk, _, _ in rows]
+    held = wallet_refund_holds(account_ids=ids)
+    has_destination = PayoutDestination.objects.filter(tenant_id=tenant_id, owner_id=owner_id).exists()
+    pending = set(
+        Payout.objects.filter(tenant_id=tenant_id, account_id__in=ids, status=Payout.Status.PENDING).values_list(
+            "account_id", flat=True
+        )
+    )
+    minimum = payout_minimum_minor()
+    return {
+        pk: PayoutRequestStanding(
+            account_id=pk,
+            currency=currency,
+            balance_minor=int(projected),
+            held_minor=held.get(pk, 0),
+            minimum_minor=minimum,
+            has_destination=has_destination,
+            payout_pending=pk in pending,
+        )
+        for pk, currency, projected in rows
+    }
+
+
+# --- what a wallet entry was ------------------------------------------------------------------
+
+# The idempotency keys (and references) the platform writes to wallets, and nothing else may
+# (the ledger API refuses to debit a wallet): apps.commerce's `_wallet_entries` (a sale's credit
+# `sale:<checkout>:<line>`, its refund's debit `refund:<checkout>:<line>`, both with reference
+# `checkout:<checkout>`) and this app's `_payout_write` (`payout:<payout>`, reference
+# `payout <payout>`) and `_fail` (`payout-reversal:<payout>`, reference `payout <payout> failed`).
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_LINE_KEY = re.compile(rf"(?P<prefix>sale|refund):(?P<checkout>{_UUID}):(?P<line>[0-9]{{1,18}})")
+_CHECKOUT_REFERENCE = re.compile(rf"checkout:(?P<checkout>{_UUID})")
+_PAYOUT_KEY = re.compile(rf"(?P<prefix>payout|payout-reversal):(?P<payout>{_UUID})")
+_PAYOUT_REFERENCE = re.compile(rf"payout (?P<payout>{_UUID})(?P<failed> failed)?")
+
+EntrySourceKind = Literal["sale", "refund", "payout", "payout_returned", "other"]
+
+
+@dataclass(frozen=True)
+class SoldItem:
+    """The order line a sale's credit (or its refund's debit) is for."""
+
+    kind: str
+    size: str
+    photo_id: int | None
+    quantity: int
+    amount_minor: int  # what the shopper paid for it, before the platform's fee
+    currency: str
+    event_title: str
+
+
+@dataclass(frozen=True)
+class EntrySource:
+    """What a wallet entry was: a sale, its refund, a payout, a payout returned, or `other` (a
+    shape this code does not know). `checkout_id` and `item` for a sale or refund (`item` None
+    when its line is not found; `sold`: its line was found and its checkout is a sale the studio
+    lists, paid or refunded); `payout` for a payout or its return (None when not found)."""
+
+    kind: EntrySourceKind
+    checkout_id: uuid.UUID | None = None
+    item: SoldItem | None = None
+    sold: bool = False
+    payout: Payout | None = None
+
+
+_OTHER = EntrySource(kind="other")
+
+
+def _parse(entry: LedgerEvent) -> tuple[EntrySourceKind, uuid.UUID | None, int | None]:
+    """(kind, checkout or payout id, line id) from the entry's key, else its reference."""
+    key, reference = entry.idempotency_key, entry.reference
+    if match := _LINE_KEY.fullmatch(key):
+        kind: EntrySourceKind = "sale" if match["prefix"] == "sale" else "refund"
+        if (kind == "sale") == (entry.kind == LedgerEvent.Kind.CREDIT):
+            return kind, uuid.UUID(match["checkout"]), int(match["line"])
+    if match := _CHECKOUT_REFERENCE.fullmatch(reference):
+        return ("sale" if entry.kind == LedgerEvent.Kind.CREDIT else "refund"), uuid.UUID(match["checkout"]), None
+    if match := _PAYOUT_KEY.fullmatch(key) or _PAYOUT_REFERENCE.fullmatch(reference):
+        returned = match.groupdict().get("prefix") == "payout-reversal" or bool(match.groupdict().get("failed"))
+        if returned == (entry.kind == LedgerEvent.Kind.CREDIT):
+            return ("payout_returned" if returned else "payout"), uuid.UUID(match["payout"]), None
+    return "other", None, None
+
+
+def wallet_entry_sources(*, tenant_id: int, entries: Iterable[LedgerEvent]) -> dict[int, EntrySource]:
+    """What each of `entries` (wallet entries of the studio) was, by entry id, from its key and
+    reference, with the order line or payout it names: at most two queries for any number of
+    entries (the lines with their checkout and event, the payouts). An entry of a shape not
+    known, or naming a line of another checkout, is `other` or a sale/refund without its item;
+    nothing here raises for an entry's text. In the tenant's context (RLS)."""
+    parsed = {entry.id: (entry, *_parse(entry)) for entry in entries}
+    line_ids = {line for _, kind, _, line in parsed.values() if kind in ("sale", "refund") and line is not None}
+    payout_ids = {
+        ref for _, kind, ref, _ in parsed.values() if kind in ("payout", "payout_returned") and ref is not None
+    }
+    lines: dict[int, tuple[uuid.UUID, SoldItem]] = {}
+    sold: set[uuid.UUID] = set()
+    if line_ids:
+        found = CheckoutLine.objects.filter(tenant_id=tenant_id, pk__in=line_ids).values_list(
+            "pk",
+            "checkout_id",
+            "checkout__status",
+            "kind",
+            "size",
+            "photo_id",
+            "quantity",
+            "amount_minor",
+            "currency",
+            "event__title",
+        )
+        for pk, checkout_id, status, kind, size, photo_id, quantity, amount, currency, title in found:
+            lines[pk] = (checkout_id, SoldItem(kind, size, photo_id, quantity, amount, currency, title))
+            if status in (Checkout.Status.PAID, Checkout.Status.REFUNDED):
+                sold.add(checkout_id)
+    payouts = (
+        {p.pk: p for p in Payout.objects.filter(tenant_id=tenant_id, pk__in=payout_ids).only("provider", "destination")}
+        if payout_ids
+        else {}
+    )
+    sources: dict[int, EntrySource] = {}
+    for entry_id, (_, kind, ref, line_id) in parsed.items():
+        if kind in ("sale", "refund") and ref is not None:
+            named = lines.get(line_id) if line_id is not None else None
+            item = named[1] if named is not None and named[0] == ref else None
+            sources[entry_id] = EntrySource(kind=kind, checkout_id=ref, item=item, sold=ref in sold)
+        elif kind in ("payout", "payout_returned") and ref is not None:
+            sources[entry_id] = EntrySource(kind=kind, payout=payouts.get(ref))
+        else:
+            sources[entry_id] = _OTHER
+    return sources

@@ -27,15 +27,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, F, Q, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F, Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from apps.commerce.selectors import wallet_refund_holds
 from apps.core.locks import FencedLease, StaleLeaseError, fenced_lock, try_fenced_lock
 from apps.core.problems import DomainError, NotFound
-from apps.ledger.models import AccountBalance, LedgerAccount
+from apps.ledger.models import LedgerAccount
 from apps.ledger.partitioning import logical_partition
 from apps.ledger.services import EntryIn, ledger_entries_append
 from apps.ops.killswitch import capability_enabled, ensure_enabled
@@ -49,10 +48,10 @@ from apps.payments.providers.base import (
     PayoutResult,
     PayoutStatus,
     ProviderError,
-    money_text,
 )
 from apps.payments.providers.registry import get_provider
 from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
+from apps.payouts.selectors import RefusalReason, payout_minimum_minor, payout_request_standings
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import Membership, Organization, User
 from apps.tenancy.services import audit_record
@@ -181,13 +180,6 @@ class BatchRunResult:
             return "another runner holds the payout lease"
         verb = "resumed" if self.resumed else "ran"
         return f"{verb} batch {self.batch_id} (epoch {self.epoch}): {len(self.payout_ids)} payout(s)"
-
-
-def payout_minimum_minor() -> int:
-    """The least balance a wallet is paid (minor units): PAYOUT_MINIMUM_MINOR, and never below 1,
-    so a platform configured without a minimum (0, or less) pays positive balances only: an empty
-    or overdrawn wallet is never "paid" a zero or negative amount."""
-    return max(1, int(settings.PAYOUT_MINIMUM_MINOR))
 
 
 def payout_sendable_minor(*, provider: str, amount_minor: int, currency: str) -> int:
@@ -470,6 +462,13 @@ def payout_batch_request(*, actor: User | None, actor_label: str) -> None:
 
 # --- one wallet, on request ----------------------------------------------------------------
 
+# Each refusal of `PayoutRequestStanding.refusal` (the rule the wallet page shows) as the error raised.
+_REFUSALS: dict[RefusalReason, type[DomainError]] = {
+    "no_destination": NoPayoutDestination,
+    "below_minimum": BelowPayoutMinimum,
+    "payout_pending": PayoutInProgress,
+}
+
 
 @transaction.atomic
 def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> int:
@@ -486,37 +485,20 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
     NoPayoutDestination, BelowPayoutMinimum, PayoutInProgress; nothing is written then.
     """
     ensure_enabled(Capability.PAYOUTS)
-    account = LedgerAccount.objects.filter(
-        tenant_id=tenant_id, pk=account_id, kind=LedgerAccount.Kind.WALLET, owner_id=actor.pk
-    ).first()
-    if account is None:
-        raise WalletNotFound("You have no such wallet in this studio.")
-    if not PayoutDestination.objects.filter(tenant_id=tenant_id, owner_id=actor.pk).exists():
-        raise NoPayoutDestination(
-            "You have none yet. A studio owner (you, if you are one) sets yours on the wallet page, under Payout "
-            "destinations; then ask again."
-        )
-    balance = int(
-        AccountBalance.objects.filter(tenant_id=tenant_id, account_id=account.pk).aggregate(
-            total=Coalesce(Sum("balance_minor"), Value(0), output_field=BigIntegerField())
-        )["total"]
+    standing = payout_request_standings(tenant_id=tenant_id, owner_id=actor.pk, account_ids=[account_id]).get(
+        account_id
     )
-    held = wallet_refund_holds(account_ids=[account.pk]).get(account.pk, 0)
-    minimum = payout_minimum_minor()
-    if balance - held < minimum:
-        on_hold = f", {money_text(held, account.currency)} of it held for refunds under way" if held else ""
-        raise BelowPayoutMinimum(
-            f"Your balance is {money_text(balance, account.currency)}{on_hold}; payouts start at "
-            f"{money_text(minimum, account.currency)}. Sales that just happened may take a few seconds to count."
-        )
-    if Payout.objects.filter(tenant_id=tenant_id, account_id=account.pk, status=Payout.Status.PENDING).exists():
-        raise PayoutInProgress("A payout of this wallet is already being sent; it is listed below.")
+    if standing is None:
+        raise WalletNotFound("You have no such wallet in this studio.")
+    refusal = standing.refusal
+    if refusal is not None:
+        raise _REFUSALS[refusal.reason](refusal.detail)
     outbox_publish(
         topic=TOPIC_WALLET_REQUESTED,
         tenant_id=tenant_id,
         aggregate_type="ledger_account",
-        aggregate_id=account.pk,
-        payload={"tenant_id": tenant_id, "account_id": account.pk, "requested_by": actor.pk},
+        aggregate_id=account_id,
+        payload={"tenant_id": tenant_id, "account_id": account_id, "requested_by": actor.pk},
     )
     audit_record(
         action="payout.request",
@@ -524,10 +506,14 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
         actor_user=actor,
         actor_label=f"user:{actor.pk}",
         target_type="ledger_account",
-        target_id=str(account.pk),
-        data={"balance_minor": balance, "held_for_refunds_minor": held, "currency": account.currency},
+        target_id=str(account_id),
+        data={
+            "balance_minor": standing.balance_minor,
+            "held_for_refunds_minor": standing.held_minor,
+            "currency": standing.currency,
+        },
     )
-    return balance - held
+    return standing.payable_minor
 
 
 @dataclass

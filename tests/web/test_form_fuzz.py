@@ -84,9 +84,11 @@ from apps.commerce.models import Checkout
 from apps.dropin.faces.fake import fake_face_image
 from apps.dropin.models import AttendeeFace
 from apps.ledger.models import LedgerAccount
+from apps.ledger.projection import projection_rebuild
 from apps.notifications.models import Announcement, Attendee, Notification
 from apps.notifications.selectors import attendee_token
 from apps.notifications.services import announcement_create
+from apps.payouts.services import payout_destination_set
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import ApiKey, Membership, MembershipInvitation, Organization, User
 from apps.tenancy.services import api_key_issue, member_invite
@@ -865,13 +867,16 @@ class World:
         return user
 
     def with_wallet(self, user: User) -> User:
-        """`user`, with a (credited) EUR wallet."""
+        """`user`, with a EUR wallet that a payout request would pay (credited, projected, and a
+        payout destination), so the wallet page offers the request form."""
         if user.pk not in self.wallets:
             with tenant_context(self.org.pk):
                 account = LedgerAccount.objects.create(
                     tenant=self.org, kind=LedgerAccount.Kind.WALLET, currency="EUR", owner=user
                 )
+                payout_destination_set(tenant=self.org, owner=user, provider="sandbox", destination=f"bank-{user.pk}")
             ledger_post(self.org, account, 5000, kind="credit")
+            projection_rebuild()
             self.wallets.add(user.pk)
         return user
 

@@ -57,7 +57,9 @@ def test_a_paid_checkout_shows_in_sales_and_in_the_photographers_wallet(studio: 
     # and: the photographer sees the credit as recorded before the projector ran, then in the balance
     photographer = signed_in(shop.photographer)
     before = text(photographer.get("/studio/wallet/"))
-    assert f"Plus {expected} just recorded" in before and f"checkout:{checkout_id}" in before
+    assert f"Plus {expected} just recorded" in before
+    sale = f"Sale: Download, photo {shop.photo.pk} at {shop.event.title}"
+    assert f"{sale} (order <code>{checkout_id[:8]}</code>)" in before
     projection_rebuild()
     after = text(photographer.get("/studio/wallet/"))
     assert f'<span class="figure">{expected}</span>' in after and "just recorded" not in after

@@ -49,7 +49,7 @@ def append(
 
 
 def references_on(page: str) -> list[str]:
-    return re.findall(r'<td class="meta" data-label="Reference">(entry-\d+)</td>', page)
+    return re.findall(r'<span class="meta">Reference: (entry-\d+)</span>', page)
 
 
 def test_every_entry_is_reachable_newest_first_and_appends_do_not_shift_pages(studio: StudioPeople) -> None:
@@ -129,13 +129,14 @@ def test_the_statement_holds_every_own_entry_oldest_first_with_debits_negative(s
     assert re.fullmatch(r'attachment; filename="darkroom-[\w-]+-wallet-\d{4}-\d{2}-\d{2}\.csv"', disposition)
     assert "no-store" in response["Cache-Control"]
     rows = statement(response)
-    # and: a header, then this wallet's four entries oldest first, exact major units, the debit negative
-    assert rows[0] == ["entry_id", "created_at_utc", "kind", "amount", "currency", "reference"]
-    assert [(r[2], r[3], r[4], r[5]) for r in rows[1:]] == [
-        ("credit", "1.01", "EUR", "entry-1"),
-        ("credit", "1.02", "EUR", "entry-2"),
-        ("credit", "1.03", "EUR", "entry-3"),
-        ("debit", "-1.04", "EUR", "'=HYPERLINK(1)"),
+    # and: a header, then this wallet's four entries oldest first, exact major units, the debit negative,
+    # each described (entries of no shape the platform writes in neutral words)
+    assert rows[0] == ["entry_id", "created_at_utc", "kind", "amount", "currency", "reference", "description"]
+    assert [(r[2], r[3], r[4], r[5], r[6]) for r in rows[1:]] == [
+        ("credit", "1.01", "EUR", "entry-1", "Added to your wallet"),
+        ("credit", "1.02", "EUR", "entry-2", "Added to your wallet"),
+        ("credit", "1.03", "EUR", "entry-3", "Added to your wallet"),
+        ("debit", "-1.04", "EUR", "'=HYPERLINK(1)", "Taken from your wallet"),
     ]
     assert all(r[1].endswith("+00:00") for r in rows[1:])
     assert [int(r[0]) for r in rows[1:]] == sorted(int(r[0]) for r in rows[1:])
@@ -143,7 +144,7 @@ def test_the_statement_holds_every_own_entry_oldest_first_with_debits_negative(s
 
 def test_the_statement_of_someone_without_a_wallet_is_just_the_header(studio: StudioPeople) -> None:
     rows = statement(signed_in(studio.staff).get("/studio/wallet/statement.csv"))
-    assert rows == [["entry_id", "created_at_utc", "kind", "amount", "currency", "reference"]]
+    assert rows == [["entry_id", "created_at_utc", "kind", "amount", "currency", "reference", "description"]]
 
 
 def test_the_statement_needs_a_signed_in_member(studio: StudioPeople) -> None:

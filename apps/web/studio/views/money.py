@@ -9,7 +9,9 @@ import csv
 import io
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from django.contrib import messages
@@ -35,7 +37,15 @@ from apps.ledger.selectors import account_entries_oldest_first, account_entries_
 from apps.ops.killswitch import capability_enabled
 from apps.ops.models import Capability
 from apps.payments.providers.base import PayoutDestinationError, minor_to_major, money_text
-from apps.payouts.services import NotAMember, payout_destination_set, payout_minimum_minor, payout_wallet_request
+from apps.payouts.selectors import (
+    EntrySource,
+    PayoutRequestStanding,
+    SoldItem,
+    payout_minimum_minor,
+    payout_request_standings,
+    wallet_entry_sources,
+)
+from apps.payouts.services import NotAMember, payout_destination_set, payout_wallet_request
 from apps.tenancy.context import tenant_context
 from apps.tenancy.models import User
 from apps.web.studio import selectors
@@ -353,12 +363,109 @@ def _payout_minimum(*, tenant_id: int, wallets: list[selectors.WalletView]) -> s
     return f"the payout minimum of its currency ({money_text(minimum, 'EUR')} for a euro wallet)"
 
 
+@dataclass(frozen=True)
+class EntryRow:
+    """A wallet entry as the page and the statement say it: `text` what it was ("Sale: Download,
+    photo 7 at City Marathon"), `order` the short reference of its order (linked to `order_url`
+    for a member who may open the sale), `note` what else explains its amount (a sale's price
+    less the platform's fee), `reference` the entry's own reference where nothing else says what
+    it was."""
+
+    entry: LedgerEvent
+    text: str
+    order: str = ""
+    order_url: str = ""
+    note: str = ""
+    reference: str = ""
+
+    @property
+    def amount(self) -> str:
+        """ "8.10 EUR" (the page marks a debit's with a minus sign)."""
+        return money_text(self.entry.amount_minor, self.entry.currency)
+
+    @property
+    def description(self) -> str:
+        """All of it on one line (the statement's `description`), without the reference, which
+        the statement has a column for."""
+        order = f" (order {self.order})" if self.order else ""
+        note = f"; {self.note}" if self.note else ""
+        return f"{self.text}{order}{note}"
+
+
+def _sold_item(item: SoldItem) -> str:
+    """ "Print A4, photo 7 x 2 at City Marathon"."""
+    kind = _KIND_LABELS.get(item.kind, item.kind)
+    size = f" {item.size}" if item.size else ""
+    photo = f", photo {item.photo_id}" if item.photo_id else ""
+    quantity = f" x {item.quantity}" if item.quantity > 1 else ""
+    event = f" at {item.event_title}" if item.event_title else ""
+    return f"{kind}{size}{photo}{quantity}{event}"
+
+
+def _entry_row(entry: LedgerEvent, source: EntrySource, *, studio: Studio) -> EntryRow:
+    """What `entry` was, in words (`wallet_entry_sources` found what it names)."""
+    credit = entry.kind == LedgerEvent.Kind.CREDIT
+    if source.kind in ("sale", "refund") and source.checkout_id is not None:
+        head = "Sale" if source.kind == "sale" else "Refund to the shopper"
+        item = source.item
+        note = ""
+        if source.kind == "sale" and item is not None and item.currency == entry.currency:
+            fee = item.amount_minor - entry.amount_minor
+            if fee > 0:
+                paid, kept = money_text(item.amount_minor, item.currency), money_text(fee, item.currency)
+                note = f"{paid} less the platform's fee of {kept}"
+        may_open = source.sold and studio.can_see_sales
+        return EntryRow(
+            entry=entry,
+            text=f"{head}: {_sold_item(item)}" if item is not None else head,
+            order=str(source.checkout_id)[:8],
+            order_url=reverse("studio:sale", kwargs={"checkout_id": source.checkout_id}) if may_open else "",
+            note=note,
+        )
+    payout = source.payout
+    to = f"{payout.get_provider_display()}: {payout.destination}" if payout is not None else ""
+    if source.kind == "payout":
+        return EntryRow(entry=entry, text=f"Payout to {to}" if to else "Payout")
+    if source.kind == "payout_returned":
+        return EntryRow(entry=entry, text=f"Payout returned, not paid to {to}" if to else "Payout returned")
+    return EntryRow(
+        entry=entry,
+        text="Added to your wallet" if credit else "Taken from your wallet",
+        reference=entry.reference,
+    )
+
+
+def entry_rows(*, studio: Studio, entries: list[LedgerEvent]) -> list[EntryRow]:
+    """`entries` in words, in their order; two queries for any number (`wallet_entry_sources`)."""
+    sources = wallet_entry_sources(tenant_id=studio.tenant_id, entries=entries)
+    return [_entry_row(entry, sources[entry.id], studio=studio) for entry in entries]
+
+
+def _request_offer(
+    wallets: list[selectors.WalletView], standings: dict[int, PayoutRequestStanding]
+) -> tuple[list[selectors.WalletView], list[str]]:
+    """The wallets "Request payout" offers (those `payout_wallet_request` would accept now, by its
+    own rule: `PayoutRequestStanding.refusal`) and why the others cannot be paid now, prefixed
+    with their currency when there are several. A missing destination goes unsaid here: the page
+    says so above, with where to set it."""
+    payable, why_not = [], []
+    for wallet in wallets:
+        standing = standings.get(wallet.account_id)
+        refusal = standing.refusal if standing is not None else None
+        if standing is not None and refusal is None:
+            payable.append(wallet)
+        elif refusal is not None and refusal.reason != "no_destination":
+            prefix = f"{wallet.currency} wallet: " if len(wallets) > 1 else ""
+            why_not.append(prefix + refusal.message)
+    return payable, why_not
+
+
 def _render_wallet(
     request: HttpRequest,
     studio: Studio,
     *,
     status: int = 200,
-    request_form: PayoutRequestForm | None = None,
+    request_refusal: list[str] | None = None,
     destination_form: DestinationForm | None = None,
 ) -> HttpResponse:
     tenant_id = studio.tenant_id
@@ -368,10 +475,13 @@ def _render_wallet(
         tenant_id=tenant_id, account_ids=list(currency_of), older_than=_cursor(request.GET.get("entries_older_than"))
     )
     own_payouts = page_of(request, selectors.payouts_of_owner(tenant_id=tenant_id, user_id=studio.user.pk))
+    standings = payout_request_standings(tenant_id=tenant_id, owner_id=studio.user.pk) if wallets else {}
+    payable, why_not = _request_offer(wallets, standings)
+    refusal = request_refusal or []
     context: dict[str, Any] = {
         "studio": studio,
         "wallets": wallets,
-        "entries": [(e, money_text(e.amount_minor, e.currency)) for e in entries.entries],
+        "entries": entry_rows(studio=studio, entries=entries.entries),
         "entries_older_than": entries.older_than,
         "entries_paged": "entries_older_than" in request.GET,
         "payouts": [(p, money_text(p.amount_minor, p.currency)) for p in own_payouts],
@@ -379,7 +489,11 @@ def _render_wallet(
         "destination": selectors.destination_of(tenant_id=tenant_id, user_id=studio.user.pk),
         "payouts_enabled": capability_enabled(Capability.PAYOUTS),
         "minimum": _payout_minimum(tenant_id=tenant_id, wallets=wallets),
-        "request_form": request_form or (PayoutRequestForm(wallets=_wallet_choices(wallets)) if wallets else None),
+        # A fresh form of the wallets that can be paid now: after a refused request too, so its
+        # button never repeats a request that cannot work (the refusal is said above it).
+        "request_form": PayoutRequestForm(wallets=_wallet_choices(payable)) if payable else None,
+        "request_refusal": refusal,
+        "request_why_not": [reason for reason in why_not if not any(reason in said for said in refusal)],
     }
     if studio.can_manage_payouts:
         members = selectors.members_of_tenant(tenant_id=tenant_id)
@@ -427,8 +541,13 @@ def wallet_payout_request(request: HttpRequest, studio: Studio) -> HttpResponse:
         studio,
         form=form,
         effect=effect,
-        rerender=lambda status: _render_wallet(request, studio, status=status, request_form=form),
+        rerender=lambda status: _render_wallet(request, studio, status=status, request_refusal=_said(form)),
     )
+
+
+def _said(form: PayoutRequestForm) -> list[str]:
+    """What a refused form's errors say (its refusal, or why its input was not taken)."""
+    return [str(message) for messages in form.errors.values() for message in messages]
 
 
 @require_POST
@@ -461,7 +580,9 @@ def wallet_destination(request: HttpRequest, studio: Studio) -> HttpResponse:
     )
 
 
-STATEMENT_HEADER = ("entry_id", "created_at_utc", "kind", "amount", "currency", "reference")
+STATEMENT_HEADER = ("entry_id", "created_at_utc", "kind", "amount", "currency", "reference", "description")
+# Entries described at a time in the statement (`wallet_entry_sources`: two queries a chunk).
+STATEMENT_CHUNK = 500
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -470,8 +591,10 @@ def _text_cell(value: str) -> str:
     return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
 
 
-def statement_row(entry: LedgerEvent) -> tuple[str, ...]:
-    """One entry as a CSV row: debits negative, in major units of their currency (exact)."""
+def statement_row(row: EntryRow) -> tuple[str, ...]:
+    """One entry as a CSV row: debits negative, in major units of their currency (exact), and
+    what it was in words."""
+    entry = row.entry
     amount = minor_to_major(entry.amount_minor, entry.currency)
     return (
         str(entry.id),
@@ -480,6 +603,7 @@ def statement_row(entry: LedgerEvent) -> tuple[str, ...]:
         f"-{amount}" if entry.kind == LedgerEvent.Kind.DEBIT else amount,
         entry.currency,
         _text_cell(entry.reference),
+        _text_cell(row.description),
     )
 
 
@@ -517,12 +641,15 @@ def _csv_response(lines: Iterator[str], *, filename: str) -> StreamingHttpRespon
 @require_GET
 @studio_page()
 def wallet_statement(request: HttpRequest, studio: Studio) -> StreamingHttpResponse:
-    """Every entry of the signed-in member's own wallets in this studio, oldest first, as CSV."""
+    """Every entry of the signed-in member's own wallets in this studio, oldest first, as CSV,
+    each described as on the wallet page (`entry_rows`, a chunk at a time)."""
     account_ids = [w.account_id for w in selectors.wallets_of_user(tenant=studio.org, user_id=studio.user.pk)]
 
     def rows() -> Iterator[tuple[str, ...]]:
-        for entry in account_entries_oldest_first(tenant_id=studio.tenant_id, account_ids=account_ids):
-            yield statement_row(entry)
+        entries = account_entries_oldest_first(tenant_id=studio.tenant_id, account_ids=account_ids)
+        while chunk := list(islice(entries, STATEMENT_CHUNK)):
+            for row in entry_rows(studio=studio, entries=chunk):
+                yield statement_row(row)
 
     return _csv_response(
         _csv_lines(tenant_id=studio.tenant_id, header=STATEMENT_HEADER, rows=rows),
