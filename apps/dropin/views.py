@@ -12,8 +12,8 @@ a replaced one is a 404 like a tampered one, `apps.notifications.pages.attendee_
   hour); over that, 429 with `Retry-After`, checked before the upload is even parsed.
 * `POST /attendee/<token>/drop-in/delete`: delete the face and its matches.
 * `POST /attendee/<token>/drop-in/alerts`: `alerts=on` or `off`, the attendee's e-mail alerts of
-  new photos of them (`apps.notifications.photo_alerts`); the selfie form's `alerts=yes` turns
-  them on too.
+  new photos of them (`apps.notifications.photo_alerts`), the page's one place to turn them on
+  or off (the selfie form does not ask).
 
 All three also count against the client address's `ATTENDEE_PAGE_RATE`, shared with the other
 attendee pages (`apps.notifications.pages`).
@@ -127,7 +127,6 @@ def dropin_page(request: HttpRequest, token: str) -> HttpResponse:
                 image=image,
                 image_size=image.size or 0,
                 actor_label=_actor(attendee),
-                photo_alerts=request.POST.get("alerts") == "yes",
             )
     except AttendeeLinkInvalid as exc:
         return domain_error_page(request, exc)  # replaced mid-request: the 404 of any invalid link

@@ -25,7 +25,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from apps.commerce.models import Checkout, Provider
+from apps.catalog.models import ProductKind
+from apps.commerce.models import Checkout, CheckoutLine, Provider, Receipt
 from apps.core.problems import problem_page_or_json
 from apps.core.redis_guard import REDIS_ERRORS, redis_failed, redis_skipped
 from apps.payments.providers.base import ProviderError, minor_to_major
@@ -197,6 +198,25 @@ def pay_page(request: HttpRequest, checkout_id: uuid.UUID) -> HttpResponse:
     return render(request, "sandbox/pay.html", _context(found))
 
 
+def _receipt_context(found: SandboxCheckout) -> dict[str, Any]:
+    """What the status page says of a paid order, by the shop's order page's rule: its receipt
+    (`receipt_status`: "sent" with `receipt_sent_at`, else on its way while one is pending or
+    sending; "" without one) and whether it has downloads. Nothing for any other status: a
+    payment that did not go through has no receipt."""
+    checkout = found.checkout
+    if checkout.status != Checkout.Status.PAID:
+        return {"receipt_status": "", "receipt_sent_at": None, "has_downloads": False}
+    with tenant_context(checkout.tenant_id):
+        receipt = Receipt.objects.filter(checkout_id=checkout.pk).values_list("status", "sent_at").first()
+    return {
+        "receipt_status": receipt[0] if receipt else "",
+        "receipt_sent_at": receipt[1] if receipt else None,
+        "has_downloads": any(
+            line.kind != ProductKind.PRINT and line.state == CheckoutLine.State.CONFIRMED for line in found.lines
+        ),
+    }
+
+
 def _version(context: dict[str, Any]) -> str:
     """A fingerprint of what the status page's live region shows (the checkout's and its
     payment's status; the rest of the page does not change while it polls)."""
@@ -207,12 +227,14 @@ def _version(context: dict[str, Any]) -> str:
 @require_http_methods(["GET"])
 @_needs_redis
 def status_page(request: HttpRequest, checkout_id: uuid.UUID) -> HttpResponse:
-    """Where the sandbox sends the shopper back: the checkout's status, refreshed until final.
+    """Where the sandbox sends the shopper back: the checkout's status, refreshed until final;
+    once paid, its receipt as the shop's order page says it (`_receipt_context`).
 
     The page's own poll (htmx, `?since=<version>`) gets an empty 204 while nothing it shows has
     changed, so htmx swaps nothing and the page's live region is announced on real changes only.
     Any other request gets the whole page."""
-    context = _context(_found(checkout_id))
+    found = _found(checkout_id)
+    context = {**_context(found), **_receipt_context(found)}
     context["version"] = _version(context)
     if request.headers.get("HX-Request") == "true" and request.GET.get("since") == context["version"]:
         unchanged = HttpResponse(status=204)

@@ -119,6 +119,10 @@ class CartRow:
     # Of a protected event whose current access code this session has not entered: not offered
     # (no price, no quantity menu, not in the totals) and refused at checkout.
     locked: bool = False
+    # The event it is from (None: not known any more), and that event's slug while it is on sale
+    # ("" for an item no longer on sale).
+    event_id: int | None = None
+    event_slug: str = ""
 
     @property
     def is_print(self) -> bool:
@@ -136,6 +140,15 @@ class CartView:
     @property
     def empty(self) -> bool:
         return not self.rows
+
+    @property
+    def event_slug(self) -> str:
+        """The slug of the one event every item is from, whose gallery is where the shopper goes
+        on shopping; "" when the items are from several events, or that event is known only from
+        items no longer on sale."""
+        events = {row.event_id for row in self.rows}
+        slugs = {row.event_slug for row in self.rows if row.event_slug}
+        return next(iter(slugs)) if len(events) == 1 and len(slugs) == 1 else ""
 
     @property
     def blocked(self) -> bool:
@@ -230,11 +243,12 @@ def cart_view(
         product = products.get(line.product_id)
         if product is None or not product.priced:
             item = (off_sale or {}).get(line.product_id) or product
+            event_id: int | None
             if item is None:
-                label, name, photo_id, event_title = "Item no longer on sale", "An item", None, ""
+                label, name, photo_id, event_title, event_id = "Item no longer on sale", "An item", None, "", None
             else:
                 label, name = product_label(item.kind, item.size), item_name(item)
-                photo_id, event_title = item.photo_id, item.event_title
+                photo_id, event_title, event_id = item.photo_id, item.event_title, item.event_id
             rows.append(
                 CartRow(
                     line.product_id,
@@ -248,6 +262,7 @@ def cart_view(
                     name=name,
                     photo_id=photo_id,
                     event_title=event_title,
+                    event_id=event_id,
                 )
             )
             problems.append(off_sale_problem(name, event_title))
@@ -268,6 +283,8 @@ def cart_view(
                     photo_id=product.photo_id,
                     event_title=product.event_title,
                     locked=True,
+                    event_id=product.event_id,
+                    event_slug=product.event_slug,
                 )
             )
             if product.event_title not in locked_titles:
@@ -303,6 +320,8 @@ def cart_view(
                 name=item_name(product),
                 photo_id=product.photo_id,
                 event_title=product.event_title,
+                event_id=product.event_id,
+                event_slug=product.event_slug,
             )
         )
     if len(lines) > settings.CHECKOUT_MAX_LINES:

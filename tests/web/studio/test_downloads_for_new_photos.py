@@ -86,7 +86,7 @@ def test_photos_uploaded_after_selling_every_photo_are_for_sale_and_the_message_
     # then: every photo has its download, and the message says they are for sale at that price
     assert downloads_of(event) == photo_ids(event) and len(photo_ids(event)) == 3
     assert (
-        "2 photo(s) uploaded; their previews are being made. They are for sale as downloads (9.00 EUR a photo) "
+        "2 photos uploaded; their previews are being made. They are for sale as downloads (9.00 EUR a photo) "
         "once their previews are ready." in page
     )
     assert "not for sale on" not in page

@@ -148,7 +148,7 @@ def test_one_refused_file_refuses_the_upload_and_names_that_file(studio: StudioP
     )
     assert response.status_code == 400
     body = text(response)
-    assert "notes.jpg:" in body and "Nothing was uploaded: 1 of 2 photo(s) were refused" in body
+    assert "notes.jpg:" in body and "Nothing was uploaded: 1 of 2 photos was refused" in body
     assert "good.jpg:" not in body
     assert count(studio.org, Photo) == 0
 

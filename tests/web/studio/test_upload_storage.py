@@ -108,7 +108,7 @@ def test_a_form_with_a_bad_file_stores_no_original(recorded: RecordingStorage, s
     )
     # then: the form names the bad file, and nothing was stored or written
     assert response.status_code == 400
-    assert "notes.jpg:" in text(response) and "Nothing was uploaded: 1 of 3 photo(s) were refused" in text(response)
+    assert "notes.jpg:" in text(response) and "Nothing was uploaded: 1 of 3 photos was refused" in text(response)
     assert recorded.writes == []
     assert photos_of(studio, event) == []
 

@@ -1,7 +1,9 @@
 """The session cart of one studio, and checking it out.
 
-* `GET /s/<studio>/cart/`: lines, quantities, totals per currency, and the checkout form
-  (e-mail, provider, a fresh form nonce and the cart's digest).
+* `GET /s/<studio>/cart/`: lines, quantities, totals per currency, a "Continue shopping" link
+  (to the gallery of the event the items are from, or the studio's shop page when they are from
+  several), and the checkout form (e-mail, provider, a fresh form nonce and the cart's digest).
+  How prints are reserved is noted only when a print is in the cart.
 * `POST /s/<studio>/cart/update` (`product`, `quantity`; 0 removes) and
   `POST /s/<studio>/cart/remove` (`product`): change the cart, then 303 to it. A print's quantity
   follows `apps.web.shop.cart_rules`: more than is left is lowered to it (and the cart page says
@@ -325,6 +327,10 @@ def cart_page(
             else [],
             "countries": COUNTRIES,
             "open_checkout_urls": open_checkout_urls or [],
+            # Back to the gallery of the event the items are from, or to the studio's shop page.
+            "continue_url": reverse("shop:event", kwargs={"studio_slug": studio.slug, "event_slug": view.event_slug})
+            if view.event_slug
+            else reverse("shop:studio", kwargs={"studio_slug": studio.slug}),
         },
         status=status,
     )

@@ -10,7 +10,9 @@
   refunded) instead of a bare "expired". A refund that landed and then failed at the provider
   (the money went back to the studio) is said not to have reached the shopper, its items no
   longer read "Refunded", until an operator records it paid back another way; then the page
-  says when.
+  says when. A refunded order says what was paid and that it went back, in the currency
+  charged (less a refund still owed). Prints are spoken of (reserved, released) only in an
+  order that has some, downloads only in one that has some.
   The provider sends the shopper back here (`apps.payments.providers.returns`). A return that
   says they paid (`return_says_paid`: `darkroom_return=paid`, Flutterwave's `status=successful`)
   is redirected (303) to `?confirming=<stamp>`, a signed note of this checkout and the time it
@@ -53,6 +55,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout, CheckoutLine
 from apps.payments.providers.base import money_text
 from apps.payments.providers.registry import provider_class
@@ -228,8 +231,13 @@ def _context(studio: Studio, view: ShopCheckout, return_stamp: str = "") -> dict
     photo_withdrawn = _photo_withdrawn(checkout)
     status_heading = _status_heading(checkout.status, late_payment, photo_withdrawn, refund_owed, payment_return)
     payment_error = checkout.payment_error if checkout.status == Checkout.Status.AWAITING_PAYMENT else ""
-    # What went back of a paid order's payment: its item refunds and the parts refunded apart.
+    # What went back of a paid order's payment: its item refunds and the parts refunded apart. Of
+    # a refunded order's: all of it (its transaction is refunded), but for a refund still owed
+    # (it landed, then failed at the provider).
     refunded_minor = sum(r.amount_minor for r in view.items_refunds) + view.refunded_apart_minor
+    if checkout.status == Checkout.Status.REFUNDED:
+        owed_minor = sum(r.amount_minor for r in view.refunds_outside if r.owed)
+        refunded_minor = max(0, view.total_minor - owed_minor)
     announcement = f"Order status: {status_heading}"
     alert_text = f"Your payment was not taken: {payment_error}" if payment_error else ""
     return {
@@ -241,6 +249,8 @@ def _context(studio: Studio, view: ShopCheckout, return_stamp: str = "") -> dict
         "alerted": _fingerprint(alert_text),
         "late_payment": late_payment,
         "photo_withdrawn": photo_withdrawn,
+        "has_prints": any(line.kind == ProductKind.PRINT for line in view.lines),
+        "has_downloads": any(line.kind != ProductKind.PRINT for line in view.lines),
         "is_open": is_open,
         "items_refunded": checkout.status == Checkout.Status.PAID
         and any(line.refunded and not line.refund_owed for line in view.lines),

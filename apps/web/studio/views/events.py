@@ -17,6 +17,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.catalog import selectors as catalog
@@ -73,8 +74,16 @@ class UploadsRefused(DomainError):
         self.status_code = statuses.pop() if len(statuses) == 1 else 400
         total = len(refused) + len(accepted)
         detail = (
-            f"Nothing was uploaded: {len(refused)} of {total} photo(s) were refused. "
-            "Remove or fix them and send the photos again."
+            "Nothing was uploaded: the photo was refused. Fix it and send it again."
+            if total == 1
+            else ngettext(
+                "Nothing was uploaded: %(refused)d of %(total)d photos was refused. "
+                "Remove or fix it and send the photos again.",
+                "Nothing was uploaded: %(refused)d of %(total)d photos were refused. "
+                "Remove or fix them and send the photos again.",
+                len(refused),
+            )
+            % {"refused": len(refused), "total": total}
         )
         errors = {NON_FIELD_ERRORS: [detail], "images": [f"{name}: {exc.detail}" for name, exc in refused]}
         super().__init__(detail, extra={"errors": errors})
@@ -381,7 +390,11 @@ def event_upload(request: HttpRequest, studio: Studio, event_id: int) -> HttpRes
 def _uploaded_messages(request: HttpRequest, studio: Studio, event: Event, photo_ids: list[int]) -> None:
     """What an upload did, and whether its photos are for sale on their own. Inside the upload's
     transaction, whose `photo_create` holds the event's rule (read FOR SHARE) until it commits."""
-    uploaded = f"{len(photo_ids)} photo(s) uploaded; their previews are being made."
+    uploaded = ngettext(
+        "%(count)d photo uploaded; its preview is being made.",
+        "%(count)d photos uploaded; their previews are being made.",
+        len(photo_ids),
+    ) % {"count": len(photo_ids)}
     tenant_id = studio.tenant_id
     missing = list(catalog.photos_without_download(tenant_id=tenant_id, event_id=event.pk, photo_ids=photo_ids))
     if not catalog.event_get(tenant_id=tenant_id, event_id=event.pk).downloads_for_new_photos:
