@@ -11,14 +11,16 @@ from urllib.parse import urlsplit
 import pytest
 from django.test import Client
 
+from apps.tenancy.invitations import set_password_url
 from apps.tenancy.models import Organization, User
 from apps.tenancy.services import member_invite
 from tests.tenancy.helpers import audits_of, pending_of, roles_of
-from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_user, signed_in, text
+from tests.web.studio.conftest import StudioPeople, form_nonce_on, new_member, new_user, signed_in, text
 
 pytestmark = pytest.mark.django_db
 
 PAGE = "/studio/invitations/"
+NEW_PASSWORD = "a-long-first-passphrase-42"
 
 
 def accept_url(org: Organization) -> str:
@@ -73,13 +75,16 @@ def test_someone_in_no_studio_is_shown_their_invitations_and_accepts_one(studio:
     form = (form_nonce_on(page, accept_url(studio.org)), shown_role(page, studio.org))
     first = answer(client, accept_url(studio.org), form)
     again = answer(client, accept_url(studio.org), form)
-    # then: a photographer of the studio, once; both answers land on the studio picker
+    # then: a photographer of the studio, once; both answers land on its overview, not on a
+    # picker asking again for the studio just accepted
     assert first.status_code == again.status_code == 303
-    assert first["Location"] == again["Location"] == "/studio/choose/"
+    assert first["Location"] == again["Location"] == "/studio/"
     assert roles_of(studio.org)[person.pk] == "photographer" and pending_of(studio.org) == {}
     assert len(audits_of(studio.org, "membership.accept")) == 1
     overview = client.get("/studio/")
     assert overview.status_code == 200 and f"{studio.org.name} (photographer)" in text(overview)
+    assert f"You are now a member of {studio.org.name}, as photographer." in text(overview)
+    assert "Pick it" not in text(overview)
 
 
 def test_declining_leaves_them_outside_the_studio(studio: StudioPeople) -> None:
@@ -172,3 +177,79 @@ def test_an_acceptance_grants_only_the_role_the_page_showed(studio: StudioPeople
     # and: the page, opened again, shows the owner offer, and accepting it works
     assert answer(client, accept_url(studio.org)).status_code == 303
     assert roles_of(studio.org)[person.pk] == "owner" and pending_of(studio.org) == {}
+
+
+def test_a_member_elsewhere_lands_in_the_studio_they_accepted(studio: StudioPeople, other_studio: StudioPeople) -> None:
+    # given: B's photographer, working in B (chosen), and in a third studio too, invited to A
+    person = other_studio.photographer
+    third = Organization.objects.create(slug=f"third-{person.pk}", name="Third Studio")
+    new_member(third, "staff", person)
+    invited(studio, person, "staff")
+    client = signed_in(person)
+    assert client.post("/studio/choose/", {"studio": other_studio.org.pk}).status_code == 303
+    # when: they accept A's invitation, and the form is sent again
+    page = client.get(PAGE)
+    form = (form_nonce_on(page, accept_url(studio.org)), shown_role(page, studio.org))
+    first = answer(client, accept_url(studio.org), form)
+    again = answer(client, accept_url(studio.org), form)
+    # then: both land on A's overview, A chosen to work in, with the message once
+    assert first.status_code == again.status_code == 303
+    assert first["Location"] == again["Location"] == "/studio/"
+    overview = client.get("/studio/")
+    assert overview.status_code == 200 and f"{studio.org.name} (staff)" in text(overview)
+    assert text(overview).count(f"You are now a member of {studio.org.name}, as staff.") == 1
+    # and: the other studios are still theirs to switch to
+    picker = text(client.get("/studio/choose/"))
+    assert f'value="{other_studio.org.pk}"' in picker and f'value="{third.pk}"' in picker
+
+
+def test_a_declined_invitation_leaves_the_chosen_studio_as_it_was(
+    studio: StudioPeople, other_studio: StudioPeople
+) -> None:
+    person = other_studio.photographer
+    invited(studio, person, "staff")
+    client = signed_in(person)
+    assert answer(client, decline_url(studio.org)).status_code == 303
+    overview = client.get("/studio/")
+    assert overview.status_code == 200 and f"{other_studio.org.name} (photographer)" in text(overview)
+
+
+def test_after_choosing_their_first_password_they_are_told_their_username(studio: StudioPeople) -> None:
+    # given: an address nobody uses, invited; its account has a username made from it, no password
+    result = member_invite(tenant=studio.org, email="Maria.Lens@Example.com", role="photographer", actor=studio.owner)
+    person = result.user
+    assert result.created_user and not person.has_usable_password()
+    # when: they open the e-mail's link and choose a password
+    browser = Client()
+    link = urlsplit(set_password_url(person)).path
+    form_page = browser.get(link, follow=True)
+    assert "Choose your password" in text(form_page)
+    chosen = browser.post(
+        form_page.redirect_chain[-1][0], {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    )
+    assert chosen.status_code == 302
+    # then: the page after names their username, and its sign-in link fills it in
+    done = text(browser.get(chosen["Location"]))
+    assert "Your password is set" in done
+    assert f"Your username is <strong>{person.username}</strong>" in done
+    sign_in_link = f'href="/studio/login/?username={person.username}"'
+    assert sign_in_link in done
+    login_page = text(browser.get(f"/studio/login/?username={person.username}"))
+    assert f'name="username" value="{person.username}"' in login_page
+    # and: another browser opening the same page is told no username
+    assert person.username not in text(Client().get(chosen["Location"]))
+    # and: they sign in with it, and are led to their invitation
+    signed = browser.post("/studio/login/", {"username": person.username, "password": NEW_PASSWORD})
+    assert signed.status_code == 302
+    assert urlsplit(browser.get("/studio/")["Location"]).path == PAGE
+
+
+def test_the_sign_in_link_fills_in_only_a_username() -> None:
+    # an address, markup, or a long value in the link: shown escaped, cut to a username's length
+    page = text(Client().get("/studio/login/?username=%22%3E%3Cscript%3Ex%3C/script%3E"))
+    assert "<script>x" not in page and 'value="&quot;&gt;&lt;script&gt;x&lt;/script&gt;"' in page
+    long = text(Client().get("/studio/login/?username=" + "a" * 5000))
+    assert "a" * 255 not in long
+    # and: a password in the link is never put in the form
+    with_password = text(Client().get("/studio/login/?username=kim&password=secret-pw"))
+    assert "secret-pw" not in with_password

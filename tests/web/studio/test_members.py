@@ -160,11 +160,11 @@ def test_an_existing_user_is_invited_and_becomes_a_member_only_by_accepting(
     page = client.get("/studio/invitations/")
     accept_url = f"/studio/invitations/{studio.org.pk}/accept"
     accepted = client.post(accept_url, {"nonce": form_nonce_on(page, accept_url), "role": "staff"})
-    # then: staff here now, and they pick which studio to work in
-    assert accepted.status_code == 303 and accepted["Location"] == "/studio/choose/"
+    # then: staff here now, working in the studio they accepted (their own one a switch away)
+    assert accepted.status_code == 303 and accepted["Location"] == "/studio/"
     assert roles_of(studio.org)[person.pk] == "staff"
-    chooser = client.get("/studio/")
-    assert chooser.status_code == 302 and urlsplit(chooser["Location"]).path == "/studio/choose/"
+    overview = client.get("/studio/")
+    assert overview.status_code == 200 and f"{studio.org.name} (staff)" in text(overview)
     # and: the owner's page lists them as a member, no longer as invited
     listing = text(owner.get(PAGE))
     assert f'id="member-{person.pk}"' in listing and 'id="invitation-' not in listing

@@ -64,7 +64,12 @@ def test_the_link_sets_a_new_password_once_and_the_member_signs_in_with_it(studi
     set_url = form_page.redirect_chain[-1][0]
     done = client.post(set_url, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
     assert done.status_code == 302 and done["Location"] == "/studio/reset/done/"
-    # then: the new password signs in, and the link is spent
+    # then: the page after names the account's username and links to signing in with it
+    done_page = client.get(done["Location"]).content.decode()
+    assert "Your password is set" in done_page
+    assert f"Your username is <strong>{studio.owner.username}</strong>" in done_page
+    assert f'href="/studio/login/?username={studio.owner.username}"' in done_page
+    # and: the new password signs in, and the link is spent
     signed_in = Client().post("/studio/login/", {"username": studio.owner.username, "password": NEW_PASSWORD})
     assert signed_in.status_code == 302
     again = Client().get(link, follow=True)

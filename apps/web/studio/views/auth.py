@@ -17,6 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from apps.core.client_address import rate_limit_address
+from apps.core.text import is_storable_text
 from apps.ops.ratelimit import setting_rate_reset, setting_rate_wait
 from apps.tenancy.middleware import SESSION_TENANT_KEY
 from apps.tenancy.models import User
@@ -25,14 +26,19 @@ from apps.tenancy.selectors import invitations_of_user, memberships_of_user
 from apps.web.shop.limits import wait_seconds
 from apps.web.studio.access import forbidden
 from apps.web.studio.forms import StudioChoiceForm
+from apps.web.studio.sign_in import MAX_LENGTH, StudioAuthenticationForm, account_username
+
+# The username of the account whose password was just set, for the page after (this browser's).
+SESSION_RESET_USERNAME = "darkroom_reset_username"
 
 
 def _username_key(request: HttpRequest) -> str:
     """The sign-in budget's key for the username posted: NFKC-normalised as Django's sign-in form
-    normalises it before authenticating, and case-folded, so every spelling that reaches one
-    account (a fullwidth first letter folds to the plain one) spends one budget."""
-    username = unicodedata.normalize("NFKC", str(request.POST.get("username", ""))).strip().casefold()[:150]
-    return f"web:login:u:{username}"
+    normalises it before authenticating, an e-mail address replaced by the username of its one
+    account (`account_username`), and case-folded, so every spelling that reaches one account (a
+    fullwidth first letter folds to the plain one; its address, in any case) spends one budget."""
+    typed = unicodedata.normalize("NFKC", str(request.POST.get("username", ""))).strip()[:MAX_LENGTH]
+    return f"web:login:u:{account_username(typed).casefold()}"
 
 
 def wait_text(seconds: int) -> str:
@@ -45,7 +51,9 @@ def wait_text(seconds: int) -> str:
 
 
 class LoginView(auth_views.LoginView):
-    """Django's sign-in, with attempts limited per client address and per username.
+    """Django's sign-in by username or e-mail address (`StudioAuthenticationForm`), with attempts
+    limited per client address and per account. `?username=` fills the username in (the link of
+    the page after choosing a password); nothing else is taken from the address.
 
     * Per client address (`STUDIO_LOGIN_ADDRESS_RATE`): every attempt counts, right or wrong, so
       one address cannot try passwords across many usernames.
@@ -60,8 +68,15 @@ class LoginView(auth_views.LoginView):
     unreachable Redis lets attempts through (logged and counted), as for every limiter here."""
 
     template_name = "studio/login.html"
+    authentication_form = StudioAuthenticationForm
     redirect_authenticated_user = True
     next_page = "studio:overview"
+
+    def get_initial(self) -> dict[str, Any]:
+        username = self.request.GET.get("username", "") if self.request.method == "GET" else ""
+        if not username or not is_storable_text(username):
+            return {}
+        return {"username": username[:MAX_LENGTH]}
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         wait = setting_rate_wait(
@@ -85,8 +100,9 @@ class LoginView(auth_views.LoginView):
         return super().post(request, *args, **kwargs)
 
     def form_valid(self, form: Any) -> HttpResponse:
-        """The password was right: this attempt, and the username's failed ones, stop counting."""
+        """The password was right: this attempt, and the account's failed ones, stop counting."""
         setting_rate_reset(_username_key(self.request), "STUDIO_LOGIN_RATE")
+        self.request.session.pop(SESSION_RESET_USERNAME, None)
         return super().form_valid(form)
 
 
@@ -151,9 +167,24 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
             "first_password": user is not None and not user.has_usable_password(),
         }
 
+    def form_valid(self, form: Any) -> HttpResponse:
+        # The link proved the account is this browser's: the page after tells its username.
+        response = super().form_valid(form)
+        self.request.session[SESSION_RESET_USERNAME] = form.user.get_username()
+        return response
+
 
 class PasswordResetDoneView(auth_views.PasswordResetCompleteView):
+    """The page after choosing a password: it is set, the account's username (which only the
+    invitation e-mail gave an invited person) and a sign-in link that fills it in."""
+
     template_name = "studio/password_reset_done.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {
+            **super().get_context_data(**kwargs),
+            "username": self.request.session.get(SESSION_RESET_USERNAME),
+        }
 
 
 def _safe_next(request: HttpRequest, value: str | None) -> str:

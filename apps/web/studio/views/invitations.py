@@ -4,7 +4,9 @@ or decline. Open to anyone signed in, members of no studio included (they are wh
 An invitation is found by (studio in the URL, signed-in user): nobody but the invited person can
 see or answer it, and anyone else gets a 404. Each answer is one form through `submit_once`,
 scoped to the invitation's studio and the person (`user:<pk>`), so a resubmitted answer lands
-where the first did and is applied once. Nothing is sent by e-mail.
+where the first did and is applied once. Nothing is sent by e-mail. An acceptance lands on the
+studio's overview with that studio chosen to work in (they just said they want to work there),
+whether it is their only studio or one of several.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.problems import DomainError
+from apps.tenancy.middleware import SESSION_TENANT_KEY
 from apps.tenancy.models import Membership, Organization, User
 from apps.tenancy.selectors import invitations_of_user, memberships_of_user
 from apps.tenancy.services import membership_invitation_accept, membership_invitation_decline
@@ -66,14 +69,14 @@ def _answer(request: HttpRequest, tenant_id: int, *, accept: bool) -> HttpRespon
             membership = membership_invitation_accept(tenant_id=tenant_id, user=user, role=shown_role)
             studio = Organization.objects.get(pk=tenant_id)
             role = Membership.Role(membership.role).label.lower()
-            messages.success(request, f"You are now a member of {studio.name}, as {role}. Pick it to work in it.")
-            return reverse("studio:choose")
+            messages.success(request, f"You are now a member of {studio.name}, as {role}.")
+            return reverse("studio:overview")
         membership_invitation_decline(tenant_id=tenant_id, user=user)
         messages.success(request, "Invitation declined; nothing changed for you.")
         return reverse("studio:invitations")
 
     try:
-        return submit_once(request, tenant_id=tenant_id, caller=f"user:{user.pk}", effect=effect)
+        response = submit_once(request, tenant_id=tenant_id, caller=f"user:{user.pk}", effect=effect)
     except DomainError as exc:
         message = NOT_FOUND if exc.status_code == 404 else exc.detail
         title = "Invitation not found" if exc.status_code == 404 else exc.title
@@ -85,6 +88,11 @@ def _answer(request: HttpRequest, tenant_id: int, *, accept: bool) -> HttpRespon
             message=message,
             back=(reverse("studio:invitations"), "Your invitations"),
         )
+    if accept:
+        # Accepted, now or by the submission this one repeats: work in that studio. (Should the
+        # membership be gone by then, the session's choice is ignored as any stale one is.)
+        request.session[SESSION_TENANT_KEY] = tenant_id
+    return response
 
 
 @never_cache
