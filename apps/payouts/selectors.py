@@ -106,6 +106,13 @@ def payout_minimum_minor() -> int:
     return max(1, int(settings.PAYOUT_MINIMUM_MINOR))
 
 
+def balance_text(amount_minor: int, currency: str) -> str:
+    """A wallet's balance as people read it: `money_text`, and below zero the minus sign (U+2212) the
+    wallet's entries show, never a hyphen: -2250, "EUR" -> "\u221222.50 EUR"."""
+    text = money_text(abs(amount_minor), currency)
+    return f"\u2212{text}" if amount_minor < 0 else text
+
+
 RefusalReason = Literal["no_destination", "below_minimum", "payout_pending"]
 
 
@@ -155,10 +162,14 @@ class PayoutRequestStanding:
             )
         if self.payable_minor < self.minimum_minor:
             held = money_text(self.held_minor, self.currency)
-            on_hold = f", {held} of it held for refunds under way" if self.held_minor else ""
+            on_hold = ""
+            if self.held_minor > max(self.balance_minor, 0):  # more than the balance holds: not "of it"
+                on_hold = f", and refunds under way will take {held} from it"
+            elif self.held_minor:
+                on_hold = f", {held} of it held for refunds under way"
             return PayoutRefusal(
                 "below_minimum",
-                f"Your balance is {money_text(self.balance_minor, self.currency)}{on_hold}; payouts start at "
+                f"Your balance is {balance_text(self.balance_minor, self.currency)}{on_hold}; payouts start at "
                 f"{money_text(self.minimum_minor, self.currency)}.",
                 hint="Sales that just happened may take a few seconds to count.",
             )

@@ -31,6 +31,7 @@ from apps.notifications.models import Announcement, Attendee
 from apps.notifications.selectors import AnnouncementStatus, announcement_statuses, attendee_link
 from apps.payments.providers.base import money_text
 from apps.payouts.models import Payout, PayoutDestination
+from apps.payouts.selectors import balance_text, payout_minimum_minor
 from apps.tenancy.models import Membership, Organization
 
 SOLD_STATUSES = (Checkout.Status.PAID, Checkout.Status.REFUNDED)
@@ -263,18 +264,37 @@ class WalletView:
     balance_minor: int  # projected (what the API shows)
     unprojected_minor: int  # recorded, not yet folded into the balance by the projector
     held_minor: int = 0  # its share of refunds under way, which a payout leaves in it
+    minimum_minor: int = 1  # the least balance, less refunds under way, that a payout pays
 
     @property
     def held(self) -> str:
         return money_text(self.held_minor, self.currency)
 
     @property
+    def held_exceeds_balance(self) -> bool:
+        """The refunds under way would take more than the balance shown holds: their share is not "of it"."""
+        return self.held_minor > max(self.balance_minor, 0)
+
+    @property
     def balance(self) -> str:
-        return money_text(self.balance_minor, self.currency)
+        """ "30.60 EUR"; below zero with the minus sign (U+2212) of the wallet's entries (`balance_text`)."""
+        return balance_text(self.balance_minor, self.currency)
 
     @property
     def unprojected(self) -> str:
-        return money_text(self.unprojected_minor, self.currency)
+        """What is recorded and not counted yet, without its sign (the page says plus or less)."""
+        return money_text(abs(self.unprojected_minor), self.currency)
+
+    @property
+    def below_zero(self) -> bool:
+        """The balance shown is below zero, or the entries just recorded take it there. Only a refund
+        landing after a payout took the sale's money does that: a payout never takes more than the
+        balance less the refunds under way, and a refund takes back only what its sale credited."""
+        return min(self.balance_minor, self.balance_minor + self.unprojected_minor) < 0
+
+    @property
+    def minimum(self) -> str:
+        return money_text(self.minimum_minor, self.currency)
 
     @property
     def label(self) -> str:
@@ -312,6 +332,7 @@ def wallets_of_user(*, tenant: Organization, user_id: int) -> list[WalletView]:
         cursor.execute(_UNPROJECTED_SQL, {"accounts": [a.pk for a in accounts], "homes": homes})
         pending = {int(account): int(total) for account, total in cursor.fetchall()}
     held = wallet_refund_holds(account_ids=[a.pk for a in accounts])
+    minimum = payout_minimum_minor()
     return [
         WalletView(
             account_id=a.pk,
@@ -319,6 +340,7 @@ def wallets_of_user(*, tenant: Organization, user_id: int) -> list[WalletView]:
             balance_minor=int(a.projected),  # type: ignore[attr-defined]
             unprojected_minor=pending.get(a.pk, 0),
             held_minor=held.get(a.pk, 0),
+            minimum_minor=minimum,
         )
         for a in accounts
     ]
