@@ -8,7 +8,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -18,7 +17,7 @@ from django.utils.formats import date_format
 from apps.commerce.errors import RefundNotSettleable
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Entitlement, Receipt, Refund, Transaction
 from apps.commerce.services.payment import SETTLE_NOTE_MAX_CHARS, refund_retry, refund_settle_outside
-from apps.core.admin import ShownInPlace, money_display
+from apps.core.admin import ShownInPlace, ask_for_note, money_display, note_field
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.payments.providers.base import money_text
 
@@ -228,34 +227,32 @@ class RefundAdmin(ShownInPlace, ReadOnlyAdmin):
         """First a page naming the refunds and asking how the shopper was paid back; its answer
         settles each (`refund_settle_outside`), each in its own transaction: one that cannot be
         settled is reported and leaves the others settled."""
-        form = SettleOutsideForm(request.POST if "apply" in request.POST else None)
-        if not form.is_valid():
-            return TemplateResponse(
-                request,
-                "admin/commerce/refund/settle_outside.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "title": "Record refunds as paid back outside the provider",
-                    "refunds": [
-                        {
-                            "refund": refund,
-                            "status": refund_status_text(refund),
-                            "amount": money_text(refund.amount_minor, refund.currency),
-                        }
-                        for refund in queryset.order_by("pk")
-                    ],
-                    "form": form,
-                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-                    "opts": self.model._meta,
-                },
-            )
+        answer = ask_for_note(
+            self,
+            request,
+            queryset,
+            action="settle_outside",
+            form_class=SettleOutsideForm,
+            template="admin/commerce/refund/settle_outside.html",
+            title="Record refunds as paid back outside the provider",
+            columns=("Refund", "Status", "Amount", "Last error"),
+            cells=lambda refund: (
+                str(refund.pk),
+                refund_status_text(refund),
+                money_text(refund.amount_minor, refund.currency),
+                refund.last_error,
+            ),
+            submit="Record as paid back",
+        )
+        if isinstance(answer, TemplateResponse):
+            return answer
         label = f"admin:{request.user.get_username()}"
         user = request.user if request.user.is_authenticated else None
         for refund in queryset.order_by("pk"):
             try:
                 refund_settle_outside(
                     refund_id=refund.pk,
-                    note=form.cleaned_data["note"],
+                    note=answer,
                     actor_label=label,
                     actor_user=user,  # type: ignore[arg-type]
                 )
@@ -267,11 +264,10 @@ class RefundAdmin(ShownInPlace, ReadOnlyAdmin):
 
 
 class SettleOutsideForm(forms.Form):
-    note = forms.CharField(
+    note = note_field(
         label="How was the shopper paid back?",
         help_text="A bank transfer's reference, say. Kept with each refund and in the audit log.",
         max_length=SETTLE_NOTE_MAX_CHARS,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
     )
 
 

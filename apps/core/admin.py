@@ -1,18 +1,25 @@
 """Read-only view of the fencing leases (platform rows; written only by `apps.core.locks`), and
-what the other apps' admins share: amounts shown as money (`money_display`, `ShownInPlace`) and
-list actions offered as buttons on a row's own page (`RowActions`)."""
+what the other apps' admins share: amounts shown as money (`money_display`, `ShownInPlace`), long
+text cut short in lists (`short_text`), a search that finds a row by its id (`SearchById`), list
+actions offered as buttons on a row's own page (`RowActions`) and the page an action asks a note
+on before it acts (`ask_for_note`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from django import forms
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.text import Truncator
 
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.core.models import Lease
@@ -44,6 +51,33 @@ def money_display(amount_field: str, *, description: str, currency: str = "curre
         return money_text(getattr(obj, amount_field), str(code))
 
     return admin.display(description=description, ordering=amount_field)(show)
+
+
+def short_text(field: str, *, description: str, chars: int = 120) -> Callable[[Any, Any], str]:
+    """A list column showing the start of the row's text `field` (an error, say), cut at `chars`
+    characters with "…"; the row's page shows all of it."""
+
+    def show(model_admin: Any, obj: Model) -> str:
+        return Truncator(getattr(obj, field) or "").chars(chars)
+
+    return admin.display(description=description)(show)
+
+
+class SearchById(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The list's search also finds a row by its own id (a UUID primary key, as the list shows it,
+    in any case, with or without dashes): a lookup of the primary key's index, besides what
+    `search_fields` find. Text that is not an id searches `search_fields` alone: PostgreSQL is
+    never asked to read it as a UUID."""
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        try:
+            row_id = uuid.UUID(search_term.strip())
+        except ValueError:
+            return found, may_have_duplicates
+        return found | queryset.filter(pk=row_id), may_have_duplicates
 
 
 class ShownInPlace(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -119,3 +153,61 @@ class RowActions(admin.ModelAdmin):  # type: ignore[type-arg]
                 if action in offered and self.row_action_offered(obj, action)
             ]
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "row_actions": buttons})
+
+
+def note_field(*, label: str, help_text: str, max_length: int) -> forms.CharField:
+    """The note field of an `ask_for_note` form: required, stripped (blank is refused)."""
+    return forms.CharField(
+        label=label, help_text=help_text, max_length=max_length, widget=forms.Textarea(attrs={"rows": 3, "cols": 60})
+    )
+
+
+def ask_for_note(
+    model_admin: admin.ModelAdmin,  # type: ignore[type-arg]
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    *,
+    action: str,
+    form_class: type[forms.Form],
+    template: str,
+    title: str,
+    columns: Sequence[str],
+    cells: Callable[[Any], Sequence[str]],
+    submit: str,
+) -> str | TemplateResponse:
+    """The page a list action shows before it acts: the selected rows (a table of `columns`, the
+    `cells` of each row, in id order) and a form asking for a note (`form_class`, whose `note`
+    field is `note_field`). Returns the note (stripped) once that form is posted back valid; else
+    the page, first or again with the note's error, for the action to return as is (through
+    `RowActions` too). Nothing is written either way: the action writes once it has the note.
+
+    `template` extends admin/confirm_with_note.html and says, in its `explanation` block, what
+    confirming does. The page posts back where it was opened (the list, with its filters, or the
+    row's button), naming the action and the rows; its Cancel link goes back there (the list, or
+    the row's page), changing nothing."""
+    form = form_class(request.POST if "apply" in request.POST else None)
+    if form.is_valid():
+        return str(form.cleaned_data["note"])
+    opts = model_admin.model._meta
+    match = request.resolver_match
+    if match is not None and match.url_name == f"{opts.app_label}_{opts.model_name}_row_action":
+        back = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[match.kwargs["object_id"]])
+    else:
+        back = request.get_full_path()
+    rows = list(queryset.order_by("pk"))
+    return TemplateResponse(
+        request,
+        template,
+        {
+            **model_admin.admin_site.each_context(request),
+            "title": title,
+            "opts": opts,
+            "columns": columns,
+            "rows": [{"pk": row.pk, "cells": cells(row)} for row in rows],
+            "form": form,
+            "action": action,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "submit": submit,
+            "cancel_url": back,
+        },
+    )

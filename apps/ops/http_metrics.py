@@ -11,7 +11,9 @@
   which first counts its requests in progress as lost: `apps.ops.worker_deaths`).
 
 Labels stay bounded whatever clients send: `route` is the URL pattern that answered
-(`/api/v1/checkouts/<uuid:checkout_id>`, `/` for the home page), never the path; a path no
+(`/api/v1/checkouts/<uuid:checkout_id>`, `/` for the home page), never the path; a static file
+(WhiteNoise, a middleware, answers under STATIC_URL before any pattern: the page icon, the
+admin's stylesheets) is `static`, found or not (its status says which); any other path no
 pattern matches is `unmatched`; `method` is one of the methods the views answer, else `other`;
 `status` is the exact code (the app answers a few dozen codes, each route a handful of them, and
 a 409, a 413 and a 429 call for different actions; the histogram, the many-series metric, has
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 from prometheus_client import Counter, Gauge, Histogram
@@ -39,6 +43,7 @@ from apps.ops.metrics import PROCESS_REGISTRY
 from apps.ops.worker_deaths import IN_PROGRESS_NAME
 
 UNMATCHED = "unmatched"
+STATIC = "static"
 UNCOUNTED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -78,14 +83,29 @@ def _series_of(method: str, route: str, status: int) -> tuple[Counter, Histogram
     return series
 
 
-def request_route(request: HttpRequest, status: int) -> str:
-    """The URL pattern that answered `request`, or UNMATCHED.
+def static_prefix() -> str:
+    """The path (`path_info`) under which WhiteNoise answers static files, worked out as
+    WhiteNoise does: WHITENOISE_STATIC_PREFIX, else STATIC_URL's path less FORCE_SCRIPT_NAME."""
+    prefix = getattr(settings, "WHITENOISE_STATIC_PREFIX", None)
+    if prefix is None:
+        prefix = urlsplit(settings.STATIC_URL or "").path
+        script_name = (settings.FORCE_SCRIPT_NAME or "").rstrip("/")
+        if script_name and prefix.startswith(script_name):
+            prefix = prefix[len(script_name) :]
+    return "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
+
+
+def request_route(request: HttpRequest, status: int, static: str | None = None) -> str:
+    """The URL pattern that answered `request`, STATIC for a path under `static` (the static
+    files' prefix) that no pattern answered, or UNMATCHED.
 
     Django records the pattern once it resolved the path; a request a middleware answered before
-    that (a 413 for its body, a 400 for its host) is resolved here. A 404 without a resolution is
-    a path no pattern matches (resolving again would only repeat the miss)."""
+    that (a 413 for its body, a 400 for its host, a static file) is resolved here. A 404 without
+    a resolution is a path no pattern matches (resolving again would only repeat the miss)."""
     match = request.resolver_match
     if match is None:
+        if static and static != "/" and request.path_info.startswith(static):
+            return STATIC
         if status == 404:
             return UNMATCHED
         try:
@@ -102,6 +122,7 @@ class HttpMetricsMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        self.static = static_prefix()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path_info in UNCOUNTED_PATHS:
@@ -117,6 +138,6 @@ class HttpMetricsMiddleware:
             elapsed = time.perf_counter() - started
             IN_PROGRESS.dec()
             method = request.method if request.method in METHODS else "other"
-            requests, duration = _series_of(method, request_route(request, status), status)
+            requests, duration = _series_of(method, request_route(request, status, self.static), status)
             requests.inc()
             duration.observe(elapsed)

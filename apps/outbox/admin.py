@@ -2,6 +2,8 @@
 
 Messages are read-only; the only change is the audited "replay" action, which moves selected
 dead letters back to pending (see `outbox_replay`), also a button on a dead letter's own page.
+The list shows each message's `last_error` (cut short; all of it on its page) and its search
+finds a message by its id.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from apps.core.admin import RowActions
+from apps.core.admin import RowActions, SearchById, short_text
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.outbox.models import OutboxMessage
 from apps.outbox.services import outbox_replay
@@ -32,15 +34,26 @@ class DeadLetterFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(RowActions, ReadOnlyAdmin):
-    list_display = ("id", "topic", "tenant", "status", "attempts", "created_at", "next_attempt_at", "published_at")
+class OutboxMessageAdmin(SearchById, RowActions, ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "topic",
+        "tenant",
+        "status",
+        "attempts",
+        "short_last_error",
+        "created_at",
+        "next_attempt_at",
+        "published_at",
+    )
     list_filter = (DeadLetterFilter, "status", "topic")
-    search_fields = ("=id", "=aggregate_id", "topic")
+    search_fields = ("=aggregate_id", "topic")
     ordering = ("-created_at",)
     list_select_related = ("tenant",)
     show_full_result_count = False
     actions = ["replay_dead_letters"]
     row_actions = {"replay_dead_letters": "Replay this dead letter"}
+    short_last_error = short_text("last_error", description="last error")
     readonly_fields = [
         "id",
         "tenant",

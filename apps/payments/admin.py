@@ -3,19 +3,20 @@
 Events are read-only; two audited actions: a replay that re-runs processing through the outbox
 (see `webhook_events_replay`), safe for processed events too, never for resolved ones, also a
 button on an event's own page; and the resolution of failed events an operator dealt with
-outside Darkroom (`webhook_events_resolve`), which asks what was done first.
+outside Darkroom (`webhook_events_resolve`), which asks what was done first. The list shows each
+event's own id (what `webhooks_resolve` and `webhooks_replay` take), which its search finds too.
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils.text import Truncator
 
-from apps.core.admin import RowActions
+from apps.core.admin import RowActions, SearchById, ask_for_note, note_field, short_text
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.payments.models import WebhookEvent
 from apps.payments.resolution import RESOLUTION_NOTE_MAX_CHARS, WebhookResolutionRefused, webhook_events_resolve
@@ -23,9 +24,10 @@ from apps.payments.services import webhook_events_replay
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(RowActions, ReadOnlyAdmin):
+class WebhookEventAdmin(SearchById, RowActions, ReadOnlyAdmin):
     list_display = (
         "received_at",
+        "id",
         "provider",
         "event_type",
         "event_id",
@@ -44,6 +46,7 @@ class WebhookEventAdmin(RowActions, ReadOnlyAdmin):
     show_full_result_count = False
     actions = ["replay", "resolve"]
     row_actions = {"replay": "Replay this event"}
+    short_error = short_text("error", description="error")
     exclude = ("raw_body",)
     readonly_fields = [
         "id",
@@ -74,10 +77,6 @@ class WebhookEventAdmin(RowActions, ReadOnlyAdmin):
         # What `webhook_events_replay` replays: anything but an event an operator resolved.
         return obj.status != WebhookEvent.Status.RESOLVED
 
-    @admin.display(description="error")
-    def short_error(self, obj: WebhookEvent) -> str:
-        return obj.error[:120]
-
     @admin.display(description="raw body")
     def body(self, obj: WebhookEvent) -> str:
         return bytes(obj.raw_body).decode("utf-8", errors="replace")
@@ -101,25 +100,32 @@ class WebhookEventAdmin(RowActions, ReadOnlyAdmin):
         """First a page naming the events and asking what was done about them; its answer
         resolves the failed ones among them (`webhook_events_resolve`, one transaction, the
         events locked); the others are skipped and counted."""
-        form = ResolveForm(request.POST if "apply" in request.POST else None)
-        if not form.is_valid():
-            return TemplateResponse(
-                request,
-                "admin/payments/webhookevent/resolve.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "title": "Mark failed webhook events resolved",
-                    "events": list(queryset.order_by("pk")),
-                    "form": form,
-                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-                    "opts": self.model._meta,
-                },
-            )
+        answer = ask_for_note(
+            self,
+            request,
+            queryset,
+            action="resolve",
+            form_class=ResolveForm,
+            template="admin/payments/webhookevent/resolve.html",
+            title="Mark failed webhook events resolved",
+            columns=("Id", "Event", "Provider", "Type", "Status", "Error"),
+            cells=lambda event: (
+                str(event.pk),
+                event.event_id,
+                event.provider,
+                event.event_type,
+                event.get_status_display(),
+                Truncator(event.error).chars(300),
+            ),
+            submit="Mark resolved",
+        )
+        if isinstance(answer, TemplateResponse):
+            return answer
         user = request.user if request.user.is_authenticated else None
         try:
             result = webhook_events_resolve(
                 ids=queryset.values_list("pk", flat=True),
-                note=form.cleaned_data["note"],
+                note=answer,
                 actor=user,  # type: ignore[arg-type]
                 actor_label=f"admin:{request.user.get_username()}" if user else "admin",
             )
@@ -135,9 +141,8 @@ class WebhookEventAdmin(RowActions, ReadOnlyAdmin):
 
 
 class ResolveForm(forms.Form):
-    note = forms.CharField(
+    note = note_field(
         label="What was done about them?",
         help_text='E.g. "refunded ch_123 in Stripe\'s dashboard". Kept with each event and in the audit log.',
         max_length=RESOLUTION_NOTE_MAX_CHARS,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
     )

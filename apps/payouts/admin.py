@@ -2,7 +2,9 @@
 
 Batches and payouts are written by the services only (read-only here); the two payout actions
 settle, audited, a payout the platform could not settle itself (`needs_review`, or `submitted`
-and not yet confirmed) after the operator checked it with the provider. Destinations are set
+and not yet confirmed) after the operator checked it with the provider: each first shows the
+payouts and asks what the provider showed, a note kept in the audit log (also buttons on a
+payout's own page). The list shows each payout's `last_error`, cut short. Destinations are set
 through `payout_destination_set` (validated by the provider's adapter, audited). The batch list
 has a "Pay out now" button: an audited request that the batch task picks up through the outbox.
 """
@@ -14,14 +16,17 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.text import Truncator
 
-from apps.core.admin import ShownInPlace, money_display
+from apps.core.admin import RowActions, SearchById, ShownInPlace, ask_for_note, money_display, note_field, short_text
 from apps.core.admin_base import ReadOnlyAdmin, is_platform_superuser
 from apps.core.problems import DomainError
-from apps.payments.providers.base import PayoutDestinationError
+from apps.payments.providers.base import PayoutDestinationError, money_text
 from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
 from apps.payouts.services import (
     payout_batch_request,
@@ -30,6 +35,10 @@ from apps.payouts.services import (
     payout_resolve,
 )
 from apps.tenancy.models import Membership
+from apps.tenancy.services import audit_record
+
+# The longest note an operator gives when settling payouts (as for webhook events).
+PAYOUT_CHECK_NOTE_MAX_CHARS = 1000
 
 
 @admin.register(PayoutBatch)
@@ -59,7 +68,7 @@ class PayoutBatchAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Payout)
-class PayoutAdmin(ShownInPlace, ReadOnlyAdmin):
+class PayoutAdmin(SearchById, RowActions, ShownInPlace, ReadOnlyAdmin):
     list_display = (
         "created_at",
         "id",
@@ -68,45 +77,110 @@ class PayoutAdmin(ShownInPlace, ReadOnlyAdmin):
         "amount_money",
         "provider",
         "status",
+        "short_last_error",
         "provider_payout_id",
         "attempts",
         "batch",
     )
     list_filter = ("status", "provider", "currency")
-    search_fields = ("=id", "=provider_payout_id", "destination")
+    search_fields = ("=provider_payout_id", "destination")
     ordering = ("-created_at",)
     list_select_related = ("tenant", "owner", "batch")
     show_full_result_count = False
     actions = ["mark_paid", "mark_failed"]
+    row_actions = {
+        "mark_paid": "Checked with the provider: paid",
+        "mark_failed": "Checked with the provider: not paid (credit the wallet back)",
+    }
     shown_in_place_of = {"amount_minor": "amount_money"}
 
     amount_money = money_display("amount_minor", description="amount")
+    short_last_error = short_text("last_error", description="last error")
+
+    def row_action_offered(self, obj: Payout, action: str) -> bool:
+        # What `payout_resolve` settles: paid from review or submitted; not paid from review only
+        # (a submitted payout is still with the provider, and settles when it reports failure).
+        if action == "mark_paid":
+            return obj.status in (Payout.Status.NEEDS_REVIEW, Payout.Status.SUBMITTED)
+        return obj.status == Payout.Status.NEEDS_REVIEW
 
     @admin.action(description="Checked with the provider: paid", permissions=["superuser"])
-    def mark_paid(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
-        self._resolve(request, queryset, paid=True)
+    def mark_paid(self, request: HttpRequest, queryset: QuerySet[Payout]) -> TemplateResponse | None:
+        return self._resolve(request, queryset, paid=True)
 
     @admin.action(description="Checked with the provider: not paid (credit the wallet back)", permissions=["superuser"])
-    def mark_failed(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
-        self._resolve(request, queryset, paid=False)
+    def mark_failed(self, request: HttpRequest, queryset: QuerySet[Payout]) -> TemplateResponse | None:
+        return self._resolve(request, queryset, paid=False)
 
-    def _resolve(self, request: HttpRequest, queryset: QuerySet[Payout], *, paid: bool) -> None:
+    def _resolve(self, request: HttpRequest, queryset: QuerySet[Payout], *, paid: bool) -> TemplateResponse | None:
+        """First a page listing the payouts (amount, studio, photographer) and asking what the
+        provider showed; its answer settles each (`payout_resolve`), each in its own transaction
+        with a `payout.resolve_note` audit row holding the note and the operator, so one that
+        cannot be settled is reported and leaves the others settled."""
+        answer = ask_for_note(
+            self,
+            request,
+            queryset.select_related("tenant", "owner"),
+            action="mark_paid" if paid else "mark_failed",
+            form_class=PayoutCheckedForm,
+            template=f"admin/payouts/payout/checked_{'paid' if paid else 'not_paid'}.html",
+            title=f"Payouts checked with the provider: {'paid' if paid else 'not paid (credit the wallet back)'}",
+            columns=("Payout", "Studio", "Photographer", "Amount", "Provider", "Status", "Last error"),
+            cells=lambda payout: (
+                str(payout.pk),
+                str(payout.tenant),
+                f"{payout.owner.get_username()} ({payout.owner.email})" if payout.owner.email else str(payout.owner),
+                money_text(payout.amount_minor, payout.currency),
+                payout.provider,
+                payout.get_status_display(),
+                Truncator(payout.last_error).chars(300),
+            ),
+            submit="Mark paid" if paid else "Mark not paid and credit the wallet back",
+        )
+        if isinstance(answer, TemplateResponse):
+            return answer
+        user = request.user if request.user.is_authenticated else None
+        label = f"admin:{request.user.get_username()}"
         settled, skipped = 0, []
         for payout_id in queryset.order_by("pk").values_list("pk", flat=True):
             try:
-                payout_resolve(
-                    payout_id=payout_id,
-                    paid=paid,
-                    actor=request.user,  # type: ignore[arg-type]
-                    actor_label=f"admin:{request.user.get_username()}",
-                )
+                with transaction.atomic():
+                    payout = payout_resolve(
+                        payout_id=payout_id,
+                        paid=paid,
+                        actor=user,  # type: ignore[arg-type]
+                        actor_label=label,
+                    )
+                    audit_record(
+                        action="payout.resolve_note",
+                        tenant_id=payout.tenant_id,
+                        actor_user=user,  # type: ignore[arg-type]
+                        actor_label=label,
+                        target_type="payout",
+                        target_id=str(payout.pk),
+                        data={"paid": paid, "status": payout.status, "note": answer},
+                    )
             except ValueError:
                 skipped.append(str(payout_id))
             else:
                 settled += 1
         messages.success(request, f"{settled} payout(s) marked {'paid' if paid else 'failed and credited back'}.")
         if skipped:
-            messages.warning(request, f"Left alone (not needing review or submitted): {', '.join(skipped)}")
+            why = (
+                "not needing review or submitted"
+                if paid
+                else "not needing review; a submitted one settles when the provider reports it"
+            )
+            messages.warning(request, f"Left alone ({why}): {', '.join(skipped)}")
+        return None
+
+
+class PayoutCheckedForm(forms.Form):
+    note = note_field(
+        label="What did the provider show?",
+        help_text='E.g. "PayPal shows item 5TY2 returned on 3 May". Kept in the audit log with your name.',
+        max_length=PAYOUT_CHECK_NOTE_MAX_CHARS,
+    )
 
 
 class PayoutDestinationForm(forms.ModelForm):

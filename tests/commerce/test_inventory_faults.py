@@ -344,7 +344,7 @@ def test_reconciliation_balances_after_sales_and_expiry_and_reports_corrupted_st
     code, output = reconcile()
     assert code == 1
     assert "1 drifting" in output
-    row = next(line for line in output.splitlines() if line.split()[1:2] == [str(shop_a.print.pk)])
+    row = next(line for line in output.splitlines() if line.split()[1:2] == [shop_a.print.sku])
     assert row.split()[2:6] == ["4", "4", "10", "2"]  # stock, confirmed, initial, drift
 
 

@@ -39,6 +39,7 @@ from apps.ops import worker_deaths  # noqa: F401
 from apps.ops.metrics import PROCESS_REGISTRY
 from apps.ops.webserver import WebServer, gunicorn, web_env
 from apps.tenancy.context import tenant_context
+from config.settings.base import MIDDLEWARE as BASE_MIDDLEWARE
 from tests.factories.catalog import EventFactory
 from tests.fixtures import TenantBundle, forget_rate_limit_windows, subprocess_env
 
@@ -161,6 +162,38 @@ def test_the_monitoring_endpoints_are_not_counted_and_methods_stay_bounded() -> 
     after = http_series(scrape())
     assert any(dict(labels).get("method") == "other" for _, labels in after)
     assert not any(dict(labels).get("method") == "BREW" for _, labels in after)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_static_files_are_counted_under_their_own_route_not_as_unmatched(settings: Any) -> None:
+    # given: the deployed middleware stack, with WhiteNoise serving the static files (the test
+    # settings leave it out)
+    settings.MIDDLEWARE = BASE_MIDDLEWARE
+    settings.WHITENOISE_USE_FINDERS = True
+    client = Client()
+    before = scrape()
+    # when: a browser follows /favicon.ico to the icon, asks for a static file that is not
+    # there, and for a path nothing serves
+    assert client.get("/favicon.ico").status_code == 301
+    icon = client.get("/static/web/favicon.svg")
+    assert icon.status_code == 200 and b"".join(icon.streaming_content).startswith(b"<svg")  # type: ignore[attr-defined]
+    assert client.get("/static/web/no-such-file.css").status_code == 404
+    assert client.get("/no-such-page").status_code == 404
+    after = scrape()
+    # then: the static files are counted under `static` (found or not: the status says), one
+    # label whatever the path; only the path nothing serves is `unmatched`
+    expected = [
+        ("GET", "/favicon.ico", "301"),
+        ("GET", "static", "200"),
+        ("GET", "static", "404"),
+        ("GET", "unmatched", "404"),
+    ]
+    for method, route, status in expected:
+        labels = {"method": method, "route": route, "status": status}
+        assert value(after, REQUESTS, **labels) - value(before, REQUESTS, **labels) == 1, labels
+    counted = {k: v - before.get(k, 0.0) for k, v in http_series(after).items() if k[0] == REQUESTS}
+    assert sum(counted.values()) == len(expected)
+    assert not any(dict(labels).get("route", "").startswith("/static") for _, labels in http_series(after))
 
 
 # --- a real gunicorn with two worker processes --------------------------------------------------

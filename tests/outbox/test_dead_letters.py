@@ -130,12 +130,15 @@ def test_cli_replays_all_dead_letters_or_named_ones_and_audits_each(dead_letters
     [pending] = publish(tenant_id=None, topic=UNROUTED)
     # when: one dead letter and the pending message are named
     out = StringIO()
-    call_command("outbox_replay", "--ids", str(dead_letters[0].id), str(pending.id), stdout=out)
-    # then: only the dead letter is replayed; the other is reported as skipped
-    assert json.loads(out.getvalue()) == {"replayed": [str(dead_letters[0].id)], "skipped": [str(pending.id)]}
+    call_command("outbox_replay", "--ids", str(dead_letters[0].id), str(pending.id), "--json", stdout=out)
+    # then: only the dead letter is replayed; the other is reported as skipped, with its status
+    assert json.loads(out.getvalue()) == {
+        "replayed": [str(dead_letters[0].id)],
+        "skipped": {str(pending.id): "pending"},
+    }
     # when: --dead replays the rest
     out = StringIO()
-    call_command("outbox_replay", "--dead", stdout=out)
+    call_command("outbox_replay", "--dead", "--json", stdout=out)
     assert len(json.loads(out.getvalue())["replayed"]) == 2
     # then: nothing is dead any more, and there is one audit row per replayed message
     assert {m.status for m in _rows()} == {"pending"}
@@ -169,16 +172,63 @@ def test_a_published_message_the_broker_lost_is_sent_again_only_when_named_with_
     purge_queues()
     # when: it is named without the flag, then the flag without naming it
     out = StringIO()
-    call_command("outbox_replay", "--ids", str(message.id), stdout=out)
-    assert json.loads(out.getvalue()) == {"replayed": [], "skipped": [str(message.id)]}
+    call_command("outbox_replay", "--ids", str(message.id), "--json", stdout=out)
+    assert json.loads(out.getvalue()) == {"replayed": [], "skipped": {str(message.id): "published"}}
     with pytest.raises(CommandError, match="needs --ids"):
         call_command("outbox_replay", "--dead", "--include-published")
     # when: it is named with the flag
     out = StringIO()
-    call_command("outbox_replay", "--ids", str(message.id), "--include-published", stdout=out)
+    call_command("outbox_replay", "--ids", str(message.id), "--include-published", "--json", stdout=out)
     # then: pending again under the same id, audited with its previous status
-    assert json.loads(out.getvalue()) == {"replayed": [str(message.id)], "skipped": []}
+    assert json.loads(out.getvalue()) == {"replayed": [str(message.id)], "skipped": {}}
     assert {m.id: m.status for m in _rows()}[message.id] == "pending"
     with system_context("test"):
         audit = AuditLog.objects.get(action="outbox.replay", target_id=str(message.id))
     assert audit.data["status"] == "published"
+
+
+def test_cli_says_not_found_for_an_unknown_id_and_replays_nothing(dead_letters):
+    # given: a dead letter, and an id of no message (a typo, or a row long deleted)
+    unknown = "01900000-0000-7000-8000-000000000000"
+    # when: both are named
+    with pytest.raises(CommandError) as refusal:
+        call_command("outbox_replay", "--ids", str(dead_letters[0].id), unknown)
+    # then: the command fails (exit status 1 from manage.py) naming the id not found, and replays
+    # nothing, the dead letter named with it included
+    assert str(refusal.value) == (
+        f"Not found: outbox message {unknown}. Nothing was replayed; check the ids in the admin's outbox messages."
+    )
+    assert {m.status for m in _rows()} == {"dead"}
+    with system_context("test"):
+        assert not AuditLog.objects.filter(action="outbox.replay").exists()
+    # and: a value that is no message id at all is refused the same way
+    with pytest.raises(CommandError, match="Not found: outbox message 12345"):
+        call_command("outbox_replay", "--ids", "12345")
+
+
+def test_cli_says_in_words_what_it_replayed_and_why_it_left_the_others(dead_letters, publish, settings, tenant_a):
+    # given: a dead letter, a pending message and a published one
+    settings.OUTBOX_MAX_ATTEMPTS = 10
+    [pending] = publish(tenant_id=None, topic=UNROUTED)
+    [published] = publish(tenant_id=tenant_a.org.pk)
+    with system_context("test"):
+        OutboxMessage.objects.filter(pk=published.pk).update(status="published", published_at=timezone.now())
+    dead = dead_letters[0]
+    # when: all three are named
+    out = StringIO()
+    call_command("outbox_replay", "--ids", str(dead.id), str(pending.id), str(published.id), stdout=out)
+    # then: the dead letter is replayed (back to pending, for the relay), the others are left, each
+    # with its status; a published one with the flag that would send it again
+    assert out.getvalue().splitlines() == [
+        "Replayed 1 outbox message: pending again, the relay sends it within seconds "
+        "(see its status in the admin's outbox messages).",
+        f"  {dead.id} {UNROUTED}",
+        "Not replayed:",
+        f"  {pending.id} not dead-lettered (status pending)",
+        f"  {published.id} not dead-lettered (status published; --include-published sends it again)",
+    ]
+    # and: --dead with no dead letter left says so
+    call_command("outbox_replay", "--dead", stdout=StringIO())
+    out = StringIO()
+    call_command("outbox_replay", "--dead", stdout=out)
+    assert out.getvalue().strip() == "No dead letters: nothing replayed."

@@ -10,7 +10,7 @@ from io import StringIO
 from unittest import mock
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -61,9 +61,9 @@ def test_event_for_an_unknown_checkout_fails_with_error_and_traceback_and_can_be
     assert "Traceback" in event.traceback and "transaction_apply_fact" not in event.traceback
     # when: an operator replays the failed events from the command line
     out = StringIO()
-    call_command("webhooks_replay", "--failed", "--actor", "ops:alice", stdout=out)
+    call_command("webhooks_replay", "--failed", "--actor", "ops:alice", "--json", stdout=out)
     # then: one fresh message is queued and the replay is audited
-    assert json.loads(out.getvalue())["replayed"] == [str(event.pk)]
+    assert json.loads(out.getvalue())["queued"] == [str(event.pk)]
     assert pending_topics() == ["webhook.received"]
     with system_context("test"):
         audit = AuditLog.objects.get(action="webhook_event.replay")
@@ -71,11 +71,11 @@ def test_event_for_an_unknown_checkout_fails_with_error_and_traceback_and_can_be
     with pytest.raises(PaymentForUnknownCheckout):
         drain_outbox()
     assert the_event().attempts == 2
-    # and: replaying by id names the ids it does not know
+    # and: replaying by id refuses ids it does not know, naming them, and queues nothing
     unknown = str(uuid.uuid4())
-    out = StringIO()
-    call_command("webhooks_replay", "--ids", str(event.pk), unknown, stdout=out)
-    assert json.loads(out.getvalue()) == {"replayed": [str(event.pk)], "unknown": [unknown]}
+    with pytest.raises(CommandError, match=f"No webhook event {unknown}. Nothing was replayed."):
+        call_command("webhooks_replay", "--ids", str(event.pk), unknown, stdout=StringIO())
+    assert pending_topics() == []
 
 
 def test_event_from_another_provider_than_the_checkouts_fails_for_good_and_touches_nothing(tenant_a, shop):

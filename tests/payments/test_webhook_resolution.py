@@ -304,13 +304,12 @@ def test_a_resolved_event_is_not_replayed_by_the_admin_or_the_command(tenant_a, 
         str(m) for m in response.context["messages"]
     ]
     # when: an operator replays it by id, or every failed event, from the command line
-    out, err = StringIO(), StringIO()
-    call_command("webhooks_replay", "--ids", str(event.pk), stdout=out, stderr=err)
-    assert json.loads(out.getvalue())["replayed"] == []
-    assert f"not replayed, resolved by an operator: {event.pk}" in err.getvalue()
     out = StringIO()
-    call_command("webhooks_replay", "--failed", stdout=out)
-    assert json.loads(out.getvalue())["replayed"] == []
+    call_command("webhooks_replay", "--ids", str(event.pk), stdout=out)
+    assert out.getvalue() == f"Not replayed, resolved by an operator (final): sandbox {event.event_id}\n"
+    out = StringIO()
+    call_command("webhooks_replay", "--failed", "--json", stdout=out)
+    assert json.loads(out.getvalue())["queued"] == []
     # then: nothing queued, no replay audited; still resolved
     assert pending_topics() == []
     with system_context("test"):
@@ -360,7 +359,7 @@ def test_the_command_dry_run_writes_nothing_then_the_run_resolves_the_failed_eve
     args = ["webhooks_resolve", str(failed.pk), str(processed.pk), "--note", NOTE, "--actor", "ops:carol"]
     # when: an operator runs it with --dry-run
     out = StringIO()
-    call_command(*args, "--dry-run", stdout=out)
+    call_command(*args, "--dry-run", "--json", stdout=out)
     # then: it says what it would do and writes nothing
     assert json.loads(out.getvalue()) == {
         "dry_run": True,
@@ -370,7 +369,7 @@ def test_the_command_dry_run_writes_nothing_then_the_run_resolves_the_failed_eve
     assert event_of(failed.pk).status == "failed" and resolutions() == []
     # when: run for real
     out = StringIO()
-    call_command(*args, stdout=out)
+    call_command(*args, "--json", stdout=out)
     # then: the failed one is resolved by the actor named, audited; the other untouched
     assert json.loads(out.getvalue())["resolved"] == [str(failed.pk)]
     resolved = event_of(failed.pk)
@@ -380,7 +379,7 @@ def test_the_command_dry_run_writes_nothing_then_the_run_resolves_the_failed_eve
     assert (audit.actor_label, audit.actor_user_id, audit.target_id) == ("ops:carol", None, str(failed.pk))
     # and: run again, it changes nothing
     out = StringIO()
-    call_command(*args, stdout=out)
+    call_command(*args, "--json", stdout=out)
     assert json.loads(out.getvalue())["resolved"] == [] and len(resolutions()) == 1
 
 
@@ -389,8 +388,8 @@ def test_the_command_dry_run_writes_nothing_then_the_run_resolves_the_failed_eve
     [
         (["--note", "   "], "Say what was done"),
         (["--note", "x" * 1001], "longer than 1000"),
-        (["not-a-uuid", "--note", NOTE], "not a webhook event id"),
-        ([str(uuid.UUID(int=7)), "--note", NOTE], f"No webhook event {uuid.UUID(int=7)}"),
+        (["not-a-uuid", "--note", NOTE], "No webhook event not-a-uuid. Nothing was resolved."),
+        ([str(uuid.UUID(int=7)), "--note", NOTE], f"No webhook event {uuid.UUID(int=7)}. Nothing was resolved."),
     ],
 )
 def test_the_command_refuses_clearly_and_writes_nothing(tenant_a, shop, extra, message):
