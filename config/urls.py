@@ -8,6 +8,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from apps.catalog import views as catalog_views
+from apps.core import problem_pages
 from apps.ops import views as ops_views
 
 api_v1 = [
@@ -26,6 +27,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its start-up script from a URL: the CSP allows no inline script.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # Each problem's `type` (/problems/<slug>) is a page saying when it happens and what to do.
+    path("problems/", problem_pages.problem_type_list, name="problem-types"),
+    path("problems/<slug:slug>", problem_pages.problem_type_page, name="problem-type"),
     path("webhooks/", include("apps.payments.urls")),
     path("", include("apps.commerce.public_urls")),  # /downloads/<token>, /sandbox/ pages
     path("", include("apps.notifications.public_urls")),  # /attendee/<token>/: inbox, unsubscribe

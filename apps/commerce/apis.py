@@ -32,6 +32,7 @@ from apps.commerce.models import (
     SHIPPING_REGION_MAX_LENGTH,
     TRACKING_REFERENCE_MAX_LENGTH,
     Checkout,
+    CheckoutLine,
     CheckoutShipping,
     Entitlement,
     Provider,
@@ -99,10 +100,20 @@ class CheckoutOutputSerializer(DirectOutputSerializer):
     hottest responses of the shop)."""
 
     id = serializers.UUIDField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=Checkout.Status.choices,
+        help_text="Where the checkout is. `reserving`: some prints wait for their stock to be confirmed "
+        "(`lines[].state` `reserved`); poll until it moves on. `awaiting_payment_session`: payable, the "
+        "payment page is being made (`payment_url` null; `payment_session_error` if making it failed, "
+        "`POST .../payment-session` asks again). `awaiting_payment`: `payment_url` is ready; the shopper "
+        "pays there. `paid`: paid; its downloads are the shopper's (`GET /entitlements`). `failed`: the "
+        "payment provider declined the payment. `expired`: not paid in time, or closed early "
+        "(`closed_reason`); its prints went back to stock. `sold_out`: no line could be had, nothing to "
+        "charge. `refunded`: the whole payment went back to the shopper.",
+    )
     email = serializers.EmailField()
     provider = serializers.CharField()
-    amount_minor = serializers.IntegerField()
+    amount_minor = serializers.SerializerMethodField()
     currency = serializers.CharField()
     payment_url = serializers.SerializerMethodField()
     return_url = serializers.SerializerMethodField()
@@ -121,6 +132,23 @@ class CheckoutOutputSerializer(DirectOutputSerializer):
         (`checkout_create` and `checkout_get` load it with the checkout: no query here.)"""
         shipping = getattr(checkout, "shipping", None)
         return None if shipping is None else CheckoutShippingOutputSerializer().to_representation(shipping)
+
+    @extend_schema_field(
+        serializers.IntegerField(
+            help_text="What the checkout charges: the confirmed lines, in the smallest unit of `currency` "
+            "(3400 EUR is 34.00 EUR); a sold-out line never counts. It grows while lines are reserving (the "
+            "lines confirmed so far) and is final once the checkout leaves `reserving`: what the payment asks "
+            "for. A checkout closed before it was payable (`sold_out`, or `expired` while reserving) charges 0."
+        )
+    )
+    def get_amount_minor(self, checkout: Checkout) -> int:
+        """Stored once the last line is decided (`_settle`, which the payment reads); until then the
+        column holds 0 and the sum of the lines confirmed so far is what is true (the shop's order
+        page shows the same). `lines_by_position` is loaded with the checkout: no query here."""
+        if checkout.status != Checkout.Status.RESERVING:
+            return checkout.amount_minor
+        confirmed = CheckoutLine.State.CONFIRMED
+        return sum(line.amount_minor for line in checkout.lines_by_position if line.state == confirmed)
 
     def get_payment_url(self, checkout: Checkout) -> str | None:
         return checkout.payment_url or None

@@ -74,12 +74,12 @@ def _holds_live_credential(scope: Scope) -> bool:
     the middleware ran: an API key that resolves, or the session of a signed-in user. Reads no
     body; asks Redis (the key cache) and the database (keys, sessions)."""
     # Imported here: the tenancy app needs the app registry.
-    from apps.tenancy.authentication import ApiKeyAuthentication
+    from apps.tenancy.authentication import api_key_of
     from apps.tenancy.selectors import api_key_resolve
 
-    parts = (_header(scope, b"authorization") or "").split()
-    if len(parts) == 2 and parts[0] == ApiKeyAuthentication.keyword:
-        return api_key_resolve(raw_key=parts[1]) is not None
+    key = api_key_of(_header(scope, b"authorization") or "")
+    if key is not None:
+        return api_key_resolve(raw_key=key) is not None
     session_key = parse_cookie(_header(scope, b"cookie") or "").get(settings.SESSION_COOKIE_NAME)  # as Django reads it
     if not session_key:
         return False

@@ -6,7 +6,7 @@ the views enforce outside their serializers:
 * the `Idempotency-Key` request header (`apps.idempotency.protocol`), required on every
   mutating operation of a `TenantApi` that is not `idempotency_exempt`, and the
   `Idempotent-Replayed` header of a replayed response;
-* the RFC 7807 problem responses (`application/problem+json`, component `Problem`) the operation
+* the RFC 9457 (RFC 7807) problem responses (`application/problem+json`, component `Problem`) the operation
   can give: 401, 403 and 429 (the rate limit, with `Retry-After`) always; 404 when the path
   names an object; 400 for input (a body, a required header, query parameters, which every
   operation checks for unknown names); 409, 413 and
@@ -20,7 +20,8 @@ the views enforce outside their serializers:
 * on every operation, the 414 (component response `RequestLineTooLong`) that gunicorn answers
   itself, as text/html, to a request line over its `limit_request_line` (config/gunicorn_conf.py).
 
-`ApiKeyScheme` documents `Authorization: Bearer <api key>` (`ApiKeyAuthentication`).
+`ApiKeyScheme` documents `Authorization: Bearer <api key>` (`ApiKeyAuthentication`). The `Problem`
+component's `type` is a URI whose page (`apps.core.problem_pages`) says what the problem means.
 `page_of` and `PAGINATION_PARAMETERS` describe a StrictLimitOffsetPagination page for plain APIViews.
 
 `tests/core/test_openapi.py` checks that the schema generates without warnings and, with
@@ -105,7 +106,10 @@ _PROBLEM_DESCRIPTIONS = {
         "Invalid input: a malformed body, invalid fields (`errors`), a query parameter the operation does "
         "not take, a missing or invalid Idempotency-Key."
     ),
-    401: "No credentials, or an unknown or revoked API key.",
+    401: (
+        "No credentials (the `detail` says how to send the API key: `Authorization: Bearer <key>`), or an "
+        "unknown or revoked API key."
+    ),
     403: "The credential's role may not do this.",
     404: "No such object in this studio.",
     409: "A request with this Idempotency-Key is in flight (`Retry-After`), or a business rule refused it.",
@@ -155,7 +159,11 @@ class ProblemSchema(OpenApiSerializerExtension):  # type: ignore[no-untyped-call
             "type": "object",
             "description": "RFC 7807 problem details (media type application/problem+json).",
             "properties": {
-                "type": {**string, "description": "Names the kind of problem, e.g. /problems/validation-error."},
+                "type": {
+                    **string,
+                    "description": "The kind of problem, e.g. /problems/validation-error (invalid fields, with "
+                    "`errors`): a page at that path says when it happens and what to do; /problems/ lists them all.",
+                },
                 "title": string,
                 "status": {"type": "integer"},
                 "detail": string,
@@ -191,7 +199,8 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-c
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "A studio's API key (`drk_...`): the key decides the tenant.",
+            "description": "A studio's API key (`drk_...`) as `Authorization: Bearer <key>` (the word Bearer in "
+            "any case): the key decides the studio.",
         }
 
 
