@@ -7,6 +7,8 @@
   signed link (the old one then opens nothing but unsubscribing); answers the attendee as the
   list shows it, with the new links. No e-mail: the studio hands the new link on.
 * `POST /api/v1/announcements`: a draft announcement to an event's attendees.
+* `PATCH /api/v1/announcements/{id}`: change a draft's event, title or body;
+  `DELETE /api/v1/announcements/{id}`: delete a draft (204). Once it is sent, both are a 409.
 * `POST /api/v1/announcements/{id}/send`: send it (202; a second call changes nothing).
 * `GET /api/v1/announcements`, `GET /api/v1/announcements/{id}`: with the status derived from
   the deliveries and their counts.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -42,7 +44,9 @@ from apps.notifications.services import (
     AnnouncementNotFound,
     AttendeeIn,
     announcement_create,
+    announcement_delete,
     announcement_send,
+    announcement_update,
     attendees_register,
 )
 from apps.tenancy.apis import TenantApi
@@ -236,9 +240,23 @@ class AnnouncementsApi(TenantApi):
 
 
 class AnnouncementDetailApi(TenantApi):
-    """One announcement, with its status and delivery counts."""
+    """GET: one announcement, with its status and delivery counts. PATCH: change a draft's
+    event, title or body (every field optional, at least one). DELETE: delete a draft. An
+    announcement that is sending or sent cannot be changed or deleted (409, nothing written),
+    also when its send commits while the change waits for it."""
 
     permission_classes = [MANAGE_ROLES]
+
+    @extend_schema_serializer(component_name="AnnouncementUpdateInput")
+    class InputSerializer(StrictSerializer):
+        event_id = IdField(required=False)
+        title = serializers.CharField(max_length=200, required=False)
+        body = serializers.CharField(max_length=ANNOUNCEMENT_BODY_MAX_LENGTH, required=False)
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if not attrs:
+                raise serializers.ValidationError("Give at least one of event_id, title, body.")
+            return attrs
 
     @extend_schema(responses=AnnouncementOutputSerializer)
     def get(self, request: Request, announcement_id: int) -> Response:
@@ -246,6 +264,36 @@ class AnnouncementDetailApi(TenantApi):
         if announcement is None:
             raise AnnouncementNotFound(f"Announcement {announcement_id} does not exist in this studio.")
         return Response(announcement_out(announcement))
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=AnnouncementOutputSerializer,
+        description=(
+            "Change a draft: the fields given replace its own. 409 once it is sending or sent; 400 for an "
+            "event the studio does not have."
+        ),
+    )
+    def patch(self, request: Request, announcement_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        announcement = announcement_update(
+            tenant_id=self.tenant.pk,
+            announcement_id=announcement_id,
+            actor_label=self.idempotency_caller(request),
+            **data.validated_data,
+        )
+        return Response(announcement_out(announcement))
+
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        description="Delete a draft (audited). 409 once it is sending or sent.",
+    )
+    def delete(self, request: Request, announcement_id: int) -> Response:
+        announcement_delete(
+            tenant_id=self.tenant.pk, announcement_id=announcement_id, actor_label=self.idempotency_caller(request)
+        )
+        return Response(status=204)
 
 
 class AnnouncementSendApi(TenantApi):

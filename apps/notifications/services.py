@@ -1,6 +1,9 @@
 """Writes for attendees, notifications and announcements.
 
 Announcement flow (DESIGN.md "Announcements and notifications"):
+0. A draft (`announcement_create`) can be changed (`announcement_update`) or deleted
+   (`announcement_delete`) until it is sent: both lock its row as the send does, so a send and
+   an edit or delete serialise and nothing changes an announcement once it was sent.
 1. `announcement_send` marks the announcement requested and writes `announcement.send_requested`
    to the outbox, in one transaction (a second call changes nothing).
 2. `announcement_fanout` (its consumer) holds the fenced lease `announcements:fanout:<id>` and
@@ -31,7 +34,7 @@ from django.db import connection, transaction
 from django.db.models import F, Max
 from django.db.models.functions import Greatest, Now
 from django.db.transaction import TransactionManagementError
-from django.utils import timezone
+from django.utils import dateformat, timezone
 
 from apps.catalog.errors import EventNotFound
 from apps.catalog.models import Event
@@ -65,6 +68,19 @@ class UnknownEvent(InvalidInput):
 class AnnouncementNotFound(NotFound):
     slug = "announcement-not-found"
     title = "No such announcement in this studio"
+
+
+class AnnouncementNotDraft(DomainError):
+    """A change or delete of an announcement that is sending or was sent (including one whose send
+    committed while the change waited for it): only a draft can be changed or deleted."""
+
+    status_code = 409
+    slug = "announcement-already-sent"
+    title = "Announcement already sent"
+    what_to_do = (
+        "Nothing was changed, and the announcement went out as it was. To correct it, write a new "
+        "announcement (POST /api/v1/announcements) and send that."
+    )
 
 
 class DeliveryInterrupted(DomainError):
@@ -308,6 +324,16 @@ ANNOUNCEMENT_TITLE_MAX_LENGTH = 200  # Announcement.title
 ANNOUNCEMENT_BODY_MAX_LENGTH = 20_000
 
 
+def _check_announcement_text(*, title: str | None, body: str | None) -> None:
+    """Raises InvalidInput naming the field (`errors`) for a title or body the rules refuse (None:
+    not checked): a title is the e-mail's subject (`title_problem`); a body keeps line breaks and
+    tabs only (`multiline_text_problem`)."""
+    if title is not None and (problem := title_problem(title, max_length=ANNOUNCEMENT_TITLE_MAX_LENGTH)):
+        raise InvalidInput(f"Title: {problem}", extra={"errors": {"title": [problem]}})
+    if body is not None and (problem := multiline_text_problem(body, max_length=ANNOUNCEMENT_BODY_MAX_LENGTH)):
+        raise InvalidInput(f"Body: {problem}", extra={"errors": {"body": [problem]}})
+
+
 @transaction.atomic
 def announcement_create(
     *, tenant: Organization, event_id: int, title: str, body: str, actor: User | None, actor_label: str
@@ -316,10 +342,7 @@ def announcement_create(
     InvalidInput (a title with control characters or direction overrides: it is the e-mail's
     subject; a body with control characters other than line breaks and tabs, or direction
     overrides: `multiline_text_problem`)."""
-    if problem := title_problem(title, max_length=ANNOUNCEMENT_TITLE_MAX_LENGTH):
-        raise InvalidInput(f"Title: {problem}", extra={"errors": {"title": [problem]}})
-    if problem := multiline_text_problem(body, max_length=ANNOUNCEMENT_BODY_MAX_LENGTH):
-        raise InvalidInput(f"Body: {problem}", extra={"errors": {"body": [problem]}})
+    _check_announcement_text(title=title, body=body)
     if not Event.objects.filter(tenant=tenant, pk=event_id).exists():
         raise UnknownEvent(f"Event {event_id} does not exist in this studio.")
     return Announcement.objects.create(
@@ -330,6 +353,93 @@ def announcement_create(
         created_by=actor,
         created_by_label=actor_label[:200],
     )
+
+
+def _announcement_locked(*, tenant_id: int, announcement_id: int) -> Announcement:
+    """The announcement, its row locked FOR UPDATE (as `announcement_send` locks it), so an edit or
+    a delete and a send serialise: whichever locks second reads what the first committed. Runs in
+    the caller's transaction. Raises AnnouncementNotFound."""
+    announcement = Announcement.objects.select_for_update().filter(tenant_id=tenant_id, pk=announcement_id).first()
+    if announcement is None:
+        raise AnnouncementNotFound(f"Announcement {announcement_id} does not exist in this studio.")
+    return announcement
+
+
+def _ensure_draft(announcement: Announcement) -> None:
+    """Raises AnnouncementNotDraft when the (locked) announcement was sent."""
+    if announcement.send_requested_at is not None:
+        when = dateformat.format(timezone.localtime(announcement.send_requested_at), "j M Y, H:i T")
+        raise AnnouncementNotDraft(
+            f"It was sent on {when}; only a draft can be changed or deleted. Nothing was changed."
+        )
+
+
+@transaction.atomic
+def announcement_update(
+    *,
+    tenant_id: int,
+    announcement_id: int,
+    actor_label: str,
+    event_id: int | None = None,
+    title: str | None = None,
+    body: str | None = None,
+) -> Announcement:
+    """Change a draft's event, title or body (None: leave it), by the rules of
+    `announcement_create`. Joins the caller's transaction and locks the announcement's row first
+    (`_announcement_locked`): a send committed before is seen (refused), a send asked for
+    meanwhile waits and sends the changed text. One audit row (`announcement.update`) names the
+    fields that really changed; a call that changes nothing writes nothing. Raises InvalidInput
+    (nothing given; a title or body the rules refuse), AnnouncementNotFound, AnnouncementNotDraft
+    (sending or sent: 409), UnknownEvent; each writes nothing.
+    """
+    if event_id is None and title is None and body is None:
+        raise InvalidInput(
+            "Nothing to change: give at least one of event_id, title, body.",
+            extra={"errors": {"non_field_errors": ["Give at least one field to change."]}},
+        )
+    _check_announcement_text(title=title, body=body)
+    announcement = _announcement_locked(tenant_id=tenant_id, announcement_id=announcement_id)
+    _ensure_draft(announcement)
+    if event_id is not None and event_id != announcement.event_id:
+        if not Event.objects.filter(tenant_id=tenant_id, pk=event_id).exists():
+            raise UnknownEvent(f"Event {event_id} does not exist in this studio.")
+    wanted = {"event_id": event_id, "title": title, "body": body}
+    changed = [name for name, value in wanted.items() if value is not None and value != getattr(announcement, name)]
+    if not changed:
+        return announcement
+    for name in changed:
+        setattr(announcement, name, wanted[name])
+    announcement.save(update_fields=[name.removesuffix("_id") for name in changed])
+    audit_record(
+        action="announcement.update",
+        tenant_id=tenant_id,
+        actor_label=actor_label,
+        target_type="announcement",
+        target_id=str(announcement.pk),
+        data={"fields": [name.removesuffix("_id") for name in changed], "event_id": announcement.event_id},
+    )
+    return announcement
+
+
+@transaction.atomic
+def announcement_delete(*, tenant_id: int, announcement_id: int, actor_label: str) -> None:
+    """Delete a draft (it has no deliveries, notifications or outbox messages yet: nothing else
+    refers to it). Joins the caller's transaction and locks the row first, as
+    `announcement_update`: a send committed before is refused; one asked for meanwhile waits and
+    then finds no announcement. Audited (`announcement.delete`, with its event and title).
+    Raises AnnouncementNotFound, AnnouncementNotDraft (sending or sent: 409); each writes nothing.
+    """
+    announcement = _announcement_locked(tenant_id=tenant_id, announcement_id=announcement_id)
+    _ensure_draft(announcement)
+    audit_record(
+        action="announcement.delete",
+        tenant_id=tenant_id,
+        actor_label=actor_label,
+        target_type="announcement",
+        target_id=str(announcement.pk),
+        data={"event_id": announcement.event_id, "title": announcement.title},
+    )
+    announcement.delete()
 
 
 @transaction.atomic

@@ -1198,6 +1198,21 @@ FORMS: dict[str, Form] = {
         ),
         roles=SALES_AND_ATTENDEES,
     ),
+    "studio:announcement-edit": Form(
+        _studio(
+            lambda w: f"/studio/announcements/{w.an_announcement().pk}/",
+            lambda w: f"/studio/announcements/{w.an_announcement().pk}/edit",
+            title="Photos are online",
+        ),
+        roles=SALES_AND_ATTENDEES,
+    ),
+    "studio:announcement-delete": Form(
+        _studio(
+            lambda w: f"/studio/announcements/{w.an_announcement().pk}/",
+            lambda w: f"/studio/announcements/{w.an_announcement().pk}/delete",
+        ),
+        roles=SALES_AND_ATTENDEES,
+    ),
     "studio:api-keys": Form(_studio(lambda w: "/studio/api-keys/", name="Storefront"), roles=OWNERS),
     "studio:api-key-revoke": Form(_studio(lambda w: f"/studio/api-keys/{w.an_api_key().pk}/revoke"), roles=OWNERS),
     "studio:members": Form(_invite, roles=OWNERS),

@@ -88,6 +88,12 @@ urlpatterns = [
     path(
         "announcements/<studio_id:announcement_id>/send", announcements.announcement_send_view, name="announcement-send"
     ),
+    path("announcements/<studio_id:announcement_id>/edit", announcements.announcement_edit, name="announcement-edit"),
+    path(
+        "announcements/<studio_id:announcement_id>/delete",
+        announcements.announcement_delete_view,
+        name="announcement-delete",
+    ),
     path("api-keys/", api_keys.api_keys, name="api-keys"),
     path("api-keys/<studio_id:api_key_id>/revoke", api_keys.api_key_revoke_view, name="api-key-revoke"),
     path("members/", members.members, name="members"),

@@ -1,8 +1,12 @@
-"""Announcements to an event's attendees: compose (a draft, or sent at once), send, and follow the
-asynchronous fan-out through the status and counts its deliveries report."""
+"""Announcements to an event's attendees: compose (a draft, or sent at once), change or delete a
+draft, send, and follow the asynchronous fan-out through the status and counts its deliveries
+report."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -12,13 +16,55 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.notifications.models import Announcement
 from apps.notifications.selectors import announcement_channels, announcement_status
-from apps.notifications.services import UnknownEvent, announcement_create, announcement_send
+from apps.notifications.services import (
+    ANNOUNCEMENT_BODY_MAX_LENGTH,
+    ANNOUNCEMENT_TITLE_MAX_LENGTH,
+    UnknownEvent,
+    announcement_create,
+    announcement_delete,
+    announcement_send,
+    announcement_update,
+)
 from apps.ops.killswitch import capability_enabled
 from apps.ops.models import Capability
 from apps.web.studio import selectors
 from apps.web.studio.access import ANNOUNCE_ROLES, Studio, problem_page, studio_page
-from apps.web.studio.forms import AnnouncementForm, SendForm
+from apps.web.studio.forms import AnnouncementForm, SendForm, StudioForm
 from apps.web.studio.views.common import page_of, submit
+
+
+class AnnouncementEditForm(StudioForm):
+    """Change a draft's event, title or body. Each field carries the value the page showed (a
+    hidden initial), and only the fields changed from it are saved (`changed_fields`): a page
+    left open in another tab saves what was changed there, never the stale values of the rest."""
+
+    event = forms.TypedChoiceField(
+        coerce=int, label="Event", help_text="Sent to this event's subscribed attendees.", show_hidden_initial=True
+    )
+    title = forms.CharField(max_length=ANNOUNCEMENT_TITLE_MAX_LENGTH, show_hidden_initial=True)
+    body = forms.CharField(
+        max_length=ANNOUNCEMENT_BODY_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 6}), show_hidden_initial=True
+    )
+
+    def __init__(self, *args: Any, events: list[tuple[int, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._choices("event", events)
+
+    @classmethod
+    def for_announcement(cls, announcement: Announcement, *, events: list[tuple[int, str]]) -> AnnouncementEditForm:
+        """An unbound form showing the draft as it is."""
+        initial = {"event": announcement.event_id, "title": announcement.title, "body": announcement.body}
+        return cls(initial=initial, events=events)
+
+    def changed_fields(self) -> dict[str, Any]:
+        """The cleaned event id, title and body changed on the page (None: kept), as
+        `announcement_update` takes them."""
+        names = {"event": "event_id", "title": "title", "body": "body"}
+        return {arg: self.cleaned_data[name] if name in self.changed_data else None for name, arg in names.items()}
+
+
+class DraftDeleteForm(StudioForm):
+    """A button: the draft is in the URL."""
 
 
 def _render_list(request: HttpRequest, studio: Studio, form: AnnouncementForm, status: int) -> HttpResponse:
@@ -69,27 +115,63 @@ def announcements(request: HttpRequest, studio: Studio) -> HttpResponse:
 
 
 def _render_detail(
-    request: HttpRequest, studio: Studio, announcement: Announcement, form: SendForm, status: int
+    request: HttpRequest,
+    studio: Studio,
+    announcement: Announcement,
+    status: int = 200,
+    *,
+    send_form: SendForm | None = None,
+    edit_form: AnnouncementEditForm | None = None,
+    delete_form: DraftDeleteForm | None = None,
 ) -> HttpResponse:
+    """The announcement's page; a draft's page offers Send, Edit and Delete (a refused form is
+    shown again with its errors). Once it is sent none of them is offered, so the refusal of a
+    form sent from an older page (an edit or delete of what went out meanwhile) is shown on its
+    own."""
+    draft = announcement.send_requested_at is None
+    refused = next((form for form in (edit_form, delete_form) if form is not None and form.errors), None)
+    if edit_form is None and draft:
+        edit_form = AnnouncementEditForm.for_announcement(
+            announcement, events=selectors.event_choices(tenant_id=studio.tenant_id)
+        )
     context = {
         "studio": studio,
         "announcement": announcement,
         "status": announcement_status(announcement),
         "channels": announcement_channels(announcement),
         "audience": selectors.audience_size(tenant_id=studio.tenant_id, event_id=announcement.event_id),
-        "form": form,
+        "form": send_form or SendForm(),
+        "edit_form": edit_form,
+        "delete_form": delete_form or DraftDeleteForm(),
+        "refusal": refused.non_field_errors() if refused is not None and not draft else None,
         "fanout_enabled": capability_enabled(Capability.FANOUT),
     }
     return render(request, "studio/announcement_detail.html", context, status=status)
 
 
-def _announcement_or_404(request: HttpRequest, studio: Studio, announcement_id: int) -> Announcement | HttpResponse:
+def _announcement_or_404(
+    request: HttpRequest,
+    studio: Studio,
+    announcement_id: int,
+    message: str = "This studio has no such announcement.",
+) -> Announcement | HttpResponse:
     announcement = selectors.announcements_of_studio(tenant_id=studio.tenant_id).filter(pk=announcement_id).first()
     if announcement is None:
-        return problem_page(
-            request, studio, status=404, title="Announcement not found", message="This studio has no such announcement."
-        )
+        return problem_page(request, studio, status=404, title="Announcement not found", message=message)
     return announcement
+
+
+def _render_refused(
+    request: HttpRequest, studio: Studio, announcement_id: int, status: int, **refused_forms: Any
+) -> HttpResponse:
+    """The page after a refused edit or delete, read again: the announcement as it is now (sent
+    meanwhile: the refusal on its own), or a 404 page if it is gone (deleted, in another tab or by
+    someone else; or never this studio's)."""
+    gone = "There is no such announcement in this studio (a deleted draft is gone for good). Nothing was changed."
+    announcement = _announcement_or_404(request, studio, announcement_id, gone)
+    if isinstance(announcement, HttpResponse):
+        return announcement
+    return _render_detail(request, studio, announcement, status, **refused_forms)
 
 
 @require_GET
@@ -98,7 +180,64 @@ def announcement_detail(request: HttpRequest, studio: Studio, announcement_id: i
     announcement = _announcement_or_404(request, studio, announcement_id)
     if isinstance(announcement, HttpResponse):
         return announcement
-    return _render_detail(request, studio, announcement, SendForm(), 200)
+    return _render_detail(request, studio, announcement)
+
+
+@require_POST
+@studio_page(*ANNOUNCE_ROLES)
+def announcement_edit(request: HttpRequest, studio: Studio, announcement_id: int) -> HttpResponse:
+    """Change a draft's event, title or body, once per rendered form: only the fields changed on
+    the page (`AnnouncementEditForm.changed_fields`). Refused (409, nothing written) once it was
+    sent, also when the send commits while this waits for it (`announcement_update` locks the
+    row)."""
+    found = _announcement_or_404(request, studio, announcement_id)
+    if isinstance(found, HttpResponse):
+        return found
+    form = AnnouncementEditForm(request.POST, events=selectors.event_choices(tenant_id=studio.tenant_id))
+
+    def effect() -> str:
+        changed = form.changed_fields()
+        page = reverse("studio:announcement", args=[announcement_id])
+        if all(value is None for value in changed.values()):
+            messages.info(request, "Nothing was changed.")
+            return page
+        announcement_update(
+            tenant_id=studio.tenant_id, announcement_id=announcement_id, actor_label=studio.caller, **changed
+        )
+        messages.success(request, "Draft saved. Send it when it is ready.")
+        return page
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_refused(request, studio, announcement_id, status, edit_form=form),
+        error_fields={UnknownEvent: "event"},
+    )
+
+
+@require_POST
+@studio_page(*ANNOUNCE_ROLES)
+def announcement_delete_view(request: HttpRequest, studio: Studio, announcement_id: int) -> HttpResponse:
+    """Delete a draft, once per rendered form. Refused (409, nothing written) once it was sent,
+    also when the send commits while this waits for it (`announcement_delete` locks the row). The
+    draft is looked up by the service only, so a second click of the same form (the draft gone)
+    lands on the list as the first did; a new form of a deleted draft is a 404 page."""
+    form = DraftDeleteForm(request.POST)
+
+    def effect() -> str:
+        announcement_delete(tenant_id=studio.tenant_id, announcement_id=announcement_id, actor_label=studio.caller)
+        messages.success(request, "Draft deleted.")
+        return reverse("studio:announcements")
+
+    return submit(
+        request,
+        studio,
+        form=form,
+        effect=effect,
+        rerender=lambda status: _render_refused(request, studio, announcement_id, status, delete_form=form),
+    )
 
 
 @require_POST
@@ -126,5 +265,5 @@ def announcement_send_view(request: HttpRequest, studio: Studio, announcement_id
         studio,
         form=form,
         effect=effect,
-        rerender=lambda status: _render_detail(request, studio, announcement, form, status),
+        rerender=lambda status: _render_detail(request, studio, announcement, status, send_form=form),
     )
