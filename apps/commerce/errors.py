@@ -114,6 +114,17 @@ class RefundAmountUnreadable(DomainError):
     title = "Unreadable refund amount"
 
 
+class SecondChargeRefundedInPart(DomainError):
+    """A provider event reports part of a second charge (`duplicate_charge`) refunded outside
+    Darkroom (its dashboard): Darkroom gives a second charge back whole, and a part can neither
+    land its refund nor be sent on top. Nothing is landed or recorded (a webhook event fails for
+    good and stays in the admin for an operator)."""
+
+    status_code = 422
+    slug = "second-charge-refunded-in-part"
+    title = "Part of a second charge refunded at the provider"
+
+
 class PaymentForUnknownCheckout(DomainError):
     """A provider event names a checkout (or reference) Darkroom does not have."""
 

@@ -742,9 +742,11 @@ class Refund(TenantModel):
     # the refund is `failed` then; landed already, it is left for an operator
     # (`darkroom_refunds_failed_after_landing_total`).
     provider_failed_at = models.DateTimeField(null=True, blank=True)
-    # The provider's ids of earlier attempts of this refund that failed there before landing: a
-    # failed attempt's id moves here (`provider_refund_id` is then free for the next attempt), so
-    # that attempt's older "succeeded" event, delivered late, is known for what it is.
+    # The provider's ids of earlier attempts of this refund that failed there before landing (a
+    # second charge's, also after landing; or Darkroom's attempt set aside when that charge was
+    # refunded in the provider's dashboard meanwhile): a failed attempt's id moves here
+    # (`provider_refund_id` is then free for the next attempt), so that attempt's older
+    # "succeeded" event, delivered late, is known for what it is.
     failed_provider_refund_ids = ArrayField(models.CharField(max_length=255), default=list, db_default=[], blank=True)
     # When an operator recorded that the shopper was paid back outside the provider, and how
     # (`settled`; audited as `refund.settled_outside`).

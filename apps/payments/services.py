@@ -40,6 +40,7 @@ from apps.commerce.errors import (
     RefundAmountUnreadable,
     RefundCurrencyMismatch,
     RefundNotRecordedYet,
+    SecondChargeRefundedInPart,
 )
 from apps.commerce.models import PROVIDER_REFERENCE_FIELD, Checkout, Refund, Transaction
 from apps.commerce.services import (
@@ -112,6 +113,7 @@ NON_RETRYABLE: tuple[type[Exception], ...] = (
     PartialRefundUnnamed,
     RefundCurrencyMismatch,
     RefundAmountUnreadable,
+    SecondChargeRefundedInPart,
 )
 
 

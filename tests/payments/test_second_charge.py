@@ -359,11 +359,14 @@ def test_a_second_charge_told_again_is_given_back_once(tenant_a, shop, flutterwa
 def test_the_second_charges_refund_announced_before_its_answer_waits_and_never_refunds_the_order(
     tenant_a, shop, flutterwave
 ) -> None:
-    # given: a paid checkout charged a second time (transaction B), whose refund is asked for but
-    # whose provider call has not answered yet (its message not consumed)
+    # given: a paid checkout charged a second time (transaction B), whose refund is asked for and
+    # whose provider call is made but has not answered yet (`refund_submit` counts the attempt
+    # before it calls; a refund never sent cannot be the one announced)
     checkout_id, first = paid(tenant_a, shop)
     second, body = charged(checkout_id)
     assert delivered(body).status == "processed"
+    with tenant_context(tenant_a.org.pk):
+        assert Refund.objects.filter(transaction__checkout_id=checkout_id).update(attempts=1) == 1
     # when: a refund of B's 9.00 EUR is announced first (the webhook beat the call's answer)
     event = delivered(refund_completed("699999", second, PRICE, tx_ref=checkout_id))
     # then: it waits for the answer (retried), changing nothing; before, 9.00 EUR back was taken

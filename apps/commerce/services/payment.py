@@ -22,7 +22,9 @@ database key, so each happens exactly once:
   plus its `payment.refund_requested` message; audited (`refund.second_charge`), counted
   (`darkroom_refunds_second_charge_total`), e-mailed once it lands. Nothing of the order changes:
   its status, payment, entitlements, wallet credits and stock stay as the first charge left
-  them, and none of the order's sums counts that refund (`Refund.SECOND_CHARGE`).
+  them, and none of the order's sums counts that refund (`Refund.SECOND_CHARGE`). Its refund
+  made in the provider's dashboard (even before Darkroom saw that charge paid) is recorded on
+  it; one that fails, even after it landed, is `failed`, that charge's alone.
 * → paid, checkout open and the amount right, but a photo of a confirmed line is withdrawn: the
   checkout closes unpaid (`expired`, `closed_reason` `photo_withdrawn`, stock released) and
   the whole payment is refunded (`photo_withdrawn`); nothing is granted or credited. The photo
@@ -87,6 +89,7 @@ from apps.commerce.errors import (
     RefundNotRecordedYet,
     RefundNotSettleable,
     RefundTotalAmbiguous,
+    SecondChargeRefundedInPart,
 )
 from apps.commerce.inventory import get_strategy
 from apps.commerce.models import (
@@ -107,7 +110,7 @@ from apps.ledger.services import EntryIn, ledger_account_create, ledger_entries_
 from apps.outbox.requeue import RequeueAudit, requeue_stale
 from apps.outbox.services import outbox_publish
 from apps.payments.providers.base import ProviderError, money_text
-from apps.payments.providers.registry import get_provider
+from apps.payments.providers.registry import PROVIDER_CLASSES, get_provider
 from apps.tenancy.models import Organization, User
 from apps.tenancy.services import audit_record
 
@@ -287,7 +290,6 @@ def _refund_second_charge(*, checkout: Checkout, txn: Transaction, fact: Payment
     assert fact.payment_id and fact.amount_minor is not None and fact.currency is not None, "a readable charge"
     charged, currency = fact.amount_minor, fact.currency.upper()
     outcome = FactOutcome(before=txn.status, after=txn.status)
-    named = fact.payment_id if len(fact.payment_id) <= 120 else hashlib.sha256(fact.payment_id.encode()).hexdigest()
     refund, created = Refund.objects.get_or_create(
         tenant_id=txn.tenant_id,
         transaction=txn,
@@ -296,12 +298,20 @@ def _refund_second_charge(*, checkout: Checkout, txn: Transaction, fact: Payment
         defaults={
             "amount_minor": charged,
             "currency": currency,
-            "idempotency_key": f"refund:{checkout.pk}:charge:{named}",
+            "idempotency_key": _second_charge_key(checkout=checkout, payment_id=fact.payment_id),
             "queued_at": now,
         },
     )
     if not created:
-        outcome.effects.append(f"second charge {fact.payment_id}: refund already requested")
+        if refund.landed_at is not None and (refund.amount_minor, refund.currency) != (charged, currency):
+            # Refunded at the provider before this event came (`_second_charge_refunded_first`), for
+            # another figure than the charge's.
+            logger.error(
+                "a second charge was refunded at the provider for another amount than it charged: for an operator",
+                extra={"checkout_id": str(checkout.pk), "refund_id": refund.pk, "payment_id": fact.payment_id},
+            )
+        given = "given back already" if refund.landed_at is not None else "refund already requested"
+        outcome.effects.append(f"second charge {fact.payment_id}: {given}")
         return outcome
     _publish_refund_requested(refund)
     audit_record(
@@ -682,8 +692,10 @@ def transaction_apply_refund(
     refunds.
 
     An event about the refund of a second charge (`duplicate_charge`: it names that refund, or
-    that charge) lands that refund alone (`_second_charge_refund_event`); none of the order's
-    sums below counts it.
+    that charge) lands that refund alone (`_second_charge_refund_event`), also one made in the
+    provider's dashboard; one naming a charge Darkroom has not seen yet, at a provider that can
+    charge a session twice, records that charge's refund, given back (`_refund_of_unseen_charge`,
+    `_second_charge_refunded_first`). None of the order's sums below counts it.
 
     Joins the caller's transaction (the webhook consumer's), in the tenant's context; locks the
     checkout, its transaction, then its partial refunds. A total naming no refund for a payment
@@ -715,7 +727,24 @@ def transaction_apply_refund(
     second = _second_charge_refund_of(refunds=refunds, fact=fact, provider_refund_id=provider_refund_id)
     if txn is not None and second is not None:
         return _second_charge_refund_event(
-            checkout=checkout, txn=txn, refund=second, fact=fact, provider_refund_id=provider_refund_id, now=now
+            checkout=checkout,
+            txn=txn,
+            refund=second,
+            fact=fact,
+            provider_refund_id=provider_refund_id,
+            refund_amount_minor=refund_amount_minor,
+            now=now,
+        )
+    if txn is not None and _refund_of_unseen_charge(
+        checkout=checkout, txn=txn, refunds=refunds, fact=fact, provider_refund_id=provider_refund_id
+    ):
+        return _second_charge_refunded_first(
+            checkout=checkout,
+            txn=txn,
+            fact=fact,
+            provider_refund_id=provider_refund_id,
+            refund_amount_minor=refund_amount_minor,
+            now=now,
         )
     # From here on the order's own payment: a second charge's refund is none of it.
     refunds = [r for r in refunds if r.reason != Refund.Reason.DUPLICATE_CHARGE]
@@ -825,6 +854,9 @@ def refund_apply_provider_failure(
     (`refund_settle_outside`): its `provider_failed_at` and `last_error` say so
     (`darkroom_refunds_failed_after_landing_total`), `refund.failed_after_landing` is audited, and
     a `refund.failed_after_landing` message e-mails the shopper that it did not reach them. A
+    second charge's refund (`duplicate_charge`) that landed is `failed` instead, no longer landed
+    (audited and e-mailed the same way): nothing of the order ever counted it, so nothing is left
+    standing, and it alerts, is retried (`refund_retry`) or settled as a refused refund is. A
     failed attempt's id moves to `failed_provider_refund_ids`, so its late "succeeded" event
     lands nothing and records no dashboard refund (`transaction_apply_refund`), and a retry gets
     its own. An id Darkroom has not stored while a refund of the payment awaits the provider's
@@ -856,38 +888,64 @@ def refund_apply_provider_failure(
         outcome.effects.append(f"refund {provider_refund_id} failed at the provider: not one of Darkroom's refunds")
         return outcome
     landed = named.landed_at is not None
-    if (named.provider_failed_at is not None) if landed else (named.status != Refund.Status.SUBMITTED):
+    second = named.reason == Refund.Reason.DUPLICATE_CHARGE
+    if (
+        named.provider_failed_at is not None or (second and named.status != Refund.Status.SUBMITTED)
+        if landed
+        else named.status != Refund.Status.SUBMITTED
+    ):
         outcome.effects.append(f"refund {named.pk} ({named.status}): nothing to change")
         return outcome
     named.provider_failed_at = timezone.now()
     named.last_error = f"The payment provider could not complete this refund after accepting it ({reason})."
-    if not landed:
+    update = ["status", "last_error", "provider_failed_at", "provider_refund_id", "failed_provider_refund_ids"]
+    if not landed or second:
         # Failed like a refusal. The attempt's id moves aside: the next attempt gets its own, and
-        # this one's late "succeeded" event is known for a failed attempt's.
+        # this one's late "succeeded" event is known for a failed attempt's. A second charge's
+        # refund too, landed or not: its landing changed nothing but the shopper's e-mail, so it
+        # is simply not back (no longer landed), `failed` as a refused refund is (alerting, retried
+        # or settled like one), and none of the order's refunds, lines or sums ever counts it.
         named.status = Refund.Status.FAILED
         named.failed_provider_refund_ids = [*named.failed_provider_refund_ids, provider_refund_id]
         named.provider_refund_id = None
-    named.save(
-        update_fields=["status", "last_error", "provider_failed_at", "provider_refund_id", "failed_provider_refund_ids"]
-    )
+        if second:
+            named.landed_at = None
+            update.append("landed_at")
+    named.save(update_fields=update)
     audit_record(
         action="refund.failed_after_landing" if landed else "refund.failed_at_provider",
         tenant_id=tenant_id,
         actor_label=f"provider:{checkout.provider}",
         target_type="checkout",
         target_id=str(checkout.pk),
-        data={"refund_id": named.pk, "provider_refund_id": provider_refund_id, "reason": reason, "source": source},
+        data={
+            "refund_id": named.pk,
+            "provider_refund_id": provider_refund_id,
+            "reason": reason,
+            "source": source,
+            **({"payment_id": named.payment_id} if second else {}),
+        },
     )
     if landed:
         # The shopper was e-mailed that this money came back: tell them it did not. Once: a
-        # redelivered failure returned above (`provider_failed_at` is set).
+        # redelivered failure returned above (`provider_failed_at` is set, or the attempt failed).
         _publish_failed_after_landing(checkout, refund_id=named.pk)
-        logger.error(
-            "a landed refund failed at the provider: the shopper has not got the money back; an operator "
-            "settles it (README runbook 'Refund failed')",
-            extra={"checkout_id": str(checkout.pk), "refund_id": named.pk, "reason": reason},
-        )
-        outcome.effects.append(f"refund {named.pk} landed, then failed at the provider: left for an operator")
+        if second:
+            logger.error(
+                "a second charge's landed refund failed at the provider: it is failed, for an operator to "
+                "retry or settle (README runbook 'Refund failed'); the order is not concerned",
+                extra={"checkout_id": str(checkout.pk), "refund_id": named.pk, "reason": reason},
+            )
+            outcome.effects.append(
+                f"refund {named.pk} of second charge {named.payment_id} landed, then failed at the provider: failed"
+            )
+        else:
+            logger.error(
+                "a landed refund failed at the provider: the shopper has not got the money back; an operator "
+                "settles it (README runbook 'Refund failed')",
+                extra={"checkout_id": str(checkout.pk), "refund_id": named.pk, "reason": reason},
+            )
+            outcome.effects.append(f"refund {named.pk} landed, then failed at the provider: left for an operator")
         outcome.effects.append("shopper told (refund.failed_after_landing)")
     else:
         logger.error(
@@ -1037,39 +1095,32 @@ def _second_charge_refund_event(
     refund: Refund,
     fact: PaymentFact,
     provider_refund_id: str | None,
+    refund_amount_minor: int | None,
     now: datetime,
 ) -> FactOutcome:
     """A refund event about the second charge `refund` gives back. The one Darkroom asked for
     lands (`_land_second_charge`); a failed attempt's late success, or one landed already, changes
-    nothing. Another refund of that charge (made in the provider's dashboard) changes nothing of
-    the order either (logged): while `refund` awaits the provider's answer it may be its own,
-    RefundNotRecordedYet (retried). Raises RefundCurrencyMismatch for an event in a currency other
-    than the charge's. Rows locked."""
+    nothing. Another refund of that charge (made in the provider's dashboard) gives it back as
+    well: `_second_charge_refunded_elsewhere`. Raises RefundCurrencyMismatch for an event in a
+    currency other than the charge's. Rows locked."""
     outcome = FactOutcome(before=txn.status, after=txn.status)
     if provider_refund_id and provider_refund_id in refund.failed_provider_refund_ids:
         outcome.effects.append(
-            f"refund {provider_refund_id} failed at the provider: its earlier success changes nothing"
+            f"refund {provider_refund_id} failed at the provider, or was set aside: its success changes nothing"
         )
         return outcome
+    _second_charge_currency_checked(refund=refund, fact=fact)
     if not provider_refund_id or refund.provider_refund_id != provider_refund_id:
-        if refund.status == Refund.Status.REQUESTED:
-            raise RefundNotRecordedYet(
-                f"{fact.source} reports a refund of second charge {refund.payment_id} while Darkroom's refund of it "
-                "awaits the provider's answer: trying again later."
-            )
-        logger.warning(
-            "a refund of a second charge that is not Darkroom's: nothing of the order changes",
-            extra={"checkout_id": str(checkout.pk), "refund_id": refund.pk, "provider_refund_id": provider_refund_id},
-        )
-        outcome.effects.append(
-            f"refund {provider_refund_id} of second charge {refund.payment_id}, not Darkroom's: nothing changes"
+        outcome.effects += _second_charge_refunded_elsewhere(
+            checkout=checkout,
+            txn=txn,
+            refund=refund,
+            fact=fact,
+            provider_refund_id=provider_refund_id,
+            refund_amount_minor=refund_amount_minor,
+            now=now,
         )
         return outcome
-    if fact.currency is not None and fact.currency.upper() != refund.currency:
-        raise RefundCurrencyMismatch(
-            f"{fact.source} reports the refund of second charge {refund.payment_id} in {fact.currency[:20]!r}, "
-            f"but it was charged in {refund.currency}: nothing counted."
-        )
     if refund.landed_at is not None or refund.status not in Refund.LIVE_STATUSES:
         outcome.effects.append(f"refund {refund.pk} of second charge {refund.payment_id}: nothing more to land")
         return outcome
@@ -1085,6 +1136,215 @@ def _land_second_charge(*, checkout: Checkout, refund: Refund, now: datetime) ->
     refund.save(update_fields=["landed_at"])
     _publish_refunded(checkout, refund_id=refund.pk)
     return [f"refund {refund.pk} of second charge {refund.payment_id} landed", "shopper told (checkout.refunded)"]
+
+
+def _second_charge_currency_checked(*, refund: Refund, fact: PaymentFact) -> None:
+    """Raise RefundCurrencyMismatch unless a refund event about the second charge `refund` gives
+    back is in the currency it was charged in (or names none)."""
+    if fact.currency is not None and fact.currency.upper() != refund.currency:
+        raise RefundCurrencyMismatch(
+            f"{fact.source} reports the refund of second charge {refund.payment_id} in {fact.currency[:20]!r}, "
+            f"but it was charged in {refund.currency}: nothing counted."
+        )
+
+
+def _second_charge_refunded_elsewhere(
+    *,
+    checkout: Checkout,
+    txn: Transaction,
+    refund: Refund,
+    fact: PaymentFact,
+    provider_refund_id: str | None,
+    refund_amount_minor: int | None,
+    now: datetime,
+) -> list[str]:
+    """A refund event about the second charge `refund` gives back that names another refund than
+    Darkroom's (made in the provider's dashboard, or naming none). While Darkroom's own call may
+    have made it (`requested` and sent at least once: its answer is not stored yet), it waits:
+    RefundNotRecordedYet (retried). Once the charge is given back (landed, or paid back outside
+    the provider) it changes nothing (another refund: the shopper got it back twice, logged as an
+    error). Else,
+    Darkroom's refund not sent yet, refused, failed, or accepted and not landed, that charge came
+    back through this one: recorded on `refund` (`_record_second_charge_at_provider`), so that
+    Darkroom never sends its own or stops alerting for it. Raises SecondChargeRefundedInPart,
+    nothing written, for less than all of the charge. Rows locked."""
+    if refund.status == Refund.Status.REQUESTED and refund.attempts > 0:
+        raise RefundNotRecordedYet(
+            f"{fact.source} reports a refund of second charge {refund.payment_id} while Darkroom's refund of it "
+            "awaits the provider's answer: trying again later."
+        )
+    if refund.landed_at is not None or refund.status not in (*Refund.OWED_STATUSES, Refund.Status.FAILED):
+        if provider_refund_id:  # (one naming no refund may be a redelivery of the one that gave it back)
+            logger.error(
+                "a second charge given back already was refunded at the provider again: the shopper got it twice",
+                extra={
+                    "checkout_id": str(checkout.pk),
+                    "refund_id": refund.pk,
+                    "provider_refund_id": provider_refund_id,
+                },
+            )
+        return [
+            f"refund {provider_refund_id} of second charge {refund.payment_id}, given back already "
+            f"({refund.status}): nothing changes"
+        ]
+    own = refund_amount_minor if refund_amount_minor is not None else fact.amount_minor
+    if own is not None and own < refund.amount_minor:
+        raise SecondChargeRefundedInPart(
+            f"{fact.source} reports {money_text(own, refund.currency)} of the second charge {refund.payment_id} "
+            f"({money_text(refund.amount_minor, refund.currency)}) refunded at the provider, not by Darkroom: "
+            "Darkroom gives a second charge back whole, so nothing is recorded. Look the charge up in the "
+            f"{checkout.provider} dashboard: once all of it is back there, resolve this event and settle "
+            "Darkroom's refund of it (admin: paid back outside the provider) when it fails."
+        )
+    return _record_second_charge_at_provider(
+        checkout=checkout, txn=txn, refund=refund, fact=fact, provider_refund_id=provider_refund_id, now=now
+    )
+
+
+def _refund_of_unseen_charge(
+    *, checkout: Checkout, txn: Transaction, refunds: list[Refund], fact: PaymentFact, provider_refund_id: str | None
+) -> bool:
+    """Whether a refund event is about a charge other than the order's payment that Darkroom has
+    not seen (no `duplicate_charge` refund names it: its paid event has not come, or never will):
+    it names a payment id other than the one stored for a payment charged already
+    (`_second_charge`), and no refund of the order's, at a provider whose session can take a
+    second charge (`charges_a_session_twice`: Flutterwave). Elsewhere it is read as before, as
+    about the order's payment. `refunds`: the payment's."""
+    provider = PROVIDER_CLASSES.get(checkout.provider)
+    if provider is None or not provider.charges_a_session_twice or not _second_charge(txn=txn, fact=fact):
+        return False
+    return not provider_refund_id or not any(
+        r.provider_refund_id == provider_refund_id or provider_refund_id in r.failed_provider_refund_ids
+        for r in refunds
+    )
+
+
+def _second_charge_refunded_first(
+    *,
+    checkout: Checkout,
+    txn: Transaction,
+    fact: PaymentFact,
+    provider_refund_id: str | None,
+    refund_amount_minor: int | None,
+    now: datetime,
+) -> FactOutcome:
+    """A refund of a charge Darkroom has not seen (`_refund_of_unseen_charge`: refunded in the
+    provider's dashboard before its paid event came): that charge is a second charge, given back
+    already. Its `duplicate_charge` refund is recorded, of what this refund gave back, under the
+    key the charge's detection looks it up by (`_refund_second_charge` then finds it, and asks the
+    provider nothing), as given back at the provider (`_record_second_charge_at_provider`).
+    Nothing of the order changes. Raises RefundAmountUnreadable or RefundCurrencyMismatch, nothing
+    written, for an event that does not say how much in which currency. Rows locked."""
+    assert fact.payment_id is not None, "_second_charge"
+    amount = refund_amount_minor if refund_amount_minor is not None else fact.amount_minor
+    if amount is None:
+        raise RefundAmountUnreadable(
+            f"{fact.source} reports a refund of charge {fact.payment_id}, which is not the order's payment, "
+            f"without its amount: nothing recorded. Look it up in the {checkout.provider} dashboard."
+        )
+    currency = (fact.currency or "").upper()
+    if not _CURRENCY_CODE.fullmatch(currency):
+        raise RefundCurrencyMismatch(
+            f"{fact.source} reports a refund of charge {fact.payment_id}, which is not the order's payment, in no "
+            f"currency Darkroom can read ({str(fact.currency)[:20]!r}): nothing recorded."
+        )
+    refund = Refund.objects.create(
+        tenant_id=txn.tenant_id,
+        transaction=txn,
+        reason=Refund.Reason.DUPLICATE_CHARGE,
+        payment_id=fact.payment_id,
+        amount_minor=amount,
+        currency=currency,
+        idempotency_key=_second_charge_key(checkout=checkout, payment_id=fact.payment_id),
+    )
+    outcome = FactOutcome(before=txn.status, after=txn.status)
+    outcome.effects += _record_second_charge_at_provider(
+        checkout=checkout, txn=txn, refund=refund, fact=fact, provider_refund_id=provider_refund_id, now=now, seen=False
+    )
+    return outcome
+
+
+def _record_second_charge_at_provider(
+    *,
+    checkout: Checkout,
+    txn: Transaction,
+    refund: Refund,
+    fact: PaymentFact,
+    provider_refund_id: str | None,
+    now: datetime,
+    seen: bool = True,
+) -> list[str]:
+    """The second charge `refund` gives back came back through a refund made at the provider,
+    outside Darkroom (its dashboard), `provider_refund_id`: `refund` records it as given back
+    there, as a part refunded at the provider is (`submitted`, that refund's id, landed), so it is
+    never sent, no longer alerts, and its events (a redelivery, that refund's failure) are that
+    refund's. Darkroom's own attempt, if the provider accepted one, is set aside with the failed
+    ones (its events change nothing; if it completes too, the shopper got the charge back twice:
+    logged as an error). One `refund.second_charge_at_provider` audit row; the shopper is told
+    (`_land_second_charge`). `seen`: Darkroom had recorded the charge (else this event is how it
+    learns of it). Rows locked."""
+    before = refund.status if seen else None
+    error_before = refund.last_error[:500]
+    set_aside = refund.provider_refund_id if provider_refund_id and refund.provider_refund_id else None
+    if set_aside:
+        refund.failed_provider_refund_ids = [*refund.failed_provider_refund_ids, set_aside]
+        logger.error(
+            "a second charge was refunded at the provider while Darkroom's accepted refund of it is under way: "
+            "if that one completes too, the shopper got the charge back twice",
+            extra={"checkout_id": str(checkout.pk), "refund_id": refund.pk, "provider_refund_id": set_aside},
+        )
+    if provider_refund_id:
+        refund.provider_refund_id = provider_refund_id
+    refund.status = Refund.Status.SUBMITTED
+    refund.submitted_at = now
+    refund.last_error = ""  # (a refusal of Darkroom's attempt: in the audit row)
+    refund.provider_failed_at = None  # (a failure of Darkroom's attempt: this refund's own outcome counts now)
+    refund.save(
+        update_fields=[
+            "status",
+            "provider_refund_id",
+            "failed_provider_refund_ids",
+            "submitted_at",
+            "last_error",
+            "provider_failed_at",
+        ]
+    )
+    audit_record(
+        action="refund.second_charge_at_provider",
+        tenant_id=txn.tenant_id,
+        actor_label=f"provider:{checkout.provider}",
+        target_type="checkout",
+        target_id=str(checkout.pk),
+        data={
+            "refund_id": refund.pk,
+            "payment_id": refund.payment_id,
+            "first_payment_id": txn.payment_id,
+            "amount_minor": refund.amount_minor,
+            "currency": refund.currency,
+            "provider_refund_id": provider_refund_id,
+            "status_before": before,
+            "last_error_before": error_before,
+            "set_aside": set_aside,
+            "source": fact.source,
+        },
+    )
+    logger.warning(
+        "a second charge was refunded at the provider, outside Darkroom: recorded on its refund",
+        extra={"checkout_id": str(checkout.pk), "refund_id": refund.pk, "payment_id": refund.payment_id},
+    )
+    return [
+        f"second charge {refund.payment_id} refunded at the provider"
+        + (f" ({provider_refund_id})" if provider_refund_id else "")
+        + ("" if seen else ", before Darkroom saw it"),
+        *_land_second_charge(checkout=checkout, refund=refund, now=now),
+    ]
+
+
+def _second_charge_key(*, checkout: Checkout, payment_id: str) -> str:
+    """The idempotency key of the refund of a second charge `payment_id` (the charge's id, or its
+    digest when longer than a key may hold)."""
+    named = payment_id if len(payment_id) <= 120 else hashlib.sha256(payment_id.encode()).hexdigest()
+    return f"refund:{checkout.pk}:charge:{named}"
 
 
 def _refunded_at_provider_minor(

@@ -21,7 +21,9 @@ back to the studio). The failure's transaction writes a `refund.failed_after_lan
 (`payment.py`, `refund_apply_provider_failure`); its consumer (`tasks.commerce.
 send_refund_failed_email`, notifications queue) tells the shopper, once per message and outside
 any transaction like the e-mail above, that this refund did not reach them and that the studio
-will pay it back another way; nothing once an operator recorded it paid back (`settled`).
+will pay it back another way; nothing once an operator recorded it paid back (`settled`). A
+second charge's refund that failed so is told as that charge's, apart from the order, and not
+once it came back since (asked again, or refunded in the provider's dashboard).
 """
 
 from __future__ import annotations
@@ -373,15 +375,22 @@ def _second_charge_body(*, checkout: Checkout, txn: Transaction, refund: Refund,
 
 
 def _refund_failed_body(*, checkout: Checkout, refund: Refund) -> str:
+    """The e-mail about a refund that did not reach the shopper. A second charge's may still be
+    refunded again through the provider (`refund_retry`), and is no part of the order."""
     studio = checkout.tenant.name
     link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
+    amount = money_text(refund.amount_minor, refund.currency)
+    second = refund.reason == Refund.Reason.DUPLICATE_CHARGE
+    what = f"your second charge, {amount}," if second else amount
     return "\n".join(
         [
-            f"We are sorry: the refund of {money_text(refund.amount_minor, refund.currency)} from {studio} did not "
-            "reach your card or account. The payment provider could not complete it and returned the money to "
-            f"{studio}.",
+            f"We are sorry: the refund of {what} from {studio} did not reach your card or account. The payment "
+            f"provider could not complete it and returned the money to {studio}.",
+            *(["This is about the second charge only: your order is as we last told you."] if second else []),
             "",
-            f"{studio} will pay it back to you another way and will get in touch with you about it.",
+            f"{studio} will pay it back to you and will get in touch with you about it."
+            if second
+            else f"{studio} will pay it back to you another way and will get in touch with you about it.",
             "",
             f"Order {checkout.pk}",
             "",
@@ -394,9 +403,10 @@ def _refund_failed_body(*, checkout: Checkout, refund: Refund) -> str:
 def refund_failed_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UUID | str, refund_id: int) -> bool:
     """Send the e-mail a `refund.failed_after_landing` message asks for, once: the refund
     `refund_id`, which the shopper was told had come back, did not reach them, and the studio will
-    pay it back another way. True if this call sent it. Sends nothing (False, logged; the message
-    is marked handled) for a refund an operator has recorded paid back outside the provider
-    (`settled`) by now.
+    pay it back another way (a second charge's: will pay it back, and the order is not concerned).
+    True if this call sent it. Sends nothing (False, logged; the message is marked handled) for a
+    refund an operator has recorded paid back outside the provider (`settled`) by now, or a
+    second charge's that came back since.
 
     Runs outside any transaction (TransactionManagementError otherwise), in the checkout's tenant
     context. Raises MailBusy while another sender's claim is live, CheckoutNotFound for a
@@ -420,8 +430,14 @@ def refund_failed_mail_send(*, message_id: uuid.UUID | str, checkout_id: uuid.UU
         # lost-message sweep does not send it again).
         nonlocal sent
         # (read under the claim: an operator's settle, or the order's last refund giving it back,
-        # that committed before it is seen)
-        if not Refund.objects.filter(pk=refund.pk, status__in=Refund.OWED_STATUSES).exists():
+        # that committed before it is seen). A second charge's refund is owed while it is not
+        # back (`failed`, or asked again and not landed yet), not once settled or landed again.
+        owed = Refund.objects.filter(pk=refund.pk)
+        if refund.reason == Refund.Reason.DUPLICATE_CHARGE:
+            owed = owed.filter(status__in=[*Refund.OWED_STATUSES, Refund.Status.FAILED], landed_at__isnull=True)
+        else:
+            owed = owed.filter(status__in=Refund.OWED_STATUSES)
+        if not owed.exists():
             logger.info(
                 "refund paid back since (outside the provider, or by the whole payment): not e-mailed", extra=log
             )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from apps.core import currencies
 from apps.core.problems import DomainError, NotFound
@@ -320,6 +320,11 @@ class PaymentProvider(ABC):
     """
 
     name: str
+    # Whether one session of the provider can take two successful payments, each of its own
+    # payment id (README "A second charge"): then a refund event naming a payment id other than
+    # the one stored may be of a second charge Darkroom has not seen yet. Flutterwave's hosted page
+    # can; a Stripe session (one PaymentIntent), a PayPal CAPTURE order and the sandbox cannot.
+    charges_a_session_twice: ClassVar[bool] = False
 
     @abstractmethod
     def create_session(

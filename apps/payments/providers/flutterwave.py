@@ -243,6 +243,7 @@ def _transfer_event(transfer: Mapping[str, Any]) -> PayoutEvent | None:
 
 class FlutterwaveProvider(PaymentProvider):
     name = "flutterwave"
+    charges_a_session_twice = True  # one tx_ref takes attempt after attempt (module docstring)
 
     def __init__(
         self,
