@@ -13,7 +13,7 @@ import datetime as dt
 import pgtrigger
 from django.contrib.auth.models import AbstractUser
 from django.db import models
-from django.db.models.functions import Now
+from django.db.models.functions import Now, Upper
 
 
 class Organization(models.Model):
@@ -31,6 +31,13 @@ class User(AbstractUser):
     """A person. Global; what they may see is decided by their memberships."""
 
     email = models.EmailField(unique=True)
+
+    class Meta(AbstractUser.Meta):
+        indexes = [
+            # Sign-in by address and invitations match an account by its address in any case
+            # (`email__iexact`, run as UPPER(email) = UPPER(...)).
+            models.Index(Upper("email"), name="tenancy_user_email_upper"),
+        ]
 
 
 class TenantModel(models.Model):
