@@ -23,7 +23,14 @@ from apps.catalog.withdrawal import WITHDRAWN_REASON_MAX_LENGTH
 from apps.commerce.models import CARRIER_MAX_LENGTH, TRACKING_REFERENCE_MAX_LENGTH
 from apps.core.currencies import CURRENCY_EXPONENTS, currency_supported, unsupported_currency_message
 from apps.core.text import title_problem
-from apps.notifications.services import MAX_ATTENDEES_PER_REGISTRATION, AttendeeIn, attendee_name_problem
+from apps.notifications.models import Announcement
+from apps.notifications.services import (
+    ANNOUNCEMENT_BODY_MAX_LENGTH,
+    ANNOUNCEMENT_TITLE_MAX_LENGTH,
+    MAX_ATTENDEES_PER_REGISTRATION,
+    AttendeeIn,
+    attendee_name_problem,
+)
 from apps.payments.providers.base import currency_exponent, major_to_minor, minor_to_major, money_text
 from apps.payouts.models import PROVIDER_CHOICES
 from apps.tenancy.models import Membership
@@ -490,8 +497,8 @@ class AttendeeLinkResetForm(StudioForm):
 
 class AnnouncementForm(StudioForm):
     event = forms.TypedChoiceField(coerce=int, label="Event", help_text="Sent to this event's subscribed attendees.")
-    title = forms.CharField(max_length=200)
-    body = forms.CharField(max_length=20_000, widget=forms.Textarea(attrs={"rows": 6}))
+    title = forms.CharField(max_length=ANNOUNCEMENT_TITLE_MAX_LENGTH)
+    body = forms.CharField(max_length=ANNOUNCEMENT_BODY_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 6}))
     send_now = forms.BooleanField(required=False, label="Send it now (otherwise it stays a draft)")
 
     def __init__(self, *args: Any, events: list[tuple[int, str]], **kwargs: Any) -> None:
@@ -501,6 +508,40 @@ class AnnouncementForm(StudioForm):
 
 class SendForm(StudioForm):
     """A button: the announcement is in the URL."""
+
+
+class AnnouncementEditForm(StudioForm):
+    """Change a draft's event, title or body. Each field carries the value the page showed (a
+    hidden initial), and only the fields changed from it are saved (`changed_fields`): a page
+    left open in another tab saves what was changed there, never the stale values of the rest."""
+
+    event = forms.TypedChoiceField(
+        coerce=int, label="Event", help_text="Sent to this event's subscribed attendees.", show_hidden_initial=True
+    )
+    title = forms.CharField(max_length=ANNOUNCEMENT_TITLE_MAX_LENGTH, show_hidden_initial=True)
+    body = forms.CharField(
+        max_length=ANNOUNCEMENT_BODY_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 6}), show_hidden_initial=True
+    )
+
+    def __init__(self, *args: Any, events: list[tuple[int, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._choices("event", events)
+
+    @classmethod
+    def for_announcement(cls, announcement: Announcement, *, events: list[tuple[int, str]]) -> AnnouncementEditForm:
+        """An unbound form showing the draft as it is."""
+        initial = {"event": announcement.event_id, "title": announcement.title, "body": announcement.body}
+        return cls(initial=initial, events=events)
+
+    def changed_fields(self) -> dict[str, Any]:
+        """The cleaned event id, title and body changed on the page (None: kept), as
+        `announcement_update` takes them."""
+        names = {"event": "event_id", "title": "title", "body": "body"}
+        return {arg: self.cleaned_data[name] if name in self.changed_data else None for name, arg in names.items()}
+
+
+class DraftDeleteForm(StudioForm):
+    """A button: the draft is in the URL."""
 
 
 class StudioSettingsForm(StudioForm):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -17,8 +16,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.notifications.models import Announcement
 from apps.notifications.selectors import announcement_channels, announcement_status
 from apps.notifications.services import (
-    ANNOUNCEMENT_BODY_MAX_LENGTH,
-    ANNOUNCEMENT_TITLE_MAX_LENGTH,
     UnknownEvent,
     announcement_create,
     announcement_delete,
@@ -29,42 +26,8 @@ from apps.ops.killswitch import capability_enabled
 from apps.ops.models import Capability
 from apps.web.studio import selectors
 from apps.web.studio.access import ANNOUNCE_ROLES, Studio, problem_page, studio_page
-from apps.web.studio.forms import AnnouncementForm, SendForm, StudioForm
+from apps.web.studio.forms import AnnouncementEditForm, AnnouncementForm, DraftDeleteForm, SendForm
 from apps.web.studio.views.common import page_of, submit
-
-
-class AnnouncementEditForm(StudioForm):
-    """Change a draft's event, title or body. Each field carries the value the page showed (a
-    hidden initial), and only the fields changed from it are saved (`changed_fields`): a page
-    left open in another tab saves what was changed there, never the stale values of the rest."""
-
-    event = forms.TypedChoiceField(
-        coerce=int, label="Event", help_text="Sent to this event's subscribed attendees.", show_hidden_initial=True
-    )
-    title = forms.CharField(max_length=ANNOUNCEMENT_TITLE_MAX_LENGTH, show_hidden_initial=True)
-    body = forms.CharField(
-        max_length=ANNOUNCEMENT_BODY_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 6}), show_hidden_initial=True
-    )
-
-    def __init__(self, *args: Any, events: list[tuple[int, str]], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._choices("event", events)
-
-    @classmethod
-    def for_announcement(cls, announcement: Announcement, *, events: list[tuple[int, str]]) -> AnnouncementEditForm:
-        """An unbound form showing the draft as it is."""
-        initial = {"event": announcement.event_id, "title": announcement.title, "body": announcement.body}
-        return cls(initial=initial, events=events)
-
-    def changed_fields(self) -> dict[str, Any]:
-        """The cleaned event id, title and body changed on the page (None: kept), as
-        `announcement_update` takes them."""
-        names = {"event": "event_id", "title": "title", "body": "body"}
-        return {arg: self.cleaned_data[name] if name in self.changed_data else None for name, arg in names.items()}
-
-
-class DraftDeleteForm(StudioForm):
-    """A button: the draft is in the URL."""
 
 
 def _render_list(request: HttpRequest, studio: Studio, form: AnnouncementForm, status: int) -> HttpResponse:
