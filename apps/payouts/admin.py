@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.text import Truncator
+from django.utils.translation import ngettext
 
 from apps.core.admin import RowActions, SearchById, ShownInPlace, ask_for_note, money_display, note_field, short_text
 from apps.core.admin_base import ReadOnlyAdmin, is_platform_superuser
@@ -35,7 +36,6 @@ from apps.payouts.services import (
     payout_resolve,
 )
 from apps.tenancy.models import Membership
-from apps.tenancy.services import audit_record
 
 # The longest note an operator gives when settling payouts (as for webhook events).
 PAYOUT_CHECK_NOTE_MAX_CHARS = 1000
@@ -114,9 +114,9 @@ class PayoutAdmin(SearchById, RowActions, ShownInPlace, ReadOnlyAdmin):
 
     def _resolve(self, request: HttpRequest, queryset: QuerySet[Payout], *, paid: bool) -> TemplateResponse | None:
         """First a page listing the payouts (amount, studio, photographer) and asking what the
-        provider showed; its answer settles each (`payout_resolve`), each in its own transaction
-        with a `payout.resolve_note` audit row holding the note and the operator, so one that
-        cannot be settled is reported and leaves the others settled."""
+        provider showed; its answer settles each (`payout_resolve`, whose `payout.resolve` audit
+        row keeps the note and the operator), each in its own transaction, so one that cannot be
+        settled is reported and leaves the others settled."""
         answer = ask_for_note(
             self,
             request,
@@ -145,26 +145,19 @@ class PayoutAdmin(SearchById, RowActions, ShownInPlace, ReadOnlyAdmin):
         for payout_id in queryset.order_by("pk").values_list("pk", flat=True):
             try:
                 with transaction.atomic():
-                    payout = payout_resolve(
+                    payout_resolve(
                         payout_id=payout_id,
                         paid=paid,
                         actor=user,  # type: ignore[arg-type]
                         actor_label=label,
-                    )
-                    audit_record(
-                        action="payout.resolve_note",
-                        tenant_id=payout.tenant_id,
-                        actor_user=user,  # type: ignore[arg-type]
-                        actor_label=label,
-                        target_type="payout",
-                        target_id=str(payout.pk),
-                        data={"paid": paid, "status": payout.status, "note": answer},
+                        note=answer,
                     )
             except ValueError:
                 skipped.append(str(payout_id))
             else:
                 settled += 1
-        messages.success(request, f"{settled} payout(s) marked {'paid' if paid else 'failed and credited back'}.")
+        payouts = ngettext("%(count)d payout", "%(count)d payouts", settled) % {"count": settled}
+        messages.success(request, f"{payouts} marked {'paid' if paid else 'failed and credited back'}.")
         if skipped:
             why = (
                 "not needing review or submitted"

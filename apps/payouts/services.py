@@ -908,11 +908,14 @@ def _conclude_refused(payout: Payout, *, error: BaseException, certain: bool) ->
 
 
 @transaction.atomic
-def payout_resolve(*, payout_id: uuid.UUID | str, paid: bool, actor: User | None, actor_label: str) -> Payout:
+def payout_resolve(
+    *, payout_id: uuid.UUID | str, paid: bool, actor: User | None, actor_label: str, note: str = ""
+) -> Payout:
     """An operator settles a payout the platform could not settle itself, after checking with the
     provider: `paid=True` marks a `needs_review` or `submitted` payout paid; `paid=False` marks a
     `needs_review` one failed and credits the wallet back (a `submitted` one is still with the
-    provider and settles when it reports failure). Audited.
+    provider and settles when it reports failure). Audited (`payout.resolve`, with the operator's
+    `note` of what the provider showed when given).
     Joins the caller's transaction (the admin action's) or opens one. Raises ValueError for a
     payout in any other status.
     """
@@ -940,7 +943,13 @@ def payout_resolve(*, payout_id: uuid.UUID | str, paid: bool, actor: User | None
         actor_label=actor_label,
         target_type="payout",
         target_id=str(payout.pk),
-        data={"from": previous, "to": payout.status, "amount_minor": payout.amount_minor, "currency": payout.currency},
+        data={
+            "from": previous,
+            "to": payout.status,
+            "amount_minor": payout.amount_minor,
+            "currency": payout.currency,
+            **({"note": note} if note else {}),
+        },
     )
     return payout
 

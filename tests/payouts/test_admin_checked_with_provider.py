@@ -123,21 +123,20 @@ def test_settling_a_payout_from_the_list_shows_it_and_asks_for_a_note_first(
     # then: back on the list, told what happened; the payout settled (credited back if not paid)
     assert done.redirect_chain[-1][0] == PAYOUTS
     word = "failed and credited back" if reversed_ else "paid"
-    assert [str(m) for m in done.context["messages"]] == [f"1 payout(s) marked {word}."]
+    assert [str(m) for m in done.context["messages"]] == [f"1 payout marked {word}."]
     with system_context("test"):
         payout = Payout.objects.get(pk=payout_id)
     assert payout.status == status and (payout.reversal_event_id is not None) == reversed_
-    # and: the audit rows name the operator; one holds the note
+    # and: one audit row, of the settling itself, names the operator and holds the note
     rows = audits(payout_id)
-    assert set(rows) == {"payout.resolve", "payout.resolve_note"}
-    note = rows["payout.resolve_note"]
-    assert (note.actor_user_id, note.actor_label, note.tenant_id) == (
+    assert set(rows) == {"payout.resolve"}
+    resolved = rows["payout.resolve"]
+    assert (resolved.actor_user_id, resolved.actor_label, resolved.tenant_id) == (
         admin_user.pk,
         f"admin:{admin_user.get_username()}",
         tenant_a.org.pk,
     )
-    assert note.data == {"paid": not reversed_, "status": status, "note": NOTE}
-    assert rows["payout.resolve"].actor_user_id == admin_user.pk
+    assert resolved.data["to"] == status and resolved.data["note"] == NOTE
 
 
 @pytest.mark.parametrize("note", ["", "   \n ", TOO_LONG], ids=["empty", "blank", "long"])
@@ -195,8 +194,8 @@ def test_a_payouts_own_page_settles_it_through_the_same_confirmation(tenant_a: A
     with system_context("test"):
         payout = Payout.objects.get(pk=payout_id)
     assert payout.status == "failed" and payout.reversal_event_id is not None
-    note = audits(payout_id)["payout.resolve_note"]
-    assert (note.actor_user_id, note.data["note"]) == (admin_user.pk, NOTE)
+    resolved = audits(payout_id)["payout.resolve"]
+    assert (resolved.actor_user_id, resolved.data["note"]) == (admin_user.pk, NOTE)
     # and: a settled payout's page offers neither button any more
     settled = client.get(own_page).content.decode()
     assert button_url(settled, NOT_PAID) is None and button_url(settled, PAID) is None
