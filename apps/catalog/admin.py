@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django.utils.translation import ngettext
 
 from apps.catalog.models import Event, Photo, Price, PriceList, Product, Stock, StockRestock
 from apps.catalog.products import Actor, product_set_active
@@ -122,7 +123,8 @@ class ProductAdmin(ReadOnlyAdmin):
                 product_set_active(tenant_id=product.tenant_id, product_id=product.pk, active=active, actor=actor)
         verb, state = ("Reactivated", "active") if active else ("Deactivated", "inactive")
         already = f"; {len(selected) - changed} already {state}" if changed < len(selected) else ""
-        messages.success(request, f"{verb} {changed} product(s){already}. Each change is audited.")
+        products = ngettext("%(count)d product", "%(count)d products", changed) % {"count": changed}
+        messages.success(request, f"{verb} {products}{already}. Each change is audited.")
 
     @admin.action(description="Stop selling the selected products (audited)", permissions=["superuser"])
     def deactivate(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:

@@ -11,6 +11,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import ngettext
 
 from apps.catalog.errors import PhotoAlreadyWithdrawn
 from apps.core.admin_base import ReadOnlyAdmin
@@ -63,9 +64,15 @@ class DropInJobAdmin(ReadOnlyAdmin):
                 withdrawn += 1
                 continue
             queued += again
-        self.message_user(request, f"{queued} job(s) queued again.", messages.SUCCESS)
+        queued_text = ngettext("%(count)d job queued again.", "%(count)d jobs queued again.", queued)
+        self.message_user(request, queued_text % {"count": queued}, messages.SUCCESS)
         if withdrawn:
-            self.message_user(request, f"{withdrawn} job(s) left failed: their photo is withdrawn.", messages.WARNING)
+            withdrawn_text = ngettext(
+                "%(count)d job left failed: its photo is withdrawn.",
+                "%(count)d jobs left failed: their photos are withdrawn.",
+                withdrawn,
+            )
+            self.message_user(request, withdrawn_text % {"count": withdrawn}, messages.WARNING)
 
 
 @admin.register(FaceMatch)

@@ -16,6 +16,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import ngettext
 
 from apps.core.admin_base import ReadOnlyAdmin, is_platform_superuser
 from apps.core.problems import DomainError
@@ -192,7 +193,8 @@ class ApiKeyAdmin(ReadOnlyAdmin):
             for key in keys
         )
         already = f"; {len(keys) - revoked} already revoked" if revoked < len(keys) else ""
-        messages.success(request, f"Revoked {revoked} key(s){already}.")
+        revoked_keys = ngettext("%(count)d API key", "%(count)d API keys", revoked) % {"count": revoked}
+        messages.success(request, f"Revoked {revoked_keys}{already}.")
 
 
 @admin.register(AuditLog)

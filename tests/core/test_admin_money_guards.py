@@ -142,8 +142,14 @@ def test_revoking_keys_counts_only_those_it_revoked(tenant_a: Any, admin_client:
         "/admin/tenancy/apikey/", {"action": "revoke", "_selected_action": [str(live.pk), str(revoked.pk)]}, follow=True
     )
     # then: the message counts the one it revoked, and says the other already was
-    assert shown_messages(response) == ["Revoked 1 key(s); 1 already revoked."]
+    assert shown_messages(response) == ["Revoked 1 API key; 1 already revoked."]
     assert len(audits("api_key.revoke")) == 2
+    # and: more than one is counted in the plural
+    more = [api_key_issue(tenant=tenant_a.org, name=n).api_key for n in ("a", "b")]
+    response = admin_client.post(
+        "/admin/tenancy/apikey/", {"action": "revoke", "_selected_action": [str(k.pk) for k in more]}, follow=True
+    )
+    assert shown_messages(response) == ["Revoked 2 API keys."]
 
 
 def test_stopping_and_resuming_products_counts_only_those_it_changed(tenant_a: Any, admin_client: Client) -> None:
@@ -163,7 +169,7 @@ def test_stopping_and_resuming_products_counts_only_those_it_changed(tenant_a: A
         "/admin/catalog/product/", {"action": "reactivate", "_selected_action": selected}, follow=True
     )
     # then: each message counts what changed and how many already were so
-    assert shown_messages(stop) == ["Deactivated 1 product(s); 1 already inactive. Each change is audited."]
-    assert shown_messages(resume) == ["Reactivated 2 product(s). Each change is audited."]
-    assert shown_messages(again) == ["Reactivated 0 product(s); 2 already active. Each change is audited."]
+    assert shown_messages(stop) == ["Deactivated 1 product; 1 already inactive. Each change is audited."]
+    assert shown_messages(resume) == ["Reactivated 2 products. Each change is audited."]
+    assert shown_messages(again) == ["Reactivated 0 products; 2 already active. Each change is audited."]
     assert len(audits(PRODUCT_DEACTIVATED)) == 1

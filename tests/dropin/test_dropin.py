@@ -344,7 +344,37 @@ def test_the_admin_queues_failed_jobs_again_but_not_a_withdrawn_photos(tenant_a:
     # then: the first is queued again; the withdrawn photo's job stays failed, and the page says so
     assert response.status_code == 200
     assert (job(first).status, job(second).status) == ("queued", "failed")
-    assert "1 job(s) queued again" in response.content.decode()
+    assert [str(m) for m in response.context["messages"]] == [
+        "1 job queued again.",
+        "1 job left failed: its photo is withdrawn.",
+    ]
+
+
+def test_the_admin_counts_the_jobs_it_queued_again_in_words_that_fit(tenant_a: Any) -> None:
+    # given: four jobs that failed for good; the photos of the last two were withdrawn since
+    event = an_event(tenant_a.org)
+    made = [photo_of(tenant_a.org, event, ["ann"]) for _ in range(4)]
+    with system_context("test: failed jobs"):
+        DropInJob.objects.filter(pk__in=[job_id for _, job_id in made]).update(
+            status="failed", finished_at=timezone.now()
+        )
+        Photo.objects.filter(pk__in=[photo.pk for photo, _ in made[2:]]).update(
+            withdrawn_at=timezone.now(), withdrawn_reason="taken down"
+        )
+    operator = Client()
+    operator.force_login(UserFactory(is_staff=True, is_superuser=True, username="ops"))
+    # when: the operator queues all four again
+    response = operator.post(
+        "/admin/dropin/dropinjob/",
+        {"action": "queue_again", "_selected_action": [str(job_id) for _, job_id in made]},
+        follow=True,
+    )
+    # then: each message counts its jobs in the plural, without "(s)"
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == [
+        "2 jobs queued again.",
+        "2 jobs left failed: their photos are withdrawn.",
+    ]
 
 
 def test_an_unreadable_original_fails_the_job_at_once(tenant_a: Any) -> None:

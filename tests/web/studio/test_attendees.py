@@ -56,6 +56,25 @@ def test_staff_register_pasted_attendees_once_and_see_their_links(studio: Studio
     assert f"/attendee/{attendee_token(tenant_id=studio.org.pk, attendee_id=ann.pk)}/" in listing
 
 
+def test_the_message_counts_the_attendees_added_in_words_that_fit(studio: StudioPeople) -> None:
+    event = new_event(studio.org)
+    action = f"/studio/events/{event.pk}/attendees"
+    owner = signed_in(studio.owner)
+
+    def register(lines: str) -> str:
+        response = owner.post(action, {"nonce": form_nonce_on(owner.get(action), action), "lines": lines}, follow=True)
+        assert response.status_code == 200
+        return text(response)
+
+    # when: one attendee is registered, then two more with the first again
+    one = register("ann@example.com")
+    three = register("ann@example.com\nbob@example.com\ncarl@example.com")
+    # then: each message counts them in words that fit the number, without "(s)"
+    assert "1 attendee added, 0 updated." in one
+    assert "2 attendees added, 1 updated." in three
+    assert "(s)" not in one + three
+
+
 def test_bad_lines_are_named_and_nothing_is_written(studio: StudioPeople) -> None:
     event = new_event(studio.org)
     action = f"/studio/events/{event.pk}/attendees"

@@ -103,7 +103,7 @@ def test_new_photos_offered_without_a_download_price_are_said_not_for_sale(studi
     page = upload(owner, event, "a.jpg")
     # then: it is offered, and said not for sale until the event has a download price
     assert downloads_of(event) == photo_ids(event)
-    assert "They are offered as downloads, but not for sale until the event has a download price" in page
+    assert "It is offered as a download, but not for sale until the event has a download price" in page
     assert "Every photo uploaded to this event is offered as a download, but not for sale until" in page
 
 
@@ -133,15 +133,64 @@ def test_an_upload_to_an_event_not_selling_every_photo_says_they_are_not_for_sal
     assert downloads_of(event) == photo_ids(event) and "not for sale on their own" not in pressed
     # and: a photographer's upload message does not point at a button they do not have
     later = upload(signed_in(studio.photographer), event, "c.jpg")
-    assert "They are for sale as downloads (9.00 EUR a photo)" in later
+    assert "It is for sale as a download (9.00 EUR a photo)" in later
 
 
 def test_a_photographer_is_told_an_owner_can_sell_the_photos(studio: StudioPeople) -> None:
     event = priced_event(studio, photos=0)
     page = upload(signed_in(studio.photographer), event, "a.jpg")
-    assert "An owner of the studio can sell them, and every photo uploaded later" in page
+    assert "An owner of the studio can sell it, and every photo uploaded later" in page
     assert "photo of this event is not for sale on its own (no download)" in page
     assert "An owner of the studio can offer them." in page and "Sell every photo as a download</button>" not in page
+
+
+@pytest.mark.parametrize("count", [1, 2])
+@pytest.mark.parametrize(
+    ("case", "one", "more"),
+    [
+        (
+            "for sale",
+            "1 photo uploaded; its preview is being made. It is for sale as a download (9.00 EUR a photo) once its "
+            "preview is ready.",
+            "2 photos uploaded; their previews are being made. They are for sale as downloads (9.00 EUR a photo) "
+            "once their previews are ready.",
+        ),
+        (
+            "no price",
+            "1 photo uploaded; its preview is being made. It is offered as a download, but not for sale until the "
+            "event has a download price: set it in the price list below.",
+            "2 photos uploaded; their previews are being made. They are offered as downloads, but not for sale "
+            "until the event has a download price: set it in the price list below.",
+        ),
+        (
+            "not offered",
+            "It is not for sale on its own (no download): “Sell every photo as a download” under Products and "
+            "stock sells it, and every photo uploaded later.",
+            "They are not for sale on their own (no download): “Sell every photo as a download” under Products "
+            "and stock sells them, and every photo uploaded later.",
+        ),
+        (
+            "not offered, photographer",
+            "It is not for sale on its own (no download): An owner of the studio can sell it, and every photo "
+            "uploaded later, with “Sell every photo as a download”.",
+            "They are not for sale on their own (no download): An owner of the studio can sell them, and every "
+            "photo uploaded later, with “Sell every photo as a download”.",
+        ),
+    ],
+)
+def test_what_the_upload_message_says_of_the_photos_agrees_with_their_number(
+    studio: StudioPeople, count: int, case: str, one: str, more: str
+) -> None:
+    # given: an event selling every photo as a download (priced or not), or one that does not
+    event = priced_event(studio, photos=0, download_minor=None if case == "no price" else 900)
+    if case in ("for sale", "no price"):
+        press(signed_in(studio.owner), event)
+    uploader = signed_in(studio.photographer if "photographer" in case else studio.owner)
+    # when: `count` photos are uploaded
+    page = upload(uploader, event, *(f"p{n}.jpg" for n in range(count)))
+    # then: the sentence after "N photos uploaded" speaks of one photo or of several, as uploaded
+    assert (one if count == 1 else more) in page
+    assert (more if count == 1 else one) not in page
 
 
 def test_the_owner_stops_offering_new_photos_once_per_form(studio: StudioPeople) -> None:
@@ -167,7 +216,7 @@ def test_the_owner_stops_offering_new_photos_once_per_form(studio: StudioPeople)
     after = text(owner.get(first["Location"]))
     assert "no longer offered as downloads" in after and "Sell every photo as a download</button>" in after
     # and: a photo uploaded now is not for sale on its own, and said so
-    assert "They are not for sale on their own" in upload(owner, event, "late.jpg")
+    assert "It is not for sale on its own" in upload(owner, event, "late.jpg")
     # and: only owners may stop it
     assert signed_in(studio.photographer).post(action, {"nonce": "p" * 24, "new_photos": "0"}).status_code == 403
 

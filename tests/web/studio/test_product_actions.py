@@ -114,7 +114,12 @@ def test_owner_restocks_a_print_once_per_form(studio: StudioPeople) -> None:
     assert stock_of(product) == (15, 15) and restocks(product) == [5]
     after = text(client.get(first["Location"]))
     assert "15 / 15" in row_of(after, product)
-    assert f"Added 5 unit(s) to {product.sku}: stock now 15 / 15." in after
+    assert f"Added 5 units to {product.sku}: stock now 15 / 15." in after
+    # and: a single unit is counted in the singular
+    page = client.get(page_url(event))
+    form = {"nonce": form_nonce_on(page, restock_url(product)), f"product-{product.pk}-add_quantity": "1"}
+    after = text(client.post(restock_url(product), form, follow=True))
+    assert f"Added 1 unit to {product.sku}: stock now 16 / 16." in after and "(s)" not in after
 
 
 def test_only_prints_have_a_restock_form(studio: StudioPeople) -> None:

@@ -3,7 +3,8 @@
 * `GET /s/<studio>/cart/`: lines, quantities, totals per currency, a "Continue shopping" link
   (to the gallery of the event the items are from, or the studio's shop page when they are from
   several), and the checkout form (e-mail, provider, a fresh form nonce and the cart's digest).
-  How prints are reserved is noted only when a print is in the cart.
+  How prints are reserved is noted only when a print is in the cart, and the e-mail address is
+  asked "for your receipt and downloads" only when a download is.
 * `POST /s/<studio>/cart/update` (`product`, `quantity`; 0 removes) and
   `POST /s/<studio>/cart/remove` (`product`): change the cart, then 303 to it. A print's quantity
   follows `apps.web.shop.cart_rules`: more than is left is lowered to it (and the cart page says
@@ -322,6 +323,8 @@ def cart_page(
             "checkout_paused": not capability_enabled(Capability.CHECKOUT),
             # The address fields: rendered only for a cart with prints (server-side, no script).
             "needs_shipping": needs_shipping,
+            # The e-mail address is asked for the downloads too only when the cart has some.
+            "has_downloads": any(not row.is_print for row in view.rows),
             "shipping_fields": _shipping_fields(CheckoutForm(needs_shipping=True), shipping or {}, field_errors or {})
             if needs_shipping
             else [],

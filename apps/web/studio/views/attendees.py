@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import urlencode
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.catalog import selectors as catalog
@@ -64,7 +65,10 @@ def event_attendees(request: HttpRequest, studio: Studio, event_id: int) -> Http
             actor_label=studio.caller,
             keep_consent=True,
         )
-        messages.success(request, f"{result.created} attendee(s) added, {result.updated} updated.")
+        added = ngettext("%(count)d attendee added", "%(count)d attendees added", result.created) % {
+            "count": result.created
+        }
+        messages.success(request, f"{added}, {result.updated} updated.")
         return reverse("studio:event-attendees", kwargs={"event_id": event.pk})
 
     return submit(

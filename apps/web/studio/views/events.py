@@ -395,32 +395,39 @@ def _uploaded_messages(request: HttpRequest, studio: Studio, event: Event, photo
         "%(count)d photos uploaded; their previews are being made.",
         len(photo_ids),
     ) % {"count": len(photo_ids)}
+    one = len(photo_ids) == 1  # what follows speaks of that photo, or of those photos
     tenant_id = studio.tenant_id
     missing = list(catalog.photos_without_download(tenant_id=tenant_id, event_id=event.pk, photo_ids=photo_ids))
     if not catalog.event_get(tenant_id=tenant_id, event_id=event.pk).downloads_for_new_photos:
         if not missing:  # each had its download already (one made by hand meanwhile)
             messages.success(request, uploaded)
             return
+        them = "it" if one else "them"
         how = (
-            "“Sell every photo as a download” under Products and stock sells them, and every photo uploaded later."
+            f"“Sell every photo as a download” under Products and stock sells {them}, and every photo uploaded later."
             if studio.can_write_catalog
-            else "An owner of the studio can sell them, and every photo uploaded later, with “Sell every photo as "
-            "a download”."
+            else f"An owner of the studio can sell {them}, and every photo uploaded later, with “Sell every photo "
+            "as a download”."
         )
         messages.success(request, uploaded)
-        messages.warning(request, f"They are not for sale on their own (no download): {how}")
+        not_for_sale = "It is not for sale on its own" if one else "They are not for sale on their own"
+        messages.warning(request, f"{not_for_sale} (no download): {how}")
         return
     price = _download_price(studio, event)
     if len(missing) == len(photo_ids):
         messages.success(request, uploaded)
     elif price is not None:
-        messages.success(
-            request, f"{uploaded} They are for sale as downloads ({price} a photo) once their previews are ready."
+        for_sale = (
+            f"It is for sale as a download ({price} a photo) once its preview is ready."
+            if one
+            else f"They are for sale as downloads ({price} a photo) once their previews are ready."
         )
+        messages.success(request, f"{uploaded} {for_sale}")
     else:
+        offered = "It is offered as a download" if one else "They are offered as downloads"
         messages.success(
             request,
-            f"{uploaded} They are offered as downloads, but not for sale until the event has a download price: "
+            f"{uploaded} {offered}, but not for sale until the event has a download price: "
             "set it in the price list below.",
         )
     if missing:
@@ -757,10 +764,12 @@ def product_restock(request: HttpRequest, studio: Studio, event_id: int, product
             add_quantity=form.cleaned_data["add_quantity"],
             actor=Actor.member(studio.user),
         )
+        units = ngettext("%(count)d unit", "%(count)d units", restock.added_quantity) % {
+            "count": restock.added_quantity
+        }
         messages.success(
             request,
-            f"Added {restock.added_quantity} unit(s) to {product.sku}: "
-            f"stock now {restock.quantity_after} / {restock.initial_quantity_after}.",
+            f"Added {units} to {product.sku}: stock now {restock.quantity_after} / {restock.initial_quantity_after}.",
         )
         return _products_url(request, event)
 
