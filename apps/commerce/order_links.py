@@ -27,6 +27,14 @@ class OrderLinkInvalid(CheckoutNotFound):
 
     slug = "order-link-invalid"
     title = "This order link is not valid"
+    when_it_happens = (
+        'A link to an order\'s page in the shop (from a receipt or a "Find my orders" e-mail) is not '
+        "valid: mistyped, cut short, or for another studio's shop."
+    )
+    what_to_do = (
+        'Open the link from the e-mail again, whole, or ask for the links again with "Find my orders" in '
+        "the studio's shop, with the e-mail address the order was placed with."
+    )
 
 
 def order_token(*, tenant_id: int, checkout_id: uuid.UUID | str) -> str:

@@ -32,9 +32,16 @@ DOWNLOAD_SALT = "darkroom.commerce.download"
 
 
 class DownloadLinkInvalid(DomainError):
+    """A link to download a bought photo has expired (each works for a limited time), or is not
+    valid: mistyped or cut short."""
+
     status_code = 403
     slug = "download-link-invalid"
     title = "Download link invalid or expired"
+    what_to_do = (
+        "Get fresh links: the order's page in the shop shows them, and so does GET /api/v1/entitlements "
+        "with the shopper's e-mail address."
+    )
 
 
 def checkout_get(*, tenant_id: int, checkout_id: uuid.UUID | str) -> Checkout:

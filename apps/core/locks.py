@@ -83,7 +83,7 @@ from django.utils import timezone
 from django_redis import get_redis_connection
 from redis.exceptions import LockNotOwnedError, RedisError
 
-from apps.core.problems import DomainError
+from apps.core.problems import BACKGROUND_WORK_WHAT_TO_DO, DomainError
 
 logger = logging.getLogger("darkroom.locks")
 
@@ -117,6 +117,11 @@ class LeaseError(DomainError):
     status_code = 409
     slug = "lease-conflict"
     title = "Work is in progress elsewhere"
+    when_it_happens = (
+        "Darkroom's background work (sending e-mails, paying photographers, matching photos, deciding "
+        "stock) found the same piece of work in hand elsewhere, and stood back."
+    )
+    what_to_do = BACKGROUND_WORK_WHAT_TO_DO
 
 
 class LockBusy(LeaseError):
@@ -124,6 +129,11 @@ class LockBusy(LeaseError):
 
     slug = "lock-busy"
     title = "Another worker holds this lock"
+    when_it_happens = (
+        "One of Darkroom's background processes is doing this piece of work at the moment, so another "
+        "one that came to it stood back."
+    )
+    what_to_do = BACKGROUND_WORK_WHAT_TO_DO
 
 
 class LockLost(LeaseError):
@@ -131,6 +141,11 @@ class LockLost(LeaseError):
 
     slug = "lock-lost"
     title = "The lock was lost"
+    when_it_happens = (
+        "One of Darkroom's background processes took longer than its claim on a piece of work lasts, and "
+        "stopped, leaving the work to another. What it had finished stays done."
+    )
+    what_to_do = BACKGROUND_WORK_WHAT_TO_DO
 
 
 class StaleLeaseError(LeaseError):
@@ -138,6 +153,11 @@ class StaleLeaseError(LeaseError):
 
     slug = "stale-lease"
     title = "The lease was taken over"
+    when_it_happens = (
+        "One of Darkroom's background processes found that another had taken its piece of work over, and "
+        "stopped before writing anything more."
+    )
+    what_to_do = BACKGROUND_WORK_WHAT_TO_DO
 
 
 def redis_key(name: str) -> str:

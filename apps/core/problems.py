@@ -76,6 +76,18 @@ _WHAT_TO_DO_ON_SERVER_ERROR = (
     "contact support and quote the problem's `request_id`."
 )
 
+# What to do about a problem only Darkroom's own work meets: a payment provider's notification
+# it did not act on, or its background work (e-mail, payouts, photo matching) standing back.
+PROVIDER_NOTIFICATION_WHAT_TO_DO = (
+    "Nothing is asked of an API client or a shopper: this concerns a notification a payment provider sent "
+    "to Darkroom. Darkroom kept it without acting on it, for its support team to check with the provider. "
+    "If an order looks wrong meanwhile, contact support and quote the order's id."
+)
+BACKGROUND_WORK_WHAT_TO_DO = (
+    "Nothing is asked of you: Darkroom's background work tries again by itself. If an API request ever gets "
+    "this answer, send it again after a few seconds with the same Idempotency-Key."
+)
+
 _TYPES: dict[str, ProblemType] = {}
 
 
@@ -247,13 +259,17 @@ def _first_paragraph(docstring: str | None) -> str:
 class DomainError(Exception):
     """A business rule refused the request. Subclasses set status, slug and title.
 
-    Each subclass is a problem type (`register_problem_type`): its page says when it happens in
-    the first paragraph of the subclass's own docstring (write it for an integrator reading the
-    API's error pages) and what to do in `what_to_do`; either left out, the words of its status."""
+    Each subclass is a problem type (`register_problem_type`), whose public page an integrator
+    reads: it says when the problem happens (`when_it_happens`, else the first paragraph of the
+    subclass's own docstring, when that is written for them) and what to do (`what_to_do`);
+    either left out, the words of its status. Those words name no setting, function, table or
+    module (tests/core/test_problem_types.py), so a docstring written for engineers keeps its
+    engineering and the class says it plainly in `when_it_happens`."""
 
     status_code = 409
     slug = "conflict"
     title = "Conflict"
+    when_it_happens = ""
     what_to_do = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -262,7 +278,7 @@ class DomainError(Exception):
             cls.slug,
             cls.title,
             cls.status_code,
-            when=_first_paragraph(cls.__dict__.get("__doc__")),
+            when=cls.__dict__.get("when_it_happens") or _first_paragraph(cls.__dict__.get("__doc__")),
             what_to_do=cls.__dict__.get("what_to_do", ""),
         )
 

@@ -39,6 +39,8 @@ class FindMeUnavailable(DomainError):
     status_code = 503
     slug = "find-me-unavailable"
     title = "Find me is unavailable"
+    when_it_happens = 'Finding one\'s photos in the shop by a selfie ("Find me") is switched off for now.'
+    what_to_do = "Try again later; meanwhile, the event's photos can be browsed in its gallery."
 
 
 @dataclass(frozen=True)

@@ -94,13 +94,24 @@ USAGE_CLIENT_ID = f"{RESERVED_CLIENT_PREFIX}dropin"  # the API can neither creat
 
 
 class ConsentRequired(InvalidInput):
+    """A selfie was sent without the attendee's consent to face matching (`consent` must be
+    true). Nothing was kept."""
+
     slug = "consent-required"
     title = "Consent to face matching is required"
+    what_to_do = (
+        "Ask the attendee whether their face may be matched against the event's photos, and send the "
+        "selfie with `consent` true only if they agree."
+    )
 
 
 class SelfieRefused(InvalidInput):
+    """The selfie's file is too large, or is not a readable JPEG, PNG or WebP image of a size
+    Darkroom takes; `errors` names the field `image`, and `detail` says why. Nothing was kept."""
+
     slug = "selfie-refused"
     title = "The selfie cannot be used"
+    what_to_do = "Send another photo of the face, as `detail` says: a smaller file, or a JPEG, PNG or WebP image."
 
 
 class DropInUnavailable(DomainError):
@@ -109,11 +120,23 @@ class DropInUnavailable(DomainError):
     status_code = 503
     slug = "dropin-unavailable"
     title = "Drop-in is unavailable"
+    when_it_happens = (
+        "Face matching (drop-in) is switched off on this Darkroom, so selfies are not taken: no new photo "
+        "would be matched to them. Nothing was kept."
+    )
+    what_to_do = (
+        "Send the selfie again once face matching is switched on here; until then, the same request gets "
+        "the same answer."
+    )
 
 
 class FaceNotFound(NotFound):
+    """The attendee has no registered face: they sent no selfie, or it was deleted (another
+    studio's attendees are answered the same way)."""
+
     slug = "face-not-found"
     title = "No registered face for this attendee"
+    what_to_do = "Send the attendee's selfie first: POST /api/v1/events/{id}/selfies."
 
 
 def collection_name(*, tenant_id: int, event_id: int) -> str:

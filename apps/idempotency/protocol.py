@@ -46,27 +46,52 @@ logger = logging.getLogger("darkroom.idempotency")
 
 
 class IdempotencyKeyMissing(DomainError):
+    """A request that changes something (POST, PUT, PATCH, DELETE) came without an
+    Idempotency-Key header. Nothing was written."""
+
     status_code = 400
     slug = "idempotency-key-missing"
     title = "Idempotency-Key required"
+    what_to_do = (
+        "Send a new unique value (a UUID, say) in the Idempotency-Key header of each change you mean to "
+        "make, and the same value again when you retry that change: it is then applied once."
+    )
 
 
 class IdempotencyKeyInvalid(DomainError):
+    """The Idempotency-Key header is empty, longer than 255 characters, or holds characters other
+    than printable ASCII. Nothing was written."""
+
     status_code = 400
     slug = "idempotency-key-invalid"
     title = "Invalid Idempotency-Key"
+    what_to_do = f"Send a key of 1 to {MAX_KEY_LENGTH} printable ASCII characters; a UUID is one."
 
 
 class IdempotencyKeyReused(DomainError):
+    """The Idempotency-Key was sent before with a different request: another method, path or
+    body. Nothing was written."""
+
     status_code = 422
     slug = "idempotency-key-reused"
     title = "Idempotency-Key reused with a different request"
+    what_to_do = (
+        "Use a new key for a new request. To retry the first request, send it exactly as before with "
+        "its key: you get its answer again."
+    )
 
 
 class IdempotencyKeyInFlight(DomainError):
+    """A request with this Idempotency-Key is still being handled (a retry sent while the first
+    attempt runs, say)."""
+
     status_code = 409
     slug = "idempotency-key-in-flight"
     title = "A request with this Idempotency-Key is in progress"
+    what_to_do = (
+        "Wait the number of seconds in the `Retry-After` header, then send the request again with the "
+        "same key: once the first attempt is done, you get its answer."
+    )
 
     @property
     def retry_after(self) -> int:

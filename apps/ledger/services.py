@@ -57,15 +57,24 @@ DegradedMode = Literal["off", "on", "auto"]
 
 
 class UnknownAccount(DomainError):
+    """A debit names an account this studio does not have (another studio's accounts are
+    answered the same way); `items` lists the positions of those debits in the request, from 0.
+    Nothing of the request was written."""
+
     status_code = 422
     slug = "ledger-unknown-account"
     title = "Unknown ledger account"
+    what_to_do = "Check each debit's account id: GET /api/v1/ledger/accounts lists the studio's accounts."
 
 
 class CurrencyMismatch(DomainError):
+    """A debit's currency is not its account's; `items` lists the positions of those debits in
+    the request, from 0. Nothing of the request was written."""
+
     status_code = 422
     slug = "ledger-currency-mismatch"
     title = "Currency does not match the account"
+    what_to_do = "Send each debit in its account's currency: GET /api/v1/ledger/accounts shows it."
 
 
 class WalletNotDebitable(DomainError):
@@ -75,6 +84,12 @@ class WalletNotDebitable(DomainError):
     status_code = 422
     slug = "ledger-wallet-not-debitable"
     title = "A photographer's wallet cannot be debited through the ledger API"
+    when_it_happens = (
+        "A debit names a photographer's wallet: wallets change only with sales, refunds and payouts, never "
+        "with debits sent through the API. `items` lists the positions of those debits in the request, "
+        "from 0. Nothing of the request was written."
+    )
+    what_to_do = "Debit a usage account instead (POST /api/v1/ledger/accounts opens one)."
 
 
 class AccountReserved(DomainError):
@@ -84,6 +99,12 @@ class AccountReserved(DomainError):
     status_code = 422
     slug = "ledger-account-reserved"
     title = "This account is kept for the platform's own charges"
+    when_it_happens = (
+        "A debit names an account Darkroom keeps for its own charges to the studio (face matching, for "
+        "one): only Darkroom records charges on it. `items` lists the positions of those debits in the "
+        "request, from 0. Nothing of the request was written."
+    )
+    what_to_do = "Debit one of the studio's own usage accounts instead."
 
 
 # Client ids of the accounts the platform bills into (drop-in usage): the API neither creates
@@ -100,24 +121,48 @@ class KeyReused(DomainError):
     status_code = 422
     slug = "ledger-idempotency-key-reused"
     title = "Idempotency key reused for another debit"
+    when_it_happens = (
+        "A debit's key (the Idempotency-Key header of a single debit, each item's own key in a batch) "
+        "already names another debit of the account, with another amount, reference or client id, sent "
+        "before or earlier in the same batch. A key names one debit for good, whoever sends it and however "
+        "late. `items` lists the positions of those debits in the request, from 0. Nothing of the request "
+        "was written."
+    )
+    what_to_do = (
+        "Use a new key for a new debit. To retry a debit, send it exactly as before with its key: the "
+        "answer is then the first debit's."
+    )
 
 
 class AccountLimitReached(DomainError):
+    """The debits would take the account past the most one account may be debited in all;
+    `items` lists the positions of those debits in the request, from 0. Nothing of the request
+    was written."""
+
     status_code = 422
     slug = "ledger-account-limit-reached"
     title = "The account cannot be debited any further"
+    what_to_do = "Open another usage account (POST /api/v1/ledger/accounts) and debit that one."
 
 
 class InvalidAmount(DomainError):
+    """A debit's amount is not a whole number from 1 to the most one debit may be, counted in the
+    currency's smallest unit (cents, for EUR); `items` lists the positions of those debits in the
+    request, from 0. Nothing of the request was written."""
+
     status_code = 400
     slug = "ledger-invalid-amount"
     title = "Amount must be a positive integer of minor units"
+    what_to_do = "Send each amount as a whole number of the currency's smallest unit, within the limit `detail` gives."
 
 
 class BatchTooLarge(DomainError):
+    """A batch of debits with more items than one batch takes. Nothing of it was written."""
+
     status_code = 400
     slug = "ledger-batch-too-large"
     title = "Too many items in one batch"
+    what_to_do = f"Send at most {MAX_BATCH_ITEMS:,} debits in one batch; split a longer list into several."
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,12 @@ logger = logging.getLogger("darkroom.notifications")
 
 
 class AttendeeNotFound(NotFound):
+    """The request names an attendee the event does not have (another studio's attendees are
+    answered the same way)."""
+
     slug = "attendee-not-found"
     title = "Attendee not found"
+    what_to_do = "Check the attendee's id: GET /api/v1/events/{id}/attendees lists an event's attendees."
 
 
 # --- the attendee's choice --------------------------------------------------------------------

@@ -29,9 +29,16 @@ ATTENDEE_SALT = "darkroom.notifications.attendee"
 
 
 class AttendeeLinkInvalid(DomainError):
+    """An attendee's personal link (to their photo alerts, to unsubscribe, to send a selfie) that
+    is not valid: mistyped, cut short, or replaced by a newer link."""
+
     status_code = 404
     slug = "attendee-link-invalid"
     title = "This link is not valid"
+    what_to_do = (
+        "Use the newest link the studio sent. If none works, ask the studio for a new one: a new link "
+        "(POST /api/v1/events/{id}/attendees/{attendee}/reset-link) stops every earlier one."
+    )
 
 
 # One answer for every refused link (tampered, unknown, replaced): a replaced link says no more

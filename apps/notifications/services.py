@@ -63,11 +63,20 @@ class UnknownEvent(InvalidInput):
 
     slug = "unknown-event"
     title = "No such event in this studio"
+    when_it_happens = (
+        "An announcement names an event this studio does not have (another studio's events are answered the "
+        "same way). Nothing was written."
+    )
+    what_to_do = "Check the event's id: GET /api/v1/events lists the studio's events."
 
 
 class AnnouncementNotFound(NotFound):
+    """The path names an announcement this studio does not have: never made, deleted, or
+    another studio's (answered the same way)."""
+
     slug = "announcement-not-found"
     title = "No such announcement in this studio"
+    what_to_do = "Check the announcement's id: GET /api/v1/announcements lists the studio's announcements."
 
 
 class AnnouncementNotDraft(DomainError):
@@ -77,6 +86,10 @@ class AnnouncementNotDraft(DomainError):
     status_code = 409
     slug = "announcement-already-sent"
     title = "Announcement already sent"
+    when_it_happens = (
+        "A change or delete of an announcement that is being sent or was sent, also one whose sending "
+        "began while the change waited for it: only a draft can be changed or deleted."
+    )
     what_to_do = (
         "Nothing was changed, and the announcement went out as it was. To correct it, write a new "
         "announcement (POST /api/v1/announcements) and send that."
@@ -89,6 +102,14 @@ class DeliveryInterrupted(DomainError):
     status_code = 503
     slug = "delivery-interrupted"
     title = "E-mail delivery was interrupted"
+    when_it_happens = (
+        "The mail service failed for a moment while Darkroom was sending an announcement's e-mails. Those "
+        "already sent stay sent; the rest wait to be sent."
+    )
+    what_to_do = (
+        "Nothing is asked of you: Darkroom sends the rest by itself shortly, each e-mail once. The "
+        "announcement's page in the studio follows its deliveries."
+    )
 
 
 def lease_name(announcement_id: int) -> str:

@@ -35,6 +35,15 @@ class CapabilityDisabled(DomainError):
     status_code = 503
     slug = "capability-disabled"
     title = "Temporarily unavailable"
+    when_it_happens = (
+        "Darkroom's operators have switched this part of Darkroom off for a while, during an incident as a "
+        "rule: new checkouts, payouts, face matching, or announcements and their e-mails. The body's "
+        "`capability` names it. Nothing was done."
+    )
+    what_to_do = (
+        "Wait the number of seconds in the `Retry-After` header, then send the request again with the same "
+        "Idempotency-Key."
+    )
 
     def __init__(self, capability: str) -> None:
         super().__init__(
@@ -46,9 +55,16 @@ class CapabilityDisabled(DomainError):
 
 
 class CooldownActive(DomainError):
+    """An operator tried to switch a part of Darkroom back on within the time it stays off after
+    being switched off (`detail` says until when), without forcing it."""
+
     status_code = 409
     slug = "kill-switch-cooldown"
     title = "The kill switch is in its cooldown"
+    what_to_do = (
+        "Nothing is asked of an API client: only Darkroom's operators switch parts of Darkroom off and on. "
+        "They wait until the time `detail` gives, or force the switch."
+    )
 
 
 def capability_enabled(capability: str) -> bool:

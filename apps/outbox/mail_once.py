@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from apps.core.problems import DomainError
+from apps.core.problems import BACKGROUND_WORK_WHAT_TO_DO, DomainError
 from apps.outbox.models import InboxEntry
 
 # The outbox-consumer options of every task that sends one e-mail per message (claim, send, mark:
@@ -45,6 +45,11 @@ class MailBusy(DomainError):
     status_code = 409
     slug = "mail-busy"
     title = "The e-mail is being sent"
+    when_it_happens = (
+        "One of Darkroom's background processes is sending this e-mail right now, so another one that came "
+        "to it stood back: it is sent once."
+    )
+    what_to_do = BACKGROUND_WORK_WHAT_TO_DO
 
 
 def _claim(*, consumer: str, message_id: uuid.UUID, now: datetime) -> bool:

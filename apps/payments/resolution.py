@@ -37,6 +37,15 @@ class WebhookResolutionRefused(DomainError):
     status_code = 400
     slug = "webhook-resolution-refused"
     title = "The webhook events cannot be resolved"
+    when_it_happens = (
+        "Darkroom's support team tried to mark payment provider notifications that Darkroom could not apply "
+        "as dealt with, without a note saying how (or with one too long), naming none, or naming one that "
+        "does not exist. Nothing was marked."
+    )
+    what_to_do = (
+        "Nothing is asked of an API client: only Darkroom's support team marks such notifications. They add "
+        "the note or correct the notifications named, as `detail` says, and try again."
+    )
 
 
 @dataclass(frozen=True)

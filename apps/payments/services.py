@@ -51,7 +51,7 @@ from apps.commerce.services import (
     transaction_apply_fact,
     transaction_apply_refund,
 )
-from apps.core.problems import DomainError
+from apps.core.problems import PROVIDER_NOTIFICATION_WHAT_TO_DO, DomainError
 from apps.outbox.requeue import RequeueAudit, requeue_stale
 from apps.outbox.services import consume_once, outbox_publish
 from apps.payments.models import WebhookEvent
@@ -93,6 +93,11 @@ class ProviderMismatch(DomainError):
     status_code = 409
     slug = "webhook-provider-mismatch"
     title = "Event from another provider"
+    when_it_happens = (
+        "A payment provider's notification names an order that is paid through another provider. "
+        "Darkroom does not act on it."
+    )
+    what_to_do = PROVIDER_NOTIFICATION_WHAT_TO_DO
 
 
 class SessionMismatch(DomainError):
@@ -103,6 +108,12 @@ class SessionMismatch(DomainError):
     status_code = 409
     slug = "webhook-session-mismatch"
     title = "Payment for another session"
+    when_it_happens = (
+        "A payment provider reported a payment for an order, made on a payment page other than the one "
+        "Darkroom made for that order. Darkroom does not count it as the order's payment: what was charged "
+        "is for Darkroom's support team to refund at the provider."
+    )
+    what_to_do = PROVIDER_NOTIFICATION_WHAT_TO_DO
 
 
 NON_RETRYABLE: tuple[type[Exception], ...] = (

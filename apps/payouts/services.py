@@ -72,6 +72,11 @@ class NotAMember(NotFound):
 
     slug = "not-a-member"
     title = "No such member in this studio"
+    when_it_happens = (
+        "A payout destination was set for a user who is not a member of this studio (users of other "
+        "studios are answered the same way). Nothing was written."
+    )
+    what_to_do = "Check the user's id: GET /api/v1/tenancy/members lists the studio's members."
 
 
 class WalletNotFound(NotFound):
@@ -79,24 +84,47 @@ class WalletNotFound(NotFound):
 
     slug = "wallet-not-found"
     title = "No such wallet"
+    when_it_happens = (
+        "A request to be paid now names a wallet that is not the signed-in member's, or not a wallet of "
+        "this studio. Nothing was asked."
+    )
+    what_to_do = "Ask to be paid from your own wallet on the studio's wallet page."
 
 
 class NoPayoutDestination(DomainError):
+    """A photographer asked to be paid now, and has no payout destination yet: nowhere to send
+    the money. Nothing was asked."""
+
     status_code = 409
     slug = "no-payout-destination"
     title = "No payout destination"
+    what_to_do = (
+        "A studio owner sets the photographer's payout destination on the wallet page, under Payout "
+        "destinations (or with PUT /api/v1/payouts/destinations/{id}, the photographer's user id); then ask again."
+    )
 
 
 class BelowPayoutMinimum(DomainError):
+    """A photographer asked to be paid now, and their balance, less what refunds under way will
+    take from it, is below the smallest payout; `detail` gives both amounts. Nothing was asked."""
+
     status_code = 409
     slug = "below-payout-minimum"
     title = "Balance below the payout minimum"
+    what_to_do = (
+        "Ask again once sales bring the balance up to the smallest payout; sales that just happened may "
+        "take a few seconds to count."
+    )
 
 
 class PayoutInProgress(DomainError):
+    """A photographer asked to be paid now while a payout of the same wallet is being sent.
+    Nothing was asked."""
+
     status_code = 409
     slug = "payout-in-progress"
     title = "A payout is already on its way"
+    what_to_do = "Wait for that payout: the wallet page lists it. Ask again afterwards for what has come in since."
 
 
 # --- destinations ---------------------------------------------------------------------------

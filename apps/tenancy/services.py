@@ -252,6 +252,7 @@ class LastOwnerRequired(DomainError):
     status_code = 409
     slug = "last-owner"
     title = "A studio needs an owner"
+    what_to_do = "Make another member an owner first, then change or remove this one. Nothing was changed."
 
 
 class NotAnOwner(DomainError):
@@ -260,6 +261,11 @@ class NotAnOwner(DomainError):
     status_code = 403
     slug = "not-an-owner"
     title = "Not an owner"
+    when_it_happens = (
+        "Someone who is no longer an owner of the studio (given another role, or removed, since they opened "
+        "the page) tried to manage its members. Nothing was changed."
+    )
+    what_to_do = "Ask one of the studio's owners to make the change."
 
 
 class OwnerRoleReserved(DomainError):
@@ -269,16 +275,30 @@ class OwnerRoleReserved(DomainError):
     status_code = 403
     slug = "owner-role-reserved"
     title = "Only owners change owners"
+    when_it_happens = (
+        "An API key tried to make, change or remove a studio owner, or to send, renew or withdraw an "
+        "invitation to be one. Keys manage the other members only, so that a leaked key cannot make its "
+        "holder an owner. Nothing was changed."
+    )
+    what_to_do = "An owner makes that change, signed in, on the studio's members page."
 
 
 class MemberNotFound(NotFound):
+    """The request names a user who is not a member of this studio (members of other studios
+    are answered the same way)."""
+
     slug = "member-not-found"
     title = "Member not found"
+    what_to_do = "Check the user's id: GET /api/v1/tenancy/members lists the studio's members."
 
 
 class InvitationNotFound(NotFound):
+    """The request names an invitation this studio does not have: never made, answered or
+    withdrawn since, or another studio's (answered the same way)."""
+
     slug = "invitation-not-found"
     title = "Invitation not found"
+    what_to_do = "Check the invitation's id: GET /api/v1/tenancy/invitations lists the studio's open invitations."
 
 
 class InvitationExpired(DomainError):
@@ -288,6 +308,11 @@ class InvitationExpired(DomainError):
     status_code = 410
     slug = "invitation-expired"
     title = "Invitation expired"
+    when_it_happens = "An invitation past its expiry date was accepted: it no longer grants anything."
+    what_to_do = (
+        "Ask the studio to send the invitation again, which renews it (POST "
+        "/api/v1/tenancy/invitations/{id}/renew), and accept the new one."
+    )
 
 
 class InvitationChanged(DomainError):
@@ -297,6 +322,7 @@ class InvitationChanged(DomainError):
     status_code = 409
     slug = "invitation-changed"
     title = "The invitation changed"
+    what_to_do = "Open the invitation again, read the role it offers now, and accept it if you agree."
 
 
 OWNER_ROLE = Membership.Role.OWNER.value

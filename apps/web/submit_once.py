@@ -42,21 +42,33 @@ _NOT_FINGERPRINTED = frozenset({"csrfmiddlewaretoken"})
 
 
 class SubmissionMissingNonce(DomainError):
+    """A form of Darkroom's web pages was sent without the one-time code its page puts in it
+    (a page from before an update, or a form posted by a script). Nothing was done."""
+
     status_code = 400
     slug = "form-nonce-missing"
     title = "Form nonce missing"
+    what_to_do = "Reload the page and send the form from it."
 
 
 class SubmissionInFlight(DomainError):
+    """The same form was sent again (a double click, say) while the first submission is still
+    being handled."""
+
     status_code = 409
     slug = "form-in-flight"
     title = "Form still being processed"
+    what_to_do = "Wait a moment and reload the page: it shows what the first submission did, which is done once."
 
 
 class SubmissionConflict(DomainError):
+    """A form that was sent before was sent again with other values (a page kept open after it
+    was sent, then changed). Nothing of the second submission was done."""
+
     status_code = 422
     slug = "form-nonce-reused"
     title = "Form already submitted with other values"
+    what_to_do = "Reload the page, fill in the form again and send it."
 
 
 def form_nonce() -> str:

@@ -8,6 +8,8 @@
   (every `DomainError` subclass, every slug given to `problem_body` / `problem_response` /
   `problem_page_or_json`, the handler's DRF types) and opens each page; and a web process, which
   loads the URL map before serving a page, has every `DomainError` subclass in its registry.
+* The pages are public, for integrators: one slug has one title, and no page shows the code's own
+  names (a setting, an identifier, a module path, a class, a call, a stray backtick).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import ast
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -183,19 +187,70 @@ def test_every_problem_type_the_code_can_emit_has_a_page(client: Client) -> None
     assert missing == []
 
 
-# The shop's own "photo not found" (its pages' words) reuses the catalog's type under another
-# title; left to the shop's owners.
-TITLES_OF_THEIR_OWN = {("apps.web.shop.selectors", "PhotoNotFound")}
-
-
 def test_a_domain_error_has_the_title_of_its_type() -> None:
-    # One type, one title: an error reusing a type's slug says it the same way.
+    # One type, one title: an error reusing a type's slug (the shop's photo-not-found, the
+    # catalog's permission-denied) says it the same way.
     differ = []
     for module, name in _domain_error_classes():
         error: type[DomainError] = getattr(importlib.import_module(module), name)
         if problem_types()[error.slug].title != error.title:
-            differ.append((module, name))
-    assert set(differ) == TITLES_OF_THEIR_OWN
+            differ.append(f"{module}.{name}: {error.title!r}, not {problem_types()[error.slug].title!r}")
+    assert differ == []
+
+
+# --- the pages are written for integrators ----------------------------------------------------
+
+# What the code calls things, which an integrator reading a page cannot look up.
+INTERNAL_LOOKING = {
+    "a setting": re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b"),
+    "a snake_case name": re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b"),
+    "a dotted path": re.compile(r"\b[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+\b"),
+    "a class name": re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+\b"),
+    "a call": re.compile(r"\w+\(\)"),
+    "a backtick": re.compile(r"`"),
+    "a word of the code": re.compile(
+        r"\b(?:tenants?|RLS|outbox|Redis|Celery|Postgres(?:QL)?|bigint|adapters?|rows?|mixins?|enums?)\b", re.I
+    ),
+}
+# Names an integrator sends or reads in the API itself, and proper names.
+API_NAMES = {
+    *("request_id", "non_field_errors", "payment_url", "expected_currency", "restock_prints", "shopper_ip"),
+    *("PayPal", "WebP"),
+}
+
+
+def _page_text(html: str) -> str:
+    main = html[html.index("<main>") : html.index("</main>")]
+    return unescape(re.sub(r"<[^>]+>", " ", main))
+
+
+def test_no_problem_page_shows_the_codes_own_names(client: Client) -> None:
+    # given: every page, as an integrator reads it (the words of <main>, code included)
+    found = []
+    for slug in problem_types():
+        page = client.get(f"/problems/{slug}")
+        assert page.status_code == 200, slug
+        text = _page_text(page.content.decode())
+        # then: no setting, identifier, module path, class, call or leftover backtick in it
+        for kind, pattern in INTERNAL_LOOKING.items():
+            found += [
+                f"/problems/{slug}: {kind} {token!r}" for token in pattern.findall(text) if token not in API_NAMES
+            ]
+    assert found == []
+
+
+def test_the_check_of_the_pages_finds_what_it_looks_for() -> None:
+    # The patterns above catch what the engineers' docstrings used to put on the pages.
+    for kind, sample in [
+        ("a setting", "past STOCK_MAX_UNITS."),
+        ("a snake_case name", "(`checkout_ids`, soonest first)"),
+        ("a dotted path", "see apps.core.locks"),
+        ("a class name", "under way (`RefundAlreadyRequested`)"),
+        ("a call", "`extend()` found the key gone"),
+        ("a backtick", "an unpaired ` mark"),
+        ("a word of the code", "the tenant's outbox row"),
+    ]:
+        assert INTERNAL_LOOKING[kind].search(_page_text(f"<main>{escape(sample)}</main>")), kind
 
 
 def test_a_web_process_knows_every_domain_error_once_its_url_map_is_loaded() -> None:

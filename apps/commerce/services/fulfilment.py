@@ -58,6 +58,10 @@ class InvalidShipment(InvalidInput):
 
     slug = "invalid-shipment"
     title = "Invalid shipment details"
+    what_to_do = (
+        "Give the carrier (required) and, if there is one, the tracking reference, each on one line and "
+        "within the length `errors` gives, and mark the order shipped again. Nothing was written."
+    )
 
 
 def _clean(value: str, *, field: str, max_length: int, required: bool) -> str:

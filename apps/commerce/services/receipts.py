@@ -29,7 +29,7 @@ from django.utils import timezone
 from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Receipt
 from apps.commerce.order_links import order_link
-from apps.core.problems import DomainError
+from apps.core.problems import BACKGROUND_WORK_WHAT_TO_DO, DomainError
 from apps.payments.providers.base import minor_to_major
 
 logger = logging.getLogger("darkroom.commerce.receipts")
@@ -41,6 +41,11 @@ class ReceiptBusy(DomainError):
     status_code = 409
     slug = "receipt-busy"
     title = "Receipt is being sent"
+    when_it_happens = (
+        "One of Darkroom's background processes is sending this order's receipt e-mail right now, so "
+        "another one that came to it stood back: the receipt is sent once."
+    )
+    what_to_do = BACKGROUND_WORK_WHAT_TO_DO
 
 
 def _claim(*, checkout_id: uuid.UUID | str) -> Receipt | None:

@@ -61,6 +61,16 @@ class WebhookSignatureError(DomainError):
     status_code = 400
     slug = "invalid-webhook-signature"
     title = "Invalid webhook signature"
+    when_it_happens = (
+        "A notification posted to a payment provider's webhook address at Darkroom (/webhooks/<provider>) "
+        "does not carry a valid signature of that provider: it is missing, does not match the body, or was "
+        "made with another signing secret; `detail` says which. Darkroom recorded nothing of it."
+    )
+    what_to_do = (
+        "A provider sends a refused notification again by itself. If the provider's genuine notifications "
+        "are refused, the webhook's signing secret at the provider is not the one Darkroom has: set the "
+        "same secret in both places."
+    )
 
 
 class WebhookPayloadError(DomainError):
@@ -69,6 +79,15 @@ class WebhookPayloadError(DomainError):
     status_code = 400
     slug = "malformed-webhook"
     title = "Malformed webhook payload"
+    when_it_happens = (
+        "A notification posted to a payment provider's webhook address at Darkroom has a valid signature, "
+        "but its body is not the JSON the provider documents (a field missing, or a value that cannot be "
+        "read); `detail` says what."
+    )
+    what_to_do = (
+        "Nothing, if the provider sent it: Darkroom's support team is told of it. When you send test "
+        "notifications yourself, send them as the provider documents them."
+    )
 
 
 class ProviderError(DomainError):
@@ -79,6 +98,10 @@ class ProviderError(DomainError):
     status_code = 502
     slug = "payment-provider-error"
     title = "Payment provider error"
+    when_it_happens = (
+        "A payment provider did not give Darkroom a usable answer: it timed out, was unavailable, or "
+        "refused the call; `detail` says which provider and what it said."
+    )
 
     def __init__(
         self,
@@ -104,6 +127,13 @@ class PayoutDestinationError(DomainError):
     status_code = 400
     slug = "invalid-payout-destination"
     title = "Invalid payout destination"
+    when_it_happens = (
+        "A payout destination that the payment provider cannot pay to: not written the way that provider "
+        "needs (a Stripe connected account id, a PayPal e-mail address, a Flutterwave bank code and account "
+        "number), empty, or too long; `detail` says what is expected. Nothing was sent to the provider, and "
+        "nothing was written."
+    )
+    what_to_do = "Send the destination written as `detail` says."
 
 
 class UnknownProviderError(NotFound):
@@ -111,6 +141,14 @@ class UnknownProviderError(NotFound):
 
     slug = "unknown-payment-provider"
     title = "Unknown payment provider"
+    when_it_happens = (
+        "A notification was posted to a webhook address at Darkroom naming a payment provider Darkroom "
+        "does not take payments with here (/webhooks/<provider>), or the sandbox where it is turned off."
+    )
+    what_to_do = (
+        "Point the provider's webhook at the address of its own name: /webhooks/stripe, /webhooks/paypal "
+        "or /webhooks/flutterwave."
+    )
 
 
 class SessionCloseOutcome(StrEnum):

@@ -42,6 +42,14 @@ class CartItemRefused(DomainError):
     status_code = 409
     slug = "cart-item-refused"
     title = "Not added to your cart"
+    when_it_happens = (
+        "An item could not go in the cart: the print is sold out, the cart is full, or it is a download "
+        'that the event\'s "All photos" item, already in the cart, includes.'
+    )
+    what_to_do = (
+        "A full cart: place the order first, then add the item to a new one. A sold-out print: choose "
+        "another, as it comes back only if the studio restocks it. An included download needs no buying."
+    )
 
 
 class NotEnoughStock(DomainError):
@@ -50,6 +58,7 @@ class NotEnoughStock(DomainError):
     status_code = 409
     slug = "cart-over-stock"
     title = "Not enough left"
+    what_to_do = "Lower the print's quantity to what is left, as the cart says, and place the order again."
 
 
 class EventLocked(DomainError):
@@ -59,6 +68,11 @@ class EventLocked(DomainError):
     status_code = 403
     slug = "cart-event-locked"
     title = "Access code needed"
+    when_it_happens = (
+        "The cart holds an item of an event protected by an access code, and the studio changed the code "
+        "since it was entered in this browser. Nothing was written."
+    )
+    what_to_do = "Open the event, enter its new access code, then place the order again."
 
 
 class ItemNotForSale(DomainError):
@@ -67,6 +81,7 @@ class ItemNotForSale(DomainError):
     status_code = 409
     slug = "cart-item-not-for-sale"
     title = "No longer on sale"
+    what_to_do = "Remove the item the cart names, then place the order again."
 
 
 class DownloadIncluded(DomainError):
@@ -75,6 +90,7 @@ class DownloadIncluded(DomainError):
     status_code = 400
     slug = "cart-download-included"
     title = "Already included"
+    what_to_do = 'Remove the download: the "All photos of this event" item includes it.'
 
 
 def locked_events(request: HttpRequest, products: Iterable[ShopProduct]) -> frozenset[int]:

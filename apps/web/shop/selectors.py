@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
 
 from apps.catalog.errors import EventNotFound
+from apps.catalog.errors import PhotoNotFound as CatalogPhotoNotFound
 from apps.catalog.models import Event, Photo, Price, Product, ProductKind, Stock
 from apps.catalog.selectors import PublicEvent, PublicPhoto, access_code_fingerprint, public_event
 from apps.catalog.storage import public_url
@@ -35,13 +36,19 @@ MAX_ID = 2**63 - 1
 
 
 class StudioNotFound(NotFound):
+    """A shop address (/s/<studio>/) names no studio on Darkroom."""
+
     slug = "studio-not-found"
     title = "Studio not found"
+    what_to_do = "Check the shop's address: use the one the studio gave out."
 
 
 class PhotoNotFound(NotFound):
-    slug = "photo-not-found"
-    title = "Photo not found"
+    """The catalog's problem type (one slug, one title and page), for a photo the event's shop
+    pages do not show: unknown, of another event, or not ready."""
+
+    slug = CatalogPhotoNotFound.slug
+    title = CatalogPhotoNotFound.title
 
 
 @dataclass(frozen=True)

@@ -107,14 +107,21 @@ CART_SUBMISSION_WAIT_SECONDS = 5.0
 
 
 class EmptyCart(InvalidInput):
+    """An order was placed from the shop with an empty cart. Nothing was written."""
+
     slug = "cart-empty"
     title = "Your cart is empty"
+    what_to_do = "Add a photo to the cart, then check out."
 
 
 class CartChanged(DomainError):
+    """An order was placed from a cart page showing items, quantities or prices that have changed
+    since (in another tab, or the studio changed a price). Nothing was written."""
+
     status_code = 409
     slug = "cart-changed"
     title = "Your cart changed"
+    what_to_do = "Review the cart as it is now and place the order again from it."
 
 
 class CheckoutRefusedForNow(DomainError):
@@ -125,6 +132,15 @@ class CheckoutRefusedForNow(DomainError):
     status_code = 429
     slug = "checkout-limited"
     title = "Too many orders"
+    when_it_happens = (
+        "An order placed in the shop was refused for now: too many orders were placed from the same "
+        "internet address in a short time, the shopper has too many orders awaiting payment, or they "
+        "would hold more of a print, unpaid, than one shopper may. Nothing was written; `detail` says which."
+    )
+    what_to_do = (
+        "With a `Retry-After` header (status 429), wait that many seconds, or pay one of the open orders, "
+        "and place the order again. Without one (status 409), order fewer of the print."
+    )
 
     def __init__(self, detail: str, *, retry_after: int | None, open_urls: list[str] | None = None) -> None:
         super().__init__(detail)

@@ -61,6 +61,11 @@ class LookupRefusedForNow(DomainError):
     status_code = 429
     slug = "order-lookup-limited"
     title = "Too many requests"
+    when_it_happens = (
+        "Too many order look-ups in the shop in a short time, from the same internet address or for the "
+        "same e-mail address."
+    )
+    what_to_do = "Wait the number of seconds in the `Retry-After` header, then look the order up again."
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
