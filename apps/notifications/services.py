@@ -345,6 +345,13 @@ ANNOUNCEMENT_TITLE_MAX_LENGTH = 200  # Announcement.title
 ANNOUNCEMENT_BODY_MAX_LENGTH = 20_000
 
 
+def _body_with_line_feeds(body: str | None) -> str | None:
+    """The body with its line breaks as "\n": a browser's textarea sends "\r\n", and an API
+    client may send "\r\n" or "\r"; kept one way, the API, the e-mail and the attendee's page
+    read the same text, and an edit that only changes line breaks changes nothing."""
+    return None if body is None else body.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _check_announcement_text(*, title: str | None, body: str | None) -> None:
     """Raises InvalidInput naming the field (`errors`) for a title or body the rules refuse (None:
     not checked): a title is the e-mail's subject (`title_problem`); a body keeps line breaks and
@@ -362,7 +369,8 @@ def announcement_create(
     """A draft announcement to the attendees of one of the studio's events. Raises UnknownEvent,
     InvalidInput (a title with control characters or direction overrides: it is the e-mail's
     subject; a body with control characters other than line breaks and tabs, or direction
-    overrides: `multiline_text_problem`)."""
+    overrides: `multiline_text_problem`). Line breaks are kept as "\n" (`_body_with_line_feeds`)."""
+    body = _body_with_line_feeds(body) or ""
     _check_announcement_text(title=title, body=body)
     if not Event.objects.filter(tenant=tenant, pk=event_id).exists():
         raise UnknownEvent(f"Event {event_id} does not exist in this studio.")
@@ -418,6 +426,7 @@ def announcement_update(
             "Nothing to change: give at least one of event_id, title, body.",
             extra={"errors": {"non_field_errors": ["Give at least one field to change."]}},
         )
+    body = _body_with_line_feeds(body)
     _check_announcement_text(title=title, body=body)
     announcement = _announcement_locked(tenant_id=tenant_id, announcement_id=announcement_id)
     _ensure_draft(announcement)

@@ -194,8 +194,8 @@ def test_a_body_with_a_control_character_is_a_field_error_and_writes_nothing(stu
     assert response.context["form"].errors["body"] == [refused]
     assert refused in text(response)
     assert announcements(studio.org) == []
-    # and: a body typed in the textarea (CR LF line breaks) is stored as typed
+    # and: a body typed in the textarea (CR LF line breaks) is stored with its line breaks as "\n"
     form["body"] = "Find yours.\r\nThanks"
     form["nonce"] = form_nonce_on(response, "/studio/announcements/")
     assert client.post("/studio/announcements/", form).status_code == 303
-    assert [a.body for a in announcements(studio.org)] == ["Find yours.\r\nThanks"]
+    assert [a.body for a in announcements(studio.org)] == ["Find yours.\nThanks"]
