@@ -61,7 +61,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if words is None:
             return None  # no credential of this scheme: the session may still authenticate
         if len(words) != 1:
-            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <api key>'.")
+            raise exceptions.AuthenticationFailed(
+                f"{HOW_TO_SEND}: the Authorization header holds no key after {SCHEME}, or more than one word."
+            )
         resolved = api_key_resolve(raw_key=words[0])
         if resolved is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")

@@ -60,6 +60,9 @@ def test_a_malformed_bearer_header_in_any_case_is_refused_as_such(tenant_a: Tena
     assert response.status_code == 401
     assert response.json()["type"] == "/problems/authentication-failed"
     assert response["WWW-Authenticate"] == "Bearer"
+    # and: told in the same words as a key sent another way, without echoing what was sent
+    assert HOW_TO_SEND in response.json()["detail"]
+    assert tenant_a.api_key not in response.content.decode()
 
 
 def test_a_large_api_upload_with_a_lowercase_bearer_key_is_read_under_wsgi(tenant_a: TenantBundle) -> None:
