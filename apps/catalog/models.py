@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 
+from apps.payments.providers.base import money_text
 from apps.tenancy.models import TenantModel
 
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
@@ -250,7 +251,8 @@ class Price(TenantModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.size} {self.amount_minor} {self.currency}"
+        size = f" {self.size}" if self.size else ""
+        return f"{self.kind}{size}: {money_text(self.amount_minor, self.currency)}"
 
 
 class Stock(TenantModel):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -11,13 +10,20 @@ from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
-from django.utils import timezone
-from django.utils.formats import date_format
 
 from apps.commerce.errors import RefundNotSettleable
-from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Entitlement, Receipt, Refund, Transaction
+from apps.commerce.models import (
+    Checkout,
+    CheckoutLine,
+    CheckoutShipping,
+    Entitlement,
+    Receipt,
+    Refund,
+    Transaction,
+    refund_status_text,
+)
 from apps.commerce.services.payment import SETTLE_NOTE_MAX_CHARS, refund_retry, refund_settle_outside
-from apps.core.admin import ShownInPlace, ask_for_note, money_display, note_field
+from apps.core.admin import SearchById, ShownInPlace, ask_for_note, money_display, note_field
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.payments.providers.base import money_text
 
@@ -61,10 +67,12 @@ class CheckoutShippingInline(admin.StackedInline):
 
 
 @admin.register(Checkout)
-class CheckoutAdmin(ShownInPlace, ReadOnlyAdmin):
+class CheckoutAdmin(SearchById, ShownInPlace, ReadOnlyAdmin):
     list_display = ("id", "tenant", "email", "provider", "status", "amount_money", "created_at")
     list_filter = ("status", "provider")
-    search_fields = ("=id", "email", "=stripe_checkout_session_id", "=flutterwave_tx_ref", "=paypal_order_id")
+    # the checkout's id, whole or short as the shop shows it ("order 09e10db3"): `SearchById`
+    search_fields = ("email", "=stripe_checkout_session_id", "=flutterwave_tx_ref", "=paypal_order_id")
+    searched_by_start = ("pk",)
     ordering = ("-created_at",)
     list_select_related = ("tenant",)
     show_full_result_count = False
@@ -116,38 +124,6 @@ class FailedAtProviderFilter(admin.SimpleListFilter):
         if self.value() == "after_landing":
             return failed.filter(Refund.FAILED_AFTER_LANDING)
         return queryset
-
-
-def _when(moment: datetime) -> str:
-    """A time as the admin writes its dates ("March 4, 2026, 10:05 a.m.", in TIME_ZONE)."""
-    return date_format(timezone.localtime(moment), "DATETIME_FORMAT")
-
-
-def refund_status_text(refund: Refund) -> str:
-    """What became of a refund, in words. Its stored `status` alone does not say: a refund the
-    provider confirmed stays `submitted` (landing sets `landed_at`), and one that failed at the
-    provider after it landed too (`provider_failed_at`). Each text is one choice of
-    `RefundStatusFilter`."""
-    if refund.status == Refund.Status.SETTLED:
-        settled = refund.settled_outside_at
-        return f"Paid back outside the provider ({_when(settled)})" if settled else "Paid back outside the provider"
-    if refund.status == Refund.Status.NOT_NEEDED:
-        return "Not needed: nothing is owed"
-    if refund.status == Refund.Status.FAILED:
-        failed = refund.provider_failed_at
-        return (
-            f"Failed at the provider ({_when(failed)}), before it landed"
-            if failed
-            else "Failed: refused by the provider"
-        )
-    # requested or submitted
-    if refund.still_owed and refund.provider_failed_at is not None:
-        return f"Failed at the provider after it landed ({_when(refund.provider_failed_at)}): still owed to the shopper"
-    if refund.landed_at is not None:
-        return f"Refunded (landed {_when(refund.landed_at)})"
-    if refund.status == Refund.Status.SUBMITTED:
-        return "Submitted to the provider: waiting for it to confirm"
-    return "Requested: being sent to the provider"
 
 
 class RefundStatusFilter(admin.SimpleListFilter):
@@ -224,20 +200,24 @@ class RefundAdmin(ShownInPlace, ReadOnlyAdmin):
         permissions=["superuser"],
     )
     def settle_outside(self, request: HttpRequest, queryset: QuerySet[Refund]) -> TemplateResponse | None:
-        """First a page naming the refunds and asking how the shopper was paid back; its answer
+        """First a page naming the refunds (studio, order, shopper's e-mail, what became of them)
+        and asking how the shopper was paid back; its answer
         settles each (`refund_settle_outside`), each in its own transaction: one that cannot be
         settled is reported and leaves the others settled."""
         answer = ask_for_note(
             self,
             request,
-            queryset,
+            queryset.select_related("tenant", "transaction__checkout"),
             action="settle_outside",
             form_class=SettleOutsideForm,
             template="admin/commerce/refund/settle_outside.html",
             title="Record refunds as paid back outside the provider",
-            columns=("Refund", "Status", "Amount", "Last error"),
+            columns=("Refund", "Studio", "Order", "Shopper", "Status", "Amount", "Last error"),
             cells=lambda refund: (
                 str(refund.pk),
+                str(refund.tenant),
+                str(refund.transaction.checkout_id)[:8],  # as the shop and its e-mails name it
+                refund.transaction.checkout.email,
                 refund_status_text(refund),
                 money_text(refund.amount_minor, refund.currency),
                 refund.last_error,

@@ -24,11 +24,15 @@ Invariants held by Postgres (tests in tests/commerce/test_constraints.py):
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils import timezone
+from django.utils.formats import date_format
 
+from apps.payments.providers.base import money_text
 from apps.tenancy.models import Organization, TenantModel
 
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
@@ -819,4 +823,40 @@ class Refund(TenantModel):
         return self.failed_after_landing and self.status in self.OWED_STATUSES
 
     def __str__(self) -> str:
-        return f"refund {self.pk} of {self.transaction_id} ({self.status})"
+        """Names the order as the shop and its e-mails do (the first 8 characters of the
+        checkout's id; reads the payment for it) and what became of the refund."""
+        order = str(self.transaction.checkout_id)[:8]
+        amount = money_text(self.amount_minor, self.currency)
+        return f"refund {self.pk} of order {order} ({amount}): {refund_status_text(self)}"
+
+
+def _when(moment: datetime) -> str:
+    """A time as the admin writes its dates ("March 4, 2026, 10:05 a.m.", in TIME_ZONE)."""
+    return date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+
+
+def refund_status_text(refund: Refund) -> str:
+    """What became of a refund, in words. Its stored `status` alone does not say: a refund the
+    provider confirmed stays `submitted` (landing sets `landed_at`), and one that failed at the
+    provider after it landed too (`provider_failed_at`). The admin shows it (each text is one
+    choice of its `RefundStatusFilter`), and so does a refund's `__str__`."""
+    if refund.status == Refund.Status.SETTLED:
+        settled = refund.settled_outside_at
+        return f"Paid back outside the provider ({_when(settled)})" if settled else "Paid back outside the provider"
+    if refund.status == Refund.Status.NOT_NEEDED:
+        return "Not needed: nothing is owed"
+    if refund.status == Refund.Status.FAILED:
+        failed = refund.provider_failed_at
+        return (
+            f"Failed at the provider ({_when(failed)}), before it landed"
+            if failed
+            else "Failed: refused by the provider"
+        )
+    # requested or submitted
+    if refund.still_owed and refund.provider_failed_at is not None:
+        return f"Failed at the provider after it landed ({_when(refund.provider_failed_at)}): still owed to the shopper"
+    if refund.landed_at is not None:
+        return f"Refunded (landed {_when(refund.landed_at)})"
+    if refund.status == Refund.Status.SUBMITTED:
+        return "Submitted to the provider: waiting for it to confirm"
+    return "Requested: being sent to the provider"

@@ -1,11 +1,12 @@
 """Read-only view of the fencing leases (platform rows; written only by `apps.core.locks`), and
 what the other apps' admins share: amounts shown as money (`money_display`, `ShownInPlace`), long
-text cut short in lists (`short_text`), a search that finds a row by its id (`SearchById`), list
-actions offered as buttons on a row's own page (`RowActions`) and the page an action asks a note
-on before it acts (`ask_for_note`)."""
+text cut short in lists (`short_text`), a search that finds a row by its id, or an order by its
+short id (`SearchById`), list actions offered as buttons on a row's own page (`RowActions`) and
+the page an action asks a note on before it acts (`ask_for_note`)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -15,7 +16,7 @@ from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -63,21 +64,55 @@ def short_text(field: str, *, description: str, chars: int = 120) -> Callable[[A
     return admin.display(description=description)(show)
 
 
+# The start of an id as the shop, the wallet and the e-mails show an order ("order 09e10db3"),
+# or more of it: 8 to 31 hex digits (dashes ignored); 32 are a whole id.
+_ID_START = re.compile(r"[0-9a-f]{8,31}")
+
+
+def uuid_span(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The ids `text` names, lowest and highest: a whole UUID (any case, with or without dashes)
+    names itself; the start of one (`_ID_START`) every id from it followed by zeros to it followed
+    by f's ("09e10db3" -> 09e10db3-0000-0000-0000-000000000000 .. 09e10db3-ffff-ffff-ffff-ffffffffffff).
+    None for other text."""
+    term = text.strip()
+    try:
+        whole = uuid.UUID(term)
+    except ValueError:
+        digits = term.replace("-", "").lower()
+        if not _ID_START.fullmatch(digits):
+            return None
+        return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
+    return whole, whole
+
+
 class SearchById(admin.ModelAdmin):  # type: ignore[type-arg]
-    """The list's search also finds a row by its own id (a UUID primary key, as the list shows it,
-    in any case, with or without dashes): a lookup of the primary key's index, besides what
-    `search_fields` find. Text that is not an id searches `search_fields` alone: PostgreSQL is
-    never asked to read it as a UUID."""
+    """The list's search also finds a row by an id, besides what `search_fields` find: by each
+    UUID field of `searched_ids` (the row's own id unless said otherwise), given whole as the list
+    shows it, in any case, with or without dashes; and by each of `searched_by_start` given its
+    first 8 or more characters too, as the shop shows an order ("order 09e10db3"). Either is a
+    lookup of the field's index (a whole id, or the range of ids with that start), never a cast of
+    the ids to text. Text that is not an id searches `search_fields` alone: PostgreSQL is never
+    asked to read it as a UUID."""
+
+    searched_ids: ClassVar[tuple[str, ...]] = ("pk",)
+    searched_by_start: ClassVar[tuple[str, ...]] = ()
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
         found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        try:
-            row_id = uuid.UUID(search_term.strip())
-        except ValueError:
+        span = uuid_span(search_term)
+        if span is None:
             return found, may_have_duplicates
-        return found | queryset.filter(pk=row_id), may_have_duplicates
+        low, high = span
+        by_id = Q()
+        if low == high:
+            for field in self.searched_ids:
+                by_id |= Q(**{field: low})
+        else:
+            for field in self.searched_by_start:
+                by_id |= Q(**{f"{field}__range": span})
+        return (found | queryset.filter(by_id), may_have_duplicates) if by_id else (found, may_have_duplicates)
 
 
 class ShownInPlace(admin.ModelAdmin):  # type: ignore[type-arg]

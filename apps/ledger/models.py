@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from apps.payments.providers.base import money_text
 from apps.tenancy.models import Organization, TenantModel
 
 CURRENCY_RE = r"^[A-Z]{3}$"
@@ -126,7 +127,10 @@ class LedgerEvent(TenantModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.amount_minor} {self.currency} on {self.account_id} ({self.partition}:{self.seq})"
+        return (
+            f"{self.kind} of {money_text(self.amount_minor, self.currency)} on account {self.account_id}"
+            f" ({self.partition}:{self.seq})"
+        )
 
 
 class LedgerEventKey(TenantModel):
@@ -239,7 +243,9 @@ class AccountBalance(TenantModel):
         indexes = [models.Index(fields=["account"], name="ledger_balance_account")]
 
     def __str__(self) -> str:
-        return f"{self.account_id}[{self.partition}] = {self.balance_minor}"
+        # (reads the account for its currency: the admin's list joins it)
+        balance = money_text(self.balance_minor, self.account.currency)
+        return f"balance of account {self.account_id} (partition {self.partition}): {balance}"
 
 
 class LedgerArchivedTotal(TenantModel):
@@ -300,7 +306,7 @@ class LedgerDebitBuffer(TenantModel):
         ]
 
     def __str__(self) -> str:
-        return f"buffered {self.amount_minor} {self.currency} on {self.account_id}"
+        return f"buffered debit of {money_text(self.amount_minor, self.currency)} on account {self.account_id}"
 
 
 class LedgerBufferDrained(models.Model):

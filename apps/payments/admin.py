@@ -4,7 +4,8 @@ Events are read-only; two audited actions: a replay that re-runs processing thro
 (see `webhook_events_replay`), safe for processed events too, never for resolved ones, also a
 button on an event's own page; and the resolution of failed events an operator dealt with
 outside Darkroom (`webhook_events_resolve`), which asks what was done first. The list shows each
-event's own id (what `webhooks_resolve` and `webhooks_replay` take), which its search finds too.
+event's own id (what `webhooks_resolve` and `webhooks_replay` take), which its search finds too,
+as it finds an order's events by the order's id, whole or short ("order 09e10db3").
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class WebhookEventAdmin(SearchById, RowActions, ReadOnlyAdmin):
     )
     list_filter = ("status", "provider", "event_type", "payout_outcome")
     search_fields = ("=event_id", "=reference", "event_type")
+    # its own id, and its order's (checkout's) id, whole or short as the shop shows it: `SearchById`
+    searched_ids = ("pk", "checkout_id")
+    searched_by_start = ("checkout_id",)
     ordering = ("-received_at",)
     list_select_related = ("tenant",)
     show_full_result_count = False

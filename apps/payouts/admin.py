@@ -131,7 +131,7 @@ class PayoutAdmin(SearchById, RowActions, ShownInPlace, ReadOnlyAdmin):
                 str(payout.tenant),
                 f"{payout.owner.get_username()} ({payout.owner.email})" if payout.owner.email else str(payout.owner),
                 money_text(payout.amount_minor, payout.currency),
-                payout.provider,
+                payout.get_provider_display(),
                 payout.get_status_display(),
                 Truncator(payout.last_error).chars(300),
             ),

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from apps.ledger.models import LedgerAccount
 from apps.outbox.models import uuid7
+from apps.payments.providers.base import money_text
 from apps.tenancy.models import TenantModel
 
 PROVIDER_CHOICES = [("sandbox", "Sandbox"), ("stripe", "Stripe"), ("paypal", "PayPal"), ("flutterwave", "Flutterwave")]
@@ -159,4 +160,4 @@ class Payout(TenantModel):
         ]
 
     def __str__(self) -> str:
-        return f"payout {self.id}: {self.amount_minor} {self.currency} ({self.status})"
+        return f"payout {self.id}: {money_text(self.amount_minor, self.currency)} ({self.get_status_display()})"

@@ -107,10 +107,10 @@ def payout_minimum_minor() -> int:
 
 
 def balance_text(amount_minor: int, currency: str) -> str:
-    """A wallet's balance as people read it: `money_text`, and below zero the minus sign (U+2212) the
-    wallet's entries show, never a hyphen: -2250, "EUR" -> "\u221222.50 EUR"."""
-    text = money_text(abs(amount_minor), currency)
-    return f"\u2212{text}" if amount_minor < 0 else text
+    """A wallet's balance as people read it: `money_text`, which writes an amount below zero with
+    the minus sign (U+2212) the wallet's entries show, never a hyphen: -2250, "EUR" ->
+    "\u221222.50 EUR" (as the admin does)."""
+    return money_text(amount_minor, currency)
 
 
 RefusalReason = Literal["no_destination", "below_minimum", "payout_pending"]

@@ -10,7 +10,9 @@ and the list's "status" filter tells refunds waiting on the provider from landed
 
 from __future__ import annotations
 
+import html
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +22,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from apps.commerce.models import Checkout, Refund, Transaction
-from apps.tenancy.context import tenant_context
+from apps.tenancy.context import system_context, tenant_context
 from tests.commerce.helpers import drain_outbox
 from tests.commerce.refunds import ask, confirmed, fresh
 from tests.commerce.test_refund_failed_at_provider import lines_of
@@ -228,3 +230,78 @@ def test_the_paid_back_outside_page_says_what_became_of_each_refund(tenant_a: An
     assert page.status_code == 200
     assert f"<td>{text}</td>" in body and "<td>8.10 EUR</td>" in body
     assert "Submitted to the provider" not in body
+
+
+def refund_in_state(org: Any, state: str, *, email: str = "ann@example.test") -> Refund:
+    """A refund of 8.10 EUR, in `state` (one of STATES), of a paid order of `org`."""
+    with tenant_context(org.pk):
+        checkout = Checkout.objects.create(
+            tenant=org,
+            email=email,
+            provider="sandbox",
+            status=Checkout.Status.PAID,
+            currency="EUR",
+            amount_minor=810,
+            expires_at=timezone.now() + timedelta(hours=1),
+        )
+        txn = Transaction.objects.create(
+            tenant=org,
+            checkout=checkout,
+            provider="sandbox",
+            amount_minor=810,
+            currency="EUR",
+            status="paid",
+            paid_at=timezone.now(),
+        )
+        return Refund.objects.create(
+            tenant=org,
+            transaction=txn,
+            reason=Refund.Reason.STUDIO_PARTIAL,
+            amount_minor=810,
+            currency="EUR",
+            idempotency_key=f"admin-status-{uuid.uuid4()}",
+            **STATES[state][0],
+        )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("state", list(STATES))
+def test_a_refunds_page_names_it_by_its_order_and_what_became_of_it(tenant_a: Any, state: str) -> None:
+    # given: a refund of 8.10 EUR of an order (its stored status alone may not say what became of it)
+    refund = refund_in_state(tenant_a.org, state)
+    with tenant_context(tenant_a.org.pk):
+        checkout_id = Transaction.objects.get(pk=refund.transaction_id).checkout_id
+    # when: the operator opens the refund's page
+    page = operator().get(f"{LIST}{refund.pk}/change/").content.decode()
+    # then: its heading names the order as the shop and e-mails do, the amount, and the status shown
+    # below it; not the payment's id, nor the stored status
+    heading = re.search(r"<h2>(.*?)</h2>", page, re.S)
+    assert heading is not None
+    expected = f"refund {refund.pk} of order {str(checkout_id)[:8]} (8.10 EUR): {STATES[state][1]}"
+    assert html.unescape(heading[1]).strip() == expected
+    title = re.search(r"<title>(.*?)</title>", page, re.S)
+    assert title is not None and html.unescape(title[1]).startswith(expected)
+    assert f"({refund.status})" not in html.unescape(heading[1])
+
+
+@pytest.mark.django_db
+def test_the_paid_back_outside_page_names_each_refunds_studio_order_and_shopper(tenant_a: Any, tenant_b: Any) -> None:
+    # given: refunds of two studios' orders, refused by the provider
+    ann = refund_in_state(tenant_a.org, "refused", email="ann@example.test")
+    bob = refund_in_state(tenant_b.org, "refused", email="bob@example.test")
+    with system_context("test"):
+        orders = {r.pk: str(r.transaction.checkout_id)[:8] for r in Refund.objects.select_related("transaction")}
+    # when: the operator picks "Record the selected refunds as paid back outside the provider" for both
+    page = operator().post(LIST, {"action": "settle_outside", "_selected_action": [str(ann.pk), str(bob.pk)]})
+    # then: the page lists, for each, its studio, order and shopper's e-mail, as the payouts' page
+    # lists each payout's studio and photographer
+    assert page.status_code == 200
+    rows = [
+        [html.unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", page.content.decode().split('<div id="content"')[1], re.S)
+    ]
+    assert rows == [
+        ["Refund", "Studio", "Order", "Shopper", "Status", "Amount", "Last error"],
+        [str(ann.pk), str(tenant_a.org), orders[ann.pk], "ann@example.test", STATES["refused"][1], "8.10 EUR", ""],
+        [str(bob.pk), str(tenant_b.org), orders[bob.pk], "bob@example.test", STATES["refused"][1], "8.10 EUR", ""],
+    ]

@@ -4,10 +4,11 @@
 Found following the runbook: "Checked with the provider: not paid (credit the wallet back)"
 credited the wallet back on one click, with no page showing what it would do and no note of
 what the provider showed, where resolving a webhook event asks for one; "paid" likewise. Both
-now show a page listing the payouts (studio, photographer, amount as money, status, last error)
-and asking what the provider showed; nothing is written until it is answered with a note, which
-an audit row keeps with the operator. Cancelling goes back and changes nothing. A payout's own
-page offers both as buttons (on the payouts each can settle), through the same page.
+now show a page listing the payouts (studio, photographer, amount as money, provider by name,
+status, last error) and asking what the provider showed; nothing is written until it is answered
+with a note, which an audit row keeps with the operator. Cancelling goes back and changes
+nothing. A payout's own page offers both as buttons (on the payouts each can settle), through
+the same page.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def test_settling_a_payout_from_the_list_shows_it_and_asks_for_a_note_first(
     for shown in (str(payout_id), str(tenant_a.org), wallet.owner.get_username(), "26.00 EUR", "Needs review"):
         assert shown in text
     assert "the provider timed out" in text and 'name="note"' in text
+    # and: the provider by its name, as the payout's page shows it, not as stored
+    assert "<td>Sandbox</td>" in text and "<td>sandbox</td>" not in text
     # and: nothing is written yet
     assert written(payout_id) == before
     # when: they answer with a note

@@ -632,8 +632,12 @@ def minor_to_major(amount_minor: int, currency: str) -> str:
 
 def money_text(amount_minor: int, currency: str) -> str:
     """12345, "EUR" -> "123.45 EUR": an amount as people read it (exact, the currency's own
-    number of decimals); what pages and messages show."""
-    return f"{minor_to_major(int(amount_minor), currency)} {currency}"
+    number of decimals); what pages and messages show. Below zero with the minus sign (U+2212),
+    never a hyphen: -2250, "EUR" -> "\u221222.50 EUR" (a wallet's balance, an account's in the
+    admin)."""
+    amount = int(amount_minor)
+    text = f"{minor_to_major(abs(amount), currency)} {currency}"
+    return f"\u2212{text}" if amount < 0 else text
 
 
 # 10**21 major units is past any bigint of minor units. Not lower: an amount field of the studio's
