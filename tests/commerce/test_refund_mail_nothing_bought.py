@@ -49,7 +49,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 NOTHING_BOUGHT = "Nothing was bought: your order was not completed, and nothing of it will be delivered."
 # What an e-mail about a refunded order says, which is untrue of an order never fulfilled.
-ORDER_WORDING = ("rest of your order", "yours as before", "Downloads of a refunded order", "- download of photo")
+ORDER_WORDING = (
+    "rest of your order",
+    "yours as before",
+    "no longer work",
+    "will not be sent",
+    "had already been shipped",
+    "- download of photo",
+)
 
 
 def refund_mail() -> Any:

@@ -6,7 +6,9 @@ before it was paid, or a refund made at the provider), the processing
 transaction writes a `checkout.refunded` outbox message (`payment.py`, `_on_refunded`). Its
 consumer (`tasks.commerce.send_refunded_email`, notifications queue) sends the e-mail once per
 message outside any transaction (`send_once` on the outbox's inbox rows): how much went back, why,
-and the signed link to the order, whose page shows it refunded. A payment that did not pay its
+what became of the refunded items (a download no longer works; a print is not sent, or had been
+shipped already: `refunded_items_said`, which the order page says too), and the signed link to
+the order, whose page shows it refunded. A payment that did not pay its
 order (never fulfilled: `Transaction.fulfilled_at` is null) is told apart: what was charged, in the
 currency it was charged in, why it goes back, and that nothing was bought (`_not_bought_lines`).
 
@@ -30,13 +32,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.db.models import Q
 
 from apps.catalog.models import ProductKind
 from apps.commerce.errors import CheckoutNotFound
-from apps.commerce.models import Checkout, CheckoutLine, Refund, Transaction
+from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Refund, Transaction
 from apps.commerce.order_links import order_link
 from apps.commerce.services.receipts import shopper_mail_send
 from apps.core.mail import mail_message_id
@@ -92,8 +95,8 @@ def _item(line: CheckoutLine) -> str:
 
 def _rest_of_items_refunded(
     *, checkout: Checkout, txn: Transaction, back_at: datetime | None = None
-) -> tuple[int, str, list[str]] | None:
-    """(amount, why, items) of the e-mail saying the whole payment is back for an order refunded
+) -> tuple[int, str, list[CheckoutLine]] | None:
+    """(amount, why, lines) of the e-mail saying the whole payment is back for an order refunded
     in parts (the studio's item refunds, parts refunded at the provider): what was not told
     before (the partial refunds that landed before the payment turned refunded each had their
     own e-mail), and the items it covers, in the currency the payment was charged in
@@ -126,20 +129,72 @@ def _rest_of_items_refunded(
     # not come back with the rest.
     owed = {r.pk for r in partials if r.still_owed}
     amount = whole_refund_minor(txn=txn) - sum(r.amount_minor for r in partials if r.pk in told or r.pk in owed)
-    lines = CheckoutLine.objects.filter(checkout_id=checkout.pk, state=CheckoutLine.State.CONFIRMED).order_by(
-        "position"
-    )
-    items = [_item(line) for line in lines if line.refund_id not in told and line.refund_id not in owed]
+    lines = _confirmed_lines(checkout)
+    rest = [line for line in lines if line.refund_id not in told and line.refund_id not in owed]
     why = "{studio} refunded the rest of your order:" if told else "{studio} refunded your order:"
-    return amount, why, items
+    return amount, why, rest
 
 
-def _downloads_after(*, refund: Refund | None, whole: bool) -> str:
-    if whole:
-        return "Downloads of a refunded order no longer work."
-    if refund is not None and refund.reason == Refund.Reason.PROVIDER_PARTIAL:
-        return "The rest of your order is yours as before."
-    return "Downloads of the refunded items no longer work; the rest of your order is yours as before."
+def _confirmed_lines(checkout: Checkout) -> list[CheckoutLine]:
+    """The order's charged items, with their refunds (`refunded_print_shipped` reads them)."""
+    lines = CheckoutLine.objects.filter(checkout_id=checkout.pk, state=CheckoutLine.State.CONFIRMED)
+    return list(lines.select_related("refund").order_by("position"))
+
+
+def refunded_print_shipped(line: CheckoutLine, shipping: CheckoutShipping | None) -> bool:
+    """Whether a refunded print had been shipped: its order was marked shipped, and not while
+    the print was in a refund of its own under way (such a print is not among what ships,
+    `CheckoutLine.TO_SHIP`), that is before that refund was asked. A print refunded with the
+    whole order (its line names no refund) ships with the order until the order is refunded.
+    Reads `line.refund`: select it with the line."""
+    if shipping is None or shipping.shipped_at is None:
+        return False
+    own = line.refund if line.refund_id is not None else None
+    return own is None or own.status not in Refund.LIVE_STATUSES or shipping.shipped_at < own.created_at
+
+
+def refunded_items_said(lines: Iterable[CheckoutLine], *, shipping: CheckoutShipping | None, then: str) -> str:
+    """What became of the refunded items `lines`, as the shopper is told: a download or a bulk
+    purchase no longer works (its entitlement is revoked when the refund lands); a print not
+    shipped yet will not be sent, one shipped before the refund was asked had been shipped
+    already (`refunded_print_shipped`; nothing is asked back). "The refunded download no longer
+    works and the refunded prints will not be sent", then `then` ("; the rest of ..." or ".");
+    "" for no items."""
+    downloads = 0
+    to_send = 0
+    sent = 0
+    for line in lines:
+        if line.kind != ProductKind.PRINT:
+            downloads += 1
+        elif refunded_print_shipped(line, shipping):
+            sent += line.quantity
+        else:
+            to_send += line.quantity
+    clauses = []
+    if downloads:
+        clauses.append(
+            "the refunded download no longer works" if downloads == 1 else "the refunded downloads no longer work"
+        )
+    if to_send:
+        clauses.append(f"the refunded print{'s' if to_send > 1 else ''} will not be sent")
+    if sent:
+        clauses.append(f"the refunded print{'s' if sent > 1 else ''} had already been shipped")
+    if not clauses:
+        return ""
+    said = " and ".join(clauses) + then
+    return said[0].upper() + said[1:]
+
+
+def _after_refund(*, checkout: Checkout, refund: Refund | None, whole: bool, lines: list[CheckoutLine] | None) -> str:
+    """What the e-mail says became of the refunded items (`lines`; None: the whole order's
+    charged items), and for some items that the rest of the order stands."""
+    if not whole and refund is not None and refund.reason == Refund.Reason.PROVIDER_PARTIAL:
+        return "The rest of your order is yours as before."  # (no item is named: none is taken back)
+    shipping = CheckoutShipping.objects.filter(checkout_id=checkout.pk).first()
+    refunded = _confirmed_lines(checkout) if lines is None else lines
+    return refunded_items_said(
+        refunded, shipping=shipping, then="." if whole else "; the rest of your order is yours as before."
+    )
 
 
 def _why_not_bought(*, txn: Transaction, studio: str, not_kept: Refund | None) -> str:
@@ -226,11 +281,12 @@ def _body(
     (`_not_bought_lines`): no items, no downloads taken back, nothing "as before"."""
     link = order_link(studio_slug=checkout.tenant.slug, tenant_id=checkout.tenant_id, checkout_id=checkout.pk)
     fulfilled = txn.fulfilled_at is not None
-    told = (
-        _refund_lines(checkout=checkout, txn=txn, refund=refund, whole=whole, back_at=back_at)
-        if fulfilled
-        else _not_bought_lines(checkout=checkout, txn=txn, refund=refund, whole=whole)
-    )
+    if fulfilled:
+        told, refunded = _refund_lines(checkout=checkout, txn=txn, refund=refund, whole=whole, back_at=back_at)
+        said = _after_refund(checkout=checkout, refund=refund, whole=whole, lines=refunded)
+        after = [said] if said else []
+    else:
+        told, after = _not_bought_lines(checkout=checkout, txn=txn, refund=refund, whole=whole), []
     return "\n".join(
         [
             *told,
@@ -239,7 +295,7 @@ def _body(
             f"{checkout.tenant.name} paid this back to you directly, not through the payment you made."
             if paid_outside
             else "The money goes back the way you paid; your bank may take a few days to show it.",
-            *([_downloads_after(refund=refund, whole=whole)] if fulfilled else []),
+            *after,
             "",
             "Your order, from any device:",
             link,
@@ -249,9 +305,9 @@ def _body(
 
 def _refund_lines(
     *, checkout: Checkout, txn: Transaction, refund: Refund | None, whole: bool, back_at: datetime | None
-) -> list[str]:
+) -> tuple[list[str], list[CheckoutLine] | None]:
     """What the e-mail says of a refund of a fulfilled order's payment: how much, why, and which
-    items (see `_body`)."""
+    items (see `_body`); and those items' lines (None: the whole order's)."""
     from apps.commerce.services.payment import charged_currency, whole_refund_minor  # (it imports this module)
 
     currency = charged_currency(txn=txn)
@@ -261,19 +317,20 @@ def _refund_lines(
         else money_text(whole_refund_minor(txn=txn), currency)
     )
     why = _WHY.get(refund.reason, "") if refund else ""
-    items = (
-        [_item(line) for line in refund.lines.order_by("position")]
+    lines = (
+        list(refund.lines.select_related("refund").order_by("position"))
         if refund is not None and refund.reason == Refund.Reason.STUDIO_PARTIAL
-        else []
+        else None
     )
     rest = _rest_of_items_refunded(checkout=checkout, txn=txn, back_at=back_at) if whole else None
     if rest is not None:
-        amount, why, items = money_text(rest[0], currency), rest[1], rest[2]
-    return [
+        amount, why, lines = money_text(rest[0], currency), rest[1], rest[2]
+    told = [
         f"{amount} of your payment to {checkout.tenant.name} has been refunded.",
         *([why.format(studio=checkout.tenant.name)] if why else []),
-        *items,
+        *(_item(line) for line in lines or []),
     ]
+    return told, lines
 
 
 def refunded_mail_send(

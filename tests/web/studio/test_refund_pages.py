@@ -394,14 +394,14 @@ def test_a_3_item_sale_a_refused_refund_superseded_from_the_form_then_the_print_
     # then: the page says so and offers all three items again
     page = owner.get(url)
     assert "Refund refused by the provider" in sale_row(page, 2)
-    assert "Failed: insufficient funds" in refund_rows(text(page))[0]
+    assert "Failed: Sandbox (local) refused it." in refund_rows(text(page))[0]
     assert sorted(refund_lines_on(page)) == sorted(str(i) for i in (first_id, second_id, print_id))
     # when: the owner ticks both downloads instead
     done = owner.get(post_refund(owner, page, checkout_id, [str(first_id), str(second_id)])["Location"])
     # then: one refund of 18.00 supersedes the refused one, which says why
     assert "Refund of 18.00 EUR asked of Sandbox (local)." in visible(done)
     superseded, both = refund_rows(text(done))
-    assert "Not needed: its items were asked for again in a later refund (refused before: insufficient funds)" in (
+    assert "Not needed: its items were asked for again in a later refund, after Sandbox (local) refused it" in (
         superseded
     )
     assert "1, 2" in both and "18.00 EUR" in both and "Requested" in both

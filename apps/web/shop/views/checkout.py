@@ -57,6 +57,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.catalog.models import ProductKind
 from apps.commerce.models import Checkout, CheckoutLine
+from apps.commerce.services.refund_mail import refunded_items_said
 from apps.payments.providers.base import money_text
 from apps.payments.providers.registry import provider_class
 from apps.web.shop.cart_rules import CartItemRefused, cart_put
@@ -192,14 +193,39 @@ def _total_label(status: str, late_payment: str = "", photo_withdrawn: bool = Fa
     return "Total (not charged)"
 
 
+# An order closed unpaid: its items were not bought, whatever their reservation's state (a
+# download's line stays "confirmed"; a print's is "released" when its stock went back).
+_NOT_BOUGHT_STATUSES = frozenset({Checkout.Status.FAILED, Checkout.Status.EXPIRED})
+
+
 def _line_state_text(checkout: Checkout, line: ShopCheckoutLine) -> str:
     """An item's state: "Refunded" once its refund (or the whole order's) landed, unless that
-    refund then failed at the provider and is owed still; else its reservation's state."""
+    refund then failed at the provider and is owed still; "Not bought" in an order whose payment
+    failed or that expired unpaid (a print whose stock went back: "Released"); else its
+    reservation's state."""
     if line.refund_owed:
         return "Refund did not reach you"
     if line.refunded or (checkout.status == Checkout.Status.REFUNDED and line.state == CheckoutLine.State.CONFIRMED):
         return "Refunded"
+    if checkout.status in _NOT_BOUGHT_STATUSES and line.state in (
+        CheckoutLine.State.CONFIRMED,
+        CheckoutLine.State.RESERVED,
+    ):
+        return "Not bought"
     return line_state_text(line.state)
+
+
+def _items_refunded_said(view: ShopCheckout) -> str:
+    """What became of the items refunded apart (their refunds landed and are not owed), as the
+    refund e-mails say it (`refunded_items_said`): a download no longer works, a print is not
+    sent or had been shipped already; the rest of the order stands. "" when none was."""
+    positions = {line.position for line in view.lines if line.refunded and not line.refund_owed}
+    if not positions:
+        return ""
+    lines = [line for line in view.checkout.lines_by_position if line.position in positions]
+    shipping = getattr(view.checkout, "shipping", None)
+    said = refunded_items_said(lines, shipping=shipping, then="; the rest of the order is yours as before.")
+    return said or "The rest of the order is yours as before."
 
 
 def _items_text(view: ShopCheckout, positions: tuple[int, ...]) -> str:
@@ -252,8 +278,7 @@ def _context(studio: Studio, view: ShopCheckout, return_stamp: str = "") -> dict
         "has_prints": any(line.kind == ProductKind.PRINT for line in view.lines),
         "has_downloads": any(line.kind != ProductKind.PRINT for line in view.lines),
         "is_open": is_open,
-        "items_refunded": checkout.status == Checkout.Status.PAID
-        and any(line.refunded and not line.refund_owed for line in view.lines),
+        "items_refunded": _items_refunded_said(view) if checkout.status == Checkout.Status.PAID else "",
         "refund_owed": refund_owed,
         "refunds_outside": [
             {

@@ -58,6 +58,7 @@ from apps.web.studio.access import (
     studio_page,
 )
 from apps.web.studio.forms import DestinationForm, PayoutRequestForm, RefundForm, ShipForm
+from apps.web.studio.refund_failures import failure_reason_said
 from apps.web.studio.views.common import page_of, sale_amount_text, submit
 
 
@@ -226,9 +227,22 @@ def _render_sale(
                 "refund": refund,
                 "amount": money_text(refund.amount_minor, refund.currency),
                 "items": sorted(position_of[line.pk] for line in sale.lines_by_position if line.refund_id == refund.pk),
+                # Why the provider could not complete it after accepting it, in plain words
+                # (its code stays in `last_error`, for operators).
+                "failure": failure_reason_said(
+                    refund, provider=sale.provider, provider_label=sale.get_provider_display()
+                )
+                if refund.provider_failed_at is not None
+                else "",
             }
             for refund in refunds
         ],
+        # A refund of the order waits on the provider (asked, or accepted and not confirmed):
+        # its items turn refunded once the provider confirms it.
+        "refund_waiting": any(
+            r.status in Refund.OWED_STATUSES and r.landed_at is None and r.reason != Refund.Reason.DUPLICATE_CHARGE
+            for r in refunds
+        ),
         "refund_form": (refund_form or RefundForm(offer_restock=_restockable(sale, items), items=items))
         if offer_refund
         else None,
