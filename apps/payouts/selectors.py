@@ -8,19 +8,24 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import BigIntegerField, QuerySet, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import BigIntegerField, CharField, Exists, OuterRef, Q, QuerySet, Subquery, Sum, UUIDField, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
+from django.utils import timezone
 
 from apps.commerce.models import Checkout, CheckoutLine
 from apps.commerce.selectors import wallet_refund_holds
-from apps.ledger.models import LedgerAccount, LedgerEvent
+from apps.ledger.models import LedgerAccount, LedgerCheckpoint, LedgerEvent
+from apps.outbox.models import InboxEntry
 from apps.payments.models import WebhookEvent
 from apps.payments.providers.base import money_text
 from apps.payouts.models import Payout, PayoutDestination
+from apps.tenancy.models import AuditLog
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,18 @@ def balance_text(amount_minor: int, currency: str) -> str:
     return money_text(amount_minor, currency)
 
 
-RefusalReason = Literal["no_destination", "below_minimum", "payout_pending"]
+# A photographer's request is recorded by its audit row (`REQUEST_AUDIT_ACTION`, naming the wallet and
+# the id of its `payout.wallet_requested` message) and done with once the consumer
+# (`WALLET_REQUEST_CONSUMER`) has its inbox row for that message, written in the run's transaction
+# whatever the run found (paid, or nothing to pay). Until then the request is in flight, and a second
+# is refused: for at most REQUEST_IN_FLIGHT_HOURS, longer than the consumer retries a busy lease or the
+# kill switch (tasks.payouts.WALLET_REQUEST_RETRY, about five hours), after which the scheduled batch
+# pays the wallet and a request is taken again.
+REQUEST_AUDIT_ACTION = "payout.request"
+WALLET_REQUEST_CONSUMER = "payouts.wallet_run_requested"
+REQUEST_IN_FLIGHT_HOURS = 6
+
+RefusalReason = Literal["no_destination", "payout_requested", "payout_pending", "below_minimum"]
 
 
 @dataclass(frozen=True)
@@ -134,8 +150,9 @@ class PayoutRefusal:
 class PayoutRequestStanding:
     """What decides whether a wallet may be paid on request now: its projected balance (what the
     batch reads), its share of the refunds under way (`wallet_refund_holds`, which a payout leaves
-    in it), the payout minimum, whether its owner has a payout destination and whether a payout
-    of it is still pending."""
+    in it), the payout minimum, whether its owner has a payout destination, whether a request of
+    it is in flight (asked for, not yet made into a payout) and whether a payout of it is still
+    pending or not yet counted in the projected balance."""
 
     account_id: int
     currency: str
@@ -144,6 +161,7 @@ class PayoutRequestStanding:
     minimum_minor: int
     has_destination: bool
     payout_pending: bool
+    payout_requested: bool = False
 
     @property
     def payable_minor(self) -> int:
@@ -160,6 +178,14 @@ class PayoutRequestStanding:
                 "You have none yet. A studio owner (you, if you are one) sets yours on the wallet page, under "
                 "Payout destinations; then ask again.",
             )
+        if self.payout_requested:
+            return PayoutRefusal(
+                "payout_requested",
+                "A payout of this wallet was just requested: it is made shortly, after any payout run in "
+                "progress, and listed below.",
+            )
+        if self.payout_pending:
+            return PayoutRefusal("payout_pending", "A payout of this wallet is already being sent; it is listed below.")
         if self.payable_minor < self.minimum_minor:
             held = money_text(self.held_minor, self.currency)
             on_hold = ""
@@ -173,35 +199,64 @@ class PayoutRequestStanding:
                 f"{money_text(self.minimum_minor, self.currency)}.",
                 hint="Sales that just happened may take a few seconds to count.",
             )
-        if self.payout_pending:
-            return PayoutRefusal("payout_pending", "A payout of this wallet is already being sent; it is listed below.")
         return None
+
+
+def _requests_in_flight(*, tenant_id: int) -> QuerySet[AuditLog]:
+    """The wallet's (`OuterRef("pk")`) requests of the last REQUEST_IN_FLIGHT_HOURS whose message
+    the consumer has not applied yet (no inbox row)."""
+    applied = InboxEntry.objects.filter(consumer=WALLET_REQUEST_CONSUMER, message_id=OuterRef("message_uuid"))
+    return (
+        AuditLog.objects.filter(
+            tenant_id=tenant_id,
+            created_at__gte=timezone.now() - timedelta(hours=REQUEST_IN_FLIGHT_HOURS),
+            action=REQUEST_AUDIT_ACTION,
+            target_type="ledger_account",
+            target_id=Cast(OuterRef("pk"), CharField()),
+            data__has_key="message_id",
+        )
+        .annotate(message_uuid=Cast(KT("data__message_id"), UUIDField()))
+        .filter(~Exists(applied))
+    )
+
+
+def _payouts_on_their_way(*, tenant_id: int) -> QuerySet[Payout]:
+    """The wallet's (`OuterRef("pk")`) payouts still pending, or whose debit the projection has not
+    counted yet (past its partition's checkpoint) unless they failed (their credit back is as
+    uncounted): a payout the provider already paid can still leave the projected balance as it was."""
+    checkpoint = LedgerCheckpoint.objects.filter(partition=OuterRef("partition")).values("seq")[:1]
+    uncounted = LedgerEvent.objects.filter(
+        pk=OuterRef("debit_event_id"), seq__gt=Coalesce(Subquery(checkpoint), Value(0), output_field=BigIntegerField())
+    )
+    return Payout.objects.filter(tenant_id=tenant_id, account_id=OuterRef("pk")).filter(
+        Q(status=Payout.Status.PENDING) | (~Q(status=Payout.Status.FAILED) & Exists(uncounted))
+    )
 
 
 def payout_request_standings(
     *, tenant_id: int, owner_id: int, account_ids: Sequence[int] | None = None
 ) -> dict[int, PayoutRequestStanding]:
     """The standing of each wallet of `owner_id` in the studio (or of those of `account_ids` that
-    are theirs; another's wallet is absent), by account id, in four queries however many wallets.
-    In the tenant's context (RLS); reads only, locks nothing."""
+    are theirs; another's wallet is absent), by account id, in three queries however many wallets.
+    The balance, the requests in flight and the payouts on their way are read in ONE statement
+    (one snapshot): a request's run that commits meanwhile is seen as the request or as its
+    payout, and a payout's debit the projector counts meanwhile as the payout or in the balance,
+    never as neither. In the tenant's context (RLS); reads only, locks nothing."""
     accounts = LedgerAccount.objects.filter(tenant_id=tenant_id, kind=LedgerAccount.Kind.WALLET, owner_id=owner_id)
     if account_ids is not None:
         accounts = accounts.filter(pk__in=list(account_ids))
     rows = list(
         accounts.annotate(
-            projected=Coalesce(Sum("balances__balance_minor"), Value(0), output_field=BigIntegerField())
-        ).values_list("pk", "currency", "projected")
+            projected=Coalesce(Sum("balances__balance_minor"), Value(0), output_field=BigIntegerField()),
+            requested=Exists(_requests_in_flight(tenant_id=tenant_id)),
+            pending=Exists(_payouts_on_their_way(tenant_id=tenant_id)),
+        ).values_list("pk", "currency", "projected", "requested", "pending")
     )
     if not rows:
         return {}
-    ids = [pk for pk, _, _ in rows]
+    ids = [pk for pk, *_ in rows]
     held = wallet_refund_holds(account_ids=ids)
     has_destination = PayoutDestination.objects.filter(tenant_id=tenant_id, owner_id=owner_id).exists()
-    pending = set(
-        Payout.objects.filter(tenant_id=tenant_id, account_id__in=ids, status=Payout.Status.PENDING).values_list(
-            "account_id", flat=True
-        )
-    )
     minimum = payout_minimum_minor()
     return {
         pk: PayoutRequestStanding(
@@ -211,9 +266,10 @@ def payout_request_standings(
             held_minor=held.get(pk, 0),
             minimum_minor=minimum,
             has_destination=has_destination,
-            payout_pending=pk in pending,
+            payout_pending=bool(pending),
+            payout_requested=bool(requested),
         )
-        for pk, currency, projected in rows
+        for pk, currency, projected, requested, pending in rows
     }
 
 
@@ -310,7 +366,12 @@ def wallet_entry_sources(*, tenant_id: int, entries: Iterable[LedgerEvent]) -> d
             if status in (Checkout.Status.PAID, Checkout.Status.REFUNDED):
                 sold.add(checkout_id)
     payouts = (
-        {p.pk: p for p in Payout.objects.filter(tenant_id=tenant_id, pk__in=payout_ids).only("provider", "destination")}
+        {
+            p.pk: p
+            for p in Payout.objects.filter(tenant_id=tenant_id, pk__in=payout_ids).only(
+                "provider", "destination", "created_at"
+            )
+        }
         if payout_ids
         else {}
     )

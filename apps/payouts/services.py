@@ -14,7 +14,9 @@ publishes `payout.wallet_requested`; its consumer (`payout_wallet_run`) holds th
 pays that one wallet, in a batch of its own that is opened, paid and completed in ONE
 transaction together with the consumer's inbox row. A busy lease makes the consumer retry later
 rather than drop the request; a batch and a request that race pay the wallet once, since each
-pays the exact balance, which the first payout's debit already took.
+pays the exact balance, which the first payout's debit already took. A second request of the
+wallet is refused while the first is in flight (its audit row names its message, and the
+consumer's inbox row ends it) or its payout is on its way; requests of one wallet take turns.
 """
 
 from __future__ import annotations
@@ -51,7 +53,13 @@ from apps.payments.providers.base import (
 )
 from apps.payments.providers.registry import get_provider
 from apps.payouts.models import Payout, PayoutBatch, PayoutDestination
-from apps.payouts.selectors import RefusalReason, payout_minimum_minor, payout_request_standings
+from apps.payouts.selectors import (
+    REQUEST_AUDIT_ACTION,
+    WALLET_REQUEST_CONSUMER,
+    RefusalReason,
+    payout_minimum_minor,
+    payout_request_standings,
+)
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import Membership, Organization, User
 from apps.tenancy.services import audit_record
@@ -62,8 +70,8 @@ BATCH_LOCK = "payouts:batch"
 TOPIC_PAYOUT_CREATED = "payout.created"
 TOPIC_BATCH_REQUESTED = "payout.batch_requested"
 TOPIC_WALLET_REQUESTED = "payout.wallet_requested"
-# The consumer of TOPIC_WALLET_REQUESTED (its Celery task name and its inbox name).
-WALLET_REQUEST_CONSUMER = "payouts.wallet_run_requested"
+# WALLET_REQUEST_CONSUMER (apps.payouts.selectors): the consumer of TOPIC_WALLET_REQUESTED (its Celery
+# task name and its inbox name), whose inbox row ends a request's time in flight.
 
 
 class NotAMember(NotFound):
@@ -118,8 +126,8 @@ class BelowPayoutMinimum(DomainError):
 
 
 class PayoutInProgress(DomainError):
-    """A photographer asked to be paid now while a payout of the same wallet is being sent.
-    Nothing was asked."""
+    """A photographer asked to be paid now while a payout of the same wallet was just asked for
+    or is being sent. Nothing was asked."""
 
     status_code = 409
     slug = "payout-in-progress"
@@ -493,9 +501,15 @@ def payout_batch_request(*, actor: User | None, actor_label: str) -> None:
 # Each refusal of `PayoutRequestStanding.refusal` (the rule the wallet page shows) as the error raised.
 _REFUSALS: dict[RefusalReason, type[DomainError]] = {
     "no_destination": NoPayoutDestination,
-    "below_minimum": BelowPayoutMinimum,
+    "payout_requested": PayoutInProgress,
     "payout_pending": PayoutInProgress,
+    "below_minimum": BelowPayoutMinimum,
 }
+
+# Requests of one wallet take turns (a transaction-level advisory lock, held until the caller's
+# transaction ends): the second reads the standing after the first committed, so it sees the first
+# request in flight and is refused, never both taken.
+_REQUEST_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('payouts.wallet_request:' || %s, 0))"
 
 
 @transaction.atomic
@@ -506,13 +520,18 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
     share of the refunds under way (`wallet_refund_holds`), which a payout leaves in the wallet.
 
     Joins the caller's transaction (the studio form's, so the form's key row, the message and
-    the audit row commit together) or opens one; in the tenant's context.
-    The wallet must be the actor's, have a payout destination, reach PAYOUT_MINIMUM_MINOR in its
-    projected balance less its refunds under way (what the batch reads) and have no payout still
-    pending. Raises CapabilityDisabled (the payouts kill switch), WalletNotFound,
-    NoPayoutDestination, BelowPayoutMinimum, PayoutInProgress; nothing is written then.
+    the audit row commit together) or opens one; in the tenant's context. Requests of one wallet
+    take turns until the caller's transaction ends (`_REQUEST_LOCK_SQL`).
+    The wallet must be the actor's, have a payout destination, no request in flight (the audit row
+    names its message, whose consumer's inbox row ends it: `payout_request_standings`), no payout
+    still pending or not yet counted in the projected balance, and reach PAYOUT_MINIMUM_MINOR in its
+    projected balance less its refunds under way (what the batch reads). Raises CapabilityDisabled
+    (the payouts kill switch), WalletNotFound, NoPayoutDestination, PayoutInProgress,
+    BelowPayoutMinimum; nothing is written then.
     """
     ensure_enabled(Capability.PAYOUTS)
+    with connection.cursor() as cursor:
+        cursor.execute(_REQUEST_LOCK_SQL, [str(account_id)])
     standing = payout_request_standings(tenant_id=tenant_id, owner_id=actor.pk, account_ids=[account_id]).get(
         account_id
     )
@@ -521,7 +540,7 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
     refusal = standing.refusal
     if refusal is not None:
         raise _REFUSALS[refusal.reason](refusal.detail)
-    outbox_publish(
+    message = outbox_publish(
         topic=TOPIC_WALLET_REQUESTED,
         tenant_id=tenant_id,
         aggregate_type="ledger_account",
@@ -529,7 +548,7 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
         payload={"tenant_id": tenant_id, "account_id": account_id, "requested_by": actor.pk},
     )
     audit_record(
-        action="payout.request",
+        action=REQUEST_AUDIT_ACTION,
         tenant_id=tenant_id,
         actor_user=actor,
         actor_label=f"user:{actor.pk}",
@@ -539,6 +558,7 @@ def payout_wallet_request(*, tenant_id: int, account_id: int, actor: User) -> in
             "balance_minor": standing.balance_minor,
             "held_for_refunds_minor": standing.held_minor,
             "currency": standing.currency,
+            "message_id": str(message.pk),  # in flight until its consumer's inbox row exists
         },
     )
     return standing.payable_minor
@@ -570,8 +590,10 @@ def payout_wallet_run(*, tenant_id: int, account_id: int, message_id: str | uuid
     inbox row, a batch of its own (`trigger` names the request; created completed, so it never
     stays running and never resumes or blocks a crashed batch), the payout, its ledger debit and
     its `payout.created` message. No payout (logged) when the wallet's payable balance is below
-    PAYOUT_MINIMUM_MINOR (a batch or an earlier request paid it meanwhile, or a refund took it
-    down) or it has no destination any more. A redelivered message changes nothing.
+    PAYOUT_MINIMUM_MINOR (a batch paid it meanwhile, or a refund took it down) or it has no
+    destination any more. Either way the inbox row ends the request's time in flight, in the same
+    transaction as its payout if any (`payout_request_standings`). A redelivered message changes
+    nothing.
     Raises CapabilityDisabled (kill switch), LockBusy (a batch or another request holds the
     lease), StaleLeaseError / LockLost (lost it midway: nothing written): the caller retries.
     """

@@ -6,15 +6,18 @@ Real PostgreSQL, Redis and (for the busy lease) a real relay and Celery worker.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from celery import signals
 from django.db import connection, transaction
+from django.utils import timezone
 
 from apps.commerce.models import CheckoutLine
 from apps.core.locks import LockBusy, fenced_lock
@@ -23,6 +26,7 @@ from apps.ops.killswitch import CapabilityDisabled, kill_switch_engage, kill_swi
 from apps.outbox.models import OutboxMessage
 from apps.outbox.routing import Route, resolve_route
 from apps.payouts.models import Payout, PayoutBatch
+from apps.payouts.selectors import REQUEST_IN_FLIGHT_HOURS
 from apps.payouts.services import (
     BATCH_LOCK,
     TOPIC_BATCH_REQUESTED,
@@ -33,12 +37,14 @@ from apps.payouts.services import (
     PayoutInProgress,
     WalletNotFound,
     payout_batch_run,
+    payout_submit,
     payout_wallet_request,
     payout_wallet_run,
     wallet_exact_balance,
 )
 from apps.tenancy.context import system_context, tenant_context
 from apps.tenancy.models import AuditLog
+from tasks.payouts import WALLET_REQUEST_RETRY
 from tests.commerce.fixtures import empty_broker, row_lock_strategy, worker_running  # noqa: F401 - fixtures by name
 from tests.commerce.refunds import ask, confirmed
 from tests.payments.test_e2e_sandbox import outbox_idle, running_relay, wait_until
@@ -126,29 +132,155 @@ def test_a_request_pays_that_wallet_once_and_no_other(studios: tuple[Any, Any]) 
     assert request_audits() == 1
 
 
-def test_a_repeated_request_or_a_redelivery_pays_once(studios: tuple[Any, Any]) -> None:
-    # given: two requests of one wallet published before either is consumed
+def test_a_redelivery_of_a_request_pays_once(studios: tuple[Any, Any]) -> None:
+    # given: a request, consumed
     studio, _ = studios
     wallet = make_wallet(studio, credited=5000)
     projection_rebuild()
     request(wallet)
-    request(wallet)
-    first, second = requests_published()
+    [message] = requests_published()
+    paid = consume(message)
 
-    # when: both are consumed, then the first is redelivered after new sales credited the wallet
-    paid = consume(first)
-    after_paid = consume(second)
+    # when: it is redelivered after new sales credited the wallet
     post(studio, wallet.account, 3000, kind="credit")
-    redelivered = consume(first)
+    redelivered = consume(message)
 
-    # then: one payout; the second request found nothing to pay, the redelivery did nothing
+    # then: one payout; the redelivery did nothing
     [payout] = payouts_of(wallet)
     assert payout.amount_minor == 5000 and paid.startswith("paid 5000")
-    assert after_paid == "wallet below the payout minimum: nothing paid"
     assert redelivered == "request already handled: skipped"
     assert exact_balance(wallet) == 3000
     with system_context("test"):
         assert PayoutBatch.objects.count() == 1
+
+
+def test_a_second_request_is_refused_until_the_first_is_paid_and_counted(studios: tuple[Any, Any]) -> None:
+    # given: a photographer who asked to be paid 44.10 EUR, the request not consumed yet
+    studio, _ = studios
+    wallet = make_wallet(studio, credited=4410)
+    projection_rebuild()
+    assert request(wallet) == 4410
+
+    # when: they ask again (the page they landed on, or a tab opened earlier)
+    # then: refused, saying the payout was just asked for; nothing more is written
+    with pytest.raises(PayoutInProgress) as refused:
+        request(wallet)
+    assert str(refused.value).startswith("A payout of this wallet was just requested")
+    assert len(requests_published()) == 1 and request_audits() == 1
+
+    # when: the request is consumed: its payout is pending
+    [message] = requests_published()
+    assert consume(message).startswith("paid 4410")
+    [payout] = payouts_of(wallet)
+    # then: refused as being sent
+    with pytest.raises(PayoutInProgress) as refused:
+        request(wallet)
+    assert str(refused.value).startswith("A payout of this wallet is already being sent")
+
+    # when: the provider paid it, and the projector has not counted its debit yet (the projected
+    # balance still says 44.10 EUR)
+    with tenant_context(studio.pk):
+        assert payout_submit(payout_id=payout.id).status == Payout.Status.PAID
+    # then: still refused at once, rather than accepted and then paying nothing
+    with pytest.raises(PayoutInProgress):
+        request(wallet)
+
+    # when: the debit is counted: the balance is 0.00 EUR, below the minimum
+    projection_rebuild()
+    with pytest.raises(BelowPayoutMinimum):
+        request(wallet)
+    # and: new sales bring it back up: a new request is taken
+    post(studio, wallet.account, 2000, kind="credit")
+    projection_rebuild()
+    assert request(wallet) == 2000
+    assert len(requests_published()) == 2 and request_audits() == 2
+    assert consume(requests_published()[1]).startswith("paid 2000")
+
+
+def test_a_request_the_consumer_found_nothing_to_pay_for_no_longer_blocks_the_next(studios: tuple[Any, Any]) -> None:
+    # given: a request, then a refund that took the wallet below the minimum before it was consumed
+    studio, _ = studios
+    wallet = make_wallet(studio, credited=5000)
+    projection_rebuild()
+    request(wallet)
+    post(studio, wallet.account, 4500, kind="debit")
+    [message] = requests_published()
+    assert consume(message) == "wallet below the payout minimum: nothing paid"
+    # when: sales bring it up again, and the photographer asks again
+    post(studio, wallet.account, 2000, kind="credit")
+    projection_rebuild()
+    # then: taken: the first request is done with
+    assert request(wallet) == 2500
+
+
+def test_two_requests_at_once_from_two_connections_are_one_request(studios: tuple[Any, Any]) -> None:
+    # given: a due wallet, and two requests of it on two connections: the second is made while
+    # the first's transaction is still open
+    studio, _ = studios
+    wallet = make_wallet(studio, credited=4410)
+    projection_rebuild()
+    first_made = threading.Event()
+    outcomes: dict[str, int | BaseException] = {}
+
+    def ask_for_it(name: str) -> None:
+        try:
+            if name == "second":
+                assert first_made.wait(30)
+            with tenant_context(studio.pk), transaction.atomic():
+                outcomes[name] = payout_wallet_request(
+                    tenant_id=studio.pk, account_id=wallet.account.pk, actor=wallet.owner
+                )
+                if name == "first":
+                    first_made.set()
+                    time.sleep(1.0)  # commit late: the second request runs meanwhile
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcomes[name] = exc
+            first_made.set()
+        finally:
+            connection.close()
+
+    # when
+    threads = [threading.Thread(target=ask_for_it, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    # then: the first is taken; the second waited for it to commit, and was refused
+    assert outcomes["first"] == 4410, outcomes
+    assert isinstance(outcomes["second"], PayoutInProgress), outcomes
+    assert "was just requested" in str(outcomes["second"])
+    assert len(requests_published()) == 1 and request_audits() == 1
+
+
+def test_a_request_never_consumed_stops_blocking_once_its_consumer_would_have_given_up(
+    studios: tuple[Any, Any],
+) -> None:
+    # given: a request of a wallet made longer ago than its consumer keeps retrying, never consumed
+    # (its message dead-lettered, or the consumer gave up on a busy lease: the schedule pays it)
+    studio, _ = studios
+    wallet = make_wallet(studio, credited=5000)
+    projection_rebuild()
+    with system_context("test: a request of long ago"), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO tenancy_auditlog (tenant_id, actor_label, action, target_type, target_id, data,"
+            " request_id, created_at) VALUES (%s, '', 'payout.request', 'ledger_account', %s, %s, '', %s)",
+            [
+                studio.pk,
+                str(wallet.account.pk),
+                json.dumps({"message_id": str(uuid.uuid4())}),
+                timezone.now() - timedelta(hours=REQUEST_IN_FLIGHT_HOURS, minutes=1),
+            ],
+        )
+    # when: the photographer asks to be paid
+    # then: taken
+    assert request(wallet) == 5000
+    # and: the horizon outlasts every retry of the consumer (backoff doubling up to its cap, no jitter)
+    budget = sum(
+        min(WALLET_REQUEST_RETRY["retry_backoff_max"], WALLET_REQUEST_RETRY["retry_backoff"] * 2**n)
+        for n in range(WALLET_REQUEST_RETRY["max_retries"])
+    )
+    assert budget < REQUEST_IN_FLIGHT_HOURS * 3600
 
 
 def test_two_deliveries_of_one_request_at_once_pay_once(studios: tuple[Any, Any]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
+from django.utils import dateformat, timezone
 
 from apps.catalog.models import Event, Photo
 from apps.commerce.models import CheckoutLine
@@ -75,15 +75,18 @@ def test_each_entry_says_what_it_was_on_the_page_and_in_the_statement(studio: St
     with tenant_context(studio.org.pk):
         assert payout_submit(payout_id=payout_id).status == Payout.Status.FAILED
     client = signed_in(wallet.owner)
+    with tenant_context(studio.org.pk):
+        made = dateformat.format(timezone.localtime(Payout.objects.get(pk=payout_id).created_at), "j M Y, H:i")
+    which = f"(payout {str(payout_id)[-8:]} of {made})"
 
     # when: the photographer opens the wallet
     page = text(client.get("/studio/wallet/"))
 
-    # then: each entry, newest first, says what it was, never a ledger key or kind
+    # then: each entry, newest first, says what it was (a payout which one), never a ledger key or kind
     sale = f"at {title} (order {order})"
     assert descriptions(page) == [
-        "Payout returned, not paid to Stripe: cus_123",
-        "Payout to Stripe: cus_123",
+        f"Payout returned, not paid to Stripe: cus_123 {which}",
+        f"Payout to Stripe: cus_123 {which}",
         f"Refund to the shopper: Print A4, photo {photo} {sale}",
         f"Sale: Print A4, photo {photo} {sale} 25.00 EUR less the platform's fee of 2.50 EUR",
         f"Sale: Download, photo {photo} {sale} 9.00 EUR less the platform's fee of 0.90 EUR",
@@ -102,8 +105,8 @@ def test_each_entry_says_what_it_was_on_the_page_and_in_the_statement(studio: St
         ("credit", "8.10", f"Sale: Download, photo {photo} {sale}; 9.00 EUR less the platform's fee of 0.90 EUR"),
         ("credit", "22.50", f"Sale: Print A4, photo {photo} {sale}; 25.00 EUR less the platform's fee of 2.50 EUR"),
         ("debit", "-22.50", f"Refund to the shopper: Print A4, photo {photo} {sale}"),
-        ("debit", "-8.10", "Payout to Stripe: cus_123"),
-        ("credit", "8.10", "Payout returned, not paid to Stripe: cus_123"),
+        ("debit", "-8.10", f"Payout to Stripe: cus_123 {which}"),
+        ("credit", "8.10", f"Payout returned, not paid to Stripe: cus_123 {which}"),
     ]
     assert rows[1][5] == f"checkout:{checkout_id}"  # the reference column stays as it was
 

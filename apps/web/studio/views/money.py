@@ -19,7 +19,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import dateformat, timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.commerce.models import Checkout, CheckoutLine, CheckoutShipping, Refund
@@ -37,10 +37,12 @@ from apps.ledger.selectors import account_entries_oldest_first, account_entries_
 from apps.ops.killswitch import capability_enabled
 from apps.ops.models import Capability
 from apps.payments.providers.base import PayoutDestinationError, minor_to_major, money_text
+from apps.payouts.models import Payout
 from apps.payouts.selectors import (
     EntrySource,
     PayoutRequestStanding,
     SoldItem,
+    balance_text,
     payout_minimum_minor,
     payout_request_standings,
     wallet_entry_sources,
@@ -416,6 +418,14 @@ def _sold_item(item: SoldItem) -> str:
     return f"{kind}{size}{photo}{quantity}{event}"
 
 
+def _payout_named(payout: Payout) -> str:
+    """Which payout: "(payout 9f3c2a1b of 26 Nov 2026, 21:47)", its id's last eight characters (the
+    first ones of a time-ordered id are the same for payouts made within a minute) and when it was
+    made, as the payouts table says it."""
+    made = dateformat.format(timezone.localtime(payout.created_at), "j M Y, H:i")
+    return f"(payout {str(payout.pk)[-8:]} of {made})"
+
+
 def _entry_row(entry: LedgerEvent, source: EntrySource, *, studio: Studio) -> EntryRow:
     """What `entry` was, in words (`wallet_entry_sources` found what it names)."""
     credit = entry.kind == LedgerEvent.Kind.CREDIT
@@ -437,11 +447,13 @@ def _entry_row(entry: LedgerEvent, source: EntrySource, *, studio: Studio) -> En
             note=note,
         )
     payout = source.payout
-    to = f"{payout.get_provider_display()}: {payout.destination}" if payout is not None else ""
-    if source.kind == "payout":
-        return EntryRow(entry=entry, text=f"Payout to {to}" if to else "Payout")
-    if source.kind == "payout_returned":
-        return EntryRow(entry=entry, text=f"Payout returned, not paid to {to}" if to else "Payout returned")
+    if source.kind in ("payout", "payout_returned"):
+        head = "Payout to" if source.kind == "payout" else "Payout returned, not paid to"
+        if payout is None:
+            return EntryRow(entry=entry, text="Payout" if source.kind == "payout" else "Payout returned")
+        return EntryRow(
+            entry=entry, text=f"{head} {payout.get_provider_display()}: {payout.destination} {_payout_named(payout)}"
+        )
     return EntryRow(
         entry=entry,
         text="Added to your wallet" if credit else "Taken from your wallet",
@@ -457,21 +469,43 @@ def entry_rows(*, studio: Studio, entries: list[LedgerEvent]) -> list[EntryRow]:
 
 def _request_offer(
     wallets: list[selectors.WalletView], standings: dict[int, PayoutRequestStanding]
-) -> tuple[list[selectors.WalletView], list[str]]:
-    """The wallets "Request payout" offers (those `payout_wallet_request` would accept now, by its
-    own rule: `PayoutRequestStanding.refusal`) and why the others cannot be paid now, prefixed
-    with their currency when there are several. A missing destination goes unsaid here: the page
-    says so above, with where to set it."""
+) -> tuple[list[PayoutRequestStanding], list[str]]:
+    """The standings of the wallets "Request payout" offers (those `payout_wallet_request` would
+    accept now, by its own rule: `PayoutRequestStanding.refusal`) and why the others cannot be paid
+    now, prefixed with their currency when there are several. A missing destination goes unsaid
+    here: the page says so above, with where to set it."""
     payable, why_not = [], []
     for wallet in wallets:
         standing = standings.get(wallet.account_id)
         refusal = standing.refusal if standing is not None else None
         if standing is not None and refusal is None:
-            payable.append(wallet)
+            payable.append(standing)
         elif refusal is not None and refusal.reason != "no_destination":
             prefix = f"{wallet.currency} wallet: " if len(wallets) > 1 else ""
             why_not.append(prefix + refusal.message)
     return payable, why_not
+
+
+def _offer_choices(payable: list[PayoutRequestStanding]) -> list[tuple[int, str]]:
+    """The request form's wallets, each named with what a request pays now: "EUR wallet: 22.50 EUR now"."""
+    return [(s.account_id, f"{s.currency} wallet: {money_text(s.payable_minor, s.currency)} now") for s in payable]
+
+
+def _what_a_request_pays(payable: list[PayoutRequestStanding]) -> list[str]:
+    """What a request of each offered wallet sends now, and why not the whole balance when refunds
+    under way hold part of it (the request pays `payable_minor`, and says so once made)."""
+    said = []
+    for s in payable:
+        pays = money_text(s.payable_minor, s.currency)
+        if s.held_minor > 0:
+            balance, held = balance_text(s.balance_minor, s.currency), money_text(s.held_minor, s.currency)
+            said.append(
+                f"A payout requested now sends {pays}: your balance of {balance} less {held} held for refunds "
+                "under way."
+            )
+        else:
+            said.append(f"A payout requested now sends {pays}, your whole balance.")
+    return said
 
 
 def _render_wallet(
@@ -505,7 +539,8 @@ def _render_wallet(
         "minimum": _payout_minimum(tenant_id=tenant_id, wallets=wallets),
         # A fresh form of the wallets that can be paid now: after a refused request too, so its
         # button never repeats a request that cannot work (the refusal is said above it).
-        "request_form": PayoutRequestForm(wallets=_wallet_choices(payable)) if payable else None,
+        "request_form": PayoutRequestForm(wallets=_offer_choices(payable)) if payable else None,
+        "request_pays": _what_a_request_pays(payable),
         "request_refusal": refusal,
         "request_why_not": [reason for reason in why_not if not any(reason in said for said in refusal)],
     }
