@@ -295,3 +295,21 @@ def test_a_failed_send_gives_the_claim_back_and_the_retry_sends_once(tenant_a, s
         assert shipped_mail_send(message_id=message.pk, checkout_id=checkout_id) is True
         assert shipped_mail_send(message_id=message.pk, checkout_id=checkout_id) is False
     assert len(mail.outbox) == 1
+
+
+def test_an_order_whose_whole_refund_is_under_way_cannot_be_shipped(tenant_a, shop_a):
+    # given: a paid order of prints whose whole refund the studio asked for, not yet confirmed by
+    # the provider (its lines name no refund: the whole order's refund names none)
+    from apps.commerce.services.payment import checkout_refund_request
+
+    checkout_id = paid_print_checkout(tenant_a, shop_a)
+    with tenant_context(tenant_a.org.pk), transaction.atomic():
+        checkout_refund_request(tenant_id=tenant_a.org.pk, checkout_id=checkout_id, actor_label="test")
+    # when: the studio marks it shipped meanwhile
+    with pytest.raises(CheckoutNotShippable) as refused:
+        mark_shipped(tenant_a, checkout_id)
+    # then: refused (409) saying why, and nothing is shipped or e-mailed
+    assert refused.value.status_code == 409 and "refund of the whole order" in str(refused.value)
+    with system_context("test"):
+        assert CheckoutShipping.objects.get(checkout_id=checkout_id).fulfilment_status == "unfulfilled"
+        assert not OutboxMessage.objects.filter(topic=TOPIC_CHECKOUT_SHIPPED).exists()

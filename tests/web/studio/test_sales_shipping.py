@@ -165,3 +165,22 @@ def test_every_sale_downloads_as_csv_for_owners_and_staff_only(studio: StudioPeo
     assert (sale[9], sale[10], sale[11], sale[12]) == ("DE", "unfulfilled", "", "0.00") and sale[2]
     # and: a photographer may not
     assert signed_in(studio.photographer).get("/studio/sales.csv").status_code == 403
+
+
+def test_a_sale_whose_whole_refund_is_under_way_offers_no_shipping(studio: StudioPeople) -> None:
+    # given: a paid sale of prints whose whole refund was asked for, not yet confirmed by the provider
+    from apps.commerce.services.payment import checkout_refund_request
+
+    shop = make_shop(org=studio.org)
+    checkout_id = sold(studio, shop, {"product": shop.print.pk, "quantity": 2})
+    with tenant_context(studio.org.pk):
+        checkout_refund_request(tenant_id=studio.org.pk, checkout_id=checkout_id, actor_label="test")
+    owner = signed_in(studio.owner)
+    # when: the owner opens the sale
+    body = text(owner.get(f"/studio/sales/{checkout_id}/"))
+    # then: no "Mark as shipped" form (the service refuses it too: tests/commerce/test_shipping.py)
+    assert "Mark as shipped" not in body
+    refused = owner.post(f"/studio/sales/{checkout_id}/ship", {"nonce": "n1", "carrier": "DHL"})
+    assert refused.status_code == 409 and "refund of the whole order" in text(refused)
+    with system_context("test"):
+        assert CheckoutShipping.objects.get(checkout_id=checkout_id).fulfilment_status == "unfulfilled"
