@@ -39,6 +39,7 @@ from apps.commerce.models import (
     Refund,
 )
 from apps.commerce.order_links import order_link
+from apps.commerce.services.payment import other_refund_under_way
 from apps.commerce.services.receipts import shopper_mail_send
 from apps.core.mail import mail_message_id
 from apps.core.problems import DomainError, InvalidInput
@@ -92,7 +93,7 @@ def checkout_mark_shipped(
     CheckoutNotFound (also another tenant's checkout), AlreadyShipped, and CheckoutNotShippable
     (not paid, no shipping row: no prints, or no print left to ship: every one sold out or in a
     refund under way or landed, `CheckoutLine.TO_SHIP`, or a refund of the whole order under way,
-    whose lines name no refund: `_whole_refund_under_way`).
+    whose lines name no refund: `other_refund_under_way`).
     """
     carrier = _clean(carrier, field="carrier", max_length=CARRIER_MAX_LENGTH, required=True)
     tracking_reference = _clean(
@@ -111,7 +112,7 @@ def checkout_mark_shipped(
         )
     if checkout.status != Checkout.Status.PAID:
         raise CheckoutNotShippable(f"Only a paid order ships; this one is {checkout.get_status_display().lower()}.")
-    if _whole_refund_under_way(tenant_id=tenant_id, checkout_id=checkout.pk):
+    if other_refund_under_way(Refund.objects.filter(tenant_id=tenant_id, transaction__checkout_id=checkout.pk)):
         raise CheckoutNotShippable(
             "A refund of the whole order is under way: its prints are not to be sent. Once the provider confirms it, "
             "the order reads refunded; if the provider refuses it, the order can be shipped again."
@@ -144,22 +145,6 @@ def checkout_mark_shipped(
         payload={"checkout_id": str(checkout.pk)},
     )
     return shipping
-
-
-def _whole_refund_under_way(*, tenant_id: int, checkout_id: uuid.UUID) -> bool:
-    """Whether a refund of the whole order (not of some items, nor of a second charge) is asked
-    for or with the provider and not confirmed yet: its prints are not to be sent meanwhile."""
-    return (
-        Refund.objects.filter(
-            tenant_id=tenant_id,
-            transaction__checkout_id=checkout_id,
-            status__in=Refund.OWED_STATUSES,
-            landed_at__isnull=True,
-        )
-        .exclude(reason__in=Refund.PARTIAL_REASONS)
-        .exclude(Refund.SECOND_CHARGE)
-        .exists()
-    )
 
 
 # --- prints of a refunded order back in stock --------------------------------------------------

@@ -103,18 +103,6 @@ def _shippable(sale: Checkout) -> bool:
     )
 
 
-def _whole_refund_waiting(refunds: list[Refund]) -> bool:
-    """Whether a refund of the whole order (not of items, nor of a second charge) waits on the
-    provider: its prints are not to be sent (`checkout_mark_shipped` refuses them too)."""
-    return any(
-        r.status in Refund.OWED_STATUSES
-        and r.landed_at is None
-        and r.reason not in Refund.PARTIAL_REASONS
-        and r.reason != Refund.Reason.DUPLICATE_CHARGE
-        for r in refunds
-    )
-
-
 def _restockable(sale: Checkout, items: list[tuple[int, str]]) -> bool:
     """Whether the refund form offers "Put the prints back in stock": a print the form offers is
     still to ship."""
@@ -237,7 +225,7 @@ def _render_sale(
         "address_lines": address_lines(shipping) if shipping is not None else [],
         "ship_form": (
             (ship_form or ShipForm())
-            if ship_form is not None or (_shippable(sale) and not _whole_refund_waiting(refunds))
+            if ship_form is not None or (_shippable(sale) and not other_refund_under_way(refunds))
             else None
         ),
         "refunds": [
